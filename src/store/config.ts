@@ -1,0 +1,93 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import crypto from 'node:crypto'
+import { LogdiskError } from '../errors'
+import { DEFAULT_BLOCK_BYTES, DEFAULT_SEGMENT_BYTES, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION } from './format'
+
+/** store.json: what a store is. Written once at create; versioned (docs/FORMAT.md). */
+export interface StoreConfig {
+  format: number
+  uuid: string
+  sizeBytes: number
+  blockBytes: number
+  segmentBytes: number
+  createdAt: string
+}
+
+export interface CreateOptions {
+  sizeBytes: number
+  blockBytes?: number
+  segmentBytes?: number
+}
+
+export const CONFIG_FILE = 'store.json'
+
+export function validateCreateOptions (opts: CreateOptions): Omit<StoreConfig, 'uuid' | 'createdAt' | 'format'> {
+  const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES
+  const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES
+  const { sizeBytes } = opts
+  if (!Number.isSafeInteger(blockBytes) || blockBytes < 512 || blockBytes > 1024 * 1024 || (blockBytes & (blockBytes - 1)) !== 0) {
+    throw new LogdiskError('BAD_ARGUMENT', `block size ${blockBytes} must be a power of two between 512 and 1M`)
+  }
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockBytes !== 0) {
+    throw new LogdiskError('BAD_ARGUMENT', `size ${sizeBytes} must be a positive multiple of the block size (${blockBytes})`)
+  }
+  // A segment must hold at least one maximal entry besides its header page.
+  const minSegment = SEGMENT_HEADER_BYTES + 64 + MAX_ENTRY_BLOCKS * (blockBytes + 4)
+  if (!Number.isSafeInteger(segmentBytes) || segmentBytes < minSegment || segmentBytes > 4 * 1024 ** 3) {
+    throw new LogdiskError('BAD_ARGUMENT', `segment size ${segmentBytes} must be between ${minSegment} and 4G for block size ${blockBytes}`)
+  }
+  return { sizeBytes, blockBytes, segmentBytes }
+}
+
+export function newConfig (opts: CreateOptions): StoreConfig {
+  return { format: STORE_FORMAT_VERSION, uuid: crypto.randomUUID(), ...validateCreateOptions(opts), createdAt: new Date().toISOString() }
+}
+
+export function readConfig (dir: string): StoreConfig {
+  const file = path.join(dir, CONFIG_FILE)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new LogdiskError('STORE_NOT_FOUND', `no store at ${dir} (create one with: logdisk create ${dir} --size 1G)`, err)
+    }
+    throw new LogdiskError('BAD_CONFIG', `cannot read ${file}: ${(err as Error).message}`, err)
+  }
+  let config: StoreConfig
+  try {
+    config = JSON.parse(text)
+  } catch (err) {
+    throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
+  }
+  if (config.format !== STORE_FORMAT_VERSION) {
+    throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads format ${STORE_FORMAT_VERSION}`)
+  }
+  validateCreateOptions(config)
+  return config
+}
+
+/** Atomic publish: write a temporary file, fsync, rename, fsync the directory. */
+export function writeFileAtomic (file: string, data: string | Buffer): void {
+  const tmp = `${file}.tmp`
+  const fd = fs.openSync(tmp, 'w', 0o644)
+  try {
+    fs.writeFileSync(fd, data)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.renameSync(tmp, file)
+  const dirFd = fs.openSync(path.dirname(file), 'r')
+  try {
+    fs.fsyncSync(dirFd)
+  } finally {
+    fs.closeSync(dirFd)
+  }
+}
+
+export function writeConfig (dir: string, config: StoreConfig): void {
+  writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n')
+}

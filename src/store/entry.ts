@@ -1,0 +1,109 @@
+import { crc32c } from './crc'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind } from './format'
+
+/**
+ * One record of the log. Layout (little-endian), 64-byte header:
+ *
+ *   0 u32 magic "LDEN"      4 u8 kind    5 u8 version  6 u16 reserved
+ *   8 u64 seq              16 u64 timeMs
+ *  24 u64 block (first)    32 u32 count (blocks; 0 for markers)
+ *  36 u32 payloadBytes (bytes after the header and the CRC table)
+ *  40 u32 payloadCrc (markers: CRC32C of the payload; writes: 0)
+ *  44..60 reserved (zero)  60 u32 headerCrc = CRC32C(header[0..60) ++ crc table)
+ *
+ * A write entry is followed by `count` u32 block CRCs, then `count` blocks of data, so any
+ * block can be verified alone (a 4 KiB read of a 128 KiB entry reads 4 KiB). A marker entry
+ * is followed by its msgpack payload.
+ */
+export interface EntryHeader {
+  kind: EntryKind
+  seq: number
+  timeMs: number
+  block: number
+  count: number
+  payloadBytes: number
+  payloadCrc: number
+}
+
+export function entryBytes (h: Pick<EntryHeader, 'count' | 'payloadBytes'>): number {
+  return ENTRY_HEADER_BYTES + h.count * BLOCK_CRC_BYTES + h.payloadBytes
+}
+
+function writeU64 (buf: Buffer, value: number, offset: number): void {
+  buf.writeUInt32LE(value % 0x100000000, offset)
+  buf.writeUInt32LE(Math.floor(value / 0x100000000), offset + 4)
+}
+
+function readU64 (buf: Buffer, offset: number): number {
+  return buf.readUInt32LE(offset) + buf.readUInt32LE(offset + 4) * 0x100000000
+}
+
+/** Builds header + CRC table for a write entry; `blockCrcs` are CRC32C of each block. */
+export function encodeWriteHeader (seq: number, timeMs: number, block: number, blockCrcs: Uint32Array, blockBytes: number): Buffer {
+  const count = blockCrcs.length
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES)
+  fillHeader(buf, { kind: EntryKind.write, seq, timeMs, block, count, payloadBytes: count * blockBytes, payloadCrc: 0 })
+  for (let i = 0; i < count; i++) buf.writeUInt32LE(blockCrcs[i], ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
+  sealHeader(buf)
+  return buf
+}
+
+/** Builds a whole marker entry (sync, snapshot, ...) around an already encoded payload. */
+export function encodeMarker (kind: EntryKind, seq: number, timeMs: number, payload: Buffer): Buffer {
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES + payload.length)
+  fillHeader(buf, { kind, seq, timeMs, block: 0, count: 0, payloadBytes: payload.length, payloadCrc: crc32c(payload) })
+  payload.copy(buf, ENTRY_HEADER_BYTES)
+  sealHeader(buf.subarray(0, ENTRY_HEADER_BYTES))
+  return buf
+}
+
+function fillHeader (buf: Buffer, h: EntryHeader): void {
+  buf.writeUInt32LE(ENTRY_MAGIC, 0)
+  buf.writeUInt8(h.kind, 4)
+  buf.writeUInt8(1, 5)
+  writeU64(buf, h.seq, 8)
+  writeU64(buf, h.timeMs, 16)
+  writeU64(buf, h.block, 24)
+  buf.writeUInt32LE(h.count, 32)
+  buf.writeUInt32LE(h.payloadBytes, 36)
+  buf.writeUInt32LE(h.payloadCrc, 40)
+}
+
+/** Writes headerCrc over the header and the CRC table that follows it in `buf`. */
+function sealHeader (buf: Buffer): void {
+  let crc = crc32c(buf.subarray(0, 60))
+  if (buf.length > ENTRY_HEADER_BYTES) crc = crc32c(buf.subarray(ENTRY_HEADER_BYTES), crc)
+  buf.writeUInt32LE(crc, 60)
+}
+
+/**
+ * Parses a header from `buf` (at least ENTRY_HEADER_BYTES). Returns undefined when the bytes are
+ * not an entry header (bad magic, unknown kind, impossible sizes); the header CRC is checked
+ * by `verifyHeader` once the CRC table is available.
+ */
+export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined {
+  if (buf.length - offset < ENTRY_HEADER_BYTES) return undefined
+  if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
+  const kind = buf.readUInt8(offset + 4) as EntryKind
+  if (kind < EntryKind.write || kind > EntryKind.deleteSnapshot) return undefined
+  return {
+    kind,
+    seq: readU64(buf, offset + 8),
+    timeMs: readU64(buf, offset + 16),
+    block: readU64(buf, offset + 24),
+    count: buf.readUInt32LE(offset + 32),
+    payloadBytes: buf.readUInt32LE(offset + 36),
+    payloadCrc: buf.readUInt32LE(offset + 40)
+  }
+}
+
+/** `headerAndTable` = the 64-byte header followed by count*4 bytes of CRC table. */
+export function verifyHeader (headerAndTable: Buffer): boolean {
+  let crc = crc32c(headerAndTable.subarray(0, 60))
+  if (headerAndTable.length > ENTRY_HEADER_BYTES) crc = crc32c(headerAndTable.subarray(ENTRY_HEADER_BYTES), crc)
+  return crc === headerAndTable.readUInt32LE(60)
+}
+
+export function blockCrcAt (headerAndTable: Buffer, i: number): number {
+  return headerAndTable.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
+}

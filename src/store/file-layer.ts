@@ -1,0 +1,125 @@
+import fs from 'node:fs'
+import { fromSystemError } from '../errors'
+
+/**
+ * The seam between the store and the disk. The store reaches segment files only through this
+ * interface so that tests can swap in a simulated disk that drops unsynced writes on "crash"
+ * (src/testing/sim-file-layer.ts, after TigerBeetle's testing storage).
+ *
+ * Contract: `writev` writes all bytes or throws; data is durable only after `datasync`;
+ * a created or removed file is durable only after `syncDir` of its directory.
+ */
+export interface FileHandle {
+  read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number>
+  writev (buffers: Buffer[], position: number): Promise<void>
+  datasync (): Promise<void>
+  truncate (length: number): Promise<void>
+  size (): Promise<number>
+  close (): Promise<void>
+}
+
+export interface FileLayer {
+  /** Opens read-write; creates the file when `create` is set and it does not exist. */
+  open (file: string, create: boolean): Promise<FileHandle>
+  list (dir: string): Promise<string[]>
+  remove (file: string): Promise<void>
+  rename (from: string, to: string): Promise<void>
+  mkdirp (dir: string): Promise<void>
+  syncDir (dir: string): Promise<void>
+}
+
+function call<T> (what: string, fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    fn((err, value) => err ? reject(fromSystemError(err, what)) : resolve(value))
+  })
+}
+
+/** Raw fds with callback fs calls: measurably faster on the hot path than fs.promises handles. */
+class NodeFileHandle implements FileHandle {
+  constructor (private readonly fd: number, private readonly file: string) {}
+
+  read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
+    return call(`read ${this.file}`, cb => fs.read(this.fd, buf, bufOffset, length, position, cb))
+  }
+
+  async writev (buffers: Buffer[], position: number): Promise<void> {
+    let pending = buffers
+    while (pending.length > 0) {
+      const written = await call<number>(`write ${this.file}`, cb => fs.writev(this.fd, pending, position, cb))
+      position += written
+      pending = skipBytes(pending, written)
+    }
+  }
+
+  datasync (): Promise<void> {
+    return call(`fdatasync ${this.file}`, cb => fs.fdatasync(this.fd, err => cb(err, undefined)))
+  }
+
+  truncate (length: number): Promise<void> {
+    return call(`truncate ${this.file}`, cb => fs.ftruncate(this.fd, length, err => cb(err, undefined)))
+  }
+
+  async size (): Promise<number> {
+    const st = await call<fs.Stats>(`stat ${this.file}`, cb => fs.fstat(this.fd, cb))
+    return st.size
+  }
+
+  close (): Promise<void> {
+    return call(`close ${this.file}`, cb => fs.close(this.fd, err => cb(err, undefined)))
+  }
+}
+
+/** Drops the first `n` bytes from a list of buffers (after a short writev). */
+function skipBytes (buffers: Buffer[], n: number): Buffer[] {
+  const rest: Buffer[] = []
+  for (const b of buffers) {
+    if (n >= b.length) { n -= b.length; continue }
+    rest.push(n > 0 ? b.subarray(n) : b)
+    n = 0
+  }
+  return rest
+}
+
+export const nodeFileLayer: FileLayer = {
+  async open (file, create) {
+    const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR
+    const fd = await call<number>(`open ${file}`, cb => fs.open(file, flags, 0o600, cb))
+    return new NodeFileHandle(fd, file)
+  },
+  async list (dir) {
+    try {
+      return await fs.promises.readdir(dir)
+    } catch (err) {
+      throw fromSystemError(err, `list ${dir}`)
+    }
+  },
+  async remove (file) {
+    try {
+      await fs.promises.rm(file, { force: true })
+    } catch (err) {
+      throw fromSystemError(err, `remove ${file}`)
+    }
+  },
+  async rename (from, to) {
+    try {
+      await fs.promises.rename(from, to)
+    } catch (err) {
+      throw fromSystemError(err, `rename ${from}`)
+    }
+  },
+  async mkdirp (dir) {
+    try {
+      await fs.promises.mkdir(dir, { recursive: true })
+    } catch (err) {
+      throw fromSystemError(err, `mkdir ${dir}`)
+    }
+  },
+  async syncDir (dir) {
+    const fd = await call<number>(`open ${dir}`, cb => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, cb))
+    try {
+      await call(`fsync ${dir}`, cb => fs.fsync(fd, err => cb(err, undefined)))
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * On-disk constants. The layout is documented in docs/FORMAT.md; any change here bumps a
+ * version and keeps the old one readable.
+ */
+export const STORE_FORMAT_VERSION = 1
+export const SEGMENT_FORMAT_VERSION = 1
+
+/** Segment files start with a header page so that entries begin 4 KiB aligned. */
+export const SEGMENT_HEADER_BYTES = 4096
+export const SEGMENT_MAGIC = 'LOGDISK-SEGMENT\n' // 16 bytes
+
+export const ENTRY_MAGIC = 0x4e45444c // "LDEN" little-endian
+export const ENTRY_HEADER_BYTES = 64
+/** Bytes of per-block CRC stored after a write entry's header. */
+export const BLOCK_CRC_BYTES = 4
+
+/** Entry kinds: what one record of the log is. */
+export const EntryKind = {
+  write: 1, // block address, block count, per-block CRCs, data
+  sync: 2, // a consistency point: time and a note (msgpack payload)
+  snapshot: 3, // a snapshot cut (msgpack payload)
+  deleteSnapshot: 4 // a snapshot was deleted (msgpack payload)
+} as const
+export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
+
+/** Largest write entry the store builds: bounds buffers and keeps one entry per FUSE request. */
+export const MAX_ENTRY_BLOCKS = 256
+
+export const DEFAULT_BLOCK_BYTES = 4096
+export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+export function segmentFileName (segmentId: number): string {
+  return `seg-${String(segmentId).padStart(12, '0')}.log`
+}
+
+export function parseSegmentFileName (name: string): number | undefined {
+  const m = /^seg-(\d{12})\.log$/.exec(name)
+  return m ? Number(m[1]) : undefined
+}

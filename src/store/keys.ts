@@ -1,0 +1,59 @@
+/**
+ * The whole key layout of a store's LevelDB index, in one place (after hypercore-storage's
+ * lib/keys.js). Numbers are big-endian so that LevelDB's byte order is numeric order.
+ *
+ *   'c'                           -> checkpoint: msgpack { seq, position, timeMs }
+ *                                    (every entry before `position` is reflected in the index)
+ *   'h' u64 block, u64 seq        -> history: f64 position, u32 crc (12 bytes)
+ *                                    One key per version of every block. The newest version is
+ *                                    the last key of the block's range; the version visible at
+ *                                    a cut S (a snapshot, a sync point) is the last key with
+ *                                    seq <= S: one reverse seek, whatever the number of
+ *                                    snapshots. A scan of the whole range rebuilds any past state.
+ *   'g' u64 segmentId             -> segment record: msgpack { state, ... }
+ *   'm' u64 seq                   -> marker entry: msgpack { kind, position, timeMs, ... }
+ */
+export const CHECKPOINT_KEY = Buffer.from('c')
+export const HISTORY_PREFIX = 0x68 // 'h'
+export const SEGMENT_PREFIX = 0x67 // 'g'
+export const MARKER_PREFIX = 0x6d // 'm'
+
+function writeU64BE (buf: Buffer, value: number, offset: number): void {
+  buf.writeUInt32BE(Math.floor(value / 0x100000000), offset)
+  buf.writeUInt32BE(value % 0x100000000, offset + 4)
+}
+
+export function readU64BE (buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset) * 0x100000000 + buf.readUInt32BE(offset + 4)
+}
+
+export function historyKey (block: number, seq: number): Buffer {
+  const key = Buffer.allocUnsafe(17)
+  key[0] = HISTORY_PREFIX
+  writeU64BE(key, block, 1)
+  writeU64BE(key, seq, 9)
+  return key
+}
+
+export function historyValue (position: number, crc: number): Buffer {
+  const value = Buffer.allocUnsafe(12)
+  value.writeDoubleBE(position, 0)
+  value.writeUInt32BE(crc, 8)
+  return value
+}
+
+export function decodeHistory (key: Buffer, value: Buffer): { block: number, seq: number, position: number, crc: number } {
+  return { block: readU64BE(key, 1), seq: readU64BE(key, 9), position: value.readDoubleBE(0), crc: value.readUInt32BE(8) }
+}
+
+/** Range bounds of all keys with one prefix byte. */
+export function prefixRange (prefix: number): { gte: Buffer, lt: Buffer } {
+  return { gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]) }
+}
+
+export function numberKey (prefix: number, n: number): Buffer {
+  const key = Buffer.allocUnsafe(9)
+  key[0] = prefix
+  writeU64BE(key, n, 1)
+  return key
+}

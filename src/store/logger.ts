@@ -1,0 +1,8 @@
+/** The store logs through this pino-compatible shape; it never prints on its own. */
+export interface Logger {
+  info (fields: object, msg: string): void
+  warn (fields: object, msg: string): void
+  error (fields: object, msg: string): void
+}
+
+export const silentLogger: Logger = { info () {}, warn () {}, error () {} }

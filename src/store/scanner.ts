@@ -1,0 +1,114 @@
+import { crc32c } from './crc'
+import { blockCrcAt, decodeHeader, entryBytes, verifyHeader, type EntryHeader } from './entry'
+import type { FileHandle } from './file-layer'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS } from './format'
+
+const WINDOW_BYTES = 8 * 1024 * 1024
+const MAX_MARKER_BYTES = 1024 * 1024
+
+export interface ScannedEntry {
+  type: 'entry'
+  /** Offset of the entry in the segment file. */
+  offset: number
+  header: EntryHeader
+  /** Header and CRC table bytes (write entries: block i's CRC is blockCrcAt(table, i)). */
+  table: Buffer
+  /** Marker payload (sync, snapshot): msgpack bytes. */
+  payload?: Buffer
+  /** Indices of blocks whose data does not match their CRC (only when data is verified). */
+  badBlocks: number[]
+}
+
+export interface ScanEnd {
+  type: 'end'
+  offset: number
+  /** Why the scan stopped before the end of the file; undefined at a clean end. */
+  torn?: string
+}
+
+/** Reads a file through a large window so a sequential scan costs few system calls. */
+class WindowReader {
+  private window = Buffer.alloc(0)
+  private start = 0
+
+  constructor (private readonly handle: FileHandle, private readonly fileBytes: number) {}
+
+  async bytes (offset: number, length: number): Promise<Buffer | undefined> {
+    if (offset + length > this.fileBytes) return undefined
+    if (offset < this.start || offset + length > this.start + this.window.length) {
+      const size = Math.min(Math.max(WINDOW_BYTES, length), this.fileBytes - offset)
+      const buf = Buffer.allocUnsafe(size)
+      let got = 0
+      while (got < size) {
+        const n = await this.handle.read(buf, got, size - got, offset + got)
+        if (n === 0) break
+        got += n
+      }
+      this.window = buf.subarray(0, got)
+      this.start = offset
+      if (got < length) return undefined
+    }
+    return this.window.subarray(offset - this.start, offset - this.start + length)
+  }
+}
+
+/**
+ * Walks the entries of one segment file from `offset`, checking every header CRC (and every
+ * block CRC when `verifyData`). Ends with a ScanEnd that says where valid entries stop and, if
+ * bytes follow that are not a valid entry, why: a torn tail (004: a crash mid-append) or damage.
+ */
+export async function * scanSegment (
+  handle: FileHandle, offset: number, blockBytes: number, verifyData: boolean
+): AsyncGenerator<ScannedEntry | ScanEnd> {
+  const fileBytes = await handle.size()
+  const reader = new WindowReader(handle, fileBytes)
+  while (true) {
+    if (offset >= fileBytes) {
+      yield { type: 'end', offset }
+      return
+    }
+    const head = await reader.bytes(offset, ENTRY_HEADER_BYTES)
+    const header = head && decodeHeader(head)
+    const problem = !head
+      ? 'truncated entry header'
+      : !header
+          ? 'not an entry header'
+          : header.kind === EntryKind.write
+            ? (header.count < 1 || header.count > MAX_ENTRY_BLOCKS || header.payloadBytes !== header.count * blockBytes ? 'impossible write entry sizes' : undefined)
+            : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
+    if (problem || !header) {
+      yield { type: 'end', offset, torn: problem }
+      return
+    }
+    const tableBytes = ENTRY_HEADER_BYTES + header.count * BLOCK_CRC_BYTES
+    const total = entryBytes(header)
+    const whole = await reader.bytes(offset, total)
+    if (!whole) {
+      yield { type: 'end', offset, torn: 'truncated entry' }
+      return
+    }
+    const table = Buffer.from(whole.subarray(0, tableBytes))
+    if (!verifyHeader(table)) {
+      yield { type: 'end', offset, torn: 'entry header checksum mismatch' }
+      return
+    }
+    const badBlocks: number[] = []
+    let payload: Buffer | undefined
+    if (header.kind === EntryKind.write) {
+      if (verifyData) {
+        for (let i = 0; i < header.count; i++) {
+          const start = tableBytes + i * blockBytes
+          if (crc32c(whole.subarray(start, start + blockBytes)) !== blockCrcAt(table, i)) badBlocks.push(i)
+        }
+      }
+    } else {
+      payload = Buffer.from(whole.subarray(tableBytes))
+      if (crc32c(payload) !== header.payloadCrc) {
+        yield { type: 'end', offset, torn: 'marker payload checksum mismatch' }
+        return
+      }
+    }
+    yield { type: 'entry', offset, header, table, payload, badBlocks }
+    offset += total
+  }
+}

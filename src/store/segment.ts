@@ -1,0 +1,99 @@
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { crc32c } from './crc'
+import type { FileHandle, FileLayer } from './file-layer'
+import { SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, segmentFileName } from './format'
+
+/**
+ * One equal-size log file (004 cl. 6, 8). Its first page is a header naming the store, the
+ * segment id and the geometry, so a stray or misplaced file is never read as part of a log:
+ *
+ *   0 magic (16)  16 u32 version  20 u32 blockBytes  24 u64 segmentBytes  32 u64 segmentId
+ *   40 u64 createdMs  48 store uuid (16 bytes)  64 u32 CRC32C of bytes [0, 64)
+ *
+ * Entries follow from SEGMENT_HEADER_BYTES. A log position is segmentId * segmentBytes +
+ * offset in the file, so positions grow with time across segments.
+ */
+export interface SegmentGeometry {
+  uuid: string
+  blockBytes: number
+  segmentBytes: number
+}
+
+export class Segment {
+  /** Offset in the file where the next entry goes. */
+  tail: number
+  /** Bytes written since the last datasync. */
+  unsynced = false
+
+  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, tail: number) {
+    this.tail = tail
+  }
+
+  static async create (layer: FileLayer, dir: string, id: number, geometry: SegmentGeometry): Promise<Segment> {
+    const file = path.join(dir, segmentFileName(id))
+    const handle = await layer.open(file, true)
+    await handle.truncate(0)
+    await handle.writev([encodeSegmentHeader(id, geometry)], 0)
+    await handle.datasync()
+    await layer.syncDir(dir)
+    return new Segment(id, file, handle, SEGMENT_HEADER_BYTES)
+  }
+
+  /** Opens an existing segment and checks its header; `tail` is set by the caller's scan. */
+  static async open (layer: FileLayer, dir: string, id: number, geometry: SegmentGeometry): Promise<Segment> {
+    const file = path.join(dir, segmentFileName(id))
+    const handle = await layer.open(file, false)
+    const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
+    const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+    const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
+    if (problem) {
+      await handle.close()
+      throw new LogdiskError('CORRUPT', `segment ${file}: ${problem}`)
+    }
+    return new Segment(id, file, handle, await handle.size())
+  }
+
+  async sync (): Promise<void> {
+    if (!this.unsynced) return
+    this.unsynced = false
+    try {
+      await this.handle.datasync()
+    } catch (err) {
+      this.unsynced = true
+      throw err
+    }
+  }
+
+  close (): Promise<void> {
+    return this.handle.close()
+  }
+}
+
+function uuidBytes (uuid: string): Buffer {
+  return Buffer.from(uuid.replace(/-/g, ''), 'hex')
+}
+
+export function encodeSegmentHeader (id: number, g: SegmentGeometry): Buffer {
+  const buf = Buffer.alloc(SEGMENT_HEADER_BYTES)
+  buf.write(SEGMENT_MAGIC, 0, 'latin1')
+  buf.writeUInt32LE(SEGMENT_FORMAT_VERSION, 16)
+  buf.writeUInt32LE(g.blockBytes, 20)
+  buf.writeDoubleLE(g.segmentBytes, 24)
+  buf.writeDoubleLE(id, 32)
+  buf.writeDoubleLE(Date.now(), 40)
+  uuidBytes(g.uuid).copy(buf, 48)
+  buf.writeUInt32LE(crc32c(buf.subarray(0, 64)), 64)
+  return buf
+}
+
+/** Returns what is wrong with a segment header, or undefined when it belongs here. */
+export function checkSegmentHeader (buf: Buffer, id: number, g: SegmentGeometry): string | undefined {
+  if (buf.toString('latin1', 0, 16) !== SEGMENT_MAGIC) return 'not a logdisk segment (bad magic)'
+  if (buf.readUInt32LE(64) !== crc32c(buf.subarray(0, 64))) return 'header checksum mismatch'
+  if (buf.readUInt32LE(16) !== SEGMENT_FORMAT_VERSION) return `unknown segment format ${buf.readUInt32LE(16)}`
+  if (!buf.subarray(48, 64).equals(uuidBytes(g.uuid))) return 'belongs to another store'
+  if (buf.readDoubleLE(32) !== id) return `holds segment ${buf.readDoubleLE(32)}, not ${id}`
+  if (buf.readUInt32LE(20) !== g.blockBytes || buf.readDoubleLE(24) !== g.segmentBytes) return 'geometry differs from the store'
+  return undefined
+}

@@ -1,0 +1,92 @@
+import path from 'node:path'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
+import type { BlockMap } from './block-map'
+import type { FileLayer } from './file-layer'
+import type { Checkpoint, IndexDb } from './index-db'
+import { scanSegment } from './scanner'
+import { Segment, type SegmentGeometry } from './segment'
+
+export interface VerifyReport {
+  ok: boolean
+  segments: number
+  entries: number
+  blocksChecked: number
+  /** Problems found, one line each (the first 100). */
+  problems: string[]
+  problemCount: number
+}
+
+export interface VerifyInput {
+  layer: FileLayer
+  segmentDir: string
+  geometry: SegmentGeometry
+  segmentIds: number[]
+  /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
+  upTo: Checkpoint
+  map: BlockMap
+  index: IndexDb
+}
+
+const MAX_PROBLEMS = 100
+
+/**
+ * Reads the whole log: every header and block CRC, the sequence numbers, and that the newest
+ * version of every block found in the log is what both the in-memory map and the LevelDB
+ * index say (the index is a cache of the log and must agree with it).
+ */
+export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
+  const { geometry, upTo } = input
+  const report: VerifyReport = { ok: true, segments: 0, entries: 0, blocksChecked: 0, problems: [], problemCount: 0 }
+  const problem = (text: string): void => {
+    report.ok = false
+    report.problemCount++
+    if (report.problems.length < MAX_PROBLEMS) report.problems.push(text)
+  }
+  const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
+  let lastSeq = 0
+  for (const id of input.segmentIds) {
+    let segment: Segment
+    try {
+      segment = await Segment.open(input.layer, input.segmentDir, id, geometry)
+    } catch (err) {
+      problem(`segment ${segmentFileName(id)}: ${(err as Error).message}`)
+      continue
+    }
+    report.segments++
+    try {
+      for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true)) {
+        if (item.type === 'end') {
+          if (item.torn) problem(`${path.basename(segment.file)} offset ${item.offset}: ${item.torn}`)
+          break
+        }
+        const h = item.header
+        const position = id * geometry.segmentBytes + item.offset
+        report.entries++
+        if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${path.basename(segment.file)} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
+        lastSeq = h.seq
+        if (h.kind !== EntryKind.write) continue
+        report.blocksChecked += h.count
+        for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${h.block + i} fails its checksum`)
+        if (position >= upTo.position) continue
+        const dataStart = position + ENTRY_HEADER_BYTES + h.count * BLOCK_CRC_BYTES
+        for (let i = 0; i < h.count; i++) newest.set(h.block + i, dataStart + i * geometry.blockBytes)
+      }
+    } finally {
+      await segment.close()
+    }
+  }
+  // The index must agree with the log for everything the checkpoint covers.
+  const indexed = new Map<number, number>()
+  for await (const [block, , position] of input.index.history()) {
+    if (position < upTo.position) indexed.set(block, position)
+  }
+  for (const [block, position] of newest) {
+    if (indexed.get(block) !== position) problem(`index: block ${block} should be at log position ${position}, LevelDB says ${indexed.get(block) ?? 'nothing'}`)
+    const inMemory = input.map.position(block)
+    if (inMemory < upTo.position && inMemory !== position) problem(`index: block ${block} should be at log position ${position}, the in-memory map says ${inMemory}`)
+  }
+  for (const block of indexed.keys()) {
+    if (!newest.has(block)) problem(`index: block ${block} is indexed but not in the log`)
+  }
+  return report
+}
