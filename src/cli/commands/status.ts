@@ -1,0 +1,31 @@
+import type { Command } from 'commander'
+import type { StoreStatus } from '../../store'
+import { onStore } from '../on-store'
+import { formatBytes } from '../units'
+
+type Status = StoreStatus & { mountpoint?: string, pid?: number }
+
+export function register (program: Command): void {
+  program.command('status <store>')
+    .description('size, bytes written, segments by state, index position')
+    .option('--json', 'print JSON (documented in docs/CLI.md)')
+    .action(async (storeArg: string, opts: { json?: boolean }) => {
+      const status = await onStore<Status>(storeArg, 'status', async store => store.status(), { op: 'status' })
+      if (opts.json) {
+        console.log(JSON.stringify(status, null, 2))
+        return
+      }
+      const s = status.segments
+      const lines = [
+        ['store', status.dir],
+        ['mounted', status.mountpoint ? `${status.mountpoint} (pid ${status.pid})` : 'no'],
+        ['size', `${formatBytes(status.sizeBytes)} (block ${formatBytes(status.blockBytes)}, segment ${formatBytes(status.segmentBytes)})`],
+        ['written', formatBytes(status.writtenBytes)],
+        ['log', `${formatBytes(status.logBytes)}; segments: ${s.current} current, ${s.active} active, ${s.inactive} inactive, ${s.archived} archived, ${s.recycled} recycled`],
+        ['index', `seq ${status.index.seq}, checkpoint seq ${status.index.checkpointSeq}, ${status.index.pendingBlocks} blocks pending`],
+        ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`]
+      ]
+      if (status.recovery.cut) lines.push(['recovery', `cut a torn tail of ${status.recovery.cut.bytes} bytes in segment ${status.recovery.cut.segment} (${status.recovery.cut.reason}); kept in ${status.recovery.cut.savedTo}`])
+      for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)
+    })
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+import { Command } from 'commander'
+import { LogdiskError } from '../errors'
+import * as create from './commands/create'
+import * as mount from './commands/mount'
+import * as status from './commands/status'
+import * as unmount from './commands/unmount'
+import * as verify from './commands/verify'
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const { version } = require('../../../package.json') as { version: string }
+
+/** Prints the one-line error every command ends with on failure, and sets the exit code. */
+export function reportError (err: unknown): void {
+  if (err instanceof LogdiskError) {
+    process.stderr.write(`logdisk: ${err.message}\n`)
+    process.exitCode = 1
+  } else {
+    process.stderr.write(`logdisk: internal error: ${(err as Error)?.stack ?? String(err)}\n`)
+    process.exitCode = 70
+  }
+}
+
+async function main (): Promise<void> {
+  const program = new Command('logdisk')
+    .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
+    .version(version)
+    .showHelpAfterError()
+  for (const command of [create, mount, unmount, status, verify]) command.register(program)
+  await program.parseAsync(process.argv)
+}
+
+main().catch(reportError)

@@ -1,0 +1,19 @@
+import { LogdiskError } from '../errors'
+
+const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5 }
+
+/** Parses "8G", "4K", "64MiB", "1.5T" or plain bytes (binary units, as dd and qemu-img read them). */
+export function parseSize (text: string, what: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text)
+  if (!m) throw new LogdiskError('BAD_ARGUMENT', `${what} "${text}" is not a size; use a number with K, M, G or T (like 8G)`)
+  const bytes = Number(m[1]) * UNITS[m[2].toUpperCase()]
+  if (!Number.isSafeInteger(Math.round(bytes)) || bytes <= 0) throw new LogdiskError('BAD_ARGUMENT', `${what} "${text}" is out of range`)
+  return Math.round(bytes)
+}
+
+export function formatBytes (n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
+}

@@ -1,0 +1,83 @@
+import fs from 'node:fs'
+import net from 'node:net'
+import { LogdiskError, type ErrorCode } from '../errors'
+
+/**
+ * The daemon's control socket: one JSON object per line each way.
+ *   request  { op: string, args?: object }
+ *   response { ok: true, result } | { ok: false, error: { code, message } }
+ * CLI commands on a mounted store go through it, since the daemon holds the store's lock.
+ */
+export type Handler = (args: Record<string, unknown>) => Promise<unknown>
+
+export class ControlServer {
+  private constructor (private readonly server: net.Server, readonly socketPath: string) {}
+
+  static async listen (socketPath: string, handlers: Record<string, Handler>): Promise<ControlServer> {
+    fs.rmSync(socketPath, { force: true }) // a socket file left by a killed daemon
+    const server = net.createServer(conn => {
+      let buffered = ''
+      conn.setEncoding('utf8')
+      conn.on('error', () => undefined)
+      conn.on('data', chunk => {
+        buffered += chunk
+        let nl: number
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl)
+          buffered = buffered.slice(nl + 1)
+          void answer(line).then(reply => conn.write(JSON.stringify(reply) + '\n'))
+        }
+      })
+    })
+    async function answer (line: string): Promise<unknown> {
+      try {
+        const req = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
+        const handler = handlers[req.op]
+        if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${req.op}`)
+        return { ok: true, result: await handler(req.args ?? {}) }
+      } catch (err) {
+        const code = err instanceof LogdiskError ? err.code : 'IO'
+        return { ok: false, error: { code, message: (err as Error).message } }
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(socketPath, () => resolve())
+    })
+    fs.chmodSync(socketPath, 0o600)
+    return new ControlServer(server, socketPath)
+  }
+
+  close (): Promise<void> {
+    return new Promise(resolve => this.server.close(() => {
+      fs.rmSync(this.socketPath, { force: true })
+      resolve()
+    }))
+  }
+}
+
+/** Sends one request; rejects with the daemon's LogdiskError, or NOT_MOUNTED when no one answers. */
+export function request<T = unknown> (socketPath: string, op: string, args: Record<string, unknown> = {}, timeoutMs = 0): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const conn = net.createConnection(socketPath)
+    let buffered = ''
+    let timer: NodeJS.Timeout | undefined
+    if (timeoutMs > 0) timer = setTimeout(() => { conn.destroy(); reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`)) }, timeoutMs)
+    conn.setEncoding('utf8')
+    conn.on('connect', () => conn.write(JSON.stringify({ op, args }) + '\n'))
+    conn.on('data', chunk => {
+      buffered += chunk
+      const nl = buffered.indexOf('\n')
+      if (nl < 0) return
+      clearTimeout(timer)
+      conn.end()
+      const reply = JSON.parse(buffered.slice(0, nl)) as { ok: boolean, result?: T, error?: { code: ErrorCode, message: string } }
+      if (reply.ok) resolve(reply.result as T)
+      else reject(new LogdiskError(reply.error!.code, reply.error!.message))
+    })
+    conn.on('error', err => {
+      clearTimeout(timer)
+      reject(new LogdiskError('NOT_MOUNTED', `no daemon answers at ${socketPath} (${(err as NodeJS.ErrnoException).code})`, err))
+    })
+  })
+}

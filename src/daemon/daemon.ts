@@ -1,0 +1,80 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { mountImages, type Mounted } from '../fuse/mount'
+import { Store } from '../store'
+import type { Logger } from '../store/logger'
+import { writeFileAtomic } from '../store/config'
+import { ControlServer, type Handler } from './control'
+import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
+
+/**
+ * The mount daemon: holds the store open, serves the image folder over FUSE and answers the
+ * control socket. Resolves when the mount is gone (unmount command, SIGINT or SIGTERM).
+ * Nothing here may block the event loop while mounted: the kernel waits on this same thread
+ * for every image I/O, so a synchronous child process would deadlock the mount.
+ */
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void): Promise<void> {
+  const store = await Store.open(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}` })
+  if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
+  let mounted: Mounted | undefined
+  let control: ControlServer | undefined
+  let finish!: () => void
+  const done = new Promise<void>(resolve => { finish = resolve })
+  let stopping: Promise<void> | undefined
+
+  const stop = (): Promise<void> => {
+    if (stopping) return stopping
+    stopping = (async () => {
+      try {
+        await mounted?.unmount()
+      } catch (err) {
+        stopping = undefined
+        throw err
+      }
+      await control?.close()
+      await store.close()
+      fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
+      log.info({ mountpoint }, 'unmounted')
+      finish()
+    })()
+    return stopping
+  }
+
+  const handlers: Record<string, Handler> = {
+    status: async () => ({ ...store.status(), mountpoint, pid: process.pid }),
+    verify: () => store.verify(),
+    flush: () => store.flush(),
+    unmount: async () => {
+      mounted?.assertIdle()
+      await store.flush()
+      // Answer first, then unmount: the reply must not wait on the kernel releasing the mount.
+      setImmediate(() => { stop().catch(err => log.error({ err: (err as Error).message }, 'unmount failed')) })
+      return { mountpoint }
+    }
+  }
+
+  try {
+    control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
+    mounted = await mountImages(store, mountpoint, log)
+  } catch (err) {
+    await control?.close()
+    await store.close()
+    throw err
+  }
+
+  const onSignal = (signal: string): void => {
+    log.info({ signal }, 'unmounting on signal')
+    stop().catch(err => log.error({ err: (err as Error).message }, 'not unmounting: ' + (err instanceof LogdiskError ? err.message : String(err))))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString() }
+  writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
+  log.info({ ...info, sizeBytes: store.sizeBytes }, 'mounted')
+  onReady(info)
+  await done
+  process.off('SIGINT', onSignal)
+  process.off('SIGTERM', onSignal)
+}

@@ -1,0 +1,71 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+/** Where a mounted store's daemon says how to reach it: <store>/daemon.json. */
+export interface DaemonInfo {
+  pid: number
+  store: string
+  mountpoint: string
+  socket: string
+  startedAt: string
+}
+
+export const DAEMON_FILE = 'daemon.json'
+export const DAEMON_LOG = 'daemon.log'
+
+/**
+ * The control socket lives in the store (mode 0600) unless the path would pass the 107-byte
+ * limit of a unix socket address; then it goes to the temp dir under a hash of the store path.
+ */
+export function controlSocketPath (storeDir: string): string {
+  const inStore = path.join(storeDir, 'control.sock')
+  if (Buffer.byteLength(inStore) < 100) return inStore
+  const hash = crypto.createHash('sha256').update(storeDir).digest('hex').slice(0, 16)
+  return path.join(os.tmpdir(), `logdisk-${hash}.sock`)
+}
+
+export function readDaemonInfo (storeDir: string): DaemonInfo | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(storeDir, DAEMON_FILE), 'utf8')) as DaemonInfo
+  } catch {
+    return undefined
+  }
+}
+
+export function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** A logdisk FUSE mount as /proc/mounts lists it: fsname "logdisk:<store>", type fuse.logdisk. */
+export interface LogdiskMount {
+  store: string
+  mountpoint: string
+}
+
+function unescapeMounts (s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)))
+}
+
+export function logdiskMounts (): LogdiskMount[] {
+  let text = ''
+  try {
+    text = fs.readFileSync('/proc/mounts', 'utf8')
+  } catch {
+    return []
+  }
+  const out: LogdiskMount[] = []
+  for (const line of text.split('\n')) {
+    const [fsname, mnt, type] = line.split(' ')
+    if (type === 'fuse.logdisk' && fsname?.startsWith('logdisk:')) {
+      out.push({ store: unescapeMounts(fsname.slice('logdisk:'.length)), mountpoint: unescapeMounts(mnt) })
+    }
+  }
+  return out
+}

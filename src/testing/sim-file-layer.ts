@@ -1,0 +1,282 @@
+import path from 'node:path'
+import { fromSystemError } from '../errors'
+import type { FileHandle, FileLayer } from '../store/file-layer'
+import type { Rng } from './rng'
+
+/**
+ * An in-memory disk for deterministic crash tests, after TigerBeetle's src/testing/storage.zig.
+ *
+ * A real disk cannot be made to lose power at a chosen instant, and a kill -9 keeps the page
+ * cache, so neither tests what the store promises: that what flush() made durable survives and
+ * that anything else is lost whole or cut cleanly, never served torn. This layer remembers, per
+ * file, the content as of the last datasync plus every write and truncate since; `crash()` keeps
+ * a random prefix of those (the last write possibly torn) and, per directory, a random mix of
+ * the names as of the last syncDir and the names now. The seed decides everything, so a failure
+ * reproduces.
+ *
+ * Simplifications: directories themselves are durable once made; a crash keeps a prefix of a
+ * file's unsynced operations (no reordering within a file, no garbage beyond what was written).
+ */
+
+type Op =
+  | { kind: 'write', position: number, data: Buffer }
+  | { kind: 'truncate', length: number }
+
+export type FaultOp = 'writev' | 'datasync' | 'open'
+
+/** One file's bytes (an inode: names point at it, handles keep it after a rename). */
+class SimFile {
+  content: Buffer
+  /** Content as of the last datasync: what survives a crash for certain. */
+  durable: Buffer
+  /** Writes and truncates since the last datasync, in order. */
+  pending: Op[] = []
+
+  constructor (content: Buffer) {
+    this.content = content
+    this.durable = Buffer.from(content)
+  }
+
+  write (position: number, data: Buffer): void {
+    this.content = applyOp(this.content, { kind: 'write', position, data })
+    this.pending.push({ kind: 'write', position, data })
+  }
+
+  truncate (length: number): void {
+    this.content = applyOp(this.content, { kind: 'truncate', length })
+    this.pending.push({ kind: 'truncate', length })
+  }
+
+  datasync (): void {
+    this.durable = Buffer.from(this.content)
+    this.pending = []
+  }
+
+  /** What the disk holds after power loss: durable bytes plus a prefix of the rest, maybe torn. */
+  crashImage (rng: Rng): Buffer {
+    const keep = rng.int(this.pending.length + 1)
+    let out = Buffer.from(this.durable)
+    for (let i = 0; i < keep; i++) {
+      let op = this.pending[i]
+      if (i === keep - 1 && op.kind === 'write' && op.data.length > 1 && rng.chance(0.5)) {
+        op = { ...op, data: op.data.subarray(0, rng.int(op.data.length)) }
+      }
+      out = applyOp(out, op)
+    }
+    return out
+  }
+}
+
+function applyOp (content: Buffer, op: Op): Buffer {
+  if (op.kind === 'truncate') {
+    if (op.length <= content.length) return content.subarray(0, op.length)
+    return Buffer.concat([content, Buffer.alloc(op.length - content.length)])
+  }
+  const end = op.position + op.data.length
+  if (end > content.length) {
+    // Copy: `content` may be a subarray that another image still shares.
+    const grown = Buffer.alloc(Math.max(end, content.length))
+    content.copy(grown)
+    content = grown
+  }
+  op.data.copy(content, op.position)
+  return content
+}
+
+function errno (code: string, what: string): Error {
+  return fromSystemError(Object.assign(new Error(`${code}: ${what}`), { code }), what)
+}
+
+/** Lets other callbacks run between operations, so "in flight" means something in tests. */
+const tick = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
+
+export class SimFileLayer implements FileLayer {
+  private live = new Map<string, SimFile>()
+  /** Names per path as of the last syncDir of their directory. */
+  private durableNames = new Map<string, SimFile>()
+  private readonly dirs = new Set<string>()
+  private readonly faults = new Map<FaultOp, NodeJS.ErrnoException>()
+  /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
+  private generation = 0
+  private frozen = false
+  crashes = 0
+
+  /**
+   * Makes the next `op` call throw `err` (an errno code like 'ENOSPC', or an errno-style
+   * error), mapped the way the real layer maps it.
+   */
+  failNext (op: FaultOp, err: string | NodeJS.ErrnoException): void {
+    this.faults.set(op, typeof err === 'string' ? Object.assign(new Error(err), { code: err }) : err)
+  }
+
+  /**
+   * The instant power fails: every later operation (including ones already in flight) fails
+   * and changes nothing. crash() then decides what reached the disk. Without freeze(), the
+   * crash happens when crash() is called.
+   */
+  freeze (): void {
+    this.frozen = true
+  }
+
+  /** Power loss and reboot; see the class comment for what survives. */
+  crash (rng: Rng): void {
+    const names = new Map<string, SimFile>()
+    for (const name of new Set([...this.live.keys(), ...this.durableNames.keys()])) {
+      const now = this.live.get(name)
+      const synced = this.durableNames.get(name)
+      const file = now === synced || rng.chance(0.5) ? now : synced
+      if (file) names.set(name, file)
+    }
+    const images = new Map<SimFile, Buffer>()
+    this.live = new Map()
+    for (const name of [...names.keys()].sort()) {
+      const file = names.get(name)!
+      let image = images.get(file)
+      if (!image) images.set(file, image = file.crashImage(rng))
+      this.live.set(name, new SimFile(Buffer.from(image))) // after a reboot every byte is on disk
+    }
+    this.durableNames = new Map(this.live)
+    this.generation++
+    this.frozen = false
+    this.crashes++
+  }
+
+  /** Test access: the current bytes of a file, or undefined. */
+  readFile (file: string): Buffer | undefined {
+    const f = this.live.get(path.normalize(file))
+    return f && Buffer.from(f.content)
+  }
+
+  /** Test access: overwrite bytes in place, durably (bit rot, a stray writer). */
+  poke (file: string, position: number, data: Buffer): void {
+    const f = this.live.get(path.normalize(file))
+    if (!f) throw errno('ENOENT', `poke ${file}`)
+    f.write(position, Buffer.from(data))
+    f.datasync()
+  }
+
+  /** Test access: every file path, sorted. */
+  files (): string[] {
+    return [...this.live.keys()].sort()
+  }
+
+  /** Bytes written but not yet datasynced, over all files (how much a crash may drop). */
+  unsyncedBytes (): number {
+    let n = 0
+    for (const f of this.live.values()) for (const op of f.pending) n += op.kind === 'write' ? op.data.length : 0
+    return n
+  }
+
+  private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
+    await tick()
+    if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
+    const fault = op && this.faults.get(op)
+    if (fault) {
+      this.faults.delete(op)
+      throw fromSystemError(fault, what)
+    }
+  }
+
+  async open (file: string, create: boolean): Promise<FileHandle> {
+    file = path.normalize(file)
+    await this.enter('open', `open ${file}`)
+    let f = this.live.get(file)
+    if (!f) {
+      if (!create || !this.dirs.has(path.dirname(file))) throw errno('ENOENT', `open ${file}`)
+      f = new SimFile(Buffer.alloc(0))
+      f.durable = Buffer.alloc(0)
+      this.live.set(file, f)
+    }
+    return new SimHandle(this, f, file, this.generation)
+  }
+
+  async list (dir: string): Promise<string[]> {
+    dir = path.normalize(dir)
+    await this.enter(undefined, `list ${dir}`)
+    if (!this.dirs.has(dir)) throw errno('ENOENT', `list ${dir}`)
+    const out = new Set<string>()
+    for (const name of this.live.keys()) if (path.dirname(name) === dir) out.add(path.basename(name))
+    for (const d of this.dirs) if (path.dirname(d) === dir && d !== dir) out.add(path.basename(d))
+    return [...out].sort()
+  }
+
+  async remove (file: string): Promise<void> {
+    file = path.normalize(file)
+    await this.enter(undefined, `remove ${file}`)
+    this.live.delete(file)
+  }
+
+  async rename (from: string, to: string): Promise<void> {
+    from = path.normalize(from)
+    to = path.normalize(to)
+    await this.enter(undefined, `rename ${from}`)
+    const f = this.live.get(from)
+    if (!f || !this.dirs.has(path.dirname(to))) throw errno('ENOENT', `rename ${from}`)
+    this.live.delete(from)
+    this.live.set(to, f)
+  }
+
+  async mkdirp (dir: string): Promise<void> {
+    dir = path.normalize(dir)
+    await this.enter(undefined, `mkdir ${dir}`)
+    for (let d = dir; !this.dirs.has(d); d = path.dirname(d)) {
+      this.dirs.add(d)
+      if (path.dirname(d) === d) break
+    }
+  }
+
+  async syncDir (dir: string): Promise<void> {
+    dir = path.normalize(dir)
+    await this.enter(undefined, `fsync ${dir}`)
+    if (!this.dirs.has(dir)) throw errno('ENOENT', `fsync ${dir}`)
+    for (const name of [...this.durableNames.keys()]) if (path.dirname(name) === dir) this.durableNames.delete(name)
+    for (const [name, f] of this.live) if (path.dirname(name) === dir) this.durableNames.set(name, f)
+  }
+
+  /** @internal for SimHandle */
+  async handleOp (op: FaultOp | undefined, what: string, generation: number): Promise<void> {
+    await this.enter(op, what, generation)
+  }
+}
+
+class SimHandle implements FileHandle {
+  private closed = false
+
+  constructor (private readonly sim: SimFileLayer, private readonly f: SimFile, private readonly file: string, private readonly generation: number) {}
+
+  private async enter (op: FaultOp | undefined, what: string): Promise<void> {
+    if (this.closed) throw errno('EBADF', `${what} ${this.file}`)
+    await this.sim.handleOp(op, `${what} ${this.file}`, this.generation)
+  }
+
+  async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
+    await this.enter(undefined, 'read')
+    if (position >= this.f.content.length) return 0
+    return this.f.content.copy(buf, bufOffset, position, Math.min(position + length, this.f.content.length))
+  }
+
+  async writev (buffers: Buffer[], position: number): Promise<void> {
+    await this.enter('writev', 'write')
+    // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
+    this.f.write(position, Buffer.concat(buffers))
+  }
+
+  async datasync (): Promise<void> {
+    await this.enter('datasync', 'fdatasync')
+    this.f.datasync()
+  }
+
+  async truncate (length: number): Promise<void> {
+    await this.enter(undefined, 'truncate')
+    this.f.truncate(length)
+  }
+
+  async size (): Promise<number> {
+    await this.enter(undefined, 'stat')
+    return this.f.content.length
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+  }
+}
