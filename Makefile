@@ -1,0 +1,45 @@
+# logdisk: `make run` and `make test` do everything on a fresh Debian machine (see README.md).
+SHELL := /bin/bash
+SIZE ?= 1G
+STORE ?= ./data
+MNT ?= ./mnt
+CLI := node dist/src/cli/main.js
+
+.PHONY: all deps build run stop test bench clean
+
+all: build
+
+# Debian packages (libfuse2, fuse, e2fsprogs, ...) and npm packages, each only when missing.
+deps: node_modules/.installed
+	@bash scripts/install-deps.sh test
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: deps
+	npx tsc -p .
+	@chmod +x dist/src/cli/main.js
+
+# Creates a store in ./data unless there is one (SIZE=1G by default) and mounts it at ./mnt.
+run: build
+	@if [ ! -f $(STORE)/store.json ]; then $(CLI) create $(STORE) --size $(SIZE); fi
+	@if grep -qs " $$(realpath -m $(MNT)) fuse.logdisk " /proc/mounts; then \
+		echo "$(STORE) is already mounted at $(MNT)"; \
+	else \
+		$(CLI) mount $(STORE) $(MNT); \
+	fi
+	@echo "next: mkfs.ext4 $(MNT)/current.img, then mount -o loop $(MNT)/current.img /some/dir (README.md walks through it); make stop unmounts"
+
+stop:
+	$(CLI) unmount $(MNT)
+
+test: build
+	node scripts/run-tests.mjs
+
+bench: build
+	@bash scripts/install-deps.sh bench
+	node bench/run.mjs
+
+clean:
+	rm -rf dist .tap

@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// Runs every test with tap and ends with the line CI reads: "N passed, N failed".
+// A "test" is one top-level test of a file (a t.test() or a top-level assertion); a file that
+// dies outside any test (a crash, a timeout) counts as one failed test.
+import { spawn } from 'node:child_process'
+
+const args = ['tap', '--reporter=tap', ...process.argv.slice(2)]
+const child = spawn('npx', args, { stdio: ['ignore', 'pipe', 'inherit'] })
+let passed = 0
+let failed = 0
+let fileFailures = 0
+let pending = ''
+
+function count (line) {
+  let m = /^ {4}(not )?ok \d+/.exec(line)
+  if (m) {
+    if (m[1]) { failed++; fileFailures++ } else passed++
+    return
+  }
+  m = /^(not )?ok \d+ - /.exec(line)
+  if (m) {
+    // Top-level line of a whole file: a failing file with no failing test inside still fails.
+    if (m[1] && fileFailures === 0) failed++
+    fileFailures = 0
+  }
+}
+
+child.stdout.on('data', chunk => {
+  process.stdout.write(chunk)
+  pending += chunk
+  const lines = pending.split('\n')
+  pending = lines.pop()
+  lines.forEach(count)
+})
+child.on('close', code => {
+  if (pending) count(pending)
+  console.log(`\n${passed} passed, ${failed} failed`)
+  process.exit(code === 0 && failed === 0 ? 0 : 1)
+})

@@ -1,0 +1,89 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+/** The compiled CLI: `make test` builds before it runs the tests. */
+export const CLI = path.resolve('dist/src/cli/main.js')
+
+export interface Run { code: number, stdout: string, stderr: string }
+
+/** Runs a program to completion without throwing on a non-zero exit. */
+export function run (cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<Run> {
+  return new Promise(resolve => {
+    execFile(cmd, args, { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? (err as any).code : 1) : 0
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
+    })
+  })
+}
+
+export function logdisk (...args: string[]): Promise<Run> {
+  return run(process.execPath, [CLI, ...args])
+}
+
+/** Runs a command that must succeed; throws with its output otherwise. */
+export async function must (cmd: string, ...args: string[]): Promise<string> {
+  const r = await run(cmd, args)
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`)
+  return r.stdout
+}
+
+export function canMount (): string | false {
+  if (process.getuid?.() !== 0) return 'mount tests need root'
+  if (!fs.existsSync('/dev/fuse')) return 'mount tests need /dev/fuse'
+  if (!fs.existsSync(CLI)) return 'run make build first (dist/src/cli/main.js is missing)'
+  return false
+}
+
+export function tmpDir (name: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-${name}-`))
+}
+
+export function daemonPid (store: string): number {
+  return JSON.parse(fs.readFileSync(path.join(store, 'daemon.json'), 'utf8')).pid
+}
+
+export function isMounted (mountpoint: string): boolean {
+  const lines = fs.readFileSync('/proc/mounts', 'utf8').split('\n')
+  return lines.some(l => l.split(' ')[1] === mountpoint)
+}
+
+/**
+ * Undoes whatever a test left mounted under `dir`, deepest first: loop-mounted filesystems,
+ * their loop devices, logdisk mounts. Used in teardown so a failing test leaves nothing behind.
+ */
+export async function cleanup (dir: string): Promise<void> {
+  const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map(l => l.split(' ')).filter(f => f[1]?.startsWith(dir))
+  for (const [, mnt, type] of mounts.reverse()) {
+    if (type?.startsWith('fuse')) continue
+    await run('umount', ['-l', mnt])
+  }
+  const loops = (await run('losetup', ['-a'])).stdout.split('\n').filter(l => l.includes(dir))
+  for (const line of loops) await run('losetup', ['-d', line.split(':')[0]])
+  for (const [, mnt, type] of mounts) {
+    if (!type?.startsWith('fuse')) continue
+    const r = await logdisk('unmount', mnt)
+    if (r.code !== 0) await run('fusermount', ['-uz', mnt])
+  }
+  for (const f of fs.readdirSync(dir)) {
+    const store = path.join(dir, f)
+    try { process.kill(daemonPid(store), 'SIGKILL') } catch { /* not running */ }
+  }
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
+/** Starts `logdisk mount --foreground` as a child; resolves once current.img is there. */
+export async function mountForeground (store: string, mnt: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [CLI, 'mount', store, mnt, '--foreground'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout!.on('data', d => { out += d })
+  child.stderr!.on('data', d => { out += d })
+  const deadline = Date.now() + 30_000
+  while (!out.includes('"msg":"mounted"')) {
+    if (child.exitCode !== null) throw new Error(`mount --foreground exited ${child.exitCode}: ${out}`)
+    if (Date.now() > deadline) throw new Error(`mount --foreground did not mount: ${out}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  return child
+}
