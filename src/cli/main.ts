@@ -2,8 +2,15 @@
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
 import * as create from './commands/create'
+import * as del from './commands/delete'
+import * as log from './commands/log'
 import * as mount from './commands/mount'
+import * as policy from './commands/policy'
+import * as restore from './commands/restore'
+import * as snapshot from './commands/snapshot'
+import * as snapshots from './commands/snapshots'
 import * as status from './commands/status'
+import * as sync from './commands/sync'
 import * as unmount from './commands/unmount'
 import * as verify from './commands/verify'
 
@@ -26,7 +33,7 @@ async function main (): Promise<void> {
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
     .showHelpAfterError()
-  for (const command of [create, mount, unmount, status, verify]) command.register(program)
+  for (const command of [create, mount, unmount, status, snapshot, snapshots, del, sync, log, restore, policy, verify]) command.register(program)
   await program.parseAsync(process.argv)
 }
 

@@ -40,11 +40,16 @@ export class ControlServer {
         return { ok: false, error: { code, message: (err as Error).message } }
       }
     }
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(socketPath, () => resolve())
-    })
-    fs.chmodSync(socketPath, 0o600)
+    // The socket is created 0600 (umask), not chmod'ed after: no window where others may connect.
+    const umask = process.umask(0o177)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(socketPath, () => resolve())
+      })
+    } finally {
+      process.umask(umask)
+    }
     return new ControlServer(server, socketPath)
   }
 

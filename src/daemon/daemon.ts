@@ -5,6 +5,7 @@ import { mountImages, type Mounted } from '../fuse/mount'
 import { Store } from '../store'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
+import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 
@@ -42,9 +43,15 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
 
   const handlers: Record<string, Handler> = {
+    ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
     status: async () => ({ ...store.status(), mountpoint, pid: process.pid }),
-    verify: () => store.verify(),
-    flush: () => store.flush(),
+    delete: async args => {
+      const image = `${String(args.name)}.img`
+      if (mounted && mounted.openHandles(image) > 0) {
+        throw new LogdiskError('BUSY', `${image} is open (loop-mounted?); unmount it and detach its loop device first`)
+      }
+      return ops.delete(store, args, {})
+    },
     unmount: async () => {
       mounted?.assertIdle()
       await store.flush()
@@ -72,7 +79,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
 
   const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString() }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ ...info, sizeBytes: store.sizeBytes }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes }, 'mounted')
   onReady(info)
   await done
   process.off('SIGINT', onSignal)

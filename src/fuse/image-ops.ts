@@ -5,79 +5,108 @@ import type { Logger } from '../store/logger'
 import { Errno, toErrno } from './errno'
 
 /**
- * FUSE operations for a folder of disk images: `current.img` (read-write) and, later, one
- * read-only image per snapshot. Thin: every op calls the store and maps errors with toErrno.
+ * FUSE operations for a folder of disk images: `current.img` (read-write) and one read-only
+ * `<name>.img` per snapshot, appearing and disappearing as snapshots come and go. Thin: every
+ * op calls the store and maps errors with toErrno.
  */
 export const CURRENT_IMAGE = 'current.img'
+
+const O_ACCMODE = 3
+const O_RDONLY = 0
 
 type Cb = (...args: any[]) => void
 
 export interface ImageOps {
   ops: Record<string, (...args: any[]) => void>
-  /** Image handles open right now (a loop device keeps one open). */
-  openHandles (): number
+  /** Handles open right now on one image, or on all (a loop device keeps one open). */
+  openHandles (image?: string): number
+}
+
+/** The snapshot an image path names, or undefined for current.img and unknown names. */
+function snapshotName (p: string): string | undefined {
+  if (!p.startsWith('/') || !p.endsWith('.img') || p === '/' + CURRENT_IMAGE) return undefined
+  return p.slice(1, -4)
 }
 
 export function imageOps (store: Store, log: Logger): ImageOps {
   const started = new Date()
-  let handles = 0
+  const handles = new Map<string, number>() // image name -> open handles
   let nextFd = 1
+  const uid = process.getuid?.() ?? 0
+  const gid = process.getgid?.() ?? 0
 
-  const dirStat = { mode: 0o40755, size: 4096, nlink: 2, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mtime: started, atime: started, ctime: started }
-  const imageStat = () => ({
-    mode: 0o100644, size: store.sizeBytes, nlink: 1, uid: dirStat.uid, gid: dirStat.gid,
-    blksize: store.blockBytes, blocks: Math.ceil(store.sizeBytes / 512), mtime: started, atime: started, ctime: started
+  const dirStat = { mode: 0o40755, size: 4096, nlink: 2, uid, gid, mtime: started, atime: started, ctime: started }
+  const imageStat = (mode: number, time: Date) => ({
+    mode, size: store.sizeBytes, nlink: 1, uid, gid,
+    blksize: store.blockBytes, blocks: Math.ceil(store.sizeBytes / 512), mtime: time, atime: time, ctime: time
   })
-  const isImage = (p: string): boolean => p === '/' + CURRENT_IMAGE
+  const isCurrent = (p: string): boolean => p === '/' + CURRENT_IMAGE
+  const snapshotOf = (p: string) => {
+    const name = snapshotName(p)
+    return name === undefined ? undefined : store.snapshots().find(s => s.name === name)
+  }
   const fail = (op: string, err: unknown): number => {
-    const errno = toErrno(err)
     if (!(err instanceof LogdiskError) || err.code === 'CORRUPT' || err.code === 'IO') log.error({ op, err: (err as Error).message }, 'I/O error returned to the kernel')
-    return errno
+    return toErrno(err)
   }
 
   const ops = {
     readdir (p: string, cb: Cb) {
       if (p !== '/') return cb(Fuse.ENOENT)
-      cb(0, [CURRENT_IMAGE])
+      cb(0, [CURRENT_IMAGE, ...store.snapshots().map(s => `${s.name}.img`)])
     },
     getattr (p: string, cb: Cb) {
       if (p === '/') return cb(0, dirStat)
-      if (isImage(p)) return cb(0, imageStat())
+      if (isCurrent(p)) return cb(0, imageStat(0o100644, started))
+      const snap = snapshotOf(p)
+      if (snap) return cb(0, imageStat(0o100444, new Date(snap.timeMs)))
       cb(Fuse.ENOENT)
     },
     fgetattr (p: string, _fd: number, cb: Cb) {
       ops.getattr(p, cb)
     },
-    open (p: string, _flags: number, cb: Cb) {
-      if (!isImage(p)) return cb(Fuse.ENOENT)
-      handles++
+    open (p: string, flags: number, cb: Cb) {
+      if (!isCurrent(p)) {
+        if (!snapshotOf(p)) return cb(Fuse.ENOENT)
+        if ((flags & O_ACCMODE) !== O_RDONLY) return cb(Errno.EROFS)
+      }
+      const image = p.slice(1)
+      handles.set(image, (handles.get(image) ?? 0) + 1)
       cb(0, nextFd++)
     },
-    release (_p: string, _fd: number, cb: Cb) {
-      handles = Math.max(0, handles - 1)
+    release (p: string, _fd: number, cb: Cb) {
+      const image = p.slice(1)
+      const n = (handles.get(image) ?? 1) - 1
+      if (n > 0) handles.set(image, n)
+      else handles.delete(image)
       cb(0)
     },
-    read (_p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      store.read(pos, len, buf).then(out => cb(out.length), err => cb(fail('read', err)))
+    read (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      const name = isCurrent(p) ? undefined : snapshotName(p)
+      const reading = name === undefined ? store.read(pos, len, buf) : store.readSnapshot(name, pos, len, buf)
+      reading.then(out => cb(out.length), err => cb(fail('read', err)))
     },
-    write (_p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+    write (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      if (!isCurrent(p)) return cb(Errno.EROFS)
       store.write(pos, buf.subarray(0, len)).then(() => cb(len), err => cb(fail('write', err)))
     },
-    fsync (_p: string, _datasync: boolean, _fd: number, cb: Cb) {
+    fsync (p: string, _datasync: boolean, _fd: number, cb: Cb) {
+      if (!isCurrent(p)) return cb(0)
       store.flush().then(() => cb(0), err => cb(fail('fsync', err)))
     },
-    flush (_p: string, _fd: number, cb: Cb) {
+    flush (p: string, _fd: number, cb: Cb) {
+      if (!isCurrent(p)) return cb(0)
       store.flush().then(() => cb(0), err => cb(fail('flush', err)))
     },
-    // The image has the volume's fixed size, as a block device does: resizing is refused.
+    // Images have the volume's fixed size, as a block device does: resizing is refused.
     truncate (p: string, size: number, cb: Cb) {
-      if (!isImage(p)) return cb(Fuse.ENOENT)
-      cb(size === store.sizeBytes ? 0 : Errno.EPERM)
+      if (isCurrent(p)) return cb(size === store.sizeBytes ? 0 : Errno.EPERM)
+      cb(snapshotOf(p) ? Errno.EROFS : Fuse.ENOENT)
     },
     ftruncate (p: string, _fd: number, size: number, cb: Cb) {
       ops.truncate(p, size, cb)
     },
-    utimens (_p: string, _atime: unknown, _mtime: unknown, cb: Cb) { cb(0) },
+    utimens (p: string, _atime: unknown, _mtime: unknown, cb: Cb) { cb(isCurrent(p) ? 0 : Errno.EROFS) },
     chmod (_p: string, _mode: number, cb: Cb) { cb(Errno.EPERM) },
     chown (_p: string, _uid: number, _gid: number, cb: Cb) { cb(Errno.EPERM) },
     statfs (_p: string, cb: Cb) {
@@ -86,5 +115,11 @@ export function imageOps (store: Store, log: Logger): ImageOps {
       cb(0, { bsize: store.blockBytes, frsize: store.blockBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 })
     }
   }
-  return { ops, openHandles: () => handles }
+  const openHandles = (image?: string): number => {
+    if (image !== undefined) return handles.get(image) ?? 0
+    let n = 0
+    for (const v of handles.values()) n += v
+    return n
+  }
+  return { ops, openHandles }
 }

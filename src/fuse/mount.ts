@@ -6,7 +6,7 @@ import { imageOps } from './image-ops'
 
 export interface Mounted {
   readonly mountpoint: string
-  openHandles (): number
+  openHandles (image?: string): number
   /** Throws BUSY while an image is open (a loop device still attached). */
   assertIdle (): void
   /** Unmounts; refuses with BUSY while an image is open (a loop device still attached). */

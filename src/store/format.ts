@@ -4,6 +4,8 @@
  */
 export const STORE_FORMAT_VERSION = 1
 export const SEGMENT_FORMAT_VERSION = 1
+/** Layout of the LevelDB index (keys.ts); another value makes open rebuild it from the log. */
+export const INDEX_FORMAT_VERSION = 2
 
 /** Segment files start with a header page so that entries begin 4 KiB aligned. */
 export const SEGMENT_HEADER_BYTES = 4096

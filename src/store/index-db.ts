@@ -2,7 +2,8 @@ import { ClassicLevel } from 'classic-level'
 import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
-import { CHECKPOINT_KEY, HISTORY_PREFIX, SEGMENT_PREFIX, MARKER_PREFIX, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
+import { INDEX_FORMAT_VERSION } from './format'
+import { VERSION_KEY, CHECKPOINT_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
 
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
@@ -16,11 +17,28 @@ export interface SegmentRecord {
   state: 'current' | 'active' | 'inactive' | 'archived' | 'recycled'
 }
 
-export interface MarkerRecord {
+/** One log entry, without its data: what `log` lists and what maps a time to a sequence. */
+export interface EntryRecord {
   kind: number
+  timeMs: number
+  /** Log position of the entry's header. */
+  position: number
+  block: number
+  count: number
+  /** Marker entries: the decoded payload (sync note, snapshot name and id, ...). */
+  payload?: Record<string, unknown>
+}
+
+/** A snapshot volume: a cut of the log at sequence `seq` (000 cl. 1-2). */
+export interface SnapshotRecord {
+  /** Volume id (like a LUN); null once a constant-id policy gave the id to a newer snapshot. */
+  id: number | null
+  name: string
+  seq: number
   position: number
   timeMs: number
-  payload: unknown
+  /** Taken under fsfreeze (application-consistent) rather than only crash-consistent. */
+  frozen: boolean
 }
 
 /**
@@ -30,14 +48,17 @@ export interface MarkerRecord {
 export class IndexBatch {
   readonly history: number[] = [] // block, seq, position, crc, block, seq, ...
   readonly segments = new Map<number, SegmentRecord>()
-  readonly markers = new Map<number, MarkerRecord>()
+  readonly entries = new Map<number, EntryRecord>()
+  /** Snapshot table changes by cut seq; null deletes. */
+  readonly snapshots = new Map<number, SnapshotRecord | null>()
+  readonly counters = new Map<string, number>()
 
   addBlock (block: number, seq: number, position: number, crc: number): void {
     this.history.push(block, seq, position, crc)
   }
 
   get size (): number {
-    return this.history.length / 4 + this.segments.size + this.markers.size
+    return this.history.length / 4 + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
   }
 }
 
@@ -67,6 +88,11 @@ export class IndexDb {
   async checkpoint (): Promise<Checkpoint | undefined> {
     const value = await this.db.get(CHECKPOINT_KEY)
     return value === undefined ? undefined : unpack(value) as Checkpoint
+  }
+
+  async formatVersion (): Promise<number> {
+    const value = await this.db.get(VERSION_KEY)
+    return value === undefined ? 0 : unpack(value) as number
   }
 
   /** Loads the newest version of every block into `map` (the last history key per block). */
@@ -112,12 +138,34 @@ export class IndexDb {
     return out
   }
 
-  async markers (): Promise<Map<number, MarkerRecord>> {
-    const out = new Map<number, MarkerRecord>()
-    for await (const [key, value] of this.db.iterator(prefixRange(MARKER_PREFIX))) {
-      out.set(readU64BE(key, 1), unpack(value) as MarkerRecord)
+  /** Entry summaries with seq in [from, to], in order (or reverse order). */
+  async * entries (from: number, to: number, reverse = false): AsyncGenerator<[seq: number, entry: EntryRecord]> {
+    const it = this.db.iterator({ gte: numberKey(ENTRY_PREFIX, from), lte: numberKey(ENTRY_PREFIX, to), reverse })
+    try {
+      while (true) {
+        const rows = await it.nextv(1024)
+        if (rows.length === 0) break
+        for (const [key, value] of rows) yield [readU64BE(key, 1), unpack(value) as EntryRecord]
+      }
+    } finally {
+      await it.close()
     }
+  }
+
+  async entry (seq: number): Promise<EntryRecord | undefined> {
+    const value = await this.db.get(numberKey(ENTRY_PREFIX, seq))
+    return value === undefined ? undefined : unpack(value) as EntryRecord
+  }
+
+  async snapshots (): Promise<SnapshotRecord[]> {
+    const out: SnapshotRecord[] = []
+    for await (const value of this.db.values(prefixRange(SNAPSHOT_PREFIX))) out.push(unpack(value) as SnapshotRecord)
     return out
+  }
+
+  async counter (name: string): Promise<number> {
+    const value = await this.db.get(counterKey(name))
+    return value === undefined ? 0 : unpack(value) as number
   }
 
   /** Writes a batch and the checkpoint that covers it, atomically. */
@@ -126,8 +174,14 @@ export class IndexDb {
     const h = batch.history
     for (let i = 0; i < h.length; i += 4) chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3]))
     for (const [id, record] of batch.segments) chained.put(numberKey(SEGMENT_PREFIX, id), pack(record))
-    for (const [seq, record] of batch.markers) chained.put(numberKey(MARKER_PREFIX, seq), pack(record))
+    for (const [seq, record] of batch.entries) chained.put(numberKey(ENTRY_PREFIX, seq), pack(record))
+    for (const [seq, record] of batch.snapshots) {
+      if (record) chained.put(numberKey(SNAPSHOT_PREFIX, seq), pack(record))
+      else chained.del(numberKey(SNAPSHOT_PREFIX, seq))
+    }
+    for (const [name, n] of batch.counters) chained.put(counterKey(name), pack(n))
     chained.put(CHECKPOINT_KEY, pack(checkpoint))
+    chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
     await chained.write()
   }
 

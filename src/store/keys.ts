@@ -11,12 +11,25 @@
  *                                    seq <= S: one reverse seek, whatever the number of
  *                                    snapshots. A scan of the whole range rebuilds any past state.
  *   'g' u64 segmentId             -> segment record: msgpack { state, ... }
- *   'm' u64 seq                   -> marker entry: msgpack { kind, position, timeMs, ... }
+ *   'e' u64 seq                   -> entry summary: msgpack { kind, timeMs, position, block,
+ *                                    count, payload? }: one per log entry (not per block), so
+ *                                    `log` lists entries and a time maps to a sequence number
+ *                                    (times never decrease along the log) without reading data.
+ *   's' u64 cut seq               -> snapshot: msgpack { id, name, seq, position, timeMs, ... }
+ *   'n' <name>                    -> store-wide counters: msgpack number (highest volume id)
+ *   'v'                           -> index layout version (INDEX_FORMAT_VERSION), msgpack
  */
 export const CHECKPOINT_KEY = Buffer.from('c')
+export const VERSION_KEY = Buffer.from('v')
 export const HISTORY_PREFIX = 0x68 // 'h'
 export const SEGMENT_PREFIX = 0x67 // 'g'
-export const MARKER_PREFIX = 0x6d // 'm'
+export const ENTRY_PREFIX = 0x65 // 'e'
+export const SNAPSHOT_PREFIX = 0x73 // 's'
+export const COUNTER_PREFIX = 0x6e // 'n'
+
+export function counterKey (name: string): Buffer {
+  return Buffer.concat([Buffer.from([COUNTER_PREFIX]), Buffer.from(name)])
+}
 
 function writeU64BE (buf: Buffer, value: number, offset: number): void {
   buf.writeUInt32BE(Math.floor(value / 0x100000000), offset)

@@ -2,10 +2,14 @@ import path from 'node:path'
 import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
-import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
+import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
+import { SnapshotTable } from './snapshots'
+
+/** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
+export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 import { Segment, type SegmentGeometry } from './segment'
 
 export interface RecoveryReport {
@@ -17,6 +21,8 @@ export interface RecoveryReport {
   cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string }
   /** Segment files after a cut, moved aside (never deleted). */
   orphanedSegments: string[]
+  /** Damage found before the end of the log: reported, left in place, not cut. */
+  damaged: Array<{ segment: number, offset: number, reason: string }>
 }
 
 export interface Recovered {
@@ -38,12 +44,23 @@ const REPLAY_COMMIT_BLOCKS = 262144
 export async function recover (
   layer: FileLayer, storeDir: string, segmentDir: string, geometry: SegmentGeometry,
   index: IndexDb, map: BlockMap, log: Logger
-): Promise<Recovered> {
+): Promise<Recovered & { snapshots: SnapshotTable }> {
   const ids = (await layer.list(segmentDir)).map(parseSegmentFileName).filter((id): id is number => id !== undefined).sort((a, b) => a - b)
-  const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [] }
+  const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [], damaged: [] }
   let checkpoint = await index.checkpoint()
-  const cpSegment = checkpoint ? Math.floor(checkpoint.position / geometry.segmentBytes) : -1
-  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, segmentDir, ids, cpSegment, checkpoint.position % geometry.segmentBytes))) {
+  if (checkpoint && (await index.formatVersion()) !== INDEX_FORMAT_VERSION) {
+    log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
+    checkpoint = undefined
+  }
+  // A position at offset 0 of segment N is the very end of a full segment N-1 (entries start
+  // after the header page, so no entry is ever at offset 0).
+  let cpSegment = checkpoint ? Math.floor(checkpoint.position / geometry.segmentBytes) : -1
+  let cpOffset = checkpoint ? checkpoint.position % geometry.segmentBytes : 0
+  if (checkpoint && cpOffset < SEGMENT_HEADER_BYTES && cpSegment > 0 && ids.includes(cpSegment - 1)) {
+    cpSegment -= 1
+    cpOffset = geometry.segmentBytes
+  }
+  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, segmentDir, ids, cpSegment, cpOffset))) {
     log.warn({ checkpoint }, 'the index is ahead of the log (segments missing or shortened); rebuilding the index from the log')
     checkpoint = undefined
   }
@@ -53,10 +70,11 @@ export async function recover (
   } else {
     await index.loadNewest(map)
   }
+  const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID))
 
   let seq = checkpoint?.seq ?? 0
   const startSegment = checkpoint && checkpoint.seq > 0 ? cpSegment : (ids[0] ?? 0)
-  let startOffset = checkpoint && checkpoint.seq > 0 ? checkpoint.position % geometry.segmentBytes : SEGMENT_HEADER_BYTES
+  let startOffset = checkpoint && checkpoint.seq > 0 ? cpOffset : SEGMENT_HEADER_BYTES
   if (startOffset < SEGMENT_HEADER_BYTES) startOffset = SEGMENT_HEADER_BYTES
 
   let batch = new IndexBatch()
@@ -64,7 +82,10 @@ export async function recover (
   let current: Segment | undefined
   let stop = false
 
-  for (const id of ids.filter(i => i >= startSegment)) {
+  const toScan = ids.filter(i => i >= startSegment)
+  let acceptGap = false // after damage, the next readable entry continues the log
+  for (const id of toScan) {
+    const isLast = id === toScan[toScan.length - 1]
     if (stop || (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1)) {
       report.orphanedSegments.push(await moveAside(layer, storeDir, segmentDir, segmentFileName(id)))
       continue
@@ -73,7 +94,12 @@ export async function recover (
     try {
       segment = await Segment.open(layer, segmentDir, id, geometry)
     } catch (err) {
-      // A segment whose header never became durable is a torn roll: keep it aside, stop here.
+      if (!isLast) {
+        damaged(id, 0, (err as Error).message)
+        scanned.push(id)
+        continue
+      }
+      // The last segment's header never became durable: a torn roll. Keep it aside, stop here.
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
       report.orphanedSegments.push(await moveAside(layer, storeDir, segmentDir, segmentFileName(id)))
       stop = true
@@ -85,18 +111,26 @@ export async function recover (
     let suspect: ScannedEntry | undefined // an entry with bad block data: torn if it is the last one
     const offset = id === startSegment ? startOffset : SEGMENT_HEADER_BYTES
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
-      if (item.type === 'entry' && item.header.seq !== seq + 1 + (suspect ? 1 : 0)) {
-        await cut(item.offset, `sequence gap (expected ${seq + 1}, found ${item.header.seq})`)
+      const expected = seq + 1 + (suspect ? 1 : 0)
+      if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
+        if (isLast) await cut(item.offset, `sequence gap (expected ${expected}, found ${item.header.seq})`)
+        else damaged(id, item.offset, `sequence gap (expected ${expected}, found ${item.header.seq})`)
         break
       }
       if (item.type === 'entry') {
+        acceptGap = false
         if (suspect) { apply(suspect); suspect = undefined }
         if (item.badBlocks.length > 0) suspect = item
         else apply(item)
         continue
       }
-      // End of the segment's valid entries.
-      if (suspect) {
+      // End of the segment's valid entries. Only the end of the log can be torn by a crash:
+      // anything wrong before it is damage, reported and left in place, never cut.
+      if (!isLast) {
+        if (suspect) apply(suspect)
+        if (item.torn) damaged(id, item.offset, item.torn)
+        segment.tail = item.offset
+      } else if (suspect) {
         await cut(suspect.offset, `block checksum mismatch in the last entry (seq ${suspect.header.seq})`)
       } else if (item.torn) {
         await cut(item.offset, item.torn)
@@ -118,6 +152,12 @@ export async function recover (
     }
   }
 
+  function damaged (segment: number, offset: number, reason: string): void {
+    report.damaged.push({ segment, offset, reason })
+    log.error({ segment, offset, reason }, 'damage inside the log (not at its end): left in place; entries past it in that segment are unreadable; run logdisk verify')
+    acceptGap = true
+  }
+
   function apply (entry: ScannedEntry): void {
     const h = entry.header
     seq = h.seq
@@ -132,8 +172,12 @@ export async function recover (
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
       if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
-    } else {
-      batch.markers.set(h.seq, { kind: h.kind, position, timeMs: h.timeMs, payload: unpack(entry.payload!) })
+    }
+    const payload = h.kind === EntryKind.write ? undefined : unpack(entry.payload!) as Record<string, unknown>
+    batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
+    if (payload) {
+      for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
+      batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)
     }
   }
 
@@ -150,7 +194,7 @@ export async function recover (
   }
   for (const id of scanned) batch.segments.set(id, { state: id === current.id ? 'current' : 'active' })
   await commit(current)
-  return { segments: scanned, current, seq, report }
+  return { segments: scanned, current, seq, report, snapshots }
 }
 
 /** Whether the segment holding the checkpoint exists and is at least that long. */
@@ -168,7 +212,7 @@ async function logReaches (layer: FileLayer, segmentDir: string, ids: number[], 
 async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, offset: number, bytes: number): Promise<string> {
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)
-  const file = path.join(dir, `${path.basename(segment.file)}@${offset}.bin`)
+  const file = path.join(dir, `${path.basename(segment.file)}@${offset}.${Date.now()}.bin`)
   const buf = Buffer.alloc(Math.max(0, bytes))
   if (bytes > 0) await segment.handle.read(buf, 0, bytes, offset)
   const out = await layer.open(file, true)
@@ -186,7 +230,7 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
 async function moveAside (layer: FileLayer, storeDir: string, segmentDir: string, name: string): Promise<string> {
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)
-  const to = path.join(dir, name)
+  const to = path.join(dir, `${name}.${Date.now()}`)
   await layer.rename(path.join(segmentDir, name), to)
   return to
 }

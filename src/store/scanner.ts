@@ -58,9 +58,9 @@ class WindowReader {
  * bytes follow that are not a valid entry, why: a torn tail (004: a crash mid-append) or damage.
  */
 export async function * scanSegment (
-  handle: FileHandle, offset: number, blockBytes: number, verifyData: boolean
+  handle: FileHandle, offset: number, blockBytes: number, verifyData: boolean, limit?: number
 ): AsyncGenerator<ScannedEntry | ScanEnd> {
-  const fileBytes = await handle.size()
+  const fileBytes = limit ?? await handle.size()
   const reader = new WindowReader(handle, fileBytes)
   while (true) {
     if (offset >= fileBytes) {

@@ -25,6 +25,8 @@ export class Segment {
   tail: number
   /** Bytes written since the last datasync. */
   unsynced = false
+  /** Settles (never rejects) when the datasync now running ends. */
+  private syncing: Promise<void> | undefined
 
   private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, tail: number) {
     this.tail = tail
@@ -55,13 +57,21 @@ export class Segment {
   }
 
   async sync (): Promise<void> {
+    // A datasync already running (a checkpoint's, outside the append lock) clears `unsynced`
+    // before it is done and may yet fail: wait for it, then sync again if still needed.
+    while (this.syncing) await this.syncing
     if (!this.unsynced) return
     this.unsynced = false
+    let done!: () => void
+    this.syncing = new Promise(resolve => { done = resolve })
     try {
       await this.handle.datasync()
     } catch (err) {
       this.unsynced = true
       throw err
+    } finally {
+      this.syncing = undefined
+      done()
     }
   }
 

@@ -8,10 +8,11 @@ import { crc32c } from './crc'
 import { encodeMarker, encodeWriteHeader } from './entry'
 import { nodeFileLayer, type FileLayer } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES } from './format'
-import { IndexBatch, IndexDb, type Checkpoint } from './index-db'
+import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SnapshotRecord } from './index-db'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
-import { recover, type RecoveryReport } from './recovery'
+import { HIGHEST_VOLUME_ID, recover, type RecoveryReport } from './recovery'
+import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
 import { verifyStore, type VerifyReport } from './verify'
 
@@ -78,8 +79,10 @@ export class Store {
     private segmentIds: number[],
     private seq: number,
     readonly recovery: RecoveryReport,
+    private readonly snapshotTable: SnapshotTable,
     private readonly log: Logger,
-    private readonly opts: OpenOptions
+    private readonly opts: OpenOptions,
+    private lastTimeMs: number
   ) {
     this.openSegments.set(current.id, current)
     this.completedPosition = this.positionOf(current.id, current.tail)
@@ -130,7 +133,8 @@ export class Store {
       const known = [...(await index.segments()).keys()]
       const ids = [...new Set([...known, ...recovered.segments])].filter(id => id <= recovered.current.id).sort((a, b) => a - b)
       writeHolder(dir, opts.holder)
-      return new Store(dir, config, layer, index, map, recovered.current, ids, recovered.seq, recovered.report, log, opts)
+      const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
+      return new Store(dir, config, layer, index, map, recovered.current, ids, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs)
     } catch (err) {
       await index.close()
       throw err
@@ -150,11 +154,59 @@ export class Store {
   }
 
   /**
-   * Reads `length` bytes at `offset` into `into` (or a new buffer). Reads stop at the end of the
-   * volume: the returned buffer is shorter then. Runs of blocks that lie next to each other in
-   * the log are read with one system call.
+   * Reads `length` bytes at `offset` of the current volume into `into` (or a new buffer).
+   * Reads stop at the end of the volume: the returned buffer is shorter then.
    */
-  async read (offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  read (offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.readImage(offset, length, into, (first, n) => {
+      const where = new Float64Array(n)
+      const crcs = new Uint32Array(n)
+      for (let i = 0; i < n; i++) {
+        where[i] = this.map.position(first + i)
+        if (where[i] >= 0) crcs[i] = this.map.crc(first + i)
+      }
+      return { where, crcs }
+    })
+  }
+
+  /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11). */
+  readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const snap = this.snapshotTable.require(name)
+    return this.readImage(offset, length, into, (first, n) => this.locateAt(snap.seq, snap.position, first, n))
+  }
+
+  /**
+   * Where blocks [first, first+n) were at cut `seq` (log position `cutPosition`). The newest
+   * copy is the answer whenever it lies before the cut (positions grow with seq); only blocks
+   * rewritten since ask the index, one reverse seek each, whatever the number of snapshots.
+   * The index covers the cut: snapshot() and imageAt() checkpoint through it first.
+   */
+  private async locateAt (seq: number, cutPosition: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }> {
+    const where = new Float64Array(n)
+    const crcs = new Uint32Array(n)
+    const lookups: Promise<void>[] = []
+    for (let i = 0; i < n; i++) {
+      const pos = this.map.position(first + i)
+      if (pos >= 0 && pos < cutPosition) {
+        where[i] = pos
+        crcs[i] = this.map.crc(first + i)
+      } else if (pos < 0) {
+        where[i] = -1 // never written at all, so not at the cut either
+      } else {
+        lookups.push(this.index.versionAt(first + i, seq).then(v => {
+          where[i] = v ? v.position : -1
+          crcs[i] = v ? v.crc : 0
+        }))
+      }
+    }
+    await Promise.all(lookups)
+    return { where, crcs }
+  }
+
+  private async readImage (
+    offset: number, length: number, into: Buffer | undefined,
+    locate: (first: number, n: number) => { where: Float64Array, crcs: Uint32Array } | Promise<{ where: Float64Array, crcs: Uint32Array }>
+  ): Promise<Buffer> {
     this.assertOpen()
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new LogdiskError('BAD_ARGUMENT', `bad read range ${offset}+${length}`)
@@ -164,27 +216,27 @@ export class Store {
     if (length === 0) return out
     const B = this.blockBytes
     const first = Math.floor(offset / B)
-    const end = Math.ceil((offset + length) / B)
-    let b = first
-    while (b < end) {
-      const pos = this.map.position(b)
+    const n = Math.ceil((offset + length) / B) - first
+    const { where, crcs } = await locate(first, n)
+    // Blocks that lie next to each other in one segment are read with one system call.
+    for (let i = 0; i < n;) {
       let run = 1
-      if (pos < 0) {
-        while (b + run < end && this.map.position(b + run) < 0) run++
-        this.copyOut(null, b, run, offset, out)
+      if (where[i] < 0) {
+        while (i + run < n && where[i + run] < 0) run++
+        this.copyOut(null, first + i, run, offset, out)
       } else {
-        const seg = Math.floor(pos / this.config.segmentBytes)
-        while (b + run < end && this.map.position(b + run) === pos + run * B && Math.floor((pos + run * B) / this.config.segmentBytes) === seg) run++
-        const data = await this.readRun(b, run, pos)
-        this.copyOut(data, b, run, offset, out)
+        const seg = Math.floor(where[i] / this.config.segmentBytes)
+        while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / this.config.segmentBytes) === seg) run++
+        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run))
+        this.copyOut(data, first + i, run, offset, out)
       }
-      b += run
+      i += run
     }
     return out
   }
 
   /** Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. */
-  private async readRun (block: number, run: number, pos: number): Promise<Buffer> {
+  private async readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer> {
     const B = this.blockBytes
     const segmentId = Math.floor(pos / this.config.segmentBytes)
     const segment = await this.segment(segmentId)
@@ -196,7 +248,7 @@ export class Store {
       got += n
     }
     for (let i = 0; i < run; i++) {
-      if (crc32c(data.subarray(i * B, (i + 1) * B)) !== this.map.crc(block + i)) {
+      if (crc32c(data.subarray(i * B, (i + 1) * B)) !== crcs[i]) {
         throw new LogdiskError('CORRUPT', `block ${block + i} fails its checksum in ${segment.file} at offset ${pos % this.config.segmentBytes + i * B}; run logdisk verify`)
       }
     }
@@ -286,11 +338,14 @@ export class Store {
     const crcs = new Uint32Array(count)
     for (let i = 0; i < count; i++) crcs[i] = crc32c(data.subarray(i * B, (i + 1) * B))
     const seq = this.seq + 1
-    const header = encodeWriteHeader(seq, Date.now(), block, crcs, B)
+    const timeMs = this.nextTimeMs()
+    const header = encodeWriteHeader(seq, timeMs, block, crcs, B)
     const payload = data.subarray(0, count * B)
     await this.appendEntry([header, payload])
     this.seq = seq
+    this.lastTimeMs = timeMs
     const dataPosition = this.completedPosition - payload.length
+    this.batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
     for (let i = 0; i < count; i++) {
       this.map.set(block + i, dataPosition + i * B, crcs[i])
       this.batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
@@ -337,19 +392,190 @@ export class Store {
     this.completedPosition = this.positionOf(next.id, next.tail)
   }
 
-  /** Appends a marker entry (sync point, snapshot cut); returns its sequence number. */
-  appendMarker (kind: EntryKind, payload: object): Promise<number> {
+  /** Entry times never decrease along the log, so a time maps to a sequence number. */
+  private nextTimeMs (): number {
+    return Math.max(Date.now(), this.lastTimeMs)
+  }
+
+  /** Appends a marker entry (sync point, snapshot cut); call under the append lock. */
+  private async appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }> {
+    const body = pack(payload)
+    if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.config.segmentBytes) await this.roll()
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const position = this.completedPosition
+    await this.appendEntry([encodeMarker(kind, seq, timeMs, body)])
+    this.seq = seq
+    this.lastTimeMs = timeMs
+    const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
+    this.batch.entries.set(seq, entry)
+    if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
+      for (const [cut, record] of this.snapshotTable.apply(kind, seq, position, timeMs, payload)) this.batch.snapshots.set(cut, record)
+      this.batch.counters.set(HIGHEST_VOLUME_ID, this.snapshotTable.highestId)
+    }
+    await this.current.sync() // a marker is reported only once it is durable
+    return { ...entry, seq }
+  }
+
+  /** Checkpoints until the index covers `seq` (a snapshot's reads and restores need it). */
+  private async checkpointThrough (seq: number): Promise<void> {
+    while (this.lastCheckpoint.seq < seq) {
+      await this.checkpointing
+      if (this.lastCheckpoint.seq < seq) await this.checkpoint()
+    }
+  }
+
+  /**
+   * Writes a sync marker (004 cl. 5): a consistency point with a time and a note. `frozen`
+   * records that the filesystem on the image was frozen around it (application-consistent).
+   * Returns the point's id, which is its sequence number.
+   */
+  async syncPoint (note = '', frozen = false): Promise<{ seq: number, timeMs: number }> {
+    this.assertOpen()
+    const e = await this.appendLock.run(() => this.appendMarkerLocked(EntryKind.sync, { note, frozen }))
+    await this.checkpointThrough(e.seq)
+    return { seq: e.seq, timeMs: e.timeMs }
+  }
+
+  /**
+   * Cuts the log: O(1) whatever was written or how many snapshots exist (000 cl. 1-2). The
+   * cut is one marker entry; the image of the snapshot is every block's newest version at or
+   * before it.
+   */
+  async snapshot (opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy } = {}): Promise<SnapshotRecord> {
+    this.assertOpen()
+    const e = await this.appendLock.run(async () => {
+      const name = opts.name ?? `snap-${this.seq + 1}`
+      this.snapshotTable.checkNewName(name)
+      const { id, displaced } = this.snapshotTable.assignId(opts.idPolicy ?? DEFAULT_VOLUME_ID_POLICY, opts.id)
+      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}) }
+      return this.appendMarkerLocked(EntryKind.snapshot, marker as unknown as Record<string, unknown>)
+    })
+    await this.checkpointThrough(e.seq)
+    return this.snapshotTable.require((e.payload as unknown as SnapshotMarker).name)
+  }
+
+  /** Deletes a snapshot: its image goes, its id returns to the pool (001 delete volume). */
+  async deleteSnapshot (name: string): Promise<SnapshotRecord> {
     this.assertOpen()
     return this.appendLock.run(async () => {
-      const body = pack(payload)
-      if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.config.segmentBytes) await this.roll()
-      const seq = this.seq + 1
-      const timeMs = Date.now()
-      await this.appendEntry([encodeMarker(kind, seq, timeMs, body)])
-      this.seq = seq
-      this.batch.markers.set(seq, { kind, position: this.completedPosition, timeMs, payload })
-      return seq
+      const snap = this.snapshotTable.require(name)
+      const marker: DeleteMarker = { name, seq: snap.seq }
+      await this.appendMarkerLocked(EntryKind.deleteSnapshot, marker as unknown as Record<string, unknown>)
+      return snap
     })
+  }
+
+  snapshots (): SnapshotRecord[] {
+    return this.snapshotTable.list()
+  }
+
+  /**
+   * Bytes each snapshot alone pins (keyed by cut seq): versions that the current volume no
+   * longer uses and that no other snapshot sees. Deleting the snapshot makes them
+   * reclaimable by compaction. One pass over the index of versions.
+   */
+  async snapshotPinnedBytes (): Promise<Map<number, number>> {
+    this.assertOpen()
+    await this.checkpointThrough(this.seq)
+    const cuts = this.snapshotTable.list().map(s => s.seq)
+    const pinned = new Map<number, number>(cuts.map(c => [c, 0]))
+    const firstCutAtOrAfter = (seq: number): number => {
+      let lo = 0
+      let hi = cuts.length
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if (cuts[mid] < seq) lo = mid + 1
+        else hi = mid
+      }
+      return lo
+    }
+    let block = -1
+    let prevSeq = 0
+    for await (const [b, seq] of this.index.history()) {
+      // A version lives from its seq until the block's next version; the cuts in that span see it.
+      if (b === block) {
+        const from = firstCutAtOrAfter(prevSeq)
+        if (firstCutAtOrAfter(seq) - from === 1) pinned.set(cuts[from], pinned.get(cuts[from])! + this.blockBytes)
+      }
+      block = b
+      prevSeq = seq
+    }
+    return pinned
+  }
+
+  /** Entry summaries (no data) with seq in [from, to], in log order: what `log` lists. */
+  async * entries (from = 1, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<EntryRecord & { seq: number }> {
+    this.assertOpen()
+    await this.checkpointThrough(this.seq)
+    for await (const [seq, entry] of this.index.entries(from, Math.min(to, this.seq))) yield { ...entry, seq }
+  }
+
+  /**
+   * The point in the log that `spec` names: a snapshot name, a sequence number (a sync
+   * point's id is its sequence number), an ISO time, or a sync note (the newest such sync).
+   */
+  async resolvePoint (spec: string): Promise<{ seq: number, timeMs: number, what: string }> {
+    this.assertOpen()
+    await this.checkpointThrough(this.seq)
+    if (this.seq === 0) throw new LogdiskError('NOT_FOUND', 'the log is empty: there is no point to go back to')
+    const at = async (seq: number, what: string) => ({ seq, timeMs: (await this.index.entry(seq))?.timeMs ?? 0, what })
+    const snap = this.snapshotTable.get(spec)
+    if (snap) return { seq: snap.seq, timeMs: snap.timeMs, what: `snapshot ${snap.name}` }
+    if (/^\d+$/.test(spec)) {
+      const seq = Number(spec)
+      if (seq < 1 || seq > this.seq) throw new LogdiskError('BAD_ARGUMENT', `sequence ${seq} is not in the log (it holds 1 to ${this.seq})`)
+      return at(seq, `sequence ${seq}`)
+    }
+    if (/^\d{4}-\d{2}-\d{2}/.test(spec)) {
+      const t = Date.parse(spec)
+      if (Number.isNaN(t)) throw new LogdiskError('BAD_ARGUMENT', `"${spec}" is not an ISO time (like 2026-11-21T10:00:00Z)`)
+      if (t > Date.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
+      const first = await this.index.entry(1)
+      if (!first || t < first.timeMs) {
+        throw new LogdiskError('BAD_ARGUMENT', `${spec} is before the first write (the log starts at ${new Date(first?.timeMs ?? 0).toISOString()})`)
+      }
+      // Times never decrease along the log: the newest entry at or before t, by bisection.
+      let lo = 1
+      let hi = this.seq
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi) / 2)
+        const e = await this.index.entry(mid)
+        if (e && e.timeMs <= t) lo = mid
+        else hi = mid - 1
+      }
+      return at(lo, `${new Date(t).toISOString()} (sequence ${lo})`)
+    }
+    for await (const [seq, e] of this.index.entries(1, this.seq, true)) {
+      if (e.kind === EntryKind.sync && e.payload?.note === spec) return at(seq, `sync ${seq} "${spec}"`)
+    }
+    throw new LogdiskError('NOT_FOUND', `--at "${spec}" is not a snapshot name, sequence number, ISO time or sync note`)
+  }
+
+  /**
+   * The image as it was at sequence `seq`, block by block in block order: for every block the
+   * newest version at or before seq, rebuilt from the index of every version (004 cl. 10).
+   * Never-written blocks are skipped (holes).
+   */
+  async * imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }> {
+    this.assertOpen()
+    await this.checkpointThrough(seq)
+    let block = -1
+    let best: { position: number, crc: number } | undefined
+    const crc = new Uint32Array(1)
+    for await (const [b, vseq, position, vcrc] of this.index.history()) {
+      if (b !== block) {
+        if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+        block = b
+        best = undefined
+      }
+      if (vseq <= seq) best = { position, crc: vcrc }
+    }
+    if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+  }
+
+  snapshotNamed (name: string): SnapshotRecord {
+    return this.snapshotTable.require(name)
   }
 
   /** Makes every completed write durable (the image's fsync/flush). */
@@ -411,8 +637,12 @@ export class Store {
   /** Reads every entry of the log, checks every CRC and that the index agrees with the log. */
   async verify (): Promise<VerifyReport> {
     this.assertOpen()
-    await this.flush()
-    await this.checkpoint()
+    // Only what is complete: an append in flight past `end` is not a torn entry.
+    const end = await this.appendLock.run(async () => {
+      await this.current.sync()
+      return this.completedPosition
+    })
+    await this.checkpointThrough(this.seq)
     const segmentIds = [...this.segmentIds]
     const geometry = { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
     return verifyStore({
@@ -421,6 +651,7 @@ export class Store {
       geometry,
       segmentIds,
       upTo: this.lastCheckpoint,
+      end,
       map: this.map,
       index: this.index
     })
@@ -432,8 +663,7 @@ export class Store {
     if (this.timer) clearInterval(this.timer)
     await this.appendLock.idle()
     await this.current.sync()
-    await this.checkpoint()
-    await this.checkpointing
+    await this.checkpointThrough(this.seq)
     this.closed = true
     await this.release()
   }
@@ -464,8 +694,11 @@ function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {
   for (const h of [older.history, newer.history]) for (const n of h) out.history.push(n)
   for (const [k, v] of older.segments) out.segments.set(k, v)
   for (const [k, v] of newer.segments) out.segments.set(k, v)
-  for (const [k, v] of older.markers) out.markers.set(k, v)
-  for (const [k, v] of newer.markers) out.markers.set(k, v)
+  for (const b of [older, newer]) {
+    for (const [k, v] of b.entries) out.entries.set(k, v)
+    for (const [k, v] of b.snapshots) out.snapshots.set(k, v)
+    for (const [k, v] of b.counters) out.counters.set(k, v)
+  }
   return out
 }
 

@@ -23,6 +23,8 @@ export interface VerifyInput {
   segmentIds: number[]
   /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
   upTo: Checkpoint
+  /** Log position where the log ends for this check (appends after it are ignored). */
+  end: number
   map: BlockMap
   index: IndexDb
 }
@@ -54,7 +56,8 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     }
     report.segments++
     try {
-      for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true)) {
+      const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
+      for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
         if (item.type === 'end') {
           if (item.torn) problem(`${path.basename(segment.file)} offset ${item.offset}: ${item.torn}`)
           break

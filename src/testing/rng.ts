@@ -32,11 +32,8 @@ export class Rng {
   }
 
   bytes (n: number): Buffer {
-    const buf = Buffer.allocUnsafe(n)
-    for (let i = 0; i < n; i += 4) {
-      const v = (this.next() * 4294967296) >>> 0
-      for (let j = 0; j < 4 && i + j < n; j++) buf[i + j] = (v >>> (8 * j)) & 0xff
-    }
-    return buf
+    const words = new Uint32Array(Math.ceil(n / 4))
+    for (let i = 0; i < words.length; i++) words[i] = this.next() * 4294967296
+    return Buffer.from(words.buffer, 0, n)
   }
 }

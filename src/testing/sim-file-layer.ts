@@ -24,63 +24,104 @@ type Op =
 
 export type FaultOp = 'writev' | 'datasync' | 'open'
 
+/**
+ * Growable bytes whose snapshots share memory. A snapshot freezes the bytes it covers and a
+ * later change below that line copies first, so the log's pattern (append, datasync, append)
+ * costs no copy per datasync and a crash copies only files with unsynced changes.
+ */
+class Bytes {
+  private buf: Buffer
+  length: number
+  /** buf[0, frozen) is shared with snapshots and must not change. */
+  private frozen: number
+
+  constructor (init: Buffer) {
+    this.buf = init
+    this.length = init.length
+    this.frozen = init.length
+  }
+
+  view (): Buffer {
+    return this.buf.subarray(0, this.length)
+  }
+
+  snapshot (): Buffer {
+    this.frozen = Math.max(this.frozen, this.length)
+    return this.view()
+  }
+
+  write (position: number, data: Buffer): void {
+    const end = position + data.length
+    this.prepare(Math.min(position, this.length), end)
+    data.copy(this.buf, position)
+    this.length = Math.max(this.length, end)
+  }
+
+  truncate (length: number): void {
+    if (length > this.length) this.prepare(this.length, length)
+    this.length = length
+  }
+
+  /** Makes buf[from, to) writable, zero-filling any hole past the current end. */
+  private prepare (from: number, to: number): void {
+    if (from < this.frozen || to > this.buf.length) {
+      const grown = Buffer.alloc(Math.max(to, this.length, from < this.frozen ? 0 : 2 * this.buf.length, 64 * 1024))
+      this.buf.copy(grown, 0, 0, this.length)
+      this.buf = grown
+      this.frozen = 0
+    }
+    if (to > this.length) this.buf.fill(0, this.length, to)
+  }
+}
+
 /** One file's bytes (an inode: names point at it, handles keep it after a rename). */
 class SimFile {
-  content: Buffer
+  readonly bytes: Bytes
   /** Content as of the last datasync: what survives a crash for certain. */
   durable: Buffer
   /** Writes and truncates since the last datasync, in order. */
   pending: Op[] = []
 
   constructor (content: Buffer) {
-    this.content = content
-    this.durable = Buffer.from(content)
+    this.bytes = new Bytes(content)
+    this.durable = this.bytes.snapshot()
+  }
+
+  get content (): Buffer {
+    return this.bytes.view()
   }
 
   write (position: number, data: Buffer): void {
-    this.content = applyOp(this.content, { kind: 'write', position, data })
+    this.bytes.write(position, data)
     this.pending.push({ kind: 'write', position, data })
   }
 
   truncate (length: number): void {
-    this.content = applyOp(this.content, { kind: 'truncate', length })
+    this.bytes.truncate(length)
     this.pending.push({ kind: 'truncate', length })
   }
 
   datasync (): void {
-    this.durable = Buffer.from(this.content)
+    this.durable = this.bytes.snapshot()
     this.pending = []
   }
 
   /** What the disk holds after power loss: durable bytes plus a prefix of the rest, maybe torn. */
   crashImage (rng: Rng): Buffer {
     const keep = rng.int(this.pending.length + 1)
-    let out = Buffer.from(this.durable)
+    const out = new Bytes(this.durable)
     for (let i = 0; i < keep; i++) {
-      let op = this.pending[i]
-      if (i === keep - 1 && op.kind === 'write' && op.data.length > 1 && rng.chance(0.5)) {
-        op = { ...op, data: op.data.subarray(0, rng.int(op.data.length)) }
+      const op = this.pending[i]
+      if (op.kind === 'truncate') {
+        out.truncate(op.length)
+      } else if (i === keep - 1 && op.data.length > 1 && rng.chance(0.5)) {
+        out.write(op.position, op.data.subarray(0, rng.int(op.data.length)))
+      } else {
+        out.write(op.position, op.data)
       }
-      out = applyOp(out, op)
     }
-    return out
+    return out.snapshot()
   }
-}
-
-function applyOp (content: Buffer, op: Op): Buffer {
-  if (op.kind === 'truncate') {
-    if (op.length <= content.length) return content.subarray(0, op.length)
-    return Buffer.concat([content, Buffer.alloc(op.length - content.length)])
-  }
-  const end = op.position + op.data.length
-  if (end > content.length) {
-    // Copy: `content` may be a subarray that another image still shares.
-    const grown = Buffer.alloc(Math.max(end, content.length))
-    content.copy(grown)
-    content = grown
-  }
-  op.data.copy(content, op.position)
-  return content
 }
 
 function errno (code: string, what: string): Error {
@@ -133,7 +174,7 @@ export class SimFileLayer implements FileLayer {
       const file = names.get(name)!
       let image = images.get(file)
       if (!image) images.set(file, image = file.crashImage(rng))
-      this.live.set(name, new SimFile(Buffer.from(image))) // after a reboot every byte is on disk
+      this.live.set(name, new SimFile(image)) // after a reboot every byte is on disk
     }
     this.durableNames = new Map(this.live)
     this.generation++
@@ -184,7 +225,6 @@ export class SimFileLayer implements FileLayer {
     if (!f) {
       if (!create || !this.dirs.has(path.dirname(file))) throw errno('ENOENT', `open ${file}`)
       f = new SimFile(Buffer.alloc(0))
-      f.durable = Buffer.alloc(0)
       this.live.set(file, f)
     }
     return new SimHandle(this, f, file, this.generation)

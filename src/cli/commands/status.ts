@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import type { StoreStatus } from '../../store'
-import { onStore } from '../on-store'
+import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 
 type Status = StoreStatus & { mountpoint?: string, pid?: number }
@@ -10,7 +10,7 @@ export function register (program: Command): void {
     .description('size, bytes written, segments by state, index position')
     .option('--json', 'print JSON (documented in docs/CLI.md)')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const status = await onStore<Status>(storeArg, 'status', async store => store.status(), { op: 'status' })
+      const status = await runOp<Status>(storeArg, 'status')
       if (opts.json) {
         console.log(JSON.stringify(status, null, 2))
         return

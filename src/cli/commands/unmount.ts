@@ -22,7 +22,16 @@ export function register (program: Command): void {
         console.log(`removed the stale mount at ${mountpoint} (its daemon had died)`)
         return
       }
-      await request(daemon.socket, 'unmount', {}, 60_000)
+      try {
+        await request(daemon.socket, 'unmount', {}, 60_000)
+      } catch (err) {
+        // The pid may linger a moment after kill -9: no answer on the socket means stale.
+        if (!(err instanceof LogdiskError) || err.code !== 'NOT_MOUNTED') throw err
+        await lazyUnmount(mountpoint)
+        fs.rmSync(path.join(mount.store, 'daemon.json'), { force: true })
+        console.log(`removed the stale mount at ${mountpoint} (its daemon does not answer)`)
+        return
+      }
       // Wait for the daemon to finish closing the store, so the next command can open it.
       const deadline = Date.now() + EXIT_WAIT_MS
       while (isAlive(daemon.pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))

@@ -1,0 +1,31 @@
+import type { Command } from 'commander'
+import { EntryKind, type EntryRecord } from '../../store'
+import { runOp } from '../on-store'
+
+const KIND_NAMES: Record<number, string> = {
+  [EntryKind.write]: 'write',
+  [EntryKind.sync]: 'sync',
+  [EntryKind.snapshot]: 'snapshot',
+  [EntryKind.deleteSnapshot]: 'delete'
+}
+
+export function register (program: Command): void {
+  program.command('log <store>')
+    .description('list log entries in time order (sequence, time, kind, blocks), without reading data')
+    .option('--snapshot <name>', 'only the entries of this snapshot\'s partition (since the snapshot before it)')
+    .option('--json', 'print JSON (documented in docs/CLI.md)')
+    .action(async (storeArg: string, opts: { snapshot?: string, json?: boolean }) => {
+      const entries = await runOp<Array<EntryRecord & { seq: number }>>(storeArg, 'log', { snapshot: opts.snapshot })
+      const rows: Array<Record<string, unknown>> = entries.map(e => ({
+        seq: e.seq,
+        time: new Date(e.timeMs).toISOString(),
+        kind: KIND_NAMES[e.kind] ?? String(e.kind),
+        ...(e.kind === EntryKind.write ? { block: e.block, count: e.count } : { ...e.payload })
+      }))
+      if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+      for (const r of rows) {
+        const what = r.kind === 'write' ? `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}` : JSON.stringify(Object.fromEntries(Object.entries(r).filter(([k]) => !['seq', 'time', 'kind'].includes(k))))
+        console.log(`${r.seq}\t${r.time}\t${r.kind}\t${what}`)
+      }
+    })
+}

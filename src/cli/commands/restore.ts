@@ -1,0 +1,23 @@
+import path from 'node:path'
+import type { Command } from 'commander'
+import { runOp } from '../on-store'
+import { progressBar } from '../progress'
+import { formatBytes } from '../units'
+
+export function register (program: Command): void {
+  program.command('restore <store>')
+    .description('write the image as it was at a point in time to a sparse file')
+    .requiredOption('--at <point>', 'ISO time, sequence number, sync id, sync note or snapshot name')
+    .requiredOption('--out <file>', 'where to write the image')
+    .option('--force', 'overwrite --out if it exists')
+    .action(async (storeArg: string, opts: { at: string, out: string, force?: boolean }) => {
+      const bar = progressBar('restoring')
+      try {
+        const r = await runOp<{ what: string, out: string, bytes: number }>(storeArg, 'restore', { at: opts.at, out: path.resolve(opts.out), force: !!opts.force }, { onProgress: bar.update })
+        bar.stop()
+        console.log(`restored ${r.what} to ${r.out} (${formatBytes(r.bytes)} of data)`)
+      } finally {
+        bar.stop()
+      }
+    })
+}

@@ -1,0 +1,12 @@
+// The README's walk-through must keep working exactly as written.
+import t from 'tap'
+import { canMount, cleanup, run, tmpDir } from './helpers/cli'
+
+t.test('examples/walkthrough.sh runs end to end', { skip: canMount() }, async t => {
+  const dir = tmpDir('walkthrough')
+  t.teardown(() => cleanup(dir))
+  const r = await run('bash', ['examples/walkthrough.sh', dir], { timeoutMs: 300_000 })
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /all \d+ files read back identical/)
+  t.match(r.stdout, /\nok\n/, 'verify is clean')
+})
