@@ -16,7 +16,9 @@ import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
 export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void): Promise<void> {
-  const store = await Store.open(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}` })
+  const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
+  if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
+  const store = await Store.open(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
   if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
   let mounted: Mounted | undefined
   let control: ControlServer | undefined

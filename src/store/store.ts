@@ -26,6 +26,11 @@ export interface OpenOptions {
   checkpointMaxBlocks?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */
   holder?: string
+  /**
+   * Fault injection by operation label, for tests of failure paths through real mounts
+   * (litefs's pattern): 'marker' makes every marker append fail.
+   */
+  faults?: ReadonlySet<string>
 }
 
 export interface StoreStatus {
@@ -399,6 +404,7 @@ export class Store {
 
   /** Appends a marker entry (sync point, snapshot cut); call under the append lock. */
   private async appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }> {
+    if (this.opts.faults?.has('marker')) throw new LogdiskError('IO', 'injected fault: the marker write failed (LOGDISK_FAULTS=marker)')
     const body = pack(payload)
     if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.config.segmentBytes) await this.roll()
     const seq = this.seq + 1

@@ -9,9 +9,9 @@ export const CLI = path.resolve('dist/src/cli/main.js')
 export interface Run { code: number, stdout: string, stderr: string }
 
 /** Runs a program to completion without throwing on a non-zero exit. */
-export function run (cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<Run> {
+export function run (cmd: string, args: string[], opts: { timeoutMs?: number, env?: Record<string, string> } = {}): Promise<Run> {
   return new Promise(resolve => {
-    execFile(cmd, args, { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd, args, { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ...opts.env } }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? (err as any).code : 1) : 0
       resolve({ code, stdout: String(stdout), stderr: String(stderr) })
     })

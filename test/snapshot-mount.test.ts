@@ -1,0 +1,126 @@
+// Snapshots through a real mount: ext4 trees in A.img and B.img, read-only images, freeze.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { CLI, canMount, cleanup, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
+import { checksumTree, diffTrees } from './helpers/tree'
+
+const skip = canMount()
+
+function sha (file: string, length: number): string {
+  const buf = Buffer.alloc(length)
+  const fd = fs.openSync(file, 'r')
+  fs.readSync(fd, buf, 0, length, 0)
+  fs.closeSync(fd)
+  return require('node:crypto').createHash('sha256').update(buf).digest('hex')
+}
+
+t.test('each snapshot image shows exactly its own tree, at the same time as current; e2fsck clean', { skip }, async t => {
+  const dir = tmpDir('snapfs')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const fsDir = path.join(dir, 'fs')
+  const aDir = path.join(dir, 'a')
+  const bDir = path.join(dir, 'b')
+  for (const d of [fsDir, aDir, bDir]) fs.mkdirSync(d)
+  await must(process.execPath, CLI, 'create', store, '--size', '512M')
+  t.equal((await logdisk('mount', store, mnt)).code, 0)
+  const img = path.join(mnt, 'current.img')
+  await must('mkfs.ext4', '-q', '-F', img)
+  await must('mount', '-o', 'loop', img, fsDir)
+  await must('cp', '-a', '/usr/share/doc', path.join(fsDir, 'doc'))
+  const treeA = checksumTree(fsDir)
+
+  const snapA = await logdisk('snapshot', store, '--name', 'A', '--freeze', fsDir)
+  t.equal(snapA.code, 0, snapA.stderr)
+  t.match(snapA.stdout, /application-consistent/)
+  // Change the tree: delete, modify and add files.
+  const files = [...treeA.keys()].filter(f => !f.startsWith('lost+found')).sort()
+  for (const f of files.slice(0, 50)) fs.rmSync(path.join(fsDir, f))
+  for (const f of files.slice(50, 80)) fs.appendFileSync(path.join(fsDir, f), 'changed after A\n')
+  fs.mkdirSync(path.join(fsDir, 'new'))
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(fsDir, 'new', `f${i}`), Buffer.alloc(10_000 + i, i))
+  const treeB = checksumTree(fsDir)
+  t.not(diffTrees(treeA, treeB).length, 0, 'the trees differ')
+  t.equal((await logdisk('snapshot', store, '--name', 'B', '--freeze', fsDir)).code, 0)
+  fs.writeFileSync(path.join(fsDir, 'only-in-current'), 'x')
+  const treeCurrent = checksumTree(fsDir)
+
+  t.same(fs.readdirSync(mnt).sort(), ['A.img', 'B.img', 'current.img'], 'the images appear in the mount')
+  t.equal(fs.statSync(path.join(mnt, 'A.img')).mode & 0o777, 0o444, 'snapshot images are read-only')
+  await must('mount', '-o', 'loop,ro', path.join(mnt, 'A.img'), aDir)
+  await must('mount', '-o', 'loop,ro', path.join(mnt, 'B.img'), bDir)
+  t.same(diffTrees(treeA, checksumTree(aDir)), [], 'A.img shows the tree at A')
+  t.same(diffTrees(treeB, checksumTree(bDir)), [], 'B.img shows the tree at B')
+  t.same(diffTrees(treeCurrent, checksumTree(fsDir)), [], 'current shows the newest tree, all three mounted at once')
+
+  const busy = await logdisk('delete', store, 'A')
+  t.not(busy.code, 0)
+  t.match(busy.stderr, /A\.img is open/, 'deleting a loop-mounted snapshot is refused')
+
+  await must('umount', aDir)
+  await must('umount', bDir)
+  await must('umount', fsDir)
+  for (const name of ['A.img', 'B.img', 'current.img']) {
+    const fsck = await run('e2fsck', ['-fn', path.join(mnt, name)])
+    t.equal(fsck.code, 0, `e2fsck -fn ${name} is clean`)
+  }
+  await new Promise(resolve => setTimeout(resolve, 300)) // loop devices release the images
+  t.equal((await logdisk('delete', store, 'A')).code, 0, 'delete works once A.img is closed')
+  await new Promise(resolve => setTimeout(resolve, 1100)) // the kernel's 1 s entry cache
+  t.same(fs.readdirSync(mnt).sort(), ['B.img', 'current.img'], 'A.img is gone from the mount')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  t.equal((await logdisk('verify', store)).code, 0)
+})
+
+t.test('writes and truncates of a snapshot image fail with EROFS and change nothing', { skip }, async t => {
+  const dir = tmpDir('erofs')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  await must(process.execPath, CLI, 'create', store, '--size', '16M')
+  t.equal((await logdisk('mount', store, mnt)).code, 0)
+  const fd = fs.openSync(path.join(mnt, 'current.img'), 'r+')
+  fs.writeSync(fd, Buffer.alloc(1 << 20, 0x5a), 0, 1 << 20, 0)
+  fs.closeSync(fd)
+  t.equal((await logdisk('snapshot', store, '--name', 's')).code, 0)
+  const snap = path.join(mnt, 's.img')
+  const before = sha(snap, 2 << 20)
+  t.throws(() => fs.openSync(snap, 'r+'), { code: 'EROFS' }, 'open for writing fails with EROFS')
+  t.throws(() => fs.truncateSync(snap, 0), { code: 'EROFS' }, 'truncate fails with EROFS')
+  const w = await run('dd', ['if=/dev/zero', `of=${snap}`, 'bs=4k', 'count=1', 'conv=notrunc'])
+  t.not(w.code, 0)
+  t.match(w.stderr, /Read-only file system/, 'dd reports a read-only file system')
+  t.equal(sha(snap, 2 << 20), before, 'the snapshot image is unchanged')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+})
+
+t.test('--freeze thaws the filesystem even when the marker write fails', { skip }, async t => {
+  const dir = tmpDir('freeze')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const fsDir = path.join(dir, 'fs')
+  fs.mkdirSync(fsDir)
+  await must(process.execPath, CLI, 'create', store, '--size', '64M')
+  const mounted = await run(process.execPath, [CLI, 'mount', store, mnt], { env: { LOGDISK_FAULTS: 'marker' } })
+  t.equal(mounted.code, 0, mounted.stderr)
+  await must('mkfs.ext4', '-q', '-F', path.join(mnt, 'current.img'))
+  await must('mount', '-o', 'loop', path.join(mnt, 'current.img'), fsDir)
+  for (const args of [['sync', store, '--note', 'x', '--freeze', fsDir], ['snapshot', store, '--name', 'x', '--freeze', fsDir]]) {
+    const r = await logdisk(...args)
+    t.not(r.code, 0, `${args[0]} fails`)
+    t.match(r.stderr, /^logdisk: injected fault/, `${args[0]}: the marker failure is reported in one line`)
+    // A frozen filesystem would block this write until thawed; give it 10 s.
+    const touch = await run('bash', ['-c', `echo data > ${fsDir}/after-${args[0]} && sync -f ${fsDir}/after-${args[0]}`], { timeoutMs: 10_000 })
+    t.equal(touch.code, 0, `${args[0]}: the filesystem was thawed (writes go through)`)
+    const thaw = await run('fsfreeze', ['-u', fsDir])
+    t.not(thaw.code, 0, `${args[0]}: nothing left frozen (fsfreeze -u has nothing to thaw)`)
+  }
+  const snaps = await logdisk('snapshots', store, '--json')
+  t.same(JSON.parse(snaps.stdout), [], 'no snapshot was recorded')
+  await must('umount', fsDir)
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  t.notOk(isMounted(mnt))
+})
