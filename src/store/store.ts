@@ -175,8 +175,12 @@ export class Store {
   }
 
   /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11). */
-  readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  async readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    this.assertOpen()
     const snap = this.snapshotTable.require(name)
+    // A new snapshot is listed once its marker is logged, before snapshot() has checkpointed
+    // the index through its cut; locateAt needs that index (a no-op once it is there).
+    await this.checkpointThrough(snap.seq)
     return this.readImage(offset, length, into, (first, n) => this.locateAt(snap.seq, snap.position, first, n))
   }
 
@@ -184,12 +188,13 @@ export class Store {
    * Where blocks [first, first+n) were at cut `seq` (log position `cutPosition`). The newest
    * copy is the answer whenever it lies before the cut (positions grow with seq); only blocks
    * rewritten since ask the index, one reverse seek each, whatever the number of snapshots.
-   * The index covers the cut: snapshot() and imageAt() checkpoint through it first.
+   * Index lookups need the index to cover the cut: the first read after a cut checkpoints.
    */
   private async locateAt (seq: number, cutPosition: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }> {
     const where = new Float64Array(n)
     const crcs = new Uint32Array(n)
     const lookups: Promise<void>[] = []
+    if (this.lastCheckpoint.seq < seq) await this.checkpointThrough(seq) // first read after the cut
     for (let i = 0; i < n; i++) {
       const pos = this.map.position(first + i)
       if (pos >= 0 && pos < cutPosition) {
@@ -439,7 +444,6 @@ export class Store {
   async syncPoint (note = '', frozen = false): Promise<{ seq: number, timeMs: number }> {
     this.assertOpen()
     const e = await this.appendLock.run(() => this.appendMarkerLocked(EntryKind.sync, { note, frozen }))
-    await this.checkpointThrough(e.seq)
     return { seq: e.seq, timeMs: e.timeMs }
   }
 
@@ -457,7 +461,8 @@ export class Store {
       const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}) }
       return this.appendMarkerLocked(EntryKind.snapshot, marker as unknown as Record<string, unknown>)
     })
-    await this.checkpointThrough(e.seq)
+    // No checkpoint here: the marker is durable, the index catches up in the background (or
+    // at the first read of the snapshot), so the cut costs one append and one fdatasync.
     return this.snapshotTable.require((e.payload as unknown as SnapshotMarker).name)
   }
 
