@@ -232,5 +232,7 @@ async function moveAside (layer: FileLayer, storeDir: string, segmentDir: string
   await layer.mkdirp(dir)
   const to = path.join(dir, `${name}.${Date.now()}`)
   await layer.rename(path.join(segmentDir, name), to)
+  await layer.syncDir(segmentDir)
+  await layer.syncDir(dir)
   return to
 }

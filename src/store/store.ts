@@ -61,7 +61,9 @@ const MAX_OPEN_SEGMENTS = 64
  * Contract (after s3backer's s3backer.h): reads of never-written blocks return zeros; I/O past
  * the end throws OUT_OF_RANGE and changes nothing; a block whose CRC does not match is never
  * returned (CORRUPT); after flush() resolves, every write that resolved before it survives
- * kill -9 and power loss; an unsynced write may be lost but is never torn.
+ * kill -9 and power loss; an unsynced write may be lost but is never torn. A write larger
+ * than one entry (256 blocks) or crossing a segment is several entries: if it fails midway
+ * (ENOSPC), the blocks of its first entries are written and the rest keep their old data.
  */
 export class Store {
   private readonly appendLock = new Mutex()
@@ -351,15 +353,16 @@ export class Store {
     const timeMs = this.nextTimeMs()
     const header = encodeWriteHeader(seq, timeMs, block, crcs, B)
     const payload = data.subarray(0, count * B)
-    await this.appendEntry([header, payload])
-    this.seq = seq
-    this.lastTimeMs = timeMs
-    const dataPosition = this.completedPosition - payload.length
-    this.batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
-    for (let i = 0; i < count; i++) {
-      this.map.set(block + i, dataPosition + i * B, crcs[i])
-      this.batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
-    }
+    await this.appendEntry([header, payload], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      const dataPosition = this.completedPosition - payload.length
+      this.batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
+      for (let i = 0; i < count; i++) {
+        this.map.set(block + i, dataPosition + i * B, crcs[i])
+        this.batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
+      }
+    })
     if (this.batch.history.length / 4 >= (this.opts.checkpointMaxBlocks ?? 65536)) {
       this.checkpoint().catch(err => this.log.error({ err: (err as Error).message }, 'index checkpoint failed; will retry'))
     }
@@ -371,8 +374,12 @@ export class Store {
     return Math.max(0, Math.floor(room / (this.blockBytes + BLOCK_CRC_BYTES)))
   }
 
-  /** Writes an entry at the tail of the current segment; the tail moves only on success. */
-  private async appendEntry (parts: Buffer[]): Promise<void> {
+  /**
+   * Writes an entry at the tail of the current segment; the tail moves only on success.
+   * `applied` runs in the same synchronous step as the tail move, so a checkpoint can never
+   * see a log position that covers an entry the index batch does not hold yet.
+   */
+  private async appendEntry (parts: Buffer[], applied: () => void): Promise<void> {
     const segment = this.current
     const bytes = parts.reduce((n, p) => n + p.length, 0)
     if (segment.tail + bytes > this.config.segmentBytes) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
@@ -386,6 +393,7 @@ export class Store {
     segment.tail += bytes
     segment.unsynced = true
     this.completedPosition = this.positionOf(segment.id, segment.tail)
+    applied()
   }
 
   /** Seals the full current segment (synced, now `active`) and opens the next (004 cl. 6). */
@@ -415,15 +423,16 @@ export class Store {
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
-    await this.appendEntry([encodeMarker(kind, seq, timeMs, body)])
-    this.seq = seq
-    this.lastTimeMs = timeMs
     const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
-    this.batch.entries.set(seq, entry)
-    if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
-      for (const [cut, record] of this.snapshotTable.apply(kind, seq, position, timeMs, payload)) this.batch.snapshots.set(cut, record)
-      this.batch.counters.set(HIGHEST_VOLUME_ID, this.snapshotTable.highestId)
-    }
+    await this.appendEntry([encodeMarker(kind, seq, timeMs, body)], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      this.batch.entries.set(seq, entry)
+      if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
+        for (const [cut, record] of this.snapshotTable.apply(kind, seq, position, timeMs, payload)) this.batch.snapshots.set(cut, record)
+        this.batch.counters.set(HIGHEST_VOLUME_ID, this.snapshotTable.highestId)
+      }
+    })
     await this.current.sync() // a marker is reported only once it is durable
     return { ...entry, seq }
   }

@@ -140,7 +140,6 @@ export class SimFileLayer implements FileLayer {
   /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
   private generation = 0
   private frozen = false
-  crashes = 0
 
   /**
    * Makes the next `op` call throw `err` (an errno code like 'ENOSPC', or an errno-style
@@ -179,7 +178,6 @@ export class SimFileLayer implements FileLayer {
     this.durableNames = new Map(this.live)
     this.generation++
     this.frozen = false
-    this.crashes++
   }
 
   /** Test access: the current bytes of a file, or undefined. */
@@ -201,13 +199,6 @@ export class SimFileLayer implements FileLayer {
     return [...this.live.keys()].sort()
   }
 
-  /** Bytes written but not yet datasynced, over all files (how much a crash may drop). */
-  unsyncedBytes (): number {
-    let n = 0
-    for (const f of this.live.values()) for (const op of f.pending) n += op.kind === 'write' ? op.data.length : 0
-    return n
-  }
-
   private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
     await tick()
     if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
@@ -227,7 +218,8 @@ export class SimFileLayer implements FileLayer {
       f = new SimFile(Buffer.alloc(0))
       this.live.set(file, f)
     }
-    return new SimHandle(this, f, file, this.generation)
+    const generation = this.generation
+    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation))
   }
 
   async list (dir: string): Promise<string[]> {
@@ -272,21 +264,21 @@ export class SimFileLayer implements FileLayer {
     for (const name of [...this.durableNames.keys()]) if (path.dirname(name) === dir) this.durableNames.delete(name)
     for (const [name, f] of this.live) if (path.dirname(name) === dir) this.durableNames.set(name, f)
   }
-
-  /** @internal for SimHandle */
-  async handleOp (op: FaultOp | undefined, what: string, generation: number): Promise<void> {
-    await this.enter(op, what, generation)
-  }
 }
 
 class SimHandle implements FileHandle {
   private closed = false
 
-  constructor (private readonly sim: SimFileLayer, private readonly f: SimFile, private readonly file: string, private readonly generation: number) {}
+  constructor (
+    private readonly f: SimFile,
+    private readonly file: string,
+    /** Fails once the machine lost power after this handle was opened. */
+    private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>
+  ) {}
 
   private async enter (op: FaultOp | undefined, what: string): Promise<void> {
     if (this.closed) throw errno('EBADF', `${what} ${this.file}`)
-    await this.sim.handleOp(op, `${what} ${this.file}`, this.generation)
+    await this.gate(op, `${what} ${this.file}`)
   }
 
   async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
