@@ -524,6 +524,31 @@ export class Store {
     return pinned
   }
 
+  /**
+   * Blocks written in (fromSeq, toSeq], in block order: what changed between two cuts (an
+   * incremental send, a diff). One pass over the index of versions.
+   */
+  async * changedBlocks (fromSeq: number, toSeq: number): AsyncGenerator<number> {
+    this.assertOpen()
+    await this.checkpointThrough(toSeq)
+    let last = -1
+    for await (const [block, seq] of this.index.history()) {
+      if (block !== last && seq > fromSeq && seq <= toSeq) {
+        last = block
+        yield block
+      }
+    }
+  }
+
+  /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */
+  async readBlockAt (seq: number, block: number): Promise<Buffer> {
+    this.assertOpen()
+    await this.checkpointThrough(seq)
+    const at = await this.index.versionAt(block, seq)
+    if (!at) return Buffer.alloc(this.blockBytes)
+    return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
+  }
+
   /** Entry summaries (no data) with seq in [from, to], in log order: what `log` lists. */
   async * entries (from = 1, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<EntryRecord & { seq: number }> {
     this.assertOpen()
