@@ -15,6 +15,8 @@ export interface Checkpoint {
 
 export interface SegmentRecord {
   state: 'current' | 'active' | 'inactive' | 'archived' | 'recycled'
+  /** Pool volumes holding its copies (absent in records written before pools). */
+  volumes?: string[]
 }
 
 /** One log entry, without its data: what `log` lists and what maps a time to a sequence. */

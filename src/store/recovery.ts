@@ -11,6 +11,7 @@ import { SnapshotTable } from './snapshots'
 /** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
 export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 import { Segment, type SegmentGeometry } from './segment'
+import type { SegmentHome } from './segment-home'
 
 export interface RecoveryReport {
   /** Entries read from the log past the index checkpoint and applied. */
@@ -27,6 +28,8 @@ export interface RecoveryReport {
 
 export interface Recovered {
   segments: number[]
+  /** Every segment file found, by id: the volumes holding a copy. */
+  located: Map<number, string[]>
   current: Segment
   seq: number
   report: RecoveryReport
@@ -42,10 +45,11 @@ const REPLAY_COMMIT_BLOCKS = 262144
  * destroyed.
  */
 export async function recover (
-  layer: FileLayer, storeDir: string, segmentDir: string, geometry: SegmentGeometry,
+  layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
   index: IndexDb, map: BlockMap, log: Logger
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
-  const ids = (await layer.list(segmentDir)).map(parseSegmentFileName).filter((id): id is number => id !== undefined).sort((a, b) => a - b)
+  const located = await listSegments(layer, home, log)
+  const ids = [...located.keys()].sort((a, b) => a - b)
   const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [], damaged: [] }
   let checkpoint = await index.checkpoint()
   if (checkpoint && (await index.formatVersion()) !== INDEX_FORMAT_VERSION) {
@@ -60,7 +64,7 @@ export async function recover (
     cpSegment -= 1
     cpOffset = geometry.segmentBytes
   }
-  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, segmentDir, ids, cpSegment, cpOffset))) {
+  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located, cpSegment, cpOffset))) {
     log.warn({ checkpoint }, 'the index is ahead of the log (segments missing or shortened); rebuilding the index from the log')
     checkpoint = undefined
   }
@@ -87,12 +91,12 @@ export async function recover (
   for (const id of toScan) {
     const isLast = id === toScan[toScan.length - 1]
     if (stop || (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1)) {
-      report.orphanedSegments.push(await moveAside(layer, storeDir, segmentDir, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
       continue
     }
     let segment: Segment
     try {
-      segment = await Segment.open(layer, segmentDir, id, geometry)
+      segment = await Segment.open(layer, home, located.get(id)!, id, geometry, log)
     } catch (err) {
       if (!isLast) {
         damaged(id, 0, (err as Error).message)
@@ -101,7 +105,7 @@ export async function recover (
       }
       // The last segment's header never became durable: a torn roll. Keep it aside, stop here.
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
-      report.orphanedSegments.push(await moveAside(layer, storeDir, segmentDir, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
       stop = true
       continue
     }
@@ -189,18 +193,41 @@ export async function recover (
 
   if (!current) {
     const id = ids.length > 0 ? ids[ids.length - 1] + 1 : 0
-    current = await Segment.create(layer, segmentDir, id, geometry)
+    current = await Segment.create(layer, home, await home.place(id), id, geometry, log)
+    located.set(id, current.volumes)
     scanned.push(id)
   }
-  for (const id of scanned) batch.segments.set(id, { state: id === current.id ? 'current' : 'active' })
+  for (const id of scanned) batch.segments.set(id, { state: id === current.id ? 'current' : 'active', volumes: located.get(id) })
   await commit(current)
-  return { segments: scanned, current, seq, report, snapshots }
+  return { segments: scanned, current, seq, report, snapshots, located }
+}
+
+/** Segment files on every volume of the home: id -> volumes holding a copy. */
+async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): Promise<Map<number, string[]>> {
+  const out = new Map<number, string[]>()
+  for (const volume of home.volumes()) {
+    const dir = home.dirOf(volume)
+    let names: string[]
+    try {
+      names = await layer.list(dir)
+    } catch (err) {
+      log.error({ volume, dir, err: (err as Error).message }, `pool volume directory ${dir} cannot be listed; its segments are unavailable`)
+      continue
+    }
+    for (const name of names) {
+      const id = parseSegmentFileName(name)
+      if (id === undefined) continue
+      out.set(id, [...(out.get(id) ?? []), volume])
+    }
+  }
+  return out
 }
 
 /** Whether the segment holding the checkpoint exists and is at least that long. */
-async function logReaches (layer: FileLayer, segmentDir: string, ids: number[], segment: number, offset: number): Promise<boolean> {
-  if (!ids.includes(segment)) return false
-  const handle = await layer.open(path.join(segmentDir, segmentFileName(segment)), false)
+async function logReaches (layer: FileLayer, home: SegmentHome, located: Map<number, string[]>, segment: number, offset: number): Promise<boolean> {
+  const volumes = located.get(segment)
+  if (!volumes) return false
+  const handle = await layer.open(path.join(home.dirOf(volumes[0]), segmentFileName(segment)), false)
   try {
     return (await handle.size()) >= offset
   } finally {
@@ -227,12 +254,15 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
   return file
 }
 
-async function moveAside (layer: FileLayer, storeDir: string, segmentDir: string, name: string): Promise<string> {
+async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string): Promise<string> {
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)
-  const to = path.join(dir, `${name}.${Date.now()}`)
-  await layer.rename(path.join(segmentDir, name), to)
-  await layer.syncDir(segmentDir)
+  let to = ''
+  for (const volume of volumes) {
+    to = path.join(dir, `${name}.${volume}.${Date.now()}`)
+    await layer.rename(path.join(home.dirOf(volume), name), to)
+    await layer.syncDir(home.dirOf(volume))
+  }
   await layer.syncDir(dir)
   return to
 }

@@ -2,6 +2,9 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { crc32c } from './crc'
 import type { FileHandle, FileLayer } from './file-layer'
+import { silentLogger, type Logger } from './logger'
+import { MirroredHandle } from './mirrored-handle'
+import type { SegmentHome } from './segment-home'
 import { SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, segmentFileName } from './format'
 
 /**
@@ -28,32 +31,69 @@ export class Segment {
   /** Settles (never rejects) when the datasync now running ends. */
   private syncing: Promise<void> | undefined
 
-  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, tail: number) {
+  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, private readonly volumeList: string[], tail: number) {
     this.tail = tail
   }
 
-  static async create (layer: FileLayer, dir: string, id: number, geometry: SegmentGeometry): Promise<Segment> {
-    const file = path.join(dir, segmentFileName(id))
-    const handle = await layer.open(file, true)
-    await handle.truncate(0)
-    await handle.writev([encodeSegmentHeader(id, geometry)], 0)
-    await handle.datasync()
-    await layer.syncDir(dir)
-    return new Segment(id, file, handle, SEGMENT_HEADER_BYTES)
+  /** The pool volumes holding a copy of this segment right now. */
+  get volumes (): string[] {
+    return this.handle instanceof MirroredHandle ? this.handle.volumes : this.volumeList
   }
 
-  /** Opens an existing segment and checks its header; `tail` is set by the caller's scan. */
-  static async open (layer: FileLayer, dir: string, id: number, geometry: SegmentGeometry): Promise<Segment> {
-    const file = path.join(dir, segmentFileName(id))
-    const handle = await layer.open(file, false)
-    const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-    const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
-    const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
-    if (problem) {
-      await handle.close()
-      throw new LogdiskError('CORRUPT', `segment ${file}: ${problem}`)
+  /** Creates the segment on each of `volumes` (one copy each): header written and synced. */
+  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+    const copies = []
+    try {
+      for (const volume of volumes) {
+        const dir = home.dirOf(volume)
+        await layer.mkdirp(dir)
+        const file = path.join(dir, segmentFileName(id))
+        const handle = await layer.open(file, true)
+        copies.push({ volume, file, handle })
+        await handle.truncate(0)
+        await handle.writev([encodeSegmentHeader(id, geometry)], 0)
+        await handle.datasync()
+        await layer.syncDir(dir)
+      }
+    } catch (err) {
+      for (const c of copies) await c.handle.close().catch(() => undefined)
+      throw err
     }
-    return new Segment(id, file, handle, await handle.size())
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    return new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES)
+  }
+
+  /**
+   * Opens an existing segment from the copies on `volumes` whose header checks out; `tail` is
+   * the file size until the caller's scan says where entries end. Throws CORRUPT naming the
+   * first problem when no copy is usable (a missing pool directory names that directory).
+   */
+  static async open (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+    const copies: Array<{ volume: string, file: string, handle: FileHandle }> = []
+    const problems: string[] = []
+    for (const volume of volumes) {
+      const file = path.join(home.dirOf(volume), segmentFileName(id))
+      let handle: FileHandle
+      try {
+        handle = await layer.open(file, false)
+      } catch (err) {
+        problems.push(`${file}: ${(err as Error).message}`)
+        continue
+      }
+      const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
+      const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0).catch(() => 0)
+      const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
+      if (problem) {
+        problems.push(`segment ${file}: ${problem}`)
+        await handle.close()
+        continue
+      }
+      copies.push({ volume, file, handle })
+    }
+    if (copies.length === 0) throw new LogdiskError('CORRUPT', problems[0] ?? `segment ${id} has no copy on any pool volume`)
+    if (problems.length > 0) log.error({ segment: id, problems }, 'a copy of a segment is missing or damaged; reading from the others (run logdisk verify)')
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    return new Segment(id, copies[0].file, handle, copies.map(c => c.volume), await handle.size())
   }
 
   async sync (): Promise<void> {

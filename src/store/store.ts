@@ -14,6 +14,7 @@ import { Mutex } from './mutex'
 import { HIGHEST_VOLUME_ID, recover, type RecoveryReport } from './recovery'
 import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
+import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
 import { verifyStore, type VerifyReport } from './verify'
 
 export interface OpenOptions {
@@ -26,6 +27,8 @@ export interface OpenOptions {
   checkpointMaxBlocks?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */
   holder?: string
+  /** Where segment files live (the pool); default: one volume inside the store. */
+  home?: SegmentHome
   /**
    * Fault injection by operation label, for tests of failure paths through real mounts
    * (litefs's pattern): 'marker' makes every marker append fail.
@@ -48,7 +51,6 @@ export interface StoreStatus {
   recovery: RecoveryReport
 }
 
-const SEGMENT_DIR = 'segments'
 const INDEX_DIR = 'index'
 const HOLDER_FILE = 'holder.json'
 /** Segment handles kept open for reads; older ones are closed (bounded fd use). */
@@ -80,10 +82,13 @@ export class Store {
     readonly dir: string,
     readonly config: StoreConfig,
     private readonly layer: FileLayer,
+    readonly home: SegmentHome,
     private readonly index: IndexDb,
     private readonly map: BlockMap,
     private current: Segment,
     private segmentIds: number[],
+    /** The volumes each segment's copies should be on (F10: two when mirrored). */
+    private readonly segmentVolumes: Map<number, string[]>,
     private seq: number,
     readonly recovery: RecoveryReport,
     private readonly snapshotTable: SnapshotTable,
@@ -115,7 +120,7 @@ export class Store {
     } catch (err) {
       throw fromSystemError(err, `create ${dir}`)
     }
-    await layer.mkdirp(path.join(dir, SEGMENT_DIR))
+    await layer.mkdirp(localHome(dir).dirOf(LOCAL_VOLUME))
     writeConfig(dir, config) // last: a directory without store.json is not a store
     return config
   }
@@ -132,16 +137,26 @@ export class Store {
       throw err
     }
     try {
+      if (!opts.home && fs.existsSync(path.join(dir, POOL_FILE))) {
+        throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/pool)`)
+      }
+      const home = opts.home ?? localHome(dir)
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
-      const segmentDir = path.join(dir, SEGMENT_DIR)
-      await layer.mkdirp(segmentDir)
-      const recovered = await recover(layer, dir, segmentDir, geometry, index, map, log)
-      const known = [...(await index.segments()).keys()]
-      const ids = [...new Set([...known, ...recovered.segments])].filter(id => id <= recovered.current.id).sort((a, b) => a - b)
+      const recovered = await recover(layer, dir, home, geometry, index, map, log)
+      const records = await index.segments()
+      const ids = [...new Set([...records.keys(), ...recovered.segments])].filter(id => id <= recovered.current.id).sort((a, b) => a - b)
+      // Where each segment's copies should be: the index's record (written when it was placed
+      // or moved), else where they were found.
+      const volumes = new Map<number, string[]>()
+      for (const id of ids) {
+        const where = records.get(id)?.volumes ?? recovered.located.get(id)
+        if (where) volumes.set(id, where)
+        home.occupied(id, recovered.located.get(id) ?? where ?? [])
+      }
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      return new Store(dir, config, layer, index, map, recovered.current, ids, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs)
+      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs)
     } catch (err) {
       await index.close()
       throw err
@@ -150,7 +165,9 @@ export class Store {
 
   get sizeBytes (): number { return this.config.sizeBytes }
   get blockBytes (): number { return this.config.blockBytes }
-  private get segmentDir (): string { return path.join(this.dir, SEGMENT_DIR) }
+  private get geometry (): SegmentGeometry {
+    return { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
+  }
 
   private positionOf (segmentId: number, offset: number): number {
     return segmentId * this.config.segmentBytes + offset
@@ -283,9 +300,9 @@ export class Store {
       this.openSegments.set(id, segment)
       return segment
     }
-    if (!this.segmentIds.includes(id)) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
-    const geometry = { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
-    segment = await Segment.open(this.layer, this.segmentDir, id, geometry)
+    const volumes = this.segmentVolumes.get(id)
+    if (!volumes) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
+    segment = await Segment.open(this.layer, this.home, volumes, id, this.geometry, this.log)
     const raced = this.openSegments.get(id)
     if (raced) {
       await segment.close()
@@ -400,13 +417,15 @@ export class Store {
   private async roll (): Promise<void> {
     const old = this.current
     await old.sync()
-    const geometry = { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
-    const next = await Segment.create(this.layer, this.segmentDir, old.id + 1, geometry)
+    const volumes = await this.home.place(old.id + 1) // NO_SPACE when the pool is full
+    const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log)
+    this.home.occupied(next.id, volumes)
     this.current = next
     this.segmentIds.push(next.id)
+    this.segmentVolumes.set(next.id, volumes)
     this.openSegments.set(next.id, next)
-    this.batch.segments.set(old.id, { state: 'active' })
-    this.batch.segments.set(next.id, { state: 'current' })
+    this.batch.segments.set(old.id, { state: 'active', volumes: this.segmentVolumes.get(old.id) })
+    this.batch.segments.set(next.id, { state: 'current', volumes })
     this.completedPosition = this.positionOf(next.id, next.tail)
   }
 
@@ -689,11 +708,11 @@ export class Store {
     })
     await this.checkpointThrough(this.seq)
     const segmentIds = [...this.segmentIds]
-    const geometry = { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
     return verifyStore({
       layer: this.layer,
-      segmentDir: this.segmentDir,
-      geometry,
+      home: this.home,
+      segmentVolumes: new Map(this.segmentVolumes),
+      geometry: this.geometry,
       segmentIds,
       upTo: this.lastCheckpoint,
       end,
@@ -731,6 +750,26 @@ export class Store {
     this.openSegments.clear()
     await this.index.close()
     fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true })
+  }
+
+  /**
+   * Each block's checksum as it was at cut `seq`, in block order, from the index alone (no
+   * data read); never-written blocks are skipped. What a stream's content identity hashes.
+   */
+  async * blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]> {
+    this.assertOpen()
+    await this.checkpointThrough(seq)
+    let block = -1
+    let crc: number | undefined
+    for await (const [b, vseq, , vcrc] of this.index.history()) {
+      if (b !== block) {
+        if (crc !== undefined) yield [block, crc]
+        block = b
+        crc = undefined
+      }
+      if (vseq <= seq) crc = vcrc
+    }
+    if (crc !== undefined) yield [block, crc]
   }
 }
 

@@ -5,6 +5,7 @@ import type { FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { scanSegment } from './scanner'
 import { Segment, type SegmentGeometry } from './segment'
+import type { SegmentHome } from './segment-home'
 
 export interface VerifyReport {
   ok: boolean
@@ -18,7 +19,9 @@ export interface VerifyReport {
 
 export interface VerifyInput {
   layer: FileLayer
-  segmentDir: string
+  home: SegmentHome
+  /** Where each segment's copies should be. */
+  segmentVolumes: Map<number, string[]>
   geometry: SegmentGeometry
   segmentIds: number[]
   /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
@@ -47,12 +50,16 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
   let lastSeq = 0
   for (const id of input.segmentIds) {
+    const volumes = input.segmentVolumes.get(id) ?? []
     let segment: Segment
     try {
-      segment = await Segment.open(input.layer, input.segmentDir, id, geometry)
+      segment = await Segment.open(input.layer, input.home, volumes, id, geometry)
     } catch (err) {
       problem(`segment ${segmentFileName(id)}: ${(err as Error).message}`)
       continue
+    }
+    for (const v of volumes) {
+      if (!segment.volumes.includes(v)) problem(`segment ${segmentFileName(id)}: the copy on pool volume ${v} (${input.home.dirOf(v)}) is lost; run logdisk pool repair`)
     }
     report.segments++
     try {

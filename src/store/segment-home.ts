@@ -1,0 +1,44 @@
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+
+/**
+ * Where a store's segment files live. The store asks its home for the directory of a volume
+ * and for the volumes of each new segment; the pool (src/pool) is a home that spreads segments
+ * over pool volumes and grows and shrinks (seed 002). Without a pool, a store keeps its
+ * segments in one volume inside itself.
+ *
+ * Contract: `place` returns one volume, or as many as there are copies (mirroring), each with
+ * room for a whole segment, or throws NO_SPACE naming what to do; `dirOf` is a pure lookup.
+ */
+export interface SegmentHome {
+  /** Directory holding this store's segment files on `volume`. */
+  dirOf (volume: string): string
+  /** Every volume that may hold this store's segments (listed on open). */
+  volumes (): string[]
+  /** Chooses the volumes of a new segment. */
+  place (segmentId: number): Promise<string[]>
+  /** Accounting: a segment now occupies these volumes (placed, found on open, relocated). */
+  occupied (segmentId: number, volumes: string[]): void
+  /** Accounting: a segment left these volumes. */
+  vacated (segmentId: number, volumes: string[]): void
+}
+
+export const LOCAL_VOLUME = 'local'
+
+/** A store with this file in its directory keeps its segments in a pool (src/pool). */
+export const POOL_FILE = 'pool.json'
+
+/** The default home: one volume, <store>/segments, without a capacity of its own. */
+export function localHome (storeDir: string): SegmentHome {
+  const dir = path.join(storeDir, 'segments')
+  return {
+    dirOf (volume) {
+      if (volume !== LOCAL_VOLUME) throw new LogdiskError('NOT_FOUND', `segment volume ${volume} is not part of ${storeDir}`)
+      return dir
+    },
+    volumes: () => [LOCAL_VOLUME],
+    place: async () => [LOCAL_VOLUME],
+    occupied () {},
+    vacated () {}
+  }
+}
