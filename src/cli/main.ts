@@ -2,10 +2,16 @@
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
 import * as create from './commands/create'
+import * as criteria from './commands/criteria'
+import * as diff from './commands/diff'
+import * as exportCmd from './commands/export'
+import * as receive from './commands/receive'
+import * as send from './commands/send'
 import * as del from './commands/delete'
 import * as log from './commands/log'
 import * as mount from './commands/mount'
 import * as policy from './commands/policy'
+import * as pool from './commands/pool'
 import * as restore from './commands/restore'
 import * as snapshot from './commands/snapshot'
 import * as snapshots from './commands/snapshots'
@@ -33,7 +39,7 @@ async function main (): Promise<void> {
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
     .showHelpAfterError()
-  for (const command of [create, mount, unmount, status, snapshot, snapshots, del, sync, log, restore, policy, verify]) command.register(program)
+  for (const command of [create, mount, unmount, status, snapshot, snapshots, del, sync, log, restore, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
   await program.parseAsync(process.argv)
 }
 

@@ -3,7 +3,15 @@ import { LogdiskError } from '../errors'
 import { request } from '../daemon/control'
 import { readDaemonInfo } from '../daemon/paths'
 import { ops, type OpContext } from '../ops/ops'
-import { Store } from '../store'
+import type { Store } from '../store'
+import { openStore } from '../pool/open-store'
+
+/** Direct runs print only the command's own output; warnings go to stderr, one line each. */
+const quietLogger = {
+  info () {},
+  warn (_fields: object, msg: string) { process.stderr.write(`logdisk: warning: ${msg}\n`) },
+  error (_fields: object, msg: string) { process.stderr.write(`logdisk: error: ${msg}\n`) }
+}
 
 /**
  * Runs an operation (src/ops) on a store: directly, under the store's lock, when it is not
@@ -14,7 +22,7 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
   const dir = path.resolve(storeArg)
   let store: Store
   try {
-    store = await Store.open(dir, { holder: `logdisk ${op}` })
+    store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger })).store
   } catch (err) {
     if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err
     const daemon = readDaemonInfo(dir)

@@ -2,12 +2,15 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { mountImages, type Mounted } from '../fuse/mount'
-import { Store } from '../store'
+import { openStore } from '../pool/open-store'
+import { readPolicy } from '../policy/policy'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
+
+const POOL_TICK_MS = Number(process.env.LOGDISK_POOL_TICK_MS ?? 2000)
 
 /**
  * The mount daemon: holds the store open, serves the image folder over FUSE and answers the
@@ -18,13 +21,14 @@ import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
-  const store = await Store.open(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
+  const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
   if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
   let mounted: Mounted | undefined
   let control: ControlServer | undefined
   let finish!: () => void
   const done = new Promise<void>(resolve => { finish = resolve })
   let stopping: Promise<void> | undefined
+  let poolTimer: NodeJS.Timeout | undefined
 
   const stop = (): Promise<void> => {
     if (stopping) return stopping
@@ -35,6 +39,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
         stopping = undefined
         throw err
       }
+      clearInterval(poolTimer)
       await control?.close()
       await store.close()
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
@@ -71,6 +76,13 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     await store.close()
     throw err
   }
+
+  // Pool growth and shrink by policy (re-read each time: `policy set` edits the file).
+  poolTimer = setInterval(() => {
+    try { pool.setPolicy(readPolicy(storeDir)) } catch (err) { log.error({ err: (err as Error).message }, 'policy unreadable; keeping the previous one') }
+    pool.tick().catch(err => log.error({ err: (err as Error).message }, 'pool maintenance failed'))
+  }, POOL_TICK_MS)
+  poolTimer.unref()
 
   const onSignal = (signal: string): void => {
     log.info({ signal }, 'unmounting on signal')

@@ -2,6 +2,11 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { readPolicy, volumeIdPolicy } from '../policy/policy'
 import { restoreImage, type Store } from '../store'
+import type { Pool } from '../pool/pool'
+import { poolOf } from '../pool/open-store'
+import { copyByCriteria, cutByCriteria } from '../policy/criteria'
+import { exportSnapshot } from '../store/export'
+import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
 
 /**
  * The commands that act on a store, written once. The CLI runs them on the store directly
@@ -17,9 +22,35 @@ type Args = Record<string, unknown>
 export type Op = (store: Store, args: Args, ctx: OpContext) => Promise<unknown>
 
 const str = (args: Args, key: string): string | undefined => typeof args[key] === 'string' ? args[key] as string : undefined
+const envFaults = (): Set<string> => new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
+
+/** Progress of long operations by job id (args.job), which a client polls with the op `progress`. */
+const jobs = new Map<string, { done: number, total: number }>()
+async function withJob<T> (args: Args, ctx: OpContext, fn: (onProgress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
+  const job = str(args, 'job')
+  try {
+    return await fn((done, total) => { ctx.onProgress?.(done, total); if (job) jobs.set(job, { done, total }) })
+  } finally {
+    if (job) jobs.delete(job)
+  }
+}
+
+function requirePool (store: Store): Pool {
+  const pool = poolOf(store)
+  if (!pool) throw new LogdiskError('BAD_ARGUMENT', `${store.dir} was opened without its pool`)
+  return pool
+}
 
 export const ops: Record<string, Op> = {
-  status: async store => store.status(),
+  status: async store => ({ ...store.status(), pool: poolOf(store)?.status() }),
+
+  'pool list': async store => requirePool(store).status(),
+  'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),
+  'pool remove': async (store, args) => ({ moved: await requirePool(store).remove(String(args.dir)) }),
+  'pool repair': async store => {
+    const pool = requirePool(store)
+    return { copies: await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude)) }
+  },
   verify: store => store.verify(),
   flush: store => store.flush(),
 
@@ -57,5 +88,19 @@ export const ops: Record<string, Op> = {
     const point = await store.resolvePoint(String(args.at))
     const result = await restoreImage(store, point.seq, out, { force: args.force === true, onProgress: ctx.onProgress })
     return { ...point, out, ...result }
-  }
+  },
+
+  // F8: export, send/receive, diff, snapshot criteria (src/store/export.ts, stream.ts, src/policy/criteria.ts).
+  progress: async (_store, args) => jobs.get(String(args.job)) ?? null,
+  export: (store, args, ctx) => withJob(args, ctx, onProgress =>
+    exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress })),
+  send: (store, args, ctx) => withJob(args, ctx, onProgress =>
+    sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress })),
+  receive: (store, args, ctx) => withJob(args, ctx, onProgress =>
+    receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
+  diff: (store, args) => diffSnapshots(store, String(args.a), String(args.b)),
+  criteriaSnapshot: (store, args) =>
+    cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
+  criteriaCopy: (store, args, ctx) => withJob(args, ctx, onProgress =>
+    copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
 }

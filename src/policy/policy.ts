@@ -17,7 +17,7 @@ interface KeySpec<T> {
 
 const positiveInt: (d: number) => KeySpec<number> = d => ({
   values: 'a positive integer',
-  parse: t => /^\d+$/.test(t) && Number(t) > 0 ? Number(t) : undefined,
+  parse: t => /^\d+$/.test(t) && Number(t) > 0 && Number.isSafeInteger(Number(t)) ? Number(t) : undefined,
   default: d
 })
 const bool: (d: boolean) => KeySpec<boolean> = d => ({
@@ -31,7 +31,22 @@ const oneOf = <T extends string>(options: T[], d: T): KeySpec<T> => ({
   default: d
 })
 
+const fraction: (d: number) => KeySpec<number> = d => ({
+  values: 'a number between 0 and 1',
+  parse: t => /^(0(\.\d+)?|1(\.0+)?)$/.test(t) ? Number(t) : undefined,
+  default: d
+})
+const oneOfNumbers = (options: number[], d: number): KeySpec<number> => ({
+  values: options.join('|'),
+  parse: t => options.includes(Number(t)) && /^\d+$/.test(t) ? Number(t) : undefined,
+  default: d
+})
+
 export const POLICY_KEYS = {
+  'pool.growAt': fraction(0.95),
+  'pool.shrinkAt': fraction(0.5),
+  'pool.mode': oneOf(['auto', 'ask'], 'auto'),
+  mirror: oneOfNumbers([1, 2], 1),
   volumeId: oneOf(['sequential', 'explicit', 'constant'], 'sequential'),
   'volumeId.constant': positiveInt(1),
   'volumeId.reuse': bool(true)
@@ -57,7 +72,24 @@ export function readPolicy (storeDir: string): Policy {
   } catch (err) {
     throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON; fix it or remove it to get the defaults`, err)
   }
-  return { ...defaultPolicy(), ...stored }
+  if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) {
+    throw new LogdiskError('BAD_CONFIG', `${file} is not a JSON object; fix it or remove it to get the defaults`)
+  }
+  const policy: Record<string, unknown> = { ...defaultPolicy(), ...stored }
+  // Hand-edited values are held to what `policy set` accepts; the store trusts them.
+  for (const [key, spec] of Object.entries(POLICY_KEYS) as Array<[string, KeySpec<unknown>]>) {
+    if (spec.parse(String(policy[key])) !== policy[key]) {
+      throw new LogdiskError('BAD_CONFIG', `${file}: ${key} is ${JSON.stringify(policy[key])} but takes ${spec.values}; fix it or remove it to get the defaults`)
+    }
+  }
+  return policy as Policy
+}
+
+/** Checks rules between keys. */
+function checkTogether (p: Record<string, unknown>): void {
+  if ((p['pool.shrinkAt'] as number) >= (p['pool.growAt'] as number)) {
+    throw new LogdiskError('BAD_ARGUMENT', `pool.shrinkAt (${String(p['pool.shrinkAt'])}) must be below pool.growAt (${String(p['pool.growAt'])})`)
+  }
 }
 
 /** Validates KEY=VALUE assignments; all or nothing: one bad assignment changes nothing. */
@@ -72,6 +104,7 @@ export function applyAssignments (policy: Policy, assignments: string[]): Policy
     if (value === undefined) throw new LogdiskError('BAD_ARGUMENT', `policy ${key} takes ${spec.values} (got "${a.slice(eq + 1)}")`)
     next[key] = value
   }
+  checkTogether(next)
   return next as Policy
 }
 

@@ -1,4 +1,6 @@
+import fs from 'node:fs'
 import path from 'node:path'
+import { isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
@@ -211,7 +213,10 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
     try {
       names = await layer.list(dir)
     } catch (err) {
-      log.error({ volume, dir, err: (err as Error).message }, `pool volume directory ${dir} cannot be listed; its segments are unavailable`)
+      // A volume that never held this store's segments has no directory for them: normal.
+      if (!(isLogdiskError(err, 'NOT_FOUND') && fs.existsSync(path.dirname(dir)))) {
+        log.error({ volume, dir, err: (err as Error).message }, `pool volume directory ${dir} cannot be listed; its segments are unavailable`)
+      }
       continue
     }
     for (const name of names) {

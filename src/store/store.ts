@@ -7,7 +7,7 @@ import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, ty
 import { crc32c } from './crc'
 import { encodeMarker, encodeWriteHeader } from './entry'
 import { nodeFileLayer, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SnapshotRecord } from './index-db'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
@@ -566,6 +566,118 @@ export class Store {
     const at = await this.index.versionAt(block, seq)
     if (!at) return Buffer.alloc(this.blockBytes)
     return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
+  }
+
+  /** The volumes a segment's copies should be on. */
+  volumesOf (id: number): string[] | undefined {
+    return this.segmentVolumes.get(id)
+  }
+
+  /** Segment ids with the volumes their copies should be on (pool list, repair). */
+  segmentPlacement (): Map<number, string[]> {
+    return new Map(this.segmentVolumes)
+  }
+
+  /**
+   * Copies sealed segment `id` from volume `from` to volume `to`: written under a temporary
+   * name, fsynced, renamed, directory fsynced. The copy is complete before anything points
+   * at it.
+   */
+  private async copySegmentFile (id: number, from: string, to: string): Promise<void> {
+    const name = segmentFileName(id)
+    const src = await this.layer.open(path.join(this.home.dirOf(from), name), false)
+    const dstDir = this.home.dirOf(to)
+    await this.layer.mkdirp(dstDir)
+    const tmp = path.join(dstDir, `${name}.copy`)
+    const dst = await this.layer.open(tmp, true)
+    try {
+      await dst.truncate(0)
+      const size = await src.size()
+      const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+      for (let at = 0; at < size;) {
+        const n = await src.read(buf, 0, Math.min(buf.length, size - at), at)
+        if (n === 0) throw new LogdiskError('IO', `segment ${name} on ${from} ended early while copying`)
+        await dst.writev([buf.subarray(0, n)], at)
+        at += n
+      }
+      await dst.datasync()
+    } finally {
+      await src.close()
+      await dst.close()
+    }
+    await this.layer.rename(tmp, path.join(dstDir, name))
+    await this.layer.syncDir(dstDir)
+  }
+
+  /** Makes the index say where a segment's copies are, durably, before old copies go. */
+  private async recordVolumes (id: number, volumes: string[]): Promise<void> {
+    this.segmentVolumes.set(id, volumes)
+    this.batch.segments.set(id, { state: id === this.current.id ? 'current' : 'active', volumes })
+    await this.checkpointing
+    await this.checkpoint()
+  }
+
+  /** Drops the cached handle of a segment (kept open a little for reads in flight). */
+  private forgetHandle (id: number): void {
+    const old = this.openSegments.get(id)
+    if (!old) return
+    this.openSegments.delete(id)
+    setTimeout(() => { old.close().catch(() => undefined) }, 5000).unref()
+  }
+
+  /**
+   * Moves sealed segment `id` from pool volume `from` to `to` (a pool drain, seed 002):
+   * copy, fsync, switch the index, then delete the old copy. A crash at any step leaves a
+   * complete copy that the index or the volume listing finds.
+   */
+  async relocateSegment (id: number, from: string, to: string): Promise<void> {
+    this.assertOpen()
+    if (id === this.current.id) await this.appendLock.run(() => this.roll())
+    const volumes = this.segmentVolumes.get(id)
+    if (!volumes?.includes(from)) throw new LogdiskError('NOT_FOUND', `segment ${id} has no copy on volume ${from}`)
+    await this.copySegmentFile(id, from, to)
+    this.home.occupied(id, [to])
+    await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
+    this.forgetHandle(id)
+    await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
+    await this.layer.syncDir(this.home.dirOf(from)).catch(() => undefined)
+    this.home.vacated(id, [from])
+  }
+
+  /**
+   * Restores lost copies (F10): for every segment whose copies are fewer than `copies` or
+   * missing from a volume the index names, copies a surviving one onto `place`'s choice.
+   * Returns how many copies were made.
+   */
+  async repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
+    this.assertOpen()
+    let made = 0
+    for (const id of [...this.segmentIds]) {
+      const want = this.segmentVolumes.get(id) ?? []
+      const present: string[] = []
+      for (const v of want) {
+        try {
+          const h = await this.layer.open(path.join(this.home.dirOf(v), segmentFileName(id)), false)
+          await h.close()
+          present.push(v)
+        } catch { /* lost */ }
+      }
+      if (present.length === 0) continue // nothing to copy from; verify reports it
+      if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
+      if (id === this.current.id) await this.appendLock.run(() => this.roll())
+      const next = [...present]
+      while (next.length < Math.max(copies, 1)) {
+        const to = await place(id, next)
+        await this.copySegmentFile(id, present[0], to)
+        this.home.occupied(id, [to])
+        next.push(to)
+        made++
+      }
+      this.home.vacated(id, want.filter(v => !next.includes(v)))
+      await this.recordVolumes(id, next)
+      this.forgetHandle(id)
+    }
+    return made
   }
 
   /** Entry summaries (no data) with seq in [from, to], in log order: what `log` lists. */

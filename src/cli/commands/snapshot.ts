@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import type { SnapshotRecord } from '../../store'
 import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
+import { snapshotByCriteria } from './criteria'
 
 export function register (program: Command): void {
   program.command('snapshot <store>')
@@ -10,7 +11,9 @@ export function register (program: Command): void {
     .option('--id <n>', 'volume id (default: by the volumeId policy)')
     .option('--freeze <fs-mountpoint>', 'fsfreeze this filesystem around the cut (application-consistent)')
     .option('--json', 'print the snapshot as JSON')
-    .action(async (storeArg: string, opts: { name?: string, id?: string, freeze?: string, json?: boolean }) => {
+    .option('--criteria <name>', 'cut by a snapshot criteria and copy its block range to its target (logdisk criteria)')
+    .action(async (storeArg: string, opts: { name?: string, id?: string, freeze?: string, json?: boolean, criteria?: string }) => {
+      if (opts.criteria !== undefined) return snapshotByCriteria(storeArg, { criteria: opts.criteria, name: opts.name, freeze: opts.freeze, json: opts.json })
       const snap = await withFrozen(opts.freeze, frozen =>
         runOp<SnapshotRecord>(storeArg, 'snapshot', { name: opts.name, id: opts.id === undefined ? undefined : Number(opts.id), frozen }))
       if (opts.json) console.log(JSON.stringify(snap, null, 2))

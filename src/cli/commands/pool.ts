@@ -1,0 +1,46 @@
+import type { Command } from 'commander'
+import type { PoolStatus, VolumeStatus } from '../../pool/pool'
+import { runOp } from '../on-store'
+import { formatBytes, parseSize } from '../units'
+
+function printVolumes (status: PoolStatus): void {
+  console.log(['STATE', 'CAPACITY', 'USED', 'SEGMENTS', 'DIR'].join('\t'))
+  for (const v of status.volumes) console.log([v.state, formatBytes(v.capacityBytes), formatBytes(v.usedBytes), v.segments, v.dir + (v.internal ? ' (internal)' : '')].join('\t'))
+  console.log(`use ${(status.useFraction * 100).toFixed(1)}% of assigned capacity`)
+  for (const w of status.warnings) console.log(`warning: ${w}`)
+}
+
+export function register (program: Command): void {
+  const pool = program.command('pool').description('the store\'s pool of directories that hold segment files')
+  pool.command('list <store>')
+    .option('--json', 'print JSON')
+    .action(async (storeArg: string, opts: { json?: boolean }) => {
+      const status = await runOp<PoolStatus>(storeArg, 'pool list')
+      if (opts.json) console.log(JSON.stringify(status, null, 2))
+      else printVolumes(status)
+    })
+  pool.command('add <store> <dir>')
+    .description('add a directory: assigned to the store now, or a spare with --spare')
+    .option('--capacity <size>', 'bytes it may hold (default: the free space of its filesystem)')
+    .option('--spare', 'keep it spare: assigned when the pool grows (by this store or another listing it)')
+    .action(async (storeArg: string, dir: string, opts: { capacity?: string, spare?: boolean }) => {
+      const v = await runOp<VolumeStatus>(storeArg, 'pool add', {
+        dir: require('node:path').resolve(dir),
+        capacityBytes: opts.capacity === undefined ? undefined : parseSize(opts.capacity, '--capacity'),
+        spare: !!opts.spare
+      })
+      console.log(`added ${v.dir}: ${v.state}, capacity ${formatBytes(v.capacityBytes)}`)
+    })
+  pool.command('remove <store> <dir>')
+    .description('drain the directory (its segments move to other volumes), release it and drop it from the pool')
+    .action(async (storeArg: string, dir: string) => {
+      const r = await runOp<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) })
+      console.log(`removed ${dir} (${r.moved} segment(s) moved)`)
+    })
+  pool.command('repair <store>')
+    .description('restore lost copies of mirrored segments (mirror=2) from the surviving ones')
+    .action(async (storeArg: string) => {
+      const r = await runOp<{ copies: number }>(storeArg, 'pool repair')
+      console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}`)
+    })
+}

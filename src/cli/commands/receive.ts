@@ -1,0 +1,70 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import type { Command } from 'commander'
+import { LogdiskError, fromSystemError } from '../../errors'
+import { Store } from '../../store'
+import { CONFIG_FILE } from '../../store/config'
+import { readStreamHeader, validateStream, type ReceiveResult } from '../../store/stream'
+import { runTracked } from './export'
+
+/**
+ * A stream is checked whole before anything is applied, so a pipe or a FIFO is first spooled
+ * to a file beside the store data (<store>/receive-<pid>.spool, or next to the store directory
+ * when the store is still to be created), deleted afterwards.
+ */
+async function spool (input: string, dir: string): Promise<string> {
+  const inside = fs.existsSync(path.join(dir, CONFIG_FILE))
+  const file = inside ? path.join(dir, `receive-${process.pid}.spool`) : path.join(path.dirname(dir), `.${path.basename(dir)}.receive-${process.pid}.spool`)
+  const source = input === '-' ? process.stdin : fs.createReadStream(input)
+  try {
+    await pipeline(source, fs.createWriteStream(file, { mode: 0o600 }))
+  } catch (err) {
+    fs.rmSync(file, { force: true })
+    throw fromSystemError(err, `spool the stream to ${file}`)
+  }
+  return file
+}
+
+export function register (program: Command): void {
+  program.command('receive <store>')
+    .description('apply a stream made by logdisk send and cut the same snapshot; a full stream into a missing store creates it')
+    .requiredOption('--in <file|->', 'stream file, or - for standard input')
+    .option('--force', 'overwrite writes made to the current volume since the base snapshot (or, for a full stream, anything in it)')
+    .option('--json', 'print the result as JSON')
+    .action(async (storeArg: string, opts: { in: string, force?: boolean, json?: boolean }) => {
+      const dir = path.resolve(storeArg)
+      let file = opts.in === '-' ? '-' : path.resolve(opts.in)
+      let spooled: string | undefined
+      if (file === '-' || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+        if (file !== '-' && !fs.existsSync(file)) throw new LogdiskError('NOT_FOUND', `${file} does not exist`)
+        spooled = file = await spool(file, dir)
+      }
+      let created: 'dir' | 'contents' | undefined
+      try {
+        if (!fs.existsSync(path.join(dir, CONFIG_FILE))) {
+          const header = await readStreamHeader(file)
+          if (header.from) {
+            throw new LogdiskError('STORE_NOT_FOUND', `no store at ${dir}; this incremental stream (from ${header.from.name}) applies only to a store holding ${header.from.name}`)
+          }
+          await validateStream(file) // a bad stream creates nothing
+          const existed = fs.existsSync(dir)
+          await Store.create(dir, { sizeBytes: header.sizeBytes, blockBytes: header.blockBytes })
+          created = existed ? 'contents' : 'dir'
+        }
+        let r: ReceiveResult
+        try {
+          r = await runTracked<ReceiveResult>(dir, 'receive', { file, force: !!opts.force }, 'receiving')
+        } catch (err) {
+          if (created === 'dir') fs.rmSync(dir, { recursive: true, force: true })
+          else if (created === 'contents') for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
+          throw err
+        }
+        if (opts.json) return console.log(JSON.stringify({ ...r, created: !!created }, null, 2))
+        const s = r.snapshot
+        console.log(`received snapshot ${s.name}${r.from ? ` (incremental from ${r.from})` : ''} into ${dir}${created ? ' (created)' : ''}: ${r.dataBlocks} data blocks, ${r.zeroBlocks} zeroed blocks; volume id ${s.id ?? '-'}, sequence ${s.seq}`)
+      } finally {
+        if (spooled) fs.rmSync(spooled, { force: true })
+      }
+    })
+}

@@ -1,0 +1,24 @@
+import path from 'node:path'
+import { readPolicy } from '../policy/policy'
+import { Store, type OpenOptions } from '../store'
+import { readConfig } from '../store/config'
+import { silentLogger } from '../store/logger'
+import { Pool } from './pool'
+
+/**
+ * Opens a store with its pool as the home of its segments: what the CLI and the mount daemon
+ * use. (Store.open alone serves library users whose stores have no external volumes.)
+ */
+export async function openStore (dir: string, opts: Omit<OpenOptions, 'home'> = {}, initialPoolDirs: string[] = []): Promise<{ store: Store, pool: Pool }> {
+  dir = path.resolve(dir)
+  const config = readConfig(dir)
+  const pool = Pool.open(dir, config, readPolicy(dir), opts.logger ?? silentLogger, initialPoolDirs)
+  const store = await Store.open(dir, { ...opts, home: pool })
+  pool.attach(store)
+  return { store, pool }
+}
+
+/** The pool a store was opened with, when it was opened through openStore. */
+export function poolOf (store: Store): Pool | undefined {
+  return store.home instanceof Pool ? store.home : undefined
+}

@@ -1,0 +1,340 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import type { Policy } from '../policy/policy'
+import { writeFileAtomic, type StoreConfig } from '../store/config'
+import type { Logger } from '../store/logger'
+import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home'
+import type { Store } from '../store'
+import { claim, ensureMarker, readMarker, release } from './volume-marker'
+
+/**
+ * A store's storage pool (seed 002): directories ("pool volumes"), each with a capacity,
+ * assigned to this store or spare. Segments go on assigned volumes that have room; when use
+ * crosses `pool.growAt` a spare is assigned ([0050]-[0052]); when it falls under
+ * `pool.shrinkAt` the emptiest volume is drained and released to spare ([0053]-[0056]), where
+ * another store listing the same directory may take it. With `pool.mode=ask` nothing is
+ * assigned by itself: status and the log say what to run.
+ *
+ * pool.json (in the store) lists the directories: { volumes: [{ dir, internal? }] }. The
+ * internal volume is <store>/segments, always assigned, never shared. A store's segments on
+ * an external volume live in <volume>/<store uuid>/.
+ */
+export interface PoolFile {
+  volumes: Array<{ dir: string, internal?: boolean, capacityBytes?: number }>
+}
+
+export interface VolumeStatus {
+  id: string
+  dir: string
+  internal: boolean
+  state: 'assigned' | 'spare' | 'other-store' | 'missing' | 'read-only'
+  capacityBytes: number
+  usedBytes: number
+  segments: number
+}
+
+export interface PoolStatus {
+  volumes: VolumeStatus[]
+  useFraction: number
+  warnings: string[]
+}
+
+export class Pool implements SegmentHome {
+  /** volume id -> segment ids of this store on it */
+  private readonly segmentsOn = new Map<string, Set<number>>()
+  private store: Store | undefined
+  private warned = new Set<string>()
+  private warnings: string[] = []
+  private draining = false
+
+  private constructor (
+    readonly storeDir: string,
+    private readonly config: StoreConfig,
+    private file: PoolFile,
+    private policy: Policy,
+    private readonly log: Logger
+  ) {}
+
+  /** Opens the pool of a store, making pool.json (the internal volume only) if missing. */
+  static open (storeDir: string, config: StoreConfig, policy: Policy, log: Logger, initialDirs: string[] = []): Pool {
+    const file = path.join(storeDir, POOL_FILE)
+    let pool: PoolFile
+    if (fs.existsSync(file)) {
+      try {
+        pool = JSON.parse(fs.readFileSync(file, 'utf8')) as PoolFile
+      } catch (err) {
+        throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
+      }
+    } else {
+      // Created on other directories (create --pool): the internal volume takes no segments.
+      pool = { volumes: [{ dir: path.join(storeDir, 'segments'), internal: true, ...(initialDirs.length > 0 ? { capacityBytes: 0 } : {}) }] }
+      writeFileAtomic(file, JSON.stringify(pool, null, 2) + '\n')
+    }
+    const p = new Pool(storeDir, config, pool, policy, log)
+    for (const dir of initialDirs) p.add(dir, undefined, true)
+    return p
+  }
+
+  attach (store: Store): void {
+    this.store = store
+  }
+
+  setPolicy (policy: Policy): void {
+    this.policy = policy
+  }
+
+  private save (): void {
+    writeFileAtomic(path.join(this.storeDir, POOL_FILE), JSON.stringify(this.file, null, 2) + '\n')
+  }
+
+  private entries (): Array<{ id: string, dir: string, internal: boolean }> {
+    const out = []
+    for (const v of this.file.volumes) {
+      if (v.internal) { out.push({ id: LOCAL_VOLUME, dir: v.dir, internal: true }); continue }
+      let marker
+      try { marker = readMarker(v.dir) } catch { marker = undefined }
+      out.push({ id: marker?.id ?? `missing:${v.dir}`, dir: v.dir, internal: false })
+    }
+    return out
+  }
+
+  // ---- SegmentHome
+
+  dirOf (volume: string): string {
+    const entry = this.entries().find(e => e.id === volume)
+    if (!entry) throw new LogdiskError('NOT_FOUND', `pool volume ${volume} is not in ${path.join(this.storeDir, POOL_FILE)}`)
+    return entry.internal ? entry.dir : path.join(entry.dir, this.config.uuid)
+  }
+
+  volumes (): string[] {
+    return this.entries().map(e => e.id).filter(id => !id.startsWith('missing:'))
+  }
+
+  occupied (segmentId: number, volumes: string[]): void {
+    for (const v of volumes) {
+      if (!this.segmentsOn.has(v)) this.segmentsOn.set(v, new Set())
+      this.segmentsOn.get(v)!.add(segmentId)
+    }
+  }
+
+  vacated (segmentId: number, volumes: string[]): void {
+    for (const v of volumes) this.segmentsOn.get(v)?.delete(segmentId)
+  }
+
+  async place (segmentId: number): Promise<string[]> {
+    const copies = this.policy.mirror
+    let chosen = this.withRoom().slice(0, copies)
+    if (chosen.length < copies && this.policy['pool.mode'] === 'auto') {
+      while (chosen.length < copies && this.assignSpare('no assigned volume has room for a new segment')) chosen = this.withRoom().slice(0, copies)
+    }
+    if (chosen.length < copies) {
+      const what = copies > 1 ? `${copies} pool volumes with room (mirror=${copies})` : 'a pool volume with room'
+      throw new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has no ${what} for a new ${this.config.segmentBytes}-byte segment; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+    }
+    const ids = chosen.map(v => v.id)
+    this.afterChange(ids)
+    return ids
+  }
+
+  /** How many copies each segment should have (the `mirror` policy). */
+  copies (): number {
+    return this.policy.mirror
+  }
+
+  /** A volume with room for one more copy of segment `id`, not among `exclude` (pool repair). */
+  async placeCopy (id: number, exclude: string[]): Promise<string> {
+    let choice = this.withRoom().find(v => !exclude.includes(v.id))
+    if (!choice && this.policy['pool.mode'] === 'auto' && this.assignSpare(`a copy of segment ${id}`)) choice = this.withRoom().find(v => !exclude.includes(v.id))
+    if (!choice) throw new LogdiskError('NO_SPACE', `no pool volume other than ${exclude.join(', ')} has room for a copy of segment ${id}; add one with: logdisk pool add ${this.storeDir} DIR`)
+    return choice.id
+  }
+
+  // ---- accounting
+
+  private capacityOf (e: { id: string, dir: string, internal: boolean }): number {
+    const declared = e.internal ? this.file.volumes.find(v => v.internal)?.capacityBytes : readMarker(e.dir)?.capacityBytes
+    if (declared !== undefined && declared !== null) return declared
+    try {
+      const st = fs.statfsSync(e.dir)
+      return st.bavail * st.bsize + this.usedBytes(e.id)
+    } catch {
+      return 0
+    }
+  }
+
+  private usedBytes (volume: string): number {
+    return (this.segmentsOn.get(volume)?.size ?? 0) * this.config.segmentBytes
+  }
+
+  private stateOf (e: { id: string, dir: string, internal: boolean }): VolumeStatus['state'] {
+    if (!fs.existsSync(e.dir)) return 'missing'
+    try {
+      fs.accessSync(e.dir, fs.constants.W_OK)
+    } catch {
+      return 'read-only'
+    }
+    if (e.internal) return 'assigned'
+    const marker = readMarker(e.dir)
+    if (!marker) return 'missing'
+    if (marker.assignedTo === this.config.uuid) {
+      // A mount can be read-only while the directory's mode says writable (root ignores modes).
+      try {
+        fs.accessSync(e.dir, fs.constants.W_OK)
+        const probe = path.join(e.dir, '.logdisk-write-probe')
+        fs.writeFileSync(probe, '')
+        fs.rmSync(probe)
+      } catch {
+        return 'read-only'
+      }
+      return 'assigned'
+    }
+    return marker.assignedTo === null ? 'spare' : 'other-store'
+  }
+
+  /** Assigned, writable volumes with room for one more segment, in pool order. */
+  private withRoom (): VolumeStatus[] {
+    return this.status().volumes.filter(v => v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes)
+  }
+
+  /** `adding`: volumes about to receive one more segment (counted as used). */
+  status (adding: string[] = []): PoolStatus {
+    const volumes: VolumeStatus[] = this.entries().map(e => {
+      const state = this.stateOf(e)
+      const extra = adding.includes(e.id) ? this.config.segmentBytes : 0
+      return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
+    })
+    const assigned = volumes.filter(v => v.state === 'assigned')
+    const capacity = assigned.reduce((n, v) => n + v.capacityBytes, 0)
+    const used = assigned.reduce((n, v) => n + v.usedBytes, 0)
+    const warnings = [...this.warnings]
+    for (const v of volumes) {
+      if (v.state === 'missing' && v.segments > 0) warnings.push(`pool volume ${v.dir} is missing: ${v.segments} segment(s) on it cannot be read`)
+      if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)
+    }
+    return { volumes, useFraction: capacity > 0 ? used / capacity : 1, warnings }
+  }
+
+  private warnOnce (key: string, text: string): void {
+    if (this.warned.has(key)) return
+    this.warned.add(key)
+    this.warnings.push(text)
+    this.log.warn({ pool: this.storeDir }, text)
+  }
+
+  /** Takes the first spare of the pool for this store; false when there is none. */
+  private assignSpare (why: string): boolean {
+    for (const e of this.entries()) {
+      if (e.internal || this.stateOf(e) !== 'spare') continue
+      if (claim(e.dir, this.config.uuid)) {
+        this.log.info({ volume: e.dir, why }, 'assigned a spare pool volume')
+        return true
+      }
+    }
+    return false
+  }
+
+  /** Grow on threshold: after each placement and on every tick. */
+  private afterChange (adding: string[] = []): void {
+    const { useFraction } = this.status(adding)
+    if (useFraction < this.policy['pool.growAt']) return
+    const pct = Math.round(useFraction * 100)
+    if (this.policy['pool.mode'] === 'ask') {
+      this.warnOnce('grow', `pool use ${pct}% crossed pool.growAt=${this.policy['pool.growAt']}; add a volume with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+      return
+    }
+    if (!this.assignSpare(`use ${pct}% >= pool.growAt ${this.policy['pool.growAt']}`)) {
+      this.warnOnce('nospare', `pool use ${pct}% crossed pool.growAt and no spare volume is left; add one with: logdisk pool add ${this.storeDir} DIR`)
+    }
+  }
+
+  /**
+   * Periodic work (the daemon calls it): grow on threshold, and shrink on surplus by draining
+   * the emptiest volume and releasing it to spare.
+   */
+  async tick (): Promise<void> {
+    this.afterChange()
+    const { useFraction, volumes } = this.status()
+    if (useFraction >= this.policy['pool.shrinkAt'] || this.draining || !this.store) return
+    const assigned = volumes.filter(v => v.state === 'assigned' && !v.internal)
+    if (assigned.length === 0 || volumes.filter(v => v.state === 'assigned').length < 2) return
+    const emptiest = assigned.sort((a, b) => a.segments - b.segments)[0]
+    const others = volumes.filter(v => v.state === 'assigned' && v.id !== emptiest.id)
+    const room = others.reduce((n, v) => n + Math.floor((v.capacityBytes - v.usedBytes) / this.config.segmentBytes), 0)
+    const capacity = others.reduce((n, v) => n + v.capacityBytes, 0)
+    const usedAfter = others.reduce((n, v) => n + v.usedBytes, 0) + emptiest.usedBytes
+    if (room < emptiest.segments + 1 || usedAfter / capacity >= this.policy['pool.growAt']) return
+    this.log.info({ volume: emptiest.dir, useFraction }, `pool use under pool.shrinkAt=${this.policy['pool.shrinkAt']}: draining the emptiest volume`)
+    await this.drain(emptiest.dir)
+  }
+
+  // ---- management (pool add / remove / repair)
+
+  /** Adds a directory to the pool: assigned to this store now, or a spare (`spare`). */
+  add (dir: string, capacityBytes: number | undefined, spare = false): VolumeStatus {
+    dir = path.resolve(dir)
+    if (this.file.volumes.some(v => path.resolve(v.dir) === dir)) {
+      if (capacityBytes !== undefined) this.setCapacity(dir, capacityBytes)
+    } else {
+      if (dir === this.storeDir || dir.startsWith(this.storeDir + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is inside the store; give a directory outside it`)
+      ensureMarker(dir, capacityBytes ?? undefined)
+      this.file.volumes.push({ dir })
+      this.save()
+    }
+    if (!spare && !claim(dir, this.config.uuid)) {
+      this.log.warn({ dir }, 'pool volume is assigned to another store; kept in the pool, not used')
+    }
+    this.warned.delete('grow')
+    this.warned.delete('nospare')
+    this.warnings = []
+    return this.status().volumes.find(v => v.dir === dir)!
+  }
+
+  private setCapacity (dir: string, capacityBytes: number): void {
+    const v = this.file.volumes.find(v => path.resolve(v.dir) === dir)!
+    if (v.internal) {
+      v.capacityBytes = capacityBytes
+      this.save()
+    } else {
+      ensureMarker(dir, capacityBytes)
+    }
+  }
+
+  /** Moves every segment of this store off `dir` (copy, fsync, switch the index, delete), then releases it. */
+  async drain (dir: string): Promise<number> {
+    if (!this.store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
+    dir = path.resolve(dir)
+    const entry = this.entries().find(e => path.resolve(e.dir) === dir)
+    if (!entry) throw new LogdiskError('NOT_FOUND', `${dir} is not in the pool of ${this.storeDir} (logdisk pool list shows it)`)
+    if (entry.internal) throw new LogdiskError('BAD_ARGUMENT', `${dir} is the store's own volume; it cannot be removed`)
+    this.draining = true
+    let moved = 0
+    try {
+      const segments = [...(this.segmentsOn.get(entry.id) ?? [])].sort((a, b) => a - b)
+      for (const id of segments) {
+        const targets = this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
+        if (targets.length === 0) {
+          if (!this.assignSpare(`draining ${dir}`) || this.withRoom().filter(v => v.id !== entry.id).length === 0) {
+            throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
+          }
+          continue
+        }
+        await this.store.relocateSegment(id, entry.id, targets[0].id)
+        moved++
+      }
+    } finally {
+      this.draining = false
+    }
+    release(dir, this.config.uuid)
+    this.log.info({ volume: dir, moved }, 'drained and released the pool volume to spare')
+    return moved
+  }
+
+  /** Drains `dir` and takes it out of this store's pool. */
+  async remove (dir: string): Promise<number> {
+    const moved = await this.drain(dir)
+    this.file.volumes = this.file.volumes.filter(v => path.resolve(v.dir) !== path.resolve(dir))
+    this.save()
+    return moved
+  }
+}

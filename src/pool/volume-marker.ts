@@ -1,0 +1,96 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { writeFileAtomic } from '../store/config'
+
+/**
+ * A pool volume is a directory with a marker file naming it and saying who may use it:
+ * assigned to one store (by the store's uuid) or spare. Several stores may list the same
+ * directory in their pools; the marker, changed under a lock file, decides who has it
+ * (seed 002: volumes allocated to a virtual volume on demand and released to the pool).
+ */
+export interface VolumeMarker {
+  id: string
+  /** Bytes this volume may hold; null: the free space of its filesystem. */
+  capacityBytes: number | null
+  assignedTo: string | null
+  changedAt: string
+}
+
+export const MARKER_FILE = '.logdisk-volume.json'
+const LOCK_FILE = '.logdisk-volume.lock'
+const STALE_LOCK_MS = 30_000
+
+export function readMarker (dir: string): VolumeMarker | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, MARKER_FILE), 'utf8')) as VolumeMarker
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new LogdiskError('BAD_CONFIG', `pool volume ${dir}: unreadable ${MARKER_FILE}: ${(err as Error).message}`, err)
+  }
+}
+
+/** Makes `dir` a pool volume (or reads the one that is there); capacity is updated if given. */
+export function ensureMarker (dir: string, capacityBytes: number | null | undefined): VolumeMarker {
+  try {
+    fs.mkdirSync(dir, { recursive: true })
+  } catch (err) {
+    throw new LogdiskError('IO', `cannot create pool volume directory ${dir}: ${(err as Error).message}`, err)
+  }
+  return withLock(dir, () => {
+    const existing = readMarker(dir)
+    const marker: VolumeMarker = existing ?? { id: crypto.randomUUID(), capacityBytes: null, assignedTo: null, changedAt: new Date().toISOString() }
+    if (capacityBytes !== undefined) marker.capacityBytes = capacityBytes
+    if (!existing || capacityBytes !== undefined) write(dir, marker)
+    return marker
+  })
+}
+
+/** Assigns the volume to `owner` if it is spare (or already the owner's); returns whether it is now the owner's. */
+export function claim (dir: string, owner: string): boolean {
+  return withLock(dir, () => {
+    const marker = readMarker(dir)
+    if (!marker) return false
+    if (marker.assignedTo !== null && marker.assignedTo !== owner) return false
+    if (marker.assignedTo !== owner) write(dir, { ...marker, assignedTo: owner, changedAt: new Date().toISOString() })
+    return true
+  })
+}
+
+/** Gives the volume back to the pool as a spare, if `owner` has it. */
+export function release (dir: string, owner: string): void {
+  withLock(dir, () => {
+    const marker = readMarker(dir)
+    if (marker?.assignedTo === owner) write(dir, { ...marker, assignedTo: null, changedAt: new Date().toISOString() })
+  })
+}
+
+function write (dir: string, marker: VolumeMarker): void {
+  writeFileAtomic(path.join(dir, MARKER_FILE), JSON.stringify(marker, null, 2) + '\n')
+}
+
+/** An exclusive lock file (O_EXCL): marker changes by two stores never interleave. */
+function withLock<T> (dir: string, fn: () => T): T {
+  const lock = path.join(dir, LOCK_FILE)
+  const deadline = Date.now() + 5_000
+  while (true) {
+    try {
+      fs.closeSync(fs.openSync(lock, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY))
+      break
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EEXIST') throw new LogdiskError(code === 'EROFS' ? 'READ_ONLY' : 'IO', `pool volume ${dir}: cannot take its lock: ${(err as Error).message}`, err)
+      try {
+        if (Date.now() - fs.statSync(lock).mtimeMs > STALE_LOCK_MS) fs.rmSync(lock, { force: true })
+      } catch { /* gone meanwhile */ }
+      if (Date.now() > deadline) throw new LogdiskError('BUSY', `pool volume ${dir} is locked by another store (${lock})`)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20) // marker changes are rare and short
+    }
+  }
+  try {
+    return fn()
+  } finally {
+    fs.rmSync(lock, { force: true })
+  }
+}

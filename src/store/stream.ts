@@ -1,0 +1,641 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { LogdiskError, fromSystemError } from '../errors'
+import { crc32c } from './crc'
+import type { VolumeIdPolicy } from './snapshots'
+import type { SnapshotRecord } from './index-db'
+import type { Store } from './store'
+
+/**
+ * Send/receive streams (F8; 001 "compacted remote copy"): a snapshot, or the blocks changed
+ * between two snapshots, as one self-checking byte stream that can go through a pipe. The
+ * layout is documented in docs/STREAM.md; any incompatible change bumps STREAM_FORMAT.
+ *
+ *   preamble  "LDSTREAM" (8)  u32 format  u32 zero
+ *   record    u8 type  u8[3] zero  u32 payload length  payload  u32 CRC32C of type..payload
+ *
+ * Records: one header (JSON), then data (u64 block, u32 count, count blocks) and zero
+ * (u64 block, u32 count) records in strictly increasing block order, each block at most once,
+ * then one trailer (JSON: counts and the CRC32C of every byte before the trailer). Nothing may
+ * follow the trailer. All integers are little-endian.
+ */
+export const STREAM_MAGIC = Buffer.from('LDSTREAM', 'latin1')
+export const STREAM_FORMAT = 1
+const PREAMBLE_BYTES = 16
+const RECORD_HEAD_BYTES = 8
+const RECORD_CRC_BYTES = 4
+const RUN_HEAD_BYTES = 12
+/** Data records carry at most this many bytes of blocks (at least one block). */
+const MAX_RUN_BYTES = 1024 * 1024
+const MAX_JSON_BYTES = 64 * 1024
+
+export const RecordType = { header: 1, data: 2, zero: 3, trailer: 4 } as const
+
+export interface StreamHeader {
+  format: number
+  /** uuid of the store the stream was made from. */
+  sourceUuid: string
+  blockBytes: number
+  sizeBytes: number
+  /** The snapshot the stream recreates, and its content identity (contentIdentity). */
+  snapshot: { name: string, identity: string, timeMs: number, frozen: boolean }
+  /** Incremental streams: the base snapshot, which the receiver must hold with this identity. */
+  from: { name: string, identity: string } | null
+  createdAt: string
+}
+
+export interface StreamTrailer {
+  /** Records before the trailer, the header included. */
+  records: number
+  dataBlocks: number
+  zeroBlocks: number
+  /** CRC32C of every stream byte before the trailer record. */
+  streamCrc: number
+}
+
+/** Where a stream goes: chunks are written in order; the promise resolves once accepted. */
+export interface StreamSink {
+  write (chunk: Buffer): Promise<void>
+}
+
+export function maxRunBlocks (blockBytes: number): number {
+  return Math.max(1, Math.floor(MAX_RUN_BYTES / blockBytes))
+}
+
+/**
+ * The content identity of the image at cut `seq`: a hash of the volume geometry and of every
+ * non-zero block's address and CRC32C, read from the index (no data is read). Two images with
+ * the same identity hold the same bytes (up to CRC32C collisions of single blocks), whatever
+ * store or log history they come from, so a receiver can tell that it holds an incremental's base.
+ */
+export async function contentIdentity (store: Store, seq: number): Promise<string> {
+  const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  const hash = crypto.createHash('sha256')
+  const geometry = Buffer.alloc(16)
+  geometry.writeBigUInt64LE(BigInt(store.sizeBytes), 0)
+  geometry.writeBigUInt64LE(BigInt(store.blockBytes), 8)
+  hash.update(geometry)
+  const row = Buffer.alloc(12)
+  const rows: Buffer[] = []
+  for await (const [block, crc] of store.blockCrcsAt(seq)) {
+    if (crc === zeroCrc) continue
+    row.writeBigUInt64LE(BigInt(block), 0)
+    row.writeUInt32LE(crc, 8)
+    rows.push(Buffer.from(row))
+    if (rows.length >= 4096) hash.update(Buffer.concat(rows.splice(0)))
+  }
+  if (rows.length > 0) hash.update(Buffer.concat(rows))
+  return `c1-${hash.digest('hex').slice(0, 40)}`
+}
+
+/** The sequence number of the newest entry of the store's log. */
+export function currentSeq (store: Store): number {
+  return store.status().index.seq
+}
+
+function record (type: number, payload: Buffer[]): Buffer[] {
+  const length = payload.reduce((n, p) => n + p.length, 0)
+  const head = Buffer.alloc(RECORD_HEAD_BYTES)
+  head.writeUInt8(type, 0)
+  head.writeUInt32LE(length, 4)
+  let crc = crc32c(head)
+  for (const p of payload) crc = crc32c(p, crc)
+  const tail = Buffer.alloc(RECORD_CRC_BYTES)
+  tail.writeUInt32LE(crc, 0)
+  return [head, ...payload, tail]
+}
+
+function runHead (block: number, count: number): Buffer {
+  const b = Buffer.alloc(RUN_HEAD_BYTES)
+  b.writeBigUInt64LE(BigInt(block), 0)
+  b.writeUInt32LE(count, 8)
+  return b
+}
+
+/** Builds a stream record by record onto a sink, keeping the counts and CRC of the trailer. */
+export class StreamWriter {
+  private records = 0
+  private dataBlocks = 0
+  private zeroBlocks = 0
+  private crc = 0
+  bytes = 0
+
+  constructor (private readonly sink: StreamSink) {}
+
+  private async put (parts: Buffer[], counted = true): Promise<void> {
+    for (const p of parts) {
+      if (counted) this.crc = crc32c(p, this.crc)
+      this.bytes += p.length
+    }
+    await this.sink.write(parts.length === 1 ? parts[0] : Buffer.concat(parts))
+  }
+
+  async header (h: StreamHeader): Promise<void> {
+    const pre = Buffer.alloc(PREAMBLE_BYTES)
+    STREAM_MAGIC.copy(pre, 0)
+    pre.writeUInt32LE(STREAM_FORMAT, 8)
+    await this.put([pre])
+    this.records++
+    await this.put(record(RecordType.header, [Buffer.from(JSON.stringify(h))]))
+  }
+
+  async data (block: number, data: Buffer, blockBytes: number): Promise<void> {
+    const count = data.length / blockBytes
+    this.records++
+    this.dataBlocks += count
+    await this.put(record(RecordType.data, [runHead(block, count), data]))
+  }
+
+  async zero (block: number, count: number): Promise<void> {
+    this.records++
+    this.zeroBlocks += count
+    await this.put(record(RecordType.zero, [runHead(block, count)]))
+  }
+
+  async trailer (): Promise<StreamTrailer> {
+    const t: StreamTrailer = { records: this.records, dataBlocks: this.dataBlocks, zeroBlocks: this.zeroBlocks, streamCrc: this.crc }
+    await this.put(record(RecordType.trailer, [Buffer.from(JSON.stringify(t))]), false)
+    return t
+  }
+}
+
+export interface SendResult {
+  snapshot: string
+  from: string | null
+  identity: string
+  records: number
+  dataBlocks: number
+  zeroBlocks: number
+  bytes: number
+}
+
+/**
+ * Writes the stream of snapshot `name` (full), or of the blocks changed between `from` and
+ * `name` (incremental: each changed block once, blocks now all zeros as zero records).
+ * A full stream leaves out blocks that are zeros at the snapshot.
+ */
+export async function sendStream (
+  store: Store, name: string, fromName: string | undefined, sink: StreamSink,
+  opts: { onProgress?: (done: number, total: number) => void } = {}
+): Promise<SendResult> {
+  const snap = store.snapshotNamed(name)
+  let from: SnapshotRecord | undefined
+  if (fromName !== undefined) {
+    from = store.snapshotNamed(fromName)
+    if (from.seq >= snap.seq) throw new LogdiskError('BAD_ARGUMENT', `--from ${fromName} must be a snapshot older than ${name}`)
+  }
+  const identity = await contentIdentity(store, snap.seq)
+  const header: StreamHeader = {
+    format: STREAM_FORMAT,
+    sourceUuid: store.config.uuid,
+    blockBytes: store.blockBytes,
+    sizeBytes: store.sizeBytes,
+    snapshot: { name: snap.name, identity, timeMs: snap.timeMs, frozen: snap.frozen },
+    from: from ? { name: from.name, identity: await contentIdentity(store, from.seq) } : null,
+    createdAt: new Date().toISOString()
+  }
+  const w = new StreamWriter(sink)
+  await w.header(header)
+  const B = store.blockBytes
+  const maxRun = maxRunBlocks(B)
+  const zero = Buffer.alloc(B)
+  const emit = async (first: number, count: number): Promise<void> => {
+    const data = await store.readSnapshot(snap.name, first * B, count * B)
+    // Split the run into stretches of non-zero blocks (data) and of zero blocks.
+    for (let i = 0; i < count;) {
+      const isZero = data.subarray(i * B, (i + 1) * B).equals(zero)
+      let j = i + 1
+      while (j < count && data.subarray(j * B, (j + 1) * B).equals(zero) === isZero) j++
+      if (!isZero) await w.data(first + i, data.subarray(i * B, j * B), B)
+      else if (from) await w.zero(first + i, j - i)
+      i = j
+    }
+    opts.onProgress?.((first + count) * B, store.sizeBytes)
+  }
+  let runStart = -1
+  let runCount = 0
+  for await (const block of store.changedBlocks(from ? from.seq : 0, snap.seq)) {
+    if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
+      runCount++
+      continue
+    }
+    if (runCount > 0) await emit(runStart, runCount)
+    runStart = block
+    runCount = 1
+  }
+  if (runCount > 0) await emit(runStart, runCount)
+  const t = await w.trailer()
+  opts.onProgress?.(store.sizeBytes, store.sizeBytes)
+  return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
+}
+
+/** A sink onto a new file: written under `<out>.partial`, fsynced, then renamed to `out`. */
+export async function fileSink<T> (out: string, force: boolean, fn: (sink: StreamSink) => Promise<T>): Promise<T> {
+  if (!force && fs.existsSync(out)) throw new LogdiskError('BAD_ARGUMENT', `${out} exists; give --force to overwrite it`)
+  const tmp = `${out}.partial`
+  let fh: fs.promises.FileHandle
+  try {
+    fh = await fs.promises.open(tmp, 'w', 0o644)
+  } catch (err) {
+    throw fromSystemError(err, `create ${tmp}`)
+  }
+  let result: T
+  try {
+    result = await fn({
+      write: async chunk => {
+        try {
+          await fh.write(chunk)
+        } catch (err) {
+          throw fromSystemError(err, `write ${tmp}`)
+        }
+      }
+    })
+    await fh.sync()
+    await fh.close()
+  } catch (err) {
+    await fh.close().catch(() => undefined)
+    await fs.promises.rm(tmp, { force: true })
+    throw err
+  }
+  await fs.promises.rename(tmp, out)
+  await syncDir(path.dirname(out))
+  return result
+}
+
+export async function syncDir (dir: string): Promise<void> {
+  const d = await fs.promises.open(dir, 'r')
+  try {
+    await d.sync()
+  } finally {
+    await d.close()
+  }
+}
+
+/**
+ * A sink onto a unix socket that a client listens on (`send --out -` through the daemon: the
+ * client copies what arrives to its standard output). Honours back-pressure.
+ */
+export async function socketSink<T> (socketPath: string, fn: (sink: StreamSink) => Promise<T>): Promise<T> {
+  const conn = net.createConnection(socketPath)
+  let failure: Error | undefined
+  conn.on('error', err => { failure = err })
+  await new Promise<void>((resolve, reject) => {
+    conn.once('connect', resolve)
+    conn.once('error', err => reject(new LogdiskError('IO', `cannot reach the receiving end at ${socketPath}: ${err.message}`)))
+  })
+  const closed = new Promise<void>(resolve => conn.once('close', () => resolve()))
+  try {
+    const result = await fn({
+      write: chunk => new Promise<void>((resolve, reject) => {
+        if (failure || conn.destroyed) return reject(new LogdiskError('IO', `the receiving end of the stream went away${failure ? ` (${failure.message})` : ''}`))
+        if (conn.write(chunk)) return resolve()
+        const onDrain = (): void => { conn.off('close', onClose); resolve() }
+        const onClose = (): void => { conn.off('drain', onDrain); reject(new LogdiskError('IO', 'the receiving end of the stream went away')) }
+        conn.once('drain', onDrain)
+        conn.once('close', onClose)
+      })
+    })
+    conn.end()
+    await closed
+    if (failure) throw new LogdiskError('IO', `sending the stream failed: ${failure.message}`)
+    return result
+  } catch (err) {
+    conn.destroy()
+    throw err
+  }
+}
+
+/** Reads exact byte counts from a file, in large chunks. */
+class FileReader {
+  private buf = Buffer.alloc(0)
+  private at = 0
+  /** Stream offset of buf[at]. */
+  offset = 0
+  private filePos = 0
+  private eof = false
+
+  constructor (private readonly fh: fs.promises.FileHandle) {}
+
+  /** Exactly n bytes, or fewer only at the end of the file. */
+  async read (n: number): Promise<Buffer> {
+    while (this.buf.length - this.at < n && !this.eof) {
+      const rest = this.buf.subarray(this.at)
+      const chunk = Buffer.allocUnsafe(Math.max(4 * 1024 * 1024, n))
+      const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, this.filePos)
+      if (bytesRead === 0) this.eof = true
+      this.filePos += bytesRead
+      this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)])
+      this.at = 0
+    }
+    const out = this.buf.subarray(this.at, Math.min(this.at + n, this.buf.length))
+    this.at += out.length
+    this.offset += out.length
+    return out
+  }
+}
+
+export type StreamRecord =
+  | { type: 'data', block: number, count: number, data: Buffer }
+  | { type: 'zero', block: number, count: number }
+
+/**
+ * Parses a stream file and checks all of it: preamble, every record's CRC, lengths, block
+ * order and bounds, the trailer's counts and CRC, nothing after the trailer. Yields the header
+ * first, then each block record, then the trailer; throws CORRUPT at the first fault, before
+ * yielding the faulty record.
+ */
+export async function * readStream (file: string): AsyncGenerator<{ header: StreamHeader } | StreamRecord | { trailer: StreamTrailer }> {
+  let fh: fs.promises.FileHandle
+  try {
+    fh = await fs.promises.open(file, 'r')
+  } catch (err) {
+    throw fromSystemError(err, `open ${file}`)
+  }
+  try {
+    const r = new FileReader(fh)
+    const bad = (what: string): LogdiskError => new LogdiskError('CORRUPT', `the stream is corrupt: ${what}`)
+    const truncated = (what: string): LogdiskError => new LogdiskError('CORRUPT', `the stream is truncated after ${r.offset} bytes: it ends ${what}`)
+    const pre = await r.read(PREAMBLE_BYTES)
+    if (pre.length === 0) throw truncated('before its start')
+    if (!pre.subarray(0, Math.min(8, pre.length)).equals(STREAM_MAGIC.subarray(0, Math.min(8, pre.length)))) throw bad('it does not start with LDSTREAM (not a logdisk send stream)')
+    if (pre.length < PREAMBLE_BYTES) throw truncated('inside its preamble')
+    const format = pre.readUInt32LE(8)
+    if (format !== STREAM_FORMAT) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads format ${STREAM_FORMAT}`)
+    let crc = crc32c(pre)
+    let records = 0
+    let dataBlocks = 0
+    let zeroBlocks = 0
+    let header: StreamHeader | undefined
+    let nextBlock = 0
+    while (true) {
+      const at = r.offset
+      const where = `record ${records + 1} (at byte ${at})`
+      const head = await r.read(RECORD_HEAD_BYTES)
+      if (head.length === 0) throw truncated('before its trailer')
+      if (head.length < RECORD_HEAD_BYTES) throw truncated(`inside ${where}`)
+      const type = head.readUInt8(0)
+      const length = head.readUInt32LE(4)
+      const limit = type === RecordType.data && header ? RUN_HEAD_BYTES + maxRunBlocks(header.blockBytes) * header.blockBytes : type === RecordType.zero ? RUN_HEAD_BYTES : MAX_JSON_BYTES
+      if (head.readUIntLE(1, 3) !== 0 || type < RecordType.header || type > RecordType.trailer || length > limit) {
+        throw bad(`${where} has a bad record header (type ${type}, length ${length})`)
+      }
+      const payload = await r.read(length)
+      if (payload.length < length) throw truncated(`inside ${where}`)
+      const tail = await r.read(RECORD_CRC_BYTES)
+      if (tail.length < RECORD_CRC_BYTES) throw truncated(`inside ${where}`)
+      if (crc32c(payload, crc32c(head)) !== tail.readUInt32LE(0)) throw bad(`${where} fails its checksum`)
+      const json = (): Record<string, unknown> => {
+        try {
+          const v = JSON.parse(payload.toString('utf8'))
+          if (v && typeof v === 'object') return v
+        } catch { /* below */ }
+        throw bad(`${where} is not valid JSON`)
+      }
+      if (type === RecordType.trailer) {
+        if (!header) throw bad('the trailer comes before the header')
+        const t = json() as unknown as StreamTrailer
+        if (t.records !== records || t.dataBlocks !== dataBlocks || t.zeroBlocks !== zeroBlocks) {
+          throw bad(`the trailer counts ${t.records} records, ${t.dataBlocks} data and ${t.zeroBlocks} zero blocks but the stream holds ${records}, ${dataBlocks} and ${zeroBlocks}`)
+        }
+        if (t.streamCrc !== crc) throw bad('the trailer\'s checksum of the whole stream does not match')
+        if ((await r.read(1)).length !== 0) throw bad(`bytes follow the trailer at byte ${r.offset - 1}`)
+        yield { trailer: t }
+        return
+      }
+      crc = crc32c(tail, crc32c(payload, crc32c(head, crc)))
+      records++
+      if (type === RecordType.header) {
+        if (header) throw bad(`${where} is a second header`)
+        header = checkHeader(json(), bad)
+        yield { header }
+        continue
+      }
+      if (!header) throw bad(`${where} comes before the header`)
+      if (length < RUN_HEAD_BYTES) throw bad(`${where} is too short`)
+      const block = Number(payload.readBigUInt64LE(0))
+      const count = payload.readUInt32LE(8)
+      const B = header.blockBytes
+      if (count < 1 || count > maxRunBlocks(B) || (type === RecordType.data && length !== RUN_HEAD_BYTES + count * B)) {
+        throw bad(`${where} has a bad block count ${count}`)
+      }
+      if (block < nextBlock || block + count > header.sizeBytes / B) {
+        throw bad(`${where} holds blocks ${block}-${block + count - 1}, out of order or past the end of the volume`)
+      }
+      nextBlock = block + count
+      if (type === RecordType.data) {
+        dataBlocks += count
+        yield { type: 'data', block, count, data: payload.subarray(RUN_HEAD_BYTES) }
+      } else {
+        if (!header.from) throw bad(`${where} is a zero record in a full stream`)
+        zeroBlocks += count
+        yield { type: 'zero', block, count }
+      }
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+function checkHeader (v: Record<string, unknown>, bad: (what: string) => LogdiskError): StreamHeader {
+  const h = v as unknown as StreamHeader
+  const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+  const okSnap = (s: unknown, full: boolean): boolean => {
+    const o = s as Record<string, unknown>
+    return !!o && typeof o === 'object' && typeof o.name === 'string' && name.test(o.name) && typeof o.identity === 'string' &&
+      (!full || (typeof o.timeMs === 'number' && typeof o.frozen === 'boolean'))
+  }
+  if (h.format !== STREAM_FORMAT || typeof h.sourceUuid !== 'string' ||
+    !Number.isSafeInteger(h.blockBytes) || h.blockBytes < 512 || h.blockBytes > 1024 * 1024 || (h.blockBytes & (h.blockBytes - 1)) !== 0 ||
+    !Number.isSafeInteger(h.sizeBytes) || h.sizeBytes <= 0 || h.sizeBytes % h.blockBytes !== 0 ||
+    !okSnap(h.snapshot, true) || (h.from !== null && !okSnap(h.from, false))) {
+    throw bad('its header is missing fields or has bad values')
+  }
+  return h
+}
+
+export interface StreamSummary {
+  header: StreamHeader
+  trailer: StreamTrailer
+  /** Blocks the stream sets, merged into [first, count] ranges in block order. */
+  ranges: Array<[number, number]>
+}
+
+/** Reads a whole stream file and checks it (readStream) without applying anything. */
+export async function validateStream (file: string, onProgress?: (done: number) => void): Promise<StreamSummary> {
+  let header: StreamHeader | undefined
+  const ranges: Array<[number, number]> = []
+  for await (const r of readStream(file)) {
+    if ('header' in r) header = r.header
+    else if ('trailer' in r) return { header: header!, trailer: r.trailer, ranges }
+    else {
+      const last = ranges[ranges.length - 1]
+      if (last && last[0] + last[1] === r.block) last[1] += r.count
+      else ranges.push([r.block, r.count])
+      onProgress?.((r.block + r.count) * header!.blockBytes)
+    }
+  }
+  throw new LogdiskError('CORRUPT', 'the stream is truncated: it ends before its trailer')
+}
+
+/** Reads only the header of a stream file (to see what it is before checking all of it). */
+export async function readStreamHeader (file: string): Promise<StreamHeader> {
+  for await (const r of readStream(file)) {
+    if ('header' in r) return r.header
+  }
+  throw new LogdiskError('CORRUPT', 'the stream has no header')
+}
+
+export interface ReceiveResult {
+  snapshot: SnapshotRecord
+  from: string | null
+  identity: string
+  dataBlocks: number
+  zeroBlocks: number
+  /** Blocks of the current volume written back to the base because of --force. */
+  rolledBack: number
+}
+
+function inRanges (ranges: Array<[number, number]>): (block: number) => boolean {
+  let i = 0
+  return block => { // blocks are asked in increasing order
+    while (i < ranges.length && ranges[i][0] + ranges[i][1] <= block) i++
+    return i < ranges.length && ranges[i][0] <= block
+  }
+}
+
+/**
+ * Applies a stream file to the store and cuts the same snapshot there. The whole stream is
+ * checked first (validateStream), then the store: same geometry, no snapshot of that name yet,
+ * an incremental's base present with the same content identity, and the current volume
+ * unwritten since that base (or empty, for a full stream) unless `force`, which rolls the
+ * current volume back to the base first. Any refusal leaves the store unchanged. Before the
+ * cut the current volume's identity must equal the snapshot's, or no snapshot is cut.
+ */
+export async function receiveStream (
+  store: Store, file: string,
+  opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void } = {}
+): Promise<ReceiveResult> {
+  const B = store.blockBytes
+  let summary: StreamSummary
+  try {
+    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes))
+  } catch (err) {
+    if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${err.message}; nothing was applied to ${store.dir}`, err)
+    throw err
+  }
+  const { header } = summary
+  if (header.blockBytes !== B || header.sizeBytes !== store.sizeBytes) {
+    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${header.sizeBytes}-byte volume with ${header.blockBytes}-byte blocks but ${store.dir} is ${store.sizeBytes} bytes with ${B}-byte blocks; receive into a store created with the same --size and --block-size`)
+  }
+  const have = store.snapshots()
+  if (have.some(s => s.name === header.snapshot.name)) {
+    throw new LogdiskError('BAD_ARGUMENT', `${store.dir} already has a snapshot named ${header.snapshot.name}`)
+  }
+  let base: SnapshotRecord | undefined
+  if (header.from) {
+    base = have.find(s => s.name === header.from!.name)
+    if (!base) {
+      throw new LogdiskError('NOT_FOUND', `${store.dir} has no snapshot ${header.from.name}, the base of this incremental stream; receive ${header.from.name} first (or send a full stream)`)
+    }
+    const identity = await contentIdentity(store, base.seq)
+    if (identity !== header.from.identity) {
+      throw new LogdiskError('BAD_ARGUMENT', `snapshot ${base.name} of ${store.dir} is not the stream's base ${header.from.name}: its content identity is ${identity}, the stream needs ${header.from.identity}`)
+    }
+  }
+  const baseSeq = base ? base.seq : 0
+  const dirty: number[] = []
+  for await (const block of store.changedBlocks(baseSeq, currentSeq(store))) dirty.push(block)
+  if (dirty.length > 0 && !opts.force) {
+    throw new LogdiskError('BAD_ARGUMENT', base
+      ? `the current volume of ${store.dir} was written since snapshot ${base.name} (${dirty.length} blocks); give --force to roll it back to ${base.name} and receive`
+      : `the current volume of ${store.dir} is not empty (${dirty.length} blocks written); a full stream needs an empty store, or --force to overwrite the current volume`)
+  }
+
+  // Checked: now apply.
+  for await (const r of readStream(file)) {
+    if ('header' in r || 'trailer' in r) continue
+    const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
+    await store.write(r.block * B, data)
+    opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
+  }
+  let rolledBack = 0
+  if (dirty.length > 0) {
+    const covered = inRanges(summary.ranges)
+    const zero = Buffer.alloc(B)
+    for (const block of dirty) {
+      if (covered(block)) continue
+      const data = baseSeq > 0 ? await store.readBlockAt(baseSeq, block) : zero
+      const now = await store.read(block * B, B)
+      if (now.equals(data)) continue
+      await store.write(block * B, data)
+      rolledBack++
+    }
+  }
+  await store.flush()
+  const identity = await contentIdentity(store, currentSeq(store))
+  if (identity !== header.snapshot.identity) {
+    throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
+  }
+  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy })
+  opts.onProgress?.(store.sizeBytes, store.sizeBytes)
+  return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
+}
+
+export interface DiffRange {
+  /** First block of the range. */
+  start: number
+  /** Last block of the range (inclusive). */
+  end: number
+  count: number
+  /** Byte offset and length of the range in the image. */
+  offset: number
+  bytes: number
+}
+
+export interface DiffResult {
+  from: { name: string, seq: number }
+  to: { name: string, seq: number }
+  blockBytes: number
+  blocks: number
+  bytes: number
+  ranges: DiffRange[]
+}
+
+/**
+ * The blocks written between snapshots `a` and `b` (in either order: the blocks with a version
+ * after the older cut and at or before the newer), merged into ranges of adjacent blocks.
+ */
+export async function diffSnapshots (store: Store, a: string, b: string): Promise<DiffResult> {
+  const A = store.snapshotNamed(a)
+  const Bs = store.snapshotNamed(b)
+  const [lo, hi] = A.seq <= Bs.seq ? [A.seq, Bs.seq] : [Bs.seq, A.seq]
+  const B = store.blockBytes
+  const ranges: DiffRange[] = []
+  let blocks = 0
+  for await (const block of store.changedBlocks(lo, hi)) {
+    blocks++
+    const last = ranges[ranges.length - 1]
+    if (last && last.end + 1 === block) {
+      last.end = block
+      last.count++
+      last.bytes += B
+    } else {
+      ranges.push({ start: block, end: block, count: 1, offset: block * B, bytes: B })
+    }
+  }
+  return { from: { name: A.name, seq: A.seq }, to: { name: Bs.name, seq: Bs.seq }, blockBytes: B, blocks, bytes: blocks * B, ranges }
+}
+
+/** sendStream onto a new file (`out`: temp name, fsync, rename) or a listening unix socket. */
+export async function sendStreamTo (
+  store: Store, name: string, fromName: string | undefined,
+  to: { out?: string, socket?: string, force?: boolean },
+  opts: { onProgress?: (done: number, total: number) => void } = {}
+): Promise<SendResult & { out: string | null }> {
+  const send = (sink: StreamSink): Promise<SendResult> => sendStream(store, name, fromName, sink, opts)
+  if (to.socket) return { ...(await socketSink(to.socket, send)), out: null }
+  if (!to.out || !path.isAbsolute(to.out)) throw new LogdiskError('BAD_ARGUMENT', 'send needs --out FILE or --out -')
+  return { ...(await fileSink(to.out, to.force === true, send)), out: to.out }
+}
