@@ -40,6 +40,7 @@ test: build
 bench: build
 	@bash scripts/install-deps.sh bench
 	node bench/run.mjs
+	node bench/snapshots.mjs
 
 clean:
 	rm -rf dist .tap

@@ -51,7 +51,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
 
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
-    status: async () => ({ ...store.status(), mountpoint, pid: process.pid }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid }),
     delete: async args => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {

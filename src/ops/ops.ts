@@ -42,7 +42,9 @@ function requirePool (store: Store): Pool {
 }
 
 export const ops: Record<string, Op> = {
-  status: async store => ({ ...store.status(), pool: poolOf(store)?.status() }),
+  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status() }),
+
+  compact: (store, args, ctx) => store.compact({ snapshot: str(args, 'snapshot') }, ctx.onProgress),
 
   'pool list': async store => requirePool(store).status(),
   'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),

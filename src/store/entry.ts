@@ -57,6 +57,17 @@ export function encodeMarker (kind: EntryKind, seq: number, timeMs: number, payl
   return buf
 }
 
+/**
+ * The header that replaces a run of freed entries (in-place compaction, 001 Fig. 6): it spans
+ * `totalBytes` from its own start, whose data is punched out; a scan jumps over it.
+ */
+export function encodeFree (firstSeq: number, lastSeq: number, timeMs: number, totalBytes: number): Buffer {
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
+  fillHeader(buf, { kind: EntryKind.free, seq: firstSeq, timeMs, block: lastSeq, count: 0, payloadBytes: totalBytes - ENTRY_HEADER_BYTES, payloadCrc: 0 })
+  sealHeader(buf)
+  return buf
+}
+
 function fillHeader (buf: Buffer, h: EntryHeader): void {
   buf.writeUInt32LE(ENTRY_MAGIC, 0)
   buf.writeUInt8(h.kind, 4)
@@ -85,7 +96,7 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
   if (buf.length - offset < ENTRY_HEADER_BYTES) return undefined
   if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
   const kind = buf.readUInt8(offset + 4) as EntryKind
-  if (kind < EntryKind.write || kind > EntryKind.deleteSnapshot) return undefined
+  if (kind < EntryKind.write || kind > EntryKind.free) return undefined
   return {
     kind,
     seq: readU64(buf, offset + 8),

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
-import { fromSystemError } from '../errors'
+import { execFile } from 'node:child_process'
+import { LogdiskError, fromSystemError } from '../errors'
 
 /**
  * The seam between the store and the disk. The store reaches segment files only through this
@@ -26,6 +27,8 @@ export interface FileLayer {
   rename (from: string, to: string): Promise<void>
   mkdirp (dir: string): Promise<void>
   syncDir (dir: string): Promise<void>
+  /** Frees the disk blocks of a byte range, which then reads as zeros (FALLOC_FL_PUNCH_HOLE). */
+  punchHole (file: string, offset: number, length: number): Promise<void>
 }
 
 function call<T> (what: string, fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
@@ -113,6 +116,16 @@ export const nodeFileLayer: FileLayer = {
     } catch (err) {
       throw fromSystemError(err, `mkdir ${dir}`)
     }
+  },
+  // Node has no fallocate(): util-linux's fallocate(1) does it, run asynchronously (an
+  // execSync while mounted would deadlock the mount). See native-notes/hole-punching.md.
+  punchHole (file, offset, length) {
+    return new Promise((resolve, reject) => {
+      execFile('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), file], (err, _out, stderr) => {
+        if (err) reject(new LogdiskError('IO', `fallocate --punch-hole ${file}: ${String(stderr).trim() || err.message}`, err))
+        else resolve()
+      })
+    })
   },
   async syncDir (dir) {
     const fd = await call<number>(`open ${dir}`, cb => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, cb))

@@ -21,7 +21,8 @@ export const EntryKind = {
   write: 1, // block address, block count, per-block CRCs, data
   sync: 2, // a consistency point: time and a note (msgpack payload)
   snapshot: 3, // a snapshot cut (msgpack payload)
-  deleteSnapshot: 4 // a snapshot was deleted (msgpack payload)
+  deleteSnapshot: 4, // a snapshot was deleted (msgpack payload)
+  free: 5 // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
 } as const
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 

@@ -29,6 +29,8 @@ export interface EntryRecord {
   count: number
   /** Marker entries: the decoded payload (sync note, snapshot name and id, ...). */
   payload?: Record<string, unknown>
+  /** Compaction freed its data (every block dead). */
+  freed?: boolean
 }
 
 /** A snapshot volume: a cut of the log at sequence `seq` (000 cl. 1-2). */
@@ -49,6 +51,8 @@ export interface SnapshotRecord {
  */
 export class IndexBatch {
   readonly history: number[] = [] // block, seq, position, crc, block, seq, ...
+  /** Versions compaction freed: block, seq, block, seq, ... */
+  readonly historyDeletes: number[] = []
   readonly segments = new Map<number, SegmentRecord>()
   readonly entries = new Map<number, EntryRecord>()
   /** Snapshot table changes by cut seq; null deletes. */
@@ -60,7 +64,7 @@ export class IndexBatch {
   }
 
   get size (): number {
-    return this.history.length / 4 + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
+    return this.history.length / 4 + this.historyDeletes.length / 2 + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
   }
 }
 
@@ -175,6 +179,8 @@ export class IndexDb {
     const chained = this.db.batch()
     const h = batch.history
     for (let i = 0; i < h.length; i += 4) chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3]))
+    const d = batch.historyDeletes
+    for (let i = 0; i < d.length; i += 2) chained.del(historyKey(d[i], d[i + 1]))
     for (const [id, record] of batch.segments) chained.put(numberKey(SEGMENT_PREFIX, id), pack(record))
     for (const [seq, record] of batch.entries) chained.put(numberKey(ENTRY_PREFIX, seq), pack(record))
     for (const [seq, record] of batch.snapshots) {

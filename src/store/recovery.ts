@@ -12,6 +12,8 @@ import { SnapshotTable } from './snapshots'
 
 /** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
 export const HIGHEST_VOLUME_ID = 'highestVolumeId'
+/** Counter key: points before this sequence may have lost versions to compaction. */
+export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
 import type { SegmentHome } from './segment-home'
 
@@ -92,10 +94,12 @@ export async function recover (
   let acceptGap = false // after damage, the next readable entry continues the log
   for (const id of toScan) {
     const isLast = id === toScan[toScan.length - 1]
-    if (stop || (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1)) {
+    if (stop) {
       report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
       continue
     }
+    // Compaction recycles segments: a missing id is a gap in the log, not damage.
+    if (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1) acceptGap = true
     let segment: Segment
     try {
       segment = await Segment.open(layer, home, located.get(id)!, id, geometry, log)
@@ -166,8 +170,12 @@ export async function recover (
 
   function apply (entry: ScannedEntry): void {
     const h = entry.header
-    seq = h.seq
     report.replayedEntries++
+    if (h.kind === EntryKind.free) {
+      seq = h.block // the run's last sequence number: nothing in it is indexed any more
+      return
+    }
+    seq = h.seq
     const position = scanned[scanned.length - 1] * geometry.segmentBytes + entry.offset
     if (h.kind === EntryKind.write) {
       const dataStart = position + ENTRY_HEADER_BYTES + h.count * BLOCK_CRC_BYTES

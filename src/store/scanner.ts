@@ -75,13 +75,25 @@ export async function * scanSegment (
           ? 'not an entry header'
           : header.kind === EntryKind.write
             ? (header.count < 1 || header.count > MAX_ENTRY_BLOCKS || header.payloadBytes !== header.count * blockBytes ? 'impossible write entry sizes' : undefined)
-            : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
+            : header.kind === EntryKind.free
+              ? (header.count !== 0 || offset + ENTRY_HEADER_BYTES + header.payloadBytes > fileBytes || header.block < header.seq ? 'impossible free run' : undefined)
+              : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
     if (problem || !header) {
       yield { type: 'end', offset, torn: problem }
       return
     }
     const tableBytes = ENTRY_HEADER_BYTES + header.count * BLOCK_CRC_BYTES
     const total = entryBytes(header)
+    if (header.kind === EntryKind.free) {
+      // Its payload was punched out: check the header alone and jump over the run.
+      if (!verifyHeader(head!)) {
+        yield { type: 'end', offset, torn: 'entry header checksum mismatch' }
+        return
+      }
+      yield { type: 'entry', offset, header, table: Buffer.from(head!), badBlocks: [] }
+      offset += total
+      continue
+    }
     const whole = await reader.bytes(offset, total)
     if (!whole) {
       yield { type: 'end', offset, torn: 'truncated entry' }

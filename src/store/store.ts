@@ -5,13 +5,14 @@ import { LogdiskError, fromSystemError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
-import { encodeMarker, encodeWriteHeader } from './entry'
+import { encodeFree, encodeMarker, encodeWriteHeader, entryBytes } from './entry'
 import { nodeFileLayer, type FileLayer } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
-import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SnapshotRecord } from './index-db'
+import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
+import { findDeadVersions, type CompactionReport } from './compaction'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
-import { HIGHEST_VOLUME_ID, recover, type RecoveryReport } from './recovery'
+import { HIGHEST_VOLUME_ID, HISTORY_HORIZON, recover, type RecoveryReport } from './recovery'
 import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
 import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
@@ -77,6 +78,7 @@ export class Store {
   private closed = false
   /** Log position just past the last completed append. */
   private completedPosition: number
+  private compacting = false
 
   private constructor (
     readonly dir: string,
@@ -89,12 +91,15 @@ export class Store {
     private segmentIds: number[],
     /** The volumes each segment's copies should be on (F10: two when mirrored). */
     private readonly segmentVolumes: Map<number, string[]>,
+    /** Lifecycle state of every segment still in the store (004: current, active, inactive...). */
+    private readonly segmentState: Map<number, SegmentRecord['state']>,
     private seq: number,
     readonly recovery: RecoveryReport,
     private readonly snapshotTable: SnapshotTable,
     private readonly log: Logger,
     private readonly opts: OpenOptions,
-    private lastTimeMs: number
+    private lastTimeMs: number,
+    private recycledCount: number
   ) {
     this.openSegments.set(current.id, current)
     this.completedPosition = this.positionOf(current.id, current.tail)
@@ -145,18 +150,24 @@ export class Store {
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
       const recovered = await recover(layer, dir, home, geometry, index, map, log)
       const records = await index.segments()
-      const ids = [...new Set([...records.keys(), ...recovered.segments])].filter(id => id <= recovered.current.id).sort((a, b) => a - b)
+      const ids = [...new Set([...records.keys(), ...recovered.segments])]
+        .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')
+        .sort((a, b) => a - b)
       // Where each segment's copies should be: the index's record (written when it was placed
       // or moved), else where they were found.
       const volumes = new Map<number, string[]>()
+      const states = new Map<number, SegmentRecord['state']>()
       for (const id of ids) {
+        const state = records.get(id)?.state ?? 'active'
+        states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
         const where = records.get(id)?.volumes ?? recovered.located.get(id)
         if (where) volumes.set(id, where)
         home.occupied(id, recovered.located.get(id) ?? where ?? [])
       }
+      const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs)
+      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, states, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
     } catch (err) {
       await index.close()
       throw err
@@ -197,7 +208,7 @@ export class Store {
   async readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.assertOpen()
     const snap = this.snapshotTable.require(name)
-    // A new snapshot is listed once its marker is logged, before snapshot() has checkpointed
+    // A new snapshot is listed once its marker is logged, before the index has caught up
     // the index through its cut; locateAt needs that index (a no-op once it is there).
     await this.checkpointThrough(snap.seq)
     return this.readImage(offset, length, into, (first, n) => this.locateAt(snap.seq, snap.position, first, n))
@@ -424,6 +435,8 @@ export class Store {
     this.segmentIds.push(next.id)
     this.segmentVolumes.set(next.id, volumes)
     this.openSegments.set(next.id, next)
+    this.segmentState.set(old.id, 'active')
+    this.segmentState.set(next.id, 'current')
     this.batch.segments.set(old.id, { state: 'active', volumes: this.segmentVolumes.get(old.id) })
     this.batch.segments.set(next.id, { state: 'current', volumes })
     this.completedPosition = this.positionOf(next.id, next.tail)
@@ -612,7 +625,7 @@ export class Store {
   /** Makes the index say where a segment's copies are, durably, before old copies go. */
   private async recordVolumes (id: number, volumes: string[]): Promise<void> {
     this.segmentVolumes.set(id, volumes)
-    this.batch.segments.set(id, { state: id === this.current.id ? 'current' : 'active', volumes })
+    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes })
     await this.checkpointing
     await this.checkpoint()
   }
@@ -632,8 +645,16 @@ export class Store {
    */
   async relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
-    if (id === this.current.id) await this.appendLock.run(() => this.roll())
+    // Checked again under the lock: a write may have rolled meanwhile (one roll, not two).
+    if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
     const volumes = this.segmentVolumes.get(id)
+    if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
+      // A copy the index no longer names: a move that crashed after switching the index.
+      await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
+      await this.layer.syncDir(this.home.dirOf(from)).catch(() => undefined)
+      this.home.vacated(id, [from])
+      return
+    }
     if (!volumes?.includes(from)) throw new LogdiskError('NOT_FOUND', `segment ${id} has no copy on volume ${from}`)
     await this.copySegmentFile(id, from, to)
     this.home.occupied(id, [to])
@@ -642,6 +663,17 @@ export class Store {
     await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
     await this.layer.syncDir(this.home.dirOf(from)).catch(() => undefined)
     this.home.vacated(id, [from])
+  }
+
+  /** Whether a copy of segment `id` is on one of `volumes`. */
+  private async hasCopy (id: number, volumes: string[]): Promise<boolean> {
+    for (const v of volumes) {
+      try {
+        await (await this.layer.open(path.join(this.home.dirOf(v), segmentFileName(id)), false)).close()
+        return true
+      } catch { /* not there */ }
+    }
+    return false
   }
 
   /**
@@ -664,7 +696,7 @@ export class Store {
       }
       if (present.length === 0) continue // nothing to copy from; verify reports it
       if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
-      if (id === this.current.id) await this.appendLock.run(() => this.roll())
+      if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
         const to = await place(id, next)
@@ -678,6 +710,132 @@ export class Store {
       this.forgetHandle(id)
     }
     return made
+  }
+
+  /**
+   * In-place compaction (001 Fig. 6; F5): frees every version no one needs (superseded and
+   * pinned by no snapshot) without copying live data. Runs of dead entries in sealed segments
+   * become one `free` entry whose data is punched out of the file (fallocate PUNCH_HOLE, so
+   * the segment keeps its size and offsets, and disk use drops); a segment left with nothing
+   * at all is recycled (deleted). Markers (snapshots, sync points) are kept. With `snapshot`,
+   * only that snapshot's partition is compacted. Appends go on meanwhile: they only touch the
+   * current segment, and a version found dead stays dead.
+   */
+  async compact (opts: { snapshot?: string } = {}, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
+    this.assertOpen()
+    if (this.compacting) throw new LogdiskError('BUSY', 'a compaction of this store is already running')
+    this.compacting = true
+    const started = Date.now()
+    const report: CompactionReport = { versionsFreed: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
+    try {
+      await this.checkpointThrough(this.seq)
+      const upTo = this.seq
+      let range = { from: 1, to: upTo }
+      if (opts.snapshot !== undefined) {
+        const snap = this.snapshotTable.require(opts.snapshot)
+        range = { from: (this.snapshotTable.previous(snap.seq)?.seq ?? 0) + 1, to: snap.seq }
+      }
+      const cuts = this.snapshotTable.list().map(s => s.seq)
+      const dead = await findDeadVersions(this.index.history(), cuts, range)
+      // Entries of sealed segments, grouped by segment, in log order.
+      const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
+      for await (const [seq, e] of this.index.entries(1, upTo)) {
+        const id = Math.floor(e.position / this.config.segmentBytes)
+        if (id >= this.current.id || !this.segmentVolumes.has(id)) continue
+        let list = bySegment.get(id)
+        if (!list) bySegment.set(id, list = [])
+        list.push({ seq, e })
+      }
+      const recycle: number[] = []
+      let done = 0
+      for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
+        onProgress?.(done++, bySegment.size)
+        const freeable = (x: { seq: number, e: EntryRecord }): boolean =>
+          x.e.freed === true || (x.e.kind === EntryKind.write && dead.bySeq.get(x.seq)?.length === x.e.count)
+        const runs: Array<{ first: number, last: number, fresh: boolean }> = []
+        for (let i = 0; i < entries.length; i++) {
+          if (!freeable(entries[i])) continue
+          const run = runs[runs.length - 1]
+          if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
+        }
+        const fresh = runs.filter(r => r.fresh)
+        if (fresh.length === 0) continue
+        const segment = await this.segment(id)
+        const spans: Array<[number, number]> = []
+        for (const run of fresh) {
+          const first = entries[run.first]
+          const last = entries[run.last]
+          const start = first.e.position % this.config.segmentBytes
+          const end = last.e.position % this.config.segmentBytes + entryBytes({ count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
+          await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
+          spans.push([start, end])
+          for (let i = run.first; i <= run.last; i++) {
+            const x = entries[i]
+            if (x.e.freed) continue
+            for (const block of dead.bySeq.get(x.seq) ?? []) this.batch.historyDeletes.push(block, x.seq)
+            this.batch.entries.set(x.seq, { ...x.e, freed: true })
+            report.entriesFreed++
+            report.versionsFreed += x.e.count
+          }
+        }
+        await segment.handle.datasync() // the free headers are durable before the data goes
+        for (const [start, end] of spans) {
+          const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
+          const to = Math.floor(end / 4096) * 4096
+          if (to <= from) continue
+          for (const volume of this.segmentVolumes.get(id) ?? []) {
+            await this.layer.punchHole(path.join(this.home.dirOf(volume), segmentFileName(id)), from, to - from)
+          }
+          report.runsPunched++
+          report.bytesPunched += to - from
+        }
+        const everythingFreed = entries.every(x => freeable(x))
+        const anyLiveWrite = entries.some(x => x.e.kind === EntryKind.write && !freeable(x))
+        if (everythingFreed) recycle.push(id)
+        else if (!anyLiveWrite && this.segmentState.get(id) === 'active') {
+          this.segmentState.set(id, 'inactive')
+          this.batch.segments.set(id, { state: 'inactive', volumes: this.segmentVolumes.get(id) })
+          report.segmentsInactive++
+        }
+      }
+      this.batch.counters.set(HISTORY_HORIZON, Math.max(dead.horizon, await this.index.counter(HISTORY_HORIZON)))
+      await this.checkpointing
+      await this.checkpoint() // frees are in the index before any file goes
+      for (const id of recycle) {
+        const volumes = this.segmentVolumes.get(id) ?? []
+        this.forgetHandle(id)
+        for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
+        this.segmentIds = this.segmentIds.filter(s => s !== id)
+        this.segmentVolumes.delete(id)
+        this.segmentState.delete(id)
+        this.home.vacated(id, volumes)
+        this.batch.segments.set(id, { state: 'recycled', volumes: [] })
+        this.recycledCount++
+        report.segmentsRecycled++
+      }
+      await this.checkpointing
+      await this.checkpoint()
+      onProgress?.(bySegment.size, bySegment.size)
+      report.durationMs = Date.now() - started
+      this.log.info(report, 'compacted')
+      return report
+    } finally {
+      this.compacting = false
+    }
+  }
+
+  /** Disk bytes (allocated, after hole punching) of the store's segments, by state. */
+  async spaceByState (): Promise<Record<string, number>> {
+    const out: Record<string, number> = { current: 0, active: 0, inactive: 0, archived: 0 }
+    for (const id of this.segmentIds) {
+      for (const volume of this.segmentVolumes.get(id) ?? []) {
+        try {
+          const st = fs.statSync(path.join(this.home.dirOf(volume), segmentFileName(id)))
+          out[this.segmentState.get(id) ?? 'active'] += st.blocks * 512
+        } catch { /* missing copy: verify reports it */ }
+      }
+    }
+    return out
   }
 
   /** Entry summaries (no data) with seq in [from, to], in log order: what `log` lists. */
@@ -695,7 +853,13 @@ export class Store {
     this.assertOpen()
     await this.checkpointThrough(this.seq)
     if (this.seq === 0) throw new LogdiskError('NOT_FOUND', 'the log is empty: there is no point to go back to')
-    const at = async (seq: number, what: string) => ({ seq, timeMs: (await this.index.entry(seq))?.timeMs ?? 0, what })
+    const horizon = await this.index.counter(HISTORY_HORIZON)
+    const at = async (seq: number, what: string) => {
+      if (seq <= horizon) {
+        throw new LogdiskError('BAD_ARGUMENT', `${what} is older than what compaction kept (it freed versions seen up to sequence ${horizon}); snapshots before it can still be restored`)
+      }
+      return { seq, timeMs: (await this.index.entry(seq))?.timeMs ?? 0, what }
+    }
     const snap = this.snapshotTable.get(spec)
     if (snap) return { seq: snap.seq, timeMs: snap.timeMs, what: `snapshot ${snap.name}` }
     if (/^\d+$/.test(spec)) {
@@ -787,7 +951,8 @@ export class Store {
   }
 
   status (): StoreStatus {
-    const segments = { current: 1, active: this.segmentIds.length - 1, inactive: 0, archived: 0, recycled: 0 }
+    const segments = { current: 0, active: 0, inactive: 0, archived: 0, recycled: this.recycledCount }
+    for (const id of this.segmentIds) segments[this.segmentState.get(id) ?? 'active']++
     let logBytes = 0
     for (const id of this.segmentIds) logBytes += id === this.current.id ? this.current.tail : this.config.segmentBytes
     return {
@@ -888,6 +1053,7 @@ export class Store {
 function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {
   const out = new IndexBatch()
   for (const h of [older.history, newer.history]) for (const n of h) out.history.push(n)
+  for (const h of [older.historyDeletes, newer.historyDeletes]) for (const n of h) out.historyDeletes.push(n)
   for (const [k, v] of older.segments) out.segments.set(k, v)
   for (const [k, v] of newer.segments) out.segments.set(k, v)
   for (const b of [older, newer]) {

@@ -49,7 +49,10 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
   let lastSeq = 0
+  let lastId = -1
   for (const id of input.segmentIds) {
+    if (id !== lastId + 1) lastSeq = 0 // recycled segments leave gaps in the log
+    lastId = id
     const volumes = input.segmentVolumes.get(id) ?? []
     let segment: Segment
     try {
@@ -73,7 +76,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         const position = id * geometry.segmentBytes + item.offset
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${path.basename(segment.file)} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
-        lastSeq = h.seq
+        lastSeq = h.kind === EntryKind.free ? h.block : h.seq
         if (h.kind !== EntryKind.write) continue
         report.blocksChecked += h.count
         for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${h.block + i} fails its checksum`)

@@ -257,6 +257,16 @@ export class SimFileLayer implements FileLayer {
     }
   }
 
+  /** A punched range reads as zeros; like a write, it is durable only after datasync. */
+  async punchHole (file: string, offset: number, length: number): Promise<void> {
+    file = path.normalize(file)
+    await this.enter(undefined, `punch ${file}`)
+    const f = this.live.get(file)
+    if (!f) throw errno('ENOENT', `punch ${file}`)
+    const end = Math.min(offset + length, f.content.length)
+    if (end > offset) f.write(offset, Buffer.alloc(end - offset))
+  }
+
   async syncDir (dir: string): Promise<void> {
     dir = path.normalize(dir)
     await this.enter(undefined, `fsync ${dir}`)

@@ -3,7 +3,7 @@ import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, spaceBytes?: Record<string, number> }
 
 export function register (program: Command): void {
   program.command('status <store>')
@@ -22,6 +22,7 @@ export function register (program: Command): void {
         ['size', `${formatBytes(status.sizeBytes)} (block ${formatBytes(status.blockBytes)}, segment ${formatBytes(status.segmentBytes)})`],
         ['written', formatBytes(status.writtenBytes)],
         ['log', `${formatBytes(status.logBytes)}; segments: ${s.current} current, ${s.active} active, ${s.inactive} inactive, ${s.archived} archived, ${s.recycled} recycled`],
+        ['on disk', Object.entries(status.spaceBytes ?? {}).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ')],
         ['index', `seq ${status.index.seq}, checkpoint seq ${status.index.checkpointSeq}, ${status.index.pendingBlocks} blocks pending`],
         ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`]
       ]
