@@ -248,7 +248,7 @@ t.test('BlockMap agrees with a Map over random operations', async t => {
     if (r < 0.6) {
       const pos = rng.int(2 ** 45)
       const crc = (rng.next() * 2 ** 32) >>> 0
-      map.set(key, pos, crc)
+      map.set(key, pos, crc, i) // increasing seq: every set is the newest version
       ref.set(key, [pos, crc])
     } else if (r < 0.85) {
       if (map.delete(key) !== ref.delete(key)) { t.fail(`delete(${key}) disagrees at op ${i}`); return }

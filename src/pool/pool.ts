@@ -6,7 +6,7 @@ import { writeFileAtomic, type StoreConfig } from '../store/config'
 import type { Logger } from '../store/logger'
 import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home'
 import type { Store } from '../store'
-import { claim, ensureMarker, readMarker, release } from './volume-marker'
+import { MARKER_FILE, claim, ensureMarker, readMarker, release } from './volume-marker'
 
 /**
  * A store's storage pool (seed 002): directories ("pool volumes"), each with a capacity,
@@ -16,12 +16,13 @@ import { claim, ensureMarker, readMarker, release } from './volume-marker'
  * another store listing the same directory may take it. With `pool.mode=ask` nothing is
  * assigned by itself: status and the log say what to run.
  *
- * pool.json (in the store) lists the directories: { volumes: [{ dir, internal? }] }. The
+ * pool.json (in the store) lists the directories: { volumes: [{ dir, id?, internal? }] }; `id`
+ * is the volume's marker id, kept so that a volume whose directory is gone is still known. The
  * internal volume is <store>/segments, always assigned, never shared. A store's segments on
  * an external volume live in <volume>/<store uuid>/.
  */
 export interface PoolFile {
-  volumes: Array<{ dir: string, internal?: boolean, capacityBytes?: number }>
+  volumes: Array<{ dir: string, id?: string, internal?: boolean, capacityBytes?: number }>
 }
 
 export interface VolumeStatus {
@@ -47,6 +48,8 @@ export class Pool implements SegmentHome {
   private warned = new Set<string>()
   private warnings: string[] = []
   private draining = false
+  /** The volume being drained: no new segment or copy goes there. */
+  private drainingVolume: string | undefined
 
   private constructor (
     readonly storeDir: string,
@@ -90,11 +93,19 @@ export class Pool implements SegmentHome {
 
   private entries (): Array<{ id: string, dir: string, internal: boolean }> {
     const out = []
+    let learned = false
     for (const v of this.file.volumes) {
       if (v.internal) { out.push({ id: LOCAL_VOLUME, dir: v.dir, internal: true }); continue }
-      let marker
-      try { marker = readMarker(v.dir) } catch { marker = undefined }
-      out.push({ id: marker?.id ?? `missing:${v.dir}`, dir: v.dir, internal: false })
+      if (!v.id) {
+        // pool.json written before ids were kept: learn the id while the marker is readable.
+        let marker
+        try { marker = readMarker(v.dir) } catch { marker = undefined }
+        if (marker) { v.id = marker.id; learned = true }
+      }
+      out.push({ id: v.id ?? `missing:${v.dir}`, dir: v.dir, internal: false })
+    }
+    if (learned) {
+      try { this.save() } catch { /* learned again next time */ }
     }
     return out
   }
@@ -108,7 +119,16 @@ export class Pool implements SegmentHome {
   }
 
   volumes (): string[] {
-    return this.entries().map(e => e.id).filter(id => !id.startsWith('missing:'))
+    const out = []
+    for (const e of this.entries()) {
+      if (!e.internal && this.stateOf(e) === 'missing' && !this.warned.has(`missing:${e.dir}`)) {
+        // Said when the store opens (this lists the volumes to find segments): name the directory.
+        this.warned.add(`missing:${e.dir}`)
+        this.log.error({ volume: e.dir }, `pool volume ${e.dir} is missing (the directory or its ${MARKER_FILE} is gone): segments on it cannot be read until it is back`)
+      }
+      if (!e.id.startsWith('missing:')) out.push(e.id)
+    }
+    return out
   }
 
   occupied (segmentId: number, volumes: string[]): void {
@@ -124,13 +144,15 @@ export class Pool implements SegmentHome {
 
   async place (segmentId: number): Promise<string[]> {
     const copies = this.policy.mirror
-    let chosen = this.withRoom().slice(0, copies)
+    const usable = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== this.drainingVolume).slice(0, copies)
+    let chosen = usable()
     if (chosen.length < copies && this.policy['pool.mode'] === 'auto') {
-      while (chosen.length < copies && this.assignSpare('no assigned volume has room for a new segment')) chosen = this.withRoom().slice(0, copies)
+      while (chosen.length < copies && this.assignSpare('no assigned volume has room for a new segment')) chosen = usable()
     }
     if (chosen.length < copies) {
       const what = copies > 1 ? `${copies} pool volumes with room (mirror=${copies})` : 'a pool volume with room'
-      throw new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has no ${what} for a new ${this.config.segmentBytes}-byte segment; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+      const broken = this.status().volumes.filter(v => v.state === 'missing' || v.state === 'read-only').map(v => `${v.dir} is ${v.state}`)
+      throw new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has no ${what} for a new ${this.config.segmentBytes}-byte segment${broken.length > 0 ? ` (pool volume ${broken.join(', ')})` : ''}; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
     }
     const ids = chosen.map(v => v.id)
     this.afterChange(ids)
@@ -144,8 +166,9 @@ export class Pool implements SegmentHome {
 
   /** A volume with room for one more copy of segment `id`, not among `exclude` (pool repair). */
   async placeCopy (id: number, exclude: string[]): Promise<string> {
-    let choice = this.withRoom().find(v => !exclude.includes(v.id))
-    if (!choice && this.policy['pool.mode'] === 'auto' && this.assignSpare(`a copy of segment ${id}`)) choice = this.withRoom().find(v => !exclude.includes(v.id))
+    const usable = (): VolumeStatus | undefined => this.withRoom().find(v => !exclude.includes(v.id) && v.id !== this.drainingVolume)
+    let choice = usable()
+    if (!choice && this.policy['pool.mode'] === 'auto' && this.assignSpare(`a copy of segment ${id}`)) choice = usable()
     if (!choice) throw new LogdiskError('NO_SPACE', `no pool volume other than ${exclude.join(', ')} has room for a copy of segment ${id}; add one with: logdisk pool add ${this.storeDir} DIR`)
     return choice.id
   }
@@ -153,7 +176,12 @@ export class Pool implements SegmentHome {
   // ---- accounting
 
   private capacityOf (e: { id: string, dir: string, internal: boolean }): number {
-    const declared = e.internal ? this.file.volumes.find(v => v.internal)?.capacityBytes : readMarker(e.dir)?.capacityBytes
+    let declared
+    try {
+      declared = e.internal ? this.file.volumes.find(v => v.internal)?.capacityBytes : readMarker(e.dir)?.capacityBytes
+    } catch {
+      return 0
+    }
     if (declared !== undefined && declared !== null) return declared
     try {
       const st = fs.statfsSync(e.dir)
@@ -175,8 +203,10 @@ export class Pool implements SegmentHome {
       return 'read-only'
     }
     if (e.internal) return 'assigned'
-    const marker = readMarker(e.dir)
-    if (!marker) return 'missing'
+    let marker
+    try { marker = readMarker(e.dir) } catch { return 'missing' }
+    // No marker, or another volume's (the directory was lost and made again): not this volume.
+    if (!marker || marker.id !== e.id) return 'missing'
     if (marker.assignedTo === this.config.uuid) {
       // A mount can be read-only while the directory's mode says writable (root ignores modes).
       try {
@@ -207,12 +237,19 @@ export class Pool implements SegmentHome {
     const assigned = volumes.filter(v => v.state === 'assigned')
     const capacity = assigned.reduce((n, v) => n + v.capacityBytes, 0)
     const used = assigned.reduce((n, v) => n + v.usedBytes, 0)
+    const useFraction = capacity > 0 ? used / capacity : 1
     const warnings = [...this.warnings]
+    // Said by every status, not only by the process that saw the crossing (ask mode).
+    if (this.policy['pool.mode'] === 'ask' && useFraction >= this.policy['pool.growAt'] && !this.warned.has('grow')) warnings.push(this.growWarning(useFraction))
     for (const v of volumes) {
-      if (v.state === 'missing' && v.segments > 0) warnings.push(`pool volume ${v.dir} is missing: ${v.segments} segment(s) on it cannot be read`)
+      if (v.state === 'missing') warnings.push(`pool volume ${v.dir} is missing (the directory or its ${MARKER_FILE} is gone)${v.segments > 0 ? `: ${v.segments} segment(s) on it cannot be read` : ''}`)
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)
     }
-    return { volumes, useFraction: capacity > 0 ? used / capacity : 1, warnings }
+    return { volumes, useFraction, warnings }
+  }
+
+  private growWarning (useFraction: number): string {
+    return `pool use ${Math.round(useFraction * 100)}% crossed pool.growAt=${this.policy['pool.growAt']}; add a volume with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`
   }
 
   private warnOnce (key: string, text: string): void {
@@ -240,7 +277,7 @@ export class Pool implements SegmentHome {
     if (useFraction < this.policy['pool.growAt']) return
     const pct = Math.round(useFraction * 100)
     if (this.policy['pool.mode'] === 'ask') {
-      this.warnOnce('grow', `pool use ${pct}% crossed pool.growAt=${this.policy['pool.growAt']}; add a volume with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+      this.warnOnce('grow', this.growWarning(useFraction))
       return
     }
     if (!this.assignSpare(`use ${pct}% >= pool.growAt ${this.policy['pool.growAt']}`)) {
@@ -263,7 +300,9 @@ export class Pool implements SegmentHome {
     const room = others.reduce((n, v) => n + Math.floor((v.capacityBytes - v.usedBytes) / this.config.segmentBytes), 0)
     const capacity = others.reduce((n, v) => n + v.capacityBytes, 0)
     const usedAfter = others.reduce((n, v) => n + v.usedBytes, 0) + emptiest.usedBytes
-    if (room < emptiest.segments + 1 || usedAfter / capacity >= this.policy['pool.growAt']) return
+    // One more segment after the drain must not cross pool.growAt, or the pool would grow
+    // again at once (grow/drain thrash).
+    if (room < emptiest.segments + 1 || (usedAfter + this.config.segmentBytes) / capacity >= this.policy['pool.growAt']) return
     this.log.info({ volume: emptiest.dir, useFraction }, `pool use under pool.shrinkAt=${this.policy['pool.shrinkAt']}: draining the emptiest volume`)
     await this.drain(emptiest.dir)
   }
@@ -273,15 +312,19 @@ export class Pool implements SegmentHome {
   /** Adds a directory to the pool: assigned to this store now, or a spare (`spare`). */
   add (dir: string, capacityBytes: number | undefined, spare = false): VolumeStatus {
     dir = path.resolve(dir)
-    if (this.file.volumes.some(v => path.resolve(v.dir) === dir)) {
+    const known = this.file.volumes.find(v => path.resolve(v.dir) === dir)
+    if (known?.internal) {
       if (capacityBytes !== undefined) this.setCapacity(dir, capacityBytes)
+    } else if (known) {
+      // Also remakes the marker of a lost directory made again, under the id the index knows.
+      ensureMarker(dir, capacityBytes ?? undefined, known.id)
     } else {
       if (dir === this.storeDir || dir.startsWith(this.storeDir + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is inside the store; give a directory outside it`)
-      ensureMarker(dir, capacityBytes ?? undefined)
-      this.file.volumes.push({ dir })
+      const marker = ensureMarker(dir, capacityBytes ?? undefined)
+      this.file.volumes.push({ dir, id: marker.id })
       this.save()
     }
-    if (!spare && !claim(dir, this.config.uuid)) {
+    if (!spare && !known?.internal && !claim(dir, this.config.uuid)) {
       this.log.warn({ dir }, 'pool volume is assigned to another store; kept in the pool, not used')
     }
     this.warned.delete('grow')
@@ -307,27 +350,33 @@ export class Pool implements SegmentHome {
     const entry = this.entries().find(e => path.resolve(e.dir) === dir)
     if (!entry) throw new LogdiskError('NOT_FOUND', `${dir} is not in the pool of ${this.storeDir} (logdisk pool list shows it)`)
     if (entry.internal) throw new LogdiskError('BAD_ARGUMENT', `${dir} is the store's own volume; it cannot be removed`)
+    if (this.draining) throw new LogdiskError('BUSY', `the pool of ${this.storeDir} is draining a volume; try again when it is done`)
     this.draining = true
+    this.drainingVolume = entry.id
     let moved = 0
     try {
-      const segments = [...(this.segmentsOn.get(entry.id) ?? [])].sort((a, b) => a - b)
-      for (const id of segments) {
-        const targets = this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
-        if (targets.length === 0) {
-          if (!this.assignSpare(`draining ${dir}`) || this.withRoom().filter(v => v.id !== entry.id).length === 0) {
+      // Until nothing is left: a segment may have been placed there just before the drain began.
+      for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
+        for (const id of segments) {
+          const targets = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
+          if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
             throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
           }
-          continue
+          await this.store.relocateSegment(id, entry.id, targets()[0].id)
+          moved++
         }
-        await this.store.relocateSegment(id, entry.id, targets[0].id)
-        moved++
       }
     } finally {
       this.draining = false
+      this.drainingVolume = undefined
     }
     release(dir, this.config.uuid)
     this.log.info({ volume: dir, moved }, 'drained and released the pool volume to spare')
     return moved
+  }
+
+  private sortedOn (volume: string): number[] {
+    return [...(this.segmentsOn.get(volume) ?? [])].sort((a, b) => a - b)
   }
 
   /** Drains `dir` and takes it out of this store's pool. */

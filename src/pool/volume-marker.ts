@@ -31,8 +31,12 @@ export function readMarker (dir: string): VolumeMarker | undefined {
   }
 }
 
-/** Makes `dir` a pool volume (or reads the one that is there); capacity is updated if given. */
-export function ensureMarker (dir: string, capacityBytes: number | null | undefined): VolumeMarker {
+/**
+ * Makes `dir` a pool volume (or reads the one that is there); capacity is updated if given.
+ * `id`: the id a store's pool.json knows the volume by, reused when the marker is gone (a
+ * lost directory recreated and added again is the same volume, its segment copies lost).
+ */
+export function ensureMarker (dir: string, capacityBytes: number | null | undefined, id?: string): VolumeMarker {
   try {
     fs.mkdirSync(dir, { recursive: true })
   } catch (err) {
@@ -40,7 +44,7 @@ export function ensureMarker (dir: string, capacityBytes: number | null | undefi
   }
   return withLock(dir, () => {
     const existing = readMarker(dir)
-    const marker: VolumeMarker = existing ?? { id: crypto.randomUUID(), capacityBytes: null, assignedTo: null, changedAt: new Date().toISOString() }
+    const marker: VolumeMarker = existing ?? { id: id ?? crypto.randomUUID(), capacityBytes: null, assignedTo: null, changedAt: new Date().toISOString() }
     if (capacityBytes !== undefined) marker.capacityBytes = capacityBytes
     if (!existing || capacityBytes !== undefined) write(dir, marker)
     return marker

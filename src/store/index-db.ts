@@ -103,7 +103,7 @@ export class IndexDb {
 
   /** Loads the newest version of every block into `map` (the last history key per block). */
   async loadNewest (map: BlockMap): Promise<void> {
-    for await (const [block, , position, crc] of this.history()) map.set(block, position, crc)
+    for await (const [block, seq, position, crc] of this.history()) map.set(block, position, crc, seq)
   }
 
   /** All history in (block, seq) order, read in large batches. */

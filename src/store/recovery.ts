@@ -182,7 +182,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const crc = entry.table.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
         const at = dataStart + i * geometry.blockBytes
-        map.set(h.block + i, at, crc)
+        map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
       if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')

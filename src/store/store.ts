@@ -208,26 +208,23 @@ export class Store {
   async readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.assertOpen()
     const snap = this.snapshotTable.require(name)
-    // A new snapshot is listed once its marker is logged, before the index has caught up
-    // the index through its cut; locateAt needs that index (a no-op once it is there).
-    await this.checkpointThrough(snap.seq)
-    return this.readImage(offset, length, into, (first, n) => this.locateAt(snap.seq, snap.position, first, n))
+    return this.readImage(offset, length, into, (first, n) => this.locateAt(snap.seq, first, n))
   }
 
   /**
-   * Where blocks [first, first+n) were at cut `seq` (log position `cutPosition`). The newest
-   * copy is the answer whenever it lies before the cut (positions grow with seq); only blocks
-   * rewritten since ask the index, one reverse seek each, whatever the number of snapshots.
-   * Index lookups need the index to cover the cut: the first read after a cut checkpoints.
+   * Where blocks [first, first+n) were at cut `seq`. The newest copy is the answer whenever
+   * its sequence number is at or before the cut; only blocks rewritten since ask the index,
+   * one reverse seek each, whatever the number of snapshots. A new snapshot is listed as soon
+   * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
-  private async locateAt (seq: number, cutPosition: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }> {
+  private async locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }> {
     const where = new Float64Array(n)
     const crcs = new Uint32Array(n)
     const lookups: Promise<void>[] = []
     if (this.lastCheckpoint.seq < seq) await this.checkpointThrough(seq) // first read after the cut
     for (let i = 0; i < n; i++) {
       const pos = this.map.position(first + i)
-      if (pos >= 0 && pos < cutPosition) {
+      if (pos >= 0 && this.map.seq(first + i) <= seq) {
         where[i] = pos
         crcs[i] = this.map.crc(first + i)
       } else if (pos < 0) {
@@ -387,7 +384,7 @@ export class Store {
       const dataPosition = this.completedPosition - payload.length
       this.batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
       for (let i = 0; i < count; i++) {
-        this.map.set(block + i, dataPosition + i * B, crcs[i])
+        this.map.set(block + i, dataPosition + i * B, crcs[i], seq)
         this.batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
       }
     })
