@@ -1,27 +1,81 @@
 /**
- * Which versions of blocks nobody needs any more (001 Fig. 6, in-place compaction). A version
- * of a block lives from its sequence number until the block's next version; it is needed when
- * it is the newest (the current volume reads it) or when a snapshot cut falls inside its life
+ * Which versions of blocks are still needed (001 Fig. 6, in-place compaction). A version of
+ * a block lives from its sequence number until the block's next version; it is needed when it
+ * is the newest (the current volume reads it) or when a snapshot cut falls inside its life
  * (that snapshot reads it). Everything else is dead: superseded and pinned by no snapshot.
  *
  * One pass over the index of versions in (block, seq) order plays the role of the seed's
- * reverse scan with a block-encountered table: the next version of each block is the one
- * that follows it in the index.
+ * reverse scan with a block-encountered table: the next version of each block is the key that
+ * follows it. Live versions are kept by log position (typed arrays, no object per version),
+ * which is what decides whether an entry's bytes are still referenced: a version that
+ * compaction moved elsewhere no longer holds its old entry.
  */
-export interface DeadVersions {
-  /** Entry seq -> blocks of that entry that are dead. */
-  bySeq: Map<number, number[]>
+export interface LiveVersions {
+  /** Sorted log positions of every needed version's data. */
+  positions: Float64Array
+  /** Same order: block, original seq, CRC of each. */
+  blocks: Float64Array
+  seqs: Float64Array
+  crcs: Uint32Array
   count: number
+}
+
+export interface VersionAnalysis {
+  live: LiveVersions
+  /** Entry seq -> blocks of that entry's versions that are dead (their index keys go). */
+  deadBySeq: Map<number, number[]>
+  deadCount: number
   /** The newest sequence at which a dead version was still the visible one. */
   horizon: number
 }
 
-export async function findDeadVersions (
+class Collector {
+  positions = new Float64Array(1024)
+  blocks = new Float64Array(1024)
+  seqs = new Float64Array(1024)
+  crcs = new Uint32Array(1024)
+  count = 0
+
+  push (position: number, block: number, seq: number, crc: number): void {
+    if (this.count === this.positions.length) {
+      const grow = <T extends Float64Array | Uint32Array>(a: T): T => { const b = new (a.constructor as new (n: number) => T)(a.length * 2); b.set(a); return b }
+      this.positions = grow(this.positions)
+      this.blocks = grow(this.blocks)
+      this.seqs = grow(this.seqs)
+      this.crcs = grow(this.crcs)
+    }
+    this.positions[this.count] = position
+    this.blocks[this.count] = block
+    this.seqs[this.count] = seq
+    this.crcs[this.count] = crc
+    this.count++
+  }
+
+  /** Sorted by position. */
+  finish (): LiveVersions {
+    const order = new Uint32Array(this.count)
+    for (let i = 0; i < this.count; i++) order[i] = i
+    order.sort((a, b) => this.positions[a] - this.positions[b])
+    const out: LiveVersions = { positions: new Float64Array(this.count), blocks: new Float64Array(this.count), seqs: new Float64Array(this.count), crcs: new Uint32Array(this.count), count: this.count }
+    order.forEach((from, to) => {
+      out.positions[to] = this.positions[from]
+      out.blocks[to] = this.blocks[from]
+      out.seqs[to] = this.seqs[from]
+      out.crcs[to] = this.crcs[from]
+    })
+    return out
+  }
+}
+
+export async function analyzeVersions (
   history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
   cuts: number[], // snapshot cut seqs, ascending
-  range: { from: number, to: number } // only versions written in this range may be freed
-): Promise<DeadVersions> {
-  const out: DeadVersions = { bySeq: new Map(), count: 0, horizon: 0 }
+  range: { from: number, to: number } // only versions written in this range may be found dead
+): Promise<VersionAnalysis> {
+  const deadBySeq = new Map<number, number[]>()
+  let deadCount = 0
+  let horizon = 0
+  const live = new Collector()
   const cutInside = (from: number, to: number): boolean => {
     let lo = 0
     let hi = cuts.length
@@ -32,24 +86,49 @@ export async function findDeadVersions (
     }
     return lo < cuts.length && cuts[lo] < to
   }
-  let prevBlock = -1
-  let prevSeq = 0
-  for await (const [block, seq] of history) {
-    if (block === prevBlock && prevSeq >= range.from && prevSeq <= range.to && !cutInside(prevSeq, seq)) {
-      let blocks = out.bySeq.get(prevSeq)
-      if (!blocks) out.bySeq.set(prevSeq, blocks = [])
-      blocks.push(prevBlock)
-      out.count++
-      if (seq - 1 > out.horizon) out.horizon = seq - 1
+  let prev: [number, number, number, number] | undefined
+  for await (const v of history) {
+    if (prev) {
+      const [block, seq, position, crc] = prev
+      const superseded = v[0] === block
+      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1])) {
+        let blocks = deadBySeq.get(seq)
+        if (!blocks) deadBySeq.set(seq, blocks = [])
+        blocks.push(block)
+        deadCount++
+        if (v[1] - 1 > horizon) horizon = v[1] - 1
+      } else {
+        live.push(position, block, seq, crc)
+      }
     }
-    prevBlock = block
-    prevSeq = seq
+    prev = [v[0], v[1], v[2], v[3]]
   }
-  return out
+  if (prev) live.push(prev[2], prev[0], prev[1], prev[3])
+  return { live: live.finish(), deadBySeq, deadCount, horizon }
+}
+
+/** Index of the first live position >= `position`. */
+export function firstLiveAtOrAfter (live: LiveVersions, position: number): number {
+  let lo = 0
+  let hi = live.count
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (live.positions[mid] < position) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/** Whether any needed version's data lies in [from, to). */
+export function anyLiveIn (live: LiveVersions, from: number, to: number): boolean {
+  const i = firstLiveAtOrAfter(live, from)
+  return i < live.count && live.positions[i] < to
 }
 
 export interface CompactionReport {
   versionsFreed: number
+  versionsMoved: number
+  segmentsCleaned: number
   entriesFreed: number
   runsPunched: number
   bytesPunched: number

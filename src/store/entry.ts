@@ -1,5 +1,5 @@
 import { crc32c } from './crc'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind, MOVE_RECORD_BYTES } from './format'
 
 /**
  * One record of the log. Layout (little-endian), 64-byte header:
@@ -25,8 +25,13 @@ export interface EntryHeader {
   payloadCrc: number
 }
 
-export function entryBytes (h: Pick<EntryHeader, 'count' | 'payloadBytes'>): number {
-  return ENTRY_HEADER_BYTES + h.count * BLOCK_CRC_BYTES + h.payloadBytes
+/** Bytes of the header and the per-block table that follows it. */
+export function tableBytes (h: Pick<EntryHeader, 'kind' | 'count'>): number {
+  return ENTRY_HEADER_BYTES + h.count * (h.kind === EntryKind.move ? MOVE_RECORD_BYTES : BLOCK_CRC_BYTES)
+}
+
+export function entryBytes (h: Pick<EntryHeader, 'kind' | 'count' | 'payloadBytes'>): number {
+  return tableBytes(h) + h.payloadBytes
 }
 
 function writeU64 (buf: Buffer, value: number, offset: number): void {
@@ -46,6 +51,31 @@ export function encodeWriteHeader (seq: number, timeMs: number, block: number, b
   for (let i = 0; i < count; i++) buf.writeUInt32LE(blockCrcs[i], ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
   sealHeader(buf)
   return buf
+}
+
+/**
+ * Builds header + table of a move entry: versions compaction moves to the head of the log
+ * keep their block and original sequence number, so every cut still sees them (a rebuild
+ * from the log puts them back where they were in time).
+ */
+export function encodeMoveHeader (seq: number, timeMs: number, versions: Array<{ block: number, seq: number, crc: number }>, blockBytes: number): Buffer {
+  const count = versions.length
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES + count * MOVE_RECORD_BYTES)
+  fillHeader(buf, { kind: EntryKind.move, seq, timeMs, block: 0, count, payloadBytes: count * blockBytes, payloadCrc: 0 })
+  versions.forEach((v, i) => {
+    const at = ENTRY_HEADER_BYTES + i * MOVE_RECORD_BYTES
+    writeU64(buf, v.block, at)
+    writeU64(buf, v.seq, at + 8)
+    buf.writeUInt32LE(v.crc, at + 16)
+  })
+  sealHeader(buf)
+  return buf
+}
+
+/** Block, original seq and CRC of the i-th version of a move entry. */
+export function moveRecordAt (table: Buffer, i: number): { block: number, seq: number, crc: number } {
+  const at = ENTRY_HEADER_BYTES + i * MOVE_RECORD_BYTES
+  return { block: readU64(table, at), seq: readU64(table, at + 8), crc: table.readUInt32LE(at + 16) }
 }
 
 /** Builds a whole marker entry (sync, snapshot, ...) around an already encoded payload. */
@@ -96,7 +126,7 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
   if (buf.length - offset < ENTRY_HEADER_BYTES) return undefined
   if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
   const kind = buf.readUInt8(offset + 4) as EntryKind
-  if (kind < EntryKind.write || kind > EntryKind.free) return undefined
+  if (kind < EntryKind.write || kind > EntryKind.move) return undefined
   return {
     kind,
     seq: readU64(buf, offset + 8),

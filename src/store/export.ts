@@ -89,7 +89,9 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
   }
   const zero = Buffer.alloc(B)
   let written = 0
-  const failAt = opts.faultLabel && opts.faults?.has(opts.faultLabel) ? sizeBytes / 2 : Infinity
+  // Fault injection: fail once half the image is written, or before completing a smaller copy.
+  const inject = opts.faultLabel !== undefined && opts.faults?.has(opts.faultLabel) === true
+  const fault = (): LogdiskError => new LogdiskError('IO', `injected fault: the copy failed midway (LOGDISK_FAULTS=${opts.faultLabel})`)
   const put = async (data: Buffer, offset: number): Promise<void> => {
     for (let done = 0; done < data.length;) {
       const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done)
@@ -101,7 +103,6 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
     if (!device) await fh.truncate(sizeBytes)
     for await (const { offset, data } of pieces) {
       if (offset + data.length > sizeBytes) throw new LogdiskError('IO', `internal: a piece at ${offset} runs past the image's ${sizeBytes} bytes`)
-      if (offset >= failAt) throw new LogdiskError('IO', `injected fault: the copy failed midway (LOGDISK_FAULTS=${opts.faultLabel})`)
       if (device) {
         await put(data, offset)
       } else {
@@ -117,7 +118,9 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
         }
       }
       opts.onProgress?.(offset + data.length, sizeBytes)
+      if (inject && offset + data.length >= sizeBytes / 2) throw fault()
     }
+    if (inject) throw fault()
     await fh.sync()
     await fh.close()
   } catch (err) {

@@ -15,6 +15,8 @@ export const ENTRY_MAGIC = 0x4e45444c // "LDEN" little-endian
 export const ENTRY_HEADER_BYTES = 64
 /** Bytes of per-block CRC stored after a write entry's header. */
 export const BLOCK_CRC_BYTES = 4
+/** Bytes per block of a move entry's table: u64 block, u64 original seq, u32 CRC. */
+export const MOVE_RECORD_BYTES = 20
 
 /** Entry kinds: what one record of the log is. */
 export const EntryKind = {
@@ -22,7 +24,8 @@ export const EntryKind = {
   sync: 2, // a consistency point: time and a note (msgpack payload)
   snapshot: 3, // a snapshot cut (msgpack payload)
   deleteSnapshot: 4, // a snapshot was deleted (msgpack payload)
-  free: 5 // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
+  free: 5, // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
+  move: 6 // live versions moved by compaction: per block (block, original seq, CRC), then data
 } as const
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 

@@ -8,6 +8,7 @@ import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, S
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
+import { moveRecordAt, tableBytes } from './entry'
 import { SnapshotTable } from './snapshots'
 
 /** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
@@ -79,6 +80,7 @@ export async function recover (
     await index.loadNewest(map)
   }
   const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID))
+  let horizon = await index.counter(HISTORY_HORIZON)
 
   let seq = checkpoint?.seq ?? 0
   const startSegment = checkpoint && checkpoint.seq > 0 ? cpSegment : (ids[0] ?? 0)
@@ -91,7 +93,9 @@ export async function recover (
   let stop = false
 
   const toScan = ids.filter(i => i >= startSegment)
-  let acceptGap = false // after damage, the next readable entry continues the log
+  // After damage or recycled segments, the next readable entry continues the log; a full
+  // rebuild starts wherever the oldest kept segment starts.
+  let acceptGap = !checkpoint
   for (const id of toScan) {
     const isLast = id === toScan[toScan.length - 1]
     if (stop) {
@@ -173,6 +177,9 @@ export async function recover (
     report.replayedEntries++
     if (h.kind === EntryKind.free) {
       seq = h.block // the run's last sequence number: nothing in it is indexed any more
+      // Points inside a freed run cannot be restored exactly: keep the horizon past it.
+      horizon = Math.max(horizon, h.block)
+      batch.counters.set(HISTORY_HORIZON, horizon)
       return
     }
     seq = h.seq
@@ -185,9 +192,17 @@ export async function recover (
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
+    } else if (h.kind === EntryKind.move) {
+      const dataStart = position + tableBytes(h)
+      for (let i = 0; i < h.count; i++) {
+        const v = moveRecordAt(entry.table, i)
+        const at = dataStart + i * geometry.blockBytes
+        map.set(v.block, at, v.crc, v.seq)
+        batch.addBlock(v.block, v.seq, at, v.crc) // the version, now here
+      }
       if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
     }
-    const payload = h.kind === EntryKind.write ? undefined : unpack(entry.payload!) as Record<string, unknown>
+    const payload = h.kind === EntryKind.write || h.kind === EntryKind.move ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
     if (payload) {
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)

@@ -1,5 +1,5 @@
 import { crc32c } from './crc'
-import { blockCrcAt, decodeHeader, entryBytes, verifyHeader, type EntryHeader } from './entry'
+import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
 import type { FileHandle } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS } from './format'
 
@@ -73,7 +73,7 @@ export async function * scanSegment (
       ? 'truncated entry header'
       : !header
           ? 'not an entry header'
-          : header.kind === EntryKind.write
+          : header.kind === EntryKind.write || header.kind === EntryKind.move
             ? (header.count < 1 || header.count > MAX_ENTRY_BLOCKS || header.payloadBytes !== header.count * blockBytes ? 'impossible write entry sizes' : undefined)
             : header.kind === EntryKind.free
               ? (header.count !== 0 || offset + ENTRY_HEADER_BYTES + header.payloadBytes > fileBytes || header.block < header.seq ? 'impossible free run' : undefined)
@@ -82,7 +82,7 @@ export async function * scanSegment (
       yield { type: 'end', offset, torn: problem }
       return
     }
-    const tableBytes = ENTRY_HEADER_BYTES + header.count * BLOCK_CRC_BYTES
+    const tableBytes = tableBytesOf(header)
     const total = entryBytes(header)
     if (header.kind === EntryKind.free) {
       // Its payload was punched out: check the header alone and jump over the run.
@@ -106,11 +106,12 @@ export async function * scanSegment (
     }
     const badBlocks: number[] = []
     let payload: Buffer | undefined
-    if (header.kind === EntryKind.write) {
+    if (header.kind === EntryKind.write || header.kind === EntryKind.move) {
       if (verifyData) {
         for (let i = 0; i < header.count; i++) {
           const start = tableBytes + i * blockBytes
-          if (crc32c(whole.subarray(start, start + blockBytes)) !== blockCrcAt(table, i)) badBlocks.push(i)
+          const crc = header.kind === EntryKind.write ? blockCrcAt(table, i) : moveRecordAt(table, i).crc
+          if (crc32c(whole.subarray(start, start + blockBytes)) !== crc) badBlocks.push(i)
         }
       }
     } else {

@@ -5,11 +5,11 @@ import { LogdiskError, fromSystemError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
-import { encodeFree, encodeMarker, encodeWriteHeader, entryBytes } from './entry'
+import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
-import { findDeadVersions, type CompactionReport } from './compaction'
+import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
 import { HIGHEST_VOLUME_ID, HISTORY_HORIZON, recover, type RecoveryReport } from './recovery'
@@ -710,45 +710,78 @@ export class Store {
   }
 
   /**
-   * In-place compaction (001 Fig. 6; F5): frees every version no one needs (superseded and
-   * pinned by no snapshot) without copying live data. Runs of dead entries in sealed segments
-   * become one `free` entry whose data is punched out of the file (fallocate PUNCH_HOLE, so
-   * the segment keeps its size and offsets, and disk use drops); a segment left with nothing
-   * at all is recycled (deleted). Markers (snapshots, sync points) are kept. With `snapshot`,
-   * only that snapshot's partition is compacted. Appends go on meanwhile: they only touch the
-   * current segment, and a version found dead stays dead.
+   * Compaction (001 Fig. 6; 004 cl. 9-15; F5). Frees every version no one needs (superseded
+   * and pinned by no snapshot) without copying live data in place: runs of entries that no
+   * needed version references become one `free` entry whose data is punched out of the file
+   * (fallocate PUNCH_HOLE: the segment keeps its size and offsets, disk use drops), and a
+   * segment left with nothing is recycled (deleted). Mostly-dead sealed segments (live bytes
+   * under `cleanBelow` of a segment) are cleaned first: their few live versions are moved to
+   * the head of the log in `move` entries that keep each version's original sequence number,
+   * so every snapshot still sees them. Markers (snapshots, sync points) are kept. With
+   * `snapshot`, only that snapshot's partition is compacted, without cleaning.
+   * Appends go on meanwhile: they only touch the current segment, and a dead version stays dead.
    */
-  async compact (opts: { snapshot?: string } = {}, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
+  async compact (opts: { snapshot?: string, cleanBelow?: number } = {}, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
     this.assertOpen()
     if (this.compacting) throw new LogdiskError('BUSY', 'a compaction of this store is already running')
     this.compacting = true
     const started = Date.now()
-    const report: CompactionReport = { versionsFreed: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
+    const report: CompactionReport = { versionsFreed: 0, versionsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
+    const S = this.config.segmentBytes
     try {
       await this.checkpointThrough(this.seq)
-      const upTo = this.seq
-      let range = { from: 1, to: upTo }
+      let range = { from: 1, to: this.seq }
       if (opts.snapshot !== undefined) {
         const snap = this.snapshotTable.require(opts.snapshot)
         range = { from: (this.snapshotTable.previous(snap.seq)?.seq ?? 0) + 1, to: snap.seq }
       }
-      const cuts = this.snapshotTable.list().map(s => s.seq)
-      const dead = await findDeadVersions(this.index.history(), cuts, range)
-      // Entries of sealed segments, grouped by segment, in log order.
+      const cuts = (): number[] => this.snapshotTable.list().map(s => s.seq)
+      let analysis = await analyzeVersions(this.index.history(), cuts(), range)
+
+      // 1. Clean mostly-dead sealed segments: move their live versions to the head.
+      const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
+      if (cleanBelow > 0) {
+        const sealed = this.segmentIds.filter(id => id < this.current.id)
+        for (const id of sealed) {
+          const lo = firstLiveAtOrAfter(analysis.live, id * S)
+          const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
+          if (hi === lo || (hi - lo) * this.blockBytes >= cleanBelow * S) continue
+          for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
+            const group = []
+            for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
+              group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+            }
+            await this.moveVersions(group)
+            report.versionsMoved += group.length
+          }
+          report.segmentsCleaned++
+        }
+        if (report.versionsMoved > 0) {
+          await this.checkpointThrough(this.seq)
+          analysis = await analyzeVersions(this.index.history(), cuts(), range)
+        }
+      }
+
+      // 2. Free what nothing references; punch it out; recycle empty segments.
       const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
-      for await (const [seq, e] of this.index.entries(1, upTo)) {
-        const id = Math.floor(e.position / this.config.segmentBytes)
+      for await (const [seq, e] of this.index.entries(1, this.seq)) {
+        const id = Math.floor(e.position / S)
         if (id >= this.current.id || !this.segmentVolumes.has(id)) continue
         let list = bySegment.get(id)
         if (!list) bySegment.set(id, list = [])
         list.push({ seq, e })
       }
+      const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
+        if (x.e.freed === true) return true
+        if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
+        if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
+        const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
+        return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * this.blockBytes)
+      }
       const recycle: number[] = []
       let done = 0
       for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
         onProgress?.(done++, bySegment.size)
-        const freeable = (x: { seq: number, e: EntryRecord }): boolean =>
-          x.e.freed === true || (x.e.kind === EntryKind.write && dead.bySeq.get(x.seq)?.length === x.e.count)
         const runs: Array<{ first: number, last: number, fresh: boolean }> = []
         for (let i = 0; i < entries.length; i++) {
           if (!freeable(entries[i])) continue
@@ -756,48 +789,48 @@ export class Store {
           if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
         }
         const fresh = runs.filter(r => r.fresh)
-        if (fresh.length === 0) continue
-        const segment = await this.segment(id)
-        const spans: Array<[number, number]> = []
-        for (const run of fresh) {
-          const first = entries[run.first]
-          const last = entries[run.last]
-          const start = first.e.position % this.config.segmentBytes
-          const end = last.e.position % this.config.segmentBytes + entryBytes({ count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
-          await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
-          spans.push([start, end])
-          for (let i = run.first; i <= run.last; i++) {
-            const x = entries[i]
-            if (x.e.freed) continue
-            for (const block of dead.bySeq.get(x.seq) ?? []) this.batch.historyDeletes.push(block, x.seq)
-            this.batch.entries.set(x.seq, { ...x.e, freed: true })
-            report.entriesFreed++
-            report.versionsFreed += x.e.count
+        if (fresh.length > 0) {
+          const segment = await this.segment(id)
+          const spans: Array<[number, number]> = []
+          for (const run of fresh) {
+            const first = entries[run.first]
+            const last = entries[run.last]
+            const start = first.e.position % S
+            const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
+            await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
+            spans.push([start, end])
+            for (let i = run.first; i <= run.last; i++) {
+              const x = entries[i]
+              if (x.e.freed) continue
+              this.batch.entries.set(x.seq, { ...x.e, freed: true })
+              report.entriesFreed++
+            }
+          }
+          await segment.handle.datasync() // the free headers are durable before the data goes
+          for (const [start, end] of spans) {
+            const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
+            const to = Math.floor(end / 4096) * 4096
+            if (to <= from) continue
+            for (const volume of this.segmentVolumes.get(id) ?? []) {
+              await this.layer.punchHole(path.join(this.home.dirOf(volume), segmentFileName(id)), from, to - from)
+            }
+            report.runsPunched++
+            report.bytesPunched += to - from
           }
         }
-        await segment.handle.datasync() // the free headers are durable before the data goes
-        for (const [start, end] of spans) {
-          const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
-          const to = Math.floor(end / 4096) * 4096
-          if (to <= from) continue
-          for (const volume of this.segmentVolumes.get(id) ?? []) {
-            await this.layer.punchHole(path.join(this.home.dirOf(volume), segmentFileName(id)), from, to - from)
-          }
-          report.runsPunched++
-          report.bytesPunched += to - from
-        }
-        const everythingFreed = entries.every(x => freeable(x))
-        const anyLiveWrite = entries.some(x => x.e.kind === EntryKind.write && !freeable(x))
-        if (everythingFreed) recycle.push(id)
-        else if (!anyLiveWrite && this.segmentState.get(id) === 'active') {
+        if (entries.every(freeable)) recycle.push(id)
+        else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {
           this.segmentState.set(id, 'inactive')
           this.batch.segments.set(id, { state: 'inactive', volumes: this.segmentVolumes.get(id) })
           report.segmentsInactive++
         }
       }
-      this.batch.counters.set(HISTORY_HORIZON, Math.max(dead.horizon, await this.index.counter(HISTORY_HORIZON)))
+      // Dead versions leave the index (their bytes may stay until their whole entry is free).
+      for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
+      report.versionsFreed = analysis.deadCount
+      this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
       await this.checkpointing
-      await this.checkpoint() // frees are in the index before any file goes
+      await this.checkpoint() // the index forgets freed versions before any file goes
       for (const id of recycle) {
         const volumes = this.segmentVolumes.get(id) ?? []
         this.forgetHandle(id)
@@ -819,6 +852,38 @@ export class Store {
     } finally {
       this.compacting = false
     }
+  }
+
+  /**
+   * Appends a move entry holding these versions (read from where they are now, CRC-checked):
+   * the cleaning step of compaction. Each keeps its block and original sequence number; the
+   * map takes the new place only for a version that is still the block's newest.
+   */
+  private async moveVersions (versions: Array<{ block: number, seq: number, crc: number, position: number }>): Promise<void> {
+    const B = this.blockBytes
+    const data = Buffer.allocUnsafe(versions.length * B)
+    for (let i = 0; i < versions.length; i++) {
+      const v = versions[i]
+      const got = await this.readRun(v.block, 1, v.position, Uint32Array.of(v.crc))
+      got.copy(data, i * B)
+    }
+    await this.appendLock.run(async () => {
+      const need = ENTRY_HEADER_BYTES + versions.length * (MOVE_RECORD_BYTES + B)
+      if (this.current.tail + need > this.config.segmentBytes) await this.roll()
+      const seq = this.seq + 1
+      const timeMs = this.nextTimeMs()
+      const header = encodeMoveHeader(seq, timeMs, versions, B)
+      await this.appendEntry([header, data], () => {
+        this.seq = seq
+        this.lastTimeMs = timeMs
+        const dataPosition = this.completedPosition - data.length
+        this.batch.entries.set(seq, { kind: EntryKind.move, timeMs, position: dataPosition - header.length, block: 0, count: versions.length })
+        versions.forEach((v, i) => {
+          this.map.set(v.block, dataPosition + i * B, v.crc, v.seq)
+          this.batch.addBlock(v.block, v.seq, dataPosition + i * B, v.crc)
+        })
+      })
+    })
   }
 
   /** Disk bytes (allocated, after hole punching) of the store's segments, by state. */

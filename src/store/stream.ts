@@ -362,6 +362,7 @@ export async function * readStream (file: string): AsyncGenerator<{ header: Stre
     if (!pre.subarray(0, Math.min(8, pre.length)).equals(STREAM_MAGIC.subarray(0, Math.min(8, pre.length)))) throw bad('it does not start with LDSTREAM (not a logdisk send stream)')
     if (pre.length < PREAMBLE_BYTES) throw truncated('inside its preamble')
     const format = pre.readUInt32LE(8)
+    if (pre.readUInt32LE(12) !== 0) throw bad('its preamble has non-zero reserved bytes')
     if (format !== STREAM_FORMAT) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads format ${STREAM_FORMAT}`)
     let crc = crc32c(pre)
     let records = 0

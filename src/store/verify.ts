@@ -4,6 +4,7 @@ import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { scanSegment } from './scanner'
+import { moveRecordAt, tableBytes } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
 import type { SegmentHome } from './segment-home'
 
@@ -48,6 +49,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     if (report.problems.length < MAX_PROBLEMS) report.problems.push(text)
   }
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
+  const newestSeq = new Map<number, number>()
   let lastSeq = 0
   let lastId = -1
   for (const id of input.segmentIds) {
@@ -77,12 +79,20 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${path.basename(segment.file)} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
-        if (h.kind !== EntryKind.write) continue
+        if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
         report.blocksChecked += h.count
-        for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${h.block + i} fails its checksum`)
+        const blockOf = (i: number): number => h.kind === EntryKind.write ? h.block + i : moveRecordAt(item.table, i).block
+        for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${blockOf(i)} fails its checksum`)
         if (position >= upTo.position) continue
-        const dataStart = position + ENTRY_HEADER_BYTES + h.count * BLOCK_CRC_BYTES
-        for (let i = 0; i < h.count; i++) newest.set(h.block + i, dataStart + i * geometry.blockBytes)
+        const dataStart = position + tableBytes(h)
+        for (let i = 0; i < h.count; i++) {
+          // The newest version has the highest seq; a moved version (same seq) replaces its original.
+          const block = blockOf(i)
+          const seq = h.kind === EntryKind.write ? h.seq : moveRecordAt(item.table, i).seq
+          if ((newestSeq.get(block) ?? -1) > seq) continue
+          newest.set(block, dataStart + i * geometry.blockBytes)
+          newestSeq.set(block, seq)
+        }
       }
     } finally {
       await segment.close()
