@@ -111,24 +111,68 @@ t.test('cleaning moves the few live versions of mostly-dead segments and recycle
   await rebuilt.close()
 })
 
+t.test('the baseline takes everything up to the oldest snapshot; every image reads the same', async t => {
+  const dir = tmp(t)
+  await Store.create(dir, { sizeBytes: 32 * MiB, segmentBytes: 2 * MiB })
+  const store = await Store.open(dir)
+  for (let off = 0; off < 12 * MiB; off += 256 * 1024) await store.write(off, pattern(off, 256 * 1024))
+  for (let off = 0; off < 6 * MiB; off += 64 * 1024) await store.write(off + 1000, pattern(off + 5, 64 * 1024)) // unaligned rewrites
+  await store.snapshot({ name: 'A' })
+  for (let off = 2 * MiB; off < 8 * MiB; off += 128 * 1024) await store.write(off, pattern(off + 9, 128 * 1024))
+  await store.snapshot({ name: 'B' })
+  for (let off = 10 * MiB; off < 14 * MiB; off += MiB) await store.write(off, pattern(off + 11, MiB))
+  await store.flush()
+  const images = { A: await store.readSnapshot('A', 0, 32 * MiB), B: await store.readSnapshot('B', 0, 32 * MiB), current: await store.read(0, 32 * MiB) }
+  const before = segmentBytes(dir)
+  const r = await store.compactIntoBaseline()
+  t.ok(r.blocks > 0, `${r.blocks} blocks merged into the baseline`)
+  t.equal(r.cutSeq, store.snapshotNamed('A').seq, 'up to the oldest kept snapshot')
+  t.ok(segmentBytes(dir) < before, `segments on disk ${(before / MiB).toFixed(1)} -> ${(segmentBytes(dir) / MiB).toFixed(1)} MiB`)
+  const check = async (s: Store, when: string): Promise<void> => {
+    t.ok((await s.readSnapshot('A', 0, 32 * MiB)).equals(images.A), `A reads the same ${when}`)
+    t.ok((await s.readSnapshot('B', 0, 32 * MiB)).equals(images.B), `B reads the same ${when}`)
+    t.ok((await s.read(0, 32 * MiB)).equals(images.current), `current reads the same ${when}`)
+    const v = await s.verify()
+    t.ok(v.ok, `verify is clean ${when}: ${v.problems.slice(0, 3).join('; ')}`)
+  }
+  await check(store, 'after the merge')
+  await store.deleteSnapshot('A')
+  const again = await store.compactIntoBaseline()
+  t.equal(again.cutSeq, store.snapshotNamed('B').seq, 'a second merge goes up to B, now the oldest')
+  images.A = images.B
+  await store.close()
+  const reopened = await Store.open(dir)
+  t.ok((await reopened.readSnapshot('B', 0, 32 * MiB)).equals(images.B), 'B after reopen')
+  t.ok((await reopened.read(0, 32 * MiB)).equals(images.current), 'current after reopen')
+  await reopened.close()
+  fs.rmSync(path.join(dir, 'index'), { recursive: true })
+  const rebuilt = await Store.open(dir)
+  t.ok(rebuilt.recovery.rebuiltIndex, 'rebuilt from the baseline and the log')
+  t.ok((await rebuilt.readSnapshot('B', 0, 32 * MiB)).equals(images.B), 'B after a rebuild')
+  t.ok((await rebuilt.read(0, 32 * MiB)).equals(images.current), 'current after a rebuild')
+  t.ok((await rebuilt.verify()).ok, 'verify after a rebuild')
+  await rebuilt.close()
+})
+
 t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', async t => {
   const seed = Number(process.env.COMPACT_SEED ?? 20261122)
   t.comment(`seed ${seed} (COMPACT_SEED to change)`)
   const size = 2 * MiB
   type Op =
     | { k: 'write', off: number, len: number, v: number }
-    | { k: 'snap' } | { k: 'del', i: number } | { k: 'compact', clean: number }
+    | { k: 'snap' } | { k: 'del', i: number } | { k: 'compact', clean: number } | { k: 'baseline' }
     | { k: 'reopen' } | { k: 'crash' }
   const op = fc.oneof(
     { weight: 8, arbitrary: fc.record({ k: fc.constant('write' as const), off: fc.integer({ min: 0, max: size - 1 }), len: fc.integer({ min: 1, max: 200_000 }), v: fc.integer({ min: 1, max: 1e6 }) }) },
     { weight: 2, arbitrary: fc.constant({ k: 'snap' as const }) },
     { weight: 1, arbitrary: fc.record({ k: fc.constant('del' as const), i: fc.nat() }) },
     { weight: 2, arbitrary: fc.record({ k: fc.constant('compact' as const), clean: fc.constantFrom(0, 0.3, 0.9) }) },
+    { weight: 1, arbitrary: fc.constant({ k: 'baseline' as const }) },
     { weight: 1, arbitrary: fc.constant({ k: 'reopen' as const }) },
     { weight: 1, arbitrary: fc.constant({ k: 'crash' as const }) }
   )
   let runs = 0
-  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops: Op[]) => {
+  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 60 }), async (ops: Op[]) => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-cmodel-'))
     const dir = path.join(root, 'store')
     try {
@@ -153,6 +197,8 @@ t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', as
           snaps.delete(name)
         } else if (o.k === 'compact') {
           await store.compact({ cleanBelow: o.clean })
+        } else if (o.k === 'baseline') {
+          await store.compactIntoBaseline()
         } else if (o.k === 'reopen') {
           await store.close()
           store = await Store.open(dir, { checkpointIntervalMs: 0 })

@@ -1,10 +1,10 @@
 import cliProgress from 'cli-progress'
 
 /** A progress bar on a terminal (cli-progress); nothing when output is not a terminal. */
-export function progressBar (label: string, unit: 'MiB' | 'segments' = 'MiB'): { update: (done: number, total: number) => void, stop: () => void } {
+export function progressBar (label: string, unit: 'MiB' | 'segments' | 'blocks' = 'MiB'): { update: (done: number, total: number) => void, stop: () => void } {
   if (!process.stderr.isTTY) return { update () {}, stop () {} }
   const bar = new cliProgress.SingleBar({
-    format: unit === 'MiB' ? `${label} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB` : `${label} [{bar}] {percentage}% | {value}/{total} segments`,
+    format: unit === 'MiB' ? `${label} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB` : `${label} [{bar}] {percentage}% | {value}/{total} ${unit}`,
     stream: process.stderr,
     hideCursor: true
   }, cliProgress.Presets.shades_classic)

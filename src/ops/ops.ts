@@ -44,7 +44,9 @@ function requirePool (store: Store): Pool {
 export const ops: Record<string, Op> = {
   status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status() }),
 
-  compact: (store, args, ctx) => store.compact({ snapshot: str(args, 'snapshot') }, ctx.onProgress),
+  compact: (store, args, ctx) => args.intoBaseline === true
+    ? store.compactIntoBaseline(ctx.onProgress)
+    : store.compact({ snapshot: str(args, 'snapshot') }, ctx.onProgress),
 
   'pool list': async store => requirePool(store).status(),
   'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),
@@ -102,7 +104,7 @@ export const ops: Record<string, Op> = {
     receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
   diff: (store, args) => diffSnapshots(store, String(args.a), String(args.b)),
   criteriaSnapshot: (store, args) =>
-    cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
+    cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
   criteriaCopy: (store, args, ctx) => withJob(args, ctx, onProgress =>
     copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
 }

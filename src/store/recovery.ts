@@ -9,6 +9,7 @@ import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
 import { moveRecordAt, tableBytes } from './entry'
+import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
 /** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
@@ -73,9 +74,17 @@ export async function recover (
     log.warn({ checkpoint }, 'the index is ahead of the log (segments missing or shortened); rebuilding the index from the log')
     checkpoint = undefined
   }
+  let batch = new IndexBatch()
   if (!checkpoint) {
     await index.clear()
     report.rebuiltIndex = ids.length > 0
+    // The baseline holds what is older than the log: it goes in first, the log on top of it.
+    const baseline = await readBaselineIndex(layer, storeDir, geometry.uuid)
+    for (const b of baseline?.blocks ?? []) {
+      map.set(b.block, BASELINE_BASE + b.block * geometry.blockBytes, b.crc, b.seq)
+      batch.addBlock(b.block, b.seq, BASELINE_BASE + b.block * geometry.blockBytes, b.crc)
+    }
+    if (baseline) report.rebuiltIndex = true
   } else {
     await index.loadNewest(map)
   }
@@ -87,7 +96,6 @@ export async function recover (
   let startOffset = checkpoint && checkpoint.seq > 0 ? cpOffset : SEGMENT_HEADER_BYTES
   if (startOffset < SEGMENT_HEADER_BYTES) startOffset = SEGMENT_HEADER_BYTES
 
-  let batch = new IndexBatch()
   const scanned: number[] = []
   let current: Segment | undefined
   let stop = false
@@ -189,6 +197,8 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const crc = entry.table.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
         const at = dataStart + i * geometry.blockBytes
+        // The baseline already holds this very version: its log copy is only waiting to be freed.
+        if (map.seq(h.block + i) === h.seq && map.position(h.block + i) >= BASELINE_BASE) continue
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }

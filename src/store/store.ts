@@ -6,17 +6,18 @@ import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
 import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
-import { nodeFileLayer, type FileLayer } from './file-layer'
+import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
+import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
 import { HIGHEST_VOLUME_ID, HISTORY_HORIZON, recover, type RecoveryReport } from './recovery'
 import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
 import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
-import { verifyStore, type VerifyReport } from './verify'
+import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
 
 export interface OpenOptions {
   /** The disk the segments live on; tests pass a simulated one. */
@@ -275,21 +276,119 @@ export class Store {
   /** Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. */
   private async readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer> {
     const B = this.blockBytes
-    const segmentId = Math.floor(pos / this.config.segmentBytes)
-    const segment = await this.segment(segmentId)
+    let handle: FileHandle
+    let file: string
+    let offset: number
+    if (pos >= BASELINE_BASE) {
+      handle = await this.baselineHandle()
+      file = baselineFiles(this.dir).image
+      offset = pos - BASELINE_BASE
+    } else {
+      const segment = await this.segment(Math.floor(pos / this.config.segmentBytes))
+      handle = segment.handle
+      file = segment.file
+      offset = pos % this.config.segmentBytes
+    }
     const data = Buffer.allocUnsafe(run * B)
     let got = 0
     while (got < data.length) {
-      const n = await segment.handle.read(data, got, data.length - got, pos % this.config.segmentBytes + got)
-      if (n === 0) throw new LogdiskError('CORRUPT', `segment ${segment.file} ends before block ${block + Math.floor(got / B)}'s data`)
+      const n = await handle.read(data, got, data.length - got, offset + got)
+      if (n === 0) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + Math.floor(got / B)}'s data`)
       got += n
     }
     for (let i = 0; i < run; i++) {
       if (crc32c(data.subarray(i * B, (i + 1) * B)) !== crcs[i]) {
-        throw new LogdiskError('CORRUPT', `block ${block + i} fails its checksum in ${segment.file} at offset ${pos % this.config.segmentBytes + i * B}; run logdisk verify`)
+        throw new LogdiskError('CORRUPT', `block ${block + i} fails its checksum in ${file} at offset ${offset + i * B}; run logdisk verify`)
       }
     }
     return data
+  }
+
+  private baselineFile: Promise<FileHandle> | undefined
+
+  private async baselineForVerify (): Promise<VerifyInput['baseline']> {
+    const idx = await readBaselineIndex(this.layer, this.dir, this.config.uuid)
+    if (!idx) return undefined
+    const handle = await this.baselineHandle()
+    return {
+      blocks: idx.blocks,
+      base: BASELINE_BASE,
+      read: async block => {
+        const buf = Buffer.alloc(this.blockBytes)
+        await handle.read(buf, 0, buf.length, block * this.blockBytes)
+        return buf
+      }
+    }
+  }
+
+  private baselineHandle (): Promise<FileHandle> {
+    this.baselineFile ??= (async () => {
+      const { dir, image } = baselineFiles(this.dir)
+      await this.layer.mkdirp(dir)
+      return this.layer.open(image, true)
+    })()
+    return this.baselineFile
+  }
+
+  /**
+   * Merges everything up to the oldest kept snapshot (or, with none, up to now) into the
+   * block-ordered baseline, then compacts: the log entries it covered are freed (000 cl. 8).
+   * Every image reads the same before and after. Returns how many blocks moved in.
+   */
+  async compactIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number, compaction: CompactionReport }> {
+    this.assertOpen()
+    if (this.compacting) throw new LogdiskError('BUSY', 'a compaction of this store is already running')
+    this.compacting = true
+    let moved: Array<{ block: number, seq: number, crc: number }> = []
+    let cutSeq: number
+    try {
+      cutSeq = this.snapshotTable.list()[0]?.seq ?? this.seq
+      await this.checkpointThrough(this.seq)
+      const B = this.blockBytes
+      const existing = await readBaselineIndex(this.layer, this.dir, this.config.uuid)
+      const inBaseline = new Map<number, { seq: number, crc: number }>()
+      for (const b of existing?.blocks ?? []) inBaseline.set(b.block, b)
+      // The version of every block visible at the cut, from one pass over the index.
+      const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
+      let block = -1
+      let best: { seq: number, crc: number, position: number } | undefined
+      const flushBest = (): void => {
+        if (best && best.position < BASELINE_BASE) visible.push({ block, ...best })
+      }
+      for await (const [b, seq, position, crc] of this.index.history()) {
+        if (b !== block) { flushBest(); block = b; best = undefined }
+        if (seq <= cutSeq) best = { seq, crc, position }
+      }
+      flushBest()
+      const handle = await this.baselineHandle()
+      const { dir } = baselineFiles(this.dir)
+      let done = 0
+      for (const v of visible) {
+        const data = await this.readRun(v.block, 1, v.position, Uint32Array.of(v.crc))
+        await handle.writev([data], v.block * B)
+        moved.push({ block: v.block, seq: v.seq, crc: v.crc })
+        inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+        onProgress?.(++done, visible.length)
+      }
+      await handle.datasync()
+      await this.layer.syncDir(dir)
+      const blocks = [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
+      await writeBaselineIndex(this.layer, this.dir, this.config.uuid, { cutSeq, blocks })
+      // Only now does the index point at the baseline; the log copies become unreferenced.
+      for (const v of moved) {
+        this.map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
+        this.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
+      }
+      await this.checkpointing
+      await this.checkpoint()
+    } catch (err) {
+      moved = []
+      throw err
+    } finally {
+      this.compacting = false
+    }
+    const compaction = await this.compact({ cleanBelow: 0 })
+    return { blocks: moved.length, cutSeq, compaction }
   }
 
   /** Copies the part of blocks [block, block+run) that overlaps the request; null = zeros. */
@@ -888,7 +987,10 @@ export class Store {
 
   /** Disk bytes (allocated, after hole punching) of the store's segments, by state. */
   async spaceByState (): Promise<Record<string, number>> {
-    const out: Record<string, number> = { current: 0, active: 0, inactive: 0, archived: 0 }
+    const out: Record<string, number> = { current: 0, active: 0, inactive: 0, archived: 0, baseline: 0 }
+    try {
+      out.baseline = fs.statSync(baselineFiles(this.dir).image).blocks * 512
+    } catch { /* no baseline */ }
     for (const id of this.segmentIds) {
       for (const volume of this.segmentVolumes.get(id) ?? []) {
         try {
@@ -1056,7 +1158,8 @@ export class Store {
       upTo: this.lastCheckpoint,
       end,
       map: this.map,
-      index: this.index
+      index: this.index,
+      baseline: await this.baselineForVerify()
     })
   }
 
@@ -1085,6 +1188,7 @@ export class Store {
   }
 
   private async release (): Promise<void> {
+    if (this.baselineFile) await (await this.baselineFile).close().catch(() => undefined)
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
     await this.index.close()

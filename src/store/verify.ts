@@ -4,6 +4,7 @@ import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { scanSegment } from './scanner'
+import { crc32c } from './crc'
 import { moveRecordAt, tableBytes } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
 import type { SegmentHome } from './segment-home'
@@ -31,6 +32,8 @@ export interface VerifyInput {
   end: number
   map: BlockMap
   index: IndexDb
+  /** The baseline's blocks, and a reader of one block of it. */
+  baseline?: { blocks: Array<{ block: number, seq: number, crc: number }>, read: (block: number) => Promise<Buffer>, base: number }
 }
 
 const MAX_PROBLEMS = 100
@@ -50,6 +53,13 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
   const newestSeq = new Map<number, number>()
+  for (const b of input.baseline?.blocks ?? []) {
+    report.blocksChecked++
+    const data = await input.baseline!.read(b.block)
+    if (crc32c(data) !== b.crc) problem(`baseline: block ${b.block} fails its checksum`)
+    newest.set(b.block, input.baseline!.base + b.block * geometry.blockBytes)
+    newestSeq.set(b.block, b.seq)
+  }
   let lastSeq = 0
   let lastId = -1
   for (const id of input.segmentIds) {
@@ -89,7 +99,10 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
           // The newest version has the highest seq; a moved version (same seq) replaces its original.
           const block = blockOf(i)
           const seq = h.kind === EntryKind.write ? h.seq : moveRecordAt(item.table, i).seq
-          if ((newestSeq.get(block) ?? -1) > seq) continue
+          const known = newestSeq.get(block) ?? -1
+          // Higher seq wins; on a tie a moved copy wins over its original, and the baseline's
+          // copy over a log copy compaction has not freed yet.
+          if (known > seq || (known === seq && (newest.get(block) ?? 0) >= (input.baseline?.base ?? Infinity))) continue
           newest.set(block, dataStart + i * geometry.blockBytes)
           newestSeq.set(block, seq)
         }
@@ -101,12 +114,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   // The index must agree with the log for everything the checkpoint covers.
   const indexed = new Map<number, number>()
   for await (const [block, , position] of input.index.history()) {
-    if (position < upTo.position) indexed.set(block, position)
+    if (position < upTo.position || position >= (input.baseline?.base ?? Infinity)) indexed.set(block, position)
   }
   for (const [block, position] of newest) {
     if (indexed.get(block) !== position) problem(`index: block ${block} should be at log position ${position}, LevelDB says ${indexed.get(block) ?? 'nothing'}`)
     const inMemory = input.map.position(block)
-    if (inMemory < upTo.position && inMemory !== position) problem(`index: block ${block} should be at log position ${position}, the in-memory map says ${inMemory}`)
+    if ((inMemory < upTo.position || inMemory >= (input.baseline?.base ?? Infinity)) && inMemory !== position) problem(`index: block ${block} should be at log position ${position}, the in-memory map says ${inMemory}`)
   }
   for (const block of indexed.keys()) {
     if (!newest.has(block)) problem(`index: block ${block} is indexed but not in the log`)

@@ -8,16 +8,19 @@ export function register (program: Command): void {
   program.command('compact <store>')
     .description('free versions no snapshot needs (punching holes in segments, recycling empty ones)')
     .option('--snapshot <name>', 'only the partition of this snapshot')
+    .option('--into-baseline', 'merge everything up to the oldest kept snapshot into the block-ordered baseline, then compact')
     .option('--json', 'print the report as JSON')
-    .action(async (storeArg: string, opts: { snapshot?: string, json?: boolean }) => {
-      const bar = progressBar('compacting', 'segments')
-      let r: CompactionReport
+    .action(async (storeArg: string, opts: { snapshot?: string, intoBaseline?: boolean, json?: boolean }) => {
+      const bar = progressBar(opts.intoBaseline ? 'merging' : 'compacting', opts.intoBaseline ? 'blocks' : 'segments')
+      let out: CompactionReport | { blocks: number, cutSeq: number, compaction: CompactionReport }
       try {
-        r = await runOp<CompactionReport>(storeArg, 'compact', { snapshot: opts.snapshot }, { onProgress: bar.update })
+        out = await runOp(storeArg, 'compact', { snapshot: opts.snapshot, intoBaseline: !!opts.intoBaseline }, { onProgress: bar.update })
       } finally {
         bar.stop()
       }
-      if (opts.json) return console.log(JSON.stringify(r, null, 2))
-      console.log(`freed ${r.versionsFreed} block versions in ${r.entriesFreed} entries; punched ${formatBytes(r.bytesPunched)} in ${r.runsPunched} runs; recycled ${r.segmentsRecycled} segments; ${r.segmentsInactive} became inactive (${r.durationMs} ms)`)
+      if (opts.json) return console.log(JSON.stringify(out, null, 2))
+      if ('compaction' in out) console.log(`merged ${out.blocks} blocks into the baseline (everything up to sequence ${out.cutSeq})`)
+      const r = 'compaction' in out ? out.compaction : out
+      console.log(`freed ${r.versionsFreed} block versions in ${r.entriesFreed} entries; moved ${r.versionsMoved} out of ${r.segmentsCleaned} mostly-dead segments; punched ${formatBytes(r.bytesPunched)} in ${r.runsPunched} runs; recycled ${r.segmentsRecycled} segments; ${r.segmentsInactive} became inactive (${r.durationMs} ms)`)
     })
 }

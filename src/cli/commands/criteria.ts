@@ -65,13 +65,13 @@ async function copyWaiting (dir: string, criteria: string, snapshot: string): Pr
  * runs in the daemon), or opens the store itself, waiting up to 60 s for its lock. Its output
  * goes to <store>/criteria.log; the outcome is recorded in criteria.json (criteria show).
  */
-export async function snapshotByCriteria (storeArg: string, opts: { criteria: string, name?: string, freeze?: string, json?: boolean }): Promise<void> {
+export async function snapshotByCriteria (storeArg: string, opts: { criteria: string, name?: string, id?: string, freeze?: string, json?: boolean }): Promise<void> {
   const dir = path.resolve(storeArg)
   readConfig(dir)
   const c = getCriteria(dir, opts.criteria)
   const freeze = opts.freeze ?? c.freeze ?? undefined
   const cut = await withFrozen(freeze, frozen =>
-    runOp<{ snapshot: SnapshotRecord, target: string }>(dir, 'criteriaSnapshot', { criteria: c.name, name: opts.name, frozen }))
+    runOp<{ snapshot: SnapshotRecord, target: string }>(dir, 'criteriaSnapshot', { criteria: c.name, name: opts.name, id: opts.id === undefined ? undefined : Number(opts.id), frozen }))
   const snap = cut.snapshot
   if (c.background) {
     const log = fs.openSync(path.join(dir, CRITERIA_LOG), 'a')

@@ -36,6 +36,7 @@ export function register (program: Command): void {
       const dir = path.resolve(storeArg)
       let file = opts.in === '-' ? '-' : path.resolve(opts.in)
       let spooled: string | undefined
+      if (file === '-' && process.stdin.isTTY) throw new LogdiskError('BAD_ARGUMENT', 'standard input is a terminal; pipe a stream into it (logdisk send ... --out - | logdisk receive ...) or give --in FILE')
       if (file === '-' || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
         if (file !== '-' && !fs.existsSync(file)) throw new LogdiskError('NOT_FOUND', `${file} does not exist`)
         spooled = file = await spool(file, dir)

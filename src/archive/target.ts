@@ -1,0 +1,142 @@
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { LogdiskError } from '../errors'
+import { DirTarget } from './dir'
+import { resolveS3Settings, S3Target, type S3Settings } from './s3'
+
+/**
+ * Where archived segments go: a flat namespace of named, immutable-once-published objects on
+ * backing storage (a directory, an S3-compatible bucket). The store encodes a segment with
+ * `encodeArchive` (codec.ts), `put`s it, and recycles the segment only after `put` resolved;
+ * restores `get` it back and `decodeArchive` it, which checks the sha256 of the contents.
+ *
+ * The interface is narrow on purpose (litestream's ReplicaClient): every backend implements
+ * exactly these methods, and test/archive-conformance.test.ts runs one suite against each.
+ *
+ * Names: 1 to 200 characters of [A-Za-z0-9._-], starting with a letter or digit, and never
+ * containing ".tmp-" (that marks a backend's temporary objects, which no method ever returns).
+ * Any other name is refused with BAD_ARGUMENT before anything is touched.
+ *
+ * Errors are LogdiskError with one of these codes, and one-line messages that name the target
+ * (`describe()`) and say what to check:
+ *   NOT_FOUND    `get` of a name that holds no object
+ *   IO           the target is unreachable or refuses the operation: a directory that is
+ *                missing, not a directory, read-only, full or unwritable; an S3 endpoint that
+ *                does not answer (bounded by timeouts and a small retry count: never a hang),
+ *                a bucket that does not exist, credentials that are refused
+ *   CORRUPT      a checksum does not match: `put` read back something other than it wrote, or
+ *                `get` found an object whose bytes do not match the checksum stored with it
+ *   BAD_ARGUMENT a name outside the rules above; a target string `parseTarget` cannot read
+ */
+export interface ArchiveTarget {
+  /**
+   * Stores `data` under `name`, replacing any object of that name. Atomic: until the promise
+   * resolves, readers see the old object (or none), never a partial one; if the process dies
+   * or the call fails at any point, `name` still holds the old object or none, and at most a
+   * temporary object (ignored by `list`/`has`/`get`) is left behind. After it resolves the
+   * object is complete and durable under `name` and its checksum was verified by reading it
+   * back from the target.
+   */
+  put (name: string, data: Buffer): Promise<void>
+
+  /**
+   * The bytes stored under `name`. Throws NOT_FOUND when there is none, CORRUPT when the
+   * backend keeps a checksum with the object and the bytes do not match it. (A directory keeps
+   * none: the archive format's own sha256, checked by `decodeArchive`, covers it end to end.)
+   */
+  get (name: string): Promise<Buffer>
+
+  /** Whether an object is published under `name`. */
+  has (name: string): Promise<boolean>
+
+  /** Names of the published objects starting with `prefix` (all when empty), sorted. */
+  list (prefix?: string): Promise<string[]>
+
+  /** Removes the object under `name`; removing a name that holds nothing is not an error. */
+  delete (name: string): Promise<void>
+
+  /** One line naming the target for messages, e.g. "directory /mnt/archive". No secrets. */
+  describe (): string
+
+  /** Releases connections (S3); the target is not used after. */
+  close (): Promise<void>
+}
+
+/**
+ * Fault injection, for tests of the crash and damage paths (the pattern of litefs's labelled
+ * faults and s3backer's test_io). Off unless a test sets it in a backend's options; the same
+ * labels mean the same moment in every backend, so the conformance suite drives all of them.
+ */
+export interface ArchiveFaults {
+  /**
+   * `put` stops with IO "injected fault" right after the temporary object is complete (dir:
+   * written and fsynced; S3: uploaded), before it is published: what a process killed halfway
+   * through an upload leaves behind. The temporary object is deliberately not cleaned up.
+   */
+  failAfterTmpWrite?: boolean
+  /**
+   * `put` stores the data with one byte flipped in the temporary object (dir: flipped in the
+   * file after writing; S3: flipped in the request body, as a bad network path would), so its
+   * verification must catch it: `put` throws CORRUPT and publishes nothing.
+   */
+  corruptTmpWrite?: boolean
+}
+
+/** Options a store's config supplies with its target string. */
+export interface TargetOptions {
+  /** S3 endpoint, region, credentials, timeouts: win over the AWS environment variables. */
+  s3?: S3Settings
+  /** Test-only fault injection (see ArchiveFaults). */
+  faults?: ArchiveFaults
+}
+
+const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/
+const S3_PREFIX_RE = /^[A-Za-z0-9._\-/]*$/
+
+/**
+ * The ArchiveTarget a `--target` string names:
+ *   /abs/dir               a directory (it must exist)
+ *   file:///abs/dir        the same, as a URL
+ *   s3://bucket[/prefix]   an S3-compatible bucket; endpoint, region and credentials from
+ *                          `options.s3`, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_REGION,
+ *                          AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN in `env`
+ * Anything else throws BAD_ARGUMENT saying which forms are accepted. Nothing is contacted here:
+ * an unreachable target fails (IO) on its first operation.
+ */
+export function parseTarget (spec: string, env: NodeJS.ProcessEnv = process.env, options: TargetOptions = {}): ArchiveTarget {
+  const forms = 'use /abs/dir, file:///abs/dir or s3://bucket/prefix'
+  if (typeof spec !== 'string' || spec.trim() === '') {
+    throw new LogdiskError('BAD_ARGUMENT', `empty archive target: ${forms}`)
+  }
+  if (spec.startsWith('file:')) {
+    let dir: string
+    try {
+      dir = fileURLToPath(spec)
+    } catch (err) {
+      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: not a local file URL (${(err as Error).message}): ${forms}`, err)
+    }
+    return new DirTarget(dir, { faults: options.faults })
+  }
+  if (spec.startsWith('s3://')) {
+    const rest = spec.slice('s3://'.length)
+    if (/[?#]/.test(rest)) throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: query strings and fragments are not supported: ${forms}`)
+    const slash = rest.indexOf('/')
+    const bucket = slash === -1 ? rest : rest.slice(0, slash)
+    const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '')
+    if (!BUCKET_RE.test(bucket)) {
+      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: bucket name ${JSON.stringify(bucket)} is not 3-63 characters of letters, digits, . _ -`)
+    }
+    if (!S3_PREFIX_RE.test(prefix) || (prefix !== '' && prefix.split('/').some(part => part === '' || part === '.' || part === '..'))) {
+      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: prefix ${JSON.stringify(prefix)} must be /-separated parts of letters, digits, . _ - (no empty, . or .. parts)`)
+    }
+    const settings = resolveS3Settings(`archive target ${spec}`, options.s3, env)
+    return new S3Target(bucket, prefix, settings, { faults: options.faults })
+  }
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(spec)) {
+    throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: unsupported scheme: ${forms}`)
+  }
+  if (!path.isAbsolute(spec)) {
+    throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: a directory target must be an absolute path: ${forms}`)
+  }
+  return new DirTarget(spec, { faults: options.faults })
+}
