@@ -3,14 +3,17 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { mountImages, type Mounted } from '../fuse/mount'
 import { openStore } from '../pool/open-store'
-import { readPolicy } from '../policy/policy'
+import { parseDuration, readPolicy } from '../policy/policy'
+import { archiveLink } from '../archive/link'
+import { parseTarget } from '../archive/target'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 
-const POOL_TICK_MS = Number(process.env.LOGDISK_POOL_TICK_MS ?? 2000)
+/** How often the daemon looks at its policy (tests shorten it). */
+const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS ?? process.env.LOGDISK_POOL_TICK_MS ?? 2000)
 
 /**
  * The mount daemon: holds the store open, serves the image folder over FUSE and answers the
@@ -77,10 +80,30 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     throw err
   }
 
-  // Pool growth and shrink by policy (re-read each time: `policy set` edits the file).
+  // Maintenance by policy, re-read each tick (`policy set` edits the file): pool growth and
+  // shrink, background compaction every compact.every, then archiving when a target is set.
+  let lastCompactMs = Date.now()
+  let maintaining = false
+  let archiveTarget = ''
   poolTimer = setInterval(() => {
-    try { pool.setPolicy(readPolicy(storeDir)) } catch (err) { log.error({ err: (err as Error).message }, 'policy unreadable; keeping the previous one') }
-    pool.tick().catch(err => log.error({ err: (err as Error).message }, 'pool maintenance failed'))
+    if (maintaining) return
+    maintaining = true
+    void (async () => {
+      const policy = readPolicy(storeDir)
+      pool.setPolicy(policy)
+      await pool.tick()
+      if (policy['archive.target'] !== archiveTarget) {
+        archiveTarget = policy['archive.target']
+        store.attachArchive(archiveTarget === '' ? undefined : archiveLink(parseTarget(archiveTarget), store.config.uuid))
+      }
+      const every = parseDuration(policy['compact.every']) ?? 0
+      if (every > 0 && Date.now() - lastCompactMs >= every) {
+        lastCompactMs = Date.now()
+        await ops.compact(store, {}, {})
+        if (archiveTarget !== '') await ops.archive(store, {}, {})
+      }
+    })().catch(err => log.error({ err: (err as Error).message }, 'background maintenance failed; will retry'))
+      .finally(() => { maintaining = false })
   }, POOL_TICK_MS)
   poolTimer.unref()
 

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
-import { readPolicy, volumeIdPolicy } from '../policy/policy'
+import { parseDuration, readPolicy, volumeIdPolicy } from '../policy/policy'
 import { restoreImage, type Store } from '../store'
 import type { Pool } from '../pool/pool'
 import { poolOf } from '../pool/open-store'
@@ -44,9 +44,14 @@ function requirePool (store: Store): Pool {
 export const ops: Record<string, Op> = {
   status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status() }),
 
+  archive: (store, _args, ctx) => {
+    const p = readPolicy(store.dir)
+    return store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }, ctx.onProgress)
+  },
+
   compact: (store, args, ctx) => args.intoBaseline === true
     ? store.compactIntoBaseline(ctx.onProgress)
-    : store.compact({ snapshot: str(args, 'snapshot') }, ctx.onProgress),
+    : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, ctx.onProgress),
 
   'pool list': async store => requirePool(store).status(),
   'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),

@@ -182,7 +182,7 @@ function isBlockDevice (p: string): boolean {
  * background. Refuses before cutting when the target would exist.
  */
 export async function cutByCriteria (
-  store: Store, criteria: string, opts: { name?: string, frozen?: boolean, idPolicy?: VolumeIdPolicy } = {}
+  store: Store, criteria: string, opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy } = {}
 ): Promise<{ snapshot: SnapshotRecord, target: string, criteria: Criteria }> {
   const c = getCriteria(store.dir, criteria)
   const blocks = store.sizeBytes / store.blockBytes
@@ -199,7 +199,7 @@ export async function cutByCriteria (
     throw new LogdiskError('BAD_ARGUMENT', `criteria ${c.name}'s target ${planned} exists; move it away or use {snapshot}, {seq} or {time} in the target`)
   }
   await store.flush()
-  const snapshot = await store.snapshot({ name, frozen: opts.frozen ?? false, idPolicy: opts.idPolicy })
+  const snapshot = await store.snapshot({ name, id: opts.id, frozen: opts.frozen ?? false, idPolicy: opts.idPolicy })
   const updated = updateCriteria(store.dir, c.name, x => { x.runs++ })
   return { snapshot, target: expandTarget(c, snapshot), criteria: updated }
 }

@@ -42,7 +42,35 @@ const oneOfNumbers = (options: number[], d: number): KeySpec<number> => ({
   default: d
 })
 
+/** "15m", "1h", "7d", "30s" or "0" (off), in milliseconds. */
+export function parseDuration (text: string): number | undefined {
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim())
+  if (!m) return undefined
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd']
+  return Number(m[1]) * unit
+}
+const duration: (d: string) => KeySpec<string> = d => ({
+  values: 'a duration like 30s, 15m, 1h, 7d, or 0 for off',
+  parse: t => parseDuration(t) === undefined ? undefined : t,
+  default: d
+})
+const archiveTarget: KeySpec<string> = {
+  values: 'empty (no archive), an absolute directory, file:///dir or s3://bucket/prefix',
+  parse: t => t === '' || t.startsWith('/') || t.startsWith('file:///') || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(t) ? t : undefined,
+  default: ''
+}
+const count: (d: number) => KeySpec<number> = d => ({
+  values: 'a whole number, 0 for no limit',
+  parse: t => /^\d+$/.test(t) && Number.isSafeInteger(Number(t)) ? Number(t) : undefined,
+  default: d
+})
+
 export const POLICY_KEYS = {
+  'compact.every': duration('10m'),
+  'compact.cleanBelow': fraction(0.5),
+  'archive.target': archiveTarget,
+  'archive.after': duration('0'),
+  'segments.workingSet': count(0),
   'pool.growAt': fraction(0.95),
   'pool.shrinkAt': fraction(0.5),
   'pool.mode': oneOf(['auto', 'ask'], 'auto'),

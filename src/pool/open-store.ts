@@ -4,6 +4,8 @@ import { Store, type OpenOptions } from '../store'
 import { readConfig } from '../store/config'
 import { silentLogger } from '../store/logger'
 import { Pool } from './pool'
+import { archiveLink } from '../archive/link'
+import { parseTarget } from '../archive/target'
 
 /**
  * Opens a store with its pool as the home of its segments: what the CLI and the mount daemon
@@ -12,8 +14,11 @@ import { Pool } from './pool'
 export async function openStore (dir: string, opts: Omit<OpenOptions, 'home'> = {}, initialPoolDirs: string[] = []): Promise<{ store: Store, pool: Pool }> {
   dir = path.resolve(dir)
   const config = readConfig(dir)
-  const pool = Pool.open(dir, config, readPolicy(dir), opts.logger ?? silentLogger, initialPoolDirs)
-  const store = await Store.open(dir, { ...opts, home: pool })
+  const policy = readPolicy(dir)
+  const pool = Pool.open(dir, config, policy, opts.logger ?? silentLogger, initialPoolDirs)
+  const target = policy['archive.target']
+  const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
+  const store = await Store.open(dir, { ...opts, home: pool, archive })
   pool.attach(store)
   return { store, pool }
 }

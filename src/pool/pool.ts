@@ -297,6 +297,8 @@ export class Pool implements SegmentHome {
     if (assigned.length === 0 || volumes.filter(v => v.state === 'assigned').length < 2) return
     const emptiest = assigned.sort((a, b) => a.segments - b.segments)[0]
     const others = volumes.filter(v => v.state === 'assigned' && v.id !== emptiest.id)
+    // Mirrored: the copies of a segment need as many volumes with room as there are copies.
+    if (others.filter(v => v.capacityBytes - v.usedBytes >= this.config.segmentBytes).length < this.policy.mirror) return
     const room = others.reduce((n, v) => n + Math.floor((v.capacityBytes - v.usedBytes) / this.config.segmentBytes), 0)
     const capacity = others.reduce((n, v) => n + v.capacityBytes, 0)
     const usedAfter = others.reduce((n, v) => n + v.usedBytes, 0) + emptiest.usedBytes

@@ -17,6 +17,8 @@ export interface SegmentRecord {
   state: 'current' | 'active' | 'inactive' | 'archived' | 'recycled'
   /** Pool volumes holding its copies (absent in records written before pools). */
   volumes?: string[]
+  /** A complete copy is on backing storage (so local bytes may be punched or deleted). */
+  archived?: boolean
 }
 
 /** One log entry, without its data: what `log` lists and what maps a time to a sequence. */

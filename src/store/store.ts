@@ -17,6 +17,7 @@ import { HIGHEST_VOLUME_ID, HISTORY_HORIZON, recover, type RecoveryReport } from
 import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
 import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
+import type { ArchiveLink } from './archive-link'
 import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
 
 export interface OpenOptions {
@@ -31,6 +32,8 @@ export interface OpenOptions {
   holder?: string
   /** Where segment files live (the pool); default: one volume inside the store. */
   home?: SegmentHome
+  /** Backing storage for archived segments (src/archive); none by default. */
+  archive?: ArchiveLink
   /**
    * Fault injection by operation label, for tests of failure paths through real mounts
    * (litefs's pattern): 'marker' makes every marker append fail.
@@ -57,6 +60,8 @@ const INDEX_DIR = 'index'
 const HOLDER_FILE = 'holder.json'
 /** Segment handles kept open for reads; older ones are closed (bounded fd use). */
 const MAX_OPEN_SEGMENTS = 64
+/** Archived segments kept fetched in <store>/cache at once. */
+const MAX_CACHED_SEGMENTS = 8
 
 /**
  * A virtual disk: an append-only log of equal-size segments (004 cl. 2-6) plus the index of
@@ -94,6 +99,8 @@ export class Store {
     private readonly segmentVolumes: Map<number, string[]>,
     /** Lifecycle state of every segment still in the store (004: current, active, inactive...). */
     private readonly segmentState: Map<number, SegmentRecord['state']>,
+    /** Segments with a complete copy on backing storage. */
+    private readonly archivedIds: Set<number>,
     private seq: number,
     readonly recovery: RecoveryReport,
     private readonly snapshotTable: SnapshotTable,
@@ -158,6 +165,7 @@ export class Store {
       // or moved), else where they were found.
       const volumes = new Map<number, string[]>()
       const states = new Map<number, SegmentRecord['state']>()
+      const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))
       for (const id of ids) {
         const state = records.get(id)?.state ?? 'active'
         states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
@@ -168,7 +176,7 @@ export class Store {
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, states, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
+      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
     } catch (err) {
       await index.close()
       throw err
@@ -298,6 +306,18 @@ export class Store {
     }
     for (let i = 0; i < run; i++) {
       if (crc32c(data.subarray(i * B, (i + 1) * B)) !== crcs[i]) {
+        // Compaction punches dead data out of archived segments: old versions come back
+        // from backing storage (restores at old points, old snapshots).
+        const id = Math.floor(pos / this.config.segmentBytes)
+        if (pos < BASELINE_BASE && this.archivedIds.has(id) && this.segmentState.get(id) !== 'archived') {
+          const archived = await this.fetchArchived(id)
+          const again = Buffer.allocUnsafe(run * B)
+          await archived.handle.read(again, 0, again.length, offset)
+          await archived.close()
+          let ok = true
+          for (let j = 0; j < run; j++) if (crc32c(again.subarray(j * B, (j + 1) * B)) !== crcs[j]) ok = false
+          if (ok) return again
+        }
         throw new LogdiskError('CORRUPT', `block ${block + i} fails its checksum in ${file} at offset ${offset + i * B}; run logdisk verify`)
       }
     }
@@ -408,8 +428,9 @@ export class Store {
       return segment
     }
     const volumes = this.segmentVolumes.get(id)
-    if (!volumes) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
-    segment = await Segment.open(this.layer, this.home, volumes, id, this.geometry, this.log)
+    if (this.segmentState.get(id) === 'archived') segment = await this.fetchArchived(id)
+    else if (!volumes) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
+    else segment = await Segment.open(this.layer, this.home, volumes, id, this.geometry, this.log)
     const raced = this.openSegments.get(id)
     if (raced) {
       await segment.close()
@@ -423,6 +444,126 @@ export class Store {
       old.close().catch(() => undefined)
     }
     return segment
+  }
+
+  private readonly cacheOrder: number[] = []
+
+  /**
+   * Brings an archived segment back from backing storage into <store>/cache (bounded: the
+   * oldest fetched copies are deleted past MAX_CACHED_SEGMENTS) and opens it. Restores and
+   * reads of old snapshots work with archived segments this way (004 cl. 16-18).
+   */
+  private async fetchArchived (id: number): Promise<Segment> {
+    const link = this.opts.archive
+    if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.dir} archive.target=...)`)
+    const cache = this.cacheHome()
+    const dir = cache.dirOf('cache')
+    const file = path.join(dir, segmentFileName(id))
+    if (!this.cacheOrder.includes(id)) {
+      const data = await link.get(id)
+      await this.layer.mkdirp(dir)
+      const tmp = `${file}.fetch`
+      const h = await this.layer.open(tmp, true)
+      try {
+        await h.truncate(0)
+        await h.writev([data], 0)
+      } finally {
+        await h.close()
+      }
+      await this.layer.rename(tmp, file)
+      this.cacheOrder.push(id)
+      while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
+        const old = this.cacheOrder.shift()!
+        this.forgetHandle(old)
+        await this.layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
+      }
+    }
+    return Segment.open(this.layer, cache, ['cache'], id, this.geometry, this.log)
+  }
+
+  private cacheHome (): SegmentHome {
+    const dir = path.join(this.dir, 'cache')
+    return { dirOf: () => dir, volumes: () => ['cache'], place: async () => ['cache'], occupied () {}, vacated () {} }
+  }
+
+  /**
+   * Archives sealed segments to backing storage (004 cl. 14-18): inactive ones (nothing live),
+   * active ones sealed longer than `olderThanMs`, and the oldest active ones past a working
+   * set of `workingSet` local segments. Each is put (atomic, verified) before its local copy
+   * goes; fetched back on demand. Appends go on meanwhile.
+   */
+  async archive (opts: { olderThanMs?: number, workingSet?: number } = {}, onProgress?: (done: number, total: number) => void): Promise<{ archived: number, removedLocal: number, bytes: number }> {
+    this.assertOpen()
+    const link = this.opts.archive
+    if (!link) throw new LogdiskError('BAD_ARGUMENT', `no archive target: set one with logdisk policy set ${this.dir} archive.target=/dir|s3://bucket/prefix`)
+    const sealed = this.segmentIds.filter(id => id < this.current.id && this.segmentState.get(id) !== 'archived')
+    const local = sealed.filter(id => this.segmentState.get(id) === 'active')
+    const chosen = new Set(sealed.filter(id => this.segmentState.get(id) === 'inactive'))
+    if (opts.olderThanMs && opts.olderThanMs > 0) {
+      for (const id of local) {
+        const st = await this.sealedAtMs(id)
+        if (st !== undefined && Date.now() - st >= opts.olderThanMs) chosen.add(id)
+      }
+    }
+    if (opts.workingSet && opts.workingSet > 0) {
+      const excess = local.length + 1 - opts.workingSet
+      for (const id of local.slice(0, Math.max(0, excess))) chosen.add(id)
+    }
+    const out = { archived: 0, removedLocal: 0, bytes: 0 }
+    let done = 0
+    for (const id of [...chosen].sort((a, b) => a - b)) {
+      onProgress?.(done++, chosen.size)
+      out.bytes += await this.ensureArchived(id)
+      out.archived++
+      // The local copy goes only once the index says where the segment is now.
+      const volumes = this.segmentVolumes.get(id) ?? []
+      this.segmentState.set(id, 'archived')
+      this.batch.segments.set(id, { state: 'archived', volumes: [], archived: true })
+      await this.checkpointing
+      await this.checkpoint()
+      this.forgetHandle(id)
+      for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
+      this.segmentVolumes.delete(id)
+      this.home.vacated(id, volumes)
+      out.removedLocal++
+    }
+    onProgress?.(chosen.size, chosen.size)
+    this.log.info(out, 'archived')
+    return out
+  }
+
+  /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
+  attachArchive (link: ArchiveLink | undefined): void {
+    (this.opts as { archive?: ArchiveLink }).archive = link
+  }
+
+  /** Puts segment `id` on backing storage unless it is there; returns the bytes put. */
+  private async ensureArchived (id: number): Promise<number> {
+    if (this.archivedIds.has(id)) return 0
+    const segment = await this.segment(id)
+    const size = await segment.handle.size()
+    const data = Buffer.allocUnsafe(size)
+    let got = 0
+    while (got < size) {
+      const n = await segment.handle.read(data, got, size - got, got)
+      if (n === 0) break
+      got += n
+    }
+    await this.opts.archive!.put(id, data.subarray(0, got))
+    this.archivedIds.add(id)
+    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes: this.segmentVolumes.get(id), archived: true })
+    return got
+  }
+
+  /** When a segment was sealed: the time of its last entry. */
+  private async sealedAtMs (id: number): Promise<number | undefined> {
+    let last: number | undefined
+    for await (const [, e] of this.index.entries(1, this.seq)) {
+      const seg = Math.floor(e.position / this.config.segmentBytes)
+      if (seg === id) last = e.timeMs
+      else if (seg > id) break
+    }
+    return last
   }
 
   /**
@@ -721,7 +862,7 @@ export class Store {
   /** Makes the index say where a segment's copies are, durably, before old copies go. */
   private async recordVolumes (id: number, volumes: string[]): Promise<void> {
     this.segmentVolumes.set(id, volumes)
-    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes })
+    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes, archived: this.archivedIds.has(id) || undefined })
     await this.checkpointing
     await this.checkpoint()
   }
@@ -865,7 +1006,7 @@ export class Store {
       const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
       for await (const [seq, e] of this.index.entries(1, this.seq)) {
         const id = Math.floor(e.position / S)
-        if (id >= this.current.id || !this.segmentVolumes.has(id)) continue
+        if (id >= this.current.id || !this.segmentVolumes.has(id) || this.segmentState.get(id) === 'archived') continue
         let list = bySegment.get(id)
         if (!list) bySegment.set(id, list = [])
         list.push({ seq, e })
@@ -889,6 +1030,9 @@ export class Store {
         }
         const fresh = runs.filter(r => r.fresh)
         if (fresh.length > 0) {
+          // With backing storage, history stays complete: the whole segment is archived
+          // before any of it is punched, and reads of dead versions fetch it back.
+          if (this.opts.archive) await this.ensureArchived(id)
           const segment = await this.segment(id)
           const spans: Array<[number, number]> = []
           for (const run of fresh) {
@@ -924,22 +1068,30 @@ export class Store {
           report.segmentsInactive++
         }
       }
-      // Dead versions leave the index (their bytes may stay until their whole entry is free).
-      for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
+      // Dead versions leave the index (their bytes may stay until their whole entry is free),
+      // unless backing storage keeps them: then every point in time stays restorable.
       report.versionsFreed = analysis.deadCount
-      this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
+      if (!this.opts.archive) {
+        for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
+        this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
+      }
       await this.checkpointing
       await this.checkpoint() // the index forgets freed versions before any file goes
       for (const id of recycle) {
         const volumes = this.segmentVolumes.get(id) ?? []
         this.forgetHandle(id)
         for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
-        this.segmentIds = this.segmentIds.filter(s => s !== id)
         this.segmentVolumes.delete(id)
-        this.segmentState.delete(id)
         this.home.vacated(id, volumes)
-        this.batch.segments.set(id, { state: 'recycled', volumes: [] })
-        this.recycledCount++
+        if (this.archivedIds.has(id)) {
+          this.segmentState.set(id, 'archived') // its history is on backing storage
+          this.batch.segments.set(id, { state: 'archived', volumes: [], archived: true })
+        } else {
+          this.segmentIds = this.segmentIds.filter(s => s !== id)
+          this.segmentState.delete(id)
+          this.batch.segments.set(id, { state: 'recycled', volumes: [] })
+          this.recycledCount++
+        }
         report.segmentsRecycled++
       }
       await this.checkpointing
@@ -1153,6 +1305,9 @@ export class Store {
       layer: this.layer,
       home: this.home,
       segmentVolumes: new Map(this.segmentVolumes),
+      open: id => this.segmentState.get(id) === 'archived'
+        ? this.fetchArchived(id)
+        : Segment.open(this.layer, this.home, this.segmentVolumes.get(id) ?? [], id, this.geometry),
       geometry: this.geometry,
       segmentIds,
       upTo: this.lastCheckpoint,

@@ -24,6 +24,8 @@ export interface VerifyInput {
   home: SegmentHome
   /** Where each segment's copies should be. */
   segmentVolumes: Map<number, string[]>
+  /** Opens a fresh handle on a segment (archived ones are fetched back). */
+  open: (id: number) => Promise<Segment>
   geometry: SegmentGeometry
   segmentIds: number[]
   /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
@@ -68,7 +70,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     const volumes = input.segmentVolumes.get(id) ?? []
     let segment: Segment
     try {
-      segment = await Segment.open(input.layer, input.home, volumes, id, geometry)
+      segment = await input.open(id)
     } catch (err) {
       problem(`segment ${segmentFileName(id)}: ${(err as Error).message}`)
       continue

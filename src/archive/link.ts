@@ -1,0 +1,28 @@
+import type { ArchiveLink } from '../store/archive-link'
+import { decodeArchive, encodeArchive } from './codec'
+import type { ArchiveTarget } from './target'
+
+/**
+ * The store's ArchiveLink over a target: segment N of store U is the object
+ * `<U>.seg-<N>.ldarch`, compressed and checksummed by the archive codec.
+ */
+export function archiveLink (target: ArchiveTarget, storeUuid: string): ArchiveLink {
+  const name = (id: number): string => `${storeUuid}.seg-${String(id).padStart(12, '0')}.ldarch`
+  return {
+    async put (id, data) {
+      await target.put(name(id), await encodeArchive(data))
+    },
+    async get (id) {
+      return decodeArchive(await target.get(name(id)))
+    },
+    async list () {
+      const ids: number[] = []
+      for (const n of await target.list(`${storeUuid}.seg-`)) {
+        const m = /\.seg-(\d{12})\.ldarch$/.exec(n)
+        if (m) ids.push(Number(m[1]))
+      }
+      return ids.sort((a, b) => a - b)
+    },
+    describe: () => target.describe()
+  }
+}

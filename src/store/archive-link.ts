@@ -1,0 +1,13 @@
+/**
+ * How the store reaches its backing storage (004 cl. 14-18), without knowing what it is: the
+ * archive layer (src/archive) implements this over a directory or an S3 bucket. Contract:
+ * `put` resolves only once the segment is stored completely and verified; `get` returns the
+ * segment's bytes exactly as they were put, or throws (NOT_FOUND, CORRUPT, IO).
+ */
+export interface ArchiveLink {
+  put (segmentId: number, data: Buffer): Promise<void>
+  get (segmentId: number): Promise<Buffer>
+  /** Segment ids the backing storage holds for this store. */
+  list (): Promise<number[]>
+  describe (): string
+}
