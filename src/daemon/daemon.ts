@@ -3,9 +3,7 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { mountImages, type Mounted } from '../fuse/mount'
 import { openStore } from '../pool/open-store'
-import { parseDuration, readPolicy } from '../policy/policy'
-import { archiveLink } from '../archive/link'
-import { parseTarget } from '../archive/target'
+import { PolicyEngine, type PolicyEvent } from '../policy/engine'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
@@ -37,6 +35,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     if (stopping) return stopping
     stopping = (async () => {
       try {
+        mounted?.assertIdle()
+        await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
         await mounted?.unmount()
       } catch (err) {
         stopping = undefined
@@ -52,9 +52,23 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     return stopping
   }
 
+  const engine = new PolicyEngine(store, pool, log)
+  const after = (event: PolicyEvent) => () => {
+    engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
+  }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
     status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid }),
+    sync: async args => {
+      const point = await ops.sync(store, args, {})
+      setImmediate(after('sync'))
+      return point
+    },
+    snapshot: async args => {
+      const snap = await ops.snapshot(store, args, {})
+      setImmediate(after('snapshot'))
+      return snap
+    },
     delete: async args => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {
@@ -80,30 +94,9 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     throw err
   }
 
-  // Maintenance by policy, re-read each tick (`policy set` edits the file): pool growth and
-  // shrink, background compaction every compact.every, then archiving when a target is set.
-  let lastCompactMs = Date.now()
-  let maintaining = false
-  let archiveTarget = ''
+  // Policies, applied by the engine: on a timer, and after the events they name.
   poolTimer = setInterval(() => {
-    if (maintaining) return
-    maintaining = true
-    void (async () => {
-      const policy = readPolicy(storeDir)
-      pool.setPolicy(policy)
-      await pool.tick()
-      if (policy['archive.target'] !== archiveTarget) {
-        archiveTarget = policy['archive.target']
-        store.attachArchive(archiveTarget === '' ? undefined : archiveLink(parseTarget(archiveTarget), store.config.uuid))
-      }
-      const every = parseDuration(policy['compact.every']) ?? 0
-      if (every > 0 && Date.now() - lastCompactMs >= every) {
-        lastCompactMs = Date.now()
-        await ops.compact(store, {}, {})
-        if (archiveTarget !== '') await ops.archive(store, {}, {})
-      }
-    })().catch(err => log.error({ err: (err as Error).message }, 'background maintenance failed; will retry'))
-      .finally(() => { maintaining = false })
+    engine.tick().catch(err => log.error({ err: (err as Error).message }, 'policy maintenance failed; will retry'))
   }, POOL_TICK_MS)
   poolTimer.unref()
 

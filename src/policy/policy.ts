@@ -66,6 +66,12 @@ const count: (d: number) => KeySpec<number> = d => ({
 })
 
 export const POLICY_KEYS = {
+  'snapshot.every': duration('0'),
+  'snapshot.keep': count(0),
+  'baseline.olderThan': duration('0'),
+  'on.sync': oneOf(['none', 'snapshot'], 'none'),
+  'on.unmount': oneOf(['none', 'snapshot'], 'none'),
+  'on.snapshot': oneOf(['none', 'compact'], 'none'),
   'compact.every': duration('10m'),
   'compact.cleanBelow': fraction(0.5),
   'archive.target': archiveTarget,

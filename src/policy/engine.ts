@@ -1,0 +1,111 @@
+import type { Pool } from '../pool/pool'
+import type { Store } from '../store'
+import type { Logger } from '../store/logger'
+import { archiveLink } from '../archive/link'
+import { parseTarget } from '../archive/target'
+import { parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
+
+/** Automatic snapshots are named with this prefix; retention only ever deletes those. */
+export const AUTO_PREFIX = 'auto-'
+
+export type PolicyEvent = 'sync' | 'unmount' | 'snapshot'
+
+/**
+ * Applies a store's policies (000 cl. 3-6; 001 set policy): temporal (snapshot.every,
+ * snapshot.keep, baseline.olderThan, compact.every, archive.after), status (pool.*,
+ * segments.workingSet) and event (on.sync, on.unmount, on.snapshot). The mount daemon calls
+ * `tick` on a timer and `onEvent` after the events; tests give it a fake clock. Policies are
+ * re-read on every tick, so `policy set` takes effect on a mounted store.
+ */
+export class PolicyEngine {
+  private lastSnapshotMs: number
+  private lastCompactMs: number
+  private baselineCut = 0
+  private archiveTarget: string | undefined
+  private running: Promise<void> | undefined
+
+  constructor (
+    private readonly store: Store,
+    private readonly pool: Pool | undefined,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+    private readonly policyOf: () => Policy = () => readPolicy(store.dir)
+  ) {
+    this.lastSnapshotMs = now()
+    this.lastCompactMs = now()
+  }
+
+  /** Runs what is due; one tick at a time (a tick still running makes the next one wait). */
+  tick (): Promise<void> {
+    if (this.running) return this.running
+    this.running = this.work().finally(() => { this.running = undefined })
+    return this.running
+  }
+
+  private async work (): Promise<void> {
+    const p = this.policyOf()
+    this.pool?.setPolicy(p)
+    await this.pool?.tick()
+    if (p['archive.target'] !== this.archiveTarget) {
+      this.archiveTarget = p['archive.target']
+      this.store.attachArchive(this.archiveTarget === '' ? undefined : archiveLink(parseTarget(this.archiveTarget), this.store.config.uuid))
+    }
+    const now = this.now()
+    const every = parseDuration(p['snapshot.every']) ?? 0
+    if (every > 0 && now - this.lastSnapshotMs >= every) {
+      this.lastSnapshotMs = now
+      await this.autoSnapshot(p, 'snapshot.every')
+    }
+    await this.retain(p)
+    const olderThan = parseDuration(p['baseline.olderThan']) ?? 0
+    if (olderThan > 0) {
+      const oldest = this.store.snapshots()[0]
+      // Merge when the oldest kept snapshot is older than the limit and brings something new.
+      if (oldest && now - oldest.timeMs >= olderThan && oldest.seq > this.baselineCut) {
+        const r = await this.store.compactIntoBaseline()
+        this.baselineCut = r.cutSeq
+        this.log.info({ cutSeq: r.cutSeq, blocks: r.blocks }, `baseline.olderThan=${p['baseline.olderThan']}: merged everything up to snapshot ${oldest.name} into the baseline`)
+      }
+    }
+    const compactEvery = parseDuration(p['compact.every']) ?? 0
+    if (compactEvery > 0 && now - this.lastCompactMs >= compactEvery) {
+      this.lastCompactMs = now
+      await this.compactAndArchive(p)
+    }
+  }
+
+  /** Event policies: on.sync=snapshot, on.unmount=snapshot, on.snapshot=compact. */
+  async onEvent (event: PolicyEvent): Promise<void> {
+    const p = this.policyOf()
+    if ((event === 'sync' && p['on.sync'] === 'snapshot') || (event === 'unmount' && p['on.unmount'] === 'snapshot')) {
+      await this.autoSnapshot(p, `on.${event}`)
+      await this.retain(p)
+    }
+    if (event === 'snapshot' && p['on.snapshot'] === 'compact') await this.compactAndArchive(p)
+  }
+
+  private async autoSnapshot (p: Policy, why: string): Promise<void> {
+    const stamp = new Date(this.now()).toISOString().replace(/[:.]/g, '-')
+    let name = `${AUTO_PREFIX}${stamp}`
+    for (let i = 2; this.store.snapshots().some(s => s.name === name); i++) name = `${AUTO_PREFIX}${stamp}-${i}`
+    const snap = await this.store.snapshot({ name, idPolicy: volumeIdPolicy(p) })
+    this.log.info({ name: snap.name, id: snap.id, seq: snap.seq }, `${why}: took snapshot ${snap.name}`)
+    if (p['on.snapshot'] === 'compact') await this.compactAndArchive(p)
+  }
+
+  /** snapshot.keep=K: the newest K automatic snapshots stay; older automatic ones go. */
+  private async retain (p: Policy): Promise<void> {
+    const keep = p['snapshot.keep']
+    if (keep <= 0) return
+    const autos = this.store.snapshots().filter(s => s.name.startsWith(AUTO_PREFIX))
+    for (const s of autos.slice(0, Math.max(0, autos.length - keep))) {
+      await this.store.deleteSnapshot(s.name)
+      this.log.info({ name: s.name, id: s.id }, `snapshot.keep=${keep}: deleted snapshot ${s.name}, which retention no longer keeps`)
+    }
+  }
+
+  private async compactAndArchive (p: Policy): Promise<void> {
+    await this.store.compact({ cleanBelow: p['compact.cleanBelow'] })
+    if (p['archive.target'] !== '') await this.store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] })
+  }
+}
