@@ -71,7 +71,7 @@ export function readConfig (dir: string): StoreConfig {
 
 /** Atomic publish: write a temporary file, fsync, rename, fsync the directory. */
 export function writeFileAtomic (file: string, data: string | Buffer): void {
-  const tmp = `${file}.tmp`
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}` // writers never share a temp file
   const fd = fs.openSync(tmp, 'w', 0o644)
   try {
     fs.writeFileSync(fd, data)
