@@ -4,6 +4,7 @@ import { LogdiskError } from '../errors'
 import { mountImages, type Mounted } from '../fuse/mount'
 import { openStore } from '../pool/open-store'
 import { PolicyEngine, type PolicyEvent } from '../policy/engine'
+import { readPolicy } from '../policy/policy'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
@@ -11,7 +12,7 @@ import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 
 /** How often the daemon looks at its policy (tests shorten it). */
-const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS ?? process.env.LOGDISK_POOL_TICK_MS ?? 2000)
+const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.env.LOGDISK_POOL_TICK_MS || 2000)
 
 /**
  * The mount daemon: holds the store open, serves the image folder over FUSE and answers the
@@ -52,7 +53,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     return stopping
   }
 
-  const engine = new PolicyEngine(store, pool, log)
+  const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0)
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }

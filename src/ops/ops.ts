@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { parseDuration, readPolicy, volumeIdPolicy } from '../policy/policy'
+import { AUTO_PREFIX } from '../policy/engine'
 import { restoreImage, type Store } from '../store'
 import type { Pool } from '../pool/pool'
 import { poolOf } from '../pool/open-store'
@@ -64,6 +65,10 @@ export const ops: Record<string, Op> = {
   flush: store => store.flush(),
 
   snapshot: async (store, args) => {
+    const name = str(args, 'name')
+    if (name?.startsWith(AUTO_PREFIX)) {
+      throw new LogdiskError('BAD_ARGUMENT', `snapshot names starting with "${AUTO_PREFIX}" belong to automatic snapshots (retention deletes them); pick another name`)
+    }
     const policy = volumeIdPolicy(readPolicy(store.dir))
     return store.snapshot({ name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: policy })
   },

@@ -29,7 +29,9 @@ export class PolicyEngine {
     private readonly pool: Pool | undefined,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-    private readonly policyOf: () => Policy = () => readPolicy(store.dir)
+    private readonly policyOf: () => Policy = () => readPolicy(store.dir),
+    /** Whether a snapshot's image is open (loop-mounted): retention leaves those alone. */
+    private readonly inUse: (name: string) => boolean = () => false
   ) {
     this.lastSnapshotMs = now()
     this.lastCompactMs = now()
@@ -88,7 +90,9 @@ export class PolicyEngine {
     const stamp = new Date(this.now()).toISOString().replace(/[:.]/g, '-')
     let name = `${AUTO_PREFIX}${stamp}`
     for (let i = 2; this.store.snapshots().some(s => s.name === name); i++) name = `${AUTO_PREFIX}${stamp}-${i}`
-    const snap = await this.store.snapshot({ name, idPolicy: volumeIdPolicy(p) })
+    // Nobody is there to give an explicit id: automatic snapshots then take sequential ones.
+    const ids = volumeIdPolicy(p)
+    const snap = await this.store.snapshot({ name, idPolicy: ids.mode === 'explicit' ? { ...ids, mode: 'sequential' } : ids })
     this.log.info({ name: snap.name, id: snap.id, seq: snap.seq }, `${why}: took snapshot ${snap.name}`)
     if (p['on.snapshot'] === 'compact') await this.compactAndArchive(p)
   }
@@ -99,6 +103,10 @@ export class PolicyEngine {
     if (keep <= 0) return
     const autos = this.store.snapshots().filter(s => s.name.startsWith(AUTO_PREFIX))
     for (const s of autos.slice(0, Math.max(0, autos.length - keep))) {
+      if (this.inUse(s.name)) {
+        this.log.warn({ name: s.name }, `snapshot.keep=${keep}: ${s.name}.img is open; deleting it once it is closed`)
+        continue
+      }
       await this.store.deleteSnapshot(s.name)
       this.log.info({ name: s.name, id: s.id }, `snapshot.keep=${keep}: deleted snapshot ${s.name}, which retention no longer keeps`)
     }

@@ -51,6 +51,7 @@ export function decodeBaselineIndex (uuid: string, buf: Buffer, file: string): B
   const bad = (why: string): never => { throw new LogdiskError('CORRUPT', `baseline index ${file}: ${why}`) }
   if (buf.length < 44 || buf.toString('latin1', 0, 8) !== MAGIC) bad('not a logdisk baseline index')
   if (buf.readUInt32LE(buf.length - 4) !== crc32c(buf.subarray(0, buf.length - 4))) bad('checksum mismatch')
+  if (buf.readUInt32LE(8) !== 1) bad(`unknown version ${buf.readUInt32LE(8)}`)
   if (!buf.subarray(24, 40).equals(Buffer.from(uuid.replace(/-/g, ''), 'hex'))) bad('belongs to another store')
   const count = buf.readUInt32LE(12)
   if (buf.length !== 44 + count * RECORD) bad('wrong length')

@@ -127,6 +127,7 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
   if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
   const kind = buf.readUInt8(offset + 4) as EntryKind
   if (kind < EntryKind.write || kind > EntryKind.move) return undefined
+  if (buf.readUInt8(offset + 5) !== 1) return undefined // entry layout version
   return {
     kind,
     seq: readU64(buf, offset + 8),

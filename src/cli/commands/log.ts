@@ -6,7 +6,9 @@ const KIND_NAMES: Record<number, string> = {
   [EntryKind.write]: 'write',
   [EntryKind.sync]: 'sync',
   [EntryKind.snapshot]: 'snapshot',
-  [EntryKind.deleteSnapshot]: 'delete'
+  [EntryKind.deleteSnapshot]: 'delete',
+  [EntryKind.free]: 'free',
+  [EntryKind.move]: 'move'
 }
 
 export function register (program: Command): void {
@@ -17,14 +19,16 @@ export function register (program: Command): void {
     .action(async (storeArg: string, opts: { snapshot?: string, json?: boolean }) => {
       const entries = await runOp<Array<EntryRecord & { seq: number }>>(storeArg, 'log', { snapshot: opts.snapshot })
       const rows: Array<Record<string, unknown>> = entries.map(e => ({
+        // The payload first: a delete marker's payload has a `seq` of its own (the snapshot's).
+        ...(e.kind === EntryKind.write || e.kind === EntryKind.move ? { block: e.block, count: e.count } : { payload: e.payload }),
         seq: e.seq,
         time: new Date(e.timeMs).toISOString(),
         kind: KIND_NAMES[e.kind] ?? String(e.kind),
-        ...(e.kind === EntryKind.write ? { block: e.block, count: e.count } : { ...e.payload })
+        ...(e.freed ? { freed: true } : {})
       }))
       if (opts.json) return console.log(JSON.stringify(rows, null, 2))
       for (const r of rows) {
-        const what = r.kind === 'write' ? `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}` : JSON.stringify(Object.fromEntries(Object.entries(r).filter(([k]) => !['seq', 'time', 'kind'].includes(k))))
+        const what = r.kind === 'write' ? `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}` : r.kind === 'move' ? `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}` : JSON.stringify(r.payload)
         console.log(`${r.seq}\t${r.time}\t${r.kind}\t${what}`)
       }
     })

@@ -35,6 +35,7 @@ export function register (program: Command): void {
       // Wait for the daemon to finish closing the store, so the next command can open it.
       const deadline = Date.now() + EXIT_WAIT_MS
       while (isAlive(daemon.pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+      if (isAlive(daemon.pid)) throw new LogdiskError('BUSY', `the daemon (pid ${daemon.pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s; see ${path.join(mount.store, 'daemon.log')}`)
       console.log(`unmounted ${mountpoint}`)
     })
 }
