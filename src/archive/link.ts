@@ -1,3 +1,4 @@
+import { LogdiskError } from '../errors'
 import type { ArchiveLink } from '../store/archive-link'
 import { decodeArchive, encodeArchive } from './codec'
 import type { ArchiveTarget } from './target'
@@ -13,7 +14,14 @@ export function archiveLink (target: ArchiveTarget, storeUuid: string): ArchiveL
       await target.put(name(id), await encodeArchive(data))
     },
     async get (id) {
-      return decodeArchive(await target.get(name(id)))
+      const data = await target.get(name(id))
+      try {
+        return await decodeArchive(data)
+      } catch (err) {
+        // The codec's message says what is wrong, not where: name the object and the segment.
+        if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${target.describe()}: ${name(id)} (segment ${id}): ${err.message}`, err)
+        throw err
+      }
     },
     async list () {
       const ids: number[] = []

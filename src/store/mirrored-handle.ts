@@ -9,6 +9,9 @@ import type { Logger } from './logger'
  * copy is left does an operation fail. `verify` reports lost copies; `pool repair` restores.
  */
 export class MirroredHandle implements FileHandle {
+  /** Settles once the copies match; see reconcile(). */
+  private reconciled: Promise<void> | undefined
+
   constructor (readonly copies: Array<{ volume: string, file: string, handle: FileHandle }>, private readonly log: Logger) {}
 
   get volumes (): string[] {
@@ -33,7 +36,49 @@ export class MirroredHandle implements FileHandle {
     throw last
   }
 
+  /**
+   * Before the first change through this handle, makes every copy the same length as the
+   * first, the one reads (and recovery's scan) use. A power loss keeps a different prefix of
+   * the unsynced appends in each copy: left alone, appends at the recovered tail would leave a
+   * hole in a shorter copy or stale entries past the end of a longer one, and losing the first
+   * copy would then lose flushed data. Appends go to every copy in the same order, so a
+   * shorter copy is a prefix of the first: the missing bytes are copied, extra ones cut.
+   * Only writers change copies: read-only opens (verify) never do this.
+   */
+  private reconcile (): Promise<void> {
+    this.reconciled ??= (async () => {
+      if (this.copies.length < 2) return
+      const first = this.copies[0]
+      const size = await first.handle.size()
+      for (const c of [...this.copies.slice(1)]) {
+        try {
+          const n = await c.handle.size()
+          if (n === size) continue
+          if (n > size) {
+            await c.handle.truncate(size)
+          } else {
+            const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, size - n))
+            for (let at = n; at < size;) {
+              const got = await first.handle.read(buf, 0, Math.min(buf.length, size - at), at)
+              if (got === 0) throw new LogdiskError('IO', `${first.file} ended early while copying it to ${c.file}`)
+              await c.handle.writev([buf.subarray(0, got)], at)
+              at += got
+            }
+          }
+          await c.handle.datasync()
+          this.log.warn({ file: c.file, from: first.file, had: n, now: size }, 'a copy of the segment differed from the first (power loss); made it match')
+        } catch (err) {
+          this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'could not make a copy match the first; continuing on the others (degraded: run logdisk pool repair)')
+          c.handle.close().catch(() => undefined)
+          this.copies.splice(this.copies.indexOf(c), 1)
+        }
+      }
+    })()
+    return this.reconciled
+  }
+
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
+    await this.reconcile()
     const results = await Promise.allSettled(this.copies.map(c => op(c.handle)))
     const failed = results.map((r, i) => r.status === 'rejected' ? i : -1).filter(i => i >= 0)
     if (failed.length === 0) return

@@ -7,7 +7,7 @@ import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, ty
 import { crc32c } from './crc'
 import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
@@ -18,6 +18,7 @@ import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type Snapsh
 import { Segment, type SegmentGeometry } from './segment'
 import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
 import type { ArchiveLink } from './archive-link'
+import { MirroredHandle } from './mirrored-handle'
 import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
 
 export interface OpenOptions {
@@ -60,6 +61,7 @@ const INDEX_DIR = 'index'
 const HOLDER_FILE = 'holder.json'
 /** Segment handles kept open for reads; older ones are closed (bounded fd use). */
 const MAX_OPEN_SEGMENTS = 64
+const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
 /** Archived segments kept fetched in <store>/cache at once. */
 const MAX_CACHED_SEGMENTS = 8
 
@@ -153,10 +155,23 @@ export class Store {
       if (!opts.home && fs.existsSync(path.join(dir, POOL_FILE))) {
         throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/pool)`)
       }
-      const home = opts.home ?? localHome(dir)
+      const baseHome = opts.home ?? localHome(dir)
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
+      const cacheDir = path.join(dir, 'cache')
+      fs.rmSync(cacheDir, { recursive: true, force: true }) // fetched copies of a previous run
+      // Rebuilding the index needs the whole log: archived segments come back for the scan.
+      const rebuilding = (await index.checkpoint()) === undefined
+      const fetched = rebuilding && opts.archive ? await fetchAllArchived(layer, baseHome, cacheDir, opts.archive, log) : []
+      const home = fetched.length > 0 ? withCacheVolume(baseHome, cacheDir) : baseHome
       const recovered = await recover(layer, dir, home, geometry, index, map, log)
+      if (fetched.length > 0) {
+        // They stay archived: their local copies were only for the scan.
+        const batch = new IndexBatch()
+        for (const id of fetched) batch.segments.set(id, { state: id === recovered.current.id ? 'current' : 'archived', volumes: [], archived: true })
+        await index.commit(batch, (await index.checkpoint())!)
+        fs.rmSync(cacheDir, { recursive: true, force: true })
+      }
       const records = await index.segments()
       const ids = [...new Set([...records.keys(), ...recovered.segments])]
         .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')
@@ -171,12 +186,12 @@ export class Store {
         states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
         const where = records.get(id)?.volumes ?? recovered.located.get(id)
         if (where) volumes.set(id, where)
-        home.occupied(id, recovered.located.get(id) ?? where ?? [])
+        baseHome.occupied(id, (recovered.located.get(id) ?? where ?? []).filter(v => v !== CACHE_VOLUME))
       }
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      return new Store(dir, config, layer, home, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
+      return new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
     } catch (err) {
       await index.close()
       throw err
@@ -306,6 +321,19 @@ export class Store {
     }
     for (let i = 0; i < run; i++) {
       if (crc32c(data.subarray(i * B, (i + 1) * B)) !== crcs[i]) {
+        // A mirrored segment: another copy may hold the good bytes (F10).
+        if (handle instanceof MirroredHandle) {
+          for (let c = 1; c < handle.copies.length; c++) {
+            const again = Buffer.allocUnsafe(run * B)
+            await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
+            let ok = true
+            for (let j = 0; j < run && ok; j++) if (crc32c(again.subarray(j * B, (j + 1) * B)) !== crcs[j]) ok = false
+            if (ok) {
+              this.log.error({ file, block: block + i }, 'a copy of a mirrored segment fails its checksum; served from another copy (run logdisk verify, then pool repair)')
+              return again
+            }
+          }
+        }
         // Compaction punches dead data out of archived segments: old versions come back
         // from backing storage (restores at old points, old snapshots).
         const id = Math.floor(pos / this.config.segmentBytes)
@@ -447,6 +475,8 @@ export class Store {
   }
 
   private readonly cacheOrder: number[] = []
+  /** Fetches from backing storage in flight, by segment id. */
+  private readonly fetching = new Map<number, Promise<void>>()
 
   /**
    * Brings an archived segment back from backing storage into <store>/cache (bounded: the
@@ -459,25 +489,32 @@ export class Store {
     const cache = this.cacheHome()
     const dir = cache.dirOf('cache')
     const file = path.join(dir, segmentFileName(id))
-    if (!this.cacheOrder.includes(id)) {
-      const data = await link.get(id)
-      await this.layer.mkdirp(dir)
-      const tmp = `${file}.fetch`
-      const h = await this.layer.open(tmp, true)
-      try {
-        await h.truncate(0)
-        await h.writev([data], 0)
-      } finally {
-        await h.close()
-      }
-      await this.layer.rename(tmp, file)
-      this.cacheOrder.push(id)
-      while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
-        const old = this.cacheOrder.shift()!
-        this.forgetHandle(old)
-        await this.layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
-      }
+    // Concurrent reads of one archived segment share one fetch: two fetches into the same
+    // `.fetch` file would truncate and rename it under each other (ENOENT, torn copies).
+    let fetching = this.cacheOrder.includes(id) ? undefined : this.fetching.get(id)
+    if (!this.cacheOrder.includes(id) && !fetching) {
+      fetching = (async () => {
+        const data = await link.get(id)
+        await this.layer.mkdirp(dir)
+        const tmp = `${file}.fetch`
+        const h = await this.layer.open(tmp, true)
+        try {
+          await h.truncate(0)
+          await h.writev([data], 0)
+        } finally {
+          await h.close()
+        }
+        await this.layer.rename(tmp, file)
+        this.cacheOrder.push(id)
+        while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
+          const old = this.cacheOrder.shift()!
+          this.forgetHandle(old)
+          await this.layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
+        }
+      })().finally(() => this.fetching.delete(id))
+      this.fetching.set(id, fetching)
     }
+    await fetching
     return Segment.open(this.layer, cache, ['cache'], id, this.geometry, this.log)
   }
 
@@ -688,6 +725,7 @@ export class Store {
   private async appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }> {
     if (this.opts.faults?.has('marker')) throw new LogdiskError('IO', 'injected fault: the marker write failed (LOGDISK_FAULTS=marker)')
     const body = pack(payload)
+    if (body.length > MAX_MARKER_BYTES) throw new LogdiskError('BAD_ARGUMENT', `a marker of ${body.length} bytes is over the ${MAX_MARKER_BYTES}-byte limit (a shorter note, please)`)
     if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.config.segmentBytes) await this.roll()
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
@@ -888,7 +926,7 @@ export class Store {
     if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
       // A copy the index no longer names: a move that crashed after switching the index.
       await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
-      await this.layer.syncDir(this.home.dirOf(from)).catch(() => undefined)
+      await this.layer.syncDir(this.home.dirOf(from))
       this.home.vacated(id, [from])
       return
     }
@@ -898,7 +936,9 @@ export class Store {
     await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
     this.forgetHandle(id)
     await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
-    await this.layer.syncDir(this.home.dirOf(from)).catch(() => undefined)
+    // Not ignored: a volume released while its deletes may not be durable could come back
+    // holding copies (the drain fails instead; the next one removes the stale copy).
+    await this.layer.syncDir(this.home.dirOf(from))
     this.home.vacated(id, [from])
   }
 
@@ -1369,6 +1409,44 @@ export class Store {
     }
     if (crc !== undefined) yield [block, crc]
   }
+}
+
+const CACHE_VOLUME = 'cache'
+
+/** A home that also lists <store>/cache (archived segments fetched for an index rebuild). */
+function withCacheVolume (home: SegmentHome, cacheDir: string): SegmentHome {
+  return {
+    dirOf: v => v === CACHE_VOLUME ? cacheDir : home.dirOf(v),
+    volumes: () => [...home.volumes(), CACHE_VOLUME],
+    place: id => home.place(id),
+    occupied: (id, vs) => home.occupied(id, vs.filter(v => v !== CACHE_VOLUME)),
+    vacated: (id, vs) => home.vacated(id, vs.filter(v => v !== CACHE_VOLUME))
+  }
+}
+
+/** Fetches every archived segment that has no local copy into `cacheDir`; returns their ids. */
+async function fetchAllArchived (layer: FileLayer, home: SegmentHome, cacheDir: string, link: ArchiveLink, log: Logger): Promise<number[]> {
+  const local = new Set<number>()
+  for (const v of home.volumes()) {
+    for (const name of await layer.list(home.dirOf(v)).catch(() => [] as string[])) {
+      const id = parseSegmentFileName(name)
+      if (id !== undefined) local.add(id)
+    }
+  }
+  const fetched: number[] = []
+  await layer.mkdirp(cacheDir)
+  for (const id of await link.list()) {
+    if (local.has(id)) continue
+    const h = await layer.open(path.join(cacheDir, segmentFileName(id)), true)
+    try {
+      await h.writev([await link.get(id)], 0)
+    } finally {
+      await h.close()
+    }
+    fetched.push(id)
+  }
+  if (fetched.length > 0) log.warn({ segments: fetched.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
+  return fetched
 }
 
 function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {
