@@ -108,6 +108,9 @@ t.test('--freeze thaws the filesystem even when the marker write fails', { skip 
   t.equal(mounted.code, 0, mounted.stderr)
   await must('mkfs.ext4', '-q', '-F', path.join(mnt, 'current.img'))
   await must('mount', '-o', 'loop', path.join(mnt, 'current.img'), fsDir)
+  const wrong = await logdisk('sync', store, '--freeze', '/')
+  t.not(wrong.code, 0, 'freezing a filesystem that is not on this store is refused')
+  t.match(wrong.stderr, /^logdisk: \/ is not on .*current\.img/, 'with a line saying why')
   for (const args of [['sync', store, '--note', 'x', '--freeze', fsDir], ['snapshot', store, '--name', 'x', '--freeze', fsDir]]) {
     const r = await logdisk(...args)
     t.not(r.code, 0, `${args[0]} fails`)

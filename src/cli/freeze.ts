@@ -1,28 +1,56 @@
 import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { isAlive, readDaemonInfo } from '../daemon/paths'
 
-function fsfreeze (flag: '-f' | '-u', mountpoint: string): Promise<void> {
+function exec (cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile('fsfreeze', [flag, mountpoint], (err, _out, stderr) => {
-      if (err) reject(new LogdiskError('IO', `fsfreeze ${flag} ${mountpoint} failed: ${String(stderr).trim() || err.message}`))
-      else resolve()
+    execFile(cmd, args, (err, out, stderr) => {
+      if (err) reject(new LogdiskError('IO', `${cmd} ${args.join(' ')} failed: ${String(stderr).trim() || err.message}`))
+      else resolve(String(out))
     })
   })
 }
 
 /**
+ * Refuses to freeze anything but a filesystem that lives on this store's current.img (through
+ * a loop device): freezing another filesystem, `/` say, would hang the machine, not help.
+ */
+async function checkFreezable (storeArg: string, fsMountpoint: string): Promise<void> {
+  const store = path.resolve(storeArg)
+  const daemon = readDaemonInfo(store)
+  if (!daemon || !isAlive(daemon.pid)) throw new LogdiskError('NOT_MOUNTED', `--freeze needs ${store} mounted (its current.img loop-mounted at ${fsMountpoint})`)
+  const image = fs.realpathSync(path.join(daemon.mountpoint, 'current.img'))
+  const source = (await exec('findmnt', ['-no', 'SOURCE', '--mountpoint', path.resolve(fsMountpoint)]).catch(() => '')).trim()
+  if (!source) throw new LogdiskError('BAD_ARGUMENT', `${fsMountpoint} is not a mounted filesystem`)
+  const backing = source.startsWith('/dev/loop') ? (await exec('losetup', ['-nO', 'BACK-FILE', source]).catch(() => '')).trim() : ''
+  if (backing !== image) {
+    throw new LogdiskError('BAD_ARGUMENT', `${fsMountpoint} is not on ${image} (it is on ${backing || source}); --freeze only freezes the filesystem on this store's image`)
+  }
+}
+
+/**
  * Runs `fn` with the filesystem at `mountpoint` frozen (fsfreeze -f: its dirty data is written
  * to the image and new writes wait), so a sync point or snapshot taken inside is
- * application-consistent (004 cl. 1: the consistency agent). The filesystem is always thawed,
- * even when `fn` fails. The CLI runs this, never the daemon: the daemon must keep serving the
- * image while the kernel flushes the filesystem into it.
+ * application-consistent (004 cl. 1: the consistency agent). The filesystem is always thawed:
+ * when `fn` fails, and on Ctrl-C or SIGTERM meanwhile. The CLI runs this, never the daemon:
+ * the daemon must keep serving the image while the kernel flushes the filesystem into it.
  */
-export async function withFrozen<T> (mountpoint: string | undefined, fn: (frozen: boolean) => Promise<T>): Promise<T> {
+export async function withFrozen<T> (storeArg: string, mountpoint: string | undefined, fn: (frozen: boolean) => Promise<T>): Promise<T> {
   if (!mountpoint) return fn(false)
-  await fsfreeze('-f', mountpoint)
+  await checkFreezable(storeArg, mountpoint)
+  await exec('fsfreeze', ['-f', mountpoint])
+  const thawAndExit = (): void => {
+    execFile('fsfreeze', ['-u', mountpoint], () => process.exit(130))
+  }
+  process.once('SIGINT', thawAndExit)
+  process.once('SIGTERM', thawAndExit)
   try {
     return await fn(true)
   } finally {
-    await fsfreeze('-u', mountpoint)
+    process.off('SIGINT', thawAndExit)
+    process.off('SIGTERM', thawAndExit)
+    await exec('fsfreeze', ['-u', mountpoint])
   }
 }

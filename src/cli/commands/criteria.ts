@@ -70,7 +70,7 @@ export async function snapshotByCriteria (storeArg: string, opts: { criteria: st
   readConfig(dir)
   const c = getCriteria(dir, opts.criteria)
   const freeze = opts.freeze ?? c.freeze ?? undefined
-  const cut = await withFrozen(freeze, frozen =>
+  const cut = await withFrozen(dir, freeze, frozen =>
     runOp<{ snapshot: SnapshotRecord, target: string }>(dir, 'criteriaSnapshot', { criteria: c.name, name: opts.name, id: opts.id === undefined ? undefined : Number(opts.id), frozen }))
   const snap = cut.snapshot
   if (c.background) {

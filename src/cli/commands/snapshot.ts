@@ -14,7 +14,7 @@ export function register (program: Command): void {
     .option('--criteria <name>', 'cut by a snapshot criteria and copy its block range to its target (logdisk criteria)')
     .action(async (storeArg: string, opts: { name?: string, id?: string, freeze?: string, json?: boolean, criteria?: string }) => {
       if (opts.criteria !== undefined) return snapshotByCriteria(storeArg, { criteria: opts.criteria, name: opts.name, id: opts.id, freeze: opts.freeze, json: opts.json })
-      const snap = await withFrozen(opts.freeze, frozen =>
+      const snap = await withFrozen(storeArg, opts.freeze, frozen =>
         runOp<SnapshotRecord>(storeArg, 'snapshot', { name: opts.name, id: opts.id === undefined ? undefined : Number(opts.id), frozen }))
       if (opts.json) console.log(JSON.stringify(snap, null, 2))
       else console.log(`snapshot ${snap.name}: volume id ${snap.id ?? '-'}, sequence ${snap.seq}, ${snap.frozen ? 'application-consistent (frozen)' : 'crash-consistent'}`)

@@ -9,7 +9,7 @@ export function register (program: Command): void {
     .option('--freeze <fs-mountpoint>', 'fsfreeze this filesystem around the point (application-consistent)')
     .option('--json', 'print JSON')
     .action(async (storeArg: string, opts: { note: string, freeze?: string, json?: boolean }) => {
-      const point = await withFrozen(opts.freeze, frozen => runOp<{ seq: number, timeMs: number }>(storeArg, 'sync', { note: opts.note, frozen }))
+      const point = await withFrozen(storeArg, opts.freeze, frozen => runOp<{ seq: number, timeMs: number }>(storeArg, 'sync', { note: opts.note, frozen }))
       if (opts.json) console.log(JSON.stringify({ id: point.seq, time: new Date(point.timeMs).toISOString(), frozen: !!opts.freeze }))
       else console.log(point.seq)
     })
