@@ -10,6 +10,18 @@
  * which is what decides whether an entry's bytes are still referenced: a version that
  * compaction moved elsewhere no longer holds its old entry.
  */
+/** Index of the first element >= `value` in the sorted `values[0..count)`. */
+export function lowerBound (values: ArrayLike<number>, value: number, count = values.length): number {
+  let lo = 0
+  let hi = count
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (values[mid] < value) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
 export interface LiveVersions {
   /** Sorted log positions of every needed version's data. */
   positions: Float64Array
@@ -77,14 +89,8 @@ export async function analyzeVersions (
   let horizon = 0
   const live = new Collector()
   const cutInside = (from: number, to: number): boolean => {
-    let lo = 0
-    let hi = cuts.length
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1
-      if (cuts[mid] < from) lo = mid + 1
-      else hi = mid
-    }
-    return lo < cuts.length && cuts[lo] < to
+    const i = lowerBound(cuts, from)
+    return i < cuts.length && cuts[i] < to
   }
   let prev: [number, number, number, number] | undefined
   for await (const v of history) {
@@ -109,14 +115,7 @@ export async function analyzeVersions (
 
 /** Index of the first live position >= `position`. */
 export function firstLiveAtOrAfter (live: LiveVersions, position: number): number {
-  let lo = 0
-  let hi = live.count
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1
-    if (live.positions[mid] < position) lo = mid + 1
-    else hi = mid
-  }
-  return lo
+  return lowerBound(live.positions, position, live.count)
 }
 
 /** Whether any needed version's data lies in [from, to). */

@@ -9,7 +9,7 @@ import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryByt
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
-import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
+import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, lowerBound, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
 import { silentLogger, type Logger } from './logger'
 import { Mutex } from './mutex'
@@ -807,16 +807,7 @@ export class Store {
     await this.checkpointThrough(this.seq)
     const cuts = this.snapshotTable.list().map(s => s.seq)
     const pinned = new Map<number, number>(cuts.map(c => [c, 0]))
-    const firstCutAtOrAfter = (seq: number): number => {
-      let lo = 0
-      let hi = cuts.length
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1
-        if (cuts[mid] < seq) lo = mid + 1
-        else hi = mid
-      }
-      return lo
-    }
+    const firstCutAtOrAfter = (seq: number): number => lowerBound(cuts, seq)
     let block = -1
     let prevSeq = 0
     for await (const [b, seq] of this.index.history()) {
