@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages logdisk needs, only those missing. `test` is what mounts and
-# tests need; `bench` adds fio and the qcow2 peer (qemu-storage-daemon).
+# tests need (fio drives live writes in some); `bench` adds the qcow2 peer (qemu-storage-daemon).
 set -euo pipefail
-want=(libfuse2 fuse e2fsprogs util-linux mount)
-[ "${1:-test}" = bench ] && want+=(fio qemu-system-common qemu-utils)
+want=(libfuse2 fuse e2fsprogs util-linux mount fio)
+[ "${1:-test}" = bench ] && want+=(qemu-system-common qemu-utils)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
