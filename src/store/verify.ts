@@ -73,6 +73,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       segment = await input.open(id)
     } catch (err) {
       problem(`segment ${segmentFileName(id)}: ${(err as Error).message}`)
+      lastSeq = 0 // the next segment's sequence cannot be checked against an unread one
       continue
     }
     for (const v of volumes) {
