@@ -104,8 +104,13 @@ export async function recover (
   // After damage or recycled segments, the next readable entry continues the log; a full
   // rebuild starts wherever the oldest kept segment starts.
   let acceptGap = !checkpoint
+  // Replaying past a checkpoint, every segment scanned was written after the last full sync
+  // (sealed segments are synced by the next flush or checkpoint, not when they fill), so a
+  // crash may have torn any of them: the first bad entry is the end of the log. A full
+  // rebuild also reads old, long-synced segments: there only the last one can be torn.
+  const replaying = checkpoint !== undefined
   for (const id of toScan) {
-    const isLast = id === toScan[toScan.length - 1]
+    const isLast = replaying || id === toScan[toScan.length - 1]
     if (stop) {
       report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
       continue
@@ -160,6 +165,9 @@ export async function recover (
         segment.tail = item.offset
       }
     }
+    // The index may only point at durable bytes: a sealed segment is not synced when it
+    // fills (the next flush does that), so replay syncs what it read before indexing it.
+    await segment.handle.datasync()
     if (batch.history.length / 4 >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
     async function cut (offset: number, reason: string): Promise<void> {

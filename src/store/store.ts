@@ -87,6 +87,8 @@ export class Store {
   /** Log position just past the last completed append. */
   private completedPosition: number
   private compacting = false
+  /** Sealed segments written since their last fdatasync, oldest first. */
+  private readonly unsyncedSealed: Segment[] = []
 
   private constructor (
     readonly dir: string,
@@ -467,7 +469,7 @@ export class Store {
     this.openSegments.set(id, segment)
     for (const [oldId, old] of this.openSegments) {
       if (this.openSegments.size <= MAX_OPEN_SEGMENTS) break
-      if (old === this.current) continue
+      if (old === this.current || old.unsynced) continue // an unsynced segment is synced before it closes
       this.openSegments.delete(oldId)
       old.close().catch(() => undefined)
     }
@@ -533,6 +535,7 @@ export class Store {
     this.assertOpen()
     const link = this.opts.archive
     if (!link) throw new LogdiskError('BAD_ARGUMENT', `no archive target: set one with logdisk policy set ${this.dir} archive.target=/dir|s3://bucket/prefix`)
+    await this.appendLock.run(() => this.syncAll()) // what is archived is what is durable
     const sealed = this.segmentIds.filter(id => id < this.current.id && this.segmentState.get(id) !== 'archived')
     const local = sealed.filter(id => this.segmentState.get(id) === 'active')
     const chosen = new Set(sealed.filter(id => this.segmentState.get(id) === 'inactive'))
@@ -701,7 +704,11 @@ export class Store {
   /** Seals the full current segment (synced, now `active`) and opens the next (004 cl. 6). */
   private async roll (): Promise<void> {
     const old = this.current
-    await old.sync()
+    // Not synced here: a 64 MiB fdatasync per roll would halve sequential writes. The next
+    // flush or checkpoint syncs every sealed segment, oldest first, before the current one,
+    // so a flush still covers everything before it; after a crash a torn older segment cuts
+    // the log there and later segments (unflushed too) are kept aside.
+    if (old.unsynced) this.unsyncedSealed.push(old)
     const volumes = await this.home.place(old.id + 1) // NO_SPACE when the pool is full
     const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log)
     this.home.occupied(next.id, volumes)
@@ -740,7 +747,7 @@ export class Store {
         this.batch.counters.set(HIGHEST_VOLUME_ID, this.snapshotTable.highestId)
       }
     })
-    await this.current.sync() // a marker is reported only once it is durable
+    await this.syncAll() // a marker is reported only once it is durable
     return { ...entry, seq }
   }
 
@@ -911,6 +918,7 @@ export class Store {
    */
   async relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
+    await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
     // Checked again under the lock: a write may have rolled meanwhile (one roll, not two).
     if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
     const volumes = this.segmentVolumes.get(id)
@@ -951,14 +959,15 @@ export class Store {
    */
   async repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
     this.assertOpen()
+    await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
     let made = 0
     for (const id of [...this.segmentIds]) {
       const want = this.segmentVolumes.get(id) ?? []
       const present: string[] = []
       for (const v of want) {
         try {
-          const h = await this.layer.open(path.join(this.home.dirOf(v), segmentFileName(id)), false)
-          await h.close()
+          // A copy counts when its header checks out (a power loss in a roll can leave an empty one).
+          await (await Segment.open(this.layer, this.home, [v], id, this.geometry)).close()
           present.push(v)
         } catch { /* lost */ }
       }
@@ -1265,10 +1274,20 @@ export class Store {
     return this.snapshotTable.require(name)
   }
 
+  /** fdatasync of every sealed segment not yet synced (oldest first), then the current one. */
+  private async syncAll (): Promise<void> {
+    while (this.unsyncedSealed.length > 0) {
+      const oldest = this.unsyncedSealed[0]
+      await oldest.sync() // a flush and a checkpoint may both be here: each waits, one removes
+      if (this.unsyncedSealed[0] === oldest) this.unsyncedSealed.shift()
+    }
+    await this.current.sync()
+  }
+
   /** Makes every completed write durable (the image's fsync/flush). */
   flush (): Promise<void> {
     this.assertOpen()
-    return this.appendLock.run(() => this.current.sync())
+    return this.appendLock.run(() => this.syncAll())
   }
 
   /**
@@ -1284,7 +1303,7 @@ export class Store {
     this.batch = new IndexBatch()
     this.checkpointing = (async () => {
       try {
-        await this.current.sync() // earlier segments were synced when they were sealed
+        await this.syncAll()
         await this.index.commit(batch, cp)
         this.lastCheckpoint = cp
       } catch (err) {
@@ -1327,7 +1346,7 @@ export class Store {
     this.assertOpen()
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
-      await this.current.sync()
+      await this.syncAll()
       return this.completedPosition
     })
     await this.checkpointThrough(this.seq)
@@ -1354,7 +1373,7 @@ export class Store {
     if (this.closed) return
     if (this.timer) clearInterval(this.timer)
     await this.appendLock.idle()
-    await this.current.sync()
+    await this.syncAll()
     await this.checkpointThrough(this.seq)
     this.closed = true
     await this.release()
