@@ -169,7 +169,8 @@ export class Pool implements SegmentHome {
     const usable = (): VolumeStatus | undefined => this.withRoom().find(v => !exclude.includes(v.id) && v.id !== this.drainingVolume)
     let choice = usable()
     if (!choice && this.policy['pool.mode'] === 'auto' && this.assignSpare(`a copy of segment ${id}`)) choice = usable()
-    if (!choice) throw new LogdiskError('NO_SPACE', `no pool volume other than ${exclude.join(', ')} has room for a copy of segment ${id}; add one with: logdisk pool add ${this.storeDir} DIR`)
+    const dirs = exclude.map(v => this.entries().find(e => e.id === v)?.dir ?? v)
+    if (!choice) throw new LogdiskError('NO_SPACE', `no pool volume other than ${dirs.join(', ')} has room for a copy of segment ${id}; add one with: logdisk pool add ${this.storeDir} DIR`)
     return choice.id
   }
 
