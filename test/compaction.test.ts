@@ -6,6 +6,9 @@ import path from 'node:path'
 import fc from 'fast-check'
 import t from 'tap'
 import { Store } from '../src/store'
+import { archiveLink } from '../src/archive/link'
+import { DirTarget } from '../src/archive/dir'
+import { readConfig } from '../src/store/config'
 
 const MiB = 1024 * 1024
 
@@ -160,24 +163,33 @@ t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', as
   const size = 2 * MiB
   type Op =
     | { k: 'write', off: number, len: number, v: number }
-    | { k: 'snap' } | { k: 'del', i: number } | { k: 'compact', clean: number } | { k: 'baseline' }
+    | { k: 'snap' } | { k: 'del', i: number } | { k: 'compact', clean: number } | { k: 'baseline' } | { k: 'archive', ws: number }
     | { k: 'reopen' } | { k: 'crash' }
   const op = fc.oneof(
-    { weight: 8, arbitrary: fc.record({ k: fc.constant('write' as const), off: fc.integer({ min: 0, max: size - 1 }), len: fc.integer({ min: 1, max: 200_000 }), v: fc.integer({ min: 1, max: 1e6 }) }) },
+    { weight: 8, arbitrary: fc.record({ k: fc.constant('write' as const), off: fc.integer({ min: 0, max: size / 2 }), len: fc.integer({ min: 1, max: 400_000 }), v: fc.integer({ min: 1, max: 1e6 }) }) },
     { weight: 2, arbitrary: fc.constant({ k: 'snap' as const }) },
     { weight: 1, arbitrary: fc.record({ k: fc.constant('del' as const), i: fc.nat() }) },
     { weight: 2, arbitrary: fc.record({ k: fc.constant('compact' as const), clean: fc.constantFrom(0, 0.3, 0.9) }) },
     { weight: 1, arbitrary: fc.constant({ k: 'baseline' as const }) },
+    { weight: 2, arbitrary: fc.record({ k: fc.constant('archive' as const), ws: fc.constantFrom(0, 1, 3) }) },
     { weight: 1, arbitrary: fc.constant({ k: 'reopen' as const }) },
     { weight: 1, arbitrary: fc.constant({ k: 'crash' as const }) }
   )
   let runs = 0
+  let archivedTotal = 0
+  let archiveCalls = 0
   await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 60 }), async (ops: Op[]) => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-cmodel-'))
     const dir = path.join(root, 'store')
     try {
       await Store.create(dir, { sizeBytes: size, segmentBytes: 1114112 })
-      let store = await Store.open(dir, { checkpointIntervalMs: 0 })
+      // Half the runs have backing storage: compaction then archives before it punches,
+      // and archived segments come back on demand.
+      const archiveDir = path.join(root, 'archive')
+      fs.mkdirSync(archiveDir)
+      const withArchive = ops.length % 2 === 0
+      const openOpts = async () => ({ checkpointIntervalMs: 0, archive: withArchive ? archiveLink(new DirTarget(archiveDir), readConfig(dir).uuid) : undefined })
+      let store = await Store.open(dir, await openOpts())
       const model = Buffer.alloc(size)
       const snaps = new Map<string, Buffer>()
       let n = 0
@@ -199,13 +211,15 @@ t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', as
           await store.compact({ cleanBelow: o.clean })
         } else if (o.k === 'baseline') {
           await store.compactIntoBaseline()
+        } else if (o.k === 'archive') {
+          if (withArchive) { archiveCalls++; archivedTotal += (await store.archive({ workingSet: o.ws })).archived }
         } else if (o.k === 'reopen') {
           await store.close()
-          store = await Store.open(dir, { checkpointIntervalMs: 0 })
+          store = await Store.open(dir, await openOpts())
         } else if (o.k === 'crash') {
           await store.flush() // kill -9 after a flush: everything must be there
           await store.abandon()
-          store = await Store.open(dir, { checkpointIntervalMs: 0 })
+          store = await Store.open(dir, await openOpts())
         }
       }
       const current = await store.read(0, size)
@@ -222,4 +236,5 @@ t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', as
     }
   }), { seed, numRuns: Number(process.env.COMPACT_RUNS ?? 40) })
   t.equal(runs, Number(process.env.COMPACT_RUNS ?? 40), 'every run held')
+  t.ok(archivedTotal > 0, `${archiveCalls} archive runs, ${archivedTotal} segments archived across the runs (and read back from the archive)`)
 })
