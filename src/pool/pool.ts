@@ -22,7 +22,7 @@ import { MARKER_FILE, claim, ensureMarker, readMarker, release } from './volume-
  * an external volume live in <volume>/<store uuid>/.
  */
 export interface PoolFile {
-  volumes: Array<{ dir: string, id?: string, internal?: boolean, capacityBytes?: number }>
+  volumes: Array<{ dir: string, id?: string, internal?: boolean, capacityBytes?: number, grown?: boolean }>
 }
 
 export interface VolumeStatus {
@@ -265,11 +265,21 @@ export class Pool implements SegmentHome {
     for (const e of this.entries()) {
       if (e.internal || this.stateOf(e) !== 'spare') continue
       if (claim(e.dir, this.config.uuid)) {
+        this.markGrown(e.dir, true)
         this.log.info({ volume: e.dir, why }, 'assigned a spare pool volume')
         return true
       }
     }
     return false
+  }
+
+  /** Records in pool.json whether the pool assigned this volume by itself (growth). */
+  private markGrown (dir: string, grown: boolean): void {
+    const v = this.file.volumes.find(v => path.resolve(v.dir) === path.resolve(dir))
+    if (!v || !!v.grown === grown) return
+    if (grown) v.grown = true
+    else delete v.grown
+    this.save()
   }
 
   /** Grow on threshold: after each placement and on every tick. */
@@ -294,7 +304,9 @@ export class Pool implements SegmentHome {
     this.afterChange()
     const { useFraction, volumes } = this.status()
     if (useFraction >= this.policy['pool.shrinkAt'] || this.draining || !this.store) return
-    const assigned = volumes.filter(v => v.state === 'assigned' && !v.internal)
+    // Only volumes the pool took by itself are given back by itself; one a user added stays.
+    const grown = new Set(this.file.volumes.filter(v => v.grown).map(v => path.resolve(v.dir)))
+    const assigned = volumes.filter(v => v.state === 'assigned' && !v.internal && grown.has(path.resolve(v.dir)))
     if (assigned.length === 0 || volumes.filter(v => v.state === 'assigned').length < 2) return
     const emptiest = assigned.sort((a, b) => a.segments - b.segments)[0]
     const others = volumes.filter(v => v.state === 'assigned' && v.id !== emptiest.id)
@@ -374,6 +386,7 @@ export class Pool implements SegmentHome {
       this.drainingVolume = undefined
     }
     release(dir, this.config.uuid)
+    this.markGrown(dir, false)
     this.log.info({ volume: dir, moved }, 'drained and released the pool volume to spare')
     return moved
   }
