@@ -86,8 +86,15 @@ function skipBytes (buffers: Buffer[], n: number): Buffer[] {
 export const nodeFileLayer: FileLayer = {
   async open (file, create) {
     const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR
-    const fd = await call<number>(`open ${file}`, cb => fs.open(file, flags, 0o600, cb))
-    return new NodeFileHandle(fd, file)
+    try {
+      const fd = await call<number>(`open ${file}`, cb => fs.open(file, flags, 0o600, cb))
+      return new NodeFileHandle(fd, file)
+    } catch (err) {
+      // A file on a read-only filesystem (a pool volume gone read-only) still reads.
+      if (create || !(err instanceof LogdiskError) || err.code !== 'READ_ONLY') throw err
+      const fd = await call<number>(`open ${file}`, cb => fs.open(file, fs.constants.O_RDONLY, cb))
+      return new NodeFileHandle(fd, file)
+    }
   },
   async list (dir) {
     try {

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { isLogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
@@ -71,6 +71,13 @@ export async function recover (
     cpOffset = geometry.segmentBytes
   }
   if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located, cpSegment, cpOffset))) {
+    // The newest segments may sit on a pool volume that is not there right now (unmounted
+    // disk, renamed directory): rebuilding without them would quietly go back in time.
+    const record = (await index.segments()).get(cpSegment)
+    const away = (record?.volumes ?? []).map(v => { try { return home.dirOf(v) } catch { return v } }).filter(dir => !fs.existsSync(dir))
+    if (away.length > 0 && !located.has(cpSegment)) {
+      throw new LogdiskError('NOT_FOUND', `the newest data (segment ${cpSegment}) is on pool volume ${away.join(', ')}, which is missing; bring it back before opening the store (nothing was changed)`)
+    }
     log.warn({ checkpoint }, 'the index is ahead of the log (segments missing or shortened); rebuilding the index from the log')
     checkpoint = undefined
   }

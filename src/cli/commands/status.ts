@@ -3,7 +3,7 @@ import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number, spaceBytes?: Record<string, number> }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, spaceBytes?: Record<string, number>, pool?: { warnings: string[] } }
 
 export function register (program: Command): void {
   program.command('status <store>')
@@ -28,5 +28,6 @@ export function register (program: Command): void {
       ]
       if (status.recovery.cut) lines.push(['recovery', `cut a torn tail of ${status.recovery.cut.bytes} bytes in segment ${status.recovery.cut.segment} (${status.recovery.cut.reason}); kept in ${status.recovery.cut.savedTo}`])
       for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)
+      for (const w of status.pool?.warnings ?? []) console.log(`warning  ${w}`)
     })
 }
