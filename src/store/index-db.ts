@@ -195,6 +195,11 @@ export class IndexDb {
     await chained.write()
   }
 
+  /** Makes every write so far durable (a synced write flushes LevelDB's log). */
+  async sync (): Promise<void> {
+    await this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true })
+  }
+
   /** Drops every key: the index is then rebuilt from the log. */
   async clear (): Promise<void> {
     await this.db.clear()

@@ -429,8 +429,7 @@ export class Store {
         this.map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
         this.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
       }
-      await this.checkpointing
-      await this.checkpoint()
+      await this.commitDurably()
     } catch (err) {
       moved = []
       throw err
@@ -559,8 +558,7 @@ export class Store {
       const volumes = this.segmentVolumes.get(id) ?? []
       this.segmentState.set(id, 'archived')
       this.batch.segments.set(id, { state: 'archived', volumes: [], archived: true })
-      await this.checkpointing
-      await this.checkpoint()
+      await this.commitDurably()
       this.forgetHandle(id)
       for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
       this.segmentVolumes.delete(id)
@@ -899,8 +897,7 @@ export class Store {
   private async recordVolumes (id: number, volumes: string[]): Promise<void> {
     this.segmentVolumes.set(id, volumes)
     this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes, archived: this.archivedIds.has(id) || undefined })
-    await this.checkpointing
-    await this.checkpoint()
+    await this.commitDurably()
   }
 
   /** Drops the cached handle of a segment (kept open a little for reads in flight). */
@@ -1115,8 +1112,7 @@ export class Store {
         for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
         this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
       }
-      await this.checkpointing
-      await this.checkpoint() // the index forgets freed versions before any file goes
+      await this.commitDurably() // the index forgets freed versions before any file goes
       for (const id of recycle) {
         const volumes = this.segmentVolumes.get(id) ?? []
         this.forgetHandle(id)
@@ -1134,8 +1130,7 @@ export class Store {
         }
         report.segmentsRecycled++
       }
-      await this.checkpointing
-      await this.checkpoint()
+      await this.commitDurably()
       onProgress?.(bySegment.size, bySegment.size)
       report.durationMs = Date.now() - started
       this.log.info(report, 'compacted')
@@ -1314,6 +1309,16 @@ export class Store {
       }
     })()
     return this.checkpointing
+  }
+
+  /**
+   * Commits the index and syncs LevelDB's log: for changes that precede deleting a file (a
+   * moved, archived or recycled segment), which must survive power loss, not only kill -9.
+   */
+  private async commitDurably (): Promise<void> {
+    await this.checkpointing
+    await this.checkpoint()
+    await this.index.sync()
   }
 
   status (): StoreStatus {
