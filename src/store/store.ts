@@ -321,35 +321,30 @@ export class Store {
       if (n === 0) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + Math.floor(got / B)}'s data`)
       got += n
     }
-    for (let i = 0; i < run; i++) {
-      if (crc32c(data.subarray(i * B, (i + 1) * B)) !== crcs[i]) {
-        // A mirrored segment: another copy may hold the good bytes (F10).
-        if (handle instanceof MirroredHandle) {
-          for (let c = 1; c < handle.copies.length; c++) {
-            const again = Buffer.allocUnsafe(run * B)
-            await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
-            let ok = true
-            for (let j = 0; j < run && ok; j++) if (crc32c(again.subarray(j * B, (j + 1) * B)) !== crcs[j]) ok = false
-            if (ok) {
-              this.log.error({ file, block: block + i }, 'a copy of a mirrored segment fails its checksum; served from another copy (run logdisk verify, then pool repair)')
-              return again
-            }
+    const bad = firstBadBlock(data, crcs, B)
+    if (bad >= 0) {
+      // A mirrored segment: another copy may hold the good bytes (F10).
+      if (handle instanceof MirroredHandle) {
+        for (let c = 1; c < handle.copies.length; c++) {
+          const again = Buffer.allocUnsafe(run * B)
+          await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
+          if (firstBadBlock(again, crcs, B) < 0) {
+            this.log.error({ file, block: block + bad }, 'a copy of a mirrored segment fails its checksum; served from another copy (run logdisk verify, then pool repair)')
+            return again
           }
         }
-        // Compaction punches dead data out of archived segments: old versions come back
-        // from backing storage (restores at old points, old snapshots).
-        const id = Math.floor(pos / this.config.segmentBytes)
-        if (pos < BASELINE_BASE && this.archivedIds.has(id) && this.segmentState.get(id) !== 'archived') {
-          const archived = await this.fetchArchived(id)
-          const again = Buffer.allocUnsafe(run * B)
-          await archived.handle.read(again, 0, again.length, offset)
-          await archived.close()
-          let ok = true
-          for (let j = 0; j < run; j++) if (crc32c(again.subarray(j * B, (j + 1) * B)) !== crcs[j]) ok = false
-          if (ok) return again
-        }
-        throw new LogdiskError('CORRUPT', `block ${block + i} fails its checksum in ${file} at offset ${offset + i * B}; run logdisk verify`)
       }
+      // Compaction punches dead data out of archived segments: old versions come back
+      // from backing storage (restores at old points, old snapshots).
+      const id = Math.floor(pos / this.config.segmentBytes)
+      if (pos < BASELINE_BASE && this.archivedIds.has(id) && this.segmentState.get(id) !== 'archived') {
+        const archived = await this.fetchArchived(id)
+        const again = Buffer.allocUnsafe(run * B)
+        await archived.handle.read(again, 0, again.length, offset)
+        await archived.close()
+        if (firstBadBlock(again, crcs, B) < 0) return again
+      }
+      throw new LogdiskError('CORRUPT', `block ${block + bad} fails its checksum in ${file} at offset ${offset + bad * B}; run logdisk verify`)
     }
     return data
   }
@@ -1424,6 +1419,14 @@ export class Store {
     }
     if (crc !== undefined) yield [block, crc]
   }
+}
+
+/** Index of the first block of `data` whose CRC32C is not the expected one, or -1. */
+function firstBadBlock (data: Buffer, crcs: Uint32Array, blockBytes: number): number {
+  for (let i = 0; i < crcs.length && (i + 1) * blockBytes <= data.length; i++) {
+    if (crc32c(data.subarray(i * blockBytes, (i + 1) * blockBytes)) !== crcs[i]) return i
+  }
+  return -1
 }
 
 const CACHE_VOLUME = 'cache'
