@@ -40,6 +40,10 @@ export interface OpenOptions {
    * (litefs's pattern): 'marker' makes every marker append fail.
    */
   faults?: ReadonlySet<string>
+  /** Milliseconds since the epoch; the simulation passes its virtual clock. */
+  clock?: () => number
+  /** Opens the LevelDB index at a location; the simulation passes its in-memory one. */
+  openIndex?: (location: string) => Promise<IndexDb>
 }
 
 export interface StoreStatus {
@@ -115,7 +119,7 @@ export class Store {
   ) {
     this.openSegments.set(current.id, current)
     this.completedPosition = this.positionOf(current.id, current.tail)
-    this.lastCheckpoint = { seq, position: this.completedPosition, timeMs: Date.now() }
+    this.lastCheckpoint = { seq, position: this.completedPosition, timeMs: this.now() }
     const interval = opts.checkpointIntervalMs ?? 1000
     if (interval > 0) {
       this.timer = setInterval(() => { this.checkpoint().catch(err => this.log.error({ err: (err as Error).message }, 'index checkpoint failed; will retry')) }, interval)
@@ -148,7 +152,7 @@ export class Store {
     const log = opts.logger ?? silentLogger
     let index: IndexDb
     try {
-      index = await IndexDb.open(path.join(dir, INDEX_DIR))
+      index = await (opts.openIndex ?? IndexDb.open)(path.join(dir, INDEX_DIR))
     } catch (err) {
       if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
       throw err
@@ -161,7 +165,7 @@ export class Store {
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
       const cacheDir = path.join(dir, 'cache')
-      fs.rmSync(cacheDir, { recursive: true, force: true }) // fetched copies of a previous run
+      await removeFiles(layer, cacheDir) // fetched copies of a previous run
       // Rebuilding the index needs the whole log: archived segments come back for the scan.
       const rebuilding = (await index.checkpoint()) === undefined
       const fetched = rebuilding && opts.archive ? await fetchAllArchived(layer, baseHome, cacheDir, opts.archive, log) : []
@@ -172,7 +176,7 @@ export class Store {
         const batch = new IndexBatch()
         for (const id of fetched) batch.segments.set(id, { state: id === recovered.current.id ? 'current' : 'archived', volumes: [], archived: true })
         await index.commit(batch, (await index.checkpoint())!)
-        fs.rmSync(cacheDir, { recursive: true, force: true })
+        await removeFiles(layer, cacheDir)
       }
       const records = await index.segments()
       const ids = [...new Set([...records.keys(), ...recovered.segments])]
@@ -204,6 +208,11 @@ export class Store {
   get blockBytes (): number { return this.config.blockBytes }
   private get geometry (): SegmentGeometry {
     return { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
+  }
+
+  /** The store's clock (virtual in the simulation). */
+  private now (): number {
+    return this.opts.clock ? this.opts.clock() : Date.now()
   }
 
   private positionOf (segmentId: number, offset: number): number {
@@ -536,7 +545,7 @@ export class Store {
     if (opts.olderThanMs && opts.olderThanMs > 0) {
       for (const id of local) {
         const st = await this.sealedAtMs(id)
-        if (st !== undefined && Date.now() - st >= opts.olderThanMs) chosen.add(id)
+        if (st !== undefined && this.now() - st >= opts.olderThanMs) chosen.add(id)
       }
     }
     if (opts.workingSet && opts.workingSet > 0) {
@@ -718,7 +727,7 @@ export class Store {
 
   /** Entry times never decrease along the log, so a time maps to a sequence number. */
   private nextTimeMs (): number {
-    return Math.max(Date.now(), this.lastTimeMs)
+    return Math.max(this.now(), this.lastTimeMs)
   }
 
   /** Appends a marker entry (sync point, snapshot cut); call under the append lock. */
@@ -1216,7 +1225,7 @@ export class Store {
     if (/^\d{4}-\d{2}-\d{2}/.test(spec)) {
       const t = Date.parse(spec)
       if (Number.isNaN(t)) throw new LogdiskError('BAD_ARGUMENT', `"${spec}" is not an ISO time (like 2026-11-21T10:00:00Z)`)
-      if (t > Date.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
+      if (t > this.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
       const first = await this.index.entry(1)
       if (!first || t < first.timeMs) {
         throw new LogdiskError('BAD_ARGUMENT', `${spec} is before the first write (the log starts at ${new Date(first?.timeMs ?? 0).toISOString()})`)
@@ -1289,7 +1298,7 @@ export class Store {
     if (this.checkpointing) return this.checkpointing
     if (this.batch.size === 0) return Promise.resolve()
     const batch = this.batch
-    const cp: Checkpoint = { seq: this.seq, position: this.completedPosition, timeMs: Date.now() }
+    const cp: Checkpoint = { seq: this.seq, position: this.completedPosition, timeMs: this.now() }
     this.batch = new IndexBatch()
     this.checkpointing = (async () => {
       try {
@@ -1465,6 +1474,12 @@ async function fetchAllArchived (layer: FileLayer, home: SegmentHome, cacheDir: 
   }
   if (fetched.length > 0) log.warn({ segments: fetched.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
   return fetched
+}
+
+/** Deletes the files of a flat directory (the fetch cache), through the store's file layer. */
+async function removeFiles (layer: FileLayer, dir: string): Promise<void> {
+  const names = await layer.list(dir).catch(() => [] as string[])
+  for (const name of names) await layer.remove(path.join(dir, name))
 }
 
 function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {
