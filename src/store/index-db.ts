@@ -207,6 +207,15 @@ export class IndexDb {
     await chained.write()
   }
 
+  /**
+   * Writes segment records alone, synced (LevelDB's log flushed): for facts that must be
+   * durable before the store acknowledges anything more, like a mirror copy that fell behind.
+   */
+  async putSegments (records: Map<number, SegmentRecord>): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object)
+  }
+
   /** Makes every write so far durable (a synced write flushes LevelDB's log). */
   async sync (): Promise<void> {
     await this.gate?.('index.sync')
