@@ -8,7 +8,7 @@ import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, S
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { moveRecordAt, tableBytes } from './entry'
+import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -211,14 +211,21 @@ export async function recover (
     acceptGap = true
   }
 
+  /** The baseline already holds this very version: a log copy is only waiting to be freed. */
+  function inBaseline (block: number, seq: number): boolean {
+    return map.position(block) >= BASELINE_BASE && map.seq(block) === seq
+  }
+
   function apply (entry: ScannedEntry): void {
     const h = entry.header
     report.replayedEntries++
     if (h.kind === EntryKind.free) {
       seq = h.block // the run's last sequence number: nothing in it is indexed any more
-      // Points inside a freed run cannot be restored exactly: keep the horizon past it.
-      horizon = Math.max(horizon, h.block)
-      batch.counters.set(HISTORY_HORIZON, horizon)
+      if (h.payloadCrc !== FREE_HORIZON_IN_MARKER) {
+        // A format-1 run: no marker says what it gave up; keep the horizon past it at least.
+        horizon = Math.max(horizon, h.block)
+        batch.counters.set(HISTORY_HORIZON, horizon)
+      }
       return
     }
     seq = h.seq
@@ -228,8 +235,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const crc = entry.table.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
         const at = dataStart + i * geometry.blockBytes
-        // The baseline already holds this very version: its log copy is only waiting to be freed.
-        if (map.seq(h.block + i) === h.seq && map.position(h.block + i) >= BASELINE_BASE) continue
+        if (inBaseline(h.block + i, h.seq)) continue
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
@@ -238,6 +244,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const v = moveRecordAt(entry.table, i)
         const at = dataStart + i * geometry.blockBytes
+        if (inBaseline(v.block, v.seq)) continue
         map.set(v.block, at, v.crc, v.seq)
         batch.addBlock(v.block, v.seq, at, v.crc) // the version, now here
       }
@@ -245,6 +252,11 @@ export async function recover (
     }
     const payload = h.kind === EntryKind.write || h.kind === EntryKind.move ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
+    if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
+      // The log keeps the horizon, so a rebuilt index never promises history compaction freed.
+      horizon = Math.max(horizon, payload.horizon)
+      batch.counters.set(HISTORY_HORIZON, horizon)
+    }
     if (payload) {
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
       batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)

@@ -28,6 +28,8 @@ export interface SimulationOptions {
   phases?: number
   /** Called with each line of the trace (the last lines are in a failure's message anyway). */
   trace?: (line: string) => void
+  /** Debugging: called with the live objects before a verify failure is reported. */
+  inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
 }
 
 export interface SimulationReport {
@@ -84,8 +86,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
   const archive = rng.chance(0.5) ? new SimArchive(sched) : undefined
   const checkpointMaxBlocks = rng.range(8, 400)
+  const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, checkpoint every ${checkpointMaxBlocks} blocks`
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -103,8 +106,12 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     clock: sched.clock,
     openIndex: indexes.open,
     checkpointIntervalMs: 0,
-    checkpointMaxBlocks
+    checkpointMaxBlocks,
+    historyKeepMs
   })
+  // A restore may be refused only without backing storage, and only for a point that has
+  // been outside the history window (snapshots never).
+  const mayRefuse = (p: Point): boolean => !archive && p.timeMs < sched.nowMs - historyKeepMs
 
   try {
     await drive(Store.create(dir, { sizeBytes, blockBytes: B, segmentBytes: SEGMENT_BYTES }, sim))
@@ -319,8 +326,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`))
         model.reset(observed)
       }
-      await drive(checkPoints(store, points, sizeBytes, archive !== undefined, phase, fail, count))
+      await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       const verify = await drive(store.verify())
+      if (!verify.ok && opts.inspect) await opts.inspect({ store, sim, home, scheduler: sched })
       if (!verify.ok) fail(`phase ${phase}: verify: ${verify.problems.join('; ')}`)
 
       const r = rng.next()
@@ -341,7 +349,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       if (r < 0.12) {
         const observed = await drive(store.read(0, sizeBytes))
         if (!observed.equals(model.base)) fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'}`)
-        await drive(checkPoints(store, points, sizeBytes, archive !== undefined, phase, fail, count))
+        await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       }
     }
     await drive(store.close())
@@ -394,7 +402,7 @@ async function hasSync (store: Store, note: string): Promise<boolean> {
 
 /** Every snapshot image and every sync point's restore against the model. */
 async function checkPoints (
-  store: Store, points: Map<string, Point>, sizeBytes: number, archived: boolean, phase: number,
+  store: Store, points: Map<string, Point>, sizeBytes: number, mayRefuse: (p: Point) => boolean, phase: number,
   fail: (message: string) => never, count: (op: string) => void
 ): Promise<void> {
   const snaps = new Map(store.snapshots().map(s => [s.name, s]))
@@ -412,8 +420,7 @@ async function checkPoints (
       try {
         seq = (await store.resolvePoint(p.name)).seq
       } catch (err) {
-        // Outside the history window a restore may be refused, never with backing storage.
-        if (!archived && isLogdiskError(err, 'BAD_ARGUMENT')) continue
+        if (mayRefuse(p) && isLogdiskError(err, 'BAD_ARGUMENT')) continue
         return fail(`phase ${phase}: restore --at ${p.name}: ${(err as Error).message}`)
       }
       got = Buffer.alloc(sizeBytes)
