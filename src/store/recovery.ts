@@ -74,7 +74,9 @@ export async function recover (
     if (out) return out
     const found = located.get(id) ?? []
     const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))
-    out = recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
+    // A rebuild scans an archived segment's fetched copy alone: it holds the whole history
+    // (a local copy may be punched), and it is never written through.
+    out = found.includes(CACHE_VOLUME) ? [CACHE_VOLUME] : recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
     chosen.set(id, out)
     return out
   }
@@ -191,6 +193,7 @@ export async function recover (
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()
+    if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
     if (batch.history.length / 4 >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
     async function cut (offset: number, reason: string): Promise<void> {
@@ -209,6 +212,35 @@ export async function recover (
     report.damaged.push({ segment, offset, reason })
     log.error({ segment, offset, reason }, 'damage inside the log (not at its end): left in place; entries past it in that segment are unreadable; run logdisk verify')
     acceptGap = true
+  }
+
+  /**
+   * An archived segment was scanned from its fetched copy (whole history); its local copy
+   * may have had runs freed and punched since. Those entries are marked freed in the index,
+   * so that compaction never writes a shorter free header over a run the local file already
+   * skips (that would strand punched bytes inside the local log).
+   */
+  async function markLocallyFreed (id: number): Promise<void> {
+    const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    if (local.length === 0) return
+    let one: Segment
+    try {
+      one = await Segment.open(layer, home, local, id, geometry, log)
+    } catch {
+      return // no readable local copy: nothing of it to respect
+    }
+    try {
+      for await (const item of scanSegment(one.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, false)) {
+        if (item.type === 'end') break
+        if (item.header.kind !== EntryKind.free) continue
+        for (let s = item.header.seq; s <= item.header.block; s++) {
+          const e = batch.entries.get(s)
+          if (e) batch.entries.set(s, { ...e, freed: true })
+        }
+      }
+    } finally {
+      await one.close()
+    }
   }
 
   /** The baseline already holds this very version: a log copy is only waiting to be freed. */
@@ -281,7 +313,8 @@ export async function recover (
     // state follows from the scan.
     const record = records.get(id)
     const state = id === current.id ? 'current' : !record || record.state === 'current' ? 'active' : record.state
-    const volumes = (record?.volumes ?? chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const local = (chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const volumes = record?.volumes ?? (local.length > 0 ? local : (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME))
     batch.segments.set(id, { ...record, state, volumes })
   }
   await commit(current)
@@ -315,8 +348,7 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
 /**
  * Copies of one segment ordered by how far their valid log reaches (highest sequence number,
  * then furthest offset): a copy that fell behind (a failed write, a power loss between the
- * copies' writes) is a prefix of the others. A copy fetched back from backing storage comes
- * first: it holds the whole history, where a local copy may have been punched.
+ * copies' writes) is a prefix of the others.
  */
 async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<string[]> {
   if (volumes.length < 2) return volumes
@@ -336,7 +368,7 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
         await one.close()
       }
     } catch { /* unreadable copy: last */ }
-    reach.set(v, v === CACHE_VOLUME ? [Infinity, Infinity] : [seq, end])
+    reach.set(v, [seq, end])
   }
   return [...volumes].sort((a, b) => (reach.get(b)![0] - reach.get(a)![0]) || (reach.get(b)![1] - reach.get(a)![1]))
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pack } from 'msgpackr'
-import { LogdiskError, fromSystemError } from '../errors'
+import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
@@ -1274,19 +1274,25 @@ export class Store {
     const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
     if (cleanBelow > 0) {
       const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id))
-      for (const id of sealed) {
-        const lo = firstLiveAtOrAfter(analysis.live, id * S)
-        const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
-        if (hi === lo || (hi - lo) * this.blockBytes >= cleanBelow * S) continue
-        for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
-          const group = []
-          for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
-            group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+      try {
+        for (const id of sealed) {
+          const lo = firstLiveAtOrAfter(analysis.live, id * S)
+          const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
+          if (hi === lo || (hi - lo) * this.blockBytes >= cleanBelow * S) continue
+          for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
+            const group = []
+            for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
+              group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+            }
+            await this.moveVersions(group)
+            report.versionsMoved += group.length
           }
-          await this.moveVersions(group)
-          report.versionsMoved += group.length
+          report.segmentsCleaned++
         }
-        report.segmentsCleaned++
+      } catch (err) {
+        // A full pool leaves no room to move into; freeing in place needs none, so go on.
+        if (!isLogdiskError(err, 'NO_SPACE')) throw err
+        this.log.warn({ err: (err as Error).message }, 'compaction: no room to move live versions; freeing in place only')
       }
       if (report.versionsMoved > 0) {
         // The moved copies are the live ones now: judge again from a fence past the moves.

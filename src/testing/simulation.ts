@@ -228,8 +228,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             await s.deleteSnapshot(p.name)
             points.delete(p.name)
           } catch (err) {
-            if (!powerLost) p.deleting = false
+            // Refused: still there. Failed by a fault or a power loss: it may be gone.
             if (!allowed(err)) unexpected(`delete ${p.name}`, err)
+            else if (!powerLost && !faulty) p.deleting = false
           }
         } else if (r < 0.83) {
           const mode = rng.int(4)
