@@ -65,6 +65,7 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
+  if (checkpoint) await redoPendingHeaders(layer, home, index, log)
   // Which copies of a mirrored segment are current: the index records a copy that fell
   // behind (a failed write) before the store acknowledged anything past it.
   const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
@@ -371,6 +372,31 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
     reach.set(v, [seq, end])
   }
   return [...volumes].sort((a, b) => (reach.get(b)![0] - reach.get(a)![0]) || (reach.get(b)![1] - reach.get(a)![1]))
+}
+
+/**
+ * Rewrites the in-place header writes a crash may have torn (compaction's free headers; see
+ * keys.ts 'p'): the same bytes again, on every copy still there, then synced.
+ */
+async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: IndexDb, log: Logger): Promise<void> {
+  const pending = await index.pending()
+  if (!pending) return
+  for (const volume of pending.volumes) {
+    let handle
+    try {
+      handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(pending.segment)), false)
+    } catch { // a volume no longer in the pool, or
+      continue // moved, archived or recycled since: nothing to redo there
+    }
+    try {
+      for (const [offset, bytes] of pending.headers) await handle.writev([Buffer.from(bytes)], offset)
+      await handle.datasync()
+    } finally {
+      await handle.close()
+    }
+  }
+  log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
+  await index.clearPending()
 }
 
 /** Whether the segment holding the checkpoint exists and is at least that long. */

@@ -1337,12 +1337,13 @@ export class Store {
         // before any of it is punched, and reads of dead versions fetch it back.
         if (this.opts.archive) await this.ensureArchived(id)
         const segment = await this.segment(id)
+        const headers: Array<[number, Buffer]> = []
         for (const run of fresh) {
           const first = entries[run.first]
           const last = entries[run.last]
           const start = first.e.position % S
           const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
-          await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
+          headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
           const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
           const to = Math.floor(end / 4096) * 4096
           // Exactly the copies that took the free header, wherever the segment lives later.
@@ -1354,7 +1355,12 @@ export class Store {
             report.entriesFreed++
           }
         }
+        // A header written over another can be torn by a crash: the index holds the writes
+        // first, and opening the store redoes them whole (recovery.ts).
+        await this.index.putPending({ segment: id, volumes: segment.volumes, headers })
+        for (const [at, header] of headers) await segment.handle.writev([header], at)
         await segment.handle.datasync() // the free headers are durable before any data goes
+        await this.index.clearPending()
       }
       if (entries.every(freeable)) recycle.push(id)
       else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {

@@ -129,6 +129,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       let powerLost = false
       const problems: string[] = []
       const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
+        log(`  failed: ${(err as Error).message.slice(0, 160)}`)
         if (powerLost) return true
         if (faulty && (isLogdiskError(err, 'IO') || isLogdiskError(err, 'NO_SPACE'))) return true
         return codes.some(c => isLogdiskError(err, c))
@@ -267,8 +268,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           count('pool grow')
           log(`pool grow: ${home.grow()}`)
         } else if (r < 0.95) {
+          // One drain at a time, as the pool does (a second one is BUSY there).
           const volumes = home.volumes().filter(v => !home.draining.has(v))
-          if (volumes.length <= copies) return
+          if (volumes.length <= copies || home.draining.size > 0) return
           const from = volumes[rng.int(volumes.length)]
           home.draining.add(from)
           count('pool drain')
@@ -277,10 +279,13 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             for (const id of home.segmentsOf(from)) {
               const to = home.candidates(s.volumesOf(id) ?? [])[0]
               if (!to) break
+              log(`  relocate ${id} ${from} -> ${to}`)
               await s.relocateSegment(id, from, to)
             }
             if (home.segmentsOf(from).length === 0) home.drop(from)
+            else home.draining.delete(from)
           } catch (err) {
+            home.draining.delete(from)
             if (!allowed(err, 'NOT_FOUND')) unexpected(`drain ${from}`, err)
           }
         } else {
@@ -349,7 +354,11 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       }
       if (r < 0.12) {
         const observed = await drive(store.read(0, sizeBytes))
-        if (!observed.equals(model.base)) fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'}`)
+        if (!observed.equals(model.base)) {
+          await opts.inspect?.({ store, sim, home, scheduler: sched })
+          const blocks = [...Array(sizeBytes / B).keys()].filter(b => !observed.subarray(b * B, (b + 1) * B).equals(model.base.subarray(b * B, (b + 1) * B)))
+          fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'} (blocks ${blocks.slice(0, 10).join(', ')}${blocks.length > 10 ? ', ...' : ''})`)
+        }
         await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       }
     }
