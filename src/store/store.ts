@@ -250,6 +250,9 @@ export class Store {
    * Found by bisection over entry times (times never decrease along the log).
    */
   private async windowStart (fence: PassFence): Promise<number> {
+    // With backing storage every point stays restorable (versions are archived before they
+    // are punched, and history keeps them): the window protects nothing more.
+    if (this.opts.archive) return fence.seq + 1
     const keep = this.historyKeepMs
     if (keep <= 0) return fence.seq + 1
     if (!Number.isFinite(keep)) return 1
@@ -757,6 +760,9 @@ export class Store {
     await this.opts.archive!.put(id, data.subarray(0, got))
     this.archivedIds.add(id)
     this.recordSegment(id)
+    // Durable before anything relies on it (a free header, a punch, a local delete): lost in
+    // a power loss, the next archive would put the punched local copy over the whole one.
+    await this.index.putSegments(new Map([[id, this.batch.segments.get(id)!]]))
     return got
   }
 

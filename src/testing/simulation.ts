@@ -138,9 +138,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         problems.push(`${what}: unexpected ${isLogdiskError(err) ? err.code : 'error'}: ${(err as Error).message}`)
       }
       const s = store
-      const action = async (): Promise<void> => {
+      /** One operation; `pick` forces which (the same scale as the seeded draw). */
+      const action = async (pick?: number): Promise<void> => {
+        const r = pick ?? rng.next()
         for (let i = rng.int(40); i > 0; i--) await sched.io('idle') // start at a seeded moment
-        const r = rng.next()
         if (r < 0.34) {
           const { offset, data } = randomWrite(rng, sizeBytes, faulty)
           const w = model.callWrite(offset, data)
@@ -303,7 +304,13 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         }
       }
-      const actions = Array.from({ length: rng.range(2, 14) }, () => action())
+      // Now and then a busy phase: compactions under a burst of writes that rolls segments
+      // while they run (where a pass that judged too much history would free new writes).
+      const busy = rng.chance(0.15)
+      const actions = busy
+        ? [action(0.8), action(0.8), ...Array.from({ length: rng.range(20, 40) }, () => action(0.1))]
+        : Array.from({ length: rng.range(2, 14) }, () => action())
+      if (busy) log('busy phase: compactions under a burst of writes')
       const all = Promise.allSettled(actions)
       const run = await sched.run(all, { crashAfterSteps })
       powerLost = run.powerLost
@@ -441,7 +448,7 @@ async function checkPoints (
       }
     }
     const bad = checkExpectation(p.expect, got, B)
-    if (bad >= 0) fail(`phase ${phase}: ${p.kind === 'snapshot' ? 'snapshot' : 'restore --at'} ${p.name} block ${bad} is wrong`)
+    if (bad >= 0) fail(`phase ${phase}: ${p.kind === 'snapshot' ? 'snapshot' : 'restore --at'} ${p.name} block ${bad} is wrong (got ${got.subarray(bad * B, bad * B + 8).toString('hex')}, expected ${p.expect.data.subarray(bad * B, bad * B + 8).toString('hex')})`)
     p.expect = { data: got, any: new Set() } // wildcards are settled now
   }
 }
