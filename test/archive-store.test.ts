@@ -8,7 +8,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { parseTarget, type ArchiveFaults, type ArchiveTarget } from '../src/archive'
+import { parseTarget, type ArchiveFaults, type ArchiveTarget, type ExclusiveCreate } from '../src/archive'
 import { archiveLink } from '../src/archive/link'
 import { isLogdiskError } from '../src/errors'
 import { applyAssignments, readPolicy, writePolicy } from '../src/policy/policy'
@@ -400,6 +400,8 @@ class FlakyTarget implements ArchiveTarget {
   has (name: string): Promise<boolean> { return this.good.has(name) }
   list (prefix?: string): Promise<string[]> { return this.good.list(prefix) }
   delete (name: string): Promise<void> { return this.good.delete(name) }
+  putIfAbsent (name: string, data: Buffer): Promise<boolean> { return this.good.putIfAbsent(name, data) }
+  exclusiveCreate (): Promise<ExclusiveCreate> { return this.good.exclusiveCreate() }
   describe (): string { return this.good.describe() }
   async close (): Promise<void> { await this.good.close(); await this.faulty.close() }
 }

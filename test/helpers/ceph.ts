@@ -46,7 +46,9 @@ export interface CephGateway {
 
 /** Where clusters live: one directory each, named <owner pid>-<random>. */
 export const CEPH_TEST_ROOT = path.join(os.tmpdir(), 'logdisk-ceph-tests')
-const SCRIPTS = path.resolve(__dirname, '../../scripts/ceph')
+/** scripts/ceph of this checkout, from test/helpers or from its compiled copy in dist/test/helpers. */
+const SCRIPTS = [path.resolve(__dirname, '../../scripts/ceph'), path.resolve(__dirname, '../../../scripts/ceph')]
+  .find(dir => fs.existsSync(path.join(dir, 'start-rgw.sh'))) ?? path.resolve('scripts/ceph')
 const START_TIMEOUT_MS = 120_000
 
 /** Why Ceph cannot run here, or undefined when it can. */
