@@ -101,8 +101,8 @@ export async function sweepStaleClusters (): Promise<string[]> {
   return swept
 }
 
-/** Two distinct free ports on 127.0.0.1 (bound by the OS, then released). */
-async function freePorts (n: number): Promise<number[]> {
+/** `n` distinct free ports on 127.0.0.1 (bound by the OS, then released). */
+export async function freePorts (n: number): Promise<number[]> {
   const servers: net.Server[] = []
   const ports: number[] = []
   for (let i = 0; i < n; i++) {
