@@ -17,7 +17,8 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
-import type { SegmentHome } from './segment-home'
+import { CACHE_VOLUME, type SegmentHome } from './segment-home'
+import type { SegmentRecord } from './index-db'
 
 export interface RecoveryReport {
   /** Entries read from the log past the index checkpoint and applied. */
@@ -36,6 +37,8 @@ export interface Recovered {
   segments: number[]
   /** Every segment file found, by id: the volumes holding a copy. */
   located: Map<number, string[]>
+  /** The copies recovery trusted, by id, best first (the index's record, or the longest log). */
+  chosen: Map<number, string[]>
   current: Segment
   seq: number
   report: RecoveryReport
@@ -52,7 +55,7 @@ const REPLAY_COMMIT_BLOCKS = 262144
  */
 export async function recover (
   layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
-  index: IndexDb, map: BlockMap, log: Logger
+  index: IndexDb, map: BlockMap, log: Logger, onDropped: (id: number) => (volume: string) => void = () => () => {}
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -62,6 +65,19 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
+  // Which copies of a mirrored segment are current: the index records a copy that fell
+  // behind (a failed write) before the store acknowledged anything past it.
+  const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
+  const chosen = new Map<number, string[]>()
+  const copiesOf = async (id: number): Promise<string[]> => {
+    let out = chosen.get(id)
+    if (out) return out
+    const found = located.get(id) ?? []
+    const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))
+    out = recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
+    chosen.set(id, out)
+    return out
+  }
   // A position at offset 0 of segment N is the very end of a full segment N-1 (entries start
   // after the header page, so no entry is ever at offset 0).
   let cpSegment = checkpoint ? Math.floor(checkpoint.position / geometry.segmentBytes) : -1
@@ -70,7 +86,7 @@ export async function recover (
     cpSegment -= 1
     cpOffset = geometry.segmentBytes
   }
-  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located, cpSegment, cpOffset))) {
+  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located.has(cpSegment) ? await copiesOf(cpSegment) : undefined, cpSegment, cpOffset))) {
     // The newest segments may sit on a pool volume that is not there right now (unmounted
     // disk, renamed directory): rebuilding without them would quietly go back in time.
     const record = (await index.segments()).get(cpSegment)
@@ -126,7 +142,7 @@ export async function recover (
     if (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1) acceptGap = true
     let segment: Segment
     try {
-      segment = await Segment.open(layer, home, located.get(id)!, id, geometry, log)
+      segment = await Segment.open(layer, home, await copiesOf(id), id, geometry, log, onDropped(id))
     } catch (err) {
       if (!isLast) {
         damaged(id, 0, (err as Error).message)
@@ -243,13 +259,21 @@ export async function recover (
 
   if (!current) {
     const id = ids.length > 0 ? ids[ids.length - 1] + 1 : 0
-    current = await Segment.create(layer, home, await home.place(id), id, geometry, log)
+    current = await Segment.create(layer, home, await home.place(id), id, geometry, log, onDropped(id))
     located.set(id, current.volumes)
+    chosen.set(id, current.volumes)
     scanned.push(id)
   }
-  for (const id of scanned) batch.segments.set(id, { state: id === current.id ? 'current' : 'active', volumes: located.get(id) })
+  for (const id of scanned) {
+    // A record keeps what it knows (copies that should exist, the archived flag); only the
+    // state follows from the scan.
+    const record = records.get(id)
+    const state = id === current.id ? 'current' : !record || record.state === 'current' ? 'active' : record.state
+    const volumes = (record?.volumes ?? chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    batch.segments.set(id, { ...record, state, volumes })
+  }
   await commit(current)
-  return { segments: scanned, current, seq, report, snapshots, located }
+  return { segments: scanned, current, seq, report, snapshots, located, chosen }
 }
 
 /** Segment files on every volume of the home: id -> volumes holding a copy. */
@@ -276,10 +300,38 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
   return out
 }
 
+/**
+ * Copies of one segment ordered by how far their valid log reaches (highest sequence number,
+ * then furthest offset): a copy that fell behind (a failed write, a power loss between the
+ * copies' writes) is a prefix of the others. A copy fetched back from backing storage comes
+ * first: it holds the whole history, where a local copy may have been punched.
+ */
+async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<string[]> {
+  if (volumes.length < 2) return volumes
+  const reach = new Map<string, [number, number]>()
+  for (const v of volumes) {
+    let seq = -1
+    let end = -1
+    try {
+      const one = await Segment.open(layer, home, [v], id, geometry)
+      try {
+        for await (const item of scanSegment(one.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true)) {
+          if (item.type === 'end') { end = item.offset; break }
+          if (item.badBlocks.length > 0) { end = item.offset; break }
+          seq = item.header.kind === EntryKind.free ? item.header.block : item.header.seq
+        }
+      } finally {
+        await one.close()
+      }
+    } catch { /* unreadable copy: last */ }
+    reach.set(v, v === CACHE_VOLUME ? [Infinity, Infinity] : [seq, end])
+  }
+  return [...volumes].sort((a, b) => (reach.get(b)![0] - reach.get(a)![0]) || (reach.get(b)![1] - reach.get(a)![1]))
+}
+
 /** Whether the segment holding the checkpoint exists and is at least that long. */
-async function logReaches (layer: FileLayer, home: SegmentHome, located: Map<number, string[]>, segment: number, offset: number): Promise<boolean> {
-  const volumes = located.get(segment)
-  if (!volumes) return false
+async function logReaches (layer: FileLayer, home: SegmentHome, volumes: string[] | undefined, segment: number, offset: number): Promise<boolean> {
+  if (!volumes || volumes.length === 0) return false
   const handle = await layer.open(path.join(home.dirOf(volumes[0]), segmentFileName(segment)), false)
   try {
     return (await handle.size()) >= offset

@@ -41,7 +41,7 @@ export class Segment {
   }
 
   /** Creates the segment on each of `volumes` (one copy each): header written and synced. */
-  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
     const copies = []
     try {
       for (const volume of volumes) {
@@ -59,7 +59,7 @@ export class Segment {
       for (const c of copies) await c.handle.close().catch(() => undefined)
       throw err
     }
-    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
     return new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES)
   }
 
@@ -68,7 +68,7 @@ export class Segment {
    * the file size until the caller's scan says where entries end. Throws CORRUPT naming the
    * first problem when no copy is usable (a missing pool directory names that directory).
    */
-  static async open (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+  static async open (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
     const copies: Array<{ volume: string, file: string, handle: FileHandle }> = []
     const problems: string[] = []
     for (const volume of volumes) {
@@ -92,7 +92,7 @@ export class Segment {
     }
     if (copies.length === 0) throw new LogdiskError('CORRUPT', problems[0] ?? `segment ${id} has no copy on any pool volume`)
     if (problems.length > 0) log.error({ segment: id, problems }, 'a copy of a segment is missing or damaged; reading from the others (run logdisk verify)')
-    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
     return new Segment(id, copies[0].file, handle, copies.map(c => c.volume), await handle.size())
   }
 
