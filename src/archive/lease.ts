@@ -137,12 +137,30 @@ export function describeHolder (r: Pick<LeaseRecord, 'holder' | 'generation'>): 
 /** The newest lease record on `target`, or undefined when there is none. */
 export async function readLease (target: ArchiveTarget, name = DEFAULT_LEASE_NAME): Promise<LeaseRecord | undefined> {
   checkLeaseName(target, name)
+  return (await readState(target, name)).record
+}
+
+/**
+ * The newest readable record, and the highest version number present (the next change creates
+ * top + 1). On a target whose putIfAbsent is emulated a version that reads as CORRUPT is a
+ * creation torn by a race that no one won (see ArchiveTarget.exclusiveCreate): it is skipped.
+ * Elsewhere a damaged record is an error: who holds the lease is then unknown.
+ */
+async function readState (target: ArchiveTarget, name: string): Promise<{ record: LeaseRecord | undefined, top: number }> {
   for (let attempt = 1; ; attempt++) {
     const versions = versionsOf(await target.list(`${name}.v`), name)
-    if (versions.length === 0) return undefined
-    const object = versionName(name, versions[versions.length - 1])
+    const top = versions.length > 0 ? versions[versions.length - 1] : 0
     try {
-      return decode(target, object, await target.get(object))
+      for (let i = versions.length - 1; i >= 0; i--) {
+        const object = versionName(name, versions[i])
+        try {
+          return { record: decode(target, object, await target.get(object)), top }
+        } catch (err) {
+          if (isLogdiskError(err, 'CORRUPT') && await target.exclusiveCreate() === 'emulated') continue
+          throw err
+        }
+      }
+      return { record: undefined, top }
     } catch (err) {
       // Collected by its holder between our list and get: a newer one exists; look again.
       if (isLogdiskError(err, 'NOT_FOUND') && attempt < ROUNDS) continue
@@ -200,7 +218,7 @@ export class Lease {
     let first = true
     let seen: LeaseRecord | undefined
     for (let round = 1; round <= ROUNDS; round++) {
-      const cur = await readLease(target, name)
+      const { record: cur, top } = await readState(target, name)
       if (cur !== undefined && cur.holder.nonce === me.nonce) return await Lease.won(target, name, cur, ttlMs, now)
       if (first) {
         seen = cur
@@ -213,7 +231,7 @@ export class Lease {
       const at = new Date(now())
       const next: LeaseRecord = {
         format: 1,
-        version: (cur?.version ?? 0) + 1,
+        version: top + 1,
         generation: (cur?.generation ?? 0) + 1,
         holder: me,
         acquiredAt: at.toISOString(),
@@ -308,12 +326,12 @@ export class Lease {
   private async change (release: boolean): Promise<LeaseRecord> {
     this.assertOpen()
     for (let round = 1; round <= ROUNDS; round++) {
-      const cur = await readLease(this.target, this.name)
+      const { record: cur, top } = await readState(this.target, this.name)
       this.assertMine(cur)
       const at = new Date(this.now())
       const next: LeaseRecord = {
         ...cur!,
-        version: cur!.version + 1,
+        version: top + 1,
         renewedAt: at.toISOString(),
         expiresAt: new Date(at.getTime() + (release ? 0 : this.ttlMs)).toISOString(),
         released: release

@@ -69,9 +69,12 @@ export interface ArchiveTarget {
    *             fails with EEXIST; S3: PUT with If-None-Match: *, as AWS S3 since 2024, Ceph
    *             RGW and MinIO honour): of concurrent calls on one name exactly one resolves true
    *   emulated  the server ignores If-None-Match (s3rver, old gateways): HEAD, PUT, wait
-   *             `settleMs`, GET and compare. Correct while every PUT completes within settleMs of
-   *             its HEAD; a PUT delayed longer can make two callers both resolve true. The lease
-   *             re-checks its record before every fenced write, so that ends at the next check.
+   *             `settleMs`, GET and compare the bytes. Correct while every PUT completes within
+   *             settleMs of its HEAD; a PUT delayed longer can make two callers both resolve
+   *             true. The lease re-checks its record before every fenced write, so that ends at
+   *             the next check. On a server that tears concurrent PUTs of one key (s3rver:
+   *             bytes of one, metadata of another) all of them resolve false and the object
+   *             reads as CORRUPT: the lease skips such records.
    */
   exclusiveCreate (): Promise<ExclusiveCreate>
 
