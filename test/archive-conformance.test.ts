@@ -78,6 +78,8 @@ interface Unreachable {
   ops?: Array<'put' | 'get' | 'has' | 'list' | 'delete'>
   /** Further assertions after the operations failed. */
   check?: (t: Test, target: ArchiveTarget) => void
+  /** What every operation's message must say. */
+  says?: RegExp
 }
 
 function archiveConformance (t: Test, name: string, setup: (t: Test) => Promise<Backend>, unreachable: Unreachable[]): void {
@@ -201,6 +203,7 @@ function archiveConformance (t: Test, name: string, setup: (t: Test) => Promise<
         const ms = Date.now() - started
         t.ok(ms < FAIL_FAST_MS, `${op} failed in ${ms} ms, no hang`)
         t.notMatch(err?.message ?? '', /\n/, `${op}: a one-line message`)
+        if (u.says !== undefined) t.match(err?.message ?? '', u.says, `${op}: says ${String(u.says)}`)
         t.comment(`${op}: ${err?.message ?? ''}`)
       }
       u.check?.(t, target)
@@ -334,11 +337,13 @@ function s3Conformance (t: Test, start: Promise<S3Service>, label: string): void
     // Client-side failures: the same whatever the server, so run once.
     ...(label !== 's3rver' ? [] : [{
       label: 'nothing listens on the endpoint',
+      says: /endpoint unreachable \(ECONNREFUSED\)/,
       make: async t => s3Target(t, 'logdisk-archive', 'p', {
         ...(await start).settings, endpoint: `http://127.0.0.1:${await closedPort()}`, maxAttempts: 2, connectionTimeoutMs: 1000
       })
     }, {
       label: 'the endpoint accepts connections and never answers',
+      says: /endpoint unreachable/,
       make: async t => {
         const silent = await startSilentServer()
         t.teardown(silent.stop)
@@ -349,10 +354,12 @@ function s3Conformance (t: Test, start: Promise<S3Service>, label: string): void
     }] satisfies Unreachable[]),
     {
       label: 'the bucket does not exist',
+      says: /bucket no-such-bucket does not exist/,
       make: async t => s3Target(t, 'no-such-bucket', 'p', (await start).settings)
     },
     ...['the access key is refused', 'the secret key is wrong'].map(which => ({
       label: which,
+      says: /access denied/,
       make: async (t: Test) => {
         const refused = (await start).refused.find(r => r.label === which)
         if (refused === undefined) {
