@@ -408,7 +408,7 @@ export class FencedTarget implements ArchiveTarget {
   async close (): Promise<void> { await this.inner.close() }
 
   private async guard (name: string): Promise<void> {
-    if (this.inner === this.lease.target && versionsOf([name], this.lease.name).length === 1) {
+    if (versionsOf([name], this.lease.name).length === 1) {
       throw new LogdiskError('BAD_ARGUMENT', `${this.describe()}: ${name} is a record of lease ${this.lease.name}: only the lease writes it`)
     }
     await this.lease.check()
