@@ -12,7 +12,7 @@ const started = Date.now()
 for (let i = 0; i < seeds; i++) {
   const seed = first + i
   try {
-    const r = await simulate(seed, { phases })
+    const r = await simulate(seed, { phases, trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
     steps += r.steps
     const ops = Object.values(r.ops).reduce((a, b) => a + b, 0)
     console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.faultsInjected} faults; ${r.config})`)

@@ -4,7 +4,7 @@ import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { INDEX_FORMAT_VERSION } from './format'
-import { VERSION_KEY, CHECKPOINT_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
+import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
 
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
@@ -12,6 +12,13 @@ export interface Checkpoint {
   /** Log position where replay starts: every entry before it is in the index. */
   position: number
   timeMs: number
+}
+
+/** Header writes into a sealed segment that must be redone whole if a crash tears them. */
+export interface PendingHeaders {
+  segment: number
+  volumes: string[]
+  headers: Array<[offset: number, bytes: Buffer]>
 }
 
 export interface SegmentRecord {
@@ -214,6 +221,23 @@ export class IndexDb {
   async putSegments (records: Map<number, SegmentRecord>): Promise<void> {
     await this.gate?.('index.commit')
     await this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object)
+  }
+
+  /** Records header writes about to be made in place, synced (see keys.ts 'p'). */
+  async putPending (pending: PendingHeaders): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object)
+  }
+
+  /** The pending header writes are done and durable; not synced (redoing them is harmless). */
+  async clearPending (): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.del(PENDING_HEADERS_KEY)
+  }
+
+  async pending (): Promise<PendingHeaders | undefined> {
+    const value = await this.get(PENDING_HEADERS_KEY)
+    return value === undefined ? undefined : unpack(value) as PendingHeaders
   }
 
   /** Makes every write so far durable (a synced write flushes LevelDB's log). */

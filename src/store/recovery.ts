@@ -8,7 +8,7 @@ import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, S
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { moveRecordAt, tableBytes } from './entry'
+import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -65,6 +65,7 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
+  if (checkpoint) await redoPendingHeaders(layer, home, index, log)
   // Which copies of a mirrored segment are current: the index records a copy that fell
   // behind (a failed write) before the store acknowledged anything past it.
   const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
@@ -74,7 +75,9 @@ export async function recover (
     if (out) return out
     const found = located.get(id) ?? []
     const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))
-    out = recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
+    // A rebuild scans an archived segment's fetched copy alone: it holds the whole history
+    // (a local copy may be punched), and it is never written through.
+    out = found.includes(CACHE_VOLUME) ? [CACHE_VOLUME] : recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
     chosen.set(id, out)
     return out
   }
@@ -191,6 +194,7 @@ export async function recover (
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()
+    if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
     if (batch.history.length / 4 >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
     async function cut (offset: number, reason: string): Promise<void> {
@@ -211,14 +215,50 @@ export async function recover (
     acceptGap = true
   }
 
+  /**
+   * An archived segment was scanned from its fetched copy (whole history); its local copy
+   * may have had runs freed and punched since. Those entries are marked freed in the index,
+   * so that compaction never writes a shorter free header over a run the local file already
+   * skips (that would strand punched bytes inside the local log).
+   */
+  async function markLocallyFreed (id: number): Promise<void> {
+    const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    if (local.length === 0) return
+    let one: Segment
+    try {
+      one = await Segment.open(layer, home, local, id, geometry, log)
+    } catch {
+      return // no readable local copy: nothing of it to respect
+    }
+    try {
+      for await (const item of scanSegment(one.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, false)) {
+        if (item.type === 'end') break
+        if (item.header.kind !== EntryKind.free) continue
+        for (let s = item.header.seq; s <= item.header.block; s++) {
+          const e = batch.entries.get(s)
+          if (e) batch.entries.set(s, { ...e, freed: true })
+        }
+      }
+    } finally {
+      await one.close()
+    }
+  }
+
+  /** The baseline already holds this very version: a log copy is only waiting to be freed. */
+  function inBaseline (block: number, seq: number): boolean {
+    return map.position(block) >= BASELINE_BASE && map.seq(block) === seq
+  }
+
   function apply (entry: ScannedEntry): void {
     const h = entry.header
     report.replayedEntries++
     if (h.kind === EntryKind.free) {
       seq = h.block // the run's last sequence number: nothing in it is indexed any more
-      // Points inside a freed run cannot be restored exactly: keep the horizon past it.
-      horizon = Math.max(horizon, h.block)
-      batch.counters.set(HISTORY_HORIZON, horizon)
+      if (h.payloadCrc !== FREE_HORIZON_IN_MARKER) {
+        // A format-1 run: no marker says what it gave up; keep the horizon past it at least.
+        horizon = Math.max(horizon, h.block)
+        batch.counters.set(HISTORY_HORIZON, horizon)
+      }
       return
     }
     seq = h.seq
@@ -228,8 +268,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const crc = entry.table.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
         const at = dataStart + i * geometry.blockBytes
-        // The baseline already holds this very version: its log copy is only waiting to be freed.
-        if (map.seq(h.block + i) === h.seq && map.position(h.block + i) >= BASELINE_BASE) continue
+        if (inBaseline(h.block + i, h.seq)) continue
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
@@ -238,6 +277,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const v = moveRecordAt(entry.table, i)
         const at = dataStart + i * geometry.blockBytes
+        if (inBaseline(v.block, v.seq)) continue
         map.set(v.block, at, v.crc, v.seq)
         batch.addBlock(v.block, v.seq, at, v.crc) // the version, now here
       }
@@ -245,6 +285,11 @@ export async function recover (
     }
     const payload = h.kind === EntryKind.write || h.kind === EntryKind.move ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
+    if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
+      // The log keeps the horizon, so a rebuilt index never promises history compaction freed.
+      horizon = Math.max(horizon, payload.horizon)
+      batch.counters.set(HISTORY_HORIZON, horizon)
+    }
     if (payload) {
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
       batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)
@@ -269,7 +314,8 @@ export async function recover (
     // state follows from the scan.
     const record = records.get(id)
     const state = id === current.id ? 'current' : !record || record.state === 'current' ? 'active' : record.state
-    const volumes = (record?.volumes ?? chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const local = (chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const volumes = record?.volumes ?? (local.length > 0 ? local : (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME))
     batch.segments.set(id, { ...record, state, volumes })
   }
   await commit(current)
@@ -303,8 +349,7 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
 /**
  * Copies of one segment ordered by how far their valid log reaches (highest sequence number,
  * then furthest offset): a copy that fell behind (a failed write, a power loss between the
- * copies' writes) is a prefix of the others. A copy fetched back from backing storage comes
- * first: it holds the whole history, where a local copy may have been punched.
+ * copies' writes) is a prefix of the others.
  */
 async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<string[]> {
   if (volumes.length < 2) return volumes
@@ -324,9 +369,34 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
         await one.close()
       }
     } catch { /* unreadable copy: last */ }
-    reach.set(v, v === CACHE_VOLUME ? [Infinity, Infinity] : [seq, end])
+    reach.set(v, [seq, end])
   }
   return [...volumes].sort((a, b) => (reach.get(b)![0] - reach.get(a)![0]) || (reach.get(b)![1] - reach.get(a)![1]))
+}
+
+/**
+ * Rewrites the in-place header writes a crash may have torn (compaction's free headers; see
+ * keys.ts 'p'): the same bytes again, on every copy still there, then synced.
+ */
+async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: IndexDb, log: Logger): Promise<void> {
+  const pending = await index.pending()
+  if (!pending) return
+  for (const volume of pending.volumes) {
+    let handle
+    try {
+      handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(pending.segment)), false)
+    } catch { // a volume no longer in the pool, or
+      continue // moved, archived or recycled since: nothing to redo there
+    }
+    try {
+      for (const [offset, bytes] of pending.headers) await handle.writev([Buffer.from(bytes)], offset)
+      await handle.datasync()
+    } finally {
+      await handle.close()
+    }
+  }
+  log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
+  await index.clearPending()
 }
 
 /** Whether the segment holding the checkpoint exists and is at least that long. */

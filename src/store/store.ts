@@ -1,13 +1,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pack } from 'msgpackr'
-import { LogdiskError, fromSystemError } from '../errors'
+import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
 import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, lowerBound, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
@@ -46,7 +46,15 @@ export interface OpenOptions {
   clock?: () => number
   /** Opens the LevelDB index at a location; the simulation passes its in-memory one. */
   openIndex?: (location: string) => Promise<IndexDb>
+  /**
+   * The history window (policy history.keep): compaction never frees a version that a point
+   * younger than this still reads. Default DEFAULT_HISTORY_KEEP_MS; Infinity keeps everything.
+   */
+  historyKeepMs?: number
 }
+
+/** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
+export const DEFAULT_HISTORY_KEEP_MS = 24 * 3600 * 1000
 
 export interface StoreStatus {
   dir: string
@@ -61,6 +69,8 @@ export interface StoreStatus {
   index: { seq: number, position: number, checkpointSeq: number, checkpointPosition: number, pendingBlocks: number }
   mapMemoryBytes: number
   recovery: RecoveryReport
+  /** Points at or before `horizonSeq` may have lost versions to compaction (snapshots never). */
+  history: { horizonSeq: number, keepMs: number }
 }
 
 const INDEX_DIR = 'index'
@@ -120,7 +130,9 @@ export class Store {
     private readonly log: Logger,
     private readonly opts: OpenOptions,
     private lastTimeMs: number,
-    private recycledCount: number
+    private recycledCount: number,
+    /** Points at or before this sequence may have lost versions (the log's history markers). */
+    private horizon: number
   ) {
     this.openSegments.set(current.id, current)
     this.completedPosition = this.positionOf(current.id, current.tail)
@@ -209,9 +221,15 @@ export class Store {
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      const store = new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
+      const horizon = await index.counter(HISTORY_HORIZON)
+      const store = new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled, horizon)
       onDrop = (id, volume) => store.copyDropped(id, volume)
       for (const [id, volume] of drops) store.copyDropped(id, volume)
+      // A copy of the current segment that did not survive (a crash while a roll created the
+      // copies one after the other): appends go on without it, recorded as degraded.
+      for (const v of volumes.get(recovered.current.id) ?? []) {
+        if (!recovered.current.volumes.includes(v)) store.copyDropped(recovered.current.id, v)
+      }
       return store
     } catch (err) {
       await index.close()
@@ -220,6 +238,53 @@ export class Store {
   }
 
   get sizeBytes (): number { return this.config.sizeBytes }
+  get historyKeepMs (): number { return this.opts.historyKeepMs ?? DEFAULT_HISTORY_KEEP_MS }
+
+  /** Changes the history window (policy set history.keep on a mounted store). */
+  setHistoryKeepMs (ms: number): void {
+    if (!(ms >= 0)) throw new LogdiskError('BAD_ARGUMENT', `history window ${ms} ms must be 0 or more`)
+    ;(this.opts as { historyKeepMs?: number }).historyKeepMs = ms
+  }
+
+  /**
+   * The first point the history window protects: every sequence from it on stays restorable.
+   * Found by bisection over entry times (times never decrease along the log).
+   */
+  private async windowStart (fence: PassFence): Promise<number> {
+    const keep = this.historyKeepMs
+    if (keep <= 0) return fence.seq + 1
+    if (!Number.isFinite(keep)) return 1
+    const since = this.now() - keep
+    let lo = 1
+    let hi = fence.seq + 1
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2)
+      let found: [number, EntryRecord] | undefined
+      for await (const e of this.index.entries(mid, fence.seq)) { found = e; break }
+      if (!found || found[1].timeMs >= since) hi = mid
+      else lo = found[0] + 1
+    }
+    return lo
+  }
+
+  /**
+   * Raises the history horizon: a history marker goes into the log (durable) before any
+   * version it gives up is freed, so that an index rebuilt from the log knows it too.
+   */
+  private async raiseHorizon (horizon: number): Promise<void> {
+    if (horizon <= this.horizon) return
+    this.upgradeFormat()
+    await this.appendLock.run(() => this.appendMarkerLocked(EntryKind.history, { horizon }))
+    this.horizon = horizon
+    this.batch.counters.set(HISTORY_HORIZON, horizon)
+  }
+
+  /** A format-1 store becomes format 2 before its first format-2 entry (see format.ts). */
+  private upgradeFormat (): void {
+    if (this.config.format >= STORE_FORMAT_VERSION) return
+    writeConfig(this.dir, { ...this.config, format: STORE_FORMAT_VERSION })
+    ;(this.config as { format: number }).format = STORE_FORMAT_VERSION
+  }
   get blockBytes (): number { return this.config.blockBytes }
   private get geometry (): SegmentGeometry {
     return { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
@@ -402,7 +467,10 @@ export class Store {
       const { dir, image } = baselineFiles(this.dir)
       await this.layer.mkdirp(dir)
       return this.layer.open(image, true)
-    })()
+    })().catch(err => {
+      this.baselineFile = undefined // the next use tries again
+      throw err
+    })
     return this.baselineFile
   }
 
@@ -422,7 +490,9 @@ export class Store {
 
   private async mergeIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number }> {
     const fence = await this.takeFence()
-    const cutSeq = Math.min(this.snapshotTable.list()[0]?.seq ?? fence.seq, fence.seq)
+    // Up to the oldest snapshot, and not into the history window: a slot overwritten here
+    // held a version that no protected point may still read.
+    const cutSeq = Math.min(this.snapshotTable.list()[0]?.seq ?? fence.seq, fence.seq, await this.windowStart(fence))
     const B = this.blockBytes
     const existing = await readBaselineIndex(this.layer, this.dir, this.config.uuid)
     const inBaseline = new Map<number, { seq: number, crc: number }>()
@@ -439,30 +509,71 @@ export class Store {
       if (seq <= cutSeq) best = { seq, crc, position }
     }
     flushBest()
-    const handle = await this.baselineHandle()
-    const { dir } = baselineFiles(this.dir)
-    const moved: Array<{ block: number, seq: number, crc: number }> = []
+    const publish = (cut: number): Promise<void> => writeBaselineIndex(this.layer, this.dir, this.config.uuid, {
+      cutSeq: cut,
+      blocks: [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
+    })
+
+    // A slot about to be overwritten holds an older version that history may still read
+    // (restores with backing storage keep every point): that version is read from its own
+    // log copy (or the archive) from now on, or, where no copy is left, given up under a
+    // raised horizon. Then the baseline index stops vouching for the slot, so that a crash
+    // while it is rewritten never serves the half-written slot as the old version.
+    const overwrite = visible.filter(v => inBaseline.has(v.block))
+    if (overwrite.length > 0) {
+      let horizon = this.horizon
+      for (const v of overwrite) {
+        const old = inBaseline.get(v.block)!
+        const at = await this.index.versionAt(v.block, old.seq)
+        if (at?.seq !== old.seq || at.position < BASELINE_BASE) continue // nothing reads the slot
+        const original = await this.originalPosition(v.block, old.seq)
+        if (original !== undefined) {
+          this.batch.addBlock(v.block, old.seq, original, old.crc)
+        } else {
+          this.batch.historyDeletes.push(v.block, old.seq)
+          horizon = Math.max(horizon, v.seq - 1)
+        }
+      }
+      await this.raiseHorizon(horizon)
+      await this.commitDurably()
+      for (const v of overwrite) inBaseline.delete(v.block)
+      await publish(existing?.cutSeq ?? 0)
+    }
+
     const data: Buffer[] = []
     for (const v of visible) data.push(await this.readRun(v.block, 1, v.position, Uint32Array.of(v.crc)))
-    await this.reads.drain() // a slot about to be overwritten may be in a read's hands
+    await this.reads.drain() // a read that found an overwritten slot before the repointing ends first
+    const handle = await this.baselineHandle()
     let done = 0
     for (const [i, v] of visible.entries()) {
       await handle.writev([data[i]], v.block * B)
-      moved.push({ block: v.block, seq: v.seq, crc: v.crc })
-      inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
       onProgress?.(++done, visible.length)
     }
     await handle.datasync()
-    await this.layer.syncDir(dir)
-    const blocks = [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
-    await writeBaselineIndex(this.layer, this.dir, this.config.uuid, { cutSeq, blocks })
+    await this.layer.syncDir(baselineFiles(this.dir).dir)
+    for (const v of visible) inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+    await publish(cutSeq)
     // Only now does the index point at the baseline; the log copies become unreferenced.
-    for (const v of moved) {
+    for (const v of visible) {
       this.map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
       this.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
     }
     await this.commitDurably()
-    return { blocks: moved.length, cutSeq }
+    return { blocks: visible.length, cutSeq }
+  }
+
+  /**
+   * Where version `seq` of `block` was first written, if its bytes can still be read there:
+   * the write entry's segment is on backing storage, or still local and not freed.
+   */
+  private async originalPosition (block: number, seq: number): Promise<number | undefined> {
+    const e = await this.index.entry(seq)
+    if (!e || e.kind !== EntryKind.write || block < e.block || block >= e.block + e.count) return undefined
+    const position = e.position + tableBytes({ kind: EntryKind.write, count: e.count }) + (block - e.block) * this.blockBytes
+    const id = Math.floor(position / this.config.segmentBytes)
+    if (this.archivedIds.has(id)) return position
+    if (!e.freed && this.segmentVolumes.has(id)) return position
+    return undefined
   }
 
   /** Copies the part of blocks [block, block+run) that overlaps the request; null = zeros. */
@@ -927,6 +1038,7 @@ export class Store {
   /** Makes the index say where a segment's copies are, durably, before old copies go. */
   private async recordVolumes (id: number, volumes: string[]): Promise<void> {
     this.segmentVolumes.set(id, volumes)
+    this.forgetHandle(id) // the next use opens the copies named now, even if the commit fails
     this.recordSegment(id)
     await this.commitDurably()
   }
@@ -985,8 +1097,9 @@ export class Store {
     const old = this.openSegments.get(id)
     if (!old) return
     this.openSegments.delete(id)
-    // Reads that found it may still be using it: close once they are done.
-    this.reads.drain().then(() => old.close()).catch(() => undefined)
+    // Reads that found it may still be using it: close once they are done (and synced:
+    // a sealed segment waiting for its fdatasync is synced by the next flush through it).
+    this.reads.drain().then(() => old.unsynced ? old.sync() : undefined).then(() => old.close()).catch(() => undefined)
   }
 
   /**
@@ -1016,9 +1129,7 @@ export class Store {
   }
 
   private async relocateLocked (id: number, from: string, to: string): Promise<void> {
-    await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
-    // Checked again under the lock: a write may have rolled meanwhile (one roll, not two).
-    if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
+    await this.seal(id)
     const volumes = this.segmentVolumes.get(id)
     if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
       // A copy the index no longer names: a move that crashed after switching the index.
@@ -1037,6 +1148,18 @@ export class Store {
     // holding copies (the drain fails instead; the next one removes the stale copy).
     await this.layer.syncDir(this.home.dirOf(from))
     this.home.vacated(id, [from])
+  }
+
+  /**
+   * Makes segment `id` sealed and durable before a pass copies it: the current segment rolls
+   * (checked under the append lock: a write may have rolled meanwhile), then everything is
+   * synced, so no segment a pass copies or forgets still waits for its fdatasync.
+   */
+  private async seal (id: number): Promise<void> {
+    await this.appendLock.run(async () => {
+      if (id === this.current.id) await this.roll()
+      await this.syncAll()
+    })
   }
 
   /** Whether a copy of segment `id` is on one of `volumes`. */
@@ -1075,7 +1198,7 @@ export class Store {
       }
       if (present.length === 0) continue // nothing to copy from; verify reports it
       if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
-      if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
+      await this.seal(id)
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
         const to = await place(id, next)
@@ -1145,32 +1268,41 @@ export class Store {
     // Cuts at or before the fence: a snapshot taken later cannot fall inside the life of a
     // version whose successor is at or before the fence.
     const cuts = (): number[] => this.snapshotTable.list().map(s => s.seq)
-    let analysis = await analyzeVersions(this.index.history(), cuts(), range, fence.seq)
+    let analysis = await analyzeVersions(this.index.history(), cuts(), range, fence.seq, await this.windowStart(fence))
 
     // 1. Clean mostly-dead sealed segments: move their live versions to the head.
     const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
     if (cleanBelow > 0) {
       const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id))
-      for (const id of sealed) {
-        const lo = firstLiveAtOrAfter(analysis.live, id * S)
-        const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
-        if (hi === lo || (hi - lo) * this.blockBytes >= cleanBelow * S) continue
-        for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
-          const group = []
-          for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
-            group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+      try {
+        for (const id of sealed) {
+          const lo = firstLiveAtOrAfter(analysis.live, id * S)
+          const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
+          if (hi === lo || (hi - lo) * this.blockBytes >= cleanBelow * S) continue
+          for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
+            const group = []
+            for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
+              group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+            }
+            await this.moveVersions(group)
+            report.versionsMoved += group.length
           }
-          await this.moveVersions(group)
-          report.versionsMoved += group.length
+          report.segmentsCleaned++
         }
-        report.segmentsCleaned++
+      } catch (err) {
+        // A full pool leaves no room to move into; freeing in place needs none, so go on.
+        if (!isLogdiskError(err, 'NO_SPACE')) throw err
+        this.log.warn({ err: (err as Error).message }, 'compaction: no room to move live versions; freeing in place only')
       }
       if (report.versionsMoved > 0) {
         // The moved copies are the live ones now: judge again from a fence past the moves.
         fence = await this.takeFence()
-        analysis = await analyzeVersions(this.index.history(), cuts(), opts.snapshot === undefined ? { from: 1, to: fence.seq } : range, fence.seq)
+        analysis = await analyzeVersions(this.index.history(), cuts(), opts.snapshot === undefined ? { from: 1, to: fence.seq } : range, fence.seq, await this.windowStart(fence))
       }
     }
+    // Without backing storage, freeing dead versions gives up the points that read them:
+    // the log says so before anything is freed. With it, history stays whole (archived first).
+    if (!this.opts.archive) await this.raiseHorizon(analysis.horizon)
 
     // 2. Free what nothing references; punch it out; recycle empty segments.
     const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
@@ -1189,7 +1321,7 @@ export class Store {
       return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * this.blockBytes)
     }
     const recycle: number[] = []
-    const punches: Array<{ id: number, from: number, to: number }> = []
+    const punches: Array<{ files: string[], from: number, to: number }> = []
     let done = 0
     for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
       onProgress?.(done++, bySegment.size)
@@ -1205,15 +1337,17 @@ export class Store {
         // before any of it is punched, and reads of dead versions fetch it back.
         if (this.opts.archive) await this.ensureArchived(id)
         const segment = await this.segment(id)
+        const headers: Array<[number, Buffer]> = []
         for (const run of fresh) {
           const first = entries[run.first]
           const last = entries[run.last]
           const start = first.e.position % S
           const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
-          await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
+          headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
           const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
           const to = Math.floor(end / 4096) * 4096
-          if (to > from) punches.push({ id, from, to })
+          // Exactly the copies that took the free header, wherever the segment lives later.
+          if (to > from) punches.push({ files: segment.volumes.map(v => path.join(this.home.dirOf(v), segmentFileName(id))), from, to })
           for (let i = run.first; i <= run.last; i++) {
             const x = entries[i]
             if (x.e.freed) continue
@@ -1221,7 +1355,12 @@ export class Store {
             report.entriesFreed++
           }
         }
+        // A header written over another can be torn by a crash: the index holds the writes
+        // first, and opening the store redoes them whole (recovery.ts).
+        await this.index.putPending({ segment: id, volumes: segment.volumes, headers })
+        for (const [at, header] of headers) await segment.handle.writev([header], at)
         await segment.handle.datasync() // the free headers are durable before any data goes
+        await this.index.clearPending()
       }
       if (entries.every(freeable)) recycle.push(id)
       else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {
@@ -1235,15 +1374,12 @@ export class Store {
     report.versionsFreed = analysis.deadCount
     if (!this.opts.archive) {
       for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
-      this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
     }
     await this.commitDurably() // the index forgets freed versions before any byte goes
     // Reads that looked a freed version up before the commit may still be reading it.
     await this.reads.drain()
     for (const p of punches) {
-      for (const volume of this.segmentVolumes.get(p.id) ?? []) {
-        await this.layer.punchHole(path.join(this.home.dirOf(volume), segmentFileName(p.id)), p.from, p.to - p.from)
-      }
+      for (const file of p.files) await this.layer.punchHole(file, p.from, p.to - p.from)
       report.runsPunched++
       report.bytesPunched += p.to - p.from
     }
@@ -1335,10 +1471,12 @@ export class Store {
     this.assertOpen()
     await this.checkpointThrough(this.seq)
     if (this.seq === 0) throw new LogdiskError('NOT_FOUND', 'the log is empty: there is no point to go back to')
-    const horizon = await this.index.counter(HISTORY_HORIZON)
+    const horizon = this.horizon
     const at = async (seq: number, what: string) => {
       if (seq <= horizon) {
-        throw new LogdiskError('BAD_ARGUMENT', `${what} is older than what compaction kept (it freed versions seen up to sequence ${horizon}); snapshots before it can still be restored`)
+        let oldest = ''
+        for await (const [s, e] of this.index.entries(horizon + 1, this.seq)) { oldest = `sequence ${s} (${new Date(e.timeMs).toISOString()})`; break }
+        throw new LogdiskError('BAD_ARGUMENT', `${what} is older than the history this store kept (compaction freed versions up to sequence ${horizon}; history.keep=${formatKeep(this.historyKeepMs)}); the oldest point that can be restored is ${oldest || 'the newest write'}, and every snapshot`)
       }
       return { seq, timeMs: (await this.index.entry(seq))?.timeMs ?? 0, what }
     }
@@ -1480,7 +1618,8 @@ export class Store {
         pendingBlocks: this.batch.history.length / 4
       },
       mapMemoryBytes: this.map.memoryBytes,
-      recovery: this.recovery
+      recovery: this.recovery,
+      history: { horizonSeq: this.horizon, keepMs: this.historyKeepMs }
     }
   }
 
@@ -1498,6 +1637,7 @@ export class Store {
       return this.completedPosition
     })
     await this.checkpointThrough(this.seq)
+    await this.checkpoint() // index changes that wait for a retry (a failed commit) go in first
     const segmentIds = [...this.segmentIds]
     return verifyStore({
       layer: this.layer,
@@ -1542,7 +1682,7 @@ export class Store {
   }
 
   private async release (): Promise<void> {
-    if (this.baselineFile) await (await this.baselineFile).close().catch(() => undefined)
+    if (this.baselineFile) await this.baselineFile.then(h => h.close()).catch(() => undefined)
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
     await this.index.close()
@@ -1604,6 +1744,13 @@ async function fetchAllArchived (layer: FileLayer, cacheDir: string, link: Archi
   }
   if (ids.length > 0) log.warn({ segments: ids.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
   return ids
+}
+
+/** history.keep as a user writes it. */
+function formatKeep (ms: number): string {
+  if (!Number.isFinite(ms)) return 'forever'
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms > 0 && ms % n === 0) return `${ms / n}${unit}`
+  return `${ms}ms`
 }
 
 /** Deletes the files of a flat directory (the fetch cache), through the store's file layer. */

@@ -28,6 +28,8 @@ export interface SimulationOptions {
   phases?: number
   /** Called with each line of the trace (the last lines are in a failure's message anyway). */
   trace?: (line: string) => void
+  /** Debugging: called with the live objects before a verify failure is reported. */
+  inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
 }
 
 export interface SimulationReport {
@@ -84,8 +86,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
   const archive = rng.chance(0.5) ? new SimArchive(sched) : undefined
   const checkpointMaxBlocks = rng.range(8, 400)
+  const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, checkpoint every ${checkpointMaxBlocks} blocks`
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -103,8 +106,12 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     clock: sched.clock,
     openIndex: indexes.open,
     checkpointIntervalMs: 0,
-    checkpointMaxBlocks
+    checkpointMaxBlocks,
+    historyKeepMs
   })
+  // A restore may be refused only without backing storage, and only for a point that has
+  // been outside the history window (snapshots never).
+  const mayRefuse = (p: Point): boolean => !archive && p.timeMs < sched.nowMs - historyKeepMs
 
   try {
     await drive(Store.create(dir, { sizeBytes, blockBytes: B, segmentBytes: SEGMENT_BYTES }, sim))
@@ -122,6 +129,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       let powerLost = false
       const problems: string[] = []
       const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
+        log(`  failed: ${(err as Error).message.slice(0, 160)}`)
         if (powerLost) return true
         if (faulty && (isLogdiskError(err, 'IO') || isLogdiskError(err, 'NO_SPACE'))) return true
         return codes.some(c => isLogdiskError(err, c))
@@ -221,8 +229,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             await s.deleteSnapshot(p.name)
             points.delete(p.name)
           } catch (err) {
-            if (!powerLost) p.deleting = false
+            // Refused: still there. Failed by a fault or a power loss: it may be gone.
             if (!allowed(err)) unexpected(`delete ${p.name}`, err)
+            else if (!powerLost && !faulty) p.deleting = false
           }
         } else if (r < 0.83) {
           const mode = rng.int(4)
@@ -259,8 +268,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           count('pool grow')
           log(`pool grow: ${home.grow()}`)
         } else if (r < 0.95) {
+          // One drain at a time, as the pool does (a second one is BUSY there).
           const volumes = home.volumes().filter(v => !home.draining.has(v))
-          if (volumes.length <= copies) return
+          if (volumes.length <= copies || home.draining.size > 0) return
           const from = volumes[rng.int(volumes.length)]
           home.draining.add(from)
           count('pool drain')
@@ -269,10 +279,13 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             for (const id of home.segmentsOf(from)) {
               const to = home.candidates(s.volumesOf(id) ?? [])[0]
               if (!to) break
+              log(`  relocate ${id} ${from} -> ${to}`)
               await s.relocateSegment(id, from, to)
             }
             if (home.segmentsOf(from).length === 0) home.drop(from)
+            else home.draining.delete(from)
           } catch (err) {
+            home.draining.delete(from)
             if (!allowed(err, 'NOT_FOUND')) unexpected(`drain ${from}`, err)
           }
         } else {
@@ -319,8 +332,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`))
         model.reset(observed)
       }
-      await drive(checkPoints(store, points, sizeBytes, archive !== undefined, phase, fail, count))
+      await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       const verify = await drive(store.verify())
+      if (!verify.ok && opts.inspect) await opts.inspect({ store, sim, home, scheduler: sched })
       if (!verify.ok) fail(`phase ${phase}: verify: ${verify.problems.join('; ')}`)
 
       const r = rng.next()
@@ -340,8 +354,12 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       }
       if (r < 0.12) {
         const observed = await drive(store.read(0, sizeBytes))
-        if (!observed.equals(model.base)) fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'}`)
-        await drive(checkPoints(store, points, sizeBytes, archive !== undefined, phase, fail, count))
+        if (!observed.equals(model.base)) {
+          await opts.inspect?.({ store, sim, home, scheduler: sched })
+          const blocks = [...Array(sizeBytes / B).keys()].filter(b => !observed.subarray(b * B, (b + 1) * B).equals(model.base.subarray(b * B, (b + 1) * B)))
+          fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'} (blocks ${blocks.slice(0, 10).join(', ')}${blocks.length > 10 ? ', ...' : ''})`)
+        }
+        await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       }
     }
     await drive(store.close())
@@ -394,7 +412,7 @@ async function hasSync (store: Store, note: string): Promise<boolean> {
 
 /** Every snapshot image and every sync point's restore against the model. */
 async function checkPoints (
-  store: Store, points: Map<string, Point>, sizeBytes: number, archived: boolean, phase: number,
+  store: Store, points: Map<string, Point>, sizeBytes: number, mayRefuse: (p: Point) => boolean, phase: number,
   fail: (message: string) => never, count: (op: string) => void
 ): Promise<void> {
   const snaps = new Map(store.snapshots().map(s => [s.name, s]))
@@ -412,8 +430,7 @@ async function checkPoints (
       try {
         seq = (await store.resolvePoint(p.name)).seq
       } catch (err) {
-        // Outside the history window a restore may be refused, never with backing storage.
-        if (!archived && isLogdiskError(err, 'BAD_ARGUMENT')) continue
+        if (mayRefuse(p) && isLogdiskError(err, 'BAD_ARGUMENT')) continue
         return fail(`phase ${phase}: restore --at ${p.name}: ${(err as Error).message}`)
       }
       got = Buffer.alloc(sizeBytes)
