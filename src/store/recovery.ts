@@ -55,7 +55,9 @@ const REPLAY_COMMIT_BLOCKS = 262144
  */
 export async function recover (
   layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
-  index: IndexDb, map: BlockMap, log: Logger, onDropped: (id: number) => (volume: string) => void = () => () => {}
+  index: IndexDb, map: BlockMap, log: Logger, onDropped: (id: number) => (volume: string) => void = () => () => {},
+  /** Segments backing storage holds (a rebuild fetched them into the cache volume to scan). */
+  inArchive: ReadonlySet<number> = new Set()
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -77,9 +79,15 @@ export async function recover (
     const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))
     // A rebuild scans an archived segment's fetched copy alone: it holds the whole history
     // (a local copy may be punched), and it is never written through.
-    out = found.includes(CACHE_VOLUME) ? [CACHE_VOLUME] : recorded.length > 0 ? recorded : await byLogEnd(layer, home, found, id, geometry)
+    out = found.includes(CACHE_VOLUME) ? [CACHE_VOLUME] : recorded.length > 0 ? recorded : await upToDate(found, id)
     chosen.set(id, out)
     return out
+  }
+  /** Without a record: the copies whose log reaches furthest; the others fell behind. */
+  const upToDate = async (found: string[], id: number): Promise<string[]> => {
+    const { best, behind } = await byLogEnd(layer, home, found.filter(v => v !== CACHE_VOLUME), id, geometry)
+    if (behind.length > 0) log.warn({ segment: id, behind }, 'copies of a segment that fell behind the others are not used (logdisk pool repair replaces them)')
+    return best
   }
   // A position at offset 0 of segment N is the very end of a full segment N-1 (entries start
   // after the header page, so no entry is ever at offset 0).
@@ -313,10 +321,12 @@ export async function recover (
     // A record keeps what it knows (copies that should exist, the archived flag); only the
     // state follows from the scan.
     const record = records.get(id)
-    const state = id === current.id ? 'current' : !record || record.state === 'current' ? 'active' : record.state
     const local = (chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
-    const volumes = record?.volumes ?? (local.length > 0 ? local : (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME))
-    batch.segments.set(id, { ...record, state, volumes })
+    const volumes = record?.volumes ?? (local.length > 0 ? local : await upToDate(located.get(id) ?? [], id))
+    const archived = record?.archived ?? (inArchive.has(id) || undefined)
+    // An archived segment with no local copy stays archived: its fetched copy was for the scan.
+    const state = id === current.id ? 'current' : archived && volumes.length === 0 ? 'archived' : !record || record.state === 'current' ? 'active' : record.state
+    batch.segments.set(id, { ...record, state, volumes, archived })
   }
   await commit(current)
   return { segments: scanned, current, seq, report, snapshots, located, chosen }
@@ -351,8 +361,8 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
  * then furthest offset): a copy that fell behind (a failed write, a power loss between the
  * copies' writes) is a prefix of the others.
  */
-async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<string[]> {
-  if (volumes.length < 2) return volumes
+async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<{ best: string[], behind: string[] }> {
+  if (volumes.length < 2) return { best: volumes, behind: [] }
   const reach = new Map<string, [number, number]>()
   for (const v of volumes) {
     let seq = -1
@@ -371,7 +381,9 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
     } catch { /* unreadable copy: last */ }
     reach.set(v, [seq, end])
   }
-  return [...volumes].sort((a, b) => (reach.get(b)![0] - reach.get(a)![0]) || (reach.get(b)![1] - reach.get(a)![1]))
+  const top = [...reach.values()].reduce((m, r) => r[0] > m[0] || (r[0] === m[0] && r[1] > m[1]) ? r : m)
+  const best = volumes.filter(v => reach.get(v)![0] === top[0] && reach.get(v)![1] === top[1])
+  return { best, behind: volumes.filter(v => !best.includes(v)) }
 }
 
 /**

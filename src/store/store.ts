@@ -191,17 +191,8 @@ export class Store {
       // Copies dropped while recovering are handled once the store exists.
       const drops: Array<[number, string]> = []
       let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
-      const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume))
-      if (inArchive.length > 0) {
-        const batch = new IndexBatch()
-        for (const id of inArchive) {
-          if (id === recovered.current.id) continue
-          const local = (recovered.located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
-          batch.segments.set(id, local.length > 0 ? { state: 'active', volumes: local, archived: true } : { state: 'archived', volumes: [], archived: true })
-        }
-        await index.commit(batch, (await index.checkpoint())!)
-        await removeFiles(layer, cacheDir)
-      }
+      const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive))
+      if (inArchive.length > 0) await removeFiles(layer, cacheDir)
       const records = await index.segments()
       const ids = [...new Set([...records.keys(), ...recovered.segments])]
         .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')
@@ -217,6 +208,14 @@ export class Store {
         const where = records.get(id)?.volumes ?? recovered.chosen.get(id)
         if (where) volumes.set(id, where)
         baseHome.occupied(id, (recovered.located.get(id) ?? where ?? []).filter(v => v !== CACHE_VOLUME))
+      }
+      // Files of segments the index says are gone (a crash between the record and the delete).
+      for (const [id, record] of records) {
+        if (record.state !== 'recycled' && record.state !== 'archived') continue
+        for (const v of (recovered.located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)) {
+          log.warn({ segment: id, volume: v, state: record.state }, 'removing a leftover copy of a segment the index says is gone')
+          await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
+        }
       }
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
@@ -521,20 +520,26 @@ export class Store {
     // while it is rewritten never serves the half-written slot as the old version.
     const overwrite = visible.filter(v => inBaseline.has(v.block))
     if (overwrite.length > 0) {
+      // Decided first, staged in the shared batch only once the horizon is in the log: a
+      // failure in between must not leave history deletes for the next checkpoint to commit.
       let horizon = this.horizon
+      const repoint: Array<[number, number, number, number]> = []
+      const drop: Array<[number, number]> = []
       for (const v of overwrite) {
         const old = inBaseline.get(v.block)!
         const at = await this.index.versionAt(v.block, old.seq)
         if (at?.seq !== old.seq || at.position < BASELINE_BASE) continue // nothing reads the slot
         const original = await this.originalPosition(v.block, old.seq)
         if (original !== undefined) {
-          this.batch.addBlock(v.block, old.seq, original, old.crc)
+          repoint.push([v.block, old.seq, original, old.crc])
         } else {
-          this.batch.historyDeletes.push(v.block, old.seq)
+          drop.push([v.block, old.seq])
           horizon = Math.max(horizon, v.seq - 1)
         }
       }
       await this.raiseHorizon(horizon)
+      for (const [block, seq, position, crc] of repoint) this.batch.addBlock(block, seq, position, crc)
+      for (const [block, seq] of drop) this.batch.historyDeletes.push(block, seq)
       await this.commitDurably()
       for (const v of overwrite) inBaseline.delete(v.block)
       await publish(existing?.cutSeq ?? 0)
@@ -701,7 +706,7 @@ export class Store {
       this.recordSegment(id)
       await this.commitDurably()
       this.forgetHandle(id)
-      for (const volume of volumes) await this.removeAfterReads(path.join(this.home.dirOf(volume), segmentFileName(id)))
+      await this.removeEveryCopy(id)
       this.home.vacated(id, volumes)
       out.removedLocal++
     }
@@ -1112,6 +1117,22 @@ export class Store {
     return fence
   }
 
+  /**
+   * Deletes every local copy of a segment the index now says is archived or recycled: the
+   * recorded ones and any stale one (a mirror copy that fell behind), which a later rebuild
+   * would otherwise take for part of the log.
+   */
+  private async removeEveryCopy (id: number): Promise<void> {
+    await this.reads.drain()
+    for (const volume of this.home.volumes()) {
+      let dir: string
+      try {
+        dir = this.home.dirOf(volume)
+      } catch { continue }
+      await this.layer.remove(path.join(dir, segmentFileName(id)))
+    }
+  }
+
   /** Removes a file once no read in flight can be using its bytes. */
   private async removeAfterReads (file: string): Promise<void> {
     await this.reads.drain()
@@ -1322,6 +1343,8 @@ export class Store {
     }
     const recycle: number[] = []
     const punches: Array<{ files: string[], from: number, to: number }> = []
+    // Entries freed, staged in the batch only once their free headers are durable.
+    const freedEntries: Array<[number, EntryRecord]> = []
     let done = 0
     for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
       onProgress?.(done++, bySegment.size)
@@ -1351,8 +1374,7 @@ export class Store {
           for (let i = run.first; i <= run.last; i++) {
             const x = entries[i]
             if (x.e.freed) continue
-            this.batch.entries.set(x.seq, { ...x.e, freed: true })
-            report.entriesFreed++
+            freedEntries.push([x.seq, { ...x.e, freed: true }])
           }
         }
         // A header written over another can be torn by a crash: the index holds the writes
@@ -1361,6 +1383,10 @@ export class Store {
         for (const [at, header] of headers) await segment.handle.writev([header], at)
         await segment.handle.datasync() // the free headers are durable before any data goes
         await this.index.clearPending()
+        for (const [seq, e] of freedEntries.splice(0)) {
+          this.batch.entries.set(seq, e)
+          report.entriesFreed++
+        }
       }
       if (entries.every(freeable)) recycle.push(id)
       else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {
@@ -1386,7 +1412,7 @@ export class Store {
     for (const id of recycle) {
       const volumes = this.segmentVolumes.get(id) ?? []
       this.forgetHandle(id)
-      for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
+      await this.removeEveryCopy(id)
       this.segmentVolumes.delete(id)
       this.home.vacated(id, volumes)
       if (this.archivedIds.has(id)) {

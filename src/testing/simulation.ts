@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { isLogdiskError, type ErrorCode } from '../errors'
+import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
 import { Rng } from './rng'
 import { SimArchive } from './sim-archive'
@@ -286,7 +286,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             else home.draining.delete(from)
           } catch (err) {
             home.draining.delete(from)
-            if (!allowed(err, 'NOT_FOUND')) unexpected(`drain ${from}`, err)
+            if (!allowed(err, 'NOT_FOUND', 'NO_SPACE')) unexpected(`drain ${from}`, err)
           }
         } else {
           if (copies < 2) return
@@ -295,7 +295,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           try {
             await s.repairCopies(copies, async (_id, exclude) => {
               const to = home.candidates(exclude)[0]
-              if (!to) throw Object.assign(new Error('no room'), { code: 'ENOSPC' })
+              if (!to) throw new LogdiskError('NO_SPACE', 'the simulated pool has no room for another copy')
               return to
             })
           } catch (err) {
