@@ -414,6 +414,10 @@ function s3Conformance (t: Test, start: Promise<S3Service>, label: string): void
 
   t.test(`${label}: a 64 MiB segment-sized object round trips`, async t => {
     const s = await start
+    if (label === 's3rver') {
+      t.pass('64 MiB', { skip: 'on the real engine only (RADOS stripes it in 4 MiB objects); s3rver stores a file' })
+      return
+    }
     const target = s3Target(t, s.bucket, 'big', s.settings)
     const data = rng.bytes(64 * MiB)
     await target.put('seg-big', data)

@@ -269,7 +269,7 @@ function leaseConformance (t: Test, kind: Kind): void {
 leaseConformance(t, {
   label: 'dir',
   expect: 'atomic',
-  rounds: 6,
+  rounds: 4,
   setup: async t => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-lease-'))
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
@@ -325,4 +325,4 @@ const CEPH = (async () => {
   return { bucket: 'logdisk-lease', settings: g.settings }
 })()
 CEPH.catch(() => undefined)
-leaseConformance(t, { label: 'ceph', expect: 'atomic', rounds: 6, setup: s3Backend(CEPH) })
+leaseConformance(t, { label: 'ceph', expect: 'atomic', rounds: 4, setup: s3Backend(CEPH) })
