@@ -264,7 +264,7 @@ async function populateOffline (b: Backend, store: string): Promise<number> {
   } finally {
     await s.close()
   }
-  writePolicy(store, applyAssignments(readPolicy(store), [`archive.target=${b.spec}`, 'segments.workingSet=1', 'compact.every=0']))
+  writePolicy(store, applyAssignments(readPolicy(store), [`archive.target=${b.spec}`, 'segments.workingSet=1', 'compact.every=0', 'history.keep=0']))
   return old
 }
 
@@ -289,7 +289,7 @@ for (const backend of BACKENDS) {
 
     await t.test('writes, a sync point, an overwrite, a snapshot; compact; archive; read everything back', async t => {
       await ok(t, b, 'create', store, '--size', '32M', '--segment-size', '2M')
-      await ok(t, b, 'policy', 'set', store, `archive.target=${b.spec}`, 'segments.workingSet=1', 'compact.every=0')
+      await ok(t, b, 'policy', 'set', store, `archive.target=${b.spec}`, 'segments.workingSet=1', 'compact.every=0', 'history.keep=0')
       await ok(t, b, 'mount', store, mnt)
       await writeImage(img('current.img'), 0, A)
       oldSeq = (await json<{ id: number }>(t, b, 'sync', store, '--note', 'old')).id
@@ -422,8 +422,8 @@ for (const backend of BACKENDS) {
     const flaky = new FlakyTarget(b.target(), b.target({ failAfterTmpWrite: true }), 2)
     const good = b.target()
     t.teardown(async () => { await flaky.close(); await good.close() })
-    // history.keep 0: this test is about archiving what compaction frees, and the default
-    // window (every point of the last day) would have it free nothing.
+    // history.keep=0, here as in the policies of the CLI tests: these tests are about archiving
+    // what compaction frees, and the default window (the last day) would have it free nothing.
     let store = await Store.open(storeDir, { archive: archiveLink(flaky, uuid), historyKeepMs: 0 })
     for (let at = 0; at < A.length; at += 128 * 1024) await store.write(at, A.subarray(at, at + 128 * 1024))
     const old = (await store.syncPoint('old')).seq

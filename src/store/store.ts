@@ -1668,13 +1668,17 @@ export class Store {
   }
 
   /** Reads every entry of the log, checks every CRC and that the index agrees with the log. */
-  verify (): Promise<VerifyReport> {
+  /**
+   * `copies`: how many copies each local segment should have (the pool's mirror policy);
+   * fewer is reported as degraded.
+   */
+  verify (opts: { copies?: number } = {}): Promise<VerifyReport> {
     this.assertOpen()
     // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
-    return this.maintenance.run(() => this.verifyLocked())
+    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1))
   }
 
-  private async verifyLocked (): Promise<VerifyReport> {
+  private async verifyLocked (copies: number): Promise<VerifyReport> {
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
       await this.syncAll()
@@ -1692,6 +1696,7 @@ export class Store {
         : Segment.open(this.layer, this.home, this.segmentVolumes.get(id) ?? [], id, this.geometry),
       geometry: this.geometry,
       segmentIds,
+      copies,
       upTo: this.lastCheckpoint,
       end,
       map: this.map,
