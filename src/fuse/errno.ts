@@ -18,7 +18,9 @@ const ERRNO: Record<ErrorCode, number> = {
   READ_ONLY: 30, // EROFS
   CLOSED: 5, // EIO
   NOT_MOUNTED: 107, // ENOTCONN
-  IO: 5 // EIO
+  IO: 5, // EIO
+  LEASE_HELD: 16, // EBUSY
+  FENCED: 30 // EROFS: this host may no longer write
 }
 
 export const Errno = { ENOENT: -2, EIO: -5, EBADF: -9, EACCES: -13, EBUSY: -16, EINVAL: -22, EFBIG: -27, ENOSPC: -28, EROFS: -30, EPERM: -1 } as const
