@@ -5,9 +5,9 @@ import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
-import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
+import { encodeFree, encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, parseSegmentFileName, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, lowerBound, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
@@ -341,10 +341,10 @@ export class Store {
     if (this.lastCheckpoint.seq < seq) await this.checkpointThrough(seq) // first read after the cut
     for (let i = 0; i < n; i++) {
       const pos = this.map.position(first + i)
-      if (pos >= 0 && this.map.seq(first + i) <= seq) {
-        where[i] = pos
+      if (pos !== -1 && this.map.seq(first + i) <= seq) {
+        where[i] = pos // data, or TRIMMED: zeros
         crcs[i] = this.map.crc(first + i)
-      } else if (pos < 0) {
+      } else if (pos === -1) {
         where[i] = -1 // never written at all, so not at the cut either
       } else {
         lookups.push(this.index.versionAt(first + i, seq).then(v => {
@@ -503,8 +503,9 @@ export class Store {
     const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
     let block = -1
     let best: { seq: number, crc: number, position: number } | undefined
+    // A trimmed block stays a trim entry in the log: there is no data to merge.
     const flushBest = (): void => {
-      if (best && best.position < BASELINE_BASE) visible.push({ block, ...best })
+      if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
     }
     for await (const [b, seq, position, crc] of this.index.history()) {
       if (b !== block) { flushBest(); block = b; best = undefined }
@@ -845,6 +846,74 @@ export class Store {
     return count
   }
 
+  /**
+   * Discards (TRIM, F11) `length` bytes at `offset` of the current volume, the FALLOCATE
+   * PUNCH_HOLE and ZERO_RANGE of the image: they read as zeros from now on, while snapshots and
+   * points before keep their data, and compaction frees what only the discarded versions held.
+   * Whole blocks become trim entries (only blocks that hold data: the others read as zeros
+   * already, and a trim of every block of a fresh disk, as mkfs does, costs nothing); the
+   * partial blocks at the edges are written as zeros. Resolves once it is in the log (durable
+   * after flush()), like a write.
+   */
+  discard (offset: number, length: number): Promise<void> {
+    try {
+      this.assertOpen()
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new LogdiskError('BAD_ARGUMENT', `bad discard range ${offset}+${length}`)
+      if (offset + length > this.sizeBytes) {
+        throw new LogdiskError('OUT_OF_RANGE', `discard of ${length} bytes at ${offset} runs past the end of the ${this.sizeBytes}-byte volume`)
+      }
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (length === 0) return Promise.resolve()
+    return this.appendLock.run(() => this.discardLocked(offset, length))
+  }
+
+  private async discardLocked (offset: number, length: number): Promise<void> {
+    const B = this.blockBytes
+    const first = Math.ceil(offset / B)
+    const end = Math.floor((offset + length) / B)
+    if (first >= end) return this.writeLocked(offset, Buffer.alloc(length)) // inside one block
+    // In block order, as a write of zeros would go into the log (a crash keeps a prefix).
+    if (first * B > offset) await this.writeLocked(offset, Buffer.alloc(first * B - offset))
+    // The blocks of [first, end) that hold data, found from whichever is smaller: the range or the map.
+    const held: number[] = []
+    if (end - first <= this.map.count) {
+      for (let b = first; b < end; b++) if (this.map.position(b) >= 0) held.push(b)
+    } else {
+      this.map.forEach((b, position) => { if (b >= first && b < end && position >= 0) held.push(b) })
+      held.sort((a, b) => a - b)
+    }
+    for (let i = 0; i < held.length;) {
+      let n = 1
+      while (i + n < held.length && held[i + n] === held[i] + n && n < MAX_TRIM_BLOCKS) n++
+      await this.appendTrim(held[i], n)
+      i += n
+    }
+    if (offset + length > end * B) await this.writeLocked(end * B, Buffer.alloc(offset + length - end * B))
+  }
+
+  /** Appends one trim entry: blocks [block, block+count) read as zeros from it on. */
+  private async appendTrim (block: number, count: number): Promise<void> {
+    if (this.current.tail + ENTRY_HEADER_BYTES > this.config.segmentBytes) await this.roll()
+    this.upgradeFormat()
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const position = this.completedPosition
+    await this.appendEntry([encodeTrim(seq, timeMs, block, count)], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      this.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
+      for (let i = 0; i < count; i++) {
+        this.map.set(block + i, TRIMMED, 0, seq)
+        this.batch.addBlock(block + i, seq, TRIMMED, 0)
+      }
+    })
+    if (this.batch.history.length / 4 >= (this.opts.checkpointMaxBlocks ?? 65536)) {
+      this.checkpoint().catch(err => this.log.error({ err: (err as Error).message }, 'index checkpoint failed; will retry'))
+    }
+  }
+
   private blocksThatFit (): number {
     const room = this.config.segmentBytes - this.current.tail - ENTRY_HEADER_BYTES
     return Math.max(0, Math.floor(room / (this.blockBytes + BLOCK_CRC_BYTES)))
@@ -1022,7 +1091,7 @@ export class Store {
     await this.checkpointThrough(seq)
     return this.reads.guard(async () => {
       const at = await this.index.versionAt(block, seq)
-      if (!at) return Buffer.alloc(this.blockBytes)
+      if (!at || at.position < 0) return Buffer.alloc(this.blockBytes) // never written, or trimmed
       return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
     })
   }
@@ -1364,6 +1433,7 @@ export class Store {
     }
     const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
       if (x.e.freed === true) return true
+      if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
       if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
       if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
       const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
@@ -1393,7 +1463,7 @@ export class Store {
           const first = entries[run.first]
           const last = entries[run.last]
           const start = first.e.position % S
-          const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
+          const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.kind === EntryKind.trim ? 0 : last.e.count * this.blockBytes })
           headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
           const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
           const to = Math.floor(end / 4096) * 4096
@@ -1576,15 +1646,16 @@ export class Store {
       let block = -1
       let best: { position: number, crc: number } | undefined
       const crc = new Uint32Array(1)
+      // A block trimmed at the point is a hole, like one never written.
       for await (const [b, vseq, position, vcrc] of this.index.history()) {
         if (b !== block) {
-          if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+          if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
           block = b
           best = undefined
         }
         if (vseq <= seq) best = { position, crc: vcrc }
       }
-      if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+      if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
     } finally {
       this.reads.exit(epoch)
     }
@@ -1657,7 +1728,7 @@ export class Store {
       sizeBytes: this.sizeBytes,
       blockBytes: this.blockBytes,
       segmentBytes: this.config.segmentBytes,
-      writtenBytes: this.map.count * this.blockBytes,
+      writtenBytes: (this.map.count - this.map.trimmed) * this.blockBytes,
       logBytes,
       segments,
       index: {
@@ -1753,13 +1824,14 @@ export class Store {
     await this.checkpointThrough(seq)
     let block = -1
     let crc: number | undefined
-    for await (const [b, vseq, , vcrc] of this.index.history()) {
+    // A block trimmed at the cut is absent, like one never written (it reads as zeros).
+    for await (const [b, vseq, position, vcrc] of this.index.history()) {
       if (b !== block) {
         if (crc !== undefined) yield [block, crc]
         block = b
         crc = undefined
       }
-      if (vseq <= seq) crc = vcrc
+      if (vseq <= seq) crc = position < 0 ? undefined : vcrc
     }
     if (crc !== undefined) yield [block, crc]
   }

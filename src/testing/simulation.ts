@@ -142,7 +142,21 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       const action = async (pick?: number): Promise<void> => {
         const r = pick ?? rng.next()
         for (let i = rng.int(40); i > 0; i--) await sched.io('idle') // start at a seeded moment
-        if (r < 0.34) {
+        if (r >= 0.3 && r < 0.34) {
+          // A discard (TRIM): the range reads as zeros, as a write of zeros would make it.
+          const { offset, data } = randomWrite(rng, sizeBytes, faulty)
+          const w = model.callWrite(offset, Buffer.alloc(data.length))
+          count('discard')
+          log(`discard ${offset}+${data.length} (w${w.id})`)
+          try {
+            await s.discard(offset, data.length)
+            model.settle(w, true)
+          } catch (err) {
+            if (powerLost) return
+            model.settle(w, false)
+            if (!allowed(err, 'NO_SPACE')) unexpected(`discard ${offset}+${data.length}`, err)
+          }
+        } else if (r < 0.34) {
           const { offset, data } = randomWrite(rng, sizeBytes, faulty)
           const w = model.callWrite(offset, data)
           count('write')
@@ -308,7 +322,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       // while they run (where a pass that judged too much history would free new writes).
       const busy = rng.chance(0.15)
       const actions = busy
-        ? [action(0.8), action(0.8), ...Array.from({ length: rng.range(20, 40) }, () => action(0.1))]
+        ? [action(0.8), action(0.8), ...Array.from({ length: rng.range(20, 40) }, () => action(rng.chance(0.15) ? 0.32 : 0.1))]
         : Array.from({ length: rng.range(2, 14) }, () => action())
       if (busy) log('busy phase: compactions under a burst of writes')
       const all = Promise.allSettled(actions)
