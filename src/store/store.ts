@@ -950,7 +950,13 @@ export class Store {
     // the log there and later segments (unflushed too) are kept aside.
     if (old.unsynced) this.unsyncedSealed.push(old)
     const volumes = await this.home.place(old.id + 1) // NO_SPACE when the pool is full
-    const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log, this.dropHandler(old.id + 1))
+    let next: Segment
+    try {
+      next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log, this.dropHandler(old.id + 1))
+    } catch (err) {
+      this.home.vacated(old.id + 1, volumes)
+      throw err
+    }
     this.home.occupied(next.id, volumes)
     this.current = next
     this.segmentIds.push(next.id)
@@ -1319,9 +1325,13 @@ export class Store {
       await this.seal(id)
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
-        const to = await place(id, next)
-        await this.copySegmentFile(id, present[0], to)
-        this.home.occupied(id, [to])
+        const to = await place(id, next) // reserves the copy's place
+        try {
+          await this.copySegmentFile(id, present[0], to)
+        } catch (err) {
+          this.home.vacated(id, [to])
+          throw err
+        }
         next.push(to)
         made++
       }

@@ -289,7 +289,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           const from = volumes[rng.int(volumes.length)]
           home.draining.add(from)
           count('pool drain')
-          log(`pool drain ${from}`)
+          log(`pool drain ${from}: segments ${home.segmentsOf(from).join(',')}; placement ${[...s.segmentPlacement()].map(([id, v]) => `${id}:${v.join('+')}`).join(' ')}`)
           try {
             for (const id of home.segmentsOf(from)) {
               const to = home.candidates(s.volumesOf(id) ?? [])[0]
@@ -311,6 +311,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             await s.repairCopies(copies, async (_id, exclude) => {
               const to = home.candidates(exclude)[0]
               if (!to) throw new LogdiskError('NO_SPACE', 'the simulated pool has no room for another copy')
+              home.occupied(_id, [to]) // reserved at once, as the pool's placeCopy does
               return to
             })
           } catch (err) {
