@@ -402,6 +402,7 @@ export class Store {
     let handle: FileHandle
     let file: string
     let offset: number
+    let local = false // read from a local copy (not the baseline, not a copy fetched back)
     if (pos >= BASELINE_BASE) {
       handle = await this.baselineHandle()
       file = baselineFiles(this.dir).image
@@ -410,6 +411,7 @@ export class Store {
       const segment = await this.segment(Math.floor(pos / this.config.segmentBytes))
       handle = segment.handle
       file = segment.file
+      local = !segment.volumes.includes(CACHE_VOLUME)
       offset = pos % this.config.segmentBytes
     }
     const data = Buffer.allocUnsafe(run * B)
@@ -433,9 +435,10 @@ export class Store {
         }
       }
       // Compaction punches dead data out of archived segments: old versions come back
-      // from backing storage (restores at old points, old snapshots).
+      // from backing storage (restores at old points, old snapshots). A local handle may
+      // also be one taken just before archiving removed the segment's local copy.
       const id = Math.floor(pos / this.config.segmentBytes)
-      if (pos < BASELINE_BASE && this.archivedIds.has(id) && this.segmentState.get(id) !== 'archived') {
+      if (local && this.archivedIds.has(id)) {
         const archived = await this.fetchArchived(id)
         const again = Buffer.allocUnsafe(run * B)
         await archived.handle.read(again, 0, again.length, offset)
@@ -633,7 +636,7 @@ export class Store {
     const link = this.opts.archive
     if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.dir} archive.target=...)`)
     const cache = this.cacheHome()
-    const dir = cache.dirOf('cache')
+    const dir = cache.dirOf(CACHE_VOLUME)
     const file = path.join(dir, segmentFileName(id))
     // Concurrent reads of one archived segment share one fetch: two fetches into the same
     // `.fetch` file would truncate and rename it under each other (ENOENT, torn copies).
@@ -661,12 +664,12 @@ export class Store {
       this.fetching.set(id, fetching)
     }
     await fetching
-    return Segment.open(this.layer, cache, ['cache'], id, this.geometry, this.log)
+    return Segment.open(this.layer, cache, [CACHE_VOLUME], id, this.geometry, this.log)
   }
 
   private cacheHome (): SegmentHome {
     const dir = path.join(this.dir, 'cache')
-    return { dirOf: () => dir, volumes: () => ['cache'], place: async () => ['cache'], occupied () {}, vacated () {} }
+    return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {} }
   }
 
   /**
