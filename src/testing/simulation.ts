@@ -230,7 +230,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             model.markDurable(p.mark)
           } catch (err) {
             // Refused: it does not exist. Failed by a fault or a power loss: it may exist.
-            if (!allowed(err)) unexpected(`${kind} ${name}`, err)
+            if (!allowed(err, 'NO_SPACE')) unexpected(`${kind} ${name}`, err) // a full pool refuses markers too
             else if (!powerLost && !faulty) points.delete(name)
           }
         } else if (r < 0.755) {
@@ -245,7 +245,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             points.delete(p.name)
           } catch (err) {
             // Refused: still there. Failed by a fault or a power loss: it may be gone.
-            if (!allowed(err)) unexpected(`delete ${p.name}`, err)
+            if (!allowed(err, 'NO_SPACE')) unexpected(`delete ${p.name}`, err)
             else if (!powerLost && !faulty) p.deleting = false
           }
         } else if (r < 0.83) {
