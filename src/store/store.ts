@@ -301,6 +301,14 @@ export class Store {
     return segmentId * this.config.segmentBytes + offset
   }
 
+  /** Set by close(): background passes stop at their next step instead of finishing. */
+  private closing = false
+
+  /** Where a pass may stop early: everything before is as consistent as after a crash. */
+  private assertNotClosing (): void {
+    if (this.closing) throw new LogdiskError('CLOSED', `store ${this.dir} is closing; the background pass stopped early`)
+  }
+
   private assertOpen (): void {
     if (this.closed) throw new LogdiskError('CLOSED', `store ${this.dir} is closed`)
   }
@@ -704,6 +712,7 @@ export class Store {
     const out = { archived: 0, removedLocal: 0, bytes: 0 }
     let done = 0
     for (const id of [...chosen].sort((a, b) => a - b)) {
+      this.assertNotClosing()
       onProgress?.(done++, chosen.size)
       out.bytes += await this.ensureArchived(id)
       out.archived++
@@ -1314,6 +1323,7 @@ export class Store {
     await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
     let made = 0
     for (const id of [...this.segmentIds]) {
+      this.assertNotClosing()
       const want = this.segmentVolumes.get(id) ?? []
       const present: string[] = []
       for (const v of want) {
@@ -1458,6 +1468,7 @@ export class Store {
     const freedEntries: Array<[number, EntryRecord]> = []
     let done = 0
     for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
+      this.assertNotClosing()
       onProgress?.(done++, bySegment.size)
       const runs: Array<{ first: number, last: number, fresh: boolean }> = []
       for (let i = 0; i < entries.length; i++) {
@@ -1799,6 +1810,7 @@ export class Store {
   async close (): Promise<void> {
     if (this.closed) return
     if (this.timer) clearInterval(this.timer)
+    this.closing = true // a pass in flight stops at its next step (each step is crash-safe)
     await this.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await this.appendLock.idle()
     await this.syncAll()
