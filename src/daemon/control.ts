@@ -61,28 +61,48 @@ export class ControlServer {
   }
 }
 
-/** Sends one request; rejects with the daemon's LogdiskError, or NOT_MOUNTED when no one answers. */
+/**
+ * Sends one request; rejects with the daemon's LogdiskError, NOT_MOUNTED when no one answers
+ * (nothing listens, or no answer within `timeoutMs`), or DAEMON_DIED when the connection closes
+ * before the answer came (the daemon was killed while it worked on the request).
+ */
 export function request<T = unknown> (socketPath: string, op: string, args: Record<string, unknown> = {}, timeoutMs = 0): Promise<T> {
   return new Promise((resolve, reject) => {
     const conn = net.createConnection(socketPath)
     let buffered = ''
+    let settled = false
+    let connected = false
     let timer: NodeJS.Timeout | undefined
-    if (timeoutMs > 0) timer = setTimeout(() => { conn.destroy(); reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`)) }, timeoutMs)
+    const settle = (fn: () => void): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      fn()
+    }
+    if (timeoutMs > 0) timer = setTimeout(() => { settle(() => reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`))); conn.destroy() }, timeoutMs)
     conn.setEncoding('utf8')
-    conn.on('connect', () => conn.write(JSON.stringify({ op, args }) + '\n'))
+    conn.on('connect', () => { connected = true; conn.write(JSON.stringify({ op, args }) + '\n') })
     conn.on('data', chunk => {
       buffered += chunk
       const nl = buffered.indexOf('\n')
       if (nl < 0) return
-      clearTimeout(timer)
       conn.end()
-      const reply = JSON.parse(buffered.slice(0, nl)) as { ok: boolean, result?: T, error?: { code: ErrorCode, message: string } }
-      if (reply.ok) resolve(reply.result as T)
-      else reject(new LogdiskError(reply.error!.code, reply.error!.message))
+      let reply: { ok: boolean, result?: T, error?: { code: ErrorCode, message: string } }
+      try {
+        reply = JSON.parse(buffered.slice(0, nl))
+      } catch (err) {
+        settle(() => reject(new LogdiskError('IO', `the daemon at ${socketPath} sent an unreadable answer`, err)))
+        return
+      }
+      settle(() => reply.ok ? resolve(reply.result as T) : reject(new LogdiskError(reply.error!.code, reply.error!.message)))
     })
     conn.on('error', err => {
-      clearTimeout(timer)
-      reject(new LogdiskError('NOT_MOUNTED', `no daemon answers at ${socketPath} (${(err as NodeJS.ErrnoException).code})`, err))
+      const code = (err as NodeJS.ErrnoException).code
+      if (connected) settle(() => reject(new LogdiskError('DAEMON_DIED', `the daemon at ${socketPath} dropped the connection during ${op} (${code})`, err)))
+      else settle(() => reject(new LogdiskError('NOT_MOUNTED', `no daemon answers at ${socketPath} (${code})`, err)))
+    })
+    conn.on('close', () => {
+      settle(() => reject(new LogdiskError('DAEMON_DIED', `the daemon at ${socketPath} closed the connection during ${op} without answering`)))
     })
   })
 }
