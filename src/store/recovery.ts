@@ -17,6 +17,7 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
+import { foreignSegment } from './identity'
 import type { SegmentHome } from './segment-home'
 
 export interface RecoveryReport {
@@ -52,7 +53,7 @@ const REPLAY_COMMIT_BLOCKS = 262144
  */
 export async function recover (
   layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
-  index: IndexDb, map: BlockMap, log: Logger
+  index: IndexDb, map: BlockMap, log: Logger, opts: { readOnly?: boolean } = {}
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -119,7 +120,7 @@ export async function recover (
   for (const id of toScan) {
     const isLast = replaying || id === toScan[toScan.length - 1]
     if (stop) {
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       continue
     }
     // Compaction recycles segments: a missing id is a gap in the log, not damage.
@@ -135,7 +136,7 @@ export async function recover (
       }
       // The last segment's header never became durable: a torn roll. Keep it aside, stop here.
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       stop = true
       continue
     }
@@ -179,6 +180,13 @@ export async function recover (
 
     async function cut (offset: number, reason: string): Promise<void> {
       const bytes = (await segment.handle.size()) - offset
+      if (opts.readOnly) {
+        // Seen, not cut: the log ends here for this open; the next open that writes cuts it.
+        segment.tail = offset
+        report.cut = { segment: id, offset, bytes, reason, savedTo: '' }
+        stop = true
+        return
+      }
       const savedTo = await saveTail(layer, storeDir, segment, offset, bytes)
       await segment.handle.truncate(offset)
       await segment.handle.datasync()
@@ -307,7 +315,14 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
   return file
 }
 
-async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string): Promise<string> {
+async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string, id: number, geometry: SegmentGeometry, opts: { readOnly?: boolean }): Promise<string> {
+  // Only what is provably this store's torn segment moves: a file whose intact header names
+  // another store (or other geometry) stays where it is, and the open is refused.
+  for (const volume of volumes) {
+    const foreign = await foreignSegment(layer, path.join(home.dirOf(volume), name), id, geometry)
+    if (foreign) throw new LogdiskError('IDENTITY', foreign)
+  }
+  if (opts.readOnly) return `${name} (left in place: opened read-only)`
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)
   let to = ''

@@ -20,6 +20,7 @@ import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-
 import type { ArchiveLink } from './archive-link'
 import { MirroredHandle } from './mirrored-handle'
 import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
+import { readOnlyLayer } from './read-only-layer'
 
 export interface OpenOptions {
   /** The disk the segments live on; tests pass a simulated one. */
@@ -40,6 +41,13 @@ export interface OpenOptions {
    * (litefs's pattern): 'marker' makes every marker append fail.
    */
   faults?: ReadonlySet<string>
+  /**
+   * Read-only open (status, verify, restore... on a store the user may only read, or on a full
+   * disk): nothing in the store or its pool volumes is written. The index is opened from
+   * `indexDir` (a private view: src/store/index-view.ts), recovery replays into it without
+   * cutting or moving anything, and only `scratchDir` is written (fetched archive copies).
+   */
+  readOnly?: { indexDir: string, scratchDir: string }
 }
 
 export interface StoreStatus {
@@ -144,11 +152,11 @@ export class Store {
 
   static async open (dir: string, opts: OpenOptions = {}): Promise<Store> {
     const config = readConfig(dir)
-    const layer = opts.fileLayer ?? nodeFileLayer
+    const layer = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
     const log = opts.logger ?? silentLogger
     let index: IndexDb
     try {
-      index = await IndexDb.open(path.join(dir, INDEX_DIR))
+      index = await IndexDb.open(opts.readOnly?.indexDir ?? path.join(dir, INDEX_DIR))
     } catch (err) {
       if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
       throw err
@@ -160,13 +168,13 @@ export class Store {
       const baseHome = opts.home ?? localHome(dir)
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
-      const cacheDir = path.join(dir, 'cache')
+      const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
       fs.rmSync(cacheDir, { recursive: true, force: true }) // fetched copies of a previous run
       // Rebuilding the index needs the whole log: archived segments come back for the scan.
       const rebuilding = (await index.checkpoint()) === undefined
       const fetched = rebuilding && opts.archive ? await fetchAllArchived(layer, baseHome, cacheDir, opts.archive, log) : []
       const home = fetched.length > 0 ? withCacheVolume(baseHome, cacheDir) : baseHome
-      const recovered = await recover(layer, dir, home, geometry, index, map, log)
+      const recovered = await recover(layer, dir, home, geometry, index, map, log, { readOnly: !!opts.readOnly })
       if (fetched.length > 0) {
         // They stay archived: their local copies were only for the scan.
         const batch = new IndexBatch()
@@ -191,7 +199,7 @@ export class Store {
         baseHome.occupied(id, (recovered.located.get(id) ?? where ?? []).filter(v => v !== CACHE_VOLUME))
       }
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
-      writeHolder(dir, opts.holder)
+      if (!opts.readOnly) writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
       return new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
     } catch (err) {
@@ -515,7 +523,7 @@ export class Store {
   }
 
   private cacheHome (): SegmentHome {
-    const dir = path.join(this.dir, 'cache')
+    const dir = this.opts.readOnly ? path.join(this.opts.readOnly.scratchDir, 'cache') : path.join(this.dir, 'cache')
     return { dirOf: () => dir, volumes: () => ['cache'], place: async () => ['cache'], occupied () {}, vacated () {} }
   }
 
@@ -1397,7 +1405,7 @@ export class Store {
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
     await this.index.close()
-    fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true })
+    if (!this.opts.readOnly) fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true })
   }
 
   /**
