@@ -6,8 +6,10 @@ import { readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger } from '../store/logger'
-import { checkIdentity, copyError, ownerRecord, ownerVerdict, recordIdentity, type Location, type OwnerRecord } from '../store/identity'
+import { checkIdentity, copyError, foreignSegment, ownerRecord, ownerVerdict, recordIdentity, type Location, type OwnerRecord } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
+import { nodeFileLayer } from '../store/file-layer'
+import { parseSegmentFileName, segmentFileName } from '../store/format'
 import { Pool } from './pool'
 import { archiveLink } from '../archive/link'
 import { parseTarget, type ArchiveTarget } from '../archive/target'
@@ -39,6 +41,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     try {
       const view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
+      await preflightSegments(pool, config)
       const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
       const store = await Store.open(dir, { ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
       pool.attach(store)
@@ -61,6 +64,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
   let pool: Pool
   try {
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
+    await preflightSegments(pool, config)
     const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
     store = await Store.open(dir, { ...opts, home: pool, archive })
   } catch (err) {
@@ -78,6 +82,28 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     }
   }
   return { store, pool }
+}
+
+/**
+ * Before the index is opened (LevelDB writes on open): the newest segment file on each volume
+ * must be this store's. A store.json edited to another uuid or geometry, or a stray segment of
+ * another store, is refused here with nothing touched; recovery checks every file it would move.
+ */
+async function preflightSegments (pool: Pool, config: StoreConfig): Promise<void> {
+  const g = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
+  for (const volume of pool.volumes()) {
+    const dir = pool.dirOf(volume)
+    let names: string[]
+    try { names = fs.readdirSync(dir) } catch { continue }
+    let newest: number | undefined
+    for (const n of names) {
+      const id = parseSegmentFileName(n)
+      if (id !== undefined && (newest === undefined || id > newest)) newest = id
+    }
+    if (newest === undefined) continue
+    const foreign = await foreignSegment(nodeFileLayer, path.join(dir, segmentFileName(newest)), newest, g)
+    if (foreign) throw new LogdiskError('IDENTITY', foreign)
+  }
 }
 
 /** The pool a store was opened with, when it was opened through openStore. */

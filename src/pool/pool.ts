@@ -99,14 +99,20 @@ export class Pool implements SegmentHome {
       pool = { volumes: [{ dir: INTERNAL_DIR, internal: true, ...(initialDirs.length > 0 ? { capacityBytes: 0 } : {}) }] }
       fresh = true
     }
-    // The internal volume is wherever the store is, whatever an older pool.json recorded.
+    // The internal volume is wherever the store is, whatever an older pool.json recorded
+    // (an absolute path, before stores could move): rewritten relative by the next writer.
+    const legacy = pool.volumes.some(v => v.internal && v.dir !== INTERNAL_DIR)
     for (const v of pool.volumes) if (v.internal) v.dir = path.join(storeDir, INTERNAL_DIR)
     const p = new Pool(storeDir, config, pool, policy, log, opts)
-    if (fresh && !opts.readOnly) p.save()
+    p.pendingSave = (fresh || legacy) && !opts.readOnly
     for (const dir of initialDirs) p.add(dir, undefined, true)
     p.checkOwners()
     return p
   }
+
+  /** Writes wait for the store's lock (attach): another process may hold the store. */
+  private pendingSave = false
+  private readonly pendingClaims: string[] = []
 
   private get readOnly (): boolean {
     return !!this.opts.readOnly
@@ -125,27 +131,34 @@ export class Pool implements SegmentHome {
       let marker
       try { marker = readMarker(e.dir) } catch { continue }
       if (marker?.assignedTo !== this.config.uuid) continue
-      this.claimOwner(e.dir)
+      if (this.ownerConflict(e.dir) === undefined) this.pendingClaims.push(e.dir)
     }
   }
 
+  /** Throws IDENTITY (read-only: warns) when another directory with this uuid owns our directory on `volumeDir`. */
+  private ownerConflict (volumeDir: string): OwnerRecord | undefined {
+    const here = this.opts.here!
+    const file = path.join(volumeDir, this.config.uuid, OWNER_FILE)
+    let owner: OwnerRecord | undefined
+    try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
+    const verdict = ownerVerdict(owner, here, this.config.uuid)
+    if (typeof verdict !== 'object') return undefined
+    const text = `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which has this store's identity (${this.config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy>`
+    if (!this.readOnly) throw new LogdiskError('IDENTITY', text)
+    this.warnOnce(`owner:${volumeDir}`, text)
+    return owner
+  }
+
+  /** Records this store directory as the owner of its directory on `volumeDir` (the store's lock is held). */
   private claimOwner (volumeDir: string): void {
     const here = this.opts.here
-    if (!here) return
+    if (!here || this.readOnly) return
     const dir = path.join(volumeDir, this.config.uuid)
     const file = path.join(dir, OWNER_FILE)
     let owner: OwnerRecord | undefined
     try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
-    const verdict = ownerVerdict(owner, here, this.config.uuid)
-    if (typeof verdict === 'object') {
-      const text = `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which has this store's identity (${this.config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy>`
-      if (this.readOnly) {
-        this.warnOnce(`owner:${volumeDir}`, text)
-        return
-      }
-      throw new LogdiskError('IDENTITY', text)
-    }
-    if (this.readOnly || (verdict === 'mine' && owner?.path === here.path)) return
+    this.ownerConflict(volumeDir)
+    if (owner && owner.path === here.path && owner.host === here.host && owner.ino === here.ino) return
     try {
       fs.mkdirSync(dir, { recursive: true })
       writeFileAtomic(file, JSON.stringify(ownerRecord(this.config.uuid, here), null, 2) + '\n')
@@ -156,6 +169,11 @@ export class Pool implements SegmentHome {
 
   attach (store: Store): void {
     this.store = store
+    if (this.pendingSave) {
+      this.pendingSave = false
+      this.save()
+    }
+    for (const dir of this.pendingClaims.splice(0)) this.claimOwner(dir)
   }
 
   setPolicy (policy: Policy): void {

@@ -134,7 +134,9 @@ export async function recover (
         scanned.push(id)
         continue
       }
-      // The last segment's header never became durable: a torn roll. Keep it aside, stop here.
+      // The last segment's header never became durable: a torn roll. Keep it aside, stop here
+      // (unless its header is intact and names another store: then nothing moves).
+      await refuseForeign(layer, home, located.get(id)!, id, geometry)
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
       report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       stop = true
@@ -315,13 +317,19 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
   return file
 }
 
-async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string, id: number, geometry: SegmentGeometry, opts: { readOnly?: boolean }): Promise<string> {
-  // Only what is provably this store's torn segment moves: a file whose intact header names
-  // another store (or other geometry) stays where it is, and the open is refused.
+/**
+ * Only what is provably this store's torn segment moves: a file whose intact header names
+ * another store (or other geometry) stays where it is, and the open is refused (IDENTITY).
+ */
+async function refuseForeign (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<void> {
   for (const volume of volumes) {
-    const foreign = await foreignSegment(layer, path.join(home.dirOf(volume), name), id, geometry)
+    const foreign = await foreignSegment(layer, path.join(home.dirOf(volume), segmentFileName(id)), id, geometry)
     if (foreign) throw new LogdiskError('IDENTITY', foreign)
   }
+}
+
+async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string, id: number, geometry: SegmentGeometry, opts: { readOnly?: boolean }): Promise<string> {
+  await refuseForeign(layer, home, volumes, id, geometry)
   if (opts.readOnly) return `${name} (left in place: opened read-only)`
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)

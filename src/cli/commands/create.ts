@@ -10,7 +10,7 @@ import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
 
 /** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
-function checkCreatable (dir: string): void {
+export function checkCreatable (dir: string): void {
   let st: fs.Stats | undefined
   try {
     st = fs.statSync(dir)

@@ -8,7 +8,8 @@ import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, logdiskMounts, rea
 import { holdersOf } from '../../daemon/holders'
 
 const EXIT_WAIT_MS = 30_000
-const ANSWER_WAIT_MS = 60_000
+/** How long unmount waits for the daemon to answer (tests shorten it). */
+const ANSWER_WAIT_MS = Number(process.env.LOGDISK_ANSWER_WAIT_MS || 60_000)
 
 /**
  * `unmount <mountpoint>`: asks the daemon to flush and unmount, and waits for it to exit.
