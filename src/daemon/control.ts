@@ -8,7 +8,13 @@ import { LogdiskError, type ErrorCode } from '../errors'
  *   response { ok: true, result } | { ok: false, error: { code, message } }
  * CLI commands on a mounted store go through it, since the daemon holds the store's lock.
  */
-export type Handler = (args: Record<string, unknown>) => Promise<unknown>
+export type Handler = (args: Record<string, unknown>, req: RequestContext) => Promise<unknown>
+
+/** What a handler may ask about the request it serves. */
+export interface RequestContext {
+  /** The client went away (it gave up waiting): an answer would reach no one. */
+  gone: () => boolean
+}
 
 export class ControlServer {
   private constructor (private readonly server: net.Server, readonly socketPath: string) {}
@@ -17,24 +23,28 @@ export class ControlServer {
     fs.rmSync(socketPath, { force: true }) // a socket file left by a killed daemon
     const server = net.createServer(conn => {
       let buffered = ''
+      let gone = false
+      const req: RequestContext = { gone: () => gone || conn.destroyed }
       conn.setEncoding('utf8')
-      conn.on('error', () => undefined)
+      conn.on('error', () => { gone = true })
+      conn.on('end', () => { gone = true })
+      conn.on('close', () => { gone = true })
       conn.on('data', chunk => {
         buffered += chunk
         let nl: number
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl)
           buffered = buffered.slice(nl + 1)
-          void answer(line).then(reply => conn.write(JSON.stringify(reply) + '\n'))
+          void answer(line, req).then(reply => { if (!conn.destroyed) conn.write(JSON.stringify(reply) + '\n') })
         }
       })
     })
-    async function answer (line: string): Promise<unknown> {
+    async function answer (line: string, req: RequestContext): Promise<unknown> {
       try {
-        const req = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
-        const handler = handlers[req.op]
-        if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${req.op}`)
-        return { ok: true, result: await handler(req.args ?? {}) }
+        const request = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
+        const handler = handlers[request.op]
+        if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${request.op}`)
+        return { ok: true, result: await handler(request.args ?? {}, req) }
       } catch (err) {
         const code = err instanceof LogdiskError ? err.code : 'IO'
         return { ok: false, error: { code, message: (err as Error).message } }

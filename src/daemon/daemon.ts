@@ -116,10 +116,17 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       }
       return ops.delete(store, args, {})
     },
-    unmount: async () => {
+    unmount: async (_args, req) => {
       // A loop device detached a moment ago may still have its RELEASE in flight.
       if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError()
       await store.flush()
+      await new Promise(resolve => setTimeout(resolve, 20)) // an end-of-stream read with the request is processed by now
+      if (req.gone()) {
+        // The client gave up waiting (a stopped or overloaded daemon) and told its user that
+        // nothing was unmounted: keep it that way.
+        log.warn({ mountpoint }, 'an unmount request was abandoned by its client before it could be answered; not unmounting')
+        return { mountpoint }
+      }
       // Answer first, then unmount: the reply must not wait on the kernel releasing the mount.
       setImmediate(() => { stop(false).catch(err => log.error({ err: (err as Error).message }, 'unmount refused')) })
       return { mountpoint }
