@@ -10,6 +10,7 @@ import { MiB, cli, freshStore, makeFixture, newOut, pattern, refused, succeeded,
 import { checksumTree, diffTrees } from './helpers/tree'
 
 const skip = canMount()
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
 let fx: Fixture
 let root: string
 
@@ -41,7 +42,7 @@ async function servesReads (mnt: string): Promise<boolean> {
   return (await run('dd', [`if=${path.join(mnt, 'current.img')}`, 'of=/dev/null', 'bs=4096', 'count=4', 'iflag=direct', 'status=none'], { timeoutMs: 20_000 })).code === 0
 }
 
-t.test('outputs inside the store\'s own mount are refused before anything is written', { skip, timeout: 300_000 }, async t => {
+t.test('outputs inside the store\'s own mount are refused before anything is written', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'inside-case')
   fs.mkdirSync(dir)
   const store = await freshStore(fx, path.join(dir, 'store'))
@@ -92,7 +93,7 @@ t.test('outputs inside the store\'s own mount are refused before anything is wri
   succeeded(t, await cli(['verify', store]), 'verify')
 })
 
-t.test('a command whose daemon is killed midway fails, says so, and leaves no half-written file', { skip, timeout: 300_000 }, async t => {
+t.test('a command whose daemon is killed midway fails, says so, and leaves no half-written file', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'killed-case')
   fs.mkdirSync(dir)
   const store = await freshStore(fx, path.join(dir, 'store'))
@@ -150,7 +151,7 @@ function readImage (mnt: string, offset: number, bytes: number): Buffer {
   return buf
 }
 
-t.test('cp -a, then both mounted: each reads its own data, verify is clean on both; mv keeps working', { skip, timeout: 300_000 }, async t => {
+t.test('cp -a, then both mounted: each reads its own data, verify is clean on both; mv keeps working', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'mounted-copies')
   fs.mkdirSync(dir)
   const a = await freshStore(fx, path.join(dir, 'A'))

@@ -1,5 +1,5 @@
-// Bad-input matrix (issue 10), part 1: every command against a store path that does not
-// exist, a path that is a file, and a store whose store.json was edited.
+// Bad-input matrix (issue 10): every command against a store path that does not exist and a
+// path that is a file.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -7,6 +7,7 @@ import { canMount, cleanup, tmpDir } from './helpers/cli'
 import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, type Fixture } from './helpers/matrix'
 
 const skip = canMount()
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
 let fx: Fixture
 let root: string
 
@@ -17,7 +18,7 @@ t.before(async () => {
 })
 t.teardown(async () => { if (root) await cleanup(root) })
 
-t.test('a store path that does not exist', { skip, timeout: 300_000 }, async t => {
+t.test('a store path that does not exist', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'missing-case')
   fs.mkdirSync(dir)
   const store = path.join(dir, 'nope')
@@ -38,7 +39,7 @@ t.test('a store path that does not exist', { skip, timeout: 300_000 }, async t =
   succeeded(t, await cli(['create', other, '--size', '16M']), 'create makes it')
 })
 
-t.test('a store path that is a file', { skip, timeout: 300_000 }, async t => {
+t.test('a store path that is a file', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'file-case')
   fs.mkdirSync(dir)
   const store = path.join(dir, 'afile')
@@ -56,27 +57,4 @@ t.test('a store path that is a file', { skip, timeout: 300_000 }, async t => {
   refused(t, await cli(['status', path.join(store, 'inside')]), new RegExp(`no store at ${store}/inside: ${store} is a file`), 'status below a file')
   refused(t, await cli(['unmount', store]), /is not a logdisk mount/, 'unmount of a file')
   sameTrees(t, before, 'create and unmount')
-})
-
-t.test('a store whose store.json was edited', { skip, timeout: 300_000 }, async t => {
-  const dir = path.join(root, 'edited-case')
-  fs.mkdirSync(dir)
-  const store = await freshStore(fx, path.join(dir, 'store'))
-  const file = path.join(store, 'store.json')
-  const cfg = JSON.parse(fs.readFileSync(file, 'utf8'))
-  for (const [key, value, why] of [
-    ['uuid', '00000000-1111-2222-3333-444444444444', /store.json was edited or copied in; put back "uuid": /],
-    ['segmentBytes', 4 * 1024 * 1024, /store.json was edited; put back "segmentBytes": 2097152/]
-  ] as const) {
-    fs.writeFileSync(file, JSON.stringify({ ...cfg, [key]: value }, null, 2))
-    const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
-    for (const cmd of COMMANDS) {
-      const before = snapshotTrees([store, fx.template])
-      const r = await cli(cmd.args(c))
-      refused(t, r, why, `${key} edited: ${cmd.name}`)
-      sameTrees(t, before, `${key} edited: ${cmd.name}`)
-    }
-  }
-  fs.writeFileSync(file, JSON.stringify(cfg, null, 2))
-  succeeded(t, await cli(['verify', store]), 'with store.json put back, verify is clean')
 })

@@ -9,6 +9,7 @@ import { CLI, canMount, cleanup, daemonPid, isMounted, logdisk, must, run, tmpDi
 import { isAlive } from '../src/daemon/paths'
 
 const skip = canMount()
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; each run has its own bound
 
 /** `mount --foreground` with extra environment; resolves once mounted, with its output so far. */
 async function mountFg (store: string, mnt: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess, output: () => string, exited: Promise<number | null> }> {

@@ -33,8 +33,7 @@ export function accessOf (op: string): Access {
  */
 export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}): Promise<T> {
   const access = accessOf(op)
-  const { dir, warnings } = prepareStore(storeArg, access)
-  for (const w of warnings) process.stderr.write(`logdisk: warning: ${w}\n`)
+  const { dir } = prepareStore(storeArg, access)
   let store: Store
   try {
     store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store

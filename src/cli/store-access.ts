@@ -13,7 +13,7 @@ export interface PreparedStore {
   dir: string
   config: StoreConfig
   identity: IdentityCheck
-  /** One line each, printed as warnings: e.g. a read-only command on a copy. */
+  /** One line each, already printed on stderr as warnings: e.g. a read-only command on a copy. */
   warnings: string[]
 }
 
@@ -66,6 +66,7 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
     warnings.push(`${dir} is a copy of the store at ${identity.original} (same identity); read-only commands work, others are refused until: logdisk adopt ${dir}`)
   }
   if (access === 'write') assertWritable(dir)
+  for (const w of warnings) process.stderr.write(`logdisk: warning: ${w}\n`)
   return { dir, config, identity, warnings }
 }
 

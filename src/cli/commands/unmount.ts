@@ -36,7 +36,7 @@ export function register (program: Command): void {
           answering = true
         } catch { /* nobody listens: the daemon is gone */ }
         if (answering) throw new LogdiskError('BUSY', `${mountpoint}: a daemon answers on ${socket} but ${path.join(mount.store, DAEMON_FILE)} does not name it; nothing was unmounted; see ${log}`)
-        return removeStale(mountpoint, mount.store, 'its daemon is gone')
+        return removeStale(mountpoint, mount.store, info ? `its daemon (pid ${info.pid}) is gone` : 'its daemon is gone')
       }
       try {
         await request(socket, 'unmount', {}, ANSWER_WAIT_MS)

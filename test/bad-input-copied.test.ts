@@ -1,5 +1,5 @@
-// Bad-input matrix (issue 10), part 3: every command against a copied store (cp -a) and a
-// moved one (mv). A copy reads, refuses to be changed until adopted; a moved store just works.
+// Bad-input matrix (issue 10): every command against a copied store (cp -a). A copy reads,
+// and refuses to be changed until adopted.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -7,17 +7,18 @@ import { canMount, cleanup, must, tmpDir } from './helpers/cli'
 import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, unmountIfMounted, type Ctx, type Fixture } from './helpers/matrix'
 
 const skip = canMount()
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
 let fx: Fixture
 let root: string
 
 t.before(async () => {
   if (skip) return
-  root = tmpDir('matrix-copies')
+  root = tmpDir('matrix-copied')
   fx = await makeFixture(root)
 })
 t.teardown(async () => { if (root) await cleanup(root) })
 
-t.test('a copied store (cp -a)', { skip, timeout: 300_000 }, async t => {
+t.test('a copied store (cp -a)', { skip, timeout: 840_000 }, async t => {
   const dir = path.join(root, 'copy-case')
   fs.mkdirSync(dir)
   const original = await freshStore(fx, path.join(dir, 'A'))
@@ -39,20 +40,3 @@ t.test('a copied store (cp -a)', { skip, timeout: 300_000 }, async t => {
   succeeded(t, await cli(['verify', original]), 'the original verifies')
 })
 
-t.test('a moved store (mv)', { skip, timeout: 300_000 }, async t => {
-  const dir = path.join(root, 'move-case')
-  fs.mkdirSync(dir)
-  const first = await freshStore(fx, path.join(dir, 'M1'))
-  const store = path.join(dir, 'M2')
-  fs.renameSync(first, store)
-  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
-  for (const cmd of COMMANDS) {
-    const before = snapshotTrees(cmd.reads ? [store, fx.template] : [fx.template])
-    const r = await cli(cmd.args(c))
-    await unmountIfMounted(c.mnt)
-    succeeded(t, r, cmd.name)
-    sameTrees(t, before, cmd.name)
-  }
-  t.equal(JSON.parse(fs.readFileSync(path.join(store, 'identity.json'), 'utf8')).path, fs.realpathSync(store), 'the identity record follows the store')
-  succeeded(t, await cli(['verify', store]), 'verify is clean')
-})
