@@ -12,7 +12,7 @@ import { readConfig, writeConfig, writeFileAtomic } from '../store/config'
 import { crc32c } from '../store/crc'
 import { nodeFileLayer } from '../store/file-layer'
 import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileName } from '../store/format'
-import { ADOPT_FILE, checkIdentity, locationOf, ownerRecord, ownerVerdict, recordIdentity, type OwnerRecord } from '../store/identity'
+import { ADOPT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, recordIdentity, type OwnerRecord } from '../store/identity'
 import { IndexBatch, IndexDb } from '../store/index-db'
 import { LOCAL_VOLUME, POOL_FILE } from '../store/segment-home'
 
@@ -61,6 +61,16 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
   dir = path.resolve(dir)
   const config = readConfig(dir)
   const intentFile = path.join(dir, ADOPT_FILE)
+  // Before the index is opened (LevelDB writes when it opens): an edited store.json is refused
+  // here, and so is a segment header that names a store other than this one.
+  const identity = fs.existsSync(intentFile) ? undefined : checkIdentity(dir, config)
+  if (identity) {
+    for (const name of fs.readdirSync(path.join(dir, 'segments')).filter(n => parseSegmentFileName(n) !== undefined)) {
+      const file = path.join(dir, 'segments', name)
+      const foreign = await foreignSegment(nodeFileLayer, file, parseSegmentFileName(name)!, { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes })
+      if (foreign) throw new LogdiskError('IDENTITY', foreign)
+    }
+  }
   let index: IndexDb
   try {
     index = await IndexDb.open(path.join(dir, 'index'))
@@ -77,8 +87,7 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
       }
       log(`resuming an interrupted adopt: ${intent.from} -> ${intent.to}`)
     } else {
-      const identity = checkIdentity(dir, config)
-      intent = { from: config.uuid, to: crypto.randomUUID(), copyOf: identity.kind === 'copy' ? identity.original! : null, startedAt: new Date().toISOString() }
+      intent = { from: config.uuid, to: crypto.randomUUID(), copyOf: identity?.kind === 'copy' ? identity.original! : null, startedAt: new Date().toISOString() }
       writeFileAtomic(intentFile, JSON.stringify(intent, null, 2) + '\n')
     }
     const result: AdoptResult = { from: intent.from, to: intent.to, copyOf: intent.copyOf, segmentsRewritten: 0, segmentsCopiedIn: 0, volumesRenamed: [], volumesDropped: [], archivedCopied: 0, baseline: false }

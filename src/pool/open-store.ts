@@ -56,7 +56,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
       return { store, pool }
     } catch (err) {
       fs.rmSync(scratch, { recursive: true, force: true })
-      throw explainOpenError(dir, err)
+      throw explainOpenError(dir, err, 'read')
     }
   }
   if (identity.kind === 'copy') throw copyError(dir, identity)
@@ -68,7 +68,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
     store = await Store.open(dir, { ...opts, home: pool, archive })
   } catch (err) {
-    throw explainOpenError(dir, err)
+    throw explainOpenError(dir, err, 'write')
   }
   pool.attach(store)
   // Under the lock: the record follows a moved store, and a store made before records existed gets one.
@@ -78,7 +78,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
       recordIdentity(dir, config, identity.here)
     } catch (err) {
       await store.close()
-      throw explainOpenError(dir, err)
+      throw explainOpenError(dir, err, 'write')
     }
   }
   return { store, pool }
@@ -122,9 +122,14 @@ function makeScratchDir (): string {
 }
 
 /** One line for what the operating system said while opening, in the store's terms. */
-function explainOpenError (dir: string, err: unknown): unknown {
+function explainOpenError (dir: string, err: unknown, access: Access): unknown {
   const text = (err as Error)?.message ?? ''
   if (err instanceof LogdiskError && err.code !== 'IO' && err.code !== 'READ_ONLY') return err
+  if (access === 'read') {
+    if (err instanceof LogdiskError) return err
+    const sys = err as NodeJS.ErrnoException
+    return new LogdiskError(sys?.code === 'EACCES' ? 'READ_ONLY' : 'IO', `${dir}: ${sys?.code ?? ''} ${text}`.trim(), err)
+  }
   if (/No space left on device|ENOSPC/.test(text)) {
     return new LogdiskError('NO_SPACE', `${dir}: no space left on the device holding it (opening the store for writing needs some); free space and retry (read-only commands such as status and verify work as is)`, err)
   }

@@ -20,7 +20,13 @@ export function readOnlyLayer (base: FileLayer, scratchDir: string): FileLayer {
     async open (file, create) {
       if (inScratch(file)) return base.open(file, create)
       if (create) refuse('create', file)
-      return readOnlyHandle(await base.open(file, false), file)
+      try {
+        return readOnlyHandle(await base.open(file, false), file)
+      } catch (err) {
+        const code = ((err as { cause?: NodeJS.ErrnoException }).cause)?.code
+        if (code === 'EACCES' || code === 'EPERM') throw new LogdiskError('READ_ONLY', `cannot read ${file}: permission denied for this user`, err)
+        throw err
+      }
     },
     list: dir => base.list(dir),
     async remove (file) { if (!inScratch(file)) refuse('remove', file); return base.remove(file) },

@@ -8,7 +8,8 @@ export function register (program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
       const { dir } = prepareStore(storeArg, 'write', { adopting: true })
-      const r = await adoptStore(dir, line => { if (!opts.json) process.stderr.write(`logdisk: ${line}\n`) })
+      // Progress lines only on a terminal: the summary line says what was done.
+      const r = await adoptStore(dir, line => { if (!opts.json && process.stderr.isTTY) process.stderr.write(`logdisk: ${line}\n`) })
       if (opts.json) return console.log(JSON.stringify(r, null, 2))
       const parts = [`${r.segmentsRewritten} segment header(s) rewritten`]
       if (r.segmentsCopiedIn > 0) parts.push(`${r.segmentsCopiedIn} segment(s) copied in from the original's pool volumes`)
