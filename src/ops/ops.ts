@@ -5,7 +5,7 @@ import { AUTO_PREFIX } from '../policy/engine'
 import { restoreImage, type Store } from '../store'
 import type { Pool } from '../pool/pool'
 import { poolOf } from '../pool/open-store'
-import { copyByCriteria, cutByCriteria } from '../policy/criteria'
+import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../policy/criteria'
 import { exportSnapshot } from '../store/export'
 import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
 import { assertOutsideMount } from '../daemon/output-guard'
@@ -128,6 +128,8 @@ export const ops: Record<string, Op> = {
   diff: (store, args) => diffSnapshots(store, String(args.a), String(args.b)),
   criteriaSnapshot: (store, args) =>
     cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
-  criteriaCopy: (store, args, ctx) => withJob(args, ctx, onProgress =>
-    copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
+  criteriaCopy: async (store, args, ctx) => {
+    if (ctx.mountpoint) await checkOutput(ctx, expandTarget(getCriteria(store.dir, String(args.criteria)), store.snapshotNamed(String(args.snapshot))))
+    return withJob(args, ctx, onProgress => copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
+  }
 }

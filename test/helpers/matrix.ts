@@ -113,7 +113,8 @@ export function newOut (dir: string): () => string {
 
 /** Runs the CLI, as `user` when given (runuser), with a timeout: never hangs a test. */
 export function cli (args: string[], opts: { user?: string, env?: Record<string, string> } = {}): Promise<Run> {
-  if (opts.user) return run('runuser', ['-u', opts.user, '--', process.execPath, CLI, ...args], { timeoutMs: 120_000, env: opts.env })
+  // Without tap's NODE_OPTIONS: its process-info hook writes under .tap/, which the user cannot.
+  if (opts.user) return run('runuser', ['-u', opts.user, '--', 'env', '-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], { timeoutMs: 120_000, env: opts.env })
   return run(process.execPath, [CLI, ...args], { timeoutMs: 120_000, env: opts.env })
 }
 
