@@ -14,6 +14,7 @@ import { ADOPT_FILE } from '../src/store/identity'
 import { crc32c } from '../src/store/crc'
 
 const MiB = 1024 * 1024
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; each run has its own bound
 
 function pattern (seed: number, bytes: number): Buffer {
   const out = Buffer.alloc(bytes)
