@@ -39,7 +39,13 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
   if (access === 'read') {
     const scratch = makeScratchDir()
     try {
-      const view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
+      let view
+      try {
+        view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
+      } catch (err) {
+        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw inUse(dir, err)
+        throw err
+      }
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
       await preflightSegments(pool, config)
       const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
@@ -119,6 +125,16 @@ function makeScratchDir (): string {
     } catch { /* try the next */ }
   }
   throw new LogdiskError('NO_SPACE', `cannot make a temporary directory in ${os.tmpdir()} or /dev/shm for a read-only open of the index`)
+}
+
+/** STORE_LOCKED, saying who holds the store when holder.json tells (as Store.open words it). */
+function inUse (dir: string, cause: LogdiskError): LogdiskError {
+  let who = 'another process'
+  try {
+    const h = JSON.parse(fs.readFileSync(path.join(dir, 'holder.json'), 'utf8'))
+    who = `pid ${h.pid} (${h.holder})`
+  } catch { /* no holder file */ }
+  return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
 }
 
 /** One line for what the operating system said while opening, in the store's terms. */

@@ -32,6 +32,10 @@ export function makeIndexView (indexDir: string, viewDir: string): IndexView {
   if (!fs.existsSync(indexDir)) return { dir: viewDir, locked: false }
   const lock = path.join(indexDir, 'LOCK')
   let locked = false
+  // Held (a mounted store, a command running): say so before copying anything.
+  if (fs.existsSync(lock) && lockHeld(lock)) {
+    throw new LogdiskError('STORE_LOCKED', 'store is in use by another process (mounted, or a command is running on it)')
+  }
   if (fs.existsSync(lock)) {
     let writable = true
     try { fs.accessSync(lock, fs.constants.W_OK) } catch { writable = false }
