@@ -4,7 +4,7 @@ import type { Logger } from '../store/logger'
 import { storeArchiveLink } from '../pool/open-store'
 import { locationOf } from '../store/identity'
 import { parseTarget } from '../archive/target'
-import { parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
+import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
 /** Automatic snapshots are named with this prefix; retention only ever deletes those. */
 export const AUTO_PREFIX = 'auto-'
@@ -48,6 +48,7 @@ export class PolicyEngine {
   private async work (): Promise<void> {
     const p = this.policyOf()
     this.pool?.setPolicy(p)
+    this.store.setHistoryKeepMs(historyKeepMs(p))
     await this.pool?.tick()
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
-import { readPolicy } from '../policy/policy'
+import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger } from '../store/logger'
@@ -49,7 +49,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
       await preflightSegments(pool, config)
       const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
-      const store = await Store.open(dir, { ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
+      const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
       pool.attach(store)
       const close = store.close.bind(store)
       store.close = async () => {
@@ -72,7 +72,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
     await preflightSegments(pool, config)
     const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
-    store = await Store.open(dir, { ...opts, home: pool, archive })
+    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
   } catch (err) {
     throw explainOpenError(dir, err, 'write')
   }

@@ -84,7 +84,15 @@ export class Segment {
         continue
       }
       const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-      const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0).catch(() => 0)
+      let n: number
+      try {
+        n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+      } catch (err) {
+        problems.push(`${file}: ${(err as Error).message}`)
+        ioError ??= err
+        await handle.close()
+        continue
+      }
       const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
       if (problem) {
         problems.push(`segment ${file}: ${problem}`)

@@ -689,6 +689,7 @@ export class Store {
   private async archiveLocked (opts: { olderThanMs?: number, workingSet?: number }, onProgress?: (done: number, total: number) => void): Promise<{ archived: number, removedLocal: number, bytes: number }> {
     const fence = await this.takeFence() // what is archived is sealed and durable
     await this.appendLock.run(() => this.syncAll())
+    this.markInactive(fence)
     const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id) && this.segmentState.get(id) !== 'archived')
     const local = sealed.filter(id => this.segmentState.get(id) === 'active')
     const chosen = new Set(sealed.filter(id => this.segmentState.get(id) === 'inactive'))
@@ -727,6 +728,27 @@ export class Store {
   /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
   attachArchive (link: ArchiveLink | undefined): void {
     (this.opts as { archive?: ArchiveLink }).archive = link
+  }
+
+  /**
+   * Seed 004's life cycle (cl. 14-15, 19): a sealed segment none of whose entries holds a
+   * block's newest version is inactive, whatever snapshots or restore points still read from
+   * it; with backing storage it is archived and its local copy goes (reads fetch it back).
+   * Writes and compaction's moves only ever land in the current segment, so a sealed segment
+   * that is inactive stays so. Returns how many became inactive.
+   */
+  private markInactive (fence: PassFence): number {
+    const S = this.config.segmentBytes
+    const holdsNewest = new Set<number>()
+    this.map.forEach((_block, position) => { if (position < BASELINE_BASE) holdsNewest.add(Math.floor(position / S)) })
+    let n = 0
+    for (const id of this.segmentIds) {
+      if (!fence.mayTouchSegment(id) || this.segmentState.get(id) !== 'active' || holdsNewest.has(id)) continue
+      this.segmentState.set(id, 'inactive')
+      this.recordSegment(id)
+      n++
+    }
+    return n
   }
 
   /** Puts segment `id` on backing storage unless it is there; returns the bytes put. */
@@ -1398,12 +1420,8 @@ export class Store {
         }
       }
       if (entries.every(freeable)) recycle.push(id)
-      else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {
-        this.segmentState.set(id, 'inactive')
-        this.recordSegment(id)
-        report.segmentsInactive++
-      }
     }
+    report.segmentsInactive = this.markInactive(fence)
     // Dead versions leave the index (their bytes may stay until their whole entry is free),
     // unless backing storage keeps them: then every point in time stays restorable.
     report.versionsFreed = analysis.deadCount
@@ -1659,13 +1677,17 @@ export class Store {
   }
 
   /** Reads every entry of the log, checks every CRC and that the index agrees with the log. */
-  verify (): Promise<VerifyReport> {
+  /**
+   * `copies`: how many copies each local segment should have (the pool's mirror policy);
+   * fewer is reported as degraded.
+   */
+  verify (opts: { copies?: number } = {}): Promise<VerifyReport> {
     this.assertOpen()
     // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
-    return this.maintenance.run(() => this.verifyLocked())
+    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1))
   }
 
-  private async verifyLocked (): Promise<VerifyReport> {
+  private async verifyLocked (copies: number): Promise<VerifyReport> {
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
       await this.syncAll()
@@ -1683,6 +1705,7 @@ export class Store {
         : Segment.open(this.layer, this.home, this.segmentVolumes.get(id) ?? [], id, this.geometry),
       geometry: this.geometry,
       segmentIds,
+      copies,
       upTo: this.lastCheckpoint,
       end,
       map: this.map,

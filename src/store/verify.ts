@@ -28,6 +28,8 @@ export interface VerifyInput {
   open: (id: number) => Promise<Segment>
   geometry: SegmentGeometry
   segmentIds: number[]
+  /** Copies each local segment should have (mirror); fewer is reported as degraded. */
+  copies?: number
   /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
   upTo: Checkpoint
   /** Log position where the log ends for this check (appends after it are ignored). */
@@ -81,6 +83,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     }
     for (const v of volumes) {
       if (!segment.volumes.includes(v)) problem(`segment ${segmentFileName(id)}: the copy on pool volume ${v} (${input.home.dirOf(v)}) is lost; run logdisk pool repair`)
+    }
+    if (volumes.length > 0 && volumes.length < (input.copies ?? 1)) {
+      problem(`segment ${segmentFileName(id)}: degraded, ${volumes.length} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
     }
     report.segments++
     try {
