@@ -9,6 +9,8 @@ import type { Access } from '../pool/open-store'
 export const MIN_FREE_BYTES = 4 * 1024 * 1024
 const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export) work as is'
 
+const said = new Set<string>()
+
 export interface PreparedStore {
   dir: string
   config: StoreConfig
@@ -66,7 +68,11 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
     warnings.push(`${dir} is a copy of the store at ${identity.original} (same identity); read-only commands work, others are refused until: logdisk adopt ${dir}`)
   }
   if (access === 'write') assertWritable(dir)
-  for (const w of warnings) process.stderr.write(`logdisk: warning: ${w}\n`)
+  for (const w of warnings) {
+    if (said.has(w)) continue // a command that runs several operations says it once
+    said.add(w)
+    process.stderr.write(`logdisk: warning: ${w}\n`)
+  }
   return { dir, config, identity, warnings }
 }
 
