@@ -18,7 +18,7 @@ const reverts = {
     ['src/store/store.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !this.segmentVolumes.has(id)', 'if (id >= this.current.id || !this.segmentVolumes.has(id)']
   ],
   'defect 2: a dropped mirror copy is recorded': [
-    ['src/store/store.ts', 'if (!volumes?.includes(volume)) return\n', 'if (volumes) return\n'],
+    ['src/store/store.ts', 'if (!volumes?.includes(volume)) return\n', 'if (id >= 0) return // reverted\n'],
     ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
   ],
   'defect 3: segment records keep the archived flag': [

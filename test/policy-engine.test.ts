@@ -14,14 +14,15 @@ const MiB = 1024 * 1024
 interface Logged { msg: string, fields: object }
 
 async function setup (t: { teardown: (fn: () => Promise<void> | void) => void }, assignments: string[]) {
+  const clock = { ms: Date.now() }
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-engine-'))
   const dir = path.join(root, 'store')
   await Store.create(dir, { sizeBytes: 32 * MiB, segmentBytes: 2 * MiB })
-  const store = await Store.open(dir)
+  const store = await Store.open(dir, { clock: () => clock.ms })
   const logged: Logged[] = []
   const log = { info: (fields: object, msg: string) => logged.push({ fields, msg }), warn () {}, error: (fields: object, msg: string) => logged.push({ fields, msg: `ERROR ${msg}` }) }
-  let policy: Policy = applyAssignments(defaultPolicy(), assignments)
-  const clock = { ms: Date.now() }
+  // These tests are about what the engine runs, not the history window: history.keep=0.
+  let policy: Policy = applyAssignments(defaultPolicy(), ['history.keep=0', ...assignments])
   const engine = new PolicyEngine(store, undefined, log, () => clock.ms, () => policy)
   t.teardown(async () => {
     await store.close()

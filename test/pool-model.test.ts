@@ -374,7 +374,7 @@ async function scenario (cmds: Iterable<Cmd>, mirror: number, capacity: number, 
   try {
     await Store.create(real.dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
     fs.mkdirSync(path.join(real.dir, 'segments')) // made in the simulated disk; the pool looks at the real one
-    writePolicy(real.dir, { ...defaultPolicy(), mirror })
+    writePolicy(real.dir, { ...defaultPolicy(), mirror, 'history.keep': '0' })
     if (mirror === 2) stats.mirrored++
     Object.assign(real, await openStore(real.dir, { fileLayer: sim, checkpointIntervalMs: 0 }, real.vols))
     // Every volume: `capacity` segments; those not yet holding the first segment stay spare.

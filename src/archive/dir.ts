@@ -3,7 +3,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { checkName, checkPrefix, isValidName, oneLine, TMP_MARK } from './names'
-import type { ArchiveFaults, ArchiveTarget } from './target'
+import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate } from './target'
 
 export interface DirTargetOptions {
   /** Test-only fault injection (see ArchiveFaults). */
@@ -60,6 +60,42 @@ export class DirTarget implements ArchiveTarget {
       if (!published) await fs.rm(tmp, { force: true }).catch(() => undefined)
       throw await this.error(err, `put ${name}`)
     }
+  }
+
+  /**
+   * The temporary file is written, fsynced and verified as in `put`, then hard-linked to
+   * `<name>`: link(2) fails with EEXIST when the name exists, atomically, on local file systems
+   * and NFS alike. (NFS may answer a retransmitted link with EEXIST although it succeeded: then
+   * the temporary file has two links, and that counts as created.)
+   */
+  async putIfAbsent (name: string, data: Buffer): Promise<boolean> {
+    checkName(this, name)
+    const final = path.join(this.dir, name)
+    const tmp = `${final}${TMP_MARK}${crypto.randomBytes(6).toString('hex')}`
+    try {
+      await this.writeSynced(tmp, data)
+      const back = await fs.readFile(tmp)
+      if (!sha256(back).equals(sha256(data))) {
+        throw new LogdiskError('CORRUPT', `${this.describe()}: ${path.basename(tmp)} read back other bytes than were written: check the disk`)
+      }
+      let created = true
+      try {
+        await fs.link(tmp, final)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        created = (await fs.stat(tmp)).nlink === 2
+      }
+      await fs.unlink(tmp)
+      if (created) await this.syncDir()
+      return created
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined)
+      throw await this.error(err, `put ${name} (if absent)`)
+    }
+  }
+
+  async exclusiveCreate (): Promise<ExclusiveCreate> {
+    return 'atomic'
   }
 
   async get (name: string): Promise<Buffer> {

@@ -3,7 +3,7 @@
  * through the narrow ArchiveTarget interface (target.ts), then recycled. One module per
  * backend: dir.ts (a local directory), s3.ts (an S3-compatible bucket).
  */
-export { parseTarget, type ArchiveFaults, type ArchiveTarget, type TargetOptions } from './target'
+export { parseTarget, type ArchiveFaults, type ArchiveTarget, type ExclusiveCreate, type TargetOptions } from './target'
 export { isValidName, MAX_NAME_CHARS } from './names'
 export {
   ARCHIVE_HEADER_BYTES,
@@ -17,3 +17,15 @@ export {
 } from './codec'
 export { DirTarget, type DirTargetOptions } from './dir'
 export { resolveS3Settings, S3Target, SHA256_METADATA_KEY, type ResolvedS3Settings, type S3Settings, type S3TargetOptions } from './s3'
+export {
+  DEFAULT_LEASE_NAME,
+  DEFAULT_LEASE_SKEW_MS,
+  DEFAULT_LEASE_TTL_MS,
+  describeHolder,
+  FencedTarget,
+  Lease,
+  readLease,
+  type LeaseHolder,
+  type LeaseOptions,
+  type LeaseRecord
+} from './lease'

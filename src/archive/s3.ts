@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type * as S3Sdk from '@aws-sdk/client-s3'
 import { LogdiskError } from '../errors'
 import { checkName, checkPrefix, isValidName, oneLine, TMP_MARK } from './names'
-import type { ArchiveFaults, ArchiveTarget } from './target'
+import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate } from './target'
 
 /**
  * How to reach an S3-compatible service. Every field is optional; `resolveS3Settings` fills
@@ -37,7 +37,15 @@ Pick<S3Settings, 'endpoint' | 'sessionToken'>
 export interface S3TargetOptions {
   /** Test-only fault injection (see ArchiveFaults). */
   faults?: ArchiveFaults
+  /**
+   * How long the emulated `putIfAbsent` (a server that ignores If-None-Match) waits between its
+   * PUT and the read-back that decides who won. Default 1000 ms.
+   */
+  settleMs?: number
 }
+
+/** The emulated putIfAbsent's default wait (see S3TargetOptions.settleMs). */
+export const DEFAULT_SETTLE_MS = 1000
 
 /**
  * The SDK takes 150-400 ms to load: loaded on the first S3Target, so the CLI and directory
@@ -117,13 +125,16 @@ export class S3Target implements ArchiveTarget {
   private readonly faults: ArchiveFaults
   private readonly sdk: typeof S3Sdk
   private readonly client: S3Sdk.S3Client
+  private readonly settleMs: number
   private bucketChecked: Promise<void> | undefined
+  private exclusive: Promise<ExclusiveCreate> | undefined
 
   constructor (bucket: string, prefix: string, settings: ResolvedS3Settings, options: S3TargetOptions = {}) {
     this.bucket = bucket
     this.prefix = prefix.replace(/^\/+|\/+$/g, '')
     this.settings = settings
     this.faults = options.faults ?? {}
+    this.settleMs = options.settleMs ?? DEFAULT_SETTLE_MS
     // The SDK warns on stderr, once per process, that its 2027 releases will need Node 22: noise
     // in a CLI whose errors are one line. Honour an explicit setting of the variable.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
@@ -200,6 +211,105 @@ export class S3Target implements ArchiveTarget {
       if (!leaveTmp) {
         await this.client.send(new this.sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: tmpKey })).catch(() => undefined)
       }
+    }
+  }
+
+  /**
+   * atomic: one PutObject with If-None-Match: * (and Content-MD5, and the sha256 metadata); 412
+   * means the name was taken. A 409 (AWS: a concurrent conditional write is in progress) is
+   * retried a few times. A lost response whose retry then gets 412 reads as false although
+   * this call created the object: the lease tells the two apart by the record's nonce.
+   * emulated: see ArchiveTarget.exclusiveCreate.
+   */
+  async putIfAbsent (name: string, data: Buffer): Promise<boolean> {
+    checkName(this, name)
+    await this.checkBucket()
+    const mode = await this.exclusiveCreate()
+    const key = this.key(name)
+    const sha = crypto.createHash('sha256').update(data).digest('hex')
+    const md5 = crypto.createHash('md5').update(data).digest('base64')
+    const request = {
+      Bucket: this.bucket,
+      Key: key,
+      Body: data,
+      ContentLength: data.length,
+      ContentMD5: md5,
+      ContentType: 'application/octet-stream',
+      Metadata: { [SHA256_METADATA_KEY]: sha }
+    }
+    if (mode === 'emulated') {
+      if (await this.has(name)) return false
+      await this.send(`put ${name} (if absent)`, undefined, () => this.client.send(new this.sdk.PutObjectCommand(request)))
+      await new Promise(resolve => setTimeout(resolve, this.settleMs))
+      // The bytes decide, not a HEAD: s3rver does not even store concurrent PUTs of one key
+      // atomically (measured: the bytes of one with the metadata of another), and such a torn
+      // object (CORRUPT on get) was created by no one.
+      try {
+        return (await this.get(name)).equals(data)
+      } catch (err) {
+        if (err instanceof LogdiskError && (err.code === 'CORRUPT' || err.code === 'NOT_FOUND')) return false
+        throw err
+      }
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.send(new this.sdk.PutObjectCommand({ ...request, IfNoneMatch: '*' }))
+        break
+      } catch (err) {
+        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
+        if (status === 412) return false
+        if (status === 409 && attempt < 5) {
+          await new Promise(resolve => setTimeout(resolve, 50 * attempt))
+          continue
+        }
+        throw this.error(err, `put ${name} (if absent)`, undefined)
+      }
+    }
+    const head = await this.headOrUndefined(name)
+    if (head === undefined || head.ContentLength !== data.length || head.Metadata?.[SHA256_METADATA_KEY] !== sha) {
+      throw new LogdiskError('CORRUPT', `${this.describe()}: put ${name} (if absent): the object read back is not the one written`)
+    }
+    return true
+  }
+
+  /**
+   * Probes once whether the server honours If-None-Match: * on PUT: creates a hidden object,
+   * then tries to create it again. 412 means it does (atomic); a 200 or a refusal of the header
+   * (501, 400) means it does not (emulated). Measured: Ceph RGW 16.2 honours it, s3rver 3.7
+   * ignores it.
+   */
+  async exclusiveCreate (): Promise<ExclusiveCreate> {
+    this.exclusive ??= this.probeExclusive().catch(err => {
+      this.exclusive = undefined
+      throw err
+    })
+    return await this.exclusive
+  }
+
+  private async probeExclusive (): Promise<ExclusiveCreate> {
+    await this.checkBucket()
+    const key = this.key(`probe${TMP_MARK}${crypto.randomBytes(6).toString('hex')}`)
+    const body = Buffer.from('logdisk probe: does this server honour If-None-Match?\n')
+    await this.send('probe conditional writes', undefined, () => this.client.send(new this.sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })))
+    try {
+      await this.client.send(new this.sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*' }))
+      return 'emulated'
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
+      if (status === 412) return 'atomic'
+      if (status === 501 || status === 400) return 'emulated'
+      throw this.error(err, 'probe conditional writes', undefined)
+    } finally {
+      await this.client.send(new this.sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(() => undefined)
+    }
+  }
+
+  private async headOrUndefined (name: string): Promise<S3Sdk.HeadObjectCommandOutput | undefined> {
+    try {
+      return await this.send(`has ${name}`, name, () => this.client.send(new this.sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(name) })))
+    } catch (err) {
+      if (err instanceof LogdiskError && err.code === 'NOT_FOUND') return undefined
+      throw err
     }
   }
 

@@ -55,12 +55,38 @@ export interface ArchiveTarget {
   /** Removes the object under `name`; removing a name that holds nothing is not an error. */
   delete (name: string): Promise<void>
 
+  /**
+   * Stores `data` under `name` only if no object is published under that name: resolves true
+   * when this call created it (complete, durable and verified, as `put`), false when an object
+   * was already there (then nothing is changed). The one primitive the one-writer lease
+   * (lease.ts) builds its compare-and-swap on. How strong it is, `exclusiveCreate` says.
+   */
+  putIfAbsent (name: string, data: Buffer): Promise<boolean>
+
+  /**
+   * How `putIfAbsent` is made on this target, probed once (S3) and then cached:
+   *   atomic    the backend itself refuses the second creation (a directory: link(2), which
+   *             fails with EEXIST; S3: PUT with If-None-Match: *, as AWS S3 since 2024, Ceph
+   *             RGW and MinIO honour): of concurrent calls on one name exactly one resolves true
+   *   emulated  the server ignores If-None-Match (s3rver, old gateways): HEAD, PUT, wait
+   *             `settleMs`, GET and compare the bytes. Correct while every PUT completes within
+   *             settleMs of its HEAD; a PUT delayed longer can make two callers both resolve
+   *             true. The lease re-checks its record before every fenced write, so that ends at
+   *             the next check. On a server that tears concurrent PUTs of one key (s3rver:
+   *             bytes of one, metadata of another) all of them resolve false and the object
+   *             reads as CORRUPT: the lease skips such records.
+   */
+  exclusiveCreate (): Promise<ExclusiveCreate>
+
   /** One line naming the target for messages, e.g. "directory /mnt/archive". No secrets. */
   describe (): string
 
   /** Releases connections (S3); the target is not used after. */
   close (): Promise<void>
 }
+
+/** See ArchiveTarget.exclusiveCreate. */
+export type ExclusiveCreate = 'atomic' | 'emulated'
 
 /**
  * Fault injection, for tests of the crash and damage paths (the pattern of litefs's labelled
@@ -88,6 +114,8 @@ export interface TargetOptions {
   s3?: S3Settings
   /** Test-only fault injection (see ArchiveFaults). */
   faults?: ArchiveFaults
+  /** S3: the emulated putIfAbsent's wait (S3TargetOptions.settleMs). */
+  settleMs?: number
 }
 
 const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/
@@ -130,7 +158,7 @@ export function parseTarget (spec: string, env: NodeJS.ProcessEnv = process.env,
       throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: prefix ${JSON.stringify(prefix)} must be /-separated parts of letters, digits, . _ - (no empty, . or .. parts)`)
     }
     const settings = resolveS3Settings(`archive target ${spec}`, options.s3, env)
-    return new S3Target(bucket, prefix, settings, { faults: options.faults })
+    return new S3Target(bucket, prefix, settings, { faults: options.faults, settleMs: options.settleMs })
   }
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(spec)) {
     throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: unsupported scheme: ${forms}`)

@@ -20,7 +20,9 @@ const ERRNO: Record<ErrorCode, number> = {
   NOT_MOUNTED: 107, // ENOTCONN
   IO: 5, // EIO
   DAEMON_DIED: 107, // ENOTCONN (never raised below FUSE; listed for completeness)
-  IDENTITY: 5 // EIO: a file that belongs to another store is not served
+  IDENTITY: 5, // EIO: a file that belongs to another store is not served
+  LEASE_HELD: 16, // EBUSY
+  FENCED: 30 // EROFS: this host may no longer write
 }
 
 export const Errno = { ENOENT: -2, EIO: -5, EBADF: -9, EACCES: -13, EBUSY: -16, EINVAL: -22, EFBIG: -27, ENOSPC: -28, EROFS: -30, EPERM: -1 } as const

@@ -81,6 +81,7 @@ export class PolicyEngine {
   /** Event policies: on.sync=snapshot, on.unmount=snapshot, on.snapshot=compact. */
   async onEvent (event: PolicyEvent): Promise<void> {
     const p = this.policyOf()
+    this.store.setHistoryKeepMs(historyKeepMs(p))
     if ((event === 'sync' && p['on.sync'] === 'snapshot') || (event === 'unmount' && p['on.unmount'] === 'snapshot')) {
       await this.autoSnapshot(p, `on.${event}`)
       await this.retain(p)

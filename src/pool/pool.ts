@@ -257,6 +257,9 @@ export class Pool implements SegmentHome {
       throw new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has no ${what} for a new ${this.config.segmentBytes}-byte segment${broken.length > 0 ? ` (pool volume ${broken.join(', ')})` : ''}; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
     }
     const ids = chosen.map(v => v.id)
+    // Counted from now: a drain that starts while the segment is being created must see it
+    // (else it could release the volume under it). The store vacates it if creation fails.
+    this.occupied(segmentId, ids)
     this.afterChange(ids)
     return ids
   }
@@ -273,6 +276,7 @@ export class Pool implements SegmentHome {
     if (!choice && this.policy['pool.mode'] === 'auto' && this.assignSpare(`a copy of segment ${id}`)) choice = usable()
     const dirs = exclude.map(v => this.entries().find(e => e.id === v)?.dir ?? v)
     if (!choice) throw new LogdiskError('NO_SPACE', `no pool volume other than ${dirs.join(', ')} has room for a copy of segment ${id}; add one with: logdisk pool add ${this.storeDir} DIR`)
+    this.occupied(id, [choice.id]) // reserved, as place() does
     return choice.id
   }
 

@@ -19,6 +19,8 @@ export class BlockMap {
   private seqs: Float64Array
   private mask: number
   private used = 0
+  /** Blocks whose newest version is a trim (position TRIMMED): they read as zeros. */
+  private trimmedBlocks = 0
 
   constructor (initialSlots = 1024) {
     let slots = 16
@@ -33,6 +35,11 @@ export class BlockMap {
   /** Number of blocks mapped. */
   get count (): number {
     return this.used
+  }
+
+  /** Blocks whose newest version is a trim. */
+  get trimmed (): number {
+    return this.trimmedBlocks
   }
 
   /** Bytes held by the table's arrays. */
@@ -57,7 +64,7 @@ export class BlockMap {
     return h & this.mask
   }
 
-  /** Log position of the block's newest data, or -1 when the block was never written. */
+  /** Log position of the block's newest data, -1 when the block was never written, TRIMMED (-2) when its newest version is a trim. */
   position (block: number): number {
     const slot = this.slotOf(block)
     return this.keys[slot] === EMPTY ? -1 : this.positions[slot]
@@ -89,6 +96,8 @@ export class BlockMap {
       this.used++
     }
     else if (this.seqs[slot] > seq) return
+    else if (this.positions[slot] < 0) this.trimmedBlocks--
+    if (position < 0) this.trimmedBlocks++
     this.positions[slot] = position
     this.crcs[slot] = crc
     this.seqs[slot] = seq
@@ -99,6 +108,7 @@ export class BlockMap {
     let slot = this.slotOf(block)
     if (this.keys[slot] === EMPTY) return false
     this.used--
+    if (this.positions[slot] < 0) this.trimmedBlocks--
     let next = (slot + 1) & this.mask
     while (this.keys[next] !== EMPTY) {
       const key = this.keys[next]

@@ -34,6 +34,8 @@ export interface LiveVersions {
 
 export interface VersionAnalysis {
   live: LiveVersions
+  /** Sequence numbers of trim entries with a version still needed (they have no data to find by position). */
+  liveTrims: Set<number>
   /** Entry seq -> blocks of that entry's versions that are dead (their index keys go). */
   deadBySeq: Map<number, number[]>
   deadCount: number
@@ -92,6 +94,11 @@ export async function analyzeVersions (
   let deadCount = 0
   let horizon = 0
   const live = new Collector()
+  const liveTrims = new Set<number>()
+  const keep = (position: number, block: number, seq: number, crc: number): void => {
+    if (position < 0) liveTrims.add(seq) // a trim: zeros from here on, nothing to point at
+    else live.push(position, block, seq, crc)
+  }
   const cutInside = (from: number, to: number): boolean => {
     const i = lowerBound(cuts, from)
     return i < cuts.length && cuts[i] < to
@@ -111,13 +118,13 @@ export async function analyzeVersions (
         deadCount++
         if (v[1] - 1 > horizon) horizon = v[1] - 1
       } else {
-        live.push(position, block, seq, crc)
+        keep(position, block, seq, crc)
       }
     }
     prev = [v[0], v[1], v[2], v[3]]
   }
-  if (prev) live.push(prev[2], prev[0], prev[1], prev[3])
-  return { live: live.finish(), deadBySeq, deadCount, horizon }
+  if (prev) keep(prev[2], prev[0], prev[1], prev[3])
+  return { live: live.finish(), liveTrims, deadBySeq, deadCount, horizon }
 }
 
 /** Index of the first live position >= `position`. */

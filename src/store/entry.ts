@@ -27,6 +27,7 @@ export interface EntryHeader {
 
 /** Bytes of the header and the per-block table that follows it. */
 export function tableBytes (h: Pick<EntryHeader, 'kind' | 'count'>): number {
+  if (h.kind === EntryKind.trim) return ENTRY_HEADER_BYTES // `count` blocks, but no table and no data
   return ENTRY_HEADER_BYTES + h.count * (h.kind === EntryKind.move ? MOVE_RECORD_BYTES : BLOCK_CRC_BYTES)
 }
 
@@ -76,6 +77,14 @@ export function encodeMoveHeader (seq: number, timeMs: number, versions: Array<{
 export function moveRecordAt (table: Buffer, i: number): { block: number, seq: number, crc: number } {
   const at = ENTRY_HEADER_BYTES + i * MOVE_RECORD_BYTES
   return { block: readU64(table, at), seq: readU64(table, at + 8), crc: table.readUInt32LE(at + 16) }
+}
+
+/** A trim entry: `count` blocks from `block` read as zeros from `seq` on (no data, no table). */
+export function encodeTrim (seq: number, timeMs: number, block: number, count: number): Buffer {
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
+  fillHeader(buf, { kind: EntryKind.trim, seq, timeMs, block, count, payloadBytes: 0, payloadCrc: 0 })
+  sealHeader(buf)
+  return buf
 }
 
 /** Builds a whole marker entry (sync, snapshot, ...) around an already encoded payload. */

@@ -32,9 +32,19 @@ export const EntryKind = {
   deleteSnapshot: 4, // a snapshot was deleted (msgpack payload)
   free: 5, // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
   move: 6, // live versions moved by compaction: per block (block, original seq, CRC), then data
-  history: 7 // compaction raised the history horizon (msgpack { horizon }): points at or before it may be gone (format 2)
+  history: 7, // compaction raised the history horizon (msgpack { horizon }): points at or before it may be gone (format 2)
+  trim: 8 // `count` blocks from `block` read as zeros from here on (discard, F11; format 2); no data
 } as const
-export const LAST_ENTRY_KIND = EntryKind.history
+export const LAST_ENTRY_KIND = EntryKind.trim
+
+/** Most blocks one trim entry covers (a discard of more is several entries). */
+export const MAX_TRIM_BLOCKS = 1 << 20
+
+/**
+ * The position the block map and the index give a trimmed version: it reads as zeros. (-1 is
+ * the block map's "never written".) Log positions are >= 0, baseline ones >= BASELINE_BASE.
+ */
+export const TRIMMED = -2
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 
 /** Largest write entry the store builds: bounds buffers and keeps one entry per FUSE request. */

@@ -4,7 +4,7 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
-import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
+import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
@@ -292,6 +292,11 @@ export async function recover (
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
+    } else if (h.kind === EntryKind.trim) {
+      for (let i = 0; i < h.count; i++) {
+        map.set(h.block + i, TRIMMED, 0, h.seq)
+        batch.addBlock(h.block + i, h.seq, TRIMMED, 0)
+      }
     } else if (h.kind === EntryKind.move) {
       const dataStart = position + tableBytes(h)
       for (let i = 0; i < h.count; i++) {
@@ -303,7 +308,7 @@ export async function recover (
       }
       if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
     }
-    const payload = h.kind === EntryKind.write || h.kind === EntryKind.move ? undefined : unpack(entry.payload!) as Record<string, unknown>
+    const payload = h.kind === EntryKind.write || h.kind === EntryKind.move || h.kind === EntryKind.trim ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
     if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
       // The log keeps the horizon, so a rebuilt index never promises history compaction freed.

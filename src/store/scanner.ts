@@ -1,7 +1,7 @@
 import { crc32c } from './crc'
 import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
 import type { FileHandle } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS } from './format'
 
 const WINDOW_BYTES = 8 * 1024 * 1024
 const MAX_MARKER_BYTES = 1024 * 1024
@@ -77,15 +77,17 @@ export async function * scanSegment (
             ? (header.count < 1 || header.count > MAX_ENTRY_BLOCKS || header.payloadBytes !== header.count * blockBytes ? 'impossible write entry sizes' : undefined)
             : header.kind === EntryKind.free
               ? (header.count !== 0 || offset + ENTRY_HEADER_BYTES + header.payloadBytes > fileBytes || header.block < header.seq ? 'impossible free run' : undefined)
-              : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
+              : header.kind === EntryKind.trim
+                ? (header.count < 1 || header.count > MAX_TRIM_BLOCKS || header.payloadBytes !== 0 ? 'impossible trim entry sizes' : undefined)
+                : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
     if (problem || !header) {
       yield { type: 'end', offset, torn: problem }
       return
     }
     const tableBytes = tableBytesOf(header)
     const total = entryBytes(header)
-    if (header.kind === EntryKind.free) {
-      // Its payload was punched out: check the header alone and jump over the run.
+    if (header.kind === EntryKind.free || header.kind === EntryKind.trim) {
+      // A free entry's payload was punched out (jump over the run); a trim has none.
       if (!verifyHeader(head!)) {
         yield { type: 'end', offset, torn: 'entry header checksum mismatch' }
         return

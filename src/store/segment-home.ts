@@ -15,7 +15,10 @@ export interface SegmentHome {
   dirOf (volume: string): string
   /** Every volume that may hold this store's segments (listed on open). */
   volumes (): string[]
-  /** Chooses the volumes of a new segment. */
+  /**
+   * Chooses the volumes of a new segment and counts it there at once (a drain that starts
+   * meanwhile must see it); the store calls `vacated` if the segment cannot be created.
+   */
   place (segmentId: number): Promise<string[]>
   /** Accounting: a segment now occupies these volumes (placed, found on open, relocated). */
   occupied (segmentId: number, volumes: string[]): void

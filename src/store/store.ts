@@ -5,9 +5,9 @@ import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
-import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
+import { encodeFree, encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, parseSegmentFileName, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, lowerBound, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
@@ -259,6 +259,9 @@ export class Store {
    * Found by bisection over entry times (times never decrease along the log).
    */
   private async windowStart (fence: PassFence): Promise<number> {
+    // With backing storage every point stays restorable (versions are archived before they
+    // are punched, and history keeps them): the window protects nothing more.
+    if (this.opts.archive) return fence.seq + 1
     const keep = this.historyKeepMs
     if (keep <= 0) return fence.seq + 1
     if (!Number.isFinite(keep)) return 1
@@ -347,10 +350,10 @@ export class Store {
     if (this.lastCheckpoint.seq < seq) await this.checkpointThrough(seq) // first read after the cut
     for (let i = 0; i < n; i++) {
       const pos = this.map.position(first + i)
-      if (pos >= 0 && this.map.seq(first + i) <= seq) {
-        where[i] = pos
+      if (pos !== -1 && this.map.seq(first + i) <= seq) {
+        where[i] = pos // data, or TRIMMED: zeros
         crcs[i] = this.map.crc(first + i)
-      } else if (pos < 0) {
+      } else if (pos === -1) {
         where[i] = -1 // never written at all, so not at the cut either
       } else {
         lookups.push(this.index.versionAt(first + i, seq).then(v => {
@@ -408,6 +411,7 @@ export class Store {
     let handle: FileHandle
     let file: string
     let offset: number
+    let local = false // read from a local copy (not the baseline, not a copy fetched back)
     if (pos >= BASELINE_BASE) {
       handle = await this.baselineHandle()
       file = baselineFiles(this.dir).image
@@ -416,6 +420,7 @@ export class Store {
       const segment = await this.segment(Math.floor(pos / this.config.segmentBytes))
       handle = segment.handle
       file = segment.file
+      local = !segment.volumes.includes(CACHE_VOLUME)
       offset = pos % this.config.segmentBytes
     }
     const data = Buffer.allocUnsafe(run * B)
@@ -439,9 +444,10 @@ export class Store {
         }
       }
       // Compaction punches dead data out of archived segments: old versions come back
-      // from backing storage (restores at old points, old snapshots).
+      // from backing storage (restores at old points, old snapshots). A local handle may
+      // also be one taken just before archiving removed the segment's local copy.
       const id = Math.floor(pos / this.config.segmentBytes)
-      if (pos < BASELINE_BASE && this.archivedIds.has(id) && this.segmentState.get(id) !== 'archived') {
+      if (local && this.archivedIds.has(id)) {
         const archived = await this.fetchArchived(id)
         const again = Buffer.allocUnsafe(run * B)
         await archived.handle.read(again, 0, again.length, offset)
@@ -509,8 +515,9 @@ export class Store {
     const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
     let block = -1
     let best: { seq: number, crc: number, position: number } | undefined
+    // A trimmed block stays a trim entry in the log: there is no data to merge.
     const flushBest = (): void => {
-      if (best && best.position < BASELINE_BASE) visible.push({ block, ...best })
+      if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
     }
     for await (const [b, seq, position, crc] of this.index.history()) {
       if (b !== block) { flushBest(); block = b; best = undefined }
@@ -638,7 +645,7 @@ export class Store {
     const link = this.opts.archive
     if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.dir} archive.target=...)`)
     const cache = this.cacheHome()
-    const dir = cache.dirOf('cache')
+    const dir = cache.dirOf(CACHE_VOLUME)
     const file = path.join(dir, segmentFileName(id))
     // Concurrent reads of one archived segment share one fetch: two fetches into the same
     // `.fetch` file would truncate and rename it under each other (ENOENT, torn copies).
@@ -666,12 +673,12 @@ export class Store {
       this.fetching.set(id, fetching)
     }
     await fetching
-    return Segment.open(this.layer, cache, ['cache'], id, this.geometry, this.log)
+    return Segment.open(this.layer, cache, [CACHE_VOLUME], id, this.geometry, this.log)
   }
 
   private cacheHome (): SegmentHome {
     const dir = this.opts.readOnly ? path.join(this.opts.readOnly.scratchDir, 'cache') : path.join(this.dir, 'cache')
-    return { dirOf: () => dir, volumes: () => ['cache'], place: async () => ['cache'], occupied () {}, vacated () {} }
+    return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {} }
   }
 
   /**
@@ -766,6 +773,9 @@ export class Store {
     await this.opts.archive!.put(id, data.subarray(0, got))
     this.archivedIds.add(id)
     this.recordSegment(id)
+    // Durable before anything relies on it (a free header, a punch, a local delete): lost in
+    // a power loss, the next archive would put the punched local copy over the whole one.
+    await this.index.putSegments(new Map([[id, this.batch.segments.get(id)!]]))
     return got
   }
 
@@ -848,6 +858,74 @@ export class Store {
     return count
   }
 
+  /**
+   * Discards (TRIM, F11) `length` bytes at `offset` of the current volume, the FALLOCATE
+   * PUNCH_HOLE and ZERO_RANGE of the image: they read as zeros from now on, while snapshots and
+   * points before keep their data, and compaction frees what only the discarded versions held.
+   * Whole blocks become trim entries (only blocks that hold data: the others read as zeros
+   * already, and a trim of every block of a fresh disk, as mkfs does, costs nothing); the
+   * partial blocks at the edges are written as zeros. Resolves once it is in the log (durable
+   * after flush()), like a write.
+   */
+  discard (offset: number, length: number): Promise<void> {
+    try {
+      this.assertOpen()
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new LogdiskError('BAD_ARGUMENT', `bad discard range ${offset}+${length}`)
+      if (offset + length > this.sizeBytes) {
+        throw new LogdiskError('OUT_OF_RANGE', `discard of ${length} bytes at ${offset} runs past the end of the ${this.sizeBytes}-byte volume`)
+      }
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (length === 0) return Promise.resolve()
+    return this.appendLock.run(() => this.discardLocked(offset, length))
+  }
+
+  private async discardLocked (offset: number, length: number): Promise<void> {
+    const B = this.blockBytes
+    const first = Math.ceil(offset / B)
+    const end = Math.floor((offset + length) / B)
+    if (first >= end) return this.writeLocked(offset, Buffer.alloc(length)) // inside one block
+    // In block order, as a write of zeros would go into the log (a crash keeps a prefix).
+    if (first * B > offset) await this.writeLocked(offset, Buffer.alloc(first * B - offset))
+    // The blocks of [first, end) that hold data, found from whichever is smaller: the range or the map.
+    const held: number[] = []
+    if (end - first <= this.map.count) {
+      for (let b = first; b < end; b++) if (this.map.position(b) >= 0) held.push(b)
+    } else {
+      this.map.forEach((b, position) => { if (b >= first && b < end && position >= 0) held.push(b) })
+      held.sort((a, b) => a - b)
+    }
+    for (let i = 0; i < held.length;) {
+      let n = 1
+      while (i + n < held.length && held[i + n] === held[i] + n && n < MAX_TRIM_BLOCKS) n++
+      await this.appendTrim(held[i], n)
+      i += n
+    }
+    if (offset + length > end * B) await this.writeLocked(end * B, Buffer.alloc(offset + length - end * B))
+  }
+
+  /** Appends one trim entry: blocks [block, block+count) read as zeros from it on. */
+  private async appendTrim (block: number, count: number): Promise<void> {
+    if (this.current.tail + ENTRY_HEADER_BYTES > this.config.segmentBytes) await this.roll()
+    this.upgradeFormat()
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const position = this.completedPosition
+    await this.appendEntry([encodeTrim(seq, timeMs, block, count)], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      this.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
+      for (let i = 0; i < count; i++) {
+        this.map.set(block + i, TRIMMED, 0, seq)
+        this.batch.addBlock(block + i, seq, TRIMMED, 0)
+      }
+    })
+    if (this.batch.history.length / 4 >= (this.opts.checkpointMaxBlocks ?? 65536)) {
+      this.checkpoint().catch(err => this.log.error({ err: (err as Error).message }, 'index checkpoint failed; will retry'))
+    }
+  }
+
   private blocksThatFit (): number {
     const room = this.config.segmentBytes - this.current.tail - ENTRY_HEADER_BYTES
     return Math.max(0, Math.floor(room / (this.blockBytes + BLOCK_CRC_BYTES)))
@@ -884,7 +962,13 @@ export class Store {
     // the log there and later segments (unflushed too) are kept aside.
     if (old.unsynced) this.unsyncedSealed.push(old)
     const volumes = await this.home.place(old.id + 1) // NO_SPACE when the pool is full
-    const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log, this.dropHandler(old.id + 1))
+    let next: Segment
+    try {
+      next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log, this.dropHandler(old.id + 1))
+    } catch (err) {
+      this.home.vacated(old.id + 1, volumes)
+      throw err
+    }
     this.home.occupied(next.id, volumes)
     this.current = next
     this.segmentIds.push(next.id)
@@ -1025,7 +1109,7 @@ export class Store {
     await this.checkpointThrough(seq)
     return this.reads.guard(async () => {
       const at = await this.index.versionAt(block, seq)
-      if (!at) return Buffer.alloc(this.blockBytes)
+      if (!at || at.position < 0) return Buffer.alloc(this.blockBytes) // never written, or trimmed
       return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
     })
   }
@@ -1253,9 +1337,13 @@ export class Store {
       await this.seal(id)
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
-        const to = await place(id, next)
-        await this.copySegmentFile(id, present[0], to)
-        this.home.occupied(id, [to])
+        const to = await place(id, next) // reserves the copy's place
+        try {
+          await this.copySegmentFile(id, present[0], to)
+        } catch (err) {
+          this.home.vacated(id, [to])
+          throw err
+        }
         next.push(to)
         made++
       }
@@ -1367,6 +1455,7 @@ export class Store {
     }
     const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
       if (x.e.freed === true) return true
+      if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
       if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
       if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
       const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
@@ -1396,7 +1485,7 @@ export class Store {
           const first = entries[run.first]
           const last = entries[run.last]
           const start = first.e.position % S
-          const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
+          const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.kind === EntryKind.trim ? 0 : last.e.count * this.blockBytes })
           headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
           const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
           const to = Math.floor(end / 4096) * 4096
@@ -1579,15 +1668,16 @@ export class Store {
       let block = -1
       let best: { position: number, crc: number } | undefined
       const crc = new Uint32Array(1)
+      // A block trimmed at the point is a hole, like one never written.
       for await (const [b, vseq, position, vcrc] of this.index.history()) {
         if (b !== block) {
-          if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+          if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
           block = b
           best = undefined
         }
         if (vseq <= seq) best = { position, crc: vcrc }
       }
-      if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+      if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
     } finally {
       this.reads.exit(epoch)
     }
@@ -1660,7 +1750,7 @@ export class Store {
       sizeBytes: this.sizeBytes,
       blockBytes: this.blockBytes,
       segmentBytes: this.config.segmentBytes,
-      writtenBytes: this.map.count * this.blockBytes,
+      writtenBytes: (this.map.count - this.map.trimmed) * this.blockBytes,
       logBytes,
       segments,
       index: {
@@ -1756,13 +1846,14 @@ export class Store {
     await this.checkpointThrough(seq)
     let block = -1
     let crc: number | undefined
-    for await (const [b, vseq, , vcrc] of this.index.history()) {
+    // A block trimmed at the cut is absent, like one never written (it reads as zeros).
+    for await (const [b, vseq, position, vcrc] of this.index.history()) {
       if (b !== block) {
         if (crc !== undefined) yield [block, crc]
         block = b
         crc = undefined
       }
-      if (vseq <= seq) crc = vcrc
+      if (vseq <= seq) crc = position < 0 ? undefined : vcrc
     }
     if (crc !== undefined) yield [block, crc]
   }

@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, SEGMENT_HEADER_BYTES, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, SEGMENT_HEADER_BYTES, TRIMMED, segmentFileName } from './format'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
@@ -100,6 +100,14 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${path.basename(segment.file)} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
+        if (h.kind === EntryKind.trim && position < upTo.position) {
+          for (let i = 0; i < h.count; i++) {
+            if ((newestSeq.get(h.block + i) ?? -1) > h.seq) continue
+            newest.set(h.block + i, TRIMMED)
+            newestSeq.set(h.block + i, h.seq)
+            alsoAt.delete(h.block + i)
+          }
+        }
         if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
         report.blocksChecked += h.count
         const blockOf = (i: number): number => h.kind === EntryKind.write ? h.block + i : moveRecordAt(item.table, i).block

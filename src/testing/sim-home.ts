@@ -69,6 +69,7 @@ export class SimHome implements SegmentHome {
   async place (segmentId: number): Promise<string[]> {
     const chosen = this.candidates().slice(0, this.copies)
     if (chosen.length < this.copies) throw new LogdiskError('NO_SPACE', `the simulated pool has no room for segment ${segmentId}`)
+    this.occupied(segmentId, chosen) // reserved at once, as the pool does
     return chosen
   }
 
