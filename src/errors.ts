@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'CLOSED' // the store was closed
   | 'NOT_MOUNTED' // no daemon answers for this store or mountpoint
   | 'IO' // the operating system refused an operation
+  | 'DAEMON_DIED' // the mount daemon went away while it worked on a command's request
+  | 'IDENTITY' // the store is a copy of another, store.json was edited, or a file belongs to another store
   | 'LEASE_HELD' // another host holds the one-writer lease of a replica (src/archive/lease.ts)
   | 'FENCED' // this host's lease was taken over: it may no longer write to the replica
 

@@ -188,10 +188,11 @@ function objectName (uuid: string, id: number): string {
   return `${uuid}.seg-${String(id).padStart(12, '0')}.ldarch`
 }
 
+/** The archived segments on the target (not the store's owner record, `<uuid>.owner.json`). */
 async function objects (b: Backend): Promise<string[]> {
   const target = b.target()
   try {
-    return await target.list()
+    return (await target.list()).filter(n => n.endsWith('.ldarch'))
   } finally {
     await target.close()
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
+import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as compact from './commands/compact'
 import * as create from './commands/create'
@@ -27,13 +28,24 @@ const { version } = require('../../../package.json') as { version: string }
 
 /** Prints the one-line error every command ends with on failure, and sets the exit code. */
 export function reportError (err: unknown): void {
+  const sys = err as NodeJS.ErrnoException
   if (err instanceof LogdiskError) {
-    process.stderr.write(`logdisk: ${err.message}\n`)
+    process.stderr.write(`logdisk: ${oneLine(err.message)}\n`)
+    process.exitCode = 1
+  } else if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
+    // The operating system refused something a command did not foresee: still one line.
+    process.stderr.write(`logdisk: ${oneLine(sys.message)}\n`)
     process.exitCode = 1
   } else {
-    process.stderr.write(`logdisk: internal error: ${(err as Error)?.stack ?? String(err)}\n`)
+    // A bug: one line; the stack only on request.
+    const stack = process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
+    process.stderr.write(`logdisk: internal error: ${oneLine((err as Error)?.message ?? String(err))}${stack}\n`)
     process.exitCode = 70
   }
+}
+
+function oneLine (text: string): string {
+  return text.replace(/\s*\n\s*/g, '; ')
 }
 
 async function main (): Promise<void> {
@@ -41,7 +53,7 @@ async function main (): Promise<void> {
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
     .showHelpAfterError()
-  for (const command of [create, mount, unmount, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+  for (const command of [create, adopt, mount, unmount, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
   await program.parseAsync(process.argv)
 }
 

@@ -1,10 +1,12 @@
+import fs from 'node:fs'
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { request } from '../daemon/control'
-import { readDaemonInfo } from '../daemon/paths'
+import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
 import { ops, type OpContext } from '../ops/ops'
 import type { Store } from '../store'
-import { openStore } from '../pool/open-store'
+import { openStore, type Access } from '../pool/open-store'
+import { prepareStore } from './store-access'
 
 /** Direct runs print only the command's own output; warnings go to stderr, one line each. */
 const quietLogger = {
@@ -14,15 +16,27 @@ const quietLogger = {
 }
 
 /**
+ * Operations that only read the store (their output, if any, goes elsewhere): they open it
+ * read-only, so they work on a store the user may only read, on a full disk, and on a copy.
+ */
+export const READ_ONLY_OPS = new Set(['status', 'snapshots', 'log', 'diff', 'verify', 'pool list', 'restore', 'export', 'send', 'progress'])
+
+export function accessOf (op: string): Access {
+  return READ_ONLY_OPS.has(op) ? 'read' : 'write'
+}
+
+/**
  * Runs an operation (src/ops) on a store: directly, under the store's lock, when it is not
  * mounted; through the mount daemon's control socket when it is (the daemon holds the lock).
- * Either way the command sees the same store.
+ * Either way the command sees the same store. The store is checked first (store-access.ts):
+ * every way it can be unusable is one line, before anything is touched.
  */
 export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}): Promise<T> {
-  const dir = path.resolve(storeArg)
+  const access = accessOf(op)
+  const { dir } = prepareStore(storeArg, access)
   let store: Store
   try {
-    store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger })).store
+    store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store
   } catch (err) {
     if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err
     const daemon = readDaemonInfo(dir)
@@ -30,7 +44,12 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
     try {
       return await request<T>(daemon.socket, op, args)
     } catch (inner) {
-      if (inner instanceof LogdiskError && inner.code === 'NOT_MOUNTED') throw err
+      if (isLogdiskError(inner, 'NOT_MOUNTED')) {
+        const code = ((inner.cause as NodeJS.ErrnoException | undefined)?.code)
+        if (code === 'EACCES') throw new LogdiskError('READ_ONLY', `${dir} is mounted (pid ${daemon.pid}) and its control socket ${daemon.socket} is not open to this user: run the command as the user who mounted it`, inner)
+        throw err
+      }
+      if (isLogdiskError(inner, 'DAEMON_DIED')) throw await daemonDied(dir, daemon, op, args)
       throw inner
     }
   }
@@ -39,4 +58,30 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
   } finally {
     await store.close()
   }
+}
+
+/**
+ * The daemon went away while it worked for this command: say so, and remove what it half
+ * wrote (the `<out>.partial` of restore, export and send), so no half image is left behind.
+ */
+async function daemonDied (dir: string, daemon: DaemonInfo, op: string, args: Record<string, unknown>): Promise<LogdiskError> {
+  await new Promise(resolve => setTimeout(resolve, 200)) // a killed process may linger a moment
+  const dead = !isAlive(daemon.pid)
+  const notes: string[] = []
+  const out = typeof args.out === 'string' ? args.out : undefined
+  if (out) {
+    const partial = `${out}.partial`
+    try {
+      if (fs.lstatSync(partial).isFile()) {
+        fs.rmSync(partial, { force: true })
+        notes.push(`removed the half-written ${partial}`)
+      }
+    } catch { /* none was made */ }
+    try {
+      if (fs.statSync(out).isBlockDevice()) notes.push(`${out} was partly overwritten`)
+    } catch { /* not there */ }
+  }
+  const what = dead ? `the mount daemon (pid ${daemon.pid}) died during ${op}` : `the mount daemon (pid ${daemon.pid}) dropped the connection during ${op}`
+  const next = dead ? `; logdisk unmount ${daemon.mountpoint} removes its stale mount, then the store opens again` : ''
+  return new LogdiskError('DAEMON_DIED', `${what}; it did not finish${notes.length > 0 ? ` (${notes.join('; ')})` : ''}; see ${path.join(dir, DAEMON_LOG)}${next}`)
 }

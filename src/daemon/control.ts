@@ -8,7 +8,13 @@ import { LogdiskError, type ErrorCode } from '../errors'
  *   response { ok: true, result } | { ok: false, error: { code, message } }
  * CLI commands on a mounted store go through it, since the daemon holds the store's lock.
  */
-export type Handler = (args: Record<string, unknown>) => Promise<unknown>
+export type Handler = (args: Record<string, unknown>, req: RequestContext) => Promise<unknown>
+
+/** What a handler may ask about the request it serves. */
+export interface RequestContext {
+  /** The client went away (it gave up waiting): an answer would reach no one. */
+  gone: () => boolean
+}
 
 export class ControlServer {
   private constructor (private readonly server: net.Server, readonly socketPath: string) {}
@@ -17,24 +23,28 @@ export class ControlServer {
     fs.rmSync(socketPath, { force: true }) // a socket file left by a killed daemon
     const server = net.createServer(conn => {
       let buffered = ''
+      let gone = false
+      const req: RequestContext = { gone: () => gone || conn.destroyed }
       conn.setEncoding('utf8')
-      conn.on('error', () => undefined)
+      conn.on('error', () => { gone = true })
+      conn.on('end', () => { gone = true })
+      conn.on('close', () => { gone = true })
       conn.on('data', chunk => {
         buffered += chunk
         let nl: number
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl)
           buffered = buffered.slice(nl + 1)
-          void answer(line).then(reply => conn.write(JSON.stringify(reply) + '\n'))
+          void answer(line, req).then(reply => { if (!conn.destroyed) conn.write(JSON.stringify(reply) + '\n') })
         }
       })
     })
-    async function answer (line: string): Promise<unknown> {
+    async function answer (line: string, req: RequestContext): Promise<unknown> {
       try {
-        const req = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
-        const handler = handlers[req.op]
-        if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${req.op}`)
-        return { ok: true, result: await handler(req.args ?? {}) }
+        const request = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
+        const handler = handlers[request.op]
+        if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${request.op}`)
+        return { ok: true, result: await handler(request.args ?? {}, req) }
       } catch (err) {
         const code = err instanceof LogdiskError ? err.code : 'IO'
         return { ok: false, error: { code, message: (err as Error).message } }
@@ -61,28 +71,48 @@ export class ControlServer {
   }
 }
 
-/** Sends one request; rejects with the daemon's LogdiskError, or NOT_MOUNTED when no one answers. */
+/**
+ * Sends one request; rejects with the daemon's LogdiskError, NOT_MOUNTED when no one answers
+ * (nothing listens, or no answer within `timeoutMs`), or DAEMON_DIED when the connection closes
+ * before the answer came (the daemon was killed while it worked on the request).
+ */
 export function request<T = unknown> (socketPath: string, op: string, args: Record<string, unknown> = {}, timeoutMs = 0): Promise<T> {
   return new Promise((resolve, reject) => {
     const conn = net.createConnection(socketPath)
     let buffered = ''
+    let settled = false
+    let connected = false
     let timer: NodeJS.Timeout | undefined
-    if (timeoutMs > 0) timer = setTimeout(() => { conn.destroy(); reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`)) }, timeoutMs)
+    const settle = (fn: () => void): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      fn()
+    }
+    if (timeoutMs > 0) timer = setTimeout(() => { settle(() => reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`))); conn.destroy() }, timeoutMs)
     conn.setEncoding('utf8')
-    conn.on('connect', () => conn.write(JSON.stringify({ op, args }) + '\n'))
+    conn.on('connect', () => { connected = true; conn.write(JSON.stringify({ op, args }) + '\n') })
     conn.on('data', chunk => {
       buffered += chunk
       const nl = buffered.indexOf('\n')
       if (nl < 0) return
-      clearTimeout(timer)
       conn.end()
-      const reply = JSON.parse(buffered.slice(0, nl)) as { ok: boolean, result?: T, error?: { code: ErrorCode, message: string } }
-      if (reply.ok) resolve(reply.result as T)
-      else reject(new LogdiskError(reply.error!.code, reply.error!.message))
+      let reply: { ok: boolean, result?: T, error?: { code: ErrorCode, message: string } }
+      try {
+        reply = JSON.parse(buffered.slice(0, nl))
+      } catch (err) {
+        settle(() => reject(new LogdiskError('IO', `the daemon at ${socketPath} sent an unreadable answer`, err)))
+        return
+      }
+      settle(() => reply.ok ? resolve(reply.result as T) : reject(new LogdiskError(reply.error!.code, reply.error!.message)))
     })
     conn.on('error', err => {
-      clearTimeout(timer)
-      reject(new LogdiskError('NOT_MOUNTED', `no daemon answers at ${socketPath} (${(err as NodeJS.ErrnoException).code})`, err))
+      const code = (err as NodeJS.ErrnoException).code
+      if (connected) settle(() => reject(new LogdiskError('DAEMON_DIED', `the daemon at ${socketPath} dropped the connection during ${op} (${code})`, err)))
+      else settle(() => reject(new LogdiskError('NOT_MOUNTED', `no daemon answers at ${socketPath} (${code})`, err)))
+    })
+    conn.on('close', () => {
+      settle(() => reject(new LogdiskError('DAEMON_DIED', `the daemon at ${socketPath} closed the connection during ${op} without answering`)))
     })
   })
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
+import { CURRENT_IMAGE } from '../fuse/image-ops'
 import { mountImages, type Mounted } from '../fuse/mount'
 import { openStore } from '../pool/open-store'
 import { PolicyEngine, type PolicyEvent } from '../policy/engine'
@@ -10,6 +11,14 @@ import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
+import { holdersOf } from './holders'
+
+/** How long the first SIGTERM/SIGINT waits for open images to be closed before stopping anyway. */
+const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
+/** Once stopping, the daemon exits after this long whatever hangs (a stuck kernel unmount). */
+const STOP_DEADLINE_MS = Number(process.env.LOGDISK_STOP_DEADLINE_MS || 30_000)
+/** `logdisk unmount` waits this long for a just-detached loop device's RELEASE to arrive. */
+const UNMOUNT_IDLE_WAIT_MS = 2_000
 
 /** How often the daemon looks at its policy (tests shorten it). */
 const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.env.LOGDISK_POOL_TICK_MS || 2000)
@@ -32,25 +41,55 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   let stopping: Promise<void> | undefined
   let poolTimer: NodeJS.Timeout | undefined
 
-  const stop = (): Promise<void> => {
+  /** The images open right now, with their holders when /sys and /proc tell: one line. */
+  const openText = (): string => {
+    if (!mounted) return 'nothing is open'
+    const images = [CURRENT_IMAGE, ...store.snapshots().map(s => `${s.name}.img`)].filter(i => mounted!.openHandles(i) > 0)
+    const holders = holdersOf(mountpoint)
+    const parts = images.map(image => {
+      const by = holders.filter(h => h.image === image).map(h => h.what)
+      return `${image} is open${by.length > 0 ? ` (held by ${by.join(', ')})` : ''}`
+    })
+    const release = holders.filter(h => h.release).map(h => h.release)
+    return (parts.length > 0 ? parts.join('; ') : `${mounted.openHandles()} image handle(s) are open`) +
+      (release.length > 0 ? `; release with: ${release.join('; ')}` : '; detach what holds it (losetup -a lists loop devices)')
+  }
+  const busyError = (): LogdiskError => new LogdiskError('BUSY', `${mountpoint} is busy: ${openText()}; then run logdisk unmount again`)
+  /** Waits up to `ms` for every image to be closed (the kernel's RELEASE of a just-closed file may still be in flight). */
+  const waitIdle = async (ms: number, until: () => boolean = () => false): Promise<boolean> => {
+    const deadline = Date.now() + ms
+    while (mounted && mounted.openHandles() > 0 && Date.now() < deadline && !until()) await new Promise(resolve => setTimeout(resolve, 50))
+    return !mounted || mounted.openHandles() === 0
+  }
+
+  /**
+   * Stops serving: the unmount policy event, flush, unmount, close the store. Without `force`
+   * it is refused (BUSY, nothing changed) while an image is open; with `force` (a signal whose
+   * wait ran out, or a second signal) the mount is detached anyway and I/O on open images fails
+   * from then on. One stop at a time; a refused stop leaves no trace, so a later one can run.
+   */
+  const stop = (force: boolean): Promise<void> => {
     if (stopping) return stopping
-    stopping = (async () => {
+    if (!force && mounted && mounted.openHandles() > 0) return Promise.reject(busyError())
+    const attempt: Promise<void> = (async () => {
+      await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
+      await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
       try {
-        mounted?.assertIdle()
-        await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
-        await mounted?.unmount()
+        await mounted?.unmount(force)
       } catch (err) {
-        stopping = undefined
-        throw err
+        if (!force && isLogdiskError(err, 'BUSY')) throw busyError() // opened meanwhile: keep serving
+        log.error({ err: (err as Error).message }, 'unmount failed; stopping anyway (logdisk unmount removes the stale mount)')
       }
       clearInterval(poolTimer)
-      await control?.close()
+      await control?.close().catch(() => undefined)
       await store.close()
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
       log.info({ mountpoint }, 'unmounted')
       finish()
     })()
-    return stopping
+    stopping = attempt
+    attempt.catch(() => { if (stopping === attempt) stopping = undefined })
+    return attempt
   }
 
   const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0)
@@ -58,7 +97,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }
   const handlers: Record<string, Handler> = {
-    ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
+    ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
     status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
@@ -77,11 +116,19 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       }
       return ops.delete(store, args, {})
     },
-    unmount: async () => {
-      mounted?.assertIdle()
+    unmount: async (_args, req) => {
+      // A loop device detached a moment ago may still have its RELEASE in flight.
+      if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError()
       await store.flush()
+      await new Promise(resolve => setTimeout(resolve, 20)) // an end-of-stream read with the request is processed by now
+      if (req.gone()) {
+        // The client gave up waiting (a stopped or overloaded daemon) and told its user that
+        // nothing was unmounted: keep it that way.
+        log.warn({ mountpoint }, 'an unmount request was abandoned by its client before it could be answered; not unmounting')
+        return { mountpoint }
+      }
       // Answer first, then unmount: the reply must not wait on the kernel releasing the mount.
-      setImmediate(() => { stop().catch(err => log.error({ err: (err as Error).message }, 'unmount failed')) })
+      setImmediate(() => { stop(false).catch(err => log.error({ err: (err as Error).message }, 'unmount refused')) })
       return { mountpoint }
     }
   }
@@ -101,9 +148,44 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }, POOL_TICK_MS)
   poolTimer.unref()
 
+  // A signal always ends in a stop (systemctl stop, Ctrl-C): the first waits up to
+  // LOGDISK_STOP_WAIT_MS for open images to be closed, saying which ones are open, then stops
+  // anyway; a second one stops at once. Either way the stop itself gets a deadline.
+  let signals = 0
+  let hurry = false
+  const armDeadline = (): void => {
+    setTimeout(() => {
+      log.error({ mountpoint }, `the stop did not finish within ${STOP_DEADLINE_MS / 1000} s; exiting now (logdisk unmount removes a stale mount)`)
+      process.exit(1)
+    }, STOP_DEADLINE_MS)
+  }
+  const stopOnSignal = async (signal: string): Promise<void> => {
+    if (mounted && mounted.openHandles() > 0) {
+      log.warn({ signal }, `stopping on ${signal}: waiting up to ${STOP_WAIT_MS / 1000} s for open images to be closed: ${openText()} (a second signal stops at once)`)
+      await waitIdle(STOP_WAIT_MS, () => hurry)
+    }
+    const force = !!mounted && mounted.openHandles() > 0
+    if (force) log.warn({ signal }, `stopping with images still open; their I/O fails from now on: ${openText()}`)
+    armDeadline()
+    try {
+      await stop(force)
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'an image was opened during the stop; stopping anyway')
+      await stop(true)
+    }
+  }
   const onSignal = (signal: string): void => {
-    log.info({ signal }, 'unmounting on signal')
-    stop().catch(err => log.error({ err: (err as Error).message }, 'not unmounting: ' + (err instanceof LogdiskError ? err.message : String(err))))
+    signals++
+    if (signals === 1) {
+      log.info({ signal }, 'stopping on signal')
+      stopOnSignal(signal).catch(err => {
+        log.error({ err: (err as Error).message }, 'stop on signal failed; exiting')
+        process.exit(1)
+      })
+    } else {
+      log.warn({ signal }, 'second signal: stopping now, whatever is still open')
+      hurry = true
+    }
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)

@@ -19,6 +19,8 @@ const ERRNO: Record<ErrorCode, number> = {
   CLOSED: 5, // EIO
   NOT_MOUNTED: 107, // ENOTCONN
   IO: 5, // EIO
+  DAEMON_DIED: 107, // ENOTCONN (never raised below FUSE; listed for completeness)
+  IDENTITY: 5, // EIO: a file that belongs to another store is not served
   LEASE_HELD: 16, // EBUSY
   FENCED: 30 // EROFS: this host may no longer write
 }

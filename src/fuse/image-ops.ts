@@ -28,6 +28,23 @@ function snapshotName (p: string): string | undefined {
   return p.slice(1, -4)
 }
 
+/** Largest count a statvfs field carries through fuse-native (it marshals them as uint32). */
+const MAX_STATFS_COUNT = 2 ** 32 - 1
+
+/**
+ * statfs numbers for a volume of `sizeBytes` with `writtenBytes` in use: counted in units of
+ * the block size, or of the smallest power-of-two multiple of it that keeps every count within
+ * 32 bits (fuse-native passes f_blocks & co. as uint32: a 100 TiB volume in 4 KiB units would
+ * wrap). df multiplies f_blocks by f_frsize, so the sizes it shows stay exact.
+ */
+export function statfsCounts (sizeBytes: number, writtenBytes: number, blockBytes: number): { unitBytes: number, blocks: number, free: number } {
+  let unitBytes = blockBytes
+  while (Math.floor(sizeBytes / unitBytes) > MAX_STATFS_COUNT) unitBytes *= 2
+  const blocks = Math.floor(sizeBytes / unitBytes)
+  const free = Math.min(blocks, Math.max(0, Math.floor((sizeBytes - writtenBytes) / unitBytes)))
+  return { unitBytes, blocks, free }
+}
+
 export function imageOps (store: Store, log: Logger): ImageOps {
   const started = new Date()
   const handles = new Map<string, number>() // image name -> open handles
@@ -110,9 +127,8 @@ export function imageOps (store: Store, log: Logger): ImageOps {
     chmod (_p: string, _mode: number, cb: Cb) { cb(Errno.EPERM) },
     chown (_p: string, _uid: number, _gid: number, cb: Cb) { cb(Errno.EPERM) },
     statfs (_p: string, cb: Cb) {
-      const blocks = store.sizeBytes / store.blockBytes
-      const free = Math.max(0, blocks - store.status().writtenBytes / store.blockBytes)
-      cb(0, { bsize: store.blockBytes, frsize: store.blockBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 })
+      const { unitBytes, blocks, free } = statfsCounts(store.sizeBytes, store.status().writtenBytes, store.blockBytes)
+      cb(0, { bsize: unitBytes, frsize: unitBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 })
     }
   }
   const openHandles = (image?: string): number => {

@@ -9,8 +9,11 @@ export interface Mounted {
   openHandles (image?: string): number
   /** Throws BUSY while an image is open (a loop device still attached). */
   assertIdle (): void
-  /** Unmounts; refuses with BUSY while an image is open (a loop device still attached). */
-  unmount (): Promise<void>
+  /**
+   * Unmounts; refuses with BUSY while an image is open (a loop device still attached), unless
+   * `force`: then the mount is detached anyway (lazily) and I/O on the open images fails.
+   */
+  unmount (force?: boolean): Promise<void>
 }
 
 /**
@@ -46,9 +49,9 @@ export function mountImages (store: Store, mountpoint: string, log: Logger): Pro
         mountpoint,
         openHandles,
         assertIdle,
-        unmount () {
+        unmount (force = false) {
           try {
-            assertIdle()
+            if (!force) assertIdle()
           } catch (err) {
             return Promise.reject(err)
           }

@@ -5,9 +5,10 @@ import { AUTO_PREFIX } from '../policy/engine'
 import { restoreImage, type Store } from '../store'
 import type { Pool } from '../pool/pool'
 import { poolOf } from '../pool/open-store'
-import { copyByCriteria, cutByCriteria } from '../policy/criteria'
+import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../policy/criteria'
 import { exportSnapshot } from '../store/export'
 import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
+import { assertOutsideMount } from '../daemon/output-guard'
 
 /**
  * The commands that act on a store, written once. The CLI runs them on the store directly
@@ -17,6 +18,13 @@ import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
 export interface OpContext {
   /** Progress of long operations, shown by the CLI on a terminal (direct runs only). */
   onProgress?: (done: number, total: number) => void
+  /** Set when the mount daemon runs the op: where it serves the store's images. */
+  mountpoint?: string
+}
+
+/** An output path the op is about to write: never one the running daemon itself serves. */
+async function checkOutput (ctx: OpContext, out: string | undefined): Promise<void> {
+  if (ctx.mountpoint && out) await assertOutsideMount(out, ctx.mountpoint)
 }
 
 type Args = Record<string, unknown>
@@ -99,6 +107,7 @@ export const ops: Record<string, Op> = {
   restore: async (store, args, ctx) => {
     const out = str(args, 'out')
     if (!out || !path.isAbsolute(out)) throw new LogdiskError('BAD_ARGUMENT', 'restore needs --out FILE')
+    await checkOutput(ctx, out)
     const point = await store.resolvePoint(String(args.at))
     const result = await restoreImage(store, point.seq, out, { force: args.force === true, onProgress: ctx.onProgress })
     return { ...point, out, ...result }
@@ -106,15 +115,21 @@ export const ops: Record<string, Op> = {
 
   // F8: export, send/receive, diff, snapshot criteria (src/store/export.ts, stream.ts, src/policy/criteria.ts).
   progress: async (_store, args) => jobs.get(String(args.job)) ?? null,
-  export: (store, args, ctx) => withJob(args, ctx, onProgress =>
-    exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress })),
-  send: (store, args, ctx) => withJob(args, ctx, onProgress =>
-    sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress })),
+  export: async (store, args, ctx) => {
+    await checkOutput(ctx, str(args, 'out'))
+    return withJob(args, ctx, onProgress => exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress }))
+  },
+  send: async (store, args, ctx) => {
+    await checkOutput(ctx, str(args, 'out'))
+    return withJob(args, ctx, onProgress => sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress }))
+  },
   receive: (store, args, ctx) => withJob(args, ctx, onProgress =>
     receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
   diff: (store, args) => diffSnapshots(store, String(args.a), String(args.b)),
   criteriaSnapshot: (store, args) =>
     cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
-  criteriaCopy: (store, args, ctx) => withJob(args, ctx, onProgress =>
-    copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
+  criteriaCopy: async (store, args, ctx) => {
+    if (ctx.mountpoint) await checkOutput(ctx, expandTarget(getCriteria(store.dir, String(args.criteria)), store.snapshotNamed(String(args.snapshot))))
+    return withJob(args, ctx, onProgress => copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
+  }
 }

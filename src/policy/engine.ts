@@ -1,7 +1,8 @@
 import type { Pool } from '../pool/pool'
 import type { Store } from '../store'
 import type { Logger } from '../store/logger'
-import { archiveLink } from '../archive/link'
+import { storeArchiveLink } from '../pool/open-store'
+import { locationOf } from '../store/identity'
 import { parseTarget } from '../archive/target'
 import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
@@ -51,7 +52,7 @@ export class PolicyEngine {
     await this.pool?.tick()
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']
-      this.store.attachArchive(this.archiveTarget === '' ? undefined : archiveLink(parseTarget(this.archiveTarget), this.store.config.uuid))
+      this.store.attachArchive(this.archiveTarget === '' ? undefined : storeArchiveLink(parseTarget(this.archiveTarget), this.store.config, locationOf(this.store.dir)))
     }
     const now = this.now()
     const every = parseDuration(p['snapshot.every']) ?? 0

@@ -1,29 +1,190 @@
+import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
+import { LogdiskError } from '../errors'
 import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
-import { readConfig } from '../store/config'
+import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger } from '../store/logger'
+import { checkIdentity, copyError, foreignSegment, ownerRecord, ownerVerdict, recordIdentity, type Location, type OwnerRecord } from '../store/identity'
+import { makeIndexView } from '../store/index-view'
+import { nodeFileLayer } from '../store/file-layer'
+import { parseSegmentFileName, segmentFileName } from '../store/format'
 import { Pool } from './pool'
 import { archiveLink } from '../archive/link'
-import { parseTarget } from '../archive/target'
+import { parseTarget, type ArchiveTarget } from '../archive/target'
+import type { ArchiveLink } from '../store/archive-link'
+
+/**
+ * How a command opens a store. 'write': under the store's lock, as the owner of its identity
+ * (a copy is refused: identity.ts), recording where it lives. 'read': nothing in the store or
+ * its pool volumes is written (no holder file, no pool.json, no index writes, no recovery
+ * cuts): the index is read through a private view (index-view.ts) in a temporary directory,
+ * which is removed when the store closes. Read opens work on a store the user may only read
+ * and on a full disk.
+ */
+export type Access = 'read' | 'write'
 
 /**
  * Opens a store with its pool as the home of its segments: what the CLI and the mount daemon
  * use. (Store.open alone serves library users whose stores have no external volumes.)
  */
-export async function openStore (dir: string, opts: Omit<OpenOptions, 'home'> = {}, initialPoolDirs: string[] = []): Promise<{ store: Store, pool: Pool }> {
+export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'> = {}, initialPoolDirs: string[] = [], access: Access = 'write'): Promise<{ store: Store, pool: Pool }> {
   dir = path.resolve(dir)
   const config = readConfig(dir)
+  const identity = checkIdentity(dir, config)
   const policy = readPolicy(dir)
-  const pool = Pool.open(dir, config, policy, opts.logger ?? silentLogger, initialPoolDirs)
+  const log = opts.logger ?? silentLogger
   const target = policy['archive.target']
-  const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
-  const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
+  if (access === 'read') {
+    const scratch = makeScratchDir()
+    try {
+      let view
+      try {
+        view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
+      } catch (err) {
+        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw inUse(dir, err)
+        throw err
+      }
+      const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
+      await preflightSegments(pool, config)
+      const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
+      const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
+      pool.attach(store)
+      const close = store.close.bind(store)
+      store.close = async () => {
+        try {
+          await close()
+        } finally {
+          fs.rmSync(scratch, { recursive: true, force: true })
+        }
+      }
+      return { store, pool }
+    } catch (err) {
+      fs.rmSync(scratch, { recursive: true, force: true })
+      throw explainOpenError(dir, err, 'read')
+    }
+  }
+  if (identity.kind === 'copy') throw copyError(dir, identity)
+  let store: Store
+  let pool: Pool
+  try {
+    pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
+    await preflightSegments(pool, config)
+    const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
+    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
+  } catch (err) {
+    throw explainOpenError(dir, err, 'write')
+  }
   pool.attach(store)
+  // Under the lock: the record follows a moved store, and a store made before records existed gets one.
+  const r = identity.record
+  if (!r || r.path !== identity.here.path || r.dev !== identity.here.dev || r.ino !== identity.here.ino || r.host !== identity.here.host) {
+    try {
+      recordIdentity(dir, config, identity.here)
+    } catch (err) {
+      await store.close()
+      throw explainOpenError(dir, err, 'write')
+    }
+  }
   return { store, pool }
+}
+
+/**
+ * Before the index is opened (LevelDB writes on open): the newest segment file on each volume
+ * must be this store's. A store.json edited to another uuid or geometry, or a stray segment of
+ * another store, is refused here with nothing touched; recovery checks every file it would move.
+ */
+async function preflightSegments (pool: Pool, config: StoreConfig): Promise<void> {
+  const g = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
+  for (const volume of pool.volumes()) {
+    const dir = pool.dirOf(volume)
+    let names: string[]
+    try { names = fs.readdirSync(dir) } catch { continue }
+    let newest: number | undefined
+    for (const n of names) {
+      const id = parseSegmentFileName(n)
+      if (id !== undefined && (newest === undefined || id > newest)) newest = id
+    }
+    if (newest === undefined) continue
+    const foreign = await foreignSegment(nodeFileLayer, path.join(dir, segmentFileName(newest)), newest, g)
+    if (foreign) throw new LogdiskError('IDENTITY', foreign)
+  }
 }
 
 /** The pool a store was opened with, when it was opened through openStore. */
 export function poolOf (store: Store): Pool | undefined {
   return store.home instanceof Pool ? store.home : undefined
+}
+
+/** A private temporary directory: the temp dir, else /dev/shm (a full disk may hold both). */
+function makeScratchDir (): string {
+  for (const base of [os.tmpdir(), '/dev/shm']) {
+    try {
+      return fs.mkdtempSync(path.join(base, 'logdisk-ro-'))
+    } catch { /* try the next */ }
+  }
+  throw new LogdiskError('NO_SPACE', `cannot make a temporary directory in ${os.tmpdir()} or /dev/shm for a read-only open of the index`)
+}
+
+/** STORE_LOCKED, saying who holds the store when holder.json tells (as Store.open words it). */
+function inUse (dir: string, cause: LogdiskError): LogdiskError {
+  let who = 'another process'
+  try {
+    const h = JSON.parse(fs.readFileSync(path.join(dir, 'holder.json'), 'utf8'))
+    who = `pid ${h.pid} (${h.holder})`
+  } catch { /* no holder file */ }
+  return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
+}
+
+/** One line for what the operating system said while opening, in the store's terms. */
+function explainOpenError (dir: string, err: unknown, access: Access): unknown {
+  const text = (err as Error)?.message ?? ''
+  if (err instanceof LogdiskError && err.code !== 'IO' && err.code !== 'READ_ONLY') return err
+  if (access === 'read') {
+    if (err instanceof LogdiskError) return err
+    const sys = err as NodeJS.ErrnoException
+    return new LogdiskError(sys?.code === 'EACCES' ? 'READ_ONLY' : 'IO', `${dir}: ${sys?.code ?? ''} ${text}`.trim(), err)
+  }
+  if (/No space left on device|ENOSPC/.test(text)) {
+    return new LogdiskError('NO_SPACE', `${dir}: no space left on the device holding it (opening the store for writing needs some); free space and retry (read-only commands such as status and verify work as is)`, err)
+  }
+  if (/Permission denied|EACCES|EPERM|Read-only file system|EROFS/.test(text)) {
+    return new LogdiskError('READ_ONLY', `${dir}: not writable by this user (${text.replace(/\s+/g, ' ').slice(0, 160)}); run the command as the store's owner (read-only commands such as status and verify work as is)`, err)
+  }
+  if (err instanceof LogdiskError) return err
+  const sys = err as NodeJS.ErrnoException
+  return new LogdiskError('IO', `${dir}: ${sys?.code ?? ''} ${text}`.trim(), err)
+}
+
+/**
+ * The archive link of a store that writes: before its first put, the target's owner object
+ * (`<uuid>.owner.json`) must name this store directory, or nothing (then it is claimed). A
+ * copy of the store with the same uuid is refused there instead of overwriting the original's
+ * archived segments.
+ */
+export function storeArchiveLink (target: ArchiveTarget, config: StoreConfig, here: Location): ArchiveLink {
+  const link = archiveLink(target, config.uuid)
+  const name = `${config.uuid}.owner.json`
+  let checked: Promise<void> | undefined
+  const check = async (): Promise<void> => {
+    let owner: OwnerRecord | undefined
+    if (await target.has(name)) {
+      try { owner = JSON.parse((await target.get(name)).toString('utf8')) as OwnerRecord } catch { owner = undefined }
+    }
+    const verdict = ownerVerdict(owner, here, config.uuid)
+    if (typeof verdict === 'object') {
+      throw new LogdiskError('IDENTITY', `${target.describe()} holds the archive of the store at ${verdict.other}, which has this store's identity (${config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy> (nothing was archived)`)
+    }
+    if (verdict === 'mine' && owner?.path === here.path) return
+    await target.put(name, Buffer.from(JSON.stringify(ownerRecord(config.uuid, here), null, 2) + '\n'))
+  }
+  return {
+    ...link,
+    async put (id, data) {
+      checked ??= check().catch(err => { checked = undefined; throw err })
+      await checked
+      return link.put(id, data)
+    }
+  }
 }

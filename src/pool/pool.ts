@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, fromSystemError } from '../errors'
+import { ownerRecord, ownerVerdict, type Location, type OwnerRecord } from '../store/identity'
 import type { Policy } from '../policy/policy'
 import { writeFileAtomic, type StoreConfig } from '../store/config'
 import type { Logger } from '../store/logger'
@@ -18,9 +19,27 @@ import { MARKER_FILE, claim, ensureMarker, readMarker, release } from './volume-
  *
  * pool.json (in the store) lists the directories: { volumes: [{ dir, id?, internal? }] }; `id`
  * is the volume's marker id, kept so that a volume whose directory is gone is still known. The
- * internal volume is <store>/segments, always assigned, never shared. A store's segments on
- * an external volume live in <volume>/<store uuid>/.
+ * internal volume is <store>/segments, always assigned, never shared; pool.json records it as
+ * "segments", relative to the store, so a store can be moved (older files with an absolute
+ * path are read the same way: the internal volume is wherever the store is). A store's
+ * segments on an external volume live in <volume>/<store uuid>/, with an owner record
+ * (OWNER_FILE) naming the store directory that claimed them: a copy of the store (same uuid)
+ * is refused there instead of writing into the original's segments.
+ *
+ * Opened read-only (status, verify... on a store the user may only read), the pool writes
+ * nothing: no pool.json, no probe file, no marker or owner record; a first segment, if the
+ * store has none yet, goes to the open's scratch directory.
  */
+export const OWNER_FILE = '.logdisk-owner.json'
+/** The volume of a read-only open's scratch directory. */
+export const SCRATCH_VOLUME = 'scratch'
+
+export interface PoolOpenOptions {
+  /** Nothing is written; `scratchDir` takes a first segment if one must exist. */
+  readOnly?: { scratchDir: string }
+  /** Where the store directory is (identity.ts): owner records on external volumes name it. */
+  here?: Location
+}
 export interface PoolFile {
   volumes: Array<{ dir: string, id?: string, internal?: boolean, capacityBytes?: number, grown?: boolean }>
 }
@@ -41,6 +60,9 @@ export interface PoolStatus {
   warnings: string[]
 }
 
+/** The internal volume, relative to the store directory. */
+const INTERNAL_DIR = 'segments'
+
 export class Pool implements SegmentHome {
   /** volume id -> segment ids of this store on it */
   private readonly segmentsOn = new Map<string, Set<number>>()
@@ -56,31 +78,102 @@ export class Pool implements SegmentHome {
     private readonly config: StoreConfig,
     private file: PoolFile,
     private policy: Policy,
-    private readonly log: Logger
+    private readonly log: Logger,
+    private readonly opts: PoolOpenOptions
   ) {}
 
   /** Opens the pool of a store, making pool.json (the internal volume only) if missing. */
-  static open (storeDir: string, config: StoreConfig, policy: Policy, log: Logger, initialDirs: string[] = []): Pool {
+  static open (storeDir: string, config: StoreConfig, policy: Policy, log: Logger, initialDirs: string[] = [], opts: PoolOpenOptions = {}): Pool {
     const file = path.join(storeDir, POOL_FILE)
     let pool: PoolFile
+    let fresh = false
     if (fs.existsSync(file)) {
       try {
         pool = JSON.parse(fs.readFileSync(file, 'utf8')) as PoolFile
+        if (!Array.isArray(pool?.volumes)) throw new Error('no volumes list')
       } catch (err) {
-        throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
+        throw new LogdiskError('BAD_CONFIG', `${file} is not a valid pool file (${(err as Error).message})`, err)
       }
     } else {
       // Created on other directories (create --pool): the internal volume takes no segments.
-      pool = { volumes: [{ dir: path.join(storeDir, 'segments'), internal: true, ...(initialDirs.length > 0 ? { capacityBytes: 0 } : {}) }] }
-      writeFileAtomic(file, JSON.stringify(pool, null, 2) + '\n')
+      pool = { volumes: [{ dir: INTERNAL_DIR, internal: true, ...(initialDirs.length > 0 ? { capacityBytes: 0 } : {}) }] }
+      fresh = true
     }
-    const p = new Pool(storeDir, config, pool, policy, log)
+    // The internal volume is wherever the store is, whatever an older pool.json recorded
+    // (an absolute path, before stores could move): rewritten relative by the next writer.
+    const legacy = pool.volumes.some(v => v.internal && v.dir !== INTERNAL_DIR)
+    for (const v of pool.volumes) if (v.internal) v.dir = path.join(storeDir, INTERNAL_DIR)
+    const p = new Pool(storeDir, config, pool, policy, log, opts)
+    p.pendingSave = (fresh || legacy) && !opts.readOnly
     for (const dir of initialDirs) p.add(dir, undefined, true)
+    p.checkOwners()
     return p
+  }
+
+  /** Writes wait for the store's lock (attach): another process may hold the store. */
+  private pendingSave = false
+  private readonly pendingClaims: string[] = []
+
+  private get readOnly (): boolean {
+    return !!this.opts.readOnly
+  }
+
+  /**
+   * The owner record of this store's directory on each volume assigned to it: claimed when
+   * free (or left by this store before it moved), refused (IDENTITY) when another directory
+   * with this uuid holds it. Read-only: checked, never written; a conflict is only a warning.
+   */
+  private checkOwners (): void {
+    const here = this.opts.here
+    if (!here) return
+    for (const e of this.entries()) {
+      if (e.internal) continue
+      let marker
+      try { marker = readMarker(e.dir) } catch { continue }
+      if (marker?.assignedTo !== this.config.uuid) continue
+      if (this.ownerConflict(e.dir) === undefined) this.pendingClaims.push(e.dir)
+    }
+  }
+
+  /** Throws IDENTITY (read-only: warns) when another directory with this uuid owns our directory on `volumeDir`. */
+  private ownerConflict (volumeDir: string): OwnerRecord | undefined {
+    const here = this.opts.here!
+    const file = path.join(volumeDir, this.config.uuid, OWNER_FILE)
+    let owner: OwnerRecord | undefined
+    try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
+    const verdict = ownerVerdict(owner, here, this.config.uuid)
+    if (typeof verdict !== 'object') return undefined
+    const text = `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which has this store's identity (${this.config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy>`
+    if (!this.readOnly) throw new LogdiskError('IDENTITY', text)
+    this.warnOnce(`owner:${volumeDir}`, text)
+    return owner
+  }
+
+  /** Records this store directory as the owner of its directory on `volumeDir` (the store's lock is held). */
+  private claimOwner (volumeDir: string): void {
+    const here = this.opts.here
+    if (!here || this.readOnly) return
+    const dir = path.join(volumeDir, this.config.uuid)
+    const file = path.join(dir, OWNER_FILE)
+    let owner: OwnerRecord | undefined
+    try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
+    this.ownerConflict(volumeDir)
+    if (owner && owner.path === here.path && owner.host === here.host && owner.ino === here.ino) return
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      writeFileAtomic(file, JSON.stringify(ownerRecord(this.config.uuid, here), null, 2) + '\n')
+    } catch (err) {
+      this.log.warn({ volume: volumeDir, err: (err as Error).message }, 'cannot record this store as the owner of its directory on a pool volume')
+    }
   }
 
   attach (store: Store): void {
     this.store = store
+    if (this.pendingSave) {
+      this.pendingSave = false
+      this.save()
+    }
+    for (const dir of this.pendingClaims.splice(0)) this.claimOwner(dir)
   }
 
   setPolicy (policy: Policy): void {
@@ -88,7 +181,14 @@ export class Pool implements SegmentHome {
   }
 
   private save (): void {
-    writeFileAtomic(path.join(this.storeDir, POOL_FILE), JSON.stringify(this.file, null, 2) + '\n')
+    if (this.readOnly) throw new LogdiskError('READ_ONLY', `${path.join(this.storeDir, POOL_FILE)}: the store is open read-only`)
+    // The internal volume is recorded relative to the store: a moved store finds it.
+    const out: PoolFile = { volumes: this.file.volumes.map(v => v.internal ? { ...v, dir: INTERNAL_DIR } : v) }
+    try {
+      writeFileAtomic(path.join(this.storeDir, POOL_FILE), JSON.stringify(out, null, 2) + '\n')
+    } catch (err) {
+      throw fromSystemError(err, `write ${path.join(this.storeDir, POOL_FILE)}`)
+    }
   }
 
   private entries (): Array<{ id: string, dir: string, internal: boolean }> {
@@ -104,7 +204,7 @@ export class Pool implements SegmentHome {
       }
       out.push({ id: v.id ?? `missing:${v.dir}`, dir: v.dir, internal: false })
     }
-    if (learned) {
+    if (learned && !this.readOnly) {
       try { this.save() } catch { /* learned again next time */ }
     }
     return out
@@ -113,6 +213,7 @@ export class Pool implements SegmentHome {
   // ---- SegmentHome
 
   dirOf (volume: string): string {
+    if (volume === SCRATCH_VOLUME && this.opts.readOnly) return path.join(this.opts.readOnly.scratchDir, INTERNAL_DIR)
     const entry = this.entries().find(e => e.id === volume)
     if (!entry) throw new LogdiskError('NOT_FOUND', `pool volume ${volume} is not in ${path.join(this.storeDir, POOL_FILE)}`)
     return entry.internal ? entry.dir : path.join(entry.dir, this.config.uuid)
@@ -143,6 +244,7 @@ export class Pool implements SegmentHome {
   }
 
   async place (segmentId: number): Promise<string[]> {
+    if (this.readOnly) return [SCRATCH_VOLUME]
     const copies = this.policy.mirror
     const usable = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== this.drainingVolume).slice(0, copies)
     let chosen = usable()
@@ -213,6 +315,7 @@ export class Pool implements SegmentHome {
     // No marker, or another volume's (the directory was lost and made again): not this volume.
     if (!marker || marker.id !== e.id) return 'missing'
     if (marker.assignedTo === this.config.uuid) {
+      if (this.readOnly) return 'assigned' // no probe file: nothing is written
       // A mount can be read-only while the directory's mode says writable (root ignores modes).
       try {
         fs.accessSync(e.dir, fs.constants.W_OK)
@@ -273,6 +376,7 @@ export class Pool implements SegmentHome {
     for (const e of this.entries()) {
       if (e.internal || this.stateOf(e) !== 'spare') continue
       if (claim(e.dir, this.config.uuid)) {
+        this.claimOwner(e.dir)
         this.markGrown(e.dir, true)
         this.log.info({ volume: e.dir, why }, 'assigned a spare pool volume')
         return true
@@ -309,6 +413,7 @@ export class Pool implements SegmentHome {
    * the emptiest volume and releasing it to spare.
    */
   async tick (): Promise<void> {
+    if (this.readOnly) return
     this.afterChange()
     const { useFraction, volumes } = this.status()
     if (useFraction >= this.policy['pool.shrinkAt'] || this.draining || !this.store) return
@@ -336,19 +441,29 @@ export class Pool implements SegmentHome {
   add (dir: string, capacityBytes: number | undefined, spare = false): VolumeStatus {
     dir = path.resolve(dir)
     const known = this.file.volumes.find(v => path.resolve(v.dir) === dir)
+    // Another store's volume may be listed (it may become spare later), never written to.
+    let existing
+    try { existing = known?.internal ? undefined : readMarker(dir) } catch { existing = undefined }
+    const othersVolume = !!existing && existing.assignedTo !== null && existing.assignedTo !== this.config.uuid
+    if (othersVolume && capacityBytes !== undefined) {
+      throw new LogdiskError('BAD_ARGUMENT', `pool volume ${dir} is assigned to another store (${existing!.assignedTo}); its capacity is that store's to set (nothing was changed)`)
+    }
     if (known?.internal) {
       if (capacityBytes !== undefined) this.setCapacity(dir, capacityBytes)
     } else if (known) {
       // Also remakes the marker of a lost directory made again, under the id the index knows.
-      ensureMarker(dir, capacityBytes ?? undefined, known.id)
+      if (!othersVolume) ensureMarker(dir, capacityBytes ?? undefined, known.id)
     } else {
       if (dir === this.storeDir || dir.startsWith(this.storeDir + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is inside the store; give a directory outside it`)
-      const marker = ensureMarker(dir, capacityBytes ?? undefined)
+      const marker = othersVolume ? existing! : ensureMarker(dir, capacityBytes ?? undefined)
       this.file.volumes.push({ dir, id: marker.id })
       this.save()
     }
-    if (!spare && !known?.internal && !claim(dir, this.config.uuid)) {
+    if (othersVolume) {
       this.log.warn({ dir }, 'pool volume is assigned to another store; kept in the pool, not used')
+    } else if (!spare && !known?.internal) {
+      if (claim(dir, this.config.uuid)) this.claimOwner(dir)
+      else this.log.warn({ dir }, 'pool volume is assigned to another store; kept in the pool, not used')
     }
     this.warned.delete('grow')
     this.warned.delete('nospare')

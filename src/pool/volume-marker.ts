@@ -98,3 +98,14 @@ function withLock<T> (dir: string, fn: () => T): T {
     fs.rmSync(lock, { force: true })
   }
 }
+
+/** Hands the volume from store `from` to store `to` (logdisk adopt of the store that has it); false if `from` does not have it. */
+export function reassign (dir: string, from: string, to: string): boolean {
+  return withLock(dir, () => {
+    const marker = readMarker(dir)
+    if (marker?.assignedTo === to) return true
+    if (marker?.assignedTo !== from) return false
+    write(dir, { ...marker, assignedTo: to, changedAt: new Date().toISOString() })
+    return true
+  })
+}

@@ -17,6 +17,7 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
+import { foreignSegment } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { SegmentRecord } from './index-db'
 
@@ -57,7 +58,9 @@ export async function recover (
   layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
   index: IndexDb, map: BlockMap, log: Logger, onDropped: (id: number) => (volume: string) => void = () => () => {},
   /** Segments backing storage holds (a rebuild fetched them into the cache volume to scan). */
-  inArchive: ReadonlySet<number> = new Set()
+  inArchive: ReadonlySet<number> = new Set(),
+  /** Read-only open: nothing in the store is written (no cut, no move aside, no header redo). */
+  opts: { readOnly?: boolean } = {}
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -67,7 +70,7 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
-  if (checkpoint) await redoPendingHeaders(layer, home, index, log)
+  if (checkpoint && !opts.readOnly) await redoPendingHeaders(layer, home, index, log)
   // Which copies of a mirrored segment are current: the index records a copy that fell
   // behind (a failed write) before the store acknowledged anything past it.
   const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
@@ -146,7 +149,7 @@ export async function recover (
   for (const id of toScan) {
     const isLast = replaying || id === toScan[toScan.length - 1]
     if (stop) {
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       continue
     }
     // Compaction recycles segments: a missing id is a gap in the log, not damage.
@@ -160,9 +163,11 @@ export async function recover (
         scanned.push(id)
         continue
       }
-      // The last segment's header never became durable: a torn roll. Keep it aside, stop here.
+      // The last segment's header never became durable: a torn roll. Keep it aside, stop here
+      // (unless its header is intact and names another store: then nothing moves).
+      await refuseForeign(layer, home, located.get(id)!, id, geometry)
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id)))
+      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       stop = true
       continue
     }
@@ -207,6 +212,13 @@ export async function recover (
 
     async function cut (offset: number, reason: string): Promise<void> {
       const bytes = (await segment.handle.size()) - offset
+      if (opts.readOnly) {
+        // Seen, not cut: the log ends here for this open; the next open that writes cuts it.
+        segment.tail = offset
+        report.cut = { segment: id, offset, bytes, reason, savedTo: '' }
+        stop = true
+        return
+      }
       const savedTo = await saveTail(layer, storeDir, segment, offset, bytes)
       await segment.handle.truncate(offset)
       await segment.handle.datasync()
@@ -446,7 +458,20 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
   return file
 }
 
-async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string): Promise<string> {
+/**
+ * Only what is provably this store's torn segment moves: a file whose intact header names
+ * another store (or other geometry) stays where it is, and the open is refused (IDENTITY).
+ */
+async function refuseForeign (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<void> {
+  for (const volume of volumes) {
+    const foreign = await foreignSegment(layer, path.join(home.dirOf(volume), segmentFileName(id)), id, geometry)
+    if (foreign) throw new LogdiskError('IDENTITY', foreign)
+  }
+}
+
+async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome, volumes: string[], name: string, id: number, geometry: SegmentGeometry, opts: { readOnly?: boolean }): Promise<string> {
+  await refuseForeign(layer, home, volumes, id, geometry)
+  if (opts.readOnly) return `${name} (left in place: opened read-only)`
   const dir = path.join(storeDir, 'lost+found')
   await layer.mkdirp(dir)
   let to = ''

@@ -18,31 +18,36 @@ export async function restoreImage (
 ): Promise<RestoreResult> {
   if (fs.existsSync(out) && !opts.force) throw new LogdiskError('BAD_ARGUMENT', `${out} exists; give --force to overwrite it`)
   const tmp = `${out}.partial`
-  let fd: number
+  // Asynchronous calls only: the mount daemon runs this, and a synchronous fsync of a large
+  // image would stall every FUSE request for as long.
+  let fh: fs.promises.FileHandle
   try {
-    fd = fs.openSync(tmp, 'w', 0o644)
+    fh = await fs.promises.open(tmp, 'w', 0o644)
   } catch (err) {
     throw fromSystemError(err, `create ${tmp}`)
   }
   const zero = Buffer.alloc(store.blockBytes)
   let blocks = 0
   try {
-    fs.ftruncateSync(fd, store.sizeBytes)
+    await fh.truncate(store.sizeBytes).catch(err => { throw fromSystemError(err, `extend ${tmp}`) })
     for await (const { block, data } of store.imageAt(seq)) {
       if (!data.equals(zero)) {
-        await new Promise<void>((resolve, reject) => fs.write(fd, data, 0, data.length, block * store.blockBytes, err => err ? reject(fromSystemError(err, `write ${tmp}`)) : resolve()))
+        for (let done = 0; done < data.length;) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done, block * store.blockBytes + done).catch(err => { throw fromSystemError(err, `write ${tmp}`) })
+          done += bytesWritten
+        }
         blocks++
       }
       opts.onProgress?.((block + 1) * store.blockBytes, store.sizeBytes)
     }
-    fs.fsyncSync(fd)
+    await fh.sync().catch(err => { throw fromSystemError(err, `fsync ${tmp}`) })
   } catch (err) {
-    fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
+    await fh.close().catch(() => undefined)
+    await fs.promises.rm(tmp, { force: true })
     throw err
   }
-  fs.closeSync(fd)
-  fs.renameSync(tmp, out)
+  await fh.close()
+  await fs.promises.rename(tmp, out)
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { blocks, bytes: blocks * store.blockBytes }
 }

@@ -20,6 +20,7 @@ import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } fr
 import type { ArchiveLink } from './archive-link'
 import { MirroredHandle } from './mirrored-handle'
 import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
+import { readOnlyLayer } from './read-only-layer'
 import { PassFence } from './pass-fence'
 import { ReadEpochs } from './read-epochs'
 
@@ -51,6 +52,13 @@ export interface OpenOptions {
    * younger than this still reads. Default DEFAULT_HISTORY_KEEP_MS; Infinity keeps everything.
    */
   historyKeepMs?: number
+  /**
+   * Read-only open (status, verify, restore... on a store the user may only read, or on a full
+   * disk): nothing in the store or its pool volumes is written. The index is opened from
+   * `indexDir` (a private view: src/store/index-view.ts), recovery replays into it without
+   * cutting or moving anything, and only `scratchDir` is written (fetched archive copies).
+   */
+  readOnly?: { indexDir: string, scratchDir: string }
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
@@ -165,11 +173,11 @@ export class Store {
 
   static async open (dir: string, opts: OpenOptions = {}): Promise<Store> {
     const config = readConfig(dir)
-    const layer = opts.fileLayer ?? nodeFileLayer
+    const layer = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
     const log = opts.logger ?? silentLogger
     let index: IndexDb
     try {
-      index = await (opts.openIndex ?? IndexDb.open)(path.join(dir, INDEX_DIR))
+      index = await (opts.openIndex ?? IndexDb.open)(opts.readOnly?.indexDir ?? path.join(dir, INDEX_DIR))
     } catch (err) {
       if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
       throw err
@@ -181,7 +189,7 @@ export class Store {
       const baseHome = opts.home ?? localHome(dir)
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
-      const cacheDir = path.join(dir, 'cache')
+      const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
       await removeFiles(layer, cacheDir) // fetched copies of a previous run
       // Rebuilding the index needs the whole history: every archived segment comes back for
       // the scan (its local copy may have been punched), and stays archived.
@@ -191,7 +199,7 @@ export class Store {
       // Copies dropped while recovering are handled once the store exists.
       const drops: Array<[number, string]> = []
       let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
-      const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive))
+      const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly })
       if (inArchive.length > 0) await removeFiles(layer, cacheDir)
       const records = await index.segments()
       const ids = [...new Set([...records.keys(), ...recovered.segments])]
@@ -213,12 +221,13 @@ export class Store {
       for (const [id, record] of records) {
         if (record.state !== 'recycled' && record.state !== 'archived') continue
         for (const v of (recovered.located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)) {
+          if (opts.readOnly) continue // the next open that writes removes it
           log.warn({ segment: id, volume: v, state: record.state }, 'removing a leftover copy of a segment the index says is gone')
           await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
         }
       }
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
-      writeHolder(dir, opts.holder)
+      if (!opts.readOnly) writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
       const horizon = await index.counter(HISTORY_HORIZON)
       const store = new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled, horizon)
@@ -676,7 +685,7 @@ export class Store {
   }
 
   private cacheHome (): SegmentHome {
-    const dir = path.join(this.dir, 'cache')
+    const dir = this.opts.readOnly ? path.join(this.opts.readOnly.scratchDir, 'cache') : path.join(this.dir, 'cache')
     return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {} }
   }
 
@@ -1837,7 +1846,7 @@ export class Store {
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
     await this.index.close()
-    fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true })
+    if (!this.opts.readOnly) fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true })
   }
 
   /**

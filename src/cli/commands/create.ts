@@ -1,8 +1,42 @@
+import fs from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { Store } from '../../store'
 import { openStore } from '../../pool/open-store'
 import { formatBytes, parseSize } from '../units'
+import { LogdiskError } from '../../errors'
+import { CONFIG_FILE } from '../../store/config'
+import { recordIdentity } from '../../store/identity'
+import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+
+/** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
+export function checkCreatable (dir: string): void {
+  let st: fs.Stats | undefined
+  try {
+    st = fs.statSync(dir)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTDIR') throw new LogdiskError('BAD_ARGUMENT', `cannot create a store at ${dir}: ${firstFileAbove(dir)} is a file, not a directory`, err)
+    if (code !== 'ENOENT') throw new LogdiskError('READ_ONLY', `cannot create a store at ${dir}: ${code}`, err)
+  }
+  if (st && !st.isDirectory()) throw new LogdiskError('BAD_ARGUMENT', `cannot create a store at ${dir}: it is a file; give a new or empty directory`)
+  if (st && fs.existsSync(path.join(dir, CONFIG_FILE))) throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
+  // The nearest directory that exists is where the new one is made: it must be writable.
+  let parent = st ? dir : path.dirname(dir)
+  while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent)
+  try {
+    fs.accessSync(parent, fs.constants.W_OK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new LogdiskError('READ_ONLY', `cannot create a store at ${dir}: ${parent} is ${code === 'EROFS' ? 'on a read-only filesystem' : `not writable by this user (${code})`}`, err)
+  }
+  try {
+    const s = fs.statfsSync(parent)
+    if (s.bavail * s.bsize < MIN_FREE_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${s.bavail * s.bsize} bytes free)`)
+  } catch (err) {
+    if (err instanceof LogdiskError) throw err
+  }
+}
 
 export function register (program: Command): void {
   program.command('create <store>')
@@ -13,11 +47,13 @@ export function register (program: Command): void {
     .option('--pool <dir>', 'a pool volume directory for segments (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .action(async (storeArg: string, opts: { size: string, blockSize: string, segmentSize: string, pool: string[] }) => {
       const dir = path.resolve(storeArg)
+      checkCreatable(dir)
       const config = await Store.create(dir, {
         sizeBytes: parseSize(opts.size, '--size'),
         blockBytes: parseSize(opts.blockSize, '--block-size'),
         segmentBytes: parseSize(opts.segmentSize, '--segment-size')
       })
+      recordIdentity(dir, config)
       if (opts.pool.length > 0) {
         const { store } = await openStore(dir, { holder: 'logdisk create' }, opts.pool.map(p => path.resolve(p)))
         await store.close()

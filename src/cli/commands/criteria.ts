@@ -5,7 +5,7 @@ import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import { createCriteria, deleteCriteria, getCriteria, readCriteriaFile, type CopyResult, type Criteria } from '../../policy/criteria'
 import type { SnapshotRecord } from '../../store'
-import { readConfig } from '../../store/config'
+import { prepareStore } from '../store-access'
 import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
@@ -66,8 +66,7 @@ async function copyWaiting (dir: string, criteria: string, snapshot: string): Pr
  * goes to <store>/criteria.log; the outcome is recorded in criteria.json (criteria show).
  */
 export async function snapshotByCriteria (storeArg: string, opts: { criteria: string, name?: string, id?: string, freeze?: string, json?: boolean }): Promise<void> {
-  const dir = path.resolve(storeArg)
-  readConfig(dir)
+  const { dir } = prepareStore(storeArg, 'write')
   const c = getCriteria(dir, opts.criteria)
   const freeze = opts.freeze ?? c.freeze ?? undefined
   const cut = await withFrozen(dir, freeze, frozen =>
@@ -100,7 +99,7 @@ export function register (program: Command): void {
     .option('--freeze <fs-mountpoint>', 'fsfreeze this filesystem around the cut')
     .option('--json', 'print the criteria as JSON')
     .action((storeArg: string, name: string, opts: { target: string, startBlock: string, endBlock?: string, partial?: boolean, background?: boolean, freeze?: string, json?: boolean }) => {
-      const dir = path.resolve(storeArg)
+      const { dir } = prepareStore(storeArg, 'write')
       const c = createCriteria(dir, {
         name,
         target: path.resolve(opts.target),
@@ -116,8 +115,7 @@ export function register (program: Command): void {
   criteria.command('delete <store> <name>')
     .description('delete a criteria (its snapshots and copies stay)')
     .action((storeArg: string, name: string) => {
-      const dir = path.resolve(storeArg)
-      readConfig(dir)
+      const { dir } = prepareStore(storeArg, 'write')
       deleteCriteria(dir, name)
       console.log(`deleted criteria ${name}`)
     })
@@ -125,8 +123,7 @@ export function register (program: Command): void {
     .description('show a criteria and its last run')
     .option('--json', 'print JSON (the criteria.json record, docs/STREAM.md)')
     .action((storeArg: string, name: string, opts: { json?: boolean }) => {
-      const dir = path.resolve(storeArg)
-      readConfig(dir)
+      const { dir } = prepareStore(storeArg, 'read')
       const c = getCriteria(dir, name)
       if (opts.json) return console.log(JSON.stringify(c, null, 2))
       for (const [k, v] of describe(c)) console.log(`${k.padEnd(11)} ${v}`)
@@ -135,8 +132,7 @@ export function register (program: Command): void {
     .description('list the criteria of a store (getNextCriteria)')
     .option('--json', 'print JSON')
     .action((storeArg: string, opts: { json?: boolean }) => {
-      const dir = path.resolve(storeArg)
-      readConfig(dir)
+      const { dir } = prepareStore(storeArg, 'read')
       const list = readCriteriaFile(dir)
       if (opts.json) return console.log(JSON.stringify(list, null, 2))
       console.log(['NAME', 'BLOCKS', 'MODE', 'BACKGROUND', 'TARGET', 'LAST RUN'].join('\t'))

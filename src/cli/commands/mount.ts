@@ -6,7 +6,7 @@ import pino from 'pino'
 import { LogdiskError } from '../../errors'
 import { runDaemon } from '../../daemon/daemon'
 import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
-import { readConfig } from '../../store/config'
+import { prepareStore } from '../store-access'
 
 const READY_TIMEOUT_MS = 120_000
 
@@ -17,9 +17,10 @@ export function register (program: Command): void {
     .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean }) => {
       const store = path.resolve(storeArg)
       const mountpoint = path.resolve(mntArg)
-      readConfig(store) // fail here, in the caller's terminal, when there is no store
+      prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
       const running = readDaemonInfo(store)
-      if (running && running.pid !== process.pid && isAlive(running.pid)) {
+      // A daemon.json copied along with the store (cp -a) names the original's daemon: not this one.
+      if (running && running.store === store && running.pid !== process.pid && isAlive(running.pid)) {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
       if (opts.foreground) await foreground(store, mountpoint)

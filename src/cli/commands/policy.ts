@@ -1,15 +1,14 @@
 import path from 'node:path'
 import type { Command } from 'commander'
 import { applyAssignments, describePolicy, readPolicy, writePolicy } from '../../policy/policy'
-import { readConfig } from '../../store/config'
+import { prepareStore } from '../store-access'
 
 export function register (program: Command): void {
   const policy = program.command('policy').description('show or set the store\'s policies (validated; see docs/CLI.md)')
   policy.command('show <store>')
     .option('--json', 'print JSON')
     .action((storeArg: string, opts: { json?: boolean }) => {
-      const dir = path.resolve(storeArg)
-      readConfig(dir)
+      const { dir } = prepareStore(storeArg, 'read')
       const rows = describePolicy(readPolicy(dir))
       if (opts.json) return console.log(JSON.stringify(Object.fromEntries(rows.map(r => [r.key, r.value])), null, 2))
       for (const r of rows) console.log(`${r.key}=${String(r.value)}\t(${r.values}; default ${String(r.default)})`)
@@ -17,8 +16,7 @@ export function register (program: Command): void {
   policy.command('set <store> <assignments...>')
     .description('set KEY=VALUE...; all or nothing')
     .action((storeArg: string, assignments: string[]) => {
-      const dir = path.resolve(storeArg)
-      readConfig(dir)
+      const { dir } = prepareStore(storeArg, 'write')
       const next = applyAssignments(readPolicy(dir), assignments)
       writePolicy(dir, next)
       for (const a of assignments) console.log(`set ${a}`)

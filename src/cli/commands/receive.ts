@@ -7,6 +7,8 @@ import { Store } from '../../store'
 import { CONFIG_FILE } from '../../store/config'
 import { readStreamHeader, validateStream, type ReceiveResult } from '../../store/stream'
 import { runTracked } from './export'
+import { checkCreatable } from './create'
+import { prepareStore } from '../store-access'
 
 /**
  * A stream is checked whole before anything is applied, so a pipe or a FIFO is first spooled
@@ -34,6 +36,9 @@ export function register (program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (storeArg: string, opts: { in: string, force?: boolean, json?: boolean }) => {
       const dir = path.resolve(storeArg)
+      // An existing store is checked like any command that writes; a missing one is created.
+      if (fs.existsSync(path.join(dir, CONFIG_FILE))) prepareStore(dir, 'write')
+      else checkCreatable(dir)
       let file = opts.in === '-' ? '-' : path.resolve(opts.in)
       let spooled: string | undefined
       if (file === '-' && process.stdin.isTTY) throw new LogdiskError('BAD_ARGUMENT', 'standard input is a terminal; pipe a stream into it (logdisk send ... --out - | logdisk receive ...) or give --in FILE')

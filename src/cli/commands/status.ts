@@ -39,7 +39,9 @@ export function register (program: Command): void {
         ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`],
         ['history', historyLine(status.history)]
       ]
-      if (status.recovery.cut) lines.push(['recovery', `cut a torn tail of ${status.recovery.cut.bytes} bytes in segment ${status.recovery.cut.segment} (${status.recovery.cut.reason}); kept in ${status.recovery.cut.savedTo}`])
+      const cut = status.recovery.cut
+      if (cut && cut.savedTo) lines.push(['recovery', `cut a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`])
+      else if (cut) lines.push(['recovery', `a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`])
       for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)
       for (const w of status.pool?.warnings ?? []) console.log(`warning  ${w}`)
     })

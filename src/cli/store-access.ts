@@ -1,0 +1,112 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { readConfig, type StoreConfig } from '../store/config'
+import { checkIdentity, copyError, type IdentityCheck } from '../store/identity'
+import type { Access } from '../pool/open-store'
+
+/** A command that writes refuses to start with less than this free on the store's filesystem. */
+export const MIN_FREE_BYTES = 4 * 1024 * 1024
+const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export) work as is'
+
+const said = new Set<string>()
+
+export interface PreparedStore {
+  dir: string
+  config: StoreConfig
+  identity: IdentityCheck
+  /** One line each, already printed on stderr as warnings: e.g. a read-only command on a copy. */
+  warnings: string[]
+}
+
+function who (): string {
+  const uid = process.getuid?.()
+  if (uid === undefined) return 'this user'
+  let name = String(uid)
+  try {
+    const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(l => l.split(':')[2] === String(uid))
+    if (line) name = line.split(':')[0]
+  } catch { /* no passwd file */ }
+  return `user ${name}`
+}
+
+/**
+ * Checks a store argument before a command touches anything, and says in one line what is
+ * wrong: no such path, a file instead of a directory, no permission, not a store, store.json
+ * edited, a copy that must be adopted before it is changed, no space left for a command that
+ * writes. Nothing is written here.
+ */
+export function prepareStore (storeArg: string, access: Access, opts: { adopting?: boolean } = {}): PreparedStore {
+  const dir = path.resolve(storeArg)
+  let st: fs.Stats
+  try {
+    st = fs.statSync(dir)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new LogdiskError('STORE_NOT_FOUND', `no store at ${dir}: no such directory (create one with: logdisk create ${dir} --size 1G)`, err)
+    if (code === 'ENOTDIR') throw new LogdiskError('STORE_NOT_FOUND', `no store at ${dir}: ${firstFileAbove(dir)} is a file, not a directory`, err)
+    if (code === 'EACCES' || code === 'EPERM') throw new LogdiskError('READ_ONLY', `cannot reach ${dir}: permission denied for ${who()}`, err)
+    throw new LogdiskError('IO', `cannot reach ${dir}: ${code ?? (err as Error).message}`, err)
+  }
+  if (!st.isDirectory()) throw new LogdiskError('STORE_NOT_FOUND', `${dir} is a file, not a store (a store is a directory made by logdisk create)`)
+  let config: StoreConfig
+  try {
+    config = readConfig(dir)
+  } catch (err) {
+    const code = ((err as LogdiskError).cause as NodeJS.ErrnoException | undefined)?.code
+    if (code === 'EACCES' || code === 'EPERM') throw new LogdiskError('READ_ONLY', `cannot read the store at ${dir}: permission denied for ${who()}`, err)
+    throw err
+  }
+  if (opts.adopting) {
+    assertWritable(dir)
+    return { dir, config, identity: { kind: 'unrecorded', here: { path: dir, dev: st.dev, ino: st.ino, host: '' } }, warnings: [] }
+  }
+  const identity = checkIdentity(dir, config)
+  const warnings: string[] = []
+  if (identity.kind === 'copy') {
+    if (access === 'write') throw copyError(dir, identity)
+    warnings.push(`${dir} is a copy of the store at ${identity.original} (same identity); read-only commands work, others are refused until: logdisk adopt ${dir}`)
+  }
+  if (access === 'write') assertWritable(dir)
+  for (const w of warnings) {
+    if (said.has(w)) continue // a command that runs several operations says it once
+    said.add(w)
+    process.stderr.write(`logdisk: warning: ${w}\n`)
+  }
+  return { dir, config, identity, warnings }
+}
+
+/** Refuses, in one line and before anything is written, a store this user cannot write or whose disk is full. */
+export function assertWritable (dir: string): void {
+  for (const p of [dir, path.join(dir, 'index')]) {
+    if (!fs.existsSync(p)) continue
+    try {
+      fs.accessSync(p, fs.constants.W_OK)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EROFS') throw new LogdiskError('READ_ONLY', `${dir} is on a read-only filesystem: this command writes to the store; ${READ_ONLY_HINT}`, err)
+      throw new LogdiskError('READ_ONLY', `${dir} is not writable by ${who()} (${code} on ${p}): this command writes to the store; run it as the store's owner; ${READ_ONLY_HINT}`, err)
+    }
+  }
+  let free: number | undefined
+  try {
+    const s = fs.statfsSync(dir)
+    free = s.bavail * s.bsize
+  } catch { /* unknown: let the writes say */ }
+  if (free !== undefined && free < MIN_FREE_BYTES) {
+    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${free} bytes free; a command that writes needs at least ${MIN_FREE_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
+  }
+}
+
+/** The first path component of `p` that is a file (for ENOTDIR messages). */
+export function firstFileAbove (p: string): string {
+  let cur = path.resolve(p)
+  const chain: string[] = []
+  while (path.dirname(cur) !== cur) { chain.unshift(cur); cur = path.dirname(cur) }
+  for (const c of chain) {
+    try {
+      if (!fs.statSync(c).isDirectory()) return c
+    } catch { break }
+  }
+  return path.dirname(p)
+}

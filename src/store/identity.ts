@@ -1,0 +1,190 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { CONFIG_FILE, readConfig, writeFileAtomic, type StoreConfig } from './config'
+import { crc32c } from './crc'
+import type { FileLayer } from './file-layer'
+import { SEGMENT_MAGIC } from './format'
+import { checkSegmentHeader, type SegmentGeometry } from './segment'
+
+/**
+ * Store identity: which directory is the store that owns a uuid.
+ *
+ * A store's uuid (store.json) names its segment headers, its directory on pool volumes and its
+ * archived objects. `cp -a A B` makes a second directory with the same uuid; if both were
+ * used, B would write into A's pool volumes and archive. So a store also records where it
+ * lives, in identity.json: its real path and the device and inode of its directory, written
+ * by every command that writes (never by read-only ones). On open:
+ *
+ *   recorded path is this path             -> itself (restored in place, or same path elsewhere)
+ *   the recorded path holds another directory with the same uuid
+ *                                          -> a copy of that store: read-only commands work,
+ *                                             others are refused until `logdisk adopt`
+ *   nothing of this uuid at the recorded path
+ *                                          -> moved (mv, across filesystems, or restored from a
+ *                                             backup while the original is gone): the record
+ *                                             follows at the next command that writes
+ *
+ * The same record, kept by a store in the things it shares (its directory on each pool volume,
+ * its archive target), catches what the store-level check cannot see: two copies moved away
+ * before either was opened. The first one to write claims them; the other is refused.
+ */
+export const IDENTITY_FILE = 'identity.json'
+/** Present while `logdisk adopt` rewrites a store's identity; removed when it is done. */
+export const ADOPT_FILE = 'adopt.json'
+
+export interface Location {
+  /** Real path of the store directory (symlinks resolved). */
+  path: string
+  dev: number
+  ino: number
+  host: string
+}
+
+export interface IdentityRecord extends Location {
+  format: 1
+  uuid: string
+  blockBytes: number
+  segmentBytes: number
+  recordedAt: string
+}
+
+export type IdentityKind = 'self' | 'moved' | 'copy' | 'unrecorded'
+
+export interface IdentityCheck {
+  kind: IdentityKind
+  here: Location
+  record?: IdentityRecord
+  /** For a copy: the path of the store it is a copy of. */
+  original?: string
+}
+
+export function locationOf (dir: string): Location {
+  const real = fs.realpathSync(dir)
+  const st = fs.statSync(real)
+  return { path: real, dev: st.dev, ino: st.ino, host: os.hostname() }
+}
+
+export function readIdentity (dir: string): IdentityRecord | undefined {
+  let text: string
+  try {
+    text = fs.readFileSync(path.join(dir, IDENTITY_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new LogdiskError('BAD_CONFIG', `cannot read ${path.join(dir, IDENTITY_FILE)}: ${(err as Error).message}`, err)
+  }
+  try {
+    const r = JSON.parse(text) as IdentityRecord
+    if (typeof r.uuid !== 'string' || typeof r.path !== 'string') throw new Error('fields missing')
+    return r
+  } catch (err) {
+    throw new LogdiskError('BAD_CONFIG', `${path.join(dir, IDENTITY_FILE)} is damaged (${(err as Error).message}); delete it and the next command that writes records it again`, err)
+  }
+}
+
+/** Records where the store lives now (write commands only). */
+export function recordIdentity (dir: string, config: StoreConfig, here: Location = locationOf(dir)): void {
+  const record: IdentityRecord = { format: 1, uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, ...here, recordedAt: new Date().toISOString() }
+  writeFileAtomic(path.join(dir, IDENTITY_FILE), JSON.stringify(record, null, 2) + '\n')
+}
+
+/** Whether the store at `dir` has uuid `uuid` (false when there is no readable store there). */
+export function holdsStore (dir: string, uuid: string): boolean {
+  try {
+    return readConfig(dir).uuid === uuid
+  } catch {
+    return false
+  }
+}
+
+/**
+ * What this directory is to the uuid in its store.json (see the top of this file). Throws
+ * IDENTITY when store.json no longer matches what the store was made with (edited), or when
+ * an adopt was interrupted.
+ */
+export function checkIdentity (dir: string, config: StoreConfig): IdentityCheck {
+  if (fs.existsSync(path.join(dir, ADOPT_FILE))) {
+    throw new LogdiskError('IDENTITY', `an adopt of ${dir} was interrupted (${ADOPT_FILE} is there); finish it with: logdisk adopt ${dir}`)
+  }
+  const here = locationOf(dir)
+  const record = readIdentity(dir)
+  if (!record) return { kind: 'unrecorded', here }
+  const file = path.join(dir, CONFIG_FILE)
+  if (record.uuid !== config.uuid) {
+    throw new LogdiskError('IDENTITY', `${file} says uuid ${config.uuid}, but this store is ${record.uuid} (its segments and ${IDENTITY_FILE} say so): ${CONFIG_FILE} was edited or copied in; put back "uuid": "${record.uuid}" (to give a copy its own identity, use logdisk adopt)`)
+  }
+  for (const key of ['blockBytes', 'segmentBytes'] as const) {
+    if (record[key] !== config[key]) {
+      throw new LogdiskError('IDENTITY', `${file} says ${key} ${config[key]}, but this store was made with ${record[key]}: ${CONFIG_FILE} was edited; put back "${key}": ${record[key]} (a store's geometry cannot change)`)
+    }
+  }
+  if (record.path === here.path) return { kind: 'self', here, record }
+  // The recorded directory is still there with this uuid (and is not this one through another
+  // path): this one is the copy. The recorded path wins even over a matching inode, so that
+  // exactly one of two identical directories keeps the identity (mv A B; cp -a B A).
+  if (record.host === here.host && holdsStore(record.path, config.uuid)) {
+    let other: fs.Stats | undefined
+    try { other = fs.statSync(record.path) } catch { /* gone meanwhile */ }
+    if (other && (other.ino !== here.ino || other.dev !== here.dev)) return { kind: 'copy', here, record, original: record.path }
+  }
+  return { kind: 'moved', here, record }
+}
+
+/** The one line that refuses a write to a copy. */
+export function copyError (dir: string, check: IdentityCheck): LogdiskError {
+  return new LogdiskError('IDENTITY', `${dir} is a copy of the store at ${check.original} (same identity ${check.record?.uuid}); a copy must get its own identity before it is changed or mounted: logdisk adopt ${dir} (read-only commands work as is)`)
+}
+
+/**
+ * An owner record kept in something a store shares (its directory on a pool volume, its
+ * archive target): which store directory has that uuid's claim on it.
+ */
+export interface OwnerRecord extends Location {
+  uuid: string
+  recordedAt: string
+}
+
+export function ownerRecord (uuid: string, here: Location): OwnerRecord {
+  return { uuid, ...here, recordedAt: new Date().toISOString() }
+}
+
+/**
+ * Whether `owner` (read from a shared place) lets the store at `here` use it: 'mine' (same
+ * directory, maybe moved), 'free' (no record, or a record of a directory that no longer holds
+ * this uuid: take it over), or the path of the other store directory that holds the claim.
+ */
+export function ownerVerdict (owner: OwnerRecord | undefined, here: Location, uuid: string): 'mine' | 'free' | { other: string } {
+  if (!owner) return 'free'
+  if (owner.path === here.path && owner.host === here.host) return 'mine'
+  if (owner.dev === here.dev && owner.ino === here.ino && owner.host === here.host) return 'mine'
+  // Another host's directory cannot be checked from here: the store moved hosts, or shares a
+  // bucket with its replica; take it over.
+  if (owner.host !== here.host) return 'free'
+  if (!holdsStore(owner.path, uuid)) return 'free'
+  try {
+    const st = fs.statSync(owner.path)
+    if (st.dev === here.dev && st.ino === here.ino) return 'mine'
+  } catch { /* gone meanwhile */ }
+  return { other: owner.path }
+}
+
+/**
+ * When the segment file `file` has an intact header (magic and checksum right) that says it is
+ * not segment `id` of this store: one line saying what it is instead. Undefined when it is
+ * ours, or when the header is damaged or short (then it may be this store's torn segment).
+ */
+export async function foreignSegment (layer: FileLayer, file: string, id: number, g: SegmentGeometry): Promise<string | undefined> {
+  let h
+  try { h = await layer.open(file, false) } catch { return undefined }
+  const buf = Buffer.alloc(68)
+  let n = 0
+  try { n = await h.read(buf, 0, 68, 0) } catch { n = 0 } finally { await h.close().catch(() => undefined) }
+  if (n < 68 || buf.toString('latin1', 0, 16) !== SEGMENT_MAGIC || buf.readUInt32LE(64) !== crc32c(buf.subarray(0, 64))) return undefined
+  const problem = checkSegmentHeader(buf, id, g)
+  if (!problem) return undefined
+  const hex = buf.subarray(48, 64).toString('hex')
+  const owner = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+  const what = owner !== g.uuid ? `belongs to store ${owner}, not to this store (${g.uuid})` : problem
+  return `refusing to touch ${file}: its intact header says it ${what}; it is not a torn segment of this store (was store.json edited, or a file copied in?); nothing was moved`
+}

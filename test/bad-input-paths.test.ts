@@ -1,0 +1,60 @@
+// Bad-input matrix (issue 10): every command against a store path that does not exist and a
+// path that is a file.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { canMount, cleanup, tmpDir } from './helpers/cli'
+import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, type Fixture } from './helpers/matrix'
+
+const skip = canMount()
+t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
+let fx: Fixture
+let root: string
+
+t.before(async () => {
+  if (skip) return
+  root = tmpDir('matrix-paths')
+  fx = await makeFixture(root)
+})
+t.teardown(async () => { if (root) await cleanup(root) })
+
+t.test('a store path that does not exist', { skip, timeout: 840_000 }, async t => {
+  const dir = path.join(root, 'missing-case')
+  fs.mkdirSync(dir)
+  const store = path.join(dir, 'nope')
+  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  for (const cmd of COMMANDS) {
+    if (cmd.name === 'receive') continue // a full stream into a missing store creates it: below
+    const before = snapshotTrees([dir])
+    const r = await cli(cmd.args(c))
+    refused(t, r, new RegExp(`^logdisk: no store at ${store}: no such directory`), cmd.name)
+    sameTrees(t, before, cmd.name)
+  }
+  const unmount = await cli(['unmount', path.join(dir, 'no-mnt')])
+  refused(t, unmount, /is not a logdisk mount/, 'unmount')
+  // Commands meant to make the store do so.
+  succeeded(t, await cli(['receive', store, '--in', fx.stream]), 'receive creates it')
+  t.ok(fs.existsSync(path.join(store, 'store.json')), 'received into a new store')
+  const other = path.join(dir, 'created')
+  succeeded(t, await cli(['create', other, '--size', '16M']), 'create makes it')
+})
+
+t.test('a store path that is a file', { skip, timeout: 840_000 }, async t => {
+  const dir = path.join(root, 'file-case')
+  fs.mkdirSync(dir)
+  const store = path.join(dir, 'afile')
+  fs.writeFileSync(store, 'not a store\n')
+  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  for (const cmd of COMMANDS) {
+    const before = snapshotTrees([dir])
+    const r = await cli(cmd.args(c))
+    refused(t, r, new RegExp(`^logdisk: (${store} is a file, not a store|cannot create a store at ${store}: it is a file)`), cmd.name)
+    sameTrees(t, before, cmd.name)
+  }
+  const before = snapshotTrees([dir])
+  refused(t, await cli(['create', store, '--size', '16M']), new RegExp(`^logdisk: cannot create a store at ${store}: it is a file`), 'create on a file')
+  refused(t, await cli(['create', path.join(store, 'inside'), '--size', '16M']), new RegExp(`^logdisk: cannot create a store at ${store}/inside: ${store} is a file, not a directory`), 'create below a file (ENOTDIR)')
+  refused(t, await cli(['status', path.join(store, 'inside')]), new RegExp(`no store at ${store}/inside: ${store} is a file`), 'status below a file')
+  refused(t, await cli(['unmount', store]), /is not a logdisk mount/, 'unmount of a file')
+  sameTrees(t, before, 'create and unmount')
+})
