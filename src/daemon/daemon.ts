@@ -20,7 +20,7 @@ const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.e
  * Nothing here may block the event loop while mounted: the kernel waits on this same thread
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
-export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void): Promise<void> {
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string } = {}): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
@@ -32,13 +32,14 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   let stopping: Promise<void> | undefined
   let poolTimer: NodeJS.Timeout | undefined
 
-  const stop = (): Promise<void> => {
+  /** `alreadyGone`: the kernel ended the mount itself (umount from outside): only close the store. */
+  const stop = (alreadyGone = false): Promise<void> => {
     if (stopping) return stopping
     stopping = (async () => {
       try {
-        mounted?.assertIdle()
+        if (!alreadyGone) mounted?.assertIdle()
         await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
-        await mounted?.unmount()
+        if (!alreadyGone) await mounted?.unmount()
       } catch (err) {
         stopping = undefined
         throw err
@@ -59,7 +60,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))
@@ -88,7 +89,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
 
   try {
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
-    mounted = await mountImages(store, mountpoint, log)
+    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults })
   } catch (err) {
     await control?.close()
     await store.close()
@@ -108,9 +109,14 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
 
-  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString() }
+  mounted.ended.then(() => {
+    log.warn({ mountpoint }, 'the mount is gone; closing the store')
+    stop(true).catch(err => log.error({ err: (err as Error).message }, 'closing after the mount ended failed'))
+  }, () => undefined)
+
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport }, 'mounted')
   onReady(info)
   await done
   process.off('SIGINT', onSignal)
