@@ -106,8 +106,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     log.info({ signal }, 'unmounting on signal')
     stop().catch(err => log.error({ err: (err as Error).message }, 'not unmounting: ' + (err instanceof LogdiskError ? err.message : String(err))))
   }
+  // SIGHUP too: a foreground daemon whose terminal goes away unmounts cleanly instead of dying.
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  process.on('SIGHUP', onSignal)
 
   mounted.ended.then(() => {
     log.warn({ mountpoint }, 'the mount is gone; closing the store')
@@ -121,4 +123,5 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   await done
   process.off('SIGINT', onSignal)
   process.off('SIGTERM', onSignal)
+  process.off('SIGHUP', onSignal)
 }
