@@ -142,6 +142,27 @@ t.test('kill -9 under an attached loop device: no hung mount, the device fails f
   t.equal((await logdisk('unmount', mnt)).code, 0)
 })
 
+t.test('a daemon that crashes while mounted leaves no mount behind and does not hang in exit', opts, async t => {
+  const { store, mnt, img } = await setup(t, 'devfuse-crash', { LOGDISK_FAULTS: 'crash-on-sigusr2' })
+  const data = Buffer.alloc(64 * 1024, 0x3c)
+  const fd = fs.openSync(img, 'r+')
+  fs.writeSync(fd, data, 0, data.length, 8192)
+  fs.fsyncSync(fd)
+  fs.closeSync(fd)
+  const pid = daemonPid(store)
+  process.kill(pid, 'SIGUSR2')
+  await waitFor('the daemon to die', () => !fs.existsSync(`/proc/${pid}`) || fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'))
+  await waitFor('the mount to go', () => !isMounted(mnt))
+  t.match(fs.readFileSync(path.join(store, 'daemon.log'), 'utf8'), /injected crash[\s\S]*exiting with the FUSE session .* still open/, 'the crash, then the forced exit, are in the log')
+  t.equal((await logdisk('mount', store, mnt)).code, 0, 'the store mounts again')
+  const back = Buffer.alloc(data.length)
+  const rd = fs.openSync(img, 'r')
+  fs.readSync(rd, back, 0, back.length, 8192)
+  fs.closeSync(rd)
+  t.ok(back.equals(data), 'fsynced data is there')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+})
+
 t.test('choosing the transport: --transport, LOGDISK_TRANSPORT, an unknown name', opts, async t => {
   const dir = tmpDir('transport')
   t.teardown(() => cleanup(dir))

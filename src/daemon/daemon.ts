@@ -106,6 +106,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     log.info({ signal }, 'unmounting on signal')
     stop().catch(err => log.error({ err: (err as Error).message }, 'not unmounting: ' + (err instanceof LogdiskError ? err.message : String(err))))
   }
+  if (faults.has('crash-on-sigusr2')) {
+    // Tests: a crash of the daemon while mounted (an uncaught exception on the event loop).
+    process.on('SIGUSR2', () => setImmediate(() => { throw new Error('injected crash (LOGDISK_FAULTS=crash-on-sigusr2)') }))
+  }
   // SIGHUP too: a foreground daemon whose terminal goes away unmounts cleanly instead of dying.
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)

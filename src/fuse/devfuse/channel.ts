@@ -138,9 +138,16 @@ export class DevFuseChannel implements ReplySink {
       worker.on('exit', () => {
         if (--this.live === 0) this.finish()
       })
-      worker.unref()
+      // Not unref'd: while the mount lives, the process must (a process that ends its event
+      // loop with a live mount would sit in exit with its readers blocked in read(2), the
+      // kernel waiting for answers it will never get).
       this.workers.push(worker)
     }
+  }
+
+  /** Reader threads still running: while any is, the process must not exit (see mount.ts). */
+  get readersAlive (): number {
+    return this.live
   }
 
   private finish (): void {

@@ -162,6 +162,34 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     throw new LogdiskError('IO', `cannot mount at ${mountpoint}: mount exited ${mounted.code}: ${mounted.out}`)
   }
 
+  // From here the mount exists: every way out of this process must end it (native-notes/devfuse.md).
+  const mine = mountInfo().filter(m => m.mountpoint === mountpoint && m.fstype === `fuse.${opts.subtype}`).pop()
+  const watchdog = (opts.autoUnmount ?? true) && mine ? startWatchdog(mountpoint, mine, log) : undefined
+  const disarm = (): void => {
+    if (!watchdog?.stdin || watchdog.stdin.destroyed) return
+    watchdog.stdin.on('error', () => undefined)
+    watchdog.stdin.end('done\n')
+  }
+  // Node's exit joins worker threads, and a reader blocked in read(2) on a live mount never
+  // returns: process.exit() (or a crash) with the session open would hang, and the mount with
+  // it. So an exit that finds readers still running kills the process instead: the kernel
+  // then aborts the connection (every waiter gets ENOTCONN) and the watchdog detaches the mount.
+  const onExit = (): void => {
+    if (channel.readersAlive === 0) return
+    try { fs.writeSync(2, `logdisk: exiting with the FUSE session at ${mountpoint} still open; killing the process so the kernel ends it\n`) } catch { /* no stderr */ }
+    process.kill(process.pid, 'SIGKILL')
+  }
+  // Node prints an uncaught exception after the 'exit' handlers, so it is said here first.
+  const onCrash = (err: Error, origin: string): void => {
+    try { fs.writeSync(2, `logdisk: ${origin}: ${err?.stack ?? String(err)}\n`) } catch { /* no stderr */ }
+  }
+  process.on('exit', onExit)
+  process.on('uncaughtExceptionMonitor', onCrash)
+  void channel.ended.then(() => {
+    process.off('exit', onExit)
+    process.off('uncaughtExceptionMonitor', onCrash)
+  })
+
   let negotiated: Negotiated
   try {
     negotiated = await Promise.race([
@@ -170,6 +198,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     ])
   } catch (err) {
     await run('umount', ['-l', mountpoint])
+    disarm()
     channel.stop()
     throw new LogdiskError('IO', `cannot mount at ${mountpoint}: ${(err as Error).message}`, err)
   }
@@ -183,14 +212,6 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     readers,
     slotsPerReader
   }, 'FUSE session initialised on /dev/fuse')
-
-  const mine = mountInfo().filter(m => m.mountpoint === mountpoint && m.fstype === `fuse.${opts.subtype}`).pop()
-  const watchdog = (opts.autoUnmount ?? true) && mine ? startWatchdog(mountpoint, mine, log) : undefined
-  const disarm = (): void => {
-    if (!watchdog?.stdin || watchdog.stdin.destroyed) return
-    watchdog.stdin.on('error', () => undefined)
-    watchdog.stdin.end('done\n')
-  }
 
   let unmounting = false
   const ended = new Promise<void>(resolve => {
