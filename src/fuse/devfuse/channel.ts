@@ -41,13 +41,14 @@ const stop = nslots + workerData.readers
 const views = []
 for (let k = 0; k < count; k++) views.push(new Uint8Array(data, (first + k) * bytes, bytes))
 const nap = new Int32Array(new SharedArrayBuffer(4))
-let k = 0
 for (;;) {
   while (Atomics.load(st, free) === 0) {
     if (Atomics.load(st, stop) !== 0) process.exit(0)
     Atomics.wait(st, free, 0, 1000)
   }
-  while (Atomics.load(st, first + k) !== 0) k = (k + 1) % count
+  // The lowest free slot: at low concurrency the same few buffers are reused (resident memory grows with depth, not with time).
+  let k = 0
+  while (Atomics.load(st, first + k) !== 0) k++
   const slot = first + k
   Atomics.store(st, slot, 1)
   Atomics.sub(st, free, 1)
@@ -65,7 +66,6 @@ for (;;) {
     }
   }
   parentPort.postMessage(slot * ${SLOT_SHIFT} + n)
-  k = (k + 1) % count
 }
 `
 
@@ -113,6 +113,8 @@ export class DevFuseChannel implements ReplySink {
     for (let r = 0; r < readers; r++) {
       const worker = new Worker(READER_SOURCE, {
         eval: true,
+        // A reader only loops on read(2): a small heap is plenty.
+        resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
         workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, first: r * slotsPerReader, count: slotsPerReader, nslots: this.nslots, reader: r, readers },
         stdout: false,
         stderr: false
