@@ -205,6 +205,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   log.info({
     kernel: `${negotiated.kernelMajor}.${negotiated.kernelMinor}`,
     protocol: `7.${negotiated.minor}`,
+    kernelFlags: `0x${negotiated.kernelFlags.toString(16)}`,
     flags: `0x${negotiated.flags.toString(16)}`,
     maxWrite: negotiated.maxWrite,
     maxPages: negotiated.maxPages,
