@@ -5,7 +5,7 @@ STORE ?= ./data
 MNT ?= ./mnt
 CLI := node dist/src/cli/main.js
 
-.PHONY: all deps build run stop test bench clean
+.PHONY: all deps build run stop test bench clean simulate soak
 
 all: build
 
@@ -38,6 +38,16 @@ stop:
 
 test: build
 	node scripts/run-tests.mjs
+
+# The deterministic simulation over many seeds (make test runs fixed ones): SEEDS=N [SEED=first].
+simulate: build
+	SEEDS=$(or $(SEEDS),200) node scripts/simulate.mjs
+
+# Real kill -9 of a mounted daemon under fio with verify, background compaction and archiving,
+# then remount, verify and e2fsck; CYCLES=N (default 200). Not part of make test.
+soak: build
+	@bash scripts/install-deps.sh test
+	node scripts/soak.mjs
 
 bench: build
 	@bash scripts/install-deps.sh bench

@@ -11,6 +11,8 @@ import { DirTarget } from '../src/archive/dir'
 import { readConfig } from '../src/store/config'
 
 const MiB = 1024 * 1024
+/** These tests are about what compaction frees: no history window (history.keep=0). */
+const NO_WINDOW = { historyKeepMs: 0 }
 
 function tmp (t: { teardown: (fn: () => void) => void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-compact-'))
@@ -33,7 +35,7 @@ function pattern (seed: number, bytes: number): Buffer {
 t.test('overwriting the same 100 MiB ten times, then compacting, leaves under 1.2x the live data on disk', async t => {
   const dir = tmp(t)
   await Store.create(dir, { sizeBytes: 256 * MiB, segmentBytes: 16 * MiB })
-  const store = await Store.open(dir)
+  const store = await Store.open(dir, NO_WINDOW)
   for (let pass = 0; pass < 10; pass++) {
     for (let off = 0; off < 100 * MiB; off += MiB) await store.write(off, pattern(pass * 1000 + off / MiB, MiB))
   }
@@ -49,7 +51,7 @@ t.test('overwriting the same 100 MiB ten times, then compacting, leaves under 1.
   }
   t.ok((await store.verify()).ok, 'verify is clean after compaction')
   await store.close()
-  const again = await Store.open(dir)
+  const again = await Store.open(dir, NO_WINDOW)
   t.ok((await again.read(50 * MiB, MiB)).equals(pattern(9050, MiB)), 'data survives reopen')
   t.ok((await again.verify()).ok)
   await again.close()
@@ -58,7 +60,7 @@ t.test('overwriting the same 100 MiB ten times, then compacting, leaves under 1.
 t.test('deleting a snapshot then compacting frees what it alone pinned', async t => {
   const dir = tmp(t)
   await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
-  const store = await Store.open(dir)
+  const store = await Store.open(dir, NO_WINDOW)
   for (let off = 0; off < 16 * MiB; off += MiB) await store.write(off, pattern(off, MiB))
   await store.snapshot({ name: 'old' })
   for (let off = 0; off < 8 * MiB; off += MiB) await store.write(off, pattern(100 + off, MiB)) // old alone pins 8 MiB
@@ -81,7 +83,7 @@ t.test('deleting a snapshot then compacting frees what it alone pinned', async t
 t.test('cleaning moves the few live versions of mostly-dead segments and recycles them', async t => {
   const dir = tmp(t)
   await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 2 * MiB })
-  const store = await Store.open(dir)
+  const store = await Store.open(dir, NO_WINDOW)
   // 16 MiB in 128 KiB entries, then rewrite all but one 4 KiB block per 2 MiB: entries stay partly live.
   for (let off = 0; off < 16 * MiB; off += 128 * 1024) await store.write(off, pattern(off, 128 * 1024))
   await store.snapshot({ name: 's' })
@@ -105,7 +107,7 @@ t.test('cleaning moves the few live versions of mostly-dead segments and recycle
   await store.close()
   // A rebuild from the log alone must agree (moved versions keep their sequence numbers).
   fs.rmSync(path.join(dir, 'index'), { recursive: true })
-  const rebuilt = await Store.open(dir)
+  const rebuilt = await Store.open(dir, NO_WINDOW)
   t.ok(rebuilt.recovery.rebuiltIndex)
   t.ok((await rebuilt.read(0, 16 * MiB)).equals(model), 'current after an index rebuild')
   t.ok((await rebuilt.readSnapshot('keep', 0, 16 * MiB)).equals(model), 'snapshot after an index rebuild')
@@ -117,7 +119,7 @@ t.test('cleaning moves the few live versions of mostly-dead segments and recycle
 t.test('the baseline takes everything up to the oldest snapshot; every image reads the same', async t => {
   const dir = tmp(t)
   await Store.create(dir, { sizeBytes: 32 * MiB, segmentBytes: 2 * MiB })
-  const store = await Store.open(dir)
+  const store = await Store.open(dir, NO_WINDOW)
   for (let off = 0; off < 12 * MiB; off += 256 * 1024) await store.write(off, pattern(off, 256 * 1024))
   for (let off = 0; off < 6 * MiB; off += 64 * 1024) await store.write(off + 1000, pattern(off + 5, 64 * 1024)) // unaligned rewrites
   await store.snapshot({ name: 'A' })
@@ -144,12 +146,12 @@ t.test('the baseline takes everything up to the oldest snapshot; every image rea
   t.equal(again.cutSeq, store.snapshotNamed('B').seq, 'a second merge goes up to B, now the oldest')
   images.A = images.B
   await store.close()
-  const reopened = await Store.open(dir)
+  const reopened = await Store.open(dir, NO_WINDOW)
   t.ok((await reopened.readSnapshot('B', 0, 32 * MiB)).equals(images.B), 'B after reopen')
   t.ok((await reopened.read(0, 32 * MiB)).equals(images.current), 'current after reopen')
   await reopened.close()
   fs.rmSync(path.join(dir, 'index'), { recursive: true })
-  const rebuilt = await Store.open(dir)
+  const rebuilt = await Store.open(dir, NO_WINDOW)
   t.ok(rebuilt.recovery.rebuiltIndex, 'rebuilt from the baseline and the log')
   t.ok((await rebuilt.readSnapshot('B', 0, 32 * MiB)).equals(images.B), 'B after a rebuild')
   t.ok((await rebuilt.read(0, 32 * MiB)).equals(images.current), 'current after a rebuild')
@@ -188,7 +190,7 @@ t.test('model: writes, snapshots, deletes, compactions, crashes and reopens', as
       const archiveDir = path.join(root, 'archive')
       fs.mkdirSync(archiveDir)
       const withArchive = ops.length % 2 === 0
-      const openOpts = async () => ({ checkpointIntervalMs: 0, archive: withArchive ? archiveLink(new DirTarget(archiveDir), readConfig(dir).uuid) : undefined })
+      const openOpts = async () => ({ ...NO_WINDOW, checkpointIntervalMs: 0, archive: withArchive ? archiveLink(new DirTarget(archiveDir), readConfig(dir).uuid) : undefined })
       let store = await Store.open(dir, await openOpts())
       const model = Buffer.alloc(size)
       const snaps = new Map<string, Buffer>()

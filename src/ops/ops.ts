@@ -61,7 +61,7 @@ export const ops: Record<string, Op> = {
     const pool = requirePool(store)
     return { copies: await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude)) }
   },
-  verify: store => store.verify(),
+  verify: store => store.verify({ copies: poolOf(store)?.copies() }),
   flush: store => store.flush(),
 
   snapshot: async (store, args) => {

@@ -3,7 +3,7 @@ import type { Store } from '../store'
 import type { Logger } from '../store/logger'
 import { archiveLink } from '../archive/link'
 import { parseTarget } from '../archive/target'
-import { parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
+import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
 /** Automatic snapshots are named with this prefix; retention only ever deletes those. */
 export const AUTO_PREFIX = 'auto-'
@@ -47,6 +47,7 @@ export class PolicyEngine {
   private async work (): Promise<void> {
     const p = this.policyOf()
     this.pool?.setPolicy(p)
+    this.store.setHistoryKeepMs(historyKeepMs(p))
     await this.pool?.tick()
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']

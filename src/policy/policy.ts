@@ -54,6 +54,18 @@ const duration: (d: string) => KeySpec<string> = d => ({
   parse: t => parseDuration(t) === undefined ? undefined : t,
   default: d
 })
+/** history.keep: a duration, 0 (free all history compaction can), or forever. */
+const historyWindow: KeySpec<string> = {
+  values: 'a duration like 24h or 7d, 0 to keep only snapshots, or forever',
+  parse: t => t === 'forever' || parseDuration(t) !== undefined ? t : undefined,
+  default: '24h'
+}
+
+/** history.keep in milliseconds (Infinity for forever). */
+export function historyKeepMs (p: Policy): number {
+  return p['history.keep'] === 'forever' ? Infinity : parseDuration(p['history.keep']) ?? 0
+}
+
 const archiveTarget: KeySpec<string> = {
   values: 'empty (no archive), an absolute directory, file:///dir or s3://bucket/prefix',
   parse: t => t === '' || t.startsWith('/') || t.startsWith('file:///') || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(t) ? t : undefined,
@@ -73,6 +85,7 @@ export const POLICY_KEYS = {
   'on.unmount': oneOf(['none', 'snapshot'], 'none'),
   'on.snapshot': oneOf(['none', 'compact'], 'none'),
   'compact.every': duration('10m'),
+  'history.keep': historyWindow,
   'compact.cleanBelow': fraction(0.5),
   'archive.target': archiveTarget,
   'archive.after': duration('0'),

@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { readPolicy } from '../policy/policy'
+import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig } from '../store/config'
 import { silentLogger } from '../store/logger'
@@ -18,7 +18,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home'> = 
   const pool = Pool.open(dir, config, policy, opts.logger ?? silentLogger, initialPoolDirs)
   const target = policy['archive.target']
   const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
-  const store = await Store.open(dir, { ...opts, home: pool, archive })
+  const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
   pool.attach(store)
   return { store, pool }
 }

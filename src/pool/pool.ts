@@ -242,6 +242,10 @@ export class Pool implements SegmentHome {
     const warnings = [...this.warnings]
     // Said by every status, not only by the process that saw the crossing (ask mode).
     if (this.policy['pool.mode'] === 'ask' && useFraction >= this.policy['pool.growAt'] && !this.warned.has('grow')) warnings.push(this.growWarning(useFraction))
+    const degraded = this.store && this.policy.mirror > 1
+      ? [...this.store.segmentPlacement()].filter(([, vs]) => vs.length > 0 && vs.length < this.policy.mirror).length
+      : 0
+    if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (a copy fell behind after a failed write, or was lost): run logdisk pool repair ${this.storeDir}`)
     for (const v of volumes) {
       if (v.state === 'missing') warnings.push(`pool volume ${v.dir} is missing (the directory or its ${MARKER_FILE} is gone)${v.segments > 0 ? `: ${v.segments} segment(s) on it cannot be read` : ''}`)
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)

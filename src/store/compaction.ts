@@ -82,7 +82,11 @@ class Collector {
 export async function analyzeVersions (
   history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
   cuts: number[], // snapshot cut seqs, ascending
-  range: { from: number, to: number } // only versions written in this range may be found dead
+  range: { from: number, to: number }, // only versions written in this range may be found dead
+  /** The pass's fence (pass-fence.ts): versions after it are not seen at all. */
+  fenceSeq = Number.MAX_SAFE_INTEGER,
+  /** Every point from this sequence on is protected (the history window, history.keep). */
+  windowStart = Number.MAX_SAFE_INTEGER
 ): Promise<VersionAnalysis> {
   const deadBySeq = new Map<number, number[]>()
   let deadCount = 0
@@ -94,10 +98,13 @@ export async function analyzeVersions (
   }
   let prev: [number, number, number, number] | undefined
   for await (const v of history) {
+    if (v[1] > fenceSeq) continue // its block's last version at or before the fence stays live
     if (prev) {
       const [block, seq, position, crc] = prev
       const superseded = v[0] === block
-      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1])) {
+      // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
+      // the history window (points from windowStart on read the successor or later).
+      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) {
         let blocks = deadBySeq.get(seq)
         if (!blocks) deadBySeq.set(seq, blocks = [])
         blocks.push(block)

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { LogdiskError } from '../errors'
-import { DEFAULT_BLOCK_BYTES, DEFAULT_SEGMENT_BYTES, MAX_ENTRY_BLOCKS, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION } from './format'
+import { DEFAULT_BLOCK_BYTES, DEFAULT_SEGMENT_BYTES, MAX_ENTRY_BLOCKS, READABLE_STORE_FORMATS, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION } from './format'
 
 /** store.json: what a store is. Written once at create; versioned (docs/FORMAT.md). */
 export interface StoreConfig {
@@ -62,8 +62,8 @@ export function readConfig (dir: string): StoreConfig {
   } catch (err) {
     throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
   }
-  if (config.format !== STORE_FORMAT_VERSION) {
-    throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads format ${STORE_FORMAT_VERSION}`)
+  if (!READABLE_STORE_FORMATS.includes(config.format)) {
+    throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads formats ${READABLE_STORE_FORMATS.join(' and ')} (a newer logdisk wrote it?)`)
   }
   validateCreateOptions(config)
   return config

@@ -1,5 +1,5 @@
 import { crc32c } from './crc'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind, MOVE_RECORD_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind, LAST_ENTRY_KIND, MOVE_RECORD_BYTES } from './format'
 
 /**
  * One record of the log. Layout (little-endian), 64-byte header:
@@ -88,12 +88,19 @@ export function encodeMarker (kind: EntryKind, seq: number, timeMs: number, payl
 }
 
 /**
+ * In a free entry's payloadCrc field (free entries have no payload to check): the history
+ * this run gave up is recorded by a history marker (format 2). Format-1 free entries carry 0,
+ * and a rebuild can only guess their horizon from the run's sequence numbers.
+ */
+export const FREE_HORIZON_IN_MARKER = 1
+
+/**
  * The header that replaces a run of freed entries (in-place compaction, 001 Fig. 6): it spans
  * `totalBytes` from its own start, whose data is punched out; a scan jumps over it.
  */
 export function encodeFree (firstSeq: number, lastSeq: number, timeMs: number, totalBytes: number): Buffer {
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
-  fillHeader(buf, { kind: EntryKind.free, seq: firstSeq, timeMs, block: lastSeq, count: 0, payloadBytes: totalBytes - ENTRY_HEADER_BYTES, payloadCrc: 0 })
+  fillHeader(buf, { kind: EntryKind.free, seq: firstSeq, timeMs, block: lastSeq, count: 0, payloadBytes: totalBytes - ENTRY_HEADER_BYTES, payloadCrc: FREE_HORIZON_IN_MARKER })
   sealHeader(buf)
   return buf
 }
@@ -126,7 +133,7 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
   if (buf.length - offset < ENTRY_HEADER_BYTES) return undefined
   if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
   const kind = buf.readUInt8(offset + 4) as EntryKind
-  if (kind < EntryKind.write || kind > EntryKind.move) return undefined
+  if (kind < EntryKind.write || kind > LAST_ENTRY_KIND) return undefined
   if (buf.readUInt8(offset + 5) !== 1) return undefined // entry layout version
   return {
     kind,

@@ -2,7 +2,13 @@
  * On-disk constants. The layout is documented in docs/FORMAT.md; any change here bumps a
  * version and keeps the old one readable.
  */
-export const STORE_FORMAT_VERSION = 1
+/**
+ * store.json's format. 2 adds the history marker entry (EntryKind.history); a format-1 store
+ * is read as is and becomes format 2 when it first writes one, so that an older logdisk
+ * refuses it cleanly instead of cutting its log at an entry kind it does not know.
+ */
+export const STORE_FORMAT_VERSION = 2
+export const READABLE_STORE_FORMATS = [1, 2]
 export const SEGMENT_FORMAT_VERSION = 1
 /** Layout of the LevelDB index (keys.ts); another value makes open rebuild it from the log. */
 export const INDEX_FORMAT_VERSION = 2
@@ -25,8 +31,10 @@ export const EntryKind = {
   snapshot: 3, // a snapshot cut (msgpack payload)
   deleteSnapshot: 4, // a snapshot was deleted (msgpack payload)
   free: 5, // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
-  move: 6 // live versions moved by compaction: per block (block, original seq, CRC), then data
+  move: 6, // live versions moved by compaction: per block (block, original seq, CRC), then data
+  history: 7 // compaction raised the history horizon (msgpack { horizon }): points at or before it may be gone (format 2)
 } as const
+export const LAST_ENTRY_KIND = EntryKind.history
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 
 /** Largest write entry the store builds: bounds buffers and keeps one entry per FUSE request. */

@@ -1,9 +1,10 @@
 import { ClassicLevel } from 'classic-level'
+import type { AbstractLevel } from 'abstract-level'
 import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { INDEX_FORMAT_VERSION } from './format'
-import { VERSION_KEY, CHECKPOINT_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
+import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
 
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
@@ -11,6 +12,13 @@ export interface Checkpoint {
   /** Log position where replay starts: every entry before it is in the index. */
   position: number
   timeMs: number
+}
+
+/** Header writes into a sealed segment that must be redone whole if a crash tears them. */
+export interface PendingHeaders {
+  segment: number
+  volumes: string[]
+  headers: Array<[offset: number, bytes: Buffer]>
 }
 
 export interface SegmentRecord {
@@ -76,8 +84,12 @@ export class IndexBatch {
  * process (a second mount, a CLI command on a mounted store) is refused, and a killed process
  * leaves no stale lock because the kernel drops it.
  */
+export type LevelDb = AbstractLevel<Buffer, Buffer, Buffer>
+/** Waits before an index operation: the simulation's scheduler (src/testing) orders them. */
+export type IndexGate = (label: string) => Promise<void>
+
 export class IndexDb {
-  private constructor (private readonly db: ClassicLevel<Buffer, Buffer>) {}
+  private constructor (private readonly db: LevelDb, private readonly gate?: IndexGate) {}
 
   static async open (location: string): Promise<IndexDb> {
     const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
@@ -90,16 +102,42 @@ export class IndexDb {
       }
       throw new LogdiskError('IO', `cannot open the index at ${location}: ${(cause as Error | undefined)?.message ?? (err as Error).message}`, err)
     }
-    return new IndexDb(db)
+    return new IndexDb(db as unknown as LevelDb)
+  }
+
+  /** An index over any abstract-level database (the simulation's in-memory one). */
+  static async openLevel (db: LevelDb, gate?: IndexGate): Promise<IndexDb> {
+    await db.open()
+    return new IndexDb(db, gate)
+  }
+
+  private async get (key: Buffer): Promise<Buffer | undefined> {
+    await this.gate?.('index.read')
+    return this.db.get(key)
+  }
+
+  /** Iterates rows of a range in batches; each batch is one index read. */
+  private async * rows (options: Record<string, unknown>, batch: number): AsyncGenerator<[Buffer, Buffer]> {
+    const it = this.db.iterator(options)
+    try {
+      while (true) {
+        await this.gate?.('index.read')
+        const rows = await it.nextv(batch)
+        if (rows.length === 0) break
+        yield * rows
+      }
+    } finally {
+      await it.close()
+    }
   }
 
   async checkpoint (): Promise<Checkpoint | undefined> {
-    const value = await this.db.get(CHECKPOINT_KEY)
+    const value = await this.get(CHECKPOINT_KEY)
     return value === undefined ? undefined : unpack(value) as Checkpoint
   }
 
   async formatVersion (): Promise<number> {
-    const value = await this.db.get(VERSION_KEY)
+    const value = await this.get(VERSION_KEY)
     return value === undefined ? 0 : unpack(value) as number
   }
 
@@ -110,37 +148,24 @@ export class IndexDb {
 
   /** All history in (block, seq) order, read in large batches. */
   async * history (from = 0): AsyncGenerator<[block: number, seq: number, position: number, crc: number]> {
-    const it = this.db.iterator({ gte: historyKey(from, 0), lt: prefixRange(HISTORY_PREFIX).lt })
-    try {
-      while (true) {
-        const rows = await it.nextv(4096)
-        if (rows.length === 0) break
-        for (const [key, value] of rows) {
-          const h = decodeHistory(key, value)
-          yield [h.block, h.seq, h.position, h.crc]
-        }
-      }
-    } finally {
-      await it.close()
+    for await (const [key, value] of this.rows({ gte: historyKey(from, 0), lt: prefixRange(HISTORY_PREFIX).lt }, 4096)) {
+      const h = decodeHistory(key, value)
+      yield [h.block, h.seq, h.position, h.crc]
     }
   }
 
   /** The version of `block` visible at cut `seq`: the newest with sequence <= seq. */
   async versionAt (block: number, seq: number): Promise<{ seq: number, position: number, crc: number } | undefined> {
-    const it = this.db.iterator({ gte: historyKey(block, 0), lte: historyKey(block, seq), reverse: true, limit: 1 })
-    try {
-      const row = await it.next()
-      if (row === undefined) return undefined
-      const h = decodeHistory(row[0], row[1])
+    for await (const [key, value] of this.rows({ gte: historyKey(block, 0), lte: historyKey(block, seq), reverse: true, limit: 1 }, 1)) {
+      const h = decodeHistory(key, value)
       return { seq: h.seq, position: h.position, crc: h.crc }
-    } finally {
-      await it.close()
     }
+    return undefined
   }
 
   async segments (): Promise<Map<number, SegmentRecord>> {
     const out = new Map<number, SegmentRecord>()
-    for await (const [key, value] of this.db.iterator(prefixRange(SEGMENT_PREFIX))) {
+    for await (const [key, value] of this.rows(prefixRange(SEGMENT_PREFIX), 1024)) {
       out.set(readU64BE(key, 1), unpack(value) as SegmentRecord)
     }
     return out
@@ -148,36 +173,30 @@ export class IndexDb {
 
   /** Entry summaries with seq in [from, to], in order (or reverse order). */
   async * entries (from: number, to: number, reverse = false): AsyncGenerator<[seq: number, entry: EntryRecord]> {
-    const it = this.db.iterator({ gte: numberKey(ENTRY_PREFIX, from), lte: numberKey(ENTRY_PREFIX, to), reverse })
-    try {
-      while (true) {
-        const rows = await it.nextv(1024)
-        if (rows.length === 0) break
-        for (const [key, value] of rows) yield [readU64BE(key, 1), unpack(value) as EntryRecord]
-      }
-    } finally {
-      await it.close()
+    for await (const [key, value] of this.rows({ gte: numberKey(ENTRY_PREFIX, from), lte: numberKey(ENTRY_PREFIX, to), reverse }, 1024)) {
+      yield [readU64BE(key, 1), unpack(value) as EntryRecord]
     }
   }
 
   async entry (seq: number): Promise<EntryRecord | undefined> {
-    const value = await this.db.get(numberKey(ENTRY_PREFIX, seq))
+    const value = await this.get(numberKey(ENTRY_PREFIX, seq))
     return value === undefined ? undefined : unpack(value) as EntryRecord
   }
 
   async snapshots (): Promise<SnapshotRecord[]> {
     const out: SnapshotRecord[] = []
-    for await (const value of this.db.values(prefixRange(SNAPSHOT_PREFIX))) out.push(unpack(value) as SnapshotRecord)
+    for await (const [, value] of this.rows(prefixRange(SNAPSHOT_PREFIX), 1024)) out.push(unpack(value) as SnapshotRecord)
     return out
   }
 
   async counter (name: string): Promise<number> {
-    const value = await this.db.get(counterKey(name))
+    const value = await this.get(counterKey(name))
     return value === undefined ? 0 : unpack(value) as number
   }
 
   /** Writes a batch and the checkpoint that covers it, atomically. */
   async commit (batch: IndexBatch, checkpoint: Checkpoint): Promise<void> {
+    await this.gate?.('index.commit')
     const chained = this.db.batch()
     const h = batch.history
     for (let i = 0; i < h.length; i += 4) chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3]))
@@ -195,13 +214,41 @@ export class IndexDb {
     await chained.write()
   }
 
+  /**
+   * Writes segment records alone, synced (LevelDB's log flushed): for facts that must be
+   * durable before the store acknowledges anything more, like a mirror copy that fell behind.
+   */
+  async putSegments (records: Map<number, SegmentRecord>): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object)
+  }
+
+  /** Records header writes about to be made in place, synced (see keys.ts 'p'). */
+  async putPending (pending: PendingHeaders): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object)
+  }
+
+  /** The pending header writes are done and durable; not synced (redoing them is harmless). */
+  async clearPending (): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.del(PENDING_HEADERS_KEY)
+  }
+
+  async pending (): Promise<PendingHeaders | undefined> {
+    const value = await this.get(PENDING_HEADERS_KEY)
+    return value === undefined ? undefined : unpack(value) as PendingHeaders
+  }
+
   /** Makes every write so far durable (a synced write flushes LevelDB's log). */
   async sync (): Promise<void> {
-    await this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true })
+    await this.gate?.('index.sync')
+    await this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true } as object)
   }
 
   /** Drops every key: the index is then rebuilt from the log. */
   async clear (): Promise<void> {
+    await this.gate?.('index.commit')
     await this.db.clear()
   }
 

@@ -18,9 +18,14 @@
  *   's' u64 cut seq               -> snapshot: msgpack { id, name, seq, position, timeMs, ... }
  *   'n' <name>                    -> store-wide counters: msgpack number (highest volume id)
  *   'v'                           -> index layout version (INDEX_FORMAT_VERSION), msgpack
+ *   'p'                           -> in-place header writes in flight (compaction's free
+ *                                    headers): msgpack { segment, volumes, headers: [[offset,
+ *                                    bytes]] }, synced before they are written and redone on
+ *                                    open, so a header torn by a crash is rewritten whole
  */
 export const CHECKPOINT_KEY = Buffer.from('c')
 export const VERSION_KEY = Buffer.from('v')
+export const PENDING_HEADERS_KEY = Buffer.from('p')
 export const HISTORY_PREFIX = 0x68 // 'h'
 export const SEGMENT_PREFIX = 0x67 // 'g'
 export const ENTRY_PREFIX = 0x65 // 'e'

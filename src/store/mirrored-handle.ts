@@ -12,7 +12,22 @@ export class MirroredHandle implements FileHandle {
   /** Settles once the copies match; see reconcile(). */
   private reconciled: Promise<void> | undefined
 
-  constructor (readonly copies: Array<{ volume: string, file: string, handle: FileHandle }>, private readonly log: Logger) {}
+  constructor (
+    readonly copies: Array<{ volume: string, file: string, handle: FileHandle }>,
+    private readonly log: Logger,
+    /**
+     * Told when a copy is dropped, before the operation that dropped it returns: the store
+     * records it durably before it acknowledges a flush, so a restart never reads the stale
+     * copy as if it were current.
+     */
+    private readonly onDropped: (volume: string) => void = () => {}
+  ) {}
+
+  private drop (c: MirroredHandle['copies'][number]): void {
+    c.handle.close().catch(() => undefined)
+    this.copies.splice(this.copies.indexOf(c), 1)
+    this.onDropped(c.volume)
+  }
 
   get volumes (): string[] {
     return this.copies.map(c => c.volume)
@@ -69,8 +84,7 @@ export class MirroredHandle implements FileHandle {
           this.log.warn({ file: c.file, from: first.file, had: n, now: size }, 'a copy of the segment differed from the first (power loss); made it match')
         } catch (err) {
           this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'could not make a copy match the first; continuing on the others (degraded: run logdisk pool repair)')
-          c.handle.close().catch(() => undefined)
-          this.copies.splice(this.copies.indexOf(c), 1)
+          this.drop(c)
         }
       }
     })()
@@ -79,16 +93,17 @@ export class MirroredHandle implements FileHandle {
 
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
     await this.reconcile()
-    const results = await Promise.allSettled(this.copies.map(c => op(c.handle)))
-    const failed = results.map((r, i) => r.status === 'rejected' ? i : -1).filter(i => i >= 0)
-    if (failed.length === 0) return
-    if (failed.length === this.copies.length) throw (results[0] as PromiseRejectedResult).reason
-    for (const i of failed.reverse()) {
-      const c = this.copies[i]
-      this.log.error({ file: c.file, volume: c.volume, err: ((results[i] as PromiseRejectedResult).reason as Error).message }, `${what} failed on one copy; continuing on the others (degraded: run logdisk pool repair)`)
-      c.handle.close().catch(() => undefined)
-      this.copies.splice(i, 1)
-    }
+    const copies = [...this.copies]
+    const results = await Promise.allSettled(copies.map(c => op(c.handle)))
+    const failed = results.filter(r => r.status === 'rejected').length
+    if (failed === 0) return
+    if (failed === copies.length) throw (results[0] as PromiseRejectedResult).reason
+    results.forEach((r, i) => {
+      const c = copies[i]
+      if (r.status !== 'rejected' || !this.copies.includes(c)) return // ok, or dropped meanwhile
+      this.log.error({ file: c.file, volume: c.volume, err: (r.reason as Error).message }, `${what} failed on one copy; continuing on the others (degraded: run logdisk pool repair)`)
+      this.drop(c)
+    })
   }
 
   writev (buffers: Buffer[], position: number): Promise<void> {

@@ -8,7 +8,7 @@ import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, S
 import { IndexBatch, type IndexDb } from './index-db'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { moveRecordAt, tableBytes } from './entry'
+import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -17,7 +17,8 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
-import type { SegmentHome } from './segment-home'
+import { CACHE_VOLUME, type SegmentHome } from './segment-home'
+import type { SegmentRecord } from './index-db'
 
 export interface RecoveryReport {
   /** Entries read from the log past the index checkpoint and applied. */
@@ -36,6 +37,8 @@ export interface Recovered {
   segments: number[]
   /** Every segment file found, by id: the volumes holding a copy. */
   located: Map<number, string[]>
+  /** The copies recovery trusted, by id, best first (the index's record, or the longest log). */
+  chosen: Map<number, string[]>
   current: Segment
   seq: number
   report: RecoveryReport
@@ -52,7 +55,9 @@ const REPLAY_COMMIT_BLOCKS = 262144
  */
 export async function recover (
   layer: FileLayer, storeDir: string, home: SegmentHome, geometry: SegmentGeometry,
-  index: IndexDb, map: BlockMap, log: Logger
+  index: IndexDb, map: BlockMap, log: Logger, onDropped: (id: number) => (volume: string) => void = () => () => {},
+  /** Segments backing storage holds (a rebuild fetched them into the cache volume to scan). */
+  inArchive: ReadonlySet<number> = new Set()
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -62,6 +67,28 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
+  if (checkpoint) await redoPendingHeaders(layer, home, index, log)
+  // Which copies of a mirrored segment are current: the index records a copy that fell
+  // behind (a failed write) before the store acknowledged anything past it.
+  const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
+  const chosen = new Map<number, string[]>()
+  const copiesOf = async (id: number): Promise<string[]> => {
+    let out = chosen.get(id)
+    if (out) return out
+    const found = located.get(id) ?? []
+    const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))
+    // A rebuild scans an archived segment's fetched copy alone: it holds the whole history
+    // (a local copy may be punched), and it is never written through.
+    out = found.includes(CACHE_VOLUME) ? [CACHE_VOLUME] : recorded.length > 0 ? recorded : await upToDate(found, id)
+    chosen.set(id, out)
+    return out
+  }
+  /** Without a record: the copies whose log reaches furthest; the others fell behind. */
+  const upToDate = async (found: string[], id: number): Promise<string[]> => {
+    const { best, behind } = await byLogEnd(layer, home, found.filter(v => v !== CACHE_VOLUME), id, geometry)
+    if (behind.length > 0) log.warn({ segment: id, behind }, 'copies of a segment that fell behind the others are not used (logdisk pool repair replaces them)')
+    return best
+  }
   // A position at offset 0 of segment N is the very end of a full segment N-1 (entries start
   // after the header page, so no entry is ever at offset 0).
   let cpSegment = checkpoint ? Math.floor(checkpoint.position / geometry.segmentBytes) : -1
@@ -70,7 +97,7 @@ export async function recover (
     cpSegment -= 1
     cpOffset = geometry.segmentBytes
   }
-  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located, cpSegment, cpOffset))) {
+  if (checkpoint && checkpoint.seq > 0 && !(await logReaches(layer, home, located.has(cpSegment) ? await copiesOf(cpSegment) : undefined, cpSegment, cpOffset))) {
     // The newest segments may sit on a pool volume that is not there right now (unmounted
     // disk, renamed directory): rebuilding without them would quietly go back in time.
     const record = (await index.segments()).get(cpSegment)
@@ -126,7 +153,7 @@ export async function recover (
     if (scanned.length > 0 && id !== scanned[scanned.length - 1] + 1) acceptGap = true
     let segment: Segment
     try {
-      segment = await Segment.open(layer, home, located.get(id)!, id, geometry, log)
+      segment = await Segment.open(layer, home, await copiesOf(id), id, geometry, log, onDropped(id))
     } catch (err) {
       if (!isLast) {
         damaged(id, 0, (err as Error).message)
@@ -175,6 +202,7 @@ export async function recover (
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()
+    if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
     if (batch.history.length / 4 >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
     async function cut (offset: number, reason: string): Promise<void> {
@@ -195,14 +223,50 @@ export async function recover (
     acceptGap = true
   }
 
+  /**
+   * An archived segment was scanned from its fetched copy (whole history); its local copy
+   * may have had runs freed and punched since. Those entries are marked freed in the index,
+   * so that compaction never writes a shorter free header over a run the local file already
+   * skips (that would strand punched bytes inside the local log).
+   */
+  async function markLocallyFreed (id: number): Promise<void> {
+    const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    if (local.length === 0) return
+    let one: Segment
+    try {
+      one = await Segment.open(layer, home, local, id, geometry, log)
+    } catch {
+      return // no readable local copy: nothing of it to respect
+    }
+    try {
+      for await (const item of scanSegment(one.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, false)) {
+        if (item.type === 'end') break
+        if (item.header.kind !== EntryKind.free) continue
+        for (let s = item.header.seq; s <= item.header.block; s++) {
+          const e = batch.entries.get(s)
+          if (e) batch.entries.set(s, { ...e, freed: true })
+        }
+      }
+    } finally {
+      await one.close()
+    }
+  }
+
+  /** The baseline already holds this very version: a log copy is only waiting to be freed. */
+  function inBaseline (block: number, seq: number): boolean {
+    return map.position(block) >= BASELINE_BASE && map.seq(block) === seq
+  }
+
   function apply (entry: ScannedEntry): void {
     const h = entry.header
     report.replayedEntries++
     if (h.kind === EntryKind.free) {
       seq = h.block // the run's last sequence number: nothing in it is indexed any more
-      // Points inside a freed run cannot be restored exactly: keep the horizon past it.
-      horizon = Math.max(horizon, h.block)
-      batch.counters.set(HISTORY_HORIZON, horizon)
+      if (h.payloadCrc !== FREE_HORIZON_IN_MARKER) {
+        // A format-1 run: no marker says what it gave up; keep the horizon past it at least.
+        horizon = Math.max(horizon, h.block)
+        batch.counters.set(HISTORY_HORIZON, horizon)
+      }
       return
     }
     seq = h.seq
@@ -212,8 +276,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const crc = entry.table.readUInt32LE(ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
         const at = dataStart + i * geometry.blockBytes
-        // The baseline already holds this very version: its log copy is only waiting to be freed.
-        if (map.seq(h.block + i) === h.seq && map.position(h.block + i) >= BASELINE_BASE) continue
+        if (inBaseline(h.block + i, h.seq)) continue
         map.set(h.block + i, at, crc, h.seq)
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
@@ -222,6 +285,7 @@ export async function recover (
       for (let i = 0; i < h.count; i++) {
         const v = moveRecordAt(entry.table, i)
         const at = dataStart + i * geometry.blockBytes
+        if (inBaseline(v.block, v.seq)) continue
         map.set(v.block, at, v.crc, v.seq)
         batch.addBlock(v.block, v.seq, at, v.crc) // the version, now here
       }
@@ -229,6 +293,11 @@ export async function recover (
     }
     const payload = h.kind === EntryKind.write || h.kind === EntryKind.move ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
+    if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
+      // The log keeps the horizon, so a rebuilt index never promises history compaction freed.
+      horizon = Math.max(horizon, payload.horizon)
+      batch.counters.set(HISTORY_HORIZON, horizon)
+    }
     if (payload) {
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
       batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)
@@ -243,13 +312,24 @@ export async function recover (
 
   if (!current) {
     const id = ids.length > 0 ? ids[ids.length - 1] + 1 : 0
-    current = await Segment.create(layer, home, await home.place(id), id, geometry, log)
+    current = await Segment.create(layer, home, await home.place(id), id, geometry, log, onDropped(id))
     located.set(id, current.volumes)
+    chosen.set(id, current.volumes)
     scanned.push(id)
   }
-  for (const id of scanned) batch.segments.set(id, { state: id === current.id ? 'current' : 'active', volumes: located.get(id) })
+  for (const id of scanned) {
+    // A record keeps what it knows (copies that should exist, the archived flag); only the
+    // state follows from the scan.
+    const record = records.get(id)
+    const local = (chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const volumes = record?.volumes ?? (local.length > 0 ? local : await upToDate(located.get(id) ?? [], id))
+    const archived = record?.archived ?? (inArchive.has(id) || undefined)
+    // An archived segment with no local copy stays archived: its fetched copy was for the scan.
+    const state = id === current.id ? 'current' : archived && volumes.length === 0 ? 'archived' : !record || record.state === 'current' ? 'active' : record.state
+    batch.segments.set(id, { ...record, state, volumes, archived })
+  }
   await commit(current)
-  return { segments: scanned, current, seq, report, snapshots, located }
+  return { segments: scanned, current, seq, report, snapshots, located, chosen }
 }
 
 /** Segment files on every volume of the home: id -> volumes holding a copy. */
@@ -276,10 +356,64 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
   return out
 }
 
+/**
+ * Copies of one segment ordered by how far their valid log reaches (highest sequence number,
+ * then furthest offset): a copy that fell behind (a failed write, a power loss between the
+ * copies' writes) is a prefix of the others.
+ */
+async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<{ best: string[], behind: string[] }> {
+  if (volumes.length < 2) return { best: volumes, behind: [] }
+  const reach = new Map<string, [number, number]>()
+  for (const v of volumes) {
+    let seq = -1
+    let end = -1
+    try {
+      const one = await Segment.open(layer, home, [v], id, geometry)
+      try {
+        for await (const item of scanSegment(one.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true)) {
+          if (item.type === 'end') { end = item.offset; break }
+          if (item.badBlocks.length > 0) { end = item.offset; break }
+          seq = item.header.kind === EntryKind.free ? item.header.block : item.header.seq
+        }
+      } finally {
+        await one.close()
+      }
+    } catch { /* unreadable copy: last */ }
+    reach.set(v, [seq, end])
+  }
+  const top = [...reach.values()].reduce((m, r) => r[0] > m[0] || (r[0] === m[0] && r[1] > m[1]) ? r : m)
+  const best = volumes.filter(v => reach.get(v)![0] === top[0] && reach.get(v)![1] === top[1])
+  return { best, behind: volumes.filter(v => !best.includes(v)) }
+}
+
+/**
+ * Rewrites the in-place header writes a crash may have torn (compaction's free headers; see
+ * keys.ts 'p'): the same bytes again, on every copy still there, then synced.
+ */
+async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: IndexDb, log: Logger): Promise<void> {
+  const pending = await index.pending()
+  if (!pending) return
+  for (const volume of pending.volumes) {
+    let handle
+    try {
+      handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(pending.segment)), false)
+    } catch { // a volume no longer in the pool, or
+      continue // moved, archived or recycled since: nothing to redo there
+    }
+    try {
+      for (const [offset, bytes] of pending.headers) await handle.writev([Buffer.from(bytes)], offset)
+      await handle.datasync()
+    } finally {
+      await handle.close()
+    }
+  }
+  log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
+  await index.clearPending()
+}
+
 /** Whether the segment holding the checkpoint exists and is at least that long. */
-async function logReaches (layer: FileLayer, home: SegmentHome, located: Map<number, string[]>, segment: number, offset: number): Promise<boolean> {
-  const volumes = located.get(segment)
-  if (!volumes) return false
+async function logReaches (layer: FileLayer, home: SegmentHome, volumes: string[] | undefined, segment: number, offset: number): Promise<boolean> {
+  if (!volumes || volumes.length === 0) return false
   const handle = await layer.open(path.join(home.dirOf(volumes[0]), segmentFileName(segment)), false)
   try {
     return (await handle.size()) >= offset

@@ -25,6 +25,9 @@ export interface SegmentHome {
 
 export const LOCAL_VOLUME = 'local'
 
+/** The pseudo-volume <store>/cache: archived segments fetched back (never a home of their own). */
+export const CACHE_VOLUME = 'cache'
+
 /** A store with this file in its directory keeps its segments in a pool (src/pool). */
 export const POOL_FILE = 'pool.json'
 

@@ -41,7 +41,7 @@ export class Segment {
   }
 
   /** Creates the segment on each of `volumes` (one copy each): header written and synced. */
-  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
     const copies = []
     try {
       for (const volume of volumes) {
@@ -59,7 +59,7 @@ export class Segment {
       for (const c of copies) await c.handle.close().catch(() => undefined)
       throw err
     }
-    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
     return new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES)
   }
 
@@ -68,9 +68,10 @@ export class Segment {
    * the file size until the caller's scan says where entries end. Throws CORRUPT naming the
    * first problem when no copy is usable (a missing pool directory names that directory).
    */
-  static async open (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger): Promise<Segment> {
+  static async open (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
     const copies: Array<{ volume: string, file: string, handle: FileHandle }> = []
     const problems: string[] = []
+    let ioError: unknown
     for (const volume of volumes) {
       const file = path.join(home.dirOf(volume), segmentFileName(id))
       let handle: FileHandle
@@ -78,10 +79,20 @@ export class Segment {
         handle = await layer.open(file, false)
       } catch (err) {
         problems.push(`${file}: ${(err as Error).message}`)
+        // Missing is what a lost copy looks like; anything else (EIO, ENOSPC) is the disk's answer.
+        if (!(err instanceof LogdiskError && err.code === 'NOT_FOUND')) ioError ??= err
         continue
       }
       const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-      const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0).catch(() => 0)
+      let n: number
+      try {
+        n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+      } catch (err) {
+        problems.push(`${file}: ${(err as Error).message}`)
+        ioError ??= err
+        await handle.close()
+        continue
+      }
       const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
       if (problem) {
         problems.push(`segment ${file}: ${problem}`)
@@ -90,9 +101,12 @@ export class Segment {
       }
       copies.push({ volume, file, handle })
     }
-    if (copies.length === 0) throw new LogdiskError('CORRUPT', problems[0] ?? `segment ${id} has no copy on any pool volume`)
+    if (copies.length === 0) {
+      if (ioError !== undefined) throw ioError
+      throw new LogdiskError('CORRUPT', problems[0] ?? `segment ${id} has no copy on any pool volume`)
+    }
     if (problems.length > 0) log.error({ segment: id, problems }, 'a copy of a segment is missing or damaged; reading from the others (run logdisk verify)')
-    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log)
+    const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
     return new Segment(id, copies[0].file, handle, copies.map(c => c.volume), await handle.size())
   }
 

@@ -1,13 +1,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pack } from 'msgpackr'
-import { LogdiskError, fromSystemError } from '../errors'
+import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { crc32c } from './crc'
 import { encodeFree, encodeMarker, encodeMoveHeader, encodeWriteHeader, entryBytes, tableBytes } from './entry'
 import { nodeFileLayer, type FileHandle, type FileLayer } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, parseSegmentFileName, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, IndexDb, type Checkpoint, type EntryRecord, type SegmentRecord, type SnapshotRecord } from './index-db'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, lowerBound, type CompactionReport } from './compaction'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
@@ -16,10 +16,12 @@ import { Mutex } from './mutex'
 import { HIGHEST_VOLUME_ID, HISTORY_HORIZON, recover, type RecoveryReport } from './recovery'
 import { DEFAULT_VOLUME_ID_POLICY, SnapshotTable, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { Segment, type SegmentGeometry } from './segment'
-import { LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
+import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
 import type { ArchiveLink } from './archive-link'
 import { MirroredHandle } from './mirrored-handle'
 import { verifyStore, type VerifyInput, type VerifyReport } from './verify'
+import { PassFence } from './pass-fence'
+import { ReadEpochs } from './read-epochs'
 
 export interface OpenOptions {
   /** The disk the segments live on; tests pass a simulated one. */
@@ -40,7 +42,19 @@ export interface OpenOptions {
    * (litefs's pattern): 'marker' makes every marker append fail.
    */
   faults?: ReadonlySet<string>
+  /** Milliseconds since the epoch; the simulation passes its virtual clock. */
+  clock?: () => number
+  /** Opens the LevelDB index at a location; the simulation passes its in-memory one. */
+  openIndex?: (location: string) => Promise<IndexDb>
+  /**
+   * The history window (policy history.keep): compaction never frees a version that a point
+   * younger than this still reads. Default DEFAULT_HISTORY_KEEP_MS; Infinity keeps everything.
+   */
+  historyKeepMs?: number
 }
+
+/** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
+export const DEFAULT_HISTORY_KEEP_MS = 24 * 3600 * 1000
 
 export interface StoreStatus {
   dir: string
@@ -55,6 +69,8 @@ export interface StoreStatus {
   index: { seq: number, position: number, checkpointSeq: number, checkpointPosition: number, pendingBlocks: number }
   mapMemoryBytes: number
   recovery: RecoveryReport
+  /** Points at or before `horizonSeq` may have lost versions to compaction (snapshots never). */
+  history: { horizonSeq: number, keepMs: number }
 }
 
 const INDEX_DIR = 'index'
@@ -86,7 +102,10 @@ export class Store {
   private closed = false
   /** Log position just past the last completed append. */
   private completedPosition: number
-  private compacting = false
+  /** Background passes run one at a time (src/store/pass-fence.ts says what they may touch). */
+  private readonly maintenance = new Mutex()
+  /** Reads in flight, so that a pass never punches or deletes bytes a read is about to use. */
+  private readonly reads = new ReadEpochs()
   /** Sealed segments written since their last fdatasync, oldest first. */
   private readonly unsyncedSealed: Segment[] = []
 
@@ -111,11 +130,13 @@ export class Store {
     private readonly log: Logger,
     private readonly opts: OpenOptions,
     private lastTimeMs: number,
-    private recycledCount: number
+    private recycledCount: number,
+    /** Points at or before this sequence may have lost versions (the log's history markers). */
+    private horizon: number
   ) {
     this.openSegments.set(current.id, current)
     this.completedPosition = this.positionOf(current.id, current.tail)
-    this.lastCheckpoint = { seq, position: this.completedPosition, timeMs: Date.now() }
+    this.lastCheckpoint = { seq, position: this.completedPosition, timeMs: this.now() }
     const interval = opts.checkpointIntervalMs ?? 1000
     if (interval > 0) {
       this.timer = setInterval(() => { this.checkpoint().catch(err => this.log.error({ err: (err as Error).message }, 'index checkpoint failed; will retry')) }, interval)
@@ -148,7 +169,7 @@ export class Store {
     const log = opts.logger ?? silentLogger
     let index: IndexDb
     try {
-      index = await IndexDb.open(path.join(dir, INDEX_DIR))
+      index = await (opts.openIndex ?? IndexDb.open)(path.join(dir, INDEX_DIR))
     } catch (err) {
       if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
       throw err
@@ -161,19 +182,17 @@ export class Store {
       const map = new BlockMap()
       const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
       const cacheDir = path.join(dir, 'cache')
-      fs.rmSync(cacheDir, { recursive: true, force: true }) // fetched copies of a previous run
-      // Rebuilding the index needs the whole log: archived segments come back for the scan.
+      await removeFiles(layer, cacheDir) // fetched copies of a previous run
+      // Rebuilding the index needs the whole history: every archived segment comes back for
+      // the scan (its local copy may have been punched), and stays archived.
       const rebuilding = (await index.checkpoint()) === undefined
-      const fetched = rebuilding && opts.archive ? await fetchAllArchived(layer, baseHome, cacheDir, opts.archive, log) : []
-      const home = fetched.length > 0 ? withCacheVolume(baseHome, cacheDir) : baseHome
-      const recovered = await recover(layer, dir, home, geometry, index, map, log)
-      if (fetched.length > 0) {
-        // They stay archived: their local copies were only for the scan.
-        const batch = new IndexBatch()
-        for (const id of fetched) batch.segments.set(id, { state: id === recovered.current.id ? 'current' : 'archived', volumes: [], archived: true })
-        await index.commit(batch, (await index.checkpoint())!)
-        fs.rmSync(cacheDir, { recursive: true, force: true })
-      }
+      const inArchive = rebuilding && opts.archive ? await fetchAllArchived(layer, cacheDir, opts.archive, log) : []
+      const home = inArchive.length > 0 ? withCacheVolume(baseHome, cacheDir) : baseHome
+      // Copies dropped while recovering are handled once the store exists.
+      const drops: Array<[number, string]> = []
+      let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
+      const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive))
+      if (inArchive.length > 0) await removeFiles(layer, cacheDir)
       const records = await index.segments()
       const ids = [...new Set([...records.keys(), ...recovered.segments])]
         .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')
@@ -186,14 +205,31 @@ export class Store {
       for (const id of ids) {
         const state = records.get(id)?.state ?? 'active'
         states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
-        const where = records.get(id)?.volumes ?? recovered.located.get(id)
+        const where = records.get(id)?.volumes ?? recovered.chosen.get(id)
         if (where) volumes.set(id, where)
         baseHome.occupied(id, (recovered.located.get(id) ?? where ?? []).filter(v => v !== CACHE_VOLUME))
+      }
+      // Files of segments the index says are gone (a crash between the record and the delete).
+      for (const [id, record] of records) {
+        if (record.state !== 'recycled' && record.state !== 'archived') continue
+        for (const v of (recovered.located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)) {
+          log.warn({ segment: id, volume: v, state: record.state }, 'removing a leftover copy of a segment the index says is gone')
+          await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
+        }
       }
       const recycled = [...records.values()].filter(r => r.state === 'recycled').length
       writeHolder(dir, opts.holder)
       const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
-      return new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled)
+      const horizon = await index.counter(HISTORY_HORIZON)
+      const store = new Store(dir, config, layer, baseHome, index, map, recovered.current, ids, volumes, states, archived, recovered.seq, recovered.report, recovered.snapshots, log, opts, lastTimeMs, recycled, horizon)
+      onDrop = (id, volume) => store.copyDropped(id, volume)
+      for (const [id, volume] of drops) store.copyDropped(id, volume)
+      // A copy of the current segment that did not survive (a crash while a roll created the
+      // copies one after the other): appends go on without it, recorded as degraded.
+      for (const v of volumes.get(recovered.current.id) ?? []) {
+        if (!recovered.current.volumes.includes(v)) store.copyDropped(recovered.current.id, v)
+      }
+      return store
     } catch (err) {
       await index.close()
       throw err
@@ -201,9 +237,61 @@ export class Store {
   }
 
   get sizeBytes (): number { return this.config.sizeBytes }
+  get historyKeepMs (): number { return this.opts.historyKeepMs ?? DEFAULT_HISTORY_KEEP_MS }
+
+  /** Changes the history window (policy set history.keep on a mounted store). */
+  setHistoryKeepMs (ms: number): void {
+    if (!(ms >= 0)) throw new LogdiskError('BAD_ARGUMENT', `history window ${ms} ms must be 0 or more`)
+    ;(this.opts as { historyKeepMs?: number }).historyKeepMs = ms
+  }
+
+  /**
+   * The first point the history window protects: every sequence from it on stays restorable.
+   * Found by bisection over entry times (times never decrease along the log).
+   */
+  private async windowStart (fence: PassFence): Promise<number> {
+    const keep = this.historyKeepMs
+    if (keep <= 0) return fence.seq + 1
+    if (!Number.isFinite(keep)) return 1
+    const since = this.now() - keep
+    let lo = 1
+    let hi = fence.seq + 1
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2)
+      let found: [number, EntryRecord] | undefined
+      for await (const e of this.index.entries(mid, fence.seq)) { found = e; break }
+      if (!found || found[1].timeMs >= since) hi = mid
+      else lo = found[0] + 1
+    }
+    return lo
+  }
+
+  /**
+   * Raises the history horizon: a history marker goes into the log (durable) before any
+   * version it gives up is freed, so that an index rebuilt from the log knows it too.
+   */
+  private async raiseHorizon (horizon: number): Promise<void> {
+    if (horizon <= this.horizon) return
+    this.upgradeFormat()
+    await this.appendLock.run(() => this.appendMarkerLocked(EntryKind.history, { horizon }))
+    this.horizon = horizon
+    this.batch.counters.set(HISTORY_HORIZON, horizon)
+  }
+
+  /** A format-1 store becomes format 2 before its first format-2 entry (see format.ts). */
+  private upgradeFormat (): void {
+    if (this.config.format >= STORE_FORMAT_VERSION) return
+    writeConfig(this.dir, { ...this.config, format: STORE_FORMAT_VERSION })
+    ;(this.config as { format: number }).format = STORE_FORMAT_VERSION
+  }
   get blockBytes (): number { return this.config.blockBytes }
   private get geometry (): SegmentGeometry {
     return { uuid: this.config.uuid, blockBytes: this.blockBytes, segmentBytes: this.config.segmentBytes }
+  }
+
+  /** The store's clock (virtual in the simulation). */
+  private now (): number {
+    return this.opts.clock ? this.opts.clock() : Date.now()
   }
 
   private positionOf (segmentId: number, offset: number): number {
@@ -266,7 +354,14 @@ export class Store {
     return { where, crcs }
   }
 
-  private async readImage (
+  private readImage (
+    offset: number, length: number, into: Buffer | undefined,
+    locate: (first: number, n: number) => { where: Float64Array, crcs: Uint32Array } | Promise<{ where: Float64Array, crcs: Uint32Array }>
+  ): Promise<Buffer> {
+    return this.reads.guard(() => this.readImageNow(offset, length, into, locate))
+  }
+
+  private async readImageNow (
     offset: number, length: number, into: Buffer | undefined,
     locate: (first: number, n: number) => { where: Float64Array, crcs: Uint32Array } | Promise<{ where: Float64Array, crcs: Uint32Array }>
   ): Promise<Buffer> {
@@ -371,7 +466,10 @@ export class Store {
       const { dir, image } = baselineFiles(this.dir)
       await this.layer.mkdirp(dir)
       return this.layer.open(image, true)
-    })()
+    })().catch(err => {
+      this.baselineFile = undefined // the next use tries again
+      throw err
+    })
     return this.baselineFile
   }
 
@@ -382,57 +480,105 @@ export class Store {
    */
   async compactIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number, compaction: CompactionReport }> {
     this.assertOpen()
-    if (this.compacting) throw new LogdiskError('BUSY', 'a compaction of this store is already running')
-    this.compacting = true
-    let moved: Array<{ block: number, seq: number, crc: number }> = []
-    let cutSeq: number
-    try {
-      cutSeq = this.snapshotTable.list()[0]?.seq ?? this.seq
-      await this.checkpointThrough(this.seq)
-      const B = this.blockBytes
-      const existing = await readBaselineIndex(this.layer, this.dir, this.config.uuid)
-      const inBaseline = new Map<number, { seq: number, crc: number }>()
-      for (const b of existing?.blocks ?? []) inBaseline.set(b.block, b)
-      // The version of every block visible at the cut, from one pass over the index.
-      const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
-      let block = -1
-      let best: { seq: number, crc: number, position: number } | undefined
-      const flushBest = (): void => {
-        if (best && best.position < BASELINE_BASE) visible.push({ block, ...best })
-      }
-      for await (const [b, seq, position, crc] of this.index.history()) {
-        if (b !== block) { flushBest(); block = b; best = undefined }
-        if (seq <= cutSeq) best = { seq, crc, position }
-      }
-      flushBest()
-      const handle = await this.baselineHandle()
-      const { dir } = baselineFiles(this.dir)
-      let done = 0
-      for (const v of visible) {
-        const data = await this.readRun(v.block, 1, v.position, Uint32Array.of(v.crc))
-        await handle.writev([data], v.block * B)
-        moved.push({ block: v.block, seq: v.seq, crc: v.crc })
-        inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
-        onProgress?.(++done, visible.length)
-      }
-      await handle.datasync()
-      await this.layer.syncDir(dir)
-      const blocks = [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
-      await writeBaselineIndex(this.layer, this.dir, this.config.uuid, { cutSeq, blocks })
-      // Only now does the index point at the baseline; the log copies become unreferenced.
-      for (const v of moved) {
-        this.map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
-        this.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
-      }
-      await this.commitDurably()
-    } catch (err) {
-      moved = []
-      throw err
-    } finally {
-      this.compacting = false
+    return this.maintenance.run(async () => {
+      const { blocks, cutSeq } = await this.mergeIntoBaseline(onProgress)
+      const compaction = await this.compactLocked({ cleanBelow: 0 })
+      return { blocks, cutSeq, compaction }
+    })
+  }
+
+  private async mergeIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number }> {
+    const fence = await this.takeFence()
+    // Up to the oldest snapshot, and not into the history window: a slot overwritten here
+    // held a version that no protected point may still read.
+    const cutSeq = Math.min(this.snapshotTable.list()[0]?.seq ?? fence.seq, fence.seq, await this.windowStart(fence))
+    const B = this.blockBytes
+    const existing = await readBaselineIndex(this.layer, this.dir, this.config.uuid)
+    const inBaseline = new Map<number, { seq: number, crc: number }>()
+    for (const b of existing?.blocks ?? []) inBaseline.set(b.block, b)
+    // The version of every block visible at the cut, from one pass over the index.
+    const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
+    let block = -1
+    let best: { seq: number, crc: number, position: number } | undefined
+    const flushBest = (): void => {
+      if (best && best.position < BASELINE_BASE) visible.push({ block, ...best })
     }
-    const compaction = await this.compact({ cleanBelow: 0 })
-    return { blocks: moved.length, cutSeq, compaction }
+    for await (const [b, seq, position, crc] of this.index.history()) {
+      if (b !== block) { flushBest(); block = b; best = undefined }
+      if (seq <= cutSeq) best = { seq, crc, position }
+    }
+    flushBest()
+    const publish = (cut: number): Promise<void> => writeBaselineIndex(this.layer, this.dir, this.config.uuid, {
+      cutSeq: cut,
+      blocks: [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
+    })
+
+    // A slot about to be overwritten holds an older version that history may still read
+    // (restores with backing storage keep every point): that version is read from its own
+    // log copy (or the archive) from now on, or, where no copy is left, given up under a
+    // raised horizon. Then the baseline index stops vouching for the slot, so that a crash
+    // while it is rewritten never serves the half-written slot as the old version.
+    const overwrite = visible.filter(v => inBaseline.has(v.block))
+    if (overwrite.length > 0) {
+      // Decided first, staged in the shared batch only once the horizon is in the log: a
+      // failure in between must not leave history deletes for the next checkpoint to commit.
+      let horizon = this.horizon
+      const repoint: Array<[number, number, number, number]> = []
+      const drop: Array<[number, number]> = []
+      for (const v of overwrite) {
+        const old = inBaseline.get(v.block)!
+        const at = await this.index.versionAt(v.block, old.seq)
+        if (at?.seq !== old.seq || at.position < BASELINE_BASE) continue // nothing reads the slot
+        const original = await this.originalPosition(v.block, old.seq)
+        if (original !== undefined) {
+          repoint.push([v.block, old.seq, original, old.crc])
+        } else {
+          drop.push([v.block, old.seq])
+          horizon = Math.max(horizon, v.seq - 1)
+        }
+      }
+      await this.raiseHorizon(horizon)
+      for (const [block, seq, position, crc] of repoint) this.batch.addBlock(block, seq, position, crc)
+      for (const [block, seq] of drop) this.batch.historyDeletes.push(block, seq)
+      await this.commitDurably()
+      for (const v of overwrite) inBaseline.delete(v.block)
+      await publish(existing?.cutSeq ?? 0)
+    }
+
+    const data: Buffer[] = []
+    for (const v of visible) data.push(await this.readRun(v.block, 1, v.position, Uint32Array.of(v.crc)))
+    await this.reads.drain() // a read that found an overwritten slot before the repointing ends first
+    const handle = await this.baselineHandle()
+    let done = 0
+    for (const [i, v] of visible.entries()) {
+      await handle.writev([data[i]], v.block * B)
+      onProgress?.(++done, visible.length)
+    }
+    await handle.datasync()
+    await this.layer.syncDir(baselineFiles(this.dir).dir)
+    for (const v of visible) inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+    await publish(cutSeq)
+    // Only now does the index point at the baseline; the log copies become unreferenced.
+    for (const v of visible) {
+      this.map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
+      this.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
+    }
+    await this.commitDurably()
+    return { blocks: visible.length, cutSeq }
+  }
+
+  /**
+   * Where version `seq` of `block` was first written, if its bytes can still be read there:
+   * the write entry's segment is on backing storage, or still local and not freed.
+   */
+  private async originalPosition (block: number, seq: number): Promise<number | undefined> {
+    const e = await this.index.entry(seq)
+    if (!e || e.kind !== EntryKind.write || block < e.block || block >= e.block + e.count) return undefined
+    const position = e.position + tableBytes({ kind: EntryKind.write, count: e.count }) + (block - e.block) * this.blockBytes
+    const id = Math.floor(position / this.config.segmentBytes)
+    if (this.archivedIds.has(id)) return position
+    if (!e.freed && this.segmentVolumes.has(id)) return position
+    return undefined
   }
 
   /** Copies the part of blocks [block, block+run) that overlaps the request; null = zeros. */
@@ -454,7 +600,7 @@ export class Store {
     const volumes = this.segmentVolumes.get(id)
     if (this.segmentState.get(id) === 'archived') segment = await this.fetchArchived(id)
     else if (!volumes) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
-    else segment = await Segment.open(this.layer, this.home, volumes, id, this.geometry, this.log)
+    else segment = await Segment.open(this.layer, this.home, volumes, id, this.geometry, this.log, this.dropHandler(id))
     const raced = this.openSegments.get(id)
     if (raced) {
       await segment.close()
@@ -527,16 +673,21 @@ export class Store {
    */
   async archive (opts: { olderThanMs?: number, workingSet?: number } = {}, onProgress?: (done: number, total: number) => void): Promise<{ archived: number, removedLocal: number, bytes: number }> {
     this.assertOpen()
-    const link = this.opts.archive
-    if (!link) throw new LogdiskError('BAD_ARGUMENT', `no archive target: set one with logdisk policy set ${this.dir} archive.target=/dir|s3://bucket/prefix`)
-    await this.appendLock.run(() => this.syncAll()) // what is archived is what is durable
-    const sealed = this.segmentIds.filter(id => id < this.current.id && this.segmentState.get(id) !== 'archived')
+    if (!this.opts.archive) throw new LogdiskError('BAD_ARGUMENT', `no archive target: set one with logdisk policy set ${this.dir} archive.target=/dir|s3://bucket/prefix`)
+    return this.maintenance.run(() => this.archiveLocked(opts, onProgress))
+  }
+
+  private async archiveLocked (opts: { olderThanMs?: number, workingSet?: number }, onProgress?: (done: number, total: number) => void): Promise<{ archived: number, removedLocal: number, bytes: number }> {
+    const fence = await this.takeFence() // what is archived is sealed and durable
+    await this.appendLock.run(() => this.syncAll())
+    this.markInactive(fence)
+    const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id) && this.segmentState.get(id) !== 'archived')
     const local = sealed.filter(id => this.segmentState.get(id) === 'active')
     const chosen = new Set(sealed.filter(id => this.segmentState.get(id) === 'inactive'))
     if (opts.olderThanMs && opts.olderThanMs > 0) {
       for (const id of local) {
         const st = await this.sealedAtMs(id)
-        if (st !== undefined && Date.now() - st >= opts.olderThanMs) chosen.add(id)
+        if (st !== undefined && this.now() - st >= opts.olderThanMs) chosen.add(id)
       }
     }
     if (opts.workingSet && opts.workingSet > 0) {
@@ -552,11 +703,11 @@ export class Store {
       // The local copy goes only once the index says where the segment is now.
       const volumes = this.segmentVolumes.get(id) ?? []
       this.segmentState.set(id, 'archived')
-      this.batch.segments.set(id, { state: 'archived', volumes: [], archived: true })
+      this.segmentVolumes.delete(id)
+      this.recordSegment(id)
       await this.commitDurably()
       this.forgetHandle(id)
-      for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
-      this.segmentVolumes.delete(id)
+      await this.removeEveryCopy(id)
       this.home.vacated(id, volumes)
       out.removedLocal++
     }
@@ -568,6 +719,27 @@ export class Store {
   /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
   attachArchive (link: ArchiveLink | undefined): void {
     (this.opts as { archive?: ArchiveLink }).archive = link
+  }
+
+  /**
+   * Seed 004's life cycle (cl. 14-15, 19): a sealed segment none of whose entries holds a
+   * block's newest version is inactive, whatever snapshots or restore points still read from
+   * it; with backing storage it is archived and its local copy goes (reads fetch it back).
+   * Writes and compaction's moves only ever land in the current segment, so a sealed segment
+   * that is inactive stays so. Returns how many became inactive.
+   */
+  private markInactive (fence: PassFence): number {
+    const S = this.config.segmentBytes
+    const holdsNewest = new Set<number>()
+    this.map.forEach((_block, position) => { if (position < BASELINE_BASE) holdsNewest.add(Math.floor(position / S)) })
+    let n = 0
+    for (const id of this.segmentIds) {
+      if (!fence.mayTouchSegment(id) || this.segmentState.get(id) !== 'active' || holdsNewest.has(id)) continue
+      this.segmentState.set(id, 'inactive')
+      this.recordSegment(id)
+      n++
+    }
+    return n
   }
 
   /** Puts segment `id` on backing storage unless it is there; returns the bytes put. */
@@ -584,7 +756,7 @@ export class Store {
     }
     await this.opts.archive!.put(id, data.subarray(0, got))
     this.archivedIds.add(id)
-    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes: this.segmentVolumes.get(id), archived: true })
+    this.recordSegment(id)
     return got
   }
 
@@ -758,7 +930,7 @@ export class Store {
     // the log there and later segments (unflushed too) are kept aside.
     if (old.unsynced) this.unsyncedSealed.push(old)
     const volumes = await this.home.place(old.id + 1) // NO_SPACE when the pool is full
-    const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log)
+    const next = await Segment.create(this.layer, this.home, volumes, old.id + 1, this.geometry, this.log, this.dropHandler(old.id + 1))
     this.home.occupied(next.id, volumes)
     this.current = next
     this.segmentIds.push(next.id)
@@ -766,14 +938,14 @@ export class Store {
     this.openSegments.set(next.id, next)
     this.segmentState.set(old.id, 'active')
     this.segmentState.set(next.id, 'current')
-    this.batch.segments.set(old.id, { state: 'active', volumes: this.segmentVolumes.get(old.id) })
-    this.batch.segments.set(next.id, { state: 'current', volumes })
+    this.recordSegment(old.id)
+    this.recordSegment(next.id)
     this.completedPosition = this.positionOf(next.id, next.tail)
   }
 
   /** Entry times never decrease along the log, so a time maps to a sequence number. */
   private nextTimeMs (): number {
-    return Math.max(Date.now(), this.lastTimeMs)
+    return Math.max(this.now(), this.lastTimeMs)
   }
 
   /** Appends a marker entry (sync point, snapshot cut); call under the append lock. */
@@ -897,9 +1069,11 @@ export class Store {
   async readBlockAt (seq: number, block: number): Promise<Buffer> {
     this.assertOpen()
     await this.checkpointThrough(seq)
-    const at = await this.index.versionAt(block, seq)
-    if (!at) return Buffer.alloc(this.blockBytes)
-    return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
+    return this.reads.guard(async () => {
+      const at = await this.index.versionAt(block, seq)
+      if (!at) return Buffer.alloc(this.blockBytes)
+      return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
+    })
   }
 
   /** The volumes a segment's copies should be on. */
@@ -946,8 +1120,58 @@ export class Store {
   /** Makes the index say where a segment's copies are, durably, before old copies go. */
   private async recordVolumes (id: number, volumes: string[]): Promise<void> {
     this.segmentVolumes.set(id, volumes)
-    this.batch.segments.set(id, { state: this.segmentState.get(id) ?? 'active', volumes, archived: this.archivedIds.has(id) || undefined })
+    this.forgetHandle(id) // the next use opens the copies named now, even if the commit fails
+    this.recordSegment(id)
     await this.commitDurably()
+  }
+
+  /**
+   * Puts segment `id`'s record, built from the in-memory state alone, into the next index
+   * batch: every change of a segment's state, copies or archived flag goes through here, so
+   * no writer can forget a field (a segment's archived flag was once lost this way).
+   */
+  private recordSegment (id: number): void {
+    const state = this.segmentState.get(id) ?? 'recycled'
+    const archived = this.archivedIds.has(id) || undefined
+    this.batch.segments.set(id, { state, volumes: [...(this.segmentVolumes.get(id) ?? [])], archived })
+  }
+
+  /** Segment records that must reach the index, synced, before the next flush returns. */
+  private readonly mustRecord = new Set<number>()
+
+  /** What a mirrored segment's handle calls when it drops a copy. */
+  private dropHandler (id: number): (volume: string) => void {
+    return volume => this.copyDropped(id, volume)
+  }
+
+  /**
+   * A copy of a mirrored segment failed a write and was dropped: it no longer holds what the
+   * others hold. The record says so before the next flush or checkpoint returns, so a restart
+   * never reads the stale copy (it would go back in time) and repair replaces it.
+   */
+  copyDropped (id: number, volume: string): void {
+    const volumes = this.segmentVolumes.get(id)
+    if (!volumes?.includes(volume)) return
+    this.segmentVolumes.set(id, volumes.filter(v => v !== volume))
+    this.recordSegment(id)
+    this.mustRecord.add(id)
+    this.log.error({ segment: id, volume }, 'a copy of a mirrored segment fell behind and was dropped; the store runs degraded until logdisk pool repair')
+  }
+
+  /** Makes the records of dropped copies durable (part of every flush and checkpoint). */
+  private async recordDrops (): Promise<void> {
+    if (this.mustRecord.size === 0) return
+    const records = new Map<number, SegmentRecord>()
+    for (const id of this.mustRecord) {
+      records.set(id, { state: this.segmentState.get(id) ?? 'active', volumes: [...(this.segmentVolumes.get(id) ?? [])], archived: this.archivedIds.has(id) || undefined })
+    }
+    this.mustRecord.clear()
+    try {
+      await this.index.putSegments(records)
+    } catch (err) {
+      for (const id of records.keys()) this.mustRecord.add(id)
+      throw err
+    }
   }
 
   /** Drops the cached handle of a segment (kept open a little for reads in flight). */
@@ -955,7 +1179,41 @@ export class Store {
     const old = this.openSegments.get(id)
     if (!old) return
     this.openSegments.delete(id)
-    setTimeout(() => { old.close().catch(() => undefined) }, 5000).unref()
+    // Reads that found it may still be using it: close once they are done (and synced:
+    // a sealed segment waiting for its fdatasync is synced by the next flush through it).
+    this.reads.drain().then(() => old.unsynced ? old.sync() : undefined).then(() => old.close()).catch(() => undefined)
+  }
+
+  /**
+   * Takes the fence of a background pass (see pass-fence.ts): under the append lock, then
+   * the index is checkpointed through it so that it holds every entry the pass may judge.
+   */
+  private async takeFence (): Promise<PassFence> {
+    const fence = await this.appendLock.run(async () => new PassFence(this.seq, this.current.id, this.config.segmentBytes))
+    await this.checkpointThrough(fence.seq)
+    return fence
+  }
+
+  /**
+   * Deletes every local copy of a segment the index now says is archived or recycled: the
+   * recorded ones and any stale one (a mirror copy that fell behind), which a later rebuild
+   * would otherwise take for part of the log.
+   */
+  private async removeEveryCopy (id: number): Promise<void> {
+    await this.reads.drain()
+    for (const volume of this.home.volumes()) {
+      let dir: string
+      try {
+        dir = this.home.dirOf(volume)
+      } catch { continue }
+      await this.layer.remove(path.join(dir, segmentFileName(id)))
+    }
+  }
+
+  /** Removes a file once no read in flight can be using its bytes. */
+  private async removeAfterReads (file: string): Promise<void> {
+    await this.reads.drain()
+    await this.layer.remove(file)
   }
 
   /**
@@ -963,11 +1221,13 @@ export class Store {
    * copy, fsync, switch the index, then delete the old copy. A crash at any step leaves a
    * complete copy that the index or the volume listing finds.
    */
-  async relocateSegment (id: number, from: string, to: string): Promise<void> {
+  relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
-    await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
-    // Checked again under the lock: a write may have rolled meanwhile (one roll, not two).
-    if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
+    return this.maintenance.run(() => this.relocateLocked(id, from, to))
+  }
+
+  private async relocateLocked (id: number, from: string, to: string): Promise<void> {
+    await this.seal(id)
     const volumes = this.segmentVolumes.get(id)
     if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
       // A copy the index no longer names: a move that crashed after switching the index.
@@ -981,11 +1241,23 @@ export class Store {
     this.home.occupied(id, [to])
     await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
     this.forgetHandle(id)
-    await this.layer.remove(path.join(this.home.dirOf(from), segmentFileName(id)))
+    await this.removeAfterReads(path.join(this.home.dirOf(from), segmentFileName(id)))
     // Not ignored: a volume released while its deletes may not be durable could come back
     // holding copies (the drain fails instead; the next one removes the stale copy).
     await this.layer.syncDir(this.home.dirOf(from))
     this.home.vacated(id, [from])
+  }
+
+  /**
+   * Makes segment `id` sealed and durable before a pass copies it: the current segment rolls
+   * (checked under the append lock: a write may have rolled meanwhile), then everything is
+   * synced, so no segment a pass copies or forgets still waits for its fdatasync.
+   */
+  private async seal (id: number): Promise<void> {
+    await this.appendLock.run(async () => {
+      if (id === this.current.id) await this.roll()
+      await this.syncAll()
+    })
   }
 
   /** Whether a copy of segment `id` is on one of `volumes`. */
@@ -1004,8 +1276,12 @@ export class Store {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  async repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
+  repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
     this.assertOpen()
+    return this.maintenance.run(() => this.repairLocked(copies, place))
+  }
+
+  private async repairLocked (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
     await this.appendLock.run(() => this.syncAll()) // no sealed segment left unsynced to move
     let made = 0
     for (const id of [...this.segmentIds]) {
@@ -1020,7 +1296,7 @@ export class Store {
       }
       if (present.length === 0) continue // nothing to copy from; verify reports it
       if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
-      if (id === this.current.id) await this.appendLock.run(async () => { if (id === this.current.id) await this.roll() })
+      await this.seal(id)
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
         const to = await place(id, next)
@@ -1033,7 +1309,30 @@ export class Store {
       await this.recordVolumes(id, next)
       this.forgetHandle(id)
     }
+    await this.removeStaleCopies()
     return made
+  }
+
+  /**
+   * Deletes copies of sealed segments that the index does not name: copies that fell behind
+   * (a failed write) or that a crash left behind a move. The index's record is durable
+   * before this runs, so what goes is never the copy a restart would read.
+   */
+  private async removeStaleCopies (): Promise<void> {
+    for (const volume of this.home.volumes()) {
+      const dir = this.home.dirOf(volume)
+      let removed = false
+      for (const name of await this.layer.list(dir).catch(() => [] as string[])) {
+        const id = parseSegmentFileName(name)
+        if (id === undefined || id >= this.current.id || (this.segmentVolumes.get(id) ?? []).includes(volume)) continue
+        if (!this.segmentIds.includes(id) && !this.archivedIds.has(id)) continue // not ours to judge
+        this.log.warn({ segment: id, volume }, 'removing a stale copy the index does not name')
+        await this.removeAfterReads(path.join(dir, name))
+        this.home.vacated(id, [volume])
+        removed = true
+      }
+      if (removed) await this.layer.syncDir(dir)
+    }
   }
 
   /**
@@ -1050,25 +1349,30 @@ export class Store {
    */
   async compact (opts: { snapshot?: string, cleanBelow?: number } = {}, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
     this.assertOpen()
-    if (this.compacting) throw new LogdiskError('BUSY', 'a compaction of this store is already running')
-    this.compacting = true
+    return this.maintenance.run(() => this.compactLocked(opts, onProgress))
+  }
+
+  private async compactLocked (opts: { snapshot?: string, cleanBelow?: number }, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
+    this.assertOpen()
     const started = Date.now()
     const report: CompactionReport = { versionsFreed: 0, versionsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
     const S = this.config.segmentBytes
-    try {
-      await this.checkpointThrough(this.seq)
-      let range = { from: 1, to: this.seq }
-      if (opts.snapshot !== undefined) {
-        const snap = this.snapshotTable.require(opts.snapshot)
-        range = { from: (this.snapshotTable.previous(snap.seq)?.seq ?? 0) + 1, to: snap.seq }
-      }
-      const cuts = (): number[] => this.snapshotTable.list().map(s => s.seq)
-      let analysis = await analyzeVersions(this.index.history(), cuts(), range)
+    let fence = await this.takeFence()
+    let range = { from: 1, to: fence.seq }
+    if (opts.snapshot !== undefined) {
+      const snap = this.snapshotTable.require(opts.snapshot)
+      range = { from: (this.snapshotTable.previous(snap.seq)?.seq ?? 0) + 1, to: snap.seq }
+    }
+    // Cuts at or before the fence: a snapshot taken later cannot fall inside the life of a
+    // version whose successor is at or before the fence.
+    const cuts = (): number[] => this.snapshotTable.list().map(s => s.seq)
+    let analysis = await analyzeVersions(this.index.history(), cuts(), range, fence.seq, await this.windowStart(fence))
 
-      // 1. Clean mostly-dead sealed segments: move their live versions to the head.
-      const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
-      if (cleanBelow > 0) {
-        const sealed = this.segmentIds.filter(id => id < this.current.id)
+    // 1. Clean mostly-dead sealed segments: move their live versions to the head.
+    const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
+    if (cleanBelow > 0) {
+      const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id))
+      try {
         for (const id of sealed) {
           const lo = firstLiveAtOrAfter(analysis.live, id * S)
           const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
@@ -1083,111 +1387,123 @@ export class Store {
           }
           report.segmentsCleaned++
         }
-        if (report.versionsMoved > 0) {
-          await this.checkpointThrough(this.seq)
-          analysis = await analyzeVersions(this.index.history(), cuts(), range)
-        }
+      } catch (err) {
+        // A full pool leaves no room to move into; freeing in place needs none, so go on.
+        if (!isLogdiskError(err, 'NO_SPACE')) throw err
+        this.log.warn({ err: (err as Error).message }, 'compaction: no room to move live versions; freeing in place only')
       }
-
-      // 2. Free what nothing references; punch it out; recycle empty segments.
-      const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
-      for await (const [seq, e] of this.index.entries(1, this.seq)) {
-        const id = Math.floor(e.position / S)
-        if (id >= this.current.id || !this.segmentVolumes.has(id) || this.segmentState.get(id) === 'archived') continue
-        let list = bySegment.get(id)
-        if (!list) bySegment.set(id, list = [])
-        list.push({ seq, e })
+      if (report.versionsMoved > 0) {
+        // The moved copies are the live ones now: judge again from a fence past the moves.
+        fence = await this.takeFence()
+        analysis = await analyzeVersions(this.index.history(), cuts(), opts.snapshot === undefined ? { from: 1, to: fence.seq } : range, fence.seq, await this.windowStart(fence))
       }
-      const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
-        if (x.e.freed === true) return true
-        if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
-        if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
-        const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
-        return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * this.blockBytes)
-      }
-      const recycle: number[] = []
-      let done = 0
-      for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
-        onProgress?.(done++, bySegment.size)
-        const runs: Array<{ first: number, last: number, fresh: boolean }> = []
-        for (let i = 0; i < entries.length; i++) {
-          if (!freeable(entries[i])) continue
-          const run = runs[runs.length - 1]
-          if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
-        }
-        const fresh = runs.filter(r => r.fresh)
-        if (fresh.length > 0) {
-          // With backing storage, history stays complete: the whole segment is archived
-          // before any of it is punched, and reads of dead versions fetch it back.
-          if (this.opts.archive) await this.ensureArchived(id)
-          const segment = await this.segment(id)
-          const spans: Array<[number, number]> = []
-          for (const run of fresh) {
-            const first = entries[run.first]
-            const last = entries[run.last]
-            const start = first.e.position % S
-            const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
-            await segment.handle.writev([encodeFree(first.seq, last.seq, last.e.timeMs, end - start)], start)
-            spans.push([start, end])
-            for (let i = run.first; i <= run.last; i++) {
-              const x = entries[i]
-              if (x.e.freed) continue
-              this.batch.entries.set(x.seq, { ...x.e, freed: true })
-              report.entriesFreed++
-            }
-          }
-          await segment.handle.datasync() // the free headers are durable before the data goes
-          for (const [start, end] of spans) {
-            const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
-            const to = Math.floor(end / 4096) * 4096
-            if (to <= from) continue
-            for (const volume of this.segmentVolumes.get(id) ?? []) {
-              await this.layer.punchHole(path.join(this.home.dirOf(volume), segmentFileName(id)), from, to - from)
-            }
-            report.runsPunched++
-            report.bytesPunched += to - from
-          }
-        }
-        if (entries.every(freeable)) recycle.push(id)
-        else if (!entries.some(x => (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) && !freeable(x)) && this.segmentState.get(id) === 'active') {
-          this.segmentState.set(id, 'inactive')
-          this.batch.segments.set(id, { state: 'inactive', volumes: this.segmentVolumes.get(id) })
-          report.segmentsInactive++
-        }
-      }
-      // Dead versions leave the index (their bytes may stay until their whole entry is free),
-      // unless backing storage keeps them: then every point in time stays restorable.
-      report.versionsFreed = analysis.deadCount
-      if (!this.opts.archive) {
-        for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
-        this.batch.counters.set(HISTORY_HORIZON, Math.max(analysis.horizon, await this.index.counter(HISTORY_HORIZON)))
-      }
-      await this.commitDurably() // the index forgets freed versions before any file goes
-      for (const id of recycle) {
-        const volumes = this.segmentVolumes.get(id) ?? []
-        this.forgetHandle(id)
-        for (const volume of volumes) await this.layer.remove(path.join(this.home.dirOf(volume), segmentFileName(id)))
-        this.segmentVolumes.delete(id)
-        this.home.vacated(id, volumes)
-        if (this.archivedIds.has(id)) {
-          this.segmentState.set(id, 'archived') // its history is on backing storage
-          this.batch.segments.set(id, { state: 'archived', volumes: [], archived: true })
-        } else {
-          this.segmentIds = this.segmentIds.filter(s => s !== id)
-          this.segmentState.delete(id)
-          this.batch.segments.set(id, { state: 'recycled', volumes: [] })
-          this.recycledCount++
-        }
-        report.segmentsRecycled++
-      }
-      await this.commitDurably()
-      onProgress?.(bySegment.size, bySegment.size)
-      report.durationMs = Date.now() - started
-      this.log.info(report, 'compacted')
-      return report
-    } finally {
-      this.compacting = false
     }
+    // Without backing storage, freeing dead versions gives up the points that read them:
+    // the log says so before anything is freed. With it, history stays whole (archived first).
+    if (!this.opts.archive) await this.raiseHorizon(analysis.horizon)
+
+    // 2. Free what nothing references; punch it out; recycle empty segments.
+    const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
+    for await (const [seq, e] of this.index.entries(1, fence.seq)) {
+      const id = Math.floor(e.position / S)
+      if (!fence.mayTouchEntry(seq, e.position) || !this.segmentVolumes.has(id) || this.segmentState.get(id) === 'archived') continue
+      let list = bySegment.get(id)
+      if (!list) bySegment.set(id, list = [])
+      list.push({ seq, e })
+    }
+    const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
+      if (x.e.freed === true) return true
+      if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
+      if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
+      const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
+      return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * this.blockBytes)
+    }
+    const recycle: number[] = []
+    const punches: Array<{ files: string[], from: number, to: number }> = []
+    // Entries freed, staged in the batch only once their free headers are durable.
+    const freedEntries: Array<[number, EntryRecord]> = []
+    let done = 0
+    for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
+      onProgress?.(done++, bySegment.size)
+      const runs: Array<{ first: number, last: number, fresh: boolean }> = []
+      for (let i = 0; i < entries.length; i++) {
+        if (!freeable(entries[i])) continue
+        const run = runs[runs.length - 1]
+        if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
+      }
+      const fresh = runs.filter(r => r.fresh)
+      if (fresh.length > 0) {
+        // With backing storage, history stays complete: the whole segment is archived
+        // before any of it is punched, and reads of dead versions fetch it back.
+        if (this.opts.archive) await this.ensureArchived(id)
+        const segment = await this.segment(id)
+        const headers: Array<[number, Buffer]> = []
+        for (const run of fresh) {
+          const first = entries[run.first]
+          const last = entries[run.last]
+          const start = first.e.position % S
+          const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.count * this.blockBytes })
+          headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
+          const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
+          const to = Math.floor(end / 4096) * 4096
+          // Exactly the copies that took the free header, wherever the segment lives later.
+          if (to > from) punches.push({ files: segment.volumes.map(v => path.join(this.home.dirOf(v), segmentFileName(id))), from, to })
+          for (let i = run.first; i <= run.last; i++) {
+            const x = entries[i]
+            if (x.e.freed) continue
+            freedEntries.push([x.seq, { ...x.e, freed: true }])
+          }
+        }
+        // A header written over another can be torn by a crash: the index holds the writes
+        // first, and opening the store redoes them whole (recovery.ts).
+        await this.index.putPending({ segment: id, volumes: segment.volumes, headers })
+        for (const [at, header] of headers) await segment.handle.writev([header], at)
+        await segment.handle.datasync() // the free headers are durable before any data goes
+        await this.index.clearPending()
+        for (const [seq, e] of freedEntries.splice(0)) {
+          this.batch.entries.set(seq, e)
+          report.entriesFreed++
+        }
+      }
+      if (entries.every(freeable)) recycle.push(id)
+    }
+    report.segmentsInactive = this.markInactive(fence)
+    // Dead versions leave the index (their bytes may stay until their whole entry is free),
+    // unless backing storage keeps them: then every point in time stays restorable.
+    report.versionsFreed = analysis.deadCount
+    if (!this.opts.archive) {
+      for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) this.batch.historyDeletes.push(block, seq)
+    }
+    await this.commitDurably() // the index forgets freed versions before any byte goes
+    // Reads that looked a freed version up before the commit may still be reading it.
+    await this.reads.drain()
+    for (const p of punches) {
+      for (const file of p.files) await this.layer.punchHole(file, p.from, p.to - p.from)
+      report.runsPunched++
+      report.bytesPunched += p.to - p.from
+    }
+    for (const id of recycle) {
+      const volumes = this.segmentVolumes.get(id) ?? []
+      this.forgetHandle(id)
+      await this.removeEveryCopy(id)
+      this.segmentVolumes.delete(id)
+      this.home.vacated(id, volumes)
+      if (this.archivedIds.has(id)) {
+        this.segmentState.set(id, 'archived') // its history is on backing storage
+      } else {
+        this.segmentIds = this.segmentIds.filter(s => s !== id)
+        this.segmentState.set(id, 'recycled')
+        this.recycledCount++
+      }
+      this.recordSegment(id)
+      if (!this.archivedIds.has(id)) this.segmentState.delete(id)
+      report.segmentsRecycled++
+    }
+    await this.commitDurably()
+    onProgress?.(bySegment.size, bySegment.size)
+    report.durationMs = Date.now() - started
+    this.log.info(report, 'compacted')
+    return report
   }
 
   /**
@@ -1254,10 +1570,12 @@ export class Store {
     this.assertOpen()
     await this.checkpointThrough(this.seq)
     if (this.seq === 0) throw new LogdiskError('NOT_FOUND', 'the log is empty: there is no point to go back to')
-    const horizon = await this.index.counter(HISTORY_HORIZON)
+    const horizon = this.horizon
     const at = async (seq: number, what: string) => {
       if (seq <= horizon) {
-        throw new LogdiskError('BAD_ARGUMENT', `${what} is older than what compaction kept (it freed versions seen up to sequence ${horizon}); snapshots before it can still be restored`)
+        let oldest = ''
+        for await (const [s, e] of this.index.entries(horizon + 1, this.seq)) { oldest = `sequence ${s} (${new Date(e.timeMs).toISOString()})`; break }
+        throw new LogdiskError('BAD_ARGUMENT', `${what} is older than the history this store kept (compaction freed versions up to sequence ${horizon}; history.keep=${formatKeep(this.historyKeepMs)}); the oldest point that can be restored is ${oldest || 'the newest write'}, and every snapshot`)
       }
       return { seq, timeMs: (await this.index.entry(seq))?.timeMs ?? 0, what }
     }
@@ -1271,7 +1589,7 @@ export class Store {
     if (/^\d{4}-\d{2}-\d{2}/.test(spec)) {
       const t = Date.parse(spec)
       if (Number.isNaN(t)) throw new LogdiskError('BAD_ARGUMENT', `"${spec}" is not an ISO time (like 2026-11-21T10:00:00Z)`)
-      if (t > Date.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
+      if (t > this.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
       const first = await this.index.entry(1)
       if (!first || t < first.timeMs) {
         throw new LogdiskError('BAD_ARGUMENT', `${spec} is before the first write (the log starts at ${new Date(first?.timeMs ?? 0).toISOString()})`)
@@ -1301,18 +1619,24 @@ export class Store {
   async * imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }> {
     this.assertOpen()
     await this.checkpointThrough(seq)
-    let block = -1
-    let best: { position: number, crc: number } | undefined
-    const crc = new Uint32Array(1)
-    for await (const [b, vseq, position, vcrc] of this.index.history()) {
-      if (b !== block) {
-        if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
-        block = b
-        best = undefined
+    // One read epoch for the whole walk: the positions come from one view of the index.
+    const epoch = this.reads.enter()
+    try {
+      let block = -1
+      let best: { position: number, crc: number } | undefined
+      const crc = new Uint32Array(1)
+      for await (const [b, vseq, position, vcrc] of this.index.history()) {
+        if (b !== block) {
+          if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+          block = b
+          best = undefined
+        }
+        if (vseq <= seq) best = { position, crc: vcrc }
       }
-      if (vseq <= seq) best = { position, crc: vcrc }
+      if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+    } finally {
+      this.reads.exit(epoch)
     }
-    if (best) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
   }
 
   snapshotNamed (name: string): SnapshotRecord {
@@ -1327,6 +1651,7 @@ export class Store {
       if (this.unsyncedSealed[0] === oldest) this.unsyncedSealed.shift()
     }
     await this.current.sync()
+    await this.recordDrops()
   }
 
   /** Makes every completed write durable (the image's fsync/flush). */
@@ -1344,7 +1669,7 @@ export class Store {
     if (this.checkpointing) return this.checkpointing
     if (this.batch.size === 0) return Promise.resolve()
     const batch = this.batch
-    const cp: Checkpoint = { seq: this.seq, position: this.completedPosition, timeMs: Date.now() }
+    const cp: Checkpoint = { seq: this.seq, position: this.completedPosition, timeMs: this.now() }
     this.batch = new IndexBatch()
     this.checkpointing = (async () => {
       try {
@@ -1392,19 +1717,30 @@ export class Store {
         pendingBlocks: this.batch.history.length / 4
       },
       mapMemoryBytes: this.map.memoryBytes,
-      recovery: this.recovery
+      recovery: this.recovery,
+      history: { horizonSeq: this.horizon, keepMs: this.historyKeepMs }
     }
   }
 
   /** Reads every entry of the log, checks every CRC and that the index agrees with the log. */
-  async verify (): Promise<VerifyReport> {
+  /**
+   * `copies`: how many copies each local segment should have (the pool's mirror policy);
+   * fewer is reported as degraded.
+   */
+  verify (opts: { copies?: number } = {}): Promise<VerifyReport> {
     this.assertOpen()
+    // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
+    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1))
+  }
+
+  private async verifyLocked (copies: number): Promise<VerifyReport> {
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
       await this.syncAll()
       return this.completedPosition
     })
     await this.checkpointThrough(this.seq)
+    await this.checkpoint() // index changes that wait for a retry (a failed commit) go in first
     const segmentIds = [...this.segmentIds]
     return verifyStore({
       layer: this.layer,
@@ -1415,6 +1751,7 @@ export class Store {
         : Segment.open(this.layer, this.home, this.segmentVolumes.get(id) ?? [], id, this.geometry),
       geometry: this.geometry,
       segmentIds,
+      copies,
       upTo: this.lastCheckpoint,
       end,
       map: this.map,
@@ -1427,6 +1764,7 @@ export class Store {
   async close (): Promise<void> {
     if (this.closed) return
     if (this.timer) clearInterval(this.timer)
+    await this.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await this.appendLock.idle()
     await this.syncAll()
     await this.checkpointThrough(this.seq)
@@ -1448,7 +1786,7 @@ export class Store {
   }
 
   private async release (): Promise<void> {
-    if (this.baselineFile) await (await this.baselineFile).close().catch(() => undefined)
+    if (this.baselineFile) await this.baselineFile.then(h => h.close()).catch(() => undefined)
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
     await this.index.close()
@@ -1484,8 +1822,6 @@ function firstBadBlock (data: Buffer, crcs: Uint32Array, blockBytes: number): nu
   return -1
 }
 
-const CACHE_VOLUME = 'cache'
-
 /** A home that also lists <store>/cache (archived segments fetched for an index rebuild). */
 function withCacheVolume (home: SegmentHome, cacheDir: string): SegmentHome {
   return {
@@ -1497,29 +1833,34 @@ function withCacheVolume (home: SegmentHome, cacheDir: string): SegmentHome {
   }
 }
 
-/** Fetches every archived segment that has no local copy into `cacheDir`; returns their ids. */
-async function fetchAllArchived (layer: FileLayer, home: SegmentHome, cacheDir: string, link: ArchiveLink, log: Logger): Promise<number[]> {
-  const local = new Set<number>()
-  for (const v of home.volumes()) {
-    for (const name of await layer.list(home.dirOf(v)).catch(() => [] as string[])) {
-      const id = parseSegmentFileName(name)
-      if (id !== undefined) local.add(id)
-    }
-  }
-  const fetched: number[] = []
+/** Fetches every archived segment into `cacheDir` for an index rebuild; returns their ids. */
+async function fetchAllArchived (layer: FileLayer, cacheDir: string, link: ArchiveLink, log: Logger): Promise<number[]> {
+  const ids = await link.list()
   await layer.mkdirp(cacheDir)
-  for (const id of await link.list()) {
-    if (local.has(id)) continue
+  for (const id of ids) {
     const h = await layer.open(path.join(cacheDir, segmentFileName(id)), true)
     try {
+      await h.truncate(0)
       await h.writev([await link.get(id)], 0)
     } finally {
       await h.close()
     }
-    fetched.push(id)
   }
-  if (fetched.length > 0) log.warn({ segments: fetched.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
-  return fetched
+  if (ids.length > 0) log.warn({ segments: ids.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
+  return ids
+}
+
+/** history.keep as a user writes it. */
+function formatKeep (ms: number): string {
+  if (!Number.isFinite(ms)) return 'forever'
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms > 0 && ms % n === 0) return `${ms / n}${unit}`
+  return `${ms}ms`
+}
+
+/** Deletes the files of a flat directory (the fetch cache), through the store's file layer. */
+async function removeFiles (layer: FileLayer, dir: string): Promise<void> {
+  const names = await layer.list(dir).catch(() => [] as string[])
+  for (const name of names) await layer.remove(path.join(dir, name))
 }
 
 function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {

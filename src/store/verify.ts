@@ -28,6 +28,8 @@ export interface VerifyInput {
   open: (id: number) => Promise<Segment>
   geometry: SegmentGeometry
   segmentIds: number[]
+  /** Copies each local segment should have (mirror); fewer is reported as degraded. */
+  copies?: number
   /** Entries up to this checkpoint are compared with the index; later ones only CRC-checked. */
   upTo: Checkpoint
   /** Log position where the log ends for this check (appends after it are ignored). */
@@ -55,6 +57,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
   const newestSeq = new Map<number, number>()
+  // A version both in the baseline and still in the log (the merge's index commit did not land
+  // before a crash, or compaction has not freed the log copy yet): either copy is right.
+  const alsoAt = new Map<number, number>()
   for (const b of input.baseline?.blocks ?? []) {
     report.blocksChecked++
     const data = await input.baseline!.read(b.block)
@@ -78,6 +83,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     }
     for (const v of volumes) {
       if (!segment.volumes.includes(v)) problem(`segment ${segmentFileName(id)}: the copy on pool volume ${v} (${input.home.dirOf(v)}) is lost; run logdisk pool repair`)
+    }
+    if (volumes.length > 0 && volumes.length < (input.copies ?? 1)) {
+      problem(`segment ${segmentFileName(id)}: degraded, ${volumes.length} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
     }
     report.segments++
     try {
@@ -105,9 +113,14 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
           const known = newestSeq.get(block) ?? -1
           // Higher seq wins; on a tie a moved copy wins over its original, and the baseline's
           // copy over a log copy compaction has not freed yet.
-          if (known > seq || (known === seq && (newest.get(block) ?? 0) >= (input.baseline?.base ?? Infinity))) continue
+          if (known > seq) continue
+          if (known === seq && (newest.get(block) ?? 0) >= (input.baseline?.base ?? Infinity)) {
+            alsoAt.set(block, dataStart + i * geometry.blockBytes)
+            continue
+          }
           newest.set(block, dataStart + i * geometry.blockBytes)
           newestSeq.set(block, seq)
+          alsoAt.delete(block)
         }
       }
     } finally {
@@ -120,9 +133,10 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     if (position < upTo.position || position >= (input.baseline?.base ?? Infinity)) indexed.set(block, position)
   }
   for (const [block, position] of newest) {
-    if (indexed.get(block) !== position) problem(`index: block ${block} should be at log position ${position}, LevelDB says ${indexed.get(block) ?? 'nothing'}`)
+    const ok = (at: number | undefined): boolean => at === position || (at !== undefined && at === alsoAt.get(block))
+    if (!ok(indexed.get(block))) problem(`index: block ${block} should be at log position ${position}, LevelDB says ${indexed.get(block) ?? 'nothing'}`)
     const inMemory = input.map.position(block)
-    if ((inMemory < upTo.position || inMemory >= (input.baseline?.base ?? Infinity)) && inMemory !== position) problem(`index: block ${block} should be at log position ${position}, the in-memory map says ${inMemory}`)
+    if ((inMemory < upTo.position || inMemory >= (input.baseline?.base ?? Infinity)) && !ok(inMemory)) problem(`index: block ${block} should be at log position ${position}, the in-memory map says ${inMemory}`)
   }
   for (const block of indexed.keys()) {
     if (!newest.has(block)) problem(`index: block ${block} is indexed but not in the log`)

@@ -2,6 +2,7 @@ import path from 'node:path'
 import { fromSystemError } from '../errors'
 import type { FileHandle, FileLayer } from '../store/file-layer'
 import type { Rng } from './rng'
+import type { SimScheduler } from './sim-scheduler'
 
 /**
  * An in-memory disk for deterministic crash tests, after TigerBeetle's src/testing/storage.zig.
@@ -106,6 +107,22 @@ class SimFile {
     this.pending = []
   }
 
+  /** What a datasync called now covers: the content and the operations up to this instant. */
+  syncMark (): { content: Buffer, ops: number } {
+    return { content: this.bytes.snapshot(), ops: this.pending.length }
+  }
+
+  /**
+   * Completes a datasync called at `mark`: fdatasync covers what was written before it was
+   * called, not what lands while it runs (those stay unsynced).
+   */
+  datasyncTo (mark: { content: Buffer, ops: number }): void {
+    const later = this.pending.slice(mark.ops)
+    if (later.length === 0) return this.datasync()
+    this.durable = mark.content
+    this.pending = later
+  }
+
   /** What the disk holds after power loss: durable bytes plus a prefix of the rest, maybe torn. */
   crashImage (rng: Rng): Buffer {
     const keep = rng.int(this.pending.length + 1)
@@ -132,6 +149,12 @@ function errno (code: string, what: string): Error {
 const tick = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
 
 export class SimFileLayer implements FileLayer {
+  /**
+   * With a scheduler, every operation waits for it (seeded reordering, fault injection by
+   * label `<op> <path>`); without one, each operation just yields once.
+   */
+  constructor (private readonly scheduler?: SimScheduler) {}
+
   private live = new Map<string, SimFile>()
   /** Names per path as of the last syncDir of their directory. */
   private durableNames = new Map<string, SimFile>()
@@ -200,7 +223,8 @@ export class SimFileLayer implements FileLayer {
   }
 
   private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
-    await tick()
+    if (this.scheduler) await this.scheduler.io(what).catch(err => { throw fromSystemError(err, what) })
+    else await tick()
     if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
     const fault = op && this.faults.get(op)
     if (fault) {
@@ -298,14 +322,16 @@ class SimHandle implements FileHandle {
   }
 
   async writev (buffers: Buffer[], position: number): Promise<void> {
+    const data = Buffer.concat(buffers) // the caller may reuse its buffers once this returns
     await this.enter('writev', 'write')
     // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
-    this.f.write(position, Buffer.concat(buffers))
+    this.f.write(position, data)
   }
 
   async datasync (): Promise<void> {
+    const mark = this.f.syncMark()
     await this.enter('datasync', 'fdatasync')
-    this.f.datasync()
+    this.f.datasyncTo(mark)
   }
 
   async truncate (length: number): Promise<void> {

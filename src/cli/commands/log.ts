@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { EntryKind, type EntryRecord } from '../../store'
+import { EntryKind, type EntryRecord, type StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 
 const KIND_NAMES: Record<number, string> = {
@@ -8,7 +8,8 @@ const KIND_NAMES: Record<number, string> = {
   [EntryKind.snapshot]: 'snapshot',
   [EntryKind.deleteSnapshot]: 'delete',
   [EntryKind.free]: 'free',
-  [EntryKind.move]: 'move'
+  [EntryKind.move]: 'move',
+  [EntryKind.history]: 'history'
 }
 
 export function register (program: Command): void {
@@ -27,6 +28,8 @@ export function register (program: Command): void {
         ...(e.freed ? { freed: true } : {})
       }))
       if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+      const { history } = await runOp<StoreStatus>(storeArg, 'status')
+      if (history.horizonSeq > 0) console.log(`# entries up to sequence ${history.horizonSeq} can no longer be restored (compaction freed versions they read); snapshots can`)
       for (const r of rows) {
         const what = r.kind === 'write' ? `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}` : r.kind === 'move' ? `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}` : JSON.stringify(r.payload)
         console.log(`${r.seq}\t${r.time}\t${r.kind}\t${what}`)

@@ -5,6 +5,18 @@ import { formatBytes } from '../units'
 
 type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] } }
 
+/** What restores can reach: the window, and the horizon compaction left (snapshots always). */
+function historyLine (h: StoreStatus['history']): string {
+  const keep = h.keepMs === null || !Number.isFinite(h.keepMs) ? 'forever' : formatDuration(h.keepMs)
+  const from = h.horizonSeq > 0 ? `restorable from sequence ${h.horizonSeq + 1}` : 'every point restorable'
+  return `kept ${keep} (history.keep); ${from}; every snapshot`
+}
+
+function formatDuration (ms: number): string {
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms > 0 && ms % n === 0) return `${ms / n}${unit}`
+  return `${ms}ms`
+}
+
 export function register (program: Command): void {
   program.command('status <store>')
     .description('size, bytes written, segments by state, index position')
@@ -24,7 +36,8 @@ export function register (program: Command): void {
         ['log', `${formatBytes(status.logBytes)}; segments: ${s.current} current, ${s.active} active, ${s.inactive} inactive, ${s.archived} archived, ${s.recycled} recycled`],
         ['on disk', Object.entries(status.spaceBytes ?? {}).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ')],
         ['index', `seq ${status.index.seq}, checkpoint seq ${status.index.checkpointSeq}, ${status.index.pendingBlocks} blocks pending`],
-        ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`]
+        ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`],
+        ['history', historyLine(status.history)]
       ]
       if (status.recovery.cut) lines.push(['recovery', `cut a torn tail of ${status.recovery.cut.bytes} bytes in segment ${status.recovery.cut.segment} (${status.recovery.cut.reason}); kept in ${status.recovery.cut.savedTo}`])
       for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// make simulate SEEDS=N [SEED=first] [PHASES=n]: runs N seeds of the deterministic simulation
+// (src/testing/simulation.ts) and prints each failing seed with its trace. Exit 1 on a failure.
+import { simulate } from '../dist/src/testing/simulation.js'
+
+const seeds = Number(process.env.SEEDS ?? 20)
+const first = Number(process.env.SEED ?? Math.floor(Math.random() * 1e9))
+const phases = process.env.PHASES ? Number(process.env.PHASES) : undefined
+let failed = 0
+let steps = 0
+const started = Date.now()
+for (let i = 0; i < seeds; i++) {
+  const seed = first + i
+  try {
+    const r = await simulate(seed, { phases, trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
+    steps += r.steps
+    const ops = Object.values(r.ops).reduce((a, b) => a + b, 0)
+    console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.faultsInjected} faults; ${r.config})`)
+  } catch (err) {
+    failed++
+    console.log(`seed ${seed}: FAILED\n${err.stack ?? err}`)
+  }
+}
+console.log(`${seeds - failed} seeds passed, ${failed} failed (${steps} I/O steps in ${((Date.now() - started) / 1000).toFixed(1)} s); rerun one with SEEDS=1 SEED=<seed>`)
+process.exit(failed > 0 ? 1 : 0)

@@ -1,0 +1,476 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
+import { Store } from '../store/store'
+import { Rng } from './rng'
+import { SimArchive } from './sim-archive'
+import { SimFileLayer } from './sim-file-layer'
+import { SimHome } from './sim-home'
+import { SimIndexStorage } from './sim-index'
+import { checkExpectation, ImageModel, type Expectation } from './sim-model'
+import { SimScheduler, type FaultRule } from './sim-scheduler'
+
+/**
+ * The deterministic simulation of a store (after TigerBeetle's VOPR): one seed drives a
+ * scheduler that runs, concurrently, writers and readers of the current image and of
+ * snapshots, snapshots, deletes, sync points, checkpoints, compaction in every mode, baseline
+ * merges, archiving and fetch-back, pool growth and drain, mirror repair, clean reopens,
+ * index rebuilds and power losses, while the simulated disk, index and archive reorder and
+ * delay every I/O completion and fail operations by label (EIO, ENOSPC).
+ *
+ * The oracle: after every phase the current image, every snapshot image and every sync point
+ * (a restore) equal the plain model (src/testing/sim-model.ts), or the operation was refused
+ * with an error the design allows (IO or NO_SPACE where a fault was injected, BUSY, a restore
+ * outside the history window). Wrong bytes are never acceptable; neither is CORRUPT.
+ */
+export interface SimulationOptions {
+  phases?: number
+  /** Called with each line of the trace (the last lines are in a failure's message anyway). */
+  trace?: (line: string) => void
+  /** Debugging: called with the live objects before a verify failure is reported. */
+  inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
+}
+
+export interface SimulationReport {
+  seed: number
+  phases: number
+  steps: number
+  ops: Record<string, number>
+  crashes: number
+  reopens: number
+  rebuilds: number
+  faultsInjected: number
+  config: string
+}
+
+export class SimulationFailure extends Error {
+  constructor (readonly seed: number, message: string, readonly trace: string[]) {
+    super(`seed ${seed}: ${message}\n  last steps:\n    ${trace.slice(-25).join('\n    ')}`)
+  }
+}
+
+const B = 4096
+/** The smallest segment size (one full 256-block entry after the header page), rounded to pages. */
+const SEGMENT_BYTES = 258 * B
+
+interface Point {
+  kind: 'snapshot' | 'sync'
+  name: string
+  /** Place in the model's order, while the phase that made it runs. */
+  mark: number
+  expect?: Expectation
+  /** Its call resolved: it must exist (until deleted). */
+  resolved: boolean
+  timeMs: number
+  deleting?: boolean
+}
+
+export async function simulate (seed: number, opts: SimulationOptions = {}): Promise<SimulationReport> {
+  const rng = new Rng(seed)
+  const sched = new SimScheduler(new Rng(seed ^ 0x5eed5eed))
+  const crashRng = new Rng(seed ^ 0x0c0ffee0)
+  const sim = new SimFileLayer(sched)
+  const indexes = new SimIndexStorage(sched)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-sim-'))
+  const trace: string[] = []
+  const log = (line: string): void => {
+    trace.push(`[${sched.steps}] ${line}`)
+    if (trace.length > 400) trace.splice(0, 100)
+    opts.trace?.(line)
+  }
+  const fail = (message: string): never => { throw new SimulationFailure(seed, message, trace) }
+
+  const sizeBytes = rng.range(96, 640) * B
+  const copies = rng.chance(0.3) ? 2 : 1
+  const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
+  const archive = rng.chance(0.5) ? new SimArchive(sched) : undefined
+  const checkpointMaxBlocks = rng.range(8, 400)
+  const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
+  const phases = opts.phases ?? 24
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
+  log(`config: ${config}`)
+
+  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
+  const count = (op: string): void => { report.ops[op] = (report.ops[op] ?? 0) + 1 }
+
+  /** Runs `p` to completion under the scheduler (no crash). */
+  const drive = async <T>(p: Promise<T>): Promise<T> => {
+    await sched.run(p)
+    return p
+  }
+  const open = (): Promise<Store> => Store.open(dir, {
+    fileLayer: sim,
+    home,
+    archive,
+    clock: sched.clock,
+    openIndex: indexes.open,
+    checkpointIntervalMs: 0,
+    checkpointMaxBlocks,
+    historyKeepMs
+  })
+  // A restore may be refused only without backing storage, and only for a point that has
+  // been outside the history window (snapshots never).
+  const mayRefuse = (p: Point): boolean => !archive && p.timeMs < sched.nowMs - historyKeepMs
+
+  try {
+    await drive(Store.create(dir, { sizeBytes, blockBytes: B, segmentBytes: SEGMENT_BYTES }, sim))
+    let store = await drive(open())
+    const model = new ImageModel(sizeBytes, B)
+    const points = new Map<string, Point>()
+    let nextName = 1
+
+    for (let phase = 0; phase < phases; phase++) {
+      const faulty = rng.chance(0.2)
+      const rules = faulty ? faultRules(rng, home) : []
+      sched.setFaults(rules)
+      const crashAfterSteps = rng.chance(0.12) ? rng.int(600) : undefined
+      log(`phase ${phase}: faults ${rules.map(r => `${r.code}@${r.match.source}`).join(',') || 'none'}${crashAfterSteps !== undefined ? `, power fails after ${crashAfterSteps} steps` : ''}`)
+      let powerLost = false
+      const problems: string[] = []
+      const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
+        log(`  failed: ${(err as Error).message.slice(0, 160)}`)
+        if (powerLost) return true
+        if (faulty && (isLogdiskError(err, 'IO') || isLogdiskError(err, 'NO_SPACE'))) return true
+        return codes.some(c => isLogdiskError(err, c))
+      }
+      const unexpected = (what: string, err: unknown): void => {
+        problems.push(`${what}: unexpected ${isLogdiskError(err) ? err.code : 'error'}: ${(err as Error).message}`)
+      }
+      const s = store
+      const action = async (): Promise<void> => {
+        for (let i = rng.int(40); i > 0; i--) await sched.io('idle') // start at a seeded moment
+        const r = rng.next()
+        if (r < 0.34) {
+          const { offset, data } = randomWrite(rng, sizeBytes, faulty)
+          const w = model.callWrite(offset, data)
+          count('write')
+          log(`write ${offset}+${data.length} (w${w.id})`)
+          try {
+            await s.write(offset, data)
+            model.settle(w, true)
+          } catch (err) {
+            if (powerLost) return // stays pending: it may be in the surviving prefix
+            model.settle(w, false)
+            if (!allowed(err, 'NO_SPACE')) unexpected(`write ${offset}+${data.length}`, err)
+          }
+        } else if (r < 0.48) {
+          const length = rng.range(1, 24 * B)
+          const offset = rng.int(sizeBytes - length + 1)
+          const from = model.settledPrefix()
+          count('read')
+          try {
+            const got = await s.read(offset, length)
+            const bad = model.checkRead(Math.floor(offset / B), got, from, model.mark(), offset % B)
+            if (bad >= 0) problems.push(`read ${offset}+${length}: block ${bad} is none of the versions it could have had`)
+          } catch (err) {
+            if (!allowed(err)) unexpected(`read ${offset}+${length}`, err)
+          }
+        } else if (r < 0.57) {
+          const live = [...points.values()].filter(p => p.kind === 'snapshot' && (p.resolved || p.expect))
+          if (live.length === 0) return
+          const p = live[rng.int(live.length)]
+          const length = rng.range(1, 32 * B)
+          const offset = rng.int(sizeBytes - length + 1)
+          count('read snapshot')
+          try {
+            const got = await s.readSnapshot(p.name, offset, length)
+            const exp = p.expect ?? model.expectationAt(p.mark)
+            const first = Math.floor(offset / B)
+            const whole = Buffer.from(exp.data.subarray(first * B, Math.ceil((offset + length) / B) * B))
+            got.copy(whole, offset % B)
+            const sub: Expectation = { data: exp.data.subarray(first * B, first * B + whole.length), any: new Set([...exp.any].filter(b => b >= first).map(b => b - first)) }
+            const bad = checkExpectation(sub, whole, B)
+            if (bad >= 0) problems.push(`read of snapshot ${p.name} at ${offset}+${length}: block ${first + bad} differs from the snapshot`)
+          } catch (err) {
+            if (!(p.deleting && isLogdiskError(err, 'NOT_FOUND')) && !allowed(err)) unexpected(`read snapshot ${p.name}`, err)
+          }
+        } else if (r < 0.64) {
+          const covered = model.settledPrefix()
+          count('flush')
+          try {
+            await s.flush()
+            model.markDurable(covered)
+          } catch (err) {
+            if (!allowed(err)) unexpected('flush', err)
+          }
+        } else if (r < 0.68) {
+          count('checkpoint')
+          try {
+            await s.checkpoint()
+          } catch (err) {
+            if (!allowed(err)) unexpected('checkpoint', err)
+          }
+        } else if (r < 0.735) {
+          const kind = rng.chance(0.5) ? 'snapshot' : 'sync'
+          const name = `${kind === 'snapshot' ? 's' : 'p'}${nextName++}`
+          const p: Point = { kind, name, mark: model.mark(), resolved: false, timeMs: 0 }
+          points.set(name, p)
+          count(kind)
+          log(`${kind} ${name} at mark ${p.mark}`)
+          try {
+            if (kind === 'snapshot') p.timeMs = (await s.snapshot({ name })).timeMs
+            else p.timeMs = (await s.syncPoint(name)).timeMs
+            p.resolved = true
+            model.markDurable(p.mark)
+          } catch (err) {
+            // Refused: it does not exist. Failed by a fault or a power loss: it may exist.
+            if (!allowed(err)) unexpected(`${kind} ${name}`, err)
+            else if (!powerLost && !faulty) points.delete(name)
+          }
+        } else if (r < 0.755) {
+          const snaps = [...points.values()].filter(p => p.kind === 'snapshot' && p.resolved && !p.deleting)
+          if (snaps.length === 0) return
+          const p = snaps[rng.int(snaps.length)]
+          p.deleting = true
+          count('delete')
+          log(`delete ${p.name}`)
+          try {
+            await s.deleteSnapshot(p.name)
+            points.delete(p.name)
+          } catch (err) {
+            // Refused: still there. Failed by a fault or a power loss: it may be gone.
+            if (!allowed(err)) unexpected(`delete ${p.name}`, err)
+            else if (!powerLost && !faulty) p.deleting = false
+          }
+        } else if (r < 0.83) {
+          const mode = rng.int(4)
+          const snaps = s.snapshots()
+          try {
+            if (mode === 0) {
+              count('compact into baseline')
+              log('compact into baseline')
+              await s.compactIntoBaseline()
+            } else if (mode === 1 && snaps.length > 0) {
+              const snap = snaps[rng.int(snaps.length)].name
+              count('compact snapshot')
+              log(`compact snapshot ${snap}`)
+              await s.compact({ snapshot: snap })
+            } else {
+              const cleanBelow = [0, 0.2, 0.5, 0.9][rng.int(4)]
+              count('compact')
+              log(`compact cleanBelow ${cleanBelow}`)
+              await s.compact({ cleanBelow })
+            }
+          } catch (err) {
+            if (!allowed(err, 'BUSY', 'NOT_FOUND')) unexpected('compact', err)
+          }
+        } else if (r < 0.88) {
+          if (!archive) return
+          count('archive')
+          log('archive')
+          try {
+            await s.archive({ olderThanMs: rng.chance(0.5) ? rng.int(200) : 0, workingSet: rng.chance(0.5) ? rng.range(1, 6) : 0 })
+          } catch (err) {
+            if (!allowed(err)) unexpected('archive', err)
+          }
+        } else if (r < 0.9) {
+          count('pool grow')
+          log(`pool grow: ${home.grow()}`)
+        } else if (r < 0.95) {
+          // One drain at a time, as the pool does (a second one is BUSY there).
+          const volumes = home.volumes().filter(v => !home.draining.has(v))
+          if (volumes.length <= copies || home.draining.size > 0) return
+          const from = volumes[rng.int(volumes.length)]
+          home.draining.add(from)
+          count('pool drain')
+          log(`pool drain ${from}`)
+          try {
+            for (const id of home.segmentsOf(from)) {
+              const to = home.candidates(s.volumesOf(id) ?? [])[0]
+              if (!to) break
+              log(`  relocate ${id} ${from} -> ${to}`)
+              await s.relocateSegment(id, from, to)
+            }
+            if (home.segmentsOf(from).length === 0) home.drop(from)
+            else home.draining.delete(from)
+          } catch (err) {
+            home.draining.delete(from)
+            if (!allowed(err, 'NOT_FOUND', 'NO_SPACE')) unexpected(`drain ${from}`, err)
+          }
+        } else {
+          if (copies < 2) return
+          count('repair')
+          log('mirror repair')
+          try {
+            await s.repairCopies(copies, async (_id, exclude) => {
+              const to = home.candidates(exclude)[0]
+              if (!to) throw new LogdiskError('NO_SPACE', 'the simulated pool has no room for another copy')
+              return to
+            })
+          } catch (err) {
+            if (!allowed(err, 'NO_SPACE')) unexpected('repair', err)
+          }
+        }
+      }
+      const actions = Array.from({ length: rng.range(2, 14) }, () => action())
+      const all = Promise.allSettled(actions)
+      const run = await sched.run(all, { crashAfterSteps })
+      powerLost = run.powerLost
+      for (const r of await all) if (r.status === 'rejected') problems.push(`action threw: ${(r.reason as Error).stack}`)
+      sched.setFaults([])
+      if (problems.length > 0 && !powerLost) fail(`phase ${phase}: ${problems[0]}`)
+
+      if (powerLost) {
+        report.crashes++
+        log('power lost: abandon, crash, reopen')
+        await drive(store.abandon())
+        sim.crash(crashRng)
+        indexes.crash(crashRng)
+        sched.restorePower()
+        home.resetAccounting()
+        store = await drive(open())
+        const observed = await drive(store.read(0, sizeBytes))
+        const prefix = model.checkPrefix(observed)
+        if ('error' in prefix) return fail(`phase ${phase}, after power loss: ${prefix.error}`)
+        await drive(reconcilePoints(store, points, model, prefix.prefix, fail, `phase ${phase}, after power loss`))
+        model.reset(observed)
+      } else {
+        const observed = await drive(store.read(0, sizeBytes))
+        const bad = checkExpectation(model.expectationAt(model.mark()), observed, B)
+        if (bad >= 0) fail(`phase ${phase}: current image block ${bad} differs from the model at rest`)
+        await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`))
+        model.reset(observed)
+      }
+      await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
+      const verify = await drive(store.verify())
+      if (!verify.ok && opts.inspect) await opts.inspect({ store, sim, home, scheduler: sched })
+      if (!verify.ok) fail(`phase ${phase}: verify: ${verify.problems.join('; ')}`)
+
+      const r = rng.next()
+      if (r < 0.08) {
+        report.reopens++
+        log('clean reopen')
+        await drive(store.close())
+        home.resetAccounting()
+        store = await drive(open())
+      } else if (r < 0.12) {
+        report.rebuilds++
+        log('index rebuild (index deleted)')
+        await drive(store.close())
+        indexes.destroy(path.join(dir, 'index'))
+        home.resetAccounting()
+        store = await drive(open())
+      }
+      if (r < 0.12) {
+        const observed = await drive(store.read(0, sizeBytes))
+        if (!observed.equals(model.base)) {
+          await opts.inspect?.({ store, sim, home, scheduler: sched })
+          const blocks = [...Array(sizeBytes / B).keys()].filter(b => !observed.subarray(b * B, (b + 1) * B).equals(model.base.subarray(b * B, (b + 1) * B)))
+          fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'} (blocks ${blocks.slice(0, 10).join(', ')}${blocks.length > 10 ? ', ...' : ''})`)
+        }
+        await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
+      }
+    }
+    await drive(store.close())
+    report.steps = sched.steps
+    report.faultsInjected = sched.faultsInjected
+    return report
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * After a phase: points whose call did not resolve (power loss, a fault) exist or not; those
+ * that exist must lie inside the surviving prefix. Resolved ones must exist unless deleted.
+ * Every point still present gets its expectation from the model.
+ */
+async function reconcilePoints (
+  store: Store, points: Map<string, Point>, model: ImageModel, prefix: number,
+  fail: (message: string) => never, where: string
+): Promise<void> {
+  const present = new Set(store.snapshots().map(x => x.name))
+  for (const p of [...points.values()]) {
+    if (p.kind === 'snapshot') {
+      if (!present.has(p.name)) {
+        if (p.resolved && !p.deleting) fail(`${where}: snapshot ${p.name} was taken (durable) and is gone`)
+        points.delete(p.name)
+        continue
+      }
+      p.deleting = false
+    } else if (!p.resolved && !(await hasSync(store, p.name))) {
+      points.delete(p.name)
+      continue
+    }
+    if (p.expect) continue
+    if (p.mark > prefix) fail(`${where}: ${p.kind} ${p.name} exists but writes before it were lost`)
+    p.resolved = true
+    p.expect = model.expectationAt(p.mark)
+  }
+}
+
+async function hasSync (store: Store, note: string): Promise<boolean> {
+  try {
+    await store.resolvePoint(note)
+    return true
+  } catch (err) {
+    if (isLogdiskError(err, 'NOT_FOUND')) return false
+    return true // exists but refused (older than history): still exists
+  }
+}
+
+/** Every snapshot image and every sync point's restore against the model. */
+async function checkPoints (
+  store: Store, points: Map<string, Point>, sizeBytes: number, mayRefuse: (p: Point) => boolean, phase: number,
+  fail: (message: string) => never, count: (op: string) => void
+): Promise<void> {
+  const snaps = new Map(store.snapshots().map(s => [s.name, s]))
+  for (const name of snaps.keys()) if (!points.has(name)) fail(`phase ${phase}: the store lists a snapshot ${name} that was never taken or was deleted`)
+  for (const p of points.values()) {
+    if (!p.expect) continue
+    let got: Buffer
+    if (p.kind === 'snapshot') {
+      if (!snaps.has(p.name)) fail(`phase ${phase}: snapshot ${p.name} is missing`)
+      count('check snapshot')
+      got = await store.readSnapshot(p.name, 0, sizeBytes)
+    } else {
+      count('check restore')
+      let seq: number
+      try {
+        seq = (await store.resolvePoint(p.name)).seq
+      } catch (err) {
+        if (mayRefuse(p) && isLogdiskError(err, 'BAD_ARGUMENT')) continue
+        return fail(`phase ${phase}: restore --at ${p.name}: ${(err as Error).message}`)
+      }
+      got = Buffer.alloc(sizeBytes)
+      try {
+        for await (const { block, data } of store.imageAt(seq)) data.copy(got, block * B)
+      } catch (err) {
+        return fail(`phase ${phase}: restore --at ${p.name} (seq ${seq}): ${(err as Error).message}`)
+      }
+    }
+    const bad = checkExpectation(p.expect, got, B)
+    if (bad >= 0) fail(`phase ${phase}: ${p.kind === 'snapshot' ? 'snapshot' : 'restore --at'} ${p.name} block ${bad} is wrong`)
+    p.expect = { data: got, any: new Set() } // wildcards are settled now
+  }
+}
+
+function randomWrite (rng: Rng, sizeBytes: number, aligned: boolean): { offset: number, data: Buffer } {
+  const r = rng.next()
+  let length = r < 0.5 ? rng.range(1, 2 * B) : r < 0.85 ? rng.range(1, 64 * 1024) : rng.range(1, 300 * 1024)
+  length = Math.min(length, sizeBytes)
+  if (aligned || rng.chance(0.5)) length = Math.max(B, Math.floor(length / B) * B)
+  let offset = rng.int(sizeBytes - length + 1)
+  if (aligned || length % B === 0) offset = Math.floor(offset / B) * B
+  return { offset, data: rng.bytes(length) }
+}
+
+/** Which operations fail in a faulty phase: a few labels, each with a chance per operation. */
+function faultRules (rng: Rng, home: SimHome): FaultRule[] {
+  const volumes = home.volumes()
+  const one = volumes[rng.int(volumes.length)]
+  const choices: FaultRule[] = [
+    { match: new RegExp(`^write .*/${one}/`), code: 'EIO', chance: 0.3 },
+    { match: /^write /, code: 'ENOSPC', chance: 0.05 },
+    { match: /^fdatasync /, code: 'EIO', chance: 0.1 },
+    { match: /^index\.commit/, code: 'EIO', chance: 0.2 },
+    { match: /^archive\./, code: 'EIO', chance: 0.3 },
+    { match: /^read .*seg-/, code: 'EIO', chance: 0.05 },
+    { match: /^punch /, code: 'EIO', chance: 0.3 },
+    { match: /^open .*seg-/, code: 'ENOSPC', chance: 0.2 }
+  ]
+  const out: FaultRule[] = []
+  for (const c of choices) if (rng.chance(0.3)) out.push(c)
+  return out.length > 0 ? out : [choices[rng.int(choices.length)]]
+}
