@@ -21,6 +21,7 @@
 //   BENCH_KEEP=1         keep the work dir (images, fio JSON, daemon logs) afterwards
 //   BENCH_RESULTS=/path  where the .md/.json/.svg go (default bench/results)
 import { spawn, spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -284,6 +285,8 @@ function logdiskBackend (transport) {
     async start (dir) {
       const store = path.join(dir, 'store'); const mnt = path.join(dir, 'mnt')
       await run('node', [CLI, 'create', store, '--size', SIZE])
+      // No history kept: the compaction after each write job gives superseded space back.
+      await run('node', [CLI, 'policy', 'set', store, 'history.keep=0'])
       fs.mkdirSync(mnt, { recursive: true })
       const stop = onCleanup(async () => {
         if (isMounted(mnt)) {
@@ -382,10 +385,29 @@ function logdiskPid (store) {
   return null
 }
 
+/**
+ * Numbers only for a path that returns the right bytes: 8 MiB of random data written to the
+ * device with 1 MiB direct writes must read back the same with 1 MiB direct reads. (Measured:
+ * qemu-storage-daemon 7.2's FUSE export under a direct-I/O loop device fails this.)
+ */
+async function checkReadBack (dev) {
+  const src = path.join(WORK, 'fio', 'readback.src'); const back = path.join(WORK, 'fio', 'readback.back')
+  fs.writeFileSync(src, crypto.randomBytes(8 * 1024 * 1024))
+  await run('dd', [`if=${src}`, `of=${dev}`, 'bs=1M', 'oflag=direct', 'status=none'])
+  await run('dd', [`if=${dev}`, `of=${back}`, 'bs=1M', 'count=8', 'iflag=direct', 'status=none'])
+  const same = fs.readFileSync(src).equals(fs.readFileSync(back))
+  fs.rmSync(src, { force: true }); fs.rmSync(back, { force: true })
+  if (!same) throw new Error(`${dev} returned different bytes than were written (8 MiB, 1 MiB direct I/O): not measured`)
+}
+
 /** Frees what the last write job superseded, so the log does not fill the disk over a run (not timed). */
 async function compactStore (be) {
+  const before = { rss: procStatus(be.pid, 'VmRSS'), hwm: procStatus(be.pid, 'VmHWM') }
+  const t0 = Date.now()
   const r = await run('node', [CLI, 'compact', be.store], { allowFail: true, timeoutMs: 600_000, quiet: true })
   if (r.code !== 0) console.error(`bench: compact ${be.store} failed: ${(r.err || r.out).trim().split('\n').pop()}`)
+  const mib = k => k == null ? '?' : (k / 1024).toFixed(0)
+  log(`    compact ${path.basename(path.dirname(be.store))}: ${((Date.now() - t0) / 1000).toFixed(1)} s; daemon RSS ${mib(before.rss)} -> ${mib(procStatus(be.pid, 'VmRSS'))} MiB, peak ${mib(before.hwm)} -> ${mib(procStatus(be.pid, 'VmHWM'))} MiB`)
 }
 
 async function stopDaemon (child, mnt, what) {
@@ -736,6 +758,7 @@ async function main () {
               const dio = fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim()
               if (dio !== '1') console.error(`bench: WARNING: ${t}: ${dev} is not in direct-I/O mode (dio=${dio})`)
               ;(res.loopDio ??= {})[t] = dio === '1'
+              await checkReadBack(dev)
               await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0,nodiscard', dev], { timeoutMs: 600_000 })
               await run('mount', [dev, mnt])
             }

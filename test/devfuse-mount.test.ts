@@ -142,6 +142,26 @@ t.test('kill -9 under an attached loop device: no hung mount, the device fails f
   t.equal((await logdisk('unmount', mnt)).code, 0)
 })
 
+t.test('without its watchdog, a dead daemon leaves a stale mount that fails fast; unmount and mount clear it', opts, async t => {
+  const { store, mnt } = await setup(t, 'devfuse-stale')
+  const pid = daemonPid(store)
+  const watchdog = fs.readdirSync('/proc').filter(p => /^\d+$/.test(p)).map(Number).find(p => {
+    try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('logdisk-auto-unmount') && fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1] === String(pid) } catch { return false }
+  })
+  t.ok(watchdog, 'found the daemon\'s watchdog')
+  process.kill(watchdog!, 'SIGKILL')
+  process.kill(pid, 'SIGKILL')
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.ok(isMounted(mnt), 'the mount is still listed')
+  t.throws(() => fs.readdirSync(mnt), { code: 'ENOTCONN' }, 'and fails at once with ENOTCONN')
+  const un = await logdisk('unmount', mnt)
+  t.equal(un.code, 0, un.stderr)
+  t.match(un.stdout, /removed the stale mount/, 'logdisk unmount removes it')
+  t.notOk(isMounted(mnt))
+  t.equal((await logdisk('mount', store, mnt)).code, 0, 'and the store mounts again')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+})
+
 t.test('a daemon that crashes while mounted leaves no mount behind and does not hang in exit', opts, async t => {
   const { store, mnt, img } = await setup(t, 'devfuse-crash', { LOGDISK_FAULTS: 'crash-on-sigusr2' })
   const data = Buffer.alloc(64 * 1024, 0x3c)

@@ -224,6 +224,8 @@ t.test('READDIR pages through a listing taken at OPENDIR', async t => {
   const fh = u64(h.replyTo(h.send(Op.OPENDIR, ROOT_ID, Buffer.alloc(8)))[0].body, 0)
   h.folder.images.set('later.img', { key: 'snap:later', data: Buffer.alloc(4096), ro: true })
   const names: string[] = []
+  const inos: number[] = []
+  const known = u64(h.replyTo(h.send(Op.LOOKUP, ROOT_ID, h.cstr('a.img')))[0].body, 0)
   let offset = 0
   for (let rounds = 0; rounds < 10; rounds++) {
     const b = Buffer.alloc(40); putU64(b, 0, fh); putU64(b, 8, offset); b.writeUInt32LE(80, 16) // room for two short entries
@@ -232,11 +234,13 @@ t.test('READDIR pages through a listing taken at OPENDIR', async t => {
     for (let o = 0; o < r.body.length;) {
       const namelen = r.body.readUInt32LE(o + 16)
       names.push(r.body.toString('utf8', o + 24, o + 24 + namelen))
+      inos.push(u64(r.body, o))
       offset = u64(r.body, o + 8)
       o += (24 + namelen + 7) & ~7
     }
   }
   t.same(names, ['.', '..', 'current.img', 'a.img', 'b.img', 'c.img'], 'every entry once, in order; later.img waits for the next opendir')
+  t.same(inos, [ROOT_ID, ROOT_ID, 0xffffffff, known, 0xffffffff, 0xffffffff], 'd_ino: the node id of a looked-up image, else unknown (listing makes no nodes)')
   h.send(Op.RELEASEDIR, ROOT_ID, h.u64s(fh))
   const b = Buffer.alloc(40); putU64(b, 0, fh); b.writeUInt32LE(4096, 16)
   t.equal(h.replyTo(h.send(Op.READDIR, ROOT_ID, b))[0].error, Errno.EBADF, 'a released listing is gone')

@@ -60,7 +60,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, {})])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage() }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))

@@ -40,6 +40,7 @@ export interface Negotiated {
 interface Node { id: number, name: string, key: string, nlookup: number }
 interface Inflight { opcode: number, answered: boolean }
 
+const UNKNOWN_INO = 0xffffffff // FUSE_UNKNOWN_INO of libfuse
 const ENTRY_VALID_S = 1 // the kernel caches names and attributes for 1 s, as libfuse does by default
 const SLOW_READ_MS = 3000
 const EPROTO = -71
@@ -210,15 +211,15 @@ export class FuseServer {
           this.reply(unique, 0)
           break
         }
-        case Op.FLUSH: return this.async(req, unique, release, h => this.folder.flush(h))
-        case Op.FSYNC: return this.async(req, unique, release, h => this.folder.fsync(h))
+        case Op.FLUSH: return this.withHandle(req, unique, release, h => this.folder.flush(h))
+        case Op.FSYNC: return this.withHandle(req, unique, release, h => this.folder.fsync(h))
         case Op.FALLOCATE: {
           const offset = u64(req, IN_HEADER + 8)
           const length = u64(req, IN_HEADER + 16)
           const mode = req.readUInt32LE(IN_HEADER + 24)
           const m = `0x${mode.toString(16)}`
           this.stats.fallocateModes[m] = (this.stats.fallocateModes[m] ?? 0) + 1
-          return this.async(req, unique, release, h => this.folder.fallocate(h, mode, offset, length))
+          return this.withHandle(req, unique, release, h => this.folder.fallocate(h, mode, offset, length))
         }
         case Op.STATFS: this.statfs(unique); break
         case Op.OPENDIR: this.opendir(unique, nodeid); break
@@ -374,7 +375,7 @@ export class FuseServer {
   }
 
   /** FLUSH, FSYNC, FALLOCATE: a file handle first, an empty reply when done. */
-  private async (req: Buffer, unique: number, release: () => void, op: (h: ImageHandle) => Promise<void>): void {
+  private withHandle (req: Buffer, unique: number, release: () => void, op: (h: ImageHandle) => Promise<void>): void {
     const opcode = req.readUInt32LE(4)
     let handle: ImageHandle
     try {
@@ -431,8 +432,12 @@ export class FuseServer {
         let ino = ROOT_ID
         let type = DT_DIR
         if (i >= 2) {
+          // The node id once looked up, else "unknown" as libfuse says it: no node is made
+          // here, so listing a folder of many snapshots keeps no state.
           type = DT_REG
-          try { ino = this.nodeFor(name, this.folder.attr(name)).id } catch { ino = 0 } // deleted since opendir
+          let key: string | undefined
+          try { key = this.folder.attr(name).key } catch { /* deleted since opendir */ }
+          ino = (key !== undefined ? this.nodesByKey.get(key)?.id : undefined) ?? UNKNOWN_INO
         }
         o += putDirent(b, o, ino, i + 1, type, name)
       }
