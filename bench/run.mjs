@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // logdisk benchmark driver: runs the reference fio jobs (bench/jobs.fio) against
-// logdisk, the thinnest fuse-native passthrough, a qcow2 image served by
-// qemu-storage-daemon over FUSE, and the kernel itself -- each both as a raw image
-// file ("-img") and as a file inside ext4 on a loop device over that image ("-ext4").
+// logdisk on each FUSE transport (/dev/fuse, fuse-native), the thinnest passthrough on each
+// transport (the ceilings), a qcow2 image served by qemu-storage-daemon over FUSE (the peer),
+// and the kernel itself -- each as a raw image file ("-img"), as a file inside ext4 on a
+// buffered loop device over that image (`mount -o loop`, "-ext4"), and inside ext4 on a
+// direct-I/O loop device (`logdisk attach` / `losetup --direct-io=on`, "-ext4dio").
 //
 //   node bench/run.mjs            (must run as root: drop_caches, mount, losetup)
 //
@@ -12,12 +14,14 @@
 //   BENCH_QUICK=1        smoke test: 1 run, runtime 3 (explicit BENCH_RUNS/BENCH_RUNTIME win)
 //   BENCH_SECTIONS=a,b   job sections after prefill (default seqwrite,seqread,randwrite1,
 //                        randwrite16,randread1,randread16; prefill always runs once, first)
-//   BENCH_TARGETS=a,b    subset of logdisk-img,logdisk-ext4,passthrough-img,passthrough-ext4,
-//                        qcow2-img,qcow2-ext4,kernel-img,kernel-ext4
+//   BENCH_TARGETS=a,b    subset of <backend>-<phase>: backends logdisk, logdisk-fuse-native,
+//                        passthrough-devfuse, passthrough, qcow2, kernel; phases img, ext4, ext4dio
+//   BENCH_PHASES=a,b     only these phases (default img,ext4,ext4dio)
 //   BENCH_DIR=/path      work dir (default bench/work, gitignored); emptied at start
 //   BENCH_KEEP=1         keep the work dir (images, fio JSON, daemon logs) afterwards
 //   BENCH_RESULTS=/path  where the .md/.json/.svg go (default bench/results)
 import { spawn, spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -27,6 +31,7 @@ const BENCH = path.dirname(fileURLToPath(import.meta.url))
 const REPO = path.dirname(BENCH)
 const CLI = path.join(REPO, 'dist/src/cli/main.js')
 const PASSTHROUGH = path.join(BENCH, 'passthrough.mjs')
+const PASSTHROUGH_DEVFUSE = path.join(BENCH, 'passthrough-devfuse.mjs')
 const JOBS = path.join(BENCH, 'jobs.fio')
 const SHARED_JOBS = '/work/shared/bench/jobs.fio'
 
@@ -38,10 +43,21 @@ const RESULTS = path.resolve(process.env.BENCH_RESULTS || path.join(BENCH, 'resu
 const KEEP = process.env.BENCH_KEEP === '1'
 const DEFAULT_SECTIONS = ['seqwrite', 'seqread', 'randwrite1', 'randwrite16', 'randread1', 'randread16']
 const SECTIONS = listEnv('BENCH_SECTIONS', DEFAULT_SECTIONS).filter(s => s !== 'prefill')
-const BACKENDS = ['logdisk', 'passthrough', 'qcow2', 'kernel']
-const PHASES = ['img', 'ext4']
-const ALL_TARGETS = PHASES.flatMap(ph => BACKENDS.map(b => `${b}-${ph}`))
-const TARGETS = listEnv('BENCH_TARGETS', ALL_TARGETS)
+const BACKENDS = ['logdisk', 'logdisk-fuse-native', 'passthrough-devfuse', 'passthrough', 'qcow2', 'kernel']
+const LOGDISKS = ['logdisk', 'logdisk-fuse-native']
+const ALL_PHASES = ['img', 'ext4', 'ext4dio']
+const PHASES = listEnv('BENCH_PHASES', ALL_PHASES)
+const ALL_TARGETS = ALL_PHASES.flatMap(ph => BACKENDS.map(b => `${b}-${ph}`))
+const TARGETS = listEnv('BENCH_TARGETS', ALL_TARGETS).filter(t => PHASES.includes(phaseOf(t)))
+/** "logdisk-fuse-native-ext4dio" -> backend "logdisk-fuse-native", phase "ext4dio". */
+function phaseOf (t) { return t.slice(t.lastIndexOf('-') + 1) }
+function backendOf (t) { return t.slice(0, t.lastIndexOf('-')) }
+const PHASE_TITLE = {
+  img: 'raw image file (-img): fio on the image itself',
+  ext4: 'ext4 on a buffered loop device (-ext4): mount -o loop',
+  ext4dio: 'ext4 on a direct-I/O loop device (-ext4dio): logdisk attach / losetup --direct-io=on'
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 const SIZE = '2G'
 const SIZE_BYTES = 2 * 1024 ** 3
 
@@ -260,15 +276,17 @@ async function clearStale () {
 // ---------------------------------------------------------------- backends
 
 /** Each backend exposes a 2 GiB image file; start() returns { img, pid? }. */
-const backendImpl = {
-  logdisk: {
+function logdiskBackend (transport) {
+  return {
     unavailable () {
-      if (!fs.existsSync(CLI)) return `${path.relative(REPO, CLI)} not found (run \`npm run build\` once the CLI exists)`
+      if (!fs.existsSync(CLI)) return `${path.relative(REPO, CLI)} not found (run \`make build\`)`
       return null
     },
     async start (dir) {
       const store = path.join(dir, 'store'); const mnt = path.join(dir, 'mnt')
       await run('node', [CLI, 'create', store, '--size', SIZE])
+      // No history kept: the compaction after each write job gives superseded space back.
+      await run('node', [CLI, 'policy', 'set', store, 'history.keep=0'])
       fs.mkdirSync(mnt, { recursive: true })
       const stop = onCleanup(async () => {
         if (isMounted(mnt)) {
@@ -280,13 +298,35 @@ const backendImpl = {
           }
         }
       })
-      await run('node', [CLI, 'mount', store, mnt], { timeoutMs: 180_000 })
-      await waitMounted(mnt, 30_000, 'logdisk')
+      await run('node', [CLI, 'mount', store, mnt, '--transport', transport], { timeoutMs: 180_000 })
+      await waitMounted(mnt, 30_000, `logdisk (${transport})`)
       const img = path.join(mnt, 'current.img')
       if (!fs.existsSync(img)) throw new Error(`logdisk mounted but ${img} does not exist`)
       const pid = logdiskPid(store)
       if (pid) recordPid(pid, 'main.js')
-      return { img, pid, store, stop }
+      return { img, pid, store, mnt, stop }
+    }
+  }
+}
+
+/** Each backend exposes a 2 GiB image file; start() returns { img, pid? }. */
+const backendImpl = {
+  logdisk: logdiskBackend('devfuse'),
+  'logdisk-fuse-native': logdiskBackend('fuse-native'),
+  'passthrough-devfuse': {
+    unavailable () {
+      if (!fs.existsSync(path.join(REPO, 'dist/src/fuse/devfuse/mount.js'))) return 'dist/src/fuse/devfuse not built (run `make build`)'
+      return null
+    },
+    async start (dir) {
+      const mnt = path.join(dir, 'mnt')
+      const logFd = fs.openSync(path.join(dir, 'passthrough-devfuse.log'), 'a')
+      const child = spawn(process.execPath, [PASSTHROUGH_DEVFUSE, path.join(dir, 'backing.raw'), mnt], { detached: true, stdio: ['ignore', logFd, logFd] })
+      fs.closeSync(logFd)
+      recordPid(child.pid, 'passthrough-devfuse.mjs')
+      const stop = onCleanup(() => stopDaemon(child, mnt, 'passthrough-devfuse'))
+      await waitMounted(mnt, 30_000, 'passthrough-devfuse')
+      return { img: path.join(mnt, 'disk.img'), pid: child.pid, stop }
     }
   },
   passthrough: {
@@ -343,6 +383,31 @@ function logdiskPid (store) {
     } catch {}
   }
   return null
+}
+
+/**
+ * Numbers only for a path that returns the right bytes: 8 MiB of random data written to the
+ * device with 1 MiB direct writes must read back the same with 1 MiB direct reads. (Measured:
+ * qemu-storage-daemon 7.2's FUSE export under a direct-I/O loop device fails this.)
+ */
+async function checkReadBack (dev) {
+  const src = path.join(WORK, 'fio', 'readback.src'); const back = path.join(WORK, 'fio', 'readback.back')
+  fs.writeFileSync(src, crypto.randomBytes(8 * 1024 * 1024))
+  await run('dd', [`if=${src}`, `of=${dev}`, 'bs=1M', 'oflag=direct', 'status=none'])
+  await run('dd', [`if=${dev}`, `of=${back}`, 'bs=1M', 'count=8', 'iflag=direct', 'status=none'])
+  const same = fs.readFileSync(src).equals(fs.readFileSync(back))
+  fs.rmSync(src, { force: true }); fs.rmSync(back, { force: true })
+  if (!same) throw new Error(`${dev} returned different bytes than were written (8 MiB, 1 MiB direct I/O): not measured`)
+}
+
+/** Frees what the last write job superseded, so the log does not fill the disk over a run (not timed). */
+async function compactStore (be) {
+  const before = { rss: procStatus(be.pid, 'VmRSS'), hwm: procStatus(be.pid, 'VmHWM') }
+  const t0 = Date.now()
+  const r = await run('node', [CLI, 'compact', be.store], { allowFail: true, timeoutMs: 600_000, quiet: true })
+  if (r.code !== 0) console.error(`bench: compact ${be.store} failed: ${(r.err || r.out).trim().split('\n').pop()}`)
+  const mib = k => k == null ? '?' : (k / 1024).toFixed(0)
+  log(`    compact ${path.basename(path.dirname(be.store))}: ${((Date.now() - t0) / 1000).toFixed(1)} s; daemon RSS ${mib(before.rss)} -> ${mib(procStatus(be.pid, 'VmRSS'))} MiB, peak ${mib(before.hwm)} -> ${mib(procStatus(be.pid, 'VmHWM'))} MiB`)
 }
 
 async function stopDaemon (child, mnt, what) {
@@ -412,8 +477,9 @@ async function runFio (jobsFile, section, testfile, outFile, timeBased) {
   const job = data.jobs[0]
   if (job.error) throw new Error(`fio job error ${job.error}`)
   const dir = job.write.io_bytes > job.read.io_bytes ? job.write : job.read
-  const pct = (dir.lat_ns?.percentile || dir.clat_ns?.percentile || {})['99.000000']
-  return { mbps: dir.bw_bytes / 1e6, iops: dir.iops, p99us: pct != null ? pct / 1000 : null }
+  const pcts = dir.lat_ns?.percentile || dir.clat_ns?.percentile || {}
+  const us = k => pcts[k] != null ? pcts[k] / 1000 : null
+  return { mbps: dir.bw_bytes / 1e6, iops: dir.iops, p50us: us('50.000000'), p99us: us('99.000000'), bwBytes: dir.bw_bytes, runtimeMs: job.job_runtime }
 }
 
 // ---------------------------------------------------------------- stats & output
@@ -443,33 +509,44 @@ function mdTable (header, rows) {
   return [line(header), '|' + widths.map((w, i) => i < 2 ? ':' + '-'.repeat(w + 1) : '-'.repeat(w + 1) + ':').join('|') + '|', ...rows.map(line)].join('\n')
 }
 
+/** The ratio columns of each phase: logdisk (on /dev/fuse) against each reference. */
+const RATIOS = [
+  { label: 'ld/pt', peer: 'passthrough-devfuse', what: 'logdisk ÷ the passthrough on the same /dev/fuse transport (the ceiling: what the engine costs)' },
+  { label: 'ld/pt-fn', peer: 'passthrough', what: 'logdisk ÷ the fuse-native passthrough (the old ceiling)' },
+  { label: 'ld/qcow2', peer: 'qcow2', what: 'logdisk ÷ qemu-storage-daemon with qcow2 (the peer)' },
+  { label: 'ld/kernel', peer: 'kernel', what: 'logdisk ÷ the kernel itself (a file on the local disk)' },
+  { label: 'fn/pt-fn', a: 'logdisk-fuse-native', peer: 'passthrough', what: 'logdisk on fuse-native ÷ the fuse-native passthrough' }
+]
+const METRICS = [
+  { key: 'thr', unit: s => unitOf(s), get: (s, m) => thrOf(s, m) },
+  { key: 'p50us', unit: () => 'p50 µs', get: (_s, m) => m?.p50us ?? null },
+  { key: 'p99us', unit: () => 'p99 µs', get: (_s, m) => m?.p99us ?? null },
+  { key: 'cpu', unit: () => 'CPU s/GiB', get: (_s, m) => m?.cpuSPerGiB ?? null }
+]
+
 function buildTables (res) {
-  const targets = res.targets.filter(t => res.cells[t])
-  const has = t => targets.includes(t)
-  const ratioCols = []
+  const tables = {}
   for (const ph of PHASES) {
-    for (const peer of ['passthrough', 'qcow2']) {
-      if (has(`logdisk-${ph}`) && has(`${peer}-${ph}`)) ratioCols.push({ label: `ld/${peer === 'passthrough' ? 'pt' : 'qcow2'} ${ph}`, a: `logdisk-${ph}`, b: `${peer}-${ph}` })
+    const backends = BACKENDS.filter(b => res.cells[`${b}-${ph}`])
+    if (!backends.length) continue
+    const ratios = RATIOS.filter(r => backends.includes(r.a ?? 'logdisk') && backends.includes(r.peer))
+    const header = ['job', 'metric', ...backends, ...ratios.map(r => r.label)]
+    const rows = []; const spreadRows = []
+    for (const s of ['prefill', ...res.sections]) {
+      const med = b => res.cells[`${b}-${ph}`]?.[s]?.median
+      const err = b => (res.cells[`${b}-${ph}`]?.[s]?.errors.length && !res.cells[`${b}-${ph}`][s].runs.length) ? 'ERR' : null
+      METRICS.forEach((m, i) => {
+        rows.push([i === 0 ? s : '', m.unit(s), ...backends.map(b => err(b) ?? fmtNum(m.get(s, med(b)))),
+          ...ratios.map(r => fmtRatio(ratio(m.get(s, med(r.a ?? 'logdisk')), m.get(s, med(r.peer)))))])
+      })
+      spreadRows.push([s, unitOf(s), ...backends.map(b => {
+        const v = (res.cells[`${b}-${ph}`]?.[s]?.runs || []).map(r => thrOf(s, r)).filter(x => x > 0)
+        return v.length > 1 ? `${(Math.max(...v) / Math.min(...v)).toFixed(2)}×` : '—'
+      })])
     }
+    tables[ph] = { main: mdTable(header, rows), spread: mdTable(['job', 'metric', ...backends], spreadRows), ratios }
   }
-  const header = ['job', 'metric', ...targets, ...ratioCols.map(c => c.label)]
-  const rows = []; const spreadRows = []
-  for (const s of ['prefill', ...res.sections]) {
-    const med = t => res.cells[t]?.[s]?.median
-    const err = t => (res.cells[t]?.[s]?.errors.length && !res.cells[t][s].runs.length) ? 'ERR' : null
-    const thr = t => thrOf(s, med(t))
-    const p99 = t => med(t)?.p99us ?? null
-    rows.push([s, unitOf(s), ...targets.map(t => err(t) ?? fmtNum(thr(t))), ...ratioCols.map(c => fmtRatio(ratio(thr(c.a), thr(c.b))))])
-    rows.push(['', 'p99 µs', ...targets.map(t => err(t) ?? fmtNum(p99(t))), ...ratioCols.map(c => fmtRatio(ratio(p99(c.a), p99(c.b))))])
-    spreadRows.push([s, unitOf(s), ...targets.map(t => {
-      const v = (res.cells[t]?.[s]?.runs || []).map(r => thrOf(s, r)).filter(x => x > 0)
-      return v.length > 1 ? `${(Math.max(...v) / Math.min(...v)).toFixed(2)}×` : '—'
-    })])
-  }
-  return {
-    main: mdTable(header, rows),
-    spread: mdTable(['job', 'metric', ...targets], spreadRows)
-  }
+  return tables
 }
 
 function rssLines (res) {
@@ -484,21 +561,32 @@ function failures (res) {
 
 function markdown (res, tables) {
   const m = res.meta
+  const used = new Map()
+  for (const tb of Object.values(tables)) for (const r of tb.ratios) used.set(r.label, r.what)
   return `# logdisk benchmark ${m.timestamp}
 
 ${m.host}, ${m.cpus} CPUs, kernel ${m.kernel}, ${m.fio}, node ${m.node}${m.gitHead ? `, logdisk ${m.gitHead}` : ''}.
 Jobs: bench/jobs.fio (reference copy), runtime ${m.runtime} s per time-based job (ramp 1 s), ${m.runs} run(s), **medians**;
 prefill runs once per target (1 GiB, not time-based). Throughput: MB/s (10^6 B/s) for sequential jobs,
-IOPS for random 4 KiB jobs; p99 = 99th percentile of total I/O latency in µs. Ratios are logdisk ÷ peer
-from this same run: above 1× logdisk is faster (throughput rows) or slower (p99 rows).
+IOPS for random 4 KiB jobs; p50/p99 = percentiles of total I/O latency in µs; CPU s/GiB = the daemon's CPU
+seconds (all threads, user+system, ramp included) per GiB moved. Ratios are from this same run: on throughput
+rows above 1× logdisk is faster; on latency and CPU rows above 1× logdisk costs more.
 Wall time ${(m.wallSeconds / 60).toFixed(1)} min.${m.quick ? ' **Quick mode (smoke test): single short run, numbers are indicative only.**' : ''}
+Backends: logdisk (the /dev/fuse transport, the default), logdisk-fuse-native (\`--transport fuse-native\`),
+passthrough-devfuse (bench/passthrough-devfuse.mjs: a raw file on logdisk's /dev/fuse transport), passthrough
+(bench/passthrough.mjs: a raw file on fuse-native), qcow2 (qemu-storage-daemon), kernel (a sparse local file).
 ${res.skipped.length ? '\nSkipped: ' + res.skipped.map(s => `${s.target} (${s.reason})`).join('; ') + '\n' : ''}
-${tables.main}
+Ratio columns: ${[...used].map(([l, w]) => `**${l}** = ${w}`).join('; ')}.
+${Object.entries(tables).map(([ph, tb]) => `
+## ${PHASE_TITLE[ph]}
+
+${tb.main}
 
 Run-to-run spread (max ÷ min of throughput over the ${m.runs} run(s)):
 
-${tables.spread}
-
+${tb.spread}
+`).join('')}
+${res.loopDio ? `Direct-I/O loop devices: ${Object.entries(res.loopDio).map(([t, d]) => `${t} ${d ? 'dio=1' : '**dio=0 (buffered!)**'}`).join(', ')}\n` : ''}
 Memory:
 ${rssLines(res).join('\n') || '- (no daemon measured)'}
 ${failures(res).length ? '\nFailures:\n' + failures(res).map(f => '- ' + f).join('\n') + '\n' : ''}
@@ -506,57 +594,57 @@ Chart: ${path.basename(m.svg)}
 `
 }
 
-// Hand-written SVG: one panel per path (img, ext4), grouped bars per job, throughput
-// normalised to passthrough on a log axis (absolute values if passthrough is missing).
+// Hand-written SVG: one panel per phase, grouped bars per job, throughput normalised to
+// qcow2 (the peer, = 1×) on a log axis (to passthrough-devfuse without qcow2; absolute without either).
 function svgChart (res) {
-  const colors = { logdisk: '#d62728', passthrough: '#1f77b4', qcow2: '#2ca02c', kernel: '#7f7f7f' }
+  const colors = { logdisk: '#d62728', 'logdisk-fuse-native': '#ff9896', 'passthrough-devfuse': '#1f77b4', passthrough: '#aec7e8', qcow2: '#2ca02c', kernel: '#7f7f7f' }
   const jobs = ['prefill', ...res.sections]
   const panels = PHASES.map(ph => {
     const backends = BACKENDS.filter(b => res.cells[`${b}-${ph}`])
-    const ref = backends.includes('passthrough') ? `passthrough-${ph}` : null
+    const refB = ['qcow2', 'passthrough-devfuse'].find(b => backends.includes(b))
+    const ref = refB ? `${refB}-${ph}` : null
     const bars = jobs.map(s => backends.map(b => {
       const v = thrOf(s, res.cells[`${b}-${ph}`]?.[s]?.median)
       const r = ref ? thrOf(s, res.cells[ref]?.[s]?.median) : 1
       return { b, v, y: (v > 0 && r > 0) ? v / r : null }
     }))
-    return { ph, backends, ref, bars }
+    return { ph, backends, ref, refB, bars }
   }).filter(p => p.backends.length)
-  const W = 1000; const PH = 300; const top = 70; const left = 70; const right = 20; const gap = 60
+  const W = 1100; const PH = 300; const top = 70; const left = 70; const right = 20; const gap = 60
   const H = top + panels.length * (PH + gap) + 20
   const esc = s => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
   const out = []
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
   out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
   out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="16" font-weight="bold">logdisk benchmark ${esc(res.meta.timestamp)}</text>`)
-  out.push(`<text x="${W / 2}" y="40" text-anchor="middle" fill="#444">throughput relative to the fuse-native passthrough (log scale; higher is better) — median of ${res.meta.runs} run(s), ${res.meta.runtime} s jobs</text>`)
-  // legend
+  out.push(`<text x="${W / 2}" y="40" text-anchor="middle" fill="#444">throughput relative to qcow2 / qemu-storage-daemon (log scale; higher is better) — median of ${res.meta.runs} run(s), ${res.meta.runtime} s jobs</text>`)
   let lx = left
   for (const b of BACKENDS) {
     out.push(`<rect x="${lx}" y="50" width="12" height="12" fill="${colors[b]}"/><text x="${lx + 16}" y="60">${b}</text>`)
-    lx += 110
+    lx += 8 * b.length + 40
   }
   panels.forEach((p, pi) => {
-    const y0 = top + pi * (PH + gap) + 20; const y1 = y0 + PH - 40 // plot area
+    const y0 = top + pi * (PH + gap) + 20; const y1 = y0 + PH - 40
     const vals = p.bars.flat().map(x => x.y).filter(x => x > 0)
     let lo = Math.floor(Math.log10(Math.min(1, ...vals))); let hi = Math.ceil(Math.log10(Math.max(1, ...vals)))
     if (hi === lo) hi = lo + 1
     const ypos = v => y1 - (Math.log10(v) - lo) / (hi - lo) * (y1 - y0)
-    out.push(`<text x="${left}" y="${y0 - 6}" font-weight="bold">${p.ph === 'img' ? 'raw image file (-img)' : 'file in ext4 on a loop device over the image (-ext4)'}${p.ref ? '' : ' — absolute values (no passthrough)'}</text>`)
+    out.push(`<text x="${left}" y="${y0 - 6}" font-weight="bold">${esc(PHASE_TITLE[p.ph])}${p.ref ? ` — 1× = ${p.refB}` : ' — absolute values'}</text>`)
     for (let e = lo; e <= hi; e++) {
       const v = 10 ** e; const y = ypos(v)
       out.push(`<line x1="${left}" x2="${W - right}" y1="${y}" y2="${y}" stroke="${(e === 0 && p.ref) ? '#000' : '#ddd'}" stroke-width="${(e === 0 && p.ref) ? 1.2 : 1}"/>`)
       out.push(`<text x="${left - 6}" y="${y + 4}" text-anchor="end" fill="#444">${p.ref ? (v >= 1 ? v : v.toFixed(-e)) + '×' : v.toLocaleString('en-US')}</text>`)
     }
-    const gw = (W - left - right) / jobs.length; const bw = Math.min(28, (gw - 16) / p.backends.length)
+    const gw = (W - left - right) / jobs.length; const bw = Math.min(22, (gw - 12) / p.backends.length)
     jobs.forEach((s, ji) => {
       const gx = left + ji * gw + (gw - bw * p.backends.length) / 2
       p.bars[ji].forEach((bar, bi) => {
         const x = gx + bi * bw
-        if (!(bar.y > 0)) { out.push(`<text x="${x + bw / 2}" y="${y1 - 4}" text-anchor="middle" font-size="9" fill="${colors[bar.b]}">n/a</text>`); return }
+        if (!(bar.y > 0)) { out.push(`<text x="${x + bw / 2}" y="${y1 - 4}" text-anchor="middle" font-size="8" fill="${colors[bar.b]}">n/a</text>`); return }
         const y = ypos(bar.y)
-        out.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(y1 - y).toFixed(1)}" fill="${colors[bar.b]}"><title>${bar.b}-${p.ph} ${s}: ${fmtNum(bar.v)} ${unitOf(s)}${p.ref ? ` (${bar.y.toFixed(2)}× passthrough)` : ''}</title></rect>`)
-        const label = p.ref ? (bar.y >= 10 ? bar.y.toFixed(0) : bar.y.toFixed(2)) : fmtNum(bar.v)
-        out.push(`<text x="${(x + (bw - 2) / 2).toFixed(1)}" y="${(y - 3).toFixed(1)}" text-anchor="middle" font-size="9">${label}</text>`)
+        out.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(y1 - y).toFixed(1)}" fill="${colors[bar.b]}"><title>${bar.b}-${p.ph} ${s}: ${fmtNum(bar.v)} ${unitOf(s)}${p.ref ? ` (${bar.y.toFixed(2)}× ${p.refB})` : ''}</title></rect>`)
+        const label = p.ref ? (bar.y >= 10 ? bar.y.toFixed(0) : bar.y.toFixed(1)) : fmtNum(bar.v)
+        out.push(`<text x="${(x + (bw - 2) / 2).toFixed(1)}" y="${(y - 3).toFixed(1)}" text-anchor="middle" font-size="8">${label}</text>`)
       })
       out.push(`<text x="${left + ji * gw + gw / 2}" y="${y1 + 15}" text-anchor="middle">${s}</text>`)
       const refV = p.ref ? thrOf(s, res.cells[p.ref]?.[s]?.median) : null
@@ -602,12 +690,12 @@ async function main () {
   }
 
   // Which backends are needed, and which can run here.
-  const wanted = BACKENDS.filter(b => TARGETS.some(t => t.startsWith(b + '-')))
+  const wanted = BACKENDS.filter(b => TARGETS.some(t => backendOf(t) === b))
   const backends = {}
   for (const b of wanted) {
     const why = backendImpl[b].unavailable()
     if (why) {
-      for (const t of TARGETS.filter(t => t.startsWith(b + '-'))) res.skipped.push({ target: t, reason: why })
+      for (const t of TARGETS.filter(t => backendOf(t) === b)) res.skipped.push({ target: t, reason: why })
       console.log(`bench: SKIPPING ${b} targets: ${why}`)
     }
   }
@@ -629,7 +717,7 @@ async function main () {
 
   try {
     for (const b of wanted) {
-      if (res.skipped.some(s => s.target.startsWith(b + '-'))) continue
+      if (res.skipped.some(s => s.targebackendOf(t) === b)) continue
       const dir = path.join(WORK, b)
       fs.mkdirSync(dir, { recursive: true })
       log(`starting ${b}`)
@@ -639,7 +727,7 @@ async function main () {
       } catch (e) {
         if (e instanceof Aborted) throw e
         console.error(`bench: ${b} failed to start: ${e.message}`)
-        for (const t of TARGETS.filter(t => t.startsWith(b + '-'))) res.skipped.push({ target: t, reason: `start failed: ${e.message.split('\n')[0]}` })
+        for (const t of TARGETS.filter(t => backendOf(t) === b)) res.skipped.push({ target: t, reason: `start failed: ${e.message.split('\n')[0]}` })
       }
     }
     sampleRss()
@@ -649,16 +737,31 @@ async function main () {
       if (!targets.length) continue
       const files = {}
       const ext4Undo = []
-      if (ph === 'ext4') {
+      if (ph === 'ext4' || ph === 'ext4dio') {
         for (const { b, t } of targets) {
           const be = backends[b]; const mnt = path.join(be.dir, 'ext4')
-          log(`${t}: mkfs.ext4 + mount -o loop`)
           try {
-            await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', be.img], { timeoutMs: 600_000 })
             fs.mkdirSync(mnt, { recursive: true })
-            const undo = onCleanup(async () => { await umountPath(mnt); await detachLoops(be.img) })
-            ext4Undo.push(undo)
-            await run('mount', ['-o', 'loop', be.img, mnt])
+            // nodiscard: mkfs zeroes its tables itself on every backend, instead of trusting a
+            // discard that qcow2 (discard=ignore, as the reference command sets it up) drops.
+            if (ph === 'ext4') {
+              log(`${t}: mkfs.ext4 + mount -o loop (buffered loop device)`)
+              await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0,nodiscard', be.img], { timeoutMs: 600_000 })
+              ext4Undo.push(onCleanup(async () => { await umountPath(mnt); await detachLoops(be.img) }))
+              await run('mount', ['-o', 'loop', be.img, mnt])
+            } else {
+              log(`${t}: direct-I/O loop device + mkfs.ext4 + mount`)
+              const dev = LOGDISKS.includes(b)
+                ? (await run('node', [CLI, 'attach', be.mnt])).out.trim()
+                : (await run('losetup', ['--find', '--show', '--direct-io=on', be.img])).out.trim()
+              ext4Undo.push(onCleanup(async () => { await umountPath(mnt); await run('losetup', ['-d', dev], { cleanup: true, allowFail: true }) }))
+              const dio = fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim()
+              if (dio !== '1') console.error(`bench: WARNING: ${t}: ${dev} is not in direct-I/O mode (dio=${dio})`)
+              ;(res.loopDio ??= {})[t] = dio === '1'
+              await checkReadBack(dev)
+              await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0,nodiscard', dev], { timeoutMs: 600_000 })
+              await run('mount', [dev, mnt])
+            }
             files[t] = path.join(mnt, 'fio.dat')
           } catch (e) {
             if (e instanceof Aborted) throw e
@@ -677,10 +780,19 @@ async function main () {
         await quiesce(daemonPids)
         const out = path.join(WORK, 'fio', `${t}.${s}.${run_}.json`)
         const cell = ((res.cells[t] ??= {})[s] ??= { runs: [], errors: [] })
+        const be = backends[backendOf(t)]
         try {
+          const ticks0 = be.pid ? cpuTicks(be.pid) : 0
           const r = await runFio(jobs.file, s, files[t], out, jobs.timeBased(s))
+          if (be.pid) {
+            // Daemon CPU over the whole job (its 1 s ramp too) per GiB moved over the same span.
+            const cpuS = (cpuTicks(be.pid) - ticks0) / CLK_TCK
+            const gib = r.bwBytes * (r.runtimeMs / 1000 + (jobs.timeBased(s) ? 1 : 0)) / 1024 ** 3
+            r.cpuSPerGiB = gib > 0 ? cpuS / gib : null
+          }
           cell.runs.push(r)
-          log(`  ${t.padEnd(17)} ${s.padEnd(12)} run ${run_}: ${fmtNum(thrOf(s, r))} ${unitOf(s)}, p99 ${fmtNum(r.p99us)} µs`)
+          log(`  ${t.padEnd(28)} ${s.padEnd(12)} run ${run_}: ${fmtNum(thrOf(s, r))} ${unitOf(s)}, p50 ${fmtNum(r.p50us)} µs, p99 ${fmtNum(r.p99us)} µs${r.cpuSPerGiB != null ? `, ${fmtNum(r.cpuSPerGiB)} CPU s/GiB` : ''}`)
+          if (be.store && /write|prefill/.test(s)) await compactStore(be)
         } catch (e) {
           if (e instanceof Aborted) throw e
           cell.errors.push(`run ${run_}: ${e.message}`)
@@ -712,9 +824,10 @@ async function main () {
         if (res.rss[b]) res.rss[b].extra = 'DIED during the run'
       }
     }
-    if (backends.logdisk) {
-      const du = spawnSync('du', ['-sB1', backends.logdisk.store], { encoding: 'utf8' }).stdout.split('\t')[0]
-      if (res.rss.logdisk) res.rss.logdisk.extra = [res.rss.logdisk.extra, `store on disk after the run: ${(Number(du) / 1024 ** 3).toFixed(2)} GiB`].filter(Boolean).join('; ')
+    for (const b of LOGDISKS) {
+      if (!backends[b]) continue
+      const du = spawnSync('du', ['-sB1', backends[b].store], { encoding: 'utf8' }).stdout.split('\t')[0]
+      if (res.rss[b]) res.rss[b].extra = [res.rss[b].extra, `store on disk after the run: ${(Number(du) / 1024 ** 3).toFixed(2)} GiB`].filter(Boolean).join('; ')
     }
   } finally {
     clearInterval(rssTimer)
@@ -728,7 +841,7 @@ async function main () {
 
   for (const cells of Object.values(res.cells)) {
     for (const [s, c] of Object.entries(cells)) {
-      c.median = c.runs.length ? { mbps: median(c.runs.map(r => r.mbps)), iops: median(c.runs.map(r => r.iops)), p99us: median(c.runs.map(r => r.p99us)) } : null
+      c.median = c.runs.length ? Object.fromEntries(['mbps', 'iops', 'p50us', 'p99us', 'cpuSPerGiB'].map(k => [k, median(c.runs.map(r => r[k]))])) : null
     }
   }
   res.targets = ALL_TARGETS.filter(t => res.targets.includes(t))
@@ -742,8 +855,7 @@ async function main () {
   fs.writeFileSync(base + '.json', JSON.stringify(res, null, 2) + '\n')
   fs.writeFileSync(base + '.svg', svgChart(res))
 
-  console.log('\n' + tables.main + '\n')
-  console.log(`run-to-run spread (max/min throughput):\n${tables.spread}\n`)
+  for (const [ph, tb] of Object.entries(tables)) console.log(`\n${PHASE_TITLE[ph]}\n${tb.main}\n`)
   for (const l of rssLines(res)) console.log(l)
   for (const s of res.skipped) console.log(`skipped ${s.target}: ${s.reason}`)
   for (const [t, cells] of Object.entries(res.cells)) {

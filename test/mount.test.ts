@@ -1,8 +1,10 @@
 // Real parts: FUSE, mkfs.ext4, loop devices, e2fsck. Runs as root with /dev/fuse (CI does).
+// What every transport must do (I/O, errno, snapshots, discard, kill -9, signals) is in the
+// conformance suite, test/helpers/image-suite.ts; this file covers the CLI around a mount.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, daemonPid, isMounted, logdisk, mountForeground, must, run, tmpDir } from './helpers/cli'
+import { canMount, cleanup, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
 import { checksumTree, diffTrees } from './helpers/tree'
 
 const skip = canMount()
@@ -39,35 +41,6 @@ t.test('ext4 on current.img keeps a copied tree across unmount and remount; e2fs
   t.equal((await logdisk('unmount', mnt)).code, 0)
   const verify = await logdisk('verify', store)
   t.equal(verify.code, 0, `verify: ${verify.stdout.trim()}`)
-})
-
-t.test('fsynced writes survive kill -9 of the daemon; the stale mount is cleaned by the next mount', { skip }, async t => {
-  const dir = tmpDir('kill9')
-  t.teardown(() => cleanup(dir))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  await must(process.execPath, 'dist/src/cli/main.js', 'create', store, '--size', '64M')
-  t.equal((await logdisk('mount', store, mnt)).code, 0)
-  const img = path.join(mnt, 'current.img')
-  const fd = fs.openSync(img, 'r+')
-  const synced = Buffer.alloc(300_000)
-  for (let i = 0; i < synced.length; i++) synced[i] = (i * 7 + 3) & 0xff
-  fs.writeSync(fd, synced, 0, synced.length, 12_345) // unaligned on purpose
-  fs.fsyncSync(fd)
-  fs.closeSync(fd)
-  process.kill(daemonPid(store), 'SIGKILL')
-  await new Promise(resolve => setTimeout(resolve, 300))
-  t.throws(() => fs.readdirSync(mnt), { code: 'ENOTCONN' }, 'the mount is stale after kill -9')
-
-  const again = await logdisk('mount', store, mnt)
-  t.equal(again.code, 0, `remount over the stale mount: ${again.stderr}`)
-  const back = Buffer.alloc(synced.length)
-  const fd2 = fs.openSync(img, 'r')
-  fs.readSync(fd2, back, 0, back.length, 12_345)
-  fs.closeSync(fd2)
-  t.ok(back.equals(synced), 'every fsynced byte is back')
-  t.equal((await logdisk('verify', store)).code, 0, 'verify through the daemon is clean')
-  t.equal((await logdisk('unmount', mnt)).code, 0)
 })
 
 t.test('bad input gets one clear line and changes nothing', { skip }, async t => {
@@ -110,26 +83,4 @@ t.test('bad input gets one clear line and changes nothing', { skip }, async t =>
   const notMounted = await logdisk('unmount', mnt)
   t.not(notMounted.code, 0)
   t.match(notMounted.stderr, /is not a logdisk mount/)
-})
-
-t.test('SIGTERM and SIGINT flush and unmount cleanly', { skip }, async t => {
-  const dir = tmpDir('signal')
-  t.teardown(() => cleanup(dir))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  await must(process.execPath, 'dist/src/cli/main.js', 'create', store, '--size', '16M')
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    const child = await mountForeground(store, mnt)
-    const data = Buffer.alloc(8192, signal.length)
-    const fd = fs.openSync(path.join(mnt, 'current.img'), 'r+')
-    fs.writeSync(fd, data, 0, data.length, 4096)
-    fs.closeSync(fd)
-    const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
-    child.kill(signal)
-    t.equal(await exited, 0, `${signal}: the daemon exits 0`)
-    t.notOk(isMounted(mnt), `${signal}: the mount is gone`)
-    const status = JSON.parse((await logdisk('status', store, '--json')).stdout)
-    t.equal(status.index.checkpointSeq, status.index.seq, `${signal}: the index was checkpointed on the way out`)
-    t.equal(status.recovery.replayedEntries, 0, `${signal}: nothing to replay on the next open`)
-  }
 })

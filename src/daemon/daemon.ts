@@ -29,7 +29,7 @@ const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.e
  * Nothing here may block the event loop while mounted: the kernel waits on this same thread
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
-export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void): Promise<void> {
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string } = {}): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
@@ -66,16 +66,17 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
    * Stops serving: the unmount policy event, flush, unmount, close the store. Without `force`
    * it is refused (BUSY, nothing changed) while an image is open; with `force` (a signal whose
    * wait ran out, or a second signal) the mount is detached anyway and I/O on open images fails
-   * from then on. One stop at a time; a refused stop leaves no trace, so a later one can run.
+   * from then on; `alreadyGone` (the kernel ended the mount) only closes the store. One stop at
+   * a time; a refused stop leaves no trace, so a later one can run.
    */
-  const stop = (force: boolean): Promise<void> => {
+  const stop = (force: boolean, alreadyGone = false): Promise<void> => {
     if (stopping) return stopping
     if (!force && mounted && mounted.openHandles() > 0) return Promise.reject(busyError())
     const attempt: Promise<void> = (async () => {
       await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
       await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
       try {
-        await mounted?.unmount(force)
+        if (!alreadyGone) await mounted?.unmount(force)
       } catch (err) {
         if (!force && isLogdiskError(err, 'BUSY')) throw busyError() // opened meanwhile: keep serving
         log.error({ err: (err as Error).message }, 'unmount failed; stopping anyway (logdisk unmount removes the stale mount)')
@@ -98,7 +99,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage() }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))
@@ -135,7 +136,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
 
   try {
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
-    mounted = await mountImages(store, mountpoint, log)
+    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults })
   } catch (err) {
     await control?.close()
     await store.close()
@@ -187,14 +188,27 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       hurry = true
     }
   }
+  if (faults.has('crash-on-sigusr2')) {
+    // Tests: a crash of the daemon while mounted (an uncaught exception on the event loop).
+    process.on('SIGUSR2', () => setImmediate(() => { throw new Error('injected crash (LOGDISK_FAULTS=crash-on-sigusr2)') }))
+  }
+  // SIGHUP too: a foreground daemon whose terminal goes away unmounts cleanly instead of dying.
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  process.on('SIGHUP', onSignal)
 
-  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString() }
+  // The kernel ended the mount itself (umount from outside, DESTROY): only close the store.
+  mounted.ended.then(() => {
+    log.warn({ mountpoint }, 'the mount is gone; closing the store')
+    stop(true, true).catch(err => log.error({ err: (err as Error).message }, 'closing after the mount ended failed'))
+  }, () => undefined)
+
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport }, 'mounted')
   onReady(info)
   await done
   process.off('SIGINT', onSignal)
   process.off('SIGTERM', onSignal)
+  process.off('SIGHUP', onSignal)
 }

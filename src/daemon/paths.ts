@@ -10,6 +10,8 @@ export interface DaemonInfo {
   mountpoint: string
   socket: string
   startedAt: string
+  /** The FUSE transport serving the mount (devfuse or fuse-native). */
+  transport?: string
 }
 
 export const DAEMON_FILE = 'daemon.json'

@@ -2,7 +2,9 @@ import { LogdiskError, type ErrorCode } from '../errors'
 
 /**
  * The one place where domain errors become errno values for the kernel (litefs's fuse.go
- * pattern). Values are Linux errno numbers, negated as fuse-native expects.
+ * pattern), for every transport: fuse-native takes them as callback results, the /dev/fuse
+ * server puts them in the `error` field of `fuse_out_header`. Both want Linux errno values,
+ * negated.
  */
 const ERRNO: Record<ErrorCode, number> = {
   STORE_NOT_FOUND: 2, // ENOENT
@@ -25,10 +27,41 @@ const ERRNO: Record<ErrorCode, number> = {
   FENCED: 30 // EROFS: this host may no longer write
 }
 
-export const Errno = { ENOENT: -2, EIO: -5, EBADF: -9, EACCES: -13, EBUSY: -16, EINVAL: -22, EFBIG: -27, ENOSPC: -28, EROFS: -30, EPERM: -1 } as const
+/** Linux errno values, negated (the sign both transports send to the kernel). */
+export const Errno = {
+  EPERM: -1,
+  ENOENT: -2,
+  EINTR: -4,
+  EIO: -5,
+  EBADF: -9,
+  EAGAIN: -11,
+  EACCES: -13,
+  EBUSY: -16,
+  ENODEV: -19,
+  ENOTDIR: -20,
+  EISDIR: -21,
+  EINVAL: -22,
+  EFBIG: -27,
+  ENOSPC: -28,
+  EROFS: -30,
+  ENOSYS: -38,
+  EOPNOTSUPP: -95
+} as const
 
-/** Negative errno for any error thrown below the FUSE adapter. */
+/**
+ * An answer for the kernel that is not a domain error: "no such image", "read-only image",
+ * "mode not supported". Thrown by the image operations; `errno` is negative.
+ */
+export class FsError extends Error {
+  constructor (readonly errno: number, message = `errno ${-errno}`) {
+    super(message)
+    this.name = 'FsError'
+  }
+}
+
+/** Negative errno for any error thrown below the FUSE transports. */
 export function toErrno (err: unknown): number {
+  if (err instanceof FsError) return err.errno
   if (err instanceof LogdiskError) return -ERRNO[err.code]
   return Errno.EIO
 }

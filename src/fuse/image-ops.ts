@@ -1,31 +1,41 @@
-import Fuse from 'fuse-native'
 import { LogdiskError } from '../errors'
 import type { Store } from '../store'
 import type { Logger } from '../store/logger'
-import { Errno, toErrno } from './errno'
+import { Errno, FsError, toErrno } from './errno'
 
 /**
- * FUSE operations for a folder of disk images: `current.img` (read-write) and one read-only
- * `<name>.img` per snapshot, appearing and disappearing as snapshots come and go. Thin: every
- * op calls the store and maps errors with toErrno.
+ * The image operations every FUSE transport serves: a folder of disk images, `current.img`
+ * (read-write) and one read-only `<name>.img` per snapshot, appearing and disappearing as
+ * snapshots come and go. Thin: every operation calls the store; failures are thrown as
+ * FsError (an errno) or LogdiskError, and the transports turn both into errno with toErrno
+ * (src/fuse/errno.ts), so fuse-native and the /dev/fuse server answer the same errno for the
+ * same case. Names here are image names (`current.img`), never paths: a transport that speaks
+ * paths (fuse-native) strips the leading slash, one that speaks inodes keeps a table.
  */
 export const CURRENT_IMAGE = 'current.img'
 
-const O_ACCMODE = 3
-const O_RDONLY = 0
+export const O_ACCMODE = 3
+export const O_RDONLY = 0
 
-type Cb = (...args: any[]) => void
+/** fallocate(2) modes, from linux/falloc.h. */
+export const FALLOC_FL_KEEP_SIZE = 0x01
+export const FALLOC_FL_PUNCH_HOLE = 0x02
+export const FALLOC_FL_ZERO_RANGE = 0x10
+export const FALLOC_FL_WRITE_ZEROES = 0x80
 
-export interface ImageOps {
-  ops: Record<string, (...args: any[]) => void>
-  /** Handles open right now on one image, or on all (a loop device keeps one open). */
-  openHandles (image?: string): number
-}
+/** access(2) mask bits. */
+const W_OK = 2
 
-/** The snapshot an image path names, or undefined for current.img and unknown names. */
-function snapshotName (p: string): string | undefined {
-  if (!p.startsWith('/') || !p.endsWith('.img') || p === '/' + CURRENT_IMAGE) return undefined
-  return p.slice(1, -4)
+export interface NodeAttr {
+  /** Identifies what the name stands for: a snapshot deleted and made again under the same name gets a new key. */
+  key: string
+  dir: boolean
+  mode: number
+  size: number
+  /** Preferred I/O size (st_blksize): the store's block size. */
+  blockBytes: number
+  nlink: number
+  timeMs: number
 }
 
 /** Largest count a statvfs field carries through fuse-native (it marshals them as uint32). */
@@ -45,97 +55,215 @@ export function statfsCounts (sizeBytes: number, writtenBytes: number, blockByte
   return { unitBytes, blocks, free }
 }
 
-export function imageOps (store: Store, log: Logger): ImageOps {
-  const started = new Date()
-  const handles = new Map<string, number>() // image name -> open handles
-  let nextFd = 1
-  const uid = process.getuid?.() ?? 0
-  const gid = process.getgid?.() ?? 0
+export interface Statfs {
+  bsize: number
+  frsize: number
+  blocks: number
+  bfree: number
+  bavail: number
+  files: number
+  ffree: number
+  namemax: number
+}
 
-  const dirStat = { mode: 0o40755, size: 4096, nlink: 2, uid, gid, mtime: started, atime: started, ctime: started }
-  const imageStat = (mode: number, time: Date) => ({
-    mode, size: store.sizeBytes, nlink: 1, uid, gid,
-    blksize: store.blockBytes, blocks: Math.ceil(store.sizeBytes / 512), mtime: time, atime: time, ctime: time
-  })
-  const isCurrent = (p: string): boolean => p === '/' + CURRENT_IMAGE
-  const snapshotOf = (p: string) => {
-    const name = snapshotName(p)
-    return name === undefined ? undefined : store.snapshots().find(s => s.name === name)
-  }
-  const fail = (op: string, err: unknown): number => {
-    if (!(err instanceof LogdiskError) || err.code === 'CORRUPT' || err.code === 'IO') log.error({ op, err: (err as Error).message }, 'I/O error returned to the kernel')
-    return toErrno(err)
+/** One open of one image. */
+export interface ImageHandle {
+  readonly id: number
+  readonly image: string
+  readonly writable: boolean
+}
+
+/**
+ * What a transport needs from the folder it serves. ImageFolder is the product's; the
+ * benchmark serves a raw file through the same interface (bench/passthrough-devfuse.mjs).
+ * Every method throws FsError or LogdiskError; none blocks on the disk synchronously.
+ */
+export interface Folder {
+  readonly uid: number
+  readonly gid: number
+  /** Names in the root directory, in listing order. */
+  list (): string[]
+  /** Attributes of the root (name undefined) or of one image; ENOENT if there is no such image. */
+  attr (name?: string): NodeAttr
+  access (name: string | undefined, mask: number): void
+  open (name: string, flags: number): ImageHandle
+  release (handle: ImageHandle): void
+  /** Handle by id (fuse-native passes the id back as `fd`); EBADF if unknown. */
+  handle (id: number): ImageHandle
+  /** Reads into `into` (its length is the request); resolves to bytes read, short at the end of the image. */
+  read (handle: ImageHandle, pos: number, into: Buffer): Promise<number>
+  write (handle: ImageHandle, pos: number, data: Buffer): Promise<number>
+  flush (handle: ImageHandle): Promise<void>
+  fsync (handle: ImageHandle): Promise<void>
+  fallocate (handle: ImageHandle, mode: number, offset: number, length: number): Promise<void>
+  truncate (name: string, size: number): void
+  utimens (name: string): void
+  chmod (name: string | undefined): void
+  chown (name: string | undefined): void
+  statfs (): Statfs
+  /** Handles open right now on one image, or on all (a loop device keeps one open). */
+  openHandles (image?: string): number
+  /** The kernel ends the session (FUSE_DESTROY): make everything durable. */
+  destroy (): Promise<void>
+}
+
+export class ImageFolder implements Folder {
+  readonly uid = process.getuid?.() ?? 0
+  readonly gid = process.getgid?.() ?? 0
+  private readonly started = Date.now()
+  private readonly handles = new Map<number, ImageHandle>()
+  private readonly perImage = new Map<string, number>()
+  private nextId = 1
+
+  constructor (private readonly store: Store, private readonly log: Logger) {}
+
+  private fail (op: string, err: unknown): never {
+    if (!(err instanceof LogdiskError || err instanceof FsError) || (err instanceof LogdiskError && (err.code === 'CORRUPT' || err.code === 'IO'))) {
+      this.log.error({ op, err: (err as Error).message, errno: -toErrno(err) }, 'I/O error returned to the kernel')
+    }
+    throw err
   }
 
-  const ops = {
-    readdir (p: string, cb: Cb) {
-      if (p !== '/') return cb(Fuse.ENOENT)
-      cb(0, [CURRENT_IMAGE, ...store.snapshots().map(s => `${s.name}.img`)])
-    },
-    getattr (p: string, cb: Cb) {
-      if (p === '/') return cb(0, dirStat)
-      if (isCurrent(p)) return cb(0, imageStat(0o100644, started))
-      const snap = snapshotOf(p)
-      if (snap) return cb(0, imageStat(0o100444, new Date(snap.timeMs)))
-      cb(Fuse.ENOENT)
-    },
-    fgetattr (p: string, _fd: number, cb: Cb) {
-      ops.getattr(p, cb)
-    },
-    open (p: string, flags: number, cb: Cb) {
-      if (!isCurrent(p)) {
-        if (!snapshotOf(p)) return cb(Fuse.ENOENT)
-        if ((flags & O_ACCMODE) !== O_RDONLY) return cb(Errno.EROFS)
-      }
-      const image = p.slice(1)
-      handles.set(image, (handles.get(image) ?? 0) + 1)
-      cb(0, nextFd++)
-    },
-    release (p: string, _fd: number, cb: Cb) {
-      const image = p.slice(1)
-      const n = (handles.get(image) ?? 1) - 1
-      if (n > 0) handles.set(image, n)
-      else handles.delete(image)
-      cb(0)
-    },
-    read (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      const name = isCurrent(p) ? undefined : snapshotName(p)
-      const reading = name === undefined ? store.read(pos, len, buf) : store.readSnapshot(name, pos, len, buf)
-      reading.then(out => cb(out.length), err => cb(fail('read', err)))
-    },
-    write (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      if (!isCurrent(p)) return cb(Errno.EROFS)
-      store.write(pos, buf.subarray(0, len)).then(() => cb(len), err => cb(fail('write', err)))
-    },
-    fsync (p: string, _datasync: boolean, _fd: number, cb: Cb) {
-      if (!isCurrent(p)) return cb(0)
-      store.flush().then(() => cb(0), err => cb(fail('fsync', err)))
-    },
-    flush (p: string, _fd: number, cb: Cb) {
-      if (!isCurrent(p)) return cb(0)
-      store.flush().then(() => cb(0), err => cb(fail('flush', err)))
-    },
-    // Images have the volume's fixed size, as a block device does: resizing is refused.
-    truncate (p: string, size: number, cb: Cb) {
-      if (isCurrent(p)) return cb(size === store.sizeBytes ? 0 : Errno.EPERM)
-      cb(snapshotOf(p) ? Errno.EROFS : Fuse.ENOENT)
-    },
-    ftruncate (p: string, _fd: number, size: number, cb: Cb) {
-      ops.truncate(p, size, cb)
-    },
-    utimens (p: string, _atime: unknown, _mtime: unknown, cb: Cb) { cb(isCurrent(p) ? 0 : Errno.EROFS) },
-    chmod (_p: string, _mode: number, cb: Cb) { cb(Errno.EPERM) },
-    chown (_p: string, _uid: number, _gid: number, cb: Cb) { cb(Errno.EPERM) },
-    statfs (_p: string, cb: Cb) {
-      const { unitBytes, blocks, free } = statfsCounts(store.sizeBytes, store.status().writtenBytes, store.blockBytes)
-      cb(0, { bsize: unitBytes, frsize: unitBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 })
+  /** The snapshot an image name stands for; undefined for current.img and unknown names. */
+  private snapshotOf (name: string) {
+    if (!name.endsWith('.img') || name === CURRENT_IMAGE) return undefined
+    const snap = name.slice(0, -4)
+    return this.store.snapshots().find(s => s.name === snap)
+  }
+
+  list (): string[] {
+    return [CURRENT_IMAGE, ...this.store.snapshots().map(s => `${s.name}.img`)]
+  }
+
+  attr (name?: string): NodeAttr {
+    const base = { blockBytes: this.store.blockBytes }
+    if (name === undefined) return { ...base, key: '/', dir: true, mode: 0o40755, size: 4096, nlink: 2, timeMs: this.started }
+    if (name === CURRENT_IMAGE) return { ...base, key: 'current', dir: false, mode: 0o100644, size: this.store.sizeBytes, nlink: 1, timeMs: this.started }
+    const snap = this.snapshotOf(name)
+    if (!snap) throw new FsError(Errno.ENOENT)
+    return { ...base, key: `snapshot:${snap.seq}`, dir: false, mode: 0o100444, size: this.store.sizeBytes, nlink: 1, timeMs: snap.timeMs }
+  }
+
+  access (name: string | undefined, mask: number): void {
+    const attr = this.attr(name)
+    if ((mask & W_OK) !== 0 && !attr.dir && name !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+  }
+
+  open (name: string, flags: number): ImageHandle {
+    const writable = (flags & O_ACCMODE) !== O_RDONLY
+    if (name !== CURRENT_IMAGE) {
+      if (!this.snapshotOf(name)) throw new FsError(Errno.ENOENT)
+      if (writable) throw new FsError(Errno.EROFS)
+    }
+    const handle = { id: this.nextId++, image: name, writable }
+    this.handles.set(handle.id, handle)
+    this.perImage.set(name, (this.perImage.get(name) ?? 0) + 1)
+    return handle
+  }
+
+  release (handle: ImageHandle): void {
+    if (!this.handles.delete(handle.id)) return
+    const n = (this.perImage.get(handle.image) ?? 1) - 1
+    if (n > 0) this.perImage.set(handle.image, n)
+    else this.perImage.delete(handle.image)
+  }
+
+  handle (id: number): ImageHandle {
+    const handle = this.handles.get(id)
+    if (!handle) throw new FsError(Errno.EBADF)
+    return handle
+  }
+
+  async read (handle: ImageHandle, pos: number, into: Buffer): Promise<number> {
+    try {
+      const out = handle.image === CURRENT_IMAGE
+        ? await this.store.read(pos, into.length, into)
+        : await this.store.readSnapshot(handle.image.slice(0, -4), pos, into.length, into)
+      return out.length
+    } catch (err) {
+      return this.fail('read', err)
     }
   }
-  const openHandles = (image?: string): number => {
-    if (image !== undefined) return handles.get(image) ?? 0
+
+  async write (handle: ImageHandle, pos: number, data: Buffer): Promise<number> {
+    if (handle.image !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+    try {
+      await this.store.write(pos, data)
+      return data.length
+    } catch (err) {
+      return this.fail('write', err)
+    }
+  }
+
+  async flush (handle: ImageHandle): Promise<void> {
+    if (handle.image !== CURRENT_IMAGE) return
+    try {
+      await this.store.flush()
+    } catch (err) {
+      this.fail('flush', err)
+    }
+  }
+
+  fsync (handle: ImageHandle): Promise<void> {
+    return this.flush(handle)
+  }
+
+  /**
+   * FALLOCATE: PUNCH_HOLE|KEEP_SIZE (a loop device's discard), ZERO_RANGE and WRITE_ZEROES
+   * (its write-zeroes) make the range read as zeros; the range is clipped to the image, which
+   * never grows. Snapshot images refuse with EROFS; any other mode (plain allocation,
+   * collapse, insert, unshare) with EOPNOTSUPP, as a filesystem without it would.
+   */
+  async fallocate (handle: ImageHandle, mode: number, offset: number, length: number): Promise<void> {
+    if (handle.image !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+    const zeroing = mode === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
+      (mode & ~FALLOC_FL_KEEP_SIZE) === FALLOC_FL_ZERO_RANGE ||
+      (mode & ~FALLOC_FL_KEEP_SIZE) === FALLOC_FL_WRITE_ZEROES
+    if (!zeroing) throw new FsError(Errno.EOPNOTSUPP, `fallocate mode 0x${mode.toString(16)} is not supported`)
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) throw new FsError(Errno.EINVAL)
+    const size = this.store.sizeBytes
+    if ((mode & FALLOC_FL_KEEP_SIZE) === 0 && offset + length > size) throw new FsError(Errno.EFBIG) // would grow the image
+    const end = Math.min(size, offset + length)
+    if (offset >= end) return
+    try {
+      await this.store.discard(offset, end - offset)
+    } catch (err) {
+      this.fail('fallocate', err)
+    }
+  }
+
+  // Images have the volume's fixed size, as a block device does: resizing is refused.
+  truncate (name: string, size: number): void {
+    if (name === CURRENT_IMAGE) {
+      if (size !== this.store.sizeBytes) throw new FsError(Errno.EPERM)
+      return
+    }
+    this.attr(name) // ENOENT for unknown names
+    throw new FsError(Errno.EROFS)
+  }
+
+  utimens (name: string): void {
+    if (name === CURRENT_IMAGE) return
+    this.attr(name)
+    throw new FsError(Errno.EROFS)
+  }
+
+  chmod (): void { throw new FsError(Errno.EPERM) }
+  chown (): void { throw new FsError(Errno.EPERM) }
+
+  statfs (): Statfs {
+    const { unitBytes, blocks, free } = statfsCounts(this.store.sizeBytes, this.store.status().writtenBytes, this.store.blockBytes)
+    return { bsize: unitBytes, frsize: unitBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, namemax: 255 }
+  }
+
+  openHandles (image?: string): number {
+    if (image !== undefined) return this.perImage.get(image) ?? 0
     let n = 0
-    for (const v of handles.values()) n += v
+    for (const v of this.perImage.values()) n += v
     return n
   }
-  return { ops, openHandles }
+
+  async destroy (): Promise<void> {
+    await this.store.flush()
+  }
 }

@@ -1,11 +1,18 @@
-import Fuse from 'fuse-native'
+import fs from 'node:fs'
 import { LogdiskError } from '../errors'
 import type { Store } from '../store'
 import type { Logger } from '../store/logger'
-import { imageOps } from './image-ops'
+import { mountDevFuse } from './devfuse/mount'
+import { mountFuseNative } from './fuse-native'
+import { ImageFolder } from './image-ops'
+import type { Session, TransportName } from './session'
+
+export type { TransportName } from './session'
+export const TRANSPORTS: readonly TransportName[] = ['devfuse', 'fuse-native']
 
 export interface Mounted {
   readonly mountpoint: string
+  readonly transport: TransportName
   openHandles (image?: string): number
   /** Throws BUSY while an image is open (a loop device still attached). */
   assertIdle (): void
@@ -14,52 +21,64 @@ export interface Mounted {
    * `force`: then the mount is detached anyway (lazily) and I/O on the open images fails.
    */
   unmount (force?: boolean): Promise<void>
+  /** Resolves if the mount ends by itself (umount from outside, DESTROY); see Session.ended. */
+  readonly ended: Promise<void>
 }
 
 /**
- * Mounts the image folder with fuse-native. Options, and why (see native-notes/fuse-native.md):
- * - timeout: false: fuse-native otherwise answers ETIMEDOUT to any op slower than 15 s, which
- *   a loaded disk can be; the kernel would see an I/O error.
- * - big_writes,max_write=131072 ride in `fsname`, which fuse-native splices unescaped into -o:
- *   fuse-native has no option for them, and without them writes arrive 4 KiB at a time.
- * - direct_io: the kernel does not cache current.img a second time above the loop device.
- * - force: a stale mount left by a crashed daemon (ENOTCONN) is unmounted first.
+ * Which transport serves a mount: the one asked for (`--transport`, or LOGDISK_TRANSPORT),
+ * else the /dev/fuse server on Linux as root, else fuse-native (non-root mounts, macOS).
  */
-export function mountImages (store: Store, mountpoint: string, log: Logger): Promise<Mounted> {
-  if (store.dir.includes(',')) {
-    return Promise.reject(new LogdiskError('BAD_ARGUMENT', `store path ${store.dir} contains a comma, which FUSE mount options cannot carry; move the store`))
+export function chooseTransport (asked?: string): { transport: TransportName, why: string } {
+  const wanted = asked ?? process.env.LOGDISK_TRANSPORT
+  if (wanted !== undefined && wanted !== '' && wanted !== 'auto') {
+    if (!(TRANSPORTS as readonly string[]).includes(wanted)) {
+      throw new LogdiskError('BAD_ARGUMENT', `unknown transport ${JSON.stringify(wanted)}; use one of ${TRANSPORTS.join(', ')} or auto`)
+    }
+    return { transport: wanted as TransportName, why: asked !== undefined ? 'asked for' : 'LOGDISK_TRANSPORT' }
   }
-  const { ops, openHandles } = imageOps(store, log)
-  const fuse = new Fuse(mountpoint, ops, {
-    timeout: false,
-    maxRead: 131072,
-    force: true,
-    mkdir: true,
-    fsname: `logdisk:${store.dir},subtype=logdisk,big_writes,max_write=131072,direct_io`
-  })
-  return new Promise((resolve, reject) => {
-    fuse.mount((err: Error | null) => {
-      if (err) return reject(new LogdiskError('IO', `cannot mount at ${mountpoint}: ${err.message}`, err))
-      const assertIdle = (): void => {
-        if (openHandles() > 0) {
-          throw new LogdiskError('BUSY', `${mountpoint} is busy: an image is still open (a loop device? see losetup -a); detach it, then unmount`)
-        }
-      }
-      resolve({
-        mountpoint,
-        openHandles,
-        assertIdle,
-        unmount (force = false) {
-          try {
-            if (!force) assertIdle()
-          } catch (err) {
-            return Promise.reject(err)
-          }
-          return new Promise<void>((resolve, reject) => {
-            fuse.unmount((err: Error | null) => err ? reject(new LogdiskError('BUSY', `cannot unmount ${mountpoint}: ${err.message}`, err)) : resolve())
-          })
-        }
-      })
-    })
-  })
+  if (process.platform !== 'linux') return { transport: 'fuse-native', why: 'not Linux' }
+  if (process.getuid?.() !== 0) return { transport: 'fuse-native', why: 'not root (mount(2) needs root; fusermount cannot hand a /dev/fuse fd to Node)' }
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK)
+  } catch {
+    return { transport: 'fuse-native', why: '/dev/fuse is not accessible' }
+  }
+  return { transport: 'devfuse', why: 'Linux, root' }
+}
+
+export interface MountOptions {
+  /** devfuse, fuse-native or auto (the default: chooseTransport). */
+  transport?: string
+  faults?: ReadonlySet<string>
+}
+
+/** Serves the store's images at `mountpoint` with the chosen transport. */
+export async function mountImages (store: Store, mountpoint: string, log: Logger, opts: MountOptions = {}): Promise<Mounted> {
+  const { transport, why } = chooseTransport(opts.transport)
+  const folder = new ImageFolder(store, log)
+  const fsname = `logdisk:${store.dir}`
+  let session: Session
+  if (transport === 'devfuse') {
+    session = await mountDevFuse(folder, mountpoint, { fsname, subtype: 'logdisk', log, faults: opts.faults })
+  } else {
+    session = await mountFuseNative(folder, mountpoint, fsname)
+  }
+  log.info({ transport, why }, 'FUSE transport')
+  const assertIdle = (): void => {
+    if (folder.openHandles() > 0) {
+      throw new LogdiskError('BUSY', `${mountpoint} is busy: an image is still open (a loop device? see losetup -a); detach it, then unmount`)
+    }
+  }
+  return {
+    mountpoint,
+    transport,
+    openHandles: image => folder.openHandles(image),
+    assertIdle,
+    ended: session.ended,
+    async unmount (force = false) {
+      if (!force) assertIdle()
+      await session.unmount()
+    }
+  }
 }

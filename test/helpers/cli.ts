@@ -74,8 +74,8 @@ export async function cleanup (dir: string): Promise<void> {
 }
 
 /** Starts `logdisk mount --foreground` as a child; resolves once current.img is there. */
-export async function mountForeground (store: string, mnt: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, 'mount', store, mnt, '--foreground'], { stdio: ['ignore', 'pipe', 'pipe'] })
+export async function mountForeground (store: string, mnt: string, extra: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [CLI, 'mount', store, mnt, '--foreground', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout!.on('data', d => { out += d })
   child.stderr!.on('data', d => { out += d })

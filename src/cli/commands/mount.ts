@@ -6,6 +6,7 @@ import pino from 'pino'
 import { LogdiskError } from '../../errors'
 import { runDaemon } from '../../daemon/daemon'
 import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
+import { chooseTransport } from '../../fuse/mount'
 import { prepareStore } from '../store-access'
 
 const READY_TIMEOUT_MS = 120_000
@@ -14,7 +15,8 @@ export function register (program: Command): void {
   program.command('mount <store> <mountpoint>')
     .description('show the store\'s images (current.img) at <mountpoint>; runs as a daemon unless --foreground')
     .option('--foreground', 'stay in the foreground and log to stdout; Ctrl-C unmounts')
-    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean }) => {
+    .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto', process.env.LOGDISK_TRANSPORT || 'auto')
+    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean, transport: string }) => {
       const store = path.resolve(storeArg)
       const mountpoint = path.resolve(mntArg)
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
@@ -23,15 +25,16 @@ export function register (program: Command): void {
       if (running && running.store === store && running.pid !== process.pid && isAlive(running.pid)) {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
-      if (opts.foreground) await foreground(store, mountpoint)
-      else await background(store, mountpoint)
+      chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
+      if (opts.foreground) await foreground(store, mountpoint, opts.transport)
+      else await background(store, mountpoint, opts.transport)
     })
 }
 
-async function foreground (store: string, mountpoint: string): Promise<void> {
+async function foreground (store: string, mountpoint: string, transport: string): Promise<void> {
   const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
   try {
-    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }))
+    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), { transport })
   } catch (err) {
     process.send?.({ error: (err as Error).message })
     throw err
@@ -40,10 +43,10 @@ async function foreground (store: string, mountpoint: string): Promise<void> {
 }
 
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
-function background (store: string, mountpoint: string): Promise<void> {
+function background (store: string, mountpoint: string, transport: string): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
   const logFd = fs.openSync(logFile, 'a')
-  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground'], {
+  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', transport], {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'ipc']
   })
@@ -55,7 +58,7 @@ function background (store: string, mountpoint: string): Promise<void> {
     child.on('message', (msg: { ready?: DaemonInfo, error?: string }) => {
       clearTimeout(timer)
       if (msg.error) return reject(new LogdiskError('IO', msg.error))
-      console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; log ${logFile})`)
+      console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; ${msg.ready?.transport ?? 'FUSE'}; log ${logFile})`)
       child.disconnect()
       child.unref()
       resolve()

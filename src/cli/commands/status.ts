@@ -3,7 +3,7 @@ import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number, spaceBytes?: Record<string, number>, pool?: { warnings: string[] } }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] } }
 
 /** What restores can reach: the window, and the horizon compaction left (snapshots always). */
 function historyLine (h: StoreStatus['history']): string {
@@ -30,7 +30,7 @@ export function register (program: Command): void {
       const s = status.segments
       const lines = [
         ['store', status.dir],
-        ['mounted', status.mountpoint ? `${status.mountpoint} (pid ${status.pid})` : 'no'],
+        ['mounted', status.mountpoint ? `${status.mountpoint} (pid ${status.pid}${status.transport ? `, ${status.transport}` : ''})` : 'no'],
         ['size', `${formatBytes(status.sizeBytes)} (block ${formatBytes(status.blockBytes)}, segment ${formatBytes(status.segmentBytes)})`],
         ['written', formatBytes(status.writtenBytes)],
         ['log', `${formatBytes(status.logBytes)}; segments: ${s.current} current, ${s.active} active, ${s.inactive} inactive, ${s.archived} archived, ${s.recycled} recycled`],

@@ -1,0 +1,183 @@
+import fs from 'node:fs'
+import { Worker } from 'node:worker_threads'
+import type { Logger } from '../../store/logger'
+import type { ReplySink } from './server'
+
+/**
+ * The open /dev/fuse file and the threads that read requests from it.
+ *
+ * Reading /dev/fuse blocks until the kernel has a request, so reads cannot happen on the event
+ * loop. `readers` worker threads each loop on a blocking read(2) into slots of one
+ * SharedArrayBuffer and post "slot i holds n bytes" to the main thread, which handles the
+ * request there and gives the slot back when done (../shared/fastpath measured this against
+ * reads in libuv's threadpool: 30.2k vs 24.5k random 4 KiB writes at depth 16). Several
+ * reads pending at once is what lets the kernel hand out several requests at once. Replies
+ * are written from the main thread with one write(2) each; /dev/fuse never blocks a write.
+ *
+ * A slot is owned by its reader while free (state 0) and by the main thread while a request
+ * is in it (state 1); each reader has its own slots and a count of its free ones, on which
+ * it waits when all are busy. Memory is bounded: readers x slotsPerReader x bufferBytes.
+ */
+export interface ChannelOptions {
+  readers: number
+  slotsPerReader: number
+  /** Bytes per slot: at least protocol.readBufferBytes(max_write). */
+  bufferBytes: number
+  log: Logger
+}
+
+/** What ended the channel: ENODEV after unmount or abort, or another read error. */
+export type EndReason = string
+
+const SLOT_SHIFT = 4194304 // message = slot * SLOT_SHIFT + bytes; a slot holds under 4 MiB
+
+const READER_SOURCE = `
+const { workerData, parentPort } = require('node:worker_threads')
+const fs = require('node:fs')
+const { fd, data, ctl, bytes, first, count, nslots, reader } = workerData
+const st = new Int32Array(ctl)
+const free = nslots + reader
+const stop = nslots + workerData.readers
+const views = []
+for (let k = 0; k < count; k++) views.push(new Uint8Array(data, (first + k) * bytes, bytes))
+const nap = new Int32Array(new SharedArrayBuffer(4))
+for (;;) {
+  while (Atomics.load(st, free) === 0) {
+    if (Atomics.load(st, stop) !== 0) process.exit(0)
+    Atomics.wait(st, free, 0, 1000)
+  }
+  // The lowest free slot: at low concurrency the same few buffers are reused (resident memory grows with depth, not with time).
+  let k = 0
+  while (Atomics.load(st, first + k) !== 0) k++
+  const slot = first + k
+  Atomics.store(st, slot, 1)
+  Atomics.sub(st, free, 1)
+  let n = -1
+  while (n < 0) {
+    if (Atomics.load(st, stop) !== 0) process.exit(0)
+    try {
+      n = fs.readSync(fd, views[k], 0, bytes, null)
+    } catch (e) {
+      // EPERM: not mounted yet. ENOENT: the request was interrupted before we read it. EINTR, EAGAIN: try again.
+      if (e.code === 'EPERM') { Atomics.wait(nap, 0, 0, 2); continue }
+      if (e.code === 'ENOENT' || e.code === 'EINTR' || e.code === 'EAGAIN') continue
+      parentPort.postMessage({ end: e.code || String(e) })
+      process.exit(0)
+    }
+  }
+  parentPort.postMessage(slot * ${SLOT_SHIFT} + n)
+}
+`
+
+export class DevFuseChannel implements ReplySink {
+  readonly fd: number
+  private readonly workers: Worker[] = []
+  private readonly slots: Buffer[] = []
+  private readonly state: Int32Array
+  private readonly nslots: number
+  private readonly log: Logger
+  private live = 0
+  private endReason: EndReason | undefined
+  private closed = false
+  readonly ended: Promise<EndReason>
+  private settle!: (reason: EndReason) => void
+  private readonly releasers: Array<() => void> = []
+  private readonly dataBuffer: SharedArrayBuffer
+
+  constructor (private readonly opts: ChannelOptions) {
+    if (opts.bufferBytes >= SLOT_SHIFT) throw new Error(`slot of ${opts.bufferBytes} bytes is too big`)
+    this.log = opts.log
+    // O_CLOEXEC (libuv adds it): no child process may inherit the connection, or the mount
+    // would outlive this process hung instead of failing fast (native-notes/devfuse.md).
+    this.fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR)
+    this.nslots = opts.readers * opts.slotsPerReader
+    const data = new SharedArrayBuffer(this.nslots * opts.bufferBytes)
+    this.state = new Int32Array(new SharedArrayBuffer((this.nslots + opts.readers + 1) * 4))
+    for (let i = 0; i < this.nslots; i++) {
+      this.slots.push(Buffer.from(data, i * opts.bufferBytes, opts.bufferBytes))
+      const reader = Math.floor(i / opts.slotsPerReader)
+      this.releasers.push(() => {
+        Atomics.store(this.state, i, 0)
+        Atomics.add(this.state, this.nslots + reader, 1)
+        Atomics.notify(this.state, this.nslots + reader)
+      })
+    }
+    for (let r = 0; r < opts.readers; r++) this.state[this.nslots + r] = opts.slotsPerReader
+    this.ended = new Promise(resolve => { this.settle = resolve })
+    this.dataBuffer = data
+  }
+
+  /** Starts the readers; `onRequest` gets each request with the callback that frees its slot. */
+  start (onRequest: (req: Buffer, n: number, release: () => void) => void): void {
+    const { readers, slotsPerReader, bufferBytes } = this.opts
+    for (let r = 0; r < readers; r++) {
+      const worker = new Worker(READER_SOURCE, {
+        eval: true,
+        // A reader only loops on read(2): a small heap is plenty.
+        resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
+        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, first: r * slotsPerReader, count: slotsPerReader, nslots: this.nslots, reader: r, readers },
+        stdout: false,
+        stderr: false
+      })
+      this.live++
+      worker.on('message', (m: number | { end: string }) => {
+        if (typeof m === 'number') {
+          const slot = Math.floor(m / SLOT_SHIFT)
+          let released = false
+          onRequest(this.slots[slot], m - slot * SLOT_SHIFT, () => {
+            if (released) return
+            released = true
+            this.releasers[slot]()
+          })
+        } else {
+          this.endReason ??= m.end
+        }
+      })
+      worker.on('error', err => {
+        this.log.error({ err: err.message }, '/dev/fuse reader failed')
+        this.endReason ??= err.message
+      })
+      worker.on('exit', () => {
+        if (--this.live === 0) this.finish()
+      })
+      // Not unref'd: while the mount lives, the process must (a process that ends its event
+      // loop with a live mount would sit in exit with its readers blocked in read(2), the
+      // kernel waiting for answers it will never get).
+      this.workers.push(worker)
+    }
+  }
+
+  /** Reader threads still running: while any is, the process must not exit (see mount.ts). */
+  get readersAlive (): number {
+    return this.live
+  }
+
+  private finish (): void {
+    if (!this.closed) {
+      this.closed = true
+      try { fs.closeSync(this.fd) } catch { /* closed */ }
+    }
+    this.settle(this.endReason ?? 'stopped')
+  }
+
+  send (buf: Buffer, len: number): void {
+    if (this.closed) return
+    try {
+      fs.writeSync(this.fd, buf, 0, len, null)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      // ENOENT: the request is gone (interrupted and answered, or aborted). ENODEV: unmounted.
+      if (code !== 'ENOENT' && code !== 'ENODEV') this.log.error({ err: (err as Error).message, bytes: len }, 'reply to /dev/fuse refused')
+    }
+  }
+
+  /**
+   * Stops reading. Readers blocked in read(2) leave when the connection ends (unmount) or the
+   * process exits; the fd is closed only after every reader has left, so its number cannot
+   * be reused under a pending read.
+   */
+  stop (): void {
+    Atomics.store(this.state, this.nslots + this.opts.readers, 1)
+    for (let r = 0; r < this.opts.readers; r++) Atomics.notify(this.state, this.nslots + r)
+  }
+}
