@@ -260,7 +260,7 @@ export class Pool implements SegmentHome {
     // Counted from now: a drain that starts while the segment is being created must see it
     // (else it could release the volume under it). The store vacates it if creation fails.
     this.occupied(segmentId, ids)
-    this.afterChange(ids)
+    this.afterChange() // the reservation already counts the new segment as used
     return ids
   }
 
@@ -395,8 +395,8 @@ export class Pool implements SegmentHome {
   }
 
   /** Grow on threshold: after each placement and on every tick. */
-  private afterChange (adding: string[] = []): void {
-    const { useFraction } = this.status(adding)
+  private afterChange (): void {
+    const { useFraction } = this.status()
     if (useFraction < this.policy['pool.growAt']) return
     const pct = Math.round(useFraction * 100)
     if (this.policy['pool.mode'] === 'ask') {
