@@ -53,6 +53,7 @@ bench: build
 	@bash scripts/install-deps.sh bench
 	node bench/run.mjs
 	node bench/snapshots.mjs
+	node bench/trim.mjs
 	node bench/archive-targets.mjs
 
 clean:
