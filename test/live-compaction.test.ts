@@ -116,18 +116,27 @@ t.test('fio verified random writes on ext4 while compact and archive loop: fio v
       await new Promise(resolve => setTimeout(resolve, 200))
     }
   })()
-  let liveRun: Run
+  // fio runs again (a new verified pass over its file) until at least two compactions and
+  // an archive run have finished while it wrote: on a loaded machine one CLI run can take
+  // most of the 20 s, and what is under test is compaction racing writes, not the CLI's speed.
+  const liveRuns: Run[] = []
   try {
-    liveRun = await run('fio', fioJob(path.join(live.fsDir, 'data')), { timeoutMs: (RUNTIME_S + 120) * 1000 })
+    do {
+      liveRuns.push(await run('fio', fioJob(path.join(live.fsDir, 'data')), { timeoutMs: (RUNTIME_S + 120) * 1000 }))
+    } while (liveRuns.at(-1)!.code === 0 && (compactions.length < 2 || archives.length < 1) && liveRuns.length < 6)
   } finally {
     stop = true
     await loop
   }
-  t.equal(liveRun.code, 0, 'with compaction: fio exits 0 (every verified block read back right)', { stderr: liveRun.stderr })
-  const withCompaction = parseFio(liveRun)
-  t.equal(withCompaction.error, 0, 'with compaction: fio reports no error')
-  t.ok(withCompaction.verifyReads > 0 && withCompaction.verifyReads >= withCompaction.writes - 512,
-    `with compaction: fio verified ${withCompaction.verifyReads} of ${withCompaction.writes} writes (all but the last backlog)`)
+  let withCompaction!: ReturnType<typeof parseFio>
+  for (const [i, liveRun] of liveRuns.entries()) {
+    const pass = liveRuns.length > 1 ? ` (pass ${i + 1} of ${liveRuns.length})` : ''
+    t.equal(liveRun.code, 0, `with compaction: fio exits 0 (every verified block read back right)${pass}`, { stderr: liveRun.stderr })
+    withCompaction = parseFio(liveRun)
+    t.equal(withCompaction.error, 0, `with compaction: fio reports no error${pass}`)
+    t.ok(withCompaction.verifyReads > 0 && withCompaction.verifyReads >= withCompaction.writes - 512,
+      `with compaction: fio verified ${withCompaction.verifyReads} of ${withCompaction.writes} writes (all but the last backlog)${pass}`)
+  }
 
   const failed = [...compactions, ...archives].filter(r => r.code !== 0)
   t.same(failed.map(r => r.stderr.trim()), [], 'every compact and archive of the loop succeeded')
