@@ -415,7 +415,7 @@ t.test('every block reads back what was last written, whatever the pool does and
     seed: SEED,
     numRuns: NUM_RUNS,
     timeout: 30_000, // per run: a hang fails with its commands
-    interruptAfterTimeLimit: 150_000, // shrinking is slow: report what it has by then
+    interruptAfterTimeLimit: 600_000, // shrinking is slow: report what it has by then (40 runs took 330 s on a loaded 2-core machine)
     markInterruptAsFailure: true
   })
   t.comment(`${runs} runs: ${stats.mirrored} mirrored, ${stats.drains} drains moving ${stats.moved} segments, ${stats.grew} growths by tick, ${stats.noSpace} NO_SPACE, ${stats.crashes} power losses, ${stats.midDrainCrashes} in a drain, ${stats.lost} volumes lost, ${stats.repaired} copies repaired`)
