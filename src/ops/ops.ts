@@ -9,6 +9,7 @@ import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../pol
 import { exportSnapshot } from '../store/export'
 import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
 import { assertOutsideMount } from '../daemon/output-guard'
+import { replicationStatus } from '../replicate/manager'
 
 /**
  * The commands that act on a store, written once. The CLI runs them on the store directly
@@ -51,7 +52,7 @@ function requirePool (store: Store): Pool {
 }
 
 export const ops: Record<string, Op> = {
-  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status() }),
+  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status(), replication: await replicationStatus(store, readPolicy(store.dir)) }),
 
   archive: (store, _args, ctx) => {
     const p = readPolicy(store.dir)

@@ -14,6 +14,7 @@ import { Pool } from './pool'
 import { archiveLink } from '../archive/link'
 import { parseTarget, type ArchiveTarget } from '../archive/target'
 import type { ArchiveLink } from '../store/archive-link'
+import { retainFrom } from '../replicate/gate'
 
 /**
  * How a command opens a store. 'write': under the store's lock, as the owner of its identity
@@ -72,7 +73,8 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
     await preflightSegments(pool, config)
     const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
-    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
+    // Replication: passes leave alone what is not on the replica yet (src/replicate/gate.ts).
+    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), retainFrom: retainFrom(dir), ...opts, home: pool, archive })
   } catch (err) {
     throw explainOpenError(dir, err, 'write')
   }

@@ -59,6 +59,12 @@ export interface OpenOptions {
    * cutting or moving anything, and only `scratchDir` is written (fetched archive copies).
    */
   readOnly?: { indexDir: string, scratchDir: string }
+  /**
+   * Replication (src/replicate): segments with an id at or above what this returns are not on
+   * the replica yet, so background passes leave them exactly as they are (nothing freed,
+   * punched, archived, moved away or deleted): the pass fence stops below it.
+   */
+  retainFrom?: () => number
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
@@ -741,6 +747,38 @@ export class Store {
     return out
   }
 
+  /**
+   * The segments of the log, oldest first, with their states (recycled ones are gone): what
+   * replication ships.
+   */
+  logSegments (): Array<{ id: number, state: SegmentRecord['state'] }> {
+    this.assertOpen()
+    return this.segmentIds.map(id => ({ id, state: this.segmentState.get(id) ?? 'active' }))
+  }
+
+  /**
+   * Raw bytes of segment `id` from byte `offset`: at most `length`, fewer at the end of the
+   * file (an archived segment is fetched back first). For replication, which ships the log as
+   * it is: callers read only sealed segments and durable bytes of the current one, and the
+   * read runs in a read epoch, so a pass never deletes the file under it.
+   */
+  readLog (id: number, offset: number, length: number): Promise<Buffer> {
+    this.assertOpen()
+    return this.reads.guard(async () => {
+      const segment = await this.segment(id)
+      const size = await segment.handle.size()
+      const n = Math.max(0, Math.min(length, size - offset))
+      const out = Buffer.allocUnsafe(n)
+      let got = 0
+      while (got < n) {
+        const r = await segment.handle.read(out, got, n - got, offset + got)
+        if (r === 0) break
+        got += r
+      }
+      return out.subarray(0, got)
+    })
+  }
+
   /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
   attachArchive (link: ArchiveLink | undefined): void {
     (this.opts as { archive?: ArchiveLink }).archive = link
@@ -1236,7 +1274,7 @@ export class Store {
    * the index is checkpointed through it so that it holds every entry the pass may judge.
    */
   private async takeFence (): Promise<PassFence> {
-    const fence = await this.appendLock.run(async () => new PassFence(this.seq, this.current.id, this.config.segmentBytes))
+    const fence = await this.appendLock.run(async () => new PassFence(this.seq, Math.min(this.current.id, this.opts.retainFrom?.() ?? Infinity), this.config.segmentBytes))
     await this.checkpointThrough(fence.seq)
     return fence
   }
