@@ -138,7 +138,10 @@ export class Replicator {
     try {
       const prev = await newestManifest(this.target)
       if (prev) await this.adopt(prev.name, prev.manifest)
-      else if (fs.existsSync(baselineFiles(this.store.dir).index)) {
+      if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
+        throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)
+      }
+      if (prev) { /* continuing */ } else if (fs.existsSync(baselineFiles(this.store.dir).index)) {
         // The log before the baseline may be gone (recycled); the replica carries no baseline.
         throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} has a baseline (compact --into-baseline), and a new replica cannot be started from a store with one yet: the log it replaced may be gone; replicate a store from before its first baseline merge (a replica keeps the whole log, so merges after replication started are fine)`)
       }

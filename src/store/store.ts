@@ -65,6 +65,12 @@ export interface OpenOptions {
    * punched, archived, moved away or deleted): the pass fence stops below it.
    */
   retainFrom?: () => number
+  /**
+   * Clones (src/clone): where blocks this store has no version of (never written, not
+   * trimmed) are read from instead of zeros, for the current image and for snapshots alike:
+   * the parent's snapshot the clone was made from. Resolves with `length` bytes.
+   */
+  fallThrough?: (offset: number, length: number) => Promise<Buffer>
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
@@ -406,8 +412,10 @@ export class Store {
     for (let i = 0; i < n;) {
       let run = 1
       if (where[i] < 0) {
-        while (i + run < n && where[i + run] < 0) run++
-        this.copyOut(null, first + i, run, offset, out)
+        // Never written (-1) or trimmed (TRIMMED): zeros, or for never written the clone's parent.
+        const unwritten = where[i] === -1
+        while (i + run < n && where[i + run] < 0 && (where[i + run] === -1) === unwritten) run++
+        this.copyOut(unwritten && this.opts.fallThrough ? await this.opts.fallThrough((first + i) * B, run * B) : null, first + i, run, offset, out)
       } else {
         const seg = Math.floor(where[i] / this.config.segmentBytes)
         while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / this.config.segmentBytes) === seg) run++
@@ -745,6 +753,12 @@ export class Store {
     onProgress?.(chosen.size, chosen.size)
     this.log.info(out, 'archived')
     return out
+  }
+
+  /** Whether block `block` has a version in this store (written or trimmed): a clone's promote copies the others. */
+  hasVersion (block: number): boolean {
+    this.assertOpen()
+    return this.map.position(block) !== -1
   }
 
   /**
