@@ -272,3 +272,25 @@ t.test('a replica of another history is refused; a restart continues the chain',
   t.teardown(() => c.close())
   t.equal(await sha(c), await sha(a))
 })
+
+t.test('a slowly filling segment: its parts are consolidated, the manifest stays short', async t => {
+  const spec = dirBackend.spec(t)
+  const store = await newStore(path.join(tmp(t, 'a'), 'store'), [`replicate.target=${spec}`])
+  t.teardown(() => store.close())
+  const r = await Replicator.start(store, parseTarget(spec), { spec, timer: false })
+  t.teardown(() => r.stop())
+  let most = 0
+  for (let i = 0; i < 70; i++) {
+    await store.write(i * 8192, pattern(40 + i, 4096))
+    await store.flush()
+    await r.tick()
+    const m = (await newestManifest(parseTarget(spec)))!.manifest
+    for (const parts of Object.values(m.tails)) most = Math.max(most, parts.length)
+  }
+  t.ok(most <= 32, `at most 32 parts per segment (saw ${most})`)
+  const other = path.join(tmp(t, 'b'), 'store')
+  await createFromReplica(other, parseTarget(spec), { spec })
+  const copy = (await openStore(other)).store
+  t.teardown(() => copy.close())
+  t.equal(await sha(copy), await sha(store), 'recovered from consolidated parts, byte for byte')
+})

@@ -17,6 +17,7 @@ export class ReplicationManager {
   private replicator: Replicator | undefined
   private key = ''
   private applying: Promise<void> | undefined
+  private closed = false
 
   constructor (readonly store: Store, private readonly log: Logger = silentLogger, private readonly options: { takeover?: boolean } = {}) {
     running.set(path.resolve(store.dir), this)
@@ -30,6 +31,7 @@ export class ReplicationManager {
   }
 
   private async applyNow (p: Policy, strict: boolean): Promise<void> {
+    if (this.closed) return // stopped for good (unmount): a late policy tick starts nothing
     const spec = p['replicate.target']
     const key = spec === '' ? '' : `${spec} ${p['replicate.interval']} ${p['replicate.lagWarn']}`
     if (key === this.key) return
@@ -66,6 +68,7 @@ export class ReplicationManager {
 
   /** Ships what is durable one last time (bounded), releases the lease. */
   async stop (): Promise<void> {
+    this.closed = true
     while (this.applying) await this.applying.catch(() => undefined)
     const r = this.replicator
     this.replicator = undefined

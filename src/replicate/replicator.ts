@@ -20,6 +20,11 @@ export const DEFAULT_LAG_WARN_MS = 30_000
 const GARBAGE_GRACE_MS = 60_000
 /** Manifest versions kept besides the newest. */
 const KEEP_MANIFESTS = 4
+/**
+ * Parts of the current segment before they are replaced by one part from byte 0 (so that a
+ * segment that fills slowly does not make every manifest longer, one part per interval).
+ */
+const MAX_TAIL_PARTS = 32
 
 export interface ReplicatorOptions {
   /** The replicate.target string, for messages, status and replica.json. */
@@ -134,6 +139,9 @@ export class Replicator {
 
   private async begin (): Promise<void> {
     if (this.lease) return
+    // Bytes recovered at open may sit in the page cache only (the process before was killed):
+    // synced first, so the replica is never ahead of what survives a power loss here.
+    await this.store.flush()
     const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs })
     try {
       const prev = await newestManifest(this.target)
@@ -224,7 +232,13 @@ export class Replicator {
       changed = true
     }
     if (pOff >= SEGMENT_HEADER_BYTES && this.segments[String(pSeg)] === undefined) {
-      const from = this.tailEnd(pSeg)
+      const old = this.tails[String(pSeg)] ?? []
+      const consolidate = old.length >= MAX_TAIL_PARTS
+      const from = consolidate ? 0 : this.tailEnd(pSeg)
+      if (consolidate) {
+        for (const t of old) this.garbage.push({ name: t.name, after: Date.now() + GARBAGE_GRACE_MS })
+        this.tails[String(pSeg)] = []
+      }
       if (pOff > from) {
         const data = await this.store.readLog(pSeg, from, pOff - from)
         if (data.length !== pOff - from) throw new LogdiskError('IO', `segment ${pSeg} is shorter (${from + data.length} bytes) than its durable end (${pOff})`)
