@@ -207,7 +207,10 @@ export class Replicator {
   private async round (): Promise<void> {
     if (this.stopped || this.state === 'fenced' || this.state === 'error') return
     if (!this.lease) await this.begin()
-    const out = this.out!
+    // Data objects go straight to the target: their names carry this generation, so a late one
+    // from a fenced host is never named by the new holder's manifests. The manifest (the
+    // commit point) and deletes go through the fence, which reads the lease first.
+    const out = this.target
     const gen = this.lease!.generation
     await this.store.checkpoint()
     const st = this.store.status()
