@@ -11,7 +11,7 @@ import t from 'tap'
 import { openStore } from '../src/pool/open-store'
 import { parseTarget } from '../src/archive'
 import { newestManifest } from '../src/replicate'
-import { CLI, canMount, cleanup, run, tmpDir } from './helpers/cli'
+import { CLI, canMount, cleanup, daemonPid, run, tmpDir } from './helpers/cli'
 
 t.setTimeout(600_000)
 
@@ -149,4 +149,25 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   await ok('create', c, '--from', replica)
   t.equal(await shaStore(c), wantB, 'the replica follows B, not A\'s late write')
   await ok('unmount', mntA)
+
+  // B's daemon is killed (kill -9) while replicating: its lease stays live and names the dead
+  // daemon, so a remount is refused until --takeover; the chain then goes on from what was shipped.
+  await ok('mount', b, mntB)
+  writeImage(path.join(mntB, 'current.img'), 30 * MiB, pattern(30, 1 * MiB))
+  await until('B caught up', async () => (await status(b)).replication.state === 'caught-up')
+  const genBefore = (await status(b)).replication.generation
+  process.kill(daemonPid(b), 'SIGKILL')
+  await new Promise(resolve => setTimeout(resolve, 500))
+  await cli('unmount', mntB) // removes the stale mount
+  const again = await cli('mount', b, mntB)
+  t.not(again.code, 0, 'a remount within the lease ttl is refused')
+  t.match(again.stderr, /lease lease is held by \S+ \(pid \d+/, 'naming the dead daemon')
+  await ok('mount', b, mntB, '--takeover')
+  t.equal((await status(b)).replication.generation, genBefore + 1, 'the next generation')
+  writeImage(path.join(mntB, 'current.img'), 40 * MiB, pattern(31, 1 * MiB))
+  await until('B caught up after the crash', async () => (await status(b)).replication.state === 'caught-up')
+  await ok('unmount', mntB)
+  const d = path.join(root, 'd')
+  await ok('create', d, '--from', replica)
+  t.equal(await shaStore(d), await shaStore(b), 'after a crash and a takeover the replica still equals the store')
 })
