@@ -30,6 +30,9 @@ const reverts = {
   ],
   'defect 5: a baseline merge never overwrites history': [
     ['src/store/store.ts', 'const overwrite = visible.filter(v => inBaseline.has(v.block))', 'const overwrite: typeof visible = []']
+  ],
+  'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
+    ['src/store/store.ts', 'new PassFence(this.seq, Math.min(this.current.id, this.opts.retainFrom?.() ?? Infinity), this.config.segmentBytes)', 'new PassFence(this.seq, this.current.id, this.config.segmentBytes)']
   ]
 }
 

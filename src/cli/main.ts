@@ -4,6 +4,7 @@ import { LogdiskError } from '../errors'
 import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
+import * as clone from './commands/clone'
 import * as compact from './commands/compact'
 import * as create from './commands/create'
 import * as criteria from './commands/criteria'
@@ -54,7 +55,7 @@ async function main (): Promise<void> {
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
     .showHelpAfterError()
-  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, clone, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
   await program.parseAsync(process.argv)
 }
 

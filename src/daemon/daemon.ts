@@ -12,6 +12,7 @@ import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
+import { ReplicationManager } from '../replicate/manager'
 
 /** How long the first SIGTERM/SIGINT waits for open images to be closed before stopping anyway. */
 const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
@@ -29,7 +30,7 @@ const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.e
  * Nothing here may block the event loop while mounted: the kernel waits on this same thread
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
-export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string } = {}): Promise<void> {
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string, takeover?: boolean } = {}): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
@@ -75,6 +76,9 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     const attempt: Promise<void> = (async () => {
       await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
       await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
+      // The replica gets the last durable point, then the lease is released (bounded: an
+      // unreachable target does not hold the unmount up).
+      await replication.stop().catch(err => log.error({ err: (err as Error).message }, 'stopping replication failed'))
       try {
         if (!alreadyGone) await mounted?.unmount(force)
       } catch (err) {
@@ -93,7 +97,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     return attempt
   }
 
-  const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0)
+  const replication = new ReplicationManager(store, log, { takeover: opts.takeover })
+  const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0, replication)
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }
@@ -135,10 +140,13 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
 
   try {
+    // Before the mount: a replica another host holds (LEASE_HELD) fails the mount, in one line.
+    await replication.apply(readPolicy(storeDir), true)
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
     mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults })
   } catch (err) {
     await control?.close()
+    await replication.stop().catch(() => undefined)
     await store.close()
     throw err
   }

@@ -9,6 +9,8 @@ import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../pol
 import { exportSnapshot } from '../store/export'
 import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
 import { assertOutsideMount } from '../daemon/output-guard'
+import { replicationStatus } from '../replicate/manager'
+import { clonesOf, refuseOnClone } from '../clone/clone'
 
 /**
  * The commands that act on a store, written once. The CLI runs them on the store directly
@@ -51,7 +53,7 @@ function requirePool (store: Store): Pool {
 }
 
 export const ops: Record<string, Op> = {
-  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status() }),
+  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status(), replication: await replicationStatus(store, readPolicy(store.dir)) }),
 
   archive: (store, _args, ctx) => {
     const p = readPolicy(store.dir)
@@ -86,7 +88,11 @@ export const ops: Record<string, Op> = {
     return store.snapshots().map(s => ({ ...s, time: new Date(s.timeMs).toISOString(), pinnedBytes: pinned.get(s.seq) ?? 0 }))
   },
 
-  delete: async (store, args) => store.deleteSnapshot(String(args.name)),
+  delete: async (store, args) => {
+    const clones = clonesOf(store.dir, String(args.name))
+    if (clones.length > 0) throw new LogdiskError('BUSY', `snapshot ${String(args.name)} is the base of clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')}: promote (logdisk promote <clone>) or remove ${clones.length > 1 ? 'them' : 'it'} first`)
+    return store.deleteSnapshot(String(args.name))
+  },
 
   sync: async (store, args) => store.syncPoint(str(args, 'note') ?? '', args.frozen === true),
 
@@ -107,6 +113,7 @@ export const ops: Record<string, Op> = {
   restore: async (store, args, ctx) => {
     const out = str(args, 'out')
     if (!out || !path.isAbsolute(out)) throw new LogdiskError('BAD_ARGUMENT', 'restore needs --out FILE')
+    refuseOnClone(store.dir, 'restore')
     await checkOutput(ctx, out)
     const point = await store.resolvePoint(String(args.at))
     const result = await restoreImage(store, point.seq, out, { force: args.force === true, onProgress: ctx.onProgress })
@@ -116,19 +123,22 @@ export const ops: Record<string, Op> = {
   // F8: export, send/receive, diff, snapshot criteria (src/store/export.ts, stream.ts, src/policy/criteria.ts).
   progress: async (_store, args) => jobs.get(String(args.job)) ?? null,
   export: async (store, args, ctx) => {
+    refuseOnClone(store.dir, 'export')
     await checkOutput(ctx, str(args, 'out'))
     return withJob(args, ctx, onProgress => exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress }))
   },
   send: async (store, args, ctx) => {
+    refuseOnClone(store.dir, 'send')
     await checkOutput(ctx, str(args, 'out'))
     return withJob(args, ctx, onProgress => sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress }))
   },
   receive: (store, args, ctx) => withJob(args, ctx, onProgress =>
     receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
-  diff: (store, args) => diffSnapshots(store, String(args.a), String(args.b)),
+  diff: async (store, args) => { refuseOnClone(store.dir, 'diff'); return await diffSnapshots(store, String(args.a), String(args.b)) },
   criteriaSnapshot: (store, args) =>
     cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),
   criteriaCopy: async (store, args, ctx) => {
+    refuseOnClone(store.dir, 'a criteria copy')
     if (ctx.mountpoint) await checkOutput(ctx, expandTarget(getCriteria(store.dir, String(args.criteria)), store.snapshotNamed(String(args.snapshot))))
     return withJob(args, ctx, onProgress => copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
   }

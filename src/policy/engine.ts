@@ -4,6 +4,7 @@ import type { Logger } from '../store/logger'
 import { storeArchiveLink } from '../pool/open-store'
 import { locationOf } from '../store/identity'
 import { parseTarget } from '../archive/target'
+import type { ReplicationManager } from '../replicate/manager'
 import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
 /** Automatic snapshots are named with this prefix; retention only ever deletes those. */
@@ -32,7 +33,9 @@ export class PolicyEngine {
     private readonly now: () => number = Date.now,
     private readonly policyOf: () => Policy = () => readPolicy(store.dir),
     /** Whether a snapshot's image is open (loop-mounted): retention leaves those alone. */
-    private readonly inUse: (name: string) => boolean = () => false
+    private readonly inUse: (name: string) => boolean = () => false,
+    /** Continuous replication (replicate.*), started, changed and stopped as the policy says. */
+    private readonly replication?: ReplicationManager
   ) {
     this.lastSnapshotMs = now()
     this.lastCompactMs = now()
@@ -50,6 +53,7 @@ export class PolicyEngine {
     this.pool?.setPolicy(p)
     this.store.setHistoryKeepMs(historyKeepMs(p))
     await this.pool?.tick()
+    await this.replication?.apply(p)
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']
       this.store.attachArchive(this.archiveTarget === '' ? undefined : storeArchiveLink(parseTarget(this.archiveTarget), this.store.config, locationOf(this.store.dir)))

@@ -71,6 +71,12 @@ const archiveTarget: KeySpec<string> = {
   parse: t => t === '' || t.startsWith('/') || t.startsWith('file:///') || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(t) ? t : undefined,
   default: ''
 }
+const replicaTarget: KeySpec<string> = { ...archiveTarget, values: 'empty (no replication), an absolute directory, file:///dir or s3://bucket/prefix' }
+const interval: (d: string) => KeySpec<string> = d => ({
+  values: 'a duration above 0, like 1s or 500ms',
+  parse: t => (parseDuration(t) ?? 0) > 0 ? t : undefined,
+  default: d
+})
 const count: (d: number) => KeySpec<number> = d => ({
   values: 'a whole number, 0 for no limit',
   parse: t => /^\d+$/.test(t) && Number.isSafeInteger(Number(t)) ? Number(t) : undefined,
@@ -90,6 +96,9 @@ export const POLICY_KEYS = {
   'archive.target': archiveTarget,
   'archive.after': duration('0'),
   'segments.workingSet': count(0),
+  'replicate.target': replicaTarget,
+  'replicate.interval': interval('1s'),
+  'replicate.lagWarn': duration('30s'),
   'pool.growAt': fraction(0.95),
   'pool.shrinkAt': fraction(0.5),
   'pool.mode': oneOf(['auto', 'ask'], 'auto'),

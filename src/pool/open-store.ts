@@ -14,6 +14,8 @@ import { Pool } from './pool'
 import { archiveLink } from '../archive/link'
 import { parseTarget, type ArchiveTarget } from '../archive/target'
 import type { ArchiveLink } from '../store/archive-link'
+import { retainFrom } from '../replicate/gate'
+import { checkParent, readCloneRecord, recordParent } from '../clone/clone'
 
 /**
  * How a command opens a store. 'write': under the store's lock, as the owner of its identity
@@ -31,6 +33,32 @@ export type Access = 'read' | 'write'
  */
 export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'> = {}, initialPoolDirs: string[] = [], access: Access = 'write'): Promise<{ store: Store, pool: Pool }> {
   dir = path.resolve(dir)
+  const clone = readCloneRecord(dir)
+  if (!clone) return await openOwn(dir, opts, initialPoolDirs, access)
+  // A clone (src/clone): its parent's snapshot is opened for reading, for the reads that fall through.
+  let parent: Store
+  try {
+    parent = (await openOwn(clone.parent, {}, [], 'read')).store
+  } catch (err) {
+    const why = err instanceof LogdiskError && err.code === 'STORE_LOCKED' ? 'it is mounted or in use (a clone reads its parent\'s snapshot directly: unmount the parent first)' : (err as Error).message
+    throw new LogdiskError(err instanceof LogdiskError ? err.code : 'IO', `${dir} is a clone of snapshot ${clone.snapshot} of ${clone.parent}, which cannot be opened: ${why}`, err)
+  }
+  try {
+    const fallThrough = checkParent(dir, clone, parent)
+    const opened = await openOwn(dir, { ...opts, fallThrough }, initialPoolDirs, access)
+    recordParent(opened.store, clone, parent)
+    const close = opened.store.close.bind(opened.store)
+    opened.store.close = async () => {
+      try { await close() } finally { await parent.close() }
+    }
+    return opened
+  } catch (err) {
+    await parent.close()
+    throw err
+  }
+}
+
+async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'>, initialPoolDirs: string[], access: Access): Promise<{ store: Store, pool: Pool }> {
   const config = readConfig(dir)
   const identity = checkIdentity(dir, config)
   const policy = readPolicy(dir)
@@ -72,7 +100,8 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
     await preflightSegments(pool, config)
     const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
-    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive })
+    // Replication: passes leave alone what is not on the replica yet (src/replicate/gate.ts).
+    store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), retainFrom: retainFrom(dir), ...opts, home: pool, archive })
   } catch (err) {
     throw explainOpenError(dir, err, 'write')
   }

@@ -59,6 +59,18 @@ export interface OpenOptions {
    * cutting or moving anything, and only `scratchDir` is written (fetched archive copies).
    */
   readOnly?: { indexDir: string, scratchDir: string }
+  /**
+   * Replication (src/replicate): segments with an id at or above what this returns are not on
+   * the replica yet, so background passes leave them exactly as they are (nothing freed,
+   * punched, archived, moved away or deleted): the pass fence stops below it.
+   */
+  retainFrom?: () => number
+  /**
+   * Clones (src/clone): where blocks this store has no version of (never written, not
+   * trimmed) are read from instead of zeros, for the current image and for snapshots alike:
+   * the parent's snapshot the clone was made from. Resolves with `length` bytes.
+   */
+  fallThrough?: (offset: number, length: number) => Promise<Buffer>
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
@@ -400,8 +412,10 @@ export class Store {
     for (let i = 0; i < n;) {
       let run = 1
       if (where[i] < 0) {
-        while (i + run < n && where[i + run] < 0) run++
-        this.copyOut(null, first + i, run, offset, out)
+        // Never written (-1) or trimmed (TRIMMED): zeros, or for never written the clone's parent.
+        const unwritten = where[i] === -1
+        while (i + run < n && where[i + run] < 0 && (where[i + run] === -1) === unwritten) run++
+        this.copyOut(unwritten && this.opts.fallThrough ? await this.opts.fallThrough((first + i) * B, run * B) : null, first + i, run, offset, out)
       } else {
         const seg = Math.floor(where[i] / this.config.segmentBytes)
         while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / this.config.segmentBytes) === seg) run++
@@ -739,6 +753,44 @@ export class Store {
     onProgress?.(chosen.size, chosen.size)
     this.log.info(out, 'archived')
     return out
+  }
+
+  /** Whether block `block` has a version in this store (written or trimmed): a clone's promote copies the others. */
+  hasVersion (block: number): boolean {
+    this.assertOpen()
+    return this.map.position(block) !== -1
+  }
+
+  /**
+   * The segments of the log, oldest first, with their states (recycled ones are gone): what
+   * replication ships.
+   */
+  logSegments (): Array<{ id: number, state: SegmentRecord['state'] }> {
+    this.assertOpen()
+    return this.segmentIds.map(id => ({ id, state: this.segmentState.get(id) ?? 'active' }))
+  }
+
+  /**
+   * Raw bytes of segment `id` from byte `offset`: at most `length`, fewer at the end of the
+   * file (an archived segment is fetched back first). For replication, which ships the log as
+   * it is: callers read only sealed segments and durable bytes of the current one, and the
+   * read runs in a read epoch, so a pass never deletes the file under it.
+   */
+  readLog (id: number, offset: number, length: number): Promise<Buffer> {
+    this.assertOpen()
+    return this.reads.guard(async () => {
+      const segment = await this.segment(id)
+      const size = await segment.handle.size()
+      const n = Math.max(0, Math.min(length, size - offset))
+      const out = Buffer.allocUnsafe(n)
+      let got = 0
+      while (got < n) {
+        const r = await segment.handle.read(out, got, n - got, offset + got)
+        if (r === 0) break
+        got += r
+      }
+      return out.subarray(0, got)
+    })
   }
 
   /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
@@ -1236,7 +1288,7 @@ export class Store {
    * the index is checkpointed through it so that it holds every entry the pass may judge.
    */
   private async takeFence (): Promise<PassFence> {
-    const fence = await this.appendLock.run(async () => new PassFence(this.seq, this.current.id, this.config.segmentBytes))
+    const fence = await this.appendLock.run(async () => new PassFence(this.seq, Math.min(this.current.id, this.opts.retainFrom?.() ?? Infinity), this.config.segmentBytes))
     await this.checkpointThrough(fence.seq)
     return fence
   }

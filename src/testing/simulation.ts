@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
+import { segmentFileName } from '../store/format'
 import { Rng } from './rng'
 import { SimArchive } from './sim-archive'
 import { SimFileLayer } from './sim-file-layer'
@@ -30,6 +31,8 @@ export interface SimulationOptions {
   trace?: (line: string) => void
   /** Debugging: called with the live objects before a verify failure is reported. */
   inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
+  /** The replication gate (below): on, off, or (undefined) by the seed, in half the runs. */
+  replicationGate?: boolean
 }
 
 export interface SimulationReport {
@@ -70,6 +73,14 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const rng = new Rng(seed)
   const sched = new SimScheduler(new Rng(seed ^ 0x5eed5eed))
   const crashRng = new Rng(seed ^ 0x0c0ffee0)
+  // Replication (src/replicate) keeps passes off segments not on the replica yet (retainFrom):
+  // in half the runs a gate moves up now and then, as shipping would, and every sealed durable
+  // segment at or above it must stay byte for byte as it was sealed. Its own rng, so the
+  // other draws of a seed stay what they were.
+  const gateRng = new Rng(seed ^ 0x7e91ca7e)
+  const replicating = opts.replicationGate ?? gateRng.chance(0.5)
+  let gate = 0
+  const sealedBytes = new Map<number, Buffer>()
   const sim = new SimFileLayer(sched)
   const indexes = new SimIndexStorage(sched)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-sim-'))
@@ -88,7 +99,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const checkpointMaxBlocks = rng.range(8, 400)
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -107,7 +118,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     openIndex: indexes.open,
     checkpointIntervalMs: 0,
     checkpointMaxBlocks,
-    historyKeepMs
+    historyKeepMs,
+    retainFrom: replicating ? () => gate : undefined
   })
   // A restore may be refused only without backing storage, and only for a point that has
   // been outside the history window (snapshots never).
@@ -123,6 +135,24 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     for (let phase = 0; phase < phases; phase++) {
       const faulty = rng.chance(0.2)
       const rules = faulty ? faultRules(rng, home) : []
+      if (replicating) {
+        // Read behind the scheduler's back (no I/O step): the seed's interleavings stay as they were.
+        const durableSeg = Math.floor(store.status().index.checkpointPosition / SEGMENT_BYTES)
+        for (const { id, state } of store.logSegments()) {
+          if (id < gate || state === 'current' || id >= durableSeg) continue
+          const copies = (store.volumesOf(id) ?? []).map(v => sim.readFile(path.join(home.dirOf(v), segmentFileName(id))))
+          const bytes = copies.find(c => c !== undefined)
+          if (bytes === undefined) continue
+          const seen = sealedBytes.get(id)
+          // A mirror copy that fell behind may be repaired meanwhile: one copy must be as sealed.
+          if (seen === undefined) sealedBytes.set(id, bytes)
+          else if (!copies.some(c => c !== undefined && c.equals(seen))) fail(`phase ${phase}: segment ${id}, at or above the replication gate ${gate}, changed after it was sealed`)
+        }
+        const next = gate + gateRng.int(Math.max(1, durableSeg - gate + 1))
+        for (const id of [...sealedBytes.keys()]) if (id < next) sealedBytes.delete(id)
+        gate = next
+        log(`replication gate ${gate} (${sealedBytes.size} sealed segments above it checked)`)
+      }
       sched.setFaults(rules)
       const crashAfterSteps = rng.chance(0.12) ? rng.int(600) : undefined
       log(`phase ${phase}: faults ${rules.map(r => `${r.code}@${r.match.source}`).join(',') || 'none'}${crashAfterSteps !== undefined ? `, power fails after ${crashAfterSteps} steps` : ''}`)

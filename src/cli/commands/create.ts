@@ -8,6 +8,8 @@ import { LogdiskError } from '../../errors'
 import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+import { parseTarget } from '../../archive/target'
+import { createFromReplica } from '../../replicate/recover'
 
 /** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
 export function checkCreatable (dir: string): void {
@@ -40,13 +42,29 @@ export function checkCreatable (dir: string): void {
 
 export function register (program: Command): void {
   program.command('create <store>')
-    .description('create a store: a directory holding one virtual disk')
-    .requiredOption('--size <size>', 'volume size, like 8G')
+    .description('create a store: a directory holding one virtual disk; with --from, rebuilt from a replica')
+    .option('--size <size>', 'volume size, like 8G (required unless --from)')
     .option('--block-size <size>', 'block size', '4K')
     .option('--segment-size <size>', 'log segment size', '64M')
     .option('--pool <dir>', 'a pool volume directory for segments (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .action(async (storeArg: string, opts: { size: string, blockSize: string, segmentSize: string, pool: string[] }) => {
+    .option('--from <replica>', 'rebuild the store from a replica (replicate.target of another store): s3://bucket/prefix or a directory')
+    .option('--at <point>', 'with --from: the store as it was at a time, sequence, sync note or snapshot')
+    .action(async (storeArg: string, opts: { size?: string, blockSize: string, segmentSize: string, pool: string[], from?: string, at?: string }) => {
       const dir = path.resolve(storeArg)
+      if (opts.from !== undefined) {
+        if (opts.size !== undefined || opts.pool.length > 0) throw new LogdiskError('BAD_ARGUMENT', 'create --from takes the size and geometry from the replica: leave out --size and --pool')
+        checkCreatable(dir)
+        const target = parseTarget(opts.from)
+        try {
+          const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
+          console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s`)
+        } finally {
+          await target.close().catch(() => undefined)
+        }
+        return
+      }
+      if (opts.at !== undefined) throw new LogdiskError('BAD_ARGUMENT', '--at needs --from (to restore a store of your own to a point, use logdisk restore --at)')
+      if (opts.size === undefined) throw new LogdiskError('BAD_ARGUMENT', 'create needs --size (like --size 8G), or --from <replica>')
       checkCreatable(dir)
       const config = await Store.create(dir, {
         sizeBytes: parseSize(opts.size, '--size'),

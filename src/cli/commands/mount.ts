@@ -15,8 +15,9 @@ export function register (program: Command): void {
   program.command('mount <store> <mountpoint>')
     .description('show the store\'s images (current.img) at <mountpoint>; runs as a daemon unless --foreground')
     .option('--foreground', 'stay in the foreground and log to stdout; Ctrl-C unmounts')
+    .option('--takeover', 'take the replica (replicate.target) over from the host that holds it; that host is fenced')
     .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto', process.env.LOGDISK_TRANSPORT || 'auto')
-    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean, transport: string }) => {
+    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean, transport: string, takeover?: boolean }) => {
       const store = path.resolve(storeArg)
       const mountpoint = path.resolve(mntArg)
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
@@ -26,15 +27,15 @@ export function register (program: Command): void {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
       chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
-      if (opts.foreground) await foreground(store, mountpoint, opts.transport)
-      else await background(store, mountpoint, opts.transport)
+      if (opts.foreground) await foreground(store, mountpoint, opts.transport, opts.takeover === true)
+      else await background(store, mountpoint, opts.transport, opts.takeover === true)
     })
 }
 
-async function foreground (store: string, mountpoint: string, transport: string): Promise<void> {
+async function foreground (store: string, mountpoint: string, transport: string, takeover: boolean): Promise<void> {
   const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
   try {
-    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), { transport })
+    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), { transport, takeover })
   } catch (err) {
     process.send?.({ error: (err as Error).message })
     throw err
@@ -43,10 +44,10 @@ async function foreground (store: string, mountpoint: string, transport: string)
 }
 
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
-function background (store: string, mountpoint: string, transport: string): Promise<void> {
+function background (store: string, mountpoint: string, transport: string, takeover: boolean): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
   const logFd = fs.openSync(logFile, 'a')
-  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', transport], {
+  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', transport, ...(takeover ? ['--takeover'] : [])], {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'ipc']
   })

@@ -2,8 +2,9 @@ import type { Command } from 'commander'
 import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
+import type { ReplicationStatus } from '../../replicate/replicator'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] } }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus> }
 
 /** What restores can reach: the window, and the horizon compaction left (snapshots always). */
 function historyLine (h: StoreStatus['history']): string {
@@ -42,7 +43,13 @@ export function register (program: Command): void {
       const cut = status.recovery.cut
       if (cut && cut.savedTo) lines.push(['recovery', `cut a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`])
       else if (cut) lines.push(['recovery', `a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`])
+      const r = status.replication
+      if (r) {
+        lines.push(['replica', r.lagBytes === undefined
+          ? `${r.target} (${r.state})`
+          : `${r.target} (${r.state}, generation ${r.generation ?? '-'}): lag ${formatBytes(r.lagBytes)}, ${r.lagSeconds} s; shipped to sequence ${r.shippedSeq} of ${r.localSeq}`])
+      }
       for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)
-      for (const w of status.pool?.warnings ?? []) console.log(`warning  ${w}`)
+      for (const w of [...status.pool?.warnings ?? [], ...r?.warnings ?? []]) console.log(`warning  ${w}`)
     })
 }

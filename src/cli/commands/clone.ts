@@ -1,0 +1,44 @@
+import path from 'node:path'
+import type { Command } from 'commander'
+import { LogdiskError } from '../../errors'
+import { makeClone, parentOf, promote, readCloneRecord } from '../../clone/clone'
+import { openStore } from '../../pool/open-store'
+import { runOp } from '../on-store'
+import { checkCreatable } from './create'
+
+export function register (program: Command): void {
+  program.command('clone <store> <snapshot> <newstore>')
+    .description('make a writable clone of a snapshot in O(1): a new store whose unwritten blocks read from the snapshot')
+    .action(async (storeArg: string, snapshot: string, newArg: string) => {
+      const started = Date.now()
+      const parent = path.resolve(storeArg)
+      if (/^[a-z0-9]+:\/\//.test(storeArg)) throw new LogdiskError('BAD_ARGUMENT', 'clone from a replica is not supported yet: recover it first (logdisk create <store> --from <replica>), then clone that store')
+      const snaps = await runOp<Array<{ name: string, seq: number }>>(parent, 'snapshots')
+      const snap = snaps.find(s => s.name === snapshot)
+      if (!snap) throw new LogdiskError('NOT_FOUND', `${parent} has no snapshot ${snapshot} (logdisk snapshots ${parent} lists them)`)
+      const dir = path.resolve(newArg)
+      checkCreatable(dir)
+      await makeClone(parent, snap, dir)
+      console.log(`cloned snapshot ${snapshot} of ${parent} into ${dir} in ${Date.now() - started} ms (nothing copied; it reads through to ${parent}, which must stay, unmounted while the clone is used)`)
+    })
+  program.command('promote <clone>')
+    .description('copy into a clone what it still reads from its parent, so that it stands alone (unmounted clones only)')
+    .action(async (cloneArg: string) => {
+      const dir = path.resolve(cloneArg)
+      if (!readCloneRecord(dir)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
+      let store
+      try {
+        store = (await openStore(dir, { holder: 'logdisk promote' })).store
+      } catch (err) {
+        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw new LogdiskError('STORE_LOCKED', `${dir} is mounted or in use: unmount it before promoting it (a write landing during the copy could be overwritten)`, err)
+        throw err
+      }
+      try {
+        const p = parentOf(store)!
+        const r = await promote(store, p.record, p.parent)
+        console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${p.record.snapshot} of ${p.record.parent}; it no longer needs it`)
+      } finally {
+        await store.close()
+      }
+    })
+}

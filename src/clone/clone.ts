@@ -1,0 +1,162 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { Store } from '../store'
+import { readConfig, writeFileAtomic } from '../store/config'
+import { recordIdentity } from '../store/identity'
+
+/**
+ * Writable clones (issue 14 item 4; seed 000 cl. 1, the baseline partition): a clone is a new
+ * store, with its own uuid and log, whose blocks it has no version of read from a snapshot of
+ * another store, its parent. Made in O(1): nothing is copied (clone.json names the parent);
+ * writes go to the clone's log; reads of blocks the clone never wrote fall through to the
+ * parent's snapshot (OpenOptions.fallThrough), for the clone's current image and for its own
+ * snapshots. The parent keeps `clones.json`, so it refuses to delete a snapshot a clone reads.
+ * `promote` copies in what the clone still reads from its parent, so it stands alone.
+ */
+export const CLONE_FILE = 'clone.json'
+export const CLONES_FILE = 'clones.json'
+
+export interface CloneRecord {
+  format: 1
+  /** The parent store's directory (absolute). */
+  parent: string
+  parentUuid: string
+  /** The parent's snapshot the clone reads through to, and its cut. */
+  snapshot: string
+  seq: number
+  createdAt: string
+}
+
+interface ClonesFile { format: 1, clones: Array<{ dir: string, uuid: string, snapshot: string, createdAt: string }> }
+
+export function readCloneRecord (dir: string): CloneRecord | undefined {
+  const file = path.join(dir, CLONE_FILE)
+  if (!fs.existsSync(file)) return undefined
+  try {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as CloneRecord
+    if (r.format !== 1 || typeof r.parent !== 'string' || typeof r.snapshot !== 'string') throw new Error('fields')
+    return r
+  } catch (err) {
+    throw new LogdiskError('BAD_CONFIG', `${file} is not a clone record logdisk can read; the clone cannot be read without it`, err)
+  }
+}
+
+function readClones (parent: string): ClonesFile {
+  try {
+    const f = JSON.parse(fs.readFileSync(path.join(parent, CLONES_FILE), 'utf8')) as ClonesFile
+    return f.format === 1 && Array.isArray(f.clones) ? f : { format: 1, clones: [] }
+  } catch {
+    return { format: 1, clones: [] }
+  }
+}
+
+/** The clones (that still exist and still read from it) of `parent`'s snapshot `snapshot` (all snapshots when undefined). */
+export function clonesOf (parent: string, snapshot?: string): string[] {
+  const uuid = readConfig(parent).uuid
+  return readClones(parent).clones
+    .filter(c => snapshot === undefined || c.snapshot === snapshot)
+    .filter(c => {
+      try {
+        const r = readCloneRecord(c.dir)
+        return r !== undefined && r.parentUuid === uuid && r.snapshot === c.snapshot && readConfig(c.dir).uuid === c.uuid
+      } catch { return false }
+    })
+    .map(c => c.dir)
+}
+
+/**
+ * Makes `dir` a clone of `parent`'s snapshot (name and cut as the parent reports them): a new
+ * store of the same geometry and a clone.json; then the parent's clones.json names it.
+ */
+export async function makeClone (parent: string, snap: { name: string, seq: number }, dir: string): Promise<CloneRecord> {
+  parent = path.resolve(parent)
+  dir = path.resolve(dir)
+  const pc = readConfig(parent)
+  const config = await Store.create(dir, { sizeBytes: pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes })
+  const record: CloneRecord = { format: 1, parent, parentUuid: pc.uuid, snapshot: snap.name, seq: snap.seq, createdAt: new Date().toISOString() }
+  writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
+  recordIdentity(dir, config)
+  // Registered in the parent after the clone is complete: a crash in between leaves a clone
+  // the parent does not know of, which `delete` then does not protect (rerun clone to fix).
+  const f = readClones(parent)
+  f.clones = f.clones.filter(c => c.dir !== dir)
+  f.clones.push({ dir, uuid: config.uuid, snapshot: snap.name, createdAt: record.createdAt })
+  writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+  return record
+}
+
+/** Removes `clone` from its parent's clones.json (after promote). */
+export function unregisterClone (parent: string, clone: string): void {
+  const f = readClones(parent)
+  const before = f.clones.length
+  f.clones = f.clones.filter(c => c.dir !== path.resolve(clone))
+  if (f.clones.length !== before) writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+}
+
+/**
+ * Checks that `parent` (opened for reading) is the store and snapshot the clone was made
+ * from: the fall-through of the clone's reads.
+ */
+export function checkParent (dir: string, r: CloneRecord, parent: Store): (offset: number, length: number) => Promise<Buffer> {
+  if (parent.config.uuid !== r.parentUuid) {
+    throw new LogdiskError('IDENTITY', `${dir} is a clone of the store ${r.parentUuid}, but ${r.parent} is another store (${parent.config.uuid}); put the parent back at ${r.parent}`)
+  }
+  const snap = parent.snapshots().find(s => s.name === r.snapshot)
+  if (!snap || snap.seq !== r.seq) {
+    throw new LogdiskError('NOT_FOUND', `${dir} is a clone of snapshot ${r.snapshot} of ${r.parent}, which no longer has it; the clone cannot be read`)
+  }
+  return async (offset, length) => {
+    const data = await parent.readSnapshot(r.snapshot, offset, length)
+    return data.length === length ? data : Buffer.concat([data, Buffer.alloc(length - data.length)])
+  }
+}
+
+/**
+ * Copies into the clone every block of the parent's snapshot that the clone has no version
+ * of, so that it reads the same without its parent; then it is a store of its own (clone.json
+ * goes, the parent forgets it). Refused while the clone has snapshots: their images read
+ * through to the parent too, and the copies (new writes) come after them.
+ */
+export async function promote (clone: Store, r: CloneRecord, parent: Store, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number }> {
+  if (clone.snapshots().length > 0) {
+    throw new LogdiskError('BUSY', `${clone.dir} has snapshots (${clone.snapshots().map(s => s.name).join(', ')}), whose images read through to ${r.parent} too: delete them (or export them) before promoting it`)
+  }
+  const B = clone.blockBytes
+  let blocks = 0
+  const total = Math.ceil(clone.sizeBytes / B)
+  let run: { first: number, data: Buffer[] } | undefined
+  const flushRun = async (): Promise<void> => {
+    if (!run) return
+    await clone.write(run.first * B, Buffer.concat(run.data))
+    run = undefined
+  }
+  // The parent's snapshot image, block by block (holes skipped: they read as zeros anyway).
+  for await (const { block, data } of parent.imageAt(r.seq)) {
+    if (clone.hasVersion(block)) continue
+    if (run && run.first + run.data.length === block && run.data.length < 256) run.data.push(data)
+    else {
+      await flushRun()
+      run = { first: block, data: [data] }
+    }
+    blocks++
+    if (blocks % 1024 === 0) onProgress?.(block, total)
+  }
+  await flushRun()
+  await clone.flush()
+  fs.rmSync(path.join(clone.dir, CLONE_FILE))
+  unregisterClone(r.parent, clone.dir)
+  onProgress?.(total, total)
+  return { blocks }
+}
+
+/** The parent a clone was opened with (openStore records it), for promote. */
+const parents = new WeakMap<Store, { record: CloneRecord, parent: Store }>()
+export function recordParent (clone: Store, record: CloneRecord, parent: Store): void { parents.set(clone, { record, parent }) }
+export function parentOf (clone: Store): { record: CloneRecord, parent: Store } | undefined { return parents.get(clone) }
+
+/** Refuses operations that would see only a clone's own blocks (they enumerate its log). */
+export function refuseOnClone (dir: string, what: string): void {
+  const r = readCloneRecord(dir)
+  if (r) throw new LogdiskError('BAD_ARGUMENT', `${dir} is a clone of snapshot ${r.snapshot} of ${r.parent}: ${what} does not follow a clone's reads to its parent yet; promote it first (logdisk promote ${dir})`)
+}

@@ -1,0 +1,175 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError, isLogdiskError } from '../errors'
+import { decodeArchive } from '../archive/codec'
+import type { ArchiveTarget } from '../archive/target'
+import { CONFIG_FILE, readConfig, writeFileAtomic } from '../store/config'
+import { segmentFileName, SEGMENT_HEADER_BYTES } from '../store/format'
+import { recordIdentity } from '../store/identity'
+import { silentLogger, type Logger } from '../store/logger'
+import { POLICY_FILE, readPolicy } from '../policy/policy'
+import { openStore } from '../pool/open-store'
+import { newestManifest, type Manifest } from './format'
+
+export interface RecoverResult {
+  dir: string
+  from: string
+  manifest: string
+  generation: number
+  /** The point the store was rebuilt to. */
+  seq: number
+  /** What --at resolved to, when given. */
+  at?: string
+  segments: number
+  /** Log bytes fetched (decoded). */
+  bytes: number
+  seconds: number
+}
+
+/**
+ * `logdisk create <store> --from <replica> [--at POINT]` (docs/REPLICATION.md): builds a store
+ * from a replica alone. Every object the newest manifest names is fetched first (the whole log:
+ * the index is rebuilt by scanning it, since the replica carries no index), then the store is
+ * opened once to rebuild its index; with `at`, the log is cut just after that point and the
+ * index rebuilt again. The store keeps the original's uuid (segment headers carry it) and its
+ * policies, except `replicate.target` and `archive.target`, which are cleared: the new store
+ * writes nowhere until told to (see CLI.md for continuing the replica with --takeover).
+ *
+ * Needs a new or empty directory. On failure the directory is removed again if this made it.
+ */
+export async function createFromReplica (dir: string, target: ArchiveTarget, opts: { spec?: string, at?: string, log?: Logger } = {}): Promise<RecoverResult> {
+  const started = Date.now()
+  const log = opts.log ?? silentLogger
+  const spec = opts.spec ?? target.describe()
+  dir = path.resolve(dir)
+  if (fs.existsSync(path.join(dir, CONFIG_FILE))) throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
+  const made = !fs.existsSync(dir)
+  try {
+    // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
+    // period): start again from the newest manifest then.
+    let fetched: { name: string, m: Manifest, bytes: number } | undefined
+    for (let attempt = 1; !fetched; attempt++) {
+      const newest = await newestManifest(target)
+      if (!newest) throw new LogdiskError('NOT_FOUND', `${spec} holds no replica (no manifest objects); nothing was created`)
+      fs.rmSync(dir, { recursive: true, force: true })
+      fs.mkdirSync(path.join(dir, 'segments'), { recursive: true })
+      fs.mkdirSync(path.join(dir, 'index'))
+      try {
+        fetched = { name: newest.name, m: newest.manifest, bytes: await fetchLog(target, newest.manifest, path.join(dir, 'segments')) }
+      } catch (err) {
+        if (!isLogdiskError(err, 'NOT_FOUND') || attempt >= 3) throw err
+        log.warn({ manifest: newest.name }, 'an object of the replica went away while fetching; starting again from the newest manifest')
+      }
+    }
+    const { name, m, bytes } = fetched
+    const policy = { ...(m.policy ?? {}), 'replicate.target': '', 'archive.target': '' }
+    writeFileAtomic(path.join(dir, POLICY_FILE), JSON.stringify(policy, null, 2) + '\n')
+    writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(m.store, null, 2) + '\n') // last but identity: now it is a store
+    const config = readConfig(dir) // the manifest's store.json holds the rules a store.json must
+    readPolicy(dir)
+    recordIdentity(dir, config)
+    // Rebuild the index from the fetched log.
+    let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
+    let seq = store.status().index.seq
+    let at: string | undefined
+    try {
+      if (seq !== m.point.seq) {
+        throw new LogdiskError('CORRUPT', `${spec}: the log fetched from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
+      }
+      if (opts.at !== undefined) {
+        const point = await store.resolvePoint(opts.at)
+        at = point.what
+        let cut: number | undefined
+        for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
+        await store.close()
+        if (cut !== undefined) cutLog(dir, config.segmentBytes, cut)
+        ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
+        seq = store.status().index.seq
+        if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
+      }
+    } finally {
+      await store.close()
+    }
+    return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000 }
+  } catch (err) {
+    if (made) fs.rmSync(dir, { recursive: true, force: true })
+    else for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
+    throw err
+  }
+}
+
+/** Writes every segment the manifest names into `segDir`; returns the bytes written. */
+async function fetchLog (target: ArchiveTarget, m: Manifest, segDir: string): Promise<number> {
+  let bytes = 0
+  const S = Number((m.store as { segmentBytes?: number }).segmentBytes)
+  for (const [id, object] of Object.entries(m.segments)) {
+    bytes += writeSegment(segDir, Number(id), [await get(target, object)])
+  }
+  for (const [id, parts] of Object.entries(m.tails)) {
+    if (m.segments[id] !== undefined) continue
+    const chunks: Buffer[] = []
+    let at = 0
+    for (const p of parts) {
+      if (p.from !== at) throw new LogdiskError('CORRUPT', `${target.describe()}: the parts of segment ${id} do not follow each other (${p.name} starts at ${p.from}, the one before ends at ${at})`)
+      const data = await get(target, p.name)
+      if (data.length !== p.to - p.from) throw new LogdiskError('CORRUPT', `${target.describe()}: ${p.name} holds ${data.length} bytes, not ${p.to - p.from}`)
+      chunks.push(data)
+      at = p.to
+    }
+    if (at < SEGMENT_HEADER_BYTES) continue
+    bytes += writeSegment(segDir, Number(id), chunks)
+  }
+  const end = m.point.position
+  if (end > 0 && Number.isFinite(S)) {
+    const last = Math.floor(end / S)
+    const off = end % S
+    if (off >= SEGMENT_HEADER_BYTES && !fs.existsSync(path.join(segDir, segmentFileName(last)))) {
+      throw new LogdiskError('CORRUPT', `${target.describe()}: the manifest ends in segment ${last}, which it does not name`)
+    }
+  }
+  return bytes
+}
+
+async function get (target: ArchiveTarget, name: string): Promise<Buffer> {
+  const raw = await target.get(name)
+  try {
+    return await decodeArchive(raw)
+  } catch (err) {
+    if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${target.describe()}: ${name}: ${err.message}`, err)
+    throw err
+  }
+}
+
+function writeSegment (segDir: string, id: number, chunks: Buffer[]): number {
+  const file = path.join(segDir, segmentFileName(id))
+  const fd = fs.openSync(file, 'w', 0o600)
+  let n = 0
+  try {
+    for (const c of chunks) {
+      fs.writeSync(fd, c, 0, c.length, n)
+      n += c.length
+    }
+    fs.fdatasyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return n
+}
+
+/**
+ * Cuts the recovered log at log position `cut` (the first entry after the point): that
+ * segment is truncated there, later ones are removed, and the index goes (the next open
+ * rebuilds it from what is left).
+ */
+function cutLog (dir: string, segmentBytes: number, cut: number): void {
+  const segDir = path.join(dir, 'segments')
+  const id = Math.floor(cut / segmentBytes)
+  for (const f of fs.readdirSync(segDir)) {
+    const m = /^seg-(\d{12})\.log$/.exec(f)
+    if (m && Number(m[1]) > id) fs.rmSync(path.join(segDir, f))
+  }
+  fs.truncateSync(path.join(segDir, segmentFileName(id)), cut % segmentBytes)
+  fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+  fs.mkdirSync(path.join(dir, 'index'))
+}

@@ -1,0 +1,428 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { LogdiskError, isLogdiskError } from '../errors'
+import { encodeArchive } from '../archive/codec'
+import { Lease, describeHolder } from '../archive/lease'
+import type { ArchiveTarget, ExclusiveCreate } from '../archive/target'
+import type { Store } from '../store'
+import { CONFIG_FILE } from '../store/config'
+import { SEGMENT_HEADER_BYTES } from '../store/format'
+import { baselineFiles } from '../store/baseline'
+import { silentLogger, type Logger } from '../store/logger'
+import { POLICY_FILE } from '../policy/policy'
+import { MANIFEST_PREFIX, encodeManifest, manifestObject, newestManifest, parseManifestName, segmentObject, tailObject, type Manifest, type ShippedPoint, type TailPart } from './format'
+import { setLiveGate, writeReplicaState } from './gate'
+
+export const DEFAULT_REPLICATE_INTERVAL_MS = 1000
+export const DEFAULT_LAG_WARN_MS = 30_000
+/** Objects the newest manifest no longer names are deleted only this long after (a host may be recovering from an older manifest). */
+const GARBAGE_GRACE_MS = 60_000
+/** Manifest versions kept besides the newest. */
+const KEEP_MANIFESTS = 4
+/**
+ * Parts of the current segment before they are replaced by one part from byte 0 (so that a
+ * segment that fills slowly does not make every manifest longer, one part per interval).
+ */
+const MAX_TAIL_PARTS = 32
+
+export interface ReplicatorOptions {
+  /** The replicate.target string, for messages, status and replica.json. */
+  spec: string
+  intervalMs?: number
+  lagWarnMs?: number
+  /** Take the replica's lease over from a live holder (which is fenced). */
+  takeover?: boolean
+  log?: Logger
+  leaseTtlMs?: number
+  /** Keep the gate in <store>/replica.json (default true). */
+  persist?: boolean
+  /** Start the timer (default true); tests may drive tick() themselves. */
+  timer?: boolean
+}
+
+export interface ReplicationStatus {
+  target: string
+  /** starting: no lease yet (target unreachable?); shipping/caught-up; fenced: taken over, stopped; error: refused (another holder, another history). */
+  state: 'starting' | 'shipping' | 'caught-up' | 'fenced' | 'error' | 'stopped'
+  generation: number | null
+  manifest: string | null
+  /** Where the local log ends (completed appends) and where the replica ends. */
+  localPosition: number
+  localSeq: number
+  shippedPosition: number
+  shippedSeq: number
+  /** Log bytes not on the replica yet (log positions: a sealed segment's unused end counts). */
+  lagBytes: number
+  /** Age of the oldest write not on the replica (0 when caught up). */
+  lagSeconds: number
+  lastShippedAt: string | null
+  /** Bytes and objects put since the replicator started. */
+  shippedBytes: number
+  objectsPut: number
+  lastError: string | null
+  warnings: string[]
+}
+
+/**
+ * Continuous replication of one store to one target (docs/REPLICATION.md): every sealed segment
+ * whole as soon as it is sealed and durable, the current segment's durable tail in parts every
+ * interval, then a manifest version naming them (the commit point). Runs beside the store, on
+ * its public API: it reads the log (`readLog`) only up to the index checkpoint (bytes that are
+ * fdatasync'd), and passes leave unshipped segments alone (`retainFrom`, fed from here through
+ * gate.ts). Writes never wait for it; a target that fails only raises the lag.
+ */
+export class Replicator {
+  private lease: Lease | undefined
+  private stopRenew: (() => void) | undefined
+  private out: ArchiveTarget | undefined
+  private segments: Record<string, string> = {}
+  private tails: Record<string, TailPart[]> = {}
+  private point: ShippedPoint = { position: 0, seq: 0, entry: null }
+  private manifestName: string | null = null
+  private version = 0
+  private timer: NodeJS.Timeout | undefined
+  private ticking: Promise<void> | undefined
+  private state: ReplicationStatus['state'] = 'starting'
+  private lastError: string | null = null
+  private lastShippedAt: number | null = null
+  private shippedBytes = 0
+  private objectsPut = 0
+  private garbage: Array<{ name: string, after: number }> = []
+  private warned = false
+  private exclusive: ExclusiveCreate | undefined
+  private stopped = false
+  private readonly log: Logger
+  private readonly intervalMs: number
+
+  private constructor (readonly store: Store, readonly target: ArchiveTarget, readonly opts: ReplicatorOptions) {
+    this.log = opts.log ?? silentLogger
+    this.intervalMs = opts.intervalMs ?? DEFAULT_REPLICATE_INTERVAL_MS
+  }
+
+  /**
+   * Starts replicating: takes the replica's lease (LEASE_HELD naming the holder unless
+   * `takeover`), checks that the replica holds this store's history (a prefix of its log), and
+   * publishes this generation's first manifest. An unreachable target does not fail the start:
+   * it is retried every interval, and the lag grows meanwhile. What does fail it (LEASE_HELD,
+   * IDENTITY, a replica of another history) fails `start` when `strict`.
+   */
+  static async start (store: Store, target: ArchiveTarget, opts: ReplicatorOptions & { strict?: boolean }): Promise<Replicator> {
+    const r = new Replicator(store, target, opts)
+    setLiveGate(store.dir, r.gate())
+    try {
+      await r.begin()
+    } catch (err) {
+      if (opts.strict !== false && !isLogdiskError(err, 'IO')) {
+        setLiveGate(store.dir, undefined)
+        await r.dropLease()
+        throw err
+      }
+      r.noteError(err)
+    }
+    if (opts.timer !== false) {
+      r.timer = setInterval(() => { r.tick().catch(() => undefined) }, r.intervalMs)
+      r.timer.unref()
+    }
+    return r
+  }
+
+  /** The first segment id passes must leave alone: the oldest one not on the replica whole. */
+  private gate (): number {
+    let st
+    try { st = this.store.logSegments() } catch { return 0 }
+    for (const { id, state } of st) {
+      if (state === 'current' || this.segments[String(id)] === undefined) return id
+    }
+    return Infinity
+  }
+
+  private async begin (): Promise<void> {
+    if (this.lease) return
+    // Bytes recovered at open may sit in the page cache only (the process before was killed):
+    // synced first, so the replica is never ahead of what survives a power loss here.
+    await this.store.flush()
+    const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs })
+    try {
+      const prev = await newestManifest(this.target)
+      if (prev) await this.adopt(prev.name, prev.manifest)
+      if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
+        throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)
+      }
+      if (prev) { /* continuing */ } else if (fs.existsSync(baselineFiles(this.store.dir).index)) {
+        // The log before the baseline may be gone (recycled); the replica carries no baseline.
+        throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} has a baseline (compact --into-baseline), and a new replica cannot be started from a store with one yet: the log it replaced may be gone; replicate a store from before its first baseline merge (a replica keeps the whole log, so merges after replication started are fine)`)
+      }
+    } catch (err) {
+      await lease.release().catch(() => undefined)
+      throw err
+    }
+    this.lease = lease
+    this.out = lease.fence(this.target)
+    this.stopRenew = lease.autoRenew({
+      onLost: err => { this.fence(err) },
+      onError: err => { this.noteError(err) }
+    })
+    if (lease.current.tookOverFrom) this.log.warn({ from: describeHolder({ holder: lease.current.tookOverFrom.holder, generation: lease.current.tookOverFrom.generation }) }, `took the replica ${this.opts.spec} over; the former holder is fenced`)
+    this.state = 'shipping'
+    const from = prev(this.manifestName)
+    // This generation's first manifest: what it starts from (a takeover's fence, REPLICATION.md).
+    await this.publish(this.point)
+    this.log.info({ target: this.opts.spec, generation: lease.generation, from }, 'replication started')
+  }
+
+  /** Continues from a replica's newest manifest, if it is this store's history. */
+  private async adopt (name: string, m: Manifest): Promise<void> {
+    const uuid = (m.store as { uuid?: string }).uuid
+    if (uuid !== this.store.config.uuid) {
+      throw new LogdiskError('IDENTITY', `${this.opts.spec} is the replica of another store (${String(uuid)}), not of ${this.store.dir} (${this.store.config.uuid}); give this store another replicate.target`)
+    }
+    if (!(await this.holdsPoint(m.point))) {
+      throw new LogdiskError('BAD_ARGUMENT', `${this.opts.spec} holds a history this store does not have (its newest manifest ${name}, written by ${m.host} pid ${m.pid} at ${m.writtenAt}, ends at sequence ${m.point.seq}, which this store's log does not end with): ` +
+        `another host wrote it since this store was made from it; recover from it again (logdisk create <new store> --from ${this.opts.spec}) or give this store another replicate.target`)
+    }
+    this.segments = { ...m.segments }
+    this.tails = Object.fromEntries(Object.entries(m.tails).map(([k, v]) => [k, [...v]]))
+    this.point = m.point
+    this.manifestName = name
+  }
+
+  /** Whether this store's log contains the replica's last entry as it is there. */
+  private async holdsPoint (p: ShippedPoint): Promise<boolean> {
+    if (p.seq === 0) return true
+    if (this.store.status().index.seq < p.seq) return false
+    for await (const e of this.store.entries(p.seq, p.seq)) {
+      return p.entry !== null && e.kind === p.entry.kind && e.timeMs === p.entry.timeMs && e.position === p.entry.position
+    }
+    return false
+  }
+
+  /** One shipping round; rounds never overlap (a round still running is what the next call gets). */
+  tick (): Promise<void> {
+    if (this.ticking) return this.ticking
+    this.ticking = this.round().catch(err => { this.noteError(err) }).finally(() => { this.ticking = undefined })
+    return this.ticking
+  }
+
+  private async round (): Promise<void> {
+    if (this.stopped || this.state === 'fenced' || this.state === 'error') return
+    if (!this.lease) await this.begin()
+    // Data objects go straight to the target: their names carry this generation, so a late one
+    // from a fenced host is never named by the new holder's manifests. The manifest (the
+    // commit point) and deletes go through the fence, which reads the lease first.
+    const out = this.target
+    const gen = this.lease!.generation
+    await this.store.checkpoint()
+    const st = this.store.status()
+    const S = st.segmentBytes
+    // Only durable bytes: the checkpoint covers what was fdatasync'd before it was committed.
+    const P = st.index.checkpointPosition
+    const seq = st.index.checkpointSeq
+    const pSeg = Math.floor(P / S)
+    const pOff = P % S
+    let changed = false
+    for (const { id } of this.store.logSegments()) {
+      if (id >= pSeg) break // sealed (or exactly full) and durable
+      if (this.segments[String(id)] !== undefined) continue
+      const data = await this.store.readLog(id, 0, S)
+      const name = segmentObject(gen, id)
+      await out.put(name, await encodeArchive(data))
+      this.objectsPut++
+      this.shippedBytes += data.length - Math.min(data.length, this.tailEnd(id))
+      this.segments[String(id)] = name
+      for (const t of this.tails[String(id)] ?? []) this.garbage.push({ name: t.name, after: Date.now() + GARBAGE_GRACE_MS })
+      delete this.tails[String(id)]
+      changed = true
+    }
+    if (pOff >= SEGMENT_HEADER_BYTES && this.segments[String(pSeg)] === undefined) {
+      const old = this.tails[String(pSeg)] ?? []
+      const consolidate = old.length >= MAX_TAIL_PARTS
+      const from = consolidate ? 0 : this.tailEnd(pSeg)
+      if (consolidate) {
+        for (const t of old) this.garbage.push({ name: t.name, after: Date.now() + GARBAGE_GRACE_MS })
+        this.tails[String(pSeg)] = []
+      }
+      if (pOff > from) {
+        const data = await this.store.readLog(pSeg, from, pOff - from)
+        if (data.length !== pOff - from) throw new LogdiskError('IO', `segment ${pSeg} is shorter (${from + data.length} bytes) than its durable end (${pOff})`)
+        const name = tailObject(gen, pSeg, from, pOff)
+        await out.put(name, await encodeArchive(data))
+        this.objectsPut++
+        this.shippedBytes += data.length
+        this.tails[String(pSeg)] = [...(this.tails[String(pSeg)] ?? []), { name, from, to: pOff }]
+        changed = true
+      }
+    }
+    if (changed || seq !== this.point.seq) {
+      let entry: ShippedPoint['entry'] = null
+      if (seq > 0) for await (const e of this.store.entries(seq, seq)) { entry = { kind: e.kind, timeMs: e.timeMs, position: e.position }; break }
+      await this.publish({ position: P, seq, entry })
+    }
+    this.lastError = null
+    await this.collect()
+    await this.checkLag()
+  }
+
+  private tailEnd (id: number): number {
+    const parts = this.tails[String(id)]
+    return parts && parts.length > 0 ? parts[parts.length - 1].to : 0
+  }
+
+  /** Puts the next manifest version: the commit point of everything put before it. */
+  private async publish (point: ShippedPoint): Promise<void> {
+    const gen = this.lease!.generation
+    const version = this.version + 1
+    const name = manifestObject(gen, version)
+    const m: Omit<Manifest, 'sha256'> = {
+      format: 1,
+      generation: gen,
+      version,
+      previous: this.manifestName,
+      writtenAt: new Date().toISOString(),
+      host: os.hostname(),
+      pid: process.pid,
+      store: JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8')),
+      policy: readJson(path.join(this.store.dir, POLICY_FILE)),
+      segments: this.segments,
+      tails: this.tails,
+      point,
+      snapshots: this.store.snapshots().map(s => ({ name: s.name, id: s.id, seq: s.seq, timeMs: s.timeMs })),
+      horizonSeq: this.store.status().history.horizonSeq
+    }
+    // Create-if-absent where the target makes it atomic (two writers of one generation cannot
+    // both extend the chain); else a plain put: the emulated one waits a settle time per call,
+    // which would set the recovery point objective, and the fenced put checks the lease anyway.
+    this.exclusive ??= await this.target.exclusiveCreate()
+    const body = encodeManifest(m)
+    if (this.exclusive === 'atomic' ? !(await this.out!.putIfAbsent(name, body)) : (await this.out!.put(name, body), false)) {
+      throw new LogdiskError('FENCED', `${this.opts.spec}: manifest ${name} was written by someone else: another writer holds this replica at generation ${gen}; this host stops replicating`)
+    }
+    this.objectsPut++
+    if (this.manifestName !== null) this.garbageManifests()
+    this.version = version
+    this.manifestName = name
+    this.point = point
+    this.lastShippedAt = Date.now()
+    const gate = this.gate()
+    setLiveGate(this.store.dir, gate)
+    if (this.opts.persist !== false) {
+      try { writeReplicaState(this.store.dir, this.opts.spec, gate) } catch (err) { this.log.warn({ err: (err as Error).message }, 'could not write replica.json') }
+    }
+  }
+
+  /** Old manifest versions of this generation (the newest few stay) become garbage. */
+  private garbageManifests (): void {
+    const gen = this.lease!.generation
+    const old = this.version + 1 - KEEP_MANIFESTS
+    if (old >= 1) this.garbage.push({ name: manifestObject(gen, old), after: Date.now() + GARBAGE_GRACE_MS })
+  }
+
+  private async collect (): Promise<void> {
+    const now = Date.now()
+    const due = this.garbage.filter(g => g.after <= now)
+    if (due.length === 0) return
+    this.garbage = this.garbage.filter(g => g.after > now)
+    for (const g of due) await this.out!.delete(g.name).catch(err => { if (isLogdiskError(err, 'FENCED')) throw err })
+  }
+
+  private fence (err: LogdiskError): void {
+    if (this.state === 'fenced') return
+    this.state = 'fenced'
+    this.lastError = err.message
+    this.log.error({ err: err.message }, 'replication stopped: this host was fenced from the replica')
+  }
+
+  private noteError (err: unknown): void {
+    const msg = (err as Error)?.message ?? String(err)
+    if (isLogdiskError(err, 'FENCED')) return this.fence(err)
+    if (isLogdiskError(err, 'LEASE_HELD') || isLogdiskError(err, 'IDENTITY') || isLogdiskError(err, 'BAD_ARGUMENT') || isLogdiskError(err, 'BAD_CONFIG')) {
+      this.state = 'error'
+      this.lastError = msg
+      this.log.error({ err: msg }, 'replication refused')
+      return
+    }
+    if (msg !== this.lastError) this.log.warn({ err: msg, target: this.opts.spec }, 'replication: shipping failed; retrying every interval (writes go on)')
+    this.lastError = msg
+  }
+
+  private async checkLag (): Promise<void> {
+    const s = await this.status()
+    const warnMs = this.opts.lagWarnMs ?? DEFAULT_LAG_WARN_MS
+    const behind = warnMs > 0 && s.lagSeconds * 1000 > warnMs
+    if (behind && !this.warned) this.log.warn({ lagSeconds: s.lagSeconds, lagBytes: s.lagBytes }, `replica ${this.opts.spec} is behind`)
+    if (!behind && this.warned) this.log.info({}, `replica ${this.opts.spec} caught up`)
+    this.warned = behind
+  }
+
+  async status (): Promise<ReplicationStatus> {
+    const st = this.store.status()
+    const lagBytes = Math.max(0, st.index.position - this.point.position)
+    let lagSeconds = 0
+    if (st.index.seq > this.point.seq) {
+      try {
+        for await (const e of this.store.entries(this.point.seq + 1, this.point.seq + 1)) { lagSeconds = Math.max(0, (Date.now() - e.timeMs) / 1000); break }
+      } catch { /* closing */ }
+    }
+    const warnings: string[] = []
+    const warnMs = this.opts.lagWarnMs ?? DEFAULT_LAG_WARN_MS
+    if (this.state === 'fenced' || this.state === 'error') warnings.push(`replication to ${this.opts.spec} stopped: ${this.lastError ?? ''}`)
+    else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(0)} s (${lagBytes} bytes) behind${this.lastError ? `: ${this.lastError}` : ''}`)
+    const state = this.state === 'shipping' && lagBytes === 0 ? 'caught-up' : this.state
+    return {
+      target: this.opts.spec,
+      state,
+      generation: this.lease?.generation ?? null,
+      manifest: this.manifestName,
+      localPosition: st.index.position,
+      localSeq: st.index.seq,
+      shippedPosition: this.point.position,
+      shippedSeq: this.point.seq,
+      lagBytes,
+      lagSeconds: Math.round(lagSeconds * 1000) / 1000,
+      lastShippedAt: this.lastShippedAt === null ? null : new Date(this.lastShippedAt).toISOString(),
+      shippedBytes: this.shippedBytes,
+      objectsPut: this.objectsPut,
+      lastError: this.lastError,
+      warnings
+    }
+  }
+
+  /**
+   * Stops: with `final`, one last round first (bounded by `finalMs`), so a clean unmount
+   * leaves the replica at the store's last durable point; then the lease is released.
+   */
+  async stop (opts: { final?: boolean, finalMs?: number } = {}): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    if (opts.final && !this.stopped) {
+      await this.ticking?.catch(() => undefined)
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.tick(), new Promise(resolve => { timer = setTimeout(resolve, opts.finalMs ?? 10_000) })])
+      clearTimeout(timer)
+    }
+    this.stopped = true
+    await this.ticking?.catch(() => undefined)
+    this.state = 'stopped'
+    setLiveGate(this.store.dir, undefined)
+    await this.dropLease()
+  }
+
+  private async dropLease (): Promise<void> {
+    this.stopRenew?.()
+    if (this.lease) await this.lease.release().catch(() => undefined)
+    this.lease = undefined
+  }
+}
+
+function prev (name: string | null): string {
+  return name === null ? 'an empty replica' : name
+}
+
+function readJson (file: string): Record<string, unknown> | null {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch {
+    return null
+  }
+}
+
+export { MANIFEST_PREFIX, parseManifestName }
