@@ -2,7 +2,12 @@
 // Runs every test with tap and ends with the line CI reads: "N passed, N failed".
 // A "test" is one top-level test of a file (a t.test() or a top-level assertion); a file that
 // dies outside any test (a crash, a timeout) counts as one failed test.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+
+// A file that tap kills on its timeout never runs its teardown: sweep what tests of this
+// checkout left mounted, before (a run killed earlier) and after the suite.
+const sweep = () => spawnSync(process.execPath, ['scripts/sweep-test-mounts.mjs'], { stdio: 'inherit', timeout: 300_000 })
+sweep()
 
 // Only the TypeScript tests: tsc also emits compiled copies under dist/, which are not tests.
 const files = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['test/*.test.ts']
@@ -36,6 +41,7 @@ child.stdout.on('data', chunk => {
 })
 child.on('close', code => {
   if (pending) count(pending)
+  sweep()
   console.log(`\n${passed} passed, ${failed} failed`)
   process.exit(code === 0 && failed === 0 ? 0 : 1)
 })
