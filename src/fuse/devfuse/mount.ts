@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import path from 'node:path'
 import { LogdiskError } from '../../errors'
 import type { Logger } from '../../store/logger'
 import type { Folder } from '../image-ops'
@@ -64,6 +65,23 @@ export function mountInfo (): MountInfo[] {
     out.push({ id: Number(f[0]), parent: Number(f[1]), dev: f[2], mountpoint: unescape(f[4]), fstype: t[0], source: unescape(t[1] ?? '') })
   }
   return out
+}
+
+/**
+ * Aborts the FUSE connection of the mount whose device is `dev` ("0:64"): the fusectl file
+ * /sys/fs/fuse/connections/<minor>/abort (Documentation/filesystems/fuse.rst, "Aborting a
+ * filesystem connection"). Mounts fusectl first when it is not. Returns what it did, for the log.
+ */
+async function abortConnection (dev: string): Promise<string> {
+  const dir = '/sys/fs/fuse/connections'
+  const file = path.join(dir, dev.split(':')[1] ?? '', 'abort')
+  if (!fs.existsSync(file)) await run('mount', ['-t', 'fusectl', 'fusectl', dir])
+  try {
+    fs.writeFileSync(file, '1')
+    return `wrote 1 to ${file}`
+  } catch (err) {
+    return `cannot abort (${(err as Error).message})`
+  }
 }
 
 function statWithin (p: string, ms: number): Promise<NodeJS.ErrnoException | null | 'timeout'> {
@@ -249,8 +267,15 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
       }
       disarm()
       log.info({ stats: server.stats }, 'FUSE session statistics')
-      const gone = await Promise.race([channel.ended.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), END_WAIT_MS).unref())])
-      if (!gone) log.warn({ mountpoint }, 'the detached mount is still in use; the kernel drops it when this process exits')
+      const ended = (ms: number): Promise<boolean> => Promise.race([channel.ended.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), ms).unref())])
+      if (!(await ended(END_WAIT_MS)) && mine) {
+        // Still held (a loop device over an image, a stop forced by a signal): end the
+        // connection, as the kernel would when this process dies, so that the readers leave
+        // read(2) and the process can exit cleanly. I/O on the held image fails from now on.
+        const why = await abortConnection(mine.dev)
+        log.warn({ mountpoint, abort: why }, 'the detached mount was still in use; aborted its FUSE connection (I/O on images still open fails from now on)')
+        await ended(END_WAIT_MS)
+      }
       channel.stop()
     }
   }
