@@ -15,10 +15,11 @@ const reverts = {
   'defect 1: passes judge history up to a fence': [
     ['src/store/store.ts', 'let analysis = await analyzeVersions(this.index.history(), cuts(), range, fence.seq, await this.windowStart(fence))', 'let analysis = await analyzeVersions(this.index.history(), cuts(), range, Number.MAX_SAFE_INTEGER, await this.windowStart(fence))'],
     ['src/store/store.ts', 'for await (const [seq, e] of this.index.entries(1, fence.seq)) {', 'for await (const [seq, e] of this.index.entries(1, this.seq)) {'],
-    ['src/store/store.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !this.segmentVolumes.has(id)', 'if (id >= this.current.id || !this.segmentVolumes.has(id)']
+    ['src/store/store.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !this.segmentVolumes.has(id)', 'if (id >= this.current.id || !this.segmentVolumes.has(id)'],
+    ['src/store/store.ts', 'const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id))\n', 'const sealed = this.segmentIds.filter(id => id < this.current.id)\n']
   ],
   'defect 2: a dropped mirror copy is recorded': [
-    ['src/store/store.ts', 'if (!volumes?.includes(volume)) return\n', 'if (id >= 0) return // reverted\n'],
+    ['src/store/store.ts', 'if (!volumes?.includes(volume)) return\n', 'if (!volumes?.includes(volume) || id >= 0) return // reverted\n'],
     ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
   ],
   'defect 3: segment records keep the archived flag': [
