@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
+import { mountHelperArgv } from './mount-options'
 import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
@@ -49,13 +50,29 @@ function oneLine (text: string): string {
   return text.replace(/\s*\n\s*/g, '; ')
 }
 
-async function main (): Promise<void> {
+/** Every command, registered on one commander program (the test that walks the commands builds it too). */
+export function buildProgram (): Command {
   const program = new Command('logdisk')
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
     .showHelpAfterError()
   for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+  return program
+}
+
+async function main (): Promise<void> {
+  const program = buildProgram()
+  // mount.fuse (fstab, mount -t fuse.logdisk) runs `logdisk SOURCE MOUNTPOINT -o OPTIONS`.
+  const commands = new Set(['help', ...program.commands.flatMap(c => [c.name(), ...c.aliases()])])
+  const helper = mountHelperArgv(process.argv.slice(2), commands)
+  if (helper?.fake) return
+  if (helper) {
+    // mount(8) runs helpers with no PATH at all: give the daemon's tools (mount, losetup) one.
+    process.env.PATH ||= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    await program.parseAsync([...process.argv.slice(0, 2), ...helper.argv])
+    return
+  }
   await program.parseAsync(process.argv)
 }
 
-main().catch(reportError)
+if (require.main === module) main().catch(reportError)

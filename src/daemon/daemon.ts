@@ -12,6 +12,7 @@ import { ops } from '../ops/ops'
 import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
+import { notifyReady, notifyStatus } from './notify'
 
 /** How long the first SIGTERM/SIGINT waits for open images to be closed before stopping anyway. */
 const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
@@ -29,7 +30,18 @@ const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.e
  * Nothing here may block the event loop while mounted: the kernel waits on this same thread
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
-export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string } = {}): Promise<void> {
+export interface DaemonOptions {
+  /** devfuse, fuse-native or auto. */
+  transport?: string
+  /** FUSE allow_other: users other than the daemon's may open the images. */
+  allowOther?: boolean
+  /** Serve current.img read-only too (mount -o ro). */
+  readOnly?: boolean
+  /** HOST:PORT of the Prometheus endpoint; none by default. */
+  metrics?: string
+}
+
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: DaemonOptions = {}): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
@@ -73,6 +85,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     if (stopping) return stopping
     if (!force && mounted && mounted.openHandles() > 0) return Promise.reject(busyError())
     const attempt: Promise<void> = (async () => {
+      void notifyStatus(`stopping: unmounting ${mountpoint}`, log, true)
       await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
       await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
       try {
@@ -136,7 +149,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
 
   try {
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
-    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults })
+    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults, allowOther: opts.allowOther, readOnly: opts.readOnly })
   } catch (err) {
     await control?.close()
     await store.close()
@@ -203,9 +216,12 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     stop(true, true).catch(err => log.error({ err: (err as Error).message }, 'closing after the mount ended failed'))
   }, () => undefined)
 
-  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport }
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport, readOnly: !!opts.readOnly }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther }, 'mounted')
+  // systemd (Type=notify): ready once current.img answers a read through the mount.
+  await notifyReady(mountpoint, CURRENT_IMAGE, log, `serving ${storeDir} at ${mountpoint}`)
+    .catch(err => log.warn({ err: (err as Error).message }, 'not telling systemd we are ready: current.img does not read'))
   onReady(info)
   await done
   process.off('SIGINT', onSignal)

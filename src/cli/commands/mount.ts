@@ -4,7 +4,9 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import pino from 'pino'
 import { LogdiskError } from '../../errors'
-import { runDaemon } from '../../daemon/daemon'
+import { runDaemon, type DaemonOptions } from '../../daemon/daemon'
+import { parseListenAddress } from '../../metrics/server'
+import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
 import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { chooseTransport } from '../../fuse/mount'
 import { prepareStore } from '../store-access'
@@ -15,10 +17,25 @@ export function register (program: Command): void {
   program.command('mount <store> <mountpoint>')
     .description('show the store\'s images (current.img) at <mountpoint>; runs as a daemon unless --foreground')
     .option('--foreground', 'stay in the foreground and log to stdout; Ctrl-C unmounts')
-    .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto', process.env.LOGDISK_TRANSPORT || 'auto')
-    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean, transport: string }) => {
+    .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto')
+    .option('--allow-other', 'let users other than the one mounting open the images (FUSE allow_other)')
+    .option('--read-only', 'serve current.img read-only too')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (off by default)')
+    .option('-o, --options <list>', `mount options as in fstab: ${KNOWN_OPTIONS}; generic ones (nofail, _netdev, ...) are ignored`)
+    .option('--json', 'print the mount as JSON')
+    .action(async (storeArg: string, mntArg: string, cmdOpts: { foreground?: boolean, transport?: string, allowOther?: boolean, readOnly?: boolean, metrics?: string, options?: string, json?: boolean }) => {
       const store = path.resolve(storeArg)
       const mountpoint = path.resolve(mntArg)
+      const mo: MountOptions = cmdOpts.options ? parseMountOptions(cmdOpts.options) : {}
+      const opts: DaemonOptions & { foreground?: boolean, json?: boolean, transport: string } = {
+        foreground: cmdOpts.foreground,
+        json: cmdOpts.json,
+        transport: cmdOpts.transport ?? mo.transport ?? (process.env.LOGDISK_TRANSPORT || 'auto'),
+        allowOther: cmdOpts.allowOther ?? mo.allowOther,
+        readOnly: cmdOpts.readOnly ?? mo.readOnly,
+        metrics: cmdOpts.metrics ?? mo.metrics
+      }
+      if (opts.metrics !== undefined) parseListenAddress(opts.metrics) // a bad address fails here, in the caller's terminal
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
       const running = readDaemonInfo(store)
       // A daemon.json copied along with the store (cp -a) names the original's daemon: not this one.
@@ -26,15 +43,15 @@ export function register (program: Command): void {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
       chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
-      if (opts.foreground) await foreground(store, mountpoint, opts.transport)
-      else await background(store, mountpoint, opts.transport)
+      if (opts.foreground) await foreground(store, mountpoint, opts)
+      else await background(store, mountpoint, opts)
     })
 }
 
-async function foreground (store: string, mountpoint: string, transport: string): Promise<void> {
+async function foreground (store: string, mountpoint: string, opts: DaemonOptions): Promise<void> {
   const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
   try {
-    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), { transport })
+    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), opts)
   } catch (err) {
     process.send?.({ error: (err as Error).message })
     throw err
@@ -43,10 +60,14 @@ async function foreground (store: string, mountpoint: string, transport: string)
 }
 
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
-function background (store: string, mountpoint: string, transport: string): Promise<void> {
+function background (store: string, mountpoint: string, opts: DaemonOptions & { json?: boolean, transport: string }): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
   const logFd = fs.openSync(logFile, 'a')
-  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', transport], {
+  const args = [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', opts.transport]
+  if (opts.allowOther) args.push('--allow-other')
+  if (opts.readOnly) args.push('--read-only')
+  if (opts.metrics !== undefined) args.push('--metrics', opts.metrics)
+  const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'ipc']
   })
@@ -58,7 +79,8 @@ function background (store: string, mountpoint: string, transport: string): Prom
     child.on('message', (msg: { ready?: DaemonInfo, error?: string }) => {
       clearTimeout(timer)
       if (msg.error) return reject(new LogdiskError('IO', msg.error))
-      console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; ${msg.ready?.transport ?? 'FUSE'}; log ${logFile})`)
+      if (opts.json) console.log(JSON.stringify({ store, mountpoint, pid: child.pid, transport: msg.ready?.transport, socket: msg.ready?.socket, log: logFile, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther, metrics: msg.ready?.metrics ?? null }, null, 2))
+      else console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; ${msg.ready?.transport ?? 'FUSE'}${opts.readOnly ? '; read-only' : ''}${msg.ready?.metrics ? `; metrics http://${msg.ready.metrics}/metrics` : ''}; log ${logFile})`)
       child.disconnect()
       child.unref()
       resolve()
