@@ -13,6 +13,8 @@ import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
 import { notifyReady, notifyStatus } from './notify'
+import { DaemonMetrics } from '../metrics/metrics'
+import { serveMetrics } from '../metrics/server'
 
 /** How long the first SIGTERM/SIGINT waits for open images to be closed before stopping anyway. */
 const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
@@ -46,6 +48,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
   if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
+  // Metrics are always counted (the stats file, status rates); served over HTTP only if asked.
+  const metrics = new DaemonMetrics(store, pool, { mountpoint })
+  metrics.instrumentPasses()
+  let metricsServer: { address: string, close: () => Promise<void> } | undefined
   let mounted: Mounted | undefined
   let control: ControlServer | undefined
   let finish!: () => void
@@ -95,6 +101,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
         log.error({ err: (err as Error).message }, 'unmount failed; stopping anyway (logdisk unmount removes the stale mount)')
       }
       clearInterval(poolTimer)
+      metrics.close()
+      await metricsServer?.close().catch(() => undefined)
       await control?.close().catch(() => undefined)
       await store.close()
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
@@ -112,7 +120,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage() }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))
@@ -148,9 +156,12 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
 
   try {
+    if (opts.metrics !== undefined) metricsServer = await serveMetrics(opts.metrics, () => metrics.render())
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
-    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults, allowOther: opts.allowOther, readOnly: opts.readOnly })
+    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults, allowOther: opts.allowOther, readOnly: opts.readOnly, wrap: folder => metrics.wrapFolder(folder) })
   } catch (err) {
+    metrics.close()
+    await metricsServer?.close().catch(() => undefined)
     await control?.close()
     await store.close()
     throw err
@@ -216,9 +227,9 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     stop(true, true).catch(err => log.error({ err: (err as Error).message }, 'closing after the mount ended failed'))
   }, () => undefined)
 
-  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport, readOnly: !!opts.readOnly }
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport, readOnly: !!opts.readOnly, ...(metricsServer ? { metrics: metricsServer.address } : {}) }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther, metrics: metricsServer?.address }, 'mounted')
   // systemd (Type=notify): ready once current.img answers a read through the mount.
   await notifyReady(mountpoint, CURRENT_IMAGE, log, `serving ${storeDir} at ${mountpoint}`)
     .catch(err => log.warn({ err: (err as Error).message }, 'not telling systemd we are ready: current.img does not read'))
