@@ -2,6 +2,7 @@
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
 import { mountHelperArgv } from './mount-options'
+import { jsonMode, setJsonMode } from './output'
 import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
@@ -28,22 +29,40 @@ import * as verify from './commands/verify'
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { version } = require('../../../package.json') as { version: string }
 
-/** Prints the one-line error every command ends with on failure, and sets the exit code. */
+/**
+ * Prints the one-line error every command ends with on failure, and sets the exit code. Under
+ * --json the same error is `{"error":{"code":...,"message":...}}` on stderr, same exit code:
+ * a LogdiskError's code; `IO` (with `errno`) for an operating system error no command
+ * foresaw; `INTERNAL` for a bug (exit 70).
+ */
 export function reportError (err: unknown): void {
   const sys = err as NodeJS.ErrnoException
+  let code: string
+  let message: string
+  let errno: string | undefined
   if (err instanceof LogdiskError) {
-    process.stderr.write(`logdisk: ${oneLine(err.message)}\n`)
+    code = err.code
+    message = oneLine(err.message)
     process.exitCode = 1
   } else if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
     // The operating system refused something a command did not foresee: still one line.
-    process.stderr.write(`logdisk: ${oneLine(sys.message)}\n`)
+    code = 'IO'
+    errno = sys.code
+    message = oneLine(sys.message)
     process.exitCode = 1
   } else {
     // A bug: one line; the stack only on request.
-    const stack = process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
-    process.stderr.write(`logdisk: internal error: ${oneLine((err as Error)?.message ?? String(err))}${stack}\n`)
+    code = 'INTERNAL'
+    message = `internal error: ${oneLine((err as Error)?.message ?? String(err))}`
     process.exitCode = 70
   }
+  if (jsonMode()) {
+    process.stderr.write(`${JSON.stringify({ error: { code, message, ...(errno ? { errno } : {}) } })}\n`)
+    if (code === 'INTERNAL' && process.env.LOGDISK_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`)
+    return
+  }
+  const stack = code !== 'INTERNAL' ? '' : process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
+  process.stderr.write(`logdisk: ${message}${stack}\n`)
 }
 
 function oneLine (text: string): string {
@@ -55,12 +74,20 @@ export function buildProgram (): Command {
   const program = new Command('logdisk')
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
-    .showHelpAfterError()
+    .showHelpAfterError(!jsonMode())
+  // Usage errors (commander's) under --json: the same {"error":...} object, exit 1. Set before
+  // the commands are added: they inherit it.
+  if (jsonMode()) {
+    program.configureOutput({
+      outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'USAGE', message: oneLine(text.trim().replace(/^error: /, '')) } })}\n`)
+    })
+  }
   for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
   return program
 }
 
 async function main (): Promise<void> {
+  setJsonMode(process.argv.slice(2).includes('--json'))
   const program = buildProgram()
   // mount.fuse (fstab, mount -t fuse.logdisk) runs `logdisk SOURCE MOUNTPOINT -o OPTIONS`.
   const commands = new Set(['help', ...program.commands.flatMap(c => [c.name(), ...c.aliases()])])

@@ -8,6 +8,7 @@ import { LogdiskError } from '../../errors'
 import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+import { printJson } from '../output'
 
 /** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
 export function checkCreatable (dir: string): void {
@@ -45,7 +46,8 @@ export function register (program: Command): void {
     .option('--block-size <size>', 'block size', '4K')
     .option('--segment-size <size>', 'log segment size', '64M')
     .option('--pool <dir>', 'a pool volume directory for segments (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .action(async (storeArg: string, opts: { size: string, blockSize: string, segmentSize: string, pool: string[] }) => {
+    .option('--json', 'print {dir, uuid, sizeBytes, blockBytes, segmentBytes, pool}')
+    .action(async (storeArg: string, opts: { size: string, blockSize: string, segmentSize: string, pool: string[], json?: boolean }) => {
       const dir = path.resolve(storeArg)
       checkCreatable(dir)
       const config = await Store.create(dir, {
@@ -58,6 +60,7 @@ export function register (program: Command): void {
         const { store } = await openStore(dir, { holder: 'logdisk create' }, opts.pool.map(p => path.resolve(p)))
         await store.close()
       }
+      if (opts.json) return printJson({ dir, uuid: config.uuid, sizeBytes: config.sizeBytes, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, pool: opts.pool.map(p => path.resolve(p)) })
       console.log(`created ${dir}: ${formatBytes(config.sizeBytes)}, block ${formatBytes(config.blockBytes)}, segment ${formatBytes(config.segmentBytes)}`)
     })
 }

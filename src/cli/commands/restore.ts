@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import { runOp } from '../on-store'
 import { progressBar } from '../progress'
 import { formatBytes } from '../units'
+import { printJson } from '../output'
 
 export function register (program: Command): void {
   program.command('restore <store>')
@@ -10,11 +11,13 @@ export function register (program: Command): void {
     .requiredOption('--at <point>', 'ISO time, sequence number, sync id, sync note or snapshot name')
     .requiredOption('--out <file>', 'where to write the image')
     .option('--force', 'overwrite --out if it exists')
-    .action(async (storeArg: string, opts: { at: string, out: string, force?: boolean }) => {
+    .option('--json', 'print {seq, timeMs, what, out, blocks, bytes}')
+    .action(async (storeArg: string, opts: { at: string, out: string, force?: boolean, json?: boolean }) => {
       const bar = progressBar('restoring')
       try {
         const r = await runOp<{ what: string, out: string, bytes: number }>(storeArg, 'restore', { at: opts.at, out: path.resolve(opts.out), force: !!opts.force }, { onProgress: bar.update })
         bar.stop()
+        if (opts.json) return printJson(r)
         console.log(`restored ${r.what} to ${r.out} (${formatBytes(r.bytes)} of data)`)
       } finally {
         bar.stop()
