@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import client from 'prom-client'
 import { errorCode, Errno, FsError } from '../fuse/errno'
 import type { Folder, ImageHandle, NodeAttr, Statfs } from '../fuse/image-ops'
@@ -165,17 +166,32 @@ export class DaemonMetrics {
     this.totals.errors++
   }
 
+  /** Counters and histograms bound to one image and op (label lookups cost more than the I/O accounting). */
+  private readonly bound = new Map<string, { ops: client.Counter.Internal, bytes: client.Counter.Internal, seconds: client.Histogram.Internal<'image' | 'op'> }>()
+  private boundFor (image: string, op: IoOp): { ops: client.Counter.Internal, bytes: client.Counter.Internal, seconds: client.Histogram.Internal<'image' | 'op'> } {
+    const key = `${op}\0${image}`
+    let b = this.bound.get(key)
+    if (!b) {
+      if (this.bound.size > 10_000) this.bound.clear() // snapshots come and go: keep the cache bounded
+      b = { ops: this.ioOps.labels({ image, op }), bytes: this.ioBytes.labels({ image, op }), seconds: this.ioSeconds.labels({ image, op }) }
+      this.bound.set(key, b)
+    }
+    return b
+  }
+
   private async timeIo<T> (image: string, op: IoOp, bytes: (v: T) => number, fn: () => Promise<T>): Promise<T> {
-    const end = this.ioSeconds.startTimer({ image, op })
-    const flushEnd = op === 'flush' || op === 'fsync' ? this.flushSeconds.startTimer() : undefined
+    const start = performance.now()
     try {
       const v = await fn()
-      end()
-      flushEnd?.()
+      const seconds = (performance.now() - start) / 1000
+      const b = this.boundFor(image, op)
+      b.seconds.observe(seconds)
       const n = bytes(v)
-      this.ioOps.inc({ image, op })
-      if (n > 0) this.ioBytes.inc({ image, op }, n)
-      if (op === 'read') { this.totals.readOps++; this.totals.readBytes += n } else if (op === 'write') { this.totals.writeOps++; this.totals.writeBytes += n } else if (op === 'flush' || op === 'fsync') this.totals.flushes++
+      b.ops.inc()
+      if (n > 0) b.bytes.inc(n)
+      if (op === 'read') { this.totals.readOps++; this.totals.readBytes += n } else if (op === 'write') { this.totals.writeOps++; this.totals.writeBytes += n } else {
+        if (op === 'flush' || op === 'fsync') { this.flushSeconds.observe(seconds); this.totals.flushes++ }
+      }
       return v
     } catch (err) {
       this.countError(err, op)

@@ -1782,13 +1782,13 @@ export class Store {
    * `copies`: how many copies each local segment should have (the pool's mirror policy);
    * fewer is reported as degraded.
    */
-  verify (opts: { copies?: number } = {}): Promise<VerifyReport> {
+  verify (opts: { copies?: number, onProgress?: (doneBytes: number, totalBytes: number) => void } = {}): Promise<VerifyReport> {
     this.assertOpen()
     // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
-    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1))
+    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1, opts.onProgress))
   }
 
-  private async verifyLocked (copies: number): Promise<VerifyReport> {
+  private async verifyLocked (copies: number, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<VerifyReport> {
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
       await this.syncAll()
@@ -1811,7 +1811,8 @@ export class Store {
       end,
       map: this.map,
       index: this.index,
-      baseline: await this.baselineForVerify()
+      baseline: await this.baselineForVerify(),
+      onProgress
     })
   }
 

@@ -9,7 +9,7 @@ import { prepareStore } from '../store-access'
 import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
-import { runTracked } from './export'
+import { runTracked } from '../progress'
 
 export const CRITERIA_LOG = 'criteria.log'
 const LOCK_WAIT_MS = 60_000

@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import type { PoolStatus, VolumeStatus } from '../../pool/pool'
 import { runOp } from '../on-store'
 import { printJson } from '../output'
+import { runTracked } from '../progress'
 import { formatBytes, parseSize } from '../units'
 
 function printVolumes (status: PoolStatus): void {
@@ -38,7 +39,7 @@ export function register (program: Command): void {
     .description('drain the directory (its segments move to other volumes), release it and drop it from the pool')
     .option('--json', 'print {dir, moved}')
     .action(async (storeArg: string, dir: string, opts: { json?: boolean }) => {
-      const r = await runOp<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) })
+      const r = await runTracked<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) }, 'draining', 'segments')
       if (opts.json) return printJson({ dir: require('node:path').resolve(dir), moved: r.moved })
       console.log(`removed ${dir} (${r.moved} segment(s) moved)`)
     })
