@@ -118,6 +118,7 @@ t.test('the output of every command under --json parses', { skip: canMount() }, 
   t.ok(Array.isArray(await json('log', S)))
   t.ok((await json('diff', S, 'a', 'b')).blocks > 0)
   t.equal((await json('unmount', M)).mountpoint, M)
+  t.equal((await json('resize', S, '--size', '+64M')).toBytes, 128 * 1024 * 1024)
   t.type((await json('compact', S)).versionsFreed, 'number')
   t.type((await json('archive', S)).archived, 'number')
   t.equal((await json('restore', S, '--at', 'a', '--out', path.join(dir, 'a.img'))).out, path.join(dir, 'a.img'))

@@ -18,6 +18,7 @@ import * as log from './commands/log'
 import * as mount from './commands/mount'
 import * as policy from './commands/policy'
 import * as pool from './commands/pool'
+import * as resize from './commands/resize'
 import * as restore from './commands/restore'
 import * as snapshot from './commands/snapshot'
 import * as snapshots from './commands/snapshots'
@@ -82,7 +83,7 @@ export function buildProgram (): Command {
       outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'USAGE', message: oneLine(text.trim().replace(/^error: /, '')) } })}\n`)
     })
   }
-  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
   return program
 }
 

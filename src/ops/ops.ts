@@ -71,6 +71,11 @@ export const ops: Record<string, Op> = {
   },
   verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),
+  resize: async (store, args) => {
+    const n = Number(args.sizeBytes)
+    const to = args.grow === true ? store.sizeBytes + n : n
+    return { ...(await store.resize(to)), dir: store.dir }
+  },
 
   snapshot: async (store, args) => {
     const name = str(args, 'name')

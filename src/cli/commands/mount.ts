@@ -7,7 +7,7 @@ import { LogdiskError } from '../../errors'
 import { runDaemon, type DaemonOptions } from '../../daemon/daemon'
 import { parseListenAddress } from '../../metrics/server'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
-import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
+import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { chooseTransport } from '../../fuse/mount'
 import { prepareStore } from '../store-access'
 
@@ -42,7 +42,8 @@ export function register (program: Command): void {
       if (running && running.store === store && running.pid !== process.pid && isAlive(running.pid)) {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
-      chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
+      const { transport } = chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
+      checkMountpoint(mountpoint, transport, !!opts.allowOther)
       if (opts.foreground) await foreground(store, mountpoint, opts)
       else await background(store, mountpoint, opts)
     })
@@ -90,4 +91,44 @@ function background (store: string, mountpoint: string, opts: DaemonOptions & { 
       reject(new LogdiskError('IO', `the daemon exited (code ${code}) before mounting; see ${logFile}`))
     })
   })
+}
+
+/**
+ * What would make the mount fail, said here in the caller's terminal rather than only in
+ * daemon.log: a folder that is not empty, a file, no /dev/fuse, allow_other for a user
+ * without user_allow_other in /etc/fuse.conf.
+ */
+function checkMountpoint (mountpoint: string, transport: string, allowOther: boolean): void {
+  if (!fs.existsSync('/dev/fuse') && process.platform === 'linux') {
+    throw new LogdiskError('IO', 'cannot mount: there is no /dev/fuse (load the module: modprobe fuse; in a container, pass the device: --device /dev/fuse)')
+  }
+  if (transport === 'devfuse') {
+    try {
+      fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK)
+    } catch {
+      throw new LogdiskError('READ_ONLY', 'cannot mount with the devfuse transport: no permission on /dev/fuse (it needs root); use --transport fuse-native')
+    }
+  }
+  if (allowOther && process.getuid?.() !== 0) {
+    let conf = ''
+    try { conf = fs.readFileSync('/etc/fuse.conf', 'utf8') } catch { /* none */ }
+    if (!/^\s*user_allow_other\s*$/m.test(conf)) {
+      throw new LogdiskError('BAD_ARGUMENT', 'allow_other needs root, or the line user_allow_other in /etc/fuse.conf (add it as root, or mount without allow_other)')
+    }
+  }
+  const isMountpoint = logdiskMounts().some(m => m.mountpoint === mountpoint) ||
+    fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mountpoint.replace(/ /g, '\\040'))
+  if (isMountpoint) return // a stale or live mount there: the daemon clears a stale one or says what is mounted
+  let st: fs.Stats
+  try {
+    st = fs.statSync(mountpoint)
+  } catch {
+    return // missing: the daemon creates it
+  }
+  if (!st.isDirectory()) throw new LogdiskError('BAD_ARGUMENT', `cannot mount at ${mountpoint}: it is a file, not a folder`)
+  const entries = fs.readdirSync(mountpoint)
+  if (entries.length > 0) {
+    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '')
+    throw new LogdiskError('BAD_ARGUMENT', `cannot mount at ${mountpoint}: the folder is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}: ${shown}); the images would hide them: mount on an empty folder`)
+  }
 }
