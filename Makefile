@@ -5,7 +5,7 @@ STORE ?= ./data
 MNT ?= ./mnt
 CLI := node dist/src/cli/main.js
 
-.PHONY: all deps build run stop test bench clean simulate soak install uninstall
+.PHONY: all deps build run stop test bench clean simulate soak install uninstall man
 
 all: build
 
@@ -42,6 +42,10 @@ PREFIX ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 install: build
 	PREFIX=$(PREFIX) UNITDIR=$(UNITDIR) DESTDIR=$(DESTDIR) bash scripts/install.sh
+
+# The man page, generated from the command line's help text.
+man: build
+	node scripts/man.mjs
 
 uninstall:
 	PREFIX=$(PREFIX) UNITDIR=$(UNITDIR) DESTDIR=$(DESTDIR) bash scripts/install.sh uninstall

@@ -13,7 +13,7 @@ bin="$dest$prefix/bin/logdisk"
 unit="$dest$unitdir/logdisk@.service"
 docs="$dest$prefix/share/doc/logdisk"
 if [ "${1:-install}" = uninstall ]; then
-  rm -f "$bin" "$unit"
+  rm -f "$bin" "$unit" "$dest$prefix/share/man/man1/logdisk.1"
   rm -rf "$docs"
   echo "removed $bin, $unit, $docs"
   exit 0
@@ -34,5 +34,7 @@ sed -e "s#/usr/local/bin/logdisk#$prefix/bin/logdisk#g" -e "s#/usr/local/share/d
   "$repo/examples/logdisk@.service" > "$unit.tmp"
 mv -f "$unit.tmp" "$unit"
 cp "$repo/README.md" "$repo/docs/CLI.md" "$docs/"
+man1="$dest$prefix/share/man/man1"
+mkdir -p "$man1" && cp "$repo/docs/logdisk.1" "$man1/logdisk.1"
 if [ -z "$dest" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 echo "installed $bin (runs $repo/dist with $node), $unit, $docs"

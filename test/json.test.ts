@@ -138,6 +138,7 @@ t.test('the output of every command under --json parses', { skip: canMount() }, 
   t.equal((await json('criteria delete', S, 'c')).deleted, 'c')
   t.type((await json('adopt', S2)).to, 'string')
   t.equal((await json('delete', S, 'b')).name, 'b')
+  t.equal((await json('completion', 'bash')).shell, 'bash')
 
   t.same(all.map(c => c.name).filter(n => !ran.has(n)), [], 'every command ran with --json in this scenario')
   await must('true')

@@ -7,6 +7,7 @@ import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
 import * as compact from './commands/compact'
+import * as completion from './commands/completion'
 import * as create from './commands/create'
 import * as criteria from './commands/criteria'
 import * as diff from './commands/diff'
@@ -83,7 +84,7 @@ export function buildProgram (): Command {
       outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'USAGE', message: oneLine(text.trim().replace(/^error: /, '')) } })}\n`)
     })
   }
-  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, pool, policy, verify, exportCmd, send, receive, diff, criteria, completion]) command.register(program)
   return program
 }
 

@@ -50,6 +50,9 @@ function randomBytes (rng: Rng, n: number): Buffer {
 }
 
 export function imageSuite (transport: Transport): void {
+  // Eight real-mount tests in one file: on a shared, loaded 2-core machine they take longer
+  // than tap's default file timeout (300 s) together, though each stays within its own 240 s.
+  t.setTimeout(1_200_000)
   const skip = canMount()
   const caps = CAPS[transport]
   const opts = { skip, timeout: 240_000 }
