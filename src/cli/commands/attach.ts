@@ -62,7 +62,7 @@ export async function attach (mountpoint: string, imageArg: string | undefined, 
   const image = imageName(imageArg)
   const file = path.join(mountpoint, image)
   if (!fs.existsSync(file)) {
-    const images = fs.readdirSync(mountpoint).join(', ')
+    const images = fs.readdirSync(mountpoint).filter(f => f.endsWith('.img')).join(', ') // the images, not the stats file
     throw new LogdiskError('NOT_FOUND', `no image ${image} in ${mountpoint} (there: ${images})`)
   }
   const readOnly = ro || image !== CURRENT_IMAGE
