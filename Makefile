@@ -5,7 +5,7 @@ STORE ?= ./data
 MNT ?= ./mnt
 CLI := node dist/src/cli/main.js
 
-.PHONY: all deps build run stop test bench clean simulate soak
+.PHONY: all deps build run stop test bench clean simulate soak install uninstall man
 
 all: build
 
@@ -35,6 +35,20 @@ run: build
 
 stop:
 	$(CLI) unmount $(MNT)
+
+# logdisk on the system PATH (a wrapper in $(PREFIX)/bin running this checkout's dist/) and
+# the systemd unit template logdisk@.service; mount -t fuse.logdisk and fstab lines then work.
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+install: build
+	PREFIX=$(PREFIX) UNITDIR=$(UNITDIR) DESTDIR=$(DESTDIR) bash scripts/install.sh
+
+# The man page, generated from the command line's help text.
+man: build
+	node scripts/man.mjs
+
+uninstall:
+	PREFIX=$(PREFIX) UNITDIR=$(UNITDIR) DESTDIR=$(DESTDIR) bash scripts/install.sh uninstall
 
 test: build
 	node scripts/run-tests.mjs

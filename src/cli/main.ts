@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { LogdiskError } from '../errors'
+import { mountHelperArgv } from './mount-options'
+import { jsonMode, setJsonMode } from './output'
 import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
 import * as clone from './commands/clone'
 import * as compact from './commands/compact'
+import * as completion from './commands/completion'
 import * as create from './commands/create'
 import * as criteria from './commands/criteria'
 import * as diff from './commands/diff'
@@ -17,6 +20,7 @@ import * as log from './commands/log'
 import * as mount from './commands/mount'
 import * as policy from './commands/policy'
 import * as pool from './commands/pool'
+import * as resize from './commands/resize'
 import * as restore from './commands/restore'
 import * as snapshot from './commands/snapshot'
 import * as snapshots from './commands/snapshots'
@@ -28,35 +32,77 @@ import * as verify from './commands/verify'
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { version } = require('../../../package.json') as { version: string }
 
-/** Prints the one-line error every command ends with on failure, and sets the exit code. */
+/**
+ * Prints the one-line error every command ends with on failure, and sets the exit code. Under
+ * --json the same error is `{"error":{"code":...,"message":...}}` on stderr, same exit code:
+ * a LogdiskError's code; `IO` (with `errno`) for an operating system error no command
+ * foresaw; `INTERNAL` for a bug (exit 70).
+ */
 export function reportError (err: unknown): void {
   const sys = err as NodeJS.ErrnoException
+  let code: string
+  let message: string
+  let errno: string | undefined
   if (err instanceof LogdiskError) {
-    process.stderr.write(`logdisk: ${oneLine(err.message)}\n`)
+    code = err.code
+    message = oneLine(err.message)
     process.exitCode = 1
   } else if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
     // The operating system refused something a command did not foresee: still one line.
-    process.stderr.write(`logdisk: ${oneLine(sys.message)}\n`)
+    code = 'IO'
+    errno = sys.code
+    message = oneLine(sys.message)
     process.exitCode = 1
   } else {
     // A bug: one line; the stack only on request.
-    const stack = process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
-    process.stderr.write(`logdisk: internal error: ${oneLine((err as Error)?.message ?? String(err))}${stack}\n`)
+    code = 'INTERNAL'
+    message = `internal error: ${oneLine((err as Error)?.message ?? String(err))}`
     process.exitCode = 70
   }
+  if (jsonMode()) {
+    process.stderr.write(`${JSON.stringify({ error: { code, message, ...(errno ? { errno } : {}) } })}\n`)
+    if (code === 'INTERNAL' && process.env.LOGDISK_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`)
+    return
+  }
+  const stack = code !== 'INTERNAL' ? '' : process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
+  process.stderr.write(`logdisk: ${message}${stack}\n`)
 }
 
 function oneLine (text: string): string {
   return text.replace(/\s*\n\s*/g, '; ')
 }
 
-async function main (): Promise<void> {
+/** Every command, registered on one commander program (the test that walks the commands builds it too). */
+export function buildProgram (): Command {
   const program = new Command('logdisk')
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
-    .showHelpAfterError()
-  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, compact, archive, clone, pool, policy, verify, exportCmd, send, receive, diff, criteria]) command.register(program)
+    .showHelpAfterError(!jsonMode())
+  // Usage errors (commander's) under --json: the same {"error":...} object, exit 1. Set before
+  // the commands are added: they inherit it.
+  if (jsonMode()) {
+    program.configureOutput({
+      outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'USAGE', message: oneLine(text.trim().replace(/^error: /, '')) } })}\n`)
+    })
+  }
+  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, clone, pool, policy, verify, exportCmd, send, receive, diff, criteria, completion]) command.register(program)
+  return program
+}
+
+async function main (): Promise<void> {
+  setJsonMode(process.argv.slice(2).includes('--json'))
+  const program = buildProgram()
+  // mount.fuse (fstab, mount -t fuse.logdisk) runs `logdisk SOURCE MOUNTPOINT -o OPTIONS`.
+  const commands = new Set(['help', ...program.commands.flatMap(c => [c.name(), ...c.aliases()])])
+  const helper = mountHelperArgv(process.argv.slice(2), commands)
+  if (helper?.fake) return
+  if (helper) {
+    // mount(8) runs helpers with no PATH at all: give the daemon's tools (mount, losetup) one.
+    process.env.PATH ||= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    await program.parseAsync([...process.argv.slice(0, 2), ...helper.argv])
+    return
+  }
   await program.parseAsync(process.argv)
 }
 
-main().catch(reportError)
+if (require.main === module) main().catch(reportError)

@@ -7,11 +7,12 @@ import { ops, type OpContext } from '../ops/ops'
 import type { Store } from '../store'
 import { openStore, type Access } from '../pool/open-store'
 import { prepareStore } from './store-access'
+import { warn } from './output'
 
 /** Direct runs print only the command's own output; warnings go to stderr, one line each. */
 const quietLogger = {
   info () {},
-  warn (_fields: object, msg: string) { process.stderr.write(`logdisk: warning: ${msg}\n`) },
+  warn (_fields: object, msg: string) { warn(msg) },
   error (_fields: object, msg: string) { process.stderr.write(`logdisk: error: ${msg}\n`) }
 }
 

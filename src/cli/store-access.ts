@@ -1,3 +1,4 @@
+import { warn } from './output'
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
@@ -71,7 +72,7 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
   for (const w of warnings) {
     if (said.has(w)) continue // a command that runs several operations says it once
     said.add(w)
-    process.stderr.write(`logdisk: warning: ${w}\n`)
+    warn(w)
   }
   return { dir, config, identity, warnings }
 }

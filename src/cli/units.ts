@@ -17,3 +17,12 @@ export function formatBytes (n: number): string {
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
   return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
 }
+
+/** A whole positive number given on the command line (`--id 3`): says so when it is not one. */
+export function parseWhole (text: string, what: string): number {
+  const n = Number(text)
+  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(n) || n <= 0) {
+    throw new LogdiskError('BAD_ARGUMENT', `${what} "${text}" is not a whole number above 0 (like ${what === '--id' ? '3' : '1'})`)
+  }
+  return n
+}

@@ -13,6 +13,9 @@ import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
 import { ReplicationManager } from '../replicate/manager'
+import { notifyReady, notifyStatus } from './notify'
+import { DaemonMetrics } from '../metrics/metrics'
+import { serveMetrics } from '../metrics/server'
 
 /** How long the first SIGTERM/SIGINT waits for open images to be closed before stopping anyway. */
 const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
@@ -30,11 +33,28 @@ const POOL_TICK_MS = Number(process.env.LOGDISK_MAINTENANCE_TICK_MS || process.e
  * Nothing here may block the event loop while mounted: the kernel waits on this same thread
  * for every image I/O, so a synchronous child process would deadlock the mount.
  */
-export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: { transport?: string, takeover?: boolean } = {}): Promise<void> {
+export interface DaemonOptions {
+  /** devfuse, fuse-native or auto. */
+  transport?: string
+  /** FUSE allow_other: users other than the daemon's may open the images. */
+  allowOther?: boolean
+  /** Serve current.img read-only too (mount -o ro). */
+  readOnly?: boolean
+  /** HOST:PORT of the Prometheus endpoint; none by default. */
+  metrics?: string
+  /** Take the replica over from the host that holds its lease (mount --takeover). */
+  takeover?: boolean
+}
+
+export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: DaemonOptions = {}): Promise<void> {
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
   if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
+  // Metrics are always counted (the stats file, status rates); served over HTTP only if asked.
+  const metrics = new DaemonMetrics(store, pool, { mountpoint })
+  metrics.instrumentPasses()
+  let metricsServer: { address: string, close: () => Promise<void> } | undefined
   let mounted: Mounted | undefined
   let control: ControlServer | undefined
   let finish!: () => void
@@ -74,6 +94,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     if (stopping) return stopping
     if (!force && mounted && mounted.openHandles() > 0) return Promise.reject(busyError())
     const attempt: Promise<void> = (async () => {
+      void notifyStatus(`stopping: unmounting ${mountpoint}`, log, true)
       await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
       await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
       // The replica gets the last durable point, then the lease is released (bounded: an
@@ -86,6 +107,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
         log.error({ err: (err as Error).message }, 'unmount failed; stopping anyway (logdisk unmount removes the stale mount)')
       }
       clearInterval(poolTimer)
+      metrics.close()
+      await metricsServer?.close().catch(() => undefined)
       await control?.close().catch(() => undefined)
       await store.close()
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
@@ -104,7 +127,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage() }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))
@@ -142,9 +165,12 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   try {
     // Before the mount: a replica another host holds (LEASE_HELD) fails the mount, in one line.
     await replication.apply(readPolicy(storeDir), true)
+    if (opts.metrics !== undefined) metricsServer = await serveMetrics(opts.metrics, () => metrics.render())
     control = await ControlServer.listen(controlSocketPath(storeDir), handlers)
-    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults })
+    mounted = await mountImages(store, mountpoint, log, { transport: opts.transport, faults, allowOther: opts.allowOther, readOnly: opts.readOnly, wrap: folder => metrics.wrapFolder(folder) })
   } catch (err) {
+    metrics.close()
+    await metricsServer?.close().catch(() => undefined)
     await control?.close()
     await replication.stop().catch(() => undefined)
     await store.close()
@@ -211,9 +237,12 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     stop(true, true).catch(err => log.error({ err: (err as Error).message }, 'closing after the mount ended failed'))
   }, () => undefined)
 
-  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport }
+  const info: DaemonInfo = { pid: process.pid, store: storeDir, mountpoint, socket: control.socketPath, startedAt: new Date().toISOString(), transport: mounted.transport, readOnly: !!opts.readOnly, ...(metricsServer ? { metrics: metricsServer.address } : {}) }
   writeFileAtomic(path.join(storeDir, DAEMON_FILE), JSON.stringify(info, null, 2) + '\n')
-  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport }, 'mounted')
+  log.info({ store: info.store, mountpoint, socket: info.socket, sizeBytes: store.sizeBytes, transport: mounted.transport, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther, metrics: metricsServer?.address }, 'mounted')
+  // systemd (Type=notify): ready once current.img answers a read through the mount.
+  await notifyReady(mountpoint, CURRENT_IMAGE, log, `serving ${storeDir} at ${mountpoint}`)
+    .catch(err => log.warn({ err: (err as Error).message }, 'not telling systemd we are ready: current.img does not read'))
   onReady(info)
   await done
   process.off('SIGINT', onSignal)

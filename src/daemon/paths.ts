@@ -12,6 +12,10 @@ export interface DaemonInfo {
   startedAt: string
   /** The FUSE transport serving the mount (devfuse or fuse-native). */
   transport?: string
+  /** current.img is served read-only (mount -o ro). */
+  readOnly?: boolean
+  /** HOST:PORT of the Prometheus endpoint, when one is served (mount --metrics). */
+  metrics?: string
 }
 
 export const DAEMON_FILE = 'daemon.json'

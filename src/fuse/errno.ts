@@ -65,3 +65,13 @@ export function toErrno (err: unknown): number {
   if (err instanceof LogdiskError) return -ERRNO[err.code]
   return Errno.EIO
 }
+
+/**
+ * A short name for an error answered below FUSE, for counting (metrics' errors by code): the
+ * LogdiskError code (`NO_SPACE`, `CORRUPT`, ...), else the errno's name (`EROFS`, `EPERM`).
+ */
+export function errorCode (err: unknown): string {
+  if (err instanceof LogdiskError) return err.code
+  const errno = toErrno(err)
+  return (Object.entries(Errno) as Array<[string, number]>).find(([, n]) => n === errno)?.[0] ?? `E${-errno}`
+}

@@ -96,7 +96,7 @@ export function fuseNativeOps (folder: Folder): Record<string, (...args: any[]) 
  * fuse-native has no FALLOCATE operation: libfuse answers ENOSYS and the kernel tells callers
  * EOPNOTSUPP (fstrim: "the discard operation is not supported").
  */
-export function mountFuseNative (folder: Folder, mountpoint: string, fsname: string): Promise<Session> {
+export function mountFuseNative (folder: Folder, mountpoint: string, fsname: string, extraOptions: readonly string[] = []): Promise<Session> {
   if (fsname.includes(',')) {
     return Promise.reject(new LogdiskError('BAD_ARGUMENT', `${fsname} contains a comma, which fuse-native's mount options cannot carry; move the store`))
   }
@@ -105,7 +105,7 @@ export function mountFuseNative (folder: Folder, mountpoint: string, fsname: str
     maxRead: 131072,
     force: true,
     mkdir: true,
-    fsname: `${fsname},subtype=logdisk,big_writes,max_write=131072,direct_io`
+    fsname: [`${fsname},subtype=logdisk,big_writes,max_write=131072,direct_io`, ...extraOptions].join(',')
   })
   return new Promise((resolve, reject) => {
     fuse.mount((err: Error | null) => {

@@ -115,7 +115,11 @@ export class ImageFolder implements Folder {
   private readonly perImage = new Map<string, number>()
   private nextId = 1
 
-  constructor (private readonly store: Store, private readonly log: Logger) {}
+  private readonly readOnly: boolean
+
+  constructor (private readonly store: Store, private readonly log: Logger, opts: { readOnly?: boolean } = {}) {
+    this.readOnly = opts.readOnly === true
+  }
 
   private fail (op: string, err: unknown): never {
     if (!(err instanceof LogdiskError || err instanceof FsError) || (err instanceof LogdiskError && (err.code === 'CORRUPT' || err.code === 'IO'))) {
@@ -138,7 +142,7 @@ export class ImageFolder implements Folder {
   attr (name?: string): NodeAttr {
     const base = { blockBytes: this.store.blockBytes }
     if (name === undefined) return { ...base, key: '/', dir: true, mode: 0o40755, size: 4096, nlink: 2, timeMs: this.started }
-    if (name === CURRENT_IMAGE) return { ...base, key: 'current', dir: false, mode: 0o100644, size: this.store.sizeBytes, nlink: 1, timeMs: this.started }
+    if (name === CURRENT_IMAGE) return { ...base, key: 'current', dir: false, mode: this.readOnly ? 0o100444 : 0o100644, size: this.store.sizeBytes, nlink: 1, timeMs: this.started }
     const snap = this.snapshotOf(name)
     if (!snap) throw new FsError(Errno.ENOENT)
     return { ...base, key: `snapshot:${snap.seq}`, dir: false, mode: 0o100444, size: this.store.sizeBytes, nlink: 1, timeMs: snap.timeMs }
@@ -146,7 +150,7 @@ export class ImageFolder implements Folder {
 
   access (name: string | undefined, mask: number): void {
     const attr = this.attr(name)
-    if ((mask & W_OK) !== 0 && !attr.dir && name !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+    if ((mask & W_OK) !== 0 && !attr.dir && (name !== CURRENT_IMAGE || this.readOnly)) throw new FsError(Errno.EROFS)
   }
 
   open (name: string, flags: number): ImageHandle {
@@ -154,7 +158,7 @@ export class ImageFolder implements Folder {
     if (name !== CURRENT_IMAGE) {
       if (!this.snapshotOf(name)) throw new FsError(Errno.ENOENT)
       if (writable) throw new FsError(Errno.EROFS)
-    }
+    } else if (writable && this.readOnly) throw new FsError(Errno.EROFS)
     const handle = { id: this.nextId++, image: name, writable }
     this.handles.set(handle.id, handle)
     this.perImage.set(name, (this.perImage.get(name) ?? 0) + 1)
@@ -186,7 +190,7 @@ export class ImageFolder implements Folder {
   }
 
   async write (handle: ImageHandle, pos: number, data: Buffer): Promise<number> {
-    if (handle.image !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+    if (handle.image !== CURRENT_IMAGE || this.readOnly) throw new FsError(Errno.EROFS)
     try {
       await this.store.write(pos, data)
       return data.length
@@ -215,7 +219,7 @@ export class ImageFolder implements Folder {
    * collapse, insert, unshare) with EOPNOTSUPP, as a filesystem without it would.
    */
   async fallocate (handle: ImageHandle, mode: number, offset: number, length: number): Promise<void> {
-    if (handle.image !== CURRENT_IMAGE) throw new FsError(Errno.EROFS)
+    if (handle.image !== CURRENT_IMAGE || this.readOnly) throw new FsError(Errno.EROFS)
     const zeroing = mode === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
       (mode & ~FALLOC_FL_KEEP_SIZE) === FALLOC_FL_ZERO_RANGE ||
       (mode & ~FALLOC_FL_KEEP_SIZE) === FALLOC_FL_WRITE_ZEROES

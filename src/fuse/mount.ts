@@ -4,7 +4,7 @@ import type { Store } from '../store'
 import type { Logger } from '../store/logger'
 import { mountDevFuse } from './devfuse/mount'
 import { mountFuseNative } from './fuse-native'
-import { ImageFolder } from './image-ops'
+import { ImageFolder, type Folder } from './image-ops'
 import type { Session, TransportName } from './session'
 
 export type { TransportName } from './session'
@@ -51,18 +51,26 @@ export interface MountOptions {
   /** devfuse, fuse-native or auto (the default: chooseTransport). */
   transport?: string
   faults?: ReadonlySet<string>
+  /** FUSE allow_other: users other than the daemon's may open the images. */
+  allowOther?: boolean
+  /** current.img read-only too (and the mount itself ro). */
+  readOnly?: boolean
+  /** Wraps the image folder before a transport serves it (the daemon's metrics). */
+  wrap?: (folder: Folder) => Folder
 }
 
 /** Serves the store's images at `mountpoint` with the chosen transport. */
 export async function mountImages (store: Store, mountpoint: string, log: Logger, opts: MountOptions = {}): Promise<Mounted> {
   const { transport, why } = chooseTransport(opts.transport)
-  const folder = new ImageFolder(store, log)
+  const images = new ImageFolder(store, log, { readOnly: opts.readOnly })
+  const folder = opts.wrap ? opts.wrap(images) : images
   const fsname = `logdisk:${store.dir}`
+  const extra = [...(opts.allowOther ? ['allow_other'] : []), ...(opts.readOnly ? ['ro'] : [])]
   let session: Session
   if (transport === 'devfuse') {
-    session = await mountDevFuse(folder, mountpoint, { fsname, subtype: 'logdisk', log, faults: opts.faults })
+    session = await mountDevFuse(folder, mountpoint, { fsname, subtype: 'logdisk', log, faults: opts.faults, extraOptions: extra })
   } else {
-    session = await mountFuseNative(folder, mountpoint, fsname)
+    session = await mountFuseNative(folder, mountpoint, fsname, extra)
   }
   log.info({ transport, why }, 'FUSE transport')
   const assertIdle = (): void => {

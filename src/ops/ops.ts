@@ -55,24 +55,29 @@ function requirePool (store: Store): Pool {
 export const ops: Record<string, Op> = {
   status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status(), replication: await replicationStatus(store, readPolicy(store.dir)) }),
 
-  archive: (store, _args, ctx) => {
+  archive: (store, args, ctx) => {
     const p = readPolicy(store.dir)
-    return store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }, ctx.onProgress)
+    return withJob(args, ctx, onProgress => store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }, onProgress))
   },
 
-  compact: (store, args, ctx) => args.intoBaseline === true
-    ? store.compactIntoBaseline(ctx.onProgress)
-    : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, ctx.onProgress),
+  compact: (store, args, ctx) => withJob<unknown>(args, ctx, onProgress => args.intoBaseline === true
+    ? store.compactIntoBaseline(onProgress)
+    : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, onProgress)),
 
   'pool list': async store => requirePool(store).status(),
   'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),
-  'pool remove': async (store, args) => ({ moved: await requirePool(store).remove(String(args.dir)) }),
+  'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {
     const pool = requirePool(store)
     return { copies: await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude)) }
   },
-  verify: store => store.verify({ copies: poolOf(store)?.copies() }),
+  verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),
+  resize: async (store, args) => {
+    const n = Number(args.sizeBytes)
+    const to = args.grow === true ? store.sizeBytes + n : n
+    return { ...(await store.resize(to)), dir: store.dir }
+  },
 
   snapshot: async (store, args) => {
     const name = str(args, 'name')
@@ -116,7 +121,7 @@ export const ops: Record<string, Op> = {
     refuseOnClone(store.dir, 'restore')
     await checkOutput(ctx, out)
     const point = await store.resolvePoint(String(args.at))
-    const result = await restoreImage(store, point.seq, out, { force: args.force === true, onProgress: ctx.onProgress })
+    const result = await withJob(args, ctx, onProgress => restoreImage(store, point.seq, out, { force: args.force === true, onProgress }))
     return { ...point, out, ...result }
   },
 

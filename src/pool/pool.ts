@@ -482,7 +482,7 @@ export class Pool implements SegmentHome {
   }
 
   /** Moves every segment of this store off `dir` (copy, fsync, switch the index, delete), then releases it. */
-  async drain (dir: string): Promise<number> {
+  async drain (dir: string, onProgress?: (done: number, total: number) => void): Promise<number> {
     if (!this.store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
     dir = path.resolve(dir)
     const entry = this.entries().find(e => path.resolve(e.dir) === dir)
@@ -492,6 +492,7 @@ export class Pool implements SegmentHome {
     this.draining = true
     this.drainingVolume = entry.id
     let moved = 0
+    let total = this.sortedOn(entry.id).length
     try {
       // Until nothing is left: a segment may have been placed there just before the drain began.
       for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
@@ -502,6 +503,8 @@ export class Pool implements SegmentHome {
           }
           await this.store.relocateSegment(id, entry.id, targets()[0].id)
           moved++
+          total = Math.max(total, moved + this.sortedOn(entry.id).length)
+          onProgress?.(moved, total)
         }
       }
     } finally {
@@ -519,8 +522,8 @@ export class Pool implements SegmentHome {
   }
 
   /** Drains `dir` and takes it out of this store's pool. */
-  async remove (dir: string): Promise<number> {
-    const moved = await this.drain(dir)
+  async remove (dir: string, onProgress?: (done: number, total: number) => void): Promise<number> {
+    const moved = await this.drain(dir, onProgress)
     this.file.volumes = this.file.volumes.filter(v => path.resolve(v.dir) !== path.resolve(dir))
     this.save()
     return moved

@@ -1829,18 +1829,50 @@ export class Store {
     }
   }
 
+  /**
+   * Changes the volume's size (logdisk resize). Growing is O(1): the new blocks read as zeros.
+   * Shrinking is refused (BAD_ARGUMENT, nothing changed) while any version of a block past the
+   * new end exists: in the current volume, a snapshot or the history. Persists store.json.
+   */
+  async resize (sizeBytes: number): Promise<{ fromBytes: number, toBytes: number }> {
+    this.assertOpen()
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % this.blockBytes !== 0) {
+      throw new LogdiskError('BAD_ARGUMENT', `size ${sizeBytes} must be a positive multiple of the block size (${this.blockBytes})`)
+    }
+    return this.maintenance.run(async () => {
+      const fromBytes = this.config.sizeBytes
+      const first = sizeBytes / this.blockBytes
+      if (sizeBytes < fromBytes) await this.checkpointThrough(this.seq) // every version is in LevelDB
+      return this.appendLock.run(async () => {
+        if (sizeBytes < fromBytes) {
+          let past: number | undefined
+          this.map.forEach(block => { if (block >= first && (past === undefined || block < past)) past = block })
+          if (past === undefined) {
+            for await (const [block] of this.index.history(first)) { past = block; break }
+          }
+          if (past !== undefined) {
+            throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${sizeBytes} bytes: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history); shrink the filesystem and keep the data below the new end, or keep the size`)
+          }
+        }
+        this.config.sizeBytes = sizeBytes
+        writeConfig(this.dir, this.config)
+        return { fromBytes, toBytes: sizeBytes }
+      })
+    })
+  }
+
   /** Reads every entry of the log, checks every CRC and that the index agrees with the log. */
   /**
    * `copies`: how many copies each local segment should have (the pool's mirror policy);
    * fewer is reported as degraded.
    */
-  verify (opts: { copies?: number } = {}): Promise<VerifyReport> {
+  verify (opts: { copies?: number, onProgress?: (doneBytes: number, totalBytes: number) => void } = {}): Promise<VerifyReport> {
     this.assertOpen()
     // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
-    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1))
+    return this.maintenance.run(() => this.verifyLocked(opts.copies ?? 1, opts.onProgress))
   }
 
-  private async verifyLocked (copies: number): Promise<VerifyReport> {
+  private async verifyLocked (copies: number, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<VerifyReport> {
     // Only what is complete: an append in flight past `end` is not a torn entry.
     const end = await this.appendLock.run(async () => {
       await this.syncAll()
@@ -1863,7 +1895,8 @@ export class Store {
       end,
       map: this.map,
       index: this.index,
-      baseline: await this.baselineForVerify()
+      baseline: await this.baselineForVerify(),
+      onProgress
     })
   }
 

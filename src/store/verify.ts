@@ -38,6 +38,8 @@ export interface VerifyInput {
   index: IndexDb
   /** The baseline's blocks, and a reader of one block of it. */
   baseline?: { blocks: Array<{ block: number, seq: number, crc: number }>, read: (block: number) => Promise<Buffer>, base: number }
+  /** Progress in bytes of the log read (a segment at a time) out of all segments. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void
 }
 
 const MAX_PROBLEMS = 100
@@ -69,7 +71,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   let lastSeq = 0
   let lastId = -1
+  const totalBytes = input.segmentIds.length * geometry.segmentBytes
+  let segmentsDone = 0
+  input.onProgress?.(0, totalBytes)
   for (const id of input.segmentIds) {
+    if (segmentsDone > 0) input.onProgress?.(segmentsDone * geometry.segmentBytes, totalBytes)
+    segmentsDone++
     if (id !== lastId + 1) lastSeq = 0 // recycled segments leave gaps in the log
     lastId = id
     const volumes = input.segmentVolumes.get(id) ?? []
@@ -149,5 +156,6 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   for (const block of indexed.keys()) {
     if (!newest.has(block)) problem(`index: block ${block} is indexed but not in the log`)
   }
+  input.onProgress?.(totalBytes, totalBytes)
   return report
 }

@@ -5,6 +5,7 @@ import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import { logdiskMounts } from '../../daemon/paths'
 import { CURRENT_IMAGE } from '../../fuse/image-ops'
+import { printJson, warn } from '../output'
 
 /**
  * `attach`: a loop device with direct I/O over an image of a mounted store, the fast way to
@@ -18,16 +19,22 @@ export function register (program: Command): void {
   program.command('attach <mountpoint> [image]')
     .description('attach a loop device with direct I/O over an image (default current.img; snapshot images read-only) and print it')
     .option('--ro', 'attach read-only')
-    .action(async (mntArg: string, imageArg: string | undefined, opts: { ro?: boolean }) => {
-      const { device, directIo } = await attach(path.resolve(mntArg), imageArg, opts.ro === true)
-      if (!directIo) process.stderr.write(`logdisk: warning: the kernel left ${device} in buffered mode (direct I/O could not be enabled over this image)\n`)
-      console.log(device)
+    .option('--json', 'print {device, image, mountpoint, readOnly, directIo}')
+    .action(async (mntArg: string, imageArg: string | undefined, opts: { ro?: boolean, json?: boolean }) => {
+      const mountpoint = path.resolve(mntArg)
+      const { device, directIo } = await attach(mountpoint, imageArg, opts.ro === true)
+      if (!directIo) warn(`the kernel left ${device} in buffered mode (direct I/O could not be enabled over this image)`)
+      const image = imageName(imageArg)
+      if (opts.json) printJson({ device, image, mountpoint, readOnly: opts.ro === true || image !== CURRENT_IMAGE, directIo })
+      else console.log(device)
     })
   program.command('detach <device>')
     .description('detach a loop device that logdisk attach made (refused while a filesystem on it is mounted)')
-    .action(async (deviceArg: string) => {
+    .option('--json', 'print {device}')
+    .action(async (deviceArg: string, opts: { json?: boolean }) => {
       await detach(deviceArg)
-      console.log(`detached ${deviceArg}`)
+      if (opts.json) printJson({ device: path.resolve(deviceArg) })
+      else console.log(`detached ${deviceArg}`)
     })
 }
 
@@ -55,7 +62,7 @@ export async function attach (mountpoint: string, imageArg: string | undefined, 
   const image = imageName(imageArg)
   const file = path.join(mountpoint, image)
   if (!fs.existsSync(file)) {
-    const images = fs.readdirSync(mountpoint).join(', ')
+    const images = fs.readdirSync(mountpoint).filter(f => f.endsWith('.img')).join(', ') // the images, not the stats file
     throw new LogdiskError('NOT_FOUND', `no image ${image} in ${mountpoint} (there: ${images})`)
   }
   const readOnly = ro || image !== CURRENT_IMAGE

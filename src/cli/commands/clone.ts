@@ -4,12 +4,14 @@ import { LogdiskError } from '../../errors'
 import { makeClone, parentOf, promote, readCloneRecord } from '../../clone/clone'
 import { openStore } from '../../pool/open-store'
 import { runOp } from '../on-store'
+import { printJson } from '../output'
 import { checkCreatable } from './create'
 
 export function register (program: Command): void {
   program.command('clone <store> <snapshot> <newstore>')
     .description('make a writable clone of a snapshot in O(1): a new store whose unwritten blocks read from the snapshot')
-    .action(async (storeArg: string, snapshot: string, newArg: string) => {
+    .option('--json', 'print {clone, parent, snapshot, ms}')
+    .action(async (storeArg: string, snapshot: string, newArg: string, opts: { json?: boolean }) => {
       const started = Date.now()
       const parent = path.resolve(storeArg)
       if (/^[a-z0-9]+:\/\//.test(storeArg)) throw new LogdiskError('BAD_ARGUMENT', 'clone from a replica is not supported yet: recover it first (logdisk create <store> --from <replica>), then clone that store')
@@ -19,11 +21,13 @@ export function register (program: Command): void {
       const dir = path.resolve(newArg)
       checkCreatable(dir)
       await makeClone(parent, snap, dir)
+      if (opts.json) return printJson({ clone: dir, parent, snapshot, ms: Date.now() - started })
       console.log(`cloned snapshot ${snapshot} of ${parent} into ${dir} in ${Date.now() - started} ms (nothing copied; it reads through to ${parent}, which must stay, unmounted while the clone is used)`)
     })
   program.command('promote <clone>')
     .description('copy into a clone what it still reads from its parent, so that it stands alone (unmounted clones only)')
-    .action(async (cloneArg: string) => {
+    .option('--json', 'print {clone, blocks, parent, snapshot}')
+    .action(async (cloneArg: string, opts: { json?: boolean }) => {
       const dir = path.resolve(cloneArg)
       if (!readCloneRecord(dir)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
       let store
@@ -36,7 +40,8 @@ export function register (program: Command): void {
       try {
         const p = parentOf(store)!
         const r = await promote(store, p.record, p.parent)
-        console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${p.record.snapshot} of ${p.record.parent}; it no longer needs it`)
+        if (opts.json) printJson({ clone: dir, blocks: r.blocks, parent: p.record.parent, snapshot: p.record.snapshot })
+        else console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${p.record.snapshot} of ${p.record.parent}; it no longer needs it`)
       } finally {
         await store.close()
       }

@@ -1,7 +1,6 @@
 import type { Command } from 'commander'
 import type { CompactionReport } from '../../store/compaction'
-import { runOp } from '../on-store'
-import { progressBar } from '../progress'
+import { runTracked } from '../progress'
 import { formatBytes } from '../units'
 
 export function register (program: Command): void {
@@ -11,13 +10,8 @@ export function register (program: Command): void {
     .option('--into-baseline', 'merge everything up to the oldest kept snapshot into the block-ordered baseline, then compact')
     .option('--json', 'print the report as JSON')
     .action(async (storeArg: string, opts: { snapshot?: string, intoBaseline?: boolean, json?: boolean }) => {
-      const bar = progressBar(opts.intoBaseline ? 'merging' : 'compacting', opts.intoBaseline ? 'blocks' : 'segments')
-      let out: CompactionReport | { blocks: number, cutSeq: number, compaction: CompactionReport }
-      try {
-        out = await runOp(storeArg, 'compact', { snapshot: opts.snapshot, intoBaseline: !!opts.intoBaseline }, { onProgress: bar.update })
-      } finally {
-        bar.stop()
-      }
+      const out = await runTracked<CompactionReport | { blocks: number, cutSeq: number, compaction: CompactionReport }>(storeArg, 'compact', { snapshot: opts.snapshot, intoBaseline: !!opts.intoBaseline },
+        opts.intoBaseline ? 'merging' : 'compacting', opts.intoBaseline ? 'blocks' : 'segments')
       if (opts.json) return console.log(JSON.stringify(out, null, 2))
       if ('compaction' in out) console.log(`merged ${out.blocks} blocks into the baseline (everything up to sequence ${out.cutSeq})`)
       const r = 'compaction' in out ? out.compaction : out

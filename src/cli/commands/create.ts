@@ -10,6 +10,7 @@ import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
 import { parseTarget } from '../../archive/target'
 import { createFromReplica } from '../../replicate/recover'
+import { printJson } from '../output'
 
 /** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
 export function checkCreatable (dir: string): void {
@@ -49,7 +50,8 @@ export function register (program: Command): void {
     .option('--pool <dir>', 'a pool volume directory for segments (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--from <replica>', 'rebuild the store from a replica (replicate.target of another store): s3://bucket/prefix or a directory')
     .option('--at <point>', 'with --from: the store as it was at a time, sequence, sync note or snapshot')
-    .action(async (storeArg: string, opts: { size?: string, blockSize: string, segmentSize: string, pool: string[], from?: string, at?: string }) => {
+    .option('--json', 'print {dir, uuid, sizeBytes, blockBytes, segmentBytes, pool}')
+    .action(async (storeArg: string, opts: { size?: string, blockSize: string, segmentSize: string, pool: string[], from?: string, at?: string, json?: boolean }) => {
       const dir = path.resolve(storeArg)
       if (opts.from !== undefined) {
         if (opts.size !== undefined || opts.pool.length > 0) throw new LogdiskError('BAD_ARGUMENT', 'create --from takes the size and geometry from the replica: leave out --size and --pool')
@@ -57,7 +59,8 @@ export function register (program: Command): void {
         const target = parseTarget(opts.from)
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
-          console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s`)
+          if (opts.json) printJson({ ...r, dir, from: opts.from })
+          else console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s`)
         } finally {
           await target.close().catch(() => undefined)
         }
@@ -76,6 +79,7 @@ export function register (program: Command): void {
         const { store } = await openStore(dir, { holder: 'logdisk create' }, opts.pool.map(p => path.resolve(p)))
         await store.close()
       }
+      if (opts.json) return printJson({ dir, uuid: config.uuid, sizeBytes: config.sizeBytes, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, pool: opts.pool.map(p => path.resolve(p)) })
       console.log(`created ${dir}: ${formatBytes(config.sizeBytes)}, block ${formatBytes(config.blockBytes)}, segment ${formatBytes(config.segmentBytes)}`)
     })
 }

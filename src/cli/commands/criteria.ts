@@ -9,7 +9,7 @@ import { prepareStore } from '../store-access'
 import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
-import { runTracked } from './export'
+import { runTracked } from '../progress'
 
 export const CRITERIA_LOG = 'criteria.log'
 const LOCK_WAIT_MS = 60_000
@@ -114,10 +114,12 @@ export function register (program: Command): void {
     })
   criteria.command('delete <store> <name>')
     .description('delete a criteria (its snapshots and copies stay)')
-    .action((storeArg: string, name: string) => {
+    .option('--json', 'print {deleted: NAME}')
+    .action((storeArg: string, name: string, opts: { json?: boolean }) => {
       const { dir } = prepareStore(storeArg, 'write')
       deleteCriteria(dir, name)
-      console.log(`deleted criteria ${name}`)
+      if (opts.json) console.log(JSON.stringify({ deleted: name }, null, 2))
+      else console.log(`deleted criteria ${name}`)
     })
   criteria.command('show <store> <name>')
     .description('show a criteria and its last run')

@@ -1,12 +1,15 @@
 import type { Command } from 'commander'
 import type { SnapshotRecord } from '../../store'
 import { runOp } from '../on-store'
+import { printJson } from '../output'
 
 export function register (program: Command): void {
   program.command('delete <store> <snapshot>')
     .description('delete a snapshot: its image goes, its volume id is freed; refused while its image is open')
-    .action(async (storeArg: string, name: string) => {
+    .option('--json', 'print the deleted snapshot\'s record')
+    .action(async (storeArg: string, name: string, opts: { json?: boolean }) => {
       const snap = await runOp<SnapshotRecord>(storeArg, 'delete', { name })
+      if (opts.json) return printJson(snap)
       console.log(`deleted snapshot ${snap.name} (volume id ${snap.id ?? '-'})`)
     })
 }

@@ -1,42 +1,12 @@
-import crypto from 'node:crypto'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
-import { request } from '../../daemon/control'
-import { readDaemonInfo } from '../../daemon/paths'
 import type { ExportResult } from '../../store/export'
 import { runOp } from '../on-store'
-import { progressBar } from '../progress'
+import { runTracked } from '../progress'
 import { formatBytes } from '../units'
 
-/**
- * runOp with a progress bar on a terminal. Run directly, the op reports progress itself; run
- * by the mount daemon, this polls the daemon's `progress` op for the job id it passes along.
- */
-export async function runTracked<T> (storeArg: string, op: string, args: Record<string, unknown>, label: string): Promise<T> {
-  const bar = progressBar(label)
-  if (!process.stderr.isTTY) return runOp<T>(storeArg, op, args)
-  const job = crypto.randomUUID()
-  let running = true
-  const poll = (async () => {
-    while (running) {
-      await new Promise(resolve => setTimeout(resolve, 300))
-      const daemon = readDaemonInfo(path.resolve(storeArg))
-      if (!running || !daemon) continue
-      try {
-        const p = await request<{ done: number, total: number } | null>(daemon.socket, 'progress', { job }, 2000)
-        if (p && running) bar.update(p.done, p.total)
-      } catch { /* not mounted, or the job ended */ }
-    }
-  })()
-  try {
-    return await runOp<T>(storeArg, op, { ...args, job }, { onProgress: bar.update })
-  } finally {
-    running = false
-    await poll
-    bar.stop()
-  }
-}
+export { runTracked } from '../progress'
 
 export function register (program: Command): void {
   program.command('export <store> <snapshot>')

@@ -4,8 +4,10 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import pino from 'pino'
 import { LogdiskError } from '../../errors'
-import { runDaemon } from '../../daemon/daemon'
-import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
+import { runDaemon, type DaemonOptions } from '../../daemon/daemon'
+import { parseListenAddress } from '../../metrics/server'
+import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
+import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { chooseTransport } from '../../fuse/mount'
 import { prepareStore } from '../store-access'
 
@@ -16,26 +18,43 @@ export function register (program: Command): void {
     .description('show the store\'s images (current.img) at <mountpoint>; runs as a daemon unless --foreground')
     .option('--foreground', 'stay in the foreground and log to stdout; Ctrl-C unmounts')
     .option('--takeover', 'take the replica (replicate.target) over from the host that holds it; that host is fenced')
-    .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto', process.env.LOGDISK_TRANSPORT || 'auto')
-    .action(async (storeArg: string, mntArg: string, opts: { foreground?: boolean, transport: string, takeover?: boolean }) => {
+    .option('--transport <name>', 'FUSE transport: devfuse (the kernel protocol on /dev/fuse; Linux, root), fuse-native (libfuse 2) or auto')
+    .option('--allow-other', 'let users other than the one mounting open the images (FUSE allow_other)')
+    .option('--read-only', 'serve current.img read-only too')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (off by default)')
+    .option('-o, --options <list>', `mount options as in fstab: ${KNOWN_OPTIONS}; generic ones (nofail, _netdev, ...) are ignored`)
+    .option('--json', 'print the mount as JSON')
+    .action(async (storeArg: string, mntArg: string, cmdOpts: { foreground?: boolean, takeover?: boolean, transport?: string, allowOther?: boolean, readOnly?: boolean, metrics?: string, options?: string, json?: boolean }) => {
       const store = path.resolve(storeArg)
       const mountpoint = path.resolve(mntArg)
+      const mo: MountOptions = cmdOpts.options ? parseMountOptions(cmdOpts.options) : {}
+      const opts: DaemonOptions & { foreground?: boolean, json?: boolean, transport: string } = {
+        foreground: cmdOpts.foreground,
+        json: cmdOpts.json,
+        transport: cmdOpts.transport ?? mo.transport ?? (process.env.LOGDISK_TRANSPORT || 'auto'),
+        allowOther: cmdOpts.allowOther ?? mo.allowOther,
+        readOnly: cmdOpts.readOnly ?? mo.readOnly,
+        metrics: cmdOpts.metrics ?? mo.metrics,
+        takeover: cmdOpts.takeover === true
+      }
+      if (opts.metrics !== undefined) parseListenAddress(opts.metrics) // a bad address fails here, in the caller's terminal
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
       const running = readDaemonInfo(store)
       // A daemon.json copied along with the store (cp -a) names the original's daemon: not this one.
       if (running && running.store === store && running.pid !== process.pid && isAlive(running.pid)) {
         throw new LogdiskError('STORE_LOCKED', `store ${store} is already mounted at ${running.mountpoint} (pid ${running.pid})`)
       }
-      chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
-      if (opts.foreground) await foreground(store, mountpoint, opts.transport, opts.takeover === true)
-      else await background(store, mountpoint, opts.transport, opts.takeover === true)
+      const { transport } = chooseTransport(opts.transport) // an unknown name fails here, in the caller's terminal
+      checkMountpoint(mountpoint, transport, !!opts.allowOther)
+      if (opts.foreground) await foreground(store, mountpoint, opts)
+      else await background(store, mountpoint, opts)
     })
 }
 
-async function foreground (store: string, mountpoint: string, transport: string, takeover: boolean): Promise<void> {
+async function foreground (store: string, mountpoint: string, opts: DaemonOptions): Promise<void> {
   const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
   try {
-    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), { transport, takeover })
+    await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), opts)
   } catch (err) {
     process.send?.({ error: (err as Error).message })
     throw err
@@ -44,10 +63,15 @@ async function foreground (store: string, mountpoint: string, transport: string,
 }
 
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
-function background (store: string, mountpoint: string, transport: string, takeover: boolean): Promise<void> {
+function background (store: string, mountpoint: string, opts: DaemonOptions & { json?: boolean, transport: string }): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
   const logFd = fs.openSync(logFile, 'a')
-  const child = spawn(process.execPath, [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', transport, ...(takeover ? ['--takeover'] : [])], {
+  const args = [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', opts.transport]
+  if (opts.allowOther) args.push('--allow-other')
+  if (opts.readOnly) args.push('--read-only')
+  if (opts.metrics !== undefined) args.push('--metrics', opts.metrics)
+  if (opts.takeover) args.push('--takeover')
+  const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'ipc']
   })
@@ -59,7 +83,8 @@ function background (store: string, mountpoint: string, transport: string, takeo
     child.on('message', (msg: { ready?: DaemonInfo, error?: string }) => {
       clearTimeout(timer)
       if (msg.error) return reject(new LogdiskError('IO', msg.error))
-      console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; ${msg.ready?.transport ?? 'FUSE'}; log ${logFile})`)
+      if (opts.json) console.log(JSON.stringify({ store, mountpoint, pid: child.pid, transport: msg.ready?.transport, socket: msg.ready?.socket, log: logFile, readOnly: !!opts.readOnly, allowOther: !!opts.allowOther, metrics: msg.ready?.metrics ?? null }, null, 2))
+      else console.log(`mounted ${store} at ${mountpoint} (pid ${child.pid}; ${msg.ready?.transport ?? 'FUSE'}${opts.readOnly ? '; read-only' : ''}${msg.ready?.metrics ? `; metrics http://${msg.ready.metrics}/metrics` : ''}; log ${logFile})`)
       child.disconnect()
       child.unref()
       resolve()
@@ -69,4 +94,44 @@ function background (store: string, mountpoint: string, transport: string, takeo
       reject(new LogdiskError('IO', `the daemon exited (code ${code}) before mounting; see ${logFile}`))
     })
   })
+}
+
+/**
+ * What would make the mount fail, said here in the caller's terminal rather than only in
+ * daemon.log: a folder that is not empty, a file, no /dev/fuse, allow_other for a user
+ * without user_allow_other in /etc/fuse.conf.
+ */
+function checkMountpoint (mountpoint: string, transport: string, allowOther: boolean): void {
+  if (!fs.existsSync('/dev/fuse') && process.platform === 'linux') {
+    throw new LogdiskError('IO', 'cannot mount: there is no /dev/fuse (load the module: modprobe fuse; in a container, pass the device: --device /dev/fuse)')
+  }
+  if (transport === 'devfuse') {
+    try {
+      fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK)
+    } catch {
+      throw new LogdiskError('READ_ONLY', 'cannot mount with the devfuse transport: no permission on /dev/fuse (it needs root); use --transport fuse-native')
+    }
+  }
+  if (allowOther && process.getuid?.() !== 0) {
+    let conf = ''
+    try { conf = fs.readFileSync('/etc/fuse.conf', 'utf8') } catch { /* none */ }
+    if (!/^\s*user_allow_other\s*$/m.test(conf)) {
+      throw new LogdiskError('BAD_ARGUMENT', 'allow_other needs root, or the line user_allow_other in /etc/fuse.conf (add it as root, or mount without allow_other)')
+    }
+  }
+  const isMountpoint = logdiskMounts().some(m => m.mountpoint === mountpoint) ||
+    fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mountpoint.replace(/ /g, '\\040'))
+  if (isMountpoint) return // a stale or live mount there: the daemon clears a stale one or says what is mounted
+  let st: fs.Stats
+  try {
+    st = fs.statSync(mountpoint)
+  } catch {
+    return // missing: the daemon creates it
+  }
+  if (!st.isDirectory()) throw new LogdiskError('BAD_ARGUMENT', `cannot mount at ${mountpoint}: it is a file, not a folder`)
+  const entries = fs.readdirSync(mountpoint)
+  if (entries.length > 0) {
+    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '')
+    throw new LogdiskError('BAD_ARGUMENT', `cannot mount at ${mountpoint}: the folder is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}: ${shown}); the images would hide them: mount on an empty folder`)
+  }
 }

@@ -1,6 +1,8 @@
 import type { Command } from 'commander'
 import type { PoolStatus, VolumeStatus } from '../../pool/pool'
 import { runOp } from '../on-store'
+import { printJson } from '../output'
+import { runTracked } from '../progress'
 import { formatBytes, parseSize } from '../units'
 
 function printVolumes (status: PoolStatus): void {
@@ -23,24 +25,30 @@ export function register (program: Command): void {
     .description('add a directory: assigned to the store now, or a spare with --spare')
     .option('--capacity <size>', 'bytes it may hold (default: the free space of its filesystem)')
     .option('--spare', 'keep it spare: assigned when the pool grows (by this store or another listing it)')
-    .action(async (storeArg: string, dir: string, opts: { capacity?: string, spare?: boolean }) => {
+    .option('--json', 'print the volume\'s entry of pool list --json')
+    .action(async (storeArg: string, dir: string, opts: { capacity?: string, spare?: boolean, json?: boolean }) => {
       const v = await runOp<VolumeStatus>(storeArg, 'pool add', {
         dir: require('node:path').resolve(dir),
         capacityBytes: opts.capacity === undefined ? undefined : parseSize(opts.capacity, '--capacity'),
         spare: !!opts.spare
       })
+      if (opts.json) return printJson(v)
       console.log(`added ${v.dir}: ${v.state}, capacity ${formatBytes(v.capacityBytes)}`)
     })
   pool.command('remove <store> <dir>')
     .description('drain the directory (its segments move to other volumes), release it and drop it from the pool')
-    .action(async (storeArg: string, dir: string) => {
-      const r = await runOp<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) })
+    .option('--json', 'print {dir, moved}')
+    .action(async (storeArg: string, dir: string, opts: { json?: boolean }) => {
+      const r = await runTracked<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) }, 'draining', 'segments')
+      if (opts.json) return printJson({ dir: require('node:path').resolve(dir), moved: r.moved })
       console.log(`removed ${dir} (${r.moved} segment(s) moved)`)
     })
   pool.command('repair <store>')
     .description('restore lost copies of mirrored segments (mirror=2) from the surviving ones')
-    .action(async (storeArg: string) => {
+    .option('--json', 'print {copies}')
+    .action(async (storeArg: string, opts: { json?: boolean }) => {
       const r = await runOp<{ copies: number }>(storeArg, 'pool repair')
+      if (opts.json) return printJson(r)
       console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}`)
     })
 }

@@ -6,7 +6,7 @@ import { LogdiskError, fromSystemError } from '../../errors'
 import { Store } from '../../store'
 import { CONFIG_FILE } from '../../store/config'
 import { readStreamHeader, validateStream, type ReceiveResult } from '../../store/stream'
-import { runTracked } from './export'
+import { runTracked } from '../progress'
 import { checkCreatable } from './create'
 import { prepareStore } from '../store-access'
 

@@ -1,8 +1,8 @@
 import path from 'node:path'
 import type { Command } from 'commander'
-import { runOp } from '../on-store'
-import { progressBar } from '../progress'
+import { runTracked } from '../progress'
 import { formatBytes } from '../units'
+import { printJson } from '../output'
 
 export function register (program: Command): void {
   program.command('restore <store>')
@@ -10,14 +10,10 @@ export function register (program: Command): void {
     .requiredOption('--at <point>', 'ISO time, sequence number, sync id, sync note or snapshot name')
     .requiredOption('--out <file>', 'where to write the image')
     .option('--force', 'overwrite --out if it exists')
-    .action(async (storeArg: string, opts: { at: string, out: string, force?: boolean }) => {
-      const bar = progressBar('restoring')
-      try {
-        const r = await runOp<{ what: string, out: string, bytes: number }>(storeArg, 'restore', { at: opts.at, out: path.resolve(opts.out), force: !!opts.force }, { onProgress: bar.update })
-        bar.stop()
-        console.log(`restored ${r.what} to ${r.out} (${formatBytes(r.bytes)} of data)`)
-      } finally {
-        bar.stop()
-      }
+    .option('--json', 'print {seq, timeMs, what, out, blocks, bytes}')
+    .action(async (storeArg: string, opts: { at: string, out: string, force?: boolean, json?: boolean }) => {
+      const r = await runTracked<{ what: string, out: string, bytes: number }>(storeArg, 'restore', { at: opts.at, out: path.resolve(opts.out), force: !!opts.force }, 'restoring')
+      if (opts.json) return printJson(r)
+      console.log(`restored ${r.what} to ${r.out} (${formatBytes(r.bytes)} of data)`)
     })
 }

@@ -6,7 +6,7 @@ import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import type { SendResult } from '../../store/stream'
 import { formatBytes } from '../units'
-import { runTracked } from './export'
+import { runTracked } from '../progress'
 
 /**
  * `send --out -`: the op (run here, or by the mount daemon) connects to a unix socket that this

@@ -3,6 +3,7 @@ import type { SnapshotRecord } from '../../store'
 import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
 import { snapshotByCriteria } from './criteria'
+import { parseWhole } from '../units'
 
 export function register (program: Command): void {
   program.command('snapshot <store>')
@@ -13,6 +14,7 @@ export function register (program: Command): void {
     .option('--json', 'print the snapshot as JSON')
     .option('--criteria <name>', 'cut by a snapshot criteria and copy its block range to its target (logdisk criteria)')
     .action(async (storeArg: string, opts: { name?: string, id?: string, freeze?: string, json?: boolean, criteria?: string }) => {
+      if (opts.id !== undefined) parseWhole(opts.id, '--id') // "abc" is not a number: say so
       if (opts.criteria !== undefined) return snapshotByCriteria(storeArg, { criteria: opts.criteria, name: opts.name, id: opts.id, freeze: opts.freeze, json: opts.json })
       const snap = await withFrozen(storeArg, opts.freeze, frozen =>
         runOp<SnapshotRecord>(storeArg, 'snapshot', { name: opts.name, id: opts.id === undefined ? undefined : Number(opts.id), frozen }))

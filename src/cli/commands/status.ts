@@ -3,8 +3,15 @@ import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 import type { ReplicationStatus } from '../../replicate/replicator'
+import type { Rates } from '../../metrics/metrics'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus> }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus>, rates?: Rates, metrics?: string | null }
+
+function ratesLine (r: Rates): string {
+  const n = (x: number): string => x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)
+  return `read ${formatBytes(r.readBytesPerSec)}/s (${n(r.readOpsPerSec)} op/s), write ${formatBytes(r.writeBytesPerSec)}/s (${n(r.writeOpsPerSec)} op/s), ` +
+    `${n(r.flushesPerSec)} flush/s, ${n(r.errorsPerSec)} errors/s over the last ${r.windowSeconds} s`
+}
 
 /** What restores can reach: the window, and the horizon compaction left (snapshots always). */
 function historyLine (h: StoreStatus['history']): string {
@@ -40,6 +47,8 @@ export function register (program: Command): void {
         ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`],
         ['history', historyLine(status.history)]
       ]
+      if (status.rates) lines.push(['rates', ratesLine(status.rates)])
+      if (status.metrics) lines.push(['metrics', `http://${status.metrics}/metrics`])
       const cut = status.recovery.cut
       if (cut && cut.savedTo) lines.push(['recovery', `cut a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`])
       else if (cut) lines.push(['recovery', `a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`])

@@ -6,6 +6,7 @@ import { LogdiskError, isLogdiskError } from '../../errors'
 import { request } from '../../daemon/control'
 import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
+import { jsonMode, printJson } from '../output'
 
 const EXIT_WAIT_MS = 30_000
 /** How long unmount waits for the daemon to answer (tests shorten it). */
@@ -20,6 +21,7 @@ const ANSWER_WAIT_MS = Number(process.env.LOGDISK_ANSWER_WAIT_MS || 60_000)
 export function register (program: Command): void {
   program.command('unmount <mountpoint>')
     .description('flush and unmount; refused while an image is open (detach loop devices first)')
+    .option('--json', 'print {mountpoint, store, stale}')
     .action(async (mntArg: string) => {
       const mountpoint = path.resolve(mntArg)
       const mount = logdiskMounts().find(m => m.mountpoint === mountpoint)
@@ -53,7 +55,8 @@ export function register (program: Command): void {
       const deadline = Date.now() + EXIT_WAIT_MS
       while (isAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
       if (isAlive(pid)) throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s; see ${log}`)
-      console.log(`unmounted ${mountpoint}`)
+      if (jsonMode()) printJson({ mountpoint, store: mount.store, stale: false })
+      else console.log(`unmounted ${mountpoint}`)
     })
 }
 
@@ -73,6 +76,7 @@ async function removeStale (mountpoint: string, store: string, why: string): Pro
   await lazyUnmount(mountpoint)
   fs.rmSync(path.join(store, DAEMON_FILE), { force: true })
   const still = holders.map(h => `${h.image} is still held by ${h.what}, whose I/O now fails${h.release ? ` (release with: ${h.release})` : ''}`)
+  if (jsonMode()) return printJson({ mountpoint, store, stale: true, why, stillHeld: holders.map(h => ({ image: h.image, by: h.what, release: h.release ?? null })) })
   console.log(`removed the stale mount at ${mountpoint} (${why})${still.length > 0 ? `; ${still.join('; ')}` : ''}`)
 }
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import type { VerifyReport } from '../../store'
-import { runOp } from '../on-store'
+import { runTracked } from '../progress'
 
 export function register (program: Command): void {
   program.command('verify <store>')
@@ -9,7 +9,7 @@ export function register (program: Command): void {
     .option('--deep', 'same as the default for now: every block\'s data is checked')
     .option('--json', 'print the report as JSON')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const report = await runOp<VerifyReport>(storeArg, 'verify')
+      const report = await runTracked<VerifyReport>(storeArg, 'verify', {}, 'verifying')
       if (opts.json) console.log(JSON.stringify(report, null, 2))
       else {
         console.log(`${report.segments} segments, ${report.entries} entries, ${report.blocksChecked} blocks checked`)

@@ -22,6 +22,8 @@ export interface DevFuseOptions {
   /** Request buffers per reader thread (8). */
   slotsPerReader?: number
   faults?: ReadonlySet<string>
+  /** More mount options: allow_other, ro. */
+  extraOptions?: readonly string[]
   /** Unmount (lazily) when this process dies without unmounting: libfuse's auto_unmount. Default on. */
   autoUnmount?: boolean
 }
@@ -164,7 +166,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
 
   const uid = process.getuid?.() ?? 0
   const gid = process.getgid?.() ?? 0
-  const options = `fd=3,rootmode=40000,user_id=${uid},group_id=${gid},max_read=${maxWrite}`
+  const options = [`fd=3,rootmode=40000,user_id=${uid},group_id=${gid},max_read=${maxWrite}`, ...(opts.extraOptions ?? [])].join(',')
   const mounted = await new Promise<{ code: number, out: string }>(resolve => {
     const child = spawn('mount', ['-i', '-t', `fuse.${opts.subtype}`, '-o', options, opts.fsname, mountpoint], {
       stdio: ['ignore', 'pipe', 'pipe', channel.fd]
