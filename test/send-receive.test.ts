@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { openStore } from '../src/app/open'
 import { LogdiskError } from '../src/errors'
 import { Store } from '../src/store/store'
-import { receiveStream } from '../src/store/stream'
+import { receiveStream } from '../src/copy/receive'
 import { Rng } from '../src/testing/rng'
 import { CLI, canMount, cleanup, logdisk, must, run, tmpDir } from './helpers/cli'
 
