@@ -5,7 +5,8 @@ import { LogdiskError } from '../errors'
 import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
-import { silentLogger } from '../store/logger'
+import { silentLogger, type Logger } from '../store/logger'
+import { PolicyEngine } from '../policy/engine'
 import { checkIdentity, copyError, foreignSegment, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
 import { nodeFileLayer } from '../store/file-layer'
@@ -162,4 +163,13 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
   if (err instanceof LogdiskError) return err
   const sys = err as NodeJS.ErrnoException
   return new LogdiskError('IO', `${dir}: ${sys?.code ?? ''} ${text}`.trim(), err)
+}
+
+/**
+ * The policy engine of a mounted store: applies `<store>/policy.json`, re-read on every tick,
+ * to the store and its pool. `inUse` says whether a snapshot's image is open (retention
+ * leaves those alone).
+ */
+export function policyEngineFor (store: Store, pool: Pool, log: Logger, inUse: (name: string) => boolean): PolicyEngine {
+  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse)
 }

@@ -3,9 +3,8 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { CURRENT_IMAGE } from '../fuse/image-ops'
 import { mountImages, type Mounted } from '../fuse/mount'
-import { openStore } from '../app/open'
-import { PolicyEngine, type PolicyEvent } from '../policy/engine'
-import { readPolicy } from '../policy/policy'
+import { openStore, policyEngineFor } from '../app/open'
+import type { PolicyEvent } from '../policy/engine'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
@@ -93,7 +92,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     return attempt
   }
 
-  const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0)
+  const engine = policyEngineFor(store, pool, log, name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0)
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }
