@@ -3,7 +3,7 @@ import { EntryKind } from './format'
 import type { EntryRecord } from './index-db'
 import { DEFAULT_HISTORY_KEEP_MS } from './open-options'
 import type { PassFence } from './pass-fence'
-import type { StoreParts } from './parts'
+import type { HistoryPart, StoreParts } from './parts'
 import { HISTORY_HORIZON } from './recovery'
 
 /**
@@ -12,7 +12,7 @@ import { HISTORY_HORIZON } from './recovery'
  * compaction may give up older points, but only after a history marker raising the horizon
  * is in the log, so an index rebuilt from the log knows it too. Snapshots are always kept.
  */
-export class History {
+export class History implements HistoryPart {
   constructor (
     private readonly p: StoreParts,
     /** Points at or before this sequence may have lost versions (the log's history markers). */

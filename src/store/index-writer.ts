@@ -1,5 +1,5 @@
 import { IndexBatch, type Checkpoint } from './index-db'
-import type { StoreParts } from './parts'
+import type { IndexPart, StoreParts } from './parts'
 
 /**
  * The write side of the index: the batch of changes (block versions, entries, segment
@@ -9,7 +9,7 @@ import type { StoreParts } from './parts'
  * a crash the index never points past what survived. The index is a cache of the log;
  * recovery (recovery.ts) replays what the last checkpoint does not cover.
  */
-export class IndexWriter {
+export class IndexWriter implements IndexPart {
   /** Changes not yet in LevelDB. Writers add to it in the same step as their append. */
   batch = new IndexBatch()
   private checkpointing: Promise<void> | undefined

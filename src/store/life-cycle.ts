@@ -3,7 +3,7 @@ import { BASELINE_BASE } from './baseline'
 import { segmentFileName } from './format'
 import { Mutex } from './mutex'
 import { PassFence } from './pass-fence'
-import type { StoreParts } from './parts'
+import type { LifeCyclePart, StoreParts } from './parts'
 
 /**
  * The life cycle of a segment (004 cl. 2-19): current (appended to) -> active (sealed, holds
@@ -17,7 +17,7 @@ import type { StoreParts } from './parts'
  * fence (pass-fence.ts: the one rule of what a pass may touch), and the steps that make
  * bytes unreadable, each of which first waits for the reads in flight (read-epochs.ts).
  */
-export class LifeCycle {
+export class LifeCycle implements LifeCyclePart {
   /** Background passes run one at a time (pass-fence.ts says what they may touch). */
   readonly maintenance = new Mutex()
 

@@ -6,7 +6,7 @@ import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from '.
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
-import { positionOf, type StoreParts } from './parts'
+import { positionOf, type StoreParts, type LogPart } from './parts'
 import { HIGHEST_VOLUME_ID } from './recovery'
 import { Segment } from './segment'
 
@@ -25,7 +25,7 @@ const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
  * current one, so a flush covers everything before it, and after a crash a torn older
  * segment cuts the log there (recovery.ts keeps later, unflushed segments aside).
  */
-export class LogAppender {
+export class LogAppender implements LogPart {
   /** Appends go one at a time through this lock; passes take it to read a consistent tail. */
   readonly lock = new Mutex()
   /** Sealed segments written since their last fdatasync, oldest first. */

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { parseSegmentFileName, segmentFileName } from './format'
-import type { StoreParts } from './parts'
+import type { PlacementPart, StoreParts } from './parts'
 import { Segment } from './segment'
 
 /**
@@ -12,7 +12,7 @@ import { Segment } from './segment'
  * names it, and the index names the new place, durably, before an old copy goes, so a crash
  * at any step leaves a complete copy that the index or the volume listing finds.
  */
-export class Placement {
+export class Placement implements PlacementPart {
   constructor (private readonly p: StoreParts) {}
 
   /** Moves sealed segment `id` from volume `from` to `to`: copy, fsync, switch the index, delete. */

@@ -5,7 +5,7 @@ import { crc32c } from './crc'
 import type { FileHandle } from './file-layer'
 import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
-import { segmentOf, type StoreParts } from './parts'
+import { segmentOf, type StoreParts, type ReaderPart } from './parts'
 import { Segment } from './segment'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { VerifyInput } from './verify'
@@ -29,7 +29,7 @@ export interface Located { where: Float64Array, crcs: Uint32Array }
  * under a read that looked them up. Keeps a bounded set of open segment handles and a bounded
  * cache of archived segments fetched back.
  */
-export class Reader {
+export class Reader implements ReaderPart {
   private readonly openSegments = new Map<number, Segment>() // insertion order = LRU order
   private baselineFile: Promise<FileHandle> | undefined
   private readonly cacheOrder: number[] = []

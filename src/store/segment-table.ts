@@ -1,5 +1,5 @@
 import type { SegmentRecord } from './index-db'
-import type { StoreParts } from './parts'
+import type { SegmentsPart, StoreParts } from './parts'
 
 export type SegmentState = SegmentRecord['state']
 
@@ -13,7 +13,7 @@ export type SegmentState = SegmentRecord['state']
  * which builds the whole record from this table, so no writer can forget a field (a
  * segment's archived flag was once lost that way).
  */
-export class SegmentTable {
+export class SegmentTable implements SegmentsPart {
   constructor (
     private readonly p: StoreParts,
     /** Ids in log order: sealed ones, then the current one. */
