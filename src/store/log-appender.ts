@@ -173,7 +173,8 @@ export class LogAppender implements LogPart {
   /**
    * Appends a move entry holding these versions, `data` being their bytes in order (the
    * cleaning step of compaction). Each keeps its block and original sequence number; the
-   * map takes the new place. Takes the lock.
+   * map takes the new place only where the version is still the block's newest (BlockMap.set
+   * ignores an older sequence number). Takes the lock.
    */
   appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void> {
     const B = this.p.config.blockBytes
