@@ -18,7 +18,7 @@ const reverts = {
     ['src/store/compaction-pass.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !segments.hasLocal(id)', 'if (id >= p.log.current.id || !segments.hasLocal(id)']
   ],
   'defect 2: a dropped mirror copy is recorded': [
-    ['src/store/segment-table.ts', 'if (!volumes?.includes(volume)) return\n', 'if (id >= 0) return // reverted\n'],
+    ['src/store/segment-table.ts', 'if (!volumes?.includes(volume)) return\n', 'if (!volumes || id >= 0) return // reverted\n'],
     ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
   ],
   'defect 3: segment records keep the archived flag': [
