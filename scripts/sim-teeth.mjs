@@ -13,27 +13,27 @@ import path from 'node:path'
 const SEEDS = Number(process.env.SEEDS ?? 200)
 const reverts = {
   'defect 1: passes judge history up to a fence': [
-    ['src/store/store.ts', 'let analysis = await analyzeVersions(this.index.history(), cuts(), range, fence.seq, await this.windowStart(fence))', 'let analysis = await analyzeVersions(this.index.history(), cuts(), range, Number.MAX_SAFE_INTEGER, await this.windowStart(fence))'],
-    ['src/store/store.ts', 'for await (const [seq, e] of this.index.entries(1, fence.seq)) {', 'for await (const [seq, e] of this.index.entries(1, this.seq)) {'],
-    ['src/store/store.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !this.segmentVolumes.has(id)', 'if (id >= this.current.id || !this.segmentVolumes.has(id)'],
-    ['src/store/store.ts', 'const sealed = this.segmentIds.filter(id => fence.mayTouchSegment(id))\n', 'const sealed = this.segmentIds.filter(id => id < this.current.id)\n']
+    ['src/store/compaction-pass.ts', 'let analysis = await analyzeVersions(db.history(), cuts(), range, fence.seq, await history.windowStart(fence))', 'let analysis = await analyzeVersions(db.history(), cuts(), range, Number.MAX_SAFE_INTEGER, await history.windowStart(fence))'],
+    ['src/store/compaction-pass.ts', 'for await (const [seq, e] of db.entries(1, fence.seq)) {', 'for await (const [seq, e] of db.entries(1, p.log.seq)) {'],
+    ['src/store/compaction-pass.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !segments.hasLocal(id)', 'if (id >= p.log.current.id || !segments.hasLocal(id)'],
+    ['src/store/compaction-pass.ts', 'const sealed = segments.ids.filter(id => fence.mayTouchSegment(id))\n', 'const sealed = segments.ids.filter(id => id < p.log.current.id)\n']
   ],
   'defect 2: a dropped mirror copy is recorded': [
-    ['src/store/store.ts', 'if (!volumes?.includes(volume)) return\n', 'if (!volumes?.includes(volume) || id >= 0) return // reverted\n'],
+    ['src/store/segment-table.ts', 'if (!volumes?.includes(volume)) return\n', 'if (!volumes || id >= 0) return // reverted\n'],
     ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
   ],
   'defect 3: segment records keep the archived flag': [
-    ['src/store/store.ts', 'const archived = this.archivedIds.has(id) || undefined\n    this.batch.segments.set', "const archived = state === 'inactive' ? undefined : this.archivedIds.has(id) || undefined\n    this.batch.segments.set"],
-    ['src/store/store.ts', "const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))", "const archived = new Set([...records].filter(([, r]) => r.archived === true && r.state !== 'inactive').map(([id]) => id))"]
+    ['src/store/segment-table.ts', 'const archived = this.archivedIds.has(id) || undefined\n    this.p.index.batch.segments.set', "const archived = state === 'inactive' ? undefined : this.archivedIds.has(id) || undefined\n    this.p.index.batch.segments.set"],
+    ['src/store/store-open.ts', "const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))", "const archived = new Set([...records].filter(([, r]) => r.archived === true && r.state !== 'inactive').map(([id]) => id))"]
   ],
   'defect 4: the horizon is in the log': [
-    ['src/store/store.ts', '    await this.appendLock.run(() => this.appendMarkerLocked(EntryKind.history, { horizon }))\n', '']
+    ['src/store/history.ts', '    await log.lock.run(() => log.appendMarkerLocked(EntryKind.history, { horizon }))\n', '']
   ],
   'defect 5: a baseline merge never overwrites history': [
-    ['src/store/store.ts', 'const overwrite = visible.filter(v => inBaseline.has(v.block))', 'const overwrite: typeof visible = []']
+    ['src/store/baseline-pass.ts', 'const overwrite = visible.filter(v => inBaseline.has(v.block))', 'const overwrite: typeof visible = []']
   ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
-    ['src/store/store.ts', 'new PassFence(this.seq, Math.min(this.current.id, this.opts.retainFrom?.() ?? Infinity), this.config.segmentBytes)', 'new PassFence(this.seq, this.current.id, this.config.segmentBytes)']
+    ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes)', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes)']
   ]
 }
 

@@ -12,7 +12,7 @@ import { parseTarget, type ArchiveFaults, type ArchiveTarget, type ExclusiveCrea
 import { archiveLink } from '../src/archive/link'
 import { isLogdiskError } from '../src/errors'
 import { applyAssignments, readPolicy, writePolicy } from '../src/policy/policy'
-import { openStore } from '../src/pool/open-store'
+import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
 import { EntryKind } from '../src/store/format'
 import { CLI, canMount, cleanup, must, run, tmpDir, type Run } from './helpers/cli'

@@ -7,7 +7,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { openStore } from '../src/pool/open-store'
+import { openStore } from '../src/app/open'
 import { CLI, run, tmpDir } from './helpers/cli'
 
 t.setTimeout(300_000)

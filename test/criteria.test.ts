@@ -4,7 +4,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { openStore } from '../src/pool/open-store'
+import { openStore } from '../src/app/open'
 import { Store } from '../src/store/store'
 import { CLI, canMount, cleanup, logdisk, must, run, tmpDir } from './helpers/cli'
 

@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { openStore } from '../src/pool/open-store'
+import { openStore } from '../src/app/open'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { logdisk, tmpDir } from './helpers/cli'

@@ -3,7 +3,8 @@
  * through the narrow ArchiveTarget interface (target.ts), then recycled. One module per
  * backend: dir.ts (a local directory), s3.ts (an S3-compatible bucket).
  */
-export { parseTarget, type ArchiveFaults, type ArchiveTarget, type ExclusiveCreate, type TargetOptions } from './target'
+export { type ArchiveFaults, type ArchiveTarget, type ExclusiveCreate } from './target'
+export { parseTarget, type TargetOptions } from './parse-target'
 export { isValidName, MAX_NAME_CHARS } from './names'
 export {
   ARCHIVE_HEADER_BYTES,

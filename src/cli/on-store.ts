@@ -5,7 +5,7 @@ import { request } from '../daemon/control'
 import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
 import { ops, type OpContext } from '../ops/ops'
 import type { Store } from '../store'
-import { openStore, type Access } from '../pool/open-store'
+import { openStore, type Access } from '../app/open'
 import { prepareStore } from './store-access'
 import { warn } from './output'
 

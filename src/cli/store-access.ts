@@ -4,7 +4,7 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { readConfig, type StoreConfig } from '../store/config'
 import { checkIdentity, copyError, type IdentityCheck } from '../store/identity'
-import type { Access } from '../pool/open-store'
+import type { Access } from '../app/open'
 
 /** A command that writes refuses to start with less than this free on the store's filesystem. */
 export const MIN_FREE_BYTES = 4 * 1024 * 1024

@@ -3,8 +3,8 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { CURRENT_IMAGE } from '../fuse/image-ops'
 import { mountImages, type Mounted } from '../fuse/mount'
-import { openStore } from '../pool/open-store'
-import { PolicyEngine, type PolicyEvent } from '../policy/engine'
+import { openStore, policyEngineFor } from '../app/open'
+import type { PolicyEvent } from '../policy/engine'
 import { readPolicy } from '../policy/policy'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
@@ -121,7 +121,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
 
   const replication = new ReplicationManager(store, log, { takeover: opts.takeover })
-  const engine = new PolicyEngine(store, pool, log, Date.now, () => readPolicy(storeDir), name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0, replication)
+  const engine = policyEngineFor(store, pool, log, name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0, replication)
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }

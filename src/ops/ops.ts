@@ -2,12 +2,15 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { parseDuration, readPolicy, volumeIdPolicy } from '../policy/policy'
 import { AUTO_PREFIX } from '../policy/engine'
-import { restoreImage, type Store } from '../store'
+import type { Store } from '../store'
+import { restoreImage } from '../copy/restore'
 import type { Pool } from '../pool/pool'
-import { poolOf } from '../pool/open-store'
-import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../policy/criteria'
-import { exportSnapshot } from '../store/export'
-import { diffSnapshots, receiveStream, sendStreamTo } from '../store/stream'
+import { poolOf } from '../app/open'
+import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../copy/criteria'
+import { exportSnapshot } from '../copy/export'
+import { diffSnapshots } from '../copy/diff'
+import { receiveStream } from '../copy/receive'
+import { sendStreamTo } from '../copy/send'
 import { assertOutsideMount } from '../daemon/output-guard'
 import { replicationStatus } from '../replicate/manager'
 import { clonesOf, refuseOnClone } from '../clone/clone'
@@ -125,7 +128,7 @@ export const ops: Record<string, Op> = {
     return { ...point, out, ...result }
   },
 
-  // F8: export, send/receive, diff, snapshot criteria (src/store/export.ts, stream.ts, src/policy/criteria.ts).
+  // F8: export, send/receive, diff, snapshot criteria (src/copy/).
   progress: async (_store, args) => jobs.get(String(args.job)) ?? null,
   export: async (store, args, ctx) => {
     refuseOnClone(store.dir, 'export')

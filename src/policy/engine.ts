@@ -1,11 +1,21 @@
-import type { Pool } from '../pool/pool'
 import type { Store } from '../store'
 import type { Logger } from '../store/logger'
-import { storeArchiveLink } from '../pool/open-store'
 import { locationOf } from '../store/identity'
-import { parseTarget } from '../archive/target'
+import { storeArchiveLink } from '../archive/owned-link'
+import { parseTarget } from '../archive/parse-target'
 import type { ReplicationManager } from '../replicate/manager'
 import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
+
+/**
+ * What the engine drives in a store's pool (src/pool's Pool implements it): the policy
+ * engine sits beside the pool, not above it, so it sees only these two methods.
+ */
+export interface PoolPolicyTarget {
+  /** Takes the policy read on this tick (thresholds, mirror copies, ask or act). */
+  setPolicy (policy: Policy): void
+  /** Grows or shrinks the pool as the policy says. */
+  tick (): Promise<void>
+}
 
 /** Automatic snapshots are named with this prefix; retention only ever deletes those. */
 export const AUTO_PREFIX = 'auto-'
@@ -28,7 +38,7 @@ export class PolicyEngine {
 
   constructor (
     private readonly store: Store,
-    private readonly pool: Pool | undefined,
+    private readonly pool: PoolPolicyTarget | undefined,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
     private readonly policyOf: () => Policy = () => readPolicy(store.dir),

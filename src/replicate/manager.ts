@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { parseTarget } from '../archive/target'
+import { parseTarget } from '../archive/parse-target'
 import { parseDuration, type Policy } from '../policy/policy'
 import type { Store } from '../store'
 import { silentLogger, type Logger } from '../store/logger'

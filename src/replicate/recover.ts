@@ -8,7 +8,7 @@ import { segmentFileName, SEGMENT_HEADER_BYTES } from '../store/format'
 import { recordIdentity } from '../store/identity'
 import { silentLogger, type Logger } from '../store/logger'
 import { POLICY_FILE, readPolicy } from '../policy/policy'
-import { openStore } from '../pool/open-store'
+import { openStore } from '../app/open'
 import { newestManifest, type Manifest } from './format'
 
 export interface RecoverResult {

@@ -6,7 +6,7 @@ import path from 'node:path'
 import type { Test } from 'tap'
 import { CLI, isMounted, logdisk, must, run, type Run } from './cli'
 import { checksumTree, diffTrees } from './tree'
-import { openStore } from '../../src/pool/open-store'
+import { openStore } from '../../src/app/open'
 import { applyAssignments, readPolicy, writePolicy } from '../../src/policy/policy'
 
 export const MiB = 1024 * 1024

@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import type { DiffResult } from '../../store/stream'
+import type { DiffResult } from '../../copy/diff'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
-import type { ExportResult } from '../../store/export'
+import type { ExportResult } from '../../copy/export'
 import { runOp } from '../on-store'
 import { runTracked } from '../progress'
 import { formatBytes } from '../units'

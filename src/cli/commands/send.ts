@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
-import type { SendResult } from '../../store/stream'
+import type { SendResult } from '../../copy/send'
 import { formatBytes } from '../units'
 import { runTracked } from '../progress'
 

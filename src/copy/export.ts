@@ -1,8 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
-import { syncDir } from './stream'
-import type { Store } from './store'
+import { syncDir } from './sync-dir'
+import type { Store } from '../store'
 
 /**
  * Quick recovery volumes (003 cl. 1, F8): a block-level copy of a snapshot to a plain image

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { LogdiskError, fromSystemError } from '../errors'
-import type { Store } from './store'
+import type { Store } from '../store'
 
 export interface RestoreResult {
   blocks: number

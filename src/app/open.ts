@@ -5,17 +5,26 @@ import { LogdiskError } from '../errors'
 import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
-import { silentLogger } from '../store/logger'
-import { checkIdentity, copyError, foreignSegment, ownerRecord, ownerVerdict, recordIdentity, type Location, type OwnerRecord } from '../store/identity'
+import { silentLogger, type Logger } from '../store/logger'
+import { PolicyEngine } from '../policy/engine'
+import { checkIdentity, copyError, foreignSegment, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
 import { nodeFileLayer } from '../store/file-layer'
 import { parseSegmentFileName, segmentFileName } from '../store/format'
-import { Pool } from './pool'
+import { Pool } from '../pool/pool'
+import { parseTarget } from '../archive/parse-target'
 import { archiveLink } from '../archive/link'
-import { parseTarget, type ArchiveTarget } from '../archive/target'
-import type { ArchiveLink } from '../store/archive-link'
+import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
 import { checkParent, readCloneRecord, recordParent } from '../clone/clone'
+import type { ReplicationManager } from '../replicate/manager'
+
+/**
+ * The composition root: the one place that assembles a store with the parts around it (its
+ * pool as the home of its segments, its archive target, its policy's history window). The
+ * store, the pool, the archive and the policy know nothing of each other's construction;
+ * the CLI, the daemon and the tests open stores through here.
+ */
 
 /**
  * How a command opens a store. 'write': under the store's lock, as the owner of its identity
@@ -187,33 +196,10 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
 }
 
 /**
- * The archive link of a store that writes: before its first put, the target's owner object
- * (`<uuid>.owner.json`) must name this store directory, or nothing (then it is claimed). A
- * copy of the store with the same uuid is refused there instead of overwriting the original's
- * archived segments.
+ * The policy engine of a mounted store: applies `<store>/policy.json`, re-read on every tick,
+ * to the store, its pool and its replication. `inUse` says whether a snapshot's image is open
+ * (retention leaves those alone).
  */
-export function storeArchiveLink (target: ArchiveTarget, config: StoreConfig, here: Location): ArchiveLink {
-  const link = archiveLink(target, config.uuid)
-  const name = `${config.uuid}.owner.json`
-  let checked: Promise<void> | undefined
-  const check = async (): Promise<void> => {
-    let owner: OwnerRecord | undefined
-    if (await target.has(name)) {
-      try { owner = JSON.parse((await target.get(name)).toString('utf8')) as OwnerRecord } catch { owner = undefined }
-    }
-    const verdict = ownerVerdict(owner, here, config.uuid)
-    if (typeof verdict === 'object') {
-      throw new LogdiskError('IDENTITY', `${target.describe()} holds the archive of the store at ${verdict.other}, which has this store's identity (${config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy> (nothing was archived)`)
-    }
-    if (verdict === 'mine' && owner?.path === here.path) return
-    await target.put(name, Buffer.from(JSON.stringify(ownerRecord(config.uuid, here), null, 2) + '\n'))
-  }
-  return {
-    ...link,
-    async put (id, data) {
-      checked ??= check().catch(err => { checked = undefined; throw err })
-      await checked
-      return link.put(id, data)
-    }
-  }
+export function policyEngineFor (store: Store, pool: Pool, log: Logger, inUse: (name: string) => boolean, replication?: ReplicationManager): PolicyEngine {
+  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication)
 }

@@ -1,9 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
-import { readConfig, writeFileAtomic } from '../store/config'
-import { changedPieces, snapshotPieces, writeImage, type WrittenImage } from '../store/export'
-import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
+import { readConfig, writeFileAtomic, type SnapshotRecord, type Store, type VolumeIdPolicy } from '../store'
+import { changedPieces, snapshotPieces, writeImage, type WrittenImage } from './export'
 
 /**
  * Snapshot criteria (002 Fig. 7-8): named recipes for a snapshot and a copy of it. Validated

@@ -1,0 +1,100 @@
+import { LogdiskError } from '../errors'
+import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
+import { contentIdentity, currentSeq } from './content-identity'
+import { readStream, validateStream, type StreamSummary } from './stream-format'
+
+export interface ReceiveResult {
+  snapshot: SnapshotRecord
+  from: string | null
+  identity: string
+  dataBlocks: number
+  zeroBlocks: number
+  /** Blocks of the current volume written back to the base because of --force. */
+  rolledBack: number
+}
+
+function inRanges (ranges: Array<[number, number]>): (block: number) => boolean {
+  let i = 0
+  return block => { // blocks are asked in increasing order
+    while (i < ranges.length && ranges[i][0] + ranges[i][1] <= block) i++
+    return i < ranges.length && ranges[i][0] <= block
+  }
+}
+
+/**
+ * Applies a stream file to the store and cuts the same snapshot there. The whole stream is
+ * checked first (validateStream), then the store: same geometry, no snapshot of that name yet,
+ * an incremental's base present with the same content identity, and the current volume
+ * unwritten since that base (or empty, for a full stream) unless `force`, which rolls the
+ * current volume back to the base first. Any refusal leaves the store unchanged. Before the
+ * cut the current volume's identity must equal the snapshot's, or no snapshot is cut.
+ */
+export async function receiveStream (
+  store: Store, file: string,
+  opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void } = {}
+): Promise<ReceiveResult> {
+  const B = store.blockBytes
+  let summary: StreamSummary
+  try {
+    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes))
+  } catch (err) {
+    if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${err.message}; nothing was applied to ${store.dir}`, err)
+    throw err
+  }
+  const { header } = summary
+  if (header.blockBytes !== B || header.sizeBytes !== store.sizeBytes) {
+    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${header.sizeBytes}-byte volume with ${header.blockBytes}-byte blocks but ${store.dir} is ${store.sizeBytes} bytes with ${B}-byte blocks; receive into a store created with the same --size and --block-size`)
+  }
+  const have = store.snapshots()
+  if (have.some(s => s.name === header.snapshot.name)) {
+    throw new LogdiskError('BAD_ARGUMENT', `${store.dir} already has a snapshot named ${header.snapshot.name}`)
+  }
+  let base: SnapshotRecord | undefined
+  if (header.from) {
+    base = have.find(s => s.name === header.from!.name)
+    if (!base) {
+      throw new LogdiskError('NOT_FOUND', `${store.dir} has no snapshot ${header.from.name}, the base of this incremental stream; receive ${header.from.name} first (or send a full stream)`)
+    }
+    const identity = await contentIdentity(store, base.seq)
+    if (identity !== header.from.identity) {
+      throw new LogdiskError('BAD_ARGUMENT', `snapshot ${base.name} of ${store.dir} is not the stream's base ${header.from.name}: its content identity is ${identity}, the stream needs ${header.from.identity}`)
+    }
+  }
+  const baseSeq = base ? base.seq : 0
+  const dirty: number[] = []
+  for await (const block of store.changedBlocks(baseSeq, currentSeq(store))) dirty.push(block)
+  if (dirty.length > 0 && !opts.force) {
+    throw new LogdiskError('BAD_ARGUMENT', base
+      ? `the current volume of ${store.dir} was written since snapshot ${base.name} (${dirty.length} blocks); give --force to roll it back to ${base.name} and receive`
+      : `the current volume of ${store.dir} is not empty (${dirty.length} blocks written); a full stream needs an empty store, or --force to overwrite the current volume`)
+  }
+
+  // Checked: now apply.
+  for await (const r of readStream(file)) {
+    if ('header' in r || 'trailer' in r) continue
+    const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
+    await store.write(r.block * B, data)
+    opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
+  }
+  let rolledBack = 0
+  if (dirty.length > 0) {
+    const covered = inRanges(summary.ranges)
+    const zero = Buffer.alloc(B)
+    for (const block of dirty) {
+      if (covered(block)) continue
+      const data = baseSeq > 0 ? await store.readBlockAt(baseSeq, block) : zero
+      const now = await store.read(block * B, B)
+      if (now.equals(data)) continue
+      await store.write(block * B, data)
+      rolledBack++
+    }
+  }
+  await store.flush()
+  const identity = await contentIdentity(store, currentSeq(store))
+  if (identity !== header.snapshot.identity) {
+    throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
+  }
+  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy })
+  opts.onProgress?.(store.sizeBytes, store.sizeBytes)
+  return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
+}

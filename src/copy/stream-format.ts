@@ -1,0 +1,306 @@
+import fs from 'node:fs'
+import { LogdiskError, fromSystemError } from '../errors'
+import { crc32c } from '../store'
+
+/**
+ * Send/receive streams (F8; 001 "compacted remote copy"): a snapshot, or the blocks changed
+ * between two snapshots, as one self-checking byte stream that can go through a pipe. The
+ * layout is documented in docs/STREAM.md; any incompatible change bumps STREAM_FORMAT.
+ *
+ *   preamble  "LDSTREAM" (8)  u32 format  u32 zero
+ *   record    u8 type  u8[3] zero  u32 payload length  payload  u32 CRC32C of type..payload
+ *
+ * Records: one header (JSON), then data (u64 block, u32 count, count blocks) and zero
+ * (u64 block, u32 count) records in strictly increasing block order, each block at most once,
+ * then one trailer (JSON: counts and the CRC32C of every byte before the trailer). Nothing may
+ * follow the trailer. All integers are little-endian.
+ */
+export const STREAM_MAGIC = Buffer.from('LDSTREAM', 'latin1')
+export const STREAM_FORMAT = 1
+const PREAMBLE_BYTES = 16
+const RECORD_HEAD_BYTES = 8
+const RECORD_CRC_BYTES = 4
+const RUN_HEAD_BYTES = 12
+/** Data records carry at most this many bytes of blocks (at least one block). */
+const MAX_RUN_BYTES = 1024 * 1024
+const MAX_JSON_BYTES = 64 * 1024
+
+export const RecordType = { header: 1, data: 2, zero: 3, trailer: 4 } as const
+
+export interface StreamHeader {
+  format: number
+  /** uuid of the store the stream was made from. */
+  sourceUuid: string
+  blockBytes: number
+  sizeBytes: number
+  /** The snapshot the stream recreates, and its content identity (contentIdentity). */
+  snapshot: { name: string, identity: string, timeMs: number, frozen: boolean }
+  /** Incremental streams: the base snapshot, which the receiver must hold with this identity. */
+  from: { name: string, identity: string } | null
+  createdAt: string
+}
+
+export interface StreamTrailer {
+  /** Records before the trailer, the header included. */
+  records: number
+  dataBlocks: number
+  zeroBlocks: number
+  /** CRC32C of every stream byte before the trailer record. */
+  streamCrc: number
+}
+
+/** Where a stream goes: chunks are written in order; the promise resolves once accepted. */
+export interface StreamSink {
+  write (chunk: Buffer): Promise<void>
+}
+
+export function maxRunBlocks (blockBytes: number): number {
+  return Math.max(1, Math.floor(MAX_RUN_BYTES / blockBytes))
+}
+
+function record (type: number, payload: Buffer[]): Buffer[] {
+  const length = payload.reduce((n, p) => n + p.length, 0)
+  const head = Buffer.alloc(RECORD_HEAD_BYTES)
+  head.writeUInt8(type, 0)
+  head.writeUInt32LE(length, 4)
+  let crc = crc32c(head)
+  for (const p of payload) crc = crc32c(p, crc)
+  const tail = Buffer.alloc(RECORD_CRC_BYTES)
+  tail.writeUInt32LE(crc, 0)
+  return [head, ...payload, tail]
+}
+
+function runHead (block: number, count: number): Buffer {
+  const b = Buffer.alloc(RUN_HEAD_BYTES)
+  b.writeBigUInt64LE(BigInt(block), 0)
+  b.writeUInt32LE(count, 8)
+  return b
+}
+
+/** Builds a stream record by record onto a sink, keeping the counts and CRC of the trailer. */
+export class StreamWriter {
+  private records = 0
+  private dataBlocks = 0
+  private zeroBlocks = 0
+  private crc = 0
+  bytes = 0
+
+  constructor (private readonly sink: StreamSink) {}
+
+  private async put (parts: Buffer[], counted = true): Promise<void> {
+    for (const p of parts) {
+      if (counted) this.crc = crc32c(p, this.crc)
+      this.bytes += p.length
+    }
+    await this.sink.write(parts.length === 1 ? parts[0] : Buffer.concat(parts))
+  }
+
+  async header (h: StreamHeader): Promise<void> {
+    const pre = Buffer.alloc(PREAMBLE_BYTES)
+    STREAM_MAGIC.copy(pre, 0)
+    pre.writeUInt32LE(STREAM_FORMAT, 8)
+    await this.put([pre])
+    this.records++
+    await this.put(record(RecordType.header, [Buffer.from(JSON.stringify(h))]))
+  }
+
+  async data (block: number, data: Buffer, blockBytes: number): Promise<void> {
+    const count = data.length / blockBytes
+    this.records++
+    this.dataBlocks += count
+    await this.put(record(RecordType.data, [runHead(block, count), data]))
+  }
+
+  async zero (block: number, count: number): Promise<void> {
+    this.records++
+    this.zeroBlocks += count
+    await this.put(record(RecordType.zero, [runHead(block, count)]))
+  }
+
+  async trailer (): Promise<StreamTrailer> {
+    const t: StreamTrailer = { records: this.records, dataBlocks: this.dataBlocks, zeroBlocks: this.zeroBlocks, streamCrc: this.crc }
+    await this.put(record(RecordType.trailer, [Buffer.from(JSON.stringify(t))]), false)
+    return t
+  }
+}
+
+/** Reads exact byte counts from a file, in large chunks. */
+class FileReader {
+  private buf = Buffer.alloc(0)
+  private at = 0
+  /** Stream offset of buf[at]. */
+  offset = 0
+  private filePos = 0
+  private eof = false
+
+  constructor (private readonly fh: fs.promises.FileHandle) {}
+
+  /** Exactly n bytes, or fewer only at the end of the file. */
+  async read (n: number): Promise<Buffer> {
+    while (this.buf.length - this.at < n && !this.eof) {
+      const rest = this.buf.subarray(this.at)
+      const chunk = Buffer.allocUnsafe(Math.max(4 * 1024 * 1024, n))
+      const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, this.filePos)
+      if (bytesRead === 0) this.eof = true
+      this.filePos += bytesRead
+      this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)])
+      this.at = 0
+    }
+    const out = this.buf.subarray(this.at, Math.min(this.at + n, this.buf.length))
+    this.at += out.length
+    this.offset += out.length
+    return out
+  }
+}
+
+export type StreamRecord =
+  | { type: 'data', block: number, count: number, data: Buffer }
+  | { type: 'zero', block: number, count: number }
+
+/**
+ * Parses a stream file and checks all of it: preamble, every record's CRC, lengths, block
+ * order and bounds, the trailer's counts and CRC, nothing after the trailer. Yields the header
+ * first, then each block record, then the trailer; throws CORRUPT at the first fault, before
+ * yielding the faulty record.
+ */
+export async function * readStream (file: string): AsyncGenerator<{ header: StreamHeader } | StreamRecord | { trailer: StreamTrailer }> {
+  let fh: fs.promises.FileHandle
+  try {
+    fh = await fs.promises.open(file, 'r')
+  } catch (err) {
+    throw fromSystemError(err, `open ${file}`)
+  }
+  try {
+    const r = new FileReader(fh)
+    const bad = (what: string): LogdiskError => new LogdiskError('CORRUPT', `the stream is corrupt: ${what}`)
+    const truncated = (what: string): LogdiskError => new LogdiskError('CORRUPT', `the stream is truncated after ${r.offset} bytes: it ends ${what}`)
+    const pre = await r.read(PREAMBLE_BYTES)
+    if (pre.length === 0) throw truncated('before its start')
+    if (!pre.subarray(0, Math.min(8, pre.length)).equals(STREAM_MAGIC.subarray(0, Math.min(8, pre.length)))) throw bad('it does not start with LDSTREAM (not a logdisk send stream)')
+    if (pre.length < PREAMBLE_BYTES) throw truncated('inside its preamble')
+    const format = pre.readUInt32LE(8)
+    if (pre.readUInt32LE(12) !== 0) throw bad('its preamble has non-zero reserved bytes')
+    if (format !== STREAM_FORMAT) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads format ${STREAM_FORMAT}`)
+    let crc = crc32c(pre)
+    let records = 0
+    let dataBlocks = 0
+    let zeroBlocks = 0
+    let header: StreamHeader | undefined
+    let nextBlock = 0
+    while (true) {
+      const at = r.offset
+      const where = `record ${records + 1} (at byte ${at})`
+      const head = await r.read(RECORD_HEAD_BYTES)
+      if (head.length === 0) throw truncated('before its trailer')
+      if (head.length < RECORD_HEAD_BYTES) throw truncated(`inside ${where}`)
+      const type = head.readUInt8(0)
+      const length = head.readUInt32LE(4)
+      const limit = type === RecordType.data && header ? RUN_HEAD_BYTES + maxRunBlocks(header.blockBytes) * header.blockBytes : type === RecordType.zero ? RUN_HEAD_BYTES : MAX_JSON_BYTES
+      if (head.readUIntLE(1, 3) !== 0 || type < RecordType.header || type > RecordType.trailer || length > limit) {
+        throw bad(`${where} has a bad record header (type ${type}, length ${length})`)
+      }
+      const payload = await r.read(length)
+      if (payload.length < length) throw truncated(`inside ${where}`)
+      const tail = await r.read(RECORD_CRC_BYTES)
+      if (tail.length < RECORD_CRC_BYTES) throw truncated(`inside ${where}`)
+      if (crc32c(payload, crc32c(head)) !== tail.readUInt32LE(0)) throw bad(`${where} fails its checksum`)
+      const json = (): Record<string, unknown> => {
+        try {
+          const v = JSON.parse(payload.toString('utf8'))
+          if (v && typeof v === 'object') return v
+        } catch { /* below */ }
+        throw bad(`${where} is not valid JSON`)
+      }
+      if (type === RecordType.trailer) {
+        if (!header) throw bad('the trailer comes before the header')
+        const t = json() as unknown as StreamTrailer
+        if (t.records !== records || t.dataBlocks !== dataBlocks || t.zeroBlocks !== zeroBlocks) {
+          throw bad(`the trailer counts ${t.records} records, ${t.dataBlocks} data and ${t.zeroBlocks} zero blocks but the stream holds ${records}, ${dataBlocks} and ${zeroBlocks}`)
+        }
+        if (t.streamCrc !== crc) throw bad('the trailer\'s checksum of the whole stream does not match')
+        if ((await r.read(1)).length !== 0) throw bad(`bytes follow the trailer at byte ${r.offset - 1}`)
+        yield { trailer: t }
+        return
+      }
+      crc = crc32c(tail, crc32c(payload, crc32c(head, crc)))
+      records++
+      if (type === RecordType.header) {
+        if (header) throw bad(`${where} is a second header`)
+        header = checkHeader(json(), bad)
+        yield { header }
+        continue
+      }
+      if (!header) throw bad(`${where} comes before the header`)
+      if (length < RUN_HEAD_BYTES) throw bad(`${where} is too short`)
+      const block = Number(payload.readBigUInt64LE(0))
+      const count = payload.readUInt32LE(8)
+      const B = header.blockBytes
+      if (count < 1 || count > maxRunBlocks(B) || (type === RecordType.data && length !== RUN_HEAD_BYTES + count * B)) {
+        throw bad(`${where} has a bad block count ${count}`)
+      }
+      if (block < nextBlock || block + count > header.sizeBytes / B) {
+        throw bad(`${where} holds blocks ${block}-${block + count - 1}, out of order or past the end of the volume`)
+      }
+      nextBlock = block + count
+      if (type === RecordType.data) {
+        dataBlocks += count
+        yield { type: 'data', block, count, data: payload.subarray(RUN_HEAD_BYTES) }
+      } else {
+        if (!header.from) throw bad(`${where} is a zero record in a full stream`)
+        zeroBlocks += count
+        yield { type: 'zero', block, count }
+      }
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+function checkHeader (v: Record<string, unknown>, bad: (what: string) => LogdiskError): StreamHeader {
+  const h = v as unknown as StreamHeader
+  const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+  const okSnap = (s: unknown, full: boolean): boolean => {
+    const o = s as Record<string, unknown>
+    return !!o && typeof o === 'object' && typeof o.name === 'string' && name.test(o.name) && typeof o.identity === 'string' &&
+      (!full || (typeof o.timeMs === 'number' && typeof o.frozen === 'boolean'))
+  }
+  if (h.format !== STREAM_FORMAT || typeof h.sourceUuid !== 'string' ||
+    !Number.isSafeInteger(h.blockBytes) || h.blockBytes < 512 || h.blockBytes > 1024 * 1024 || (h.blockBytes & (h.blockBytes - 1)) !== 0 ||
+    !Number.isSafeInteger(h.sizeBytes) || h.sizeBytes <= 0 || h.sizeBytes % h.blockBytes !== 0 ||
+    !okSnap(h.snapshot, true) || (h.from !== null && !okSnap(h.from, false))) {
+    throw bad('its header is missing fields or has bad values')
+  }
+  return h
+}
+
+export interface StreamSummary {
+  header: StreamHeader
+  trailer: StreamTrailer
+  /** Blocks the stream sets, merged into [first, count] ranges in block order. */
+  ranges: Array<[number, number]>
+}
+
+/** Reads a whole stream file and checks it (readStream) without applying anything. */
+export async function validateStream (file: string, onProgress?: (done: number) => void): Promise<StreamSummary> {
+  let header: StreamHeader | undefined
+  const ranges: Array<[number, number]> = []
+  for await (const r of readStream(file)) {
+    if ('header' in r) header = r.header
+    else if ('trailer' in r) return { header: header!, trailer: r.trailer, ranges }
+    else {
+      const last = ranges[ranges.length - 1]
+      if (last && last[0] + last[1] === r.block) last[1] += r.count
+      else ranges.push([r.block, r.count])
+      onProgress?.((r.block + r.count) * header!.blockBytes)
+    }
+  }
+  throw new LogdiskError('CORRUPT', 'the stream is truncated: it ends before its trailer')
+}
+
+/** Reads only the header of a stream file (to see what it is before checking all of it). */
+export async function readStreamHeader (file: string): Promise<StreamHeader> {
+  for await (const r of readStream(file)) {
+    if ('header' in r) return r.header
+  }
+  throw new LogdiskError('CORRUPT', 'the stream has no header')
+}

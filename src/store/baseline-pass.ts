@@ -1,0 +1,107 @@
+import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
+import { tableBytes } from './entry'
+import { EntryKind } from './format'
+import type { StoreParts } from './parts'
+
+/**
+ * The baseline merge (000 cl. 8), run under the maintenance lock before a compaction: every
+ * block's version at the cut (the oldest kept snapshot, else now, and never inside the
+ * history window) is written into the block-ordered baseline image, and the index then
+ * points at the baseline, so the log entries it covered become unreferenced. Every image
+ * reads the same before and after. Returns how many blocks moved in and the cut.
+ */
+export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number }> {
+  const { lifeCycle, history, db, layer, index, map } = p
+  const fence = await lifeCycle.takeFence()
+  // Up to the oldest snapshot, and not into the history window: a slot overwritten here
+  // held a version that no protected point may still read.
+  const cutSeq = Math.min(p.snapshotTable.list()[0]?.seq ?? fence.seq, fence.seq, await history.windowStart(fence))
+  const B = p.config.blockBytes
+  const existing = await readBaselineIndex(layer, p.dir, p.config.uuid)
+  const inBaseline = new Map<number, { seq: number, crc: number }>()
+  for (const b of existing?.blocks ?? []) inBaseline.set(b.block, b)
+  // The version of every block visible at the cut, from one pass over the index.
+  const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
+  let block = -1
+  let best: { seq: number, crc: number, position: number } | undefined
+  // A trimmed block stays a trim entry in the log: there is no data to merge.
+  const flushBest = (): void => {
+    if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
+  }
+  for await (const [b, seq, position, crc] of db.history()) {
+    if (b !== block) { flushBest(); block = b; best = undefined }
+    if (seq <= cutSeq) best = { seq, crc, position }
+  }
+  flushBest()
+  const publish = (cut: number): Promise<void> => writeBaselineIndex(layer, p.dir, p.config.uuid, {
+    cutSeq: cut,
+    blocks: [...inBaseline].sort((a, b) => a[0] - b[0]).map(([b, v]) => ({ block: b, seq: v.seq, crc: v.crc }))
+  })
+
+  // A slot about to be overwritten holds an older version that history may still read
+  // (restores with backing storage keep every point): that version is read from its own
+  // log copy (or the archive) from now on, or, where no copy is left, given up under a
+  // raised horizon. Then the baseline index stops vouching for the slot, so that a crash
+  // while it is rewritten never serves the half-written slot as the old version.
+  const overwrite = visible.filter(v => inBaseline.has(v.block))
+  if (overwrite.length > 0) {
+    // Decided first, staged in the shared batch only once the horizon is in the log: a
+    // failure in between must not leave history deletes for the next checkpoint to commit.
+    let horizon = history.horizon
+    const repoint: Array<[number, number, number, number]> = []
+    const drop: Array<[number, number]> = []
+    for (const v of overwrite) {
+      const old = inBaseline.get(v.block)!
+      const at = await db.versionAt(v.block, old.seq)
+      if (at?.seq !== old.seq || at.position < BASELINE_BASE) continue // nothing reads the slot
+      const original = await originalPosition(p, v.block, old.seq)
+      if (original !== undefined) {
+        repoint.push([v.block, old.seq, original, old.crc])
+      } else {
+        drop.push([v.block, old.seq])
+        horizon = Math.max(horizon, v.seq - 1)
+      }
+    }
+    await history.raiseHorizon(horizon)
+    for (const [block, seq, position, crc] of repoint) index.batch.addBlock(block, seq, position, crc)
+    for (const [block, seq] of drop) index.batch.historyDeletes.push(block, seq)
+    await index.commitDurably()
+    for (const v of overwrite) inBaseline.delete(v.block)
+    await publish(existing?.cutSeq ?? 0)
+  }
+
+  const data: Buffer[] = []
+  for (const v of visible) data.push(await p.reader.readRun(v.block, 1, v.position, Uint32Array.of(v.crc)))
+  await p.reads.drain() // a read that found an overwritten slot before the repointing ends first
+  const handle = await p.reader.baselineHandle()
+  let done = 0
+  for (const [i, v] of visible.entries()) {
+    await handle.writev([data[i]], v.block * B)
+    onProgress?.(++done, visible.length)
+  }
+  await handle.datasync()
+  await layer.syncDir(baselineFiles(p.dir).dir)
+  for (const v of visible) inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+  await publish(cutSeq)
+  // Only now does the index point at the baseline; the log copies become unreferenced.
+  for (const v of visible) {
+    map.set(v.block, BASELINE_BASE + v.block * B, v.crc, v.seq)
+    index.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
+  }
+  await index.commitDurably()
+  return { blocks: visible.length, cutSeq }
+}
+
+/**
+ * Where version `seq` of `block` was first written, if its bytes can still be read there:
+ * the write entry's segment is on backing storage, or still local and not freed.
+ */
+async function originalPosition (p: StoreParts, block: number, seq: number): Promise<number | undefined> {
+  const e = await p.db.entry(seq)
+  if (!e || e.kind !== EntryKind.write || block < e.block || block >= e.block + e.count) return undefined
+  const position = e.position + tableBytes({ kind: EntryKind.write, count: e.count }) + (block - e.block) * p.config.blockBytes
+  const id = Math.floor(position / p.config.segmentBytes)
+  if (p.segments.isArchived(id)) return position
+  if (!e.freed && p.segments.hasLocal(id)) return position
+  return undefined
+}

@@ -1,0 +1,196 @@
+import path from 'node:path'
+import { isLogdiskError } from '../errors'
+import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
+import { encodeFree, entryBytes, tableBytes } from './entry'
+import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
+import type { EntryRecord } from './index-db'
+import type { StoreParts } from './parts'
+
+export interface CompactOptions {
+  /** Only this snapshot's partition, without cleaning. */
+  snapshot?: string
+  /** Sealed segments with live bytes under this fraction of a segment are cleaned first. */
+  cleanBelow?: number
+}
+
+/**
+ * Compaction (001 Fig. 6; 004 cl. 9-15; F5), run under the maintenance lock. Frees every
+ * version no one needs (superseded and pinned by no snapshot or protected point) without
+ * copying live data in place: runs of entries that no needed version references become one
+ * `free` entry whose data is punched out of the file (the segment keeps its size and
+ * offsets), and a segment left with nothing is recycled. Mostly-dead sealed segments are
+ * cleaned first: their few live versions move to the head of the log in `move` entries that
+ * keep each version's sequence number. The analysis of which versions live is compaction.ts.
+ */
+export async function compactionPass (p: StoreParts, opts: CompactOptions, onProgress?: (done: number, total: number) => void): Promise<CompactionReport> {
+  p.state.assertOpen()
+  const { lifeCycle, history, segments, db, index } = p
+  const started = Date.now()
+  const report: CompactionReport = { versionsFreed: 0, versionsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
+  const S = p.config.segmentBytes
+  const B = p.config.blockBytes
+  let fence = await lifeCycle.takeFence()
+  let range = { from: 1, to: fence.seq }
+  if (opts.snapshot !== undefined) {
+    const snap = p.snapshotTable.require(opts.snapshot)
+    range = { from: (p.snapshotTable.previous(snap.seq)?.seq ?? 0) + 1, to: snap.seq }
+  }
+  // Cuts at or before the fence: a snapshot taken later cannot fall inside the life of a
+  // version whose successor is at or before the fence.
+  const cuts = (): number[] => p.snapshotTable.list().map(s => s.seq)
+  let analysis = await analyzeVersions(db.history(), cuts(), range, fence.seq, await history.windowStart(fence))
+
+  // 1. Clean mostly-dead sealed segments: move their live versions to the head.
+  const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
+  if (cleanBelow > 0) {
+    const sealed = segments.ids.filter(id => fence.mayTouchSegment(id))
+    try {
+      for (const id of sealed) {
+        const lo = firstLiveAtOrAfter(analysis.live, id * S)
+        const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
+        if (hi === lo || (hi - lo) * B >= cleanBelow * S) continue
+        for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
+          const group = []
+          for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
+            group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+          }
+          await moveVersions(p, group)
+          report.versionsMoved += group.length
+        }
+        report.segmentsCleaned++
+      }
+    } catch (err) {
+      // A full pool leaves no room to move into; freeing in place needs none, so go on.
+      if (!isLogdiskError(err, 'NO_SPACE')) throw err
+      p.logger.warn({ err: (err as Error).message }, 'compaction: no room to move live versions; freeing in place only')
+    }
+    if (report.versionsMoved > 0) {
+      // The moved copies are the live ones now: judge again from a fence past the moves.
+      fence = await lifeCycle.takeFence()
+      analysis = await analyzeVersions(db.history(), cuts(), opts.snapshot === undefined ? { from: 1, to: fence.seq } : range, fence.seq, await history.windowStart(fence))
+    }
+  }
+  // Without backing storage, freeing dead versions gives up the points that read them:
+  // the log says so before anything is freed. With it, history stays whole (archived first).
+  if (!p.opts.archive) await history.raiseHorizon(analysis.horizon)
+
+  // 2. Free what nothing references; punch it out; recycle empty segments.
+  const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
+  for await (const [seq, e] of db.entries(1, fence.seq)) {
+    const id = Math.floor(e.position / S)
+    if (!fence.mayTouchEntry(seq, e.position) || !segments.hasLocal(id) || segments.stateOf(id) === 'archived') continue
+    let list = bySegment.get(id)
+    if (!list) bySegment.set(id, list = [])
+    list.push({ seq, e })
+  }
+  const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
+    if (x.e.freed === true) return true
+    if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
+    if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
+    if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
+    const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
+    return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * B)
+  }
+  const recycle: number[] = []
+  const punches: Array<{ files: string[], from: number, to: number }> = []
+  // Entries freed, staged in the batch only once their free headers are durable.
+  const freedEntries: Array<[number, EntryRecord]> = []
+  let done = 0
+  for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
+    p.state.assertNotClosing()
+    onProgress?.(done++, bySegment.size)
+    const runs: Array<{ first: number, last: number, fresh: boolean }> = []
+    for (let i = 0; i < entries.length; i++) {
+      if (!freeable(entries[i])) continue
+      const run = runs[runs.length - 1]
+      if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
+    }
+    const fresh = runs.filter(r => r.fresh)
+    if (fresh.length > 0) {
+      // With backing storage, history stays complete: the whole segment is archived
+      // before any of it is punched, and reads of dead versions fetch it back.
+      if (p.opts.archive) await lifeCycle.ensureArchived(id)
+      const segment = await p.reader.segment(id)
+      const headers: Array<[number, Buffer]> = []
+      for (const run of fresh) {
+        const first = entries[run.first]
+        const last = entries[run.last]
+        const start = first.e.position % S
+        const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.kind === EntryKind.trim ? 0 : last.e.count * B })
+        headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
+        const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
+        const to = Math.floor(end / 4096) * 4096
+        // Exactly the copies that took the free header, wherever the segment lives later.
+        if (to > from) punches.push({ files: segment.volumes.map(v => path.join(p.home.dirOf(v), segmentFileName(id))), from, to })
+        for (let i = run.first; i <= run.last; i++) {
+          const x = entries[i]
+          if (x.e.freed) continue
+          freedEntries.push([x.seq, { ...x.e, freed: true }])
+        }
+      }
+      // A header written over another can be torn by a crash: the index holds the writes
+      // first, and opening the store redoes them whole (recovery.ts).
+      await db.putPending({ segment: id, volumes: segment.volumes, headers })
+      for (const [at, header] of headers) await segment.handle.writev([header], at)
+      await segment.handle.datasync() // the free headers are durable before any data goes
+      await db.clearPending()
+      for (const [seq, e] of freedEntries.splice(0)) {
+        index.batch.entries.set(seq, e)
+        report.entriesFreed++
+      }
+    }
+    if (entries.every(freeable)) recycle.push(id)
+  }
+  report.segmentsInactive = lifeCycle.markInactive(fence)
+  // Dead versions leave the index (their bytes may stay until their whole entry is free),
+  // unless backing storage keeps them: then every point in time stays restorable.
+  report.versionsFreed = analysis.deadCount
+  if (!p.opts.archive) {
+    for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) index.batch.historyDeletes.push(block, seq)
+  }
+  await index.commitDurably() // the index forgets freed versions before any byte goes
+  // Reads that looked a freed version up before the commit may still be reading it.
+  await p.reads.drain()
+  for (const punch of punches) {
+    for (const file of punch.files) await p.layer.punchHole(file, punch.from, punch.to - punch.from)
+    report.runsPunched++
+    report.bytesPunched += punch.to - punch.from
+  }
+  for (const id of recycle) {
+    const volumes = segments.volumesOf(id) ?? []
+    p.reader.forgetHandle(id)
+    await lifeCycle.removeEveryCopy(id)
+    segments.forgetVolumes(id)
+    p.home.vacated(id, volumes)
+    if (segments.isArchived(id)) {
+      segments.setState(id, 'archived') // its history is on backing storage
+    } else {
+      segments.ids = segments.ids.filter(s => s !== id)
+      segments.setState(id, 'recycled')
+      segments.recycledCount++
+    }
+    segments.record(id)
+    if (!segments.isArchived(id)) segments.forgetState(id)
+    report.segmentsRecycled++
+  }
+  await index.commitDurably()
+  onProgress?.(bySegment.size, bySegment.size)
+  report.durationMs = Date.now() - started
+  p.logger.info(report, 'compacted')
+  return report
+}
+
+/**
+ * Moves these live versions to the head of the log (read from where they are now,
+ * CRC-checked): the cleaning step. Each keeps its block and original sequence number.
+ */
+async function moveVersions (p: StoreParts, versions: Array<{ block: number, seq: number, crc: number, position: number }>): Promise<void> {
+  const B = p.config.blockBytes
+  const data = Buffer.allocUnsafe(versions.length * B)
+  for (let i = 0; i < versions.length; i++) {
+    const v = versions[i]
+    const got = await p.reader.readRun(v.block, 1, v.position, Uint32Array.of(v.crc))
+    got.copy(data, i * B)
+  }
+  await p.log.appendMove(versions, data)
+}

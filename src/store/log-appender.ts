@@ -1,0 +1,289 @@
+import { pack } from 'msgpackr'
+import { LogdiskError, fromSystemError } from '../errors'
+import { writeConfig } from './config'
+import { crc32c } from './crc'
+import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from './entry'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED } from './format'
+import type { EntryRecord } from './index-db'
+import { Mutex } from './mutex'
+import { positionOf, type StoreParts, type LogPart } from './parts'
+import { HIGHEST_VOLUME_ID } from './recovery'
+import { Segment } from './segment'
+
+const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
+
+/**
+ * The log's write side (004 cl. 2-6): appends entries at the tail of the current segment,
+ * rolls to a new segment when it is full, and syncs segments in log order. Every append runs
+ * under one lock (the tail, the sequence number and read-modify-write of partial blocks need
+ * no other locking), and the index batch and the block map take an entry in the same
+ * synchronous step as the tail moves past it (`appendEntry`), so a checkpoint never covers a
+ * log position whose entry the batch does not hold.
+ *
+ * Sync order: a sealed segment is not synced when it rolls (a 64 MiB fdatasync per roll would
+ * halve sequential writes); `syncAll` syncs every sealed segment, oldest first, before the
+ * current one, so a flush covers everything before it, and after a crash a torn older
+ * segment cuts the log there (recovery.ts keeps later, unflushed segments aside).
+ */
+export class LogAppender implements LogPart {
+  /** Appends go one at a time through this lock; passes take it to read a consistent tail. */
+  readonly lock = new Mutex()
+  /** Sealed segments written since their last fdatasync, oldest first. */
+  private readonly unsyncedSealed: Segment[] = []
+  /** Log position just past the last completed append. */
+  completedPosition: number
+
+  constructor (
+    private readonly p: StoreParts,
+    /** The segment being appended to. */
+    public current: Segment,
+    /** Sequence number of the last entry. */
+    public seq: number,
+    /** Time of the last entry (entry times never decrease along the log). */
+    private lastTimeMs: number
+  ) {
+    this.completedPosition = positionOf(p.config, current.id, current.tail)
+  }
+
+  /**
+   * Writes `data` at byte `offset` (checked by the caller); call under the lock. Unaligned
+   * writes read the edge blocks and write whole blocks.
+   */
+  async writeLocked (offset: number, data: Buffer): Promise<void> {
+    const B = this.p.config.blockBytes
+    const first = Math.floor(offset / B)
+    const end = Math.ceil((offset + data.length) / B)
+    const head = offset - first * B
+    const tail = end * B - (offset + data.length)
+    let blocks = data
+    if (head !== 0 || tail !== 0) {
+      blocks = Buffer.alloc((end - first) * B)
+      if (head !== 0) await this.p.reader.readCurrent(first * B, B, blocks.subarray(0, B))
+      if (tail !== 0 && (end - 1 !== first || head === 0)) await this.p.reader.readCurrent((end - 1) * B, B, blocks.subarray((end - 1 - first) * B))
+      data.copy(blocks, head)
+    }
+    for (let b = first; b < end;) {
+      const n = await this.appendWrite(b, blocks.subarray((b - first) * B, (end - first) * B))
+      b += n
+    }
+  }
+
+  /** Appends one write entry holding as many of `data`'s blocks as fit; returns how many. */
+  private async appendWrite (block: number, data: Buffer): Promise<number> {
+    const B = this.p.config.blockBytes
+    let count = Math.min(data.length / B, MAX_ENTRY_BLOCKS, this.blocksThatFit())
+    if (count < 1) {
+      await this.roll()
+      count = Math.min(data.length / B, MAX_ENTRY_BLOCKS, this.blocksThatFit())
+    }
+    const crcs = new Uint32Array(count)
+    for (let i = 0; i < count; i++) crcs[i] = crc32c(data.subarray(i * B, (i + 1) * B))
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const header = encodeWriteHeader(seq, timeMs, block, crcs, B)
+    const payload = data.subarray(0, count * B)
+    await this.appendEntry([header, payload], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      const batch = this.p.index.batch
+      const dataPosition = this.completedPosition - payload.length
+      batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
+      for (let i = 0; i < count; i++) {
+        this.p.map.set(block + i, dataPosition + i * B, crcs[i], seq)
+        batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
+      }
+    })
+    this.p.index.checkpointIfFull()
+    return count
+  }
+
+  /**
+   * Discards (TRIM, F11) `length` bytes at `offset` (checked by the caller); call under the
+   * lock. Whole blocks that hold data become trim entries; partial edge blocks are written
+   * as zeros.
+   */
+  async discardLocked (offset: number, length: number): Promise<void> {
+    const B = this.p.config.blockBytes
+    const map = this.p.map
+    const first = Math.ceil(offset / B)
+    const end = Math.floor((offset + length) / B)
+    if (first >= end) return this.writeLocked(offset, Buffer.alloc(length)) // inside one block
+    // In block order, as a write of zeros would go into the log (a crash keeps a prefix).
+    if (first * B > offset) await this.writeLocked(offset, Buffer.alloc(first * B - offset))
+    // The blocks of [first, end) that hold data, found from whichever is smaller: the range or the map.
+    const held: number[] = []
+    if (end - first <= map.count) {
+      for (let b = first; b < end; b++) if (map.position(b) >= 0) held.push(b)
+    } else {
+      map.forEach((b, position) => { if (b >= first && b < end && position >= 0) held.push(b) })
+      held.sort((a, b) => a - b)
+    }
+    for (let i = 0; i < held.length;) {
+      let n = 1
+      while (i + n < held.length && held[i + n] === held[i] + n && n < MAX_TRIM_BLOCKS) n++
+      await this.appendTrim(held[i], n)
+      i += n
+    }
+    if (offset + length > end * B) await this.writeLocked(end * B, Buffer.alloc(offset + length - end * B))
+  }
+
+  /** Appends one trim entry: blocks [block, block+count) read as zeros from it on. */
+  private async appendTrim (block: number, count: number): Promise<void> {
+    if (this.current.tail + ENTRY_HEADER_BYTES > this.p.config.segmentBytes) await this.roll()
+    this.upgradeFormat()
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const position = this.completedPosition
+    await this.appendEntry([encodeTrim(seq, timeMs, block, count)], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      this.p.index.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
+      for (let i = 0; i < count; i++) {
+        this.p.map.set(block + i, TRIMMED, 0, seq)
+        this.p.index.batch.addBlock(block + i, seq, TRIMMED, 0)
+      }
+    })
+    this.p.index.checkpointIfFull()
+  }
+
+  /** Appends a marker entry (sync point, snapshot cut, history); call under the lock. */
+  async appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }> {
+    if (this.p.opts.faults?.has('marker')) throw new LogdiskError('IO', 'injected fault: the marker write failed (LOGDISK_FAULTS=marker)')
+    const body = pack(payload)
+    if (body.length > MAX_MARKER_BYTES) throw new LogdiskError('BAD_ARGUMENT', `a marker of ${body.length} bytes is over the ${MAX_MARKER_BYTES}-byte limit (a shorter note, please)`)
+    if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.p.config.segmentBytes) await this.roll()
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const position = this.completedPosition
+    const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
+    await this.appendEntry([encodeMarker(kind, seq, timeMs, body)], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      const batch = this.p.index.batch
+      batch.entries.set(seq, entry)
+      if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
+        for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
+        batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
+      }
+    })
+    await this.syncAll() // a marker is reported only once it is durable
+    return { ...entry, seq }
+  }
+
+  /**
+   * Appends a move entry holding these versions, `data` being their bytes in order (the
+   * cleaning step of compaction). Each keeps its block and original sequence number; the
+   * map takes the new place only where the version is still the block's newest (BlockMap.set
+   * ignores an older sequence number). Takes the lock.
+   */
+  appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void> {
+    const B = this.p.config.blockBytes
+    return this.lock.run(async () => {
+      const need = ENTRY_HEADER_BYTES + versions.length * (MOVE_RECORD_BYTES + B)
+      if (this.current.tail + need > this.p.config.segmentBytes) await this.roll()
+      const seq = this.seq + 1
+      const timeMs = this.nextTimeMs()
+      const header = encodeMoveHeader(seq, timeMs, versions, B)
+      await this.appendEntry([header, data], () => {
+        this.seq = seq
+        this.lastTimeMs = timeMs
+        const batch = this.p.index.batch
+        const dataPosition = this.completedPosition - data.length
+        batch.entries.set(seq, { kind: EntryKind.move, timeMs, position: dataPosition - header.length, block: 0, count: versions.length })
+        versions.forEach((v, i) => {
+          this.p.map.set(v.block, dataPosition + i * B, v.crc, v.seq)
+          batch.addBlock(v.block, v.seq, dataPosition + i * B, v.crc)
+        })
+      })
+    })
+  }
+
+  private blocksThatFit (): number {
+    const room = this.p.config.segmentBytes - this.current.tail - ENTRY_HEADER_BYTES
+    return Math.max(0, Math.floor(room / (this.p.config.blockBytes + BLOCK_CRC_BYTES)))
+  }
+
+  /**
+   * Writes an entry at the tail of the current segment; the tail moves only on success.
+   * `applied` runs in the same synchronous step as the tail move, so a checkpoint can never
+   * see a log position that covers an entry the index batch does not hold yet.
+   */
+  private async appendEntry (parts: Buffer[], applied: () => void): Promise<void> {
+    const segment = this.current
+    const bytes = parts.reduce((n, p) => n + p.length, 0)
+    if (segment.tail + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
+    try {
+      await segment.handle.writev(parts, segment.tail)
+    } catch (err) {
+      // Leave no partial entry behind the tail (a later scan would stop at it).
+      await segment.handle.truncate(segment.tail).catch(() => undefined)
+      throw fromSystemError(err, `append to ${segment.file}`)
+    }
+    segment.tail += bytes
+    segment.unsynced = true
+    this.completedPosition = positionOf(this.p.config, segment.id, segment.tail)
+    applied()
+  }
+
+  /** Seals the full current segment (now `active`, synced later) and opens the next (004 cl. 6). */
+  async roll (): Promise<void> {
+    const { home, segments } = this.p
+    const old = this.current
+    // Not synced here (see the class comment): the next flush or checkpoint syncs it first.
+    if (old.unsynced) this.unsyncedSealed.push(old)
+    const volumes = await home.place(old.id + 1) // NO_SPACE when the pool is full
+    let next: Segment
+    try {
+      next = await Segment.create(this.p.layer, home, volumes, old.id + 1, this.p.geometry, this.p.logger, segments.dropHandler(old.id + 1))
+    } catch (err) {
+      home.vacated(old.id + 1, volumes)
+      throw err
+    }
+    home.occupied(next.id, volumes)
+    this.current = next
+    segments.ids.push(next.id)
+    segments.setVolumes(next.id, volumes)
+    this.p.reader.adoptOpen(next)
+    segments.setState(old.id, 'active')
+    segments.setState(next.id, 'current')
+    segments.record(old.id)
+    segments.record(next.id)
+    this.completedPosition = positionOf(this.p.config, next.id, next.tail)
+  }
+
+  /**
+   * Makes segment `id` sealed and durable before a pass copies it: the current segment rolls
+   * (checked under the lock: a write may have rolled meanwhile), then everything is synced,
+   * so no segment a pass copies or forgets still waits for its fdatasync.
+   */
+  async seal (id: number): Promise<void> {
+    await this.lock.run(async () => {
+      if (id === this.current.id) await this.roll()
+      await this.syncAll()
+    })
+  }
+
+  /** Entry times never decrease along the log, so a time maps to a sequence number. */
+  private nextTimeMs (): number {
+    return Math.max(this.p.now(), this.lastTimeMs)
+  }
+
+  /** A format-1 store becomes format 2 before its first format-2 entry (see format.ts). */
+  upgradeFormat (): void {
+    const config = this.p.config
+    if (config.format >= STORE_FORMAT_VERSION) return
+    writeConfig(this.p.dir, { ...config, format: STORE_FORMAT_VERSION })
+    ;(config as { format: number }).format = STORE_FORMAT_VERSION
+  }
+
+  /** fdatasync of every sealed segment not yet synced (oldest first), then the current one. */
+  async syncAll (): Promise<void> {
+    while (this.unsyncedSealed.length > 0) {
+      const oldest = this.unsyncedSealed[0]
+      await oldest.sync() // a flush and a checkpoint may both be here: each waits, one removes
+      if (this.unsyncedSealed[0] === oldest) this.unsyncedSealed.shift()
+    }
+    await this.current.sync()
+    await this.p.segments.recordDrops()
+  }
+}

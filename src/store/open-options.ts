@@ -1,0 +1,57 @@
+import type { ArchiveLink } from './archive-link'
+import type { FileLayer } from './file-layer'
+import type { IndexDb } from './index-db'
+import type { Logger } from './logger'
+import type { SegmentHome } from './segment-home'
+
+export interface OpenOptions {
+  /** The disk the segments live on; tests pass a simulated one. */
+  fileLayer?: FileLayer
+  logger?: Logger
+  /** How often completed appends are checkpointed into the LevelDB index. */
+  checkpointIntervalMs?: number
+  /** Checkpoint early once this many block versions wait for the index. */
+  checkpointMaxBlocks?: number
+  /** Who holds the store, recorded for the "store is in use" error of other processes. */
+  holder?: string
+  /** Where segment files live (the pool); default: one volume inside the store. */
+  home?: SegmentHome
+  /** Backing storage for archived segments (src/archive); none by default. */
+  archive?: ArchiveLink
+  /**
+   * Fault injection by operation label, for tests of failure paths through real mounts
+   * (litefs's pattern): 'marker' makes every marker append fail.
+   */
+  faults?: ReadonlySet<string>
+  /** Milliseconds since the epoch; the simulation passes its virtual clock. */
+  clock?: () => number
+  /** Opens the LevelDB index at a location; the simulation passes its in-memory one. */
+  openIndex?: (location: string) => Promise<IndexDb>
+  /**
+   * The history window (policy history.keep): compaction never frees a version that a point
+   * younger than this still reads. Default DEFAULT_HISTORY_KEEP_MS; Infinity keeps everything.
+   */
+  historyKeepMs?: number
+  /**
+   * Read-only open (status, verify, restore... on a store the user may only read, or on a full
+   * disk): nothing in the store or its pool volumes is written. The index is opened from
+   * `indexDir` (a private view: src/store/index-view.ts), recovery replays into it without
+   * cutting or moving anything, and only `scratchDir` is written (fetched archive copies).
+   */
+  readOnly?: { indexDir: string, scratchDir: string }
+  /**
+   * Replication (src/replicate): segments with an id at or above what this returns are not on
+   * the replica yet, so background passes leave them exactly as they are (nothing freed,
+   * punched, archived, moved away or deleted): the pass fence stops below it.
+   */
+  retainFrom?: () => number
+  /**
+   * Clones (src/clone): where blocks this store has no version of (never written, not
+   * trimmed) are read from instead of zeros, for the current image and for snapshots alike:
+   * the parent's snapshot the clone was made from. Resolves with `length` bytes.
+   */
+  fallThrough?: (offset: number, length: number) => Promise<Buffer>
+}
+
+/** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */
+export const DEFAULT_HISTORY_KEEP_MS = 24 * 3600 * 1000

@@ -1,0 +1,216 @@
+import { LogdiskError } from '../errors'
+import type { BlockMap } from './block-map'
+import type { StoreConfig } from './config'
+import type { FileHandle, FileLayer } from './file-layer'
+import type { EntryKind } from './format'
+import type { Checkpoint, EntryRecord, IndexBatch, IndexDb, SegmentRecord } from './index-db'
+import type { Logger } from './logger'
+import type { Mutex } from './mutex'
+import type { OpenOptions } from './open-options'
+import type { PassFence } from './pass-fence'
+import type { ReadEpochs } from './read-epochs'
+import type { Segment, SegmentGeometry } from './segment'
+import type { SegmentHome } from './segment-home'
+import type { SnapshotTable } from './snapshots'
+import type { VerifyInput } from './verify'
+
+/**
+ * What every part of an open store shares: the store's fixed facts (directory, geometry,
+ * disk, index, logger, options, clock) and the other parts. The Store facade (store.ts)
+ * builds one of these and hands it to each part; a part reaches another only through it, so
+ * who uses whom is visible here:
+ *
+ * Each part is used only through its interface below (the class implementing it is named
+ * beside it), so a part can be read, tested and replaced on its own:
+ *
+ *   log       LogAppender   (log-appender.ts)   appends entries, rolls segments, syncs in order
+ *   index     IndexWriter   (index-writer.ts)   the batch of index changes and its checkpoints
+ *   map       BlockMap      (block-map.ts)      every block's newest copy, in memory
+ *   segments  SegmentTable  (segment-table.ts)  each segment's state, copies and archived flag
+ *   reader    Reader        (reader.ts)         a block's bytes at a cut: log, mirror, baseline, archive
+ *   history   History       (history.ts)        the history window, horizon, points in time
+ *   lifeCycle LifeCycle     (life-cycle.ts)     the passes' lock and fence, and what they share
+ *   placement Placement     (placement.ts)      where segment copies live: relocation, repair
+ */
+export interface StoreParts {
+  readonly dir: string
+  readonly config: StoreConfig
+  readonly geometry: SegmentGeometry
+  readonly layer: FileLayer
+  readonly home: SegmentHome
+  readonly db: IndexDb
+  readonly map: BlockMap
+  readonly snapshotTable: SnapshotTable
+  readonly logger: Logger
+  readonly opts: OpenOptions
+  /** Reads in flight, so that a pass never punches or deletes bytes a read is about to use. */
+  readonly reads: ReadEpochs
+  readonly state: StoreState
+  log: LogPart
+  index: IndexPart
+  segments: SegmentsPart
+  reader: ReaderPart
+  history: HistoryPart
+  lifeCycle: LifeCyclePart
+  placement: PlacementPart
+  /** The store's clock, milliseconds since the epoch (virtual in the simulation). */
+  now: () => number
+}
+
+/** The log's write side (log-appender.ts). Appends run under `lock`, one at a time. */
+export interface LogPart {
+  /** The append lock; passes take it to read a consistent tail. */
+  readonly lock: Mutex
+  /** The segment being appended to. */
+  readonly current: Segment
+  /** Sequence number of the last entry. */
+  readonly seq: number
+  /** Log position just past the last completed append. */
+  readonly completedPosition: number
+  /** Writes `data` at byte `offset` (checked by the caller); under the lock. */
+  writeLocked (offset: number, data: Buffer): Promise<void>
+  /** Trims `length` bytes at `offset` (checked by the caller); under the lock. */
+  discardLocked (offset: number, length: number): Promise<void>
+  /** Appends a marker (sync point, snapshot, history), durable when it resolves; under the lock. */
+  appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }>
+  /** Appends a move entry of these versions (their bytes in `data`); takes the lock. */
+  appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void>
+  /** Makes segment `id` sealed and durable (rolls if it is the current one); takes the lock. */
+  seal (id: number): Promise<void>
+  /** A format-1 store becomes format 2 before its first format-2 entry. */
+  upgradeFormat (): void
+  /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
+  syncAll (): Promise<void>
+}
+
+/** The write side of the index (index-writer.ts): the batch and its checkpoints. */
+export interface IndexPart {
+  /** Changes not yet in LevelDB; writers add to it in the same step as their append. */
+  readonly batch: IndexBatch
+  /** What the last successful checkpoint covered. */
+  readonly last: Checkpoint
+  readonly pendingBlocks: number
+  /** Syncs the log, then commits the batch with the log position it covers. */
+  checkpoint (): Promise<void>
+  /** Checkpoints until the index covers `seq`. */
+  checkpointThrough (seq: number): Promise<void>
+  /** Checkpoints and syncs LevelDB's log: before a file is deleted or overwritten. */
+  commitDurably (): Promise<void>
+  /** Checkpoints in the background once enough block versions wait. */
+  checkpointIfFull (): void
+  /** The checkpoint in flight, if any. */
+  inFlight (): Promise<void> | undefined
+  stopTimer (): void
+}
+
+/** Each segment's state, copies and archived flag (segment-table.ts); the one writer of segment records. */
+export interface SegmentsPart {
+  /** Ids in log order: sealed ones, then the current one. */
+  ids: number[]
+  recycledCount: number
+  stateOf (id: number): SegmentRecord['state'] | undefined
+  setState (id: number, state: SegmentRecord['state']): void
+  forgetState (id: number): void
+  /** The volumes a segment's copies should be on; undefined once it has no local copy. */
+  volumesOf (id: number): string[] | undefined
+  hasLocal (id: number): boolean
+  setVolumes (id: number, volumes: string[]): void
+  forgetVolumes (id: number): void
+  placement (): Map<number, string[]>
+  isArchived (id: number): boolean
+  markArchived (id: number): void
+  /** Puts the segment's whole record into the next index batch. */
+  record (id: number): void
+  /** A mirror copy fell behind: drop it, recorded before the next flush returns. */
+  copyDropped (id: number, volume: string): void
+  dropHandler (id: number): (volume: string) => void
+  /** Makes the records of dropped copies durable (part of every sync). */
+  recordDrops (): Promise<void>
+  countByState (): Record<'current' | 'active' | 'inactive' | 'archived' | 'recycled', number>
+}
+
+/** The read side (reader.ts): a block's bytes as of a cut, CRC-checked. */
+export interface ReaderPart {
+  /** Reads the current volume (a read epoch of its own). */
+  readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer>
+  /** Reads the image as it was at cut `seq`. */
+  readAt (seq: number, offset: number, length: number, into?: Buffer): Promise<Buffer>
+  /** Reads `run` blocks stored contiguously from log position `pos`, checking each CRC. */
+  readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer>
+  readBlockAt (seq: number, block: number): Promise<Buffer>
+  imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
+  blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]>
+  baselineHandle (): Promise<FileHandle>
+  baselineForVerify (): Promise<VerifyInput['baseline']>
+  /** An open handle of a segment: local copies, or fetched back from backing storage. */
+  segment (id: number): Promise<Segment>
+  fetchArchived (id: number): Promise<Segment>
+  /** Keeps a segment the log just created among the open handles. */
+  adoptOpen (segment: Segment): void
+  /** Closes a segment's handle once the reads in flight are done. */
+  forgetHandle (id: number): void
+  closeAll (): Promise<void>
+}
+
+/** The history window, the horizon and points in time (history.ts). */
+export interface HistoryPart {
+  /** Points at or before this sequence may have lost versions. */
+  readonly horizon: number
+  readonly keepMs: number
+  setKeepMs (ms: number): void
+  /** The first point the history window protects. */
+  windowStart (fence: PassFence): Promise<number>
+  /** A history marker goes into the log before any point at or before `horizon` is given up. */
+  raiseHorizon (horizon: number): Promise<void>
+  resolvePoint (spec: string): Promise<{ seq: number, timeMs: number, what: string }>
+}
+
+/** What the passes share (life-cycle.ts); the passes themselves are *-pass.ts. */
+export interface LifeCyclePart {
+  /** Passes run one at a time under this lock. */
+  readonly maintenance: Mutex
+  /** The fence of a pass (pass-fence.ts), with the index checkpointed through it. */
+  takeFence (): Promise<PassFence>
+  /** Marks sealed segments holding no block's newest version inactive; returns how many. */
+  markInactive (fence: PassFence): number
+  /** Puts a segment on backing storage unless it is there; returns the bytes put. */
+  ensureArchived (id: number): Promise<number>
+  /** Deletes every local copy of a segment, once the reads in flight are done. */
+  removeEveryCopy (id: number): Promise<void>
+  /** Removes a file once the reads in flight are done. */
+  removeAfterReads (file: string): Promise<void>
+}
+
+/** Where segment copies live (placement.ts); each call runs under the maintenance lock. */
+export interface PlacementPart {
+  relocate (id: number, from: string, to: string): Promise<void>
+  repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number>
+}
+
+/** Whether the store is closing (passes stop at their next step) or closed (calls refused). */
+export class StoreState {
+  /** Set by close(): background passes stop at their next step instead of finishing. */
+  closing = false
+  closed = false
+
+  constructor (private readonly dir: string) {}
+
+  /** Where a pass may stop early: everything before is as consistent as after a crash. */
+  assertNotClosing (): void {
+    if (this.closing) throw new LogdiskError('CLOSED', `store ${this.dir} is closing; the background pass stopped early`)
+  }
+
+  assertOpen (): void {
+    if (this.closed) throw new LogdiskError('CLOSED', `store ${this.dir} is closed`)
+  }
+}
+
+/** A log position: segment id times segment size plus the offset in the segment file. */
+export function positionOf (config: StoreConfig, segmentId: number, offset: number): number {
+  return segmentId * config.segmentBytes + offset
+}
+
+/** The segment a log position falls in. */
+export function segmentOf (config: StoreConfig, position: number): number {
+  return Math.floor(position / config.segmentBytes)
+}

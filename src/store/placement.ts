@@ -1,0 +1,158 @@
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { parseSegmentFileName, segmentFileName } from './format'
+import type { PlacementPart, StoreParts } from './parts'
+import { Segment } from './segment'
+
+/**
+ * Where the copies of each segment live (F6, F10): its home volume in the pool (or the
+ * store's own segments directory), a second copy on another volume when mirrored. Moves a
+ * sealed segment between volumes (a pool drain, seed 002) and restores lost mirror copies.
+ * Each runs under the maintenance lock; a copy is complete and durable before the index
+ * names it, and the index names the new place, durably, before an old copy goes, so a crash
+ * at any step leaves a complete copy that the index or the volume listing finds.
+ */
+export class Placement implements PlacementPart {
+  constructor (private readonly p: StoreParts) {}
+
+  /** Moves sealed segment `id` from volume `from` to `to`: copy, fsync, switch the index, delete. */
+  async relocate (id: number, from: string, to: string): Promise<void> {
+    const { home, layer, segments } = this.p
+    await this.p.log.seal(id)
+    const volumes = segments.volumesOf(id)
+    if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
+      // A copy the index no longer names: a move that crashed after switching the index.
+      await layer.remove(path.join(home.dirOf(from), segmentFileName(id)))
+      await layer.syncDir(home.dirOf(from))
+      home.vacated(id, [from])
+      return
+    }
+    if (!volumes?.includes(from)) throw new LogdiskError('NOT_FOUND', `segment ${id} has no copy on volume ${from}`)
+    await this.copySegmentFile(id, from, to)
+    home.occupied(id, [to])
+    await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
+    this.p.reader.forgetHandle(id)
+    await this.p.lifeCycle.removeAfterReads(path.join(home.dirOf(from), segmentFileName(id)))
+    // Not ignored: a volume released while its deletes may not be durable could come back
+    // holding copies (the drain fails instead; the next one removes the stale copy).
+    await layer.syncDir(home.dirOf(from))
+    home.vacated(id, [from])
+  }
+
+  /**
+   * Restores lost copies (F10): for every segment whose copies are fewer than `copies` or
+   * missing from a volume the index names, copies a surviving one onto `place`'s choice.
+   * Returns how many copies were made.
+   */
+  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
+    const { home, layer, segments, log } = this.p
+    await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
+    let made = 0
+    for (const id of [...segments.ids]) {
+      this.p.state.assertNotClosing()
+      const want = segments.volumesOf(id) ?? []
+      const present: string[] = []
+      for (const v of want) {
+        try {
+          // A copy counts when its header checks out (a power loss in a roll can leave an empty one).
+          await (await Segment.open(layer, home, [v], id, this.p.geometry)).close()
+          present.push(v)
+        } catch { /* lost */ }
+      }
+      if (present.length === 0) continue // nothing to copy from; verify reports it
+      if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
+      await log.seal(id)
+      const next = [...present]
+      while (next.length < Math.max(copies, 1)) {
+        const to = await place(id, next) // reserves the copy's place
+        try {
+          await this.copySegmentFile(id, present[0], to)
+        } catch (err) {
+          home.vacated(id, [to])
+          throw err
+        }
+        next.push(to)
+        made++
+      }
+      home.vacated(id, want.filter(v => !next.includes(v)))
+      await this.recordVolumes(id, next)
+      this.p.reader.forgetHandle(id)
+    }
+    await this.removeStaleCopies()
+    return made
+  }
+
+  /**
+   * Copies sealed segment `id` from volume `from` to volume `to`: written under a temporary
+   * name, fsynced, renamed, directory fsynced. The copy is complete before anything points
+   * at it.
+   */
+  private async copySegmentFile (id: number, from: string, to: string): Promise<void> {
+    const { home, layer } = this.p
+    const name = segmentFileName(id)
+    const src = await layer.open(path.join(home.dirOf(from), name), false)
+    const dstDir = home.dirOf(to)
+    await layer.mkdirp(dstDir)
+    const tmp = path.join(dstDir, `${name}.copy`)
+    const dst = await layer.open(tmp, true)
+    try {
+      await dst.truncate(0)
+      const size = await src.size()
+      const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+      for (let at = 0; at < size;) {
+        const n = await src.read(buf, 0, Math.min(buf.length, size - at), at)
+        if (n === 0) throw new LogdiskError('IO', `segment ${name} on ${from} ended early while copying`)
+        await dst.writev([buf.subarray(0, n)], at)
+        at += n
+      }
+      await dst.datasync()
+    } finally {
+      await src.close()
+      await dst.close()
+    }
+    await layer.rename(tmp, path.join(dstDir, name))
+    await layer.syncDir(dstDir)
+  }
+
+  /** Makes the index say where a segment's copies are, durably, before old copies go. */
+  private async recordVolumes (id: number, volumes: string[]): Promise<void> {
+    this.p.segments.setVolumes(id, volumes)
+    this.p.reader.forgetHandle(id) // the next use opens the copies named now, even if the commit fails
+    this.p.segments.record(id)
+    await this.p.index.commitDurably()
+  }
+
+  /** Whether a copy of segment `id` is on one of `volumes`. */
+  private async hasCopy (id: number, volumes: string[]): Promise<boolean> {
+    for (const v of volumes) {
+      try {
+        await (await this.p.layer.open(path.join(this.p.home.dirOf(v), segmentFileName(id)), false)).close()
+        return true
+      } catch { /* not there */ }
+    }
+    return false
+  }
+
+  /**
+   * Deletes copies of sealed segments that the index does not name: copies that fell behind
+   * (a failed write) or that a crash left behind a move. The index's record is durable
+   * before this runs, so what goes is never the copy a restart would read.
+   */
+  private async removeStaleCopies (): Promise<void> {
+    const { home, layer, segments } = this.p
+    for (const volume of home.volumes()) {
+      const dir = home.dirOf(volume)
+      let removed = false
+      for (const name of await layer.list(dir).catch(() => [] as string[])) {
+        const id = parseSegmentFileName(name)
+        if (id === undefined || id >= this.p.log.current.id || (segments.volumesOf(id) ?? []).includes(volume)) continue
+        if (!segments.ids.includes(id) && !segments.isArchived(id)) continue // not ours to judge
+        this.p.logger.warn({ segment: id, volume }, 'removing a stale copy the index does not name')
+        await this.p.lifeCycle.removeAfterReads(path.join(dir, name))
+        home.vacated(id, [volume])
+        removed = true
+      }
+      if (removed) await layer.syncDir(dir)
+    }
+  }
+}

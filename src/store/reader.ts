@@ -1,0 +1,384 @@
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
+import { crc32c } from './crc'
+import type { FileHandle } from './file-layer'
+import { segmentFileName } from './format'
+import { MirroredHandle } from './mirrored-handle'
+import { segmentOf, type StoreParts, type ReaderPart } from './parts'
+import { Segment } from './segment'
+import { CACHE_VOLUME, type SegmentHome } from './segment-home'
+import type { VerifyInput } from './verify'
+
+/** Segment handles kept open for reads; older ones are closed (bounded fd use). */
+const MAX_OPEN_SEGMENTS = 64
+/** Archived segments kept fetched in <store>/cache at once. */
+const MAX_CACHED_SEGMENTS = 8
+
+/** Where each block of a range is (a log position, BASELINE_BASE + offset, or < 0: zeros) and its CRC. */
+export interface Located { where: Float64Array, crcs: Uint32Array }
+
+/**
+ * The read side: a block's bytes as of a cut. The newest version at or before the cut comes
+ * from the block map, or, for blocks rewritten since, from the index (one reverse seek
+ * each); the bytes come from the segment's local copy, another mirror copy when one fails
+ * its checksum (F10), the baseline (000 cl. 8), or backing storage when the local copy was
+ * punched or removed (004 cl. 16-18). A block whose CRC does not match is never returned.
+ *
+ * Every read runs in a read epoch (read-epochs.ts), so a pass never makes bytes unreadable
+ * under a read that looked them up. Keeps a bounded set of open segment handles and a bounded
+ * cache of archived segments fetched back.
+ */
+export class Reader implements ReaderPart {
+  private readonly openSegments = new Map<number, Segment>() // insertion order = LRU order
+  private baselineFile: Promise<FileHandle> | undefined
+  private readonly cacheOrder: number[] = []
+  /** Fetches from backing storage in flight, by segment id. */
+  private readonly fetching = new Map<number, Promise<void>>()
+
+  constructor (private readonly p: StoreParts) {}
+
+  /** Reads the current volume: every block's newest version, from the block map. */
+  readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const map = this.p.map
+    return this.readImage(offset, length, into, (first, n) => {
+      const where = new Float64Array(n)
+      const crcs = new Uint32Array(n)
+      for (let i = 0; i < n; i++) {
+        where[i] = map.position(first + i)
+        if (where[i] >= 0) crcs[i] = map.crc(first + i)
+      }
+      return { where, crcs }
+    })
+  }
+
+  /** Reads the image as it was at cut `seq` (a snapshot: 000 cl. 10-11). */
+  readAt (seq: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.readImage(offset, length, into, (first, n) => this.locateAt(seq, first, n))
+  }
+
+  /**
+   * Where blocks [first, first+n) were at cut `seq`. The newest copy is the answer whenever
+   * its sequence number is at or before the cut; only blocks rewritten since ask the index,
+   * one reverse seek each, whatever the number of snapshots. A new snapshot is listed as soon
+   * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
+   */
+  private async locateAt (seq: number, first: number, n: number): Promise<Located> {
+    const map = this.p.map
+    const where = new Float64Array(n)
+    const crcs = new Uint32Array(n)
+    const lookups: Promise<void>[] = []
+    if (this.p.index.last.seq < seq) await this.p.index.checkpointThrough(seq) // first read after the cut
+    for (let i = 0; i < n; i++) {
+      const pos = map.position(first + i)
+      if (pos !== -1 && map.seq(first + i) <= seq) {
+        where[i] = pos // data, or TRIMMED: zeros
+        crcs[i] = map.crc(first + i)
+      } else if (pos === -1) {
+        where[i] = -1 // never written at all, so not at the cut either
+      } else {
+        lookups.push(this.p.db.versionAt(first + i, seq).then(v => {
+          where[i] = v ? v.position : -1
+          crcs[i] = v ? v.crc : 0
+        }))
+      }
+    }
+    await Promise.all(lookups)
+    return { where, crcs }
+  }
+
+  private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>): Promise<Buffer> {
+    return this.p.reads.guard(() => this.readImageNow(offset, length, into, locate))
+  }
+
+  private async readImageNow (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>): Promise<Buffer> {
+    this.p.state.assertOpen()
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new LogdiskError('BAD_ARGUMENT', `bad read range ${offset}+${length}`)
+    }
+    const { sizeBytes, blockBytes: B, segmentBytes } = this.p.config
+    length = Math.max(0, Math.min(length, sizeBytes - offset))
+    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
+    if (length === 0) return out
+    const first = Math.floor(offset / B)
+    const n = Math.ceil((offset + length) / B) - first
+    const { where, crcs } = await locate(first, n)
+    // Blocks that lie next to each other in one segment are read with one system call.
+    for (let i = 0; i < n;) {
+      let run = 1
+      if (where[i] < 0) {
+        // Never written (-1) or trimmed (TRIMMED): zeros, or for never written the clone's parent.
+        const unwritten = where[i] === -1
+        while (i + run < n && where[i + run] < 0 && (where[i + run] === -1) === unwritten) run++
+        const fallThrough = this.p.opts.fallThrough
+        this.copyOut(unwritten && fallThrough ? await fallThrough((first + i) * B, run * B) : null, first + i, run, offset, out)
+      } else {
+        const seg = Math.floor(where[i] / segmentBytes)
+        while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / segmentBytes) === seg) run++
+        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run))
+        this.copyOut(data, first + i, run, offset, out)
+      }
+      i += run
+    }
+    return out
+  }
+
+  /** Copies the part of blocks [block, block+run) that overlaps the request; null = zeros. */
+  private copyOut (data: Buffer | null, block: number, run: number, offset: number, out: Buffer): void {
+    const B = this.p.config.blockBytes
+    const from = Math.max(offset, block * B)
+    const to = Math.min(offset + out.length, (block + run) * B)
+    if (data) data.copy(out, from - offset, from - block * B, to - block * B)
+    else out.fill(0, from - offset, to - offset)
+  }
+
+  /**
+   * Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. Callers
+   * outside a read (passes) hold the maintenance lock, so nothing punches what they read.
+   */
+  async readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer> {
+    const { blockBytes: B, segmentBytes } = this.p.config
+    let handle: FileHandle
+    let file: string
+    let offset: number
+    let local = false // read from a local copy (not the baseline, not a copy fetched back)
+    if (pos >= BASELINE_BASE) {
+      handle = await this.baselineHandle()
+      file = baselineFiles(this.p.dir).image
+      offset = pos - BASELINE_BASE
+    } else {
+      const segment = await this.segment(segmentOf(this.p.config, pos))
+      handle = segment.handle
+      file = segment.file
+      local = !segment.volumes.includes(CACHE_VOLUME)
+      offset = pos % segmentBytes
+    }
+    const data = Buffer.allocUnsafe(run * B)
+    let got = 0
+    while (got < data.length) {
+      const n = await handle.read(data, got, data.length - got, offset + got)
+      if (n === 0) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + Math.floor(got / B)}'s data`)
+      got += n
+    }
+    const bad = firstBadBlock(data, crcs, B)
+    if (bad >= 0) {
+      // A mirrored segment: another copy may hold the good bytes (F10).
+      if (handle instanceof MirroredHandle) {
+        for (let c = 1; c < handle.copies.length; c++) {
+          const again = Buffer.allocUnsafe(run * B)
+          await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
+          if (firstBadBlock(again, crcs, B) < 0) {
+            this.p.logger.error({ file, block: block + bad }, 'a copy of a mirrored segment fails its checksum; served from another copy (run logdisk verify, then pool repair)')
+            return again
+          }
+        }
+      }
+      // Compaction punches dead data out of archived segments: old versions come back
+      // from backing storage (restores at old points, old snapshots). A local handle may
+      // also be one taken just before archiving removed the segment's local copy.
+      const id = segmentOf(this.p.config, pos)
+      if (local && this.p.segments.isArchived(id)) {
+        const archived = await this.fetchArchived(id)
+        const again = Buffer.allocUnsafe(run * B)
+        await archived.handle.read(again, 0, again.length, offset)
+        await archived.close()
+        if (firstBadBlock(again, crcs, B) < 0) return again
+      }
+      throw new LogdiskError('CORRUPT', `block ${block + bad} fails its checksum in ${file} at offset ${offset + bad * B}; run logdisk verify`)
+    }
+    return data
+  }
+
+  /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */
+  async readBlockAt (seq: number, block: number): Promise<Buffer> {
+    await this.p.index.checkpointThrough(seq)
+    return this.p.reads.guard(async () => {
+      const at = await this.p.db.versionAt(block, seq)
+      if (!at || at.position < 0) return Buffer.alloc(this.p.config.blockBytes) // never written, or trimmed
+      return this.readRun(block, 1, at.position, Uint32Array.of(at.crc))
+    })
+  }
+
+  /**
+   * The image as it was at sequence `seq`, block by block in block order: for every block the
+   * newest version at or before seq, rebuilt from the index of every version (004 cl. 10).
+   * Never-written blocks are skipped (holes).
+   */
+  async * imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }> {
+    await this.p.index.checkpointThrough(seq)
+    // One read epoch for the whole walk: the positions come from one view of the index.
+    const epoch = this.p.reads.enter()
+    try {
+      let block = -1
+      let best: { position: number, crc: number } | undefined
+      const crc = new Uint32Array(1)
+      // A block trimmed at the point is a hole, like one never written.
+      for await (const [b, vseq, position, vcrc] of this.p.db.history()) {
+        if (b !== block) {
+          if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+          block = b
+          best = undefined
+        }
+        if (vseq <= seq) best = { position, crc: vcrc }
+      }
+      if (best && best.position >= 0) { crc[0] = best.crc; yield { block, data: await this.readRun(block, 1, best.position, crc) } }
+    } finally {
+      this.p.reads.exit(epoch)
+    }
+  }
+
+  /**
+   * Each block's checksum as it was at cut `seq`, in block order, from the index alone (no
+   * data read); never-written blocks are skipped.
+   */
+  async * blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]> {
+    await this.p.index.checkpointThrough(seq)
+    let block = -1
+    let crc: number | undefined
+    // A block trimmed at the cut is absent, like one never written (it reads as zeros).
+    for await (const [b, vseq, position, vcrc] of this.p.db.history()) {
+      if (b !== block) {
+        if (crc !== undefined) yield [block, crc]
+        block = b
+        crc = undefined
+      }
+      if (vseq <= seq) crc = position < 0 ? undefined : vcrc
+    }
+    if (crc !== undefined) yield [block, crc]
+  }
+
+  /** The baseline as verify reads it, if there is one. */
+  async baselineForVerify (): Promise<VerifyInput['baseline']> {
+    const idx = await readBaselineIndex(this.p.layer, this.p.dir, this.p.config.uuid)
+    if (!idx) return undefined
+    const handle = await this.baselineHandle()
+    const B = this.p.config.blockBytes
+    return {
+      blocks: idx.blocks,
+      base: BASELINE_BASE,
+      read: async block => {
+        const buf = Buffer.alloc(B)
+        await handle.read(buf, 0, buf.length, block * B)
+        return buf
+      }
+    }
+  }
+
+  /** The baseline image, opened (and created) once. */
+  baselineHandle (): Promise<FileHandle> {
+    this.baselineFile ??= (async () => {
+      const { dir, image } = baselineFiles(this.p.dir)
+      await this.p.layer.mkdirp(dir)
+      return this.p.layer.open(image, true)
+    })().catch(err => {
+      this.baselineFile = undefined // the next use tries again
+      throw err
+    })
+    return this.baselineFile
+  }
+
+  /** An open handle of segment `id`: local copies, or fetched back from backing storage. */
+  async segment (id: number): Promise<Segment> {
+    let segment = this.openSegments.get(id)
+    if (segment) {
+      this.openSegments.delete(id)
+      this.openSegments.set(id, segment)
+      return segment
+    }
+    const { segments, layer, home, geometry, logger } = this.p
+    const volumes = segments.volumesOf(id)
+    if (segments.stateOf(id) === 'archived') segment = await this.fetchArchived(id)
+    else if (!volumes) throw new LogdiskError('CORRUPT', `the index points at segment ${id}, which the store does not have`)
+    else segment = await Segment.open(layer, home, volumes, id, geometry, logger, segments.dropHandler(id))
+    const raced = this.openSegments.get(id)
+    if (raced) {
+      await segment.close()
+      return raced
+    }
+    this.openSegments.set(id, segment)
+    for (const [oldId, old] of this.openSegments) {
+      if (this.openSegments.size <= MAX_OPEN_SEGMENTS) break
+      if (old === this.p.log.current || old.unsynced) continue // an unsynced segment is synced before it closes
+      this.openSegments.delete(oldId)
+      old.close().catch(() => undefined)
+    }
+    return segment
+  }
+
+  /** Keeps a segment the log just created among the open handles. */
+  adoptOpen (segment: Segment): void {
+    this.openSegments.set(segment.id, segment)
+  }
+
+  /** Drops the cached handle of a segment (kept open a little for reads in flight). */
+  forgetHandle (id: number): void {
+    const old = this.openSegments.get(id)
+    if (!old) return
+    this.openSegments.delete(id)
+    // Reads that found it may still be using it: close once they are done (and synced:
+    // a sealed segment waiting for its fdatasync is synced by the next flush through it).
+    this.p.reads.drain().then(() => old.unsynced ? old.sync() : undefined).then(() => old.close()).catch(() => undefined)
+  }
+
+  /**
+   * Brings an archived segment back from backing storage into <store>/cache (bounded: the
+   * oldest fetched copies are deleted past MAX_CACHED_SEGMENTS) and opens it. Restores and
+   * reads of old snapshots work with archived segments this way (004 cl. 16-18).
+   */
+  async fetchArchived (id: number): Promise<Segment> {
+    const link = this.p.opts.archive
+    if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.p.dir} archive.target=...)`)
+    const layer = this.p.layer
+    const cache = this.cacheHome()
+    const dir = cache.dirOf(CACHE_VOLUME)
+    const file = path.join(dir, segmentFileName(id))
+    // Concurrent reads of one archived segment share one fetch: two fetches into the same
+    // `.fetch` file would truncate and rename it under each other (ENOENT, torn copies).
+    let fetching = this.cacheOrder.includes(id) ? undefined : this.fetching.get(id)
+    if (!this.cacheOrder.includes(id) && !fetching) {
+      fetching = (async () => {
+        const data = await link.get(id)
+        await layer.mkdirp(dir)
+        const tmp = `${file}.fetch`
+        const h = await layer.open(tmp, true)
+        try {
+          await h.truncate(0)
+          await h.writev([data], 0)
+        } finally {
+          await h.close()
+        }
+        await layer.rename(tmp, file)
+        this.cacheOrder.push(id)
+        while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
+          const old = this.cacheOrder.shift()!
+          this.forgetHandle(old)
+          await layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
+        }
+      })().finally(() => this.fetching.delete(id))
+      this.fetching.set(id, fetching)
+    }
+    await fetching
+    return Segment.open(layer, cache, [CACHE_VOLUME], id, this.p.geometry, this.p.logger)
+  }
+
+  private cacheHome (): SegmentHome {
+    const opts = this.p.opts
+    const dir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(this.p.dir, 'cache')
+    return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {} }
+  }
+
+  /** Closes every handle (the store is closing). */
+  async closeAll (): Promise<void> {
+    if (this.baselineFile) await this.baselineFile.then(h => h.close()).catch(() => undefined)
+    for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
+    this.openSegments.clear()
+  }
+}
+
+/** Index of the first block of `data` whose CRC32C is not the expected one, or -1. */
+function firstBadBlock (data: Buffer, crcs: Uint32Array, blockBytes: number): number {
+  for (let i = 0; i < crcs.length && (i + 1) * blockBytes <= data.length; i++) {
+    if (crc32c(data.subarray(i * blockBytes, (i + 1) * blockBytes)) !== crcs[i]) return i
+  }
+  return -1
+}

@@ -1,0 +1,126 @@
+import type { SegmentRecord } from './index-db'
+import type { SegmentsPart, StoreParts } from './parts'
+
+export type SegmentState = SegmentRecord['state']
+
+/**
+ * Every segment still in the store, with its life-cycle state (004: current, active,
+ * inactive, archived; recycled ones are only counted), the volumes its copies should be on
+ * (F10: two when mirrored) and whether a complete copy is on backing storage.
+ *
+ * The in-memory state is the truth while the store is open; the index keeps a record of each
+ * segment, and every change of state, copies or archived flag reaches it through `record`,
+ * which builds the whole record from this table, so no writer can forget a field (a
+ * segment's archived flag was once lost that way).
+ */
+export class SegmentTable implements SegmentsPart {
+  constructor (
+    private readonly p: StoreParts,
+    /** Ids in log order: sealed ones, then the current one. */
+    public ids: number[],
+    /** The volumes each segment's copies should be on. */
+    private readonly volumes: Map<number, string[]>,
+    private readonly states: Map<number, SegmentState>,
+    /** Segments with a complete copy on backing storage. */
+    private readonly archivedIds: Set<number>,
+    /** Segments recycled since the store was made (status). */
+    public recycledCount: number
+  ) {}
+
+  /** Segment records that must reach the index, synced, before the next flush returns. */
+  private readonly mustRecord = new Set<number>()
+
+  stateOf (id: number): SegmentState | undefined {
+    return this.states.get(id)
+  }
+
+  setState (id: number, state: SegmentState): void {
+    this.states.set(id, state)
+  }
+
+  forgetState (id: number): void {
+    this.states.delete(id)
+  }
+
+  /** The volumes a segment's copies should be on; undefined once it has no local copy. */
+  volumesOf (id: number): string[] | undefined {
+    return this.volumes.get(id)
+  }
+
+  hasLocal (id: number): boolean {
+    return this.volumes.has(id)
+  }
+
+  setVolumes (id: number, volumes: string[]): void {
+    this.volumes.set(id, volumes)
+  }
+
+  forgetVolumes (id: number): void {
+    this.volumes.delete(id)
+  }
+
+  /** A copy of the volumes of every segment with local copies. */
+  placement (): Map<number, string[]> {
+    return new Map(this.volumes)
+  }
+
+  isArchived (id: number): boolean {
+    return this.archivedIds.has(id)
+  }
+
+  markArchived (id: number): void {
+    this.archivedIds.add(id)
+  }
+
+  /**
+   * Puts segment `id`'s record, built from the in-memory state alone, into the next index
+   * batch.
+   */
+  record (id: number): void {
+    const state = this.states.get(id) ?? 'recycled'
+    const archived = this.archivedIds.has(id) || undefined
+    this.p.index.batch.segments.set(id, { state, volumes: [...(this.volumes.get(id) ?? [])], archived })
+  }
+
+  /**
+   * A copy of a mirrored segment failed a write and was dropped: it no longer holds what the
+   * others hold. The record says so before the next flush or checkpoint returns, so a restart
+   * never reads the stale copy (it would go back in time) and repair replaces it.
+   */
+  copyDropped (id: number, volume: string): void {
+    const volumes = this.volumes.get(id)
+    if (!volumes?.includes(volume)) return
+    this.volumes.set(id, volumes.filter(v => v !== volume))
+    this.record(id)
+    this.mustRecord.add(id)
+    this.p.logger.error({ segment: id, volume }, 'a copy of a mirrored segment fell behind and was dropped; the store runs degraded until logdisk pool repair')
+  }
+
+  /** What a mirrored segment's handle calls when it drops a copy. */
+  dropHandler (id: number): (volume: string) => void {
+    return volume => this.copyDropped(id, volume)
+  }
+
+  /** Makes the records of dropped copies durable (part of every flush and checkpoint). */
+  async recordDrops (): Promise<void> {
+    if (this.mustRecord.size === 0) return
+    const records = new Map<number, SegmentRecord>()
+    for (const id of this.mustRecord) {
+      records.set(id, { state: this.states.get(id) ?? 'active', volumes: [...(this.volumes.get(id) ?? [])], archived: this.archivedIds.has(id) || undefined })
+    }
+    this.mustRecord.clear()
+    try {
+      await this.p.db.putSegments(records)
+    } catch (err) {
+      for (const id of records.keys()) this.mustRecord.add(id)
+      throw err
+    }
+  }
+
+  /** How many segments are in each state (status). */
+  countByState (): Record<'current' | 'active' | 'inactive' | 'archived' | 'recycled', number> {
+    const segments = { current: 0, active: 0, inactive: 0, archived: 0, recycled: this.recycledCount }
+    for (const id of this.ids) segments[this.states.get(id) ?? 'active']++
+    return segments
+  }
+}

@@ -1,0 +1,210 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError, fromSystemError } from '../errors'
+import type { ArchiveLink } from './archive-link'
+import { BlockMap } from './block-map'
+import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
+import { nodeFileLayer, type FileLayer } from './file-layer'
+import { segmentFileName } from './format'
+import { IndexDb, type SegmentRecord } from './index-db'
+import { silentLogger, type Logger } from './logger'
+import type { OpenOptions } from './open-options'
+import { readOnlyLayer } from './read-only-layer'
+import { HISTORY_HORIZON, recover, type Recovered } from './recovery'
+import type { SegmentGeometry } from './segment'
+import type { SnapshotTable } from './snapshots'
+import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
+
+const INDEX_DIR = 'index'
+export const HOLDER_FILE = 'holder.json'
+
+/**
+ * Making and opening a store directory: everything Store.create and Store.open do before the
+ * parts of an open store exist. Opening replays the log into the index and the block map
+ * (recovery.ts), then works out each segment's state and copies from the index's records and
+ * what recovery found on the volumes.
+ */
+
+/** Makes an empty store in `dir` (new or empty). */
+export async function createStoreDir (dir: string, opts: CreateOptions, layer: FileLayer = nodeFileLayer): Promise<StoreConfig> {
+  const config = newConfig(opts)
+  if (fs.existsSync(path.join(dir, CONFIG_FILE))) {
+    throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
+  }
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
+    throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
+  }
+  try {
+    fs.mkdirSync(dir, { recursive: true })
+    fs.mkdirSync(path.join(dir, INDEX_DIR))
+  } catch (err) {
+    throw fromSystemError(err, `create ${dir}`)
+  }
+  await layer.mkdirp(localHome(dir).dirOf(LOCAL_VOLUME))
+  writeConfig(dir, config) // last: a directory without store.json is not a store
+  return config
+}
+
+/** A store directory opened and recovered: what the parts of the open store start from. */
+export interface OpenedStore {
+  config: StoreConfig
+  layer: FileLayer
+  logger: Logger
+  index: IndexDb
+  home: SegmentHome
+  map: BlockMap
+  recovered: Recovered & { snapshots: SnapshotTable }
+  ids: number[]
+  volumes: Map<number, string[]>
+  states: Map<number, SegmentRecord['state']>
+  archived: Set<number>
+  recycled: number
+  lastTimeMs: number
+  horizon: number
+  /** Copies dropped while recovering, to record once the store exists. */
+  drops: Array<[number, string]>
+  /** Where later drops of the segments recovery opened go (the open store's segment table). */
+  onDrop: (handler: (id: number, volume: string) => void) => void
+}
+
+/**
+ * Opens the index and replays the log. On failure the index is closed again; on success the
+ * caller owns it.
+ */
+export async function openStoreDir (dir: string, opts: OpenOptions): Promise<OpenedStore> {
+  const config = readConfig(dir)
+  const layer = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
+  const log = opts.logger ?? silentLogger
+  let index: IndexDb
+  try {
+    index = await (opts.openIndex ?? IndexDb.open)(opts.readOnly?.indexDir ?? path.join(dir, INDEX_DIR))
+  } catch (err) {
+    if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
+    throw err
+  }
+  try {
+    if (!opts.home && fs.existsSync(path.join(dir, POOL_FILE))) {
+      throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/app/open.ts)`)
+    }
+    const baseHome = opts.home ?? localHome(dir)
+    const map = new BlockMap()
+    const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
+    const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
+    await removeFiles(layer, cacheDir) // fetched copies of a previous run
+    // Rebuilding the index needs the whole history: every archived segment comes back for
+    // the scan (its local copy may have been punched), and stays archived.
+    const rebuilding = (await index.checkpoint()) === undefined
+    const inArchive = rebuilding && opts.archive ? await fetchAllArchived(layer, cacheDir, opts.archive, log) : []
+    const home = inArchive.length > 0 ? withCacheVolume(baseHome, cacheDir) : baseHome
+    // Copies dropped while recovering are handled once the store exists.
+    const drops: Array<[number, string]> = []
+    let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
+    const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly })
+    if (inArchive.length > 0) await removeFiles(layer, cacheDir)
+    const records = await index.segments()
+    const ids = [...new Set([...records.keys(), ...recovered.segments])]
+      .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')
+      .sort((a, b) => a - b)
+    // Where each segment's copies should be: the index's record (written when it was placed
+    // or moved), else where they were found.
+    const volumes = new Map<number, string[]>()
+    const states = new Map<number, SegmentRecord['state']>()
+    const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))
+    for (const id of ids) {
+      const state = records.get(id)?.state ?? 'active'
+      states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
+      const where = records.get(id)?.volumes ?? recovered.chosen.get(id)
+      if (where) volumes.set(id, where)
+      baseHome.occupied(id, (recovered.located.get(id) ?? where ?? []).filter(v => v !== CACHE_VOLUME))
+    }
+    // Files of segments the index says are gone (a crash between the record and the delete).
+    for (const [id, record] of records) {
+      if (record.state !== 'recycled' && record.state !== 'archived') continue
+      for (const v of (recovered.located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)) {
+        if (opts.readOnly) continue // the next open that writes removes it
+        log.warn({ segment: id, volume: v, state: record.state }, 'removing a leftover copy of a segment the index says is gone')
+        await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
+      }
+    }
+    const recycled = [...records.values()].filter(r => r.state === 'recycled').length
+    if (!opts.readOnly) writeHolder(dir, opts.holder)
+    const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
+    const horizon = await index.counter(HISTORY_HORIZON)
+    return {
+      config,
+      layer,
+      logger: log,
+      index,
+      home: baseHome,
+      map,
+      recovered,
+      ids,
+      volumes,
+      states,
+      archived,
+      recycled,
+      lastTimeMs,
+      horizon,
+      drops,
+      onDrop: handler => { onDrop = handler }
+    }
+  } catch (err) {
+    await index.close()
+    throw err
+  }
+}
+
+/** Removes the holder file (the store is closed). */
+export function removeHolder (dir: string): void {
+  fs.rmSync(path.join(dir, HOLDER_FILE), { force: true })
+}
+
+/** A home that also lists <store>/cache (archived segments fetched for an index rebuild). */
+function withCacheVolume (home: SegmentHome, cacheDir: string): SegmentHome {
+  return {
+    dirOf: v => v === CACHE_VOLUME ? cacheDir : home.dirOf(v),
+    volumes: () => [...home.volumes(), CACHE_VOLUME],
+    place: id => home.place(id),
+    occupied: (id, vs) => home.occupied(id, vs.filter(v => v !== CACHE_VOLUME)),
+    vacated: (id, vs) => home.vacated(id, vs.filter(v => v !== CACHE_VOLUME))
+  }
+}
+
+/** Fetches every archived segment into `cacheDir` for an index rebuild; returns their ids. */
+async function fetchAllArchived (layer: FileLayer, cacheDir: string, link: ArchiveLink, log: Logger): Promise<number[]> {
+  const ids = await link.list()
+  await layer.mkdirp(cacheDir)
+  for (const id of ids) {
+    const h = await layer.open(path.join(cacheDir, segmentFileName(id)), true)
+    try {
+      await h.truncate(0)
+      await h.writev([await link.get(id)], 0)
+    } finally {
+      await h.close()
+    }
+  }
+  if (ids.length > 0) log.warn({ segments: ids.length, from: link.describe() }, 'rebuilding the index: fetched archived segments back to scan them')
+  return ids
+}
+
+/** Deletes the files of a flat directory (the fetch cache), through the store's file layer. */
+async function removeFiles (layer: FileLayer, dir: string): Promise<void> {
+  const names = await layer.list(dir).catch(() => [] as string[])
+  for (const name of names) await layer.remove(path.join(dir, name))
+}
+
+function writeHolder (dir: string, holder = 'logdisk'): void {
+  try {
+    fs.writeFileSync(path.join(dir, HOLDER_FILE), JSON.stringify({ pid: process.pid, holder }) + '\n')
+  } catch { /* informational only */ }
+}
+
+/** STORE_LOCKED, saying who holds the store when it can tell. */
+function lockedError (dir: string, cause: LogdiskError): LogdiskError {
+  let who = 'another process'
+  try {
+    const h = JSON.parse(fs.readFileSync(path.join(dir, HOLDER_FILE), 'utf8'))
+    who = `pid ${h.pid} (${h.holder})`
+  } catch { /* no holder file: keep the generic words */ }
+  return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
+}
