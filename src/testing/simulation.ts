@@ -33,6 +33,8 @@ export interface SimulationOptions {
   inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
   /** The replication gate (below): on, off, or (undefined) by the seed, in half the runs. */
   replicationGate?: boolean
+  /** Segment handles kept open (the store's default is 64); drawn from the seed when absent. */
+  maxOpenSegments?: number
 }
 
 export interface SimulationReport {
@@ -79,6 +81,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   // other draws of a seed stay what they were.
   const gateRng = new Rng(seed ^ 0x7e91ca7e)
   const replicating = opts.replicationGate ?? gateRng.chance(0.5)
+  // Few open segment handles, so that the handle cache evicts under reads in flight. Its own
+  // rng too.
+  const maxOpenSegments = opts.maxOpenSegments ?? new Rng(seed ^ 0x0be75e95).range(1, 4)
   let gate = 0
   const sealedBytes = new Map<number, Buffer>()
   const sim = new SimFileLayer(sched)
@@ -99,7 +104,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const checkpointMaxBlocks = rng.range(8, 400)
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks`
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -119,7 +124,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     checkpointIntervalMs: 0,
     checkpointMaxBlocks,
     historyKeepMs,
-    retainFrom: replicating ? () => gate : undefined
+    retainFrom: replicating ? () => gate : undefined,
+    maxOpenSegments
   })
   // A restore may be refused only without backing storage, and only for a point that has
   // been outside the history window (snapshots never).
