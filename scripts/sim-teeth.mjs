@@ -2,7 +2,7 @@
 // Shows that the simulation has teeth: for each data-loss fix of issue 9, builds a copy of the
 // engine with that one fix taken back out, runs simulation seeds on it until one fails, and
 // prints the first failing seed (or that none of SEEDS failed). Usage:
-//   node scripts/sim-teeth.mjs [SEEDS=200]
+//   node scripts/sim-teeth.mjs [SEEDS=200] [ONLY=defect 3]
 // Each "revert" is an exact text replacement in src/; it fails loudly when the code it undoes
 // has changed, so the list stays honest as the engine moves.
 import { execFileSync } from 'node:child_process'
@@ -39,7 +39,8 @@ const reverts = {
 
 const root = process.cwd()
 const results = []
-for (const [name, edits] of Object.entries(reverts)) {
+// ONLY=text runs only the reverts whose name contains it.
+for (const [name, edits] of Object.entries(reverts).filter(([n]) => !process.env.ONLY || n.includes(process.env.ONLY))) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-teeth-'))
   try {
     for (const f of ['src', 'tsconfig.json', 'package.json']) fs.cpSync(path.join(root, f), path.join(dir, f), { recursive: true })
