@@ -317,18 +317,24 @@ export class FuseServer {
     })
   }
 
+  /** The open image of `fh`; undefined after answering the request's error (EBADF) and releasing its slot. */
+  private openHandle (fh: number, unique: number, release: () => void): ImageHandle | undefined {
+    try {
+      return this.folder.handle(fh)
+    } catch (err) {
+      this.replyError(unique, errnoOf(err))
+      release()
+      return undefined
+    }
+  }
+
   private read (req: Buffer, unique: number, release: () => void): void {
     const fh = u64(req, IN_HEADER)
     const offset = u64(req, IN_HEADER + 8)
     const size = Math.min(req.readUInt32LE(IN_HEADER + 16), req.length - OUT_HEADER)
     if (size > this.stats.maxReadBytes) this.stats.maxReadBytes = size
-    let handle: ImageHandle
-    try {
-      handle = this.folder.handle(fh)
-    } catch (err) {
-      this.replyError(unique, errnoOf(err))
-      return release()
-    }
+    const handle = this.openHandle(fh, unique, release)
+    if (!handle) return
     const state = this.track(unique, Op.READ)
     // The data lands after room for the reply header, in the request's own buffer.
     const into = req.subarray(OUT_HEADER, OUT_HEADER + size)
@@ -357,13 +363,8 @@ export class FuseServer {
       return release()
     }
     if (size > this.stats.maxWriteBytes) this.stats.maxWriteBytes = size
-    let handle: ImageHandle
-    try {
-      handle = this.folder.handle(fh)
-    } catch (err) {
-      this.replyError(unique, errnoOf(err))
-      return release()
-    }
+    const handle = this.openHandle(fh, unique, release)
+    if (!handle) return
     const state = this.track(unique, Op.WRITE)
     this.folder.write(handle, offset, req.subarray(data, data + size)).then(wrote => {
       release()
