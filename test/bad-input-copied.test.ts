@@ -3,28 +3,19 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, must, tmpDir } from './helpers/cli'
-import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, unmountIfMounted, type Ctx, type Fixture } from './helpers/matrix'
+import { canMount, must } from './helpers/cli'
+import { COMMANDS, cli, freshStore, newOut, refused, sameTrees, snapshotTrees, succeeded, unmountIfMounted, type Ctx, matrixFile } from './helpers/matrix'
 
 const skip = canMount()
-t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
-let fx: Fixture
-let root: string
-
-t.before(async () => {
-  if (skip) return
-  root = tmpDir('matrix-copied')
-  fx = await makeFixture(root)
-})
-t.teardown(async () => { if (root) await cleanup(root) })
+const m = matrixFile('copied', skip)
 
 t.test('a copied store (cp -a)', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'copy-case')
+  const dir = path.join(m.root, 'copy-case')
   fs.mkdirSync(dir)
-  const original = await freshStore(fx, path.join(dir, 'A'))
+  const original = await freshStore(m.fx, path.join(dir, 'A'))
   const copy = path.join(dir, 'B')
   await must('cp', '-a', original, copy)
-  const c: Ctx = { store: copy, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  const c: Ctx = { store: copy, fx: m.fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
   for (const cmd of COMMANDS) {
     const meantToWrite = cmd.name === 'adopt'
     const before = snapshotTrees(meantToWrite ? [original] : [original, copy])

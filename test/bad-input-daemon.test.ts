@@ -5,21 +5,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, daemonPid, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
-import { MiB, cli, freshStore, makeFixture, newOut, pattern, refused, succeeded, writeStore, type Fixture } from './helpers/matrix'
+import { canMount, daemonPid, isMounted, logdisk, must, run } from './helpers/cli'
+import { MiB, cli, freshStore, newOut, pattern, refused, succeeded, writeStore, matrixFile } from './helpers/matrix'
 import { checksumTree, diffTrees } from './helpers/tree'
 
 const skip = canMount()
-t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
-let fx: Fixture
-let root: string
-
-t.before(async () => {
-  if (skip) return
-  root = tmpDir('matrix-daemon')
-  fx = await makeFixture(root, { sizeArg: '256M' })
-})
-t.teardown(async () => { if (root) await cleanup(root) })
+const m = matrixFile('daemon', skip, { sizeArg: '256M' })
 
 /** The store's files that a quiet daemon does not touch (its log and pid file excluded). */
 function storeSums (store: string): Map<string, string> {
@@ -43,9 +34,9 @@ async function servesReads (mnt: string): Promise<boolean> {
 }
 
 t.test('outputs inside the store\'s own mount are refused before anything is written', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'inside-case')
+  const dir = path.join(m.root, 'inside-case')
   fs.mkdirSync(dir)
-  const store = await freshStore(fx, path.join(dir, 'store'))
+  const store = await freshStore(m.fx, path.join(dir, 'store'))
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')
   fs.mkdirSync(fsDir)
@@ -96,9 +87,9 @@ t.test('outputs inside the store\'s own mount are refused before anything is wri
 })
 
 t.test('a command whose daemon is killed midway fails, says so, and leaves no half-written file', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'killed-case')
+  const dir = path.join(m.root, 'killed-case')
   fs.mkdirSync(dir)
-  const store = await freshStore(fx, path.join(dir, 'store'))
+  const store = await freshStore(m.fx, path.join(dir, 'store'))
   await writeStore(store, 8 * MiB, pattern(11, 96 * MiB), 'big')
   const mnt = path.join(dir, 'mnt')
   const out = newOut(dir)
@@ -157,9 +148,9 @@ function readImage (mnt: string, offset: number, bytes: number): Buffer {
 }
 
 t.test('cp -a, then both mounted: each reads its own data, verify is clean on both; mv keeps working', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'mounted-copies')
+  const dir = path.join(m.root, 'mounted-copies')
   fs.mkdirSync(dir)
-  const a = await freshStore(fx, path.join(dir, 'A'))
+  const a = await freshStore(m.fx, path.join(dir, 'A'))
   const b = path.join(dir, 'B')
   await must('cp', '-a', a, b)
   const ma = path.join(dir, 'ma')

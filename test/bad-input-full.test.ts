@@ -3,34 +3,25 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, must, run, tmpDir } from './helpers/cli'
-import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, type Fixture } from './helpers/matrix'
+import { canMount, must, run } from './helpers/cli'
+import { COMMANDS, cli, freshStore, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, matrixFile } from './helpers/matrix'
 
-t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
 const skip = canMount() || (fs.existsSync('/usr/sbin/runuser') || fs.existsSync('/sbin/runuser') ? false : 'needs runuser')
 const USER = 'nobody'
-let fx: Fixture
-let root: string
-
-t.before(async () => {
-  if (skip) return
-  root = tmpDir('matrix-full')
-  fx = await makeFixture(root)
-})
-t.teardown(async () => { if (root) await cleanup(root) })
+const m = matrixFile('full', skip)
 
 t.test('on a full disk', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'full-case')
+  const dir = path.join(m.root, 'full-case')
   const disk = path.join(dir, 'disk')
   fs.mkdirSync(disk, { recursive: true })
   await must('mount', '-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', disk)
-  const store = await freshStore(fx, path.join(disk, 'store'))
+  const store = await freshStore(m.fx, path.join(disk, 'store'))
   await run('dd', ['if=/dev/zero', `of=${path.join(disk, 'fill')}`, 'bs=1M', 'status=none'])
   await run('dd', ['if=/dev/zero', `of=${path.join(disk, 'fill2')}`, 'bs=4k', 'status=none'])
   t.equal(fs.statfsSync(disk).bavail, 0, 'the disk is full')
-  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  const c: Ctx = { store, fx: m.fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
   for (const cmd of COMMANDS) {
-    const before = snapshotTrees([store, fx.template])
+    const before = snapshotTrees([store, m.fx.template])
     const r = await cli(cmd.args(c))
     if (cmd.reads) succeeded(t, r, cmd.name)
     else refused(t, r, new RegExp(`^logdisk: no space left on the filesystem of ${store} \\(0 bytes free; .*\\): free some space and retry`), cmd.name)

@@ -3,30 +3,21 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, must, tmpDir } from './helpers/cli'
-import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, unmountIfMounted, type Ctx, type Fixture } from './helpers/matrix'
+import { canMount, must } from './helpers/cli'
+import { COMMANDS, cli, freshStore, newOut, refused, sameTrees, snapshotTrees, succeeded, unmountIfMounted, type Ctx, matrixFile } from './helpers/matrix'
 
 const skip = canMount()
-t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
-let fx: Fixture
-let root: string
-
-t.before(async () => {
-  if (skip) return
-  root = tmpDir('matrix-moved')
-  fx = await makeFixture(root)
-})
-t.teardown(async () => { if (root) await cleanup(root) })
+const m = matrixFile('moved', skip)
 
 t.test('a moved store (mv)', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'move-case')
+  const dir = path.join(m.root, 'move-case')
   fs.mkdirSync(dir)
-  const first = await freshStore(fx, path.join(dir, 'M1'))
+  const first = await freshStore(m.fx, path.join(dir, 'M1'))
   const store = path.join(dir, 'M2')
   fs.renameSync(first, store)
-  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  const c: Ctx = { store, fx: m.fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
   for (const cmd of COMMANDS) {
-    const before = snapshotTrees(cmd.reads ? [store, fx.template] : [fx.template])
+    const before = snapshotTrees(cmd.reads ? [store, m.fx.template] : [m.fx.template])
     const r = await cli(cmd.args(c))
     await unmountIfMounted(c.mnt)
     succeeded(t, r, cmd.name)

@@ -3,26 +3,17 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, tmpDir } from './helpers/cli'
-import { COMMANDS, cli, freshStore, makeFixture, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, type Fixture } from './helpers/matrix'
+import { canMount } from './helpers/cli'
+import { COMMANDS, cli, freshStore, newOut, refused, sameTrees, snapshotTrees, succeeded, type Ctx, matrixFile } from './helpers/matrix'
 
 const skip = canMount()
-t.setTimeout(900_000) // a loaded machine runs each CLI start slowly; every run has its own 120 s bound
-let fx: Fixture
-let root: string
-
-t.before(async () => {
-  if (skip) return
-  root = tmpDir('matrix-paths')
-  fx = await makeFixture(root)
-})
-t.teardown(async () => { if (root) await cleanup(root) })
+const m = matrixFile('paths', skip)
 
 t.test('a store path that does not exist', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'missing-case')
+  const dir = path.join(m.root, 'missing-case')
   fs.mkdirSync(dir)
   const store = path.join(dir, 'nope')
-  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  const c: Ctx = { store, fx: m.fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
   for (const cmd of COMMANDS) {
     if (cmd.name === 'receive') continue // a full stream into a missing store creates it: below
     const before = snapshotTrees([dir])
@@ -33,18 +24,18 @@ t.test('a store path that does not exist', { skip, timeout: 840_000 }, async t =
   const unmount = await cli(['unmount', path.join(dir, 'no-mnt')])
   refused(t, unmount, /is not a logdisk mount/, 'unmount')
   // Commands meant to make the store do so.
-  succeeded(t, await cli(['receive', store, '--in', fx.stream]), 'receive creates it')
+  succeeded(t, await cli(['receive', store, '--in', m.fx.stream]), 'receive creates it')
   t.ok(fs.existsSync(path.join(store, 'store.json')), 'received into a new store')
   const other = path.join(dir, 'created')
   succeeded(t, await cli(['create', other, '--size', '16M']), 'create makes it')
 })
 
 t.test('a store path that is a file', { skip, timeout: 840_000 }, async t => {
-  const dir = path.join(root, 'file-case')
+  const dir = path.join(m.root, 'file-case')
   fs.mkdirSync(dir)
   const store = path.join(dir, 'afile')
   fs.writeFileSync(store, 'not a store\n')
-  const c: Ctx = { store, fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
+  const c: Ctx = { store, fx: m.fx, out: newOut(dir), mnt: path.join(dir, 'mnt') }
   for (const cmd of COMMANDS) {
     const before = snapshotTrees([dir])
     const r = await cli(cmd.args(c))

@@ -3,8 +3,8 @@
 // involved is byte-identical before and after, except where the command was meant to write.
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Test } from 'tap'
-import { CLI, isMounted, logdisk, must, run, type Run } from './cli'
+import tap, { type Test } from 'tap'
+import { CLI, cleanup, isMounted, logdisk, must, run, tmpDir, type Run } from './cli'
 import { checksumTree, diffTrees } from './tree'
 import { openStore } from '../../src/app/open'
 import { applyAssignments, readPolicy, writePolicy } from '../../src/policy/policy'
@@ -159,4 +159,22 @@ export async function unmountIfMounted (mnt: string): Promise<void> {
     const r = await logdisk('unmount', mnt)
     if (r.code !== 0) await run('fusermount', ['-uz', mnt])
   }
+}
+
+/**
+ * The frame every matrix file shares: its file timeout (a loaded machine runs each CLI start
+ * slowly; every run has its own 120 s bound), one fixture made before its tests unless
+ * `skip`, and everything under its temp root cleaned up however the file ends.
+ */
+export function matrixFile (name: string, skip: string | false, opts?: Parameters<typeof makeFixture>[1]): { readonly fx: Fixture, readonly root: string } {
+  tap.setTimeout(900_000)
+  let fx: Fixture | undefined
+  let root: string | undefined
+  tap.before(async () => {
+    if (skip) return
+    root = tmpDir(`matrix-${name}`)
+    fx = await makeFixture(root, opts)
+  })
+  tap.teardown(async () => { if (root) await cleanup(root) })
+  return { get fx () { return fx! }, get root () { return root! } }
 }
