@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { crc32c } from './crc'
-import type { FileHandle, FileLayer } from './file-layer'
+import { readUpTo, type FileHandle, type FileLayer } from './file-layer'
 
 /**
  * The baseline (000 cl. 1, 8): a block-ordered image of everything older than the oldest
@@ -75,12 +75,7 @@ export async function readBaselineIndex (layer: FileLayer, storeDir: string, uui
   try {
     const size = await handle.size()
     const buf = Buffer.alloc(size)
-    let got = 0
-    while (got < size) {
-      const n = await handle.read(buf, got, size - got, got)
-      if (n === 0) break
-      got += n
-    }
+    const got = await readUpTo(handle, buf, 0)
     return decodeBaselineIndex(uuid, buf.subarray(0, got), index)
   } finally {
     await handle.close()

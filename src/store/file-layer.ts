@@ -19,6 +19,20 @@ export interface FileHandle {
   close (): Promise<void>
 }
 
+/**
+ * Reads into all of `buf` from `position`, as many read(2) calls as it takes; fewer bytes only
+ * at the end of the file. Returns how many bytes were read.
+ */
+export async function readUpTo (handle: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let got = 0
+  while (got < buf.length) {
+    const n = await handle.read(buf, got, buf.length - got, position + got)
+    if (n === 0) break
+    got += n
+  }
+  return got
+}
+
 export interface FileLayer {
   /** Opens read-write; creates the file when `create` is set and it does not exist. */
   open (file: string, create: boolean): Promise<FileHandle>

@@ -1,5 +1,6 @@
 import path from 'node:path'
 import { BASELINE_BASE } from './baseline'
+import { readUpTo } from './file-layer'
 import { segmentFileName } from './format'
 import { Mutex } from './mutex'
 import { PassFence } from './pass-fence'
@@ -63,12 +64,7 @@ export class LifeCycle implements LifeCyclePart {
     const segment = await this.p.reader.segment(id)
     const size = await segment.handle.size()
     const data = Buffer.allocUnsafe(size)
-    let got = 0
-    while (got < size) {
-      const n = await segment.handle.read(data, got, size - got, got)
-      if (n === 0) break
-      got += n
-    }
+    const got = await readUpTo(segment.handle, data, 0)
     await this.p.opts.archive!.put(id, data.subarray(0, got))
     segments.markArchived(id)
     segments.record(id)

@@ -1,6 +1,6 @@
 import { crc32c } from './crc'
 import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
-import type { FileHandle } from './file-layer'
+import { readUpTo, type FileHandle } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS } from './format'
 
 const WINDOW_BYTES = 8 * 1024 * 1024
@@ -38,12 +38,7 @@ class WindowReader {
     if (offset < this.start || offset + length > this.start + this.window.length) {
       const size = Math.min(Math.max(WINDOW_BYTES, length), this.fileBytes - offset)
       const buf = Buffer.allocUnsafe(size)
-      let got = 0
-      while (got < size) {
-        const n = await this.handle.read(buf, got, size - got, offset + got)
-        if (n === 0) break
-        got += n
-      }
+      const got = await readUpTo(this.handle, buf, offset)
       this.window = buf.subarray(0, got)
       this.start = offset
       if (got < length) return undefined

@@ -8,7 +8,7 @@ import { mergeIntoBaseline } from './baseline-pass'
 import { lowerBound, type CompactionReport } from './compaction'
 import { compactionPass, type CompactOptions } from './compaction-pass'
 import { writeConfig, type CreateOptions, type StoreConfig } from './config'
-import { nodeFileLayer, type FileLayer } from './file-layer'
+import { nodeFileLayer, readUpTo, type FileLayer } from './file-layer'
 import { EntryKind, segmentFileName } from './format'
 import { History } from './history'
 import type { EntryRecord, SegmentRecord, SnapshotRecord } from './index-db'
@@ -516,13 +516,7 @@ export class Store {
       const size = await segment.handle.size()
       const n = Math.max(0, Math.min(length, size - offset))
       const out = Buffer.allocUnsafe(n)
-      let got = 0
-      while (got < n) {
-        const r = await segment.handle.read(out, got, n - got, offset + got)
-        if (r === 0) break
-        got += r
-      }
-      return out.subarray(0, got)
+      return out.subarray(0, await readUpTo(segment.handle, out, offset))
     })
   }
 
