@@ -25,7 +25,7 @@ cp -a /usr/share/doc "$work/fs/doc"                 # use it with ordinary tools
 (cd /usr/share/doc && find . -type f -exec sha256sum {} + | sort -k2) > "$work/before.sha"
 sync
 umount "$work/fs"
-logdisk detach "$dev"
+logdisk detach "$dev"; dev=                         # detached: the cleanup must not touch a reused loopN
 logdisk status "$work/store"                        # bytes written, segments, index position
 logdisk unmount "$work/mnt"
 

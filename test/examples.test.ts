@@ -6,7 +6,7 @@ t.test('examples/walkthrough.sh runs end to end', { skip: canMount() }, async t 
   const dir = tmpDir('walkthrough')
   t.teardown(() => cleanup(dir))
   const r = await run('bash', ['examples/walkthrough.sh', dir], { timeoutMs: 300_000 })
-  t.equal(r.code, 0, r.stderr)
+  t.equal(r.code, 0, `${r.stderr}\n--- stdout (end) ---\n${r.stdout.slice(-2000)}`)
   t.match(r.stdout, /all \d+ files read back identical/)
   t.match(r.stdout, /\nok\n/, 'verify is clean')
 })
