@@ -300,12 +300,10 @@ export class Reader implements ReaderPart {
       if (this.openSegments.size <= (this.p.opts.maxOpenSegments ?? MAX_OPEN_SEGMENTS)) break
       if (old === this.p.log.current || old.unsynced) continue // an unsynced segment is synced before it closes
       this.openSegments.delete(oldId)
-      // A read or a pass that took this handle may still use it (a second read(2) of a short
-      // read, a mirror retry, a pass reading a whole segment): close it once reads in flight
-      // are done and no pass runs. Found by the simulation with few open handles (seeds 2, 3
-      // and 11 read a closed handle: EBADF).
-      Promise.all([this.p.reads.drain(), this.p.lifeCycle.maintenance.run(async () => undefined)])
-        .then(() => old.close()).catch(() => undefined)
+      // A pass may be reading this whole segment (archiving it): wait for passes as well.
+      // Found by the simulation with few open handles (seeds 2, 3 and 11 read a closed
+      // handle: EBADF).
+      this.closeWhenIdle(old, true)
     }
     return segment
   }
@@ -320,9 +318,22 @@ export class Reader implements ReaderPart {
     const old = this.openSegments.get(id)
     if (!old) return
     this.openSegments.delete(id)
-    // Reads that found it may still be using it: close once they are done (and synced:
-    // a sealed segment waiting for its fdatasync is synced by the next flush through it).
-    this.p.reads.drain().then(() => old.unsynced ? old.sync() : undefined).then(() => old.close()).catch(() => undefined)
+    // Called by passes themselves (waiting for passes would wait for the caller).
+    this.closeWhenIdle(old, false)
+  }
+
+  /**
+   * Closes a handle dropped from the cache once nothing can still use it: reads in flight
+   * that found it (a second read(2) of a short read, a mirror retry) are done, and, with
+   * `afterPasses`, no pass runs. An unsynced segment (sealed, waiting for the next flush's
+   * fdatasync) is synced first.
+   */
+  private closeWhenIdle (old: Segment, afterPasses: boolean): void {
+    const passes = afterPasses ? this.p.lifeCycle.maintenance.run(async () => undefined) : undefined
+    Promise.all([this.p.reads.drain(), passes])
+      .then(() => old.unsynced ? old.sync() : undefined)
+      .then(() => old.close())
+      .catch(() => undefined)
   }
 
   /**
