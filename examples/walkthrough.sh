@@ -9,7 +9,9 @@ work=${1:-$(mktemp -d /tmp/logdisk-walkthrough.XXXXXX)}
 logdisk() { node dist/src/cli/main.js "$@"; }
 cleanup() {
   mountpoint -q "$work/fs" && umount "$work/fs"
-  [ -n "${dev:-}" ] && losetup "$dev" >/dev/null 2>&1 && logdisk detach "$dev"
+  # Only loop devices over this walk-through's image: a /dev/loopN detached above may
+  # already serve someone else.
+  for d in $(losetup -j "$work/mnt/current.img" -O NAME -n 2>/dev/null); do logdisk detach "$d" || true; done
   grep -qs " $work/mnt fuse.logdisk " /proc/mounts && logdisk unmount "$work/mnt"
   true
 }
@@ -25,7 +27,7 @@ cp -a /usr/share/doc "$work/fs/doc"                 # use it with ordinary tools
 (cd /usr/share/doc && find . -type f -exec sha256sum {} + | sort -k2) > "$work/before.sha"
 sync
 umount "$work/fs"
-logdisk detach "$dev"; dev=                         # detached: the cleanup must not touch a reused loopN
+logdisk detach "$dev"
 logdisk status "$work/store"                        # bytes written, segments, index position
 logdisk unmount "$work/mnt"
 
