@@ -139,6 +139,9 @@ export interface ReaderPart {
   readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer>
   readBlockAt (seq: number, block: number): Promise<Buffer>
   imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
+  readBlocksAt (seq: number, first: number, n: number): Promise<{ data: Buffer, where: Float64Array }>
+  /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
+  locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]>
   baselineHandle (): Promise<FileHandle>
   baselineForVerify (): Promise<VerifyInput['baseline']>

@@ -58,12 +58,29 @@ export class Reader implements ReaderPart {
   }
 
   /**
+   * Blocks [first, first+n) as they were at cut `seq`, read like readAt (runs of adjacent
+   * blocks in one system call, every block's CRC checked), with where each one was:
+   * `where[i] === -1` means never written by the cut (a hole; a clone's parent data when the
+   * clone falls through), TRIMMED a trimmed block. What whole-image copies read, in large chunks.
+   */
+  async readBlocksAt (seq: number, first: number, n: number): Promise<{ data: Buffer, where: Float64Array }> {
+    const B = this.p.config.blockBytes
+    let where: Float64Array = new Float64Array(0)
+    const data = await this.readImage(first * B, n * B, undefined, async (f, m) => {
+      const located = await this.locateAt(seq, f, m)
+      where = located.where
+      return located
+    })
+    return { data, where }
+  }
+
+  /**
    * Where blocks [first, first+n) were at cut `seq`. The newest copy is the answer whenever
    * its sequence number is at or before the cut; only blocks rewritten since ask the index,
    * one reverse seek each, whatever the number of snapshots. A new snapshot is listed as soon
    * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
-  private async locateAt (seq: number, first: number, n: number): Promise<Located> {
+  async locateAt (seq: number, first: number, n: number): Promise<Located> {
     const map = this.p.map
     const where = new Float64Array(n)
     const crcs = new Uint32Array(n)
