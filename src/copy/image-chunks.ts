@@ -57,3 +57,31 @@ export async function * imageChunks (store: Store, seq: number, first: number, c
 export function isZeroBlock (data: Buffer, offset: number, B: number, zero: Buffer): boolean {
   return data.compare(zero, 0, B, offset, offset + B) === 0
 }
+
+/**
+ * Items of `source` in order, with up to `depth` of them asked for ahead of the consumer, so
+ * that reading the next ones overlaps with the consumer's work on this one (bounded memory:
+ * `depth` items). An async generator queues the calls to next() and answers them in order.
+ */
+export async function * readAhead<T> (source: AsyncIterable<T>, depth: number): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]()
+  const queue: Array<Promise<IteratorResult<T>>> = []
+  let done = false
+  const ask = (): void => {
+    const p = it.next()
+    p.catch(() => undefined) // awaited in turn below
+    queue.push(p)
+  }
+  try {
+    for (let i = 0; i < depth; i++) ask()
+    while (queue.length > 0) {
+      const r = await queue.shift()!
+      if (r.done === true) { done = true; break }
+      ask()
+      yield r.value
+    }
+  } finally {
+    await Promise.allSettled(queue)
+    if (!done) await it.return?.(undefined)
+  }
+}
