@@ -121,6 +121,26 @@ try {
   const d = logdisk('diff', src, 'a', 'b', '--json')
   record('diff a b (4 MiB)', d.seconds, 4 * MiB, `${JSON.parse(d.stdout).blocks} blocks`)
 
+  const st = logdisk('status', src)
+  record('status (opening the store)', st.seconds, 0, 'the fixed cost of any command on an unmounted store')
+  // The same increments on a store already open (as in the mount daemon): no start-up, no open.
+  const inproc = `
+    const { openStore } = await import(${JSON.stringify(path.join(REPO, 'dist/src/app/open.js'))})
+    const { sendStreamTo } = await import(${JSON.stringify(path.join(REPO, 'dist/src/copy/send.js'))})
+    const { diffSnapshots } = await import(${JSON.stringify(path.join(REPO, 'dist/src/copy/diff.js'))})
+    const { store } = await openStore(${JSON.stringify(src)}, {}, [], 'read')
+    let t0 = performance.now()
+    await sendStreamTo(store, 'b', 'a', { out: ${JSON.stringify(out('ab2.stream'))} })
+    const send = (performance.now() - t0) / 1000
+    t0 = performance.now()
+    await diffSnapshots(store, 'a', 'b')
+    const diff = (performance.now() - t0) / 1000
+    await store.close()
+    console.log(JSON.stringify({ send, diff }))`
+  const ip = JSON.parse(run(process.execPath, ['--input-type=module', '-e', inproc]).stdout)
+  record('send b --from a, store open', ip.send, 4 * MiB, 'in process')
+  record('diff a b, store open', ip.diff, 4 * MiB, 'in process')
+
   const cpRate = rows.find(x => x.what.startsWith('cp ')).mbps
   const qRate = rows.find(x => x.what.startsWith('qemu-img')).mbps
   const ratio = (w) => rows.find(x => x.what.startsWith(w)).mbps

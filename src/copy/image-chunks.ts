@@ -22,18 +22,24 @@ export interface ImageChunk {
  * (Store.pointHeld): if a snapshot was deleted and compacted, or the history horizon rose past
  * the point while the copy ran, a read may have found another point's version, and the copy
  * fails instead of returning it. A consumer must therefore reach the end before it commits
- * what it wrote.
+ * what it wrote. A chunk's `data` is valid until the consumer asks for the next chunk (its
+ * buffer is then read into again).
  */
 export async function * imageChunks (store: Store, seq: number, first: number, count: number, what: string): AsyncGenerator<ImageChunk> {
   const per = Math.max(1, Math.floor(CHUNK_BYTES / store.blockBytes))
   const end = first + count
   const queue: Array<Promise<ImageChunk>> = []
+  // DEPTH chunks being read and one with the consumer: buffers taken in turn are reused, so
+  // memory stays mapped (fresh large buffers cost a page fault per page, more than the copy).
+  const buffers = Array.from({ length: DEPTH + 1 }, () => Buffer.allocUnsafe(Math.min(per, count) * store.blockBytes))
+  let turn = 0
   let next = first
   const launch = (): void => {
     const f = next
     const n = Math.min(per, end - f)
     next += n
-    const read = store.readBlocksAt(seq, f, n).then(r => ({ first: f, n, data: r.data, where: r.where }))
+    const into = buffers[turn++ % buffers.length]
+    const read = store.readBlocksAt(seq, f, n, into).then(r => ({ first: f, n, data: r.data, where: r.where }))
     read.catch(() => undefined) // awaited in turn below; an early failure must not go unhandled
     queue.push(read)
   }

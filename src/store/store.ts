@@ -351,15 +351,15 @@ export class Store {
 
   /**
    * Blocks [first, first+n) as they were at cut `seq`, and where each was (`where[i] === -1`:
-   * never written by the cut). What whole-image copies read, a few MiB at a time. A copy of a
-   * point checks pointHeld(seq) once its reads are done.
+   * never written by the cut). What whole-image copies read, a few MiB at a time, into
+   * buffers they reuse (`into`). A copy of a point checks pointHeld(seq) once its reads are done.
    */
-  async readBlocksAt (seq: number, first: number, n: number): Promise<{ data: Buffer, where: Float64Array }> {
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }> {
     this.assertOpen()
     if (!Number.isSafeInteger(first) || first < 0 || !Number.isSafeInteger(n) || n < 0 || (first + n) * this.blockBytes > this.sizeBytes) {
       throw new LogdiskError('BAD_ARGUMENT', `bad block range ${first}+${n}`)
     }
-    return this.p.reader.readBlocksAt(seq, first, n)
+    return this.p.reader.readBlocksAt(seq, first, n, into)
   }
 
   /**
