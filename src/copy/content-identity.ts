@@ -1,29 +1,46 @@
 import crypto from 'node:crypto'
 import { crc32c, type Store } from '../store'
 
+/** Blocks located per step: bounds the lookups in flight and the rows buffered. */
+const LOCATE_BLOCKS = 8192
+
 /**
  * The content identity of the image at cut `seq`: a hash of the volume geometry and of every
  * non-zero block's address and CRC32C, read from the index (no data is read). Two images with
  * the same identity hold the same bytes (up to CRC32C collisions of single blocks), whatever
  * store or log history they come from, so a receiver can tell that it holds an incremental's base.
+ *
+ * Each block's version at the cut comes from the in-memory block map when its newest version
+ * is at or before the cut, and from one index lookup otherwise (Store.locateAt): the cost is
+ * the volume's blocks in memory plus one lookup per block rewritten since the cut, not a pass
+ * over every version in the index. The same hash as a walk of blockCrcsAt (the rows in block
+ * order), so identities match those of earlier releases and of streams they wrote.
  */
 export async function contentIdentity (store: Store, seq: number): Promise<string> {
-  const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  const B = store.blockBytes
+  const zeroCrc = crc32c(Buffer.alloc(B))
   const hash = crypto.createHash('sha256')
   const geometry = Buffer.alloc(16)
   geometry.writeBigUInt64LE(BigInt(store.sizeBytes), 0)
-  geometry.writeBigUInt64LE(BigInt(store.blockBytes), 8)
+  geometry.writeBigUInt64LE(BigInt(B), 8)
   hash.update(geometry)
-  const row = Buffer.alloc(12)
-  const rows: Buffer[] = []
-  for await (const [block, crc] of store.blockCrcsAt(seq)) {
-    if (crc === zeroCrc) continue
-    row.writeBigUInt64LE(BigInt(block), 0)
-    row.writeUInt32LE(crc, 8)
-    rows.push(Buffer.from(row))
-    if (rows.length >= 4096) hash.update(Buffer.concat(rows.splice(0)))
+  const blocks = store.sizeBytes / B
+  const rows = Buffer.alloc(LOCATE_BLOCKS * 12)
+  for (let first = 0; first < blocks; first += LOCATE_BLOCKS) {
+    const n = Math.min(LOCATE_BLOCKS, blocks - first)
+    const { where, crcs } = await store.locateAt(seq, first, n)
+    let at = 0
+    // A trimmed block (where < 0) is absent, like one never written: it reads as zeros.
+    for (let i = 0; i < n; i++) {
+      if (where[i] < 0 || crcs[i] === zeroCrc) continue
+      const block = first + i
+      rows.writeUInt32LE(block % 0x100000000, at)
+      rows.writeUInt32LE(Math.floor(block / 0x100000000), at + 4)
+      rows.writeUInt32LE(crcs[i], at + 8)
+      at += 12
+    }
+    if (at > 0) hash.update(rows.subarray(0, at))
   }
-  if (rows.length > 0) hash.update(Buffer.concat(rows))
   return `c1-${hash.digest('hex').slice(0, 40)}`
 }
 

@@ -1,7 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
-import { syncDir } from './sync-dir'
+import { imageChunks } from './image-chunks'
+import { writeFully, writePartialThenRename } from './partial-file'
 import type { Store } from '../store'
 
 /**
@@ -77,30 +78,16 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
       throw new LogdiskError('BAD_ARGUMENT', `${out} holds ${bytes} bytes; the image needs ${sizeBytes}`)
     }
   }
-  const target = device ? out : `${out}.partial`
-  let fh: fs.promises.FileHandle
-  try {
-    fh = device
-      ? await fs.promises.open(out, fs.constants.O_RDWR | fs.constants.O_EXCL)
-      : await fs.promises.open(target, 'w', 0o644)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EBUSY') throw new LogdiskError('BUSY', `${out} is in use (mounted?); unmount it first`, err)
-    throw fromSystemError(err, `open ${target}`)
-  }
-  const zero = Buffer.alloc(B)
-  let written = 0
   // Fault injection: fail once half the image is written, or before completing a smaller copy.
   const inject = opts.faultLabel !== undefined && opts.faults?.has(opts.faultLabel) === true
   const fault = (): LogdiskError => new LogdiskError('IO', `injected fault: the copy failed midway (LOGDISK_FAULTS=${opts.faultLabel})`)
-  const put = async (data: Buffer, offset: number): Promise<void> => {
-    for (let done = 0; done < data.length;) {
-      const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done)
-      done += bytesWritten
+  const copy = async (fh: fs.promises.FileHandle): Promise<number> => {
+    const zero = Buffer.alloc(B)
+    let written = 0
+    const put = async (data: Buffer, offset: number): Promise<void> => {
+      await writeFully(fh, data, offset)
+      written += data.length
     }
-    written += data.length
-  }
-  try {
-    if (!device) await fh.truncate(sizeBytes)
     for await (const { offset, data } of pieces) {
       if (offset + data.length > sizeBytes) throw new LogdiskError('IO', `internal: a piece at ${offset} runs past the image's ${sizeBytes} bytes`)
       if (device) {
@@ -108,11 +95,14 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
       } else {
         // Only non-zero blocks: zeros stay holes. Adjacent non-zero blocks go in one write.
         const n = Math.ceil(data.length / B)
+        const isZero = (k: number): boolean => {
+          const len = Math.min(B, data.length - k * B)
+          return data.compare(zero, 0, len, k * B, k * B + len) === 0
+        }
         for (let i = 0; i < n;) {
-          const block = (k: number): Buffer => data.subarray(k * B, Math.min((k + 1) * B, data.length))
-          if (block(i).equals(zero.subarray(0, block(i).length))) { i++; continue }
+          if (isZero(i)) { i++; continue }
           let j = i + 1
-          while (j < n && !block(j).equals(zero.subarray(0, block(j).length))) j++
+          while (j < n && !isZero(j)) j++
           await put(data.subarray(i * B, Math.min(j * B, data.length)), offset + i * B)
           i = j
         }
@@ -121,29 +111,48 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
       if (inject && offset + data.length >= sizeBytes / 2) throw fault()
     }
     if (inject) throw fault()
-    await fh.sync()
-    await fh.close()
-  } catch (err) {
-    await fh.close().catch(() => undefined)
-    if (!device) await fs.promises.rm(target, { force: true })
-    throw err instanceof LogdiskError ? err : fromSystemError(err, `write ${target}`)
+    return written
   }
-  if (!device) {
-    await fs.promises.rename(target, out)
-    await syncDir(path.dirname(out))
+  let written: number
+  if (device) {
+    let fh: fs.promises.FileHandle
+    try {
+      fh = await fs.promises.open(out, fs.constants.O_RDWR | fs.constants.O_EXCL)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EBUSY') throw new LogdiskError('BUSY', `${out} is in use (mounted?); unmount it first`, err)
+      throw fromSystemError(err, `open ${out}`)
+    }
+    try {
+      written = await copy(fh)
+      await fh.sync()
+    } catch (err) {
+      throw err instanceof LogdiskError ? err : fromSystemError(err, `write ${out}`)
+    } finally {
+      await fh.close().catch(() => undefined)
+    }
+  } else {
+    written = await writePartialThenRename(out, true, async (fh, partial) => {
+      await fh.truncate(sizeBytes).catch(err => { throw fromSystemError(err, `extend ${partial}`) })
+      return copy(fh)
+    })
   }
   opts.onProgress?.(sizeBytes, sizeBytes)
   return { out, device, sizeBytes, writtenBytes: written }
 }
 
-/** Blocks [first, first+count) of a snapshot's image, in 1 MiB pieces; offsets from `first`. */
+/**
+ * Blocks [first, first+count) of a snapshot's image, in large pieces read ahead of the writer
+ * (imageChunks); offsets from `first`. Fails at the end if the snapshot was deleted and
+ * compacted meanwhile (a piece may then hold another point's data).
+ */
 export async function * snapshotPieces (store: Store, name: string, first: number, count: number): AsyncGenerator<ImagePiece> {
+  yield * pointPieces(store, store.snapshotNamed(name).seq, `snapshot ${name}`, first, count)
+}
+
+/** Blocks [first, first+count) of the image at cut `seq` (`what` names it in errors). */
+export async function * pointPieces (store: Store, seq: number, what: string, first: number, count: number): AsyncGenerator<ImagePiece> {
   const B = store.blockBytes
-  const per = Math.max(1, Math.floor(CHUNK_BYTES / B))
-  for (let b = first; b < first + count; b += per) {
-    const n = Math.min(per, first + count - b)
-    yield { offset: (b - first) * B, data: await store.readSnapshot(name, b * B, n * B) }
-  }
+  for await (const c of imageChunks(store, seq, first, count, what)) yield { offset: (c.first - first) * B, data: c.data }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { LogdiskError } from '../errors'
 import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
 import { contentIdentity, currentSeq } from './content-identity'
+import { readAhead } from './image-chunks'
 import { readStream, validateStream, type StreamSummary } from './stream-format'
 
 export interface ReceiveResult {
@@ -70,7 +71,8 @@ export async function receiveStream (
   }
 
   // Checked: now apply.
-  for await (const r of readStream(file)) {
+  // The next records are read (and their CRCs checked) while this one is written.
+  for await (const r of readAhead(readStream(file), 4)) {
     if ('header' in r || 'trailer' in r) continue
     const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
     await store.write(r.block * B, data)

@@ -1,5 +1,4 @@
-import fs from 'node:fs'
-import { LogdiskError, fromSystemError } from '../errors'
+import { pointPieces, writeImage } from './export'
 import type { Store } from '../store'
 
 export interface RestoreResult {
@@ -10,44 +9,16 @@ export interface RestoreResult {
 /**
  * Writes the image at sequence `seq` to `out`: a sparse file of the volume's size, with holes
  * where blocks were never written (or are all zeros). Written under a temporary name and
- * renamed once complete and fsynced, so `out` is never a half-restored image.
+ * renamed once complete and fsynced, so `out` is never a half-restored image (writeImage, as
+ * export does; reads run ahead of the writes in large chunks). Fails, writing nothing, if the
+ * store gives the point up while the copy runs (compaction past the history horizon).
  */
 export async function restoreImage (
   store: Store, seq: number, out: string,
   opts: { force?: boolean, onProgress?: (doneBytes: number, totalBytes: number) => void } = {}
 ): Promise<RestoreResult> {
-  if (fs.existsSync(out) && !opts.force) throw new LogdiskError('BAD_ARGUMENT', `${out} exists; give --force to overwrite it`)
-  const tmp = `${out}.partial`
-  // Asynchronous calls only: the mount daemon runs this, and a synchronous fsync of a large
-  // image would stall every FUSE request for as long.
-  let fh: fs.promises.FileHandle
-  try {
-    fh = await fs.promises.open(tmp, 'w', 0o644)
-  } catch (err) {
-    throw fromSystemError(err, `create ${tmp}`)
-  }
-  const zero = Buffer.alloc(store.blockBytes)
-  let blocks = 0
-  try {
-    await fh.truncate(store.sizeBytes).catch(err => { throw fromSystemError(err, `extend ${tmp}`) })
-    for await (const { block, data } of store.imageAt(seq)) {
-      if (!data.equals(zero)) {
-        for (let done = 0; done < data.length;) {
-          const { bytesWritten } = await fh.write(data, done, data.length - done, block * store.blockBytes + done).catch(err => { throw fromSystemError(err, `write ${tmp}`) })
-          done += bytesWritten
-        }
-        blocks++
-      }
-      opts.onProgress?.((block + 1) * store.blockBytes, store.sizeBytes)
-    }
-    await fh.sync().catch(err => { throw fromSystemError(err, `fsync ${tmp}`) })
-  } catch (err) {
-    await fh.close().catch(() => undefined)
-    await fs.promises.rm(tmp, { force: true })
-    throw err
-  }
-  await fh.close()
-  await fs.promises.rename(tmp, out)
-  opts.onProgress?.(store.sizeBytes, store.sizeBytes)
-  return { blocks, bytes: blocks * store.blockBytes }
+  const B = store.blockBytes
+  const pieces = pointPieces(store, seq, `sequence ${seq}`, 0, store.sizeBytes / B)
+  const written = await writeImage(out, store.sizeBytes, pieces, { blockBytes: B, force: opts.force, onProgress: opts.onProgress })
+  return { blocks: written.writtenBytes / B, bytes: written.writtenBytes }
 }

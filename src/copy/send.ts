@@ -1,11 +1,11 @@
-import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import type { SnapshotRecord, Store } from '../store'
 import { contentIdentity } from './content-identity'
 import { STREAM_FORMAT, StreamWriter, maxRunBlocks, type StreamHeader, type StreamSink } from './stream-format'
-import { syncDir } from './sync-dir'
+import { imageChunks } from './image-chunks'
+import { writeFully, writePartialThenRename } from './partial-file'
 
 /** Sending a snapshot, or the increment between two, as a stream (stream-format.ts) onto a sink. */
 
@@ -49,31 +49,71 @@ export async function sendStream (
   const B = store.blockBytes
   const maxRun = maxRunBlocks(B)
   const zero = Buffer.alloc(B)
-  const emit = async (first: number, count: number): Promise<void> => {
-    const data = await store.readSnapshot(snap.name, first * B, count * B)
-    // Split the run into stretches of non-zero blocks (data) and of zero blocks.
+  // A run of at most maxRun adjacent blocks that have a version in the range, split into
+  // stretches of non-zero blocks (data records) and of zero blocks (zero records, which only
+  // an incremental stream carries).
+  const emit = async (first: number, count: number, data: Buffer): Promise<void> => {
+    const isZero = (k: number): boolean => data.compare(zero, 0, B, k * B, (k + 1) * B) === 0
     for (let i = 0; i < count;) {
-      const isZero = data.subarray(i * B, (i + 1) * B).equals(zero)
+      const zeros = isZero(i)
       let j = i + 1
-      while (j < count && data.subarray(j * B, (j + 1) * B).equals(zero) === isZero) j++
-      if (!isZero) await w.data(first + i, data.subarray(i * B, j * B), B)
+      while (j < count && isZero(j) === zeros) j++
+      if (!zeros) await w.data(first + i, data.subarray(i * B, j * B), B)
       else if (from) await w.zero(first + i, j - i)
       i = j
     }
     opts.onProgress?.((first + count) * B, store.sizeBytes)
   }
-  let runStart = -1
-  let runCount = 0
-  for await (const block of store.changedBlocks(from ? from.seq : 0, snap.seq)) {
-    if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
-      runCount++
-      continue
+  if (from) {
+    // Incremental: the blocks changed in between, from the entries of that stretch of the log.
+    let runStart = -1
+    let runCount = 0
+    for await (const block of store.changedBlocks(from.seq, snap.seq)) {
+      if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
+        runCount++
+        continue
+      }
+      if (runCount > 0) await emit(runStart, runCount, await store.readSnapshot(snap.name, runStart * B, runCount * B))
+      runStart = block
+      runCount = 1
     }
-    if (runCount > 0) await emit(runStart, runCount)
-    runStart = block
-    runCount = 1
+    if (runCount > 0) await emit(runStart, runCount, await store.readSnapshot(snap.name, runStart * B, runCount * B))
+  } else {
+    // Full: the whole image in large chunks read ahead; the blocks written by the cut (where
+    // is not -1) form the same runs as the changes since sequence 0 would.
+    const run = Buffer.allocUnsafe(maxRun * B)
+    let runStart = -1
+    let runCount = 0
+    for await (const c of imageChunks(store, snap.seq, 0, store.sizeBytes / B, `snapshot ${snap.name}`)) {
+      for (let i = 0; i < c.n;) {
+        if (c.where[i] === -1) { i++; continue }
+        let j = i + 1
+        while (j < c.n && c.where[j] !== -1) j++
+        for (let s = i; s < j;) {
+          const block = c.first + s
+          let k: number
+          if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
+            k = Math.min(maxRun - runCount, j - s)
+          } else {
+            if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B))
+            k = Math.min(maxRun, j - s)
+            runStart = block
+            runCount = 0
+          }
+          c.data.copy(run, runCount * B, s * B, (s + k) * B)
+          runCount += k
+          s += k
+        }
+        i = j
+      }
+    }
+    if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B))
   }
-  if (runCount > 0) await emit(runStart, runCount)
+  // Reads of an incremental are checked here (a full one was checked by imageChunks): a
+  // snapshot deleted and compacted while the stream was made may have lent another point's data.
+  for (const s of from ? [snap, from] : [snap]) {
+    if (!store.pointHeld(s.seq)) throw new LogdiskError('NOT_FOUND', `snapshot ${s.name} was deleted while it was being sent; the stream is incomplete`)
+  }
   const t = await w.trailer()
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
@@ -81,35 +121,15 @@ export async function sendStream (
 
 /** A sink onto a new file: written under `<out>.partial`, fsynced, then renamed to `out`. */
 export async function fileSink<T> (out: string, force: boolean, fn: (sink: StreamSink) => Promise<T>): Promise<T> {
-  if (!force && fs.existsSync(out)) throw new LogdiskError('BAD_ARGUMENT', `${out} exists; give --force to overwrite it`)
-  const tmp = `${out}.partial`
-  let fh: fs.promises.FileHandle
-  try {
-    fh = await fs.promises.open(tmp, 'w', 0o644)
-  } catch (err) {
-    throw fromSystemError(err, `create ${tmp}`)
-  }
-  let result: T
-  try {
-    result = await fn({
-      write: async chunk => {
-        try {
-          await fh.write(chunk)
-        } catch (err) {
-          throw fromSystemError(err, `write ${tmp}`)
-        }
+  return writePartialThenRename(out, force, (fh, partial) => fn({
+    write: async chunk => {
+      try {
+        await writeFully(fh, chunk, null)
+      } catch (err) {
+        throw fromSystemError(err, `write ${partial}`)
       }
-    })
-    await fh.sync()
-    await fh.close()
-  } catch (err) {
-    await fh.close().catch(() => undefined)
-    await fs.promises.rm(tmp, { force: true })
-    throw err
-  }
-  await fs.promises.rename(tmp, out)
-  await syncDir(path.dirname(out))
-  return result
+    }
+  }))
 }
 
 /**

@@ -135,10 +135,17 @@ export interface ReaderPart {
   readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer>
   /** Reads the image as it was at cut `seq`. */
   readAt (seq: number, offset: number, length: number, into?: Buffer): Promise<Buffer>
-  /** Reads `run` blocks stored contiguously from log position `pos`, checking each CRC. */
-  readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer>
+  /**
+   * Reads `run` blocks stored contiguously from log position `pos`, checking each CRC; into
+   * `into` (run blocks long) when given, unless the bytes had to come from elsewhere (another
+   * mirror copy, backing storage): the buffer returned holds them either way.
+   */
+  readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer>
   readBlockAt (seq: number, block: number): Promise<Buffer>
   imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
+  readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }>
+  /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
+  locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]>
   baselineHandle (): Promise<FileHandle>
   baselineForVerify (): Promise<VerifyInput['baseline']>

@@ -58,12 +58,29 @@ export class Reader implements ReaderPart {
   }
 
   /**
+   * Blocks [first, first+n) as they were at cut `seq`, read like readAt (runs of adjacent
+   * blocks in one system call, every block's CRC checked), with where each one was:
+   * `where[i] === -1` means never written by the cut (a hole; a clone's parent data when the
+   * clone falls through), TRIMMED a trimmed block. What whole-image copies read, in large chunks.
+   */
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }> {
+    const B = this.p.config.blockBytes
+    let where: Float64Array = new Float64Array(0)
+    const data = await this.readImage(first * B, n * B, into, async (f, m) => {
+      const located = await this.locateAt(seq, f, m)
+      where = located.where
+      return located
+    })
+    return { data, where }
+  }
+
+  /**
    * Where blocks [first, first+n) were at cut `seq`. The newest copy is the answer whenever
    * its sequence number is at or before the cut; only blocks rewritten since ask the index,
    * one reverse seek each, whatever the number of snapshots. A new snapshot is listed as soon
    * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
-  private async locateAt (seq: number, first: number, n: number): Promise<Located> {
+  async locateAt (seq: number, first: number, n: number): Promise<Located> {
     const map = this.p.map
     const where = new Float64Array(n)
     const crcs = new Uint32Array(n)
@@ -115,8 +132,12 @@ export class Reader implements ReaderPart {
       } else {
         const seg = Math.floor(where[i] / segmentBytes)
         while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / segmentBytes) === seg) run++
-        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run))
-        this.copyOut(data, first + i, run, offset, out)
+        // Whole blocks of the request are read straight into it (no copy); edge blocks of an
+        // unaligned request are read apart and copied in part.
+        const at = (first + i) * B - offset
+        const into = at >= 0 && at + run * B <= out.length ? out.subarray(at, at + run * B) : undefined
+        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run), into)
+        if (data !== into) this.copyOut(data, first + i, run, offset, out)
       }
       i += run
     }
@@ -136,7 +157,7 @@ export class Reader implements ReaderPart {
    * Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. Callers
    * outside a read (passes) hold the maintenance lock, so nothing punches what they read.
    */
-  async readRun (block: number, run: number, pos: number, crcs: Uint32Array): Promise<Buffer> {
+  async readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer> {
     const { blockBytes: B, segmentBytes } = this.p.config
     let handle: FileHandle
     let file: string
@@ -153,7 +174,7 @@ export class Reader implements ReaderPart {
       local = !segment.volumes.includes(CACHE_VOLUME)
       offset = pos % segmentBytes
     }
-    const data = Buffer.allocUnsafe(run * B)
+    const data = into ?? Buffer.allocUnsafe(run * B)
     let got = 0
     while (got < data.length) {
       const n = await handle.read(data, got, data.length - got, offset + got)

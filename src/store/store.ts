@@ -307,6 +307,11 @@ export class Store {
   async * changedBlocks (fromSeq: number, toSeq: number): AsyncGenerator<number> {
     this.assertOpen()
     await this.p.index.checkpointThrough(toSeq)
+    const ranges = await this.changedRanges(fromSeq, toSeq)
+    if (ranges) {
+      for (let i = 0; i < ranges.length; i += 2) for (let b = ranges[i]; b < ranges[i] + ranges[i + 1]; b++) yield b
+      return
+    }
     let last = -1
     for await (const [block, seq] of this.p.db.history()) {
       if (block !== last && seq > fromSeq && seq <= toSeq) {
@@ -314,6 +319,69 @@ export class Store {
         yield block
       }
     }
+  }
+
+  /**
+   * The blocks of changedBlocks(fromSeq, toSeq) as sorted, disjoint [first, count] pairs, from
+   * the entry summaries of (fromSeq, toSeq] alone: work in proportion to what was written in
+   * between, not to the volume. A version keeps its sequence number when compaction moves it,
+   * and the index keeps every entry summary (freed ones too), so the write and trim entries of
+   * the range name every block with a version in it. Undefined when the summaries cannot be
+   * trusted for that: one is missing or is a free entry (an index rebuilt from a log whose
+   * freed or recycled entries are gone), and then the caller scans the history.
+   */
+  private async changedRanges (fromSeq: number, toSeq: number): Promise<number[] | undefined> {
+    const pairs: Array<[number, number]> = []
+    let expect = fromSeq + 1
+    for await (const [seq, e] of this.p.db.entries(fromSeq + 1, toSeq)) {
+      if (seq !== expect || e.kind === EntryKind.free) return undefined
+      expect = seq + 1
+      if ((e.kind === EntryKind.write || e.kind === EntryKind.trim) && e.count > 0) pairs.push([e.block, e.count])
+    }
+    if (expect !== toSeq + 1 && toSeq >= fromSeq) return undefined
+    pairs.sort((a, b) => a[0] - b[0])
+    const out: number[] = []
+    for (const [first, count] of pairs) {
+      const n = out.length
+      if (n > 0 && first <= out[n - 2] + out[n - 1]) out[n - 1] = Math.max(out[n - 1], first + count - out[n - 2])
+      else out.push(first, count)
+    }
+    return out
+  }
+
+  /**
+   * Blocks [first, first+n) as they were at cut `seq`, and where each was (`where[i] === -1`:
+   * never written by the cut). What whole-image copies read, a few MiB at a time, into
+   * buffers they reuse (`into`). A copy of a point checks pointHeld(seq) once its reads are done.
+   */
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }> {
+    this.assertOpen()
+    if (!Number.isSafeInteger(first) || first < 0 || !Number.isSafeInteger(n) || n < 0 || (first + n) * this.blockBytes > this.sizeBytes) {
+      throw new LogdiskError('BAD_ARGUMENT', `bad block range ${first}+${n}`)
+    }
+    return this.p.reader.readBlocksAt(seq, first, n, into)
+  }
+
+  /**
+   * Where blocks [first, first+n) were at cut `seq` and their CRC32Cs, from the block map and
+   * the index (no data read): `where[i] >= 0` for a block with data, -1 never written by the
+   * cut, another negative value trimmed.
+   */
+  async locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }> {
+    this.assertOpen()
+    return this.p.reader.locateAt(seq, first, n)
+  }
+
+  /**
+   * Whether the image at cut `seq` is still whole: a snapshot holds it, or it is newer than
+   * the history horizon (compaction gives up only versions that points at or before the
+   * horizon see). A copy made of many reads checks this after its last one: if a snapshot
+   * was deleted and compacted, or the horizon rose past the point, while it ran, some read
+   * may have found another point's version, and the copy must fail rather than be kept.
+   */
+  pointHeld (seq: number): boolean {
+    this.assertOpen()
+    return seq > this.p.history.horizon || this.p.snapshotTable.list().some(s => s.seq === seq)
   }
 
   /**

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// Copy speeds (issue 12 item 6): restore, export, send, receive and verify of a store holding
+// COPIES_DATA bytes, beside `cp --sparse=always` and `qemu-img convert -O raw` of a
+// same-size image on the same disk, in the same run; then the incremental case: 4 MiB of
+// scattered single-block changes on the same store (COPIES_SIZE, 8 GiB by default), sent,
+// received and diffed. Every logdisk step is a CLI command on an unmounted store, timed from
+// spawn to exit (so a command's start-up counts).
+//
+//   node bench/copies.mjs           (after make build)
+//
+// Environment:
+//   COPIES_SIZE=8G        volume size
+//   COPIES_DATA=2G        bytes written (from offset 0, with a 64 MiB hole every 512 MiB)
+//   COPIES_DIR=/path      work dir (default bench/work/copies); emptied at start and end
+//   COPIES_KEEP=1         keep it
+//   BENCH_RESULTS=/path   where <timestamp>-copies.{md,json} go (default bench/results)
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const MiB = 1024 * 1024
+const BENCH = path.dirname(fileURLToPath(import.meta.url))
+const REPO = path.dirname(BENCH)
+const CLI = path.join(REPO, 'dist/src/cli/main.js')
+const WORK = path.resolve(process.env.COPIES_DIR || path.join(BENCH, 'work', 'copies'))
+const RESULTS = path.resolve(process.env.BENCH_RESULTS || path.join(BENCH, 'results'))
+const SIZE = parseSize(process.env.COPIES_SIZE || '8G')
+const DATA = parseSize(process.env.COPIES_DATA || '2G')
+const KEEP = process.env.COPIES_KEEP === '1'
+
+function parseSize (s) {
+  const m = /^(\d+)([KMG]?)$/i.exec(s)
+  if (!m) throw new Error(`bad size ${s}`)
+  return Number(m[1]) * { '': 1, K: 1024, M: MiB, G: 1024 * MiB }[m[2].toUpperCase()]
+}
+
+function run (cmd, args, opts = {}) {
+  const t0 = process.hrtime.bigint()
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts })
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.error}`)
+  return { seconds, stdout: r.stdout }
+}
+const logdisk = (...args) => run(process.execPath, [CLI, ...args])
+const sh = (cmd) => run('bash', ['-c', cmd])
+
+if (!fs.existsSync(CLI)) { console.error(`${CLI} is missing: run make build first`); process.exit(1) }
+fs.rmSync(WORK, { recursive: true, force: true })
+fs.mkdirSync(WORK, { recursive: true })
+const src = path.join(WORK, 'src')
+const dst = path.join(WORK, 'dst')
+const out = (name) => path.join(WORK, name)
+const rows = []
+const record = (what, seconds, bytes, note = '') => {
+  const mbps = bytes / seconds / 1e6
+  rows.push({ what, seconds, bytes, mbps, note })
+  console.log(`${what.padEnd(34)} ${seconds.toFixed(2).padStart(8)} s  ${bytes ? mbps.toFixed(0).padStart(6) + ' MB/s' : ''}  ${note}`)
+}
+
+try {
+  console.log(`copies: ${SIZE / 2 ** 30} GiB volume, ${DATA / 2 ** 30} GiB written, in ${WORK}; load ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  logdisk('create', src, '--size', String(SIZE))
+  logdisk('create', dst, '--size', String(SIZE))
+  // Fill through the library (no mount needed): DATA bytes of incompressible data.
+  const fill = `
+    const { openStore } = await import(${JSON.stringify(path.join(REPO, 'dist/src/app/open.js'))})
+    const crypto = await import('node:crypto')
+    const { store } = await openStore(${JSON.stringify(src)})
+    const chunk = crypto.randomBytes(${4 * MiB})
+    let off = 0, written = 0
+    while (written < ${DATA}) {
+      if (off % ${512 * MiB} === ${448 * MiB}) { off += ${64 * MiB}; continue } // a hole
+      chunk.writeUInt32LE(off / 4096, 0)
+      await store.write(off, chunk)
+      off += chunk.length; written += chunk.length
+    }
+    await store.flush(); await store.close()`
+  record('fill (library writes)', run(process.execPath, ['--input-type=module', '-e', fill]).seconds, DATA)
+  logdisk('snapshot', src, '--name', 'a')
+  const startup = logdisk('--version').seconds
+  record('logdisk --version (start-up)', startup, 0)
+
+  sh('sync')
+  const r = logdisk('restore', src, '--at', 'a', '--out', out('restore.img'))
+  record('restore --at a', r.seconds, DATA)
+  const e = logdisk('export', src, 'a', '--out', out('export.img'))
+  record('export a', e.seconds, DATA)
+  const s = logdisk('send', src, 'a', '--out', out('a.stream'))
+  record('send a (full)', s.seconds, DATA)
+  sh('sync')
+  const c = sh(`cp --sparse=always ${out('export.img')} ${out('cp.img')} && sync ${out('cp.img')}`)
+  record('cp --sparse=always (+sync)', c.seconds, DATA)
+  const q = sh(`qemu-img convert -O raw ${out('export.img')} ${out('qemu.img')} && sync ${out('qemu.img')}`)
+  record('qemu-img convert -O raw (+sync)', q.seconds, DATA)
+  const same = sh(`cmp ${out('restore.img')} ${out('export.img')} && cmp ${out('cp.img')} ${out('export.img')} && echo same`).stdout.trim()
+  if (same !== 'same') throw new Error('restore and export differ')
+  for (const f of ['cp.img', 'qemu.img', 'restore.img']) fs.rmSync(out(f))
+  const rc = logdisk('receive', dst, '--in', out('a.stream'))
+  record('receive a (full)', rc.seconds, DATA)
+  const v = logdisk('verify', src)
+  record('verify', v.seconds, DATA)
+
+  // 4 MiB of changes: 1024 single blocks scattered over the written data.
+  const change = `
+    const { openStore } = await import(${JSON.stringify(path.join(REPO, 'dist/src/app/open.js'))})
+    const crypto = await import('node:crypto')
+    const { store } = await openStore(${JSON.stringify(src)})
+    for (let i = 0; i < 1024; i++) {
+      const block = Math.floor(Math.random() * ${Math.floor(DATA / 4096)})
+      await store.write(block * 4096, crypto.randomBytes(4096))
+    }
+    await store.flush(); await store.close()`
+  run(process.execPath, ['--input-type=module', '-e', change])
+  logdisk('snapshot', src, '--name', 'b')
+  const si = logdisk('send', src, 'b', '--from', 'a', '--out', out('ab.stream'))
+  record('send b --from a (4 MiB)', si.seconds, 4 * MiB)
+  const ri = logdisk('receive', dst, '--in', out('ab.stream'))
+  record('receive b (4 MiB)', ri.seconds, 4 * MiB)
+  const d = logdisk('diff', src, 'a', 'b', '--json')
+  record('diff a b (4 MiB)', d.seconds, 4 * MiB, `${JSON.parse(d.stdout).blocks} blocks`)
+
+  const st = logdisk('status', src)
+  record('status (opening the store)', st.seconds, 0, 'the fixed cost of any command on an unmounted store')
+  // The same increments on a store already open (as in the mount daemon): no start-up, no open.
+  const inproc = `
+    const { openStore } = await import(${JSON.stringify(path.join(REPO, 'dist/src/app/open.js'))})
+    const { sendStreamTo } = await import(${JSON.stringify(path.join(REPO, 'dist/src/copy/send.js'))})
+    const { diffSnapshots } = await import(${JSON.stringify(path.join(REPO, 'dist/src/copy/diff.js'))})
+    const { store } = await openStore(${JSON.stringify(src)}, {}, [], 'read')
+    let t0 = performance.now()
+    await sendStreamTo(store, 'b', 'a', { out: ${JSON.stringify(out('ab2.stream'))} })
+    const send = (performance.now() - t0) / 1000
+    t0 = performance.now()
+    await diffSnapshots(store, 'a', 'b')
+    const diff = (performance.now() - t0) / 1000
+    await store.close()
+    console.log(JSON.stringify({ send, diff }))`
+  const ip = JSON.parse(run(process.execPath, ['--input-type=module', '-e', inproc]).stdout)
+  record('send b --from a, store open', ip.send, 4 * MiB, 'in process')
+  record('diff a b, store open', ip.diff, 4 * MiB, 'in process')
+
+  const cpRate = rows.find(x => x.what.startsWith('cp ')).mbps
+  const qRate = rows.find(x => x.what.startsWith('qemu-img')).mbps
+  const ratio = (w) => rows.find(x => x.what.startsWith(w)).mbps
+  const ratios = ['restore', 'export', 'send a', 'receive a', 'verify'].map(w => ({ what: w, vsCp: ratio(w) / cpRate, vsQemu: ratio(w) / qRate }))
+  console.log('\nratio to cp --sparse=always / to qemu-img convert:')
+  for (const x of ratios) console.log(`  ${x.what.padEnd(10)} ${x.vsCp.toFixed(2)}x  ${x.vsQemu.toFixed(2)}x`)
+
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19) + 'Z'
+  fs.mkdirSync(RESULTS, { recursive: true })
+  const meta = { when: new Date().toISOString(), commit: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).stdout.trim(), sizeBytes: SIZE, dataBytes: DATA, loadavg: os.loadavg(), cpus: os.cpus().length }
+  fs.writeFileSync(path.join(RESULTS, `${stamp}-copies.json`), JSON.stringify({ ...meta, rows, ratios }, null, 2) + '\n')
+  const md = [
+    `# Copy speeds, ${meta.when} (commit ${meta.commit})`, '',
+    `${SIZE / 2 ** 30} GiB volume, ${DATA / 2 ** 30} GiB written; ${meta.cpus} CPUs, load average ${meta.loadavg.map(l => l.toFixed(2)).join(' ')}; warm page cache; CLI wall time (start-up included).`, '',
+    '| step | seconds | MB/s | note |', '| --- | ---: | ---: | --- |',
+    ...rows.map(x => `| ${x.what} | ${x.seconds.toFixed(2)} | ${x.bytes ? x.mbps.toFixed(0) : ''} | ${x.note} |`), '',
+    '| copy | vs cp --sparse=always | vs qemu-img convert |', '| --- | ---: | ---: |',
+    ...ratios.map(x => `| ${x.what} | ${x.vsCp.toFixed(2)}x | ${x.vsQemu.toFixed(2)}x |`), ''
+  ].join('\n')
+  fs.writeFileSync(path.join(RESULTS, `${stamp}-copies.md`), md)
+  console.log(`\nwrote ${path.join(RESULTS, `${stamp}-copies.md`)}`)
+} finally {
+  if (!KEEP) fs.rmSync(WORK, { recursive: true, force: true })
+}

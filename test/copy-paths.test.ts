@@ -1,0 +1,159 @@
+// The fast paths of whole-image copies and increments (issue 12 item 6) against what they
+// replace: streams of format 1 made by earlier code still apply; a full and an incremental
+// stream made now carry the same identities and records; changed blocks from the entry
+// summaries equal a model's, also after compaction; restore equals export.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { openStore } from '../src/app/open'
+import { contentIdentity } from '../src/copy/content-identity'
+import { diffSnapshots } from '../src/copy/diff'
+import { exportSnapshot } from '../src/copy/export'
+import { receiveStream } from '../src/copy/receive'
+import { restoreImage } from '../src/copy/restore'
+import { sendStreamTo } from '../src/copy/send'
+import { readStream } from '../src/copy/stream-format'
+import { crc32c } from '../src/store'
+import type { StoreParts } from '../src/store/parts'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { tmpDir } from './helpers/cli'
+
+const B = 4096
+const FIXTURES = path.join(__dirname, 'fixtures', 'stream-1')
+const SEED = Number(process.env.SEED ?? 4242)
+
+async function newStore (root: string, name: string, sizeBytes: number, segmentBytes?: number): Promise<Store> {
+  const dir = path.join(root, name)
+  await Store.create(dir, { sizeBytes, blockBytes: B, ...(segmentBytes ? { segmentBytes } : {}) })
+  return (await openStore(dir, { checkpointIntervalMs: 0 })).store
+}
+
+/** The writes that made the format-1 fixtures (see the fixtures' commit). */
+async function fixtureWrites (s: Store): Promise<void> {
+  for (const b of [0, 1, 2, 7, 100, 101, 500]) await s.write(b * B, Buffer.alloc(B, (b % 250) + 1))
+  await s.flush()
+  await s.snapshot({ name: 's1' })
+  for (const b of [1, 300]) await s.write(b * B, Buffer.alloc(B, 0xab))
+  await s.write(100 * B, Buffer.alloc(B))
+  await s.flush()
+  await s.snapshot({ name: 's2' })
+}
+
+async function records (file: string): Promise<unknown[]> {
+  const out: unknown[] = []
+  for await (const r of readStream(file)) {
+    if ('header' in r) out.push({ snapshot: { ...r.header.snapshot, timeMs: 0 }, from: r.header.from, format: r.header.format })
+    else out.push(r)
+  }
+  return out
+}
+
+/** The content identity as the index walk of earlier releases made it. */
+async function identityByWalk (store: Store, seq: number): Promise<string> {
+  const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  const hash = crypto.createHash('sha256')
+  const geometry = Buffer.alloc(16)
+  geometry.writeBigUInt64LE(BigInt(store.sizeBytes), 0)
+  geometry.writeBigUInt64LE(BigInt(store.blockBytes), 8)
+  hash.update(geometry)
+  for await (const [block, crc] of store.blockCrcsAt(seq)) {
+    if (crc === zeroCrc) continue
+    const row = Buffer.alloc(12)
+    row.writeBigUInt64LE(BigInt(block), 0)
+    row.writeUInt32LE(crc, 8)
+    hash.update(row)
+  }
+  return `c1-${hash.digest('hex').slice(0, 40)}`
+}
+
+/** changedBlocks as earlier code made it: one pass over every version in the index. */
+async function changedByHistory (store: Store, fromSeq: number, toSeq: number): Promise<number[]> {
+  const out: number[] = []
+  const db = (store as unknown as { p: StoreParts }).p.db
+  for await (const [block, seq] of db.history()) {
+    if (out[out.length - 1] !== block && seq > fromSeq && seq <= toSeq) out.push(block)
+  }
+  return out
+}
+
+t.test('format-1 streams made by earlier code apply, and streams made now have the same identities and records', async t => {
+  const root = tmpDir('copy-paths')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const dst = await newStore(root, 'dst', 4 << 20)
+  const src = await newStore(root, 'src', 4 << 20)
+  try {
+    await receiveStream(dst, path.join(FIXTURES, 's1.stream'))
+    await receiveStream(dst, path.join(FIXTURES, 's2-from-s1.stream'))
+    await restoreImage(dst, dst.snapshotNamed('s2').seq, path.join(root, 'dst-s2.img'))
+    const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex')
+    t.equal(sha(path.join(root, 'dst-s2.img')), fs.readFileSync(path.join(FIXTURES, 's2.img.sha256'), 'utf8').trim(), 'the received s2 is the image the fixture was made from')
+
+    await fixtureWrites(src)
+    await sendStreamTo(src, 's1', undefined, { out: path.join(root, 's1.stream') })
+    await sendStreamTo(src, 's2', 's1', { out: path.join(root, 's2-from-s1.stream') })
+    t.same(await records(path.join(root, 's1.stream')), await records(path.join(FIXTURES, 's1.stream')), 'full stream: same identity and records as format 1 made by earlier code')
+    t.same(await records(path.join(root, 's2-from-s1.stream')), await records(path.join(FIXTURES, 's2-from-s1.stream')), 'incremental stream: same identities and records')
+    const d = await diffSnapshots(src, 's1', 's2')
+    t.same(d, JSON.parse(fs.readFileSync(path.join(FIXTURES, 'diff-s1-s2.json'), 'utf8')), 'diff as earlier code printed it')
+  } finally {
+    await dst.close()
+    await src.close()
+  }
+})
+
+t.test(`changed blocks, identities and images match a model across writes, trims, rewrites and compaction (SEED=${SEED})`, async t => {
+  const root = tmpDir('copy-paths')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const blocks = 2048
+  const s = await newStore(root, 'store', blocks * B, 2 << 20)
+  const rng = new Rng(SEED)
+  const snaps: Array<{ name: string, touched: Set<number> }> = []
+  let touched = new Set<number>()
+  try {
+    for (let round = 0; round < 6; round++) {
+      for (let i = 0; i < 60; i++) {
+        const first = rng.int(blocks - 40)
+        const n = 1 + rng.int(32)
+        const kind = rng.int(10)
+        if (kind === 0) await s.discard(first * B, n * B)
+        else await s.write(first * B, kind === 1 ? Buffer.alloc(n * B) : crypto.randomBytes(n * B))
+        for (let b = first; b < first + n; b++) touched.add(b)
+      }
+      await s.flush()
+      const name = `r${round}`
+      await s.snapshot({ name })
+      snaps.push({ name, touched })
+      touched = new Set()
+      if (round === 3) {
+        await s.deleteSnapshot('r1')
+        await s.compact()
+      }
+    }
+    const held = snaps.filter(x => x.name !== 'r1')
+    for (let i = 0; i < held.length; i++) {
+      const a = s.snapshotNamed(held[i].name)
+      t.equal(await contentIdentity(s, a.seq), await identityByWalk(s, a.seq), `identity of ${a.name} as the index walk makes it`)
+      for (let j = i + 1; j < held.length; j++) {
+        const b = s.snapshotNamed(held[j].name)
+        const expect = new Set<number>()
+        const from = snaps.indexOf(held[i])
+        const to = snaps.indexOf(held[j])
+        for (let k = from + 1; k <= to; k++) for (const blk of snaps[k].touched) expect.add(blk)
+        const got: number[] = []
+        for await (const blk of s.changedBlocks(a.seq, b.seq)) got.push(blk)
+        t.same(got, await changedByHistory(s, a.seq, b.seq), `changed blocks ${a.name}..${b.name} as the scan of every version finds them`)
+        t.ok(got.every(blk => expect.has(blk)), `and each was written or discarded in between (${got.length} of ${expect.size}; a discard of blocks never written logs nothing)`)
+      }
+    }
+    const last = held[held.length - 1].name
+    await exportSnapshot(s, last, path.join(root, 'export.img'))
+    await restoreImage(s, s.snapshotNamed(last).seq, path.join(root, 'restore.img'))
+    const image = Buffer.concat(await Promise.all(Array.from({ length: blocks / 256 }, (_, i) => s.readSnapshot(last, i * 256 * B, 256 * B))))
+    t.ok(fs.readFileSync(path.join(root, 'export.img')).equals(image), 'export is the snapshot image')
+    t.ok(fs.readFileSync(path.join(root, 'restore.img')).equals(image), 'restore is the snapshot image')
+  } finally {
+    await s.close()
+  }
+})
