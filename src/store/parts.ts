@@ -67,6 +67,11 @@ export interface LogPart {
   readonly seq: number
   /** Log position just past the last completed append. */
   readonly completedPosition: number
+  /**
+   * Writes `data` at byte `offset` (checked by the caller); takes the lock. Whole-block writes
+   * queued together are appended by one group commit (one writev).
+   */
+  write (offset: number, data: Buffer): Promise<void>
   /** Writes `data` at byte `offset` (checked by the caller); under the lock. */
   writeLocked (offset: number, data: Buffer): Promise<void>
   /** Trims `length` bytes at `offset` (checked by the caller); under the lock. */

@@ -170,8 +170,7 @@ export class Store {
       return Promise.reject(err)
     }
     if (data.length === 0) return Promise.resolve()
-    const log = this.p.log
-    return log.lock.run(() => log.writeLocked(offset, data))
+    return this.p.log.write(offset, data)
   }
 
   /**
