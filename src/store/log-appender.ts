@@ -157,6 +157,7 @@ export class LogAppender implements LogPart {
 
   /** One writev of encoded group entries at the tail, then all of them applied in one step. */
   private async appendGroup (entries: GroupEntry[], bytes: number): Promise<void> {
+    await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const segment = this.current
     const timeMs = this.nextTimeMs()
@@ -196,6 +197,7 @@ export class LogAppender implements LogPart {
    * writes read the edge blocks and write whole blocks.
    */
   async writeLocked (offset: number, data: Buffer): Promise<void> {
+    await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const first = Math.floor(offset / B)
     const end = Math.ceil((offset + data.length) / B)

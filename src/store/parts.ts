@@ -92,6 +92,8 @@ export interface LogPart {
 export interface IndexPart {
   /** Changes not yet in LevelDB; writers add to it in the same step as their append. */
   readonly batch: IndexBatch
+  /** Settles once writers may go on (a bound on the batch); undefined: at once. */
+  backpressure (): Promise<void> | undefined
   /** What the last successful checkpoint covered. */
   readonly last: Checkpoint
   readonly pendingBlocks: number
