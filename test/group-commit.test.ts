@@ -27,6 +27,7 @@ function tmpDir (t: Test): string {
 /** A file layer over SimFileLayer that counts data writevs and fails one chosen by a predicate. */
 class CountingLayer implements FileLayer {
   writevs: Array<{ file: string, position: number, bytes: number }> = []
+  datasyncs = 0
   failWhen: ((file: string, position: number, bytes: number) => boolean) | undefined
   constructor (readonly sim: SimFileLayer) {}
   async open (file: string, create: boolean): Promise<FileHandle> {
@@ -34,6 +35,12 @@ class CountingLayer implements FileLayer {
     const layer = this
     return new Proxy(h, {
       get (target, prop, receiver) {
+        if (prop === 'datasync') {
+          return async () => {
+            layer.datasyncs++
+            return target.datasync()
+          }
+        }
         if (prop === 'writev') {
           return async (buffers: Buffer[], position: number) => {
             const bytes = buffers.reduce((n, b) => n + b.length, 0)
@@ -172,4 +179,19 @@ t.test('power loss after a grouped append and before its fdatasync loses only un
     t.equal(bad, -1, `round ${round}: every block holds its flushed version or a lost-group version`)
     await after.close()
   }
+})
+
+t.test('flushes that arrive together share one fdatasync; writes go on while it runs', async t => {
+  const layer = new CountingLayer(new SimFileLayer())
+  const { store } = await newStore(t, layer)
+  await store.write(0, blockOf(1))
+  const before = layer.datasyncs
+  const flushes = [store.flush(), store.flush(), store.flush(), store.flush(), store.flush()]
+  // A write called while the flushes wait needs no lock they hold.
+  const w = store.write(B, blockOf(2))
+  await Promise.all([...flushes, w])
+  t.ok(layer.datasyncs - before <= 2, `5 flushes took ${layer.datasyncs - before} fdatasyncs`)
+  await store.flush()
+  t.same(await store.read(0, 2 * B), Buffer.concat([blockOf(1), blockOf(2)]))
+  await store.close()
 })

@@ -64,6 +64,9 @@ export class LogAppender implements LogPart {
   private readonly unsyncedSealed: Segment[] = []
   /** Log position just past the last completed append. */
   completedPosition: number
+  /** The flush's sync running, and the one flushes called meanwhile wait for (`flush`). */
+  private syncRunning: Promise<void> | undefined
+  private syncNext: Promise<void> | undefined
   /** Whole-block writes not yet taken by their group commit. */
   private openGroup: WriteGroup | undefined
 
@@ -423,6 +426,29 @@ export class LogAppender implements LogPart {
     if (config.format >= STORE_FORMAT_VERSION) return
     writeConfig(this.p.dir, { ...config, format: STORE_FORMAT_VERSION })
     ;(config as { format: number }).format = STORE_FORMAT_VERSION
+  }
+
+  /**
+   * Makes every write that resolved before this call durable (the image's fsync/flush),
+   * without the append lock: writes go on while the fdatasync runs. Group flush: a flush
+   * called while a sync runs waits for the next one (the running one may have started before
+   * its writes were in the file), and one sync serves every flush waiting for it.
+   */
+  flush (): Promise<void> {
+    if (this.syncNext) return this.syncNext
+    if (!this.syncRunning) return this.startSync()
+    const next = this.syncRunning.catch(() => undefined).then(() => {
+      this.syncNext = undefined
+      return this.startSync()
+    })
+    this.syncNext = next
+    return next
+  }
+
+  private startSync (): Promise<void> {
+    const run: Promise<void> = this.syncAll().finally(() => { if (this.syncRunning === run) this.syncRunning = undefined })
+    this.syncRunning = run
+    return run
   }
 
   /** fdatasync of every sealed segment not yet synced (oldest first), then the current one. */

@@ -84,6 +84,8 @@ export interface LogPart {
   seal (id: number): Promise<void>
   /** A format-1 store becomes format 2 before its first format-2 entry. */
   upgradeFormat (): void
+  /** Every write resolved before it durable; concurrent flushes share one sync; no lock. */
+  flush (): Promise<void>
   /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
   syncAll (): Promise<void>
 }

@@ -197,11 +197,13 @@ export class Store {
     return log.lock.run(() => log.discardLocked(offset, length))
   }
 
-  /** Makes every completed write durable (the image's fsync/flush). */
+  /**
+   * Makes every write that resolved before it durable (the image's fsync/flush). Takes no
+   * lock: writes go on during the fdatasync, and flushes that arrive together share one.
+   */
   flush (): Promise<void> {
     this.assertOpen()
-    const log = this.p.log
-    return log.lock.run(() => log.syncAll())
+    return this.p.log.flush()
   }
 
   /**
