@@ -445,6 +445,11 @@ export class LogAppender implements LogPart {
     return next
   }
 
+  /** Settles once the flushes called so far are done (close and abandon wait for them). */
+  async flushesDone (): Promise<void> {
+    await (this.syncNext ?? this.syncRunning)?.catch(() => undefined)
+  }
+
   private startSync (): Promise<void> {
     const run: Promise<void> = this.syncAll().finally(() => { if (this.syncRunning === run) this.syncRunning = undefined })
     this.syncRunning = run

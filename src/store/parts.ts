@@ -86,6 +86,8 @@ export interface LogPart {
   upgradeFormat (): void
   /** Every write resolved before it durable; concurrent flushes share one sync; no lock. */
   flush (): Promise<void>
+  /** Settles once the flushes called so far are done. */
+  flushesDone (): Promise<void>
   /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
   syncAll (): Promise<void>
 }

@@ -594,6 +594,7 @@ export class Store {
     this.state.closing = true // a pass in flight stops at its next step (each step is crash-safe)
     await lifeCycle.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await log.lock.idle()
+    await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
     this.state.closed = true
@@ -609,6 +610,7 @@ export class Store {
     this.p.index.stopTimer()
     this.state.closed = true
     await this.p.log.lock.idle().catch(() => undefined)
+    await this.p.log.flushesDone()
     await this.p.index.inFlight()?.catch(() => undefined)
     await this.release()
   }
