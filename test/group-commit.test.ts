@@ -190,6 +190,13 @@ t.test('flushes that arrive together share one fdatasync; writes go on while it 
   // A write called while the flushes wait needs no lock they hold.
   const w = store.write(B, blockOf(2))
   await Promise.all([...flushes, w])
+  // Regression: a flush called right after a write (not yet resolved) covers it, as it did
+  // under the append lock (the first lock-free flush did not: crash-sim's segment-roll test hung).
+  let wrote = false
+  const w3 = store.write(2 * B, blockOf(3)).then(() => { wrote = true })
+  await store.flush()
+  t.ok(wrote, 'the flush resolved after the write called before it')
+  await w3
   t.ok(layer.datasyncs - before <= 2, `5 flushes took ${layer.datasyncs - before} fdatasyncs`)
   await store.flush()
   t.same(await store.read(0, 2 * B), Buffer.concat([blockOf(1), blockOf(2)]))

@@ -429,12 +429,19 @@ export class LogAppender implements LogPart {
   }
 
   /**
-   * Makes every write that resolved before this call durable (the image's fsync/flush),
-   * without the append lock: writes go on while the fdatasync runs. Group flush: a flush
-   * called while a sync runs waits for the next one (the running one may have started before
-   * its writes were in the file), and one sync serves every flush waiting for it.
+   * Makes every write called before this call durable (the image's fsync/flush). It waits
+   * its turn on the append lock (so writes queued before it are in the file; callers rely on
+   * that order), then syncs outside the lock: writes go on while the fdatasync runs. Group
+   * flush: a flush that reaches the sync while one runs waits for the next one (the running
+   * one may have started before its writes were in the file), and one sync serves every
+   * flush waiting for it.
    */
-  flush (): Promise<void> {
+  async flush (): Promise<void> {
+    await this.lock.run(async () => undefined)
+    return this.groupSync()
+  }
+
+  private groupSync (): Promise<void> {
     if (this.syncNext) return this.syncNext
     if (!this.syncRunning) return this.startSync()
     const next = this.syncRunning.catch(() => undefined).then(() => {

@@ -198,8 +198,9 @@ export class Store {
   }
 
   /**
-   * Makes every write that resolved before it durable (the image's fsync/flush). Takes no
-   * lock: writes go on during the fdatasync, and flushes that arrive together share one.
+   * Makes every write called before it durable (the image's fsync/flush). It waits for the
+   * writes queued before it, then syncs without the append lock: writes go on during the
+   * fdatasync, and flushes that arrive together share one.
    */
   flush (): Promise<void> {
     this.assertOpen()
