@@ -146,7 +146,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // unless backing storage keeps them: then every point in time stays restorable.
   report.versionsFreed = analysis.deadCount
   if (!p.opts.archive) {
-    for (const [seq, blocks] of analysis.deadBySeq) for (const block of blocks) index.batch.historyDeletes.push(block, seq)
+    const dead = analysis.dead
+    for (let i = 0; i < dead.count; i++) index.batch.historyDeletes.push(dead.blocks[i], dead.seqs[i])
   }
   await index.commitDurably() // the index forgets freed versions before any byte goes
   // Reads that looked a freed version up before the commit may still be reading it.

@@ -36,8 +36,8 @@ export interface VersionAnalysis {
   live: LiveVersions
   /** Sequence numbers of trim entries with a version still needed (they have no data to find by position). */
   liveTrims: Set<number>
-  /** Entry seq -> blocks of that entry's versions that are dead (their index keys go). */
-  deadBySeq: Map<number, number[]>
+  /** The dead versions (their index keys go): block and seq of each, in index order. Typed arrays, no object per version. */
+  dead: { blocks: Float64Array, seqs: Float64Array, count: number }
   deadCount: number
   /** The newest sequence at which a dead version was still the visible one. */
   horizon: number
@@ -90,7 +90,8 @@ export async function analyzeVersions (
   /** Every point from this sequence on is protected (the history window, history.keep). */
   windowStart = Number.MAX_SAFE_INTEGER
 ): Promise<VersionAnalysis> {
-  const deadBySeq = new Map<number, number[]>()
+  let deadBlocks = new Float64Array(1024)
+  let deadSeqs = new Float64Array(1024)
   let deadCount = 0
   let horizon = 0
   const live = new Collector()
@@ -103,28 +104,39 @@ export async function analyzeVersions (
     const i = lowerBound(cuts, from)
     return i < cuts.length && cuts[i] < to
   }
-  let prev: [number, number, number, number] | undefined
+  // The previous version (block, seq, position, crc); havePrev false before the first.
+  let havePrev = false
+  let block = 0
+  let seq = 0
+  let position = 0
+  let crc = 0
   for await (const v of history) {
     if (v[1] > fenceSeq) continue // its block's last version at or before the fence stays live
-    if (prev) {
-      const [block, seq, position, crc] = prev
+    if (havePrev) {
       const superseded = v[0] === block
       // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
       // the history window (points from windowStart on read the successor or later).
       if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) {
-        let blocks = deadBySeq.get(seq)
-        if (!blocks) deadBySeq.set(seq, blocks = [])
-        blocks.push(block)
+        if (deadCount === deadBlocks.length) {
+          const b = new Float64Array(deadCount * 2); b.set(deadBlocks); deadBlocks = b
+          const q = new Float64Array(deadCount * 2); q.set(deadSeqs); deadSeqs = q
+        }
+        deadBlocks[deadCount] = block
+        deadSeqs[deadCount] = seq
         deadCount++
         if (v[1] - 1 > horizon) horizon = v[1] - 1
       } else {
         keep(position, block, seq, crc)
       }
     }
-    prev = [v[0], v[1], v[2], v[3]]
+    havePrev = true
+    block = v[0]
+    seq = v[1]
+    position = v[2]
+    crc = v[3]
   }
-  if (prev) keep(prev[2], prev[0], prev[1], prev[3])
-  return { live: live.finish(), liveTrims, deadBySeq, deadCount, horizon }
+  if (havePrev) keep(position, block, seq, crc)
+  return { live: live.finish(), liveTrims, dead: { blocks: deadBlocks, seqs: deadSeqs, count: deadCount }, deadCount, horizon }
 }
 
 /** Index of the first live position >= `position`. */

@@ -6,6 +6,9 @@ import { BlockMap } from './block-map'
 import { INDEX_FORMAT_VERSION } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
 
+/** Operations per LevelDB write of one checkpoint (IndexDb.commit). */
+const COMMIT_CHUNK_OPS = 8192
+
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
   seq: number
@@ -195,22 +198,37 @@ export class IndexDb {
   }
 
   /** Writes a batch and the checkpoint that covers it, atomically. */
-  async commit (batch: IndexBatch, checkpoint: Checkpoint): Promise<void> {
-    await this.gate?.('index.commit')
-    const chained = this.db.batch()
+  async commit (batch: IndexBatch, checkpoint: Checkpoint, chunkOps = COMMIT_CHUNK_OPS): Promise<void> {
+    // Written in LevelDB batches of at most `chunkOps` operations, in the batch's
+    // order, the checkpoint (and version) in the last one: a big batch neither holds the
+    // event loop for the whole of it (a bounded pause per chunk) nor builds one huge LevelDB
+    // write batch and memtable insert (memory). A crash between chunks leaves rows past the
+    // old checkpoint; replay from it writes the same rows again (puts of the same keys, and
+    // history deletes only follow a synced log, see IndexWriter.checkpoint), so it is safe.
+    let chained = this.db.batch()
+    let ops = 0
+    const step = async (): Promise<void> => {
+      if (++ops < chunkOps) return
+      await this.gate?.('index.commit')
+      await chained.write()
+      chained = this.db.batch()
+      ops = 0
+    }
     const h = batch.history
-    for (let i = 0; i < h.length; i += 4) chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3]))
+    for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); await step() }
     const d = batch.historyDeletes
-    for (let i = 0; i < d.length; i += 2) chained.del(historyKey(d[i], d[i + 1]))
-    for (const [id, record] of batch.segments) chained.put(numberKey(SEGMENT_PREFIX, id), pack(record))
-    for (const [seq, record] of batch.entries) chained.put(numberKey(ENTRY_PREFIX, seq), pack(record))
+    for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); await step() }
+    for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); await step() }
+    for (const [seq, record] of batch.entries) { chained.put(numberKey(ENTRY_PREFIX, seq), pack(record)); await step() }
     for (const [seq, record] of batch.snapshots) {
       if (record) chained.put(numberKey(SNAPSHOT_PREFIX, seq), pack(record))
       else chained.del(numberKey(SNAPSHOT_PREFIX, seq))
+      await step()
     }
     for (const [name, n] of batch.counters) chained.put(counterKey(name), pack(n))
     chained.put(CHECKPOINT_KEY, pack(checkpoint))
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
+    await this.gate?.('index.commit')
     await chained.write()
   }
 

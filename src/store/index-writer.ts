@@ -1,6 +1,9 @@
 import { IndexBatch, type Checkpoint } from './index-db'
 import type { IndexPart, StoreParts } from './parts'
 
+/** Writers wait for the checkpoint in flight once this many times checkpointMaxBlocks versions wait. */
+const BACKPRESSURE_FACTOR = 4
+
 /**
  * The write side of the index: the batch of changes (block versions, entries, segment
  * records, snapshots, counters) gathered since the last checkpoint, and the checkpoints that
@@ -39,6 +42,18 @@ export class IndexWriter implements IndexPart {
   }
 
   /**
+   * A bound on the batch (its memory, and the length of the checkpoint that takes it):
+   * undefined while fewer than BACKPRESSURE_FACTOR x checkpointMaxBlocks versions wait, else a
+   * promise that settles when the checkpoint in flight does (writers wait for it, under the
+   * append lock, which a checkpoint never takes).
+   */
+  backpressure (): Promise<void> | undefined {
+    if (this.checkpointing === undefined) return undefined
+    if (this.pendingBlocks < BACKPRESSURE_FACTOR * (this.p.opts.checkpointMaxBlocks ?? 65536)) return undefined
+    return this.checkpointing.catch(() => undefined)
+  }
+
+  /**
    * Writes the changes gathered since the last checkpoint into LevelDB as one batch, with the
    * log position they cover, after syncing the log.
    */
@@ -51,7 +66,7 @@ export class IndexWriter implements IndexPart {
     this.checkpointing = (async () => {
       try {
         await this.p.log.syncAll()
-        await this.p.db.commit(batch, cp)
+        await this.p.db.commit(batch, cp, this.p.opts.indexCommitChunkOps)
         this.last = cp
       } catch (err) {
         this.batch = mergeBatches(batch, this.batch)

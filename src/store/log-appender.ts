@@ -11,6 +11,43 @@ import { HIGHEST_VOLUME_ID } from './recovery'
 import { Segment } from './segment'
 
 const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
+/** A group commit takes at most this many bytes of writes (later ones start the next group). */
+const GROUP_MAX_BYTES = 16 * 1024 * 1024
+/**
+ * One writev of a group commit carries at most this many bytes / buffers (at least one
+ * entry). 1 MiB: small writes group (4 KiB random writes: up to 256 per writev), while 1 MiB
+ * writes keep one writev each, as before group commit; 8 MiB writevs measured slower on
+ * sequential 1 MiB QD8 writes (the writes of a big writev all wait for its end).
+ */
+const WRITEV_MAX_BYTES = 1024 * 1024
+const WRITEV_MAX_PARTS = 512
+
+/** A whole-block write waiting for its group commit. */
+interface PendingWrite {
+  block: number
+  data: Buffer
+  /** Entries of it not yet applied (it resolves when the last one is). */
+  left: number
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+/** Whole-block writes queued together; committed by one lock section. */
+interface WriteGroup {
+  writes: PendingWrite[]
+  bytes: number
+  /** `lock.queued` just after this group's section was queued: later writes join only while it is unchanged. */
+  ticket: number
+}
+
+/** One write entry of a group commit, encoded, waiting for its writev. */
+interface GroupEntry {
+  write: PendingWrite
+  header: Buffer
+  payload: Buffer
+  block: number
+  crcs: Uint32Array
+}
 
 /**
  * The log's write side (004 cl. 2-6): appends entries at the tail of the current segment,
@@ -32,6 +69,11 @@ export class LogAppender implements LogPart {
   private readonly unsyncedSealed: Segment[] = []
   /** Log position just past the last completed append. */
   completedPosition: number
+  /** The flush's sync running, and the one flushes called meanwhile wait for (`flush`). */
+  private syncRunning: Promise<void> | undefined
+  private syncNext: Promise<void> | undefined
+  /** Whole-block writes not yet taken by their group commit. */
+  private openGroup: WriteGroup | undefined
 
   constructor (
     private readonly p: StoreParts,
@@ -46,10 +88,124 @@ export class LogAppender implements LogPart {
   }
 
   /**
+   * Writes `data` at byte `offset` (checked by the caller); takes the lock. Group commit:
+   * whole-block writes that arrive while the lock is busy wait together, and one lock
+   * section appends all of them with one writev (`commitGroup`), in arrival order. A write
+   * joins the open group only while nothing else (a flush, a marker, an unaligned write, a
+   * pass) was queued on the lock after it, so every caller still sees lock order. Each write
+   * resolves once all its entries are in the log file, as before (durable after a flush).
+   */
+  write (offset: number, data: Buffer): Promise<void> {
+    const B = this.p.config.blockBytes
+    if (offset % B !== 0 || data.length % B !== 0) return this.lock.run(() => this.writeLocked(offset, data))
+    return new Promise<void>((resolve, reject) => {
+      const w: PendingWrite = { block: offset / B, data, left: 0, resolve, reject }
+      const open = this.openGroup
+      if (open !== undefined && open.ticket === this.lock.queued && open.bytes + data.length <= GROUP_MAX_BYTES) {
+        open.writes.push(w)
+        open.bytes += data.length
+        return
+      }
+      const group: WriteGroup = { writes: [w], bytes: data.length, ticket: 0 }
+      this.openGroup = group
+      this.lock.run(() => this.commitGroup(group)).catch(() => undefined) // each write settles itself
+      group.ticket = this.lock.queued
+    })
+  }
+
+  /**
+   * Appends a group of whole-block writes (under the lock): their entries are cut and
+   * checksummed as `appendWrite` would, gathered into writevs of at most WRITEV_MAX_BYTES
+   * each, and each writev's entries are applied (tail, block map, index batch) in one
+   * synchronous step, as `appendEntry` does for one entry. A failed writev fails the writes
+   * it held and every later write of the group; earlier writes stay written.
+   */
+  private async commitGroup (group: WriteGroup): Promise<void> {
+    if (this.openGroup === group) this.openGroup = undefined
+    const B = this.p.config.blockBytes
+    let entries: GroupEntry[] = []
+    let bytes = 0
+    let next = 0 // writes[next..] have entries not yet cut
+    try {
+      for (; next < group.writes.length; next++) {
+        const w = group.writes[next]
+        const blocks = w.data.length / B
+        w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
+        for (let b = 0; b < blocks;) {
+          let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytes))
+          if (count < 1 || bytes >= WRITEV_MAX_BYTES || entries.length * 2 >= WRITEV_MAX_PARTS) {
+            if (entries.length > 0) {
+              await this.appendGroup(entries, bytes)
+              entries = []
+              bytes = 0
+            }
+            if (this.blocksThatFit(0) < 1) await this.roll()
+            count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(0))
+          }
+          const payload = w.data.subarray(b * B, (b + count) * B)
+          const crcs = new Uint32Array(count)
+          for (let i = 0; i < count; i++) crcs[i] = crc32c(payload.subarray(i * B, (i + 1) * B))
+          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs })
+          w.left++
+          bytes += ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES + payload.length
+          b += count
+        }
+        if (--w.left === 0) w.resolve() // all its entries applied already (none were cut)
+      }
+      if (entries.length > 0) await this.appendGroup(entries, bytes)
+    } catch (err) {
+      // The writes of the failed writev and every later one fail; earlier ones resolved.
+      const failed = new Set(entries.map(e => e.write))
+      for (let i = 0; i < group.writes.length; i++) {
+        const w = group.writes[i]
+        if (failed.has(w) || i >= next) w.reject(err)
+      }
+    }
+  }
+
+  /** One writev of encoded group entries at the tail, then all of them applied in one step. */
+  private async appendGroup (entries: GroupEntry[], bytes: number): Promise<void> {
+    await this.p.index.backpressure()
+    const B = this.p.config.blockBytes
+    const segment = this.current
+    const timeMs = this.nextTimeMs()
+    let seq = this.seq
+    const parts: Buffer[] = []
+    for (const e of entries) {
+      e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B)
+      parts.push(e.header, e.payload)
+    }
+    const start = positionOf(this.p.config, segment.id, segment.tail)
+    await this.appendEntry(parts, () => {
+      if (this.completedPosition !== start + bytes) throw new LogdiskError('IO', 'internal: a group commit moved the tail by a size it did not encode')
+      const batch = this.p.index.batch
+      const map = this.p.map
+      let position = start
+      let s = this.seq
+      for (const e of entries) {
+        s++
+        const dataPosition = position + e.header.length
+        const count = e.crcs.length
+        batch.entries.set(s, { kind: EntryKind.write, timeMs, position, block: e.block, count })
+        for (let i = 0; i < count; i++) {
+          map.set(e.block + i, dataPosition + i * B, e.crcs[i], s)
+          batch.addBlock(e.block + i, s, dataPosition + i * B, e.crcs[i])
+        }
+        position = dataPosition + e.payload.length
+      }
+      this.seq = s
+      this.lastTimeMs = timeMs
+    })
+    for (const e of entries) if (--e.write.left === 0) e.write.resolve()
+    this.p.index.checkpointIfFull()
+  }
+
+  /**
    * Writes `data` at byte `offset` (checked by the caller); call under the lock. Unaligned
    * writes read the edge blocks and write whole blocks.
    */
   async writeLocked (offset: number, data: Buffer): Promise<void> {
+    await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const first = Math.floor(offset / B)
     const end = Math.ceil((offset + data.length) / B)
@@ -198,8 +354,9 @@ export class LogAppender implements LogPart {
     })
   }
 
-  private blocksThatFit (): number {
-    const room = this.p.config.segmentBytes - this.current.tail - ENTRY_HEADER_BYTES
+  /** Blocks of one more write entry that fit the current segment after `pendingBytes` more. */
+  private blocksThatFit (pendingBytes = 0): number {
+    const room = this.p.config.segmentBytes - this.current.tail - pendingBytes - ENTRY_HEADER_BYTES
     return Math.max(0, Math.floor(room / (this.p.config.blockBytes + BLOCK_CRC_BYTES)))
   }
 
@@ -274,6 +431,41 @@ export class LogAppender implements LogPart {
     if (config.format >= STORE_FORMAT_VERSION) return
     writeConfig(this.p.dir, { ...config, format: STORE_FORMAT_VERSION })
     ;(config as { format: number }).format = STORE_FORMAT_VERSION
+  }
+
+  /**
+   * Makes every write called before this call durable (the image's fsync/flush). It waits
+   * its turn on the append lock (so writes queued before it are in the file; callers rely on
+   * that order), then syncs outside the lock: writes go on while the fdatasync runs. Group
+   * flush: a flush that reaches the sync while one runs waits for the next one (the running
+   * one may have started before its writes were in the file), and one sync serves every
+   * flush waiting for it.
+   */
+  async flush (): Promise<void> {
+    await this.lock.run(async () => undefined)
+    return this.groupSync()
+  }
+
+  private groupSync (): Promise<void> {
+    if (this.syncNext) return this.syncNext
+    if (!this.syncRunning) return this.startSync()
+    const next = this.syncRunning.catch(() => undefined).then(() => {
+      this.syncNext = undefined
+      return this.startSync()
+    })
+    this.syncNext = next
+    return next
+  }
+
+  /** Settles once the flushes called so far are done (close and abandon wait for them). */
+  async flushesDone (): Promise<void> {
+    await (this.syncNext ?? this.syncRunning)?.catch(() => undefined)
+  }
+
+  private startSync (): Promise<void> {
+    const run: Promise<void> = this.syncAll().finally(() => { if (this.syncRunning === run) this.syncRunning = undefined })
+    this.syncRunning = run
+    return run
   }
 
   /** fdatasync of every sealed segment not yet synced (oldest first), then the current one. */

@@ -5,8 +5,11 @@
  */
 export class Mutex {
   private last: Promise<unknown> = Promise.resolve()
+  /** Sections queued since the start; a group commit joins a queued section only while this is unchanged. */
+  queued = 0
 
   run<T> (section: () => Promise<T>): Promise<T> {
+    this.queued++
     const result = this.last.then(section)
     this.last = result.catch(() => undefined)
     return result

@@ -12,6 +12,8 @@ export interface OpenOptions {
   checkpointIntervalMs?: number
   /** Checkpoint early once this many block versions wait for the index. */
   checkpointMaxBlocks?: number
+  /** Operations per LevelDB write of one checkpoint (default 8192); the simulation makes it small. */
+  indexCommitChunkOps?: number
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */

@@ -67,6 +67,11 @@ export interface LogPart {
   readonly seq: number
   /** Log position just past the last completed append. */
   readonly completedPosition: number
+  /**
+   * Writes `data` at byte `offset` (checked by the caller); takes the lock. Whole-block writes
+   * queued together are appended by one group commit (one writev).
+   */
+  write (offset: number, data: Buffer): Promise<void>
   /** Writes `data` at byte `offset` (checked by the caller); under the lock. */
   writeLocked (offset: number, data: Buffer): Promise<void>
   /** Trims `length` bytes at `offset` (checked by the caller); under the lock. */
@@ -79,6 +84,10 @@ export interface LogPart {
   seal (id: number): Promise<void>
   /** A format-1 store becomes format 2 before its first format-2 entry. */
   upgradeFormat (): void
+  /** Every write resolved before it durable; concurrent flushes share one sync; no lock. */
+  flush (): Promise<void>
+  /** Settles once the flushes called so far are done. */
+  flushesDone (): Promise<void>
   /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
   syncAll (): Promise<void>
 }
@@ -87,6 +96,8 @@ export interface LogPart {
 export interface IndexPart {
   /** Changes not yet in LevelDB; writers add to it in the same step as their append. */
   readonly batch: IndexBatch
+  /** Settles once writers may go on (a bound on the batch); undefined: at once. */
+  backpressure (): Promise<void> | undefined
   /** What the last successful checkpoint covered. */
   readonly last: Checkpoint
   readonly pendingBlocks: number

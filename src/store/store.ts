@@ -170,8 +170,7 @@ export class Store {
       return Promise.reject(err)
     }
     if (data.length === 0) return Promise.resolve()
-    const log = this.p.log
-    return log.lock.run(() => log.writeLocked(offset, data))
+    return this.p.log.write(offset, data)
   }
 
   /**
@@ -198,11 +197,14 @@ export class Store {
     return log.lock.run(() => log.discardLocked(offset, length))
   }
 
-  /** Makes every completed write durable (the image's fsync/flush). */
+  /**
+   * Makes every write called before it durable (the image's fsync/flush). It waits for the
+   * writes queued before it, then syncs without the append lock: writes go on during the
+   * fdatasync, and flushes that arrive together share one.
+   */
   flush (): Promise<void> {
     this.assertOpen()
-    const log = this.p.log
-    return log.lock.run(() => log.syncAll())
+    return this.p.log.flush()
   }
 
   /**
@@ -661,6 +663,7 @@ export class Store {
     this.state.closing = true // a pass in flight stops at its next step (each step is crash-safe)
     await lifeCycle.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await log.lock.idle()
+    await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
     this.state.closed = true
@@ -676,6 +679,7 @@ export class Store {
     this.p.index.stopTimer()
     this.state.closed = true
     await this.p.log.lock.idle().catch(() => undefined)
+    await this.p.log.flushesDone()
     await this.p.index.inFlight()?.catch(() => undefined)
     await this.release()
   }

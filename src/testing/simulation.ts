@@ -102,9 +102,12 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
   const archive = rng.chance(0.5) ? new SimArchive(sched) : undefined
   const checkpointMaxBlocks = rng.range(8, 400)
+  // Small LevelDB writes per checkpoint, so power fails between a checkpoint's chunks too
+  // (derived, not drawn: every seed keeps the rest of its run).
+  const indexCommitChunkOps = 4 + checkpointMaxBlocks % 61
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -123,6 +126,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     openIndex: indexes.open,
     checkpointIntervalMs: 0,
     checkpointMaxBlocks,
+    indexCommitChunkOps,
     historyKeepMs,
     retainFrom: replicating ? () => gate : undefined,
     maxOpenSegments
