@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
+import { exactSize } from '../size-text'
 import { syncDir } from './sync-dir'
 import type { Store } from '../store'
 
@@ -74,7 +75,7 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
   if (device) {
     const bytes = blockDeviceBytes(stat!.rdev)
     if (bytes !== undefined && bytes < sizeBytes) {
-      throw new LogdiskError('BAD_ARGUMENT', `${out} holds ${bytes} bytes; the image needs ${sizeBytes}`)
+      throw new LogdiskError('BAD_ARGUMENT', `${out} holds ${exactSize(bytes)}; the image needs ${exactSize(sizeBytes)}`)
     }
   }
   const target = device ? out : `${out}.partial`

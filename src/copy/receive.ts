@@ -1,4 +1,5 @@
 import { LogdiskError } from '../errors'
+import { exactSize, formatBytes } from '../size-text'
 import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
 import { contentIdentity, currentSeq } from './content-identity'
 import { readStream, validateStream, type StreamSummary } from './stream-format'
@@ -43,7 +44,7 @@ export async function receiveStream (
   }
   const { header } = summary
   if (header.blockBytes !== B || header.sizeBytes !== store.sizeBytes) {
-    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${header.sizeBytes}-byte volume with ${header.blockBytes}-byte blocks but ${store.dir} is ${store.sizeBytes} bytes with ${B}-byte blocks; receive into a store created with the same --size and --block-size`)
+    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${exactSize(header.sizeBytes)} volume with ${formatBytes(header.blockBytes)} blocks but ${store.dir} is ${exactSize(store.sizeBytes)} with ${formatBytes(B)} blocks; receive into a store created with the same --size and --block-size`)
   }
   const have = store.snapshots()
   if (have.some(s => s.name === header.snapshot.name)) {

@@ -99,7 +99,7 @@ export async function snapshotByCriteria (storeArg: string, opts: { criteria: st
 }
 
 export function register (program: Command): void {
-  const criteria = program.command('criteria').description('named snapshot criteria: block range, full or partial copy, background, target (002 Fig. 7-8)')
+  const criteria = program.command('criteria').description('named snapshot criteria: recipes of block range, full or partial copy, background and target that snapshot --criteria runs')
   criteria.command('create <store> <name>')
     .description('create a criteria; run it with logdisk snapshot <store> --criteria <name>')
     .requiredOption('--target <pattern>', 'where copies go: a file path pattern with {name} {snapshot} {seq} {time}, or a block device')
