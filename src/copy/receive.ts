@@ -95,7 +95,8 @@ export async function receiveStream (
   if (identity !== header.snapshot.identity) {
     throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
   }
-  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy })
+  // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
+  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }

@@ -233,14 +233,14 @@ export class Store {
    * cut is one marker entry; the image of the snapshot is every block's newest version at or
    * before it.
    */
-  async snapshot (opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy } = {}): Promise<SnapshotRecord> {
+  async snapshot (opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy, createdMs?: number } = {}): Promise<SnapshotRecord> {
     this.assertOpen()
     const { log, snapshotTable } = this.p
     const e = await log.lock.run(async () => {
       const name = opts.name ?? `snap-${log.seq + 1}`
       snapshotTable.checkNewName(name)
       const { id, displaced } = snapshotTable.assignId(opts.idPolicy ?? DEFAULT_VOLUME_ID_POLICY, opts.id)
-      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}) }
+      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}), ...(opts.createdMs !== undefined ? { createdMs: opts.createdMs } : {}) }
       return log.appendMarkerLocked(EntryKind.snapshot, marker as unknown as Record<string, unknown>)
     })
     // No checkpoint here: the marker is durable, the index catches up in the background (or
