@@ -262,8 +262,11 @@ t.test('policy set checks archive and replica targets before it writes anything'
   fs.mkdirSync(locked)
   const chattr = await runWith('chattr', ['+i', locked])
   if (chattr.code === 0) {
-    t.teardown(() => runWith('chattr', ['-i', locked]))
-    refused(await logdisk('policy', 'set', store, `archive.target=${locked}`, '--json'), 'a directory this user cannot write', 'READ_ONLY', /is not writable by this user \(EPERM\); nothing was changed$/)
+    try {
+      refused(await logdisk('policy', 'set', store, `archive.target=${locked}`, '--json'), 'a directory this user cannot write', 'READ_ONLY', /is not writable by this user \(EPERM\); nothing was changed$/)
+    } finally {
+      await runWith('chattr', ['-i', locked]) // else the temporary directory cannot be removed
+    }
   } else t.comment(`chattr +i refused here (${chattr.stderr.trim()}): the not-writable case is not checked`)
 
   const s3 = await startS3Server('policy-bucket')
