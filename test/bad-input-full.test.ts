@@ -24,7 +24,7 @@ t.test('on a full disk', { skip, timeout: 840_000 }, async t => {
     const before = snapshotTrees([store, m.fx.template])
     const r = await cli(cmd.args(c))
     if (cmd.reads) succeeded(t, r, cmd.name)
-    else refused(t, r, new RegExp(`^logdisk: no space left on the filesystem of ${store} \\(0 bytes free; .*\\): free some space and retry`), cmd.name)
+    else refused(t, r, new RegExp(`^logdisk: no space left on the filesystem of ${store} \\(0 B free; .*\\): free some space and retry`), cmd.name)
     sameTrees(t, before, cmd.name)
   }
   const before = snapshotTrees([disk])

@@ -66,11 +66,13 @@ t.test('diff lists exactly the ranges written between A and B, adjacent blocks m
   t.equal(text.code, 0)
   t.same(text.stdout.trim().split('\n'), [
     'START\tEND\tBLOCKS\tOFFSET\tBYTES',
-    '0\t0\t1\t0\t4096',
-    `3\t6\t4\t${3 * B}\t${4 * B}`,
-    `100\t100\t1\t${100 * B}\t${B}`,
+    '0\t0\t1\t0\t4.0 KiB',
+    `3\t6\t4\t${3 * B}\t16.0 KiB`,
+    `100\t100\t1\t${100 * B}\t4.0 KiB`,
     '3 ranges, 6 blocks (24.0 KiB) written between A and mid'
   ], 'the text table')
+  const exact = await logdisk('diff', dir, 'A', 'mid', '--bytes', '-H')
+  t.same(exact.stdout.trim().split('\n'), ['0\t0\t1\t0\t4096', `3\t6\t4\t${3 * B}\t${4 * B}`, `100\t100\t1\t${100 * B}\t${B}`], '--bytes -H: exact, rows only')
   const missing = await logdisk('diff', dir, 'A', 'nope')
   t.not(missing.code, 0)
   t.match(missing.stderr, /^logdisk: no snapshot named "nope"[^\n]*\n$/, 'an unknown snapshot: one line')

@@ -89,7 +89,7 @@ t.test('export of an ext4 snapshot while fio writes through the mount: same byte
   const smallDev = (await must('losetup', '-f', '--show', small)).trim()
   const tooSmall = await logdisk('export', store, 'A', '--out', smallDev)
   t.not(tooSmall.code, 0)
-  t.match(tooSmall.stderr, /^logdisk: .* holds 1048576 bytes; the image needs 268435456\n$/, 'a device too small is refused in one line')
+  t.match(tooSmall.stderr, /^logdisk: .* holds 1\.0 MiB \(1048576 bytes\); the image needs 256\.0 MiB \(268435456 bytes\)\n$/, 'a device too small is refused in one line')
   await must('losetup', '-d', smallDev)
   await must('losetup', '-d', dev)
 

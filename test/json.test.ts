@@ -93,8 +93,8 @@ t.test('the output of every command under --json parses', { skip: canMount() }, 
 
   t.equal((await json('create', S, '--size', '64M', '--segment-size', '4M')).dir, S)
   t.ok((await json('policy show', S))['history.keep'] !== undefined)
-  const set = await json('policy set', S, `archive.target=${path.join(dir, 'archive')}`)
   fs.mkdirSync(path.join(dir, 'archive'))
+  const set = await json('policy set', S, `archive.target=${path.join(dir, 'archive')}`)
   t.equal(set.set['archive.target'], path.join(dir, 'archive'))
   t.equal((await json('status', S)).dir, S)
   const mounted = await json('mount', S, M)

@@ -7,6 +7,8 @@ import { LogdiskError } from '../src/errors'
 import { ops } from '../src/ops/ops'
 import { POLICY_FILE, POLICY_KEYS, applyAssignments, defaultPolicy, describePolicy, readPolicy, volumeIdPolicy, writePolicy, type Policy } from '../src/policy/policy'
 import { Store } from '../src/store/store'
+import { canMount, cleanup, tmpDir } from './helpers/cli'
+import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, closedPort, startS3Server } from './helpers/s3-server'
 
 /** Policies: validated data with defaults, in policy.json; the CLI's `policy set` and `show`. */
 const ROOT = path.resolve(__dirname, '..')
@@ -237,3 +239,93 @@ t.test('the CLI: policy set and show', async t => {
   oneLine(await logdisk('snapshot', store, '--name', 'x'), 'snapshot with a hand-edited bad policy.json', /policy\.json/)
   oneLine(await logdisk('policy', 'show', store), 'policy show of a bad policy.json', /policy\.json/)
 })
+
+t.test('policy set checks archive and replica targets before it writes anything', async t => {
+  const dir = tmp(t)
+  const store = path.join(dir, 'store')
+  await Store.create(store, { sizeBytes: 1024 * 1024 })
+  const file = path.join(store, POLICY_FILE)
+  const refused = (r: Run, what: string, code: string, re: RegExp): void => {
+    t.equal(r.code, 1, `${what}: exit 1`)
+    t.equal(r.stdout, '', `${what}: nothing on stdout`)
+    const e = JSON.parse(r.stderr).error
+    t.equal(e.code, code, `${what}: ${code}`)
+    t.match(e.message, re, `${what}: says why (${e.message})`)
+    t.notOk(fs.existsSync(file), `${what}: no policy.json written`)
+  }
+  const missing = path.join(dir, 'missing')
+  refused(await logdisk('policy', 'set', store, `archive.target=${missing}`, 'snapshot.keep=3', '--json'), 'a missing directory', 'BAD_ARGUMENT',
+    new RegExp(`^archive\\.target=${escape(missing)}: ${escape(missing)} does not exist: create it first \\(mkdir -p ${escape(missing)}\\); nothing was changed$`))
+  fs.writeFileSync(path.join(dir, 'plain'), '')
+  refused(await logdisk('policy', 'set', store, `replicate.target=file://${path.join(dir, 'plain')}`, '--json'), 'a file', 'BAD_ARGUMENT', /is not a directory; nothing was changed$/)
+  const locked = path.join(dir, 'immutable')
+  fs.mkdirSync(locked)
+  const chattr = await runWith('chattr', ['+i', locked])
+  if (chattr.code === 0) {
+    try {
+      refused(await logdisk('policy', 'set', store, `archive.target=${locked}`, '--json'), 'a directory this user cannot write', 'READ_ONLY', /is not writable by this user \(EPERM\); nothing was changed$/)
+    } finally {
+      await runWith('chattr', ['-i', locked]) // else the temporary directory cannot be removed
+    }
+  } else t.comment(`chattr +i refused here (${chattr.stderr.trim()}): the not-writable case is not checked`)
+
+  const s3 = await startS3Server('policy-bucket')
+  let s3Running = true
+  t.teardown(async () => { if (s3Running) await s3.stop() })
+  const env = { AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: S3RVER_ACCESS_KEY, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET_KEY, AWS_REGION: 'us-east-1' }
+  refused(await logdiskEnv(env, 'policy', 'set', store, 'archive.target=s3://no-such-bucket/p', '--json'), 'a bucket that does not exist', 'IO', /bucket no-such-bucket does not exist.*; nothing was changed$/)
+  refused(await logdiskEnv({ ...env, AWS_ENDPOINT_URL: `http://127.0.0.1:${await closedPort()}` }, 'policy', 'set', store, 'replicate.target=s3://policy-bucket/p', '--json'),
+    'an endpoint nobody answers at', 'IO', /endpoint unreachable \(ECONNREFUSED\).*; nothing was changed$/)
+
+  const good = await logdiskEnv(env, 'policy', 'set', store, 'archive.target=s3://policy-bucket/a', `replicate.target=${dir}`, '--json')
+  t.equal(good.code, 0, `a bucket that answers and a writable directory are taken (${good.stderr})`)
+  t.same(JSON.parse(good.stdout).set, { 'archive.target': 's3://policy-bucket/a', 'replicate.target': dir })
+  t.equal(JSON.parse(good.stdout).applied, null, 'not mounted: nothing applied it yet (the next mount reads it)')
+  t.same(fs.readdirSync(dir).filter(f => f.startsWith('.logdisk-probe')), [], 'the write probe is removed')
+  // Unchanged targets are not checked again: the bucket going away does not block other keys.
+  await s3.stop()
+  s3Running = false
+  const other = await logdiskEnv(env, 'policy', 'set', store, 'snapshot.keep=2')
+  t.equal(other.code, 0, `an unrelated key is set while the bucket is unreachable (${other.stderr})`)
+})
+
+t.test('a mounted daemon applies policy set before the command returns', { skip: canMount() }, async t => {
+  const dir = tmpDir('policy-mounted')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  t.equal((await logdisk('create', store, '--size', '16M', '--segment-size', '2M')).code, 0)
+  // An hour between policy ticks: only the acknowledgement of policy set can apply the change.
+  const mount = await runWith(process.execPath, [CLI, 'mount', store, mnt], { LOGDISK_MAINTENANCE_TICK_MS: '3600000' })
+  t.equal(mount.code, 0, `mounted (${mount.stderr})`)
+  const keepMs = async (): Promise<number | null> => JSON.parse((await logdisk('status', store, '--json')).stdout).history.keepMs
+  t.equal(await keepMs(), 86_400_000, 'history.keep is 24h by default')
+  const set = await logdisk('policy', 'set', store, 'history.keep=2h', '--json')
+  t.equal(set.code, 0, `policy set (${set.stderr})`)
+  const pid = JSON.parse(fs.readFileSync(path.join(store, 'daemon.json'), 'utf8')).pid
+  t.same(JSON.parse(set.stdout).applied, { pid }, 'the daemon acknowledged it')
+  t.equal(await keepMs(), 7_200_000, 'in force at once, with no tick in between')
+  const text = await logdisk('policy', 'set', store, 'history.keep=3h')
+  t.equal(text.stdout, `set history.keep=3h\napplied by the mount daemon (pid ${pid})\n`)
+
+  // An archive target set on the mounted store is usable by the next command.
+  const arch = path.join(dir, 'arch')
+  fs.mkdirSync(arch)
+  t.equal((await logdisk('policy', 'set', store, `archive.target=${arch}`)).code, 0)
+  const archived = await logdisk('archive', store, '--json')
+  t.equal(archived.code, 0, `archive runs against the new target at once (${archived.stderr})`)
+})
+
+function runWith (cmd: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise(resolve => {
+    execFile(cmd, args, { timeout: 120_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : -1) : 0
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
+    })
+  })
+}
+
+function logdiskEnv (env: Record<string, string>, ...args: string[]): Promise<Run> {
+  return runWith(process.execPath, [CLI, ...args], env)
+}

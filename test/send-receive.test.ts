@@ -84,6 +84,7 @@ t.test('a chain of five snapshots, full then incrementals (files and pipes), rep
 
   const full = path.join(dir, 's1.stream')
   t.equal((await logdisk('send', a, 's1', '--out', full)).code, 0)
+  const receivedFrom = Date.now()
   const got = await logdisk('receive', b, '--in', full, '--json')
   t.equal(got.code, 0, got.stderr)
   t.equal(JSON.parse(got.stdout).created, true, 'receive created the missing store')
@@ -102,6 +103,16 @@ t.test('a chain of five snapshots, full then incrementals (files and pipes), rep
     }
   }
   t.same((await state(b)).snapshots, names, 'the receiver has the five snapshots, in order')
+  // Received snapshots keep the times they were taken at on the sender (the stream carries them).
+  const times = async (dir: string): Promise<Array<[string, number, string]>> =>
+    JSON.parse((await logdisk('snapshots', dir, '--json')).stdout).map((x: { name: string, timeMs: number, time: string }) => [x.name, x.timeMs, x.time])
+  const timesA = await times(a)
+  t.same(await times(b), timesA, 'the receiver\'s snapshots have the sender\'s creation times')
+  t.ok(timesA.every(([, ms]) => ms < receivedFrom), 'times from before the receives began, not the receive times')
+  const log = JSON.parse((await logdisk('log', b, '--json')).stdout) as Array<{ kind: string, time: string, payload?: { createdMs?: number } }>
+  const markers = log.filter(e => e.kind === 'snapshot')
+  t.same(markers.map(e => e.payload?.createdMs), timesA.map(([, ms]) => ms), 'each snapshot marker records createdMs (so a rebuilt index has them too)')
+  t.ok(markers.every(e => Date.parse(e.time) >= receivedFrom), 'while the log entries keep the receive time, in log order')
   const [shaA, shaB] = [await imageShas(a, names), await imageShas(b, names)]
   for (const name of names) t.equal(shaB[name], shaA[name], `${name}: the images are identical`)
   t.equal(new Set(names.map(n => shaA[n])).size, names.length, 'the five images differ from each other')

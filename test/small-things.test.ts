@@ -67,3 +67,88 @@ t.test('the man page (docs/logdisk.1, make man) has every command', async t => {
   t.ok(commands.length >= 30, `${commands.length} commands`)
   for (const c of commands) t.match(page, `.B logdisk ${c} `, `man page: ${c}`)
 })
+
+t.test('daemon.log is JSON lines only, stray text included, and rotated by size', { skip: canMount() }, async t => {
+  const dir = tmpDir('small-log')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
+  // Text no logger sees: process.stderr, raw writes to fd 2 and fd 1 (as libfuse or a child
+  // process would make), then enough of it to rotate a 2 KiB log twice over.
+  const preload = path.join(dir, 'stray.js')
+  fs.writeFileSync(preload, `if (process.argv.includes('--foreground')) {
+    process.stderr.write('plain text from process.stderr\\n')
+    require('fs').writeSync(2, 'raw text on fd 2\\nits second line\\n')
+    let n = 0
+    const timer = setInterval(() => { require('fs').writeSync(1, 'filler ' + n + ' ' + 'x'.repeat(200) + '\\n'); if (++n >= 40) clearInterval(timer) }, 5)
+    timer.unref()
+  }\n`)
+  const mount = await run(process.execPath, [path.resolve('dist/src/cli/main.js'), 'mount', store, mnt], { env: { NODE_OPTIONS: `--require ${preload}`, LOGDISK_LOG_SIZE: '2K', LOGDISK_LOG_KEEP: '2' } })
+  t.equal(mount.code, 0, `mounted (${mount.stderr})`)
+  const logs = (): string[] => fs.readdirSync(store).filter(f => f.startsWith('daemon.log')).sort()
+  for (let i = 0; i < 100 && !fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').includes('filler 39 '); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  await new Promise(resolve => setTimeout(resolve, 500)) // the writer ends with the daemon's pipe
+  t.same(logs(), ['daemon.log', 'daemon.log.1', 'daemon.log.2'], 'rotated: the current log and LOGDISK_LOG_KEEP=2 older ones')
+  const records: Array<Record<string, unknown>> = []
+  for (const f of logs().reverse()) { // oldest first: daemon.log.2, daemon.log.1, daemon.log
+    const text = fs.readFileSync(path.join(store, f), 'utf8')
+    t.ok(text.endsWith('\n'), `${f} ends with a whole line`)
+    for (const line of text.split('\n').filter(l => l !== '')) {
+      try {
+        records.push(JSON.parse(line))
+      } catch {
+        t.fail(`${f}: a line that is not JSON: ${line}`)
+      }
+    }
+    t.ok(fs.statSync(path.join(store, f)).size < 4096, `${f} stays near LOGDISK_LOG_SIZE`)
+  }
+  t.ok(records.some(r => r.stray === true && r.level === 50 && /^filler 39 x+$/.test(String(r.msg))), 'stray text became JSON records (the last filler line is there)')
+  t.match(records[records.length - 1], { msg: 'unmounted' }, 'the daemon\'s own last line is there, last')
+  const writers = (await run('pgrep', ['-f', `log-writer.js ${path.join(store, 'daemon.log')}`])).stdout.trim()
+  t.equal(writers, '', 'the log writer exited with the daemon')
+})
+
+t.test('the log writer turns stray text into JSON and passes JSON lines as they are', async t => {
+  const { toJsonLines } = require(path.resolve('dist/src/daemon/log-writer.js')) as typeof import('../src/daemon/log-writer')
+  const json = '{"level":30,"msg":"mounted"}'
+  t.same(toJsonLines(`${json}\nError: boom\n    at x (y.js:1)\n${json}\npart`, 7), {
+    lines: [json, '{"level":50,"time":7,"stray":true,"msg":"Error: boom\\n    at x (y.js:1)"}', json],
+    rest: 'part'
+  }, 'consecutive stray lines stay one record; an unfinished line waits')
+  t.same(toJsonLines('[1,2]\n\n', 7).lines, ['{"level":50,"time":7,"stray":true,"msg":"[1,2]"}'], 'JSON that is not an object is stray; empty lines go')
+})
+
+t.test('help text speaks to users: no seed, figure or claim numbers', async t => {
+  const { buildProgram } = require(path.resolve('dist/src/cli/main.js')) as { buildProgram: () => import('commander').Command }
+  const texts: string[] = []
+  const walk = (cmd: import('commander').Command, prefix: string): void => {
+    for (const c of cmd.commands) {
+      texts.push(`${prefix}${c.name()}: ${c.description()}`)
+      for (const o of c.options) texts.push(`${prefix}${c.name()} ${o.flags}: ${o.description}`)
+      walk(c, `${prefix}${c.name()} `)
+    }
+  }
+  walk(buildProgram(), '')
+  t.ok(texts.length > 100, `${texts.length} descriptions`)
+  for (const text of texts) t.notMatch(text, /\bseeds?\b|\bFig\.|\bcl\. ?\d|\b00[0-4]\b|\[00\d\d\]|getNextCriteria|executeSnapshot/, text)
+})
+
+t.test('sizes in messages have units', async t => {
+  const dir = tmpDir('small-units')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const odd = await logdisk('create', path.join(dir, 'a'), '--size', '4097')
+  t.equal(odd.code, 1)
+  t.equal(odd.stderr, 'logdisk: size 4.0 KiB (4097 bytes) must be a positive multiple of the block size (4.0 KiB)\n')
+  const seg = await logdisk('create', path.join(dir, 'b'), '--size', '16M', '--segment-size', '1M')
+  t.equal(seg.code, 1)
+  t.equal(seg.stderr, 'logdisk: segment size 1.0 MiB (1048576 bytes) must be between 1.0 MiB (1053760 bytes) and 4 GiB for block size 4.0 KiB\n')
+  const block = await logdisk('create', path.join(dir, 'c'), '--size', '16M', '--block-size', '3000')
+  t.equal(block.stderr, 'logdisk: block size 2.9 KiB (3000 bytes) must be a power of two between 512 bytes and 1 MiB\n')
+  const store = path.join(dir, 'd')
+  t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
+  const shrink = await logdisk('resize', store, '--size', '12289')
+  t.equal(shrink.stderr, 'logdisk: size 12.0 KiB (12289 bytes) must be a positive multiple of the block size (4.0 KiB)\n')
+})

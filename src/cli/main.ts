@@ -3,6 +3,7 @@ import { Command } from 'commander'
 import { LogdiskError } from '../errors'
 import { mountHelperArgv } from './mount-options'
 import { jsonMode, setJsonMode } from './output'
+import { addWaitOption } from './lock-wait'
 import * as adopt from './commands/adopt'
 import * as archive from './commands/archive'
 import * as attach from './commands/attach'
@@ -86,6 +87,7 @@ export function buildProgram (): Command {
     })
   }
   for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, clone, pool, policy, verify, exportCmd, send, receive, diff, criteria, completion]) command.register(program)
+  addWaitOption(program)
   return program
 }
 

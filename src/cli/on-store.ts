@@ -8,6 +8,7 @@ import type { Store } from '../store'
 import { openStore, type Access } from '../app/open'
 import { prepareStore } from './store-access'
 import { warn } from './output'
+import { lockWaitMs, sleep, waitedError } from './lock-wait'
 
 /** Direct runs print only the command's own output; warnings go to stderr, one line each. */
 const quietLogger = {
@@ -35,23 +36,31 @@ export function accessOf (op: string): Access {
 export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}): Promise<T> {
   const access = accessOf(op)
   const { dir } = prepareStore(storeArg, access)
+  const deadline = Date.now() + lockWaitMs()
   let store: Store
-  try {
-    store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store
-  } catch (err) {
-    if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err
-    const daemon = readDaemonInfo(dir)
-    if (!daemon) throw err
+  while (true) {
     try {
-      return await request<T>(daemon.socket, op, args)
-    } catch (inner) {
-      if (isLogdiskError(inner, 'NOT_MOUNTED')) {
-        const code = ((inner.cause as NodeJS.ErrnoException | undefined)?.code)
-        if (code === 'EACCES') throw new LogdiskError('READ_ONLY', `${dir} is mounted (pid ${daemon.pid}) and its control socket ${daemon.socket} is not open to this user: run the command as the user who mounted it`, inner)
-        throw err
+      store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store
+      break
+    } catch (err) {
+      if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err
+      const daemon = readDaemonInfo(dir)
+      if (daemon) {
+        try {
+          return await request<T>(daemon.socket, op, args)
+        } catch (inner) {
+          if (isLogdiskError(inner, 'NOT_MOUNTED')) {
+            const code = ((inner.cause as NodeJS.ErrnoException | undefined)?.code)
+            if (code === 'EACCES') throw new LogdiskError('READ_ONLY', `${dir} is mounted (pid ${daemon.pid}) and its control socket ${daemon.socket} is not open to this user: run the command as the user who mounted it`, inner)
+            // No daemon answers (yet: a mount starting; or no more: a stale daemon.json): wait as for a command.
+          } else if (isLogdiskError(inner, 'DAEMON_DIED')) {
+            throw await daemonDied(dir, daemon, op, args)
+          } else throw inner
+        }
       }
-      if (isLogdiskError(inner, 'DAEMON_DIED')) throw await daemonDied(dir, daemon, op, args)
-      throw inner
+      // Another command holds the unmounted store: wait for it (--wait), then name it.
+      if (Date.now() >= deadline) throw waitedError(err)
+      await sleep(Math.min(200, Math.max(0, deadline - Date.now())))
     }
   }
   try {

@@ -2,6 +2,7 @@ import { warn } from './output'
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { formatBytes } from '../size-text'
 import { readConfig, type StoreConfig } from '../store/config'
 import { checkIdentity, copyError, type IdentityCheck } from '../store/identity'
 import type { Access } from '../app/open'
@@ -95,7 +96,7 @@ export function assertWritable (dir: string): void {
     free = s.bavail * s.bsize
   } catch { /* unknown: let the writes say */ }
   if (free !== undefined && free < MIN_FREE_BYTES) {
-    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${free} bytes free; a command that writes needs at least ${MIN_FREE_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
+    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${MIN_FREE_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
   }
 }
 

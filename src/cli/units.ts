@@ -11,12 +11,7 @@ export function parseSize (text: string, what: string): number {
   return Math.round(bytes)
 }
 
-export function formatBytes (n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
-  let i = 0
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
-}
+export { formatBytes, exactSize } from '../size-text'
 
 /** A whole positive number given on the command line (`--id 3`): says so when it is not one. */
 export function parseWhole (text: string, what: string): number {

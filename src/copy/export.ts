@@ -3,6 +3,7 @@ import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import { imageChunks } from './image-chunks'
 import { writeFully, writePartialThenRename } from './partial-file'
+import { exactSize } from '../size-text'
 import type { Store } from '../store'
 
 /**
@@ -75,7 +76,7 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
   if (device) {
     const bytes = blockDeviceBytes(stat!.rdev)
     if (bytes !== undefined && bytes < sizeBytes) {
-      throw new LogdiskError('BAD_ARGUMENT', `${out} holds ${bytes} bytes; the image needs ${sizeBytes}`)
+      throw new LogdiskError('BAD_ARGUMENT', `${out} holds ${exactSize(bytes)}; the image needs ${exactSize(sizeBytes)}`)
     }
   }
   // Fault injection: fail once half the image is written, or before completing a smaller copy.

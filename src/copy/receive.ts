@@ -1,4 +1,5 @@
 import { LogdiskError } from '../errors'
+import { exactSize, formatBytes } from '../size-text'
 import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
 import { contentIdentity, currentSeq } from './content-identity'
 import { readAhead } from './image-chunks'
@@ -44,7 +45,7 @@ export async function receiveStream (
   }
   const { header } = summary
   if (header.blockBytes !== B || header.sizeBytes !== store.sizeBytes) {
-    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${header.sizeBytes}-byte volume with ${header.blockBytes}-byte blocks but ${store.dir} is ${store.sizeBytes} bytes with ${B}-byte blocks; receive into a store created with the same --size and --block-size`)
+    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${exactSize(header.sizeBytes)} volume with ${formatBytes(header.blockBytes)} blocks but ${store.dir} is ${exactSize(store.sizeBytes)} with ${formatBytes(B)} blocks; receive into a store created with the same --size and --block-size`)
   }
   const have = store.snapshots()
   if (have.some(s => s.name === header.snapshot.name)) {
@@ -96,7 +97,8 @@ export async function receiveStream (
   if (identity !== header.snapshot.identity) {
     throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
   }
-  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy })
+  // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
+  const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }

@@ -138,6 +138,11 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       setImmediate(after('snapshot'))
       return snap
     },
+    // policy set wrote policy.json and waits for this: the change is in force when it returns.
+    policy: async () => {
+      await engine.reload()
+      return { pid: process.pid }
+    },
     delete: async args => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {

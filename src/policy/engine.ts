@@ -58,16 +58,30 @@ export class PolicyEngine {
     return this.running
   }
 
-  private async work (): Promise<void> {
-    const p = this.policyOf()
+  /**
+   * Applies policy.json's settings at once (the control socket's `policy` op: `policy set`
+   * waits for it, so a change is in force when the command returns). Errors of replication
+   * (a lease another host holds) are thrown here, where the tick only logs them.
+   */
+  async reload (): Promise<void> {
+    await this.applySettings(this.policyOf(), true)
+  }
+
+  /** The settings part of a tick: thresholds, history window, replication, archive target. */
+  private async applySettings (p: Policy, strict = false): Promise<void> {
     this.pool?.setPolicy(p)
     this.store.setHistoryKeepMs(historyKeepMs(p))
-    await this.pool?.tick()
-    await this.replication?.apply(p)
+    await this.replication?.apply(p, strict)
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']
       this.store.attachArchive(this.archiveTarget === '' ? undefined : storeArchiveLink(parseTarget(this.archiveTarget), this.store.config, locationOf(this.store.dir)))
     }
+  }
+
+  private async work (): Promise<void> {
+    const p = this.policyOf()
+    await this.applySettings(p)
+    await this.pool?.tick()
     const now = this.now()
     const every = parseDuration(p['snapshot.every']) ?? 0
     if (every > 0 && now - this.lastSnapshotMs >= every) {

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
+import { formatBytes } from '../size-text'
 import { encodeArchive } from '../archive/codec'
 import { Lease, describeHolder } from '../archive/lease'
 import type { ArchiveTarget, ExclusiveCreate } from '../archive/target'
@@ -366,7 +367,7 @@ export class Replicator {
     const warnings: string[] = []
     const warnMs = this.opts.lagWarnMs ?? DEFAULT_LAG_WARN_MS
     if (this.state === 'fenced' || this.state === 'error') warnings.push(`replication to ${this.opts.spec} stopped: ${this.lastError ?? ''}`)
-    else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(0)} s (${lagBytes} bytes) behind${this.lastError ? `: ${this.lastError}` : ''}`)
+    else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(0)} s (${formatBytes(lagBytes)}) behind${this.lastError ? `: ${this.lastError}` : ''}`)
     const state = this.state === 'shipping' && lagBytes === 0 ? 'caught-up' : this.state
     return {
       target: this.opts.spec,

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { LogdiskError } from '../errors'
+import { exactSize, formatBytes } from '../size-text'
 import { DEFAULT_BLOCK_BYTES, DEFAULT_SEGMENT_BYTES, MAX_ENTRY_BLOCKS, READABLE_STORE_FORMATS, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION } from './format'
 
 /** store.json: what a store is. Written once at create; versioned (docs/FORMAT.md). */
@@ -27,15 +28,15 @@ export function validateCreateOptions (opts: CreateOptions): Omit<StoreConfig, '
   const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES
   const { sizeBytes } = opts
   if (!Number.isSafeInteger(blockBytes) || blockBytes < 512 || blockBytes > 1024 * 1024 || (blockBytes & (blockBytes - 1)) !== 0) {
-    throw new LogdiskError('BAD_ARGUMENT', `block size ${blockBytes} must be a power of two between 512 and 1M`)
+    throw new LogdiskError('BAD_ARGUMENT', `block size ${exactSize(blockBytes)} must be a power of two between 512 bytes and 1 MiB`)
   }
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockBytes !== 0) {
-    throw new LogdiskError('BAD_ARGUMENT', `size ${sizeBytes} must be a positive multiple of the block size (${blockBytes})`)
+    throw new LogdiskError('BAD_ARGUMENT', `size ${exactSize(sizeBytes)} must be a positive multiple of the block size (${formatBytes(blockBytes)})`)
   }
   // A segment must hold at least one maximal entry besides its header page.
   const minSegment = SEGMENT_HEADER_BYTES + 64 + MAX_ENTRY_BLOCKS * (blockBytes + 4)
   if (!Number.isSafeInteger(segmentBytes) || segmentBytes < minSegment || segmentBytes > 4 * 1024 ** 3) {
-    throw new LogdiskError('BAD_ARGUMENT', `segment size ${segmentBytes} must be between ${minSegment} and 4G for block size ${blockBytes}`)
+    throw new LogdiskError('BAD_ARGUMENT', `segment size ${exactSize(segmentBytes)} must be between ${exactSize(minSegment)} and 4 GiB for block size ${formatBytes(blockBytes)}`)
   }
   return { sizeBytes, blockBytes, segmentBytes }
 }

@@ -20,6 +20,11 @@ export interface SnapshotMarker {
   frozen: boolean
   /** Cut seq of the snapshot that lost its id to this one (constant policy). */
   displaced?: number
+  /**
+   * When the snapshot was taken where it was made (a received snapshot: the time in the send
+   * stream). Its record's timeMs is this, not the marker's own time, which stays in log order.
+   */
+  createdMs?: number
 }
 
 export interface DeleteMarker {
@@ -116,7 +121,7 @@ export class SnapshotTable {
           changes.set(old.seq, updated)
         }
       }
-      const record: SnapshotRecord = { id: m.id, name: m.name, seq, position, timeMs, frozen: m.frozen }
+      const record: SnapshotRecord = { id: m.id, name: m.name, seq, position, timeMs: m.createdMs ?? timeMs, frozen: m.frozen }
       this.byName.set(m.name, record)
       changes.set(seq, record)
       if (m.id !== null && m.id > this.highestId) this.highestId = m.id

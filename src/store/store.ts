@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { exactSize, formatBytes } from '../size-text'
 import { archivePass, type ArchiveOptions, type ArchiveReport } from './archive-pass'
 import type { ArchiveLink } from './archive-link'
 import { baselineFiles } from './baseline'
@@ -164,7 +165,7 @@ export class Store {
       this.assertOpen()
       if (!Number.isSafeInteger(offset) || offset < 0) throw new LogdiskError('BAD_ARGUMENT', `bad write offset ${offset}`)
       if (offset + data.length > this.sizeBytes) {
-        throw new LogdiskError('OUT_OF_RANGE', `write of ${data.length} bytes at ${offset} runs past the end of the ${this.sizeBytes}-byte volume`)
+        throw new LogdiskError('OUT_OF_RANGE', `write of ${formatBytes(data.length)} at byte ${offset} runs past the end of the ${exactSize(this.sizeBytes)} volume`)
       }
     } catch (err) {
       return Promise.reject(err)
@@ -187,7 +188,7 @@ export class Store {
       this.assertOpen()
       if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new LogdiskError('BAD_ARGUMENT', `bad discard range ${offset}+${length}`)
       if (offset + length > this.sizeBytes) {
-        throw new LogdiskError('OUT_OF_RANGE', `discard of ${length} bytes at ${offset} runs past the end of the ${this.sizeBytes}-byte volume`)
+        throw new LogdiskError('OUT_OF_RANGE', `discard of ${formatBytes(length)} at byte ${offset} runs past the end of the ${exactSize(this.sizeBytes)} volume`)
       }
     } catch (err) {
       return Promise.reject(err)
@@ -234,14 +235,14 @@ export class Store {
    * cut is one marker entry; the image of the snapshot is every block's newest version at or
    * before it.
    */
-  async snapshot (opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy } = {}): Promise<SnapshotRecord> {
+  async snapshot (opts: { name?: string, id?: number, frozen?: boolean, idPolicy?: VolumeIdPolicy, createdMs?: number } = {}): Promise<SnapshotRecord> {
     this.assertOpen()
     const { log, snapshotTable } = this.p
     const e = await log.lock.run(async () => {
       const name = opts.name ?? `snap-${log.seq + 1}`
       snapshotTable.checkNewName(name)
       const { id, displaced } = snapshotTable.assignId(opts.idPolicy ?? DEFAULT_VOLUME_ID_POLICY, opts.id)
-      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}) }
+      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}), ...(opts.createdMs !== undefined ? { createdMs: opts.createdMs } : {}) }
       return log.appendMarkerLocked(EntryKind.snapshot, marker as unknown as Record<string, unknown>)
     })
     // No checkpoint here: the marker is durable, the index catches up in the background (or
@@ -531,7 +532,7 @@ export class Store {
   async resize (sizeBytes: number): Promise<{ fromBytes: number, toBytes: number }> {
     this.assertOpen()
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % this.blockBytes !== 0) {
-      throw new LogdiskError('BAD_ARGUMENT', `size ${sizeBytes} must be a positive multiple of the block size (${this.blockBytes})`)
+      throw new LogdiskError('BAD_ARGUMENT', `size ${exactSize(sizeBytes)} must be a positive multiple of the block size (${formatBytes(this.blockBytes)})`)
     }
     const { log, index } = this.p
     return this.p.lifeCycle.maintenance.run(async () => {
@@ -546,7 +547,7 @@ export class Store {
             for await (const [block] of this.p.db.history(first)) { past = block; break }
           }
           if (past !== undefined) {
-            throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${sizeBytes} bytes: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history); shrink the filesystem and keep the data below the new end, or keep the size`)
+            throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${exactSize(sizeBytes)}: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history); shrink the filesystem and keep the data below the new end, or keep the size`)
           }
         }
         this.config.sizeBytes = sizeBytes

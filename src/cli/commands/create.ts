@@ -35,7 +35,7 @@ export function checkCreatable (dir: string): void {
   }
   try {
     const s = fs.statfsSync(parent)
-    if (s.bavail * s.bsize < MIN_FREE_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${s.bavail * s.bsize} bytes free)`)
+    if (s.bavail * s.bsize < MIN_FREE_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${formatBytes(s.bavail * s.bsize)} free)`)
   } catch (err) {
     if (err instanceof LogdiskError) throw err
   }

@@ -10,6 +10,7 @@ import { withFrozen } from '../freeze'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
 import { runTracked } from '../progress'
+import { pickColumns, printTable, tableOptions, type Column, type TableOptions } from '../table'
 
 export const CRITERIA_LOG = 'criteria.log'
 const LOCK_WAIT_MS = 60_000
@@ -23,6 +24,16 @@ function blockNumber (text: string | undefined, what: string): number | undefine
 function range (c: Criteria): string {
   return `${c.startBlock}-${c.endBlock ?? 'end'}`
 }
+
+const LIST_COLUMNS: Array<Column<Criteria>> = [
+  { name: 'name', cell: c => c.name },
+  { name: 'blocks', cell: range },
+  { name: 'mode', cell: c => c.mode },
+  { name: 'background', cell: c => c.background ? 'yes' : 'no' },
+  { name: 'target', cell: c => c.target },
+  { name: 'lastrun', cell: c => c.lastRun ? `${c.lastRun.snapshot} ${c.lastRun.finishedAt}` : '-' },
+  { name: 'runs', cell: c => c.runs }
+]
 
 function describe (c: Criteria): Array<[string, string]> {
   const last = c.lastRun
@@ -88,7 +99,7 @@ export async function snapshotByCriteria (storeArg: string, opts: { criteria: st
 }
 
 export function register (program: Command): void {
-  const criteria = program.command('criteria').description('named snapshot criteria: block range, full or partial copy, background, target (002 Fig. 7-8)')
+  const criteria = program.command('criteria').description('named snapshot criteria: recipes of block range, full or partial copy, background and target that snapshot --criteria runs')
   criteria.command('create <store> <name>')
     .description('create a criteria; run it with logdisk snapshot <store> --criteria <name>')
     .requiredOption('--target <pattern>', 'where copies go: a file path pattern with {name} {snapshot} {seq} {time}, or a block device')
@@ -130,15 +141,15 @@ export function register (program: Command): void {
       if (opts.json) return console.log(JSON.stringify(c, null, 2))
       for (const [k, v] of describe(c)) console.log(`${k.padEnd(11)} ${v}`)
     })
-  criteria.command('list <store>')
-    .description('list the criteria of a store (getNextCriteria)')
+  tableOptions(criteria.command('list <store>')
+    .description('list the criteria of a store: name, block range, mode, background, target, last run'), LIST_COLUMNS.map(c => c.name))
     .option('--json', 'print JSON')
-    .action((storeArg: string, opts: { json?: boolean }) => {
+    .action((storeArg: string, opts: TableOptions & { json?: boolean }) => {
+      const columns = pickColumns('criteria list', LIST_COLUMNS, opts.output, ['name', 'blocks', 'mode', 'background', 'target', 'lastrun'])
       const { dir } = prepareStore(storeArg, 'read')
       const list = readCriteriaFile(dir)
       if (opts.json) return console.log(JSON.stringify(list, null, 2))
-      console.log(['NAME', 'BLOCKS', 'MODE', 'BACKGROUND', 'TARGET', 'LAST RUN'].join('\t'))
-      for (const c of list) console.log([c.name, range(c), c.mode, c.background ? 'yes' : 'no', c.target, c.lastRun ? `${c.lastRun.snapshot} ${c.lastRun.finishedAt}` : '-'].join('\t'))
+      printTable(columns, list, opts)
     })
   criteria.command('copy <store> <name> <snapshot>')
     .description('copy an existing snapshot by a criteria now (what a background run does; also retries a failed one)')

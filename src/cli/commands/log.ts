@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import { EntryKind, type EntryRecord, type StoreStatus } from '../../store'
 import { runOp } from '../on-store'
+import { pickColumns, printTable, tableOptions, type Column, type TableOptions } from '../table'
 
 const KIND_NAMES: Record<number, string> = {
   [EntryKind.write]: 'write',
@@ -12,14 +13,34 @@ const KIND_NAMES: Record<number, string> = {
   [EntryKind.history]: 'history'
 }
 
+type Row = Record<string, unknown>
+
+function what (r: Row): string {
+  if (r.kind === 'write') return `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}`
+  if (r.kind === 'move') return `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}`
+  return JSON.stringify(r.payload)
+}
+
+const COLUMNS: Array<Column<Row>> = [
+  { name: 'seq', cell: r => r.seq as number },
+  { name: 'time', cell: r => r.time as string },
+  { name: 'kind', cell: r => r.kind as string },
+  { name: 'what', cell: what },
+  { name: 'block', cell: r => (r.block as number | undefined) ?? '-' },
+  { name: 'count', cell: r => (r.count as number | undefined) ?? '-' },
+  { name: 'freed', cell: r => r.freed ? 'yes' : 'no' }
+]
+const DEFAULTS = ['seq', 'time', 'kind', 'what']
+
 export function register (program: Command): void {
-  program.command('log <store>')
+  tableOptions(program.command('log <store>')
     .description('list log entries in time order (sequence, time, kind, blocks), without reading data')
-    .option('--snapshot <name>', 'only the entries of this snapshot\'s partition (since the snapshot before it)')
+    .option('--snapshot <name>', 'only the entries of this snapshot\'s partition (since the snapshot before it)'), COLUMNS.map(c => c.name))
     .option('--json', 'print JSON (documented in docs/CLI.md)')
-    .action(async (storeArg: string, opts: { snapshot?: string, json?: boolean }) => {
+    .action(async (storeArg: string, opts: TableOptions & { snapshot?: string, json?: boolean }) => {
+      const columns = pickColumns('log', COLUMNS, opts.output, DEFAULTS)
       const entries = await runOp<Array<EntryRecord & { seq: number }>>(storeArg, 'log', { snapshot: opts.snapshot })
-      const rows: Array<Record<string, unknown>> = entries.map(e => ({
+      const rows: Row[] = entries.map(e => ({
         // The payload first: a delete marker's payload has a `seq` of its own (the snapshot's).
         ...(e.kind === EntryKind.write || e.kind === EntryKind.move ? { block: e.block, count: e.count } : { payload: e.payload }),
         seq: e.seq,
@@ -28,11 +49,10 @@ export function register (program: Command): void {
         ...(e.freed ? { freed: true } : {})
       }))
       if (opts.json) return console.log(JSON.stringify(rows, null, 2))
-      const { history } = await runOp<StoreStatus>(storeArg, 'status')
-      if (history.horizonSeq > 0) console.log(`# entries up to sequence ${history.horizonSeq} can no longer be restored (compaction freed versions they read); snapshots can`)
-      for (const r of rows) {
-        const what = r.kind === 'write' ? `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}` : r.kind === 'move' ? `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}` : JSON.stringify(r.payload)
-        console.log(`${r.seq}\t${r.time}\t${r.kind}\t${what}`)
+      if (!opts.scripted) {
+        const { history } = await runOp<StoreStatus>(storeArg, 'status')
+        if (history.horizonSeq > 0) console.log(`# entries up to sequence ${history.horizonSeq} can no longer be restored (compaction freed versions they read); snapshots can`)
       }
+      printTable(columns, rows, opts)
     })
 }

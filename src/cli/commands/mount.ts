@@ -65,7 +65,8 @@ async function foreground (store: string, mountpoint: string, opts: DaemonOption
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
 function background (store: string, mountpoint: string, opts: DaemonOptions & { json?: boolean, transport: string }): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
-  const logFd = fs.openSync(logFile, 'a')
+  // The daemon's stdout and stderr go to the log writer (JSON lines only, rotated), not to the file.
+  const writer = spawn(process.execPath, [require.resolve('../../daemon/log-writer'), logFile], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
   const args = [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', opts.transport]
   if (opts.allowOther) args.push('--allow-other')
   if (opts.readOnly) args.push('--read-only')
@@ -73,9 +74,11 @@ function background (store: string, mountpoint: string, opts: DaemonOptions & { 
   if (opts.takeover) args.push('--takeover')
   const child = spawn(process.execPath, args, {
     detached: true,
-    stdio: ['ignore', logFd, logFd, 'ipc']
+    stdio: ['ignore', writer.stdin!, writer.stdin!, 'ipc']
   })
-  fs.closeSync(logFd)
+  // The daemon holds the only write end now: the writer sees the end of it when the daemon exits.
+  writer.stdin!.destroy()
+  writer.unref()
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new LogdiskError('IO', `the daemon did not mount within ${READY_TIMEOUT_MS / 1000} s; see ${logFile}`))

@@ -1,25 +1,42 @@
 import type { Command } from 'commander'
 import type { PoolStatus, VolumeStatus } from '../../pool/pool'
 import { runOp } from '../on-store'
-import { printJson } from '../output'
+import { printJson, warn } from '../output'
 import { runTracked } from '../progress'
+import { pickColumns, printTable, sizeCell, tableOptions, type Column, type TableOptions } from '../table'
 import { formatBytes, parseSize } from '../units'
 
-function printVolumes (status: PoolStatus): void {
-  console.log(['STATE', 'CAPACITY', 'USED', 'SEGMENTS', 'DIR'].join('\t'))
-  for (const v of status.volumes) console.log([v.state, formatBytes(v.capacityBytes), formatBytes(v.usedBytes), v.segments, v.dir + (v.internal ? ' (internal)' : '')].join('\t'))
+const COLUMNS: Array<Column<VolumeStatus>> = [
+  { name: 'state', cell: v => v.state },
+  { name: 'capacity', cell: (v, exact) => sizeCell(v.capacityBytes, exact) },
+  { name: 'used', cell: (v, exact) => sizeCell(v.usedBytes, exact) },
+  { name: 'segments', cell: v => v.segments },
+  { name: 'dir', cell: v => v.dir + (v.internal ? ' (internal)' : '') },
+  { name: 'id', cell: v => v.id }
+]
+const DEFAULTS = ['state', 'capacity', 'used', 'segments', 'dir']
+
+function printVolumes (status: PoolStatus, columns: Array<Column<VolumeStatus>>, opts: TableOptions): void {
+  printTable(columns, status.volumes, opts)
+  if (opts.scripted) {
+    // Scripts read rows only; the warnings still reach a person, on stderr.
+    for (const w of status.warnings) warn(w)
+    return
+  }
   console.log(`use ${(status.useFraction * 100).toFixed(1)}% of assigned capacity`)
   for (const w of status.warnings) console.log(`warning: ${w}`)
 }
 
 export function register (program: Command): void {
   const pool = program.command('pool').description('the store\'s pool of directories that hold segment files')
-  pool.command('list <store>')
+  tableOptions(pool.command('list <store>')
+    .description('list the pool volumes: state, capacity, use, segments, directory'), COLUMNS.map(c => c.name))
     .option('--json', 'print JSON')
-    .action(async (storeArg: string, opts: { json?: boolean }) => {
+    .action(async (storeArg: string, opts: TableOptions & { json?: boolean }) => {
+      const columns = pickColumns('pool list', COLUMNS, opts.output, DEFAULTS)
       const status = await runOp<PoolStatus>(storeArg, 'pool list')
       if (opts.json) console.log(JSON.stringify(status, null, 2))
-      else printVolumes(status)
+      else printVolumes(status, columns, opts)
     })
   pool.command('add <store> <dir>')
     .description('add a directory: assigned to the store now, or a spare with --spare')

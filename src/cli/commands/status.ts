@@ -2,14 +2,16 @@ import type { Command } from 'commander'
 import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
+import { warn } from '../output'
+import { pickColumns, tableOptions, type Column, type TableOptions } from '../table'
 import type { ReplicationStatus } from '../../replicate/replicator'
 import type { Rates } from '../../metrics/metrics'
 
 type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus>, rates?: Rates, metrics?: string | null }
 
-function ratesLine (r: Rates): string {
+function ratesLine (r: Rates, size: (n: number) => string): string {
   const n = (x: number): string => x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)
-  return `read ${formatBytes(r.readBytesPerSec)}/s (${n(r.readOpsPerSec)} op/s), write ${formatBytes(r.writeBytesPerSec)}/s (${n(r.writeOpsPerSec)} op/s), ` +
+  return `read ${size(r.readBytesPerSec)}/s (${n(r.readOpsPerSec)} op/s), write ${size(r.writeBytesPerSec)}/s (${n(r.writeOpsPerSec)} op/s), ` +
     `${n(r.flushesPerSec)} flush/s, ${n(r.errorsPerSec)} errors/s over the last ${r.windowSeconds} s`
 }
 
@@ -25,40 +27,69 @@ function formatDuration (ms: number): string {
   return `${ms}ms`
 }
 
+/**
+ * The lines of `status`, by name: `-o` picks them (as the columns of the listing commands),
+ * `--bytes` prints sizes exactly, `-H` prints `name<TAB>value` without padding. A line with
+ * nothing to say (no rates when not mounted) returns undefined and is left out.
+ */
+const LINES: Array<[string, (s: Status, size: (n: number) => string) => string | undefined]> = [
+  ['store', s => s.dir],
+  ['mounted', s => s.mountpoint ? `${s.mountpoint} (pid ${s.pid}${s.transport ? `, ${s.transport}` : ''})` : 'no'],
+  ['size', (s, size) => `${size(s.sizeBytes)} (block ${size(s.blockBytes)}, segment ${size(s.segmentBytes)})`],
+  ['written', (s, size) => size(s.writtenBytes)],
+  ['log', (s, size) => {
+    const g = s.segments
+    return `${size(s.logBytes)}; segments: ${g.current} current, ${g.active} active, ${g.inactive} inactive, ${g.archived} archived, ${g.recycled} recycled`
+  }],
+  ['on disk', (s, size) => Object.entries(s.spaceBytes ?? {}).map(([k, v]) => `${k} ${size(v)}`).join(', ')],
+  ['index', s => `seq ${s.index.seq}, checkpoint seq ${s.index.checkpointSeq}, ${s.index.pendingBlocks} blocks pending`],
+  ['memory', (s, size) => `block map ${size(s.mapMemoryBytes)}`],
+  ['history', s => historyLine(s.history)],
+  ['rates', (s, size) => s.rates ? ratesLine(s.rates, size) : undefined],
+  ['metrics', s => s.metrics ? `http://${s.metrics}/metrics` : undefined],
+  ['recovery', (s, size) => {
+    const cut = s.recovery.cut
+    if (cut && cut.savedTo) return `cut a torn tail of ${size(cut.bytes)} in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`
+    if (cut) return `a torn tail of ${size(cut.bytes)} in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`
+    return undefined
+  }],
+  ['replica', (s, size) => {
+    const r = s.replication
+    if (!r) return undefined
+    return r.lagBytes === undefined
+      ? `${r.target} (${r.state})`
+      : `${r.target} (${r.state}, generation ${r.generation ?? '-'}): lag ${size(r.lagBytes)}, ${r.lagSeconds} s; shipped to sequence ${r.shippedSeq} of ${r.localSeq}`
+  }]
+]
+// -o takes the names without spaces ("ondisk").
+const COLUMNS: Array<Column<Status>> = LINES.map(([label, value]) => ({
+  name: label.replace(/ /g, ''),
+  cell: (s, exact) => value(s, exact ? n => `${Math.round(n)} bytes` : formatBytes) ?? ''
+}))
+
 export function register (program: Command): void {
-  program.command('status <store>')
-    .description('size, bytes written, segments by state, index position')
+  tableOptions(program.command('status <store>')
+    .description('size, bytes written, segments by state, index position; when mounted, I/O rates of the last minute'), COLUMNS.map(c => c.name))
     .option('--json', 'print JSON (documented in docs/CLI.md)')
-    .action(async (storeArg: string, opts: { json?: boolean }) => {
+    .action(async (storeArg: string, opts: TableOptions & { json?: boolean }) => {
+      const columns = pickColumns('status', COLUMNS, opts.output)
       const status = await runOp<Status>(storeArg, 'status')
       if (opts.json) {
         console.log(JSON.stringify(status, null, 2))
         return
       }
-      const s = status.segments
-      const lines = [
-        ['store', status.dir],
-        ['mounted', status.mountpoint ? `${status.mountpoint} (pid ${status.pid}${status.transport ? `, ${status.transport}` : ''})` : 'no'],
-        ['size', `${formatBytes(status.sizeBytes)} (block ${formatBytes(status.blockBytes)}, segment ${formatBytes(status.segmentBytes)})`],
-        ['written', formatBytes(status.writtenBytes)],
-        ['log', `${formatBytes(status.logBytes)}; segments: ${s.current} current, ${s.active} active, ${s.inactive} inactive, ${s.archived} archived, ${s.recycled} recycled`],
-        ['on disk', Object.entries(status.spaceBytes ?? {}).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ')],
-        ['index', `seq ${status.index.seq}, checkpoint seq ${status.index.checkpointSeq}, ${status.index.pendingBlocks} blocks pending`],
-        ['memory', `block map ${formatBytes(status.mapMemoryBytes)}`],
-        ['history', historyLine(status.history)]
-      ]
-      if (status.rates) lines.push(['rates', ratesLine(status.rates)])
-      if (status.metrics) lines.push(['metrics', `http://${status.metrics}/metrics`])
-      const cut = status.recovery.cut
-      if (cut && cut.savedTo) lines.push(['recovery', `cut a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`])
-      else if (cut) lines.push(['recovery', `a torn tail of ${cut.bytes} bytes in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`])
-      const r = status.replication
-      if (r) {
-        lines.push(['replica', r.lagBytes === undefined
-          ? `${r.target} (${r.state})`
-          : `${r.target} (${r.state}, generation ${r.generation ?? '-'}): lag ${formatBytes(r.lagBytes)}, ${r.lagSeconds} s; shipped to sequence ${r.shippedSeq} of ${r.localSeq}`])
+      for (const c of columns) {
+        const v = c.cell(status, !!opts.bytes)
+        // Without -o, lines with nothing to say are left out; asked for by name, they print empty.
+        if (v === '' && opts.output === undefined) continue
+        const label = LINES.find(([l]) => l.replace(/ /g, '') === c.name)![0]
+        console.log(opts.scripted ? `${c.name}\t${v}` : `${label.padEnd(9)} ${v}`)
       }
-      for (const [k, v] of lines) console.log(`${k.padEnd(9)} ${v}`)
-      for (const w of [...status.pool?.warnings ?? [], ...r?.warnings ?? []]) console.log(`warning  ${w}`)
+      if (opts.output !== undefined) return
+      const warnings = [...status.pool?.warnings ?? [], ...status.replication?.warnings ?? []]
+      for (const w of warnings) {
+        if (opts.scripted) warn(w)
+        else console.log(`warning  ${w}`)
+      }
     })
 }

@@ -1,0 +1,63 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { DirTarget } from '../archive/dir'
+import { parseTarget } from '../archive/parse-target'
+import type { Policy } from './policy'
+
+/** The keys whose value names backing storage: checked against the world before they are written. */
+const TARGET_KEYS = ['archive.target', 'replicate.target'] as const
+
+/** Object name probed on an S3 target: a HEAD of it proves the bucket answers to our keys. */
+const S3_PROBE = 'logdisk-policy-probe'
+
+/**
+ * What `policy set` can check beyond the form of a value, before anything is written: a
+ * directory target exists and this user can write in it; an S3 target's bucket answers.
+ * Only targets that change are checked (an unreachable bucket set last week does not block
+ * `policy set snapshot.every=1h`). Throws one LogdiskError naming the key.
+ */
+export async function checkTargets (before: Policy, after: Policy): Promise<void> {
+  for (const key of TARGET_KEYS) {
+    const spec = after[key]
+    if (spec === '' || spec === before[key]) continue
+    await checkTarget(key, spec)
+  }
+}
+
+async function checkTarget (key: string, spec: string): Promise<void> {
+  const target = parseTarget(spec)
+  try {
+    if (target instanceof DirTarget) checkDir(key, spec, target.dir)
+    else await target.has(S3_PROBE)
+  } catch (err) {
+    if (err instanceof LogdiskError && err.message.startsWith(`${key}=`)) throw err
+    throw new LogdiskError(err instanceof LogdiskError ? err.code : 'IO', `${key}=${spec}: ${(err as Error).message}; nothing was changed`, err)
+  } finally {
+    await target.close().catch(() => undefined)
+  }
+}
+
+function checkDir (key: string, spec: string, dir: string): void {
+  const bad = (why: string, code: 'BAD_ARGUMENT' | 'READ_ONLY' = 'BAD_ARGUMENT', cause?: unknown): LogdiskError =>
+    new LogdiskError(code, `${key}=${spec}: ${why}; nothing was changed`, cause)
+  let stat: fs.Stats
+  try {
+    stat = fs.statSync(dir)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw bad(`${dir} does not exist: create it first (mkdir -p ${dir})`, 'BAD_ARGUMENT', err)
+    throw bad(`${dir} cannot be reached (${code ?? String(err)})`, 'BAD_ARGUMENT', err)
+  }
+  if (!stat.isDirectory()) throw bad(`${dir} is not a directory`)
+  // A real write, not access(2): root passes access() on a read-only filesystem.
+  const probe = path.join(dir, `.logdisk-probe-${process.pid}`)
+  try {
+    fs.writeFileSync(probe, '')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw bad(`${dir} is not writable by this user (${code ?? String(err)})`, 'READ_ONLY', err)
+  } finally {
+    fs.rmSync(probe, { force: true })
+  }
+}
