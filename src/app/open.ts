@@ -16,6 +16,8 @@ import { parseTarget } from '../archive/parse-target'
 import { archiveLink } from '../archive/link'
 import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
+import { readReplicaSource, replicaSourceLink } from '../replicate/source-link'
+import type { ArchiveLink } from '../store/archive-link'
 import { checkParent, readCloneRecord, recordParent } from '../clone/clone'
 import type { ReplicationManager } from '../replicate/manager'
 
@@ -85,7 +87,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
       }
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
       await preflightSegments(pool, config)
-      const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
+      const archive = withReplicaSource(dir, target === '' ? undefined : archiveLink(parseTarget(target), config.uuid))
       const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
       pool.attach(store)
       const close = store.close.bind(store)
@@ -108,7 +110,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
   try {
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
     await preflightSegments(pool, config)
-    const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
+    const archive = withReplicaSource(dir, target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here))
     // Replication: passes leave alone what is not on the replica yet (src/replicate/gate.ts).
     store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), retainFrom: retainFrom(dir), ...opts, home: pool, archive })
   } catch (err) {
@@ -126,6 +128,12 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
     }
   }
   return { store, pool }
+}
+
+/** A store recovered lazily reads its older segments from the replica (src/replicate/source-link.ts). */
+function withReplicaSource (dir: string, own: ArchiveLink | undefined): ArchiveLink | undefined {
+  const source = readReplicaSource(dir)
+  return source ? replicaSourceLink(source, own) : own
 }
 
 /**

@@ -520,6 +520,18 @@ export class Store {
     })
   }
 
+  /**
+   * Every row of the index from one consistent view, with the checkpoint it covers: what
+   * replication ships as an index checkpoint (a cache of the log up to `checkpoint`).
+   * Refused (undefined) when the store has a baseline: its rows point into a file a replica
+   * does not carry.
+   */
+  indexRows (): AsyncGenerator<[Buffer, Buffer]> | undefined {
+    this.assertOpen()
+    if (fs.existsSync(baselineFiles(this.dir).index)) return undefined
+    return this.p.db.dump()
+  }
+
   // ---- Placement and status ----
 
   /** The volumes a segment's copies should be on. */
