@@ -14,7 +14,7 @@ import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/poli
 import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
 import { recordIdentity } from '../src/store/identity'
-import { Replicator, createFromReplica, newestManifest } from '../src/replicate'
+import { Hydrator, Replicator, createFromReplica, newestManifest } from '../src/replicate'
 import { REPLICA_SOURCE_FILE } from '../src/replicate/source-link'
 import { startS3Server } from './helpers/s3-server'
 
@@ -144,8 +144,30 @@ for (const b of backends) {
         const v = await again.verify()
         t.same(v.problems, [], 'verify finds nothing')
         t.ok(v.ok)
+        // The background fetch brings every segment left on the replica back into the pool.
+        const h = new Hydrator(again)
+        t.ok(h.pending().length >= 1, `${h.pending().length} segments still on the replica`)
+        await h.done()
+        t.same(h.pending(), [], 'none left')
+        t.ok(h.status().done >= 1 && h.status().finished, `brought back ${h.status().done} segments, ${h.status().bytes} bytes`)
+        t.equal(await sha(again), after, 'the same image with every segment local')
       } finally {
         await again.close()
+      }
+      if (b.name === 'directory') {
+        // It stands alone: the replica gone, it opens and reads the same.
+        fs.renameSync(spec, `${spec}.away`)
+        try {
+          const alone = (await openStore(other)).store
+          try {
+            t.equal(await sha(alone), after, 'without the replica: the same image')
+            t.equal(await sha(alone, 's1'), wantS1, 'and s1')
+          } finally {
+            await alone.close()
+          }
+        } finally {
+          fs.renameSync(`${spec}.away`, spec)
+        }
       }
     } finally {
       await copy.close().catch(() => undefined)

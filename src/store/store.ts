@@ -395,10 +395,20 @@ export class Store {
   }
 
   /**
+   * Brings an archived segment back into the pool (Placement.bringBack), under the
+   * maintenance lock like every pass. Returns the bytes brought back (0: nothing to do).
+   */
+  bringBackSegment (id: number): Promise<number> {
+    this.assertOpen()
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.bringBack(id))
+  }
+
+  /**
    * Moves sealed segment `id` from pool volume `from` to `to` (a pool drain, seed 002):
    * copy, fsync, switch the index, then delete the old copy. A crash at any step leaves a
    * complete copy that the index or the volume listing finds.
    */
+
   relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(() => this.p.placement.relocate(id, from, to))
