@@ -14,7 +14,7 @@ import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/poli
 import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
 import { recordIdentity } from '../src/store/identity'
-import { Hydrator, Replicator, createFromReplica, newestManifest } from '../src/replicate'
+import { Hydrator, Replicator, cloneFromReplica, createFromReplica, newestManifest, replicaParentDir } from '../src/replicate'
 import { REPLICA_SOURCE_FILE } from '../src/replicate/source-link'
 import { startS3Server } from './helpers/s3-server'
 
@@ -205,3 +205,34 @@ t.test('a replica without index checkpoints (an older one) is recovered by fetch
   t.equal(await sha(copy), want, 'byte-identical')
   t.equal(await sha(copy, 's1'), await sha(store, 's1'))
 })
+
+for (const b of backends) {
+  t.test(`${b.name}: clone <replica> SNAPSHOT <newstore>: reads fall through to the replica, writes stay in the clone`, async t => {
+    const { store, spec } = await replicated(t, b, 2)
+    const wantS1 = await sha(store, 's1')
+    const base = tmp(t, 'clones')
+    // Two "hosts" boot from the one golden image.
+    const clones: Store[] = []
+    for (const name of ['c1', 'c2']) {
+      const dir = path.join(base, name)
+      const r = await cloneFromReplica(await b.target(spec), spec, 's1', dir)
+      t.comment(`${b.name}: clone ${name} from the replica in ${r.seconds.toFixed(2)} s (${r.recovered.mode}, ${r.recovered.bytes} bytes fetched, ${r.recovered.remoteSegments} segments left on the replica)`)
+      t.equal(r.parent, replicaParentDir(dir))
+      t.equal(r.recovered.mode, 'lazy')
+      const c = (await openStore(dir)).store
+      t.teardown(() => c.close())
+      clones.push(c)
+    }
+    t.equal(await sha(clones[0]), wantS1, 'a clone reads the snapshot, byte for byte')
+    await clones[0].write(0, pattern(30, 1 * MiB))
+    await clones[0].flush()
+    t.same(await clones[0].read(0, 4096), pattern(30, 4096), 'its own writes')
+    t.same(await clones[0].read(1 * MiB, 4096), await store.readSnapshot('s1', 1 * MiB, 4096), 'the rest still from the snapshot')
+    t.equal(await sha(clones[1]), wantS1, 'the other clone is untouched')
+    let err: unknown
+    try { await cloneFromReplica(await b.target(spec), spec, 'nope', path.join(base, 'c3')) } catch (e) { err = e }
+    t.equal((err as { code?: string }).code, 'NOT_FOUND', 'an unknown snapshot: NOT_FOUND')
+    t.notOk(fs.existsSync(replicaParentDir(path.join(base, 'c3'))), 'and nothing left behind')
+    t.notOk(fs.existsSync(path.join(base, 'c3')))
+  })
+}
