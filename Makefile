@@ -69,6 +69,7 @@ bench: build
 	node bench/snapshots.mjs
 	node bench/trim.mjs
 	node bench/archive-targets.mjs
+	node bench/replication.mjs
 
 clean:
 	rm -rf dist .tap
