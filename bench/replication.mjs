@@ -50,6 +50,16 @@ async function caughtUp (store) {
 }
 const seconds = t0 => Number(process.hrtime.bigint() - t0) / 1e9
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : NaN }
+/** pread until `length` bytes (FUSE with direct_io returns short reads). */
+function readFull (fd, buf, position) {
+  let at = 0
+  while (at < buf.length) {
+    const n = fs.readSync(fd, buf, at, buf.length - at, position + at)
+    if (n === 0) break
+    at += n
+  }
+  return at
+}
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 /** Writes `mib` MiB of incompressible data into an image file at the given MiB offsets (O_DIRECT not needed: fsync at the end). */
@@ -112,7 +122,11 @@ async function recovery () {
   const stride = Math.max(1, Math.floor(DISK_GIB * 1024 / WRITE_MIB))
   fill(path.join(mnt, 'current.img'), Array.from({ length: WRITE_MIB }, (_, i) => i * stride))
   const writeS = seconds(t0)
-  const want = crypto.createHash('sha256').update(fs.readFileSync(path.join(mnt, 'current.img'), { start: 0, end: MiB - 1 })).digest('hex')
+  const ofd = fs.openSync(path.join(mnt, 'current.img'), 'r')
+  const orig = Buffer.alloc(MiB)
+  readFull(ofd, orig, 0)
+  fs.closeSync(ofd)
+  const want = crypto.createHash('sha256').update(orig).digest('hex')
   await caughtUp(store)
   unmount(mnt)
   const manifest = fs.readdirSync(replica).filter(n => n.startsWith('manifest.')).sort().pop()
@@ -125,15 +139,15 @@ async function recovery () {
   mount(other, omnt)
   const fd = fs.openSync(path.join(omnt, 'current.img'), 'r')
   const buf = Buffer.alloc(4096)
-  fs.readSync(fd, buf, 0, 4096, DISK_GIB * 1024 * MiB - 4096) // a never-written block: served
+  readFull(fd, buf, DISK_GIB * 1024 * MiB - 4096) // a never-written block: served
   const servedS = seconds(t1)
   // A cold block: block 0 was written first, into the oldest segment (on the replica only).
   const t2 = process.hrtime.bigint()
   const first = Buffer.alloc(MiB)
-  fs.readSync(fd, first, 0, MiB, 0)
+  readFull(fd, first, 0)
   const coldMs = seconds(t2) * 1000
   const t3 = process.hrtime.bigint()
-  fs.readSync(fd, buf, 0, 4096, 8192)
+  readFull(fd, buf, 8192)
   const warmMs = seconds(t3) * 1000
   fs.closeSync(fd)
   const same = crypto.createHash('sha256').update(first).digest('hex') === want
