@@ -11,7 +11,8 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { parseTarget, type ArchiveTarget } from '../src/archive'
 import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/policy'
-import { openStore } from '../src/app/open'
+import { openStore, policyEngineFor } from '../src/app/open'
+import { silentLogger } from '../src/store/logger'
 import { Store } from '../src/store'
 import { recordIdentity } from '../src/store/identity'
 import { Hydrator, Replicator, cloneFromReplica, createFromReplica, newestManifest, replicaParentDir } from '../src/replicate'
@@ -236,3 +237,32 @@ for (const b of backends) {
     t.notOk(fs.existsSync(path.join(base, 'c3')))
   })
 }
+
+// Regression (found by hand through a mount): the policy engine's first tick replaced the
+// store's archive link with one for archive.target alone, without the replica in front; reads
+// of segments left on the replica then failed, and the daemon's background fetch looped on
+// microtasks (bringBack returning 0), starving FUSE: writes to current.img hung.
+t.test('a policy engine tick keeps the replica in front of the archive link; the background fetch never spins', async t => {
+  const b = backends[0]
+  const { store, spec } = await replicated(t, b, 2)
+  const want = await sha(store)
+  const other = path.join(tmp(t, 'b'), 'store')
+  const rec = await createFromReplica(other, await b.target(spec), { spec })
+  t.equal(rec.mode, 'lazy')
+  const { store: copy, pool } = await openStore(other)
+  t.teardown(() => copy.close())
+  const engine = policyEngineFor(copy, pool, silentLogger, () => false)
+  await engine.tick()
+  // Without a link to the replica the background fetch must retry with a pause, not spin.
+  const saved = (copy as unknown as { p: { opts: { archive?: unknown } } }).p.opts.archive
+  copy.attachArchive(undefined)
+  const spin = new Hydrator(copy, silentLogger, { retryMs: 20 }).start()
+  await new Promise(resolve => setTimeout(resolve, 300)) // a timer fires: the loop yields
+  t.match(spin.status().lastError ?? '', /could not be brought back/, 'it says why and retries')
+  await spin.stop()
+  copy.attachArchive(saved as never)
+  t.equal(await sha(copy), want, 'reads of remote segments still work after a tick')
+  const h = new Hydrator(copy)
+  await h.done()
+  t.same(h.pending(), [], 'every segment brought back')
+})

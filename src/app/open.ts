@@ -7,7 +7,7 @@ import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger, type Logger } from '../store/logger'
 import { PolicyEngine } from '../policy/engine'
-import { checkIdentity, copyError, foreignSegment, recordIdentity } from '../store/identity'
+import { checkIdentity, copyError, foreignSegment, locationOf, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
 import { nodeFileLayer } from '../store/file-layer'
 import { parseSegmentFileName, segmentFileName } from '../store/format'
@@ -209,5 +209,6 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
  * (retention leaves those alone).
  */
 export function policyEngineFor (store: Store, pool: Pool, log: Logger, inUse: (name: string) => boolean, replication?: ReplicationManager): PolicyEngine {
-  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication)
+  const linkFor = (target: string): ArchiveLink | undefined => withReplicaSource(store.dir, target === '' ? undefined : storeArchiveLink(parseTarget(target), store.config, locationOf(store.dir)))
+  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication, linkFor)
 }

@@ -1,3 +1,4 @@
+import { LogdiskError } from '../errors'
 import type { Store } from '../store'
 import { silentLogger, type Logger } from '../store/logger'
 import { readReplicaSource } from './source-link'
@@ -71,6 +72,9 @@ export class Hydrator {
       if (ids.length === 0) break
       try {
         const n = await this.store.bringBackSegment(ids[0])
+        // Nothing done while it is still away: no link to fetch it through (found: the policy
+        // engine once replaced the store's link with one without the replica, and this looped).
+        if (n === 0 && this.pending().includes(ids[0])) throw new LogdiskError('NOT_FOUND', `segment ${ids[0]} could not be brought back: the store has no link to the replica it is on`)
         this.st.bytes += n
         this.st.done++
         this.st.lastError = null
