@@ -11,7 +11,7 @@
 //
 //   node bench/replication.mjs     (root: it mounts; make bench runs it)
 //
-// Env: REPL_BENCH_RUNTIME=10 (s per fio job), REPL_BENCH_DISK_GIB=8, REPL_BENCH_WRITE_MIB=1024,
+// Env: REPL_BENCH_SECTIONS=seqwrite,randwrite16 (empty: no lag runs), REPL_BENCH_RUNTIME=10 (s per fio job), REPL_BENCH_DISK_GIB=8, REPL_BENCH_WRITE_MIB=1024,
 // REPL_BENCH_CLONE_GIB=100, REPL_BENCH_CLONE_MIB=1024, BENCH_DIR (work dir parent), BENCH_RESULTS.
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -179,7 +179,8 @@ async function clones () {
 
 try {
   const lag = []
-  for (const section of ['seqwrite', 'randwrite16']) { lag.push(await lagUnder(section)); console.log(JSON.stringify(lag.at(-1))) }
+  const sections = (process.env.REPL_BENCH_SECTIONS ?? 'seqwrite,randwrite16').split(',').filter(Boolean)
+  for (const section of sections) { lag.push(await lagUnder(section)); console.log(JSON.stringify(lag.at(-1))) }
   const rec = await recovery()
   console.log(JSON.stringify(rec))
   const cl = await clones()
