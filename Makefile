@@ -70,6 +70,7 @@ bench: build
 	node bench/trim.mjs
 	node bench/archive-targets.mjs
 	node bench/copies.mjs
+	node bench/replication.mjs
 
 clean:
 	rm -rf dist .tap

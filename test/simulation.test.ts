@@ -23,7 +23,9 @@ t.test(`${seeds.length} seeds`, async t => {
   for (const seed of seeds) {
     // The seeds of found defects replay as they were found (without the replication gate and
     // with the store's 64 open segment handles, which came later); the others draw both from the seed.
-    const r = await simulate(seed, FOUND_DEFECTS.includes(seed) ? { replicationGate: false, maxOpenSegments: 64 } : {})
+    // Bringing archived segments back came later still: off for these seeds (they replay as
+    // they were), on for BRING_BACK below.
+    const r = await simulate(seed, FOUND_DEFECTS.includes(seed) ? { replicationGate: false, maxOpenSegments: 64, bringBack: false } : { bringBack: false })
     steps += r.steps
     ops += Object.values(r.ops).reduce((a, b) => a + b, 0)
     crashes += r.crashes
@@ -33,4 +35,21 @@ t.test(`${seeds.length} seeds`, async t => {
   }
   t.comment(`${seeds.length} seeds: ${ops} operations, ${steps} I/O steps, ${crashes} power losses, ${rebuilds} index rebuilds, ${faults} injected faults`)
   t.ok(crashes > 0 && rebuilds > 0 && faults > 0, 'the seeds crashed, rebuilt and injected faults')
+})
+
+/**
+ * The background fetch of a store recovered from a replica (Placement.bringBack) against
+ * reads, writes, compaction, archiving, drains, faults and power losses: seeds with an archive
+ * and bring-back on.
+ */
+const BRING_BACK = process.env.SIM_SEEDS ? [] : [4, 10, 21, 34]
+t.test(`bring-back: ${BRING_BACK.length} seeds`, async t => {
+  let brought = 0
+  for (const seed of BRING_BACK) {
+    const r = await simulate(seed, { bringBack: true })
+    t.match(r.config, /with bring-back/, `seed ${seed} has an archive and brings segments back`)
+    brought += r.ops['bring back'] ?? 0
+    t.pass(`seed ${seed}: ${r.ops['bring back'] ?? 0} bring-backs, ${r.ops.archive ?? 0} archive passes, ${r.crashes} power losses (${r.config})`)
+  }
+  if (BRING_BACK.length > 0) t.ok(brought > 0, `${brought} bring-backs`)
 })

@@ -7,7 +7,7 @@ import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger, type Logger } from '../store/logger'
 import { PolicyEngine } from '../policy/engine'
-import { checkIdentity, copyError, foreignSegment, recordIdentity } from '../store/identity'
+import { checkIdentity, copyError, foreignSegment, locationOf, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
 import { nodeFileLayer } from '../store/file-layer'
 import { parseSegmentFileName, segmentFileName } from '../store/format'
@@ -16,6 +16,8 @@ import { parseTarget } from '../archive/parse-target'
 import { archiveLink } from '../archive/link'
 import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
+import { readReplicaSource, replicaSourceLink } from '../replicate/source-link'
+import type { ArchiveLink } from '../store/archive-link'
 import { checkParent, readCloneRecord, recordParent } from '../clone/clone'
 import type { ReplicationManager } from '../replicate/manager'
 
@@ -85,7 +87,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
       }
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
       await preflightSegments(pool, config)
-      const archive = target === '' ? undefined : archiveLink(parseTarget(target), config.uuid)
+      const archive = withReplicaSource(dir, target === '' ? undefined : archiveLink(parseTarget(target), config.uuid))
       const store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), ...opts, home: pool, archive, readOnly: { indexDir: view.dir, scratchDir: scratch } })
       pool.attach(store)
       const close = store.close.bind(store)
@@ -108,7 +110,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
   try {
     pool = Pool.open(dir, config, policy, log, initialPoolDirs, { here: identity.here })
     await preflightSegments(pool, config)
-    const archive = target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here)
+    const archive = withReplicaSource(dir, target === '' ? undefined : storeArchiveLink(parseTarget(target), config, identity.here))
     // Replication: passes leave alone what is not on the replica yet (src/replicate/gate.ts).
     store = await Store.open(dir, { historyKeepMs: historyKeepMs(policy), retainFrom: retainFrom(dir), ...opts, home: pool, archive })
   } catch (err) {
@@ -126,6 +128,12 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
     }
   }
   return { store, pool }
+}
+
+/** A store recovered lazily reads its older segments from the replica (src/replicate/source-link.ts). */
+function withReplicaSource (dir: string, own: ArchiveLink | undefined): ArchiveLink | undefined {
+  const source = readReplicaSource(dir)
+  return source ? replicaSourceLink(source, own) : own
 }
 
 /**
@@ -201,5 +209,6 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
  * (retention leaves those alone).
  */
 export function policyEngineFor (store: Store, pool: Pool, log: Logger, inUse: (name: string) => boolean, replication?: ReplicationManager): PolicyEngine {
-  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication)
+  const linkFor = (target: string): ArchiveLink | undefined => withReplicaSource(store.dir, target === '' ? undefined : storeArchiveLink(parseTarget(target), store.config, locationOf(store.dir)))
+  return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication, linkFor)
 }

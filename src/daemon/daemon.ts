@@ -13,6 +13,8 @@ import { ControlServer, type Handler } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
 import { ReplicationManager } from '../replicate/manager'
+import { Hydrator } from '../replicate/hydrate'
+import { readReplicaSource } from '../replicate/source-link'
 import { notifyReady, notifyStatus } from './notify'
 import { DaemonMetrics } from '../metrics/metrics'
 import { serveMetrics } from '../metrics/server'
@@ -100,6 +102,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       // The replica gets the last durable point, then the lease is released (bounded: an
       // unreachable target does not hold the unmount up).
       await replication.stop().catch(err => log.error({ err: (err as Error).message }, 'stopping replication failed'))
+      await hydrator?.stop()
       try {
         if (!alreadyGone) await mounted?.unmount(force)
       } catch (err) {
@@ -121,13 +124,15 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   }
 
   const replication = new ReplicationManager(store, log, { takeover: opts.takeover })
+  // A store recovered lazily from a replica brings the segments it left there back, in the background.
+  let hydrator: Hydrator | undefined
   const engine = policyEngineFor(store, pool, log, name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0, replication)
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
-    status: async args => ({ ...(await ops.status(store, args, {}) as object), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
+    status: async args => ({ ...(await ops.status(store, args, {}) as object), ...(hydrator ? { fromReplica: hydrator.status() } : {}), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
     sync: async args => {
       const point = await ops.sync(store, args, {})
       setImmediate(after('sync'))
@@ -181,6 +186,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     await store.close()
     throw err
   }
+
+  if (readReplicaSource(storeDir) && !opts.readOnly) hydrator = new Hydrator(store, log).start()
 
   // Policies, applied by the engine: on a timer, and after the events they name.
   poolTimer = setInterval(() => {

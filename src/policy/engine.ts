@@ -4,6 +4,7 @@ import { locationOf } from '../store/identity'
 import { storeArchiveLink } from '../archive/owned-link'
 import { parseTarget } from '../archive/parse-target'
 import type { ReplicationManager } from '../replicate/manager'
+import type { ArchiveLink } from '../store/archive-link'
 import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
 /**
@@ -45,7 +46,13 @@ export class PolicyEngine {
     /** Whether a snapshot's image is open (loop-mounted): retention leaves those alone. */
     private readonly inUse: (name: string) => boolean = () => false,
     /** Continuous replication (replicate.*), started, changed and stopped as the policy says. */
-    private readonly replication?: ReplicationManager
+    private readonly replication?: ReplicationManager,
+    /**
+     * The store's archive link for an archive.target ('' for none): the composition root's,
+     * so that what it puts in front (a lazily recovered store's replica, src/app/open.ts)
+     * stays when the policy changes the link.
+     */
+    private readonly linkFor: (target: string) => ArchiveLink | undefined = target => target === '' ? undefined : storeArchiveLink(parseTarget(target), store.config, locationOf(store.dir))
   ) {
     this.lastSnapshotMs = now()
     this.lastCompactMs = now()
@@ -74,7 +81,7 @@ export class PolicyEngine {
     await this.replication?.apply(p, strict)
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']
-      this.store.attachArchive(this.archiveTarget === '' ? undefined : storeArchiveLink(parseTarget(this.archiveTarget), this.store.config, locationOf(this.store.dir)))
+      this.store.attachArchive(this.linkFor(this.archiveTarget))
     }
   }
 

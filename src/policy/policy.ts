@@ -99,6 +99,7 @@ export const POLICY_KEYS = {
   'replicate.target': replicaTarget,
   'replicate.interval': interval('1s'),
   'replicate.lagWarn': duration('30s'),
+  'replicate.indexEvery': count(4),
   'pool.growAt': fraction(0.95),
   'pool.shrinkAt': fraction(0.5),
   'pool.mode': oneOf(['auto', 'ask'], 'auto'),

@@ -23,6 +23,11 @@ export function tailObject (generation: number, id: number, from: number, to: nu
   return `g${pad(generation, 6)}.tail-${pad(id, 12)}-${pad(from, 12)}-${pad(to, 12)}.ldarch`
 }
 
+/** An index checkpoint covering the log up to sequence `seq` (index-checkpoint.ts). */
+export function indexObject (generation: number, seq: number): string {
+  return `g${pad(generation, 6)}.index-${pad(seq, 12)}.ldarch`
+}
+
 export function manifestObject (generation: number, version: number): string {
   return `${MANIFEST_PREFIX}g${pad(generation, 6)}.v${pad(version, 12)}`
 }
@@ -65,6 +70,11 @@ export interface Manifest {
   /** For people and `snapshots` on a replica: the log's markers carry the same. */
   snapshots: Array<{ name: string, id: number | null, seq: number, timeMs: number }>
   horizonSeq: number
+  /**
+   * The newest index checkpoint (absent in manifests written before they existed, null when
+   * none was shipped yet): recovery loads it and scans only the log after `position`.
+   */
+  index?: { name: string, seq: number, position: number } | null
   /** sha256 (hex) of this JSON with `sha256` set to "". */
   sha256: string
 }

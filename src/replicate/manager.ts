@@ -33,7 +33,7 @@ export class ReplicationManager {
   private async applyNow (p: Policy, strict: boolean): Promise<void> {
     if (this.closed) return // stopped for good (unmount): a late policy tick starts nothing
     const spec = p['replicate.target']
-    const key = spec === '' ? '' : `${spec} ${p['replicate.interval']} ${p['replicate.lagWarn']}`
+    const key = spec === '' ? '' : `${spec} ${p['replicate.interval']} ${p['replicate.lagWarn']} ${p['replicate.indexEvery']}`
     if (key === this.key) return
     if (this.replicator) {
       await this.replicator.stop({ final: true })
@@ -47,6 +47,7 @@ export class ReplicationManager {
         spec,
         intervalMs: parseDuration(p['replicate.interval']),
         lagWarnMs: parseDuration(p['replicate.lagWarn']),
+        indexEverySegments: p['replicate.indexEvery'],
         takeover: this.options.takeover,
         log: this.log,
         strict

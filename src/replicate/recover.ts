@@ -10,6 +10,11 @@ import { silentLogger, type Logger } from '../store/logger'
 import { POLICY_FILE, readPolicy } from '../policy/policy'
 import { openStore } from '../app/open'
 import { newestManifest, type Manifest } from './format'
+import { decodeIndexCheckpoint } from './index-checkpoint'
+import { useReplicaTarget, writeReplicaSource } from './source-link'
+import { pack, unpack } from 'msgpackr'
+import { IndexDb, type SegmentRecord } from '../store/index-db'
+import { PENDING_HEADERS_KEY, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
 
 export interface RecoverResult {
   dir: string
@@ -24,6 +29,10 @@ export interface RecoverResult {
   /** Log bytes fetched (decoded). */
   bytes: number
   seconds: number
+  /** 'lazy': from the index checkpoint, older segments left on the replica; 'full': the whole log fetched. */
+  mode: 'lazy' | 'full'
+  /** Segments left on the replica (fetched on demand). */
+  remoteSegments: number
 }
 
 /**
@@ -46,6 +55,11 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
   if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
   const made = !fs.existsSync(dir)
   try {
+    const lazy = await recoverLazily(dir, target, spec, log, opts.at).catch(async err => {
+      if (!made) for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
+      throw err
+    })
+    if (lazy) return { ...lazy, seconds: (Date.now() - started) / 1000 }
     // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
     // period): start again from the newest manifest then.
     let fetched: { name: string, m: Manifest, bytes: number } | undefined
@@ -91,7 +105,7 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
     } finally {
       await store.close()
     }
-    return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000 }
+    return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000, mode: 'full', remoteSegments: 0 }
   } catch (err) {
     if (made) fs.rmSync(dir, { recursive: true, force: true })
     else for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
@@ -100,14 +114,15 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
 }
 
 /** Writes every segment the manifest names into `segDir`; returns the bytes written. */
-async function fetchLog (target: ArchiveTarget, m: Manifest, segDir: string): Promise<number> {
+async function fetchLog (target: ArchiveTarget, m: Manifest, segDir: string, from = 0): Promise<number> {
   let bytes = 0
   const S = Number((m.store as { segmentBytes?: number }).segmentBytes)
   for (const [id, object] of Object.entries(m.segments)) {
+    if (Number(id) < from) continue
     bytes += writeSegment(segDir, Number(id), [await get(target, object)])
   }
   for (const [id, parts] of Object.entries(m.tails)) {
-    if (m.segments[id] !== undefined) continue
+    if (m.segments[id] !== undefined || Number(id) < from) continue
     const chunks: Buffer[] = []
     let at = 0
     for (const p of parts) {
@@ -172,4 +187,114 @@ function cutLog (dir: string, segmentBytes: number, cut: number): void {
   fs.truncateSync(path.join(segDir, segmentFileName(id)), cut % segmentBytes)
   fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
   fs.mkdirSync(path.join(dir, 'index'))
+}
+
+/**
+ * Recovery from the replica's newest index checkpoint (REPLICATION.md "Recovery"): the index
+ * is loaded from it, only the segments from the one it ends in are fetched (the replay scans
+ * them), and the older ones stay on the replica as `archived` segments read through
+ * `replica-source.json` (source-link.ts), fetched on demand into the bounded cache and in the
+ * background (hydrate.ts). undefined: the manifest names no index checkpoint (an older
+ * replica), or `at` is before it: the caller fetches the whole log instead.
+ */
+async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined): Promise<Omit<RecoverResult, 'seconds'> | undefined> {
+  for (let attempt = 1; ; attempt++) {
+    const newest = await newestManifest(target)
+    if (!newest) return undefined // the full path says there is no replica
+    const { name, manifest: m } = newest
+    if (!m.index) return undefined
+    try {
+      return await recoverFrom(dir, target, spec, log, atSpec, name, m, m.index)
+    } catch (err) {
+      if (err === BEFORE_CHECKPOINT) return undefined
+      if (!isLogdiskError(err, 'NOT_FOUND') || attempt >= 3) throw err
+      log.warn({ manifest: name }, 'an object of the replica went away while fetching; starting again from the newest manifest')
+    }
+  }
+}
+
+const BEFORE_CHECKPOINT = new Error('the point is before the index checkpoint')
+
+async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, name: string, m: Manifest, idx: NonNullable<Manifest['index']>): Promise<Omit<RecoverResult, 'seconds'>> {
+  const S = Number((m.store as { segmentBytes?: number }).segmentBytes)
+  if (!Number.isSafeInteger(S) || S <= 0) throw new LogdiskError('CORRUPT', `${spec}: ${name} has no valid segmentBytes`)
+  const cp = await decodeIndexCheckpoint(`${spec}: ${idx.name}`, await target.get(idx.name))
+  if (cp.seq !== idx.seq || cp.position !== idx.position || cp.position > m.point.position) {
+    throw new LogdiskError('CORRUPT', `${spec}: index checkpoint ${idx.name} covers sequence ${cp.seq} at ${cp.position}, which does not match ${name} (${idx.seq} at ${idx.position}, log to ${m.point.position})`)
+  }
+  // The replay starts in the segment the checkpoint ends in (or the one before, when it ends
+  // exactly at a segment's end: recovery.ts reads that as the end of the full segment).
+  let from = Math.floor(cp.position / S)
+  if (cp.position % S < SEGMENT_HEADER_BYTES && from > 0) from -= 1
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(path.join(dir, 'segments'), { recursive: true })
+  fs.mkdirSync(path.join(dir, 'index'))
+  const bytes = await fetchLog(target, m, path.join(dir, 'segments'), from)
+  // The index as the original had it, with segment records rewritten for this store: the
+  // older segments are archived on the replica, the newer ones local (found by the replay).
+  const remote: Record<string, string> = {}
+  for (const [id, object] of Object.entries(m.segments)) if (Number(id) < from) remote[id] = object
+  const rows = cp.rows.filter(([k]) => !k.equals(PENDING_HEADERS_KEY) && k[0] !== SEGMENT_PREFIX)
+  const states = new Map<number, SegmentRecord>()
+  for (const [k, v] of cp.rows) {
+    if (k[0] !== SEGMENT_PREFIX) continue
+    const id = readU64BE(k, 1)
+    const r = unpack(v) as SegmentRecord
+    if (r.state === 'recycled') states.set(id, { state: 'recycled' })
+  }
+  for (const id of Object.keys(remote).map(Number)) if (!states.has(id)) states.set(id, { state: 'archived', archived: true })
+  for (const [id, r] of states) rows.push([numberKey(SEGMENT_PREFIX, id), pack(r)])
+  const db = await IndexDb.open(path.join(dir, 'index'))
+  try { await db.load(rows) } finally { await db.close() }
+  writeReplicaSource(dir, { target: spec, manifest: name, segments: remote })
+  useReplicaTarget(spec, target)
+  const policy = { ...(m.policy ?? {}), 'replicate.target': '', 'archive.target': '' }
+  writeFileAtomic(path.join(dir, POLICY_FILE), JSON.stringify(policy, null, 2) + '\n')
+  writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(m.store, null, 2) + '\n')
+  const config = readConfig(dir)
+  readPolicy(dir)
+  recordIdentity(dir, config)
+  let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
+  let seq = store.status().index.seq
+  let at: string | undefined
+  try {
+    if (seq !== m.point.seq) {
+      throw new LogdiskError('CORRUPT', `${spec}: the log recovered from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
+    }
+    if (atSpec !== undefined) {
+      const point = await store.resolvePoint(atSpec)
+      if (point.seq < cp.seq) throw BEFORE_CHECKPOINT
+      at = point.what
+      let cut: number | undefined
+      for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
+      await store.close()
+      if (cut !== undefined) {
+        // The local segments are cut there, and the index goes back to the checkpoint (which
+        // is at or before the point): the next open replays up to the cut.
+        cutLocal(dir, S, cut)
+        fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+        fs.mkdirSync(path.join(dir, 'index'))
+        const again = await IndexDb.open(path.join(dir, 'index'))
+        try { await again.load(rows) } finally { await again.close() }
+      }
+      ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
+      seq = store.status().index.seq
+      if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
+    }
+  } finally {
+    await store.close()
+  }
+  log.info({ manifest: name, index: idx.name, local: Object.keys(m.segments).length + Object.keys(m.tails).length - Object.keys(remote).length, remote: Object.keys(remote).length }, 'recovered from the index checkpoint; older segments are read from the replica on demand')
+  return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, mode: 'lazy', remoteSegments: Object.keys(remote).length }
+}
+
+/** Cuts the local segments at log position `cut`: later ones are removed, that one truncated. */
+function cutLocal (dir: string, segmentBytes: number, cut: number): void {
+  const segDir = path.join(dir, 'segments')
+  const id = Math.floor(cut / segmentBytes)
+  for (const f of fs.readdirSync(segDir)) {
+    const mm = /^seg-(\d{12})\.log$/.exec(f)
+    if (mm && Number(mm[1]) > id) fs.rmSync(path.join(segDir, f))
+  }
+  fs.truncateSync(path.join(segDir, segmentFileName(id)), cut % segmentBytes)
 }

@@ -12,7 +12,8 @@ import { SEGMENT_HEADER_BYTES } from '../store/format'
 import { baselineFiles } from '../store/baseline'
 import { silentLogger, type Logger } from '../store/logger'
 import { POLICY_FILE } from '../policy/policy'
-import { MANIFEST_PREFIX, encodeManifest, manifestObject, newestManifest, parseManifestName, segmentObject, tailObject, type Manifest, type ShippedPoint, type TailPart } from './format'
+import { encodeIndexCheckpoint } from './index-checkpoint'
+import { MANIFEST_PREFIX, encodeManifest, indexObject, manifestObject, newestManifest, parseManifestName, segmentObject, tailObject, type Manifest, type ShippedPoint, type TailPart } from './format'
 import { setLiveGate, writeReplicaState } from './gate'
 
 export const DEFAULT_REPLICATE_INTERVAL_MS = 1000
@@ -40,7 +41,14 @@ export interface ReplicatorOptions {
   persist?: boolean
   /** Start the timer (default true); tests may drive tick() themselves. */
   timer?: boolean
+  /**
+   * Ship an index checkpoint once this many sealed segments were shipped since the last one
+   * (policy replicate.indexEvery; 0: never). Recovery scans at most about this many segments.
+   */
+  indexEverySegments?: number
 }
+
+export const DEFAULT_INDEX_EVERY_SEGMENTS = 4
 
 export interface ReplicationStatus {
   target: string
@@ -80,6 +88,7 @@ export class Replicator {
   private segments: Record<string, string> = {}
   private tails: Record<string, TailPart[]> = {}
   private point: ShippedPoint = { position: 0, seq: 0, entry: null }
+  private index: Manifest['index'] = null
   private manifestName: string | null = null
   private version = 0
   private timer: NodeJS.Timeout | undefined
@@ -185,6 +194,7 @@ export class Replicator {
     this.segments = { ...m.segments }
     this.tails = Object.fromEntries(Object.entries(m.tails).map(([k, v]) => [k, [...v]]))
     this.point = m.point
+    this.index = m.index ?? null
     this.manifestName = name
   }
 
@@ -214,6 +224,8 @@ export class Replicator {
     const out = this.target
     const gen = this.lease!.generation
     await this.store.checkpoint()
+    // An index checkpoint, taken before the point below is read: it covers no more than P.
+    const index = await this.shipIndex(gen)
     const st = this.store.status()
     const S = st.segmentBytes
     // Only durable bytes: the checkpoint covers what was fdatasync'd before it was committed.
@@ -254,6 +266,12 @@ export class Replicator {
         changed = true
       }
     }
+    if (index) {
+      if (index.position > P) throw new LogdiskError('IO', `index checkpoint ${index.name} covers the log to ${index.position}, past the durable end ${P}`)
+      for (const old of this.index ? [this.index.name] : []) this.garbage.push({ name: old, after: Date.now() + GARBAGE_GRACE_MS })
+      this.index = index
+      changed = true
+    }
     if (changed || seq !== this.point.seq) {
       let entry: ShippedPoint['entry'] = null
       if (seq > 0) for await (const e of this.store.entries(seq, seq)) { entry = { kind: e.kind, timeMs: e.timeMs, position: e.position }; break }
@@ -262,6 +280,28 @@ export class Replicator {
     this.lastError = null
     await this.collect()
     await this.checkLag()
+  }
+
+  /**
+   * Puts an index checkpoint when enough sealed segments were shipped since the last one
+   * (index-checkpoint.ts); returns what the next manifest names, or undefined.
+   */
+  private async shipIndex (gen: number): Promise<NonNullable<Manifest['index']> | undefined> {
+    const every = this.opts.indexEverySegments ?? DEFAULT_INDEX_EVERY_SEGMENTS
+    if (every <= 0) return undefined
+    const S = this.store.config.segmentBytes
+    const since = this.index ? Math.floor(this.index.position / S) : 0
+    const sealed = Object.keys(this.segments).filter(id => Number(id) >= since).length
+    if (sealed < every) return undefined
+    const rows = this.store.indexRows()
+    if (!rows) return undefined // a baseline: its rows point into a file the replica lacks
+    const enc = await encodeIndexCheckpoint(rows)
+    if (this.index && enc.position <= this.index.position) return undefined
+    const name = indexObject(gen, enc.seq)
+    await this.target.put(name, enc.data)
+    this.objectsPut++
+    this.log.info({ name, seq: enc.seq, rows: enc.rows, bytes: enc.data.length }, 'replication: shipped an index checkpoint')
+    return { name, seq: enc.seq, position: enc.position }
   }
 
   private tailEnd (id: number): number {
@@ -288,7 +328,8 @@ export class Replicator {
       tails: this.tails,
       point,
       snapshots: this.store.snapshots().map(s => ({ name: s.name, id: s.id, seq: s.seq, timeMs: s.timeMs })),
-      horizonSeq: this.store.status().history.horizonSeq
+      horizonSeq: this.store.status().history.horizonSeq,
+      index: this.index
     }
     // Create-if-absent where the target makes it atomic (two writers of one generation cannot
     // both extend the chain); else a plain put: the emulated one waits a settle time per call,

@@ -264,6 +264,20 @@ export class IndexDb {
     await this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true } as object)
   }
 
+  /**
+   * Every row of the index, from one consistent view (a LevelDB iterator reads a snapshot):
+   * what a replica's index checkpoint holds (src/replicate/index-checkpoint.ts).
+   */
+  async * dump (): AsyncGenerator<[Buffer, Buffer]> {
+    yield * this.rows({}, 4096)
+  }
+
+  /** Puts rows as they are (loading an index checkpoint into an empty index), synced. */
+  async load (rows: Array<[Buffer, Buffer]>): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch(rows.map(([key, value]) => ({ type: 'put' as const, key, value })), { sync: true } as object)
+  }
+
   /** Drops every key: the index is then rebuilt from the log. */
   async clear (): Promise<void> {
     await this.gate?.('index.commit')

@@ -203,6 +203,7 @@ export interface LifeCyclePart {
 export interface PlacementPart {
   relocate (id: number, from: string, to: string): Promise<void>
   repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number>
+  bringBack (id: number): Promise<number>
 }
 
 /** Whether the store is closing (passes stop at their next step) or closed (calls refused). */

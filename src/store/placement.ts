@@ -40,6 +40,57 @@ export class Placement implements PlacementPart {
   }
 
   /**
+   * Brings archived segment `id` back from backing storage into the pool (a store recovered
+   * from a replica fetches the segments it left there in the background: src/replicate/
+   * hydrate.ts). The copy is written under a temporary name, fsynced and renamed on every
+   * volume the home places it on, then the index says durably that the segment is local
+   * again ('active': the next pass judges whether it holds anything live; its archived copy
+   * stays, so what it may punch is still on backing storage). A crash before the record
+   * leaves a copy the next open removes (store-open.ts). Returns the bytes brought back, 0
+   * when the segment is not archived or already local.
+   */
+  async bringBack (id: number): Promise<number> {
+    const { home, layer, segments } = this.p
+    const link = this.p.opts.archive
+    if (segments.stateOf(id) !== 'archived' || segments.hasLocal(id) || !link) return 0
+    const data = await link.get(id)
+    const name = segmentFileName(id)
+    const volumes = await home.place(id)
+    const written: string[] = []
+    try {
+      for (const v of volumes) {
+        const dir = home.dirOf(v)
+        await layer.mkdirp(dir)
+        const tmp = path.join(dir, `${name}.copy`)
+        const h = await layer.open(tmp, true)
+        try {
+          await h.truncate(0)
+          await h.writev([data], 0)
+          await h.datasync()
+        } finally {
+          await h.close()
+        }
+        await layer.rename(tmp, path.join(dir, name))
+        written.push(v)
+        await layer.syncDir(dir)
+      }
+      // Checked as the store will open it (header, identity) before anything points at it.
+      await (await Segment.open(layer, home, volumes, id, this.p.geometry)).close()
+    } catch (err) {
+      for (const v of written) await layer.remove(path.join(home.dirOf(v), name)).catch(() => undefined)
+      home.vacated(id, volumes)
+      throw err
+    }
+    if (segments.stateOf(id) !== 'archived') throw new LogdiskError('BUSY', `segment ${id} changed state while it was brought back`)
+    segments.setVolumes(id, volumes)
+    segments.setState(id, 'active')
+    this.p.reader.forgetHandle(id) // the next read opens the local copy
+    segments.record(id)
+    await this.p.index.commitDurably()
+    return data.length
+  }
+
+  /**
    * Restores lost copies (F10): for every segment whose copies are fewer than `copies` or
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.

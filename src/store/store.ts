@@ -466,10 +466,20 @@ export class Store {
   }
 
   /**
+   * Brings an archived segment back into the pool (Placement.bringBack), under the
+   * maintenance lock like every pass. Returns the bytes brought back (0: nothing to do).
+   */
+  bringBackSegment (id: number): Promise<number> {
+    this.assertOpen()
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.bringBack(id))
+  }
+
+  /**
    * Moves sealed segment `id` from pool volume `from` to `to` (a pool drain, seed 002):
    * copy, fsync, switch the index, then delete the old copy. A crash at any step leaves a
    * complete copy that the index or the volume listing finds.
    */
+
   relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(() => this.p.placement.relocate(id, from, to))
@@ -589,6 +599,18 @@ export class Store {
       const out = Buffer.allocUnsafe(n)
       return out.subarray(0, await readUpTo(segment.handle, out, offset))
     })
+  }
+
+  /**
+   * Every row of the index from one consistent view, with the checkpoint it covers: what
+   * replication ships as an index checkpoint (a cache of the log up to `checkpoint`).
+   * Refused (undefined) when the store has a baseline: its rows point into a file a replica
+   * does not carry.
+   */
+  indexRows (): AsyncGenerator<[Buffer, Buffer]> | undefined {
+    this.assertOpen()
+    if (fs.existsSync(baselineFiles(this.dir).index)) return undefined
+    return this.p.db.dump()
   }
 
   // ---- Placement and status ----

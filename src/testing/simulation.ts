@@ -35,6 +35,12 @@ export interface SimulationOptions {
   replicationGate?: boolean
   /** Segment handles kept open (the store's default is 64); drawn from the seed when absent. */
   maxOpenSegments?: number
+  /**
+   * Bringing archived segments back into the pool (Placement.bringBack: the background fetch
+   * of a store recovered from a replica) beside the other activities: on, off, or
+   * (undefined) by the seed's own rng, in half the runs that have an archive.
+   */
+  bringBack?: boolean
 }
 
 export interface SimulationReport {
@@ -84,6 +90,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   // Few open segment handles, so that the handle cache evicts under reads in flight. Its own
   // rng too.
   const maxOpenSegments = opts.maxOpenSegments ?? new Rng(seed ^ 0x0be75e95).range(1, 4)
+  // Bringing archived segments back (the background fetch after a lazy recovery): its own rng,
+  // so a seed whose draw leaves it off replays exactly as before it existed.
+  const bringBackRng = new Rng(seed ^ 0x6b1c6bac)
+  const bringBackDraw = bringBackRng.chance(0.5)
   let gate = 0
   const sealedBytes = new Map<number, Buffer>()
   const sim = new SimFileLayer(sched)
@@ -107,7 +117,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const indexCommitChunkOps = 4 + checkpointMaxBlocks % 61
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
+  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, faultsInjected: 0, config }
@@ -366,6 +377,25 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         ? [action(0.8), action(0.8), ...Array.from({ length: rng.range(20, 40) }, () => action(rng.chance(0.15) ? 0.32 : 0.1))]
         : Array.from({ length: rng.range(2, 14) }, () => action())
       if (busy) log('busy phase: compactions under a burst of writes')
+      if (bringingBack && bringBackRng.chance(0.6)) {
+        // One or two segments brought back from the archive while everything else runs.
+        actions.push((async () => {
+          for (let i = bringBackRng.int(40); i > 0; i--) await sched.io('idle')
+          for (let n = bringBackRng.range(1, 2); n > 0; n--) {
+            const away = s.logSegments().filter(x => x.state === 'archived' && s.volumesOf(x.id) === undefined).map(x => x.id)
+            if (away.length === 0) return
+            const id = away[bringBackRng.int(away.length)]
+            count('bring back')
+            log(`bring back segment ${id}`)
+            try {
+              const bytes = await s.bringBackSegment(id)
+              log(`  brought back ${id}: ${bytes} bytes; placement ${(s.volumesOf(id) ?? []).join('+')}`)
+            } catch (err) {
+              if (!allowed(err, 'NO_SPACE', 'BUSY')) unexpected(`bring back ${id}`, err)
+            }
+          }
+        })())
+      }
       const all = Promise.allSettled(actions)
       const run = await sched.run(all, { crashAfterSteps })
       powerLost = run.powerLost

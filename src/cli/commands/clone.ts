@@ -6,6 +6,12 @@ import { openStore } from '../../app/open'
 import { runOp } from '../on-store'
 import { printJson } from '../output'
 import { checkCreatable } from './create'
+import fs from 'node:fs'
+import { parseTarget } from '../../archive/parse-target'
+import { CONFIG_FILE } from '../../store/config'
+import { MANIFEST_PREFIX } from '../../replicate/format'
+import { cloneFromReplica } from '../../replicate/clone-replica'
+import { formatBytes } from '../units'
 
 export function register (program: Command): void {
   program.command('clone <store> <snapshot> <newstore>')
@@ -14,7 +20,21 @@ export function register (program: Command): void {
     .action(async (storeArg: string, snapshot: string, newArg: string, opts: { json?: boolean }) => {
       const started = Date.now()
       const parent = path.resolve(storeArg)
-      if (/^[a-z0-9]+:\/\//.test(storeArg)) throw new LogdiskError('BAD_ARGUMENT', 'clone from a replica is not supported yet: recover it first (logdisk create <store> --from <replica>), then clone that store')
+      // A replica: s3://..., file:///..., or a directory holding a replica's objects (no store.json).
+      if (/^[a-z0-9]+:\/\//.test(storeArg) || (fs.existsSync(storeArg) && !fs.existsSync(path.join(storeArg, CONFIG_FILE)) && fs.readdirSync(storeArg).some(n => n.startsWith(MANIFEST_PREFIX)))) {
+        const dir = path.resolve(newArg)
+        checkCreatable(dir)
+        const spec = /^[a-z0-9]+:\/\//.test(storeArg) ? storeArg : parent
+        const target = parseTarget(spec)
+        try {
+          const r = await cloneFromReplica(target, spec, snapshot, dir)
+          if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered })
+          console.log(`cloned snapshot ${snapshot} of the replica ${spec} into ${dir} in ${Date.now() - started} ms (${formatBytes(r.recovered.bytes)} fetched; it reads through to ${r.parent}, a read-only copy of the replica whose older segments are fetched from ${spec} on demand)`)
+        } finally {
+          await target.close().catch(() => undefined)
+        }
+        return
+      }
       const snaps = await runOp<Array<{ name: string, seq: number }>>(parent, 'snapshots')
       const snap = snaps.find(s => s.name === snapshot)
       if (!snap) throw new LogdiskError('NOT_FOUND', `${parent} has no snapshot ${snapshot} (logdisk snapshots ${parent} lists them)`)

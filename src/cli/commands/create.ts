@@ -60,7 +60,7 @@ export function register (program: Command): void {
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
           if (opts.json) printJson({ ...r, dir, from: opts.from })
-          else console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s`)
+          else console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s${r.mode === 'lazy' ? `; ${r.remoteSegments} older segments stay on the replica, read on demand, and are fetched in the background while it is mounted` : ''}`)
         } finally {
           await target.close().catch(() => undefined)
         }

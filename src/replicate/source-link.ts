@@ -1,0 +1,90 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import { decodeArchive } from '../archive/codec'
+import { parseTarget } from '../archive/parse-target'
+import type { ArchiveTarget } from '../archive/target'
+import type { ArchiveLink } from '../store/archive-link'
+import { writeFileAtomic } from '../store/config'
+
+/**
+ * A store recovered lazily from a replica (recover.ts) keeps the segments before the replica's
+ * index checkpoint there, not locally: `<store>/replica-source.json` names the replica and, for
+ * each such segment, the object that holds it. They are `archived` segments whose copy is on
+ * the replica: read-only (never put, never deleted), fetched on demand into the bounded cache
+ * (Reader.fetchArchived) and in the background (hydrate.ts) until the store has them all.
+ */
+export const REPLICA_SOURCE_FILE = 'replica-source.json'
+
+export interface ReplicaSource {
+  /** The replica (a directory or s3://bucket/prefix). */
+  target: string
+  /** The manifest recovered from. */
+  manifest: string
+  /** Segment id -> object on the replica. */
+  segments: Record<string, string>
+}
+
+export function readReplicaSource (dir: string): ReplicaSource | undefined {
+  const file = path.join(dir, REPLICA_SOURCE_FILE)
+  let text: string
+  try { text = fs.readFileSync(file, 'utf8') } catch { return undefined }
+  try {
+    const s = JSON.parse(text) as ReplicaSource
+    if (typeof s.target !== 'string' || typeof s.segments !== 'object' || s.segments === null) throw new Error('missing fields')
+    return s
+  } catch (err) {
+    throw new LogdiskError('BAD_CONFIG', `${file} is damaged (${(err as Error).message}); the store's older segments are on the replica it names: restore the file or recover again`, err)
+  }
+}
+
+export function writeReplicaSource (dir: string, source: ReplicaSource): void {
+  writeFileAtomic(path.join(dir, REPLICA_SOURCE_FILE), JSON.stringify(source, null, 1) + '\n')
+}
+
+/**
+ * Targets a caller already made for a replica (createFromReplica's, with its settings), used
+ * before parsing the spec again from the environment: a library user's S3 settings need not
+ * be in process.env.
+ */
+const knownTargets = new Map<string, ArchiveTarget>()
+
+export function useReplicaTarget (spec: string, target: ArchiveTarget): void {
+  knownTargets.set(spec, target)
+}
+
+/**
+ * The store's archive link with the replica's segments in front: `get` of a segment the
+ * replica holds for this store reads it there; everything else (and every `put`) goes to the
+ * store's own archive target, if it has one.
+ */
+export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | undefined, target?: ArchiveTarget): ArchiveLink {
+  let t = target ?? knownTargets.get(source.target)
+  const replica = (): ArchiveTarget => (t ??= parseTarget(source.target))
+  return {
+    async put (id, data) {
+      if (!own) throw new LogdiskError('NOT_FOUND', `segment ${id} cannot be archived: the store has no archive target (logdisk policy set <store> archive.target=...); the replica it was recovered from (${source.target}) is only read`)
+      await own.put(id, data)
+    },
+    async get (id) {
+      const name = source.segments[String(id)]
+      if (name === undefined) {
+        if (!own) throw new LogdiskError('NOT_FOUND', `segment ${id} is neither on the replica ${source.target} nor on an archive target`)
+        return await own.get(id)
+      }
+      const raw = await replica().get(name)
+      try {
+        return await decodeArchive(raw)
+      } catch (err) {
+        if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${source.target}: ${name} (segment ${id}): ${err.message}`, err)
+        throw err
+      }
+    },
+    async list () {
+      const ids = new Set(Object.keys(source.segments).map(Number))
+      for (const id of own ? await own.list() : []) ids.add(id)
+      return [...ids].sort((a, b) => a - b)
+    },
+    describe: () => own ? `${source.target} (replica) and ${own.describe()}` : `${source.target} (replica)`
+  }
+}
