@@ -6,7 +6,6 @@
 // one) is still recovered by fetching the whole log.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { parseTarget, type ArchiveTarget } from '../src/archive'
@@ -18,6 +17,7 @@ import { recordIdentity } from '../src/store/identity'
 import { Hydrator, Replicator, cloneFromReplica, createFromReplica, newestManifest, replicaParentDir } from '../src/replicate'
 import { REPLICA_SOURCE_FILE } from '../src/replicate/source-link'
 import { startS3Server } from './helpers/s3-server'
+import { imageSha as storeSha, labelledPattern, testTmp } from './helpers/replica-fixture'
 
 t.setTimeout(600_000)
 
@@ -25,24 +25,9 @@ const MiB = 1024 * 1024
 const SIZE = 32 * MiB
 const SEGMENT = 2 * MiB
 
-function pattern (seed: number, bytes: number): Buffer {
-  const key = crypto.createHash('sha256').update(`lazy ${seed}`).digest()
-  return crypto.createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes))
-}
-
-function tmp (t: Test, name: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-lazy-${name}-`))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function sha (store: Store, snapshot?: string): Promise<string> {
-  const h = crypto.createHash('sha256')
-  for (let off = 0; off < store.sizeBytes; off += 4 * MiB) {
-    h.update(snapshot === undefined ? await store.read(off, 4 * MiB) : await store.readSnapshot(snapshot, off, 4 * MiB))
-  }
-  return h.digest('hex')
-}
+const pattern = (seed: number, bytes: number): Buffer => labelledPattern('lazy', seed, bytes)
+const tmp = (t: Test, name: string): string => testTmp(t, 'lazy', name)
+const sha = storeSha
 
 async function imageSha (store: Store, seq: number): Promise<string> {
   const img = Buffer.alloc(SIZE)

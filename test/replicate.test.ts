@@ -17,6 +17,7 @@ import { Store } from '../src/store'
 import { recordIdentity } from '../src/store/identity'
 import { Replicator, createFromReplica, newestManifest } from '../src/replicate'
 import { startS3Server } from './helpers/s3-server'
+import { imageSha, labelledPattern, testTmp } from './helpers/replica-fixture'
 
 t.setTimeout(600_000)
 
@@ -24,24 +25,9 @@ const MiB = 1024 * 1024
 const SIZE = 32 * MiB
 const SEGMENT = 2 * MiB
 
-function pattern (seed: number, bytes: number): Buffer {
-  const key = crypto.createHash('sha256').update(`replicate ${seed}`).digest()
-  return crypto.createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(bytes))
-}
-
-function tmp (t: Test, name: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-repl-${name}-`))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function sha (store: Store, snapshot?: string): Promise<string> {
-  const h = crypto.createHash('sha256')
-  for (let off = 0; off < store.sizeBytes; off += 4 * MiB) {
-    h.update(snapshot === undefined ? await store.read(off, 4 * MiB) : await store.readSnapshot(snapshot, off, 4 * MiB))
-  }
-  return h.digest('hex')
-}
+const pattern = (seed: number, bytes: number): Buffer => labelledPattern('replicate', seed, bytes)
+const tmp = (t: Test, name: string): string => testTmp(t, 'repl', name)
+const sha = imageSha
 
 async function newStore (dir: string, policy: string[] = []): Promise<Store> {
   const config = await Store.create(dir, { sizeBytes: SIZE, segmentBytes: SEGMENT })
