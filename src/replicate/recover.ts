@@ -77,12 +77,7 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
       }
     }
     const { name, m, bytes } = fetched
-    const policy = { ...(m.policy ?? {}), 'replicate.target': '', 'archive.target': '' }
-    writeFileAtomic(path.join(dir, POLICY_FILE), JSON.stringify(policy, null, 2) + '\n')
-    writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(m.store, null, 2) + '\n') // last but identity: now it is a store
-    const config = readConfig(dir) // the manifest's store.json holds the rules a store.json must
-    readPolicy(dir)
-    recordIdentity(dir, config)
+    const config = writeStoreFiles(dir, m)
     // Rebuild the index from the fetched log.
     let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
     let seq = store.status().index.seq
@@ -111,6 +106,21 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
     else for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
     throw err
   }
+}
+
+/**
+ * policy.json (targets cleared: the new store writes nowhere until told to), then store.json
+ * (last but identity: now it is a store), then the identity record. The manifest's store.json
+ * holds the rules any store.json must (readConfig checks them).
+ */
+function writeStoreFiles (dir: string, m: Manifest): ReturnType<typeof readConfig> {
+  const policy = { ...(m.policy ?? {}), 'replicate.target': '', 'archive.target': '' }
+  writeFileAtomic(path.join(dir, POLICY_FILE), JSON.stringify(policy, null, 2) + '\n')
+  writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(m.store, null, 2) + '\n')
+  const config = readConfig(dir)
+  readPolicy(dir)
+  recordIdentity(dir, config)
+  return config
 }
 
 /** Writes every segment the manifest names into `segDir`; returns the bytes written. */
@@ -178,13 +188,7 @@ function writeSegment (segDir: string, id: number, chunks: Buffer[]): number {
  * rebuilds it from what is left).
  */
 function cutLog (dir: string, segmentBytes: number, cut: number): void {
-  const segDir = path.join(dir, 'segments')
-  const id = Math.floor(cut / segmentBytes)
-  for (const f of fs.readdirSync(segDir)) {
-    const m = /^seg-(\d{12})\.log$/.exec(f)
-    if (m && Number(m[1]) > id) fs.rmSync(path.join(segDir, f))
-  }
-  fs.truncateSync(path.join(segDir, segmentFileName(id)), cut % segmentBytes)
+  cutLocal(dir, segmentBytes, cut)
   fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
   fs.mkdirSync(path.join(dir, 'index'))
 }
@@ -248,12 +252,7 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
   try { await db.load(rows) } finally { await db.close() }
   writeReplicaSource(dir, { target: spec, manifest: name, segments: remote })
   useReplicaTarget(spec, target)
-  const policy = { ...(m.policy ?? {}), 'replicate.target': '', 'archive.target': '' }
-  writeFileAtomic(path.join(dir, POLICY_FILE), JSON.stringify(policy, null, 2) + '\n')
-  writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(m.store, null, 2) + '\n')
-  const config = readConfig(dir)
-  readPolicy(dir)
-  recordIdentity(dir, config)
+  writeStoreFiles(dir, m)
   let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
   let seq = store.status().index.seq
   let at: string | undefined
