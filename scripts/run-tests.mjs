@@ -6,6 +6,10 @@ import { spawn, spawnSync } from 'node:child_process'
 
 // A file that tap kills on its timeout never runs its teardown: sweep what tests of this
 // checkout left mounted, before (a run killed earlier) and after the suite.
+// Every process of this run (tap, tests, the daemons they mount) carries this run's id, so
+// that a second run in the same checkout sweeps only its own leftovers and those of runs
+// that are gone, never the mounts of a run still going.
+process.env.LOGDISK_TEST_RUN = String(process.pid)
 const sweep = () => spawnSync(process.execPath, ['scripts/sweep-test-mounts.mjs'], { stdio: 'inherit', timeout: 300_000 })
 sweep()
 

@@ -4,7 +4,8 @@
 // checkout's dist/ or is dead, the filesystems and loop devices stacked on them, and their
 // daemons. A test file that tap kills on its timeout never runs its teardown; run-tests.mjs
 // calls this after the suite so nothing outlives `make test`. Mounts of other checkouts
-// (another worktree's tests running at the same time) are left alone.
+// (another worktree's tests running at the same time) and of another test run of this
+// checkout that is still going are left alone.
 //   node scripts/sweep-test-mounts.mjs [--dry-run]
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -24,12 +25,21 @@ const mounts = () => fs.readFileSync('/proc/mounts', 'utf8').split('\n').filter(
 })
 const sh = (cmd, args) => dry ? console.log(`would run: ${cmd} ${args.join(' ')}`) : spawnSync(cmd, args, { stdio: 'ignore', timeout: 30_000 })
 
-/** The daemon serving `store`, if alive: its pid and whether it runs this checkout. */
+const alive = pid => { try { process.kill(pid, 0); return true } catch (err) { return err.code === 'EPERM' } }
+
+/**
+ * The daemon serving `store`, if alive: its pid and whether it is ours to sweep: it runs this
+ * checkout's dist/ and was started by this test run (LOGDISK_TEST_RUN, set by run-tests.mjs)
+ * or by a run that has ended; a daemon of another run still going is left alone.
+ */
 function daemonOf (store) {
   try {
     const { pid } = JSON.parse(fs.readFileSync(path.join(store, 'daemon.json'), 'utf8'))
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
-    return { pid, ours: argv.some(a => a.startsWith(DIST)) }
+    const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+    const run = env.find(v => v.startsWith('LOGDISK_TEST_RUN='))?.slice('LOGDISK_TEST_RUN='.length)
+    const runGoing = run !== undefined && run !== process.env.LOGDISK_TEST_RUN && alive(Number(run))
+    return { pid, ours: argv.some(a => a.startsWith(DIST)) && !runGoing }
   } catch {
     return undefined
   }

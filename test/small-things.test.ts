@@ -1,5 +1,6 @@
 // Small things from issue 12: mount failures say why on the command line (not only in
 // daemon.log), and a number that is not one is called so.
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -151,4 +152,26 @@ t.test('sizes in messages have units', async t => {
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
   const shrink = await logdisk('resize', store, '--size', '12289')
   t.equal(shrink.stderr, 'logdisk: size 12.0 KiB (12289 bytes) must be a positive multiple of the block size (4.0 KiB)\n')
+})
+
+t.test('the test sweep leaves the mounts of a test run still going, and removes those of a run that ended', { skip: canMount() }, async t => {
+  // Two `make test` runs in one checkout once swept each other's mounts mid-test.
+  const dir = tmpDir('small-sweep')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
+  const otherRun = spawn('sleep', ['600'])
+  t.teardown(() => { otherRun.kill() })
+  t.equal((await run(process.execPath, ['dist/src/cli/main.js', 'mount', store, mnt], { env: { LOGDISK_TEST_RUN: String(otherRun.pid) } })).code, 0)
+  const sweep = async (): Promise<string> => {
+    const r = await run(process.execPath, ['scripts/sweep-test-mounts.mjs', '--dry-run'], { env: { LOGDISK_TEST_RUN: String(process.pid) } })
+    return r.stdout.split('\n').filter(l => l.includes(mnt)).join('\n')
+  }
+  t.equal(await sweep(), '', 'the other run goes on: its mount stays')
+  otherRun.kill()
+  await new Promise(resolve => otherRun.once('exit', resolve))
+  t.match(await sweep(), `would run: umount -l ${mnt}`, 'the other run is gone: its mount is swept')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  t.notOk(isMounted(mnt))
 })
