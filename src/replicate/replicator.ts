@@ -408,7 +408,7 @@ export class Replicator {
     const warnings: string[] = []
     const warnMs = this.opts.lagWarnMs ?? DEFAULT_LAG_WARN_MS
     if (this.state === 'fenced' || this.state === 'error') warnings.push(`replication to ${this.opts.spec} stopped: ${this.lastError ?? ''}`)
-    else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(0)} s (${formatBytes(lagBytes)}) behind${this.lastError ? `: ${this.lastError}` : ''}`)
+    else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(lagSeconds < 10 ? 1 : 0)} s (${formatBytes(lagBytes)}) behind${this.lastError ? `: ${this.lastError}` : ''}`)
     const state = this.state === 'shipping' && lagBytes === 0 ? 'caught-up' : this.state
     return {
       target: this.opts.spec,
