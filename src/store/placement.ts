@@ -2,6 +2,7 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { parseSegmentFileName, segmentFileName } from './format'
 import type { PlacementPart, StoreParts } from './parts'
+import type { FileHandle } from './file-layer'
 import { Segment } from './segment'
 
 /**
@@ -59,20 +60,8 @@ export class Placement implements PlacementPart {
     const written: string[] = []
     try {
       for (const v of volumes) {
-        const dir = home.dirOf(v)
-        await layer.mkdirp(dir)
-        const tmp = path.join(dir, `${name}.copy`)
-        const h = await layer.open(tmp, true)
-        try {
-          await h.truncate(0)
-          await h.writev([data], 0)
-          await h.datasync()
-        } finally {
-          await h.close()
-        }
-        await layer.rename(tmp, path.join(dir, name))
-        written.push(v)
-        await layer.syncDir(dir)
+        written.push(v) // removed again on failure (none was there: the segment is not local)
+        await this.writeSegmentCopy(id, v, h => h.writev([data], 0))
       }
       // Checked as the store will open it (header, identity) before anything points at it.
       await (await Segment.open(layer, home, volumes, id, this.p.geometry)).close()
@@ -133,36 +122,46 @@ export class Placement implements PlacementPart {
     return made
   }
 
-  /**
-   * Copies sealed segment `id` from volume `from` to volume `to`: written under a temporary
-   * name, fsynced, renamed, directory fsynced. The copy is complete before anything points
-   * at it.
-   */
+  /** Copies sealed segment `id` from volume `from` to volume `to` (writeSegmentCopy). */
   private async copySegmentFile (id: number, from: string, to: string): Promise<void> {
-    const { home, layer } = this.p
     const name = segmentFileName(id)
-    const src = await layer.open(path.join(home.dirOf(from), name), false)
-    const dstDir = home.dirOf(to)
-    await layer.mkdirp(dstDir)
-    const tmp = path.join(dstDir, `${name}.copy`)
-    const dst = await layer.open(tmp, true)
+    const src = await this.p.layer.open(path.join(this.p.home.dirOf(from), name), false)
     try {
-      await dst.truncate(0)
-      const size = await src.size()
-      const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
-      for (let at = 0; at < size;) {
-        const n = await src.read(buf, 0, Math.min(buf.length, size - at), at)
-        if (n === 0) throw new LogdiskError('IO', `segment ${name} on ${from} ended early while copying`)
-        await dst.writev([buf.subarray(0, n)], at)
-        at += n
-      }
-      await dst.datasync()
+      await this.writeSegmentCopy(id, to, async dst => {
+        const size = await src.size()
+        const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+        for (let at = 0; at < size;) {
+          const n = await src.read(buf, 0, Math.min(buf.length, size - at), at)
+          if (n === 0) throw new LogdiskError('IO', `segment ${name} on ${from} ended early while copying`)
+          await dst.writev([buf.subarray(0, n)], at)
+          at += n
+        }
+      })
     } finally {
       await src.close()
-      await dst.close()
     }
-    await layer.rename(tmp, path.join(dstDir, name))
-    await layer.syncDir(dstDir)
+  }
+
+  /**
+   * Writes a copy of segment `id` onto `volume`: under a temporary name, filled by `fill`,
+   * fsynced, renamed, directory fsynced, so the copy is complete before anything points at it.
+   */
+  private async writeSegmentCopy (id: number, volume: string, fill: (h: FileHandle) => Promise<unknown>): Promise<void> {
+    const { home, layer } = this.p
+    const name = segmentFileName(id)
+    const dir = home.dirOf(volume)
+    await layer.mkdirp(dir)
+    const tmp = path.join(dir, `${name}.copy`)
+    const h = await layer.open(tmp, true)
+    try {
+      await h.truncate(0)
+      await fill(h)
+      await h.datasync()
+    } finally {
+      await h.close()
+    }
+    await layer.rename(tmp, path.join(dir, name))
+    await layer.syncDir(dir)
   }
 
   /** Makes the index say where a segment's copies are, durably, before old copies go. */
