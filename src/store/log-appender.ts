@@ -49,6 +49,13 @@ interface GroupEntry {
   crcs: Uint32Array
 }
 
+/** The CRC32C of each of the first `count` blocks of `data`. */
+function blockCrcs (data: Buffer, count: number, B: number): Uint32Array {
+  const crcs = new Uint32Array(count)
+  for (let i = 0; i < count; i++) crcs[i] = crc32c(data.subarray(i * B, (i + 1) * B))
+  return crcs
+}
+
 /**
  * The log's write side (004 cl. 2-6): appends entries at the tail of the current segment,
  * rolls to a new segment when it is full, and syncs segments in log order. Every append runs
@@ -143,9 +150,7 @@ export class LogAppender implements LogPart {
             count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(0))
           }
           const payload = w.data.subarray(b * B, (b + count) * B)
-          const crcs = new Uint32Array(count)
-          for (let i = 0; i < count; i++) crcs[i] = crc32c(payload.subarray(i * B, (i + 1) * B))
-          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs })
+          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs: blockCrcs(payload, count, B) })
           w.left++
           bytes += ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES + payload.length
           b += count
@@ -178,26 +183,32 @@ export class LogAppender implements LogPart {
     const start = positionOf(this.p.config, segment.id, segment.tail)
     await this.appendEntry(parts, () => {
       if (this.completedPosition !== start + bytes) throw new LogdiskError('IO', 'internal: a group commit moved the tail by a size it did not encode')
-      const batch = this.p.index.batch
-      const map = this.p.map
       let position = start
       let s = this.seq
       for (const e of entries) {
-        s++
-        const dataPosition = position + e.header.length
-        const count = e.crcs.length
-        batch.entries.set(s, { kind: EntryKind.write, timeMs, position, block: e.block, count })
-        for (let i = 0; i < count; i++) {
-          map.set(e.block + i, dataPosition + i * B, e.crcs[i], s)
-          batch.addBlock(e.block + i, s, dataPosition + i * B, e.crcs[i])
-        }
-        position = dataPosition + e.payload.length
+        this.applyWrite(++s, timeMs, position, e.header.length, e.block, e.crcs)
+        position += e.header.length + e.payload.length
       }
       this.seq = s
       this.lastTimeMs = timeMs
     })
     for (const e of entries) if (--e.write.left === 0) e.write.resolve()
     this.p.index.checkpointIfFull()
+  }
+
+  /**
+   * Takes write entry `seq` (its header of `headerBytes` at log `position`, then its blocks)
+   * into the index batch and the block map; part of the synchronous step that moves the tail.
+   */
+  private applyWrite (seq: number, timeMs: number, position: number, headerBytes: number, block: number, crcs: Uint32Array): void {
+    const B = this.p.config.blockBytes
+    const batch = this.p.index.batch
+    const dataPosition = position + headerBytes
+    batch.entries.set(seq, { kind: EntryKind.write, timeMs, position, block, count: crcs.length })
+    for (let i = 0; i < crcs.length; i++) {
+      this.p.map.set(block + i, dataPosition + i * B, crcs[i], seq)
+      batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
+    }
   }
 
   /**
@@ -232,8 +243,7 @@ export class LogAppender implements LogPart {
       await this.roll()
       count = Math.min(data.length / B, MAX_ENTRY_BLOCKS, this.blocksThatFit())
     }
-    const crcs = new Uint32Array(count)
-    for (let i = 0; i < count; i++) crcs[i] = crc32c(data.subarray(i * B, (i + 1) * B))
+    const crcs = blockCrcs(data, count, B)
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const header = encodeWriteHeader(seq, timeMs, block, crcs, B)
@@ -241,13 +251,7 @@ export class LogAppender implements LogPart {
     await this.appendEntry([header, payload], () => {
       this.seq = seq
       this.lastTimeMs = timeMs
-      const batch = this.p.index.batch
-      const dataPosition = this.completedPosition - payload.length
-      batch.entries.set(seq, { kind: EntryKind.write, timeMs, position: dataPosition - header.length, block, count })
-      for (let i = 0; i < count; i++) {
-        this.p.map.set(block + i, dataPosition + i * B, crcs[i], seq)
-        batch.addBlock(block + i, seq, dataPosition + i * B, crcs[i])
-      }
+      this.applyWrite(seq, timeMs, this.completedPosition - payload.length - header.length, header.length, block, crcs)
     })
     this.p.index.checkpointIfFull()
     return count
