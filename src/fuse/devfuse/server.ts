@@ -21,7 +21,14 @@ export interface ServerOptions {
   maxBackground?: number
   /** FOPEN_PARALLEL_DIRECT_WRITES on images opened for writing (default on). */
   parallelDirectWrites?: boolean
-  /** Fault injection for tests: 'devfuse-slow-read' holds every READ 3 s. */
+  /**
+   * How long a READ, FLUSH or FSYNC must have been in flight before an INTERRUPT answers it
+   * EINTR (default 3 s). Sooner would break callers whose signal handlers ask for restarted
+   * system calls (SA_RESTART: Node, most shells): the kernel cannot restart a call the server
+   * answered EINTR, so a SIGCHLD landing on a 1 ms read would fail it.
+   */
+  interruptGraceMs?: number
+  /** Fault injection for tests: 'devfuse-slow-read' holds every READ 6 s. */
   faults?: ReadonlySet<string>
 }
 
@@ -38,11 +45,12 @@ export interface Negotiated {
 }
 
 interface Node { id: number, name: string, key: string, nlookup: number }
-interface Inflight { opcode: number, answered: boolean }
+interface Inflight { opcode: number, answered: boolean, startMs: number, timer?: NodeJS.Timeout }
 
 const UNKNOWN_INO = 0xffffffff // FUSE_UNKNOWN_INO of libfuse
 const ENTRY_VALID_S = 1 // the kernel caches names and attributes for 1 s, as libfuse does by default
-const SLOW_READ_MS = 3000
+const SLOW_READ_MS = 6000
+const INTERRUPT_GRACE_MS = 3000
 const EPROTO = -71
 
 /**
@@ -64,6 +72,7 @@ export class FuseServer {
   private readonly parallelWrites: boolean
   private readonly log: Logger
   private readonly faults: ReadonlySet<string>
+  private readonly interruptGraceMs: number
   private readonly scratch = Buffer.alloc(64 * 1024)
   private readonly nodesById = new Map<number, Node>()
   private readonly nodesByKey = new Map<string, Node>()
@@ -80,6 +89,7 @@ export class FuseServer {
     this.maxBackground = opts.maxBackground ?? 64
     this.parallelWrites = opts.parallelDirectWrites ?? true
     this.faults = opts.faults ?? new Set()
+    this.interruptGraceMs = opts.interruptGraceMs ?? INTERRUPT_GRACE_MS
     this.initialized = new Promise((resolve, reject) => { this.settleInit = { resolve, reject } })
     this.initialized.catch(() => undefined) // a caller that never mounts must not see an unhandled rejection
   }
@@ -448,7 +458,7 @@ export class FuseServer {
   // ------------------------------------------------------------------ interrupts
 
   private track (unique: number, opcode: number): Inflight {
-    const state = { opcode, answered: false }
+    const state: Inflight = { opcode, answered: false, startMs: Date.now() }
     this.inflight.set(unique, state)
     if (this.inflight.size > this.stats.maxInflight) this.stats.maxInflight = this.inflight.size
     return state
@@ -457,17 +467,21 @@ export class FuseServer {
   /** True if the request still needs its answer (it was not answered early on INTERRUPT). */
   private untrack (unique: number, state: Inflight): boolean {
     if (this.inflight.get(unique) === state) this.inflight.delete(unique)
+    if (state.timer) clearTimeout(state.timer)
     return !state.answered
   }
 
   /**
    * INTERRUPT (the caller got a signal while waiting). A request that only waits (READ,
-   * FLUSH, FSYNC) is answered EINTR at once; its work still finishes and its late answer is
-   * dropped. WRITE and FALLOCATE run to completion and answer normally: their effect cannot be
-   * taken back, and EINTR would tell the caller nothing was written. An interrupt for a
-   * request this server has not seen yet (read by another reader thread, still on its way) is
-   * answered EAGAIN, and the kernel sends it again; for one already answered, the kernel
-   * ignores the EAGAIN.
+   * FLUSH, FSYNC) and has been in flight for the grace time (3 s: a cold block fetched from
+   * an archive, a stuck volume) is answered EINTR then; its work still finishes and its late
+   * answer is dropped. One that finishes sooner answers normally, so a caller whose handler
+   * asked for restarted calls never sees a spurious EINTR. WRITE and FALLOCATE run to
+   * completion and answer normally: their effect cannot be taken back, and EINTR would tell
+   * the caller nothing was written. An interrupt for a request this server has not seen yet
+   * (read by another reader thread, still on its way) is answered EAGAIN, and the kernel
+   * sends it again; for one already answered, the kernel ignores the EAGAIN.
+   * Fatal signals need none of this: the kernel stops waiting for the answer by itself.
    */
   private interrupt (target: number, unique: number): void {
     this.stats.interrupts++
@@ -476,14 +490,21 @@ export class FuseServer {
       this.replyError(unique, Errno.EAGAIN)
       return
     }
-    if (state.opcode === Op.READ || state.opcode === Op.FLUSH || state.opcode === Op.FSYNC) {
+    if (state.timer || !(state.opcode === Op.READ || state.opcode === Op.FLUSH || state.opcode === Op.FSYNC)) {
+      return // Otherwise the interrupt itself gets no reply (only EAGAIN or ENOSYS mean something to the kernel).
+    }
+    const answer = (): void => {
+      if (state.answered || this.inflight.get(target) !== state) return
       state.answered = true
       this.inflight.delete(target)
       this.stats.interruptedEarly++
-      this.log.info({ op: OP_NAMES[state.opcode], unique: target }, 'request interrupted: answered EINTR')
+      this.log.info({ op: OP_NAMES[state.opcode], unique: target, ms: Date.now() - state.startMs }, 'request interrupted: answered EINTR')
       this.replyError(target, Errno.EINTR)
     }
-    // Otherwise the interrupt itself gets no reply (only EAGAIN or ENOSYS mean something to the kernel).
+    const wait = state.startMs + this.interruptGraceMs - Date.now()
+    if (wait <= 0) return answer()
+    state.timer = setTimeout(answer, wait)
+    state.timer.unref()
   }
 
   /**
