@@ -12,6 +12,14 @@
 const EMPTY = -1
 const MAX_LOAD = 0.7
 
+/** The arrays of a BlockMap as they are (block-map-file.ts saves and loads them whole). */
+export interface BlockMapTables {
+  keys: Float64Array
+  positions: Float64Array
+  crcs: Uint32Array
+  seqs: Float64Array
+}
+
 export class BlockMap {
   private keys: Float64Array
   private positions: Float64Array
@@ -55,13 +63,17 @@ export class BlockMap {
 
   /** Home slot: a hash mixing both 32-bit halves so that blocks 2^k apart do not collide. */
   private homeOf (block: number): number {
+    return this.homeIn(block, this.mask)
+  }
+
+  private homeIn (block: number, mask: number): number {
     const lo = block >>> 0
     const hi = Math.floor(block / 0x100000000) >>> 0
     let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b)
     h ^= h >>> 13
     h = Math.imul(h, 0xc2b2ae35)
     h ^= h >>> 16
-    return h & this.mask
+    return h & mask
   }
 
   /** Log position of the block's newest data, -1 when the block was never written, TRIMMED (-2) when its newest version is a trim. */
@@ -125,6 +137,54 @@ export class BlockMap {
     }
     this.keys[slot] = EMPTY
     return true
+  }
+
+  /** The table's arrays, not copies: for saving the map (they must not be changed). */
+  tables (): BlockMapTables {
+    return { keys: this.keys, positions: this.positions, crcs: this.crcs, seqs: this.seqs }
+  }
+
+  /**
+   * Takes over saved arrays (from tables() of a map in an earlier run) in place of this map's
+   * contents. Checks what a checksum cannot: equal lengths, a power of two, the load bound,
+   * every key a whole block number in its probe run; recounts the mapped and trimmed blocks.
+   * Returns why the arrays were refused, or undefined once they are adopted.
+   */
+  adopt (t: BlockMapTables): string | undefined {
+    const slots = t.keys.length
+    if (slots < 16 || (slots & (slots - 1)) !== 0) return `table of ${slots} slots is not a power of two`
+    if (t.positions.length !== slots || t.crcs.length !== slots || t.seqs.length !== slots) return 'table arrays differ in length'
+    const mask = slots - 1
+    let used = 0
+    let trimmed = 0
+    for (let i = 0; i < slots; i++) {
+      const key = t.keys[i]
+      if (key === EMPTY) continue
+      if (!Number.isSafeInteger(key) || key < 0) return `slot ${i} holds ${key}, not a block number`
+      // Linear probing: no empty slot between a key's home and its slot.
+      for (let s = this.homeIn(key, mask); s !== i; s = (s + 1) & mask) {
+        if (t.keys[s] === EMPTY) return `block ${key} is not where a lookup finds it`
+      }
+      used++
+      if (t.positions[i] < 0) trimmed++
+    }
+    if (used > MAX_LOAD * slots) return `${used} blocks overfill ${slots} slots`
+    this.keys = t.keys
+    this.positions = t.positions
+    this.crcs = t.crcs
+    this.seqs = t.seqs
+    this.mask = mask
+    this.used = used
+    this.trimmedBlocks = trimmed
+    return undefined
+  }
+
+  /** Mapped blocks (written or trimmed at some point), in increasing order. */
+  sortedBlocks (): Float64Array {
+    const out = new Float64Array(this.used)
+    let n = 0
+    for (let i = 0; i <= this.mask; i++) if (this.keys[i] !== EMPTY) out[n++] = this.keys[i]
+    return out.sort()
   }
 
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {

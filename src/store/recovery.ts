@@ -5,7 +5,8 @@ import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
-import { IndexBatch, type IndexDb } from './index-db'
+import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
+import { stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
 import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
@@ -32,6 +33,11 @@ export interface RecoveryReport {
   orphanedSegments: string[]
   /** Damage found before the end of the log: reported, left in place, not cut. */
   damaged: Array<{ segment: number, offset: number, reason: string }>
+  /**
+   * Where the block map came from: the map saved at the last clean close (block-map-file.ts),
+   * a scan of the index's history, or the log (an index rebuild); `why` the saved one was not used.
+   */
+  blockMap: { from: 'saved' | 'index' | 'log', why?: string }
 }
 
 export interface Recovered {
@@ -60,12 +66,13 @@ export async function recover (
   /** Segments backing storage holds (a rebuild fetched them into the cache volume to scan). */
   inArchive: ReadonlySet<number> = new Set(),
   /** Read-only open: nothing in the store is written (no cut, no move aside, no header redo). */
-  opts: { readOnly?: boolean } = {}
+  opts: { readOnly?: boolean, savedMap?: TakenBlockMap } = {}
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
-  const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [], damaged: [] }
+  const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [], damaged: [], blockMap: { from: 'index' } }
   let checkpoint = await index.checkpoint()
+  const checkpointAtOpen = checkpoint // what a saved block map must match: the index before any change
   if (checkpoint && (await index.formatVersion()) !== INDEX_FORMAT_VERSION) {
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
@@ -122,8 +129,17 @@ export async function recover (
       batch.addBlock(b.block, b.seq, BASELINE_BASE + b.block * geometry.blockBytes, b.crc)
     }
     if (baseline) report.rebuiltIndex = true
+    report.blockMap = { from: 'log', why: opts.savedMap && 'saved' in opts.savedMap ? 'the index is rebuilt from the log' : opts.savedMap?.why }
   } else {
-    await index.loadNewest(map)
+    const why = loadSavedMap(map, opts.savedMap, geometry, checkpointAtOpen)
+    if (why === undefined) {
+      report.blockMap = { from: 'saved' }
+      log.info({ blocks: map.count, checkpoint: checkpointAtOpen }, 'block map loaded from the map saved at the last clean close')
+    } else {
+      report.blockMap = { from: 'index', why }
+      log.info({ why }, 'block map read from the index history')
+      await index.loadNewest(map)
+    }
   }
   const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID))
   let horizon = await index.counter(HISTORY_HORIZON)
@@ -347,6 +363,16 @@ export async function recover (
   }
   await commit(current)
   return { segments: scanned, current, seq, report, snapshots, located, chosen }
+}
+
+/** Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map untouched). */
+function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined): string | undefined {
+  if (!taken) return 'no saved block map'
+  if (!('saved' in taken)) return taken.why
+  const mismatch = stampMismatch(taken.saved.stamp, geometry, checkpoint)
+  if (mismatch) return `saved block map is stale: ${mismatch}`
+  const refused = map.adopt(taken.saved.tables)
+  return refused === undefined ? undefined : `saved block map refused: ${refused}`
 }
 
 /** Segment files on every volume of the home: id -> volumes holding a copy. */

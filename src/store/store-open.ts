@@ -3,6 +3,7 @@ import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import type { ArchiveLink } from './archive-link'
 import { BlockMap } from './block-map'
+import { takeBlockMap } from './block-map-file'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { nodeFileLayer, type FileLayer } from './file-layer'
 import { segmentFileName } from './format'
@@ -15,7 +16,7 @@ import type { SegmentGeometry } from './segment'
 import type { SnapshotTable } from './snapshots'
 import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
 
-const INDEX_DIR = 'index'
+export const INDEX_DIR = 'index'
 export const HOLDER_FILE = 'holder.json'
 
 /**
@@ -87,6 +88,8 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
       throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/app/open.ts)`)
     }
     const baseHome = opts.home ?? localHome(dir)
+    // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
+    const savedMap = await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
     const map = new BlockMap()
     const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
     const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
@@ -99,7 +102,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     // Copies dropped while recovering are handled once the store exists.
     const drops: Array<[number, string]> = []
     let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
-    const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly })
+    const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly, savedMap })
     if (inArchive.length > 0) await removeFiles(layer, cacheDir)
     const records = await index.segments()
     const ids = [...new Set([...records.keys(), ...recovered.segments])]

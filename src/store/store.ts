@@ -26,7 +26,8 @@ import { Segment } from './segment'
 import type { SegmentHome } from './segment-home'
 import { SegmentTable } from './segment-table'
 import { DEFAULT_VOLUME_ID_POLICY, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
-import { createStoreDir, openStoreDir, removeHolder, type OpenedStore } from './store-open'
+import { INDEX_DIR, createStoreDir, openStoreDir, removeHolder, type OpenedStore } from './store-open'
+import { saveBlockMap } from './block-map-file'
 import { verifyStore, type VerifyReport } from './verify'
 
 export { DEFAULT_HISTORY_KEEP_MS, type OpenOptions } from './open-options'
@@ -689,8 +690,28 @@ export class Store {
     await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
+    if (!this.p.opts.readOnly) await this.saveBlockMap()
     this.state.closed = true
     await this.release()
+  }
+
+  /**
+   * Saves the block map for the next open (block-map-file.ts), once every change is in the
+   * index and synced, stamped with the checkpoint that covers them. Never fails the close:
+   * without the file the next open reads the index history, as it always could.
+   */
+  private async saveBlockMap (): Promise<void> {
+    const { log, index, db, layer, map, logger, config } = this.p
+    try {
+      await index.checkpoint() // changes with no entry of their own (segment records) go in too
+      if (index.batch.size > 0 || index.inFlight() !== undefined) return
+      await db.sync() // the checkpoint the file names is durable before the file
+      const checkpoint = await db.checkpoint()
+      if (!checkpoint || checkpoint.seq !== log.seq) return
+      await saveBlockMap(layer, path.join(this.dir, INDEX_DIR), map, config, checkpoint)
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not save the block map; the next open reads the index history instead')
+    }
   }
 
   /**
