@@ -179,12 +179,43 @@ export class BlockMap {
     return undefined
   }
 
-  /** Mapped blocks (written or trimmed at some point), in increasing order. */
-  sortedBlocks (): Float64Array {
-    const out = new Float64Array(this.used)
+  /**
+   * One lookup for all of a block's fields: false when the block is not mapped; else
+   * `out` = [position, seq, crc].
+   */
+  lookup (block: number, out: Float64Array): boolean {
+    const slot = this.slotOf(block)
+    if (this.keys[slot] === EMPTY) return false
+    out[0] = this.positions[slot]
+    out[1] = this.seqs[slot]
+    out[2] = this.crcs[slot]
+    return true
+  }
+
+  /**
+   * Mapped blocks (written or trimmed at some point), in increasing order: a least significant
+   * digit radix sort, 16 bits a pass (two passes below 2^32 blocks), several times faster than
+   * TypedArray sort on half a million blocks.
+   */
+  sortedBlocks (): Float64Array | Uint32Array {
+    let max = 0
+    for (let i = 0; i <= this.mask; i++) if (this.keys[i] > max) max = this.keys[i]
+    // Below 2^32 blocks (16 TiB of 4 KiB blocks) the sort runs on 32-bit integers: half the memory.
+    const Digits = max < 0x100000000 ? Uint32Array : Float64Array
+    let a = new Digits(this.used)
     let n = 0
-    for (let i = 0; i <= this.mask; i++) if (this.keys[i] !== EMPTY) out[n++] = this.keys[i]
-    return out.sort()
+    for (let i = 0; i <= this.mask; i++) if (this.keys[i] !== EMPTY) a[n++] = this.keys[i]
+    let b = new Digits(n)
+    const counts = new Uint32Array(65536)
+    for (let shift = 1; shift <= max; shift *= 65536) {
+      counts.fill(0)
+      for (let i = 0; i < n; i++) counts[Math.floor(a[i] / shift) & 0xffff]++
+      let sum = 0
+      for (let d = 0; d < 65536; d++) { const c = counts[d]; counts[d] = sum; sum += c }
+      for (let i = 0; i < n; i++) b[counts[Math.floor(a[i] / shift) & 0xffff]++] = a[i]
+      const t = a; a = b; b = t
+    }
+    return a
   }
 
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {

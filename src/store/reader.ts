@@ -81,22 +81,45 @@ export class Reader implements ReaderPart {
    * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
   async locateAt (seq: number, first: number, n: number): Promise<Located> {
+    const blocks = new Float64Array(n)
+    for (let i = 0; i < n; i++) blocks[i] = first + i
+    return await this.locateBlocksAt(seq, blocks)
+  }
+
+  /**
+   * The blocks that had a version (data or trim) at cut `seq`, in block order, a chunk at a
+   * time, with where each one was and its CRC: the rows locateAt would give for the whole
+   * volume less its never-written blocks, in work proportional to the blocks the map holds
+   * (a block with a version at the cut is in the map: entries are never removed from it).
+   */
+  async * versionsAt (seq: number, chunkBlocks: number): AsyncGenerator<Located & { blocks: Float64Array | Uint32Array }> {
+    const all = this.p.map.sortedBlocks()
+    for (let at = 0; at < all.length; at += chunkBlocks) {
+      const blocks = all.subarray(at, Math.min(all.length, at + chunkBlocks))
+      yield { blocks, ...await this.locateBlocksAt(seq, blocks) }
+    }
+  }
+
+  /** Where each of `blocks` was at cut `seq` (-1: no version by then) and its CRC. */
+  private async locateBlocksAt (seq: number, blocks: Float64Array | Uint32Array): Promise<Located> {
     const map = this.p.map
+    const n = blocks.length
     const where = new Float64Array(n)
     const crcs = new Uint32Array(n)
     const lookups: Promise<void>[] = []
     if (this.p.index.last.seq < seq) await this.p.index.checkpointThrough(seq) // first read after the cut
+    const v = new Float64Array(3) // position, seq, crc
     for (let i = 0; i < n; i++) {
-      const pos = map.position(first + i)
-      if (pos !== -1 && map.seq(first + i) <= seq) {
-        where[i] = pos // data, or TRIMMED: zeros
-        crcs[i] = map.crc(first + i)
-      } else if (pos === -1) {
+      const block = blocks[i]
+      if (!map.lookup(block, v)) {
         where[i] = -1 // never written at all, so not at the cut either
+      } else if (v[1] <= seq) {
+        where[i] = v[0] // data, or TRIMMED: zeros
+        crcs[i] = v[2]
       } else {
-        lookups.push(this.p.db.versionAt(first + i, seq).then(v => {
-          where[i] = v ? v.position : -1
-          crcs[i] = v ? v.crc : 0
+        lookups.push(this.p.db.versionAt(block, seq).then(found => {
+          where[i] = found ? found.position : -1
+          crcs[i] = found ? found.crc : 0
         }))
       }
     }

@@ -377,6 +377,16 @@ export class Store {
   }
 
   /**
+   * The blocks that had a version (data, or a trim: where < 0) at cut `seq`, in block order, a
+   * chunk at a time, with locateAt's rows: what a walk of every block with data needs (content
+   * identity), in work proportional to the blocks ever written rather than to the volume.
+   */
+  async * versionsAt (seq: number, chunkBlocks = 8192): AsyncGenerator<{ blocks: Float64Array | Uint32Array, where: Float64Array, crcs: Uint32Array }> {
+    this.assertOpen()
+    yield * this.p.reader.versionsAt(seq, chunkBlocks)
+  }
+
+  /**
    * Whether the image at cut `seq` is still whole: a snapshot holds it, or it is newer than
    * the history horizon (compaction gives up only versions that points at or before the
    * horizon see). A copy made of many reads checks this after its last one: if a snapshot
