@@ -14,6 +14,7 @@ import { nodeFileLayer } from '../store/file-layer'
 import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileName } from '../store/format'
 import { ADOPT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, recordIdentity, type OwnerRecord } from '../store/identity'
 import { IndexBatch, IndexDb } from '../store/index-db'
+import { dropBlockMap } from '../store/block-map-file'
 import { LOCAL_VOLUME, POOL_FILE } from '../store/segment-home'
 
 /**
@@ -96,6 +97,8 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
     fs.mkdirSync(internal, { recursive: true })
     const records = await index.segments()
     const batch = new IndexBatch()
+    // The index changes here without an open of the store: a saved block map goes first.
+    await dropBlockMap(nodeFileLayer, path.join(dir, 'index'))
 
     // Pool volumes: the store's own directory follows the uuid; a copy takes its segments home.
     const poolFile = path.join(dir, POOL_FILE)
