@@ -29,6 +29,10 @@ export class BlockMap {
   private used = 0
   /** Blocks whose newest version is a trim (position TRIMMED): they read as zeros. */
   private trimmedBlocks = 0
+  /** Bumped whenever a block is added or removed: the sorted list below is of one such state. */
+  private keysVersion = 0
+  /** The last sortedBlocks() result while the set of blocks is unchanged; the GC may drop it. */
+  private sorted: { version: number, blocks: WeakRef<Float64Array | Uint32Array> } | undefined
 
   constructor (initialSlots = 1024) {
     let slots = 16
@@ -106,6 +110,7 @@ export class BlockMap {
       }
       this.keys[slot] = block
       this.used++
+      this.keysVersion++
     }
     else if (this.seqs[slot] > seq) return
     else if (this.positions[slot] < 0) this.trimmedBlocks--
@@ -120,6 +125,7 @@ export class BlockMap {
     let slot = this.slotOf(block)
     if (this.keys[slot] === EMPTY) return false
     this.used--
+    this.keysVersion++
     if (this.positions[slot] < 0) this.trimmedBlocks--
     let next = (slot + 1) & this.mask
     while (this.keys[next] !== EMPTY) {
@@ -176,6 +182,7 @@ export class BlockMap {
     this.mask = mask
     this.used = used
     this.trimmedBlocks = trimmed
+    this.keysVersion++
     return undefined
   }
 
@@ -195,9 +202,18 @@ export class BlockMap {
   /**
    * Mapped blocks (written or trimmed at some point), in increasing order: a least significant
    * digit radix sort, 16 bits a pass (two passes below 2^32 blocks), several times faster than
-   * TypedArray sort on half a million blocks.
+   * TypedArray sort on half a million blocks. The result is shared (a send computes two
+   * identities over the same blocks): callers only read it.
    */
   sortedBlocks (): Float64Array | Uint32Array {
+    const cached = this.sorted?.version === this.keysVersion ? this.sorted.blocks.deref() : undefined
+    if (cached) return cached
+    const blocks = this.sortBlocks()
+    this.sorted = { version: this.keysVersion, blocks: new WeakRef(blocks) }
+    return blocks
+  }
+
+  private sortBlocks (): Float64Array | Uint32Array {
     let max = 0
     for (let i = 0; i <= this.mask; i++) if (this.keys[i] > max) max = this.keys[i]
     // Below 2^32 blocks (16 TiB of 4 KiB blocks) the sort runs on 32-bit integers: half the memory.
