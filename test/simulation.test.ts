@@ -28,7 +28,7 @@ t.test(`${seeds.length} seeds`, async t => {
     // with the store's 64 open segment handles, which came later); the others draw both from the seed.
     // Bringing archived segments back came later still: off for these seeds (they replay as
     // they were), on for BRING_BACK below.
-    const r = await simulate(seed, FOUND_DEFECTS.includes(seed) ? { replicationGate: false, maxOpenSegments: 64, bringBack: false } : { bringBack: false })
+    const r = await simulate(seed, FOUND_DEFECTS.includes(seed) ? { replicationGate: false, maxOpenSegments: 64, bringBack: false, savedMap: false } : { bringBack: false, savedMap: false })
     steps += r.steps
     ops += Object.values(r.ops).reduce((a, b) => a + b, 0)
     crashes += r.crashes
@@ -41,6 +41,22 @@ t.test(`${seeds.length} seeds`, async t => {
 })
 
 /**
+ * The block map saved at clean closes (src/store/block-map-file.ts) under reopens, index
+ * rebuilds (the index deleted, the saved map left behind) and power losses: every image
+ * and point is checked against the model after each, as for the seeds above.
+ */
+const SAVED_MAP = process.env.SIM_SEEDS ? [] : [3, 6, 12, 17]
+t.test(`saved block map: ${SAVED_MAP.length} seeds`, async t => {
+  let loads = 0
+  for (const seed of SAVED_MAP) {
+    const r = await simulate(seed, { bringBack: false, savedMap: true })
+    loads += r.savedMapLoads
+    t.pass(`seed ${seed}: ${r.savedMapLoads} opens loaded the saved map, ${r.reopens} clean reopens, ${r.rebuilds} rebuilds, ${r.crashes} power losses (${r.config})`)
+  }
+  if (SAVED_MAP.length > 0) t.ok(loads > 0, `${loads} opens loaded a saved map`)
+})
+
+/**
  * The background fetch of a store recovered from a replica (Placement.bringBack) against
  * reads, writes, compaction, archiving, drains, faults and power losses: seeds with an archive
  * and bring-back on.
@@ -49,7 +65,7 @@ const BRING_BACK = process.env.SIM_SEEDS ? [] : [4, 10, 21, 34]
 t.test(`bring-back: ${BRING_BACK.length} seeds`, async t => {
   let brought = 0
   for (const seed of BRING_BACK) {
-    const r = await simulate(seed, { bringBack: true })
+    const r = await simulate(seed, { bringBack: true, savedMap: false })
     t.match(r.config, /with bring-back/, `seed ${seed} has an archive and brings segments back`)
     brought += r.ops['bring back'] ?? 0
     t.pass(`seed ${seed}: ${r.ops['bring back'] ?? 0} bring-backs, ${r.ops.archive ?? 0} archive passes, ${r.crashes} power losses (${r.config})`)

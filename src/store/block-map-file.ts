@@ -79,6 +79,7 @@ export async function saveBlockMap (layer: FileLayer, indexDir: string, map: Blo
   const trailer = Buffer.alloc(4)
   trailer.writeUInt32LE(crc, 0)
   const temp = path.join(indexDir, TEMP_FILE)
+  await layer.mkdirp(indexDir) // there already, except on a simulated disk (the index is in memory)
   const h = await layer.open(temp, true)
   try {
     await h.truncate(0)

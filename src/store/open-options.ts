@@ -29,6 +29,11 @@ export interface OpenOptions {
   faults?: ReadonlySet<string>
   /** Milliseconds since the epoch; the simulation passes its virtual clock. */
   clock?: () => number
+  /**
+   * Save the block map at a clean close and load it at the next open (block-map-file.ts);
+   * default true. The simulation turns it off to replay seeds found before it as they were.
+   */
+  savedBlockMap?: boolean
   /** Opens the LevelDB index at a location; the simulation passes its in-memory one. */
   openIndex?: (location: string) => Promise<IndexDb>
   /**

@@ -89,7 +89,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     }
     const baseHome = opts.home ?? localHome(dir)
     // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
-    const savedMap = await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
+    const savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
     const map = new BlockMap()
     const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
     const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')

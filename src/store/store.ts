@@ -700,7 +700,7 @@ export class Store {
     await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
-    if (!this.p.opts.readOnly) await this.saveBlockMap()
+    if (!this.p.opts.readOnly && this.p.opts.savedBlockMap !== false) await this.saveBlockMap()
     this.state.closed = true
     await this.release()
   }
