@@ -149,7 +149,7 @@ export async function socketSink<T> (socketPath: string, fn: (sink: StreamSink) 
     const result = await fn({
       write: chunk => new Promise<void>((resolve, reject) => {
         if (failure || conn.destroyed) return reject(new LogdiskError('IO', `the receiving end of the stream went away${failure ? ` (${failure.message})` : ''}`))
-        if (conn.write(chunk)) return resolve()
+        if (conn.write(Buffer.from(chunk))) return resolve() // a copy: the socket may queue it past this call
         const onDrain = (): void => { conn.off('close', onClose); resolve() }
         const onClose = (): void => { conn.off('drain', onDrain); reject(new LogdiskError('IO', 'the receiving end of the stream went away')) }
         conn.once('drain', onDrain)

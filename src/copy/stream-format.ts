@@ -49,7 +49,14 @@ export interface StreamTrailer {
   streamCrc: number
 }
 
-/** Where a stream goes: chunks are written in order; the promise resolves once accepted. */
+/** Parts of a record shorter than this are joined into one write. */
+const SMALL_PART_BYTES = 64 * 1024
+
+/**
+ * Where a stream goes: chunks are written in order; the promise resolves once accepted. A
+ * chunk may be a view of a buffer the writer reuses once the promise resolves: a sink that
+ * keeps it longer (a socket's queue) copies it.
+ */
 export interface StreamSink {
   write (chunk: Buffer): Promise<void>
 }
@@ -92,7 +99,16 @@ export class StreamWriter {
       if (counted) this.crc = crc32c(p, this.crc)
       this.bytes += p.length
     }
-    await this.sink.write(parts.length === 1 ? parts[0] : Buffer.concat(parts))
+    // Small parts (record heads, CRCs) go out together; a data payload goes out as it is: no
+    // copy of each MiB into a fresh buffer (its page faults cost more than the write).
+    let small: Buffer[] = []
+    for (const p of parts) {
+      if (p.length < SMALL_PART_BYTES) { small.push(p); continue }
+      if (small.length > 0) await this.sink.write(small.length === 1 ? small[0] : Buffer.concat(small))
+      small = []
+      await this.sink.write(p)
+    }
+    if (small.length > 0) await this.sink.write(small.length === 1 ? small[0] : Buffer.concat(small))
   }
 
   async header (h: StreamHeader): Promise<void> {
