@@ -18,29 +18,37 @@ const LOCATE_BLOCKS = 8192
  * of earlier releases and of streams they wrote.
  */
 export async function contentIdentity (store: Store, seq: number): Promise<string> {
+  return (await contentIdentities(store, [seq]))[0]
+}
+
+/** contentIdentity of several cuts in one walk of the blocks (a send needs both ends'). */
+export async function contentIdentities (store: Store, seqs: number[]): Promise<string[]> {
   const B = store.blockBytes
   const zeroCrc = crc32c(Buffer.alloc(B))
-  const hash = crypto.createHash('sha256')
   const geometry = Buffer.alloc(16)
   geometry.writeBigUInt64LE(BigInt(store.sizeBytes), 0)
   geometry.writeBigUInt64LE(BigInt(B), 8)
-  hash.update(geometry)
+  const hashes = seqs.map(() => crypto.createHash('sha256').update(geometry))
   const rows = Buffer.alloc(LOCATE_BLOCKS * 12)
-  for await (const { blocks, where, crcs } of store.versionsAt(seq, LOCATE_BLOCKS)) {
-    let at = 0
-    // A trimmed block (where < 0) is absent, like one never written: it reads as zeros.
-    for (let i = 0; i < blocks.length; i++) {
-      if (where[i] < 0 || crcs[i] === zeroCrc) continue
-      const block = blocks[i]
-      rows.writeUInt32LE(block % 0x100000000, at)
-      rows.writeUInt32LE(Math.floor(block / 0x100000000), at + 4)
-      rows.writeUInt32LE(crcs[i], at + 8)
-      at += 12
+  for await (const { blocks, at } of store.versionsAt(seqs, LOCATE_BLOCKS)) {
+    for (let k = 0; k < seqs.length; k++) {
+      const { where, crcs } = at[k]
+      let n = 0
+      // A trimmed block (where < 0) is absent, like one never written: it reads as zeros.
+      for (let i = 0; i < blocks.length; i++) {
+        if (where[i] < 0 || crcs[i] === zeroCrc) continue
+        const block = blocks[i]
+        rows.writeUInt32LE(block % 0x100000000, n)
+        rows.writeUInt32LE(Math.floor(block / 0x100000000), n + 4)
+        rows.writeUInt32LE(crcs[i], n + 8)
+        n += 12
+      }
+      if (n > 0) hashes[k].update(rows.subarray(0, n))
     }
-    if (at > 0) hash.update(rows.subarray(0, at))
   }
-  return `c1-${hash.digest('hex').slice(0, 40)}`
+  return hashes.map(h => `c1-${h.digest('hex').slice(0, 40)}`)
 }
+
 /** The sequence number of the newest entry of the store's log. */
 export function currentSeq (store: Store): number {
   return store.status().index.seq

@@ -2,7 +2,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import type { SnapshotRecord, Store } from '../store'
-import { contentIdentity } from './content-identity'
+import { contentIdentities } from './content-identity'
 import { STREAM_FORMAT, StreamWriter, maxRunBlocks, type StreamHeader, type StreamSink } from './stream-format'
 import { imageChunks } from './image-chunks'
 import { writeFully, writePartialThenRename } from './partial-file'
@@ -34,14 +34,14 @@ export async function sendStream (
     from = store.snapshotNamed(fromName)
     if (from.seq >= snap.seq) throw new LogdiskError('BAD_ARGUMENT', `--from ${fromName} must be a snapshot older than ${name}`)
   }
-  const identity = await contentIdentity(store, snap.seq)
+  const [identity, fromIdentity] = await contentIdentities(store, from ? [snap.seq, from.seq] : [snap.seq])
   const header: StreamHeader = {
     format: STREAM_FORMAT,
     sourceUuid: store.config.uuid,
     blockBytes: store.blockBytes,
     sizeBytes: store.sizeBytes,
     snapshot: { name: snap.name, identity, timeMs: snap.timeMs, frozen: snap.frozen },
-    from: from ? { name: from.name, identity: await contentIdentity(store, from.seq) } : null,
+    from: from ? { name: from.name, identity: fromIdentity } : null,
     createdAt: new Date().toISOString()
   }
   const w = new StreamWriter(sink)

@@ -83,48 +83,53 @@ export class Reader implements ReaderPart {
   async locateAt (seq: number, first: number, n: number): Promise<Located> {
     const blocks = new Float64Array(n)
     for (let i = 0; i < n; i++) blocks[i] = first + i
-    return await this.locateBlocksAt(seq, blocks)
+    return (await this.locateBlocksAt([seq], blocks))[0]
   }
 
   /**
-   * The blocks that had a version (data or trim) at cut `seq`, in block order, a chunk at a
-   * time, with where each one was and its CRC: the rows locateAt would give for the whole
-   * volume less its never-written blocks, in work proportional to the blocks the map holds
-   * (a block with a version at the cut is in the map: entries are never removed from it).
+   * The blocks that had a version (data or trim) at some of the cuts `seqs`, in block order, a
+   * chunk at a time, with where each one was at each cut and its CRC (`at[k]` for `seqs[k]`):
+   * the rows locateAt would give for the whole volume less its never-written blocks, in work
+   * proportional to the blocks the map holds (a block with a version at a cut is in the map:
+   * entries are never removed from it), one map lookup per block for all the cuts.
    */
-  async * versionsAt (seq: number, chunkBlocks: number): AsyncGenerator<Located & { blocks: Float64Array | Uint32Array }> {
+  async * versionsAt (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
     const all = this.p.map.sortedBlocks()
-    for (let at = 0; at < all.length; at += chunkBlocks) {
-      const blocks = all.subarray(at, Math.min(all.length, at + chunkBlocks))
-      yield { blocks, ...await this.locateBlocksAt(seq, blocks) }
+    for (let from = 0; from < all.length; from += chunkBlocks) {
+      const blocks = all.subarray(from, Math.min(all.length, from + chunkBlocks))
+      yield { blocks, at: await this.locateBlocksAt(seqs, blocks) }
     }
   }
 
-  /** Where each of `blocks` was at cut `seq` (-1: no version by then) and its CRC. */
-  private async locateBlocksAt (seq: number, blocks: Float64Array | Uint32Array): Promise<Located> {
+  /** Where each of `blocks` was at each cut of `seqs` (-1: no version by then) and its CRC. */
+  private async locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array): Promise<Located[]> {
     const map = this.p.map
     const n = blocks.length
-    const where = new Float64Array(n)
-    const crcs = new Uint32Array(n)
+    const out = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
     const lookups: Promise<void>[] = []
-    if (this.p.index.last.seq < seq) await this.p.index.checkpointThrough(seq) // first read after the cut
+    const newest = Math.max(...seqs)
+    if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
     const v = new Float64Array(3) // position, seq, crc
     for (let i = 0; i < n; i++) {
       const block = blocks[i]
-      if (!map.lookup(block, v)) {
-        where[i] = -1 // never written at all, so not at the cut either
-      } else if (v[1] <= seq) {
-        where[i] = v[0] // data, or TRIMMED: zeros
-        crcs[i] = v[2]
-      } else {
-        lookups.push(this.p.db.versionAt(block, seq).then(found => {
-          where[i] = found ? found.position : -1
-          crcs[i] = found ? found.crc : 0
-        }))
+      const mapped = map.lookup(block, v)
+      for (let k = 0; k < seqs.length; k++) {
+        const { where, crcs } = out[k]
+        if (!mapped) {
+          where[i] = -1 // never written at all, so not at the cut either
+        } else if (v[1] <= seqs[k]) {
+          where[i] = v[0] // data, or TRIMMED: zeros
+          crcs[i] = v[2]
+        } else {
+          lookups.push(this.p.db.versionAt(block, seqs[k]).then(found => {
+            where[i] = found ? found.position : -1
+            crcs[i] = found ? found.crc : 0
+          }))
+        }
       }
     }
     await Promise.all(lookups)
-    return { where, crcs }
+    return out
   }
 
   private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>): Promise<Buffer> {

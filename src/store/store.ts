@@ -377,13 +377,14 @@ export class Store {
   }
 
   /**
-   * The blocks that had a version (data, or a trim: where < 0) at cut `seq`, in block order, a
-   * chunk at a time, with locateAt's rows: what a walk of every block with data needs (content
-   * identity), in work proportional to the blocks ever written rather than to the volume.
+   * The blocks that had a version (data, or a trim: where < 0) at some of the cuts `seqs`, in
+   * block order, a chunk at a time, with locateAt's rows for each cut (`at[k]` for `seqs[k]`):
+   * what a walk of every block with data needs (content identity), in work proportional to
+   * the blocks ever written rather than to the volume, one pass for several cuts.
    */
-  async * versionsAt (seq: number, chunkBlocks = 8192): AsyncGenerator<{ blocks: Float64Array | Uint32Array, where: Float64Array, crcs: Uint32Array }> {
+  async * versionsAt (seqs: number[], chunkBlocks = 8192): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }> {
     this.assertOpen()
-    yield * this.p.reader.versionsAt(seq, chunkBlocks)
+    yield * this.p.reader.versionsAt(seqs, chunkBlocks)
   }
 
   /**
