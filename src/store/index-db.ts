@@ -166,6 +166,28 @@ export class IndexDb {
     return undefined
   }
 
+  /**
+   * versionAt for many blocks at one cut, in increasing block order, through one iterator
+   * that seeks from block to block: no iterator made and closed per block.
+   */
+  async versionsAt (blocks: ArrayLike<number>, seq: number): Promise<Array<{ seq: number, position: number, crc: number } | undefined>> {
+    const out: Array<{ seq: number, position: number, crc: number } | undefined> = []
+    if (blocks.length === 0) return out
+    const it = this.db.iterator({ gte: historyKey(blocks[0], 0), lte: historyKey(blocks[blocks.length - 1], seq), reverse: true })
+    try {
+      for (let i = 0; i < blocks.length; i++) {
+        await this.gate?.('index.read')
+        it.seek(historyKey(blocks[i], seq)) // reverse: the last key at or before it
+        const row = await it.next()
+        const h = row === undefined ? undefined : decodeHistory(row[0], row[1])
+        out.push(h !== undefined && h.block === blocks[i] ? { seq: h.seq, position: h.position, crc: h.crc } : undefined)
+      }
+    } finally {
+      await it.close()
+    }
+    return out
+  }
+
   async segments (): Promise<Map<number, SegmentRecord>> {
     const out = new Map<number, SegmentRecord>()
     for await (const [key, value] of this.rows(prefixRange(SEGMENT_PREFIX), 1024)) {

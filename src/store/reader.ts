@@ -83,7 +83,7 @@ export class Reader implements ReaderPart {
   async locateAt (seq: number, first: number, n: number): Promise<Located> {
     const blocks = new Float64Array(n)
     for (let i = 0; i < n; i++) blocks[i] = first + i
-    return (await this.locateBlocksAt([seq], blocks))[0]
+    return (await this.locateBlocksAt([seq], blocks, false))[0]
   }
 
   /**
@@ -97,22 +97,26 @@ export class Reader implements ReaderPart {
     const all = this.p.map.sortedBlocks()
     for (let from = 0; from < all.length; from += chunkBlocks) {
       const blocks = all.subarray(from, Math.min(all.length, from + chunkBlocks))
-      yield { blocks, at: await this.locateBlocksAt(seqs, blocks) }
+      yield { blocks, at: await this.locateBlocksAt(seqs, blocks, true) }
     }
   }
 
-  /** Where each of `blocks` was at each cut of `seqs` (-1: no version by then) and its CRC. */
-  private async locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array): Promise<Located[]> {
+  /**
+   * Where each of `blocks` was at each cut of `seqs` (-1: no version by then) and its CRC.
+   * Blocks rewritten since a cut ask the index: `walk` (a walk of every block, blocks in
+   * increasing order) through one iterator seeking from block to block, else (a read) one
+   * lookup per block, all at once.
+   */
+  private async locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array, walk: boolean): Promise<Located[]> {
     const map = this.p.map
     const n = blocks.length
     const out = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
-    const lookups: Promise<void>[] = []
     const newest = Math.max(...seqs)
     if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
+    const rewritten = seqs.map(() => [] as number[]) // per cut: indexes of blocks rewritten since it
     const v = new Float64Array(3) // position, seq, crc
     for (let i = 0; i < n; i++) {
-      const block = blocks[i]
-      const mapped = map.lookup(block, v)
+      const mapped = map.lookup(blocks[i], v)
       for (let k = 0; k < seqs.length; k++) {
         const { where, crcs } = out[k]
         if (!mapped) {
@@ -121,14 +125,20 @@ export class Reader implements ReaderPart {
           where[i] = v[0] // data, or TRIMMED: zeros
           crcs[i] = v[2]
         } else {
-          lookups.push(this.p.db.versionAt(block, seqs[k]).then(found => {
-            where[i] = found ? found.position : -1
-            crcs[i] = found ? found.crc : 0
-          }))
+          rewritten[k].push(i)
         }
       }
     }
-    await Promise.all(lookups)
+    for (let k = 0; k < seqs.length; k++) {
+      if (rewritten[k].length === 0) continue
+      const ask = rewritten[k].map(i => blocks[i])
+      const found = walk ? await this.p.db.versionsAt(ask, seqs[k]) : await Promise.all(ask.map(b => this.p.db.versionAt(b, seqs[k])))
+      for (let j = 0; j < found.length; j++) {
+        const i = rewritten[k][j]
+        out[k].where[i] = found[j]?.position ?? -1
+        out[k].crcs[i] = found[j]?.crc ?? 0
+      }
+    }
     return out
   }
 
