@@ -4,6 +4,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
 import { encodeArchive } from '../archive/codec'
+import { encodeFramed } from '../archive/framed'
 import { Lease, describeHolder } from '../archive/lease'
 import type { ArchiveTarget, ExclusiveCreate } from '../archive/target'
 import type { Store } from '../store'
@@ -240,7 +241,8 @@ export class Replicator {
       if (this.segments[String(id)] !== undefined) continue
       const data = await this.store.readLog(id, 0, S)
       const name = segmentObject(gen, id)
-      await out.put(name, await encodeArchive(data))
+      // Framed (LDARCH2): a lazily recovered store's cold read fetches only the frames it needs.
+      await out.put(name, await encodeFramed(data))
       this.objectsPut++
       this.shippedBytes += data.length - Math.min(data.length, this.tailEnd(id))
       this.segments[String(id)] = name

@@ -35,6 +35,10 @@ export class Reader implements ReaderPart {
   private readonly cacheOrder: number[] = []
   /** Fetches from backing storage in flight, by segment id. */
   private readonly fetching = new Map<number, Promise<void>>()
+  /** Archived segments read once by range (readArchivedRange): the next read fetches them whole. */
+  private readonly rangeRead = new Set<number>()
+  /** Reads served by a range of an archived segment (for tests and status). */
+  rangeReads = 0
 
   constructor (private readonly p: StoreParts) {}
 
@@ -168,7 +172,10 @@ export class Reader implements ReaderPart {
       file = baselineFiles(this.p.dir).image
       offset = pos - BASELINE_BASE
     } else {
-      const segment = await this.segment(segmentOf(this.p.config, pos))
+      const id = segmentOf(this.p.config, pos)
+      const ranged = await this.readArchivedRange(id, pos % segmentBytes, crcs.subarray(0, run), into)
+      if (ranged) return ranged
+      const segment = await this.segment(id)
       handle = segment.handle
       file = segment.file
       local = !segment.volumes.includes(CACHE_VOLUME)
@@ -208,6 +215,29 @@ export class Reader implements ReaderPart {
       throw new LogdiskError('CORRUPT', `block ${block + bad} fails its checksum in ${file} at offset ${offset + bad * B}; run logdisk verify`)
     }
     return data
+  }
+
+  /**
+   * A cold read of an archived segment (docs/REPLICATION.md "Range fetch for cold reads"):
+   * the first read of a segment that is neither open nor cached nor being fetched reads only
+   * its run's bytes through the link, when the link can (a framed object on a replica); a
+   * second read of it fetches the segment whole (into the cache), as every read did before,
+   * so that scans do not fetch frame by frame. undefined: read it the usual way (that also
+   * reports a checksum mismatch, after fetching the segment whole).
+   */
+  private async readArchivedRange (id: number, offset: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer | undefined> {
+    const link = this.p.opts.archive
+    if (!link?.getRange || this.p.segments.stateOf(id) !== 'archived' || this.openSegments.has(id) || this.cacheOrder.includes(id) || this.fetching.has(id)) return undefined
+    if (this.rangeRead.has(id)) return undefined
+    this.rangeRead.add(id)
+    if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.values().next().value!)
+    const B = this.p.config.blockBytes
+    const data = await link.getRange(id, offset, crcs.length * B)
+    if (!data || data.length !== crcs.length * B || firstBadBlock(data, crcs, B) >= 0) return undefined
+    this.rangeReads++
+    if (!into) return data
+    data.copy(into)
+    return into
   }
 
   /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */
