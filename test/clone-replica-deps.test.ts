@@ -9,14 +9,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { parseTarget } from '../src/archive'
-import { applyAssignments, defaultPolicy, readPolicy, writePolicy } from '../src/policy/policy'
+import { applyAssignments, readPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
 import { PolicyEngine } from '../src/policy/engine'
-import { Store } from '../src/store'
-import { recordIdentity } from '../src/store/identity'
 import { Replicator, cloneFromReplica, newestManifest, replicaParentDir } from '../src/replicate'
 import { DELETING_PREFIX, DEPENDENCY_PREFIX } from '../src/replicate/clone-deps'
-import { imageSha, labelledPattern, testTmp } from './helpers/replica-fixture'
+import { imageSha, labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
 import { CLI, run } from './helpers/cli'
 
 t.setTimeout(300_000)
@@ -28,13 +26,6 @@ const pattern = (seed: number, bytes: number): Buffer => labelledPattern('deps',
 const tmp = (t: Test, name: string): string => testTmp(t, 'deps', name)
 const cli = (args: string[], env: Record<string, string> = {}) => run(process.execPath, [CLI, ...args], { timeoutMs: 120_000, env })
 
-async function until (what: string, cond: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 /**
  * A store replicated to a directory with snapshots s1 and s2 and an index checkpoint; then the
@@ -44,10 +35,7 @@ async function offlineWriter (t: Test): Promise<{ dir: string, replica: string, 
   const replica = path.join(tmp(t, 'target'), 'replica')
   fs.mkdirSync(replica)
   const dir = path.join(tmp(t, 'writer'), 'store')
-  const config = await Store.create(dir, { sizeBytes: SIZE, segmentBytes: SEGMENT })
-  recordIdentity(dir, config)
-  writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${replica}`]))
-  const store = (await openStore(dir, { checkpointIntervalMs: 100 })).store
+  const store = await newReplicatedStore(dir, replica, { sizeBytes: SIZE, segmentBytes: SEGMENT })
   try {
     const target = parseTarget(replica)
     const r = await Replicator.start(store, target, { spec: replica, intervalMs: 100, indexEverySegments: 2 })

@@ -10,13 +10,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { parseTarget } from '../src/archive'
-import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
-import { recordIdentity } from '../src/store/identity'
 import { originsFile } from '../src/store/baseline-origins'
 import { Hydrator, Replicator, createFromReplica, newestManifest } from '../src/replicate'
-import { imageSha, labelledPattern, testTmp } from './helpers/replica-fixture'
+import { imageSha, labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
 
 t.setTimeout(300_000)
 
@@ -26,13 +24,6 @@ const SEGMENT = 2 * MiB
 const pattern = (seed: number, bytes: number): Buffer => labelledPattern('baseline', seed, bytes)
 const tmp = (t: Test, name: string): string => testTmp(t, 'rbase', name)
 
-async function until (what: string, cond: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 /**
  * A replicated store whose old snapshots went into the baseline twice (the second merge
@@ -44,10 +35,7 @@ async function mergedAndReplicated (t: Test, beforeShipping?: (dir: string) => v
   const replica = path.join(tmp(t, 'target'), 'replica')
   fs.mkdirSync(replica)
   const dir = path.join(tmp(t, 'a'), 'store')
-  const config = await Store.create(dir, { sizeBytes: SIZE, segmentBytes: SEGMENT })
-  recordIdentity(dir, config)
-  writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${replica}`, 'history.keep=0']))
-  const store = (await openStore(dir, { checkpointIntervalMs: 100 })).store
+  const store = await newReplicatedStore(dir, replica, { sizeBytes: SIZE, segmentBytes: SEGMENT }, ['history.keep=0'])
   t.teardown(() => store.close())
   const target = parseTarget(replica)
   t.teardown(() => target.close())

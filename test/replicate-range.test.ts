@@ -8,13 +8,10 @@ import path from 'node:path'
 import fs from 'node:fs'
 import t, { type Test } from 'tap'
 import { parseTarget, type ArchiveTarget } from '../src/archive'
-import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
-import { Store } from '../src/store'
-import { recordIdentity } from '../src/store/identity'
 import { Hydrator, Replicator, createFromReplica, newestManifest } from '../src/replicate'
 import { startS3Server } from './helpers/s3-server'
-import { imageSha, labelledPattern, testTmp } from './helpers/replica-fixture'
+import { imageSha, labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
 
 t.setTimeout(300_000)
 
@@ -24,13 +21,6 @@ const SEGMENT = 8 * MiB
 const pattern = (seed: number, bytes: number): Buffer => labelledPattern('range', seed, bytes)
 const tmp = (t: Test, name: string): string => testTmp(t, 'range', name)
 
-async function until (what: string, cond: () => Promise<boolean>, ms = 90_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 /** A target that counts the bytes its gets and ranged gets return. */
 function counting (target: ArchiveTarget): ArchiveTarget & { whole: number, ranged: number, wholeGets: string[] } {
@@ -56,10 +46,7 @@ for (const b of backends) {
   t.test(`${b.name}: a cold read fetches one frame, not the segment`, async t => {
     const spec = b.spec(t)
     const dir = path.join(tmp(t, 'a'), 'store')
-    const config = await Store.create(dir, { sizeBytes: SIZE, segmentBytes: SEGMENT })
-    recordIdentity(dir, config)
-    writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${spec}`]))
-    const store = (await openStore(dir, { checkpointIntervalMs: 100 })).store
+    const store = await newReplicatedStore(dir, spec, { sizeBytes: SIZE, segmentBytes: SEGMENT })
     t.teardown(() => store.close())
     const target = await b.target(spec)
     t.teardown(() => target.close())
