@@ -88,5 +88,9 @@ t.test('a directory target reads ranges; RangedReader reads LDARCH2 by range and
   const r = new RangedReader(() => counting)
   t.ok((await r.read('framed.ldarch', FRAME + 5, 4096))!.equals(data.subarray(FRAME + 5, FRAME + 5 + 4096)))
   t.ok(fetched < raw.length / 2, `one frame and the header fetched (${fetched} of ${raw.length} bytes)`)
+  const once = fetched
+  t.ok((await r.read('framed.ldarch', FRAME + 9000, 100))!.equals(data.subarray(FRAME + 9000, FRAME + 9100)))
+  t.equal(fetched, once, 'the same frame again: from the decoded frames kept, nothing fetched')
+  t.ok((await r.read('framed.ldarch', FRAME - 10, 20))!.equals(data.subarray(FRAME - 10, FRAME + 10)), 'a range across two frames, one of them kept')
   t.equal(await r.read('old.ldarch', 0, 4096), undefined, 'LDARCH1: undefined (the caller fetches it whole)')
 })

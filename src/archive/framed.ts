@@ -118,22 +118,41 @@ export async function decodeFramed (buf: Buffer): Promise<Buffer> {
   return data
 }
 
+/** Decoded frames kept between range reads (ranged-read.ts keeps a few), by frame index. */
+export interface FrameCache {
+  get (frame: number): Buffer | undefined
+  set (frame: number, data: Buffer): void
+}
+
 /**
  * Bytes [offset, offset + length) of the original (cut at its end), fetching through
- * `readAt` (a ranged get of the object) the body of only the frames that cover them, given
- * the object's header (`readFramedHeader`). Each frame's CRC32C is checked (CORRUPT).
+ * `readAt` (a ranged get of the object) the body of only the frames that cover them and that
+ * `cache` does not hold, in one read, given the object's header (`readFramedHeader`). Each
+ * fetched frame's CRC32C is checked (CORRUPT).
  */
-export async function decodeFramedRange (h: FramedHeader, readAt: (offset: number, length: number) => Promise<Buffer>, offset: number, length: number): Promise<Buffer> {
+export async function decodeFramedRange (h: FramedHeader, readAt: (offset: number, length: number) => Promise<Buffer>, offset: number, length: number, cache?: FrameCache): Promise<Buffer> {
   const end = Math.min(h.originalBytes, offset + length)
   if (offset >= end) return Buffer.alloc(0)
   const first = Math.floor(offset / h.frameBytes)
   const last = Math.floor((end - 1) / h.frameBytes)
-  const from = h.frames[first].offset
-  const to = h.frames[last].offset + h.frames[last].length
-  const body = await readAt(h.headerBytes + from, to - from)
-  if (body.length !== to - from) throw corrupt(`frames ${first}-${last}: ${body.length} bytes read, ${to - from} expected`)
-  const out: Buffer[] = []
-  for (let i = first; i <= last; i++) out.push(await decodeFrame(h, i, body.subarray(h.frames[i].offset - from, h.frames[i].offset - from + h.frames[i].length)))
-  const data = Buffer.concat(out)
+  const frames: Buffer[] = []
+  for (let i = first; i <= last; i++) {
+    const known = cache?.get(i)
+    if (known) { frames.push(known); continue }
+    // The run of frames from i that the cache lacks, fetched together.
+    let j = i
+    while (j < last && cache?.get(j + 1) === undefined) j++
+    const from = h.frames[i].offset
+    const to = h.frames[j].offset + h.frames[j].length
+    const body = await readAt(h.headerBytes + from, to - from)
+    if (body.length !== to - from) throw corrupt(`frames ${i}-${j}: ${body.length} bytes read, ${to - from} expected`)
+    for (let k = i; k <= j; k++) {
+      const data = await decodeFrame(h, k, body.subarray(h.frames[k].offset - from, h.frames[k].offset - from + h.frames[k].length))
+      cache?.set(k, data)
+      frames.push(data)
+    }
+    i = j
+  }
+  const data = frames.length === 1 ? frames[0] : Buffer.concat(frames)
   return data.subarray(offset - first * h.frameBytes, end - first * h.frameBytes)
 }

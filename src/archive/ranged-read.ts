@@ -1,10 +1,12 @@
-import { decodeFramedRange, framedHeaderBytes, isFramed, readFramedHeader, type FramedHeader } from './framed'
+import { decodeFramedRange, framedHeaderBytes, isFramed, readFramedHeader, type FrameCache, type FramedHeader } from './framed'
 import type { ArchiveTarget } from './target'
 
 /** Header bytes fetched at first: a 64 MiB segment's table of 1 MiB frames fits (1 085 bytes). */
 const FIRST_READ_BYTES = 4096
 /** Headers kept (a few hundred bytes each); the oldest goes first. */
 const MAX_HEADERS = 256
+/** Decoded frames kept (1 MiB each), the least recently used goes: a cold 1 MiB read that arrives in 128 KiB requests fetches its frame once. */
+const MAX_FRAMES = 8
 
 /**
  * Ranges of the original bytes of archived objects, read through `ArchiveTarget.getRange`
@@ -15,6 +17,7 @@ const MAX_HEADERS = 256
  */
 export class RangedReader {
   private readonly headers = new Map<string, FramedHeader | null>()
+  private readonly frames = new Map<string, Buffer>()
 
   constructor (private readonly target: () => ArchiveTarget) {}
 
@@ -23,7 +26,22 @@ export class RangedReader {
     if (!t.getRange) return undefined
     const h = await this.header(t, name)
     if (!h) return undefined
-    return await decodeFramedRange(h, (at, n) => t.getRange!(name, at, n), offset, length)
+    return await decodeFramedRange(h, (at, n) => t.getRange!(name, at, n), offset, length, this.frameCache(name))
+  }
+
+  private frameCache (name: string): FrameCache {
+    const key = (i: number): string => `${name}#${i}`
+    return {
+      get: i => {
+        const data = this.frames.get(key(i))
+        if (data) { this.frames.delete(key(i)); this.frames.set(key(i), data) }
+        return data
+      },
+      set: (i, data) => {
+        this.frames.set(key(i), data)
+        if (this.frames.size > MAX_FRAMES) this.frames.delete(this.frames.keys().next().value!)
+      }
+    }
   }
 
   private async header (t: ArchiveTarget, name: string): Promise<FramedHeader | null> {

@@ -14,6 +14,11 @@ import type { VerifyInput } from './verify'
 const MAX_OPEN_SEGMENTS = 64
 /** Archived segments kept fetched in <store>/cache at once. */
 const MAX_CACHED_SEGMENTS = 8
+/**
+ * Reads of an archived segment served by range before it is fetched whole (a cold read that
+ * arrives as a few FUSE requests stays on ranges; a scan soon takes the whole segment).
+ */
+const RANGE_READS_PER_SEGMENT = 16
 
 /** Where each block of a range is (a log position, BASELINE_BASE + offset, or < 0: zeros) and its CRC. */
 export interface Located { where: Float64Array, crcs: Uint32Array }
@@ -35,8 +40,8 @@ export class Reader implements ReaderPart {
   private readonly cacheOrder: number[] = []
   /** Fetches from backing storage in flight, by segment id. */
   private readonly fetching = new Map<number, Promise<void>>()
-  /** Archived segments read once by range (readArchivedRange): the next read fetches them whole. */
-  private readonly rangeRead = new Set<number>()
+  /** Reads by range of archived segments (readArchivedRange), by segment id. */
+  private readonly rangeRead = new Map<number, number>()
   /** Reads served by a range of an archived segment (for tests and status). */
   rangeReads = 0
 
@@ -219,18 +224,20 @@ export class Reader implements ReaderPart {
 
   /**
    * A cold read of an archived segment (docs/REPLICATION.md "Range fetch for cold reads"):
-   * the first read of a segment that is neither open nor cached nor being fetched reads only
-   * its run's bytes through the link, when the link can (a framed object on a replica); a
-   * second read of it fetches the segment whole (into the cache), as every read did before,
-   * so that scans do not fetch frame by frame. undefined: read it the usual way (that also
-   * reports a checksum mismatch, after fetching the segment whole).
+   * the first RANGE_READS_PER_SEGMENT reads of a segment that is neither open nor cached nor
+   * being fetched read only their run's bytes through the link, when the link can (a framed
+   * object on a replica, a few decoded frames kept there); later ones fetch the segment whole
+   * (into the cache), as every read did before, so that a scan does not go frame by frame.
+   * undefined: read it the usual way (that also reports a checksum mismatch, after fetching
+   * the segment whole).
    */
   private async readArchivedRange (id: number, offset: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer | undefined> {
     const link = this.p.opts.archive
     if (!link?.getRange || this.p.segments.stateOf(id) !== 'archived' || this.openSegments.has(id) || this.cacheOrder.includes(id) || this.fetching.has(id)) return undefined
-    if (this.rangeRead.has(id)) return undefined
-    this.rangeRead.add(id)
-    if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.values().next().value!)
+    const reads = this.rangeRead.get(id) ?? 0
+    if (reads >= RANGE_READS_PER_SEGMENT) return undefined
+    this.rangeRead.set(id, reads + 1)
+    if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.keys().next().value!)
     const B = this.p.config.blockBytes
     const data = await link.getRange(id, offset, crcs.length * B)
     if (!data || data.length !== crcs.length * B || firstBadBlock(data, crcs, B) >= 0) return undefined
