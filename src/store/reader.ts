@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { crc32c } from './crc'
 import type { FileHandle } from './file-layer'
@@ -42,8 +42,6 @@ export class Reader implements ReaderPart {
   private readonly fetching = new Map<number, Promise<void>>()
   /** Reads by range of archived segments (readArchivedRange), by segment id. */
   private readonly rangeRead = new Map<number, number>()
-  /** Reads served by a range of an archived segment (for tests and status). */
-  rangeReads = 0
 
   constructor (private readonly p: StoreParts) {}
 
@@ -239,9 +237,9 @@ export class Reader implements ReaderPart {
     this.rangeRead.set(id, reads + 1)
     if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.keys().next().value!)
     const B = this.p.config.blockBytes
-    const data = await link.getRange(id, offset, crcs.length * B)
+    // A damaged frame (CORRUPT) is reported by the whole fetch, with the object's checksum.
+    const data = await link.getRange(id, offset, crcs.length * B).catch(err => { if (isLogdiskError(err, 'CORRUPT')) return undefined; throw err })
     if (!data || data.length !== crcs.length * B || firstBadBlock(data, crcs, B) >= 0) return undefined
-    this.rangeReads++
     if (!into) return data
     data.copy(into)
     return into
