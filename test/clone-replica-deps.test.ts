@@ -13,6 +13,8 @@ import { applyAssignments, readPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
 import { PolicyEngine } from '../src/policy/engine'
 import { Replicator, cloneFromReplica, newestManifest, replicaParentDir } from '../src/replicate'
+import { releaseReplicaParent } from '../src/replicate/clone-replica'
+import { parentOf, promote } from '../src/clone/clone'
 import { DELETING_PREFIX, DEPENDENCY_PREFIX } from '../src/replicate/clone-deps'
 import { imageSha, labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
 import { CLI, run } from './helpers/cli'
@@ -199,4 +201,28 @@ t.test('an unreachable replica: delete is refused (IO) and deletes nothing', { s
   t.equal(r.code, 1)
   t.match(r.stderr, /^logdisk: snapshot s1 was not deleted: the replica .* cannot be checked for clones that depend on it \(.*\); try again when it is reachable/)
   t.same(await snapshotsOf(w.dir), ['s1', 's2'], 'nothing deleted')
+})
+
+t.test('promote with the replica unreachable at the release: the hidden parent goes, the record stays with a warning, and is stale for the writer here', { skip: fs.existsSync(CLI) ? false : 'run make build first' }, async t => {
+  const w = await offlineWriter(t)
+  const clone = path.join(tmp(t, 'host2'), 'c')
+  const made = await cli(['clone', w.replica, 's1', clone, '--json'])
+  t.equal(made.code, 0, made.stderr)
+  const dependency = JSON.parse(made.stdout).dependency as string
+  t.match(dependency, /^clone-dep\.[0-9a-f]{32}$/, '--json names the dependency')
+  // The copy (it reads segments the hidden parent left on the replica), then the replica goes.
+  const { store } = await openStore(clone)
+  try {
+    const p = parentOf(store)!
+    await promote(store, p.record, p.parent)
+  } finally { await store.close() }
+  const away = w.replica + '.away'
+  fs.renameSync(w.replica, away)
+  let released
+  try { released = await releaseReplicaParent(clone) } finally { fs.renameSync(away, w.replica) }
+  t.match(released.warning ?? '', new RegExp(`^could not release the clone's dependency ${dependency.replace('.', '\\.')} on ${w.replica} \\(.*\\); the writer will refuse`), 'a warning naming the record')
+  t.notOk(fs.existsSync(replicaParentDir(clone)), 'the hidden parent is gone')
+  t.same(objects(w.replica, DEPENDENCY_PREFIX), [dependency], 'the record is still on the replica')
+  const del = await cli(['delete', w.dir, 's1'])
+  t.equal(del.code, 0, `the writer on this host sees it is stale (no clone any more): ${del.stderr}`)
 })

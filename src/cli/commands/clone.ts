@@ -28,7 +28,7 @@ export function register (program: Command): void {
         const target = parseTarget(spec)
         try {
           const r = await cloneFromReplica(target, spec, snapshot, dir)
-          if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered })
+          if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered, dependency: r.dependency })
           console.log(`cloned snapshot ${snapshot} of the replica ${spec} into ${dir} in ${Date.now() - started} ms (${formatBytes(r.recovered.bytes)} fetched; it reads through to ${r.parent}, a read-only copy of the replica whose older segments are fetched from ${spec} on demand)`)
         } finally {
           await target.close().catch(() => undefined)
