@@ -102,11 +102,22 @@ t.test('the writer, offline when a clone was made from its replica, refuses to d
     const { store } = await openStore(clone)
     try { return await imageSha(store) } finally { await store.close() }
   })()
+  // A promote that dies after the clone stands alone but before its hidden parent goes: kept
+  // aside here and put back after the promote, as that crash would leave it.
+  const aside = path.join(tmp(t, 'aside'), 'parent')
+  fs.cpSync(replicaParentDir(clone), aside, { recursive: true })
   const p = await cli(['promote', clone, '--json'])
   t.equal(p.code, 0, `promote: ${p.stderr}`)
   t.equal(JSON.parse(p.stdout).removedParent, replicaParentDir(clone))
   t.notOk(fs.existsSync(replicaParentDir(clone)), 'the hidden parent is gone')
   t.same(objects(w.replica, DEPENDENCY_PREFIX), [], 'the dependency on the replica is released')
+  fs.cpSync(aside, replicaParentDir(clone), { recursive: true })
+  const again = await cli(['promote', clone])
+  t.equal(again.code, 0, `promote again after a crash that left the hidden parent: ${again.stderr}`)
+  t.match(again.stdout, /finished the interrupted promote: removed /, 'it finishes the interrupted promote')
+  t.notOk(fs.existsSync(replicaParentDir(clone)), 'the hidden parent is gone again')
+  const third = await cli(['promote', clone])
+  t.equal(third.code, 1, 'and after that the store is simply not a clone')
   t.equal(await shaOf(clone), want, 'the promoted clone reads the same, without its hidden parent')
   const v = await cli(['verify', clone])
   t.equal(v.code, 0, `verify of the promoted clone is clean: ${v.stdout}${v.stderr}`)

@@ -49,7 +49,17 @@ export function register (program: Command): void {
     .option('--json', 'print {clone, blocks, parent, snapshot}')
     .action(async (cloneArg: string, opts: { json?: boolean }) => {
       const dir = path.resolve(cloneArg)
-      if (!readCloneRecord(dir)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
+      if (!readCloneRecord(dir)) {
+        // A promote that died after the clone stood alone (clone.json gone) but before its
+        // hidden replica parent went: finish it, rather than leave that for a hand to remove.
+        if (fs.existsSync(path.join(replicaParentDir(dir), REPLICA_PARENT_FILE))) {
+          const released = await releaseReplicaParent(dir)
+          if (released.warning) warn(released.warning)
+          if (opts.json) return printJson({ clone: dir, blocks: 0, parent: released.removed, snapshot: null, removedParent: released.removed })
+          return console.log(`promoted ${dir} already; finished the interrupted promote: removed ${released.removed}`)
+        }
+        throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
+      }
       let store
       try {
         store = (await openStore(dir, { holder: 'logdisk promote' })).store
