@@ -98,6 +98,19 @@ function archiveConformance (t: Test, name: string, setup: (t: Test) => Promise<
     t.same(await b.raw(), ['empty', 'one', 'seg-000000000001.ldarch'], 'no temporary objects are left behind')
   })
 
+  t.test(`${name}: getRange reads a range, short at the end, none past it`, async t => {
+    const b = await setup(t)
+    const target = b.make()
+    if (!target.getRange) return t.pass('this backend has no ranged get (it is optional)')
+    const big = rng.bytes(2 * MiB + 77)
+    await target.put('ranged', big)
+    t.ok((await target.getRange('ranged', 0, 4096)).equals(big.subarray(0, 4096)), 'from the start')
+    t.ok((await target.getRange('ranged', MiB + 5, 70_000)).equals(big.subarray(MiB + 5, MiB + 5 + 70_000)), 'from the middle')
+    t.ok((await target.getRange('ranged', big.length - 10, 4096)).equals(big.subarray(big.length - 10)), 'short at the end')
+    t.equal((await target.getRange('ranged', big.length + 10, 4096)).length, 0, 'none past the end')
+    await rejectsCode(t, target.getRange('no-such', 0, 10), 'NOT_FOUND', 'a missing name')
+  })
+
   t.test(`${name}: has, list, delete`, async t => {
     const b = await setup(t)
     const target = b.make()

@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { Store } from '../src/store/store'
+import { FIXTURES } from './helpers/paths'
 
 /**
  * Every released on-disk format stays readable (hypercore's test/compat.js pattern): the
@@ -13,9 +14,9 @@ import { Store } from '../src/store/store'
  */
 const sha = (buf: Buffer): string => crypto.createHash('sha256').update(buf).digest('hex')
 
-for (const format of fs.readdirSync(path.join(__dirname, 'fixtures')).filter(n => /^format-\d+$/.test(n))) {
+for (const format of fs.readdirSync(FIXTURES).filter(n => /^format-\d+$/.test(n))) {
   t.test(`${format}: opens, reads, rebuilds and writes`, async t => {
-    const fixture = path.join(__dirname, 'fixtures', format)
+    const fixture = path.join(FIXTURES, format)
     const manifest = JSON.parse(fs.readFileSync(path.join(fixture, 'manifest.json'), 'utf8'))
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-compat-${format}-`))
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))

@@ -19,9 +19,10 @@ import type { StoreParts } from '../src/store/parts'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { tmpDir } from './helpers/cli'
+import { FIXTURES as ALL_FIXTURES } from './helpers/paths'
 
 const B = 4096
-const FIXTURES = path.join(__dirname, 'fixtures', 'stream-1')
+const FIXTURES = path.join(ALL_FIXTURES, 'stream-1')
 const SEED = Number(process.env.SEED ?? 4242)
 
 async function newStore (root: string, name: string, sizeBytes: number, segmentBytes?: number): Promise<Store> {

@@ -77,6 +77,13 @@ class MemFolder implements Folder {
   async destroy () { this.destroyed = true }
 }
 
+/** LOOKUP and OPEN (O_RDWR) of current.img: its node id and file handle. */
+function openCurrent (h: ReturnType<typeof harness>): { node: number, fh: number } {
+  const node = u64(h.replyTo(h.send(Op.LOOKUP, ROOT_ID, h.cstr('current.img')))[0].body, 0)
+  const o = Buffer.alloc(8); o.writeUInt32LE(2, 0)
+  return { node, fh: u64(h.replyTo(h.send(Op.OPEN, node, o))[0].body, 0) }
+}
+
 function harness (opts: { interruptGraceMs?: number } = {}) {
   const folder = new MemFolder()
   const replies: Reply[] = []
@@ -268,9 +275,7 @@ t.test('a node id of a deleted snapshot stays ENOENT even when a new snapshot ta
 t.test('INTERRUPT: a READ or FSYNC waiting past the grace time is answered EINTR and never twice; a WRITE finishes; unknown: EAGAIN', async t => {
   const h = harness({ interruptGraceMs: 0 })
   h.init()
-  const node = u64(h.replyTo(h.send(Op.LOOKUP, ROOT_ID, h.cstr('current.img')))[0].body, 0)
-  const o = Buffer.alloc(8); o.writeUInt32LE(2, 0)
-  const fh = u64(h.replyTo(h.send(Op.OPEN, node, o))[0].body, 0)
+  const { node, fh } = openCurrent(h)
   let open!: () => void
   h.folder.gate = new Promise(resolve => { open = resolve })
   const readIn = Buffer.alloc(40); putU64(readIn, 0, fh); readIn.writeUInt32LE(4096, 16)
@@ -314,9 +319,7 @@ t.test('DESTROY: flushes, answers, then refuses everything with ENODEV', async t
 t.test('FALLOCATE reaches the folder with its mode; errors are errno; SETATTR, unknown ops, malformed requests', async t => {
   const h = harness()
   h.init()
-  const node = u64(h.replyTo(h.send(Op.LOOKUP, ROOT_ID, h.cstr('current.img')))[0].body, 0)
-  const o = Buffer.alloc(8); o.writeUInt32LE(2, 0)
-  const fh = u64(h.replyTo(h.send(Op.OPEN, node, o))[0].body, 0)
+  const { node, fh } = openCurrent(h)
   const fa = (mode: number) => { const b = Buffer.alloc(32); putU64(b, 0, fh); putU64(b, 8, 8192); putU64(b, 16, 65536); b.writeUInt32LE(mode, 24); return h.send(Op.FALLOCATE, node, b) }
   const ok = fa(3)
   const no = fa(0)
@@ -350,9 +353,7 @@ t.test('FALLOCATE reaches the folder with its mode; errors are errno; SETATTR, u
 t.test('INTERRUPT: a READ or FSYNC that finishes within the grace time answers normally; past it, EINTR', async t => {
   const h = harness({ interruptGraceMs: 200 })
   h.init()
-  const node = u64(h.replyTo(h.send(Op.LOOKUP, ROOT_ID, h.cstr('current.img')))[0].body, 0)
-  const o = Buffer.alloc(8); o.writeUInt32LE(2, 0)
-  const fh = u64(h.replyTo(h.send(Op.OPEN, node, o))[0].body, 0)
+  const { node, fh } = openCurrent(h)
   const readIn = Buffer.alloc(40); putU64(readIn, 0, fh); readIn.writeUInt32LE(4096, 16)
   const interrupt = (target: number) => h.send(Op.INTERRUPT, 0, h.u64s(target), target | 1)
 

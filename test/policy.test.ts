@@ -8,10 +8,10 @@ import { ops } from '../src/ops/ops'
 import { POLICY_FILE, POLICY_KEYS, applyAssignments, defaultPolicy, describePolicy, readPolicy, volumeIdPolicy, writePolicy, type Policy } from '../src/policy/policy'
 import { Store } from '../src/store/store'
 import { canMount, cleanup, tmpDir } from './helpers/cli'
+import { ROOT } from './helpers/paths'
 import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, closedPort, startS3Server } from './helpers/s3-server'
 
 /** Policies: validated data with defaults, in policy.json; the CLI's `policy set` and `show`. */
-const ROOT = path.resolve(__dirname, '..')
 const CLI = path.join(ROOT, 'dist/src/cli/main.js')
 const VALID_KEYS = Object.keys(POLICY_KEYS)
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')

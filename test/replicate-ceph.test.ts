@@ -15,7 +15,10 @@ import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/poli
 import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
 import { recordIdentity } from '../src/store/identity'
-import { Replicator, createFromReplica } from '../src/replicate'
+import { Replicator, cloneFromReplica, createFromReplica, newestManifest } from '../src/replicate'
+import { releaseReplicaParent } from '../src/replicate/clone-replica'
+import { deleteSnapshotRespectingClones } from '../src/clone/delete-guard'
+import { parentOf, promote } from '../src/clone/clone'
 import { cephMissing, startCeph, type CephGateway } from './helpers/ceph'
 
 t.setTimeout(900_000)
@@ -36,9 +39,9 @@ function tmp (t: Test, name: string): string {
   return dir
 }
 
-async function sha (store: Store): Promise<string> {
+async function sha (store: Store, snapshot?: string): Promise<string> {
   const h = crypto.createHash('sha256')
-  for (let off = 0; off < store.sizeBytes; off += 4 * MiB) h.update(await store.read(off, 4 * MiB))
+  for (let off = 0; off < store.sizeBytes; off += 4 * MiB) h.update(snapshot === undefined ? await store.read(off, 4 * MiB) : await store.readSnapshot(snapshot, off, 4 * MiB))
   return h.digest('hex')
 }
 
@@ -141,5 +144,47 @@ t.test('replication to Ceph RGW', { skip: missing ?? false }, async t => {
     const c = (await openStore(dirC)).store
     t.teardown(() => c.close())
     t.equal(await sha(c), await sha(b), 'the bucket follows the new holder')
+  })
+
+  await t.test('a clone from the replica protects its snapshot on the writer; cold reads by range; promote releases it', async t => {
+    const spec = 's3://logdisk-repl/clones'
+    const store = await newStore(path.join(tmp(t, 'a'), 'store'), spec)
+    t.teardown(() => store.close())
+    const r = await Replicator.start(store, target(spec), { spec, intervalMs: 200, indexEverySegments: 2 })
+    t.teardown(() => r.stop())
+    await store.write(0, pattern(300, 8 * MiB))
+    await store.snapshot({ name: 'golden' })
+    await store.write(16 * MiB, pattern(301, 6 * MiB))
+    await store.flush()
+    await until('caught up with an index checkpoint', async () => {
+      const s = await r.status()
+      return s.lagBytes === 0 && s.shippedSeq === store.status().index.seq && !!(await newestManifest(target(spec)))?.manifest.index
+    })
+    const golden = await sha(store, 'golden')
+    const cloneDir = path.join(tmp(t, 'host2'), 'c')
+    const made = await cloneFromReplica(target(spec), spec, 'golden', cloneDir)
+    t.equal(made.recovered.mode, 'lazy')
+    let err: unknown
+    try { await deleteSnapshotRespectingClones(store, 'golden', { targetFor: target }) } catch (e) { err = e }
+    t.ok(isLogdiskError(err, 'BUSY'), 'the writer refuses to delete the snapshot')
+    t.match((err as Error).message, new RegExp(`base of clone made from the replica ${spec} .*:${cloneDir} \\(${made.dependency}\\)`))
+    const clone = (await openStore(cloneDir)).store
+    try {
+      const started = Date.now()
+      const cold = await clone.read(4096, 4096)
+      t.comment(`ceph: first read of a cold block through the clone: ${Date.now() - started} ms (by range)`)
+      t.ok(cold.equals(await store.readSnapshot('golden', 4096, 4096)), 'the cold block')
+      t.equal(await sha(clone), golden, 'the clone reads the snapshot byte for byte')
+      await promote(clone, parentOf(clone)!.record, parentOf(clone)!.parent)
+    } finally {
+      await clone.close()
+    }
+    const released = await releaseReplicaParent(cloneDir, target)
+    t.equal(released.warning, undefined)
+    t.notOk(fs.existsSync(made.parent), 'the hidden parent is gone')
+    const alone = (await openStore(cloneDir)).store
+    try { t.equal(await sha(alone), golden, 'promoted: the same image') } finally { await alone.close() }
+    await deleteSnapshotRespectingClones(store, 'golden', { targetFor: target })
+    t.same(store.snapshots(), [], 'then the writer deletes it')
   })
 })

@@ -112,7 +112,10 @@ for (const b of backends) {
       const ms = Number(process.hrtime.bigint() - started) / 1e6
       t.comment(`${b.name}: first read of a cold block ${ms.toFixed(1)} ms`)
       t.same(cold, await store.read(0, 4096), 'the cold block')
-      t.ok(fs.readdirSync(path.join(other, 'cache')).length >= 1, 'fetched into the cache')
+      // Only the frame that holds it was fetched (test/replicate-range); reads after a few
+      // fetch the segment whole into the cache.
+      for (let i = 0; i < 20; i++) await copy.read(i * 65536, 4096)
+      t.ok(fs.readdirSync(path.join(other, 'cache')).length >= 1, 'later reads fetched it into the cache')
       t.equal(await sha(copy), want, 'current.img is byte-identical')
       t.equal(await sha(copy, 's1'), wantS1, 'snapshot s1 too (its versions are in remote segments)')
       t.same(copy.snapshots().map(s => s.name), ['s1'])

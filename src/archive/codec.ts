@@ -1,9 +1,11 @@
 import { constants as bufferConstants } from 'node:buffer'
 import crypto from 'node:crypto'
-import { promisify } from 'node:util'
-import zlib from 'node:zlib'
 import { LogdiskError } from '../errors'
 import { crc32c } from '../store/crc'
+import { decodeFramed, isFramed } from './framed'
+import { ArchiveCodec, CODEC_NAMES, compressWith, decompressWith } from './compress'
+
+export { ArchiveCodec, compressWith, decompressWith }
 
 /**
  * The archived object format (one archived segment = one object). Version 1, little-endian:
@@ -19,7 +21,8 @@ import { crc32c } from '../store/crc'
  *
  * The header CRC says the header itself is intact (so a bad codec id or length is reported as
  * a damaged header, not misread); the sha256 says the decompressed bytes are exactly the bytes
- * that were archived. A new layout gets a new magic ("LDARCH2\n") and this one stays readable.
+ * that were archived. A new layout gets a new magic and this one stays readable: LDARCH2
+ * (framed.ts, frames compressed one by one, for range reads) is decoded here too.
  *
  * Default codec: brotli at quality 4. Measured here on segment-like data (a mix of zero,
  * text and random 4 KiB blocks): brotli q4 compresses as well as gzip -6 (ratio 0.39) at
@@ -31,24 +34,7 @@ import { crc32c } from '../store/crc'
 export const ARCHIVE_MAGIC = 'LDARCH1\n'
 export const ARCHIVE_HEADER_BYTES = 61
 
-export const ArchiveCodec = {
-  gzip: 1,
-  brotli: 2
-} as const
-export type ArchiveCodec = typeof ArchiveCodec[keyof typeof ArchiveCodec]
-
 export const DEFAULT_ARCHIVE_CODEC: ArchiveCodec = ArchiveCodec.brotli
-
-/** Brotli quality of new archives (0-11); see the choice above. */
-const BROTLI_QUALITY = 4
-const GZIP_LEVEL = 6
-
-const CODEC_NAMES: Record<number, string> = { [ArchiveCodec.gzip]: 'gzip', [ArchiveCodec.brotli]: 'brotli' }
-
-const gzip = promisify(zlib.gzip)
-const gunzip = promisify(zlib.gunzip)
-const brotliCompress = promisify(zlib.brotliCompress)
-const brotliDecompress = promisify(zlib.brotliDecompress)
 
 /** What an archive header says, read and checked by `readArchiveHeader`. */
 export interface ArchiveHeader {
@@ -69,22 +55,7 @@ function corrupt (message: string, cause?: unknown): LogdiskError {
 
 /** Compresses `data` and prepends the header. The result is what an ArchiveTarget stores. */
 export async function encodeArchive (data: Buffer, codec: ArchiveCodec = DEFAULT_ARCHIVE_CODEC): Promise<Buffer> {
-  let compressed: Buffer
-  switch (codec) {
-    case ArchiveCodec.gzip:
-      compressed = await gzip(data, { level: GZIP_LEVEL })
-      break
-    case ArchiveCodec.brotli:
-      compressed = await brotliCompress(data, {
-        params: {
-          [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY,
-          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length
-        }
-      })
-      break
-    default:
-      throw new LogdiskError('BAD_ARGUMENT', `archive: unknown codec ${String(codec)} (known: 1 gzip, 2 brotli)`)
-  }
+  const compressed = await compressWith(codec, data)
   const header = Buffer.alloc(ARCHIVE_HEADER_BYTES)
   header.write(ARCHIVE_MAGIC, 0, 'latin1')
   header.writeUInt8(codec, 8)
@@ -143,24 +114,10 @@ export function readArchiveHeader (buf: Buffer): ArchiveHeader {
  * not decompress, decompresses to another length, or does not match its sha256.
  */
 export async function decodeArchive (buf: Buffer): Promise<Buffer> {
+  // LDARCH2 (framed.ts), read alongside: the replica's segment objects, for range reads.
+  if (isFramed(buf)) return await decodeFramed(buf)
   const header = readArchiveHeader(buf)
-  const body = buf.subarray(ARCHIVE_HEADER_BYTES)
-  const name = CODEC_NAMES[header.codec]
-  // Inflate no further than the declared length: a body that decompresses to more is reported
-  // as corrupt instead of being inflated without bound (zlib needs a limit of at least 1).
-  const maxOutputLength = Math.max(1, header.originalBytes)
-  let data: Buffer
-  try {
-    data = header.codec === ArchiveCodec.gzip
-      ? await gunzip(body, { maxOutputLength })
-      : await brotliDecompress(body, { maxOutputLength })
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException
-    if (e.code === 'ERR_BUFFER_TOO_LARGE') {
-      throw corrupt(`the ${name} data decompresses to more than the ${header.originalBytes} bytes the header declares`, err)
-    }
-    throw corrupt(`the ${name} data is damaged: ${e.message}`, err)
-  }
+  const data = await decompressWith(header.codec, buf.subarray(ARCHIVE_HEADER_BYTES), header.originalBytes)
   if (data.length !== header.originalBytes) {
     throw corrupt(`decompressed to ${data.length} bytes, the header declares ${header.originalBytes}`)
   }

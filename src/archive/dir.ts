@@ -107,6 +107,30 @@ export class DirTarget implements ArchiveTarget {
     }
   }
 
+  async getRange (name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(this, name)
+    let h
+    try {
+      h = await fs.open(path.join(this.dir, name), 'r')
+    } catch (err) {
+      throw await this.error(err, `get ${name}`, name)
+    }
+    try {
+      const buf = Buffer.alloc(length)
+      let got = 0
+      while (got < length) {
+        const { bytesRead } = await h.read(buf, got, length - got, offset + got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      return buf.subarray(0, got)
+    } catch (err) {
+      throw await this.error(err, `get ${name}`, name)
+    } finally {
+      await h.close()
+    }
+  }
+
   async has (name: string): Promise<boolean> {
     checkName(this, name)
     try {

@@ -334,6 +334,27 @@ export class S3Target implements ArchiveTarget {
     return data
   }
 
+  async getRange (name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(this, name)
+    if (length <= 0) return Buffer.alloc(0)
+    await this.checkBucket()
+    let out
+    try {
+      out = await this.send(`get ${name}`, name, () => this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.key(name), Range: `bytes=${offset}-${offset + length - 1}` })))
+    } catch (err) {
+      // 416: the range starts at or past the end: no bytes (the contract's short read).
+      if ((err as { cause?: { $metadata?: { httpStatusCode?: number } } }).cause?.$metadata?.httpStatusCode === 416) return Buffer.alloc(0)
+      throw err
+    }
+    try {
+      const bytes = await out.Body!.transformToByteArray()
+      const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      return data.length > length ? data.subarray(0, length) : data // a server that ignored Range
+    } catch (err) {
+      throw this.error(err, `get ${name}`, name)
+    }
+  }
+
   async has (name: string): Promise<boolean> {
     checkName(this, name)
     await this.checkBucket()

@@ -40,6 +40,14 @@ export interface ArchiveTarget {
    */
   get (name: string): Promise<Buffer>
 
+  /**
+   * Bytes [offset, offset + length) of the object under `name`, fewer when it ends sooner
+   * (none past its end). Optional: a backend without it is read whole. Unlike `get`, no
+   * checksum kept with the object is checked (it covers the whole object): the format's own
+   * per-frame checksums do (LDARCH2, framed.ts). NOT_FOUND when there is no object.
+   */
+  getRange? (name: string, offset: number, length: number): Promise<Buffer>
+
   /** Whether an object is published under `name`. */
   has (name: string): Promise<boolean>
 

@@ -8,6 +8,7 @@ import { readPolicy } from '../policy/policy'
 import { OWNER_FILE, type PoolFile } from '../pool/pool'
 import { readMarker, reassign } from '../pool/volume-marker'
 import { baselineFiles, readBaselineIndex, writeBaselineIndex } from '../store/baseline'
+import { originsFile } from '../store/baseline-origins'
 import { readConfig, writeConfig, writeFileAtomic } from '../store/config'
 import { crc32c } from '../store/crc'
 import { nodeFileLayer } from '../store/file-layer'
@@ -174,6 +175,8 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
         if (idx) await writeBaselineIndex(nodeFileLayer, dir, intent.to, idx)
       }
       result.baseline = !!idx
+      // Where the copied log had the baseline's versions: for a replica of the original only.
+      fs.rmSync(originsFile(dir), { force: true })
     }
 
     // Archived segments: objects are named by uuid, and their headers carry it.

@@ -13,7 +13,8 @@ import { receiveStream } from '../copy/receive'
 import { sendStreamTo } from '../copy/send'
 import { assertOutsideMount } from '../daemon/output-guard'
 import { replicationStatus } from '../replicate/manager'
-import { clonesOf, refuseOnClone } from '../clone/clone'
+import { refuseOnClone } from '../clone/clone'
+import { deleteSnapshotRespectingClones } from '../clone/delete-guard'
 
 /**
  * The commands that act on a store, written once. The CLI runs them on the store directly
@@ -96,11 +97,7 @@ export const ops: Record<string, Op> = {
     return store.snapshots().map(s => ({ ...s, time: new Date(s.timeMs).toISOString(), pinnedBytes: pinned.get(s.seq) ?? 0 }))
   },
 
-  delete: async (store, args) => {
-    const clones = clonesOf(store.dir, String(args.name))
-    if (clones.length > 0) throw new LogdiskError('BUSY', `snapshot ${String(args.name)} is the base of clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')}: promote (logdisk promote <clone>) or remove ${clones.length > 1 ? 'them' : 'it'} first`)
-    return store.deleteSnapshot(String(args.name))
-  },
+  delete: (store, args) => deleteSnapshotRespectingClones(store, String(args.name)),
 
   sync: async (store, args) => store.syncPoint(str(args, 'note') ?? '', args.frozen === true),
 

@@ -1,4 +1,6 @@
 import type { Store } from '../store'
+import { isLogdiskError } from '../errors'
+import { deleteSnapshotRespectingClones } from '../clone/delete-guard'
 import type { Logger } from '../store/logger'
 import { locationOf } from '../store/identity'
 import { storeArchiveLink } from '../archive/owned-link'
@@ -36,6 +38,8 @@ export class PolicyEngine {
   private baselineCut = 0
   private archiveTarget: string | undefined
   private running: Promise<void> | undefined
+  /** Snapshots retention would delete but keeps (clones read them): warned once each. */
+  private readonly keptWarned = new Set<string>()
 
   constructor (
     private readonly store: Store,
@@ -145,7 +149,15 @@ export class PolicyEngine {
         this.log.warn({ name: s.name }, `snapshot.keep=${keep}: ${s.name}.img is open; deleting it once it is closed`)
         continue
       }
-      await this.store.deleteSnapshot(s.name)
+      try {
+        await deleteSnapshotRespectingClones(this.store, s.name)
+      } catch (err) {
+        // A clone reads it, or the replica that says whether one does is unreachable: kept.
+        if (!isLogdiskError(err, 'BUSY') && !isLogdiskError(err, 'IO')) throw err
+        if (!this.keptWarned.has(s.name)) this.log.warn({ name: s.name, err: err.message }, `snapshot.keep=${keep}: ${s.name} is kept: ${err.message}`)
+        this.keptWarned.add(s.name) // once per snapshot, not every tick
+        continue
+      }
       this.log.info({ name: s.name, id: s.id }, `snapshot.keep=${keep}: deleted snapshot ${s.name}, which retention no longer keeps`)
     }
   }

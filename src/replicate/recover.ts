@@ -14,7 +14,11 @@ import { decodeIndexCheckpoint } from './index-checkpoint'
 import { useReplicaTarget, writeReplicaSource } from './source-link'
 import { pack, unpack } from 'msgpackr'
 import { IndexDb, type SegmentRecord } from '../store/index-db'
-import { PENDING_HEADERS_KEY, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
+import { ENTRY_PREFIX, HISTORY_PREFIX, PENDING_HEADERS_KEY, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
+import { BASELINE_BASE } from '../store/baseline'
+import { tableBytes } from '../store/entry'
+import { EntryKind } from '../store/format'
+import type { EntryRecord } from '../store/index-db'
 
 export interface RecoverResult {
   dir: string
@@ -238,18 +242,20 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
   // older segments are archived on the replica, the newer ones local (found by the replay).
   const remote: Record<string, string> = {}
   for (const [id, object] of Object.entries(m.segments)) if (Number(id) < from) remote[id] = object
-  const rows = cp.rows.filter(([k]) => !k.equals(PENDING_HEADERS_KEY) && k[0] !== SEGMENT_PREFIX)
+  const rows = referencedLog(cp.rows.filter(([k]) => !k.equals(PENDING_HEADERS_KEY) && k[0] !== SEGMENT_PREFIX), S, Number((m.store as { blockBytes?: number }).blockBytes))
   const states = new Map<number, SegmentRecord>()
   for (const [k, v] of cp.rows) {
     if (k[0] !== SEGMENT_PREFIX) continue
     const id = readU64BE(k, 1)
     const r = unpack(v) as SegmentRecord
-    if (r.state === 'recycled') states.set(id, { state: 'recycled' })
+    // A segment the original recycled that the index reads again (a baseline's version, put
+    // back at its log position by the checkpoint) comes from the replica like the others.
+    if (r.state === 'recycled' && !(rows.segments.has(id) && (remote[String(id)] !== undefined || id >= from))) states.set(id, { state: 'recycled' })
   }
   for (const id of Object.keys(remote).map(Number)) if (!states.has(id)) states.set(id, { state: 'archived', archived: true })
-  for (const [id, r] of states) rows.push([numberKey(SEGMENT_PREFIX, id), pack(r)])
+  for (const [id, r] of states) rows.rows.push([numberKey(SEGMENT_PREFIX, id), pack(r)])
   const db = await IndexDb.open(path.join(dir, 'index'))
-  try { await db.load(rows) } finally { await db.close() }
+  try { await db.load(rows.rows) } finally { await db.close() }
   writeReplicaSource(dir, { target: spec, manifest: name, segments: remote })
   useReplicaTarget(spec, target)
   writeStoreFiles(dir, m)
@@ -274,7 +280,7 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
         fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
         fs.mkdirSync(path.join(dir, 'index'))
         const again = await IndexDb.open(path.join(dir, 'index'))
-        try { await again.load(rows) } finally { await again.close() }
+        try { await again.load(rows.rows) } finally { await again.close() }
       }
       ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
       seq = store.status().index.seq
@@ -296,4 +302,36 @@ function cutLocal (dir: string, segmentBytes: number, cut: number): void {
     if (mm && Number(mm[1]) > id) fs.rmSync(path.join(segDir, f))
   }
   fs.truncateSync(path.join(segDir, segmentFileName(id)), cut % segmentBytes)
+}
+
+/**
+ * The segments the index rows read (history rows' log positions), with every entry summary
+ * that holds such a position no longer marked freed: the original freed it after its version
+ * went into the baseline, but the replica's copy of the log is whole and the checkpoint now
+ * reads it there (portable-index.ts), so compaction here must treat it as live data.
+ */
+function referencedLog (rows: Array<[Buffer, Buffer]>, S: number, B: number): { rows: Array<[Buffer, Buffer]>, segments: Set<number> } {
+  const positions: number[] = []
+  for (const [k, v] of rows) {
+    if (k[0] !== HISTORY_PREFIX) continue
+    const at = v.readDoubleBE(0)
+    if (at >= 0 && at < BASELINE_BASE) positions.push(at)
+  }
+  positions.sort((a, b) => a - b)
+  const segments = new Set(positions.map(at => Math.floor(at / S)))
+  const holds = (e: EntryRecord): boolean => {
+    if (e.kind !== EntryKind.write && e.kind !== EntryKind.move) return false
+    const end = e.position + tableBytes({ kind: e.kind as EntryKind, count: e.count }) + e.count * B
+    let lo = 0
+    let hi = positions.length
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (positions[mid] < e.position) lo = mid + 1; else hi = mid }
+    return lo < positions.length && positions[lo] < end
+  }
+  const out = rows.map(([k, v]): [Buffer, Buffer] => {
+    if (k[0] !== ENTRY_PREFIX) return [k, v]
+    const e = unpack(v) as EntryRecord
+    if (e.freed !== true || !holds(e)) return [k, v]
+    return [k, pack({ ...e, freed: false })]
+  })
+  return { rows: out, segments }
 }

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
 import { encodeArchive } from '../archive/codec'
+import { encodeFramed } from '../archive/framed'
 import { Lease, describeHolder } from '../archive/lease'
 import type { ArchiveTarget, ExclusiveCreate } from '../archive/target'
 import type { Store } from '../store'
@@ -100,6 +101,7 @@ export class Replicator {
   private objectsPut = 0
   private garbage: Array<{ name: string, after: number }> = []
   private warned = false
+  private indexWarned = false
   private exclusive: ExclusiveCreate | undefined
   private stopped = false
   private readonly log: Logger
@@ -239,7 +241,8 @@ export class Replicator {
       if (this.segments[String(id)] !== undefined) continue
       const data = await this.store.readLog(id, 0, S)
       const name = segmentObject(gen, id)
-      await out.put(name, await encodeArchive(data))
+      // Framed (LDARCH2): a lazily recovered store's cold read fetches only the frames it needs.
+      await out.put(name, await encodeFramed(data))
       this.objectsPut++
       this.shippedBytes += data.length - Math.min(data.length, this.tailEnd(id))
       this.segments[String(id)] = name
@@ -293,9 +296,17 @@ export class Replicator {
     const since = this.index ? Math.floor(this.index.position / S) : 0
     const sealed = Object.keys(this.segments).filter(id => Number(id) >= since).length
     if (sealed < every) return undefined
-    const rows = this.store.indexRows()
-    if (!rows) return undefined // a baseline: its rows point into a file the replica lacks
-    const enc = await encodeIndexCheckpoint(rows)
+    let enc
+    try {
+      enc = await encodeIndexCheckpoint(this.store.indexRows())
+    } catch (err) {
+      // A baseline whose versions' log positions are not known: none is shipped (recovery
+      // fetches the whole log); said once, not every round.
+      if (!isLogdiskError(err, 'NOT_FOUND')) throw err
+      if (!this.indexWarned) this.log.warn({ err: err.message }, 'replication: no index checkpoint can be shipped for this store; recovery from the replica fetches the whole log')
+      this.indexWarned = true
+      return undefined
+    }
     if (this.index && enc.position <= this.index.position) return undefined
     const name = indexObject(gen, enc.seq)
     await this.target.put(name, enc.data)

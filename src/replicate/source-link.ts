@@ -4,6 +4,7 @@ import { LogdiskError } from '../errors'
 import { decodeArchive } from '../archive/codec'
 import { parseTarget } from '../archive/parse-target'
 import type { ArchiveTarget } from '../archive/target'
+import { RangedReader } from '../archive/ranged-read'
 import type { ArchiveLink } from '../store/archive-link'
 import { writeFileAtomic } from '../store/config'
 
@@ -61,6 +62,7 @@ export function useReplicaTarget (spec: string, target: ArchiveTarget): void {
 export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | undefined, target?: ArchiveTarget): ArchiveLink {
   let t = target ?? knownTargets.get(source.target)
   const replica = (): ArchiveTarget => (t ??= parseTarget(source.target))
+  const ranged = new RangedReader(replica)
   return {
     async put (id, data) {
       if (!own) throw new LogdiskError('NOT_FOUND', `segment ${id} cannot be archived: the store has no archive target (logdisk policy set <store> archive.target=...); the replica it was recovered from (${source.target}) is only read`)
@@ -75,6 +77,16 @@ export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | und
       const raw = await replica().get(name)
       try {
         return await decodeArchive(raw)
+      } catch (err) {
+        if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${source.target}: ${name} (segment ${id}): ${err.message}`, err)
+        throw err
+      }
+    },
+    async getRange (id, offset, length) {
+      const name = source.segments[String(id)]
+      if (name === undefined) return await own?.getRange?.(id, offset, length)
+      try {
+        return await ranged.read(name, offset, length)
       } catch (err) {
         if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${source.target}: ${name} (segment ${id}): ${err.message}`, err)
         throw err

@@ -7,6 +7,12 @@
 export interface ArchiveLink {
   put (segmentId: number, data: Buffer): Promise<void>
   get (segmentId: number): Promise<Buffer>
+  /**
+   * Bytes [offset, offset + length) of segment `segmentId` without fetching it whole (a cold
+   * read), or undefined when the backing storage cannot (the caller fetches the segment).
+   * Optional.
+   */
+  getRange? (segmentId: number, offset: number, length: number): Promise<Buffer | undefined>
   /** Segment ids the backing storage holds for this store. */
   list (): Promise<number[]>
   describe (): string

@@ -1,5 +1,6 @@
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
 import { tableBytes } from './entry'
+import { readBaselineOrigins, writeBaselineOrigins, type BaselineOrigin } from './baseline-origins'
 import { EntryKind } from './format'
 import type { StoreParts } from './parts'
 
@@ -20,6 +21,10 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   const existing = await readBaselineIndex(layer, p.dir, p.config.uuid)
   const inBaseline = new Map<number, { seq: number, crc: number }>()
   for (const b of existing?.blocks ?? []) inBaseline.set(b.block, b)
+  // Where the baseline's versions were in the log (baseline-origins.ts), kept for replicas.
+  const origins = new Map<number, BaselineOrigin>()
+  // Optional: one that cannot be read is rewritten with what this merge knows.
+  for (const o of await readBaselineOrigins(layer, p.dir, p.config.uuid).catch(() => [])) origins.set(o.block, o)
   // The version of every block visible at the cut, from one pass over the index.
   const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
   let block = -1
@@ -81,7 +86,12 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   }
   await handle.datasync()
   await layer.syncDir(baselineFiles(p.dir).dir)
-  for (const v of visible) inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+  for (const v of visible) {
+    inBaseline.set(v.block, { seq: v.seq, crc: v.crc })
+    origins.set(v.block, { block: v.block, seq: v.seq, position: v.position })
+  }
+  // Before the index points at the baseline: a replica's checkpoint looks every such row up here.
+  await writeBaselineOrigins(layer, p.dir, p.config.uuid, [...origins.values()].filter(o => inBaseline.get(o.block)?.seq === o.seq))
   await publish(cutSeq)
   // Only now does the index point at the baseline; the log copies become unreferenced.
   for (const v of visible) {

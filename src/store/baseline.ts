@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { crc32c } from './crc'
-import { readUpTo, type FileHandle, type FileLayer } from './file-layer'
+import { publishFile, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 
 /**
  * The baseline (000 cl. 1, 8): a block-ordered image of everything older than the oldest
@@ -85,15 +85,5 @@ export async function readBaselineIndex (layer: FileLayer, storeDir: string, uui
 /** Publishes a new baseline.idx atomically (temporary file, fsync, rename, fsync dir). */
 export async function writeBaselineIndex (layer: FileLayer, storeDir: string, uuid: string, idx: BaselineIndex): Promise<void> {
   const { index, dir } = baselineFiles(storeDir)
-  const tmp = `${index}.tmp`
-  const h = await layer.open(tmp, true)
-  try {
-    await h.truncate(0)
-    await h.writev([encodeBaselineIndex(uuid, idx)], 0)
-    await h.datasync()
-  } finally {
-    await h.close()
-  }
-  await layer.rename(tmp, index)
-  await layer.syncDir(dir)
+  await publishFile(layer, index, dir, encodeBaselineIndex(uuid, idx))
 }

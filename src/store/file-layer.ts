@@ -157,3 +157,18 @@ export const nodeFileLayer: FileLayer = {
     }
   }
 }
+
+/** Writes `file` whole and atomically: a temporary file, fsync, rename, fsync of `dir`. */
+export async function publishFile (layer: FileLayer, file: string, dir: string, data: Buffer): Promise<void> {
+  const tmp = `${file}.tmp`
+  const h = await layer.open(tmp, true)
+  try {
+    await h.truncate(0)
+    await h.writev([data], 0)
+    await h.datasync()
+  } finally {
+    await h.close()
+  }
+  await layer.rename(tmp, file)
+  await layer.syncDir(dir)
+}

@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { crc32c } from './crc'
 import type { FileHandle } from './file-layer'
@@ -14,6 +14,11 @@ import type { VerifyInput } from './verify'
 const MAX_OPEN_SEGMENTS = 64
 /** Archived segments kept fetched in <store>/cache at once. */
 const MAX_CACHED_SEGMENTS = 8
+/**
+ * Reads of an archived segment served by range before it is fetched whole (a cold read that
+ * arrives as a few FUSE requests stays on ranges; a scan soon takes the whole segment).
+ */
+const RANGE_READS_PER_SEGMENT = 16
 
 /** Where each block of a range is (a log position, BASELINE_BASE + offset, or < 0: zeros) and its CRC. */
 export interface Located { where: Float64Array, crcs: Uint32Array }
@@ -35,6 +40,8 @@ export class Reader implements ReaderPart {
   private readonly cacheOrder: number[] = []
   /** Fetches from backing storage in flight, by segment id. */
   private readonly fetching = new Map<number, Promise<void>>()
+  /** Reads by range of archived segments (readArchivedRange), by segment id. */
+  private readonly rangeRead = new Map<number, number>()
 
   constructor (private readonly p: StoreParts) {}
 
@@ -206,7 +213,10 @@ export class Reader implements ReaderPart {
       file = baselineFiles(this.p.dir).image
       offset = pos - BASELINE_BASE
     } else {
-      const segment = await this.segment(segmentOf(this.p.config, pos))
+      const id = segmentOf(this.p.config, pos)
+      const ranged = await this.readArchivedRange(id, pos % segmentBytes, crcs.subarray(0, run), into)
+      if (ranged) return ranged
+      const segment = await this.segment(id)
       handle = segment.handle
       file = segment.file
       local = !segment.volumes.includes(CACHE_VOLUME)
@@ -246,6 +256,31 @@ export class Reader implements ReaderPart {
       throw new LogdiskError('CORRUPT', `block ${block + bad} fails its checksum in ${file} at offset ${offset + bad * B}; run logdisk verify`)
     }
     return data
+  }
+
+  /**
+   * A cold read of an archived segment (docs/REPLICATION.md "Range fetch for cold reads"):
+   * the first RANGE_READS_PER_SEGMENT reads of a segment that is neither open nor cached nor
+   * being fetched read only their run's bytes through the link, when the link can (a framed
+   * object on a replica, a few decoded frames kept there); later ones fetch the segment whole
+   * (into the cache), as every read did before, so that a scan does not go frame by frame.
+   * undefined: read it the usual way (that also reports a checksum mismatch, after fetching
+   * the segment whole).
+   */
+  private async readArchivedRange (id: number, offset: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer | undefined> {
+    const link = this.p.opts.archive
+    if (!link?.getRange || this.p.segments.stateOf(id) !== 'archived' || this.openSegments.has(id) || this.cacheOrder.includes(id) || this.fetching.has(id)) return undefined
+    const reads = this.rangeRead.get(id) ?? 0
+    if (reads >= RANGE_READS_PER_SEGMENT) return undefined
+    this.rangeRead.set(id, reads + 1)
+    if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.keys().next().value!)
+    const B = this.p.config.blockBytes
+    // A damaged frame (CORRUPT) is reported by the whole fetch, with the object's checksum.
+    const data = await link.getRange(id, offset, crcs.length * B).catch(err => { if (isLogdiskError(err, 'CORRUPT')) return undefined; throw err })
+    if (!data || data.length !== crcs.length * B || firstBadBlock(data, crcs, B) >= 0) return undefined
+    if (!into) return data
+    data.copy(into)
+    return into
   }
 
   /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */

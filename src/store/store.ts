@@ -4,6 +4,8 @@ import { LogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
 import { archivePass, type ArchiveOptions, type ArchiveReport } from './archive-pass'
 import type { ArchiveLink } from './archive-link'
+import { portableRows } from './portable-index'
+import { readBaselineOrigins } from './baseline-origins'
 import { baselineFiles } from './baseline'
 import { mergeIntoBaseline } from './baseline-pass'
 import { lowerBound, type CompactionReport } from './compaction'
@@ -615,14 +617,14 @@ export class Store {
 
   /**
    * Every row of the index from one consistent view, with the checkpoint it covers: what
-   * replication ships as an index checkpoint (a cache of the log up to `checkpoint`).
-   * Refused (undefined) when the store has a baseline: its rows point into a file a replica
-   * does not carry.
+   * replication ships as an index checkpoint (a cache of the log up to `checkpoint`). With a
+   * baseline, its rows point back at the log, where the versions were when they were merged
+   * (portable-index.ts; NOT_FOUND from the iteration when that is not known).
    */
-  indexRows (): AsyncGenerator<[Buffer, Buffer]> | undefined {
+  indexRows (): AsyncGenerator<[Buffer, Buffer]> {
     this.assertOpen()
-    if (fs.existsSync(baselineFiles(this.dir).index)) return undefined
-    return this.p.db.dump()
+    if (!fs.existsSync(baselineFiles(this.dir).index)) return this.p.db.dump()
+    return portableRows(this.p.db.dump(), () => readBaselineOrigins(this.p.layer, this.dir, this.config.uuid))
   }
 
   // ---- Placement and status ----

@@ -6,6 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import type { S3Settings } from '../../src/archive/s3'
+import { ROOT } from './paths'
 
 /**
  * A real object store for tests: a one-node Ceph cluster (one monitor, one OSD on MemStore, one
@@ -46,9 +47,8 @@ export interface CephGateway {
 
 /** Where clusters live: one directory each, named <owner pid>-<random>. */
 export const CEPH_TEST_ROOT = path.join(os.tmpdir(), 'logdisk-ceph-tests')
-/** scripts/ceph of this checkout, from test/helpers or from its compiled copy in dist/test/helpers. */
-const SCRIPTS = [path.resolve(__dirname, '../../scripts/ceph'), path.resolve(__dirname, '../../../scripts/ceph')]
-  .find(dir => fs.existsSync(path.join(dir, 'start-rgw.sh'))) ?? path.resolve('scripts/ceph')
+/** scripts/ceph of this checkout. */
+const SCRIPTS = path.join(ROOT, 'scripts', 'ceph')
 const START_TIMEOUT_MS = 120_000
 
 /** Why Ceph cannot run here, or undefined when it can. */

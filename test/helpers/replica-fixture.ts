@@ -5,7 +5,10 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
-import type { Store } from '../../src/store'
+import { Store } from '../../src/store'
+import { recordIdentity } from '../../src/store/identity'
+import { applyAssignments, defaultPolicy, writePolicy } from '../../src/policy/policy'
+import { openStore } from '../../src/app/open'
 
 const MiB = 1024 * 1024
 
@@ -29,4 +32,21 @@ export async function imageSha (store: Store, snapshot?: string): Promise<string
     h.update(snapshot === undefined ? await store.read(off, 4 * MiB) : await store.readSnapshot(snapshot, off, 4 * MiB))
   }
   return h.digest('hex')
+}
+
+/** Polls `cond` every 50 ms until it holds; throws naming `what` after `ms`. */
+export async function until (what: string, cond: () => Promise<boolean> | boolean, ms = 90_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+/** A new store at `dir` whose policy replicates to `spec` (more policy `assignments` too), opened with a 100 ms checkpoint. */
+export async function newReplicatedStore (dir: string, spec: string, geometry: { sizeBytes: number, segmentBytes: number }, assignments: string[] = []): Promise<Store> {
+  const config = await Store.create(dir, geometry)
+  recordIdentity(dir, config)
+  writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${spec}`, ...assignments]))
+  return (await openStore(dir, { checkpointIntervalMs: 100 })).store
 }

@@ -4,13 +4,13 @@ import { LogdiskError } from '../../errors'
 import { makeClone, parentOf, promote, readCloneRecord } from '../../clone/clone'
 import { openStore } from '../../app/open'
 import { runOp } from '../on-store'
-import { printJson } from '../output'
+import { printJson, warn } from '../output'
 import { checkCreatable } from './create'
 import fs from 'node:fs'
 import { parseTarget } from '../../archive/parse-target'
 import { CONFIG_FILE } from '../../store/config'
 import { MANIFEST_PREFIX } from '../../replicate/format'
-import { cloneFromReplica } from '../../replicate/clone-replica'
+import { REPLICA_PARENT_FILE, cloneFromReplica, releaseReplicaParent, replicaParentDir } from '../../replicate/clone-replica'
 import { formatBytes } from '../units'
 
 export function register (program: Command): void {
@@ -28,7 +28,7 @@ export function register (program: Command): void {
         const target = parseTarget(spec)
         try {
           const r = await cloneFromReplica(target, spec, snapshot, dir)
-          if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered })
+          if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered, dependency: r.dependency })
           console.log(`cloned snapshot ${snapshot} of the replica ${spec} into ${dir} in ${Date.now() - started} ms (${formatBytes(r.recovered.bytes)} fetched; it reads through to ${r.parent}, a read-only copy of the replica whose older segments are fetched from ${spec} on demand)`)
         } finally {
           await target.close().catch(() => undefined)
@@ -49,7 +49,17 @@ export function register (program: Command): void {
     .option('--json', 'print {clone, blocks, parent, snapshot}')
     .action(async (cloneArg: string, opts: { json?: boolean }) => {
       const dir = path.resolve(cloneArg)
-      if (!readCloneRecord(dir)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
+      if (!readCloneRecord(dir)) {
+        // A promote that died after the clone stood alone (clone.json gone) but before its
+        // hidden replica parent went: finish it, rather than leave that for a hand to remove.
+        if (fs.existsSync(path.join(replicaParentDir(dir), REPLICA_PARENT_FILE))) {
+          const released = await releaseReplicaParent(dir)
+          if (released.warning) warn(released.warning)
+          if (opts.json) return printJson({ clone: dir, blocks: 0, parent: released.removed, snapshot: null, removedParent: released.removed })
+          return console.log(`promoted ${dir} already; finished the interrupted promote: removed ${released.removed}`)
+        }
+        throw new LogdiskError('BAD_ARGUMENT', `${dir} is not a clone (it has no clone.json): nothing to promote`)
+      }
       let store
       try {
         store = (await openStore(dir, { holder: 'logdisk promote' })).store
@@ -57,13 +67,19 @@ export function register (program: Command): void {
         if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw new LogdiskError('STORE_LOCKED', `${dir} is mounted or in use: unmount it before promoting it (a write landing during the copy could be overwritten)`, err)
         throw err
       }
+      let result
       try {
         const p = parentOf(store)!
-        const r = await promote(store, p.record, p.parent)
-        if (opts.json) printJson({ clone: dir, blocks: r.blocks, parent: p.record.parent, snapshot: p.record.snapshot })
-        else console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${p.record.snapshot} of ${p.record.parent}; it no longer needs it`)
+        result = { r: await promote(store, p.record, p.parent), record: p.record }
       } finally {
-        await store.close()
+        await store.close() // and its parent
       }
+      const { r, record } = result
+      // A clone of a replica: its hidden parent goes, and its dependency on the replica with it.
+      const hidden = record.parent === replicaParentDir(dir) && fs.existsSync(path.join(record.parent, REPLICA_PARENT_FILE))
+      const released = hidden ? await releaseReplicaParent(dir) : undefined
+      if (released?.warning) warn(released.warning)
+      if (opts.json) printJson({ clone: dir, blocks: r.blocks, parent: record.parent, snapshot: record.snapshot, removedParent: released?.removed ?? null })
+      else console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${record.snapshot} of ${record.parent}; it no longer needs it${released ? ' (removed)' : ''}`)
     })
 }
