@@ -13,6 +13,7 @@ import { nodeFileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import crypto from 'node:crypto'
+import { FIXTURES, ROOT } from './helpers/paths'
 
 /**
  * The block map saved at a clean close (src/store/block-map-file.ts): loaded at the next
@@ -25,7 +26,7 @@ const B = 4096
 const BLOCKS = 2048
 const SIZE = BLOCKS * B
 const SEGMENT = 1024 * 1024 + 64 * 1024
-const DIST_STORE = path.resolve('dist/src/store/store.js')
+const DIST_STORE = path.join(ROOT, 'dist/src/store/store.js')
 
 t.comment(`seed ${SEED} (rerun with SAVED_MAP_SEED=${SEED})`)
 const rng = new Rng(SEED)
@@ -418,7 +419,7 @@ t.test('BlockMap.adopt refuses tables a lookup would misread; sortedBlocks sorts
 
 t.test('old stores (no saved map) open as before; the file format is pinned', { timeout: 60_000 }, async t => {
   // test/fixtures/blockmap-1: a map of version 1 as this release wrote it.
-  const fixture = path.resolve('test/fixtures/blockmap-1')
+  const fixture = path.join(FIXTURES, 'blockmap-1')
   const taken = await takeBlockMap(nodeFileLayer, fixture, true)
   if (!('saved' in taken)) throw new Error(taken.why)
   t.same({ ...taken.saved.stamp }, { uuid: '00000000-0000-4000-8000-000000000001', blockBytes: 4096, seq: 42, position: 1234567, timeMs: 1796169600000, slots: 16 })
