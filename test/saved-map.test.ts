@@ -274,13 +274,13 @@ t.test('a crash while saving leaves a temporary file that is never used', { time
   const { dir, model, atSnapshot } = await madeStore(t)
   const good = fs.readFileSync(mapFile(dir))
   // Killed before the rename: only the temporary file (whole or not) is there.
-  fs.renameSync(mapFile(dir), mapFile(dir) + '.partial')
+  fs.renameSync(mapFile(dir), mapFile(dir) + '.tmp')
   let store = await openChecked(t, dir, model, atSnapshot, 'temporary file only')
   t.equal(store.recovery.blockMap.from, 'index')
-  t.notOk(fs.existsSync(mapFile(dir) + '.partial'), 'the write open removed the temporary file')
+  t.notOk(fs.existsSync(mapFile(dir) + '.tmp'), 'the write open removed the temporary file')
   await store.close()
   // Killed after the rename (the directory not yet synced): the whole file is there, and good.
-  fs.writeFileSync(mapFile(dir) + '.partial', good.subarray(0, 100))
+  fs.writeFileSync(mapFile(dir) + '.tmp', good.subarray(0, 100))
   store = await openChecked(t, dir, model, atSnapshot, 'a whole file and a torn temporary one')
   t.same(store.recovery.blockMap, { from: 'saved' })
   t.same(fs.readdirSync(path.join(dir, 'index')).filter(n => n.startsWith(BLOCK_MAP_FILE)), [], 'both removed')

@@ -2,7 +2,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { BlockMap, type BlockMapTables } from './block-map'
 import { crc32c } from './crc'
-import { readUpTo, type FileLayer } from './file-layer'
+import { publishFile, publishTempOf, readUpTo, type FileLayer } from './file-layer'
 import type { Checkpoint } from './index-db'
 
 /**
@@ -38,7 +38,7 @@ import type { Checkpoint } from './index-db'
  */
 
 export const BLOCK_MAP_FILE = 'blockmap'
-const TEMP_FILE = 'blockmap.partial'
+const TEMP_FILE = publishTempOf(BLOCK_MAP_FILE)
 const MAGIC = Buffer.from('LDBLKMAP')
 export const BLOCK_MAP_FILE_VERSION = 1
 const HEADER_BYTES = 16
@@ -78,18 +78,8 @@ export async function saveBlockMap (layer: FileLayer, indexDir: string, map: Blo
   for (const b of body) crc = crc32c(b, crc)
   const trailer = Buffer.alloc(4)
   trailer.writeUInt32LE(crc, 0)
-  const temp = path.join(indexDir, TEMP_FILE)
   await layer.mkdirp(indexDir) // there already, except on a simulated disk (the index is in memory)
-  const h = await layer.open(temp, true)
-  try {
-    await h.truncate(0)
-    await h.writev([...body, trailer], 0)
-    await h.datasync()
-  } finally {
-    await h.close()
-  }
-  await layer.rename(temp, path.join(indexDir, BLOCK_MAP_FILE))
-  await layer.syncDir(indexDir)
+  await publishFile(layer, path.join(indexDir, BLOCK_MAP_FILE), indexDir, [...body, trailer])
 }
 
 /**

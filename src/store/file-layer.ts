@@ -158,13 +158,19 @@ export const nodeFileLayer: FileLayer = {
   }
 }
 
-/** Writes `file` whole and atomically: a temporary file, fsync, rename, fsync of `dir`. */
-export async function publishFile (layer: FileLayer, file: string, dir: string, data: Buffer): Promise<void> {
-  const tmp = `${file}.tmp`
+/** The temporary name publishFile writes `file` under before renaming it. */
+export const publishTempOf = (file: string): string => `${file}.tmp`
+
+/**
+ * Writes `file` whole and atomically: a temporary file (publishTempOf), fsync, rename, fsync
+ * of `dir`. `data` may come in parts, written with one writev.
+ */
+export async function publishFile (layer: FileLayer, file: string, dir: string, data: Buffer | Buffer[]): Promise<void> {
+  const tmp = publishTempOf(file)
   const h = await layer.open(tmp, true)
   try {
     await h.truncate(0)
-    await h.writev([data], 0)
+    await h.writev(Array.isArray(data) ? data : [data], 0)
     await h.datasync()
   } finally {
     await h.close()
