@@ -3,7 +3,7 @@ import crypto from 'node:crypto'
 import { LogdiskError } from '../errors'
 import { crc32c } from '../store/crc'
 import { decodeFramed, isFramed } from './framed'
-import { ArchiveCodec, CODEC_NAMES, compressWith, decompressWith } from './compress'
+import { ArchiveCodec, CODEC_NAMES, archiveCorrupt, compressWith, decompressWith } from './compress'
 
 export { ArchiveCodec, compressWith, decompressWith }
 
@@ -49,9 +49,6 @@ function sha256 (data: Uint8Array): Buffer {
   return crypto.createHash('sha256').update(data).digest()
 }
 
-function corrupt (message: string, cause?: unknown): LogdiskError {
-  return new LogdiskError('CORRUPT', `archive: ${message}`, cause)
-}
 
 /** Compresses `data` and prepends the header. The result is what an ArchiveTarget stores. */
 export async function encodeArchive (data: Buffer, codec: ArchiveCodec = DEFAULT_ARCHIVE_CODEC): Promise<Buffer> {
@@ -72,32 +69,32 @@ export async function encodeArchive (data: Buffer, codec: ArchiveCodec = DEFAULT
  */
 export function readArchiveHeader (buf: Buffer): ArchiveHeader {
   if (buf.length < ARCHIVE_HEADER_BYTES) {
-    throw corrupt(`truncated: ${buf.length} bytes, shorter than the ${ARCHIVE_HEADER_BYTES}-byte header`)
+    throw archiveCorrupt(`truncated: ${buf.length} bytes, shorter than the ${ARCHIVE_HEADER_BYTES}-byte header`)
   }
   const magic = buf.subarray(0, 8)
   if (!magic.equals(Buffer.from(ARCHIVE_MAGIC, 'latin1'))) {
-    throw corrupt(`bad magic ${JSON.stringify(magic.toString('latin1'))} (expected "LDARCH1\\n"): not a logdisk archive`)
+    throw archiveCorrupt(`bad magic ${JSON.stringify(magic.toString('latin1'))} (expected "LDARCH1\\n"): not a logdisk archive`)
   }
   const storedCrc = buf.readUInt32LE(57)
   const actualCrc = crc32c(buf.subarray(0, 57))
   if (storedCrc !== actualCrc) {
-    throw corrupt(`header checksum mismatch (stored crc32c ${hex32(storedCrc)}, computed ${hex32(actualCrc)}): the header is damaged`)
+    throw archiveCorrupt(`header checksum mismatch (stored crc32c ${hex32(storedCrc)}, computed ${hex32(actualCrc)}): the header is damaged`)
   }
   const codec = buf.readUInt8(8)
   if (CODEC_NAMES[codec] === undefined) {
-    throw corrupt(`unknown codec ${codec} (this logdisk reads 1 gzip, 2 brotli): written by a newer logdisk?`)
+    throw archiveCorrupt(`unknown codec ${codec} (this logdisk reads 1 gzip, 2 brotli): written by a newer logdisk?`)
   }
   const originalBig = buf.readBigUInt64LE(9)
   const compressedBig = buf.readBigUInt64LE(17)
   if (originalBig > BigInt(bufferConstants.MAX_LENGTH)) {
-    throw corrupt(`original length ${originalBig} is larger than this process can hold (${bufferConstants.MAX_LENGTH})`)
+    throw archiveCorrupt(`original length ${originalBig} is larger than this process can hold (${bufferConstants.MAX_LENGTH})`)
   }
   const present = buf.length - ARCHIVE_HEADER_BYTES
   if (compressedBig > BigInt(present)) {
-    throw corrupt(`truncated: the header declares ${compressedBig} compressed bytes, only ${present} present`)
+    throw archiveCorrupt(`truncated: the header declares ${compressedBig} compressed bytes, only ${present} present`)
   }
   if (compressedBig < BigInt(present)) {
-    throw corrupt(`${BigInt(present) - compressedBig} unexpected bytes after the ${compressedBig} compressed bytes`)
+    throw archiveCorrupt(`${BigInt(present) - compressedBig} unexpected bytes after the ${compressedBig} compressed bytes`)
   }
   return {
     codec: codec as ArchiveCodec,
@@ -119,11 +116,11 @@ export async function decodeArchive (buf: Buffer): Promise<Buffer> {
   const header = readArchiveHeader(buf)
   const data = await decompressWith(header.codec, buf.subarray(ARCHIVE_HEADER_BYTES), header.originalBytes)
   if (data.length !== header.originalBytes) {
-    throw corrupt(`decompressed to ${data.length} bytes, the header declares ${header.originalBytes}`)
+    throw archiveCorrupt(`decompressed to ${data.length} bytes, the header declares ${header.originalBytes}`)
   }
   const actual = sha256(data)
   if (!actual.equals(header.sha256)) {
-    throw corrupt(`content checksum mismatch (sha256 ${actual.toString('hex').slice(0, 16)}..., header says ${header.sha256.toString('hex').slice(0, 16)}...)`)
+    throw archiveCorrupt(`content checksum mismatch (sha256 ${actual.toString('hex').slice(0, 16)}..., header says ${header.sha256.toString('hex').slice(0, 16)}...)`)
   }
   return data
 }

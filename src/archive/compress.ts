@@ -20,7 +20,8 @@ const gunzip = promisify(zlib.gunzip)
 const brotliCompress = promisify(zlib.brotliCompress)
 const brotliDecompress = promisify(zlib.brotliDecompress)
 
-const corrupt = (message: string, cause?: unknown): LogdiskError => new LogdiskError('CORRUPT', `archive: ${message}`, cause)
+/** The one error of every archive format for bytes that are not what was stored (CORRUPT). */
+export const archiveCorrupt = (message: string, cause?: unknown): LogdiskError => new LogdiskError('CORRUPT', `archive: ${message}`, cause)
 
 /** Compresses `data` with one codec: LDARCH1's body, and each frame of LDARCH2 (framed.ts). */
 export async function compressWith (codec: ArchiveCodec, data: Buffer): Promise<Buffer> {
@@ -54,8 +55,8 @@ export async function decompressWith (codec: ArchiveCodec, body: Buffer, origina
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     if (e.code === 'ERR_BUFFER_TOO_LARGE') {
-      throw corrupt(`the ${name} data decompresses to more than the ${originalBytes} bytes the header declares`, err)
+      throw archiveCorrupt(`the ${name} data decompresses to more than the ${originalBytes} bytes the header declares`, err)
     }
-    throw corrupt(`the ${name} data is damaged: ${e.message}`, err)
+    throw archiveCorrupt(`the ${name} data is damaged: ${e.message}`, err)
   }
 }

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto'
 import { LogdiskError } from '../errors'
 import { crc32c } from '../store/crc'
-import { ArchiveCodec, compressWith, decompressWith } from './compress'
+import { ArchiveCodec, archiveCorrupt, compressWith, decompressWith } from './compress'
 
 /**
  * The framed archive format, LDARCH2 (docs/FORMAT.md): the original bytes cut into frames of
@@ -37,7 +37,6 @@ export interface FramedHeader {
   headerBytes: number
 }
 
-const corrupt = (message: string, cause?: unknown): LogdiskError => new LogdiskError('CORRUPT', `archive: ${message}`, cause)
 
 export function isFramed (buf: Buffer): boolean {
   return buf.length >= 8 && buf.toString('latin1', 0, 8) === FRAMED_MAGIC
@@ -45,7 +44,7 @@ export function isFramed (buf: Buffer): boolean {
 
 /** The header's length, from its first FIXED bytes. */
 export function framedHeaderBytes (head: Buffer): number {
-  if (head.length < FIXED || !isFramed(head)) throw corrupt('not a framed (LDARCH2) archive, or truncated before its header')
+  if (head.length < FIXED || !isFramed(head)) throw archiveCorrupt('not a framed (LDARCH2) archive, or truncated before its header')
   return FIXED + head.readUInt32LE(21) * ENTRY + 4
 }
 
@@ -76,20 +75,20 @@ export async function encodeFramed (data: Buffer, codec: ArchiveCodec = ArchiveC
 /** Reads and checks a framed header (`buf` holds at least the whole header). */
 export function readFramedHeader (buf: Buffer): FramedHeader {
   const headerBytes = framedHeaderBytes(buf)
-  if (buf.length < headerBytes) throw corrupt(`truncated: ${buf.length} bytes, shorter than the ${headerBytes}-byte header`)
+  if (buf.length < headerBytes) throw archiveCorrupt(`truncated: ${buf.length} bytes, shorter than the ${headerBytes}-byte header`)
   const stored = buf.readUInt32LE(headerBytes - 4)
-  if (stored !== crc32c(buf.subarray(0, headerBytes - 4))) throw corrupt('framed header checksum mismatch: the header is damaged')
+  if (stored !== crc32c(buf.subarray(0, headerBytes - 4))) throw archiveCorrupt('framed header checksum mismatch: the header is damaged')
   const codec = buf.readUInt8(8) as ArchiveCodec
-  if (codec !== ArchiveCodec.gzip && codec !== ArchiveCodec.brotli) throw corrupt(`unknown codec ${codec} (this logdisk reads 1 gzip, 2 brotli): written by a newer logdisk?`)
+  if (codec !== ArchiveCodec.gzip && codec !== ArchiveCodec.brotli) throw archiveCorrupt(`unknown codec ${codec} (this logdisk reads 1 gzip, 2 brotli): written by a newer logdisk?`)
   const frameBytes = buf.readUInt32LE(9)
   const originalBytes = Number(buf.readBigUInt64LE(13))
   const n = buf.readUInt32LE(21)
-  if (frameBytes === 0 || Math.ceil(originalBytes / frameBytes) !== n) throw corrupt(`${n} frames of ${frameBytes} bytes cannot hold ${originalBytes} bytes`)
+  if (frameBytes === 0 || Math.ceil(originalBytes / frameBytes) !== n) throw archiveCorrupt(`${n} frames of ${frameBytes} bytes cannot hold ${originalBytes} bytes`)
   const frames: FramedHeader['frames'] = []
   let expect = 0
   for (let i = 0; i < n; i++) {
     const offset = Number(buf.readBigUInt64LE(FIXED + i * ENTRY))
-    if (offset !== expect) throw corrupt(`frame ${i} starts at ${offset}, not right after the one before (${expect})`)
+    if (offset !== expect) throw archiveCorrupt(`frame ${i} starts at ${offset}, not right after the one before (${expect})`)
     const length = buf.readUInt32LE(FIXED + i * ENTRY + 8)
     frames.push({ offset, length, crc: buf.readUInt32LE(FIXED + i * ENTRY + 12) })
     expect += length
@@ -100,7 +99,7 @@ export function readFramedHeader (buf: Buffer): FramedHeader {
 async function decodeFrame (h: FramedHeader, i: number, body: Buffer): Promise<Buffer> {
   const want = Math.min(h.frameBytes, h.originalBytes - i * h.frameBytes)
   const data = await decompressWith(h.codec, body, want)
-  if (data.length !== want || crc32c(data) !== h.frames[i].crc) throw corrupt(`frame ${i} decompresses to other bytes than were archived (length ${data.length} of ${want}, or CRC32C mismatch)`)
+  if (data.length !== want || crc32c(data) !== h.frames[i].crc) throw archiveCorrupt(`frame ${i} decompresses to other bytes than were archived (length ${data.length} of ${want}, or CRC32C mismatch)`)
   return data
 }
 
@@ -109,12 +108,12 @@ export async function decodeFramed (buf: Buffer): Promise<Buffer> {
   const h = readFramedHeader(buf)
   const body = buf.subarray(h.headerBytes)
   const total = h.frames.reduce((n, f) => n + f.length, 0)
-  if (body.length !== total) throw corrupt(`the frames take ${total} bytes, ${body.length} are present`)
+  if (body.length !== total) throw archiveCorrupt(`the frames take ${total} bytes, ${body.length} are present`)
   const out: Buffer[] = []
   for (const [i, f] of h.frames.entries()) out.push(await decodeFrame(h, i, body.subarray(f.offset, f.offset + f.length)))
   const data = Buffer.concat(out)
   const sha = crypto.createHash('sha256').update(data).digest()
-  if (!sha.equals(h.sha256)) throw corrupt('content checksum mismatch (sha256 of the decoded frames)')
+  if (!sha.equals(h.sha256)) throw archiveCorrupt('content checksum mismatch (sha256 of the decoded frames)')
   return data
 }
 
@@ -145,7 +144,7 @@ export async function decodeFramedRange (h: FramedHeader, readAt: (offset: numbe
     const from = h.frames[i].offset
     const to = h.frames[j].offset + h.frames[j].length
     const body = await readAt(h.headerBytes + from, to - from)
-    if (body.length !== to - from) throw corrupt(`frames ${i}-${j}: ${body.length} bytes read, ${to - from} expected`)
+    if (body.length !== to - from) throw archiveCorrupt(`frames ${i}-${j}: ${body.length} bytes read, ${to - from} expected`)
     for (let k = i; k <= j; k++) {
       const data = await decodeFrame(h, k, body.subarray(h.frames[k].offset - from, h.frames[k].offset - from + h.frames[k].length))
       cache?.set(k, data)
