@@ -106,16 +106,6 @@ export async function markDeleting (target: ArchiveTarget, snap: { name: string,
   return name
 }
 
-/** Whether process `pid` runs on this host. */
-export function processAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** How a dependency names its clone in messages. */
 export function describeDependency (dep: CloneDependency): string {
   return `${dep.host}:${dep.dir} (${dep.name})`

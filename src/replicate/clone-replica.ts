@@ -10,7 +10,8 @@ import { syncDir } from '../copy/sync-dir'
 import { silentLogger, type Logger } from '../store/logger'
 import { createFromReplica, type RecoverResult } from './recover'
 import { newestManifest } from './format'
-import { isBeingDeleted, processAlive, recordDependency, releaseDependency, type CloneDependency } from './clone-deps'
+import { isBeingDeleted, recordDependency, releaseDependency, type CloneDependency } from './clone-deps'
+import { isAlive } from '../daemon/paths'
 
 /** Marks the hidden parent that `clone <replica>` made (for people and tools: it is a store). */
 export const REPLICA_PARENT_FILE = 'replica-parent.json'
@@ -98,7 +99,7 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
  */
 export function cloneHoldsDependency (dep: CloneDependency): boolean {
   // (This process is not making a clone while it asks: its own pid says nothing.)
-  if (processAlive(dep.pid) && dep.pid !== process.pid) return true
+  if (isAlive(dep.pid) && dep.pid !== process.pid) return true
   if (!fs.existsSync(path.join(dep.dir, CLONE_FILE))) return false
   return readReplicaParent(replicaParentDir(dep.dir))?.dependency === dep.name
 }
