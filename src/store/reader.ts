@@ -214,8 +214,11 @@ export class Reader implements ReaderPart {
       offset = pos - BASELINE_BASE
     } else {
       const id = segmentOf(this.p.config, pos)
-      const ranged = await this.readArchivedRange(id, pos % segmentBytes, crcs.subarray(0, run), into)
-      if (ranged) return ranged
+      // Only an archived segment can be read by range: a local read does not pay an await for it.
+      if (this.p.segments.stateOf(id) === 'archived') {
+        const ranged = await this.readArchivedRange(id, pos % segmentBytes, crcs.subarray(0, run), into)
+        if (ranged) return ranged
+      }
       const segment = await this.segment(id)
       handle = segment.handle
       file = segment.file
@@ -259,7 +262,7 @@ export class Reader implements ReaderPart {
   }
 
   /**
-   * A cold read of an archived segment (docs/REPLICATION.md "Range fetch for cold reads"):
+   * A cold read of an archived segment (the caller checked that it is archived; docs/REPLICATION.md "Range fetch for cold reads"):
    * the first RANGE_READS_PER_SEGMENT reads of a segment that is neither open nor cached nor
    * being fetched read only their run's bytes through the link, when the link can (a framed
    * object on a replica, a few decoded frames kept there); later ones fetch the segment whole
@@ -269,7 +272,7 @@ export class Reader implements ReaderPart {
    */
   private async readArchivedRange (id: number, offset: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer | undefined> {
     const link = this.p.opts.archive
-    if (!link?.getRange || this.p.segments.stateOf(id) !== 'archived' || this.openSegments.has(id) || this.cacheOrder.includes(id) || this.fetching.has(id)) return undefined
+    if (!link?.getRange || this.openSegments.has(id) || this.cacheOrder.includes(id) || this.fetching.has(id)) return undefined
     const reads = this.rangeRead.get(id) ?? 0
     if (reads >= RANGE_READS_PER_SEGMENT) return undefined
     this.rangeRead.set(id, reads + 1)
