@@ -1,6 +1,8 @@
 // The fast paths of whole-image copies and increments (issue 12 item 6) against what they
-// replace: streams of format 1 made by earlier code still apply; a full and an incremental
-// stream made now carry the same identities and records; changed blocks from the entry
+// replace: streams of formats 1 and 2 made by earlier code still apply; a full and an
+// incremental stream made now carry the same identities and records as format 2's fixtures,
+// and the same records as format 1's; c2 identities carried across changed blocks equal
+// walked ones; changed blocks from the entry
 // summaries equal a model's, also after compaction; restore equals export.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -8,6 +10,7 @@ import path from 'node:path'
 import t from 'tap'
 import { openStore } from '../src/app/open'
 import { contentIdentity } from '../src/copy/content-identity'
+import { carryIdentity, setIdentitiesAt, walkIdentities } from '../src/copy/set-identity'
 import { diffSnapshots } from '../src/copy/diff'
 import { exportSnapshot } from '../src/copy/export'
 import { receiveStream } from '../src/copy/receive'
@@ -23,6 +26,7 @@ import { FIXTURES as ALL_FIXTURES } from './helpers/paths'
 
 const B = 4096
 const FIXTURES = path.join(ALL_FIXTURES, 'stream-1')
+const FIXTURES_2 = path.join(ALL_FIXTURES, 'stream-2')
 const SEED = Number(process.env.SEED ?? 4242)
 
 async function newStore (root: string, name: string, sizeBytes: number, segmentBytes?: number): Promise<Store> {
@@ -46,6 +50,7 @@ async function records (file: string): Promise<unknown[]> {
   const out: unknown[] = []
   for await (const r of readStream(file)) {
     if ('header' in r) out.push({ snapshot: { ...r.header.snapshot, timeMs: 0 }, from: r.header.from, format: r.header.format })
+    else if ('trailer' in r) out.push({ trailer: { ...r.trailer, streamCrc: 0 } }) // covers the header (uuid, times)
     else out.push(r)
   }
   return out
@@ -79,27 +84,36 @@ async function changedByHistory (store: Store, fromSeq: number, toSeq: number): 
   return out
 }
 
-t.test('format-1 streams made by earlier code apply, and streams made now have the same identities and records', async t => {
+t.test('format-1 and format-2 streams made by earlier code apply, and streams made now have the same identities and records', async t => {
   const root = tmpDir('copy-paths')
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
-  const dst = await newStore(root, 'dst', 4 << 20)
   const src = await newStore(root, 'src', 4 << 20)
+  const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex')
   try {
-    await receiveStream(dst, path.join(FIXTURES, 's1.stream'))
-    await receiveStream(dst, path.join(FIXTURES, 's2-from-s1.stream'))
-    await restoreImage(dst, dst.snapshotNamed('s2').seq, path.join(root, 'dst-s2.img'))
-    const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex')
-    t.equal(sha(path.join(root, 'dst-s2.img')), fs.readFileSync(path.join(FIXTURES, 's2.img.sha256'), 'utf8').trim(), 'the received s2 is the image the fixture was made from')
+    for (const [format, dir] of [[1, FIXTURES], [2, FIXTURES_2]] as const) {
+      const dst = await newStore(root, `dst${format}`, 4 << 20)
+      try {
+        await receiveStream(dst, path.join(dir, 's1.stream'))
+        await receiveStream(dst, path.join(dir, 's2-from-s1.stream'))
+        await restoreImage(dst, dst.snapshotNamed('s2').seq, path.join(root, `dst${format}-s2.img`))
+        t.equal(sha(path.join(root, `dst${format}-s2.img`)), fs.readFileSync(path.join(dir, 's2.img.sha256'), 'utf8').trim(), `format ${format}: the received s2 is the image the fixture was made from`)
+      } finally {
+        await dst.close()
+      }
+    }
 
     await fixtureWrites(src)
     await sendStreamTo(src, 's1', undefined, { out: path.join(root, 's1.stream') })
     await sendStreamTo(src, 's2', 's1', { out: path.join(root, 's2-from-s1.stream') })
-    t.same(await records(path.join(root, 's1.stream')), await records(path.join(FIXTURES, 's1.stream')), 'full stream: same identity and records as format 1 made by earlier code')
-    t.same(await records(path.join(root, 's2-from-s1.stream')), await records(path.join(FIXTURES, 's2-from-s1.stream')), 'incremental stream: same identities and records')
+    for (const name of ['s1.stream', 's2-from-s1.stream']) {
+      const now = await records(path.join(root, name))
+      t.same(now, await records(path.join(FIXTURES_2, name)), `${name}: same identities and records as format 2 made by the release that introduced it`)
+      const v1 = await records(path.join(FIXTURES, name))
+      t.same(now.slice(1, -1), v1.slice(1, -1), `${name}: the same data and zero records as format 1 made by earlier code`)
+    }
     const d = await diffSnapshots(src, 's1', 's2')
     t.same(d, JSON.parse(fs.readFileSync(path.join(FIXTURES, 'diff-s1-s2.json'), 'utf8')), 'diff as earlier code printed it')
   } finally {
-    await dst.close()
     await src.close()
   }
 })
@@ -136,6 +150,8 @@ t.test(`changed blocks, identities and images match a model across writes, trims
     for (let i = 0; i < held.length; i++) {
       const a = s.snapshotNamed(held[i].name)
       t.equal(await contentIdentity(s, a.seq), await identityByWalk(s, a.seq), `identity of ${a.name} as the index walk makes it`)
+      const [walked] = await walkIdentities(s, [a.seq])
+      t.equal((await setIdentitiesAt(s, [a.seq]))[0], walked, `c2 identity of ${a.name}: walked when nothing is known`)
       for (let j = i + 1; j < held.length; j++) {
         const b = s.snapshotNamed(held[j].name)
         const expect = new Set<number>()
@@ -145,6 +161,9 @@ t.test(`changed blocks, identities and images match a model across writes, trims
         const got: number[] = []
         for await (const blk of s.changedBlocks(a.seq, b.seq)) got.push(blk)
         t.same(got, await changedByHistory(s, a.seq, b.seq), `changed blocks ${a.name}..${b.name} as the scan of every version finds them`)
+        const [walkedB] = await walkIdentities(s, [b.seq])
+        t.equal(await carryIdentity(s, walked, a.seq, b.seq), walkedB, `c2 identity carried ${a.name} -> ${b.name} equals the walk`)
+        t.equal(await carryIdentity(s, walkedB, b.seq, a.seq), walked, `c2 identity carried ${b.name} -> ${a.name} equals the walk`)
         t.ok(got.every(blk => expect.has(blk)), `and each was written or discarded in between (${got.length} of ${expect.size}; a discard of blocks never written logs nothing)`)
       }
     }

@@ -1,9 +1,12 @@
 import { LogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
 import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
+import { BlockSetHash } from './block-set-hash'
 import { contentIdentity, currentSeq } from './content-identity'
+import { rememberIdentities } from './identity-cache'
 import { readAhead } from './image-chunks'
-import { readStream, validateStream, type StreamSummary } from './stream-format'
+import { carryIdentity, setIdentitiesAt } from './set-identity'
+import { identitySchemeOf, readStream, validateStream, type StreamSummary } from './stream-format'
 
 export interface ReceiveResult {
   snapshot: SnapshotRecord
@@ -51,13 +54,18 @@ export async function receiveStream (
   if (have.some(s => s.name === header.snapshot.name)) {
     throw new LogdiskError('BAD_ARGUMENT', `${store.dir} already has a snapshot named ${header.snapshot.name}`)
   }
+  // Format 1 streams carry c1 identities, which only a walk of every block gives; format 2's
+  // c2 identities are carried from the base's (kept in the identity file, or walked once).
+  const c2 = identitySchemeOf(header.format) === 'c2'
+  let baseIdentity: string | undefined
   let base: SnapshotRecord | undefined
   if (header.from) {
     base = have.find(s => s.name === header.from!.name)
     if (!base) {
       throw new LogdiskError('NOT_FOUND', `${store.dir} has no snapshot ${header.from.name}, the base of this incremental stream; receive ${header.from.name} first (or send a full stream)`)
     }
-    const identity = await contentIdentity(store, base.seq)
+    const identity = c2 ? (await setIdentitiesAt(store, [base.seq]))[0] : await contentIdentity(store, base.seq)
+    baseIdentity = identity
     if (identity !== header.from.identity) {
       throw new LogdiskError('BAD_ARGUMENT', `snapshot ${base.name} of ${store.dir} is not the stream's base ${header.from.name}: its content identity is ${identity}, the stream needs ${header.from.identity}`)
     }
@@ -93,12 +101,21 @@ export async function receiveStream (
     }
   }
   await store.flush()
-  const identity = await contentIdentity(store, currentSeq(store))
+  // A c2 identity of the current volume is carried from the base's (from the empty image at
+  // cut 0 for a full stream) across the blocks written since: the ones just received, and
+  // those --force rolled back.
+  const appliedSeq = currentSeq(store)
+  const identity = c2
+    ? await carryIdentity(store, baseIdentity ?? BlockSetHash.empty(store.sizeBytes, B).toString(), baseSeq, appliedSeq)
+    : await contentIdentity(store, appliedSeq)
   if (identity !== header.snapshot.identity) {
     throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
   }
   // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
   const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })
+  // Checked against the stream just now: the next incremental receive onto it carries it.
+  // Only if the cut directly follows what was checked (nothing was written in between).
+  if (c2 && snapshot.seq === appliedSeq + 1) await rememberIdentities(store, new Map([[snapshot.seq, identity]]))
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }

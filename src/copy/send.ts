@@ -2,7 +2,8 @@ import net from 'node:net'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import type { SnapshotRecord, Store } from '../store'
-import { contentIdentities } from './content-identity'
+import { rememberIdentities } from './identity-cache'
+import { setIdentitiesAt } from './set-identity'
 import { STREAM_FORMAT, StreamWriter, maxRunBlocks, type StreamHeader, type StreamSink } from './stream-format'
 import { imageChunks } from './image-chunks'
 import { writeFully, writePartialThenRename } from './partial-file'
@@ -34,7 +35,9 @@ export async function sendStream (
     from = store.snapshotNamed(fromName)
     if (from.seq >= snap.seq) throw new LogdiskError('BAD_ARGUMENT', `--from ${fromName} must be a snapshot older than ${name}`)
   }
-  const [identity, fromIdentity] = await contentIdentities(store, from ? [snap.seq, from.seq] : [snap.seq])
+  // c2 identities: from the store's identity file, carried from the older end, or walked once
+  // and remembered, so the next incremental send from this snapshot costs only what changed.
+  const [identity, fromIdentity] = await setIdentitiesAt(store, from ? [snap.seq, from.seq] : [snap.seq])
   const header: StreamHeader = {
     format: STREAM_FORMAT,
     sourceUuid: store.config.uuid,
@@ -115,6 +118,7 @@ export async function sendStream (
     if (!store.pointHeld(s.seq)) throw new LogdiskError('NOT_FOUND', `snapshot ${s.name} was deleted while it was being sent; the stream is incomplete`)
   }
   const t = await w.trailer()
+  await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]))
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
 }

@@ -16,7 +16,17 @@ import { crc32c } from '../store'
  * follow the trailer. All integers are little-endian.
  */
 export const STREAM_MAGIC = Buffer.from('LDSTREAM', 'latin1')
-export const STREAM_FORMAT = 1
+/**
+ * The format written. 2: the identities are c2 set hashes (block-set-hash.ts), which an
+ * incremental receive can carry from its base instead of walking the store. Format 1 streams
+ * (c1 identities, set-identity.ts's walk of an ordered SHA-256) are still read.
+ */
+export const STREAM_FORMAT = 2
+/** Formats this release reads, and the content identity each carries. */
+export const STREAM_FORMATS_READ = [1, 2]
+export function identitySchemeOf (format: number): 'c1' | 'c2' {
+  return format === 1 ? 'c1' : 'c2'
+}
 const PREAMBLE_BYTES = 16
 const RECORD_HEAD_BYTES = 8
 const RECORD_CRC_BYTES = 4
@@ -196,7 +206,7 @@ export async function * readStream (file: string): AsyncGenerator<{ header: Stre
     if (pre.length < PREAMBLE_BYTES) throw truncated('inside its preamble')
     const format = pre.readUInt32LE(8)
     if (pre.readUInt32LE(12) !== 0) throw bad('its preamble has non-zero reserved bytes')
-    if (format !== STREAM_FORMAT) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads format ${STREAM_FORMAT}`)
+    if (!STREAM_FORMATS_READ.includes(format)) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads formats ${STREAM_FORMATS_READ.join(' and ')}: receive it with a newer logdisk`)
     let crc = crc32c(pre)
     let records = 0
     let dataBlocks = 0
@@ -242,7 +252,7 @@ export async function * readStream (file: string): AsyncGenerator<{ header: Stre
       records++
       if (type === RecordType.header) {
         if (header) throw bad(`${where} is a second header`)
-        header = checkHeader(json(), bad)
+        header = checkHeader(json(), format, bad)
         yield { header }
         continue
       }
@@ -272,15 +282,16 @@ export async function * readStream (file: string): AsyncGenerator<{ header: Stre
   }
 }
 
-function checkHeader (v: Record<string, unknown>, bad: (what: string) => LogdiskError): StreamHeader {
+function checkHeader (v: Record<string, unknown>, format: number, bad: (what: string) => LogdiskError): StreamHeader {
   const h = v as unknown as StreamHeader
   const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
   const okSnap = (s: unknown, full: boolean): boolean => {
     const o = s as Record<string, unknown>
     return !!o && typeof o === 'object' && typeof o.name === 'string' && name.test(o.name) && typeof o.identity === 'string' &&
+      o.identity.startsWith(`${identitySchemeOf(format)}-`) &&
       (!full || (typeof o.timeMs === 'number' && typeof o.frozen === 'boolean'))
   }
-  if (h.format !== STREAM_FORMAT || typeof h.sourceUuid !== 'string' ||
+  if (h.format !== format || typeof h.sourceUuid !== 'string' ||
     !Number.isSafeInteger(h.blockBytes) || h.blockBytes < 512 || h.blockBytes > 1024 * 1024 || (h.blockBytes & (h.blockBytes - 1)) !== 0 ||
     !Number.isSafeInteger(h.sizeBytes) || h.sizeBytes <= 0 || h.sizeBytes % h.blockBytes !== 0 ||
     !okSnap(h.snapshot, true) || (h.from !== null && !okSnap(h.from, false))) {

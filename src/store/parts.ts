@@ -157,6 +157,8 @@ export interface ReaderPart {
   readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }>
   /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
   locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
+  /** locateAt's rows for chosen blocks at each of the cuts (`walk`: blocks in increasing order, one index iterator). */
+  locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array, walk: boolean): Promise<Array<{ where: Float64Array, crcs: Uint32Array }>>
   /** The blocks with a version at some of the cuts, in block order, in chunks, with locateAt's rows for each cut. */
   versionsAt (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }>
   blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]>

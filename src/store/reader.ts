@@ -114,7 +114,7 @@ export class Reader implements ReaderPart {
    * increasing order) through one iterator seeking from block to block, else (a read) one
    * lookup per block, all at once.
    */
-  private async locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array, walk: boolean): Promise<Located[]> {
+  async locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array, walk: boolean): Promise<Located[]> {
     const map = this.p.map
     const n = blocks.length
     const out = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))

@@ -390,6 +390,20 @@ export class Store {
   }
 
   /**
+   * locateAt's rows for chosen blocks (in increasing block order) at each of the cuts `seqs`
+   * (`[k]` for `seqs[k]`): what changed blocks need when an identity is carried from one cut
+   * to another (copy/set-identity.ts). One map lookup per block, one index walk per cut for
+   * the blocks rewritten since it.
+   */
+  async versionsOf (seqs: number[], blocks: Float64Array): Promise<Array<{ where: Float64Array, crcs: Uint32Array }>> {
+    this.assertOpen()
+    for (let i = 1; i < blocks.length; i++) {
+      if (!(blocks[i] > blocks[i - 1])) throw new LogdiskError('BAD_ARGUMENT', 'versionsOf needs blocks in increasing order')
+    }
+    return this.p.reader.locateBlocksAt(seqs, blocks, true)
+  }
+
+  /**
    * Whether the image at cut `seq` is still whole: a snapshot holds it, or it is newer than
    * the history horizon (compaction gives up only versions that points at or before the
    * horizon see). A copy made of many reads checks this after its last one: if a snapshot

@@ -1,0 +1,76 @@
+import { crc32c, type Store } from '../store'
+import { BlockSetHash } from './block-set-hash'
+import { readIdentities } from './identity-cache'
+
+/** Blocks located per step of a walk: bounds the lookups in flight and the rows buffered. */
+const LOCATE_BLOCKS = 8192
+
+/**
+ * The c2 content identities (block-set-hash.ts) of the images at cuts `seqs`: for each cut,
+ * the identity of a snapshot at that cut kept in the store's identity file, else one carried
+ * from the nearest cut whose identity is known (`known`, by seq, and the kept ones) across
+ * the blocks changed in between, else, for all cuts still without one, one walk of every
+ * block with a version (as format 1's identity is computed). Carrying costs the log entries
+ * between the two cuts plus a lookup per changed block; it is chosen when the cuts are fewer
+ * entries apart than the store has blocks written, which bounds it by the walk it replaces.
+ *
+ * What is hashed is the same whichever way it is computed: every block whose version at the
+ * cut is data with a CRC other than that of a zero block. A trimmed or never-written block,
+ * or one written with zeros, is absent, so the identity is that of the bytes the image reads.
+ */
+export async function setIdentitiesAt (store: Store, seqs: number[], known: Map<number, string> = new Map()): Promise<string[]> {
+  const have = new Map([...readIdentities(store), ...known])
+  const out: Array<string | undefined> = seqs.map(seq => have.get(seq))
+  const blocksWritten = store.status().writtenBytes / store.blockBytes
+  for (let k = 0; k < seqs.length; k++) {
+    if (out[k] !== undefined) continue
+    let from: number | undefined
+    for (const seq of have.keys()) {
+      if (from === undefined || Math.abs(seq - seqs[k]) < Math.abs(from - seqs[k])) from = seq
+    }
+    if (from === undefined || Math.abs(from - seqs[k]) >= blocksWritten) continue
+    out[k] = await carryIdentity(store, have.get(from)!, from, seqs[k])
+    have.set(seqs[k], out[k]!)
+  }
+  const walk = seqs.filter((_, k) => out[k] === undefined)
+  if (walk.length > 0) {
+    const walked = await walkIdentities(store, walk)
+    for (let k = 0, w = 0; k < seqs.length; k++) if (out[k] === undefined) out[k] = walked[w++]
+  }
+  return out as string[]
+}
+
+/** The identity at cut `to` from the identity at cut `from`: the changed blocks' pairs swapped. */
+export async function carryIdentity (store: Store, identity: string, from: number, to: number): Promise<string> {
+  const h = BlockSetHash.parse(identity)
+  if (!h) throw new Error(`not a c2 identity: ${identity}`)
+  if (from === to) return identity
+  const changed: number[] = []
+  for await (const block of store.changedBlocks(Math.min(from, to), Math.max(from, to))) changed.push(block)
+  const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  for (let i = 0; i < changed.length; i += LOCATE_BLOCKS) {
+    const blocks = Float64Array.from(changed.slice(i, i + LOCATE_BLOCKS))
+    // Cut 0 is before the first entry: nothing to remove (and no index seek per block to find
+    // that out, which a full receive's million blocks would pay).
+    const cuts = [from, to].filter(seq => seq > 0)
+    const located = await store.versionsOf(cuts, blocks)
+    for (const [k, seq] of cuts.entries()) {
+      const { where, crcs } = located[k]
+      h.update(seq === from ? -1 : 1, blocks, crcs, j => where[j] >= 0 && crcs[j] !== zeroCrc)
+    }
+  }
+  return h.toString()
+}
+
+/** The identities of cuts `seqs` by one walk of every block with a version (Store.versionsAt). */
+export async function walkIdentities (store: Store, seqs: number[]): Promise<string[]> {
+  const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  const hashes = seqs.map(() => BlockSetHash.empty(store.sizeBytes, store.blockBytes))
+  for await (const { blocks, at } of store.versionsAt(seqs, LOCATE_BLOCKS)) {
+    for (let k = 0; k < seqs.length; k++) {
+      const { where, crcs } = at[k]
+      hashes[k].update(1, blocks, crcs, i => where[i] >= 0 && crcs[i] !== zeroCrc)
+    }
+  }
+  return hashes.map(h => h.toString())
+}
