@@ -6,7 +6,7 @@ import { historyKeepMs, readPolicy } from '../policy/policy'
 import { Store, type OpenOptions } from '../store'
 import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger, type Logger } from '../store/logger'
-import { PolicyEngine } from '../policy/engine'
+import type { PolicyEngine } from '../policy/engine'
 import { checkIdentity, copyError, foreignSegment, locationOf, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
 import { nodeFileLayer } from '../store/file-layer'
@@ -210,5 +210,9 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
  */
 export function policyEngineFor (store: Store, pool: Pool, log: Logger, inUse: (name: string) => boolean, replication?: ReplicationManager): PolicyEngine {
   const linkFor = (target: string): ArchiveLink | undefined => withReplicaSource(store.dir, target === '' ? undefined : storeArchiveLink(parseTarget(target), store.config, locationOf(store.dir)))
+  // Required here, not at the top: only the mount daemon runs policies, and the engine's
+  // imports (clone and replica guards) would slow every CLI command's start-up.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { PolicyEngine } = require('../policy/engine') as typeof import('../policy/engine')
   return new PolicyEngine(store, pool, log, Date.now, () => readPolicy(store.dir), inUse, replication, linkFor)
 }

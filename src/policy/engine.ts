@@ -7,7 +7,7 @@ import { storeArchiveLink } from '../archive/owned-link'
 import { parseTarget } from '../archive/parse-target'
 import type { ReplicationManager } from '../replicate/manager'
 import type { ArchiveLink } from '../store/archive-link'
-import { historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
+import { AUTO_PREFIX, historyKeepMs, parseDuration, readPolicy, volumeIdPolicy, type Policy } from './policy'
 
 /**
  * What the engine drives in a store's pool (src/pool's Pool implements it): the policy
@@ -21,7 +21,7 @@ export interface PoolPolicyTarget {
 }
 
 /** Automatic snapshots are named with this prefix; retention only ever deletes those. */
-export const AUTO_PREFIX = 'auto-'
+export { AUTO_PREFIX }
 
 export type PolicyEvent = 'sync' | 'unmount' | 'snapshot'
 

@@ -177,3 +177,6 @@ export function volumeIdPolicy (p: Policy): VolumeIdPolicy {
 export function describePolicy (p: Policy): Array<{ key: string, value: unknown, values: string, default: unknown }> {
   return Object.entries(POLICY_KEYS).map(([key, spec]) => ({ key, value: (p as Record<string, unknown>)[key], values: spec.values, default: spec.default }))
 }
+
+/** Names of snapshots the policy engine takes (retention deletes them): `auto-<time>`. */
+export const AUTO_PREFIX = 'auto-'

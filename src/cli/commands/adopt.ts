@@ -1,5 +1,4 @@
 import type { Command } from 'commander'
-import { adoptStore } from '../../ops/adopt'
 import { prepareStore } from '../store-access'
 
 export function register (program: Command): void {
@@ -9,6 +8,7 @@ export function register (program: Command): void {
     .action(async (storeArg: string, opts: { json?: boolean }) => {
       const { dir } = prepareStore(storeArg, 'write', { adopting: true })
       // Progress lines only on a terminal: the summary line says what was done.
+      const { adoptStore } = await import('../../ops/adopt') // loaded only for adopt: CLI start-up
       const r = await adoptStore(dir, line => { if (!opts.json && process.stderr.isTTY) process.stderr.write(`logdisk: ${line}\n`) })
       if (opts.json) return console.log(JSON.stringify(r, null, 2))
       const parts = [`${r.segmentsRewritten} segment header(s) rewritten`]

@@ -2,13 +2,10 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
-import pino from 'pino'
 import { LogdiskError } from '../../errors'
-import { runDaemon, type DaemonOptions } from '../../daemon/daemon'
-import { parseListenAddress } from '../../metrics/server'
+import type { DaemonOptions } from '../../daemon/daemon'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
 import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
-import { chooseTransport } from '../../fuse/mount'
 import { prepareStore } from '../store-access'
 
 const READY_TIMEOUT_MS = 120_000
@@ -37,6 +34,10 @@ export function register (program: Command): void {
         metrics: cmdOpts.metrics ?? mo.metrics,
         takeover: cmdOpts.takeover === true
       }
+      // The daemon, FUSE and metrics modules (pino, prom-client, fuse-native) are loaded here,
+      // not when the CLI starts: every other command would pay for them (issue 12 item 6).
+      const { parseListenAddress } = await import('../../metrics/server')
+      const { chooseTransport } = await import('../../fuse/mount')
       if (opts.metrics !== undefined) parseListenAddress(opts.metrics) // a bad address fails here, in the caller's terminal
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
       const running = readDaemonInfo(store)
@@ -52,6 +53,8 @@ export function register (program: Command): void {
 }
 
 async function foreground (store: string, mountpoint: string, opts: DaemonOptions): Promise<void> {
+  const { default: pino } = await import('pino')
+  const { runDaemon } = await import('../../daemon/daemon')
   const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
   try {
     await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), opts)
