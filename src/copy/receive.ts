@@ -1,12 +1,18 @@
 import { LogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
-import type { SnapshotRecord, Store, VolumeIdPolicy } from '../store'
+import { crc32c, type SnapshotRecord, type Store, type VolumeIdPolicy } from '../store'
 import { BlockSetHash } from './block-set-hash'
 import { contentIdentity, currentSeq } from './content-identity'
 import { rememberIdentities } from './identity-cache'
 import { readAhead } from './image-chunks'
-import { carryIdentity, setIdentitiesAt } from './set-identity'
+import { ABSENT, carryIdentity, setIdentitiesAt } from './set-identity'
 import { identitySchemeOf, readStream, validateStream, type StreamSummary } from './stream-format'
+
+/** Writes of a stream applied at once (at most), and their bytes: bounds the memory held. */
+const WRITES_IN_FLIGHT = 256
+const BYTES_IN_FLIGHT = 16 * 1024 * 1024
+/** Blocks whose CRC before the stream is remembered for the identity carry (about 80 bytes each). */
+const MAX_REMEMBERED_BLOCKS = 1 << 20
 
 export interface ReceiveResult {
   snapshot: SnapshotRecord
@@ -80,12 +86,38 @@ export async function receiveStream (
   }
 
   // Checked: now apply.
-  // The next records are read (and their CRCs checked) while this one is written.
-  for await (const r of readAhead(readStream(file), 4)) {
-    if ('header' in r || 'trailer' in r) continue
-    const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
-    await store.write(r.block * B, data)
-    opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
+  // With nothing written since the base, the current volume is the base: its identity is the
+  // base's, and the blocks' CRCs before the stream rewrites them, read from the block map as
+  // it goes, spare the carry below an index seek per block.
+  const startSeq = currentSeq(store)
+  const atStart = c2 && baseSeq > 0 && dirty.length === 0 ? new Map<number, number>() : undefined
+  const zeroCrc = crc32c(Buffer.alloc(B))
+  // Writes go in a bounded window, so small ones share a group commit (the log appender's);
+  // every block of a stream is distinct, so their order does not matter.
+  const inFlight: Array<Promise<void>> = []
+  let inFlightBytes = 0
+  const settle = async (): Promise<void> => {
+    const results = await Promise.allSettled(inFlight.splice(0))
+    inFlightBytes = 0
+    const failed = results.find(x => x.status === 'rejected')
+    if (failed) throw (failed as PromiseRejectedResult).reason
+  }
+  try {
+    // The next records are read (and their CRCs checked) while these are written.
+    for await (const r of readAhead(readStream(file), 4)) {
+      if ('header' in r || 'trailer' in r) continue
+      if (atStart && atStart.size < MAX_REMEMBERED_BLOCKS) {
+        const { where, crcs } = await store.locateAt(startSeq, r.block, r.count)
+        for (let i = 0; i < r.count; i++) atStart.set(r.block + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
+      }
+      const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
+      inFlight.push(store.write(r.block * B, data))
+      inFlightBytes += data.length
+      if (inFlight.length >= WRITES_IN_FLIGHT || inFlightBytes >= BYTES_IN_FLIGHT) await settle()
+      opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
+    }
+  } finally {
+    await settle()
   }
   let rolledBack = 0
   if (dirty.length > 0) {
@@ -106,7 +138,9 @@ export async function receiveStream (
   // those --force rolled back.
   const appliedSeq = currentSeq(store)
   const identity = c2
-    ? await carryIdentity(store, baseIdentity ?? BlockSetHash.empty(store.sizeBytes, B).toString(), baseSeq, appliedSeq)
+    ? atStart
+      ? await carryIdentity(store, baseIdentity!, startSeq, appliedSeq, atStart)
+      : await carryIdentity(store, baseIdentity ?? BlockSetHash.empty(store.sizeBytes, B).toString(), baseSeq, appliedSeq)
     : await contentIdentity(store, appliedSeq)
   if (identity !== header.snapshot.identity) {
     throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)

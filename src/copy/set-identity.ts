@@ -40,27 +40,43 @@ export async function setIdentitiesAt (store: Store, seqs: number[], known: Map<
   return out as string[]
 }
 
-/** The identity at cut `to` from the identity at cut `from`: the changed blocks' pairs swapped. */
-export async function carryIdentity (store: Store, identity: string, from: number, to: number): Promise<string> {
+/**
+ * The identity at cut `to` from the identity at cut `from`: the changed blocks' pairs swapped.
+ * `atFrom` may give some blocks' CRC at `from` (ABSENT: no data), read before they were
+ * rewritten (receive does, from the block map, as it applies a stream): those need no index
+ * seek, which every block rewritten since an older cut otherwise costs.
+ */
+export async function carryIdentity (store: Store, identity: string, from: number, to: number, atFrom?: Map<number, number>): Promise<string> {
   const h = BlockSetHash.parse(identity)
   if (!h) throw new Error(`not a c2 identity: ${identity}`)
   if (from === to) return identity
   const changed: number[] = []
   for await (const block of store.changedBlocks(Math.min(from, to), Math.max(from, to))) changed.push(block)
   const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
+  const present = (where: Float64Array, crcs: Uint32Array) => (j: number) => where[j] >= 0 && crcs[j] !== zeroCrc
   for (let i = 0; i < changed.length; i += LOCATE_BLOCKS) {
     const blocks = Float64Array.from(changed.slice(i, i + LOCATE_BLOCKS))
+    // Pairs at `to` are added, pairs at `from` removed, whichever cut is the older.
+    if (to > 0) {
+      const [after] = await store.versionsOf([to], blocks)
+      h.update(1, blocks, after.crcs, present(after.where, after.crcs))
+    }
     // Cut 0 is before the first entry: nothing to remove (and no index seek per block to find
     // that out, which a full receive's million blocks would pay).
-    const cuts = [from, to].filter(seq => seq > 0)
-    const located = await store.versionsOf(cuts, blocks)
-    for (const [k, seq] of cuts.entries()) {
-      const { where, crcs } = located[k]
-      h.update(seq === from ? -1 : 1, blocks, crcs, j => where[j] >= 0 && crcs[j] !== zeroCrc)
-    }
+    if (from === 0) continue
+    const known = atFrom ? blocks.filter(b => atFrom.has(b)) : new Float64Array(0)
+    const crcs = Uint32Array.from(known, b => Math.max(0, atFrom!.get(b)!))
+    h.update(-1, known, crcs, j => atFrom!.get(known[j]) !== ABSENT && crcs[j] !== zeroCrc)
+    const unknown = known.length === 0 ? blocks : blocks.filter(b => !atFrom!.has(b))
+    if (unknown.length === 0) continue
+    const [before] = await store.versionsOf([from], unknown)
+    h.update(-1, unknown, before.crcs, present(before.where, before.crcs))
   }
   return h.toString()
 }
+
+/** In carryIdentity's `atFrom`: the block had no data at the cut (never written, or trimmed). */
+export const ABSENT = -1
 
 /** The identities of cuts `seqs` by one walk of every block with a version (Store.versionsAt). */
 export async function walkIdentities (store: Store, seqs: number[]): Promise<string[]> {

@@ -169,7 +169,8 @@ class FileReader {
       const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, this.filePos)
       if (bytesRead === 0) this.eof = true
       this.filePos += bytesRead
-      this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)])
+      // Records lend views of these buffers: a new one each time, never written again.
+      this.buf = rest.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([rest, chunk.subarray(0, bytesRead)])
       this.at = 0
     }
     const out = this.buf.subarray(this.at, Math.min(this.at + n, this.buf.length))
