@@ -201,3 +201,30 @@ t.test('an incremental receive with --force over local writes: the carried ident
     await dst.close()
   }
 })
+
+t.test('a write to another block while an incremental applies is caught by the carried identity: no snapshot is cut', async t => {
+  const root = tmpDir('identity-cache')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const src = await newStore(root, 'src')
+  const dst = await newStore(root, 'dst')
+  try {
+    await writeBlocks(src, [0, 1, 2, 50])
+    await src.snapshot({ name: 'a' })
+    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await receiveStream(dst, path.join(root, 'a.stream'))
+    await writeBlocks(src, [1, 60, 61, 62])
+    await src.snapshot({ name: 'b' })
+    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    // As a writer on the mounted store would: block 70 (not in the stream) changes meanwhile.
+    let injected: Promise<void> | undefined
+    // (Progress past half is the applying; the first half is the check of the stream.)
+    const onProgress = (done: number, total: number): void => { if (done > total / 2) injected ??= dst.write(70 * B, Buffer.alloc(B, 7)) }
+    await t.rejects(receiveStream(dst, path.join(root, 'ab.stream'), { onProgress }), { code: 'CORRUPT' }, 'the identity after applying is not b\'s')
+    await injected
+    t.same(dst.snapshots().map(s => s.name), ['a'], 'no snapshot b')
+    t.notOk([...readIdentities(dst).values()].includes((await readStreamHeader(path.join(root, 'ab.stream'))).snapshot.identity), 'b\'s identity is not remembered')
+  } finally {
+    await src.close()
+    await dst.close()
+  }
+})
