@@ -7,7 +7,7 @@ import { openStore } from '../src/app/open'
 import { contentIdentities, contentIdentity } from '../src/copy/content-identity'
 import { adoptStore } from '../src/ops/adopt'
 import { BlockMap } from '../src/store/block-map'
-import { BLOCK_MAP_FILE, BLOCK_MAP_FILE_VERSION, takeBlockMap } from '../src/store/block-map-file'
+import { BLOCK_MAP_BASE_FILE, BLOCK_MAP_DELTA_FILE, BLOCK_MAP_FILE, BLOCK_MAP_FILE_VERSION, deltaLimit, takeBlockMap } from '../src/store/block-map-file'
 import { crc32c } from '../src/store/crc'
 import { nodeFileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
@@ -283,7 +283,7 @@ t.test('a crash while saving leaves a temporary file that is never used', { time
   fs.writeFileSync(mapFile(dir) + '.tmp', good.subarray(0, 100))
   store = await openChecked(t, dir, model, atSnapshot, 'a whole file and a torn temporary one')
   t.same(store.recovery.blockMap, { from: 'saved' })
-  t.same(fs.readdirSync(path.join(dir, 'index')).filter(n => n.startsWith(BLOCK_MAP_FILE)), [], 'both removed')
+  t.same(fs.readdirSync(path.join(dir, 'index')).filter(n => n.startsWith(BLOCK_MAP_FILE)), [BLOCK_MAP_BASE_FILE], 'the temporary file removed; the map waits as the base of the next delta, under another name')
   await store.close()
 })
 
@@ -427,4 +427,131 @@ t.test('old stores (no saved map) open as before; the file format is pinned', { 
   t.equal(m.adopt(taken.saved.tables), undefined)
   t.same([...m.sortedBlocks()].map(b => [b, m.position(b), m.crc(b), m.seq(b)]), [[3, 8192, 11, 5], [9, -2, 0, 7], [2 ** 40, 40960, 22, 9]])
   t.ok(fs.existsSync(path.join(fixture, BLOCK_MAP_FILE)), 'a kept take leaves the fixture alone')
+})
+
+const indexFiles = (dir: string): string[] => fs.readdirSync(path.join(dir, 'index')).filter(n => n.startsWith(BLOCK_MAP_FILE)).sort()
+
+/** Every mapped block's rows as the index history gives them (a second open without the files). */
+async function rowsFromIndex (t: Test, dir: string): Promise<number[]> {
+  const copy = tmpDir(t)
+  fs.cpSync(dir, copy, { recursive: true })
+  const s = await Store.open(copy, { checkpointIntervalMs: 0, savedBlockMap: false })
+  try {
+    t.equal(s.recovery.blockMap.from, 'index')
+    return await mapRows(s, s.status().index.seq)
+  } finally {
+    await s.close()
+  }
+}
+
+t.test('a close after few changes saves a delta beside the unchanged base; opens load base and delta; the map equals the index', { timeout: 180_000 }, async t => {
+  const { dir, model, atSnapshot } = await madeStore(t)
+  const base = fs.readFileSync(mapFile(dir))
+  let store = await openChecked(t, dir, model, atSnapshot, 'loaded')
+  t.same(indexFiles(dir), [BLOCK_MAP_BASE_FILE], 'while open for writing there is no blockmap, only the base')
+  await scribble(store, model, 20)
+  await store.snapshot({ name: 'b' })
+  const atB = model.clone()
+  await scribble(store, model, 20) // trims among them
+  await store.close()
+  t.same(indexFiles(dir), [BLOCK_MAP_FILE, BLOCK_MAP_DELTA_FILE], 'a delta beside the map')
+  t.ok(fs.readFileSync(mapFile(dir)).equals(base), 'the map file is the base, not rewritten')
+  t.ok(fs.statSync(path.join(dir, 'index', BLOCK_MAP_DELTA_FILE)).size < base.length / 10, 'the delta is small')
+
+  for (const round of [1, 2]) {
+    const expected = await rowsFromIndex(t, dir) // the store as it is closed, its map read from the index history
+    store = await openChecked(t, dir, model, atSnapshot, `base and delta, round ${round}`)
+    t.same(store.recovery.blockMap, { from: 'saved' }, 'loaded from base and delta')
+    t.ok((await store.readSnapshot('b', 0, SIZE)).equals(atB.image()), 'snapshot b reads back')
+    t.same(await mapRows(store, store.status().index.seq), expected, 'the map from base and delta equals the index history, row for row')
+    await scribble(store, model, 10) // the next delta holds these and the earlier ones
+    await store.close()
+    // (A compaction pass that moved many blocks meanwhile makes the close save the whole map.)
+    const files = indexFiles(dir)
+    if (files.length === 2) {
+      t.same(files, [BLOCK_MAP_FILE, BLOCK_MAP_DELTA_FILE], 'still a delta')
+      t.ok(fs.readFileSync(mapFile(dir)).equals(base), 'on the same base')
+    } else {
+      t.same(files, [BLOCK_MAP_FILE], 'or the whole map')
+    }
+  }
+  store = await openChecked(t, dir, model, atSnapshot, 'after two deltas')
+  t.same(store.recovery.blockMap, { from: 'saved' })
+  await store.close()
+})
+
+t.test('a stale, damaged or foreign delta is not used, and the store is right', { timeout: 180_000 }, async t => {
+  const { dir, model, atSnapshot } = await madeStore(t)
+  let store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  await scribble(store, model, 10)
+  await store.close()
+  const firstDelta = fs.readFileSync(path.join(dir, 'index', BLOCK_MAP_DELTA_FILE))
+  store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  await scribble(store, model, 10)
+  await store.close()
+
+  // An older delta of the same base: its stamp is not the index's checkpoint.
+  fs.writeFileSync(path.join(dir, 'index', BLOCK_MAP_DELTA_FILE), firstDelta)
+  store = await openChecked(t, dir, model, atSnapshot, 'an older delta')
+  t.equal(store.recovery.blockMap.from, 'index', 'not used')
+  t.match(store.recovery.blockMap.why ?? '', /stale/)
+  await store.close()
+  t.same(indexFiles(dir), [BLOCK_MAP_FILE], 'the close saved the whole map again')
+
+  // A damaged delta: not used; the base alone is stale.
+  store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  await scribble(store, model, 10)
+  await store.close()
+  const deltaFile = path.join(dir, 'index', BLOCK_MAP_DELTA_FILE)
+  const delta = fs.readFileSync(deltaFile)
+  delta[delta.length - 10] ^= 0x01
+  fs.writeFileSync(deltaFile, delta)
+  store = await openChecked(t, dir, model, atSnapshot, 'a damaged delta')
+  t.equal(store.recovery.blockMap.from, 'index', 'not used')
+  await scribble(store, model, 10)
+  await store.close()
+
+  // A delta whose base is another map (the base rewritten since, as an older release's close does).
+  store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  await scribble(store, model, 10)
+  await store.close()
+  const foreign = fs.readFileSync(deltaFile)
+  store = await Store.open(dir, { checkpointIntervalMs: 0, savedBlockMap: false }) // an open that knows no saved map
+  await store.close()
+  store = await Store.open(dir, { checkpointIntervalMs: 0 }) // loads nothing (stale); saves the whole map
+  await store.close()
+  t.same(indexFiles(dir), [BLOCK_MAP_FILE])
+  fs.writeFileSync(deltaFile, foreign)
+  store = await openChecked(t, dir, model, atSnapshot, 'a delta of another base')
+  t.same(store.recovery.blockMap, { from: 'saved' }, 'the map alone is used: the delta names another base')
+  await store.close()
+})
+
+t.test('a crash while open for writing leaves only the base: never used; many changes save the whole map', { timeout: 180_000 }, async t => {
+  const { dir, model, atSnapshot } = await madeStore(t)
+  let store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  await scribble(store, model, 10)
+  await store.flush()
+  await store.abandon()
+  t.same(indexFiles(dir), [BLOCK_MAP_BASE_FILE], 'the base is left, no blockmap')
+  store = await openChecked(t, dir, model, atSnapshot, 'after a crash')
+  t.equal(store.recovery.blockMap.from, 'index', 'the base is not used')
+  t.same(indexFiles(dir), [], 'and removed')
+  await store.close()
+  t.same(indexFiles(dir), [BLOCK_MAP_FILE])
+
+  store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  const slots = (store as unknown as { p: { map: { tables: () => { keys: Float64Array } } } }).p.map.tables().keys.length
+  const limit = deltaLimit(slots)
+  // More distinct blocks than a delta may hold.
+  for (let b = 0; b <= limit && b < BLOCKS; b += 1) {
+    const data = rng.bytes(B)
+    await store.write(b * B, data)
+    model.write(b, data)
+  }
+  await store.close()
+  if (limit < BLOCKS) t.same(indexFiles(dir), [BLOCK_MAP_FILE], 'past the limit the whole map is saved, base and delta gone')
+  store = await openChecked(t, dir, model, atSnapshot, 'after many changes')
+  t.same(store.recovery.blockMap, { from: 'saved' })
+  await store.close()
 })

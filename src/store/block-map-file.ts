@@ -35,6 +35,24 @@ import type { Checkpoint } from './index-db'
  * Written as a temporary file, fsynced, renamed, directory fsynced (litestream's atomic
  * publish): a crash at any step leaves either no file, the temporary one (ignored and removed
  * by the next write open), or the whole file.
+ *
+ * Deltas (issue 12 item 6: a receive of 4 MiB should not rewrite a map of tens of MiB). A
+ * write open that loads the map does not delete the file but renames it `blockmap.base`, so
+ * no `blockmap` exists while the store may change, exactly as before; the map then records
+ * which blocks change (BlockMap.trackChanges). A clean close that changed few blocks (at most
+ * an eighth of the slots, counting those of an earlier delta on the same base) writes only
+ * their rows to `blockmap.delta`, stamped with the close's checkpoint and naming its base
+ * (stamp and CRC32C), then renames the base back to `blockmap`. An open uses the delta only
+ * with the very base it names, and the map they make only if the delta's stamp matches the
+ * index, as for a whole file; otherwise the base alone is stale (its stamp is older than the
+ * index's checkpoint) and the map is read from the index. A crash before the base is renamed
+ * back leaves no `blockmap`: the next write open removes the base and any delta. A release
+ * that does not know deltas reads the base, finds it stale, and rewrites `blockmap` at its
+ * close; the leftover delta then names a base that is gone and is never used.
+ *
+ *   magic 'LDBMDELT' | u32 version | u32 stamp bytes | stamp JSON (with `base` and `rows`),
+ *   zero-padded to 8 bytes | keys f64[rows] | positions f64[rows] | seqs f64[rows]
+ *   (-1: the block is no longer mapped) | crcs u32[rows] | u32 CRC32C of every byte before it
  */
 
 export const BLOCK_MAP_FILE = 'blockmap'
@@ -43,6 +61,15 @@ const MAGIC = Buffer.from('LDBLKMAP')
 export const BLOCK_MAP_FILE_VERSION = 1
 const HEADER_BYTES = 16
 const SLOT_BYTES = 28
+/** The changes since a saved map, and where that map waits while the store is open for writing. */
+export const BLOCK_MAP_DELTA_FILE = 'blockmap.delta'
+const DELTA_TEMP_FILE = publishTempOf(BLOCK_MAP_DELTA_FILE)
+export const BLOCK_MAP_BASE_FILE = 'blockmap.base'
+const DELTA_MAGIC = Buffer.from('LDBMDELT')
+export const BLOCK_MAP_DELTA_VERSION = 1
+/** A delta holds at most this fraction of the map's slots; past it a close saves the whole map. */
+const DELTA_SLOTS_FRACTION = 8
+const DELTA_MIN_LIMIT = 256
 
 /** What a saved map reflects: a checkpoint of the index of one store. */
 export interface BlockMapStamp {
@@ -54,39 +81,119 @@ export interface BlockMapStamp {
   slots: number
 }
 
+/** Which saved map a delta applies to: its stamp and the CRC32C ending its file. */
+export interface BlockMapBase {
+  seq: number
+  position: number
+  timeMs: number
+  slots: number
+  crc: number
+}
+
+/** Rows of a delta: blocks and their values now (seqs[i] === -1: no longer mapped). */
+export interface BlockMapRows {
+  keys: Float64Array
+  positions: Float64Array
+  seqs: Float64Array
+  crcs: Uint32Array
+}
+
 export interface SavedBlockMap {
+  /** What the map (with the delta, if any) reflects: a delta's stamp, else the file's. */
   stamp: BlockMapStamp
   tables: BlockMapTables
+  /** The file's own identity, which a delta written later names. */
+  base: BlockMapBase
+  /** Changes since `base`, to apply after adopting `tables`. */
+  delta?: BlockMapRows
 }
 
 /** A saved map read at open, or why there is none to use. */
 export type TakenBlockMap = { saved: SavedBlockMap } | { why: string }
 
-/** Writes the map as the index's checkpoint `checkpoint` holds it (atomic publish). */
+/**
+ * Writes the map as the index's checkpoint `checkpoint` holds it: only the blocks changed since
+ * the map this open loaded (a delta) when the map tracked them and that map waits as the base,
+ * else the whole map (atomic publish either way).
+ */
 export async function saveBlockMap (layer: FileLayer, indexDir: string, map: BlockMap, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint): Promise<void> {
   if (os.endianness() !== 'LE') return // the arrays are written as they are in memory
+  await layer.mkdirp(indexDir) // there already, except on a simulated disk (the index is in memory)
+  const names = await layer.list(indexDir)
+  const changes = map.changesSince()
+  if (changes && names.includes(BLOCK_MAP_BASE_FILE)) {
+    await saveDelta(layer, indexDir, map, store, checkpoint, changes.mark as BlockMapBase, changes.blocks)
+    return
+  }
+  await saveWholeMap(layer, indexDir, map, store, checkpoint)
+  // A delta left of an earlier base names a base that is gone: removed all the same.
+  const leftovers = [BLOCK_MAP_BASE_FILE, BLOCK_MAP_DELTA_FILE, DELTA_TEMP_FILE].filter(n => names.includes(n))
+  for (const name of leftovers) await layer.remove(path.join(indexDir, name))
+  if (leftovers.length > 0) await layer.syncDir(indexDir)
+}
+
+/** How many changed blocks a delta may hold for a map of `slots` slots. */
+export function deltaLimit (slots: number): number {
+  return Math.max(DELTA_MIN_LIMIT, Math.floor(slots / DELTA_SLOTS_FRACTION))
+}
+
+async function saveWholeMap (layer: FileLayer, indexDir: string, map: BlockMap, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint): Promise<void> {
   const t = map.tables()
   const stamp: BlockMapStamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: t.keys.length }
+  const body = [headerOf(MAGIC, BLOCK_MAP_FILE_VERSION, stamp), ...[t.keys, t.positions, t.seqs, t.crcs].map(bytesOf)]
+  await publishFile(layer, path.join(indexDir, BLOCK_MAP_FILE), indexDir, [...body, trailerOf(body)])
+}
+
+/** The delta, then the base back under its name: until that rename there is no `blockmap`. */
+async function saveDelta (layer: FileLayer, indexDir: string, map: BlockMap, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint, base: BlockMapBase, blocks: Set<number>): Promise<void> {
+  const keys = Float64Array.from(blocks).sort()
+  const rows: BlockMapRows = { keys, positions: new Float64Array(keys.length), seqs: new Float64Array(keys.length), crcs: new Uint32Array(keys.length) }
+  const v = new Float64Array(3)
+  for (let i = 0; i < keys.length; i++) {
+    if (map.lookup(keys[i], v)) {
+      rows.positions[i] = v[0]
+      rows.seqs[i] = v[1]
+      rows.crcs[i] = v[2]
+    } else {
+      rows.seqs[i] = -1
+    }
+  }
+  const stamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: base.slots, base, rows: keys.length }
+  const body = [headerOf(DELTA_MAGIC, BLOCK_MAP_DELTA_VERSION, stamp), ...[rows.keys, rows.positions, rows.seqs, rows.crcs].map(bytesOf)]
+  await publishFile(layer, path.join(indexDir, BLOCK_MAP_DELTA_FILE), indexDir, [...body, trailerOf(body)])
+  await layer.rename(path.join(indexDir, BLOCK_MAP_BASE_FILE), path.join(indexDir, BLOCK_MAP_FILE))
+  await layer.syncDir(indexDir)
+}
+
+function headerOf (magic: Buffer, version: number, stamp: object): Buffer {
   const json = Buffer.from(JSON.stringify(stamp))
   const header = Buffer.alloc(HEADER_BYTES + Math.ceil(json.length / 8) * 8)
-  MAGIC.copy(header, 0)
-  header.writeUInt32LE(BLOCK_MAP_FILE_VERSION, 8)
+  magic.copy(header, 0)
+  header.writeUInt32LE(version, 8)
   header.writeUInt32LE(json.length, 12)
   json.copy(header, HEADER_BYTES)
-  const body = [header, ...[t.keys, t.positions, t.seqs, t.crcs].map(a => Buffer.from(a.buffer, a.byteOffset, a.byteLength))]
+  return header
+}
+
+function bytesOf (a: Float64Array | Uint32Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength)
+}
+
+function trailerOf (body: Buffer[]): Buffer {
   let crc = 0
   for (const b of body) crc = crc32c(b, crc)
   const trailer = Buffer.alloc(4)
   trailer.writeUInt32LE(crc, 0)
-  await layer.mkdirp(indexDir) // there already, except on a simulated disk (the index is in memory)
-  await publishFile(layer, path.join(indexDir, BLOCK_MAP_FILE), indexDir, [...body, trailer])
+  return trailer
 }
 
 /**
- * Reads the saved map, if any, and (unless `keep`) deletes it and any temporary one, the
- * directory synced, before returning: after this no file is left that a later open could
- * take for the state of an index this open is about to change. Throws only when a file
- * cannot be deleted.
+ * Reads the saved map, if any, with its delta when the delta names it, and (unless `keep`)
+ * makes sure before returning that no `blockmap` is left that a later open could take for the
+ * state of an index this open is about to change: a usable file becomes `blockmap.base` (the
+ * base of the next close's delta), anything else (a damaged file, a delta, temporary files,
+ * an older base) is deleted, and the directory synced. Throws only when a file cannot be
+ * renamed or deleted.
  */
 export async function takeBlockMap (layer: FileLayer, indexDir: string, keep: boolean): Promise<TakenBlockMap> {
   let names: string[]
@@ -96,17 +203,32 @@ export async function takeBlockMap (layer: FileLayer, indexDir: string, keep: bo
     return { why: 'no saved block map (no index directory)' }
   }
   const taken = names.includes(BLOCK_MAP_FILE) ? await readBlockMap(layer, path.join(indexDir, BLOCK_MAP_FILE)) : { why: 'no saved block map (the store was not closed cleanly, or it was opened for writing since)' }
+  if ('saved' in taken && names.includes(BLOCK_MAP_DELTA_FILE)) {
+    const delta = await readDelta(layer, path.join(indexDir, BLOCK_MAP_DELTA_FILE), taken.saved)
+    // A delta of another base (or damaged) is not used: the base alone is then stale by its stamp.
+    if ('rows' in delta) Object.assign(taken.saved, { stamp: delta.stamp, delta: delta.rows })
+  }
   if (!keep) {
-    const leftovers = [BLOCK_MAP_FILE, TEMP_FILE].filter(n => names.includes(n))
+    const kept = 'saved' in taken
+    if (kept) await layer.rename(path.join(indexDir, BLOCK_MAP_FILE), path.join(indexDir, BLOCK_MAP_BASE_FILE))
+    const leftovers = [TEMP_FILE, BLOCK_MAP_DELTA_FILE, DELTA_TEMP_FILE, ...(kept ? [] : [BLOCK_MAP_FILE, BLOCK_MAP_BASE_FILE])].filter(n => names.includes(n))
     for (const name of leftovers) await layer.remove(path.join(indexDir, name))
-    if (leftovers.length > 0) await layer.syncDir(indexDir)
+    if (kept || leftovers.length > 0) await layer.syncDir(indexDir)
   }
   return taken
 }
 
-/** Removes a saved map (a tool that changes the index without opening the store: adopt). */
+/** Removes a saved map, its base and delta (a tool that changes the index without opening the store: adopt). */
 export async function dropBlockMap (layer: FileLayer, indexDir: string): Promise<void> {
-  await takeBlockMap(layer, indexDir, false)
+  let names: string[]
+  try {
+    names = await layer.list(indexDir)
+  } catch {
+    return
+  }
+  const all = [BLOCK_MAP_FILE, TEMP_FILE, BLOCK_MAP_BASE_FILE, BLOCK_MAP_DELTA_FILE, DELTA_TEMP_FILE].filter(n => names.includes(n))
+  for (const name of all) await layer.remove(path.join(indexDir, name))
+  if (all.length > 0) await layer.syncDir(indexDir)
 }
 
 /** Whether a saved map describes the index as it is now: `checkpoint` read before any change. */
@@ -159,8 +281,51 @@ async function readBlockMap (layer: FileLayer, file: string): Promise<TakenBlock
     }
     const trailer = Buffer.alloc(4)
     if (await readUpTo(h, trailer, at) !== 4 || trailer.readUInt32LE(0) !== crc) return { why: 'saved block map damaged: checksum mismatch' }
-    return { saved: { stamp, tables } }
+    return { saved: { stamp, tables, base: { seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots, crc } } }
   } finally {
     await h.close()
   }
+}
+
+/**
+ * Reads a delta and checks it whole (CRC32C) and against the base it must name: the same
+ * store and block size, the base's stamp and CRC. Returns the stamp the map then reflects.
+ */
+async function readDelta (layer: FileLayer, file: string, base: SavedBlockMap): Promise<{ stamp: BlockMapStamp, rows: BlockMapRows } | { why: string }> {
+  let bytes: Buffer
+  let h
+  try {
+    h = await layer.open(file, false)
+  } catch (err) {
+    return { why: `block map delta unreadable: ${(err as Error).message}` }
+  }
+  try {
+    bytes = Buffer.alloc(await h.size())
+    if (await readUpTo(h, bytes, 0) !== bytes.length) return { why: 'block map delta truncated' }
+  } finally {
+    await h.close()
+  }
+  if (bytes.length < HEADER_BYTES + 4 || !bytes.subarray(0, 8).equals(DELTA_MAGIC)) return { why: 'block map delta damaged: no header' }
+  if (bytes.readUInt32LE(8) !== BLOCK_MAP_DELTA_VERSION) return { why: `block map delta of version ${bytes.readUInt32LE(8)}` }
+  if (crc32c(bytes.subarray(0, bytes.length - 4)) !== bytes.readUInt32LE(bytes.length - 4)) return { why: 'block map delta damaged: checksum mismatch' }
+  const jsonBytes = bytes.readUInt32LE(12)
+  const headerBytes = HEADER_BYTES + Math.ceil(jsonBytes / 8) * 8
+  let stamp: BlockMapStamp & { base: BlockMapBase, rows: number }
+  try {
+    stamp = JSON.parse(bytes.subarray(HEADER_BYTES, HEADER_BYTES + jsonBytes).toString('utf8'))
+  } catch {
+    return { why: 'block map delta damaged: stamp unreadable' }
+  }
+  const n = stamp.rows
+  if (!Number.isSafeInteger(n) || n < 0 || headerBytes + n * SLOT_BYTES + 4 !== bytes.length) return { why: 'block map delta damaged: wrong size' }
+  const b = base.base
+  const named = stamp.base
+  if (stamp.uuid !== base.stamp.uuid || stamp.blockBytes !== base.stamp.blockBytes || !named ||
+    named.seq !== b.seq || named.position !== b.position || named.timeMs !== b.timeMs || named.slots !== b.slots || named.crc !== b.crc) {
+    return { why: 'block map delta of another saved map' }
+  }
+  // Copied out into aligned arrays (the rows start at a multiple of 8 bytes, but in a buffer that may not).
+  const column = (k: number, size: number): ArrayBuffer => (bytes.buffer as ArrayBuffer).slice(bytes.byteOffset + headerBytes + k * 8 * n, bytes.byteOffset + headerBytes + k * 8 * n + size * n)
+  const rows: BlockMapRows = { keys: new Float64Array(column(0, 8)), positions: new Float64Array(column(1, 8)), seqs: new Float64Array(column(2, 8)), crcs: new Uint32Array(column(3, 4)) }
+  return { stamp: { uuid: stamp.uuid, blockBytes: stamp.blockBytes, seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots: stamp.slots }, rows }
 }

@@ -33,6 +33,8 @@ export class BlockMap {
   private keysVersion = 0
   /** The last sortedBlocks() result while the set of blocks is unchanged; the GC may drop it. */
   private sorted: { version: number, blocks: WeakRef<Float64Array | Uint32Array> } | undefined
+  /** Blocks set or deleted since trackChanges(), while there are at most `limit` of them. */
+  private tracked: { mark: unknown, blocks: Set<number>, limit: number } | undefined
 
   constructor (initialSlots = 1024) {
     let slots = 16
@@ -102,6 +104,7 @@ export class BlockMap {
    * number): replaying a moved old version never hides the newest.
    */
   set (block: number, position: number, crc: number, seq: number): void {
+    if (this.tracked) this.track(block)
     let slot = this.slotOf(block)
     if (this.keys[slot] === EMPTY) {
       if ((this.used + 1) > MAX_LOAD * (this.mask + 1)) {
@@ -122,6 +125,7 @@ export class BlockMap {
 
   /** Removes a block (it reads as zeros again). Backward-shift deletion keeps probes short. */
   delete (block: number): boolean {
+    if (this.tracked) this.track(block)
     let slot = this.slotOf(block)
     if (this.keys[slot] === EMPTY) return false
     this.used--
@@ -143,6 +147,27 @@ export class BlockMap {
     }
     this.keys[slot] = EMPTY
     return true
+  }
+
+  /**
+   * Starts recording which blocks change (set or delete) from now on, beside `initial` ones,
+   * under an opaque `mark` (what the map was then: block-map-file.ts saves only the changes
+   * since a saved map it loaded). Past `limit` blocks it stops: saving them all is cheaper.
+   */
+  trackChanges (mark: unknown, limit: number, initial: Iterable<number> = []): void {
+    this.tracked = { mark, blocks: new Set(initial), limit }
+    if (this.tracked.blocks.size > limit) this.tracked = undefined
+  }
+
+  /** The blocks changed since trackChanges(mark), or undefined if not tracked or too many. */
+  changesSince (): { mark: unknown, blocks: Set<number> } | undefined {
+    return this.tracked && { mark: this.tracked.mark, blocks: this.tracked.blocks }
+  }
+
+  private track (block: number): void {
+    const t = this.tracked!
+    t.blocks.add(block)
+    if (t.blocks.size > t.limit) this.tracked = undefined
   }
 
   /** The table's arrays, not copies: for saving the map (they must not be changed). */
@@ -183,6 +208,7 @@ export class BlockMap {
     this.used = used
     this.trimmedBlocks = trimmed
     this.keysVersion++
+    this.tracked = undefined // changes are of the arrays replaced
     return undefined
   }
 

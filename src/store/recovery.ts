@@ -6,7 +6,7 @@ import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
-import { stampMismatch, type TakenBlockMap } from './block-map-file'
+import { deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
 import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
@@ -131,7 +131,7 @@ export async function recover (
     if (baseline) report.rebuiltIndex = true
     report.blockMap = { from: 'log', why: opts.savedMap && 'saved' in opts.savedMap ? 'the index is rebuilt from the log' : opts.savedMap?.why }
   } else {
-    const why = loadSavedMap(map, opts.savedMap, geometry, checkpointAtOpen)
+    const why = loadSavedMap(map, opts.savedMap, geometry, checkpointAtOpen, !!opts.readOnly)
     if (why === undefined) {
       report.blockMap = { from: 'saved' }
       log.info({ blocks: map.count, checkpoint: checkpointAtOpen }, 'block map loaded from the map saved at the last clean close')
@@ -366,13 +366,28 @@ export async function recover (
 }
 
 /** Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map untouched). */
-function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined): string | undefined {
+function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined, readOnly: boolean): string | undefined {
   if (!taken) return 'no saved block map'
   if (!('saved' in taken)) return taken.why
-  const mismatch = stampMismatch(taken.saved.stamp, geometry, checkpoint)
+  const { stamp, tables, base, delta } = taken.saved
+  const mismatch = stampMismatch(stamp, geometry, checkpoint)
   if (mismatch) return `saved block map is stale: ${mismatch}`
-  const refused = map.adopt(taken.saved.tables)
-  return refused === undefined ? undefined : `saved block map refused: ${refused}`
+  // Checked before the map takes anything: a refusal leaves it empty for the index to fill.
+  const badRow = delta?.keys.find(block => !Number.isSafeInteger(block) || block < 0)
+  if (badRow !== undefined) return `saved block map refused: its delta names block ${badRow}`
+  const refused = map.adopt(tables)
+  if (refused !== undefined) return `saved block map refused: ${refused}`
+  if (delta) {
+    for (let i = 0; i < delta.keys.length; i++) {
+      const block = delta.keys[i]
+      map.delete(block)
+      if (delta.seqs[i] >= 0) map.set(block, delta.positions[i], delta.crcs[i], delta.seqs[i])
+    }
+  }
+  // A write open's close saves what changes from here on, beside the delta's blocks, against
+  // the base file (which takeBlockMap kept as blockmap.base).
+  if (!readOnly) map.trackChanges(base, deltaLimit(tables.keys.length), delta?.keys ?? [])
+  return undefined
 }
 
 /** Segment files on every volume of the home: id -> volumes holding a copy. */
