@@ -228,3 +228,29 @@ t.test('a write to another block while an incremental applies is caught by the c
     await dst.close()
   }
 })
+
+t.test('an incremental of many scattered blocks (records staged into large writes, runs read in flight) arrives byte for byte', async t => {
+  const root = tmpDir('identity-cache')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const src = await newStore(root, 'src')
+  const dst = await newStore(root, 'dst')
+  try {
+    await writeBlocks(src, [0, 5, 10])
+    await src.snapshot({ name: 'a' })
+    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await receiveStream(dst, path.join(root, 'a.stream'))
+    const scattered = Array.from({ length: 700 }, (_, i) => i * 2 + 1) // no two adjacent: 700 records of one block
+    await writeBlocks(src, scattered)
+    await src.write(100 * B + 1, Buffer.alloc(3 * B, 9)) // and a run of four (unaligned: read-modify-write)
+    await src.flush()
+    await src.snapshot({ name: 'b' })
+    const r = await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    t.ok(r.bytes > 2 * 1024 * 1024, `the stream (${r.bytes} bytes) fills the 1 MiB stage more than twice`)
+    const got = await receiveStream(dst, path.join(root, 'ab.stream'))
+    t.equal(got.dataBlocks, r.dataBlocks, 'every data block applied')
+    t.equal(await snapshotSha(dst, 'b'), await snapshotSha(src, 'b'), 'b received byte for byte')
+  } finally {
+    await src.close()
+    await dst.close()
+  }
+})

@@ -10,6 +10,9 @@ import { writeFully, writePartialThenRename } from './partial-file'
 
 /** Sending a snapshot, or the increment between two, as a stream (stream-format.ts) onto a sink. */
 
+/** Reads of an incremental's runs in flight at once (each at most 1 MiB). */
+const READS_IN_FLIGHT = 16
+
 export interface SendResult {
   snapshot: string
   from: string | null
@@ -68,19 +71,37 @@ export async function sendStream (
     opts.onProgress?.((first + count) * B, store.sizeBytes)
   }
   if (from) {
-    // Incremental: the blocks changed in between, from the entries of that stretch of the log.
+    // Incremental: the blocks changed in between, from the entries of that stretch of the log,
+    // in runs read up to READS_IN_FLIGHT at a time and emitted in order: scattered single
+    // blocks read one after the other would each wait for the last.
+    const reads: Array<{ first: number, count: number, data: Promise<Buffer> }> = []
+    const emitOldest = async (): Promise<void> => {
+      const r = reads.shift()!
+      await emit(r.first, r.count, await r.data)
+    }
+    const read = async (first: number, count: number): Promise<void> => {
+      const data = store.readSnapshot(snap.name, first * B, count * B)
+      data.catch(() => undefined) // awaited in turn by emitOldest
+      reads.push({ first, count, data })
+      if (reads.length >= READS_IN_FLIGHT) await emitOldest()
+    }
     let runStart = -1
     let runCount = 0
-    for await (const block of store.changedBlocks(from.seq, snap.seq)) {
-      if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
-        runCount++
-        continue
+    try {
+      for await (const block of store.changedBlocks(from.seq, snap.seq)) {
+        if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
+          runCount++
+          continue
+        }
+        if (runCount > 0) await read(runStart, runCount)
+        runStart = block
+        runCount = 1
       }
-      if (runCount > 0) await emit(runStart, runCount, await store.readSnapshot(snap.name, runStart * B, runCount * B))
-      runStart = block
-      runCount = 1
+      if (runCount > 0) await read(runStart, runCount)
+      while (reads.length > 0) await emitOldest()
+    } finally {
+      await Promise.allSettled(reads.map(r => r.data))
     }
-    if (runCount > 0) await emit(runStart, runCount, await store.readSnapshot(snap.name, runStart * B, runCount * B))
   } else {
     // Full: the whole image in large chunks read ahead; the blocks written by the cut (where
     // is not -1) form the same runs as the changes since sequence 0 would.

@@ -59,8 +59,9 @@ export interface StreamTrailer {
   streamCrc: number
 }
 
-/** Parts of a record shorter than this are joined into one write. */
+/** Parts of a record shorter than this are staged and written together, up to STAGE_BYTES. */
 const SMALL_PART_BYTES = 64 * 1024
+const STAGE_BYTES = 1024 * 1024
 
 /**
  * Where a stream goes: chunks are written in order; the promise resolves once accepted. A
@@ -100,6 +101,8 @@ export class StreamWriter {
   private dataBlocks = 0
   private zeroBlocks = 0
   private crc = 0
+  private readonly stage = Buffer.allocUnsafe(STAGE_BYTES)
+  private staged = 0
   bytes = 0
 
   constructor (private readonly sink: StreamSink) {}
@@ -109,16 +112,29 @@ export class StreamWriter {
       if (counted) this.crc = crc32c(p, this.crc)
       this.bytes += p.length
     }
-    // Small parts (record heads, CRCs) go out together; a data payload goes out as it is: no
-    // copy of each MiB into a fresh buffer (its page faults cost more than the write).
-    let small: Buffer[] = []
+    // Small parts (record heads, CRCs, records of a few blocks) are copied into one staging
+    // buffer that goes out when full (or before a large part, or at the trailer): an
+    // incremental of scattered blocks is then a few large writes, not one per record. A large
+    // data payload goes out as it is: no copy of each MiB (its page faults cost more than the
+    // write).
     for (const p of parts) {
-      if (p.length < SMALL_PART_BYTES) { small.push(p); continue }
-      if (small.length > 0) await this.sink.write(small.length === 1 ? small[0] : Buffer.concat(small))
-      small = []
+      if (p.length < SMALL_PART_BYTES) {
+        if (this.staged + p.length > this.stage.length) await this.flush()
+        p.copy(this.stage, this.staged)
+        this.staged += p.length
+        continue
+      }
+      await this.flush()
       await this.sink.write(p)
     }
-    if (small.length > 0) await this.sink.write(small.length === 1 ? small[0] : Buffer.concat(small))
+  }
+
+  /** Writes what is staged (the sink is done with the buffer once the promise resolves). */
+  private async flush (): Promise<void> {
+    if (this.staged === 0) return
+    const n = this.staged
+    this.staged = 0
+    await this.sink.write(this.stage.subarray(0, n))
   }
 
   async header (h: StreamHeader): Promise<void> {
@@ -146,6 +162,7 @@ export class StreamWriter {
   async trailer (): Promise<StreamTrailer> {
     const t: StreamTrailer = { records: this.records, dataBlocks: this.dataBlocks, zeroBlocks: this.zeroBlocks, streamCrc: this.crc }
     await this.put(record(RecordType.trailer, [Buffer.from(JSON.stringify(t))]), false)
+    await this.flush()
     return t
   }
 }
