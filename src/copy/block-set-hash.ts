@@ -1,4 +1,5 @@
 import crypto from 'node:crypto'
+import os from 'node:os'
 
 /**
  * The content identity of stream format 2 ("c2-"): a hash of the set of (block, CRC32C) pairs
@@ -19,14 +20,16 @@ import crypto from 'node:crypto'
 
 const KEY = crypto.createHash('sha256').update('logdisk content identity c2').digest()
 const LANES = 8
-const PAIR_BYTES = 32
+const PAIR_WORDS = 8
+const LITTLE_ENDIAN = os.endianness() === 'LE'
+const swap32 = (x: number): number => (((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24)) >>> 0
 export const SET_IDENTITY_PREFIX = 'c2-'
 
 export class BlockSetHash {
   /** Lane sums; kept as doubles between reductions (exact below 2^53). */
   private readonly lanes = new Float64Array(LANES)
   private readonly cipher = crypto.createCipheriv('aes-256-ecb', KEY, null).setAutoPadding(false)
-  private plain = Buffer.alloc(0)
+  private plain = new Uint32Array(0)
 
   /** The hash of the empty set for a volume of this geometry (its image is all zeros). */
   static empty (sizeBytes: number, blockBytes: number): BlockSetHash {
@@ -51,29 +54,33 @@ export class BlockSetHash {
   /** Adds (sign 1) or removes (sign -1) the pairs (blocks[i], crcs[i]) for which keep(i). */
   update (sign: 1 | -1, blocks: ArrayLike<number>, crcs: ArrayLike<number>, keep: (i: number) => boolean): void {
     const n = blocks.length
-    if (this.plain.length < n * PAIR_BYTES) this.plain = Buffer.alloc(n * PAIR_BYTES)
+    if (this.plain.length < n * PAIR_WORDS) this.plain = new Uint32Array(n * PAIR_WORDS)
+    const plain = this.plain
     let m = 0
     for (let i = 0; i < n; i++) {
       if (!keep(i)) continue
       const block = blocks[i]
       const lo = block % 0x100000000
       const hi = Math.floor(block / 0x100000000)
-      const o = m * PAIR_BYTES
-      this.plain.writeUInt32LE(lo, o)
-      this.plain.writeUInt32LE(hi, o + 4)
-      this.plain.writeUInt32LE(crcs[i], o + 8)
-      this.plain.writeUInt32LE(0, o + 12)
-      this.plain.writeUInt32LE(lo, o + 16)
-      this.plain.writeUInt32LE(hi, o + 20)
-      this.plain.writeUInt32LE(crcs[i], o + 24)
-      this.plain.writeUInt32LE(1, o + 28)
+      const o = m * PAIR_WORDS
+      plain[o] = lo
+      plain[o + 1] = hi
+      plain[o + 2] = crcs[i]
+      plain[o + 3] = 0
+      plain[o + 4] = lo
+      plain[o + 5] = hi
+      plain[o + 6] = crcs[i]
+      plain[o + 7] = 1
       m++
     }
     if (m === 0) return
-    const out = this.cipher.update(this.plain.subarray(0, m * PAIR_BYTES))
+    // Typed arrays are in the machine's byte order; the hash is defined little-endian.
+    if (!LITTLE_ENDIAN) for (let k = 0; k < m * PAIR_WORDS; k++) plain[k] = swap32(plain[k])
+    const bytes = this.cipher.update(Buffer.from(plain.buffer, 0, m * PAIR_WORDS * 4))
+    const out = bytes.byteOffset % 4 === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4) : new Uint32Array(Uint8Array.from(bytes).buffer)
     const sums = new Float64Array(LANES)
-    for (let o = 0; o < out.length; o += PAIR_BYTES) {
-      for (let l = 0; l < LANES; l++) sums[l] += out.readUInt32LE(o + l * 4)
+    for (let o = 0; o < out.length; o += LANES) {
+      for (let l = 0; l < LANES; l++) sums[l] += LITTLE_ENDIAN ? out[o + l] : swap32(out[o + l])
     }
     for (let l = 0; l < LANES; l++) this.lanes[l] = (this.lanes[l] + sign * (sums[l] % 0x100000000)) >>> 0
   }
