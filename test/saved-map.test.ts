@@ -7,7 +7,7 @@ import { openStore } from '../src/app/open'
 import { contentIdentities, contentIdentity } from '../src/copy/content-identity'
 import { adoptStore } from '../src/ops/adopt'
 import { BlockMap } from '../src/store/block-map'
-import { BLOCK_MAP_BASE_FILE, BLOCK_MAP_DELTA_FILE, BLOCK_MAP_FILE, BLOCK_MAP_FILE_VERSION, deltaLimit, takeBlockMap } from '../src/store/block-map-file'
+import { BLOCK_MAP_BASE_FILE, BLOCK_MAP_DELTA_FILE, BLOCK_MAP_FILE, BLOCK_MAP_FILE_VERSION, adoptSavedMap, deltaLimit, saveBlockMap, takeBlockMap } from '../src/store/block-map-file'
 import { crc32c } from '../src/store/crc'
 import { nodeFileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
@@ -554,4 +554,27 @@ t.test('a crash while open for writing leaves only the base: never used; many ch
   store = await openChecked(t, dir, model, atSnapshot, 'after many changes')
   t.same(store.recovery.blockMap, { from: 'saved' })
   await store.close()
+})
+
+t.test('a delta of version 1 is pinned: the fixture reads as the release that wrote it made it', async t => {
+  // test/fixtures/blockmap-delta-1 (make-blockmap-delta-1.mjs): a base and a delta on it.
+  const fixture = path.join(FIXTURES, 'blockmap-delta-1')
+  const taken = await takeBlockMap(nodeFileLayer, fixture, true)
+  if (!('saved' in taken)) throw new Error(taken.why)
+  t.same({ ...taken.saved.stamp }, { uuid: '00000000-0000-4000-8000-000000000002', blockBytes: 4096, seq: 45, position: 1300000, timeMs: 1796169700000, slots: 16 }, 'the stamp is the delta\'s')
+  t.equal(taken.saved.delta?.keys.length, 4, 'four rows')
+  const m = new BlockMap()
+  t.equal(adoptSavedMap(m, taken.saved), undefined)
+  t.same([...m.sortedBlocks()].map(b => [b, m.position(b), m.crc(b), m.seq(b)]), [[3, 53248, 66, 44], [5, 49152, 55, 43], [9, -2, 0, 45], [2 ** 40, 40960, 22, 9]])
+  t.same(fs.readdirSync(fixture).sort(), [BLOCK_MAP_FILE, BLOCK_MAP_DELTA_FILE], 'a kept take leaves the fixture alone')
+  // The delta is used only with its base: beside another map (saved whole since) it is not.
+  const dir = tmpDir(t)
+  fs.cpSync(fixture, dir, { recursive: true })
+  const delta = fs.readFileSync(path.join(dir, BLOCK_MAP_DELTA_FILE))
+  await saveBlockMap(nodeFileLayer, dir, m, { uuid: '00000000-0000-4000-8000-000000000002', blockBytes: 4096 }, { seq: 50, position: 1400000, timeMs: 1796169800000 })
+  fs.writeFileSync(path.join(dir, BLOCK_MAP_DELTA_FILE), delta) // (saving whole removed it)
+  const other = await takeBlockMap(nodeFileLayer, dir, true)
+  if (!('saved' in other)) throw new Error(other.why)
+  t.equal(other.saved.delta, undefined, 'the delta of another base is not used')
+  t.equal(other.saved.stamp.seq, 50, 'the map alone, with its own stamp')
 })

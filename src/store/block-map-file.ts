@@ -231,6 +231,25 @@ export async function dropBlockMap (layer: FileLayer, indexDir: string): Promise
   if (all.length > 0) await layer.syncDir(indexDir)
 }
 
+/**
+ * Makes `map` the saved map: its table, then its delta's rows (deleted, then set). Returns why
+ * it was refused, with `map` untouched (the rows are checked before anything is taken).
+ */
+export function adoptSavedMap (map: BlockMap, saved: SavedBlockMap): string | undefined {
+  const { tables, delta } = saved
+  const badRow = delta?.keys.find(block => !Number.isSafeInteger(block) || block < 0)
+  if (badRow !== undefined) return `its delta names block ${badRow}`
+  const refused = map.adopt(tables)
+  if (refused !== undefined) return refused
+  if (delta) {
+    for (let i = 0; i < delta.keys.length; i++) {
+      map.delete(delta.keys[i])
+      if (delta.seqs[i] >= 0) map.set(delta.keys[i], delta.positions[i], delta.crcs[i], delta.seqs[i])
+    }
+  }
+  return undefined
+}
+
 /** Whether a saved map describes the index as it is now: `checkpoint` read before any change. */
 export function stampMismatch (stamp: BlockMapStamp, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint | undefined): string | undefined {
   if (stamp.uuid !== store.uuid || stamp.blockBytes !== store.blockBytes) return `it belongs to store ${stamp.uuid} with ${stamp.blockBytes}-byte blocks`

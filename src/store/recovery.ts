@@ -6,7 +6,7 @@ import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
-import { deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
+import { adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
 import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
@@ -372,18 +372,8 @@ function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry
   const { stamp, tables, base, delta } = taken.saved
   const mismatch = stampMismatch(stamp, geometry, checkpoint)
   if (mismatch) return `saved block map is stale: ${mismatch}`
-  // Checked before the map takes anything: a refusal leaves it empty for the index to fill.
-  const badRow = delta?.keys.find(block => !Number.isSafeInteger(block) || block < 0)
-  if (badRow !== undefined) return `saved block map refused: its delta names block ${badRow}`
-  const refused = map.adopt(tables)
+  const refused = adoptSavedMap(map, taken.saved)
   if (refused !== undefined) return `saved block map refused: ${refused}`
-  if (delta) {
-    for (let i = 0; i < delta.keys.length; i++) {
-      const block = delta.keys[i]
-      map.delete(block)
-      if (delta.seqs[i] >= 0) map.set(block, delta.positions[i], delta.crcs[i], delta.seqs[i])
-    }
-  }
   // A write open's close saves what changes from here on, beside the delta's blocks, against
   // the base file (which takeBlockMap kept as blockmap.base).
   if (!readOnly) map.trackChanges(base, deltaLimit(tables.keys.length), delta?.keys ?? [])
