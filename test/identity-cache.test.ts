@@ -254,3 +254,32 @@ t.test('an incremental of many scattered blocks (records staged into large write
     await dst.close()
   }
 })
+
+t.test('a write that lands while receive checks the current volume is caught too (the carry starts where the check ended)', async t => {
+  const root = tmpDir('identity-cache')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const src = await newStore(root, 'src')
+  const dst = await newStore(root, 'dst')
+  try {
+    await writeBlocks(src, [0, 1, 2])
+    await src.snapshot({ name: 'a' })
+    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await receiveStream(dst, path.join(root, 'a.stream'))
+    await writeBlocks(src, [1, 60])
+    await src.snapshot({ name: 'b' })
+    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    // The first changedBlocks call is receive's check that nothing was written since a: a
+    // writer's block 70 lands after the check's end point was read, before the check ends.
+    const changedBlocks = dst.changedBlocks.bind(dst)
+    let calls = 0
+    dst.changedBlocks = async function * (fromSeq: number, toSeq: number) {
+      if (calls++ === 0) await dst.write(70 * B, Buffer.alloc(B, 7))
+      yield * changedBlocks(fromSeq, toSeq)
+    }
+    await t.rejects(receiveStream(dst, path.join(root, 'ab.stream')), { code: 'CORRUPT' }, 'refused: the volume is not b')
+    t.same(dst.snapshots().map(s => s.name), ['a'], 'no snapshot b')
+  } finally {
+    await src.close()
+    await dst.close()
+  }
+})

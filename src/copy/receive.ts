@@ -78,7 +78,10 @@ export async function receiveStream (
   }
   const baseSeq = base ? base.seq : 0
   const dirty: number[] = []
-  for await (const block of store.changedBlocks(baseSeq, currentSeq(store))) dirty.push(block)
+  // The point this check covers; the identity carry below starts from it, so a write that
+  // lands while the check runs is among the blocks carried across, and caught.
+  const checkedSeq = currentSeq(store)
+  for await (const block of store.changedBlocks(baseSeq, checkedSeq)) dirty.push(block)
   if (dirty.length > 0 && !opts.force) {
     throw new LogdiskError('BAD_ARGUMENT', base
       ? `the current volume of ${store.dir} was written since snapshot ${base.name} (${dirty.length} blocks); give --force to roll it back to ${base.name} and receive`
@@ -89,7 +92,7 @@ export async function receiveStream (
   // With nothing written since the base, the current volume is the base: its identity is the
   // base's, and the blocks' CRCs before the stream rewrites them, read from the block map as
   // it goes, spare the carry below an index seek per block.
-  const startSeq = currentSeq(store)
+  const startSeq = checkedSeq
   const atStart = c2 && baseSeq > 0 && dirty.length === 0 ? new Map<number, number>() : undefined
   const zeroCrc = crc32c(Buffer.alloc(B))
   // Writes go in a bounded window, so small ones share a group commit (the log appender's);
