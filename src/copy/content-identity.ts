@@ -5,7 +5,8 @@ import { crc32c, type Store } from '../store'
 const LOCATE_BLOCKS = 8192
 
 /**
- * The content identity of the image at cut `seq`: a hash of the volume geometry and of every
+ * The content identity of stream format 1 ("c1-"; format 2 streams carry the c2 identity of
+ * set-identity.ts, which can be carried across changed blocks): of the image at cut `seq`, a hash of the volume geometry and of every
  * non-zero block's address and CRC32C, read from the index (no data is read). Two images with
  * the same identity hold the same bytes (up to CRC32C collisions of single blocks), whatever
  * store or log history they come from, so a receiver can tell that it holds an incremental's base.
