@@ -31,6 +31,8 @@ const WRITEVS_IN_FLIGHT = 4
 interface PendingWrite {
   block: number
   data: Buffer
+  /** The CRC32C of each of its blocks, if the caller had them (else computed when cut). */
+  crcs: Uint32Array | undefined
   /** Entries of it not yet applied (it resolves when the last one is). */
   left: number
   resolve: () => void
@@ -120,11 +122,12 @@ export class LogAppender implements LogPart {
    * pass) was queued on the lock after it, so every caller still sees lock order. Each write
    * resolves once all its entries are in the log file, as before (durable after a flush).
    */
-  write (offset: number, data: Buffer): Promise<void> {
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void> {
     const B = this.p.config.blockBytes
     if (offset % B !== 0 || data.length % B !== 0) return this.lock.run(() => this.writeLocked(offset, data))
+    const crcs = blockCrcs?.length === data.length / B ? blockCrcs : undefined
     return new Promise<void>((resolve, reject) => {
-      const w: PendingWrite = { block: offset / B, data, left: 0, resolve, reject }
+      const w: PendingWrite = { block: offset / B, data, crcs, left: 0, resolve, reject }
       const open = this.openGroup
       if (open !== undefined && open.ticket === this.lock.queued && open.bytes + data.length <= GROUP_MAX_BYTES) {
         open.writes.push(w)
@@ -182,7 +185,8 @@ export class LogAppender implements LogPart {
             }
           }
           const payload = w.data.subarray(b * B, (b + count) * B)
-          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs: blockCrcs(payload, count, B) })
+          const crcs = w.crcs !== undefined ? w.crcs.subarray(b, b + count) : blockCrcs(payload, count, B)
+          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs })
           w.left++
           bytes += ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES + payload.length
           b += count
