@@ -2,6 +2,7 @@
 // negotiated and mounted, INTERRUPT from a signalled reader, every way the session can end
 // (umount from outside, SIGHUP, kill -9 under a loop device), no leaked /dev/fuse fd, and
 // choosing the transport. Root with /dev/fuse.
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -54,6 +55,33 @@ t.test('the mount and the session: fuse.logdisk, fd=, max_read, protocol 7.38, 1
   const stats = logLines(store).find(l => l.msg === 'FUSE session statistics')!.stats
   t.equal(stats.maxWriteBytes, 1048576, 'writes arrive 1 MiB at a time')
   t.ok(stats.maxInflight >= 8, `requests were served concurrently (up to ${stats.maxInflight} at once)`)
+})
+
+// The readers compute the block CRCs of an aligned WRITE (channel.ts crcBlockBytes) and the
+// store puts them into the entry as they are: a wrong one would fail verify and the read.
+t.test('block CRCs from the reader threads: aligned writes carry them, and every block checks', opts, async t => {
+  const { dir, store, mnt, img } = await setup(t, 'devfuse-crcs')
+  const data = crypto.randomBytes(4 * 1024 * 1024 + 8192)
+  const src = path.join(dir, 'data.bin')
+  fs.writeFileSync(src, data)
+  t.equal((await run('dd', [`if=${src}`, `of=${img}`, 'bs=1M', 'count=4', 'oflag=direct', 'conv=notrunc', 'seek=3'])).code, 0, '4 MiB of aligned direct writes')
+  const fd = fs.openSync(img, 'r+')
+  fs.writeSync(fd, data, 4 * 1024 * 1024, 8192, 1000) // unaligned: the store cuts it into blocks itself
+  fs.fsyncSync(fd)
+  fs.closeSync(fd)
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  const stats = logLines(store).find(l => l.msg === 'FUSE session statistics')!.stats
+  t.ok(stats.writesWithCrcs >= 4, `${stats.writesWithCrcs} writes came with their block CRCs`)
+  const verify = await logdisk('verify', store)
+  t.equal(verify.code, 0, `verify is clean: ${verify.stdout.trim().split('\n').pop()}`)
+  t.equal((await run(process.execPath, [CLI, 'mount', store, mnt])).code, 0, 'mounted again')
+  const back = Buffer.alloc(data.length)
+  const rfd = fs.openSync(img, 'r')
+  fs.readSync(rfd, back, 0, 4 * 1024 * 1024, 3 * 1024 * 1024)
+  fs.readSync(rfd, back, 4 * 1024 * 1024, 8192, 1000)
+  fs.closeSync(rfd)
+  t.ok(back.equals(data), 'the aligned and the unaligned writes read back')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
 })
 
 t.test('no process but the daemon holds /dev/fuse, and the daemon holds it close-on-exec', opts, async t => {

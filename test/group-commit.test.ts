@@ -29,6 +29,10 @@ class CountingLayer implements FileLayer {
   writevs: Array<{ file: string, position: number, bytes: number }> = []
   datasyncs = 0
   failWhen: ((file: string, position: number, bytes: number) => boolean) | undefined
+  /** Awaited before a writev goes to the disk (to make writevs finish out of order). */
+  beforeWritev: ((file: string, position: number, bytes: number) => Promise<void>) | undefined
+  inFlight = 0
+  maxInFlight = 0
   constructor (readonly sim: SimFileLayer) {}
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
@@ -45,11 +49,17 @@ class CountingLayer implements FileLayer {
           return async (buffers: Buffer[], position: number) => {
             const bytes = buffers.reduce((n, b) => n + b.length, 0)
             layer.writevs.push({ file, position, bytes })
-            if (layer.failWhen?.(file, position, bytes)) {
-              layer.failWhen = undefined
-              throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
+            layer.maxInFlight = Math.max(layer.maxInFlight, ++layer.inFlight)
+            try {
+              await layer.beforeWritev?.(file, position, bytes)
+              if (layer.failWhen?.(file, position, bytes)) {
+                layer.failWhen = undefined
+                throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
+              }
+              return await target.writev(buffers, position)
+            } finally {
+              layer.inFlight--
             }
-            return target.writev(buffers, position)
           }
         }
         const v = Reflect.get(target, prop, receiver)
@@ -66,9 +76,9 @@ class CountingLayer implements FileLayer {
   punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
-async function newStore (t: Test, layer: FileLayer): Promise<{ dir: string, store: Store }> {
+async function newStore (t: Test, layer: FileLayer, segmentBytes = SEGMENT): Promise<{ dir: string, store: Store }> {
   const dir = tmpDir(t)
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes })
   const store = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 })
   return { dir, store }
 }
@@ -201,4 +211,77 @@ t.test('flushes that arrive together share one fdatasync; writes go on while it 
   await store.flush()
   t.same(await store.read(0, 2 * B), Buffer.concat([blockOf(1), blockOf(2)]))
   await store.close()
+})
+
+// A group of 1 MiB writes goes out as several writevs at once (log-appender.ts WRITEVS_IN_FLIGHT).
+const BIG_SEGMENT = 6 * 1024 * 1024 + 64 * 1024
+const MiB_BLOCKS = 256
+
+/** Six 1 MiB writes called together: the first alone, the other five grouped (five writevs). */
+function sixWrites (store: Store): Array<Promise<void>> {
+  const writes = []
+  for (let i = 0; i < 6; i++) writes.push(store.write(i * MiB_BLOCKS * B, blockOf(100 + i, MiB_BLOCKS)))
+  return writes
+}
+
+t.test('writevs of a group run at once, finish out of order and land in log order', async t => {
+  const layer = new CountingLayer(new SimFileLayer())
+  const { dir, store } = await newStore(t, layer, BIG_SEGMENT)
+  const big = (bytes: number): boolean => bytes > MiB_BLOCKS * B
+  // The first writev of the group waits until every later one of the group is done.
+  let firstOfGroup: (() => void) | undefined
+  let bigSeen = 0
+  layer.beforeWritev = async (_file, _position, bytes) => {
+    if (!big(bytes)) return
+    bigSeen++
+    if (bigSeen === 2) await new Promise<void>(resolve => { firstOfGroup = resolve })
+    if (bigSeen === 5) setImmediate(() => firstOfGroup?.())
+  }
+  const settled: number[] = []
+  await Promise.all(sixWrites(store).map((p, i) => p.then(() => { settled.push(i) })))
+  t.ok(layer.maxInFlight >= 3, `${layer.maxInFlight} writevs were in flight at once`)
+  t.same(settled.slice(1, 3), [1, 2], 'writes resolve in log order although later writevs finished first')
+  for (let i = 0; i < 6; i++) t.same(await store.read(i * MiB_BLOCKS * B, MiB_BLOCKS * B), blockOf(100 + i, MiB_BLOCKS), `write ${i} reads back`)
+  await store.close()
+  const again = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 })
+  for (let i = 0; i < 6; i++) t.same(await again.read(i * MiB_BLOCKS * B, MiB_BLOCKS * B), blockOf(100 + i, MiB_BLOCKS), `write ${i} after reopen`)
+  await again.close()
+})
+
+// A failed writev with later ones of its group already written: those must not come back
+// after a reopen (recovery would scan past the failed one's place if the bytes stayed).
+t.test('a failed writev in the middle of a group fails it and the later writes, which do not come back after reopen', async t => {
+  const layer = new CountingLayer(new SimFileLayer())
+  const { dir, store } = await newStore(t, layer, BIG_SEGMENT)
+  const big = (bytes: number): boolean => bytes > MiB_BLOCKS * B
+  let bigSeen = 0
+  let release: (() => void) | undefined
+  const started = new Map<number, number>() // position -> which big writev (1-based)
+  layer.beforeWritev = async (_file, position, bytes) => {
+    if (!big(bytes)) return
+    started.set(position, ++bigSeen)
+    // The failing one (the third of the group) waits until the later ones are written.
+    if (bigSeen === 4) await new Promise<void>(resolve => { release = resolve })
+    if (bigSeen === 5) setImmediate(() => release?.())
+  }
+  layer.failWhen = (_file, position, bytes) => big(bytes) && started.get(position) === 4
+  const results = await Promise.allSettled(sixWrites(store))
+  t.same(results.map(r => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected', 'rejected'], 'the failed write and the later ones fail, the earlier ones stay written')
+  const failed = results[3]
+  if (failed.status === 'rejected') t.ok(isLogdiskError(failed.reason, 'IO'), 'as IO')
+  const check = async (s: Store, when: string, third: Buffer = Buffer.alloc(MiB_BLOCKS * B)): Promise<void> => {
+    for (let i = 0; i < 6; i++) {
+      const want = i < 3 ? blockOf(100 + i, MiB_BLOCKS) : i === 3 ? third : Buffer.alloc(MiB_BLOCKS * B)
+      t.same(await s.read(i * MiB_BLOCKS * B, MiB_BLOCKS * B), want, `write ${i} ${i < 3 ? 'reads back' : 'never happened'} ${when}`)
+    }
+  }
+  await check(store, 'at once')
+  // The next append, of the failed one's size, goes where it was: had the later writevs'
+  // bytes stayed in the file after it, a scan would read them as the entries that follow.
+  await store.write(3 * MiB_BLOCKS * B, blockOf(7, MiB_BLOCKS))
+  await store.flush()
+  await store.abandon() // no clean close: the next open scans the log past its checkpoint
+  const again = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 })
+  await check(again, 'after reopen', blockOf(7, MiB_BLOCKS))
+  await again.close()
 })

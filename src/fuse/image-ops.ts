@@ -92,7 +92,13 @@ export interface Folder {
   handle (id: number): ImageHandle
   /** Reads into `into` (its length is the request); resolves to bytes read, short at the end of the image. */
   read (handle: ImageHandle, pos: number, into: Buffer): Promise<number>
-  write (handle: ImageHandle, pos: number, data: Buffer): Promise<number>
+  /**
+   * Writes `data` at `pos`. `blockCrcs`, when the transport computed them, are the CRC32C
+   * of each of `data`'s blocks of `crcBlockBytes` (a block-aligned write only).
+   */
+  write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array): Promise<number>
+  /** The block size whose CRC32Cs `write` can take from the transport (0: none). */
+  readonly crcBlockBytes?: number
   flush (handle: ImageHandle): Promise<void>
   fsync (handle: ImageHandle): Promise<void>
   fallocate (handle: ImageHandle, mode: number, offset: number, length: number): Promise<void>
@@ -189,10 +195,14 @@ export class ImageFolder implements Folder {
     }
   }
 
-  async write (handle: ImageHandle, pos: number, data: Buffer): Promise<number> {
+  get crcBlockBytes (): number {
+    return this.store.blockBytes
+  }
+
+  async write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array): Promise<number> {
     if (handle.image !== CURRENT_IMAGE || this.readOnly) throw new FsError(Errno.EROFS)
     try {
-      await this.store.write(pos, data)
+      await this.store.write(pos, data, blockCrcs)
       return data.length
     } catch (err) {
       return this.fail('write', err)

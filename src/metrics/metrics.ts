@@ -273,9 +273,10 @@ export class DaemonMetrics {
         }
         return m.timeIo(handle.image, 'read', n => n, () => inner.read(handle, pos, into))
       },
-      write (handle, pos, data) {
+      get crcBlockBytes () { return inner.crcBlockBytes },
+      write (handle, pos, data, blockCrcs) {
         if (isStats(handle)) return Promise.reject(new FsError(Errno.EROFS))
-        return m.timeIo(handle.image, 'write', n => n, () => inner.write(handle, pos, data))
+        return m.timeIo(handle.image, 'write', n => n, () => inner.write(handle, pos, data, blockCrcs))
       },
       flush (handle) {
         if (isStats(handle)) return Promise.resolve()

@@ -229,23 +229,24 @@ export class IndexDb {
     // history deletes only follow a synced log, see IndexWriter.checkpoint), so it is safe.
     let chained = this.db.batch()
     let ops = 0
-    const step = async (): Promise<void> => {
-      if (++ops < chunkOps) return
+    // Awaited only when a chunk is full: an await per operation cost a turn of the event
+    // loop per block version (65,536 of them in a full batch).
+    const writeChunk = async (): Promise<void> => {
       await this.gate?.('index.commit')
       await chained.write()
       chained = this.db.batch()
       ops = 0
     }
     const h = batch.history
-    for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); await step() }
+    for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); if (++ops >= chunkOps) await writeChunk() }
     const d = batch.historyDeletes
-    for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); await step() }
-    for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); await step() }
-    for (const [seq, record] of batch.entries) { chained.put(numberKey(ENTRY_PREFIX, seq), pack(record)); await step() }
+    for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); if (++ops >= chunkOps) await writeChunk() }
+    for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); if (++ops >= chunkOps) await writeChunk() }
+    for (const [seq, record] of batch.entries) { chained.put(numberKey(ENTRY_PREFIX, seq), pack(record)); if (++ops >= chunkOps) await writeChunk() }
     for (const [seq, record] of batch.snapshots) {
       if (record) chained.put(numberKey(SNAPSHOT_PREFIX, seq), pack(record))
       else chained.del(numberKey(SNAPSHOT_PREFIX, seq))
-      await step()
+      if (++ops >= chunkOps) await writeChunk()
     }
     for (const [name, n] of batch.counters) chained.put(counterKey(name), pack(n))
     chained.put(CHECKPOINT_KEY, pack(checkpoint))

@@ -21,11 +21,18 @@ const GROUP_MAX_BYTES = 16 * 1024 * 1024
  */
 const WRITEV_MAX_BYTES = 1024 * 1024
 const WRITEV_MAX_PARTS = 512
+/**
+ * Writevs of one group commit running at once (see commitGroup). Four is libuv's default
+ * thread pool; the index's LevelDB writes and reads share that pool, and take their turn.
+ */
+const WRITEVS_IN_FLIGHT = 4
 
 /** A whole-block write waiting for its group commit. */
 interface PendingWrite {
   block: number
   data: Buffer
+  /** The CRC32C of each of its blocks, if the caller had them (else computed when cut). */
+  crcs: Uint32Array | undefined
   /** Entries of it not yet applied (it resolves when the last one is). */
   left: number
   resolve: () => void
@@ -47,6 +54,15 @@ interface GroupEntry {
   payload: Buffer
   block: number
   crcs: Uint32Array
+}
+
+/** One writev of a group commit, started at `at` in the current segment and not landed yet. */
+interface Flight {
+  entries: GroupEntry[]
+  bytes: number
+  at: number
+  timeMs: number
+  written: Promise<void>
 }
 
 /** The CRC32C of each of the first `count` blocks of `data`. */
@@ -81,6 +97,10 @@ export class LogAppender implements LogPart {
   private syncNext: Promise<void> | undefined
   /** Whole-block writes not yet taken by their group commit. */
   private openGroup: WriteGroup | undefined
+  /** Entries of a group commit's writevs started and not landed yet (their sequence numbers follow `seq`). */
+  private startedEntries = 0
+  /** Time of the last entry started (entry times never decrease, even across writevs in flight). */
+  private startedTimeMs = 0
 
   constructor (
     private readonly p: StoreParts,
@@ -102,11 +122,12 @@ export class LogAppender implements LogPart {
    * pass) was queued on the lock after it, so every caller still sees lock order. Each write
    * resolves once all its entries are in the log file, as before (durable after a flush).
    */
-  write (offset: number, data: Buffer): Promise<void> {
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void> {
     const B = this.p.config.blockBytes
     if (offset % B !== 0 || data.length % B !== 0) return this.lock.run(() => this.writeLocked(offset, data))
+    const crcs = blockCrcs?.length === data.length / B ? blockCrcs : undefined
     return new Promise<void>((resolve, reject) => {
-      const w: PendingWrite = { block: offset / B, data, left: 0, resolve, reject }
+      const w: PendingWrite = { block: offset / B, data, crcs, left: 0, resolve, reject }
       const open = this.openGroup
       if (open !== undefined && open.ticket === this.lock.queued && open.bytes + data.length <= GROUP_MAX_BYTES) {
         open.writes.push(w)
@@ -122,16 +143,24 @@ export class LogAppender implements LogPart {
 
   /**
    * Appends a group of whole-block writes (under the lock): their entries are cut and
-   * checksummed as `appendWrite` would, gathered into writevs of at most WRITEV_MAX_BYTES
-   * each, and each writev's entries are applied (tail, block map, index batch) in one
-   * synchronous step, as `appendEntry` does for one entry. A failed writev fails the writes
-   * it held and every later write of the group; earlier writes stay written.
+   * checksummed as `appendWrite` would and gathered into writevs of at most WRITEV_MAX_BYTES
+   * each. Up to WRITEVS_IN_FLIGHT of those writevs run at once, each at its own place after
+   * the tail (a 1 MiB copy into the page cache is most of a sequential write's time, and
+   * one at a time left the disk idle while the next one was cut). They land in log order:
+   * the oldest writev's entries are applied (tail, block map, index batch) in one
+   * synchronous step once it is done, as `appendEntry` does for one entry, so the tail
+   * never moves past an entry whose bytes are not all written. A failed writev fails the
+   * writes it held and every later write of the group, once every writev started has
+   * settled, and the file is cut back to where the failed one began; earlier writes stay
+   * written.
    */
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
     const B = this.p.config.blockBytes
+    const flights: Flight[] = []
     let entries: GroupEntry[] = []
     let bytes = 0
+    let started = 0 // bytes of writevs started and not yet landed
     let next = 0 // writes[next..] have entries not yet cut
     try {
       for (; next < group.writes.length; next++) {
@@ -139,28 +168,48 @@ export class LogAppender implements LogPart {
         const blocks = w.data.length / B
         w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
         for (let b = 0; b < blocks;) {
-          let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytes))
+          let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(started + bytes))
           if (count < 1 || bytes >= WRITEV_MAX_BYTES || entries.length * 2 >= WRITEV_MAX_PARTS) {
             if (entries.length > 0) {
-              await this.appendGroup(entries, bytes)
+              if (flights.length >= WRITEVS_IN_FLIGHT) started -= await this.landOldest(flights)
+              flights.push(await this.startWritev(entries, bytes, started))
+              started += bytes
               entries = []
               bytes = 0
             }
-            if (this.blocksThatFit(0) < 1) await this.roll()
-            count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(0))
+            count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(started))
+            if (count < 1) {
+              while (flights.length > 0) started -= await this.landOldest(flights)
+              await this.roll()
+              count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(0))
+            }
           }
           const payload = w.data.subarray(b * B, (b + count) * B)
-          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs: blockCrcs(payload, count, B) })
+          const crcs = w.crcs !== undefined ? w.crcs.subarray(b, b + count) : blockCrcs(payload, count, B)
+          entries.push({ write: w, header: Buffer.alloc(0), payload, block: w.block + b, crcs })
           w.left++
           bytes += ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES + payload.length
           b += count
         }
         if (--w.left === 0) w.resolve() // all its entries applied already (none were cut)
       }
-      if (entries.length > 0) await this.appendGroup(entries, bytes)
+      if (entries.length > 0) {
+        if (flights.length >= WRITEVS_IN_FLIGHT) started -= await this.landOldest(flights)
+        flights.push(await this.startWritev(entries, bytes, started))
+        entries = []
+      }
+      while (flights.length > 0) started -= await this.landOldest(flights)
     } catch (err) {
+      this.startedEntries = 0
+      if (flights.length > 0) {
+        // Nothing may still be writing past the tail when the next append starts there.
+        await Promise.allSettled(flights.map(f => f.written))
+        // Leave no partial entry behind the tail (a later scan would stop at it).
+        await this.current.handle.truncate(this.current.tail).catch(() => undefined)
+      }
       // The writes of the failed writev and every later one fail; earlier ones resolved.
       const failed = new Set(entries.map(e => e.write))
+      for (const f of flights) for (const e of f.entries) failed.add(e.write)
       for (let i = 0; i < group.writes.length; i++) {
         const w = group.writes[i]
         if (failed.has(w) || i >= next) w.reject(err)
@@ -168,32 +217,60 @@ export class LogAppender implements LogPart {
     }
   }
 
-  /** One writev of encoded group entries at the tail, then all of them applied in one step. */
-  private async appendGroup (entries: GroupEntry[], bytes: number): Promise<void> {
+  /**
+   * Starts one writev of encoded group entries `ahead` bytes past the tail of the current
+   * segment (writevs started before it and not landed yet cover those bytes). Their sequence
+   * numbers and times follow the last entry started.
+   */
+  private async startWritev (entries: GroupEntry[], bytes: number, ahead: number): Promise<Flight> {
     await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const segment = this.current
-    const timeMs = this.nextTimeMs()
-    let seq = this.seq
+    const at = segment.tail + ahead
+    if (at + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: a group commit does not fit the segment')
+    const timeMs = Math.max(this.nextTimeMs(), this.startedTimeMs)
     const parts: Buffer[] = []
+    let seq = this.seq + this.startedEntries
     for (const e of entries) {
       e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B)
       parts.push(e.header, e.payload)
     }
+    this.startedEntries += entries.length
+    this.startedTimeMs = timeMs
+    const written = segment.handle.writev(parts, at)
+    written.catch(() => undefined) // awaited by landOldest, maybe only after a later one failed
+    return { entries, bytes, at, timeMs, written }
+  }
+
+  /**
+   * Waits for the oldest writev started and applies its entries; returns its bytes. When it
+   * failed, throws, leaving it and the later ones in `flights` (commitGroup cleans up).
+   */
+  private async landOldest (flights: Flight[]): Promise<number> {
+    const f = flights[0]
+    const segment = this.current
+    try {
+      await f.written
+    } catch (err) {
+      throw fromSystemError(err, `append to ${segment.file}`)
+    }
+    flights.shift()
+    if (f.at !== segment.tail) throw new LogdiskError('IO', 'internal: a group commit landed out of log order')
     const start = positionOf(this.p.config, segment.id, segment.tail)
-    await this.appendEntry(parts, () => {
-      if (this.completedPosition !== start + bytes) throw new LogdiskError('IO', 'internal: a group commit moved the tail by a size it did not encode')
-      let position = start
-      let s = this.seq
-      for (const e of entries) {
-        this.applyWrite(++s, timeMs, position, e.header.length, e.block, e.crcs)
-        position += e.header.length + e.payload.length
-      }
-      this.seq = s
-      this.lastTimeMs = timeMs
-    })
-    for (const e of entries) if (--e.write.left === 0) e.write.resolve()
+    this.moveTail(segment, f.bytes)
+    if (this.completedPosition !== start + f.bytes) throw new LogdiskError('IO', 'internal: a group commit moved the tail by a size it did not encode')
+    let position = start
+    let s = this.seq
+    for (const e of f.entries) {
+      this.applyWrite(++s, f.timeMs, position, e.header.length, e.block, e.crcs)
+      position += e.header.length + e.payload.length
+    }
+    this.startedEntries -= s - this.seq
+    this.seq = s
+    this.lastTimeMs = f.timeMs
+    for (const e of f.entries) if (--e.write.left === 0) e.write.resolve()
     this.p.index.checkpointIfFull()
+    return f.bytes
   }
 
   /**
@@ -380,10 +457,15 @@ export class LogAppender implements LogPart {
       await segment.handle.truncate(segment.tail).catch(() => undefined)
       throw fromSystemError(err, `append to ${segment.file}`)
     }
+    this.moveTail(segment, bytes)
+    applied()
+  }
+
+  /** The tail moves past `bytes` just written at it (the caller applies their entries in the same step). */
+  private moveTail (segment: Segment, bytes: number): void {
     segment.tail += bytes
     segment.unsynced = true
     this.completedPosition = positionOf(this.p.config, segment.id, segment.tail)
-    applied()
   }
 
   /** Seals the full current segment (now `active`, synced later) and opens the next (004 cl. 6). */

@@ -71,7 +71,7 @@ export interface LogPart {
    * Writes `data` at byte `offset` (checked by the caller); takes the lock. Whole-block writes
    * queued together are appended by one group commit (one writev).
    */
-  write (offset: number, data: Buffer): Promise<void>
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void>
   /** Writes `data` at byte `offset` (checked by the caller); under the lock. */
   writeLocked (offset: number, data: Buffer): Promise<void>
   /** Trims `length` bytes at `offset` (checked by the caller); under the lock. */

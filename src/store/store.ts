@@ -161,9 +161,11 @@ export class Store {
   /**
    * Writes `data` at byte `offset`. Unaligned writes read the edge blocks and write whole
    * blocks (read-modify-write inside the store). Resolves once the bytes are in the log file
-   * (durable after flush()).
+   * (durable after flush()). `blockCrcs`: the CRC32C of each block of a block-aligned `data`,
+   * when the caller has them already (the FUSE transport's readers compute them off the event
+   * loop); they go into the entry as they are, so they must be of these very bytes.
    */
-  write (offset: number, data: Buffer): Promise<void> {
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void> {
     try {
       this.assertOpen()
       if (!Number.isSafeInteger(offset) || offset < 0) throw new LogdiskError('BAD_ARGUMENT', `bad write offset ${offset}`)
@@ -174,7 +176,7 @@ export class Store {
       return Promise.reject(err)
     }
     if (data.length === 0) return Promise.resolve()
-    return this.p.log.write(offset, data)
+    return this.p.log.write(offset, data, blockCrcs)
   }
 
   /**

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../../store/logger'
+import { IN_HEADER, Op, WRITE_IN } from './protocol'
 import type { ReplySink } from './server'
 
 /**
@@ -23,6 +24,13 @@ export interface ChannelOptions {
   slotsPerReader: number
   /** Bytes per slot: at least protocol.readBufferBytes(max_write). */
   bufferBytes: number
+  /**
+   * When set, a reader computes the CRC32C of every block of this size of a block-aligned
+   * WRITE's data right after reading it, on its own thread: the store needs them for the
+   * entry's header, and the event loop, which every request waits for, is then spared that
+   * work (a tenth of a sequential write's time there). 0: none.
+   */
+  crcBlockBytes?: number
   log: Logger
 }
 
@@ -31,15 +39,36 @@ export type EndReason = string
 
 const SLOT_SHIFT = 4194304 // message = slot * SLOT_SHIFT + bytes; a slot holds under 4 MiB
 
+// The reader's WRITE check reads these offsets (protocol.ts): opcode, then fuse_write_in's offset and size, then the data.
+const OPCODE_AT = 4
+const WRITE_OFFSET_AT = IN_HEADER + 8
+const WRITE_SIZE_AT = IN_HEADER + 16
+const WRITE_DATA_AT = IN_HEADER + WRITE_IN
+
 const READER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads')
 const fs = require('node:fs')
-const { fd, data, ctl, bytes, first, count, nslots, reader } = workerData
+const { fd, data, ctl, bytes, first, count, nslots, reader, crcs, crcBlockBytes, crcStride, crcModule } = workerData
 const st = new Int32Array(ctl)
 const free = nslots + reader
 const stop = nslots + workerData.readers
 const views = []
 for (let k = 0; k < count; k++) views.push(new Uint8Array(data, (first + k) * bytes, bytes))
+const B = crcBlockBytes
+const crc32c = B > 0 ? require(crcModule).crc32c : undefined
+const crcArea = B > 0 ? new Uint32Array(crcs) : undefined
+const bufs = views.map(v => Buffer.from(v.buffer, v.byteOffset, v.byteLength))
+// A block-aligned WRITE: the CRC32C of each block of its data, count first (0: none).
+function blockCrcs (slot, buf, n) {
+  const at = slot * crcStride
+  crcArea[at] = 0
+  if (n < ${WRITE_DATA_AT} || buf.readUInt32LE(${OPCODE_AT}) !== ${Op.WRITE}) return
+  const offset = buf.readUInt32LE(${WRITE_OFFSET_AT}) + buf.readUInt32LE(${WRITE_OFFSET_AT + 4}) * 4294967296
+  const size = buf.readUInt32LE(${WRITE_SIZE_AT})
+  if (offset % B !== 0 || size % B !== 0 || size === 0 || ${WRITE_DATA_AT} + size > n || size / B >= crcStride) return
+  for (let i = 0, o = ${WRITE_DATA_AT}; o < ${WRITE_DATA_AT} + size; i++, o += B) crcArea[at + 1 + i] = crc32c(buf.subarray(o, o + B)) >>> 0
+  crcArea[at] = size / B
+}
 const nap = new Int32Array(new SharedArrayBuffer(4))
 for (;;) {
   while (Atomics.load(st, free) === 0) {
@@ -65,6 +94,7 @@ for (;;) {
       process.exit(0)
     }
   }
+  if (B > 0) blockCrcs(slot, bufs[k], n)
   parentPort.postMessage(slot * ${SLOT_SHIFT} + n)
 }
 `
@@ -83,6 +113,9 @@ export class DevFuseChannel implements ReplySink {
   private settle!: (reason: EndReason) => void
   private readonly releasers: Array<() => void> = []
   private readonly dataBuffer: SharedArrayBuffer
+  /** Per slot: how many block CRCs the reader computed (0: none), then the CRCs (see crcBlockBytes). */
+  private readonly crcs: Uint32Array
+  private readonly crcStride: number
 
   constructor (private readonly opts: ChannelOptions) {
     if (opts.bufferBytes >= SLOT_SHIFT) throw new Error(`slot of ${opts.bufferBytes} bytes is too big`)
@@ -105,17 +138,23 @@ export class DevFuseChannel implements ReplySink {
     for (let r = 0; r < opts.readers; r++) this.state[this.nslots + r] = opts.slotsPerReader
     this.ended = new Promise(resolve => { this.settle = resolve })
     this.dataBuffer = data
+    const crcBlockBytes = opts.crcBlockBytes ?? 0
+    this.crcStride = crcBlockBytes > 0 ? 1 + Math.ceil(opts.bufferBytes / crcBlockBytes) : 0
+    this.crcs = new Uint32Array(new SharedArrayBuffer(Math.max(4, this.nslots * this.crcStride * 4)))
   }
 
-  /** Starts the readers; `onRequest` gets each request with the callback that frees its slot. */
-  start (onRequest: (req: Buffer, n: number, release: () => void) => void): void {
+  /**
+   * Starts the readers; `onRequest` gets each request with the callback that frees its slot,
+   * and for a block-aligned WRITE the CRC32C of each block of its data (crcBlockBytes).
+   */
+  start (onRequest: (req: Buffer, n: number, release: () => void, blockCrcs?: Uint32Array) => void): void {
     const { readers, slotsPerReader, bufferBytes } = this.opts
     for (let r = 0; r < readers; r++) {
       const worker = new Worker(READER_SOURCE, {
         eval: true,
         // A reader only loops on read(2): a small heap is plenty.
         resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
-        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, first: r * slotsPerReader, count: slotsPerReader, nslots: this.nslots, reader: r, readers },
+        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, first: r * slotsPerReader, count: slotsPerReader, nslots: this.nslots, reader: r, readers, crcs: this.crcs.buffer, crcBlockBytes: this.opts.crcBlockBytes ?? 0, crcStride: this.crcStride, crcModule: require.resolve('@node-rs/crc32') },
         stdout: false,
         stderr: false
       })
@@ -124,11 +163,14 @@ export class DevFuseChannel implements ReplySink {
         if (typeof m === 'number') {
           const slot = Math.floor(m / SLOT_SHIFT)
           let released = false
+          const at = slot * this.crcStride
+          // A copy: the slot's CRCs are the reader's again once the slot is released.
+          const crcs = this.crcStride > 0 && this.crcs[at] > 0 ? this.crcs.slice(at + 1, at + 1 + this.crcs[at]) : undefined
           onRequest(this.slots[slot], m - slot * SLOT_SHIFT, () => {
             if (released) return
             released = true
             this.releasers[slot]()
-          })
+          }, crcs)
         } else {
           this.endReason ??= m.end
         }

@@ -157,12 +157,12 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   await prepareMountpoint(mountpoint, log)
   let channel: DevFuseChannel
   try {
-    channel = new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log })
+    channel = new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), crcBlockBytes: folder.crcBlockBytes ?? 0, log })
   } catch (err) {
     throw new LogdiskError('IO', `cannot open /dev/fuse: ${(err as Error).message} (modprobe fuse? in a container: --device /dev/fuse)`, err)
   }
   const server = new FuseServer(folder, channel, { log, maxWrite, faults: opts.faults })
-  channel.start((req, n, release) => server.dispatch(req, n, release))
+  channel.start((req, n, release, blockCrcs) => server.dispatch(req, n, release, blockCrcs))
 
   const uid = process.getuid?.() ?? 0
   const gid = process.getgid?.() ?? 0

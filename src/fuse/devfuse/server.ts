@@ -65,7 +65,7 @@ export class FuseServer {
   /** Settles once INIT is answered (rejects when the kernel's protocol is too old). */
   readonly initialized: Promise<Negotiated>
   destroyed = false
-  readonly stats = { requests: 0, maxInflight: 0, maxWriteBytes: 0, maxReadBytes: 0, interrupts: 0, interruptedEarly: 0, fallocateModes: {} as Record<string, number> }
+  readonly stats = { requests: 0, maxInflight: 0, maxWriteBytes: 0, maxReadBytes: 0, writesWithCrcs: 0, interrupts: 0, interruptedEarly: 0, fallocateModes: {} as Record<string, number> }
 
   private readonly maxWrite: number
   private readonly maxBackground: number
@@ -186,7 +186,7 @@ export class FuseServer {
    * long (READ replies are built in it); `release` gives the buffer back once it is no longer
    * needed, which for READ and WRITE is after the store is done with it.
    */
-  dispatch (req: Buffer, n: number, release: () => void): void {
+  dispatch (req: Buffer, n: number, release: () => void, blockCrcs?: Uint32Array): void {
     this.stats.requests++
     if (n < IN_HEADER || req.readUInt32LE(0) !== n) {
       this.log.error({ bytes: n, len: n >= 4 ? req.readUInt32LE(0) : -1 }, 'malformed FUSE request ignored')
@@ -202,7 +202,7 @@ export class FuseServer {
     try {
       switch (opcode) {
         case Op.READ: return this.read(req, unique, release)
-        case Op.WRITE: return this.write(req, n, unique, release)
+        case Op.WRITE: return this.write(req, n, unique, release, blockCrcs)
         case Op.INIT: this.init(req, n, unique); break
         case Op.LOOKUP: this.lookup(req, n, unique, nodeid); break
         case Op.FORGET: this.forget(nodeid, u64(req, IN_HEADER)); break
@@ -363,7 +363,7 @@ export class FuseServer {
     })
   }
 
-  private write (req: Buffer, n: number, unique: number, release: () => void): void {
+  private write (req: Buffer, n: number, unique: number, release: () => void, blockCrcs?: Uint32Array): void {
     const fh = u64(req, IN_HEADER)
     const offset = u64(req, IN_HEADER + 8)
     const size = req.readUInt32LE(IN_HEADER + 16)
@@ -373,10 +373,11 @@ export class FuseServer {
       return release()
     }
     if (size > this.stats.maxWriteBytes) this.stats.maxWriteBytes = size
+    if (blockCrcs !== undefined) this.stats.writesWithCrcs++
     const handle = this.openHandle(fh, unique, release)
     if (!handle) return
     const state = this.track(unique, Op.WRITE)
-    this.folder.write(handle, offset, req.subarray(data, data + size)).then(wrote => {
+    this.folder.write(handle, offset, req.subarray(data, data + size), blockCrcs).then(wrote => {
       release()
       if (this.untrack(unique, state)) this.reply(unique, WRITE_OUT, (b, o) => b.writeUInt32LE(wrote, o))
     }, err => {
