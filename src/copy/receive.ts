@@ -1,3 +1,4 @@
+import { refuseOnClone } from '../clone/clone'
 import { LogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
 import { crc32c, type SnapshotRecord, type Store, type VolumeIdPolicy } from '../store'
@@ -44,6 +45,10 @@ export async function receiveStream (
   store: Store, file: string,
   opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void } = {}
 ): Promise<ReceiveResult> {
+  // A clone's unwritten blocks read from its parent's snapshot, which neither the identities
+  // nor the checks below (empty store, nothing written since the base) see: its images would
+  // look emptier than they are, and a stream onto the wrong image would be accepted.
+  refuseOnClone(store.dir, 'receive')
   const B = store.blockBytes
   let summary: StreamSummary
   try {
