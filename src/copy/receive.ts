@@ -39,7 +39,8 @@ function inRanges (ranges: Array<[number, number]>): (block: number) => boolean 
  * an incremental's base present with the same content identity, and the current volume
  * unwritten since that base (or empty, for a full stream) unless `force`, which rolls the
  * current volume back to the base first. Any refusal leaves the store unchanged. Before the
- * cut the current volume's identity must equal the snapshot's, or no snapshot is cut.
+ * cut the current volume's identity must equal the snapshot's, or no snapshot is cut; and if
+ * something wrote between that check and the cut, the cut's identity too, or it is deleted.
  */
 export async function receiveStream (
   store: Store, file: string,
@@ -155,9 +156,25 @@ export async function receiveStream (
   }
   // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
   const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })
+  // A write that landed after the point checked above (a writer on the mounted store) is in
+  // the cut: the snapshot's identity is carried across it (walked, for a c1 stream), and a
+  // snapshot that is not the stream's is deleted again rather than kept under its name.
+  if (snapshot.seq !== appliedSeq + 1) {
+    let cut: string | undefined
+    try {
+      cut = c2 ? await carryIdentity(store, identity, appliedSeq, snapshot.seq) : await contentIdentity(store, snapshot.seq)
+      if (c2 && !store.pointHeld(appliedSeq)) cut = undefined // a version read there may be another point's
+    } catch (err) {
+      await store.deleteSnapshot(snapshot.name).catch(() => undefined)
+      throw err
+    }
+    if (cut !== header.snapshot.identity) {
+      await store.deleteSnapshot(snapshot.name)
+      throw new LogdiskError('CORRUPT', `the current volume of ${store.dir} was written while ${header.snapshot.name} was being cut (identity ${cut ?? 'unknown'}, expected ${header.snapshot.identity}); the snapshot was deleted again`)
+    }
+  }
   // Checked against the stream just now: the next incremental receive onto it carries it.
-  // Only if the cut directly follows what was checked (nothing was written in between).
-  if (c2 && snapshot.seq === appliedSeq + 1) await rememberIdentities(store, new Map([[snapshot.seq, identity]]))
+  if (c2) await rememberIdentities(store, new Map([[snapshot.seq, header.snapshot.identity]]))
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }
