@@ -348,8 +348,12 @@ export class LogAppender implements LogPart {
     // In block order, as a write of zeros would go into the log (a crash keeps a prefix).
     if (first * B > offset) await this.writeLocked(offset, Buffer.alloc(first * B - offset))
     // The blocks of [first, end) that hold data, found from whichever is smaller: the range or the map.
+    // On a clone (fallThrough) a block it never wrote reads its parent's data: every block
+    // that is not trimmed already needs the trim entry.
     const held: number[] = []
-    if (end - first <= map.count) {
+    if (this.p.opts.fallThrough) {
+      for (let b = first; b < end; b++) if (map.position(b) !== TRIMMED) held.push(b)
+    } else if (end - first <= map.count) {
       for (let b = first; b < end; b++) if (map.position(b) >= 0) held.push(b)
     } else {
       map.forEach((b, position) => { if (b >= first && b < end && position >= 0) held.push(b) })

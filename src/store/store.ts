@@ -184,7 +184,8 @@ export class Store {
    * PUNCH_HOLE and ZERO_RANGE of the image: they read as zeros from now on, while snapshots and
    * points before keep their data, and compaction frees what only the discarded versions held.
    * Whole blocks become trim entries (only blocks that hold data: the others read as zeros
-   * already, and a trim of every block of a fresh disk, as mkfs does, costs nothing); the
+   * already, and a trim of every block of a fresh disk, as mkfs does, costs nothing; on a
+   * clone, every block not trimmed already, since one it never wrote reads its parent's); the
    * partial blocks at the edges are written as zeros. Resolves once it is in the log (durable
    * after flush()), like a write.
    */
