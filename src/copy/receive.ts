@@ -120,7 +120,9 @@ export async function receiveStream (
         for (let i = 0; i < r.count; i++) atStart.set(r.block + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
       }
       const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
-      inFlight.push(store.write(r.block * B, data))
+      const written = store.write(r.block * B, data)
+      written.catch(() => undefined) // awaited by settle(); a failure before that is no unhandled rejection
+      inFlight.push(written)
       inFlightBytes += data.length
       if (inFlight.length >= WRITES_IN_FLIGHT || inFlightBytes >= BYTES_IN_FLIGHT) await settle()
       opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
