@@ -91,7 +91,7 @@ t.test('entries that no longer describe the snapshot are ignored', async t => {
     await writeBlocks(s, [0, 1, 2])
     const a = await s.snapshot({ name: 'a' })
     const [walkedA] = await walkIdentities(s, [a.seq])
-    t.ok(await rememberIdentities(s, new Map([[a.seq, walkedA]])), 'written')
+    t.ok(await rememberIdentities(s, new Map([[a.seq, walkedA]]), s.sizeBytes), 'written')
 
     // Deleted and cut again under the same name, after other writes: another cut.
     await s.deleteSnapshot('a')
@@ -102,7 +102,7 @@ t.test('entries that no longer describe the snapshot are ignored', async t => {
     t.not(walkedA2, walkedA)
     t.equal((await setIdentitiesAt(s, [a2.seq]))[0], walkedA2, 'the identity of the new a is walked')
 
-    await rememberIdentities(s, new Map([[a2.seq, walkedA2]]))
+    await rememberIdentities(s, new Map([[a2.seq, walkedA2]]), s.sizeBytes)
     const good = fs.readFileSync(path.join(s.dir, IDENTITY_FILE))
     for (const [what, edit] of [
       ['another position', (e: Array<Record<string, unknown>>) => { e[0].position = Number(e[0].position) + 1 }],

@@ -77,12 +77,17 @@ function matches (store: Store, s: SnapshotRecord, e: IdentityEntry): boolean {
 
 /**
  * Remembers the identities of snapshots (by cut seq) beside the valid ones already kept.
- * Best effort: returns whether the file was written.
+ * `sizeBytes`: the volume size they were computed at (the caller reads it before computing
+ * them): a resize meanwhile must not make them pass for identities at the new size, so they
+ * are recorded at that size, and used only while the volume has it. Best effort: returns
+ * whether the file was written.
  */
-export async function rememberIdentities (store: Store, identities: Map<number, string>): Promise<boolean> {
+export async function rememberIdentities (store: Store, identities: Map<number, string>, sizeBytes: number): Promise<boolean> {
+  const now = store.sizeBytes
   const all = readIdentities(store)
   let added = false
   for (const [seq, identity] of identities) {
+    if (sizeBytes !== now) continue
     if (all.get(seq) !== identity) added = true
     all.set(seq, identity)
   }
@@ -91,7 +96,7 @@ export async function rememberIdentities (store: Store, identities: Map<number, 
   const entries: IdentityEntry[] = []
   for (const [seq, identity] of [...all].sort((a, b) => b[0] - a[0]).slice(0, MAX_ENTRIES)) {
     const s = bySeq.get(seq)
-    if (s) entries.push({ name: s.name, seq: s.seq, position: s.position, timeMs: s.timeMs, sizeBytes: store.sizeBytes, blockBytes: store.blockBytes, identity })
+    if (s) entries.push({ name: s.name, seq: s.seq, position: s.position, timeMs: s.timeMs, sizeBytes: now, blockBytes: store.blockBytes, identity })
   }
   const line = JSON.stringify({ version: FILE_VERSION, uuid: store.config.uuid, entries })
   const file = path.join(store.dir, IDENTITY_FILE)

@@ -156,6 +156,9 @@ export async function receiveStream (
   if (identity !== header.snapshot.identity) {
     throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
   }
+  if (store.sizeBytes !== header.sizeBytes) {
+    throw new LogdiskError('BUSY', `${store.dir} was resized to ${exactSize(store.sizeBytes)} while the stream of a ${exactSize(header.sizeBytes)} volume was applied; no snapshot was cut`)
+  }
   // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
   const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })
   // A write that landed after the point checked above (a writer on the mounted store) is in
@@ -176,7 +179,7 @@ export async function receiveStream (
     }
   }
   // Checked against the stream just now: the next incremental receive onto it carries it.
-  if (c2) await rememberIdentities(store, new Map([[snapshot.seq, header.snapshot.identity]]))
+  if (c2) await rememberIdentities(store, new Map([[snapshot.seq, header.snapshot.identity]]), header.sizeBytes)
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }

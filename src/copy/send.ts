@@ -40,12 +40,15 @@ export async function sendStream (
   }
   // c2 identities: from the store's identity file, carried from the older end, or walked once
   // and remembered, so the next incremental send from this snapshot costs only what changed.
+  // Identities are of a geometry: one resized while they are computed is sent again.
+  const sizeBytes = store.sizeBytes
   const [identity, fromIdentity] = await setIdentitiesAt(store, from ? [snap.seq, from.seq] : [snap.seq])
+  if (store.sizeBytes !== sizeBytes) throw new LogdiskError('BUSY', `${store.dir} was resized while the identities of the stream were computed; send again`)
   const header: StreamHeader = {
     format: STREAM_FORMAT,
     sourceUuid: store.config.uuid,
     blockBytes: store.blockBytes,
-    sizeBytes: store.sizeBytes,
+    sizeBytes,
     snapshot: { name: snap.name, identity, timeMs: snap.timeMs, frozen: snap.frozen },
     from: from ? { name: from.name, identity: fromIdentity } : null,
     createdAt: new Date().toISOString()
@@ -68,7 +71,7 @@ export async function sendStream (
       else if (from) await w.zero(first + i, j - i)
       i = j
     }
-    opts.onProgress?.((first + count) * B, store.sizeBytes)
+    opts.onProgress?.((first + count) * B, sizeBytes)
   }
   if (from) {
     // Incremental: the blocks changed in between, from the entries of that stretch of the log,
@@ -139,8 +142,8 @@ export async function sendStream (
     if (!store.pointHeld(s.seq)) throw new LogdiskError('NOT_FOUND', `snapshot ${s.name} was deleted while it was being sent; the stream is incomplete`)
   }
   const t = await w.trailer()
-  await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]))
-  opts.onProgress?.(store.sizeBytes, store.sizeBytes)
+  await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]), sizeBytes)
+  opts.onProgress?.(sizeBytes, sizeBytes)
   return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
 }
 

@@ -1,0 +1,79 @@
+// A resize while a receive or a send runs: the identities they computed are of the geometry
+// they started with; one remembered must not be taken for the new geometry's (a later
+// incremental onto that snapshot would then be refused as another base, or worse).
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { openStore } from '../src/app/open'
+import { readIdentities } from '../src/copy/identity-cache'
+import { receiveStream } from '../src/copy/receive'
+import { sendStreamTo } from '../src/copy/send'
+import { walkIdentities } from '../src/copy/set-identity'
+import { Store } from '../src/store/store'
+import { tmpDir } from './helpers/cli'
+
+const B = 4096
+const SIZE = 4 << 20
+
+async function newStore (root: string, name: string): Promise<Store> {
+  const dir = path.join(root, name)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B })
+  return (await openStore(dir, { checkpointIntervalMs: 0 })).store
+}
+
+/** Every remembered identity equals a walk at the store's geometry now. */
+async function rememberedAreTrue (t: Test, s: Store, what: string): Promise<void> {
+  for (const [seq, identity] of readIdentities(s)) {
+    t.equal(identity, (await walkIdentities(s, [seq]))[0], `${what}: the remembered identity of cut ${seq} is the walk's at ${s.sizeBytes} bytes`)
+  }
+}
+
+t.test('a volume grown during a receive or a send keeps no identity of the old geometry', { timeout: 60_000 }, async t => {
+  const root = tmpDir('identity-resize-race')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const src = await newStore(root, 'src')
+  const dst = await newStore(root, 'dst')
+  try {
+    await src.write(0, crypto.randomBytes(4 * B))
+    await src.snapshot({ name: 'a' })
+    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await src.write(20 * B, crypto.randomBytes(B))
+    await src.snapshot({ name: 'b' })
+    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await receiveStream(dst, path.join(root, 'a.stream'))
+
+    // The receiver grows while the stream applies (its flush is after the last write).
+    const flush = dst.flush.bind(dst)
+    let grown = false
+    dst.flush = async () => {
+      if (!grown) { grown = true; await dst.resize(2 * SIZE) }
+      return await flush()
+    }
+    const r = await receiveStream(dst, path.join(root, 'ab.stream')).then(() => undefined, (err: unknown) => err)
+    dst.flush = flush
+    t.equal(dst.sizeBytes, 2 * SIZE, 'grown')
+    t.match(r, { code: 'BUSY' }, 'the receive is refused: the volume is no longer of the stream\'s size')
+    t.same(dst.snapshots().map(s => s.name), ['a'], 'no snapshot b cut')
+    await rememberedAreTrue(t, dst, 'receiver')
+
+    // The sender grows while a stream is written (after the identities were computed).
+    await src.write(30 * B, crypto.randomBytes(B))
+    await src.snapshot({ name: 'c' })
+    fs.rmSync(path.join(src.dir, 'identities'), { force: true })
+    let grew = false
+    await sendStreamTo(src, 'c', 'b', { out: path.join(root, 'bc.stream') }, {
+      onProgress: () => { if (!grew) { grew = true; void src.resize(2 * SIZE) } }
+    })
+    await new Promise(resolve => setTimeout(resolve, 50))
+    t.equal(src.sizeBytes, 2 * SIZE, 'grown')
+    await rememberedAreTrue(t, src, 'sender')
+    // Sent again at the new size: remembered, and true.
+    await sendStreamTo(src, 'c', 'b', { out: path.join(root, 'bc.stream'), force: true })
+    t.equal(readIdentities(src).size, 2, 'b and c remembered at the new size')
+    await rememberedAreTrue(t, src, 'sender, sent again')
+  } finally {
+    await src.close()
+    await dst.close()
+  }
+})
