@@ -22,7 +22,7 @@ async function newStore (root: string, name: string): Promise<Store> {
   return (await openStore(dir, { checkpointIntervalMs: 0 })).store
 }
 
-for (const kind of ['incremental', 'full'] as const) {
+for (const kind of ['incremental', 'full', 'marker'] as const) {
   t.test(`${kind}: a write between the identity check and the cut is not in a cut snapshot`, { timeout: 60_000 }, async t => {
     const root = tmpDir('receive-cut-race')
     t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
@@ -37,11 +37,12 @@ for (const kind of ['incremental', 'full'] as const) {
       await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
       const target = kind === 'full' ? 'a' : 'b'
       const want = await src.readSnapshot(target, 0, SIZE)
-      if (kind === 'incremental') await receiveStream(dst, path.join(root, 'a.stream'))
+      if (kind !== 'full') await receiveStream(dst, path.join(root, 'a.stream'))
       // As a writer on the mounted store would: block 70 changes right before the cut.
       const snapshot = dst.snapshot.bind(dst)
       dst.snapshot = async (opts) => {
-        await dst.write(70 * B, Buffer.alloc(B, 7))
+        if (kind === 'marker') await dst.syncPoint('meanwhile') // changes no block
+        else await dst.write(70 * B, Buffer.alloc(B, 7))
         return await snapshot(opts)
       }
       const r = await receiveStream(dst, path.join(root, kind === 'full' ? 'a.stream' : 'ab.stream')).then(() => undefined, (err: unknown) => err)
@@ -54,7 +55,12 @@ for (const kind of ['incremental', 'full'] as const) {
       } else {
         t.match(r, { code: 'CORRUPT' }, 'refused as CORRUPT')
       }
-      t.ok((await dst.read(70 * B, B)).equals(Buffer.alloc(B, 7)), 'the writer\'s block is kept in the current volume')
+      if (kind === 'marker') {
+        t.error(r, 'a marker in between: received')
+        t.ok(readIdentities(dst).has(dst.snapshotNamed(target).seq), 'and its identity remembered')
+      } else {
+        t.ok((await dst.read(70 * B, B)).equals(Buffer.alloc(B, 7)), 'the writer\'s block is kept in the current volume')
+      }
     } finally {
       await src.close()
       await dst.close()

@@ -164,11 +164,16 @@ export async function receiveStream (
   // A write that landed after the point checked above (a writer on the mounted store) is in
   // the cut: the snapshot's identity is carried across it (walked, for a c1 stream), and a
   // snapshot that is not the stream's is deleted again rather than kept under its name.
+  // (Markers alone in between, a sync point say, change no block: nothing to check.)
   if (snapshot.seq !== appliedSeq + 1) {
-    let cut: string | undefined
+    let cut: string | undefined = identity
     try {
-      cut = c2 ? await carryIdentity(store, identity, appliedSeq, snapshot.seq) : await contentIdentity(store, snapshot.seq)
-      if (c2 && !store.pointHeld(appliedSeq)) cut = undefined // a version read there may be another point's
+      let written = false
+      for await (const block of store.changedBlocks(appliedSeq, snapshot.seq)) { written = block >= 0; break }
+      if (written) {
+        cut = c2 ? await carryIdentity(store, identity, appliedSeq, snapshot.seq) : await contentIdentity(store, snapshot.seq)
+        if (c2 && !store.pointHeld(appliedSeq)) cut = undefined // a version read there may be another point's
+      }
     } catch (err) {
       await store.deleteSnapshot(snapshot.name).catch(() => undefined)
       throw err
