@@ -158,6 +158,11 @@ export class Store {
     return this.p.reader.readCurrent(offset, length, into)
   }
 
+  /** Opened read-only: nothing in the store directory is written (verify, send, restore, ...). */
+  get readOnly (): boolean {
+    return this.p.opts.readOnly !== undefined
+  }
+
   /**
    * Writes `data` at byte `offset`. Unaligned writes read the edge blocks and write whole
    * blocks (read-modify-write inside the store). Resolves once the bytes are in the log file
