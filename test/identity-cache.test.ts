@@ -17,15 +17,12 @@ import { readStreamHeader } from '../src/copy/stream-format'
 import { crc32c } from '../src/store'
 import { Store } from '../src/store/store'
 import { tmpDir } from './helpers/cli'
+import { cutAndSend, newStreamStore } from './helpers/stream-stores'
 
 const B = 4096
 const SIZE = 8 << 20
 
-async function newStore (root: string, name: string): Promise<Store> {
-  const dir = path.join(root, name)
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B })
-  return (await openStore(dir, { checkpointIntervalMs: 0 })).store
-}
+const newStore = (root: string, name: string): Promise<Store> => newStreamStore(root, name, SIZE)
 
 async function writeBlocks (s: Store, blocks: number[], fill?: number): Promise<void> {
   for (const b of blocks) await s.write(b * B, fill === undefined ? crypto.randomBytes(B) : Buffer.alloc(B, fill))
@@ -53,8 +50,7 @@ t.test('send remembers identities; an incremental send and receive carry them an
   try {
     await writeBlocks(src, [0, 1, 2, 9, 100, 1500, 2000])
     await writeBlocks(src, [3], 0) // zeros: absent from the identity
-    const a = await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    const a = await cutAndSend(src, root, 'a')
     const [walkedA] = await walkIdentities(src, [a.seq])
     t.same([...readIdentities(src)], [[a.seq, walkedA]], 'the full send remembered a\'s identity')
     t.equal((await readStreamHeader(path.join(root, 'a.stream'))).format, 2, 'streams are written in format 2')
@@ -65,8 +61,7 @@ t.test('send remembers identities; an incremental send and receive carry them an
     await writeBlocks(src, [1, 5, 2000])
     await writeBlocks(src, [9], 0) // now zeros
     await src.discard(100 * B, B)
-    const b = await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    const b = await cutAndSend(src, root, 'b', 'a')
     const header = await readStreamHeader(path.join(root, 'ab.stream'))
     const [walkedB] = await walkIdentities(src, [b.seq])
     t.equal(header.from!.identity, walkedA, 'base identity from the file')
@@ -154,12 +149,10 @@ t.test('a base whose remembered identity differs from the stream\'s is refused a
   const dst = await newStore(root, 'dst')
   try {
     await writeBlocks(src, [0, 1, 2])
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
     await writeBlocks(src, [4])
-    await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await cutAndSend(src, root, 'b', 'a')
     // The receiver's remembered identity of a says something else: a different base.
     editIdentities(dst.dir, e => { e[0].identity = BlockSetHash.empty(SIZE, B).toString() })
     const before = crypto.createHash('sha256').update(await dst.read(0, SIZE)).digest('hex')
@@ -183,12 +176,10 @@ t.test('an incremental receive with --force over local writes: the carried ident
   const dst = await newStore(root, 'dst')
   try {
     await writeBlocks(src, [0, 1, 2, 50])
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
     await writeBlocks(src, [1, 60])
-    await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await cutAndSend(src, root, 'b', 'a')
     await writeBlocks(dst, [1, 2, 70]) // local writes since a: 1 is in the stream, 2 and 70 are not
     await dst.discard(50 * B, B)
     await t.rejects(receiveStream(dst, path.join(root, 'ab.stream')), { code: 'BAD_ARGUMENT' }, 'refused without --force')
@@ -209,12 +200,10 @@ t.test('a write to another block while an incremental applies is caught by the c
   const dst = await newStore(root, 'dst')
   try {
     await writeBlocks(src, [0, 1, 2, 50])
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
     await writeBlocks(src, [1, 60, 61, 62])
-    await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await cutAndSend(src, root, 'b', 'a')
     // As a writer on the mounted store would: block 70 (not in the stream) changes meanwhile.
     let injected: Promise<void> | undefined
     // (Progress past half is the applying; the first half is the check of the stream.)
@@ -236,8 +225,7 @@ t.test('an incremental of many scattered blocks (records staged into large write
   const dst = await newStore(root, 'dst')
   try {
     await writeBlocks(src, [0, 5, 10])
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
     const scattered = Array.from({ length: 700 }, (_, i) => i * 2 + 1) // no two adjacent: 700 records of one block
     await writeBlocks(src, scattered)
@@ -262,12 +250,10 @@ t.test('a write that lands while receive checks the current volume is caught too
   const dst = await newStore(root, 'dst')
   try {
     await writeBlocks(src, [0, 1, 2])
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
     await writeBlocks(src, [1, 60])
-    await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await cutAndSend(src, root, 'b', 'a')
     // The first changedBlocks call is receive's check that nothing was written since a: a
     // writer's block 70 lands after the check's end point was read, before the check ends.
     const changedBlocks = dst.changedBlocks.bind(dst)

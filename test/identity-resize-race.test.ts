@@ -5,22 +5,18 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { openStore } from '../src/app/open'
 import { readIdentities } from '../src/copy/identity-cache'
 import { receiveStream } from '../src/copy/receive'
 import { sendStreamTo } from '../src/copy/send'
 import { walkIdentities } from '../src/copy/set-identity'
 import { Store } from '../src/store/store'
 import { tmpDir } from './helpers/cli'
+import { cutAndSend, newStreamStore } from './helpers/stream-stores'
 
 const B = 4096
 const SIZE = 4 << 20
 
-async function newStore (root: string, name: string): Promise<Store> {
-  const dir = path.join(root, name)
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B })
-  return (await openStore(dir, { checkpointIntervalMs: 0 })).store
-}
+const newStore = (root: string, name: string): Promise<Store> => newStreamStore(root, name, SIZE)
 
 /** Every remembered identity equals a walk at the store's geometry now. */
 async function rememberedAreTrue (t: Test, s: Store, what: string): Promise<void> {
@@ -36,11 +32,9 @@ t.test('a volume grown during a receive or a send keeps no identity of the old g
   const dst = await newStore(root, 'dst')
   try {
     await src.write(0, crypto.randomBytes(4 * B))
-    await src.snapshot({ name: 'a' })
-    await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+    await cutAndSend(src, root, 'a')
     await src.write(20 * B, crypto.randomBytes(B))
-    await src.snapshot({ name: 'b' })
-    await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+    await cutAndSend(src, root, 'b', 'a')
     await receiveStream(dst, path.join(root, 'a.stream'))
 
     // The receiver grows while the stream applies (its flush is after the last write).

@@ -5,22 +5,17 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { openStore } from '../src/app/open'
 import { readIdentities } from '../src/copy/identity-cache'
 import { receiveStream } from '../src/copy/receive'
-import { sendStreamTo } from '../src/copy/send'
 import { walkIdentities } from '../src/copy/set-identity'
 import { Store } from '../src/store/store'
 import { tmpDir } from './helpers/cli'
+import { cutAndSend, newStreamStore } from './helpers/stream-stores'
 
 const B = 4096
 const SIZE = 4 << 20
 
-async function newStore (root: string, name: string): Promise<Store> {
-  const dir = path.join(root, name)
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B })
-  return (await openStore(dir, { checkpointIntervalMs: 0 })).store
-}
+const newStore = (root: string, name: string): Promise<Store> => newStreamStore(root, name, SIZE)
 
 for (const kind of ['incremental', 'full', 'marker'] as const) {
   t.test(`${kind}: a write between the identity check and the cut is not in a cut snapshot`, { timeout: 60_000 }, async t => {
@@ -30,11 +25,9 @@ for (const kind of ['incremental', 'full', 'marker'] as const) {
     const dst = await newStore(root, 'dst')
     try {
       await src.write(0, crypto.randomBytes(3 * B))
-      await src.snapshot({ name: 'a' })
-      await sendStreamTo(src, 'a', undefined, { out: path.join(root, 'a.stream') })
+      await cutAndSend(src, root, 'a')
       await src.write(60 * B, crypto.randomBytes(B))
-      await src.snapshot({ name: 'b' })
-      await sendStreamTo(src, 'b', 'a', { out: path.join(root, 'ab.stream') })
+      await cutAndSend(src, root, 'b', 'a')
       const target = kind === 'full' ? 'a' : 'b'
       const want = await src.readSnapshot(target, 0, SIZE)
       if (kind !== 'full') await receiveStream(dst, path.join(root, 'a.stream'))
