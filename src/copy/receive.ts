@@ -169,7 +169,7 @@ export async function receiveStream (
     let cut: string | undefined = identity
     try {
       let written = false
-      for await (const block of store.changedBlocks(appliedSeq, snapshot.seq)) { written = block >= 0; break }
+      for await (const _ of store.changedBlocks(appliedSeq, snapshot.seq)) { written = true; break } // eslint-disable-line @typescript-eslint/no-unused-vars
       if (written) {
         cut = c2 ? await carryIdentity(store, identity, appliedSeq, snapshot.seq) : await contentIdentity(store, snapshot.seq)
         if (c2 && !store.pointHeld(appliedSeq)) cut = undefined // a version read there may be another point's
