@@ -65,6 +65,11 @@ interface Flight {
   written: Promise<void>
 }
 
+/** Bytes of writevs started and not landed yet: they lie right after the tail. */
+function bytesOf (flights: Flight[]): number {
+  return flights.reduce((n, f) => n + f.bytes, 0)
+}
+
 /** The CRC32C of each of the first `count` blocks of `data`. */
 function blockCrcs (data: Buffer, count: number, B: number): Uint32Array {
   const crcs = new Uint32Array(count)
@@ -97,10 +102,6 @@ export class LogAppender implements LogPart {
   private syncNext: Promise<void> | undefined
   /** Whole-block writes not yet taken by their group commit. */
   private openGroup: WriteGroup | undefined
-  /** Entries of a group commit's writevs started and not landed yet (their sequence numbers follow `seq`). */
-  private startedEntries = 0
-  /** Time of the last entry started (entry times never decrease, even across writevs in flight). */
-  private startedTimeMs = 0
 
   constructor (
     private readonly p: StoreParts,
@@ -151,35 +152,34 @@ export class LogAppender implements LogPart {
    * synchronous step once it is done, as `appendEntry` does for one entry, so the tail
    * never moves past an entry whose bytes are not all written. A failed writev fails the
    * writes it held and every later write of the group, once every writev started has
-   * settled, and the file is cut back to where the failed one began; earlier writes stay
+   * settled, and the file is cut back to the tail (where the failed one began); earlier writes stay
    * written.
    */
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
     const B = this.p.config.blockBytes
-    const flights: Flight[] = []
+    const flights: Flight[] = [] // started, not landed yet, oldest first
     let entries: GroupEntry[] = []
     let bytes = 0
-    let started = 0 // bytes of writevs started and not yet landed
     let next = 0 // writes[next..] have entries not yet cut
+    const start = async (): Promise<void> => {
+      if (flights.length >= WRITEVS_IN_FLIGHT) await this.landOldest(flights)
+      flights.push(await this.startWritev(flights, entries, bytes))
+      entries = []
+      bytes = 0
+    }
     try {
       for (; next < group.writes.length; next++) {
         const w = group.writes[next]
         const blocks = w.data.length / B
         w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
         for (let b = 0; b < blocks;) {
-          let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(started + bytes))
+          let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights) + bytes))
           if (count < 1 || bytes >= WRITEV_MAX_BYTES || entries.length * 2 >= WRITEV_MAX_PARTS) {
-            if (entries.length > 0) {
-              if (flights.length >= WRITEVS_IN_FLIGHT) started -= await this.landOldest(flights)
-              flights.push(await this.startWritev(entries, bytes, started))
-              started += bytes
-              entries = []
-              bytes = 0
-            }
-            count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(started))
+            if (entries.length > 0) await start()
+            count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights)))
             if (count < 1) {
-              while (flights.length > 0) started -= await this.landOldest(flights)
+              while (flights.length > 0) await this.landOldest(flights)
               await this.roll()
               count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(0))
             }
@@ -193,14 +193,9 @@ export class LogAppender implements LogPart {
         }
         if (--w.left === 0) w.resolve() // all its entries applied already (none were cut)
       }
-      if (entries.length > 0) {
-        if (flights.length >= WRITEVS_IN_FLIGHT) started -= await this.landOldest(flights)
-        flights.push(await this.startWritev(entries, bytes, started))
-        entries = []
-      }
-      while (flights.length > 0) started -= await this.landOldest(flights)
+      if (entries.length > 0) await start()
+      while (flights.length > 0) await this.landOldest(flights)
     } catch (err) {
-      this.startedEntries = 0
       if (flights.length > 0) {
         // Nothing may still be writing past the tail when the next append starts there.
         await Promise.allSettled(flights.map(f => f.written))
@@ -218,35 +213,33 @@ export class LogAppender implements LogPart {
   }
 
   /**
-   * Starts one writev of encoded group entries `ahead` bytes past the tail of the current
-   * segment (writevs started before it and not landed yet cover those bytes). Their sequence
-   * numbers and times follow the last entry started.
+   * Starts one writev of encoded group entries right after those of `flights` (started before
+   * it, not landed yet) in the current segment; their sequence numbers and times follow the
+   * last entry started (entry times never decrease along the log).
    */
-  private async startWritev (entries: GroupEntry[], bytes: number, ahead: number): Promise<Flight> {
+  private async startWritev (flights: Flight[], entries: GroupEntry[], bytes: number): Promise<Flight> {
     await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const segment = this.current
-    const at = segment.tail + ahead
+    const at = segment.tail + bytesOf(flights)
     if (at + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: a group commit does not fit the segment')
-    const timeMs = Math.max(this.nextTimeMs(), this.startedTimeMs)
+    const timeMs = Math.max(this.nextTimeMs(), flights.at(-1)?.timeMs ?? 0)
     const parts: Buffer[] = []
-    let seq = this.seq + this.startedEntries
+    let seq = this.seq + flights.reduce((n, f) => n + f.entries.length, 0)
     for (const e of entries) {
       e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B)
       parts.push(e.header, e.payload)
     }
-    this.startedEntries += entries.length
-    this.startedTimeMs = timeMs
     const written = segment.handle.writev(parts, at)
     written.catch(() => undefined) // awaited by landOldest, maybe only after a later one failed
     return { entries, bytes, at, timeMs, written }
   }
 
   /**
-   * Waits for the oldest writev started and applies its entries; returns its bytes. When it
-   * failed, throws, leaving it and the later ones in `flights` (commitGroup cleans up).
+   * Waits for the oldest writev started and applies its entries. When it failed, throws,
+   * leaving it and the later ones in `flights` (commitGroup cleans up).
    */
-  private async landOldest (flights: Flight[]): Promise<number> {
+  private async landOldest (flights: Flight[]): Promise<void> {
     const f = flights[0]
     const segment = this.current
     try {
@@ -265,12 +258,10 @@ export class LogAppender implements LogPart {
       this.applyWrite(++s, f.timeMs, position, e.header.length, e.block, e.crcs)
       position += e.header.length + e.payload.length
     }
-    this.startedEntries -= s - this.seq
     this.seq = s
     this.lastTimeMs = f.timeMs
     for (const e of f.entries) if (--e.write.left === 0) e.write.resolve()
     this.p.index.checkpointIfFull()
-    return f.bytes
   }
 
   /**
