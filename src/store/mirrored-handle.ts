@@ -48,7 +48,7 @@ export class MirroredHandle implements FileHandle {
         this.log.error({ file: c.file, err: (err as Error).message }, 'read failed on one copy; trying the next')
       }
     }
-    throw last
+    throw last ?? new LogdiskError('IO', 'no copy of the segment is left')
   }
 
   /**
@@ -94,10 +94,15 @@ export class MirroredHandle implements FileHandle {
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
     await this.reconcile()
     const copies = [...this.copies]
+    if (copies.length === 0) throw new LogdiskError('IO', `${what}: no copy of the segment is left`)
     const results = await Promise.allSettled(copies.map(c => op(c.handle)))
-    const failed = results.filter(r => r.status === 'rejected').length
-    if (failed === 0) return
-    if (failed === copies.length) throw (results[0] as PromiseRejectedResult).reason
+    // It succeeded only if a copy it succeeded on is still kept: operations run concurrently
+    // (a write and a flush's fdatasync), and one that failed on copy a while another failed on
+    // copy b must not drop both, nor report success with its bytes only on a dropped copy.
+    if (!copies.some((c, i) => results[i].status === 'fulfilled' && this.copies.includes(c))) {
+      const failure = results.find(r => r.status === 'rejected') as PromiseRejectedResult | undefined
+      throw failure?.reason ?? new LogdiskError('IO', `${what}: the copies it reached were dropped meanwhile`)
+    }
     results.forEach((r, i) => {
       const c = copies[i]
       if (r.status !== 'rejected' || !this.copies.includes(c)) return // ok, or dropped meanwhile
