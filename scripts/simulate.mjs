@@ -18,7 +18,7 @@ for (let i = 0; i < seeds; i++) {
     console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.faultsInjected} faults; ${r.config})`)
   } catch (err) {
     failed++
-    console.log(`seed ${seed}: FAILED\n${err.stack ?? err}`)
+    console.log(`seed ${seed}: FAILED\n${err?.stack ?? err}`)
   }
 }
 console.log(`${seeds - failed} seeds passed, ${failed} failed (${steps} I/O steps in ${((Date.now() - started) / 1000).toFixed(1)} s); rerun one with SEEDS=1 SEED=<seed>`)

@@ -330,13 +330,21 @@ t.test('ENOSPC creating the next segment: the write fails, the store keeps worki
     await store.write(offset, data)
     data.copy(model, offset)
   }
-  // Fill the first segment exactly, so that the next write has to open a new one.
+  // Fill the first segment exactly, so that the next write has to open a new one. The next
+  // segment is made ahead once the first is half full (next-segment.ts): the disk is full
+  // then too, so the roll has to make it and fails the same way.
   const entry = (blocks: number): number => 64 + blocks * (B + 4)
+  let armedAhead = false
   while (true) {
     const room = SEGMENT - store.status().index.position
     if (room < entry(1)) break
+    if (!armedAhead && (SEGMENT - room) + entry(64) >= SEGMENT / 2) {
+      sim.failNext('open', 'ENOSPC') // the making ahead, started by the write that crosses half
+      armedAhead = true
+    }
     await write(Math.min(64, Math.floor((room - 64) / (B + 4))))
   }
+  t.ok(armedAhead, 'the segment was made ahead while the disk was full')
   t.equal(store.status().segments.active, 0, 'still in the first segment')
 
   sim.failNext('open', 'ENOSPC')

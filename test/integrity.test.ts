@@ -99,7 +99,8 @@ t.test('defect 2: a mirror copy that fell behind is never read after a restart',
     volumes: () => volumes,
     place: async () => [...volumes],
     occupied () {},
-    vacated () {}
+    vacated () {},
+    stillSuits: vs => vs.length === volumes.length
   }
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })

@@ -243,6 +243,13 @@ export class Pool implements SegmentHome {
     for (const v of volumes) this.segmentsOn.get(v)?.delete(segmentId)
   }
 
+  stillSuits (volumes: string[]): boolean {
+    if (this.readOnly || volumes.length !== this.policy.mirror) return false
+    // Room is not asked again: the segment made ahead already counts as using its room.
+    const assigned = new Set(this.status().volumes.filter(v => v.state === 'assigned').map(v => v.id))
+    return volumes.every(v => v !== this.drainingVolume && assigned.has(v))
+  }
+
   async place (segmentId: number): Promise<string[]> {
     if (this.readOnly) return [SCRATCH_VOLUME]
     const copies = this.policy.mirror
@@ -497,6 +504,8 @@ export class Pool implements SegmentHome {
       // Until nothing is left: a segment may have been placed there just before the drain began.
       for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
         for (const id of segments) {
+          // The segment made ahead of its roll holds nothing: removed, not moved (it needs no room).
+          if (await this.store.discardNextSegment(id)) continue
           const targets = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
           if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
             throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)

@@ -8,6 +8,7 @@ import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type StoreParts, type LogPart } from './parts'
 import { HIGHEST_VOLUME_ID } from './recovery'
+import { NextSegment } from './next-segment'
 import { Segment } from './segment'
 
 const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
@@ -102,6 +103,8 @@ export class LogAppender implements LogPart {
   private syncNext: Promise<void> | undefined
   /** Whole-block writes not yet taken by their group commit. */
   private openGroup: WriteGroup | undefined
+  /** The segment after the current one, made ahead so that a roll does not wait for it. */
+  private readonly next: NextSegment
 
   constructor (
     private readonly p: StoreParts,
@@ -113,6 +116,7 @@ export class LogAppender implements LogPart {
     private lastTimeMs: number
   ) {
     this.completedPosition = positionOf(p.config, current.id, current.tail)
+    this.next = new NextSegment(p)
   }
 
   /**
@@ -461,6 +465,8 @@ export class LogAppender implements LogPart {
     segment.tail += bytes
     segment.unsynced = true
     this.completedPosition = positionOf(this.p.config, segment.id, segment.tail)
+    // A store opened on a half-full segment makes its next one ahead too (a roll does at once).
+    if (segment.tail * 2 >= this.p.config.segmentBytes) this.next.prepare(segment.id + 1)
   }
 
   /** Seals the full current segment (now `active`, synced later) and opens the next (004 cl. 6). */
@@ -469,24 +475,43 @@ export class LogAppender implements LogPart {
     const old = this.current
     // Not synced here (see the class comment): the next flush or checkpoint syncs it first.
     if (old.unsynced) this.unsyncedSealed.push(old)
-    const volumes = await home.place(old.id + 1) // NO_SPACE when the pool is full
-    let next: Segment
-    try {
-      next = await Segment.create(this.p.layer, home, volumes, old.id + 1, this.p.geometry, this.p.logger, segments.dropHandler(old.id + 1))
-    } catch (err) {
-      home.vacated(old.id + 1, volumes)
-      throw err
-    }
-    home.occupied(next.id, volumes)
+    const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
+    home.occupied(next.id, next.volumes)
     this.current = next
     segments.ids.push(next.id)
-    segments.setVolumes(next.id, volumes)
+    segments.setVolumes(next.id, next.volumes)
     this.p.reader.adoptOpen(next)
     segments.setState(old.id, 'active')
     segments.setState(next.id, 'current')
     segments.record(old.id)
     segments.record(next.id)
     this.completedPosition = positionOf(this.p.config, next.id, next.tail)
+    this.next.prepare(next.id + 1)
+  }
+
+  /** Places and creates segment `id` now (none was made ahead, or its volumes no longer suit). */
+  private async makeSegment (id: number): Promise<Segment> {
+    const { home, segments } = this.p
+    const volumes = await home.place(id) // NO_SPACE when the pool is full
+    try {
+      return await Segment.create(this.p.layer, home, volumes, id, this.p.geometry, this.p.logger, segments.dropHandler(id))
+    } catch (err) {
+      home.vacated(id, volumes)
+      throw err
+    }
+  }
+
+  /**
+   * Removes the segment made ahead if its id is `id` (any when undefined): a drain moving it
+   * (it holds nothing), or a clean close. Returns whether there was one.
+   */
+  discardNext (id?: number): Promise<boolean> {
+    return this.next.discard(id)
+  }
+
+  /** Closes the handle of the segment made ahead, leaving its file (abandon, as kill -9). */
+  dropNext (): Promise<void> {
+    return this.next.drop()
   }
 
   /**

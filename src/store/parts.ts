@@ -82,6 +82,10 @@ export interface LogPart {
   appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void>
   /** Makes segment `id` sealed and durable (rolls if it is the current one); takes the lock. */
   seal (id: number): Promise<void>
+  /** Removes the segment made ahead of its roll if its id is `id` (any when undefined); whether there was one. */
+  discardNext (id?: number): Promise<boolean>
+  /** Closes the handle of the segment made ahead and leaves its file (abandon). */
+  dropNext (): Promise<void>
   /** A format-1 store becomes format 2 before its first format-2 entry. */
   upgradeFormat (): void
   /** Every write resolved before it durable; concurrent flushes share one sync; no lock. */

@@ -19,6 +19,8 @@ export class Placement implements PlacementPart {
   /** Moves sealed segment `id` from volume `from` to `to`: copy, fsync, switch the index, delete. */
   async relocate (id: number, from: string, to: string): Promise<void> {
     const { home, layer, segments } = this.p
+    // The segment made ahead of its roll holds nothing: a drain removes it instead of moving it.
+    if (await this.p.log.discardNext(id)) return
     await this.p.log.seal(id)
     const volumes = segments.volumesOf(id)
     if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {

@@ -477,7 +477,7 @@ export class Reader implements ReaderPart {
   private cacheHome (): SegmentHome {
     const opts = this.p.opts
     const dir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(this.p.dir, 'cache')
-    return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {} }
+    return { dirOf: () => dir, volumes: () => [CACHE_VOLUME], place: async () => [CACHE_VOLUME], occupied () {}, vacated () {}, stillSuits: () => false }
   }
 
   /** Closes every handle (the store is closing). */

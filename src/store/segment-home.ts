@@ -24,6 +24,12 @@ export interface SegmentHome {
   occupied (segmentId: number, volumes: string[]): void
   /** Accounting: a segment left these volumes. */
   vacated (segmentId: number, volumes: string[]): void
+  /**
+   * Whether volumes `place` chose a while ago would still be chosen for a new segment now:
+   * as many as there are copies, none being drained or gone (a segment made ahead of its roll
+   * is used only then: next-segment.ts).
+   */
+  stillSuits (volumes: string[]): boolean
 }
 
 export const LOCAL_VOLUME = 'local'
@@ -45,6 +51,7 @@ export function localHome (storeDir: string): SegmentHome {
     volumes: () => [LOCAL_VOLUME],
     place: async () => [LOCAL_VOLUME],
     occupied () {},
-    vacated () {}
+    vacated () {},
+    stillSuits: volumes => volumes.length === 1 && volumes[0] === LOCAL_VOLUME
   }
 }

@@ -169,7 +169,8 @@ function withCacheVolume (home: SegmentHome, cacheDir: string): SegmentHome {
     volumes: () => [...home.volumes(), CACHE_VOLUME],
     place: id => home.place(id),
     occupied: (id, vs) => home.occupied(id, vs.filter(v => v !== CACHE_VOLUME)),
-    vacated: (id, vs) => home.vacated(id, vs.filter(v => v !== CACHE_VOLUME))
+    vacated: (id, vs) => home.vacated(id, vs.filter(v => v !== CACHE_VOLUME)),
+    stillSuits: vs => home.stillSuits(vs)
   }
 }
 

@@ -516,6 +516,15 @@ export class Store {
    * complete copy that the index or the volume listing finds.
    */
 
+  /**
+   * Removes the segment made ahead of its roll (next-segment.ts) if its id is `id`: a drain
+   * takes it off a volume that way. Returns whether there was one.
+   */
+  discardNextSegment (id: number): Promise<boolean> {
+    this.assertOpen()
+    return this.p.log.discardNext(id)
+  }
+
   relocateSegment (id: number, from: string, to: string): Promise<void> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(() => this.p.placement.relocate(id, from, to))
@@ -722,6 +731,7 @@ export class Store {
     this.state.closing = true // a pass in flight stops at its next step (each step is crash-safe)
     await lifeCycle.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await log.lock.idle()
+    await log.discardNext()
     await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
@@ -758,6 +768,7 @@ export class Store {
     this.p.index.stopTimer()
     this.state.closed = true
     await this.p.log.lock.idle().catch(() => undefined)
+    await this.p.log.dropNext()
     await this.p.log.flushesDone()
     await this.p.index.inFlight()?.catch(() => undefined)
     await this.release()

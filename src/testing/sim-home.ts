@@ -80,4 +80,8 @@ export class SimHome implements SegmentHome {
   vacated (segmentId: number, volumes: string[]): void {
     for (const v of volumes) this.segmentsOn.get(v)?.delete(segmentId)
   }
+
+  stillSuits (volumes: string[]): boolean {
+    return volumes.length === this.copies && volumes.every(v => this.segmentsOn.has(v) && !this.draining.has(v))
+  }
 }

@@ -1,0 +1,177 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { segmentFileName } from '../src/store/format'
+import type { SegmentHome } from '../src/store/segment-home'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { SimFileLayer } from '../src/testing/sim-file-layer'
+
+/**
+ * The segment after the current one is made ahead, off the writers' path (next-segment.ts):
+ * a roll swaps it in, a drain or a close removes it, a crash leaves an empty segment that
+ * recovery takes as the current one, and a placement that no longer suits is not used.
+ * All on the simulated disk, so every file operation can fail on purpose.
+ */
+const B = 4096
+const SIZE = 8 * 1024 * 1024
+const SEGMENT = 1024 * 1024 + 64 * 1024
+const HEADER = 4096
+
+function tmpDir (t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-next-segment-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A store on the simulated disk and a model of its bytes; `fill` writes until `until` says stop. */
+async function setup (t: Test, home?: SegmentHome): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
+  const dir = tmpDir(t)
+  const sim = new SimFileLayer()
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0, ...(home ? { home } : {}) })
+  return { dir, sim, store: await open(), model: Buffer.alloc(SIZE), rng: new Rng(0x5e9), open }
+}
+
+async function write (store: Store, model: Buffer, rng: Rng, blocks: number): Promise<void> {
+  const data = rng.bytes(blocks * B)
+  const offset = rng.int(SIZE / B - blocks + 1) * B
+  await store.write(offset, data)
+  data.copy(model, offset)
+}
+
+/** The id of the segment being appended to. */
+const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)
+
+/** Writes 16-block writes until the current segment is `fraction` full or the log rolls. */
+async function fillTo (store: Store, model: Buffer, rng: Rng, fraction: number): Promise<void> {
+  const id = currentId(store)
+  while (currentId(store) === id && store.status().index.position % SEGMENT < fraction * SEGMENT) await write(store, model, rng, 16)
+}
+
+/** Waits (turns of the event loop, bounded) until `file` holds at least a segment header. */
+async function madeAhead (sim: SimFileLayer, file: string): Promise<boolean> {
+  for (let i = 0; i < 2000; i++) {
+    if ((sim.readFile(file)?.length ?? 0) >= HEADER) return true
+    await new Promise(resolve => setImmediate(resolve))
+  }
+  return false
+}
+
+const segFile = (dir: string, id: number, volume = 'segments'): string => path.join(dir, volume, segmentFileName(id))
+
+
+t.test('a roll swaps in the segment made ahead: it makes no file while writers wait', async t => {
+  const { dir, sim, store, model, rng, open } = await setup(t)
+  await fillTo(store, model, rng, 0.6)
+  t.ok(await madeAhead(sim, segFile(dir, 1)), 'segment 1 is made once segment 0 is half full')
+  t.equal(store.status().segments.active, 0, 'no roll yet')
+  // A roll that had to make its segment now would fail on this open; the made one needs none.
+  sim.failNext('open', 'EIO')
+  while (currentId(store) === 0) await write(store, model, rng, 16)
+  t.equal(currentId(store), 1, 'rolled onto segment 1')
+  t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
+  // The failed open went to making segment 2 ahead, right after the roll. That is not tried
+  // again (a full disk would fail every write's try): the next roll makes segment 2 itself.
+  await fillTo(store, model, rng, 0.6)
+  for (let i = 0; i < 50; i++) await new Promise(resolve => setImmediate(resolve))
+  t.notOk(sim.files().includes(segFile(dir, 2)), 'segment 2 was not made ahead')
+  while (currentId(store) === 1) await write(store, model, rng, 16)
+  await fillTo(store, model, rng, 0.6)
+  t.ok(await madeAhead(sim, segFile(dir, 3)), 'after that roll, segment 3 is made ahead again')
+  await store.close()
+  t.notOk(sim.files().includes(segFile(dir, 3)), 'close removed the segment made ahead')
+  const again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'every byte reads back after reopen')
+  t.ok((await again.verify()).ok, 'verify clean')
+  await again.close()
+})
+
+t.test('a drain moving the segment made ahead removes it; the next roll makes another', async t => {
+  const { dir, sim, store, model, rng, open } = await setup(t)
+  await fillTo(store, model, rng, 0.6)
+  t.ok(await madeAhead(sim, segFile(dir, 1)), 'segment 1 is made ahead')
+  await store.relocateSegment(1, 'local', 'elsewhere')
+  t.notOk(sim.files().includes(segFile(dir, 1)), 'its file is gone, nothing was copied')
+  while (currentId(store) === 0) await write(store, model, rng, 16)
+  t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1 again')
+  t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
+  await store.close()
+  const again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
+  t.ok((await again.verify()).ok, 'verify clean')
+  await again.close()
+})
+
+t.test('killed with a segment made ahead: recovery takes it as the current segment, nothing flushed is lost', async t => {
+  const { dir, sim, store, model, rng, open } = await setup(t)
+  await fillTo(store, model, rng, 0.6)
+  t.ok(await madeAhead(sim, segFile(dir, 1)), 'segment 1 is made ahead')
+  await store.flush()
+  await store.abandon() // kill -9: the file stays
+  sim.crash(rng)
+  let again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'every flushed byte reads back')
+  t.equal(currentId(again), 1, 'the empty segment made ahead is the current one')
+  t.same(again.recovery.orphanedSegments, [], 'nothing set aside')
+  for (let i = 0; i < 40; i++) await write(again, model, rng, 16) // past another roll
+  await again.flush()
+  t.ok(currentId(again) >= 2, 'writes went on and rolled again')
+  await again.abandon()
+  sim.crash(rng)
+  again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'every flushed byte reads back after a second crash')
+  t.ok((await again.verify()).ok, 'verify clean')
+  await again.close()
+})
+
+t.test('a segment made ahead on volumes that no longer suit is removed, and the roll places anew', async t => {
+  let choice = 'a'
+  let dir = ''
+  const home: SegmentHome = {
+    dirOf: v => path.join(dir, `vol-${v}`),
+    volumes: () => ['a', 'b'],
+    place: async () => [choice],
+    occupied () {},
+    vacated () {},
+    stillSuits: vs => vs.length === 1 && vs[0] === choice
+  }
+  const s = await setup(t, home)
+  dir = s.dir
+  const { sim, model, rng } = s
+  let store = s.store
+  // setup opened the store before `dir` was set: reopen with the home's directories right.
+  await store.close()
+  for (const f of sim.files()) t.notOk(f.startsWith(path.join(dir, 'vol-b')), `nothing on b yet (${path.basename(f)})`)
+  store = await s.open()
+  await fillTo(store, model, rng, 0.6)
+  t.ok(await madeAhead(sim, path.join(dir, 'vol-a', segmentFileName(1))), 'segment 1 is made ahead on a')
+  choice = 'b' // a drain of a began, say
+  while (currentId(store) === 0) await write(store, model, rng, 16)
+  t.ok(sim.files().includes(path.join(dir, 'vol-b', segmentFileName(1))), 'the roll made segment 1 on b')
+  t.notOk(sim.files().includes(path.join(dir, 'vol-a', segmentFileName(1))), 'the one made ahead on a is gone')
+  t.same(store.volumesOf(1), ['b'], 'the index names b')
+  t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
+  await store.close()
+  const again = await s.open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
+  t.ok((await again.verify()).ok, 'verify clean')
+  await again.close()
+})
+
+t.test('making ahead fails (a full disk): the roll makes the segment itself', async t => {
+  const { dir, sim, store, model, rng, open } = await setup(t)
+  await fillTo(store, model, rng, 0.45)
+  sim.failNext('open', 'ENOSPC') // taken by the making ahead, which starts at half full
+  await fillTo(store, model, rng, 0.6)
+  for (let i = 0; i < 50; i++) await new Promise(resolve => setImmediate(resolve))
+  t.notOk(sim.files().includes(segFile(dir, 1)), 'nothing was made ahead')
+  while (currentId(store) === 0) await write(store, model, rng, 16)
+  t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1')
+  t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
+  await store.close()
+  const again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
+  await again.close()
+})
