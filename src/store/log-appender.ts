@@ -3,7 +3,7 @@ import { LogdiskError, fromSystemError } from '../errors'
 import { writeConfig } from './config'
 import { crc32c } from './crc'
 import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from './entry'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type StoreParts, type LogPart } from './parts'
@@ -14,18 +14,15 @@ const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
 /** A group commit takes at most this many bytes of writes (later ones start the next group). */
 const GROUP_MAX_BYTES = 16 * 1024 * 1024
 /**
- * One writev of a group commit carries at most this many bytes / buffers (at least one
- * entry). 1 MiB: small writes group (4 KiB random writes: up to 256 per writev), while 1 MiB
- * writes keep one writev each, as before group commit; 8 MiB writevs measured slower on
- * sequential 1 MiB QD8 writes (the writes of a big writev all wait for its end).
+ * One writev of a group commit carries at most WRITEV_MAX_BYTES (format.ts) / this many
+ * buffers (at least one entry). 1 MiB: small writes group (4 KiB random writes: up to 256 per
+ * writev), while 1 MiB writes keep one writev each, as before group commit; 8 MiB writevs
+ * measured slower on sequential 1 MiB QD8 writes (the writes of a big writev all wait for
+ * its end). WRITEVS_IN_FLIGHT (format.ts) of them run at once (see commitGroup): four is
+ * libuv's default thread pool; the index's LevelDB writes and reads share that pool. Both
+ * are in format.ts because recovery bounds with them what a crash may tear.
  */
-const WRITEV_MAX_BYTES = 1024 * 1024
 const WRITEV_MAX_PARTS = 512
-/**
- * Writevs of one group commit running at once (see commitGroup). Four is libuv's default
- * thread pool; the index's LevelDB writes and reads share that pool, and take their turn.
- */
-const WRITEVS_IN_FLIGHT = 4
 
 /** A whole-block write waiting for its group commit. */
 interface PendingWrite {
