@@ -7,6 +7,7 @@ import type { FileHandle, FileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { SimHome } from '../src/testing/sim-home'
 
 /**
  * Group commit with several writevs in flight (log-appender.ts WRITEVS_IN_FLIGHT) against
@@ -147,4 +148,65 @@ t.test('power loss with a later writev of a group on disk and an earlier one tor
     t.same((await again.verify()).problems, [], 'verify is clean')
     await again.close()
   }
+})
+
+// Mirrored segments (two copies): two writevs of one group in flight fail each on another
+// copy. Each alone would drop its failed copy and succeed on the other; both together must
+// not drop both copies (before the fix, both writes were acknowledged with no copy left, and
+// every later write and flush "succeeded" writing nothing: a flushed write was lost).
+t.test('two writevs in flight failing on different mirror copies never leave a write acknowledged on no copy', async t => {
+  const sim = new SimFileLayer()
+  const positions: number[] = []
+  const layer = new OrderLayer(sim)
+  const failOn = new Map<number, string>() // index of the position among big writevs -> volume
+  const origOpen = layer.open.bind(layer)
+  layer.open = async (file: string, create: boolean) => {
+    const h = await origOpen(file, create)
+    const writev = h.writev.bind(h)
+    return Object.assign(Object.create(h) as FileHandle, {
+      writev: async (buffers: Buffer[], position: number) => {
+        const bytes = buffers.reduce((n, b) => n + b.length, 0)
+        if (bytes > MiB_BLOCKS * B) {
+          if (!positions.includes(position)) positions.push(position)
+          const volume = failOn.get(positions.indexOf(position))
+          if (volume !== undefined && file.includes(`/${volume}/`)) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
+        }
+        return writev(buffers, position)
+      },
+      read: h.read.bind(h),
+      datasync: h.datasync.bind(h),
+      truncate: h.truncate.bind(h),
+      size: h.size.bind(h),
+      close: h.close.bind(h)
+    })
+  }
+  const dir = tmpDir(t)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  const home = new SimHome(path.join(dir, 'pool'), new Rng(5), 2, 100, 2)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 })
+  const store = await open()
+  const old = [0, 1, 2].map(i => blockOf(40 + i, MiB_BLOCKS))
+  const now = [0, 1, 2].map(i => blockOf(50 + i, MiB_BLOCKS))
+  for (let i = 0; i < 3; i++) await store.write(i * MiB_BLOCKS * B, old[i])
+  await store.flush()
+  positions.length = 0
+  failOn.set(1, 'v0') // the group's first writev fails on v0
+  failOn.set(2, 'v1') // its second on v1
+  const results = await Promise.allSettled([0, 1, 2].map(i => store.write(i * MiB_BLOCKS * B, now[i])))
+  t.equal(positions.length, 3, 'three big writevs')
+  failOn.clear()
+  const status = results.map(r => r.status)
+  t.comment(`writes: ${status.join(', ')}`)
+  t.equal(status[0], 'fulfilled', 'the write before the group')
+  const flushed = await store.flush().then(() => true, () => false)
+  t.ok(flushed, 'the flush succeeds on the copy left')
+  await store.abandon()
+  sim.crash(new Rng(9))
+  const again = await open()
+  for (let i = 0; i < 3; i++) {
+    const state = await regionState(again, i, old[i], now[i])
+    if (flushed && status[i] === 'fulfilled') t.equal(state, 'new', `write ${i} was acknowledged and flushed: it survives`)
+    else t.ok(state === 'old' || state === 'new', `write ${i} (${status[i]}): old or new (${state})`)
+  }
+  await again.close()
 })

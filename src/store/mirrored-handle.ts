@@ -94,10 +94,15 @@ export class MirroredHandle implements FileHandle {
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
     await this.reconcile()
     const copies = [...this.copies]
+    if (copies.length === 0) throw new LogdiskError('IO', 'no copy of the segment is left')
     const results = await Promise.allSettled(copies.map(c => op(c.handle)))
     const failed = results.filter(r => r.status === 'rejected').length
     if (failed === 0) return
-    if (failed === copies.length) throw (results[0] as PromiseRejectedResult).reason
+    // Operations run at once (a group commit's writevs, a flush's fdatasync beside them): one
+    // that failed on copy A and succeeded on B and another that failed on B and succeeded on A
+    // must not drop both copies and both succeed. An operation succeeds only on a copy still kept.
+    const kept = copies.filter((c, i) => results[i].status === 'fulfilled' && this.copies.includes(c))
+    if (kept.length === 0) throw (results.find(r => r.status === 'rejected') as PromiseRejectedResult).reason
     results.forEach((r, i) => {
       const c = copies[i]
       if (r.status !== 'rejected' || !this.copies.includes(c)) return // ok, or dropped meanwhile
