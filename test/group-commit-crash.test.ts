@@ -210,3 +210,47 @@ t.test('two writevs in flight failing on different mirror copies never leave a w
   }
   await again.close()
 })
+
+// A failed writev of a group whose later writev was written whole, and the cut back to the
+// tail fails too: the later writev's entries stay in the file past the tail, with the
+// sequence numbers the next appends take. The next append of the failed one's size ends
+// right where they begin, so a scan from there (any reopen, even after a clean close) would
+// read them as the entries that follow: the rejected write came back. Before the fix the
+// failed cut was ignored; now the cut is retried before anything else is appended (and the
+// append fails while it cannot be made).
+t.test('a failed writev whose cut back to the tail fails too: the rejected later writev never comes back', async t => {
+  for (const [close, truncateFails] of [['clean', 1], ['abandon', 1], ['clean', 2]] as const) {
+    const sim = new SimFileLayer()
+    const layer = new OrderLayer(sim)
+    const { dir, store } = await newStore(t, layer)
+    const old = [0, 1, 2].map(i => blockOf(60 + i, MiB_BLOCKS))
+    const now = [0, 1, 2].map(i => blockOf(70 + i, MiB_BLOCKS))
+    for (let i = 0; i < 3; i++) await store.write(i * MiB_BLOCKS * B, old[i])
+    await store.flush()
+    let releaseA: (() => void) | undefined
+    layer.big = 0
+    layer.beforeBig = async (n) => {
+      if (n === 2) await new Promise<void>(resolve => { releaseA = resolve }) // A fails once B is written
+      if (n === 3) setImmediate(() => releaseA?.())
+    }
+    layer.failBig = n => n === 2
+    layer.failTruncates = truncateFails
+    const results = await Promise.allSettled([0, 1, 2].map(i => store.write(i * MiB_BLOCKS * B, now[i])))
+    t.same(results.map(r => r.status), ['fulfilled', 'rejected', 'rejected'], 'A and B fail')
+    layer.beforeBig = undefined
+    layer.failBig = undefined
+    // The next append, of A's size, goes to A's place and ends where B's bytes begin.
+    const again1 = blockOf(80, MiB_BLOCKS)
+    if (truncateFails > 1) await t.rejects(store.write(MiB_BLOCKS * B, again1), { code: 'IO' }, 'no append while the cut fails')
+    await store.write(MiB_BLOCKS * B, again1)
+    await store.flush()
+    t.equal(await regionState(store, 2, old[2], now[2]), 'old', `${close}: B is not there at once`)
+    if (close === 'clean') await store.close()
+    else await store.abandon()
+    const reopened = await Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0 })
+    t.equal(await regionState(reopened, 0, old[0], now[0]), 'new', `${close}: the write before the group`)
+    t.equal(await regionState(reopened, 1, old[1], again1), 'new', `${close}: the write after the failure`)
+    t.equal(await regionState(reopened, 2, old[2], now[2]), 'old', `${close}: the rejected write B never comes back`)
+    await reopened.close()
+  }
+})

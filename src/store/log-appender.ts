@@ -99,6 +99,8 @@ export class LogAppender implements LogPart {
   private syncNext: Promise<void> | undefined
   /** Whole-block writes not yet taken by their group commit. */
   private openGroup: WriteGroup | undefined
+  /** A segment a failed append left bytes in past its tail, until they are cut (cutBack). */
+  private cutPending: Segment | undefined
 
   constructor (
     private readonly p: StoreParts,
@@ -196,8 +198,9 @@ export class LogAppender implements LogPart {
       if (flights.length > 0) {
         // Nothing may still be writing past the tail when the next append starts there.
         await Promise.allSettled(flights.map(f => f.written))
-        // Leave no partial entry behind the tail (a later scan would stop at it).
-        await this.current.handle.truncate(this.current.tail).catch(() => undefined)
+        // Leave no entry of a failed write behind the tail: a later scan would stop at a
+        // partial one, or read whole later ones as the entries that follow the next appends.
+        await this.cutBack()
       }
       // The writes of the failed writev and every later one fail; earlier ones resolved.
       const failed = new Set(entries.map(e => e.write))
@@ -216,6 +219,7 @@ export class LogAppender implements LogPart {
    */
   private async startWritev (flights: Flight[], entries: GroupEntry[], bytes: number): Promise<Flight> {
     await this.p.index.backpressure()
+    if (flights.length === 0) await this.cutStale()
     const B = this.p.config.blockBytes
     const segment = this.current
     const at = segment.tail + bytesOf(flights)
@@ -439,6 +443,7 @@ export class LogAppender implements LogPart {
    * see a log position that covers an entry the index batch does not hold yet.
    */
   private async appendEntry (parts: Buffer[], applied: () => void): Promise<void> {
+    await this.cutStale()
     const segment = this.current
     const bytes = parts.reduce((n, p) => n + p.length, 0)
     if (segment.tail + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
@@ -446,11 +451,37 @@ export class LogAppender implements LogPart {
       await segment.handle.writev(parts, segment.tail)
     } catch (err) {
       // Leave no partial entry behind the tail (a later scan would stop at it).
-      await segment.handle.truncate(segment.tail).catch(() => undefined)
+      await this.cutBack()
       throw fromSystemError(err, `append to ${segment.file}`)
     }
     this.moveTail(segment, bytes)
     applied()
+  }
+
+  /**
+   * After a failed append (under the lock, nothing in flight): cuts the current segment back
+   * to its tail. If the cut fails too, the bytes past the tail stay until `cutStale` makes it:
+   * whole entries of a group's later writevs there carry the sequence numbers the next
+   * appends take, so an append ending where one begins would make a scan read it as the
+   * entry that follows (a rejected write would come back on the next open).
+   */
+  private async cutBack (): Promise<void> {
+    this.cutPending = this.current
+    await this.cutStale().catch(err => {
+      this.p.logger.error({ segment: this.current.id, tail: this.current.tail, err: (err as Error).message }, 'could not cut a failed append off the log; appends wait until it is cut')
+    })
+  }
+
+  /** Makes the cut a failed append left pending (see cutBack); throws IO while it fails. Under the lock. */
+  async cutStale (): Promise<void> {
+    const segment = this.cutPending
+    if (segment === undefined) return
+    try {
+      await segment.handle.truncate(segment.tail)
+    } catch (err) {
+      throw fromSystemError(err, `cut ${segment.file} back to ${segment.tail} after a failed append`)
+    }
+    if (this.cutPending === segment) this.cutPending = undefined
   }
 
   /** The tail moves past `bytes` just written at it (the caller applies their entries in the same step). */
@@ -462,6 +493,7 @@ export class LogAppender implements LogPart {
 
   /** Seals the full current segment (now `active`, synced later) and opens the next (004 cl. 6). */
   async roll (): Promise<void> {
+    await this.cutStale() // a sealed segment ends at its tail
     const { home, segments } = this.p
     const old = this.current
     // Not synced here (see the class comment): the next flush or checkpoint syncs it first.

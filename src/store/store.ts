@@ -722,6 +722,8 @@ export class Store {
     this.state.closing = true // a pass in flight stops at its next step (each step is crash-safe)
     await lifeCycle.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await log.lock.idle()
+    // Bytes a failed append left past the tail would be read as entries by the next open.
+    await log.lock.run(() => log.cutStale()).catch(err => this.p.logger.error({ err: (err as Error).message }, 'closing with bytes of a failed append past the log tail'))
     await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)
