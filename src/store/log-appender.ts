@@ -157,6 +157,8 @@ export class LogAppender implements LogPart {
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
     const B = this.p.config.blockBytes
+    // Never more than recovery allows for (format.ts inFlightBytes).
+    const writevMax = Math.min(this.p.opts.writevMaxBytes ?? WRITEV_MAX_BYTES, WRITEV_MAX_BYTES)
     const flights: Flight[] = [] // started, not landed yet, oldest first
     let entries: GroupEntry[] = []
     let bytes = 0
@@ -174,7 +176,7 @@ export class LogAppender implements LogPart {
         w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
         for (let b = 0; b < blocks;) {
           let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights) + bytes))
-          if (count < 1 || bytes >= WRITEV_MAX_BYTES || entries.length * 2 >= WRITEV_MAX_PARTS) {
+          if (count < 1 || bytes >= writevMax || entries.length * 2 >= WRITEV_MAX_PARTS) {
             if (entries.length > 0) await start()
             count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights)))
             if (count < 1) {

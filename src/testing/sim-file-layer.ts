@@ -160,6 +160,9 @@ export class SimFileLayer implements FileLayer {
   private durableNames = new Map<string, SimFile>()
   private readonly dirs = new Set<string>()
   private readonly faults = new Map<FaultOp, NodeJS.ErrnoException>()
+  /** Writes called and not yet done, per file; the most seen at once on one file. */
+  private readonly writing = new Map<SimFile, number>()
+  maxWritesInFlight = 0
   /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
   private generation = 0
   private frozen = false
@@ -243,7 +246,11 @@ export class SimFileLayer implements FileLayer {
       this.live.set(file, f)
     }
     const generation = this.generation
-    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation))
+    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation), (delta) => {
+      const n = (this.writing.get(f) ?? 0) + delta
+      this.writing.set(f, n)
+      this.maxWritesInFlight = Math.max(this.maxWritesInFlight, n)
+    })
   }
 
   async list (dir: string): Promise<string[]> {
@@ -307,7 +314,9 @@ class SimHandle implements FileHandle {
     private readonly f: SimFile,
     private readonly file: string,
     /** Fails once the machine lost power after this handle was opened. */
-    private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>
+    private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>,
+    /** Counts writes in flight on the file. */
+    private readonly writing: (delta: number) => void = () => {}
   ) {}
 
   private async enter (op: FaultOp | undefined, what: string): Promise<void> {
@@ -323,9 +332,14 @@ class SimHandle implements FileHandle {
 
   async writev (buffers: Buffer[], position: number): Promise<void> {
     const data = Buffer.concat(buffers) // the caller may reuse its buffers once this returns
-    await this.enter('writev', 'write')
-    // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
-    this.f.write(position, data)
+    this.writing(1)
+    try {
+      await this.enter('writev', 'write')
+      // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
+      this.f.write(position, data)
+    } finally {
+      this.writing(-1)
+    }
   }
 
   async datasync (): Promise<void> {
