@@ -254,3 +254,59 @@ t.test('a failed writev whose cut back to the tail fails too: the rejected later
     await reopened.close()
   }
 })
+
+// Mirrored segments: the group's first writev fails on one copy while its second writev is
+// still pending on that copy. The failed copy is dropped, and its handle closed: with raw fds
+// (file-layer.ts), a close while a writev on the fd is still queued lets that writev run on
+// whatever file next gets the fd number. Before the fix the handle was closed at once; now
+// a dropped copy's handle closes once its operations in flight are done.
+t.test('a mirror copy dropped while a later writev of the group is in flight on it is closed only after that writev', async t => {
+  const sim = new SimFileLayer()
+  const layer = new OrderLayer(sim)
+  const positions: number[] = []
+  const violations: string[] = []
+  const origOpen = layer.open.bind(layer)
+  layer.open = async (file: string, create: boolean) => {
+    const h = await origOpen(file, create)
+    let pending = 0
+    let closed = false
+    const track = async <T>(what: string, op: () => Promise<T>): Promise<T> => {
+      if (closed) violations.push(`${what} on ${file} after close`)
+      pending++
+      try { return await op() } finally { pending-- }
+    }
+    return {
+      writev: (buffers: Buffer[], position: number) => track('writev', async () => {
+        const bytes = buffers.reduce((n, b) => n + b.length, 0)
+        if (bytes > MiB_BLOCKS * B) {
+          if (!positions.includes(position)) positions.push(position)
+          const i = positions.indexOf(position)
+          if (i === 1 && file.includes('/v0/')) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
+          if (i === 2 && file.includes('/v0/')) for (let k = 0; k < 20; k++) await new Promise(resolve => setImmediate(resolve))
+        }
+        return h.writev(buffers, position)
+      }),
+      read: (buf: Buffer, bufOffset: number, length: number, position: number) => track('read', () => h.read(buf, bufOffset, length, position)),
+      datasync: () => track('datasync', () => h.datasync()),
+      truncate: (length: number) => track('truncate', () => h.truncate(length)),
+      size: () => track('size', () => h.size()),
+      close: async () => {
+        if (pending > 0) violations.push(`close of ${file} with ${pending} operations in flight`)
+        closed = true
+        return h.close()
+      }
+    }
+  }
+  const dir = tmpDir(t)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  const home = new SimHome(path.join(dir, 'pool'), new Rng(5), 2, 100, 2)
+  const store = await Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 })
+  const now = [0, 1, 2].map(i => blockOf(90 + i, MiB_BLOCKS))
+  const results = await Promise.allSettled([0, 1, 2].map(i => store.write(i * MiB_BLOCKS * B, now[i])))
+  t.same(results.map(r => r.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'every write succeeds on the copy left')
+  t.equal(positions.length, 3, 'three big writevs')
+  await store.flush()
+  for (let i = 0; i < 3; i++) t.equal(await regionState(store, i, Buffer.alloc(0), now[i]), 'new', `write ${i} reads back`)
+  await store.close()
+  t.same(violations, [], 'no handle was closed under an operation, nor used after its close')
+})
