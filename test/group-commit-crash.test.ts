@@ -90,9 +90,9 @@ function tearLast (short: number): Rng {
   return rng
 }
 
-async function newStore (t: Test, layer: FileLayer): Promise<{ dir: string, store: Store }> {
+async function newStore (t: Test, layer: FileLayer, segmentBytes = SEGMENT): Promise<{ dir: string, store: Store }> {
   const dir = tmpDir(t)
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes })
   const store = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 })
   return { dir, store }
 }
@@ -309,4 +309,41 @@ t.test('a mirror copy dropped while a later writev of the group is in flight on 
   for (let i = 0; i < 3; i++) t.equal(await regionState(store, i, Buffer.alloc(0), now[i]), 'new', `write ${i} reads back`)
   await store.close()
   t.same(violations, [], 'no handle was closed under an operation, nor used after its close')
+})
+
+// A flush called while a group's writevs are in flight covers every write called before it:
+// it resolves only after they all landed and were synced, and a power loss right after
+// keeps them all. Reads meanwhile see each block's old or new version, never zeros.
+t.test('a flush and reads while writevs of a group are in flight', async t => {
+  const sim = new SimFileLayer()
+  const layer = new OrderLayer(sim)
+  const { dir, store } = await newStore(t, layer, 4 * SEGMENT) // the group's writevs all fit
+  const old = [0, 1, 2, 3].map(i => blockOf(110 + i, MiB_BLOCKS))
+  const now = [0, 1, 2, 3].map(i => blockOf(120 + i, MiB_BLOCKS))
+  for (let i = 0; i < 4; i++) await store.write(i * MiB_BLOCKS * B, old[i])
+  await store.flush()
+  let releaseA: (() => void) | undefined
+  const readsWhileHeld: string[] = []
+  layer.big = 0
+  layer.beforeBig = async (n) => {
+    if (n === 2) await new Promise<void>(resolve => { releaseA = resolve })
+    if (n === 4) {
+      // Every writev of the group is in flight or done, the first held: read every region.
+      for (let i = 0; i < 4; i++) { readsWhileHeld.push(await regionState(store, i, old[i], now[i]))}
+      setImmediate(() => releaseA?.())
+    }
+  }
+  const order: string[] = []
+  const writes = [0, 1, 2, 3].map(i => store.write(i * MiB_BLOCKS * B, now[i]).then(() => { order.push(`write ${i}`) }))
+  const flush = store.flush().then(() => { order.push('flush') })
+  await Promise.all([...writes, flush])
+  t.equal(layer.big, 4, 'four big writevs')
+  t.equal(order[order.length - 1], 'flush', `the flush resolved last (${order.join(', ')})`)
+  t.ok(readsWhileHeld.every(s => s === 'old' || s === 'new'), `reads in flight: old or new (${readsWhileHeld.join(', ')})`)
+  t.equal(readsWhileHeld[1], 'old', 'a write not landed yet reads its old version')
+  await store.abandon()
+  sim.crash(new Rng(3)) // nothing unsynced is left to lose
+  const after = await Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0 })
+  for (let i = 0; i < 4; i++) t.equal(await regionState(after, i, old[i], now[i]), 'new', `write ${i} survives the power loss after the flush`)
+  await after.close()
 })
