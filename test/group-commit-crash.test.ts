@@ -347,3 +347,54 @@ t.test('a flush and reads while writevs of a group are in flight', async t => {
   for (let i = 0; i < 4; i++) t.equal(await regionState(after, i, old[i], now[i]), 'new', `write ${i} survives the power loss after the flush`)
   await after.close()
 })
+
+// close() called while a group's writevs are in flight (one held back), and a write called
+// while close runs: close waits for the group; every write that resolved is there after a
+// reopen, and a write called during close either fails or is there too.
+t.test('close while writevs of a group are in flight, and a write called during close', async t => {
+  for (const after of ['reopen', 'power loss'] as const) await t.test(after, t => closeInFlight(t, after))
+})
+
+/** An rng for SimFileLayer.crash that keeps none of the unsynced operations. */
+function keepNone (): Rng {
+  const rng = new Rng(2)
+  rng.int = () => 0
+  rng.chance = () => false
+  return rng
+}
+
+async function closeInFlight (t: Test, after: 'reopen' | 'power loss'): Promise<void> {
+  const sim = new SimFileLayer()
+  const layer = new OrderLayer(sim)
+  const { dir, store } = await newStore(t, layer, 4 * SEGMENT)
+  const now = [0, 1, 2, 3].map(i => blockOf(130 + i, MiB_BLOCKS))
+  let releaseA: (() => void) | undefined
+  let closing: Promise<void> | undefined
+  let late: Promise<string> | undefined
+  const lateData = blockOf(140, MiB_BLOCKS)
+  layer.big = 0
+  layer.beforeBig = async (n) => {
+    if (n === 2) await new Promise<void>(resolve => { releaseA = resolve })
+    if (n === 4) {
+      closing = store.close()
+      await new Promise(resolve => setImmediate(resolve))
+      late = store.write(4 * MiB_BLOCKS * B, lateData).then(() => 'fulfilled', (err: Error) => `rejected ${(err as { code?: string }).code ?? err.message}`)
+      setImmediate(() => releaseA?.())
+    }
+  }
+  const results = await Promise.allSettled([0, 1, 2, 3].map(i => store.write(i * MiB_BLOCKS * B, now[i])))
+  t.same(results.map(r => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'], 'the writes in flight at close complete')
+  t.ok(closing !== undefined, 'close was called while they were in flight')
+  await closing
+  const lateResult = await late!
+  t.comment(`the write called during close: ${lateResult}`)
+  if (after === 'power loss') sim.crash(keepNone())
+  const again = await Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0 })
+  for (let i = 0; i < 4; i++) t.equal(await regionState(again, i, Buffer.alloc(MiB_BLOCKS * B), now[i]), 'new', `write ${i} is there after the reopen`)
+  const lateState = await regionState(again, 4, Buffer.alloc(MiB_BLOCKS * B), lateData)
+  if (lateResult === 'fulfilled' && after === 'reopen') t.equal(lateState, 'new', 'the write called during close resolved: it is there')
+  else if (lateResult === 'fulfilled') t.ok(lateState === 'new' || lateState === 'old', `the write called during close, never flushed: there or not, never CORRUPT (${lateState})`)
+  else t.equal(lateState, 'old', 'the write called during close failed: it is not there')
+  t.same((await again.verify()).problems, [], 'verify is clean')
+  await again.close()
+}
