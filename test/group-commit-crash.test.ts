@@ -4,6 +4,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
 import type { FileHandle, FileLayer } from '../src/store/file-layer'
+import { crc32c } from '../src/store/crc'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
@@ -398,3 +399,34 @@ async function closeInFlight (t: Test, after: 'reopen' | 'power loss'): Promise<
   t.same((await again.verify()).problems, [], 'verify is clean')
   await again.close()
 }
+
+// Block CRCs given with a write (the /dev/fuse readers compute them) go into the entry as
+// they are. A wrong one (of other bytes: a stale slot) must never make wrong data readable:
+// the read fails CORRUPT and verify reports it; CRCs of the wrong count are not used; above
+// 4 GiB the same holds.
+t.test('block CRCs given with a write: wrong ones are caught, not served; the wrong count is ignored', async t => {
+  const dir = tmpDir(t)
+  const size = 8 * 1024 * 1024 * 1024
+  await Store.create(dir, { sizeBytes: size, blockBytes: B, segmentBytes: SEGMENT })
+  const store = await Store.open(dir, { fileLayer: new SimFileLayer(), checkpointIntervalMs: 0 })
+  const crcsOf = (data: Buffer): Uint32Array => {
+    const out = new Uint32Array(data.length / B)
+    for (let i = 0; i < out.length; i++) out[i] = crc32c(data.subarray(i * B, (i + 1) * B))
+    return out
+  }
+  const high = 5 * 1024 * 1024 * 1024 + 8 * B // past 2^32
+  const good = blockOf(150, 8)
+  await store.write(high, good, crcsOf(good))
+  t.same(await store.read(high, good.length), good, 'right CRCs above 4 GiB: reads back')
+  const other = blockOf(151, 8)
+  const data = blockOf(152, 8)
+  await store.write(0, data, crcsOf(other)) // CRCs of other bytes
+  await t.rejects(store.read(0, B), { code: 'CORRUPT' }, 'a block written with a wrong CRC is never served')
+  const fewer = blockOf(153, 8)
+  await store.write(64 * B, fewer, crcsOf(fewer).subarray(0, 7)) // one CRC short: not used
+  t.same(await store.read(64 * B, fewer.length), fewer, 'CRCs of the wrong count are computed again')
+  const report = await store.verify()
+  t.equal(report.ok, false, 'verify reports the block with the wrong CRC')
+  t.ok(report.problems.some(p => /block 0\b/.test(p)), `a problem names block 0: ${JSON.stringify(report.problems.slice(0, 3))}`)
+  await store.close()
+})
