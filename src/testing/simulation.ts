@@ -54,6 +54,8 @@ export interface SimulationOptions {
   segmentBlocks?: number
   /** The store's writevMaxBytes (small: the writevs of a group commit run at once). */
   writevMaxBytes?: number
+  /** Power losses keep any mix of unsynced pages (SimFileLayer.crash `pages`), not a prefix. */
+  crashPages?: boolean
 }
 
 export interface SimulationReport {
@@ -136,7 +138,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
   const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
-  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
@@ -432,7 +434,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         report.crashes++
         log('power lost: abandon, crash, reopen')
         await drive(store.abandon())
-        sim.crash(crashRng)
+        sim.crash(crashRng, { pages: opts.crashPages })
         indexes.crash(crashRng)
         sched.restorePower()
         home.resetAccounting()
