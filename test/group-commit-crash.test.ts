@@ -430,3 +430,43 @@ t.test('block CRCs given with a write: wrong ones are caught, not served; the wr
   t.ok(report.problems.some(p => /block 0\b/.test(p)), `a problem names block 0: ${JSON.stringify(report.problems.slice(0, 3))}`)
   await store.close()
 })
+
+// The pool is full when a group needs the next segment: the writes that went into the full
+// segment stay, the rest fail NO_SPACE (a write split by the roll may keep its first blocks:
+// every block reads its old or its new version), nothing else changes, after a reopen too.
+t.test('no room for the next segment in the middle of a group: earlier writes stay, later ones fail NO_SPACE', async t => {
+  const sim = new SimFileLayer()
+  const dir = tmpDir(t)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  const home = new SimHome(path.join(dir, 'pool'), new Rng(7), 1, 1, 1) // one volume, room for one segment
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
+  const store = await open()
+  const old = [0, 1, 2, 3, 4, 5, 6].map(i => blockOf(160 + i, MiB_BLOCKS))
+  for (let i = 0; i < 5; i++) await store.write(i * MiB_BLOCKS * B, old[i])
+  await store.flush()
+  const now = [0, 1, 2, 3, 4, 5, 6].map(i => blockOf(170 + i, MiB_BLOCKS))
+  const results = await Promise.allSettled([5, 6, 0].map(i => store.write(i * MiB_BLOCKS * B, now[i])))
+  const status = results.map(r => r.status === 'fulfilled' ? 'fulfilled' : (r.reason as { code?: string }).code)
+  t.comment(`writes: ${status.join(', ')}`)
+  t.ok(status.includes('NO_SPACE'), 'a write fails NO_SPACE')
+  const check = async (s: Store, when: string): Promise<void> => {
+    for (const [k, i] of [5, 6, 0].entries()) {
+      const got = await s.read(i * MiB_BLOCKS * B, MiB_BLOCKS * B)
+      const was = i < 5 ? old[i] : Buffer.alloc(MiB_BLOCKS * B)
+      let ok = true
+      for (let b = 0; b < MiB_BLOCKS && ok; b++) {
+        const blk = got.subarray(b * B, (b + 1) * B)
+        ok = status[k] === 'fulfilled' ? blk.equals(now[i].subarray(b * B, (b + 1) * B)) : blk.equals(was.subarray(b * B, (b + 1) * B)) || blk.equals(now[i].subarray(b * B, (b + 1) * B))
+      }
+      t.ok(ok, `${when}: write to region ${i} (${status[k]}) reads ${status[k] === 'fulfilled' ? 'its data' : 'old or new blocks'}`)
+    }
+    for (let i = 1; i < 5; i++) t.same(await s.read(i * MiB_BLOCKS * B, MiB_BLOCKS * B), old[i], `${when}: region ${i} unchanged`)
+  }
+  await check(store, 'at once')
+  await store.flush()
+  await store.close()
+  const again = await open()
+  await check(again, 'after reopen')
+  t.same((await again.verify()).problems, [], 'verify is clean')
+  await again.close()
+})
