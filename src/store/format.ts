@@ -50,6 +50,23 @@ export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 /** Largest write entry the store builds: bounds buffers and keeps one entry per FUSE request. */
 export const MAX_ENTRY_BLOCKS = 256
 
+/**
+ * Group commit (log-appender.ts): one writev carries at most WRITEV_MAX_BYTES of entries (at
+ * least one entry, so one more entry may go past it), and up to WRITEVS_IN_FLIGHT writevs run
+ * at once, each at its own place past the tail. Recovery needs the bound: a power loss may
+ * keep a later writev whole while an earlier one is torn (recovery.ts).
+ */
+export const WRITEV_MAX_BYTES = 1024 * 1024
+export const WRITEVS_IN_FLIGHT = 4
+
+/**
+ * The most log bytes from the start of a writev of a group commit to the end of the last one
+ * in flight with it: how far past a torn entry a crash may have left whole entries.
+ */
+export function inFlightBytes (blockBytes: number): number {
+  return WRITEVS_IN_FLIGHT * (WRITEV_MAX_BYTES + ENTRY_HEADER_BYTES + MAX_ENTRY_BLOCKS * (BLOCK_CRC_BYTES + blockBytes))
+}
+
 export const DEFAULT_BLOCK_BYTES = 4096
 export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 

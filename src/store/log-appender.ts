@@ -3,7 +3,7 @@ import { LogdiskError, fromSystemError } from '../errors'
 import { writeConfig } from './config'
 import { crc32c } from './crc'
 import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from './entry'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type StoreParts, type LogPart } from './parts'
@@ -15,18 +15,15 @@ const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
 /** A group commit takes at most this many bytes of writes (later ones start the next group). */
 const GROUP_MAX_BYTES = 16 * 1024 * 1024
 /**
- * One writev of a group commit carries at most this many bytes / buffers (at least one
- * entry). 1 MiB: small writes group (4 KiB random writes: up to 256 per writev), while 1 MiB
- * writes keep one writev each, as before group commit; 8 MiB writevs measured slower on
- * sequential 1 MiB QD8 writes (the writes of a big writev all wait for its end).
+ * One writev of a group commit carries at most WRITEV_MAX_BYTES (format.ts) / this many
+ * buffers (at least one entry). 1 MiB: small writes group (4 KiB random writes: up to 256 per
+ * writev), while 1 MiB writes keep one writev each, as before group commit; 8 MiB writevs
+ * measured slower on sequential 1 MiB QD8 writes (the writes of a big writev all wait for
+ * its end). WRITEVS_IN_FLIGHT (format.ts) of them run at once (see commitGroup): four is
+ * libuv's default thread pool; the index's LevelDB writes and reads share that pool. Both
+ * are in format.ts because recovery bounds with them what a crash may tear.
  */
-const WRITEV_MAX_BYTES = 1024 * 1024
 const WRITEV_MAX_PARTS = 512
-/**
- * Writevs of one group commit running at once (see commitGroup). Four is libuv's default
- * thread pool; the index's LevelDB writes and reads share that pool, and take their turn.
- */
-const WRITEVS_IN_FLIGHT = 4
 
 /** A whole-block write waiting for its group commit. */
 interface PendingWrite {
@@ -105,6 +102,8 @@ export class LogAppender implements LogPart {
   private openGroup: WriteGroup | undefined
   /** The segment after the current one, made ahead so that a roll does not wait for it. */
   private readonly next: NextSegment
+  /** A segment a failed append left bytes in past its tail, until they are cut (cutBack). */
+  private cutPending: Segment | undefined
 
   constructor (
     private readonly p: StoreParts,
@@ -162,6 +161,8 @@ export class LogAppender implements LogPart {
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
     const B = this.p.config.blockBytes
+    // Never more than recovery allows for (format.ts inFlightBytes).
+    const writevMax = Math.min(this.p.opts.writevMaxBytes ?? WRITEV_MAX_BYTES, WRITEV_MAX_BYTES)
     const flights: Flight[] = [] // started, not landed yet, oldest first
     let entries: GroupEntry[] = []
     let bytes = 0
@@ -179,7 +180,7 @@ export class LogAppender implements LogPart {
         w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
         for (let b = 0; b < blocks;) {
           let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights) + bytes))
-          if (count < 1 || bytes >= WRITEV_MAX_BYTES || entries.length * 2 >= WRITEV_MAX_PARTS) {
+          if (count < 1 || bytes >= writevMax || entries.length * 2 >= WRITEV_MAX_PARTS) {
             if (entries.length > 0) await start()
             count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights)))
             if (count < 1) {
@@ -203,8 +204,9 @@ export class LogAppender implements LogPart {
       if (flights.length > 0) {
         // Nothing may still be writing past the tail when the next append starts there.
         await Promise.allSettled(flights.map(f => f.written))
-        // Leave no partial entry behind the tail (a later scan would stop at it).
-        await this.current.handle.truncate(this.current.tail).catch(() => undefined)
+        // Leave no entry of a failed write behind the tail: a later scan would stop at a
+        // partial one, or read whole later ones as the entries that follow the next appends.
+        await this.cutBack()
       }
       // The writes of the failed writev and every later one fail; earlier ones resolved.
       const failed = new Set(entries.map(e => e.write))
@@ -223,6 +225,7 @@ export class LogAppender implements LogPart {
    */
   private async startWritev (flights: Flight[], entries: GroupEntry[], bytes: number): Promise<Flight> {
     await this.p.index.backpressure()
+    if (flights.length === 0) await this.cutStale()
     const B = this.p.config.blockBytes
     const segment = this.current
     const at = segment.tail + bytesOf(flights)
@@ -446,6 +449,7 @@ export class LogAppender implements LogPart {
    * see a log position that covers an entry the index batch does not hold yet.
    */
   private async appendEntry (parts: Buffer[], applied: () => void): Promise<void> {
+    await this.cutStale()
     const segment = this.current
     const bytes = parts.reduce((n, p) => n + p.length, 0)
     if (segment.tail + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
@@ -453,11 +457,37 @@ export class LogAppender implements LogPart {
       await segment.handle.writev(parts, segment.tail)
     } catch (err) {
       // Leave no partial entry behind the tail (a later scan would stop at it).
-      await segment.handle.truncate(segment.tail).catch(() => undefined)
+      await this.cutBack()
       throw fromSystemError(err, `append to ${segment.file}`)
     }
     this.moveTail(segment, bytes)
     applied()
+  }
+
+  /**
+   * After a failed append (under the lock, nothing in flight): cuts the current segment back
+   * to its tail. If the cut fails too, the bytes past the tail stay until `cutStale` makes it:
+   * whole entries of a group's later writevs there carry the sequence numbers the next
+   * appends take, so an append ending where one begins would make a scan read it as the
+   * entry that follows (a rejected write would come back on the next open).
+   */
+  private async cutBack (): Promise<void> {
+    this.cutPending = this.current
+    await this.cutStale().catch(err => {
+      this.p.logger.error({ segment: this.current.id, tail: this.current.tail, err: (err as Error).message }, 'could not cut a failed append off the log; appends wait until it is cut')
+    })
+  }
+
+  /** Makes the cut a failed append left pending (see cutBack); throws IO while it fails. Under the lock. */
+  async cutStale (): Promise<void> {
+    const segment = this.cutPending
+    if (segment === undefined) return
+    try {
+      await segment.handle.truncate(segment.tail)
+    } catch (err) {
+      throw fromSystemError(err, `cut ${segment.file} back to ${segment.tail} after a failed append`)
+    }
+    if (this.cutPending === segment) this.cutPending = undefined
   }
 
   /** The tail moves past `bytes` just written at it (the caller applies their entries in the same step). */
@@ -471,6 +501,7 @@ export class LogAppender implements LogPart {
 
   /** Seals the full current segment (now `active`, synced later) and opens the next (004 cl. 6). */
   async roll (): Promise<void> {
+    await this.cutStale() // a sealed segment ends at its tail
     const { home, segments } = this.p
     const old = this.current
     // Not synced here (see the class comment): the next flush or checkpoint syncs it first.

@@ -23,10 +23,28 @@ export class MirroredHandle implements FileHandle {
     private readonly onDropped: (volume: string) => void = () => {}
   ) {}
 
+  /** Operations in flight per copy (a dropped copy's handle closes once they are done). */
+  private readonly busy = new Map<FileHandle, Set<Promise<unknown>>>()
+
   private drop (c: MirroredHandle['copies'][number]): void {
-    c.handle.close().catch(() => undefined)
+    // Other operations may still be queued on this copy (a group commit's later writevs, a
+    // read): closing the fd under them would let them run on whatever file reuses its number.
+    const inFlight = [...(this.busy.get(c.handle) ?? [])]
+    void Promise.allSettled(inFlight).then(() => c.handle.close()).catch(() => undefined)
     this.copies.splice(this.copies.indexOf(c), 1)
     this.onDropped(c.volume)
+  }
+
+  /** Runs `op` on one copy's handle, counted among that copy's operations in flight. */
+  private on<T> (h: FileHandle, op: (h: FileHandle) => Promise<T>): Promise<T> {
+    let set = this.busy.get(h)
+    if (set === undefined) this.busy.set(h, set = new Set())
+    const p = op(h)
+    const mine = set
+    mine.add(p)
+    const done = (): void => { mine.delete(p) }
+    p.then(done, done)
+    return p
   }
 
   get volumes (): string[] {
@@ -35,20 +53,20 @@ export class MirroredHandle implements FileHandle {
 
   /** Reads from copy `index` only (a CRC mismatch on one copy retries the next). */
   readCopy (index: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
-    return this.copies[index].handle.read(buf, bufOffset, length, position)
+    return this.on(this.copies[index].handle, h => h.read(buf, bufOffset, length, position))
   }
 
   async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
     let last: unknown
     for (const c of this.copies) {
       try {
-        return await c.handle.read(buf, bufOffset, length, position)
+        return await this.on(c.handle, h => h.read(buf, bufOffset, length, position))
       } catch (err) {
         last = err
         this.log.error({ file: c.file, err: (err as Error).message }, 'read failed on one copy; trying the next')
       }
     }
-    throw last ?? new LogdiskError('IO', 'no copy of the segment is left')
+    throw last
   }
 
   /**
@@ -94,15 +112,15 @@ export class MirroredHandle implements FileHandle {
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
     await this.reconcile()
     const copies = [...this.copies]
-    if (copies.length === 0) throw new LogdiskError('IO', `${what}: no copy of the segment is left`)
-    const results = await Promise.allSettled(copies.map(c => op(c.handle)))
-    // It succeeded only if a copy it succeeded on is still kept: operations run concurrently
-    // (a write and a flush's fdatasync), and one that failed on copy a while another failed on
-    // copy b must not drop both, nor report success with its bytes only on a dropped copy.
-    if (!copies.some((c, i) => results[i].status === 'fulfilled' && this.copies.includes(c))) {
-      const failure = results.find(r => r.status === 'rejected') as PromiseRejectedResult | undefined
-      throw failure?.reason ?? new LogdiskError('IO', `${what}: the copies it reached were dropped meanwhile`)
-    }
+    if (copies.length === 0) throw new LogdiskError('IO', 'no copy of the segment is left')
+    const results = await Promise.allSettled(copies.map(c => this.on(c.handle, op)))
+    const failed = results.filter(r => r.status === 'rejected').length
+    if (failed === 0) return
+    // Operations run at once (a group commit's writevs, a flush's fdatasync beside them): one
+    // that failed on copy A and succeeded on B and another that failed on B and succeeded on A
+    // must not drop both copies and both succeed. An operation succeeds only on a copy still kept.
+    const kept = copies.filter((c, i) => results[i].status === 'fulfilled' && this.copies.includes(c))
+    if (kept.length === 0) throw (results.find(r => r.status === 'rejected') as PromiseRejectedResult).reason
     results.forEach((r, i) => {
       const c = copies[i]
       if (r.status !== 'rejected' || !this.copies.includes(c)) return // ok, or dropped meanwhile

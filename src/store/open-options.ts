@@ -14,6 +14,11 @@ export interface OpenOptions {
   checkpointMaxBlocks?: number
   /** Operations per LevelDB write of one checkpoint (default 8192); the simulation makes it small. */
   indexCommitChunkOps?: number
+  /**
+   * Bytes per writev of a group commit (default and most: WRITEV_MAX_BYTES, format.ts); the
+   * simulation makes it small so that its small writes run several writevs of a group at once.
+   */
+  writevMaxBytes?: number
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */

@@ -94,6 +94,8 @@ export interface LogPart {
   flushesDone (): Promise<void>
   /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
   syncAll (): Promise<void>
+  /** Cuts bytes a failed append left past the tail, if a cut failed then; under the lock. */
+  cutStale (): Promise<void>
 }
 
 /** The write side of the index (index-writer.ts): the batch and its checkpoints. */

@@ -4,7 +4,7 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import type { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
-import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, parseSegmentFileName, segmentFileName } from './format'
+import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
 import { adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
@@ -190,30 +190,48 @@ export async function recover (
     scanned.push(id)
     if (current) await current.close()
     current = segment
-    let suspect: ScannedEntry | undefined // an entry with bad block data: torn if it is the last one
+    // Entries scanned, not applied yet: the first has bad block data (a "suspect"), and the
+    // rest follow it closer than a group commit's writevs in flight reach. A crash tears the
+    // end of the log; with several writevs of a group in flight, a later one may be whole on
+    // disk while an earlier one is torn, so bad data followed only by entries within that
+    // reach is a torn tail too (cut there: the entries after it were never flushed). Bad data
+    // with valid entries further on is damage inside the log (kept, its blocks read CORRUPT).
+    const held: ScannedEntry[] = []
+    const reach = inFlightBytes(geometry.blockBytes)
+    const lastSeq = (e: ScannedEntry): number => e.header.kind === EntryKind.free ? e.header.block : e.header.seq
+    /** Applies held entries up to the next suspect that `offset` is still within reach of. */
+    const release = (offset: number): void => {
+      while (held.length > 0 && (held[0].badBlocks.length === 0 || offset >= held[0].offset + reach)) apply(held.shift()!)
+    }
     const offset = id === startSegment ? startOffset : SEGMENT_HEADER_BYTES
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
-      const expected = seq + 1 + (suspect ? 1 : 0)
+      const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
       if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
-        if (isLast) await cut(item.offset, `sequence gap (expected ${expected}, found ${item.header.seq})`)
-        else damaged(id, item.offset, `sequence gap (expected ${expected}, found ${item.header.seq})`)
+        const reason = `sequence gap (expected ${expected}, found ${item.header.seq})`
+        if (isLast) {
+          release(item.offset)
+          await cut(held.length > 0 ? held[0].offset : item.offset, held.length > 0 ? `block checksum mismatch in entry seq ${held[0].header.seq}, followed by a ${reason}` : reason)
+        } else {
+          release(Infinity)
+          damaged(id, item.offset, reason)
+        }
         break
       }
       if (item.type === 'entry') {
         acceptGap = false
-        if (suspect) { apply(suspect); suspect = undefined }
-        if (item.badBlocks.length > 0) suspect = item
-        else apply(item)
+        held.push(item)
+        release(item.offset)
         continue
       }
       // End of the segment's valid entries. Only the end of the log can be torn by a crash:
       // anything wrong before it is damage, reported and left in place, never cut.
       if (!isLast) {
-        if (suspect) apply(suspect)
+        release(Infinity)
         if (item.torn) damaged(id, item.offset, item.torn)
         segment.tail = item.offset
-      } else if (suspect) {
-        await cut(suspect.offset, `block checksum mismatch in the last entry (seq ${suspect.header.seq})`)
+      } else if (held.length > 0) {
+        const suspect = held[0]
+        await cut(suspect.offset, `block checksum mismatch in entry seq ${suspect.header.seq}${held.length > 1 ? `, followed only by entries a group commit may have written at the same time (${held.length - 1})` : ', the last one'}`)
       } else if (item.torn) {
         await cut(item.offset, item.torn)
       } else {

@@ -732,6 +732,8 @@ export class Store {
     await lifeCycle.maintenance.idle().catch(() => undefined) // a pass in flight ends first
     await log.lock.idle()
     await log.discardNext()
+    // Bytes a failed append left past the tail would be read as entries by the next open.
+    await log.lock.run(() => log.cutStale()).catch(err => this.p.logger.error({ err: (err as Error).message }, 'closing with bytes of a failed append past the log tail'))
     await log.flushesDone()
     await log.syncAll()
     await index.checkpointThrough(log.seq)

@@ -124,7 +124,8 @@ class SimFile {
   }
 
   /** What the disk holds after power loss: durable bytes plus a prefix of the rest, maybe torn. */
-  crashImage (rng: Rng): Buffer {
+  crashImage (rng: Rng, pages = false): Buffer {
+    if (pages && this.pending.length > 0) return this.pagesImage(rng)
     const keep = rng.int(this.pending.length + 1)
     const out = new Bytes(this.durable)
     for (let i = 0; i < keep; i++) {
@@ -139,7 +140,31 @@ class SimFile {
     }
     return out.snapshot()
   }
+
+  /**
+   * The `pages` crash model (a page cache writing back in any order): the length is the
+   * current one or the durable one, and each page that changed since the last datasync holds
+   * its durable or its current bytes, each page on its own.
+   */
+  private pagesImage (rng: Rng): Buffer {
+    const now = this.bytes.view()
+    const length = rng.chance(0.25) ? this.durable.length : now.length
+    const out = Buffer.alloc(length)
+    this.durable.copy(out, 0, 0, Math.min(length, this.durable.length))
+    for (let at = 0; at < length; at += PAGE) {
+      const end = Math.min(at + PAGE, length)
+      const was = this.durable.subarray(Math.min(at, this.durable.length), Math.min(end, this.durable.length))
+      const is = now.subarray(Math.min(at, now.length), Math.min(end, now.length))
+      if (was.equals(is) || rng.chance(0.5)) continue
+      out.fill(0, at, end)
+      is.copy(out, at)
+    }
+    return out
+  }
 }
+
+/** Page size of the `pages` crash model: the unit a page cache writes back. */
+const PAGE = 4096
 
 function errno (code: string, what: string): Error {
   return fromSystemError(Object.assign(new Error(`${code}: ${what}`), { code }), what)
@@ -160,6 +185,9 @@ export class SimFileLayer implements FileLayer {
   private durableNames = new Map<string, SimFile>()
   private readonly dirs = new Set<string>()
   private readonly faults = new Map<FaultOp, NodeJS.ErrnoException>()
+  /** Writes called and not yet done, per file; the most seen at once on one file. */
+  private readonly writing = new Map<SimFile, number>()
+  maxWritesInFlight = 0
   /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
   private generation = 0
   private frozen = false
@@ -181,8 +209,11 @@ export class SimFileLayer implements FileLayer {
     this.frozen = true
   }
 
-  /** Power loss and reboot; see the class comment for what survives. */
-  crash (rng: Rng): void {
+  /**
+   * Power loss and reboot; see the class comment for what survives. `pages`: instead of a
+   * prefix of each file's unsynced operations, any mix of its changed pages (pagesImage).
+   */
+  crash (rng: Rng, opts: { pages?: boolean } = {}): void {
     const names = new Map<string, SimFile>()
     for (const name of new Set([...this.live.keys(), ...this.durableNames.keys()])) {
       const now = this.live.get(name)
@@ -195,7 +226,7 @@ export class SimFileLayer implements FileLayer {
     for (const name of [...names.keys()].sort()) {
       const file = names.get(name)!
       let image = images.get(file)
-      if (!image) images.set(file, image = file.crashImage(rng))
+      if (!image) images.set(file, image = file.crashImage(rng, opts.pages))
       this.live.set(name, new SimFile(image)) // after a reboot every byte is on disk
     }
     this.durableNames = new Map(this.live)
@@ -243,7 +274,11 @@ export class SimFileLayer implements FileLayer {
       this.live.set(file, f)
     }
     const generation = this.generation
-    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation))
+    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation), (delta) => {
+      const n = (this.writing.get(f) ?? 0) + delta
+      this.writing.set(f, n)
+      this.maxWritesInFlight = Math.max(this.maxWritesInFlight, n)
+    })
   }
 
   async list (dir: string): Promise<string[]> {
@@ -307,7 +342,9 @@ class SimHandle implements FileHandle {
     private readonly f: SimFile,
     private readonly file: string,
     /** Fails once the machine lost power after this handle was opened. */
-    private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>
+    private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>,
+    /** Counts writes in flight on the file. */
+    private readonly writing: (delta: number) => void = () => {}
   ) {}
 
   private async enter (op: FaultOp | undefined, what: string): Promise<void> {
@@ -323,9 +360,14 @@ class SimHandle implements FileHandle {
 
   async writev (buffers: Buffer[], position: number): Promise<void> {
     const data = Buffer.concat(buffers) // the caller may reuse its buffers once this returns
-    await this.enter('writev', 'write')
-    // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
-    this.f.write(position, data)
+    this.writing(1)
+    try {
+      await this.enter('writev', 'write')
+      // One operation, so a crash can tear it anywhere, as a large pwritev can be torn.
+      this.f.write(position, data)
+    } finally {
+      this.writing(-1)
+    }
   }
 
   async datasync (): Promise<void> {

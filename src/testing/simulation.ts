@@ -46,6 +46,16 @@ export interface SimulationOptions {
    * extra file operations change the interleavings, so seeds found before it pass false.
    */
   savedMap?: boolean
+  /**
+   * Segment size in blocks (default 258: one full entry after the header page). Larger
+   * segments let a group commit run several writevs at once (log-appender.ts
+   * WRITEVS_IN_FLIGHT: each at most 1 MiB), which a 258-block segment never holds.
+   */
+  segmentBlocks?: number
+  /** The store's writevMaxBytes (small: the writevs of a group commit run at once). */
+  writevMaxBytes?: number
+  /** Power losses keep any mix of unsynced pages (SimFileLayer.crash `pages`), not a prefix. */
+  crashPages?: boolean
 }
 
 export interface SimulationReport {
@@ -58,6 +68,8 @@ export interface SimulationReport {
   rebuilds: number
   /** Opens that loaded the block map saved at the previous clean close (block-map-file.ts). */
   savedMapLoads: number
+  /** The most writes in flight at once on one file (group commit: several writevs of a group). */
+  maxWritesInFlight: number
   faultsInjected: number
   config: string
 }
@@ -70,7 +82,7 @@ export class SimulationFailure extends Error {
 
 const B = 4096
 /** The smallest segment size (one full 256-block entry after the header page), rounded to pages. */
-const SEGMENT_BYTES = 258 * B
+const DEFAULT_SEGMENT_BLOCKS = 258
 
 interface Point {
   kind: 'snapshot' | 'sync'
@@ -114,6 +126,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   }
   const fail = (message: string): never => { throw new SimulationFailure(seed, message, trace) }
 
+  const SEGMENT_BYTES = (opts.segmentBlocks ?? DEFAULT_SEGMENT_BLOCKS) * B
   const sizeBytes = rng.range(96, 640) * B
   const copies = rng.chance(0.3) ? 2 : 1
   const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
@@ -125,10 +138,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
   const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
-  const config = `size ${sizeBytes / B} blocks, ${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
-  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, faultsInjected: 0, config }
+  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
   const count = (op: string): void => { report.ops[op] = (report.ops[op] ?? 0) + 1 }
 
   /** Runs `p` to completion under the scheduler (no crash). */
@@ -153,7 +166,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     historyKeepMs,
     retainFrom: replicating ? () => gate : undefined,
     maxOpenSegments,
-    savedBlockMap: opts.savedMap ?? true
+    savedBlockMap: opts.savedMap ?? true,
+    writevMaxBytes: opts.writevMaxBytes
   })
   // A restore may be refused only without backing storage, and only for a point that has
   // been outside the history window (snapshots never).
@@ -420,7 +434,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         report.crashes++
         log('power lost: abandon, crash, reopen')
         await drive(store.abandon())
-        sim.crash(crashRng)
+        sim.crash(crashRng, { pages: opts.crashPages })
         indexes.crash(crashRng)
         sched.restorePower()
         home.resetAccounting()
@@ -469,6 +483,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     }
     await drive(store.close())
     report.steps = sched.steps
+    report.maxWritesInFlight = sim.maxWritesInFlight
     report.faultsInjected = sched.faultsInjected
     return report
   } finally {
