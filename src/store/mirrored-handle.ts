@@ -66,7 +66,7 @@ export class MirroredHandle implements FileHandle {
         this.log.error({ file: c.file, err: (err as Error).message }, 'read failed on one copy; trying the next')
       }
     }
-    throw last
+    throw last ?? new LogdiskError('IO', 'no copy of the segment is left')
   }
 
   /**

@@ -208,7 +208,10 @@ export async function recover (
       const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
       if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
         const reason = `sequence gap (expected ${expected}, found ${item.header.seq})`
-        if (isLast) {
+        // Entries missing right before a segment's first one: the tail of the segment before
+        // it, which a crash lost before its sync (see the end of a segment below).
+        const lostTail = item.offset === SEGMENT_HEADER_BYTES && item.header.seq > expected
+        if (isLast || lostTail) {
           release(item.offset)
           await cut(held.length > 0 ? held[0].offset : item.offset, held.length > 0 ? `block checksum mismatch in entry seq ${held[0].header.seq}, followed by a ${reason}` : reason)
         } else {
@@ -224,8 +227,11 @@ export async function recover (
         continue
       }
       // End of the segment's valid entries. Only the end of the log can be torn by a crash:
-      // anything wrong before it is damage, reported and left in place, never cut.
-      if (!isLast) {
+      // anything wrong before it is damage, reported and left in place, never cut. But a file
+      // that ends inside an entry was never written whole: in a full rebuild, a sealed
+      // segment that a crash cut before its sync (sealed segments sync in log order, so
+      // every later one was unsynced too). That is where the log ends, as for the last one.
+      if (!isLast && item.truncated !== true) {
         release(Infinity)
         if (item.torn) damaged(id, item.offset, item.torn)
         segment.tail = item.offset

@@ -24,6 +24,11 @@ export interface ScanEnd {
   offset: number
   /** Why the scan stopped before the end of the file; undefined at a clean end. */
   torn?: string
+  /**
+   * The file ends inside the entry at `offset`: bytes never written, not bytes changed.
+   * Damage to a written file changes bytes; only an append a crash cut short leaves this.
+   */
+  truncated?: boolean
 }
 
 /** Reads a file through a large window so a sequential scan costs few system calls. */
@@ -76,7 +81,7 @@ export async function * scanSegment (
                 ? (header.count < 1 || header.count > MAX_TRIM_BLOCKS || header.payloadBytes !== 0 ? 'impossible trim entry sizes' : undefined)
                 : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
     if (problem || !header) {
-      yield { type: 'end', offset, torn: problem }
+      yield { type: 'end', offset, torn: problem, ...(head ? {} : { truncated: true }) }
       return
     }
     const tableBytes = tableBytesOf(header)
@@ -93,7 +98,7 @@ export async function * scanSegment (
     }
     const whole = await reader.bytes(offset, total)
     if (!whole) {
-      yield { type: 'end', offset, torn: 'truncated entry' }
+      yield { type: 'end', offset, torn: 'truncated entry', truncated: true }
       return
     }
     const table = Buffer.from(whole.subarray(0, tableBytes))
