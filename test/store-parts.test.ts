@@ -89,7 +89,7 @@ t.test('IndexWriter: a failed commit puts its changes back before the newer ones
   fail = false
   await w.checkpointThrough(2)
   t.equal(commits.length, 1)
-  t.same(commits[0].batch.history, [7, 1, 164, 0xabc, 8, 2, 4324, 0xdef], 'older changes first, nothing lost')
+  t.same(commits[0].batch.history.toArray(), [7, 1, 164, 0xabc, 8, 2, 4324, 0xdef], 'older changes first, nothing lost')
   t.same(w.last, { seq: 2, position: 8420, timeMs: 5 })
   t.equal(w.pendingBlocks, 0)
   await w.checkpoint()

@@ -69,7 +69,7 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
     }
     await history.raiseHorizon(horizon)
     for (const [block, seq, position, crc] of repoint) index.batch.addBlock(block, seq, position, crc)
-    for (const [block, seq] of drop) index.batch.historyDeletes.push(block, seq)
+    for (const [block, seq] of drop) index.batch.historyDeletes.push2(block, seq)
     await index.commitDurably()
     for (const v of overwrite) inBaseline.delete(v.block)
     await publish(existing?.cutSeq ?? 0)

@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { isLogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
 import { encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
@@ -75,14 +75,6 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   if (!p.opts.archive) await history.raiseHorizon(analysis.horizon)
 
   // 2. Free what nothing references; punch it out; recycle empty segments.
-  const bySegment = new Map<number, Array<{ seq: number, e: EntryRecord }>>()
-  for await (const [seq, e] of db.entries(1, fence.seq)) {
-    const id = Math.floor(e.position / S)
-    if (!fence.mayTouchEntry(seq, e.position) || !segments.hasLocal(id) || segments.stateOf(id) === 'archived') continue
-    let list = bySegment.get(id)
-    if (!list) bySegment.set(id, list = [])
-    list.push({ seq, e })
-  }
   const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
     if (x.e.freed === true) return true
     if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
@@ -93,12 +85,15 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
   const recycle: number[] = []
   const punches: Array<{ files: string[], from: number, to: number }> = []
-  // Entries freed, staged in the batch only once their free headers are durable.
-  const freedEntries: Array<[number, EntryRecord]> = []
+  const mayFree = (id: number): boolean => segments.hasLocal(id) && segments.stateOf(id) !== 'archived'
+  const total = segments.ids.filter(id => fence.mayTouchSegment(id) && mayFree(id)).length
   let done = 0
-  for (const [id, entries] of [...bySegment].sort((a, b) => a[0] - b[0])) {
+  // One segment's entries at a time, as the index lists them (sequence order is log order,
+  // so segment by segment): the entries of the whole log are never held at once (a random
+  // 4 KiB write is one entry, so after a random-write run that was 100,000s of objects).
+  const freeSegment = async (id: number, entries: Array<{ seq: number, e: EntryRecord }>): Promise<void> => {
     p.state.assertNotClosing()
-    onProgress?.(done++, bySegment.size)
+    onProgress?.(done++, Math.max(total, done))
     const runs: Array<{ first: number, last: number, fresh: boolean }> = []
     for (let i = 0; i < entries.length; i++) {
       if (!freeable(entries[i])) continue
@@ -112,6 +107,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       if (p.opts.archive) await lifeCycle.ensureArchived(id)
       const segment = await p.reader.segment(id)
       const headers: Array<[number, Buffer]> = []
+      // Entries freed, staged in the batch only once their free headers are durable.
+      const freedEntries: Array<[number, EntryRecord]> = []
       for (const run of fresh) {
         const first = entries[run.first]
         const last = entries[run.last]
@@ -125,7 +122,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         for (let i = run.first; i <= run.last; i++) {
           const x = entries[i]
           if (x.e.freed) continue
-          freedEntries.push([x.seq, { ...x.e, freed: true }])
+          x.e.freed = true // read from the index for this pass alone: no copy needed
+          freedEntries.push([x.seq, x.e])
         }
       }
       // A header written over another can be torn by a crash: the index holds the writes
@@ -134,21 +132,32 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       for (const [at, header] of headers) await segment.handle.writev([header], at)
       await segment.handle.datasync() // the free headers are durable before any data goes
       await db.clearPending()
-      for (const [seq, e] of freedEntries.splice(0)) {
+      for (const [seq, e] of freedEntries) {
         index.batch.entries.set(seq, e)
         report.entriesFreed++
       }
     }
     if (entries.every(freeable)) recycle.push(id)
   }
+  let id = -1
+  let entries: Array<{ seq: number, e: EntryRecord }> = []
+  for await (const [seq, e] of db.entries(1, fence.seq)) {
+    const at = Math.floor(e.position / S)
+    if (!fence.mayTouchEntry(seq, e.position) || !mayFree(at)) continue
+    if (at !== id) {
+      if (at < id) throw new LogdiskError('IO', `internal: entry ${seq} lies in segment ${at}, before segment ${id} of an earlier entry`)
+      if (entries.length > 0) await freeSegment(id, entries)
+      id = at
+      entries = []
+    }
+    entries.push({ seq, e })
+  }
+  if (entries.length > 0) await freeSegment(id, entries)
   report.segmentsInactive = lifeCycle.markInactive(fence)
   // Dead versions leave the index (their bytes may stay until their whole entry is free),
   // unless backing storage keeps them: then every point in time stays restorable.
   report.versionsFreed = analysis.deadCount
-  if (!p.opts.archive) {
-    const dead = analysis.dead
-    for (let i = 0; i < dead.count; i++) index.batch.historyDeletes.push(dead.blocks[i], dead.seqs[i])
-  }
+  if (!p.opts.archive) index.batch.historyDeletes.takeAll(analysis.dead)
   await index.commitDurably() // the index forgets freed versions before any byte goes
   // Reads that looked a freed version up before the commit may still be reading it.
   await p.reads.drain()
@@ -175,7 +184,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     report.segmentsRecycled++
   }
   await index.commitDurably()
-  onProgress?.(bySegment.size, bySegment.size)
+  onProgress?.(done, Math.max(total, done))
   report.durationMs = Date.now() - started
   p.logger.info(report, 'compacted')
   return report

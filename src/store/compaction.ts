@@ -1,3 +1,5 @@
+import { RecordList } from './record-list'
+
 /**
  * Which versions of blocks are still needed (001 Fig. 6, in-place compaction). A version of
  * a block lives from its sequence number until the block's next version; it is needed when it
@@ -36,8 +38,8 @@ export interface VersionAnalysis {
   live: LiveVersions
   /** Sequence numbers of trim entries with a version still needed (they have no data to find by position). */
   liveTrims: Set<number>
-  /** The dead versions (their index keys go): block and seq of each, in index order. Typed arrays, no object per version. */
-  dead: { blocks: Float64Array, seqs: Float64Array, count: number }
+  /** The dead versions (their index keys go): block and seq of each, in index order, in chunks (no object per version, no array copied as it grows). */
+  dead: RecordList
   deadCount: number
   /** The newest sequence at which a dead version was still the visible one. */
   horizon: number
@@ -90,9 +92,7 @@ export async function analyzeVersions (
   /** Every point from this sequence on is protected (the history window, history.keep). */
   windowStart = Number.MAX_SAFE_INTEGER
 ): Promise<VersionAnalysis> {
-  let deadBlocks = new Float64Array(1024)
-  let deadSeqs = new Float64Array(1024)
-  let deadCount = 0
+  const dead = new RecordList(2)
   let horizon = 0
   const live = new Collector()
   const liveTrims = new Set<number>()
@@ -117,13 +117,7 @@ export async function analyzeVersions (
       // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
       // the history window (points from windowStart on read the successor or later).
       if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) {
-        if (deadCount === deadBlocks.length) {
-          const b = new Float64Array(deadCount * 2); b.set(deadBlocks); deadBlocks = b
-          const q = new Float64Array(deadCount * 2); q.set(deadSeqs); deadSeqs = q
-        }
-        deadBlocks[deadCount] = block
-        deadSeqs[deadCount] = seq
-        deadCount++
+        dead.push2(block, seq)
         if (v[1] - 1 > horizon) horizon = v[1] - 1
       } else {
         keep(position, block, seq, crc)
@@ -136,7 +130,7 @@ export async function analyzeVersions (
     crc = v[3]
   }
   if (havePrev) keep(position, block, seq, crc)
-  return { live: live.finish(), liveTrims, dead: { blocks: deadBlocks, seqs: deadSeqs, count: deadCount }, deadCount, horizon }
+  return { live: live.finish(), liveTrims, dead, deadCount: dead.length, horizon }
 }
 
 /** Index of the first live position >= `position`. */

@@ -3,6 +3,7 @@ import type { AbstractLevel } from 'abstract-level'
 import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
+import { RecordList } from './record-list'
 import { INDEX_FORMAT_VERSION } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
 
@@ -60,12 +61,14 @@ export interface SnapshotRecord {
 
 /**
  * Index changes gathered between checkpoints and flushed as one LevelDB batch (hypercore's
- * lib/tx.js pattern). History is held as flat number arrays: no object per block.
+ * lib/tx.js pattern). History is held in typed-array chunks (record-list.ts): no object per
+ * block, and no array copied as it grows.
  */
 export class IndexBatch {
-  readonly history: number[] = [] // block, seq, position, crc, block, seq, ...
-  /** Versions compaction freed: block, seq, block, seq, ... */
-  readonly historyDeletes: number[] = []
+  /** New block versions: block, seq, position, crc. */
+  readonly history = new RecordList(4)
+  /** Versions compaction freed: block, seq. */
+  readonly historyDeletes = new RecordList(2)
   readonly segments = new Map<number, SegmentRecord>()
   readonly entries = new Map<number, EntryRecord>()
   /** Snapshot table changes by cut seq; null deletes. */
@@ -73,11 +76,11 @@ export class IndexBatch {
   readonly counters = new Map<string, number>()
 
   addBlock (block: number, seq: number, position: number, crc: number): void {
-    this.history.push(block, seq, position, crc)
+    this.history.push4(block, seq, position, crc)
   }
 
   get size (): number {
-    return this.history.length / 4 + this.historyDeletes.length / 2 + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
+    return this.history.length + this.historyDeletes.length + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
   }
 }
 
@@ -237,10 +240,12 @@ export class IndexDb {
       chained = this.db.batch()
       ops = 0
     }
-    const h = batch.history
-    for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); if (++ops >= chunkOps) await writeChunk() }
-    const d = batch.historyDeletes
-    for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); if (++ops >= chunkOps) await writeChunk() }
+    for (const h of batch.history.views()) {
+      for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); if (++ops >= chunkOps) await writeChunk() }
+    }
+    for (const d of batch.historyDeletes.views()) {
+      for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); if (++ops >= chunkOps) await writeChunk() }
+    }
     for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); if (++ops >= chunkOps) await writeChunk() }
     for (const [seq, record] of batch.entries) { chained.put(numberKey(ENTRY_PREFIX, seq), pack(record)); if (++ops >= chunkOps) await writeChunk() }
     for (const [seq, record] of batch.snapshots) {

@@ -31,7 +31,7 @@ export class IndexWriter implements IndexPart {
 
   /** Block versions waiting for the next checkpoint. */
   get pendingBlocks (): number {
-    return this.batch.history.length / 4
+    return this.batch.history.length
   }
 
   /** Checkpoints in the background once enough block versions wait (checkpointMaxBlocks). */
@@ -109,8 +109,10 @@ export class IndexWriter implements IndexPart {
 /** One batch holding `older`'s changes, then `newer`'s (a failed commit's changes go back in). */
 function mergeBatches (older: IndexBatch, newer: IndexBatch): IndexBatch {
   const out = new IndexBatch()
-  for (const h of [older.history, newer.history]) for (const n of h) out.history.push(n)
-  for (const h of [older.historyDeletes, newer.historyDeletes]) for (const n of h) out.historyDeletes.push(n)
+  for (const b of [older, newer]) {
+    out.history.takeAll(b.history)
+    out.historyDeletes.takeAll(b.historyDeletes)
+  }
   for (const [k, v] of older.segments) out.segments.set(k, v)
   for (const [k, v] of newer.segments) out.segments.set(k, v)
   for (const b of [older, newer]) {

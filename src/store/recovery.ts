@@ -248,7 +248,7 @@ export async function recover (
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()
     if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
-    if (batch.history.length / 4 >= REPLAY_COMMIT_BLOCKS) await commit(segment)
+    if (batch.history.length >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
     async function cut (offset: number, reason: string): Promise<void> {
       const bytes = (await segment.handle.size()) - offset

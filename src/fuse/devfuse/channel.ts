@@ -15,9 +15,13 @@ import type { ReplySink } from './server'
  * reads pending at once is what lets the kernel hand out several requests at once. Replies
  * are written from the main thread with one write(2) each; /dev/fuse never blocks a write.
  *
- * A slot is owned by its reader while free (state 0) and by the main thread while a request
- * is in it (state 1); each reader has its own slots and a count of its free ones, on which
- * it waits when all are busy. Memory is bounded: readers x slotsPerReader x bufferBytes.
+ * A slot is free (state 0), or taken (state 1) by the reader that reads into it and then by
+ * the main thread while a request is in it. The readers share every slot and one count of
+ * free ones, on which they wait when all are busy; a reader takes the lowest free slot, so
+ * the slots ever touched (resident memory: a 1 MiB WRITE touches a whole slot) are as many
+ * as were busy at once -- requests in flight plus one per reader waiting in read(2) -- not
+ * every slot of every reader (each reader had 8 slots of its own, and over a benchmark all 32
+ * became resident). Memory is bounded: readers x slotsPerReader x bufferBytes.
  */
 export interface ChannelOptions {
   readers: number
@@ -48,12 +52,12 @@ const WRITE_DATA_AT = IN_HEADER + WRITE_IN
 const READER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads')
 const fs = require('node:fs')
-const { fd, data, ctl, bytes, first, count, nslots, reader, crcs, crcBlockBytes, crcStride, crcModule } = workerData
+const { fd, data, ctl, bytes, nslots, crcs, crcBlockBytes, crcStride, crcModule } = workerData
 const st = new Int32Array(ctl)
-const free = nslots + reader
-const stop = nslots + workerData.readers
+const free = nslots
+const stop = nslots + 1
 const views = []
-for (let k = 0; k < count; k++) views.push(new Uint8Array(data, (first + k) * bytes, bytes))
+for (let k = 0; k < nslots; k++) views.push(new Uint8Array(data, k * bytes, bytes))
 const B = crcBlockBytes
 const crc32c = B > 0 ? require(crcModule).crc32c : undefined
 const crcArea = B > 0 ? new Uint32Array(crcs) : undefined
@@ -71,21 +75,23 @@ function blockCrcs (slot, buf, n) {
 }
 const nap = new Int32Array(new SharedArrayBuffer(4))
 for (;;) {
-  while (Atomics.load(st, free) === 0) {
+  // Claim one of the free slots (the count), then take the lowest free one: one is there for
+  // every claim, and the same few buffers are reused at low depth (resident memory grows with
+  // depth, not with time).
+  for (;;) {
     if (Atomics.load(st, stop) !== 0) process.exit(0)
-    Atomics.wait(st, free, 0, 1000)
+    const f = Atomics.load(st, free)
+    if (f === 0) { Atomics.wait(st, free, 0, 1000); continue }
+    if (Atomics.compareExchange(st, free, f, f - 1) === f) break
   }
-  // The lowest free slot: at low concurrency the same few buffers are reused (resident memory grows with depth, not with time).
   let k = 0
-  while (Atomics.load(st, first + k) !== 0) k++
-  const slot = first + k
-  Atomics.store(st, slot, 1)
-  Atomics.sub(st, free, 1)
+  while (Atomics.compareExchange(st, k, 0, 1) !== 0) k = (k + 1) % nslots
+  const slot = k
   let n = -1
   while (n < 0) {
     if (Atomics.load(st, stop) !== 0) process.exit(0)
     try {
-      n = fs.readSync(fd, views[k], 0, bytes, null)
+      n = fs.readSync(fd, views[slot], 0, bytes, null)
     } catch (e) {
       // EPERM: not mounted yet. ENOENT: the request was interrupted before we read it. EINTR, EAGAIN: try again.
       if (e.code === 'EPERM') { Atomics.wait(nap, 0, 0, 2); continue }
@@ -94,7 +100,7 @@ for (;;) {
       process.exit(0)
     }
   }
-  if (B > 0) blockCrcs(slot, bufs[k], n)
+  if (B > 0) blockCrcs(slot, bufs[slot], n)
   parentPort.postMessage(slot * ${SLOT_SHIFT} + n)
 }
 `
@@ -112,6 +118,7 @@ export class DevFuseChannel implements ReplySink {
   readonly ended: Promise<EndReason>
   private settle!: (reason: EndReason) => void
   private readonly releasers: Array<() => void> = []
+  private readonly touched = new Set<number>()
   private readonly dataBuffer: SharedArrayBuffer
   /** Per slot: how many block CRCs the reader computed (0: none), then the CRCs (see crcBlockBytes). */
   private readonly crcs: Uint32Array
@@ -125,17 +132,17 @@ export class DevFuseChannel implements ReplySink {
     this.fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR)
     this.nslots = opts.readers * opts.slotsPerReader
     const data = new SharedArrayBuffer(this.nslots * opts.bufferBytes)
-    this.state = new Int32Array(new SharedArrayBuffer((this.nslots + opts.readers + 1) * 4))
+    // One state per slot, then the count of free slots, then the stop flag.
+    this.state = new Int32Array(new SharedArrayBuffer((this.nslots + 2) * 4))
     for (let i = 0; i < this.nslots; i++) {
       this.slots.push(Buffer.from(data, i * opts.bufferBytes, opts.bufferBytes))
-      const reader = Math.floor(i / opts.slotsPerReader)
       this.releasers.push(() => {
         Atomics.store(this.state, i, 0)
-        Atomics.add(this.state, this.nslots + reader, 1)
-        Atomics.notify(this.state, this.nslots + reader)
+        Atomics.add(this.state, this.nslots, 1)
+        Atomics.notify(this.state, this.nslots, 1)
       })
     }
-    for (let r = 0; r < opts.readers; r++) this.state[this.nslots + r] = opts.slotsPerReader
+    this.state[this.nslots] = this.nslots
     this.ended = new Promise(resolve => { this.settle = resolve })
     this.dataBuffer = data
     const crcBlockBytes = opts.crcBlockBytes ?? 0
@@ -148,13 +155,13 @@ export class DevFuseChannel implements ReplySink {
    * and for a block-aligned WRITE the CRC32C of each block of its data (crcBlockBytes).
    */
   start (onRequest: (req: Buffer, n: number, release: () => void, blockCrcs?: Uint32Array) => void): void {
-    const { readers, slotsPerReader, bufferBytes } = this.opts
+    const { readers, bufferBytes } = this.opts
     for (let r = 0; r < readers; r++) {
       const worker = new Worker(READER_SOURCE, {
         eval: true,
         // A reader only loops on read(2): a small heap is plenty.
         resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
-        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, first: r * slotsPerReader, count: slotsPerReader, nslots: this.nslots, reader: r, readers, crcs: this.crcs.buffer, crcBlockBytes: this.opts.crcBlockBytes ?? 0, crcStride: this.crcStride, crcModule: require.resolve('@node-rs/crc32') },
+        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, nslots: this.nslots, crcs: this.crcs.buffer, crcBlockBytes: this.opts.crcBlockBytes ?? 0, crcStride: this.crcStride, crcModule: require.resolve('@node-rs/crc32') },
         stdout: false,
         stderr: false
       })
@@ -162,6 +169,7 @@ export class DevFuseChannel implements ReplySink {
       worker.on('message', (m: number | { end: string }) => {
         if (typeof m === 'number') {
           const slot = Math.floor(m / SLOT_SHIFT)
+          if (!this.touched.has(slot)) this.touched.add(slot)
           let released = false
           const at = slot * this.crcStride
           // A copy: the slot's CRCs are the reader's again once the slot is released.
@@ -187,6 +195,11 @@ export class DevFuseChannel implements ReplySink {
       // kernel waiting for answers it will never get).
       this.workers.push(worker)
     }
+  }
+
+  /** How many slots ever held a request: their buffers are resident (at most requests in flight + readers). */
+  get slotsTouched (): number {
+    return this.touched.size
   }
 
   /** Reader threads still running: while any is, the process must not exit (see mount.ts). */
@@ -219,7 +232,7 @@ export class DevFuseChannel implements ReplySink {
    * be reused under a pending read.
    */
   stop (): void {
-    Atomics.store(this.state, this.nslots + this.opts.readers, 1)
-    for (let r = 0; r < this.opts.readers; r++) Atomics.notify(this.state, this.nslots + r)
+    Atomics.store(this.state, this.nslots + 1, 1)
+    Atomics.notify(this.state, this.nslots)
   }
 }

@@ -268,7 +268,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
         }
       }
       disarm()
-      log.info({ stats: server.stats }, 'FUSE session statistics')
+      log.info({ stats: { ...server.stats, slotsTouched: channel.slotsTouched } }, 'FUSE session statistics')
       const ended = (ms: number): Promise<boolean> => Promise.race([channel.ended.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), ms).unref())])
       if (!(await ended(END_WAIT_MS)) && mine) {
         // Still held (a loop device over an image, a stop forced by a signal): end the
