@@ -113,14 +113,16 @@ export async function receiveStream (
   }
   try {
     // The next records are read (and their CRCs checked) while these are written.
-    for await (const r of readAhead(readStream(file), 4)) {
+    for await (const r of readAhead(readStream(file, { blockCrcs: true }), 4)) {
       if ('header' in r || 'trailer' in r) continue
       if (atStart && atStart.size < MAX_REMEMBERED_BLOCKS) {
         const { where, crcs } = await store.locateAt(startSeq, r.block, r.count)
         for (let i = 0; i < r.count; i++) atStart.set(r.block + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
       }
+      // The blocks' CRCs came with the record (its check composed them): not computed again.
       const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
-      const written = store.write(r.block * B, data)
+      const crcs = r.type === 'data' ? r.crcs : new Uint32Array(r.count).fill(zeroCrc)
+      const written = store.write(r.block * B, data, crcs)
       written.catch(() => undefined) // awaited by settle(); a failure before that is no unhandled rejection
       inFlight.push(written)
       inFlightBytes += data.length
