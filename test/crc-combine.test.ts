@@ -1,4 +1,4 @@
-// CRC32C composition (crc-combine.ts) and the run check of the reader built on it: the same
+// CRC32C composition (crc-combine.ts) and the run check built on it (block-check.ts: reads, scans): the same
 // answers as computing every CRC from the bytes, and a damaged block in a long run still named.
 import fs from 'node:fs'
 import os from 'node:os'
@@ -7,7 +7,7 @@ import t from 'tap'
 import { crc32c } from '../src/store/crc'
 import { crc32cCombine, crc32cOfBlocks } from '../src/store/crc-combine'
 import { segmentFileName } from '../src/store/format'
-import { firstBadBlock } from '../src/store/reader'
+import { badBlocks, firstBadBlock } from '../src/store/block-check'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 
@@ -59,6 +59,8 @@ t.test('firstBadBlock names the first damaged block of a run, wherever it is', a
   two[10 * B] ^= 0x80
   two[200 * B + 5] ^= 0x80
   t.equal(firstBadBlock(two, crcs, B), 10, 'two damaged blocks: the first')
+  t.same(badBlocks(two, crcs, B), [10, 200], 'badBlocks: both (what a scan reports)')
+  t.same(badBlocks(data, crcs, B), [], 'badBlocks of an intact run: none')
   const swapped = Buffer.from(data)
   data.copy(swapped, 3 * B, 4 * B, 5 * B)
   data.copy(swapped, 4 * B, 3 * B, 4 * B)
