@@ -156,3 +156,48 @@ t.test('a stream whose record CRCs are composed is the plainly computed stream, 
     t.same(seen, [0, 3], 'nothing of it or after it is yielded')
   }
 })
+
+t.test('readStream with heldBytes reuses its buffers, and a record stays intact while no more than heldBytes are held', async t => {
+  const dir = tmp(t)
+  const header: StreamHeader = {
+    format: 2, sourceUuid: '00000000-0000-4000-8000-000000000000', blockBytes: B, sizeBytes: 65536 * B,
+    snapshot: { name: 's', identity: 'c2-00', timeMs: 1, frozen: false }, from: null, createdAt: '2026-12-02T00:00:00.000Z'
+  }
+  // 48 records, of 1 to 256 blocks: about 24 MiB, so the reader's 4 MiB buffers come round several times.
+  const runs: Array<[number, Buffer]> = []
+  let block = 0
+  for (let i = 0; i < 48; i++) {
+    const n = i % 3 === 0 ? 256 : 1 + Math.floor(rng.next() * 256)
+    runs.push([block, rng.bytes(n * B)])
+    block += n + 1
+  }
+  const file = path.join(dir, 'many.stream')
+  const chunks: Buffer[] = []
+  const w = new StreamWriter({ write: async chunk => { chunks.push(Buffer.from(chunk)) } })
+  await w.header(header)
+  for (const [b, data] of runs) await w.data(b, data, B)
+  await w.trailer()
+  fs.writeFileSync(file, Buffer.concat(chunks))
+
+  const heldBytes = 6 * 1024 * 1024
+  const held: Array<{ i: number, data: Buffer }> = []
+  let heldNow = 0
+  let checked = 0
+  let i = 0
+  for await (const r of readStream(file, { heldBytes, blockCrcs: true })) {
+    if (!('type' in r) || r.type !== 'data') continue
+    // Keep records while they fit in heldBytes; each dropped one must still be what was written.
+    held.push({ i, data: r.data })
+    heldNow += r.data.length
+    while (heldNow > heldBytes - 2 * 1024 * 1024) {
+      const old = held.shift()!
+      heldNow -= old.data.length
+      if (!old.data.equals(runs[old.i][1])) t.fail(`record ${old.i} changed while held`)
+      checked++
+    }
+    i++
+  }
+  for (const h of held) if (h.data.equals(runs[h.i][1])) checked++
+  t.equal(i, runs.length, 'every record')
+  t.equal(checked, runs.length, 'every record intact while held')
+})
