@@ -3,6 +3,7 @@ import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import { imageChunks } from './image-chunks'
 import { writeFully, writePartialThenRename } from './partial-file'
+import { Writeback } from './writeback'
 import { exactSize } from '../size-text'
 import type { Store } from '../store'
 
@@ -11,10 +12,15 @@ import type { Store } from '../store'
  * file or a block device, made while the store stays in use (the snapshot is a stable cut).
  */
 
-/** A stretch of the target: `data` goes at byte `offset` of the target. */
+/**
+ * A stretch of the target: `data` goes at byte `offset` of the target. `zeros`, if given,
+ * marks (1) blocks of `data` known to be zeros, which a file copy then leaves as holes without
+ * comparing their bytes (most of a sparse volume's blocks were never written).
+ */
 export interface ImagePiece {
   offset: number
   data: Buffer
+  zeros?: Uint8Array
 }
 
 export interface WriteImageOptions {
@@ -82,14 +88,14 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
   // Fault injection: fail once half the image is written, or before completing a smaller copy.
   const inject = opts.faultLabel !== undefined && opts.faults?.has(opts.faultLabel) === true
   const fault = (): LogdiskError => new LogdiskError('IO', `injected fault: the copy failed midway (LOGDISK_FAULTS=${opts.faultLabel})`)
-  const copy = async (fh: fs.promises.FileHandle): Promise<number> => {
+  const copy = async (fh: fs.promises.FileHandle, writeback: Writeback): Promise<number> => {
     const zero = Buffer.alloc(B)
     let written = 0
     const put = async (data: Buffer, offset: number): Promise<void> => {
-      await writeFully(fh, data, offset)
+      await writeFully(fh, data, offset, writeback)
       written += data.length
     }
-    for await (const { offset, data } of pieces) {
+    for await (const { offset, data, zeros } of pieces) {
       if (offset + data.length > sizeBytes) throw new LogdiskError('IO', `internal: a piece at ${offset} runs past the image's ${sizeBytes} bytes`)
       if (device) {
         await put(data, offset)
@@ -97,6 +103,7 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
         // Only non-zero blocks: zeros stay holes. Adjacent non-zero blocks go in one write.
         const n = Math.ceil(data.length / B)
         const isZero = (k: number): boolean => {
+          if (zeros?.[k] === 1) return true
           const len = Math.min(B, data.length - k * B)
           return data.compare(zero, 0, len, k * B, k * B + len) === 0
         }
@@ -123,18 +130,21 @@ export async function writeImage (out: string, sizeBytes: number, pieces: AsyncI
       if ((err as NodeJS.ErrnoException).code === 'EBUSY') throw new LogdiskError('BUSY', `${out} is in use (mounted?); unmount it first`, err)
       throw fromSystemError(err, `open ${out}`)
     }
+    const writeback = new Writeback(fh, out)
     try {
-      written = await copy(fh)
+      written = await copy(fh, writeback)
+      await writeback.settle()
       await fh.sync()
     } catch (err) {
       throw err instanceof LogdiskError ? err : fromSystemError(err, `write ${out}`)
     } finally {
+      await writeback.settle().catch(() => undefined)
       await fh.close().catch(() => undefined)
     }
   } else {
-    written = await writePartialThenRename(out, true, async (fh, partial) => {
+    written = await writePartialThenRename(out, true, async (fh, partial, writeback) => {
       await fh.truncate(sizeBytes).catch(err => { throw fromSystemError(err, `extend ${partial}`) })
-      return copy(fh)
+      return copy(fh, writeback)
     })
   }
   opts.onProgress?.(sizeBytes, sizeBytes)
@@ -153,7 +163,7 @@ export async function * snapshotPieces (store: Store, name: string, first: numbe
 /** Blocks [first, first+count) of the image at cut `seq` (`what` names it in errors). */
 export async function * pointPieces (store: Store, seq: number, what: string, first: number, count: number): AsyncGenerator<ImagePiece> {
   const B = store.blockBytes
-  for await (const c of imageChunks(store, seq, first, count, what)) yield { offset: (c.first - first) * B, data: c.data }
+  for await (const c of imageChunks(store, seq, first, count, what)) yield { offset: (c.first - first) * B, data: c.data, zeros: c.zeros }
 }
 
 /**

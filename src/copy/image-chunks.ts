@@ -6,12 +6,18 @@ export const CHUNK_BYTES = 4 * 1024 * 1024
 /** Chunks read ahead of the one the consumer is writing (bounds memory at DEPTH * CHUNK_BYTES). */
 const DEPTH = 2
 
-/** Blocks [first, first+n) of an image at a cut, and where each was (-1: never written by then). */
+/**
+ * Blocks [first, first+n) of an image at a cut, where each was (-1: never written by then),
+ * and which are zeros the reader filled in without reading (Store.readBlocksAt).
+ */
 export interface ImageChunk {
   first: number
   n: number
   data: Buffer
   where: Float64Array
+  zeros: Uint8Array
+  /** The CRC32C each block with where >= 0 was checked against. */
+  crcs: Uint32Array
 }
 
 /**
@@ -39,7 +45,7 @@ export async function * imageChunks (store: Store, seq: number, first: number, c
     const n = Math.min(per, end - f)
     next += n
     const into = buffers[turn++ % buffers.length]
-    const read = store.readBlocksAt(seq, f, n, into).then(r => ({ first: f, n, data: r.data, where: r.where }))
+    const read = store.readBlocksAt(seq, f, n, into).then(r => ({ first: f, n, data: r.data, where: r.where, zeros: r.zeros, crcs: r.crcs }))
     read.catch(() => undefined) // awaited in turn below; an early failure must not go unhandled
     queue.push(read)
   }

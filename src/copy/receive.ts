@@ -7,11 +7,13 @@ import { contentIdentity, currentSeq } from './content-identity'
 import { rememberIdentities } from './identity-cache'
 import { readAhead } from './image-chunks'
 import { ABSENT, carryIdentity, setIdentitiesAt } from './set-identity'
-import { identitySchemeOf, readStream, validateStream, type StreamSummary } from './stream-format'
+import { identitySchemeOf, maxRecordBytes, readStream, validateStream, type StreamSummary } from './stream-format'
 
 /** Writes of a stream applied at once (at most), and their bytes: bounds the memory held. */
 const WRITES_IN_FLIGHT = 256
 const BYTES_IN_FLIGHT = 16 * 1024 * 1024
+/** Stream records read ahead of the writes. */
+const READ_AHEAD = 4
 /** Blocks whose CRC before the stream is remembered for the identity carry (about 80 bytes each). */
 const MAX_REMEMBERED_BLOCKS = 1 << 20
 
@@ -112,15 +114,20 @@ export async function receiveStream (
     if (failed) throw (failed as PromiseRejectedResult).reason
   }
   try {
-    // The next records are read (and their CRCs checked) while these are written.
-    for await (const r of readAhead(readStream(file), 4)) {
+    // The next records are read (and their CRCs checked) while these are written. What is
+    // held of the stream at once: the writes in flight (settled once past BYTES_IN_FLIGHT, so
+    // at most that and one record), the READ_AHEAD records asked for ahead, and the one in hand.
+    const heldBytes = BYTES_IN_FLIGHT + (READ_AHEAD + 2) * maxRecordBytes(B)
+    for await (const r of readAhead(readStream(file, { blockCrcs: true, heldBytes }), READ_AHEAD)) {
       if ('header' in r || 'trailer' in r) continue
       if (atStart && atStart.size < MAX_REMEMBERED_BLOCKS) {
         const { where, crcs } = await store.locateAt(startSeq, r.block, r.count)
         for (let i = 0; i < r.count; i++) atStart.set(r.block + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
       }
+      // The blocks' CRCs came with the record (its check composed them): not computed again.
       const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
-      const written = store.write(r.block * B, data)
+      const crcs = r.type === 'data' ? r.crcs : new Uint32Array(r.count).fill(zeroCrc)
+      const written = store.write(r.block * B, data, crcs)
       written.catch(() => undefined) // awaited by settle(); a failure before that is no unhandled rejection
       inFlight.push(written)
       inFlightBytes += data.length

@@ -6,6 +6,7 @@ import { rememberIdentities } from './identity-cache'
 import { setIdentitiesAt } from './set-identity'
 import { STREAM_FORMAT, StreamWriter, maxRunBlocks, type StreamHeader, type StreamSink } from './stream-format'
 import { imageChunks } from './image-chunks'
+import { crc32cOfBlocks } from '../store/crc-combine'
 import { writeFully, writePartialThenRename } from './partial-file'
 
 /** Sending a snapshot, or the increment between two, as a stream (stream-format.ts) onto a sink. */
@@ -60,14 +61,15 @@ export async function sendStream (
   const zero = Buffer.alloc(B)
   // A run of at most maxRun adjacent blocks that have a version in the range, split into
   // stretches of non-zero blocks (data records) and of zero blocks (zero records, which only
-  // an incremental stream carries).
-  const emit = async (first: number, count: number, data: Buffer): Promise<void> => {
+  // an incremental stream carries). `crcs`, when given, are the CRCs the blocks were checked
+  // against as they were read: the record's CRC is composed from them.
+  const emit = async (first: number, count: number, data: Buffer, crcs?: Uint32Array): Promise<void> => {
     const isZero = (k: number): boolean => data.compare(zero, 0, B, k * B, (k + 1) * B) === 0
     for (let i = 0; i < count;) {
       const zeros = isZero(i)
       let j = i + 1
       while (j < count && isZero(j) === zeros) j++
-      if (!zeros) await w.data(first + i, data.subarray(i * B, j * B), B)
+      if (!zeros) await w.data(first + i, data.subarray(i * B, j * B), B, crcs ? crc32cOfBlocks(crcs.subarray(i, j), B) : undefined)
       else if (from) await w.zero(first + i, j - i)
       i = j
     }
@@ -107,8 +109,11 @@ export async function sendStream (
     }
   } else {
     // Full: the whole image in large chunks read ahead; the blocks written by the cut (where
-    // is not -1) form the same runs as the changes since sequence 0 would.
+    // is not -1) form the same runs as the changes since sequence 0 would. Their CRCs go along:
+    // every block of a run is data read and checked (where >= 0) or trimmed (zeros, never in a
+    // data record), so a data record's CRC is its blocks' composed.
     const run = Buffer.allocUnsafe(maxRun * B)
+    const runCrcs = new Uint32Array(maxRun)
     let runStart = -1
     let runCount = 0
     for await (const c of imageChunks(store, snap.seq, 0, store.sizeBytes / B, `snapshot ${snap.name}`)) {
@@ -122,19 +127,20 @@ export async function sendStream (
           if (runCount > 0 && block === runStart + runCount && runCount < maxRun) {
             k = Math.min(maxRun - runCount, j - s)
           } else {
-            if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B))
+            if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B), runCrcs.subarray(0, runCount))
             k = Math.min(maxRun, j - s)
             runStart = block
             runCount = 0
           }
           c.data.copy(run, runCount * B, s * B, (s + k) * B)
+          runCrcs.set(c.crcs.subarray(s, s + k), runCount)
           runCount += k
           s += k
         }
         i = j
       }
     }
-    if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B))
+    if (runCount > 0) await emit(runStart, runCount, run.subarray(0, runCount * B), runCrcs.subarray(0, runCount))
   }
   // Reads of an incremental are checked here (a full one was checked by imageChunks): a
   // snapshot deleted and compacted while the stream was made may have lent another point's data.
@@ -151,10 +157,10 @@ export async function sendStream (
 
 /** A sink onto a new file: written under `<out>.partial`, fsynced, then renamed to `out`. */
 export async function fileSink<T> (out: string, force: boolean, fn: (sink: StreamSink) => Promise<T>): Promise<T> {
-  return writePartialThenRename(out, force, (fh, partial) => fn({
+  return writePartialThenRename(out, force, (fh, partial, writeback) => fn({
     write: async chunk => {
       try {
-        await writeFully(fh, chunk, null)
+        await writeFully(fh, chunk, null, writeback)
       } catch (err) {
         throw fromSystemError(err, `write ${partial}`)
       }

@@ -147,6 +147,20 @@ export interface SegmentsPart {
 }
 
 /** The read side (reader.ts): a block's bytes as of a cut, CRC-checked. */
+/**
+ * Blocks read for a whole-image copy: the bytes, where each block was at the cut (-1: never
+ * written by then, TRIMMED: trimmed), and which of them the reader filled with zeros without
+ * reading anything (`zeros[i] === 1`: never written and no parent to fall through to, or
+ * trimmed), so that a copy need not look at those bytes to know they are zeros; `crcs`: the
+ * CRC32C each block read from the log or the baseline (where >= 0) was checked against.
+ */
+export interface BlocksRead {
+  data: Buffer
+  where: Float64Array
+  zeros: Uint8Array
+  crcs: Uint32Array
+}
+
 export interface ReaderPart {
   /** Reads the current volume (a read epoch of its own). */
   readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer>
@@ -160,7 +174,7 @@ export interface ReaderPart {
   readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer>
   readBlockAt (seq: number, block: number): Promise<Buffer>
   imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
-  readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }>
+  readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead>
   /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
   locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   /** locateAt's rows for chosen blocks at each of the cuts (`walk`: blocks in increasing order, one index iterator). */

@@ -1,11 +1,11 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
-import { crc32c } from './crc'
+import { firstBadBlock } from './block-check'
 import type { FileHandle } from './file-layer'
 import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
-import { segmentOf, type StoreParts, type ReaderPart } from './parts'
+import { segmentOf, type BlocksRead, type StoreParts, type ReaderPart } from './parts'
 import { Segment } from './segment'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { VerifyInput } from './verify'
@@ -70,15 +70,15 @@ export class Reader implements ReaderPart {
    * `where[i] === -1` means never written by the cut (a hole; a clone's parent data when the
    * clone falls through), TRIMMED a trimmed block. What whole-image copies read, in large chunks.
    */
-  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }> {
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead> {
     const B = this.p.config.blockBytes
-    let where: Float64Array = new Float64Array(0)
+    let located: Located = { where: new Float64Array(0), crcs: new Uint32Array(0) }
+    const zeros = new Uint8Array(n)
     const data = await this.readImage(first * B, n * B, into, async (f, m) => {
-      const located = await this.locateAt(seq, f, m)
-      where = located.where
+      located = await this.locateAt(seq, f, m)
       return located
-    })
-    return { data, where }
+    }, zeros)
+    return { data, where: located.where, zeros, crcs: located.crcs }
   }
 
   /**
@@ -88,9 +88,32 @@ export class Reader implements ReaderPart {
    * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
   async locateAt (seq: number, first: number, n: number): Promise<Located> {
-    const blocks = new Float64Array(n)
-    for (let i = 0; i < n; i++) blocks[i] = first + i
-    return (await this.locateBlocksAt([seq], blocks, false))[0]
+    // locateBlocksAt for one cut and consecutive blocks, written out: whole-image copies ask
+    // this for every block of the volume, so it makes no list of blocks and no per-cut arrays.
+    if (this.p.index.last.seq < seq) await this.p.index.checkpointThrough(seq) // first read after a cut
+    const map = this.p.map
+    const where = new Float64Array(n)
+    const crcs = new Uint32Array(n)
+    const v = new Float64Array(3) // position, seq, crc
+    let rewritten: number[] | undefined
+    for (let i = 0; i < n; i++) {
+      if (!map.lookup(first + i, v)) {
+        where[i] = -1 // never written at all, so not at the cut either
+      } else if (v[1] <= seq) {
+        where[i] = v[0] // data, or TRIMMED: zeros
+        crcs[i] = v[2]
+      } else {
+        (rewritten ??= []).push(i)
+      }
+    }
+    if (rewritten) {
+      const found = await Promise.all(rewritten.map(i => this.p.db.versionAt(first + i, seq)))
+      for (let j = 0; j < found.length; j++) {
+        where[rewritten[j]] = found[j]?.position ?? -1
+        crcs[rewritten[j]] = found[j]?.crc ?? 0
+      }
+    }
+    return { where, crcs }
   }
 
   /**
@@ -149,11 +172,12 @@ export class Reader implements ReaderPart {
     return out
   }
 
-  private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>): Promise<Buffer> {
-    return this.p.reads.guard(() => this.readImageNow(offset, length, into, locate))
+  private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array): Promise<Buffer> {
+    return this.p.reads.guard(() => this.readImageNow(offset, length, into, locate, zeros))
   }
 
-  private async readImageNow (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>): Promise<Buffer> {
+  /** `zeros` (one per block of the range), when given, gets a 1 for each block filled with zeros unread. */
+  private async readImageNow (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array): Promise<Buffer> {
     this.p.state.assertOpen()
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new LogdiskError('BAD_ARGUMENT', `bad read range ${offset}+${length}`)
@@ -173,7 +197,9 @@ export class Reader implements ReaderPart {
         const unwritten = where[i] === -1
         while (i + run < n && where[i + run] < 0 && (where[i + run] === -1) === unwritten) run++
         const fallThrough = this.p.opts.fallThrough
-        this.copyOut(unwritten && fallThrough ? await fallThrough((first + i) * B, run * B) : null, first + i, run, offset, out)
+        const parent = unwritten && fallThrough ? await fallThrough((first + i) * B, run * B) : null
+        this.copyOut(parent, first + i, run, offset, out)
+        if (!parent) zeros?.fill(1, i, i + run)
       } else {
         const seg = Math.floor(where[i] / segmentBytes)
         while (i + run < n && where[i + run] === where[i] + run * B && Math.floor(where[i + run] / segmentBytes) === seg) run++
@@ -486,12 +512,4 @@ export class Reader implements ReaderPart {
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
   }
-}
-
-/** Index of the first block of `data` whose CRC32C is not the expected one, or -1. */
-function firstBadBlock (data: Buffer, crcs: Uint32Array, blockBytes: number): number {
-  for (let i = 0; i < crcs.length && (i + 1) * blockBytes <= data.length; i++) {
-    if (crc32c(data.subarray(i * blockBytes, (i + 1) * blockBytes)) !== crcs[i]) return i
-  }
-  return -1
 }

@@ -1,4 +1,5 @@
 import { crc32c } from './crc'
+import { badBlocks as findBadBlocks } from './block-check'
 import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
 import { readUpTo, type FileHandle } from './file-layer'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS } from './format'
@@ -106,15 +107,13 @@ export async function * scanSegment (
       yield { type: 'end', offset, torn: 'entry header checksum mismatch' }
       return
     }
-    const badBlocks: number[] = []
+    let badBlocks: number[] = []
     let payload: Buffer | undefined
     if (header.kind === EntryKind.write || header.kind === EntryKind.move) {
       if (verifyData) {
-        for (let i = 0; i < header.count; i++) {
-          const start = tableBytes + i * blockBytes
-          const crc = header.kind === EntryKind.write ? blockCrcAt(table, i) : moveRecordAt(table, i).crc
-          if (crc32c(whole.subarray(start, start + blockBytes)) !== crc) badBlocks.push(i)
-        }
+        const crcs = new Uint32Array(header.count)
+        for (let i = 0; i < header.count; i++) crcs[i] = header.kind === EntryKind.write ? blockCrcAt(table, i) : moveRecordAt(table, i).crc
+        badBlocks = findBadBlocks(whole.subarray(tableBytes, tableBytes + header.count * blockBytes), crcs, blockBytes)
       }
     } else {
       payload = Buffer.from(whole.subarray(tableBytes))

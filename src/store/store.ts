@@ -19,7 +19,7 @@ import { IndexWriter } from './index-writer'
 import { LifeCycle } from './life-cycle'
 import { LogAppender } from './log-appender'
 import { DEFAULT_HISTORY_KEEP_MS, type OpenOptions } from './open-options'
-import { StoreState, type StoreParts } from './parts'
+import { StoreState, type BlocksRead, type StoreParts } from './parts'
 import { Placement } from './placement'
 import { ReadEpochs } from './read-epochs'
 import { Reader } from './reader'
@@ -365,10 +365,10 @@ export class Store {
 
   /**
    * Blocks [first, first+n) as they were at cut `seq`, and where each was (`where[i] === -1`:
-   * never written by the cut). What whole-image copies read, a few MiB at a time, into
+   * never written by the cut; `zeros`: blocks known to be zeros without reading them). What whole-image copies read, a few MiB at a time, into
    * buffers they reuse (`into`). A copy of a point checks pointHeld(seq) once its reads are done.
    */
-  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<{ data: Buffer, where: Float64Array }> {
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead> {
     this.assertOpen()
     if (!Number.isSafeInteger(first) || first < 0 || !Number.isSafeInteger(n) || n < 0 || (first + n) * this.blockBytes > this.sizeBytes) {
       throw new LogdiskError('BAD_ARGUMENT', `bad block range ${first}+${n}`)
