@@ -233,7 +233,10 @@ export async function recover (
       // every later one was unsynced too). That is where the log ends, as for the last one.
       if (!isLast && item.truncated !== true) {
         release(Infinity)
+        // A clean end: the next segment continues right after it, even when this one held no
+        // entry (its appends all lost before their sync: a gap there ends the log, above).
         if (item.torn) damaged(id, item.offset, item.torn)
+        else acceptGap = false
         segment.tail = item.offset
       } else if (held.length > 0) {
         const suspect = held[0]
