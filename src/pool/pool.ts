@@ -250,8 +250,11 @@ export class Pool implements SegmentHome {
     return volumes.every(v => v !== this.drainingVolume && assigned.has(v))
   }
 
-  async place (segmentId: number): Promise<string[]> {
+  async place (segmentId: number, opts: { ahead?: boolean } = {}): Promise<string[]> {
     if (this.readOnly) return [SCRATCH_VOLUME]
+    // A drain needs the room of every free segment for what it moves: a segment made ahead of
+    // its roll waits for the roll (which places it then, away from the volume drained).
+    if (opts.ahead === true && this.draining) throw new LogdiskError('BUSY', `the pool of ${this.storeDir} is draining a volume`)
     const copies = this.policy.mirror
     const usable = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== this.drainingVolume).slice(0, copies)
     let chosen = usable()
@@ -499,6 +502,8 @@ export class Pool implements SegmentHome {
     this.draining = true
     this.drainingVolume = entry.id
     let moved = 0
+    // Its reservation would take room the segments moved need (made again at the next roll).
+    await this.store.discardNextSegment().catch(() => undefined)
     let total = this.sortedOn(entry.id).length
     try {
       // Until nothing is left: a segment may have been placed there just before the drain began.

@@ -46,9 +46,9 @@ export class NextSegment {
     await this.removal
     let volumes: string[]
     try {
-      volumes = await home.place(id)
+      volumes = await home.place(id, { ahead: true })
     } catch {
-      return undefined // a full pool: the roll places it again and says so to the writer
+      return undefined // a full pool, or a drain running: the roll places it again
     }
     try {
       return await Segment.create(layer, home, volumes, id, geometry, logger, segments.dropHandler(id))

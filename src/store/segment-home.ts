@@ -18,8 +18,10 @@ export interface SegmentHome {
   /**
    * Chooses the volumes of a new segment and counts it there at once (a drain that starts
    * meanwhile must see it); the store calls `vacated` if the segment cannot be created.
+   * `ahead`: for a segment made before its roll needs it (next-segment.ts); a home may refuse
+   * that while it needs every free segment's room (a drain), and the roll asks again.
    */
-  place (segmentId: number): Promise<string[]>
+  place (segmentId: number, opts?: { ahead?: boolean }): Promise<string[]>
   /** Accounting: a segment now occupies these volumes (placed, found on open, relocated). */
   occupied (segmentId: number, volumes: string[]): void
   /** Accounting: a segment left these volumes. */

@@ -517,10 +517,11 @@ export class Store {
    */
 
   /**
-   * Removes the segment made ahead of its roll (next-segment.ts) if its id is `id`: a drain
-   * takes it off a volume that way. Returns whether there was one.
+   * Removes the segment made ahead of its roll (next-segment.ts) if its id is `id` (any when
+   * undefined): a drain takes it off a volume, or frees its room, that way. Returns whether
+   * there was one.
    */
-  discardNextSegment (id: number): Promise<boolean> {
+  discardNextSegment (id?: number): Promise<boolean> {
     this.assertOpen()
     return this.p.log.discardNext(id)
   }
