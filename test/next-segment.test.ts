@@ -59,6 +59,15 @@ async function madeAhead (sim: SimFileLayer, file: string): Promise<boolean> {
   return false
 }
 
+/** Closes `store`, opens it again: every byte of `model` reads back and verify is clean. */
+async function closeAndCheck (t: Test, store: Store, open: () => Promise<Store>, model: Buffer): Promise<void> {
+  await store.close()
+  const again = await open()
+  t.ok((await again.read(0, SIZE)).equals(model), 'every byte reads back after reopen')
+  t.ok((await again.verify()).ok, 'verify clean')
+  await again.close()
+}
+
 const segFile = (dir: string, id: number, volume = 'segments'): string => path.join(dir, volume, segmentFileName(id))
 
 
@@ -82,10 +91,7 @@ t.test('a roll swaps in the segment made ahead: it makes no file while writers w
   t.ok(await madeAhead(sim, segFile(dir, 3)), 'after that roll, segment 3 is made ahead again')
   await store.close()
   t.notOk(sim.files().includes(segFile(dir, 3)), 'close removed the segment made ahead')
-  const again = await open()
-  t.ok((await again.read(0, SIZE)).equals(model), 'every byte reads back after reopen')
-  t.ok((await again.verify()).ok, 'verify clean')
-  await again.close()
+  await closeAndCheck(t, store, open, model) // closed already: only reopens and checks
 })
 
 t.test('a drain moving the segment made ahead removes it; the next roll makes another', async t => {
@@ -97,11 +103,7 @@ t.test('a drain moving the segment made ahead removes it; the next roll makes an
   while (currentId(store) === 0) await write(store, model, rng, 16)
   t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1 again')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
-  await store.close()
-  const again = await open()
-  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
-  t.ok((await again.verify()).ok, 'verify clean')
-  await again.close()
+  await closeAndCheck(t, store, open, model)
 })
 
 t.test('killed with a segment made ahead: recovery takes it as the current segment, nothing flushed is lost', async t => {
@@ -153,11 +155,7 @@ t.test('a segment made ahead on volumes that no longer suit is removed, and the 
   t.notOk(sim.files().includes(path.join(dir, 'vol-a', segmentFileName(1))), 'the one made ahead on a is gone')
   t.same(store.volumesOf(1), ['b'], 'the index names b')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
-  await store.close()
-  const again = await s.open()
-  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
-  t.ok((await again.verify()).ok, 'verify clean')
-  await again.close()
+  await closeAndCheck(t, store, s.open, model)
 })
 
 t.test('making ahead fails (a full disk): the roll makes the segment itself', async t => {
@@ -170,8 +168,5 @@ t.test('making ahead fails (a full disk): the roll makes the segment itself', as
   while (currentId(store) === 0) await write(store, model, rng, 16)
   t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
-  await store.close()
-  const again = await open()
-  t.ok((await again.read(0, SIZE)).equals(model), 'and after reopen')
-  await again.close()
+  await closeAndCheck(t, store, open, model)
 })
