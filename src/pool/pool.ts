@@ -502,15 +502,14 @@ export class Pool implements SegmentHome {
     this.draining = true
     this.drainingVolume = entry.id
     let moved = 0
-    // Its reservation would take room the segments moved need (made again at the next roll).
+    // Its reservation would take room the segments moved need; none is made ahead while the
+    // drain runs (place refuses `ahead`), so the loop below never meets one.
     await this.store.discardNextSegment().catch(() => undefined)
     let total = this.sortedOn(entry.id).length
     try {
       // Until nothing is left: a segment may have been placed there just before the drain began.
       for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
         for (const id of segments) {
-          // The segment made ahead of its roll holds nothing: removed, not moved (it needs no room).
-          if (await this.store.discardNextSegment(id)) continue
           const targets = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
           if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
             throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)

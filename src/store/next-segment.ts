@@ -30,11 +30,6 @@ export class NextSegment {
 
   constructor (private readonly p: StoreParts) {}
 
-  /** The id of the segment made or being made ahead, if any. */
-  get id (): number | undefined {
-    return this.made?.id
-  }
-
   /** Starts making segment `id` in the background, unless one is made or being made already. */
   prepare (id: number): void {
     if (this.made !== undefined || this.p.opts.readOnly) return

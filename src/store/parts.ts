@@ -146,7 +146,6 @@ export interface SegmentsPart {
   countByState (): Record<'current' | 'active' | 'inactive' | 'archived' | 'recycled', number>
 }
 
-/** The read side (reader.ts): a block's bytes as of a cut, CRC-checked. */
 /**
  * Blocks read for a whole-image copy: the bytes, where each block was at the cut (-1: never
  * written by then, TRIMMED: trimmed), and which of them the reader filled with zeros without
@@ -161,6 +160,7 @@ export interface BlocksRead {
   crcs: Uint32Array
 }
 
+/** The read side (reader.ts): a block's bytes as of a cut, CRC-checked. */
 export interface ReaderPart {
   /** Reads the current volume (a read epoch of its own). */
   readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer>

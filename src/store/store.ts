@@ -517,13 +517,12 @@ export class Store {
    */
 
   /**
-   * Removes the segment made ahead of its roll (next-segment.ts) if its id is `id` (any when
-   * undefined): a drain takes it off a volume, or frees its room, that way. Returns whether
-   * there was one.
+   * Removes the segment made ahead of its roll (next-segment.ts), if any: a drain frees its
+   * room that way. Returns whether there was one.
    */
-  discardNextSegment (id?: number): Promise<boolean> {
+  discardNextSegment (): Promise<boolean> {
     this.assertOpen()
-    return this.p.log.discardNext(id)
+    return this.p.log.discardNext()
   }
 
   relocateSegment (id: number, from: string, to: string): Promise<void> {
