@@ -88,32 +88,9 @@ export class Reader implements ReaderPart {
    * as its marker is logged, so the first lookup after a cut checkpoints the index through it.
    */
   async locateAt (seq: number, first: number, n: number): Promise<Located> {
-    // locateBlocksAt for one cut and consecutive blocks, written out: whole-image copies ask
-    // this for every block of the volume, so it makes no list of blocks and no per-cut arrays.
-    if (this.p.index.last.seq < seq) await this.p.index.checkpointThrough(seq) // first read after a cut
-    const map = this.p.map
-    const where = new Float64Array(n)
-    const crcs = new Uint32Array(n)
-    const v = new Float64Array(3) // position, seq, crc
-    let rewritten: number[] | undefined
-    for (let i = 0; i < n; i++) {
-      if (!map.lookup(first + i, v)) {
-        where[i] = -1 // never written at all, so not at the cut either
-      } else if (v[1] <= seq) {
-        where[i] = v[0] // data, or TRIMMED: zeros
-        crcs[i] = v[2]
-      } else {
-        (rewritten ??= []).push(i)
-      }
-    }
-    if (rewritten) {
-      const found = await Promise.all(rewritten.map(i => this.p.db.versionAt(first + i, seq)))
-      for (let j = 0; j < found.length; j++) {
-        where[rewritten[j]] = found[j]?.position ?? -1
-        crcs[rewritten[j]] = found[j]?.crc ?? 0
-      }
-    }
-    return { where, crcs }
+    const blocks = new Float64Array(n)
+    for (let i = 0; i < n; i++) blocks[i] = first + i
+    return (await this.locateBlocksAt([seq], blocks, false))[0]
   }
 
   /**
