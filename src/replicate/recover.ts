@@ -14,7 +14,8 @@ import { decodeIndexCheckpoint } from './index-checkpoint'
 import { useReplicaTarget, writeReplicaSource } from './source-link'
 import { pack, unpack } from 'msgpackr'
 import { IndexDb, type SegmentRecord } from '../store/index-db'
-import { ENTRY_PREFIX, HISTORY_PREFIX, PENDING_HEADERS_KEY, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
+import { ENTRY_PREFIX, HISTORY_PREFIX, PENDING_HEADERS_KEY, RECORD_PREFIX, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
+import { forEachVersion } from '../store/history-record'
 import { BASELINE_BASE } from '../store/baseline'
 import { tableBytes } from '../store/entry'
 import { EntryKind } from '../store/format'
@@ -312,10 +313,10 @@ function cutLocal (dir: string, segmentBytes: number, cut: number): void {
  */
 function referencedLog (rows: Array<[Buffer, Buffer]>, S: number, B: number): { rows: Array<[Buffer, Buffer]>, segments: Set<number> } {
   const positions: number[] = []
+  const take = (at: number): void => { if (at >= 0 && at < BASELINE_BASE) positions.push(at) }
   for (const [k, v] of rows) {
-    if (k[0] !== HISTORY_PREFIX) continue
-    const at = v.readDoubleBE(0)
-    if (at >= 0 && at < BASELINE_BASE) positions.push(at)
+    if (k[0] === RECORD_PREFIX) forEachVersion(v, (_offset, at) => take(at))
+    else if (k[0] === HISTORY_PREFIX) take(v.readDoubleBE(0)) // an index checkpoint of layout 2
   }
   positions.sort((a, b) => a - b)
   const segments = new Set(positions.map(at => Math.floor(at / S)))

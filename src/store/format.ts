@@ -10,8 +10,12 @@
 export const STORE_FORMAT_VERSION = 2
 export const READABLE_STORE_FORMATS = [1, 2]
 export const SEGMENT_FORMAT_VERSION = 1
-/** Layout of the LevelDB index (keys.ts); another value makes open rebuild it from the log. */
-export const INDEX_FORMAT_VERSION = 2
+/**
+ * Layout of the LevelDB index (keys.ts). 3 keeps history in records of one entry and chunk
+ * (history-record.ts) where 2 kept a key per block version: open converts a 2 in place
+ * (IndexDb.upgrade); any other value makes open rebuild the index from the log.
+ */
+export const INDEX_FORMAT_VERSION = 3
 
 /** Segment files start with a header page so that entries begin 4 KiB aligned. */
 export const SEGMENT_HEADER_BYTES = 4096

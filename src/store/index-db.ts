@@ -5,10 +5,14 @@ import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
 import { INDEX_FORMAT_VERSION } from './format'
-import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, historyKey, historyValue, numberKey, prefixRange, readU64BE } from './keys'
+import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
+import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
+import { groupHistory, type RecordChange } from './history-changes'
 
 /** Operations per LevelDB write of one checkpoint (IndexDb.commit). */
 const COMMIT_CHUNK_OPS = 8192
+/** History records read at once by a commit (one getMany). */
+const READ_MANY = 4096
 
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
@@ -147,43 +151,88 @@ export class IndexDb {
     return value === undefined ? 0 : unpack(value) as number
   }
 
-  /** Loads the newest version of every block into `map` (the last history key per block). */
+  /** Loads the newest version of every block into `map` (records come oldest first per chunk). */
   async loadNewest (map: BlockMap): Promise<void> {
-    for await (const [block, seq, position, crc] of this.history()) map.set(block, position, crc, seq)
+    for await (const [key, value] of this.rows(prefixRange(RECORD_PREFIX), 4096)) {
+      const { chunk, seq } = decodeRecordKey(key)
+      const first = chunk * CHUNK_BLOCKS
+      forEachVersion(value, (offset, position, crc) => map.set(first + offset, position, crc, seq))
+    }
   }
 
-  /** All history in (block, seq) order, read in large batches. */
+  /**
+   * All history from block `from` on, in (block, seq) order: each chunk's records are read
+   * (oldest first) and their versions given out block by block.
+   */
   async * history (from = 0): AsyncGenerator<[block: number, seq: number, position: number, crc: number]> {
-    for await (const [key, value] of this.rows({ gte: historyKey(from, 0), lt: prefixRange(HISTORY_PREFIX).lt }, 4096)) {
-      const h = decodeHistory(key, value)
-      yield [h.block, h.seq, h.position, h.crc]
+    const startChunk = Math.floor(from / CHUNK_BLOCKS)
+    let chunk = -1
+    let held: number[] = [] // offset, seq, position, crc of the chunk's versions, oldest record first
+    const flush = function * (): Generator<[number, number, number, number]> {
+      // Stable by offset: a block's versions stay oldest first.
+      const byOffset: number[][] = Array.from({ length: CHUNK_BLOCKS }, () => [])
+      for (let i = 0; i < held.length; i += 4) byOffset[held[i]].push(i)
+      const first = chunk * CHUNK_BLOCKS
+      for (let o = 0; o < CHUNK_BLOCKS; o++) {
+        if (first + o < from) continue
+        for (const i of byOffset[o]) yield [first + o, held[i + 1], held[i + 2], held[i + 3]]
+      }
+      held = []
     }
+    for await (const [key, value] of this.rows({ gte: recordKey(startChunk, 0), lt: prefixRange(RECORD_PREFIX).lt }, 4096)) {
+      const k = decodeRecordKey(key)
+      if (k.chunk !== chunk) {
+        if (held.length > 0) yield * flush()
+        chunk = k.chunk
+      }
+      forEachVersion(value, (offset, position, crc) => { held.push(offset, k.seq, position, crc) })
+    }
+    if (held.length > 0) yield * flush()
   }
 
   /** The version of `block` visible at cut `seq`: the newest with sequence <= seq. */
   async versionAt (block: number, seq: number): Promise<{ seq: number, position: number, crc: number } | undefined> {
-    for await (const [key, value] of this.rows({ gte: historyKey(block, 0), lte: historyKey(block, seq), reverse: true, limit: 1 }, 1)) {
-      const h = decodeHistory(key, value)
-      return { seq: h.seq, position: h.position, crc: h.crc }
-    }
-    return undefined
+    return (await this.versionsAt([block], seq))[0]
   }
 
   /**
    * versionAt for many blocks at one cut, in increasing block order, through one iterator
-   * that seeks from block to block: no iterator made and closed per block.
+   * that seeks from chunk to chunk: for each, the chunk's records at or before the cut, newest
+   * first, until every block asked of that chunk is found or the chunk has no older record.
    */
   async versionsAt (blocks: ArrayLike<number>, seq: number): Promise<Array<{ seq: number, position: number, crc: number } | undefined>> {
-    const out: Array<{ seq: number, position: number, crc: number } | undefined> = []
+    const out: Array<{ seq: number, position: number, crc: number } | undefined> = new Array(blocks.length).fill(undefined)
     if (blocks.length === 0) return out
-    const it = this.db.iterator({ gte: historyKey(blocks[0], 0), lte: historyKey(blocks[blocks.length - 1], seq), reverse: true })
+    const firstChunk = Math.floor(blocks[0] / CHUNK_BLOCKS)
+    const lastChunk = Math.floor(blocks[blocks.length - 1] / CHUNK_BLOCKS)
+    const it = this.db.iterator({ gte: recordKey(firstChunk, 0), lte: recordKey(lastChunk, seq), reverse: true })
     try {
-      for (let i = 0; i < blocks.length; i++) {
+      for (let i = 0; i < blocks.length;) {
+        const chunk = Math.floor(blocks[i] / CHUNK_BLOCKS)
+        let end = i
+        while (end < blocks.length && Math.floor(blocks[end] / CHUNK_BLOCKS) === chunk) end++
+        let missing = end - i
         await this.gate?.('index.read')
-        it.seek(historyKey(blocks[i], seq)) // reverse: the last key at or before it
-        const row = await it.next()
-        const h = row === undefined ? undefined : decodeHistory(row[0], row[1])
-        out.push(h !== undefined && h.block === blocks[i] ? { seq: h.seq, position: h.position, crc: h.crc } : undefined)
+        it.seek(recordKey(chunk, seq)) // reverse: the last key at or before it
+        let batch = 4
+        while (missing > 0) {
+          const rows = await it.nextv(batch)
+          batch = Math.min(batch * 4, 256)
+          let done = rows.length === 0
+          for (const [key, value] of rows) {
+            const k = decodeRecordKey(key)
+            if (k.chunk !== chunk) { done = true; break }
+            for (let j = i; j < end; j++) {
+              if (out[j] !== undefined) continue
+              const v = versionIn(value, blocks[j] - chunk * CHUNK_BLOCKS)
+              if (v !== undefined) { out[j] = { seq: k.seq, position: v.position, crc: v.crc }; missing-- }
+            }
+            if (missing === 0) break
+          }
+          if (done) break
+          if (missing > 0) await this.gate?.('index.read')
+        }
+        i = end
       }
     } finally {
       await it.close()
@@ -224,27 +273,37 @@ export class IndexDb {
 
   /** Writes a batch and the checkpoint that covers it, atomically. */
   async commit (batch: IndexBatch, checkpoint: Checkpoint, chunkOps = COMMIT_CHUNK_OPS): Promise<void> {
-    // Written in LevelDB batches of at most `chunkOps` operations, in the batch's
-    // order, the checkpoint (and version) in the last one: a big batch neither holds the
-    // event loop for the whole of it (a bounded pause per chunk) nor builds one huge LevelDB
-    // write batch and memtable insert (memory). A crash between chunks leaves rows past the
-    // old checkpoint; replay from it writes the same rows again (puts of the same keys, and
-    // history deletes only follow a synced log, see IndexWriter.checkpoint), so it is safe.
+    // Written in LevelDB batches of at most `chunkOps` operations, the checkpoint (and
+    // version) in the last one: a big batch neither holds the event loop for the whole of it
+    // (a bounded pause per chunk) nor builds one huge LevelDB write batch and memtable insert
+    // (memory). A crash between chunks leaves rows past the old checkpoint; replay from it
+    // makes the same changes again (a history record is read, changed and written whole:
+    // setting a version twice, or deleting it twice, is the same as once; history deletes
+    // only follow a synced log, see IndexWriter.checkpoint), so it is safe.
     let chained = this.db.batch()
     let ops = 0
     // Awaited only when a chunk is full: an await per operation cost a turn of the event
-    // loop per block version (65,536 of them in a full batch).
+    // loop per row.
     const writeChunk = async (): Promise<void> => {
       await this.gate?.('index.commit')
       await chained.write()
       chained = this.db.batch()
       ops = 0
     }
-    for (const h of batch.history.views()) {
-      for (let i = 0; i < h.length; i += 4) { chained.put(historyKey(h[i], h[i + 1]), historyValue(h[i + 2], h[i + 3])); if (++ops >= chunkOps) await writeChunk() }
-    }
-    for (const d of batch.historyDeletes.views()) {
-      for (let i = 0; i < d.length; i += 2) { chained.del(historyKey(d[i], d[i + 1])); if (++ops >= chunkOps) await writeChunk() }
+    const changes = groupHistory(batch.history, batch.historyDeletes)
+    const table = new ChunkVersions()
+    for (let i = 0; i < changes.length; i += READ_MANY) {
+      const part = changes.slice(i, i + READ_MANY)
+      const keys = part.map(c => recordKey(c.chunk, c.seq))
+      await this.gate?.('index.read')
+      const old = await this.db.getMany(keys)
+      for (let j = 0; j < part.length; j++) {
+        const value = applyChanges(old[j] === undefined ? table.clear() : table.decode(old[j]!), part[j]).encode()
+        if (value !== undefined) chained.put(keys[j], value)
+        else if (old[j] !== undefined) chained.del(keys[j])
+        else continue
+        if (++ops >= chunkOps) await writeChunk()
+      }
     }
     for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); if (++ops >= chunkOps) await writeChunk() }
     for (const [seq, record] of batch.entries) { chained.put(numberKey(ENTRY_PREFIX, seq), pack(record)); if (++ops >= chunkOps) await writeChunk() }
@@ -258,6 +317,39 @@ export class IndexDb {
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
     await this.gate?.('index.commit')
     await chained.write()
+  }
+
+  /**
+   * Converts an index of layout 2 (a key per block version, 'h') to records ('x'), chunk by
+   * chunk: each LevelDB batch puts a chunk's records and deletes its 'h' keys together, so a
+   * crash in between leaves some chunks converted and the rest to do (the version is still
+   * 2); the version is written last, synced.
+   */
+  async upgradeFromLayout2 (): Promise<void> {
+    let chained = this.db.batch()
+    let chunk = -1
+    const bySeq = new Map<number, ChunkVersions>()
+    const flushChunk = (): void => {
+      for (const [seq, t] of bySeq) chained.put(recordKey(chunk, seq), t.encode()!)
+      bySeq.clear()
+    }
+    for await (const [key, value] of this.rows(prefixRange(HISTORY_PREFIX), 4096)) {
+      const h = decodeHistory(key, value)
+      const c = Math.floor(h.block / CHUNK_BLOCKS)
+      if (c !== chunk) {
+        flushChunk()
+        if (chained.length >= COMMIT_CHUNK_OPS) { await this.gate?.('index.commit'); await chained.write(); chained = this.db.batch() }
+        chunk = c
+      }
+      let t = bySeq.get(h.seq)
+      if (t === undefined) bySeq.set(h.seq, t = new ChunkVersions())
+      t.set(h.block - c * CHUNK_BLOCKS, h.position, h.crc)
+      chained.del(key)
+    }
+    flushChunk()
+    chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
+    await this.gate?.('index.commit')
+    await chained.write({ sync: true } as object)
   }
 
   /**
@@ -315,4 +407,12 @@ export class IndexDb {
   async close (): Promise<void> {
     await this.db.close()
   }
+}
+
+/** A record's versions after one commit's changes: its sets, then its deletes (as layout 2 wrote puts before deletes). */
+function applyChanges (table: ChunkVersions, change: RecordChange): ChunkVersions {
+  const s = change.sets
+  for (let i = 0; i < s.length; i += 3) table.set(s[i], s[i + 1], s[i + 2])
+  for (const offset of change.deletes) table.delete(offset)
+  return table
 }

@@ -4,12 +4,18 @@
  *
  *   'c'                           -> checkpoint: msgpack { seq, position, timeMs }
  *                                    (every entry before `position` is reflected in the index)
- *   'h' u64 block, u64 seq        -> history: f64 position, u32 crc (12 bytes)
- *                                    One key per version of every block. The newest version is
- *                                    the last key of the block's range; the version visible at
- *                                    a cut S (a snapshot, a sync point) is the last key with
- *                                    seq <= S: one reverse seek, whatever the number of
- *                                    snapshots. A scan of the whole range rebuilds any past state.
+ *   'x' u64 chunk, u64 seq        -> history record (history-record.ts): the versions entry
+ *                                    `seq` made of the blocks of chunk `chunk` (CHUNK_BLOCKS
+ *                                    blocks each): runs of [first, count, base position, step,
+ *                                    crcs]. Layout 3; one row per entry and chunk, not per block.
+ *                                    The version of block b visible at a cut S (a snapshot, a
+ *                                    sync point) is in the newest record of b's chunk with
+ *                                    seq <= S that holds b: a reverse seek and a walk down that
+ *                                    chunk's records, whatever the number of snapshots. A scan
+ *                                    of the whole range rebuilds any past state.
+ *   'h' u64 block, u64 seq        -> layout 2's history, one key per block version: f64
+ *                                    position, u32 crc. Only read, to convert (IndexDb.upgrade)
+ *                                    and in a replica's older index checkpoints.
  *   'g' u64 segmentId             -> segment record: msgpack { state, ... }
  *   'e' u64 seq                   -> entry summary: msgpack { kind, timeMs, position, block,
  *                                    count, payload? }: one per log entry (not per block), so
@@ -26,7 +32,8 @@
 export const CHECKPOINT_KEY = Buffer.from('c')
 export const VERSION_KEY = Buffer.from('v')
 export const PENDING_HEADERS_KEY = Buffer.from('p')
-export const HISTORY_PREFIX = 0x68 // 'h'
+export const HISTORY_PREFIX = 0x68 // 'h' (layout 2)
+export const RECORD_PREFIX = 0x78 // 'x'
 export const SEGMENT_PREFIX = 0x67 // 'g'
 export const ENTRY_PREFIX = 0x65 // 'e'
 export const SNAPSHOT_PREFIX = 0x73 // 's'
@@ -51,6 +58,18 @@ export function historyKey (block: number, seq: number): Buffer {
   writeU64BE(key, block, 1)
   writeU64BE(key, seq, 9)
   return key
+}
+
+export function recordKey (chunk: number, seq: number): Buffer {
+  const key = Buffer.allocUnsafe(17)
+  key[0] = RECORD_PREFIX
+  writeU64BE(key, chunk, 1)
+  writeU64BE(key, seq, 9)
+  return key
+}
+
+export function decodeRecordKey (key: Buffer): { chunk: number, seq: number } {
+  return { chunk: readU64BE(key, 1), seq: readU64BE(key, 9) }
 }
 
 export function historyValue (position: number, crc: number): Buffer {

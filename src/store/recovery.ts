@@ -73,6 +73,11 @@ export async function recover (
   const report: RecoveryReport = { replayedEntries: 0, rebuiltIndex: false, orphanedSegments: [], damaged: [], blockMap: { from: 'index' } }
   let checkpoint = await index.checkpoint()
   const checkpointAtOpen = checkpoint // what a saved block map must match: the index before any change
+  // A read-only open has its own copy of the index (OpenOptions.readOnly.indexDir): converting it changes nothing of the store.
+  if (checkpoint && (await index.formatVersion()) === 2) {
+    log.info({ from: 2, to: INDEX_FORMAT_VERSION }, 'converting the index to records of one entry and chunk')
+    await index.upgradeFromLayout2()
+  }
   if (checkpoint && (await index.formatVersion()) !== INDEX_FORMAT_VERSION) {
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
