@@ -7,7 +7,7 @@ import type { Checkpoint } from './index-db'
 
 /**
  * The block map saved at a clean close, so that the next open loads it in one read instead of
- * scanning every history key of the index (issue 11; about 10 s for an 8 GiB disk).
+ * scanning every history record of the index (issue 11; about 10 s for an 8 GiB disk).
  *
  * It is a file in the index directory, not LevelDB values: 28 bytes a slot, tens of MiB for a
  * large disk, read in one go, and written once per close. As LevelDB values it would be
