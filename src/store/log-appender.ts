@@ -505,7 +505,11 @@ export class LogAppender implements LogPart {
     const { home, segments } = this.p
     const old = this.current
     // Not synced here (see the class comment): the next flush or checkpoint syncs it first.
-    if (old.unsynced) this.unsyncedSealed.push(old)
+    // Listed even when `unsynced` is false: a checkpoint's fdatasync of it may still be
+    // running (Segment.sync clears the flag as it starts) and may yet fail; a flush must wait
+    // for it and sync again if it failed (Segment.sync does both). Once only: a roll that
+    // failed after this line runs again.
+    if (this.unsyncedSealed.at(-1) !== old) this.unsyncedSealed.push(old)
     const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
     home.occupied(next.id, next.volumes)
     this.current = next

@@ -79,8 +79,14 @@ export class NextSegment {
     const made = this.made
     if (made === undefined || (id !== undefined && made.id !== id)) return false
     this.made = undefined
-    const segment = await made.segment
-    if (segment !== undefined) this.remove(segment)
+    // The removal is registered now, before the segment is made: a roll meanwhile finds no
+    // segment made ahead and makes the same file itself, so it must wait for this removal
+    // (take waits for `removal`), not create the file under a making-ahead still running
+    // (its truncate(0) would empty the new current segment, and the unlink take it away).
+    this.removal = this.removal.then(async () => {
+      const segment = await made.segment
+      if (segment !== undefined) await this.removeFiles(segment)
+    })
     await this.removal
     return true
   }
@@ -94,13 +100,15 @@ export class NextSegment {
   }
 
   private remove (segment: Segment): void {
+    this.removal = this.removal.then(() => this.removeFiles(segment))
+  }
+
+  private async removeFiles (segment: Segment): Promise<void> {
     const { home, layer } = this.p
-    this.removal = this.removal.then(async () => {
-      await segment.close().catch(() => undefined)
-      // Not synced: a file whose removal a crash undoes is an empty segment past the log's end,
-      // which recovery takes as the current one (or, under a later id's copy, as a stale copy).
-      for (const volume of segment.volumes) await layer.remove(path.join(home.dirOf(volume), segmentFileName(segment.id))).catch(() => undefined)
-      home.vacated(segment.id, segment.volumes)
-    })
+    await segment.close().catch(() => undefined)
+    // Not synced: a file whose removal a crash undoes is an empty segment past the log's end,
+    // which recovery takes as the current one (or, under a later id's copy, as a stale copy).
+    for (const volume of segment.volumes) await layer.remove(path.join(home.dirOf(volume), segmentFileName(segment.id))).catch(() => undefined)
+    home.vacated(segment.id, segment.volumes)
   }
 }

@@ -167,8 +167,19 @@ export async function recover (
   // crash may have torn any of them: the first bad entry is the end of the log. A full
   // rebuild also reads old, long-synced segments: there only the last one can be torn.
   const replaying = checkpoint !== undefined
+  // Segments at the end that hold no entry (made ahead of their roll, next-segment.ts, or a
+  // roll a crash interrupted) do not make the one before them sealed: in a full rebuild, the
+  // last segment holding entries is where a crash tore the log, as if it were the last one.
+  let lastWithEntries = -1
+  if (!replaying) {
+    for (let i = toScan.length - 1; i >= 0; i--) {
+      if (await holdsEntries(layer, home, located.get(toScan[i]) ?? [], toScan[i])) { lastWithEntries = toScan[i]; break }
+    }
+  }
   for (const id of toScan) {
     const isLast = replaying || id === toScan[toScan.length - 1]
+    /** Where valid entries end here, the log may end (a torn tail), not only be damaged. */
+    const endsLog = isLast || id >= lastWithEntries
     if (stop) {
       report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       continue
@@ -216,7 +227,7 @@ export async function recover (
         // Entries missing right before a segment's first one: the tail of the segment before
         // it, which a crash lost before its sync (see the end of a segment below).
         const lostTail = item.offset === SEGMENT_HEADER_BYTES && item.header.seq > expected
-        if (isLast || lostTail) {
+        if (endsLog || lostTail) {
           release(item.offset)
           await cut(held.length > 0 ? held[0].offset : item.offset, held.length > 0 ? `block checksum mismatch in entry seq ${held[0].header.seq}, followed by a ${reason}` : reason)
         } else {
@@ -236,7 +247,7 @@ export async function recover (
       // that ends inside an entry was never written whole: in a full rebuild, a sealed
       // segment that a crash cut before its sync (sealed segments sync in log order, so
       // every later one was unsynced too). That is where the log ends, as for the last one.
-      if (!isLast && item.truncated !== true) {
+      if (!endsLog && item.truncated !== true) {
         release(Infinity)
         // A clean end: the next segment continues right after it, even when this one held no
         // entry (its appends all lost before their sync: a gap there ends the log, above).
@@ -489,6 +500,23 @@ async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: I
   }
   log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
   await index.clearPending()
+}
+
+/** Whether a copy of segment `id` is longer than its header (unreadable: assumed to). */
+async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: string[], id: number): Promise<boolean> {
+  for (const volume of volumes) {
+    try {
+      const handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(id)), false)
+      try {
+        if ((await handle.size()) > SEGMENT_HEADER_BYTES) return true
+      } finally {
+        await handle.close()
+      }
+    } catch {
+      return true
+    }
+  }
+  return false
 }
 
 /** Whether the segment holding the checkpoint exists and is at least that long. */

@@ -103,19 +103,33 @@ export class SegmentTable implements SegmentsPart {
 
   /** Makes the records of dropped copies durable (part of every flush and checkpoint). */
   async recordDrops (): Promise<void> {
+    // A recording in flight (a checkpoint's, beside a flush) took records off `mustRecord`
+    // that this caller must see durable too: wait for it; if it failed, they are back.
+    while (this.recording !== undefined) await this.recording.catch(() => undefined)
     if (this.mustRecord.size === 0) return
     const records = new Map<number, SegmentRecord>()
     for (const id of this.mustRecord) {
       records.set(id, { state: this.states.get(id) ?? 'active', volumes: [...(this.volumes.get(id) ?? [])], archived: this.archivedIds.has(id) || undefined })
     }
     this.mustRecord.clear()
+    const run = (async () => {
+      try {
+        await this.p.db.putSegments(records)
+      } catch (err) {
+        for (const id of records.keys()) this.mustRecord.add(id)
+        throw err
+      }
+    })()
+    this.recording = run
     try {
-      await this.p.db.putSegments(records)
-    } catch (err) {
-      for (const id of records.keys()) this.mustRecord.add(id)
-      throw err
+      await run
+    } finally {
+      if (this.recording === run) this.recording = undefined
     }
   }
+
+  /** The recordDrops write in flight. */
+  private recording: Promise<void> | undefined
 
   /** How many segments are in each state (status). */
   countByState (): Record<'current' | 'active' | 'inactive' | 'archived' | 'recycled', number> {

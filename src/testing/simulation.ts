@@ -56,6 +56,16 @@ export interface SimulationOptions {
   writevMaxBytes?: number
   /** Power losses keep any mix of unsynced pages (SimFileLayer.crash `pages`), not a prefix. */
   crashPages?: boolean
+  /**
+   * After half the power losses the index is lost too (deleted before the reopen): a full
+   * rebuild from a log the crash tore. Off by default (it changes what a seed does).
+   */
+  rebuildAfterPowerLoss?: boolean
+  /**
+   * A drain first removes the segment made ahead of its roll, whatever its volume, as the
+   * pool's drain does (Pool.drain: Store.discardNextSegment). Off by default.
+   */
+  drainDiscardsNext?: boolean
 }
 
 export interface SimulationReport {
@@ -369,6 +379,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           count('pool drain')
           log(`pool drain ${from}: segments ${home.segmentsOf(from).join(',')}; placement ${[...s.segmentPlacement()].map(([id, v]) => `${id}:${v.join('+')}`).join(' ')}`)
           try {
+            if (opts.drainDiscardsNext === true) await s.discardNextSegment()
             for (const id of home.segmentsOf(from)) {
               const to = home.candidates(s.volumesOf(id) ?? [])[0]
               if (!to) break
@@ -436,6 +447,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         await drive(store.abandon())
         sim.crash(crashRng, { pages: opts.crashPages })
         indexes.crash(crashRng)
+        if (opts.rebuildAfterPowerLoss === true && crashRng.chance(0.5)) {
+          log('index lost with the power: full rebuild')
+          indexes.destroy(path.join(dir, 'index'))
+        }
         sched.restorePower()
         home.resetAccounting()
         store = await drive(open())

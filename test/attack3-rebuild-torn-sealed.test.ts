@@ -1,0 +1,72 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { segmentFileName } from '../src/store/format'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { SimFileLayer } from '../src/testing/sim-file-layer'
+
+/**
+ * A full rebuild (the index lost with the power) after a power loss that kept every page of
+ * an unsynced sealed segment but one (SimFileLayer's `pages` crash model: a page cache writes
+ * back in any order). FORMAT.md's full-rebuild rule treats only two crash shapes in a sealed
+ * segment as a torn tail (the file ends inside an entry; a gap right at the next segment's
+ * start after a clean end); a lost page mid-file reads "not an entry header" and is called
+ * damage: reported for ever by verify, and the next segment's unflushed entries are applied
+ * past the hole. No flushed data is lost (a flush syncs sealed segments first). Left failing:
+ * a crash tear and bit rot look alike here; the fix is a format or rule decision.
+ */
+const B = 4096
+const SIZE = 4 * 1024 * 1024
+const SEGMENT = 1024 * 1024 + 64 * 1024
+
+function tmpDir (t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-rebuild-sealed-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost page), index lost: a torn tail, not damage', async t => {
+  const dir = tmpDir(t)
+  const sim = new SimFileLayer()
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0 })
+  const store = await open()
+  const rng = new Rng(0x7043)
+  const model = Buffer.alloc(SIZE)
+  const write = async (): Promise<void> => {
+    const data = rng.bytes(16 * B)
+    const offset = rng.int(SIZE / B - 16 + 1) * B
+    await store.write(offset, data)
+    data.copy(model, offset)
+  }
+  while (store.status().index.position % SEGMENT < 0.5 * SEGMENT) await write()
+  await store.flush()
+  const flushed = Buffer.from(model)
+  const lostAt = store.status().index.position % SEGMENT // the first write after the flush
+  while (Math.floor(store.status().index.position / SEGMENT) === 0) await write() // seals segment 0, unsynced
+  for (let i = 0; i < 5; i++) await write() // into segment 1, unsynced
+  await store.abandon()
+  // The page cache wrote back every page but the one holding the first unflushed entry's
+  // header: that page holds its durable bytes (flushed ones up to lostAt, zeros after).
+  const pageEnd = (Math.floor(lostAt / 4096) + 1) * 4096
+  sim.poke(path.join(dir, 'segments', segmentFileName(0)), lostAt, Buffer.alloc(pageEnd - lostAt))
+  sim.crash(rng)
+  fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+  fs.mkdirSync(path.join(dir, 'index'))
+  const again = await open()
+  t.ok(again.recovery.rebuiltIndex, 'the index was rebuilt from the log')
+  t.same(again.recovery.damaged, [], 'no damage reported: a crash tore an unsynced sealed segment')
+  const image = await again.read(0, SIZE)
+  // Every block reads its flushed version or a later one written before the power loss.
+  let bad = -1
+  for (let b = 0; b < SIZE / B && bad < 0; b++) {
+    const got = image.subarray(b * B, (b + 1) * B)
+    if (!got.equals(flushed.subarray(b * B, (b + 1) * B)) && !got.equals(model.subarray(b * B, (b + 1) * B))) bad = b
+  }
+  t.equal(bad, -1, 'no block reads anything but its flushed or its newest version')
+  const report = await again.verify()
+  t.ok(report.ok, `verify clean (${report.problems.join('; ')})`)
+  await again.close()
+})

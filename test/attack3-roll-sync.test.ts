@@ -1,0 +1,115 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { segmentFileName } from '../src/store/format'
+import type { FileHandle, FileLayer } from '../src/store/file-layer'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { SimFileLayer } from '../src/testing/sim-file-layer'
+
+/**
+ * A roll while a checkpoint's fdatasync of the segment being sealed is still running: that
+ * fdatasync cleared `unsynced` when it began (Segment.sync), so the roll did not list the
+ * segment among the sealed ones a flush syncs. A flush then returned before the segment's
+ * writes were durable, and when that fdatasync failed, no later flush synced them at all.
+ */
+const B = 4096
+const SIZE = 8 * 1024 * 1024
+const SEGMENT = 1024 * 1024 + 64 * 1024
+
+function tmpDir (t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-roll-sync-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A SimFileLayer whose next fdatasync of one file waits, then fails or goes on as told. */
+class HoldLayer implements FileLayer {
+  held: { file: string, started: () => void, outcome: Promise<'ok' | 'EIO'> } | undefined
+  /** fdatasyncs of each file that completed. */
+  readonly synced = new Map<string, number>()
+  constructor (readonly sim: SimFileLayer) {}
+
+  hold (file: string, outcome: Promise<'ok' | 'EIO'>): Promise<void> {
+    return new Promise(resolve => { this.held = { file: path.normalize(file), started: resolve, outcome } })
+  }
+
+  async open (file: string, create: boolean): Promise<FileHandle> {
+    const h = await this.sim.open(file, create)
+    const name = path.normalize(file)
+    const layer = this
+    return {
+      read: (buf, off, len, pos) => h.read(buf, off, len, pos),
+      writev: (bufs, pos) => h.writev(bufs, pos),
+      truncate: len => h.truncate(len),
+      size: () => h.size(),
+      close: () => h.close(),
+      async datasync () {
+        const held = layer.held
+        if (held !== undefined && held.file === name) {
+          layer.held = undefined
+          held.started()
+          if (await held.outcome === 'EIO') throw Object.assign(new Error(`EIO: fdatasync ${name}`), { code: 'EIO' })
+        }
+        await h.datasync()
+        layer.synced.set(name, (layer.synced.get(name) ?? 0) + 1)
+      }
+    }
+  }
+
+  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
+  remove (file: string): Promise<void> { return this.sim.remove(file) }
+  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
+  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
+  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
+  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
+}
+
+const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)
+const ticks = async (n: number): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(resolve => setImmediate(resolve)) }
+
+for (const outcome of ['ok', 'EIO'] as const) {
+  t.test(`a roll while a checkpoint's fdatasync of the sealed segment runs (it ends ${outcome}): a flush covers the sealed segment`, async t => {
+    const dir = tmpDir(t)
+    const sim = new SimFileLayer()
+    const layer = new HoldLayer(sim)
+    await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
+    const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 })
+    const store = await open()
+    const rng = new Rng(0x5eed + (outcome === 'ok' ? 0 : 1))
+    const model = Buffer.alloc(SIZE)
+    const write = async (blocks = 16): Promise<void> => {
+      const data = rng.bytes(blocks * B)
+      const offset = rng.int(SIZE / B - blocks + 1) * B
+      await store.write(offset, data)
+      data.copy(model, offset)
+    }
+    // Segment 0 filled until the next write does not fit: that write rolls at once.
+    const room = (): number => Math.floor((SEGMENT - store.status().index.position % SEGMENT - 64) / (B + 4))
+    while (room() > 0) await write(Math.min(16, room()))
+    const seg0 = path.join(dir, 'segments', segmentFileName(0))
+    let finish = (_: 'ok' | 'EIO'): void => {}
+    const started = layer.hold(seg0, new Promise(resolve => { finish = resolve }))
+    // The background checkpoint (its timer, or checkpointIfFull) syncs the log first.
+    const checkpoint = store.checkpoint().then(() => 'ok', () => 'failed')
+    await started
+    await write() // rolls onto segment 1, nothing more written into segment 0
+    t.equal(currentId(store), 1, 'rolled')
+    let flushed = false
+    const flush = store.flush().then(() => { flushed = true }, err => { flushed = true; return err as Error })
+    await ticks(200)
+    t.notOk(flushed, 'the flush waits for segment 0 to be durable')
+    const syncsBefore = layer.synced.get(seg0) ?? 0
+    finish(outcome)
+    await flush
+    await checkpoint
+    await store.flush() // whatever happened to the first, this one succeeded: everything is durable
+    t.ok((layer.synced.get(seg0) ?? 0) > syncsBefore || outcome === 'ok', 'a flush after the failed fdatasync syncs segment 0')
+    await store.abandon()
+    sim.crash(rng)
+    const again = await open()
+    t.ok((await again.read(0, SIZE)).equals(model), 'every byte written before the successful flush survives a power loss')
+    await again.close()
+  })
+}
