@@ -107,3 +107,20 @@ t.test(`power loss keeps any unsynced pages: ${PAGES.length} seeds`, async t => 
     t.pass(`seed ${seed}: ${r.crashes} power losses, up to ${r.maxWritesInFlight} writes in flight (${r.config})`)
   }
 })
+
+/**
+ * The index deleted after half the power losses (a full rebuild from the log, with the
+ * segment made ahead of its roll on disk) and drains that first remove the segment made
+ * ahead, as Pool.drain does: the hostile tester's options (attack3), under which a rebuild
+ * took a torn last write for damage when an empty next segment followed it.
+ */
+const REBUILDS = process.env.SIM_SEEDS ? [] : [7019, 7020]
+t.test(`rebuilds after power loss, drains remove the next segment: ${REBUILDS.length} seeds`, async t => {
+  let rebuilds = 0
+  for (const seed of REBUILDS) {
+    const r = await sim.run(seed, { rebuildAfterPowerLoss: true, drainDiscardsNext: true, segmentBlocks: seed % 2 ? 700 : undefined })
+    rebuilds += r.rebuilds
+    t.pass(`seed ${seed}: ${r.crashes} power losses, ${r.rebuilds} rebuilds (${r.config})`)
+  }
+  if (REBUILDS.length > 0) t.ok(rebuilds > 0, `${rebuilds} index rebuilds`)
+})
