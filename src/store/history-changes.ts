@@ -5,8 +5,12 @@ import type { RecordList } from './record-list'
 export interface RecordChange {
   chunk: number
   seq: number
-  /** offset in the chunk, position, crc; in the batch's order (a later one wins). */
-  sets: number[]
+  /**
+   * Where its versions are in the batch: [view, from, to] slices of the history's views
+   * (block, seq, position, crc records), in the batch's order (a later one wins). A write
+   * entry's share of the chunk is one slice: nothing is copied per block.
+   */
+  sets: Array<[Float64Array, number, number]>
   /** Offsets whose version compaction freed. */
   deletes: number[]
 }
@@ -30,12 +34,14 @@ export function groupHistory (history: RecordList, deletes: RecordList): RecordC
   }
   let last: RecordChange | undefined
   for (const h of history.views()) {
-    for (let i = 0; i < h.length; i += 4) {
-      const block = h[i]
+    for (let i = 0; i < h.length;) {
       const seq = h[i + 1]
-      const chunk = Math.floor(block / CHUNK_BLOCKS)
+      const chunk = Math.floor(h[i] / CHUNK_BLOCKS)
+      let end = i + 4
+      while (end < h.length && h[end + 1] === seq && Math.floor(h[end] / CHUNK_BLOCKS) === chunk) end += 4
       if (last === undefined || last.chunk !== chunk || last.seq !== seq) last = changeOf(chunk, seq)
-      last.sets.push(block - chunk * CHUNK_BLOCKS, h[i + 2], h[i + 3])
+      last.sets.push([h, i, end])
+      i = end
     }
   }
   last = undefined

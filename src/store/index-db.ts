@@ -11,8 +11,8 @@ import { groupHistory, type RecordChange } from './history-changes'
 
 /** Operations per LevelDB write of one checkpoint (IndexDb.commit). */
 const COMMIT_CHUNK_OPS = 8192
-/** History records read at once by a commit (one getMany). */
-const READ_MANY = 4096
+/** History records read at once by a commit (one getMany; each slice of the commit between awaits stays short). */
+const READ_MANY = 512
 
 export interface Checkpoint {
   /** Sequence number of the last entry reflected in the index (0: none). */
@@ -411,8 +411,8 @@ export class IndexDb {
 
 /** A record's versions after one commit's changes: its sets, then its deletes (as layout 2 wrote puts before deletes). */
 function applyChanges (table: ChunkVersions, change: RecordChange): ChunkVersions {
-  const s = change.sets
-  for (let i = 0; i < s.length; i += 3) table.set(s[i], s[i + 1], s[i + 2])
+  const first = change.chunk * CHUNK_BLOCKS
+  for (const [h, from, to] of change.sets) for (let i = from; i < to; i += 4) table.set(h[i] - first, h[i + 2], h[i + 3])
   for (const offset of change.deletes) table.delete(offset)
   return table
 }
