@@ -56,6 +56,18 @@ async function records (file: string): Promise<unknown[]> {
   return out
 }
 
+/** versionsAt's rows by block (`[where, crc]` per cut), whatever order they come in; each block once. */
+async function versionRows (store: Store, seqs: number[], order: 'block' | 'any', chunk: number): Promise<Array<[number, number[]]>> {
+  const rows = new Map<number, number[]>()
+  for await (const { blocks, at } of store.versionsAt(seqs, chunk, order)) {
+    for (let i = 0; i < blocks.length; i++) {
+      if (rows.has(blocks[i])) throw new Error(`block ${blocks[i]} twice`)
+      rows.set(blocks[i], at.flatMap(x => [x.where[i], x.crcs[i]]))
+    }
+  }
+  return [...rows].sort((x, y) => x[0] - y[0])
+}
+
 /** The content identity as the index walk of earlier releases made it. */
 async function identityByWalk (store: Store, seq: number): Promise<string> {
   const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
@@ -152,6 +164,15 @@ t.test(`changed blocks, identities and images match a model across writes, trims
       t.equal(await contentIdentity(s, a.seq), await identityByWalk(s, a.seq), `identity of ${a.name} as the index walk makes it`)
       const [walked] = await walkIdentities(s, [a.seq])
       t.equal((await setIdentitiesAt(s, [a.seq]))[0], walked, `c2 identity of ${a.name}: walked when nothing is known`)
+      // The walk takes the map's rows in its own order: the same rows as in block order, at
+      // this cut and the newest together (blocks rewritten since this one ask the index).
+      const newest = s.snapshotNamed(held[held.length - 1].name).seq
+      t.same(await versionRows(s, [a.seq, newest], 'any', 100), await versionRows(s, [a.seq, newest], 'block', 100), `rows at ${a.name} and the newest cut: any order = block order`)
+      if (i > 0) {
+        // Two cuts without a known identity: one is walked, the other carried from it.
+        const before = s.snapshotNamed(held[i - 1].name)
+        t.same(await setIdentitiesAt(s, [a.seq, before.seq]), [walked, (await walkIdentities(s, [before.seq]))[0]], `c2 identities of ${before.name} and ${a.name} at once equal their walks`)
+      }
       for (let j = i + 1; j < held.length; j++) {
         const b = s.snapshotNamed(held[j].name)
         const expect = new Set<number>()

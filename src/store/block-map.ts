@@ -260,6 +260,29 @@ export class BlockMap {
     return a
   }
 
+  /**
+   * Every mapped row at once, in the table's own order (no sort): compact copies, taken in one
+   * synchronous pass over the slots (reading them in memory order), so later changes of the
+   * map do not show. For walks whose result does not depend on the order (a content identity
+   * is a sum): several times cheaper than sortedBlocks() and a lookup per block.
+   */
+  rows (): BlockMapTables {
+    const n = this.used
+    const out: BlockMapTables = { keys: new Float64Array(n), positions: new Float64Array(n), crcs: new Uint32Array(n), seqs: new Float64Array(n) }
+    const { keys, positions, crcs, seqs } = this
+    let j = 0
+    for (let i = 0; i <= this.mask; i++) {
+      const key = keys[i]
+      if (key === EMPTY) continue
+      out.keys[j] = key
+      out.positions[j] = positions[i]
+      out.crcs[j] = crcs[i]
+      out.seqs[j] = seqs[i]
+      j++
+    }
+    return out
+  }
+
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {
     for (let i = 0; i <= this.mask; i++) {
       if (this.keys[i] !== EMPTY) fn(this.keys[i], this.positions[i], this.crcs[i], this.seqs[i])

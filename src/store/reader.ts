@@ -100,11 +100,71 @@ export class Reader implements ReaderPart {
    * proportional to the blocks the map holds (a block with a version at a cut is in the map:
    * entries are never removed from it), one map lookup per block for all the cuts.
    */
-  async * versionsAt (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+  async * versionsAt (seqs: number[], chunkBlocks: number, order: 'block' | 'any' = 'block'): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+    if (order === 'any') {
+      yield * this.versionsInAnyOrder(seqs, chunkBlocks)
+      return
+    }
     const all = this.p.map.sortedBlocks()
     for (let from = 0; from < all.length; from += chunkBlocks) {
       const blocks = all.subarray(from, Math.min(all.length, from + chunkBlocks))
       yield { blocks, at: await this.locateBlocksAt(seqs, blocks, true) }
+    }
+  }
+
+  /**
+   * versionsAt's rows in no particular order: the map's rows as they are at the start (one
+   * pass over its table, no sort, no lookup per block), those rewritten since some cut
+   * last, in block order, found in the index through one iterator for each cut.
+   */
+  private async * versionsInAnyOrder (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array, at: Located[] }> {
+    const newest = Math.max(...seqs)
+    const oldest = Math.min(...seqs)
+    if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
+    const rows = this.p.map.rows()
+    const total = rows.keys.length
+    const later: number[] = [] // rows whose newest version is past some cut: they ask the index
+    for (let from = 0; from < total;) {
+      const blocks = new Float64Array(Math.min(chunkBlocks, total - from))
+      const at = seqs.map(() => ({ where: new Float64Array(blocks.length), crcs: new Uint32Array(blocks.length) }))
+      let n = 0
+      for (; from < total && n < blocks.length; from++) {
+        if (rows.seqs[from] > oldest) {
+          later.push(from)
+          continue
+        }
+        blocks[n] = rows.keys[from]
+        for (let k = 0; k < seqs.length; k++) {
+          at[k].where[n] = rows.positions[from] // data, or TRIMMED: zeros
+          at[k].crcs[n] = rows.crcs[from]
+        }
+        n++
+      }
+      if (n > 0) yield { blocks: blocks.subarray(0, n), at: at.map(x => ({ where: x.where.subarray(0, n), crcs: x.crcs.subarray(0, n) })) }
+    }
+    later.sort((x, y) => rows.keys[x] - rows.keys[y])
+    for (let c = 0; c < later.length; c += chunkBlocks) {
+      const part = later.slice(c, c + chunkBlocks)
+      const blocks = Float64Array.from(part, r => rows.keys[r])
+      const at: Located[] = []
+      for (const seq of seqs) {
+        const where = new Float64Array(part.length)
+        const crcs = new Uint32Array(part.length)
+        const ask: number[] = []
+        for (let i = 0; i < part.length; i++) {
+          if (rows.seqs[part[i]] <= seq) {
+            where[i] = rows.positions[part[i]]
+            crcs[i] = rows.crcs[part[i]]
+          } else ask.push(i)
+        }
+        const found = await this.p.db.versionsAt(ask.map(i => blocks[i]), seq)
+        for (let j = 0; j < ask.length; j++) {
+          where[ask[j]] = found[j]?.position ?? -1
+          crcs[ask[j]] = found[j]?.crc ?? 0
+        }
+        at.push({ where, crcs })
+      }
+      yield { blocks, at }
     }
   }
 
