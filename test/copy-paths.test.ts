@@ -130,6 +130,44 @@ t.test('format-1 and format-2 streams made by earlier code apply, and streams ma
   }
 })
 
+t.test('a walk in the map\'s order while writes grow the map gives every block once, as in block order', async t => {
+  const root = tmpDir('copy-paths-grow')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const s = await newStore(root, 'store', 16384 * B)
+  try {
+    for (let b = 0; b < 3000; b += 100) await s.write(b * B, crypto.randomBytes(100 * B))
+    await s.write(5 * B, crypto.randomBytes(B)) // a block rewritten after the first cut
+    await s.flush()
+    await s.snapshot({ name: 'a' })
+    await s.write(7 * B, crypto.randomBytes(B))
+    await s.flush()
+    await s.snapshot({ name: 'b' })
+    const cuts = [s.snapshotNamed('a').seq, s.snapshotNamed('b').seq]
+    const expected = await versionRows(s, cuts, 'block', 100)
+    const rows = new Map<number, number[]>()
+    const twice: number[] = []
+    const map = (s as unknown as { p: StoreParts }).p.map
+    const layout = map.layout
+    let chunks = 0
+    for await (const { blocks, at } of s.versionsAt(cuts, 100, 'any')) {
+      for (let i = 0; i < blocks.length; i++) {
+        if (rows.has(blocks[i])) twice.push(blocks[i])
+        rows.set(blocks[i], at.flatMap(x => [x.where[i], x.crcs[i]]))
+      }
+      // After the second chunk, 3000 new blocks: the table grows and moves its rows.
+      if (++chunks === 2) {
+        for (let b = 4000; b < 7000; b += 100) await s.write(b * B, crypto.randomBytes(100 * B))
+        await s.flush()
+      }
+    }
+    t.not(map.layout, layout, 'the table moved its rows during the walk')
+    t.same(twice, [], 'no block given twice')
+    t.same([...rows].sort((x, y) => x[0] - y[0]), expected, 'the rows at both cuts, as in block order')
+  } finally {
+    await s.close()
+  }
+})
+
 t.test(`changed blocks, identities and images match a model across writes, trims, rewrites and compaction (SEED=${SEED})`, async t => {
   const root = tmpDir('copy-paths')
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))

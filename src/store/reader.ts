@@ -20,6 +20,17 @@ const MAX_CACHED_SEGMENTS = 8
  */
 const RANGE_READS_PER_SEGMENT = 16
 
+/** The rows of blocks with a version at some of the cuts (a block first written after them all has none). */
+function withVersions (blocks: Float64Array | Uint32Array, at: Located[]): { blocks: Float64Array | Uint32Array, at: Located[] } {
+  const keep: number[] = []
+  for (let i = 0; i < blocks.length; i++) if (at.some(x => x.where[i] !== -1)) keep.push(i)
+  if (keep.length === blocks.length) return { blocks, at }
+  return {
+    blocks: Float64Array.from(keep, i => blocks[i]),
+    at: at.map(x => ({ where: Float64Array.from(keep, i => x.where[i]), crcs: Uint32Array.from(keep, i => x.crcs[i]) }))
+  }
+}
+
 /** Where each block of a range is (a log position, BASELINE_BASE + offset, or < 0: zeros) and its CRC. */
 export interface Located { where: Float64Array, crcs: Uint32Array }
 
@@ -113,58 +124,59 @@ export class Reader implements ReaderPart {
   }
 
   /**
-   * versionsAt's rows in no particular order: the map's rows as they are at the start (one
-   * pass over its table, no sort, no lookup per block), those rewritten since some cut
-   * last, in block order, found in the index through one iterator for each cut.
+   * versionsAt's rows in no particular order: the map's rows chunk by chunk in its table's
+   * order (no sort, no lookup per block), then, in block order, those rewritten since some
+   * cut, found in the index (locateBlocksAt). Should the table move its rows meanwhile (it
+   * grew under writes), the blocks not yet given follow in block order, as versionsAt's.
    */
-  private async * versionsInAnyOrder (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array, at: Located[] }> {
+  private async * versionsInAnyOrder (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+    const map = this.p.map
     const newest = Math.max(...seqs)
     const oldest = Math.min(...seqs)
     if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
-    const rows = this.p.map.rows()
-    const total = rows.keys.length
-    const later: number[] = [] // rows whose newest version is past some cut: they ask the index
-    for (let from = 0; from < total;) {
-      const blocks = new Float64Array(Math.min(chunkBlocks, total - from))
-      const at = seqs.map(() => ({ where: new Float64Array(blocks.length), crcs: new Uint32Array(blocks.length) }))
-      let n = 0
-      for (; from < total && n < blocks.length; from++) {
-        if (rows.seqs[from] > oldest) {
-          later.push(from)
+    const layout = map.layout
+    const given: Float64Array[] = []
+    const later: number[] = [] // blocks whose newest version is past some cut: they ask the index
+    const rows = { keys: new Float64Array(chunkBlocks), positions: new Float64Array(chunkBlocks), crcs: new Uint32Array(chunkBlocks), seqs: new Float64Array(chunkBlocks) }
+    for (let slot = 0; ;) {
+      if (map.layout !== layout) {
+        // Rows moved: what was not given yet, in block order.
+        const seen = new Set<number>()
+        for (const g of given) for (const b of g) seen.add(b)
+        const rest = map.sortedBlocks().filter(b => !seen.has(b))
+        for (let from = 0; from < rest.length; from += chunkBlocks) {
+          const blocks = rest.subarray(from, Math.min(rest.length, from + chunkBlocks))
+          yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
+        }
+        return
+      }
+      const { n, next } = map.rowsFrom(slot, rows)
+      slot = next
+      if (n === 0) break
+      const blocks = new Float64Array(n)
+      const at = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
+      let m = 0
+      for (let i = 0; i < n; i++) {
+        if (rows.seqs[i] > oldest) {
+          later.push(rows.keys[i])
           continue
         }
-        blocks[n] = rows.keys[from]
+        blocks[m] = rows.keys[i]
         for (let k = 0; k < seqs.length; k++) {
-          at[k].where[n] = rows.positions[from] // data, or TRIMMED: zeros
-          at[k].crcs[n] = rows.crcs[from]
+          at[k].where[m] = rows.positions[i] // data, or TRIMMED: zeros
+          at[k].crcs[m] = rows.crcs[i]
         }
-        n++
+        m++
       }
-      if (n > 0) yield { blocks: blocks.subarray(0, n), at: at.map(x => ({ where: x.where.subarray(0, n), crcs: x.crcs.subarray(0, n) })) }
+      if (m === 0) continue
+      const chunk = { blocks: blocks.subarray(0, m), at: at.map(x => ({ where: x.where.subarray(0, m), crcs: x.crcs.subarray(0, m) })) }
+      given.push(chunk.blocks)
+      yield chunk
     }
-    later.sort((x, y) => rows.keys[x] - rows.keys[y])
-    for (let c = 0; c < later.length; c += chunkBlocks) {
-      const part = later.slice(c, c + chunkBlocks)
-      const blocks = Float64Array.from(part, r => rows.keys[r])
-      const at: Located[] = []
-      for (const seq of seqs) {
-        const where = new Float64Array(part.length)
-        const crcs = new Uint32Array(part.length)
-        const ask: number[] = []
-        for (let i = 0; i < part.length; i++) {
-          if (rows.seqs[part[i]] <= seq) {
-            where[i] = rows.positions[part[i]]
-            crcs[i] = rows.crcs[part[i]]
-          } else ask.push(i)
-        }
-        const found = await this.p.db.versionsAt(ask.map(i => blocks[i]), seq)
-        for (let j = 0; j < ask.length; j++) {
-          where[ask[j]] = found[j]?.position ?? -1
-          crcs[ask[j]] = found[j]?.crc ?? 0
-        }
-        at.push({ where, crcs })
-      }
-      yield { blocks, at }
+    const rewritten = Float64Array.from(later).sort()
+    for (let from = 0; from < rewritten.length; from += chunkBlocks) {
+      const blocks = rewritten.subarray(from, Math.min(rewritten.length, from + chunkBlocks))
+      yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
     }
   }
 
