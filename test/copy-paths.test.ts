@@ -56,6 +56,18 @@ async function records (file: string): Promise<unknown[]> {
   return out
 }
 
+/** versionsAt's rows by block (`[where, crc]` per cut), whatever order they come in; each block once. */
+async function versionRows (store: Store, seqs: number[], order: 'block' | 'any', chunk: number): Promise<Array<[number, number[]]>> {
+  const rows = new Map<number, number[]>()
+  for await (const { blocks, at } of store.versionsAt(seqs, chunk, order)) {
+    for (let i = 0; i < blocks.length; i++) {
+      if (rows.has(blocks[i])) throw new Error(`block ${blocks[i]} twice`)
+      rows.set(blocks[i], at.flatMap(x => [x.where[i], x.crcs[i]]))
+    }
+  }
+  return [...rows].sort((x, y) => x[0] - y[0])
+}
+
 /** The content identity as the index walk of earlier releases made it. */
 async function identityByWalk (store: Store, seq: number): Promise<string> {
   const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
@@ -118,6 +130,44 @@ t.test('format-1 and format-2 streams made by earlier code apply, and streams ma
   }
 })
 
+t.test('a walk in the map\'s order while writes grow the map gives every block once, as in block order', async t => {
+  const root = tmpDir('copy-paths-grow')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const s = await newStore(root, 'store', 16384 * B)
+  try {
+    for (let b = 0; b < 3000; b += 100) await s.write(b * B, crypto.randomBytes(100 * B))
+    await s.write(5 * B, crypto.randomBytes(B)) // a block rewritten after the first cut
+    await s.flush()
+    await s.snapshot({ name: 'a' })
+    await s.write(7 * B, crypto.randomBytes(B))
+    await s.flush()
+    await s.snapshot({ name: 'b' })
+    const cuts = [s.snapshotNamed('a').seq, s.snapshotNamed('b').seq]
+    const expected = await versionRows(s, cuts, 'block', 100)
+    const rows = new Map<number, number[]>()
+    const twice: number[] = []
+    const map = (s as unknown as { p: StoreParts }).p.map
+    const layout = map.layout
+    let chunks = 0
+    for await (const { blocks, at } of s.versionsAt(cuts, 100, 'any')) {
+      for (let i = 0; i < blocks.length; i++) {
+        if (rows.has(blocks[i])) twice.push(blocks[i])
+        rows.set(blocks[i], at.flatMap(x => [x.where[i], x.crcs[i]]))
+      }
+      // After the second chunk, 3000 new blocks: the table grows and moves its rows.
+      if (++chunks === 2) {
+        for (let b = 4000; b < 7000; b += 100) await s.write(b * B, crypto.randomBytes(100 * B))
+        await s.flush()
+      }
+    }
+    t.not(map.layout, layout, 'the table moved its rows during the walk')
+    t.same(twice, [], 'no block given twice')
+    t.same([...rows].sort((x, y) => x[0] - y[0]), expected, 'the rows at both cuts, as in block order')
+  } finally {
+    await s.close()
+  }
+})
+
 t.test(`changed blocks, identities and images match a model across writes, trims, rewrites and compaction (SEED=${SEED})`, async t => {
   const root = tmpDir('copy-paths')
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
@@ -152,6 +202,15 @@ t.test(`changed blocks, identities and images match a model across writes, trims
       t.equal(await contentIdentity(s, a.seq), await identityByWalk(s, a.seq), `identity of ${a.name} as the index walk makes it`)
       const [walked] = await walkIdentities(s, [a.seq])
       t.equal((await setIdentitiesAt(s, [a.seq]))[0], walked, `c2 identity of ${a.name}: walked when nothing is known`)
+      // The walk takes the map's rows in its own order: the same rows as in block order, at
+      // this cut and the newest together (blocks rewritten since this one ask the index).
+      const newest = s.snapshotNamed(held[held.length - 1].name).seq
+      t.same(await versionRows(s, [a.seq, newest], 'any', 100), await versionRows(s, [a.seq, newest], 'block', 100), `rows at ${a.name} and the newest cut: any order = block order`)
+      if (i > 0) {
+        // Two cuts without a known identity: one is walked, the other carried from it.
+        const before = s.snapshotNamed(held[i - 1].name)
+        t.same(await setIdentitiesAt(s, [a.seq, before.seq]), [walked, (await walkIdentities(s, [before.seq]))[0]], `c2 identities of ${before.name} and ${a.name} at once equal their walks`)
+      }
       for (let j = i + 1; j < held.length; j++) {
         const b = s.snapshotNamed(held[j].name)
         const expect = new Set<number>()

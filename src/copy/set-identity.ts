@@ -9,8 +9,9 @@ const LOCATE_BLOCKS = 8192
  * The c2 content identities (block-set-hash.ts) of the images at cuts `seqs`: for each cut,
  * the identity of a snapshot at that cut kept in the store's identity file, else one carried
  * from the nearest cut whose identity is known (`known`, by seq, and the kept ones) across
- * the blocks changed in between, else, for all cuts still without one, one walk of every
- * block with a version (as format 1's identity is computed). Carrying costs the log entries
+ * the blocks changed in between, else one walk of every block with a version (as format 1's
+ * identity is computed) for the newest cut still without one, and carried from there to the
+ * others (a send of an increment that no identity is known for walks once, not twice). Carrying costs the log entries
  * between the two cuts plus a lookup per changed block; it is chosen when the cuts are fewer
  * entries apart than the store has blocks written, which bounds it by the walk it replaces.
  *
@@ -22,20 +23,24 @@ export async function setIdentitiesAt (store: Store, seqs: number[], known: Map<
   const have = new Map([...readIdentities(store), ...known])
   const out: Array<string | undefined> = seqs.map(seq => have.get(seq))
   const blocksWritten = store.status().writtenBytes / store.blockBytes
-  for (let k = 0; k < seqs.length; k++) {
-    if (out[k] !== undefined) continue
-    let from: number | undefined
-    for (const seq of have.keys()) {
-      if (from === undefined || Math.abs(seq - seqs[k]) < Math.abs(from - seqs[k])) from = seq
+  while (true) {
+    for (let k = 0; k < seqs.length; k++) {
+      if (out[k] !== undefined) continue
+      let from: number | undefined
+      for (const seq of have.keys()) {
+        if (from === undefined || Math.abs(seq - seqs[k]) < Math.abs(from - seqs[k])) from = seq
+      }
+      if (from === undefined || Math.abs(from - seqs[k]) >= blocksWritten) continue
+      out[k] = await carryIdentity(store, have.get(from)!, from, seqs[k])
+      have.set(seqs[k], out[k]!)
     }
-    if (from === undefined || Math.abs(from - seqs[k]) >= blocksWritten) continue
-    out[k] = await carryIdentity(store, have.get(from)!, from, seqs[k])
-    have.set(seqs[k], out[k]!)
-  }
-  const walk = seqs.filter((_, k) => out[k] === undefined)
-  if (walk.length > 0) {
-    const walked = await walkIdentities(store, walk)
-    for (let k = 0, w = 0; k < seqs.length; k++) if (out[k] === undefined) out[k] = walked[w++]
+    // The cuts still without one: the newest is walked (its versions are mostly the map's
+    // newest, so few need the index), then the others carried from it when they are near.
+    let newest = -1
+    for (let k = 0; k < seqs.length; k++) if (out[k] === undefined && (newest < 0 || seqs[k] > seqs[newest])) newest = k
+    if (newest < 0) break
+    out[newest] = (await walkIdentities(store, [seqs[newest]]))[0]
+    have.set(seqs[newest], out[newest]!)
   }
   return out as string[]
 }
@@ -78,11 +83,11 @@ export async function carryIdentity (store: Store, identity: string, from: numbe
 /** In carryIdentity's `atFrom`: the block had no data at the cut (never written, or trimmed). */
 export const ABSENT = -1
 
-/** The identities of cuts `seqs` by one walk of every block with a version (Store.versionsAt). */
+/** The identities of cuts `seqs` by one walk of every block with a version (Store.versionsAt, in the map's order). */
 export async function walkIdentities (store: Store, seqs: number[]): Promise<string[]> {
   const zeroCrc = crc32c(Buffer.alloc(store.blockBytes))
   const hashes = seqs.map(() => BlockSetHash.empty(store.sizeBytes, store.blockBytes))
-  for await (const { blocks, at } of store.versionsAt(seqs, LOCATE_BLOCKS)) {
+  for await (const { blocks, at } of store.versionsAt(seqs, LOCATE_BLOCKS, 'any')) { // a sum: any order
     for (let k = 0; k < seqs.length; k++) {
       const { where, crcs } = at[k]
       hashes[k].update(1, blocks, crcs, i => where[i] >= 0 && crcs[i] !== zeroCrc)

@@ -31,6 +31,8 @@ export class BlockMap {
   private trimmedBlocks = 0
   /** Bumped whenever a block is added or removed: the sorted list below is of one such state. */
   private keysVersion = 0
+  /** Bumped whenever rows move between slots: grow, delete, adopt. */
+  private layoutVersion = 0
   /** The last sortedBlocks() result while the set of blocks is unchanged; the GC may drop it. */
   private sorted: { version: number, blocks: WeakRef<Float64Array | Uint32Array> } | undefined
   /** Blocks set or deleted since trackChanges(), while there are at most `limit` of them. */
@@ -130,6 +132,7 @@ export class BlockMap {
     if (this.keys[slot] === EMPTY) return false
     this.used--
     this.keysVersion++
+    this.layoutVersion++
     if (this.positions[slot] < 0) this.trimmedBlocks--
     let next = (slot + 1) & this.mask
     while (this.keys[next] !== EMPTY) {
@@ -208,6 +211,7 @@ export class BlockMap {
     this.used = used
     this.trimmedBlocks = trimmed
     this.keysVersion++
+    this.layoutVersion++
     this.tracked = undefined // changes are of the arrays replaced
     return undefined
   }
@@ -260,6 +264,37 @@ export class BlockMap {
     return a
   }
 
+  /**
+   * Copies the rows of the slots from `slot` on into `out`'s arrays (at most as many as they
+   * hold), in the table's own order; returns how many and the slot to go on from (past the
+   * last slot: done). A walk of every row in slot order, several times cheaper than
+   * sortedBlocks() and a lookup per block, for walks whose result does not depend on the
+   * order (a content identity is a sum). Rows move between slots only when `layout` changes
+   * (the table grows, a row is deleted, a saved table is adopted): a walk that finds it
+   * unchanged between its calls has seen every row mapped all along exactly once.
+   */
+  rowsFrom (slot: number, out: BlockMapTables): { n: number, next: number } {
+    const { keys, positions, crcs, seqs, mask } = this
+    const max = out.keys.length
+    let n = 0
+    let i = slot
+    for (; i <= mask && n < max; i++) {
+      const key = keys[i]
+      if (key === EMPTY) continue
+      out.keys[n] = key
+      out.positions[n] = positions[i]
+      out.crcs[n] = crcs[i]
+      out.seqs[n] = seqs[i]
+      n++
+    }
+    return { n, next: i }
+  }
+
+  /** Changes whenever rows move between slots (see rowsFrom). */
+  get layout (): number {
+    return this.layoutVersion
+  }
+
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {
     for (let i = 0; i <= this.mask; i++) {
       if (this.keys[i] !== EMPTY) fn(this.keys[i], this.positions[i], this.crcs[i], this.seqs[i])
@@ -269,6 +304,7 @@ export class BlockMap {
   private grow (): void {
     const { keys, positions, crcs, seqs } = this
     const slots = (this.mask + 1) * 2
+    this.layoutVersion++
     this.keys = new Float64Array(slots).fill(EMPTY)
     this.positions = new Float64Array(slots)
     this.crcs = new Uint32Array(slots)

@@ -179,8 +179,8 @@ export interface ReaderPart {
   locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   /** locateAt's rows for chosen blocks at each of the cuts (`walk`: blocks in increasing order, one index iterator). */
   locateBlocksAt (seqs: number[], blocks: Float64Array | Uint32Array, walk: boolean): Promise<Array<{ where: Float64Array, crcs: Uint32Array }>>
-  /** The blocks with a version at some of the cuts, in block order, in chunks, with locateAt's rows for each cut. */
-  versionsAt (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }>
+  /** The blocks with a version at some of the cuts, in block order (or, `any`, the map's), in chunks, with locateAt's rows for each cut. */
+  versionsAt (seqs: number[], chunkBlocks: number, order?: 'block' | 'any'): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }>
   blockCrcsAt (seq: number): AsyncGenerator<[block: number, crc: number]>
   baselineHandle (): Promise<FileHandle>
   baselineForVerify (): Promise<VerifyInput['baseline']>

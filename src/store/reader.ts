@@ -20,6 +20,17 @@ const MAX_CACHED_SEGMENTS = 8
  */
 const RANGE_READS_PER_SEGMENT = 16
 
+/** The rows of blocks with a version at some of the cuts (a block first written after them all has none). */
+function withVersions (blocks: Float64Array | Uint32Array, at: Located[]): { blocks: Float64Array | Uint32Array, at: Located[] } {
+  const keep: number[] = []
+  for (let i = 0; i < blocks.length; i++) if (at.some(x => x.where[i] !== -1)) keep.push(i)
+  if (keep.length === blocks.length) return { blocks, at }
+  return {
+    blocks: Float64Array.from(keep, i => blocks[i]),
+    at: at.map(x => ({ where: Float64Array.from(keep, i => x.where[i]), crcs: Uint32Array.from(keep, i => x.crcs[i]) }))
+  }
+}
+
 /** Where each block of a range is (a log position, BASELINE_BASE + offset, or < 0: zeros) and its CRC. */
 export interface Located { where: Float64Array, crcs: Uint32Array }
 
@@ -100,11 +111,72 @@ export class Reader implements ReaderPart {
    * proportional to the blocks the map holds (a block with a version at a cut is in the map:
    * entries are never removed from it), one map lookup per block for all the cuts.
    */
-  async * versionsAt (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+  async * versionsAt (seqs: number[], chunkBlocks: number, order: 'block' | 'any' = 'block'): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+    if (order === 'any') {
+      yield * this.versionsInAnyOrder(seqs, chunkBlocks)
+      return
+    }
     const all = this.p.map.sortedBlocks()
     for (let from = 0; from < all.length; from += chunkBlocks) {
       const blocks = all.subarray(from, Math.min(all.length, from + chunkBlocks))
       yield { blocks, at: await this.locateBlocksAt(seqs, blocks, true) }
+    }
+  }
+
+  /**
+   * versionsAt's rows in no particular order: the map's rows chunk by chunk in its table's
+   * order (no sort, no lookup per block), then, in block order, those rewritten since some
+   * cut, found in the index (locateBlocksAt). Should the table move its rows meanwhile (it
+   * grew under writes), the blocks not yet given follow in block order, as versionsAt's.
+   */
+  private async * versionsInAnyOrder (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+    const map = this.p.map
+    const newest = Math.max(...seqs)
+    const oldest = Math.min(...seqs)
+    if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
+    const layout = map.layout
+    const given: Float64Array[] = []
+    const later: number[] = [] // blocks whose newest version is past some cut: they ask the index
+    const rows = { keys: new Float64Array(chunkBlocks), positions: new Float64Array(chunkBlocks), crcs: new Uint32Array(chunkBlocks), seqs: new Float64Array(chunkBlocks) }
+    for (let slot = 0; ;) {
+      if (map.layout !== layout) {
+        // Rows moved: what was not given yet, in block order.
+        const seen = new Set<number>()
+        for (const g of given) for (const b of g) seen.add(b)
+        const rest = map.sortedBlocks().filter(b => !seen.has(b))
+        for (let from = 0; from < rest.length; from += chunkBlocks) {
+          const blocks = rest.subarray(from, Math.min(rest.length, from + chunkBlocks))
+          yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
+        }
+        return
+      }
+      const { n, next } = map.rowsFrom(slot, rows)
+      slot = next
+      if (n === 0) break
+      const blocks = new Float64Array(n)
+      const at = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
+      let m = 0
+      for (let i = 0; i < n; i++) {
+        if (rows.seqs[i] > oldest) {
+          later.push(rows.keys[i])
+          continue
+        }
+        blocks[m] = rows.keys[i]
+        for (let k = 0; k < seqs.length; k++) {
+          at[k].where[m] = rows.positions[i] // data, or TRIMMED: zeros
+          at[k].crcs[m] = rows.crcs[i]
+        }
+        m++
+      }
+      if (m === 0) continue
+      const chunk = { blocks: blocks.subarray(0, m), at: at.map(x => ({ where: x.where.subarray(0, m), crcs: x.crcs.subarray(0, m) })) }
+      given.push(chunk.blocks)
+      yield chunk
+    }
+    const rewritten = Float64Array.from(later).sort()
+    for (let from = 0; from < rewritten.length; from += chunkBlocks) {
+      const blocks = rewritten.subarray(from, Math.min(rewritten.length, from + chunkBlocks))
+      yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
     }
   }
 

@@ -390,11 +390,13 @@ export class Store {
    * The blocks that had a version (data, or a trim: where < 0) at some of the cuts `seqs`, in
    * block order, a chunk at a time, with locateAt's rows for each cut (`at[k]` for `seqs[k]`):
    * what a walk of every block with data needs (content identity), in work proportional to
-   * the blocks ever written rather than to the volume, one pass for several cuts.
+   * the blocks ever written rather than to the volume, one pass for several cuts. `order`
+   * `any`: the blocks in no particular order (each once), for a walk whose result does not
+   * depend on it (a c2 identity is a sum): no sort and no lookup per block, several times cheaper.
    */
-  async * versionsAt (seqs: number[], chunkBlocks = 8192): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }> {
+  async * versionsAt (seqs: number[], chunkBlocks = 8192, order: 'block' | 'any' = 'block'): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Array<{ where: Float64Array, crcs: Uint32Array }> }> {
     this.assertOpen()
-    yield * this.p.reader.versionsAt(seqs, chunkBlocks)
+    yield * this.p.reader.versionsAt(seqs, chunkBlocks, order)
   }
 
   /**
