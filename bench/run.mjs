@@ -717,7 +717,7 @@ async function main () {
 
   try {
     for (const b of wanted) {
-      if (res.skipped.some(s => s.targebackendOf(t) === b)) continue
+      if (res.skipped.some(s => backendOf(s.target) === b)) continue
       const dir = path.join(WORK, b)
       fs.mkdirSync(dir, { recursive: true })
       log(`starting ${b}`)

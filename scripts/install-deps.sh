@@ -4,7 +4,7 @@
 # archive and lease tests a real S3 server: test/helpers/ceph.ts); `bench` adds the qcow2 peer
 # (qemu-storage-daemon).
 set -euo pipefail
-want=(libfuse2 fuse e2fsprogs util-linux mount fio python3 systemd)
+want=(libfuse2 fuse e2fsprogs util-linux xfsprogs mount fio python3 systemd)
 # Without recommends: 51 packages, about 58 MiB to download, 27 s to install here (with them,
 # 100 packages); start-rgw.sh needs nothing more.
 ceph=(ceph-mon ceph-osd radosgw ceph-common)

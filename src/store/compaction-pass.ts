@@ -4,6 +4,7 @@ import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport }
 import { encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
 import type { EntryRecord } from './index-db'
+import { punchHoles } from './file-layer'
 import type { StoreParts } from './parts'
 
 export interface CompactOptions {
@@ -161,11 +162,18 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   await index.commitDurably() // the index forgets freed versions before any byte goes
   // Reads that looked a freed version up before the commit may still be reading it.
   await p.reads.drain()
+  // Grouped by file: one call punches every run of a segment copy (file-layer.ts punchHoles).
+  const byFile = new Map<string, Array<[number, number]>>()
   for (const punch of punches) {
-    for (const file of punch.files) await p.layer.punchHole(file, punch.from, punch.to - punch.from)
+    for (const file of punch.files) {
+      let ranges = byFile.get(file)
+      if (!ranges) byFile.set(file, ranges = [])
+      ranges.push([punch.from, punch.to - punch.from])
+    }
     report.runsPunched++
     report.bytesPunched += punch.to - punch.from
   }
+  for (const [file, ranges] of byFile) await punchHoles(p.layer, file, ranges)
   for (const id of recycle) {
     const volumes = segments.volumesOf(id) ?? []
     p.reader.forgetHandle(id)

@@ -43,6 +43,31 @@ export interface FileLayer {
   syncDir (dir: string): Promise<void>
   /** Frees the disk blocks of a byte range, which then reads as zeros (FALLOC_FL_PUNCH_HOLE). */
   punchHole (file: string, offset: number, length: number): Promise<void>
+  /** punchHole for many ranges of one file at once (a layer without it gets one call per range). */
+  punchHoles?: (file: string, ranges: Array<[offset: number, length: number]>) => Promise<void>
+}
+
+/** Punches `ranges` of `file` through the layer's batch call when it has one. */
+export async function punchHoles (layer: FileLayer, file: string, ranges: Array<[offset: number, length: number]>): Promise<void> {
+  if (ranges.length === 0) return
+  if (layer.punchHoles) return layer.punchHoles(file, ranges)
+  for (const [offset, length] of ranges) await layer.punchHole(file, offset, length)
+}
+
+/** Ranges per xfs_io process: its arguments stay far below the kernel's limit. */
+const XFS_IO_RANGES = 2048
+let xfsIoMissing = false
+
+function run (cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, (err, _out, stderr) => {
+      // One line: each distinct message once (xfs_io repeats one per failed range).
+      const said = [...new Set(String(stderr).split('\n').map(l => l.trim()).filter(l => l !== ''))].join('; ')
+      if (err) reject(Object.assign(err, { stderr: said }))
+      else if (said !== '') reject(Object.assign(new Error(said), { stderr: said }))
+      else resolve()
+    })
+  })
 }
 
 function call<T> (what: string, fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
@@ -140,13 +165,31 @@ export const nodeFileLayer: FileLayer = {
   },
   // Node has no fallocate(): util-linux's fallocate(1) does it, run asynchronously (an
   // execSync while mounted would deadlock the mount). See native-notes/hole-punching.md.
-  punchHole (file, offset, length) {
-    return new Promise((resolve, reject) => {
-      execFile('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), file], (err, _out, stderr) => {
-        if (err) reject(new LogdiskError('IO', `fallocate --punch-hole ${file}: ${String(stderr).trim() || err.message}`, err))
-        else resolve()
-      })
-    })
+  async punchHole (file, offset, length) {
+    try {
+      await run('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), file])
+    } catch (err) {
+      throw new LogdiskError('IO', `fallocate --punch-hole ${file}: ${(err as { stderr?: string }).stderr || (err as Error).message}`, err)
+    }
+  },
+  // One process per file, not per range: a compaction after random 4 KiB writes punches
+  // thousands of small runs, and spawning fallocate(1) for each from the daemon cost 10-25 ms
+  // of its CPU apiece (measured: 2,279 runs, 22 s of the daemon's 45 s profiled, a 56 s
+  // compaction). xfs_io (xfsprogs) takes any number of fpunch commands (FALLOC_FL_PUNCH_HOLE |
+  // KEEP_SIZE, on any filesystem that has it) and fails with a message when one fails.
+  async punchHoles (file, ranges) {
+    if (!xfsIoMissing) {
+      try {
+        for (let i = 0; i < ranges.length; i += XFS_IO_RANGES) {
+          await run('xfs_io', [...ranges.slice(i, i + XFS_IO_RANGES).flatMap(([offset, length]) => ['-c', `fpunch ${offset} ${length}`]), file])
+        }
+        return
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new LogdiskError('IO', `xfs_io fpunch ${file}: ${(err as { stderr?: string }).stderr || (err as Error).message}`, err)
+        xfsIoMissing = true // not installed: one fallocate(1) per range
+      }
+    }
+    for (const [offset, length] of ranges) await nodeFileLayer.punchHole(file, offset, length)
   },
   async syncDir (dir) {
     const fd = await call<number>(`open ${dir}`, cb => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, cb))
