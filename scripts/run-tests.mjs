@@ -44,7 +44,7 @@ const files = sources.map(f => {
 
 let passed = 0
 let failed = 0
-/** Top-level tests marked todo: known defects still open. */
+/** Failing assertions marked todo: known defects still open. */
 const todo = []
 let reported = 0
 const running = new Set()
@@ -74,9 +74,10 @@ function runFile ({ source, compiled }, id) {
       let ok = 0
       let notOk = 0
       for (const line of out.split('\n')) {
+        // An assertion of a known defect, still open, marked { todo: reason }: tap does not
+        // fail the test for it; listed at the end, so it is never silently forgotten.
+        if (/^\s*not ok \d+ .*# TODO/.test(line)) { todo.push(`${source}: ${line.trim().replace(/^not ok \d+ - /, '')}`); continue }
         const m = /^(not )?ok \d+/.exec(line)
-        // A known defect, open, marked { todo } with its reason: reported, not counted.
-        if (m && /# TODO/.test(line)) { todo.push(`${source}: ${line.replace(/^(not )?ok \d+ - /, '')}`); continue }
         if (m) m[1] ? notOk++ : ok++
       }
       const clean = code === 0 && !killed
@@ -116,6 +117,6 @@ await Promise.all(Array.from({ length: Math.min(JOBS, queue.length) }, async () 
   while (queue.length > 0) await runFile(...queue.shift())
 }))
 sweep()
-if (todo.length > 0) console.log(`\n${todo.length} known defects still open (tests marked todo, not counted):\n${todo.map(l => `  ${l}`).join('\n')}`)
+if (todo.length > 0) console.log(`\n${todo.length} assertions of known defects still open (marked todo, not counted):\n${todo.map(l => `  ${l}`).join('\n')}`)
 console.log(`\n${passed} passed, ${failed} failed`)
 process.exit(failed === 0 ? 0 : 1)

@@ -1,5 +1,3 @@
-import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { IndexDb, type LevelDb } from '../src/store/index-db'
@@ -8,6 +6,7 @@ import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimHome } from '../src/testing/sim-home'
 import { MemoryLevel } from 'memory-level'
+import { scratchDir } from './helpers/sim-layer'
 
 /**
  * A copy of a mirrored segment dropped after a failed write must be recorded durably before
@@ -20,11 +19,7 @@ const B = 4096
 const SIZE = 4 * 1024 * 1024
 const SEGMENT = 1024 * 1024 + 64 * 1024
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-mirror-drop-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'attack3-mirror-drop')
 
 t.test('a flush while a checkpoint records a dropped copy: the flush returns only once the drop is durable', async t => {
   const dir = tmpDir(t)

@@ -1,12 +1,11 @@
-import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { segmentFileName } from '../src/store/format'
-import type { FileHandle, FileLayer } from '../src/store/file-layer'
+import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
 
 /**
  * Hostile tests of the segment made ahead of its roll (next-segment.ts), on the simulated disk.
@@ -15,16 +14,11 @@ const B = 4096
 const SIZE = 8 * 1024 * 1024
 const SEGMENT = 1024 * 1024 + 64 * 1024
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-next-segment-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'attack3-next-segment')
 
 /** A SimFileLayer whose next create-open of one path waits until released. */
-class GatedLayer implements FileLayer {
+class GatedLayer extends PassThroughLayer {
   private gate: { file: string, opened: () => void, release: Promise<void> } | undefined
-  constructor (readonly sim: SimFileLayer) {}
 
   /** The next open(file, create) waits for `release`; resolves once that open has been called. */
   hold (file: string, release: Promise<void>): Promise<void> {
@@ -41,12 +35,6 @@ class GatedLayer implements FileLayer {
     return this.sim.open(file, create)
   }
 
-  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
-  remove (file: string): Promise<void> { return this.sim.remove(file) }
-  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
-  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
-  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
-  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
 const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)

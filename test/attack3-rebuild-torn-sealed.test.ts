@@ -1,11 +1,11 @@
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { scratchDir } from './helpers/sim-layer'
 
 /**
  * A full rebuild (the index lost with the power) after a power loss that kept every page of
@@ -21,13 +21,12 @@ const B = 4096
 const SIZE = 4 * 1024 * 1024
 const SEGMENT = 1024 * 1024 + 64 * 1024
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-rebuild-sealed-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'attack3-rebuild-sealed')
 
-t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost page), index lost: a torn tail, not damage', { todo: 'known defect, open: a full rebuild cannot tell a lost page mid-file in an unsynced sealed segment from damage (no flushed data is lost: verify reports damage and later unflushed writes are kept past the hole); same cause as attack3-torn-beyond-reach' }, async t => {
+/** Known defect, open: the assertions it fails are marked todo (reported, not counted). */
+const DEFECT = 'known defect, open: a full rebuild cannot tell a lost page mid-file in an unsynced sealed segment from damage (no flushed data is lost: verify reports damage and later unflushed writes are kept past the hole); same cause as attack3-torn-beyond-reach'
+
+t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost page), index lost: a torn tail, not damage', async t => {
   const dir = tmpDir(t)
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
@@ -57,7 +56,7 @@ t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost p
   fs.mkdirSync(path.join(dir, 'index'))
   const again = await open()
   t.ok(again.recovery.rebuiltIndex, 'the index was rebuilt from the log')
-  t.same(again.recovery.damaged, [], 'no damage reported: a crash tore an unsynced sealed segment')
+  t.same(again.recovery.damaged, [], 'no damage reported: a crash tore an unsynced sealed segment', { todo: DEFECT })
   const image = await again.read(0, SIZE)
   // Every block reads its flushed version or a later one written before the power loss.
   let bad = -1
@@ -67,6 +66,6 @@ t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost p
   }
   t.equal(bad, -1, 'no block reads anything but its flushed or its newest version')
   const report = await again.verify()
-  t.ok(report.ok, `verify clean (${report.problems.join('; ')})`)
+  t.ok(report.ok, `verify clean (${report.problems.join('; ')})`, { todo: DEFECT })
   await again.close()
 })

@@ -1,12 +1,11 @@
-import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { segmentFileName } from '../src/store/format'
-import type { FileHandle, FileLayer } from '../src/store/file-layer'
+import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
 
 /**
  * A roll while a checkpoint's fdatasync of the segment being sealed is still running: that
@@ -18,18 +17,13 @@ const B = 4096
 const SIZE = 8 * 1024 * 1024
 const SEGMENT = 1024 * 1024 + 64 * 1024
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'attack3-roll-sync-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'attack3-roll-sync')
 
 /** A SimFileLayer whose next fdatasync of one file waits, then fails or goes on as told. */
-class HoldLayer implements FileLayer {
+class HoldLayer extends PassThroughLayer {
   held: { file: string, started: () => void, outcome: Promise<'ok' | 'EIO'> } | undefined
   /** fdatasyncs of each file that completed. */
   readonly synced = new Map<string, number>()
-  constructor (readonly sim: SimFileLayer) {}
 
   hold (file: string, outcome: Promise<'ok' | 'EIO'>): Promise<void> {
     return new Promise(resolve => { this.held = { file: path.normalize(file), started: resolve, outcome } })
@@ -58,12 +52,6 @@ class HoldLayer implements FileLayer {
     }
   }
 
-  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
-  remove (file: string): Promise<void> { return this.sim.remove(file) }
-  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
-  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
-  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
-  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
 const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)

@@ -27,7 +27,10 @@ function tmpDir (t: Test): string {
   return dir
 }
 
-t.test('an unflushed write whose data page a power loss lost, followed by more unflushed data than a group commit holds: its blocks read their flushed versions', { todo: 'known defect, open: recovery cannot tell a write torn by a power loss more than inFlightBytes before the end of the log from bit rot in flushed data; telling them apart needs the log to say what a flush made durable (a format change), see docs/FORMAT.md' }, async t => {
+/** Known defect, open: the assertions it fails are marked todo (reported, not counted). */
+const DEFECT = 'known defect, open: recovery cannot tell a write torn by a power loss more than inFlightBytes before the end of the log from bit rot in flushed data; telling them apart needs the log to say what a flush made durable (a format change), see docs/FORMAT.md'
+
+t.test('an unflushed write whose data page a power loss lost, followed by more unflushed data than a group commit holds: its blocks read their flushed versions', async t => {
   const dir = tmpDir(t)
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
@@ -57,8 +60,8 @@ t.test('an unflushed write whose data page a power loss lost, followed by more u
   try {
     got = await again.read(X * B, 4 * B)
   } catch (err) {
-    t.fail(`reading block ${X} failed: ${(err as Error).message}`)
+    t.fail(`reading block ${X} failed: ${(err as Error).message}`, { todo: DEFECT })
   }
-  if (got) t.ok(got.equals(v1), `blocks ${X}..${X + 3} read their flushed versions`)
+  if (got) t.ok(got.equals(v1), `blocks ${X}..${X + 3} read their flushed versions`, { todo: DEFECT })
   await again.close()
 })

@@ -1,5 +1,3 @@
-import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
@@ -9,6 +7,7 @@ import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimHome } from '../src/testing/sim-home'
+import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
 
 /**
  * Group commit with several writevs in flight (log-appender.ts WRITEVS_IN_FLIGHT) against
@@ -22,24 +21,19 @@ const SIZE = 8 * 1024 * 1024
 const SEGMENT = 6 * 1024 * 1024 + 64 * 1024
 const MiB_BLOCKS = 256
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-gcc-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'logdisk-gcc')
 
 function blockOf (seed: number, n = 1): Buffer {
   return new Rng(seed).bytes(n * B)
 }
 
 /** A file layer over SimFileLayer whose segment writevs can be held back and truncates failed. */
-class OrderLayer implements FileLayer {
+class OrderLayer extends PassThroughLayer {
   /** Awaited before a big writev goes to the disk; gets its 1-based number among big writevs. */
   beforeBig: ((n: number, position: number) => Promise<void>) | undefined
   failBig: ((n: number) => boolean) | undefined
   failTruncates = 0
   big = 0
-  constructor (readonly sim: SimFileLayer) {}
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
     const layer = this
@@ -71,12 +65,6 @@ class OrderLayer implements FileLayer {
     })
   }
 
-  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
-  remove (file: string): Promise<void> { return this.sim.remove(file) }
-  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
-  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
-  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
-  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
 /** An rng for SimFileLayer.crash that keeps every unsynced operation and tears the last one `short` bytes short. */

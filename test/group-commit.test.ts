@@ -1,12 +1,10 @@
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
 import type { FileHandle, FileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
 
 /**
  * Group commit (log-appender.ts `write`/`commitGroup`): whole-block writes queued together
@@ -18,14 +16,10 @@ const B = 4096
 const SIZE = 8 * 1024 * 1024
 const SEGMENT = 1024 * 1024 + 64 * 1024
 
-function tmpDir (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-group-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmpDir = (t: Test): string => scratchDir(t, 'logdisk-group')
 
 /** A file layer over SimFileLayer that counts data writevs and fails one chosen by a predicate. */
-class CountingLayer implements FileLayer {
+class CountingLayer extends PassThroughLayer {
   writevs: Array<{ file: string, position: number, bytes: number }> = []
   datasyncs = 0
   failWhen: ((file: string, position: number, bytes: number) => boolean) | undefined
@@ -33,7 +27,6 @@ class CountingLayer implements FileLayer {
   beforeWritev: ((file: string, position: number, bytes: number) => Promise<void>) | undefined
   inFlight = 0
   maxInFlight = 0
-  constructor (readonly sim: SimFileLayer) {}
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
     const layer = this
@@ -68,12 +61,6 @@ class CountingLayer implements FileLayer {
     })
   }
 
-  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
-  remove (file: string): Promise<void> { return this.sim.remove(file) }
-  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
-  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
-  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
-  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
 async function newStore (t: Test, layer: FileLayer, segmentBytes = SEGMENT): Promise<{ dir: string, store: Store }> {

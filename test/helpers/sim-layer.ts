@@ -1,0 +1,28 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { Test } from 'tap'
+import type { FileHandle, FileLayer } from '../../src/store/file-layer'
+import type { SimFileLayer } from '../../src/testing/sim-file-layer'
+
+/**
+ * A file layer over the simulated disk that passes every call through: a test extends it and
+ * overrides the calls it holds, counts or fails (a segment's open, a writev, a datasync).
+ */
+export class PassThroughLayer implements FileLayer {
+  constructor (readonly sim: SimFileLayer) {}
+  open (file: string, create: boolean): Promise<FileHandle> { return this.sim.open(file, create) }
+  list (dir: string): Promise<string[]> { return this.sim.list(dir) }
+  remove (file: string): Promise<void> { return this.sim.remove(file) }
+  rename (from: string, to: string): Promise<void> { return this.sim.rename(from, to) }
+  mkdirp (dir: string): Promise<void> { return this.sim.mkdirp(dir) }
+  syncDir (dir: string): Promise<void> { return this.sim.syncDir(dir) }
+  punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
+}
+
+/** A directory under the temp folder, removed when the test ends. */
+export function scratchDir (t: Test, prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
