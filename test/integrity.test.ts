@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { archiveLink } from '../src/archive/link'
 import { parseTarget } from '../src/archive/parse-target'
 import { decodeArchive } from '../src/archive/codec'
+import { restoreImage } from '../src/copy/restore'
 import { Store, type OpenOptions } from '../src/store/store'
 import type { SegmentHome } from '../src/store/segment-home'
 import { Rng } from '../src/testing/rng'
@@ -37,6 +38,13 @@ async function imageAt (store: Store, seq: number): Promise<Buffer> {
   const out = Buffer.alloc(store.sizeBytes)
   for await (const { block, data } of store.imageAt(seq)) data.copy(out, block * B)
   return out
+}
+
+/** The image at `seq` as `logdisk restore --at` writes it (restoreImage: a sparse file, every block CRC-checked). */
+async function restoredAt (t: Test, store: Store, seq: number): Promise<Buffer> {
+  const out = path.join(tmp(t, 'restore'), 'at.img')
+  await restoreImage(store, seq, out)
+  return fs.readFileSync(out)
 }
 
 /** Writes filler blocks until the current segment rolls. */
@@ -90,6 +98,7 @@ t.test('defect 1: writes acknowledged while compaction runs are never freed', as
   }
 })
 
+// ../shared/repro/mirror-stale-first.js
 t.test('defect 2: a mirror copy that fell behind is never read after a restart', async t => {
   const dir = tmp(t, 'mirror')
   const sim = new SimFileLayer()
@@ -135,6 +144,7 @@ t.test('defect 2: a mirror copy that fell behind is never read after a restart',
   await s.close()
 })
 
+// ../shared/repro/archived-flag-lost.js
 t.test('defect 3: a segment stays archived after compaction makes it inactive', async t => {
   const dir = tmp(t, 'arflag')
   const target = tmp(t, 'arflag-target')
@@ -152,19 +162,24 @@ t.test('defect 3: a segment stays archived after compaction makes it inactive', 
   const rep = await s.compact({ cleanBelow: 0 })
   t.ok(rep.bytesPunched > 0, 'compaction punched the old versions out of segment 0')
   const atP = async (): Promise<string> => (await imageAt(s, (await s.resolvePoint('P')).seq)).subarray(5 * B, 5 * B + 2).toString()
+  const restoredP = async (): Promise<string> => (await restoredAt(t, s, (await s.resolvePoint('P')).seq)).subarray(5 * B, 5 * B + 2).toString()
   t.equal(await atP(), 'A0', 'restore --at P reads the archived history')
+  t.equal(await restoredP(), 'A0', 'restoreImage at P writes it')
   await s.close()
   s = await open()
   t.equal(await atP(), 'A0', 'and still after a reopen')
+  t.equal(await restoredP(), 'A0', 'restoreImage at P after a reopen')
   await s.archive({})
   const name = fs.readdirSync(target).find(n => n.includes('seg-000000000000'))!
   const seg0 = await decodeArchive(fs.readFileSync(path.join(target, name)))
   t.equal(seg0.subarray(12288, 12288 + 2).toString() === 'A0' || seg0.includes(blk('A0')), true, 'the archived object still holds the old version (never overwritten by the punched file)')
   t.equal(await atP(), 'A0', 'restore --at P after archive')
+  t.equal(await restoredP(), 'A0', 'restoreImage at P after archive')
   t.equal(p.seq > 0, true)
   await s.close()
 })
 
+// ../shared/repro/horizon-rebuild.js
 t.test('defect 4: an index rebuild keeps the history horizon', async t => {
   const dir = tmp(t, 'horizon')
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
@@ -190,6 +205,7 @@ t.test('defect 4: an index rebuild keeps the history horizon', async t => {
   await s.close()
 })
 
+// ../shared/repro/baseline-archive-restore.js
 t.test('defect 5: a second baseline merge keeps archived history readable', async t => {
   const dir = tmp(t, 'blarch')
   const target = tmp(t, 'blarch-target')
@@ -207,6 +223,7 @@ t.test('defect 5: a second baseline merge keeps archived history readable', asyn
   t.ok(r2.blocks > 0 && r2.cutSeq > p.seq, 'merge 2 overwrote block 5 in the baseline')
   const img = await imageAt(s, (await s.resolvePoint('P')).seq)
   t.equal(img.subarray(5 * B, 5 * B + 1).toString(), 'A', 'restore --at P reads block 5 as it was (from the archive)')
+  t.equal((await restoredAt(t, s, (await s.resolvePoint('P')).seq)).subarray(5 * B, 5 * B + 1).toString(), 'A', 'restoreImage at P writes it (no CORRUPT)')
   t.equal((await s.read(5 * B, 1)).toString(), 'B', 'the current image reads B')
   t.ok((await s.verify()).ok, 'verify')
   await s.close()
