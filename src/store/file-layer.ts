@@ -58,13 +58,16 @@ export async function punchHoles (layer: FileLayer, file: string, ranges: Array<
 const XFS_IO_RANGES = 2048
 let xfsIoMissing = false
 
-function run (cmd: string, args: string[]): Promise<void> {
+/**
+ * Runs a command; fails with IO `<what>: <what it said>` when it exits non-zero or says
+ * anything on stderr (the spawn error, ENOENT for a missing command, is the cause).
+ */
+function run (cmd: string, args: string[], what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, (err, _out, stderr) => {
       // One line: each distinct message once (xfs_io repeats one per failed range).
       const said = [...new Set(String(stderr).split('\n').map(l => l.trim()).filter(l => l !== ''))].join('; ')
-      if (err) reject(Object.assign(err, { stderr: said }))
-      else if (said !== '') reject(Object.assign(new Error(said), { stderr: said }))
+      if (err !== null || said !== '') reject(new LogdiskError('IO', `${what}: ${said || err?.message}`, err ?? undefined))
       else resolve()
     })
   })
@@ -165,12 +168,8 @@ export const nodeFileLayer: FileLayer = {
   },
   // Node has no fallocate(): util-linux's fallocate(1) does it, run asynchronously (an
   // execSync while mounted would deadlock the mount). See native-notes/hole-punching.md.
-  async punchHole (file, offset, length) {
-    try {
-      await run('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), file])
-    } catch (err) {
-      throw new LogdiskError('IO', `fallocate --punch-hole ${file}: ${(err as { stderr?: string }).stderr || (err as Error).message}`, err)
-    }
+  punchHole (file, offset, length) {
+    return run('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), file], `fallocate --punch-hole ${file}`)
   },
   // One process per file, not per range: a compaction after random 4 KiB writes punches
   // thousands of small runs, and spawning fallocate(1) for each from the daemon cost 10-25 ms
@@ -181,11 +180,11 @@ export const nodeFileLayer: FileLayer = {
     if (!xfsIoMissing) {
       try {
         for (let i = 0; i < ranges.length; i += XFS_IO_RANGES) {
-          await run('xfs_io', [...ranges.slice(i, i + XFS_IO_RANGES).flatMap(([offset, length]) => ['-c', `fpunch ${offset} ${length}`]), file])
+          await run('xfs_io', [...ranges.slice(i, i + XFS_IO_RANGES).flatMap(([offset, length]) => ['-c', `fpunch ${offset} ${length}`]), file], `xfs_io fpunch ${file}`)
         }
         return
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new LogdiskError('IO', `xfs_io fpunch ${file}: ${(err as { stderr?: string }).stderr || (err as Error).message}`, err)
+        if ((err as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw err
         xfsIoMissing = true // not installed: one fallocate(1) per range
       }
     }

@@ -52,20 +52,21 @@ export function readU64BE (buf: Buffer, offset: number): number {
   return buf.readUInt32BE(offset) * 0x100000000 + buf.readUInt32BE(offset + 4)
 }
 
-export function historyKey (block: number, seq: number): Buffer {
+/** A prefix byte, then two u64 BE numbers (17 bytes): the history keys of both layouts. */
+function pairKey (prefix: number, a: number, b: number): Buffer {
   const key = Buffer.allocUnsafe(17)
-  key[0] = HISTORY_PREFIX
-  writeU64BE(key, block, 1)
-  writeU64BE(key, seq, 9)
+  key[0] = prefix
+  writeU64BE(key, a, 1)
+  writeU64BE(key, b, 9)
   return key
 }
 
+export function historyKey (block: number, seq: number): Buffer {
+  return pairKey(HISTORY_PREFIX, block, seq)
+}
+
 export function recordKey (chunk: number, seq: number): Buffer {
-  const key = Buffer.allocUnsafe(17)
-  key[0] = RECORD_PREFIX
-  writeU64BE(key, chunk, 1)
-  writeU64BE(key, seq, 9)
-  return key
+  return pairKey(RECORD_PREFIX, chunk, seq)
 }
 
 export function decodeRecordKey (key: Buffer): { chunk: number, seq: number } {

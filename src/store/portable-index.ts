@@ -22,23 +22,19 @@ export async function * portableRows (rows: AsyncIterable<[Buffer, Buffer]>, loa
       continue
     }
     table.decode(v)
-    let inBaseline = false
-    for (let o = 0; o < CHUNK_BLOCKS; o++) if (table.has[o] === 1 && table.positions[o] >= BASELINE_BASE) inBaseline = true
-    if (!inBaseline) {
-      yield [k, v]
-      continue
-    }
-    origins ??= new Map((await loadOrigins()).map(o => [o.block, o]))
     const { chunk, seq } = decodeRecordKey(k)
+    let changed = false
     for (let o = 0; o < CHUNK_BLOCKS; o++) {
       if (table.has[o] === 0 || table.positions[o] < BASELINE_BASE) continue
+      origins ??= new Map((await loadOrigins()).map(x => [x.block, x]))
       const block = chunk * CHUNK_BLOCKS + o
       const origin = origins.get(block)
       if (origin?.seq !== seq) {
         throw new LogdiskError('NOT_FOUND', `the baseline holds block ${block} at sequence ${seq}, and baseline.pos does not say where that version was in the log (merged before baseline.pos existed?)`)
       }
       table.positions[o] = origin.position
+      changed = true
     }
-    yield [k, table.encode()!]
+    yield [k, changed ? table.encode()! : v]
   }
 }

@@ -116,9 +116,13 @@ export class Reader implements ReaderPart {
       yield * this.versionsInAnyOrder(seqs, chunkBlocks)
       return
     }
-    const all = this.p.map.sortedBlocks()
-    for (let from = 0; from < all.length; from += chunkBlocks) {
-      const blocks = all.subarray(from, Math.min(all.length, from + chunkBlocks))
+    yield * this.locatedInChunks(seqs, this.p.map.sortedBlocks(), chunkBlocks)
+  }
+
+  /** locateBlocksAt's rows for `sorted` (blocks in increasing order), `chunkBlocks` at a time. */
+  private async * locatedInChunks (seqs: number[], sorted: Float64Array | Uint32Array, chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
+    for (let from = 0; from < sorted.length; from += chunkBlocks) {
+      const blocks = sorted.subarray(from, Math.min(sorted.length, from + chunkBlocks))
       yield { blocks, at: await this.locateBlocksAt(seqs, blocks, true) }
     }
   }
@@ -143,11 +147,7 @@ export class Reader implements ReaderPart {
         // Rows moved: what was not given yet, in block order.
         const seen = new Set<number>()
         for (const g of given) for (const b of g) seen.add(b)
-        const rest = map.sortedBlocks().filter(b => !seen.has(b))
-        for (let from = 0; from < rest.length; from += chunkBlocks) {
-          const blocks = rest.subarray(from, Math.min(rest.length, from + chunkBlocks))
-          yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
-        }
+        for await (const { blocks, at } of this.locatedInChunks(seqs, map.sortedBlocks().filter(b => !seen.has(b)), chunkBlocks)) yield withVersions(blocks, at)
         return
       }
       const { n, next } = map.rowsFrom(slot, rows)
@@ -173,11 +173,7 @@ export class Reader implements ReaderPart {
       given.push(chunk.blocks)
       yield chunk
     }
-    const rewritten = Float64Array.from(later).sort()
-    for (let from = 0; from < rewritten.length; from += chunkBlocks) {
-      const blocks = rewritten.subarray(from, Math.min(rewritten.length, from + chunkBlocks))
-      yield withVersions(blocks, await this.locateBlocksAt(seqs, blocks, true))
-    }
+    for await (const { blocks, at } of this.locatedInChunks(seqs, Float64Array.from(later).sort(), chunkBlocks)) yield withVersions(blocks, at)
   }
 
   /**
