@@ -6,7 +6,7 @@ import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimHome } from '../src/testing/sim-home'
 import { MemoryLevel } from 'memory-level'
-import { scratchDir } from './helpers/sim-layer'
+import { scratchDir, writeRandom } from './helpers/sim-layer'
 
 /**
  * A copy of a mirrored segment dropped after a failed write must be recorded durably before
@@ -44,12 +44,7 @@ t.test('a flush while a checkpoint records a dropped copy: the flush returns onl
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
   const store = await open()
   const model = Buffer.alloc(SIZE)
-  const write = async (): Promise<void> => {
-    const data = rng.bytes(16 * B)
-    const offset = rng.int(SIZE / B - 16 + 1) * B
-    await store.write(offset, data)
-    data.copy(model, offset)
-  }
+  const write = (): Promise<void> => writeRandom(store, model, rng, 16)
   for (let i = 0; i < 5; i++) await write()
   await store.flush()
   await store.checkpoint()

@@ -5,7 +5,7 @@ import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
+import { PassThroughLayer, scratchDir, writeRandom } from './helpers/sim-layer'
 
 /**
  * Hostile tests of the segment made ahead of its roll (next-segment.ts), on the simulated disk.
@@ -48,12 +48,7 @@ t.test('a drain discarding the segment made ahead while it is still being made, 
   const store = await open()
   const rng = new Rng(0xa77ac3)
   const model = Buffer.alloc(SIZE)
-  const write = async (): Promise<void> => {
-    const data = rng.bytes(16 * B)
-    const offset = rng.int(SIZE / B - 16 + 1) * B
-    await store.write(offset, data)
-    data.copy(model, offset)
-  }
+  const write = (): Promise<void> => writeRandom(store, model, rng, 16)
   // Segment 1's making ahead (it starts once segment 0 is half full) stalls in its open: a
   // slow disk (the commit measured 50-220 ms per segment made).
   let release = (): void => {}

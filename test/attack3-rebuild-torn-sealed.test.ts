@@ -5,7 +5,7 @@ import { segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { scratchDir } from './helpers/sim-layer'
+import { scratchDir, writeRandom } from './helpers/sim-layer'
 
 /**
  * A full rebuild (the index lost with the power) after a power loss that kept every page of
@@ -34,12 +34,7 @@ t.test('a sealed segment not yet synced, torn by a power loss mid-file (a lost p
   const store = await open()
   const rng = new Rng(0x7043)
   const model = Buffer.alloc(SIZE)
-  const write = async (): Promise<void> => {
-    const data = rng.bytes(16 * B)
-    const offset = rng.int(SIZE / B - 16 + 1) * B
-    await store.write(offset, data)
-    data.copy(model, offset)
-  }
+  const write = (): Promise<void> => writeRandom(store, model, rng, 16)
   while (store.status().index.position % SEGMENT < 0.5 * SEGMENT) await write()
   await store.flush()
   const flushed = Buffer.from(model)

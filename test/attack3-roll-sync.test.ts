@@ -5,7 +5,7 @@ import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
+import { PassThroughLayer, scratchDir, writeRandom } from './helpers/sim-layer'
 
 /**
  * A roll while a checkpoint's fdatasync of the segment being sealed is still running: that
@@ -67,12 +67,7 @@ for (const outcome of ['ok', 'EIO'] as const) {
     const store = await open()
     const rng = new Rng(0x5eed + (outcome === 'ok' ? 0 : 1))
     const model = Buffer.alloc(SIZE)
-    const write = async (blocks = 16): Promise<void> => {
-      const data = rng.bytes(blocks * B)
-      const offset = rng.int(SIZE / B - blocks + 1) * B
-      await store.write(offset, data)
-      data.copy(model, offset)
-    }
+    const write = (blocks = 16): Promise<void> => writeRandom(store, model, rng, blocks)
     // Segment 0 filled until the next write does not fit: that write rolls at once.
     const room = (): number => Math.floor((SEGMENT - store.status().index.position % SEGMENT - 64) / (B + 4))
     while (room() > 0) await write(Math.min(16, room()))

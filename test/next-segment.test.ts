@@ -7,6 +7,7 @@ import type { SegmentHome } from '../src/store/segment-home'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { writeRandom } from './helpers/sim-layer'
 
 /**
  * The segment after the current one is made ahead, off the writers' path (next-segment.ts):
@@ -34,12 +35,6 @@ async function setup (t: Test, home?: SegmentHome): Promise<{ dir: string, sim: 
   return { dir, sim, store: await open(), model: Buffer.alloc(SIZE), rng: new Rng(0x5e9), open }
 }
 
-async function write (store: Store, model: Buffer, rng: Rng, blocks: number): Promise<void> {
-  const data = rng.bytes(blocks * B)
-  const offset = rng.int(SIZE / B - blocks + 1) * B
-  await store.write(offset, data)
-  data.copy(model, offset)
-}
 
 /** The id of the segment being appended to. */
 const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)
@@ -47,7 +42,7 @@ const currentId = (store: Store): number => Math.floor(store.status().index.posi
 /** Writes 16-block writes until the current segment is `fraction` full or the log rolls. */
 async function fillTo (store: Store, model: Buffer, rng: Rng, fraction: number): Promise<void> {
   const id = currentId(store)
-  while (currentId(store) === id && store.status().index.position % SEGMENT < fraction * SEGMENT) await write(store, model, rng, 16)
+  while (currentId(store) === id && store.status().index.position % SEGMENT < fraction * SEGMENT) await writeRandom(store, model, rng, 16)
 }
 
 /** Waits (turns of the event loop, bounded) until `file` holds at least a segment header. */
@@ -78,7 +73,7 @@ t.test('a roll swaps in the segment made ahead: it makes no file while writers w
   t.equal(store.status().segments.active, 0, 'no roll yet')
   // A roll that had to make its segment now would fail on this open; the made one needs none.
   sim.failNext('open', 'EIO')
-  while (currentId(store) === 0) await write(store, model, rng, 16)
+  while (currentId(store) === 0) await writeRandom(store, model, rng, 16)
   t.equal(currentId(store), 1, 'rolled onto segment 1')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
   // The failed open went to making segment 2 ahead, right after the roll. That is not tried
@@ -86,7 +81,7 @@ t.test('a roll swaps in the segment made ahead: it makes no file while writers w
   await fillTo(store, model, rng, 0.6)
   for (let i = 0; i < 50; i++) await new Promise(resolve => setImmediate(resolve))
   t.notOk(sim.files().includes(segFile(dir, 2)), 'segment 2 was not made ahead')
-  while (currentId(store) === 1) await write(store, model, rng, 16)
+  while (currentId(store) === 1) await writeRandom(store, model, rng, 16)
   await fillTo(store, model, rng, 0.6)
   t.ok(await madeAhead(sim, segFile(dir, 3)), 'after that roll, segment 3 is made ahead again')
   await store.close()
@@ -100,7 +95,7 @@ t.test('a drain moving the segment made ahead removes it; the next roll makes an
   t.ok(await madeAhead(sim, segFile(dir, 1)), 'segment 1 is made ahead')
   await store.relocateSegment(1, 'local', 'elsewhere')
   t.notOk(sim.files().includes(segFile(dir, 1)), 'its file is gone, nothing was copied')
-  while (currentId(store) === 0) await write(store, model, rng, 16)
+  while (currentId(store) === 0) await writeRandom(store, model, rng, 16)
   t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1 again')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
   await closeAndCheck(t, store, open, model)
@@ -117,7 +112,7 @@ t.test('killed with a segment made ahead: recovery takes it as the current segme
   t.ok((await again.read(0, SIZE)).equals(model), 'every flushed byte reads back')
   t.equal(currentId(again), 1, 'the empty segment made ahead is the current one')
   t.same(again.recovery.orphanedSegments, [], 'nothing set aside')
-  for (let i = 0; i < 40; i++) await write(again, model, rng, 16) // past another roll
+  for (let i = 0; i < 40; i++) await writeRandom(again, model, rng, 16) // past another roll
   await again.flush()
   t.ok(currentId(again) >= 2, 'writes went on and rolled again')
   await again.abandon()
@@ -150,7 +145,7 @@ t.test('a segment made ahead on volumes that no longer suit is removed, and the 
   await fillTo(store, model, rng, 0.6)
   t.ok(await madeAhead(sim, path.join(dir, 'vol-a', segmentFileName(1))), 'segment 1 is made ahead on a')
   choice = 'b' // a drain of a began, say
-  while (currentId(store) === 0) await write(store, model, rng, 16)
+  while (currentId(store) === 0) await writeRandom(store, model, rng, 16)
   t.ok(sim.files().includes(path.join(dir, 'vol-b', segmentFileName(1))), 'the roll made segment 1 on b')
   t.notOk(sim.files().includes(path.join(dir, 'vol-a', segmentFileName(1))), 'the one made ahead on a is gone')
   t.same(store.volumesOf(1), ['b'], 'the index names b')
@@ -165,7 +160,7 @@ t.test('making ahead fails (a full disk): the roll makes the segment itself', as
   await fillTo(store, model, rng, 0.6)
   for (let i = 0; i < 50; i++) await new Promise(resolve => setImmediate(resolve))
   t.notOk(sim.files().includes(segFile(dir, 1)), 'nothing was made ahead')
-  while (currentId(store) === 0) await write(store, model, rng, 16)
+  while (currentId(store) === 0) await writeRandom(store, model, rng, 16)
   t.ok(sim.files().includes(segFile(dir, 1)), 'the roll made segment 1')
   t.ok((await store.read(0, SIZE)).equals(model), 'every byte reads back')
   await closeAndCheck(t, store, open, model)

@@ -3,6 +3,8 @@ import os from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
 import type { FileHandle, FileLayer } from '../../src/store/file-layer'
+import type { Store } from '../../src/store/store'
+import type { Rng } from '../../src/testing/rng'
 import type { SimFileLayer } from '../../src/testing/sim-file-layer'
 
 /**
@@ -25,4 +27,13 @@ export function scratchDir (t: Test, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   return dir
+}
+
+/** Writes `blocks` random blocks at a random block of the volume and, once acknowledged, into `model` (the image it must read as). */
+export async function writeRandom (store: Store, model: Buffer, rng: Rng, blocks: number): Promise<void> {
+  const B = store.blockBytes
+  const data = rng.bytes(blocks * B)
+  const offset = rng.int(model.length / B - blocks + 1) * B
+  await store.write(offset, data)
+  data.copy(model, offset)
 }
