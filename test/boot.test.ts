@@ -175,7 +175,7 @@ t.test('logdisk@.service: systemd-analyze verify; ExecStart tells READY=1 only o
 
   const stop = await run(execStop[0], execStop.slice(1))
   t.equal(stop.code, 0, `ExecStop: ${stop.stderr}`)
-  const code = await Promise.race([exited, new Promise<'hung'>(resolve => setTimeout(() => resolve('hung'), 60_000))])
+  const code = await Promise.race([exited, new Promise<'hung'>(resolve => setTimeout(() => resolve('hung'), 60_000).unref())])
   t.equal(code, 0, 'the service process exits 0 after ExecStop')
   t.notOk(isMounted(mnt), 'unmounted')
   await waitFor('STOPPING=1', () => messages.some(m => m.fields?.STOPPING === '1'), 10_000).catch(() => undefined)

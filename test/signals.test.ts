@@ -29,7 +29,7 @@ async function mountFg (store: string, mnt: string, env: Record<string, string> 
 
 /** Resolves with the exit code, or 'timeout' after `ms`. */
 function within (exited: Promise<number | null>, ms: number): Promise<number | null | 'timeout'> {
-  return Promise.race([exited, new Promise<'timeout'>(resolve => setTimeout(() => resolve('timeout'), ms))])
+  return Promise.race([exited, new Promise<'timeout'>(resolve => setTimeout(() => resolve('timeout'), ms).unref())])
 }
 
 function writeSynced (img: string, data: Buffer, offset: number): void {

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
-import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, type CompactionReport } from './compaction'
+import { analyzeVersions, anyLiveIn, firstLiveAtOrAfter, liveDetails, type CompactionReport, type Judgement } from './compaction'
 import { encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
 import type { EntryRecord } from './index-db'
@@ -38,22 +38,27 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
   // Cuts at or before the fence: a snapshot taken later cannot fall inside the life of a
   // version whose successor is at or before the fence.
-  const cuts = (): number[] => p.snapshotTable.list().map(s => s.seq)
-  let analysis = await analyzeVersions(db.history(), cuts(), range, fence.seq, await history.windowStart(fence))
+  const judgement = async (within: { from: number, to: number }): Promise<Judgement> => ({ cuts: p.snapshotTable.list().map(s => s.seq), range: within, fenceSeq: fence.seq, windowStart: await history.windowStart(fence) })
+  let judged = await judgement(range)
+  let analysis = await analyzeVersions(db.history(), judged)
 
   // 1. Clean mostly-dead sealed segments: move their live versions to the head.
   const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
-  if (cleanBelow > 0) {
-    const sealed = segments.ids.filter(id => fence.mayTouchSegment(id))
+  const liveIn = (id: number): number => firstLiveAtOrAfter(analysis.live, (id + 1) * S) - firstLiveAtOrAfter(analysis.live, id * S)
+  const toClean = cleanBelow > 0 ? segments.ids.filter(id => fence.mayTouchSegment(id) && liveIn(id) > 0 && liveIn(id) * B < cleanBelow * S) : []
+  if (toClean.length > 0) {
+    // What moving takes (block, seq, CRC) only for the versions that move: the same
+    // judgement again, kept for the chosen segments alone.
+    const chosen = new Set(toClean)
+    const moving = await liveDetails(db.history(), judged, position => chosen.has(Math.floor(position / S)))
     try {
-      for (const id of sealed) {
-        const lo = firstLiveAtOrAfter(analysis.live, id * S)
-        const hi = firstLiveAtOrAfter(analysis.live, (id + 1) * S)
-        if (hi === lo || (hi - lo) * B >= cleanBelow * S) continue
+      for (const id of toClean) {
+        const lo = firstLiveAtOrAfter(moving, id * S)
+        const hi = firstLiveAtOrAfter(moving, (id + 1) * S)
         for (let i = lo; i < hi; i += MAX_ENTRY_BLOCKS) {
           const group = []
           for (let j = i; j < Math.min(hi, i + MAX_ENTRY_BLOCKS); j++) {
-            group.push({ block: analysis.live.blocks[j], seq: analysis.live.seqs[j], crc: analysis.live.crcs[j], position: analysis.live.positions[j] })
+            group.push({ block: moving.blocks[j], seq: moving.seqs[j], crc: moving.crcs[j], position: moving.positions[j] })
           }
           await moveVersions(p, group)
           report.versionsMoved += group.length
@@ -68,7 +73,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     if (report.versionsMoved > 0) {
       // The moved copies are the live ones now: judge again from a fence past the moves.
       fence = await lifeCycle.takeFence()
-      analysis = await analyzeVersions(db.history(), cuts(), opts.snapshot === undefined ? { from: 1, to: fence.seq } : range, fence.seq, await history.windowStart(fence))
+      judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
+      analysis = await analyzeVersions(db.history(), judged)
     }
   }
   // Without backing storage, freeing dead versions gives up the points that read them:

@@ -1,3 +1,4 @@
+import { LogdiskError } from '../errors'
 import { RecordList } from './record-list'
 
 /**
@@ -24,14 +25,17 @@ export function lowerBound (values: ArrayLike<number>, value: number, count = va
   return lo
 }
 
+/** Sorted log positions of every needed version's data: all compaction needs to decide what is free. */
 export interface LiveVersions {
-  /** Sorted log positions of every needed version's data. */
   positions: Float64Array
-  /** Same order: block, original seq, CRC of each. */
+  count: number
+}
+
+/** Needed versions with what moving them takes, sorted by position (only those a filter chose). */
+export interface LiveDetails extends LiveVersions {
   blocks: Float64Array
   seqs: Float64Array
   crcs: Uint32Array
-  count: number
 }
 
 export interface VersionAnalysis {
@@ -45,61 +49,27 @@ export interface VersionAnalysis {
   horizon: number
 }
 
-class Collector {
-  positions = new Float64Array(1024)
-  blocks = new Float64Array(1024)
-  seqs = new Float64Array(1024)
-  crcs = new Uint32Array(1024)
-  count = 0
-
-  push (position: number, block: number, seq: number, crc: number): void {
-    if (this.count === this.positions.length) {
-      const grow = <T extends Float64Array | Uint32Array>(a: T): T => { const b = new (a.constructor as new (n: number) => T)(a.length * 2); b.set(a); return b }
-      this.positions = grow(this.positions)
-      this.blocks = grow(this.blocks)
-      this.seqs = grow(this.seqs)
-      this.crcs = grow(this.crcs)
-    }
-    this.positions[this.count] = position
-    this.blocks[this.count] = block
-    this.seqs[this.count] = seq
-    this.crcs[this.count] = crc
-    this.count++
-  }
-
-  /** Sorted by position. */
-  finish (): LiveVersions {
-    const order = new Uint32Array(this.count)
-    for (let i = 0; i < this.count; i++) order[i] = i
-    order.sort((a, b) => this.positions[a] - this.positions[b])
-    const out: LiveVersions = { positions: new Float64Array(this.count), blocks: new Float64Array(this.count), seqs: new Float64Array(this.count), crcs: new Uint32Array(this.count), count: this.count }
-    order.forEach((from, to) => {
-      out.positions[to] = this.positions[from]
-      out.blocks[to] = this.blocks[from]
-      out.seqs[to] = this.seqs[from]
-      out.crcs[to] = this.crcs[from]
-    })
-    return out
-  }
+/** What decides which versions are needed: the snapshot cuts, the range that may die, the fence and the history window. */
+export interface Judgement {
+  cuts: number[] // snapshot cut seqs, ascending
+  range: { from: number, to: number } // only versions written in this range may be found dead
+  /** The pass's fence (pass-fence.ts): versions after it are not seen at all. */
+  fenceSeq: number
+  /** Every point from this sequence on is protected (the history window, history.keep). */
+  windowStart: number
 }
 
-export async function analyzeVersions (
+/**
+ * One pass over the index of versions in (block, seq) order: each version is needed (`live`)
+ * or dead (`dead`), the same way every time for the same history and judgement.
+ */
+async function judgeVersions (
   history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
-  cuts: number[], // snapshot cut seqs, ascending
-  range: { from: number, to: number }, // only versions written in this range may be found dead
-  /** The pass's fence (pass-fence.ts): versions after it are not seen at all. */
-  fenceSeq = Number.MAX_SAFE_INTEGER,
-  /** Every point from this sequence on is protected (the history window, history.keep). */
-  windowStart = Number.MAX_SAFE_INTEGER
-): Promise<VersionAnalysis> {
-  const dead = new RecordList(2)
-  let horizon = 0
-  const live = new Collector()
-  const liveTrims = new Set<number>()
-  const keep = (position: number, block: number, seq: number, crc: number): void => {
-    if (position < 0) liveTrims.add(seq) // a trim: zeros from here on, nothing to point at
-    else live.push(position, block, seq, crc)
-  }
+  j: Judgement,
+  live: (position: number, block: number, seq: number, crc: number) => void,
+  dead: (block: number, seq: number, successorSeq: number) => void
+): Promise<void> {
+  const { cuts, range, fenceSeq, windowStart } = j
   const cutInside = (from: number, to: number): boolean => {
     const i = lowerBound(cuts, from)
     return i < cuts.length && cuts[i] < to
@@ -116,12 +86,8 @@ export async function analyzeVersions (
       const superseded = v[0] === block
       // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
       // the history window (points from windowStart on read the successor or later).
-      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) {
-        dead.push2(block, seq)
-        if (v[1] - 1 > horizon) horizon = v[1] - 1
-      } else {
-        keep(position, block, seq, crc)
-      }
+      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) dead(block, seq, v[1])
+      else live(position, block, seq, crc)
     }
     havePrev = true
     block = v[0]
@@ -129,8 +95,82 @@ export async function analyzeVersions (
     position = v[2]
     crc = v[3]
   }
-  if (havePrev) keep(position, block, seq, crc)
-  return { live: live.finish(), liveTrims, dead, deadCount: dead.length, horizon }
+  if (havePrev) live(position, block, seq, crc)
+}
+
+/**
+ * Which versions are needed, as log positions, and which are dead. Only positions are kept
+ * for the needed ones (8 bytes a version: a 4 GiB image holds a million, and this is what
+ * a compaction's peak memory is made of); liveDetails gives the rest for the few it moves.
+ */
+export async function analyzeVersions (
+  history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
+  j: Judgement
+): Promise<VersionAnalysis> {
+  const dead = new RecordList(2)
+  let horizon = 0
+  const positions = new RecordList(1)
+  const liveTrims = new Set<number>()
+  await judgeVersions(history, j, (position, _block, seq) => {
+    if (position < 0) liveTrims.add(seq) // a trim: zeros from here on, nothing to point at
+    else positions.push1(position)
+  }, (block, seq, successorSeq) => {
+    dead.push2(block, seq)
+    if (successorSeq - 1 > horizon) horizon = successorSeq - 1
+  })
+  return { live: sortedPositions(positions), liveTrims, dead, deadCount: dead.length, horizon }
+}
+
+/**
+ * The needed versions whose data lies where `wanted` says, with block, seq and CRC: a second
+ * walk with the same judgement finds exactly the versions the analysis kept.
+ */
+export async function liveDetails (
+  history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
+  j: Judgement,
+  wanted: (position: number) => boolean
+): Promise<LiveDetails> {
+  const found = new RecordList(4)
+  await judgeVersions(history, j, (position, block, seq, crc) => {
+    if (position >= 0 && wanted(position)) found.push4(position, block, seq, crc)
+  }, () => {})
+  const count = found.length
+  const out: LiveDetails = { positions: new Float64Array(count), blocks: new Float64Array(count), seqs: new Float64Array(count), crcs: new Uint32Array(count), count }
+  const views = found.takeViews()
+  let n = 0
+  for (const v of views) for (let i = 0; i < v.length; i += 4) out.positions[n++] = v[i]
+  sortUnique(out.positions)
+  for (const v of views) {
+    for (let i = 0; i < v.length; i += 4) {
+      const at = lowerBound(out.positions, v[i], count)
+      out.blocks[at] = v[i + 1]
+      out.seqs[at] = v[i + 2]
+      out.crcs[at] = v[i + 3]
+    }
+  }
+  return out
+}
+
+/**
+ * The positions in one exact array, sorted by the typed array's own numeric sort in place.
+ * Measured against the array it replaced (one that doubled as it grew, with block, seq and
+ * CRC beside each position, and an index permutation sorted by a comparator, which V8 sorts
+ * in heap arrays): see the README's memory notes.
+ */
+function sortedPositions (list: RecordList): LiveVersions {
+  const positions = new Float64Array(list.length)
+  let n = 0
+  for (const v of list.takeViews()) { positions.set(v, n); n += v.length }
+  sortUnique(positions)
+  return { positions, count: positions.length }
+}
+
+/** Sorts in place; two needed versions never share log bytes, so equal positions are a broken index. */
+function sortUnique (positions: Float64Array): void {
+  positions.sort()
+  for (let i = 1; i < positions.length; i++) {
+    if (positions[i] === positions[i - 1]) throw new LogdiskError('IO', `internal: two needed versions at log position ${positions[i]}`)
+  }
 }
 
 /** Index of the first live position >= `position`. */

@@ -37,6 +37,12 @@ export class RecordList {
     return chunk
   }
 
+  push1 (a: number): void {
+    const c = this.room()
+    c.numbers[c.used++] = a
+    this.records++
+  }
+
   push2 (a: number, b: number): void {
     const c = this.room()
     c.numbers[c.used] = a
@@ -70,6 +76,14 @@ export class RecordList {
     this.records += other.records
     other.chunks.length = 0
     other.records = 0
+  }
+
+  /** The views, as views() gives them, and the list left empty: the caller drops each chunk once done with it. */
+  takeViews (): Float64Array[] {
+    const views = this.views()
+    this.chunks.length = 0
+    this.records = 0
+    return views
   }
 
   /** Every number, in order (tests). */

@@ -1,0 +1,80 @@
+// Which versions compaction keeps (compaction.ts), against a model written the obvious way:
+// random histories of blocks, snapshot cuts, ranges, fences and history windows. The analysis
+// keeps only the needed versions' positions (sorted); liveDetails, a second walk, gives the
+// block, seq and CRC of those a filter chooses, in the same position order.
+import t from 'tap'
+import { analyzeVersions, anyLiveIn, liveDetails, type Judgement } from '../src/store/compaction'
+import { Rng } from '../src/testing/rng'
+
+type Version = [block: number, seq: number, position: number, crc: number]
+
+async function * walk (versions: Version[]): AsyncGenerator<Version> {
+  for (const v of versions) yield v
+}
+
+/** The model: a version is needed unless superseded in the range by a successor at or before the fence and the window, with no cut in its life. */
+function model (versions: Version[], j: Judgement): { live: Version[], dead: Array<[number, number]> } {
+  const seen = versions.filter(v => v[1] <= j.fenceSeq)
+  const live: Version[] = []
+  const dead: Array<[number, number]> = []
+  for (let i = 0; i < seen.length; i++) {
+    const v = seen[i]
+    const next = seen[i + 1]
+    const superseded = next !== undefined && next[0] === v[0]
+    const cut = superseded && j.cuts.some(c => c >= v[1] && c < next[1])
+    if (superseded && v[1] >= j.range.from && v[1] <= j.range.to && !cut && next[1] <= j.windowStart) dead.push([v[0], v[1]])
+    else live.push(v)
+  }
+  return { live, dead }
+}
+
+t.test('needed positions, dead versions and the details of chosen versions match the model', async t => {
+  for (let round = 0; round < 200; round++) {
+    const rng = new Rng(0xc0a1 + round)
+    const blocks = rng.range(1, 40)
+    const writes = rng.range(1, 300)
+    // Sequence order is log order: each write gets the next seq and a fresh position (some trims: position -1).
+    const perBlock = new Map<number, Version[]>()
+    let position = 4096
+    for (let seq = 1; seq <= writes; seq++) {
+      const block = rng.int(blocks)
+      const trim = rng.chance(0.05)
+      const v: Version = [block, seq, trim ? -1 : position, rng.int(2 ** 32)]
+      if (!trim) position += 4096 + rng.int(3) * 4096
+      const list = perBlock.get(block) ?? []
+      list.push(v)
+      perBlock.set(block, list)
+    }
+    const versions = [...perBlock.keys()].sort((a, b) => a - b).flatMap(b => perBlock.get(b)!)
+    const cuts = [...new Set(Array.from({ length: rng.int(4) }, () => rng.range(1, writes)))].sort((a, b) => a - b)
+    const from = rng.range(1, writes)
+    const j: Judgement = {
+      cuts,
+      range: { from: rng.chance(0.5) ? 1 : from, to: rng.chance(0.5) ? writes : rng.range(from, writes) },
+      fenceSeq: rng.chance(0.5) ? writes : rng.range(1, writes),
+      windowStart: rng.chance(0.5) ? Number.MAX_SAFE_INTEGER : rng.range(1, writes + 1)
+    }
+    const want = model(versions, j)
+    const got = await analyzeVersions(walk(versions), j)
+    const wantPositions = want.live.filter(v => v[2] >= 0).map(v => v[2]).sort((a, b) => a - b)
+    t.same([...got.live.positions], wantPositions, `round ${round}: needed positions`)
+    t.same([...got.liveTrims].sort((a, b) => a - b), want.live.filter(v => v[2] < 0).map(v => v[1]).sort((a, b) => a - b), `round ${round}: needed trims`)
+    const dead: number[] = got.dead.toArray()
+    t.same(dead, want.dead.flat(), `round ${round}: dead versions, in index order`)
+    for (const p of wantPositions.slice(0, 5)) t.ok(anyLiveIn(got.live, p, p + 1), `round ${round}: position ${p} is live`)
+
+    // Details of the versions in every other 16 KiB of the log.
+    const chosen = (p: number): boolean => Math.floor(p / 16384) % 2 === 0
+    const details = await liveDetails(walk(versions), j, chosen)
+    const wantDetails = want.live.filter(v => v[2] >= 0 && chosen(v[2])).sort((a, b) => a[2] - b[2])
+    t.same([...details.positions], wantDetails.map(v => v[2]), `round ${round}: chosen positions`)
+    t.same([...details.blocks], wantDetails.map(v => v[0]), `round ${round}: their blocks`)
+    t.same([...details.seqs], wantDetails.map(v => v[1]), `round ${round}: their seqs`)
+    t.same([...details.crcs], wantDetails.map(v => v[3]), `round ${round}: their CRCs`)
+  }
+})
+
+t.test('two needed versions at one log position are refused, not sorted into one slot', async t => {
+  const versions: Version[] = [[0, 1, 8192, 1], [1, 2, 8192, 2]]
+  await t.rejects(analyzeVersions(walk(versions), { cuts: [], range: { from: 1, to: 2 }, fenceSeq: 2, windowStart: Number.MAX_SAFE_INTEGER }), { code: 'IO', message: /two needed versions at log position 8192/ })
+})
