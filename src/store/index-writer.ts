@@ -65,9 +65,12 @@ export class IndexWriter implements IndexPart {
     this.batch = new IndexBatch()
     this.checkpointing = (async () => {
       try {
+        const started = Date.now()
         await this.p.log.syncAll()
+        const synced = Date.now()
         await this.p.db.commit(batch, cp, this.p.opts.indexCommitChunkOps)
         this.last = cp
+        this.p.logger.debug?.({ versions: batch.history.length, syncMs: synced - started, commitMs: Date.now() - synced }, 'checkpoint')
       } catch (err) {
         this.batch = mergeBatches(batch, this.batch)
         throw err

@@ -55,7 +55,8 @@ export function register (program: Command): void {
 async function foreground (store: string, mountpoint: string, opts: DaemonOptions): Promise<void> {
   const { default: pino } = await import('pino')
   const { runDaemon } = await import('../../daemon/daemon')
-  const log = pino({ base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true }))
+  // LOGDISK_LOG_LEVEL=debug adds what tuning needs (each checkpoint's timings).
+  const log = pino({ base: { pid: process.pid }, level: process.env.LOGDISK_LOG_LEVEL || 'info' }, pino.destination({ fd: 1, sync: true }))
   try {
     await runDaemon(store, mountpoint, log, info => process.send?.({ ready: info }), opts)
   } catch (err) {
