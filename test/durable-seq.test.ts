@@ -2,11 +2,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { isLogdiskError } from '../src/errors'
-import { decodeHeader } from '../src/store/entry'
-import { ENTRY_HEADER_BYTES, ENTRY_VERSION, inFlightBytes, segmentFileName } from '../src/store/format'
+import { decodeHeader, entryBytes } from '../src/store/entry'
+import { ENTRY_HEADER_BYTES, ENTRY_VERSION, EntryKind, inFlightBytes, segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { FIXTURES } from './helpers/paths'
 import { scratchDir, writeRandom } from './helpers/sim-layer'
 
 /**
@@ -115,4 +116,41 @@ t.test('a full rebuild: an unreadable header in a flushed sealed segment, record
   t.notOk(report.ok, 'verify reports it')
   t.match(report.problems.join('; '), /not an entry header/, 'as the unreadable header')
   await again.close()
+})
+
+t.test('a store of format 2 (entries without durableSeq): the older rule stays, and the first append makes it format 3', async t => {
+  const dir = scratchDir(t, 'durable-legacy')
+  fs.cpSync(path.join(FIXTURES, 'format-2'), dir, { recursive: true })
+  const format = (): number => JSON.parse(fs.readFileSync(path.join(dir, 'store.json'), 'utf8')).format
+  // Bit rot in the last write entry of sealed segment 1 (an older release's version-1 entries).
+  const seg1 = path.join(dir, 'segments', segmentFileName(1))
+  const bytes = fs.readFileSync(seg1)
+  let last: { offset: number, count: number } | undefined
+  for (let at = 4096; at + ENTRY_HEADER_BYTES <= bytes.length;) {
+    const h = decodeHeader(bytes, at)
+    if (!h) break
+    t.equal(h.durableSeq, undefined, `entry seq ${h.seq}: version 1, no durableSeq`)
+    if (h.kind === EntryKind.write) last = { offset: at, count: h.count }
+    at += entryBytes(h)
+  }
+  if (!last) throw new Error('no write entry in segment 1')
+  const flip = last.offset + ENTRY_HEADER_BYTES + 4 * last.count + 7
+  bytes[flip] ^= 0x10
+  fs.writeFileSync(seg1, bytes)
+  const rebuild = async (): Promise<Store> => {
+    fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+    return Store.open(dir, { checkpointIntervalMs: 0 })
+  }
+  let store = await rebuild()
+  t.equal(store.recovery.cut, undefined, 'nothing cut: damage inside the log (version-1 entries follow it in later segments)')
+  t.match((await store.verify()).problems.join('; '), /fails its checksum/, 'verify reports it')
+  t.equal(format(), 2, 'opening changes no format')
+  await store.write(900 * B, Buffer.alloc(B, 7))
+  t.equal(format(), 3, 'the first append makes the store format 3')
+  await store.close()
+  store = await rebuild()
+  t.equal(store.recovery.cut, undefined, 'rebuilt again, with a version-2 entry after it: still damage, not cut')
+  t.match((await store.verify()).problems.join('; '), /fails its checksum/, 'verify still reports it')
+  t.ok((await store.read(900 * B, B)).equals(Buffer.alloc(B, 7)), 'the new write reads back')
+  await store.close()
 })

@@ -162,6 +162,11 @@ export async function recover (
   let stop = false
   /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
   let durableSeen = 0
+  /**
+   * A `durability` read found no entry recording it up to the end of the log (an older
+   * release's log): every later spot would read a part of that, so it is not read again.
+   */
+  let unrecordedAhead = false
 
   const toScan = ids.filter(i => i >= startSegment)
   // After damage or recycled segments, the next readable entry continues the log; a full
@@ -333,6 +338,7 @@ export async function recover (
       return durableSeen >= s
     }
     if (durableSeen >= s) return 'flushed'
+    if (unrecordedAhead) return 'unknown'
     if (offset !== undefined && await anyOf(here.handle, offset, covers)) return 'flushed'
     for (const id of toScan.filter(i => i > here.id)) {
       let later: Segment
@@ -347,6 +353,7 @@ export async function recover (
         await later.close()
       }
     }
+    unrecordedAhead = !recorded
     return recorded ? 'unflushed' : 'unknown'
   }
 
