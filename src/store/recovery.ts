@@ -51,8 +51,8 @@ export interface Recovered {
   report: RecoveryReport
 }
 
-/** Why a torn write was cut rather than kept as damage (see `durability` in recover). */
-const UNFLUSHED = ', which no entry after it records as flushed (a write the power loss tore)'
+/** Why a torn write was cut rather than kept as damage (see `durability` in recover): ends the cut's reason. */
+export const UNFLUSHED = ', which no entry after it records as flushed (a write the power loss tore)'
 
 /** Commits replayed history every this many blocks so a full rebuild runs in bounded memory. */
 const REPLAY_COMMIT_BLOCKS = 262144
