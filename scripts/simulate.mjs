@@ -1,21 +1,26 @@
 #!/usr/bin/env node
-// make simulate SEEDS=N [SEED=first] [PHASES=n]: runs N seeds of the deterministic simulation
-// (src/testing/simulation.ts) and prints each failing seed with its trace. Exit 1 on a failure.
+// make simulate SEEDS=N [SEED=first] [PHASES=n] [PAGES=1] [REBUILDS=1]: runs N seeds of the
+// deterministic simulation (src/testing/simulation.ts) and prints each failing seed with its
+// trace. Exit 1 on a failure. PAGES=1: power losses keep any mix of unsynced pages, with
+// writevs in flight (as simulation.test's "any unsynced pages" seeds); REBUILDS=1: the index
+// is deleted after half the power losses (a full rebuild from the log).
 import { simulate } from '../dist/src/testing/simulation.js'
 
 const seeds = Number(process.env.SEEDS ?? 20)
 const first = Number(process.env.SEED ?? Math.floor(Math.random() * 1e9))
 const phases = process.env.PHASES ? Number(process.env.PHASES) : undefined
+const pages = process.env.PAGES === '1' ? { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true } : {}
+const rebuilds = process.env.REBUILDS === '1' ? { rebuildAfterPowerLoss: true } : {}
 let failed = 0
 let steps = 0
 const started = Date.now()
 for (let i = 0; i < seeds; i++) {
   const seed = first + i
   try {
-    const r = await simulate(seed, { phases, trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
+    const r = await simulate(seed, { ...pages, ...rebuilds, phases, trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
     steps += r.steps
     const ops = Object.values(r.ops).reduce((a, b) => a + b, 0)
-    console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.faultsInjected} faults; ${r.config})`)
+    console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.unflushedCuts} unflushed cuts, ${r.faultsInjected} faults; ${r.config})`)
   } catch (err) {
     failed++
     console.log(`seed ${seed}: FAILED\n${err?.stack ?? err}`)

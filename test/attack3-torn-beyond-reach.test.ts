@@ -9,13 +9,14 @@ import { SimFileLayer } from '../src/testing/sim-file-layer'
 
 /**
  * The project's crash model (SimFileLayer `pages`): a power loss keeps any mix of a file's
- * unsynced pages. Recovery (recovery.ts) calls an entry with bad block data a torn write only
- * if every valid entry after it starts within inFlightBytes (about 8 MiB for 4 KiB blocks):
- * the writevs of one group commit. But every page written since the last flush may be lost,
- * and more than that much may have been written since: a lost data page of an unflushed
- * write with 8+ MiB of unflushed writes after it is kept as damage, and its block then reads
- * EIO instead of its flushed version (the simulation's 1 MiB segments never get that far).
- * Left failing: bit rot and a crash tear look alike here (see the report).
+ * unsynced pages. Every page written since the last flush may be lost, with more than
+ * inFlightBytes (about 8 MiB for 4 KiB blocks, the writevs of one group commit: all that
+ * recovery's rule for older releases allows for) written after it: a lost data page of an
+ * unflushed write with 8+ MiB of unflushed writes after it. The entries after it record how
+ * far the last flush made the log durable (`durableSeq`, store format 3), which does not
+ * reach it: recovery cuts it as a torn write, and its blocks read their flushed versions
+ * (before format 3 it was kept as damage and read EIO). The other side, bit rot in an entry
+ * a later one records as flushed: test/durable-seq.test.ts.
  */
 const B = 4096
 const SIZE = 32 * 1024 * 1024
@@ -26,9 +27,6 @@ function tmpDir (t: Test): string {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   return dir
 }
-
-/** Known defect, open: the assertions it fails are marked todo (reported, not counted). */
-const DEFECT = 'known defect, open: recovery cannot tell a write torn by a power loss more than inFlightBytes before the end of the log from bit rot in flushed data; telling them apart needs the log to say what a flush made durable (a format change), see docs/FORMAT.md'
 
 t.test('an unflushed write whose data page a power loss lost, followed by more unflushed data than a group commit holds: its blocks read their flushed versions', async t => {
   const dir = tmpDir(t)
@@ -60,8 +58,12 @@ t.test('an unflushed write whose data page a power loss lost, followed by more u
   try {
     got = await again.read(X * B, 4 * B)
   } catch (err) {
-    t.fail(`reading block ${X} failed: ${(err as Error).message}`, { todo: DEFECT })
+    t.fail(`reading block ${X} failed: ${(err as Error).message}`)
   }
-  if (got) t.ok(got.equals(v1), `blocks ${X}..${X + 3} read their flushed versions`, { todo: DEFECT })
+  if (got) t.ok(got.equals(v1), `blocks ${X}..${X + 3} read their flushed versions`)
+  t.match(again.recovery.cut?.reason ?? '', /no entry after it records as flushed/, 'the torn write was cut: no later entry records it as flushed')
+  t.same(again.recovery.damaged, [], 'no damage reported')
+  const report = await again.verify()
+  t.ok(report.ok, `verify clean (${report.problems.join('; ')})`)
   await again.close()
 })

@@ -98,14 +98,19 @@ t.test(`writevs in flight: ${IN_FLIGHT.length} seeds`, async t => {
  * Power losses that keep any mix of a file's unsynced pages (SimFileLayer.crash `pages`: a
  * page cache writes back in any order), with writevs in flight as above. Seeds 17 and 20
  * found a torn entry followed by whole later ones (a later writev on disk, an earlier one
- * torn) kept as damage inside the log: the torn blocks' flushed versions read CORRUPT.
+ * torn) kept as damage inside the log: the torn blocks' flushed versions read CORRUPT. In
+ * seed 114 recovery cuts a torn write because no entry after it records it as flushed
+ * (`durableSeq`, store format 3): the model then checks nothing flushed went with it.
  */
-const PAGES = process.env.SIM_SEEDS ? [] : [17, 20]
+const PAGES = process.env.SIM_SEEDS ? [] : [17, 20, 114]
 t.test(`power loss keeps any unsynced pages: ${PAGES.length} seeds`, async t => {
+  let unflushedCuts = 0
   for (const seed of PAGES) {
     const r = await sim.run(seed, { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true, bringBack: false, savedMap: false })
-    t.pass(`seed ${seed}: ${r.crashes} power losses, up to ${r.maxWritesInFlight} writes in flight (${r.config})`)
+    unflushedCuts += r.unflushedCuts
+    t.pass(`seed ${seed}: ${r.crashes} power losses, ${r.unflushedCuts} torn writes cut by durableSeq, up to ${r.maxWritesInFlight} writes in flight (${r.config})`)
   }
+  if (PAGES.length > 0) t.ok(unflushedCuts > 0, `${unflushedCuts} torn writes cut because no later entry recorded them as flushed`)
 })
 
 /**

@@ -121,7 +121,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         const last = entries[run.last]
         const start = first.e.position % S
         const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.kind === EntryKind.trim ? 0 : last.e.count * B })
-        headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start)])
+        headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start, p.log.entryDurableSeq())])
         const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
         const to = Math.floor(end / 4096) * 4096
         // Exactly the copies that took the free header, wherever the segment lives later.

@@ -64,7 +64,7 @@ export function readConfig (dir: string): StoreConfig {
     throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
   }
   if (!READABLE_STORE_FORMATS.includes(config.format)) {
-    throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads formats ${READABLE_STORE_FORMATS.join(' and ')} (a newer logdisk wrote it?)`)
+    throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads formats ${READABLE_STORE_FORMATS.slice(0, -1).join(', ')} and ${READABLE_STORE_FORMATS[READABLE_STORE_FORMATS.length - 1]} (a newer logdisk wrote it?)`)
   }
   validateCreateOptions(config)
   return config

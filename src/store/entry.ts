@@ -1,5 +1,5 @@
 import { crc32c } from './crc'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind, LAST_ENTRY_KIND, MOVE_RECORD_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, ENTRY_VERSION, EntryKind, LAST_ENTRY_KIND, LEGACY_ENTRY_VERSION, MOVE_RECORD_BYTES } from './format'
 
 /**
  * One record of the log. Layout (little-endian), 64-byte header:
@@ -9,7 +9,8 @@ import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, EntryKind, LAST_ENTRY
  *  24 u64 block (first)    32 u32 count (blocks; 0 for markers)
  *  36 u32 payloadBytes (bytes after the header and the CRC table)
  *  40 u32 payloadCrc (markers: CRC32C of the payload; writes: 0)
- *  44..60 reserved (zero)  60 u32 headerCrc = CRC32C(header[0..60) ++ crc table)
+ *  44 u64 durableSeq (version 2; version 1: zero)  52..60 reserved (zero)
+ *  60 u32 headerCrc = CRC32C(header[0..60) ++ crc table)
  *
  * A write entry is followed by `count` u32 block CRCs, then `count` blocks of data, so any
  * block can be verified alone (a 4 KiB read of a 128 KiB entry reads 4 KiB). A marker entry
@@ -23,6 +24,13 @@ export interface EntryHeader {
   count: number
   payloadBytes: number
   payloadCrc: number
+  /**
+   * Every entry with a seq at or below it was made durable by a completed flush (fdatasync of
+   * every segment up to it) before this entry was written: a later entry that says so proves
+   * an earlier one was flushed, so bad data in it is damage, not a torn write (recovery.ts).
+   * Undefined in version-1 entries (older releases), which do not say.
+   */
+  durableSeq?: number
 }
 
 /** Bytes of the header and the per-block table that follows it. */
@@ -45,10 +53,10 @@ function readU64 (buf: Buffer, offset: number): number {
 }
 
 /** Builds header + CRC table for a write entry; `blockCrcs` are CRC32C of each block. */
-export function encodeWriteHeader (seq: number, timeMs: number, block: number, blockCrcs: Uint32Array, blockBytes: number): Buffer {
+export function encodeWriteHeader (seq: number, timeMs: number, block: number, blockCrcs: Uint32Array, blockBytes: number, durableSeq?: number): Buffer {
   const count = blockCrcs.length
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES + count * BLOCK_CRC_BYTES)
-  fillHeader(buf, { kind: EntryKind.write, seq, timeMs, block, count, payloadBytes: count * blockBytes, payloadCrc: 0 })
+  fillHeader(buf, { kind: EntryKind.write, seq, timeMs, block, count, payloadBytes: count * blockBytes, payloadCrc: 0, durableSeq })
   for (let i = 0; i < count; i++) buf.writeUInt32LE(blockCrcs[i], ENTRY_HEADER_BYTES + i * BLOCK_CRC_BYTES)
   sealHeader(buf)
   return buf
@@ -59,10 +67,10 @@ export function encodeWriteHeader (seq: number, timeMs: number, block: number, b
  * keep their block and original sequence number, so every cut still sees them (a rebuild
  * from the log puts them back where they were in time).
  */
-export function encodeMoveHeader (seq: number, timeMs: number, versions: Array<{ block: number, seq: number, crc: number }>, blockBytes: number): Buffer {
+export function encodeMoveHeader (seq: number, timeMs: number, versions: Array<{ block: number, seq: number, crc: number }>, blockBytes: number, durableSeq?: number): Buffer {
   const count = versions.length
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES + count * MOVE_RECORD_BYTES)
-  fillHeader(buf, { kind: EntryKind.move, seq, timeMs, block: 0, count, payloadBytes: count * blockBytes, payloadCrc: 0 })
+  fillHeader(buf, { kind: EntryKind.move, seq, timeMs, block: 0, count, payloadBytes: count * blockBytes, payloadCrc: 0, durableSeq })
   versions.forEach((v, i) => {
     const at = ENTRY_HEADER_BYTES + i * MOVE_RECORD_BYTES
     writeU64(buf, v.block, at)
@@ -80,17 +88,17 @@ export function moveRecordAt (table: Buffer, i: number): { block: number, seq: n
 }
 
 /** A trim entry: `count` blocks from `block` read as zeros from `seq` on (no data, no table). */
-export function encodeTrim (seq: number, timeMs: number, block: number, count: number): Buffer {
+export function encodeTrim (seq: number, timeMs: number, block: number, count: number, durableSeq?: number): Buffer {
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
-  fillHeader(buf, { kind: EntryKind.trim, seq, timeMs, block, count, payloadBytes: 0, payloadCrc: 0 })
+  fillHeader(buf, { kind: EntryKind.trim, seq, timeMs, block, count, payloadBytes: 0, payloadCrc: 0, durableSeq })
   sealHeader(buf)
   return buf
 }
 
 /** Builds a whole marker entry (sync, snapshot, ...) around an already encoded payload. */
-export function encodeMarker (kind: EntryKind, seq: number, timeMs: number, payload: Buffer): Buffer {
+export function encodeMarker (kind: EntryKind, seq: number, timeMs: number, payload: Buffer, durableSeq?: number): Buffer {
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES + payload.length)
-  fillHeader(buf, { kind, seq, timeMs, block: 0, count: 0, payloadBytes: payload.length, payloadCrc: crc32c(payload) })
+  fillHeader(buf, { kind, seq, timeMs, block: 0, count: 0, payloadBytes: payload.length, payloadCrc: crc32c(payload), durableSeq })
   payload.copy(buf, ENTRY_HEADER_BYTES)
   sealHeader(buf.subarray(0, ENTRY_HEADER_BYTES))
   return buf
@@ -105,25 +113,31 @@ export const FREE_HORIZON_IN_MARKER = 1
 
 /**
  * The header that replaces a run of freed entries (in-place compaction, 001 Fig. 6): it spans
- * `totalBytes` from its own start, whose data is punched out; a scan jumps over it.
+ * `totalBytes` from its own start, whose data is punched out; a scan jumps over it. Its
+ * `durableSeq` is the log's when it is written (later than the run's entries: it says more).
  */
-export function encodeFree (firstSeq: number, lastSeq: number, timeMs: number, totalBytes: number): Buffer {
+export function encodeFree (firstSeq: number, lastSeq: number, timeMs: number, totalBytes: number, durableSeq?: number): Buffer {
   const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
-  fillHeader(buf, { kind: EntryKind.free, seq: firstSeq, timeMs, block: lastSeq, count: 0, payloadBytes: totalBytes - ENTRY_HEADER_BYTES, payloadCrc: FREE_HORIZON_IN_MARKER })
+  fillHeader(buf, { kind: EntryKind.free, seq: firstSeq, timeMs, block: lastSeq, count: 0, payloadBytes: totalBytes - ENTRY_HEADER_BYTES, payloadCrc: FREE_HORIZON_IN_MARKER, durableSeq })
   sealHeader(buf)
   return buf
 }
 
+/**
+ * Without `durableSeq` the entry is version 1, as older releases wrote it (tests build such
+ * logs); the appender always gives it.
+ */
 function fillHeader (buf: Buffer, h: EntryHeader): void {
   buf.writeUInt32LE(ENTRY_MAGIC, 0)
   buf.writeUInt8(h.kind, 4)
-  buf.writeUInt8(1, 5)
+  buf.writeUInt8(h.durableSeq === undefined ? LEGACY_ENTRY_VERSION : ENTRY_VERSION, 5)
   writeU64(buf, h.seq, 8)
   writeU64(buf, h.timeMs, 16)
   writeU64(buf, h.block, 24)
   buf.writeUInt32LE(h.count, 32)
   buf.writeUInt32LE(h.payloadBytes, 36)
   buf.writeUInt32LE(h.payloadCrc, 40)
+  if (h.durableSeq !== undefined) writeU64(buf, h.durableSeq, 44)
 }
 
 /** Writes headerCrc over the header and the CRC table that follows it in `buf`. */
@@ -143,7 +157,8 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
   if (buf.readUInt32LE(offset) !== ENTRY_MAGIC) return undefined
   const kind = buf.readUInt8(offset + 4) as EntryKind
   if (kind < EntryKind.write || kind > LAST_ENTRY_KIND) return undefined
-  if (buf.readUInt8(offset + 5) !== 1) return undefined // entry layout version
+  const version = buf.readUInt8(offset + 5) // entry layout version
+  if (version !== LEGACY_ENTRY_VERSION && version !== ENTRY_VERSION) return undefined
   return {
     kind,
     seq: readU64(buf, offset + 8),
@@ -151,7 +166,8 @@ export function decodeHeader (buf: Buffer, offset = 0): EntryHeader | undefined 
     block: readU64(buf, offset + 24),
     count: buf.readUInt32LE(offset + 32),
     payloadBytes: buf.readUInt32LE(offset + 36),
-    payloadCrc: buf.readUInt32LE(offset + 40)
+    payloadCrc: buf.readUInt32LE(offset + 40),
+    durableSeq: version === ENTRY_VERSION ? readU64(buf, offset + 44) : undefined
   }
 }
 

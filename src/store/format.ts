@@ -3,12 +3,14 @@
  * version and keeps the old one readable.
  */
 /**
- * store.json's format. 2 adds the history marker entry (EntryKind.history); a format-1 store
- * is read as is and becomes format 2 when it first writes one, so that an older logdisk
- * refuses it cleanly instead of cutting its log at an entry kind it does not know.
+ * store.json's format. 2 adds the history marker entry (EntryKind.history); 3 adds entry
+ * version 2 (ENTRY_VERSION: every entry records `durableSeq`, how far a flush had made the
+ * log durable). An older store is read as is and becomes the current format just before it
+ * first appends (LogAppender.upgradeFormat), so that an older logdisk refuses it cleanly
+ * instead of cutting its log at an entry kind or version it does not know.
  */
-export const STORE_FORMAT_VERSION = 2
-export const READABLE_STORE_FORMATS = [1, 2]
+export const STORE_FORMAT_VERSION = 3
+export const READABLE_STORE_FORMATS = [1, 2, 3]
 export const SEGMENT_FORMAT_VERSION = 1
 /**
  * Layout of the LevelDB index (keys.ts). 3 keeps history in records of one entry and chunk
@@ -23,6 +25,13 @@ export const SEGMENT_MAGIC = 'LOGDISK-SEGMENT\n' // 16 bytes
 
 export const ENTRY_MAGIC = 0x4e45444c // "LDEN" little-endian
 export const ENTRY_HEADER_BYTES = 64
+/**
+ * Entry layout version (header byte 5) of the entries this logdisk appends: 2 records
+ * `durableSeq` at byte 44 (store format 3). Version 1 (formats 1 and 2) has zeros there;
+ * both are read.
+ */
+export const ENTRY_VERSION = 2
+export const LEGACY_ENTRY_VERSION = 1
 /** Bytes of per-block CRC stored after a write entry's header. */
 export const BLOCK_CRC_BYTES = 4
 /** Bytes per block of a move entry's table: u64 block, u64 original seq, u32 CRC. */
@@ -65,7 +74,9 @@ export const WRITEVS_IN_FLIGHT = 4
 
 /**
  * The most log bytes from the start of a writev of a group commit to the end of the last one
- * in flight with it: how far past a torn entry a crash may have left whole entries.
+ * in flight with it: how far past a torn entry a crash may have left whole entries. Only
+ * recovery's rule for version-1 entries (older releases) uses it; version-2 entries say
+ * what a flush made durable (`durableSeq`), which bounds nothing by distance.
  */
 export function inFlightBytes (blockBytes: number): number {
   return WRITEVS_IN_FLIGHT * (WRITEV_MAX_BYTES + ENTRY_HEADER_BYTES + MAX_ENTRY_BLOCKS * (BLOCK_CRC_BYTES + blockBytes))

@@ -60,7 +60,6 @@ export class History implements HistoryPart {
   async raiseHorizon (horizon: number): Promise<void> {
     if (horizon <= this.horizon) return
     const log = this.p.log
-    log.upgradeFormat()
     await log.lock.run(() => log.appendMarkerLocked(EntryKind.history, { horizon }))
     this.horizon = horizon
     this.p.index.batch.counters.set(HISTORY_HORIZON, horizon)

@@ -104,6 +104,13 @@ export class LogAppender implements LogPart {
   private readonly next: NextSegment
   /** A segment a failed append left bytes in past its tail, until they are cut (cutBack). */
   private cutPending: Segment | undefined
+  /**
+   * Every entry up to this seq is durable: a `syncAll` that started after it landed has
+   * completed (recovery synced everything it read, so at open it is `seq`). Each entry
+   * appended records it (`durableSeq`), which is how recovery tells a torn unflushed write
+   * from bit rot in flushed data.
+   */
+  private durableSeq: number
 
   constructor (
     private readonly p: StoreParts,
@@ -116,6 +123,7 @@ export class LogAppender implements LogPart {
   ) {
     this.completedPosition = positionOf(p.config, current.id, current.tail)
     this.next = new NextSegment(p)
+    this.durableSeq = seq
   }
 
   /**
@@ -234,7 +242,7 @@ export class LogAppender implements LogPart {
     const parts: Buffer[] = []
     let seq = this.seq + flights.reduce((n, f) => n + f.entries.length, 0)
     for (const e of entries) {
-      e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B)
+      e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B, this.entryDurableSeq())
       parts.push(e.header, e.payload)
     }
     const written = segment.handle.writev(parts, at)
@@ -321,7 +329,7 @@ export class LogAppender implements LogPart {
     const crcs = blockCrcs(data, count, B)
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
-    const header = encodeWriteHeader(seq, timeMs, block, crcs, B)
+    const header = encodeWriteHeader(seq, timeMs, block, crcs, B, this.entryDurableSeq())
     const payload = data.subarray(0, count * B)
     await this.appendEntry([header, payload], () => {
       this.seq = seq
@@ -369,11 +377,10 @@ export class LogAppender implements LogPart {
   /** Appends one trim entry: blocks [block, block+count) read as zeros from it on. */
   private async appendTrim (block: number, count: number): Promise<void> {
     if (this.current.tail + ENTRY_HEADER_BYTES > this.p.config.segmentBytes) await this.roll()
-    this.upgradeFormat()
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
-    await this.appendEntry([encodeTrim(seq, timeMs, block, count)], () => {
+    await this.appendEntry([encodeTrim(seq, timeMs, block, count, this.entryDurableSeq())], () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       this.p.index.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
@@ -395,7 +402,7 @@ export class LogAppender implements LogPart {
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
     const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
-    await this.appendEntry([encodeMarker(kind, seq, timeMs, body)], () => {
+    await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       const batch = this.p.index.batch
@@ -422,7 +429,7 @@ export class LogAppender implements LogPart {
       if (this.current.tail + need > this.p.config.segmentBytes) await this.roll()
       const seq = this.seq + 1
       const timeMs = this.nextTimeMs()
-      const header = encodeMoveHeader(seq, timeMs, versions, B)
+      const header = encodeMoveHeader(seq, timeMs, versions, B, this.entryDurableSeq())
       await this.appendEntry([header, data], () => {
         this.seq = seq
         this.lastTimeMs = timeMs
@@ -566,8 +573,18 @@ export class LogAppender implements LogPart {
     return Math.max(this.p.now(), this.lastTimeMs)
   }
 
-  /** A format-1 store becomes format 2 before its first format-2 entry (see format.ts). */
-  upgradeFormat (): void {
+  /**
+   * The `durableSeq` of an entry encoded now (its header says which entries a flush had made
+   * durable before it was written). Every entry this logdisk writes has one (entry version 2),
+   * so an older store first becomes the current format (see format.ts).
+   */
+  entryDurableSeq (): number {
+    this.upgradeFormat()
+    return this.durableSeq
+  }
+
+  /** An older store becomes the current format before its first entry of that format (see format.ts). */
+  private upgradeFormat (): void {
     const config = this.p.config
     if (config.format >= STORE_FORMAT_VERSION) return
     writeConfig(this.p.dir, { ...config, format: STORE_FORMAT_VERSION })
@@ -609,8 +626,12 @@ export class LogAppender implements LogPart {
     return run
   }
 
-  /** fdatasync of every sealed segment not yet synced (oldest first), then the current one. */
+  /**
+   * fdatasync of every sealed segment not yet synced (oldest first), then the current one;
+   * entries up to the last one landed when it started are durable once it returns.
+   */
   async syncAll (): Promise<void> {
+    const upTo = this.seq // landed: in the file, in a segment at or before the current one
     while (this.unsyncedSealed.length > 0) {
       const oldest = this.unsyncedSealed[0]
       await oldest.sync() // a flush and a checkpoint may both be here: each waits, one removes
@@ -618,5 +639,6 @@ export class LogAppender implements LogPart {
     }
     await this.current.sync()
     await this.p.segments.recordDrops()
+    this.durableSeq = Math.max(this.durableSeq, upTo)
   }
 }

@@ -86,8 +86,8 @@ export interface LogPart {
   discardNext (id?: number): Promise<boolean>
   /** Closes the handle of the segment made ahead and leaves its file (abandon). */
   dropNext (): Promise<void>
-  /** A format-1 store becomes format 2 before its first format-2 entry. */
-  upgradeFormat (): void
+  /** The `durableSeq` an entry written now records (an older store first becomes the current format). */
+  entryDurableSeq (): number
   /** Every write resolved before it durable; concurrent flushes share one sync; no lock. */
   flush (): Promise<void>
   /** Settles once the flushes called so far are done. */

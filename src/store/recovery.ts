@@ -9,7 +9,7 @@ import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
 import { adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { FREE_HORIZON_IN_MARKER, moveRecordAt, tableBytes } from './entry'
+import { FREE_HORIZON_IN_MARKER, entryBytes, moveRecordAt, tableBytes, type EntryHeader } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -50,6 +50,9 @@ export interface Recovered {
   seq: number
   report: RecoveryReport
 }
+
+/** Why a torn write was cut rather than kept as damage (see `durability` in recover): ends the cut's reason. */
+export const UNFLUSHED = ', which no entry after it records as flushed (a write the power loss tore)'
 
 /** Commits replayed history every this many blocks so a full rebuild runs in bounded memory. */
 const REPLAY_COMMIT_BLOCKS = 262144
@@ -157,6 +160,13 @@ export async function recover (
   const scanned: number[] = []
   let current: Segment | undefined
   let stop = false
+  /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
+  let durableSeen = 0
+  /**
+   * A `durability` read found no entry recording it up to the end of the log (an older
+   * release's log): every later spot would read a part of that, so it is not read again.
+   */
+  let unrecordedAhead = false
 
   const toScan = ids.filter(i => i >= startSegment)
   // After damage or recycled segments, the next readable entry continues the log; a full
@@ -222,14 +232,18 @@ export async function recover (
     const offset = id === startSegment ? startOffset : SEGMENT_HEADER_BYTES
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
       const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
+      if (item.type === 'entry') durableSeen = Math.max(durableSeen, item.header.durableSeq ?? 0)
       if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
         const reason = `sequence gap (expected ${expected}, found ${item.header.seq})`
         // Entries missing right before a segment's first one: the tail of the segment before
         // it, which a crash lost before its sync (see the end of a segment below).
         const lostTail = item.offset === SEGMENT_HEADER_BYTES && item.header.seq > expected
-        if (endsLog || lostTail) {
+        // The missing entry `expected`: lost unflushed (a torn write) unless the log says a
+        // flush had made it durable. Without a record (older releases), the older rules.
+        const known = held.length === 0 ? await durability(expected, segment, item.offset) : 'unknown'
+        if (known === 'unflushed' || (known === 'unknown' && (endsLog || lostTail))) {
           release(item.offset)
-          await cut(held.length > 0 ? held[0].offset : item.offset, held.length > 0 ? `block checksum mismatch in entry seq ${held[0].header.seq}, followed by a ${reason}` : reason)
+          await cut(held.length > 0 ? held[0].offset : item.offset, held.length > 0 ? `block checksum mismatch in entry seq ${held[0].header.seq}, followed by a ${reason}` : `${reason}${known === 'unflushed' ? UNFLUSHED : ''}`)
         } else {
           release(Infinity)
           damaged(id, item.offset, reason)
@@ -238,6 +252,20 @@ export async function recover (
       }
       if (item.type === 'entry') {
         acceptGap = false
+        if (held.length === 0 && item.badBlocks.length > 0) {
+          // Bad data in a flushed entry is bit rot: kept, its blocks read CORRUPT. In an
+          // entry no flush covered, it is a write the power loss tore (a page cache writes
+          // back in any order, so entries after it may be whole): the log ends before it.
+          const known = await durability(item.header.seq, segment, item.offset + entryBytes(item.header))
+          if (known === 'unflushed') {
+            await cut(item.offset, `block checksum mismatch in entry seq ${item.header.seq}${UNFLUSHED}`)
+            break
+          }
+          if (known === 'flushed') {
+            apply(item)
+            continue
+          }
+        }
         held.push(item)
         release(item.offset)
         continue
@@ -247,7 +275,10 @@ export async function recover (
       // that ends inside an entry was never written whole: in a full rebuild, a sealed
       // segment that a crash cut before its sync (sealed segments sync in log order, so
       // every later one was unsynced too). That is where the log ends, as for the last one.
-      if (!endsLog && item.truncated !== true) {
+      // An unreadable entry with segments after it: what the log records of the entry that
+      // should be there (the next seq) decides between damage and a torn write, as above.
+      const known = item.torn !== undefined && held.length === 0 && id < toScan[toScan.length - 1] ? await durability(seq + 1, segment) : 'unknown'
+      if (known === 'flushed' || (known === 'unknown' && !endsLog && item.truncated !== true)) {
         release(Infinity)
         // A clean end: the next segment continues right after it, even when this one held no
         // entry (its appends all lost before their sync: a gap there ends the log, above).
@@ -258,7 +289,7 @@ export async function recover (
         const suspect = held[0]
         await cut(suspect.offset, `block checksum mismatch in entry seq ${suspect.header.seq}${held.length > 1 ? `, followed only by entries a group commit may have written at the same time (${held.length - 1})` : ', the last one'}`)
       } else if (item.torn) {
-        await cut(item.offset, item.torn)
+        await cut(item.offset, known === 'unflushed' ? `${item.torn}${UNFLUSHED}` : item.torn)
       } else {
         segment.tail = item.offset
       }
@@ -286,6 +317,53 @@ export async function recover (
       log.warn(report.cut, 'cut a torn or damaged log tail; its bytes were kept aside')
       stop = true
     }
+  }
+
+  /**
+   * What the log records of entry `s`, which is bad or missing at a spot where valid entries
+   * of the log may follow. 'flushed': a valid entry says a flush had made entries up to `s` or
+   * later durable before it was written (wherever it is: a free header written in place
+   * counts), so whatever is wrong at `s` happened to flushed bytes: damage, never cut.
+   * 'unflushed': entries after the spot record what was durable and none covers `s`: no
+   * flush had made it durable, the power loss tore it, and every entry after it was
+   * unflushed too: a torn tail. 'unknown': nothing after the spot records it (entries of an
+   * older release, or none at all): the older rules decide. Reads from `offset` of `here`
+   * (undefined: its rest is unreadable) through the later segments until an entry decides.
+   */
+  async function durability (s: number, here: Segment, offset?: number): Promise<'flushed' | 'unflushed' | 'unknown'> {
+    let recorded = false
+    const covers = (h: EntryHeader): boolean => {
+      if (h.durableSeq !== undefined) recorded = true
+      durableSeen = Math.max(durableSeen, h.durableSeq ?? 0)
+      return durableSeen >= s
+    }
+    if (durableSeen >= s) return 'flushed'
+    if (unrecordedAhead) return 'unknown'
+    if (offset !== undefined && await anyOf(here.handle, offset, covers)) return 'flushed'
+    for (const id of toScan.filter(i => i > here.id)) {
+      let later: Segment
+      try {
+        later = await Segment.open(layer, home, await copiesOf(id), id, geometry, log)
+      } catch {
+        continue // a refused header: the replay itself says what it is
+      }
+      try {
+        if (await anyOf(later.handle, SEGMENT_HEADER_BYTES, covers)) return 'flushed'
+      } finally {
+        await later.close()
+      }
+    }
+    unrecordedAhead = !recorded
+    return recorded ? 'unflushed' : 'unknown'
+  }
+
+  /** Whether `test` holds for one of the valid entries of a segment from `offset` (block data not checked). */
+  async function anyOf (handle: Segment['handle'], offset: number, test: (h: EntryHeader) => boolean): Promise<boolean> {
+    for await (const item of scanSegment(handle, offset, geometry.blockBytes, false)) {
+      if (item.type === 'end') return false
+      if (test(item.header)) return true
+    }
+    return false
   }
 
   function damaged (segment: number, offset: number, reason: string): void {
@@ -365,8 +443,8 @@ export async function recover (
         map.set(v.block, at, v.crc, v.seq)
         batch.addBlock(v.block, v.seq, at, v.crc) // the version, now here
       }
-      if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
     }
+    if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
     const payload = h.kind === EntryKind.write || h.kind === EntryKind.move || h.kind === EntryKind.trim ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
     if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {

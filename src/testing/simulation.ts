@@ -4,6 +4,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
 import { segmentFileName } from '../store/format'
+import { UNFLUSHED } from '../store/recovery'
 import { Rng } from './rng'
 import { SimArchive } from './sim-archive'
 import { SimFileLayer } from './sim-file-layer'
@@ -78,6 +79,8 @@ export interface SimulationReport {
   rebuilds: number
   /** Opens that loaded the block map saved at the previous clean close (block-map-file.ts). */
   savedMapLoads: number
+  /** Opens whose recovery cut a torn write because no later entry recorded it as flushed (durableSeq). */
+  unflushedCuts: number
   /** The most writes in flight at once on one file (group commit: several writevs of a group). */
   maxWritesInFlight: number
   faultsInjected: number
@@ -151,7 +154,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
-  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
+  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
   const count = (op: string): void => { report.ops[op] = (report.ops[op] ?? 0) + 1 }
 
   /** Runs `p` to completion under the scheduler (no crash). */
@@ -162,6 +165,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const open = async (): Promise<Store> => {
     const store = await openStore()
     if (store.recovery.blockMap.from === 'saved') report.savedMapLoads++
+    if (store.recovery.cut?.reason.endsWith(UNFLUSHED) === true) report.unflushedCuts++
     return store
   }
   const openStore = (): Promise<Store> => Store.open(dir, {
