@@ -148,9 +148,11 @@ export async function sendStream (
     if (!store.pointHeld(s.seq)) throw new LogdiskError('NOT_FOUND', `snapshot ${s.name} was deleted while it was being sent; the stream is incomplete`)
   }
   const t = await w.trailer()
-  // Only a store open for writing (the mount daemon's) keeps them: a read-only command leaves
-  // the store byte for byte as it was (CLI.md), so a send run directly only reads the cache.
-  if (!store.readOnly) await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]), sizeBytes)
+  // A store open for writing (the mount daemon's) keeps them in the store; a read-only command
+  // leaves the store byte for byte as it was (CLI.md), so a send run directly keeps them in the
+  // user's cache directory (identity-cache.ts), and the next incremental send from either end
+  // carries them instead of walking every block.
+  await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]), sizeBytes)
   opts.onProgress?.(sizeBytes, sizeBytes)
   return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
 }
