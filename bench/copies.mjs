@@ -17,6 +17,9 @@
 //   COPIES_DIR=/path      work dir (default bench/work/copies); emptied at start and end
 //   COPIES_RUNS=3         runs of each timed step (medians reported)
 //   COPIES_KEEP=1         keep it
+//   COPIES_STEPS=incremental  only what the incremental steps need: the fill, a full send and
+//                         receive per run (timed all the same), then the incremental steps;
+//                         no restore, export, verify, cp or qemu-img (about a minute, not six)
 //   BENCH_RESULTS=/path   where <timestamp>-copies.{md,json} go (default bench/results)
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -34,6 +37,9 @@ const SIZE = parseSize(process.env.COPIES_SIZE || '8G')
 const DATA = parseSize(process.env.COPIES_DATA || '2G')
 const KEEP = process.env.COPIES_KEEP === '1'
 const RUNS = Math.max(1, Number(process.env.COPIES_RUNS || 3))
+const STEPS = process.env.COPIES_STEPS || 'all'
+if (STEPS !== 'all' && STEPS !== 'incremental') throw new Error(`COPIES_STEPS=${STEPS}: all or incremental`)
+const FULL = STEPS === 'all'
 /** The issue's goal for an incremental send, receive or diff of 4 MiB (item 6), seconds. */
 const INCREMENT_GOAL = 1
 
@@ -53,12 +59,15 @@ function run (cmd, args, opts = {}) {
 const logdisk = (...args) => run(process.execPath, [CLI, ...args])
 const sh = (cmd) => run('bash', ['-c', cmd])
 
-const QEMU_IMG = spawnSync('qemu-img', ['--version']).status === 0
-if (!QEMU_IMG) console.warn('qemu-img is missing (scripts/install-deps.sh bench installs it): its column is left out')
+const QEMU_IMG = FULL && spawnSync('qemu-img', ['--version']).status === 0
+if (FULL && !QEMU_IMG) console.warn('qemu-img is missing (scripts/install-deps.sh bench installs it): its column is left out')
 const loadAtStart = os.loadavg().map(l => l.toFixed(2)).join(' ')
 if (!fs.existsSync(CLI)) { console.error(`${CLI} is missing: run make build first`); process.exit(1) }
 fs.rmSync(WORK, { recursive: true, force: true })
 fs.mkdirSync(WORK, { recursive: true })
+// Identities remembered by the direct sends (identity-cache.ts) go to the user's cache
+// directory: one of the work dir's, so a run starts without any and leaves none behind.
+process.env.LOGDISK_CACHE_DIR = path.join(WORK, 'user-cache')
 const src = path.join(WORK, 'src')
 const dst = path.join(WORK, 'dst')
 const out = (name) => path.join(WORK, name)
@@ -108,20 +117,22 @@ try {
     console.log(`-- run ${run} of ${RUNS}; load ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`)
     for (const f of ['restore.img', 'export.img', 'a.stream']) fs.rmSync(out(f), { force: true })
     sh('sync')
-    const r = logdisk('restore', src, '--at', 'a', '--out', out('restore.img'))
-    record('restore --at a', r.seconds, DATA)
-    const e = logdisk('export', src, 'a', '--out', out('export.img'))
-    record('export a', e.seconds, DATA)
+    if (FULL) {
+      const r = logdisk('restore', src, '--at', 'a', '--out', out('restore.img'))
+      record('restore --at a', r.seconds, DATA)
+      const e = logdisk('export', src, 'a', '--out', out('export.img'))
+      record('export a', e.seconds, DATA)
+    }
     const s = logdisk('send', src, 'a', '--out', out('a.stream'))
     record('send a (full)', s.seconds, DATA)
     sh('sync')
-    const c = sh(`cp --sparse=always ${out('export.img')} ${out('cp.img')} && sync ${out('cp.img')}`)
-    record('cp --sparse=always (+sync)', c.seconds, DATA)
+    const c = FULL && sh(`cp --sparse=always ${out('export.img')} ${out('cp.img')} && sync ${out('cp.img')}`)
+    if (c) record('cp --sparse=always (+sync)', c.seconds, DATA)
     if (QEMU_IMG) {
       const q = sh(`qemu-img convert -O raw ${out('export.img')} ${out('qemu.img')} && sync ${out('qemu.img')}`)
       record('qemu-img convert -O raw (+sync)', q.seconds, DATA)
     }
-    if (run === 1) {
+    if (FULL && run === 1) {
       const same = sh(`cmp ${out('restore.img')} ${out('export.img')} && cmp ${out('cp.img')} ${out('export.img')} && echo same`).stdout.trim()
       if (same !== 'same') throw new Error('restore and export differ')
     }
@@ -132,8 +143,7 @@ try {
     dsts.push(d)
     const rc = logdisk('receive', d, '--in', out('a.stream'))
     record('receive a (full)', rc.seconds, DATA)
-    const v = logdisk('verify', src)
-    record('verify', v.seconds, DATA)
+    if (FULL) record('verify', logdisk('verify', src).seconds, DATA)
   }
   for (const f of ['export.img', 'a.stream']) fs.rmSync(out(f), { force: true })
 
@@ -181,11 +191,11 @@ try {
   }
   report()
 
-  const cpRate = rows.find(x => x.what.startsWith('cp ')).mbps
+  const cpRate = rows.find(x => x.what.startsWith('cp '))?.mbps ?? NaN
   const qRate = rows.find(x => x.what.startsWith('qemu-img'))?.mbps ?? NaN
   const ratio = (w) => rows.find(x => x.what.startsWith(w)).mbps
-  const ratios = ['restore', 'export', 'send a', 'receive a', 'verify'].map(w => ({ what: w, vsCp: ratio(w) / cpRate, vsQemu: ratio(w) / qRate }))
-  console.log(`\nratio to cp --sparse=always / to qemu-img convert (medians of ${RUNS}):`)
+  const ratios = FULL ? ['restore', 'export', 'send a', 'receive a', 'verify'].map(w => ({ what: w, vsCp: ratio(w) / cpRate, vsQemu: ratio(w) / qRate })) : []
+  if (FULL) console.log(`\nratio to cp --sparse=always / to qemu-img convert (medians of ${RUNS}):`)
   for (const x of ratios) console.log(`  ${x.what.padEnd(10)} ${x.vsCp.toFixed(2)}x  ${x.vsQemu.toFixed(2)}x`)
   const increments = ['send b --from a', 'receive b', 'diff a b ('].map(w => rows.find(x => x.what.startsWith(w)))
     .map(x => ({ what: x.what, seconds: x.seconds, max: x.max, met: x.seconds < INCREMENT_GOAL }))
@@ -194,15 +204,14 @@ try {
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19) + 'Z'
   fs.mkdirSync(RESULTS, { recursive: true })
-  const meta = { when: new Date().toISOString(), commit: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).stdout.trim(), sizeBytes: SIZE, dataBytes: DATA, loadavg: os.loadavg(), cpus: os.cpus().length }
+  const meta = { steps: STEPS, when: new Date().toISOString(), commit: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).stdout.trim(), sizeBytes: SIZE, dataBytes: DATA, loadavg: os.loadavg(), cpus: os.cpus().length }
   fs.writeFileSync(path.join(RESULTS, `${stamp}-copies.json`), JSON.stringify({ ...meta, runs: RUNS, rows, ratios, increments }, null, 2) + '\n')
   const md = [
     `# Copy speeds, ${meta.when} (commit ${meta.commit})`, '',
-    `${SIZE / 2 ** 30} GiB volume, ${DATA / 2 ** 30} GiB written; ${meta.cpus} CPUs, load average ${meta.loadavg.map(l => l.toFixed(2)).join(' ')} at the end (${loadAtStart} at the start); warm page cache; CLI wall time (start-up included); medians of ${RUNS} runs.`, '',
+    `${SIZE / 2 ** 30} GiB volume, ${DATA / 2 ** 30} GiB written${FULL ? '' : ' (COPIES_STEPS=incremental)'}; ${meta.cpus} CPUs, load average ${meta.loadavg.map(l => l.toFixed(2)).join(' ')} at the end (${loadAtStart} at the start); warm page cache; CLI wall time (start-up included); medians of ${RUNS} runs.`, '',
     '| step | seconds (median) | MB/s | runs | note |', '| --- | ---: | ---: | --- | --- |',
     ...rows.map(x => `| ${x.what} | ${x.seconds.toFixed(2)} | ${x.bytes ? x.mbps.toFixed(0) : ''} | ${x.runs.map(v => v.toFixed(2)).join(' ')} | ${x.note} |`), '',
-    '| copy | vs cp --sparse=always | vs qemu-img convert |', '| --- | ---: | ---: |',
-    ...ratios.map(x => `| ${x.what} | ${x.vsCp.toFixed(2)}x | ${x.vsQemu.toFixed(2)}x |`), '',
+    ...(FULL ? ['| copy | vs cp --sparse=always | vs qemu-img convert |', '| --- | ---: | ---: |', ...ratios.map(x => `| ${x.what} | ${x.vsCp.toFixed(2)}x | ${x.vsQemu.toFixed(2)}x |`), ''] : []),
     `| increment of 4 MiB | median | slowest | goal < ${INCREMENT_GOAL} s |`, '| --- | ---: | ---: | --- |',
     ...increments.map(x => `| ${x.what} | ${x.seconds.toFixed(2)} | ${x.max.toFixed(2)} | ${x.met ? 'met' : 'not met'} |`), ''
   ].join('\n')

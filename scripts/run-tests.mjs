@@ -12,6 +12,7 @@
 // `npx tap test/X.test.ts` still runs one file through the loader while developing.
 import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 const tapConfig = JSON.parse(fs.readFileSync('package.json', 'utf8')).tap ?? {}
@@ -26,6 +27,10 @@ const KILL_AFTER_MS = (TIMEOUT_S + 60) * 1000
 // that a second run in the same checkout sweeps only its own leftovers and those of runs
 // that are gone, never the mounts of a run still going.
 process.env.LOGDISK_TEST_RUN = String(process.pid)
+// Identities that read-only sends remember go to the user's cache directory
+// (src/copy/identity-cache.ts): one of this run's, removed at the end, not the home's.
+process.env.LOGDISK_CACHE_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-test-cache-'))
+process.on('exit', () => fs.rmSync(process.env.LOGDISK_CACHE_DIR, { recursive: true, force: true }))
 const sweep = () => spawnSync(process.execPath, ['scripts/sweep-test-mounts.mjs'], { stdio: 'inherit', timeout: 300_000 })
 sweep()
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { crc32c, type SnapshotRecord, type Store } from '../store'
 
@@ -19,8 +20,13 @@ import { crc32c, type SnapshotRecord, type Store } from '../store'
  * identity is derived or walked again. Only identities that were walked, derived or checked
  * against a stream are written.
  *
- * The file is a cache: losing it costs one walk. Read-only commands (send) write it too, on a
- * best-effort basis: a store the user may only read, or a full disk, just keeps no cache.
+ * The file is a cache: losing it costs one walk. A store open for writing (receive, the mount
+ * daemon's send) keeps it in the store; a read-only open (a send run directly) writes nothing
+ * in the store (CLI.md), so it keeps the same file, named by the store's uuid, in a cache
+ * directory of the user outside every store (userIdentityFile: $LOGDISK_CACHE_DIR, else
+ * $XDG_CACHE_HOME/logdisk, else ~/.cache/logdisk). Both are read, their valid entries merged:
+ * an entry is checked against the store's snapshot table whichever file it comes from. Best
+ * effort: a store or home the user may not write, or a full disk, just keeps no cache.
  * Written to a temporary file of the process (pid), synced, then renamed over the old one, so
  * concurrent writers never interleave; the last one wins, and an entry lost that way is
  * computed again.
@@ -44,12 +50,35 @@ export interface IdentityEntry {
   identity: string
 }
 
-/** The cached identities that are valid for the store's snapshots now, by cut seq. */
+/**
+ * The per-user file of a store's identities remembered by read-only opens (a send run
+ * directly), outside the store: `<cache dir>/identities-<uuid>`. Undefined when no cache
+ * directory can be named (no home directory).
+ */
+export function userIdentityFile (uuid: string): string | undefined {
+  const env = process.env
+  let home: string | undefined
+  try { home = os.homedir() } catch { home = undefined }
+  const dir = env.LOGDISK_CACHE_DIR || (env.XDG_CACHE_HOME ? path.join(env.XDG_CACHE_HOME, 'logdisk') : home ? path.join(home, '.cache', 'logdisk') : undefined)
+  return dir === undefined ? undefined : path.join(path.resolve(dir), `${IDENTITY_FILE}-${uuid}`)
+}
+
+/**
+ * The cached identities that are valid for the store's snapshots now, by cut seq: those of
+ * the store's file, and those a read-only open remembered in the user's (the store's win).
+ */
 export function readIdentities (store: Store): Map<number, string> {
+  const user = userIdentityFile(store.config.uuid)
+  const out = user === undefined ? new Map<number, string>() : readIdentityFile(store, user)
+  for (const [seq, identity] of readIdentityFile(store, path.join(store.dir, IDENTITY_FILE))) out.set(seq, identity)
+  return out
+}
+
+function readIdentityFile (store: Store, file: string): Map<number, string> {
   const out = new Map<number, string>()
   let text: string
   try {
-    text = fs.readFileSync(path.join(store.dir, IDENTITY_FILE), 'utf8')
+    text = fs.readFileSync(file, 'utf8')
   } catch {
     return out
   }
@@ -79,7 +108,8 @@ function matches (store: Store, s: SnapshotRecord, e: IdentityEntry): boolean {
  * Remembers the identities of snapshots (by cut seq) beside the valid ones already kept.
  * `sizeBytes`: the volume size they were computed at (the caller reads it before computing
  * them): a resize meanwhile must not make them pass for identities at the new size, so they
- * are recorded at that size, and used only while the volume has it. Best effort: returns
+ * are recorded at that size, and used only while the volume has it. In the store's file when
+ * the store is open for writing, else in the user's (userIdentityFile). Best effort: returns
  * whether the file was written.
  */
 export async function rememberIdentities (store: Store, identities: Map<number, string>, sizeBytes: number): Promise<boolean> {
@@ -99,10 +129,12 @@ export async function rememberIdentities (store: Store, identities: Map<number, 
     if (s) entries.push({ name: s.name, seq: s.seq, position: s.position, timeMs: s.timeMs, sizeBytes: now, blockBytes: store.blockBytes, identity })
   }
   const line = JSON.stringify({ version: FILE_VERSION, uuid: store.config.uuid, entries })
-  const file = path.join(store.dir, IDENTITY_FILE)
+  const file = store.readOnly ? userIdentityFile(store.config.uuid) : path.join(store.dir, IDENTITY_FILE)
+  if (file === undefined) return false
   const tmp = `${file}.${process.pid}.tmp`
   try {
-    const fh = await fs.promises.open(tmp, 'w')
+    if (store.readOnly) await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
+    const fh = await fs.promises.open(tmp, 'w', 0o600)
     try {
       await fh.writeFile(`${line}\n${crc32c(Buffer.from(line, 'utf8'))}\n`)
       await fh.datasync()

@@ -14,6 +14,11 @@ const WRITES_IN_FLIGHT = 256
 const BYTES_IN_FLIGHT = 16 * 1024 * 1024
 /** Stream records read ahead of the writes. */
 const READ_AHEAD = 4
+/**
+ * A stream file of at most this many bytes is read once: checked, and its records kept in
+ * memory to be applied (within the bytes a receive holds anyway, BYTES_IN_FLIGHT).
+ */
+const KEEP_STREAM_BYTES = 16 * 1024 * 1024
 /** Blocks whose CRC before the stream is remembered for the identity carry (about 80 bytes each). */
 const MAX_REMEMBERED_BLOCKS = 1 << 20
 
@@ -37,7 +42,8 @@ function inRanges (ranges: Array<[number, number]>): (block: number) => boolean 
 
 /**
  * Applies a stream file to the store and cuts the same snapshot there. The whole stream is
- * checked first (validateStream), then the store: same geometry, no snapshot of that name yet,
+ * checked first (validateStream; a file of at most `keepStreamBytes`, 16 MiB by default, is
+ * read only then, its checked records kept to be applied), then the store: same geometry, no snapshot of that name yet,
  * an incremental's base present with the same content identity, and the current volume
  * unwritten since that base (or empty, for a full stream) unless `force`, which rolls the
  * current volume back to the base first. Any refusal leaves the store unchanged. Before the
@@ -46,7 +52,7 @@ function inRanges (ranges: Array<[number, number]>): (block: number) => boolean 
  */
 export async function receiveStream (
   store: Store, file: string,
-  opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void } = {}
+  opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void, keepStreamBytes?: number } = {}
 ): Promise<ReceiveResult> {
   // A clone's unwritten blocks read from its parent's snapshot, which neither the identities
   // nor the checks below (empty store, nothing written since the base) see: its images would
@@ -55,7 +61,7 @@ export async function receiveStream (
   const B = store.blockBytes
   let summary: StreamSummary
   try {
-    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes))
+    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes), { keepBytes: opts.keepStreamBytes ?? KEEP_STREAM_BYTES })
   } catch (err) {
     if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${err.message}; nothing was applied to ${store.dir}`, err)
     throw err
@@ -117,8 +123,10 @@ export async function receiveStream (
     // The next records are read (and their CRCs checked) while these are written. What is
     // held of the stream at once: the writes in flight (settled once past BYTES_IN_FLIGHT, so
     // at most that and one record), the READ_AHEAD records asked for ahead, and the one in hand.
+    // A small stream was read once, its records kept as checked (validateStream's keepBytes).
     const heldBytes = BYTES_IN_FLIGHT + (READ_AHEAD + 2) * maxRecordBytes(B)
-    for await (const r of readAhead(readStream(file, { blockCrcs: true, heldBytes }), READ_AHEAD)) {
+    const records = summary.records ?? readAhead(readStream(file, { blockCrcs: true, heldBytes }), READ_AHEAD)
+    for await (const r of records) {
       if ('header' in r || 'trailer' in r) continue
       if (atStart && atStart.size < MAX_REMEMBERED_BLOCKS) {
         const { where, crcs } = await store.locateAt(startSeq, r.block, r.count)

@@ -11,8 +11,10 @@ import { writeFully, writePartialThenRename } from './partial-file'
 
 /** Sending a snapshot, or the increment between two, as a stream (stream-format.ts) onto a sink. */
 
-/** Reads of an incremental's runs in flight at once (each at most 1 MiB). */
+/** Batches of an incremental's blocks read at once (each about BATCH_BLOCKS, at most twice that). */
 const READS_IN_FLIGHT = 16
+/** Blocks of an incremental gathered into one read of their versions (Store.readListAt). */
+const BATCH_BLOCKS = 256
 
 export interface SendResult {
   snapshot: string
@@ -77,17 +79,32 @@ export async function sendStream (
   }
   if (from) {
     // Incremental: the blocks changed in between, from the entries of that stretch of the log,
-    // in runs read up to READS_IN_FLIGHT at a time and emitted in order: scattered single
-    // blocks read one after the other would each wait for the last.
-    const reads: Array<{ first: number, count: number, data: Promise<Buffer> }> = []
+    // in runs, gathered in batches of about BATCH_BLOCKS read up to READS_IN_FLIGHT at a time
+    // and emitted in order. A batch is read by where its versions lie in the log
+    // (Store.readListAt): scattered single blocks, mostly written one after another, take a
+    // few large reads, not one each (and never wait one for the other).
+    const reads: Array<{ runs: number[], data: Promise<Buffer> }> = []
     const emitOldest = async (): Promise<void> => {
       const r = reads.shift()!
-      await emit(r.first, r.count, await r.data)
+      const data = await r.data
+      for (let i = 0, at = 0; i < r.runs.length; i += 2) {
+        await emit(r.runs[i], r.runs[i + 1], data.subarray(at * B, (at + r.runs[i + 1]) * B))
+        at += r.runs[i + 1]
+      }
     }
+    let runs: number[] = [] // [first, count] pairs of the batch being gathered
+    let blocks: number[] = []
     const read = async (first: number, count: number): Promise<void> => {
-      const data = store.readSnapshot(snap.name, first * B, count * B)
+      runs.push(first, count)
+      for (let b = first; b < first + count; b++) blocks.push(b)
+      if (blocks.length >= BATCH_BLOCKS) await readBatch()
+    }
+    const readBatch = async (): Promise<void> => {
+      const data = store.readListAt(snap.seq, Float64Array.from(blocks))
       data.catch(() => undefined) // awaited in turn by emitOldest
-      reads.push({ first, count, data })
+      reads.push({ runs, data })
+      runs = []
+      blocks = []
       if (reads.length >= READS_IN_FLIGHT) await emitOldest()
     }
     let runStart = -1
@@ -103,6 +120,7 @@ export async function sendStream (
         runCount = 1
       }
       if (runCount > 0) await read(runStart, runCount)
+      if (blocks.length > 0) await readBatch()
       while (reads.length > 0) await emitOldest()
     } finally {
       await Promise.allSettled(reads.map(r => r.data))
@@ -148,9 +166,11 @@ export async function sendStream (
     if (!store.pointHeld(s.seq)) throw new LogdiskError('NOT_FOUND', `snapshot ${s.name} was deleted while it was being sent; the stream is incomplete`)
   }
   const t = await w.trailer()
-  // Only a store open for writing (the mount daemon's) keeps them: a read-only command leaves
-  // the store byte for byte as it was (CLI.md), so a send run directly only reads the cache.
-  if (!store.readOnly) await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]), sizeBytes)
+  // A store open for writing (the mount daemon's) keeps them in the store; a read-only command
+  // leaves the store byte for byte as it was (CLI.md), so a send run directly keeps them in the
+  // user's cache directory (identity-cache.ts), and the next incremental send from either end
+  // carries them instead of walking every block.
+  await rememberIdentities(store, new Map(from ? [[snap.seq, identity], [from.seq, fromIdentity]] : [[snap.seq, identity]]), sizeBytes)
   opts.onProgress?.(sizeBytes, sizeBytes)
   return { snapshot: snap.name, from: from?.name ?? null, identity, records: t.records, dataBlocks: t.dataBlocks, zeroBlocks: t.zeroBlocks, bytes: w.bytes }
 }

@@ -395,17 +395,35 @@ export interface StreamSummary {
   trailer: StreamTrailer
   /** Blocks the stream sets, merged into [first, count] ranges in block order. */
   ranges: Array<[number, number]>
+  /**
+   * The block records as checked (data records with their blocks' CRCs), when asked for with
+   * `keepBytes` and the file is no larger: applying them needs no second read of the file.
+   */
+  records?: StreamRecord[]
 }
 
-/** Reads a whole stream file and checks it (readStream) without applying anything. */
-export async function validateStream (file: string, onProgress?: (done: number) => void): Promise<StreamSummary> {
+/**
+ * Reads a whole stream file and checks it (readStream) without applying anything. With
+ * `keepBytes`, a file of at most that many bytes is read into memory once and its block
+ * records are returned checked (`records`, each data record with its blocks' CRCs, as
+ * readStream's `blockCrcs` gives them), so that a receive of a small increment applies what
+ * it checked instead of reading and checking the file a second time.
+ */
+export async function validateStream (file: string, onProgress?: (done: number) => void, opts: { keepBytes?: number } = {}): Promise<StreamSummary> {
   let header: StreamHeader | undefined
   const ranges: Array<[number, number]> = []
-  // Each record is done with before the next is read: nothing is held.
-  for await (const r of readStream(file, { heldBytes: 0 })) {
+  let records: StreamRecord[] | undefined
+  if (opts.keepBytes !== undefined) {
+    const size = fs.statSync(file, { throwIfNoEntry: false })?.size
+    if (size !== undefined && size <= opts.keepBytes) records = []
+  }
+  // Each record is done with before the next is read, so nothing is held, unless the records
+  // are kept: then every buffer is a new one (a view of it stays valid).
+  for await (const r of readStream(file, records ? { blockCrcs: true } : { heldBytes: 0 })) {
     if ('header' in r) header = r.header
-    else if ('trailer' in r) return { header: header!, trailer: r.trailer, ranges }
+    else if ('trailer' in r) return { header: header!, trailer: r.trailer, ranges, ...(records ? { records } : {}) }
     else {
+      records?.push(r)
       const last = ranges[ranges.length - 1]
       if (last && last[0] + last[1] === r.block) last[1] += r.count
       else ranges.push([r.block, r.count])

@@ -175,6 +175,8 @@ export interface ReaderPart {
   readBlockAt (seq: number, block: number): Promise<Buffer>
   imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
   readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead>
+  /** Chosen blocks as they were at cut `seq`, versions near each other in the log read together. */
+  readListAt (seq: number, blocks: Float64Array): Promise<Buffer>
   /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
   locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   /** locateAt's rows for chosen blocks at each of the cuts (`walk`: blocks in increasing order, one index iterator). */

@@ -364,6 +364,19 @@ export class Store {
   }
 
   /**
+   * Blocks `blocks` (distinct whole block numbers of the volume, any order) as they were at
+   * cut `seq`, block i's bytes at i * blockBytes: every block checked as readAt checks it, but
+   * versions near each other in the log read with one system call (an increment's scattered
+   * blocks, written one after another). A copy of a point checks pointHeld(seq) afterwards.
+   */
+  async readListAt (seq: number, blocks: Float64Array): Promise<Buffer> {
+    this.assertOpen()
+    const total = this.sizeBytes / this.blockBytes
+    if (blocks.some(b => !Number.isSafeInteger(b) || b < 0 || b >= total)) throw new LogdiskError('BAD_ARGUMENT', 'readListAt needs block numbers of the volume')
+    return this.p.reader.readListAt(seq, blocks)
+  }
+
+  /**
    * Blocks [first, first+n) as they were at cut `seq`, and where each was (`where[i] === -1`:
    * never written by the cut; `zeros`: blocks known to be zeros without reading them). What whole-image copies read, a few MiB at a time, into
    * buffers they reuse (`into`). A copy of a point checks pointHeld(seq) once its reads are done.
