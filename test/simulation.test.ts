@@ -97,20 +97,28 @@ t.test(`writevs in flight: ${IN_FLIGHT.length} seeds`, async t => {
 /**
  * Power losses that keep any mix of a file's unsynced pages (SimFileLayer.crash `pages`: a
  * page cache writes back in any order), with writevs in flight as above. Seeds 17 and 20
- * found a torn entry followed by whole later ones (a later writev on disk, an earlier one
- * torn) kept as damage inside the log: the torn blocks' flushed versions read CORRUPT. In
- * seed 114 recovery cuts a torn write because no entry after it records it as flushed
- * (`durableSeq`, store format 3): the model then checks nothing flushed went with it.
+ * once found a torn entry followed by whole later ones (a later writev on disk, an earlier
+ * one torn) kept as damage inside the log: the torn blocks' flushed versions read CORRUPT
+ * (attack3-torn-beyond-reach keeps that case). In seed 134 recovery cuts a torn write
+ * because no entry after it records it as flushed (`durableSeq`, store format 3): the model
+ * then checks nothing flushed went with it. What a seed does depends on every scheduling
+ * step of the code: after compaction's second history walk changed the steps, 17 and 20 no
+ * longer lost power and 114 no longer cut, so 106 and 110 (two power losses each) took their
+ * places, and the checks below say when a seed stops doing what it is here for (1 seed in 60
+ * of these options cuts: found by running seeds and reading `unflushedCuts`).
  */
-const PAGES = process.env.SIM_SEEDS ? [] : [17, 20, 114]
+const PAGES = process.env.SIM_SEEDS ? [] : [106, 110, 134]
 t.test(`power loss keeps any unsynced pages: ${PAGES.length} seeds`, async t => {
   let unflushedCuts = 0
+  let crashes = 0
   for (const seed of PAGES) {
     const r = await sim.run(seed, { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true, bringBack: false, savedMap: false })
     unflushedCuts += r.unflushedCuts
+    crashes += r.crashes
     t.pass(`seed ${seed}: ${r.crashes} power losses, ${r.unflushedCuts} torn writes cut by durableSeq, up to ${r.maxWritesInFlight} writes in flight (${r.config})`)
   }
   if (PAGES.length > 0) t.ok(unflushedCuts > 0, `${unflushedCuts} torn writes cut because no later entry recorded them as flushed`)
+  if (PAGES.length > 0) t.ok(crashes >= PAGES.length, `${crashes} power losses in ${PAGES.length} seeds`)
 })
 
 /**
