@@ -76,7 +76,9 @@ export class MirroredHandle implements FileHandle {
    * hole in a shorter copy or stale entries past the end of a longer one, and losing the first
    * copy would then lose flushed data. Appends go to every copy in the same order, so a
    * shorter copy is a prefix of the first: the missing bytes are copied, extra ones cut.
-   * Only writers change copies: read-only opens (verify) never do this.
+   * Only writers change copies: read-only opens (verify) never do this. Lengths only: under a
+   * page cache writing back in any order, copies of equal length can still differ; recovery
+   * makes the segments it replayed match byte for byte first (`matchCopies`).
    */
   private reconcile (): Promise<void> {
     this.reconciled ??= (async () => {
