@@ -76,7 +76,9 @@ export class MirroredHandle implements FileHandle {
    * hole in a shorter copy or stale entries past the end of a longer one, and losing the first
    * copy would then lose flushed data. Appends go to every copy in the same order, so a
    * shorter copy is a prefix of the first: the missing bytes are copied, extra ones cut.
-   * Only writers change copies: read-only opens (verify) never do this.
+   * Only writers change copies: read-only opens (verify) never do this. Lengths only: under a
+   * page cache writing back in any order, copies of equal length can still differ; recovery
+   * makes the segments it replayed match byte for byte first (`matchCopies`).
    */
   private reconcile (): Promise<void> {
     this.reconciled ??= (async () => {
@@ -107,6 +109,46 @@ export class MirroredHandle implements FileHandle {
       }
     })()
     return this.reconciled
+  }
+
+  /**
+   * Makes every other copy hold the first copy's bytes from `from` to its end, the first
+   * copy's length included (recovery calls it on each segment it replayed, before it syncs and
+   * indexes what it read there, which it read from the first copy). A power loss keeps each
+   * copy's unsynced pages on its own (a page cache writes back in any order), so copies of the
+   * same length can differ anywhere past their last sync: comparing lengths (`reconcile`) is not
+   * enough, and a torn page left in a later copy would surface as EIO once the first copy is
+   * lost. A copy that cannot be made to match is dropped, as in `reconcile`.
+   */
+  async matchCopies (from: number): Promise<void> {
+    if (this.copies.length < 2) return
+    const first = this.copies[0]
+    const size = await first.handle.size()
+    const CHUNK = 1024 * 1024
+    const a = Buffer.alloc(CHUNK)
+    const b = Buffer.alloc(CHUNK)
+    for (const c of [...this.copies.slice(1)]) {
+      try {
+        let fixed = 0
+        for (let at = from; at < size; at += CHUNK) {
+          const len = Math.min(CHUNK, size - at)
+          if (await readFully(first.handle, a, len, at) !== len) throw new LogdiskError('IO', `${first.file} ended early while comparing it with ${c.file}`)
+          const n = await readFully(c.handle, b, len, at)
+          if (n === len && a.subarray(0, len).equals(b.subarray(0, len))) continue
+          await c.handle.writev([a.subarray(0, len)], at)
+          fixed += len
+        }
+        const n = await c.handle.size()
+        if (n > size) await c.handle.truncate(size)
+        if (fixed > 0 || n > size) {
+          await c.handle.datasync()
+          this.log.warn({ file: c.file, from: first.file, bytes: fixed, had: n, now: size }, 'a copy of the segment differed from the first after a power loss; made it match')
+        }
+      } catch (err) {
+        this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'could not make a copy match the first; continuing on the others (degraded: run logdisk pool repair)')
+        this.drop(c)
+      }
+    }
   }
 
   private async onEvery (what: string, op: (h: FileHandle) => Promise<void>): Promise<void> {
@@ -149,4 +191,15 @@ export class MirroredHandle implements FileHandle {
   async close (): Promise<void> {
     await Promise.allSettled(this.copies.map(c => c.handle.close()))
   }
+}
+
+/** Reads `length` bytes at `position` into the start of `buf` (fewer only at the end of the file). */
+async function readFully (h: FileHandle, buf: Buffer, length: number, position: number): Promise<number> {
+  let done = 0
+  while (done < length) {
+    const n = await h.read(buf, done, length - done, position + done)
+    if (n === 0) break
+    done += n
+  }
+  return done
 }

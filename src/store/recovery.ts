@@ -18,6 +18,7 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
+import { MirroredHandle } from './mirrored-handle'
 import { foreignSegment } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { SegmentRecord } from './index-db'
@@ -294,6 +295,9 @@ export async function recover (
         segment.tail = item.offset
       }
     }
+    // Replay read the first copy; a power loss may have left another copy with other bytes
+    // at the same length (each copy keeps its own unsynced pages): they get the first's.
+    if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset)
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()

@@ -7,6 +7,7 @@ import { scanSegment } from './scanner'
 import { crc32c } from './crc'
 import { moveRecordAt, tableBytes } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
+import { MirroredHandle } from './mirrored-handle'
 import type { SegmentHome } from './segment-home'
 
 export interface VerifyReport {
@@ -136,6 +137,25 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
           newest.set(block, dataStart + i * geometry.blockBytes)
           newestSeq.set(block, seq)
           alsoAt.delete(block)
+        }
+      }
+      // The scan above read the first copy; every other copy must hold sound entries too
+      // (a reader falls back to it when the first is lost or fails a checksum).
+      if (segment.handle instanceof MirroredHandle) {
+        for (const copy of segment.handle.copies.slice(1)) {
+          const name = `${path.basename(copy.file)} (copy on pool volume ${copy.volume})`
+          try {
+            for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
+              if (item.type === 'end') {
+                if (item.torn) problem(`${name} offset ${item.offset}: ${item.torn}`)
+                break
+              }
+              const h = item.header
+              for (const i of item.badBlocks) problem(`${name} offset ${item.offset}: block ${h.kind === EntryKind.write ? h.block + i : moveRecordAt(item.table, i).block} fails its checksum`)
+            }
+          } catch (err) {
+            problem(`${name}: ${(err as Error).message}`)
+          }
         }
       }
     } finally {
