@@ -1,13 +1,7 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/store/format'
-import { Store } from '../src/store/store'
-import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { SimHome } from '../src/testing/sim-home'
-import { MemoryLevel } from 'memory-level'
-import { IndexDb, type LevelDb } from '../src/store/index-db'
-import { scratchDir } from './helpers/sim-layer'
+import { mirroredSimStore } from './helpers/mirrored-sim-store'
 
 /**
  * Mirrored segments (2 copies) under the `pages` crash model (sim-file-layer.ts: a power loss
@@ -24,17 +18,7 @@ const SIZE = 4 * 1024 * 1024
 const SEGMENT = 4 * 1024 * 1024 + 64 * 1024
 
 t.test('pages crash with 2 copies: recovery makes the copies match byte for byte before it calls the replayed entries durable', async (t: Test) => {
-  const dir = scratchDir(t, 'attack4-mirror-pages')
-  const sim = new SimFileLayer()
-  const rng = new Rng(0xa4a4)
-  const home = new SimHome(path.join(dir, 'pool'), rng, 2, 100, 2)
-  const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' })
-  const openIndex = async (): Promise<IndexDb> => {
-    if (level.status === 'closed') await level.open()
-    return IndexDb.openLevel(level as unknown as LevelDb)
-  }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
+  const { dir, sim, rng, home, open } = await mirroredSimStore(t, 'attack4-mirror-pages', 0xa4a4, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
   const store = await open()
   const before = rng.bytes(8 * B)
   await store.write(0, before)
@@ -84,18 +68,8 @@ t.test('pages crash with 2 copies: recovery makes the copies match byte for byte
 t.test('random pages crashes with 2 copies: losing either copy after the reopen changes nothing the store serves', async (t: Test) => {
   let checked = 0
   for (let seed = 1; seed <= 48; seed++) {
-    const dir = scratchDir(t, `attack4-mirror-pages-${seed}`)
-    const sim = new SimFileLayer()
-    const rng = new Rng(0xa400 + seed)
-    const home = new SimHome(path.join(dir, 'pool'), rng, 2, 100, 2)
-    const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' })
-    const openIndex = async (): Promise<IndexDb> => {
-      if (level.status === 'closed') await level.open()
-      return IndexDb.openLevel(level as unknown as LevelDb)
-    }
     const SEG = 1024 * 1024 + 64 * 1024
-    await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-    const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
+    const { dir, sim, rng, home, open } = await mirroredSimStore(t, `attack4-mirror-pages-${seed}`, 0xa400 + seed, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
     const store = await open()
     for (let i = 0; i < 12; i++) {
       const blocks = 1 + rng.int(8)

@@ -1,13 +1,7 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/store/format'
-import { Store } from '../src/store/store'
-import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { SimHome } from '../src/testing/sim-home'
-import { MemoryLevel } from 'memory-level'
-import { IndexDb, type LevelDb } from '../src/store/index-db'
-import { scratchDir } from './helpers/sim-layer'
+import { mirroredSimStore } from './helpers/mirrored-sim-store'
 
 /**
  * `logdisk verify` ("reads every entry of the log, checks every CRC") read a mirrored
@@ -20,17 +14,7 @@ const SIZE = 4 * 1024 * 1024
 const SEGMENT = 4 * 1024 * 1024 + 64 * 1024
 
 t.test('verify reports a bad block in the second copy of a mirrored segment', async (t: Test) => {
-  const dir = scratchDir(t, 'attack4-verify-copies')
-  const sim = new SimFileLayer()
-  const rng = new Rng(0xa4c0)
-  const home = new SimHome(path.join(dir, 'pool'), rng, 2, 100, 2)
-  const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' })
-  const openIndex = async (): Promise<IndexDb> => {
-    if (level.status === 'closed') await level.open()
-    return IndexDb.openLevel(level as unknown as LevelDb)
-  }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
+  const { dir, sim, rng, home, open } = await mirroredSimStore(t, 'attack4-verify-copies', 0xa4c0, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
   const store = await open()
   const data = rng.bytes(16 * B)
   await store.write(0, data)
