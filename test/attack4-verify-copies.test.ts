@@ -21,6 +21,9 @@ t.test('verify reports a bad block in the second copy of a mirrored segment', as
   await store.flush()
   const volumes = store.volumesOf(0)!
   t.equal(volumes.length, 2, 'segment 0 has two copies')
+  // Both copies carry one header (createdMs read once): a repair copying either keeps the other's bytes (simulation seed 7020).
+  const headers = volumes.map(v => sim.readFile(path.join(home.dirOf(v), segmentFileName(0)))!.subarray(0, SEGMENT_HEADER_BYTES))
+  t.ok(headers[0].equals(headers[1]), 'the two copies have the same header, byte for byte')
   const clean = await store.verify({ copies: 2 })
   t.ok(clean.ok, 'verify: clean before the rot', { problems: clean.problems })
   // One bit of block 3 flips in the second copy only.

@@ -43,6 +43,10 @@ export class Segment {
   /** Creates the segment on each of `volumes` (one copy each): header written and synced. */
   static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
     const copies = []
+    // One header for every copy: encoded per copy, each took its own clock reading
+    // (createdMs), so two copies of one segment could differ in their first page, and a
+    // repair copying one of them changed the bytes the other had (simulation seed 7020).
+    const header = encodeSegmentHeader(id, geometry)
     try {
       for (const volume of volumes) {
         const dir = home.dirOf(volume)
@@ -51,7 +55,7 @@ export class Segment {
         const handle = await layer.open(file, true)
         copies.push({ volume, file, handle })
         await handle.truncate(0)
-        await handle.writev([encodeSegmentHeader(id, geometry)], 0)
+        await handle.writev([header], 0)
         await handle.datasync()
         await layer.syncDir(dir)
       }
