@@ -106,7 +106,9 @@ t.test('daemon.log is JSON lines only, stray text included, and rotated by size'
     }
     t.ok(fs.statSync(path.join(store, f)).size < 4096, `${f} stays near LOGDISK_LOG_SIZE`)
   }
-  t.ok(records.some(r => r.stray === true && r.level === 50 && /^filler 39 x+$/.test(String(r.msg))), 'stray text became JSON records (the last filler line is there)')
+  // Any filler line, not the last one: with LOGDISK_LOG_KEEP=2 the file holding filler 39 is
+  // rotated away when the daemon logs over 4 KiB after it (it failed so once in a full run).
+  t.ok(records.some(r => r.stray === true && r.level === 50 && /^filler \d+ x+$/.test(String(r.msg))), 'stray text became JSON records')
   t.match(records[records.length - 1], { msg: 'unmounted' }, 'the daemon\'s own last line is there, last')
   const writers = (await run('pgrep', ['-f', `log-writer.js ${path.join(store, 'daemon.log')}`])).stdout.trim()
   t.equal(writers, '', 'the log writer exited with the daemon')
