@@ -1,5 +1,5 @@
 import { LogdiskError } from '../errors'
-import type { FileHandle } from './file-layer'
+import { readUpTo, type FileHandle } from './file-layer'
 import type { Logger } from './logger'
 
 /**
@@ -132,8 +132,8 @@ export class MirroredHandle implements FileHandle {
         let fixed = 0
         for (let at = from; at < size; at += CHUNK) {
           const len = Math.min(CHUNK, size - at)
-          if (await readFully(first.handle, a, len, at) !== len) throw new LogdiskError('IO', `${first.file} ended early while comparing it with ${c.file}`)
-          const n = await readFully(c.handle, b, len, at)
+          if (await readUpTo(first.handle, a.subarray(0, len), at) !== len) throw new LogdiskError('IO', `${first.file} ended early while comparing it with ${c.file}`)
+          const n = await readUpTo(c.handle, b.subarray(0, len), at)
           if (n === len && a.subarray(0, len).equals(b.subarray(0, len))) continue
           await c.handle.writev([a.subarray(0, len)], at)
           fixed += len
@@ -193,13 +193,3 @@ export class MirroredHandle implements FileHandle {
   }
 }
 
-/** Reads `length` bytes at `position` into the start of `buf` (fewer only at the end of the file). */
-async function readFully (h: FileHandle, buf: Buffer, length: number, position: number): Promise<number> {
-  let done = 0
-  while (done < length) {
-    const n = await h.read(buf, done, length - done, position + done)
-    if (n === 0) break
-    done += n
-  }
-  return done
-}

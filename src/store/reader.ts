@@ -3,7 +3,7 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { firstBadBlock } from './block-check'
 import { crc32c } from './crc'
-import type { FileHandle } from './file-layer'
+import { readUpTo, type FileHandle } from './file-layer'
 import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
 import { segmentOf, type BlocksRead, type StoreParts, type ReaderPart } from './parts'
@@ -147,12 +147,7 @@ export class Reader implements ReaderPart {
         span ??= Buffer.allocUnsafe(GATHER_BYTES)
         const bytes = span.subarray(0, length)
         const segment = await this.segment(seg)
-        let got = 0
-        while (got < length) {
-          const r = await segment.handle.read(bytes, got, length - got, start % segmentBytes + got)
-          if (r === 0) break
-          got += r
-        }
+        const got = await readUpTo(segment.handle, bytes, start % segmentBytes)
         for (let k = g; k < e; k++) {
           const i = near[k]
           const at = where[i] - start

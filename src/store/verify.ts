@@ -118,7 +118,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         }
         if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
         report.blocksChecked += h.count
-        const blockOf = (i: number): number => h.kind === EntryKind.write ? h.block + i : moveRecordAt(item.table, i).block
+        const blockOf = (i: number): number => blockIn(h, item.table, i)
         for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${blockOf(i)} fails its checksum`)
         if (position >= upTo.position) continue
         const dataStart = position + tableBytes(h)
@@ -150,8 +150,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
                 if (item.torn) problem(`${name} offset ${item.offset}: ${item.torn}`)
                 break
               }
-              const h = item.header
-              for (const i of item.badBlocks) problem(`${name} offset ${item.offset}: block ${h.kind === EntryKind.write ? h.block + i : moveRecordAt(item.table, i).block} fails its checksum`)
+              for (const i of item.badBlocks) problem(`${name} offset ${item.offset}: block ${blockIn(item.header, item.table, i)} fails its checksum`)
             }
           } catch (err) {
             problem(`${name}: ${(err as Error).message}`)
@@ -178,4 +177,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   input.onProgress?.(totalBytes, totalBytes)
   return report
+}
+
+/** The block that entry slot `i` holds: a write's run from `block`, a move's table row. */
+function blockIn (h: { kind: EntryKind, block: number }, table: Buffer, i: number): number {
+  return h.kind === EntryKind.write ? h.block + i : moveRecordAt(table, i).block
 }
