@@ -4,9 +4,9 @@
 // dies outside any test (a crash, a timeout) counts as one failed test.
 //
 // The files run compiled, each as a plain `node dist/test/X.test.js` (tap's `t` prints TAP
-// by itself), two at a time, each bounded by package.json's tap.timeout. Not through tap's
-// runner: measured on this 2-core machine, the runner and its TypeScript loader (ts-node)
-// cost each file about 5 s of CPU before its first assertion, against under 1 s this way;
+// by itself), package.json's tap.jobs at a time (TEST_JOBS overrides), each bounded by its
+// tap.timeout. Not through tap's runner: measured on this 2-core machine, the runner and its
+// TypeScript loader (ts-node) cost each file about 5 s of CPU before its first assertion, against under 1 s this way;
 // and running the runner with another plugin set rebuilds tap inside node_modules, which
 // breaks a second run going at the same time. Source maps keep stack traces on the .ts lines.
 // `npx tap test/X.test.ts` still runs one file through the loader while developing.
@@ -109,18 +109,27 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   })
 }
 
-// The longest files start first (measured: seconds of a full run on the 2-core VM). In name
-// order the simulation (two minutes, one core) started near the end and ran alone while the
-// other slot had nothing left: a minute of a two-slot run with one slot idle.
-const LONGEST_FIRST = ['simulation', 'archive-store', 'pool', 'devfuse-mount', 'boot', 'progress', 'image-fuse-native', 'image-devfuse', 'signals', 'live-compaction', 'archive-lease', 'json', 'replicate-mount', 'identity', 'send-receive']
-const rank = f => {
-  const i = LONGEST_FIRST.indexOf(path.basename(f.source, '.test.ts'))
-  return i < 0 ? LONGEST_FIRST.length : i
-}
+// The longest files start first, so that the last minutes do not leave a slot idle while one
+// long file runs alone. Their seconds come from test/durations.json, measured in a full run on
+// the 2-core VM (`TEST_RECORD_DURATIONS=1 make test` rewrites it); a file it does not list yet
+// counts as a short one.
+const DURATIONS_FILE = 'test/durations.json'
+const durations = fs.existsSync(DURATIONS_FILE) ? JSON.parse(fs.readFileSync(DURATIONS_FILE, 'utf8')) : {}
+const rank = f => -(durations[path.basename(f.source, '.test.ts')] ?? 0)
+const measured = {}
 const queue = files.map((f, i) => [f, i + 1]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1])
 await Promise.all(Array.from({ length: Math.min(JOBS, queue.length) }, async () => {
-  while (queue.length > 0) await runFile(...queue.shift())
+  while (queue.length > 0) {
+    const [file, id] = queue.shift()
+    const started = Date.now()
+    await runFile(file, id)
+    measured[path.basename(file.source, '.test.ts')] = Math.round((Date.now() - started) / 1000)
+  }
 }))
+if (process.env.TEST_RECORD_DURATIONS === '1' && failed === 0) {
+  const sorted = Object.fromEntries(Object.entries({ ...durations, ...measured }).filter(([name]) => fs.existsSync(`test/${name}.test.ts`)).sort((a, b) => b[1] - a[1]))
+  fs.writeFileSync(DURATIONS_FILE, JSON.stringify(sorted, null, 2) + '\n')
+}
 sweep()
 if (todo.length > 0) console.log(`\n${todo.length} assertions of known defects still open (marked todo, not counted):\n${todo.map(l => `  ${l}`).join('\n')}`)
 console.log(`\n${passed} passed, ${failed} failed`)

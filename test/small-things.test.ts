@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { canMount, cleanup, isMounted, logdisk, run, tmpDir } from './helpers/cli'
+import { TEST_RUN_MARKER, canMount, cleanup, daemonPid, isMounted, logdisk, run, tmpDir } from './helpers/cli'
 
 t.setTimeout(300_000)
 
@@ -174,6 +174,39 @@ t.test('the test sweep leaves the mounts of a test run still going, and removes 
   otherRun.kill()
   await new Promise(resolve => otherRun.once('exit', resolve))
   t.match(await sweep(), `would run: umount -l ${mnt}`, 'the other run is gone: its mount is swept')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  t.notOk(isMounted(mnt))
+})
+
+t.test('the test sweep leaves a mount whose daemon a test of another run or checkout killed on purpose', { skip: canMount() }, async t => {
+  // A helper's single-file run in another worktree swept, at its end, the dead daemon's mount
+  // that test/signals.test.ts was about to unmount itself ("is not a logdisk mount").
+  const dir = tmpDir('small-sweep-dead')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
+  t.equal((await run(process.execPath, ['dist/src/cli/main.js', 'mount', store, mnt, '--transport', 'fuse-native'])).code, 0)
+  process.kill(daemonPid(store), 'SIGKILL')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.ok(isMounted(mnt), 'a dead daemon leaves its mount (fuse-native)')
+  const otherRun = spawn('sleep', ['600'])
+  t.teardown(() => { otherRun.kill() })
+  const mark = (runId: string, repo: string): void => fs.writeFileSync(path.join(dir, TEST_RUN_MARKER), JSON.stringify({ run: runId, repo }))
+  const sweep = async (): Promise<string> => {
+    const r = await run(process.execPath, ['scripts/sweep-test-mounts.mjs', '--dry-run'], { env: { LOGDISK_TEST_RUN: String(process.pid) } })
+    return r.stdout.split('\n').filter(l => l.includes(mnt)).join('\n')
+  }
+  mark(String(otherRun.pid), process.cwd())
+  t.equal(await sweep(), '', 'another run of this checkout still going: left alone')
+  mark(String(process.pid), '/somewhere/else')
+  t.equal(await sweep(), '', 'another checkout: left alone')
+  mark(String(process.pid), process.cwd())
+  t.match(await sweep(), `would run: umount -l ${mnt}`, 'this run (as the sweep sees it): swept')
+  otherRun.kill()
+  await new Promise(resolve => otherRun.once('exit', resolve))
+  mark(String(otherRun.pid), process.cwd())
+  t.match(await sweep(), `would run: umount -l ${mnt}`, 'a run that ended: swept')
   t.equal((await logdisk('unmount', mnt)).code, 0)
   t.notOk(isMounted(mnt))
 })

@@ -36,9 +36,18 @@ export function canMount (): string | false {
   return false
 }
 
+/**
+ * A fresh temp directory for a test. It names the test run and checkout that made it
+ * (TEST_RUN_MARKER), so that scripts/sweep-test-mounts.mjs, which removes the mounts of dead
+ * daemons that tests left, never removes one a test of another run killed on purpose.
+ */
 export function tmpDir (name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-${name}-`))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-${name}-`))
+  fs.writeFileSync(path.join(dir, TEST_RUN_MARKER), JSON.stringify({ run: process.env.LOGDISK_TEST_RUN ?? '', repo: process.cwd() }))
+  return dir
 }
+export const TEST_RUN_MARKER = '.logdisk-test-run'
+
 
 export function daemonPid (store: string): number {
   return JSON.parse(fs.readFileSync(path.join(store, 'daemon.json'), 'utf8')).pid
