@@ -165,6 +165,8 @@ t.test('the test sweep leaves the mounts of a test run still going, and removes 
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
   const otherRun = spawn('sleep', ['600'])
   t.teardown(() => { otherRun.kill() })
+  // The directory and the daemon are the other run's.
+  fs.writeFileSync(path.join(dir, TEST_RUN_MARKER), JSON.stringify({ run: String(otherRun.pid), repo: process.cwd() }))
   t.equal((await run(process.execPath, ['dist/src/cli/main.js', 'mount', store, mnt], { env: { LOGDISK_TEST_RUN: String(otherRun.pid) } })).code, 0)
   const sweep = async (): Promise<string> => {
     const r = await run(process.execPath, ['scripts/sweep-test-mounts.mjs', '--dry-run'], { env: { LOGDISK_TEST_RUN: String(process.pid) } })
