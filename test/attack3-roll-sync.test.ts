@@ -2,6 +2,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { segmentFileName } from '../src/store/format'
 import type { FileHandle } from '../src/store/file-layer'
+import { MAINTENANCE_RESERVE_BYTES } from '../src/store/pass-fence'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
@@ -69,7 +70,8 @@ for (const outcome of ['ok', 'EIO'] as const) {
     const model = Buffer.alloc(SIZE)
     const write = (blocks = 16): Promise<void> => writeRandom(store, model, rng, blocks)
     // Segment 0 filled until the next write does not fit: that write rolls at once.
-    const room = (): number => Math.floor((SEGMENT - store.status().index.position % SEGMENT - 64) / (B + 4))
+    // Writes end before the maintenance reserve (pass-fence.ts).
+    const room = (): number => Math.floor((SEGMENT - MAINTENANCE_RESERVE_BYTES - store.status().index.position % SEGMENT - 64) / (B + 4))
     while (room() > 0) await write(Math.min(16, room()))
     const seg0 = path.join(dir, 'segments', segmentFileName(0))
     let finish = (_: 'ok' | 'EIO'): void => {}

@@ -11,12 +11,19 @@ import { SimulationWorker } from '../src/testing/simulation-worker'
  * SimHome.place; which of compaction's markers it is, the history marker that raises the
  * horizon before anything is freed or another, was not pinned down), so a full pool refuses
  * the one operation that could empty it. It fails the same way on the code before attack4's changes
- * (ab83196); not fixed here (no time to change what compaction appends when the pool is full).
+ * (ab83196).
+ *
+ * Fixed (branch fullpool): it was the history marker (History.raiseHorizon, appended before
+ * anything is freed); writes had filled the current segment to its last byte. Foreground
+ * appends now leave a maintenance reserve free at the end of every segment (pass-fence.ts
+ * MAINTENANCE_RESERVE_BYTES), which the history marker may use, so it never needs a new
+ * segment in a full pool. test/full-pool-reserve.test.ts checks the same without the
+ * simulation (writes refused, compaction frees, writes work again, reopen, crash).
  */
 t.setTimeout(600_000)
 const sim = new SimulationWorker()
 t.teardown(() => sim.close())
 t.test('seed 7300024: compaction in a full pool', async t => {
   const outcome = await sim.run(7300024, {}).then(() => 'ok', (err: Error) => err.message.split('\n')[0])
-  t.equal(outcome, 'ok', 'the seed passes (compaction never fails with NO_SPACE)', { todo: 'known defect, open: compaction in a full pool needs a new segment for its own marker and fails with NO_SPACE' })
+  t.equal(outcome, 'ok', 'the seed passes (compaction never fails with NO_SPACE)')
 })

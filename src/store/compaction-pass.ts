@@ -79,7 +79,22 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
   // Without backing storage, freeing dead versions gives up the points that read them:
   // the log says so before anything is freed. With it, history stays whole (archived first).
-  if (!p.opts.archive) await history.raiseHorizon(analysis.horizon)
+  // The marker goes into the maintenance reserve that writes leave free at the end of every
+  // segment (pass-fence.ts), so a full pool does not refuse it. Should even the reserve be
+  // used up (many compactions in a full pool, none of which emptied a whole segment), the
+  // pass still frees what needs no new marker: versions dead at points the horizon already
+  // gave up (judged with the window starting just past it), and never fails for room.
+  if (!p.opts.archive) {
+    try {
+      await history.raiseHorizon(analysis.horizon)
+    } catch (err) {
+      if (!isLogdiskError(err, 'NO_SPACE')) throw err
+      p.logger.warn({ err: (err as Error).message }, 'compaction: no room for the history marker; freeing only what the current horizon allows')
+      judged = { ...judged, windowStart: Math.min(judged.windowStart, history.horizon + 1) }
+      analysis = await analyzeVersions(db.history(), judged)
+      if (analysis.horizon > history.horizon) throw new LogdiskError('IO', `internal: compaction judged versions dead past the history horizon ${history.horizon}`)
+    }
+  }
 
   // 2. Free what nothing references; punch it out; recycle empty segments.
   const freeable = (x: { seq: number, e: EntryRecord }): boolean => {

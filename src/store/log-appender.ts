@@ -9,6 +9,7 @@ import { Mutex } from './mutex'
 import { positionOf, type StoreParts, type LogPart } from './parts'
 import { HIGHEST_VOLUME_ID } from './recovery'
 import { NextSegment } from './next-segment'
+import { appendLimit, markerUse, type AppendUse } from './pass-fence'
 import { Segment } from './segment'
 
 const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
@@ -237,7 +238,7 @@ export class LogAppender implements LogPart {
     const B = this.p.config.blockBytes
     const segment = this.current
     const at = segment.tail + bytesOf(flights)
-    if (at + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: a group commit does not fit the segment')
+    if (at + bytes > this.limit('foreground')) throw new LogdiskError('IO', 'internal: a group commit does not fit the segment')
     const timeMs = Math.max(this.nextTimeMs(), flights.at(-1)?.timeMs ?? 0)
     const parts: Buffer[] = []
     let seq = this.seq + flights.reduce((n, f) => n + f.entries.length, 0)
@@ -331,7 +332,7 @@ export class LogAppender implements LogPart {
     const timeMs = this.nextTimeMs()
     const header = encodeWriteHeader(seq, timeMs, block, crcs, B, this.entryDurableSeq())
     const payload = data.subarray(0, count * B)
-    await this.appendEntry([header, payload], () => {
+    await this.appendEntry([header, payload], 'foreground', () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       this.applyWrite(seq, timeMs, this.completedPosition - payload.length - header.length, header.length, block, crcs)
@@ -376,11 +377,11 @@ export class LogAppender implements LogPart {
 
   /** Appends one trim entry: blocks [block, block+count) read as zeros from it on. */
   private async appendTrim (block: number, count: number): Promise<void> {
-    if (this.current.tail + ENTRY_HEADER_BYTES > this.p.config.segmentBytes) await this.roll()
+    if (this.current.tail + ENTRY_HEADER_BYTES > this.limit('foreground')) await this.roll()
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
-    await this.appendEntry([encodeTrim(seq, timeMs, block, count, this.entryDurableSeq())], () => {
+    await this.appendEntry([encodeTrim(seq, timeMs, block, count, this.entryDurableSeq())], 'foreground', () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       this.p.index.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
@@ -392,17 +393,23 @@ export class LogAppender implements LogPart {
     this.p.index.checkpointIfFull()
   }
 
-  /** Appends a marker entry (sync point, snapshot cut, history); call under the lock. */
+  /**
+   * Appends a marker entry (sync point, snapshot cut, history); call under the lock. How far
+   * into the maintenance reserve it may go depends on its kind (pass-fence.ts markerUse): a
+   * history marker, which compaction must log before it frees anything, fits in the current
+   * segment even when writes filled it, so a full pool does not refuse it.
+   */
   async appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }> {
     if (this.p.opts.faults?.has('marker')) throw new LogdiskError('IO', 'injected fault: the marker write failed (LOGDISK_FAULTS=marker)')
     const body = pack(payload)
     if (body.length > MAX_MARKER_BYTES) throw new LogdiskError('BAD_ARGUMENT', `a marker of ${body.length} bytes is over the ${MAX_MARKER_BYTES}-byte limit (a shorter note, please)`)
-    if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.p.config.segmentBytes) await this.roll()
+    const use = markerUse(kind)
+    if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.limit(use)) await this.roll()
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
     const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
-    await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], () => {
+    await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], use, () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       const batch = this.p.index.batch
@@ -420,17 +427,18 @@ export class LogAppender implements LogPart {
    * Appends a move entry holding these versions, `data` being their bytes in order (the
    * cleaning step of compaction). Each keeps its block and original sequence number; the
    * map takes the new place only where the version is still the block's newest (BlockMap.set
-   * ignores an older sequence number). Takes the lock.
+   * ignores an older sequence number). Takes the lock. A foreground append (pass-fence.ts):
+   * moves are bulky and compaction goes on without them when there is no room (NO_SPACE).
    */
   appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void> {
     const B = this.p.config.blockBytes
     return this.lock.run(async () => {
       const need = ENTRY_HEADER_BYTES + versions.length * (MOVE_RECORD_BYTES + B)
-      if (this.current.tail + need > this.p.config.segmentBytes) await this.roll()
+      if (this.current.tail + need > this.limit('foreground')) await this.roll()
       const seq = this.seq + 1
       const timeMs = this.nextTimeMs()
       const header = encodeMoveHeader(seq, timeMs, versions, B, this.entryDurableSeq())
-      await this.appendEntry([header, data], () => {
+      await this.appendEntry([header, data], 'foreground', () => {
         this.seq = seq
         this.lastTimeMs = timeMs
         const batch = this.p.index.batch
@@ -444,10 +452,18 @@ export class LogAppender implements LogPart {
     })
   }
 
-  /** Blocks of one more write entry that fit the current segment after `pendingBytes` more. */
+  /** Blocks of one more write entry that fit the current segment after `pendingBytes` more (before the maintenance reserve). */
   private blocksThatFit (pendingBytes = 0): number {
-    const room = this.p.config.segmentBytes - this.current.tail - pendingBytes - ENTRY_HEADER_BYTES
+    const room = this.limit('foreground') - this.current.tail - pendingBytes - ENTRY_HEADER_BYTES
     return Math.max(0, Math.floor(room / (this.p.config.blockBytes + BLOCK_CRC_BYTES)))
+  }
+
+  /**
+   * Where an append for `use` must end in a segment: foreground appends leave the maintenance
+   * reserve at the end of every segment free (pass-fence.ts, the one rule of it).
+   */
+  private limit (use: AppendUse): number {
+    return appendLimit(use, this.p.config.segmentBytes)
   }
 
   /**
@@ -455,11 +471,11 @@ export class LogAppender implements LogPart {
    * `applied` runs in the same synchronous step as the tail move, so a checkpoint can never
    * see a log position that covers an entry the index batch does not hold yet.
    */
-  private async appendEntry (parts: Buffer[], applied: () => void): Promise<void> {
+  private async appendEntry (parts: Buffer[], use: AppendUse, applied: () => void): Promise<void> {
     await this.cutStale()
     const segment = this.current
     const bytes = parts.reduce((n, p) => n + p.length, 0)
-    if (segment.tail + bytes > this.p.config.segmentBytes) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
+    if (segment.tail + bytes > this.limit(use)) throw new LogdiskError('IO', 'internal: entry does not fit the segment')
     try {
       await segment.handle.writev(parts, segment.tail)
     } catch (err) {
