@@ -46,7 +46,7 @@ export class NextSegment {
       return undefined // a full pool, or a drain running: the roll places it again
     }
     try {
-      return await Segment.create(layer, home, volumes, id, geometry, logger, segments.dropHandler(id))
+      return await Segment.create(layer, home, volumes, id, geometry, logger, segments.dropHandler(id), false)
     } catch (err) {
       home.vacated(id, volumes)
       logger.warn({ segment: id, err: (err as Error).message }, 'could not make the next segment ahead; the roll makes it')
