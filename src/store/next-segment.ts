@@ -12,10 +12,18 @@ import type { StoreParts } from './parts'
  * of 1 MiB, which is the whole of the sequential-write p99. Made here in the background
  * while the current segment still fills, the roll only swaps it in.
  *
+ * A segment of one copy is made unsynced (Segment.create with `durable: false`): even in
+ * the background, its header's fdatasync and the directory's fsync queued behind the
+ * writeback of the segment filling, and rolls still waited 11-105 ms for them. Its first
+ * sync, once it is current and a flush or checkpoint syncs the log, makes header and name
+ * durable before anything durable names it (the index records it only in a checkpoint,
+ * after that sync).
+ *
  * What it changes on disk is what a crash right after a roll already leaves: a segment file
- * past the current one holding a synced header and no entry. Recovery scans it like any
- * other (it becomes the current segment, the one before it is sealed where it ends); nothing
- * in the index names it until the roll records it. A clean close removes it.
+ * past the current one holding no entry and a header, or not even that. Recovery takes one
+ * with a valid header as the current segment (the one before it is sealed where it ends) and
+ * removes one whose header is unreadable (recovery.ts); nothing in the index names it until
+ * the roll records it. A clean close removes it.
  *
  * Its placement is the pool's choice when it was made: the roll uses it only if the home
  * would still choose those volumes (`stillSuits`: no drain of one began, the mirror count did
@@ -46,7 +54,10 @@ export class NextSegment {
       return undefined // a full pool, or a drain running: the roll places it again
     }
     try {
-      return await Segment.create(layer, home, volumes, id, geometry, logger, segments.dropHandler(id))
+      // Mirrored segments stay synced at creation: a power loss could otherwise keep the header
+      // of one copy and not the other's, and recovery would open the segment on one copy and
+      // report the other damaged (repairable, but an alarm after a power loss that lost nothing).
+      return await Segment.create(layer, home, volumes, id, geometry, logger, segments.dropHandler(id), volumes.length > 1)
     } catch (err) {
       home.vacated(id, volumes)
       logger.warn({ segment: id, err: (err as Error).message }, 'could not make the next segment ahead; the roll makes it')

@@ -209,6 +209,14 @@ export async function recover (
       // The last segment's header never became durable: a torn roll. Keep it aside, stop here
       // (unless its header is intact and names another store: then nothing moves).
       await refuseForeign(layer, home, located.get(id)!, id, geometry)
+      if (!opts.readOnly && !await holdsEntries(layer, home, located.get(id)!, id)) {
+        // No byte past a header: a segment made ahead whose header was not synced yet
+        // (segment.ts create), cut short by the crash. It never held anything to keep.
+        log.info({ segment: id, err: (err as Error).message }, 'removed an unfinished segment made ahead (no entry in it)')
+        await removeUnfinished(layer, home, located.get(id)!, id)
+        stop = true
+        continue
+      }
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
       report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
       stop = true
@@ -639,6 +647,13 @@ async function refuseForeign (layer: FileLayer, home: SegmentHome, volumes: stri
   for (const volume of volumes) {
     const foreign = await foreignSegment(layer, path.join(home.dirOf(volume), segmentFileName(id)), id, geometry)
     if (foreign) throw new LogdiskError('IDENTITY', foreign)
+  }
+}
+
+async function removeUnfinished (layer: FileLayer, home: SegmentHome, volumes: string[], id: number): Promise<void> {
+  for (const volume of volumes) {
+    await layer.remove(path.join(home.dirOf(volume), segmentFileName(id)))
+    await layer.syncDir(home.dirOf(volume))
   }
 }
 

@@ -30,8 +30,13 @@ export class Segment {
   unsynced = false
   /** Settles (never rejects) when the datasync now running ends. */
   private syncing: Promise<void> | undefined
+  /**
+   * A segment made ahead unsynced (`create` with `durable: false`): the directory of each
+   * copy, to fsync with the first `sync`, so that the file's name is as durable as its data.
+   */
+  private unsyncedDirs: Map<string, string> | undefined
 
-  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, private readonly volumeList: string[], tail: number) {
+  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, private readonly volumeList: string[], tail: number, private readonly layer?: FileLayer) {
     this.tail = tail
   }
 
@@ -40,8 +45,17 @@ export class Segment {
     return this.handle instanceof MirroredHandle ? this.handle.volumes : this.volumeList
   }
 
-  /** Creates the segment on each of `volumes` (one copy each): header written and synced. */
-  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void): Promise<Segment> {
+  /**
+   * Creates the segment on each of `volumes` (one copy each), header written. `durable`
+   * (the default): header and name synced before it returns. Otherwise nothing is synced and
+   * the segment starts `unsynced`: its first `sync` (a flush, a checkpoint; both run before
+   * anything durable may name it) syncs the header with the data and then each directory.
+   * A segment made ahead of a roll is made that way: under sequential writes its fdatasync and
+   * directory fsync queued behind the kernel's writeback of the segment filling, 11-105 ms,
+   * and the roll waited for them. A crash before that first sync leaves a file past the log's
+   * end with no entry and at most a header, or none: recovery removes it (recovery.ts).
+   */
+  static async create (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry, log: Logger = silentLogger, onDropped?: (volume: string) => void, durable = true): Promise<Segment> {
     const copies = []
     // One header for every copy: encoded per copy, each took its own clock reading
     // (createdMs), so two copies of one segment could differ in their first page, and a
@@ -56,15 +70,22 @@ export class Segment {
         copies.push({ volume, file, handle })
         await handle.truncate(0)
         await handle.writev([header], 0)
-        await handle.datasync()
-        await layer.syncDir(dir)
+        if (durable) {
+          await handle.datasync()
+          await layer.syncDir(dir)
+        }
       }
     } catch (err) {
       for (const c of copies) await c.handle.close().catch(() => undefined)
       throw err
     }
     const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
-    return new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES)
+    const segment = new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES, layer)
+    if (!durable) {
+      segment.unsynced = true
+      segment.unsyncedDirs = new Map(volumes.map(v => [v, home.dirOf(v)]))
+    }
+    return segment
   }
 
   /**
@@ -124,6 +145,12 @@ export class Segment {
     this.syncing = new Promise(resolve => { done = resolve })
     try {
       await this.handle.datasync()
+      if (this.unsyncedDirs !== undefined) {
+        // Only the copies still in use: a copy a mirror dropped (its disk failed) is not synced.
+        const volumes = new Set(this.volumes)
+        for (const [volume, dir] of this.unsyncedDirs) if (volumes.has(volume)) await this.layer!.syncDir(dir)
+        this.unsyncedDirs = undefined
+      }
     } catch (err) {
       this.unsynced = true
       throw err
