@@ -149,6 +149,45 @@ t.test('a power loss with a segment made ahead and never synced: it is gone, rem
   t.ok(outcomes.has('removed'), `a header lost with the power was removed (outcomes: ${[...outcomes].join(', ')})`)
 })
 
+// A sealed segment made ahead keeps an unsynced header until a flush: a power loss may take
+// its header page and keep the next segment's. The log records whether a flush covered it.
+t.test('an unreadable header of a sealed segment: unflushed, the log ends before it; flushed, damage', async t => {
+  for (const flushed of [false, true]) {
+    const what = flushed ? 'flushed' : 'unflushed'
+    const { dir, sim, store, model, rng, open } = await setup(t)
+    await fillTo(store, model, rng, 0.9)
+    await store.flush() // segment 1 is made ahead, not synced
+    // One-block writes up to the roll: the one that rolls lands whole in segment 1, so
+    // segment 0 ends with the volume as it was just before it.
+    let segment0 = Buffer.from(model)
+    while (currentId(store) === 0) {
+      segment0 = Buffer.from(model)
+      await writeRandom(store, model, rng, 1)
+    }
+    await fillTo(store, model, rng, 1) // segment 1 fills, rolls into segment 2
+    await writeRandom(store, model, rng, 4)
+    if (flushed) {
+      await store.flush()
+      await writeRandom(store, model, rng, 4) // records that everything before it is durable
+    }
+    t.equal(currentId(store), 2, `${what}: segment 2 is current`)
+    await store.abandon()
+    sim.poke(segFile(dir, 1), 0, Buffer.alloc(HEADER)) // its header page lost (or rotten)
+    const again = await open()
+    if (!flushed) {
+      t.same(again.recovery.damaged, [], `${what}: no damage reported`)
+      t.ok((await again.read(0, SIZE)).equals(segment0), `${what}: the volume is as segment 0 left it`)
+      t.ok(again.recovery.orphanedSegments.length >= 2, `${what}: segments 1 and 2 are set aside with their unflushed entries`)
+      t.ok((await again.verify()).ok, `${what}: verify clean`)
+    } else {
+      t.same(again.recovery.damaged.map(d => d.segment), [1], `${what}: segment 1 is reported as damage`)
+      t.same(again.recovery.orphanedSegments, [], `${what}: nothing set aside`)
+      t.notOk((await again.verify()).ok, `${what}: verify reports it`)
+    }
+    await again.close()
+  }
+})
+
 t.test('a segment made ahead on volumes that no longer suit is removed, and the roll places anew', async t => {
   let choice = 'a'
   let dir = ''

@@ -32,6 +32,8 @@ export interface RecoveryReport {
   cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string }
   /** Segment files after a cut, moved aside (never deleted). */
   orphanedSegments: string[]
+  /** Segments made ahead that a crash left with no entry and an unreadable header: removed. */
+  unfinishedSegments?: number[]
   /** Damage found before the end of the log: reported, left in place, not cut. */
   damaged: Array<{ segment: number, offset: number, reason: string }>
   /**
@@ -201,12 +203,18 @@ export async function recover (
     try {
       segment = await Segment.open(layer, home, await copiesOf(id), id, geometry, log, onDropped(id))
     } catch (err) {
-      if (!isLast) {
+      // An unreadable header: damage if the log records that a flush made the entry after
+      // the last one read durable (a flush syncs every segment up to the current one, header
+      // included), else a segment made ahead whose header was never synced (next-segment.ts):
+      // the log ends before it. Without a record (older releases), only a full rebuild's
+      // segment with entries after it is damage.
+      const known = await durability(seq + 1, id)
+      if (known === 'flushed' || (known === 'unknown' && !isLast && !endsLog)) {
         damaged(id, 0, (err as Error).message)
         scanned.push(id)
         continue
       }
-      // The last segment's header never became durable: a torn roll. Keep it aside, stop here
+      // The segment's header never became durable: a torn roll. Keep it aside, stop here
       // (unless its header is intact and names another store: then nothing moves).
       await refuseForeign(layer, home, located.get(id)!, id, geometry)
       if (!opts.readOnly && !await holdsEntries(layer, home, located.get(id)!, id)) {
@@ -214,6 +222,7 @@ export async function recover (
         // (segment.ts create), cut short by the crash. It never held anything to keep.
         log.info({ segment: id, err: (err as Error).message }, 'removed an unfinished segment made ahead (no entry in it)')
         await removeUnfinished(layer, home, located.get(id)!, id)
+        report.unfinishedSegments = [...(report.unfinishedSegments ?? []), id]
         stop = true
         continue
       }
@@ -340,9 +349,10 @@ export async function recover (
    * flush had made it durable, the power loss tore it, and every entry after it was
    * unflushed too: a torn tail. 'unknown': nothing after the spot records it (entries of an
    * older release, or none at all): the older rules decide. Reads from `offset` of `here`
-   * (undefined: its rest is unreadable) through the later segments until an entry decides.
+   * (undefined: its rest is unreadable; an id: the segment could not be opened) through the
+   * later segments until an entry decides.
    */
-  async function durability (s: number, here: Segment, offset?: number): Promise<'flushed' | 'unflushed' | 'unknown'> {
+  async function durability (s: number, here: Segment | number, offset?: number): Promise<'flushed' | 'unflushed' | 'unknown'> {
     let recorded = false
     const covers = (h: EntryHeader): boolean => {
       if (h.durableSeq !== undefined) recorded = true
@@ -351,8 +361,9 @@ export async function recover (
     }
     if (durableSeen >= s) return 'flushed'
     if (unrecordedAhead) return 'unknown'
-    if (offset !== undefined && await anyOf(here.handle, offset, covers)) return 'flushed'
-    for (const id of toScan.filter(i => i > here.id)) {
+    if (offset !== undefined && typeof here !== 'number' && await anyOf(here.handle, offset, covers)) return 'flushed'
+    const hereId = typeof here === 'number' ? here : here.id
+    for (const id of toScan.filter(i => i > hereId)) {
       let later: Segment
       try {
         later = await Segment.open(layer, home, await copiesOf(id), id, geometry, log)
