@@ -8,13 +8,16 @@ import v8 from 'node:v8'
  * memory, and most of what moved was the V8 heap: up to 122 MiB of it at the peak, of which
  * ~80 MiB was garbage that the next full GC freed (heapUsed 95 -> 14 MiB).
  *
- * `--heap-growing-percent=50`: after each full GC V8 lets the old generation grow to up to 4x
- * its live size before the next one (its dynamic factor for a heap whose limit is GiBs). The
- * daemon's live heap is 15-40 MiB, and what it promotes (index batches, FUSE requests in
+ * `--heap-growing-percent=100`: after each full GC V8 lets the old generation grow to up to
+ * 4x its live size before the next one (its dynamic factor for a heap whose limit is GiBs).
+ * The daemon's live heap is 15-40 MiB, and what it promotes (index batches, FUSE requests in
  * flight, checkpoint records: dead within a second or two) piled up to 40-85 MiB of old space
- * in the random-write jobs and the compaction after them. With 1.5x the old space peaked at
- * 11-27 MiB in the same bench under the same load, with the same random-write IOPS and CPU
- * seconds per GiB (a full GC of a 20-40 MiB heap is cheap; it runs more often).
+ * in the random-write jobs and the compaction after them. A fixed 2x: peak 223 / 228 MiB in
+ * two quick benches at load 5-6 against 284 / 290 without, alternating. 1.5x (`=50`) kept old
+ * space at 21-27 MiB (peak 204-216 MiB at load 7-15 against 249-267) but runs a full GC twice
+ * as often, and the random-write medians of its six pairs were lower (QD1 2572 against 3087
+ * IOPS, QD16 9594 against 10354; within the spread of that loaded machine, and its run came
+ * first in four of the six pairs while the load fell, but not ruled out).
  *
  * Measured and not set: a smaller young generation. V8 grows the two semi-spaces to 16 MiB
  * each under the write jobs (32 MiB resident from the first sequential write on);
@@ -24,7 +27,7 @@ import v8 from 'node:v8'
  * LOGDISK_DAEMON_NODE_FLAGS replaces the list (space-separated; empty for none), for
  * measuring one build with and without them.
  */
-export const HEAP_GROWING_PERCENT = 50
+export const HEAP_GROWING_PERCENT = 100
 export const DAEMON_NODE_FLAGS: readonly string[] = [`--heap-growing-percent=${HEAP_GROWING_PERCENT}`]
 
 /** The Node flags to start the daemon with: DAEMON_NODE_FLAGS unless the environment says otherwise. */
