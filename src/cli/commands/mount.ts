@@ -7,6 +7,7 @@ import type { DaemonOptions } from '../../daemon/daemon'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
 import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { prepareStore } from '../store-access'
+import { applyRuntimeHeapFlags, daemonNodeFlags } from '../../daemon/memory-flags'
 
 const READY_TIMEOUT_MS = 120_000
 
@@ -55,6 +56,9 @@ export function register (program: Command): void {
 async function foreground (store: string, mountpoint: string, opts: DaemonOptions): Promise<void> {
   const { default: pino } = await import('pino')
   const { runDaemon } = await import('../../daemon/daemon')
+  // Started by `mount` below the flags are on the command line already; started by systemd
+  // (examples/logdisk@.service) this sets the heap growing factor (memory-flags.ts).
+  applyRuntimeHeapFlags()
   // LOGDISK_LOG_LEVEL=debug adds what tuning needs (each checkpoint's timings).
   const log = pino({ base: { pid: process.pid }, level: process.env.LOGDISK_LOG_LEVEL || 'info' }, pino.destination({ fd: 1, sync: true }))
   try {
@@ -76,7 +80,8 @@ function background (store: string, mountpoint: string, opts: DaemonOptions & { 
   if (opts.readOnly) args.push('--read-only')
   if (opts.metrics !== undefined) args.push('--metrics', opts.metrics)
   if (opts.takeover) args.push('--takeover')
-  const child = spawn(process.execPath, args, {
+  // The daemon's V8 heap settings (memory-flags.ts: what they cut from its peak RSS).
+  const child = spawn(process.execPath, [...daemonNodeFlags(), ...args], {
     detached: true,
     stdio: ['ignore', writer.stdin!, writer.stdin!, 'ipc']
   })

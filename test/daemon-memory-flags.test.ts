@@ -1,0 +1,60 @@
+// The mount daemon runs with the V8 heap flags that keep its peak RSS down (issue 11;
+// src/daemon/memory-flags.ts says what each cut): the started process carries them, Node
+// accepts them (the mount comes up), and LOGDISK_DAEMON_NODE_FLAGS replaces them.
+import fs from 'node:fs'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { DAEMON_NODE_FLAGS, applyRuntimeHeapFlags, daemonNodeFlags } from '../src/daemon/memory-flags'
+import { canMount, cleanup, daemonPid, logdisk, must, run, CLI, tmpDir } from './helpers/cli'
+
+const skip = canMount()
+
+t.test('the flag list and its override', async t => {
+  t.same(daemonNodeFlags({}), [...DAEMON_NODE_FLAGS])
+  t.ok(DAEMON_NODE_FLAGS.some(f => /^--heap-growing-percent=\d+$/.test(f)), 'sets the heap growing factor')
+  t.same(daemonNodeFlags({ LOGDISK_DAEMON_NODE_FLAGS: '' }), [], 'empty: none')
+  t.same(daemonNodeFlags({ LOGDISK_DAEMON_NODE_FLAGS: ' --max-semi-space-size=2  --expose-gc ' }), ['--max-semi-space-size=2', '--expose-gc'])
+  t.same(applyRuntimeHeapFlags(['--heap-growing-percent=50'], {}), [], 'nothing to set when the command line has it')
+  t.same(applyRuntimeHeapFlags([], { LOGDISK_DAEMON_NODE_FLAGS: '' }), [], 'nothing to set when switched off')
+})
+
+t.test('node starts with the flags (a misspelled V8 flag makes it exit with "bad option")', async t => {
+  const r = await run(process.execPath, [...DAEMON_NODE_FLAGS, '-e', 'process.stdout.write("ok")'])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, 'ok')
+  const bad = await run(process.execPath, ['--heap-growing-percnt=50', '-e', '0'])
+  t.not(bad.code, 0, 'the check would see a misspelling')
+})
+
+async function daemonArgv (t: Test, env: Record<string, string | undefined>): Promise<string[]> {
+  const dir = tmpDir('daemon-flags')
+  t.teardown(() => cleanup(dir))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  await must(process.execPath, CLI, 'create', store, '--size', '16M')
+  const r = await run(process.execPath, [CLI, 'mount', store, mnt], { env: env as Record<string, string> })
+  t.equal(r.code, 0, `mounted: ${r.stderr}`)
+  const argv = fs.readFileSync(`/proc/${daemonPid(store)}/cmdline`, 'utf8').split('\0').filter(Boolean)
+  // The mount works through the daemon: Node took the flags.
+  const img = path.join(mnt, 'current.img')
+  fs.writeFileSync(img, Buffer.alloc(4096, 7), { flag: 'r+' })
+  const back = Buffer.alloc(4096)
+  const fd = fs.openSync(img, 'r'); fs.readSync(fd, back, 0, 4096, 0); fs.closeSync(fd)
+  t.ok(back.equals(Buffer.alloc(4096, 7)), 'a block written through the mount reads back')
+  t.equal((await logdisk('unmount', mnt)).code, 0)
+  return argv
+}
+
+t.test('mount starts the daemon with the flags, before the script', { skip }, async t => {
+  const argv = await daemonArgv(t, { LOGDISK_DAEMON_NODE_FLAGS: undefined })
+  const script = argv.findIndex(a => a.endsWith('main.js'))
+  t.ok(script > 0, argv.join(' '))
+  t.same(argv.slice(1, script), [...DAEMON_NODE_FLAGS], 'node <flags> main.js mount ...')
+  t.ok(argv.includes('--foreground'))
+})
+
+t.test('LOGDISK_DAEMON_NODE_FLAGS="" starts it without them', { skip }, async t => {
+  const argv = await daemonArgv(t, { LOGDISK_DAEMON_NODE_FLAGS: '' })
+  const script = argv.findIndex(a => a.endsWith('main.js'))
+  t.same(argv.slice(1, script), [], argv.join(' '))
+})
