@@ -118,7 +118,10 @@ export class Segment {
         await handle.close()
         continue
       }
-      const problem = n < 68 ? 'too short' : checkSegmentHeader(header, id, geometry)
+      // The header page is written whole by `create`; a shorter file is one a crash cut
+      // inside that write (its first 68 bytes may yet check out): never a usable segment,
+      // whose tail would then lie past its end.
+      const problem = n < SEGMENT_HEADER_BYTES ? 'too short' : checkSegmentHeader(header, id, geometry)
       if (problem) {
         problems.push(`segment ${file}: ${problem}`)
         await handle.close()
