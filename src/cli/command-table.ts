@@ -39,11 +39,11 @@ const TABLE: Array<[string[], () => CommandModule]> = [
   [['completion'], () => require('./commands/completion')]
 ]
 
-/** The module registering command `name`, or every module when `name` is not one of theirs. */
+/** Commands that work from the whole command list (the completion script lists every command). */
+const NEED_ALL = new Set(['completion', 'help'])
+
+/** The module registering command `name`, or every module when `name` is not one of theirs or needs them all. */
 export function commandModules (name?: string): CommandModule[] {
-  const one = TABLE.find(([names]) => name !== undefined && names.includes(name))
+  const one = name !== undefined && !NEED_ALL.has(name) ? TABLE.find(([names]) => names.includes(name)) : undefined
   return (one ? [one] : TABLE).map(([, load]) => load())
 }
-
-/** Every command name a module registers (the top-level ones). */
-export const COMMAND_NAMES: readonly string[] = TABLE.flatMap(([names]) => names)
