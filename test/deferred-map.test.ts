@@ -108,6 +108,24 @@ t.test('a deferred map answers as the whole map does, reading it only when a com
   await indexed.close()
 })
 
+t.test('many small reads of a deferred map read it once their index lookups add up', { timeout: 60_000 }, async t => {
+  const dir = await madeStore(t)
+  const { store: whole } = await openStore(dir, {}, [], 'read')
+  const image = await whole.readSnapshot('a', 0, SIZE) // reads its map whole; the file stays as it was
+  await whole.close()
+  const { store } = await openStore(dir, {}, [], 'read')
+  t.notOk(mapOf(store).isLoaded)
+  let reads = 0
+  while (!mapOf(store).isLoaded && reads < 1000) {
+    const block = (reads * 37) % BLOCKS
+    t.ok((await store.readSnapshot('a', block * B, B)).equals(image.subarray(block * B, (block + 1) * B)), `block ${block}`, { diagnostic: false })
+    reads++
+  }
+  t.ok(mapOf(store).isLoaded, `the map was read after ${reads} one-block reads (a clone's parent serves reads like these for as long as it is open)`)
+  t.ok(reads > 100 && reads <= 257, 'after about as many lookups as the bound allows (256 for a small map)')
+  await store.close()
+})
+
 t.test('a damaged table is found when it is read, and the index answers instead', { timeout: 120_000 }, async t => {
   const dir = await madeStore(t)
   const { store: good } = await openStore(dir, {}, [], 'read')

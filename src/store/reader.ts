@@ -61,6 +61,11 @@ export class Reader implements ReaderPart {
   private readonly fetching = new Map<number, Promise<void>>()
   /** Reads by range of archived segments (readArchivedRange), by segment id. */
   private readonly rangeRead = new Map<number, number>()
+  /**
+   * Lookups asked of the index for a deferred map (locateInIndex), all told: a long-lived
+   * reader (a clone's parent) reads the map once they add up to what reading it costs.
+   */
+  private indexLookups = 0
 
   constructor (private readonly p: StoreParts) {}
 
@@ -261,7 +266,10 @@ export class Reader implements ReaderPart {
     const out = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
     const newest = Math.max(...seqs)
     if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
-    if (!map.isLoaded && fewForTheIndex(n * seqs.length, map.count)) return await this.locateInIndex(seqs, blocks, out)
+    if (!map.isLoaded && fewForTheIndex(this.indexLookups + n * seqs.length, map.count)) {
+      this.indexLookups += n * seqs.length
+      return await this.locateInIndex(seqs, blocks, out)
+    }
     await map.loaded()
     const rewritten = seqs.map(() => [] as number[]) // per cut: indexes of blocks rewritten since it
     const v = new Float64Array(3) // position, seq, crc
@@ -654,7 +662,8 @@ export class Reader implements ReaderPart {
 }
 
 /**
- * Whether `lookups` index lookups cost less than reading a deferred map of `mapped` blocks:
+ * Whether `lookups` index lookups (all those of the open so far) cost less than reading a
+ * deferred map of `mapped` blocks:
  * an index lookup took tens of microseconds, the map's first touch of fresh memory about a
  * microsecond per block (the 28-byte slots of a table at most 70% full); so a few thousand
  * blocks of a large map (an incremental send's) ask the index, a walk of all reads the map.
