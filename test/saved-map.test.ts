@@ -173,15 +173,22 @@ function edited (file: Buffer, edit: (b: Buffer) => Buffer, fixCrc: boolean): Bu
   return b
 }
 
-/** Rewrites the stamp JSON (same length: digits changed in place) with a good CRC. */
+/** Rewrites the stamp JSON (same length: digits changed in place) with good CRCs (the header's, version 2, and the file's). */
 function restamped (file: Buffer, change: (stamp: Record<string, unknown>) => void): Buffer {
   const length = file.readUInt32LE(12)
   const stamp = JSON.parse(file.subarray(16, 16 + length).toString())
   change(stamp)
   const json = Buffer.from(JSON.stringify(stamp))
   if (json.length !== length) throw new Error('the test keeps the stamp length')
-  return edited(file, b => { json.copy(b, 16); return b }, true)
+  return edited(file, b => {
+    json.copy(b, 16)
+    b.writeUInt32LE(crc32c(b.subarray(0, 16 + length)), 16 + length)
+    return b
+  }, true)
 }
+
+/** Where the table starts in a saved map of version 2 (the header's CRC follows the stamp). */
+const tableAt = (file: Buffer): number => 16 + Math.ceil((file.readUInt32LE(12) + 4) / 8) * 8
 
 t.test('a damaged, truncated, other-version or stale file is not used, and the store is right', { timeout: 300_000 }, async t => {
   const { dir, model, atSnapshot } = await madeStore(t)
@@ -194,7 +201,7 @@ t.test('a damaged, truncated, other-version or stale file is not used, and the s
     fs.rmSync(dir, { recursive: true })
     fs.cpSync(pristine, dir, { recursive: true })
   }
-  const slotsAt = 16 + Math.ceil(good.readUInt32LE(12) / 8) * 8
+  const slotsAt = tableAt(good)
   const cases: Array<[string, Buffer, RegExp]> = [
     ['a flipped byte in the table', edited(good, b => { b[slotsAt + 1000] ^= 0x40; return b }, false), /checksum mismatch/],
     ['a flipped byte in the stamp', edited(good, b => { b[20] ^= 0x01; return b }, false), /checksum|stamp unreadable/],
@@ -424,7 +431,7 @@ t.test('old stores (no saved map) open as before; the file format is pinned', { 
   if (!('saved' in taken)) throw new Error(taken.why)
   t.same({ ...taken.saved.stamp }, { uuid: '00000000-0000-4000-8000-000000000001', blockBytes: 4096, seq: 42, position: 1234567, timeMs: 1796169600000, slots: 16 })
   const m = new BlockMap()
-  t.equal(m.adopt(taken.saved.tables), undefined)
+  t.equal(m.adopt(taken.saved.tables!), undefined)
   t.same([...m.sortedBlocks()].map(b => [b, m.position(b), m.crc(b), m.seq(b)]), [[3, 8192, 11, 5], [9, -2, 0, 7], [2 ** 40, 40960, 22, 9]])
   t.ok(fs.existsSync(path.join(fixture, BLOCK_MAP_FILE)), 'a kept take leaves the fixture alone')
 })

@@ -4,31 +4,7 @@ import { LogdiskError } from '../errors'
 import { mountHelperArgv } from './mount-options'
 import { jsonMode, setJsonMode } from './output'
 import { addWaitOption } from './lock-wait'
-import * as adopt from './commands/adopt'
-import * as archive from './commands/archive'
-import * as attach from './commands/attach'
-import * as clone from './commands/clone'
-import * as compact from './commands/compact'
-import * as completion from './commands/completion'
-import * as create from './commands/create'
-import * as criteria from './commands/criteria'
-import * as diff from './commands/diff'
-import * as exportCmd from './commands/export'
-import * as receive from './commands/receive'
-import * as send from './commands/send'
-import * as del from './commands/delete'
-import * as log from './commands/log'
-import * as mount from './commands/mount'
-import * as policy from './commands/policy'
-import * as pool from './commands/pool'
-import * as resize from './commands/resize'
-import * as restore from './commands/restore'
-import * as snapshot from './commands/snapshot'
-import * as snapshots from './commands/snapshots'
-import * as status from './commands/status'
-import * as sync from './commands/sync'
-import * as unmount from './commands/unmount'
-import * as verify from './commands/verify'
+import { commandModules, type CommandModule } from './command-table'
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { version } = require('../../../package.json') as { version: string }
@@ -73,8 +49,12 @@ function oneLine (text: string): string {
   return text.replace(/\s*\n\s*/g, '; ')
 }
 
-/** Every command, registered on one commander program (the test that walks the commands builds it too). */
-export function buildProgram (): Command {
+/**
+ * Every command, registered on one commander program (the test that walks the commands builds
+ * it too); `only`: just the module of that command name, when it names one (main's dispatch:
+ * a command loads what it uses, not every other command's modules).
+ */
+export function buildProgram (only?: string): Command {
   const program = new Command('logdisk')
     .description('a virtual disk that keeps every write in a log: current.img over FUSE, snapshots, point-in-time restore')
     .version(version)
@@ -86,14 +66,23 @@ export function buildProgram (): Command {
       outputError: (text, write) => write(`${JSON.stringify({ error: { code: 'USAGE', message: oneLine(text.trim().replace(/^error: /, '')) } })}\n`)
     })
   }
-  for (const command of [create, adopt, mount, unmount, attach, status, snapshot, snapshots, del, sync, log, restore, resize, compact, archive, clone, pool, policy, verify, exportCmd, send, receive, diff, criteria, completion]) command.register(program)
+  for (const command of commandModules(only) as CommandModule[]) command.register(program)
   addWaitOption(program)
   return program
 }
 
+/**
+ * The command an argument list names: its first argument that is not an option (the program's
+ * own options, --version, --help and --json, take no value). Anything else (a mount.fuse
+ * helper's SOURCE, a typo, no command) matches no command module and every command loads.
+ */
+function commandNameOf (args: string[]): string | undefined {
+  return args.find(a => !a.startsWith('-'))
+}
+
 async function main (): Promise<void> {
   setJsonMode(process.argv.slice(2).includes('--json'))
-  const program = buildProgram()
+  const program = buildProgram(commandNameOf(process.argv.slice(2)))
   // mount.fuse (fstab, mount -t fuse.logdisk) runs `logdisk SOURCE MOUNTPOINT -o OPTIONS`.
   const commands = new Set(['help', ...program.commands.flatMap(c => [c.name(), ...c.aliases()])])
   const helper = mountHelperArgv(process.argv.slice(2), commands)

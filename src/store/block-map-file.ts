@@ -2,7 +2,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { BlockMap, type BlockMapTables } from './block-map'
 import { crc32c } from './crc'
-import { publishFile, publishTempOf, readUpTo, type FileLayer } from './file-layer'
+import { publishFile, publishTempOf, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 import type { Checkpoint } from './index-db'
 
 /**
@@ -26,11 +26,17 @@ import type { Checkpoint } from './index-db'
  * A read-only open keeps the file: it reads the index through a private view
  * (index-view.ts) and cannot change the store's index.
  *
- * Layout (little-endian, docs/FORMAT.md):
+ * Layout (little-endian, docs/FORMAT.md), version 2:
  *
- *   magic 'LDBLKMAP' | u32 version | u32 stamp bytes | stamp JSON, zero-padded to 8 bytes
- *   keys f64[slots] | positions f64[slots] | seqs f64[slots] | crcs u32[slots]
- *   u32 CRC32C of every byte before it
+ *   magic 'LDBLKMAP' | u32 version | u32 stamp bytes | stamp JSON | u32 CRC32C of the bytes
+ *   before it, zero-padded to 8 bytes | keys f64[slots] | positions f64[slots] | seqs f64[slots]
+ *   | crcs u32[slots] | u32 CRC32C of every byte before it
+ *
+ * Version 2 adds the header's own CRC and the counts `blocks` and `trimmed` to the stamp, so
+ * that a read-only open can check the header alone and defer the table (BlockMap.defer) until
+ * a command needs its rows: diff and status never do, an incremental send rarely (the file
+ * stays open meanwhile, so what is read later is the file checked now). The table's CRC is
+ * checked whenever it is read. Version 1 (no header CRC, no counts) is still read, whole.
  *
  * Written as a temporary file, fsynced, renamed, directory fsynced (litestream's atomic
  * publish): a crash at any step leaves either no file, the temporary one (ignored and removed
@@ -61,9 +67,13 @@ const READ_PIECE_BYTES = 256 * 1024
 export const BLOCK_MAP_FILE = 'blockmap'
 const TEMP_FILE = publishTempOf(BLOCK_MAP_FILE)
 const MAGIC = Buffer.from('LDBLKMAP')
-export const BLOCK_MAP_FILE_VERSION = 1
+export const BLOCK_MAP_FILE_VERSION = 2
+/** The first version, still read (whole at open: its header has no CRC of its own). */
+const BLOCK_MAP_FILE_VERSION_1 = 1
 const HEADER_BYTES = 16
 const SLOT_BYTES = 28
+/** Bytes of one slot of the table in memory (and in the file). */
+export const BLOCK_MAP_SLOT_BYTES = SLOT_BYTES
 /** The changes since a saved map, and where that map waits while the store is open for writing. */
 export const BLOCK_MAP_DELTA_FILE = 'blockmap.delta'
 const DELTA_TEMP_FILE = publishTempOf(BLOCK_MAP_DELTA_FILE)
@@ -82,6 +92,9 @@ export interface BlockMapStamp {
   position: number
   timeMs: number
   slots: number
+  /** Blocks mapped and of those trimmed (version 2 files and deltas; absent in version 1). */
+  blocks?: number
+  trimmed?: number
 }
 
 /** Which saved map a delta applies to: its stamp and the CRC32C ending its file. */
@@ -104,7 +117,10 @@ export interface BlockMapRows {
 export interface SavedBlockMap {
   /** What the map (with the delta, if any) reflects: a delta's stamp, else the file's. */
   stamp: BlockMapStamp
-  tables: BlockMapTables
+  /** The table: read at once, or (a read-only open of a version 2 file) by readTables. */
+  tables?: BlockMapTables
+  /** Reads and checks the deferred table, then closes the file; `release` closes it unread. */
+  deferred?: { readTables: () => Promise<{ tables: BlockMapTables } | { why: string }>, release: () => Promise<void> }
   /** The file's own identity, which a delta written later names. */
   base: BlockMapBase
   /** Changes since `base`, to apply after adopting `tables`. */
@@ -142,8 +158,8 @@ export function deltaLimit (slots: number): number {
 
 async function saveWholeMap (layer: FileLayer, indexDir: string, map: BlockMap, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint): Promise<void> {
   const t = map.tables()
-  const stamp: BlockMapStamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: t.keys.length }
-  const body = [headerOf(MAGIC, BLOCK_MAP_FILE_VERSION, stamp), ...[t.keys, t.positions, t.seqs, t.crcs].map(bytesOf)]
+  const stamp: BlockMapStamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: t.keys.length, blocks: map.count, trimmed: map.trimmed }
+  const body = [headerOf(MAGIC, BLOCK_MAP_FILE_VERSION, stamp, true), ...[t.keys, t.positions, t.seqs, t.crcs].map(bytesOf)]
   await publishFile(layer, path.join(indexDir, BLOCK_MAP_FILE), indexDir, [...body, trailerOf(body)])
 }
 
@@ -161,21 +177,28 @@ async function saveDelta (layer: FileLayer, indexDir: string, map: BlockMap, sto
       rows.seqs[i] = -1
     }
   }
-  const stamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: base.slots, base, rows: keys.length }
+  const stamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: base.slots, blocks: map.count, trimmed: map.trimmed, base, rows: keys.length }
   const body = [headerOf(DELTA_MAGIC, BLOCK_MAP_DELTA_VERSION, stamp), ...[rows.keys, rows.positions, rows.seqs, rows.crcs].map(bytesOf)]
   await publishFile(layer, path.join(indexDir, BLOCK_MAP_DELTA_FILE), indexDir, [...body, trailerOf(body)])
   await layer.rename(path.join(indexDir, BLOCK_MAP_BASE_FILE), path.join(indexDir, BLOCK_MAP_FILE))
   await layer.syncDir(indexDir)
 }
 
-function headerOf (magic: Buffer, version: number, stamp: object): Buffer {
+/** The header: magic, version, stamp, and (`checked`: a block map of version 2) its own CRC32C. */
+function headerOf (magic: Buffer, version: number, stamp: object, checked = false): Buffer {
   const json = Buffer.from(JSON.stringify(stamp))
-  const header = Buffer.alloc(HEADER_BYTES + Math.ceil(json.length / 8) * 8)
+  const header = Buffer.alloc(headerBytesOf(json.length, checked))
   magic.copy(header, 0)
   header.writeUInt32LE(version, 8)
   header.writeUInt32LE(json.length, 12)
   json.copy(header, HEADER_BYTES)
+  if (checked) header.writeUInt32LE(crc32c(header.subarray(0, HEADER_BYTES + json.length)), HEADER_BYTES + json.length)
   return header
+}
+
+/** Bytes of a header whose stamp is `jsonBytes` long, padded so the arrays after it are aligned. */
+function headerBytesOf (jsonBytes: number, checked: boolean): number {
+  return HEADER_BYTES + Math.ceil((jsonBytes + (checked ? 4 : 0)) / 8) * 8
 }
 
 function bytesOf (a: Float64Array | Uint32Array): Buffer {
@@ -205,7 +228,8 @@ export async function takeBlockMap (layer: FileLayer, indexDir: string, keep: bo
   } catch {
     return { why: 'no saved block map (no index directory)' }
   }
-  const taken = names.includes(BLOCK_MAP_FILE) ? await readBlockMap(layer, path.join(indexDir, BLOCK_MAP_FILE)) : { why: 'no saved block map (the store was not closed cleanly, or it was opened for writing since)' }
+  // A read-only open (keep) defers a version 2 table: only a command that needs it reads it.
+  const taken = names.includes(BLOCK_MAP_FILE) ? await readBlockMap(layer, path.join(indexDir, BLOCK_MAP_FILE), keep) : { why: 'no saved block map (the store was not closed cleanly, or it was opened for writing since)' }
   if ('saved' in taken && names.includes(BLOCK_MAP_DELTA_FILE)) {
     const delta = await readDelta(layer, path.join(indexDir, BLOCK_MAP_DELTA_FILE), taken.saved)
     // A delta of another base (or damaged) is not used: the base alone is then stale by its stamp.
@@ -237,9 +261,11 @@ export async function dropBlockMap (layer: FileLayer, indexDir: string): Promise
 /**
  * Makes `map` the saved map: its table, then its delta's rows (deleted, then set). Returns why
  * it was refused, with `map` untouched (the rows are checked before anything is taken).
+ * `tables`: the table read since, of a deferred map.
  */
-export function adoptSavedMap (map: BlockMap, saved: SavedBlockMap): string | undefined {
-  const { tables, delta } = saved
+export function adoptSavedMap (map: BlockMap, saved: SavedBlockMap, tables = saved.tables): string | undefined {
+  const { delta } = saved
+  if (!tables) return 'its table was not read'
   const badRow = delta?.keys.find(block => !Number.isSafeInteger(block) || block < 0)
   if (badRow !== undefined) return `its delta names block ${badRow}`
   const refused = map.adopt(tables)
@@ -263,25 +289,28 @@ export function stampMismatch (stamp: BlockMapStamp, store: { uuid: string, bloc
   return undefined
 }
 
-async function readBlockMap (layer: FileLayer, file: string): Promise<TakenBlockMap> {
+async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Promise<TakenBlockMap> {
   if (os.endianness() !== 'LE') return { why: 'saved block maps are little-endian' }
-  let h
+  let h: FileHandle
   try {
     h = await layer.open(file, false)
   } catch (err) {
     return { why: `saved block map unreadable: ${(err as Error).message}` }
   }
+  let keepOpen = false
   try {
     const size = await h.size()
     const head = Buffer.alloc(HEADER_BYTES)
     if (await readUpTo(h, head, 0) < HEADER_BYTES || !head.subarray(0, 8).equals(MAGIC)) return { why: 'saved block map damaged: no header' }
     const version = head.readUInt32LE(8)
-    if (version !== BLOCK_MAP_FILE_VERSION) return { why: `saved block map of version ${version}; this release reads version ${BLOCK_MAP_FILE_VERSION}` }
+    if (version !== BLOCK_MAP_FILE_VERSION && version !== BLOCK_MAP_FILE_VERSION_1) return { why: `saved block map of version ${version}; this release reads versions ${BLOCK_MAP_FILE_VERSION_1} and ${BLOCK_MAP_FILE_VERSION}` }
+    const checked = version !== BLOCK_MAP_FILE_VERSION_1
     const jsonBytes = head.readUInt32LE(12)
-    const headerBytes = HEADER_BYTES + Math.ceil(jsonBytes / 8) * 8
-    if (headerBytes > size) return { why: 'saved block map damaged: truncated header' }
+    const headerBytes = headerBytesOf(jsonBytes, checked)
+    if (headerBytes + 4 > size) return { why: 'saved block map damaged: truncated header' }
     const header = Buffer.alloc(headerBytes)
     await readUpTo(h, header, 0)
+    if (checked && crc32c(header.subarray(0, HEADER_BYTES + jsonBytes)) !== header.readUInt32LE(HEADER_BYTES + jsonBytes)) return { why: 'saved block map damaged: header checksum mismatch' }
     let stamp: BlockMapStamp
     try {
       stamp = JSON.parse(header.subarray(HEADER_BYTES, HEADER_BYTES + jsonBytes).toString('utf8')) as BlockMapStamp
@@ -292,25 +321,65 @@ async function readBlockMap (layer: FileLayer, file: string): Promise<TakenBlock
     if (!Number.isSafeInteger(slots) || slots <= 0 || headerBytes + slots * SLOT_BYTES + 4 !== size) {
       return { why: `saved block map damaged: ${size} bytes do not hold ${slots} slots` }
     }
-    const tables: BlockMapTables = { keys: new Float64Array(slots), positions: new Float64Array(slots), seqs: new Float64Array(slots), crcs: new Uint32Array(slots) }
-    let crc = crc32c(header)
-    let at = headerBytes
-    for (const a of [tables.keys, tables.positions, tables.seqs, tables.crcs]) {
-      const bytes = Buffer.from(a.buffer, a.byteOffset, a.byteLength)
-      // A piece at a time, each checked while it is still in the CPU's cache: the CRC of a
-      // whole 8 MiB array read back from memory took 3-5x as long (20-80 ms of an open).
-      for (let off = 0; off < bytes.length; off += READ_PIECE_BYTES) {
-        const piece = bytes.subarray(off, Math.min(bytes.length, off + READ_PIECE_BYTES))
-        if (await readUpTo(h, piece, at) !== piece.length) return { why: 'saved block map damaged: truncated' }
-        crc = crc32c(piece, crc)
-        at += piece.length
+    if (!checked) {
+      // Version 1 counts are not in the stamp (and nothing vouches for a stamp alone): read whole.
+      delete stamp.blocks
+      delete stamp.trimmed
+    }
+    const readTables = async (): Promise<{ tables: BlockMapTables, crc: number } | { why: string }> => {
+      const tables: BlockMapTables = { keys: new Float64Array(slots), positions: new Float64Array(slots), seqs: new Float64Array(slots), crcs: new Uint32Array(slots) }
+      let crc = crc32c(header)
+      let at = headerBytes
+      for (const a of [tables.keys, tables.positions, tables.seqs, tables.crcs]) {
+        const bytes = Buffer.from(a.buffer, a.byteOffset, a.byteLength)
+        // A piece at a time, each checked while it is still in the CPU's cache: the CRC of a
+        // whole 8 MiB array read back from memory took 3-5x as long (20-80 ms of an open).
+        for (let off = 0; off < bytes.length; off += READ_PIECE_BYTES) {
+          const piece = bytes.subarray(off, Math.min(bytes.length, off + READ_PIECE_BYTES))
+          if (await readUpTo(h, piece, at) !== piece.length) return { why: 'saved block map damaged: truncated' }
+          crc = crc32c(piece, crc)
+          at += piece.length
+        }
+      }
+      const trailer = Buffer.alloc(4)
+      if (await readUpTo(h, trailer, at) !== 4 || trailer.readUInt32LE(0) !== crc) return { why: 'saved block map damaged: checksum mismatch' }
+      return { tables, crc }
+    }
+    const base = (crc: number): BlockMapBase => ({ seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots, crc })
+    if (defer && checked) {
+      // The CRC the file ends with names it for a delta now; it is checked with the table.
+      const trailer = Buffer.alloc(4)
+      if (await readUpTo(h, trailer, size - 4) !== 4) return { why: 'saved block map damaged: truncated' }
+      let open = true
+      const release = async (): Promise<void> => {
+        if (open) await h.close()
+        open = false
+      }
+      keepOpen = true
+      return {
+        saved: {
+          stamp,
+          base: base(trailer.readUInt32LE(0)),
+          deferred: {
+            readTables: async () => {
+              if (!open) return { why: 'saved block map already closed' }
+              try {
+                const read = await readTables()
+                return 'why' in read ? read : { tables: read.tables }
+              } finally {
+                await release()
+              }
+            },
+            release
+          }
+        }
       }
     }
-    const trailer = Buffer.alloc(4)
-    if (await readUpTo(h, trailer, at) !== 4 || trailer.readUInt32LE(0) !== crc) return { why: 'saved block map damaged: checksum mismatch' }
-    return { saved: { stamp, tables, base: { seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots, crc } } }
+    const read = await readTables()
+    if ('why' in read) return read
+    return { saved: { stamp, tables: read.tables, base: base(read.crc) } }
   } finally {
-    await h.close()
+    if (!keepOpen) await h.close()
   }
 }
 
@@ -354,5 +423,7 @@ async function readDelta (layer: FileLayer, file: string, base: SavedBlockMap): 
   // Copied out into aligned arrays (the rows start at a multiple of 8 bytes, but in a buffer that may not).
   const column = (k: number, size: number): ArrayBuffer => (bytes.buffer as ArrayBuffer).slice(bytes.byteOffset + headerBytes + k * 8 * n, bytes.byteOffset + headerBytes + k * 8 * n + size * n)
   const rows: BlockMapRows = { keys: new Float64Array(column(0, 8)), positions: new Float64Array(column(1, 8)), seqs: new Float64Array(column(2, 8)), crcs: new Uint32Array(column(3, 4)) }
-  return { stamp: { uuid: stamp.uuid, blockBytes: stamp.blockBytes, seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots: stamp.slots }, rows }
+  // Counts only from a delta that has them (the release before version 2 maps wrote none).
+  const counts = Number.isSafeInteger(stamp.blocks) && Number.isSafeInteger(stamp.trimmed) ? { blocks: stamp.blocks, trimmed: stamp.trimmed } : {}
+  return { stamp: { uuid: stamp.uuid, blockBytes: stamp.blockBytes, seq: stamp.seq, position: stamp.position, timeMs: stamp.timeMs, slots: stamp.slots, ...counts }, rows }
 }

@@ -37,6 +37,12 @@ export class BlockMap {
   private sorted: { version: number, blocks: WeakRef<Float64Array | Uint32Array> } | undefined
   /** Blocks set or deleted since trackChanges(), while there are at most `limit` of them. */
   private tracked: { mark: unknown, blocks: Set<number>, limit: number } | undefined
+  /**
+   * Set while the table waits to be read (defer()): its counts are known, its rows are not.
+   * Every method that reads or changes rows throws meanwhile (a bug: the caller should have
+   * awaited loaded()), so a deferred map can never answer "not mapped" for a block it holds.
+   */
+  private pending: { count: number, trimmed: number, memoryBytes: number, load: () => Promise<BlockMap>, release: () => Promise<void>, loading?: Promise<void> } | undefined
 
   constructor (initialSlots = 1024) {
     let slots = 16
@@ -50,20 +56,69 @@ export class BlockMap {
 
   /** Number of blocks mapped. */
   get count (): number {
-    return this.used
+    return this.pending?.count ?? this.used
   }
 
   /** Blocks whose newest version is a trim. */
   get trimmed (): number {
-    return this.trimmedBlocks
+    return this.pending?.trimmed ?? this.trimmedBlocks
   }
 
-  /** Bytes held by the table's arrays. */
+  /** Bytes held by the table's arrays (once loaded, for a deferred map). */
   get memoryBytes (): number {
-    return this.keys.byteLength + this.positions.byteLength + this.crcs.byteLength + this.seqs.byteLength
+    return this.pending?.memoryBytes ?? this.keys.byteLength + this.positions.byteLength + this.crcs.byteLength + this.seqs.byteLength
+  }
+
+  /**
+   * Defers the table (a read-only open of a store with a saved map, block-map-file.ts): until
+   * loaded() runs `load`, the map knows only its counts and size. A command that touches few
+   * blocks (diff, status, an incremental send) then never reads the tens of MiB of the table,
+   * whose first touch of fresh memory was most of an open's time.
+   */
+  defer (counts: { count: number, trimmed: number, memoryBytes: number }, load: () => Promise<BlockMap>, release: () => Promise<void>): void {
+    this.assertLoaded()
+    if (this.used !== 0) throw new Error('only an empty block map can be deferred')
+    this.pending = { ...counts, load, release }
+  }
+
+  /** Lets go of what a deferred table that was never loaded holds (its open file): the store closes. */
+  async releaseDeferred (): Promise<void> {
+    const p = this.pending
+    if (p && !p.loading) await p.release()
+  }
+
+  /** Whether the rows are in memory (not deferred, or loaded since). */
+  get isLoaded (): boolean {
+    return this.pending === undefined
+  }
+
+  /** Reads a deferred table (once, however many callers wait); resolves at once when loaded. */
+  loaded (): Promise<void> {
+    const p = this.pending
+    if (!p) return Promise.resolve()
+    p.loading ??= p.load().then(fresh => {
+      // Taken over whole once read: no caller ever sees a half-loaded table.
+      fresh.assertLoaded()
+      this.keys = fresh.keys
+      this.positions = fresh.positions
+      this.crcs = fresh.crcs
+      this.seqs = fresh.seqs
+      this.mask = fresh.mask
+      this.used = fresh.used
+      this.trimmedBlocks = fresh.trimmedBlocks
+      this.keysVersion++
+      this.layoutVersion++
+      this.pending = undefined
+    })
+    return p.loading
+  }
+
+  private assertLoaded (): void {
+    if (this.pending) throw new Error('block map used before its deferred table was loaded (await map.loaded() first)')
   }
 
   private slotOf (block: number): number {
+    this.assertLoaded()
     let slot = this.homeOf(block)
     while (this.keys[slot] !== EMPTY && this.keys[slot] !== block) slot = (slot + 1) & this.mask
     return slot
@@ -158,6 +213,7 @@ export class BlockMap {
    * since a saved map it loaded). Past `limit` blocks it stops: saving them all is cheaper.
    */
   trackChanges (mark: unknown, limit: number, initial: Iterable<number> = []): void {
+    this.assertLoaded()
     this.tracked = { mark, blocks: new Set(initial), limit }
     if (this.tracked.blocks.size > limit) this.tracked = undefined
   }
@@ -175,6 +231,7 @@ export class BlockMap {
 
   /** The table's arrays, not copies: for saving the map (they must not be changed). */
   tables (): BlockMapTables {
+    this.assertLoaded()
     return { keys: this.keys, positions: this.positions, crcs: this.crcs, seqs: this.seqs }
   }
 
@@ -185,6 +242,7 @@ export class BlockMap {
    * Returns why the arrays were refused, or undefined once they are adopted.
    */
   adopt (t: BlockMapTables): string | undefined {
+    this.assertLoaded()
     const slots = t.keys.length
     if (slots < 16 || (slots & (slots - 1)) !== 0) return `table of ${slots} slots is not a power of two`
     if (t.positions.length !== slots || t.crcs.length !== slots || t.seqs.length !== slots) return 'table arrays differ in length'
@@ -236,6 +294,7 @@ export class BlockMap {
    * identities over the same blocks): callers only read it.
    */
   sortedBlocks (): Float64Array | Uint32Array {
+    this.assertLoaded()
     const cached = this.sorted?.version === this.keysVersion ? this.sorted.blocks.deref() : undefined
     if (cached) return cached
     const blocks = this.sortBlocks()
@@ -274,6 +333,7 @@ export class BlockMap {
    * unchanged between its calls has seen every row mapped all along exactly once.
    */
   rowsFrom (slot: number, out: BlockMapTables): { n: number, next: number } {
+    this.assertLoaded()
     const { keys, positions, crcs, seqs, mask } = this
     const max = out.keys.length
     let n = 0
@@ -296,6 +356,7 @@ export class BlockMap {
   }
 
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {
+    this.assertLoaded()
     for (let i = 0; i <= this.mask; i++) {
       if (this.keys[i] !== EMPTY) fn(this.keys[i], this.positions[i], this.crcs[i], this.seqs[i])
     }

@@ -61,13 +61,18 @@ export class Reader implements ReaderPart {
   private readonly fetching = new Map<number, Promise<void>>()
   /** Reads by range of archived segments (readArchivedRange), by segment id. */
   private readonly rangeRead = new Map<number, number>()
+  /**
+   * Lookups asked of the index for a deferred map (locateInIndex), all told: a long-lived
+   * reader (a clone's parent) reads the map once they add up to what reading it costs.
+   */
+  private indexLookups = 0
 
   constructor (private readonly p: StoreParts) {}
 
   /** Reads the current volume: every block's newest version, from the block map. */
   readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer> {
     const map = this.p.map
-    return this.readImage(offset, length, into, (first, n) => {
+    const locate = (first: number, n: number): Located => {
       const where = new Float64Array(n)
       const crcs = new Uint32Array(n)
       for (let i = 0; i < n; i++) {
@@ -75,7 +80,9 @@ export class Reader implements ReaderPart {
         if (where[i] >= 0) crcs[i] = map.crc(first + i)
       }
       return { where, crcs }
-    })
+    }
+    // A deferred map (a read-only open) is read first; a loaded one answers without a wait.
+    return this.readImage(offset, length, into, (first, n) => map.isLoaded ? locate(first, n) : map.loaded().then(() => locate(first, n)))
   }
 
   /** Reads the image as it was at cut `seq` (a snapshot: 000 cl. 10-11). */
@@ -185,6 +192,7 @@ export class Reader implements ReaderPart {
       yield * this.versionsInAnyOrder(seqs, chunkBlocks)
       return
     }
+    await this.p.map.loaded() // every block the map holds: all of it
     yield * this.locatedInChunks(seqs, this.p.map.sortedBlocks(), chunkBlocks)
   }
 
@@ -204,6 +212,7 @@ export class Reader implements ReaderPart {
    */
   private async * versionsInAnyOrder (seqs: number[], chunkBlocks: number): AsyncGenerator<{ blocks: Float64Array | Uint32Array, at: Located[] }> {
     const map = this.p.map
+    await map.loaded() // every block the map holds: all of it
     const newest = Math.max(...seqs)
     const oldest = Math.min(...seqs)
     if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
@@ -257,6 +266,11 @@ export class Reader implements ReaderPart {
     const out = seqs.map(() => ({ where: new Float64Array(n), crcs: new Uint32Array(n) }))
     const newest = Math.max(...seqs)
     if (this.p.index.last.seq < newest) await this.p.index.checkpointThrough(newest) // first read after a cut
+    if (!map.isLoaded && fewForTheIndex(this.indexLookups + n * seqs.length, map.count)) {
+      this.indexLookups += n * seqs.length
+      return await this.locateInIndex(seqs, blocks, out)
+    }
+    await map.loaded()
     const rewritten = seqs.map(() => [] as number[]) // per cut: indexes of blocks rewritten since it
     const v = new Float64Array(3) // position, seq, crc
     for (let i = 0; i < n; i++) {
@@ -281,6 +295,25 @@ export class Reader implements ReaderPart {
         const i = rewritten[k][j]
         out[k].where[i] = found[j]?.position ?? -1
         out[k].crcs[i] = found[j]?.crc ?? 0
+      }
+    }
+    return out
+  }
+
+  /**
+   * locateBlocksAt from the index alone, for a map that is still deferred: one lookup per block
+   * and cut. The map is deferred only while nothing was replayed past the index's checkpoint,
+   * so the index's newest version of a block is the map's.
+   */
+  private async locateInIndex (seqs: number[], blocks: Float64Array | Uint32Array, out: Located[]): Promise<Located[]> {
+    // In block order, through one iterator per cut (an iterator per block cost 5x as much).
+    const order = Array.from(blocks.keys()).sort((a, b) => blocks[a] - blocks[b])
+    const ask = order.map(i => blocks[i])
+    for (let k = 0; k < seqs.length; k++) {
+      const found = await this.p.db.versionsAt(ask, seqs[k])
+      for (let j = 0; j < found.length; j++) {
+        out[k].where[order[j]] = found[j]?.position ?? -1
+        out[k].crcs[order[j]] = found[j]?.crc ?? 0
       }
     }
     return out
@@ -626,4 +659,15 @@ export class Reader implements ReaderPart {
     for (const segment of this.openSegments.values()) await segment.close().catch(() => undefined)
     this.openSegments.clear()
   }
+}
+
+/**
+ * Whether `lookups` index lookups (all those of the open so far) cost less than reading a
+ * deferred map of `mapped` blocks:
+ * an index lookup took tens of microseconds, the map's first touch of fresh memory about a
+ * microsecond per block (the 28-byte slots of a table at most 70% full); so a few thousand
+ * blocks of a large map (an incremental send's) ask the index, a walk of all reads the map.
+ */
+function fewForTheIndex (lookups: number, mapped: number): boolean {
+  return lookups <= Math.max(256, mapped / 64)
 }

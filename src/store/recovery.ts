@@ -2,11 +2,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
-import type { BlockMap } from './block-map'
+import { BlockMap } from './block-map'
 import type { FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
-import { adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
+import { BLOCK_MAP_SLOT_BYTES, adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
 import { FREE_HORIZON_IN_MARKER, entryBytes, moveRecordAt, tableBytes, type EntryHeader } from './entry'
@@ -141,11 +141,19 @@ export async function recover (
     }
     if (baseline) report.rebuiltIndex = true
     report.blockMap = { from: 'log', why: opts.savedMap && 'saved' in opts.savedMap ? 'the index is rebuilt from the log' : opts.savedMap?.why }
+    if (opts.savedMap && 'saved' in opts.savedMap) await opts.savedMap.saved.deferred?.release()
   } else {
-    const why = loadSavedMap(map, opts.savedMap, geometry, checkpointAtOpen, !!opts.readOnly)
+    const why = await loadSavedMap(map, opts.savedMap, geometry, checkpointAtOpen, !!opts.readOnly, async why => {
+      // The deferred table failed its checks when a command needed it: the index, as at open.
+      report.blockMap = { from: 'index', why }
+      log.warn({ why }, 'deferred block map refused; reading it from the index history')
+      const fresh = new BlockMap()
+      await index.loadNewest(fresh)
+      return fresh
+    })
     if (why === undefined) {
       report.blockMap = { from: 'saved' }
-      log.info({ blocks: map.count, checkpoint: checkpointAtOpen }, 'block map loaded from the map saved at the last clean close')
+      log.info({ blocks: map.count, checkpoint: checkpointAtOpen, deferred: !map.isLoaded }, 'block map loaded from the map saved at the last clean close')
     } else {
       report.blockMap = { from: 'index', why }
       log.info({ why }, 'block map read from the index history')
@@ -249,6 +257,8 @@ export async function recover (
     }
     const offset = id === startSegment ? startOffset : SEGMENT_HEADER_BYTES
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
+      // Entries past the checkpoint go into the map: a deferred one is read first.
+      if (item.type === 'entry' && !map.isLoaded) await map.loaded()
       const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
       if (item.type === 'entry') durableSeen = Math.max(durableSeen, item.header.durableSeq ?? 0)
       if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
@@ -509,18 +519,43 @@ export async function recover (
   return { segments: scanned, current, seq, report, snapshots, located, chosen }
 }
 
-/** Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map untouched). */
-function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined, readOnly: boolean): string | undefined {
+/**
+ * Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map
+ * untouched). A read-only open defers a table that was not read yet when the stamp gives the
+ * counts: `map` then reads it when first needed, and `fallBack` (the index) if it fails there.
+ */
+async function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined, readOnly: boolean, fallBack: (why: string) => Promise<BlockMap>): Promise<string | undefined> {
   if (!taken) return 'no saved block map'
   if (!('saved' in taken)) return taken.why
-  const { stamp, tables, base, delta } = taken.saved
+  const saved = taken.saved
+  const { stamp, base, delta, deferred } = saved
   const mismatch = stampMismatch(stamp, geometry, checkpoint)
-  if (mismatch) return `saved block map is stale: ${mismatch}`
-  const refused = adoptSavedMap(map, taken.saved)
+  if (mismatch) {
+    await deferred?.release()
+    return `saved block map is stale: ${mismatch}`
+  }
+  if (deferred && readOnly && stamp.blocks !== undefined && stamp.trimmed !== undefined) {
+    map.defer({ count: stamp.blocks, trimmed: stamp.trimmed, memoryBytes: stamp.slots * BLOCK_MAP_SLOT_BYTES }, async () => {
+      const read = await deferred.readTables()
+      const fresh = new BlockMap()
+      const refused = 'why' in read ? read.why : adoptSavedMap(fresh, saved, read.tables)
+      if (refused !== undefined) return await fallBack(`saved block map refused: ${refused}`)
+      if (fresh.count !== stamp.blocks || fresh.trimmed !== stamp.trimmed) return await fallBack(`saved block map refused: its stamp counts ${stamp.blocks} blocks (${stamp.trimmed} trimmed), its table ${fresh.count} (${fresh.trimmed})`)
+      return fresh
+    }, deferred.release)
+    return undefined
+  }
+  let tables = saved.tables
+  if (!tables && deferred) {
+    const read = await deferred.readTables()
+    if ('why' in read) return read.why
+    tables = read.tables
+  }
+  const refused = adoptSavedMap(map, saved, tables)
   if (refused !== undefined) return `saved block map refused: ${refused}`
   // A write open's close saves what changes from here on, beside the delta's blocks, against
   // the base file (which takeBlockMap kept as blockmap.base).
-  if (!readOnly) map.trackChanges(base, deltaLimit(tables.keys.length), delta?.keys ?? [])
+  if (!readOnly) map.trackChanges(base, deltaLimit(tables!.keys.length), delta?.keys ?? [])
   return undefined
 }
 

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
 import type { ArchiveLink } from './archive-link'
 import { BlockMap } from './block-map'
-import { takeBlockMap } from './block-map-file'
+import { takeBlockMap, type TakenBlockMap } from './block-map-file'
 import { CONFIG_FILE, newConfig, readConfig, writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { nodeFileLayer, type FileLayer } from './file-layer'
 import { segmentFileName } from './format'
@@ -83,13 +83,14 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
     throw err
   }
+  let savedMap: TakenBlockMap | undefined
   try {
     if (!opts.home && fs.existsSync(path.join(dir, POOL_FILE))) {
       throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/app/open.ts)`)
     }
     const baseHome = opts.home ?? localHome(dir)
     // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
-    const savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
+    savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
     const map = new BlockMap()
     const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
     const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
@@ -152,6 +153,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
       onDrop: handler => { onDrop = handler }
     }
   } catch (err) {
+    if (savedMap && 'saved' in savedMap) await savedMap.saved.deferred?.release() // not deferred into a map, or a map that is dropped
     await index.close()
     throw err
   }

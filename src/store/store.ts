@@ -575,6 +575,7 @@ export class Store {
     })
     await index.checkpointThrough(log.seq)
     await index.checkpoint() // index changes that wait for a retry (a failed commit) go in first
+    await this.p.map.loaded() // verify compares the map with the index: all of it
     return verifyStore({
       layer,
       home,
@@ -611,6 +612,7 @@ export class Store {
       if (sizeBytes < fromBytes) await index.checkpointThrough(log.seq) // every version is in LevelDB
       return log.lock.run(async () => {
         if (sizeBytes < fromBytes) {
+          await this.p.map.loaded()
           let past: number | undefined
           this.p.map.forEach(block => { if (block >= first && (past === undefined || block < past)) past = block })
           if (past === undefined) {
@@ -792,6 +794,7 @@ export class Store {
   }
 
   private async release (): Promise<void> {
+    await this.p.map.releaseDeferred() // a deferred table no command needed: its file closes
     await this.p.reader.closeAll()
     await this.p.db.close()
     if (!this.p.opts.readOnly) removeHolder(this.dir)
