@@ -99,6 +99,16 @@ export class IndexWriter implements IndexPart {
     await this.p.db.sync()
   }
 
+  /**
+   * Commits every change staged so far, whether or not a log entry follows it: unlike
+   * checkpointThrough, which only looks at the log's sequence, this also takes changes a pass
+   * staged with no entry of their own (a baseline merge's rows) whose commit failed.
+   */
+  async commitStaged (): Promise<void> {
+    await this.checkpointing?.catch(() => undefined) // a failed one put its changes back: retried below
+    await this.checkpoint()
+  }
+
   /** A checkpoint in flight, if any (abandon waits for it). */
   inFlight (): Promise<void> | undefined {
     return this.checkpointing

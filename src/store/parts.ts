@@ -111,6 +111,8 @@ export interface IndexPart {
   checkpoint (): Promise<void>
   /** Checkpoints until the index covers `seq`. */
   checkpointThrough (seq: number): Promise<void>
+  /** Commits every change staged so far, also those no log entry follows (a pass judging from LevelDB). */
+  commitStaged (): Promise<void>
   /** Checkpoints and syncs LevelDB's log: before a file is deleted or overwritten. */
   commitDurably (): Promise<void>
   /** Checkpoints in the background once enough block versions wait. */
