@@ -99,4 +99,11 @@ for (const m of mounts()) {
   sh('umount', ['-l', m.target])
   swept.push(m.target)
 }
+// Other filesystems a test mounted in its directory (a small tmpfs for a full disk, ext4 on a
+// loop device): only in a directory marked as this run's or a finished run's, deepest first.
+for (const m of mounts().filter(x => x.target.startsWith(TMP) && x.type !== 'fuse.logdisk').reverse()) {
+  if (markedForeign(m.target) !== false) continue
+  sh('umount', ['-l', m.target])
+  swept.push(m.target)
+}
 if (swept.length > 0) console.error(`sweep: removed ${swept.length} mount(s) left by tests: ${swept.join(' ')}`)

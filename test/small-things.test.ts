@@ -199,7 +199,15 @@ t.test('the test sweep leaves a mount whose daemon a test of another run or chec
     const r = await run(process.execPath, ['scripts/sweep-test-mounts.mjs', '--dry-run'], { env: { LOGDISK_TEST_RUN: String(process.pid) } })
     return r.stdout.split('\n').filter(l => l.includes(mnt)).join('\n')
   }
+  // A filesystem the test mounted in its directory (bad-input-full mounts a small tmpfs)
+  // is swept with it, and left with it.
+  const disk = path.join(dir, 'disk')
+  fs.mkdirSync(disk)
+  t.equal((await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', disk])).code, 0)
+  t.teardown(() => run('umount', ['-l', disk]))
+  const sweptDisk = async (): Promise<boolean> => (await run(process.execPath, ['scripts/sweep-test-mounts.mjs', '--dry-run'], { env: { LOGDISK_TEST_RUN: String(process.pid) } })).stdout.includes(`would run: umount -l ${disk}\n`)
   mark(String(otherRun.pid), process.cwd())
+  t.notOk(await sweptDisk(), 'its tmpfs is left while that run goes on')
   t.equal(await sweep(), '', 'another run of this checkout still going: left alone')
   mark(String(process.pid), '/somewhere/else')
   t.equal(await sweep(), '', 'another checkout: left alone')
@@ -209,6 +217,7 @@ t.test('the test sweep leaves a mount whose daemon a test of another run or chec
   await new Promise(resolve => otherRun.once('exit', resolve))
   mark(String(otherRun.pid), process.cwd())
   t.match(await sweep(), `would run: umount -l ${mnt}`, 'a run that ended: swept')
+  t.ok(await sweptDisk(), 'and its tmpfs with it')
   t.equal((await logdisk('unmount', mnt)).code, 0)
   t.notOk(isMounted(mnt))
 })
