@@ -183,6 +183,14 @@ export async function recover (
   // After damage or recycled segments, the next readable entry continues the log; a full
   // rebuild starts wherever the oldest kept segment starts.
   let acceptGap = !checkpoint
+  /**
+   * A segment with no entry ended cleanly while a gap was accepted (the oldest kept segment,
+   * or one after recycled segments or damage): a gap right after it is still what recycling
+   * left when the log records the entry just before the next one found as flushed (a crash
+   * left an empty segment and compaction later recycled the ones before it); an unflushed
+   * one is a torn tail (its appends lost before their sync), as below.
+   */
+  let acceptFlushedGap = false
   // Replaying past a checkpoint, every segment scanned was written after the last full sync
   // (sealed segments are synced by the next flush or checkpoint, not when they fill), so a
   // crash may have torn any of them: the first bad entry is the end of the log. A full
@@ -261,7 +269,10 @@ export async function recover (
       if (item.type === 'entry' && !map.isLoaded) await map.loaded()
       const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
       if (item.type === 'entry') durableSeen = Math.max(durableSeen, item.header.durableSeq ?? 0)
-      if (item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)) {
+      const gap = item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)
+      if (gap && acceptFlushedGap && held.length === 0 && item.header.seq > seq && (await durability(item.header.seq - 1, segment, item.offset)) === 'flushed') {
+        log.info({ segment: id, expected, found: item.header.seq }, 'entries before an empty segment were recycled; the log continues here')
+      } else if (gap) {
         const reason = `sequence gap (expected ${expected}, found ${item.header.seq})`
         // Entries missing right before a segment's first one: the tail of the segment before
         // it, which a crash lost before its sync (see the end of a segment below).
@@ -280,6 +291,7 @@ export async function recover (
       }
       if (item.type === 'entry') {
         acceptGap = false
+        acceptFlushedGap = false
         if (held.length === 0 && item.badBlocks.length > 0) {
           // Bad data in a flushed entry is bit rot: kept, its blocks read CORRUPT. In an
           // entry no flush covered, it is a write the power loss tore (a page cache writes
@@ -311,7 +323,10 @@ export async function recover (
         // A clean end: the next segment continues right after it, even when this one held no
         // entry (its appends all lost before their sync: a gap there ends the log, above).
         if (item.torn) damaged(id, item.offset, item.torn)
-        else acceptGap = false
+        else {
+          acceptFlushedGap ||= acceptGap && !replaying
+          acceptGap = false
+        }
         segment.tail = item.offset
       } else if (held.length > 0) {
         const suspect = held[0]
