@@ -14,16 +14,6 @@ import type { StoreParts } from './parts'
 export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number }> {
   const { lifeCycle, history, db, layer, index, map } = p
   const fence = await lifeCycle.takeFence()
-  // The merge judges from LevelDB (db.history, db.versionAt below), so LevelDB must hold every
-  // index change staged before it; takeFence only checkpoints through the log's last entry.
-  // A previous merge whose last index commit failed left its rows (block -> baseline slot)
-  // staged, the map already on the baseline, and no entry after them. Judged without them,
-  // those versions looked still in the log and their slots overwritten by the same versions
-  // with no reader: baseline.idx stopped listing them before the rewrite, the staged rows
-  // committed meanwhile, and a failure before the final publish (fdatasync of the image)
-  // left the index on slots baseline.idx does not vouch for, whose old versions' rows the
-  // next merge then never repointed (simulation seed 127; test/baseline-staged-rows).
-  await index.commitStaged()
   // Up to the oldest snapshot, and not into the history window: a slot overwritten here
   // held a version that no protected point may still read.
   const cutSeq = Math.min(p.snapshotTable.list()[0]?.seq ?? fence.seq, fence.seq, await history.windowStart(fence))

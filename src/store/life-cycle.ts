@@ -26,12 +26,21 @@ export class LifeCycle implements LifeCyclePart {
 
   /**
    * Takes the fence of a background pass: under the append lock, then the index is
-   * checkpointed through it so that it holds every entry the pass may judge.
+   * checkpointed through it, staged changes included, so that it holds every entry and
+   * index change the pass may judge.
    */
   async takeFence (): Promise<PassFence> {
     const log = this.p.log
     const fence = await log.lock.run(async () => new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes))
     await this.p.index.checkpointThrough(fence.seq)
+    // Every pass judges from LevelDB, so LevelDB must hold every index change staged before
+    // the fence, also those no log entry follows: checkpointThrough only looks at the log's
+    // seq. A baseline merge whose last index commit failed left its rows (block -> baseline
+    // slot) staged, the map already on the baseline and no entry after them; the next merge,
+    // judging without them, took those versions for still in the log, dropped their slots
+    // from baseline.idx and later rewrote them without repointing the old versions (a restore
+    // to an earlier point read CORRUPT: simulation seed 127, test/baseline-staged-rows).
+    await this.p.index.commitStaged()
     return fence
   }
 

@@ -574,7 +574,7 @@ export class Store {
       return log.completedPosition
     })
     await index.checkpointThrough(log.seq)
-    await index.checkpoint() // index changes that wait for a retry (a failed commit) go in first
+    await index.commitStaged() // index changes that wait for a retry (a failed commit) go in first
     await this.p.map.loaded() // verify compares the map with the index: all of it
     return verifyStore({
       layer,
