@@ -32,11 +32,12 @@ export class Segment {
   private syncing: Promise<void> | undefined
   /**
    * A segment made ahead unsynced (`create` with `durable: false`): the directory of each
-   * copy, to fsync with the first `sync`, so that the file's name is as durable as its data.
+   * copy by volume, to fsync with the first `sync`, so that the file's name is as durable as
+   * its data.
    */
-  private unsyncedDirs: Map<string, string> | undefined
+  private unsyncedDirs: { layer: FileLayer, dirs: Map<string, string> } | undefined
 
-  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, private readonly volumeList: string[], tail: number, private readonly layer?: FileLayer) {
+  private constructor (readonly id: number, readonly file: string, readonly handle: FileHandle, private readonly volumeList: string[], tail: number) {
     this.tail = tail
   }
 
@@ -80,10 +81,10 @@ export class Segment {
       throw err
     }
     const handle = copies.length === 1 ? copies[0].handle : new MirroredHandle(copies, log, onDropped)
-    const segment = new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES, layer)
+    const segment = new Segment(id, copies[0].file, handle, volumes, SEGMENT_HEADER_BYTES)
     if (!durable) {
       segment.unsynced = true
-      segment.unsyncedDirs = new Map(volumes.map(v => [v, home.dirOf(v)]))
+      segment.unsyncedDirs = { layer, dirs: new Map(volumes.map(v => [v, home.dirOf(v)])) }
     }
     return segment
   }
@@ -151,7 +152,8 @@ export class Segment {
       if (this.unsyncedDirs !== undefined) {
         // Only the copies still in use: a copy a mirror dropped (its disk failed) is not synced.
         const volumes = new Set(this.volumes)
-        for (const [volume, dir] of this.unsyncedDirs) if (volumes.has(volume)) await this.layer!.syncDir(dir)
+        const { layer, dirs } = this.unsyncedDirs
+        for (const [volume, dir] of dirs) if (volumes.has(volume)) await layer.syncDir(dir)
         this.unsyncedDirs = undefined
       }
     } catch (err) {
