@@ -1,6 +1,3 @@
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { Store, type OpenOptions } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
@@ -8,6 +5,7 @@ import { SimArchive } from '../src/testing/sim-archive'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimIndexStorage } from '../src/testing/sim-index'
 import { SimScheduler } from '../src/testing/sim-scheduler'
+import { scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * A baseline merge whose last index commit fails leaves its rows (block -> baseline slot)
@@ -24,17 +22,9 @@ const B = 4096
 const SEG = 258 * B
 const SIZE = 512 * B
 
-function tmp (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-baseline-staged-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmp = (t: Test): string => scratchDir(t, 'logdisk-baseline-staged')
 
-function blk (tag: string): Buffer {
-  const b = Buffer.alloc(B)
-  b.write(tag.padEnd(32, '.'))
-  return b
-}
+const blk = (tag: string): Buffer => tagBlock(tag, B)
 
 t.test('a merge after one whose index commit failed sees its rows', async t => {
   const sched = new SimScheduler(new Rng(1))

@@ -1,5 +1,4 @@
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { archiveLink } from '../src/archive/link'
@@ -12,6 +11,7 @@ import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimIndexStorage } from '../src/testing/sim-index'
 import { SimScheduler } from '../src/testing/sim-scheduler'
+import { scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * Regression tests for the data-loss defects of issue 9, one per defect, each the scenario of
@@ -22,17 +22,9 @@ const B = 4096
 const SEG = 258 * B // the smallest segment size, in whole pages
 const SIZE = 1024 * B
 
-function tmp (t: Test, name: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-integrity-${name}-`))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmp = (t: Test, name: string): string => scratchDir(t, `logdisk-integrity-${name}`)
 
-function blk (tag: string): Buffer {
-  const b = Buffer.alloc(B)
-  b.write(tag.padEnd(32, '.'))
-  return b
-}
+const blk = (tag: string): Buffer => tagBlock(tag, B)
 
 async function imageAt (store: Store, seq: number): Promise<Buffer> {
   const out = Buffer.alloc(store.sizeBytes)

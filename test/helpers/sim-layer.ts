@@ -22,6 +22,13 @@ export class PassThroughLayer implements FileLayer {
   punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
+/** A block of `blockBytes` that starts with `tag` padded with dots (what a test reads back). */
+export function tagBlock (tag: string, blockBytes: number): Buffer {
+  const b = Buffer.alloc(blockBytes)
+  b.write(tag.padEnd(32, '.'))
+  return b
+}
+
 /** A directory under the temp folder, removed when the test ends. */
 export function scratchDir (t: Test, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
