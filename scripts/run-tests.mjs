@@ -6,8 +6,8 @@
 // The files run compiled, each as a plain `node dist/test/X.test.js` (tap's `t` prints TAP
 // by itself), package.json's tap.jobs at a time (TEST_JOBS overrides), each bounded by its
 // tap.timeout. Not through tap's runner: measured on this 2-core machine, the runner and its
-// TypeScript loader (ts-node) cost each file about 5 s of CPU before its first assertion, against under 1 s this way;
-// and running the runner with another plugin set rebuilds tap inside node_modules, which
+// TypeScript loader (ts-node) cost each file about 5 s of CPU before its first assertion,
+// against under 1 s this way; and running the runner with another plugin set rebuilds tap inside node_modules, which
 // breaks a second run going at the same time. Source maps keep stack traces on the .ts lines.
 // `npx tap test/X.test.ts` still runs one file through the loader while developing.
 import { spawn, spawnSync } from 'node:child_process'
@@ -54,7 +54,10 @@ const todo = []
 let reported = 0
 const running = new Set()
 
-/** Runs one file; prints its TAP output indented under one line for the file, as tap's runner does. */
+/**
+ * Runs one file; prints its TAP output indented under one line for the file, as tap's runner
+ * does. Resolves with the milliseconds it took.
+ */
 function runFile ({ source, compiled }, id) {
   return new Promise(resolve => {
     const started = Date.now()
@@ -96,7 +99,7 @@ function runFile ({ source, compiled }, id) {
       else if (!clean) lines.push(`    # exited with ${signal ?? code}`)
       lines.push(`${notOk === 0 ? 'ok' : 'not ok'} ${++reported} - ${source} # time=${Date.now() - started}ms`, '')
       process.stdout.write(lines.join('\n') + '\n')
-      resolve()
+      resolve(Date.now() - started)
     })
   })
 }
@@ -115,15 +118,14 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 // counts as a short one.
 const DURATIONS_FILE = 'test/durations.json'
 const durations = fs.existsSync(DURATIONS_FILE) ? JSON.parse(fs.readFileSync(DURATIONS_FILE, 'utf8')) : {}
-const rank = f => -(durations[path.basename(f.source, '.test.ts')] ?? 0)
+const nameOf = f => path.basename(f.source, '.test.ts')
+const rank = f => -(durations[nameOf(f)] ?? 0)
 const measured = {}
 const queue = files.map((f, i) => [f, i + 1]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1])
 await Promise.all(Array.from({ length: Math.min(JOBS, queue.length) }, async () => {
   while (queue.length > 0) {
     const [file, id] = queue.shift()
-    const started = Date.now()
-    await runFile(file, id)
-    measured[path.basename(file.source, '.test.ts')] = Math.round((Date.now() - started) / 1000)
+    measured[nameOf(file)] = Math.round(await runFile(file, id) / 1000)
   }
 }))
 if (process.env.TEST_RECORD_DURATIONS === '1' && failed === 0) {
