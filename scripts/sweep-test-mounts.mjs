@@ -35,6 +35,9 @@ const running = pid => {
   }
 }
 
+/** Whether test run `run` (a run-tests.mjs pid; '' or undefined: none) is another run, still going. */
+const otherRunGoing = run => run !== undefined && run !== '' && run !== process.env.LOGDISK_TEST_RUN && alive(Number(run))
+
 /**
  * The daemon serving `store` as daemon.json names it: its pid, whether it is alive, and
  * whether it is ours to sweep: it runs this checkout's dist/ and was started by this test run
@@ -53,8 +56,7 @@ function daemonOf (store) {
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
     const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
     const run = env.find(v => v.startsWith('LOGDISK_TEST_RUN='))?.slice('LOGDISK_TEST_RUN='.length)
-    const runGoing = run !== undefined && run !== process.env.LOGDISK_TEST_RUN && alive(Number(run))
-    return { pid, alive: true, ours: argv.some(a => a.startsWith(DIST)) && !runGoing }
+    return { pid, alive: true, ours: argv.some(a => a.startsWith(DIST)) && !otherRunGoing(run) }
   } catch {
     return { pid, alive: true, ours: false } // exited as we looked, or not readable: next time
   }
@@ -70,8 +72,7 @@ function markedForeign (store) {
   const top = path.join(os.tmpdir(), path.relative(os.tmpdir(), store).split(path.sep)[0])
   try {
     const { run, repo } = JSON.parse(fs.readFileSync(path.join(top, '.logdisk-test-run'), 'utf8'))
-    if (repo !== REPO) return true
-    return run !== '' && run !== process.env.LOGDISK_TEST_RUN && alive(Number(run))
+    return repo !== REPO || otherRunGoing(run)
   } catch {
     return undefined
   }
