@@ -1,5 +1,5 @@
 import { LogdiskError } from '../errors'
-import type { Store } from '../store'
+import type { IoOptions, Store } from '../store'
 import type { Logger } from '../store/logger'
 import { Errno, FsError, toErrno } from './errno'
 
@@ -90,13 +90,16 @@ export interface Folder {
   release (handle: ImageHandle): void
   /** Handle by id (fuse-native passes the id back as `fd`); EBADF if unknown. */
   handle (id: number): ImageHandle
-  /** Reads into `into` (its length is the request); resolves to bytes read, short at the end of the image. */
-  read (handle: ImageHandle, pos: number, into: Buffer): Promise<number>
+  /**
+   * Reads into `into` (its length is the request); resolves to bytes read, short at the end of
+   * the image. `opts.inline`: the transport has no other request in flight (IoOptions), as for `write`.
+   */
+  read (handle: ImageHandle, pos: number, into: Buffer, opts?: IoOptions): Promise<number>
   /**
    * Writes `data` at `pos`. `blockCrcs`, when the transport computed them, are the CRC32C
    * of each of `data`'s blocks of `crcBlockBytes` (a block-aligned write only).
    */
-  write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array): Promise<number>
+  write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array, opts?: IoOptions): Promise<number>
   /** The block size whose CRC32Cs `write` can take from the transport (0: none). */
   readonly crcBlockBytes?: number
   flush (handle: ImageHandle): Promise<void>
@@ -184,11 +187,11 @@ export class ImageFolder implements Folder {
     return handle
   }
 
-  async read (handle: ImageHandle, pos: number, into: Buffer): Promise<number> {
+  async read (handle: ImageHandle, pos: number, into: Buffer, opts?: IoOptions): Promise<number> {
     try {
       const out = handle.image === CURRENT_IMAGE
-        ? await this.store.read(pos, into.length, into)
-        : await this.store.readSnapshot(handle.image.slice(0, -4), pos, into.length, into)
+        ? await this.store.read(pos, into.length, into, opts)
+        : await this.store.readSnapshot(handle.image.slice(0, -4), pos, into.length, into, opts)
       return out.length
     } catch (err) {
       return this.fail('read', err)
@@ -199,10 +202,10 @@ export class ImageFolder implements Folder {
     return this.store.blockBytes
   }
 
-  async write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array): Promise<number> {
+  async write (handle: ImageHandle, pos: number, data: Buffer, blockCrcs?: Uint32Array, opts?: IoOptions): Promise<number> {
     if (handle.image !== CURRENT_IMAGE || this.readOnly) throw new FsError(Errno.EROFS)
     try {
-      await this.store.write(pos, data, blockCrcs)
+      await this.store.write(pos, data, blockCrcs, opts)
       return data.length
     } catch (err) {
       return this.fail('write', err)

@@ -77,6 +77,10 @@ export class DaemonMetrics {
       new client.Gauge({ name, help, labelNames, registers: r, collect () { return collect(this) } })
     }
     gauge('logdisk_volume_size_bytes', 'Size of the volume (current.img)', [], g => g.set(store.sizeBytes))
+    gauge('logdisk_inline_io_operations', 'Reads and writes of the current and snapshot images since mount whose system call ran on the event loop, the transport having no other request in flight', ['op'], g => {
+      g.set({ op: 'read' }, store.inlineIo.reads)
+      g.set({ op: 'write' }, store.inlineIo.writes)
+    })
     gauge('logdisk_written_bytes', 'Blocks of the current volume that have a version, in bytes', [], g => g.set(store.status().writtenBytes))
     gauge('logdisk_log_bytes', 'Bytes of the log: the current segment plus every other segment not recycled', [], g => g.set(store.status().logBytes))
     gauge('logdisk_segments', 'Segments by state (recycled: ever recycled)', ['state'], g => {
@@ -263,7 +267,7 @@ export class DaemonMetrics {
         const s = statsHandles.get(id)
         return s ? s.handle : inner.handle(id)
       },
-      async read (handle, pos, into) {
+      async read (handle, pos, into, opts) {
         if (isStats(handle)) {
           const s = statsHandles.get(handle.id)
           if (!s) throw new FsError(Errno.EBADF)
@@ -271,12 +275,12 @@ export class DaemonMetrics {
           const text = await s.text
           return text.copy(into, 0, Math.min(pos, text.length), Math.min(text.length, pos + into.length))
         }
-        return m.timeIo(handle.image, 'read', n => n, () => inner.read(handle, pos, into))
+        return m.timeIo(handle.image, 'read', n => n, () => inner.read(handle, pos, into, opts))
       },
       get crcBlockBytes () { return inner.crcBlockBytes },
-      write (handle, pos, data, blockCrcs) {
+      write (handle, pos, data, blockCrcs, opts) {
         if (isStats(handle)) return Promise.reject(new FsError(Errno.EROFS))
-        return m.timeIo(handle.image, 'write', n => n, () => inner.write(handle, pos, data, blockCrcs))
+        return m.timeIo(handle.image, 'write', n => n, () => inner.write(handle, pos, data, blockCrcs, opts))
       },
       flush (handle) {
         if (isStats(handle)) return Promise.resolve()

@@ -12,6 +12,14 @@ import { LogdiskError, fromSystemError } from '../errors'
  */
 export interface FileHandle {
   read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number>
+  /**
+   * The same read done at once on the calling thread (a synchronous read(2)), for a caller with
+   * nothing else to do meanwhile (IoOptions.inline). Optional: a layer without it (the
+   * simulation's, a mirrored handle) is always read through `read`.
+   */
+  readNow?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
+  /** `writev` done at once on the calling thread (IoOptions.inline); optional as readNow. */
+  writevNow?: (buffers: Buffer[], position: number) => void
   writev (buffers: Buffer[], position: number): Promise<void>
   datasync (): Promise<void>
   truncate (length: number): Promise<void>
@@ -85,6 +93,28 @@ class NodeFileHandle implements FileHandle {
 
   read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
     return call(`read ${this.file}`, cb => fs.read(this.fd, buf, bufOffset, length, position, cb))
+  }
+
+  readNow (buf: Buffer, bufOffset: number, length: number, position: number): number {
+    try {
+      return fs.readSync(this.fd, buf, bufOffset, length, position)
+    } catch (err) {
+      throw fromSystemError(err as NodeJS.ErrnoException, `read ${this.file}`)
+    }
+  }
+
+  writevNow (buffers: Buffer[], position: number): void {
+    let pending = buffers
+    while (pending.length > 0) {
+      let written: number
+      try {
+        written = fs.writevSync(this.fd, pending, position)
+      } catch (err) {
+        throw fromSystemError(err as NodeJS.ErrnoException, `write ${this.file}`)
+      }
+      position += written
+      pending = skipBytes(pending, written)
+    }
   }
 
   async writev (buffers: Buffer[], position: number): Promise<void> {

@@ -6,7 +6,7 @@ import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from '.
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
-import { positionOf, type StoreParts, type LogPart } from './parts'
+import { positionOf, type IoOptions, type StoreParts, type LogPart } from './parts'
 import { HIGHEST_VOLUME_ID } from './recovery'
 import { NextSegment } from './next-segment'
 import { appendLimit, markerUse, type AppendUse } from './pass-fence'
@@ -44,6 +44,8 @@ interface WriteGroup {
   bytes: number
   /** `lock.queued` just after this group's section was queued: later writes join only while it is unchanged. */
   ticket: number
+  /** One write whose caller has nothing else to do (IoOptions.inline): its writev may be synchronous. */
+  inline: boolean
 }
 
 /** One write entry of a group commit, encoded, waiting for its writev. */
@@ -62,6 +64,19 @@ interface Flight {
   at: number
   timeMs: number
   written: Promise<void>
+}
+
+/** Largest writev done inline (IoOptions.inline): a larger copy costs more than the hand-offs it spares. */
+const INLINE_WRITE_MAX_BYTES = 128 * 1024
+
+/** A synchronous writev as the settled promise the asynchronous one would give. */
+function writeNow (writevNow: (buffers: Buffer[], position: number) => void, parts: Buffer[], at: number): Promise<void> {
+  try {
+    writevNow(parts, at)
+    return Promise.resolve()
+  } catch (err) {
+    return Promise.reject(err)
+  }
 }
 
 /** Bytes of writevs started and not landed yet: they lie right after the tail. */
@@ -112,6 +127,8 @@ export class LogAppender implements LogPart {
    * from bit rot in flushed data.
    */
   private durableSeq: number
+  /** Writevs done inline (IoOptions.inline), all told. */
+  inlineWrites = 0
 
   constructor (
     private readonly p: StoreParts,
@@ -135,7 +152,7 @@ export class LogAppender implements LogPart {
    * pass) was queued on the lock after it, so every caller still sees lock order. Each write
    * resolves once all its entries are in the log file, as before (durable after a flush).
    */
-  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void> {
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array, opts?: IoOptions): Promise<void> {
     const B = this.p.config.blockBytes
     if (offset % B !== 0 || data.length % B !== 0) return this.lock.run(() => this.writeLocked(offset, data))
     const crcs = blockCrcs?.length === data.length / B ? blockCrcs : undefined
@@ -145,9 +162,10 @@ export class LogAppender implements LogPart {
       if (open !== undefined && open.ticket === this.lock.queued && open.bytes + data.length <= GROUP_MAX_BYTES) {
         open.writes.push(w)
         open.bytes += data.length
+        open.inline = false // others wait now
         return
       }
-      const group: WriteGroup = { writes: [w], bytes: data.length, ticket: 0 }
+      const group: WriteGroup = { writes: [w], bytes: data.length, ticket: 0, inline: opts?.inline === true }
       this.openGroup = group
       this.lock.run(() => this.commitGroup(group)).catch(() => undefined) // each write settles itself
       group.ticket = this.lock.queued
@@ -178,7 +196,7 @@ export class LogAppender implements LogPart {
     let next = 0 // writes[next..] have entries not yet cut
     const start = async (): Promise<void> => {
       if (flights.length >= WRITEVS_IN_FLIGHT) await this.landOldest(flights)
-      flights.push(await this.startWritev(flights, entries, bytes))
+      flights.push(await this.startWritev(flights, entries, bytes, group.inline))
       entries = []
       bytes = 0
     }
@@ -232,7 +250,7 @@ export class LogAppender implements LogPart {
    * it, not landed yet) in the current segment; their sequence numbers and times follow the
    * last entry started (entry times never decrease along the log).
    */
-  private async startWritev (flights: Flight[], entries: GroupEntry[], bytes: number): Promise<Flight> {
+  private async startWritev (flights: Flight[], entries: GroupEntry[], bytes: number, inline = false): Promise<Flight> {
     await this.p.index.backpressure()
     if (flights.length === 0) await this.cutStale()
     const B = this.p.config.blockBytes
@@ -246,7 +264,9 @@ export class LogAppender implements LogPart {
       e.header = encodeWriteHeader(++seq, timeMs, e.block, e.crcs, B, this.entryDurableSeq())
       parts.push(e.header, e.payload)
     }
-    const written = segment.handle.writev(parts, at)
+    const writevNow = inline && flights.length === 0 && bytes <= INLINE_WRITE_MAX_BYTES ? segment.handle.writevNow?.bind(segment.handle) : undefined
+    if (writevNow) this.inlineWrites++
+    const written = writevNow ? writeNow(writevNow, parts, at) : segment.handle.writev(parts, at)
     written.catch(() => undefined) // awaited by landOldest, maybe only after a later one failed
     return { entries, bytes, at, timeMs, written }
   }

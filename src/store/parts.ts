@@ -61,6 +61,8 @@ export interface StoreParts {
 export interface LogPart {
   /** The append lock; passes take it to read a consistent tail. */
   readonly lock: Mutex
+  /** Writevs done inline (IoOptions.inline), all told. */
+  readonly inlineWrites: number
   /** The segment being appended to. */
   readonly current: Segment
   /** Sequence number of the last entry. */
@@ -71,7 +73,7 @@ export interface LogPart {
    * Writes `data` at byte `offset` (checked by the caller); takes the lock. Whole-block writes
    * queued together are appended by one group commit (one writev).
    */
-  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void>
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array, opts?: IoOptions): Promise<void>
   /** Writes `data` at byte `offset` (checked by the caller); under the lock. */
   writeLocked (offset: number, data: Buffer): Promise<void>
   /** Trims `length` bytes at `offset` (checked by the caller); under the lock. */
@@ -162,12 +164,27 @@ export interface BlocksRead {
   crcs: Uint32Array
 }
 
+/** How a foreground read or write may be served. */
+export interface IoOptions {
+  /**
+   * The caller has nothing else to do until this read or write is done (a FUSE server with no
+   * other request in flight): a local read of up to 128 KiB, or a write's one writev of up to
+   * 128 KiB, is a synchronous system call on the calling thread instead of a trip through the
+   * thread pool (two thread hand-offs). Measured at depth 1 on 4 KiB random reads: 1.4-1.6x the
+   * IOPS from disk, 1.2-1.4x from the page cache. At depth 16 it would serialize reads that
+   * miss the page cache (0.6x measured), which is why it is the caller's choice.
+   */
+  inline?: boolean
+}
+
 /** The read side (reader.ts): a block's bytes as of a cut, CRC-checked. */
 export interface ReaderPart {
+  /** Reads done inline (IoOptions.inline), all told. */
+  readonly inlineReads: number
   /** Reads the current volume (a read epoch of its own). */
-  readCurrent (offset: number, length: number, into?: Buffer): Promise<Buffer>
+  readCurrent (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
   /** Reads the image as it was at cut `seq`. */
-  readAt (seq: number, offset: number, length: number, into?: Buffer): Promise<Buffer>
+  readAt (seq: number, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
   /**
    * Reads `run` blocks stored contiguously from log position `pos`, checking each CRC; into
    * `into` (run blocks long) when given, unless the bytes had to come from elsewhere (another

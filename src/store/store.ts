@@ -19,7 +19,7 @@ import { IndexWriter } from './index-writer'
 import { LifeCycle } from './life-cycle'
 import { LogAppender } from './log-appender'
 import { DEFAULT_HISTORY_KEEP_MS, type OpenOptions } from './open-options'
-import { StoreState, type BlocksRead, type StoreParts } from './parts'
+import { StoreState, type BlocksRead, type IoOptions, type StoreParts } from './parts'
 import { Placement } from './placement'
 import { ReadEpochs } from './read-epochs'
 import { Reader } from './reader'
@@ -132,6 +132,8 @@ export class Store {
 
   get sizeBytes (): number { return this.config.sizeBytes }
   get blockBytes (): number { return this.config.blockBytes }
+  /** Reads and writevs done inline since open (IoOptions.inline). */
+  get inlineIo (): { reads: number, writes: number } { return { reads: this.p.reader.inlineReads, writes: this.p.log.inlineWrites } }
   get historyKeepMs (): number { return this.p.opts.historyKeepMs ?? DEFAULT_HISTORY_KEEP_MS }
 
   /** Changes the history window (policy set history.keep on a mounted store). */
@@ -154,8 +156,8 @@ export class Store {
    * Reads `length` bytes at `offset` of the current volume into `into` (or a new buffer).
    * Reads stop at the end of the volume: the returned buffer is shorter then.
    */
-  read (offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    return this.p.reader.readCurrent(offset, length, into)
+  read (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
+    return this.p.reader.readCurrent(offset, length, into, opts)
   }
 
   /** Opened read-only: nothing in the store directory is written (verify, send, restore, ...). */
@@ -170,7 +172,7 @@ export class Store {
    * when the caller has them already (the FUSE transport's readers compute them off the event
    * loop); they go into the entry as they are, so they must be of these very bytes.
    */
-  write (offset: number, data: Buffer, blockCrcs?: Uint32Array): Promise<void> {
+  write (offset: number, data: Buffer, blockCrcs?: Uint32Array, opts?: IoOptions): Promise<void> {
     try {
       this.assertOpen()
       if (!Number.isSafeInteger(offset) || offset < 0) throw new LogdiskError('BAD_ARGUMENT', `bad write offset ${offset}`)
@@ -181,7 +183,7 @@ export class Store {
       return Promise.reject(err)
     }
     if (data.length === 0) return Promise.resolve()
-    return this.p.log.write(offset, data, blockCrcs)
+    return this.p.log.write(offset, data, blockCrcs, opts)
   }
 
   /**
@@ -284,10 +286,10 @@ export class Store {
   // ---- The past: snapshots and points in time ----
 
   /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11). */
-  async readSnapshot (name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  async readSnapshot (name: string, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
     this.assertOpen()
     const snap = this.p.snapshotTable.require(name)
-    return this.p.reader.readAt(snap.seq, offset, length, into)
+    return this.p.reader.readAt(snap.seq, offset, length, into, opts)
   }
 
   /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */

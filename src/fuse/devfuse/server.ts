@@ -348,9 +348,11 @@ export class FuseServer {
     const state = this.track(unique, Op.READ)
     // The data lands after room for the reply header, in the request's own buffer.
     const into = req.subarray(OUT_HEADER, OUT_HEADER + size)
+    // Alone in flight, the read is done on this thread: nothing else waits for the event loop.
+    const opts = { inline: this.inflight.size === 1 }
     const reading = this.faults.has('devfuse-slow-read')
-      ? new Promise<void>(resolve => setTimeout(resolve, SLOW_READ_MS)).then(() => this.folder.read(handle, offset, into))
-      : this.folder.read(handle, offset, into)
+      ? new Promise<void>(resolve => setTimeout(resolve, SLOW_READ_MS)).then(() => this.folder.read(handle, offset, into, opts))
+      : this.folder.read(handle, offset, into, opts)
     reading.then(got => {
       if (this.untrack(unique, state)) {
         putOutHeader(req, OUT_HEADER + got, 0, unique)
@@ -377,7 +379,9 @@ export class FuseServer {
     const handle = this.openHandle(fh, unique, release)
     if (!handle) return
     const state = this.track(unique, Op.WRITE)
-    this.folder.write(handle, offset, req.subarray(data, data + size), blockCrcs).then(wrote => {
+    // Alone in flight, the write's system call is made on this thread (see read).
+    const opts = { inline: this.inflight.size === 1 }
+    this.folder.write(handle, offset, req.subarray(data, data + size), blockCrcs, opts).then(wrote => {
       release()
       if (this.untrack(unique, state)) this.reply(unique, WRITE_OUT, (b, o) => b.writeUInt32LE(wrote, o))
     }, err => {
