@@ -56,6 +56,7 @@ const { fd, data, ctl, bytes, nslots, crcs, crcBlockBytes, crcStride, crcModule 
 const st = new Int32Array(ctl)
 const free = nslots
 const stop = nslots + 1
+const posted = nslots + 2
 const views = []
 for (let k = 0; k < nslots; k++) views.push(new Uint8Array(data, k * bytes, bytes))
 const B = crcBlockBytes
@@ -101,6 +102,7 @@ for (;;) {
     }
   }
   if (B > 0) blockCrcs(slot, bufs[slot], n)
+  Atomics.add(st, posted, 1)
   parentPort.postMessage(slot * ${SLOT_SHIFT} + n)
 }
 `
@@ -119,6 +121,8 @@ export class DevFuseChannel implements ReplySink {
   private settle!: (reason: EndReason) => void
   private readonly releasers: Array<() => void> = []
   private readonly touched = new Set<number>()
+  /** Requests handed to onRequest, all told (wrapping as the readers' count does). */
+  private handed = 0
   private readonly dataBuffer: SharedArrayBuffer
   /** Per slot: how many block CRCs the reader computed (0: none), then the CRCs (see crcBlockBytes). */
   private readonly crcs: Uint32Array
@@ -132,8 +136,9 @@ export class DevFuseChannel implements ReplySink {
     this.fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR)
     this.nslots = opts.readers * opts.slotsPerReader
     const data = new SharedArrayBuffer(this.nslots * opts.bufferBytes)
-    // One state per slot, then the count of free slots, then the stop flag.
-    this.state = new Int32Array(new SharedArrayBuffer((this.nslots + 2) * 4))
+    // One state per slot, then the count of free slots, the stop flag, and the count of
+    // requests the readers posted (all told, wrapping at 2^32 like `handed`).
+    this.state = new Int32Array(new SharedArrayBuffer((this.nslots + 3) * 4))
     for (let i = 0; i < this.nslots; i++) {
       this.slots.push(Buffer.from(data, i * opts.bufferBytes, opts.bufferBytes))
       this.releasers.push(() => {
@@ -168,6 +173,7 @@ export class DevFuseChannel implements ReplySink {
       this.live++
       worker.on('message', (m: number | { end: string }) => {
         if (typeof m === 'number') {
+          this.handed = (this.handed + 1) | 0
           const slot = Math.floor(m / SLOT_SHIFT)
           if (!this.touched.has(slot)) this.touched.add(slot)
           let released = false
@@ -195,6 +201,11 @@ export class DevFuseChannel implements ReplySink {
       // kernel waiting for answers it will never get).
       this.workers.push(worker)
     }
+  }
+
+  /** Requests the readers read and posted that the main thread has not handed over yet. */
+  get queued (): number {
+    return (Atomics.load(this.state, this.nslots + 2) - this.handed) | 0
   }
 
   /** How many slots ever held a request: their buffers are resident (at most requests in flight + readers). */

@@ -11,6 +11,8 @@ import {
 export interface ReplySink {
   /** Writes one reply. Never throws: a reply to a request the kernel dropped (interrupted, aborted) is ignored. */
   send (buf: Buffer, len: number): void
+  /** Requests read from the kernel and not yet handed to the server (0 when unknown). */
+  readonly queued?: number
 }
 
 export interface ServerOptions {
@@ -348,8 +350,7 @@ export class FuseServer {
     const state = this.track(unique, Op.READ)
     // The data lands after room for the reply header, in the request's own buffer.
     const into = req.subarray(OUT_HEADER, OUT_HEADER + size)
-    // Alone in flight, the read is done on this thread: nothing else waits for the event loop.
-    const opts = { inline: this.inflight.size === 1 }
+    const opts = { inline: this.alone() }
     const reading = this.faults.has('devfuse-slow-read')
       ? new Promise<void>(resolve => setTimeout(resolve, SLOW_READ_MS)).then(() => this.folder.read(handle, offset, into, opts))
       : this.folder.read(handle, offset, into, opts)
@@ -379,8 +380,7 @@ export class FuseServer {
     const handle = this.openHandle(fh, unique, release)
     if (!handle) return
     const state = this.track(unique, Op.WRITE)
-    // Alone in flight, the write's system call is made on this thread (see read).
-    const opts = { inline: this.inflight.size === 1 }
+    const opts = { inline: this.alone() }
     this.folder.write(handle, offset, req.subarray(data, data + size), blockCrcs, opts).then(wrote => {
       release()
       if (this.untrack(unique, state)) this.reply(unique, WRITE_OUT, (b, o) => b.writeUInt32LE(wrote, o))
@@ -461,6 +461,17 @@ export class FuseServer {
   }
 
   // ------------------------------------------------------------------ interrupts
+
+  /**
+   * Whether the request just tracked is the only one in flight and none waits behind it: then
+   * its system call is made on this thread (IoOptions.inline), nothing else waiting for the
+   * event loop meanwhile. Requests queued but not yet handed over count: without them, each
+   * inline request would end before the next was seen, and at depth 16 every read would
+   * wait for the one before it (measured: 0.6x the IOPS on reads from disk).
+   */
+  private alone (): boolean {
+    return this.inflight.size === 1 && (this.sink.queued ?? 0) === 0
+  }
 
   private track (unique: number, opcode: number): Inflight {
     const state: Inflight = { opcode, answered: false, startMs: Date.now() }
