@@ -133,6 +133,8 @@ t.test('a 2 GiB volume written whole: 10 MiB of map, and the table never doubled
   t.equal(map.memoryBytes, 10 * 1024 ** 2, '10 MiB where the hash table took 28')
   t.ok(most <= 10 * 1024 ** 2, `at most ${(most / 1024 ** 2).toFixed(1)} MiB on the way`)
   t.equal(map.position(volume - 1), (volume - 1) * 4096)
+  t.equal(map.position(0.5), -1, 'not a block number: not mapped')
+  t.equal(map.position(volume), -1, 'past the end: not mapped')
 })
 
 t.test('version 3 (dense) saves, reads back whole or deferred, takes a delta', async t => {

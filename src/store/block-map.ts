@@ -242,10 +242,10 @@ export class BlockMap {
     return slot
   }
 
-  /** Dense layout: the row of `block`, or -1 past the end (not mapped). */
+  /** Dense layout: the row of `block`, or -1 past the end or not a block number (not mapped). */
   private rowOf (block: number): number {
     this.assertLoaded()
-    return block < this.positions.length && block >= 0 ? block : -1
+    return block < this.positions.length && block >= 0 && Number.isInteger(block) ? block : -1
   }
 
   /** Home slot: a hash mixing both 32-bit halves so that blocks 2^k apart do not collide. */
@@ -301,7 +301,7 @@ export class BlockMap {
     if (this.keys === undefined) {
       const row = this.rowOf(block)
       // Past the end, or a position the encoding cannot hold (-1 is "not mapped"): a hash table.
-      if (row < 0 || !Number.isInteger(block) || position === -1) this.toHash(hashSlotsFor(this.used + 1))
+      if (row < 0 || position === -1) this.toHash(hashSlotsFor(this.used + 1))
       else {
         const was = this.positions[row]
         if (was === 0) {
