@@ -1,6 +1,6 @@
 import os from 'node:os'
 import path from 'node:path'
-import { BlockMap, type BlockMapTables } from './block-map'
+import { BlockMap, DENSE_ROW_BYTES, HASH_SLOT_BYTES, type BlockMapTables } from './block-map'
 import { crc32c } from './crc'
 import { publishFile, publishTempOf, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 import type { Checkpoint } from './index-db'
@@ -38,6 +38,16 @@ import type { Checkpoint } from './index-db'
  * stays open meanwhile, so what is read later is the file checked now). The table's CRC is
  * checked whenever it is read. Version 1 (no header CRC, no counts) is still read, whole.
  *
+ * Version 3 is version 2's header over a map in the dense layout (block-map.ts: row = block
+ * number, for a volume small enough that this is no bigger than the hash table): `slots` is
+ * the number of rows (the volume's blocks when saved), and the table has no keys:
+ *
+ *   ... header as version 2 ... | positions f64[rows] (position + 1; 0: not mapped) |
+ *   seqs f64[rows] | crcs u32[rows] | u32 CRC32C of every byte before it
+ *
+ * A map in the hash layout is still written as version 2, so a release that reads only
+ * versions 1 and 2 reads those; it finds a version 3 file unusable and reads the index.
+ *
  * Written as a temporary file, fsynced, renamed, directory fsynced (litestream's atomic
  * publish): a crash at any step leaves either no file, the temporary one (ignored and removed
  * by the next write open), or the whole file.
@@ -68,11 +78,13 @@ export const BLOCK_MAP_FILE = 'blockmap'
 const TEMP_FILE = publishTempOf(BLOCK_MAP_FILE)
 const MAGIC = Buffer.from('LDBLKMAP')
 export const BLOCK_MAP_FILE_VERSION = 2
+/** The dense layout's version (a map in the hash layout is still written as version 2). */
+export const BLOCK_MAP_FILE_VERSION_DENSE = 3
 /** The first version, still read (whole at open: its header has no CRC of its own). */
 const BLOCK_MAP_FILE_VERSION_1 = 1
 const HEADER_BYTES = 16
-const SLOT_BYTES = 28
-/** Bytes of one slot of the table in memory (and in the file). */
+const SLOT_BYTES = HASH_SLOT_BYTES
+/** Bytes of one slot of the table in memory (and in the file); a dense row: DENSE_ROW_BYTES. */
 export const BLOCK_MAP_SLOT_BYTES = SLOT_BYTES
 /** The changes since a saved map, and where that map waits while the store is open for writing. */
 export const BLOCK_MAP_DELTA_FILE = 'blockmap.delta'
@@ -123,6 +135,8 @@ export interface SavedBlockMap {
   deferred?: { readTables: () => Promise<{ tables: BlockMapTables } | { why: string }>, release: () => Promise<void> }
   /** The file's own identity, which a delta written later names. */
   base: BlockMapBase
+  /** A table in the dense layout (version 3): `slots` rows of DENSE_ROW_BYTES. */
+  dense: boolean
   /** Changes since `base`, to apply after adopting `tables`. */
   delta?: BlockMapRows
 }
@@ -158,8 +172,9 @@ export function deltaLimit (slots: number): number {
 
 async function saveWholeMap (layer: FileLayer, indexDir: string, map: BlockMap, store: { uuid: string, blockBytes: number }, checkpoint: Checkpoint): Promise<void> {
   const t = map.tables()
-  const stamp: BlockMapStamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: t.keys.length, blocks: map.count, trimmed: map.trimmed }
-  const body = [headerOf(MAGIC, BLOCK_MAP_FILE_VERSION, stamp, true), ...[t.keys, t.positions, t.seqs, t.crcs].map(bytesOf)]
+  const stamp: BlockMapStamp = { uuid: store.uuid, blockBytes: store.blockBytes, seq: checkpoint.seq, position: checkpoint.position, timeMs: checkpoint.timeMs, slots: t.positions.length, blocks: map.count, trimmed: map.trimmed }
+  const arrays = t.keys ? [t.keys, t.positions, t.seqs, t.crcs] : [t.positions, t.seqs, t.crcs]
+  const body = [headerOf(MAGIC, t.keys ? BLOCK_MAP_FILE_VERSION : BLOCK_MAP_FILE_VERSION_DENSE, stamp, true), ...arrays.map(bytesOf)]
   await publishFile(layer, path.join(indexDir, BLOCK_MAP_FILE), indexDir, [...body, trailerOf(body)])
 }
 
@@ -303,8 +318,10 @@ async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Pr
     const head = Buffer.alloc(HEADER_BYTES)
     if (await readUpTo(h, head, 0) < HEADER_BYTES || !head.subarray(0, 8).equals(MAGIC)) return { why: 'saved block map damaged: no header' }
     const version = head.readUInt32LE(8)
-    if (version !== BLOCK_MAP_FILE_VERSION && version !== BLOCK_MAP_FILE_VERSION_1) return { why: `saved block map of version ${version}; this release reads versions ${BLOCK_MAP_FILE_VERSION_1} and ${BLOCK_MAP_FILE_VERSION}` }
+    if (version !== BLOCK_MAP_FILE_VERSION && version !== BLOCK_MAP_FILE_VERSION_1 && version !== BLOCK_MAP_FILE_VERSION_DENSE) return { why: `saved block map of version ${version}; this release reads versions ${BLOCK_MAP_FILE_VERSION_1} to ${BLOCK_MAP_FILE_VERSION_DENSE}` }
     const checked = version !== BLOCK_MAP_FILE_VERSION_1
+    const dense = version === BLOCK_MAP_FILE_VERSION_DENSE
+    const rowBytes = dense ? DENSE_ROW_BYTES : SLOT_BYTES
     const jsonBytes = head.readUInt32LE(12)
     const headerBytes = headerBytesOf(jsonBytes, checked)
     if (headerBytes + 4 > size) return { why: 'saved block map damaged: truncated header' }
@@ -318,7 +335,7 @@ async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Pr
       return { why: 'saved block map damaged: stamp unreadable' }
     }
     const slots = stamp.slots
-    if (!Number.isSafeInteger(slots) || slots <= 0 || headerBytes + slots * SLOT_BYTES + 4 !== size) {
+    if (!Number.isSafeInteger(slots) || slots <= 0 || headerBytes + slots * rowBytes + 4 !== size) {
       return { why: `saved block map damaged: ${size} bytes do not hold ${slots} slots` }
     }
     if (!checked) {
@@ -327,10 +344,10 @@ async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Pr
       delete stamp.trimmed
     }
     const readTables = async (): Promise<{ tables: BlockMapTables, crc: number } | { why: string }> => {
-      const tables: BlockMapTables = { keys: new Float64Array(slots), positions: new Float64Array(slots), seqs: new Float64Array(slots), crcs: new Uint32Array(slots) }
+      const tables: BlockMapTables = { ...(dense ? {} : { keys: new Float64Array(slots) }), positions: new Float64Array(slots), seqs: new Float64Array(slots), crcs: new Uint32Array(slots) }
       let crc = crc32c(header)
       let at = headerBytes
-      for (const a of [tables.keys, tables.positions, tables.seqs, tables.crcs]) {
+      for (const a of tables.keys ? [tables.keys, tables.positions, tables.seqs, tables.crcs] : [tables.positions, tables.seqs, tables.crcs]) {
         const bytes = Buffer.from(a.buffer, a.byteOffset, a.byteLength)
         // A piece at a time, each checked while it is still in the CPU's cache: the CRC of a
         // whole 8 MiB array read back from memory took 3-5x as long (20-80 ms of an open).
@@ -360,6 +377,7 @@ async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Pr
         saved: {
           stamp,
           base: base(trailer.readUInt32LE(0)),
+          dense,
           deferred: {
             readTables: async () => {
               if (!open) return { why: 'saved block map already closed' }
@@ -377,7 +395,7 @@ async function readBlockMap (layer: FileLayer, file: string, defer: boolean): Pr
     }
     const read = await readTables()
     if ('why' in read) return read
-    return { saved: { stamp, tables: read.tables, base: base(read.crc) } }
+    return { saved: { stamp, tables: read.tables, base: base(read.crc), dense } }
   } finally {
     if (!keepOpen) await h.close()
   }

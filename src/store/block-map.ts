@@ -8,24 +8,52 @@
  * writes fell. The sequence number decides which version is newest when compaction moves an
  * old version to the head of the log, and answers "is the newest version older than this
  * snapshot's cut" without asking the index. Reads on the FUSE hot path look blocks up here and never wait on LevelDB.
+ *
+ * Dense layout (issue 11, the daemon's peak RSS). Once the volume's size is known
+ * (setVolumeBlocks) and the hash table would grow to as many bytes as an array indexed by the
+ * block number itself (20 bytes a block of the volume: no keys, no load factor), the map
+ * takes that layout instead: for the bench's 2 GiB image 10 MiB where the table was 28 MiB
+ * (and 14 + 28 MiB alive at once while it doubled). Its `positions` hold position + 1, so
+ * that 0 (the arrays' fresh, untouched pages) means not mapped. A set past the volume's end
+ * (none is expected: the store checks ranges) turns the map back into a hash table.
  */
 const EMPTY = -1
 const MAX_LOAD = 0.7
+/** A trimmed block's row in the dense layout: TRIMMED (format.ts) + 1. */
+const TRIMMED_ROW = -1
+/** Bytes of one slot of the hash table (keys, positions, seqs: f64; crcs: u32). */
+export const HASH_SLOT_BYTES = 28
+/** Bytes of one block of the dense layout (positions, seqs: f64; crcs: u32). */
+export const DENSE_ROW_BYTES = 20
 
-/** The arrays of a BlockMap as they are (block-map-file.ts saves and loads them whole). */
+/**
+ * The arrays of a BlockMap as they are (block-map-file.ts saves and loads them whole). A hash
+ * table has `keys`; the dense layout has none (row = block number; positions hold position + 1,
+ * 0 for a block not mapped).
+ */
 export interface BlockMapTables {
-  keys: Float64Array
+  keys?: Float64Array
   positions: Float64Array
   crcs: Uint32Array
   seqs: Float64Array
 }
 
+/** Slots of the smallest hash table that holds `blocks` within the load bound. */
+function hashSlotsFor (blocks: number): number {
+  let slots = 16
+  while (blocks > MAX_LOAD * slots) slots *= 2
+  return slots
+}
+
 export class BlockMap {
-  private keys: Float64Array
+  /** Undefined in the dense layout. */
+  private keys: Float64Array | undefined
   private positions: Float64Array
   private crcs: Uint32Array
   private seqs: Float64Array
   private mask: number
+  /** Blocks of the volume (setVolumeBlocks), 0 while unknown: the dense layout's rows. */
+  private volumeBlocks = 0
   private used = 0
   /** Blocks whose newest version is a trim (position TRIMMED): they read as zeros. */
   private trimmedBlocks = 0
@@ -66,7 +94,86 @@ export class BlockMap {
 
   /** Bytes held by the table's arrays (once loaded, for a deferred map). */
   get memoryBytes (): number {
-    return this.pending?.memoryBytes ?? this.keys.byteLength + this.positions.byteLength + this.crcs.byteLength + this.seqs.byteLength
+    return this.pending?.memoryBytes ?? (this.keys?.byteLength ?? 0) + this.positions.byteLength + this.crcs.byteLength + this.seqs.byteLength
+  }
+
+  /** Whether the map is in the dense layout (row = block number). */
+  get isDense (): boolean {
+    return this.keys === undefined
+  }
+
+  /**
+   * Tells the map the volume's size in blocks (at open, and after a resize): from then on it
+   * takes the dense layout whenever that is no bigger than the hash table it would need. A
+   * dense map of another size is laid out again (in whichever layout is smaller; a hash table
+   * if a block it holds is past the new end).
+   */
+  setVolumeBlocks (blocks: number): void {
+    if (!Number.isSafeInteger(blocks) || blocks < 0) throw new Error(`bad volume size of ${blocks} blocks`)
+    if (blocks === this.volumeBlocks) return
+    this.volumeBlocks = blocks
+    if (this.pending) return // laid out as read, once loaded()
+    if (this.keys === undefined) {
+      // Dense of another size: a block past the new end, or a smaller hash table, means a hash table.
+      let past = false
+      for (let b = blocks; b < this.positions.length && !past; b++) past = this.positions[b] !== 0
+      if (past || hashSlotsFor(this.used) * HASH_SLOT_BYTES < blocks * DENSE_ROW_BYTES) this.toHash(hashSlotsFor(this.used))
+      else this.toDense()
+    } else {
+      this.maybeDense(this.keys.length)
+    }
+  }
+
+  /** Takes the dense layout if it is no bigger than a hash table of `slots` slots (and holds every block). */
+  private maybeDense (slots: number): boolean {
+    const n = this.volumeBlocks
+    if (n === 0 || n * DENSE_ROW_BYTES > slots * HASH_SLOT_BYTES) return false
+    const keys = this.keys
+    if (keys) for (let i = 0; i < keys.length; i++) if (keys[i] >= n) return false
+    this.toDense()
+    return true
+  }
+
+  /** Lays the rows out densely over volumeBlocks rows (from either layout). */
+  private toDense (): void {
+    const n = this.volumeBlocks
+    const positions = new Float64Array(n)
+    const crcs = new Uint32Array(n)
+    const seqs = new Float64Array(n)
+    this.forEach((block, position, crc, seq) => {
+      positions[block] = position + 1
+      crcs[block] = crc
+      seqs[block] = seq
+    })
+    this.keys = undefined
+    this.positions = positions
+    this.crcs = crcs
+    this.seqs = seqs
+    this.mask = n - 1 // unused in this layout
+    this.layoutVersion++
+  }
+
+  /** Lays the rows out as a hash table of `slots` slots (from either layout). */
+  private toHash (slots: number): void {
+    const old = { keys: this.keys, positions: this.positions, crcs: this.crcs, seqs: this.seqs }
+    this.keys = new Float64Array(slots).fill(EMPTY)
+    this.positions = new Float64Array(slots)
+    this.crcs = new Uint32Array(slots)
+    this.seqs = new Float64Array(slots)
+    this.mask = slots - 1
+    this.layoutVersion++
+    const put = (block: number, position: number, crc: number, seq: number): void => {
+      const slot = this.slotOf(block)
+      this.keys![slot] = block
+      this.positions[slot] = position
+      this.crcs[slot] = crc
+      this.seqs[slot] = seq
+    }
+    if (old.keys) {
+      for (let i = 0; i < old.keys.length; i++) if (old.keys[i] !== EMPTY) put(old.keys[i], old.positions[i], old.crcs[i], old.seqs[i])
+    } else {
+      for (let b = 0; b < old.positions.length; b++) if (old.positions[b] !== 0) put(b, old.positions[b] - 1, old.crcs[b], old.seqs[b])
+    }
   }
 
   /**
@@ -109,6 +216,7 @@ export class BlockMap {
       this.keysVersion++
       this.layoutVersion++
       this.pending = undefined
+      this.layOutForVolume()
     })
     return p.loading
   }
@@ -117,11 +225,27 @@ export class BlockMap {
     if (this.pending) throw new Error('block map used before its deferred table was loaded (await map.loaded() first)')
   }
 
+  /** After a table was taken whole (loaded, adopt): the layout setVolumeBlocks would choose. */
+  private layOutForVolume (): void {
+    const n = this.volumeBlocks
+    if (n === 0) return
+    this.volumeBlocks = 0
+    this.setVolumeBlocks(n)
+  }
+
+  /** Hash layout only. */
   private slotOf (block: number): number {
     this.assertLoaded()
+    const keys = this.keys!
     let slot = this.homeOf(block)
-    while (this.keys[slot] !== EMPTY && this.keys[slot] !== block) slot = (slot + 1) & this.mask
+    while (keys[slot] !== EMPTY && keys[slot] !== block) slot = (slot + 1) & this.mask
     return slot
+  }
+
+  /** Dense layout: the row of `block`, or -1 past the end or not a block number (not mapped). */
+  private rowOf (block: number): number {
+    this.assertLoaded()
+    return block < this.positions.length && block >= 0 && Number.isInteger(block) ? block : -1
   }
 
   /** Home slot: a hash mixing both 32-bit halves so that blocks 2^k apart do not collide. */
@@ -141,18 +265,30 @@ export class BlockMap {
 
   /** Log position of the block's newest data, -1 when the block was never written, TRIMMED (-2) when its newest version is a trim. */
   position (block: number): number {
+    if (this.keys === undefined) {
+      const row = this.rowOf(block)
+      return row < 0 || this.positions[row] === 0 ? -1 : this.positions[row] - 1
+    }
     const slot = this.slotOf(block)
     return this.keys[slot] === EMPTY ? -1 : this.positions[slot]
   }
 
   /** CRC32C of the block's newest data; only meaningful when position() >= 0. */
   crc (block: number): number {
+    if (this.keys === undefined) {
+      const row = this.rowOf(block)
+      return row < 0 ? 0 : this.crcs[row]
+    }
     const slot = this.slotOf(block)
     return this.crcs[slot]
   }
 
   /** Sequence number of the block's newest version; only meaningful when position() >= 0. */
   seq (block: number): number {
+    if (this.keys === undefined) {
+      const row = this.rowOf(block)
+      return row < 0 ? 0 : this.seqs[row]
+    }
     return this.seqs[this.slotOf(block)]
   }
 
@@ -162,13 +298,36 @@ export class BlockMap {
    */
   set (block: number, position: number, crc: number, seq: number): void {
     if (this.tracked) this.track(block)
+    if (this.keys === undefined) {
+      const row = this.rowOf(block)
+      // Past the end, or a position the encoding cannot hold (-1 is "not mapped"): a hash table.
+      if (row < 0 || position === -1) this.toHash(hashSlotsFor(this.used + 1))
+      else {
+        const was = this.positions[row]
+        if (was === 0) {
+          this.used++
+          this.keysVersion++
+        } else if (this.seqs[row] > seq) return
+        else if (was < 0) this.trimmedBlocks--
+        if (position < 0) this.trimmedBlocks++
+        this.positions[row] = position + 1
+        this.crcs[row] = crc
+        this.seqs[row] = seq
+        return
+      }
+    }
+    const keys = this.keys!
     let slot = this.slotOf(block)
-    if (this.keys[slot] === EMPTY) {
+    if (keys[slot] === EMPTY) {
       if ((this.used + 1) > MAX_LOAD * (this.mask + 1)) {
         this.grow()
+        if (this.keys === undefined) {
+          this.set(block, position, crc, seq)
+          return
+        }
         slot = this.slotOf(block)
       }
-      this.keys[slot] = block
+      this.keys![slot] = block
       this.used++
       this.keysVersion++
     }
@@ -183,19 +342,32 @@ export class BlockMap {
   /** Removes a block (it reads as zeros again). Backward-shift deletion keeps probes short. */
   delete (block: number): boolean {
     if (this.tracked) this.track(block)
+    if (this.keys === undefined) {
+      // Rows never move in the dense layout: the layout version stays.
+      const row = this.rowOf(block)
+      if (row < 0 || this.positions[row] === 0) return false
+      this.used--
+      this.keysVersion++
+      if (this.positions[row] < 0) this.trimmedBlocks--
+      this.positions[row] = 0
+      this.crcs[row] = 0
+      this.seqs[row] = 0
+      return true
+    }
+    const keys = this.keys
     let slot = this.slotOf(block)
-    if (this.keys[slot] === EMPTY) return false
+    if (keys[slot] === EMPTY) return false
     this.used--
     this.keysVersion++
     this.layoutVersion++
     if (this.positions[slot] < 0) this.trimmedBlocks--
     let next = (slot + 1) & this.mask
-    while (this.keys[next] !== EMPTY) {
-      const key = this.keys[next]
+    while (keys[next] !== EMPTY) {
+      const key = keys[next]
       const home = this.homeOf(key)
       // Move `next` into the hole when its home slot is not between the hole and `next`.
       if (((next - home) & this.mask) >= ((next - slot) & this.mask)) {
-        this.keys[slot] = key
+        keys[slot] = key
         this.positions[slot] = this.positions[next]
         this.crcs[slot] = this.crcs[next]
         this.seqs[slot] = this.seqs[next]
@@ -203,7 +375,7 @@ export class BlockMap {
       }
       next = (next + 1) & this.mask
     }
-    this.keys[slot] = EMPTY
+    keys[slot] = EMPTY
     return true
   }
 
@@ -243,6 +415,7 @@ export class BlockMap {
    */
   adopt (t: BlockMapTables): string | undefined {
     this.assertLoaded()
+    if (!t.keys) return this.adoptDense(t)
     const slots = t.keys.length
     if (slots < 16 || (slots & (slots - 1)) !== 0) return `table of ${slots} slots is not a power of two`
     if (t.positions.length !== slots || t.crcs.length !== slots || t.seqs.length !== slots) return 'table arrays differ in length'
@@ -271,6 +444,34 @@ export class BlockMap {
     this.keysVersion++
     this.layoutVersion++
     this.tracked = undefined // changes are of the arrays replaced
+    this.layOutForVolume()
+    return undefined
+  }
+
+  /** adopt() of a dense table: every row a mapped version (position + 1 >= 1, or TRIMMED + 1) or 0. */
+  private adoptDense (t: BlockMapTables): string | undefined {
+    const rows = t.positions.length
+    if (t.crcs.length !== rows || t.seqs.length !== rows) return 'table arrays differ in length'
+    let used = 0
+    let trimmed = 0
+    for (let i = 0; i < rows; i++) {
+      const p = t.positions[i]
+      if (p === 0) continue
+      if (!Number.isSafeInteger(p) || (p < 1 && p !== TRIMMED_ROW)) return `row ${i} holds position ${p - 1}, not a log position`
+      used++
+      if (p < 0) trimmed++
+    }
+    this.keys = undefined
+    this.positions = t.positions
+    this.crcs = t.crcs
+    this.seqs = t.seqs
+    this.mask = rows - 1
+    this.used = used
+    this.trimmedBlocks = trimmed
+    this.keysVersion++
+    this.layoutVersion++
+    this.tracked = undefined
+    this.layOutForVolume()
     return undefined
   }
 
@@ -279,6 +480,14 @@ export class BlockMap {
    * `out` = [position, seq, crc].
    */
   lookup (block: number, out: Float64Array): boolean {
+    if (this.keys === undefined) {
+      const row = this.rowOf(block)
+      if (row < 0 || this.positions[row] === 0) return false
+      out[0] = this.positions[row] - 1
+      out[1] = this.seqs[row]
+      out[2] = this.crcs[row]
+      return true
+    }
     const slot = this.slotOf(block)
     if (this.keys[slot] === EMPTY) return false
     out[0] = this.positions[slot]
@@ -303,13 +512,22 @@ export class BlockMap {
   }
 
   private sortBlocks (): Float64Array | Uint32Array {
+    if (this.keys === undefined) {
+      // In order already: the rows are the block numbers.
+      const p = this.positions
+      const a = p.length <= 0x100000000 ? new Uint32Array(this.used) : new Float64Array(this.used)
+      let n = 0
+      for (let b = 0; b < p.length; b++) if (p[b] !== 0) a[n++] = b
+      return a
+    }
+    const keys = this.keys
     let max = 0
-    for (let i = 0; i <= this.mask; i++) if (this.keys[i] > max) max = this.keys[i]
+    for (let i = 0; i <= this.mask; i++) if (keys[i] > max) max = keys[i]
     // Below 2^32 blocks (16 TiB of 4 KiB blocks) the sort runs on 32-bit integers: half the memory.
     const Digits = max < 0x100000000 ? Uint32Array : Float64Array
     let a = new Digits(this.used)
     let n = 0
-    for (let i = 0; i <= this.mask; i++) if (this.keys[i] !== EMPTY) a[n++] = this.keys[i]
+    for (let i = 0; i <= this.mask; i++) if (keys[i] !== EMPTY) a[n++] = keys[i]
     let b = new Digits(n)
     const counts = new Uint32Array(65536)
     for (let shift = 1; shift <= max; shift *= 65536) {
@@ -332,12 +550,25 @@ export class BlockMap {
    * (the table grows, a row is deleted, a saved table is adopted): a walk that finds it
    * unchanged between its calls has seen every row mapped all along exactly once.
    */
-  rowsFrom (slot: number, out: BlockMapTables): { n: number, next: number } {
+  rowsFrom (slot: number, out: BlockMapTables & { keys: Float64Array }): { n: number, next: number } {
     this.assertLoaded()
     const { keys, positions, crcs, seqs, mask } = this
     const max = out.keys.length
     let n = 0
     let i = slot
+    if (keys === undefined) {
+      // Dense: slot = block number.
+      for (; i < positions.length && n < max; i++) {
+        const p = positions[i]
+        if (p === 0) continue
+        out.keys[n] = i
+        out.positions[n] = p - 1
+        out.crcs[n] = crcs[i]
+        out.seqs[n] = seqs[i]
+        n++
+      }
+      return { n, next: i }
+    }
     for (; i <= mask && n < max; i++) {
       const key = keys[i]
       if (key === EMPTY) continue
@@ -357,14 +588,22 @@ export class BlockMap {
 
   forEach (fn: (block: number, position: number, crc: number, seq: number) => void): void {
     this.assertLoaded()
+    const { keys, positions, crcs, seqs } = this
+    if (keys === undefined) {
+      for (let b = 0; b < positions.length; b++) if (positions[b] !== 0) fn(b, positions[b] - 1, crcs[b], seqs[b])
+      return
+    }
     for (let i = 0; i <= this.mask; i++) {
-      if (this.keys[i] !== EMPTY) fn(this.keys[i], this.positions[i], this.crcs[i], this.seqs[i])
+      if (keys[i] !== EMPTY) fn(keys[i], positions[i], crcs[i], seqs[i])
     }
   }
 
+  /** Doubles the hash table, or takes the dense layout when that is no bigger than the doubled table. */
   private grow (): void {
-    const { keys, positions, crcs, seqs } = this
     const slots = (this.mask + 1) * 2
+    if (this.maybeDense(slots)) return
+    const keys = this.keys!
+    const { positions, crcs, seqs } = this
     this.layoutVersion++
     this.keys = new Float64Array(slots).fill(EMPTY)
     this.positions = new Float64Array(slots)

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
-import { BlockMap } from './block-map'
+import { BlockMap, DENSE_ROW_BYTES } from './block-map'
 import type { FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
@@ -550,7 +550,7 @@ async function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, ge
     return `saved block map is stale: ${mismatch}`
   }
   if (deferred && readOnly && stamp.blocks !== undefined && stamp.trimmed !== undefined) {
-    map.defer({ count: stamp.blocks, trimmed: stamp.trimmed, memoryBytes: stamp.slots * BLOCK_MAP_SLOT_BYTES }, async () => {
+    map.defer({ count: stamp.blocks, trimmed: stamp.trimmed, memoryBytes: stamp.slots * (saved.dense ? DENSE_ROW_BYTES : BLOCK_MAP_SLOT_BYTES) }, async () => {
       const read = await deferred.readTables()
       const fresh = new BlockMap()
       const refused = 'why' in read ? read.why : adoptSavedMap(fresh, saved, read.tables)
@@ -570,7 +570,7 @@ async function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, ge
   if (refused !== undefined) return `saved block map refused: ${refused}`
   // A write open's close saves what changes from here on, beside the delta's blocks, against
   // the base file (which takeBlockMap kept as blockmap.base).
-  if (!readOnly) map.trackChanges(base, deltaLimit(tables!.keys.length), delta?.keys ?? [])
+  if (!readOnly) map.trackChanges(base, deltaLimit(tables!.positions.length), delta?.keys ?? [])
   return undefined
 }
 

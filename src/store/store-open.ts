@@ -92,6 +92,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
     savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
     const map = new BlockMap()
+    map.setVolumeBlocks(config.sizeBytes / config.blockBytes) // the dense layout, once it is no bigger (block-map.ts)
     const geometry: SegmentGeometry = { uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes }
     const cacheDir = opts.readOnly ? path.join(opts.readOnly.scratchDir, 'cache') : path.join(dir, 'cache')
     await removeFiles(layer, cacheDir) // fetched copies of a previous run

@@ -626,6 +626,7 @@ export class Store {
         }
         this.config.sizeBytes = sizeBytes
         writeConfig(this.dir, this.config)
+        this.p.map.setVolumeBlocks(first)
         return { fromBytes, toBytes: sizeBytes }
       })
     })

@@ -17,9 +17,9 @@ export interface DevFuseOptions {
   log: Logger
   /** Largest request; 1 MiB unless LOGDISK_FUSE_MAX_WRITE says otherwise. */
   maxWrite?: number
-  /** Reader threads on /dev/fuse; 4 unless LOGDISK_FUSE_READERS says otherwise. */
+  /** Reader threads on /dev/fuse; DEFAULT_READERS (2) unless LOGDISK_FUSE_READERS says otherwise. */
   readers?: number
-  /** Request buffers per reader thread (8). */
+  /** Request buffers per reader thread (DEFAULT_SLOTS_PER_READER, 16; the readers share them). */
   slotsPerReader?: number
   faults?: ReadonlySet<string>
   /** More mount options: allow_other, ro. */
@@ -36,6 +36,19 @@ export interface DevFuseSession extends Session {
 // The kernel queues INIT as the mount(2) returns; only a starved process misses 10 s (a
 // suite at load 15 on 2 cores did): a slow mount beats a failed one.
 const INIT_TIMEOUT_MS = 30_000
+
+/**
+ * Reader threads (issue 11, the daemon's peak RSS). Each is a worker thread with a Node
+ * environment and V8 isolate of its own: 8-9 MiB resident apiece however idle (measured: 1, 2
+ * and 4 workers added 14, 22 and 39 MiB). A reader only reads a request, CRCs a WRITE's blocks
+ * and posts the slot; the event loop, which handles every request, is the bottleneck, and two
+ * readers keep a read(2) pending while the other posts. 4 readers gave peaks of 216-235 MiB in
+ * quick benches at load 6-8, 2 readers 190-211 (2026-12-02 night, README, Memory); speeds were
+ * within the runs' spread. The slots stay 32 in all (2 x 16): as many as 4 x 8 were, and only
+ * those that were busy at once become resident.
+ */
+export const DEFAULT_READERS = 2
+export const DEFAULT_SLOTS_PER_READER = 16
 const END_WAIT_MS = 5_000
 
 function envInt (name: string, dflt: number): number {
@@ -152,8 +165,8 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   if (process.platform !== 'linux') throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs Linux; use --transport fuse-native')
   if (process.getuid?.() !== 0) throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs root (mount(2)); use --transport fuse-native')
   const maxWrite = opts.maxWrite ?? envInt('LOGDISK_FUSE_MAX_WRITE', 1024 * 1024)
-  const readers = opts.readers ?? envInt('LOGDISK_FUSE_READERS', 4)
-  const slotsPerReader = opts.slotsPerReader ?? envInt('LOGDISK_FUSE_SLOTS', 8)
+  const readers = opts.readers ?? envInt('LOGDISK_FUSE_READERS', DEFAULT_READERS)
+  const slotsPerReader = opts.slotsPerReader ?? envInt('LOGDISK_FUSE_SLOTS', DEFAULT_SLOTS_PER_READER)
   if (maxWrite < 4096 || maxWrite > 1024 * 1024 || maxWrite % 4096 !== 0) throw new LogdiskError('BAD_ARGUMENT', `max_write ${maxWrite} must be a multiple of 4096 between 4 KiB and 1 MiB`)
 
   await prepareMountpoint(mountpoint, log)
