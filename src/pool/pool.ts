@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { LogdiskError, fromSystemError } from '../errors'
+import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { ownerRecord, ownerVerdict, type Location, type OwnerRecord } from '../store/identity'
 import type { Policy } from '../policy/policy'
 import { writeFileAtomic, type StoreConfig } from '../store/config'
@@ -511,10 +511,22 @@ export class Pool implements SegmentHome {
       for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
         for (const id of segments) {
           const targets = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
-          if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
-            throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
+          // The move waits for the store's maintenance lock: a mirror repair that runs first
+          // may put a copy on the volume chosen here, and the store then refuses the move
+          // (BUSY, Placement.relocate). Choose again: that volume now holds a copy, so it is
+          // not chosen twice.
+          for (;;) {
+            if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
+              throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
+            }
+            const to = targets()[0].id
+            try {
+              await this.store.relocateSegment(id, entry.id, to)
+              break
+            } catch (err) {
+              if (!isLogdiskError(err, 'BUSY') || !(this.store.volumesOf(id) ?? []).includes(to)) throw err
+            }
           }
-          await this.store.relocateSegment(id, entry.id, targets()[0].id)
           moved++
           total = Math.max(total, moved + this.sortedOn(entry.id).length)
           onProgress?.(moved, total)

@@ -1,3 +1,4 @@
+import { isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
 import { tableBytes } from './entry'
 import { readBaselineOrigins, writeBaselineOrigins, type BaselineOrigin } from './baseline-origins'
@@ -48,13 +49,12 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   // log copy (or the archive) from now on, or, where no copy is left, given up under a
   // raised horizon. Then the baseline index stops vouching for the slot, so that a crash
   // while it is rewritten never serves the half-written slot as the old version.
-  const overwrite = visible.filter(v => inBaseline.has(v.block))
+  let overwrite = visible.filter(v => inBaseline.has(v.block))
   if (overwrite.length > 0) {
     // Decided first, staged in the shared batch only once the horizon is in the log: a
     // failure in between must not leave history deletes for the next checkpoint to commit.
-    let horizon = history.horizon
     const repoint: Array<[number, number, number, number]> = []
-    const drop: Array<[number, number]> = []
+    let drop: Array<{ block: number, seq: number, horizon: number }> = []
     for (const v of overwrite) {
       const old = inBaseline.get(v.block)!
       const at = await db.versionAt(v.block, old.seq)
@@ -63,13 +63,29 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
       if (original !== undefined) {
         repoint.push([v.block, old.seq, original, old.crc])
       } else {
-        drop.push([v.block, old.seq])
-        horizon = Math.max(horizon, v.seq - 1)
+        // Points before the new version read the old one: they are given up.
+        drop.push({ block: v.block, seq: old.seq, horizon: v.seq - 1 })
       }
     }
-    await history.raiseHorizon(horizon)
+    try {
+      await history.raiseHorizon(drop.reduce((h, d) => Math.max(h, d.horizon), history.horizon))
+    } catch (err) {
+      // The marker goes into the maintenance reserve (pass-fence.ts), so a full pool does not
+      // refuse it. Should even the reserve be used up, the merge does the part of its work
+      // that needs no new marker instead of failing: a block whose slot holds a version only
+      // points after the current horizon still read (and no log copy of it is left) keeps
+      // that version in its slot, and its version at the cut stays in the log for a later
+      // merge. Every other block merges as usual, so the log copies of what it merges can
+      // still be freed by the compaction that follows (which has the same fallback).
+      if (!isLogdiskError(err, 'NO_SPACE')) throw err
+      const keep = new Set(drop.filter(d => d.horizon > history.horizon).map(d => d.block))
+      p.logger.warn({ err: (err as Error).message, blocksKept: keep.size }, 'baseline merge: no room for the history marker; merging only what the current horizon allows')
+      drop = drop.filter(d => !keep.has(d.block))
+      overwrite = overwrite.filter(v => !keep.has(v.block))
+      for (let i = visible.length - 1; i >= 0; i--) if (keep.has(visible[i].block)) visible.splice(i, 1)
+    }
     for (const [block, seq, position, crc] of repoint) index.batch.addBlock(block, seq, position, crc)
-    for (const [block, seq] of drop) index.batch.historyDeletes.push2(block, seq)
+    for (const { block, seq } of drop) index.batch.historyDeletes.push2(block, seq)
     await index.commitDurably()
     for (const v of overwrite) inBaseline.delete(v.block)
     await publish(existing?.cutSeq ?? 0)

@@ -5,6 +5,7 @@ import { encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
 import type { EntryRecord } from './index-db'
 import { punchHoles } from './file-layer'
+import { clearPendingHeaders, writePendingHeaders } from './pending-headers'
 import type { StoreParts } from './parts'
 
 export interface CompactOptions {
@@ -148,12 +149,16 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
           freedEntries.push([x.seq, x.e])
         }
       }
-      // A header written over another can be torn by a crash: the index holds the writes
-      // first, and opening the store redoes them whole (recovery.ts).
-      await db.putPending({ segment: id, volumes: segment.volumes, headers })
+      // A header written over another can be torn by a crash: the index and a file beside it
+      // hold the writes first, and opening the store redoes them whole (recovery.ts), a full
+      // rebuild without the index too (pending-headers.ts).
+      const pending = { segment: id, volumes: segment.volumes, headers }
+      await writePendingHeaders(p.layer, p.dir, pending)
+      await db.putPending(pending)
       for (const [at, header] of headers) await segment.handle.writev([header], at)
       await segment.handle.datasync() // the free headers are durable before any data goes
       await db.clearPending()
+      await clearPendingHeaders(p.layer, p.dir)
       for (const [seq, e] of freedEntries) {
         index.batch.entries.set(seq, e)
         report.entriesFreed++

@@ -361,7 +361,13 @@ export class IndexDb {
     await this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object)
   }
 
-  /** Records header writes about to be made in place, synced (see keys.ts 'p'). */
+  /**
+   * Records header writes about to be made in place, synced (see keys.ts 'p'; the file
+   * pending-headers.ts holds the same for a rebuild). The sync also makes every index change
+   * before it durable (the pass's fence checkpoint): a crash while the headers are written
+   * leaves an index to replay from, not a rebuild, which would lose the entry summaries of
+   * the runs already freed (FORMAT.md, open points).
+   */
   async putPending (pending: PendingHeaders): Promise<void> {
     await this.gate?.('index.commit')
     await this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object)

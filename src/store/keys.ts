@@ -27,7 +27,9 @@
  *   'p'                           -> in-place header writes in flight (compaction's free
  *                                    headers): msgpack { segment, volumes, headers: [[offset,
  *                                    bytes]] }, synced before they are written and redone on
- *                                    open, so a header torn by a crash is rewritten whole
+ *                                    open, so a header torn by a crash is rewritten whole; the
+ *                                    same record is in <store>/pending-headers
+ *                                    (pending-headers.ts), which a rebuild reads too
  */
 export const CHECKPOINT_KEY = Buffer.from('c')
 export const VERSION_KEY = Buffer.from('v')

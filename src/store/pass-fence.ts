@@ -19,7 +19,9 @@ import { EntryKind } from './format'
  *   looked them up is in flight: it waits for a read grace period first (ReadEpochs);
  * - the markers it must log before it frees anything (a history marker) may go into the
  *   maintenance reserve that foreground appends leave free at the end of every segment
- *   (MAINTENANCE_RESERVE_BYTES below), so a full pool never refuses the pass that empties it.
+ *   (MAINTENANCE_RESERVE_BYTES below), so a full pool never refuses the pass that empties it;
+ *   should even the reserve be used up, a pass that gives room back (compaction, a baseline
+ *   merge) does the part of its work that needs no new marker instead of failing.
  */
 export class PassFence {
   constructor (
@@ -70,7 +72,9 @@ export class PassFence {
  *   the first half of the reserve;
  * - 'maintenance' (a history marker, about 90 bytes) may use all of it: the second half alone
  *   holds about 90 of them, and each needs versions newly freed since the last one. Past the
- *   reserve it rolls like any append (onto any room the pool has left).
+ *   reserve it rolls like any append (onto any room the pool has left); when the pool has
+ *   none, compaction frees only what the current horizon allows and a baseline merge leaves
+ *   out the blocks whose slots a new marker would have to free (test/full-pool-baseline).
  */
 export const MAINTENANCE_RESERVE_BYTES = 16 * 1024
 

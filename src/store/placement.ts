@@ -31,6 +31,12 @@ export class Placement implements PlacementPart {
       return
     }
     if (!volumes?.includes(from)) throw new LogdiskError('NOT_FOUND', `segment ${id} has no copy on volume ${from}`)
+    // The caller chose `to` before this pass held the maintenance lock: a mirror repair that
+    // held it meanwhile may have put a copy there. Moving onto it anyway recorded one file as
+    // two copies ([v, v]) and deleted the other copy; a later failed write to "one" of them
+    // dropped both (simulation seed 12346031: a segment of acknowledged writes lost). The
+    // caller chooses again (Pool.drain does).
+    if (volumes.includes(to)) throw new LogdiskError('BUSY', `segment ${id} already has a copy on volume ${to} (made since the move was chosen); choose another volume`)
     await this.copySegmentFile(id, from, to)
     home.occupied(id, [to])
     await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
@@ -92,7 +98,10 @@ export class Placement implements PlacementPart {
     let made = 0
     for (const id of [...segments.ids]) {
       this.p.state.assertNotClosing()
-      const want = segments.volumesOf(id) ?? []
+      const recorded = segments.volumesOf(id) ?? []
+      // A volume named twice is one copy (a move onto a volume that already held one recorded
+      // that before it was refused: Placement.relocate).
+      const want = [...new Set(recorded)]
       const present: string[] = []
       for (const v of want) {
         try {
@@ -102,7 +111,7 @@ export class Placement implements PlacementPart {
         } catch { /* lost */ }
       }
       if (present.length === 0) continue // nothing to copy from; verify reports it
-      if (present.length >= Math.max(copies, want.length) && present.length === want.length) continue
+      if (present.length >= Math.max(copies, want.length) && present.length === recorded.length) continue
       await log.seal(id)
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {

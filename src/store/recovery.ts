@@ -17,6 +17,7 @@ import { SnapshotTable } from './snapshots'
 export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
+import { clearPendingHeaders, readPendingHeaders } from './pending-headers'
 import { Segment, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
 import { foreignSegment } from './identity'
@@ -88,7 +89,7 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
-  if (checkpoint && !opts.readOnly) await redoPendingHeaders(layer, home, index, log)
+  if (!opts.readOnly) await redoPendingHeaders(layer, storeDir, home, checkpoint ? index : undefined, log)
   // Which copies of a mirrored segment are current: the index records a copy that fell
   // behind (a failed write) before the store acknowledged anything past it.
   const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
@@ -629,11 +630,14 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
 }
 
 /**
- * Rewrites the in-place header writes a crash may have torn (compaction's free headers; see
- * keys.ts 'p'): the same bytes again, on every copy still there, then synced.
+ * Rewrites the in-place header writes a crash may have torn (compaction's free headers;
+ * pending-headers.ts): the same bytes again, on every copy still there, then synced. Before
+ * a full rebuild too (`index` undefined): the record is also a file beside the index, so a
+ * torn header is made whole before the scan reads it. An index written by an older release
+ * holds it as its 'p' key alone (keys.ts).
  */
-async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: IndexDb, log: Logger): Promise<void> {
-  const pending = await index.pending()
+async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<void> {
+  const pending = (await index?.pending()) ?? await readPendingHeaders(layer, storeDir)
   if (!pending) return
   for (const volume of pending.volumes) {
     let handle
@@ -650,7 +654,8 @@ async function redoPendingHeaders (layer: FileLayer, home: SegmentHome, index: I
     }
   }
   log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
-  await index.clearPending()
+  await index?.clearPending()
+  await clearPendingHeaders(layer, storeDir)
 }
 
 /** Whether a copy of segment `id` is longer than its header (unreadable: assumed to). */

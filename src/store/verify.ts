@@ -92,8 +92,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     for (const v of volumes) {
       if (!segment.volumes.includes(v)) problem(`segment ${segmentFileName(id)}: the copy on pool volume ${v} (${input.home.dirOf(v)}) is lost; run logdisk pool repair`)
     }
-    if (volumes.length > 0 && volumes.length < (input.copies ?? 1)) {
-      problem(`segment ${segmentFileName(id)}: degraded, ${volumes.length} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
+    const distinct = new Set(volumes).size
+    if (distinct < volumes.length) {
+      problem(`segment ${segmentFileName(id)}: the index names a pool volume twice (${volumes.join(', ')}): one copy counted as two; run logdisk pool repair`)
+    }
+    if (distinct > 0 && distinct < (input.copies ?? 1)) {
+      problem(`segment ${segmentFileName(id)}: degraded, ${distinct} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
     }
     report.segments++
     try {

@@ -385,10 +385,25 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           try {
             if (opts.drainDiscardsNext === true) await s.discardNextSegment()
             for (const id of home.segmentsOf(from)) {
-              const to = home.candidates(s.volumesOf(id) ?? [])[0]
-              if (!to) break
-              log(`  relocate ${id} ${from} -> ${to}`)
-              await s.relocateSegment(id, from, to)
+              // As Pool.drain: a repair that held the maintenance lock first may have put a
+              // copy on the volume chosen here; the store refuses that move (BUSY) and the
+              // drain chooses again (that volume holds a copy now, so it is not chosen twice).
+              // (home.candidates draws from the seed's rng: called again only on a refusal, so
+              // every other run replays as before.)
+              let to = home.candidates(s.volumesOf(id) ?? [])[0]
+              let moved = false
+              while (to !== undefined && !moved) {
+                log(`  relocate ${id} ${from} -> ${to}`)
+                try {
+                  await s.relocateSegment(id, from, to)
+                  moved = true
+                } catch (err) {
+                  if (!isLogdiskError(err, 'BUSY') || !(s.volumesOf(id) ?? []).includes(to)) throw err
+                  log(`    refused: ${to} got a copy meanwhile`)
+                  to = home.candidates(s.volumesOf(id) ?? [])[0]
+                }
+              }
+              if (!moved) break
             }
             if (home.segmentsOf(from).length === 0) home.drop(from)
             else home.draining.delete(from)
