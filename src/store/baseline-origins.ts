@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { baselineFiles } from './baseline'
-import { crc32c } from './crc'
+import { crcTrailerOk, sealCrcTrailer } from './crc'
 import { publishFile, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 
 /**
@@ -39,14 +39,14 @@ export function encodeBaselineOrigins (uuid: string, origins: BaselineOrigin[]):
     buf.writeDoubleLE(o.seq, at + 8)
     buf.writeDoubleLE(o.position, at + 16)
   })
-  buf.writeUInt32LE(crc32c(buf.subarray(0, buf.length - 4)), buf.length - 4)
+  sealCrcTrailer(buf)
   return buf
 }
 
 export function decodeBaselineOrigins (uuid: string, buf: Buffer, file: string): BaselineOrigin[] {
   const bad = (why: string): never => { throw new LogdiskError('CORRUPT', `baseline origins ${file}: ${why}`) }
   if (buf.length < HEAD + 4 || buf.toString('latin1', 0, 8) !== MAGIC) bad('not a logdisk baseline origins file')
-  if (buf.readUInt32LE(buf.length - 4) !== crc32c(buf.subarray(0, buf.length - 4))) bad('checksum mismatch')
+  if (!crcTrailerOk(buf)) bad('checksum mismatch')
   if (buf.readUInt32LE(8) !== 1) bad(`unknown version ${buf.readUInt32LE(8)}`)
   if (!buf.subarray(16, 32).equals(Buffer.from(uuid.replace(/-/g, ''), 'hex'))) bad('belongs to another store')
   const count = buf.readUInt32LE(12)

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
-import { crc32c } from './crc'
+import { crcTrailerOk, sealCrcTrailer } from './crc'
 import { publishFile, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 
 /**
@@ -43,14 +43,14 @@ export function encodeBaselineIndex (uuid: string, idx: BaselineIndex): Buffer {
     buf.writeDoubleLE(b.seq, at + 8)
     buf.writeUInt32LE(b.crc, at + 16)
   })
-  buf.writeUInt32LE(crc32c(buf.subarray(0, buf.length - 4)), buf.length - 4)
+  sealCrcTrailer(buf)
   return buf
 }
 
 export function decodeBaselineIndex (uuid: string, buf: Buffer, file: string): BaselineIndex {
   const bad = (why: string): never => { throw new LogdiskError('CORRUPT', `baseline index ${file}: ${why}`) }
   if (buf.length < 44 || buf.toString('latin1', 0, 8) !== MAGIC) bad('not a logdisk baseline index')
-  if (buf.readUInt32LE(buf.length - 4) !== crc32c(buf.subarray(0, buf.length - 4))) bad('checksum mismatch')
+  if (!crcTrailerOk(buf)) bad('checksum mismatch')
   if (buf.readUInt32LE(8) !== 1) bad(`unknown version ${buf.readUInt32LE(8)}`)
   if (!buf.subarray(24, 40).equals(Buffer.from(uuid.replace(/-/g, ''), 'hex'))) bad('belongs to another store')
   const count = buf.readUInt32LE(12)

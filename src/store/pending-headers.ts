@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { pack, unpack } from 'msgpackr'
-import { crc32c } from './crc'
+import { crcTrailerOk, sealCrcTrailer } from './crc'
 import { publishFile, readUpTo, type FileHandle, type FileLayer } from './file-layer'
 import type { PendingHeaders } from './index-db'
 
@@ -34,7 +34,7 @@ export async function writePendingHeaders (layer: FileLayer, storeDir: string, p
   MAGIC.copy(buf, 0)
   buf.writeUInt32LE(body.length, MAGIC.length)
   body.copy(buf, MAGIC.length + 4)
-  buf.writeUInt32LE(crc32c(buf.subarray(0, buf.length - 4)), buf.length - 4)
+  sealCrcTrailer(buf)
   await publishFile(layer, fileOf(storeDir), storeDir, buf)
 }
 
@@ -58,7 +58,7 @@ export async function readPendingHeaders (layer: FileLayer, storeDir: string): P
   }
   if (buf.length < MAGIC.length + 8 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return undefined
   const length = buf.readUInt32LE(MAGIC.length)
-  if (buf.length !== MAGIC.length + 4 + length + 4 || buf.readUInt32LE(buf.length - 4) !== crc32c(buf.subarray(0, buf.length - 4))) return undefined
+  if (buf.length !== MAGIC.length + 4 + length + 4 || !crcTrailerOk(buf)) return undefined
   const pending = unpack(buf.subarray(MAGIC.length + 4, MAGIC.length + 4 + length)) as PendingHeaders
   return { segment: pending.segment, volumes: pending.volumes, headers: pending.headers.map(([offset, bytes]) => [offset, Buffer.from(bytes)]) }
 }
