@@ -1,4 +1,3 @@
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
 import { BASELINE_BASE } from '../src/store/baseline'
@@ -6,12 +5,7 @@ import { crc32c } from '../src/store/crc'
 import { MAINTENANCE_RESERVE_BYTES } from '../src/store/pass-fence'
 import type { StoreParts } from '../src/store/parts'
 import { Store } from '../src/store/store'
-import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { SimHome } from '../src/testing/sim-home'
-import { SimIndexStorage } from '../src/testing/sim-index'
-import { SimScheduler } from '../src/testing/sim-scheduler'
-import { scratchDir } from './helpers/sim-layer'
+import { B, CAPACITY_SEGMENTS, SEGMENT, fullPoolRig, losePowerDuring, roomLeft, writeBlock, type PoolRig } from './helpers/full-pool-rig'
 
 /**
  * A baseline merge (`compact --into-baseline`, baseline-pass.ts) in a full pool, as
@@ -36,55 +30,17 @@ import { scratchDir } from './helpers/sim-layer'
  * is clean; writes work again once room is freed (by the merge itself when the reserve was
  * there, by a new pool volume when it was used up); a reopen reads the same.
  */
-const B = 4096
-const SEGMENT = 258 * B // about the smallest segment for 4 KiB blocks (as the simulation's)
 const BLOCKS = 320
 const SIZE = BLOCKS * B
-const CAPACITY_SEGMENTS = 3 // per volume
 
 interface SyncPoint { name: string, seq: number, image: Buffer }
 
-interface Rig {
-  sched: SimScheduler
-  sim: SimFileLayer
-  indexes: SimIndexStorage
-  home: SimHome
-  rng: Rng
-  model: Buffer
+interface Rig extends PoolRig {
   points: SyncPoint[]
-  drive: <T>(p: Promise<T>) => Promise<T>
-  open: () => Promise<Store>
 }
 
 async function rig (t: Test, seed: number, copies: number): Promise<Rig> {
-  const dir = scratchDir(t, 'fullpool-baseline')
-  const sched = new SimScheduler(new Rng(seed ^ 0x5eed))
-  const sim = new SimFileLayer(sched)
-  const indexes = new SimIndexStorage(sched)
-  const rng = new Rng(seed)
-  const home = new SimHome(path.join(dir, 'pool'), rng, copies, CAPACITY_SEGMENTS, copies)
-  const drive = async <T>(p: Promise<T>): Promise<T> => {
-    await sched.run(p)
-    return p
-  }
-  // history.keep=0: a merge at "now" and compaction after it free every superseded version
-  // (each logging a history marker first).
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, clock: sched.clock, openIndex: indexes.open, checkpointIntervalMs: 0, historyKeepMs: 0 })
-  await drive(Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim))
-  return { sched, sim, indexes, home, rng, model: Buffer.alloc(SIZE), points: [], drive, open }
-}
-
-/** Writes one random block at `block`; into the model when it lands. Returns false on NO_SPACE. */
-async function writeBlock (r: Rig, store: Store, block: number): Promise<boolean> {
-  const data = r.rng.bytes(B)
-  try {
-    await r.drive(store.write(block * B, data))
-  } catch (err) {
-    if (isLogdiskError(err, 'NO_SPACE')) return false
-    throw err
-  }
-  data.copy(r.model, block * B)
-  return true
+  return { ...await fullPoolRig(t, 'fullpool-baseline', seed, copies, BLOCKS), points: [] }
 }
 
 /** A sync point (one the checks restore later when `kept`); false when it got NO_SPACE. */
@@ -98,11 +54,6 @@ async function syncPoint (r: Rig, store: Store, kept: boolean): Promise<boolean>
     if (isLogdiskError(err, 'NO_SPACE')) return false
     throw err
   }
-}
-
-/** Bytes free at the end of the current segment. */
-function roomLeft (store: Store): number {
-  return SEGMENT - store.status().index.position % SEGMENT
 }
 
 const partsOf = (store: Store): StoreParts => (store as unknown as { p: StoreParts }).p
@@ -293,16 +244,7 @@ for (const usedUp of [false, true]) {
       await t.test(`power fails after ${crashAfterSteps} of the merge's ${steps} steps`, async t => {
         const r = await rig(t, seed, 1) // the same store, pool and writes as the probe
         const store = await prepare(r)
-        const merge = store.compactIntoBaseline()
-        merge.catch(() => undefined)
-        const run = await r.sched.run(merge, { crashAfterSteps })
-        t.ok(run.powerLost, 'the power failed while the merge ran')
-        await r.drive(store.abandon())
-        const crashRng = new Rng(crashAfterSteps)
-        r.sim.crash(crashRng)
-        r.indexes.crash(crashRng)
-        r.sched.restorePower()
-        r.home.resetAccounting()
+        t.ok(await losePowerDuring(r, store, store.compactIntoBaseline(), crashAfterSteps), 'the power failed while the merge ran')
 
         const reopened = await r.drive(r.open())
         await check(t, r, reopened, 'after the crash') // every write was flushed before it

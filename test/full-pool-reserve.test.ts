@@ -1,15 +1,9 @@
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
 import { crc32c } from '../src/store/crc'
 import { MAINTENANCE_RESERVE_BYTES } from '../src/store/pass-fence'
-import { Store } from '../src/store/store'
-import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { SimHome } from '../src/testing/sim-home'
-import { SimIndexStorage } from '../src/testing/sim-index'
-import { SimScheduler } from '../src/testing/sim-scheduler'
-import { scratchDir } from './helpers/sim-layer'
+import type { Store } from '../src/store/store'
+import { B, CAPACITY_SEGMENTS, fullPoolRig, losePowerDuring, roomLeft, writeBlock, type PoolRig } from './helpers/full-pool-rig'
 
 /**
  * A full pool and the maintenance reserve (pass-fence.ts MAINTENANCE_RESERVE_BYTES): writes
@@ -23,55 +17,11 @@ import { scratchDir } from './helpers/sim-layer'
  *
  * Every write is one block (one entry: it lands whole or not at all), so the model is exact.
  */
-const B = 4096
-const SEGMENT = 258 * B // about the smallest segment for 4 KiB blocks (as the simulation's)
 const BLOCKS = 96
 const SIZE = BLOCKS * B
-const CAPACITY_SEGMENTS = 3 // per volume
-
-interface Rig {
-  sched: SimScheduler
-  sim: SimFileLayer
-  indexes: SimIndexStorage
-  home: SimHome
-  rng: Rng
-  model: Buffer
-  drive: <T>(p: Promise<T>) => Promise<T>
-  open: () => Promise<Store>
-}
-
-async function rig (t: Test, seed: number, copies: number): Promise<Rig> {
-  const dir = scratchDir(t, 'fullpool-reserve')
-  const sched = new SimScheduler(new Rng(seed ^ 0x5eed))
-  const sim = new SimFileLayer(sched)
-  const indexes = new SimIndexStorage(sched)
-  const rng = new Rng(seed)
-  const home = new SimHome(path.join(dir, 'pool'), rng, copies, CAPACITY_SEGMENTS, copies)
-  const drive = async <T>(p: Promise<T>): Promise<T> => {
-    await sched.run(p)
-    return p
-  }
-  // history.keep=0: compaction frees every superseded version (and logs a history marker first).
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, clock: sched.clock, openIndex: indexes.open, checkpointIntervalMs: 0, historyKeepMs: 0 })
-  await drive(Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim))
-  return { sched, sim, indexes, home, rng, model: Buffer.alloc(SIZE), drive, open }
-}
-
-/** Writes one random block at `block`; into the model when it lands. Returns false on NO_SPACE. */
-async function writeBlock (r: Rig, store: Store, block: number): Promise<boolean> {
-  const data = r.rng.bytes(B)
-  try {
-    await r.drive(store.write(block * B, data))
-  } catch (err) {
-    if (isLogdiskError(err, 'NO_SPACE')) return false
-    throw err
-  }
-  data.copy(r.model, block * B)
-  return true
-}
 
 /** The whole image reads as the model (compared by CRC32C, and byte for byte). */
-async function checkImage (t: Test, r: Rig, store: Store, when: string): Promise<void> {
+async function checkImage (t: Test, r: PoolRig, store: Store, when: string): Promise<void> {
   const got = await r.drive(store.read(0, SIZE))
   t.equal(crc32c(got), crc32c(r.model), `${when}: the image's CRC32C is the model's`)
   t.ok(got.equals(r.model), `${when}: every block reads as the model`)
@@ -81,7 +31,7 @@ async function checkImage (t: Test, r: Rig, store: Store, when: string): Promise
  * Fills the pool: the whole image, snapshot s1 (it pins that version of every block), then
  * overwrites until a write gets NO_SPACE. Flushed. Returns the open store.
  */
-async function fillPool (t: Test, r: Rig): Promise<Store> {
+async function fillPool (t: Test, r: PoolRig): Promise<Store> {
   const store = await r.drive(r.open())
   for (let b = 0; b < BLOCKS; b++) if (!await writeBlock(r, store, b)) throw new Error(`block ${b}: NO_SPACE in an empty pool`)
   await r.drive(store.snapshot({ name: 's1' }))
@@ -99,7 +49,7 @@ async function fillPool (t: Test, r: Rig): Promise<Store> {
  * Sync markers are foreground appends too: small ones still fit before the reserve after the
  * writes were refused, until the next one would go into it. Fills that last room.
  */
-async function fillWithSyncs (t: Test, r: Rig, store: Store): Promise<void> {
+async function fillWithSyncs (t: Test, r: PoolRig, store: Store): Promise<void> {
   let syncs = 0
   for (;;) {
     try {
@@ -112,14 +62,9 @@ async function fillWithSyncs (t: Test, r: Rig, store: Store): Promise<void> {
   }
 }
 
-/** Bytes free at the end of the current segment. */
-function roomLeft (store: Store): number {
-  return SEGMENT - store.status().index.position % SEGMENT
-}
-
 for (const copies of [1, 2]) {
   t.test(`${copies} cop${copies > 1 ? 'ies' : 'y'}: writes get NO_SPACE with the reserve kept, compaction frees room, writes work again`, async t => {
-    const r = await rig(t, 0xf011 + copies, copies)
+    const r = await fullPoolRig(t, 'fullpool-reserve', 0xf011 + copies, copies, BLOCKS)
     const store = await fillPool(t, r)
     t.equal(r.home.candidates().length, 0, 'the pool has no room for another segment')
     t.ok(roomLeft(store) >= MAINTENANCE_RESERVE_BYTES, `the current segment keeps the reserve free (${roomLeft(store)} bytes left)`)
@@ -157,7 +102,7 @@ for (const copies of [1, 2]) {
 
 t.test('the power fails at points spread over a compaction in a full pool: recovery, a second compaction and new writes work', async t => {
   // How many I/O steps a compaction in a full pool takes, to spread the crashes over it.
-  const probe = await rig(t, 0xc0de, 1)
+  const probe = await fullPoolRig(t, 'fullpool-reserve', 0xc0de, 1, BLOCKS)
   const probeStore = await fillPool(t, probe)
   await fillWithSyncs(t, probe, probeStore) // the deletion and history markers go into the reserve
   await probe.drive(probeStore.deleteSnapshot('s1'))
@@ -171,22 +116,13 @@ t.test('the power fails at points spread over a compaction in a full pool: recov
   for (let i = 0; i < points; i++) {
     const crashAfterSteps = Math.floor((steps * (i + 0.5)) / points)
     await t.test(`power fails after ${crashAfterSteps} of the compaction's ${steps} steps`, async t => {
-      const r = await rig(t, 0xc0de, 1) // the same store, pool and writes as the probe
+      const r = await fullPoolRig(t, 'fullpool-reserve', 0xc0de, 1, BLOCKS) // the same store, pool and writes as the probe
       const store = await fillPool(t, r)
       await fillWithSyncs(t, r, store)
       await r.drive(store.deleteSnapshot('s1'))
       t.ok(roomLeft(store) < MAINTENANCE_RESERVE_BYTES, 'the deletion marker is in the reserve')
       const horizon = store.status().history.horizonSeq
-      const compaction = store.compact()
-      const run = await r.sched.run(compaction, { crashAfterSteps })
-      compaction.catch(() => undefined)
-      t.ok(run.powerLost, 'the power failed while the compaction ran')
-      await r.drive(store.abandon())
-      const crashRng = new Rng(crashAfterSteps)
-      r.sim.crash(crashRng)
-      r.indexes.crash(crashRng)
-      r.sched.restorePower()
-      r.home.resetAccounting()
+      t.ok(await losePowerDuring(r, store, store.compact(), crashAfterSteps), 'the power failed while the compaction ran')
 
       const reopened = await r.drive(r.open())
       t.comment(`after the crash: horizon ${reopened.status().history.horizonSeq} (was ${horizon}), ${roomLeft(reopened)} bytes left in the current segment`)
@@ -212,7 +148,7 @@ t.test('the power fails at points spread over a compaction in a full pool: recov
 
 t.test('writes racing a compaction at the pool limit: the compaction never fails for room, each write lands whole or gets NO_SPACE', async t => {
   for (const seed of [1, 2, 3, 4]) {
-    const r = await rig(t, 0xace0 + seed, 1 + (seed % 2))
+    const r = await fullPoolRig(t, 'fullpool-reserve', 0xace0 + seed, 1 + (seed % 2), BLOCKS)
     const store = await fillPool(t, r)
     await r.drive(store.deleteSnapshot('s1'))
     const outcomes: string[] = []
