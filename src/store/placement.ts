@@ -93,26 +93,20 @@ export class Placement implements PlacementPart {
    * Returns how many copies were made.
    */
   async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
-    const { home, layer, segments, log } = this.p
+    const { home, segments, log } = this.p
     await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
     let made = 0
     for (const id of [...segments.ids]) {
       this.p.state.assertNotClosing()
-      const recorded = segments.volumesOf(id) ?? []
-      // A volume named twice is one copy (a move onto a volume that already held one recorded
-      // that before it was refused: Placement.relocate).
-      const want = [...new Set(recorded)]
-      const present: string[] = []
-      for (const v of want) {
-        try {
-          // A copy counts when its header checks out (a power loss in a roll can leave an empty one).
-          await (await Segment.open(layer, home, [v], id, this.p.geometry)).close()
-          present.push(v)
-        } catch { /* lost */ }
-      }
-      if (present.length === 0) continue // nothing to copy from; verify reports it
-      if (present.length >= Math.max(copies, want.length) && present.length === recorded.length) continue
+      if (!(await this.judgeCopies(id, copies)).lacking) continue
+      // Sealed and synced from here on, so no append or sync can drop a copy of it any more.
+      // Until now one could (a failed write to the current segment, a failed fdatasync), and
+      // the judgement above may name a copy that fell behind meanwhile: judged again from the
+      // record as it is now. Copying from that stale copy (over the up-to-date one, when it
+      // failed its check once) lost acknowledged writes (simulation seed 13200120).
       await log.seal(id)
+      const { want, present, lacking } = await this.judgeCopies(id, copies)
+      if (!lacking) continue
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
         const to = await place(id, next) // reserves the copy's place
@@ -131,6 +125,29 @@ export class Placement implements PlacementPart {
     }
     await this.removeStaleCopies()
     return made
+  }
+
+  /**
+   * The copies of segment `id` its record names (`want`), those whose header checks out
+   * (`present`: a power loss in a roll can leave an empty one), and whether copies are
+   * `lacking` (fewer than `copies` present, or one named is not; never when none is present:
+   * there is nothing to copy from, and verify reports it). Only copies the record names now
+   * count: a copy the store dropped is stale, whatever its header says.
+   */
+  private async judgeCopies (id: number, copies: number): Promise<{ want: string[], present: string[], lacking: boolean }> {
+    const recorded = this.p.segments.volumesOf(id) ?? []
+    // A volume named twice is one copy (a move onto a volume that already held one recorded
+    // that before it was refused: Placement.relocate).
+    const want = [...new Set(recorded)]
+    const present: string[] = []
+    for (const v of want) {
+      try {
+        await (await Segment.open(this.p.layer, this.p.home, [v], id, this.p.geometry)).close()
+        present.push(v)
+      } catch { /* lost */ }
+    }
+    const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
+    return { want, present, lacking: present.length > 0 && !whole }
   }
 
   /** Copies sealed segment `id` from volume `from` to volume `to` (writeSegmentCopy). */
