@@ -2,10 +2,9 @@ import path from 'node:path'
 import t from 'tap'
 import { isLogdiskError } from '../src/errors'
 import { segmentFileName } from '../src/store/format'
-import type { SegmentHome } from '../src/store/segment-home'
-import { Store } from '../src/store/store'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { scratchDir, tagBlock } from './helpers/sim-layer'
+import { scratchDir } from './helpers/sim-layer'
+import { threeVolumeStore } from './helpers/mirrored-sim-store'
 
 /**
  * A drain's move onto a volume that got a copy of the segment while the move waited for the
@@ -29,23 +28,7 @@ const SIZE = 512 * B
 t.test('a move onto a volume that got a copy meanwhile is refused and changes nothing', async t => {
   const dir = scratchDir(t, 'relocate-taken')
   const sim = new SimFileLayer()
-  const volumes = ['v1', 'v2', 'v3']
-  const home: SegmentHome = {
-    dirOf: v => path.join(dir, `vol-${v}`),
-    volumes: () => volumes,
-    place: async () => ['v1', 'v2'],
-    occupied () {},
-    vacated () {},
-    stillSuits: vs => vs.length === 2
-  }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
-  const model = Buffer.alloc(SIZE)
-  const put = async (s: Store, block: number, tag: string): Promise<void> => {
-    const data = tagBlock(tag, B)
-    await s.write(block * B, data)
-    data.copy(model, block * B)
-  }
+  const { open, model, put } = await threeVolumeStore(dir, sim, sim, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
   let s = await open()
   for (let b = 0; b < 10; b++) await put(s, b, `A${b}`)
   await s.flush()

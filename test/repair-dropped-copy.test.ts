@@ -2,10 +2,9 @@ import path from 'node:path'
 import t from 'tap'
 import type { FileHandle } from '../src/store/file-layer'
 import { segmentFileName } from '../src/store/format'
-import type { SegmentHome } from '../src/store/segment-home'
-import { Store } from '../src/store/store'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { PassThroughLayer, scratchDir, tagBlock } from './helpers/sim-layer'
+import { threeVolumeStore } from './helpers/mirrored-sim-store'
 
 /**
  * A mirror repair racing a write that drops a copy of the current segment (found by the
@@ -66,23 +65,7 @@ t.test('a repair never copies from a copy the store dropped while it judged the 
   const dir = scratchDir(t, 'repair-dropped')
   const sim = new SimFileLayer()
   const layer = new RaceLayer(sim)
-  const volumes = ['v1', 'v2', 'v3']
-  const home: SegmentHome = {
-    dirOf: v => path.join(dir, `vol-${v}`),
-    volumes: () => volumes,
-    place: async () => ['v1', 'v2'],
-    occupied () {},
-    vacated () {},
-    stillSuits: vs => vs.length === 2
-  }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 })
-  const model = Buffer.alloc(SIZE)
-  const put = async (s: Store, block: number, tag: string): Promise<void> => {
-    const data = tagBlock(tag, B)
-    await s.write(block * B, data)
-    data.copy(model, block * B)
-  }
+  const { volumes, open, model, put } = await threeVolumeStore(dir, sim, layer, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
   const place = async (_id: number, exclude: string[]): Promise<string> => volumes.find(v => !exclude.includes(v))!
 
   let s = await open()

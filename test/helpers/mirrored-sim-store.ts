@@ -1,12 +1,14 @@
 import path from 'node:path'
 import type { Test } from 'tap'
 import { MemoryLevel } from 'memory-level'
+import type { FileLayer } from '../../src/store/file-layer'
 import { IndexDb, type LevelDb } from '../../src/store/index-db'
+import type { SegmentHome } from '../../src/store/segment-home'
 import { Store } from '../../src/store/store'
 import { Rng } from '../../src/testing/rng'
 import { SimFileLayer } from '../../src/testing/sim-file-layer'
 import { SimHome } from '../../src/testing/sim-home'
-import { scratchDir } from './sim-layer'
+import { scratchDir, tagBlock } from './sim-layer'
 
 /**
  * A store on the simulated disk whose segments have two copies (a simulated pool of two
@@ -26,4 +28,32 @@ export async function mirroredSimStore (t: Test, name: string, seed: number, geo
   await Store.create(dir, geometry, sim)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
   return { dir, sim, rng, home, open }
+}
+
+/**
+ * Three volumes v1-v3 under `dir` on the simulated disk, every new segment placed on v1 and v2
+ * (two copies), the store on `fileLayer` (the simulated disk itself, or a layer over it that
+ * stages a race), and a model of what the volume must read: `put` writes a tagged block to
+ * both.
+ */
+export async function threeVolumeStore (dir: string, sim: SimFileLayer, fileLayer: FileLayer, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }): Promise<{ volumes: string[], open: () => Promise<Store>, model: Buffer, put: (s: Store, block: number, tag: string) => Promise<void> }> {
+  const volumes = ['v1', 'v2', 'v3']
+  const home: SegmentHome = {
+    dirOf: v => path.join(dir, `vol-${v}`),
+    volumes: () => volumes,
+    place: async () => ['v1', 'v2'],
+    occupied () {},
+    vacated () {},
+    stillSuits: vs => vs.length === 2
+  }
+  await Store.create(dir, geometry, sim)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer, home, checkpointIntervalMs: 0 })
+  const model = Buffer.alloc(geometry.sizeBytes)
+  const B = geometry.blockBytes
+  const put = async (s: Store, block: number, tag: string): Promise<void> => {
+    const data = tagBlock(tag, B)
+    await s.write(block * B, data)
+    data.copy(model, block * B)
+  }
+  return { volumes, open, model, put }
 }
