@@ -3,7 +3,7 @@ import t from 'tap'
 import type { FileHandle } from '../src/store/file-layer'
 import { segmentFileName } from '../src/store/format'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir, tagBlock } from './helpers/sim-layer'
+import { PassThroughLayer, failingHandle, scratchDir, tagBlock } from './helpers/sim-layer'
 import { threeVolumeStore } from './helpers/mirrored-sim-store'
 
 /**
@@ -48,16 +48,7 @@ class RaceLayer extends PassThroughLayer {
     }
     const h = await this.sim.open(file, create)
     if (!seg0 || !file.includes(`${path.sep}vol-v2${path.sep}`)) return h
-    const layer = this
-    return new Proxy(h, {
-      get (target, prop, receiver) {
-        if (prop === 'writev' && layer.failV2Write) {
-          return async () => { layer.failV2Write = false; throw Object.assign(new Error('EIO: write to v2 (test)'), { code: 'EIO' }) }
-        }
-        const v = Reflect.get(target, prop, receiver)
-        return typeof v === 'function' ? v.bind(target) : v
-      }
-    })
+    return failingHandle(h, 'writev', () => { const now = this.failV2Write; this.failV2Write = false; return now }, 'EIO: write to v2 (test)')
   }
 }
 

@@ -5,7 +5,7 @@ import type { FileHandle } from '../src/store/file-layer'
 import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir, tagBlock } from './helpers/sim-layer'
+import { PassThroughLayer, failingHandle, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * A free header torn by a power loss, and the index lost too (found by the simulation, seed
@@ -32,14 +32,7 @@ class FailSegmentSync extends PassThroughLayer {
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
     if (path.basename(file) !== segmentFileName(0)) return h
-    const layer = this
-    return new Proxy(h, {
-      get (target, prop, receiver) {
-        if (prop === 'datasync' && layer.armed) return async () => { layer.armed = false; throw Object.assign(new Error('EIO: the power failed (test)'), { code: 'EIO' }) }
-        const v = Reflect.get(target, prop, receiver)
-        return typeof v === 'function' ? v.bind(target) : v
-      }
-    })
+    return failingHandle(h, 'datasync', () => { const now = this.armed; this.armed = false; return now }, 'EIO: the power failed (test)')
   }
 }
 

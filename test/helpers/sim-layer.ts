@@ -22,6 +22,25 @@ export class PassThroughLayer implements FileLayer {
   punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
+/**
+ * `h` with its method `op` failing with EIO (`message`) on each call for which `take()`
+ * says so; a `take` that disarms itself makes the failure happen once.
+ */
+export function failingHandle (h: FileHandle, op: keyof FileHandle, take: () => boolean, message: string): FileHandle {
+  return new Proxy(h, {
+    get (target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver)
+      if (typeof v !== 'function') return v
+      const method = v.bind(target)
+      if (prop !== op) return method
+      return async (...args: unknown[]) => {
+        if (take()) throw Object.assign(new Error(message), { code: 'EIO' })
+        return method(...args)
+      }
+    }
+  })
+}
+
 /** A block of `blockBytes` that starts with `tag` padded with dots (what a test reads back). */
 export function tagBlock (tag: string, blockBytes: number): Buffer {
   const b = Buffer.alloc(blockBytes)
