@@ -1,5 +1,4 @@
-import t from 'tap'
-import { SimulationWorker } from '../src/testing/simulation-worker'
+import { seedPasses } from './helpers/sim-seed'
 
 /**
  * Found by `SEEDS=40 SEED=12346000` with bring-back on (2 copies on 2-3 volumes, archive on):
@@ -13,10 +12,4 @@ import { SimulationWorker } from '../src/testing/simulation-worker'
  * holds a copy, and drains choose again; verify reports a volume named twice, and repair
  * counts it as one copy (test/relocate-target-taken).
  */
-t.setTimeout(600_000)
-const sim = new SimulationWorker()
-t.teardown(() => sim.close())
-t.test('seed 12346031, bring-back on: a drain racing a mirror repair keeps two copies', async t => {
-  const outcome = await sim.run(12346031, { bringBack: true }).then(() => 'ok', (err: Error) => err.message.split('\n')[0])
-  t.equal(outcome, 'ok', 'the seed passes')
-})
+seedPasses(12346031, { bringBack: true }, 'seed 12346031, bring-back on: a drain racing a mirror repair keeps two copies')

@@ -1,5 +1,4 @@
-import t from 'tap'
-import { SimulationWorker } from '../src/testing/simulation-worker'
+import { seedPasses } from './helpers/sim-seed'
 
 /**
  * Found by `SEEDS=50 SEED=12353000` with index rebuilds after power losses, bring-back and the
@@ -17,10 +16,4 @@ import { SimulationWorker } from '../src/testing/simulation-worker'
  * file operations are I/O steps of their own), so this file keeps the seed as a run that
  * passes, not as a proof of the fix.
  */
-t.setTimeout(600_000)
-const sim = new SimulationWorker()
-t.teardown(() => sim.close())
-t.test('seed 12353033, rebuilds after power loss: a torn free header loses nothing', async t => {
-  const outcome = await sim.run(12353033, { rebuildAfterPowerLoss: true, bringBack: true, replicationGate: true }).then(() => 'ok', (err: Error) => err.message.split('\n')[0])
-  t.equal(outcome, 'ok', 'the seed passes')
-})
+seedPasses(12353033, { rebuildAfterPowerLoss: true, bringBack: true, replicationGate: true }, 'seed 12353033, rebuilds after power loss: a torn free header loses nothing')

@@ -1,5 +1,4 @@
-import t from 'tap'
-import { SimulationWorker } from '../src/testing/simulation-worker'
+import { seedPasses } from './helpers/sim-seed'
 
 /**
  * Found while looking for new seeds for simulation.test's pages-crash group (options below):
@@ -15,11 +14,4 @@ import { SimulationWorker } from '../src/testing/simulation-worker'
  * rewrote them without repointing the old versions' rows (a restore read CORRUPT:
  * test/baseline-staged-rows). Fixed: a merge first commits every staged change.
  */
-t.setTimeout(600_000)
-const sim = new SimulationWorker()
-t.teardown(() => sim.close())
-t.test('seed 127, power loss keeps any unsynced pages: index and log agree', async t => {
-  const outcome = await sim.run(127, { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true, bringBack: false, savedMap: false })
-    .then(() => 'ok', (err: Error) => err.message.split('\n')[0])
-  t.equal(outcome, 'ok', 'the seed passes')
-})
+seedPasses(127, { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true, bringBack: false, savedMap: false }, 'seed 127, power loss keeps any unsynced pages: index and log agree')

@@ -1,5 +1,4 @@
-import t from 'tap'
-import { SimulationWorker } from '../src/testing/simulation-worker'
+import { seedPasses } from './helpers/sim-seed'
 
 /**
  * Found at the end of the session of 2026-12-02 by `SEEDS=60 SEED=5000 make simulate` (the
@@ -15,10 +14,4 @@ import { SimulationWorker } from '../src/testing/simulation-worker'
  * of the log was replayed. A gap after such an empty segment is now accepted when the log
  * records the entry before it as flushed (recovery.ts acceptFlushedGap).
  */
-t.setTimeout(600_000)
-const sim = new SimulationWorker()
-t.teardown(() => sim.close())
-t.test('seed 5021: an index rebuild gives the same current image', async t => {
-  const outcome = await sim.run(5021, {}).then(() => 'ok', (err: Error) => err.message.split('\n')[0])
-  t.equal(outcome, 'ok', 'the seed passes')
-})
+seedPasses(5021, {}, 'seed 5021: an index rebuild gives the same current image')
