@@ -271,7 +271,7 @@ export class IndexDb {
     return value === undefined ? 0 : unpack(value) as number
   }
 
-  /** Writes a batch and the checkpoint that covers it, atomically. */
+  /** Writes a batch and the checkpoint that covers it (in its last LevelDB write). */
   async commit (batch: IndexBatch, checkpoint: Checkpoint, chunkOps = COMMIT_CHUNK_OPS): Promise<void> {
     // Written in LevelDB batches of at most `chunkOps` operations, the checkpoint (and
     // version) in the last one: a big batch neither holds the event loop for the whole of it
@@ -290,19 +290,22 @@ export class IndexDb {
       chained = this.db.batch()
       ops = 0
     }
-    const changes = groupHistory(batch.history, batch.historyDeletes)
     const table = new ChunkVersions()
-    for (let i = 0; i < changes.length; i += READ_MANY) {
-      const part = changes.slice(i, i + READ_MANY)
-      const keys = part.map(c => recordKey(c.chunk, c.seq))
-      await this.gate?.('index.read')
-      const old = await this.db.getMany(keys)
-      for (let j = 0; j < part.length; j++) {
-        const value = applyChanges(old[j] === undefined ? table.clear() : table.decode(old[j]!), part[j]).encode()
-        if (value !== undefined) chained.put(keys[j], value)
-        else if (old[j] !== undefined) chained.del(keys[j])
-        else continue
-        if (++ops >= chunkOps) await writeChunk()
+    for (const changes of groupHistory(batch.history, batch.historyDeletes, chunkOps)) {
+      // This group may change a record of the one before: it must read what that one wrote.
+      if (ops > 0) await writeChunk()
+      for (let i = 0; i < changes.length; i += READ_MANY) {
+        const part = changes.slice(i, i + READ_MANY)
+        const keys = part.map(c => recordKey(c.chunk, c.seq))
+        await this.gate?.('index.read')
+        const old = await this.db.getMany(keys)
+        for (let j = 0; j < part.length; j++) {
+          const value = applyChanges(old[j] === undefined ? table.clear() : table.decode(old[j]!), part[j]).encode()
+          if (value !== undefined) chained.put(keys[j], value)
+          else if (old[j] !== undefined) chained.del(keys[j])
+          else continue
+          ops++
+        }
       }
     }
     for (const [id, record] of batch.segments) { chained.put(numberKey(SEGMENT_PREFIX, id), pack(record)); if (++ops >= chunkOps) await writeChunk() }
