@@ -110,7 +110,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // Per segment: the copies that took its free headers and the runs to punch, as numbers
   // (a run of a random-write log is one 4 KiB entry: an object and a path string each held
   // ~8 MiB per 15,000 runs until the punching, measured).
-  const punches: Array<{ id: number, volumes: string[], runs: number[] }> = []
+  const punches: Array<{ files: string[], runs: number[] }> = []
   const mayFree = (id: number): boolean => segments.hasLocal(id) && segments.stateOf(id) !== 'archived'
   const total = segments.ids.filter(id => fence.mayTouchSegment(id) && mayFree(id)).length
   let done = 0
@@ -163,7 +163,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       await db.clearPending()
       await clearPendingHeaders(p.layer, p.dir)
       // Exactly the copies that took the free headers, wherever the segment lives later.
-      if (runs.length > 0) punches.push({ id, volumes: segment.volumes, runs })
+      if (runs.length > 0) punches.push({ files: segment.volumes.map(v => path.join(p.home.dirOf(v), segmentFileName(id))), runs })
       for (const [seq, e] of freedEntries) {
         index.batch.entries.set(seq, e)
         report.entriesFreed++
@@ -194,10 +194,10 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // Reads that looked a freed version up before the commit may still be reading it.
   await p.reads.drain()
   // One call punches every run of a segment copy (file-layer.ts punchHoles).
-  for (const { id, volumes, runs } of punches) {
+  for (const { files, runs } of punches) {
     const ranges: Array<[number, number]> = []
     for (let i = 0; i < runs.length; i += 2) ranges.push([runs[i], runs[i + 1] - runs[i]])
-    for (const v of volumes) await punchHoles(p.layer, path.join(p.home.dirOf(v), segmentFileName(id)), ranges)
+    for (const file of files) await punchHoles(p.layer, file, ranges)
     report.runsPunched += ranges.length
     for (const [, length] of ranges) report.bytesPunched += length
   }
