@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { DAEMON_NODE_FLAGS, applyRuntimeHeapFlags, daemonNodeFlags } from '../src/daemon/memory-flags'
+import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS, applyRuntimeHeapFlags, daemonEnv, daemonNodeFlags } from '../src/daemon/memory-flags'
 import { canMount, cleanup, daemonPid, logdisk, must, run, CLI, tmpDir } from './helpers/cli'
 
 const skip = canMount()
@@ -26,7 +26,18 @@ t.test('node starts with the flags (a misspelled V8 flag makes it exit with "bad
   t.not(bad.code, 0, 'the check would see a misspelling')
 })
 
-async function daemonArgv (t: Test, env: Record<string, string | undefined>): Promise<string[]> {
+t.test('the malloc settings and their override', async t => {
+  const env = daemonEnv({ PATH: '/bin' })
+  for (const item of DAEMON_MALLOC_ENV) t.equal(`${item.split('=')[0]}=${env[item.split('=')[0]]}`, item)
+  t.equal(env.PATH, '/bin', 'the rest of the environment is kept')
+  t.equal(daemonEnv({ MALLOC_ARENA_MAX: '4' }).MALLOC_ARENA_MAX, '4', 'a variable already set wins')
+  t.same(daemonEnv({ LOGDISK_DAEMON_MALLOC_ENV: '' }), { LOGDISK_DAEMON_MALLOC_ENV: '' }, 'empty: none')
+  t.equal(daemonEnv({ LOGDISK_DAEMON_MALLOC_ENV: 'MALLOC_TOP_PAD_=0' }).MALLOC_TOP_PAD_, '0')
+  t.throws(() => daemonEnv({ LOGDISK_DAEMON_MALLOC_ENV: 'MALLOC_ARENA_MAX' }), /LOGDISK_DAEMON_MALLOC_ENV: "MALLOC_ARENA_MAX" is not NAME=VALUE/)
+})
+
+/** The daemon's command line and environment, as /proc shows them. */
+async function daemonStarted (t: Test, env: Record<string, string | undefined>): Promise<{ argv: string[], environ: string[] }> {
   const dir = tmpDir('daemon-flags')
   t.teardown(() => cleanup(dir))
   const store = path.join(dir, 'store')
@@ -35,6 +46,7 @@ async function daemonArgv (t: Test, env: Record<string, string | undefined>): Pr
   const r = await run(process.execPath, [CLI, 'mount', store, mnt], { env: env as Record<string, string> })
   t.equal(r.code, 0, `mounted: ${r.stderr}`)
   const argv = fs.readFileSync(`/proc/${daemonPid(store)}/cmdline`, 'utf8').split('\0').filter(Boolean)
+  const environ = fs.readFileSync(`/proc/${daemonPid(store)}/environ`, 'utf8').split('\0').filter(Boolean)
   // The mount works through the daemon: Node took the flags.
   const img = path.join(mnt, 'current.img')
   fs.writeFileSync(img, Buffer.alloc(4096, 7), { flag: 'r+' })
@@ -42,19 +54,21 @@ async function daemonArgv (t: Test, env: Record<string, string | undefined>): Pr
   const fd = fs.openSync(img, 'r'); fs.readSync(fd, back, 0, 4096, 0); fs.closeSync(fd)
   t.ok(back.equals(Buffer.alloc(4096, 7)), 'a block written through the mount reads back')
   t.equal((await logdisk('unmount', mnt)).code, 0)
-  return argv
+  return { argv, environ }
 }
 
-t.test('mount starts the daemon with the flags, before the script', { skip }, async t => {
-  const argv = await daemonArgv(t, { LOGDISK_DAEMON_NODE_FLAGS: undefined })
+t.test('mount starts the daemon with the flags, before the script, and the malloc settings', { skip }, async t => {
+  const { argv, environ } = await daemonStarted(t, { LOGDISK_DAEMON_NODE_FLAGS: undefined, LOGDISK_DAEMON_MALLOC_ENV: undefined, MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined })
   const script = argv.findIndex(a => a.endsWith('main.js'))
   t.ok(script > 0, argv.join(' '))
   t.same(argv.slice(1, script), [...DAEMON_NODE_FLAGS], 'node <flags> main.js mount ...')
   t.ok(argv.includes('--foreground'))
+  for (const item of DAEMON_MALLOC_ENV) t.ok(environ.includes(item), `the daemon's environment has ${item}`)
 })
 
-t.test('LOGDISK_DAEMON_NODE_FLAGS="" starts it without them', { skip }, async t => {
-  const argv = await daemonArgv(t, { LOGDISK_DAEMON_NODE_FLAGS: '' })
+t.test('LOGDISK_DAEMON_NODE_FLAGS="" and LOGDISK_DAEMON_MALLOC_ENV="" start it without them', { skip }, async t => {
+  const { argv, environ } = await daemonStarted(t, { LOGDISK_DAEMON_NODE_FLAGS: '', LOGDISK_DAEMON_MALLOC_ENV: '', MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined })
   const script = argv.findIndex(a => a.endsWith('main.js'))
   t.same(argv.slice(1, script), [], argv.join(' '))
+  t.same(environ.filter(e => e.startsWith('MALLOC_')), [], 'no malloc settings')
 })

@@ -7,7 +7,7 @@ import type { DaemonOptions } from '../../daemon/daemon'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
 import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { prepareStore } from '../store-access'
-import { applyRuntimeHeapFlags, daemonNodeFlags } from '../../daemon/memory-flags'
+import { applyRuntimeHeapFlags, daemonEnv, daemonNodeFlags } from '../../daemon/memory-flags'
 
 const READY_TIMEOUT_MS = 120_000
 
@@ -80,8 +80,9 @@ function background (store: string, mountpoint: string, opts: DaemonOptions & { 
   if (opts.readOnly) args.push('--read-only')
   if (opts.metrics !== undefined) args.push('--metrics', opts.metrics)
   if (opts.takeover) args.push('--takeover')
-  // The daemon's V8 heap settings (memory-flags.ts: what they cut from its peak RSS).
+  // The daemon's V8 heap and malloc settings (memory-flags.ts: what they cut from its peak RSS).
   const child = spawn(process.execPath, [...daemonNodeFlags(), ...args], {
+    env: daemonEnv(),
     detached: true,
     stdio: ['ignore', writer.stdin!, writer.stdin!, 'ipc']
   })
