@@ -42,13 +42,13 @@ export function * groupHistory (history: RecordList, deletes: RecordList, maxRec
     }
     return (last = c)
   }
-  /** The group so far, when it is full (or `always`); a new one starts. */
-  function * cut (always: boolean): Generator<RecordChange[]> {
-    if (out.length === 0 || (!always && out.length < maxRecords)) return
-    yield out
+  /** The group so far; a new one starts. */
+  const take = (): RecordChange[] => {
+    const group = out
     byKey = new Map()
     out = []
     last = undefined
+    return group
   }
   for (const h of history.views()) {
     for (let i = 0; i < h.length;) {
@@ -58,16 +58,16 @@ export function * groupHistory (history: RecordList, deletes: RecordList, maxRec
       while (end < h.length && h[end + 1] === seq && Math.floor(h[end] / CHUNK_BLOCKS) === chunk) end += 4
       changeOf(chunk, seq).sets.push([h, i, end])
       i = end
-      yield * cut(false)
+      if (out.length >= maxRecords) yield take()
     }
   }
-  yield * cut(true) // every set is applied before any delete
+  if (out.length > 0) yield take() // every set is applied before any delete
   for (const d of deletes.views()) {
     for (let i = 0; i < d.length; i += 2) {
       const chunk = Math.floor(d[i] / CHUNK_BLOCKS)
       changeOf(chunk, d[i + 1]).deletes.push(d[i] - chunk * CHUNK_BLOCKS)
-      yield * cut(false)
+      if (out.length >= maxRecords) yield take()
     }
   }
-  yield * cut(true)
+  if (out.length > 0) yield take()
 }
