@@ -54,10 +54,8 @@ export const DAEMON_MALLOC_ENV: readonly string[] = ['MALLOC_ARENA_MAX=2', 'MALL
 
 /** The environment to start the daemon in: `env` with DAEMON_MALLOC_ENV's variables it does not set. */
 export function daemonEnv (env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const v = env.LOGDISK_DAEMON_MALLOC_ENV
-  const list = v === undefined ? DAEMON_MALLOC_ENV : v.split(/\s+/).filter(Boolean)
   const out = { ...env }
-  for (const item of list) {
+  for (const item of listOr(env.LOGDISK_DAEMON_MALLOC_ENV, DAEMON_MALLOC_ENV)) {
     const eq = item.indexOf('=')
     if (eq <= 0) throw new LogdiskError('BAD_ARGUMENT', `LOGDISK_DAEMON_MALLOC_ENV: "${item}" is not NAME=VALUE`)
     const name = item.slice(0, eq)
@@ -68,8 +66,12 @@ export function daemonEnv (env: NodeJS.ProcessEnv = process.env): NodeJS.Process
 
 /** The Node flags to start the daemon with: DAEMON_NODE_FLAGS unless the environment says otherwise. */
 export function daemonNodeFlags (env: NodeJS.ProcessEnv = process.env): string[] {
-  const v = env.LOGDISK_DAEMON_NODE_FLAGS
-  return v === undefined ? [...DAEMON_NODE_FLAGS] : v.split(/\s+/).filter(Boolean)
+  return listOr(env.LOGDISK_DAEMON_NODE_FLAGS, DAEMON_NODE_FLAGS)
+}
+
+/** A space-separated list from the environment (empty: none), or `defaults` when it is unset. */
+function listOr (value: string | undefined, defaults: readonly string[]): string[] {
+  return value === undefined ? [...defaults] : value.split(/\s+/).filter(Boolean)
 }
 
 /**

@@ -73,6 +73,10 @@ async function foreground (store: string, mountpoint: string, opts: DaemonOption
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */
 function background (store: string, mountpoint: string, opts: DaemonOptions & { json?: boolean, transport: string }): Promise<void> {
   const logFile = path.join(store, DAEMON_LOG)
+  // The daemon's V8 heap and malloc settings (memory-flags.ts: what they cut from its peak RSS);
+  // read first, so that a malformed LOGDISK_DAEMON_MALLOC_ENV fails before anything starts.
+  const env = daemonEnv()
+  const flags = daemonNodeFlags()
   // The daemon's stdout and stderr go to the log writer (JSON lines only, rotated), not to the file.
   const writer = spawn(process.execPath, [require.resolve('../../daemon/log-writer'), logFile], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
   const args = [process.argv[1], 'mount', store, mountpoint, '--foreground', '--transport', opts.transport]
@@ -80,9 +84,8 @@ function background (store: string, mountpoint: string, opts: DaemonOptions & { 
   if (opts.readOnly) args.push('--read-only')
   if (opts.metrics !== undefined) args.push('--metrics', opts.metrics)
   if (opts.takeover) args.push('--takeover')
-  // The daemon's V8 heap and malloc settings (memory-flags.ts: what they cut from its peak RSS).
-  const child = spawn(process.execPath, [...daemonNodeFlags(), ...args], {
-    env: daemonEnv(),
+  const child = spawn(process.execPath, [...flags, ...args], {
+    env,
     detached: true,
     stdio: ['ignore', writer.stdin!, writer.stdin!, 'ipc']
   })
