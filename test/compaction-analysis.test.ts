@@ -8,8 +8,13 @@ import { Rng } from '../src/testing/rng'
 
 type Version = [block: number, seq: number, position: number, crc: number]
 
-async function * walk (versions: Version[]): AsyncGenerator<Version> {
-  for (const v of versions) yield v
+/** The versions as IndexDb.historyBatches gives them: flat rows of four numbers, in batches of 1 to 20 versions (a block's versions fall on both sides of a batch's end). */
+async function * walk (versions: Version[], rng = new Rng(7)): AsyncGenerator<number[]> {
+  for (let i = 0; i < versions.length;) {
+    const n = rng.range(1, 20)
+    yield versions.slice(i, i + n).flat()
+    i += n
+  }
 }
 
 /** The model: a version is needed unless superseded in the range by a successor at or before the fence and the window, with no cut in its life. */
@@ -55,7 +60,7 @@ t.test('needed positions, dead versions and the details of chosen versions match
       windowStart: rng.chance(0.5) ? Number.MAX_SAFE_INTEGER : rng.range(1, writes + 1)
     }
     const want = model(versions, j)
-    const got = await analyzeVersions(walk(versions), j)
+    const got = await analyzeVersions(walk(versions, rng), j)
     const wantPositions = want.live.filter(v => v[2] >= 0).map(v => v[2]).sort((a, b) => a - b)
     t.same([...got.live.positions], wantPositions, `round ${round}: needed positions`)
     t.same([...got.liveTrims].sort((a, b) => a - b), want.live.filter(v => v[2] < 0).map(v => v[1]).sort((a, b) => a - b), `round ${round}: needed trims`)
@@ -65,7 +70,7 @@ t.test('needed positions, dead versions and the details of chosen versions match
 
     // Details of the versions in every other 16 KiB of the log.
     const chosen = (p: number): boolean => Math.floor(p / 16384) % 2 === 0
-    const details = await liveDetails(walk(versions), j, chosen)
+    const details = await liveDetails(walk(versions, rng), j, chosen)
     const wantDetails = want.live.filter(v => v[2] >= 0 && chosen(v[2])).sort((a, b) => a[2] - b[2])
     t.same([...details.positions], wantDetails.map(v => v[2]), `round ${round}: chosen positions`)
     t.same([...details.blocks], wantDetails.map(v => v[0]), `round ${round}: their blocks`)

@@ -34,9 +34,11 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   const flushBest = (): void => {
     if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
   }
-  for await (const [b, seq, position, crc] of db.history()) {
-    if (b !== block) { flushBest(); block = b; best = undefined }
-    if (seq <= cutSeq) best = { seq, crc, position }
+  for await (const rows of db.historyBatches()) {
+    for (let i = 0; i < rows.length; i += 4) {
+      if (rows[i] !== block) { flushBest(); block = rows[i]; best = undefined }
+      if (rows[i + 1] <= cutSeq) best = { seq: rows[i + 1], crc: rows[i + 3], position: rows[i + 2] }
+    }
   }
   flushBest()
   const publish = (cut: number): Promise<void> => writeBaselineIndex(layer, p.dir, p.config.uuid, {

@@ -41,7 +41,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // version whose successor is at or before the fence.
   const judgement = async (within: { from: number, to: number }): Promise<Judgement> => ({ cuts: p.snapshotTable.list().map(s => s.seq), range: within, fenceSeq: fence.seq, windowStart: await history.windowStart(fence) })
   let judged = await judgement(range)
-  let analysis = await analyzeVersions(db.history(), judged)
+  let analysis = await analyzeVersions(db.historyBatches(), judged)
 
   // 1. Clean mostly-dead sealed segments: move their live versions to the head.
   const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
@@ -51,7 +51,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     // What moving takes (block, seq, CRC) only for the versions that move: the same
     // judgement again, kept for the chosen segments alone.
     const chosen = new Set(toClean)
-    const moving = await liveDetails(db.history(), judged, position => chosen.has(Math.floor(position / S)))
+    const moving = await liveDetails(db.historyBatches(), judged, position => chosen.has(Math.floor(position / S)))
     try {
       for (const id of toClean) {
         const lo = firstLiveAtOrAfter(moving, id * S)
@@ -75,7 +75,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       // The moved copies are the live ones now: judge again from a fence past the moves.
       fence = await lifeCycle.takeFence()
       judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
-      analysis = await analyzeVersions(db.history(), judged)
+      analysis = await analyzeVersions(db.historyBatches(), judged)
     }
   }
   // Without backing storage, freeing dead versions gives up the points that read them:
@@ -92,7 +92,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       if (!isLogdiskError(err, 'NO_SPACE')) throw err
       p.logger.warn({ err: (err as Error).message }, 'compaction: no room for the history marker; freeing only what the current horizon allows')
       judged = { ...judged, windowStart: Math.min(judged.windowStart, history.horizon + 1) }
-      analysis = await analyzeVersions(db.history(), judged)
+      analysis = await analyzeVersions(db.historyBatches(), judged)
       if (analysis.horizon > history.horizon) throw new LogdiskError('IO', `internal: compaction judged versions dead past the history horizon ${history.horizon}`)
     }
   }

@@ -1,4 +1,5 @@
 import { LogdiskError } from '../errors'
+import type { HistoryRows } from './index-db'
 import { RecordList } from './record-list'
 
 /**
@@ -60,11 +61,12 @@ export interface Judgement {
 }
 
 /**
- * One pass over the index of versions in (block, seq) order: each version is needed (`live`)
- * or dead (`dead`), the same way every time for the same history and judgement.
+ * One pass over the index of versions in (block, seq) order (IndexDb.historyBatches: rows of
+ * block, seq, position, crc): each version is needed (`live`) or dead (`dead`), the same way
+ * every time for the same history and judgement.
  */
 async function judgeVersions (
-  history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
+  history: AsyncIterable<HistoryRows>,
   j: Judgement,
   live: (position: number, block: number, seq: number, crc: number) => void,
   dead: (block: number, seq: number, successorSeq: number) => void
@@ -80,20 +82,23 @@ async function judgeVersions (
   let seq = 0
   let position = 0
   let crc = 0
-  for await (const v of history) {
-    if (v[1] > fenceSeq) continue // its block's last version at or before the fence stays live
-    if (havePrev) {
-      const superseded = v[0] === block
-      // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
-      // the history window (points from windowStart on read the successor or later).
-      if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, v[1]) && v[1] <= windowStart) dead(block, seq, v[1])
-      else live(position, block, seq, crc)
+  for await (const rows of history) {
+    for (let i = 0; i < rows.length; i += 4) {
+      const vSeq = rows[i + 1]
+      if (vSeq > fenceSeq) continue // its block's last version at or before the fence stays live
+      if (havePrev) {
+        const superseded = rows[i] === block
+        // Dead: superseded, written in the range, seen by no snapshot, and its life ends before
+        // the history window (points from windowStart on read the successor or later).
+        if (superseded && seq >= range.from && seq <= range.to && !cutInside(seq, vSeq) && vSeq <= windowStart) dead(block, seq, vSeq)
+        else live(position, block, seq, crc)
+      }
+      havePrev = true
+      block = rows[i]
+      seq = vSeq
+      position = rows[i + 2]
+      crc = rows[i + 3]
     }
-    havePrev = true
-    block = v[0]
-    seq = v[1]
-    position = v[2]
-    crc = v[3]
   }
   if (havePrev) live(position, block, seq, crc)
 }
@@ -104,7 +109,7 @@ async function judgeVersions (
  * a compaction's peak memory is made of); liveDetails gives the rest for the few it moves.
  */
 export async function analyzeVersions (
-  history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
+  history: AsyncIterable<HistoryRows>,
   j: Judgement
 ): Promise<VersionAnalysis> {
   const dead = new RecordList(2)
@@ -126,7 +131,7 @@ export async function analyzeVersions (
  * walk with the same judgement finds exactly the versions the analysis kept.
  */
 export async function liveDetails (
-  history: AsyncIterable<[block: number, seq: number, position: number, crc: number]>,
+  history: AsyncIterable<HistoryRows>,
   j: Judgement,
   wanted: (position: number) => boolean
 ): Promise<LiveDetails> {
