@@ -97,7 +97,14 @@ export class IndexBatch {
 export type LevelDb = AbstractLevel<Buffer, Buffer, Buffer>
 /** Waits before an index operation: the simulation's scheduler (src/testing) orders them. */
 /** Versions as flat rows of four numbers: block, seq, position, crc (historyBatches). */
-export type HistoryRows = readonly number[]
+export type HistoryRows = ArrayLike<number>
+
+/** A copy of `a` with room for at least `need` numbers (twice as many). */
+function grown (a: Float64Array, need: number): Float64Array {
+  const b = new Float64Array(Math.max(need, 2 * a.length))
+  b.set(a)
+  return b
+}
 
 export type IndexGate = (label: string) => Promise<void>
 
@@ -189,42 +196,62 @@ export class IndexDb {
   async * historyBatches (from = 0, readRows = 4096): AsyncGenerator<HistoryRows> {
     const startChunk = Math.floor(from / CHUNK_BLOCKS)
     let chunk = -1
-    let held: number[] = [] // offset, seq, position, crc of the chunk's versions, oldest record first
-    let out: number[] = []
+    // Typed arrays, reused and grown by doubling: growing plain arrays of a read's versions
+    // (a million numbers after sequential writes) put their copies in V8's large-object space,
+    // which only a full GC frees.
+    let held: Float64Array = new Float64Array(1024) // offset, seq, position, crc of the chunk's versions, oldest record first
+    let heldLength = 0
+    let out: Float64Array = new Float64Array(1024)
+    let outLength = 0
+    let order = new Int32Array(256)
     const starts = new Int32Array(CHUNK_BLOCKS + 1)
     // Stable by offset (a counting sort): a block's versions stay oldest first.
     const sortChunk = (): void => {
-      const n = held.length / 4
+      const n = heldLength / 4
+      if (order.length < n) order = new Int32Array(2 * n)
+      if (out.length < outLength + heldLength) out = grown(out, outLength + heldLength)
       starts.fill(0)
-      for (let i = 0; i < held.length; i += 4) starts[held[i] + 1]++
+      for (let i = 0; i < heldLength; i += 4) starts[held[i] + 1]++
       for (let o = 0; o < CHUNK_BLOCKS; o++) starts[o + 1] += starts[o]
-      const order = new Int32Array(n)
       for (let i = 0; i < n; i++) order[starts[held[4 * i]]++] = 4 * i
       const first = chunk * CHUNK_BLOCKS
       for (let j = 0; j < n; j++) {
         const i = order[j]
         if (first + held[i] < from) continue
-        out.push(first + held[i], held[i + 1], held[i + 2], held[i + 3])
+        out[outLength++] = first + held[i]
+        out[outLength++] = held[i + 1]
+        out[outLength++] = held[i + 2]
+        out[outLength++] = held[i + 3]
       }
-      held = []
+      heldLength = 0
+    }
+    let seq = 0
+    const hold = (offset: number, position: number, crc: number): void => {
+      if (heldLength + 4 > held.length) held = grown(held, heldLength + 4)
+      held[heldLength++] = offset
+      held[heldLength++] = seq
+      held[heldLength++] = position
+      held[heldLength++] = crc
     }
     for await (const rows of this.rowBatches({ gte: recordKey(startChunk, 0), lt: prefixRange(RECORD_PREFIX).lt }, readRows)) {
       for (const [key, value] of rows) {
         const k = decodeRecordKey(key)
         if (k.chunk !== chunk) {
-          if (held.length > 0) sortChunk()
+          if (heldLength > 0) sortChunk()
           chunk = k.chunk
         }
-        forEachVersion(value, (offset, position, crc) => { held.push(offset, k.seq, position, crc) })
+        seq = k.seq
+        forEachVersion(value, hold)
       }
-      // The last chunk read may go on in the next read: only whole chunks are given out.
-      if (out.length > 0) {
-        yield out
-        out = []
+      // The last chunk read may go on in the next read: only whole chunks are given out, as a
+      // copy of their own (the caller may keep it).
+      if (outLength > 0) {
+        yield out.slice(0, outLength)
+        outLength = 0
       }
     }
-    if (held.length > 0) sortChunk()
-    if (out.length > 0) yield out
+    if (heldLength > 0) sortChunk()
+    if (outLength > 0) yield out.slice(0, outLength)
   }
 
   /** The version of `block` visible at cut `seq`: the newest with sequence <= seq. */
