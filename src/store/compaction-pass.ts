@@ -173,16 +173,18 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
   let id = -1
   let entries: Array<{ seq: number, e: EntryRecord }> = []
-  for await (const [seq, e] of db.entries(1, fence.seq)) {
-    const at = Math.floor(e.position / S)
-    if (!fence.mayTouchEntry(seq, e.position) || !mayFree(at)) continue
-    if (at !== id) {
-      if (at < id) throw new LogdiskError('IO', `internal: entry ${seq} lies in segment ${at}, before segment ${id} of an earlier entry`)
-      if (entries.length > 0) await freeSegment(id, entries)
-      id = at
-      entries = []
+  for await (const batch of db.entryBatches(1, fence.seq)) {
+    for (const [seq, e] of batch) {
+      const at = Math.floor(e.position / S)
+      if (!fence.mayTouchEntry(seq, e.position) || !mayFree(at)) continue
+      if (at !== id) {
+        if (at < id) throw new LogdiskError('IO', `internal: entry ${seq} lies in segment ${at}, before segment ${id} of an earlier entry`)
+        if (entries.length > 0) await freeSegment(id, entries)
+        id = at
+        entries = []
+      }
+      entries.push({ seq, e })
     }
-    entries.push({ seq, e })
   }
   if (entries.length > 0) await freeSegment(id, entries)
   report.segmentsInactive = lifeCycle.markInactive(fence)

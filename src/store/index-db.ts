@@ -314,8 +314,13 @@ export class IndexDb {
 
   /** Entry summaries with seq in [from, to], in order (or reverse order). */
   async * entries (from: number, to: number, reverse = false): AsyncGenerator<[seq: number, entry: EntryRecord]> {
-    for await (const [key, value] of this.rows({ gte: numberKey(ENTRY_PREFIX, from), lte: numberKey(ENTRY_PREFIX, to), reverse }, 1024)) {
-      yield [readU64BE(key, 1), unpack(value) as EntryRecord]
+    for await (const batch of this.entryBatches(from, to, reverse)) yield * batch
+  }
+
+  /** entries() one index read at a time: for walks over the whole log (compaction), without a promise and result object per entry. */
+  async * entryBatches (from: number, to: number, reverse = false): AsyncGenerator<Array<[seq: number, entry: EntryRecord]>> {
+    for await (const rows of this.rowBatches({ gte: numberKey(ENTRY_PREFIX, from), lte: numberKey(ENTRY_PREFIX, to), reverse }, 1024)) {
+      yield rows.map(([key, value]) => [readU64BE(key, 1), unpack(value) as EntryRecord])
     }
   }
 
