@@ -12,7 +12,7 @@ export interface OpenOptions {
   checkpointIntervalMs?: number
   /** Checkpoint early once this many block versions wait for the index. */
   checkpointMaxBlocks?: number
-  /** Operations per LevelDB write of one checkpoint (default 8192); the simulation makes it small. */
+  /** Operations per LevelDB write of one checkpoint (default 1024); the simulation makes it small. */
   indexCommitChunkOps?: number
   /**
    * Bytes per writev of a group commit (default and most: WRITEV_MAX_BYTES, format.ts); the
