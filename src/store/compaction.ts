@@ -81,8 +81,9 @@ interface Previous { have: boolean, block: number, seq: number, position: number
 
 /**
  * judgeVersions for one batch. Not in the async function itself: its locals live across the
- * awaits in a context object, where every double stored is a new heap number (four per
- * version: ~90 MiB of garbage for a compaction after 3 GiB of sequential writes, measured).
+ * awaits in a context object, where every double stored is a new heap number (judgeVersions
+ * allocated 86 MiB in a compaction after a 2 GiB prefill and 2.5 GiB of sequential writes, 42
+ * with this split, measured; the rest is the positions handed to `live`).
  */
 function judgeRows (
   rows: HistoryRows,
