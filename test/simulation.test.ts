@@ -14,7 +14,11 @@ const MORE = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] // 2, 3 and 11 found the handle
 // 1001 and 1004 found a grouped write split over two writevs (by a segment roll) reporting
 // success when the second failed; they draw everything from the seed, as when found.
 const FOUND_BY_GROUP_COMMIT = [1001, 1004]
-const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT]
+// With the disk dropping pages whose write-back failed: 16000014 and 16000098 lost flushed data
+// to a flush retried after a failed fdatasync; 16000009 a segment's header (the first try of
+// the fix synced the directory but did not write the header again).
+const FOUND_BY_WRITEBACK = [16000009, 16000014, 16000098]
+const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT, ...FOUND_BY_WRITEBACK]
 
 t.setTimeout(600_000)
 // In a worker thread: tap's async hooks on this thread cost a simulation 40 % of its CPU.

@@ -554,7 +554,7 @@ export class LogAppender implements LogPart {
     // Not synced here (see the class comment): the next flush or checkpoint syncs it first.
     // Listed even when `unsynced` is false: a checkpoint's fdatasync of it may still be
     // running (Segment.sync clears the flag as it starts) and may yet fail; a flush must wait
-    // for it and sync again if it failed (Segment.sync does both). Once only: a roll that
+    // for it, and fail if it failed (Segment.sync does both). Once only: a roll that
     // failed after this line runs again.
     if (this.unsyncedSealed.at(-1) !== old) this.unsyncedSealed.push(old)
     const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
@@ -653,6 +653,14 @@ export class LogAppender implements LogPart {
     })
     this.syncNext = next
     return next
+  }
+
+  /**
+   * A segment's fdatasync failed (Segment.failedWriteback): every flush fails from then on,
+   * until the store is opened again.
+   */
+  get writebackFailed (): boolean {
+    return this.current.failedWriteback || this.unsyncedSealed.some(s => s.failedWriteback)
   }
 
   /** Settles once the flushes called so far are done (close and abandon wait for them). */

@@ -63,6 +63,8 @@ export interface LogPart {
   readonly lock: Mutex
   /** Writevs done inline (IoOptions.inline), all told. */
   readonly inlineWrites: number
+  /** An fdatasync of the log failed: every flush fails until the store is opened again. */
+  readonly writebackFailed: boolean
   /** The segment being appended to. */
   readonly current: Segment
   /** Sequence number of the last entry. */

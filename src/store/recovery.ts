@@ -206,6 +206,8 @@ export async function recover (
       if (await holdsEntries(layer, home, located.get(toScan[i]) ?? [], toScan[i])) { lastWithEntries = toScan[i]; break }
     }
   }
+  /** Directories holding copies of the segments replay synced (see below the loop). */
+  const replayedDirs = new Set<string>()
   for (const id of toScan) {
     const isLast = replaying || id === toScan[toScan.length - 1]
     /** Where valid entries end here, the log may end (a torn tail), not only be damaged. */
@@ -265,9 +267,12 @@ export async function recover (
       while (held.length > 0 && (held[0].badBlocks.length === 0 || offset >= held[0].offset + reach)) apply(held.shift()!)
     }
     const offset = id === startSegment ? startOffset : SEGMENT_HEADER_BYTES
+    /** Where each entry scanned here starts, and its sequence number (see rewriteUnflushed). */
+    const starts: Array<[offset: number, seq: number]> = []
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
       // Entries past the checkpoint go into the map: a deferred one is read first.
       if (item.type === 'entry' && !map.isLoaded) await map.loaded()
+      if (item.type === 'entry') starts.push([item.offset, lastSeq(item)])
       const expected = (held.length > 0 ? lastSeq(held[held.length - 1]) : seq) + 1
       if (item.type === 'entry') durableSeen = Math.max(durableSeen, item.header.durableSeq ?? 0)
       const gap = item.type === 'entry' && item.header.seq !== expected && !(acceptGap && item.header.seq > seq)
@@ -341,9 +346,11 @@ export async function recover (
     // Replay read the first copy; a power loss may have left another copy with other bytes
     // at the same length (each copy keeps its own unsynced pages): they get the first's.
     if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset)
+    if (!opts.readOnly) await rewriteUnflushed(segment, starts, durableSeen)
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()
+    if (!opts.readOnly) for (const v of segment.volumes) if (v !== CACHE_VOLUME) replayedDirs.add(home.dirOf(v))
     if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
     if (batch.history.length >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
@@ -513,6 +520,12 @@ export async function recover (
     batch = new IndexBatch()
   }
 
+  // The names of the segments replayed: the process before may have made one ahead (its
+  // directory's fsync left to its first sync, next-segment.ts) and died before any flush, and
+  // the flushes after this open will say its entries are durable. Once every segment
+  // replayed is synced: an fsync of a directory makes every name in it durable, and a name
+  // must not outlive a crash without its header (a segment made ahead and not replayed yet).
+  for (const dir of replayedDirs) await layer.syncDir(dir)
   if (!current) {
     const id = ids.length > 0 ? ids[ids.length - 1] + 1 : 0
     current = await Segment.create(layer, home, await home.place(id), id, geometry, log, onDropped(id))
@@ -540,6 +553,42 @@ export async function recover (
  * untouched). A read-only open defers a table that was not read yet when the stamp gives the
  * counts: `map` then reads it when first needed, and `fallBack` (the index) if it fails there.
  */
+/** Bytes per read and write of rewriteUnflushed. */
+const REWRITE_CHUNK_BYTES = 1024 * 1024
+
+/**
+ * Writes the segment's entries that no flush is recorded to have made durable (sequence above
+ * `durable`) again, in place, before replay syncs them. They may be writes whose write-back
+ * failed in the process before this one: Linux reports that once and marks the pages clean,
+ * so they are in the page cache, and read back fine here, but not on the disk, and an
+ * fdatasync now would succeed without writing them (PostgreSQL's "fsyncgate"). Written again,
+ * the pages are dirty and the sync writes them. `starts` lists each entry's offset and
+ * sequence number in log order; the rewrite ends at the segment's tail (after any cut).
+ * Reading and writing back a segment's header page and unflushed tail costs little: replay
+ * covers what was written since the last checkpoint.
+ */
+async function rewriteUnflushed (segment: Segment, starts: ReadonlyArray<[number, number]>, durable: number): Promise<void> {
+  // The header too: the failed fdatasync may have been a segment's first (one made ahead).
+  await rewriteRange(segment, 0, SEGMENT_HEADER_BYTES)
+  const first = starts.find(([, s]) => s > durable)
+  if (first !== undefined && first[0] < segment.tail) await rewriteRange(segment, first[0], segment.tail)
+}
+
+/** Reads [from, to) of the segment and writes it back in place (see rewriteUnflushed). */
+async function rewriteRange (segment: Segment, from: number, to: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(REWRITE_CHUNK_BYTES, to - from))
+  for (let at = from; at < to; at += buf.length) {
+    const n = Math.min(buf.length, to - at)
+    let got = 0
+    while (got < n) {
+      const r = await segment.handle.read(buf, got, n - got, at + got)
+      if (r === 0) throw new LogdiskError('CORRUPT', `${segment.file} ends at ${at + got}, before ${to}`)
+      got += r
+    }
+    await segment.handle.writev([buf.subarray(0, n)], at)
+  }
+}
+
 async function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined, readOnly: boolean, fallBack: (why: string) => Promise<BlockMap>): Promise<string | undefined> {
   if (!taken) return 'no saved block map'
   if (!('saved' in taken)) return taken.why

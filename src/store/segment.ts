@@ -31,6 +31,19 @@ export class Segment {
   /** Settles (never rejects) when the datasync now running ends. */
   private syncing: Promise<void> | undefined
   /**
+   * The error of a failed fdatasync, kept: Linux reports a failed write-back once and marks
+   * the pages clean, so a later fdatasync would succeed without writing them (PostgreSQL's
+   * "fsyncgate", https://wiki.postgresql.org/wiki/Fsync_Errors). No later sync of this
+   * segment may then say its writes are durable: every one fails, until the store is opened
+   * again (recovery writes the entries no flush covered again before it syncs them).
+   */
+  private writebackFailed: unknown
+
+  /** An fdatasync of this segment failed (see writebackFailed): no later sync succeeds. */
+  get failedWriteback (): boolean {
+    return this.writebackFailed !== undefined
+  }
+  /**
    * A segment made ahead unsynced (`create` with `durable: false`): the directory of each
    * copy by volume, to fsync with the first `sync`, so that the file's name is as durable as
    * its data.
@@ -141,8 +154,12 @@ export class Segment {
 
   async sync (): Promise<void> {
     // A datasync already running (a checkpoint's, outside the append lock) clears `unsynced`
-    // before it is done and may yet fail: wait for it, then sync again if still needed.
+    // before it is done and may yet fail: wait for it, then sync if still needed (or fail,
+    // if it failed: writebackFailed).
     while (this.syncing) await this.syncing
+    if (this.writebackFailed !== undefined) {
+      throw new LogdiskError('IO', `an earlier fdatasync of ${this.file} failed (${(this.writebackFailed as Error).message}): the kernel may have dropped those writes, so nothing written to the store since can be made durable; unmount and mount the store again (recovery keeps what reached the disk)`, this.writebackFailed)
+    }
     if (!this.unsynced) return
     this.unsynced = false
     let done!: () => void
@@ -158,6 +175,7 @@ export class Segment {
       }
     } catch (err) {
       this.unsynced = true
+      this.writebackFailed = err
       throw err
     } finally {
       this.syncing = undefined

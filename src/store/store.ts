@@ -222,6 +222,14 @@ export class Store {
   }
 
   /**
+   * An fdatasync of the log failed: the kernel may have dropped those writes from its cache
+   * unwritten, and no flush can succeed until the store is opened again (Segment.sync).
+   */
+  get writebackFailed (): boolean {
+    return this.p.log.writebackFailed
+  }
+
+  /**
    * Writes the block versions appended since the last checkpoint into LevelDB as one batch,
    * with the log position they cover (index-writer.ts).
    */

@@ -82,6 +82,13 @@ class SimFile {
   durable: Buffer
   /** Writes and truncates since the last datasync, in order. */
   pending: Op[] = []
+  /**
+   * Pages whose write-back failed (a failed fdatasync), with the bytes the disk still holds
+   * there. Linux marks such pages clean after reporting the error once, so a later fdatasync
+   * succeeds without writing them (PostgreSQL's "fsyncgate"): the disk keeps its old bytes
+   * until a write touches the page again and makes it dirty.
+   */
+  private readonly lostPages = new Map<number, Buffer>()
 
   constructor (content: Buffer) {
     this.bytes = new Bytes(content)
@@ -95,16 +102,47 @@ class SimFile {
   write (position: number, data: Buffer): void {
     this.bytes.write(position, data)
     this.pending.push({ kind: 'write', position, data })
+    if (this.lostPages.size > 0 && data.length > 0) {
+      for (let p = Math.floor(position / PAGE); p * PAGE < position + data.length; p++) this.lostPages.delete(p)
+    }
   }
 
   truncate (length: number): void {
     this.bytes.truncate(length)
     this.pending.push({ kind: 'truncate', length })
+    for (const p of this.lostPages.keys()) if (p * PAGE >= length) this.lostPages.delete(p)
   }
 
   datasync (): void {
-    this.durable = this.bytes.snapshot()
+    this.durable = this.withLostPages(this.bytes.snapshot())
     this.pending = []
+  }
+
+  /**
+   * A datasync called at `mark` failed: the write-back of what it covered failed, and those
+   * pages now hold on disk what they held at the last datasync (zeros past its length), whatever
+   * a later datasync says.
+   */
+  writebackFailed (mark: { content: Buffer, ops: number }): void {
+    for (const op of this.pending.slice(0, mark.ops)) {
+      if (op.kind !== 'write') continue
+      for (let p = Math.floor(op.position / PAGE); p * PAGE < op.position + op.data.length; p++) {
+        if (this.lostPages.has(p)) continue
+        const old = Buffer.alloc(PAGE)
+        this.durable.copy(old, 0, Math.min(p * PAGE, this.durable.length), Math.min((p + 1) * PAGE, this.durable.length))
+        this.lostPages.set(p, old)
+      }
+    }
+  }
+
+  /** `content` as a datasync leaves it on disk: the lost pages keep their old bytes. */
+  private withLostPages (content: Buffer): Buffer {
+    if (this.lostPages.size === 0) return content
+    const out = Buffer.from(content)
+    for (const [p, old] of this.lostPages) {
+      if (p * PAGE < out.length) old.copy(out, p * PAGE, 0, Math.min(PAGE, out.length - p * PAGE))
+    }
+    return out
   }
 
   /** What a datasync called now covers: the content and the operations up to this instant. */
@@ -119,7 +157,7 @@ class SimFile {
   datasyncTo (mark: { content: Buffer, ops: number }): void {
     const later = this.pending.slice(mark.ops)
     if (later.length === 0) return this.datasync()
-    this.durable = mark.content
+    this.durable = this.withLostPages(mark.content)
     this.pending = later
   }
 
@@ -253,14 +291,21 @@ export class SimFileLayer implements FileLayer {
     return [...this.live.keys()].sort()
   }
 
+  /** Waits for the scheduler; throws a power loss, or an injected fault (marked `injected`). */
   private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
-    if (this.scheduler) await this.scheduler.io(what).catch(err => { throw fromSystemError(err, what) })
-    else await tick()
-    if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
+    const lost = (): boolean => this.frozen || generation !== this.generation
+    if (this.scheduler) {
+      await this.scheduler.io(what).catch(err => {
+        throw Object.assign(fromSystemError(err, what), { injected: (err as { injected?: boolean }).injected === true })
+      })
+    } else {
+      await tick()
+    }
+    if (lost()) throw errno('EIO', `${what} (the simulated machine lost power)`)
     const fault = op && this.faults.get(op)
     if (fault) {
       this.faults.delete(op)
-      throw fromSystemError(fault, what)
+      throw Object.assign(fromSystemError(fault, what), { injected: true })
     }
   }
 
@@ -372,7 +417,12 @@ class SimHandle implements FileHandle {
 
   async datasync (): Promise<void> {
     const mark = this.f.syncMark()
-    await this.enter('datasync', 'fdatasync')
+    try {
+      await this.enter('datasync', 'fdatasync')
+    } catch (err) {
+      if ((err as { injected?: boolean }).injected === true) this.f.writebackFailed(mark)
+      throw err
+    }
     this.f.datasyncTo(mark)
   }
 

@@ -98,7 +98,7 @@ export class SimScheduler {
       const rule = this.rules.find(r => r.match.test(op.label))
       if (rule && this.rng.chance(rule.chance)) {
         this.faultsInjected++
-        op.reject(errnoError(rule.code, `${op.label} (injected ${rule.code})`))
+        op.reject(Object.assign(errnoError(rule.code, `${op.label} (injected ${rule.code})`), { injected: true }))
       } else {
         op.resolve()
       }

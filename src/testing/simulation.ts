@@ -76,6 +76,8 @@ export interface SimulationReport {
   ops: Record<string, number>
   crashes: number
   reopens: number
+  /** Reopens after a failed write-back (no power loss). */
+  remounts: number
   rebuilds: number
   /** Opens that loaded the block map saved at the previous clean close (block-map-file.ts). */
   savedMapLoads: number
@@ -154,7 +156,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
-  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
+  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
   const count = (op: string): void => { report.ops[op] = (report.ops[op] ?? 0) + 1 }
 
   /** Runs `p` to completion under the scheduler (no crash). */
@@ -459,6 +461,15 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       for (const r of await all) if (r.status === 'rejected') problems.push(`action threw: ${(r.reason as Error).stack}`)
       sched.setFaults([])
       if (problems.length > 0 && !powerLost) fail(`phase ${phase}: ${problems[0]}`)
+      if (!powerLost && store.writebackFailed) {
+        // Every flush fails now (Segment.sync): what a user does is restart the daemon. The
+        // page cache outlives it: the reopen reads the writes whose write-back failed.
+        report.remounts++
+        log('a write-back failed: abandon and reopen (no power loss)')
+        await drive(store.abandon())
+        home.resetAccounting()
+        store = await drive(open())
+      }
 
       if (powerLost) {
         report.crashes++

@@ -1,0 +1,79 @@
+import t, { type Test } from 'tap'
+import { isLogdiskError } from '../src/errors'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { scratchDir } from './helpers/sim-layer'
+
+/**
+ * A failed fdatasync of the log (docs/FORMAT.md, open points; PostgreSQL's "fsyncgate"): Linux
+ * reports a failed write-back once and marks the pages clean, so the next fdatasync succeeds
+ * without writing them. SimFileLayer models that (the disk keeps a page's old bytes until a
+ * write touches it again). The store must not let a later flush say those writes are durable,
+ * in this process (every flush fails) or after the restart a user makes (recovery writes the
+ * log's unflushed entries again before it syncs them).
+ */
+const B = 4096
+const SIZE = 4 * 1024 * 1024
+const SEGMENT = 2 * 1024 * 1024 + 64 * 1024
+
+const tmpDir = (t: Test): string => scratchDir(t, 'logdisk-wbf')
+
+async function setup (t: Test): Promise<{ sim: SimFileLayer, open: () => Promise<Store> }> {
+  const dir = tmpDir(t)
+  const sim = new SimFileLayer()
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
+  return { sim, open: () => Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0 }) }
+}
+
+t.test('after a failed fdatasync no flush succeeds until the store is opened again', async t => {
+  const { sim, open } = await setup(t)
+  const store = await open()
+  const rng = new Rng(7)
+  await store.write(0, rng.bytes(8 * B))
+  await store.flush()
+  await store.write(8 * B, rng.bytes(8 * B))
+  sim.failNext('datasync', 'EIO')
+  await t.rejects(store.flush(), { code: 'IO' }, 'the flush whose fdatasync failed fails')
+  t.ok(store.writebackFailed, 'the store says a write-back failed')
+  await store.write(16 * B, rng.bytes(8 * B))
+  const again = await store.flush().then(() => undefined, (err: unknown) => err)
+  t.ok(isLogdiskError(again, 'IO'), 'a later flush fails too (its fdatasync would succeed without writing the lost pages)')
+  t.match((again as Error).message, /earlier fdatasync .* failed .* unmount and mount the store again/, 'and says why and what to do')
+  await store.abandon()
+})
+
+t.test('the writes whose write-back failed survive a power loss after a restart and a flush', async t => {
+  const { sim, open } = await setup(t)
+  const model = Buffer.alloc(SIZE)
+  const rng = new Rng(11)
+  const write = async (store: Store, block: number, n: number): Promise<void> => {
+    const data = rng.bytes(n * B)
+    await store.write(block * B, data)
+    data.copy(model, block * B)
+  }
+  let store = await open()
+  await write(store, 0, 16)
+  await store.flush()
+  await write(store, 16, 16) // its pages' write-back fails: they stay in the cache, not on disk
+  sim.failNext('datasync', 'EIO')
+  await t.rejects(store.flush(), { code: 'IO' })
+  // The daemon restarts; the page cache outlives it, so the reopen reads those writes.
+  await store.abandon()
+  store = await open()
+  t.ok((await store.read(0, SIZE)).equals(model), 'after the restart the image holds every write')
+  await write(store, 40, 4)
+  await store.flush() // says everything written so far is durable
+  await store.abandon()
+  sim.crash(new Rng(1))
+  store = await open()
+  const after = await store.read(0, SIZE)
+  for (let b = 0; b < SIZE / B; b++) {
+    if (!after.subarray(b * B, (b + 1) * B).equals(model.subarray(b * B, (b + 1) * B))) {
+      t.fail(`block ${b} differs after the power loss: a flush said it was durable`)
+      break
+    }
+  }
+  t.ok(after.equals(model), 'after the power loss the image holds every write the last flush covered')
+  await store.close()
+})
