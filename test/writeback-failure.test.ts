@@ -40,7 +40,11 @@ t.test('after a failed fdatasync no flush succeeds until the store is opened aga
   const again = await store.flush().then(() => undefined, (err: unknown) => err)
   t.ok(isLogdiskError(again, 'IO'), 'a later flush fails too (its fdatasync would succeed without writing the lost pages)')
   t.match((again as Error).message, /earlier fdatasync .* failed .* unmount and mount the store again/, 'and says why and what to do')
-  await store.abandon()
+  await store.close() // what unmount does: it must not fail, or the store stays locked
+  const reopened = await open()
+  t.equal(reopened.writebackFailed, false, 'the reopened store can flush again')
+  await reopened.flush()
+  await reopened.close()
 })
 
 t.test('the writes whose write-back failed survive a power loss after a restart and a flush', async t => {

@@ -158,7 +158,7 @@ export class Segment {
     // if it failed: writebackFailed).
     while (this.syncing) await this.syncing
     if (this.writebackFailed !== undefined) {
-      throw new LogdiskError('IO', `an earlier fdatasync of ${this.file} failed (${(this.writebackFailed as Error).message}): the kernel may have dropped those writes, so nothing written to the store since can be made durable; unmount and mount the store again (recovery keeps what reached the disk)`, this.writebackFailed)
+      throw new LogdiskError('IO', `an earlier fdatasync of ${this.file} failed (${(this.writebackFailed as Error).message}): the kernel may have dropped those writes, so nothing written to the store since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, this.writebackFailed)
     }
     if (!this.unsynced) return
     this.unsynced = false

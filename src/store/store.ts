@@ -763,7 +763,16 @@ export class Store {
     // Bytes a failed append left past the tail would be read as entries by the next open.
     await log.lock.run(() => log.cutStale()).catch(err => this.p.logger.error({ err: (err as Error).message }, 'closing with bytes of a failed append past the log tail'))
     await log.flushesDone()
-    await log.syncAll()
+    try {
+      await log.syncAll()
+    } catch (err) {
+      if (!log.writebackFailed) throw err
+      // Nothing can be made durable in this process any more (Segment.sync), and a close
+      // that failed would keep the store locked: release it as a kill -9 would, so that the
+      // remount the error asks for can happen. That open writes what no flush covered again.
+      this.p.logger.error({ err: (err as Error).message }, 'closed without a final sync: a write-back of the log failed; the next open writes the entries no flush covered again')
+      return await this.abandon()
+    }
     await index.checkpointThrough(log.seq)
     if (!this.p.opts.readOnly && this.p.opts.savedBlockMap !== false) await this.saveBlockMap()
     this.state.closed = true

@@ -462,11 +462,12 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       sched.setFaults([])
       if (problems.length > 0 && !powerLost) fail(`phase ${phase}: ${problems[0]}`)
       if (!powerLost && store.writebackFailed) {
-        // Every flush fails now (Segment.sync): what a user does is restart the daemon. The
-        // page cache outlives it: the reopen reads the writes whose write-back failed.
+        // Every flush fails now (Segment.sync): what a user does is unmount and mount again
+        // (a close that releases the store without a final sync). The page cache outlives the
+        // daemon: the reopen reads the writes whose write-back failed.
         report.remounts++
-        log('a write-back failed: abandon and reopen (no power loss)')
-        await drive(store.abandon())
+        log('a write-back failed: close and reopen (no power loss)')
+        await drive(store.close())
         home.resetAccounting()
         store = await drive(open())
       }
