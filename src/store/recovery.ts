@@ -548,11 +548,6 @@ export async function recover (
   return { segments: scanned, current, seq, report, snapshots, located, chosen }
 }
 
-/**
- * Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map
- * untouched). A read-only open defers a table that was not read yet when the stamp gives the
- * counts: `map` then reads it when first needed, and `fallBack` (the index) if it fails there.
- */
 /** Bytes per read and write of rewriteUnflushed. */
 const REWRITE_CHUNK_BYTES = 1024 * 1024
 
@@ -564,8 +559,10 @@ const REWRITE_CHUNK_BYTES = 1024 * 1024
  * fdatasync now would succeed without writing them (PostgreSQL's "fsyncgate"). Written again,
  * the pages are dirty and the sync writes them. `starts` lists each entry's offset and
  * sequence number in log order; the rewrite ends at the segment's tail (after any cut).
- * Reading and writing back a segment's header page and unflushed tail costs little: replay
- * covers what was written since the last checkpoint.
+ * Reading and writing back a segment's header page and unflushed tail costs little when
+ * replay starts at a checkpoint (what was written since). A full rebuild rewrites every
+ * segment's header page, and of a store whose entries record no `durableSeq` (written by
+ * releases before store format 3) every entry it reads.
  */
 async function rewriteUnflushed (segment: Segment, starts: ReadonlyArray<[number, number]>, durable: number): Promise<void> {
   // The header too: the failed fdatasync may have been a segment's first (one made ahead).
@@ -589,6 +586,11 @@ async function rewriteRange (segment: Segment, from: number, to: number): Promis
   }
 }
 
+/**
+ * Loads a saved block map into `map` when it reflects `checkpoint`; else says why not (map
+ * untouched). A read-only open defers a table that was not read yet when the stamp gives the
+ * counts: `map` then reads it when first needed, and `fallBack` (the index) if it fails there.
+ */
 async function loadSavedMap (map: BlockMap, taken: TakenBlockMap | undefined, geometry: SegmentGeometry, checkpoint: Checkpoint | undefined, readOnly: boolean, fallBack: (why: string) => Promise<BlockMap>): Promise<string | undefined> {
   if (!taken) return 'no saved block map'
   if (!('saved' in taken)) return taken.why
