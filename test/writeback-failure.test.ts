@@ -36,6 +36,7 @@ t.test('after a failed fdatasync no flush succeeds until the store is opened aga
   sim.failNext('datasync', 'EIO')
   await t.rejects(store.flush(), { code: 'IO' }, 'the flush whose fdatasync failed fails')
   t.ok(store.writebackFailed, 'the store says a write-back failed')
+  t.equal(store.status().writebackFailed, true, 'and so does its status (logdisk status warns)')
   await store.write(16 * B, rng.bytes(8 * B))
   const again = await store.flush().then(() => undefined, (err: unknown) => err)
   t.ok(isLogdiskError(again, 'IO'), 'a later flush fails too (its fdatasync would succeed without writing the lost pages)')
@@ -43,6 +44,7 @@ t.test('after a failed fdatasync no flush succeeds until the store is opened aga
   await store.close() // what unmount does: it must not fail, or the store stays locked
   const reopened = await open()
   t.equal(reopened.writebackFailed, false, 'the reopened store can flush again')
+  t.notOk('writebackFailed' in reopened.status(), 'its status has no such field')
   await reopened.flush()
   await reopened.close()
 })

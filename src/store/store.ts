@@ -49,6 +49,8 @@ export interface StoreStatus {
   recovery: RecoveryReport
   /** Points at or before `horizonSeq` may have lost versions to compaction (snapshots never). */
   history: { horizonSeq: number, keepMs: number }
+  /** Present when an fdatasync of the log failed: no flush succeeds until the store is opened again. */
+  writebackFailed?: true
 }
 
 /**
@@ -745,7 +747,8 @@ export class Store {
       },
       mapMemoryBytes: map.memoryBytes,
       recovery: this.recovery,
-      history: { horizonSeq: this.p.history.horizon, keepMs: this.historyKeepMs }
+      history: { horizonSeq: this.p.history.horizon, keepMs: this.historyKeepMs },
+      ...(log.writebackFailed ? { writebackFailed: true } : {})
     }
   }
 
