@@ -83,3 +83,34 @@ t.test('the writes whose write-back failed survive a power loss after a restart 
   t.ok(after.equals(model), 'after the power loss the image holds every write the last flush covered')
   await store.close()
 })
+
+t.test('a failed fdatasync of the cut after a failed append counts as one of a flush', async t => {
+  // The cut (LogAppender.cutStale) truncates the bytes of the failed append and syncs the file:
+  // when that fdatasync fails, the pages it left unwritten hold earlier appends no flush
+  // covered yet (found by simulation seed 16200023).
+  const { sim, open } = await setup(t)
+  const model = Buffer.alloc(SIZE)
+  const rng = new Rng(23)
+  let store = await open()
+  const write = async (block: number, n: number): Promise<void> => {
+    const data = rng.bytes(n * B)
+    await store.write(block * B, data)
+    data.copy(model, block * B)
+  }
+  await write(0, 16)
+  await store.flush()
+  await write(16, 16) // not flushed yet
+  sim.failNext('writev', 'ENOSPC')
+  sim.failNext('datasync', 'EIO') // the cut's
+  await t.rejects(store.write(64 * B, rng.bytes(8 * B)), { code: 'NO_SPACE' }, 'the append fails')
+  t.ok(store.writebackFailed, 'the failed fdatasync of the cut counts')
+  await t.rejects(store.flush(), { code: 'IO' }, 'so no flush says the earlier appends are durable')
+  await store.close()
+  store = await open()
+  await store.flush()
+  await store.abandon()
+  sim.crash(new Rng(2))
+  store = await open()
+  t.ok((await store.read(0, SIZE)).equals(model), 'after a restart, a flush and a power loss: every write before the failed one')
+  await store.close()
+})

@@ -530,7 +530,7 @@ export class LogAppender implements LogPart {
       // Durable before anything is appended at the tail again: otherwise a power loss could
       // undo the cut and keep the failed append's bytes past the new entries' end, where
       // recovery would read them as entries that follow (the hostile tester's attack4 notes).
-      await segment.handle.datasync()
+      await segment.datasyncFile()
     } catch (err) {
       throw fromSystemError(err, `cut ${segment.file} back to ${segment.tail} after a failed append`)
     }

@@ -152,6 +152,20 @@ export class Segment {
     return new Segment(id, copies[0].file, handle, copies.map(c => c.volume), await handle.size())
   }
 
+  /**
+   * fdatasync of the file outside `sync` (the cut after a failed append): a failure counts as
+   * one of sync's (writebackFailed), since the pages it left unwritten may hold earlier
+   * appends that no flush covered yet.
+   */
+  async datasyncFile (): Promise<void> {
+    try {
+      await this.handle.datasync()
+    } catch (err) {
+      this.writebackFailed ??= err
+      throw err
+    }
+  }
+
   async sync (): Promise<void> {
     // A datasync already running (a checkpoint's, outside the append lock) clears `unsynced`
     // before it is done and may yet fail: wait for it, then sync if still needed (or fail,
