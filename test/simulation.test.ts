@@ -17,8 +17,9 @@ const FOUND_BY_GROUP_COMMIT = [1001, 1004]
 // With the disk dropping pages whose write-back failed: 16000014 and 16000098 lost flushed data
 // to a flush retried after a failed fdatasync; 16000009 a segment's header (the first try of
 // the fix synced the directory but did not write the header again); 16200023 the fdatasync of
-// the cut after a failed append, which did not count as a failed write-back.
-const FOUND_BY_WRITEBACK = [16000009, 16000014, 16000098, 16200023]
+// the cut after a failed append, which did not count as a failed write-back; 16300036 and
+// 16300075 a mirror copy dropped before the remount, whose unflushed writes it may lose.
+const FOUND_BY_WRITEBACK = [16000009, 16000014, 16000098, 16200023, 16300036, 16300075]
 const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT, ...FOUND_BY_WRITEBACK]
 
 t.setTimeout(600_000)
