@@ -3,7 +3,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import { BlockMap, DENSE_ROW_BYTES } from './block-map'
-import type { FileLayer } from './file-layer'
+import { readUpTo, type FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
 import { clearPendingHeaders, readPendingHeaders } from './pending-headers'
@@ -576,12 +576,8 @@ async function rewriteRange (segment: Segment, from: number, to: number): Promis
   const buf = Buffer.allocUnsafe(Math.min(REWRITE_CHUNK_BYTES, to - from))
   for (let at = from; at < to; at += buf.length) {
     const n = Math.min(buf.length, to - at)
-    let got = 0
-    while (got < n) {
-      const r = await segment.handle.read(buf, got, n - got, at + got)
-      if (r === 0) throw new LogdiskError('CORRUPT', `${segment.file} ends at ${at + got}, before ${to}`)
-      got += r
-    }
+    const got = await readUpTo(segment.handle, buf.subarray(0, n), at)
+    if (got < n) throw new LogdiskError('CORRUPT', `${segment.file} ends at ${at + got}, before ${to}`)
     await segment.handle.writev([buf.subarray(0, n)], at)
   }
 }
