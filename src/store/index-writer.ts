@@ -67,6 +67,11 @@ export class IndexWriter implements IndexPart {
       try {
         const started = Date.now()
         await this.p.log.syncAll()
+        // Segment records as they are now, not as staged: a mirror copy dropped during the
+        // sync above was recorded on its own (recordDrops), and the record staged before
+        // would name it again, so the next open would read the copy that fell behind
+        // (simulation seed 16400036).
+        for (const id of batch.segments.keys()) batch.segments.set(id, this.p.segments.recordOf(id))
         const synced = Date.now()
         await this.p.db.commit(batch, cp, this.p.opts.indexCommitChunkOps)
         this.last = cp

@@ -144,6 +144,8 @@ export interface SegmentsPart {
   markArchived (id: number): void
   /** Puts the segment's whole record into the next index batch. */
   record (id: number): void
+  /** The segment's whole record as the in-memory state has it now. */
+  recordOf (id: number): SegmentRecord
   /** A mirror copy fell behind: drop it, recorded before the next flush returns. */
   copyDropped (id: number, volume: string): void
   dropHandler (id: number): (volume: string) => void

@@ -77,9 +77,14 @@ export class SegmentTable implements SegmentsPart {
    * batch.
    */
   record (id: number): void {
+    this.p.index.batch.segments.set(id, this.recordOf(id))
+  }
+
+  /** Segment `id`'s record as the in-memory state has it now. */
+  recordOf (id: number): SegmentRecord {
     const state = this.states.get(id) ?? 'recycled'
     const archived = this.archivedIds.has(id) || undefined
-    this.p.index.batch.segments.set(id, { state, volumes: [...(this.volumes.get(id) ?? [])], archived })
+    return { state, volumes: [...(this.volumes.get(id) ?? [])], archived }
   }
 
   /**

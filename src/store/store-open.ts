@@ -11,6 +11,7 @@ import { IndexDb, type SegmentRecord } from './index-db'
 import { silentLogger, type Logger } from './logger'
 import type { OpenOptions } from './open-options'
 import { readOnlyLayer } from './read-only-layer'
+import { WritebackGuard } from './writeback-guard'
 import { HISTORY_HORIZON, recover, type Recovered } from './recovery'
 import type { SegmentGeometry } from './segment'
 import type { SnapshotTable } from './snapshots'
@@ -74,7 +75,8 @@ export interface OpenedStore {
  */
 export async function openStoreDir (dir: string, opts: OpenOptions): Promise<OpenedStore> {
   const config = readConfig(dir)
-  const layer = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
+  const base = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
+  const layer = new WritebackGuard(base).layer
   const log = opts.logger ?? silentLogger
   let index: IndexDb
   try {

@@ -5,6 +5,7 @@ import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
 import { segmentFileName } from '../store/format'
 import { UNFLUSHED } from '../store/recovery'
+import type { Logger } from '../store/logger'
 import { Rng } from './rng'
 import { SimArchive } from './sim-archive'
 import { SimFileLayer } from './sim-file-layer'
@@ -30,6 +31,8 @@ export interface SimulationOptions {
   phases?: number
   /** Called with each line of the trace (the last lines are in a failure's message anyway). */
   trace?: (line: string) => void
+  /** Debugging: the store's log lines go to `trace` too (SIM_LOG=1 in scripts/simulate.mjs). */
+  storeLog?: boolean
   /** Debugging: called with the live objects before a verify failure is reported. */
   inspect?: (ctx: { store: Store, sim: SimFileLayer, home: SimHome, scheduler: SimScheduler }) => Promise<void>
   /** The replication gate (below): on, off, or (undefined) by the seed, in half the runs. */
@@ -172,6 +175,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   }
   const openStore = (): Promise<Store> => Store.open(dir, {
     fileLayer: sim,
+    ...(opts.storeLog === true && opts.trace ? { logger: traceLogger(opts.trace) } : {}),
     home,
     archive,
     clock: sched.clock,
@@ -649,4 +653,10 @@ function faultRules (rng: Rng, home: SimHome): FaultRule[] {
   const out: FaultRule[] = []
   for (const c of choices) if (rng.chance(0.3)) out.push(c)
   return out.length > 0 ? out : [choices[rng.int(choices.length)]]
+}
+
+/** A store logger writing each line into the simulation's trace (storeLog). */
+function traceLogger (trace: (line: string) => void): Logger {
+  const line = (level: string) => (fields: object, msg: string): void => trace(`${level} ${msg} ${JSON.stringify(fields)}`)
+  return { info: line('log'), warn: line('WARN'), error: line('ERROR') }
 }

@@ -1,0 +1,83 @@
+import path from 'node:path'
+import { LogdiskError } from '../errors'
+import type { FileHandle, FileLayer } from './file-layer'
+
+/**
+ * The file layer of an open store, keeping every failed fdatasync. Linux reports a failed
+ * write-back once and marks the pages clean (PostgreSQL's "fsyncgate",
+ * https://wiki.postgresql.org/wiki/Fsync_Errors): the page cache still shows the new bytes
+ * while the disk keeps the old ones, and a later fdatasync of the file, from any handle,
+ * succeeds without writing them. So once one failed, every later fdatasync of that file
+ * through this layer fails with the first error, whoever calls it (a flush, compaction's free
+ * headers, a mirror's repair), until the file's pages are gone: it is truncated to nothing,
+ * removed, or replaced by a rename. Kept per open of the store (the next open's recovery
+ * writes again what no flush covered: recovery.ts).
+ */
+export class WritebackGuard {
+  /** Files whose fdatasync failed, by resolved path, with the first error. */
+  private readonly failed = new Map<string, unknown>()
+
+  /** `base` with every fdatasync kept as above. */
+  readonly layer: FileLayer
+
+  constructor (private readonly base: FileLayer) {
+    this.layer = this.wrap()
+  }
+
+  private wrap (): FileLayer {
+    return {
+      open: async (file, create) => this.guard(await this.base.open(file, create), path.resolve(file)),
+      list: dir => this.base.list(dir),
+      remove: async file => {
+        await this.base.remove(file)
+        this.failed.delete(path.resolve(file))
+      },
+      rename: async (from, to) => {
+        await this.base.rename(from, to)
+        const err = this.failed.get(path.resolve(from))
+        this.failed.delete(path.resolve(from))
+        if (err === undefined) this.failed.delete(path.resolve(to))
+        else this.failed.set(path.resolve(to), err)
+      },
+      mkdirp: dir => this.base.mkdirp(dir),
+      syncDir: dir => this.base.syncDir(dir),
+      punchHole: (file, offset, length) => this.base.punchHole(file, offset, length),
+      ...(this.base.punchHoles ? { punchHoles: (file: string, ranges: Array<[number, number]>) => this.base.punchHoles!(file, ranges) } : {})
+    }
+  }
+
+  private guard (h: FileHandle, file: string): FileHandle {
+    // One name per handle: a rename moves the failure to the new name, and the store renames
+    // only files it has closed (publishFile, a segment copy), so the name opened stays right.
+    const datasync = async (): Promise<void> => {
+      const earlier = this.failed.get(file)
+      if (earlier !== undefined) {
+        throw new LogdiskError('IO', `an earlier fdatasync of ${file} failed (${(earlier as Error).message}): the kernel may have dropped those writes, so nothing written to it since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, earlier)
+      }
+      try {
+        await h.datasync()
+      } catch (err) {
+        if (!this.failed.has(file)) this.failed.set(file, err)
+        throw err
+      }
+      // One that ran beside this one and failed may have covered the same pages (the kernel
+      // would report it to both): conservative, this one fails too.
+      const meanwhile = this.failed.get(file)
+      if (meanwhile !== undefined) throw new LogdiskError('IO', `fdatasync of ${file} failed beside this one (${(meanwhile as Error).message}); unmount and mount the store again`, meanwhile)
+    }
+    const truncate = async (length: number): Promise<void> => {
+      await h.truncate(length)
+      if (length === 0) this.failed.delete(file) // no page of it is left to be lost
+    }
+    return {
+      read: (buf, bufOffset, length, position) => h.read(buf, bufOffset, length, position),
+      ...(h.readNow ? { readNow: h.readNow.bind(h) } : {}),
+      ...(h.writevNow ? { writevNow: h.writevNow.bind(h) } : {}),
+      writev: (buffers, position) => h.writev(buffers, position),
+      datasync,
+      truncate,
+      size: () => h.size(),
+      close: () => h.close()
+    }
+  }
+}
