@@ -1,6 +1,8 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { MemoryLevel } from 'memory-level'
 import type { FileHandle } from '../src/store/file-layer'
+import { IndexDb, type LevelDb } from '../src/store/index-db'
 import { PENDING_HEADERS_FILE } from '../src/store/pending-headers'
 import { Store } from '../src/store/store'
 import { WritebackGuard } from '../src/store/writeback-guard'
@@ -146,4 +148,42 @@ t.test('a checkpoint that drops a copy while it syncs does not write the copy ba
   const again = await open()
   t.equal(again.volumesOf(0)?.length, 1, 'the record the checkpoint wrote names one copy')
   await again.close()
+})
+
+t.test('a copy dropped by compaction\'s fdatasync is on record before its pending headers go', async t => {
+  const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' })
+  const openIndex = async (): Promise<IndexDb> => IndexDb.openLevel(level as unknown as LevelDb)
+  let recorded: string[] | undefined
+  let live: string[] | undefined
+  let store: Store | undefined
+  class Layer extends PassThroughLayer {
+    override async rename (from: string, to: string): Promise<void> {
+      await super.rename(from, to)
+      // The free headers' fdatasync comes next: it fails on the first copy alone.
+      if (path.basename(to) === PENDING_HEADERS_FILE) this.sim.failNext('datasync', 'EIO')
+    }
+
+    override async remove (file: string): Promise<void> {
+      // What a kill -9 right after the pending headers went would leave on record.
+      if (path.basename(file) === PENDING_HEADERS_FILE && recorded === undefined) {
+        recorded = (await (await openIndex()).segments()).get(0)?.volumes
+        live = store?.volumesOf(0)
+      }
+      return super.remove(file)
+    }
+  }
+  const dir = tmpDir(t)
+  const layer = new Layer(new SimFileLayer())
+  const home = new SimHome(path.join(dir, 'pool'), new Rng(5), 2, 100, 2)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, layer.sim)
+  store = await Store.open(dir, { fileLayer: layer, home, openIndex, checkpointIntervalMs: 0, historyKeepMs: 0 })
+  const rng = new Rng(13)
+  while (store.volumesOf(1) === undefined) await store.write(0, rng.bytes(64 * B)) // segment 0 holds dead versions
+  await store.flush()
+  await store.checkpoint()
+  t.equal(store.volumesOf(0)?.length, 2, 'segment 0 has two copies')
+  await store.compact()
+  t.equal(live?.length, 1, 'the copy whose fdatasync failed was dropped')
+  t.same(recorded, live, 'and on record when the pending headers were removed')
+  await store.close()
 })

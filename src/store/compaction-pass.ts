@@ -160,6 +160,10 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       await db.putPending(pending)
       for (const [at, header] of headers) await segment.handle.writev([header], at)
       await segment.handle.datasync() // the free headers are durable before any data goes
+      // A mirror copy whose fdatasync failed there was dropped: on record before the pending
+      // headers go, or a kill -9 between the two would leave it named, and the next open would
+      // neither write its headers again nor see (through the page cache) that its disk lost them.
+      await segments.recordDrops()
       await db.clearPending()
       await clearPendingHeaders(p.layer, p.dir)
       // Exactly the copies that took the free headers, wherever the segment lives later.
