@@ -187,3 +187,57 @@ t.test('a copy dropped by compaction\'s fdatasync is on record before its pendin
   t.same(recorded, live, 'and on record when the pending headers were removed')
   await store.close()
 })
+
+t.test('after the baseline\'s fdatasync failed, no merge succeeds until the store is opened again; flushes still do', async t => {
+  let arm = false
+  class Layer extends PassThroughLayer {
+    override async open (file: string, create: boolean): Promise<FileHandle> {
+      const h = await super.open(file, create)
+      if (path.basename(file) !== 'baseline.img') return h
+      const sim = this.sim
+      return new Proxy(h, {
+        get (target, prop, receiver) {
+          if (prop !== 'datasync') return Reflect.get(target, prop, receiver)
+          return async () => {
+            if (arm) { arm = false; sim.failNext('datasync', 'EIO') }
+            return target.datasync()
+          }
+        }
+      })
+    }
+  }
+  const dir = tmpDir(t)
+  const layer = new Layer(new SimFileLayer())
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, layer.sim)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
+  const rng = new Rng(0xba5e)
+  const model = Buffer.alloc(SIZE)
+  let store = await open()
+  const write = async (block: number, n: number): Promise<void> => {
+    const data = rng.bytes(n * B)
+    await store.write(block * B, data)
+    data.copy(model, block * B)
+  }
+  for (let round = 0; round < 6; round++) await write(0, 64)
+  await store.flush()
+  arm = true
+  await t.rejects(store.compactIntoBaseline(), /EIO/, 'the merge whose fdatasync failed fails')
+  t.notOk(arm, 'the fault hit the baseline\'s fdatasync')
+  t.ok(store.writebackFailed, 'the store says a write-back failed')
+  t.equal(store.status().writebackFailed, true, 'so does its status')
+  await write(64, 16)
+  await store.flush()
+  t.pass('the log\'s flushes still work')
+  await t.rejects(store.compactIntoBaseline(), /earlier fdatasync .*baseline\.img failed .* unmount and mount the store again/, 'the next merge fails and says what to do')
+  await store.close()
+  store = await open()
+  t.notOk(store.writebackFailed, 'the reopened store has no failed write-back')
+  await store.compactIntoBaseline()
+  t.ok((await store.verify()).ok, 'a merge after the restart works and verify is clean')
+  await store.abandon()
+  layer.sim.crash(new Rng(4))
+  store = await open()
+  t.ok((await store.read(0, SIZE)).equals(model), 'after a power loss every write reads back')
+  t.ok((await store.verify()).ok, 'and verify is clean')
+  await store.close()
+})

@@ -51,6 +51,8 @@ export async function createStoreDir (dir: string, opts: CreateOptions, layer: F
 export interface OpenedStore {
   config: StoreConfig
   layer: FileLayer
+  /** Keeps the failed fdatasyncs of `layer`'s files. */
+  writebacks: WritebackGuard
   logger: Logger
   index: IndexDb
   home: SegmentHome
@@ -76,7 +78,8 @@ export interface OpenedStore {
 export async function openStoreDir (dir: string, opts: OpenOptions): Promise<OpenedStore> {
   const config = readConfig(dir)
   const base = opts.readOnly ? readOnlyLayer(opts.fileLayer ?? nodeFileLayer, opts.readOnly.scratchDir) : opts.fileLayer ?? nodeFileLayer
-  const layer = new WritebackGuard(base).layer
+  const writebacks = new WritebackGuard(base)
+  const layer = writebacks.layer
   const log = opts.logger ?? silentLogger
   let index: IndexDb
   try {
@@ -140,6 +143,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     return {
       config,
       layer,
+      writebacks,
       logger: log,
       index,
       home: baseHome,

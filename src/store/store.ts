@@ -29,6 +29,7 @@ import type { SegmentHome } from './segment-home'
 import { SegmentTable } from './segment-table'
 import { DEFAULT_VOLUME_ID_POLICY, type DeleteMarker, type SnapshotMarker, type VolumeIdPolicy } from './snapshots'
 import { INDEX_DIR, createStoreDir, openStoreDir, removeHolder, type OpenedStore } from './store-open'
+import type { WritebackGuard } from './writeback-guard'
 import { saveBlockMap } from './block-map-file'
 import { verifyStore, type VerifyReport } from './verify'
 
@@ -49,7 +50,7 @@ export interface StoreStatus {
   recovery: RecoveryReport
   /** Points at or before `horizonSeq` may have lost versions to compaction (snapshots never). */
   history: { horizonSeq: number, keepMs: number }
-  /** Present when an fdatasync of the log failed: no flush succeeds until the store is opened again. */
+  /** Present when an fdatasync of a store file still in use failed: syncing it fails until the store is opened again. */
   writebackFailed?: true
 }
 
@@ -83,6 +84,7 @@ export class Store {
     opts: OpenOptions
   ) {
     this.state = new StoreState(dir)
+    this.writebacks = o.writebacks
     const p = {
       dir,
       config,
@@ -223,12 +225,16 @@ export class Store {
     return this.p.log.flush()
   }
 
+  /** The failed fdatasyncs of this open (writeback-guard.ts). */
+  private readonly writebacks: WritebackGuard
+
   /**
-   * An fdatasync of the log failed: the kernel may have dropped those writes from its cache
-   * unwritten, and no flush can succeed until the store is opened again (Segment.sync).
+   * An fdatasync of a file the store still uses failed: the kernel may have dropped those
+   * writes from its cache unwritten, and nothing that syncs that file succeeds until the store
+   * is opened again (a flush, when it is the log's: Segment.sync; a baseline merge...).
    */
   get writebackFailed (): boolean {
-    return this.p.log.writebackFailed
+    return this.p.log.writebackFailed || this.writebacks.failed
   }
 
   /**
@@ -748,7 +754,7 @@ export class Store {
       mapMemoryBytes: map.memoryBytes,
       recovery: this.recovery,
       history: { horizonSeq: this.p.history.horizon, keepMs: this.historyKeepMs },
-      ...(log.writebackFailed ? { writebackFailed: true } : {})
+      ...(this.writebackFailed ? { writebackFailed: true } : {})
     }
   }
 

@@ -15,7 +15,12 @@ import type { FileHandle, FileLayer } from './file-layer'
  */
 export class WritebackGuard {
   /** Files whose fdatasync failed, by resolved path, with the first error. */
-  private readonly failed = new Map<string, unknown>()
+  private readonly failures = new Map<string, unknown>()
+
+  /** An fdatasync failed of a file still there (not removed, emptied or replaced since). */
+  get failed (): boolean {
+    return this.failures.size > 0
+  }
 
   /** `base` with every fdatasync kept as above. */
   readonly layer: FileLayer
@@ -30,14 +35,14 @@ export class WritebackGuard {
       list: dir => this.base.list(dir),
       remove: async file => {
         await this.base.remove(file)
-        this.failed.delete(path.resolve(file))
+        this.failures.delete(path.resolve(file))
       },
       rename: async (from, to) => {
         await this.base.rename(from, to)
-        const err = this.failed.get(path.resolve(from))
-        this.failed.delete(path.resolve(from))
-        if (err === undefined) this.failed.delete(path.resolve(to))
-        else this.failed.set(path.resolve(to), err)
+        const err = this.failures.get(path.resolve(from))
+        this.failures.delete(path.resolve(from))
+        if (err === undefined) this.failures.delete(path.resolve(to))
+        else this.failures.set(path.resolve(to), err)
       },
       mkdirp: dir => this.base.mkdirp(dir),
       syncDir: dir => this.base.syncDir(dir),
@@ -50,24 +55,24 @@ export class WritebackGuard {
     // One name per handle: a rename moves the failure to the new name, and the store renames
     // only files it has closed (publishFile, a segment copy), so the name opened stays right.
     const datasync = async (): Promise<void> => {
-      const earlier = this.failed.get(file)
+      const earlier = this.failures.get(file)
       if (earlier !== undefined) {
         throw new LogdiskError('IO', `an earlier fdatasync of ${file} failed (${(earlier as Error).message}): the kernel may have dropped those writes, so nothing written to it since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, earlier)
       }
       try {
         await h.datasync()
       } catch (err) {
-        if (!this.failed.has(file)) this.failed.set(file, err)
+        if (!this.failures.has(file)) this.failures.set(file, err)
         throw err
       }
       // One that ran beside this one and failed may have covered the same pages (the kernel
       // would report it to both): conservative, this one fails too.
-      const meanwhile = this.failed.get(file)
+      const meanwhile = this.failures.get(file)
       if (meanwhile !== undefined) throw new LogdiskError('IO', `fdatasync of ${file} failed beside this one (${(meanwhile as Error).message}); unmount and mount the store again`, meanwhile)
     }
     const truncate = async (length: number): Promise<void> => {
       await h.truncate(length)
-      if (length === 0) this.failed.delete(file) // no page of it is left to be lost
+      if (length === 0) this.failures.delete(file) // no page of it is left to be lost
     }
     return {
       read: (buf, bufOffset, length, position) => h.read(buf, bufOffset, length, position),

@@ -87,7 +87,7 @@ export function register (program: Command): void {
       }
       if (opts.output !== undefined) return
       const warnings = [...status.pool?.warnings ?? [], ...status.replication?.warnings ?? []]
-      if (status.writebackFailed) warnings.unshift('an fdatasync of the log failed: no flush succeeds until the store is unmounted and mounted again (the daemon log says which file)')
+      if (status.writebackFailed) warnings.unshift('an fdatasync of a store file failed: nothing that syncs that file (a flush, when it is the log\'s) succeeds until the store is unmounted and mounted again (the daemon log says which file)')
       for (const w of warnings) {
         if (opts.scripted) warn(w)
         else console.log(`warning  ${w}`)
