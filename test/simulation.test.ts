@@ -21,9 +21,12 @@ const FOUND_BY_GROUP_COMMIT = [1001, 1004]
 // 16300075 a mirror copy dropped before the remount, whose unflushed writes it may lose;
 // 16400056 a flush's fdatasync that succeeded beside the failing one of the cut (Linux tells
 // one of them), and 16400036 a checkpoint that wrote a dropped mirror copy back into the
-// segment's record, so the next open compared it through the page cache and kept it.
-const FOUND_BY_WRITEBACK = [16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056]
-const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT, ...FOUND_BY_WRITEBACK]
+// segment's record, so the next open compared it through the page cache and kept it;
+// 16500117 a baseline merge after the baseline's fdatasync failed (the store did not say so).
+const FOUND_BY_WRITEBACK = [16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056, 16500117]
+// 16500192: compaction deleted a recycled segment's copies before the index said so.
+const FOUND_BY_RECYCLE_ORDER = [16500192]
+const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT, ...FOUND_BY_WRITEBACK, ...FOUND_BY_RECYCLE_ORDER]
 
 t.setTimeout(600_000)
 // In a worker thread: tap's async hooks on this thread cost a simulation 40 % of its CPU.
