@@ -74,6 +74,8 @@ export interface StoreStatus {
 export class Store {
   private readonly p: StoreParts
   private readonly state: StoreState
+  /** The failed fdatasyncs of this open (writeback-guard.ts). */
+  private readonly writebacks: WritebackGuard
 
   private constructor (
     readonly dir: string,
@@ -224,9 +226,6 @@ export class Store {
     this.assertOpen()
     return this.p.log.flush()
   }
-
-  /** The failed fdatasyncs of this open (writeback-guard.ts). */
-  private readonly writebacks: WritebackGuard
 
   /**
    * An fdatasync of a file the store still uses failed: the kernel may have dropped those
