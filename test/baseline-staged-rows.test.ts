@@ -34,7 +34,7 @@ t.test('a merge after one whose index commit failed sees its rows', async t => {
   const drive = async <T>(p: Promise<T>): Promise<T> => { await sched.run(p); return p }
   await drive(Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim))
   const opts: OpenOptions = { fileLayer: sim, openIndex: indexes.open, archive: new SimArchive(sched), clock: sched.clock, checkpointIntervalMs: 0, historyKeepMs: 0 }
-  const s = await drive(Store.open(dir, opts))
+  let s = await drive(Store.open(dir, opts))
   for (let b = 0; b < 8; b++) await drive(s.write(b * B, blk(`A${b}`)))
   const p = await drive(s.syncPoint('P'))
   await drive(s.checkpoint())
@@ -48,6 +48,11 @@ t.test('a merge after one whose index commit failed sees its rows', async t => {
   sched.setFaults([])
   const report = await drive(s.verify())
   t.ok(report.ok, `verify: index and baseline agree: ${report.problems.slice(0, 2).join('; ')}`)
+  // No later merge of this open can trust baseline.img's fdatasync (writeback-guard.ts): the
+  // store says so, and is opened again, as its error asks.
+  t.ok(s.writebackFailed, 'the store says an fdatasync failed')
+  await drive(s.close())
+  s = await drive(Store.open(dir, opts))
 
   // Newer versions, merged into the same slots: the point P still reads the old ones.
   for (let b = 0; b < 8; b++) await drive(s.write(b * B, blk(`B${b}`)))
