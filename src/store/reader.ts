@@ -1,5 +1,6 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
+import type { ArchiveLink } from './archive-link'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { firstBadBlock } from './block-check'
 import { crc32c } from './crc'
@@ -65,6 +66,8 @@ export class Reader implements ReaderPart {
   private readonly cacheOrder: number[] = []
   /** Fetches from backing storage in flight, by segment id. */
   private readonly fetching = new Map<number, Promise<void>>()
+  /** Fetched copies being opened, by segment id: how many callers (eviction spares them). */
+  private readonly opening = new Map<number, number>()
   /** Reads by range of archived segments (readArchivedRange), by segment id. */
   private readonly rangeRead = new Map<number, number>()
   /**
@@ -629,6 +632,20 @@ export class Reader implements ReaderPart {
   async fetchArchived (id: number): Promise<Segment> {
     const link = this.p.opts.archive
     if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.p.dir} archive.target=...)`)
+    // Pinned until its file is open: another fetch that finishes meanwhile evicts the oldest
+    // copies, and one deleted under this open failed ENOENT (simulation seed 16800056: a read
+    // of current data failed while other reads went through nine archived segments).
+    this.opening.set(id, (this.opening.get(id) ?? 0) + 1)
+    try {
+      return await this.fetchAndOpen(id, link)
+    } finally {
+      const n = this.opening.get(id)! - 1
+      if (n === 0) this.opening.delete(id)
+      else this.opening.set(id, n)
+    }
+  }
+
+  private async fetchAndOpen (id: number, link: ArchiveLink): Promise<Segment> {
     const layer = this.p.layer
     const cache = this.cacheHome()
     const dir = cache.dirOf(CACHE_VOLUME)
@@ -651,7 +668,9 @@ export class Reader implements ReaderPart {
         await layer.rename(tmp, file)
         this.cacheOrder.push(id)
         while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
-          const old = this.cacheOrder.shift()!
+          const at = this.cacheOrder.findIndex(o => !this.opening.has(o))
+          if (at < 0) break // all being opened: over the bound until a later fetch evicts
+          const old = this.cacheOrder.splice(at, 1)[0]
           this.forgetHandle(old)
           await layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
         }
