@@ -65,8 +65,9 @@ export class WritebackGuard {
         if (!this.failures.has(file)) this.failures.set(file, err)
         throw err
       }
-      // One that ran beside this one and failed may have covered the same pages (the kernel
-      // would report it to both): conservative, this one fails too.
+      // One that ran beside this one and failed may have covered the same pages, and Linux
+      // reports a write-back error to one fdatasync of an open file, not to each (seed
+      // 16400056: the cut's failed, a flush's beside it succeeded): this one fails too.
       const meanwhile = this.failures.get(file)
       if (meanwhile !== undefined) throw new LogdiskError('IO', `fdatasync of ${file} failed beside this one (${(meanwhile as Error).message}); unmount and mount the store again`, meanwhile)
     }
