@@ -1,5 +1,6 @@
 import t from 'tap'
 import { SimulationWorker } from '../src/testing/simulation-worker'
+import type { SimulationOptions } from '../src/testing/simulation'
 
 /**
  * The deterministic simulation (src/testing/simulation.ts) under fixed seeds: every seed runs
@@ -27,10 +28,14 @@ const FOUND_BY_GROUP_COMMIT = [1001, 1004]
 // the next open compared it through the page cache and kept it; 16500117 a baseline merge
 // after the baseline's fdatasync failed (the store did not say so). 16500192: compaction
 // deleted a recycled segment's copies before the index said so. 16800056 (40 phases): a
-// fetched archived segment evicted from the cache while a read opened it.
-const FOUND_BY_SIMULATE: Array<[seed: number, opts: { phases?: number }]> = [
-  ...[16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056, 16500117, 16500192].map(s => [s, {}] as [number, { phases?: number }]),
-  [16800056, { phases: 40 }]
+// fetched archived segment evicted from the cache while a read opened it. 17100006 (PAGES=1
+// REBUILDS=1, 40 phases): a full rebuild made the good copy of a mirrored segment match a
+// copy dropped long before, which nothing had removed.
+const PAGES_OPTS = { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true } // scripts/simulate.mjs PAGES=1
+const FOUND_BY_SIMULATE: Array<[seed: number, opts: SimulationOptions]> = [
+  ...[16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056, 16500117, 16500192].map(s => [s, {}] as [number, SimulationOptions]),
+  [16800056, { phases: 40 }],
+  [17100006, { ...PAGES_OPTS, rebuildAfterPowerLoss: true, phases: 40 }]
 ]
 const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT]
 

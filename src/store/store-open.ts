@@ -136,6 +136,27 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
         await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
       }
     }
+    // Copies the index does not name of a segment it keeps: a mirror copy dropped after a
+    // failed write, a copy a crash left behind a move or a repair (both record where copies
+    // are before old ones go, and new ones only once written). Stale by the index's word, so
+    // removed now rather than at the next `pool repair`: a full rebuild (the index lost) cannot
+    // tell them from current copies, and one made the good copy match a dropped one's stale
+    // bytes (simulation seed 17100006). Not after a rebuild: its records are its own choice.
+    if (!opts.readOnly && !rebuilding && !recovered.report.rebuiltIndex) {
+      const dirs = new Set<string>()
+      for (const [id, record] of records) {
+        const recorded = record.volumes ?? []
+        if (record.state === 'recycled' || record.state === 'archived' || recorded.length === 0) continue
+        for (const v of recovered.located.get(id) ?? []) {
+          if (v === CACHE_VOLUME || recorded.includes(v)) continue
+          log.warn({ segment: id, volume: v, recorded }, 'removing a stale copy of a segment that the index does not name')
+          await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
+          baseHome.vacated(id, [v])
+          dirs.add(baseHome.dirOf(v))
+        }
+      }
+      for (const d of dirs) await layer.syncDir(d) // gone for good before the store is used
+    }
     const recycled = [...records.values()].filter(r => r.state === 'recycled').length
     if (!opts.readOnly) writeHolder(dir, opts.holder)
     const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
