@@ -14,8 +14,10 @@ import { PassThroughLayer, failingHandle, scratchDir } from './helpers/sim-layer
 /**
  * A failed fdatasync outside the log's own flush (writeback-failure.test.ts has the flush):
  * Linux marks the pages of a failed write-back clean, so whoever syncs the file next is told
- * it worked. Compaction's free headers, a mirror dropping a copy, and the checkpoint that
- * records copies all met one in the simulation (seeds 16400056, 16400036) and lost data.
+ * it worked. A flush beside the cut's failed fdatasync (seed 16400056), the checkpoint that
+ * records a dropped mirror copy (16400036) and a baseline merge (16500117) met one in the
+ * simulation; compaction's free headers and a flush that fails after dropping a copy were
+ * found reading the code around them.
  */
 const B = 4096
 const SIZE = 4 * 1024 * 1024
