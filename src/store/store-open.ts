@@ -136,27 +136,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
         await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
       }
     }
-    // Copies the index does not name of a segment it keeps: a mirror copy dropped after a
-    // failed write, a copy a crash left behind a move or a repair (both record where copies
-    // are before old ones go, and new ones only once written). Stale by the index's word, so
-    // removed now rather than at the next `pool repair`: a full rebuild (the index lost) cannot
-    // tell them from current copies, and one made the good copy match a dropped one's stale
-    // bytes (simulation seed 17100006). Not after a rebuild: its records are its own choice.
-    if (!opts.readOnly && !rebuilding && !recovered.report.rebuiltIndex) {
-      const dirs = new Set<string>()
-      for (const [id, record] of records) {
-        const recorded = record.volumes ?? []
-        if (record.state === 'recycled' || record.state === 'archived' || recorded.length === 0) continue
-        for (const v of recovered.located.get(id) ?? []) {
-          if (v === CACHE_VOLUME || recorded.includes(v)) continue
-          log.warn({ segment: id, volume: v, recorded }, 'removing a stale copy of a segment that the index does not name')
-          await layer.remove(path.join(baseHome.dirOf(v), segmentFileName(id)))
-          baseHome.vacated(id, [v])
-          dirs.add(baseHome.dirOf(v))
-        }
-      }
-      for (const d of dirs) await layer.syncDir(d) // gone for good before the store is used
-    }
+    if (!opts.readOnly && !rebuilding && !recovered.report.rebuiltIndex) await removeUnnamedCopies(layer, baseHome, records, recovered, log)
     const recycled = [...records.values()].filter(r => r.state === 'recycled').length
     if (!opts.readOnly) writeHolder(dir, opts.holder)
     const lastTimeMs = (await index.entry(recovered.seq))?.timeMs ?? 0
@@ -241,4 +221,33 @@ function lockedError (dir: string, cause: LogdiskError): LogdiskError {
     who = `pid ${h.pid} (${h.holder})`
   } catch { /* no holder file: keep the generic words */ }
   return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
+}
+
+/**
+ * Removes copies the index does not name of the segments it keeps: a mirror copy dropped after
+ * a failed write, a copy a crash left behind a move or a repair (both record where copies are
+ * before old ones go, and new ones only once written). Stale by the index's word, so removed
+ * at open rather than at the next `pool repair`: a full rebuild (the index lost) cannot tell
+ * them from current copies, and one made the good copy match a dropped one's stale bytes
+ * (simulation seed 17100006). Only after an open that read the index (a rebuild's records are
+ * its own choice); never a copy recovery read, nor any while no recorded copy is found.
+ */
+async function removeUnnamedCopies (layer: FileLayer, home: SegmentHome, records: Map<number, SegmentRecord>, recovered: Recovered, log: Logger): Promise<void> {
+  const dirs = new Set<string>()
+  for (const [id, record] of records) {
+    if (record.state === 'recycled' || record.state === 'archived') continue
+    const recorded = record.volumes ?? []
+    const found = recovered.located.get(id) ?? []
+    // None of the recorded copies here (a pool volume missing): what there is stays, for
+    // `verify` and `pool repair` to judge.
+    if (!recorded.some(v => found.includes(v))) continue
+    for (const v of found) {
+      if (v === CACHE_VOLUME || recorded.includes(v) || recovered.chosen.get(id)?.includes(v)) continue
+      log.warn({ segment: id, volume: v, recorded }, 'removing a stale copy of a segment that the index does not name')
+      await layer.remove(path.join(home.dirOf(v), segmentFileName(id)))
+      home.vacated(id, [v])
+      dirs.add(home.dirOf(v))
+    }
+  }
+  for (const d of dirs) await layer.syncDir(d) // gone for good before the store is used
 }
