@@ -6,12 +6,11 @@ import { parseTarget } from '../src/archive/parse-target'
 import { decodeArchive } from '../src/archive/codec'
 import { restoreImage } from '../src/copy/restore'
 import { Store, type OpenOptions } from '../src/store/store'
-import type { SegmentHome } from '../src/store/segment-home'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimIndexStorage } from '../src/testing/sim-index'
 import { SimScheduler } from '../src/testing/sim-scheduler'
-import { scratchDir, tagBlock } from './helpers/sim-layer'
+import { mirrorHome, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * Regression tests for the data-loss defects of issue 9, one per defect, each the scenario of
@@ -94,15 +93,7 @@ t.test('defect 1: writes acknowledged while compaction runs are never freed', as
 t.test('defect 2: a mirror copy that fell behind is never read after a restart', async t => {
   const dir = tmp(t, 'mirror')
   const sim = new SimFileLayer()
-  const volumes = ['v1', 'v2']
-  const home: SegmentHome = {
-    dirOf: v => path.join(dir, `vol-${v}`),
-    volumes: () => volumes,
-    place: async () => [...volumes],
-    occupied () {},
-    vacated () {},
-    stillSuits: vs => vs.length === volumes.length
-  }
+  const home = mirrorHome(dir, ['v1', 'v2'])
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
   let s = await open()

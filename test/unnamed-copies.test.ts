@@ -1,9 +1,8 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { Store } from '../src/store/store'
-import type { SegmentHome } from '../src/store/segment-home'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { scratchDir, tagBlock } from './helpers/sim-layer'
+import { mirrorHome, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * An open removes copies of a segment on volumes its index record does not name (store-open.ts
@@ -18,15 +17,7 @@ const SEG0 = 'seg-000000000000.log'
 async function droppedCopy (t: Test): Promise<{ sim: SimFileLayer, dir: string, open: () => Promise<Store> }> {
   const dir = scratchDir(t, 'logdisk-unnamed')
   const sim = new SimFileLayer()
-  const volumes = ['v1', 'v2']
-  const home: SegmentHome = {
-    dirOf: v => path.join(dir, `vol-${v}`),
-    volumes: () => volumes,
-    place: async () => [...volumes],
-    occupied () {},
-    vacated () {},
-    stillSuits: vs => vs.length === volumes.length
-  }
+  const home = mirrorHome(dir, ['v1', 'v2'])
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
   const s = await open()

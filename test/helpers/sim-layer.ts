@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
 import type { FileHandle, FileLayer } from '../../src/store/file-layer'
+import type { SegmentHome } from '../../src/store/segment-home'
 import type { Store } from '../../src/store/store'
 import type { Rng } from '../../src/testing/rng'
 import type { SimFileLayer } from '../../src/testing/sim-file-layer'
@@ -62,4 +63,19 @@ export async function writeRandom (store: Store, model: Buffer, rng: Rng, blocks
   const offset = rng.int(model.length / B - blocks + 1) * B
   await store.write(offset, data)
   data.copy(model, offset)
+}
+
+/**
+ * A pool of the given volumes at `<dir>/vol-<v>`, every segment mirrored on all of them (the
+ * mirror tests' home; no capacity accounting).
+ */
+export function mirrorHome (dir: string, volumes: string[]): SegmentHome {
+  return {
+    dirOf: v => path.join(dir, `vol-${v}`),
+    volumes: () => volumes,
+    place: async () => [...volumes],
+    occupied () {},
+    vacated () {},
+    stillSuits: vs => vs.length === volumes.length
+  }
 }
