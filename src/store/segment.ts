@@ -4,6 +4,7 @@ import { crc32c } from './crc'
 import type { FileHandle, FileLayer } from './file-layer'
 import { silentLogger, type Logger } from './logger'
 import { MirroredHandle } from './mirrored-handle'
+import { earlierFailure } from './writeback-guard'
 import type { SegmentHome } from './segment-home'
 import { SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, segmentFileName } from './format'
 
@@ -172,7 +173,7 @@ export class Segment {
     // if it failed: writebackFailed).
     while (this.syncing) await this.syncing
     if (this.writebackFailed !== undefined) {
-      throw new LogdiskError('IO', `an earlier fdatasync of ${this.file} failed (${(this.writebackFailed as Error).message}): the kernel may have dropped those writes, so nothing written to the store since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, this.writebackFailed)
+      throw earlierFailure(this.file, this.writebackFailed)
     }
     if (!this.unsynced) return
     this.unsynced = false

@@ -57,7 +57,7 @@ export class WritebackGuard {
     const datasync = async (): Promise<void> => {
       const earlier = this.failures.get(file)
       if (earlier !== undefined) {
-        throw new LogdiskError('IO', `an earlier fdatasync of ${file} failed (${(earlier as Error).message}): the kernel may have dropped those writes, so nothing written to it since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, earlier)
+        throw earlierFailure(file, earlier)
       }
       try {
         await h.datasync()
@@ -86,4 +86,12 @@ export class WritebackGuard {
       close: () => h.close()
     }
   }
+}
+
+/**
+ * The error of an fdatasync refused because an earlier one of `file` failed (`cause`): the
+ * guard's, and Segment.sync's (which also keeps a failed fsync of the segment's directory).
+ */
+export function earlierFailure (file: string, cause: unknown): LogdiskError {
+  return new LogdiskError('IO', `an earlier fdatasync of ${file} failed (${(cause as Error).message}): the kernel may have dropped those writes, so nothing written to it since can be made durable; unmount and mount the store again (its next open writes what no flush covered again)`, cause)
 }

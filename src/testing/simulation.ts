@@ -476,7 +476,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         else await drive(reconcilePoints(store, points, model, prefix.prefix, fail, what))
         model.reset(observed)
       }
-      // Every flush fails now (Segment.sync): what a user does is unmount and mount again (a
+      // Every flush fails now (writeback-guard.ts): what a user does is unmount and mount again (a
       // close that releases the store without a final sync). Writes no flush covered may then
       // be lost as after a kill -9 (a mirror copy dropped since the last flush may not be on
       // record), so the image is checked as after a power loss: a prefix of them survives.
