@@ -6,6 +6,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { DEFAULT_READERS } from '../../src/fuse/devfuse/mount'
+import { pollingAvailable } from '../../src/fuse/devfuse/polled-channel'
 import { Rng } from '../../src/testing/rng'
 import { CLI, canMount, cleanup, daemonPid, isMounted, logdisk, mountForeground, must, run, tmpDir } from './cli'
 import { checksumTree, diffTrees } from './tree'
@@ -68,6 +70,12 @@ export function imageSuite (transport: Transport): void {
     if (m.code !== 0) throw new Error(`mount failed: ${m.stderr}`)
     const status = JSON.parse((await logdisk('status', store, '--json')).stdout)
     tt.equal(status.transport, transport, `served by ${transport}`)
+    if (transport === 'devfuse') {
+      // Which way /dev/fuse is read (test/image-devfuse-threads.test.ts sets LOGDISK_FUSE_READERS).
+      const init = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').split('\n').filter(l => l.includes('FUSE session initialised')).map(l => JSON.parse(l)).pop()
+      const threads = Number(process.env.LOGDISK_FUSE_READERS ?? (pollingAvailable() ? 0 : DEFAULT_READERS))
+      tt.equal(init?.readers, threads > 0 ? threads : 'none: the event loop polls /dev/fuse', threads > 0 ? `read by ${threads} threads` : 'read by the event loop')
+    }
     return { dir, store, mnt, img: path.join(mnt, 'current.img') }
   }
 

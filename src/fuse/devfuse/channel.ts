@@ -41,6 +41,30 @@ export interface ChannelOptions {
 /** What ended the channel: ENODEV after unmount or abort, or another read error. */
 export type EndReason = string
 
+/** Gets each request with the callback that frees its buffer, and for a block-aligned WRITE maybe its blocks' CRC32Cs. */
+export type RequestHandler = (req: Buffer, n: number, release: () => void, blockCrcs?: Uint32Array) => void
+
+/**
+ * How requests come off /dev/fuse and replies go back: reader threads (DevFuseChannel, here)
+ * or the event loop polling the descriptor (PolledChannel, polled-channel.ts).
+ */
+export interface RequestChannel extends ReplySink {
+  readonly fd: number
+  /** Settles when the connection ended (unmount, abort, a read error) or stop() was called. */
+  readonly ended: Promise<EndReason>
+  /** Sets the handler; reading may begin (the reader threads wait out EPERM until the mount exists). */
+  start (onRequest: RequestHandler): void
+  /** Called once mount(8) made the mount: from here reads can succeed. */
+  mounted (): void
+  /** How many request buffers ever held a request (resident memory). */
+  readonly slotsTouched: number
+  /** Threads still blocked in read(2): while any is, the process must not exit (mount.ts). */
+  readonly readersAlive: number
+  /** Counters of how requests were read, for the session statistics in the log. */
+  readonly stats?: Readonly<Record<string, number>>
+  stop (): void
+}
+
 const SLOT_SHIFT = 4194304 // message = slot * SLOT_SHIFT + bytes; a slot holds under 4 MiB
 
 // The reader's WRITE check reads these offsets (protocol.ts): opcode, then fuse_write_in's offset and size, then the data.
@@ -107,7 +131,7 @@ for (;;) {
 }
 `
 
-export class DevFuseChannel implements ReplySink {
+export class DevFuseChannel implements RequestChannel {
   readonly fd: number
   private readonly workers: Worker[] = []
   private readonly slots: Buffer[] = []
@@ -159,7 +183,7 @@ export class DevFuseChannel implements ReplySink {
    * Starts the readers; `onRequest` gets each request with the callback that frees its slot,
    * and for a block-aligned WRITE the CRC32C of each block of its data (crcBlockBytes).
    */
-  start (onRequest: (req: Buffer, n: number, release: () => void, blockCrcs?: Uint32Array) => void): void {
+  start (onRequest: RequestHandler): void {
     const { readers, bufferBytes } = this.opts
     for (let r = 0; r < readers; r++) {
       const worker = new Worker(READER_SOURCE, {
@@ -202,6 +226,9 @@ export class DevFuseChannel implements ReplySink {
       this.workers.push(worker)
     }
   }
+
+  /** The readers began at start() and wait out EPERM themselves. */
+  mounted (): void {}
 
   /** Requests the readers read and posted that the main thread has not handed over yet. */
   get queued (): number {

@@ -5,7 +5,8 @@ import { LogdiskError } from '../../errors'
 import type { Logger } from '../../store/logger'
 import type { Folder } from '../image-ops'
 import type { Session } from '../session'
-import { DevFuseChannel } from './channel'
+import { DevFuseChannel, type RequestChannel } from './channel'
+import { PolledChannel, pollingAvailable } from './polled-channel'
 import { readBufferBytes } from './protocol'
 import { FuseServer, type Negotiated } from './server'
 
@@ -17,7 +18,10 @@ export interface DevFuseOptions {
   log: Logger
   /** Largest request; 1 MiB unless LOGDISK_FUSE_MAX_WRITE says otherwise. */
   maxWrite?: number
-  /** Reader threads on /dev/fuse; DEFAULT_READERS (2) unless LOGDISK_FUSE_READERS says otherwise. */
+  /**
+   * Reader threads on /dev/fuse; 0: none, the event loop polls it (polled-channel.ts). Unless
+   * LOGDISK_FUSE_READERS says otherwise: 0 where this Node can poll it, else DEFAULT_READERS.
+   */
   readers?: number
   /** Request buffers per reader thread (DEFAULT_SLOTS_PER_READER, 16; the readers share them). */
   slotsPerReader?: number
@@ -51,9 +55,10 @@ export const DEFAULT_READERS = 2
 export const DEFAULT_SLOTS_PER_READER = 16
 const END_WAIT_MS = 5_000
 
-function envInt (name: string, dflt: number): number {
-  const v = Number(process.env[name])
-  return Number.isInteger(v) && v > 0 ? v : dflt
+function envInt (name: string, dflt: number, min = 1): number {
+  const raw = process.env[name]
+  const v = Number(raw)
+  return raw !== undefined && raw !== '' && Number.isInteger(v) && v >= min ? v : dflt
 }
 
 function run (cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number, out: string }> {
@@ -165,14 +170,16 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   if (process.platform !== 'linux') throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs Linux; use --transport fuse-native')
   if (process.getuid?.() !== 0) throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs root (mount(2)); use --transport fuse-native')
   const maxWrite = opts.maxWrite ?? envInt('LOGDISK_FUSE_MAX_WRITE', 1024 * 1024)
-  const readers = opts.readers ?? envInt('LOGDISK_FUSE_READERS', DEFAULT_READERS)
+  const readers = opts.readers ?? envInt('LOGDISK_FUSE_READERS', pollingAvailable() ? 0 : DEFAULT_READERS, 0)
   const slotsPerReader = opts.slotsPerReader ?? envInt('LOGDISK_FUSE_SLOTS', DEFAULT_SLOTS_PER_READER)
   if (maxWrite < 4096 || maxWrite > 1024 * 1024 || maxWrite % 4096 !== 0) throw new LogdiskError('BAD_ARGUMENT', `max_write ${maxWrite} must be a multiple of 4096 between 4 KiB and 1 MiB`)
 
   await prepareMountpoint(mountpoint, log)
-  let channel: DevFuseChannel
+  let channel: RequestChannel
   try {
-    channel = new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), crcBlockBytes: folder.crcBlockBytes ?? 0, log })
+    channel = readers === 0
+      ? new PolledChannel({ slots: DEFAULT_READERS * slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log })
+      : new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), crcBlockBytes: folder.crcBlockBytes ?? 0, log })
   } catch (err) {
     throw new LogdiskError('IO', `cannot open /dev/fuse: ${(err as Error).message} (modprobe fuse? in a container: --device /dev/fuse)`, err)
   }
@@ -196,6 +203,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     channel.stop()
     throw new LogdiskError('IO', `cannot mount at ${mountpoint}: mount exited ${mounted.code}: ${mounted.out}`)
   }
+  channel.mounted()
 
   // From here the mount exists: every way out of this process must end it (native-notes/devfuse.md).
   const mine = mountInfo().filter(m => m.mountpoint === mountpoint && m.fstype === `fuse.${opts.subtype}`).pop()
@@ -245,7 +253,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     maxWrite: negotiated.maxWrite,
     maxPages: negotiated.maxPages,
     maxBackground: negotiated.maxBackground,
-    readers,
+    readers: readers === 0 ? 'none: the event loop polls /dev/fuse' : readers,
     slotsPerReader
   }, 'FUSE session initialised on /dev/fuse')
 
@@ -283,7 +291,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
         }
       }
       disarm()
-      log.info({ stats: { ...server.stats, slotsTouched: channel.slotsTouched } }, 'FUSE session statistics')
+      log.info({ stats: { ...server.stats, slotsTouched: channel.slotsTouched, reads: channel.stats } }, 'FUSE session statistics')
       const ended = (ms: number): Promise<boolean> => Promise.race([channel.ended.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), ms).unref())])
       if (!(await ended(END_WAIT_MS)) && mine) {
         // Still held (a loop device over an image, a stop forced by a signal): end the

@@ -1,0 +1,113 @@
+// The event-loop reader of /dev/fuse (src/fuse/devfuse/polled-channel.ts) over a UDP socket
+// on 127.0.0.1: the same poll and read(2) calls as on /dev/fuse, and the same shape of data:
+// one message per read(2), shorter than the buffer (so libuv, as on /dev/fuse, reads one per
+// wake-up and the channel reads the rest itself). What it must keep: every request whole and
+// in order, requests that arrive together handed over together (the server's `queued`), no
+// more buffers than its slots (the spare read included).
+import dgram from 'node:dgram'
+import t, { type Test } from 'tap'
+import { PolledChannel, pollingAvailable } from '../src/fuse/devfuse/polled-channel'
+import { silentLogger } from '../src/store/logger'
+
+const SIZE = 4096
+const BUFFER = 2 * SIZE
+const skip = pollingAvailable() ? false : 'this Node cannot poll a descriptor (no pipe_wrap binding)'
+
+function message (seq: number): Buffer {
+  const b = Buffer.alloc(SIZE, seq & 0xff)
+  b.writeUInt32LE(seq, 0)
+  return b
+}
+
+/**
+ * A bound UDP socket whose descriptor the channel reads (the socket itself never reads it:
+ * the channel's handle owns the descriptor and closes it), and a sender.
+ */
+async function datagrams (t: Test): Promise<{ fd: number, send: (b: Buffer) => Promise<void> }> {
+  const rx = dgram.createSocket('udp4')
+  await new Promise<void>(resolve => rx.bind(0, '127.0.0.1', resolve))
+  rx.unref()
+  // Its handle stops watching the descriptor (libuv lets one handle watch a descriptor).
+  // `_handle` is deprecated (DEP0112) and the only way to it: its warning is kept quiet.
+  process.noDeprecation = true
+  const handle = (rx as unknown as { _handle: { fd: number, recvStop: () => number } })._handle
+  process.noDeprecation = false
+  handle.recvStop()
+  const fd = handle.fd
+  const tx = dgram.createSocket('udp4')
+  t.teardown(() => tx.close())
+  const port = rx.address().port
+  return { fd, send: b => new Promise((resolve, reject) => tx.send(b, port, '127.0.0.1', err => err ? reject(err) : resolve())) }
+}
+
+const tick = (ms = 20): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+async function until (what: string, ok: () => boolean): Promise<void> {
+  const end = Date.now() + 10_000
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await tick(5)
+  }
+}
+
+t.test('requests arrive whole and in order; those that wait together are handed over together', { skip, timeout: 30_000 }, async t => {
+  const { fd, send } = await datagrams(t)
+  const ch = new PolledChannel({ slots: 8, bufferBytes: BUFFER, log: silentLogger, fd })
+  const seen: Array<{ seq: number, whole: boolean, queued: number }> = []
+  ch.start((req, n, release) => {
+    const seq = req.readUInt32LE(0)
+    seen.push({ seq, whole: n === SIZE && req.subarray(0, n).equals(message(seq)), queued: ch.queued })
+    release()
+  })
+  for (let i = 0; i < 5; i++) await send(message(i))
+  ch.mounted()
+  await until('5 requests', () => seen.length === 5)
+  t.same(seen.map(s => s.seq), [0, 1, 2, 3, 4], 'in order')
+  t.ok(seen.every(s => s.whole), 'every byte of each')
+  t.equal(seen[0].queued, 4, 'the first was handed over with the other four queued behind it')
+  t.equal(ch.stats.woken + ch.stats.readAfter, 5, 'five reads')
+  t.ok(ch.stats.readAfter >= 4, `${ch.stats.readAfter} read in the same turn as the wake-up`)
+  for (let i = 5; i < 8; i++) {
+    await send(message(i))
+    await until(`request ${i}`, () => seen.length === i + 1)
+  }
+  t.same(seen.slice(5).map(s => [s.seq, s.queued]), [[5, 0], [6, 0], [7, 0]], 'one at a time: nothing queued behind')
+  t.ok(ch.slotsTouched <= 8, `${ch.slotsTouched} buffers used, within its 8 slots`)
+  ch.stop()
+  t.equal(await ch.ended, 'stopped')
+})
+
+t.test('every slot busy: reading pauses with the spare armed; each request still arrives whole, in order, within the slots', { skip, timeout: 30_000 }, async t => {
+  const { fd, send } = await datagrams(t)
+  const slots = 3
+  const ch = new PolledChannel({ slots, bufferBytes: BUFFER, log: silentLogger, fd })
+  const held: Array<{ seq: number, req: Buffer, release: () => void }> = []
+  const done: number[] = []
+  let maxHeld = 0
+  ch.start((req, n, release) => {
+    t.equal(n, SIZE)
+    held.push({ seq: req.readUInt32LE(0), req, release })
+    maxHeld = Math.max(maxHeld, held.length)
+  })
+  ch.mounted()
+  for (let i = 0; i < 12; i++) await send(message(i))
+  await until('the slots to fill', () => held.length === slots)
+  await tick(50)
+  t.equal(held.length, slots, `no more than ${slots} requests held at once`)
+  t.equal(ch.stats.spare, 0, 'reading paused: the spare buffer is armed, nothing read into it while no slot is free')
+  // Finish them one at a time, oldest first, checking each buffer still holds its request.
+  while (done.length < 12) {
+    await until(`request ${done.length}`, () => held.length > 0)
+    const h = held.shift()!
+    t.ok(h.req.subarray(0, SIZE).equals(message(h.seq)), `request ${h.seq} intact while held`)
+    done.push(h.seq)
+    h.release()
+    await tick(2)
+  }
+  t.same(done, [...Array(12).keys()], 'all twelve, in order')
+  t.ok(maxHeld <= slots, `at most ${maxHeld} held`)
+  t.ok(ch.slotsTouched <= slots, `${ch.slotsTouched} slots of ${slots} ever allocated`)
+  t.ok(ch.stats.spare >= 1, `${ch.stats.spare} read into the spare and copied`)
+  ch.stop()
+  t.equal(await ch.ended, 'stopped')
+})
