@@ -42,7 +42,8 @@ export interface DevFuseSession extends Session {
 const INIT_TIMEOUT_MS = 30_000
 
 /**
- * Reader threads (issue 11, the daemon's peak RSS). Each is a worker thread with a Node
+ * Reader threads, where the event loop cannot poll /dev/fuse itself (polled-channel.ts, the
+ * default: no threads, 2 x 16 slots). Issue 11, the daemon's peak RSS: each is a worker thread with a Node
  * environment and V8 isolate of its own: 8-9 MiB resident apiece however idle (measured: 1, 2
  * and 4 workers added 14, 22 and 39 MiB). A reader only reads a request, CRCs a WRITE's blocks
  * and posts the slot; the event loop, which handles every request, is the bottleneck, and two
