@@ -131,6 +131,20 @@ for (;;) {
 }
 `
 
+/**
+ * Writes one reply to /dev/fuse: one write(2) of header and payload, from the event loop
+ * (a reply never blocks). Errors that only mean the kernel no longer waits are ignored.
+ */
+export function sendReply (fd: number, buf: Buffer, len: number, log: Logger): void {
+  try {
+    fs.writeSync(fd, buf, 0, len, null)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    // ENOENT: the request is gone (interrupted and answered, or aborted). ENODEV: unmounted.
+    if (code !== 'ENOENT' && code !== 'ENODEV') log.error({ err: (err as Error).message, bytes: len }, 'reply to /dev/fuse refused')
+  }
+}
+
 export class DevFuseChannel implements RequestChannel {
   readonly fd: number
   private readonly workers: Worker[] = []
@@ -254,14 +268,7 @@ export class DevFuseChannel implements RequestChannel {
   }
 
   send (buf: Buffer, len: number): void {
-    if (this.closed) return
-    try {
-      fs.writeSync(this.fd, buf, 0, len, null)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      // ENOENT: the request is gone (interrupted and answered, or aborted). ENODEV: unmounted.
-      if (code !== 'ENOENT' && code !== 'ENODEV') this.log.error({ err: (err as Error).message, bytes: len }, 'reply to /dev/fuse refused')
-    }
+    if (!this.closed) sendReply(this.fd, buf, len, this.log)
   }
 
   /**

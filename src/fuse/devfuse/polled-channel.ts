@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import type { Logger } from '../../store/logger'
-import type { EndReason, RequestChannel, RequestHandler } from './channel'
+import { sendReply, type EndReason, type RequestChannel, type RequestHandler } from './channel'
 
 /**
  * The open /dev/fuse file read on the event loop itself: /dev/fuse can be polled (the kernel's
@@ -280,14 +280,7 @@ export class PolledChannel implements RequestChannel {
   }
 
   send (buf: Buffer, len: number): void {
-    if (this.closed) return
-    try {
-      fs.writeSync(this.fd, buf, 0, len, null)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      // ENOENT: the request is gone (interrupted and answered, or aborted). ENODEV: unmounted.
-      if (code !== 'ENOENT' && code !== 'ENODEV') this.log.error({ err: (err as Error).message, bytes: len }, 'reply to /dev/fuse refused')
-    }
+    if (!this.closed) sendReply(this.fd, buf, len, this.log)
   }
 
   stop (): void {
