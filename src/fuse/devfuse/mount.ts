@@ -171,7 +171,10 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   if (process.platform !== 'linux') throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs Linux; use --transport fuse-native')
   if (process.getuid?.() !== 0) throw new LogdiskError('BAD_ARGUMENT', 'the devfuse transport needs root (mount(2)); use --transport fuse-native')
   const maxWrite = opts.maxWrite ?? envInt('LOGDISK_FUSE_MAX_WRITE', 1024 * 1024)
-  const readers = opts.readers ?? envInt('LOGDISK_FUSE_READERS', pollingAvailable() ? 0 : DEFAULT_READERS, 0)
+  const asked = opts.readers ?? envInt('LOGDISK_FUSE_READERS', pollingAvailable() ? 0 : DEFAULT_READERS, 0)
+  // 0 asked of a Node that cannot poll the descriptor: reader threads, said in the log.
+  const readers = asked === 0 && !pollingAvailable() ? DEFAULT_READERS : asked
+  if (readers !== asked) log.warn({ readers }, 'this Node cannot poll /dev/fuse (no pipe_wrap binding): reading it with threads')
   const slotsPerReader = opts.slotsPerReader ?? envInt('LOGDISK_FUSE_SLOTS', DEFAULT_SLOTS_PER_READER)
   if (maxWrite < 4096 || maxWrite > 1024 * 1024 || maxWrite % 4096 !== 0) throw new LogdiskError('BAD_ARGUMENT', `max_write ${maxWrite} must be a multiple of 4096 between 4 KiB and 1 MiB`)
 
