@@ -10,7 +10,7 @@ import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimIndexStorage } from '../src/testing/sim-index'
 import { SimScheduler } from '../src/testing/sim-scheduler'
-import { mirrorHome, scratchDir, tagBlock } from './helpers/sim-layer'
+import { mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * Regression tests for the data-loss defects of issue 9, one per defect, each the scenario of
@@ -92,10 +92,7 @@ t.test('defect 1: writes acknowledged while compaction runs are never freed', as
 // ../shared/repro/mirror-stale-first.js
 t.test('defect 2: a mirror copy that fell behind is never read after a restart', async t => {
   const dir = tmp(t, 'mirror')
-  const sim = new SimFileLayer()
-  const home = mirrorHome(dir, ['v1', 'v2'])
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
+  const { sim, open } = await mirroredStore(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
   let s = await open()
   for (let b = 0; b < 10; b++) await s.write(b * B, blk(`A${b}`))
   await s.flush()

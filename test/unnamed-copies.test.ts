@@ -1,8 +1,8 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { Store } from '../src/store/store'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { mirrorHome, scratchDir, tagBlock } from './helpers/sim-layer'
+import type { Store } from '../src/store/store'
+import type { SimFileLayer } from '../src/testing/sim-file-layer'
+import { mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * An open removes copies of a segment on volumes its index record does not name (store-open.ts
@@ -16,10 +16,7 @@ const SEG0 = 'seg-000000000000.log'
 
 async function droppedCopy (t: Test): Promise<{ sim: SimFileLayer, dir: string, open: () => Promise<Store> }> {
   const dir = scratchDir(t, 'logdisk-unnamed')
-  const sim = new SimFileLayer()
-  const home = mirrorHome(dir, ['v1', 'v2'])
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 })
+  const { sim, open } = await mirroredStore(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
   const s = await open()
   for (let b = 0; b < 10; b++) await s.write(b * B, tagBlock(`A${b}`, B))
   await s.flush()

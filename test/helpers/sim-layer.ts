@@ -4,9 +4,9 @@ import path from 'node:path'
 import type { Test } from 'tap'
 import type { FileHandle, FileLayer } from '../../src/store/file-layer'
 import type { SegmentHome } from '../../src/store/segment-home'
-import type { Store } from '../../src/store/store'
+import { Store } from '../../src/store/store'
 import type { Rng } from '../../src/testing/rng'
-import type { SimFileLayer } from '../../src/testing/sim-file-layer'
+import { SimFileLayer } from '../../src/testing/sim-file-layer'
 
 /**
  * A file layer over the simulated disk that passes every call through: a test extends it and
@@ -69,7 +69,7 @@ export async function writeRandom (store: Store, model: Buffer, rng: Rng, blocks
  * A pool of the given volumes at `<dir>/vol-<v>`, every segment mirrored on all of them (the
  * mirror tests' home; no capacity accounting).
  */
-export function mirrorHome (dir: string, volumes: string[]): SegmentHome {
+function mirrorHome (dir: string, volumes: string[]): SegmentHome {
   return {
     dirOf: v => path.join(dir, `vol-${v}`),
     volumes: () => volumes,
@@ -78,4 +78,15 @@ export function mirrorHome (dir: string, volumes: string[]): SegmentHome {
     vacated () {},
     stillSuits: vs => vs.length === volumes.length
   }
+}
+
+/**
+ * A new store in `dir` on a fresh simulated disk whose every segment is mirrored on two
+ * volumes (`vol-v1`, `vol-v2`), and how to open it (no timed checkpoints).
+ */
+export async function mirroredStore (dir: string, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }): Promise<{ sim: SimFileLayer, open: () => Promise<Store> }> {
+  const sim = new SimFileLayer()
+  const home = mirrorHome(dir, ['v1', 'v2'])
+  await Store.create(dir, geometry, sim)
+  return { sim, open: () => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 }) }
 }
