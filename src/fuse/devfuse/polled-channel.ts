@@ -70,6 +70,8 @@ export function pollingAvailable (): boolean {
 const UV_EINTR = -4
 const UV_ENOENT = -2
 const UV_EAGAIN = -11
+const UV_ENODEV = -19
+const UV_ECONNABORTED = -103
 const UV_EOF = -4095
 const SPARE = -1
 const NONE = -2
@@ -80,7 +82,7 @@ export interface PolledChannelOptions {
   /** Bytes per slot: at least protocol.readBufferBytes(max_write). */
   bufferBytes: number
   log: Logger
-  /** A pollable descriptor to read instead of a new /dev/fuse (unit tests: a pipe). */
+  /** A pollable descriptor to read instead of a new /dev/fuse (unit tests: a UDP socket). */
   fd?: number
 }
 
@@ -103,9 +105,8 @@ export class PolledChannel implements RequestChannel {
   private readonly waiting: Array<{ slot: number, n: number }> = []
   private draining = false
   private reading = false
-  private wanted = false
+  /** Ended (stop(), the connection's end, a read error): the descriptor is closed. */
   private closed = false
-  private stopped = false
   private retries = 0
   /** Requests read by libuv on a wake-up, read after it in the same turn (readWaiting), and read into the spare. */
   readonly stats = { woken: 0, readAfter: 0, spare: 0 }
@@ -130,7 +131,7 @@ export class PolledChannel implements RequestChannel {
    * (EPERM) and polls it as an error, which would stop the handle for good.
    */
   mounted (): void {
-    if (this.stopped || this.handle) return
+    if (this.closed || this.handle) return
     this.openHandle()
   }
 
@@ -142,7 +143,6 @@ export class PolledChannel implements RequestChannel {
     h.useUserBuffer(this.armed === SPARE ? this.spare : this.slots[this.armed])
     h.onread = () => this.onRead()
     this.handle = h
-    this.wanted = true
     this.resume()
   }
 
@@ -173,20 +173,21 @@ export class PolledChannel implements RequestChannel {
     }
     if (n === 0 || n === UV_EAGAIN) return undefined
     this.reading = false
-    if ((n === UV_ENOENT || n === UV_EINTR) && !this.stopped && this.retries++ < 100) {
+    if ((n === UV_ENOENT || n === UV_EINTR) && !this.closed && this.retries++ < 100) {
       this.log.debug?.({ uv: n }, '/dev/fuse read interrupted; polling it again')
       this.handle = undefined
       this.openHandle()
       return undefined
     }
-    this.finish(n === UV_EOF ? 'EOF' : n === -19 ? 'ENODEV' : n === -103 ? 'ECONNABORTED' : `read error ${n}`)
+    this.finish(n === UV_EOF ? 'EOF' : n === UV_ENODEV ? 'ENODEV' : n === UV_ECONNABORTED ? 'ECONNABORTED' : `read error ${n}`)
     return undefined
   }
 
   /**
-   * Hands over every request libuv read in this turn of the loop (it reads until the kernel
-   * has none or 32 are read), so that `queued` tells the server that more wait behind the one
-   * it handles: it then does not answer that one with a synchronous call (server.ts alone()).
+   * Hands over the request libuv read in this turn of the loop and every one the kernel has
+   * queued behind it (readWaiting), together, so that `queued` tells the server that more wait
+   * behind the one it handles: it then does not answer that one with a synchronous call
+   * (server.ts alone()).
    */
   private drain (): void {
     this.draining = false
@@ -250,12 +251,12 @@ export class PolledChannel implements RequestChannel {
   private giveSlot (slot: number): void {
     this.busy[slot] = false
     this.inUse--
-    if (this.wanted && !this.reading) this.resume()
+    this.resume()
   }
 
   /** Reads again; while the spare is armed, only once a slot is free for what lands in it. */
   private resume (): void {
-    if (!this.handle || this.stopped || this.reading || (this.armed === SPARE && this.inUse >= this.opts.slots)) return
+    if (!this.handle || this.closed || this.reading || (this.armed === SPARE && this.inUse >= this.opts.slots)) return
     const err = this.handle.readStart()
     if (err) return this.finish(`cannot poll /dev/fuse (libuv error ${err})`)
     this.reading = true
@@ -284,9 +285,6 @@ export class PolledChannel implements RequestChannel {
   }
 
   stop (): void {
-    this.stopped = true
-    this.wanted = false
-    this.pause()
     this.finish('stopped')
   }
 
