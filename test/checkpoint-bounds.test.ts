@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { MemoryLevel } from 'memory-level'
 import t, { type Test } from 'tap'
-import { IndexDb, type LevelDb } from '../src/store/index-db'
+import { COMMIT_CHUNK_OPS, IndexDb, READ_MANY, type LevelDb } from '../src/store/index-db'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 
@@ -46,6 +46,47 @@ t.test('a checkpoint far larger than one index write commits in chunks and survi
   const v = await again.verify()
   t.ok(v.ok, v.problems.join('; '))
   await again.close()
+})
+
+t.test('a checkpoint holds the event loop for one bounded slice at a time: LevelDB writes of at most COMMIT_CHUNK_OPS, reads of at most READ_MANY', async t => {
+  // What runs between two awaits of a commit delays every FUSE request behind it (index-db.ts
+  // COMMIT_CHUNK_OPS): every write and read the commit makes is counted here.
+  const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' }) as unknown as LevelDb
+  const writes: number[] = []
+  const reads: number[] = []
+  const batch = level.batch.bind(level)
+  ;(level as any).batch = (...args: unknown[]) => {
+    if (args.length > 0) return (batch as any)(...args)
+    const chained = batch()
+    const write = chained.write.bind(chained)
+    ;(chained as any).write = (...a: unknown[]) => { writes.push(chained.length); return (write as any)(...a) }
+    return chained
+  }
+  const getMany = level.getMany.bind(level)
+  ;(level as any).getMany = (keys: Buffer[], ...a: unknown[]) => { reads.push(keys.length); return (getMany as any)(keys, ...a) }
+  const dir = tmpDir(t)
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: 4 * 1024 * 1024 })
+  const store = await Store.open(dir, { checkpointIntervalMs: 0, checkpointMaxBlocks: 1 << 20, openIndex: async () => IndexDb.openLevel(level) })
+  const rng = new Rng(0xb0)
+  const want = Buffer.alloc(SIZE)
+  for (let i = 0; i < 3000; i++) {
+    const block = rng.int(SIZE / B)
+    const data = rng.bytes(B)
+    data.copy(want, block * B)
+    await store.write(block * B, data)
+  }
+  writes.length = 0
+  reads.length = 0
+  await store.checkpoint()
+  t.equal(store.status().index.pendingBlocks, 0, 'the checkpoint took every version')
+  // 3000 entries: 3000 summaries and up to 3000 history records.
+  t.ok(writes.length >= Math.floor(3000 / COMMIT_CHUNK_OPS), `written in ${writes.length} LevelDB writes`)
+  t.ok(Math.max(...writes) <= COMMIT_CHUNK_OPS + 8, `the largest write holds ${Math.max(...writes)} operations`)
+  t.ok(reads.length > 0 && Math.max(...reads) <= READ_MANY, `the largest read asks for ${Math.max(...reads)} records`)
+  t.same(await store.read(0, SIZE), want, 'every block reads back')
+  const v = await store.verify()
+  t.ok(v.ok, v.problems.join('; '))
+  await store.close()
 })
 
 t.test('writers wait for a checkpoint in flight once 4 x checkpointMaxBlocks versions wait', async t => {
