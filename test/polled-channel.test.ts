@@ -111,3 +111,32 @@ t.test('every slot busy: reading pauses with the spare armed; each request still
   ch.stop()
   t.equal(await ch.ended, 'stopped')
 })
+
+t.test('one request at a time: after a probe of the queue finds nothing the next ones skip it, at most 8 in a row; a burst after that still goes out together', { skip, timeout: 30_000 }, async t => {
+  const { fd, send } = await datagrams(t)
+  const ch = new PolledChannel({ slots: 16, bufferBytes: BUFFER, log: silentLogger, fd })
+  const seen: Array<{ seq: number, queued: number }> = []
+  ch.start((req, n, release) => {
+    t.equal(n, SIZE)
+    seen.push({ seq: req.readUInt32LE(0), queued: ch.queued })
+    release()
+  })
+  ch.mounted()
+  for (let i = 0; i < 20; i++) {
+    await send(message(i))
+    await until(`request ${i}`, () => seen.length === i + 1)
+  }
+  t.equal(ch.stats.readAfter, 0, 'one at a time: no probe found anything')
+  // Probes at requests 1, 3, 6, 11 and 20 (skipping 1, 2, 4, 8, 8 after each).
+  t.equal(ch.stats.probesSkipped, 15, `${ch.stats.probesSkipped} of 20 drains skipped the probe`)
+  // Ten sent in one go: libuv reads one per turn; once a drain probes again it takes the rest.
+  await Promise.all(Array.from({ length: 10 }, (_, k) => send(message(20 + k))))
+  await until('the burst', () => seen.length === 30)
+  t.same(seen.map(s => s.seq), [...Array(30).keys()], 'every request, in order')
+  const burst = seen.slice(20)
+  const firstTogether = burst.findIndex(s => s.queued > 0)
+  t.ok(firstTogether >= 0 && firstTogether <= 8, `the burst went out together from its request ${firstTogether} (at most 8 skipped probes first)`)
+  t.ok(ch.stats.readAfter > 0, `${ch.stats.readAfter} read by the probe`)
+  ch.stop()
+  t.equal(await ch.ended, 'stopped')
+})
