@@ -79,9 +79,9 @@ const NONE = -2
  * After a probe of the kernel's queue (readWaiting) that found nothing, the drains that
  * follow skip it, 1, 2, 4 then at most this many in a row, while no other request holds a
  * slot: one request at a time (depth 1) then pays for a failed probe once in 9 requests
- * instead of each time (measured: p50 14-35 us lower per request in three pairs, more than the EAGAIN's own cost
- * given at readWaiting). A burst after a quiet spell waits at most this many turns before its
- * requests go out together again.
+ * instead of each time (measured: p50 14-35 us lower per request in three pairs, more than
+ * the EAGAIN's own cost given at readWaiting). A burst after a quiet spell waits at most this
+ * many turns before its requests go out together again.
  */
 const PROBE_SKIP_MAX = 8
 
