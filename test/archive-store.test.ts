@@ -281,7 +281,7 @@ for (const backend of BACKENDS) {
   t.test(`${backend.name}: on a mount, compact archives before it punches, archive empties the working set, every image reads back; a damaged object fails only what needs it`, { skip }, async t => {
     const started = Date.now()
     const dir = tmpDir(`arch-${backend.name}`)
-    t.teardown(() => cleanup(dir))
+    t.teardown(() => cleanup(dir, t))
     const b = await backend.setup(t, dir)
     const store = path.join(dir, 'store')
     const mnt = path.join(dir, 'mnt')
@@ -505,7 +505,7 @@ for (const backend of BACKENDS) {
 for (const backend of BACKENDS.filter(x => x.name === 's3')) {
   t.test(`${backend.name}: CLI: an unreachable target fails compact and archive fast in one line, loses nothing; a retry after fixing it succeeds`, { skip }, async t => {
     const dir = tmpDir(`arch-down-${backend.name}`)
-    t.teardown(() => cleanup(dir))
+    t.teardown(() => cleanup(dir, t))
     const b = await backend.setup(t, dir)
     const store = path.join(dir, 'store')
     const old = await populateOffline(b, store)
@@ -539,7 +539,7 @@ for (const backend of BACKENDS.filter(x => x.name === 's3')) {
 
 t.test('directory: CLI: the archive disk fills halfway; one-line error, only stored segments recycled; after growing it a retry succeeds', { skip }, async t => {
   const dir = tmpDir('arch-full')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const b = dirBackend(dir)
   // Room for one archived segment (2 MiB, incompressible) and not two.
   await must('mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', b.spec)

@@ -12,7 +12,7 @@ const sysfs = (dev: string, f: string): string => fs.readFileSync(`/sys/block/${
 
 t.test('attach: current.img read-write, a snapshot always read-only, both with direct I/O; the filesystem reads back', { skip, timeout: 180_000 }, async t => {
   const dir = tmpDir('attach')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')
@@ -62,7 +62,7 @@ t.test('attach: current.img read-write, a snapshot always read-only, both with d
 
 t.test('attach and detach refuse what they must not touch, in one line', { skip, timeout: 120_000 }, async t => {
   const dir = tmpDir('attach-bad')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')

@@ -42,7 +42,7 @@ function pidGone (pid: number): boolean {
 
 t.test('fstab: mount -T <fstab> <mountpoint> mounts through mount.fuse with options; umount stops the daemon', { skip }, async t => {
   const dir = tmpDir('fstab')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   await install(t, path.join(dir, 'units'))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
@@ -114,7 +114,7 @@ while True:
 
 t.test('logdisk@.service: systemd-analyze verify; ExecStart tells READY=1 only once current.img reads; ExecStop stops it', { skip }, async t => {
   const dir = tmpDir('unit')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const units = path.join(dir, 'units')
   await install(t, units)
   const unitText = fs.readFileSync(path.join(units, 'logdisk@.service'), 'utf8')

@@ -160,7 +160,7 @@ t.test('snapshot --criteria: full copies the block range; partial copies only bl
 
 t.test('background copies: after the command returns, by a detached process (unmounted) or the daemon (mounted); freeze', { skip: canMount() }, async t => {
   const dir = tmpDir('critbg')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')

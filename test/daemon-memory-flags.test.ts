@@ -39,7 +39,7 @@ t.test('the malloc settings and their override', async t => {
 /** The daemon's command line and environment, as /proc shows them. */
 async function daemonStarted (t: Test, env: Record<string, string | undefined>): Promise<{ argv: string[], environ: string[] }> {
   const dir = tmpDir('daemon-flags')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')

@@ -15,7 +15,7 @@ const skip = canMount()
 // reads carry every request just as well.
 for (const [how, readers] of [['reader threads', '2'], ['polled by the event loop', '0']] as const) t.test(`${how}: concurrent writes past 4 GiB, 4 KiB to 1 MiB: fio verifies the data, logdisk verify the log`, { skip, timeout: 300_000 }, async t => {
   const dir = tmpDir('devfuse-crcs-load')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   t.equal((await run(process.execPath, [CLI, 'create', store, '--size', '6G', '--segment-size', '16M'])).code, 0, 'created')

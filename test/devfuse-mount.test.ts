@@ -13,7 +13,7 @@ const opts = { skip, timeout: 180_000 }
 
 async function setup (t: Test, name: string, env: Record<string, string> = {}): Promise<{ dir: string, store: string, mnt: string, img: string }> {
   const dir = tmpDir(name)
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '128M')
@@ -198,7 +198,7 @@ t.test('umount from outside: the daemon closes the store and exits; the store mo
 
 t.test('SIGHUP (the terminal went away) unmounts cleanly like SIGTERM', opts, async t => {
   const dir = tmpDir('devfuse-hup')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')
@@ -274,7 +274,7 @@ for (const [how, env] of READING) t.test(`a daemon that crashes while mounted le
 
 t.test('choosing the transport: --transport, LOGDISK_TRANSPORT, an unknown name', opts, async t => {
   const dir = tmpDir('transport')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')

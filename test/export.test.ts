@@ -32,7 +32,7 @@ async function seqOf (store: string): Promise<number> {
 
 t.test('export of an ext4 snapshot while fio writes through the mount: same bytes, e2fsck clean, to a file and a block device', { skip }, async t => {
   const dir = tmpDir('export')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')

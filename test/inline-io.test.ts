@@ -67,7 +67,7 @@ t.test(`inline reads return what thread-pool reads return (SEED=${SEED})`, async
 
 t.test('through a mount: reads and writes at depth 1 are inline, fio checks every block at depths 1 and 16', { skip: canMount(), timeout: 300_000 }, async t => {
   const dir = tmpDir('inline-io-mount')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   t.equal((await run(process.execPath, [CLI, 'create', store, '--size', '256M', '--segment-size', '16M'])).code, 0, 'created')

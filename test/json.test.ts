@@ -74,7 +74,7 @@ t.test('errors under --json: {"error":{"code","message"}} on stderr, exit 1, for
 
 t.test('the output of every command under --json parses', { skip: canMount() }, async t => {
   const dir = tmpDir('json')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const S = path.join(dir, 'store')
   const S2 = path.join(dir, 'store2')
   const M = path.join(dir, 'mnt')

@@ -95,7 +95,7 @@ async function finish (t: Test, name: string, p: { store: string, mnt: string, f
 t.test('fio verified random writes on ext4 while compact and archive loop: fio verifies, e2fsck and verify clean; latency reported', { skip }, async t => {
   const started = Date.now()
   const dir = tmpDir('live-compact')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
 
   // Baseline: the same job on an identical store, nothing else running.
   const base = await prepare(t, dir, 'base')

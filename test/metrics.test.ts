@@ -61,7 +61,7 @@ function fio (args: string[]): Promise<{ code: number | null, json: any, during:
 
 t.test('/metrics during fio: bytes within 1%, latency histograms, stats file, status rates, passes, errors', { skip }, async t => {
   const dir = tmpDir('metrics')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const img = path.join(mnt, 'current.img')
@@ -174,7 +174,7 @@ t.test('/metrics during fio: bytes within 1%, latency histograms, stats file, st
 
 t.test('--metrics with a bad address fails in the caller\'s terminal', { skip }, async t => {
   const dir = tmpDir('metrics-bad')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
   const bad = await logdisk('mount', store, path.join(dir, 'mnt'), '--metrics', 'nonsense')

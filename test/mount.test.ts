@@ -11,7 +11,7 @@ const skip = canMount()
 
 t.test('ext4 on current.img keeps a copied tree across unmount and remount; e2fsck clean', { skip }, async t => {
   const dir = tmpDir('ext4')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')
@@ -45,7 +45,7 @@ t.test('ext4 on current.img keeps a copied tree across unmount and remount; e2fs
 
 t.test('bad input gets one clear line and changes nothing', { skip }, async t => {
   const dir = tmpDir('bad')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const size = 16 * 1024 * 1024

@@ -100,7 +100,7 @@ t.test('event policies: on.sync and on.unmount take snapshots; on.snapshot compa
 
 t.test('a mounted daemon applies snapshot.every and snapshot.keep, and says so in its log', { skip: canMount() }, async t => {
   const dir = tmpDir('engine-mount')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')

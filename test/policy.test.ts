@@ -291,7 +291,7 @@ t.test('policy set checks archive and replica targets before it writes anything'
 
 t.test('a mounted daemon applies policy set before the command returns', { skip: canMount() }, async t => {
   const dir = tmpDir('policy-mounted')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   fs.mkdirSync(mnt)

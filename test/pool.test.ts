@@ -95,7 +95,7 @@ async function storeOnAB (dir: string, capA: string, capB: string, name = 'store
 
 t.test('grows onto a spare when use crosses pool.growAt; writing stays on the old volume until it is full', { skip }, async t => {
   const dir = tmpDir('pool-grow')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const { store, A, B, mnt, img } = await storeOnAB(dir, '16M', '16M') // A: 8 segments
   t.equal((await logdisk('policy', 'set', store, 'pool.growAt=0.8')).code, 0) // the 7th of 8 crosses it
   let p = await poolList(store)
@@ -135,7 +135,7 @@ t.test('grows onto a spare when use crosses pool.growAt; writing stays on the ol
 
 t.test('pool.mode=ask: crossing pool.growAt assigns nothing; status, pool list and the daemon log say what to run', { skip }, async t => {
   const dir = tmpDir('pool-ask')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const { store, B, mnt, img } = await storeOnAB(dir, '8M', '8M')
   t.equal((await logdisk('policy', 'set', store, 'pool.mode=ask')).code, 0)
   await mount(store, mnt)
@@ -174,7 +174,7 @@ t.test('pool.mode=ask: crossing pool.growAt assigns nothing; status, pool list a
 
 t.test('drain under live ext4 writes releases the volume; a second store sharing the pool takes the spare', { skip }, async t => {
   const dir = tmpDir('pool-drain')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const { store, A, B, mnt, img } = await storeOnAB(dir, '8M', '16M')
   // A second store listing B: created on its own C, with B among its spares.
   const store2 = path.join(dir, 'store2')
@@ -273,7 +273,7 @@ t.test('drain under live ext4 writes releases the volume; a second store sharing
 
 t.test('full pool: ENOSPC to the writer, nothing damaged, still mountable; a new volume lets writes continue without a remount', { skip }, async t => {
   const dir = tmpDir('pool-full')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const A = path.join(dir, 'A')
   const mnt = path.join(dir, 'mnt')
@@ -330,6 +330,7 @@ t.test('full pool: ENOSPC to the writer, nothing damaged, still mountable; a new
   t.equal(added.code, 0, added.stderr)
   const rest = fill(fd, again.at, data.length)
   t.equal(rest.err, undefined, 'writes continue after pool add')
+  if (rest.err) t.comment(`stopped at ${rest.at} of ${data.length}; pool: ${JSON.stringify(await poolList(store))}`)
   fs.fsyncSync(fd)
   fs.closeSync(fd)
   t.equal(sha(readAt(img, 0, 64 * MiB)), sha(model), 'the whole image matches what was written')
@@ -361,7 +362,7 @@ t.test('full pool: ENOSPC to the writer, nothing damaged, still mountable; a new
 
 t.test('full pool under ext4: the filesystem sees an I/O error; synced files survive; a new volume lets it go on', { skip }, async t => {
   const dir = tmpDir('pool-full-ext4')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const A = path.join(dir, 'A')
   const mnt = path.join(dir, 'mnt')
@@ -401,7 +402,7 @@ t.test('full pool under ext4: the filesystem sees an I/O error; synced files sur
 
 t.test('a read-only pool directory: named in pool list and in the error; other volumes stay readable and writable', { skip }, async t => {
   const dir = tmpDir('pool-ro')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const T = path.join(dir, 'T')
   fs.mkdirSync(T)
   await must('mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', T) // cleanup() unmounts it
@@ -447,7 +448,7 @@ t.test('a read-only pool directory: named in pool list and in the error; other v
 
 t.test('a missing pool directory: named in the errors; other volumes readable; back in place, everything reads', { skip }, async t => {
   const dir = tmpDir('pool-missing')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const { store, A: M, B: A, mnt, img } = await storeOnAB(dir, '4M', '16M') // M: first 2 segments; A: the rest
   await ok('policy', 'set', store, 'pool.shrinkAt=0.05') // no drain of M: this test wants segments on it
   await mount(store, mnt)
@@ -495,7 +496,7 @@ t.test('a missing pool directory: named in the errors; other volumes readable; b
 
 t.test('mirror=2: rm -rf of one pool directory loses nothing; verify reports the lost copies; pool repair restores them', { skip }, async t => {
   const dir = tmpDir('pool-mirror')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const [A, B, C] = ['A', 'B', 'C'].map(n => path.join(dir, n))
   const mnt = path.join(dir, 'mnt')

@@ -21,7 +21,7 @@ async function onTerminal (args: string[]): Promise<{ code: number, out: string 
 
 t.test('long commands: a bar with bytes, rate and ETA on a terminal; nothing but the result when piped', { skip }, async t => {
   const dir = tmpDir('progress')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const S = path.join(dir, 'store')
   const M = path.join(dir, 'mnt')
   const V1 = path.join(dir, 'vol1')

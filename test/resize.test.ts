@@ -12,7 +12,7 @@ const MiB = 1024 * 1024
 
 t.test('grow online: the image, the loop device (losetup -c) and ext4 (resize2fs) grow; e2fsck clean', { skip }, async t => {
   const dir = tmpDir('resize')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')
@@ -72,7 +72,7 @@ t.test('grow online: the image, the loop device (losetup -c) and ext4 (resize2fs
 
 t.test('shrink: refused while a snapshot or the history holds a block past the new end; works when nothing was written there', { skip }, async t => {
   const dir = tmpDir('shrink')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   t.equal((await logdisk('create', store, '--size', '64M')).code, 0)

@@ -252,7 +252,7 @@ t.test('an incremental applies only onto its base (by name and content); --force
 
 t.test('send | receive between two mounted stores goes through both daemons', { skip: canMount() }, async t => {
   const dir = tmpDir('sendmnt')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const a = path.join(dir, 'a')
   const b = path.join(dir, 'b')
   await buildChain(a, ['s1', 's2'], new Rng(SEED + 4))

@@ -41,7 +41,7 @@ function writeSynced (img: string, data: Buffer, offset: number): void {
 
 t.test('SIGTERM with a loop device attached waits, names it, and stops once it is detached', { skip, timeout: 120_000 }, async t => {
   const dir = tmpDir('sig-wait')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')
@@ -118,7 +118,7 @@ t.test('a second signal stops at once', { skip, timeout: 120_000 }, async t => {
 
 t.test('a signal right after an image is closed (RELEASE in flight) always stops', { skip, timeout: 240_000 }, async t => {
   const dir = tmpDir('sig-release')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')

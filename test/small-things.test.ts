@@ -10,7 +10,7 @@ t.setTimeout(300_000)
 
 t.test('mount refuses a folder that is not empty, and a file, in one line; nothing is mounted', { skip: canMount() }, async t => {
   const dir = tmpDir('small')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
   const full = path.join(dir, 'full')
@@ -71,7 +71,7 @@ t.test('the man page (docs/logdisk.1, make man) has every command', async t => {
 
 t.test('daemon.log is JSON lines only, stray text included, and rotated by size', { skip: canMount() }, async t => {
   const dir = tmpDir('small-log')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   fs.mkdirSync(mnt)
@@ -159,7 +159,7 @@ t.test('sizes in messages have units', async t => {
 t.test('the test sweep leaves the mounts of a test run still going, and removes those of a run that ended', { skip: canMount() }, async t => {
   // Two `make test` runs in one checkout once swept each other's mounts mid-test.
   const dir = tmpDir('small-sweep')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
@@ -184,7 +184,7 @@ t.test('the test sweep leaves a mount whose daemon a test of another run or chec
   // A helper's single-file run in another worktree swept, at its end, the dead daemon's mount
   // that test/signals.test.ts was about to unmount itself ("is not a logdisk mount").
   const dir = tmpDir('small-sweep-dead')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)

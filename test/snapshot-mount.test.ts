@@ -17,7 +17,7 @@ function sha (file: string, length: number): string {
 
 t.test('each snapshot image shows exactly its own tree, at the same time as current; e2fsck clean', { skip }, async t => {
   const dir = tmpDir('snapfs')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')
@@ -76,7 +76,7 @@ t.test('each snapshot image shows exactly its own tree, at the same time as curr
 
 t.test('writes and truncates of a snapshot image fail with EROFS and change nothing', { skip }, async t => {
   const dir = tmpDir('erofs')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   await must(process.execPath, CLI, 'create', store, '--size', '16M')
@@ -98,7 +98,7 @@ t.test('writes and truncates of a snapshot image fail with EROFS and change noth
 
 t.test('--freeze thaws the filesystem even when the marker write fails', { skip }, async t => {
   const dir = tmpDir('freeze')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')

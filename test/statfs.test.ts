@@ -26,7 +26,7 @@ t.test('statfs counts fit in 32 bits and multiply back to the size', async t => 
 
 t.test('df on mounted 100 TiB and 4 PiB sparse stores shows their size', { skip: canMount(), timeout: 180_000 }, async t => {
   const dir = tmpDir('statfs')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   for (const [size, bytes, shown] of [['100T', 100 * TiB, '100T'], ['4P', 4 * PiB, '4.0P']] as const) {
     const store = path.join(dir, `s${size}`)
     const mnt = path.join(dir, `m${size}`)

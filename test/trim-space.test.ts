@@ -40,7 +40,7 @@ function readExtents (file: string, extents: Array<[number, number]>): Buffer {
 
 t.test('rm, fstrim and compact give a deleted file\'s space back to the host; a snapshot before keeps its bytes', { skip, timeout: 280_000 }, async t => {
   const dir = tmpDir('trim-space')
-  t.teardown(() => cleanup(dir))
+  t.teardown(() => cleanup(dir, t))
   const store = path.join(dir, 'store')
   const mnt = path.join(dir, 'mnt')
   const fsDir = path.join(dir, 'fs')

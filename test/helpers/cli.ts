@@ -59,10 +59,35 @@ export function isMounted (mountpoint: string): boolean {
 }
 
 /**
- * Undoes whatever a test left mounted under `dir`, deepest first: loop-mounted filesystems,
- * their loop devices, logdisk mounts. Used in teardown so a failing test leaves nothing behind.
+ * A failed test's evidence, before cleanup removes it: the tail of every daemon.log under
+ * `dir` (stores one or two levels down) as TAP comments. A failure seen once on a loaded CI
+ * machine is otherwise gone with its directory.
  */
-export async function cleanup (dir: string): Promise<void> {
+function printDaemonLogs (dir: string, t: { comment: (...m: unknown[]) => void }, lines = 60): void {
+  const logs: string[] = []
+  const walk = (d: string, depth: number): void => {
+    let names: string[]
+    try { names = fs.readdirSync(d) } catch { return }
+    for (const n of names) {
+      const p = path.join(d, n)
+      if (n === 'daemon.log') logs.push(p)
+      else if (depth > 0 && !n.startsWith('.')) { try { if (fs.lstatSync(p).isDirectory()) walk(p, depth - 1) } catch { /* gone */ } }
+    }
+  }
+  walk(dir, 2)
+  for (const log of logs) {
+    const tail = fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-lines)
+    t.comment(`${log} (last ${tail.length} lines):\n${tail.join('\n')}`)
+  }
+}
+
+/**
+ * Undoes whatever a test left mounted under `dir`, deepest first: loop-mounted filesystems,
+ * their loop devices, logdisk mounts. Used in teardown so a failing test leaves nothing behind;
+ * given the test, a failed one first prints its daemons' logs (printDaemonLogs).
+ */
+export async function cleanup (dir: string, t?: { passing: () => boolean, comment: (...m: unknown[]) => void }): Promise<void> {
+  if (t !== undefined && !t.passing()) printDaemonLogs(dir, t)
   const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map(l => l.split(' ')).filter(f => f[1]?.startsWith(dir))
   for (const [, mnt, type] of mounts.reverse()) {
     if (type?.startsWith('fuse')) continue

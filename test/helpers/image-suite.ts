@@ -62,7 +62,7 @@ export function imageSuite (transport: Transport): void {
   /** A fresh store mounted with this transport; torn down with everything under its dir. */
   async function setup (tt: Test, name: string, size = '256M'): Promise<{ dir: string, store: string, mnt: string, img: string }> {
     const dir = tmpDir(`${name}-${transport}`)
-    tt.teardown(() => cleanup(dir))
+    tt.teardown(() => cleanup(dir, t))
     const store = path.join(dir, 'store')
     const mnt = path.join(dir, 'mnt')
     await must(process.execPath, CLI, 'create', store, '--size', size)
@@ -304,7 +304,7 @@ export function imageSuite (transport: Transport): void {
 
   t.test(`${transport}: SIGTERM and SIGINT flush and unmount cleanly`, opts, async tt => {
     const dir = tmpDir(`signal-${transport}`)
-    tt.teardown(() => cleanup(dir))
+    tt.teardown(() => cleanup(dir, t))
     const store = path.join(dir, 'store')
     const mnt = path.join(dir, 'mnt')
     await must(process.execPath, CLI, 'create', store, '--size', '16M')
