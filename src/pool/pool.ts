@@ -534,9 +534,11 @@ export class Pool implements SegmentHome {
     let moved = 0
     // Its reservation would take room the segments moved need; none is made ahead while the
     // drain runs (place refuses `ahead`), so the loop below never meets one.
-    await this.store.discardNextSegment().catch(() => undefined)
-    let total = this.sortedOn(entry.id).length
+    let total = 0
     try {
+      // Before the volume may be released: its removal is durable when this returns.
+      await this.store.discardNextSegment()
+      total = this.sortedOn(entry.id).length
       // Until nothing is left: a segment may have been placed there just before the drain began.
       for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
         for (const id of segments) {
@@ -559,6 +561,9 @@ export class Pool implements SegmentHome {
             this.occupied(id, [to])
             try {
               await this.store.relocateSegment(id, entry.id, to)
+              // Moved without a copy on `to`: the segment made ahead was removed instead, or
+              // a move that crashed after its switch only lost its stale copy.
+              if (!(this.store.volumesOf(id) ?? []).includes(to)) this.vacated(id, [to])
               break
             } catch (err) {
               // A copy there now (a mirror repair's, BUSY) is real: its accounting stays.
