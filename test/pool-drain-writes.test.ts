@@ -10,9 +10,10 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { openStore } from '../src/app/open'
 import { isLogdiskError } from '../src/errors'
+import type { Pool } from '../src/pool/pool'
 import { defaultPolicy, writePolicy } from '../src/policy/policy'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
@@ -23,18 +24,26 @@ const MiB = 1024 * 1024
 const SIZE = 16 * MiB
 const SEG = MiB + 64 * 1024 // one 256-block entry fits, with its table and the reserve
 
-t.test('writes that fill the other volumes during a drain go to the drained volume; the drain stops; nothing is overfilled', async t => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-drain-writes-'))
+/** A store on the simulated disk whose pool starts with `spares` (tmp directories A and C). */
+async function setup (t: Test, name: string, spares: Array<'A' | 'C'>): Promise<{ dir: string, A: string, C: string, sim: SimFileLayer, store: Store, pool: Pool }> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-${name}-`))
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
   const dir = path.join(root, 'store')
   const A = path.join(root, 'A')
   const C = path.join(root, 'C')
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  fs.mkdirSync(path.join(dir, 'segments'))
+  fs.mkdirSync(path.join(dir, 'segments')) // made in the simulated disk; the pool looks at the real one
   writePolicy(dir, { ...defaultPolicy(), 'history.keep': '0' })
-  let { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, [A, C])
+  const { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, spares.map(v => v === 'A' ? A : C))
   t.teardown(() => store.close().catch(() => undefined))
+  return { dir, A, C, sim, store, pool }
+}
+
+t.test('writes that fill the other volumes during a drain go to the drained volume; the drain stops; nothing is overfilled', async t => {
+  const s = await setup(t, 'drain-writes', ['A', 'C'])
+  const { dir, A, C, sim } = s
+  let { store, pool } = s
   pool.add(A, 5 * SEG)
   pool.add(C, 3 * SEG)
   const model = Buffer.alloc(SIZE)
@@ -92,17 +101,7 @@ t.test('a volume the pool took by itself and the user then adds is never given b
   // The flake above began with this: `create --pool A` lists A as a spare, the first segment
   // takes it (the pool's own growth), and `pool add A --capacity 8M` left it marked as taken
   // by the pool; after `pool add C`, the shrink tick drained A onto C.
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-drain-added-'))
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
-  const dir = path.join(root, 'store')
-  const A = path.join(root, 'A')
-  const C = path.join(root, 'C')
-  const sim = new SimFileLayer()
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  fs.mkdirSync(path.join(dir, 'segments'))
-  writePolicy(dir, { ...defaultPolicy(), 'history.keep': '0' })
-  const { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, [A])
-  t.teardown(() => store.close().catch(() => undefined))
+  const { A, C, store, pool } = await setup(t, 'drain-added', ['A'])
   const data = new Rng(1).bytes(2 * MiB)
   await store.write(0, data)
   const volume = (dir: string) => pool.status().volumes.find(v => v.dir === dir)!
