@@ -536,11 +536,19 @@ export class Pool implements SegmentHome {
     // drain runs (place refuses `ahead`), so the loop below never meets one.
     let total = 0
     try {
-      // Before the volume may be released: its removal is durable when this returns.
       await this.store.discardNextSegment()
       total = this.sortedOn(entry.id).length
-      // Until nothing is left: a segment may have been placed there just before the drain began.
-      for (let segments = this.sortedOn(entry.id); segments.length > 0; segments = this.sortedOn(entry.id)) {
+      // Until nothing is left: a segment may have been placed there just before the drain
+      // began, or during the last sync (writes come first).
+      for (;;) {
+        const segments = this.sortedOn(entry.id)
+        if (segments.length === 0) {
+          // Every removal on it durable (the segment made ahead among them) before it is
+          // released: one a power loss undid would be a file of this store on a spare.
+          await this.store.syncVolume(entry.id)
+          if (this.sortedOn(entry.id).length === 0) break
+          continue
+        }
         for (const id of segments) {
           if (this.drainYielded !== undefined) {
             throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: ${this.drainYielded} (no other volume had room); it stays assigned, ${moved} segment(s) moved; add a volume first`)

@@ -94,14 +94,11 @@ export class NextSegment {
     // segment made ahead and makes the same file itself, so it must wait for this removal
     // (take waits for `removal`), not create the file under a making-ahead still running
     // (its truncate(0) would empty the new current segment, and the unlink take it away).
-    const removal = this.removal.then(async () => {
+    this.removal = this.removal.then(async () => {
       const segment = await made.segment
       if (segment !== undefined) await this.removeFiles(segment)
     })
-    // Its failure is the caller's (a drain must not release the volume); later makes and
-    // takes only need it to be over.
-    this.removal = removal.catch(() => undefined)
-    await removal
+    await this.removal
     return true
   }
 
@@ -114,22 +111,17 @@ export class NextSegment {
   }
 
   private remove (segment: Segment): void {
-    this.removal = this.removal.then(() => this.removeFiles(segment)).catch(err => {
-      // Still counted on its volumes (removeFiles vacates only once durable): a drain of one
-      // of them does not release it.
-      this.p.logger.warn({ segment: segment.id, err: (err as Error).message }, 'could not remove the segment made ahead of its roll')
-    })
+    this.removal = this.removal.then(() => this.removeFiles(segment))
   }
 
   private async removeFiles (segment: Segment): Promise<void> {
     const { home, layer } = this.p
     await segment.close().catch(() => undefined)
-    // Synced before the volumes stop counting it: a drain discards it and then releases the
-    // volume to spare, and a removal a crash undid brought the empty segment back on a spare
-    // volume (another store's to take), where recovery took it as this store's current one
-    // (test/pool-model.test.ts found it: "V0 is spare but holds segments 4").
+    // Not synced: a file whose removal a crash undoes is an empty segment past the log's end,
+    // which recovery takes as the current one (or, under a later id's copy, as a stale copy).
+    // A drain that removed it syncs the volume's directory before it releases the volume
+    // (Store.syncVolume): not on a spare volume.
     for (const volume of segment.volumes) await layer.remove(path.join(home.dirOf(volume), segmentFileName(segment.id))).catch(() => undefined)
-    for (const volume of segment.volumes) await layer.syncDir(home.dirOf(volume))
     home.vacated(segment.id, segment.volumes)
   }
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
 import { archivePass, type ArchiveOptions, type ArchiveReport } from './archive-pass'
 import type { ArchiveLink } from './archive-link'
@@ -555,6 +555,21 @@ export class Store {
   discardNextSegment (): Promise<boolean> {
     this.assertOpen()
     return this.p.log.discardNext()
+  }
+
+  /**
+   * Makes every removal of this store's files on `volume` durable (fsync of its directory
+   * there): a drain, before it releases the volume to spare. A removal a power loss undid
+   * would bring a file of this store back on a volume another store may have taken (the
+   * segment made ahead of its roll, removed without a sync, came back as the current one).
+   */
+  async syncVolume (volume: string): Promise<void> {
+    this.assertOpen()
+    try {
+      await this.p.layer.syncDir(this.p.home.dirOf(volume))
+    } catch (err) {
+      if (!isLogdiskError(err, 'NOT_FOUND')) throw err // no directory: nothing of this store there
+    }
   }
 
   relocateSegment (id: number, from: string, to: string): Promise<void> {

@@ -23,7 +23,7 @@ type Op =
   | { kind: 'write', position: number, data: Buffer }
   | { kind: 'truncate', length: number }
 
-export type FaultOp = 'writev' | 'datasync' | 'open'
+export type FaultOp = 'writev' | 'datasync' | 'open' | 'syncDir'
 
 /**
  * Growable bytes whose snapshots share memory. A snapshot freezes the bytes it covers and a
@@ -373,7 +373,7 @@ export class SimFileLayer implements FileLayer {
 
   async syncDir (dir: string): Promise<void> {
     dir = path.normalize(dir)
-    await this.enter(undefined, `fsync ${dir}`)
+    await this.enter('syncDir', `fsync ${dir}`)
     if (!this.dirs.has(dir)) throw errno('ENOENT', `fsync ${dir}`)
     for (const name of [...this.durableNames.keys()]) if (path.dirname(name) === dir) this.durableNames.delete(name)
     for (const [name, f] of this.live) if (path.dirname(name) === dir) this.durableNames.set(name, f)
