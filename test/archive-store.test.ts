@@ -15,7 +15,7 @@ import { applyAssignments, readPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
 import { Store } from '../src/store'
 import { EntryKind } from '../src/store/format'
-import { CLI, canMount, cleanup, must, run, tmpDir, type Run } from './helpers/cli'
+import { CLI, canMount, cleanup, daemonLog, must, run, tmpDir, type Run } from './helpers/cli'
 import { startCeph, type CephGateway } from './helpers/ceph'
 
 // Six end-to-end tests with real mounts and a real S3 gateway: about 150 s on a quiet 2-CPU
@@ -370,7 +370,8 @@ for (const backend of BACKENDS) {
       await t.rejects(fh.read(Buffer.alloc(128 * 1024), 0, 128 * 1024, 0), { code: 'EIO' }, 'reading s1.img where it needs the damaged object is EIO')
       await fh.close()
       t.ok((await readImage(img('current.img'))).equals(CURRENT_IMAGE), 'current.img reads right (it needs no damaged object, and every other archived segment)')
-      const logged = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').split('\n').filter(l => l.includes('I/O error returned to the kernel'))
+      const named = new RegExp(`^(?=.*I/O error returned to the kernel)(?=.*${name.replace(/\./g, '\\.')}).*$`, 'm') // one line with both (the name has dots only)
+      const logged = (await daemonLog(store, named)).split('\n').filter(l => l.includes('I/O error returned to the kernel'))
       t.ok(logged.some(l => l.includes(name)), 'the daemon log names the damaged object', { logged: logged.slice(0, 2) })
       const verify = await ld(b, 'verify', store)
       t.not(verify.code, 0, 'verify fails while the object is damaged')

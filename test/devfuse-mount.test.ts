@@ -6,7 +6,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { CLI, canMount, cleanup, daemonPid, isMounted, logdisk, mountForeground, must, run, tmpDir } from './helpers/cli'
+import { CLI, canMount, cleanup, daemonLog, daemonPid, isMounted, logdisk, mountForeground, must, run, tmpDir } from './helpers/cli'
 
 const skip = canMount()
 const opts = { skip, timeout: 180_000 }
@@ -260,7 +260,7 @@ for (const [how, env] of READING) t.test(`a daemon that crashes while mounted le
   // Reader threads blocked in read(2) would hold the exit: the process kills itself instead
   // (mount.ts) and says so. Polled, nothing blocks: the exit closes /dev/fuse, which ends the
   // connection, and the watchdog detaches the mount.
-  const logged = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8')
+  const logged = await daemonLog(store, env.LOGDISK_FUSE_READERS === '0' ? /injected crash/ : /exiting with the FUSE session/)
   if (env.LOGDISK_FUSE_READERS === '0') t.match(logged, /injected crash/, 'the crash is in the log')
   else t.match(logged, /injected crash[\s\S]*exiting with the FUSE session .* still open/, 'the crash, then the forced exit, are in the log')
   t.equal((await logdisk('mount', store, mnt)).code, 0, 'the store mounts again')

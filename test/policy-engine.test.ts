@@ -7,7 +7,7 @@ import t from 'tap'
 import { PolicyEngine, AUTO_PREFIX } from '../src/policy/engine'
 import { applyAssignments, defaultPolicy, type Policy } from '../src/policy/policy'
 import { Store } from '../src/store'
-import { CLI, canMount, cleanup, logdisk, must, run, tmpDir } from './helpers/cli'
+import { CLI, canMount, cleanup, daemonLog, logdisk, must, run, tmpDir } from './helpers/cli'
 
 const MiB = 1024 * 1024
 
@@ -111,7 +111,7 @@ t.test('a mounted daemon applies snapshot.every and snapshot.keep, and says so i
   const list = JSON.parse((await logdisk('snapshots', store, '--json')).stdout) as Array<{ name: string }>
   t.equal(list.filter(s => s.name.startsWith(AUTO_PREFIX)).length, 2, `2 automatic snapshots kept: ${list.map(s => s.name).join(', ')}`)
   t.equal((await logdisk('unmount', mnt)).code, 0)
-  const log = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8')
+  const log = await daemonLog(store, /retention no longer keeps/)
   t.match(log, /snapshot\.every: took snapshot auto-/, 'the log says it took snapshots')
   t.match(log, /retention no longer keeps/, 'the log says retention deleted snapshots')
 })

@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { Rng } from '../src/testing/rng'
-import { CLI, canMount, cleanup, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
+import { CLI, canMount, cleanup, daemonLog, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
 
 const skip = canMount()
 t.jobs = 3 // the tests share nothing but the machine; much of their time is waiting
@@ -148,7 +148,7 @@ t.test('pool.mode=ask: crossing pool.growAt assigns nothing; status, pool list a
   t.equal(vol(p, B).state, 'spare', 'nothing was assigned')
   const addHint = new RegExp(`crossed pool\\.growAt=0\\.95; add a volume with: logdisk pool add ${store} DIR`)
   t.match(p.warnings.join('\n'), addHint, 'pool list (mounted) warns and says what to run')
-  t.match(fs.readFileSync(path.join(store, 'daemon.log'), 'utf8'), addHint, 'the daemon log says it')
+  t.match(await daemonLog(store, addHint), addHint, 'the daemon log says it')
   const mountedStatus = await logdisk('status', store)
   t.match(mountedStatus.stdout, addHint, 'status (mounted) says it')
 
@@ -234,7 +234,7 @@ t.test('drain under live ext4 writes releases the volume; a second store sharing
   t.equal(vol(released, B).segments, 0, 'no segment of the store is left on B')
   t.same(segFiles(path.join(B, uuidOf(store))), [], 'B holds no segment file of the store')
   t.equal(marker(B).assignedTo, null, 'B\'s marker says spare')
-  const log = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8')
+  const log = await daemonLog(store, /drained and released the pool volume to spare/)
   t.match(log, /draining the emptiest volume/, 'the daemon log says it drained')
   t.match(log, /"moved":[1-9].*drained and released the pool volume to spare/, 'and moved segments off B')
 
@@ -438,7 +438,8 @@ t.test('a read-only pool directory: named in pool list and in the error; other v
   try { head = readAt(img, 0, MiB) } catch (err) { headErr = err as NodeJS.ErrnoException }
   if (headErr) {
     t.equal(headErr.code, 'EIO', 'a read of data on T fails with EIO, not wrong data')
-    t.match(fs.readFileSync(path.join(store, 'daemon.log'), 'utf8'), new RegExp(`"err":"[^"]*${T}/`), 'the daemon log names T\'s directory')
+    const named = new RegExp(`"err":"[^"]*${T}/`)
+    t.match(await daemonLog(store, named), named, 'the daemon log names T\'s directory')
   }
   t.equal(head && sha(head), sha(data.subarray(0, MiB)), 'data on the read-only volume stays readable')
   t.equal((await logdisk('unmount', mnt)).code, 0)
@@ -463,7 +464,8 @@ t.test('a missing pool directory: named in the errors; other volumes readable; b
   await mount(store, mnt)
   fs.renameSync(M, gone)
   t.equal(readErr(), 'EIO', 'a read of data on the missing directory fails with EIO')
-  t.match(fs.readFileSync(path.join(store, 'daemon.log'), 'utf8'), new RegExp(`"err":"[^"]*${M}/[^"]*missing`), 'the daemon log names the directory')
+  const named = new RegExp(`"err":"[^"]*${M}/[^"]*missing`)
+  t.match(await daemonLog(store, named), named, 'the daemon log names the directory')
   const p = await poolList(store)
   t.equal(vol(p, M).state, 'missing', 'pool list says it is missing')
   t.match(p.warnings.join('\n'), new RegExp(`pool volume ${M} is missing`), 'and warns naming it')

@@ -49,6 +49,22 @@ export function tmpDir (name: string): string {
 export const TEST_RUN_MARKER = '.logdisk-test-run'
 
 
+/**
+ * The store's daemon.log once it matches `re` (or as it is after `timeoutMs`): the daemon's
+ * lines reach the file through a pipe and a log-writer process (src/daemon/log-writer.ts), so
+ * a line can land after the reply or exit that follows it. The caller asserts the match.
+ */
+export async function daemonLog (store: string, re: RegExp, timeoutMs = 10_000): Promise<string> {
+  const read = (): string => { try { return fs.readFileSync(path.join(store, 'daemon.log'), 'utf8') } catch { return '' } }
+  const deadline = Date.now() + timeoutMs
+  let text = read()
+  while (!re.test(text) && Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 50))
+    text = read()
+  }
+  return text
+}
+
 export function daemonPid (store: string): number {
   return JSON.parse(fs.readFileSync(path.join(store, 'daemon.json'), 'utf8')).pid
 }
