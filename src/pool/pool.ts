@@ -569,14 +569,14 @@ export class Pool implements SegmentHome {
             this.occupied(id, [to])
             try {
               await this.store.relocateSegment(id, entry.id, to)
-              // Moved without a copy on `to`: the segment made ahead was removed instead, or
-              // a move that crashed after its switch only lost its stale copy.
-              if (!(this.store.volumesOf(id) ?? []).includes(to)) this.vacated(id, [to])
               break
             } catch (err) {
-              // A copy there now (a mirror repair's, BUSY) is real: its accounting stays.
-              if (!(this.store.volumesOf(id) ?? []).includes(to)) this.vacated(id, [to])
               if (!isLogdiskError(err, 'BUSY') || !(this.store.volumesOf(id) ?? []).includes(to)) throw err
+            } finally {
+              // The reservation stays only for a copy the index records there (the one moved,
+              // or a mirror repair's: BUSY). None when the move failed, removed the segment
+              // made ahead instead, or only cleaned up after a move that crashed.
+              if (!(this.store.volumesOf(id) ?? []).includes(to)) this.vacated(id, [to])
             }
           }
           moved++
