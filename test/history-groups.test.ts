@@ -73,3 +73,75 @@ t.test('groups hold at most maxRecords records and every set comes before any de
   t.equal(sets, second.history.length, 'every version set once')
   t.equal(deletes, second.historyDeletes.length, 'every freed version deleted once')
 })
+
+/**
+ * IndexDb.commit's `committedThrough`: records of entries after the last checkpoint that only
+ * gain versions are written without a read. The rows must be the same as with reads: also when
+ * such a record falls in two groups (the second must read what the first wrote), when a commit
+ * failed part way and the same versions are committed again (IndexWriter's retry), and when the
+ * next batch frees versions of those records.
+ */
+async function rowsUnread (list: IndexBatch[], chunkOps: number, failAfterWrites?: number): Promise<{ rows: string[], reads: number }> {
+  let writes = 0
+  let reads = 0
+  let failing = failAfterWrites !== undefined
+  const gate = async (label: string): Promise<void> => {
+    if (label === 'index.read') reads++
+    if (label === 'index.commit' && failing && ++writes > failAfterWrites!) { failing = false; throw new Error('disk full') }
+  }
+  const db = await IndexDb.openLevel(new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' }) as unknown as LevelDb, gate)
+  let through = 0
+  reads = 0 // opening read the index too
+  for (const b of list) {
+    const seq = through + 100 // past every seq the batch holds
+    const tried = await db.commit(b, { seq, position: 0, timeMs: 0 }, chunkOps, through).then(() => 'ok', (err: Error) => err.message)
+    if (tried !== 'ok') await db.commit(b, { seq, position: 0, timeMs: 0 }, chunkOps, through) // tried again whole, as after a failure
+    through = seq
+  }
+  const commitReads = reads
+  const rows: string[] = []
+  for await (const [k, v] of db.dump()) if (k[0] !== 0x63) rows.push(`${k.toString('hex')}=${v.toString('hex')}`) // not the checkpoint
+  await db.close()
+  return { rows, reads: commitReads }
+}
+
+t.test('records of new entries written without a read give the same rows', async t => {
+  const withoutCheckpoint = (rows: string[]): string[] => rows.filter(r => !r.startsWith('63'))
+  for (const seed of [1, 2, 3]) {
+    const one = withoutCheckpoint(await rowsAfter(batches(new Rng(seed)), 1 << 20))
+    for (const chunkOps of [1, 2, 7, 1 << 20]) {
+      for (const failAfterWrites of [undefined, 0, 1, 3]) {
+        const got = await rowsUnread(batches(new Rng(seed)), chunkOps, failAfterWrites)
+        t.same(got.rows, one, `seed ${seed}, groups of ${chunkOps} records${failAfterWrites !== undefined ? `, the first try failed after ${failAfterWrites} writes` : ''}`)
+      }
+    }
+  }
+})
+
+t.test('a batch of new entries only is committed without reading the index', async t => {
+  const batch = new IndexBatch()
+  for (let seq = 1; seq <= 200; seq++) batch.addBlock((seq * 7919) % (40 * CHUNK_BLOCKS), seq, seq * 8192, seq)
+  t.equal((await rowsUnread([batch], 1 << 20)).reads, 0, 'no record read')
+  const moved = new IndexBatch()
+  moved.addBlock(7919, 1, 1e9, 1) // a move keeps the version's seq (1): its record is there
+  const both = await rowsUnread([batch, moved], 1 << 20)
+  t.equal(both.reads, 1, 'the move reads its record')
+  t.ok(both.rows.length > 0)
+})
+
+t.test('a record of a new entry that only loses versions is read, so the loss reaches the index', async t => {
+  // Its sets went in by an earlier try (a commit that failed after writing them); this batch
+  // only frees one: were it taken as new, nothing would be read, nothing written, and the
+  // freed version would stay.
+  const db = await IndexDb.openLevel(new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' }) as unknown as LevelDb)
+  const sets = new IndexBatch()
+  sets.addBlock(3, 5, 8192, 1)
+  sets.addBlock(4, 5, 12288, 2)
+  await db.commit(sets, { seq: 5, position: 0, timeMs: 0 })
+  const frees = new IndexBatch()
+  frees.historyDeletes.push2(3, 5)
+  await db.commit(frees, { seq: 6, position: 0, timeMs: 0 }, undefined, 0)
+  t.same(await db.versionAt(3, 5), undefined, 'the freed version is gone')
+  t.same((await db.versionAt(4, 5))?.position, 12288, 'the other version is kept')
+  await db.close()
+})

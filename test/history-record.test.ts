@@ -98,10 +98,17 @@ async function collect (db: IndexDb, from = 0): Promise<Array<[number, number, n
 }
 
 /** Random entries as the store makes them: writes and trims of a range, moves and frees of single versions. */
-async function drive (rng: Rng, db: IndexDb, model: Model, blocks: number, commits: number, chunkOps: number): Promise<number> {
+/**
+ * `unreadNew`: each commit is told the seq the one before covered (IndexDb.commit's
+ * `committedThrough`, as IndexWriter does), so records of entries after it that only gain
+ * versions are written without being read; moves and frees here also reach versions of the
+ * same batch, whose records it must then read.
+ */
+async function drive (rng: Rng, db: IndexDb, model: Model, blocks: number, commits: number, chunkOps: number, unreadNew = false): Promise<number> {
   let seq = 0
   let position = 4096
   for (let c = 0; c < commits; c++) {
+    const committed = seq
     const batch = new IndexBatch()
     for (let e = 0, n = 1 + rng.int(30); e < n; e++) {
       const kind = rng.int(10)
@@ -127,7 +134,7 @@ async function drive (rng: Rng, db: IndexDb, model: Model, blocks: number, commi
         }
       }
     }
-    await db.commit(batch, { seq, position, timeMs: c }, chunkOps)
+    await db.commit(batch, { seq, position, timeMs: c }, chunkOps, unreadNew ? committed : undefined)
   }
   return seq
 }
@@ -174,13 +181,13 @@ async function checkAgainst (t: Test, db: IndexDb, model: Model, blocks: number,
 t.test('commits of writes, trims, moves and frees read back as the model, at every cut', async t => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-records-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  for (const seed of [1, 2, 3]) {
+  for (const [seed, unreadNew] of [[1, false], [2, false], [3, false], [1, true], [4, true], [5, true]] as const) {
     const rng = new Rng(seed)
-    const db = await IndexDb.open(path.join(dir, `db-${seed}`))
+    const db = await IndexDb.open(path.join(dir, `db-${seed}-${unreadNew}`))
     const model = new Model()
     const blocks = 700
-    const lastSeq = await drive(rng, db, model, blocks, 25, seed === 1 ? 3 : 8192)
-    await checkAgainst(t, db, model, blocks, lastSeq, rng, `seed ${seed}`)
+    const lastSeq = await drive(rng, db, model, blocks, 25, seed === 1 ? 3 : 8192, unreadNew)
+    await checkAgainst(t, db, model, blocks, lastSeq, rng, `seed ${seed}${unreadNew ? ', new records unread' : ''}`)
     let rows = 0
     for await (const _ of dbRows(db, RECORD_PREFIX)) rows++
     t.ok(rows > 0 && rows < model.rows().length, `seed ${seed}: ${rows} records hold ${model.rows().length} versions`)

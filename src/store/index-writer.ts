@@ -73,7 +73,7 @@ export class IndexWriter implements IndexPart {
         // (simulation seed 16400036).
         for (const id of batch.segments.keys()) batch.segments.set(id, this.p.segments.recordOf(id))
         const synced = Date.now()
-        await this.p.db.commit(batch, cp, this.p.opts.indexCommitChunkOps)
+        await this.p.db.commit(batch, cp, this.p.opts.indexCommitChunkOps, this.last.seq)
         this.last = cp
         this.p.logger.debug?.({ versions: batch.history.length, syncMs: synced - started, commitMs: Date.now() - synced }, 'checkpoint')
       } catch (err) {
