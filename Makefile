@@ -21,6 +21,7 @@ node_modules/.installed: package.json package-lock.json
 
 build: deps
 	npx tsc -p .
+	@node scripts/build-native.mjs
 	@chmod +x dist/src/cli/main.js
 
 # Creates a store in ./data unless there is one (SIZE=1G by default) and mounts it at ./mnt.
@@ -73,4 +74,4 @@ bench: build
 	node bench/replication.mjs
 
 clean:
-	rm -rf dist .tap
+	rm -rf dist build .tap

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { LogdiskError, fromSystemError } from '../errors'
+import { dropCachedPages } from './page-cache'
 
 /**
  * The seam between the store and the disk. The store reaches segment files only through this
@@ -22,6 +23,12 @@ export interface FileHandle {
   writevNow?: (buffers: Buffer[], position: number) => void
   writev (buffers: Buffer[], position: number): Promise<void>
   datasync (): Promise<void>
+  /**
+   * Drops the file's clean pages from the page cache (advisory: no byte changes, never
+   * throws). Optional: a layer without it keeps them. The log calls it for a sealed segment
+   * once it is fdatasync'd (LogAppender.syncAll).
+   */
+  dropCache?: () => Promise<void>
   truncate (length: number): Promise<void>
   size (): Promise<number>
   close (): Promise<void>
@@ -128,6 +135,10 @@ class NodeFileHandle implements FileHandle {
 
   datasync (): Promise<void> {
     return call(`fdatasync ${this.file}`, cb => fs.fdatasync(this.fd, err => cb(err, undefined)))
+  }
+
+  async dropCache (): Promise<void> {
+    await dropCachedPages(this.fd)
   }
 
   truncate (length: number): Promise<void> {

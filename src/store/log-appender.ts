@@ -684,7 +684,14 @@ export class LogAppender implements LogPart {
       while (this.unsyncedSealed.length > 0) {
         const oldest = this.unsyncedSealed[0]
         await oldest.sync() // a flush and a checkpoint may both be here: each waits, one removes
-        if (this.unsyncedSealed[0] === oldest) this.unsyncedSealed.shift()
+        if (this.unsyncedSealed[0] === oldest) {
+          this.unsyncedSealed.shift()
+          // Its pages are clean copies of the disk now: back to the kernel while they are hot,
+          // so the next segment's appends reuse them instead of touching pages the VM's host
+          // took back (native-notes/page-cache.md: 419 -> 1357-1497 MiB/s in a plain test).
+          // Not awaited: the flush does not wait for advice.
+          void oldest.dropCache()
+        }
       }
       await this.current.sync()
     } catch (err) {

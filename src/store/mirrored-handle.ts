@@ -179,6 +179,11 @@ export class MirroredHandle implements FileHandle {
     return this.onEvery('fdatasync', h => h.datasync())
   }
 
+  /** Every copy's (advisory: copies without it, or failing, are left as they are). */
+  async dropCache (): Promise<void> {
+    await Promise.allSettled(this.copies.map(c => c.handle.dropCache?.()))
+  }
+
   truncate (length: number): Promise<void> {
     return this.onEvery('truncate', h => h.truncate(length))
   }

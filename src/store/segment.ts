@@ -167,6 +167,15 @@ export class Segment {
     }
   }
 
+  /**
+   * Drops the file's pages from the page cache once it is synced (advisory, never throws):
+   * a no-op while a write since the last sync is not yet durable, since only clean pages go.
+   */
+  async dropCache (): Promise<void> {
+    if (this.unsynced || this.syncing !== undefined || this.handle.dropCache === undefined) return
+    await this.handle.dropCache().catch(() => undefined)
+  }
+
   async sync (): Promise<void> {
     // A datasync already running (a checkpoint's, outside the append lock) clears `unsynced`
     // before it is done and may yet fail: wait for it, then sync if still needed (or fail,

@@ -79,6 +79,9 @@ export class WritebackGuard {
       read: (buf, bufOffset, length, position) => h.read(buf, bufOffset, length, position),
       ...(h.readNow ? { readNow: h.readNow.bind(h) } : {}),
       ...(h.writevNow ? { writevNow: h.writevNow.bind(h) } : {}),
+      // Not once a write-back of the file failed: its lost writes live on in the page cache
+      // alone, and reads must keep seeing them until the store is opened again.
+      ...(h.dropCache ? { dropCache: async () => { if (!this.failures.has(file)) await h.dropCache!() } } : {}),
       writev: (buffers, position) => h.writev(buffers, position),
       datasync,
       truncate,

@@ -1,0 +1,80 @@
+/*
+ * page-cache.node: posix_fadvise(POSIX_FADV_DONTNEED) for Node, which has no binding for it.
+ *
+ * Why: a log writes every version to fresh page-cache pages. On a VM whose balloon reports
+ * free memory to the host, a page the guest has not used lately costs a host fault on first
+ * touch, and the copy into it was a third of the daemon's time under sequential writes. Once
+ * a sealed segment is fdatasync'd its pages are clean copies of what is on disk; dropping them
+ * puts them back on the free lists while they are hot, and the next segment's writes reuse
+ * them (measured: 3 GiB in 1 MiB writes into 64 MiB files, 419 MiB/s with an fdatasync per
+ * file, 1357-1497 MiB/s with an fdatasync and this per file; native-notes/page-cache.md).
+ *
+ * dropCache(fd, offset, length, callback): runs on the libuv thread pool; callback(errno)
+ * with 0 on success. Advisory: it never changes a byte of the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <node_api.h>
+
+typedef struct {
+  int fd;
+  int64_t offset;
+  int64_t length;
+  int result;
+  napi_ref callback;
+  napi_async_work work;
+} Drop;
+
+static void run (napi_env env, void *data) {
+  Drop *d = data;
+  (void)env;
+  d->result = posix_fadvise(d->fd, (off_t)d->offset, (off_t)d->length, POSIX_FADV_DONTNEED);
+}
+
+static void done (napi_env env, napi_status status, void *data) {
+  Drop *d = data;
+  napi_value cb, global, arg;
+  napi_get_reference_value(env, d->callback, &cb);
+  napi_get_global(env, &global);
+  napi_create_int32(env, status == napi_ok ? d->result : ECANCELED, &arg);
+  napi_call_function(env, global, cb, 1, &arg, NULL);
+  napi_delete_reference(env, d->callback);
+  napi_delete_async_work(env, d->work);
+  free(d);
+}
+
+static napi_value drop_cache (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], name;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "dropCache(fd, offset, length, callback)");
+    return NULL;
+  }
+  Drop *d = calloc(1, sizeof *d);
+  if (d == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, argv[0], &d->fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &d->offset) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &d->length) != napi_ok) {
+    free(d);
+    napi_throw_type_error(env, NULL, "dropCache: fd, offset and length must be numbers");
+    return NULL;
+  }
+  napi_create_reference(env, argv[3], 1, &d->callback);
+  napi_create_string_utf8(env, "logdisk.dropCache", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, run, done, d, &d->work);
+  napi_queue_async_work(env, d->work);
+  return NULL;
+}
+
+NAPI_MODULE_INIT () {
+  napi_value fn;
+  napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn);
+  napi_set_named_property(env, exports, "dropCache", fn);
+  return exports;
+}

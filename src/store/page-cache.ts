@@ -1,0 +1,37 @@
+import path from 'node:path'
+
+/**
+ * Dropping a file's clean pages from the page cache (posix_fadvise POSIX_FADV_DONTNEED),
+ * through the small addon in native/page-cache.c: Node has no binding for it. Built by `make
+ * build` (scripts/build-native.mjs) when a C compiler is there; without it nothing is dropped
+ * and everything works as before, only slower under sequential writes on a VM whose balloon
+ * reports free memory to the host (native-notes/page-cache.md has the measurements).
+ */
+interface Addon { dropCache: (fd: number, offset: number, length: number, done: (errno: number) => void) => void }
+
+/** Where scripts/build-native.mjs puts the addon: <package>/build/page-cache.node. */
+export const PAGE_CACHE_ADDON = path.join(__dirname, '..', '..', '..', 'build', 'page-cache.node')
+
+function load (): Addon | undefined {
+  if (process.platform !== 'linux' || process.env.LOGDISK_KEEP_PAGE_CACHE === '1') return undefined
+  try {
+    return require(PAGE_CACHE_ADDON) as Addon
+  } catch {
+    return undefined
+  }
+}
+
+const addon = load()
+
+/** Whether dropCachedPages does anything here (the addon is built and loaded). */
+export const canDropCachedPages = addon !== undefined
+
+/**
+ * Asks the kernel to drop the cached pages of `fd` (the whole file: `length` 0). Advisory: it
+ * changes no byte, dirty pages are not dropped (only clean ones), and a failure is only
+ * reported back (the errno), never thrown. Runs on the libuv thread pool.
+ */
+export function dropCachedPages (fd: number, offset = 0, length = 0): Promise<number> {
+  if (addon === undefined) return Promise.resolve(0)
+  return new Promise(resolve => { addon.dropCache(fd, offset, length, resolve) })
+}
