@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { startHeapTrim } from './heap-trim'
 import { startMemorySampler } from './memory-sampler'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
@@ -51,6 +52,7 @@ export interface DaemonOptions {
 
 export async function runDaemon (storeDir: string, mountpoint: string, log: Logger, onReady: (info: DaemonInfo) => void, opts: DaemonOptions = {}): Promise<void> {
   startMemorySampler() // LOGDISK_MEMORY_SAMPLE=<file>: a diagnostic, off by default
+  startHeapTrim() // freed heap memory back to the system every 2 s (LOGDISK_HEAP_TRIM_MS)
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
   const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })

@@ -7,7 +7,10 @@ import path from 'node:path'
  * and everything works as before, only slower under sequential writes on a VM whose balloon
  * reports free memory to the host (native-notes/page-cache.md has the measurements).
  */
-interface Addon { dropCache: (fd: number, offset: number, length: number, done: (errno: number) => void) => void }
+interface Addon {
+  dropCache: (fd: number, offset: number, length: number, done: (errno: number) => void) => void
+  trimHeap?: (done: (released: number) => void) => void
+}
 
 /** Where scripts/build-native.mjs puts the addon: <package>/build/page-cache.node. */
 export const PAGE_CACHE_ADDON = path.join(__dirname, '..', '..', '..', 'build', 'page-cache.node')
@@ -34,4 +37,15 @@ export const canDropCachedPages = addon !== undefined
 export function dropCachedPages (fd: number, offset = 0, length = 0): Promise<number> {
   if (addon === undefined) return Promise.resolve(0)
   return new Promise(resolve => { addon.dropCache(fd, offset, length, resolve) })
+}
+
+/**
+ * glibc's malloc_trim(0) on the thread pool: freed heap memory goes back to the system.
+ * Resolves whether any did; false without the addon (or an addon built before it had this).
+ * A process concern: the daemon calls it (src/daemon/heap-trim.ts), the store never does.
+ */
+export function trimHeap (): Promise<boolean> {
+  const trim = addon?.trimHeap
+  if (trim === undefined) return Promise.resolve(false)
+  return new Promise(resolve => { trim(released => resolve(released === 1)) })
 }
