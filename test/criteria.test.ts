@@ -14,7 +14,17 @@ const SIZE = 16 << 20
 interface Sidecar { kind: string, criteria: string, snapshot: string, seq: number, base: { snapshot: string, seq: number } | null, blockBytes: number, startBlock: number, endBlock: number, blocks: number, ranges: Array<[number, number]> }
 
 async function withStore<T> (dir: string, fn: (s: Store) => Promise<T>): Promise<T> {
-  const s = (await openStore(dir, { checkpointIntervalMs: 0 })).store
+  // A detached background copy records its run (waitForRun) a moment before it closes the
+  // store: wait for its lock as the CLI's --wait does (5 s by default), instead of failing.
+  let s: Store | undefined
+  for (const deadline = Date.now() + 15_000; s === undefined;) {
+    try {
+      s = (await openStore(dir, { checkpointIntervalMs: 0 })).store
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'STORE_LOCKED' || Date.now() > deadline) throw err
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
   try {
     return await fn(s)
   } finally {
