@@ -3,7 +3,7 @@
 // keeps only the needed versions' positions (sorted); liveDetails, a second walk, gives the
 // block, seq and CRC of those a filter chooses, in the same position order.
 import t from 'tap'
-import { analyzeVersions, anyLiveIn, liveDetails, type Judgement } from '../src/store/compaction'
+import { analyzeVersions, anyLiveIn, deadVersionBatches, liveDetails, type Judgement } from '../src/store/compaction'
 import { Rng } from '../src/testing/rng'
 
 type Version = [block: number, seq: number, position: number, crc: number]
@@ -64,8 +64,31 @@ t.test('needed positions, dead versions and the details of chosen versions match
     const wantPositions = want.live.filter(v => v[2] >= 0).map(v => v[2]).sort((a, b) => a - b)
     t.same([...got.live.positions], wantPositions, `round ${round}: needed positions`)
     t.same([...got.liveTrims].sort((a, b) => a - b), want.live.filter(v => v[2] < 0).map(v => v[1]).sort((a, b) => a - b), `round ${round}: needed trims`)
-    const dead: number[] = got.dead.toArray()
+    const dead: number[] = got.dead!.toArray()
     t.same(dead, want.dead.flat(), `round ${round}: dead versions, in index order`)
+    t.equal(got.deadCount, want.dead.length, `round ${round}: dead count`)
+
+    // Keeping at most a few: the list is dropped past that, the count and horizon stay; the
+    // second walk hands the same versions over in batches, each taken before the walk goes on.
+    const keep = rng.range(0, 6)
+    const capped = await analyzeVersions(walk(versions, rng), j, keep)
+    t.equal(capped.dead === undefined, want.dead.length > keep, `round ${round}: list kept only up to ${keep}`)
+    t.equal(capped.deadCount, want.dead.length, `round ${round}: capped count`)
+    t.equal(capped.horizon, got.horizon, `round ${round}: capped horizon`)
+    const batch = rng.range(1, 8)
+    const batches: number[][] = []
+    let taking = false
+    const found = await deadVersionBatches(walk(versions, rng), j, batch, async list => {
+      t.notOk(taking, 'one batch at a time')
+      taking = true
+      await new Promise(resolve => setImmediate(resolve))
+      batches.push(list.toArray())
+      taking = false
+    })
+    t.equal(found, want.dead.length, `round ${round}: second walk's count`)
+    t.same(batches.flat(), want.dead.flat(), `round ${round}: second walk's dead versions, in index order`)
+    // A batch ends after the index read that filled it (walk yields at most 19 versions).
+    t.ok(batches.every(b => b.length > 0 && b.length / 2 < batch + 20), `round ${round}: batches of ${batch} or a read more`)
     for (const p of wantPositions.slice(0, 5)) t.ok(anyLiveIn(got.live, p, p + 1), `round ${round}: position ${p} is live`)
 
     // Details of the versions in every other 16 KiB of the log.

@@ -19,6 +19,12 @@ export interface OpenOptions {
    * simulation makes it small so that its small writes run several writevs of a group at once.
    */
   writevMaxBytes?: number
+  /**
+   * Dead versions a compaction holds at once (default COMPACTION_DEAD_BATCH, compaction-pass.ts):
+   * past that it stages and commits their removal from the index a batch at a time. The
+   * simulation makes it small.
+   */
+  compactionDeadBatch?: number
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */

@@ -5,6 +5,7 @@ import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
 import { segmentFileName } from '../store/format'
 import { UNFLUSHED } from '../store/recovery'
+import type { CompactionReport } from '../store/compaction'
 import type { Logger } from '../store/logger'
 import { Rng } from './rng'
 import { SimArchive } from './sim-archive'
@@ -58,6 +59,12 @@ export interface SimulationOptions {
   segmentBlocks?: number
   /** The store's writevMaxBytes (small: the writevs of a group commit run at once). */
   writevMaxBytes?: number
+  /**
+   * The store's compactionDeadBatch: small, a compaction that finds more dead versions walks
+   * the history a second time and commits their removal a few at a time, with every other
+   * activity and power loss landing between the batches.
+   */
+  compactionDeadBatch?: number
   /** Power losses keep any mix of unsynced pages (SimFileLayer.crash `pages`), not a prefix. */
   crashPages?: boolean
   /**
@@ -156,7 +163,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
   const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
-  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
@@ -187,7 +194,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     retainFrom: replicating ? () => gate : undefined,
     maxOpenSegments,
     savedBlockMap: opts.savedMap ?? true,
-    writevMaxBytes: opts.writevMaxBytes
+    writevMaxBytes: opts.writevMaxBytes,
+    compactionDeadBatch: opts.compactionDeadBatch
   })
   // A restore may be refused only without backing storage, and only for a point that has
   // been outside the history window (snapshots never).
@@ -348,22 +356,23 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         } else if (r < 0.83) {
           const mode = rng.int(4)
+          const freedInBatches = (report: CompactionReport): void => { if (report.freeBatches > 0) count('compaction freed versions in batches') }
           const snaps = s.snapshots()
           try {
             if (mode === 0) {
               count('compact into baseline')
               log('compact into baseline')
-              await s.compactIntoBaseline()
+              freedInBatches((await s.compactIntoBaseline()).compaction)
             } else if (mode === 1 && snaps.length > 0) {
               const snap = snaps[rng.int(snaps.length)].name
               count('compact snapshot')
               log(`compact snapshot ${snap}`)
-              await s.compact({ snapshot: snap })
+              freedInBatches(await s.compact({ snapshot: snap }))
             } else {
               const cleanBelow = [0, 0.2, 0.5, 0.9][rng.int(4)]
               count('compact')
               log(`compact cleanBelow ${cleanBelow}`)
-              await s.compact({ cleanBelow })
+              freedInBatches(await s.compact({ cleanBelow }))
             }
           } catch (err) {
             if (!allowed(err, 'BUSY', 'NOT_FOUND')) unexpected('compact', err)
