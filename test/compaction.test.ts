@@ -70,11 +70,12 @@ async function historyRows (store: Store): Promise<number[]> {
 t.test('a compaction that finds more dead versions than it holds frees them in batches, with the same result', async t => {
   // The same writes into two stores; one holds every dead version at once (the default
   // batch), the other at most 100 (a second walk commits them 100 or a read more at a time).
-  const results: Array<{ report: Awaited<ReturnType<Store['compact']>>, rows: number[], snap: Buffer, current: Buffer }> = []
+  const results: Array<{ report: Awaited<ReturnType<Store['compact']>>, rows: number[], snap: Buffer, current: Buffer, reclaims: number }> = []
   for (const compactionDeadBatch of [undefined, 100]) {
     const dir = tmp(t)
     await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 2 * MiB })
-    const store = await Store.open(dir, { ...NO_WINDOW, compactionDeadBatch })
+    let reclaims = 0
+    const store = await Store.open(dir, { ...NO_WINDOW, compactionDeadBatch, reclaimMemory: () => { reclaims++ } })
     for (let pass = 0; pass < 6; pass++) {
       for (let off = 0; off < 16 * MiB; off += MiB) await store.write(off, pattern(pass * 100 + off / MiB, MiB))
       for (let i = 0; i < 40; i++) await store.write(((pass * 37 + i * 11) % 4096) * 4096, pattern(pass * 1000 + i, 4096))
@@ -82,7 +83,7 @@ t.test('a compaction that finds more dead versions than it holds frees them in b
     }
     await store.flush()
     const report = await store.compact({ cleanBelow: 0 })
-    results.push({ report, rows: await historyRows(store), snap: await store.readSnapshot('mid', 0, 16 * MiB), current: await store.read(0, 16 * MiB) })
+    results.push({ report, rows: await historyRows(store), snap: await store.readSnapshot('mid', 0, 16 * MiB), current: await store.read(0, 16 * MiB), reclaims })
     t.ok((await store.verify()).ok, `batch ${compactionDeadBatch ?? 'default'}: verify is clean`)
     await store.close()
     // The removals survive a reopen (the pass's last commit is durable).
@@ -95,6 +96,9 @@ t.test('a compaction that finds more dead versions than it holds frees them in b
   t.equal(held.report.freeBatches, 0, 'held at once: no commit of its own')
   t.ok(batched.report.freeBatches >= 5, `${batched.report.freeBatches} commits of dead versions on the way`)
   t.equal(batched.report.versionsFreed, held.report.versionsFreed, 'the same versions freed')
+  // The host may collect garbage after the walk, after each batch and at the end (reclaimMemory).
+  t.equal(held.reclaims, 2, 'held at once: the host was offered to reclaim memory after the walk and at the end')
+  t.equal(batched.reclaims, batched.report.freeBatches + 2, 'batched: also after each batch')
   t.equal(batched.report.bytesPunched, held.report.bytesPunched, 'the same bytes punched')
   t.same(batched.rows, held.rows, 'the same versions left in the index')
   t.ok(batched.current.equals(held.current) && batched.snap.equals(held.snap), 'the current image and the snapshot read the same')

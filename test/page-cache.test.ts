@@ -5,7 +5,7 @@ import path from 'node:path'
 import t from 'tap'
 import type { FileHandle, FileLayer } from '../src/store/file-layer'
 import { canDropCachedPages, PAGE_CACHE_ADDON } from '../src/store/page-cache'
-import { startHeapTrim } from '../src/daemon/heap-trim'
+import { passMemoryReclaimer, startHeapTrim } from '../src/daemon/heap-trim'
 import { Store } from '../src/store/store'
 import { WritebackGuard } from '../src/store/writeback-guard'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
@@ -111,4 +111,31 @@ t.test('trimHeap gives freed heap memory back to the system (the daemon calls it
   t.ok(got.before - got.after > 80, `resident ${Math.round(got.before)} -> ${Math.round(got.after)} MiB`)
   t.equal(typeof startHeapTrim({ LOGDISK_HEAP_TRIM_MS: '0' }), 'function', 'LOGDISK_HEAP_TRIM_MS=0: no timer, a stop function all the same')
   startHeapTrim({ LOGDISK_HEAP_TRIM_MS: '50' })() // started and stopped
+})
+
+t.test('the daemon collects garbage between the steps of a pass once the heap grew by LOGDISK_PASS_GC_MIB', async t => {
+  t.equal(passMemoryReclaimer({ LOGDISK_PASS_GC_MIB: '0' }), undefined, 'LOGDISK_PASS_GC_MIB=0: off')
+  // In a child: a collection runs (a dropped object's WeakRef is cleared) once 40 MiB were
+  // allocated since the last, and not for 4 MiB more (under 16). WeakRefs clear only after the
+  // job that made them, hence the turns of the event loop.
+  const mod = path.join(__dirname, '..', 'src', 'daemon', 'heap-trim.js')
+  const script = `
+    const { passMemoryReclaimer } = require(${JSON.stringify(mod)})
+    const reclaim = passMemoryReclaimer({})
+    const turn = () => new Promise(resolve => setImmediate(resolve))
+    const dropped = mib => { const junk = []; for (let i = 0; i < mib; i++) junk.push(Buffer.alloc(1048576, 1)); return new WeakRef(junk) }
+    ;(async () => {
+      const big = dropped(40)
+      await turn()
+      reclaim()
+      await turn()
+      const small = dropped(4)
+      await turn()
+      reclaim()
+      await turn()
+      process.stdout.write(JSON.stringify({ bigCollected: big.deref() === undefined, smallCollected: small.deref() === undefined }))
+    })()`
+  const got = JSON.parse(execFileSync(process.execPath, ['-e', script], { timeout: 60_000 }).toString()) as { bigCollected: boolean, smallCollected: boolean }
+  t.equal(got.bigCollected, true, '40 MiB allocated since the last: collected')
+  t.equal(got.smallCollected, false, '4 MiB more: not worth a collection')
 })

@@ -1,5 +1,5 @@
 import fs from 'node:fs'
-import { startHeapTrim } from './heap-trim'
+import { passMemoryReclaimer, startHeapTrim } from './heap-trim'
 import { startMemorySampler } from './memory-sampler'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
@@ -55,7 +55,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   startHeapTrim() // freed heap memory back to the system every 2 s (LOGDISK_HEAP_TRIM_MS)
   const faults = new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
   if (faults.size > 0) log.warn({ faults: [...faults] }, 'fault injection is on (LOGDISK_FAULTS)')
-  const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults })
+  const { store, pool } = await openStore(storeDir, { logger: log, holder: `logdisk mount ${mountpoint}`, faults, reclaimMemory: passMemoryReclaimer() })
   if (store.recovery.cut) log.warn(store.recovery.cut, 'recovered: a torn log tail was cut')
   // Metrics are always counted (the stats file, status rates); served over HTTP only if asked.
   const metrics = new DaemonMetrics(store, pool, { mountpoint })

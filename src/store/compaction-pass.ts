@@ -53,6 +53,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // With backing storage no version leaves the index: none is kept, only counted.
   const keepDead = p.opts.archive ? 0 : p.opts.compactionDeadBatch ?? COMPACTION_DEAD_BATCH
   let analysis = await analyzeVersions(db.historyBatches(), judged, keepDead)
+  p.opts.reclaimMemory?.()
 
   // 1. Clean mostly-dead sealed segments: move their live versions to the head.
   const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
@@ -63,6 +64,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     // judgement again, kept for the chosen segments alone.
     const chosen = new Set(toClean)
     const moving = await liveDetails(db.historyBatches(), judged, position => chosen.has(Math.floor(position / S)))
+    p.opts.reclaimMemory?.()
     try {
       for (const id of toClean) {
         const lo = firstLiveAtOrAfter(moving, id * S)
@@ -87,6 +89,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       fence = await lifeCycle.takeFence()
       judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
       analysis = await analyzeVersions(db.historyBatches(), judged, keepDead)
+      p.opts.reclaimMemory?.()
     }
   }
   // Without backing storage, freeing dead versions gives up the points that read them:
@@ -244,6 +247,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     p.home.vacated(id, volumes)
   }
   onProgress?.(done, Math.max(total, done))
+  p.opts.reclaimMemory?.()
   report.durationMs = Date.now() - started
   p.logger.info(report, 'compacted')
   return report
@@ -271,6 +275,7 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
     p.index.batch.historyDeletes.takeAll(dead)
     await p.index.commitStaged()
     commits++
+    p.opts.reclaimMemory?.()
   })
   if (found !== analysis.deadCount) throw new LogdiskError('IO', `internal: compaction found ${found} dead versions on its second walk, ${analysis.deadCount} on its first`)
   return commits

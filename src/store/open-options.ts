@@ -25,6 +25,14 @@ export interface OpenOptions {
    * simulation makes it small.
    */
   compactionDeadBatch?: number
+  /**
+   * Called by compaction between its big steps (after each walk of the whole history, after
+   * each batch of freed versions, at its end): the host may collect garbage there. The walks
+   * and index commits of one pass after fast writes leave tens of MiB of short-lived buffers
+   * that V8 only collects when it sees fit. The store itself never forces a collection; the
+   * daemon does (src/daemon/heap-trim.ts).
+   */
+  reclaimMemory?: () => void
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */
