@@ -1,7 +1,7 @@
 import { pack } from 'msgpackr'
 import { LogdiskError, fromSystemError } from '../errors'
 import { writeConfig } from './config'
-import { crc32c } from './crc'
+import { blockCrcs } from './crc'
 import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from './entry'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
@@ -82,13 +82,6 @@ function writeNow (writevNow: (buffers: Buffer[], position: number) => void, par
 /** Bytes of writevs started and not landed yet: they lie right after the tail. */
 function bytesOf (flights: Flight[]): number {
   return flights.reduce((n, f) => n + f.bytes, 0)
-}
-
-/** The CRC32C of each of the first `count` blocks of `data`. */
-function blockCrcs (data: Buffer, count: number, B: number): Uint32Array {
-  const crcs = new Uint32Array(count)
-  for (let i = 0; i < count; i++) crcs[i] = crc32c(data.subarray(i * B, (i + 1) * B))
-  return crcs
 }
 
 /**

@@ -1,4 +1,4 @@
-import path from 'node:path'
+import { addonPath, loadAddon } from './native-addon'
 
 /**
  * Dropping a file's clean pages from the page cache (posix_fadvise POSIX_FADV_DONTNEED),
@@ -13,18 +13,9 @@ interface Addon {
 }
 
 /** Where scripts/build-native.mjs puts the addon: <package>/build/page-cache.node. */
-export const PAGE_CACHE_ADDON = path.join(__dirname, '..', '..', '..', 'build', 'page-cache.node')
+export const PAGE_CACHE_ADDON = addonPath('page-cache')
 
-function load (): Addon | undefined {
-  if (process.platform !== 'linux' || process.env.LOGDISK_KEEP_PAGE_CACHE === '1') return undefined
-  try {
-    return require(PAGE_CACHE_ADDON) as Addon
-  } catch {
-    return undefined
-  }
-}
-
-const addon = load()
+const addon = process.env.LOGDISK_KEEP_PAGE_CACHE === '1' ? undefined : loadAddon<Addon>('page-cache')
 
 /** Whether dropCachedPages does anything here (the addon is built and loaded). */
 export const canDropCachedPages = addon !== undefined

@@ -1,6 +1,8 @@
 import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../../store/logger'
+import { fastBlockCrcs } from '../../store/crc'
+import { addonPath } from '../../store/native-addon'
 import { IN_HEADER, Op, WRITE_IN } from './protocol'
 import type { ReplySink } from './server'
 
@@ -76,7 +78,7 @@ const WRITE_DATA_AT = IN_HEADER + WRITE_IN
 const READER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads')
 const fs = require('node:fs')
-const { fd, data, ctl, bytes, nslots, crcs, crcBlockBytes, crcStride, crcModule } = workerData
+const { fd, data, ctl, bytes, nslots, crcs, crcBlockBytes, crcStride, crcModule, crcAddon } = workerData
 const st = new Int32Array(ctl)
 const free = nslots
 const stop = nslots + 1
@@ -85,6 +87,7 @@ const views = []
 for (let k = 0; k < nslots; k++) views.push(new Uint8Array(data, k * bytes, bytes))
 const B = crcBlockBytes
 const crc32c = B > 0 ? require(crcModule).crc32c : undefined
+const fast = B > 0 && crcAddon !== undefined ? require(crcAddon) : undefined // native/block-crc.c: four blocks at a time
 const crcArea = B > 0 ? new Uint32Array(crcs) : undefined
 const bufs = views.map(v => Buffer.from(v.buffer, v.byteOffset, v.byteLength))
 // A block-aligned WRITE: the CRC32C of each block of its data, count first (0: none).
@@ -95,7 +98,8 @@ function blockCrcs (slot, buf, n) {
   const offset = buf.readUInt32LE(${WRITE_OFFSET_AT}) + buf.readUInt32LE(${WRITE_OFFSET_AT + 4}) * 4294967296
   const size = buf.readUInt32LE(${WRITE_SIZE_AT})
   if (offset % B !== 0 || size % B !== 0 || size === 0 || ${WRITE_DATA_AT} + size > n || size / B >= crcStride) return
-  for (let i = 0, o = ${WRITE_DATA_AT}; o < ${WRITE_DATA_AT} + size; i++, o += B) crcArea[at + 1 + i] = crc32c(buf.subarray(o, o + B)) >>> 0
+  if (fast !== undefined) fast.blockCrcs(buf.subarray(${WRITE_DATA_AT}, ${WRITE_DATA_AT} + size), B, crcArea.subarray(at + 1, at + 1 + size / B))
+  else for (let i = 0, o = ${WRITE_DATA_AT}; o < ${WRITE_DATA_AT} + size; i++, o += B) crcArea[at + 1 + i] = crc32c(buf.subarray(o, o + B)) >>> 0
   crcArea[at] = size / B
 }
 const nap = new Int32Array(new SharedArrayBuffer(4))
@@ -204,7 +208,7 @@ export class DevFuseChannel implements RequestChannel {
         eval: true,
         // A reader only loops on read(2): a small heap is plenty.
         resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
-        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, nslots: this.nslots, crcs: this.crcs.buffer, crcBlockBytes: this.opts.crcBlockBytes ?? 0, crcStride: this.crcStride, crcModule: require.resolve('@node-rs/crc32') },
+        workerData: { fd: this.fd, data: this.dataBuffer, ctl: this.state.buffer, bytes: bufferBytes, nslots: this.nslots, crcs: this.crcs.buffer, crcBlockBytes: this.opts.crcBlockBytes ?? 0, crcStride: this.crcStride, crcModule: require.resolve('@node-rs/crc32'), crcAddon: fastBlockCrcs && (this.opts.crcBlockBytes ?? 0) % 8 === 0 ? addonPath('block-crc') : undefined },
         stdout: false,
         stderr: false
       })
