@@ -2,7 +2,7 @@
 # Installs the Debian packages logdisk needs, only those missing. `test` is what mounts and
 # tests need (fio drives live writes in some; Ceph's monitor, OSD and object gateway give the
 # archive and lease tests a real S3 server: test/helpers/ceph.ts); `bench` adds the qcow2 peer
-# (qemu-storage-daemon). gcc and libc6-dev build the page-cache addon (scripts/build-native.mjs).
+# (qemu-storage-daemon). gcc and libc6-dev build the native addons (page-cache, block-crc: scripts/build-native.mjs).
 set -euo pipefail
 want=(libfuse2 fuse e2fsprogs util-linux xfsprogs mount fio python3 systemd gcc libc6-dev)
 # Without recommends: 51 packages, about 58 MiB to download, 27 s to install here (with them,
