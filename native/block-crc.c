@@ -66,6 +66,9 @@ static void crc_blocks (const uint8_t *p, size_t bytes, size_t n, uint32_t *out)
 static int have_sse42 (void) { return 0; }
 #endif
 
+/* Asked once, when the module loads: blockCrcs runs for every write. */
+static int sse42;
+
 static napi_value block_crcs (napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -85,7 +88,7 @@ static napi_value block_crcs (napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "blockCrcs: blockBytes must be a positive multiple of 8, and data hold out.length blocks");
     return NULL;
   }
-  if (!have_sse42()) {
+  if (!sse42) {
     napi_throw_error(env, NULL, "blockCrcs: this CPU has no SSE4.2");
     return NULL;
   }
@@ -96,12 +99,13 @@ static napi_value block_crcs (napi_env env, napi_callback_info info) {
 static napi_value supported (napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result;
-  napi_get_boolean(env, have_sse42() != 0, &result);
+  napi_get_boolean(env, sse42 != 0, &result);
   return result;
 }
 
 NAPI_MODULE_INIT () {
   napi_value fn;
+  sse42 = have_sse42();
   napi_create_function(env, "blockCrcs", NAPI_AUTO_LENGTH, block_crcs, NULL, &fn);
   napi_set_named_property(env, exports, "blockCrcs", fn);
   napi_create_function(env, "supported", NAPI_AUTO_LENGTH, supported, NULL, &fn);

@@ -54,19 +54,33 @@ static void done (napi_env env, napi_status status, void *data) {
   free(d);
 }
 
+/* A job for the thread pool (`trim` or posix_fadvise): NULL, with the exception thrown, when out of memory. */
+static Drop *new_job (napi_env env, int trim) {
+  Drop *d = calloc(1, sizeof *d);
+  if (d == NULL) napi_throw_error(env, NULL, "out of memory");
+  else d->trim = trim;
+  return d;
+}
+
+/* Queues `d` on the thread pool; `callback` gets its result (done). */
+static void queue_job (napi_env env, Drop *d, napi_value callback, const char *what) {
+  napi_value name;
+  napi_create_reference(env, callback, 1, &d->callback);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, run, done, d, &d->work);
+  napi_queue_async_work(env, d->work);
+}
+
 static napi_value drop_cache (napi_env env, napi_callback_info info) {
   size_t argc = 4;
-  napi_value argv[4], name;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) {
     napi_throw_type_error(env, NULL, "dropCache(fd, offset, length, callback)");
     return NULL;
   }
-  Drop *d = calloc(1, sizeof *d);
-  if (d == NULL) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  Drop *d = new_job(env, 0);
+  if (d == NULL) return NULL;
   if (napi_get_value_int32(env, argv[0], &d->fd) != napi_ok ||
       napi_get_value_int64(env, argv[1], &d->offset) != napi_ok ||
       napi_get_value_int64(env, argv[2], &d->length) != napi_ok) {
@@ -74,31 +88,21 @@ static napi_value drop_cache (napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "dropCache: fd, offset and length must be numbers");
     return NULL;
   }
-  napi_create_reference(env, argv[3], 1, &d->callback);
-  napi_create_string_utf8(env, "logdisk.dropCache", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, run, done, d, &d->work);
-  napi_queue_async_work(env, d->work);
+  queue_job(env, d, argv[3], "logdisk.dropCache");
   return NULL;
 }
 
 static napi_value trim_heap (napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], name;
+  napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1) {
     napi_throw_type_error(env, NULL, "trimHeap(callback)");
     return NULL;
   }
-  Drop *d = calloc(1, sizeof *d);
-  if (d == NULL) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  d->trim = 1;
-  napi_create_reference(env, argv[0], 1, &d->callback);
-  napi_create_string_utf8(env, "logdisk.trimHeap", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, run, done, d, &d->work);
-  napi_queue_async_work(env, d->work);
+  Drop *d = new_job(env, 1);
+  if (d == NULL) return NULL;
+  queue_job(env, d, argv[0], "logdisk.trimHeap");
   return NULL;
 }
 
