@@ -449,6 +449,27 @@ function makeJobsFile () {
   return { file, sections, timeBased }
 }
 
+/**
+ * The block device under the work dir, as /proc/diskstats names it (undefined on a filesystem
+ * without one, e.g. tmpfs): its sectors written during a job are what the store cost the disk.
+ */
+function workDevice () {
+  const dev = fs.statSync(WORK, { bigint: true }).dev
+  // glibc's major()/minor() of a dev_t.
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn))
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn))
+  if (major === 0) return undefined
+  return fs.readFileSync('/proc/diskstats', 'utf8').split('\n').map(l => l.trim().split(/\s+/))
+    .find(f => Number(f[0]) === major && Number(f[1]) === minor)?.[2]
+}
+
+/** Bytes the device has written since boot (diskstats' sectors written are 512 B each). */
+function deviceBytesWritten (name) {
+  if (!name) return null
+  const f = fs.readFileSync('/proc/diskstats', 'utf8').split('\n').map(l => l.trim().split(/\s+/)).find(f => f[2] === name)
+  return f ? Number(f[9]) * 512 : null
+}
+
 async function dropCaches () {
   await run('sync', [])
   fs.writeFileSync('/proc/sys/vm/drop_caches', '3')
@@ -521,7 +542,8 @@ const METRICS = [
   { key: 'thr', unit: s => unitOf(s), get: (s, m) => thrOf(s, m) },
   { key: 'p50us', unit: () => 'p50 µs', get: (_s, m) => m?.p50us ?? null },
   { key: 'p99us', unit: () => 'p99 µs', get: (_s, m) => m?.p99us ?? null },
-  { key: 'cpu', unit: () => 'CPU s/GiB', get: (_s, m) => m?.cpuSPerGiB ?? null }
+  { key: 'cpu', unit: () => 'CPU s/GiB', get: (_s, m) => m?.cpuSPerGiB ?? null },
+  { key: 'disk', unit: () => 'disk ÷ written', get: (_s, m) => m?.diskPerByte ?? null, only: s => /write|prefill/.test(s) }
 ]
 
 function buildTables (res) {
@@ -535,7 +557,7 @@ function buildTables (res) {
     for (const s of ['prefill', ...res.sections]) {
       const med = b => res.cells[`${b}-${ph}`]?.[s]?.median
       const err = b => (res.cells[`${b}-${ph}`]?.[s]?.errors.length && !res.cells[`${b}-${ph}`][s].runs.length) ? 'ERR' : null
-      METRICS.forEach((m, i) => {
+      METRICS.filter(m => !m.only || m.only(s)).forEach((m, i) => {
         rows.push([i === 0 ? s : '', m.unit(s), ...backends.map(b => err(b) ?? fmtNum(m.get(s, med(b)))),
           ...ratios.map(r => fmtRatio(ratio(m.get(s, med(r.a ?? 'logdisk')), m.get(s, med(r.peer)))))])
       })
@@ -569,7 +591,9 @@ ${m.host}, ${m.cpus} CPUs, kernel ${m.kernel}, ${m.fio}, node ${m.node}${m.gitHe
 Jobs: bench/jobs.fio (reference copy), runtime ${m.runtime} s per time-based job (ramp 1 s), ${m.runs} run(s), **medians**;
 prefill runs once per target (1 GiB, not time-based). Throughput: MB/s (10^6 B/s) for sequential jobs,
 IOPS for random 4 KiB jobs; p50/p99 = percentiles of total I/O latency in µs; CPU s/GiB = the daemon's CPU
-seconds (all threads, user+system, ramp included) per GiB moved. Ratios are from this same run: on throughput
+seconds (all threads, user+system, ramp included) per GiB moved; disk ÷ written (write jobs) = bytes the disk
+under the work dir${m.device ? ` (${m.device})` : ''} wrote during the job per byte fio wrote (every process's writes: the
+daemon's, writeback's, the journal's). Ratios are from this same run: on throughput
 rows above 1× logdisk is faster; on latency and CPU rows above 1× logdisk costs more.
 Wall time ${(m.wallSeconds / 60).toFixed(1)} min.${m.quick ? ' **Quick mode (smoke test): single short run, numbers are indicative only.**' : ''}
 Backends: logdisk (the /dev/fuse transport, the default), logdisk-fuse-native (\`--transport fuse-native\`),
@@ -699,7 +723,9 @@ async function main () {
       console.log(`bench: SKIPPING ${b} targets: ${why}`)
     }
   }
-  log(`work dir ${WORK}; runtime ${RUNTIME} s, ${RUNS} run(s); sections prefill,${SECTIONS.join(',')}`)
+  const device = workDevice()
+  res.meta.device = device ?? null
+  log(`work dir ${WORK}${device ? ` (on ${device})` : ''}; runtime ${RUNTIME} s, ${RUNS} run(s); sections prefill,${SECTIONS.join(',')}`)
 
   // RSS sampling of the daemons (VmHWM is the kernel's own peak; sampling keeps the last
   // value seen should a daemon die before the end).
@@ -783,7 +809,14 @@ async function main () {
         const be = backends[backendOf(t)]
         try {
           const ticks0 = be.pid ? cpuTicks(be.pid) : 0
+          const disk0 = deviceBytesWritten(device)
           const r = await runFio(jobs.file, s, files[t], out, jobs.timeBased(s))
+          const disk1 = deviceBytesWritten(device)
+          // What the disk under the work dir wrote during the job (ramp included) per byte fio
+          // wrote over the same span: a log writes every byte it is given, where a file
+          // rewritten in place may absorb rewrites in the page cache and write back later.
+          const moved = r.bwBytes * (r.runtimeMs / 1000 + (jobs.timeBased(s) ? 1 : 0))
+          r.diskPerByte = disk0 != null && disk1 != null && moved > 0 && /write|prefill/.test(s) ? (disk1 - disk0) / moved : null
           if (be.pid) {
             // Daemon CPU over the whole job (its 1 s ramp too) per GiB moved over the same span.
             const cpuS = (cpuTicks(be.pid) - ticks0) / CLK_TCK
@@ -791,7 +824,7 @@ async function main () {
             r.cpuSPerGiB = gib > 0 ? cpuS / gib : null
           }
           cell.runs.push(r)
-          log(`  ${t.padEnd(28)} ${s.padEnd(12)} run ${run_}: ${fmtNum(thrOf(s, r))} ${unitOf(s)}, p50 ${fmtNum(r.p50us)} µs, p99 ${fmtNum(r.p99us)} µs${r.cpuSPerGiB != null ? `, ${fmtNum(r.cpuSPerGiB)} CPU s/GiB` : ''}`)
+          log(`  ${t.padEnd(28)} ${s.padEnd(12)} run ${run_}: ${fmtNum(thrOf(s, r))} ${unitOf(s)}, p50 ${fmtNum(r.p50us)} µs, p99 ${fmtNum(r.p99us)} µs${r.cpuSPerGiB != null ? `, ${fmtNum(r.cpuSPerGiB)} CPU s/GiB` : ''}${r.diskPerByte != null ? `, disk ${r.diskPerByte.toFixed(2)}x written` : ''}`)
           if (be.store && /write|prefill/.test(s)) await compactStore(be)
         } catch (e) {
           if (e instanceof Aborted) throw e
@@ -841,7 +874,7 @@ async function main () {
 
   for (const cells of Object.values(res.cells)) {
     for (const [s, c] of Object.entries(cells)) {
-      c.median = c.runs.length ? Object.fromEntries(['mbps', 'iops', 'p50us', 'p99us', 'cpuSPerGiB'].map(k => [k, median(c.runs.map(r => r[k]))])) : null
+      c.median = c.runs.length ? Object.fromEntries(['mbps', 'iops', 'p50us', 'p99us', 'cpuSPerGiB', 'diskPerByte'].map(k => [k, median(c.runs.map(r => r[k]))])) : null
     }
   }
   res.targets = ALL_TARGETS.filter(t => res.targets.includes(t))
