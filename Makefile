@@ -5,7 +5,7 @@ STORE ?= ./data
 MNT ?= ./mnt
 CLI := node dist/src/cli/main.js
 
-.PHONY: all deps build run stop test bench clean simulate soak install uninstall man
+.PHONY: all deps build run stop test bench clean simulate teeth soak install uninstall man
 
 all: build
 
@@ -57,6 +57,10 @@ test: build
 # The deterministic simulation over many seeds (make test runs fixed ones): SEEDS=N [SEED=first].
 simulate: build
 	SEEDS=$(or $(SEEDS),200) node scripts/simulate.mjs
+
+# Takes each data-loss fix back out in a copy of the engine and shows a simulation seed that fails (~90 s).
+teeth: build
+	SEEDS=$(or $(SEEDS),200) node scripts/sim-teeth.mjs
 
 # Real kill -9 of a mounted daemon under fio with verify, background compaction and archiving,
 # then remount, verify and e2fsck; CYCLES=N (default 200). Not part of make test.

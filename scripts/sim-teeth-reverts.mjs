@@ -1,0 +1,30 @@
+// The fixes scripts/sim-teeth.mjs takes back out one at a time to show that the simulation
+// catches each defect again. Each revert is [file, exact text of the fix, text without it];
+// test/sim-teeth.test.ts checks on every `make test` that each fix is still found exactly once,
+// so the list cannot go stale unnoticed while the engine moves (three did once).
+export const reverts = {
+  'defect 1: passes judge history up to a fence': [
+    ['src/store/compaction-pass.ts', 'range: within, fenceSeq: fence.seq,', 'range: within, fenceSeq: Number.MAX_SAFE_INTEGER,'],
+    ['src/store/compaction-pass.ts', 'for await (const batch of db.entryBatches(1, fence.seq)) {', 'for await (const batch of db.entryBatches(1, p.log.seq)) {'],
+    ['src/store/compaction-pass.ts', 'if (!fence.mayTouchEntry(seq, e.position) || !mayFree(at)) continue', 'if (at >= p.log.current.id || !mayFree(at)) continue'],
+    ['src/store/compaction-pass.ts', 'segments.ids.filter(id => fence.mayTouchSegment(id) && mayFree(id))', 'segments.ids.filter(id => id < p.log.current.id && mayFree(id))'],
+    ['src/store/compaction-pass.ts', 'segments.ids.filter(id => fence.mayTouchSegment(id) && liveIn(id) > 0', 'segments.ids.filter(id => id < p.log.current.id && liveIn(id) > 0']
+  ],
+  'defect 2: a dropped mirror copy is recorded': [
+    ['src/store/segment-table.ts', 'if (!volumes?.includes(volume)) return\n', 'if (!volumes || id >= 0) return // reverted\n'],
+    ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
+  ],
+  'defect 3: segment records keep the archived flag': [
+    ['src/store/segment-table.ts', 'const archived = this.archivedIds.has(id) || undefined\n    return { state,', "const archived = state === 'inactive' ? undefined : this.archivedIds.has(id) || undefined\n    return { state,"],
+    ['src/store/store-open.ts', "const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))", "const archived = new Set([...records].filter(([, r]) => r.archived === true && r.state !== 'inactive').map(([id]) => id))"]
+  ],
+  'defect 4: the horizon is in the log': [
+    ['src/store/history.ts', '    await log.lock.run(() => log.appendMarkerLocked(EntryKind.history, { horizon }))\n', '']
+  ],
+  'defect 5: a baseline merge never overwrites history': [
+    ['src/store/baseline-pass.ts', 'let overwrite = visible.filter(v => inBaseline.has(v.block))', 'let overwrite: typeof visible = []']
+  ],
+  'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
+    ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes)', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes)']
+  ]
+}
