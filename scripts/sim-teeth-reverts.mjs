@@ -15,7 +15,7 @@ export const reverts = {
     ['src/store/recovery.ts', "const recorded = (records.get(id)?.volumes ?? []).filter(v => found.includes(v))", 'const recorded = found']
   ],
   'defect 3: segment records keep the archived flag': [
-    ['src/store/segment-table.ts', 'const archived = this.archivedIds.has(id) || undefined\n    return { state,', "const archived = state === 'inactive' ? undefined : this.archivedIds.has(id) || undefined\n    return { state,"],
+    ['src/store/segment-table.ts', 'const archived = this.archivedIds.has(id) || undefined\n', "const archived = state === 'inactive' ? undefined : this.archivedIds.has(id) || undefined\n"],
     ['src/store/store-open.ts', "const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))", "const archived = new Set([...records].filter(([, r]) => r.archived === true && r.state !== 'inactive').map(([id]) => id))"]
   ],
   'defect 4: the horizon is in the log': [
@@ -23,6 +23,9 @@ export const reverts = {
   ],
   'defect 5: a baseline merge never overwrites history': [
     ['src/store/baseline-pass.ts', 'let overwrite = visible.filter(v => inBaseline.has(v.block))', 'let overwrite: typeof visible = []']
+  ],
+  'defect 8: compaction keeps what restore points inside the history window read': [
+    ['src/store/history.ts', '    const keep = this.keepMs\n    if (keep <= 0) return fence.seq + 1\n', '    const keep: number = 0\n    if (keep <= 0) return fence.seq + 1\n']
   ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
     ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes)', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes)']

@@ -483,7 +483,7 @@ for (const backend of BACKENDS) {
     t.ok((await store.verify()).ok, 'verify is clean after both failures')
 
     // Retry with the target fixed.
-    store.attachArchive(archiveLink(good, uuid))
+    await store.attachArchive(archiveLink(good, uuid))
     await store.compact()
     const r = await store.archive({ workingSet: 1 })
     t.ok(r.removedLocal > 0, `retry: archive recycled ${r.removedLocal} local copies`)

@@ -243,12 +243,12 @@ t.test('a policy engine tick keeps the replica in front of the archive link; the
   await engine.tick()
   // Without a link to the replica the background fetch must retry with a pause, not spin.
   const saved = (copy as unknown as { p: { opts: { archive?: unknown } } }).p.opts.archive
-  copy.attachArchive(undefined)
+  await copy.attachArchive(undefined)
   const spin = new Hydrator(copy, silentLogger, { retryMs: 20 }).start()
   await new Promise(resolve => setTimeout(resolve, 300)) // a timer fires: the loop yields
   t.match(spin.status().lastError ?? '', /could not be brought back/, 'it says why and retries')
   await spin.stop()
-  copy.attachArchive(saved as never)
+  await copy.attachArchive(saved as never)
   t.equal(await sha(copy), want, 'reads of remote segments still work after a tick')
   const h = new Hydrator(copy)
   await h.done()

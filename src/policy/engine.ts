@@ -85,7 +85,7 @@ export class PolicyEngine {
     await this.replication?.apply(p, strict)
     if (p['archive.target'] !== this.archiveTarget) {
       this.archiveTarget = p['archive.target']
-      this.store.attachArchive(this.linkFor(this.archiveTarget))
+      await this.store.attachArchive(this.linkFor(this.archiveTarget))
     }
   }
 

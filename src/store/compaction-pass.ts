@@ -124,7 +124,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // Per segment: the copies that took its free headers and the runs to punch, as numbers
   // (a run of a random-write log is one 4 KiB entry: an object and a path string each held
   // ~8 MiB per 15,000 runs until the punching, measured).
-  const punches: Array<{ files: string[], runs: number[] }> = []
+  const punches: Array<{ id: number, files: string[], runs: number[] }> = []
   const mayFree = (id: number): boolean => segments.hasLocal(id) && segments.stateOf(id) !== 'archived'
   const total = segments.ids.filter(id => fence.mayTouchSegment(id) && mayFree(id)).length
   let done = 0
@@ -140,7 +140,14 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       const run = runs[runs.length - 1]
       if (run && run.last === i - 1) { run.last = i; run.fresh ||= !entries[i].e.freed } else runs.push({ first: i, last: i, fresh: !entries[i].e.freed })
     }
-    const fresh = runs.filter(r => r.fresh)
+    // A segment an earlier pass freed entries of and stopped before punching them (recorded
+    // `unpunched`): every run goes through again (free headers written anew, then punched).
+    const redo = segments.isUnpunched(id)
+    const fresh = runs.filter(r => r.fresh || redo)
+    if (redo && fresh.length === 0) {
+      segments.setUnpunched(id, false)
+      segments.record(id)
+    }
     if (fresh.length > 0) {
       // With backing storage, history stays complete: the whole segment is archived
       // before any of it is punched, and reads of dead versions fetch it back.
@@ -181,10 +188,17 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       await db.clearPending()
       await clearPendingHeaders(p.layer, p.dir)
       // Exactly the copies that took the free headers, wherever the segment lives later.
-      if (runs.length > 0) punches.push({ files: segment.volumes.map(v => path.join(p.home.dirOf(v), segmentFileName(id))), runs })
+      if (runs.length > 0) punches.push({ id, files: segment.volumes.map(v => path.join(p.home.dirOf(v), segmentFileName(id))), runs })
+      // The flags and the record that the bytes still wait for their punch go in one batch:
+      // whichever commit takes the flags (a batch of dead versions, a checkpoint) takes the
+      // record too, and a pass that stops before punching leaves it for the next one.
       for (const [seq, e] of freedEntries) {
         index.batch.entries.set(seq, e)
         report.entriesFreed++
+      }
+      if (runs.length > 0 !== redo) {
+        segments.setUnpunched(id, runs.length > 0)
+        segments.record(id)
       }
     }
     if (entries.every(freeable)) recycle.push(id)
@@ -214,12 +228,14 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // Reads that looked a freed version up before the commit may still be reading it.
   await p.reads.drain()
   // One call punches every run of a segment copy (file-layer.ts punchHoles).
-  for (const { files, runs } of punches) {
+  for (const { id, files, runs } of punches) {
     const ranges: Array<[number, number]> = []
     for (let i = 0; i < runs.length; i += 2) ranges.push([runs[i], runs[i + 1] - runs[i]])
     for (const file of files) await punchHoles(p.layer, file, ranges)
     report.runsPunched += ranges.length
     for (const [, length] of ranges) report.bytesPunched += length
+    segments.setUnpunched(id, false) // committed below, with the recycled segments
+    segments.record(id)
   }
   // The index says an emptied segment is gone (recycled, or only on backing storage) before
   // any copy goes, as the archive pass does: removed first, a power loss before the record
@@ -229,6 +245,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   for (const id of recycle) {
     emptied.push([id, segments.volumesOf(id) ?? []])
     segments.forgetVolumes(id)
+    segments.setUnpunched(id, false)
     if (segments.isArchived(id)) {
       segments.setState(id, 'archived') // its history is on backing storage
     } else {
@@ -269,9 +286,14 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
     return 0
   }
   let commits = 0
+  let staged = 0
   // Index reads of at most `batch` records (a record holds up to 64 versions of one entry).
   const found = await deadVersionBatches(p.db.historyBatches(0, Math.min(4096, Math.max(1, batch))), judged, batch, async dead => {
     p.state.assertNotClosing()
+    // More than the first walk found is caught before the excess leaves the index (fewer only
+    // shows at the end, after the commits: then the pass fails before it punches anything).
+    staged += dead.length
+    if (staged > analysis.deadCount) throw new LogdiskError('IO', `internal: compaction's second walk found more than the ${analysis.deadCount} dead versions of its first`)
     p.index.batch.historyDeletes.takeAll(dead)
     await p.index.commitStaged()
     commits++

@@ -47,6 +47,14 @@ export interface SegmentRecord {
   volumes?: string[]
   /** A complete copy is on backing storage (so local bytes may be punched or deleted). */
   archived?: boolean
+  /**
+   * Compaction freed entries of it whose bytes it has not punched yet: set in the same index
+   * batch as their `freed` flags, cleared once the punches are done. A pass stopped in
+   * between (an unmount during its batches, a kill -9) left those bytes allocated for good,
+   * since a later pass sees the entries freed already; the next pass punches the freed runs
+   * of a segment recorded so.
+   */
+  unpunched?: boolean
 }
 
 /** One log entry, without its data: what `log` lists and what maps a time to a sequence. */

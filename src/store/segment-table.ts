@@ -24,7 +24,9 @@ export class SegmentTable implements SegmentsPart {
     /** Segments with a complete copy on backing storage. */
     private readonly archivedIds: Set<number>,
     /** Segments recycled since the store was made (status). */
-    public recycledCount: number
+    public recycledCount: number,
+    /** Segments with freed entries not punched yet (SegmentRecord.unpunched). */
+    private readonly unpunchedIds: Set<number> = new Set()
   ) {}
 
   /** Segment records that must reach the index, synced, before the next flush returns. */
@@ -72,6 +74,15 @@ export class SegmentTable implements SegmentsPart {
     this.archivedIds.add(id)
   }
 
+  isUnpunched (id: number): boolean {
+    return this.unpunchedIds.has(id)
+  }
+
+  setUnpunched (id: number, unpunched: boolean): void {
+    if (unpunched) this.unpunchedIds.add(id)
+    else this.unpunchedIds.delete(id)
+  }
+
   /**
    * Puts segment `id`'s record, built from the in-memory state alone, into the next index
    * batch.
@@ -84,7 +95,8 @@ export class SegmentTable implements SegmentsPart {
   recordOf (id: number): SegmentRecord {
     const state = this.states.get(id) ?? 'recycled'
     const archived = this.archivedIds.has(id) || undefined
-    return { state, volumes: [...(this.volumes.get(id) ?? [])], archived }
+    const unpunched = (state !== 'recycled' && this.unpunchedIds.has(id)) || undefined
+    return { state, volumes: [...(this.volumes.get(id) ?? [])], archived, unpunched }
   }
 
   /**

@@ -62,6 +62,8 @@ export interface OpenedStore {
   volumes: Map<number, string[]>
   states: Map<number, SegmentRecord['state']>
   archived: Set<number>
+  /** Segments whose record says compaction freed entries it has not punched yet. */
+  unpunched: Set<number>
   recycled: number
   lastTimeMs: number
   horizon: number
@@ -120,6 +122,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     const volumes = new Map<number, string[]>()
     const states = new Map<number, SegmentRecord['state']>()
     const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))
+    const unpunched = new Set([...records].filter(([, r]) => r.unpunched === true && r.state !== 'recycled').map(([id]) => id))
     for (const id of ids) {
       const state = records.get(id)?.state ?? 'active'
       states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)
@@ -154,6 +157,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
       volumes,
       states,
       archived,
+      unpunched,
       recycled,
       lastTimeMs,
       horizon,

@@ -102,7 +102,7 @@ export class Store {
       state: this.state,
       now: () => opts.clock ? opts.clock() : Date.now()
     } as StoreParts
-    p.segments = new SegmentTable(p, o.ids, o.volumes, o.states, o.archived, o.recycled)
+    p.segments = new SegmentTable(p, o.ids, o.volumes, o.states, o.archived, o.recycled, o.unpunched)
     p.reader = new Reader(p)
     p.log = new LogAppender(p, o.recovered.current, o.recovered.seq, o.lastTimeMs)
     p.reader.adoptOpen(o.recovered.current)
@@ -147,9 +147,18 @@ export class Store {
     this.p.history.setKeepMs(ms)
   }
 
-  /** Sets (or removes) the backing storage while open: `policy set archive.target` on a mount. */
-  attachArchive (link: ArchiveLink | undefined): void {
-    (this.p.opts as { archive?: ArchiveLink }).archive = link
+  /**
+   * Sets (or removes) the backing storage while open: `policy set archive.target` on a mount.
+   * It takes effect between passes (it waits for the one running): a compaction judges what
+   * it may free by whether backing storage keeps history, so one whose archive went away
+   * between judging and freeing punched versions without archiving them and dropped them from
+   * the index with no history marker, and a restore point inside the history window then read
+   * older data without an error (found by review; test/archive-detach.test.ts).
+   */
+  async attachArchive (link: ArchiveLink | undefined): Promise<void> {
+    await this.p.lifeCycle.maintenance.run(async () => {
+      (this.p.opts as { archive?: ArchiveLink }).archive = link
+    })
   }
 
   private assertOpen (): void {
