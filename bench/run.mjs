@@ -459,14 +459,18 @@ function workDevice () {
   const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn))
   const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn))
   if (major === 0) return undefined
+  return diskstats().find(f => Number(f[0]) === major && Number(f[1]) === minor)?.[2]
+}
+
+/** /proc/diskstats as fields: major, minor, name, then the counters. */
+function diskstats () {
   return fs.readFileSync('/proc/diskstats', 'utf8').split('\n').map(l => l.trim().split(/\s+/))
-    .find(f => Number(f[0]) === major && Number(f[1]) === minor)?.[2]
 }
 
 /** Bytes the device has written since boot (diskstats' sectors written are 512 B each). */
 function deviceBytesWritten (name) {
   if (!name) return null
-  const f = fs.readFileSync('/proc/diskstats', 'utf8').split('\n').map(l => l.trim().split(/\s+/)).find(f => f[2] === name)
+  const f = diskstats().find(f => f[2] === name)
   return f ? Number(f[9]) * 512 : null
 }
 

@@ -9,20 +9,13 @@ import t, { type Test } from 'tap'
 import { archiveLink } from '../src/archive/link'
 import { parseTarget } from '../src/archive/parse-target'
 import { Store } from '../src/store/store'
-import { scratchDir, tagBlock } from './helpers/sim-layer'
+import { fillSegment, scratchDir, tagBlock } from './helpers/sim-layer'
 
 const B = 4096
 const SEG = 258 * B // the smallest segment size, in whole pages
 const SIZE = 1024 * B
 const tmp = (t: Test, name: string): string => scratchDir(t, `logdisk-archive-detach-${name}`)
 const blk = (tag: string): Buffer => tagBlock(tag, B)
-
-/** Writes filler blocks (100 and up) until the current segment rolls. */
-async function fillSegment (store: Store, tag: string): Promise<void> {
-  const sealed = (): number => store.status().segments.active + store.status().segments.inactive
-  const start = sealed()
-  for (let n = 0; sealed() === start; n++) await store.write((100 + (n % 200)) * B, blk(`${tag}${n}`))
-}
 
 t.test('an archive removed during a compaction: a point inside the history window still reads its data', async t => {
   const dir = tmp(t, 'store')
@@ -32,11 +25,11 @@ t.test('an archive removed during a compaction: a point inside the history windo
   t.equal(s.historyKeepMs, 24 * 3600_000, 'the default history window: a day')
 
   await s.write(0, blk('A'))
-  await fillSegment(s, 'one')
+  await fillSegment(s, 100, 'one')
   const point = await s.syncPoint('before B')
   await s.write(0, blk('B'))
-  await fillSegment(s, 'two')
-  await fillSegment(s, 'three')
+  await fillSegment(s, 100, 'two')
+  await fillSegment(s, 100, 'three')
   await s.flush()
 
   let detached: Promise<void> | undefined

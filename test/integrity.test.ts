@@ -10,7 +10,7 @@ import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 import { SimIndexStorage } from '../src/testing/sim-index'
 import { SimScheduler } from '../src/testing/sim-scheduler'
-import { mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
+import { fillSegment, mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * Regression tests for the data-loss defects of issue 9, one per defect, each the scenario of
@@ -36,17 +36,6 @@ async function restoredAt (t: Test, store: Store, seq: number): Promise<Buffer> 
   const out = path.join(tmp(t, 'restore'), 'at.img')
   await restoreImage(store, seq, out)
   return fs.readFileSync(out)
-}
-
-/** Writes filler blocks until the current segment rolls. */
-async function fillSegment (store: Store, from: number, tag: string): Promise<number> {
-  const start = store.status().segments.active + store.status().segments.inactive
-  let n = 0
-  while (store.status().segments.active + store.status().segments.inactive === start) {
-    await store.write((from + (n % 200)) * B, blk(`${tag}${n}`))
-    n++
-  }
-  return n
 }
 
 t.test('defect 1: writes acknowledged while compaction runs are never freed', async t => {

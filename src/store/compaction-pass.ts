@@ -144,10 +144,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     // `unpunched`): every run goes through again (free headers written anew, then punched).
     const redo = segments.isUnpunched(id)
     const fresh = runs.filter(r => r.fresh || redo)
-    if (redo && fresh.length === 0) {
-      segments.setUnpunched(id, false)
-      segments.record(id)
-    }
+    if (fresh.length === 0) segments.recordUnpunched(id, false)
     if (fresh.length > 0) {
       // With backing storage, history stays complete: the whole segment is archived
       // before any of it is punched, and reads of dead versions fetch it back.
@@ -196,10 +193,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         index.batch.entries.set(seq, e)
         report.entriesFreed++
       }
-      if (runs.length > 0 !== redo) {
-        segments.setUnpunched(id, runs.length > 0)
-        segments.record(id)
-      }
+      segments.recordUnpunched(id, runs.length > 0)
     }
     if (entries.every(freeable)) recycle.push(id)
   }
@@ -234,8 +228,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     for (const file of files) await punchHoles(p.layer, file, ranges)
     report.runsPunched += ranges.length
     for (const [, length] of ranges) report.bytesPunched += length
-    segments.setUnpunched(id, false) // committed below, with the recycled segments
-    segments.record(id)
+    segments.recordUnpunched(id, false) // committed below, with the recycled segments
   }
   // The index says an emptied segment is gone (recycled, or only on backing storage) before
   // any copy goes, as the archive pass does: removed first, a power loss before the record
@@ -245,7 +238,6 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   for (const id of recycle) {
     emptied.push([id, segments.volumesOf(id) ?? []])
     segments.forgetVolumes(id)
-    segments.setUnpunched(id, false)
     if (segments.isArchived(id)) {
       segments.setState(id, 'archived') // its history is on backing storage
     } else {

@@ -144,7 +144,8 @@ export interface SegmentsPart {
   markArchived (id: number): void
   /** Compaction freed entries of it whose bytes are not punched yet (SegmentRecord.unpunched). */
   isUnpunched (id: number): boolean
-  setUnpunched (id: number, unpunched: boolean): void
+  /** Changes it, and puts the record into the next index batch if it changed. */
+  recordUnpunched (id: number, unpunched: boolean): void
   /** Puts the segment's whole record into the next index batch. */
   record (id: number): void
   /** The segment's whole record as the in-memory state has it now. */

@@ -78,9 +78,12 @@ export class SegmentTable implements SegmentsPart {
     return this.unpunchedIds.has(id)
   }
 
-  setUnpunched (id: number, unpunched: boolean): void {
+  /** Says so in the next index batch, when it changes. */
+  recordUnpunched (id: number, unpunched: boolean): void {
+    if (this.unpunchedIds.has(id) === unpunched) return
     if (unpunched) this.unpunchedIds.add(id)
     else this.unpunchedIds.delete(id)
+    this.record(id)
   }
 
   /**
@@ -95,7 +98,9 @@ export class SegmentTable implements SegmentsPart {
   recordOf (id: number): SegmentRecord {
     const state = this.states.get(id) ?? 'recycled'
     const archived = this.archivedIds.has(id) || undefined
-    const unpunched = (state !== 'recycled' && this.unpunchedIds.has(id)) || undefined
+    // Only local copies have bytes to punch: a segment recycled or left only on backing
+    // storage has none.
+    const unpunched = (this.volumes.has(id) && this.unpunchedIds.has(id)) || undefined
     return { state, volumes: [...(this.volumes.get(id) ?? [])], archived, unpunched }
   }
 

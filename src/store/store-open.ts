@@ -122,7 +122,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     const volumes = new Map<number, string[]>()
     const states = new Map<number, SegmentRecord['state']>()
     const archived = new Set([...records].filter(([, r]) => r.archived === true).map(([id]) => id))
-    const unpunched = new Set([...records].filter(([, r]) => r.unpunched === true && r.state !== 'recycled').map(([id]) => id))
+    const unpunched = new Set([...records].filter(([, r]) => r.unpunched === true).map(([id]) => id))
     for (const id of ids) {
       const state = records.get(id)?.state ?? 'active'
       states.set(id, id === recovered.current.id ? 'current' : state === 'current' ? 'active' : state)

@@ -49,6 +49,18 @@ export function tagBlock (tag: string, blockBytes: number): Buffer {
   return b
 }
 
+/**
+ * Writes tagged filler blocks (`from` to `from + 199`, round and round) until the current
+ * segment rolls; returns how many.
+ */
+export async function fillSegment (store: Store, from: number, tag: string): Promise<number> {
+  const sealed = (): number => store.status().segments.active + store.status().segments.inactive
+  const start = sealed()
+  let n = 0
+  for (; sealed() === start; n++) await store.write((from + (n % 200)) * store.blockBytes, tagBlock(`${tag}${n}`, store.blockBytes))
+  return n
+}
+
 /** A directory under the temp folder, removed when the test ends. */
 export function scratchDir (t: Test, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
