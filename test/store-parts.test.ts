@@ -98,7 +98,7 @@ t.test('IndexWriter: a failed commit puts its changes back before the newer ones
 })
 
 t.test('PassFence: only entries at or before the fence, in segments sealed before it', async t => {
-  const fence = new PassFence(10, 3, 1000)
+  const fence = new PassFence(10, 3, 1000, [4])
   t.ok(fence.mayTouchSegment(2))
   t.notOk(fence.mayTouchSegment(3), 'the segment current when the fence was taken')
   t.ok(fence.mayTouchEntry(10, 2999))
@@ -106,6 +106,8 @@ t.test('PassFence: only entries at or before the fence, in segments sealed befor
   t.notOk(fence.mayTouchEntry(5, 3000), 'an entry in the current segment')
   t.ok(fence.sees(10))
   t.notOk(fence.sees(11))
+  t.ok(fence.heldCut(4), 'a snapshot that stood at the fence')
+  t.notOk(fence.heldCut(7), 'one deleted before it (or never there)')
 })
 
 t.test('ReadEpochs: drain waits for the reads that began before it, not for later ones', async t => {

@@ -1,13 +1,15 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, type CompactionReport, type Judgement } from './compaction'
-import { encodeFree, entryBytes, tableBytes } from './entry'
+import { decodeHeader, encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
 import type { EntryRecord } from './index-db'
 import { punchHoles } from './file-layer'
+import { MarkerLife } from './marker-life'
 import { clearPendingHeaders, writePendingHeaders } from './pending-headers'
 import type { StoreParts } from './parts'
 import type { RecordList } from './record-list'
+import type { Segment } from './segment'
 
 /**
  * Dead versions one compaction holds at once (16 bytes each: 4 MiB). More are found again by a
@@ -112,10 +114,11 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
 
   // 2. Free what nothing references; punch it out; recycle empty segments.
+  const markers = new MarkerLife(p, fence)
   const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
     if (x.e.freed === true) return true
     if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
-    if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return false
+    if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return markers.has(x.seq)
     if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
     const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
     return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * B)
@@ -149,7 +152,22 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       // With backing storage, history stays complete: the whole segment is archived
       // before any of it is punched, and reads of dead versions fetch it back.
       if (p.opts.archive) await lifeCycle.ensureArchived(id)
-      const segment = await p.reader.segment(id)
+      // Every copy the index names takes the free headers, or stops being named first, on
+      // record: a named copy that could not be opened (the handle reads from the others) would
+      // keep the freed entries, and a later recovery that makes copies match the first one could
+      // take it, bringing back a freed snapshot marker whose deletion marker is gone (the
+      // snapshot returns without its versions: simulation seed 6, saved block map). A handle
+      // opened before the record changed is opened again: one on the copy fetched from backing
+      // storage before a bring-back made the segment local took the headers in its place, and
+      // dropping the local copy for it left the segment with none (simulation seed 148).
+      let segment = await p.reader.segment(id)
+      const named = segments.volumesOf(id) ?? []
+      if (segment.volumes.length !== named.length || !named.every(v => segment.volumes.includes(v))) {
+        p.reader.forgetHandle(id)
+        segment = await p.reader.segment(id)
+      }
+      for (const v of segments.volumesOf(id) ?? []) if (!segment.volumes.includes(v)) segments.copyDropped(id, v)
+      await segments.recordDrops()
       const headers: Array<[number, Buffer]> = []
       const runs: number[] = [] // from, to, ...
       // Entries freed, staged in the batch only once their free headers are durable.
@@ -158,7 +176,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         const first = entries[run.first]
         const last = entries[run.last]
         const start = first.e.position % S
-        const end = last.e.position % S + entryBytes({ kind: last.e.kind as EntryKind, count: last.e.count, payloadBytes: last.e.kind === EntryKind.trim ? 0 : last.e.count * B })
+        const end = last.e.position % S + await entryLength(segment, last, B, S)
         headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start, p.log.entryDurableSeq())])
         const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
         const to = Math.floor(end / 4096) * 4096
@@ -209,6 +227,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         id = at
         entries = []
       }
+      await markers.consider(seq, e)
       entries.push({ seq, e })
     }
   }
@@ -293,6 +312,25 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
   })
   if (found !== analysis.deadCount) throw new LogdiskError('IO', `internal: compaction found ${found} dead versions on its second walk, ${analysis.deadCount} on its first`)
   return commits
+}
+
+/**
+ * Bytes of the entry at `x` in the log. A write, move or trim says it in its index record; a
+ * marker's payload length is only in its header, read back from the segment (markers are few).
+ * A marker an earlier pass freed at the head of a run has a free header there of the same
+ * length (the run it began ended with it: every freed entry after it is freeable too).
+ */
+async function entryLength (segment: Segment, x: { seq: number, e: EntryRecord }, B: number, S: number): Promise<number> {
+  const kind = x.e.kind as EntryKind
+  if (kind === EntryKind.write || kind === EntryKind.move || kind === EntryKind.trim) {
+    return entryBytes({ kind, count: x.e.count, payloadBytes: kind === EntryKind.trim ? 0 : x.e.count * B })
+  }
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
+  const got = await segment.handle.read(buf, 0, ENTRY_HEADER_BYTES, x.e.position % S)
+  const h = got === ENTRY_HEADER_BYTES ? decodeHeader(buf) : undefined
+  const same = h !== undefined && h.seq === x.seq && (h.kind === kind || (h.kind === EntryKind.free && h.block === x.seq))
+  if (!same) throw new LogdiskError('IO', `internal: the header of marker entry ${x.seq} at log position ${x.e.position} is not what the index records`)
+  return entryBytes(h)
 }
 
 /**

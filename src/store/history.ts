@@ -111,7 +111,9 @@ export class History implements HistoryPart {
     for await (const [seq, e] of db.entries(1, log.seq, true)) {
       if (e.kind === EntryKind.sync && e.payload?.note === spec) return at(seq, `sync ${seq} "${spec}"`)
     }
-    throw new LogdiskError('NOT_FOUND', `--at "${spec}" is not a snapshot name, sequence number, ISO time or sync note`)
+    // Compaction frees the markers of sync points at or before the horizon (marker-life.ts).
+    const forgotten = horizon > 0 ? ` (sync points at or before sequence ${horizon}, the history compaction gave up, are forgotten)` : ''
+    throw new LogdiskError('NOT_FOUND', `--at "${spec}" is not a snapshot name, sequence number, ISO time or sync note${forgotten}`)
   }
 }
 

@@ -31,7 +31,7 @@ export class LifeCycle implements LifeCyclePart {
    */
   async takeFence (): Promise<PassFence> {
     const log = this.p.log
-    const fence = await log.lock.run(async () => new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes))
+    const fence = await log.lock.run(async () => new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq)))
     await this.p.index.checkpointThrough(fence.seq)
     // Every pass judges from LevelDB, so LevelDB must hold every index change staged before
     // the fence, also those no log entry follows: checkpointThrough only looks at the log's

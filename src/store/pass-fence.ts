@@ -15,6 +15,9 @@ import { EntryKind } from './format'
  * - it judges versions only against history at or before the fence: a version is dead only
  *   when its successor is at or before the fence, so a snapshot, sync point or write that
  *   lands while the pass runs can only keep more alive, never less;
+ * - it frees a marker only as marker-life.ts allows (a snapshot's only once its deletion
+ *   stood at the fence, a deletion's only after its snapshot's), and writes free headers to
+ *   every copy the index names, dropping on record first a copy it could not open;
  * - it never makes bytes unreadable (punch, delete, overwrite) while a read that may have
  *   looked them up is in flight: it waits for a read grace period first (ReadEpochs);
  * - the markers it must log before it frees anything (a history marker) may go into the
@@ -29,7 +32,13 @@ export class PassFence {
     readonly seq: number,
     /** Segments with an id below this were sealed when the fence was taken. */
     readonly sealedBelow: number,
-    readonly segmentBytes: number
+    readonly segmentBytes: number,
+    /**
+     * The snapshot cuts that stood when the fence was taken. A deletion missing from them was
+     * durable by then (a marker holds the append lock until it is synced), so its snapshot's
+     * marker may go (marker-life.ts); one deleted after the fence is still listed.
+     */
+    readonly cuts: readonly number[]
   ) {}
 
   mayTouchSegment (id: number): boolean {
@@ -39,6 +48,11 @@ export class PassFence {
   /** Whether the entry with this sequence number, at this log position, may be changed. */
   mayTouchEntry (seq: number, position: number): boolean {
     return seq <= this.seq && this.mayTouchSegment(Math.floor(position / this.segmentBytes))
+  }
+
+  /** Whether a snapshot cut at this sequence stood when the fence was taken. */
+  heldCut (seq: number): boolean {
+    return this.cuts.includes(seq)
   }
 
   /** Whether a version (by sequence number) is visible to the pass at all. */

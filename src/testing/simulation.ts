@@ -619,7 +619,8 @@ async function checkPoints (
       try {
         seq = (await store.resolvePoint(p.name)).seq
       } catch (err) {
-        if (mayRefuse(p) && isLogdiskError(err, 'BAD_ARGUMENT')) continue
+        // Given up: refused by its sequence number, or its marker already freed (marker-life.ts).
+        if (mayRefuse(p) && (isLogdiskError(err, 'BAD_ARGUMENT') || isLogdiskError(err, 'NOT_FOUND'))) continue
         return fail(`phase ${phase}: restore --at ${p.name}: ${(err as Error).message}`)
       }
       got = Buffer.alloc(sizeBytes)
