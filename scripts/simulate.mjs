@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// make simulate SEEDS=N [SEED=first] [PHASES=n] [PAGES=1] [REBUILDS=1] [DEADBATCH=n]: runs N seeds of the
+// make simulate SEEDS=N [SEED=first] [PHASES=n] [PAGES=1] [REBUILDS=1] [DEADBATCH=n] [HOLD=n]: runs N seeds of the
 // deterministic simulation (src/testing/simulation.ts) and prints each failing seed with its
 // trace. Exit 1 on a failure. PAGES=1: power losses keep any mix of unsynced pages, with
 // writevs in flight (as simulation.test's "any unsynced pages" seeds); REBUILDS=1: the index
 // is deleted after half the power losses (a full rebuild from the log); DEADBATCH=n:
 // compactions that find more than n dead versions walk the history again and commit their
-// removal n at a time. SIM_TRACE=1 prints the trace as it runs; SIM_LOG=1 adds the store's
+// removal n at a time; HOLD=n: the history walks read a chunk of more than n versions again
+// by groups of blocks. SIM_TRACE=1 prints the trace as it runs; SIM_LOG=1 adds the store's
 // own log lines to it.
 import { simulate } from '../dist/src/testing/simulation.js'
 
@@ -15,13 +16,14 @@ const phases = process.env.PHASES ? Number(process.env.PHASES) : undefined
 const pages = process.env.PAGES === '1' ? { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true } : {}
 const rebuilds = process.env.REBUILDS === '1' ? { rebuildAfterPowerLoss: true } : {}
 const deadBatch = process.env.DEADBATCH ? { compactionDeadBatch: Number(process.env.DEADBATCH) } : {}
+const hold = process.env.HOLD ? { historyHoldVersions: Number(process.env.HOLD) } : {}
 let failed = 0
 let steps = 0
 const started = Date.now()
 for (let i = 0; i < seeds; i++) {
   const seed = first + i
   try {
-    const r = await simulate(seed, { ...pages, ...rebuilds, ...deadBatch, phases, storeLog: process.env.SIM_LOG === '1', trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
+    const r = await simulate(seed, { ...pages, ...rebuilds, ...deadBatch, ...hold, phases, storeLog: process.env.SIM_LOG === '1', trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
     steps += r.steps
     const ops = Object.values(r.ops).reduce((a, b) => a + b, 0)
     console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.remounts} remounts after a failed write-back, ${r.unflushedCuts} unflushed cuts, ${r.faultsInjected} faults; ${r.config})`)

@@ -3,7 +3,7 @@ import path from 'node:path'
 import t from 'tap'
 import { isLogdiskError } from '../src/errors'
 import { decodeHeader, entryBytes } from '../src/store/entry'
-import { ENTRY_HEADER_BYTES, ENTRY_VERSION, EntryKind, inFlightBytes, segmentFileName } from '../src/store/format'
+import { ENTRY_HEADER_BYTES, ENTRY_VERSION, EntryKind, STORE_FORMAT_VERSION, inFlightBytes, segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
@@ -46,7 +46,7 @@ t.test('entries record durableSeq: the last entry a completed flush covered when
   await file.read(raw, 0, 6, third)
   t.equal(raw[5], ENTRY_VERSION, 'entry version 2')
   await file.close()
-  t.equal(JSON.parse(fs.readFileSync(path.join(dir, 'store.json'), 'utf8')).format, 3, 'store format 3')
+  t.equal(JSON.parse(fs.readFileSync(path.join(dir, 'store.json'), 'utf8')).format, STORE_FORMAT_VERSION, 'the current store format (3 and later)')
 })
 
 t.test('bit rot in an entry a later entry records as flushed is damage: kept, reads EIO, verify reports it', async t => {
@@ -146,7 +146,7 @@ t.test('a store of format 2 (entries without durableSeq): the older rule stays, 
   t.match((await store.verify()).problems.join('; '), /fails its checksum/, 'verify reports it')
   t.equal(format(), 2, 'opening changes no format')
   await store.write(900 * B, Buffer.alloc(B, 7))
-  t.equal(format(), 3, 'the first append makes the store format 3')
+  t.equal(format(), STORE_FORMAT_VERSION, 'the first append makes the store the current format (3 and later)')
   await store.close()
   store = await rebuild()
   t.equal(store.recovery.cut, undefined, 'rebuilt again, with a version-2 entry after it: still damage, not cut')

@@ -115,6 +115,7 @@ t.test('a snapshot deleted while a pass runs keeps its marker until the next pas
     return undefined
   }
   t.equal(await marker(snap.seq), false, 'the marker of a snapshot deleted behind the fence stays')
+  await s.snapshot({ name: 'next' }) // the newest with the highest volume id now (that marker stays)
   for (let r = 4; r < 6; r++) await round(s, r, model)
   await s.compact({})
   t.equal(await marker(snap.seq), true, 'the next pass frees it')
@@ -126,19 +127,23 @@ t.test('a snapshot deleted while a pass runs keeps its marker until the next pas
 })
 
 t.test('MarkerLife: each kind of marker, and the deletion marker that waits for its snapshot\'s', async t => {
-  // A store's parts as the rule reads them: horizon 100, snapshot 50 standing, the marker of
-  // deleted snapshot 30 already freed by an earlier pass, the one of deleted snapshot 40 not.
+  // A store's parts as the rule reads them: horizon 100, snapshot 50 standing, volume id 9 the
+  // highest given out (newest at cut 80); the marker of deleted snapshot 30 already freed by an
+  // earlier pass, the one of deleted snapshot 40 not; segment 3 on backing storage.
   const index = new Map<number, EntryRecord>([
-    [30, { kind: EntryKind.snapshot, timeMs: 0, position: 0, block: 0, count: 0, payload: { name: 'a', id: 1 }, freed: true }],
-    [40, { kind: EntryKind.snapshot, timeMs: 0, position: 0, block: 0, count: 0, payload: { name: 'b', id: 2 } }]
+    [30, { kind: EntryKind.snapshot, timeMs: 0, position: 0, block: 0, count: 0, payload: { name: 'a', id: 1 }, freed: true, bytes: 90 }],
+    [40, { kind: EntryKind.snapshot, timeMs: 0, position: 0, block: 0, count: 0, payload: { name: 'b', id: 2 }, bytes: 90 }],
+    [45, { kind: EntryKind.snapshot, timeMs: 0, position: 3 * SEG + 100, block: 0, count: 0, payload: { name: 'g', id: 6 }, freed: true, bytes: 90 }]
   ])
   const parts = {
     history: { horizon: 100 },
-    snapshotTable: { list: () => [{ seq: 50 }] },
-    db: { entry: async (seq: number) => index.get(seq) }
+    snapshotTable: { list: () => [{ seq: 50 }], highestId: 9, highestIdSeq: 80 },
+    db: { entry: async (seq: number) => index.get(seq) },
+    segments: { isArchived: (id: number) => id === 3 },
+    config: { segmentBytes: SEG }
   } as unknown as StoreParts
   const life = new MarkerLife(parts, new PassFence(200, 9, SEG, [50, 60]))
-  const marker = (kind: number, payload: Record<string, unknown>): EntryRecord => ({ kind, timeMs: 0, position: 0, block: 0, count: 0, payload })
+  const marker = (kind: number, payload: Record<string, unknown>, position = 0): EntryRecord => ({ kind, timeMs: 0, position, block: 0, count: 0, payload, bytes: 90 })
   const judged = async (seq: number, e: EntryRecord): Promise<boolean> => { await life.consider(seq, e); return life.has(seq) }
   t.ok(await judged(10, marker(EntryKind.history, { horizon: 80 })), 'a history marker below the horizon')
   t.notOk(await judged(11, marker(EntryKind.history, { horizon: 100 })), 'the one that raised it to where it is')
@@ -148,8 +153,12 @@ t.test('MarkerLife: each kind of marker, and the deletion marker that waits for 
   t.notOk(await judged(60, marker(EntryKind.snapshot, { name: 'd', id: 4 })), 'a snapshot deleted after the fence')
   t.ok(await judged(61, marker(EntryKind.snapshot, { name: 'e', id: 5 })), 'a snapshot deleted before the fence')
   t.notOk(await judged(62, marker(EntryKind.snapshot, { name: 'f', id: 3, displaced: 50 })), 'one that took a standing snapshot\'s id')
+  t.ok(await judged(63, marker(EntryKind.snapshot, { name: 'h', id: 9 })), 'an older one with the highest id')
+  t.notOk(await judged(80, marker(EntryKind.snapshot, { name: 'i', id: 9 })), 'the newest with the highest id (a rebuild must know it)')
   t.ok(await judged(70, marker(EntryKind.deleteSnapshot, { name: 'e', seq: 61 })), 'a deletion whose snapshot marker this pass frees')
   t.ok(await judged(71, marker(EntryKind.deleteSnapshot, { name: 'a', seq: 30 })), 'one whose snapshot marker an earlier pass freed')
   t.notOk(await judged(72, marker(EntryKind.deleteSnapshot, { name: 'b', seq: 40 })), 'one whose snapshot marker stays (a rebuild would bring it back)')
+  t.notOk(await judged(74, marker(EntryKind.deleteSnapshot, { name: 'g', seq: 45 })), 'one whose snapshot marker is still in a copy on backing storage')
+  t.notOk(await judged(75, marker(EntryKind.deleteSnapshot, { name: 'z', seq: 44 })), 'one whose snapshot marker is not indexed (freed before a rebuild)')
   t.notOk(await judged(73, { ...marker(EntryKind.history, { horizon: 1 }), payload: undefined }), 'a marker without its payload stays')
 })

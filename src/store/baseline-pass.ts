@@ -34,7 +34,7 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   const flushBest = (): void => {
     if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
   }
-  for await (const rows of db.historyBatches()) {
+  for await (const rows of db.historyBatches(0, undefined, p.opts.historyHoldVersions)) {
     for (let i = 0; i < rows.length; i += 4) {
       if (rows[i] !== block) { flushBest(); block = rows[i]; best = undefined }
       if (rows[i + 1] <= cutSeq) best = { seq: rows[i + 1], crc: rows[i + 3], position: rows[i + 2] }

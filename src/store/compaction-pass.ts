@@ -1,15 +1,14 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, type CompactionReport, type Judgement } from './compaction'
-import { decodeHeader, encodeFree, entryBytes, tableBytes } from './entry'
+import { encodeFree, entryBytes, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
-import type { EntryRecord } from './index-db'
+import type { EntryRecord, HistoryRows } from './index-db'
 import { punchHoles } from './file-layer'
 import { MarkerLife } from './marker-life'
 import { clearPendingHeaders, writePendingHeaders } from './pending-headers'
 import type { StoreParts } from './parts'
 import type { RecordList } from './record-list'
-import type { Segment } from './segment'
 
 /**
  * Dead versions one compaction holds at once (16 bytes each: 4 MiB). More are found again by a
@@ -54,7 +53,9 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   let judged = await judgement(range)
   // With backing storage no version leaves the index: none is kept, only counted.
   const keepDead = p.opts.archive ? 0 : p.opts.compactionDeadBatch ?? COMPACTION_DEAD_BATCH
-  let analysis = await analyzeVersions(db.historyBatches(), judged, keepDead)
+  // Every version in (block, seq) order, as each walk reads it.
+  const versions = (): AsyncGenerator<HistoryRows> => db.historyBatches(0, undefined, p.opts.historyHoldVersions)
+  let analysis = await analyzeVersions(versions(), judged, keepDead)
   p.opts.reclaimMemory?.()
 
   // 1. Clean mostly-dead sealed segments: move their live versions to the head.
@@ -65,7 +66,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     // What moving takes (block, seq, CRC) only for the versions that move: the same
     // judgement again, kept for the chosen segments alone.
     const chosen = new Set(toClean)
-    const moving = await liveDetails(db.historyBatches(), judged, position => chosen.has(Math.floor(position / S)))
+    const moving = await liveDetails(versions(), judged, position => chosen.has(Math.floor(position / S)))
     p.opts.reclaimMemory?.()
     try {
       for (const id of toClean) {
@@ -90,7 +91,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       // The moved copies are the live ones now: judge again from a fence past the moves.
       fence = await lifeCycle.takeFence()
       judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
-      analysis = await analyzeVersions(db.historyBatches(), judged, keepDead)
+      analysis = await analyzeVersions(versions(), judged, keepDead)
       p.opts.reclaimMemory?.()
     }
   }
@@ -108,7 +109,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       if (!isLogdiskError(err, 'NO_SPACE')) throw err
       p.logger.warn({ err: (err as Error).message }, 'compaction: no room for the history marker; freeing only what the current horizon allows')
       judged = { ...judged, windowStart: Math.min(judged.windowStart, history.horizon + 1) }
-      analysis = await analyzeVersions(db.historyBatches(), judged, keepDead)
+      analysis = await analyzeVersions(versions(), judged, keepDead)
       if (analysis.horizon > history.horizon) throw new LogdiskError('IO', `internal: compaction judged versions dead past the history horizon ${history.horizon}`)
     }
   }
@@ -176,7 +177,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         const first = entries[run.first]
         const last = entries[run.last]
         const start = first.e.position % S
-        const end = last.e.position % S + await entryLength(segment, last, B, S)
+        const end = last.e.position % S + entryLength(last, B)
         headers.push([start, encodeFree(first.seq, last.seq, last.e.timeMs, end - start, p.log.entryDurableSeq())])
         const from = Math.ceil((start + ENTRY_HEADER_BYTES) / 4096) * 4096
         const to = Math.floor(end / 4096) * 4096
@@ -299,7 +300,7 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
   let commits = 0
   let staged = 0
   // Index reads of at most `batch` records (a record holds up to 64 versions of one entry).
-  const found = await deadVersionBatches(p.db.historyBatches(0, Math.min(4096, Math.max(1, batch))), judged, batch, async dead => {
+  const found = await deadVersionBatches(p.db.historyBatches(0, Math.min(4096, Math.max(1, batch)), p.opts.historyHoldVersions), judged, batch, async dead => {
     p.state.assertNotClosing()
     // More than the first walk found is caught before the excess leaves the index (fewer only
     // shows at the end, after the commits: then the pass fails before it punches anything).
@@ -315,22 +316,17 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
 }
 
 /**
- * Bytes of the entry at `x` in the log. A write, move or trim says it in its index record; a
- * marker's payload length is only in its header, read back from the segment (markers are few).
- * A marker an earlier pass freed at the head of a run has a free header there of the same
- * length (the run it began ended with it: every freed entry after it is freeable too).
+ * Bytes of the entry at `x` in the log: a write, move or trim says it in its index record by
+ * its count, a marker in its record's `bytes` (marker-life.ts puts it there before the marker
+ * may be freed; never from its header then, which a free header or a punch may have replaced).
  */
-async function entryLength (segment: Segment, x: { seq: number, e: EntryRecord }, B: number, S: number): Promise<number> {
+function entryLength (x: { seq: number, e: EntryRecord }, B: number): number {
   const kind = x.e.kind as EntryKind
   if (kind === EntryKind.write || kind === EntryKind.move || kind === EntryKind.trim) {
     return entryBytes({ kind, count: x.e.count, payloadBytes: kind === EntryKind.trim ? 0 : x.e.count * B })
   }
-  const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
-  const got = await segment.handle.read(buf, 0, ENTRY_HEADER_BYTES, x.e.position % S)
-  const h = got === ENTRY_HEADER_BYTES ? decodeHeader(buf) : undefined
-  const same = h !== undefined && h.seq === x.seq && (h.kind === kind || (h.kind === EntryKind.free && h.block === x.seq))
-  if (!same) throw new LogdiskError('IO', `internal: the header of marker entry ${x.seq} at log position ${x.e.position} is not what the index records`)
-  return entryBytes(h)
+  if (x.e.bytes === undefined) throw new LogdiskError('IO', `internal: marker entry ${x.seq} is freed without its length on record`)
+  return x.e.bytes
 }
 
 /**

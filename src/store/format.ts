@@ -5,12 +5,15 @@
 /**
  * store.json's format. 2 adds the history marker entry (EntryKind.history); 3 adds entry
  * version 2 (ENTRY_VERSION: every entry records `durableSeq`, how far a flush had made the
- * log durable). An older store is read as is and becomes the current format just before it
- * first appends (LogAppender.upgradeFormat), so that an older logdisk refuses it cleanly
- * instead of cutting its log at an entry kind or version it does not know.
+ * log durable); 4 lets compaction free marker entries (marker-life.ts): a release before it
+ * took a freed marker for a bare 64-byte header and wrote free headers too short over runs
+ * ending with one, and its scans then lost the rest of the segment. An older store is read
+ * as is and becomes the current format just before it first appends (LogAppender.upgradeFormat,
+ * before any free header too), so that an older logdisk refuses it cleanly instead of cutting
+ * its log at an entry kind or version it does not know.
  */
-export const STORE_FORMAT_VERSION = 3
-export const READABLE_STORE_FORMATS = [1, 2, 3]
+export const STORE_FORMAT_VERSION = 4
+export const READABLE_STORE_FORMATS = [1, 2, 3, 4]
 export const SEGMENT_FORMAT_VERSION = 1
 /**
  * Layout of the LevelDB index (keys.ts). 3 keeps history in records of one entry and chunk

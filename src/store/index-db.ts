@@ -67,6 +67,12 @@ export interface EntryRecord {
   count: number
   /** Marker entries: the decoded payload (sync note, snapshot name and id, ...). */
   payload?: Record<string, unknown>
+  /**
+   * Marker entries: bytes in the log, header and payload (store format 4; older records lack
+   * it, compaction reads it from the marker's header). Kept when the marker is freed: its
+   * header may be a free header or punched out by then.
+   */
+  bytes?: number
   /** Compaction freed its data (every block dead). */
   freed?: boolean
 }
@@ -120,13 +126,6 @@ export type IndexGate = (label: string) => Promise<void>
 
 /** Versions as flat rows of four numbers: block, seq, position, crc (historyBatches). */
 export type HistoryRows = ArrayLike<number>
-
-/** A copy of `a` with room for at least `need` numbers (twice as many). */
-function grown (a: Float64Array, need: number): Float64Array {
-  const b = new Float64Array(Math.max(need, 2 * a.length))
-  b.set(a)
-  return b
-}
 
 export class IndexDb {
   private constructor (private readonly db: LevelDb, private readonly gate?: IndexGate) {}
@@ -212,67 +211,85 @@ export class IndexDb {
    * an array, ~800 MiB of garbage in a compaction after 3 GiB of sequential writes (measured
    * with the sampling heap profiler; a pass after a 2 GiB prefill and 2.5 GiB of sequential
    * writes took 4.3-4.5 s with it, 2.9-3.0 s without). `readRows`: records per index read (a
-   * batch ends with the last whole chunk of a read).
+   * batch ends with the last whole chunk of a read). A chunk with more than `holdVersions`
+   * versions is not held whole: it is read again group of blocks by group (hotChunkBatches).
    */
-  async * historyBatches (from = 0, readRows = 4096): AsyncGenerator<HistoryRows> {
+  async * historyBatches (from = 0, readRows = 4096, holdVersions = HOLD_CHUNK_VERSIONS): AsyncGenerator<HistoryRows> {
     const startChunk = Math.floor(from / CHUNK_BLOCKS)
     let chunk = -1
     // Typed arrays, reused and grown by doubling: growing plain arrays of a read's versions
     // (a million numbers after sequential writes) put their copies in V8's large-object space,
     // which only a full GC frees.
-    let held: Float64Array = new Float64Array(1024) // offset, seq, position, crc of the chunk's versions, oldest record first
-    let heldLength = 0
-    let out: Float64Array = new Float64Array(1024)
-    let outLength = 0
-    let order = new Int32Array(256)
-    const starts = new Int32Array(CHUNK_BLOCKS + 1)
-    // Stable by offset (a counting sort): a block's versions stay oldest first.
-    const sortChunk = (): void => {
-      const n = heldLength / 4
-      if (order.length < n) order = new Int32Array(2 * n)
-      if (out.length < outLength + heldLength) out = grown(out, outLength + heldLength)
-      starts.fill(0)
-      for (let i = 0; i < heldLength; i += 4) starts[held[i] + 1]++
-      for (let o = 0; o < CHUNK_BLOCKS; o++) starts[o + 1] += starts[o]
-      for (let i = 0; i < n; i++) order[starts[held[4 * i]]++] = 4 * i
-      const first = chunk * CHUNK_BLOCKS
-      for (let j = 0; j < n; j++) {
-        const i = order[j]
-        if (first + held[i] < from) continue
-        out[outLength++] = first + held[i]
-        out[outLength++] = held[i + 1]
-        out[outLength++] = held[i + 2]
-        out[outLength++] = held[i + 3]
-      }
-      heldLength = 0
-    }
-    let seq = 0
-    const hold = (offset: number, position: number, crc: number): void => {
-      if (heldLength + 4 > held.length) held = grown(held, heldLength + 4)
-      held[heldLength++] = offset
-      held[heldLength++] = seq
-      held[heldLength++] = position
-      held[heldLength++] = crc
-    }
+    const held = new ChunkRows() // offset, seq, position, crc of the chunk's versions, oldest record first
+    const out = new ChunkRows()
+    // The chunk being read has more versions than may be held: skipped here, read again by groups.
+    let hot = false
     for await (const rows of this.rowBatches({ gte: recordKey(startChunk, 0), lt: prefixRange(RECORD_PREFIX).lt }, readRows)) {
       for (const [key, value] of rows) {
         const k = decodeRecordKey(key)
         if (k.chunk !== chunk) {
-          if (heldLength > 0) sortChunk()
+          if (hot) {
+            if (out.length > 0) yield out.take()
+            yield * this.hotChunkBatches(chunk, from, readRows, holdVersions)
+            hot = false
+          } else if (held.length > 0) held.sortInto(out, chunk * CHUNK_BLOCKS, from, 0, CHUNK_BLOCKS)
           chunk = k.chunk
         }
-        seq = k.seq
-        forEachVersion(value, hold)
+        if (hot) continue
+        held.seq = k.seq
+        forEachVersion(value, held.hold)
+        if (held.length > 4 * holdVersions) {
+          hot = true
+          held.length = 0
+        }
       }
       // The last chunk read may go on in the next read: only whole chunks are given out, as a
       // copy of their own (the caller may keep it).
-      if (outLength > 0) {
-        yield out.slice(0, outLength)
-        outLength = 0
-      }
+      if (out.length > 0) yield out.take()
     }
-    if (heldLength > 0) sortChunk()
-    if (outLength > 0) yield out.slice(0, outLength)
+    if (hot) yield * this.hotChunkBatches(chunk, from, readRows, holdVersions)
+    else if (held.length > 0) held.sortInto(out, chunk * CHUNK_BLOCKS, from, 0, CHUNK_BLOCKS)
+    if (out.length > 0) yield out.take()
+  }
+
+  /**
+   * The versions of a chunk with too many to hold (one block rewritten a million times inside
+   * the history window: a database's header page), in the same (block, seq) order: counted per
+   * block first, then read again for each group of neighbouring blocks whose versions fit in
+   * `holdVersions`. A block with more than that is a group of its own, given out as read (a
+   * block's versions come in sequence order already). 300,000 versions of one block took a
+   * compaction from 105 to 166 MiB held whole (measured); the index is read a few times more.
+   */
+  private async * hotChunkBatches (chunk: number, from: number, readRows: number, holdVersions: number): AsyncGenerator<HistoryRows> {
+    const range = { gte: recordKey(chunk, 0), lt: recordKey(chunk + 1, 0) }
+    const counts = new Float64Array(CHUNK_BLOCKS)
+    for await (const rows of this.rowBatches(range, readRows)) {
+      for (const [, value] of rows) forEachVersion(value, offset => { counts[offset]++ })
+    }
+    const first = chunk * CHUNK_BLOCKS
+    const group = new ChunkRows()
+    const out = new ChunkRows()
+    for (let lo = Math.max(0, from - first); lo < CHUNK_BLOCKS;) {
+      let hi = lo + 1
+      let n = counts[lo]
+      while (hi < CHUNK_BLOCKS && n + counts[hi] <= holdVersions) n += counts[hi++]
+      if (n > 0) {
+        group.only = [lo, hi]
+        for await (const rows of this.rowBatches(range, readRows)) {
+          for (const [key, value] of rows) {
+            group.seq = decodeRecordKey(key).seq
+            forEachVersion(value, group.hold)
+          }
+          if (hi - lo === 1 && group.length >= 4 * holdVersions) {
+            group.sortInto(out, first, from, lo, hi)
+            yield out.take()
+          }
+        }
+        if (group.length > 0) group.sortInto(out, first, from, lo, hi)
+        if (out.length > 0) yield out.take()
+      }
+      lo = hi
+    }
   }
 
   /** The version of `block` visible at cut `seq`: the newest with sequence <= seq. */
@@ -543,4 +560,78 @@ function applyChanges (table: ChunkVersions, change: RecordChange): ChunkVersion
   for (const [h, from, to] of change.sets) for (let i = from; i < to; i += 4) table.set(h[i] - first, h[i + 2], h[i + 3])
   for (const offset of change.deletes) table.delete(offset)
   return table
+}
+
+/**
+ * Versions of a chunk held before historyBatches gives them out sorted by block: 8 MiB of rows.
+ * Past it the chunk is read again by groups of blocks (IndexDb.hotChunkBatches).
+ */
+export const HOLD_CHUNK_VERSIONS = 262144
+
+/**
+ * Rows of four numbers in a typed array grown by doubling: while held, (block offset in the
+ * chunk, seq, position, crc) in the order the index gives them (by seq); given out, (block,
+ * seq, position, crc) sorted by block, each block's versions oldest first.
+ */
+class ChunkRows {
+  rows = new Float64Array(1024)
+  length = 0
+  /** The seq of the record whose versions `hold` takes. */
+  seq = 0
+  /** Only offsets in [lo, hi) are held. */
+  only: [number, number] = [0, CHUNK_BLOCKS]
+  private order = new Int32Array(256)
+  private readonly starts = new Int32Array(CHUNK_BLOCKS + 1)
+
+  readonly hold = (offset: number, position: number, crc: number): void => {
+    if (offset < this.only[0] || offset >= this.only[1]) return
+    this.room(4)
+    const rows = this.rows
+    rows[this.length++] = offset
+    rows[this.length++] = this.seq
+    rows[this.length++] = position
+    rows[this.length++] = crc
+  }
+
+  private room (more: number): void {
+    if (this.length + more <= this.rows.length) return
+    const grown = new Float64Array(Math.max(this.length + more, 2 * this.rows.length))
+    grown.set(this.rows.subarray(0, this.length))
+    this.rows = grown
+  }
+
+  /**
+   * Appends the held rows of offsets [lo, hi) to `out` as (first + offset, seq, position, crc),
+   * stable-sorted by offset (a counting sort: a block's versions stay oldest first), leaving
+   * out blocks below `from`; empties this.
+   */
+  sortInto (out: ChunkRows, first: number, from: number, lo: number, hi: number): void {
+    const held = this.rows
+    const n = this.length / 4
+    if (this.order.length < n) this.order = new Int32Array(2 * n)
+    const order = this.order
+    const starts = this.starts
+    out.room(this.length)
+    starts.fill(0)
+    for (let i = 0; i < this.length; i += 4) starts[held[i] - lo + 1]++
+    for (let o = 0; o < hi - lo; o++) starts[o + 1] += starts[o]
+    for (let i = 0; i < n; i++) order[starts[held[4 * i] - lo]++] = 4 * i
+    const rows = out.rows
+    for (let j = 0; j < n; j++) {
+      const i = order[j]
+      if (first + held[i] < from) continue
+      rows[out.length++] = first + held[i]
+      rows[out.length++] = held[i + 1]
+      rows[out.length++] = held[i + 2]
+      rows[out.length++] = held[i + 3]
+    }
+    this.length = 0
+  }
+
+  /** A copy of the rows (the caller may keep it); empties this. */
+  take (): Float64Array {
+    const copy = this.rows.slice(0, this.length)
+    this.length = 0
+    return copy
+  }
 }

@@ -7,7 +7,7 @@ import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_T
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type IoOptions, type StoreParts, type LogPart } from './parts'
-import { HIGHEST_VOLUME_ID } from './recovery'
+import { HIGHEST_VOLUME_ID, HIGHEST_VOLUME_ID_SEQ } from './recovery'
 import { NextSegment } from './next-segment'
 import { appendLimit, markerUse, type AppendUse } from './pass-fence'
 import { Segment } from './segment'
@@ -421,7 +421,7 @@ export class LogAppender implements LogPart {
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
     const position = this.completedPosition
-    const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload }
+    const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload, bytes: ENTRY_HEADER_BYTES + body.length }
     await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], use, () => {
       this.seq = seq
       this.lastTimeMs = timeMs
@@ -430,6 +430,7 @@ export class LogAppender implements LogPart {
       if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
         for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
         batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
+        batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
       }
     })
     await this.syncAll() // a marker is reported only once it is durable

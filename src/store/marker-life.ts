@@ -1,4 +1,5 @@
-import { EntryKind } from './format'
+import { decodeHeader, entryBytes } from './entry'
+import { ENTRY_HEADER_BYTES, EntryKind } from './format'
 import type { EntryRecord } from './index-db'
 import type { PassFence } from './pass-fence'
 import type { StoreParts } from './parts'
@@ -17,23 +18,39 @@ import type { StoreParts } from './parts'
  * - a sync point at or before the horizon: `restore --at` refuses it anyway;
  * - a snapshot's marker once its deletion was durable when the fence was taken (not among
  *   the fence's cuts), unless it took the volume id of a snapshot that is still there (a
- *   rebuild would give that one its id back). A rebuild after the markers of deleted
- *   snapshots went counts volume ids on from the highest among the markers left;
- * - a deletion marker once its snapshot's marker is free, by this pass or an earlier one.
- *   Freed the other way round, a rebuild would bring the snapshot back without its versions.
- *   The pass frees segments in log order and makes each one's free headers durable before
- *   the next, and the snapshot's marker comes first in the log.
+ *   rebuild would give that one its id back) or it is the newest with the highest volume id
+ *   given out (a rebuild would give that id out again);
+ * - a deletion marker once its snapshot's marker is free, by this pass or an earlier one, and
+ *   no copy on backing storage holds that marker. Freed the other way round, a rebuild would
+ *   bring the snapshot back without its versions. The pass frees segments in log order and
+ *   makes each one's free headers durable before the next, and the snapshot's marker comes
+ *   first in the log.
  * Write, move and trim entries are judged by their versions (compaction.ts), not here.
  */
 export class MarkerLife {
   private readonly freeable = new Set<number>()
+  /** Log positions of the snapshot markers this pass frees (their deletions look them up). */
+  private readonly snapshotMarkers = new Map<number, number>()
 
   constructor (private readonly p: StoreParts, private readonly fence: PassFence) {}
 
-  /** Judges the entry at `seq`; call for each entry the pass may touch, in sequence order. */
+  /**
+   * Judges the entry at `seq`; call for each entry the pass may touch, in sequence order. A
+   * marker that may go gets its length in its record (`bytes`, read from its header when the
+   * record is older than store format 4), which the free header of a run ending with it needs.
+   */
   async consider (seq: number, e: EntryRecord): Promise<void> {
     if (e.freed === true || e.payload === undefined) return
-    if (await this.mayFree(seq, e.kind, e.payload)) this.freeable.add(seq)
+    if (!(await this.mayFree(seq, e.kind, e.payload))) return
+    if (e.bytes === undefined) {
+      const bytes = await this.lengthFromHeader(seq, e)
+      // Its header is not its own: a pass that stopped before its index commit freed a run
+      // beginning with it. It stays for now (its length is not known).
+      if (bytes === undefined) return
+      e.bytes = bytes
+    }
+    this.freeable.add(seq)
+    if (e.kind === EntryKind.snapshot) this.snapshotMarkers.set(seq, e.position)
   }
 
   /** Whether the marker at `seq` was judged free to go. */
@@ -43,24 +60,45 @@ export class MarkerLife {
 
   private async mayFree (seq: number, kind: number, payload: Record<string, unknown>): Promise<boolean> {
     const horizon = this.p.history.horizon
+    const table = this.p.snapshotTable
     switch (kind) {
       case EntryKind.history:
         return typeof payload.horizon === 'number' && payload.horizon < horizon
       case EntryKind.sync:
         return seq <= horizon
       case EntryKind.snapshot: {
-        const live = (cut: unknown): boolean => this.fence.heldCut(cut as number) || this.p.snapshotTable.list().some(s => s.seq === cut)
-        return !live(seq) && (payload.displaced === undefined || !live(payload.displaced))
+        const live = (cut: unknown): boolean => this.fence.heldCut(cut as number) || table.list().some(s => s.seq === cut)
+        if (live(seq) || (payload.displaced !== undefined && live(payload.displaced))) return false
+        // The newest marker with the highest volume id stays (0: not known yet, all of them do).
+        return payload.id === null || (payload.id as number) < table.highestId || seq < table.highestIdSeq
       }
       case EntryKind.deleteSnapshot: {
         const cut = payload.seq
         if (typeof cut !== 'number') return false
-        if (this.freeable.has(cut)) return true
-        const marker = await this.p.db.entry(cut)
-        return marker === undefined || marker.freed === true
+        let at = this.snapshotMarkers.get(cut)
+        if (at === undefined) {
+          const marker = await this.p.db.entry(cut)
+          // Not indexed (a rebuild does not index freed entries): where it was is not known.
+          if (marker?.freed !== true) return false
+          at = marker.position
+        }
+        // A copy on backing storage made before its snapshot's marker was freed still holds it,
+        // and a rebuild reads archived segments from there (detached and attached again, the
+        // archive did not see the local free header): this deletion must stay beside it.
+        return !this.p.segments.isArchived(Math.floor(at / this.p.config.segmentBytes))
       }
       default:
         return false
     }
+  }
+
+  /** The marker's length from its own header, or undefined when the header there is another's. */
+  private async lengthFromHeader (seq: number, e: EntryRecord): Promise<number | undefined> {
+    const S = this.p.config.segmentBytes
+    const segment = await this.p.reader.segment(Math.floor(e.position / S))
+    const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
+    const got = await segment.handle.read(buf, 0, ENTRY_HEADER_BYTES, e.position % S)
+    const h = got === ENTRY_HEADER_BYTES ? decodeHeader(buf) : undefined
+    return h !== undefined && h.seq === seq && h.kind === e.kind ? entryBytes(h) : undefined
   }
 }

@@ -26,6 +26,12 @@ export interface OpenOptions {
    */
   compactionDeadBatch?: number
   /**
+   * Versions of one chunk of 64 blocks the walks of the whole history hold at once (default
+   * HOLD_CHUNK_VERSIONS, index-db.ts): a chunk with more is read again by groups of blocks.
+   * The simulation makes it small.
+   */
+  historyHoldVersions?: number
+  /**
    * Called by compaction between its big steps (after each walk of the whole history, after
    * each batch of freed versions, at its end): the host may collect garbage there. The walks
    * and index commits of one pass after fast writes leave tens of MiB of short-lived buffers

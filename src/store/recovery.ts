@@ -16,6 +16,8 @@ import { SnapshotTable } from './snapshots'
 
 /** Counter key: the highest volume id ever given (sequential ids without reuse continue from it). */
 export const HIGHEST_VOLUME_ID = 'highestVolumeId'
+/** Index counter: the cut of the newest snapshot marker with the highest volume id (SnapshotTable.highestIdSeq). */
+export const HIGHEST_VOLUME_ID_SEQ = 'highestVolumeIdSeq'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, type SegmentGeometry } from './segment'
@@ -161,7 +163,7 @@ export async function recover (
       await index.loadNewest(map)
     }
   }
-  const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID))
+  const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID), await index.counter(HIGHEST_VOLUME_ID_SEQ))
   let horizon = await index.counter(HISTORY_HORIZON)
 
   let seq = checkpoint?.seq ?? 0
@@ -502,7 +504,7 @@ export async function recover (
     }
     if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
     const payload = h.kind === EntryKind.write || h.kind === EntryKind.move || h.kind === EntryKind.trim ? undefined : unpack(entry.payload!) as Record<string, unknown>
-    batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload })
+    batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload, ...(payload ? { bytes: entryBytes(h) } : {}) })
     if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
       // The log keeps the horizon, so a rebuilt index never promises history compaction freed.
       horizon = Math.max(horizon, payload.horizon)
@@ -511,6 +513,7 @@ export async function recover (
     if (payload) {
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
       batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)
+      batch.counters.set(HIGHEST_VOLUME_ID_SEQ, snapshots.highestIdSeq)
     }
   }
 

@@ -43,7 +43,16 @@ export class SnapshotTable {
   private readonly byName = new Map<string, SnapshotRecord>()
   private sorted: SnapshotRecord[] | undefined
 
-  constructor (records: SnapshotRecord[], public highestId: number) {
+  constructor (
+    records: SnapshotRecord[],
+    public highestId: number,
+    /**
+     * The cut of the newest snapshot marker with the highest volume id (0: not known, an index
+     * written before it was kept). Compaction keeps that marker, so a rebuild from the log still
+     * knows the highest id given out (sequential ids without reuse never give one twice).
+     */
+    public highestIdSeq = 0
+  ) {
     for (const r of records) this.byName.set(r.name, r)
   }
 
@@ -124,7 +133,10 @@ export class SnapshotTable {
       const record: SnapshotRecord = { id: m.id, name: m.name, seq, position, timeMs: m.createdMs ?? timeMs, frozen: m.frozen }
       this.byName.set(m.name, record)
       changes.set(seq, record)
-      if (m.id !== null && m.id > this.highestId) this.highestId = m.id
+      if (m.id !== null && m.id >= this.highestId) {
+        this.highestId = m.id
+        this.highestIdSeq = seq
+      }
     } else if (kind === EntryKind.deleteSnapshot) {
       const m = payload as unknown as DeleteMarker
       const old = this.byName.get(m.name)

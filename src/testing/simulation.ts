@@ -65,6 +65,8 @@ export interface SimulationOptions {
    * activity and power loss landing between the batches.
    */
   compactionDeadBatch?: number
+  /** The store's historyHoldVersions: small, the walks of the history read crowded chunks again by groups of blocks. */
+  historyHoldVersions?: number
   /** Power losses keep any mix of unsynced pages (SimFileLayer.crash `pages`), not a prefix. */
   crashPages?: boolean
   /**
@@ -163,7 +165,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
   const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
-  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.historyHoldVersions !== undefined ? `chunks of over ${opts.historyHoldVersions} versions read by groups, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
@@ -195,7 +197,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     maxOpenSegments,
     savedBlockMap: opts.savedMap ?? true,
     writevMaxBytes: opts.writevMaxBytes,
-    compactionDeadBatch: opts.compactionDeadBatch
+    compactionDeadBatch: opts.compactionDeadBatch,
+    historyHoldVersions: opts.historyHoldVersions
   })
   // A restore may be refused only without backing storage, and only for a point that has
   // been outside the history window (snapshots never).
