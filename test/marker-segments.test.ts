@@ -140,7 +140,8 @@ t.test('MarkerLife: each kind of marker, and the deletion marker that waits for 
     snapshotTable: { list: () => [{ seq: 50 }], highestId: 9, highestIdSeq: 80 },
     db: { entry: async (seq: number) => index.get(seq) },
     segments: { isArchived: (id: number) => id === 3 },
-    config: { segmentBytes: SEG }
+    config: { segmentBytes: SEG },
+    opts: {}
   } as unknown as StoreParts
   const life = new MarkerLife(parts, new PassFence(200, 9, SEG, [50, 60]))
   const marker = (kind: number, payload: Record<string, unknown>, position = 0): EntryRecord => ({ kind, timeMs: 0, position, block: 0, count: 0, payload, bytes: 90 })
@@ -159,6 +160,7 @@ t.test('MarkerLife: each kind of marker, and the deletion marker that waits for 
   t.ok(await judged(71, marker(EntryKind.deleteSnapshot, { name: 'a', seq: 30 })), 'one whose snapshot marker an earlier pass freed')
   t.notOk(await judged(72, marker(EntryKind.deleteSnapshot, { name: 'b', seq: 40 })), 'one whose snapshot marker stays (a rebuild would bring it back)')
   t.notOk(await judged(74, marker(EntryKind.deleteSnapshot, { name: 'g', seq: 45 })), 'one whose snapshot marker is still in a copy on backing storage')
-  t.notOk(await judged(75, marker(EntryKind.deleteSnapshot, { name: 'z', seq: 44 })), 'one whose snapshot marker is not indexed (freed before a rebuild)')
+  t.ok(await judged(75, marker(EntryKind.deleteSnapshot, { name: 'z', seq: 44 }, 2 * SEG)), 'one whose snapshot marker is not indexed (freed before a rebuild), none of the segments up to it archived')
+  t.notOk(await judged(76, marker(EntryKind.deleteSnapshot, { name: 'y', seq: 43 }, 4 * SEG)), 'the same, with an archived segment before it (its copy may hold the marker)')
   t.notOk(await judged(73, { ...marker(EntryKind.history, { horizon: 1 }), payload: undefined }), 'a marker without its payload stays')
 })

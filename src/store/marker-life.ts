@@ -41,7 +41,13 @@ export class MarkerLife {
    */
   async consider (seq: number, e: EntryRecord): Promise<void> {
     if (e.freed === true || e.payload === undefined) return
-    if (!(await this.mayFree(seq, e.kind, e.payload))) return
+    // With backing storage, segments that keep markers are archived like any other and leave
+    // the pool (the archive pass drops their local copies), so nothing is freed there: with
+    // markers freed, simulation seed 64018 (archive, index rebuilds) failed verify after a
+    // rebuild that scanned fetched copies ("impossible free run" in a local copy). Root cause
+    // not found yet: docs/FORMAT.md open points.
+    if (this.p.opts.archive) return
+    if (!(await this.mayFree(seq, e.kind, e.payload, e.position))) return
     if (e.bytes === undefined) {
       const bytes = await this.lengthFromHeader(seq, e)
       // Its header is not its own: a pass that stopped before its index commit freed a run
@@ -58,7 +64,7 @@ export class MarkerLife {
     return this.freeable.has(seq)
   }
 
-  private async mayFree (seq: number, kind: number, payload: Record<string, unknown>): Promise<boolean> {
+  private async mayFree (seq: number, kind: number, payload: Record<string, unknown>, position: number): Promise<boolean> {
     const horizon = this.p.history.horizon
     const table = this.p.snapshotTable
     switch (kind) {
@@ -75,17 +81,23 @@ export class MarkerLife {
       case EntryKind.deleteSnapshot: {
         const cut = payload.seq
         if (typeof cut !== 'number') return false
-        let at = this.snapshotMarkers.get(cut)
-        if (at === undefined) {
-          const marker = await this.p.db.entry(cut)
-          // Not indexed (a rebuild does not index freed entries): where it was is not known.
-          if (marker?.freed !== true) return false
-          at = marker.position
-        }
+        const S = this.p.config.segmentBytes
         // A copy on backing storage made before its snapshot's marker was freed still holds it,
         // and a rebuild reads archived segments from there (detached and attached again, the
         // archive did not see the local free header): this deletion must stay beside it.
-        return !this.p.segments.isArchived(Math.floor(at / this.p.config.segmentBytes))
+        let at = this.snapshotMarkers.get(cut)
+        if (at === undefined) {
+          const marker = await this.p.db.entry(cut)
+          if (marker !== undefined) {
+            if (marker.freed !== true) return false
+            at = marker.position
+          }
+        }
+        if (at !== undefined) return !this.p.segments.isArchived(Math.floor(at / S))
+        // Not indexed: a rebuild does not index the entries of free runs, so it was freed, in
+        // a segment at or before this one that is not known: none of them may be archived.
+        for (let id = Math.floor(position / S); id >= 0; id--) if (this.p.segments.isArchived(id)) return false
+        return true
       }
       default:
         return false
