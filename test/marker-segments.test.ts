@@ -6,7 +6,7 @@
 // time with a few blocks of live data. src/store/marker-life.ts says which markers may go.
 import fs from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { EntryKind } from '../src/store/format'
 import type { EntryRecord } from '../src/store/index-db'
 import { MarkerLife } from '../src/store/marker-life'
@@ -32,6 +32,19 @@ async function round (s: Store, r: number, model: Buffer): Promise<void> {
   }
 }
 
+/** Closes `s`, deletes its index and opens it again: the index rebuilt from the log has the same horizon. */
+async function closeAndRebuild (t: Test, s: Store, dir: string): Promise<Store> {
+  const horizon = s.status().history.horizonSeq
+  t.ok(horizon > 0, `the horizon rose to ${horizon}`)
+  await s.close()
+  fs.rmSync(path.join(dir, 'index'), { recursive: true })
+  const rebuilt = await Store.open(dir, OPTS)
+  t.teardown(() => rebuilt.close().catch(() => undefined))
+  t.ok(rebuilt.recovery.rebuiltIndex, 'the index was rebuilt from the log')
+  t.equal(rebuilt.status().history.horizonSeq, horizon, 'the rebuilt horizon is the one the newest history marker kept')
+  return rebuilt
+}
+
 t.test('compactions that raise the horizon do not pin a segment each', async t => {
   const dir = scratchDir(t, 'logdisk-marker-horizon')
   await Store.create(dir, { sizeBytes: 1024 * B, blockBytes: B, segmentBytes: SEG })
@@ -43,15 +56,7 @@ t.test('compactions that raise the horizon do not pin a segment each', async t =
   }
   t.ok(localSegments(s) <= 3, `${localSegments(s)} segments after 24 compactions (24 and more before the fix)`)
   t.ok((await s.read(0, BLOCKS * B)).equals(model), 'the image reads like the model')
-  const horizon = s.status().history.horizonSeq
-  t.ok(horizon > 0, `the horizon rose to ${horizon}`)
-  await s.close()
-
-  fs.rmSync(path.join(dir, 'index'), { recursive: true })
-  const rebuilt = await Store.open(dir, OPTS)
-  t.teardown(() => rebuilt.close().catch(() => undefined))
-  t.ok(rebuilt.recovery.rebuiltIndex, 'the index was rebuilt from the log')
-  t.equal(rebuilt.status().history.horizonSeq, horizon, 'the rebuilt horizon is the one the newest history marker kept')
+  const rebuilt = await closeAndRebuild(t, s, dir)
   t.ok((await rebuilt.read(0, BLOCKS * B)).equals(model), 'the image reads the same after the rebuild')
   t.ok((await rebuilt.verify()).ok, 'verify is clean')
 })
@@ -77,17 +82,9 @@ t.test('deleted snapshots and sync points older than the horizon do not pin segm
   const markerKinds: number[] = [EntryKind.sync, EntryKind.snapshot, EntryKind.deleteSnapshot, EntryKind.history]
   for await (const e of s.entries()) if (markerKinds.includes(e.kind) && e.freed === true) freedMarkers++
   t.ok(freedMarkers >= 60, `${freedMarkers} markers freed`)
-  const horizon = s.status().history.horizonSeq
-  t.ok(horizon > 0, `the horizon rose to ${horizon}`)
-  await s.close()
-
   // The log alone: no deleted snapshot comes back, the kept one reads what it saw.
-  fs.rmSync(path.join(dir, 'index'), { recursive: true })
-  const rebuilt = await Store.open(dir, OPTS)
-  t.teardown(() => rebuilt.close().catch(() => undefined))
-  t.ok(rebuilt.recovery.rebuiltIndex, 'the index was rebuilt from the log')
+  const rebuilt = await closeAndRebuild(t, s, dir)
   t.same(rebuilt.snapshots().map(x => ({ name: x.name, seq: x.seq, id: x.id })), kept, 'the same snapshots, cuts and ids')
-  t.equal(rebuilt.status().history.horizonSeq, horizon, 'the same horizon')
   t.ok((await rebuilt.readSnapshot('s23', 0, BLOCKS * B)).equals(snapModel), 'the kept snapshot reads what it saw')
   t.ok((await rebuilt.read(0, BLOCKS * B)).equals(model), 'the image reads like the model')
   await t.rejects(rebuilt.resolvePoint('note3'), /note3/, 'a sync point given up reads as gone, with its name')
