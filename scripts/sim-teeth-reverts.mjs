@@ -2,8 +2,10 @@
 // catches each defect again. Each revert is [file, exact text of the fix, text without it];
 // test/sim-teeth.test.ts checks on every `make test` that each fix is still found exactly once,
 // so the list cannot go stale unnoticed while the engine moves (three did once). A fix no
-// seed of the default simulation reaches has its own test instead (a deletion marker freed
-// before its snapshot's: test/marker-segments.test.ts, none of seeds 1-200 failed).
+// seed of the default simulation reaches has its own test instead: a deletion marker freed
+// before its snapshot's (test/marker-segments.test.ts) and free headers that miss a named
+// copy which did not open (test/marker-unopened-copy.test.ts; seed 6 caught it while markers
+// were also freed under an archive, none of seeds 1-200 since).
 export const reverts = {
   'defect 1: passes judge history up to a fence': [
     ['src/store/compaction-pass.ts', 'range: within, fenceSeq: fence.seq,', 'range: within, fenceSeq: Number.MAX_SAFE_INTEGER,'],
@@ -28,10 +30,6 @@ export const reverts = {
   ],
   'defect 8: compaction keeps what restore points inside the history window read': [
     ['src/store/history.ts', '    const keep = this.keepMs\n    if (keep <= 0) return fence.seq + 1\n', '    const keep: number = 0\n    if (keep <= 0) return fence.seq + 1\n']
-  ],
-  'markers: free headers reach every named copy, or it stops being named': [
-    ['src/store/compaction-pass.ts', 'if (segment.volumes.length !== named.length || !named.every(v => segment.volumes.includes(v))) {', 'if (named.length < 0) {'],
-    ['src/store/compaction-pass.ts', 'for (const v of segments.volumesOf(id) ?? []) if (!segment.volumes.includes(v)) segments.copyDropped(id, v)', '']
   ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
     ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))']
