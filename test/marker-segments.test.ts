@@ -2,8 +2,8 @@
 // is free, and compaction never freed a marker: each pass that raised the history horizon,
 // each deleted snapshot and each sync point left the segment it landed in counted whole by the
 // pool. Measured before the fix: 40 rounds of rewriting 64 blocks and compacting left 40
-// segments (one history marker each), so `compact.every` with `snapshot.every` filled a pool in
-// time with a few blocks of live data. src/store/marker-life.ts says which markers may go.
+// segments (one history marker each), so `compact.every` with `snapshot.every` would use up a
+// pool in time with a few blocks of live data. src/store/marker-life.ts says which markers may go.
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'

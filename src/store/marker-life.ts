@@ -10,7 +10,8 @@ import type { StoreParts } from './parts'
  * much of it is punched: while every marker stayed for good, each compaction that raised the
  * horizon, each snapshot deleted and each sync point pinned the segment it landed in. Measured
  * before this rule: 40 compactions of a store whose live data was 64 blocks left 40 segments,
- * and a store with `compact.every` and `snapshot.every` filled its pool in time.
+ * each counted by the pool as a full one, so `compact.every` with `snapshot.every` would use
+ * up a pool in time with a few blocks of live data.
  *
  * A marker may go when what it says is said by another, or no longer matters:
  * - a history marker whose horizon is below the store's: the marker that raised the horizon
