@@ -134,7 +134,7 @@ t.test('MarkerLife: each kind of marker, and the deletion marker that waits for 
   ])
   const parts = {
     history: { horizon: 100 },
-    snapshotTable: { list: () => [{ seq: 50 }], highestId: 9, highestIdSeq: 80 },
+    snapshotTable: { highestId: 9, highestIdSeq: 80 },
     db: { entry: async (seq: number) => index.get(seq) },
     segments: { isArchived: (id: number) => id === 3 },
     config: { segmentBytes: SEG },

@@ -167,7 +167,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
         p.reader.forgetHandle(id)
         segment = await p.reader.segment(id)
       }
-      for (const v of segments.volumesOf(id) ?? []) if (!segment.volumes.includes(v)) segments.copyDropped(id, v)
+      for (const v of named) if (!segment.volumes.includes(v)) segments.copyDropped(id, v)
       await segments.recordDrops()
       const headers: Array<[number, Buffer]> = []
       const runs: number[] = [] // from, to, ...

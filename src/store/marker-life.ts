@@ -74,8 +74,10 @@ export class MarkerLife {
       case EntryKind.sync:
         return seq <= horizon
       case EntryKind.snapshot: {
-        const live = (cut: unknown): boolean => this.fence.heldCut(cut as number) || table.list().some(s => s.seq === cut)
-        if (live(seq) || (payload.displaced !== undefined && live(payload.displaced))) return false
+        // The fence's cuts: every snapshot standing now with a cut at or before the fence was
+        // standing then too (a new one's cut is past it), and one deleted since is still there.
+        const held = (cut: unknown): boolean => this.fence.heldCut(cut as number)
+        if (held(seq) || (payload.displaced !== undefined && held(payload.displaced))) return false
         // The newest marker with the highest volume id stays (0: not known yet, all of them do).
         return payload.id === null || (payload.id as number) < table.highestId || seq < table.highestIdSeq
       }
