@@ -20,7 +20,7 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 export const HIGHEST_VOLUME_ID_SEQ = 'highestVolumeIdSeq'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
-import { Segment, type SegmentGeometry } from './segment'
+import { Segment, checkSegmentHeader, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
 import { foreignSegment } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
@@ -202,10 +202,13 @@ export async function recover (
   // Segments at the end that hold no entry (made ahead of their roll, next-segment.ts, or a
   // roll a crash interrupted) do not make the one before them sealed: in a full rebuild, the
   // last segment holding entries is where a crash tore the log, as if it were the last one.
+  // A segment whose header never became durable is no later end either: a roll the crash
+  // interrupted after some of the new segment's entry pages reached the disk (a page cache
+  // writes back in any order) leaves bytes there, but the log still ends in the one before.
   let lastWithEntries = -1
   if (!replaying) {
     for (let i = toScan.length - 1; i >= 0; i--) {
-      if (await holdsEntries(layer, home, located.get(toScan[i]) ?? [], toScan[i])) { lastWithEntries = toScan[i]; break }
+      if (await holdsEntries(layer, home, located.get(toScan[i]) ?? [], toScan[i], geometry)) { lastWithEntries = toScan[i]; break }
     }
   }
   /** Directories holding copies of the segments replay synced (see below the loop). */
@@ -708,13 +711,21 @@ async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: Seg
   await clearPendingHeaders(layer, storeDir)
 }
 
-/** Whether a copy of segment `id` is longer than its header (unreadable: assumed to). */
-async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: string[], id: number): Promise<boolean> {
+/**
+ * Whether a copy of segment `id` is longer than its header (unreadable: assumed to). With
+ * `geometry`, only a copy whose header also checks out counts: bytes behind a header that never
+ * became durable are no entries of the log.
+ */
+async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry?: SegmentGeometry): Promise<boolean> {
   for (const volume of volumes) {
     try {
       const handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(id)), false)
       try {
-        if ((await handle.size()) > SEGMENT_HEADER_BYTES) return true
+        if ((await handle.size()) <= SEGMENT_HEADER_BYTES) continue
+        if (geometry === undefined) return true
+        const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
+        const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+        if (n === SEGMENT_HEADER_BYTES && checkSegmentHeader(header, id, geometry) === undefined) return true
       } finally {
         await handle.close()
       }
