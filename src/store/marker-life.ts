@@ -42,12 +42,6 @@ export class MarkerLife {
    */
   async consider (seq: number, e: EntryRecord): Promise<void> {
     if (e.freed === true || e.payload === undefined) return
-    // With backing storage, segments that keep markers are archived like any other and leave
-    // the pool (the archive pass drops their local copies), so nothing is freed there: with
-    // markers freed, simulation seed 64018 (archive, index rebuilds) failed verify after a
-    // rebuild that scanned fetched copies ("impossible free run" in a local copy). Root cause
-    // not found yet: docs/FORMAT.md open points.
-    if (this.p.opts.archive) return
     if (!(await this.mayFree(seq, e.kind, e.payload, e.position))) return
     if (e.bytes === undefined) {
       const bytes = await this.lengthFromHeader(seq, e)

@@ -113,6 +113,29 @@ export async function recover (
     if (behind.length > 0) log.warn({ segment: id, behind }, 'copies of a segment that fell behind the others are not used (logdisk pool repair replaces them)')
     return best
   }
+  /**
+   * An archived segment's local copies that a rebuild keeps: those whose log reaches exactly
+   * where its fetched copy's does (the same last sequence and end; free headers and punches
+   * do not change either). A local copy a pass wrote through reaches there; one that did not
+   * is not a copy of the segment the store had: a mirror copy dropped after a failed write
+   * (its free headers never synced, or its tail missing) is removed only by the next open or
+   * by the archive pass, whose removal of every local copy a power loss may undo. Taken for
+   * the local copy, it was read by verify and reads (simulation seed 64018: a torn free header
+   * at the start of segment 1 in the copy dropped two phases before, "impossible free run").
+   * None kept: the segment stays archived and the open removes the files (store-open.ts).
+   */
+  const keptOfArchived = new Map<number, string[]>()
+  const localOfArchived = async (id: number): Promise<string[]> => {
+    let out = keptOfArchived.get(id)
+    if (out) return out
+    const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const { best } = local.length > 0 ? await byLogEnd(layer, home, [CACHE_VOLUME, ...local], id, geometry) : { best: [] as string[] }
+    out = best.includes(CACHE_VOLUME) ? best.filter(v => v !== CACHE_VOLUME) : []
+    const stale = local.filter(v => !out!.includes(v))
+    if (stale.length > 0) log.warn({ segment: id, stale }, 'local copies of an archived segment that do not hold what backing storage holds are not used')
+    keptOfArchived.set(id, out)
+    return out
+  }
   // A position at offset 0 of segment N is the very end of a full segment N-1 (entries start
   // after the header page, so no entry is ever at offset 0).
   let cpSegment = checkpoint ? Math.floor(checkpoint.position / geometry.segmentBytes) : -1
@@ -440,7 +463,7 @@ export async function recover (
    * skips (that would strand punched bytes inside the local log).
    */
   async function markLocallyFreed (id: number): Promise<void> {
-    const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
+    const local = await localOfArchived(id)
     if (local.length === 0) return
     let one: Segment
     try {
@@ -544,7 +567,8 @@ export async function recover (
     // state follows from the scan.
     const record = records.get(id)
     const local = (chosen.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
-    const volumes = record?.volumes ?? (local.length > 0 ? local : await upToDate(located.get(id) ?? [], id))
+    const fetched = chosen.get(id)?.[0] === CACHE_VOLUME
+    const volumes = record?.volumes ?? (local.length > 0 ? local : fetched ? await localOfArchived(id) : await upToDate(located.get(id) ?? [], id))
     const archived = record?.archived ?? (inArchive.has(id) || undefined)
     // An archived segment with no local copy stays archived: its fetched copy was for the scan.
     const state = id === current.id ? 'current' : archived && volumes.length === 0 ? 'archived' : !record || record.state === 'current' ? 'active' : record.state
