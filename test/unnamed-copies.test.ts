@@ -2,22 +2,34 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { Store } from '../src/store/store'
 import type { SimFileLayer } from '../src/testing/sim-file-layer'
-import { mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
+import { PassThroughLayer, mirroredStore, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * An open removes copies of a segment on volumes its index record does not name (store-open.ts
  * removeUnnamedCopies): a full rebuild, which has no record, took such a copy (dropped long
  * before) over the good one (simulation seed 17100006). But never the only copies there are.
+ * (A running store removes a dropped copy itself once the drop is on record; the open is
+ * what is left when that removal failed or a crash came first.)
  */
 const B = 4096
 const SIZE = 1024 * B
 const SEG = 258 * B
 const SEG0 = 'seg-000000000000.log'
 
+/** Refuses to remove files on v1 (EIO): the volume that fails. */
+class NoRemoveOnV1 extends PassThroughLayer {
+  async remove (file: string): Promise<void> {
+    if (file.includes(`${path.sep}vol-v1${path.sep}`)) throw Object.assign(new Error(`EIO: remove ${file} (test)`), { code: 'EIO' })
+    return await this.sim.remove(file)
+  }
+}
+
 async function droppedCopy (t: Test): Promise<{ sim: SimFileLayer, dir: string, open: () => Promise<Store> }> {
   const dir = scratchDir(t, 'logdisk-unnamed')
-  const { sim, open } = await mirroredStore(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
-  const s = await open()
+  const { sim, open, openOn } = await mirroredStore(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
+  // The store removes a copy once its drop is on record (segment-table.ts); here v1 refuses
+  // that removal, as a failing volume may, so the copy is still there for the next open.
+  const s = await openOn(new NoRemoveOnV1(sim))
   for (let b = 0; b < 10; b++) await s.write(b * B, tagBlock(`A${b}`, B))
   await s.flush()
   sim.failNext('writev', 'EIO') // copy v1 fails a write: dropped, recorded

@@ -679,14 +679,20 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
 /**
  * Copies of one segment ordered by how far their valid log reaches (highest sequence number,
  * then furthest offset): a copy that fell behind (a failed write, a power loss between the
- * copies' writes) is a prefix of the others.
+ * copies' writes) is a prefix of the others. Then, at the same reach, by how many entries
+ * free headers cover: compaction writes them in place, on the copies still named, so a copy
+ * dropped by one (its write failed, or it did not open) ends where the others end and differs
+ * only there; it never gains one another copy lacks (a redo of pending headers writes the
+ * same ones), so the copy with more is the later one. Taking the other brought back freed
+ * entries, a deleted snapshot's marker among them (test/rebuild-dropped-copy.test.ts).
  */
 async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<{ best: string[], behind: string[] }> {
   if (volumes.length < 2) return { best: volumes, behind: [] }
-  const reach = new Map<string, [number, number]>()
+  const reach = new Map<string, [seq: number, end: number, freed: number]>()
   for (const v of volumes) {
     let seq = -1
     let end = -1
+    let freed = 0
     try {
       const one = await Segment.open(layer, home, [v], id, geometry)
       try {
@@ -694,15 +700,17 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
           if (item.type === 'end') { end = item.offset; break }
           if (item.badBlocks.length > 0) { end = item.offset; break }
           seq = item.header.kind === EntryKind.free ? item.header.block : item.header.seq
+          if (item.header.kind === EntryKind.free) freed += item.header.block - item.header.seq + 1
         }
       } finally {
         await one.close()
       }
     } catch { /* unreadable copy: last */ }
-    reach.set(v, [seq, end])
+    reach.set(v, [seq, end, freed])
   }
-  const top = [...reach.values()].reduce((m, r) => r[0] > m[0] || (r[0] === m[0] && r[1] > m[1]) ? r : m)
-  const best = volumes.filter(v => reach.get(v)![0] === top[0] && reach.get(v)![1] === top[1])
+  const ahead = (a: number[], b: number[]): boolean => a[0] !== b[0] ? a[0] > b[0] : a[1] !== b[1] ? a[1] > b[1] : a[2] > b[2]
+  const top = [...reach.values()].reduce((m, r) => ahead(r, m) ? r : m)
+  const best = volumes.filter(v => !ahead(top, reach.get(v)!))
   return { best, behind: volumes.filter(v => !best.includes(v)) }
 }
 

@@ -1,3 +1,5 @@
+import path from 'node:path'
+import { segmentFileName } from './format'
 import type { SegmentRecord } from './index-db'
 import type { SegmentsPart, StoreParts } from './parts'
 
@@ -31,6 +33,12 @@ export class SegmentTable implements SegmentsPart {
 
   /** Segment records that must reach the index, synced, before the next flush returns. */
   private readonly mustRecord = new Set<number>()
+
+  /** The volumes of copies dropped (copyDropped) whose drop is not durably recorded yet. */
+  private readonly droppedCopies = new Map<number, Set<string>>()
+
+  /** Copies whose drop is durably recorded and whose file is still on its volume (removeStaleCopies). */
+  private readonly staleCopies: Array<[id: number, volume: string]> = []
 
   stateOf (id: number): SegmentState | undefined {
     return this.states.get(id)
@@ -115,6 +123,7 @@ export class SegmentTable implements SegmentsPart {
     this.volumes.set(id, volumes.filter(v => v !== volume))
     this.record(id)
     this.mustRecord.add(id)
+    this.droppedCopies.set(id, new Set([...(this.droppedCopies.get(id) ?? []), volume]))
     this.p.logger.error({ segment: id, volume }, 'a copy of a mirrored segment fell behind and was dropped; the store runs degraded until logdisk pool repair')
   }
 
@@ -130,8 +139,12 @@ export class SegmentTable implements SegmentsPart {
     while (this.recording !== undefined) await this.recording.catch(() => undefined)
     if (this.mustRecord.size === 0) return
     const records = new Map<number, SegmentRecord>()
+    /** The copies these records leave out: stale once the records are durable. */
+    const dropped: Array<[number, string]> = []
     for (const id of this.mustRecord) {
       records.set(id, { state: this.states.get(id) ?? 'active', volumes: [...(this.volumes.get(id) ?? [])], archived: this.archivedIds.has(id) || undefined })
+      for (const v of this.droppedCopies.get(id) ?? []) dropped.push([id, v])
+      this.droppedCopies.delete(id)
     }
     this.mustRecord.clear()
     const run = (async () => {
@@ -139,8 +152,11 @@ export class SegmentTable implements SegmentsPart {
         await this.p.db.putSegments(records)
       } catch (err) {
         for (const id of records.keys()) this.mustRecord.add(id)
+        for (const [id, v] of dropped) this.droppedCopies.set(id, new Set([...(this.droppedCopies.get(id) ?? []), v]))
         throw err
       }
+      this.staleCopies.push(...dropped)
+      if (dropped.length > 0) void this.p.lifeCycle.maintenance.run(() => this.removeStaleCopies()).catch(() => undefined)
     })()
     this.recording = run
     try {
@@ -152,6 +168,52 @@ export class SegmentTable implements SegmentsPart {
 
   /** The recordDrops write in flight. */
   private recording: Promise<void> | undefined
+
+  /**
+   * Removes the files of copies whose drop is durably recorded (queued by recordDrops under
+   * the maintenance lock). Left on its volume, a dropped copy waits for the next open that
+   * reads the index (store-open.ts removeUnnamedCopies); if the index is lost before that, a
+   * full rebuild has no record and judges copies by their bytes alone, and a copy that missed
+   * only writes in place (compaction's free headers: same log end) or whose disk lost the
+   * pages of a failed write-back (same bytes through the page cache) looks as current as the
+   * good one: the rebuild made the good copy match it, bringing back freed entries (a deleted
+   * snapshot). So the stale file goes at run time, as soon as the record allows it.
+   *
+   * Under the maintenance lock, because the passes that put a new copy where a dropped one
+   * was (a mirror repair, a move, a bring-back: each writes a temporary file, renames it over
+   * the stale one and then records it) run under it: a removal between their rename and their
+   * record would delete the new copy. A copy named again since it was dropped is that new
+   * copy, and stays. Reads in flight end first (removeAfterReads), though none uses a dropped
+   * copy (the mirrored handle left it, and closes it once its operations are done; an open
+   * file descriptor keeps reading an unlinked file anyway).
+   *
+   * Best effort: the removal of a copy on a failing volume may fail too; the copy then stays
+   * for the next open (or `pool repair`) to remove, and is not taken off the pool's
+   * accounting. A crash before the directory's fsync may bring the name back: the same. A
+   * store being abandoned (kill -9 in tests) leaves them to the next open.
+   */
+  private async removeStaleCopies (): Promise<void> {
+    const { home, layer, logger, state } = this.p
+    const dirs = new Set<string>()
+    while (this.staleCopies.length > 0 && !state.closed) {
+      const [id, volume] = this.staleCopies.shift()!
+      if (this.volumes.get(id)?.includes(volume)) continue
+      let dir: string
+      try {
+        dir = home.dirOf(volume)
+        await this.p.lifeCycle.removeAfterReads(path.join(dir, segmentFileName(id)))
+      } catch (err) {
+        logger.warn({ segment: id, volume, err: (err as Error).message }, 'could not remove a dropped mirror copy; the next open removes it')
+        continue
+      }
+      logger.warn({ segment: id, volume }, 'removed a dropped mirror copy (stale)')
+      home.vacated(id, [volume])
+      dirs.add(dir)
+    }
+    for (const dir of dirs) {
+      await layer.syncDir(dir).catch(err => logger.warn({ dir, err: (err as Error).message }, 'could not fsync a directory after removing a dropped mirror copy; the next open removes it if it comes back'))
+    }
+  }
 
   /** How many segments are in each state (status). */
   countByState (): Record<'current' | 'active' | 'inactive' | 'archived' | 'recycled', number> {

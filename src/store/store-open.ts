@@ -234,7 +234,9 @@ function lockedError (dir: string, cause: LogdiskError): LogdiskError {
  * at open rather than at the next `pool repair`: a full rebuild (the index lost) cannot tell
  * them from current copies, and one made the good copy match a dropped one's stale bytes
  * (simulation seed 17100006). Only after an open that read the index (a rebuild's records are
- * its own choice); never a copy recovery read, nor any while no recorded copy is found.
+ * its own choice); never a copy recovery read, nor any while no recorded copy is found. A
+ * running store removes a copy it dropped itself once the drop is on record (segment-table.ts
+ * removeStaleCopies): what is left here is what a crash or a failed removal left.
  */
 async function removeUnnamedCopies (layer: FileLayer, home: SegmentHome, records: Map<number, SegmentRecord>, recovered: Recovered, log: Logger): Promise<void> {
   const dirs = new Set<string>()

@@ -94,11 +94,13 @@ function mirrorHome (dir: string, volumes: string[]): SegmentHome {
 
 /**
  * A new store in `dir` on a fresh simulated disk whose every segment is mirrored on two
- * volumes (`vol-v1`, `vol-v2`), and how to open it (no timed checkpoints).
+ * volumes (`vol-v1`, `vol-v2`), and how to open it (no timed checkpoints); `openOn`: through
+ * another layer over that disk.
  */
-export async function mirroredStore (dir: string, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }): Promise<{ sim: SimFileLayer, open: () => Promise<Store> }> {
+export async function mirroredStore (dir: string, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }): Promise<{ sim: SimFileLayer, open: () => Promise<Store>, openOn: (layer: FileLayer) => Promise<Store> }> {
   const sim = new SimFileLayer()
   const home = mirrorHome(dir, ['v1', 'v2'])
   await Store.create(dir, geometry, sim)
-  return { sim, open: () => Store.open(dir, { fileLayer: sim, home, checkpointIntervalMs: 0 }) }
+  const openOn = (layer: FileLayer): Promise<Store> => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 })
+  return { sim, open: () => openOn(sim), openOn }
 }
