@@ -129,8 +129,11 @@ export async function recover (
     let out = keptOfArchived.get(id)
     if (out) return out
     const local = (located.get(id) ?? []).filter(v => v !== CACHE_VOLUME)
-    const { best } = local.length > 0 ? await byLogEnd(layer, home, [CACHE_VOLUME, ...local], id, geometry) : { best: [] as string[] }
-    out = best.includes(CACHE_VOLUME) ? best.filter(v => v !== CACHE_VOLUME) : []
+    // Free headers do not count here: compaction frees entries in the local copy that backing
+    // storage keeps (its history stays whole), so a current local copy holds more of them.
+    const { reach } = local.length > 0 ? await byLogEnd(layer, home, [CACHE_VOLUME, ...local], id, geometry) : { reach: undefined }
+    const fetched = reach?.get(CACHE_VOLUME)
+    out = fetched === undefined ? [] : local.filter(v => { const r = reach!.get(v)!; return r[0] === fetched[0] && r[1] === fetched[1] })
     const stale = local.filter(v => !out!.includes(v))
     if (stale.length > 0) log.warn({ segment: id, stale }, 'local copies of an archived segment that do not hold what backing storage holds are not used')
     keptOfArchived.set(id, out)
@@ -686,7 +689,7 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
  * same ones), so the copy with more is the later one. Taking the other brought back freed
  * entries, a deleted snapshot's marker among them (test/rebuild-dropped-copy.test.ts).
  */
-async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<{ best: string[], behind: string[] }> {
+async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry: SegmentGeometry): Promise<{ best: string[], behind: string[], reach?: Map<string, [seq: number, end: number, freed: number]> }> {
   if (volumes.length < 2) return { best: volumes, behind: [] }
   const reach = new Map<string, [seq: number, end: number, freed: number]>()
   for (const v of volumes) {
@@ -711,7 +714,7 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
   const ahead = (a: number[], b: number[]): boolean => a[0] !== b[0] ? a[0] > b[0] : a[1] !== b[1] ? a[1] > b[1] : a[2] > b[2]
   const top = [...reach.values()].reduce((m, r) => ahead(r, m) ? r : m)
   const best = volumes.filter(v => !ahead(top, reach.get(v)!))
-  return { best, behind: volumes.filter(v => !best.includes(v)) }
+  return { best, behind: volumes.filter(v => !best.includes(v)), reach }
 }
 
 /**

@@ -250,10 +250,19 @@ async function removeUnnamedCopies (layer: FileLayer, home: SegmentHome, records
     for (const v of found) {
       if (v === CACHE_VOLUME || recorded.includes(v) || recovered.chosen.get(id)?.includes(v)) continue
       log.warn({ segment: id, volume: v, recorded }, 'removing a stale copy of a segment that the index does not name')
-      await layer.remove(path.join(home.dirOf(v), segmentFileName(id)))
+      // A volume that refuses (a failing disk) keeps it: the index does not name it, so this
+      // open and every later one that reads the index never use it; the store opens anyway.
+      try {
+        await layer.remove(path.join(home.dirOf(v), segmentFileName(id)))
+      } catch (err) {
+        log.error({ segment: id, volume: v, err: (err as Error).message }, 'could not remove a stale copy of a segment; it stays unused (logdisk pool repair, or the next open, removes it)')
+        continue
+      }
       home.vacated(id, [v])
       dirs.add(home.dirOf(v))
     }
   }
-  for (const d of dirs) await layer.syncDir(d) // gone for good before the store is used
+  // Gone for good before the store is used; a directory that cannot be synced may bring a
+  // name back after a power loss, which the next open removes again.
+  for (const d of dirs) await layer.syncDir(d).catch(err => log.error({ dir: d, err: (err as Error).message }, 'could not fsync a directory after removing stale segment copies'))
 }
