@@ -77,10 +77,11 @@ export class DaemonMetrics {
       new client.Gauge({ name, help, labelNames, registers: r, collect () { return collect(this) } })
     }
     gauge('logdisk_volume_size_bytes', 'Size of the volume (current.img)', [], g => g.set(store.sizeBytes))
-    gauge('logdisk_inline_io_operations', 'Reads and writes of the current and snapshot images since mount whose system call ran on the event loop, the transport having no other request in flight', ['op'], g => {
+    gauge('logdisk_inline_io_operations', 'Reads and writes of the current and snapshot images since mount whose system call ran on the event loop: read and write with no other request in flight; read_cached beside others, served from the page cache (preadv2 RWF_NOWAIT)', ['op'], g => {
       const io = store.inlineIo
       g.set({ op: 'read' }, io.reads)
       g.set({ op: 'write' }, io.writes)
+      g.set({ op: 'read_cached' }, io.cachedReads)
     })
     gauge('logdisk_written_bytes', 'Blocks of the current volume that have a version, in bytes', [], g => g.set(store.status().writtenBytes))
     gauge('logdisk_log_bytes', 'Bytes of the log: the current segment plus every other segment not recycled', [], g => g.set(store.status().logBytes))

@@ -1,7 +1,10 @@
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { LogdiskError, fromSystemError } from '../errors'
-import { dropCachedPages } from './page-cache'
+import { dropCachedPages, readCached } from './page-cache'
+
+/** Linux's EAGAIN: what readCached's preadv2(RWF_NOWAIT) answers for a range not in the page cache. */
+const EAGAIN = 11
 
 /**
  * The seam between the store and the disk. The store reaches segment files only through this
@@ -19,6 +22,13 @@ export interface FileHandle {
    * simulation's, a mirrored handle) is always read through `read`.
    */
   readNow?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
+  /**
+   * What of the range the page cache holds, read at once on the calling thread without
+   * waiting for a disk (preadv2 RWF_NOWAIT): the bytes read, from 0 (nothing cached, or the
+   * file system cannot tell) to `length`. Never throws: whatever went wrong, `read` of the
+   * rest says. Optional, as readNow.
+   */
+  readCached?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
   /** `writev` done at once on the calling thread (IoOptions.inline); optional as readNow. */
   writevNow?: (buffers: Buffer[], position: number) => void
   writev (buffers: Buffer[], position: number): Promise<void>
@@ -109,6 +119,19 @@ class NodeFileHandle implements FileHandle {
       throw fromSystemError(err as NodeJS.ErrnoException, `read ${this.file}`)
     }
   }
+
+  readCached (buf: Buffer, bufOffset: number, length: number, position: number): number {
+    if (!this.cachedReads) return 0
+    const n = readCached!(this.fd, buf, bufOffset, length, position)
+    if (n >= 0) return n
+    // EAGAIN: not cached. Anything else (EOPNOTSUPP: a file system that cannot say; EINVAL:
+    // a kernel before 4.14) will not change for this file: stop asking.
+    if (n !== -EAGAIN) this.cachedReads = false
+    return 0
+  }
+
+  /** Whether readCached still asks the kernel (see there). */
+  private cachedReads = readCached !== undefined
 
   writevNow (buffers: Buffer[], position: number): void {
     let pending = buffers

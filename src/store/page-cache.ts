@@ -10,15 +10,26 @@ import { addonPath, loadAddon } from './native-addon'
 interface Addon {
   dropCache: (fd: number, offset: number, length: number, done: (errno: number) => void) => void
   trimHeap?: (done: (released: number) => void) => void
+  /** Missing in an addon built before it had it. */
+  readCached?: (fd: number, buf: Buffer, offset: number, length: number, position: number) => number
 }
 
 /** Where scripts/build-native.mjs puts the addon: <package>/build/page-cache.node. */
 export const PAGE_CACHE_ADDON = addonPath('page-cache')
 
-const addon = process.env.LOGDISK_KEEP_PAGE_CACHE === '1' ? undefined : loadAddon<Addon>('page-cache')
+const loaded = loadAddon<Addon>('page-cache')
+const addon = process.env.LOGDISK_KEEP_PAGE_CACHE === '1' ? undefined : loaded
 
 /** Whether dropCachedPages does anything here (the addon is built and loaded). */
 export const canDropCachedPages = addon !== undefined
+
+/**
+ * preadv2(RWF_NOWAIT) on the calling thread (native/page-cache.c readCached): reads only what
+ * the page cache holds, never waiting for a disk. Returns the bytes read (fewer than asked or
+ * 0: the rest is not cached) or -errno. Undefined without the addon, or with
+ * LOGDISK_READ_CACHED=0 (every read then goes through the thread pool, as before).
+ */
+export const readCached = process.env.LOGDISK_READ_CACHED === '0' ? undefined : loaded?.readCached
 
 /**
  * Asks the kernel to drop the cached pages of `fd` (the whole file: `length` 0). Advisory: it

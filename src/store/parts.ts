@@ -189,6 +189,8 @@ export interface IoOptions {
 export interface ReaderPart {
   /** Reads done inline (IoOptions.inline), all told. */
   readonly inlineReads: number
+  /** Reads served at once from the page cache with other requests in flight (FileHandle.readCached). */
+  readonly cachedReads: number
   /** Reads the current volume (a read epoch of its own). */
   readCurrent (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
   /** Reads the image as it was at cut `seq`. */

@@ -77,6 +77,10 @@ export class Reader implements ReaderPart {
   private indexLookups = 0
   /** Reads done inline (IoOptions.inline), all told. */
   inlineReads = 0
+  /** Reads served at once from the page cache (FileHandle.readCached), in whole or in part. */
+  cachedReads = 0
+  /** Whether readCached is worth asking (see CacheProbe). */
+  private readonly cacheProbe = new CacheProbe()
 
   constructor (private readonly p: StoreParts) {}
 
@@ -417,6 +421,12 @@ export class Reader implements ReaderPart {
       let n = -1
       while (got < data.length && n !== 0) got += (n = handle.readNow(data, got, data.length - got, offset + got))
       this.inlineReads++
+    } else if (handle.readCached !== undefined && data.length <= INLINE_READ_MAX_BYTES && this.cacheProbe.ask()) {
+      // Others wait: what the page cache holds is still read right here (it cannot wait for
+      // a disk), sparing the thread pool's hand-offs; the rest goes through the pool.
+      got = handle.readCached(data, 0, data.length, offset)
+      this.cacheProbe.found(got === data.length)
+      if (got > 0) this.cachedReads++
     }
     while (got < data.length) {
       const n = await handle.read(data, got, data.length - got, offset + got)
@@ -704,4 +714,30 @@ export class Reader implements ReaderPart {
  */
 function fewForTheIndex (lookups: number, mapped: number): boolean {
   return lookups <= Math.max(256, mapped / 64)
+}
+
+/**
+ * Whether a read should first ask the page cache (FileHandle.readCached), judged by how often
+ * that found the whole range lately. A miss is not free: preadv2(RWF_NOWAIT) starts the
+ * kernel's readahead for the range on the event loop before it answers EAGAIN, and the read
+ * then waits in the thread pool anyway. Measured, random 4 KiB reads at depth 16 of a store
+ * read once before (cached): 19,000 -> 27,600 IOPS asking every time; right after
+ * drop_caches (mostly misses): 13,300 -> 11,200. So below a hit rate of 1 in 4 only one read
+ * in 8 asks, which keeps the rate current for when the cache warms up.
+ */
+class CacheProbe {
+  /** Hits among recent asks, an exponential average (weight 1/16 for the newest). */
+  private rate = 1
+  private skipped = 0
+
+  ask (): boolean {
+    if (this.rate >= 0.25) return true
+    if (++this.skipped < 8) return false
+    this.skipped = 0
+    return true
+  }
+
+  found (hit: boolean): void {
+    this.rate += ((hit ? 1 : 0) - this.rate) / 16
+  }
 }

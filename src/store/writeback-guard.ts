@@ -78,6 +78,7 @@ export class WritebackGuard {
     return {
       read: (buf, bufOffset, length, position) => h.read(buf, bufOffset, length, position),
       ...(h.readNow ? { readNow: h.readNow.bind(h) } : {}),
+      ...(h.readCached ? { readCached: h.readCached.bind(h) } : {}),
       ...(h.writevNow ? { writevNow: h.writevNow.bind(h) } : {}),
       // Not once a write-back of the file failed: its lost writes live on in the page cache
       // alone, and reads must keep seeing them until the store is opened again.
