@@ -6,6 +6,8 @@ import { segmentFileName } from '../src/store/format'
 import type { SegmentHome } from '../src/store/segment-home'
 import { Store } from '../src/store/store'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { archiveLink } from '../src/archive/link'
+import { parseTarget } from '../src/archive/parse-target'
 import { PassThroughLayer, failingHandle, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
@@ -48,7 +50,7 @@ class FailV1Layer extends PassThroughLayer {
   }
 }
 
-async function mirrored (t: Test, name: string): Promise<{ dir: string, sim: SimFileLayer, layer: FailV1Layer, open: () => Promise<Store>, model: Buffer, put: (s: Store, block: number, tag: string) => Promise<void>, vacated: string[] }> {
+async function mirrored (t: Test, name: string, withArchive = false): Promise<{ dir: string, sim: SimFileLayer, layer: FailV1Layer, open: () => Promise<Store>, model: Buffer, put: (s: Store, block: number, tag: string) => Promise<void>, vacated: string[], target?: string }> {
   const vacated: string[] = []
   const dir = scratchDir(t, name)
   const sim = new SimFileLayer()
@@ -61,15 +63,17 @@ async function mirrored (t: Test, name: string): Promise<{ dir: string, sim: Sim
     vacated (id, vs) { for (const v of vs) vacated.push(`${id}@${v}`) },
     stillSuits: vs => vs.length === 2
   }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0, historyKeepMs: 0 })
+  const cfg = await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
+  const target = withArchive ? scratchDir(t, `${name}-target`) : undefined
+  const archive = target !== undefined ? archiveLink(parseTarget(target), cfg.uuid) : undefined
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0, historyKeepMs: 0, archive })
   const model = Buffer.alloc(SIZE)
   const put = async (s: Store, block: number, tag: string): Promise<void> => {
     const data = tagBlock(tag, B)
     await s.write(block * B, data)
     data.copy(model, block * B)
   }
-  return { dir, sim, layer, open, model, put, vacated }
+  return { dir, sim, layer, open, model, put, vacated, target }
 }
 
 /** kill -9, the index lost, a full rebuild from the log; then every block and verify. */
@@ -113,8 +117,8 @@ t.test('a write to one copy fails, more writes are flushed, the index is lost: t
  * compaction that frees both markers fails its free header on v1's copy of segment 0 (v1
  * dropped). `removeFails`: the volume refuses the removal of the stale copy too.
  */
-async function freeHeaderDropped (t: Test, name: string, removeFails: boolean): Promise<void> {
-  const { dir, sim, layer, open, model, put, vacated } = await mirrored(t, name)
+async function freeHeaderDropped (t: Test, name: string, removeFails: boolean, withArchive = false): Promise<void> {
+  const { dir, sim, layer, open, model, put, vacated, target } = await mirrored(t, name, withArchive)
   const stale = path.join(dir, 'vol-v1', segmentFileName(0))
   const s = await open()
   for (let b = 0; b < 20; b++) await put(s, b, `A${b}`)
@@ -131,7 +135,13 @@ async function freeHeaderDropped (t: Test, name: string, removeFails: boolean): 
   t.equal(layer.failSegment, undefined, 'a free header failed on v1')
   let markers = 0
   for await (const e of s.entries()) if ((e.kind === 3 || e.kind === 4) && e.freed === true) markers++
-  t.equal(markers, 2, 'the snapshot marker and its deletion marker were freed')
+  if (target === undefined) t.equal(markers, 2, 'the snapshot marker and its deletion marker were freed')
+  else {
+    // Backing storage keeps segment 0 whole (the pass archived it first), its snapshot marker
+    // with it: the deletion marker stays beside it (marker-life.ts).
+    t.equal(markers, 1, 'the snapshot marker was freed (locally), its deletion marker stays')
+    t.ok(fs.readdirSync(target, { recursive: true }).length > 0, 'backing storage holds what the pass archived')
+  }
   t.same(s.volumesOf(0), ['v2'], 'the record names v2 alone for segment 0')
   await s.flush()
   await s.verify() // queued after whatever the drop left to do under the maintenance lock
@@ -155,4 +165,8 @@ t.test('a free header fails on one copy of a sealed segment, the index is lost: 
 
 t.test('the same, the stale copy\'s removal failing too: the rebuild takes the copy holding the free headers', async t => {
   await freeHeaderDropped(t, 'rebuild-dropped-free-kept', true)
+})
+
+t.test('the same with backing storage (segment 0 archived before the pass frees in it, local copies kept): the rebuild keeps the local copy holding the free headers', async t => {
+  await freeHeaderDropped(t, 'rebuild-dropped-free-archived', true, true)
 })

@@ -50,15 +50,20 @@ t.test('SegmentTable: a dropped copy is recorded durably by recordDrops, and aga
       puts.push(records)
     }
   }
-  const p = stubParts({ index, db, logger: silentLogger })
+  // The removal of the stale file is queued under the maintenance lock once the record is durable.
+  const removals: Array<() => Promise<void>> = []
+  const lifeCycle = { maintenance: { run: async (fn: () => Promise<void>) => { removals.push(fn) } } }
+  const p = stubParts({ index, db, logger: silentLogger, lifeCycle })
   const table = new SegmentTable(p, [3], new Map([[3, ['a', 'b']]]), new Map([[3, 'current']]), new Set(), 0)
   table.copyDropped(3, 'b')
   table.copyDropped(3, 'c') // not a copy it has: nothing changes
   t.same(table.volumesOf(3), ['a'])
   t.same(index.batch.segments.get(3), { state: 'current', volumes: ['a'], archived: undefined }, 'the next batch holds it too')
   await t.rejects(table.recordDrops(), /injected/)
+  t.equal(removals.length, 0, 'no removal of the dropped copy while its drop is not on record')
   fail = false
   await table.recordDrops()
+  t.equal(removals.length, 1, 'its removal is queued once the record is durable')
   t.equal(puts.length, 1, 'the failed record is put again on the next try')
   t.same(puts[0].get(3), { state: 'current', volumes: ['a'], archived: undefined })
   await table.recordDrops()

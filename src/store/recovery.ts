@@ -133,7 +133,11 @@ export async function recover (
     // storage keeps (its history stays whole), so a current local copy holds more of them.
     const { reach } = local.length > 0 ? await byLogEnd(layer, home, [CACHE_VOLUME, ...local], id, geometry) : { reach: undefined }
     const fetched = reach?.get(CACHE_VOLUME)
-    out = fetched === undefined ? [] : local.filter(v => { const r = reach!.get(v)!; return r[0] === fetched[0] && r[1] === fetched[1] })
+    const reaching = fetched === undefined ? [] : local.filter(v => { const r = reach!.get(v)!; return r[0] === fetched[0] && r[1] === fetched[1] })
+    // Among those, a mirror copy dropped by a failed free header (its removal failed, or a
+    // kill -9 came first) holds fewer of them than the copy still named: as byLogEnd, the most.
+    const most = Math.max(0, ...reaching.map(v => reach!.get(v)![2]))
+    out = reaching.filter(v => reach!.get(v)![2] === most)
     const stale = local.filter(v => !out!.includes(v))
     if (stale.length > 0) log.warn({ segment: id, stale }, 'local copies of an archived segment that do not hold what backing storage holds are not used')
     keptOfArchived.set(id, out)
