@@ -20,7 +20,7 @@ export const HIGHEST_VOLUME_ID = 'highestVolumeId'
 export const HIGHEST_VOLUME_ID_SEQ = 'highestVolumeIdSeq'
 /** Counter key: points before this sequence may have lost versions to compaction. */
 export const HISTORY_HORIZON = 'historyHorizon'
-import { Segment, checkSegmentHeader, type SegmentGeometry } from './segment'
+import { Segment, segmentHeaderProblem, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
 import { foreignSegment } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
@@ -761,10 +761,7 @@ async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: strin
       const handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(id)), false)
       try {
         if ((await handle.size()) <= SEGMENT_HEADER_BYTES) continue
-        if (geometry === undefined) return true
-        const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-        const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
-        if (n === SEGMENT_HEADER_BYTES && checkSegmentHeader(header, id, geometry) === undefined) return true
+        if (geometry === undefined || await segmentHeaderProblem(handle, id, geometry) === undefined) return true
       } finally {
         await handle.close()
       }

@@ -123,7 +123,7 @@ export class SegmentTable implements SegmentsPart {
     this.volumes.set(id, volumes.filter(v => v !== volume))
     this.record(id)
     this.mustRecord.add(id)
-    this.droppedCopies.set(id, new Set([...(this.droppedCopies.get(id) ?? []), volume]))
+    this.noteDropped(id, volume)
     this.p.logger.error({ segment: id, volume }, 'a copy of a mirrored segment fell behind and was dropped; the store runs degraded until logdisk pool repair')
   }
 
@@ -152,7 +152,7 @@ export class SegmentTable implements SegmentsPart {
         await this.p.db.putSegments(records)
       } catch (err) {
         for (const id of records.keys()) this.mustRecord.add(id)
-        for (const [id, v] of dropped) this.droppedCopies.set(id, new Set([...(this.droppedCopies.get(id) ?? []), v]))
+        for (const [id, v] of dropped) this.noteDropped(id, v)
         throw err
       }
       this.staleCopies.push(...dropped)
@@ -164,6 +164,13 @@ export class SegmentTable implements SegmentsPart {
     } finally {
       if (this.recording === run) this.recording = undefined
     }
+  }
+
+  /** Remembers a dropped copy until a recordDrops makes its drop durable. */
+  private noteDropped (id: number, volume: string): void {
+    const volumes = this.droppedCopies.get(id)
+    if (volumes) volumes.add(volume)
+    else this.droppedCopies.set(id, new Set([volume]))
   }
 
   /** The recordDrops write in flight. */

@@ -123,20 +123,15 @@ export class Segment {
         if (!(err instanceof LogdiskError && err.code === 'NOT_FOUND')) ioError ??= err
         continue
       }
-      const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-      let n: number
+      let problem: string | undefined
       try {
-        n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+        problem = await segmentHeaderProblem(handle, id, geometry)
       } catch (err) {
         problems.push(`${file}: ${(err as Error).message}`)
         ioError ??= err
         await handle.close()
         continue
       }
-      // The header page is written whole by `create`; a shorter file is one a crash cut
-      // inside that write (its first 68 bytes may yet check out): never a usable segment,
-      // whose tail would then lie past its end.
-      const problem = n < SEGMENT_HEADER_BYTES ? 'too short' : checkSegmentHeader(header, id, geometry)
       if (problem) {
         problems.push(`segment ${file}: ${problem}`)
         await handle.close()
@@ -227,6 +222,18 @@ export function encodeSegmentHeader (id: number, g: SegmentGeometry): Buffer {
   uuidBytes(g.uuid).copy(buf, 48)
   buf.writeUInt32LE(crc32c(buf.subarray(0, 64)), 64)
   return buf
+}
+
+/**
+ * What is wrong with the header page of the open segment file `handle` (read from disk), or
+ * undefined when it belongs here. The header page is written whole by `create`; a shorter
+ * file is one a crash cut inside that write (its first 68 bytes may yet check out): never a
+ * usable segment, whose tail would then lie past its end. A read error is thrown.
+ */
+export async function segmentHeaderProblem (handle: FileHandle, id: number, g: SegmentGeometry): Promise<string | undefined> {
+  const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
+  const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+  return n < SEGMENT_HEADER_BYTES ? 'too short' : checkSegmentHeader(header, id, g)
 }
 
 /** Returns what is wrong with a segment header, or undefined when it belongs here. */
