@@ -6,6 +6,7 @@ import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from
 import type { EntryRecord, HistoryRows } from './index-db'
 import { punchHoles } from './file-layer'
 import { MarkerLife } from './marker-life'
+import { holdsOnlyFreeEntries } from './scanner'
 import { clearPendingHeaders, writePendingHeaders } from './pending-headers'
 import type { StoreParts } from './parts'
 import type { RecordList } from './record-list'
@@ -218,9 +219,12 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   }
   let id = -1
   let entries: Array<{ seq: number, e: EntryRecord }> = []
+  /** Segments the index summarizes an entry of. */
+  const summarized = new Set<number>()
   for await (const batch of db.entryBatches(1, fence.seq)) {
     for (const [seq, e] of batch) {
       const at = Math.floor(e.position / S)
+      summarized.add(at)
       if (!fence.mayTouchEntry(seq, e.position) || !mayFree(at)) continue
       if (at !== id) {
         if (at < id) throw new LogdiskError('IO', `internal: entry ${seq} lies in segment ${at}, before segment ${id} of an earlier entry`)
@@ -233,6 +237,17 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     }
   }
   if (entries.length > 0) await freeSegment(id, entries)
+  // A sealed segment the index summarizes no entry of: an index rebuild summarizes none of
+  // the entries free entries cover, so one that a pass emptied and stopped before recycling
+  // (a crash between its free headers and its index commit, the index then lost) was never
+  // seen again and stayed for good. Its bytes decide: free entries alone, it goes too.
+  for (const bare of segments.ids) {
+    if (summarized.has(bare) || !fence.mayTouchSegment(bare) || !mayFree(bare)) continue
+    p.state.assertNotClosing()
+    onProgress?.(done++, Math.max(total, done))
+    if (await onlyFree(p, bare)) recycle.push(bare)
+  }
+  recycle.sort((a, b) => a - b)
   report.segmentsInactive = lifeCycle.markInactive(fence)
   // Dead versions leave the index (their bytes may stay until their whole entry is free),
   // unless backing storage keeps them: then every point in time stays restorable.
@@ -313,6 +328,20 @@ async function stageDeadVersions (p: StoreParts, analysis: { dead: RecordList | 
   })
   if (found !== analysis.deadCount) throw new LogdiskError('IO', `internal: compaction found ${found} dead versions on its second walk, ${analysis.deadCount} on its first`)
   return commits
+}
+
+/**
+ * Whether segment `id` holds free entries alone (scanner.ts holdsOnlyFreeEntries). One that
+ * cannot be read (damage a recovery reported, a failing disk) is not: it stays as it is.
+ */
+async function onlyFree (p: StoreParts, id: number): Promise<boolean> {
+  try {
+    const segment = await p.reader.segment(id)
+    return await holdsOnlyFreeEntries(segment.handle, p.config.blockBytes)
+  } catch (err) {
+    p.logger.warn({ segment: id, err: (err as Error).message }, 'compaction: a segment with no indexed entry could not be read; left as it is')
+    return false
+  }
 }
 
 /**

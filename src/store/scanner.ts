@@ -2,7 +2,7 @@ import { crc32c } from './crc'
 import { badBlocks as findBadBlocks } from './block-check'
 import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
 import { readUpTo, type FileHandle } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, SEGMENT_HEADER_BYTES } from './format'
 
 const WINDOW_BYTES = 8 * 1024 * 1024
 const MAX_MARKER_BYTES = 1024 * 1024
@@ -125,4 +125,21 @@ export async function * scanSegment (
     yield { type: 'entry', offset, header, table, payload, badBlocks }
     offset += total
   }
+}
+
+/**
+ * Whether a segment file holds free entries and nothing else: at least one, each valid,
+ * back to back from the header page to the end of the file (headers only are read). Such a
+ * segment has nothing anyone reads: what compaction recycles. An index rebuild gives the
+ * entries inside free entries no summaries, so compaction, which finds a segment's entries by
+ * their summaries, asks this of a segment that has none (compaction-pass.ts).
+ */
+export async function holdsOnlyFreeEntries (handle: FileHandle, blockBytes: number): Promise<boolean> {
+  let any = false
+  for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, false)) {
+    if (item.type === 'end') return any && item.torn === undefined
+    if (item.header.kind !== EntryKind.free) return false
+    any = true
+  }
+  return false
 }
