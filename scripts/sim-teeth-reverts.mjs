@@ -31,6 +31,9 @@ export const reverts = {
   'defect 8: compaction keeps what restore points inside the history window read': [
     ['src/store/history.ts', '    const keep = this.keepMs\n    if (keep <= 0) return fence.seq + 1\n', '    const keep: number = 0\n    if (keep <= 0) return fence.seq + 1\n']
   ],
+  'space: compaction recycles a segment of free entries alone that a rebuild left unsummarized': [
+    ['src/store/compaction-pass.ts', 'for (const bare of segments.ids) {', 'for (const bare of [] as number[]) {']
+  ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
     ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))']
   ]

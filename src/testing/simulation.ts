@@ -5,6 +5,8 @@ import { LogdiskError, isLogdiskError, type ErrorCode } from '../errors'
 import { Store } from '../store/store'
 import { segmentFileName } from '../store/format'
 import { UNFLUSHED } from '../store/recovery'
+import { holdsOnlyFreeEntries } from '../store/scanner'
+import type { FileHandle } from '../store/file-layer'
 import type { CompactionReport } from '../store/compaction'
 import type { Logger } from '../store/logger'
 import { Rng } from './rng'
@@ -236,6 +238,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       const crashAfterSteps = rng.chance(0.12) ? rng.int(600) : undefined
       log(`phase ${phase}: faults ${rules.map(r => `${r.code}@${r.match.source}`).join(',') || 'none'}${crashAfterSteps !== undefined ? `, power fails after ${crashAfterSteps} steps` : ''}`)
       let powerLost = false
+      /** A compaction of this phase ran to its end (it recycled every sealed segment of free entries alone). */
+      let compacted = false
       const problems: string[] = []
       const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
         log(`  failed: ${(err as Error).message.slice(0, 160)}`)
@@ -359,7 +363,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         } else if (r < 0.83) {
           const mode = rng.int(4)
-          const freedInBatches = (report: CompactionReport): void => { if (report.freeBatches > 0) count('compaction freed versions in batches') }
+          const freedInBatches = (report: CompactionReport): void => {
+            compacted = true
+            if (report.freeBatches > 0) count('compaction freed versions in batches')
+          }
           const snaps = s.snapshots()
           try {
             if (mode === 0) {
@@ -522,6 +529,17 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         if (bad >= 0) fail(`phase ${phase}: current image block ${bad} differs from the model at rest`)
         await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`))
         model.reset(observed)
+        // No segment of free entries alone outlives a compaction that ran to its end, a rebuild's
+        // either (its entries have no summaries: such segments stayed for good). Only where
+        // passes may go (below the replication gate) and only in a phase where nothing failed:
+        // a failed pass may stop between its free headers and its recycling.
+        if (compacted && !faulty) {
+          for (const { id, state } of store.logSegments()) {
+            if (state === 'current' || state === 'archived' || (replicating && id >= gate)) continue
+            const copy = (store.volumesOf(id) ?? []).map(v => sim.readFile(path.join(home.dirOf(v), segmentFileName(id)))).find(c => c !== undefined)
+            if (copy !== undefined && await holdsOnlyFreeEntries(bytesHandle(copy), B)) fail(`phase ${phase}: segment ${id} (${state}) holds free entries alone after a compaction that ran to its end: not recycled`)
+          }
+        }
       }
       await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
       const verify = await drive(store.verify())
@@ -647,6 +665,19 @@ function randomWrite (rng: Rng, sizeBytes: number, aligned: boolean): { offset: 
   let offset = rng.int(sizeBytes - length + 1)
   if (aligned || length % B === 0) offset = Math.floor(offset / B) * B
   return { offset, data: rng.bytes(length) }
+}
+
+/** A read-only handle on bytes read behind the scheduler's back (no I/O step). */
+function bytesHandle (bytes: Buffer): FileHandle {
+  const refuse = async (): Promise<never> => { throw new LogdiskError('READ_ONLY', 'a copy of bytes') }
+  return {
+    read: async (buf, at, length, position) => position >= bytes.length ? 0 : bytes.copy(buf, at, position, Math.min(bytes.length, position + length)),
+    writev: refuse,
+    datasync: refuse,
+    truncate: refuse,
+    size: async () => bytes.length,
+    close: async () => {}
+  }
 }
 
 /** Which operations fail in a faulty phase: a few labels, each with a chance per operation. */
