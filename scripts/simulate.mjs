@@ -26,7 +26,7 @@ for (let i = 0; i < seeds; i++) {
     const r = await simulate(seed, { ...pages, ...rebuilds, ...deadBatch, ...hold, phases, storeLog: process.env.SIM_LOG === '1', trace: process.env.SIM_TRACE ? line => console.error(`  ${line}`) : undefined })
     steps += r.steps
     const ops = Object.values(r.ops).reduce((a, b) => a + b, 0)
-    console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.remounts} remounts after a failed write-back, ${r.unflushedCuts} unflushed cuts, ${r.faultsInjected} faults; ${r.config})`)
+    console.log(`seed ${seed}: ok (${r.phases} phases, ${ops} operations, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.remounts} remounts after a failed write-back, ${r.unflushedCuts} unflushed cuts, ${r.syncOps.writes}/${r.syncOps.reads} synchronous writes/reads, ${r.faultsInjected} faults; ${r.config})`)
   } catch (err) {
     failed++
     console.log(`seed ${seed}: FAILED\n${err?.stack ?? err}`)

@@ -226,6 +226,8 @@ export class SimFileLayer implements FileLayer {
   /** Writes called and not yet done, per file; the most seen at once on one file. */
   private readonly writing = new Map<SimFile, number>()
   maxWritesInFlight = 0
+  /** Synchronous operations (writevNow; readNow and readCached), all told. */
+  readonly syncOps = { writes: 0, reads: 0 }
   /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
   private generation = 0
   private frozen = false
@@ -292,6 +294,25 @@ export class SimFileLayer implements FileLayer {
   }
 
   /** Waits for the scheduler; throws a power loss, or an injected fault (marked `injected`). */
+  /** `enter` for a synchronous operation (SimHandle's writevNow, readNow, readCached). */
+  private enterNow (op: FaultOp | undefined, what: string, generation: number): void {
+    if (what.startsWith('write')) this.syncOps.writes++
+    else this.syncOps.reads++
+    if (this.scheduler) {
+      try {
+        this.scheduler.ioNow(what)
+      } catch (err) {
+        throw Object.assign(fromSystemError(err, what), { injected: (err as { injected?: boolean }).injected === true })
+      }
+    }
+    if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
+    const fault = op && this.faults.get(op)
+    if (fault) {
+      this.faults.delete(op)
+      throw Object.assign(fromSystemError(fault, what), { injected: true })
+    }
+  }
+
   private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
     const lost = (): boolean => this.frozen || generation !== this.generation
     if (this.scheduler) {
@@ -319,7 +340,7 @@ export class SimFileLayer implements FileLayer {
       this.live.set(file, f)
     }
     const generation = this.generation
-    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation), (delta) => {
+    return new SimHandle(f, file, (op, what) => this.enter(op, what, generation), (op, what) => this.enterNow(op, what, generation), this.scheduler?.rng, (delta) => {
       const n = (this.writing.get(f) ?? 0) + delta
       this.writing.set(f, n)
       this.maxWritesInFlight = Math.max(this.maxWritesInFlight, n)
@@ -388,6 +409,10 @@ class SimHandle implements FileHandle {
     private readonly file: string,
     /** Fails once the machine lost power after this handle was opened. */
     private readonly gate: (op: FaultOp | undefined, what: string) => Promise<void>,
+    /** The gate of a synchronous operation: throws at once. */
+    private readonly gateNow: (op: FaultOp | undefined, what: string) => void,
+    /** Decides, by the seed, how much of a range readCached finds "in the page cache". */
+    private readonly rng: Rng | undefined,
     /** Counts writes in flight on the file. */
     private readonly writing: (delta: number) => void = () => {}
   ) {}
@@ -401,6 +426,43 @@ class SimHandle implements FileHandle {
     await this.enter(undefined, 'read')
     if (position >= this.f.content.length) return 0
     return this.f.content.copy(buf, bufOffset, position, Math.min(position + length, this.f.content.length))
+  }
+
+  /**
+   * The synchronous writev (IoOptions.inline): all or nothing like `writev`, and torn by a
+   * crash like any unsynced write (SimFile keeps what reached the disk).
+   */
+  writevNow (buffers: Buffer[], position: number): void {
+    this.enterNow('writev', 'write')
+    this.f.write(position, Buffer.concat(buffers))
+  }
+
+  readNow (buf: Buffer, bufOffset: number, length: number, position: number): number {
+    this.enterNow(undefined, 'read')
+    if (position >= this.f.content.length) return 0
+    return this.f.content.copy(buf, bufOffset, position, Math.min(position + length, this.f.content.length))
+  }
+
+  /**
+   * What of the range "the page cache holds": by the seed all of it, none, or a first part
+   * (preadv2 RWF_NOWAIT stops at the first page it would wait for). Never throws.
+   */
+  readCached (buf: Buffer, bufOffset: number, length: number, position: number): number {
+    if (this.rng === undefined || this.closed) return 0
+    const r = this.rng.int(3)
+    const want = r === 0 ? 0 : r === 1 ? length : this.rng.int(length + 1)
+    try {
+      this.enterNow(undefined, 'read')
+    } catch {
+      return 0
+    }
+    if (position >= this.f.content.length || want === 0) return 0
+    return this.f.content.copy(buf, bufOffset, position, Math.min(position + want, this.f.content.length))
+  }
+
+  private enterNow (op: FaultOp | undefined, what: string): void {
+    if (this.closed) throw errno('EBADF', `${what} ${this.file}`)
+    this.gateNow(op, `${what} ${this.file}`)
   }
 
   async writev (buffers: Buffer[], position: number): Promise<void> {

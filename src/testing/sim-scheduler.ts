@@ -48,6 +48,22 @@ export class SimScheduler {
     return new Promise((resolve, reject) => { this.pending.push({ label, resolve, reject }) })
   }
 
+  /**
+   * A synchronous operation (a writev or read made at once on the calling thread,
+   * IoOptions.inline): nothing can come between its call and its end, so it is not queued;
+   * it takes a step of virtual time and faults as a queued one would, by the seed.
+   */
+  ioNow (label: string): void {
+    if (this.powerLost) throw errnoError('EIO', `${label} (the simulated machine lost power)`)
+    this.steps++
+    this.nowMs += this.rng.int(4)
+    const rule = this.rules.find(r => r.match.test(label))
+    if (rule && this.rng.chance(rule.chance)) {
+      this.faultsInjected++
+      throw Object.assign(errnoError(rule.code, `${label} (injected ${rule.code})`), { injected: true })
+    }
+  }
+
   setFaults (rules: FaultRule[]): void {
     this.rules = rules
   }

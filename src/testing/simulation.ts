@@ -99,6 +99,8 @@ export interface SimulationReport {
   unflushedCuts: number
   /** The most writes in flight at once on one file (group commit: several writevs of a group). */
   maxWritesInFlight: number
+  /** Synchronous writevs and reads (IoOptions.inline, readCached) the simulated disk served. */
+  syncOps: { writes: number, reads: number }
   faultsInjected: number
   config: string
 }
@@ -170,7 +172,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.historyHoldVersions !== undefined ? `chunks of over ${opts.historyHoldVersions} versions read by groups, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
   log(`config: ${config}`)
 
-  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, config }
+  const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, syncOps: { writes: 0, reads: 0 }, config }
   const count = (op: string): void => { report.ops[op] = (report.ops[op] ?? 0) + 1 }
 
   /** Runs `p` to completion under the scheduler (no crash). */
@@ -275,7 +277,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           count('write')
           log(`write ${offset}+${data.length} (w${w.id})`)
           try {
-            await s.write(offset, data)
+            // Inline (IoOptions.inline) by the seed: a lone write's writev is then synchronous.
+            await s.write(offset, data, undefined, { inline: rng.chance(0.5) })
             model.settle(w, true)
           } catch (err) {
             if (powerLost) return // stays pending: it may be in the surviving prefix
@@ -288,7 +291,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           const from = model.settledPrefix()
           count('read')
           try {
-            const got = await s.read(offset, length)
+            const got = await s.read(offset, length, undefined, { inline: rng.chance(0.5) })
             const bad = model.checkRead(Math.floor(offset / B), got, from, model.mark(), offset % B)
             if (bad >= 0) problems.push(`read ${offset}+${length}: block ${bad} is none of the versions it could have had`)
           } catch (err) {
@@ -302,7 +305,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           const offset = rng.int(sizeBytes - length + 1)
           count('read snapshot')
           try {
-            const got = await s.readSnapshot(p.name, offset, length)
+            const got = await s.readSnapshot(p.name, offset, length, undefined, { inline: rng.chance(0.5) })
             const exp = p.expect ?? model.expectationAt(p.mark)
             const first = Math.floor(offset / B)
             const whole = Buffer.from(exp.data.subarray(first * B, Math.ceil((offset + length) / B) * B))
@@ -574,6 +577,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     await drive(store.close())
     report.steps = sched.steps
     report.maxWritesInFlight = sim.maxWritesInFlight
+    report.syncOps = { ...sim.syncOps }
     report.faultsInjected = sched.faultsInjected
     return report
   } finally {
