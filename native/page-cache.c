@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <malloc.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <node_api.h>
 
 typedef struct {
@@ -142,8 +143,33 @@ static napi_value read_cached (napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value read_now (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  int64_t offset, length;
+  void *data;
+  size_t size;
+  if (argc < 4 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &length) != napi_ok ||
+      offset < 0 || length < 0 || (uint64_t)offset + (uint64_t)length > size) {
+    napi_throw_type_error(env, NULL, "readNow(fd, buffer, offset, length): numbers within the buffer");
+    return NULL;
+  }
+  ssize_t n = read(fd, (char *)data + offset, (size_t)length);
+  napi_value out;
+  napi_create_int64(env, n >= 0 ? (int64_t)n : -(int64_t)errno, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT () {
   napi_value fn;
+  napi_create_function(env, "readNow", NAPI_AUTO_LENGTH, read_now, NULL, &fn);
+  napi_set_named_property(env, exports, "readNow", fn);
   napi_create_function(env, "readCached", NAPI_AUTO_LENGTH, read_cached, NULL, &fn);
   napi_set_named_property(env, exports, "readCached", fn);
   napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn);

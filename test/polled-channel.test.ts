@@ -5,12 +5,15 @@
 // in order, requests that arrive together handed over together (the server's `queued`), no
 // more buffers than its slots (the spare read included).
 import dgram from 'node:dgram'
+import { Worker } from 'node:worker_threads'
 import t, { type Test } from 'tap'
 import { PolledChannel, pollingAvailable } from '../src/fuse/devfuse/polled-channel'
 import { silentLogger } from '../src/store/logger'
+import { loadAddon } from '../src/store/native-addon'
 
 const SIZE = 4096
 const BUFFER = 2 * SIZE
+const readNowMissing = loadAddon<{ readNow?: unknown }>('page-cache')?.readNow === undefined
 const skip = pollingAvailable() ? false : 'this Node cannot poll a descriptor (no pipe_wrap binding)'
 
 function message (seq: number): Buffer {
@@ -137,6 +140,96 @@ t.test('one request at a time: after a probe of the queue finds nothing the next
   const firstTogether = burst.findIndex(s => s.queued > 0)
   t.ok(firstTogether >= 0 && firstTogether <= 8, `the burst went out together from its request ${firstTogether} (at most 8 skipped probes first)`)
   t.ok(ch.stats.readAfter > 0, `${ch.stats.readAfter} read by the probe`)
+  ch.stop()
+  t.equal(await ch.ended, 'stopped')
+})
+
+/**
+ * A client on a thread of its own (so that it answers while the channel's thread polls) with a
+ * UDP socket the channel's descriptor is connected to: the channel's replies (send) reach it,
+ * and `pauseMs` after each it sends the next request.
+ */
+async function pingPong (t: Test, count: number, pauseMs: number): Promise<{ fd: number, done: Promise<void> }> {
+  const rx = dgram.createSocket('udp4')
+  await new Promise<void>(resolve => rx.bind(0, '127.0.0.1', resolve))
+  rx.unref()
+  const worker = new Worker(`
+    const { parentPort, workerData } = require('node:worker_threads')
+    const dgram = require('node:dgram')
+    const s = dgram.createSocket('udp4')
+    s.bind(0, '127.0.0.1', () => parentPort.postMessage(s.address().port))
+    let next = 0
+    const send = () => {
+      const b = Buffer.alloc(${SIZE}, next & 0xff)
+      b.writeUInt32LE(next++, 0)
+      s.send(b, workerData.port, '127.0.0.1')
+    }
+    s.on('message', () => {
+      if (next === workerData.count) { s.close(); parentPort.postMessage('done'); return }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.pauseMs)
+      send()
+    })
+    parentPort.on('message', () => send())
+  `, { eval: true, workerData: { port: rx.address().port, count, pauseMs } })
+  t.teardown(() => worker.terminate())
+  const port = await new Promise<number>(resolve => worker.once('message', resolve))
+  await new Promise<void>(resolve => rx.connect(port, '127.0.0.1', resolve))
+  process.noDeprecation = true
+  const handle = (rx as unknown as { _handle: { fd: number, recvStop: () => number } })._handle
+  process.noDeprecation = false
+  handle.recvStop()
+  const done = new Promise<void>(resolve => worker.on('message', m => { if (m === 'done') resolve() }))
+  worker.postMessage('start')
+  return { fd: handle.fd, done }
+}
+
+const REPLY = Buffer.from('reply')
+
+t.test('a client at depth 1: after each reply the channel reads on and finds the next request there, not after a sleep in epoll', { skip: skip || (readNowMissing && 'the page-cache addon is not built (it polls with its readNow)'), timeout: 60_000 }, async t => {
+  const count = 100
+  // The client answers 3 ms after each reply: the poll has begun by then (else libuv, in the
+  // turn before the poll, would read a request that came at once), and a budget of 100 ms is
+  // more than a loaded machine keeps the client's thread waiting.
+  const { fd, done } = await pingPong(t, count, 3)
+  const ch = new PolledChannel({ slots: 8, bufferBytes: BUFFER, log: silentLogger, fd, pollUs: 100_000 })
+  const seen: number[] = []
+  let whole = 0
+  ch.start((req, n, release) => {
+    const seq = req.readUInt32LE(0)
+    seen.push(seq)
+    if (n === SIZE && req.subarray(0, n).equals(message(seq))) whole++
+    release()
+    ch.send(REPLY, REPLY.length)
+  })
+  ch.mounted()
+  await done
+  t.same(seen, [...Array(count).keys()], 'every request, in order')
+  t.equal(whole, count, 'every byte of each')
+  t.ok(ch.stats.polled >= count / 2, `${ch.stats.polled} of ${count} found by the poll after a reply (${ch.stats.woken} read by libuv)`)
+  t.ok(ch.stats.pollMissed <= 1, `${ch.stats.pollMissed} polls came up empty (at most the one after the last reply)`)
+  ch.stop()
+  t.equal(await ch.ended, 'stopped')
+})
+
+t.test('a client that pauses between requests: a poll that finds nothing makes the next 1, 2, 4, 8, 16 skip it', { skip: skip || (readNowMissing && 'the page-cache addon is not built'), timeout: 60_000 }, async t => {
+  const count = 40
+  const { fd, done } = await pingPong(t, count, 25)
+  const ch = new PolledChannel({ slots: 8, bufferBytes: BUFFER, log: silentLogger, fd, pollUs: 1000 })
+  const seen: number[] = []
+  ch.start((req, n, release) => {
+    seen.push(req.readUInt32LE(0))
+    release()
+    ch.send(REPLY, REPLY.length)
+  })
+  ch.mounted()
+  await done
+  await tick(20) // the poll after the last reply
+  t.same(seen, [...Array(count).keys()], 'every request, in order')
+  t.equal(ch.stats.polled, 0, 'no request came within 1 ms of a reply')
+  // 40 replies: polls after replies 1, 3, 6, 11, 20 and 37, each skipping 1, 2, 4, 8, 16, 16 after it.
+  t.equal(ch.stats.pollMissed, 6, `${ch.stats.pollMissed} polls spent`)
+  t.equal(ch.stats.pollsSkipped, 34, `${ch.stats.pollsSkipped} skipped`)
+  t.equal(ch.stats.woken, count, 'each request woke the loop')
   ch.stop()
   t.equal(await ch.ended, 'stopped')
 })
