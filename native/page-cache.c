@@ -1,6 +1,6 @@
 /*
- * page-cache.node: posix_fadvise(POSIX_FADV_DONTNEED) and malloc_trim for Node, which has
- * no binding for either.
+ * page-cache.node: posix_fadvise(POSIX_FADV_DONTNEED), preadv2(RWF_NOWAIT), a read(2) that
+ * does not throw, and malloc_trim for Node, which has no binding for any of them.
  *
  * Why: a log writes every version to fresh page-cache pages. On a VM whose balloon reports
  * free memory to the host, a page the guest has not used lately costs a host fault on first
@@ -21,6 +21,12 @@
  * page cache, about four futex calls and two thread wake-ups for a copy of 4 KiB (strace);
  * cached reads made at once served 1.3-1.5x the random 4 KiB reads at depth 16
  * (native-notes/page-cache.md), and one that misses still goes to the pool.
+ *
+ * readNow(fd, buffer, offset, length): read(2) into buffer[offset..] on the calling thread;
+ * returns the bytes read or -errno. Why: the FUSE channel polls its non-blocking /dev/fuse
+ * for the next request after a reply (src/fuse/devfuse/polled-channel.ts), and most such
+ * reads find nothing yet: Node's readSync throws on EAGAIN (~4.5 us each, the error built),
+ * this returns -EAGAIN for the price of the system call.
  *
  * trimHeap(callback): malloc_trim(0) on the thread pool; callback(1 when memory went back to
  * the system, else 0). The daemon calls it every few seconds (src/daemon/heap-trim.ts):
