@@ -19,7 +19,7 @@ export interface FileHandle {
   /**
    * The same read done at once on the calling thread (a synchronous read(2)), for a caller with
    * nothing else to do meanwhile (IoOptions.inline). Optional: a layer without it (the
-   * simulation's, a mirrored handle) is always read through `read`.
+   * mirrored handle) is always read through `read`.
    */
   readNow?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
   /**

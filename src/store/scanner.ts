@@ -129,7 +129,8 @@ export async function * scanSegment (
 
 /**
  * Whether a segment file holds free entries and nothing else: at least one, each valid,
- * back to back from the header page to the end of the file (headers only are read). Such a
+ * back to back from the header page to the end of the file (read in the scanner's windows;
+ * mostly holes in a segment a pass punched). Such a
  * segment has nothing anyone reads: what compaction recycles. An index rebuild gives the
  * entries inside free entries no summaries, so compaction, which finds a segment's entries by
  * their summaries, asks this of a segment that has none (compaction-pass.ts).

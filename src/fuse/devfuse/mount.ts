@@ -56,11 +56,13 @@ export const DEFAULT_READERS = 2
 export const DEFAULT_SLOTS_PER_READER = 16
 /**
  * How long the polled channel keeps reading /dev/fuse after a reply that left nothing in flight
- * (polled-channel.ts pollForNext), in microseconds; LOGDISK_FUSE_POLL_US, 0 for never. 25, 50
- * and 100 measured alike under random 4 KiB writes at depth 1 (a client's next request came
- * within ~20 us); 50 leaves room for a loaded machine. QEMU's default poll-max-ns is 32768.
+ * (polled-channel.ts pollForNext), in microseconds; LOGDISK_FUSE_POLL_US, 0 for never. fio's
+ * next request at depth 1 came 10-30 us after a reply; 50 leaves room for a loaded machine
+ * (QEMU's iothreads poll up to 32 us by default, poll-max-ns).
  */
 export const DEFAULT_POLL_US = 50
+/** A poll blocks the event loop for its whole budget when nothing comes: never longer than this. */
+export const MAX_POLL_US = 1000
 const END_WAIT_MS = 5_000
 
 function envInt (name: string, dflt: number, min = 1): number {
@@ -189,7 +191,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   let channel: RequestChannel
   try {
     channel = readers === 0
-      ? new PolledChannel({ slots: DEFAULT_READERS * slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log, pollUs: envInt('LOGDISK_FUSE_POLL_US', DEFAULT_POLL_US, 0) })
+      ? new PolledChannel({ slots: DEFAULT_READERS * slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log, pollUs: Math.min(envInt('LOGDISK_FUSE_POLL_US', DEFAULT_POLL_US, 0), MAX_POLL_US) })
       : new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), crcBlockBytes: folder.crcBlockBytes ?? 0, log })
   } catch (err) {
     throw new LogdiskError('IO', `cannot open /dev/fuse: ${(err as Error).message} (modprobe fuse? in a container: --device /dev/fuse)`, err)
