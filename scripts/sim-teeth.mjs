@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { reverts } from './sim-teeth-reverts.mjs'
+import { reverts, simulateOptions } from './sim-teeth-reverts.mjs'
 
 const SEEDS = Number(process.env.SEEDS ?? 200)
 
@@ -33,7 +33,7 @@ for (const [name, edits] of Object.entries(reverts).filter(([n]) => !process.env
     let failing
     for (let seed = 1; seed <= SEEDS && failing === undefined; seed++) {
       try {
-        await simulate(seed)
+        await simulate(seed, simulateOptions[name] ?? {})
       } catch (err) {
         failing = { seed, why: String(err.message).split('\n')[0] }
       }
