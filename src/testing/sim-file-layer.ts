@@ -294,35 +294,30 @@ export class SimFileLayer implements FileLayer {
   }
 
   /** Waits for the scheduler; throws a power loss, or an injected fault (marked `injected`). */
+  private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
+    if (this.scheduler) {
+      await this.scheduler.io(what).catch(err => { throw scheduledFault(err, what) })
+    } else {
+      await tick()
+    }
+    this.passed(op, what, generation)
+  }
+
   /** `enter` for a synchronous operation (SimHandle's writevNow, readNow, readCached). */
   private enterNow (op: FaultOp | undefined, what: string, generation: number): void {
     if (what.startsWith('write')) this.syncOps.writes++
     else this.syncOps.reads++
-    if (this.scheduler) {
-      try {
-        this.scheduler.ioNow(what)
-      } catch (err) {
-        throw Object.assign(fromSystemError(err, what), { injected: (err as { injected?: boolean }).injected === true })
-      }
+    try {
+      this.scheduler?.ioNow(what)
+    } catch (err) {
+      throw scheduledFault(err, what)
     }
-    if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
-    const fault = op && this.faults.get(op)
-    if (fault) {
-      this.faults.delete(op)
-      throw Object.assign(fromSystemError(fault, what), { injected: true })
-    }
+    this.passed(op, what, generation)
   }
 
-  private async enter (op: FaultOp | undefined, what: string, generation = this.generation): Promise<void> {
-    const lost = (): boolean => this.frozen || generation !== this.generation
-    if (this.scheduler) {
-      await this.scheduler.io(what).catch(err => {
-        throw Object.assign(fromSystemError(err, what), { injected: (err as { injected?: boolean }).injected === true })
-      })
-    } else {
-      await tick()
-    }
-    if (lost()) throw errno('EIO', `${what} (the simulated machine lost power)`)
+  /** After the scheduler let an operation through: a power loss since, or a fault failNext set, fails it. */
+  private passed (op: FaultOp | undefined, what: string, generation: number): void {
+    if (this.frozen || generation !== this.generation) throw errno('EIO', `${what} (the simulated machine lost power)`)
     const fault = op && this.faults.get(op)
     if (fault) {
       this.faults.delete(op)
@@ -401,6 +396,11 @@ export class SimFileLayer implements FileLayer {
   }
 }
 
+/** A failure the scheduler gave an operation (a power loss or an injected fault), as the layer throws it. */
+function scheduledFault (err: unknown, what: string): Error {
+  return Object.assign(fromSystemError(err, what), { injected: (err as { injected?: boolean }).injected === true })
+}
+
 class SimHandle implements FileHandle {
   private closed = false
 
@@ -424,6 +424,11 @@ class SimHandle implements FileHandle {
 
   async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
     await this.enter(undefined, 'read')
+    return this.copyOut(buf, bufOffset, length, position)
+  }
+
+  /** Up to `length` bytes of the file from `position` into buf[bufOffset..]; fewer at its end. */
+  private copyOut (buf: Buffer, bufOffset: number, length: number, position: number): number {
     if (position >= this.f.content.length) return 0
     return this.f.content.copy(buf, bufOffset, position, Math.min(position + length, this.f.content.length))
   }
@@ -439,8 +444,7 @@ class SimHandle implements FileHandle {
 
   readNow (buf: Buffer, bufOffset: number, length: number, position: number): number {
     this.enterNow(undefined, 'read')
-    if (position >= this.f.content.length) return 0
-    return this.f.content.copy(buf, bufOffset, position, Math.min(position + length, this.f.content.length))
+    return this.copyOut(buf, bufOffset, length, position)
   }
 
   /**
@@ -456,8 +460,7 @@ class SimHandle implements FileHandle {
     } catch {
       return 0
     }
-    if (position >= this.f.content.length || want === 0) return 0
-    return this.f.content.copy(buf, bufOffset, position, Math.min(position + want, this.f.content.length))
+    return this.copyOut(buf, bufOffset, want, position)
   }
 
   private enterNow (op: FaultOp | undefined, what: string): void {

@@ -265,8 +265,7 @@ export class PolledChannel implements RequestChannel {
       const slot = this.takeSlot()
       const n = readNow !== undefined ? readNow(this.fd, this.slots[slot], 0, this.opts.bufferBytes) : this.readThrowing(this.slots[slot])
       if (n <= 0) {
-        this.busy[slot] = false
-        this.inUse--
+        this.untakeSlot(slot)
         return found
       }
       found++
@@ -301,9 +300,15 @@ export class PolledChannel implements RequestChannel {
     return k
   }
 
-  private giveSlot (slot: number): void {
+  /** Gives back a slot taken for a read that found nothing (reading goes on as it was). */
+  private untakeSlot (slot: number): void {
     this.busy[slot] = false
     this.inUse--
+  }
+
+  /** Gives back a slot the server is done with; reading resumes if it had paused for one. */
+  private giveSlot (slot: number): void {
+    this.untakeSlot(slot)
     this.resume()
   }
 
@@ -381,8 +386,7 @@ export class PolledChannel implements RequestChannel {
     // Nothing in time, or an error: libuv's next read sees the same error and ends the channel.
     this.nextPoll.miss()
     this.stats.pollMissed++
-    this.busy[slot] = false
-    this.inUse--
+    this.untakeSlot(slot)
   }
 
   stop (): void {
