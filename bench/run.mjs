@@ -561,6 +561,7 @@ const median = xs => {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
 }
 const isRandom = section => section.startsWith('rand')
+const writes = section => /write|prefill/.test(section)
 const unitOf = section => isRandom(section) ? 'IOPS' : 'MB/s'
 const thrOf = (section, r) => r == null ? null : (isRandom(section) ? r.iops : r.mbps)
 
@@ -592,7 +593,7 @@ const METRICS = [
   { key: 'p50us', unit: () => 'p50 µs', get: (_s, m) => m?.p50us ?? null },
   { key: 'p99us', unit: () => 'p99 µs', get: (_s, m) => m?.p99us ?? null },
   { key: 'cpu', unit: () => 'CPU s/GiB', get: (_s, m) => m?.cpuSPerGiB ?? null },
-  { key: 'disk', unit: () => 'disk ÷ written', get: (_s, m) => m?.diskPerByte ?? null, only: s => /write|prefill/.test(s) }
+  { key: 'disk', unit: () => 'disk ÷ written', get: (_s, m) => m?.diskPerByte ?? null, only: writes }
 ]
 
 function buildTables (res) {
@@ -629,26 +630,25 @@ function buildTables (res) {
  */
 function goalLines (res) {
   const med = (t, s) => res.cells[t]?.[s]?.median
-  const lines = []
-  const check = (what, value, goal, met) => lines.push(`| ${what} | ${value} | ${goal} | ${value === 'not measured' ? '—' : met ? 'met' : '**not met**'} |`)
-  const phases = [['img', null], ['ext4', 0.9], ['ext4dio', 1.0]]
-  for (const [ph, all] of phases) {
+  const checks = [] // { what, value (undefined: not measured), goal, met }
+  for (const [ph, all] of [['img', null], ['ext4', 0.9], ['ext4dio', 1.0]]) {
     for (const s of ['prefill', ...res.sections]) {
       const r = ratio(thrOf(s, med(`logdisk-${ph}`, s)), thrOf(s, med(`qcow2-${ph}`, s)))
       const goal = all ?? (s.startsWith('randwrite') ? 1.0 : 0.8)
-      check(`${ph} ${s} ÷ qcow2`, r == null ? 'not measured' : fmtRatio(r), `≥ ${goal.toFixed(1)}×`, r != null && r >= goal)
+      checks.push({ what: `${ph} ${s} ÷ qcow2`, value: r == null ? undefined : fmtRatio(r), goal: `≥ ${goal.toFixed(1)}×`, met: r >= goal })
     }
   }
   if (res.sections.includes('seqwrite')) {
     const r = ratio(med('logdisk-img', 'seqwrite')?.p99us, med('qcow2-img', 'seqwrite')?.p99us)
-    check('img seqwrite p99 ÷ qcow2\'s', r == null ? 'not measured' : fmtRatio(r), '≤ 3.0×', r != null && r <= 3)
+    checks.push({ what: 'img seqwrite p99 ÷ qcow2\'s', value: r == null ? undefined : fmtRatio(r), goal: '≤ 3.0×', met: r <= 3 })
   }
   const hwm = res.rss.logdisk?.hwmKiB
-  check('logdisk daemon peak RSS', hwm == null ? 'not measured' : `${(hwm / 1024).toFixed(1)} MiB`, '< 256 MiB', hwm != null && hwm < 256 * 1024)
-  const met = lines.filter(l => l.endsWith('| met |')).length
-  const unmeasured = lines.filter(l => l.endsWith('| — |')).length
-  return [`${met} of ${lines.length - unmeasured} measured goals met${unmeasured ? ` (${unmeasured} not measured in this run)` : ''}; the space goal (fstrim and compact) is bench/trim.mjs's.`, '',
-    '| goal | this run | wanted | |', '|:--|--:|--:|:--|', ...lines]
+  checks.push({ what: 'logdisk daemon peak RSS', value: hwm == null ? undefined : `${(hwm / 1024).toFixed(1)} MiB`, goal: '< 256 MiB', met: hwm < 256 * 1024 })
+  const measured = checks.filter(c => c.value !== undefined)
+  const unmeasured = checks.length - measured.length
+  return [`${measured.filter(c => c.met).length} of ${measured.length} measured goals met${unmeasured ? ` (${unmeasured} not measured in this run)` : ''}; the space goal (fstrim and compact) is bench/trim.mjs's.`, '',
+    '| goal | this run | wanted | |', '|:--|--:|--:|:--|',
+    ...checks.map(c => `| ${c.what} | ${c.value ?? 'not measured'} | ${c.goal} | ${c.value === undefined ? '—' : c.met ? 'met' : '**not met**'} |`)]
 }
 
 function rssLines (res) {
@@ -898,15 +898,14 @@ async function main () {
       const daemonPids = Object.values(backends).map(be => be.pid)
 
       const once = async (t, s, run_) => {
-        const be_ = backends[backendOf(t)]
+        const be = backends[backendOf(t)]
         // A peer serialized for its writes (readBackOrSerialize) reads with its default: reads
         // are not what it gets wrong, and one read in flight would understate it.
-        if (res.serialized?.includes(t)) fuseMaxBackground(be_.img, /write|prefill/.test(s) ? 1 : be_.fuseBackground)
+        if (res.serialized?.includes(t)) fuseMaxBackground(be.img, writes(s) ? 1 : be.fuseBackground)
         await dropCaches()
         await quiesce(daemonPids)
         const out = path.join(WORK, 'fio', `${t}.${s}.${run_}.json`)
         const cell = ((res.cells[t] ??= {})[s] ??= { runs: [], errors: [] })
-        const be = backends[backendOf(t)]
         try {
           const ticks0 = be.pid ? cpuTicks(be.pid) : 0
           const disk0 = deviceBytesWritten(device)
@@ -916,7 +915,7 @@ async function main () {
           // wrote over the same span: a log writes every byte it is given, where a file
           // rewritten in place may absorb rewrites in the page cache and write back later.
           const moved = r.bwBytes * (r.runtimeMs / 1000 + (jobs.timeBased(s) ? 1 : 0))
-          r.diskPerByte = disk0 != null && disk1 != null && moved > 0 && /write|prefill/.test(s) ? (disk1 - disk0) / moved : null
+          r.diskPerByte = disk0 != null && disk1 != null && moved > 0 && writes(s) ? (disk1 - disk0) / moved : null
           if (be.pid) {
             // Daemon CPU over the whole job (its 1 s ramp too) per GiB moved over the same span.
             const cpuS = (cpuTicks(be.pid) - ticks0) / CLK_TCK
@@ -925,7 +924,7 @@ async function main () {
           }
           cell.runs.push(r)
           log(`  ${t.padEnd(28)} ${s.padEnd(12)} run ${run_}: ${fmtNum(thrOf(s, r))} ${unitOf(s)}, p50 ${fmtNum(r.p50us)} µs, p99 ${fmtNum(r.p99us)} µs${r.cpuSPerGiB != null ? `, ${fmtNum(r.cpuSPerGiB)} CPU s/GiB` : ''}${r.diskPerByte != null ? `, disk ${r.diskPerByte.toFixed(2)}x written` : ''}`)
-          if (be.store && /write|prefill/.test(s)) await compactStore(be)
+          if (be.store && writes(s)) await compactStore(be)
         } catch (e) {
           if (e instanceof Aborted) throw e
           cell.errors.push(`run ${run_}: ${e.message}`)
