@@ -392,7 +392,8 @@ function logdiskPid (store) {
  * 7.2's FUSE export keeps a write's data in its one request buffer while it polls for the next
  * request, so with several writes in flight it stores another request's bytes (fixed upstream:
  * block/export/fuse.c fuse_write now copies the buffer first); readBackOrSerialize then gives it
- * one request in flight, the only way that qemu stores what it is given.
+ * one request in flight, under which it passed every check (its default of 12 fails; values
+ * in between were not tried).
  */
 async function checkWritesReadBack (file) {
   const jobs = [['randwrite', '4k', 16], ['write', '1M', 8]]
@@ -428,7 +429,7 @@ function fuseMaxBackground (file, n) {
 /**
  * The read-back check for one target. The peer gets the fastest setting under which it stores
  * what it is given: its FUSE connection's default first, and when that fails the check, one
- * request in flight (all qemu 7.2's export can take where writes overlap: the direct-I/O paths;
+ * request in flight (what qemu 7.2's export passes with where writes overlap: the direct-I/O paths;
  * a buffered loop device sends one write at a time and passes with the default).
  */
 async function readBackOrSerialize (res, be, t, file) {
