@@ -96,7 +96,7 @@ export interface LogPart {
   flush (): Promise<void>
   /** Settles once the flushes called so far are done. */
   flushesDone (): Promise<void>
-  /** fdatasync of every sealed segment not yet synced, oldest first, then the current one. */
+  /** fdatasync of every sealed segment not yet synced, oldest first, up to the one current when called (under the append lock: all of them). */
   syncAll (): Promise<void>
   /** Cuts bytes a failed append left past the tail, if a cut failed then; under the lock. */
   cutStale (): Promise<void>
