@@ -66,13 +66,6 @@ interface Flight {
   written: Promise<void>
 }
 
-/**
- * Bytes of the newest synced sealed segments left in the page cache (keepCached), unless
- * the store is opened with `cachedLogBytes`. 1 GiB: random 4 KiB reads at depth 16 of a
- * GiB just written 18,100 -> 39,400 IOPS, sequential writes within their spread (README).
- */
-const CACHED_LOG_BYTES = Number(process.env.LOGDISK_CACHED_LOG_BYTES ?? 1024 * 1024 * 1024)
-
 /** Largest writev done inline (IoOptions.inline): a larger copy costs more than the hand-offs it spares. */
 const INLINE_WRITE_MAX_BYTES = 128 * 1024
 
@@ -109,8 +102,6 @@ export class LogAppender implements LogPart {
   readonly lock = new Mutex()
   /** Sealed segments written since their last fdatasync, oldest first. */
   private readonly unsyncedSealed: Segment[] = []
-  /** Synced sealed segments whose pages are left in the page cache, oldest first (keepCached). */
-  private readonly cachedSealed: Segment[] = []
   /** Log position just past the last completed append. */
   completedPosition: number
   /** The flush's sync running, and the one flushes called meanwhile wait for (`flush`). */
@@ -678,22 +669,6 @@ export class LogAppender implements LogPart {
   }
 
   /**
-   * A sealed segment just synced: its pages are clean copies of the disk now. The newest
-   * `cachedLogBytes` of them stay in the page cache (what was written last is what is read
-   * next: a log scatters a rewritten image over new pages, and reads of them that miss the
-   * cache cost this VM a disk request each); older ones go back to the kernel while they are
-   * still hot, so the next segment's
-   * appends reuse them instead of touching pages the VM's host took back
-   * (native-notes/page-cache.md: 419 -> 1357-1497 MiB/s in a plain test). Not awaited: no
-   * flush waits for advice.
-   */
-  private keepCached (segment: Segment): void {
-    this.cachedSealed.push(segment)
-    const keep = this.p.opts.cachedLogBytes ?? CACHED_LOG_BYTES
-    while (this.cachedSealed.length * this.p.config.segmentBytes > keep) void this.cachedSealed.shift()!.dropCache()
-  }
-
-  /**
    * fdatasync of every sealed segment not yet synced (oldest first), then the segment that
    * was current when it was called; entries up to the last one landed then are durable once
    * it returns. Segments sealed after the call are left to the next sync: under sequential
@@ -711,7 +686,11 @@ export class LogAppender implements LogPart {
         await oldest.sync() // a flush and a checkpoint may both be here: each waits, one removes
         if (this.unsyncedSealed[0] === oldest) {
           this.unsyncedSealed.shift()
-          this.keepCached(oldest)
+          // Its pages are clean copies of the disk now: back to the kernel while they are hot,
+          // so the next segment's appends reuse them instead of touching pages the VM's host
+          // took back (native-notes/page-cache.md: 419 -> 1357-1497 MiB/s in a plain test).
+          // Not awaited: the flush does not wait for advice.
+          void oldest.dropCache()
         }
       }
       await last.sync() // a no-op when it rolled and the loop synced it

@@ -39,11 +39,6 @@ export interface OpenOptions {
    * daemon does (src/daemon/heap-trim.ts).
    */
   reclaimMemory?: () => void
-  /**
-   * Bytes of the newest synced sealed segments whose pages stay in the page cache (default
-   * 1 GiB, or LOGDISK_CACHED_LOG_BYTES); older ones are dropped (log-appender.ts keepCached).
-   */
-  cachedLogBytes?: number
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */
