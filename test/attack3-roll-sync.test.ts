@@ -6,7 +6,7 @@ import { MAINTENANCE_RESERVE_BYTES } from '../src/store/pass-fence'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir, writeRandom } from './helpers/sim-layer'
+import { PassThroughLayer, scratchDir, withDatasync, writeRandom } from './helpers/sim-layer'
 
 /**
  * A roll while a checkpoint's fdatasync of the segment being sealed is still running: that
@@ -33,24 +33,16 @@ class HoldLayer extends PassThroughLayer {
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
     const name = path.normalize(file)
-    const layer = this
-    return {
-      read: (buf, off, len, pos) => h.read(buf, off, len, pos),
-      writev: (bufs, pos) => h.writev(bufs, pos),
-      truncate: len => h.truncate(len),
-      size: () => h.size(),
-      close: () => h.close(),
-      async datasync () {
-        const held = layer.held
-        if (held !== undefined && held.file === name) {
-          layer.held = undefined
-          held.started()
-          if (await held.outcome === 'EIO') throw Object.assign(new Error(`EIO: fdatasync ${name}`), { code: 'EIO' })
-        }
-        await h.datasync()
-        layer.synced.set(name, (layer.synced.get(name) ?? 0) + 1)
+    return withDatasync(h, async () => {
+      const held = this.held
+      if (held !== undefined && held.file === name) {
+        this.held = undefined
+        held.started()
+        if (await held.outcome === 'EIO') throw Object.assign(new Error(`EIO: fdatasync ${name}`), { code: 'EIO' })
       }
-    }
+      await h.datasync()
+      this.synced.set(name, (this.synced.get(name) ?? 0) + 1)
+    })
   }
 
 }

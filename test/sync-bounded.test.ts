@@ -4,7 +4,7 @@ import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, fillSegment, scratchDir, tagBlock } from './helpers/sim-layer'
+import { PassThroughLayer, fillSegment, scratchDir, tagBlock, withDatasync } from './helpers/sim-layer'
 
 /**
  * A sync (a flush, an index checkpoint) makes durable what was written before it was called,
@@ -26,20 +26,12 @@ class RacingLayer extends PassThroughLayer {
   async open (file: string, create: boolean): Promise<FileHandle> {
     const h = await this.sim.open(file, create)
     const isSegment = path.basename(path.dirname(file)) === 'segments'
-    const layer = this
-    return {
-      read: (buf, off, len, pos) => h.read(buf, off, len, pos),
-      writev: (bufs, pos) => h.writev(bufs, pos),
-      truncate: len => h.truncate(len),
-      size: () => h.size(),
-      close: () => h.close(),
-      async datasync () {
-        await h.datasync()
-        if (!isSegment) return
-        layer.segmentSyncs++
-        await layer.afterSync?.()
-      }
-    }
+    return withDatasync(h, async () => {
+      await h.datasync()
+      if (!isSegment) return
+      this.segmentSyncs++
+      await this.afterSync?.()
+    })
   }
 }
 

@@ -23,6 +23,18 @@ export class PassThroughLayer implements FileLayer {
   punchHole (file: string, offset: number, length: number): Promise<void> { return this.sim.punchHole(file, offset, length) }
 }
 
+/** `h`'s calls passed through, with `datasync` replaced: a test holds, counts or races it. */
+export function withDatasync (h: FileHandle, datasync: () => Promise<void>): FileHandle {
+  return {
+    read: (buf, off, len, pos) => h.read(buf, off, len, pos),
+    writev: (bufs, pos) => h.writev(bufs, pos),
+    truncate: len => h.truncate(len),
+    size: () => h.size(),
+    close: () => h.close(),
+    datasync
+  }
+}
+
 /**
  * `h` with its method `op` failing with EIO (`message`) on each call for which `take()`
  * says so; a `take` that disarms itself makes the failure happen once.
