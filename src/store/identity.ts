@@ -4,7 +4,7 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { CONFIG_FILE, readConfig, writeFileAtomic, type StoreConfig } from './config'
 import { crc32c } from './crc'
-import type { FileLayer } from './file-layer'
+import { readUpTo, type FileLayer } from './file-layer'
 import { SEGMENT_MAGIC } from './format'
 import { checkSegmentHeader, type SegmentGeometry } from './segment'
 
@@ -179,7 +179,7 @@ export async function foreignSegment (layer: FileLayer, file: string, id: number
   try { h = await layer.open(file, false) } catch { return undefined }
   const buf = Buffer.alloc(68)
   let n = 0
-  try { n = await h.read(buf, 0, 68, 0) } catch { n = 0 } finally { await h.close().catch(() => undefined) }
+  try { n = await readUpTo(h, buf, 0) } catch { n = 0 } finally { await h.close().catch(() => undefined) }
   if (n < 68 || buf.toString('latin1', 0, 16) !== SEGMENT_MAGIC || buf.readUInt32LE(64) !== crc32c(buf.subarray(0, 64))) return undefined
   const problem = checkSegmentHeader(buf, id, g)
   if (!problem) return undefined

@@ -1,5 +1,6 @@
 import { decodeHeader, entryBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind } from './format'
+import { readUpTo } from './file-layer'
 import type { EntryRecord } from './index-db'
 import type { PassFence } from './pass-fence'
 import type { StoreParts } from './parts'
@@ -106,7 +107,7 @@ export class MarkerLife {
     const S = this.p.config.segmentBytes
     const segment = await this.p.reader.segment(Math.floor(e.position / S))
     const buf = Buffer.alloc(ENTRY_HEADER_BYTES)
-    const got = await segment.handle.read(buf, 0, ENTRY_HEADER_BYTES, e.position % S)
+    const got = await readUpTo(segment.handle, buf, e.position % S)
     const h = got === ENTRY_HEADER_BYTES ? decodeHeader(buf) : undefined
     return h !== undefined && h.seq === seq && h.kind === e.kind ? entryBytes(h) : undefined
   }

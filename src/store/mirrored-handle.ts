@@ -51,9 +51,12 @@ export class MirroredHandle implements FileHandle {
     return this.copies.map(c => c.volume)
   }
 
-  /** Reads from copy `index` only (a CRC mismatch on one copy retries the next). */
+  /**
+   * Reads from copy `index` only (a CRC mismatch on one copy retries the next): the whole
+   * range, fewer bytes only at the end of that copy.
+   */
   readCopy (index: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
-    return this.on(this.copies[index].handle, h => h.read(buf, bufOffset, length, position))
+    return this.on(this.copies[index].handle, h => readUpTo(h, buf.subarray(bufOffset, bufOffset + length), position))
   }
 
   async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {

@@ -789,7 +789,7 @@ async function saveTail (layer: FileLayer, storeDir: string, segment: Segment, o
   await layer.mkdirp(dir)
   const file = path.join(dir, `${path.basename(segment.file)}@${offset}.${Date.now()}.bin`)
   const buf = Buffer.alloc(Math.max(0, bytes))
-  if (bytes > 0) await segment.handle.read(buf, 0, bytes, offset)
+  if (bytes > 0) await readUpTo(segment.handle, buf, offset)
   const out = await layer.open(file, true)
   try {
     await out.truncate(0)

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { crc32c } from './crc'
-import type { FileHandle, FileLayer } from './file-layer'
+import { readUpTo, type FileHandle, type FileLayer } from './file-layer'
 import { silentLogger, type Logger } from './logger'
 import { MirroredHandle } from './mirrored-handle'
 import { earlierFailure } from './writeback-guard'
@@ -232,7 +232,7 @@ export function encodeSegmentHeader (id: number, g: SegmentGeometry): Buffer {
  */
 export async function segmentHeaderProblem (handle: FileHandle, id: number, g: SegmentGeometry): Promise<string | undefined> {
   const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
-  const n = await handle.read(header, 0, SEGMENT_HEADER_BYTES, 0)
+  const n = await readUpTo(handle, header, 0)
   return n < SEGMENT_HEADER_BYTES ? 'too short' : checkSegmentHeader(header, id, g)
 }
 

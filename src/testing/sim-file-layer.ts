@@ -230,6 +230,13 @@ export class SimFileLayer implements FileLayer {
   readonly syncOps = { writes: 0, reads: 0 }
   /** Bumped by crash(): handles opened before it are dead, as after a reboot. */
   private generation = 0
+  /**
+   * When set, reads (`read`, `readNow`) return fewer bytes than asked for, by this rng, about
+   * a third of the time: read(2) may stop short of the end of a file (a signal, a network
+   * file system under a pool volume), and every caller must ask again for the rest. Its own
+   * rng, so that a seed run without it replays as before.
+   */
+  shortReads: Rng | undefined
   private frozen = false
 
   /**
@@ -339,7 +346,7 @@ export class SimFileLayer implements FileLayer {
       const n = (this.writing.get(f) ?? 0) + delta
       this.writing.set(f, n)
       this.maxWritesInFlight = Math.max(this.maxWritesInFlight, n)
-    })
+    }, () => this.shortReads)
   }
 
   async list (dir: string): Promise<string[]> {
@@ -414,7 +421,9 @@ class SimHandle implements FileHandle {
     /** Decides, by the seed, how much of a range readCached finds "in the page cache". */
     private readonly rng: Rng | undefined,
     /** Counts writes in flight on the file. */
-    private readonly writing: (delta: number) => void = () => {}
+    private readonly writing: (delta: number) => void = () => {},
+    /** The layer's shortReads rng, if reads stop short now. */
+    private readonly shortReads: () => Rng | undefined = () => undefined
   ) {}
 
   private async enter (op: FaultOp | undefined, what: string): Promise<void> {
@@ -424,7 +433,13 @@ class SimHandle implements FileHandle {
 
   async read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
     await this.enter(undefined, 'read')
-    return this.copyOut(buf, bufOffset, length, position)
+    return this.copyOut(buf, bufOffset, this.shortened(length), position)
+  }
+
+  /** `length`, or by the shortReads rng a part of it (at least one byte: only the end of a file reads 0). */
+  private shortened (length: number): number {
+    const rng = this.shortReads()
+    return rng !== undefined && length > 1 && rng.chance(1 / 3) ? 1 + rng.int(length - 1) : length
   }
 
   /** Up to `length` bytes of the file from `position` into buf[bufOffset..]; fewer at its end. */
@@ -444,7 +459,7 @@ class SimHandle implements FileHandle {
 
   readNow (buf: Buffer, bufOffset: number, length: number, position: number): number {
     this.enterNow(undefined, 'read')
-    return this.copyOut(buf, bufOffset, length, position)
+    return this.copyOut(buf, bufOffset, this.shortened(length), position)
   }
 
   /**

@@ -81,6 +81,8 @@ export interface SimulationOptions {
    * pool's drain does (Pool.drain: Store.discardNextSegment). Off by default.
    */
   drainDiscardsNext?: boolean
+  /** Reads of segment and store files stop short of what they asked for (SimFileLayer.shortReads). Off by default. */
+  shortReads?: boolean
 }
 
 export interface SimulationReport {
@@ -147,6 +149,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   let gate = 0
   const sealedBytes = new Map<number, Buffer>()
   const sim = new SimFileLayer(sched)
+  if (opts.shortReads === true) sim.shortReads = new Rng(seed ^ 0x54047e4d)
   const indexes = new SimIndexStorage(sched)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-sim-'))
   const trace: string[] = []
