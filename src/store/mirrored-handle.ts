@@ -21,7 +21,35 @@ export class MirroredHandle implements FileHandle {
      * copy as if it were current.
      */
     private readonly onDropped: (volume: string) => void = () => {}
-  ) {}
+  ) {
+    // The synchronous reads (IoOptions.inline) when the copies' layer has them: the reader
+    // then serves a mirrored segment's cached reads on the event loop as it does a single
+    // copy's (without them every read of a mirrored segment went through the thread pool).
+    if (copies.every(c => c.handle.readNow !== undefined)) this.readNow = this.readFirstNow
+    if (copies.every(c => c.handle.readCached !== undefined)) this.readCached = this.readCachedFirst
+  }
+
+  readNow?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
+  readCached?: (buf: Buffer, bufOffset: number, length: number, position: number) => number
+
+  /** `read` done at once: the first copy that answers, as `read` (a failed copy is logged, not dropped). */
+  private readonly readFirstNow = (buf: Buffer, bufOffset: number, length: number, position: number): number => {
+    let last: unknown
+    for (const c of this.copies) {
+      try {
+        return c.handle.readNow!(buf, bufOffset, length, position)
+      } catch (err) {
+        last = err
+        this.log.error({ file: c.file, err: (err as Error).message }, 'read failed on one copy; trying the next')
+      }
+    }
+    throw last ?? new LogdiskError('IO', 'no copy of the segment is left')
+  }
+
+  /** What of the range the first copy's pages hold (never throws; `read` tries the others for the rest). */
+  private readonly readCachedFirst = (buf: Buffer, bufOffset: number, length: number, position: number): number => {
+    return this.copies[0]?.handle.readCached?.(buf, bufOffset, length, position) ?? 0
+  }
 
   /** Operations in flight per copy (a dropped copy's handle closes once they are done). */
   private readonly busy = new Map<FileHandle, Set<Promise<unknown>>>()
