@@ -46,6 +46,40 @@ export class MirroredHandle implements FileHandle {
     throw last ?? new LogdiskError('IO', 'no copy of the segment is left')
   }
 
+  /**
+   * `writev` done at once (IoOptions.inline) on every copy, once the copies were reconciled
+   * (that takes I/O: until the first asynchronous change ran it, this is undefined and the
+   * caller writes through `writev`) and when every copy's layer has it. A copy whose write
+   * fails is dropped, as `writev` drops it (told to onDropped before this returns); only when
+   * every copy failed does it throw.
+   */
+  get writevNow (): ((buffers: Buffer[], position: number) => void) | undefined {
+    if (!this.reconcileDone || !this.copies.every(c => c.handle.writevNow !== undefined)) return undefined
+    return this.writeEveryNow
+  }
+
+  /** Whether reconcile() has run to its end (copies it could not match were dropped). */
+  private reconcileDone = false
+
+  private readonly writeEveryNow = (buffers: Buffer[], position: number): void => {
+    const copies = [...this.copies]
+    if (copies.length === 0) throw new LogdiskError('IO', 'no copy of the segment is left')
+    const failed: Array<{ c: MirroredHandle['copies'][number], err: unknown }> = []
+    for (const c of copies) {
+      try {
+        c.handle.writevNow!(buffers, position)
+      } catch (err) {
+        failed.push({ c, err })
+      }
+    }
+    if (failed.length === copies.length) throw failed[0].err
+    for (const { c, err } of failed) {
+      if (!this.copies.includes(c)) continue
+      this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'write failed on one copy; continuing on the others (degraded: run logdisk pool repair)')
+      this.drop(c)
+    }
+  }
+
   /** What of the range the first copy's pages hold (never throws; `read` tries the others for the rest). */
   private readonly readCachedFirst = (buf: Buffer, bufOffset: number, length: number, position: number): number => {
     return this.copies[0]?.handle.readCached?.(buf, bufOffset, length, position) ?? 0
@@ -113,33 +147,38 @@ export class MirroredHandle implements FileHandle {
    */
   private reconcile (): Promise<void> {
     this.reconciled ??= (async () => {
-      if (this.copies.length < 2) return
-      const first = this.copies[0]
-      const size = await first.handle.size()
-      for (const c of [...this.copies.slice(1)]) {
-        try {
-          const n = await c.handle.size()
-          if (n === size) continue
-          if (n > size) {
-            await c.handle.truncate(size)
-          } else {
-            const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, size - n))
-            for (let at = n; at < size;) {
-              const got = await first.handle.read(buf, 0, Math.min(buf.length, size - at), at)
-              if (got === 0) throw new LogdiskError('IO', `${first.file} ended early while copying it to ${c.file}`)
-              await c.handle.writev([buf.subarray(0, got)], at)
-              at += got
-            }
-          }
-          await c.handle.datasync()
-          this.log.warn({ file: c.file, from: first.file, had: n, now: size }, 'a copy of the segment differed from the first (power loss); made it match')
-        } catch (err) {
-          this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'could not make a copy match the first; continuing on the others (degraded: run logdisk pool repair)')
-          this.drop(c)
-        }
-      }
+      await this.reconcileCopies()
+      this.reconcileDone = true
     })()
     return this.reconciled
+  }
+
+  private async reconcileCopies (): Promise<void> {
+    if (this.copies.length < 2) return
+    const first = this.copies[0]
+    const size = await first.handle.size()
+    for (const c of [...this.copies.slice(1)]) {
+      try {
+        const n = await c.handle.size()
+        if (n === size) continue
+        if (n > size) {
+          await c.handle.truncate(size)
+        } else {
+          const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, size - n))
+          for (let at = n; at < size;) {
+            const got = await first.handle.read(buf, 0, Math.min(buf.length, size - at), at)
+            if (got === 0) throw new LogdiskError('IO', `${first.file} ended early while copying it to ${c.file}`)
+            await c.handle.writev([buf.subarray(0, got)], at)
+            at += got
+          }
+        }
+        await c.handle.datasync()
+        this.log.warn({ file: c.file, from: first.file, had: n, now: size }, 'a copy of the segment differed from the first (power loss); made it match')
+      } catch (err) {
+        this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'could not make a copy match the first; continuing on the others (degraded: run logdisk pool repair)')
+        this.drop(c)
+      }
+    }
   }
 
   /**
