@@ -64,20 +64,14 @@ export class MirroredHandle implements FileHandle {
   private readonly writeEveryNow = (buffers: Buffer[], position: number): void => {
     const copies = [...this.copies]
     if (copies.length === 0) throw new LogdiskError('IO', 'no copy of the segment is left')
-    const failed: Array<{ c: MirroredHandle['copies'][number], err: unknown }> = []
-    for (const c of copies) {
+    this.settle('write', copies, copies.map((c): PromiseSettledResult<void> => {
       try {
         c.handle.writevNow!(buffers, position)
-      } catch (err) {
-        failed.push({ c, err })
+        return { status: 'fulfilled', value: undefined }
+      } catch (reason) {
+        return { status: 'rejected', reason }
       }
-    }
-    if (failed.length === copies.length) throw failed[0].err
-    for (const { c, err } of failed) {
-      if (!this.copies.includes(c)) continue
-      this.log.error({ file: c.file, volume: c.volume, err: (err as Error).message }, 'write failed on one copy; continuing on the others (degraded: run logdisk pool repair)')
-      this.drop(c)
-    }
+    }))
   }
 
   /** What of the range the first copy's pages hold (never throws; `read` tries the others for the rest). */
@@ -225,9 +219,16 @@ export class MirroredHandle implements FileHandle {
     await this.reconcile()
     const copies = [...this.copies]
     if (copies.length === 0) throw new LogdiskError('IO', 'no copy of the segment is left')
-    const results = await Promise.allSettled(copies.map(c => this.on(c.handle, op)))
-    const failed = results.filter(r => r.status === 'rejected').length
-    if (failed === 0) return
+    this.settle(what, copies, await Promise.allSettled(copies.map(c => this.on(c.handle, op))))
+  }
+
+  /**
+   * What an operation on every copy of `copies` came to (`results`, one per copy): it failed
+   * (throws the first error) unless it succeeded on a copy still kept; each copy it failed on
+   * is dropped. The one rule for asynchronous (onEvery) and synchronous (writevNow) changes.
+   */
+  private settle (what: string, copies: MirroredHandle['copies'], results: Array<PromiseSettledResult<unknown>>): void {
+    if (results.every(r => r.status === 'fulfilled')) return
     // Operations run at once (a group commit's writevs, a flush's fdatasync beside them): one
     // that failed on copy A and succeeded on B and another that failed on B and succeeded on A
     // must not drop both copies and both succeed. An operation succeeds only on a copy still kept.
