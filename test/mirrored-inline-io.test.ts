@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { FileHandle, FileLayer } from '../src/store/file-layer'
-import { mirroredStore, PassThroughLayer, scratchDir, tagBlock } from './helpers/sim-layer'
+import { failingHandle, mirroredStore, PassThroughLayer, scratchDir, tagBlock } from './helpers/sim-layer'
 
 /**
  * A mirrored segment serves inline reads and writes (IoOptions.inline: a synchronous call on
@@ -19,20 +19,7 @@ class FailingV1Layer extends PassThroughLayer {
     const h = await this.sim.open(file, create)
     if (!file.includes('/vol-v1/')) return h
     const failing = this.failing
-    return new Proxy(h, {
-      get (target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver)
-        if (typeof v !== 'function') return v
-        if (prop !== failing.op) return v.bind(target)
-        return (...args: unknown[]) => {
-          if (failing.on) {
-            failing.failed++
-            throw Object.assign(new Error(`EIO: injected ${failing.op} error on v1`), { code: 'EIO' })
-          }
-          return v.apply(target, args)
-        }
-      }
-    })
+    return failingHandle(h, failing.op, () => failing.on && ++failing.failed > 0, `EIO: injected ${failing.op} error on v1`)
   }
 }
 

@@ -35,6 +35,9 @@ export function withDatasync (h: FileHandle, datasync: () => Promise<void>): Fil
   }
 }
 
+/** The FileHandle calls made at once (IoOptions.inline): they throw where the others reject. */
+const SYNC_CALLS = new Set<PropertyKey>(['readNow', 'writevNow'])
+
 /**
  * `h` with its method `op` failing with EIO (`message`) on each call for which `take()`
  * says so; a `take` that disarms itself makes the failure happen once.
@@ -46,9 +49,11 @@ export function failingHandle (h: FileHandle, op: keyof FileHandle, take: () => 
       if (typeof v !== 'function') return v
       const method = v.bind(target)
       if (prop !== op) return method
-      return async (...args: unknown[]) => {
-        if (take()) throw Object.assign(new Error(message), { code: 'EIO' })
-        return method(...args)
+      return (...args: unknown[]) => {
+        if (!take()) return method(...args)
+        const err = Object.assign(new Error(message), { code: 'EIO' })
+        if (SYNC_CALLS.has(prop)) throw err
+        return Promise.reject(err)
       }
     }
   })
