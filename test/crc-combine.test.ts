@@ -7,7 +7,7 @@ import t from 'tap'
 import { crc32c } from '../src/store/crc'
 import { crc32cCombine, crc32cOfBlocks } from '../src/store/crc-combine'
 import { segmentFileName } from '../src/store/format'
-import { badBlocks, firstBadBlock } from '../src/store/block-check'
+import { badBlocks, firstBadBlock, firstBadBlockOfRun } from '../src/store/block-check'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 
@@ -44,32 +44,34 @@ t.test('crc32cOfBlocks gives the CRC of the blocks end to end', async t => {
   t.equal(crc32cOfBlocks(new Uint32Array(0), 4096), 0, 'no blocks: the CRC of nothing')
 })
 
-t.test('firstBadBlock names the first damaged block of a run, wherever it is', async t => {
-  const B = 4096
-  const n = 256
-  const data = rng.bytes(n * B)
-  const crcs = blockCrcs(data, B)
-  t.equal(firstBadBlock(data, crcs, B), -1, 'an intact run')
-  for (const bad of [0, 1, 128, 255]) {
-    const copy = Buffer.from(data)
-    copy[bad * B + 77] ^= 0x01
-    t.equal(firstBadBlock(copy, crcs, B), bad, `one flipped bit in block ${bad}`)
-  }
-  const two = Buffer.from(data)
-  two[10 * B] ^= 0x80
-  two[200 * B + 5] ^= 0x80
-  t.equal(firstBadBlock(two, crcs, B), 10, 'two damaged blocks: the first')
-  t.same(badBlocks(two, crcs, B), [10, 200], 'badBlocks: both (what a scan reports)')
-  t.same(badBlocks(data, crcs, B), [], 'badBlocks of an intact run: none')
-  const swapped = Buffer.from(data)
-  data.copy(swapped, 3 * B, 4 * B, 5 * B)
-  data.copy(swapped, 4 * B, 3 * B, 4 * B)
-  t.equal(firstBadBlock(swapped, crcs, B), 3, 'two blocks swapped')
-  const zeroed = Buffer.from(data)
-  zeroed.fill(0, 50 * B, 51 * B)
-  t.equal(firstBadBlock(zeroed, crcs, B), 50, 'a block read back as zeros (a hole punched by mistake)')
-  t.equal(firstBadBlock(data.subarray(0, 3 * B + 100), crcs, B), -1, 'only whole blocks of the data are checked')
-})
+for (const [name, check] of [['firstBadBlock (block by block in the addon)', firstBadBlock], ['firstBadBlockOfRun (one CRC over the run)', firstBadBlockOfRun]] as const) {
+  t.test(`${name} names the first damaged block of a run, wherever it is`, async t => {
+    const B = 4096
+    const n = 256
+    const data = rng.bytes(n * B)
+    const crcs = blockCrcs(data, B)
+    t.equal(check(data, crcs, B), -1, 'an intact run')
+    for (const bad of [0, 1, 128, 255]) {
+      const copy = Buffer.from(data)
+      copy[bad * B + 77] ^= 0x01
+      t.equal(check(copy, crcs, B), bad, `one flipped bit in block ${bad}`)
+    }
+    const two = Buffer.from(data)
+    two[10 * B] ^= 0x80
+    two[200 * B + 5] ^= 0x80
+    t.equal(check(two, crcs, B), 10, 'two damaged blocks: the first')
+    t.same(badBlocks(two, crcs, B), [10, 200], 'badBlocks: both (what a scan reports)')
+    t.same(badBlocks(data, crcs, B), [], 'badBlocks of an intact run: none')
+    const swapped = Buffer.from(data)
+    data.copy(swapped, 3 * B, 4 * B, 5 * B)
+    data.copy(swapped, 4 * B, 3 * B, 4 * B)
+    t.equal(check(swapped, crcs, B), 3, 'two blocks swapped')
+    const zeroed = Buffer.from(data)
+    zeroed.fill(0, 50 * B, 51 * B)
+    t.equal(check(zeroed, crcs, B), 50, 'a block read back as zeros (a hole punched by mistake)')
+    t.equal(check(data.subarray(0, 3 * B + 100), crcs, B), -1, 'only whole blocks of the data are checked')
+  })
+}
 
 t.test('a read of a whole 256-block entry with one damaged block fails and names it; its neighbours read', async t => {
   const B = 4096
