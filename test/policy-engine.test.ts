@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { PolicyEngine, AUTO_PREFIX } from '../src/policy/engine'
+import { PolicyEngine, AUTO_PREFIX, type PoolPolicyTarget } from '../src/policy/engine'
 import { applyAssignments, defaultPolicy, type Policy } from '../src/policy/policy'
 import { Store } from '../src/store'
 import { CLI, canMount, cleanup, daemonLog, logdisk, must, run, tmpDir } from './helpers/cli'
@@ -13,7 +13,7 @@ const MiB = 1024 * 1024
 
 interface Logged { msg: string, fields: object }
 
-async function setup (t: { teardown: (fn: () => Promise<void> | void) => void }, assignments: string[]) {
+async function setup (t: { teardown: (fn: () => Promise<void> | void) => void }, assignments: string[], pool?: PoolPolicyTarget) {
   const clock = { ms: Date.now() }
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-engine-'))
   const dir = path.join(root, 'store')
@@ -23,7 +23,7 @@ async function setup (t: { teardown: (fn: () => Promise<void> | void) => void },
   const log = { info: (fields: object, msg: string) => logged.push({ fields, msg }), warn () {}, error: (fields: object, msg: string) => logged.push({ fields, msg: `ERROR ${msg}` }) }
   // These tests are about what the engine runs, not the history window: history.keep=0.
   let policy: Policy = applyAssignments(defaultPolicy(), ['history.keep=0', ...assignments])
-  const engine = new PolicyEngine(store, undefined, log, () => clock.ms, () => policy)
+  const engine = new PolicyEngine(store, pool, log, () => clock.ms, () => policy)
   t.teardown(async () => {
     await store.close()
     fs.rmSync(root, { recursive: true, force: true })
@@ -96,6 +96,36 @@ t.test('event policies: on.sync and on.unmount take snapshots; on.snapshot compa
   t.ok(logged.some(l => l.msg === 'compacted') || store.status().segments.active < before, 'on.snapshot=compact ran a compaction')
   t.ok(store.status().segments.recycled > 0, `segments recycled: ${store.status().segments.recycled}`)
   t.ok((await store.read(0, MiB)).equals(Buffer.alloc(MiB, 3)))
+})
+
+t.test('compact.at compacts when the pool is that full, again only after it grew by a step; 0 never', async t => {
+  // A pool whose numbers the test sets (MiB): what the engine reads on each tick.
+  const use = { usedBytes: 0, capacityBytes: 100 * MiB }
+  const pool: PoolPolicyTarget = { setPolicy () {}, async tick () {}, use: () => ({ ...use }) }
+  const { store, engine, logged, setPolicy } = await setup(t, ['compact.at=0.8'], pool)
+  const compactions = () => logged.filter(l => l.msg.startsWith('compact.at=')).length
+  const overwrite = async (fill: number) => { for (let off = 0; off < 8 * MiB; off += MiB) await store.write(off, Buffer.alloc(MiB, fill)) }
+  for (let pass = 1; pass <= 3; pass++) await overwrite(pass)
+  use.usedBytes = 79 * MiB
+  await engine.tick()
+  t.equal(compactions(), 0, 'below compact.at: no compaction (compact.every is 10 minutes away)')
+  t.equal(store.status().segments.recycled, 0, 'nothing recycled')
+  use.usedBytes = 80 * MiB
+  await engine.tick()
+  t.equal(compactions(), 1, 'at compact.at: compacts at once')
+  t.ok(store.status().segments.recycled > 0, `and frees what was overwritten (${store.status().segments.recycled} segments recycled)`)
+  t.ok((await store.read(0, 8 * MiB)).equals(Buffer.alloc(8 * MiB, 3)), 'the newest data reads back')
+  await engine.tick()
+  use.usedBytes = 83 * MiB // step: max(2 segments = 4 MiB, 2% of 100 MiB) = 4 MiB
+  await engine.tick()
+  t.equal(compactions(), 1, 'still that full but grown by less than a step: not again')
+  use.usedBytes = 84 * MiB
+  await engine.tick()
+  t.equal(compactions(), 2, 'grown by a step: compacts again')
+  setPolicy(['compact.at=0'])
+  use.usedBytes = 100 * MiB
+  await engine.tick()
+  t.equal(compactions(), 2, 'compact.at=0: never')
 })
 
 t.test('a mounted daemon applies snapshot.every and snapshot.keep, and says so in its log', { skip: canMount() }, async t => {

@@ -91,6 +91,7 @@ export const POLICY_KEYS = {
   'on.unmount': oneOf(['none', 'snapshot'], 'none'),
   'on.snapshot': oneOf(['none', 'compact'], 'none'),
   'compact.every': duration('10m'),
+  'compact.at': fraction(0.8),
   'history.keep': historyWindow,
   'compact.cleanBelow': fraction(0.5),
   'archive.target': archiveTarget,

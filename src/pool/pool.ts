@@ -321,7 +321,7 @@ export class Pool implements SegmentHome {
     if (declared !== undefined && declared !== null) return declared
     try {
       const st = fs.statfsSync(e.dir)
-      return st.bavail * st.bsize + this.usedBytes(e.id)
+      return Math.max(0, st.bavail * st.bsize - filesystemHeadroom(st.blocks * st.bsize)) + this.usedBytes(e.id)
     } catch {
       return 0
     }
@@ -357,6 +357,12 @@ export class Pool implements SegmentHome {
       return 'assigned'
     }
     return marker.assignedTo === null ? 'spare' : 'other-store'
+  }
+
+  /** What the assigned volumes hold and may hold (PoolPolicyTarget.use: compact.at). */
+  use (): { usedBytes: number, capacityBytes: number } {
+    const assigned = this.status().volumes.filter(v => v.state === 'assigned')
+    return { usedBytes: assigned.reduce((n, v) => n + v.usedBytes, 0), capacityBytes: assigned.reduce((n, v) => n + v.capacityBytes, 0) }
   }
 
   /** Assigned, writable volumes with room for one more segment, in pool order. */
@@ -607,3 +613,18 @@ export class Pool implements SegmentHome {
     return moved
   }
 }
+
+/**
+ * What a volume without a declared capacity leaves free on its filesystem: 2% of it, at least
+ * 256 MiB (or a tenth of a small one). Its capacity was all the free space, so the log filled
+ * the filesystem to its last byte (measured: 79 GiB of segments on this machine's root), and
+ * then nothing could be written there: not the index beside the segments, not the daemon's
+ * log, not another program's files. The pool now says NO_SPACE first, while the store and
+ * its neighbours can still write (ZFS keeps a "slop" of 1/32 of a pool for the same reason).
+ */
+export function filesystemHeadroom (filesystemBytes: number): number {
+  return Math.max(HEADROOM_FRACTION * filesystemBytes, Math.min(HEADROOM_MIN_BYTES, filesystemBytes / 10))
+}
+
+const HEADROOM_FRACTION = 0.02
+const HEADROOM_MIN_BYTES = 256 * 1024 * 1024
