@@ -122,7 +122,10 @@ export class PolicyEngine {
       this.lastCompactMs = now
       await this.compactAndArchive(p)
     } else if (this.spaceIsShort(p)) {
-      this.log.info({ usedBytes: this.pool?.use().usedBytes }, `compact.at=${p['compact.at']}: the pool is that full; compacting now`)
+      const usedBytes = this.pool!.use().usedBytes
+      // Counted from here too: a compaction that fails is tried again a step later, not every tick.
+      this.usedAfterCompact = usedBytes
+      this.log.info({ usedBytes }, `compact.at=${p['compact.at']}: the pool is that full; compacting now`)
       await this.compactAndArchive(p)
     }
   }
