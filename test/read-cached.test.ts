@@ -70,3 +70,25 @@ t.test('store reads beside others: cached blocks served at once, dropped ones th
     else t.comment(`round 1: ${served} of ${order.length} served at once`)
   }
 })
+
+t.test('a large read alone (IoOptions.inline) takes what the page cache holds at once, the rest through the pool', { skip: readCached === undefined && 'no page-cache addon' }, async t => {
+  const dir = scratchDir(t, 'logdisk-readcached-large')
+  await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
+  const store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  t.teardown(() => store.close().catch(() => undefined))
+  const data = crypto.randomBytes(14 * MiB)
+  for (let at = 0; at < data.length; at += MiB) await store.write(at, data.subarray(at, at + MiB))
+  await store.flush() // sealed segments are synced and their pages dropped
+  for (const round of [1, 2]) {
+    const before = store.inlineIo.cachedReads
+    let wrong = -1
+    for (let at = 0; at < data.length; at += MiB) {
+      const got = await store.read(at, MiB, undefined, { inline: true })
+      if (wrong < 0 && !got.equals(data.subarray(at, at + MiB))) wrong = at / MiB
+    }
+    t.equal(wrong, -1, `round ${round}: every MiB reads as written`)
+    const served = store.inlineIo.cachedReads - before
+    if (round === 2) t.ok(served >= 14, `round 2: ${served} runs served at once from the page cache (14 MiB in runs of at most 1 MiB)`)
+    else t.comment(`round 1: ${served} runs served at once`)
+  }
+})

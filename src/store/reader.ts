@@ -15,9 +15,9 @@ import type { VerifyInput } from './verify'
 /** Segment handles kept open for reads; older ones are closed (bounded fd use). */
 const MAX_OPEN_SEGMENTS = 64
 /**
- * Largest run read inline (IoOptions.inline): past it, the copy out of the page cache costs
- * more than the hand-offs an inline read spares, and a larger read from disk would hold the
- * event loop longer.
+ * Largest run read inline (IoOptions.inline) with a read(2) that may wait for the disk
+ * (readNow): a larger read from disk would hold the event loop longer. A larger run read
+ * alone still takes at once what the page cache holds (readCached), which never waits.
  */
 const INLINE_READ_MAX_BYTES = 128 * 1024
 /** Archived segments kept fetched in <store>/cache at once. */
@@ -421,9 +421,12 @@ export class Reader implements ReaderPart {
       let n = -1
       while (got < data.length && n !== 0) got += (n = handle.readNow(data, got, data.length - got, offset + got))
       this.inlineReads++
-    } else if (handle.readCached !== undefined && data.length <= INLINE_READ_MAX_BYTES && this.cacheProbe.ask()) {
-      // Others wait: what the page cache holds is still read right here (it cannot wait for
-      // a disk), sparing the thread pool's hand-offs; the rest goes through the pool.
+    } else if (handle.readCached !== undefined && (inline || data.length <= INLINE_READ_MAX_BYTES) && this.cacheProbe.ask()) {
+      // Others wait, or a larger read alone: what the page cache holds is still read right
+      // here (it cannot wait for a disk), sparing the thread pool's hand-offs; the rest goes
+      // through the pool. Alone, a larger read costs the event loop nothing else: ext4 on a
+      // buffered loop device reads one request at a time, and 1 MiB sequential reads went
+      // from 1,822-1,905 to 2,195-2,567 MB/s with it.
       got = handle.readCached(data, 0, data.length, offset)
       this.cacheProbe.found(got === data.length)
       if (got > 0) this.cachedReads++
