@@ -5,7 +5,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { CLI, canMount, cleanup, logdisk, must, run, tmpDir } from './helpers/cli'
+import { CLI, canMount, logdisk, run } from './helpers/cli'
+import { tmpfsStore } from './helpers/tmpfs-store'
 
 const skip = canMount()
 const MiB = 1024 * 1024
@@ -33,19 +34,8 @@ function writeAll (img: string, data: Buffer): NodeJS.ErrnoException | undefined
 }
 
 t.test('a full filesystem under a mounted store: refused writes, no lost data, the daemon stays, room again works', { skip, timeout: 240_000 }, async t => {
-  const dir = tmpDir('fs-full-mounted')
-  t.teardown(() => cleanup(dir, t))
-  const disk = path.join(dir, 'disk')
-  fs.mkdirSync(disk)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=80m', 'tmpfs', disk)
-  const store = path.join(disk, 'store')
-  const mnt = path.join(dir, 'mnt')
-  fs.mkdirSync(mnt)
-  await must(process.execPath, CLI, 'create', store, '--size', '16M', '--segment-size', '2M')
-  await must(process.execPath, CLI, 'policy', 'set', store, 'history.keep=0', 'compact.at=0')
-  const mounted = await run(process.execPath, [CLI, 'mount', store, mnt])
-  t.equal(mounted.code, 0, `mounted ${mounted.stderr}`)
-  const img = path.join(mnt, 'current.img')
+  const { disk, store, img } = await tmpfsStore(t, 'fs-full-mounted', { tmpfsMiB: 80, policy: ['history.keep=0', 'compact.at=0'] })
+  const mnt = path.dirname(img)
 
   const first = pattern('first', IMAGE)
   t.equal(writeAll(img, first), undefined, 'a first pass goes in')

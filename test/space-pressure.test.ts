@@ -4,10 +4,10 @@
 // than compact.every, grew to 79 GiB of segments, and then not even the index could be written.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { filesystemHeadroom } from '../src/pool/pool'
-import { CLI, canMount, cleanup, daemonLog, logdisk, must, run, tmpDir } from './helpers/cli'
+import { canMount, daemonLog, logdisk } from './helpers/cli'
+import { tmpfsStore } from './helpers/tmpfs-store'
 
 const skip = canMount()
 const MiB = 1024 * 1024
@@ -18,23 +18,6 @@ t.test('filesystemHeadroom: 2% of a filesystem, at least 256 MiB or a tenth of a
   t.equal(filesystemHeadroom(4 * 1024 * MiB), 256 * MiB, '4 GiB: 256 MiB')
   t.equal(filesystemHeadroom(100 * MiB), 10 * MiB, '100 MiB: 10 MiB')
 })
-
-/** A store on a tmpfs of its own (its internal volume: no declared capacity), mounted. */
-async function tmpfsStore (t: Test, name: string, policy: string[]): Promise<{ disk: string, store: string, img: string }> {
-  const dir = tmpDir(name)
-  t.teardown(() => cleanup(dir, t))
-  const disk = path.join(dir, 'disk')
-  fs.mkdirSync(disk)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=96m', 'tmpfs', disk)
-  const store = path.join(disk, 'store')
-  const mnt = path.join(dir, 'mnt')
-  fs.mkdirSync(mnt)
-  await must(process.execPath, CLI, 'create', store, '--size', '16M', '--segment-size', '2M')
-  await must(process.execPath, CLI, 'policy', 'set', store, 'history.keep=0', 'compact.every=1h', ...policy)
-  const r = await run(process.execPath, [CLI, 'mount', store, mnt], { env: { LOGDISK_MAINTENANCE_TICK_MS: '200' } })
-  if (r.code !== 0) throw new Error(`mount failed: ${r.stderr}`)
-  return { disk, store, img: path.join(mnt, 'current.img') }
-}
 
 /** One pass over the whole image, 1 MiB at a time, then fsync; the bytes written. */
 function writePass (img: string, pass: number): Buffer {
@@ -58,7 +41,7 @@ async function poolUse (store: string): Promise<number> {
 }
 
 t.test('compact.at=0, no timer: the pool fills and says ENOSPC while its filesystem keeps the headroom; what was written before reads back', { skip, timeout: 180_000 }, async t => {
-  const { disk, img } = await tmpfsStore(t, 'space-full', ['compact.at=0'])
+  const { disk, img } = await tmpfsStore(t, 'space-full', { tmpfsMiB: 96, policy: ['history.keep=0', 'compact.every=1h', 'compact.at=0'] })
   const headroom = filesystemHeadroom(fs.statfsSync(disk).blocks * fs.statfsSync(disk).bsize)
   let last: Buffer | undefined
   let err: NodeJS.ErrnoException | undefined
@@ -73,7 +56,7 @@ t.test('compact.at=0, no timer: the pool fills and says ENOSPC while its filesys
 })
 
 t.test('compact.at=0.5: the daemon compacts as the pool fills; twelve passes over the image all go in and the last reads back', { skip, timeout: 240_000 }, async t => {
-  const { store, img } = await tmpfsStore(t, 'space-pressure', ['compact.at=0.5'])
+  const { store, img } = await tmpfsStore(t, 'space-pressure', { tmpfsMiB: 96, policy: ['history.keep=0', 'compact.every=1h', 'compact.at=0.5'] })
   let last: Buffer | undefined
   for (let pass = 1; pass <= 12; pass++) {
     last = writePass(img, pass)
