@@ -121,8 +121,9 @@ export class PolicyEngine {
     if (compactEvery > 0 && now - this.lastCompactMs >= compactEvery) {
       this.lastCompactMs = now
       await this.compactAndArchive(p)
-    } else if (this.spaceIsShort(p)) {
-      const usedBytes = this.pool!.use().usedBytes
+    } else {
+      const usedBytes = this.usedWhenShort(p)
+      if (usedBytes === undefined) return
       // Counted from here too: a compaction that fails is tried again a step later, not every tick.
       this.usedAfterCompact = usedBytes
       this.log.info({ usedBytes }, `compact.at=${p['compact.at']}: the pool is that full; compacting now`)
@@ -136,15 +137,15 @@ export class PolicyEngine {
    * 1 GB/s ten minutes are 600 GB (measured: a 2 GiB image's pool, remounted more often than
    * compact.every, took its filesystem's last byte at 79 GiB, and the index could no longer
    * be written). The step keeps a pool that history or snapshots hold full from compacting
-   * on every tick for nothing.
+   * on every tick for nothing. Returns the pool's used bytes when it is that short, else undefined.
    */
-  private spaceIsShort (p: Policy): boolean {
+  private usedWhenShort (p: Policy): number | undefined {
     const at = p['compact.at']
-    if (at <= 0 || this.pool === undefined) return false
+    if (at <= 0 || this.pool === undefined) return undefined
     const { usedBytes, capacityBytes } = this.pool.use()
-    if (capacityBytes <= 0 || usedBytes < at * capacityBytes) return false
+    if (capacityBytes <= 0 || usedBytes < at * capacityBytes) return undefined
     const step = Math.max(2 * this.store.config.segmentBytes, PRESSURE_STEP * capacityBytes)
-    return this.usedAfterCompact === undefined || usedBytes >= this.usedAfterCompact + step
+    return this.usedAfterCompact === undefined || usedBytes >= this.usedAfterCompact + step ? usedBytes : undefined
   }
 
   /** Event policies: on.sync=snapshot, on.unmount=snapshot, on.snapshot=compact. */

@@ -361,8 +361,7 @@ export class Pool implements SegmentHome {
 
   /** What the assigned volumes hold and may hold (PoolPolicyTarget.use: compact.at). */
   use (): { usedBytes: number, capacityBytes: number } {
-    const assigned = this.status().volumes.filter(v => v.state === 'assigned')
-    return { usedBytes: assigned.reduce((n, v) => n + v.usedBytes, 0), capacityBytes: assigned.reduce((n, v) => n + v.capacityBytes, 0) }
+    return assignedTotals(this.status().volumes)
   }
 
   /** Assigned, writable volumes with room for one more segment, in pool order. */
@@ -377,9 +376,7 @@ export class Pool implements SegmentHome {
       const extra = adding.includes(e.id) ? this.config.segmentBytes : 0
       return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
     })
-    const assigned = volumes.filter(v => v.state === 'assigned')
-    const capacity = assigned.reduce((n, v) => n + v.capacityBytes, 0)
-    const used = assigned.reduce((n, v) => n + v.usedBytes, 0)
+    const { usedBytes: used, capacityBytes: capacity } = assignedTotals(volumes)
     const useFraction = capacity > 0 ? used / capacity : 1
     const warnings = [...this.warnings]
     // Said by every status, not only by the process that saw the crossing (ask mode).
@@ -612,6 +609,12 @@ export class Pool implements SegmentHome {
     this.save()
     return moved
   }
+}
+
+/** Bytes used and capacity over the assigned volumes (what a pool's use is a fraction of). */
+function assignedTotals (volumes: VolumeStatus[]): { usedBytes: number, capacityBytes: number } {
+  const assigned = volumes.filter(v => v.state === 'assigned')
+  return { usedBytes: assigned.reduce((n, v) => n + v.usedBytes, 0), capacityBytes: assigned.reduce((n, v) => n + v.capacityBytes, 0) }
 }
 
 /**
