@@ -46,3 +46,24 @@ for (const [how, readers] of [['reader threads', '2'], ['polled by the event loo
   const verify = await logdisk('verify', store)
   t.equal(verify.code, 0, `verify is clean: ${verify.stdout.trim().split('\n').pop()}`)
 })
+
+t.test('polled, idle request buffers given back every 20 ms: bursts of 1 MiB writes between pauses, fio verifies every block', { skip: skip || (!canPoll && 'the page-cache addon is not built'), timeout: 300_000 }, async t => {
+  const dir = tmpDir('devfuse-release-idle')
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  t.equal((await run(process.execPath, [CLI, 'create', store, '--size', '1G', '--segment-size', '16M'])).code, 0, 'created')
+  const m = await run(process.execPath, [CLI, 'mount', store, mnt, '--transport', 'devfuse'], { env: { LOGDISK_FUSE_READERS: '0', LOGDISK_FUSE_RELEASE_MS: '20' } })
+  t.equal(m.code, 0, `mounted: ${m.stderr}`)
+  // A pause of 100 ms after every 24 MiB: the buffers of each burst lie idle for several
+  // intervals and are given back, then the next burst reads into them again.
+  const fio = await run('fio', ['--name=release', `--filename=${path.join(mnt, 'current.img')}`, '--size=192M', '--rw=randwrite', '--bsrange=64k-1m', '--bs_unaligned=0',
+    '--iodepth=16', '--ioengine=libaio', '--direct=1', '--thinktime=100ms', '--thinktime_blocks=48', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=terse'])
+  t.equal(fio.code, 0, `fio wrote and verified every block: ${fio.stderr.trim().split('\n').slice(-3).join(' | ')}`)
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmounted')
+  const log = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l))
+  const stats = log.find(l => l.msg === 'FUSE session statistics')!.stats
+  t.ok(stats.reads.releasedMiB >= 16, `${Math.round(stats.reads.releasedMiB)} MiB of idle buffers given back`)
+  const verify = await logdisk('verify', store)
+  t.equal(verify.code, 0, `verify is clean: ${verify.stdout.trim().split('\n').pop()}`)
+})

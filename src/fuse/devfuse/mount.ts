@@ -61,6 +61,13 @@ export const DEFAULT_SLOTS_PER_READER = 16
  * (QEMU's iothreads poll up to 32 us by default, poll-max-ns).
  */
 export const DEFAULT_POLL_US = 50
+/**
+ * How often the polled channel gives back the pages of request buffers no request used since
+ * the last time (polled-channel.ts releaseIdleBuffers), in milliseconds; LOGDISK_FUSE_RELEASE_MS,
+ * 0 for never. Issue 11, the daemon's peak RSS: it came in the compactions after write jobs,
+ * with every 1 MiB buffer a burst had touched still resident and idle.
+ */
+export const DEFAULT_RELEASE_IDLE_MS = 2000
 /** A poll blocks the event loop for its whole budget when nothing comes: never longer than this. */
 export const MAX_POLL_US = 1000
 const END_WAIT_MS = 5_000
@@ -191,7 +198,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
   let channel: RequestChannel
   try {
     channel = readers === 0
-      ? new PolledChannel({ slots: DEFAULT_READERS * slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log, pollUs: Math.min(envInt('LOGDISK_FUSE_POLL_US', DEFAULT_POLL_US, 0), MAX_POLL_US) })
+      ? new PolledChannel({ slots: DEFAULT_READERS * slotsPerReader, bufferBytes: readBufferBytes(maxWrite), log, pollUs: Math.min(envInt('LOGDISK_FUSE_POLL_US', DEFAULT_POLL_US, 0), MAX_POLL_US), releaseIdleMs: envInt('LOGDISK_FUSE_RELEASE_MS', DEFAULT_RELEASE_IDLE_MS, 0) })
       : new DevFuseChannel({ readers, slotsPerReader, bufferBytes: readBufferBytes(maxWrite), crcBlockBytes: folder.crcBlockBytes ?? 0, log })
   } catch (err) {
     throw new LogdiskError('IO', `cannot open /dev/fuse: ${(err as Error).message} (modprobe fuse? in a container: --device /dev/fuse)`, err)
