@@ -133,9 +133,14 @@ export class PolledChannel implements RequestChannel {
   private armed = NONE
   private readonly slots: Buffer[] = []
   private readonly busy: boolean[] = []
-  /** Slots taken since the last releaseIdleBuffers (theirs stay); the spare's own flag beside. */
+  /**
+   * Slots taken since the last releaseIdleBuffers (theirs stay), and slots whose pages were
+   * given back and not used since (not advised again); the spare's own flags beside.
+   */
   private readonly usedLately: boolean[] = []
+  private readonly givenBack: boolean[] = []
   private spareUsedLately = false
+  private spareGivenBack = false
   private releaseTimer: NodeJS.Timeout | undefined
   private inUse = 0
   private handler: RequestHandler | undefined
@@ -155,7 +160,8 @@ export class PolledChannel implements RequestChannel {
   /**
    * Requests read by libuv on a wake-up, read after it in the same turn (readWaiting), read
    * into the spare; probes of the queue skipped after one found nothing; requests found by a
-   * poll after a reply, polls that found none in time, polls skipped after those.
+   * poll after a reply, polls that found none in time, polls skipped after those; MiB of idle
+   * request buffers given back (releaseIdleBuffers).
    */
   readonly stats = { woken: 0, readAfter: 0, spare: 0, probesSkipped: 0, polled: 0, pollMissed: 0, pollsSkipped: 0, releasedMiB: 0 }
 
@@ -179,7 +185,8 @@ export class PolledChannel implements RequestChannel {
   /**
    * Gives the pages of every request buffer that no request used since the last call back to
    * the system (madvise MADV_DONTNEED: they read as zeros and fault in again when next used);
-   * returns the bytes released. Why: each buffer takes 1 MiB and more, and once a burst of
+   * returns the bytes released (each buffer once per idle spell: `stats.releasedMiB` counts
+   * pages that were the daemon's, unless a buffer was never written whole). Why: each buffer takes 1 MiB and more, and once a burst of
    * large writes touched it, it stayed resident: the daemon's peak in the bench came during
    * the compactions after the write jobs, with 32-36 MiB of idle buffers resident among it.
    * Safe because an idle buffer holds nothing anyone reads: the handler is done with a slot
@@ -191,10 +198,16 @@ export class PolledChannel implements RequestChannel {
     if (releasePages === undefined || this.closed) return 0
     let released = 0
     for (let k = 0; k < this.slots.length; k++) {
-      if (!this.busy[k] && !this.usedLately[k] && k !== this.armed) released += Math.max(0, releasePages(this.slots[k]))
+      if (!this.busy[k] && !this.usedLately[k] && !this.givenBack[k] && k !== this.armed) {
+        released += Math.max(0, releasePages(this.slots[k]))
+        this.givenBack[k] = true
+      }
       this.usedLately[k] = this.busy[k] // one in use now counts as used in the next interval too
     }
-    if (this.armed !== SPARE && !this.spareUsedLately) released += Math.max(0, releasePages(this.spare))
+    if (this.armed !== SPARE && !this.spareUsedLately && !this.spareGivenBack) {
+      released += Math.max(0, releasePages(this.spare))
+      this.spareGivenBack = true
+    }
     this.spareUsedLately = false
     this.stats.releasedMiB += released / 1048576
     return released
@@ -247,6 +260,7 @@ export class PolledChannel implements RequestChannel {
       }
       this.armed = SPARE
       this.spareUsedLately = true
+      this.spareGivenBack = false
       this.pause()
       return this.spare
     }
@@ -337,9 +351,11 @@ export class PolledChannel implements RequestChannel {
       this.slots.push(Buffer.allocUnsafeSlow(this.opts.bufferBytes))
       this.busy.push(false)
       this.usedLately.push(false)
+      this.givenBack.push(false)
     }
     this.busy[k] = true
     this.usedLately[k] = true
+    this.givenBack[k] = false
     this.inUse++
     return k
   }
