@@ -81,3 +81,34 @@ export function logdiskMounts (): LogdiskMount[] {
   }
   return out
 }
+
+/**
+ * The last warning or error the daemon logged at or after `sinceMs` (its `msg`, with `err`
+ * when there is one), from the tail of `<store>/daemon.log`; undefined when there is none or
+ * the log cannot be read. For the CLI's one-line errors about a daemon that did not do what
+ * it was asked ("the daemon has not finished unmounting ..."), so they say why.
+ */
+export function lastDaemonProblem (logFile: string, sinceMs: number): string | undefined {
+  let text: string
+  try {
+    const fd = fs.openSync(logFile, 'r')
+    try {
+      const size = fs.fstatSync(fd).size
+      const len = Math.min(size, 65536)
+      const buf = Buffer.alloc(len)
+      fs.readSync(fd, buf, 0, len, size - len)
+      text = buf.toString('utf8')
+    } finally {
+      fs.closeSync(fd)
+    }
+  } catch {
+    return undefined
+  }
+  for (const line of text.split('\n').reverse()) {
+    let entry: { level?: number, time?: number, msg?: string, err?: unknown }
+    try { entry = JSON.parse(line) } catch { continue }
+    if (typeof entry.time === 'number' && entry.time < sinceMs) return undefined
+    if ((entry.level ?? 0) >= 40 && typeof entry.msg === 'string') return entry.err === undefined ? entry.msg : `${entry.msg}: ${String(entry.err)}`
+  }
+  return undefined
+}

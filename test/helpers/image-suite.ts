@@ -25,6 +25,12 @@ const CAPS: Record<Transport, { discard: boolean, autoUnmount: boolean }> = {
 const MiB = 1024 * 1024
 const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
 
+/** Unmounts; a failure says why (the CLI's one-line error names the daemon's log). */
+async function unmountOk (tt: Test, mnt: string): Promise<void> {
+  const r = await logdisk('unmount', mnt)
+  tt.equal(r.code, 0, r.code === 0 ? 'unmounted' : `unmount failed: ${(r.stderr || r.stdout).trim()}`)
+}
+
 function readAt (file: string, pos: number, len: number): Buffer {
   const fd = fs.openSync(file, 'r')
   try {
@@ -112,7 +118,7 @@ export function imageSuite (transport: Transport): void {
         '--ioengine=libaio', '--direct=1', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--randrepeat=0', '--output-format=terse'], { timeoutMs: 180_000 })
       tt.equal(r.code, 0, `fio ${rw} bs=${bs} iodepth=${depth} with crc32c verify: ${r.stderr.trim().split('\n').pop() ?? ''}`)
     }
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
     const verify = await logdisk('verify', store)
     tt.equal(verify.code, 0, `verify: ${verify.stdout.trim()}`)
   })
@@ -132,7 +138,7 @@ export function imageSuite (transport: Transport): void {
     fs.ftruncateSync(fd, size) // to its own size: allowed, as for a block device
     fs.closeSync(fd)
     tt.equal(fs.statSync(img).size, size, 'still its size')
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
   })
 
   t.test(`${transport}: snapshot images keep their data and refuse every change with EROFS`, opts, async tt => {
@@ -156,7 +162,7 @@ export function imageSuite (transport: Transport): void {
     tt.not(punch.code, 0, 'fallocate on a snapshot image fails')
     tt.match(punch.stderr, /Read-only file system/, 'fallocate: Read-only file system')
     tt.equal(sha(readAt(snap, 0, before.length)), sha(before), 's.img is unchanged')
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
   })
 
   t.test(`${transport}: directory listing, stat, statfs and what the folder refuses`, opts, async tt => {
@@ -185,7 +191,7 @@ export function imageSuite (transport: Transport): void {
     tt.same(fs.readdirSync(mnt).sort(), ['b.img', 'current.img', 'stats'], 'a deleted snapshot leaves the listing')
     await new Promise(resolve => setTimeout(resolve, 1100)) // the kernel's 1 s entry cache
     tt.throws(() => fs.statSync(path.join(mnt, 'a.img')), { code: 'ENOENT' }, 'and its name')
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
   })
 
   t.test(`${transport}: fsynced writes survive kill -9 of the daemon; the next mount serves them`, opts, async tt => {
@@ -208,7 +214,7 @@ export function imageSuite (transport: Transport): void {
     tt.equal(again.code, 0, `mount again: ${again.stderr}`)
     tt.ok(readAt(img, 12_345, synced.length).equals(synced), 'every fsynced byte is back')
     tt.equal((await logdisk('verify', store)).code, 0, 'verify through the daemon is clean')
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
   })
 
   t.test(`${transport}: discard (FALLOCATE punch hole, zero range)`, opts, async tt => {
@@ -239,7 +245,7 @@ export function imageSuite (transport: Transport): void {
     }
     tt.equal(sha(readAt(img, 0, data.length)), sha(expected), caps.discard ? 'discarded ranges read as zeros, every other byte is unchanged' : 'nothing changed')
     tt.equal(sha(readAt(path.join(mnt, 'before.img'), 0, data.length)), sha(data), 'the snapshot before the discard keeps every byte')
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
     tt.equal((await logdisk('verify', store)).code, 0, 'verify is clean')
   })
 
@@ -297,7 +303,7 @@ export function imageSuite (transport: Transport): void {
     const fsck2 = await run('e2fsck', ['-fn', img])
     tt.equal(fsck2.code, 0, 'e2fsck -fn on the image is clean')
     await new Promise(resolve => setTimeout(resolve, 300)) // the loop device lets go of the image
-    tt.equal((await logdisk('unmount', mnt)).code, 0)
+    await unmountOk(tt, mnt)
     const verify = await logdisk('verify', store)
     tt.equal(verify.code, 0, `verify: ${verify.stdout.trim()}`)
   })

@@ -4,7 +4,7 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError, isLogdiskError } from '../../errors'
 import { request } from '../../daemon/control'
-import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
+import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, lastDaemonProblem, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
 import { jsonMode, printJson } from '../output'
 
@@ -40,6 +40,7 @@ export function register (program: Command): void {
         if (answering) throw new LogdiskError('BUSY', `${mountpoint}: a daemon answers on ${socket} but ${path.join(mount.store, DAEMON_FILE)} does not name it; nothing was unmounted; see ${log}`)
         return removeStale(mountpoint, mount.store, info ? `its daemon (pid ${info.pid}) is gone` : 'its daemon is gone')
       }
+      const asked = Date.now()
       try {
         await request(socket, 'unmount', {}, ANSWER_WAIT_MS)
       } catch (err) {
@@ -54,7 +55,10 @@ export function register (program: Command): void {
       // Wait for the daemon to finish closing the store, so the next command can open it.
       const deadline = Date.now() + EXIT_WAIT_MS
       while (isAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
-      if (isAlive(pid)) throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s; see ${log}`)
+      if (isAlive(pid)) {
+        const why = lastDaemonProblem(log, asked)
+        throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s${why ? ` (it logged: ${why})` : ''}; see ${log}`)
+      }
       if (jsonMode()) printJson({ mountpoint, store: mount.store, stale: false })
       else console.log(`unmounted ${mountpoint}`)
     })
