@@ -114,7 +114,7 @@ export function mountFuseNative (folder: Folder, mountpoint: string, fsname: str
         transport: 'fuse-native',
         ended: new Promise<void>(() => { /* fuse-native does not tell */ }),
         unmount: () => new Promise<void>((resolve, reject) => {
-          fuse.unmount((err: Error | null) => err ? reject(new LogdiskError('BUSY', `cannot unmount ${mountpoint}: ${err.message}`, err)) : resolve())
+          fuse.unmount((err: Error | null) => err ? reject(new LogdiskError('IO', `cannot unmount ${mountpoint}: ${err.message.trim().split('\n')[0]}`, err)) : resolve())
         })
       })
     })

@@ -86,6 +86,8 @@ export async function mountImages (store: Store, mountpoint: string, log: Logger
     ended: session.ended,
     async unmount (force = false) {
       if (!force) assertIdle()
+      // LOGDISK_FAULTS=unmount-fails: the transport's detach fails (as a fusermount that fails would).
+      if (opts.faults?.has('unmount-fails')) throw new LogdiskError('IO', `cannot unmount ${mountpoint}: fault injection (unmount-fails)`)
       await session.unmount()
     }
   }

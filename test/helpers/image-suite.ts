@@ -327,4 +327,26 @@ export function imageSuite (transport: Transport): void {
       tt.equal(status.recovery.replayedEntries, 0, `${signal}: nothing to replay on the next open`)
     }
   })
+
+  t.test(`${transport}: the transport fails to detach the mount: logdisk unmount still leaves no mount, says why, and the store is whole`, opts, async tt => {
+    const dir = tmpDir(`unmount-fails-${transport}`)
+    tt.teardown(() => cleanup(dir, t))
+    const store = path.join(dir, 'store')
+    const mnt = path.join(dir, 'mnt')
+    await must(process.execPath, CLI, 'create', store, '--size', '16M')
+    const m = await run(process.execPath, [CLI, 'mount', store, mnt, '--transport', transport], { env: { LOGDISK_FAULTS: 'unmount-fails' } })
+    tt.equal(m.code, 0, `mounted: ${m.stderr}`)
+    const data = Buffer.alloc(8192, 0x5c)
+    writeAt(path.join(mnt, 'current.img'), 4096, data)
+    const u = await logdisk('unmount', mnt)
+    tt.equal(u.code, 0, `unmount: ${(u.stderr || u.stdout).trim()}`)
+    tt.match(u.stdout, /could not detach it \(it logged: unmount failed; stopping anyway/, 'says what the daemon logged')
+    tt.notOk(isMounted(mnt), 'no mount left')
+    const status = JSON.parse((await logdisk('status', store, '--json')).stdout)
+    tt.equal(status.recovery.replayedEntries, 0, 'the store was closed cleanly: nothing to replay')
+    const again = await logdisk('mount', store, mnt, '--transport', transport)
+    tt.equal(again.code, 0, `mounts again: ${again.stderr}`)
+    tt.ok(readAt(path.join(mnt, 'current.img'), 4096, 8192).equals(data), 'the write reads back')
+    await unmountOk(tt, mnt)
+  })
 }

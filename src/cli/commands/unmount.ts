@@ -59,6 +59,12 @@ export function register (program: Command): void {
         const why = lastDaemonProblem(log, asked)
         throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s${why ? ` (it logged: ${why})` : ''}; see ${log}`)
       }
+      // The daemon exits even when its transport could not detach the mount (it logs why):
+      // what it left is a stale mount, removed here as for a killed daemon.
+      if (logdiskMounts().some(m => m.mountpoint === mountpoint)) {
+        const why = lastDaemonProblem(log, asked)
+        return removeStale(mountpoint, mount.store, `its daemon stopped but could not detach it${why ? ` (it logged: ${why})` : ''}`)
+      }
       if (jsonMode()) printJson({ mountpoint, store: mount.store, stale: false })
       else console.log(`unmounted ${mountpoint}`)
     })
@@ -86,6 +92,10 @@ async function removeStale (mountpoint: string, store: string, why: string): Pro
 
 function lazyUnmount (mountpoint: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile('fusermount', ['-uz', mountpoint], err => err ? reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`)) : resolve())
+    execFile('fusermount', ['-uz', mountpoint], err => {
+      // Gone meanwhile (the devfuse watchdog of a daemon that exited detaches it too): done.
+      if (err && logdiskMounts().some(m => m.mountpoint === mountpoint)) reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`))
+      else resolve()
+    })
   })
 }
