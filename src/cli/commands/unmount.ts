@@ -24,7 +24,7 @@ export function register (program: Command): void {
     .option('--json', 'print {mountpoint, store, stale}')
     .action(async (mntArg: string) => {
       const mountpoint = path.resolve(mntArg)
-      const mount = logdiskMounts().find(m => m.mountpoint === mountpoint)
+      const mount = mountAt(mountpoint)
       if (!mount) throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount`)
       const info = readDaemonInfo(mount.store)
       const socket = info?.socket ?? controlSocketPath(mount.store)
@@ -61,7 +61,7 @@ export function register (program: Command): void {
       }
       // The daemon exits even when its transport could not detach the mount (it logs why):
       // what it left is a stale mount, removed here as for a killed daemon.
-      if (logdiskMounts().some(m => m.mountpoint === mountpoint)) {
+      if (mountAt(mountpoint) !== undefined) {
         const why = lastDaemonProblem(log, asked)
         return removeStale(mountpoint, mount.store, `its daemon stopped but could not detach it${why ? ` (it logged: ${why})` : ''}`)
       }
@@ -90,11 +90,16 @@ async function removeStale (mountpoint: string, store: string, why: string): Pro
   console.log(`removed the stale mount at ${mountpoint} (${why})${still.length > 0 ? `; ${still.join('; ')}` : ''}`)
 }
 
+/** The logdisk mount at `mountpoint`, if /proc/mounts lists one. */
+function mountAt (mountpoint: string): ReturnType<typeof logdiskMounts>[number] | undefined {
+  return logdiskMounts().find(m => m.mountpoint === mountpoint)
+}
+
 function lazyUnmount (mountpoint: string): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile('fusermount', ['-uz', mountpoint], err => {
       // Gone meanwhile (the devfuse watchdog of a daemon that exited detaches it too): done.
-      if (err && logdiskMounts().some(m => m.mountpoint === mountpoint)) reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`))
+      if (err && mountAt(mountpoint) !== undefined) reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`))
       else resolve()
     })
   })

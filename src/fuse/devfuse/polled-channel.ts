@@ -78,6 +78,11 @@ const UV_EOF = -4095
 const SPARE = -1
 const NONE = -2
 /**
+ * A request buffer between releaseIdleBuffers' calls: used during the last interval, quiet
+ * (unused) for one whole interval so far, or given back (and not advised again until used).
+ */
+const enum Idle { Used, Quiet, GivenBack }
+/**
  * After a probe of the kernel's queue (readWaiting) that found nothing, the drains that
  * follow skip it, 1, 2, 4 then at most this many in a row, while no other request holds a
  * slot: one request at a time (depth 1) then pays for a failed probe once in 9 requests
@@ -133,14 +138,9 @@ export class PolledChannel implements RequestChannel {
   private armed = NONE
   private readonly slots: Buffer[] = []
   private readonly busy: boolean[] = []
-  /**
-   * Slots taken since the last releaseIdleBuffers (theirs stay), and slots whose pages were
-   * given back and not used since (not advised again); the spare's own flags beside.
-   */
-  private readonly usedLately: boolean[] = []
-  private readonly givenBack: boolean[] = []
-  private spareUsedLately = false
-  private spareGivenBack = false
+  /** Where each slot stands in releaseIdleBuffers' intervals (Idle); the spare's beside. */
+  private readonly idle: Idle[] = []
+  private spareIdle = Idle.Quiet
   private releaseTimer: NodeJS.Timeout | undefined
   private inUse = 0
   private handler: RequestHandler | undefined
@@ -196,21 +196,19 @@ export class PolledChannel implements RequestChannel {
    */
   releaseIdleBuffers (): number {
     if (releasePages === undefined || this.closed) return 0
-    let released = 0
-    for (let k = 0; k < this.slots.length; k++) {
-      if (!this.busy[k] && !this.usedLately[k] && !this.givenBack[k] && k !== this.armed) {
-        released += Math.max(0, releasePages(this.slots[k]))
-        this.givenBack[k] = true
-      }
-      this.usedLately[k] = this.busy[k] // one in use now counts as used in the next interval too
-    }
-    if (this.armed !== SPARE && !this.spareUsedLately && !this.spareGivenBack) {
-      released += Math.max(0, releasePages(this.spare))
-      this.spareGivenBack = true
-    }
-    this.spareUsedLately = false
-    this.stats.releasedMiB += released / 1048576
-    return released
+    const before = this.stats.releasedMiB
+    // A slot in use now (the armed one included) counts as used in the next interval too.
+    for (let k = 0; k < this.slots.length; k++) this.idle[k] = this.busy[k] ? Idle.Used : this.aged(this.idle[k], this.slots[k])
+    // An armed spare is not given back, but its interval runs.
+    this.spareIdle = this.armed === SPARE ? Idle.Quiet : this.aged(this.spareIdle, this.spare)
+    return (this.stats.releasedMiB - before) * 1048576
+  }
+
+  /** One interval on for a buffer not in use: used becomes quiet, quiet is given back (counted). */
+  private aged (state: Idle, buf: Buffer): Idle {
+    if (state === Idle.Used) return Idle.Quiet
+    if (state === Idle.Quiet) this.stats.releasedMiB += Math.max(0, releasePages!(buf)) / 1048576
+    return Idle.GivenBack
   }
 
   start (onRequest: RequestHandler): void {
@@ -259,8 +257,7 @@ export class PolledChannel implements RequestChannel {
         return this.slots[this.armed]
       }
       this.armed = SPARE
-      this.spareUsedLately = true
-      this.spareGivenBack = false
+      this.spareIdle = Idle.Used
       this.pause()
       return this.spare
     }
@@ -350,12 +347,9 @@ export class PolledChannel implements RequestChannel {
     if (k === this.slots.length) {
       this.slots.push(Buffer.allocUnsafeSlow(this.opts.bufferBytes))
       this.busy.push(false)
-      this.usedLately.push(false)
-      this.givenBack.push(false)
     }
     this.busy[k] = true
-    this.usedLately[k] = true
-    this.givenBack[k] = false
+    this.idle[k] = Idle.Used
     this.inUse++
     return k
   }
