@@ -1,12 +1,13 @@
 // The CLI's errors about a daemon that did not do what it was asked name what the daemon
-// logged (lastDaemonProblem, src/daemon/paths.ts): the last warning or error since the ask.
+// logged (firstDaemonProblem, src/daemon/paths.ts): the first warning or error since the ask
+// (the cause; what follows it is its consequence).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { lastDaemonProblem } from '../src/daemon/paths'
+import { firstDaemonProblem } from '../src/daemon/paths'
 
-t.test('the last warning or error since a time, with its err; nothing older, nothing quieter', async t => {
+t.test('the first warning or error since a time, with its err; nothing older, nothing quieter', async t => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-log-problem-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const log = path.join(dir, 'daemon.log')
@@ -19,10 +20,11 @@ t.test('the last warning or error since a time, with its err; nothing older, not
     'not a JSON line',
     ''
   ].join('\n'))
-  t.equal(lastDaemonProblem(log, 2000), 'unmount refused: BUSY: /mnt is busy: current.img is open', 'the warning after the ask, with its err')
-  t.equal(lastDaemonProblem(log, 2150), undefined, 'none since a later time (the old error is not reported)')
-  t.equal(lastDaemonProblem(log, 0), 'unmount refused: BUSY: /mnt is busy: current.img is open', 'the newest one when there are several')
-  fs.appendFileSync(log, line(50, 2300, 'the stop did not finish within 30 s; exiting now') + '\n')
-  t.equal(lastDaemonProblem(log, 2000), 'the stop did not finish within 30 s; exiting now', 'a message without err')
-  t.equal(lastDaemonProblem(path.join(dir, 'missing.log'), 0), undefined, 'no log: nothing')
+  t.equal(firstDaemonProblem(log, 2000), 'unmount refused: BUSY: /mnt is busy: current.img is open', 'the warning after the ask, with its err')
+  t.equal(firstDaemonProblem(log, 2150), undefined, 'none since a later time (the old error is not reported)')
+  t.equal(firstDaemonProblem(log, 0), 'an old error', 'the oldest one when there are several')
+  fs.appendFileSync(log, line(50, 2300, 'logdisk: exiting with the FUSE session at /mnt still open; killing the process so the kernel ends it') + '\n')
+  t.equal(firstDaemonProblem(log, 2000), 'unmount refused: BUSY: /mnt is busy: current.img is open', 'the cause, not the consequence logged after it')
+  t.equal(firstDaemonProblem(log, 2250), 'logdisk: exiting with the FUSE session at /mnt still open; killing the process so the kernel ends it', 'a message without err')
+  t.equal(firstDaemonProblem(path.join(dir, 'missing.log'), 0), undefined, 'no log: nothing')
 })

@@ -83,12 +83,14 @@ export function logdiskMounts (): LogdiskMount[] {
 }
 
 /**
- * The last warning or error the daemon logged at or after `sinceMs` (its `msg`, with `err`
+ * The first warning or error the daemon logged at or after `sinceMs` (its `msg`, with `err`
  * when there is one), from the tail of `<store>/daemon.log`; undefined when there is none or
  * the log cannot be read. For the CLI's one-line errors about a daemon that did not do what
- * it was asked ("the daemon has not finished unmounting ..."), so they say why.
+ * it was asked ("the daemon has not finished unmounting ..."), so they say why. The first,
+ * not the last: what went wrong first is the cause, what followed is its consequence (a
+ * detach that failed, then "exiting with the FUSE session still open").
  */
-export function lastDaemonProblem (logFile: string, sinceMs: number): string | undefined {
+export function firstDaemonProblem (logFile: string, sinceMs: number): string | undefined {
   let text: string
   try {
     const fd = fs.openSync(logFile, 'r')
@@ -104,10 +106,10 @@ export function lastDaemonProblem (logFile: string, sinceMs: number): string | u
   } catch {
     return undefined
   }
-  for (const line of text.split('\n').reverse()) {
+  for (const line of text.split('\n')) {
     let entry: { level?: number, time?: number, msg?: string, err?: unknown }
     try { entry = JSON.parse(line) } catch { continue }
-    if (typeof entry.time === 'number' && entry.time < sinceMs) return undefined
+    if (typeof entry.time !== 'number' || entry.time < sinceMs) continue
     if ((entry.level ?? 0) >= 40 && typeof entry.msg === 'string') return entry.err === undefined ? entry.msg : `${entry.msg}: ${String(entry.err)}`
   }
   return undefined

@@ -4,7 +4,7 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError, isLogdiskError } from '../../errors'
 import { request } from '../../daemon/control'
-import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, lastDaemonProblem, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
+import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, firstDaemonProblem, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
 import { jsonMode, printJson } from '../output'
 
@@ -56,13 +56,13 @@ export function register (program: Command): void {
       const deadline = Date.now() + EXIT_WAIT_MS
       while (isAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
       if (isAlive(pid)) {
-        const why = lastDaemonProblem(log, asked)
+        const why = firstDaemonProblem(log, asked)
         throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s${why ? ` (it logged: ${why})` : ''}; see ${log}`)
       }
       // The daemon exits even when its transport could not detach the mount (it logs why):
       // what it left is a stale mount, removed here as for a killed daemon.
       if (mountAt(mountpoint) !== undefined) {
-        const why = lastDaemonProblem(log, asked)
+        const why = firstDaemonProblem(log, asked)
         return removeStale(mountpoint, mount.store, `its daemon stopped but could not detach it${why ? ` (it logged: ${why})` : ''}`)
       }
       if (jsonMode()) printJson({ mountpoint, store: mount.store, stale: false })
