@@ -82,6 +82,11 @@ export function logdiskMounts (): LogdiskMount[] {
   return out
 }
 
+/** The logdisk mount at `mountpoint`, if /proc/mounts lists one. */
+export function logdiskMountAt (mountpoint: string): LogdiskMount | undefined {
+  return logdiskMounts().find(m => m.mountpoint === mountpoint)
+}
+
 /**
  * The first warning or error the daemon logged at or after `sinceMs` (its `msg`, with `err`
  * when there is one), from the tail of `<store>/daemon.log`; undefined when there is none or

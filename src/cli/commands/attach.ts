@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
-import { logdiskMounts } from '../../daemon/paths'
+import { logdiskMountAt, logdiskMounts } from '../../daemon/paths'
 import { CURRENT_IMAGE } from '../../fuse/image-ops'
 import { printJson, warn } from '../output'
 
@@ -56,7 +56,7 @@ function imageName (arg: string | undefined): string {
 
 export async function attach (mountpoint: string, imageArg: string | undefined, ro: boolean): Promise<{ device: string, directIo: boolean }> {
   if (process.getuid?.() !== 0) throw new LogdiskError('BAD_ARGUMENT', 'attach needs root (losetup)')
-  if (!logdiskMounts().some(m => m.mountpoint === mountpoint)) {
+  if (logdiskMountAt(mountpoint) === undefined) {
     throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount; logdisk mount <store> ${mountpoint} first`)
   }
   const image = imageName(imageArg)

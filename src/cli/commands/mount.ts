@@ -5,7 +5,7 @@ import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import type { DaemonOptions } from '../../daemon/daemon'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
-import { DAEMON_LOG, isAlive, logdiskMounts, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
+import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { prepareStore } from '../store-access'
 import { applyRuntimeHeapFlags, daemonEnv, daemonNodeFlags } from '../../daemon/memory-flags'
 
@@ -135,7 +135,7 @@ function checkMountpoint (mountpoint: string, transport: string, allowOther: boo
       throw new LogdiskError('BAD_ARGUMENT', 'allow_other needs root, or the line user_allow_other in /etc/fuse.conf (add it as root, or mount without allow_other)')
     }
   }
-  const isMountpoint = logdiskMounts().some(m => m.mountpoint === mountpoint) ||
+  const isMountpoint = logdiskMountAt(mountpoint) !== undefined ||
     fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mountpoint.replace(/ /g, '\\040'))
   if (isMountpoint) return // a stale or live mount there: the daemon clears a stale one or says what is mounted
   let st: fs.Stats

@@ -4,7 +4,7 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError, isLogdiskError } from '../../errors'
 import { request } from '../../daemon/control'
-import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, firstDaemonProblem, logdiskMounts, readDaemonInfo } from '../../daemon/paths'
+import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, firstDaemonProblem, logdiskMountAt, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
 import { jsonMode, printJson } from '../output'
 
@@ -24,7 +24,7 @@ export function register (program: Command): void {
     .option('--json', 'print {mountpoint, store, stale}')
     .action(async (mntArg: string) => {
       const mountpoint = path.resolve(mntArg)
-      const mount = mountAt(mountpoint)
+      const mount = logdiskMountAt(mountpoint)
       if (!mount) throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount`)
       const info = readDaemonInfo(mount.store)
       const socket = info?.socket ?? controlSocketPath(mount.store)
@@ -61,7 +61,7 @@ export function register (program: Command): void {
       }
       // The daemon exits even when its transport could not detach the mount (it logs why):
       // what it left is a stale mount, removed here as for a killed daemon.
-      if (mountAt(mountpoint) !== undefined) {
+      if (logdiskMountAt(mountpoint) !== undefined) {
         const why = firstDaemonProblem(log, asked)
         return removeStale(mountpoint, mount.store, `its daemon stopped but could not detach it${why ? ` (it logged: ${why})` : ''}`)
       }
@@ -90,16 +90,11 @@ async function removeStale (mountpoint: string, store: string, why: string): Pro
   console.log(`removed the stale mount at ${mountpoint} (${why})${still.length > 0 ? `; ${still.join('; ')}` : ''}`)
 }
 
-/** The logdisk mount at `mountpoint`, if /proc/mounts lists one. */
-function mountAt (mountpoint: string): ReturnType<typeof logdiskMounts>[number] | undefined {
-  return logdiskMounts().find(m => m.mountpoint === mountpoint)
-}
-
 function lazyUnmount (mountpoint: string): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile('fusermount', ['-uz', mountpoint], err => {
       // Gone meanwhile (the devfuse watchdog of a daemon that exited detaches it too): done.
-      if (err && mountAt(mountpoint) !== undefined) reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`))
+      if (err && logdiskMountAt(mountpoint) !== undefined) reject(new LogdiskError('IO', `fusermount -uz ${mountpoint} failed: ${err.message.trim().split('\n')[0]}`))
       else resolve()
     })
   })
