@@ -177,7 +177,7 @@ export interface IoOptions {
   /**
    * The caller has nothing else to do until this read or write is done (a FUSE server with no
    * other request in flight): a local read of up to 128 KiB, or a write's one writev of up to
-   * 128 KiB, is a synchronous system call on the calling thread instead of a trip through the
+   * 1 MiB, is a synchronous system call on the calling thread instead of a trip through the
    * thread pool (two thread hand-offs). Measured at depth 1 on 4 KiB random reads: 1.4-1.6x the
    * IOPS from disk, 1.2-1.4x from the page cache. At depth 16 it would serialize reads that
    * miss the page cache (0.6x measured), which is why it is the caller's choice.
