@@ -67,14 +67,15 @@ interface Flight {
 }
 
 /**
- * Largest writev done inline (IoOptions.inline): the transport's largest write (max_write,
- * 1 MiB) plus its entry header. A buffered loop device (`mount -o loop`) sends its writes one
- * at a time, 512 KiB each, so every one is alone; written inline instead of through the
- * thread pool, ext4's sequential writes on it ran 968-1,034 MB/s against 717-887 (six
- * alternating pairs, 2026-12-05), at 0.9-1.0 CPU s/GiB instead of 1.1-1.3. On the raw image
- * at depth 1 (1 MiB and 512 KiB writes) the two ways stayed within their spread.
+ * Largest writev done inline (IoOptions.inline): a writev's whole payload (WRITEV_MAX_BYTES,
+ * 1 MiB, also the transport's largest write) plus room for its entry headers and CRC
+ * tables. A buffered loop device (`mount -o loop`) sends its writes one at a time, 512 KiB
+ * each, so every one is alone; written inline instead of through the thread pool, ext4's
+ * sequential writes on it ran 968-1,034 MB/s against 717-887 (six alternating pairs,
+ * 2026-12-05), at 0.9-1.0 CPU s/GiB instead of 1.1-1.3. On the raw image at depth 1 (1 MiB
+ * and 512 KiB writes) the two ways stayed within their spread.
  */
-const INLINE_WRITE_MAX_BYTES = 1024 * 1024 + 64 * 1024
+const INLINE_WRITE_MAX_BYTES = WRITEV_MAX_BYTES + 64 * 1024
 
 /** A synchronous writev as the settled promise the asynchronous one would give. */
 function writeNow (writevNow: (buffers: Buffer[], position: number) => void, parts: Buffer[], at: number): Promise<void> {
