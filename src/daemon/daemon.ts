@@ -25,6 +25,8 @@ import { serveMetrics } from '../metrics/server'
 const STOP_WAIT_MS = Number(process.env.LOGDISK_STOP_WAIT_MS || 10_000)
 /** Once stopping, the daemon exits after this long whatever hangs (a stuck kernel unmount). */
 const STOP_DEADLINE_MS = Number(process.env.LOGDISK_STOP_DEADLINE_MS || 30_000)
+/** A stop step (flush, unmount, closing the store) taking longer than this is logged as a warning while it runs (tests shorten it). */
+const SLOW_STOP_STEP_MS = Number(process.env.LOGDISK_SLOW_STOP_STEP_MS || 10_000)
 /** `logdisk unmount` waits this long for a just-detached loop device's RELEASE to arrive. */
 const UNMOUNT_IDLE_WAIT_MS = 2_000
 
@@ -100,15 +102,29 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     if (stopping) return stopping
     if (!force && mounted && mounted.openHandles() > 0) return Promise.reject(busyError())
     const attempt: Promise<void> = (async () => {
+      // Each step is timed: a stop that outlasts `logdisk unmount`'s wait then names the step it
+      // is stuck in (the command quotes the daemon's first warning), and every stop logs where
+      // its time went.
+      const took: Record<string, number> = {}
+      const step = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+        const started = Date.now()
+        const slow = setTimeout(() => log.warn({ step: name }, `stopping: still ${name} after ${SLOW_STOP_STEP_MS / 1000} s`), SLOW_STOP_STEP_MS)
+        try {
+          return await work()
+        } finally {
+          clearTimeout(slow)
+          took[name] = Date.now() - started
+        }
+      }
       void notifyStatus(`stopping: unmounting ${mountpoint}`, log, true)
-      await engine.onEvent('unmount').catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
-      await store.flush().catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
+      await step('running the on.unmount policy', () => engine.onEvent('unmount')).catch(err => log.error({ err: (err as Error).message }, 'on.unmount policy failed'))
+      await step('flushing the store', () => store.flush()).catch(err => log.error({ err: (err as Error).message }, 'flush before unmount failed'))
       // The replica gets the last durable point, then the lease is released (bounded: an
       // unreachable target does not hold the unmount up).
-      await replication.stop().catch(err => log.error({ err: (err as Error).message }, 'stopping replication failed'))
-      await hydrator?.stop()
+      await step('stopping replication', () => replication.stop()).catch(err => log.error({ err: (err as Error).message }, 'stopping replication failed'))
+      await step('stopping fetch-back', async () => { await hydrator?.stop() })
       try {
-        if (!alreadyGone) await mounted?.unmount(force)
+        if (!alreadyGone) await step('detaching the mount', async () => { await mounted?.unmount(force) })
       } catch (err) {
         if (!force && isLogdiskError(err, 'BUSY')) throw busyError() // opened meanwhile: keep serving
         log.error({ err: (err as Error).message }, 'unmount failed; stopping anyway (logdisk unmount removes the stale mount)')
@@ -117,9 +133,9 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       metrics.close()
       await metricsServer?.close().catch(() => undefined)
       await control?.close().catch(() => undefined)
-      await store.close()
+      await step('closing the store', () => store.close())
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
-      log.info({ mountpoint }, 'unmounted')
+      log.info({ mountpoint, ms: took }, 'unmounted')
       finish()
     })()
     stopping = attempt

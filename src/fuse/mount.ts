@@ -88,6 +88,8 @@ export async function mountImages (store: Store, mountpoint: string, log: Logger
       if (!force) assertIdle()
       // LOGDISK_FAULTS=unmount-fails: the transport's detach fails (as a fusermount that fails would).
       if (opts.faults?.has('unmount-fails')) throw new LogdiskError('IO', `cannot unmount ${mountpoint}: fault injection (unmount-fails)`)
+      // LOGDISK_FAULTS=unmount-slow: the detach takes 1.5 s longer (a kernel slow to release the mount).
+      if (opts.faults?.has('unmount-slow')) await new Promise(resolve => setTimeout(resolve, 1500))
       await session.unmount()
     }
   }

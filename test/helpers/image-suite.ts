@@ -328,6 +328,33 @@ export function imageSuite (transport: Transport): void {
     }
   })
 
+  t.test(`${transport}: a slow stop step is named in the daemon log while it runs, and every stop logs where its time went`, opts, async tt => {
+    const dir = tmpDir(`unmount-slow-${transport}`)
+    tt.teardown(() => cleanup(dir, t))
+    const store = path.join(dir, 'store')
+    const mnt = path.join(dir, 'mnt')
+    await must(process.execPath, CLI, 'create', store, '--size', '16M')
+    const m = await run(process.execPath, [CLI, 'mount', store, mnt, '--transport', transport], { env: { LOGDISK_FAULTS: 'unmount-slow', LOGDISK_SLOW_STOP_STEP_MS: '300' } })
+    tt.equal(m.code, 0, `mounted: ${m.stderr}`)
+    const data = Buffer.alloc(8192, 0x3d)
+    writeAt(path.join(mnt, 'current.img'), 4096, data)
+    const asked = Date.now()
+    const u = await logdisk('unmount', mnt)
+    tt.equal(u.code, 0, `unmount: ${(u.stderr || u.stdout).trim()}`)
+    tt.notOk(isMounted(mnt), 'no mount left')
+    const lines = fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l) as { level: number, time: number, msg: string, ms?: Record<string, number> })
+    const recent = lines.filter(l => l.time >= asked)
+    tt.ok(recent.some(l => l.level === 40 && l.msg === 'stopping: still detaching the mount after 0.3 s'), 'the slow step was warned about while it ran')
+    tt.notOk(recent.some(l => l.level === 40 && /still (flushing|closing)/.test(l.msg)), 'the quick steps were not')
+    const done = recent.find(l => l.msg === 'unmounted')
+    tt.ok(done && (done.ms?.['detaching the mount'] ?? 0) >= 1500, `the unmounted line gives each step's time: ${JSON.stringify(done?.ms)}`)
+    tt.ok(done && typeof done.ms?.['flushing the store'] === 'number' && typeof done.ms?.['closing the store'] === 'number', 'flush and close are timed too')
+    const again = await logdisk('mount', store, mnt, '--transport', transport)
+    tt.equal(again.code, 0, `mounts again: ${again.stderr}`)
+    tt.ok(readAt(path.join(mnt, 'current.img'), 4096, 8192).equals(data), 'the write reads back')
+    await unmountOk(tt, mnt)
+  })
+
   t.test(`${transport}: the transport fails to detach the mount: logdisk unmount still leaves no mount, says why, and the store is whole`, opts, async tt => {
     const dir = tmpDir(`unmount-fails-${transport}`)
     tt.teardown(() => cleanup(dir, t))
