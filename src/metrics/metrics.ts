@@ -4,6 +4,7 @@ import { errorCode, Errno, FsError } from '../fuse/errno'
 import type { Folder, ImageHandle, NodeAttr, Statfs } from '../fuse/image-ops'
 import type { Pool } from '../pool/pool'
 import type { Store } from '../store'
+import { IoTallies } from './io-tally'
 
 /**
  * The mount daemon's metrics (prom-client): I/O by image and operation, flush latency, the
@@ -46,7 +47,8 @@ export class DaemonMetrics {
   private readonly sampler: NodeJS.Timeout
   private readonly ioOps: client.Counter<'image' | 'op'>
   private readonly ioBytes: client.Counter<'image' | 'op'>
-  private readonly ioSeconds: client.Histogram<'image' | 'op'>
+  /** Requests counted and timed by image and operation; given to the registry at each read (io-tally.ts). */
+  private readonly io = new IoTallies(LATENCY_BUCKETS)
   private readonly flushSeconds: client.Histogram<string>
   private readonly errors: client.Counter<'code' | 'op'>
   private readonly passRuns: client.Counter<'pass' | 'result'>
@@ -58,9 +60,11 @@ export class DaemonMetrics {
     const r = [this.registry]
     this.registry.setDefaultLabels({ store: store.dir, mountpoint: labels.mountpoint })
     client.collectDefaultMetrics({ register: this.registry, prefix: 'logdisk_' }) // logdisk_process_*, logdisk_nodejs_*
-    this.ioOps = new client.Counter({ name: 'logdisk_io_operations_total', help: 'I/O requests answered, by image and operation (read, write, flush, fsync, discard)', labelNames: ['image', 'op'], registers: r })
-    this.ioBytes = new client.Counter({ name: 'logdisk_io_bytes_total', help: 'Bytes read, written or discarded, by image and operation', labelNames: ['image', 'op'], registers: r })
-    this.ioSeconds = new client.Histogram({ name: 'logdisk_io_duration_seconds', help: 'Time to answer an I/O request, by image and operation', labelNames: ['image', 'op'], buckets: LATENCY_BUCKETS, registers: r })
+    // Both counters are brought up to date by whichever of them is read first.
+    const io = this.io
+    const ioOps = this.ioOps = new client.Counter({ name: 'logdisk_io_operations_total', help: 'I/O requests answered, by image and operation (read, write, flush, fsync, discard)', labelNames: ['image', 'op'], registers: r, collect () { io.exportCounters(this, ioBytes) } })
+    const ioBytes = this.ioBytes = new client.Counter({ name: 'logdisk_io_bytes_total', help: 'Bytes read, written or discarded, by image and operation', labelNames: ['image', 'op'], registers: r, collect () { io.exportCounters(ioOps, this) } })
+    this.registry.registerMetric(io.histogram('logdisk_io_duration_seconds', 'Time to answer an I/O request, by image and operation') as unknown as client.Metric)
     this.flushSeconds = new client.Histogram({ name: 'logdisk_flush_duration_seconds', help: 'Time to make every earlier write durable (flush and fsync of current.img)', buckets: LATENCY_BUCKETS, registers: r })
     this.errors = new client.Counter({ name: 'logdisk_errors_total', help: 'Errors answered to the kernel or by a background pass, by code (LogdiskError code or errno name) and operation', labelNames: ['code', 'op'], registers: r })
     this.passRuns = new client.Counter({ name: 'logdisk_pass_runs_total', help: 'Background passes run (compact, baseline, archive, drain, verify), by result', labelNames: ['pass', 'result'], registers: r })
@@ -172,37 +176,30 @@ export class DaemonMetrics {
     this.totals.errors++
   }
 
-  /** Counters and histograms bound to one image and op (label lookups cost more than the I/O accounting). */
-  private readonly bound = new Map<string, { ops: client.Counter.Internal, bytes: client.Counter.Internal, seconds: client.Histogram.Internal<'image' | 'op'> }>()
-  private boundFor (image: string, op: IoOp): { ops: client.Counter.Internal, bytes: client.Counter.Internal, seconds: client.Histogram.Internal<'image' | 'op'> } {
-    const key = `${op}\0${image}`
-    let b = this.bound.get(key)
-    if (!b) {
-      if (this.bound.size > 10_000) this.bound.clear() // snapshots come and go: keep the cache bounded
-      b = { ops: this.ioOps.labels({ image, op }), bytes: this.ioBytes.labels({ image, op }), seconds: this.ioSeconds.labels({ image, op }) }
-      this.bound.set(key, b)
-    }
-    return b
-  }
-
-  private async timeIo<T> (image: string, op: IoOp, bytes: (v: T) => number, fn: () => Promise<T>): Promise<T> {
+  private timeIo<T> (image: string, op: IoOp, bytes: (v: T) => number, fn: () => Promise<T>): Promise<T> {
     const start = performance.now()
+    let pending: Promise<T>
     try {
-      const v = await fn()
+      pending = fn()
+    } catch (err) {
+      this.countError(err, op)
+      return Promise.reject(err)
+    }
+    return pending.then(v => {
       const seconds = (performance.now() - start) / 1000
-      const b = this.boundFor(image, op)
-      b.seconds.observe(seconds)
+      const t = this.io.get(image, op)
+      t.observe(seconds)
       const n = bytes(v)
-      b.ops.inc()
-      if (n > 0) b.bytes.inc(n)
+      t.ops++
+      if (n > 0) t.bytes += n
       if (op === 'read') { this.totals.readOps++; this.totals.readBytes += n } else if (op === 'write') { this.totals.writeOps++; this.totals.writeBytes += n } else {
         if (op === 'flush' || op === 'fsync') { this.flushSeconds.observe(seconds); this.totals.flushes++ }
       }
       return v
-    } catch (err) {
+    }, err => {
       this.countError(err, op)
       throw err
-    }
+    })
   }
 
   /**
