@@ -1,4 +1,4 @@
-import type client from 'prom-client'
+import client from 'prom-client'
 
 /**
  * Per-request I/O accounting in plain numbers, handed to prom-client only when someone reads
@@ -16,7 +16,7 @@ import type client from 'prom-client'
 export class IoTally {
   ops = 0
   bytes = 0
-  /** Observations per bucket (not cumulative), the last one past every bound (+Inf). */
+  /** Observations per bound (not cumulative); one past every bound counts in `count` only (+Inf). */
   readonly counts: Float64Array
   sum = 0
   count = 0
@@ -25,13 +25,13 @@ export class IoTally {
   bytesExported = 0
 
   constructor (readonly labels: { image: string, op: string }, private readonly bounds: readonly number[]) {
-    this.counts = new Float64Array(bounds.length + 1)
+    this.counts = new Float64Array(bounds.length)
   }
 
   observe (seconds: number): void {
     let i = 0
     while (i < this.bounds.length && seconds > this.bounds[i]) i++
-    this.counts[i]++
+    if (i < this.counts.length) this.counts[i]++
     this.sum += seconds
     this.count++
   }
@@ -55,29 +55,37 @@ export class IoTallies {
     return t
   }
 
-  /** Passes what `ops` and `bytes` gained since the last call to the counters (at a scrape). */
-  exportCounters (ops: client.Counter<'image' | 'op'>, bytes: client.Counter<'image' | 'op'>): void {
-    for (const t of this.all) {
-      if (t.ops > t.opsExported) ops.inc(t.labels, t.ops - t.opsExported)
-      if (t.bytes > t.bytesExported) bytes.inc(t.labels, t.bytes - t.bytesExported)
-      t.opsExported = t.ops
-      t.bytesExported = t.bytes
-    }
-  }
-
   /**
-   * A histogram metric for a prom-client registry, read from the tallies: the same values, in
-   * the same shape, as a prom-client Histogram with labels image and op given the same
-   * observations (test/metrics-io-tally.test.ts compares the two).
+   * Registers the tallies in `registry` as three metrics: the requests and bytes as
+   * prom-client Counters with labels image and op (each brought up to date, both at once, when
+   * either is read: counters take increments, so what each tally has passed on is kept), and
+   * the latencies as a histogram of ours that reads the same values, in the same shape, as a
+   * prom-client Histogram given the same observations (test/metrics-io-tally.test.ts compares
+   * the two).
    */
-  histogram (name: string, help: string): IoHistogram {
-    return new IoHistogram(name, help, this.all, this.bounds)
+  register (registry: client.Registry, names: { ops: Named, bytes: Named, seconds: Named }): void {
+    const all = this.all
+    const exportCounters = (): void => {
+      for (const t of all) {
+        if (t.ops > t.opsExported) ops.inc(t.labels, t.ops - t.opsExported)
+        if (t.bytes > t.bytesExported) bytes.inc(t.labels, t.bytes - t.bytesExported)
+        t.opsExported = t.ops
+        t.bytesExported = t.bytes
+      }
+    }
+    const counter = (n: Named): client.Counter<'image' | 'op'> => new client.Counter({ ...n, labelNames: ['image', 'op'], registers: [registry], collect: exportCounters })
+    const ops = counter(names.ops)
+    const bytes = counter(names.bytes)
+    registry.registerMetric(new IoHistogram(names.seconds.name, names.seconds.help, all, this.bounds) as unknown as client.Metric)
   }
 }
 
+/** A metric's name and help text. */
+export interface Named { name: string, help: string }
+
 interface Value { labels: Record<string, string | number>, sharedLabels: Record<string, string>, value: number, metricName: string, exemplar?: null }
 
-/** See IoTallies.histogram: what a registry asks of a metric (name, help, type, get). */
+/** The latencies of IoTallies.register: what a registry asks of a metric (name, help, type, get). */
 export class IoHistogram {
   readonly type = 'histogram'
   readonly aggregator = 'sum'

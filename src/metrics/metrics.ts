@@ -45,8 +45,6 @@ export class DaemonMetrics {
   private readonly totals: Totals = { readOps: 0, readBytes: 0, writeOps: 0, writeBytes: 0, flushes: 0, errors: 0 }
   private readonly samples: Array<{ t: number } & Totals> = []
   private readonly sampler: NodeJS.Timeout
-  private readonly ioOps: client.Counter<'image' | 'op'>
-  private readonly ioBytes: client.Counter<'image' | 'op'>
   /** Requests counted and timed by image and operation; given to the registry at each read (io-tally.ts). */
   private readonly io = new IoTallies(LATENCY_BUCKETS)
   private readonly flushSeconds: client.Histogram<string>
@@ -60,11 +58,11 @@ export class DaemonMetrics {
     const r = [this.registry]
     this.registry.setDefaultLabels({ store: store.dir, mountpoint: labels.mountpoint })
     client.collectDefaultMetrics({ register: this.registry, prefix: 'logdisk_' }) // logdisk_process_*, logdisk_nodejs_*
-    // Both counters are brought up to date by whichever of them is read first.
-    const io = this.io
-    const ioOps = this.ioOps = new client.Counter({ name: 'logdisk_io_operations_total', help: 'I/O requests answered, by image and operation (read, write, flush, fsync, discard)', labelNames: ['image', 'op'], registers: r, collect () { io.exportCounters(this, ioBytes) } })
-    const ioBytes = this.ioBytes = new client.Counter({ name: 'logdisk_io_bytes_total', help: 'Bytes read, written or discarded, by image and operation', labelNames: ['image', 'op'], registers: r, collect () { io.exportCounters(ioOps, this) } })
-    this.registry.registerMetric(io.histogram('logdisk_io_duration_seconds', 'Time to answer an I/O request, by image and operation') as unknown as client.Metric)
+    this.io.register(this.registry, {
+      ops: { name: 'logdisk_io_operations_total', help: 'I/O requests answered, by image and operation (read, write, flush, fsync, discard)' },
+      bytes: { name: 'logdisk_io_bytes_total', help: 'Bytes read, written or discarded, by image and operation' },
+      seconds: { name: 'logdisk_io_duration_seconds', help: 'Time to answer an I/O request, by image and operation' }
+    })
     this.flushSeconds = new client.Histogram({ name: 'logdisk_flush_duration_seconds', help: 'Time to make every earlier write durable (flush and fsync of current.img)', buckets: LATENCY_BUCKETS, registers: r })
     this.errors = new client.Counter({ name: 'logdisk_errors_total', help: 'Errors answered to the kernel or by a background pass, by code (LogdiskError code or errno name) and operation', labelNames: ['code', 'op'], registers: r })
     this.passRuns = new client.Counter({ name: 'logdisk_pass_runs_total', help: 'Background passes run (compact, baseline, archive, drain, verify), by result', labelNames: ['pass', 'result'], registers: r })
