@@ -85,6 +85,7 @@ export class DaemonMetrics {
       g.set({ op: 'write' }, io.writes)
       g.set({ op: 'read_cached' }, io.cachedReads)
     })
+    gauge('logdisk_segments_warmed', 'Segments read whole into the page cache since mount because small reads of the images kept missing in them (posix_fadvise WILLNEED)', [], g => g.set(store.warmedSegments))
     gauge('logdisk_written_bytes', 'Blocks of the current volume that have a version, in bytes', [], g => g.set(store.status().writtenBytes))
     gauge('logdisk_log_bytes', 'Bytes of the log: the current segment plus every other segment not recycled', [], g => g.set(store.status().logBytes))
     gauge('logdisk_segments', 'Segments by state (recycled: ever recycled)', ['state'], g => {

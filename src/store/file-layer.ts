@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { LogdiskError, fromSystemError } from '../errors'
-import { dropCachedPages, readCached } from './page-cache'
+import { canWarmCachedPages, dropCachedPages, readCached, warmCachedPages } from './page-cache'
 
 /** Linux's EAGAIN: what readCached's preadv2(RWF_NOWAIT) answers for a range not in the page cache. */
 const EAGAIN = 11
@@ -39,6 +39,12 @@ export interface FileHandle {
    * once it is fdatasync'd (LogAppender.syncAll).
    */
   dropCache?: () => Promise<void>
+  /**
+   * Asks the kernel to read the whole file into the page cache in the background (advisory,
+   * never throws). Optional: a layer without it reads as before. The reader calls it for a
+   * segment whose small reads keep missing (segment-warmer.ts).
+   */
+  warmCache?: () => Promise<void>
   truncate (length: number): Promise<void>
   size (): Promise<number>
   close (): Promise<void>
@@ -166,6 +172,10 @@ class NodeFileHandle implements FileHandle {
     // Once closed, the descriptor's number may name another file: no advice through it.
     if (!this.closed) await dropCachedPages(this.fd)
   }
+
+  readonly warmCache = canWarmCachedPages
+    ? async (): Promise<void> => { if (!this.closed) await warmCachedPages(this.fd) } // as dropCache: never through a closed number
+    : undefined
 
   truncate (length: number): Promise<void> {
     return call(`truncate ${this.file}`, cb => fs.ftruncate(this.fd, length, err => cb(err, undefined)))

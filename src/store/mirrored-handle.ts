@@ -250,6 +250,11 @@ export class MirroredHandle implements FileHandle {
     return this.onEvery('fdatasync', h => h.datasync())
   }
 
+  /** The first copy's: reads go to it first (read, readFirstNow, readCachedFirst), so its pages are the ones worth having. */
+  async warmCache (): Promise<void> {
+    await this.copies[0]?.handle.warmCache?.()
+  }
+
   /** Every copy's (advisory: copies without it, or failing, are left as they are). */
   async dropCache (): Promise<void> {
     await Promise.allSettled(this.copies.map(c => c.handle.dropCache?.()))

@@ -12,6 +12,8 @@ interface Addon {
   trimHeap?: (done: (released: number) => void) => void
   /** Missing in an addon built before it had it. */
   readCached?: (fd: number, buf: Buffer, offset: number, length: number, position: number) => number
+  /** Missing in an addon built before it had it. */
+  warmCache?: (fd: number, offset: number, length: number, done: (errno: number) => void) => void
 }
 
 /** Where scripts/build-native.mjs puts the addon: <package>/build/page-cache.node. */
@@ -30,6 +32,22 @@ export const canDropCachedPages = addon !== undefined
  * LOGDISK_READ_CACHED=0 (every read then goes through the thread pool, as before).
  */
 export const readCached = process.env.LOGDISK_READ_CACHED === '0' ? undefined : loaded?.readCached
+
+/**
+ * posix_fadvise(WILLNEED) on the thread pool (native/page-cache.c warmCache): the kernel reads
+ * the range into the page cache in the background. Undefined without the addon, or with
+ * LOGDISK_WARM_SEGMENTS=0 (src/store/segment-warmer.ts says when the store asks).
+ */
+const warmCache = process.env.LOGDISK_WARM_SEGMENTS === '0' ? undefined : loaded?.warmCache
+
+/** Whether warmCachedPages does anything here. */
+export const canWarmCachedPages = warmCache !== undefined
+
+/** Asks the kernel to read `fd`'s range (the whole file: `length` 0) into the page cache; resolves the errno (0: asked). */
+export function warmCachedPages (fd: number, offset = 0, length = 0): Promise<number> {
+  if (warmCache === undefined) return Promise.resolve(0)
+  return new Promise(resolve => { warmCache(fd, offset, length, resolve) })
+}
 
 /**
  * Asks the kernel to drop the cached pages of `fd` (the whole file: `length` 0). Advisory: it

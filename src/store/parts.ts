@@ -191,6 +191,8 @@ export interface ReaderPart {
   readonly inlineReads: number
   /** Reads served at once from the page cache with other requests in flight (FileHandle.readCached). */
   readonly cachedReads: number
+  /** Segments read whole into the page cache because image reads kept missing in them (segment-warmer.ts). */
+  readonly warmedSegments: number
   /** Reads the current volume (a read epoch of its own). */
   readCurrent (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
   /** Reads the image as it was at cut `seq`. */

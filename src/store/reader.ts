@@ -9,6 +9,7 @@ import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
 import { segmentOf, type BlocksRead, type StoreParts, type ReaderPart, type IoOptions } from './parts'
 import { Segment } from './segment'
+import { SegmentWarmer } from './segment-warmer'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { VerifyInput } from './verify'
 
@@ -20,6 +21,8 @@ const MAX_OPEN_SEGMENTS = 64
  * alone still takes at once what the page cache holds (readCached), which never waits.
  */
 const INLINE_READ_MAX_BYTES = 128 * 1024
+/** An inline read that took longer than this waited for the disk (a cached 4 KiB read(2) takes a few microseconds). */
+const INLINE_MISS_MS = 0.05
 /** Archived segments kept fetched in <store>/cache at once. */
 const MAX_CACHED_SEGMENTS = 8
 /**
@@ -79,10 +82,18 @@ export class Reader implements ReaderPart {
   inlineReads = 0
   /** Reads served at once from the page cache (FileHandle.readCached), in whole or in part. */
   cachedReads = 0
+  /** Segments read whole into the page cache because image reads kept missing in them (segment-warmer.ts), all told. */
+  get warmedSegments (): number { return this.warmer.warmed }
   /** Whether readCached is worth asking (see CacheProbe). */
   private readonly cacheProbe = new CacheProbe()
+  /** Which segments to read whole into the page cache, by the image reads that missed them. */
+  private readonly warmer: SegmentWarmer
+  /** The warm asked last (they run one after another). */
+  private warming: Promise<void> = Promise.resolve()
 
-  constructor (private readonly p: StoreParts) {}
+  constructor (private readonly p: StoreParts) {
+    this.warmer = new SegmentWarmer(p.config.segmentBytes)
+  }
 
   /** Reads the current volume: every block's newest version, from the block map. */
   readCurrent (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
@@ -369,7 +380,7 @@ export class Reader implements ReaderPart {
         // unaligned request are read apart and copied in part.
         const at = (first + i) * B - offset
         const into = at >= 0 && at + run * B <= out.length ? out.subarray(at, at + run * B) : undefined
-        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run), into, inline)
+        const data = await this.readRun(first + i, run, where[i], crcs.subarray(i, i + run), into, inline, true)
         if (data !== into) this.copyOut(data, first + i, run, offset, out)
       }
       i += run
@@ -390,12 +401,13 @@ export class Reader implements ReaderPart {
    * Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. Callers
    * outside a read (passes) hold the maintenance lock, so nothing punches what they read.
    */
-  async readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer, inline = false): Promise<Buffer> {
+  async readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer, inline = false, image = false): Promise<Buffer> {
     const { blockBytes: B, segmentBytes } = this.p.config
     let handle: FileHandle
     let file: string
     let offset: number
     let local = false // read from a local copy (not the baseline, not a copy fetched back)
+    let segment: Segment | undefined
     if (pos >= BASELINE_BASE) {
       handle = await this.baselineHandle()
       file = baselineFiles(this.p.dir).image
@@ -407,7 +419,7 @@ export class Reader implements ReaderPart {
         const ranged = await this.readArchivedRange(id, pos % segmentBytes, crcs.subarray(0, run), into)
         if (ranged) return ranged
       }
-      const segment = await this.segment(id)
+      segment = await this.segment(id)
       handle = segment.handle
       file = segment.file
       local = !segment.volumes.includes(CACHE_VOLUME)
@@ -419,8 +431,11 @@ export class Reader implements ReaderPart {
       // Nothing else waits (IoOptions.inline): a read(2) right here spares the thread
       // pool's two hand-offs, the larger part of a cached 4 KiB read's time on this path.
       let n = -1
+      const t0 = image ? performance.now() : 0
       while (got < data.length && n !== 0) got += (n = handle.readNow(data, got, data.length - got, offset + got))
       this.inlineReads++
+      // A read(2) served by the page cache takes a few microseconds, one that waits for the disk hundreds.
+      if (image && local && performance.now() - t0 > INLINE_MISS_MS) this.missedIn(segment!)
     } else if (handle.readCached !== undefined && (inline || data.length <= INLINE_READ_MAX_BYTES) && this.cacheProbe.ask()) {
       // Others wait, or a larger read alone: what the page cache holds is still read right
       // here (it cannot wait for a disk), sparing the thread pool's hand-offs; the rest goes
@@ -431,6 +446,7 @@ export class Reader implements ReaderPart {
       this.cacheProbe.found(got === data.length)
       if (got > 0) this.cachedReads++
     }
+    if (got < data.length && image && local && data.length <= INLINE_READ_MAX_BYTES) this.missedIn(segment!)
     while (got < data.length) {
       const n = await handle.read(data, got, data.length - got, offset + got)
       if (n === 0) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + Math.floor(got / B)}'s data`)
@@ -463,6 +479,14 @@ export class Reader implements ReaderPart {
       throw new LogdiskError('CORRUPT', `block ${block + bad} fails its checksum in ${file} at offset ${offset + bad * B}; run logdisk verify`)
     }
     return data
+  }
+
+  /** A small image read that the page cache did not serve (whole) from `segment`: warm it when the warmer says so. */
+  private missedIn (segment: Segment): void {
+    if (segment === this.p.log.current || segment.handle.warmCache === undefined || !this.warmer.missed(segment.id)) return
+    // One at a time: each holds a thread of the pool the reads need while the kernel queues its pages.
+    const handle = segment.handle
+    this.warming = this.warming.then(() => handle.warmCache!()).catch(() => undefined)
   }
 
   /**

@@ -140,6 +140,8 @@ export class Store {
   get blockBytes (): number { return this.config.blockBytes }
   /** Reads and writevs done inline since open (IoOptions.inline), and reads served at once from the page cache beside other requests (FileHandle.readCached). */
   get inlineIo (): { reads: number, writes: number, cachedReads: number } { return { reads: this.p.reader.inlineReads, writes: this.p.log.inlineWrites, cachedReads: this.p.reader.cachedReads } }
+  /** Segments read whole into the page cache since open because image reads kept missing in them (segment-warmer.ts). */
+  get warmedSegments (): number { return this.p.reader.warmedSegments }
   get historyKeepMs (): number { return this.p.opts.historyKeepMs ?? DEFAULT_HISTORY_KEEP_MS }
 
   /** Changes the history window (policy set history.keep on a mounted store). */

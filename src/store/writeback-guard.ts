@@ -83,6 +83,8 @@ export class WritebackGuard {
       // Not once a write-back of the file failed: its lost writes live on in the page cache
       // alone, and reads must keep seeing them until the store is opened again.
       ...(h.dropCache ? { dropCache: async () => { if (!this.failures.has(file)) await h.dropCache!() } } : {}),
+      // Reading pages in drops none: a failed file's pages stay as they are.
+      ...(h.warmCache ? { warmCache: h.warmCache } : {}),
       writev: (buffers, position) => h.writev(buffers, position),
       datasync,
       truncate,

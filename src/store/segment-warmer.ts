@@ -1,0 +1,82 @@
+import fs from 'node:fs'
+import os from 'node:os'
+
+/** Misses of small reads in one segment before it is read whole into the page cache. */
+export const WARM_AFTER_MISSES = 16
+/**
+ * A segment is not warmed again sooner than this: misses that race the reads a warm queued
+ * (they land within a second at the disk's sequential speed) do not ask for it twice.
+ */
+export const WARM_AGAIN_AFTER_MS = 2000
+/** The share of the machine's memory a warm always leaves free. */
+export const WARM_RESERVE_SHARE = 1 / 8
+
+/**
+ * Which segments to read whole into the page cache (posix_fadvise WILLNEED), judged by the
+ * small reads that missed it. A log scatters an image's blocks over the segments they were
+ * written in, so random reads of an image whose data the page cache does not hold (after a
+ * mount, a reboot, or the drop of a segment's pages once it is synced:
+ * native-notes/page-cache.md) each wait for a disk request, and on a VM a request costs the
+ * reader more than its bytes. Reading a segment that keeps missing in one go turns the rest
+ * of its misses into hits at the disk's sequential speed.
+ *
+ * Only into free memory: a warm must leave WARM_RESERVE_SHARE of the machine's memory free,
+ * counting the warms of the last WARM_AGAIN_AFTER_MS as taken (their pages may not be in
+ * yet). So it never evicts anyone's cached pages to make room, and a working set larger than
+ * memory cannot make it read segments over and over: once memory is full of cache, it stops.
+ * A segment needs WARM_AFTER_MISSES misses first. Advisory only: the kernel reads the pages
+ * in the background and evicts them as any clean page; nothing of the log changes.
+ */
+export class SegmentWarmer {
+  private readonly misses = new Map<number, number>()
+  private readonly warmedAt = new Map<number, number>()
+  /** [time, bytes] of each warm within WARM_AGAIN_AFTER_MS, oldest first. */
+  private readonly recent: Array<[number, number]> = []
+  private recentBytes = 0
+  /** Segments warmed, all told. */
+  warmed = 0
+
+  constructor (
+    private readonly segmentBytes: number,
+    private readonly now: () => number = Date.now,
+    private readonly freeBytes: () => number = freeMemory,
+    private readonly reserveBytes = os.totalmem() * WARM_RESERVE_SHARE
+  ) {}
+
+  /**
+   * A small read of segment `id` that the page cache did not serve; true when the segment
+   * should be warmed now (the caller asks the kernel, and the warm is counted as done).
+   */
+  missed (id: number): boolean {
+    const n = (this.misses.get(id) ?? 0) + 1
+    if (n < WARM_AFTER_MISSES) {
+      if (this.misses.size >= 4096 && n === 1) this.misses.clear() // reads all over a huge store: start over
+      this.misses.set(id, n)
+      return false
+    }
+    this.misses.delete(id)
+    const t = this.now()
+    const last = this.warmedAt.get(id)
+    if (last !== undefined && t - last < WARM_AGAIN_AFTER_MS) return false
+    while (this.recent.length > 0 && t - this.recent[0][0] >= WARM_AGAIN_AFTER_MS) this.recentBytes -= this.recent.shift()![1]
+    if (this.freeBytes() - this.recentBytes - this.segmentBytes < this.reserveBytes) return false
+    this.recent.push([t, this.segmentBytes])
+    this.recentBytes += this.segmentBytes
+    this.warmedAt.set(id, t)
+    if (this.warmedAt.size > 4096) for (const [old, at] of this.warmedAt) if (t - at >= WARM_AGAIN_AFTER_MS) this.warmedAt.delete(old)
+    this.warmed++
+    return true
+  }
+}
+
+/**
+ * Memory no one uses, page cache included (Linux: MemFree of /proc/meminfo): what a warm may
+ * fill without evicting anything. Elsewhere os.freemem().
+ */
+function freeMemory (): number {
+  try {
+    const m = /^MemFree:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'latin1'))
+    if (m) return Number(m[1]) * 1024
+  } catch {}
+  return os.freemem()
+}
