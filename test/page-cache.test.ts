@@ -6,9 +6,9 @@ import t from 'tap'
 import { nodeFileLayer, type FileHandle, type FileLayer } from '../src/store/file-layer'
 import { canDropCachedPages, PAGE_CACHE_ADDON } from '../src/store/page-cache'
 import { passMemoryReclaimer, startHeapTrim } from '../src/daemon/heap-trim'
-import { Store } from '../src/store/store'
 import { WritebackGuard } from '../src/store/writeback-guard'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { sealedStore, resident } from './helpers/sealed-store'
 import { scratchDir } from './helpers/sim-layer'
 
 /**
@@ -23,29 +23,13 @@ import { scratchDir } from './helpers/sim-layer'
  */
 const MiB = 1024 * 1024
 
-/** Bytes of `file` in the page cache (util-linux fincore). */
-function resident (file: string): number {
-  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).toString().trim())
-}
-
 t.test('make build builds the page-cache addon and it loads here', { skip: process.platform !== 'linux' && 'Linux only' }, async t => {
   t.ok(fs.existsSync(PAGE_CACHE_ADDON), `${PAGE_CACHE_ADDON} exists (scripts/build-native.mjs)`)
   t.equal(canDropCachedPages, true, 'the store drops pages through it')
 })
 
 t.test('sealed segments leave the page cache once synced; the current one stays; reads are unchanged', { skip: !canDropCachedPages && 'no page-cache addon' }, async t => {
-  const dir = scratchDir(t, 'logdisk-pagecache')
-  await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
-  const store = await Store.open(dir, { checkpointIntervalMs: 0 })
-  t.teardown(() => store.close().catch(() => undefined))
-  const data = crypto.randomBytes(14 * MiB)
-  for (let at = 0; at < data.length; at += MiB) await store.write(at, data.subarray(at, at + MiB))
-  await store.flush()
-  const segments = fs.readdirSync(path.join(dir, 'segments')).filter(f => f.endsWith('.log')).sort()
-  // The newest segment with data past its 4 KiB header is the current one; the one made
-  // ahead for the next roll holds a header only.
-  const files = segments.map(f => path.join(dir, 'segments', f)).filter(f => fs.statSync(f).size > 4096)
-  const sealed = files.slice(0, -1)
+  const { store, data, files, sealed } = await sealedStore(t, 'logdisk-pagecache')
   t.ok(sealed.length >= 3, `${sealed.length} sealed segments`)
   // The drop is not awaited by the flush: it is done within moments.
   const until = Date.now() + 5000

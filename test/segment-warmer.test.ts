@@ -6,7 +6,7 @@ import t from 'tap'
 import { nodeFileLayer } from '../src/store/file-layer'
 import { canWarmCachedPages } from '../src/store/page-cache'
 import { SegmentWarmer, WARM_AFTER_MISSES, WARM_AGAIN_AFTER_MS } from '../src/store/segment-warmer'
-import { Store } from '../src/store/store'
+import { sealedStore, resident } from './helpers/sealed-store'
 import { scratchDir } from './helpers/sim-layer'
 
 /**
@@ -19,11 +19,6 @@ import { scratchDir } from './helpers/sim-layer'
  * nothing; and that LOGDISK_WARM_SEGMENTS=0 turns it off.
  */
 const MiB = 1024 * 1024
-
-/** Bytes of `file` in the page cache (util-linux fincore). */
-function resident (file: string): number {
-  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).toString().trim())
-}
 
 async function until (ok: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms
@@ -66,16 +61,7 @@ t.test('the warmer forgets misses spread over a huge store rather than grow', as
 })
 
 t.test('cold random reads of one segment bring it into the page cache whole; the others stay out', { skip: !canWarmCachedPages && 'no page-cache addon' }, async t => {
-  const dir = scratchDir(t, 'logdisk-warm')
-  await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
-  const store = await Store.open(dir, { checkpointIntervalMs: 0 })
-  t.teardown(() => store.close().catch(() => undefined))
-  const data = crypto.randomBytes(14 * MiB)
-  for (let at = 0; at < data.length; at += MiB) await store.write(at, data.subarray(at, at + MiB))
-  await store.flush()
-  const files = fs.readdirSync(path.join(dir, 'segments')).filter(f => f.endsWith('.log')).sort()
-    .map(f => path.join(dir, 'segments', f)).filter(f => fs.statSync(f).size > 4096)
-  const sealed = files.slice(0, -1)
+  const { store, data, sealed } = await sealedStore(t, 'logdisk-warm')
   t.ok(sealed.length >= 3, `${sealed.length} sealed segments`)
   // Synced sealed segments leave the page cache (page-cache.test.ts): the reads start cold.
   await until(() => sealed.every(f => resident(f) === 0), 5000)
