@@ -1,10 +1,10 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { nodeFileLayer } from '../src/store/file-layer'
 import { dropCachedPages, readCached } from '../src/store/page-cache'
-import { Store } from '../src/store/store'
+import { sealedStore } from './helpers/sealed-store'
 import { scratchDir } from './helpers/sim-layer'
 
 /**
@@ -45,20 +45,8 @@ t.test('readCached reads what the page cache holds and answers EAGAIN for what i
   t.equal(handle.readCached!(buf, 0, 4096, 32 * 1024), 4096, 'and the page once read')
 })
 
-/** A store with 14 MiB of random data written 1 MiB at a time, flushed (sealed segments' pages dropped). */
-async function storeWith14MiB (t: Test, name: string): Promise<{ store: Store, data: Buffer }> {
-  const dir = scratchDir(t, name)
-  await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
-  const store = await Store.open(dir, { checkpointIntervalMs: 0 })
-  t.teardown(() => store.close().catch(() => undefined))
-  const data = crypto.randomBytes(14 * MiB)
-  for (let at = 0; at < data.length; at += MiB) await store.write(at, data.subarray(at, at + MiB))
-  await store.flush() // sealed segments are synced and their pages dropped
-  return { store, data }
-}
-
 t.test('store reads beside others: cached blocks served at once, dropped ones through the pool, every byte as written', { skip: readCached === undefined && 'no page-cache addon' }, async t => {
-  const { store, data } = await storeWith14MiB(t, 'logdisk-readcached-store')
+  const { store, data } = await sealedStore(t, 'logdisk-readcached-store')
   // 4 KiB reads, 16 at a time, in a random order over everything written, twice: the first
   // round finds most blocks out of the cache, the second finds them in it.
   const order = Array.from({ length: data.length / 4096 }, (_, i) => i).sort(() => Math.random() - 0.5)
@@ -78,7 +66,7 @@ t.test('store reads beside others: cached blocks served at once, dropped ones th
 })
 
 t.test('a large read alone (IoOptions.inline) takes what the page cache holds at once, the rest through the pool', { skip: readCached === undefined && 'no page-cache addon' }, async t => {
-  const { store, data } = await storeWith14MiB(t, 'logdisk-readcached-large')
+  const { store, data } = await sealedStore(t, 'logdisk-readcached-large')
   for (const round of [1, 2]) {
     const before = store.inlineIo.cachedReads
     let wrong = -1

@@ -15,7 +15,7 @@ export function resident (file: string): number {
 
 /**
  * A real store of 4 MiB segments with 14 MiB of random data written in 1 MiB writes and
- * flushed: its segment files with data (`files`: the sealed ones, then the current one; the
+ * flushed (its sealed segments synced and their pages dropped): its segment files with data (`files`: the sealed ones, then the current one; the
  * one made ahead for the next roll holds a header only and is left out). Closed at teardown.
  */
 export async function sealedStore (t: Test, name: string): Promise<{ store: Store, data: Buffer, files: string[], sealed: string[] }> {
