@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -25,6 +26,47 @@ export interface S3TestServer {
 // Raw SDK clients made by tests would print the SDK's "Node 22 from 2027" notice (S3Target
 // silences it the same way).
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+
+/**
+ * s3rver 3.7.1's putObject pipes the body into a write stream with no 'error' listener, and its
+ * deleteObject removes a key's directory once it is empty. A PUT racing the DELETE of the last
+ * other key under the same prefix (the lease's records: one host renews while the other
+ * releases) then fails to open its file, ENOENT, as an uncaught exception that ended the whole
+ * test file (archive-lease.test.ts, once in a suite run, 2026-12-06;
+ * test/s3-server-helper.test.ts makes it happen every time). Here the body is read whole (test
+ * objects are small) and written with a handled write, the directory made again if a DELETE
+ * took it meanwhile; anything else fails that request alone (a 500 the client sees).
+ */
+interface S3rverObject { bucket: string, key: string, content: Buffer | NodeJS.ReadableStream, metadata: unknown }
+interface S3rverStore {
+  getResourcePath: (bucket: string, key: string, resource: string) => string
+  putMetadata: (bucket: string, key: string, metadata: unknown, md5: string) => Promise<void>
+  putObject: (object: S3rverObject) => Promise<{ size: number, md5: string }>
+}
+const s3rverStore = (require('s3rver/lib/stores/filesystem') as { prototype: S3rverStore }).prototype
+s3rverStore.putObject = async function (this: S3rverStore, object: S3rverObject): Promise<{ size: number, md5: string }> {
+  let content: Buffer
+  if (Buffer.isBuffer(object.content)) {
+    content = object.content
+  } else {
+    const chunks: Buffer[] = []
+    for await (const chunk of object.content) chunks.push(Buffer.from(chunk))
+    content = Buffer.concat(chunks)
+  }
+  const file = this.getResourcePath(object.bucket, object.key, 'object')
+  for (let attempt = 1; ; attempt++) {
+    await fs.promises.mkdir(path.dirname(file), { recursive: true })
+    try {
+      await fs.promises.writeFile(file, content)
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 5) throw err
+    }
+  }
+  const md5 = crypto.createHash('md5').update(content).digest('hex')
+  await this.putMetadata(object.bucket, object.key, object.metadata, md5)
+  return { size: content.length, md5 }
+}
 
 export const S3RVER_ACCESS_KEY = 'S3RVER'
 export const S3RVER_SECRET_KEY = 'S3RVER'
