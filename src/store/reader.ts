@@ -400,6 +400,8 @@ export class Reader implements ReaderPart {
   /**
    * Reads `run` blocks stored contiguously from `pos` and checks each block's CRC. Callers
    * outside a read (passes) hold the maintenance lock, so nothing punches what they read.
+   * `image`: a read of an image (not a pass's), whose misses count towards warming its
+   * segment (missedIn).
    */
   async readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer, inline = false, image = false): Promise<Buffer> {
     const { blockBytes: B, segmentBytes } = this.p.config
