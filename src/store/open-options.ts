@@ -41,6 +41,11 @@ export interface OpenOptions {
   reclaimMemory?: () => void
   /** Segment handles kept open for reads (default 64); the simulation makes it small so handles are evicted under reads. */
   maxOpenSegments?: number
+  /**
+   * Memory a warm always leaves free (segment-warmer.ts; default an eighth of the machine's).
+   * Tests set 0, so that a busy machine whose memory is full of cache still warms.
+   */
+  warmReserveBytes?: number
   /** Who holds the store, recorded for the "store is in use" error of other processes. */
   holder?: string
   /** Where segment files live (the pool); default: one volume inside the store. */

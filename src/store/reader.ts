@@ -92,7 +92,7 @@ export class Reader implements ReaderPart {
   private warming: Promise<void> = Promise.resolve()
 
   constructor (private readonly p: StoreParts) {
-    this.warmer = new SegmentWarmer(p.config.segmentBytes)
+    this.warmer = new SegmentWarmer(p.config.segmentBytes, undefined, undefined, p.opts.warmReserveBytes)
   }
 
   /** Reads the current volume: every block's newest version, from the block map. */

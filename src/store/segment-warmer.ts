@@ -40,7 +40,7 @@ export class SegmentWarmer {
     private readonly segmentBytes: number,
     private readonly now: () => number = Date.now,
     private readonly freeBytes: () => number = freeMemory,
-    private readonly reserveBytes = os.totalmem() * WARM_RESERVE_SHARE
+    private readonly reserveBytes: number = os.totalmem() * WARM_RESERVE_SHARE
   ) {}
 
   /**

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Test } from 'tap'
+import type { OpenOptions } from '../../src/store/open-options'
 import { Store } from '../../src/store/store'
 import { scratchDir } from './sim-layer'
 
@@ -16,12 +17,13 @@ export function resident (file: string): number {
 /**
  * A real store of 4 MiB segments with 14 MiB of random data written in 1 MiB writes and
  * flushed (its sealed segments synced and their pages dropped): its segment files with data (`files`: the sealed ones, then the current one; the
- * one made ahead for the next roll holds a header only and is left out). Closed at teardown.
+ * one made ahead for the next roll holds a header only and is left out), opened with `opts`.
+ * Closed at teardown.
  */
-export async function sealedStore (t: Test, name: string): Promise<{ store: Store, data: Buffer, files: string[], sealed: string[] }> {
+export async function sealedStore (t: Test, name: string, opts: OpenOptions = {}): Promise<{ store: Store, data: Buffer, files: string[], sealed: string[] }> {
   const dir = scratchDir(t, name)
   await Store.create(dir, { sizeBytes: 64 * MiB, segmentBytes: 4 * MiB })
-  const store = await Store.open(dir, { checkpointIntervalMs: 0 })
+  const store = await Store.open(dir, { checkpointIntervalMs: 0, ...opts })
   t.teardown(() => store.close().catch(() => undefined))
   const data = crypto.randomBytes(14 * MiB)
   for (let at = 0; at < data.length; at += MiB) await store.write(at, data.subarray(at, at + MiB))
