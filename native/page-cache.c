@@ -155,12 +155,12 @@ static void queue_job (napi_env env, Drop *d, napi_value callback, const char *w
 }
 
 /* dropCache / warmCache(fd, offset, length, callback): posix_fadvise DONTNEED / WILLNEED on the pool. */
-static napi_value advise (napi_env env, napi_callback_info info, int kind, const char *what) {
+static napi_value advise (napi_env env, napi_callback_info info, int kind, const char *what, const char *usage) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) {
-    napi_throw_type_error(env, NULL, "(fd, offset, length, callback)");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   Drop *d = new_job(env, kind);
@@ -169,7 +169,7 @@ static napi_value advise (napi_env env, napi_callback_info info, int kind, const
       napi_get_value_int64(env, argv[1], &d->offset) != napi_ok ||
       napi_get_value_int64(env, argv[2], &d->length) != napi_ok) {
     free(d);
-    napi_throw_type_error(env, NULL, "fd, offset and length must be numbers");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   queue_job(env, d, argv[3], what);
@@ -177,11 +177,11 @@ static napi_value advise (napi_env env, napi_callback_info info, int kind, const
 }
 
 static napi_value drop_cache (napi_env env, napi_callback_info info) {
-  return advise(env, info, DROP_PAGES, "logdisk.dropCache");
+  return advise(env, info, DROP_PAGES, "logdisk.dropCache", "dropCache(fd, offset, length, callback): fd, offset and length numbers");
 }
 
 static napi_value warm_cache (napi_env env, napi_callback_info info) {
-  return advise(env, info, WARM_PAGES, "logdisk.warmCache");
+  return advise(env, info, WARM_PAGES, "logdisk.warmCache", "warmCache(fd, offset, length, callback): fd, offset and length numbers");
 }
 
 static napi_value trim_heap (napi_env env, napi_callback_info info) {

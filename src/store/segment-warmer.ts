@@ -29,10 +29,8 @@ export const WARM_RESERVE_SHARE = 1 / 8
  */
 export class SegmentWarmer {
   private readonly misses = new Map<number, number>()
-  private readonly warmedAt = new Map<number, number>()
-  /** [time, bytes] of each warm within WARM_AGAIN_AFTER_MS, oldest first. */
-  private readonly recent: Array<[number, number]> = []
-  private recentBytes = 0
+  /** The warms of the last WARM_AGAIN_AFTER_MS, oldest first: which segments, and the memory they count as taken. */
+  private readonly recent: Array<{ id: number, at: number }> = []
   /** Segments warmed, all told. */
   warmed = 0
 
@@ -56,14 +54,10 @@ export class SegmentWarmer {
     }
     this.misses.delete(id)
     const t = this.now()
-    const last = this.warmedAt.get(id)
-    if (last !== undefined && t - last < WARM_AGAIN_AFTER_MS) return false
-    while (this.recent.length > 0 && t - this.recent[0][0] >= WARM_AGAIN_AFTER_MS) this.recentBytes -= this.recent.shift()![1]
-    if (this.freeBytes() - this.recentBytes - this.segmentBytes < this.reserveBytes) return false
-    this.recent.push([t, this.segmentBytes])
-    this.recentBytes += this.segmentBytes
-    this.warmedAt.set(id, t)
-    if (this.warmedAt.size > 4096) for (const [old, at] of this.warmedAt) if (t - at >= WARM_AGAIN_AFTER_MS) this.warmedAt.delete(old)
+    while (this.recent.length > 0 && t - this.recent[0].at >= WARM_AGAIN_AFTER_MS) this.recent.shift()
+    if (this.recent.some(w => w.id === id)) return false
+    if (this.freeBytes() - (this.recent.length + 1) * this.segmentBytes < this.reserveBytes) return false
+    this.recent.push({ id, at: t })
     this.warmed++
     return true
   }
