@@ -82,5 +82,5 @@ t.test('bad input gets one clear line and changes nothing', { skip }, async t =>
 
   const notMounted = await logdisk('unmount', mnt)
   t.not(notMounted.code, 0)
-  t.match(notMounted.stderr, /is not a logdisk mount/)
+  t.match(notMounted.stderr, /^logdisk: .* is not a logdisk mount: nothing to unmount\n$/)
 })

@@ -591,10 +591,15 @@ export class Reader implements ReaderPart {
     }
   }
 
-  /** The baseline image, opened (and created) once. */
+  /**
+   * The baseline image, opened once: created by a writable open (the first merge writes into
+   * it), only opened by a read-only one (verify, restore, export and send on an unmounted
+   * store), whose file layer refuses a mkdir or a create in the store.
+   */
   baselineHandle (): Promise<FileHandle> {
     this.baselineFile ??= (async () => {
       const { dir, image } = baselineFiles(this.p.dir)
+      if (this.p.opts.readOnly !== undefined) return this.p.layer.open(image, false)
       await this.p.layer.mkdirp(dir)
       return this.p.layer.open(image, true)
     })().catch(err => {

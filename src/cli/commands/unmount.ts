@@ -25,7 +25,8 @@ export function register (program: Command): void {
     .action(async (mntArg: string) => {
       const mountpoint = path.resolve(mntArg)
       const mount = logdiskMountAt(mountpoint)
-      if (!mount) throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount`)
+      // Also what a killed daemon's mount gives once its watchdog (devfuse) has detached it.
+      if (!mount) throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount: nothing to unmount`)
       const info = readDaemonInfo(mount.store)
       const socket = info?.socket ?? controlSocketPath(mount.store)
       const pid = info && info.mountpoint === mountpoint && servesMount(info.pid, mountpoint, mount.store) ? info.pid : undefined
