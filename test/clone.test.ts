@@ -94,6 +94,14 @@ t.test('clone, write, protect, promote', { skip: fs.existsSync(CLI) ? false : 'r
   await ok('delete', parent, 'golden')
   fs.rmSync(parent, { recursive: true, force: true })
   t.ok((await image(clone)).equals(want), 'the promoted clone reads the same without its parent')
-  await ok('restore', clone, '--at', '1', '--out', path.join(root, 'r.img'))
-  t.pass('restore works on the promoted clone')
+  // A point before the promote read the parent's blocks through it: given up, not zeros
+  // (it restored zeros where the parent's blocks were: a hostile test, 2026-12-06).
+  t.match(p, /points up to sequence \d+, which read through it, are given up/)
+  const before = await cli('restore', clone, '--at', '1', '--out', path.join(root, 'r0.img'))
+  t.not(before.code, 0, 'a point before the promote is refused')
+  t.match(before.stderr, /^logdisk: sequence 1 is older than the history this store kept/)
+  t.notOk(fs.existsSync(path.join(root, 'r0.img')), 'and writes no image')
+  await ok('sync', clone, '--note', 'promoted')
+  await ok('restore', clone, '--at', 'promoted', '--out', path.join(root, 'r.img'))
+  t.ok(fs.readFileSync(path.join(root, 'r.img')).equals(want), 'a point after the promote restores the whole image')
 })

@@ -116,9 +116,12 @@ export function checkParent (dir: string, r: CloneRecord, parent: Store): (offse
  * Copies into the clone every block of the parent's snapshot that the clone has no version
  * of, so that it reads the same without its parent; then it is a store of its own (clone.json
  * goes, the parent forgets it). Refused while the clone has snapshots: their images read
- * through to the parent too, and the copies (new writes) come after them.
+ * through to the parent too, and the copies (new writes) come after them. For the same reason
+ * every earlier point (a sync, a time, a sequence number) is given up before clone.json goes:
+ * restored from the clone's log alone it would read zeros where the parent's blocks were
+ * (found by a hostile test, 2026-12-06).
  */
-export async function promote (clone: Store, r: CloneRecord, parent: Store, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number }> {
+export async function promote (clone: Store, r: CloneRecord, parent: Store, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, givenUp: number }> {
   if (clone.snapshots().length > 0) {
     throw new LogdiskError('BUSY', `${clone.dir} has snapshots (${clone.snapshots().map(s => s.name).join(', ')}), whose images read through to ${r.parent} too: delete them (or export them) before promoting it`)
   }
@@ -144,10 +147,12 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
   }
   await flushRun()
   await clone.flush()
+  const givenUp = await clone.giveUpPointsSoFar()
+  await clone.flush() // the marker is durable before the clone stops reading through its parent
   fs.rmSync(path.join(clone.dir, CLONE_FILE))
   unregisterClone(r.parent, clone.dir)
   onProgress?.(total, total)
-  return { blocks }
+  return { blocks, givenUp }
 }
 
 /** The parent a clone was opened with (openStore records it), for promote. */

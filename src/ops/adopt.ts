@@ -10,6 +10,7 @@ import { readMarker, reassign } from '../pool/volume-marker'
 import { baselineFiles, readBaselineIndex, writeBaselineIndex } from '../store/baseline'
 import { originsFile } from '../store/baseline-origins'
 import { readConfig, writeConfig, writeFileAtomic } from '../store/config'
+import { firstIntactCopy } from './intact-copy'
 import { crc32c } from '../store/crc'
 import { nodeFileLayer } from '../store/file-layer'
 import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileName } from '../store/format'
@@ -134,7 +135,9 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
         if (!fs.existsSync(dst)) {
           const src = path.join(fromDir, name)
           if (!fs.existsSync(src)) throw new LogdiskError('NOT_FOUND', `segment ${id} of this copy is on pool volume ${v.dir} (${src}), which does not have it any more; nothing of the original was changed`)
-          copyInSegment(src, dst, intent)
+          // Mirrored (copies on later volumes too): the first copy that passes its checksums.
+          const others = external.filter(o => o !== v && o.id !== undefined && (r.volumes ?? []).includes(o.id)).map(o => path.join(o.dir, intent.from, name)).filter(f => fs.existsSync(f))
+          copyInSegment(others.length > 0 ? await firstIntactCopy([src, ...others], config.blockBytes) : src, dst, intent)
           result.segmentsCopiedIn++
         }
         const cur = batch.segments.get(id) ?? r

@@ -61,8 +61,10 @@ export class History implements HistoryPart {
     if (horizon <= this.horizon) return
     const log = this.p.log
     await log.lock.run(() => log.appendMarkerLocked(EntryKind.history, { horizon }))
-    this.horizon = horizon
-    this.p.index.batch.counters.set(HISTORY_HORIZON, horizon)
+    // The larger of two raises that met at the lock (a compaction's and a promote's) stands,
+    // as recovery takes the largest marker.
+    this.horizon = Math.max(this.horizon, horizon)
+    this.p.index.batch.counters.set(HISTORY_HORIZON, this.horizon)
   }
 
   /**

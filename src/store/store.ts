@@ -150,6 +150,18 @@ export class Store {
   }
 
   /**
+   * Gives up every point up to the newest write: a history marker in the log raises the
+   * horizon, so restores of those points are refused from now on (a rebuilt index knows it
+   * too) and compaction may free what only they held. For a promoted clone, whose earlier
+   * points read their unwritten blocks through a parent it no longer follows.
+   */
+  async giveUpPointsSoFar (): Promise<number> {
+    const seq = this.p.log.seq
+    await this.p.history.raiseHorizon(seq)
+    return seq
+  }
+
+  /**
    * Sets (or removes) the backing storage while open: `policy set archive.target` on a mount.
    * It takes effect between passes (it waits for the one running): a compaction judges what
    * it may free by whether backing storage keeps history, so one whose archive went away

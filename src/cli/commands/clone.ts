@@ -79,7 +79,7 @@ export function register (program: Command): void {
       const hidden = record.parent === replicaParentDir(dir) && fs.existsSync(path.join(record.parent, REPLICA_PARENT_FILE))
       const released = hidden ? await releaseReplicaParent(dir) : undefined
       if (released?.warning) warn(released.warning)
-      if (opts.json) printJson({ clone: dir, blocks: r.blocks, parent: record.parent, snapshot: record.snapshot, removedParent: released?.removed ?? null })
-      else console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${record.snapshot} of ${record.parent}; it no longer needs it${released ? ' (removed)' : ''}`)
+      if (opts.json) printJson({ clone: dir, blocks: r.blocks, parent: record.parent, snapshot: record.snapshot, removedParent: released?.removed ?? null, givenUpThrough: r.givenUp })
+      else console.log(`promoted ${dir}: copied ${r.blocks} blocks from snapshot ${record.snapshot} of ${record.parent}; it no longer needs it${released ? ' (removed)' : ''}; points up to sequence ${r.givenUp}, which read through it, are given up`)
     })
 }

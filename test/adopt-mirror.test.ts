@@ -1,0 +1,67 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { openStore } from '../src/app/open'
+import { logdisk, must, tmpDir } from './helpers/cli'
+
+/**
+ * adopt takes a copied store's segments home from the original's pool volumes, one copy each.
+ * With two copies of every segment (mirror=2) it took the copy on the first volume, unread:
+ * when that one was damaged, the original still read right (mirrored reads go around it) but
+ * the adopted copy failed its checksum (found by a hostile test, 2026-12-06). It must take a
+ * copy that passes.
+ */
+const MIB = 1024 * 1024
+const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
+
+t.test('adopt of a mirrored copy takes the intact copy of a damaged segment', { timeout: 180_000 }, async t => {
+  const dir = tmpDir('adopt-mirror')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = path.join(dir, 's')
+  const v1 = path.join(dir, 'v1'); const v2 = path.join(dir, 'v2')
+  const cli = path.resolve('dist/src/cli/main.js')
+  await must(process.execPath, cli, 'create', store, '--size', '64M', '--segment-size', '4M', '--pool', v1, '--pool', v2)
+  await must(process.execPath, cli, 'policy', 'set', store, 'mirror=2')
+  const data = crypto.randomBytes(12 * MIB)
+  {
+    const { store: s } = await openStore(store)
+    try {
+      await s.write(0, data)
+      await s.flush()
+      await s.snapshot({ name: 'a' })
+    } finally {
+      await s.close()
+    }
+  }
+  await must(process.execPath, cli, 'pool', 'repair', store)
+  const want = sha(Buffer.concat([data, Buffer.alloc(52 * MIB)]))
+
+  // Damage the copy of segment 1 on the first volume, inside a block's data.
+  const onV1 = fs.readdirSync(v1, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
+  const onV2 = fs.readdirSync(v2, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
+  t.ok(onV1 !== undefined && onV2 !== undefined, 'segment 1 has a copy on each volume')
+  const damaged = path.join(v1, onV1!)
+  const fd = fs.openSync(damaged, 'r+')
+  const bytes = Buffer.alloc(64)
+  fs.readSync(fd, bytes, 0, 64, 2_000_000)
+  for (let i = 0; i < 64; i++) bytes[i] ^= 0xff
+  fs.writeSync(fd, bytes, 0, 64, 2_000_000)
+  fs.closeSync(fd)
+
+  const original = path.join(dir, 'orig.img')
+  const r0 = await logdisk('restore', store, '--at', 'a', '--out', original)
+  t.equal(r0.code, 0, `the original restores around the damaged copy: ${r0.stderr}`)
+  t.equal(sha(fs.readFileSync(original)), want, 'with the bytes written')
+
+  const copy = path.join(dir, 'copy')
+  await must('cp', '-a', store, copy)
+  const adopted = await logdisk('adopt', copy)
+  t.equal(adopted.code, 0, `adopt: ${adopted.stderr}`)
+  const out = path.join(dir, 'copy.img')
+  const r1 = await logdisk('restore', copy, '--at', 'a', '--out', out)
+  t.equal(r1.code, 0, `the adopted copy restores: ${r1.stderr}`)
+  if (r1.code === 0) t.equal(sha(fs.readFileSync(out)), want, 'with the bytes written')
+  const verify = await logdisk('verify', copy)
+  t.notMatch(verify.stdout + verify.stderr, /fails its checksum/, 'and no block of it fails its checksum')
+})
