@@ -65,3 +65,36 @@ t.test('adopt of a mirrored copy takes the intact copy of a damaged segment', { 
   const verify = await logdisk('verify', copy)
   t.notMatch(verify.stdout + verify.stderr, /fails its checksum/, 'and no block of it fails its checksum')
 })
+
+/**
+ * A store made with create --pool gives its own segments/ no capacity. adopt of a copy of it
+ * drops the original's volumes and takes the segments home into segments/, which then had to
+ * take new ones too: the first write failed with ENOSPC (found by a hostile test, 2026-12-06).
+ */
+t.test('a copy of a store made on pool volumes takes writes after adopt', { timeout: 180_000 }, async t => {
+  const dir = tmpDir('adopt-pool')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = path.join(dir, 's')
+  const cli = path.resolve('dist/src/cli/main.js')
+  await must(process.execPath, cli, 'create', store, '--size', '64M', '--segment-size', '4M', '--pool', path.join(dir, 'v1'))
+  const first = crypto.randomBytes(6 * MIB)
+  {
+    const { store: s } = await openStore(store)
+    try { await s.write(0, first); await s.flush() } finally { await s.close() }
+  }
+  const copy = path.join(dir, 'copy')
+  await must('cp', '-a', store, copy)
+  const adopted = await logdisk('adopt', copy)
+  t.equal(adopted.code, 0, `adopt: ${adopted.stderr}`)
+  t.match(adopted.stdout, /segments is its only pool volume now and takes new segments/, 'adopt says the copy takes segments in its own directory')
+  const more = crypto.randomBytes(8 * MIB)
+  const { store: s } = await openStore(copy)
+  try {
+    await s.write(16 * MIB, more)
+    await s.flush()
+    t.equal(sha(await s.read(0, 6 * MIB)), sha(first), 'what the original wrote reads back')
+    t.equal(sha(await s.read(16 * MIB, 8 * MIB)), sha(more), 'and so does what the adopted copy wrote')
+  } finally {
+    await s.close()
+  }
+})

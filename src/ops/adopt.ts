@@ -56,6 +56,8 @@ export interface AdoptResult {
   segmentsCopiedIn: number
   volumesRenamed: string[]
   volumesDropped: string[]
+  /** The store's own segments/ had no capacity (create --pool) and is now its only volume: it takes segments again. */
+  internalCapacityRestored?: boolean
   archivedCopied: number
   baseline: boolean
 }
@@ -147,6 +149,14 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
     }
     if (pool && dropped.size > 0) {
       pool.volumes = pool.volumes.filter(v => !dropped.has(v.dir)).map(v => v.internal ? { ...v, dir: 'segments' } : v)
+      // A store made with create --pool gave its own segments/ no capacity; with the original's
+      // volumes gone it holds every segment and must take new ones too, or the first write
+      // after the adopt failed with ENOSPC (found by a hostile test, 2026-12-06).
+      const internalVolume = pool.volumes.find(v => v.internal)
+      if (internalVolume?.capacityBytes === 0 && pool.volumes.every(v => v.internal)) {
+        delete internalVolume.capacityBytes
+        result.internalCapacityRestored = true
+      }
       writeFileAtomic(poolFile, JSON.stringify(pool, null, 2) + '\n')
       result.volumesDropped = [...dropped]
     }

@@ -1,3 +1,4 @@
+import path from 'node:path'
 import type { Command } from 'commander'
 import { prepareStore } from '../store-access'
 
@@ -15,6 +16,7 @@ export function register (program: Command): void {
       if (r.segmentsCopiedIn > 0) parts.push(`${r.segmentsCopiedIn} segment(s) copied in from the original's pool volumes`)
       if (r.volumesRenamed.length > 0) parts.push(`pool volume(s) ${r.volumesRenamed.join(', ')} follow the new identity`)
       if (r.volumesDropped.length > 0) parts.push(`pool volume(s) ${r.volumesDropped.join(', ')} belong to the original and left this store's pool`)
+      if (r.internalCapacityRestored) parts.push(`${path.join(dir, 'segments')} is its only pool volume now and takes new segments (add others with logdisk pool add)`)
       if (r.archivedCopied > 0) parts.push(`${r.archivedCopied} archived segment(s) copied under the new identity`)
       if (r.baseline) parts.push('baseline re-stamped')
       console.log(`adopted ${dir}${r.copyOf ? ` (a copy of ${r.copyOf})` : ''}: identity ${r.from} -> ${r.to}; ${parts.join('; ')}`)
