@@ -1,6 +1,5 @@
 import { nodeFileLayer } from '../store/file-layer'
-import { SEGMENT_HEADER_BYTES } from '../store/format'
-import { scanSegment } from '../store/scanner'
+import { passesChecksums } from '../store/scanner'
 
 /**
  * Of the copies of one segment (its files on the volumes that hold it, in the pool's order),
@@ -13,29 +12,17 @@ import { scanSegment } from '../store/scanner'
  */
 export async function firstIntactCopy (files: string[], blockBytes: number): Promise<string> {
   for (const file of files) {
-    if (await intact(file, blockBytes)) return file
+    let handle
+    try {
+      handle = await nodeFileLayer.open(file, false)
+    } catch {
+      continue
+    }
+    try {
+      if (await passesChecksums(handle, blockBytes)) return file
+    } finally {
+      await handle.close().catch(() => undefined)
+    }
   }
   return files[0]
-}
-
-/** Whether every entry of a segment file, from its header to its end, passes its checksums. */
-async function intact (file: string, blockBytes: number): Promise<boolean> {
-  let handle
-  try {
-    handle = await nodeFileLayer.open(file, false)
-  } catch {
-    return false
-  }
-  try {
-    for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, true)) {
-      // A tail a crash cut short (truncated) is what every copy of the last segment may show.
-      if (item.type === 'end') return item.torn === undefined || item.truncated === true
-      if (item.badBlocks.length > 0) return false
-    }
-    return true
-  } catch {
-    return false
-  } finally {
-    await handle.close().catch(() => undefined)
-  }
 }

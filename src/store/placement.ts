@@ -3,6 +3,7 @@ import { LogdiskError } from '../errors'
 import { parseSegmentFileName, segmentFileName } from './format'
 import type { PlacementPart, StoreParts } from './parts'
 import type { FileHandle } from './file-layer'
+import { passesChecksums } from './scanner'
 import { Segment } from './segment'
 
 /**
@@ -98,14 +99,17 @@ export class Placement implements PlacementPart {
     let made = 0
     for (const id of [...segments.ids]) {
       this.p.state.assertNotClosing()
-      if (!(await this.judgeCopies(id, copies)).lacking) continue
+      // The current segment's copies are judged by their headers only (appends go on in it);
+      // a sealed one's by their data too (judgeCopies).
+      const checkData = id !== log.current.id
+      if (!(await this.judgeCopies(id, copies, checkData)).lacking) continue
       // Sealed and synced from here on, so no append or sync can drop a copy of it any more.
       // Until now one could (a failed write to the current segment, a failed fdatasync), and
       // the judgement above may name a copy that fell behind meanwhile: judged again from the
       // record as it is now. Copying from that stale copy (over the up-to-date one, when it
       // failed its check once) lost acknowledged writes (simulation seed 13200120).
       await log.seal(id)
-      const { want, present, lacking } = await this.judgeCopies(id, copies)
+      const { want, present, lacking } = await this.judgeCopies(id, copies, true)
       if (!lacking) continue
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
@@ -133,19 +137,32 @@ export class Placement implements PlacementPart {
    * `lacking` (fewer than `copies` present, or one named is not; never when none is present:
    * there is nothing to copy from, and verify reports it). Only copies the record names now
    * count: a copy the store dropped is stale, whatever its header says.
+   *
+   * `checkData`, with two copies or more: a copy whose entries fail their checksums counts as
+   * lost too, while another passes, so repair replaces it from that one (reads go around a
+   * damaged copy and tell the user to run pool repair, which made no copy and left the store
+   * one bit flip from losing data: found by a hostile test, 2026-12-06). This reads every copy
+   * of every sealed mirrored segment.
    */
-  private async judgeCopies (id: number, copies: number): Promise<{ want: string[], present: string[], lacking: boolean }> {
+  private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean }> {
     const recorded = this.p.segments.volumesOf(id) ?? []
     // A volume named twice is one copy (a move onto a volume that already held one recorded
     // that before it was refused: Placement.relocate).
     const want = [...new Set(recorded)]
-    const present: string[] = []
+    let present: string[] = []
+    const intact: string[] = []
     for (const v of want) {
       try {
-        await (await Segment.open(this.p.layer, this.p.home, [v], id, this.p.geometry)).close()
-        present.push(v)
+        const segment = await Segment.open(this.p.layer, this.p.home, [v], id, this.p.geometry)
+        try {
+          present.push(v)
+          if (checkData && want.length > 1 && await passesChecksums(segment.handle, this.p.geometry.blockBytes)) intact.push(v)
+        } finally {
+          await segment.close()
+        }
       } catch { /* lost */ }
     }
+    if (checkData && want.length > 1 && intact.length > 0) present = intact
     const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
     return { want, present, lacking: present.length > 0 && !whole }
   }

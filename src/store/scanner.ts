@@ -144,3 +144,20 @@ export async function holdsOnlyFreeEntries (handle: FileHandle, blockBytes: numb
   }
   return false
 }
+
+/**
+ * Whether every entry of a segment copy, from its header to its end, passes its checksums
+ * (a tail a crash cut short, `truncated`, is not damage). Reads the whole file: for commands
+ * that must choose between copies of a mirrored segment (pool repair, adopt), never for a read.
+ */
+export async function passesChecksums (handle: FileHandle, blockBytes: number): Promise<boolean> {
+  try {
+    for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, true)) {
+      if (item.type === 'end') return item.torn === undefined || item.truncated === true
+      if (item.badBlocks.length > 0) return false
+    }
+    return true
+  } catch {
+    return false
+  }
+}

@@ -108,17 +108,19 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       problem(`segment ${segmentFileName(id)}: degraded, ${distinct} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
     }
     report.segments++
+    // Mirrored: the scan reads the first copy; its problems name its volume as the others' do.
+    const firstName = segment.handle instanceof MirroredHandle ? `${path.basename(segment.file)} (copy on pool volume ${segment.handle.copies[0].volume})` : path.basename(segment.file)
     try {
       const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
       for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
         if (item.type === 'end') {
-          if (item.torn) problem(`${path.basename(segment.file)} offset ${item.offset}: ${item.torn}`)
+          if (item.torn) problem(`${firstName} offset ${item.offset}: ${item.torn}`)
           break
         }
         const h = item.header
         const position = id * geometry.segmentBytes + item.offset
         report.entries++
-        if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${path.basename(segment.file)} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
+        if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${firstName} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
         if (h.kind === EntryKind.trim && position < upTo.position) {
           for (let i = 0; i < h.count; i++) {
@@ -131,7 +133,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
         report.blocksChecked += h.count
         const blockOf = (i: number): number => blockIn(h, item.table, i)
-        for (const i of item.badBlocks) problem(`${path.basename(segment.file)} offset ${item.offset}: block ${blockOf(i)} fails its checksum`)
+        for (const i of item.badBlocks) problem(`${firstName} offset ${item.offset}: block ${blockOf(i)} fails its checksum`)
         if (position >= upTo.position) continue
         const dataStart = position + tableBytes(h)
         for (let i = 0; i < h.count; i++) {
