@@ -9,7 +9,7 @@ import type { Access } from '../app/open'
 
 /** A command that writes refuses to start with less than this free on the store's filesystem. */
 export const MIN_FREE_BYTES = 4 * 1024 * 1024
-const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export) work as is'
+const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export, send, pool list) work as is'
 
 const said = new Set<string>()
 
