@@ -4,6 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { openStore } from '../src/app/open'
 import { logdisk, must, tmpDir } from './helpers/cli'
+import { MIB, damageSegmentCopy, mirroredStore, sha } from './helpers/mirrored-store'
 
 /**
  * adopt takes a copied store's segments home from the original's pool volumes, one copy each.
@@ -12,42 +13,12 @@ import { logdisk, must, tmpDir } from './helpers/cli'
  * the adopted copy failed its checksum (found by a hostile test, 2026-12-06). It must take a
  * copy that passes.
  */
-const MIB = 1024 * 1024
-const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
 
 t.test('adopt of a mirrored copy takes the intact copy of a damaged segment', { timeout: 180_000 }, async t => {
-  const dir = tmpDir('adopt-mirror')
+  const { dir, store, v1, v2, image } = await mirroredStore('adopt-mirror')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const store = path.join(dir, 's')
-  const v1 = path.join(dir, 'v1'); const v2 = path.join(dir, 'v2')
-  const cli = path.resolve('dist/src/cli/main.js')
-  await must(process.execPath, cli, 'create', store, '--size', '64M', '--segment-size', '4M', '--pool', v1, '--pool', v2)
-  await must(process.execPath, cli, 'policy', 'set', store, 'mirror=2')
-  const data = crypto.randomBytes(12 * MIB)
-  {
-    const { store: s } = await openStore(store)
-    try {
-      await s.write(0, data)
-      await s.flush()
-      await s.snapshot({ name: 'a' })
-    } finally {
-      await s.close()
-    }
-  }
-  await must(process.execPath, cli, 'pool', 'repair', store)
-  const want = sha(Buffer.concat([data, Buffer.alloc(52 * MIB)]))
-
-  // Damage the copy of segment 1 on the first volume, inside a block's data.
-  const onV1 = fs.readdirSync(v1, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
-  const onV2 = fs.readdirSync(v2, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
-  t.ok(onV1 !== undefined && onV2 !== undefined, 'segment 1 has a copy on each volume')
-  const damaged = path.join(v1, onV1!)
-  const fd = fs.openSync(damaged, 'r+')
-  const bytes = Buffer.alloc(64)
-  fs.readSync(fd, bytes, 0, 64, 2_000_000)
-  for (let i = 0; i < 64; i++) bytes[i] ^= 0xff
-  fs.writeSync(fd, bytes, 0, 64, 2_000_000)
-  fs.closeSync(fd)
+  const want = sha(image)
+  t.ok(damageSegmentCopy(v1) !== undefined && fs.readdirSync(v2, { recursive: true }).map(String).some(f => f.endsWith('seg-000000000001.log')), 'segment 1 has a copy on each volume; the first is damaged')
 
   const original = path.join(dir, 'orig.img')
   const r0 = await logdisk('restore', store, '--at', 'a', '--out', original)
