@@ -1,5 +1,4 @@
 import { CHUNK_BLOCKS } from './history-record'
-import { PairMap } from './pair-map'
 import type { RecordList } from './record-list'
 
 /** What one commit changes in one history record (chunk, seq). */
@@ -30,14 +29,15 @@ export interface RecordChange {
  * order, then the deletes.
  */
 export function * groupHistory (history: RecordList, deletes: RecordList, maxRecords: number): Generator<RecordChange[]> {
-  let byKey = new PairMap<RecordChange>()
+  let byKey = new Map<string, RecordChange>()
   let out: RecordChange[] = []
   let last: RecordChange | undefined
   const changeOf = (chunk: number, seq: number): RecordChange => {
     if (last !== undefined && last.chunk === chunk && last.seq === seq) return last
-    let c = byKey.get(seq, chunk)
+    const k = `${chunk}:${seq}`
+    let c = byKey.get(k)
     if (c === undefined) {
-      byKey.set(seq, chunk, c = { chunk, seq, sets: [], deletes: [] })
+      byKey.set(k, c = { chunk, seq, sets: [], deletes: [] })
       out.push(c)
     }
     return (last = c)
@@ -45,7 +45,7 @@ export function * groupHistory (history: RecordList, deletes: RecordList, maxRec
   /** The group so far; a new one starts. */
   const take = (): RecordChange[] => {
     const group = out
-    byKey = new PairMap()
+    byKey = new Map()
     out = []
     last = undefined
     return group

@@ -8,7 +8,6 @@ import { INDEX_FORMAT_VERSION } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
 import { groupHistory, type RecordChange } from './history-changes'
-import { PairMap } from './pair-map'
 
 /**
  * Operations per LevelDB write of one checkpoint (IndexDb.commit), and history records per
@@ -410,11 +409,12 @@ export class IndexDb {
     }
     const table = new ChunkVersions()
     /** Records this commit wrote without reading them (`committedThrough`), by chunk and seq. */
-    const unread = new PairMap<true>()
+    const unread = new Set<string>()
     const isNew = (c: RecordChange): boolean => {
       if (committedThrough === undefined || c.seq <= committedThrough || c.deletes.length > 0) return false
-      if (unread.get(c.seq, c.chunk) === true) return false
-      unread.set(c.seq, c.chunk, true)
+      const k = `${c.chunk}:${c.seq}`
+      if (unread.has(k)) return false
+      unread.add(k)
       return true
     }
     for (const changes of groupHistory(batch.history, batch.historyDeletes, chunkOps)) {
