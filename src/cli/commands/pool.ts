@@ -61,7 +61,7 @@ export function register (program: Command): void {
       console.log(`removed ${dir} (${r.moved} segment(s) moved)`)
     })
   pool.command('repair <store>')
-    .description('restore lost copies of mirrored segments (mirror=2) from the surviving ones')
+    .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
     .option('--json', 'print {copies}')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
       const r = await runOp<{ copies: number }>(storeArg, 'pool repair')
