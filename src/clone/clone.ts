@@ -146,9 +146,8 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
     if (blocks % 1024 === 0) onProgress?.(block, total)
   }
   await flushRun()
-  await clone.flush()
   const givenUp = await clone.giveUpPointsSoFar()
-  await clone.flush() // the marker is durable before the clone stops reading through its parent
+  await clone.flush() // the copies and the marker after them are durable before the clone stops reading through its parent
   fs.rmSync(path.join(clone.dir, CLONE_FILE))
   unregisterClone(r.parent, clone.dir)
   onProgress?.(total, total)

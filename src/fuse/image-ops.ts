@@ -1,4 +1,4 @@
-import { LogdiskError, isLogdiskError } from '../errors'
+import { LogdiskError } from '../errors'
 import type { IoOptions, Store } from '../store'
 import type { Logger } from '../store/logger'
 import { Errno, FsError, toErrno } from './errno'
@@ -194,12 +194,6 @@ export class ImageFolder implements Folder {
         : await this.store.readSnapshot(handle.image.slice(0, -4), pos, into.length, into, opts)
       return out.length
     } catch (err) {
-      // The image is there, so a NOT_FOUND is data the store cannot fetch (an archived or
-      // replica object gone from its target): EIO and logged, not ENOENT from read(2) of a file
-      // that exists (found by a hostile test, 2026-12-06).
-      if (isLogdiskError(err, 'NOT_FOUND') && (handle.image === CURRENT_IMAGE || this.snapshotOf(handle.image) !== undefined)) {
-        return this.fail('read', new LogdiskError('IO', `${handle.image} at byte ${pos}: ${(err as Error).message}`, err))
-      }
       return this.fail('read', err)
     }
   }

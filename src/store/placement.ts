@@ -149,6 +149,7 @@ export class Placement implements PlacementPart {
     // A volume named twice is one copy (a move onto a volume that already held one recorded
     // that before it was refused: Placement.relocate).
     const want = [...new Set(recorded)]
+    const checking = checkData && want.length > 1 // one copy: nothing to choose from
     let present: string[] = []
     const intact: string[] = []
     for (const v of want) {
@@ -156,13 +157,13 @@ export class Placement implements PlacementPart {
         const segment = await Segment.open(this.p.layer, this.p.home, [v], id, this.p.geometry)
         try {
           present.push(v)
-          if (checkData && want.length > 1 && await passesChecksums(segment.handle, this.p.geometry.blockBytes)) intact.push(v)
+          if (checking && await passesChecksums(segment.handle, this.p.geometry.blockBytes)) intact.push(v)
         } finally {
           await segment.close()
         }
       } catch { /* lost */ }
     }
-    if (checkData && want.length > 1 && intact.length > 0) present = intact
+    if (checking && intact.length > 0) present = intact
     const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
     return { want, present, lacking: present.length > 0 && !whole }
   }

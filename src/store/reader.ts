@@ -509,7 +509,7 @@ export class Reader implements ReaderPart {
     if (this.rangeRead.size > MAX_CACHED_SEGMENTS * 64) this.rangeRead.delete(this.rangeRead.keys().next().value!)
     const B = this.p.config.blockBytes
     // A damaged frame (CORRUPT) is reported by the whole fetch, with the object's checksum.
-    const data = await link.getRange(id, offset, crcs.length * B).catch(err => { if (isLogdiskError(err, 'CORRUPT')) return undefined; throw err })
+    const data = await link.getRange(id, offset, crcs.length * B).catch(err => { if (isLogdiskError(err, 'CORRUPT')) return undefined; throw unfetchable(id, err) })
     if (!data || data.length !== crcs.length * B || firstBadBlock(data, crcs, B) >= 0) return undefined
     if (!into) return data
     data.copy(into)
@@ -675,7 +675,7 @@ export class Reader implements ReaderPart {
    */
   async fetchArchived (id: number): Promise<Segment> {
     const link = this.p.opts.archive
-    if (!link) throw new LogdiskError('NOT_FOUND', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.p.dir} archive.target=...)`)
+    if (!link) throw new LogdiskError('IO', `segment ${id} is archived, and no archive target is configured (logdisk policy set ${this.p.dir} archive.target=...)`)
     // Pinned until its file is open: another fetch that finishes meanwhile evicts the oldest
     // copies, and one deleted under this open failed ENOENT (simulation seed 16800056: a read
     // of current data failed while other reads went through nine archived segments).
@@ -699,7 +699,7 @@ export class Reader implements ReaderPart {
     let fetching = this.cacheOrder.includes(id) ? undefined : this.fetching.get(id)
     if (!this.cacheOrder.includes(id) && !fetching) {
       fetching = (async () => {
-        const data = await link.get(id)
+        const data = await link.get(id).catch(err => { throw unfetchable(id, err) })
         await layer.mkdirp(dir)
         const tmp = `${file}.fetch`
         const h = await layer.open(tmp, true)
@@ -774,4 +774,15 @@ class CacheProbe {
   found (hit: boolean): void {
     this.rate += ((hit ? 1 : 0) - this.rate) / 16
   }
+}
+
+/**
+ * The error for archived segment `id` whose fetch failed with `err`. An object its target does
+ * not have (an older copy of the archive or replica directory put back) is data the store
+ * cannot read: an I/O error to whoever reads it (EIO at the image, logged), not NOT_FOUND,
+ * which names something the caller asked for; read(2) of current.img failed with ENOENT
+ * (found by a hostile test, 2026-12-06).
+ */
+function unfetchable (id: number, err: unknown): unknown {
+  return isLogdiskError(err, 'NOT_FOUND') ? new LogdiskError('IO', `segment ${id} is archived, but ${(err as Error).message}`, err) : err
 }

@@ -109,7 +109,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     }
     report.segments++
     // Mirrored: the scan reads the first copy; its problems name its volume as the others' do.
-    const firstName = segment.handle instanceof MirroredHandle ? `${path.basename(segment.file)} (copy on pool volume ${segment.handle.copies[0].volume})` : path.basename(segment.file)
+    const firstName = segment.handle instanceof MirroredHandle ? copyName(segment.handle.copies[0]) : path.basename(segment.file)
     try {
       const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
       for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
@@ -157,7 +157,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       // (a reader falls back to it when the first is lost or fails a checksum).
       if (segment.handle instanceof MirroredHandle) {
         for (const copy of segment.handle.copies.slice(1)) {
-          const name = `${path.basename(copy.file)} (copy on pool volume ${copy.volume})`
+          const name = copyName(copy)
           try {
             for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
               if (item.type === 'end') {
@@ -191,6 +191,11 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   input.onProgress?.(totalBytes, totalBytes)
   return report
+}
+
+/** How verify names one copy of a mirrored segment in its problem lines. */
+function copyName (copy: { file: string, volume: string }): string {
+  return `${path.basename(copy.file)} (copy on pool volume ${copy.volume})`
 }
 
 /** The block that entry slot `i` holds: a write's run from `block`, a move's table row. */
