@@ -51,6 +51,8 @@ let passed = 0
 let failed = 0
 /** Failing assertions marked todo: known defects still open. */
 const todo = []
+/** What failed, repeated just above the closing line: CI keeps only the tail of the output. */
+const failures = []
 let reported = 0
 const running = new Set()
 
@@ -87,10 +89,14 @@ function runFile ({ source, compiled }, id) {
         if (/^\s*not ok \d+ .*# TODO/.test(line)) { todo.push(`${source}: ${line.trim().replace(/^not ok \d+ - /, '')}`); continue }
         const m = /^(not )?ok \d+/.exec(line)
         if (m) m[1] ? notOk++ : ok++
+        if (m?.[1]) failures.push(`${source}: ${line.trim()}`)
       }
       const clean = code === 0 && !killed
       // A file that failed outside any test (a crash, a timeout) counts as one failed test.
-      if (!clean && notOk === 0) notOk = 1
+      if (!clean && notOk === 0) {
+        notOk = 1
+        failures.push(`${source}: ${killed ? `killed after ${KILL_AFTER_MS / 1000} s` : `exited with ${signal ?? code}`}`)
+      }
       passed += ok
       failed += notOk
       const lines = [`# Subtest: ${source}`, ...out.trimEnd().split('\n').map(l => `    ${l}`)]
@@ -134,5 +140,6 @@ if (process.env.TEST_RECORD_DURATIONS === '1' && failed === 0) {
 }
 sweep()
 if (todo.length > 0) console.log(`\n${todo.length} assertions of known defects still open (marked todo, not counted):\n${todo.map(l => `  ${l}`).join('\n')}`)
+if (failures.length > 0) console.log(`\nfailed:\n${failures.map(l => `  ${l}`).join('\n')}`)
 console.log(`\n${passed} passed, ${failed} failed`)
 process.exit(failed === 0 ? 0 : 1)
