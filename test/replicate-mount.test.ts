@@ -114,6 +114,13 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   t.equal(s.replication.lagBytes, 0)
   t.equal(s.replication.lagSeconds, 0)
   t.match(await ok('status', a), /replica +\S+ \(caught-up, generation 1\): lag 0 B?/, 'status shows the replica and its lag')
+  // Unreachable (moved away): status says why it is behind before lagWarn would.
+  fs.renameSync(replica, `${replica}.away`)
+  writeImage(img, 2 * MiB, pattern(8, 1 * MiB))
+  await until('the error in status', async () => /replica +\S+ \(shipping, generation 1\): .*; last error: .*replica/.test(await ok('status', a)))
+  fs.renameSync(`${replica}.away`, replica)
+  await until('caught up again', async () => { const s = await status(a); return s.replication.state === 'caught-up' && s.replication.lastError === null })
+  t.notMatch(await ok('status', a), /last error/, 'and no more once it is back')
   const want = shaFile(img)
 
   // "Host B": only the replica (A stays mounted: recovering needs no lease).

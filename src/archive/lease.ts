@@ -32,7 +32,7 @@ import type { ArchiveTarget, ExclusiveCreate } from './target'
  * two stay).
  *
  * Errors: LEASE_HELD (another holder, named, holds a live lease), FENCED (this holder's lease
- * was taken over, released, or is gone), CLOSED (after `release`), CORRUPT (a lease record
+ * was taken over, released, is gone, or went back to an older version), CLOSED (after `release`), CORRUPT (a lease record
  * that does not parse), and the target's own (IO, ...).
  */
 
@@ -356,6 +356,13 @@ export class Lease {
     const mine = `this host (${describeHolder(this.record)})`
     if (cur === undefined) {
       throw new LogdiskError('FENCED', `${this.target.describe()}: lease ${this.name} is gone (removed by hand?): ${mine} is fenced and may no longer write to the replica`)
+    }
+    // Versions only go up: an older newest version means the lease's objects were put back
+    // from an older copy of the replica, which lacks what this holder shipped since; writing
+    // on would publish manifests naming objects the copy does not have.
+    if (cur.version < this.record.version || cur.generation < this.record.generation) {
+      throw new LogdiskError('FENCED', `${this.target.describe()}: lease ${this.name} went back from version ${this.record.version} (generation ${this.record.generation}) to ${cur.version} (generation ${cur.generation}): ` +
+        `the replica was put back from an older copy? ${mine} stops writing to it; mount the store again to ship again from what the replica holds`)
     }
     if (cur.holder.nonce !== this.holder.nonce || cur.generation !== this.record.generation) {
       throw new LogdiskError('FENCED', `${this.target.describe()}: lease ${this.name} was taken over by ${describeHolder(cur)} at ${cur.acquiredAt}: ` +

@@ -154,17 +154,14 @@ export class Replicator {
     // Bytes recovered at open may sit in the page cache only (the process before was killed):
     // synced first, so the replica is never ahead of what survives a power loss here.
     await this.store.flush()
+    // Whether this store may write the replica at all is settled before the lease is taken: a
+    // takeover refused afterwards would still have fenced the rightful writer.
+    const seen = await this.continuable()
     const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs })
     try {
-      const prev = await newestManifest(this.target)
-      if (prev) await this.adopt(prev.name, prev.manifest)
-      if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
-        throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)
-      }
-      if (prev) { /* continuing */ } else if (fs.existsSync(baselineFiles(this.store.dir).index)) {
-        // The log before the baseline may be gone (recycled); the replica carries no baseline.
-        throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} has a baseline (compact --into-baseline), and a new replica cannot be started from a store with one yet: the log it replaced may be gone; replicate a store from before its first baseline merge (a replica keeps the whole log, so merges after replication started are fine)`)
-      }
+      // The holder before may have published more between that look and the acquire.
+      const newest = await newestManifest(this.target)
+      if (newest && newest.name !== seen) await this.adopt(newest.name, newest.manifest)
     } catch (err) {
       await lease.release().catch(() => undefined)
       throw err
@@ -181,6 +178,24 @@ export class Replicator {
     // This generation's first manifest: what it starts from (a takeover's fence, REPLICATION.md).
     await this.publish(this.point)
     this.log.info({ target: this.opts.spec, generation: lease.generation, from }, 'replication started')
+  }
+
+  /**
+   * Refuses a store that cannot write this replica (a clone; a replica of another store or of
+   * a history this store does not have; a new replica of a store with a baseline), else adopts
+   * the replica's newest manifest; returns its name.
+   */
+  private async continuable (): Promise<string | undefined> {
+    const prev = await newestManifest(this.target)
+    if (prev) await this.adopt(prev.name, prev.manifest)
+    if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
+      throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)
+    }
+    if (!prev && fs.existsSync(baselineFiles(this.store.dir).index)) {
+      // The log before the baseline may be gone (recycled); the replica carries no baseline.
+      throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} has a baseline (compact --into-baseline), and a new replica cannot be started from a store with one yet: the log it replaced may be gone; replicate a store from before its first baseline merge (a replica keeps the whole log, so merges after replication started are fine)`)
+    }
+    return prev?.name
   }
 
   /** Continues from a replica's newest manifest, if it is this store's history. */
@@ -346,6 +361,9 @@ export class Replicator {
     // both extend the chain); else a plain put: the emulated one waits a settle time per call,
     // which would set the recovery point objective, and the fenced put checks the lease anyway.
     this.exclusive ??= await this.target.exclusiveCreate()
+    // Not before this generation's first: a fenced holder's late manifest may follow the one
+    // adopted (the lease's comment), and is harmless: this generation's sort after it.
+    if (this.version > 0) await this.assertNewestIsMine()
     const body = encodeManifest(m)
     if (this.exclusive === 'atomic' ? !(await this.out!.putIfAbsent(name, body)) : (await this.out!.put(name, body), false)) {
       throw new LogdiskError('FENCED', `${this.opts.spec}: manifest ${name} was written by someone else: another writer holds this replica at generation ${gen}; this host stops replicating`)
@@ -361,6 +379,22 @@ export class Replicator {
     if (this.opts.persist !== false) {
       try { writeReplicaState(this.store.dir, this.opts.spec, gate) } catch (err) { this.log.warn({ err: (err as Error).message }, 'could not write replica.json') }
     }
+  }
+
+  /**
+   * FENCED unless the replica's newest manifest is the one this host wrote last. It is not when
+   * the replica was put back from an older copy (which lacks objects named since: a manifest
+   * written now would name them) or when another host took it over. The lease's own check
+   * catches a copy older than its last renewal; this one a younger copy too. A copy put back
+   * between this look and the put still goes unnoticed until the next round's look.
+   */
+  private async assertNewestIsMine (): Promise<void> {
+    const newest = (await this.target.list(MANIFEST_PREFIX)).filter(n => parseManifestName(n) !== undefined).sort().at(-1)
+    if (newest === this.manifestName) return
+    // Taken over: the lease names the new holder, which says more than the manifests.
+    await this.lease!.check()
+    throw new LogdiskError('FENCED', `${this.opts.spec}: the replica's newest manifest is ${newest ?? 'none'}, not ${String(this.manifestName)}, which this host wrote last: ` +
+      'the replica was put back from an older copy? this host stops replicating (mount the store again to ship again from what the replica holds)')
   }
 
   /** Old manifest versions of this generation (the newest few stay) become garbage. */

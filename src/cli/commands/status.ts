@@ -58,7 +58,9 @@ const LINES: Array<[string, (s: Status, size: (n: number) => string) => string |
     if (!r) return undefined
     return r.lagBytes === undefined
       ? `${r.target} (${r.state})`
-      : `${r.target} (${r.state}, generation ${r.generation ?? '-'}): lag ${size(r.lagBytes)}, ${r.lagSeconds} s; shipped to sequence ${r.shippedSeq} of ${r.localSeq}`
+      : `${r.target} (${r.state}, generation ${r.generation ?? '-'}): lag ${size(r.lagBytes)}, ${r.lagSeconds} s; shipped to sequence ${r.shippedSeq} of ${r.localSeq}` +
+        // An unreachable target shows as shipping with a growing lag: why, before lagWarn says so.
+        (r.lastError ? `; last error: ${r.lastError}` : '')
   }]
 ]
 // -o takes the names without spaces ("ondisk").
