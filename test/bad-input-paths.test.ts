@@ -49,3 +49,30 @@ t.test('a store path that is a file', { skip, timeout: 840_000 }, async t => {
   refused(t, await cli(['unmount', store]), /is not a logdisk mount/, 'unmount of a file')
   sameTrees(t, before, 'create and unmount')
 })
+
+t.test('create --pool: a refused pool directory leaves nothing behind; create then works', { skip, timeout: 840_000 }, async t => {
+  const dir = path.join(m.root, 'pool-case')
+  fs.mkdirSync(dir)
+  const store = path.join(dir, 'store')
+  const file = path.join(dir, 'afile')
+  fs.writeFileSync(file, 'not a directory\n')
+  const cases: Array<[string, RegExp]> = [
+    [path.join(store, 'vol'), new RegExp(`^logdisk: --pool ${store}/vol is inside the store; give a directory outside it \\(nothing was created\\)`)],
+    [file, new RegExp(`^logdisk: --pool ${file} is a file; give a directory \\(nothing was created\\)`)],
+    [path.join(file, 'vol'), new RegExp(`^logdisk: --pool ${file}/vol: ${file} is a file, not a directory \\(nothing was created\\)`)],
+    // Passes the checks (root may write /proc by its mode) and fails when the volume is made.
+    ['/proc/logdisk-pool-test', /^logdisk: .*\/proc\/logdisk-pool-test/]
+  ]
+  for (const [pool, message] of cases) {
+    const before = snapshotTrees([dir])
+    refused(t, await cli(['create', store, '--size', '16M', '--pool', path.join(dir, 'good'), '--pool', pool]), message, `--pool ${pool}`)
+    t.notOk(fs.existsSync(store), `no store left behind (--pool ${pool})`)
+    sameTrees(t, before, `--pool ${pool}`)
+  }
+  // An empty directory given as the store stays, empty.
+  fs.mkdirSync(store)
+  refused(t, await cli(['create', store, '--size', '16M', '--pool', '/proc/logdisk-pool-test']), /^logdisk: /, 'into an empty directory')
+  t.same(fs.readdirSync(store), [], 'it is empty again')
+  succeeded(t, await cli(['create', store, '--size', '16M', '--pool', path.join(dir, 'good')]), 'create with a good pool directory then works')
+  t.ok(fs.existsSync(path.join(store, 'store.json')))
+})

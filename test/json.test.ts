@@ -152,6 +152,12 @@ t.test('the output of every command under --json parses', { skip: canMount() }, 
   await json('unmount', M)
   t.equal((await json('create', path.join(dir, 'recovered'), '--from', R)).dir, path.join(dir, 'recovered'))
   t.equal((await json('delete', S, 'b')).name, 'b')
+  // Each row keeps its own seq (a delete marker's payload has the snapshot's), and the compaction's moves are named.
+  const rows = await json('log', S) as Array<{ seq: number, kind: string, payload?: { seq?: number } }>
+  t.equal(new Set(rows.map(r => r.seq)).size, rows.length, 'log --json: every seq once')
+  const del = rows.find(r => r.kind === 'delete')
+  t.ok(del && del.payload?.seq !== undefined && del.payload.seq !== del.seq, 'a delete row: its seq, and the snapshot\'s in its payload')
+  t.notOk(rows.some(r => /^\d+$/.test(r.kind)), 'no kind shown as a bare number')
   t.equal((await json('completion', 'bash')).shell, 'bash')
 
   t.same(all.map(c => c.name).filter(n => !ran.has(n)), [], 'every command ran with --json in this scenario')

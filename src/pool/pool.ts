@@ -8,6 +8,7 @@ import type { Logger } from '../store/logger'
 import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home'
 import type { Store } from '../store'
 import { MARKER_FILE, claim, ensureMarker, readMarker, release } from './volume-marker'
+import { makeDirs } from '../make-dirs'
 
 /**
  * A store's storage pool (seed 002): directories ("pool volumes"), each with a capacity,
@@ -166,7 +167,7 @@ export class Pool implements SegmentHome {
     this.ownerConflict(volumeDir)
     if (owner && owner.path === here.path && owner.host === here.host && owner.ino === here.ino) return
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      makeDirs(dir)
       writeFileAtomic(file, JSON.stringify(ownerRecord(this.config.uuid, here), null, 2) + '\n')
     } catch (err) {
       this.log.warn({ volume: volumeDir, err: (err as Error).message }, 'cannot record this store as the owner of its directory on a pool volume')

@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { writeFileAtomic } from '../store/config'
+import { makeDirs } from '../make-dirs'
 
 /**
  * A pool volume is a directory with a marker file naming it and saying who may use it:
@@ -38,7 +39,7 @@ export function readMarker (dir: string): VolumeMarker | undefined {
  */
 export function ensureMarker (dir: string, capacityBytes: number | null | undefined, id?: string): VolumeMarker {
   try {
-    fs.mkdirSync(dir, { recursive: true })
+    makeDirs(dir)
   } catch (err) {
     throw new LogdiskError('IO', `cannot create pool volume directory ${dir}: ${(err as Error).message}`, err)
   }

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { LogdiskError, fromSystemError } from '../errors'
 import { canWarmCachedPages, dropCachedPages, readCached, warmCachedPages } from './page-cache'
+import { makeDirs } from '../make-dirs'
 
 /** Linux's EAGAIN: what readCached's preadv2(RWF_NOWAIT) answers for a range not in the page cache. */
 const EAGAIN = 11
@@ -239,7 +240,7 @@ export const nodeFileLayer: FileLayer = {
   },
   async mkdirp (dir) {
     try {
-      await fs.promises.mkdir(dir, { recursive: true })
+      makeDirs(dir)
     } catch (err) {
       throw fromSystemError(err, `mkdir ${dir}`)
     }

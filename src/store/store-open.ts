@@ -16,6 +16,7 @@ import { HISTORY_HORIZON, recover, type Recovered } from './recovery'
 import type { SegmentGeometry } from './segment'
 import type { SnapshotTable } from './snapshots'
 import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
+import { makeDirs } from '../make-dirs'
 
 export const INDEX_DIR = 'index'
 export const HOLDER_FILE = 'holder.json'
@@ -37,7 +38,7 @@ export async function createStoreDir (dir: string, opts: CreateOptions, layer: F
     throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
   }
   try {
-    fs.mkdirSync(dir, { recursive: true })
+    makeDirs(dir)
     fs.mkdirSync(path.join(dir, INDEX_DIR))
   } catch (err) {
     throw fromSystemError(err, `create ${dir}`)

@@ -24,20 +24,56 @@ export function checkCreatable (dir: string): void {
   }
   if (st && !st.isDirectory()) throw new LogdiskError('BAD_ARGUMENT', `cannot create a store at ${dir}: it is a file; give a new or empty directory`)
   if (st && fs.existsSync(path.join(dir, CONFIG_FILE))) throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
-  // The nearest directory that exists is where the new one is made: it must be writable.
-  let parent = st ? dir : path.dirname(dir)
-  while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent)
-  try {
-    fs.accessSync(parent, fs.constants.W_OK)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    throw new LogdiskError('READ_ONLY', `cannot create a store at ${dir}: ${parent} is ${code === 'EROFS' ? 'on a read-only filesystem' : `not writable by this user (${code})`}`, err)
-  }
+  const parent = writableAbove(`cannot create a store at ${dir}`, st ? dir : path.dirname(dir))
   try {
     const s = fs.statfsSync(parent)
     if (s.bavail * s.bsize < MIN_FREE_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${formatBytes(s.bavail * s.bsize)} free)`)
   } catch (err) {
     if (err instanceof LogdiskError) throw err
+  }
+}
+
+/** The nearest directory that exists at or above `dir` (where a new one is made): it must be writable. */
+function writableAbove (what: string, dir: string): string {
+  let parent = dir
+  while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent)
+  try {
+    fs.accessSync(parent, fs.constants.W_OK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new LogdiskError('READ_ONLY', `${what}: ${parent} is ${code === 'EROFS' ? 'on a read-only filesystem' : `not writable by this user (${code})`}`, err)
+  }
+  return parent
+}
+
+/**
+ * The --pool directories, checked before the store is made (a refusal after would leave a
+ * store behind): outside the store, a directory or nothing yet, and where one can be made.
+ */
+function checkPoolDirs (dir: string, pools: string[]): void {
+  for (const p of pools) {
+    if (p === dir || p.startsWith(dir + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `--pool ${p} is inside the store; give a directory outside it (nothing was created)`)
+    let st: fs.Stats | undefined
+    try { st = fs.statSync(p) } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOTDIR') throw new LogdiskError('BAD_ARGUMENT', `--pool ${p}: ${firstFileAbove(p)} is a file, not a directory (nothing was created)`, err)
+      if (code !== 'ENOENT') throw new LogdiskError('READ_ONLY', `--pool ${p}: ${code} (nothing was created)`, err)
+    }
+    if (st && !st.isDirectory()) throw new LogdiskError('BAD_ARGUMENT', `--pool ${p} is a file; give a directory (nothing was created)`)
+    writableAbove(`--pool ${p} (nothing was created)`, p)
+  }
+}
+
+/** What is in each directory now (undefined: none there), so that a failed create can take back what it made. */
+function namesIn (dirs: string[]): Map<string, Set<string> | undefined> {
+  return new Map(dirs.map(d => [d, fs.existsSync(d) ? new Set(fs.readdirSync(d)) : undefined]))
+}
+
+/** Removes what was made since `namesIn`: the directories that were not there, the names new in those that were. */
+function takeBack (before: Map<string, Set<string> | undefined>): void {
+  for (const [dir, names] of before) {
+    if (names === undefined) fs.rmSync(dir, { recursive: true, force: true })
+    else for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) if (!names.has(name)) fs.rmSync(path.join(dir, name), { recursive: true, force: true })
   }
 }
 
@@ -69,17 +105,27 @@ export function register (program: Command): void {
       if (opts.at !== undefined) throw new LogdiskError('BAD_ARGUMENT', '--at needs --from (to restore a store of your own to a point, use logdisk restore --at)')
       if (opts.size === undefined) throw new LogdiskError('BAD_ARGUMENT', 'create needs --size (like --size 8G), or --from <replica>')
       checkCreatable(dir)
+      const pools = opts.pool.map(p => path.resolve(p))
+      checkPoolDirs(dir, pools)
+      const before = namesIn([dir, ...pools])
       const config = await Store.create(dir, {
         sizeBytes: parseSize(opts.size, '--size'),
         blockBytes: parseSize(opts.blockSize, '--block-size'),
         segmentBytes: parseSize(opts.segmentSize, '--segment-size')
       })
       recordIdentity(dir, config)
-      if (opts.pool.length > 0) {
-        const { store } = await openStore(dir, { holder: 'logdisk create' }, opts.pool.map(p => path.resolve(p)))
-        await store.close()
+      if (pools.length > 0) {
+        try {
+          const { store } = await openStore(dir, { holder: 'logdisk create' }, pools)
+          await store.close()
+        } catch (err) {
+          // Refused past the checks above (a volume directory that could not be made): the
+          // store and the volumes it marked go again, so that create after a fix just works.
+          takeBack(before)
+          throw err
+        }
       }
-      if (opts.json) return printJson({ dir, uuid: config.uuid, sizeBytes: config.sizeBytes, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, pool: opts.pool.map(p => path.resolve(p)) })
+      if (opts.json) return printJson({ dir, uuid: config.uuid, sizeBytes: config.sizeBytes, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, pool: pools })
       console.log(`created ${dir}: ${formatBytes(config.sizeBytes)}, block ${formatBytes(config.blockBytes)}, segment ${formatBytes(config.segmentBytes)}`)
     })
 }

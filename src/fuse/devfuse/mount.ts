@@ -9,6 +9,7 @@ import { DevFuseChannel, type RequestChannel } from './channel'
 import { PolledChannel, pollingAvailable } from './polled-channel'
 import { readBufferBytes } from './protocol'
 import { FuseServer, type Negotiated } from './server'
+import { makeDirs } from '../../make-dirs'
 
 export interface DevFuseOptions {
   /** The mount's source as /proc/mounts shows it ("logdisk:<store>"). */
@@ -147,7 +148,7 @@ async function prepareMountpoint (mountpoint: string, log: Logger): Promise<void
     log.warn({ mountpoint, source: top.source }, 'detaching a stale FUSE mount left by a dead server')
     await run('umount', ['-l', mountpoint])
   }
-  fs.mkdirSync(mountpoint, { recursive: true })
+  makeDirs(mountpoint)
 }
 
 /**
