@@ -5,6 +5,7 @@ import { LogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
 import { readConfig, type StoreConfig } from '../store/config'
 import { checkIdentity, copyError, type IdentityCheck } from '../store/identity'
+import { readPartial, unfinishedError } from '../replicate/partial'
 import type { Access } from '../app/open'
 
 /** A command that writes refuses to start with less than this free on the store's filesystem. */
@@ -51,6 +52,8 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
     throw new LogdiskError('IO', `cannot reach ${dir}: ${code ?? (err as Error).message}`, err)
   }
   if (!st.isDirectory()) throw new LogdiskError('STORE_NOT_FOUND', `${dir} is a file, not a store (a store is a directory made by logdisk create)`)
+  const partial = readPartial(dir)
+  if (partial) throw unfinishedError(dir, partial)
   let config: StoreConfig
   try {
     config = readConfig(dir)

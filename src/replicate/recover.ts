@@ -12,6 +12,8 @@ import { openStore } from '../app/open'
 import { newestManifest, type Manifest } from './format'
 import { decodeIndexCheckpoint } from './index-checkpoint'
 import { useReplicaTarget, writeReplicaSource } from './source-link'
+import { PARTIAL_FILE, clearForRecovery, partialRunning, readPartial, unfinishedError, writePartial } from './partial'
+import { makeDirs } from '../make-dirs'
 import { pack, unpack } from 'msgpackr'
 import { IndexDb, type SegmentRecord } from '../store/index-db'
 import { ENTRY_PREFIX, HISTORY_PREFIX, PENDING_HEADERS_KEY, RECORD_PREFIX, SEGMENT_PREFIX, numberKey, readU64BE } from '../store/keys'
@@ -56,61 +58,74 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
   const log = opts.log ?? silentLogger
   const spec = opts.spec ?? target.describe()
   dir = path.resolve(dir)
-  if (fs.existsSync(path.join(dir, CONFIG_FILE))) throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
-  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
+  const mark = readPartial(dir)
+  if (mark) {
+    if (partialRunning(mark)) throw unfinishedError(dir, mark)
+    log.warn({ dir, from: mark.from, pid: mark.pid, startedAt: mark.startedAt }, 'an unfinished create --from left this directory; starting over')
+  } else {
+    if (fs.existsSync(path.join(dir, CONFIG_FILE))) throw new LogdiskError('STORE_EXISTS', `a store already exists at ${dir}`)
+    if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the store`)
+  }
   const made = !fs.existsSync(dir)
+  makeDirs(dir)
+  writePartial(dir, spec)
   try {
-    const lazy = await recoverLazily(dir, target, spec, log, opts.at).catch(async err => {
-      if (!made) for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
-      throw err
-    })
-    if (lazy) return { ...lazy, seconds: (Date.now() - started) / 1000 }
-    // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
-    // period): start again from the newest manifest then.
-    let fetched: { name: string, m: Manifest, bytes: number } | undefined
-    for (let attempt = 1; !fetched; attempt++) {
-      const newest = await newestManifest(target)
-      if (!newest) throw new LogdiskError('NOT_FOUND', `${spec} holds no replica (no manifest objects); nothing was created`)
-      fs.rmSync(dir, { recursive: true, force: true })
-      fs.mkdirSync(path.join(dir, 'segments'), { recursive: true })
-      fs.mkdirSync(path.join(dir, 'index'))
-      try {
-        fetched = { name: newest.name, m: newest.manifest, bytes: await fetchLog(target, newest.manifest, path.join(dir, 'segments')) }
-      } catch (err) {
-        if (!isLogdiskError(err, 'NOT_FOUND') || attempt >= 3) throw err
-        log.warn({ manifest: newest.name }, 'an object of the replica went away while fetching; starting again from the newest manifest')
-      }
-    }
-    const { name, m, bytes } = fetched
-    const config = writeStoreFiles(dir, m)
-    // Rebuild the index from the fetched log.
-    let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
-    let seq = store.status().index.seq
-    let at: string | undefined
-    try {
-      if (seq !== m.point.seq) {
-        throw new LogdiskError('CORRUPT', `${spec}: the log fetched from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
-      }
-      if (opts.at !== undefined) {
-        const point = await store.resolvePoint(opts.at)
-        at = point.what
-        let cut: number | undefined
-        for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
-        await store.close()
-        if (cut !== undefined) cutLog(dir, config.segmentBytes, cut)
-        ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
-        seq = store.status().index.seq
-        if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
-      }
-    } finally {
-      await store.close()
-    }
-    return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000, mode: 'full', remoteSegments: 0 }
+    const r = await build(dir, target, spec, log, opts.at, started)
+    fs.rmSync(path.join(dir, PARTIAL_FILE))
+    return r
   } catch (err) {
+    clearForRecovery(dir)
+    fs.rmSync(path.join(dir, PARTIAL_FILE), { force: true })
     if (made) fs.rmSync(dir, { recursive: true, force: true })
-    else for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
     throw err
   }
+}
+
+/** createFromReplica's work, in a directory that holds only the partial mark. */
+async function build (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, started: number): Promise<RecoverResult> {
+  const lazy = await recoverLazily(dir, target, spec, log, atSpec)
+  if (lazy) return { ...lazy, seconds: (Date.now() - started) / 1000 }
+  // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
+  // period): start again from the newest manifest then.
+  let fetched: { name: string, m: Manifest, bytes: number } | undefined
+  for (let attempt = 1; !fetched; attempt++) {
+    const newest = await newestManifest(target)
+    if (!newest) throw new LogdiskError('NOT_FOUND', `${spec} holds no replica (no manifest objects); nothing was created`)
+    clearForRecovery(dir)
+    fs.mkdirSync(path.join(dir, 'segments'))
+    fs.mkdirSync(path.join(dir, 'index'))
+    try {
+      fetched = { name: newest.name, m: newest.manifest, bytes: await fetchLog(target, newest.manifest, path.join(dir, 'segments')) }
+    } catch (err) {
+      if (!isLogdiskError(err, 'NOT_FOUND') || attempt >= 3) throw err
+      log.warn({ manifest: newest.name }, 'an object of the replica went away while fetching; starting again from the newest manifest')
+    }
+  }
+  const { name, m, bytes } = fetched
+  const config = writeStoreFiles(dir, m)
+  // Rebuild the index from the fetched log.
+  let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
+  let seq = store.status().index.seq
+  let at: string | undefined
+  try {
+    if (seq !== m.point.seq) {
+      throw new LogdiskError('CORRUPT', `${spec}: the log fetched from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
+    }
+    if (atSpec !== undefined) {
+      const point = await store.resolvePoint(atSpec)
+      at = point.what
+      let cut: number | undefined
+      for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
+      await store.close()
+      if (cut !== undefined) cutLog(dir, config.segmentBytes, cut)
+      ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
+      seq = store.status().index.seq
+      if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
+    }
+  } finally {
+    await store.close()
+  }
+  return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000, mode: 'full', remoteSegments: 0 }
 }
 
 /**
@@ -235,8 +250,8 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
   // exactly at a segment's end: recovery.ts reads that as the end of the full segment).
   let from = Math.floor(cp.position / S)
   if (cp.position % S < SEGMENT_HEADER_BYTES && from > 0) from -= 1
-  fs.rmSync(dir, { recursive: true, force: true })
-  fs.mkdirSync(path.join(dir, 'segments'), { recursive: true })
+  clearForRecovery(dir)
+  fs.mkdirSync(path.join(dir, 'segments'))
   fs.mkdirSync(path.join(dir, 'index'))
   const bytes = await fetchLog(target, m, path.join(dir, 'segments'), from)
   // The index as the original had it, with segment records rewritten for this store: the

@@ -8,9 +8,10 @@ import { LogdiskError } from '../../errors'
 import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+import { partialRunning, readPartial } from '../../replicate/partial'
 import { parseTarget } from '../../archive/parse-target'
 import { createFromReplica } from '../../replicate/recover'
-import { printJson } from '../output'
+import { printJson, warn } from '../output'
 
 /** One line, before anything is made, for every reason `create` cannot make a store at `dir`. */
 export function checkCreatable (dir: string): void {
@@ -91,7 +92,10 @@ export function register (program: Command): void {
       const dir = path.resolve(storeArg)
       if (opts.from !== undefined) {
         if (opts.size !== undefined || opts.pool.length > 0) throw new LogdiskError('BAD_ARGUMENT', 'create --from takes the size and geometry from the replica: leave out --size and --pool')
-        checkCreatable(dir)
+        // An unfinished create --from is started over by createFromReplica (one still running: BUSY).
+        const unfinished = readPartial(dir)
+        if (!unfinished) checkCreatable(dir)
+        else if (!partialRunning(unfinished)) warn(`${dir} is an unfinished create --from ${unfinished.from} (pid ${unfinished.pid}, started ${unfinished.startedAt}); starting over`)
         const target = parseTarget(opts.from)
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
