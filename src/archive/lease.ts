@@ -2,6 +2,7 @@ import crypto from 'node:crypto'
 import os from 'node:os'
 import { isLogdiskError, LogdiskError } from '../errors'
 import { checkName } from './names'
+import { isAlive } from '../process-alive'
 import type { ArchiveTarget, ExclusiveCreate } from './target'
 
 /**
@@ -260,8 +261,13 @@ export class Lease {
   }
 
   private static held (target: ArchiveTarget, name: string, r: LeaseRecord): LogdiskError {
+    // A holder on this host whose process is gone (a daemon killed with -9): say so, since
+    // waiting for the expiry or a takeover is then plainly safe.
+    const gone = r.holder.host === os.hostname() && !isAlive(r.holder.pid)
     return new LogdiskError('LEASE_HELD', `${target.describe()}: lease ${name} is held by ${describeHolder(r)}, renewed ${r.renewedAt}, ` +
-      `expires ${r.expiresAt}: stop logdisk on ${r.holder.host}, wait for the lease to expire, or take it over (--takeover) once ${r.holder.host} is gone`)
+      `expires ${r.expiresAt}: ` + (gone
+      ? `pid ${r.holder.pid} no longer runs on this host: wait for the lease to expire or take it over (--takeover)`
+      : `stop logdisk on ${r.holder.host}, wait for the lease to expire, or take it over (--takeover) once ${r.holder.host} is gone`))
   }
 
   /** Reads the lease and throws FENCED unless it is still this holder's, at this generation. */
