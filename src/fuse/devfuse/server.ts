@@ -30,7 +30,7 @@ export interface ServerOptions {
    * answered EINTR, so a SIGCHLD landing on a 1 ms read would fail it.
    */
   interruptGraceMs?: number
-  /** Fault injection for tests: 'devfuse-slow-read' holds every READ 6 s. */
+  /** Fault injection for tests: 'devfuse-slow-read' holds every READ 12 s. */
   faults?: ReadonlySet<string>
 }
 
@@ -51,7 +51,7 @@ interface Inflight { opcode: number, answered: boolean, startMs: number, timer?:
 
 const UNKNOWN_INO = 0xffffffff // FUSE_UNKNOWN_INO of libfuse
 const ENTRY_VALID_S = 1 // the kernel caches names and attributes for 1 s, as libfuse does by default
-const SLOW_READ_MS = 6000
+const SLOW_READ_MS = 12_000
 const INTERRUPT_GRACE_MS = 3000
 const EPROTO = -71
 
