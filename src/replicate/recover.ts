@@ -104,20 +104,33 @@ async function build (dir: string, target: ArchiveTarget, spec: string, log: Log
   const { name, m, bytes } = fetched
   const config = writeStoreFiles(dir, m)
   // Rebuild the index from the fetched log.
+  const { seq, at } = await openAndCut(dir, log, spec, name, m, atSpec, async cut => { cutLog(dir, config.segmentBytes, cut) })
+  return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000, mode: 'full', remoteSegments: 0 }
+}
+
+/**
+ * Opens the store just built from manifest `name` (the open rebuilds its index), checks that
+ * its log ends where the manifest says, and with `atSpec` cuts it right after that point
+ * (`cutAt`, as the way it was built needs; `refuse` may throw for a point it cannot cut at)
+ * and opens it again to rebuild the index to there.
+ */
+async function openAndCut (dir: string, log: Logger, spec: string, name: string, m: Manifest, atSpec: string | undefined,
+  cutAt: (position: number) => Promise<void>, refuse?: (pointSeq: number) => void): Promise<{ seq: number, at?: string }> {
   let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
   let seq = store.status().index.seq
   let at: string | undefined
   try {
     if (seq !== m.point.seq) {
-      throw new LogdiskError('CORRUPT', `${spec}: the log fetched from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
+      throw new LogdiskError('CORRUPT', `${spec}: the log recovered from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
     }
     if (atSpec !== undefined) {
       const point = await store.resolvePoint(atSpec)
+      refuse?.(point.seq)
       at = point.what
       let cut: number | undefined
       for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
       await store.close()
-      if (cut !== undefined) cutLog(dir, config.segmentBytes, cut)
+      if (cut !== undefined) await cutAt(cut)
       ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
       seq = store.status().index.seq
       if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
@@ -125,7 +138,7 @@ async function build (dir: string, target: ArchiveTarget, spec: string, log: Log
   } finally {
     await store.close()
   }
-  return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, seconds: (Date.now() - started) / 1000, mode: 'full', remoteSegments: 0 }
+  return { seq, at }
 }
 
 /**
@@ -275,36 +288,15 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
   writeReplicaSource(dir, { target: spec, manifest: name, segments: remote })
   useReplicaTarget(spec, target)
   writeStoreFiles(dir, m)
-  let { store } = await openStore(dir, { holder: 'logdisk create --from', logger: log })
-  let seq = store.status().index.seq
-  let at: string | undefined
-  try {
-    if (seq !== m.point.seq) {
-      throw new LogdiskError('CORRUPT', `${spec}: the log recovered from ${name} ends at sequence ${seq}, but the manifest says ${m.point.seq}; nothing usable was created`)
-    }
-    if (atSpec !== undefined) {
-      const point = await store.resolvePoint(atSpec)
-      if (point.seq < cp.seq) throw BEFORE_CHECKPOINT
-      at = point.what
-      let cut: number | undefined
-      for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
-      await store.close()
-      if (cut !== undefined) {
-        // The local segments are cut there, and the index goes back to the checkpoint (which
-        // is at or before the point): the next open replays up to the cut.
-        cutLocal(dir, S, cut)
-        fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
-        fs.mkdirSync(path.join(dir, 'index'))
-        const again = await IndexDb.open(path.join(dir, 'index'))
-        try { await again.load(rows.rows) } finally { await again.close() }
-      }
-      ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
-      seq = store.status().index.seq
-      if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
-    }
-  } finally {
-    await store.close()
-  }
+  const { seq, at } = await openAndCut(dir, log, spec, name, m, atSpec, async cut => {
+    // The local segments are cut there, and the index goes back to the checkpoint (which is
+    // at or before the point): the next open replays up to the cut.
+    cutLocal(dir, S, cut)
+    fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+    fs.mkdirSync(path.join(dir, 'index'))
+    const again = await IndexDb.open(path.join(dir, 'index'))
+    try { await again.load(rows.rows) } finally { await again.close() }
+  }, pointSeq => { if (pointSeq < cp.seq) throw BEFORE_CHECKPOINT })
   log.info({ manifest: name, index: idx.name, local: Object.keys(m.segments).length + Object.keys(m.tails).length - Object.keys(remote).length, remote: Object.keys(remote).length }, 'recovered from the index checkpoint; older segments are read from the replica on demand')
   return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, mode: 'lazy', remoteSegments: Object.keys(remote).length }
 }
