@@ -3,7 +3,7 @@ import { LogdiskError } from '../errors'
 import { parseSegmentFileName, segmentFileName } from './format'
 import type { PlacementPart, StoreParts } from './parts'
 import type { FileHandle } from './file-layer'
-import { passesChecksums } from './scanner'
+import { checkedEnd, intactCopies } from './scanner'
 import { Segment } from './segment'
 
 /**
@@ -138,8 +138,8 @@ export class Placement implements PlacementPart {
    * there is nothing to copy from, and verify reports it). Only copies the record names now
    * count: a copy the store dropped is stale, whatever its header says.
    *
-   * `checkData`, with two copies or more: a copy whose entries fail their checksums counts as
-   * lost too, while another passes, so repair replaces it from that one (reads go around a
+   * `checkData`, with two copies or more: a copy whose entries fail their checksums, or end
+   * before another's (truncated), counts as lost too, while another passes, so repair replaces it from that one (reads go around a
    * damaged copy and tell the user to run pool repair, which made no copy and left the store
    * one bit flip from losing data: found by a hostile test, 2026-12-06). This reads every copy
    * of every sealed mirrored segment.
@@ -151,19 +151,20 @@ export class Placement implements PlacementPart {
     const want = [...new Set(recorded)]
     const checking = checkData && want.length > 1 // one copy: nothing to choose from
     let present: string[] = []
-    const intact: string[] = []
+    const ends: Array<number | undefined> = []
     for (const v of want) {
       try {
         const segment = await Segment.open(this.p.layer, this.p.home, [v], id, this.p.geometry)
         try {
           present.push(v)
-          if (checking && await passesChecksums(segment.handle, this.p.geometry.blockBytes)) intact.push(v)
+          if (checking) ends.push(await checkedEnd(segment.handle, this.p.geometry.blockBytes))
         } finally {
           await segment.close()
         }
       } catch { /* lost */ }
     }
-    if (checking && intact.length > 0) present = intact
+    const intact = checking ? intactCopies(present, ends) : []
+    if (intact.length > 0) present = intact
     const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
     return { want, present, lacking: present.length > 0 && !whole }
   }

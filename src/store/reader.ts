@@ -449,24 +449,28 @@ export class Reader implements ReaderPart {
       if (got > 0) this.cachedReads++
     }
     if (got < data.length && image && local && data.length <= INLINE_READ_MAX_BYTES) this.missedIn(segment!)
+    // A copy cut short after it was sealed (truncated) ends before the data: damage, like a
+    // checksum that fails, and another copy may hold the bytes.
+    let short = false
     while (got < data.length) {
       const n = await handle.read(data, got, data.length - got, offset + got)
-      if (n === 0) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + Math.floor(got / B)}'s data`)
+      if (n === 0) { short = true; break }
       got += n
     }
-    const bad = firstBadBlock(data, crcs, B)
+    const bad = short ? Math.floor(got / B) : firstBadBlock(data, crcs, B)
     if (bad >= 0) {
       // A mirrored segment: another copy may hold the good bytes (F10).
       if (handle instanceof MirroredHandle) {
         for (let c = 1; c < handle.copies.length; c++) {
           const again = Buffer.allocUnsafe(run * B)
-          await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
-          if (firstBadBlock(again, crcs, B) < 0) {
-            this.p.logger.error({ file, block: block + bad }, 'a copy of a mirrored segment fails its checksum; served from another copy (run logdisk verify, then pool repair)')
+          const n = await handle.readCopy(c, again, 0, again.length, offset).catch(() => 0)
+          if (n === again.length && firstBadBlock(again, crcs, B) < 0) {
+            this.p.logger.error({ file, block: block + bad }, `a copy of a mirrored segment ${short ? 'ends before its data' : 'fails its checksum'}; served from another copy (run logdisk verify, then pool repair)`)
             return again
           }
         }
       }
+      if (short) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + bad}'s data`)
       // Compaction punches dead data out of archived segments: old versions come back
       // from backing storage (restores at old points, old snapshots). A local handle may
       // also be one taken just before archiving removed the segment's local copy.

@@ -146,18 +146,30 @@ export async function holdsOnlyFreeEntries (handle: FileHandle, blockBytes: numb
 }
 
 /**
- * Whether every entry of a segment copy, from its header to its end, passes its checksums
- * (a tail a crash cut short, `truncated`, is not damage). Reads the whole file: for commands
- * that must choose between copies of a mirrored segment (pool repair, adopt), never for a read.
+ * Where the entries of a segment copy end, when every one of them, from its header on, passes
+ * its checksums (a tail a crash cut short, `truncated`, is not damage in itself); undefined
+ * when one fails. Of two copies that pass, the one ending earlier lacks entries the other has
+ * (a copy truncated after it was sealed reads as cut short): `intactCopies` keeps the
+ * longest. Reads the whole file: for commands that must choose between copies of a mirrored
+ * segment (pool repair, adopt), never for a read.
  */
-export async function passesChecksums (handle: FileHandle, blockBytes: number): Promise<boolean> {
+export async function checkedEnd (handle: FileHandle, blockBytes: number): Promise<number | undefined> {
   try {
     for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, true)) {
-      if (item.type === 'end') return item.torn === undefined || item.truncated === true
-      if (item.badBlocks.length > 0) return false
+      if (item.type === 'end') return item.torn === undefined || item.truncated === true ? item.offset : undefined
+      if (item.badBlocks.length > 0) return undefined
     }
-    return true
+    return undefined
   } catch {
-    return false
+    return undefined
   }
+}
+
+/**
+ * Of copies of one segment, those that pass their checksums and end where the longest of
+ * those ends: the ones to keep, in the order given. `ends` holds each copy's checkedEnd.
+ */
+export function intactCopies<T> (copies: T[], ends: Array<number | undefined>): T[] {
+  const longest = Math.max(-1, ...ends.map(e => e ?? -1))
+  return copies.filter((_, i) => ends[i] !== undefined && ends[i] === longest)
 }

@@ -1,9 +1,9 @@
 import path from 'node:path'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, SEGMENT_HEADER_BYTES, TRIMMED, segmentFileName } from './format'
 import type { BlockMap } from './block-map'
-import type { FileLayer } from './file-layer'
+import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
-import { scanSegment } from './scanner'
+import { checkedEnd, intactCopies, scanSegment } from './scanner'
 import { crc32c } from './crc'
 import { moveRecordAt, tableBytes } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
@@ -108,11 +108,16 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       problem(`segment ${segmentFileName(id)}: degraded, ${distinct} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
     }
     report.segments++
-    // Mirrored: the scan reads the first copy; its problems name its volume as the others' do.
-    const firstName = segment.handle instanceof MirroredHandle ? copyName(segment.handle.copies[0]) : path.basename(segment.file)
+    const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
+    // Mirrored: the scan reads the copy a reader would be served from (of a sealed segment,
+    // the first that passes its checksums and is not cut short; reads go around the others),
+    // so that one damaged copy is named as such rather than as thousands of blocks missing
+    // from the log; its problems name its volume as the others' do.
+    const copies = segment.handle instanceof MirroredHandle ? segment.handle.copies : []
+    const main = copies.length > 1 && limit === undefined ? await servingCopy(copies, geometry.blockBytes) : 0
+    const firstName = copies.length > 0 ? copyName(copies[main]) : path.basename(segment.file)
     try {
-      const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
-      for await (const item of scanSegment(segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
+      for await (const item of scanSegment(copies.length > 0 ? copies[main].handle : segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
         if (item.type === 'end') {
           if (item.torn) problem(`${firstName} offset ${item.offset}: ${item.torn}`)
           break
@@ -153,10 +158,10 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
           alsoAt.delete(block)
         }
       }
-      // The scan above read the first copy; every other copy must hold sound entries too
-      // (a reader falls back to it when the first is lost or fails a checksum).
-      if (segment.handle instanceof MirroredHandle) {
-        for (const copy of segment.handle.copies.slice(1)) {
+      // Every other copy must hold sound entries too (a reader falls back to it when the
+      // first is lost or fails a checksum).
+      if (copies.length > 0) {
+        for (const copy of copies.filter((_, i) => i !== main)) {
           const name = copyName(copy)
           try {
             for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
@@ -191,6 +196,14 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   input.onProgress?.(totalBytes, totalBytes)
   return report
+}
+
+/** The index of the copy to scan as the segment: the first intact one (scanner.ts), else the first. */
+async function servingCopy (copies: Array<{ handle: FileHandle }>, blockBytes: number): Promise<number> {
+  const ends: Array<number | undefined> = []
+  for (const c of copies) ends.push(await checkedEnd(c.handle, blockBytes))
+  const intact = intactCopies(copies.map((_, i) => i), ends)
+  return intact[0] ?? 0
 }
 
 /** How verify names one copy of a mirrored segment in its problem lines. */

@@ -43,3 +43,11 @@ export function damageSegmentCopy (volume: string): string | undefined {
 }
 
 export const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
+
+/** The copy of segment 1 on `volume` (undefined if none), cut to 1,000,000 bytes (a sealed copy truncated). */
+export function truncateSegmentCopy (volume: string): string | undefined {
+  const rel = fs.readdirSync(volume, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
+  if (rel === undefined) return undefined
+  fs.truncateSync(path.join(volume, rel), 1_000_000)
+  return path.join(volume, rel)
+}
