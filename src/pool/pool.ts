@@ -493,7 +493,13 @@ export class Pool implements SegmentHome {
       // Also remakes the marker of a lost directory made again, under the id the index knows.
       if (!othersVolume) ensureMarker(dir, capacityBytes ?? undefined, known.id)
     } else {
-      if (dir === this.storeDir || dir.startsWith(this.storeDir + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is inside the store; give a directory outside it`)
+      const real = realPathOf(dir)
+      const storeReal = realPathOf(this.storeDir)
+      if (real === storeReal || real.startsWith(storeReal + path.sep)) throw new LogdiskError('BAD_ARGUMENT', `${dir} is inside the store; give a directory outside it`)
+      // One directory under two names (a symlink, a bind mount: the same marker) would count
+      // as two volumes, and mirror=2 would keep both "copies" in one file (hostile test).
+      const same = this.file.volumes.find(v => !v.internal && (realPathOf(path.resolve(v.dir)) === real || (existing !== undefined && v.id === existing.id)))
+      if (same) throw new LogdiskError('BAD_ARGUMENT', `${dir} is pool volume ${same.dir} under another name (the same directory, or the same .logdisk-volume.json): it is in the pool already`)
       const marker = othersVolume ? existing! : ensureMarker(dir, capacityBytes ?? undefined)
       this.file.volumes.push({ dir, id: marker.id })
       this.save()
@@ -632,3 +638,12 @@ export function filesystemHeadroom (filesystemBytes: number): number {
 
 const HEADROOM_FRACTION = 0.02
 const HEADROOM_MIN_BYTES = 256 * 1024 * 1024
+
+/** `dir` with every symlink resolved, or as given when it does not exist (yet). */
+function realPathOf (dir: string): string {
+  try {
+    return fs.realpathSync(dir)
+  } catch {
+    return dir
+  }
+}
