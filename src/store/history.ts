@@ -95,17 +95,25 @@ export class History implements HistoryPart {
       const t = Date.parse(spec)
       if (Number.isNaN(t)) throw new LogdiskError('BAD_ARGUMENT', `"${spec}" is not an ISO time (like 2026-11-21T10:00:00Z)`)
       if (t > this.p.now()) throw new LogdiskError('BAD_ARGUMENT', `${spec} is in the future`)
-      const first = await db.entry(1)
-      if (!first || t < first.timeMs) {
-        throw new LogdiskError('BAD_ARGUMENT', `${spec} is before the first write (the log starts at ${new Date(first?.timeMs ?? 0).toISOString()})`)
+      // Entries may have no record: markers compaction freed are gone from an index rebuilt
+      // since (a deleted snapshot's, the first write's). So each probe takes the first entry
+      // that has one at or after it; counting a gap as "after t" restored an older point
+      // under the time asked for (found by a hostile test).
+      const firstFrom = async (from: number, to: number): Promise<[number, EntryRecord] | undefined> => {
+        for await (const found of db.entries(from, to)) return found
+        return undefined
+      }
+      const first = await firstFrom(1, log.seq)
+      if (!first || t < first[1].timeMs) {
+        throw new LogdiskError('BAD_ARGUMENT', `${spec} is before the first write (the log starts at ${first ? new Date(first[1].timeMs).toISOString() : 'nothing'})`)
       }
       // Times never decrease along the log: the newest entry at or before t, by bisection.
-      let lo = 1
+      let lo = first[0]
       let hi = log.seq
       while (lo < hi) {
         const mid = Math.ceil((lo + hi) / 2)
-        const e = await db.entry(mid)
-        if (e && e.timeMs <= t) lo = mid
+        const found = await firstFrom(mid, hi)
+        if (found && found[1].timeMs <= t) lo = found[0]
         else hi = mid - 1
       }
       return at(lo, `${new Date(t).toISOString()} (sequence ${lo})`)
