@@ -5,6 +5,7 @@ import { pickColumns, printTable, tableOptions, type Column, type TableOptions }
 
 const KIND_NAMES: Record<number, string> = {
   [EntryKind.write]: 'write',
+  [EntryKind.trim]: 'trim',
   [EntryKind.sync]: 'sync',
   [EntryKind.snapshot]: 'snapshot',
   [EntryKind.deleteSnapshot]: 'delete',
@@ -17,6 +18,7 @@ type Row = Record<string, unknown>
 
 function what (r: Row): string {
   if (r.kind === 'write') return `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}`
+  if (r.kind === 'trim') return `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1} trimmed${r.freed ? ' (freed)' : ''}`
   if (r.kind === 'move') return `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}`
   return JSON.stringify(r.payload)
 }
@@ -42,7 +44,7 @@ export function register (program: Command): void {
       const entries = await runOp<Array<EntryRecord & { seq: number }>>(storeArg, 'log', { snapshot: opts.snapshot })
       const rows: Row[] = entries.map(e => ({
         // The payload first: a delete marker's payload has a `seq` of its own (the snapshot's).
-        ...(e.kind === EntryKind.write || e.kind === EntryKind.move ? { block: e.block, count: e.count } : { payload: e.payload }),
+        ...(e.kind === EntryKind.write || e.kind === EntryKind.move || e.kind === EntryKind.trim ? { block: e.block, count: e.count } : { payload: e.payload }),
         seq: e.seq,
         time: new Date(e.timeMs).toISOString(),
         kind: KIND_NAMES[e.kind] ?? String(e.kind),
