@@ -146,3 +146,47 @@ t.test('a drain syncs the directory of the volume before it releases it, and fai
   await store.write(data.length, data) // rolls onto A, taken back from the spares
   t.ok((await store.read(0, 2 * data.length)).equals(Buffer.concat([data, data])), 'the writes go on and read back')
 })
+
+t.test('a drain beside a compaction that recycles the segment it is about to move: the drain goes on and finishes', async t => {
+  // Found by a hostile test (helper-42): `pool remove` beside `compact` failed, 3 of 3, with
+  // "segment N has no copy on volume ..." (NOT_FOUND): the drain listed the volume's segments,
+  // and compaction recycled one before its move ran.
+  const { A, C, store, pool } = await setup(t, 'drain-compact', ['A', 'C'])
+  pool.add(A, 8 * SEG)
+  const model = Buffer.alloc(SIZE)
+  const write = async (offset: number, n: number, seed: number): Promise<void> => {
+    const data = new Rng(seed).bytes(n)
+    await store.write(offset, data)
+    data.copy(model, offset)
+  }
+  for (let i = 0; i < 3; i++) await write(i * MiB, MiB, 10 + i)
+  pool.add(C, 16 * SEG)
+  const volume = (dir: string) => pool.status().volumes.find(v => v.dir === dir)!
+  const onA = [...store.segmentPlacement()].filter(([, vs]) => vs.includes(volume(A).id)).map(([id]) => id)
+  t.ok(onA.length >= 2, `segments on A: ${onA.join(', ')}`)
+
+  // The drain's first move is held while the data is written again and compacted away.
+  const relocate = store.relocateSegment.bind(store)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  let entered!: () => void
+  const held = new Promise<void>(resolve => { entered = resolve })
+  let first = -1
+  store.relocateSegment = async (id, from, to) => {
+    if (first < 0) { first = id; entered(); await gate }
+    return await relocate(id, from, to)
+  }
+  const drain = pool.drain(A).then(() => undefined, (err: unknown) => err)
+  await held
+  for (let i = 0; i < 3; i++) await write(i * MiB, MiB, 20 + i)
+  await store.flush()
+  await store.compact()
+  t.notOk(store.logSegments().some(s => s.id === first), `compaction recycled segment ${first}, which the drain is about to move`)
+  release()
+  const err = await drain
+  t.equal(err, undefined, `the drain finishes: ${(err as Error)?.message ?? ''}`)
+  t.equal(volume(A).segments, 0, 'A holds no segment')
+  t.ok((await store.read(0, SIZE)).equals(model), 'every byte written reads back')
+  const report = await store.verify()
+  t.ok(report.ok, `verify is clean: ${report.problems.join('; ')}`)
+})

@@ -22,6 +22,10 @@ export class Placement implements PlacementPart {
     const { home, layer, segments } = this.p
     // The segment made ahead of its roll holds nothing: a drain removes it instead of moving it.
     if (await this.p.log.discardNext(id)) return
+    // No local copy any more: a compaction recycled it (or archiving took it away) since the
+    // caller listed it. Nothing is left to move (a drain beside a compaction failed here with
+    // NOT_FOUND: found by a hostile test).
+    if (segments.volumesOf(id) === undefined) return
     await this.p.log.seal(id)
     const volumes = segments.volumesOf(id)
     if (volumes && !volumes.includes(from) && await this.hasCopy(id, volumes)) {
