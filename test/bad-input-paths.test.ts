@@ -1,5 +1,6 @@
 // Bad-input matrix (issue 10): every command against a store path that does not exist and a
 // path that is a file.
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -69,6 +70,16 @@ t.test('create --pool: a refused pool directory leaves nothing behind; create th
     t.notOk(fs.existsSync(store), `no store left behind (--pool ${pool})`)
     sameTrees(t, before, `--pool ${pool}`)
   }
+  // No room for one segment (a 2 MiB filesystem, 4 MiB segments): taken back, and said so
+  // (the pool's own advice, pool add, needs the store it took back).
+  const tiny = path.join(dir, 'tiny')
+  fs.mkdirSync(tiny)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2M', 'tmpfs', tiny])
+  t.teardown(() => { try { execFileSync('umount', ['-l', tiny]) } catch { /* not mounted */ } })
+  refused(t, await cli(['create', store, '--size', '16M', '--segment-size', '4M', '--pool', tiny]), new RegExp(`^logdisk: cannot create ${store}: no --pool directory has room for a segment \\(4\\.0 MiB\\); nothing was created\\n?$`), '--pool on a filesystem too small for a segment')
+  t.notOk(fs.existsSync(store), 'no store left behind (too small)')
+  t.same(fs.readdirSync(tiny), [], 'nor a volume marker on it')
+  execFileSync('umount', [tiny])
   // An empty directory given as the store stays, empty.
   fs.mkdirSync(store)
   refused(t, await cli(['create', store, '--size', '16M', '--pool', '/proc/logdisk-pool-test']), /^logdisk: /, 'into an empty directory')

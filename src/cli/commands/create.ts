@@ -4,7 +4,7 @@ import type { Command } from 'commander'
 import { Store } from '../../store'
 import { openStore } from '../../app/open'
 import { formatBytes, parseSize } from '../units'
-import { LogdiskError } from '../../errors'
+import { LogdiskError, isLogdiskError } from '../../errors'
 import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
@@ -123,9 +123,12 @@ export function register (program: Command): void {
           const { store } = await openStore(dir, { holder: 'logdisk create' }, pools)
           await store.close()
         } catch (err) {
-          // Refused past the checks above (a volume directory that could not be made): the
-          // store and the volumes it marked go again, so that create after a fix just works.
+          // Refused past the checks above (a volume directory that could not be made, no room
+          // for a segment): the store and the volumes it marked go again, so that create after
+          // a fix just works; the message says so (its own advice, pool add, needs the store).
           takeBack(before)
+          if (isLogdiskError(err, 'NO_SPACE')) throw new LogdiskError('NO_SPACE', `cannot create ${dir}: no --pool directory has room for a segment (${formatBytes(config.segmentBytes)}); nothing was created`, err)
+          if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${err.message} (nothing was created)`, err)
           throw err
         }
       }
