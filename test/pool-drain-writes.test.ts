@@ -190,3 +190,19 @@ t.test('a drain beside a compaction that recycles the segment it is about to mov
   const report = await store.verify()
   t.ok(report.ok, `verify is clean: ${report.problems.join('; ')}`)
 })
+
+t.test('a segment copy that fails part way (its volume full) leaves no partial .copy file behind', async t => {
+  // Found by a hostile test (helper-42): a drain onto a volume whose filesystem filled failed
+  // as it should, but its 90 KiB seg-N.log.copy stayed for good.
+  const { A, C, sim, store, pool } = await setup(t, 'drain-copy-fails', ['A', 'C'])
+  pool.add(A, 8 * SEG)
+  const data = new Rng(7).bytes(2 * MiB)
+  await store.write(0, data)
+  await store.flush()
+  pool.add(C, 8 * SEG)
+  sim.failNext('datasync', 'ENOSPC')
+  const err = await pool.drain(A).then(() => undefined, (e: unknown) => e)
+  t.ok(err !== undefined, `the drain fails: ${(err as Error)?.message}`)
+  t.same(sim.files().filter(f => f.startsWith(C + path.sep) && f.endsWith('.copy')), [], 'no .copy file on the target volume')
+  t.ok((await store.read(0, data.length)).equals(data), 'the data reads back')
+})

@@ -208,9 +208,14 @@ export class Placement implements PlacementPart {
       await h.truncate(0)
       await fill(h)
       await h.datasync()
-    } finally {
-      await h.close()
+    } catch (err) {
+      // A copy that could not be made whole (its volume filled) goes, rather than stay for good
+      // beside the segment files (nothing names it; found by a hostile test).
+      await h.close().catch(() => undefined)
+      await layer.remove(tmp).catch(() => undefined)
+      throw err
     }
+    await h.close()
     await layer.rename(tmp, path.join(dir, name))
     await layer.syncDir(dir)
   }
