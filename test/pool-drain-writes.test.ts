@@ -206,3 +206,24 @@ t.test('a segment copy that fails part way (its volume full) leaves no partial .
   t.same(sim.files().filter(f => f.startsWith(C + path.sep) && f.endsWith('.copy')), [], 'no .copy file on the target volume')
   t.ok((await store.read(0, data.length)).equals(data), 'the data reads back')
 })
+
+t.test('a drain whose only other volumes already hold a copy of each segment says so, not "no room"', async t => {
+  // Found by a hostile test (helper-42): mirror=2 on two volumes, `pool remove` of one said
+  // "no other pool volume has room" while the other had 64 MiB free.
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-drain-copies-'))
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const dir = path.join(root, 'store')
+  const A = path.join(root, 'A')
+  const C = path.join(root, 'C')
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG })
+  writePolicy(dir, { ...defaultPolicy(), mirror: 2 })
+  const { store, pool } = await openStore(dir, { checkpointIntervalMs: 0 }, [A, C])
+  t.teardown(() => store.close().catch(() => undefined))
+  pool.add(A, 16 * SEG)
+  pool.add(C, 16 * SEG)
+  await store.write(0, new Rng(9).bytes(2 * MiB))
+  await store.flush()
+  const err = await pool.drain(A).then(() => undefined, (e: unknown) => e)
+  t.ok(isLogdiskError(err, 'NO_SPACE'), `refused: ${(err as Error)?.message}`)
+  t.match((err as Error).message, /cannot drain .*A: every other pool volume with room already holds a copy of segment \d+ \(its copies must be on distinct volumes\); add a volume first/)
+})

@@ -570,7 +570,11 @@ export class Pool implements SegmentHome {
           // not chosen twice.
           for (;;) {
             if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
-              throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
+              // Room elsewhere, but on volumes that hold a copy of it already: say so, not "no room".
+              const holders = this.withRoom().filter(v => v.id !== entry.id).length
+              throw new LogdiskError('NO_SPACE', holders > 0
+                ? `cannot drain ${dir}: every other pool volume with room already holds a copy of segment ${id} (its copies must be on distinct volumes); add a volume first`
+                : `cannot drain ${dir}: no other pool volume has room for segment ${id}; add one first`)
             }
             const to = targets()[0].id
             // Reserved now, as place() reserves: the move waits for the maintenance lock and
