@@ -87,3 +87,13 @@ t.test('create --pool: a refused pool directory leaves nothing behind; create th
   succeeded(t, await cli(['create', store, '--size', '16M', '--pool', path.join(dir, 'good')]), 'create with a good pool directory then works')
   t.ok(fs.existsSync(path.join(store, 'store.json')))
 })
+
+t.test('compact --snapshot with --into-baseline is refused before anything is touched', { skip, timeout: 120_000 }, async t => {
+  // It compacted the whole store, silently ignoring --snapshot (found by a hostile test).
+  const dir = path.join(m.root, 'compact-flags')
+  fs.mkdirSync(dir)
+  const store = await freshStore(m.fx, path.join(dir, 's'))
+  const before = snapshotTrees([store])
+  refused(t, await cli(['compact', store, '--snapshot', 's1', '--into-baseline']), /^logdisk: --snapshot and --into-baseline do not go together: a baseline merge takes everything up to the oldest kept snapshot; run one or the other\n?$/, 'one line')
+  sameTrees(t, before, 'the store')
+})

@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import type { CompactionReport } from '../../store/compaction'
+import { LogdiskError } from '../../errors'
 import { runTracked } from '../progress'
 import { formatBytes } from '../units'
 
@@ -10,6 +11,9 @@ export function register (program: Command): void {
     .option('--into-baseline', 'merge everything up to the oldest kept snapshot into the block-ordered baseline, then compact')
     .option('--json', 'print the report as JSON')
     .action(async (storeArg: string, opts: { snapshot?: string, intoBaseline?: boolean, json?: boolean }) => {
+      // A merge takes everything up to the oldest kept snapshot: it cannot be limited to one
+      // partition, and silently doing the whole store was not what was asked.
+      if (opts.snapshot !== undefined && opts.intoBaseline) throw new LogdiskError('BAD_ARGUMENT', '--snapshot and --into-baseline do not go together: a baseline merge takes everything up to the oldest kept snapshot; run one or the other')
       const out = await runTracked<CompactionReport | { blocks: number, cutSeq: number, compaction: CompactionReport }>(storeArg, 'compact', { snapshot: opts.snapshot, intoBaseline: !!opts.intoBaseline },
         opts.intoBaseline ? 'merging' : 'compacting', opts.intoBaseline ? 'blocks' : 'segments')
       if (opts.json) return console.log(JSON.stringify(out, null, 2))
