@@ -115,7 +115,17 @@ function call<T> (what: string, fn: (cb: (err: NodeJS.ErrnoException | null, val
 class NodeFileHandle implements FileHandle {
   private closed = false
 
-  constructor (private readonly fd: number, private readonly file: string) {}
+  /** `readOnly`: opened for reading only (its filesystem is read-only: nodeFileLayer.open). */
+  constructor (private readonly fd: number, private readonly file: string, private readonly readOnly = false) {}
+
+  /**
+   * A write to a file opened for reading only: said as such, not as the EBADF the kernel
+   * gives (a store whose newest segment sat on a read-only volume failed to open with
+   * "EBADF: bad file descriptor": found by a hostile test).
+   */
+  private refuseWrite (): LogdiskError {
+    return new LogdiskError('READ_ONLY', `write ${this.file}: its filesystem is read-only; make it writable again, or move the store's segments off that pool volume (logdisk pool remove) from a copy where it is writable`)
+  }
 
   read (buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
     return call(`read ${this.file}`, cb => fs.read(this.fd, buf, bufOffset, length, position, cb))
@@ -143,6 +153,7 @@ class NodeFileHandle implements FileHandle {
   private cachedReads = readCached !== undefined
 
   writevNow (buffers: Buffer[], position: number): void {
+    if (this.readOnly) throw this.refuseWrite()
     let pending = buffers
     while (pending.length > 0) {
       let written: number
@@ -157,6 +168,7 @@ class NodeFileHandle implements FileHandle {
   }
 
   async writev (buffers: Buffer[], position: number): Promise<void> {
+    if (this.readOnly) throw this.refuseWrite()
     let pending = buffers
     while (pending.length > 0) {
       const written = await call<number>(`write ${this.file}`, cb => fs.writev(this.fd, pending, position, cb))
@@ -179,6 +191,7 @@ class NodeFileHandle implements FileHandle {
     : undefined
 
   truncate (length: number): Promise<void> {
+    if (this.readOnly) return Promise.reject(this.refuseWrite())
     return call(`truncate ${this.file}`, cb => fs.ftruncate(this.fd, length, err => cb(err, undefined)))
   }
 
@@ -214,7 +227,7 @@ export const nodeFileLayer: FileLayer = {
       // A file on a read-only filesystem (a pool volume gone read-only) still reads.
       if (create || !(err instanceof LogdiskError) || err.code !== 'READ_ONLY') throw err
       const fd = await call<number>(`open ${file}`, cb => fs.open(file, fs.constants.O_RDONLY, cb))
-      return new NodeFileHandle(fd, file)
+      return new NodeFileHandle(fd, file, true)
     }
   },
   async list (dir) {
