@@ -41,18 +41,26 @@ async function setup (t: Test, name: string, spares: Array<'A' | 'C'>): Promise<
   return { dir, A, C, sim, store, pool }
 }
 
+/** What the store should read: `write` writes seeded bytes through `store()` and into `model`. */
+function modelled (store: () => Store): { model: Buffer, write: (offset: number, n: number, seed: number) => Promise<void> } {
+  const model = Buffer.alloc(SIZE)
+  return {
+    model,
+    write: async (offset, n, seed) => {
+      const data = new Rng(seed).bytes(n)
+      await store().write(offset, data)
+      data.copy(model, offset)
+    }
+  }
+}
+
 t.test('writes that fill the other volumes during a drain go to the drained volume; the drain stops; nothing is overfilled', async t => {
   const s = await setup(t, 'drain-writes', ['A', 'C'])
   const { dir, A, C, sim } = s
   let { store, pool } = s
   pool.add(A, 5 * SEG)
   pool.add(C, 3 * SEG)
-  const model = Buffer.alloc(SIZE)
-  const write = async (offset: number, n: number, seed: number): Promise<void> => {
-    const data = new Rng(seed).bytes(n)
-    await store.write(offset, data)
-    data.copy(model, offset)
-  }
+  const { model, write } = modelled(() => store)
   const volume = (dir: string) => pool.status().volumes.find(v => v.dir === dir)!
   const onA = (): number[] => [...store.segmentPlacement()].filter(([, vs]) => vs.includes(volume(A).id)).map(([id]) => id)
 
@@ -153,12 +161,7 @@ t.test('a drain beside a compaction that recycles the segment it is about to mov
   // and compaction recycled one before its move ran.
   const { A, C, store, pool } = await setup(t, 'drain-compact', ['A', 'C'])
   pool.add(A, 8 * SEG)
-  const model = Buffer.alloc(SIZE)
-  const write = async (offset: number, n: number, seed: number): Promise<void> => {
-    const data = new Rng(seed).bytes(n)
-    await store.write(offset, data)
-    data.copy(model, offset)
-  }
+  const { model, write } = modelled(() => store)
   for (let i = 0; i < 3; i++) await write(i * MiB, MiB, 10 + i)
   pool.add(C, 16 * SEG)
   const volume = (dir: string) => pool.status().volumes.find(v => v.dir === dir)!
