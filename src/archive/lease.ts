@@ -75,6 +75,12 @@ export interface LeaseOptions {
   ttlMs?: number
   /** Take over a live lease (the holder is known to be gone): it is fenced. */
   takeover?: boolean
+  /**
+   * The least generation to take: a replica whose lease records were lost (removed, or a copy
+   * put back without them) still holds manifests of earlier generations, and a new holder
+   * numbering from 1 again collided with them (its first manifest "written by someone else").
+   */
+  minGeneration?: number
   /** How far apart two hosts' clocks may be. Default 5 s. */
   skewMs?: number
   /** Holder identity; default os.hostname() and process.pid. */
@@ -233,7 +239,7 @@ export class Lease {
       const next: LeaseRecord = {
         format: 1,
         version: top + 1,
-        generation: (cur?.generation ?? 0) + 1,
+        generation: Math.max((cur?.generation ?? 0) + 1, options.minGeneration ?? 0),
         holder: me,
         acquiredAt: at.toISOString(),
         renewedAt: at.toISOString(),

@@ -157,7 +157,9 @@ export class Replicator {
     // Whether this store may write the replica at all is settled before the lease is taken: a
     // takeover refused afterwards would still have fenced the rightful writer.
     const seen = await this.continuable()
-    const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs })
+    // Above every generation a manifest has, should the lease's records be gone (Lease.acquire).
+    const minGeneration = (await this.target.list(MANIFEST_PREFIX)).reduce((most, n) => Math.max(most, parseManifestName(n)?.generation ?? 0), 0) + 1
+    const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs, minGeneration })
     try {
       // The holder before may have published more between that look and the acquire.
       const newest = await newestManifest(this.target)
