@@ -94,6 +94,9 @@ t.test('shrink: refused while a snapshot or the history holds a block past the n
 
   // Grow, write past the old end, snapshot, trim it away from the current volume: the snapshot still holds it.
   t.equal((await logdisk('resize', store, '--size', '64M')).code, 0, 'grow unmounted')
+  // A change the rounded sizes hide is printed in bytes (it read "64.0 MiB -> 64.0 MiB").
+  t.equal((await logdisk('resize', store, '--size', '+4K')).stdout.trim(), `resized ${store}: ${64 * MiB} bytes -> ${64 * MiB + 4096} bytes`, 'a small change in exact bytes')
+  t.equal((await logdisk('resize', store, '--size', '64M')).code, 0, 'and back')
   t.equal((await logdisk('mount', store, mnt)).code, 0)
   const fd3 = fs.openSync(img, 'r+')
   fs.writeSync(fd3, Buffer.alloc(4096, 2), 0, 4096, 48 * MiB)

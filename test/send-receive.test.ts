@@ -239,7 +239,7 @@ t.test('an incremental applies only onto its base (by name and content); --force
   const e = path.join(dir, 'e')
   await must(process.execPath, CLI, 'create', e, '--size', '8M')
   before = await state(e)
-  oneLineError(t, await logdisk('receive', e, '--in', streams.s1), /same --size and --block-size/, 'another volume size is refused')
+  oneLineError(t, await logdisk('receive', e, '--in', streams.s1), new RegExp(`; logdisk resize ${e} --size \\d+ first, or receive into a store created with that --size`), 'another volume size is refused, saying resize would do')
   t.same(await state(e), before, 'unchanged')
   oneLineError(t, await logdisk('receive', path.join(dir, 'missing'), '--in', streams.s2), /no store at .*incremental/, 'an incremental does not create a store')
   t.notOk(fs.existsSync(path.join(dir, 'missing')), 'nothing was created')

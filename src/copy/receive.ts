@@ -68,7 +68,11 @@ export async function receiveStream (
   }
   const { header } = summary
   if (header.blockBytes !== B || header.sizeBytes !== store.sizeBytes) {
-    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${exactSize(header.sizeBytes)} volume with ${formatBytes(header.blockBytes)} blocks but ${store.dir} is ${exactSize(store.sizeBytes)} with ${formatBytes(B)} blocks; receive into a store created with the same --size and --block-size`)
+    // Only the size can be changed in place (logdisk resize); the block size is fixed at create.
+    const fix = header.blockBytes !== B
+      ? 'receive into a store created with the same --size and --block-size'
+      : `logdisk resize ${store.dir} --size ${header.sizeBytes} first, or receive into a store created with that --size`
+    throw new LogdiskError('BAD_ARGUMENT', `the stream is of a ${exactSize(header.sizeBytes)} volume with ${formatBytes(header.blockBytes)} blocks but ${store.dir} is ${exactSize(store.sizeBytes)} with ${formatBytes(B)} blocks; ${fix}`)
   }
   const have = store.snapshots()
   if (have.some(s => s.name === header.snapshot.name)) {

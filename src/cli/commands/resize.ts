@@ -18,6 +18,8 @@ export function register (program: Command): void {
       const sizeBytes = parseSize(grow ? opts.size.trim().slice(1) : opts.size, '--size')
       const r = await runOp<{ dir: string, fromBytes: number, toBytes: number }>(storeArg, 'resize', { sizeBytes, grow })
       if (opts.json) return printJson(r)
-      console.log(r.fromBytes === r.toBytes ? `${r.dir} is already ${formatBytes(r.toBytes)}` : `resized ${r.dir}: ${formatBytes(r.fromBytes)} -> ${formatBytes(r.toBytes)}`)
+      // Exact bytes when the rounded sizes look alike (+1.5M of 1.5 GiB read "1.5 GiB -> 1.5 GiB").
+      const size = formatBytes(r.fromBytes) === formatBytes(r.toBytes) ? (n: number) => `${n} bytes` : formatBytes
+      console.log(r.fromBytes === r.toBytes ? `${r.dir} is already ${formatBytes(r.toBytes)}` : `resized ${r.dir}: ${size(r.fromBytes)} -> ${size(r.toBytes)}`)
     })
 }
