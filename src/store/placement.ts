@@ -143,10 +143,10 @@ export class Placement implements PlacementPart {
    * count: a copy the store dropped is stale, whatever its header says.
    *
    * `checkData`, with two copies or more: a copy whose entries fail their checksums, or end
-   * before another's (truncated), counts as lost too, while another passes, so repair replaces it from that one (reads go around a
-   * damaged copy and tell the user to run pool repair, which made no copy and left the store
-   * one bit flip from losing data: found by a hostile test, 2026-12-06). This reads every copy
-   * of every sealed mirrored segment.
+   * before another's (truncated), counts as lost too, while another passes, so repair
+   * replaces it from that one (reads go around a damaged copy and tell the user to run pool
+   * repair, which made no copy and left the store one bit flip from losing data: found by a
+   * hostile test, 2026-12-06). This reads every copy of every sealed mirrored segment.
    */
   private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean }> {
     const recorded = this.p.segments.volumesOf(id) ?? []
