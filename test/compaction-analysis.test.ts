@@ -3,7 +3,7 @@
 // keeps only the needed versions' positions (sorted); liveDetails, a second walk, gives the
 // block, seq and CRC of those a filter chooses, in the same position order.
 import t from 'tap'
-import { analyzeVersions, anyLiveIn, deadVersionBatches, liveDetails, type Judgement } from '../src/store/compaction'
+import { analyzeVersions, anyLiveIn, deadVersionBatches, liveDetails, liveTrimRuns, type Judgement } from '../src/store/compaction'
 import { Rng } from '../src/testing/rng'
 
 type Version = [block: number, seq: number, position: number, crc: number]
@@ -44,7 +44,8 @@ t.test('needed positions, dead versions and the details of chosen versions match
     for (let seq = 1; seq <= writes; seq++) {
       const block = rng.int(blocks)
       const trim = rng.chance(0.05)
-      const v: Version = [block, seq, trim ? -1 : position, rng.int(2 ** 32)]
+      // A trim's crc names its holder (format.ts trimHolder): 0 its own entry (an older release), else a segment + 1.
+      const v: Version = [block, seq, trim ? -2 : position, trim ? rng.int(4) : rng.int(2 ** 32)]
       if (!trim) position += 4096 + rng.int(3) * 4096
       const list = perBlock.get(block) ?? []
       list.push(v)
@@ -63,7 +64,20 @@ t.test('needed positions, dead versions and the details of chosen versions match
     const got = await analyzeVersions(walk(versions, rng), j)
     const wantPositions = want.live.filter(v => v[2] >= 0).map(v => v[2]).sort((a, b) => a - b)
     t.same([...got.live.positions], wantPositions, `round ${round}: needed positions`)
-    t.same([...got.liveTrims].sort((a, b) => a - b), want.live.filter(v => v[2] < 0).map(v => v[1]).sort((a, b) => a - b), `round ${round}: needed trims`)
+    const liveTrims = want.live.filter(v => v[2] < 0)
+    t.same([...got.legacyTrims].sort((a, b) => a - b), [...new Set(liveTrims.filter(v => v[3] === 0).map(v => v[1]))].sort((a, b) => a - b), `round ${round}: needed trims held by their own entries`)
+    t.same([...got.trimHolders.keys()].sort((a, b) => a - b), [...new Set(liveTrims.filter(v => v[3] > 0).map(v => v[3] - 1))].sort((a, b) => a - b), `round ${round}: segments holding needed moved trims`)
+    // The runs a trim move lists: every needed trim held where chosen, once, runs of consecutive blocks at one seq.
+    const holders = new Set([rng.int(4), rng.int(4)])
+    const ownSegment = (seq: number): number => seq % 3
+    const holderOf = (seq: number, crc: number): number => crc === 0 ? ownSegment(seq) : crc - 1
+    const runs = await liveTrimRuns(walk(versions, rng), j, holderOf, id => holders.has(id))
+    const listed = runs.flatMap(r => Array.from({ length: r.count }, (_, i) => `${r.block + i}@${r.seq}`)).sort()
+    t.same(listed, liveTrims.filter(v => holders.has(holderOf(v[1], v[3]))).map(v => `${v[0]}@${v[1]}`).sort(), `round ${round}: trim runs list exactly the chosen needed trims`)
+    for (let i = 1; i < runs.length; i++) {
+      const [a, b] = [runs[i - 1], runs[i]]
+      t.ok(a.seq < b.seq || (a.seq === b.seq && a.block + a.count < b.block), `round ${round}: runs in seq order, maximal`)
+    }
     const dead: number[] = got.dead!.toArray()
     t.same(dead, want.dead.flat(), `round ${round}: dead versions, in index order`)
     t.equal(got.deadCount, want.dead.length, `round ${round}: dead count`)

@@ -49,6 +49,7 @@ t.test(`${seeds.length} seeds`, async t => {
   let crashes = 0
   let rebuilds = 0
   let faults = 0
+  let trimMoves = 0
   for (const seed of seeds) {
     // The seeds of found defects replay as they were found (without the replication gate and
     // with the store's 64 open segment handles, which came later); the others draw both from the seed.
@@ -60,10 +61,12 @@ t.test(`${seeds.length} seeds`, async t => {
     crashes += r.crashes
     rebuilds += r.rebuilds
     faults += r.faultsInjected
+    trimMoves += r.ops['compaction moved trims'] ?? 0
     t.pass(`seed ${seed}: ${r.phases} phases, ${r.steps} I/O steps, ${r.crashes} power losses, ${r.rebuilds} rebuilds, ${r.faultsInjected} faults (${r.config})`)
   }
   t.comment(`${seeds.length} seeds: ${ops} operations, ${steps} I/O steps, ${crashes} power losses, ${rebuilds} index rebuilds, ${faults} injected faults`)
   t.ok(crashes > 0 && rebuilds > 0 && faults > 0, 'the seeds crashed, rebuilt and injected faults')
+  if (!process.env.SIM_SEEDS) t.ok(trimMoves > 0, `compactions moved trims (${trimMoves} times): the simulation reaches trim move entries`)
 })
 
 const FOUND = process.env.SIM_SEEDS ? [] : FOUND_BY_SIMULATE

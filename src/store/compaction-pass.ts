@@ -1,8 +1,8 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
-import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, type CompactionReport, type Judgement } from './compaction'
-import { encodeFree, entryBytes, tableBytes } from './entry'
-import { ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, segmentFileName } from './format'
+import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, liveTrimRuns, type CompactionReport, type Judgement, type VersionAnalysis } from './compaction'
+import { encodeFree, entryBytes, holdsVersions, tableBytes } from './entry'
+import { ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, MAX_ENTRY_BLOCKS, MAX_TRIM_MOVE_RUNS, TRIM_MOVE_RECORD_BYTES, segmentFileName } from './format'
 import type { EntryRecord, HistoryRows } from './index-db'
 import { punchHoles } from './file-layer'
 import { MarkerLife } from './marker-life'
@@ -39,7 +39,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   p.state.assertOpen()
   const { lifeCycle, history, segments, db, index } = p
   const started = Date.now()
-  const report: CompactionReport = { versionsFreed: 0, freeBatches: 0, versionsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
+  const report: CompactionReport = { versionsFreed: 0, freeBatches: 0, versionsMoved: 0, trimsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
   const S = p.config.segmentBytes
   const B = p.config.blockBytes
   let fence = await lifeCycle.takeFence()
@@ -62,7 +62,10 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // 1. Clean mostly-dead sealed segments: move their live versions to the head.
   const cleanBelow = opts.snapshot === undefined ? (opts.cleanBelow ?? 0.5) : 0
   const liveIn = (id: number): number => firstLiveAtOrAfter(analysis.live, (id + 1) * S) - firstLiveAtOrAfter(analysis.live, id * S)
-  const toClean = cleanBelow > 0 ? segments.ids.filter(id => fence.mayTouchSegment(id) && liveIn(id) > 0 && liveIn(id) * B < cleanBelow * S) : []
+  let trims = await trimHolding(p, analysis)
+  // What moving a segment's needed versions takes, data and trims (a run of trims is one record).
+  const cleaningBytes = (id: number): number => liveIn(id) * B + (trims.runsIn.get(id) ?? 0) * TRIM_MOVE_RECORD_BYTES
+  const toClean = cleanBelow > 0 ? segments.ids.filter(id => fence.mayTouchSegment(id) && liveIn(id) > 0 && cleaningBytes(id) < cleanBelow * S) : []
   if (toClean.length > 0) {
     // What moving takes (block, seq, CRC) only for the versions that move: the same
     // judgement again, kept for the chosen segments alone.
@@ -93,6 +96,34 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       fence = await lifeCycle.takeFence()
       judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
       analysis = await analyzeVersions(versions(), judged, keepDead)
+      trims = await trimHolding(p, analysis)
+      p.opts.reclaimMemory?.()
+    }
+  }
+  // Needed trims move out of the segments cleaned above and out of segments they alone keep
+  // (store format 5): a trim that stays its block's newest version is needed for good, and its
+  // entry would keep its segment for good (scattered discards filled a bounded pool). Moving
+  // them reads nothing: the index lists them. Only local segments: an archived one takes no
+  // room in the pool and is never freed here.
+  const trimsOut = cleanBelow > 0 ? segments.ids.filter(id => fence.mayTouchSegment(id) && segments.hasLocal(id) && segments.stateOf(id) !== 'archived' && trims.runsIn.has(id) && cleaningBytes(id) < cleanBelow * S) : []
+  if (trimsOut.length > 0) {
+    const chosen = new Set(trimsOut)
+    const runs = await liveTrimRuns(versions(), judged, trims.holderOf, id => chosen.has(id))
+    try {
+      for (let i = 0; i < runs.length; i += MAX_TRIM_MOVE_RUNS) {
+        const group = runs.slice(i, i + MAX_TRIM_MOVE_RUNS)
+        await p.log.appendTrimMove(group)
+        for (const r of group) report.trimsMoved += r.count
+      }
+    } catch (err) {
+      if (!isLogdiskError(err, 'NO_SPACE')) throw err
+      p.logger.warn({ err: (err as Error).message }, 'compaction: no room to move trims; freeing in place only')
+    }
+    if (report.trimsMoved > 0) {
+      fence = await lifeCycle.takeFence()
+      judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
+      analysis = await analyzeVersions(versions(), judged, keepDead)
+      trims = await trimHolding(p, analysis)
       p.opts.reclaimMemory?.()
     }
   }
@@ -111,6 +142,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       p.logger.warn({ err: (err as Error).message }, 'compaction: no room for the history marker; freeing only what the current horizon allows')
       judged = { ...judged, windowStart: Math.min(judged.windowStart, history.horizon + 1) }
       analysis = await analyzeVersions(versions(), judged, keepDead)
+      trims = await trimHolding(p, analysis)
       if (analysis.horizon > history.horizon) throw new LogdiskError('IO', `internal: compaction judged versions dead past the history horizon ${history.horizon}`)
     }
   }
@@ -119,7 +151,9 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   const markers = new MarkerLife(p, fence)
   const freeable = (x: { seq: number, e: EntryRecord }): boolean => {
     if (x.e.freed === true) return true
-    if (x.e.kind === EntryKind.trim) return x.seq >= range.from && x.seq <= range.to && !analysis.liveTrims.has(x.seq)
+    // A trim or trim move entry goes once its segment holds no needed trim (the rows name the
+    // holder's segment, not the entry: a segment's trim entries go together).
+    if (x.e.kind === EntryKind.trim || x.e.kind === EntryKind.trimMove) return !trims.runsIn.has(Math.floor(x.e.position / S))
     if (x.e.kind !== EntryKind.write && x.e.kind !== EntryKind.move) return markers.has(x.seq)
     if (x.e.kind === EntryKind.write && (x.seq < range.from || x.seq > range.to)) return false
     const dataStart = x.e.position + tableBytes({ kind: x.e.kind as EntryKind, count: x.e.count })
@@ -351,11 +385,29 @@ async function onlyFree (p: StoreParts, id: number): Promise<boolean> {
  */
 function entryLength (x: { seq: number, e: EntryRecord }, B: number): number {
   const kind = x.e.kind as EntryKind
-  if (kind === EntryKind.write || kind === EntryKind.move || kind === EntryKind.trim) {
-    return entryBytes({ kind, count: x.e.count, payloadBytes: kind === EntryKind.trim ? 0 : x.e.count * B })
+  if (holdsVersions(kind)) {
+    return entryBytes({ kind, count: x.e.count, payloadBytes: kind === EntryKind.write || kind === EntryKind.move ? x.e.count * B : 0 })
   }
   if (x.e.bytes === undefined) throw new LogdiskError('IO', `internal: marker entry ${x.seq} is freed without its length on record`)
   return x.e.bytes
+}
+
+/**
+ * Where needed trims are held (analysis.trimHolders), with an older release's rows, which
+ * name no holder (their own trim entry holds them), looked up by seq; `holderOf` gives the
+ * segment of one version's holder from its row.
+ */
+async function trimHolding (p: StoreParts, analysis: VersionAnalysis): Promise<{ runsIn: Map<number, number>, holderOf: (seq: number, crc: number) => number | undefined }> {
+  const runsIn = new Map(analysis.trimHolders)
+  const legacy = new Map<number, number>()
+  for (const seq of analysis.legacyTrims) {
+    const e = await p.db.entry(seq)
+    if (e === undefined) continue // not summarized: its segment is judged by its bytes (onlyFree)
+    const id = Math.floor(e.position / p.config.segmentBytes)
+    legacy.set(seq, id)
+    runsIn.set(id, (runsIn.get(id) ?? 0) + 1)
+  }
+  return { runsIn, holderOf: (seq, crc) => crc === HELD_BY_OWN_TRIM ? legacy.get(seq) : crc - 1 }
 }
 
 /**

@@ -1,5 +1,7 @@
 import { LogdiskError } from '../errors'
 import type { HistoryRows } from './index-db'
+import type { TrimRun } from './entry'
+import { HELD_BY_OWN_TRIM, MAX_TRIM_BLOCKS } from './format'
 import { RecordList } from './record-list'
 
 /**
@@ -41,8 +43,14 @@ export interface LiveDetails extends LiveVersions {
 
 export interface VersionAnalysis {
   live: LiveVersions
-  /** Sequence numbers of trim entries with a version still needed (they have no data to find by position). */
-  liveTrims: Set<number>
+  /**
+   * Trimmed versions still needed, by where they are held (they have no data to find by
+   * position; their index rows name the segment of the entry that holds each, format.ts
+   * trimHolder): the segments, each with about how many runs moving its trims would take.
+   */
+  trimHolders: Map<number, number>
+  /** Seqs of needed trimmed versions whose rows name no holder (an older release's index): their own trim entry holds them. */
+  legacyTrims: Set<number>
   /**
    * The dead versions (their index keys go): block and seq of each, in index order, in chunks
    * (no object per version, no array copied as it grows). Undefined when there were more than
@@ -146,16 +154,27 @@ export async function analyzeVersions (
   let deadCount = 0
   let horizon = 0
   const positions = new RecordList(1)
-  const liveTrims = new Set<number>()
-  await judgeVersions(history, j, (position, _block, seq) => {
-    if (position < 0) liveTrims.add(seq) // a trim: zeros from here on, nothing to point at
-    else positions.push1(position)
+  const trimHolders = new Map<number, number>()
+  const legacyTrims = new Set<number>()
+  let last = { block: -2, seq: -1 } // the last trimmed version counted: the next block at one seq extends its run
+  await judgeVersions(history, j, (position, block, seq, crc) => {
+    if (position >= 0) {
+      positions.push1(position)
+      return
+    }
+    // A trim: zeros from here on, nothing to point at.
+    if (crc === HELD_BY_OWN_TRIM) {
+      legacyTrims.add(seq)
+    } else if (last.seq !== seq || last.block !== block - 1) {
+      trimHolders.set(crc - 1, (trimHolders.get(crc - 1) ?? 0) + 1)
+    }
+    last = { block, seq }
   }, (block, seq, successorSeq) => {
     if (++deadCount > keepDead) dead = undefined
     else dead?.push2(block, seq)
     if (successorSeq - 1 > horizon) horizon = successorSeq - 1
   })
-  return { live: sortedPositions(positions), liveTrims, dead, deadCount, horizon }
+  return { live: sortedPositions(positions), trimHolders, legacyTrims, dead, deadCount, horizon }
 }
 
 /**
@@ -216,6 +235,39 @@ export async function liveDetails (
 }
 
 /**
+ * The needed trimmed versions held in the segments `held` chooses (`holderOf` says where a
+ * version's row says it is held), as runs of consecutive blocks trimmed at one seq, oldest
+ * seq first: what trim move entries list. The walk goes in block order, so each seq's
+ * blocks come sorted.
+ */
+export async function liveTrimRuns (
+  history: AsyncIterable<HistoryRows>,
+  j: Judgement,
+  holderOf: (seq: number, crc: number) => number | undefined,
+  held: (segment: number) => boolean
+): Promise<TrimRun[]> {
+  const blocksBySeq = new Map<number, number[]>()
+  await judgeVersions(history, j, (position, block, seq, crc) => {
+    if (position >= 0) return
+    const holder = holderOf(seq, crc)
+    if (holder === undefined || !held(holder)) return
+    let blocks = blocksBySeq.get(seq)
+    if (blocks === undefined) blocksBySeq.set(seq, blocks = [])
+    blocks.push(block)
+  }, () => {})
+  const runs: TrimRun[] = []
+  for (const [seq, blocks] of [...blocksBySeq].sort((a, b) => a[0] - b[0])) {
+    for (let i = 0; i < blocks.length;) {
+      let n = 1
+      while (i + n < blocks.length && blocks[i + n] === blocks[i] + n && n < MAX_TRIM_BLOCKS) n++
+      runs.push({ block: blocks[i], seq, count: n })
+      i += n
+    }
+  }
+  return runs
+}
+
+/**
  * The positions in one exact array, sorted by the typed array's own numeric sort in place.
  * It replaced arrays that doubled as they grew, with block, seq and CRC beside each position,
  * and an index permutation sorted by a comparator (which V8 sorts in heap arrays): measured
@@ -254,6 +306,8 @@ export interface CompactionReport {
   /** Index commits that took the freed versions out of the index while the pass ran: 0 when all went in the pass's last commit (COMPACTION_DEAD_BATCH). */
   freeBatches: number
   versionsMoved: number
+  /** Trimmed versions moved out of segments being cleaned (trim move entries, store format 5). */
+  trimsMoved: number
   segmentsCleaned: number
   entriesFreed: number
   runsPunched: number

@@ -1,5 +1,5 @@
 import { crc32c } from './crc'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, ENTRY_VERSION, EntryKind, LAST_ENTRY_KIND, LEGACY_ENTRY_VERSION, MOVE_RECORD_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, ENTRY_MAGIC, ENTRY_VERSION, EntryKind, LAST_ENTRY_KIND, LEGACY_ENTRY_VERSION, MOVE_RECORD_BYTES, TRIM_MOVE_RECORD_BYTES } from './format'
 
 /**
  * One record of the log. Layout (little-endian), 64-byte header:
@@ -33,9 +33,15 @@ export interface EntryHeader {
   durableSeq?: number
 }
 
+/** Whether entries of this kind hold versions of blocks (data or trims) rather than a marker's payload. */
+export function holdsVersions (kind: number): boolean {
+  return kind === EntryKind.write || kind === EntryKind.move || kind === EntryKind.trim || kind === EntryKind.trimMove
+}
+
 /** Bytes of the header and the per-block table that follows it. */
 export function tableBytes (h: Pick<EntryHeader, 'kind' | 'count'>): number {
   if (h.kind === EntryKind.trim) return ENTRY_HEADER_BYTES // `count` blocks, but no table and no data
+  if (h.kind === EntryKind.trimMove) return ENTRY_HEADER_BYTES + h.count * TRIM_MOVE_RECORD_BYTES // `count` runs, no data
   return ENTRY_HEADER_BYTES + h.count * (h.kind === EntryKind.move ? MOVE_RECORD_BYTES : BLOCK_CRC_BYTES)
 }
 
@@ -93,6 +99,35 @@ export function encodeTrim (seq: number, timeMs: number, block: number, count: n
   fillHeader(buf, { kind: EntryKind.trim, seq, timeMs, block, count, payloadBytes: 0, payloadCrc: 0, durableSeq })
   sealHeader(buf)
   return buf
+}
+
+/** A run of trimmed versions a trim move entry holds: blocks [block, block+count) trimmed at `seq`. */
+export interface TrimRun { block: number, seq: number, count: number }
+
+/**
+ * A trim move entry (store format 5): trimmed versions compaction moves to the head of the
+ * log, as `encodeMoveHeader` moves data, so that the segment of their trim entry can go. Each
+ * run keeps its original sequence number: a rebuild from the log puts the trim back where it
+ * was in time (without it, a rebuild would bring back the data it hid where that data's bytes
+ * are still in the log).
+ */
+export function encodeTrimMove (seq: number, timeMs: number, runs: TrimRun[], durableSeq?: number): Buffer {
+  const buf = Buffer.alloc(ENTRY_HEADER_BYTES + runs.length * TRIM_MOVE_RECORD_BYTES)
+  fillHeader(buf, { kind: EntryKind.trimMove, seq, timeMs, block: 0, count: runs.length, payloadBytes: 0, payloadCrc: 0, durableSeq })
+  runs.forEach((r, i) => {
+    const at = ENTRY_HEADER_BYTES + i * TRIM_MOVE_RECORD_BYTES
+    writeU64(buf, r.block, at)
+    writeU64(buf, r.seq, at + 8)
+    buf.writeUInt32LE(r.count, at + 16)
+  })
+  sealHeader(buf)
+  return buf
+}
+
+/** The i-th run of a trim move entry. */
+export function trimRunAt (table: Buffer, i: number): TrimRun {
+  const at = ENTRY_HEADER_BYTES + i * TRIM_MOVE_RECORD_BYTES
+  return { block: readU64(table, at), seq: readU64(table, at + 8), count: table.readUInt32LE(at + 16) }
 }
 
 /** Builds a whole marker entry (sync, snapshot, ...) around an already encoded payload. */

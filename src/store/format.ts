@@ -10,10 +10,12 @@
  * ending with one, and its scans then lost the rest of the segment. An older store is read
  * as is and becomes the current format just before it first appends (LogAppender.upgradeFormat,
  * before any free header too), so that an older logdisk refuses it cleanly instead of cutting
- * its log at an entry kind or version it does not know.
+ * its log at an entry kind or version it does not know. 5 adds the trim move entry
+ * (EntryKind.trimMove): compaction moves trims that are still needed, as it moves data, so
+ * that their segments can go (a release before it kept every segment holding one for good).
  */
-export const STORE_FORMAT_VERSION = 4
-export const READABLE_STORE_FORMATS = [1, 2, 3, 4]
+export const STORE_FORMAT_VERSION = 5
+export const READABLE_STORE_FORMATS = [1, 2, 3, 4, 5]
 export const SEGMENT_FORMAT_VERSION = 1
 /**
  * Layout of the LevelDB index (keys.ts). 3 keeps history in records of one entry and chunk
@@ -39,6 +41,10 @@ export const LEGACY_ENTRY_VERSION = 1
 export const BLOCK_CRC_BYTES = 4
 /** Bytes per block of a move entry's table: u64 block, u64 original seq, u32 CRC. */
 export const MOVE_RECORD_BYTES = 20
+/** Bytes per run of a trim move entry's table: u64 first block, u64 original seq, u32 blocks, u32 zero. */
+export const TRIM_MOVE_RECORD_BYTES = 24
+/** Most runs one trim move entry holds (a 48 KiB table). */
+export const MAX_TRIM_MOVE_RUNS = 2048
 
 /** Entry kinds: what one record of the log is. */
 export const EntryKind = {
@@ -49,9 +55,10 @@ export const EntryKind = {
   free: 5, // a run of entries whose data compaction freed: `seq` is the run's first, `block` its last
   move: 6, // live versions moved by compaction: per block (block, original seq, CRC), then data
   history: 7, // compaction raised the history horizon (msgpack { horizon }): points at or before it may be gone (format 2)
-  trim: 8 // `count` blocks from `block` read as zeros from here on (discard, F11; format 2); no data
+  trim: 8, // `count` blocks from `block` read as zeros from here on (discard, F11; format 2); no data
+  trimMove: 9 // trimmed versions still needed, moved by compaction: `count` runs of (block, original seq, blocks); no data (format 5)
 } as const
-export const LAST_ENTRY_KIND = EntryKind.trim
+export const LAST_ENTRY_KIND = EntryKind.trimMove
 
 /** Most blocks one trim entry covers (a discard of more is several entries). */
 export const MAX_TRIM_BLOCKS = 1 << 20
@@ -61,6 +68,15 @@ export const MAX_TRIM_BLOCKS = 1 << 20
  * the block map's "never written".) Log positions are >= 0, baseline ones >= BASELINE_BASE.
  */
 export const TRIMMED = -2
+/**
+ * A trimmed version's index row has no CRC to keep; its crc field says which log entry holds
+ * the version (what compaction must keep, or move before it frees): 0 its own trim entry (the
+ * entry with its seq), n > 0 a trim move entry in segment n - 1.
+ */
+export const HELD_BY_OWN_TRIM = 0
+export function trimHolder (segmentId: number): number {
+  return segmentId + 1
+}
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind]
 
 /** Largest write entry the store builds: bounds buffers and keeps one entry per FUSE request. */

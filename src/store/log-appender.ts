@@ -2,8 +2,8 @@ import { pack } from 'msgpackr'
 import { LogdiskError, fromSystemError } from '../errors'
 import { writeConfig } from './config'
 import { blockCrcs } from './crc'
-import { encodeMarker, encodeMoveHeader, encodeTrim, encodeWriteHeader } from './entry'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
+import { encodeMarker, encodeMoveHeader, encodeTrim, encodeTrimMove, encodeWriteHeader, type TrimRun } from './entry'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, TRIM_MOVE_RECORD_BYTES, trimHolder, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type IoOptions, type StoreParts, type LogPart } from './parts'
@@ -406,9 +406,10 @@ export class LogAppender implements LogPart {
       this.seq = seq
       this.lastTimeMs = timeMs
       this.p.index.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
+      const holder = trimHolder(this.current.id) // the index row says where the trim is held
       for (let i = 0; i < count; i++) {
         this.p.map.set(block + i, TRIMMED, 0, seq)
-        this.p.index.batch.addBlock(block + i, seq, TRIMMED, 0)
+        this.p.index.batch.addBlock(block + i, seq, TRIMMED, holder)
       }
     })
     this.p.index.checkpointIfFull()
@@ -470,6 +471,32 @@ export class LogAppender implements LogPart {
           this.p.map.set(v.block, dataPosition + i * B, v.crc, v.seq)
           batch.addBlock(v.block, v.seq, dataPosition + i * B, v.crc)
         })
+      })
+    })
+  }
+
+  /**
+   * Appends a trim move entry holding these runs of trimmed versions (the cleaning step of
+   * compaction, for trims). Each keeps its block and original sequence number; the index rows
+   * name this entry's segment as their holder (format.ts trimHolder), so the trim entries they
+   * came from may be freed. The map does not change: the versions still read as zeros. Takes
+   * the lock; a foreground append, as moves are.
+   */
+  appendTrimMove (runs: TrimRun[]): Promise<void> {
+    return this.lock.run(async () => {
+      const bytes = ENTRY_HEADER_BYTES + runs.length * TRIM_MOVE_RECORD_BYTES
+      if (this.current.tail + bytes > this.limit('foreground')) await this.roll()
+      const seq = this.seq + 1
+      const timeMs = this.nextTimeMs()
+      const position = this.completedPosition
+      const entry = encodeTrimMove(seq, timeMs, runs, this.entryDurableSeq())
+      await this.appendEntry([entry], 'foreground', () => {
+        this.seq = seq
+        this.lastTimeMs = timeMs
+        const batch = this.p.index.batch
+        batch.entries.set(seq, { kind: EntryKind.trimMove, timeMs, position, block: 0, count: runs.length })
+        const holder = trimHolder(this.current.id)
+        for (const run of runs) for (let i = 0; i < run.count; i++) batch.addBlock(run.block + i, run.seq, TRIMMED, holder)
       })
     })
   }

@@ -2,6 +2,7 @@ import { LogdiskError } from '../errors'
 import type { BlockMap } from './block-map'
 import type { StoreConfig } from './config'
 import type { FileHandle, FileLayer } from './file-layer'
+import type { TrimRun } from './entry'
 import type { EntryKind } from './format'
 import type { Checkpoint, EntryRecord, IndexBatch, IndexDb, SegmentRecord } from './index-db'
 import type { Logger } from './logger'
@@ -84,6 +85,7 @@ export interface LogPart {
   appendMarkerLocked (kind: EntryKind, payload: Record<string, unknown>): Promise<EntryRecord & { seq: number }>
   /** Appends a move entry of these versions (their bytes in `data`); takes the lock. */
   appendMove (versions: Array<{ block: number, seq: number, crc: number }>, data: Buffer): Promise<void>
+  appendTrimMove (runs: TrimRun[]): Promise<void>
   /** Makes segment `id` sealed and durable (rolls if it is the current one); takes the lock. */
   seal (id: number): Promise<void>
   /** Removes the segment made ahead of its roll if its id is `id` (any when undefined); whether there was one. */

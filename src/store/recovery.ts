@@ -4,13 +4,13 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import { BlockMap, DENSE_ROW_BYTES } from './block-map'
 import { readUpTo, type FileLayer } from './file-layer'
-import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, parseSegmentFileName, segmentFileName } from './format'
+import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, trimHolder, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
 import { clearPendingHeaders, readPendingHeaders } from './pending-headers'
 import { BLOCK_MAP_SLOT_BYTES, adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { FREE_HORIZON_IN_MARKER, entryBytes, moveRecordAt, tableBytes, type EntryHeader } from './entry'
+import { FREE_HORIZON_IN_MARKER, entryBytes, holdsVersions, moveRecordAt, tableBytes, trimRunAt, type EntryHeader } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -521,9 +521,20 @@ export async function recover (
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
     } else if (h.kind === EntryKind.trim) {
+      const holder = trimHolder(scanned[scanned.length - 1])
       for (let i = 0; i < h.count; i++) {
         map.set(h.block + i, TRIMMED, 0, h.seq)
-        batch.addBlock(h.block + i, h.seq, TRIMMED, 0)
+        batch.addBlock(h.block + i, h.seq, TRIMMED, holder)
+      }
+    } else if (h.kind === EntryKind.trimMove) {
+      // The trims, now held here: of the entries that list a version, the last in the log holds it.
+      const holder = trimHolder(scanned[scanned.length - 1])
+      for (let r = 0; r < h.count; r++) {
+        const run = trimRunAt(entry.table, r)
+        for (let i = 0; i < run.count; i++) {
+          map.set(run.block + i, TRIMMED, 0, run.seq)
+          batch.addBlock(run.block + i, run.seq, TRIMMED, holder)
+        }
       }
     } else if (h.kind === EntryKind.move) {
       const dataStart = position + tableBytes(h)
@@ -536,7 +547,7 @@ export async function recover (
       }
     }
     if (entry.badBlocks.length > 0) log.error({ seq: h.seq, position, badBlocks: entry.badBlocks }, 'damaged blocks in the log; reads of them will fail with EIO')
-    const payload = h.kind === EntryKind.write || h.kind === EntryKind.move || h.kind === EntryKind.trim ? undefined : unpack(entry.payload!) as Record<string, unknown>
+    const payload = holdsVersions(h.kind) ? undefined : unpack(entry.payload!) as Record<string, unknown>
     batch.entries.set(h.seq, { kind: h.kind, timeMs: h.timeMs, position, block: h.block, count: h.count, payload, ...(payload ? { bytes: entryBytes(h) } : {}) })
     if (h.kind === EntryKind.history && typeof payload?.horizon === 'number') {
       // The log keeps the horizon, so a rebuilt index never promises history compaction freed.

@@ -2,7 +2,7 @@ import { crc32c } from './crc'
 import { badBlocks as findBadBlocks } from './block-check'
 import { blockCrcAt, decodeHeader, entryBytes, moveRecordAt, tableBytes as tableBytesOf, verifyHeader, type EntryHeader } from './entry'
 import { readUpTo, type FileHandle } from './file-layer'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, SEGMENT_HEADER_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MAX_TRIM_MOVE_RUNS, SEGMENT_HEADER_BYTES } from './format'
 
 const WINDOW_BYTES = 8 * 1024 * 1024
 const MAX_MARKER_BYTES = 1024 * 1024
@@ -12,7 +12,7 @@ export interface ScannedEntry {
   /** Offset of the entry in the segment file. */
   offset: number
   header: EntryHeader
-  /** Header and CRC table bytes (write entries: block i's CRC is blockCrcAt(table, i)). */
+  /** Header and table bytes (write entries: block i's CRC is blockCrcAt(table, i); trim moves: trimRunAt(table, i)). */
   table: Buffer
   /** Marker payload (sync, snapshot): msgpack bytes. */
   payload?: Buffer
@@ -80,7 +80,9 @@ export async function * scanSegment (
               ? (header.count !== 0 || offset + ENTRY_HEADER_BYTES + header.payloadBytes > fileBytes || header.block < header.seq ? 'impossible free run' : undefined)
               : header.kind === EntryKind.trim
                 ? (header.count < 1 || header.count > MAX_TRIM_BLOCKS || header.payloadBytes !== 0 ? 'impossible trim entry sizes' : undefined)
-                : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
+                : header.kind === EntryKind.trimMove
+                  ? (header.count < 1 || header.count > MAX_TRIM_MOVE_RUNS || header.payloadBytes !== 0 ? 'impossible trim move entry sizes' : undefined)
+                  : (header.count !== 0 || header.payloadBytes > MAX_MARKER_BYTES ? 'impossible marker entry sizes' : undefined)
     if (problem || !header) {
       yield { type: 'end', offset, torn: problem, ...(head ? {} : { truncated: true }) }
       return
@@ -115,7 +117,7 @@ export async function * scanSegment (
         for (let i = 0; i < header.count; i++) crcs[i] = header.kind === EntryKind.write ? blockCrcAt(table, i) : moveRecordAt(table, i).crc
         badBlocks = findBadBlocks(whole.subarray(tableBytes, tableBytes + header.count * blockBytes), crcs, blockBytes)
       }
-    } else {
+    } else if (header.kind !== EntryKind.trimMove) { // a trim move is its table alone
       payload = Buffer.from(whole.subarray(tableBytes))
       if (crc32c(payload) !== header.payloadCrc) {
         yield { type: 'end', offset, torn: 'marker payload checksum mismatch' }

@@ -12,7 +12,7 @@ import { lowerBound, type CompactionReport } from './compaction'
 import { compactionPass, type CompactOptions } from './compaction-pass'
 import { writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { nodeFileLayer, readUpTo, type FileLayer } from './file-layer'
-import { EntryKind, segmentFileName } from './format'
+import { EntryKind, TRIMMED, segmentFileName } from './format'
 import { History } from './history'
 import type { EntryRecord, SegmentRecord, SnapshotRecord } from './index-db'
 import { IndexWriter } from './index-writer'
@@ -653,7 +653,8 @@ export class Store {
   /**
    * Changes the volume's size (logdisk resize). Growing is O(1): the new blocks read as zeros.
    * Shrinking is refused (BAD_ARGUMENT, nothing changed) while any version of a block past the
-   * new end exists: in the current volume, a snapshot or the history. Persists store.json.
+   * new end holds data: in the current volume, a snapshot or the history (discarded and
+   * compacted, it holds none). Persists store.json.
    */
   async resize (sizeBytes: number): Promise<{ fromBytes: number, toBytes: number }> {
     this.assertOpen()
@@ -668,10 +669,15 @@ export class Store {
       return log.lock.run(async () => {
         if (sizeBytes < fromBytes) {
           await this.p.map.loaded()
+          // A trimmed version reads as zeros, as a block past the end of a grown volume does:
+          // blocks that hold nothing else may go (their trims stay in the index and the log,
+          // so that a rebuild never brings back what they hid).
           let past: number | undefined
-          this.p.map.forEach(block => { if (block >= first && (past === undefined || block < past)) past = block })
+          this.p.map.forEach((block, position) => { if (block >= first && position !== TRIMMED && (past === undefined || block < past)) past = block })
           if (past === undefined) {
-            for await (const [block] of this.p.db.history(first)) { past = block; break }
+            for await (const [block, , position] of this.p.db.history(first)) {
+              if (position !== TRIMMED) { past = block; break }
+            }
           }
           if (past !== undefined) {
             throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${exactSize(sizeBytes)}: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history); shrink the filesystem and keep the data below the new end, or keep the size`)

@@ -1,11 +1,11 @@
 import path from 'node:path'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, SEGMENT_HEADER_BYTES, TRIMMED, segmentFileName } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, SEGMENT_HEADER_BYTES, TRIMMED, segmentFileName, trimHolder } from './format'
 import type { BlockMap } from './block-map'
 import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { checkedEnd, intactCopies, scanSegment } from './scanner'
 import { crc32c } from './crc'
-import { moveRecordAt, tableBytes } from './entry'
+import { moveRecordAt, tableBytes, trimRunAt } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
 import type { SegmentHome } from './segment-home'
@@ -60,6 +60,11 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   const newest = new Map<number, number>() // block -> position, from the log, up to the checkpoint
   const newestSeq = new Map<number, number>()
+  // Of a block whose newest version is a trim: the index's holder for it, as the log says
+  // (format.ts trimHolder: the segment of the last entry listing it; 0 for an older release's
+  // row, which only its own trim entry may hold). A wrong one would let compaction free the
+  // entry that holds the trim, and a rebuild would bring back the data the trim hides.
+  const trimHeldBy = new Map<number, { holder: number, ownEntry: boolean }>()
   // A version both in the baseline and still in the log (the merge's index commit did not land
   // before a crash, or compaction has not freed the log copy yet): either copy is right.
   const alsoAt = new Map<number, number>()
@@ -127,12 +132,20 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${firstName} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
-        if (h.kind === EntryKind.trim && position < upTo.position) {
-          for (let i = 0; i < h.count; i++) {
-            if ((newestSeq.get(h.block + i) ?? -1) > h.seq) continue
-            newest.set(h.block + i, TRIMMED)
-            newestSeq.set(h.block + i, h.seq)
-            alsoAt.delete(h.block + i)
+        const trimmed = (first: number, count: number, seq: number): void => {
+          for (let block = first; block < first + count; block++) {
+            if ((newestSeq.get(block) ?? -1) > seq) continue
+            newest.set(block, TRIMMED)
+            newestSeq.set(block, seq)
+            alsoAt.delete(block)
+            trimHeldBy.set(block, { holder: trimHolder(id), ownEntry: h.kind === EntryKind.trim })
+          }
+        }
+        if (h.kind === EntryKind.trim && position < upTo.position) trimmed(h.block, h.count, h.seq)
+        if (h.kind === EntryKind.trimMove && position < upTo.position) {
+          for (let r = 0; r < h.count; r++) {
+            const run = trimRunAt(item.table, r)
+            trimmed(run.block, run.count, run.seq)
           }
         }
         if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
@@ -182,8 +195,15 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   }
   // The index must agree with the log for everything the checkpoint covers.
   const indexed = new Map<number, number>()
-  for await (const [block, , position] of input.index.history()) {
+  const indexedHolder = new Map<number, number>()
+  for await (const [block, , position, crc] of input.index.history()) {
     if (position < upTo.position || position >= (input.baseline?.base ?? Infinity)) indexed.set(block, position)
+    if (position === TRIMMED) indexedHolder.set(block, crc)
+  }
+  for (const [block, held] of trimHeldBy) {
+    if (newest.get(block) !== TRIMMED || indexed.get(block) !== TRIMMED) continue // told below
+    const named = indexedHolder.get(block)
+    if (named !== held.holder && !(named === HELD_BY_OWN_TRIM && held.ownEntry)) problem(`index: block ${block}'s trim is held in segment ${segmentFileName(held.holder - 1)}, LevelDB names ${named === HELD_BY_OWN_TRIM ? 'its trim entry' : `segment ${segmentFileName((named ?? 1) - 1)}`}`)
   }
   for (const [block, position] of newest) {
     const ok = (at: number | undefined): boolean => at === position || (at !== undefined && at === alsoAt.get(block))

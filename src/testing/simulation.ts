@@ -372,6 +372,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           const freedInBatches = (report: CompactionReport): void => {
             compacted = true
             if (report.freeBatches > 0) count('compaction freed versions in batches')
+            if (report.trimsMoved > 0) count('compaction moved trims')
           }
           const snaps = s.snapshots()
           try {

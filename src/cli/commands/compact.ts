@@ -19,6 +19,6 @@ export function register (program: Command): void {
       if (opts.json) return console.log(JSON.stringify(out, null, 2))
       if ('compaction' in out) console.log(`merged ${out.blocks} blocks into the baseline (everything up to sequence ${out.cutSeq})`)
       const r = 'compaction' in out ? out.compaction : out
-      console.log(`freed ${r.versionsFreed} block versions in ${r.entriesFreed} entries; moved ${r.versionsMoved} out of ${r.segmentsCleaned} mostly-dead segments; punched ${formatBytes(r.bytesPunched)} in ${r.runsPunched} runs; recycled ${r.segmentsRecycled} segments; ${r.segmentsInactive} became inactive (${r.durationMs} ms)`)
+      console.log(`freed ${r.versionsFreed} block versions in ${r.entriesFreed} entries; moved ${r.versionsMoved} out of ${r.segmentsCleaned} mostly-dead segments${r.trimsMoved > 0 ? ` and ${r.trimsMoved} trimmed blocks` : ''}; punched ${formatBytes(r.bytesPunched)} in ${r.runsPunched} runs; recycled ${r.segmentsRecycled} segments; ${r.segmentsInactive} became inactive (${r.durationMs} ms)`)
     })
 }

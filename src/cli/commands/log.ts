@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { EntryKind, type EntryRecord, type StoreStatus } from '../../store'
+import { EntryKind, holdsVersions, type EntryRecord, type StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { pickColumns, printTable, tableOptions, type Column, type TableOptions } from '../table'
 
@@ -11,6 +11,7 @@ const KIND_NAMES: Record<number, string> = {
   [EntryKind.deleteSnapshot]: 'delete',
   [EntryKind.free]: 'free',
   [EntryKind.move]: 'move',
+  [EntryKind.trimMove]: 'trim-move',
   [EntryKind.history]: 'history'
 }
 
@@ -20,6 +21,7 @@ function what (r: Row): string {
   if (r.kind === 'write') return `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1}${r.freed ? ' (freed)' : ''}`
   if (r.kind === 'trim') return `blocks ${r.block}-${(r.block as number) + (r.count as number) - 1} trimmed${r.freed ? ' (freed)' : ''}`
   if (r.kind === 'move') return `${r.count as number} moved versions${r.freed ? ' (freed)' : ''}`
+  if (r.kind === 'trim-move') return `${r.count as number} runs of moved trims${r.freed ? ' (freed)' : ''}`
   return JSON.stringify(r.payload)
 }
 
@@ -44,7 +46,7 @@ export function register (program: Command): void {
       const entries = await runOp<Array<EntryRecord & { seq: number }>>(storeArg, 'log', { snapshot: opts.snapshot })
       const rows: Row[] = entries.map(e => ({
         // The payload first: a delete marker's payload has a `seq` of its own (the snapshot's).
-        ...(e.kind === EntryKind.write || e.kind === EntryKind.move || e.kind === EntryKind.trim ? { block: e.block, count: e.count } : { payload: e.payload }),
+        ...(holdsVersions(e.kind) ? { block: e.block, count: e.count } : { payload: e.payload }),
         seq: e.seq,
         time: new Date(e.timeMs).toISOString(),
         kind: KIND_NAMES[e.kind] ?? String(e.kind),
