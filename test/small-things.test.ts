@@ -89,7 +89,9 @@ t.test('daemon.log is JSON lines only, stray text included, and rotated by size'
   const mount = await run(process.execPath, [path.resolve('dist/src/cli/main.js'), 'mount', store, mnt], { env: { NODE_OPTIONS: `--require ${preload}`, LOGDISK_LOG_SIZE: '2K', LOGDISK_LOG_KEEP: '2' } })
   t.equal(mount.code, 0, `mounted (${mount.stderr})`)
   const logs = (): string[] => fs.readdirSync(store).filter(f => f.startsWith('daemon.log')).sort()
-  for (let i = 0; i < 100 && !fs.readFileSync(path.join(store, 'daemon.log'), 'utf8').includes('filler 39 '); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  // Read between a rotation's rename and the new file's creation, daemon.log is briefly missing.
+  const current = (): string => { try { return fs.readFileSync(path.join(store, 'daemon.log'), 'utf8') } catch { return '' } }
+  for (let i = 0; i < 100 && !current().includes('filler 39 '); i++) await new Promise(resolve => setTimeout(resolve, 100))
   t.equal((await logdisk('unmount', mnt)).code, 0)
   await new Promise(resolve => setTimeout(resolve, 500)) // the writer ends with the daemon's pipe
   t.same(logs(), ['daemon.log', 'daemon.log.1', 'daemon.log.2'], 'rotated: the current log and LOGDISK_LOG_KEEP=2 older ones')

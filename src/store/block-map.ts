@@ -17,6 +17,8 @@
  * that 0 (the arrays' fresh, untouched pages) means not mapped. A set past the volume's end
  * (none is expected: the store checks ranges) turns the map back into a hash table.
  */
+import { TRIMMED } from './format'
+
 const EMPTY = -1
 const MAX_LOAD = 0.7
 /** A trimmed block's row in the dense layout: TRIMMED (format.ts) + 1. */
@@ -297,6 +299,9 @@ export class BlockMap {
    * number): replaying a moved old version never hides the newest.
    */
   set (block: number, position: number, crc: number, seq: number): void {
+    // A trimmed version's index row names its holder in the CRC field (format.ts trimHolder):
+    // the map only reads, so it keeps none (a map made from the index equals one made by writes).
+    if (position === TRIMMED) crc = 0
     if (this.tracked) this.track(block)
     if (this.keys === undefined) {
       const row = this.rowOf(block)

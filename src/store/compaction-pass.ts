@@ -2,7 +2,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, liveTrimRuns, type CompactionReport, type Judgement, type VersionAnalysis } from './compaction'
 import { encodeFree, entryBytes, holdsVersions, tableBytes } from './entry'
-import { ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, MAX_ENTRY_BLOCKS, MAX_TRIM_MOVE_RUNS, TRIM_MOVE_RECORD_BYTES, segmentFileName } from './format'
+import { ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MAX_TRIM_MOVE_RUNS, TRIM_MOVE_RECORD_BYTES, segmentFileName } from './format'
 import type { EntryRecord, HistoryRows } from './index-db'
 import { punchHoles } from './file-layer'
 import { MarkerLife } from './marker-life'
@@ -110,10 +110,15 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     const chosen = new Set(trimsOut)
     const runs = await liveTrimRuns(versions(), judged, trims.holderOf, id => chosen.has(id))
     try {
-      for (let i = 0; i < runs.length; i += MAX_TRIM_MOVE_RUNS) {
-        const group = runs.slice(i, i + MAX_TRIM_MOVE_RUNS)
-        await p.log.appendTrimMove(group)
-        for (const r of group) report.trimsMoved += r.count
+      // An entry lists at most MAX_TRIM_MOVE_RUNS runs and MAX_TRIM_BLOCKS blocks (one index
+      // row each, as a trim entry of that many blocks makes).
+      for (let i = 0; i < runs.length;) {
+        let blocks = runs[i].count
+        let n = 1
+        while (i + n < runs.length && n < MAX_TRIM_MOVE_RUNS && blocks + runs[i + n].count <= MAX_TRIM_BLOCKS) blocks += runs[i + n++].count
+        await p.log.appendTrimMove(runs.slice(i, i + n))
+        report.trimsMoved += blocks
+        i += n
       }
     } catch (err) {
       if (!isLogdiskError(err, 'NO_SPACE')) throw err

@@ -236,9 +236,9 @@ export async function liveDetails (
 
 /**
  * The needed trimmed versions held in the segments `held` chooses (`holderOf` says where a
- * version's row says it is held), as runs of consecutive blocks trimmed at one seq, oldest
- * seq first: what trim move entries list. The walk goes in block order, so each seq's
- * blocks come sorted.
+ * version's row says it is held), as runs of consecutive blocks trimmed at one seq (at most
+ * MAX_TRIM_BLOCKS each), oldest seq first: what trim move entries list. The walk goes in
+ * block order, so each seq's blocks come sorted.
  */
 export async function liveTrimRuns (
   history: AsyncIterable<HistoryRows>,
@@ -246,25 +246,24 @@ export async function liveTrimRuns (
   holderOf: (seq: number, crc: number) => number | undefined,
   held: (segment: number) => boolean
 ): Promise<TrimRun[]> {
-  const blocksBySeq = new Map<number, number[]>()
+  // Runs grow as the walk goes (one open run per seq), so memory follows runs, not blocks: a
+  // discard of a whole large volume is millions of trimmed blocks and a few runs.
+  const open = new Map<number, TrimRun>()
+  const runs: TrimRun[] = []
   await judgeVersions(history, j, (position, block, seq, crc) => {
     if (position >= 0) return
     const holder = holderOf(seq, crc)
     if (holder === undefined || !held(holder)) return
-    let blocks = blocksBySeq.get(seq)
-    if (blocks === undefined) blocksBySeq.set(seq, blocks = [])
-    blocks.push(block)
-  }, () => {})
-  const runs: TrimRun[] = []
-  for (const [seq, blocks] of [...blocksBySeq].sort((a, b) => a[0] - b[0])) {
-    for (let i = 0; i < blocks.length;) {
-      let n = 1
-      while (i + n < blocks.length && blocks[i + n] === blocks[i] + n && n < MAX_TRIM_BLOCKS) n++
-      runs.push({ block: blocks[i], seq, count: n })
-      i += n
+    const run = open.get(seq)
+    if (run !== undefined && run.block + run.count === block && run.count < MAX_TRIM_BLOCKS) {
+      run.count++
+      return
     }
-  }
-  return runs
+    if (run !== undefined) runs.push(run)
+    open.set(seq, { block, seq, count: 1 })
+  }, () => {})
+  runs.push(...open.values())
+  return runs.sort((a, b) => a.seq - b.seq || a.block - b.block)
 }
 
 /**

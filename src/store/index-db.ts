@@ -4,7 +4,7 @@ import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
-import { INDEX_FORMAT_VERSION } from './format'
+import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
 import { groupHistory, type RecordChange } from './history-changes'
@@ -327,7 +327,8 @@ export class IndexDb {
             for (let j = i; j < end; j++) {
               if (out[j] !== undefined) continue
               const v = versionIn(value, blocks[j] - chunk * CHUNK_BLOCKS)
-              if (v !== undefined) { out[j] = { seq: k.seq, position: v.position, crc: v.crc }; missing-- }
+              // A trimmed version's CRC field names its holder (format.ts trimHolder): compaction's business, not a reader's.
+              if (v !== undefined) { out[j] = { seq: k.seq, position: v.position, crc: v.position === TRIMMED ? 0 : v.crc }; missing-- }
             }
             if (missing === 0) break
           }

@@ -1,9 +1,9 @@
 import { pack } from 'msgpackr'
-import { LogdiskError, fromSystemError } from '../errors'
+import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
 import { writeConfig } from './config'
 import { blockCrcs } from './crc'
 import { encodeMarker, encodeMoveHeader, encodeTrim, encodeTrimMove, encodeWriteHeader, type TrimRun } from './entry'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, STORE_FORMAT_VERSION, TRIMMED, TRIM_MOVE_RECORD_BYTES, trimHolder, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MOVE_RECORD_BYTES, SEGMENT_HEADER_BYTES, STORE_FORMAT_VERSION, TRIMMED, TRIM_MOVE_RECORD_BYTES, trimHolder, WRITEVS_IN_FLIGHT, WRITEV_MAX_BYTES } from './format'
 import type { EntryRecord } from './index-db'
 import { Mutex } from './mutex'
 import { positionOf, type IoOptions, type StoreParts, type LogPart } from './parts'
@@ -46,6 +46,8 @@ interface WriteGroup {
   ticket: number
   /** One write whose caller has nothing else to do (IoOptions.inline): its writev may be synchronous. */
   inline: boolean
+  /** Its writes are being appended again in a new segment after the filesystem under the current one was full. */
+  retried?: boolean
 }
 
 /** One write entry of a group commit, encoded, waiting for its writev. */
@@ -239,11 +241,36 @@ export class LogAppender implements LogPart {
       // The writes of the failed writev and every later one fail; earlier ones resolved.
       const failed = new Set(entries.map(e => e.write))
       for (const f of flights) for (const e of f.entries) failed.add(e.write)
-      for (let i = 0; i < group.writes.length; i++) {
-        const w = group.writes[i]
-        if (failed.has(w) || i >= next) w.reject(err)
+      const unsettled = group.writes.filter((w, i) => failed.has(w) || i >= next)
+      if (group.retried !== true && await this.rolledAwayFromFull(err)) {
+        for (const w of unsettled) w.left = 0
+        return await this.commitGroup({ ...group, writes: unsettled, retried: true })
       }
+      for (const w of unsettled) w.reject(err)
     }
+  }
+
+  /**
+   * After an append failed for room: when the filesystem under the current segment is full
+   * (ENOSPC, not the pool's own accounting) and the segment holds entries, it is sealed at
+   * its tail and the next one placed where the pool finds room (another volume), once per
+   * append; the caller then appends what failed again (writes and trims; a marker or a pass's
+   * move still fails). Without it a full filesystem under one volume failed the writer while
+   * another volume had room.
+   */
+  private async rolledAwayFromFull (err: unknown): Promise<boolean> {
+    const cause = (err as { cause?: NodeJS.ErrnoException }).cause
+    if (!isLogdiskError(err, 'NO_SPACE') || (cause?.code !== 'ENOSPC' && cause?.code !== 'EDQUOT')) return false
+    if (this.current.tail <= SEGMENT_HEADER_BYTES) return false // a fresh segment: rolling gains nothing
+    try {
+      await this.next.discard() // made ahead, perhaps on the same full filesystem
+      await this.roll()
+    } catch (rollErr) {
+      this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'the filesystem under the current segment is full and no other segment could be made')
+      return false
+    }
+    this.p.logger.warn({ segment: this.current.id, err: (err as Error).message }, 'the filesystem under the previous segment was full: sealed it and appending in a new segment')
+    return true
   }
 
   /**
@@ -353,13 +380,23 @@ export class LogAppender implements LogPart {
     const timeMs = this.nextTimeMs()
     const header = encodeWriteHeader(seq, timeMs, block, crcs, B, this.entryDurableSeq())
     const payload = data.subarray(0, count * B)
-    await this.appendEntry([header, payload], 'foreground', () => {
+    await this.appendOrRoll([header, payload], () => {
       this.seq = seq
       this.lastTimeMs = timeMs
       this.applyWrite(seq, timeMs, this.completedPosition - payload.length - header.length, header.length, block, crcs)
     })
     this.p.index.checkpointIfFull()
     return count
+  }
+
+  /** A foreground appendEntry, once more in a new segment when the filesystem under the current one was full (rolledAwayFromFull); `applied` takes the position from the tail. */
+  private async appendOrRoll (parts: Buffer[], applied: () => void): Promise<void> {
+    try {
+      await this.appendEntry(parts, 'foreground', applied)
+    } catch (err) {
+      if (!(await this.rolledAwayFromFull(err))) throw err
+      await this.appendEntry(parts, 'foreground', applied)
+    }
   }
 
   /**
@@ -401,10 +438,10 @@ export class LogAppender implements LogPart {
     if (this.current.tail + ENTRY_HEADER_BYTES > this.limit('foreground')) await this.roll()
     const seq = this.seq + 1
     const timeMs = this.nextTimeMs()
-    const position = this.completedPosition
-    await this.appendEntry([encodeTrim(seq, timeMs, block, count, this.entryDurableSeq())], 'foreground', () => {
+    await this.appendOrRoll([encodeTrim(seq, timeMs, block, count, this.entryDurableSeq())], () => {
       this.seq = seq
       this.lastTimeMs = timeMs
+      const position = this.completedPosition - ENTRY_HEADER_BYTES
       this.p.index.batch.entries.set(seq, { kind: EntryKind.trim, timeMs, position, block, count })
       const holder = trimHolder(this.current.id) // the index row says where the trim is held
       for (let i = 0; i < count; i++) {
@@ -498,6 +535,7 @@ export class LogAppender implements LogPart {
         const holder = trimHolder(this.current.id)
         for (const run of runs) for (let i = 0; i < run.count; i++) batch.addBlock(run.block + i, run.seq, TRIMMED, holder)
       })
+      this.p.index.checkpointIfFull()
     })
   }
 
