@@ -250,6 +250,15 @@ export class LogAppender implements LogPart {
     }
   }
 
+  /** Errors of writes into the current segment itself (rolledAwayFromFull tells them from a failed roll's). */
+  private readonly failedAppends = new WeakSet<object>()
+
+  private appendFailed (err: unknown, segment: Segment): LogdiskError {
+    const failed = fromSystemError(err, `append to ${segment.file}`)
+    this.failedAppends.add(failed)
+    return failed
+  }
+
   /**
    * After an append failed for room: when the filesystem under the current segment is full
    * (ENOSPC, not the pool's own accounting) and the segment holds entries, it is sealed at
@@ -260,7 +269,8 @@ export class LogAppender implements LogPart {
    */
   private async rolledAwayFromFull (err: unknown): Promise<boolean> {
     const cause = (err as { cause?: NodeJS.ErrnoException }).cause
-    if (!isLogdiskError(err, 'NO_SPACE') || (cause?.code !== 'ENOSPC' && cause?.code !== 'EDQUOT')) return false
+    // Only the write into the current segment: a roll that failed for room already tried placing.
+    if (!this.failedAppends.has(err as object) || !isLogdiskError(err, 'NO_SPACE') || (cause?.code !== 'ENOSPC' && cause?.code !== 'EDQUOT')) return false
     if (this.current.tail <= SEGMENT_HEADER_BYTES) return false // a fresh segment: rolling gains nothing
     try {
       await this.next.discard() // made ahead, perhaps on the same full filesystem
@@ -309,7 +319,7 @@ export class LogAppender implements LogPart {
     try {
       await f.written
     } catch (err) {
-      throw fromSystemError(err, `append to ${segment.file}`)
+      throw this.appendFailed(err, segment)
     }
     flights.shift()
     if (f.at !== segment.tail) throw new LogdiskError('IO', 'internal: a group commit landed out of log order')
@@ -568,7 +578,7 @@ export class LogAppender implements LogPart {
     } catch (err) {
       // Leave no partial entry behind the tail (a later scan would stop at it).
       await this.cutBack()
-      throw fromSystemError(err, `append to ${segment.file}`)
+      throw this.appendFailed(err, segment)
     }
     this.moveTail(segment, bytes)
     applied()

@@ -37,6 +37,8 @@ export interface RecoveryReport {
   orphanedSegments: string[]
   /** Segments made ahead that a crash left with no entry and an unreadable header: removed. */
   unfinishedSegments?: number[]
+  /** Segments whose files could not be written (a read-only pool volume): the current one among them is sealed at open. */
+  readOnlySegments?: number[]
   /** Damage found before the end of the log: reported, left in place, not cut. */
   damaged: Array<{ segment: number, offset: number, reason: string }>
   /**
@@ -381,7 +383,18 @@ export async function recover (
     // Replay read the first copy; a power loss may have left another copy with other bytes
     // at the same length (each copy keeps its own unsynced pages): they get the first's.
     if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset)
-    if (!opts.readOnly) await rewriteUnflushed(segment, starts, durableSeen)
+    if (!opts.readOnly) {
+      try {
+        await rewriteUnflushed(segment, starts, durableSeen)
+      } catch (err) {
+        // Its pool volume became read-only (a filesystem remounted so after errors, or by
+        // hand): nothing there can be written again, so a write-back that failed there cannot
+        // be repaired either. Read as it is; a current segment there is sealed at open.
+        if (!isLogdiskError(err, 'READ_ONLY')) throw err
+        log.warn({ segment: id, err: (err as Error).message }, 'a segment on a read-only pool volume: read as it is, and appends go to a new segment')
+        ;(report.readOnlySegments ??= []).push(id)
+      }
+    }
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
     await segment.handle.datasync()

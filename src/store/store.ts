@@ -129,6 +129,10 @@ export class Store {
       for (const v of o.volumes.get(current.id) ?? []) {
         if (!current.volumes.includes(v)) store.copyDropped(current.id, v)
       }
+      // The current segment lies on a volume that became read-only: the log goes on in a new
+      // segment where the pool has room (an append there failed with READ_ONLY, and the open
+      // with it, while another volume had room).
+      if (opts.readOnly === undefined && o.recovered.report.readOnlySegments?.includes(current.id) === true) await store.p.log.seal(current.id)
       return store
     } catch (err) {
       await o.index.close()

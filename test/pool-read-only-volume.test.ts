@@ -1,0 +1,75 @@
+// A pool volume that became read-only (its filesystem remounted read-only, as ext4 does after
+// errors) holds the newest segment: the store still mounts for writing, reads what is there,
+// and the log goes on in a new segment on another volume. Before, recovery's rewrite of the
+// newest segment's header page failed and the mount with it ("its filesystem is read-only").
+// Real parts: a tmpfs volume remounted read-only, the /dev/fuse transport.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
+
+const MiB = 1024 * 1024
+const skip = canMount()
+
+function readImage (img: string, bytes: number): Buffer {
+  const fd = fs.openSync(img, 'r')
+  try {
+    const out = Buffer.alloc(bytes)
+    fs.readSync(fd, out, 0, bytes, 0)
+    return out
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+function writeImage (img: string, data: Buffer, at: number): void {
+  const fd = fs.openSync(img, 'r+')
+  try {
+    fs.writeSync(fd, data, 0, data.length, at)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+t.test('the newest segment on a volume that became read-only: the store mounts, reads, and writes on elsewhere', { skip, timeout: 120_000 }, async t => {
+  const dir = tmpDir('pool-ro-volume')
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const a = path.join(dir, 'a')
+  const b = path.join(dir, 'b')
+  fs.mkdirSync(a)
+  fs.mkdirSync(b)
+  await must('mount', '-t', 'tmpfs', '-o', 'size=32M', 'tmpfs', a)
+  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', a, '--pool', b)
+  const img = path.join(mnt, 'current.img')
+  const model = Buffer.alloc(16 * MiB)
+  t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
+  const first = crypto.randomBytes(3 * MiB)
+  writeImage(img, first, 0)
+  first.copy(model)
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
+
+  await must('mount', '-o', 'remount,ro', a)
+  const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
+  t.equal(m.code, 0, `mounts with the newest segment on a read-only volume: ${m.stderr}`)
+  t.ok(readImage(img, model.length).equals(model), 'what the read-only volume holds reads back')
+  const more = crypto.randomBytes(5 * MiB)
+  writeImage(img, more, 8 * MiB)
+  more.copy(model, 8 * MiB)
+  t.ok(readImage(img, model.length).equals(model), 'new writes read back beside the old data')
+  const list = JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout).volumes as Array<{ dir: string, state: string, segments: number }>
+  t.equal(list.find(v => v.dir === a)?.state, 'read-only', 'the volume shows as read-only')
+  t.ok((list.find(v => v.dir === b)?.segments ?? 0) >= 2, `the new segments went to the other volume: ${JSON.stringify(list.map(v => [v.dir, v.state, v.segments]))}`)
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
+  const v = await logdisk('verify', store)
+  t.equal(v.code, 0, `verify with the volume read-only: ${v.stdout}${v.stderr}`)
+
+  // Writable again: everything still reads as written.
+  await must('mount', '-o', 'remount,rw', a)
+  t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount with the volume writable again')
+  t.ok(readImage(img, model.length).equals(model), 'every write reads back')
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
+})
