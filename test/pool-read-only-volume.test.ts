@@ -8,30 +8,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
+import { readAt, writeAt } from './helpers/image-file'
 
 const MiB = 1024 * 1024
 const skip = canMount()
-
-function readImage (img: string, bytes: number): Buffer {
-  const fd = fs.openSync(img, 'r')
-  try {
-    const out = Buffer.alloc(bytes)
-    fs.readSync(fd, out, 0, bytes, 0)
-    return out
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
-function writeImage (img: string, data: Buffer, at: number): void {
-  const fd = fs.openSync(img, 'r+')
-  try {
-    fs.writeSync(fd, data, 0, data.length, at)
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 t.test('the newest segment on a volume that became read-only: the store mounts, reads, and writes on elsewhere', { skip, timeout: 120_000 }, async t => {
   const dir = tmpDir('pool-ro-volume')
@@ -48,18 +28,18 @@ t.test('the newest segment on a volume that became read-only: the store mounts, 
   const model = Buffer.alloc(16 * MiB)
   t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
   const first = crypto.randomBytes(3 * MiB)
-  writeImage(img, first, 0)
+  writeAt(img, 0, first)
   first.copy(model)
   t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
 
   await must('mount', '-o', 'remount,ro', a)
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
   t.equal(m.code, 0, `mounts with the newest segment on a read-only volume: ${m.stderr}`)
-  t.ok(readImage(img, model.length).equals(model), 'what the read-only volume holds reads back')
+  t.ok(readAt(img, 0, model.length).equals(model), 'what the read-only volume holds reads back')
   const more = crypto.randomBytes(5 * MiB)
-  writeImage(img, more, 8 * MiB)
+  writeAt(img, 8 * MiB, more)
   more.copy(model, 8 * MiB)
-  t.ok(readImage(img, model.length).equals(model), 'new writes read back beside the old data')
+  t.ok(readAt(img, 0, model.length).equals(model), 'new writes read back beside the old data')
   const list = JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout).volumes as Array<{ dir: string, state: string, segments: number }>
   t.equal(list.find(v => v.dir === a)?.state, 'read-only', 'the volume shows as read-only')
   t.ok((list.find(v => v.dir === b)?.segments ?? 0) >= 2, `the new segments went to the other volume: ${JSON.stringify(list.map(v => [v.dir, v.state, v.segments]))}`)
@@ -70,6 +50,6 @@ t.test('the newest segment on a volume that became read-only: the store mounts, 
   // Writable again: everything still reads as written.
   await must('mount', '-o', 'remount,rw', a)
   t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount with the volume writable again')
-  t.ok(readImage(img, model.length).equals(model), 'every write reads back')
+  t.ok(readAt(img, 0, model.length).equals(model), 'every write reads back')
   t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
 })

@@ -6,6 +6,7 @@ import path from 'node:path'
 import t from 'tap'
 import { Rng } from '../src/testing/rng'
 import { CLI, canMount, cleanup, daemonLog, isMounted, logdisk, must, run, tmpDir } from './helpers/cli'
+import { readAt, writeAt } from './helpers/image-file'
 
 const skip = canMount()
 t.jobs = 3 // the tests share nothing but the machine; much of their time is waiting
@@ -49,32 +50,6 @@ async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false
 }
 
 const pattern = (seed: number, n: number): Buffer => new Rng(seed).bytes(n)
-
-/** Writes and fsyncs; throws the first error (ENOSPC...) with the bytes written before it. */
-function writeAt (file: string, offset: number, data: Buffer): void {
-  const fd = fs.openSync(file, 'r+')
-  try {
-    for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done, offset + done)
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
-function readAt (file: string, offset: number, length: number): Buffer {
-  const buf = Buffer.alloc(length)
-  const fd = fs.openSync(file, 'r')
-  try {
-    for (let done = 0; done < length;) {
-      const n = fs.readSync(fd, buf, done, length - done, offset + done)
-      if (n === 0) break
-      done += n
-    }
-  } finally {
-    fs.closeSync(fd)
-  }
-  return buf
-}
 
 const segFiles = (dir: string): string[] => fs.existsSync(dir) ? fs.readdirSync(dir).filter(f => /^seg-\d+\.log$/.test(f)).sort() : []
 const uuidOf = (store: string): string => JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid

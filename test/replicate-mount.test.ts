@@ -12,6 +12,7 @@ import { openStore } from '../src/app/open'
 import { parseTarget } from '../src/archive'
 import { newestManifest } from '../src/replicate'
 import { CLI, canMount, cleanup, daemonPid, run, tmpDir } from './helpers/cli'
+import { writeAt } from './helpers/image-file'
 
 t.setTimeout(600_000)
 
@@ -43,16 +44,6 @@ async function status (store: string): Promise<any> {
   return JSON.parse(await ok('status', store, '--json'))
 }
 
-function writeImage (file: string, offset: number, data: Buffer): void {
-  const fd = fs.openSync(file, 'r+')
-  try {
-    fs.writeSync(fd, data, 0, data.length, offset)
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
 function shaFile (file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')
 }
@@ -79,7 +70,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   await ok('create', a, '--size', '64M', '--segment-size', '2M')
   await ok('mount', a, mntA)
   const img = path.join(mntA, 'current.img')
-  writeImage(img, 60 * MiB, pattern(99, 1 * MiB)) // written before replication is on: shipped too
+  writeAt(img, 60 * MiB, pattern(99, 1 * MiB)) // written before replication is on: shipped too
   // Set on the mounted store: the policy engine starts replication at its next tick.
   await ok('policy', 'set', a, `replicate.target=${replica}`, 'replicate.interval=200ms', 'replicate.lagWarn=5s')
   await until('replication started by the policy engine', async () => (await status(a)).replication?.generation === 1)
@@ -87,7 +78,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   // Lag: from each fsync'd write to the replica holding it.
   const lags: number[] = []
   for (let i = 0; i < 6; i++) {
-    writeImage(img, i * 5 * MiB, pattern(i, 3 * MiB))
+    writeAt(img, i * 5 * MiB, pattern(i, 3 * MiB))
     const written = Date.now()
     // Watched on the replica itself, every 20 ms (a CLI status per poll would cost more than
     // the lag): the first manifest that covers the whole write, whose sequence status tells after.
@@ -107,7 +98,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   lags.sort((x, y) => x - y)
   t.comment(`replication lag after an fsync'd 3 MiB write (interval 200ms, directory): p50 ${lags[Math.floor(lags.length / 2)].toFixed(2)} s, max ${lags[lags.length - 1].toFixed(2)} s`)
   await ok('snapshot', a, '--name', 'golden')
-  writeImage(img, 1 * MiB + 100, pattern(9, 50_000))
+  writeAt(img, 1 * MiB + 100, pattern(9, 50_000))
   await until('caught up', async () => { const s = await status(a); return s.replication.state === 'caught-up' })
   const s = await status(a)
   t.equal(s.replication.target, replica)
@@ -116,7 +107,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   t.match(await ok('status', a), /replica +\S+ \(caught-up, generation 1\): lag 0 B?/, 'status shows the replica and its lag')
   // Unreachable (moved away): status says why it is behind before lagWarn would.
   fs.renameSync(replica, `${replica}.away`)
-  writeImage(img, 2 * MiB, pattern(8, 1 * MiB))
+  writeAt(img, 2 * MiB, pattern(8, 1 * MiB))
   await until('the error in status', async () => /replica +\S+ \(shipping, generation 1\): .*; last error: .*replica/.test(await ok('status', a)))
   fs.renameSync(`${replica}.away`, replica)
   await until('caught up again', async () => { const s = await status(a); return s.replication.state === 'caught-up' && s.replication.lastError === null })
@@ -144,8 +135,8 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
 
   // Takeover: B writes the replica from now on, A is fenced (its writes stay local).
   await ok('mount', b, mntB, '--takeover')
-  writeImage(path.join(mntB, 'current.img'), 10 * MiB, pattern(20, 1 * MiB))
-  writeImage(img, 20 * MiB, pattern(21, 1 * MiB))
+  writeAt(path.join(mntB, 'current.img'), 10 * MiB, pattern(20, 1 * MiB))
+  writeAt(img, 20 * MiB, pattern(21, 1 * MiB))
   await until('A fenced', async () => (await status(a)).replication.state === 'fenced')
   t.match((await status(a)).replication.warnings[0], /stopped: .*taken over by/, 'A says it was fenced, and by whom')
   await until('B caught up', async () => (await status(b)).replication.state === 'caught-up')
@@ -160,7 +151,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   // B's daemon is killed (kill -9) while replicating: its lease stays live and names the dead
   // daemon, so a remount is refused until --takeover; the chain then goes on from what was shipped.
   await ok('mount', b, mntB)
-  writeImage(path.join(mntB, 'current.img'), 30 * MiB, pattern(30, 1 * MiB))
+  writeAt(path.join(mntB, 'current.img'), 30 * MiB, pattern(30, 1 * MiB))
   await until('B caught up', async () => (await status(b)).replication.state === 'caught-up')
   const genBefore = (await status(b)).replication.generation
   process.kill(daemonPid(b), 'SIGKILL')
@@ -171,7 +162,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   t.match(again.stderr, /lease lease is held by \S+ \(pid \d+.*: pid \d+ no longer runs on this host: wait for the lease to expire or take it over \(--takeover\)/, 'naming the dead daemon, and saying it is gone')
   await ok('mount', b, mntB, '--takeover')
   t.equal((await status(b)).replication.generation, genBefore + 1, 'the next generation')
-  writeImage(path.join(mntB, 'current.img'), 40 * MiB, pattern(31, 1 * MiB))
+  writeAt(path.join(mntB, 'current.img'), 40 * MiB, pattern(31, 1 * MiB))
   await until('B caught up after the crash', async () => (await status(b)).replication.state === 'caught-up')
   await ok('unmount', mntB)
   const d = path.join(root, 'd')
