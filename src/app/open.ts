@@ -195,7 +195,10 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
   if (/No space left on device|ENOSPC/.test(text)) {
     return new LogdiskError('NO_SPACE', `${dir}: no space left on the device holding it (opening the store for writing needs some); free space and retry (read-only commands such as status and verify work as is)`, err)
   }
-  if (/Permission denied|EACCES|EPERM|Read-only file system|EROFS/.test(text)) {
+  if (/Read-only file system|EROFS|its filesystem is read-only/.test(text)) {
+    return new LogdiskError('READ_ONLY', `${dir}: a filesystem it writes to is read-only (${text.replace(/\s+/g, ' ').slice(0, 160)}); make it writable again (read-only commands such as status and verify work as is)`, err)
+  }
+  if (/Permission denied|EACCES|EPERM/.test(text)) {
     return new LogdiskError('READ_ONLY', `${dir}: not writable by this user (${text.replace(/\s+/g, ' ').slice(0, 160)}); run the command as the store's owner (read-only commands such as status and verify work as is)`, err)
   }
   if (err instanceof LogdiskError) return err

@@ -750,11 +750,12 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
  * pending-headers.ts): the same bytes again, on every copy still there, then synced. Before
  * a full rebuild too (`index` undefined): the record is also a file beside the index, so a
  * torn header is made whole before the scan reads it. An index written by an older release
- * holds it as its 'p' key alone (keys.ts).
+ * holds it as its 'p' key alone (keys.ts). False when a copy's pool volume is read-only: the
+ * record stays for later (compaction redoes it before it writes any header of its own).
  */
-async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<void> {
+export async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<boolean> {
   const pending = (await index?.pending()) ?? await readPendingHeaders(layer, storeDir)
-  if (!pending) return
+  if (!pending) return true
   for (const volume of pending.volumes) {
     let handle
     try {
@@ -765,6 +766,13 @@ async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: Seg
     try {
       for (const [offset, bytes] of pending.headers) await handle.writev([Buffer.from(bytes)], offset)
       await handle.datasync()
+    } catch (err) {
+      // Its pool volume became read-only (a compaction failed there, or crashed before it
+      // did): the writes wait, on record, for an open or a pass where it is writable again.
+      // The index never took the entries they free, so the log reads as before meanwhile.
+      if (!isLogdiskError(err, 'READ_ONLY')) throw err
+      log.warn({ segment: pending.segment, volume, err: (err as Error).message }, 'header writes a compaction left are waiting: the pool volume is read-only')
+      return false
     } finally {
       await handle.close()
     }
@@ -772,6 +780,7 @@ async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: Seg
   log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
   await index?.clearPending()
   await clearPendingHeaders(layer, storeDir)
+  return true
 }
 
 /**

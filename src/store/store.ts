@@ -132,7 +132,13 @@ export class Store {
       // The current segment lies on a volume that became read-only: the log goes on in a new
       // segment where the pool has room (an append there failed with READ_ONLY, and the open
       // with it, while another volume had room).
-      if (opts.readOnly === undefined && o.recovered.report.readOnlySegments?.includes(current.id) === true) await store.p.log.seal(current.id)
+      if (opts.readOnly === undefined && o.recovered.report.readOnlySegments?.includes(current.id) === true) {
+        // No room elsewhere: the store still opens and reads; appends fail (READ_ONLY) until there is.
+        await store.p.log.seal(current.id).catch(err => {
+          if (!isLogdiskError(err, 'NO_SPACE')) throw err
+          o.logger.warn({ segment: current.id, err: (err as Error).message }, 'the current segment lies on a read-only pool volume and no other volume has room: writes fail until one has')
+        })
+      }
       return store
     } catch (err) {
       await o.index.close()

@@ -123,7 +123,8 @@ export async function cleanup (dir: string, t?: { passing: () => boolean, commen
     const store = path.join(dir, f)
     try { process.kill(daemonPid(store), 'SIGKILL') } catch { /* not running */ }
   }
-  fs.rmSync(dir, { recursive: true, force: true })
+  // A daemon still ending may add a file while the tree goes (ENOTEMPTY under load): retried.
+  fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 })
 }
 
 /** Starts `logdisk mount --foreground` as a child; resolves once current.img is there. */
