@@ -97,20 +97,13 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       if (!isLogdiskError(err, 'NO_SPACE')) throw err
       p.logger.warn({ err: (err as Error).message }, 'compaction: no room to move live versions; freeing in place only')
     }
-    if (report.versionsMoved > 0) {
-      // The moved copies are the live ones now: judge again from a fence past the moves.
-      fence = await lifeCycle.takeFence()
-      judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
-      analysis = await analyzeVersions(versions(), judged, keepDead)
-      trims = await trimHolding(p, analysis)
-      p.opts.reclaimMemory?.()
-    }
   }
   // Needed trims move out of the segments cleaned above and out of segments they alone keep
   // (store format 5): a trim that stays its block's newest version is needed for good, and its
   // entry would keep its segment for good (scattered discards filled a bounded pool). Moving
   // them reads nothing: the index lists them. Only local segments: an archived one takes no
-  // room in the pool and is never freed here.
+  // room in the pool and is never freed here. Chosen by the same judgement as the data moves
+  // (those change no trim and no liveness), so one judgement after both serves them both.
   const trimsOut = cleanBelow > 0 ? segments.ids.filter(id => fence.mayTouchSegment(id) && segments.hasLocal(id) && segments.stateOf(id) !== 'archived' && trims.runsIn.has(id) && cleaningBytes(id) < cleanBelow * S) : []
   if (trimsOut.length > 0) {
     const chosen = new Set(trimsOut)
@@ -130,13 +123,14 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       if (!isLogdiskError(err, 'NO_SPACE')) throw err
       p.logger.warn({ err: (err as Error).message }, 'compaction: no room to move trims; freeing in place only')
     }
-    if (report.trimsMoved > 0) {
-      fence = await lifeCycle.takeFence()
-      judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
-      analysis = await analyzeVersions(versions(), judged, keepDead)
-      trims = await trimHolding(p, analysis)
-      p.opts.reclaimMemory?.()
-    }
+  }
+  if (report.versionsMoved > 0 || report.trimsMoved > 0) {
+    // The moved copies are the live ones now: judge again from a fence past the moves.
+    fence = await lifeCycle.takeFence()
+    judged = await judgement(opts.snapshot === undefined ? { from: 1, to: fence.seq } : range)
+    analysis = await analyzeVersions(versions(), judged, keepDead)
+    trims = await trimHolding(p, analysis)
+    p.opts.reclaimMemory?.()
   }
   // Without backing storage, freeing dead versions gives up the points that read them:
   // the log says so before anything is freed. With it, history stays whole (archived first).

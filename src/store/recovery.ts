@@ -510,6 +510,18 @@ export async function recover (
     return map.position(block) >= BASELINE_BASE && map.seq(block) === seq
   }
 
+  /**
+   * Blocks [first, first+count) trimmed at `seq`, held by the segment being scanned: of the
+   * entries that list a trimmed version (its trim entry, trim moves), the last in the log holds it.
+   */
+  function trimmed (first: number, count: number, seq: number): void {
+    const holder = trimHolder(scanned[scanned.length - 1])
+    for (let block = first; block < first + count; block++) {
+      map.set(block, TRIMMED, 0, seq)
+      batch.addBlock(block, seq, TRIMMED, holder)
+    }
+  }
+
   function apply (entry: ScannedEntry): void {
     const h = entry.header
     report.replayedEntries++
@@ -534,20 +546,11 @@ export async function recover (
         batch.addBlock(h.block + i, h.seq, at, crc)
       }
     } else if (h.kind === EntryKind.trim) {
-      const holder = trimHolder(scanned[scanned.length - 1])
-      for (let i = 0; i < h.count; i++) {
-        map.set(h.block + i, TRIMMED, 0, h.seq)
-        batch.addBlock(h.block + i, h.seq, TRIMMED, holder)
-      }
+      trimmed(h.block, h.count, h.seq)
     } else if (h.kind === EntryKind.trimMove) {
-      // The trims, now held here: of the entries that list a version, the last in the log holds it.
-      const holder = trimHolder(scanned[scanned.length - 1])
       for (let r = 0; r < h.count; r++) {
         const run = trimRunAt(entry.table, r)
-        for (let i = 0; i < run.count; i++) {
-          map.set(run.block + i, TRIMMED, 0, run.seq)
-          batch.addBlock(run.block + i, run.seq, TRIMMED, holder)
-        }
+        trimmed(run.block, run.count, run.seq)
       }
     } else if (h.kind === EntryKind.move) {
       const dataStart = position + tableBytes(h)

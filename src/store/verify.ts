@@ -68,6 +68,16 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   // A version both in the baseline and still in the log (the merge's index commit did not land
   // before a crash, or compaction has not freed the log copy yet): either copy is right.
   const alsoAt = new Map<number, number>()
+  /** Blocks [first, first+count) trimmed at `seq` by an entry of the log, `held` as it says. */
+  const trimmed = (first: number, count: number, seq: number, held: { holder: number, ownEntry: boolean }): void => {
+    for (let block = first; block < first + count; block++) {
+      if ((newestSeq.get(block) ?? -1) > seq) continue
+      newest.set(block, TRIMMED)
+      newestSeq.set(block, seq)
+      alsoAt.delete(block)
+      trimHeldBy.set(block, held)
+    }
+  }
   for (const b of input.baseline?.blocks ?? []) {
     report.blocksChecked++
     const data = await input.baseline!.read(b.block)
@@ -132,20 +142,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${firstName} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
-        const trimmed = (first: number, count: number, seq: number): void => {
-          for (let block = first; block < first + count; block++) {
-            if ((newestSeq.get(block) ?? -1) > seq) continue
-            newest.set(block, TRIMMED)
-            newestSeq.set(block, seq)
-            alsoAt.delete(block)
-            trimHeldBy.set(block, { holder: trimHolder(id), ownEntry: h.kind === EntryKind.trim })
-          }
-        }
-        if (h.kind === EntryKind.trim && position < upTo.position) trimmed(h.block, h.count, h.seq)
+        if (h.kind === EntryKind.trim && position < upTo.position) trimmed(h.block, h.count, h.seq, { holder: trimHolder(id), ownEntry: true })
         if (h.kind === EntryKind.trimMove && position < upTo.position) {
+          const held = { holder: trimHolder(id), ownEntry: false }
           for (let r = 0; r < h.count; r++) {
             const run = trimRunAt(item.table, r)
-            trimmed(run.block, run.count, run.seq)
+            trimmed(run.block, run.count, run.seq, held)
           }
         }
         if (h.kind !== EntryKind.write && h.kind !== EntryKind.move) continue
