@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { isLogdiskError } from '../src/errors'
+import { EntryKind } from '../src/store/format'
 import { MAINTENANCE_RESERVE_BYTES } from '../src/store/pass-fence'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
@@ -306,6 +307,36 @@ t.test('ENOSPC on append once: the write goes on in a new segment, the one it fi
   sim.crash(rng)
   const again = await reopen(dir, sim)
   t.ok((await again.read(0, 24 * B)).equals(expected), 'all of it survives a crash after the flush')
+  t.ok((await again.verify()).ok, 'verify')
+  await again.close()
+})
+
+t.test('ENOSPC on a marker once: the sync point and the snapshot go on in a new segment and survive a crash', async t => {
+  const rng = new Rng(SEED ^ 0xe4)
+  const sim = new SimFileLayer()
+  const { dir, store } = await newStore(t, sim)
+  const a = rng.bytes(4 * B)
+  await store.write(0, a)
+  await store.flush()
+  const before = store.logSegments().length
+  sim.failNext('writev', 'ENOSPC') // the filesystem under the current segment was full
+  const point = await store.syncPoint('after a') // NO_SPACE here before the fix
+  sim.failNext('writev', 'ENOSPC')
+  const snap = await store.snapshot({ name: 'full' })
+  t.equal(store.logSegments().length, before + 2, 'each went into a new segment')
+  const b = rng.bytes(4 * B)
+  await store.write(0, b)
+  await store.flush()
+  await store.abandon()
+  sim.crash(rng)
+  const again = await reopen(dir, sim)
+  const kinds = new Map<number, number>()
+  for await (const e of again.entries()) kinds.set(e.seq, e.kind)
+  t.equal(kinds.get(point.seq), EntryKind.sync, 'the sync point survives')
+  t.same(again.snapshots().map(s => s.name), ['full'], 'the snapshot survives')
+  t.equal(snap.name, 'full')
+  t.ok((await again.readSnapshot('full', 0, 4 * B)).equals(a), 'the snapshot reads the data before it')
+  t.ok((await again.read(0, 4 * B)).equals(b), 'the current image reads the write after it')
   t.ok((await again.verify()).ok, 'verify')
   await again.close()
 })

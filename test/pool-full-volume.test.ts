@@ -67,3 +67,61 @@ t.test('a full filesystem under the current segment: writes go on in a segment o
   const v = await logdisk('verify', store)
   t.equal(v.code, 0, `verify: ${v.stdout}${v.stderr}`)
 })
+
+// mirror=2: the filesystem under one copy of the current segment fills up while a third volume
+// has room. Before the fix the full copy was dropped and the log went on degraded (verify then
+// reported the segment with 1 of 2 copies); now the segment is sealed with both copies and the
+// log goes on in segments with two copies on the volumes with room.
+t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on the volumes with room', { skip, timeout: 120_000 }, async t => {
+  const dir = tmpDir('pool-full-mirror')
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const [small, b1, b2] = ['small', 'b1', 'b2'].map(n => path.join(dir, n))
+  for (const d of [small, b1, b2]) fs.mkdirSync(d)
+  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
+  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', small, '--pool', b1, '--pool', b2)
+  t.equal((await logdisk('policy', 'set', store, 'compact.every=0', 'mirror=2')).code, 0)
+  t.equal((await logdisk('pool', 'repair', store)).code, 0, 'the first segment gets its second copy')
+  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
+  const segs = (d: string): string[] => { const p = path.join(d, uuid); return fs.existsSync(p) ? fs.readdirSync(p).filter(f => /^seg-\d+\.log$/.test(f)).sort() : [] }
+  const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
+  t.equal(m.code, 0, `mount: ${m.stderr}`)
+  const img = path.join(mnt, 'current.img')
+  const fd = fs.openSync(img, 'r+')
+  const model = Buffer.alloc(16 * MiB)
+  try {
+    const first = crypto.randomBytes(MiB / 2)
+    fs.writeSync(fd, first, 0, first.length, 0)
+    first.copy(model)
+    fs.fsyncSync(fd)
+    const all = [...new Set([small, b1, b2].flatMap(segs))]
+    t.same(segs(small), all, `every segment so far (the current one, the one made ahead) has a copy on the small volume: ${JSON.stringify([small, b1, b2].map(segs))}`)
+    const filler = path.join(small, 'filler')
+    const chunk = Buffer.alloc(256 * 1024, 7)
+    const ffd = fs.openSync(filler, 'w')
+    try {
+      for (;;) fs.writeSync(ffd, chunk)
+    } catch (err) {
+      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the small volume\'s filesystem is full')
+    } finally {
+      fs.closeSync(ffd)
+    }
+    for (let i = 1; i < 16; i++) {
+      const data = crypto.randomBytes(MiB)
+      fs.writeSync(fd, data, 0, data.length, i * MiB)
+      data.copy(model, i * MiB)
+    }
+    fs.fsyncSync(fd)
+    const back = Buffer.alloc(model.length)
+    fs.readSync(fd, back, 0, back.length, 0)
+    t.ok(back.equals(model), 'every write reads back')
+  } finally {
+    fs.closeSync(fd)
+  }
+  t.ok(segs(b1).length >= 4 && segs(b2).length >= 4, `the volumes with room took the new segments: ${JSON.stringify([small, b1, b2].map(segs))}`)
+  fs.rmSync(path.join(small, 'filler'))
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
+  const v = await logdisk('verify', store)
+  t.equal(v.code, 0, `verify: no segment lost a copy: ${v.stdout}${v.stderr}`)
+})

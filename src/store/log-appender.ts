@@ -1,5 +1,5 @@
 import { pack } from 'msgpackr'
-import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
+import { LogdiskError, fromSystemError, isFilesystemFull, isLogdiskError } from '../errors'
 import { writeConfig } from './config'
 import { blockCrcs } from './crc'
 import { encodeMarker, encodeMoveHeader, encodeTrim, encodeTrimMove, encodeWriteHeader, type TrimRun } from './entry'
@@ -10,6 +10,7 @@ import { positionOf, type IoOptions, type StoreParts, type LogPart } from './par
 import { HIGHEST_VOLUME_ID, HIGHEST_VOLUME_ID_SEQ } from './recovery'
 import { NextSegment } from './next-segment'
 import { appendLimit, markerUse, type AppendUse } from './pass-fence'
+import { MirroredHandle } from './mirrored-handle'
 import { Segment } from './segment'
 
 const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
@@ -46,8 +47,11 @@ interface WriteGroup {
   ticket: number
   /** One write whose caller has nothing else to do (IoOptions.inline): its writev may be synchronous. */
   inline: boolean
-  /** Its writes are being appended again in a new segment after the filesystem under the current one was full. */
-  retried?: boolean
+  /**
+   * Times its writes were appended again after a filesystem under the current segment was
+   * full: first in a new segment (rolledAwayFromFull), then, mirrored, on the copies with room.
+   */
+  attempts?: number
 }
 
 /** One write entry of a group commit, encoded, waiting for its writev. */
@@ -145,6 +149,7 @@ export class LogAppender implements LogPart {
     this.completedPosition = positionOf(p.config, current.id, current.tail)
     this.next = new NextSegment(p)
     this.durableSeq = seq
+    rollWhenFull(current, true)
   }
 
   /**
@@ -242,9 +247,10 @@ export class LogAppender implements LogPart {
       const failed = new Set(entries.map(e => e.write))
       for (const f of flights) for (const e of f.entries) failed.add(e.write)
       const unsettled = group.writes.filter((w, i) => failed.has(w) || i >= next)
-      if (group.retried !== true && await this.rolledAwayFromFull(err)) {
+      const attempts = group.attempts ?? 0
+      if (attempts < 2 && await this.rolledAwayFromFull(err, attempts === 0)) {
         for (const w of unsettled) w.left = 0
-        return await this.commitGroup({ ...group, writes: unsettled, retried: true })
+        return await this.commitGroup({ ...group, writes: unsettled, attempts: attempts + 1 })
       }
       for (const w of unsettled) w.reject(err)
     }
@@ -263,19 +269,28 @@ export class LogAppender implements LogPart {
    * After an append failed for room: when the filesystem under the current segment is full
    * (ENOSPC, not the pool's own accounting) and the segment holds entries, it is sealed at
    * its tail and the next one placed where the pool finds room (another volume), once per
-   * append; the caller then appends what failed again (writes and trims; a marker or a pass's
-   * move still fails). Without it a full filesystem under one volume failed the writer while
-   * another volume had room.
+   * append; the caller then appends what failed again (writes, trims and markers; a pass's
+   * move still fails, and the pass goes on without it). Without it a full filesystem under one
+   * volume failed the writer while another volume had room. `mayRoll` false (the append failed
+   * again, in the segment the roll made): no second roll, only the mirrored fallback below.
+   * Mirrored (MirroredHandle.rollWhenFull): when no roll could be made, the current segment
+   * drops its full copies and the caller appends again on the copies with room.
    */
-  private async rolledAwayFromFull (err: unknown): Promise<boolean> {
-    const cause = (err as { cause?: NodeJS.ErrnoException }).cause
+  private async rolledAwayFromFull (err: unknown, mayRoll = true): Promise<boolean> {
     // Only the write into the current segment: a roll that failed for room already tried placing.
-    if (!this.failedAppends.has(err as object) || !isLogdiskError(err, 'NO_SPACE') || (cause?.code !== 'ENOSPC' && cause?.code !== 'EDQUOT')) return false
-    if (this.current.tail <= SEGMENT_HEADER_BYTES) return false // a fresh segment: rolling gains nothing
+    if (!this.failedAppends.has(err as object) || !isFilesystemFull(err)) return false
     try {
+      if (!mayRoll) throw new LogdiskError('NO_SPACE', 'the segment the last roll made is full too')
+      if (this.current.tail <= SEGMENT_HEADER_BYTES) throw new LogdiskError('NO_SPACE', 'the segment is new: rolling gains nothing')
       await this.next.discard() // made ahead, perhaps on the same full filesystem
       await this.roll()
     } catch (rollErr) {
+      // Mirrored: the copies on filesystems with room took the write; it goes on with them
+      // alone (degraded, as after an I/O error: pool repair makes the copy again).
+      if (rollWhenFull(this.current, false)) {
+        this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'a copy\'s filesystem is full and no segment could be placed on volumes with room; going on with fewer copies')
+        return true
+      }
       this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'the filesystem under the current segment is full and no other segment could be made')
       return false
     }
@@ -401,11 +416,12 @@ export class LogAppender implements LogPart {
 
   /** A foreground appendEntry, once more in a new segment when the filesystem under the current one was full (rolledAwayFromFull); `applied` takes the position from the tail. */
   private async appendOrRoll (parts: Buffer[], applied: () => void): Promise<void> {
-    try {
-      await this.appendEntry(parts, 'foreground', applied)
-    } catch (err) {
-      if (!(await this.rolledAwayFromFull(err))) throw err
-      await this.appendEntry(parts, 'foreground', applied)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.appendEntry(parts, 'foreground', applied)
+      } catch (err) {
+        if (attempt >= 2 || !(await this.rolledAwayFromFull(err, attempt === 0))) throw err
+      }
     }
   }
 
@@ -474,23 +490,31 @@ export class LogAppender implements LogPart {
     if (body.length > MAX_MARKER_BYTES) throw new LogdiskError('BAD_ARGUMENT', `a marker of ${body.length} bytes is over the ${MAX_MARKER_BYTES}-byte limit (a shorter note, please)`)
     const use = markerUse(kind)
     if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.limit(use)) await this.roll()
-    const seq = this.seq + 1
-    const timeMs = this.nextTimeMs()
-    const position = this.completedPosition
-    const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload, bytes: ENTRY_HEADER_BYTES + body.length }
-    await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], use, () => {
-      this.seq = seq
-      this.lastTimeMs = timeMs
-      const batch = this.p.index.batch
-      batch.entries.set(seq, entry)
-      if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
-        for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
-        batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
-        batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
+    // Its position is where it lands: again after a roll away from a full filesystem.
+    for (let attempt = 0; ; attempt++) {
+      const seq = this.seq + 1
+      const timeMs = this.nextTimeMs()
+      const position = this.completedPosition
+      const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload, bytes: ENTRY_HEADER_BYTES + body.length }
+      try {
+        await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], use, () => {
+          this.seq = seq
+          this.lastTimeMs = timeMs
+          const batch = this.p.index.batch
+          batch.entries.set(seq, entry)
+          if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
+            for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
+            batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
+            batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
+          }
+        })
+      } catch (err) {
+        if (attempt >= 2 || !(await this.rolledAwayFromFull(err, attempt === 0))) throw err
+        continue
       }
-    })
-    await this.syncAll() // a marker is reported only once it is durable
-    return { ...entry, seq }
+      await this.syncAll() // a marker is reported only once it is durable
+      return { ...entry, seq }
+    }
   }
 
   /**
@@ -637,6 +661,7 @@ export class LogAppender implements LogPart {
     const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
     home.occupied(next.id, next.volumes)
     this.current = next
+    rollWhenFull(next, true)
     segments.ids.push(next.id)
     segments.setVolumes(next.id, next.volumes)
     this.p.reader.adoptOpen(next)
@@ -788,4 +813,16 @@ export class LogAppender implements LogPart {
     await this.p.segments.recordDrops()
     this.durableSeq = Math.max(this.durableSeq, upTo)
   }
+}
+
+/**
+ * Sets whether a write into `segment` that only its full copies failed fails whole, for a roll
+ * (MirroredHandle.rollWhenFull); returns whether it was set before. Single copies: false.
+ */
+function rollWhenFull (segment: Segment, on: boolean): boolean {
+  const h = segment.handle
+  if (!(h instanceof MirroredHandle)) return false
+  const was = h.rollWhenFull
+  h.rollWhenFull = on
+  return was
 }

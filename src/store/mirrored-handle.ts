@@ -1,11 +1,12 @@
-import { LogdiskError } from '../errors'
+import { LogdiskError, isFilesystemFull } from '../errors'
 import { readUpTo, type FileHandle } from './file-layer'
 import type { Logger } from './logger'
 
 /**
  * One segment kept as several identical files on different pool volumes (F10, seed 001
  * Fig. 2): writes go to every copy, reads to the first copy that answers. A copy that fails
- * a write is dropped (degraded), and the loss is logged; the others carry on. Only when no
+ * a write is dropped (degraded), and the loss is logged; the others carry on (a full
+ * filesystem under the current segment's copy rolls instead: rollWhenFull). Only when no
  * copy is left does an operation fail. `verify` reports lost copies; `pool repair` restores.
  */
 export class MirroredHandle implements FileHandle {
@@ -57,6 +58,15 @@ export class MirroredHandle implements FileHandle {
     if (!this.reconcileDone || !this.copies.every(c => c.handle.writevNow !== undefined)) return undefined
     return this.writeEveryNow
   }
+
+  /**
+   * When set, a write that fails on some copies only because their filesystem is full
+   * (ENOSPC, EDQUOT), and succeeds on the rest, fails whole and drops nothing: the appender
+   * then cuts it back, seals the segment and rolls to volumes with room, keeping every copy
+   * (dropping the full one went on with one copy fewer while other volumes had room). It
+   * clears this when no new segment can be placed, and the write then goes on degraded here.
+   */
+  rollWhenFull = false
 
   /** Whether reconcile() has run to its end (copies it could not match were dropped). */
   private reconcileDone = false
@@ -233,7 +243,9 @@ export class MirroredHandle implements FileHandle {
     // that failed on copy A and succeeded on B and another that failed on B and succeeded on A
     // must not drop both copies and both succeed. An operation succeeds only on a copy still kept.
     const kept = copies.filter((c, i) => results[i].status === 'fulfilled' && this.copies.includes(c))
-    if (kept.length === 0) throw (results.find(r => r.status === 'rejected') as PromiseRejectedResult).reason
+    const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (kept.length === 0) throw failures[0].reason
+    if (what === 'write' && this.rollWhenFull && failures.every(r => isFilesystemFull(r.reason))) throw failures[0].reason
     results.forEach((r, i) => {
       const c = copies[i]
       if (r.status !== 'rejected' || !this.copies.includes(c)) return // ok, or dropped meanwhile
@@ -273,4 +285,3 @@ export class MirroredHandle implements FileHandle {
     await Promise.allSettled(this.copies.map(c => c.handle.close()))
   }
 }
-

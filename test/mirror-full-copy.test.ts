@@ -1,0 +1,174 @@
+// mirror=2, and the filesystem under one copy of the current segment fills up (something else
+// wrote to it). Before the fix the copy that got ENOSPC was dropped, as after an I/O error, and
+// the log went on with one copy while other volumes had room for two. Now the write fails whole
+// in that segment, which is cut back and sealed with both copies, and goes on in a new segment
+// placed on two volumes with room; only when no such segment can be placed does it go on with
+// the copies that have room (degraded, as before; pool repair makes the copy again).
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { fromSystemError } from '../src/errors'
+import type { FileHandle } from '../src/store/file-layer'
+import { Store } from '../src/store/store'
+import { Rng } from '../src/testing/rng'
+import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { SimHome } from '../src/testing/sim-home'
+import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
+
+const B = 4096
+const SEGMENT = 1024 * 1024 + 64 * 1024 // the smallest round size that fits a 256-block entry
+const SIZE = 8 * 1024 * 1024
+/** Past a segment's header (SEGMENT_HEADER_BYTES). */
+const HEADER_ROOM = 4096
+
+/** Writes into files of volume `full` fail with ENOSPC (as the real layer reports it) while it is set. */
+class FullVolumeLayer extends PassThroughLayer {
+  full: string | undefined
+  /** Only writes from this byte of a file on: a filesystem with a few KiB left takes a new segment's header. */
+  fromByte = 0
+  /** Writes that met the full filesystem. */
+  refused = 0
+  async open (file: string, create: boolean): Promise<FileHandle> {
+    const h = await this.sim.open(file, create)
+    const layer = this
+    const refuse = (position: number): boolean => {
+      if (layer.full === undefined || !file.includes(`/${layer.full}/`) || position < layer.fromByte) return false
+      layer.refused++
+      return true
+    }
+    const enospc = (): Error => fromSystemError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), `write ${file}`)
+    return new Proxy(h, {
+      get (target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver)
+        if (typeof v !== 'function') return v
+        if (prop === 'writev') return async (buffers: Buffer[], position: number) => { if (refuse(position)) throw enospc(); return v.call(target, buffers, position) }
+        if (prop === 'writevNow') return (buffers: Buffer[], position: number) => { if (refuse(position)) throw enospc(); return v.call(target, buffers, position) }
+        return v.bind(target)
+      }
+    })
+  }
+}
+
+/** A store of 2 copies over `volumes` simulated volumes; `placeable` filters where new segments may go (the pool's look at free space). */
+async function mirrored (t: Test, volumes: number): Promise<{ sim: SimFileLayer, layer: FullVolumeLayer, home: SimHome, open: () => Promise<Store> }> {
+  const dir = scratchDir(t, 'mirror-full-copy')
+  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
+  const sim = new SimFileLayer()
+  const layer = new FullVolumeLayer(sim)
+  const home = new SimHome(path.join(dir, 'pool'), new Rng(7), 2, 100, volumes)
+  return { sim, layer, home, open: () => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 }) }
+}
+
+/** The volumes holding copies of segment `id`, as the store records them. */
+function copiesOf (store: Store, id: number): string[] {
+  return [...(store.volumesOf(id) ?? [])].sort()
+}
+
+function currentId (store: Store): number {
+  return store.logSegments().find(s => s.state === 'current')!.id
+}
+
+/** One unaligned write (a single entry) and one group of whole blocks: both paths of the appender. */
+async function writeBoth (store: Store, rng: Rng, at: number): Promise<Array<[number, Buffer]>> {
+  const done: Array<[number, Buffer]> = []
+  for (const [offset, bytes] of [[at * B + 7, 2 * B + 100], [(at + 8) * B, 3 * B]]) {
+    const data = rng.bytes(bytes)
+    await store.write(offset, data)
+    done.push([offset, data])
+  }
+  return done
+}
+
+t.test('one copy\'s filesystem full, a third volume with room: the segment is sealed with both copies and the writes go on in a new one with two', async t => {
+  const rng = new Rng(31)
+  const { sim, layer, home, open } = await mirrored(t, 3)
+  const store = await open()
+  const first = rng.bytes(4 * B)
+  await store.write(0, first)
+  await store.flush()
+  const filled = currentId(store)
+  const holders = copiesOf(store, filled)
+  t.equal(holders.length, 2, 'two copies')
+  layer.full = holders[0]
+  const candidates = home.candidates.bind(home)
+  home.candidates = (exclude: string[] = []) => candidates([...exclude, holders[0]]) // the pool sees no room there
+  const written = await writeBoth(store, rng, 16)
+  t.ok(layer.refused > 0, 'a write met the full filesystem')
+  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  const now = currentId(store)
+  t.not(now, filled, 'the log went on in a new segment')
+  t.same(copiesOf(store, filled).sort(), holders, 'the filled segment kept both copies')
+  t.equal(copiesOf(store, now).length, 2, 'the new segment has two copies')
+  t.notOk(copiesOf(store, now).includes(holders[0]), 'none on the full volume')
+  await store.flush()
+  const report = await store.verify({ copies: 2 })
+  t.same(report.problems, [], 'verify: no segment lost a copy')
+  await store.abandon()
+  layer.full = undefined
+  sim.crash(rng)
+  const again = await open()
+  t.ok((await again.read(0, 4 * B)).equals(first), 'the first write survives a crash')
+  for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+  t.same((await again.verify({ copies: 2 })).problems, [], 'verify after the crash')
+  await again.close()
+})
+
+t.test('one copy\'s filesystem full and no other volume: the writes go on with the copy that has room (degraded)', async t => {
+  const rng = new Rng(32)
+  const { sim, layer, home, open } = await mirrored(t, 2)
+  const store = await open()
+  await store.write(0, rng.bytes(4 * B))
+  await store.flush()
+  const filled = currentId(store)
+  const [full, room] = copiesOf(store, filled)
+  layer.full = full
+  const candidates = home.candidates.bind(home)
+  home.candidates = (exclude: string[] = []) => candidates([...exclude, full])
+  const written = await writeBoth(store, rng, 16)
+  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  t.equal(currentId(store), filled, 'no new segment could be placed')
+  t.same(copiesOf(store, filled), [room], 'the copy on the full filesystem was dropped')
+  await store.flush()
+  const report = await store.verify({ copies: 2 })
+  t.ok(report.problems.some(p => /copy|copies/.test(p)), `verify names the missing copy: ${report.problems.join('; ')}`)
+  await store.abandon()
+  layer.full = undefined
+  sim.crash(rng)
+  const again = await open()
+  for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+  await again.close()
+})
+
+for (const [fromByte, what] of [[0, 'its header cannot be written there: the log goes on in the filled segment'], [HEADER_ROOM, 'it takes the header but not the write: the log goes on in it']] as const) {
+  t.test(`the pool places the new segment on the full filesystem too (it does not see it full); ${what}, with the copy that has room`, async t => {
+    const rng = new Rng(33)
+    const { sim, layer, home, open } = await mirrored(t, 3)
+    const store = await open()
+    await store.write(0, rng.bytes(4 * B))
+    await store.flush()
+    const filled = currentId(store)
+    const holders = copiesOf(store, filled)
+    layer.full = holders[0]
+    layer.fromByte = fromByte
+    const candidates = home.candidates.bind(home)
+    home.candidates = (exclude: string[] = []) => { const c = candidates(exclude); return c.includes(holders[0]) ? [holders[0], ...c.filter(v => v !== holders[0])] : c }
+    const written = await writeBoth(store, rng, 16)
+    for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+    const now = currentId(store)
+    if (fromByte === 0) {
+      t.equal(now, filled, 'no new segment')
+    } else {
+      t.not(now, filled, 'a new segment')
+      t.same(copiesOf(store, filled), holders, 'the filled segment kept both copies')
+    }
+    t.equal(copiesOf(store, now).length, 1, 'the segment written dropped its copy on the full filesystem')
+    t.notOk(copiesOf(store, now).includes(holders[0]), 'and kept the other')
+    await store.flush()
+    await store.abandon()
+    layer.full = undefined
+    sim.crash(rng)
+    const again = await open()
+    for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+    t.ok((await again.verify()).ok, 'verify (one copy fewer is reported only against mirror=2)')
+    await again.close()
+  })
+}
