@@ -286,30 +286,32 @@ t.test('a write after a checkpoint started is durable once flush() returns', asy
   }
 })
 
-t.test('ENOSPC on append once: the write goes on in a new segment, the one it filled sealed at its tail', async t => {
-  const rng = new Rng(SEED ^ 0xe3)
-  const sim = new SimFileLayer()
-  const { dir, store } = await newStore(t, sim)
-  const a = rng.bytes(4 * B)
-  await store.write(0, a)
-  await store.flush()
-  const before = store.logSegments().length
-  for (const [at, bytes] of [[8 * B + 7, 2 * B + 100], [16 * B, 3 * B]]) { // unaligned (one entry at a time), then a group write
-    sim.failNext('writev', 'ENOSPC') // the filesystem under the current segment was full
-    const b = rng.bytes(bytes)
-    await store.write(at, b)
-    t.ok((await store.read(at, bytes)).equals(b), `a write of ${bytes} bytes at ${at} went on and reads back`)
-  }
-  t.equal(store.logSegments().length, before + 2, 'each went into a new segment')
-  const expected = await store.read(0, 24 * B)
-  await store.flush()
-  await store.abandon()
-  sim.crash(rng)
-  const again = await reopen(dir, sim)
-  t.ok((await again.read(0, 24 * B)).equals(expected), 'all of it survives a crash after the flush')
-  t.ok((await again.verify()).ok, 'verify')
-  await again.close()
-})
+for (const code of ['ENOSPC', 'EROFS']) {
+  t.test(`${code} on append once (a full filesystem; one gone read-only after errors): the write goes on in a new segment, the one it filled sealed at its tail`, async t => {
+    const rng = new Rng(SEED ^ 0xe3 ^ (code === 'ENOSPC' ? 0 : 0x100))
+    const sim = new SimFileLayer()
+    const { dir, store } = await newStore(t, sim)
+    const a = rng.bytes(4 * B)
+    await store.write(0, a)
+    await store.flush()
+    const before = store.logSegments().length
+    for (const [at, bytes] of [[8 * B + 7, 2 * B + 100], [16 * B, 3 * B]]) { // unaligned (one entry at a time), then a group write
+      sim.failNext('writev', code) // the filesystem under the current segment was full, or read-only
+      const b = rng.bytes(bytes)
+      await store.write(at, b)
+      t.ok((await store.read(at, bytes)).equals(b), `a write of ${bytes} bytes at ${at} went on and reads back`)
+    }
+    t.equal(store.logSegments().length, before + 2, 'each went into a new segment')
+    const expected = await store.read(0, 24 * B)
+    await store.flush()
+    await store.abandon()
+    sim.crash(rng)
+    const again = await reopen(dir, sim)
+    t.ok((await again.read(0, 24 * B)).equals(expected), 'all of it survives a crash after the flush')
+    t.ok((await again.verify()).ok, 'verify')
+    await again.close()
+  })
+}
 
 t.test('ENOSPC on a marker once: the sync point and the snapshot go on in a new segment and survive a crash', async t => {
   const rng = new Rng(SEED ^ 0xe4)

@@ -20,9 +20,12 @@ const SIZE = 8 * 1024 * 1024
 /** Past a segment's header (SEGMENT_HEADER_BYTES). */
 const HEADER_ROOM = 4096
 
-/** Writes into files of volume `full` fail with ENOSPC (as the real layer reports it) while it is set. */
+/** Writes that grow files of the volumes in `fullSet` fail with ENOSPC (as the real layer reports it). */
 class FullVolumeLayer extends PassThroughLayer {
-  full: string | undefined
+  /** Volumes whose filesystem is full. */
+  readonly fullSet = new Set<string>()
+  get full (): string | undefined { return [...this.fullSet][0] }
+  set full (v: string | undefined) { this.fullSet.clear(); if (v !== undefined) this.fullSet.add(v) }
   /** Only writes from this byte of a file on: a filesystem with a few KiB left takes a new segment's header. */
   fromByte = 0
   /** Writes that met the full filesystem. */
@@ -31,7 +34,7 @@ class FullVolumeLayer extends PassThroughLayer {
     const h = await this.sim.open(file, create)
     const layer = this
     const refuse = (position: number): boolean => {
-      if (layer.full === undefined || !file.includes(`/${layer.full}/`) || position < layer.fromByte) return false
+      if (![...layer.fullSet].some(v => file.includes(`/${v}/`)) || position < layer.fromByte) return false
       layer.refused++
       return true
     }
@@ -40,7 +43,8 @@ class FullVolumeLayer extends PassThroughLayer {
       get (target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver)
         if (typeof v !== 'function') return v
-        if (prop === 'writev') return async (buffers: Buffer[], position: number) => { if (refuse(position)) throw enospc(); return v.call(target, buffers, position) }
+        // A full filesystem still takes writes over bytes a file already has (compaction's free headers).
+        if (prop === 'writev') return async (buffers: Buffer[], position: number) => { if (position + buffers.reduce((n, b) => n + b.length, 0) > await target.size() && refuse(position)) throw enospc(); return v.call(target, buffers, position) }
         if (prop === 'writevNow') return (buffers: Buffer[], position: number) => { if (refuse(position)) throw enospc(); return v.call(target, buffers, position) }
         return v.bind(target)
       }
@@ -49,13 +53,13 @@ class FullVolumeLayer extends PassThroughLayer {
 }
 
 /** A store of 2 copies over `volumes` simulated volumes; `placeable` filters where new segments may go (the pool's look at free space). */
-async function mirrored (t: Test, volumes: number): Promise<{ sim: SimFileLayer, layer: FullVolumeLayer, home: SimHome, open: () => Promise<Store> }> {
+async function mirrored (t: Test, volumes: number, historyKeepMs?: number): Promise<{ sim: SimFileLayer, layer: FullVolumeLayer, home: SimHome, open: () => Promise<Store> }> {
   const dir = scratchDir(t, 'mirror-full-copy')
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
   const sim = new SimFileLayer()
   const layer = new FullVolumeLayer(sim)
   const home = new SimHome(path.join(dir, 'pool'), new Rng(7), 2, 100, volumes)
-  return { sim, layer, home, open: () => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0 }) }
+  return { sim, layer, home, open: () => Store.open(dir, { fileLayer: layer, home, checkpointIntervalMs: 0, historyKeepMs }) }
 }
 
 /** The volumes holding copies of segment `id`, as the store records them. */
@@ -172,3 +176,77 @@ for (const [fromByte, what] of [[0, 'its header cannot be written there: the log
     await again.close()
   })
 }
+
+/** Volumes the pool sees no room on: new segments go elsewhere (its look at free space). */
+function excludeFromPlacement (home: SimHome, volumes: () => Iterable<string>): void {
+  const candidates = home.candidates.bind(home)
+  home.candidates = (exclude: string[] = []) => candidates([...exclude, ...volumes()])
+}
+
+// Found by a hostile test of the first version (helper-46): the cases below degraded, or
+// stopped compaction, although other volumes had room.
+t.test('a fresh current segment (made ahead) with a copy on a filesystem that filled since: the write goes on in a new segment with two copies', async t => {
+  const rng = new Rng(34)
+  const { layer, home, open } = await mirrored(t, 3)
+  const store = await open()
+  await store.write(0, rng.bytes(4 * B))
+  await store.flush()
+  await (store as unknown as { p: { log: { seal: (id: number) => Promise<void> } } }).p.log.seal(currentId(store)) // the made-ahead one becomes current, empty
+  const fresh = currentId(store)
+  const holders = copiesOf(store, fresh)
+  layer.full = holders[0]
+  excludeFromPlacement(home, () => layer.fullSet)
+  const written = await writeBoth(store, rng, 16)
+  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  const now = currentId(store)
+  t.not(now, fresh, 'a new segment')
+  t.same(copiesOf(store, fresh), holders, 'the fresh one was sealed with both copies')
+  t.equal(copiesOf(store, now).length, 2, 'the new one has two copies')
+  t.same((await store.verify({ copies: 2 })).problems, [], 'verify: no segment lost a copy')
+  await store.close()
+})
+
+t.test('both copies\' filesystems full, then one gets room: the write fails, the next one goes on with two copies', async t => {
+  const rng = new Rng(35)
+  const { layer, home, open } = await mirrored(t, 3)
+  const store = await open()
+  await store.write(0, rng.bytes(4 * B))
+  await store.flush()
+  const filled = currentId(store)
+  const holders = copiesOf(store, filled)
+  for (const v of holders) layer.fullSet.add(v)
+  excludeFromPlacement(home, () => layer.fullSet)
+  await t.rejects(store.write(8 * B, rng.bytes(3 * B)), { code: 'NO_SPACE' }, 'one volume with room is not enough for two copies')
+  layer.fullSet.delete(holders[1])
+  const written = await writeBoth(store, rng, 16)
+  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  const now = currentId(store)
+  t.not(now, filled, 'a new segment')
+  t.same(copiesOf(store, filled), holders, 'the filled segment kept both copies')
+  t.equal(copiesOf(store, now).length, 2, 'the new one has two copies')
+  t.same((await store.verify({ copies: 2 })).problems, [], 'verify: no segment lost a copy')
+  await store.close()
+})
+
+t.test('compaction while the current segment\'s copy is full: its moves go on in a new segment with two copies', async t => {
+  const rng = new Rng(36)
+  const { sim, layer, home, open } = await mirrored(t, 3, 0)
+  const store = await open()
+  const model = Buffer.alloc(512 * B)
+  for (let i = 0; i < 512; i += 32) { const d = rng.bytes(32 * B); await store.write(i * B, d); d.copy(model, i * B) }
+  for (let i = 0; i < 512; i += 32) { const d = rng.bytes(28 * B); await store.write(i * B, d); d.copy(model, i * B) } // 4 of each 32 stay live in the first segments
+  await store.flush()
+  layer.full = copiesOf(store, currentId(store))[0]
+  excludeFromPlacement(home, () => layer.fullSet)
+  const report = await store.compact()
+  t.ok(report.versionsMoved > 0, `live versions moved: ${report.versionsMoved}`)
+  t.ok(report.segmentsRecycled > 0, `segments recycled: ${report.segmentsRecycled}`)
+  t.ok((await store.read(0, model.length)).equals(model), 'the image reads as written')
+  t.same((await store.verify({ copies: 2 })).problems, [], 'verify: no segment lost a copy')
+  await store.abandon()
+  layer.full = undefined
+  sim.crash(rng)
+  const again = await open()
+  t.ok((await again.read(0, model.length)).equals(model), 'and after a crash')
+  await again.close()
+})

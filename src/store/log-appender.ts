@@ -127,6 +127,8 @@ export class LogAppender implements LogPart {
   private readonly next: NextSegment
   /** A segment a failed append left bytes in past its tail, until they are cut (cutBack). */
   private cutPending: Segment | undefined
+  /** The pending cut's truncate was made once and its sync failed (cutStale). */
+  private cutUnsynced = false
   /**
    * Every entry up to this seq is durable: a `syncAll` that started after it landed has
    * completed (recovery synced everything it read, so at open it is `seq`). Each entry
@@ -195,6 +197,7 @@ export class LogAppender implements LogPart {
    */
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
+    if (group.attempts === undefined) rollWhenFull(this.current, true) // a fallback (rolledAwayFromFull) lasts one append
     const B = this.p.config.blockBytes
     // Never more than recovery allows for (format.ts inFlightBytes).
     const writevMax = Math.min(this.p.opts.writevMaxBytes ?? WRITEV_MAX_BYTES, WRITEV_MAX_BYTES)
@@ -278,23 +281,28 @@ export class LogAppender implements LogPart {
    */
   private async rolledAwayFromFull (err: unknown, mayRoll = true): Promise<boolean> {
     // Only the write into the current segment: a roll that failed for room already tried placing.
-    if (!this.failedAppends.has(err as object) || !isFilesystemFull(err)) return false
+    if (!this.failedAppends.has(err as object)) return false
+    // A filesystem gone read-only (ext4 errors=remount-ro keeps files open for writing) is
+    // left the same way; the pool's write probe keeps new segments off it.
+    if (!isFilesystemFull(err) && !isLogdiskError(err, 'READ_ONLY')) return false
     try {
       if (!mayRoll) throw new LogdiskError('NO_SPACE', 'the segment the last roll made is full too')
-      if (this.current.tail <= SEGMENT_HEADER_BYTES) throw new LogdiskError('NO_SPACE', 'the segment is new: rolling gains nothing')
+      // A single copy fresh from the pool's placement would be placed the same way again; a
+      // mirrored one may have been made ahead while a copy's filesystem still had room.
+      if (this.current.tail <= SEGMENT_HEADER_BYTES && !isRollingWhenFull(this.current)) throw new LogdiskError('NO_SPACE', 'the segment is new: rolling gains nothing')
       await this.next.discard() // made ahead, perhaps on the same full filesystem
       await this.roll()
     } catch (rollErr) {
       // Mirrored: the copies on filesystems with room took the write; it goes on with them
       // alone (degraded, as after an I/O error: pool repair makes the copy again).
       if (rollWhenFull(this.current, false)) {
-        this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'a copy\'s filesystem is full and no segment could be placed on volumes with room; going on with fewer copies')
+        this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'a copy\'s filesystem is full and no segment could be placed on volumes with room; trying the copies with room alone')
         return true
       }
       this.p.logger.warn({ segment: this.current.id, err: (rollErr as Error).message }, 'the filesystem under the current segment is full and no other segment could be made')
       return false
     }
-    this.p.logger.warn({ segment: this.current.id, err: (err as Error).message }, 'the filesystem under the previous segment was full: sealed it and appending in a new segment')
+    this.p.logger.warn({ segment: this.current.id, err: (err as Error).message }, 'the filesystem under the previous segment is full or read-only: sealed it and appending in a new segment')
     return true
   }
 
@@ -414,11 +422,17 @@ export class LogAppender implements LogPart {
     return count
   }
 
-  /** A foreground appendEntry, once more in a new segment when the filesystem under the current one was full (rolledAwayFromFull); `applied` takes the position from the tail. */
-  private async appendOrRoll (parts: Buffer[], applied: () => void): Promise<void> {
+  /**
+   * appendEntry, once more in a new segment when the filesystem under the current one was
+   * full or read-only (rolledAwayFromFull), and mirrored, once more on the copies with room.
+   * `applied` must take the entry's position from the tail (it may land in another segment
+   * than the one current when the entry was encoded; a roll changes no sequence number).
+   */
+  private async appendOrRoll (parts: Buffer[], applied: () => void, use: AppendUse = 'foreground'): Promise<void> {
+    rollWhenFull(this.current, true) // a fallback (below) lasts one append
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.appendEntry(parts, 'foreground', applied)
+        return await this.appendEntry(parts, use, applied)
       } catch (err) {
         if (attempt >= 2 || !(await this.rolledAwayFromFull(err, attempt === 0))) throw err
       }
@@ -490,31 +504,24 @@ export class LogAppender implements LogPart {
     if (body.length > MAX_MARKER_BYTES) throw new LogdiskError('BAD_ARGUMENT', `a marker of ${body.length} bytes is over the ${MAX_MARKER_BYTES}-byte limit (a shorter note, please)`)
     const use = markerUse(kind)
     if (this.current.tail + ENTRY_HEADER_BYTES + body.length > this.limit(use)) await this.roll()
-    // Its position is where it lands: again after a roll away from a full filesystem.
-    for (let attempt = 0; ; attempt++) {
-      const seq = this.seq + 1
-      const timeMs = this.nextTimeMs()
-      const position = this.completedPosition
-      const entry: EntryRecord = { kind, timeMs, position, block: 0, count: 0, payload, bytes: ENTRY_HEADER_BYTES + body.length }
-      try {
-        await this.appendEntry([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], use, () => {
-          this.seq = seq
-          this.lastTimeMs = timeMs
-          const batch = this.p.index.batch
-          batch.entries.set(seq, entry)
-          if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
-            for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
-            batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
-            batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
-          }
-        })
-      } catch (err) {
-        if (attempt >= 2 || !(await this.rolledAwayFromFull(err, attempt === 0))) throw err
-        continue
+    const seq = this.seq + 1
+    const timeMs = this.nextTimeMs()
+    const bytes = ENTRY_HEADER_BYTES + body.length
+    const entry: EntryRecord = { kind, timeMs, position: 0, block: 0, count: 0, payload, bytes }
+    await this.appendOrRoll([encodeMarker(kind, seq, timeMs, body, this.entryDurableSeq())], () => {
+      this.seq = seq
+      this.lastTimeMs = timeMs
+      const position = entry.position = this.completedPosition - bytes // after a roll away, in the new segment
+      const batch = this.p.index.batch
+      batch.entries.set(seq, entry)
+      if (kind === EntryKind.snapshot || kind === EntryKind.deleteSnapshot) {
+        for (const [cut, record] of this.p.snapshotTable.apply(kind, seq, position, timeMs, payload)) batch.snapshots.set(cut, record)
+        batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
+        batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
       }
-      await this.syncAll() // a marker is reported only once it is durable
-      return { ...entry, seq }
-    }
+    }, use)
+    await this.syncAll() // a marker is reported only once it is durable
+    return { ...entry, seq }
   }
 
   /**
@@ -532,7 +539,7 @@ export class LogAppender implements LogPart {
       const seq = this.seq + 1
       const timeMs = this.nextTimeMs()
       const header = encodeMoveHeader(seq, timeMs, versions, B, this.entryDurableSeq())
-      await this.appendEntry([header, data], 'foreground', () => {
+      await this.appendOrRoll([header, data], () => {
         this.seq = seq
         this.lastTimeMs = timeMs
         const batch = this.p.index.batch
@@ -559,13 +566,12 @@ export class LogAppender implements LogPart {
       if (this.current.tail + bytes > this.limit('foreground')) await this.roll()
       const seq = this.seq + 1
       const timeMs = this.nextTimeMs()
-      const position = this.completedPosition
       const entry = encodeTrimMove(seq, timeMs, runs, this.entryDurableSeq())
-      await this.appendEntry([entry], 'foreground', () => {
+      await this.appendOrRoll([entry], () => {
         this.seq = seq
         this.lastTimeMs = timeMs
         const batch = this.p.index.batch
-        batch.entries.set(seq, { kind: EntryKind.trimMove, timeMs, position, block: 0, count: runs.length })
+        batch.entries.set(seq, { kind: EntryKind.trimMove, timeMs, position: this.completedPosition - entry.length, block: 0, count: runs.length })
         const holder = trimHolder(this.current.id)
         for (const run of runs) for (let i = 0; i < run.count; i++) batch.addBlock(run.block + i, run.seq, TRIMMED, holder)
       })
@@ -628,13 +634,26 @@ export class LogAppender implements LogPart {
     if (segment === undefined) return
     try {
       await segment.handle.truncate(segment.tail)
+    } catch (err) {
+      // A filesystem gone read-only (after errors) refused the append and refuses the cut:
+      // when the append left nothing past the tail, there is nothing to cut. Not when an
+      // earlier truncate of this cut went into the page cache and its sync failed: the disk
+      // may still hold the bytes past the tail.
+      const nothingPast = !this.cutUnsynced && isLogdiskError(err, 'READ_ONLY') && await segment.handle.size().then(n => n <= segment.tail, () => false)
+      if (!nothingPast) throw fromSystemError(err, `cut ${segment.file} back to ${segment.tail} after a failed append`)
+      if (this.cutPending === segment) this.cutPending = undefined
+      return
+    }
+    try {
       // Durable before anything is appended at the tail again: otherwise a power loss could
       // undo the cut and keep the failed append's bytes past the new entries' end, where
       // recovery would read them as entries that follow (the hostile tester's attack4 notes).
       await segment.datasyncFile()
     } catch (err) {
+      this.cutUnsynced = true
       throw fromSystemError(err, `cut ${segment.file} back to ${segment.tail} after a failed append`)
     }
+    this.cutUnsynced = false
     if (this.cutPending === segment) this.cutPending = undefined
   }
 
@@ -661,6 +680,7 @@ export class LogAppender implements LogPart {
     const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
     home.occupied(next.id, next.volumes)
     this.current = next
+    rollWhenFull(old, false) // sealed: a copy that fails a write there (compaction's headers) is dropped, as before
     rollWhenFull(next, true)
     segments.ids.push(next.id)
     segments.setVolumes(next.id, next.volumes)
@@ -819,6 +839,10 @@ export class LogAppender implements LogPart {
  * Sets whether a write into `segment` that only its full copies failed fails whole, for a roll
  * (MirroredHandle.rollWhenFull); returns whether it was set before. Single copies: false.
  */
+function isRollingWhenFull (segment: Segment): boolean {
+  return segment.handle instanceof MirroredHandle && segment.handle.rollWhenFull
+}
+
 function rollWhenFull (segment: Segment, on: boolean): boolean {
   const h = segment.handle
   if (!(h instanceof MirroredHandle)) return false

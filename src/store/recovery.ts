@@ -245,6 +245,8 @@ export async function recover (
   }
   /** Directories holding copies of the segments replay synced (see below the loop). */
   const replayedDirs = new Set<string>()
+  /** Segments replay read nothing from whose fdatasync fails READ_ONLY (a filesystem read-only after errors): not synced again. */
+  const unsyncable = new Set<number>()
   for (const id of toScan) {
     const isLast = replaying || id === toScan[toScan.length - 1]
     /** Where valid entries end here, the log may end (a torn tail), not only be damaged. */
@@ -397,8 +399,22 @@ export async function recover (
     }
     // The index may only point at durable bytes: a sealed segment is not synced when it
     // fills (the next flush does that), so replay syncs what it read before indexing it.
-    await segment.handle.datasync()
-    if (!opts.readOnly) for (const v of segment.volumes) if (v !== CACHE_VOLUME) replayedDirs.add(home.dirOf(v))
+    try {
+      await segment.handle.datasync()
+      if (!opts.readOnly) for (const v of segment.volumes) if (v !== CACHE_VOLUME) replayedDirs.add(home.dirOf(v))
+    } catch (err) {
+      // An ext4 gone read-only after errors (errors=remount-ro) keeps files open for writing
+      // and fails every fdatasync with EROFS. When replay read nothing here (the checkpoint
+      // made everything before it durable; a segment made ahead holds no entry), nothing needs
+      // to be: read it as it is, and appends go to a new segment. Entries read past the
+      // checkpoint may never reach the disk: the open fails (make the filesystem writable again).
+      if (!isLogdiskError(err, 'READ_ONLY') || starts.length > 0) throw err
+      unsyncable.add(id)
+      if (report.readOnlySegments?.includes(id) !== true) {
+        log.warn({ segment: id, err: (err as Error).message }, 'a segment on a pool volume that refuses fdatasync (read-only after errors): read as it is, and appends go to a new segment')
+        ;(report.readOnlySegments ??= []).push(id)
+      }
+    }
     if ((await copiesOf(id))[0] === CACHE_VOLUME) await markLocallyFreed(id)
     if (batch.history.length >= REPLAY_COMMIT_BLOCKS) await commit(segment)
 
@@ -578,7 +594,8 @@ export async function recover (
   }
 
   async function commit (segment: Segment): Promise<void> {
-    await segment.handle.datasync() // index entries may only point at durable log bytes
+    // Index entries may only point at durable log bytes (nothing was read from an unsyncable one).
+    if (!unsyncable.has(segment.id)) await segment.handle.datasync()
     await index.commit(batch, { seq, position: segment.id * geometry.segmentBytes + segment.tail, timeMs: Date.now() })
     batch = new IndexBatch()
   }
