@@ -62,6 +62,8 @@ async function storeOnAB (dir: string, capA: string, capB: string, name = 'store
   const A = path.join(dir, `${name}-A`)
   const B = path.join(dir, `${name}-B`)
   await ok('create', store, '--size', '64M', '--segment-size', '2M', '--pool', A, '--pool', B)
+  const volumes = JSON.parse(fs.readFileSync(path.join(store, 'pool.json'), 'utf8')).volumes as Array<{ dir: string, grown?: boolean }>
+  if (volumes.find(v => v.dir === A)?.grown === true) throw new Error(`create --pool marked ${A} as taken by the pool itself (an automatic shrink could give it back)`)
   await ok('pool', 'add', store, A, '--capacity', capA)
   await ok('pool', 'add', store, B, '--capacity', capB, '--spare')
   const mnt = path.join(dir, `${name}-mnt`)

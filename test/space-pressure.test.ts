@@ -17,6 +17,7 @@ t.test('filesystemHeadroom: 2% of a filesystem, at least 256 MiB or a tenth of a
   t.equal(filesystemHeadroom(1000 * 1024 * MiB), 20 * 1024 * MiB, '1000 GiB: 20 GiB')
   t.equal(filesystemHeadroom(4 * 1024 * MiB), 256 * MiB, '4 GiB: 256 MiB')
   t.equal(filesystemHeadroom(100 * MiB), 10 * MiB, '100 MiB: 10 MiB')
+  t.equal(filesystemHeadroom(12 * MiB), 1258292, '12 MiB: a tenth, in whole bytes (pool list --json printed 1258291.2)')
 })
 
 /** One pass over the whole image, 1 MiB at a time, then fsync; the bytes written. */

@@ -637,7 +637,8 @@ function assignedTotals (volumes: VolumeStatus[]): { usedBytes: number, capacity
  * its neighbours can still write (ZFS keeps a "slop" of 1/32 of a pool for the same reason).
  */
 export function filesystemHeadroom (filesystemBytes: number): number {
-  return Math.max(HEADROOM_FRACTION * filesystemBytes, Math.min(HEADROOM_MIN_BYTES, filesystemBytes / 10))
+  // Whole bytes: capacities derived from it are printed (pool list --json) and compared.
+  return Math.ceil(Math.max(HEADROOM_FRACTION * filesystemBytes, Math.min(HEADROOM_MIN_BYTES, filesystemBytes / 10)))
 }
 
 const HEADROOM_FRACTION = 0.02

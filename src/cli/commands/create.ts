@@ -120,7 +120,10 @@ export function register (program: Command): void {
       recordIdentity(dir, config)
       if (pools.length > 0) {
         try {
-          const { store } = await openStore(dir, { holder: 'logdisk create' }, pools)
+          const { store, pool } = await openStore(dir, { holder: 'logdisk create' }, pools)
+          // The volumes segment 0 went to were given by name: the user's, not taken by the pool
+          // by itself from its spares (so no automatic shrink gives them back; the others stay spare).
+          for (const v of pool.status().volumes) if (v.state === 'assigned' && pools.includes(path.resolve(v.dir))) pool.add(v.dir, undefined)
           await store.close()
         } catch (err) {
           // Refused past the checks above (a volume directory that could not be made, no room
