@@ -96,3 +96,28 @@ t.test('a cut whose truncate went through but whose sync failed, then refused as
   t.ok((await again.verify()).ok, 'verify')
   await again.close()
 })
+
+t.test('a fresh current segment (made ahead) on a filesystem gone read-only: the write goes on in a new segment', async t => {
+  const rng = new Rng(43)
+  const { sim, layer, open } = await setup(t)
+  const store = await open()
+  const a = rng.bytes(4 * B)
+  await store.write(0, a)
+  await store.flush()
+  await (store as unknown as { p: { log: { seal: (id: number) => Promise<void> } } }).p.log.seal(store.logSegments().at(-1)!.id) // the one made ahead becomes current, empty
+  const fresh = store.logSegments().at(-1)!.id
+  layer.fail.writev.push('EROFS')
+  layer.fail.truncate.push('EROFS')
+  const b = rng.bytes(3 * B)
+  await store.write(8 * B, b) // READ_ONLY before: a fresh segment did not roll
+  t.ok(store.logSegments().at(-1)!.id > fresh, 'a new segment')
+  t.ok((await store.read(8 * B, 3 * B)).equals(b), 'the write reads back')
+  await store.flush()
+  await store.abandon()
+  sim.crash(rng)
+  const again = await open()
+  t.ok((await again.read(0, 4 * B)).equals(a), 'the first write survives a crash')
+  t.ok((await again.read(8 * B, 3 * B)).equals(b), 'and the one in the new segment')
+  t.ok((await again.verify()).ok, 'verify')
+  await again.close()
+})

@@ -48,8 +48,9 @@ interface WriteGroup {
   /** One write whose caller has nothing else to do (IoOptions.inline): its writev may be synchronous. */
   inline: boolean
   /**
-   * Times its writes were appended again after a filesystem under the current segment was
-   * full: first in a new segment (rolledAwayFromFull), then, mirrored, on the copies with room.
+   * Times its writes were appended again after a filesystem under the current segment refused
+   * them (full, read-only): first in a new segment (rolledAway), then, mirrored, on the
+   * copies with room.
    */
   attempts?: number
 }
@@ -197,7 +198,7 @@ export class LogAppender implements LogPart {
    */
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
-    if (group.attempts === undefined) rollWhenFull(this.current, true) // a fallback (rolledAwayFromFull) lasts one append
+    if (group.attempts === undefined) rollWhenFull(this.current, true) // a fallback (rolledAway) lasts one append
     const B = this.p.config.blockBytes
     // Never more than recovery allows for (format.ts inFlightBytes).
     const writevMax = Math.min(this.p.opts.writevMaxBytes ?? WRITEV_MAX_BYTES, WRITEV_MAX_BYTES)
@@ -251,7 +252,7 @@ export class LogAppender implements LogPart {
       for (const f of flights) for (const e of f.entries) failed.add(e.write)
       const unsettled = group.writes.filter((w, i) => failed.has(w) || i >= next)
       const attempts = group.attempts ?? 0
-      if (attempts < 2 && await this.rolledAwayFromFull(err, attempts === 0)) {
+      if (attempts < 2 && await this.rolledAway(err, attempts === 0)) {
         for (const w of unsettled) w.left = 0
         return await this.commitGroup({ ...group, writes: unsettled, attempts: attempts + 1 })
       }
@@ -259,7 +260,7 @@ export class LogAppender implements LogPart {
     }
   }
 
-  /** Errors of writes into the current segment itself (rolledAwayFromFull tells them from a failed roll's). */
+  /** Errors of writes into the current segment itself (rolledAway tells them from a failed roll's). */
   private readonly failedAppends = new WeakSet<object>()
 
   private appendFailed (err: unknown, segment: Segment): LogdiskError {
@@ -269,27 +270,28 @@ export class LogAppender implements LogPart {
   }
 
   /**
-   * After an append failed for room: when the filesystem under the current segment is full
-   * (ENOSPC, not the pool's own accounting) and the segment holds entries, it is sealed at
-   * its tail and the next one placed where the pool finds room (another volume), once per
-   * append; the caller then appends what failed again (writes, trims and markers; a pass's
-   * move still fails, and the pass goes on without it). Without it a full filesystem under one
-   * volume failed the writer while another volume had room. `mayRoll` false (the append failed
-   * again, in the segment the roll made): no second roll, only the mirrored fallback below.
-   * Mirrored (MirroredHandle.rollWhenFull): when no roll could be made, the current segment
-   * drops its full copies and the caller appends again on the copies with room.
+   * After an append into the current segment failed because its filesystem refused it: full
+   * (ENOSPC, EDQUOT; not the pool's own accounting) or read-only (an ext4 gone read-only after
+   * errors keeps files open for writing, and writes fail EROFS). The segment is sealed at its
+   * tail and the next one placed where the pool finds room (another volume; its write probe
+   * keeps new segments off a read-only one), once per append; the caller then appends what
+   * failed again (appendOrRoll: writes, trims, markers, compaction's moves; commitGroup). Without
+   * it one volume's filesystem failed the writer while another volume had room. `mayRoll` false
+   * (the append failed again, in the segment the roll made): no second roll, only the mirrored
+   * fallback below. Mirrored (MirroredHandle.rollWhenFull): when no roll could be made, the
+   * current segment drops its full copies for this append, which goes on on the copies with room.
    */
-  private async rolledAwayFromFull (err: unknown, mayRoll = true): Promise<boolean> {
+  private async rolledAway (err: unknown, mayRoll = true): Promise<boolean> {
     // Only the write into the current segment: a roll that failed for room already tried placing.
     if (!this.failedAppends.has(err as object)) return false
-    // A filesystem gone read-only (ext4 errors=remount-ro keeps files open for writing) is
-    // left the same way; the pool's write probe keeps new segments off it.
-    if (!isFilesystemFull(err) && !isLogdiskError(err, 'READ_ONLY')) return false
+    const readOnly = isLogdiskError(err, 'READ_ONLY')
+    if (!isFilesystemFull(err) && !readOnly) return false
     try {
-      if (!mayRoll) throw new LogdiskError('NO_SPACE', 'the segment the last roll made is full too')
-      // A single copy fresh from the pool's placement would be placed the same way again; a
-      // mirrored one may have been made ahead while a copy's filesystem still had room.
-      if (this.current.tail <= SEGMENT_HEADER_BYTES && !isRollingWhenFull(this.current)) throw new LogdiskError('NO_SPACE', 'the segment is new: rolling gains nothing')
+      if (!mayRoll) throw new LogdiskError('NO_SPACE', 'the segment the last roll made is refused too')
+      // A single copy fresh from the pool's placement on a full filesystem would be placed the
+      // same way again (the pool saw room there); a mirrored one may have been made ahead while
+      // a copy's filesystem still had room, and the pool's probe sees a read-only one.
+      if (this.current.tail <= SEGMENT_HEADER_BYTES && !readOnly && !isRollingWhenFull(this.current)) throw new LogdiskError('NO_SPACE', 'the segment is new: rolling gains nothing')
       await this.next.discard() // made ahead, perhaps on the same full filesystem
       await this.roll()
     } catch (rollErr) {
@@ -424,7 +426,7 @@ export class LogAppender implements LogPart {
 
   /**
    * appendEntry, once more in a new segment when the filesystem under the current one was
-   * full or read-only (rolledAwayFromFull), and mirrored, once more on the copies with room.
+   * full or read-only (rolledAway), and mirrored, once more on the copies with room.
    * `applied` must take the entry's position from the tail (it may land in another segment
    * than the one current when the entry was encoded; a roll changes no sequence number).
    */
@@ -434,7 +436,7 @@ export class LogAppender implements LogPart {
       try {
         return await this.appendEntry(parts, use, applied)
       } catch (err) {
-        if (attempt >= 2 || !(await this.rolledAwayFromFull(err, attempt === 0))) throw err
+        if (attempt >= 2 || !(await this.rolledAway(err, attempt === 0))) throw err
       }
     }
   }
@@ -835,14 +837,12 @@ export class LogAppender implements LogPart {
   }
 }
 
-/**
- * Sets whether a write into `segment` that only its full copies failed fails whole, for a roll
- * (MirroredHandle.rollWhenFull); returns whether it was set before. Single copies: false.
- */
+/** Whether a write into `segment` that only its full copies failed fails whole, for a roll (MirroredHandle.rollWhenFull). */
 function isRollingWhenFull (segment: Segment): boolean {
   return segment.handle instanceof MirroredHandle && segment.handle.rollWhenFull
 }
 
+/** Sets isRollingWhenFull; returns whether it was set before. Single copies: false. */
 function rollWhenFull (segment: Segment, on: boolean): boolean {
   const h = segment.handle
   if (!(h instanceof MirroredHandle)) return false
