@@ -2,12 +2,13 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { fromSystemError } from '../src/errors'
 import { segmentFileName } from '../src/store/format'
 import type { SegmentHome } from '../src/store/segment-home'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { writeRandom } from './helpers/sim-layer'
+import { PassThroughLayer, writeRandom } from './helpers/sim-layer'
 
 /**
  * The segment after the current one is made ahead, off the writers' path (next-segment.ts):
@@ -27,14 +28,28 @@ function tmpDir (t: Test): string {
 }
 
 /** A store on the simulated disk and a model of its bytes; `fill` writes until `until` says stop. */
-async function setup (t: Test, home?: SegmentHome): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
+async function setup (t: Test, home?: SegmentHome, crossDevice = false): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
   const dir = tmpDir(t)
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, checkpointIntervalMs: 0, ...(home ? { home } : {}) })
+  // Segments on another filesystem than the store's lost+found: rename(2) between them fails.
+  const layer = crossDevice ? new CrossDeviceLayer(sim) : sim
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, ...(home ? { home } : {}) })
   return { dir, sim, store: await open(), model: Buffer.alloc(SIZE), rng: new Rng(0x5e9), open }
 }
 
+
+/** Renames into lost+found fail with EXDEV, as from a pool volume on another filesystem. */
+class CrossDeviceLayer extends PassThroughLayer {
+  renamesRefused = 0
+  async rename (from: string, to: string): Promise<void> {
+    if (to.includes('lost+found') && !from.includes('lost+found')) {
+      this.renamesRefused++
+      throw fromSystemError(Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' }), `rename ${from}`)
+    }
+    return await this.sim.rename(from, to)
+  }
+}
 
 /** The id of the segment being appended to. */
 const currentId = (store: Store): number => Math.floor(store.status().index.position / SEGMENT)
@@ -165,9 +180,9 @@ t.test('a power loss with a segment made ahead and never synced: it is gone, rem
 // A sealed segment made ahead keeps an unsynced header until a flush: a power loss may take
 // its header page and keep the next segment's. The log records whether a flush covered it.
 t.test('an unreadable header of a sealed segment: unflushed, the log ends before it; flushed, damage', async t => {
-  for (const flushed of [false, true]) {
-    const what = flushed ? 'flushed' : 'unflushed'
-    const { dir, sim, store, model, rng, open } = await setup(t)
+  for (const [flushed, crossDevice] of [[false, false], [true, false], [false, true]]) {
+    const what = `${flushed ? 'flushed' : 'unflushed'}${crossDevice ? ', segments on another filesystem than lost+found' : ''}`
+    const { dir, sim, store, model, rng, open } = await setup(t, undefined, crossDevice)
     await fillTo(store, model, rng, 0.9)
     await store.flush() // segment 1 is made ahead, not synced
     // One-block writes up to the roll: the one that rolls lands whole in segment 1, so
@@ -191,6 +206,8 @@ t.test('an unreadable header of a sealed segment: unflushed, the log ends before
       t.same(again.recovery.damaged, [], `${what}: no damage reported`)
       t.ok((await again.read(0, SIZE)).equals(segment0), `${what}: the volume is as segment 0 left it`)
       t.ok(again.recovery.orphanedSegments.length >= 2, `${what}: segments 1 and 2 are set aside with their unflushed entries`)
+      for (const id of [1, 2]) t.notOk(sim.readFile(segFile(dir, id)) !== undefined, `${what}: segment ${id} left its place`)
+      t.ok(sim.readFile(again.recovery.orphanedSegments.at(-1)!) !== undefined, `${what}: and is in lost+found`)
       t.ok((await again.verify()).ok, `${what}: verify clean`)
     } else {
       t.same(again.recovery.damaged.map(d => d.segment), [1], `${what}: segment 1 is reported as damage`)

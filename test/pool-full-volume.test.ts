@@ -7,6 +7,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES } from '../src/store/format'
+import { appendLimit } from '../src/store/pass-fence'
 import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
 
 const MiB = 1024 * 1024
@@ -124,4 +126,66 @@ t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on t
   t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
   const v = await logdisk('verify', store)
   t.equal(v.code, 0, `verify: no segment lost a copy: ${v.stdout}${v.stderr}`)
+})
+
+// The segment made ahead lies on a volume whose filesystem something else filled after it was
+// made; the current segment fills exactly, so the roll takes it, and its first write met
+// ENOSPC while another volume had room (a hostile test's D1: the roll-away refused a segment
+// with no entry yet). The roll now leaves a segment made ahead whose filesystem lost its room.
+t.test('the segment made ahead is on a filesystem that filled since: the roll places the next one elsewhere', { skip, timeout: 120_000 }, async t => {
+  const dir = tmpDir('pool-full-ahead')
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const small = path.join(dir, 'small')
+  const big = path.join(dir, 'big')
+  fs.mkdirSync(small)
+  fs.mkdirSync(big)
+  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
+  const SEGMENT = 2 * MiB
+  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', String(SEGMENT), '--pool', small, '--pool', big)
+  t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
+  t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
+  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
+  const seg = (d: string, id: number): string => path.join(d, uuid, `seg-${String(id).padStart(12, '0')}.log`)
+  const img = path.join(mnt, 'current.img')
+  const fd = fs.openSync(img, 'r+')
+  const entry = ENTRY_HEADER_BYTES + BLOCK_CRC_BYTES + 4096 // one 4 KiB write
+  const limit = appendLimit('foreground', SEGMENT)
+  const model = Buffer.alloc(8 * MiB)
+  try {
+    // 4 KiB fsynced writes until segment 0 holds all it can: the next write rolls.
+    let block = 0
+    while (fs.statSync(seg(small, 0)).size + entry <= limit) {
+      const b = crypto.randomBytes(4096)
+      fs.writeSync(fd, b, 0, b.length, block * 4096)
+      fs.fsyncSync(fd)
+      b.copy(model, block * 4096)
+      block++
+    }
+    t.ok(fs.existsSync(seg(small, 1)), 'segment 1 was made ahead on the small volume')
+    const filler = path.join(small, 'filler')
+    const ffd = fs.openSync(filler, 'w')
+    try {
+      for (;;) fs.writeSync(ffd, Buffer.alloc(64 * 1024, 7))
+    } catch (err) {
+      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the small volume\'s filesystem is full')
+    } finally {
+      fs.closeSync(ffd)
+    }
+    const data = crypto.randomBytes(MiB)
+    fs.writeSync(fd, data, 0, data.length, 4 * MiB) // ENOSPC before the fix
+    fs.fsyncSync(fd)
+    data.copy(model, 4 * MiB)
+    const back = Buffer.alloc(model.length)
+    fs.readSync(fd, back, 0, back.length, 0)
+    t.ok(back.equals(model), 'every write reads back')
+    t.ok(fs.existsSync(seg(big, 1)), 'segment 1 went to the other volume')
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.rmSync(path.join(small, 'filler'))
+  t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
+  const v = await logdisk('verify', store)
+  t.equal(v.code, 0, `verify: ${v.stdout}${v.stderr}`)
 })

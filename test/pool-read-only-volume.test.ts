@@ -57,6 +57,7 @@ t.test('the newest segment on a volume that became read-only: the store mounts, 
   t.ok(readAt(img, 0, model.length).equals(model), 'and reads as written')
   const waits = await logdisk('compact', store)
   t.match(waits.stderr, /compaction waits: .*read-only/, `a later compaction waits for the volume: ${waits.stderr.trim()}`)
+  t.ok(waits.stderr.includes(`(${a}/`), 'and names it (not the store)')
   t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')
   const v = await logdisk('verify', store)
   t.equal(v.code, 0, `verify with the volume read-only: ${v.stdout}${v.stderr}`)

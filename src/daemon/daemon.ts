@@ -178,7 +178,14 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     unmount: async (_args, req) => {
       // A loop device detached a moment ago may still have its RELEASE in flight.
       if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError()
-      await store.flush()
+      await store.flush().catch(err => {
+        // A write-back of the log failed (a disk error, a filesystem gone read-only): no flush
+        // can succeed in this process again, and the error says to unmount and mount again.
+        // Refusing the unmount left only kill (a hostile test's D3); the close releases the
+        // store as a kill would, and the next open writes what no flush covered again.
+        if (!store.writebackFailed) throw err
+        log.error({ mountpoint, err: (err as Error).message }, 'unmounting without a final flush: a write-back of the log failed')
+      })
       await new Promise(resolve => setTimeout(resolve, 20)) // an end-of-stream read with the request is processed by now
       if (req.gone()) {
         // The client gave up waiting (a stopped or overloaded daemon) and told its user that

@@ -252,9 +252,12 @@ export class Pool implements SegmentHome {
 
   stillSuits (volumes: string[]): boolean {
     if (this.readOnly || volumes.length !== this.policy.mirror) return false
-    // Room is not asked again: the segment made ahead already counts as using its room.
-    const assigned = new Set(this.status().volumes.filter(v => v.state === 'assigned').map(v => v.id))
-    return volumes.every(v => v !== this.drainingVolume && assigned.has(v))
+    // The pool's room is not asked again: the segment made ahead already counts as using it.
+    // Its filesystem's is: something else may have filled it since, and a segment made ahead
+    // is sparse, so it needs that room to fill (taken there, its first write failed with
+    // ENOSPC while another volume had room: a hostile test's D1).
+    const assigned = new Map(this.status().volumes.filter(v => v.state === 'assigned').map(v => [v.id, v.dir]))
+    return volumes.every(v => v !== this.drainingVolume && assigned.has(v) && filesystemRoom(assigned.get(v)!) >= this.config.segmentBytes)
   }
 
   async place (segmentId: number, opts: { ahead?: boolean } = {}): Promise<string[]> {
@@ -643,6 +646,16 @@ export function filesystemHeadroom (filesystemBytes: number): number {
 
 const HEADROOM_FRACTION = 0.02
 const HEADROOM_MIN_BYTES = 256 * 1024 * 1024
+
+/** Bytes this process may still write on `dir`'s filesystem (0 when it cannot be asked). */
+function filesystemRoom (dir: string): number {
+  try {
+    const st = fs.statfsSync(dir)
+    return st.bavail * st.bsize
+  } catch {
+    return 0
+  }
+}
 
 /** `dir` with every symlink resolved, or as given when it does not exist (yet). */
 function realPathOf (dir: string): string {

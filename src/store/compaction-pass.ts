@@ -42,8 +42,9 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   const started = Date.now()
   // Header writes an earlier pass left on record (it failed on a read-only pool volume) go
   // first: the record has one slot, and this pass's own would take it.
-  if (!(await redoPendingHeaders(p.layer, p.dir, p.home, db, p.logger))) {
-    throw new LogdiskError('READ_ONLY', `compaction waits: free headers an earlier pass could not write are pending on a pool volume that is read-only (${p.dir}); make it writable again`)
+  const waiting = await redoPendingHeaders(p.layer, p.dir, p.home, db, p.logger)
+  if (waiting !== undefined) {
+    throw new LogdiskError('READ_ONLY', `compaction waits: free headers an earlier pass could not write are pending on a pool volume that is read-only (${waiting}); make it writable again`)
   }
   const report: CompactionReport = { versionsFreed: 0, freeBatches: 0, versionsMoved: 0, trimsMoved: 0, segmentsCleaned: 0, entriesFreed: 0, runsPunched: 0, bytesPunched: 0, segmentsRecycled: 0, segmentsInactive: 0, durationMs: 0 }
   const S = p.config.segmentBytes

@@ -393,7 +393,7 @@ export async function recover (
         // hand): nothing there can be written again, so a write-back that failed there cannot
         // be repaired either. Read as it is; a current segment there is sealed at open.
         if (!isLogdiskError(err, 'READ_ONLY')) throw err
-        log.warn({ segment: id, err: (err as Error).message }, 'a segment on a read-only pool volume: read as it is, and appends go to a new segment')
+        log.warn({ segment: id, err: (err as Error).message }, 'a segment on a read-only pool volume: its unflushed entries cannot be written again there; read as it is')
         ;(report.readOnlySegments ??= []).push(id)
       }
     }
@@ -770,12 +770,13 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
  * pending-headers.ts): the same bytes again, on every copy still there, then synced. Before
  * a full rebuild too (`index` undefined): the record is also a file beside the index, so a
  * torn header is made whole before the scan reads it. An index written by an older release
- * holds it as its 'p' key alone (keys.ts). False when a copy's pool volume is read-only: the
- * record stays for later (compaction redoes it before it writes any header of its own).
+ * holds it as its 'p' key alone (keys.ts). When a copy's pool volume is read-only, returns
+ * the directory of it, and the record stays for later (compaction redoes it before it writes
+ * any header of its own); undefined once nothing is pending.
  */
-export async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<boolean> {
+export async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<string | undefined> {
   const pending = (await index?.pending()) ?? await readPendingHeaders(layer, storeDir)
-  if (!pending) return true
+  if (!pending) return undefined
   for (const volume of pending.volumes) {
     let handle
     try {
@@ -792,7 +793,7 @@ export async function redoPendingHeaders (layer: FileLayer, storeDir: string, ho
       // The index never took the entries they free, so the log reads as before meanwhile.
       if (!isLogdiskError(err, 'READ_ONLY')) throw err
       log.warn({ segment: pending.segment, volume, err: (err as Error).message }, 'header writes a compaction left are waiting: the pool volume is read-only')
-      return false
+      return home.dirOf(volume)
     } finally {
       await handle.close()
     }
@@ -800,7 +801,7 @@ export async function redoPendingHeaders (layer: FileLayer, storeDir: string, ho
   log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
   await index?.clearPending()
   await clearPendingHeaders(layer, storeDir)
-  return true
+  return undefined
 }
 
 /**
@@ -881,9 +882,43 @@ async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome,
   let to = ''
   for (const volume of volumes) {
     to = path.join(dir, `${name}.${volume}.${Date.now()}`)
-    await layer.rename(path.join(home.dirOf(volume), name), to)
+    const from = path.join(home.dirOf(volume), name)
+    try {
+      await layer.rename(from, to)
+    } catch (err) {
+      // A pool volume on another filesystem than the store (the usual pool): rename(2) fails
+      // with EXDEV. Failing here left the open half done (earlier segments already cut or
+      // moved), and each retry moved more (a hostile test's D2).
+      if ((err as { cause?: NodeJS.ErrnoException }).cause?.code !== 'EXDEV') throw err
+      await copyAcross(layer, from, to)
+      await layer.remove(from)
+    }
     await layer.syncDir(home.dirOf(volume))
   }
   await layer.syncDir(dir)
   return to
+}
+
+/** Copies `from` to `to` (on another filesystem) whole and durably. */
+async function copyAcross (layer: FileLayer, from: string, to: string): Promise<void> {
+  const src = await layer.open(from, false)
+  try {
+    const out = await layer.open(to, true)
+    try {
+      await out.truncate(0)
+      const size = await src.size()
+      const buf = Buffer.alloc(Math.min(4 * 1024 * 1024, Math.max(size, 1)))
+      for (let at = 0; at < size;) {
+        const n = await readUpTo(src, buf.subarray(0, Math.min(buf.length, size - at)), at)
+        if (n === 0) break
+        await out.writev([buf.subarray(0, n)], at)
+        at += n
+      }
+      await out.datasync()
+    } finally {
+      await out.close()
+    }
+  } finally {
+    await src.close()
+  }
 }
