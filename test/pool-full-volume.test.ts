@@ -14,6 +14,18 @@ import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
 const MiB = 1024 * 1024
 const skip = canMount()
 
+/** Something else fills `dir`'s filesystem (a file `filler` there); returns the error that stopped it. */
+function fillUp (dir: string): string | undefined {
+  const fd = fs.openSync(path.join(dir, 'filler'), 'w')
+  try {
+    for (;;) fs.writeSync(fd, Buffer.alloc(64 * 1024, 7))
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 t.test('a full filesystem under the current segment: writes go on in a segment on another volume', { skip, timeout: 120_000 }, async t => {
   const dir = tmpDir('pool-full-volume')
   t.teardown(() => cleanup(dir, t))
@@ -38,16 +50,7 @@ t.test('a full filesystem under the current segment: writes go on in a segment o
     fs.fsyncSync(fd)
     // Something else fills the small volume's filesystem: the current segment (on it, the
     // first volume in pool order) cannot grow any more.
-    const filler = path.join(small, 'filler')
-    const chunk = Buffer.alloc(256 * 1024, 7)
-    const ffd = fs.openSync(filler, 'w')
-    try {
-      for (;;) fs.writeSync(ffd, chunk)
-    } catch (err) {
-      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the small volume\'s filesystem is full')
-    } finally {
-      fs.closeSync(ffd)
-    }
+    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
     for (let i = 1; i < 16; i++) {
       const data = crypto.randomBytes(MiB)
       fs.writeSync(fd, data, 0, data.length, i * MiB) // ENOSPC (EIO) here before the fix
@@ -99,16 +102,7 @@ t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on t
     fs.fsyncSync(fd)
     const all = [...new Set([small, b1, b2].flatMap(segs))]
     t.same(segs(small), all, `every segment so far (the current one, the one made ahead) has a copy on the small volume: ${JSON.stringify([small, b1, b2].map(segs))}`)
-    const filler = path.join(small, 'filler')
-    const chunk = Buffer.alloc(256 * 1024, 7)
-    const ffd = fs.openSync(filler, 'w')
-    try {
-      for (;;) fs.writeSync(ffd, chunk)
-    } catch (err) {
-      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the small volume\'s filesystem is full')
-    } finally {
-      fs.closeSync(ffd)
-    }
+    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
     for (let i = 1; i < 16; i++) {
       const data = crypto.randomBytes(MiB)
       fs.writeSync(fd, data, 0, data.length, i * MiB)
@@ -164,15 +158,7 @@ t.test('the segment made ahead is on a filesystem that filled since: the roll pl
       block++
     }
     t.ok(fs.existsSync(seg(small, 1)), 'segment 1 was made ahead on the small volume')
-    const filler = path.join(small, 'filler')
-    const ffd = fs.openSync(filler, 'w')
-    try {
-      for (;;) fs.writeSync(ffd, Buffer.alloc(64 * 1024, 7))
-    } catch (err) {
-      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the small volume\'s filesystem is full')
-    } finally {
-      fs.closeSync(ffd)
-    }
+    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
     const data = crypto.randomBytes(MiB)
     fs.writeSync(fd, data, 0, data.length, 4 * MiB) // ENOSPC before the fix
     fs.fsyncSync(fd)
