@@ -28,23 +28,31 @@ function tmpDir (t: Test): string {
 }
 
 /** A store on the simulated disk and a model of its bytes; `fill` writes until `until` says stop. */
-async function setup (t: Test, home?: SegmentHome, crossDevice = false): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
+async function setup (t: Test, home?: SegmentHome, aside: 'rename' | 'cross-device' | 'second fails once' = 'rename'): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
   const dir = tmpDir(t)
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
   // Segments on another filesystem than the store's lost+found: rename(2) between them fails.
-  const layer = crossDevice ? new CrossDeviceLayer(sim) : sim
+  const layer = aside === 'rename' ? sim : new CrossDeviceLayer(sim, aside === 'second fails once' ? 2 : 0)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, ...(home ? { home } : {}) })
   return { dir, sim, store: await open(), model: Buffer.alloc(SIZE), rng: new Rng(0x5e9), open }
 }
 
 
-/** Renames into lost+found fail with EXDEV, as from a pool volume on another filesystem. */
+/**
+ * Renames into lost+found fail with EXDEV, as from a pool volume on another filesystem; with
+ * `failAt`, the move of that many-th segment there fails once with ENOSPC instead (the store's
+ * filesystem full during the copy).
+ */
 class CrossDeviceLayer extends PassThroughLayer {
-  renamesRefused = 0
+  private moves = 0
+  constructor (sim: SimFileLayer, private failAt = 0) { super(sim) }
   async rename (from: string, to: string): Promise<void> {
     if (to.includes('lost+found') && !from.includes('lost+found')) {
-      this.renamesRefused++
+      if (++this.moves === this.failAt) {
+        this.failAt = 0
+        throw fromSystemError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), `rename ${from}`)
+      }
       throw fromSystemError(Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' }), `rename ${from}`)
     }
     return await this.sim.rename(from, to)
@@ -180,9 +188,9 @@ t.test('a power loss with a segment made ahead and never synced: it is gone, rem
 // A sealed segment made ahead keeps an unsynced header until a flush: a power loss may take
 // its header page and keep the next segment's. The log records whether a flush covered it.
 t.test('an unreadable header of a sealed segment: unflushed, the log ends before it; flushed, damage', async t => {
-  for (const [flushed, crossDevice] of [[false, false], [true, false], [false, true]]) {
-    const what = `${flushed ? 'flushed' : 'unflushed'}${crossDevice ? ', segments on another filesystem than lost+found' : ''}`
-    const { dir, sim, store, model, rng, open } = await setup(t, undefined, crossDevice)
+  for (const [flushed, aside] of [[false, 'rename'], [true, 'rename'], [false, 'cross-device'], [false, 'second fails once']] as const) {
+    const what = `${flushed ? 'flushed' : 'unflushed'}${aside === 'rename' ? '' : aside === 'cross-device' ? ', segments on another filesystem than lost+found' : ', the second set aside failing once (a full filesystem)'}`
+    const { dir, sim, store, model, rng, open } = await setup(t, undefined, aside)
     await fillTo(store, model, rng, 0.9)
     await store.flush() // segment 1 is made ahead, not synced
     // One-block writes up to the roll: the one that rolls lands whole in segment 1, so
@@ -201,6 +209,8 @@ t.test('an unreadable header of a sealed segment: unflushed, the log ends before
     t.equal(currentId(store), 2, `${what}: segment 2 is current`)
     await store.abandon()
     sim.poke(segFile(dir, 1), 0, Buffer.alloc(HEADER)) // its header page lost (or rotten)
+    // An open that fails part way leaves what the next one decides the same way from.
+    if (aside === 'second fails once') await t.rejects(open(), { code: 'NO_SPACE' }, `${what}: the first open fails`)
     const again = await open()
     if (!flushed) {
       t.same(again.recovery.damaged, [], `${what}: no damage reported`)

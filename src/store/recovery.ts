@@ -204,6 +204,8 @@ export async function recover (
   if (startOffset < SEGMENT_HEADER_BYTES) startOffset = SEGMENT_HEADER_BYTES
 
   const scanned: number[] = []
+  /** Segments after the log's end (a torn tail, an unreadable header): set aside after the scan. */
+  const aside: number[] = []
   let current: Segment | undefined
   let stop = false
   /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
@@ -252,7 +254,7 @@ export async function recover (
     /** Where valid entries end here, the log may end (a torn tail), not only be damaged. */
     const endsLog = isLast || id >= lastWithEntries
     if (stop) {
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
+      aside.push(id)
       continue
     }
     // Compaction recycles segments: a missing id is a gap in the log, not damage.
@@ -285,7 +287,7 @@ export async function recover (
         continue
       }
       log.warn({ segment: id, err: (err as Error).message }, 'segment header unreadable; treating it as a torn tail')
-      report.orphanedSegments.push(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
+      aside.push(id)
       stop = true
       continue
     }
@@ -435,6 +437,13 @@ export async function recover (
       log.warn(report.cut, 'cut a torn or damaged log tail; its bytes were kept aside')
       stop = true
     }
+  }
+  // Newest first: an open that fails part way (a full store filesystem, a volume gone
+  // read-only) leaves the oldest of them, where the log was found torn, in place, so the next
+  // open decides the same. Oldest first, it left a gap before segments still there, and the
+  // next open read those as the log going on after a recycled one (a hostile test's D1).
+  for (const id of [...aside].reverse()) {
+    report.orphanedSegments.unshift(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
   }
 
   /**
@@ -899,11 +908,12 @@ async function moveAside (layer: FileLayer, storeDir: string, home: SegmentHome,
   return to
 }
 
-/** Copies `from` to `to` (on another filesystem) whole and durably. */
+/** Copies `from` to `to` (on another filesystem) whole and durably; `to` appears only once whole. */
 async function copyAcross (layer: FileLayer, from: string, to: string): Promise<void> {
+  const partial = `${to}.partial`
   const src = await layer.open(from, false)
   try {
-    const out = await layer.open(to, true)
+    const out = await layer.open(partial, true)
     try {
       await out.truncate(0)
       const size = await src.size()
@@ -918,7 +928,11 @@ async function copyAcross (layer: FileLayer, from: string, to: string): Promise<
     } finally {
       await out.close()
     }
+  } catch (err) {
+    await layer.remove(partial).catch(() => undefined) // a full filesystem: room back
+    throw err
   } finally {
     await src.close()
   }
+  await layer.rename(partial, to)
 }
