@@ -40,13 +40,13 @@ export function isLogdiskError (err: unknown, code?: ErrorCode): err is LogdiskE
   return err instanceof LogdiskError && (code === undefined || err.code === code)
 }
 
-/** Wraps an operating system error (ENOSPC, EROFS, ...) so it keeps its meaning upstream. */
 /** An error of a filesystem with no room left (for the data, or this user's quota), as fromSystemError reports it. */
 export function isFilesystemFull (err: unknown): boolean {
   const code = (err as { cause?: NodeJS.ErrnoException } | undefined)?.cause?.code
   return isLogdiskError(err, 'NO_SPACE') && (code === 'ENOSPC' || code === 'EDQUOT')
 }
 
+/** Wraps an operating system error (ENOSPC, EROFS, ...) so it keeps its meaning upstream. */
 export function fromSystemError (err: unknown, what: string): LogdiskError {
   if (err instanceof LogdiskError) return err
   const sys = err as NodeJS.ErrnoException

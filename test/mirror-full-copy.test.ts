@@ -6,13 +6,12 @@
 // the copies that have room (degraded, as before; pool repair makes the copy again).
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { fromSystemError } from '../src/errors'
 import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { SimFileLayer, errno } from '../src/testing/sim-file-layer'
 import { SimHome } from '../src/testing/sim-home'
-import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
+import { PassThroughLayer, scratchDir, sealCurrent } from './helpers/sim-layer'
 
 const B = 4096
 const SEGMENT = 1024 * 1024 + 64 * 1024 // the smallest round size that fits a 256-block entry
@@ -20,12 +19,10 @@ const SIZE = 8 * 1024 * 1024
 /** Past a segment's header (SEGMENT_HEADER_BYTES). */
 const HEADER_ROOM = 4096
 
-/** Writes that grow files of the volumes in `fullSet` fail with ENOSPC (as the real layer reports it). */
+/** Writes that grow files of the volumes in `full` fail with ENOSPC (as the real layer reports it). */
 class FullVolumeLayer extends PassThroughLayer {
   /** Volumes whose filesystem is full. */
-  readonly fullSet = new Set<string>()
-  get full (): string | undefined { return [...this.fullSet][0] }
-  set full (v: string | undefined) { this.fullSet.clear(); if (v !== undefined) this.fullSet.add(v) }
+  readonly full = new Set<string>()
   /** Only writes from this byte of a file on: a filesystem with a few KiB left takes a new segment's header. */
   fromByte = 0
   /** Writes that met the full filesystem. */
@@ -34,11 +31,11 @@ class FullVolumeLayer extends PassThroughLayer {
     const h = await this.sim.open(file, create)
     const layer = this
     const refuse = (position: number): boolean => {
-      if (![...layer.fullSet].some(v => file.includes(`/${v}/`)) || position < layer.fromByte) return false
+      if (![...layer.full].some(v => file.includes(`/${v}/`)) || position < layer.fromByte) return false
       layer.refused++
       return true
     }
-    const enospc = (): Error => fromSystemError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), `write ${file}`)
+    const enospc = (): Error => errno('ENOSPC', `write ${file}`)
     return new Proxy(h, {
       get (target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver)
@@ -52,7 +49,7 @@ class FullVolumeLayer extends PassThroughLayer {
   }
 }
 
-/** A store of 2 copies over `volumes` simulated volumes; `placeable` filters where new segments may go (the pool's look at free space). */
+/** A store of 2 copies over `volumes` simulated volumes, each placed by the simulated pool. */
 async function mirrored (t: Test, volumes: number, historyKeepMs?: number): Promise<{ sim: SimFileLayer, layer: FullVolumeLayer, home: SimHome, open: () => Promise<Store> }> {
   const dir = scratchDir(t, 'mirror-full-copy')
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
@@ -82,9 +79,29 @@ async function writeBoth (store: Store, rng: Rng, at: number): Promise<Array<[nu
   return done
 }
 
+/** Each of `written` reads back from `store`. */
+async function readsBack (t: Test, store: Store, written: Array<[number, Buffer]>, what: string): Promise<void> {
+  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} ${what}`)
+}
+
+/** Volumes the pool sees no room on: new segments go elsewhere (its look at free space). */
+function excludeFromPlacement (home: SimHome, volumes: () => Iterable<string>): void {
+  const candidates = home.candidates.bind(home)
+  home.candidates = (exclude: string[] = []) => candidates([...exclude, ...volumes()])
+}
+
+/** Power loss with `store` open (every filesystem has room again after it); the store opened again. */
+async function crashAndReopen (store: Store, { sim, layer, open }: { sim: SimFileLayer, layer: FullVolumeLayer, open: () => Promise<Store> }, rng: Rng): Promise<Store> {
+  await store.abandon()
+  layer.full.clear()
+  sim.crash(rng)
+  return await open()
+}
+
 t.test('one copy\'s filesystem full, a third volume with room: the segment is sealed with both copies and the writes go on in a new one with two', async t => {
   const rng = new Rng(31)
-  const { sim, layer, home, open } = await mirrored(t, 3)
+  const sim = await mirrored(t, 3)
+  const { layer, home, open } = sim
   const store = await open()
   const first = rng.bytes(4 * B)
   await store.write(0, first)
@@ -92,12 +109,11 @@ t.test('one copy\'s filesystem full, a third volume with room: the segment is se
   const filled = currentId(store)
   const holders = copiesOf(store, filled)
   t.equal(holders.length, 2, 'two copies')
-  layer.full = holders[0]
-  const candidates = home.candidates.bind(home)
-  home.candidates = (exclude: string[] = []) => candidates([...exclude, holders[0]]) // the pool sees no room there
+  layer.full.add(holders[0])
+  excludeFromPlacement(home, () => layer.full)
   const written = await writeBoth(store, rng, 16)
   t.ok(layer.refused > 0, 'a write met the full filesystem')
-  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  await readsBack(t, store, written, 'reads back')
   const now = currentId(store)
   t.not(now, filled, 'the log went on in a new segment')
   t.same(copiesOf(store, filled).sort(), holders, 'the filled segment kept both copies')
@@ -106,57 +122,52 @@ t.test('one copy\'s filesystem full, a third volume with room: the segment is se
   await store.flush()
   const report = await store.verify({ copies: 2 })
   t.same(report.problems, [], 'verify: no segment lost a copy')
-  await store.abandon()
-  layer.full = undefined
-  sim.crash(rng)
-  const again = await open()
+  const again = await crashAndReopen(store, sim, rng)
   t.ok((await again.read(0, 4 * B)).equals(first), 'the first write survives a crash')
-  for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+  await readsBack(t, again, written, 'survives a crash after its flush')
   t.same((await again.verify({ copies: 2 })).problems, [], 'verify after the crash')
   await again.close()
 })
 
 t.test('one copy\'s filesystem full and no other volume: the writes go on with the copy that has room (degraded)', async t => {
   const rng = new Rng(32)
-  const { sim, layer, home, open } = await mirrored(t, 2)
+  const sim = await mirrored(t, 2)
+  const { layer, home, open } = sim
   const store = await open()
   await store.write(0, rng.bytes(4 * B))
   await store.flush()
   const filled = currentId(store)
   const [full, room] = copiesOf(store, filled)
-  layer.full = full
-  const candidates = home.candidates.bind(home)
-  home.candidates = (exclude: string[] = []) => candidates([...exclude, full])
+  layer.full.add(full)
+  excludeFromPlacement(home, () => layer.full)
   const written = await writeBoth(store, rng, 16)
-  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  await readsBack(t, store, written, 'reads back')
   t.equal(currentId(store), filled, 'no new segment could be placed')
   t.same(copiesOf(store, filled), [room], 'the copy on the full filesystem was dropped')
   await store.flush()
   const report = await store.verify({ copies: 2 })
   t.ok(report.problems.some(p => /copy|copies/.test(p)), `verify names the missing copy: ${report.problems.join('; ')}`)
-  await store.abandon()
-  layer.full = undefined
-  sim.crash(rng)
-  const again = await open()
-  for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+  const again = await crashAndReopen(store, sim, rng)
+  await readsBack(t, again, written, 'survives a crash after its flush')
   await again.close()
 })
 
 for (const [fromByte, what] of [[0, 'its header cannot be written there: the log goes on in the filled segment'], [HEADER_ROOM, 'it takes the header but not the write: the log goes on in it']] as const) {
   t.test(`the pool places the new segment on the full filesystem too (it does not see it full); ${what}, with the copy that has room`, async t => {
     const rng = new Rng(33)
-    const { sim, layer, home, open } = await mirrored(t, 3)
+    const sim = await mirrored(t, 3)
+    const { layer, home, open } = sim
     const store = await open()
     await store.write(0, rng.bytes(4 * B))
     await store.flush()
     const filled = currentId(store)
     const holders = copiesOf(store, filled)
-    layer.full = holders[0]
+    layer.full.add(holders[0])
     layer.fromByte = fromByte
     const candidates = home.candidates.bind(home)
     home.candidates = (exclude: string[] = []) => { const c = candidates(exclude); return c.includes(holders[0]) ? [holders[0], ...c.filter(v => v !== holders[0])] : c }
     const written = await writeBoth(store, rng, 16)
-    for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+    await readsBack(t, store, written, 'reads back')
     const now = currentId(store)
     if (fromByte === 0) {
       t.equal(now, filled, 'no new segment')
@@ -167,20 +178,11 @@ for (const [fromByte, what] of [[0, 'its header cannot be written there: the log
     t.equal(copiesOf(store, now).length, 1, 'the segment written dropped its copy on the full filesystem')
     t.notOk(copiesOf(store, now).includes(holders[0]), 'and kept the other')
     await store.flush()
-    await store.abandon()
-    layer.full = undefined
-    sim.crash(rng)
-    const again = await open()
-    for (const [offset, data] of written) t.ok((await again.read(offset, data.length)).equals(data), `the write at ${offset} survives a crash after its flush`)
+    const again = await crashAndReopen(store, sim, rng)
+    await readsBack(t, again, written, 'survives a crash after its flush')
     t.ok((await again.verify()).ok, 'verify (one copy fewer is reported only against mirror=2)')
     await again.close()
   })
-}
-
-/** Volumes the pool sees no room on: new segments go elsewhere (its look at free space). */
-function excludeFromPlacement (home: SimHome, volumes: () => Iterable<string>): void {
-  const candidates = home.candidates.bind(home)
-  home.candidates = (exclude: string[] = []) => candidates([...exclude, ...volumes()])
 }
 
 // Found by a hostile test of the first version (helper-46): the cases below degraded, or
@@ -191,13 +193,13 @@ t.test('a fresh current segment (made ahead) with a copy on a filesystem that fi
   const store = await open()
   await store.write(0, rng.bytes(4 * B))
   await store.flush()
-  await (store as unknown as { p: { log: { seal: (id: number) => Promise<void> } } }).p.log.seal(currentId(store)) // the made-ahead one becomes current, empty
+  await sealCurrent(store) // the made-ahead one becomes current, empty
   const fresh = currentId(store)
   const holders = copiesOf(store, fresh)
-  layer.full = holders[0]
-  excludeFromPlacement(home, () => layer.fullSet)
+  layer.full.add(holders[0])
+  excludeFromPlacement(home, () => layer.full)
   const written = await writeBoth(store, rng, 16)
-  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  await readsBack(t, store, written, 'reads back')
   const now = currentId(store)
   t.not(now, fresh, 'a new segment')
   t.same(copiesOf(store, fresh), holders, 'the fresh one was sealed with both copies')
@@ -214,12 +216,12 @@ t.test('both copies\' filesystems full, then one gets room: the write fails, the
   await store.flush()
   const filled = currentId(store)
   const holders = copiesOf(store, filled)
-  for (const v of holders) layer.fullSet.add(v)
-  excludeFromPlacement(home, () => layer.fullSet)
+  for (const v of holders) layer.full.add(v)
+  excludeFromPlacement(home, () => layer.full)
   await t.rejects(store.write(8 * B, rng.bytes(3 * B)), { code: 'NO_SPACE' }, 'one volume with room is not enough for two copies')
-  layer.fullSet.delete(holders[1])
+  layer.full.delete(holders[1])
   const written = await writeBoth(store, rng, 16)
-  for (const [offset, data] of written) t.ok((await store.read(offset, data.length)).equals(data), `the write at ${offset} reads back`)
+  await readsBack(t, store, written, 'reads back')
   const now = currentId(store)
   t.not(now, filled, 'a new segment')
   t.same(copiesOf(store, filled), holders, 'the filled segment kept both copies')
@@ -230,23 +232,21 @@ t.test('both copies\' filesystems full, then one gets room: the write fails, the
 
 t.test('compaction while the current segment\'s copy is full: its moves go on in a new segment with two copies', async t => {
   const rng = new Rng(36)
-  const { sim, layer, home, open } = await mirrored(t, 3, 0)
+  const sim = await mirrored(t, 3, 0)
+  const { layer, home, open } = sim
   const store = await open()
   const model = Buffer.alloc(512 * B)
   for (let i = 0; i < 512; i += 32) { const d = rng.bytes(32 * B); await store.write(i * B, d); d.copy(model, i * B) }
   for (let i = 0; i < 512; i += 32) { const d = rng.bytes(28 * B); await store.write(i * B, d); d.copy(model, i * B) } // 4 of each 32 stay live in the first segments
   await store.flush()
-  layer.full = copiesOf(store, currentId(store))[0]
-  excludeFromPlacement(home, () => layer.fullSet)
+  layer.full.add(copiesOf(store, currentId(store))[0])
+  excludeFromPlacement(home, () => layer.full)
   const report = await store.compact()
   t.ok(report.versionsMoved > 0, `live versions moved: ${report.versionsMoved}`)
   t.ok(report.segmentsRecycled > 0, `segments recycled: ${report.segmentsRecycled}`)
   t.ok((await store.read(0, model.length)).equals(model), 'the image reads as written')
   t.same((await store.verify({ copies: 2 })).problems, [], 'verify: no segment lost a copy')
-  await store.abandon()
-  layer.full = undefined
-  sim.crash(rng)
-  const again = await open()
+  const again = await crashAndReopen(store, sim, rng)
   t.ok((await again.read(0, model.length)).equals(model), 'and after a crash')
   await again.close()
 })

@@ -2,12 +2,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { fromSystemError } from '../src/errors'
 import { segmentFileName } from '../src/store/format'
 import type { SegmentHome } from '../src/store/segment-home'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
+import { SimFileLayer, errno } from '../src/testing/sim-file-layer'
 import { PassThroughLayer, writeRandom } from './helpers/sim-layer'
 
 /**
@@ -51,9 +50,9 @@ class CrossDeviceLayer extends PassThroughLayer {
     if (to.includes('lost+found') && !from.includes('lost+found')) {
       if (++this.moves === this.failAt) {
         this.failAt = 0
-        throw fromSystemError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), `rename ${from}`)
+        throw errno('ENOSPC', `rename ${from}`)
       }
-      throw fromSystemError(Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' }), `rename ${from}`)
+      throw errno('EXDEV', `rename ${from}`)
     }
     return await this.sim.rename(from, to)
   }

@@ -6,7 +6,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES } from '../src/store/format'
 import { appendLimit } from '../src/store/pass-fence'
 import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
@@ -26,6 +26,35 @@ function fillUp (dir: string): string | undefined {
   }
 }
 
+/**
+ * Writes half a MiB to `img` (fsynced), runs `beforeFill`, has something else fill the
+ * filesystem of `small`, then writes 15 MiB more (ENOSPC, EIO to the writer, before the
+ * fixes) and fsyncs: everything reads back.
+ */
+function writePastFill (t: Test, img: string, small: string, beforeFill = (): void => {}): void {
+  const fd = fs.openSync(img, 'r+')
+  const model = Buffer.alloc(16 * MiB)
+  try {
+    const first = crypto.randomBytes(MiB / 2)
+    fs.writeSync(fd, first, 0, first.length, 0)
+    first.copy(model)
+    fs.fsyncSync(fd)
+    beforeFill()
+    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
+    for (let i = 1; i < 16; i++) {
+      const data = crypto.randomBytes(MiB)
+      fs.writeSync(fd, data, 0, data.length, i * MiB)
+      data.copy(model, i * MiB)
+    }
+    fs.fsyncSync(fd)
+    const back = Buffer.alloc(model.length)
+    fs.readSync(fd, back, 0, back.length, 0)
+    t.ok(back.equals(model), 'every write reads back')
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 t.test('a full filesystem under the current segment: writes go on in a segment on another volume', { skip, timeout: 120_000 }, async t => {
   const dir = tmpDir('pool-full-volume')
   t.teardown(() => cleanup(dir, t))
@@ -40,29 +69,9 @@ t.test('a full filesystem under the current segment: writes go on in a segment o
   t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
   t.equal(m.code, 0, `mount: ${m.stderr}`)
-  const img = path.join(mnt, 'current.img')
-  const fd = fs.openSync(img, 'r+')
-  const model = Buffer.alloc(16 * MiB)
-  try {
-    const first = crypto.randomBytes(MiB / 2)
-    fs.writeSync(fd, first, 0, first.length, 0)
-    first.copy(model)
-    fs.fsyncSync(fd)
-    // Something else fills the small volume's filesystem: the current segment (on it, the
-    // first volume in pool order) cannot grow any more.
-    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
-    for (let i = 1; i < 16; i++) {
-      const data = crypto.randomBytes(MiB)
-      fs.writeSync(fd, data, 0, data.length, i * MiB) // ENOSPC (EIO) here before the fix
-      data.copy(model, i * MiB)
-    }
-    fs.fsyncSync(fd)
-    const back = Buffer.alloc(model.length)
-    fs.readSync(fd, back, 0, back.length, 0)
-    t.ok(back.equals(model), 'every write reads back')
-  } finally {
-    fs.closeSync(fd)
-  }
+  // Something else fills the small volume's filesystem: the current segment (on it, the
+  // first volume in pool order) cannot grow any more.
+  writePastFill(t, path.join(mnt, 'current.img'), small)
   const list = await logdisk('pool', 'list', store, '--json')
   t.equal(list.code, 0, list.stderr)
   const volumes = JSON.parse(list.stdout).volumes as Array<{ dir: string, segments: number }>
@@ -92,29 +101,10 @@ t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on t
   const segs = (d: string): string[] => { const p = path.join(d, uuid); return fs.existsSync(p) ? fs.readdirSync(p).filter(f => /^seg-\d+\.log$/.test(f)).sort() : [] }
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
   t.equal(m.code, 0, `mount: ${m.stderr}`)
-  const img = path.join(mnt, 'current.img')
-  const fd = fs.openSync(img, 'r+')
-  const model = Buffer.alloc(16 * MiB)
-  try {
-    const first = crypto.randomBytes(MiB / 2)
-    fs.writeSync(fd, first, 0, first.length, 0)
-    first.copy(model)
-    fs.fsyncSync(fd)
+  writePastFill(t, path.join(mnt, 'current.img'), small, () => {
     const all = [...new Set([small, b1, b2].flatMap(segs))]
     t.same(segs(small), all, `every segment so far (the current one, the one made ahead) has a copy on the small volume: ${JSON.stringify([small, b1, b2].map(segs))}`)
-    t.equal(fillUp(small), 'ENOSPC', 'the small volume\'s filesystem is full')
-    for (let i = 1; i < 16; i++) {
-      const data = crypto.randomBytes(MiB)
-      fs.writeSync(fd, data, 0, data.length, i * MiB)
-      data.copy(model, i * MiB)
-    }
-    fs.fsyncSync(fd)
-    const back = Buffer.alloc(model.length)
-    fs.readSync(fd, back, 0, back.length, 0)
-    t.ok(back.equals(model), 'every write reads back')
-  } finally {
-    fs.closeSync(fd)
-  }
+  })
   t.ok(segs(b1).length >= 4 && segs(b2).length >= 4, `the volumes with room took the new segments: ${JSON.stringify([small, b1, b2].map(segs))}`)
   fs.rmSync(path.join(small, 'filler'))
   t.equal((await logdisk('unmount', mnt)).code, 0, 'unmount')

@@ -10,22 +10,40 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { canMount, cleanup, logdisk, must, run, tmpDir } from './helpers/cli'
 import { readAt, writeAt } from './helpers/image-file'
 
 const MiB = 1024 * 1024
 const skip = canMount() || (fs.existsSync('/sys/fs/ext4') ? false : 'no ext4 in /sys/fs (trigger_fs_error)')
 
-/** An ext4 on a loop device mounted at `dir` with errors=remount-ro; returns its trigger file. */
-async function errorProneVolume (image: string, dir: string): Promise<string> {
+interface Setup { dir: string, store: string, mnt: string, img: string, vol: string, dev: string, trigger: string }
+
+/**
+ * A store on pool volume `vol`, an ext4 on a loop device mounted with errors=remount-ro (and on
+ * a plain directory beside it when `other`), mounted; undefined where the kernel has no
+ * trigger_fs_error for it. Everything goes again when the test ends.
+ */
+async function storeOnErrorProneVolume (t: Test, name: string, other: boolean): Promise<Setup | undefined> {
+  const dir = tmpDir(name)
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  const vol = path.join(dir, 'e')
+  const image = path.join(dir, 'e.img')
   fs.writeFileSync(image, '')
   fs.truncateSync(image, 64 * MiB)
   await must('mkfs.ext4', '-q', '-F', image)
   const dev = (await must('losetup', '-f', '--show', image)).trim()
-  fs.mkdirSync(dir)
-  await must('mount', '-o', 'errors=remount-ro', dev, dir)
-  return `/sys/fs/ext4/${path.basename(dev)}/trigger_fs_error`
+  fs.mkdirSync(vol)
+  await must('mount', '-o', 'errors=remount-ro', dev, vol)
+  const trigger = `/sys/fs/ext4/${path.basename(dev)}/trigger_fs_error`
+  if (!fs.existsSync(trigger)) { t.comment(`skipped: no ${trigger}`); return undefined }
+  const pool = ['--pool', vol, ...(other ? ['--pool', path.join(dir, 'other')] : [])]
+  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', ...pool)
+  t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
+  t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
+  return { dir, store, mnt, img: path.join(mnt, 'current.img'), vol, dev, trigger }
 }
 
 function emergencyRo (dir: string): boolean {
@@ -34,18 +52,9 @@ function emergencyRo (dir: string): boolean {
 
 for (const other of [true, false]) {
   t.test(`ext4 under the store goes read-only after an error, ${other ? 'another volume has room: writes go on there' : 'no other volume: the store still mounts and reads'}`, { skip, timeout: 120_000 }, async t => {
-    const dir = tmpDir('pool-errors-ro')
-    t.teardown(() => cleanup(dir, t))
-    const store = path.join(dir, 'store')
-    const mnt = path.join(dir, 'mnt')
-    const vol = path.join(dir, 'e')
-    const trigger = await errorProneVolume(path.join(dir, 'e.img'), vol)
-    if (!fs.existsSync(trigger)) { t.comment(`skipped: no ${trigger}`); return }
-    const pool = ['--pool', vol, ...(other ? ['--pool', path.join(dir, 'other')] : [])]
-    await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', ...pool)
-    t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
-    t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
-    const img = path.join(mnt, 'current.img')
+    const setup = await storeOnErrorProneVolume(t, 'pool-errors-ro', other)
+    if (setup === undefined) return
+    const { store, mnt, img, vol, trigger } = setup
     const model = Buffer.alloc(16 * MiB)
     const first = crypto.randomBytes(3 * MiB)
     writeAt(img, 0, first) // fsynced
@@ -85,18 +94,9 @@ for (const other of [true, false]) {
 // mount again, until the daemon was killed: a hostile test's D3). Once fsck made the volume
 // writable again, the store mounts and everything fsynced before the error reads back.
 t.test('ext4 under the store goes read-only with unflushed writes: unmount works; after e2fsck the store mounts with every fsynced write', { skip, timeout: 120_000 }, async t => {
-  const dir = tmpDir('pool-errors-ro-unflushed')
-  t.teardown(() => cleanup(dir, t))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  const vol = path.join(dir, 'e')
-  const trigger = await errorProneVolume(path.join(dir, 'e.img'), vol)
-  if (!fs.existsSync(trigger)) { t.comment(`skipped: no ${trigger}`); return }
-  const dev = (await must('findmnt', '-n', '-o', 'SOURCE', vol)).trim()
-  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', vol)
-  t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
-  t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
-  const img = path.join(mnt, 'current.img')
+  const setup = await storeOnErrorProneVolume(t, 'pool-errors-ro-unflushed', false)
+  if (setup === undefined) return
+  const { store, mnt, img, vol, dev, trigger } = setup
   const first = crypto.randomBytes(3 * MiB)
   writeAt(img, 0, first) // fsynced
   const fd = fs.openSync(img, 'r+')

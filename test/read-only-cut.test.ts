@@ -5,12 +5,11 @@
 // truncate of the same cut reached the page cache and its sync failed, the disk may still hold
 // the failed append's bytes: appends must keep failing rather than go on past them.
 import t, { type Test } from 'tap'
-import { fromSystemError } from '../src/errors'
 import type { FileHandle } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { PassThroughLayer, scratchDir } from './helpers/sim-layer'
+import { SimFileLayer, errno } from '../src/testing/sim-file-layer'
+import { PassThroughLayer, scratchDir, sealCurrent } from './helpers/sim-layer'
 
 const B = 4096
 const SIZE = 8 * 1024 * 1024
@@ -26,7 +25,7 @@ class FaultLayer extends PassThroughLayer {
     const layer = this
     const fault = (op: Op): Error | undefined => {
       const code = /seg-/.test(file) ? layer.fail[op].shift() : undefined
-      return code === undefined || code === '' ? undefined : fromSystemError(Object.assign(new Error(`${code}: injected`), { code }), `${op} ${file}`)
+      return code === undefined || code === '' ? undefined : errno(code, `${op} ${file}`)
     }
     return new Proxy(h, {
       get (target, prop, receiver) {
@@ -50,9 +49,20 @@ async function setup (t: Test): Promise<{ sim: SimFileLayer, layer: FaultLayer, 
   return { sim, layer, open: () => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0 }) }
 }
 
+/** Power loss with `store` open; the store opened again reads `expect` ([offset, bytes, what]) and verifies clean. */
+async function crashAndCheck (t: Test, store: Store, { sim, open }: { sim: SimFileLayer, open: () => Promise<Store> }, rng: Rng, expect: Array<[number, Buffer, string]>): Promise<void> {
+  await store.abandon()
+  sim.crash(rng)
+  const again = await open()
+  for (const [offset, bytes, what] of expect) t.ok((await again.read(offset, bytes.length)).equals(bytes), what)
+  t.ok((await again.verify()).ok, 'verify')
+  await again.close()
+}
+
 t.test('the write and its cut both refused by a read-only filesystem, nothing past the tail: the log goes on in a new segment', async t => {
   const rng = new Rng(41)
-  const { sim, layer, open } = await setup(t)
+  const disk = await setup(t)
+  const { layer, open } = disk
   const store = await open()
   const a = rng.bytes(4 * B)
   await store.write(0, a)
@@ -65,18 +75,13 @@ t.test('the write and its cut both refused by a read-only filesystem, nothing pa
   t.equal(store.logSegments().length, before + 1, 'a new segment')
   t.ok((await store.read(8 * B, 3 * B)).equals(b), 'the write reads back')
   await store.flush()
-  await store.abandon()
-  sim.crash(rng)
-  const again = await open()
-  t.ok((await again.read(0, 4 * B)).equals(a), 'the first write survives a crash')
-  t.ok((await again.read(8 * B, 3 * B)).equals(b), 'and the one that went on in the new segment')
-  t.ok((await again.verify()).ok, 'verify')
-  await again.close()
+  await crashAndCheck(t, store, disk, rng, [[0, a, 'the first write survives a crash'], [8 * B, b, 'and the one that went on in the new segment']])
 })
 
 t.test('a cut whose truncate went through but whose sync failed, then refused as read-only: appends keep failing', async t => {
   const rng = new Rng(42)
-  const { sim, layer, open } = await setup(t)
+  const disk = await setup(t)
+  const { layer, open } = disk
   const store = await open()
   const a = rng.bytes(4 * B)
   await store.write(0, a)
@@ -88,23 +93,18 @@ t.test('a cut whose truncate went through but whose sync failed, then refused as
   await t.rejects(store.write(16 * B, rng.bytes(B)), 'a later write fails too: the cut is not durable')
   t.ok((await store.read(0, 4 * B)).equals(a), 'earlier data reads')
   t.same(layer.fail, { writev: [], truncate: [], datasync: [] }, 'every fault was met')
-  await store.abandon()
-  sim.crash(rng)
-  const again = await open()
-  t.ok((await again.read(0, 4 * B)).equals(a), 'the first write survives a crash')
-  t.ok((await again.read(8 * B, 9 * B)).equals(Buffer.alloc(9 * B)), 'the failed writes left nothing')
-  t.ok((await again.verify()).ok, 'verify')
-  await again.close()
+  await crashAndCheck(t, store, disk, rng, [[0, a, 'the first write survives a crash'], [8 * B, Buffer.alloc(9 * B), 'the failed writes left nothing']])
 })
 
 t.test('a fresh current segment (made ahead) on a filesystem gone read-only: the write goes on in a new segment', async t => {
   const rng = new Rng(43)
-  const { sim, layer, open } = await setup(t)
+  const disk = await setup(t)
+  const { layer, open } = disk
   const store = await open()
   const a = rng.bytes(4 * B)
   await store.write(0, a)
   await store.flush()
-  await (store as unknown as { p: { log: { seal: (id: number) => Promise<void> } } }).p.log.seal(store.logSegments().at(-1)!.id) // the one made ahead becomes current, empty
+  await sealCurrent(store) // the one made ahead becomes current, empty
   const fresh = store.logSegments().at(-1)!.id
   layer.fail.writev.push('EROFS')
   layer.fail.truncate.push('EROFS')
@@ -113,11 +113,5 @@ t.test('a fresh current segment (made ahead) on a filesystem gone read-only: the
   t.ok(store.logSegments().at(-1)!.id > fresh, 'a new segment')
   t.ok((await store.read(8 * B, 3 * B)).equals(b), 'the write reads back')
   await store.flush()
-  await store.abandon()
-  sim.crash(rng)
-  const again = await open()
-  t.ok((await again.read(0, 4 * B)).equals(a), 'the first write survives a crash')
-  t.ok((await again.read(8 * B, 3 * B)).equals(b), 'and the one in the new segment')
-  t.ok((await again.verify()).ok, 'verify')
-  await again.close()
+  await crashAndCheck(t, store, disk, rng, [[0, a, 'the first write survives a crash'], [8 * B, b, 'and the one in the new segment']])
 })

@@ -204,7 +204,8 @@ class SimFile {
 /** Page size of the `pages` crash model: the unit a page cache writes back. */
 const PAGE = 4096
 
-function errno (code: string, what: string): Error {
+/** An errno-style error of `code` for `what`, mapped as the real file layer maps it (fromSystemError). */
+export function errno (code: string, what: string): Error {
   return fromSystemError(Object.assign(new Error(`${code}: ${what}`), { code }), what)
 }
 

@@ -66,6 +66,12 @@ export function tagBlock (tag: string, blockBytes: number): Buffer {
   return b
 }
 
+/** Seals the current segment (the log appender's roll): the one made ahead becomes current, empty. */
+export async function sealCurrent (store: Store): Promise<void> {
+  const current = store.logSegments().find(s => s.state === 'current')!.id
+  await (store as unknown as { p: { log: { seal: (id: number) => Promise<void> } } }).p.log.seal(current)
+}
+
 /**
  * Writes tagged filler blocks (`from` to `from + 199`, round and round) until the current
  * segment rolls; returns how many.
