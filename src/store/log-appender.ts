@@ -152,7 +152,6 @@ export class LogAppender implements LogPart {
     this.completedPosition = positionOf(p.config, current.id, current.tail)
     this.next = new NextSegment(p)
     this.durableSeq = seq
-    rollWhenFull(current, true)
   }
 
   /**
@@ -198,7 +197,7 @@ export class LogAppender implements LogPart {
    */
   private async commitGroup (group: WriteGroup): Promise<void> {
     if (this.openGroup === group) this.openGroup = undefined
-    if (group.attempts === undefined) rollWhenFull(this.current, true) // a fallback (rolledAway) lasts one append
+    if (group.attempts === undefined) rollWhenFull(this.current, true) // set by each append: a fallback (rolledAway) lasts one
     const B = this.p.config.blockBytes
     // Never more than recovery allows for (format.ts inFlightBytes).
     const writevMax = Math.min(this.p.opts.writevMaxBytes ?? WRITEV_MAX_BYTES, WRITEV_MAX_BYTES)
@@ -431,7 +430,7 @@ export class LogAppender implements LogPart {
    * than the one current when the entry was encoded; a roll changes no sequence number).
    */
   private async appendOrRoll (parts: Buffer[], applied: () => void, use: AppendUse = 'foreground'): Promise<void> {
-    rollWhenFull(this.current, true) // a fallback (below) lasts one append
+    rollWhenFull(this.current, true) // set by each append: a fallback (rolledAway) lasts one
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.appendEntry(parts, use, applied)
@@ -682,8 +681,9 @@ export class LogAppender implements LogPart {
     const next = await this.next.take(old.id + 1) ?? await this.makeSegment(old.id + 1)
     home.occupied(next.id, next.volumes)
     this.current = next
-    rollWhenFull(old, false) // sealed: a copy that fails a write there (compaction's headers) is dropped, as before
-    rollWhenFull(next, true)
+    // Sealed: a copy that fails a write there (compaction's headers) is dropped, as before. The
+    // new one's is set by each append (appendOrRoll, commitGroup).
+    rollWhenFull(old, false)
     segments.ids.push(next.id)
     segments.setVolumes(next.id, next.volumes)
     this.p.reader.adoptOpen(next)
