@@ -80,20 +80,7 @@ export function isMounted (mountpoint: string): boolean {
  * machine is otherwise gone with its directory.
  */
 function printDaemonLogs (dir: string, t: { comment: (...m: unknown[]) => void }, lines = 60): void {
-  const logs: string[] = []
-  // Never into a mount: a FUSE mount whose daemon hangs would hang the walk (and the test).
-  const mounted = new Set(fs.readFileSync('/proc/mounts', 'utf8').split('\n').map(l => l.split(' ')[1]))
-  const walk = (d: string, depth: number): void => {
-    if (mounted.has(d)) return
-    let names: string[]
-    try { names = fs.readdirSync(d) } catch { return }
-    for (const n of names) {
-      const p = path.join(d, n)
-      if (n === 'daemon.log') logs.push(p)
-      else if (depth > 0 && !n.startsWith('.')) { try { if (fs.lstatSync(p).isDirectory()) walk(p, depth - 1) } catch { /* gone */ } }
-    }
-  }
-  walk(dir, 2)
+  const logs = storeDirsUnder(dir, 'daemon.log').map(d => path.join(d, 'daemon.log'))
   for (const log of logs) {
     const tail = fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-lines)
     t.comment(`${log} (last ${tail.length} lines):\n${tail.join('\n')}`)
@@ -101,30 +88,65 @@ function printDaemonLogs (dir: string, t: { comment: (...m: unknown[]) => void }
 }
 
 /**
- * Undoes whatever a test left mounted under `dir`, deepest first: loop-mounted filesystems,
- * their loop devices, logdisk mounts. Used in teardown so a failing test leaves nothing behind;
- * given the test, a failed one first prints its daemons' logs (printDaemonLogs).
+ * Undoes whatever a test left mounted under `dir`, in the reverse of the order it was mounted:
+ * filesystems loop-mounted over an image, their loop devices, logdisk mounts (their daemons
+ * killed if the unmount fails), and last what holds the stores (a tmpfs, an ext4 pool volume on
+ * a loop device). A store's filesystem unmounted before its daemon left the daemon writing to
+ * a detached filesystem while the directory was removed (ENOTEMPTY once on CI). Used in
+ * teardown so a failing test leaves nothing behind; given the test, a failed one first prints
+ * its daemons' logs (printDaemonLogs).
  */
 export async function cleanup (dir: string, t?: { passing: () => boolean, comment: (...m: unknown[]) => void }): Promise<void> {
   if (t !== undefined && !t.passing()) printDaemonLogs(dir, t)
   const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map(l => l.split(' ')).filter(f => f[1]?.startsWith(dir))
-  for (const [, mnt, type] of mounts.reverse()) {
-    if (type?.startsWith('fuse')) continue
-    await run('umount', ['-l', mnt])
+  const firstFuse = mounts.findIndex(f => f[2]?.startsWith('fuse'))
+  const over = firstFuse < 0 ? [] : mounts.slice(firstFuse).filter(f => !f[2]?.startsWith('fuse'))
+  const under = firstFuse < 0 ? mounts : mounts.slice(0, firstFuse)
+  const detachLoops = async (): Promise<void> => {
+    const loops = (await run('losetup', ['-a'])).stdout.split('\n').filter(l => l.includes(dir))
+    for (const line of loops) await run('losetup', ['-d', line.split(':')[0]])
   }
-  const loops = (await run('losetup', ['-a'])).stdout.split('\n').filter(l => l.includes(dir))
-  for (const line of loops) await run('losetup', ['-d', line.split(':')[0]])
-  for (const [, mnt, type] of mounts) {
-    if (!type?.startsWith('fuse')) continue
+  for (const [, mnt] of over.reverse()) await run('umount', ['-l', mnt])
+  await detachLoops()
+  const stores = storeDirsUnder(dir, 'daemon.json')
+  for (const [, mnt] of mounts.filter(f => f[2]?.startsWith('fuse')).reverse()) {
     const r = await logdisk('unmount', mnt)
     if (r.code !== 0) await run('fusermount', ['-uz', mnt])
   }
-  for (const f of fs.readdirSync(dir)) {
-    const store = path.join(dir, f)
-    try { process.kill(daemonPid(store), 'SIGKILL') } catch { /* not running */ }
+  for (const store of stores) {
+    try {
+      // Only a daemon of this store: a daemon.json a kill -9 left names a pid that may be reused.
+      const pid = daemonPid(store)
+      if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(store)) process.kill(pid, 'SIGKILL')
+    } catch { /* not running */ }
   }
+  for (const [, mnt] of under.reverse()) await run('umount', ['-l', mnt])
+  await detachLoops() // those under a store's filesystem, free now
   // A daemon still ending may add a file while the tree goes (ENOTEMPTY under load): retried.
   fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 })
+}
+
+/**
+ * The directories under `dir` (itself and two levels down) that hold a file `name`. Never into
+ * a FUSE mount: one whose daemon hangs would hang the walk (and the test). Into other mounts,
+ * yes: a store on a tmpfs of its own (test/helpers/tmpfs-store.ts) keeps its daemon.log and
+ * daemon.json there, and CI once lost the evidence of such a failure.
+ */
+function storeDirsUnder (dir: string, name: string): string[] {
+  const fuse = new Set(fs.readFileSync('/proc/mounts', 'utf8').split('\n').map(l => l.split(' ')).filter(f => f[2]?.startsWith('fuse')).map(f => f[1]))
+  const found: string[] = []
+  const walk = (d: string, depth: number): void => {
+    if (fuse.has(d)) return
+    let names: string[]
+    try { names = fs.readdirSync(d) } catch { return }
+    if (names.includes(name)) found.push(d)
+    for (const n of depth > 0 ? names : []) {
+      const p = path.join(d, n)
+      if (!n.startsWith('.')) { try { if (fs.lstatSync(p).isDirectory()) walk(p, depth - 1) } catch { /* gone */ } }
+    }
+  }
+  walk(dir, 2)
+  return found
 }
 
 /** Starts `logdisk mount --foreground` as a child; resolves once current.img is there. */
