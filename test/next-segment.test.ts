@@ -27,12 +27,12 @@ function tmpDir (t: Test): string {
 }
 
 /** A store on the simulated disk and a model of its bytes; `fill` writes until `until` says stop. */
-async function setup (t: Test, home?: SegmentHome, aside: 'rename' | 'cross-device' | 'second fails once' = 'rename'): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
+async function setup (t: Test, home?: SegmentHome, aside: 'rename' | 'cross-device' | 'first fails once' | 'second fails once' = 'rename'): Promise<{ dir: string, sim: SimFileLayer, store: Store, model: Buffer, rng: Rng, open: () => Promise<Store> }> {
   const dir = tmpDir(t)
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
   // Segments on another filesystem than the store's lost+found: rename(2) between them fails.
-  const layer = aside === 'rename' ? sim : new CrossDeviceLayer(sim, aside === 'second fails once' ? 2 : 0)
+  const layer = aside === 'rename' ? sim : new CrossDeviceLayer(sim, aside === 'first fails once' ? 1 : aside === 'second fails once' ? 2 : 0)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, ...(home ? { home } : {}) })
   return { dir, sim, store: await open(), model: Buffer.alloc(SIZE), rng: new Rng(0x5e9), open }
 }
@@ -225,6 +225,44 @@ t.test('an unreadable header of a sealed segment: unflushed, the log ends before
     }
     await again.close()
   }
+})
+
+// Recovery decides everything before it changes anything: a torn entry in segment 1 with
+// segment 2 after it. The cut of segment 1 was made during the scan, before segment 2 went
+// aside: an open failing at the set-aside left segment 1 cut and segment 2 in place, so the
+// next open read segment 2 against a clean end instead of the torn entry.
+t.test('a torn entry with a segment after it: an open whose set-aside fails leaves the torn segment as it was; the next open cuts the same', async t => {
+  const results: Array<{ image: Buffer, cut: unknown }> = []
+  for (const aside of ['cross-device', 'first fails once'] as const) {
+    const { dir, sim, store, model, rng, open } = await setup(t, undefined, aside)
+    await fillTo(store, model, rng, 1) // segment 0 fills, rolls into segment 1
+    await fillTo(store, model, rng, 0.5)
+    await store.flush()
+    const flushed = Buffer.from(model)
+    const torn = store.status().index.position // where the first unflushed entry goes
+    t.equal(Math.floor(torn / SEGMENT), 1, `${aside}: the first unflushed entry is in segment 1`)
+    await writeRandom(store, model, rng, 16)
+    await fillTo(store, model, rng, 1) // segment 1 fills, rolls into segment 2
+    await writeRandom(store, model, rng, 16)
+    t.equal(currentId(store), 2, `${aside}: segment 2 is current`)
+    await store.abandon()
+    sim.poke(segFile(dir, 1), torn % SEGMENT + 2 * B, Buffer.alloc(512, 0xa5)) // its data torn
+    const size = sim.readFile(segFile(dir, 1))!.length
+    if (aside === 'first fails once') {
+      await t.rejects(open(), { code: 'NO_SPACE' }, `${aside}: the first open fails setting segment 2 aside`)
+      t.equal(sim.readFile(segFile(dir, 1))?.length, size, `${aside}: and leaves segment 1 as it was (${size} bytes)`)
+      t.ok(sim.readFile(segFile(dir, 2)) !== undefined, `${aside}: and segment 2 in place`)
+    }
+    const again = await open()
+    t.same(again.recovery.damaged, [], `${aside}: no damage reported`)
+    t.equal(again.recovery.cut?.offset, torn % SEGMENT, `${aside}: segment 1 is cut at the torn entry`)
+    const image = await again.read(0, SIZE)
+    t.ok(image.equals(flushed), `${aside}: the volume is as the flush left it`)
+    t.ok((await again.verify()).ok, `${aside}: verify clean`)
+    results.push({ image, cut: { ...again.recovery.cut, savedTo: undefined } })
+    await again.close()
+  }
+  t.same(results[1].cut, results[0].cut, 'the open after a failed one cuts as one that never failed')
 })
 
 t.test('a segment made ahead on volumes that no longer suit is removed, and the roll places anew', async t => {

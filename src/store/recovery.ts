@@ -206,6 +206,8 @@ export async function recover (
   const scanned: number[] = []
   /** Segments after the log's end (a torn tail, an unreadable header): set aside after the scan. */
   const aside: number[] = []
+  /** Where the scan found the log torn: the segment is cut there after the scan, after the set-asides. */
+  let tornAt: { segment: Segment, offset: number, bytes: number, reason: string } | undefined
   let current: Segment | undefined
   let stop = false
   /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
@@ -429,21 +431,29 @@ export async function recover (
         stop = true
         return
       }
-      const savedTo = await saveTail(layer, storeDir, segment, offset, bytes)
-      await segment.handle.truncate(offset)
-      await segment.handle.datasync()
+      // Decided here, made after the segments past it are set aside (below the loop).
       segment.tail = offset
-      report.cut = { segment: id, offset, bytes, reason, savedTo }
-      log.warn(report.cut, 'cut a torn or damaged log tail; its bytes were kept aside')
+      tornAt = { segment, offset, bytes, reason }
       stop = true
     }
   }
-  // Newest first: an open that fails part way (a full store filesystem, a volume gone
-  // read-only) leaves the oldest of them, where the log was found torn, in place, so the next
-  // open decides the same. Oldest first, it left a gap before segments still there, and the
-  // next open read those as the log going on after a recycled one (a hostile test's D1).
+  // What the scan decided is made last, newest first: the segments after the log's end go
+  // aside, then the torn segment is cut. An open that fails part way (a full store
+  // filesystem, a volume gone read-only) then leaves the spot where the log was found torn as
+  // it was, so the next open decides the same. Oldest first, a set-aside left a gap before
+  // segments still there, and the next open read those as the log going on after a recycled
+  // one (a hostile test's D1); a cut made first left a clean end for the next open to read
+  // the segments after it against.
   for (const id of [...aside].reverse()) {
     report.orphanedSegments.unshift(await moveAside(layer, storeDir, home, located.get(id)!, segmentFileName(id), id, geometry, opts))
+  }
+  if (tornAt !== undefined) {
+    const { segment, offset, bytes, reason } = tornAt
+    const savedTo = await saveTail(layer, storeDir, segment, offset, bytes)
+    await segment.handle.truncate(offset)
+    await segment.handle.datasync()
+    report.cut = { segment: segment.id, offset, bytes, reason, savedTo }
+    log.warn(report.cut, 'cut a torn or damaged log tail; its bytes were kept aside')
   }
 
   /**
