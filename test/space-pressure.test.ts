@@ -59,27 +59,45 @@ async function poolUse (store: string): Promise<number> {
   return (JSON.parse(r.stdout) as { useFraction: number }).useFraction
 }
 
-t.test('compact.at=0, no timer: the pool fills and says ENOSPC while its filesystem keeps the headroom; what was written before reads back', { skip, timeout: 180_000 }, async t => {
-  const { disk, img } = await tmpfsStore(t, 'space-full', { tmpfsMiB: 96, policy: ['history.keep=0', 'compact.every=1h', 'compact.at=0'] })
-  const headroom = filesystemHeadroom(fs.statfsSync(disk).blocks * fs.statfsSync(disk).bsize)
-  let last: Buffer | undefined
-  let err: NodeJS.ErrnoException | undefined
-  let pass = 1
-  for (; pass <= 12 && err === undefined; pass++) {
-    try { last = writePass(img, pass) } catch (e) { err = e as NodeJS.ErrnoException }
-  }
-  t.equal(err?.code, 'ENOSPC', `a write is refused with ENOSPC once the pool is full (96 MiB cannot hold 12 passes of 16 MiB): pass ${pass - 1}, ${err?.message ?? 'no error'}`)
-  const st = fs.statfsSync(disk)
-  t.ok(st.bavail * st.bsize >= headroom / 2, `the filesystem still has room: ${(st.bavail * st.bsize / MiB).toFixed(1)} MiB free (headroom ${(headroom / MiB).toFixed(1)} MiB; ${spaceUse(disk)})`)
-  // The segments alone never reach into the headroom. The pool counted the room of the segments
-  // still filling (the current one, the one made ahead) twice, as free and as used: the
-  // segments took 87.3 MiB of the 86.4 MiB outside the headroom.
-  const segments = fs.readdirSync(`${disk}/store/segments`).reduce((n, f) => n + fs.statSync(`${disk}/store/segments/${f}`).blocks * 512, 0)
-  t.ok(segments <= st.blocks * st.bsize - headroom, `the segments take ${(segments / MiB).toFixed(2)} MiB of the ${((st.blocks * st.bsize - headroom) / MiB).toFixed(2)} MiB outside the headroom`)
-  t.ok(last !== undefined, 'at least one pass went in before')
-  const first = fs.readFileSync(img).subarray(0, 4).readUInt32LE(0)
-  t.ok(first >= last!.readUInt32LE(0), `the last whole pass (or a later partial one) reads back at the start of the image: pass ${first}, last whole ${last!.readUInt32LE(0)}`)
-})
+/** Bytes the files under `dir` take on the disk (allocated blocks), all levels down. */
+function allocated (dir: string): number {
+  const st = fs.lstatSync(dir)
+  return st.isDirectory() ? fs.readdirSync(dir).reduce((n, e) => n + allocated(`${dir}/${e}`), 0) : st.blocks * 512
+}
+
+for (const second of [false, true]) {
+  const layout = second ? 'with a second volume on the same filesystem, no --capacity' : 'one volume'
+  t.test(`compact.at=0, no timer, ${layout}: the pool fills and says ENOSPC while its filesystem keeps the headroom; what was written before reads back`, { skip, timeout: 180_000 }, async t => {
+    const { disk, store, img } = await tmpfsStore(t, 'space-full', { tmpfsMiB: 96, policy: ['history.keep=0', 'compact.every=1h', 'compact.at=0'] })
+    const headroom = filesystemHeadroom(fs.statfsSync(disk).blocks * fs.statfsSync(disk).bsize)
+    const outside = fs.statfsSync(disk).blocks * fs.statfsSync(disk).bsize - headroom
+    if (second) {
+      t.equal((await logdisk('pool', 'add', store, `${disk}/extra`)).code, 0, 'pool add of a second directory on the tmpfs')
+      const list = JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout) as { volumes: Array<{ capacityBytes: number }> }
+      const capacity = list.volumes.reduce((n, v) => n + v.capacityBytes, 0)
+      // Each counted all of the filesystem's free space: 2 x 86.3 MiB.
+      t.ok(capacity <= outside, `pool list counts the filesystem's room once: ${(capacity / MiB).toFixed(2)} MiB over ${list.volumes.length} volumes, ${(outside / MiB).toFixed(2)} MiB outside the headroom`)
+    }
+    let last: Buffer | undefined
+    let err: NodeJS.ErrnoException | undefined
+    let pass = 1
+    for (; pass <= 12 && err === undefined; pass++) {
+      try { last = writePass(img, pass) } catch (e) { err = e as NodeJS.ErrnoException }
+    }
+    t.equal(err?.code, 'ENOSPC', `a write is refused with ENOSPC once the pool is full (96 MiB cannot hold 12 passes of 16 MiB): pass ${pass - 1}, ${err?.message ?? 'no error'}`)
+    const st = fs.statfsSync(disk)
+    t.ok(st.bavail * st.bsize >= headroom / 2, `the filesystem still has room: ${(st.bavail * st.bsize / MiB).toFixed(1)} MiB free (headroom ${(headroom / MiB).toFixed(1)} MiB; ${spaceUse(disk)})`)
+    // The segments alone never reach into the headroom. The pool counted the room of the
+    // segments still filling (the current one, the one made ahead) twice, as free and as used:
+    // the segments took 87.3 MiB of the 86.4 MiB outside the headroom; with a second volume
+    // there, each volume left out only its own.
+    const segments = allocated(`${disk}/store/segments`) + (second ? allocated(`${disk}/extra`) : 0)
+    t.ok(segments <= outside, `the segments take ${(segments / MiB).toFixed(2)} MiB of the ${(outside / MiB).toFixed(2)} MiB outside the headroom`)
+    t.ok(last !== undefined, 'at least one pass went in before')
+    const first = fs.readFileSync(img).subarray(0, 4).readUInt32LE(0)
+    t.ok(first >= last!.readUInt32LE(0), `the last whole pass (or a later partial one) reads back at the start of the image: pass ${first}, last whole ${last!.readUInt32LE(0)}`)
+  })
+}
 
 t.test('compact.at=0.5: the daemon compacts as the pool fills; twelve passes over the image all go in and the last reads back', { skip, timeout: 240_000 }, async t => {
   const { store, img } = await tmpfsStore(t, 'space-pressure', { tmpfsMiB: 96, policy: ['history.keep=0', 'compact.every=1h', 'compact.at=0.5'] })

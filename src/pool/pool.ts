@@ -316,20 +316,53 @@ export class Pool implements SegmentHome {
 
   // ---- accounting
 
-  private capacityOf (e: { id: string, dir: string, internal: boolean }): number {
-    let declared
+  /** A volume's declared capacity: undefined when it has none, null when its marker cannot be read. */
+  private declaredCapacity (e: { dir: string, internal: boolean }): number | undefined | null {
     try {
-      declared = e.internal ? this.file.volumes.find(v => v.internal)?.capacityBytes : readMarker(e.dir)?.capacityBytes
+      return (e.internal ? this.file.volumes.find(v => v.internal)?.capacityBytes : readMarker(e.dir)?.capacityBytes) ?? undefined
     } catch {
-      return 0
+      return null
     }
-    if (declared !== undefined && declared !== null) return declared
-    try {
-      const st = fs.statfsSync(e.dir)
-      return Math.max(0, st.bavail * st.bsize - filesystemHeadroom(st.blocks * st.bsize) - this.unwrittenBytes(e)) + this.usedBytes(e.id)
-    } catch {
-      return 0
+  }
+
+  /** `shared`: the room each volume of this store without a declared capacity has (sharedRoom). */
+  private capacityOf (e: { id: string, dir: string, internal: boolean }, shared: Map<string, number>): number {
+    const declared = this.declaredCapacity(e)
+    if (declared === null) return 0
+    if (declared !== undefined) return declared
+    const room = shared.get(e.id) ?? this.sharedRoom([e]).get(e.id)
+    return room === undefined ? 0 : room + this.usedBytes(e.id)
+  }
+
+  /**
+   * The room each filesystem under `volumes` without a declared capacity leaves this store's
+   * segments: its free space less its headroom and less what the segments still filling there
+   * will take (unwrittenBytes), shared out evenly between the volumes on it (keyed by volume
+   * id; absent: its filesystem cannot be asked). Two volumes of one filesystem each counted
+   * all of its free space: `pool list` showed it twice, and each left out only its own
+   * segments still filling, so together they reached into the headroom (a hostile test,
+   * helper-49). Other stores and programs on the filesystem are not counted: the headroom is
+   * for them.
+   */
+  private sharedRoom (volumes: Array<{ id: string, dir: string, internal: boolean }>): Map<string, number> {
+    const filesystems = new Map<number, { room: number, ids: string[] }>()
+    for (const e of volumes) {
+      if (this.declaredCapacity(e) !== undefined) continue
+      try {
+        const dev = fs.statSync(e.dir).dev
+        let f = filesystems.get(dev)
+        if (f === undefined) {
+          const st = fs.statfsSync(e.dir)
+          f = { room: st.bavail * st.bsize - filesystemHeadroom(st.blocks * st.bsize), ids: [] }
+          filesystems.set(dev, f)
+        }
+        f.room -= this.unwrittenBytes(e)
+        f.ids.push(e.id)
+      } catch { /* cannot be asked: no room */ }
     }
+    const out = new Map<string, number>()
+    for (const f of filesystems.values()) for (const id of f.ids) out.set(id, Math.floor(Math.max(0, f.room) / f.ids.length))
+    return out
   }
 
   /**
@@ -398,10 +431,13 @@ export class Pool implements SegmentHome {
 
   /** `adding`: volumes about to receive one more segment (counted as used). */
   status (adding: string[] = []): PoolStatus {
-    const volumes: VolumeStatus[] = this.entries().map(e => {
-      const state = this.stateOf(e)
+    const listed = this.entries().map(e => ({ e, state: this.stateOf(e) }))
+    // The volumes holding this store's segments share their filesystems' room (a spare is
+    // asked alone: it holds nothing yet).
+    const shared = this.sharedRoom(listed.filter(({ state }) => state === 'assigned' || state === 'read-only').map(({ e }) => e))
+    const volumes: VolumeStatus[] = listed.map(({ e, state }) => {
       const extra = adding.includes(e.id) ? this.config.segmentBytes : 0
-      return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
+      return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e, shared), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
     })
     const { usedBytes: used, capacityBytes: capacity } = assignedTotals(volumes)
     const useFraction = capacity > 0 ? used / capacity : 1
