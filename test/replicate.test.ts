@@ -197,7 +197,7 @@ t.test('one writer: a second replicator gets LEASE_HELD naming the holder; takeo
   let err: unknown
   try { await Replicator.start(b, parseTarget(spec), { spec, intervalMs: 100 }) } catch (e) { err = e }
   t.ok(isLogdiskError(err, 'LEASE_HELD'), 'LEASE_HELD')
-  t.match((err as Error).message, new RegExp(`lease lease is held by ${os.hostname()} \\(pid ${process.pid}`), 'naming the holder')
+  t.match((err as Error).message, new RegExp(`the lease is held by ${os.hostname()} \\(pid ${process.pid}`), 'naming the holder')
   t.notOk((err as Error).message.includes('\n'), 'one line')
 
   const rb = await Replicator.start(b, parseTarget(spec), { spec, intervalMs: 100, takeover: true })

@@ -28,6 +28,27 @@ t.test('mount refuses a folder that is not empty, and a file, in one line; nothi
   t.same(JSON.parse(f.stderr), { error: { code: 'BAD_ARGUMENT', message: `cannot mount at ${file}: it is a file, not a folder` } })
 })
 
+// A daemon killed: its mount is detached (devfuse's watchdog), and a writer that opens
+// <mnt>/current.img with O_CREAT (dd, cp) then writes a plain file beside the store. The next
+// mount is refused because the folder is not empty; it says what that file is.
+t.test('an image written into the folder after its daemon died: the next mount says it is not in any store', { skip: canMount(), timeout: 60_000 }, async t => {
+  const dir = tmpDir('small-stray')
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const mnt = path.join(dir, 'mnt')
+  t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
+  t.equal((await logdisk('mount', store, mnt)).code, 0)
+  process.kill(daemonPid(store), 'SIGKILL')
+  const deadline = Date.now() + 20_000
+  while (isMounted(mnt) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
+  if (isMounted(mnt)) t.equal((await logdisk('unmount', mnt)).code, 0, 'the stale mount removed (fuse-native keeps it)')
+  fs.writeFileSync(path.join(mnt, 'current.img'), Buffer.alloc(4096, 1)) // as dd of=<mnt>/current.img
+  const r = await logdisk('mount', store, mnt)
+  t.equal(r.code, 1, 'refused')
+  t.equal(r.stderr, `logdisk: cannot mount at ${mnt}: the folder is not empty (1 entry: current.img); current.img is a plain file of this folder, not of a store: written while nothing was mounted here (after a daemon died?); what was written to it is not in any store: move it away; the images would hide them: mount on an empty folder\n`)
+  t.notOk(isMounted(mnt), 'nothing mounted')
+})
+
 t.test('--id abc says it is not a number', async t => {
   const dir = tmpDir('small-id')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))

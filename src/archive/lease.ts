@@ -137,6 +137,11 @@ function decode (target: ArchiveTarget, object: string, data: Buffer): LeaseReco
 }
 
 /** One line naming a holder, for messages. */
+/** How messages name a lease: the replica's one-writer lease is named `lease` ("lease lease is held" read as a typo). */
+function leaseLabel (name: string): string {
+  return name === 'lease' ? 'the lease' : `lease ${name}`
+}
+
 export function describeHolder (r: Pick<LeaseRecord, 'holder' | 'generation'>): string {
   return `${r.holder.host} (pid ${r.holder.pid}, store ${r.holder.storeUuid}, generation ${r.generation})`
 }
@@ -257,7 +262,7 @@ export class Lease {
     }
     const cur = await readLease(target, name)
     if (cur !== undefined) throw Lease.held(target, name, cur)
-    throw new LogdiskError('IO', `${target.describe()}: could not acquire lease ${name}: it changed ${ROUNDS} times while trying; try again`)
+    throw new LogdiskError('IO', `${target.describe()}: could not acquire ${leaseLabel(name)}: it changed ${ROUNDS} times while trying; try again`)
   }
 
   private static async won (target: ArchiveTarget, name: string, record: LeaseRecord, ttlMs: number, now: () => number): Promise<Lease> {
@@ -270,7 +275,7 @@ export class Lease {
     // A holder on this host whose process is gone (a daemon killed with -9): say so, since
     // waiting for the expiry or a takeover is then plainly safe.
     const gone = r.holder.host === os.hostname() && !isAlive(r.holder.pid)
-    return new LogdiskError('LEASE_HELD', `${target.describe()}: lease ${name} is held by ${describeHolder(r)}, renewed ${r.renewedAt}, ` +
+    return new LogdiskError('LEASE_HELD', `${target.describe()}: ${leaseLabel(name)} is held by ${describeHolder(r)}, renewed ${r.renewedAt}, ` +
       `expires ${r.expiresAt}: ` + (gone
       ? `pid ${r.holder.pid} no longer runs on this host: wait for the lease to expire or take it over (--takeover)`
       : `stop logdisk on ${r.holder.host}, wait for the lease to expire, or take it over (--takeover) once ${r.holder.host} is gone`))
@@ -377,7 +382,7 @@ export class Lease {
         `the replica was put back from an older copy? ${mine} stops writing to it; mount the store again to ship again from what the replica holds`)
     }
     if (cur.holder.nonce !== this.holder.nonce || cur.generation !== this.record.generation) {
-      throw new LogdiskError('FENCED', `${this.target.describe()}: lease ${this.name} was taken over by ${describeHolder(cur)} at ${cur.acquiredAt}: ` +
+      throw new LogdiskError('FENCED', `${this.target.describe()}: ${leaseLabel(this.name)} was taken over by ${describeHolder(cur)} at ${cur.acquiredAt}: ` +
         `${mine} is fenced and may no longer write to the replica`)
     }
     if (cur.released) {

@@ -6,6 +6,8 @@ import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../daemon/
 import { ops, type OpContext } from '../ops/ops'
 import type { Store } from '../store'
 import { openStore, type Access } from '../app/open'
+import { readPolicy } from '../policy/policy'
+import { ReplicationManager } from '../replicate/manager'
 import { prepareStore } from './store-access'
 import { warn } from './output'
 import { lockWaitMs, sleep, waitedError } from './lock-wait'
@@ -63,9 +65,30 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
       await sleep(Math.min(200, Math.max(0, deadline - Date.now())))
     }
   }
+  // A store that replicates takes the replica's lease for a write as a mount does
+  // (REPLICATION.md "One writer"): refused (LEASE_HELD, FENCED) while another store holds it,
+  // and what it wrote is shipped before the lease is released. Offline snapshots and syncs
+  // succeeded while another store held the lease, and the store diverged from its replica
+  // without a word until its next mount (a hostile test, helper-50).
+  let replication: ReplicationManager | undefined
+  let done = false
   try {
-    return await ops[op](store, args, ctx) as T
+    const policy = access === 'write' ? readPolicy(dir) : undefined
+    if (policy !== undefined && policy['replicate.target'] !== '') {
+      // Its running messages ("retrying every interval") are a daemon's; the command says
+      // once, at the end, what did not reach the replica.
+      replication = new ReplicationManager(store)
+      await replication.apply(policy, true)
+    }
+    const result = await ops[op](store, args, ctx) as T
+    if (replication !== undefined) await store.flush() // the last ship, at the stop below, covers it
+    done = true
+    return result
   } finally {
+    // As an unmount: the work is done; a target that cannot take the last ship is only said.
+    const left = await replication?.stop().catch(err => ({ lagBytes: 1, lastError: (err as Error).message }))
+    // A command that failed says so in its one line; one that worked says what is not shipped.
+    if (done && left !== undefined && left.lagBytes > 0) warn(`replication: what this command wrote is not on the replica ${readPolicy(dir)['replicate.target']} yet${left.lastError ? ` (${left.lastError})` : ''}; it is shipped at the next mount or write`)
     await store.close()
   }
 }

@@ -67,18 +67,19 @@ export class ReplicationManager {
     return await this.replicator?.status()
   }
 
-  /** Ships what is durable one last time (bounded), releases the lease. */
-  async stop (): Promise<void> {
+  /** Ships what is durable one last time (bounded), releases the lease; returns what then stays unshipped (undefined: nothing ran). */
+  async stop (): Promise<{ lagBytes: number, lastError: string | null } | undefined> {
     this.closed = true
     while (this.applying) await this.applying.catch(() => undefined)
     const r = this.replicator
     this.replicator = undefined
     this.key = ''
     running.delete(path.resolve(this.store.dir))
-    if (r) {
-      await r.stop({ final: true })
-      await r.target.close().catch(() => undefined)
-    }
+    if (!r) return undefined
+    await r.stop({ final: true })
+    await r.target.close().catch(() => undefined)
+    const { lagBytes, lastError } = await r.status()
+    return { lagBytes, lastError }
   }
 }
 
