@@ -192,12 +192,13 @@ export class MirroredHandle implements FileHandle {
    * copy's unsynced pages on its own (a page cache writes back in any order), so copies of the
    * same length can differ anywhere past their last sync: comparing lengths (`reconcile`) is not
    * enough, and a torn page left in a later copy would surface as EIO once the first copy is
-   * lost. A copy that cannot be made to match is dropped, as in `reconcile`.
+   * lost. A copy that cannot be made to match is dropped, as in `reconcile`. With `to` (where
+   * recovery will cut the segment), only up to there: the bytes past it go with the cut.
    */
-  async matchCopies (from: number): Promise<void> {
+  async matchCopies (from: number, to?: number): Promise<void> {
     if (this.copies.length < 2) return
     const first = this.copies[0]
-    const size = await first.handle.size()
+    const size = to ?? await first.handle.size()
     const CHUNK = 1024 * 1024
     const a = Buffer.alloc(CHUNK)
     const b = Buffer.alloc(CHUNK)
@@ -213,8 +214,8 @@ export class MirroredHandle implements FileHandle {
           fixed += len
         }
         const n = await c.handle.size()
-        if (n > size) await c.handle.truncate(size)
-        if (fixed > 0 || n > size) {
+        if (n > size && to === undefined) await c.handle.truncate(size)
+        if (fixed > 0 || (n > size && to === undefined)) {
           await c.handle.datasync()
           this.log.warn({ file: c.file, from: first.file, bytes: fixed, had: n, now: size }, 'a copy of the segment differed from the first after a power loss; made it match')
         }

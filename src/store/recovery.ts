@@ -388,7 +388,8 @@ export async function recover (
     }
     // Replay read the first copy; a power loss may have left another copy with other bytes
     // at the same length (each copy keeps its own unsynced pages): they get the first's.
-    if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset)
+    // Up to a cut decided here only: the torn bytes after it go when the cut is made.
+    if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset, tornAt?.segment === segment ? tornAt.offset : undefined)
     if (!opts.readOnly) {
       try {
         await rewriteUnflushed(segment, starts, durableSeen)

@@ -13,9 +13,10 @@ import { scratchDir, tagBlock } from './sim-layer'
 /**
  * A store on the simulated disk whose segments have two copies (a simulated pool of two
  * volumes) and whose index is an in-memory LevelDB that outlives the store, so a test can
- * make a power loss (`sim.crash`) and open it again as it was.
+ * make a power loss (`sim.crash`) and open it again as it was; `layerOver` puts a layer of the
+ * test's between the store and the simulated disk.
  */
-export async function mirroredSimStore (t: Test, name: string, seed: number, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }): Promise<{ dir: string, sim: SimFileLayer, rng: Rng, home: SimHome, open: () => Promise<Store> }> {
+export async function mirroredSimStore (t: Test, name: string, seed: number, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }, layerOver: (sim: SimFileLayer) => FileLayer = sim => sim): Promise<{ dir: string, sim: SimFileLayer, rng: Rng, home: SimHome, open: () => Promise<Store> }> {
   const dir = scratchDir(t, name)
   const sim = new SimFileLayer()
   const rng = new Rng(seed)
@@ -26,7 +27,8 @@ export async function mirroredSimStore (t: Test, name: string, seed: number, geo
     return IndexDb.openLevel(level as unknown as LevelDb)
   }
   await Store.create(dir, geometry, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
+  const fileLayer = layerOver(sim)
+  const open = (): Promise<Store> => Store.open(dir, { fileLayer, home, openIndex, checkpointIntervalMs: 0 })
   return { dir, sim, rng, home, open }
 }
 
