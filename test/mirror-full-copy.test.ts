@@ -7,6 +7,7 @@
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { FileHandle } from '../src/store/file-layer'
+import { segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer, errno } from '../src/testing/sim-file-layer'
@@ -249,4 +250,37 @@ t.test('compaction while the current segment\'s copy is full: its moves go on in
   const again = await crashAndReopen(store, sim, rng)
   t.ok((await again.read(0, model.length)).equals(model), 'and after a crash')
   await again.close()
+})
+
+// After a power loss, the first copy ends in a torn write and the second copy is shorter (its
+// unsynced tail lost), on a filesystem that is full now. Recovery cuts the first copy at the
+// torn write. Before, the copies were first made the same length (MirroredHandle.reconcile):
+// the torn bytes were copied into the shorter copy, that write met the full filesystem, and
+// the copy was dropped for bytes the cut removes (a hostile test, helper-49).
+t.test('a torn tail in one copy, the other shorter on a full filesystem: the cut keeps both copies', async t => {
+  const m = await mirrored(t, 2)
+  const rng = new Rng(0x70c)
+  const store = await m.open()
+  const flushed = rng.bytes(64 * B)
+  await store.write(0, flushed)
+  await store.flush()
+  await store.checkpoint()
+  const torn = store.status().index.position % SEGMENT
+  await store.write(100 * B, rng.bytes(32 * B))
+  await store.write(200 * B, rng.bytes(32 * B))
+  const id = currentId(store)
+  const [v1, v2] = store.volumesOf(id)!
+  const first = path.join(m.home.dirOf(v1), segmentFileName(id))
+  const second = path.join(m.home.dirOf(v2), segmentFileName(id))
+  await store.abandon()
+  m.sim.poke(first, torn + 2 * B, Buffer.alloc(512, 0xa5)) // the unflushed write torn in copy 1
+  await (await m.sim.open(second, false)).truncate(torn) // copy 2 lost its unsynced tail
+  m.layer.full.add(v2)
+  const again = await m.open()
+  t.equal(again.recovery.cut?.offset, torn, 'cut at the torn write')
+  t.equal(m.layer.refused, 0, 'nothing was written to the full copy')
+  t.equal(again.volumesOf(id)?.length, 2, 'both copies kept')
+  t.ok((await again.read(0, 64 * B)).equals(flushed), 'the flushed data reads back')
+  await again.close()
+  t.equal(m.sim.readFile(second)!.length, m.sim.readFile(first)!.length, 'the copies end at the cut alike')
 })

@@ -433,6 +433,7 @@ export async function recover (
         return
       }
       // Decided here, made after the segments past it are set aside (below the loop).
+      if (segment.handle instanceof MirroredHandle) segment.handle.reconcileUpTo(offset)
       segment.tail = offset
       tornAt = { segment, offset, bytes, reason }
       stop = true
