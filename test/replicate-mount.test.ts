@@ -159,7 +159,7 @@ t.test('mount replicates, create --from recovers byte for byte, one writer, take
   await cli('unmount', mntB) // removes the stale mount
   const again = await cli('mount', b, mntB)
   t.not(again.code, 0, 'a remount within the lease ttl is refused')
-  t.match(again.stderr, /the lease is held by \S+ \(pid \d+.*: pid \d+ no longer runs on this host: wait for the lease to expire or take it over \(--takeover\)/, 'naming the dead daemon, and saying it is gone')
+  t.match(again.stderr, /the lease is held by \S+ \(pid \d+.*: pid \d+ no longer runs on this host: wait for the lease to expire or take it over \(logdisk mount --takeover\)/, 'naming the dead daemon, and saying it is gone')
   await ok('mount', b, mntB, '--takeover')
   t.equal((await status(b)).replication.generation, genBefore + 1, 'the next generation')
   writeAt(path.join(mntB, 'current.img'), 40 * MiB, pattern(31, 1 * MiB))

@@ -12,6 +12,7 @@ import { tmpfsStore } from './helpers/tmpfs-store'
 const skip = canMount()
 const MiB = 1024 * 1024
 const IMAGE = 16 * MiB
+const SEGMENT = 2 * MiB // tmpfsStore's
 
 t.test('filesystemHeadroom: 2% of a filesystem, at least 256 MiB or a tenth of a small one', async t => {
   t.equal(filesystemHeadroom(1000 * 1024 * MiB), 20 * 1024 * MiB, '1000 GiB: 20 GiB')
@@ -85,6 +86,11 @@ for (const second of [false, true]) {
       try { last = writePass(img, pass) } catch (e) { err = e as NodeJS.ErrnoException }
     }
     t.equal(err?.code, 'ENOSPC', `a write is refused with ENOSPC once the pool is full (96 MiB cannot hold 12 passes of 16 MiB): pass ${pass - 1}, ${err?.message ?? 'no error'}`)
+    // Refused only when no segment fits: split evenly, a room of 1.2 segments gave each volume
+    // 0.6 of one, and the pool said ENOSPC with a segment's room free (helper-51).
+    const full = JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout) as { volumes: Array<{ capacityBytes: number, usedBytes: number }> }
+    const room = full.volumes.reduce((n, v) => n + v.capacityBytes - v.usedBytes, 0)
+    t.ok(room < SEGMENT, `the pool has less than a segment's room left: ${(room / MiB).toFixed(2)} MiB`)
     const st = fs.statfsSync(disk)
     t.ok(st.bavail * st.bsize >= headroom / 2, `the filesystem still has room: ${(st.bavail * st.bsize / MiB).toFixed(1)} MiB free (headroom ${(headroom / MiB).toFixed(1)} MiB; ${spaceUse(disk)})`)
     // The segments alone never reach into the headroom. The pool counted the room of the

@@ -238,7 +238,7 @@ export class Lease {
       }
       const live = cur !== undefined && !cur.released && Date.parse(cur.expiresAt) + skewMs >= now()
       if (live && !(options.takeover === true && seen !== undefined && seen.generation === cur.generation)) {
-        throw Lease.held(target, name, cur)
+        throw Lease.held(target, name, cur, skewMs)
       }
       const at = new Date(now())
       const next: LeaseRecord = {
@@ -271,14 +271,15 @@ export class Lease {
     return lease
   }
 
-  private static held (target: ArchiveTarget, name: string, r: LeaseRecord): LogdiskError {
+  /** `skewMs`: how long after its expiry this host still counts it live (the holder's clock may lag). */
+  private static held (target: ArchiveTarget, name: string, r: LeaseRecord, skewMs = 0): LogdiskError {
     // A holder on this host whose process is gone (a daemon killed with -9): say so, since
     // waiting for the expiry or a takeover is then plainly safe.
     const gone = r.holder.host === os.hostname() && !isAlive(r.holder.pid)
     return new LogdiskError('LEASE_HELD', `${target.describe()}: ${leaseLabel(name)} is held by ${describeHolder(r)}, renewed ${r.renewedAt}, ` +
-      `expires ${r.expiresAt}: ` + (gone
-      ? `pid ${r.holder.pid} no longer runs on this host: wait for the lease to expire or take it over (--takeover)`
-      : `stop logdisk on ${r.holder.host}, wait for the lease to expire, or take it over (--takeover) once ${r.holder.host} is gone`))
+      `expires ${r.expiresAt}${skewMs > 0 ? ` (free ${skewMs / 1000} s later: clock skew)` : ''}: ` + (gone
+      ? `pid ${r.holder.pid} no longer runs on this host: wait for the lease to expire or take it over (logdisk mount --takeover)`
+      : `stop logdisk on ${r.holder.host}, wait for the lease to expire, or take it over (logdisk mount --takeover) once ${r.holder.host} is gone`))
   }
 
   /** Reads the lease and throws FENCED unless it is still this holder's, at this generation. */

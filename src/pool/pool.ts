@@ -337,7 +337,7 @@ export class Pool implements SegmentHome {
   /**
    * The room each filesystem under `volumes` without a declared capacity leaves this store's
    * segments: its free space less its headroom and less what the segments still filling there
-   * will take (unwrittenBytes), shared out evenly between the volumes on it (keyed by volume
+   * will take (unwrittenBytes), shared out between the volumes on it (keyed by volume
    * id; absent: its filesystem cannot be asked). Two volumes of one filesystem each counted
    * all of its free space: `pool list` showed it twice, and each left out only its own
    * segments still filling, so together they reached into the headroom (a hostile test,
@@ -360,8 +360,19 @@ export class Pool implements SegmentHome {
         f.ids.push(e.id)
       } catch { /* cannot be asked: no room */ }
     }
+    // Dealt out in whole segments, in pool order, the odd bytes to the first: split evenly, a
+    // room of one segment gave each volume half of one, and the pool said ENOSPC with a
+    // segment's room free (a hostile test, helper-51).
     const out = new Map<string, number>()
-    for (const f of filesystems.values()) for (const id of f.ids) out.set(id, Math.floor(Math.max(0, f.room) / f.ids.length))
+    const S = this.config.segmentBytes
+    for (const f of filesystems.values()) {
+      const room = Math.max(0, f.room)
+      const segments = Math.floor(room / S)
+      f.ids.forEach((id, i) => {
+        const mine = Math.floor(segments / f.ids.length) + (i < segments % f.ids.length ? 1 : 0)
+        out.set(id, mine * S + (i === 0 ? room - segments * S : 0))
+      })
+    }
     return out
   }
 
