@@ -44,6 +44,12 @@ t.test('offline writes of a replicating store take the lease: shipped when free,
   t.notMatch(await ok('snapshots', a), /offline2/, 'and a changed nothing')
   await ok('unmount', mnt)
 
+  // A resize writes nothing to the log: it reaches the replica with a manifest of its own.
+  await ok('resize', b, '--size', '96M')
+  const e = path.join(root, 'e')
+  await ok('create', e, '--from', replica)
+  t.match(await ok('status', e), /96\.0 MiB/, 'an offline resize is on the replica once the command returns')
+
   // A target out of reach (its disk not mounted): the command works, and says its writes are
   // not on the replica yet, in one line.
   const c = path.join(root, 'c')

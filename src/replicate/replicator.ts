@@ -91,6 +91,8 @@ export class Replicator {
   private point: ShippedPoint = { position: 0, seq: 0, entry: null }
   private index: Manifest['index'] = null
   private manifestName: string | null = null
+  /** store.json as the newest manifest carries it (a resize changes it: configText). */
+  private publishedConfig: string | undefined
   private version = 0
   private timer: NodeJS.Timeout | undefined
   private ticking: Promise<void> | undefined
@@ -215,6 +217,7 @@ export class Replicator {
     this.point = m.point
     this.index = m.index ?? null
     this.manifestName = name
+    this.publishedConfig = JSON.stringify(m.store)
   }
 
   /** Whether this store's log contains the replica's last entry as it is there. */
@@ -292,7 +295,9 @@ export class Replicator {
       this.index = index
       changed = true
     }
-    if (changed || seq !== this.point.seq) {
+    // A resize writes store.json and nothing to the log: without a manifest of its own it
+    // reached the replica only with the next write (a hostile test, helper-51).
+    if (changed || seq !== this.point.seq || this.configText() !== this.publishedConfig) {
       let entry: ShippedPoint['entry'] = null
       if (seq > 0) for await (const e of this.store.entries(seq, seq)) { entry = { kind: e.kind, timeMs: e.timeMs, position: e.position }; break }
       await this.publish({ position: P, seq, entry })
@@ -338,8 +343,14 @@ export class Replicator {
   }
 
   /** Puts the next manifest version: the commit point of everything put before it. */
+  /** store.json as it is now (the geometry and size a manifest carries), as compact JSON. */
+  private configText (): string {
+    return JSON.stringify(JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8')))
+  }
+
   private async publish (point: ShippedPoint): Promise<void> {
     const gen = this.lease!.generation
+    const config = this.configText()
     const version = this.version + 1
     const name = manifestObject(gen, version)
     const m: Omit<Manifest, 'sha256'> = {
@@ -350,7 +361,7 @@ export class Replicator {
       writtenAt: new Date().toISOString(),
       host: os.hostname(),
       pid: process.pid,
-      store: JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8')),
+      store: JSON.parse(config),
       policy: readJson(path.join(this.store.dir, POLICY_FILE)),
       segments: this.segments,
       tails: this.tails,
@@ -374,6 +385,7 @@ export class Replicator {
     if (this.manifestName !== null) this.garbageManifests()
     this.version = version
     this.manifestName = name
+    this.publishedConfig = config
     this.point = point
     this.lastShippedAt = Date.now()
     const gate = this.gate()
