@@ -29,6 +29,14 @@ t.test('offline writes of a replicating store take the lease: shipped when free,
   await ok('create', b, '--from', replica)
   t.match(await ok('snapshots', b), /offline1/, 'an offline snapshot is on the replica once the command returns')
 
+  // A clone of a snapshot there cannot replicate until promoted: policy set says so (every
+  // later write and mount was refused for it instead).
+  const cl = path.join(root, 'clone')
+  await ok('clone', replica, 'offline1', cl)
+  const refused = await logdisk('policy', 'set', cl, `replicate.target=${replica}`)
+  t.not(refused.code, 0, 'policy set replicate.target on a clone: refused')
+  t.match(refused.stderr, /^logdisk: replicate\.target=\S+: \S+ is a clone: its replica would lack the parent's blocks; promote it first \(logdisk promote \S+\); nothing was changed\n$/, 'in one line')
+
   // b continues the replica (mounted: it holds the lease); a's offline writes are refused.
   await ok('policy', 'set', b, `replicate.target=${replica}`)
   const mnt = path.join(root, 'mnt-b')

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { DirTarget } from '../archive/dir'
+import { CLONE_FILE } from '../clone/clone'
 import { parseTarget } from '../archive/parse-target'
 import type { Policy } from './policy'
 
@@ -15,12 +16,17 @@ const S3_PROBE = 'logdisk-policy-probe'
  * What `policy set` can check beyond the form of a value, before anything is written: a
  * directory target exists and this user can write in it; an S3 target's bucket answers.
  * Only targets that change are checked (an unreachable bucket set last week does not block
- * `policy set snapshot.every=1h`). Throws one LogdiskError naming the key.
+ * `policy set snapshot.every=1h`). With `storeDir`, a clone is refused a replica. Throws one
+ * LogdiskError naming the key.
  */
-export async function checkTargets (before: Policy, after: Policy): Promise<void> {
+export async function checkTargets (before: Policy, after: Policy, storeDir?: string): Promise<void> {
   for (const key of TARGET_KEYS) {
     const spec = after[key]
     if (spec === '' || spec === before[key]) continue
+    // Every later write and mount was refused for it instead (a hostile test, helper-51).
+    if (key === 'replicate.target' && storeDir !== undefined && fs.existsSync(path.join(storeDir, CLONE_FILE))) {
+      throw new LogdiskError('BAD_ARGUMENT', `${key}=${spec}: ${storeDir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${storeDir}); nothing was changed`)
+    }
     await checkTarget(key, spec)
   }
 }

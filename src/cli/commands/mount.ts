@@ -151,7 +151,7 @@ function checkMountpoint (mountpoint: string, transport: string, allowOther: boo
     // An image name here is a plain file on the folder's own filesystem: written by something
     // that opened it while nothing was mounted, e.g. after a daemon died and its mount was
     // detached (a hostile test's D1: `dd of=<mnt>/current.img` then wrote beside the store).
-    const images = entries.filter(e => e.endsWith('.img'))
+    const images = entries.filter(e => e.endsWith('.img') && fs.lstatSync(path.join(mountpoint, e)).isFile())
     const stray = images.length > 0 ? `; ${images.slice(0, 3).join(', ')} ${images.length === 1 ? 'is a plain file' : 'are plain files'} of this folder, not of a store: written while nothing was mounted here (after a daemon died?); what was written to ${images.length === 1 ? 'it' : 'them'} is not in any store: move ${images.length === 1 ? 'it' : 'them'} away` : ''
     throw new LogdiskError('BAD_ARGUMENT', `cannot mount at ${mountpoint}: the folder is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}: ${shown})${stray}; the images would hide them: mount on an empty folder`)
   }

@@ -24,7 +24,7 @@ export function register (program: Command): void {
       const { dir } = prepareStore(storeArg, 'write')
       const before = readPolicy(dir)
       const next = applyAssignments(before, assignments)
-      await checkTargets(before, next)
+      await checkTargets(before, next, dir)
       writePolicy(dir, next)
       const applied = await applyInDaemon(dir, before)
       if (opts.json) {
