@@ -254,3 +254,30 @@ t.test('a policy engine tick keeps the replica in front of the archive link; the
   await h.done()
   t.same(h.pending(), [], 'every segment brought back')
 })
+
+// A store recovered lazily and given no archive target of its own reads its older segments
+// from the replica, which takes no writes. Compaction took that link for backing storage that
+// keeps history: it archived a segment before freeing anything in it, and every compaction
+// that met a segment written after the recovery failed ("segment N cannot be archived: the
+// store has no archive target"; a hostile test, helper-51). It compacts as a store without one.
+t.test('a store recovered lazily, without an archive target of its own, compacts what it wrote since', async t => {
+  const b = backends[0]
+  const { store, spec } = await replicated(t, b, 2)
+  const other = path.join(tmp(t, 'b'), 'store')
+  const rec = await createFromReplica(other, await b.target(spec), { spec })
+  t.equal(rec.mode, 'lazy')
+  t.ok(rec.remoteSegments >= 2, 'older segments stay on the replica')
+  writePolicy(other, applyAssignments(defaultPolicy(), ['history.keep=0']))
+  const copy = (await openStore(other)).store
+  t.teardown(() => copy.close())
+  for (let i = 0; i < 6; i++) {
+    await copy.write(24 * MiB, pattern(100 + i, 2 * MiB)) // each pass leaves the last one dead
+    await copy.flush()
+  }
+  const want = await sha(copy)
+  const report = await copy.compact({ cleanBelow: 0.9 })
+  t.ok(report.versionsFreed > 0 && report.segmentsRecycled + report.runsPunched > 0, `compaction freed what the rewrites left dead (${report.versionsFreed} versions, ${report.segmentsRecycled} segments recycled, ${report.runsPunched} runs punched)`)
+  t.equal(await sha(copy), want, 'the image reads the same')
+  t.equal(await sha(copy, 's1'), await sha(store, 's1'), 'and s1, from the replica')
+  t.ok((await copy.verify()).ok, 'verify clean')
+})

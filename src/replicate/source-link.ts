@@ -97,6 +97,9 @@ export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | und
       for (const id of own ? await own.list() : []) ids.add(id)
       return [...ids].sort((a, b) => a - b)
     },
-    describe: () => own ? `${source.target} (replica) and ${own.describe()}` : `${source.target} (replica)`
+    describe: () => own ? `${source.target} (replica) and ${own.describe()}` : `${source.target} (replica)`,
+    // The replica takes no puts from here: without an archive target of its own, the store
+    // keeps history as one without backing storage does.
+    readOnly: own === undefined
   }
 }

@@ -16,4 +16,20 @@ export interface ArchiveLink {
   /** Segment ids the backing storage holds for this store. */
   list (): Promise<number[]>
   describe (): string
+  /**
+   * Only read: segments can be fetched from it, none put (a store recovered lazily from a
+   * replica, with no archive target of its own). Such a link keeps no history: see keepsHistory.
+   */
+  readOnly?: boolean
+}
+
+/**
+ * Whether the store's backing storage keeps its history: every segment archived before
+ * anything in it is freed, so every point stays restorable and no version leaves the index.
+ * A link that is only read (readOnly) does not: the store then keeps history as one without
+ * backing storage does (history.keep). Taken for one that does, compaction had to archive a
+ * segment written after a lazy recovery and failed on every one (a hostile test, helper-51).
+ */
+export function keepsHistory (link: ArchiveLink | undefined): boolean {
+  return link !== undefined && link.readOnly !== true
 }

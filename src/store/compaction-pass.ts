@@ -1,5 +1,6 @@
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
+import { keepsHistory } from './archive-link'
 import { analyzeVersions, anyLiveIn, deadVersionBatches, firstLiveAtOrAfter, liveDetails, liveTrimRuns, type CompactionReport, type Judgement, type VersionAnalysis } from './compaction'
 import { encodeFree, entryBytes, holdsVersions, tableBytes } from './entry'
 import { ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, MAX_ENTRY_BLOCKS, MAX_TRIM_BLOCKS, MAX_TRIM_MOVE_RUNS, TRIM_MOVE_RECORD_BYTES, segmentFileName } from './format'
@@ -60,7 +61,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   const judgement = async (within: { from: number, to: number }): Promise<Judgement> => ({ cuts: p.snapshotTable.list().map(s => s.seq), range: within, fenceSeq: fence.seq, windowStart: await history.windowStart(fence) })
   let judged = await judgement(range)
   // With backing storage no version leaves the index: none is kept, only counted.
-  const keepDead = p.opts.archive ? 0 : p.opts.compactionDeadBatch ?? COMPACTION_DEAD_BATCH
+  const keepDead = keepsHistory(p.opts.archive) ? 0 : p.opts.compactionDeadBatch ?? COMPACTION_DEAD_BATCH
   // Every version in (block, seq) order, as each walk reads it.
   const versions = (): AsyncGenerator<HistoryRows> => db.historyBatches(0, undefined, p.opts.historyHoldVersions)
   let analysis = await analyzeVersions(versions(), judged, keepDead)
@@ -140,7 +141,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // used up (many compactions in a full pool, none of which emptied a whole segment), the
   // pass still frees what needs no new marker: versions dead at points the horizon already
   // gave up (judged with the window starting just past it), and never fails for room.
-  if (!p.opts.archive) {
+  if (!keepsHistory(p.opts.archive)) {
     try {
       await history.raiseHorizon(analysis.horizon)
     } catch (err) {
@@ -193,7 +194,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     if (fresh.length > 0) {
       // With backing storage, history stays complete: the whole segment is archived
       // before any of it is punched, and reads of dead versions fetch it back.
-      if (p.opts.archive) await lifeCycle.ensureArchived(id)
+      if (keepsHistory(p.opts.archive)) await lifeCycle.ensureArchived(id)
       // Every copy the index names takes the free headers, or stops being named first, on
       // record: a named copy that could not be opened (the handle reads from the others) would
       // keep the freed entries, and a later recovery that makes copies match the first one could
@@ -292,7 +293,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // Dead versions leave the index (their bytes may stay until their whole entry is free),
   // unless backing storage keeps them: then every point in time stays restorable.
   report.versionsFreed = analysis.deadCount
-  if (!p.opts.archive) report.freeBatches = await stageDeadVersions(p, analysis, judged, keepDead)
+  if (!keepsHistory(p.opts.archive)) report.freeBatches = await stageDeadVersions(p, analysis, judged, keepDead)
   await index.commitDurably() // the index forgets freed versions before any byte goes
   // Reads that looked a freed version up before the commit may still be reading it.
   await p.reads.drain()

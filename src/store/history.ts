@@ -1,4 +1,5 @@
 import { LogdiskError } from '../errors'
+import { keepsHistory } from './archive-link'
 import { EntryKind } from './format'
 import type { EntryRecord } from './index-db'
 import { DEFAULT_HISTORY_KEEP_MS } from './open-options'
@@ -36,7 +37,7 @@ export class History implements HistoryPart {
   async windowStart (fence: PassFence): Promise<number> {
     // With backing storage every point stays restorable (versions are archived before they
     // are punched, and history keeps them): the window protects nothing more.
-    if (this.p.opts.archive) return fence.seq + 1
+    if (keepsHistory(this.p.opts.archive)) return fence.seq + 1
     const keep = this.keepMs
     if (keep <= 0) return fence.seq + 1
     if (!Number.isFinite(keep)) return 1
