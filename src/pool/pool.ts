@@ -503,7 +503,16 @@ export class Pool implements SegmentHome {
   /** Grow on threshold: after each placement and on every tick. */
   private afterChange (): void {
     const { useFraction } = this.status()
-    if (useFraction < this.policy['pool.growAt']) return
+    if (useFraction < this.policy['pool.growAt']) {
+      // Back under the threshold (a compaction, a snapshot deleted, a shrink): the crossing's
+      // warning goes, and the next crossing warns again (it stayed until a pool add).
+      if (this.warned.has('grow') || this.warned.has('nospare')) {
+        this.warned.delete('grow')
+        this.warned.delete('nospare')
+        this.warnings = this.warnings.filter(w => !w.startsWith('pool use '))
+      }
+      return
+    }
     const pct = Math.round(useFraction * 100)
     if (this.policy['pool.mode'] === 'ask') {
       this.warnOnce('grow', this.growWarning(useFraction))
