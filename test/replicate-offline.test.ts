@@ -55,7 +55,7 @@ t.test('offline writes of a replicating store take the lease: shipped when free,
   // A resize writes nothing to the log: it reaches the replica with a manifest of its own.
   await ok('resize', b, '--size', '96M')
   const e = path.join(root, 'e')
-  await ok('create', e, '--from', replica)
+  await ok('create', e, '--from', path.relative(process.cwd(), replica)) // a relative path, as every path may be
   t.match(await ok('status', e), /96\.0 MiB/, 'an offline resize is on the replica once the command returns')
 
   // A target out of reach (its disk not mounted): the command works, and says its writes are

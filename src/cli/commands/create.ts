@@ -96,6 +96,8 @@ export function register (program: Command): void {
         const unfinished = readPartial(dir)
         if (!unfinished) checkCreatable(dir)
         else if (!partialRunning(unfinished)) warn(`${dir} is an unfinished create --from ${unfinished.from} (pid ${unfinished.pid}, started ${unfinished.startedAt}); starting over`)
+        // A directory may be given relative, like every path (CLI.md); the spec recorded is absolute.
+        if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(opts.from)) opts.from = path.resolve(opts.from)
         const target = parseTarget(opts.from)
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
