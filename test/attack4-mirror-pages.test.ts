@@ -2,7 +2,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/store/format'
 import type { FileHandle } from '../src/store/file-layer'
-import { mirroredSimStore } from './helpers/mirrored-sim-store'
+import { flushedThenUnflushed, mirroredSimStore } from './helpers/mirrored-sim-store'
 import { PassThroughLayer } from './helpers/sim-layer'
 
 /**
@@ -139,13 +139,7 @@ t.test('a torn tail in the first copy: the other copy is matched up to the cut o
   let layer!: FailPastCut
   const { sim, rng, home, open } = await mirroredSimStore(t, 'attack4-mirror-cut', 0xa4c7, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, s => (layer = new FailPastCut(s)))
   const store = await open()
-  const before = rng.bytes(8 * B)
-  await store.write(0, before)
-  await store.flush()
-  await store.checkpoint()
-  const torn = store.status().index.position % SEGMENT
-  await store.write(64 * B, rng.bytes(16 * B))
-  await store.write(128 * B, rng.bytes(16 * B))
+  const { flushed: before, torn } = await flushedThenUnflushed(store, rng, B, SEGMENT, 8, 16)
   const volumes = store.volumesOf(0)!
   const first = path.join(home.dirOf(volumes[0]), segmentFileName(0))
   const second = path.join(home.dirOf(volumes[1]), segmentFileName(0))

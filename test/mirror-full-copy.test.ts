@@ -12,6 +12,7 @@ import { Store } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer, errno } from '../src/testing/sim-file-layer'
 import { SimHome } from '../src/testing/sim-home'
+import { flushedThenUnflushed } from './helpers/mirrored-sim-store'
 import { PassThroughLayer, scratchDir, sealCurrent } from './helpers/sim-layer'
 
 const B = 4096
@@ -261,13 +262,7 @@ t.test('a torn tail in one copy, the other shorter on a full filesystem: the cut
   const m = await mirrored(t, 2)
   const rng = new Rng(0x70c)
   const store = await m.open()
-  const flushed = rng.bytes(64 * B)
-  await store.write(0, flushed)
-  await store.flush()
-  await store.checkpoint()
-  const torn = store.status().index.position % SEGMENT
-  await store.write(100 * B, rng.bytes(32 * B))
-  await store.write(200 * B, rng.bytes(32 * B))
+  const { flushed, torn } = await flushedThenUnflushed(store, rng, B, SEGMENT, 64, 32)
   const id = currentId(store)
   const [v1, v2] = store.volumesOf(id)!
   const first = path.join(m.home.dirOf(v1), segmentFileName(id))

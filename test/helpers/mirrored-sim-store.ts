@@ -59,3 +59,20 @@ export async function threeVolumeStore (dir: string, sim: SimFileLayer, fileLaye
   }
   return { volumes, open, model, put }
 }
+
+/**
+ * `flushedBlocks` blocks written at 0, flushed and checkpointed (replay after a power loss
+ * starts past them), then two writes of `unflushedBlocks` blocks (at blocks 128 and 256) no
+ * flush covers: the bytes flushed, and where the first unflushed entry starts in its segment
+ * (where a test tears it).
+ */
+export async function flushedThenUnflushed (store: Store, rng: Rng, blockBytes: number, segmentBytes: number, flushedBlocks: number, unflushedBlocks: number): Promise<{ flushed: Buffer, torn: number }> {
+  const flushed = rng.bytes(flushedBlocks * blockBytes)
+  await store.write(0, flushed)
+  await store.flush()
+  await store.checkpoint()
+  const torn = store.status().index.position % segmentBytes
+  await store.write(128 * blockBytes, rng.bytes(unflushedBlocks * blockBytes))
+  await store.write(256 * blockBytes, rng.bytes(unflushedBlocks * blockBytes))
+  return { flushed, torn }
+}
