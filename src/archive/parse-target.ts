@@ -32,6 +32,17 @@ const S3_PREFIX_RE = /^[A-Za-z0-9._\-/]*$/
  * Anything else throws BAD_ARGUMENT saying which forms are accepted. Nothing is contacted here:
  * an unreachable target fails (IO) on its first operation.
  */
+/** A URL-like spec (`s3://...`, `file://...`): not a directory path. */
+const SCHEME_RE = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//
+
+/**
+ * `spec` with a directory path resolved against the working directory (a command line's
+ * paths may be relative; a target is recorded absolute); a URL-like spec as it is.
+ */
+export function absoluteTargetSpec (spec: string): string {
+  return SCHEME_RE.test(spec) ? spec : path.resolve(spec)
+}
+
 export function parseTarget (spec: string, env: NodeJS.ProcessEnv = process.env, options: TargetOptions = {}): ArchiveTarget {
   const forms = 'use /abs/dir, file:///abs/dir or s3://bucket/prefix'
   if (typeof spec !== 'string' || spec.trim() === '') {
@@ -61,7 +72,7 @@ export function parseTarget (spec: string, env: NodeJS.ProcessEnv = process.env,
     const settings = resolveS3Settings(`archive target ${spec}`, options.s3, env)
     return new S3Target(bucket, prefix, settings, { faults: options.faults, settleMs: options.settleMs })
   }
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(spec)) {
+  if (SCHEME_RE.test(spec)) {
     throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: unsupported scheme: ${forms}`)
   }
   if (!path.isAbsolute(spec)) {

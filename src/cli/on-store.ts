@@ -72,9 +72,11 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
   // without a word until its next mount (a hostile test, helper-50).
   let replication: ReplicationManager | undefined
   let done = false
+  let target = ''
   try {
     const policy = access === 'write' ? readPolicy(dir) : undefined
-    if (policy !== undefined && policy['replicate.target'] !== '') {
+    target = policy?.['replicate.target'] ?? ''
+    if (policy !== undefined && target !== '') {
       // Its running messages ("retrying every interval") are a daemon's; the command says
       // once, at the end, what did not reach the replica.
       replication = new ReplicationManager(store)
@@ -88,7 +90,7 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
     // As an unmount: the work is done; a target that cannot take the last ship is only said.
     const left = await replication?.stop().catch(err => ({ lagBytes: 1, lastError: (err as Error).message }))
     // A command that failed says so in its one line; one that worked says what is not shipped.
-    if (done && left !== undefined && left.lagBytes > 0) warn(`replication: what this command wrote is not on the replica ${readPolicy(dir)['replicate.target']} yet${left.lastError ? ` (${left.lastError})` : ''}; it is shipped at the next mount or write`)
+    if (done && left !== undefined && left.lagBytes > 0) warn(`replication: what this command wrote is not on the replica ${target} yet${left.lastError ? ` (${left.lastError})` : ''}; it is shipped at the next mount or write`)
     await store.close()
   }
 }

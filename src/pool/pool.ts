@@ -325,9 +325,8 @@ export class Pool implements SegmentHome {
     }
   }
 
-  /** `shared`: the room each volume of this store without a declared capacity has (sharedRoom). */
-  private capacityOf (e: { id: string, dir: string, internal: boolean }, shared: Map<string, number>): number {
-    const declared = this.declaredCapacity(e)
+  /** `declared`: declaredCapacity(e); `shared`: the room each volume of this store without one has (sharedRoom). */
+  private capacityOf (e: { id: string, dir: string, internal: boolean }, declared: number | undefined | null, shared: Map<string, number>): number {
     if (declared === null) return 0
     if (declared !== undefined) return declared
     const room = shared.get(e.id) ?? this.sharedRoom([e]).get(e.id)
@@ -335,7 +334,7 @@ export class Pool implements SegmentHome {
   }
 
   /**
-   * The room each filesystem under `volumes` without a declared capacity leaves this store's
+   * The room each filesystem under `volumes` (none with a declared capacity) leaves this store's
    * segments: its free space less its headroom and less what the segments still filling there
    * will take (unwrittenBytes), shared out between the volumes on it (keyed by volume
    * id; absent: its filesystem cannot be asked). Two volumes of one filesystem each counted
@@ -347,7 +346,6 @@ export class Pool implements SegmentHome {
   private sharedRoom (volumes: Array<{ id: string, dir: string, internal: boolean }>): Map<string, number> {
     const filesystems = new Map<number, { room: number, ids: string[] }>()
     for (const e of volumes) {
-      if (this.declaredCapacity(e) !== undefined) continue
       try {
         const dev = fs.statSync(e.dir).dev
         let f = filesystems.get(dev)
@@ -442,13 +440,13 @@ export class Pool implements SegmentHome {
 
   /** `adding`: volumes about to receive one more segment (counted as used). */
   status (adding: string[] = []): PoolStatus {
-    const listed = this.entries().map(e => ({ e, state: this.stateOf(e) }))
+    const listed = this.entries().map(e => ({ e, state: this.stateOf(e), declared: this.declaredCapacity(e) }))
     // The volumes holding this store's segments share their filesystems' room (a spare is
     // asked alone: it holds nothing yet).
-    const shared = this.sharedRoom(listed.filter(({ state }) => state === 'assigned' || state === 'read-only').map(({ e }) => e))
-    const volumes: VolumeStatus[] = listed.map(({ e, state }) => {
+    const shared = this.sharedRoom(listed.filter(({ state, declared }) => (state === 'assigned' || state === 'read-only') && declared === undefined).map(({ e }) => e))
+    const volumes: VolumeStatus[] = listed.map(({ e, state, declared }) => {
       const extra = adding.includes(e.id) ? this.config.segmentBytes : 0
-      return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e, shared), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
+      return { id: e.id, dir: e.dir, internal: e.internal, state, capacityBytes: state === 'missing' ? 0 : this.capacityOf(e, declared, shared), usedBytes: this.usedBytes(e.id) + extra, segments: this.segmentsOn.get(e.id)?.size ?? 0 }
     })
     const { usedBytes: used, capacityBytes: capacity } = assignedTotals(volumes)
     const useFraction = capacity > 0 ? used / capacity : 1

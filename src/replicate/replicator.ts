@@ -342,12 +342,12 @@ export class Replicator {
     return parts && parts.length > 0 ? parts[parts.length - 1].to : 0
   }
 
-  /** Puts the next manifest version: the commit point of everything put before it. */
   /** store.json as it is now (the geometry and size a manifest carries), as compact JSON. */
   private configText (): string {
     return JSON.stringify(JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8')))
   }
 
+  /** Puts the next manifest version: the commit point of everything put before it. */
   private async publish (point: ShippedPoint): Promise<void> {
     const gen = this.lease!.generation
     const config = this.configText()

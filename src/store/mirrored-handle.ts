@@ -159,20 +159,21 @@ export class MirroredHandle implements FileHandle {
 
   /**
    * Where recovery will cut this segment (a torn tail it found in the first copy): reconcile
-   * makes the copies match up to there only. Copying the torn bytes into a shorter copy was
-   * for nothing, and on a full filesystem it dropped that copy for bytes the cut removes
-   * (a hostile test, helper-49). Said before the first change; a later call changes nothing.
+   * and matchCopies make the copies match up to there only, the bytes past it go with the cut.
+   * Copying the torn bytes into the other copies was for nothing, and a copy that could not
+   * take them (a full filesystem) was dropped for bytes the cut removes (a hostile test,
+   * helper-49). Said before the first change through this handle.
    */
-  reconcileUpTo (offset: number): void {
-    if (this.reconciled === undefined) this.reconcileLimit = offset
+  willCutAt (offset: number): void {
+    this.cutAt = offset
   }
 
-  private reconcileLimit = Infinity
+  private cutAt = Infinity
 
   private async reconcileCopies (): Promise<void> {
     if (this.copies.length < 2) return
     const first = this.copies[0]
-    const size = Math.min(await first.handle.size(), this.reconcileLimit)
+    const size = Math.min(await first.handle.size(), this.cutAt)
     for (const c of [...this.copies.slice(1)]) {
       try {
         const n = await c.handle.size()
@@ -204,13 +205,14 @@ export class MirroredHandle implements FileHandle {
    * copy's unsynced pages on its own (a page cache writes back in any order), so copies of the
    * same length can differ anywhere past their last sync: comparing lengths (`reconcile`) is not
    * enough, and a torn page left in a later copy would surface as EIO once the first copy is
-   * lost. A copy that cannot be made to match is dropped, as in `reconcile`. With `to` (where
-   * recovery will cut the segment), only up to there: the bytes past it go with the cut.
+   * lost. A copy that cannot be made to match is dropped, as in `reconcile`. Only up to where
+   * recovery will cut (willCutAt): a longer copy is left for the cut.
    */
-  async matchCopies (from: number, to?: number): Promise<void> {
+  async matchCopies (from: number): Promise<void> {
     if (this.copies.length < 2) return
     const first = this.copies[0]
-    const size = to ?? await first.handle.size()
+    const cutting = Number.isFinite(this.cutAt)
+    const size = cutting ? this.cutAt : await first.handle.size()
     const CHUNK = 1024 * 1024
     const a = Buffer.alloc(CHUNK)
     const b = Buffer.alloc(CHUNK)
@@ -226,8 +228,9 @@ export class MirroredHandle implements FileHandle {
           fixed += len
         }
         const n = await c.handle.size()
-        if (n > size && to === undefined) await c.handle.truncate(size)
-        if (fixed > 0 || (n > size && to === undefined)) {
+        const longer = n > size && !cutting
+        if (longer) await c.handle.truncate(size)
+        if (fixed > 0 || longer) {
           await c.handle.datasync()
           this.log.warn({ file: c.file, from: first.file, bytes: fixed, had: n, now: size }, 'a copy of the segment differed from the first after a power loss; made it match')
         }

@@ -388,8 +388,8 @@ export async function recover (
     }
     // Replay read the first copy; a power loss may have left another copy with other bytes
     // at the same length (each copy keeps its own unsynced pages): they get the first's.
-    // Up to a cut decided here only: the torn bytes after it go when the cut is made.
-    if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset, tornAt?.segment === segment ? tornAt.offset : undefined)
+    // Up to a cut decided here only (willCutAt): the torn bytes after it go when the cut is made.
+    if (!opts.readOnly && segment.handle instanceof MirroredHandle) await segment.handle.matchCopies(offset)
     if (!opts.readOnly) {
       try {
         await rewriteUnflushed(segment, starts, durableSeen)
@@ -433,7 +433,7 @@ export async function recover (
         return
       }
       // Decided here, made after the segments past it are set aside (below the loop).
-      if (segment.handle instanceof MirroredHandle) segment.handle.reconcileUpTo(offset)
+      if (segment.handle instanceof MirroredHandle) segment.handle.willCutAt(offset)
       segment.tail = offset
       tornAt = { segment, offset, bytes, reason }
       stop = true

@@ -9,7 +9,7 @@ import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
 import { partialRunning, readPartial } from '../../replicate/partial'
-import { parseTarget } from '../../archive/parse-target'
+import { absoluteTargetSpec, parseTarget } from '../../archive/parse-target'
 import { createFromReplica } from '../../replicate/recover'
 import { printJson, warn } from '../output'
 
@@ -96,8 +96,7 @@ export function register (program: Command): void {
         const unfinished = readPartial(dir)
         if (!unfinished) checkCreatable(dir)
         else if (!partialRunning(unfinished)) warn(`${dir} is an unfinished create --from ${unfinished.from} (pid ${unfinished.pid}, started ${unfinished.startedAt}); starting over`)
-        // A directory may be given relative, like every path (CLI.md); the spec recorded is absolute.
-        if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(opts.from)) opts.from = path.resolve(opts.from)
+        opts.from = absoluteTargetSpec(opts.from) // a directory may be given relative, like every path (CLI.md)
         const target = parseTarget(opts.from)
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
