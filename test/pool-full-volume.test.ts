@@ -7,12 +7,13 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES } from '../src/store/format'
+import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, segmentFileName } from '../src/store/format'
 import { appendLimit } from '../src/store/pass-fence'
-import { canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
+import { CLI, canMount, cleanup, logdisk, must, tmpDir } from './helpers/cli'
 
 const MiB = 1024 * 1024
 const skip = canMount()
+const SEGMENT = 2 * MiB
 
 /** Something else fills `dir`'s filesystem (a file `filler` there); returns the error that stopped it. */
 function fillUp (dir: string): string | undefined {
@@ -24,6 +25,23 @@ function fillUp (dir: string): string | undefined {
   } finally {
     fs.closeSync(fd)
   }
+}
+
+/**
+ * A store of 2 MiB segments under a test dir, created on a 12 MiB tmpfs (`small`, first in
+ * pool order) and the volumes `others` (directories), with `policy` set; not mounted.
+ */
+async function smallFirstStore (t: Test, name: string, others: string[], policy: string[]): Promise<{ store: string, mnt: string, small: string, others: string[], uuid: string }> {
+  const dir = tmpDir(name)
+  t.teardown(() => cleanup(dir, t))
+  const store = path.join(dir, 'store')
+  const [small, ...rest] = ['small', ...others].map(n => path.join(dir, n))
+  for (const d of [small, ...rest]) fs.mkdirSync(d)
+  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
+  await must(process.execPath, CLI, 'create', store, '--size', '64M', '--segment-size', String(SEGMENT), ...[small, ...rest].flatMap(d => ['--pool', d]))
+  t.equal((await logdisk('policy', 'set', store, ...policy)).code, 0)
+  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
+  return { store, mnt: path.join(dir, 'mnt'), small, others: rest, uuid }
 }
 
 /**
@@ -56,17 +74,7 @@ function writePastFill (t: Test, img: string, small: string, beforeFill = (): vo
 }
 
 t.test('a full filesystem under the current segment: writes go on in a segment on another volume', { skip, timeout: 120_000 }, async t => {
-  const dir = tmpDir('pool-full-volume')
-  t.teardown(() => cleanup(dir, t))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  const small = path.join(dir, 'small')
-  const big = path.join(dir, 'big')
-  fs.mkdirSync(small)
-  fs.mkdirSync(big)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
-  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', small, '--pool', big)
-  t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
+  const { store, mnt, small, others: [big] } = await smallFirstStore(t, 'pool-full-volume', ['big'], ['compact.every=0'])
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
   t.equal(m.code, 0, `mount: ${m.stderr}`)
   // Something else fills the small volume's filesystem: the current segment (on it, the
@@ -87,17 +95,8 @@ t.test('a full filesystem under the current segment: writes go on in a segment o
 // reported the segment with 1 of 2 copies); now the segment is sealed with both copies and the
 // log goes on in segments with two copies on the volumes with room.
 t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on the volumes with room', { skip, timeout: 120_000 }, async t => {
-  const dir = tmpDir('pool-full-mirror')
-  t.teardown(() => cleanup(dir, t))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  const [small, b1, b2] = ['small', 'b1', 'b2'].map(n => path.join(dir, n))
-  for (const d of [small, b1, b2]) fs.mkdirSync(d)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
-  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', small, '--pool', b1, '--pool', b2)
-  t.equal((await logdisk('policy', 'set', store, 'compact.every=0', 'mirror=2')).code, 0)
+  const { store, mnt, small, others: [b1, b2], uuid } = await smallFirstStore(t, 'pool-full-mirror', ['b1', 'b2'], ['compact.every=0', 'mirror=2'])
   t.equal((await logdisk('pool', 'repair', store)).code, 0, 'the first segment gets its second copy')
-  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
   const segs = (d: string): string[] => { const p = path.join(d, uuid); return fs.existsSync(p) ? fs.readdirSync(p).filter(f => /^seg-\d+\.log$/.test(f)).sort() : [] }
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')
   t.equal(m.code, 0, `mount: ${m.stderr}`)
@@ -117,21 +116,9 @@ t.test('mirror=2, one copy\'s filesystem full: writes go on with two copies on t
 // ENOSPC while another volume had room (a hostile test's D1: the roll-away refused a segment
 // with no entry yet). The roll now leaves a segment made ahead whose filesystem lost its room.
 t.test('the segment made ahead is on a filesystem that filled since: the roll places the next one elsewhere', { skip, timeout: 120_000 }, async t => {
-  const dir = tmpDir('pool-full-ahead')
-  t.teardown(() => cleanup(dir, t))
-  const store = path.join(dir, 'store')
-  const mnt = path.join(dir, 'mnt')
-  const small = path.join(dir, 'small')
-  const big = path.join(dir, 'big')
-  fs.mkdirSync(small)
-  fs.mkdirSync(big)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', small)
-  const SEGMENT = 2 * MiB
-  await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', String(SEGMENT), '--pool', small, '--pool', big)
-  t.equal((await logdisk('policy', 'set', store, 'compact.every=0')).code, 0)
+  const { store, mnt, small, others: [big], uuid } = await smallFirstStore(t, 'pool-full-ahead', ['big'], ['compact.every=0'])
   t.equal((await logdisk('mount', store, mnt, '--transport', 'devfuse')).code, 0, 'mount')
-  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
-  const seg = (d: string, id: number): string => path.join(d, uuid, `seg-${String(id).padStart(12, '0')}.log`)
+  const seg = (d: string, id: number): string => path.join(d, uuid, segmentFileName(id))
   const img = path.join(mnt, 'current.img')
   const fd = fs.openSync(img, 'r+')
   const entry = ENTRY_HEADER_BYTES + BLOCK_CRC_BYTES + 4096 // one 4 KiB write
