@@ -47,6 +47,7 @@ t.test('offline writes of a replicating store take the lease: shipped when free,
     t.not(r.code, 0, `${args[0]} of a while b holds the lease: refused`)
     t.match(r.stderr, /^logdisk: .*(the lease is held by|was taken over by|history this store does not have)/, `${args[0]}: naming why`)
     t.equal(r.stderr.trim().split('\n').length, 1, `${args[0]}: one line`)
+    t.notMatch(r.stderr, /archive/, `${args[0]}: the replica is not called an archive (it said "archive directory")`)
     t.comment(r.stderr.trim())
   }
   t.notMatch(await ok('snapshots', a), /offline2/, 'and a changed nothing')

@@ -3,11 +3,13 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { checkName, checkPrefix, isValidName, oneLine, TMP_MARK } from './names'
-import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate } from './target'
+import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate, TargetRole } from './target'
 
 export interface DirTargetOptions {
   /** Test-only fault injection (see ArchiveFaults). */
   faults?: ArchiveFaults
+  /** What the directory is to the store, for messages (default: archive). */
+  role?: TargetRole
 }
 
 /**
@@ -23,15 +25,17 @@ export interface DirTargetOptions {
 export class DirTarget implements ArchiveTarget {
   readonly dir: string
   private readonly faults: ArchiveFaults
+  private readonly role: TargetRole
 
   constructor (dir: string, options: DirTargetOptions = {}) {
-    if (!path.isAbsolute(dir)) throw new LogdiskError('BAD_ARGUMENT', `archive directory ${dir} must be an absolute path`)
+    this.role = options.role ?? 'archive'
+    if (!path.isAbsolute(dir)) throw new LogdiskError('BAD_ARGUMENT', `${this.role} directory ${dir} must be an absolute path`)
     this.dir = path.resolve(dir)
     this.faults = options.faults ?? {}
   }
 
   describe (): string {
-    return `archive directory ${this.dir}`
+    return `${this.role} directory ${this.dir}`
   }
 
   async put (name: string, data: Buffer): Promise<void> {

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { LogdiskError } from '../errors'
 import { DirTarget } from './dir'
 import { resolveS3Settings, S3Target, type S3Settings } from './s3'
-import type { ArchiveFaults, ArchiveTarget } from './target'
+import type { ArchiveFaults, ArchiveTarget, TargetRole } from './target'
 
 // The factory of archive targets. It lives apart from the ArchiveTarget interface
 // (target.ts) so that the backends, which implement the interface, and the factory, which
@@ -17,6 +17,11 @@ export interface TargetOptions {
   faults?: ArchiveFaults
   /** S3: the emulated putIfAbsent's wait (S3TargetOptions.settleMs). */
   settleMs?: number
+  /**
+   * What the target is to the store, for messages: its archive (the default) or its replica
+   * (replicate.target, create --from). A replica's lease refusal said "archive directory".
+   */
+  role?: TargetRole
 }
 
 const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/
@@ -45,38 +50,39 @@ export function absoluteTargetSpec (spec: string): string {
 
 export function parseTarget (spec: string, env: NodeJS.ProcessEnv = process.env, options: TargetOptions = {}): ArchiveTarget {
   const forms = 'use /abs/dir, file:///abs/dir or s3://bucket/prefix'
+  const role = options.role ?? 'archive'
   if (typeof spec !== 'string' || spec.trim() === '') {
-    throw new LogdiskError('BAD_ARGUMENT', `empty archive target: ${forms}`)
+    throw new LogdiskError('BAD_ARGUMENT', `empty ${role} target: ${forms}`)
   }
   if (spec.startsWith('file:')) {
     let dir: string
     try {
       dir = fileURLToPath(spec)
     } catch (err) {
-      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: not a local file URL (${(err as Error).message}): ${forms}`, err)
+      throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: not a local file URL (${(err as Error).message}): ${forms}`, err)
     }
-    return new DirTarget(dir, { faults: options.faults })
+    return new DirTarget(dir, { faults: options.faults, role })
   }
   if (spec.startsWith('s3://')) {
     const rest = spec.slice('s3://'.length)
-    if (/[?#]/.test(rest)) throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: query strings and fragments are not supported: ${forms}`)
+    if (/[?#]/.test(rest)) throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: query strings and fragments are not supported: ${forms}`)
     const slash = rest.indexOf('/')
     const bucket = slash === -1 ? rest : rest.slice(0, slash)
     const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '')
     if (!BUCKET_RE.test(bucket)) {
-      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: bucket name ${JSON.stringify(bucket)} is not 3-63 characters of letters, digits, . _ -`)
+      throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: bucket name ${JSON.stringify(bucket)} is not 3-63 characters of letters, digits, . _ -`)
     }
     if (!S3_PREFIX_RE.test(prefix) || (prefix !== '' && prefix.split('/').some(part => part === '' || part === '.' || part === '..'))) {
-      throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: prefix ${JSON.stringify(prefix)} must be /-separated parts of letters, digits, . _ - (no empty, . or .. parts)`)
+      throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: prefix ${JSON.stringify(prefix)} must be /-separated parts of letters, digits, . _ - (no empty, . or .. parts)`)
     }
-    const settings = resolveS3Settings(`archive target ${spec}`, options.s3, env)
-    return new S3Target(bucket, prefix, settings, { faults: options.faults, settleMs: options.settleMs })
+    const settings = resolveS3Settings(`${role} target ${spec}`, options.s3, env)
+    return new S3Target(bucket, prefix, settings, { faults: options.faults, settleMs: options.settleMs, role })
   }
   if (SCHEME_RE.test(spec)) {
-    throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: unsupported scheme: ${forms}`)
+    throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: unsupported scheme: ${forms}`)
   }
   if (!path.isAbsolute(spec)) {
-    throw new LogdiskError('BAD_ARGUMENT', `archive target ${spec}: a directory target must be an absolute path: ${forms}`)
+    throw new LogdiskError('BAD_ARGUMENT', `${role} target ${spec}: a directory target must be an absolute path: ${forms}`)
   }
-  return new DirTarget(spec, { faults: options.faults })
+  return new DirTarget(spec, { faults: options.faults, role })
 }

@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type * as S3Sdk from '@aws-sdk/client-s3'
 import { LogdiskError } from '../errors'
 import { checkName, checkPrefix, isValidName, oneLine, TMP_MARK } from './names'
-import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate } from './target'
+import type { ArchiveFaults, ArchiveTarget, ExclusiveCreate, TargetRole } from './target'
 
 /**
  * How to reach an S3-compatible service. Every field is optional; `resolveS3Settings` fills
@@ -42,6 +42,8 @@ export interface S3TargetOptions {
    * PUT and the read-back that decides who won. Default 1000 ms.
    */
   settleMs?: number
+  /** What the bucket is to the store, for messages (default: archive). */
+  role?: TargetRole
 }
 
 /** The emulated putIfAbsent's default wait (see S3TargetOptions.settleMs). */
@@ -123,6 +125,7 @@ export class S3Target implements ArchiveTarget {
   readonly prefix: string
   private readonly settings: ResolvedS3Settings
   private readonly faults: ArchiveFaults
+  private readonly role: TargetRole
   private readonly sdk: typeof S3Sdk
   private readonly client: S3Sdk.S3Client
   private readonly settleMs: number
@@ -135,6 +138,7 @@ export class S3Target implements ArchiveTarget {
     this.settings = settings
     this.faults = options.faults ?? {}
     this.settleMs = options.settleMs ?? DEFAULT_SETTLE_MS
+    this.role = options.role ?? 'archive'
     // The SDK warns on stderr, once per process, that its 2027 releases will need Node 22: noise
     // in a CLI whose errors are one line. Honour an explicit setting of the variable.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
@@ -159,7 +163,7 @@ export class S3Target implements ArchiveTarget {
 
   describe (): string {
     const where = this.settings.endpoint !== undefined ? `at ${this.settings.endpoint}` : `in AWS region ${this.settings.region}`
-    return `archive s3://${this.bucket}/${this.prefix} ${where}`
+    return `${this.role} s3://${this.bucket}/${this.prefix} ${where}`
   }
 
   async put (name: string, data: Buffer): Promise<void> {

@@ -90,6 +90,9 @@ export interface ArchiveTarget {
 /** See ArchiveTarget.exclusiveCreate. */
 export type ExclusiveCreate = 'atomic' | 'emulated'
 
+/** What a target is to the store, as its messages name it: backing storage or a replica. */
+export type TargetRole = 'archive' | 'replica'
+
 /**
  * Fault injection, for tests of the crash and damage paths (the pattern of litefs's labelled
  * faults and s3backer's test_io). Off unless a test sets it in a backend's options; the same

@@ -32,7 +32,7 @@ export async function checkTargets (before: Policy, after: Policy, storeDir?: st
 }
 
 async function checkTarget (key: string, spec: string): Promise<void> {
-  const target = parseTarget(spec)
+  const target = parseTarget(spec, process.env, { role: key.startsWith('replicate.') ? 'replica' : 'archive' })
   try {
     if (target instanceof DirTarget) checkDir(key, spec, target.dir)
     else await target.has(S3_PROBE)

@@ -112,7 +112,7 @@ export function cloneHoldsDependency (dep: CloneDependency): boolean {
  * warning says which object to remove. Targets other than the one recorded come from
  * `targetFor` (tests: S3 settings).
  */
-export async function releaseReplicaParent (cloneDir: string, targetFor: (spec: string) => ArchiveTarget = spec => parseTarget(spec)): Promise<{ removed: string, warning?: string }> {
+export async function releaseReplicaParent (cloneDir: string, targetFor: (spec: string) => ArchiveTarget = spec => parseTarget(spec, process.env, { role: 'replica' })): Promise<{ removed: string, warning?: string }> {
   const parent = replicaParentDir(path.resolve(cloneDir))
   const record = readReplicaParent(parent)
   fs.rmSync(parent, { recursive: true, force: true })

@@ -41,7 +41,7 @@ export class ReplicationManager {
     }
     this.key = ''
     if (spec === '') return
-    const target = parseTarget(spec)
+    const target = parseTarget(spec, process.env, { role: 'replica' })
     try {
       this.replicator = await Replicator.start(this.store, target, {
         spec,

@@ -61,7 +61,7 @@ export function useReplicaTarget (spec: string, target: ArchiveTarget): void {
  */
 export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | undefined, target?: ArchiveTarget): ArchiveLink {
   let t = target ?? knownTargets.get(source.target)
-  const replica = (): ArchiveTarget => (t ??= parseTarget(source.target))
+  const replica = (): ArchiveTarget => (t ??= parseTarget(source.target, process.env, { role: 'replica' }))
   const ranged = new RangedReader(replica)
   return {
     async put (id, data) {

@@ -25,7 +25,7 @@ export function register (program: Command): void {
         const dir = path.resolve(newArg)
         checkCreatable(dir)
         const spec = /^[a-z0-9]+:\/\//.test(storeArg) ? storeArg : parent
-        const target = parseTarget(spec)
+        const target = parseTarget(spec, process.env, { role: 'replica' })
         try {
           const r = await cloneFromReplica(target, spec, snapshot, dir)
           if (opts.json) return printJson({ clone: dir, parent: r.parent, from: spec, snapshot, ms: Date.now() - started, recovered: r.recovered, dependency: r.dependency })

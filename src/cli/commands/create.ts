@@ -97,7 +97,7 @@ export function register (program: Command): void {
         if (!unfinished) checkCreatable(dir)
         else if (!partialRunning(unfinished)) warn(`${dir} is an unfinished create --from ${unfinished.from} (pid ${unfinished.pid}, started ${unfinished.startedAt}); starting over`)
         opts.from = absoluteTargetSpec(opts.from) // a directory may be given relative, like every path (CLI.md)
-        const target = parseTarget(opts.from)
+        const target = parseTarget(opts.from, process.env, { role: 'replica' })
         try {
           const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
           if (opts.json) printJson({ ...r, dir, from: opts.from })
