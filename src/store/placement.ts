@@ -42,7 +42,7 @@ export class Placement implements PlacementPart {
     // dropped both (simulation seed 12346031: a segment of acknowledged writes lost). The
     // caller chooses again (Pool.drain does).
     if (volumes.includes(to)) throw new LogdiskError('BUSY', `segment ${id} already has a copy on volume ${to} (made since the move was chosen); choose another volume`)
-    await this.copySegmentFile(id, from, to)
+    await this.copySegmentFile(id, await this.moveSource(id, from, volumes), to)
     home.occupied(id, [to])
     await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
     this.p.reader.forgetHandle(id)
@@ -51,6 +51,20 @@ export class Placement implements PlacementPart {
     // holding copies (the drain fails instead; the next one removes the stale copy).
     await layer.syncDir(home.dirOf(from))
     home.vacated(id, [from])
+  }
+
+  /**
+   * The copy a move of segment `id` off volume `from` copies: that one, unless the segment is
+   * mirrored and that copy fails its checksums (or was cut short) while another is intact.
+   * The drain moved a damaged copy as it was, so the store left the volume with the damage
+   * (verify named it on its new volume, pool repair had to replace it).
+   */
+  private async moveSource (id: number, from: string, volumes: string[]): Promise<string> {
+    if (new Set(volumes).size < 2) return from // one copy: nothing to choose from
+    const { present } = await this.judgeCopies(id, volumes.length, true)
+    if (present.length === 0 || present.includes(from)) return from
+    this.p.logger.warn({ segment: id, volume: from, from: present[0] }, 'moving a copy that fails its checksums: copied from an intact one instead')
+    return present[0]
   }
 
   /**
