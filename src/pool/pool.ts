@@ -8,7 +8,7 @@ import type { Logger } from '../store/logger'
 import { segmentFileName } from '../store/format'
 import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home'
 import type { Store } from '../store'
-import { MARKER_FILE, claim, ensureMarker, readMarker, release } from './volume-marker'
+import { MARKER_FILE, claim, ensureMarker, missingReason, readMarker, release } from './volume-marker'
 import { makeDirs } from '../make-dirs'
 
 /**
@@ -233,7 +233,7 @@ export class Pool implements SegmentHome {
       if (!e.internal && this.stateOf(e) === 'missing' && !this.warned.has(`missing:${e.dir}`)) {
         // Said when the store opens (this lists the volumes to find segments): name the directory.
         this.warned.add(`missing:${e.dir}`)
-        this.log.error({ volume: e.dir }, `pool volume ${e.dir} is missing (the directory or its ${MARKER_FILE} is gone): segments on it cannot be read until it is back`)
+        this.log.error({ volume: e.dir }, this.missingText(e, undefined))
       }
       if (!e.id.startsWith('missing:')) out.push(e.id)
     }
@@ -400,6 +400,21 @@ export class Pool implements SegmentHome {
     return (this.segmentsOn.get(volume)?.size ?? 0) * this.config.segmentBytes
   }
 
+  /**
+   * "pool volume DIR is missing (why): what that means": its directory gone (its segments
+   * cannot be read: `segments` of them, if known), or its marker gone or garbled (its
+   * segments still read; nothing new goes there until `pool add` remakes the marker).
+   */
+  private missingText (e: { id: string, dir: string }, segments: number | undefined): string {
+    const why = missingReason(e.dir, e.id)
+    const what = `pool volume ${e.dir} is missing`
+    if (why === undefined || why === 'the directory is gone') {
+      const lost = segments === undefined ? 'segments on it cannot be read until it is back' : segments > 0 ? `${segments} segment(s) on it cannot be read` : ''
+      return `${what} (${why ?? `the directory or its ${MARKER_FILE} is gone`})${lost === '' ? '' : `: ${lost}`}`
+    }
+    return `${what} (${why.replace('pool add', `pool add ${this.storeDir} ${e.dir}`)}): its segments still read; no new ones go there`
+  }
+
   private stateOf (e: { id: string, dir: string, internal: boolean }): VolumeStatus['state'] {
     if (!fs.existsSync(e.dir)) return 'missing'
     try {
@@ -458,7 +473,7 @@ export class Pool implements SegmentHome {
       : 0
     if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (a copy fell behind after a failed write, or was lost): run logdisk pool repair ${this.storeDir}`)
     for (const v of volumes) {
-      if (v.state === 'missing') warnings.push(`pool volume ${v.dir} is missing (the directory or its ${MARKER_FILE} is gone)${v.segments > 0 ? `: ${v.segments} segment(s) on it cannot be read` : ''}`)
+      if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, v.segments))
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)
     }
     return { volumes, useFraction, warnings }

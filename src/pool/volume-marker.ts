@@ -35,9 +35,25 @@ export function readMarker (dir: string): VolumeMarker | undefined {
 }
 
 /**
+ * Why a volume a store lists by `id` is not there as that volume: its directory gone, its
+ * marker gone, unreadable or naming another volume. Undefined when it is there.
+ */
+export function missingReason (dir: string, id: string): string | undefined {
+  if (!fs.existsSync(dir)) return 'the directory is gone'
+  let marker
+  try { marker = readMarker(dir) } catch {
+    return `its ${MARKER_FILE} is unreadable (garbled); remake it with logdisk pool add`
+  }
+  if (!marker) return `its ${MARKER_FILE} is gone`
+  return marker.id === id ? undefined : `its ${MARKER_FILE} names another volume (${marker.id})`
+}
+
+/**
  * Makes `dir` a pool volume (or reads the one that is there); capacity is updated if given.
  * `id`: the id a store's pool.json knows the volume by, reused when the marker is gone (a
- * lost directory recreated and added again is the same volume, its segment copies lost).
+ * lost directory recreated and added again is the same volume, its segment copies lost) or
+ * unreadable (set aside as `<marker>.unreadable-<time>`, for the user to look at: `pool add`
+ * could not remake a garbled marker, and the volume stayed "missing" for good).
  */
 export function ensureMarker (dir: string, capacityBytes: number | null | undefined, id?: string): VolumeMarker {
   try {
@@ -46,7 +62,13 @@ export function ensureMarker (dir: string, capacityBytes: number | null | undefi
     throw new LogdiskError('IO', `cannot create pool volume directory ${dir}: ${(err as Error).message}`, err)
   }
   return withLock(dir, () => {
-    const existing = readMarker(dir)
+    let existing: VolumeMarker | undefined
+    try {
+      existing = readMarker(dir)
+    } catch (err) {
+      if (id === undefined) throw err // not this store's volume: not ours to remake
+      fs.renameSync(path.join(dir, MARKER_FILE), path.join(dir, `${MARKER_FILE}.unreadable-${Date.now()}`))
+    }
     const marker: VolumeMarker = existing ?? { id: id ?? crypto.randomUUID(), capacityBytes: null, assignedTo: null, changedAt: new Date().toISOString() }
     if (capacityBytes !== undefined) marker.capacityBytes = capacityBytes
     if (!existing || capacityBytes !== undefined) write(dir, marker)
