@@ -158,6 +158,11 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       setImmediate(after('sync'))
       return point
     },
+    resize: async args => {
+      const r = await ops.resize(store, args, { mountpoint })
+      await mounted?.attributesChanged() // stat and losetup -c see the new size now, not in 1 s (or never)
+      return r
+    },
     snapshot: async args => {
       const snap = await ops.snapshot(store, args, {})
       setImmediate(after('snapshot'))

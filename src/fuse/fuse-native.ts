@@ -113,6 +113,7 @@ export function mountFuseNative (folder: Folder, mountpoint: string, fsname: str
       resolve({
         transport: 'fuse-native',
         ended: new Promise<void>(() => { /* fuse-native does not tell */ }),
+        attributesChanged: () => { /* no notify in libfuse 2.9's high-level API: 1 s attribute cache */ },
         unmount: () => new Promise<void>((resolve, reject) => {
           fuse.unmount((err: Error | null) => err ? reject(new LogdiskError('IO', `cannot unmount ${mountpoint}: ${err.message.trim().split('\n')[0]}`, err)) : resolve())
         })

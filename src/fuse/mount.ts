@@ -1,4 +1,6 @@
 import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import path from 'node:path'
 import { LogdiskError } from '../errors'
 import type { Store } from '../store'
 import type { Logger } from '../store/logger'
@@ -23,6 +25,11 @@ export interface Mounted {
   unmount (force?: boolean): Promise<void>
   /** Resolves if the mount ends by itself (umount from outside, DESTROY); see Session.ended. */
   readonly ended: Promise<void>
+  /**
+   * The images' sizes changed (a resize): the kernel learns them now, so that `losetup -c`
+   * right after the resize sees the new size (see Session.attributesChanged).
+   */
+  attributesChanged (): Promise<void>
 }
 
 /**
@@ -84,6 +91,13 @@ export async function mountImages (store: Store, mountpoint: string, log: Logger
     openHandles: image => folder.openHandles(image),
     assertIdle,
     ended: session.ended,
+    async attributesChanged () {
+      session.attributesChanged()
+      // The kernel takes an inode's size from GETATTR alone, and losetup -c reads that size
+      // without asking: dropping the cached attributes is not enough until someone stats the
+      // image. Stat each now, from the thread pool (this event loop answers the GETATTR).
+      for (const name of folder.list()) await fsp.stat(path.join(mountpoint, name)).catch(() => undefined)
+    },
     async unmount (force = false) {
       if (!force) assertIdle()
       // LOGDISK_FAULTS=unmount-fails: the transport's detach fails (as a fusermount that fails would).

@@ -12,4 +12,10 @@ export interface Session {
   readonly ended: Promise<void>
   /** Unmounts. The caller has already checked that no image is open. */
   unmount (): Promise<void>
+  /**
+   * Tells the kernel that the images' attributes changed (a resize): the next stat asks again
+   * instead of answering from the attribute cache (1 s). fuse-native cannot (libfuse 2.9's
+   * high-level API has no notify): a no-op there.
+   */
+  attributesChanged (): void
 }

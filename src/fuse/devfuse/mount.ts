@@ -299,6 +299,7 @@ export async function mountDevFuse (folder: Folder, mountpoint: string, opts: De
     negotiated,
     server,
     ended,
+    attributesChanged: () => server.invalidateAttributes(),
     async unmount () {
       unmounting = true
       let r = await run('umount', [mountpoint])

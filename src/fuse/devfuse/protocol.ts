@@ -102,6 +102,14 @@ export function putU64 (b: Buffer, o: number, v: number): void {
   b.writeUInt32LE(Math.floor(v / 0x100000000), o + 4)
 }
 
+/**
+ * FUSE_NOTIFY_INVAL_INODE: a message the server writes unasked (unique 0, the notify code in
+ * the error field) that drops the kernel's cached attributes of an inode (offset -1: no
+ * page cache is touched). include/uapi/linux/fuse.h, fuse_notify_inval_inode_out.
+ */
+export const NOTIFY_INVAL_INODE = 2
+export const NOTIFY_INVAL_INODE_OUT = 24 // ino u64, off i64, len i64
+
 export function putOutHeader (b: Buffer, len: number, error: number, unique: number): void {
   b.writeUInt32LE(len, 0)
   b.writeInt32LE(error, 4)

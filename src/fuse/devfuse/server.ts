@@ -3,7 +3,7 @@ import { Errno, FsError, toErrno } from '../errno'
 import type { Folder, ImageHandle, NodeAttr } from '../image-ops'
 import {
   ATTR_OUT, DT_DIR, DT_REG, ENTRY_OUT, FOPEN_DIRECT_IO, FOPEN_PARALLEL_DIRECT_WRITES, Fattr, IN_HEADER, INIT_OUT, Init,
-  KERNEL_MAJOR, MIN_MINOR, OPEN_OUT, OP_NAMES, OUR_MINOR, OUT_HEADER, Op, ROOT_ID, STATFS_OUT, WRITE_IN, WRITE_OUT,
+  KERNEL_MAJOR, MIN_MINOR, NOTIFY_INVAL_INODE, NOTIFY_INVAL_INODE_OUT, OPEN_OUT, OP_NAMES, OUR_MINOR, OUT_HEADER, Op, ROOT_ID, STATFS_OUT, WRITE_IN, WRITE_OUT,
   direntBytes, putAttr, putDirent, putInitOut, putOutHeader, putU64, readInitIn, u64
 } from './protocol'
 
@@ -136,6 +136,23 @@ export class FuseServer {
       gid: this.folder.gid,
       blksize: a.blockBytes
     })
+  }
+
+  /**
+   * Drops the kernel's cached attributes of every image it knows (a resize changed their
+   * size): the next stat, and `losetup -c`, ask again. A node the kernel forgot meanwhile
+   * answers ENOENT, which the sink ignores.
+   */
+  invalidateAttributes (): void {
+    if (!this.negotiated || this.destroyed) return
+    const b = Buffer.alloc(OUT_HEADER + NOTIFY_INVAL_INODE_OUT)
+    for (const id of this.nodesById.keys()) {
+      putOutHeader(b, b.length, NOTIFY_INVAL_INODE, 0)
+      putU64(b, OUT_HEADER, id)
+      b.writeBigInt64LE(-1n, OUT_HEADER + 8) // attributes only
+      b.writeBigInt64LE(0n, OUT_HEADER + 16)
+      this.sink.send(b, b.length)
+    }
   }
 
   // ------------------------------------------------------------------ inodes
