@@ -44,6 +44,20 @@ export class BlockSetHash {
     return h
   }
 
+  /**
+   * A sum of pairs alone, without the geometry's start: pairs gathered before the identity
+   * they go into is known (receive sums a stream's pairs while it checks the stream), added
+   * to it later with `add`.
+   */
+  static pairsOnly (): BlockSetHash {
+    return new BlockSetHash()
+  }
+
+  /** Adds another hash's lane sums (a `pairsOnly` sum) to this one. */
+  add (other: BlockSetHash): void {
+    for (let l = 0; l < LANES; l++) this.lanes[l] = (this.lanes[l] + other.lanes[l]) >>> 0
+  }
+
   /** A hash from its identity string; undefined if it is not a c2 identity. */
   static parse (identity: string): BlockSetHash | undefined {
     if (!/^c2-[0-9a-f]{64}$/.test(identity)) return undefined

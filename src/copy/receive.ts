@@ -7,7 +7,7 @@ import { contentIdentity, currentSeq } from './content-identity'
 import { rememberIdentities } from './identity-cache'
 import { readAhead } from './image-chunks'
 import { ABSENT, carryIdentity, setIdentitiesAt } from './set-identity'
-import { identitySchemeOf, maxRecordBytes, readStream, validateStream, type StreamSummary } from './stream-format'
+import { identitySchemeOf, maxRecordBytes, readStream, validateStream, type StreamRecord, type StreamSummary } from './stream-format'
 
 /** Writes of a stream applied at once (at most), and their bytes: bounds the memory held. */
 const WRITES_IN_FLIGHT = 256
@@ -19,6 +19,8 @@ const READ_AHEAD = 4
  * memory to be applied (within the bytes a receive holds anyway, BYTES_IN_FLIGHT).
  */
 const KEEP_STREAM_BYTES = 16 * 1024 * 1024
+/** Blocks located at once when the base's pairs are summed. */
+const LOCATE_BLOCKS = 8192
 /** Blocks whose CRC before the stream is remembered for the identity carry (about 80 bytes each). */
 const MAX_REMEMBERED_BLOCKS = 1 << 20
 
@@ -43,12 +45,17 @@ function inRanges (ranges: Array<[number, number]>): (block: number) => boolean 
 /**
  * Applies a stream file to the store and cuts the same snapshot there. The whole stream is
  * checked first (validateStream; a file of at most `keepStreamBytes`, 16 MiB by default, is
- * read only then, its checked records kept to be applied), then the store: same geometry, no snapshot of that name yet,
- * an incremental's base present with the same content identity, and the current volume
- * unwritten since that base (or empty, for a full stream) unless `force`, which rolls the
- * current volume back to the base first. Any refusal leaves the store unchanged. Before the
- * cut the current volume's identity must equal the snapshot's, or no snapshot is cut; and if
- * something wrote between that check and the cut, the cut's identity too, or it is deleted.
+ * read only then, its checked records kept to be applied), then the store: same geometry, a
+ * snapshot name and volume id the cut will take, an incremental's base present with the same
+ * content identity, the current volume unwritten since that base (or empty, for a full
+ * stream) unless `force`, which rolls the current volume back to the base first, and (c2
+ * streams) that the stream's blocks over the base make the snapshot's identity. Any refusal
+ * leaves the store unchanged: a stream whose records and CRCs were sound but whose blocks
+ * were not the snapshot's (a record left out, a block changed and its CRCs made again) was
+ * written in before it was refused (a hostile test, helper-53). Before the cut the current
+ * volume's identity must equal the snapshot's, or no snapshot is cut (a writer on a mounted
+ * store; a c1 stream, whose identity needs a walk of the result); and if something wrote
+ * between that check and the cut, the cut's identity too, or it is deleted.
  */
 export async function receiveStream (
   store: Store, file: string,
@@ -60,8 +67,16 @@ export async function receiveStream (
   refuseOnClone(store.dir, 'receive')
   const B = store.blockBytes
   let summary: StreamSummary
+  // The (block, CRC) pairs of the stream's non-zero blocks, summed as it is checked (c2).
+  const zeroCrc = crc32c(Buffer.alloc(B))
+  const streamPairs = BlockSetHash.pairsOnly()
+  const addPairs = (r: StreamRecord): void => {
+    if (r.type !== 'data' || !r.crcs) return
+    const crcs = r.crcs
+    streamPairs.update(1, Float64Array.from({ length: r.count }, (_, i) => r.block + i), crcs, i => crcs[i] !== zeroCrc)
+  }
   try {
-    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes), { keepBytes: opts.keepStreamBytes ?? KEEP_STREAM_BYTES })
+    summary = await validateStream(file, done => opts.onProgress?.(Math.min(done, store.sizeBytes) / 2, store.sizeBytes), { keepBytes: opts.keepStreamBytes ?? KEEP_STREAM_BYTES, onRecord: addPairs })
   } catch (err) {
     if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${err.message}; nothing was applied to ${store.dir}`, err)
     throw err
@@ -77,6 +92,14 @@ export async function receiveStream (
   const have = store.snapshots()
   if (have.some(s => s.name === header.snapshot.name)) {
     throw new LogdiskError('BAD_ARGUMENT', `${store.dir} already has a snapshot named ${header.snapshot.name}`)
+  }
+  // The cut's own checks, before anything is written (an invalid name was refused at the cut,
+  // after every record had been written).
+  try {
+    store.checkSnapshot({ name: header.snapshot.name, idPolicy: opts.idPolicy })
+  } catch (err) {
+    if (err instanceof LogdiskError) throw new LogdiskError(err.code, `the stream's snapshot cannot be cut in ${store.dir}: ${err.message}; nothing was applied`, err)
+    throw err
   }
   // Format 1 streams carry c1 identities, which only a walk of every block gives; format 2's
   // c2 identities are carried from the base's (kept in the identity file, or walked once).
@@ -106,13 +129,33 @@ export async function receiveStream (
       : `the current volume of ${store.dir} is not empty (${dirty.length} blocks written); a full stream needs an empty store, or --force to overwrite the current volume`)
   }
 
+  // What the volume will be: the base, its blocks the stream covers swapped for the stream's
+  // (the dirty ones it does not cover go back to the base). The base's pairs of those blocks
+  // come from the current volume's block map when nothing was written since the base.
+  if (c2) {
+    const expected = BlockSetHash.parse(baseIdentity ?? BlockSetHash.empty(store.sizeBytes, B).toString())!
+    if (baseSeq > 0) {
+      const at = dirty.length === 0 ? checkedSeq : baseSeq
+      for (const [first, count] of summary.ranges) {
+        for (let b = first; b < first + count; b += LOCATE_BLOCKS) {
+          const n = Math.min(LOCATE_BLOCKS, first + count - b)
+          const { where, crcs } = await store.locateAt(at, b, n)
+          expected.update(-1, Float64Array.from({ length: n }, (_, i) => b + i), crcs, i => where[i] >= 0 && crcs[i] !== zeroCrc)
+        }
+      }
+    }
+    expected.add(streamPairs)
+    if (expected.toString() !== header.snapshot.identity) {
+      throw new LogdiskError('CORRUPT', `the stream's blocks do not make snapshot ${header.snapshot.name} from ${base ? `snapshot ${base.name}` : 'an empty volume'} (they make identity ${expected.toString()}, the stream says ${header.snapshot.identity}): the stream was altered or made wrongly; nothing was applied to ${store.dir}`)
+    }
+  }
+
   // Checked: now apply.
   // With nothing written since the base, the current volume is the base: its identity is the
   // base's, and the blocks' CRCs before the stream rewrites them, read from the block map as
   // it goes, spare the carry below an index seek per block.
   const startSeq = checkedSeq
   const atStart = c2 && baseSeq > 0 && dirty.length === 0 ? new Map<number, number>() : undefined
-  const zeroCrc = crc32c(Buffer.alloc(B))
   // Writes go in a bounded window, so small ones share a group commit (the log appender's);
   // every block of a stream is distinct, so their order does not matter.
   const inFlight: Array<Promise<void>> = []

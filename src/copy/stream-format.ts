@@ -409,7 +409,7 @@ export interface StreamSummary {
  * readStream's `blockCrcs` gives them), so that a receive of a small increment applies what
  * it checked instead of reading and checking the file a second time.
  */
-export async function validateStream (file: string, onProgress?: (done: number) => void, opts: { keepBytes?: number } = {}): Promise<StreamSummary> {
+export async function validateStream (file: string, onProgress?: (done: number) => void, opts: { keepBytes?: number, onRecord?: (r: StreamRecord) => void } = {}): Promise<StreamSummary> {
   let header: StreamHeader | undefined
   const ranges: Array<[number, number]> = []
   let records: StreamRecord[] | undefined
@@ -419,11 +419,12 @@ export async function validateStream (file: string, onProgress?: (done: number) 
   }
   // Each record is done with before the next is read, so nothing is held, unless the records
   // are kept: then every buffer is a new one (a view of it stays valid).
-  for await (const r of readStream(file, records ? { blockCrcs: true } : { heldBytes: 0 })) {
+  for await (const r of readStream(file, records ? { blockCrcs: true } : { heldBytes: 0, blockCrcs: opts.onRecord !== undefined })) {
     if ('header' in r) header = r.header
     else if ('trailer' in r) return { header: header!, trailer: r.trailer, ranges, ...(records ? { records } : {}) }
     else {
       records?.push(r)
+      opts.onRecord?.(r)
       const last = ranges[ranges.length - 1]
       if (last && last[0] + last[1] === r.block) last[1] += r.count
       else ranges.push([r.block, r.count])

@@ -311,6 +311,17 @@ export class Store {
     return snapshotTable.require((e.payload as unknown as SnapshotMarker).name)
   }
 
+  /**
+   * Throws what `snapshot(opts)` would throw now for its name and volume id (a bad or taken
+   * name, an id the policy cannot give), changing nothing: for callers that must not write
+   * before a cut that would be refused (receive).
+   */
+  checkSnapshot (opts: { name: string, id?: number, idPolicy?: VolumeIdPolicy }): void {
+    this.assertOpen()
+    this.p.snapshotTable.checkNewName(opts.name)
+    this.p.snapshotTable.assignId(opts.idPolicy ?? DEFAULT_VOLUME_ID_POLICY, opts.id)
+  }
+
   /** Deletes a snapshot: its image goes, its id returns to the pool (001 delete volume). */
   async deleteSnapshot (name: string): Promise<SnapshotRecord> {
     this.assertOpen()
