@@ -18,7 +18,7 @@ import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
 import { readReplicaSource, replicaSourceLink } from '../replicate/source-link'
 import type { ArchiveLink } from '../store/archive-link'
-import { checkParent, readCloneRecord, recordParent } from '../clone/clone'
+import { checkParent, readCloneRecord, recordParent, registerClone } from '../clone/clone'
 import type { ReplicationManager } from '../replicate/manager'
 
 /**
@@ -58,6 +58,13 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     const fallThrough = checkParent(dir, clone, parent)
     const opened = await openOwn(dir, { ...opts, fallThrough }, initialPoolDirs, access)
     recordParent(opened.store, clone, parent)
+    if (access === 'write') {
+      try {
+        registerClone(clone.parent, dir, opened.store.config.uuid, clone.snapshot)
+      } catch (err) {
+        (opts.logger ?? silentLogger).warn({ parent: clone.parent, err: (err as Error).message }, 'cannot record this clone in its parent\'s clones.json: a delete of its snapshot there is not refused')
+      }
+    }
     const close = opened.store.close.bind(opened.store)
     opened.store.close = async () => {
       try { await close() } finally { await parent.close() }

@@ -78,12 +78,51 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
   writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
   recordIdentity(dir, config)
   // Registered in the parent after the clone is complete: a crash in between leaves a clone
-  // the parent does not know of, which `delete` then does not protect (rerun clone to fix).
-  const f = readClones(parent)
-  f.clones = f.clones.filter(c => c.dir !== dir)
-  f.clones.push({ dir, uuid: config.uuid, snapshot: snap.name, createdAt: record.createdAt })
-  writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+  // the parent does not know of yet; opening it registers it (openStore: registerClone).
+  registerClone(parent, dir, config.uuid, snap.name, record.createdAt)
   return record
+}
+
+/**
+ * Makes `parent`'s clones.json name the clone at `dir` (by its uuid) as reading snapshot
+ * `snapshot`, so that `delete` protects it; an entry of the same directory or uuid is
+ * replaced (the clone moved, or was adopted). Returns whether the file changed. Called by
+ * clone, by every open of a clone for writing, and by adopt of a clone: a clone killed
+ * between its making and this, moved with mv, or copied and adopted was not known to its
+ * parent, and a delete of its snapshot was allowed (a hostile test, helper-53).
+ */
+export function registerClone (parent: string, dir: string, uuid: string, snapshot: string, createdAt = new Date().toISOString()): boolean {
+  dir = path.resolve(dir)
+  const f = readClones(parent)
+  if (f.clones.some(c => c.dir === dir && c.uuid === uuid && c.snapshot === snapshot)) return false
+  f.clones = f.clones.filter(c => c.dir !== dir && c.uuid !== uuid)
+  f.clones.push({ dir, uuid, snapshot, createdAt })
+  writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+  return true
+}
+
+/**
+ * The clones that read through to the store at `dir` by its identity (their clone.json names
+ * this directory and uuid): what a new identity would cut off. A copy of a parent (cp -a)
+ * lists its original's clones in clones.json; they name the original, not the copy.
+ */
+export function clonesReadingFrom (dir: string): string[] {
+  dir = path.resolve(dir)
+  return clonesOf(dir).filter(c => {
+    try { return readCloneRecord(c)?.parent === dir } catch { return false }
+  })
+}
+
+/** Drops from `dir`'s clones.json the clones that read from another directory (a copy's, listing its original's). */
+export function forgetOthersClones (dir: string): void {
+  dir = path.resolve(dir)
+  const f = readClones(dir)
+  const mine = f.clones.filter(c => {
+    try { return readCloneRecord(c.dir)?.parent === dir } catch { return false }
+  })
+  if (mine.length !== f.clones.length && fs.existsSync(path.join(dir, CLONES_FILE))) {
+    writeFileAtomic(path.join(dir, CLONES_FILE), JSON.stringify({ ...f, clones: mine }, null, 2) + '\n')
+  }
 }
 
 /** Removes `clone` from its parent's clones.json (after promote). */

@@ -2,6 +2,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
+import { clonesReadingFrom, forgetOthersClones, readCloneRecord, registerClone } from '../clone/clone'
 import { archiveLink } from '../archive/link'
 import { parseTarget } from '../archive/parse-target'
 import { readPolicy } from '../policy/policy'
@@ -92,6 +93,14 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
       }
       log(`resuming an interrupted adopt: ${intent.from} -> ${intent.to}`)
     } else {
+      // Clones read through to their parent by its uuid: a new one would cut them off for good
+      // (a hostile test, helper-53: the parent adopted, its clone failed to open and the
+      // delete guard no longer saw it). A copy's clones.json names its original's clones,
+      // which read from the original: not this store's.
+      const clones = clonesReadingFrom(dir)
+      if (clones.length > 0) {
+        throw new LogdiskError('BUSY', `${dir} has clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')} that read${clones.length > 1 ? '' : 's'} through to it by its identity; a new identity would cut ${clones.length > 1 ? 'them' : 'it'} off: promote ${clones.length > 1 ? 'them' : 'it'} first (logdisk promote <clone>); nothing was changed`)
+      }
       intent = { from: config.uuid, to: crypto.randomUUID(), copyOf: identity?.kind === 'copy' ? identity.original! : null, startedAt: new Date().toISOString() }
       writeFileAtomic(intentFile, JSON.stringify(intent, null, 2) + '\n')
     }
@@ -214,6 +223,12 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
         await t.close()
       }
     }
+
+    // A copy's clones.json lists its original's clones; a copy of a clone is a clone of the
+    // same snapshot, which its parent must know of by its new uuid (delete protects it).
+    forgetOthersClones(dir)
+    const cloneOf = readCloneRecord(dir)
+    if (cloneOf) registerClone(cloneOf.parent, dir, intent.to, cloneOf.snapshot)
 
     // Last: the new uuid becomes the store's, then the intent goes.
     writeConfig(dir, { ...config, uuid: intent.to })

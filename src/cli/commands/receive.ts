@@ -4,21 +4,51 @@ import { pipeline } from 'node:stream/promises'
 import type { Command } from 'commander'
 import { LogdiskError, fromSystemError } from '../../errors'
 import { Store } from '../../store'
-import { CONFIG_FILE } from '../../store/config'
+import { CONFIG_FILE, writeFileAtomic } from '../../store/config'
 import { readStreamHeader, validateStream } from '../../copy/stream-format'
 import type { ReceiveResult } from '../../copy/receive'
 import { runTracked } from '../progress'
 import { checkCreatable } from './create'
 import { prepareStore } from '../store-access'
+import { isAlive } from '../../process-alive'
+
+const SPOOL = '.spool'
+/** In a store a full receive is creating, until its snapshot is cut: who made it. */
+const CREATING_FILE = 'receive-creating.json'
+
+function readCreating (dir: string): { pid: number, startedAt: string } | undefined {
+  try {
+    const r = JSON.parse(fs.readFileSync(path.join(dir, CREATING_FILE), 'utf8')) as { pid: number, startedAt: string }
+    return Number.isSafeInteger(r.pid) ? r : undefined
+  } catch { return undefined }
+}
 
 /**
  * A stream is checked whole before anything is applied, so a pipe or a FIFO is first spooled
  * to a file beside the store data (<store>/receive-<pid>.spool, or next to the store directory
  * when the store is still to be created), deleted afterwards.
  */
+function spoolPlace (dir: string): { where: string, prefix: string } {
+  return fs.existsSync(path.join(dir, CONFIG_FILE)) ? { where: dir, prefix: 'receive-' } : { where: path.dirname(dir), prefix: `.${path.basename(dir)}.receive-` }
+}
+
+/**
+ * Removes the spools of receives into `dir` whose processes are gone: a receive killed while it
+ * spooled left its spool for good, as large as its stream (a hostile test, helper-53).
+ */
+function removeDeadSpools (dir: string): void {
+  const { where, prefix } = spoolPlace(dir)
+  let names: string[]
+  try { names = fs.readdirSync(where) } catch { return }
+  for (const name of names) {
+    const pid = name.startsWith(prefix) && name.endsWith(SPOOL) ? name.slice(prefix.length, -SPOOL.length) : ''
+    if (/^\d+$/.test(pid) && !isAlive(Number(pid))) fs.rmSync(path.join(where, name), { force: true })
+  }
+}
+
 async function spool (input: string, dir: string): Promise<string> {
-  const inside = fs.existsSync(path.join(dir, CONFIG_FILE))
-  const file = inside ? path.join(dir, `receive-${process.pid}.spool`) : path.join(path.dirname(dir), `.${path.basename(dir)}.receive-${process.pid}.spool`)
+  const { where, prefix } = spoolPlace(dir)
+  const file = path.join(where, `${prefix}${process.pid}${SPOOL}`)
   const source = input === '-' ? process.stdin : fs.createReadStream(input)
   try {
     await pipeline(source, fs.createWriteStream(file, { mode: 0o600 }))
@@ -37,9 +67,16 @@ export function register (program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (storeArg: string, opts: { in: string, force?: boolean, json?: boolean }) => {
       const dir = path.resolve(storeArg)
+      removeDeadSpools(dir)
       // An existing store is checked like any command that writes; a missing one is created.
       if (fs.existsSync(path.join(dir, CONFIG_FILE))) prepareStore(dir, 'write')
       else checkCreatable(dir)
+      const creating = readCreating(dir)
+      if (creating && !isAlive(creating.pid) && !opts.force) {
+        // Else: "not empty (N blocks written); a full stream needs an empty store", about blocks
+        // the user never wrote (a hostile test, helper-53).
+        throw new LogdiskError('BAD_ARGUMENT', `${dir} was made by a receive that did not finish (pid ${creating.pid}, started ${creating.startedAt}): it holds part of a stream and no snapshot; receive again with --force, or remove ${dir}`)
+      }
       let file = opts.in === '-' ? '-' : path.resolve(opts.in)
       let spooled: string | undefined
       if (file === '-' && process.stdin.isTTY) throw new LogdiskError('BAD_ARGUMENT', 'standard input is a terminal; pipe a stream into it (logdisk send ... --out - | logdisk receive ...) or give --in FILE')
@@ -58,6 +95,7 @@ export function register (program: Command): void {
           const existed = fs.existsSync(dir)
           await Store.create(dir, { sizeBytes: header.sizeBytes, blockBytes: header.blockBytes })
           created = existed ? 'contents' : 'dir'
+          writeFileAtomic(path.join(dir, CREATING_FILE), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }) + '\n')
         }
         let r: ReceiveResult
         try {
@@ -67,6 +105,7 @@ export function register (program: Command): void {
           else if (created === 'contents') for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
           throw err
         }
+        fs.rmSync(path.join(dir, CREATING_FILE), { force: true })
         if (opts.json) return console.log(JSON.stringify({ ...r, created: !!created }, null, 2))
         const s = r.snapshot
         console.log(`received snapshot ${s.name}${r.from ? ` (incremental from ${r.from})` : ''} into ${dir}${created ? ' (created)' : ''}: ${r.dataBlocks} data blocks, ${r.zeroBlocks} zeroed blocks; volume id ${s.id ?? '-'}, sequence ${s.seq}`)

@@ -1,0 +1,115 @@
+// A parent refuses to delete a snapshot that a clone reads through to, for the clones its
+// clones.json names. A hostile test (helper-53) found clones it did not know of, and a parent
+// whose clones were cut off: `adopt` of the parent gave it a new uuid, so its clone no longer
+// opened and the delete guard no longer saw it; a clone copied (cp -a) and adopted, moved
+// (mv), or killed between its making and its registration was not in clones.json, and the
+// snapshot it read could be deleted. Now adopt refuses while clones read through to the store,
+// adopt of a clone's copy registers the copy, and every open of a clone for writing registers
+// it where it is.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import t from 'tap'
+import { openStore } from '../src/app/open'
+import { CLI, run, tmpDir } from './helpers/cli'
+
+t.setTimeout(300_000)
+const MiB = 1024 * 1024
+const cli = (...args: string[]) => run(process.execPath, [CLI, ...args], { timeoutMs: 120_000 })
+async function ok (...args: string[]): Promise<string> {
+  const r = await cli(...args)
+  if (r.code !== 0) throw new Error(`logdisk ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`)
+  return r.stdout
+}
+const uuidOf = (dir: string): string => JSON.parse(fs.readFileSync(path.join(dir, 'store.json'), 'utf8')).uuid
+const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
+async function image (dir: string): Promise<string> {
+  const { store } = await openStore(dir)
+  try { return sha(await store.read(0, store.sizeBytes)) } finally { await store.close() }
+}
+
+t.test('adopt and copies, moves and lost registrations of clones keep the delete guard', async t => {
+  const root = tmpDir('clone-registry')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const P = path.join(root, 'P')
+  await ok('create', P, '--size', '16M', '--segment-size', '2M')
+  {
+    const { store } = await openStore(P)
+    try { await store.write(0, crypto.randomBytes(8 * MiB)); await store.snapshot({ name: 'gold' }) } finally { await store.close() }
+  }
+  const C = path.join(root, 'C')
+  await ok('clone', P, 'gold', C)
+  const golden = await image(C)
+  const refusedDelete = async (what: string, name: RegExp): Promise<void> => {
+    const r = await cli('delete', P, 'gold')
+    t.equal(r.code, 1, `${what}: delete of gold refused`)
+    t.match(r.stderr, name, 'naming the clone')
+  }
+
+  // adopt of the parent would cut its clone off.
+  const uuid = uuidOf(P)
+  const adopt = await cli('adopt', P)
+  t.equal(adopt.code, 1, 'adopt of a parent whose clone reads through to it is refused')
+  t.match(adopt.stderr, new RegExp(`^logdisk: ${P} has clone ${C} that reads through to it by its identity; .*promote it first.*nothing was changed\\n$`))
+  t.equal(uuidOf(P), uuid, 'the parent keeps its identity')
+  t.equal(await image(C), golden, 'the clone still reads')
+
+  // A copy of the parent may be adopted: the clone reads from the original, not from it.
+  const P2 = path.join(root, 'P2')
+  fs.cpSync(P, P2, { recursive: true })
+  t.equal((await cli('adopt', P2)).code, 0, 'adopt of a copy of the parent')
+  t.equal((await cli('delete', P2, 'gold')).code, 0, 'the copy\'s gold is no clone\'s base')
+  await refusedDelete('after the copy was adopted', new RegExp(C))
+
+  // A copy of the clone, adopted, is a clone of gold the parent protects.
+  const C2 = path.join(root, 'C2')
+  fs.cpSync(C, C2, { recursive: true })
+  t.equal((await cli('adopt', C2)).code, 0, 'adopt of a copy of the clone')
+  await ok('promote', C)
+  await refusedDelete('the original clone promoted, its adopted copy still reading gold', new RegExp(C2))
+
+  // A clone moved elsewhere: registered again by its next open for writing.
+  const C3 = path.join(root, 'C3')
+  fs.renameSync(C2, C3)
+  await ok('sync', C3)
+  await refusedDelete('the clone moved and written to', new RegExp(C3))
+
+  // A clone its parent lost track of (killed between its making and its registration).
+  fs.writeFileSync(path.join(P, 'clones.json'), JSON.stringify({ format: 1, clones: [] }))
+  await ok('sync', C3)
+  await refusedDelete('a clone the parent lost track of, opened again', new RegExp(C3))
+  t.equal(await image(C3), golden, 'and it reads its parent\'s snapshot')
+})
+
+t.test('receive: spools of killed receives go; a store a killed full receive made says so', async t => {
+  const root = tmpDir('receive-leftovers')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const A = path.join(root, 'A')
+  await ok('create', A, '--size', '16M')
+  {
+    const { store } = await openStore(A)
+    try { await store.write(0, crypto.randomBytes(MiB)); await store.snapshot({ name: 's' }) } finally { await store.close() }
+  }
+  const stream = path.join(root, 's.stream')
+  await ok('send', A, 's', '--out', stream)
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid! // a pid that has exited
+  const B = path.join(root, 'B')
+  // A full receive killed after it created B: B holds blocks and no snapshot.
+  await ok('create', B, '--size', '16M')
+  {
+    const { store } = await openStore(B)
+    try { await store.write(0, crypto.randomBytes(64 * 1024)); await store.flush() } finally { await store.close() }
+  }
+  fs.writeFileSync(path.join(B, 'receive-creating.json'), JSON.stringify({ pid: dead, startedAt: '2026-12-06T00:00:00.000Z' }))
+  const spool = path.join(B, `receive-${dead}.spool`)
+  fs.writeFileSync(spool, Buffer.alloc(MiB))
+  const r = await cli('receive', B, '--in', stream)
+  t.equal(r.code, 1, 'receive into the half-made store is refused')
+  t.match(r.stderr, new RegExp(`^logdisk: ${B} was made by a receive that did not finish \\(pid ${dead}, .*receive again with --force`), 'saying what it is')
+  t.notOk(fs.existsSync(spool), 'the killed receive\'s spool is gone')
+  const forced = await cli('receive', B, '--in', stream, '--force')
+  t.equal(forced.code, 0, `--force receives: ${forced.stderr}`)
+  t.notOk(fs.existsSync(path.join(B, 'receive-creating.json')), 'and the store is a finished one')
+  t.equal(await image(B), await image(A), 'with the stream\'s bytes')
+})
