@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { request } from '../daemon/control'
-import { DAEMON_LOG, isAlive, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
+import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
 import { ops, type OpContext } from '../ops/ops'
 import type { Store } from '../store'
 import { openStore, type Access } from '../app/open'
@@ -117,6 +117,10 @@ async function daemonDied (dir: string, daemon: DaemonInfo, op: string, args: Re
     } catch { /* not there */ }
   }
   const what = dead ? `the mount daemon (pid ${daemon.pid}) died during ${op}` : `the mount daemon (pid ${daemon.pid}) dropped the connection during ${op}`
-  const next = dead ? `; logdisk unmount ${daemon.mountpoint} removes its stale mount, then the store opens again` : ''
+  // devfuse's watchdog detaches the mount by itself, a moment after the daemon died (then
+  // unmount finds nothing there); fuse-native leaves it for unmount to remove.
+  const next = !dead ? '' : logdiskMountAt(daemon.mountpoint)
+    ? `; logdisk mount ${dir} ${daemon.mountpoint} mounts the store again (logdisk unmount ${daemon.mountpoint} first, if its stale mount is still there)`
+    : `; its mount is gone; logdisk mount ${dir} ${daemon.mountpoint} mounts the store again`
   return new LogdiskError('DAEMON_DIED', `${what}; it did not finish${notes.length > 0 ? ` (${notes.join('; ')})` : ''}; see ${path.join(dir, DAEMON_LOG)}${next}`)
 }

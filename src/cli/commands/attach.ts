@@ -76,6 +76,28 @@ export async function attach (mountpoint: string, imageArg: string | undefined, 
   return { device, directIo }
 }
 
+/**
+ * Loop devices left over an image of a mount that is gone: when a daemon dies, devfuse's
+ * watchdog detaches its mount, and the kernel then names the backing file by its path inside
+ * that detached mount (`/current.img`), which is no file here. Their I/O fails; only
+ * `losetup -d` (or logdisk detach) frees them.
+ */
+export function orphanedLoops (): Array<{ device: string, backing: string }> {
+  const out = []
+  let names: string[] = []
+  try { names = fs.readdirSync('/sys/block').filter(n => /^loop\d+$/.test(n)) } catch { return [] }
+  for (const name of names) {
+    let backing: string
+    try { backing = fs.readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').trim() } catch { continue }
+    if (isOrphanBacking(backing)) out.push({ device: `/dev/${name}`, backing })
+  }
+  return out
+}
+
+function isOrphanBacking (backing: string): boolean {
+  return /^\/[^/]+\.img$/.test(backing) && !fs.existsSync(backing)
+}
+
 export async function detach (deviceArg: string): Promise<void> {
   const device = path.resolve(deviceArg)
   const name = path.basename(device)
@@ -87,7 +109,7 @@ export async function detach (deviceArg: string): Promise<void> {
     throw new LogdiskError('NOT_FOUND', `${device} is not attached to anything`)
   }
   const mounts = logdiskMounts().map(m => m.mountpoint)
-  if (!mounts.some(m => path.dirname(backing) === m)) {
+  if (!mounts.some(m => path.dirname(backing) === m) && !isOrphanBacking(backing)) {
     throw new LogdiskError('BAD_ARGUMENT', `${device} is attached to ${backing}, not to a logdisk image; detach it with losetup -d yourself`)
   }
   const mountedOn = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')

@@ -7,6 +7,7 @@ import { request } from '../../daemon/control'
 import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, firstDaemonProblem, logdiskMountAt, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
 import { jsonMode, printJson } from '../output'
+import { orphanedLoops } from './attach'
 
 const EXIT_WAIT_MS = 30_000
 /** How long unmount waits for the daemon to answer (tests shorten it). */
@@ -25,8 +26,13 @@ export function register (program: Command): void {
     .action(async (mntArg: string) => {
       const mountpoint = path.resolve(mntArg)
       const mount = logdiskMountAt(mountpoint)
-      // Also what a killed daemon's mount gives once its watchdog (devfuse) has detached it.
-      if (!mount) throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount: nothing to unmount`)
+      // Also what a killed daemon's mount gives once its watchdog (devfuse) has detached it: the
+      // loop devices left over its images are named, or nothing would tell of them.
+      if (!mount) {
+        const left = orphanedLoops()
+        const loops = left.length === 0 ? '' : `; ${left.map(l => `${l.device} is still attached to ${l.backing} of a mount that is gone (its daemon died?)`).join(', ')}: its I/O fails; release it with logdisk detach ${left.map(l => l.device).join(' ')} (umount what is mounted on it first)`
+        throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount: nothing to unmount${loops}`)
+      }
       const info = readDaemonInfo(mount.store)
       const socket = info?.socket ?? controlSocketPath(mount.store)
       const pid = info && info.mountpoint === mountpoint && servesMount(info.pid, mountpoint, mount.store) ? info.pid : undefined
