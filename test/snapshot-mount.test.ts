@@ -57,7 +57,7 @@ t.test('each snapshot image shows exactly its own tree, at the same time as curr
 
   const busy = await logdisk('delete', store, 'A')
   t.not(busy.code, 0)
-  t.match(busy.stderr, /A\.img is open/, 'deleting a loop-mounted snapshot is refused')
+  t.match(busy.stderr, /A\.img is open \(held by \/dev\/loop\d+ \(mounted at [^)]+\)\); release it with: umount /, 'deleting a loop-mounted snapshot is refused, naming what holds it and how to let go')
 
   await must('umount', aDir)
   await must('umount', bDir)

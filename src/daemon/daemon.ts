@@ -80,8 +80,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       return `${image} is open${by.length > 0 ? ` (held by ${by.join(', ')})` : ''}`
     })
     const release = holders.filter(h => h.release).map(h => h.release)
+    // A process that holds an image is closed by its own means; "losetup -a" names only loops.
+    const hint = holders.length > 0 ? '; stop or close what holds it' : '; detach what holds it (losetup -a lists loop devices; fuser -m names processes)'
     return (parts.length > 0 ? parts.join('; ') : `${mounted.openHandles()} image handle(s) are open`) +
-      (release.length > 0 ? `; release with: ${release.join('; ')}` : '; detach what holds it (losetup -a lists loop devices)')
+      (release.length > 0 ? `; release with: ${release.join('; ')}` : hint)
   }
   const busyError = (): LogdiskError => new LogdiskError('BUSY', `${mountpoint} is busy: ${openText()}; then run logdisk unmount again`)
   /** Waits up to `ms` for every image to be closed (the kernel's RELEASE of a just-closed file may still be in flight). */
@@ -176,7 +178,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     delete: async args => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {
-        throw new LogdiskError('BUSY', `${image} is open (loop-mounted?); unmount it and detach its loop device first`)
+        const by = holdersOf(mountpoint).filter(h => h.image === image)
+        const who = by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)'
+        const release = by.filter(h => h.release).map(h => h.release)
+        throw new LogdiskError('BUSY', `${image} is open${who}; ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first`)
       }
       return ops.delete(store, args, {})
     },
