@@ -652,6 +652,7 @@ export class Store {
     await index.checkpointThrough(log.seq)
     await index.commitStaged() // index changes that wait for a retry (a failed commit) go in first
     await this.p.map.loaded() // verify compares the map with the index: all of it
+    let archivedIds: Promise<Set<number>> | undefined // what backing storage holds, listed once
     return verifyStore({
       layer,
       home,
@@ -667,6 +668,13 @@ export class Store {
       map: this.p.map,
       index: this.p.db,
       baseline: await this.p.reader.baselineForVerify(),
+      promised: { horizon: this.p.history.horizon, cuts: this.p.snapshotTable.list().map(s => s.seq).sort((a, b) => a - b) },
+      freedElsewhere: async id => {
+        const link = this.p.opts.archive
+        if (!segments.isArchived(id) || !link) return false
+        archivedIds ??= link.list().then(ids => new Set(ids))
+        return (await archivedIds).has(id)
+      },
       onProgress
     })
   }

@@ -5,7 +5,7 @@ import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { checkedEnd, intactCopies, scanSegment } from './scanner'
 import { crc32c } from './crc'
-import { moveRecordAt, tableBytes, trimRunAt } from './entry'
+import { entryBytes, moveRecordAt, tableBytes, trimRunAt } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
 import type { SegmentHome } from './segment-home'
@@ -41,6 +41,18 @@ export interface VerifyInput {
   baseline?: { blocks: Array<{ block: number, seq: number, crc: number }>, read: (block: number) => Promise<Buffer>, base: number }
   /** Progress in bytes of the log read (a segment at a time) out of all segments. */
   onProgress?: (doneBytes: number, totalBytes: number) => void
+  /**
+   * Whether versions compaction freed from segment `id`'s local file are read from backing
+   * storage (the segment is archived and the store has a link to it): those the index names
+   * may lie in the local file's free runs.
+   */
+  freedElsewhere?: (id: number) => Promise<boolean>
+  /**
+   * The points the store calls restorable: every one after `horizon` (points at or before it
+   * may have lost versions to compaction), and every snapshot's cut (`cuts`, ascending). A
+   * version no such point reads may be freed without its index row being gone yet.
+   */
+  promised?: { horizon: number, cuts: number[] }
 }
 
 const MAX_PROBLEMS = 100
@@ -48,7 +60,11 @@ const MAX_PROBLEMS = 100
 /**
  * Reads the whole log: every header and block CRC, the sequence numbers, and that the newest
  * version of every block found in the log is what both the in-memory map and the LevelDB
- * index say (the index is a cache of the log and must agree with it).
+ * index say (the index is a cache of the log and must agree with it). Every older version the
+ * index keeps (the history the store calls restorable) must still have its bytes: not in a
+ * run compaction freed, unless the segment is archived whole, and not in a segment the log
+ * no longer has. A store recovered from a replica that had shipped punched segments restored
+ * other bytes at such points while verify said ok (a hostile test, helper-52).
  */
 export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   const { geometry, upTo } = input
@@ -94,6 +110,20 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
    */
   const unread = new Set<number>()
   const inUnread = (position: number | undefined): boolean => position !== undefined && unread.has(Math.floor(position / geometry.segmentBytes))
+  /** The runs compaction freed in each segment read (log positions [start, end)), in order. */
+  const freed = new Map<number, number[]>()
+  const freedAt = (position: number): boolean => {
+    const runs = freed.get(Math.floor(position / geometry.segmentBytes))
+    if (!runs) return false
+    let lo = 0
+    let hi = runs.length / 2
+    while (lo < hi) { // the first run ending after position
+      const mid = (lo + hi) >> 1
+      if (runs[mid * 2 + 1] <= position) lo = mid + 1
+      else hi = mid
+    }
+    return lo < runs.length / 2 && runs[lo * 2] <= position
+  }
   const totalBytes = input.segmentIds.length * geometry.segmentBytes
   let segmentsDone = 0
   input.onProgress?.(0, totalBytes)
@@ -142,6 +172,11 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         report.entries++
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${firstName} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
+        if (h.kind === EntryKind.free) {
+          const runs = freed.get(id) ?? []
+          runs.push(position, position + entryBytes(h))
+          freed.set(id, runs)
+        }
         if (h.kind === EntryKind.trim && position < upTo.position) trimmed(h.block, h.count, h.seq, { holder: trimHolder(id), ownEntry: true })
         if (h.kind === EntryKind.trimMove && position < upTo.position) {
           const held = { holder: trimHolder(id), ownEntry: false }
@@ -198,9 +233,50 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   // The index must agree with the log for everything the checkpoint covers.
   const indexed = new Map<number, number>()
   const indexedHolder = new Map<number, number>()
-  for await (const [block, , position, crc] of input.index.history()) {
+  const scanned = new Set(input.segmentIds)
+  /** Per segment: versions the index keeps whose bytes are gone (one problem each segment, not each block). */
+  const lostHistory = new Map<number, { why: 'gone' | 'freed', versions: number, firstSeq: number, firstBlock: number }>()
+  const elsewhere = new Map<number, Promise<boolean>>() // asked once per segment
+  const freedElsewhere = (id: number): Promise<boolean> => {
+    let answer = elsewhere.get(id)
+    if (!answer) elsewhere.set(id, answer = input.freedElsewhere?.(id).catch(() => false) ?? Promise.resolve(false))
+    return answer
+  }
+  /**
+   * Whether a version written at `seq` and superseded at `next` (Infinity: the newest) is one a
+   * restorable point reads: a point after the horizon, or a snapshot's cut (never given up).
+   */
+  const cuts = input.promised?.cuts ?? []
+  const promised = (seq: number, next: number): boolean => {
+    if (!input.promised || next > input.promised.horizon + 1) return true
+    let lo = 0
+    let hi = cuts.length
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (cuts[mid] < seq) lo = mid + 1; else hi = mid }
+    return lo < cuts.length && cuts[lo] < next
+  }
+  const judge = async (block: number, seq: number, position: number, next: number): Promise<void> => {
+    if (position < 0 || position >= upTo.position || position >= (input.baseline?.base ?? Infinity) || inUnread(position)) return
+    const id = Math.floor(position / geometry.segmentBytes)
+    const gone = !scanned.has(id) ? 'gone' : freedAt(position) && !(await freedElsewhere(id)) ? 'freed' : undefined
+    if (gone === undefined || !promised(seq, next)) return
+    const lost = lostHistory.get(id) ?? { why: gone, versions: 0, firstSeq: seq, firstBlock: block }
+    lost.versions++
+    if (seq < lost.firstSeq) { lost.firstSeq = seq; lost.firstBlock = block }
+    lostHistory.set(id, lost)
+  }
+  // Versions come in (block, seq) order: a version is judged once the next one of its block
+  // (its successor) or another block's is seen.
+  let held: { block: number, seq: number, position: number } | undefined
+  for await (const [block, seq, position, crc] of input.index.history()) {
     if (position < upTo.position || position >= (input.baseline?.base ?? Infinity)) indexed.set(block, position)
     if (position === TRIMMED) indexedHolder.set(block, crc)
+    if (held) await judge(held.block, held.seq, held.position, held.block === block ? seq : Infinity)
+    held = { block, seq, position }
+  }
+  if (held) await judge(held.block, held.seq, held.position, Infinity)
+  for (const [id, lost] of lostHistory) {
+    const where = lost.why === 'gone' ? `are in ${segmentFileName(id)}, which the log no longer has` : `were freed from ${segmentFileName(id)}, whose whole copy backing storage does not hold`
+    problem(`history: ${lost.versions} version(s) the index keeps (the oldest: block ${lost.firstBlock} at sequence ${lost.firstSeq}) ${where}: restores of the points they belong to fail or read other bytes`)
   }
   for (const [block, held] of trimHeldBy) {
     if (newest.get(block) !== TRIMMED || indexed.get(block) !== TRIMMED) continue // told below
