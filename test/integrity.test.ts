@@ -101,7 +101,7 @@ t.test('defect 2: a mirror copy that fell behind is never read after a restart',
   t.equal(sim.readFile(path.join(dir, 'vol-v1', seg)), undefined, 'the open removed the stale copy, which the index does not name (store-open.ts)')
   t.match((await s.verify()).problems.join(';'), '', 'verify does not count the stale copy as present')
 
-  const made = await s.repairCopies(2, async () => 'v1')
+  const { made } = await s.repairCopies(2, async () => 'v1')
   t.ok(made >= 1, 'pool repair makes a fresh copy on v1')
   t.ok(sim.readFile(path.join(dir, 'vol-v1', seg))!.equals(sim.readFile(path.join(dir, 'vol-v2', seg))!), 'the stale copy is replaced')
   t.ok((await s.verify()).ok, 'verify is clean after the repair')

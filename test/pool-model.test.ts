@@ -374,7 +374,7 @@ class LoseVolumeCmd implements Cmd {
   async run (m: Model, r: Real): Promise<void> {
     if (r.mirror < 2 || segmentsOn(r, this.volume).length === 0) return
     try {
-      r.stats.repaired += await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))
+      r.stats.repaired += (await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))).made
     } catch (err) {
       if (isLogdiskError(err, 'NO_SPACE')) { r.stats.noSpace++; return }
       throw err
@@ -401,7 +401,7 @@ class LoseVolumeCmd implements Cmd {
 async function repairAll (r: Real): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      r.stats.repaired += await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))
+      r.stats.repaired += (await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))).made
       return
     } catch (err) {
       if (!isLogdiskError(err, 'NO_SPACE') || attempt === 2) throw err

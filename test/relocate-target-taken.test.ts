@@ -43,7 +43,7 @@ t.test('a move onto a volume that got a copy meanwhile is refused and changes no
   // the missing copy on v3; then the move runs.
   const repair = s.repairCopies(2, async () => 'v3')
   const move = s.relocateSegment(0, 'v2', 'v3').then(() => 'moved', (err: Error) => err)
-  t.equal(await repair, 1, 'the repair made one copy')
+  t.equal((await repair).made, 1, 'the repair made one copy')
   const outcome = await move
   t.ok(isLogdiskError(outcome, 'BUSY'), `the move is refused with BUSY (got ${outcome instanceof Error ? outcome.message : outcome})`)
   const seg = segmentFileName(0)

@@ -78,7 +78,7 @@ t.test('a repair never copies from a copy the store dropped while it judged the 
   // Judged again once sealed, the repair made the missing copy from v1 (over the stale v2).
   t.same([...(s.volumesOf(0) ?? [])].sort(), ['v1', 'v2'], 'segment 0 has two copies again')
   t.ok(copyOn('v2')?.equals(copyOn('v1')!) === true, 'both copies are equal')
-  t.equal(await s.repairCopies(2, place), 0, 'a second repair finds nothing to do')
+  t.equal((await s.repairCopies(2, place)).made, 0, 'a second repair finds nothing to do')
   t.same((await s.verify({ copies: 2 })).problems, [], 'verify (2 copies) is clean')
   await s.close()
 

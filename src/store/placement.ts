@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { parseSegmentFileName, segmentFileName } from './format'
 import type { PlacementPart, StoreParts } from './parts'
 import type { FileHandle } from './file-layer'
@@ -111,7 +111,7 @@ export class Placement implements PlacementPart {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<number> {
+  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[] }> {
     const { home, segments, log } = this.p
     await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
     let made = 0
@@ -145,8 +145,7 @@ export class Placement implements PlacementPart {
       await this.recordVolumes(id, next)
       this.p.reader.forgetHandle(id)
     }
-    await this.removeStaleCopies()
-    return made
+    return { made, staleLeft: await this.removeStaleCopies() }
   }
 
   /**
@@ -256,10 +255,13 @@ export class Placement implements PlacementPart {
   /**
    * Deletes copies of sealed segments that the index does not name: copies that fell behind
    * (a failed write) or that a crash left behind a move. The index's record is durable
-   * before this runs, so what goes is never the copy a restart would read.
+   * before this runs, so what goes is never the copy a restart would read. A copy on a volume
+   * that is read-only now stays (the next repair on a writable volume removes it): returned,
+   * one file each. Repair failed on it, after making every copy it had to (D7).
    */
-  private async removeStaleCopies (): Promise<void> {
+  private async removeStaleCopies (): Promise<string[]> {
     const { home, layer, segments } = this.p
+    const left: string[] = []
     for (const volume of home.volumes()) {
       const dir = home.dirOf(volume)
       let removed = false
@@ -267,12 +269,19 @@ export class Placement implements PlacementPart {
         const id = parseSegmentFileName(name)
         if (id === undefined || id >= this.p.log.current.id || (segments.volumesOf(id) ?? []).includes(volume)) continue
         if (!segments.ids.includes(id) && !segments.isArchived(id)) continue // not ours to judge
-        this.p.logger.warn({ segment: id, volume }, 'removing a stale copy the index does not name')
-        await this.p.lifeCycle.removeAfterReads(path.join(dir, name))
+        try {
+          await this.p.lifeCycle.removeAfterReads(path.join(dir, name))
+        } catch (err) {
+          if (!isLogdiskError(err, 'READ_ONLY')) throw err
+          left.push(path.join(dir, name))
+          continue
+        }
+        this.p.logger.warn({ segment: id, volume }, 'removed a stale copy the index does not name')
         home.vacated(id, [volume])
         removed = true
       }
       if (removed) await layer.syncDir(dir)
     }
+    return left
   }
 }

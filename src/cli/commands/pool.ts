@@ -62,9 +62,11 @@ export function register (program: Command): void {
     })
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
-    .option('--json', 'print {copies}')
+    .option('--json', 'print {copies, staleLeft}')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const r = await runOp<{ copies: number }>(storeArg, 'pool repair')
+      const r = await runOp<{ copies: number, staleLeft: string[] }>(storeArg, 'pool repair')
+      // Every copy it had to make was made: a stale copy it could not remove is only said.
+      if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
       if (opts.json) return printJson(r)
       console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}`)
     })
