@@ -4,6 +4,8 @@ import { LogdiskError } from '../errors'
 import { DirTarget } from '../archive/dir'
 import { CLONE_FILE } from '../clone/clone'
 import { parseTarget } from '../archive/parse-target'
+import { archiveLink } from '../archive/link'
+import { readConfig } from '../store/config'
 import type { Policy } from './policy'
 
 /** The keys whose value names backing storage: checked against the world before they are written. */
@@ -28,6 +30,35 @@ export async function checkTargets (before: Policy, after: Policy, storeDir?: st
       throw new LogdiskError('BAD_ARGUMENT', `${key}=${spec}: ${storeDir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${storeDir}); nothing was changed`)
     }
     await checkTarget(key, spec)
+  }
+  const [from, to] = [before['archive.target'], after['archive.target']]
+  if (storeDir !== undefined && from !== '' && to !== from) await checkArchivedStay(from, to, storeDir)
+}
+
+/**
+ * A store reads its archived segments from archive.target: a new target (or none) must hold
+ * every segment the current one holds for it, or those reads fail (EIO). A change was accepted
+ * and the image turned unreadable; setting the old target back made the segments archived
+ * meanwhile unreadable instead (a hostile test, helper-56). A current target that cannot be
+ * listed is not checked: moving away from a lost archive must stay possible.
+ */
+async function checkArchivedStay (from: string, to: string, storeDir: string): Promise<void> {
+  const uuid = readConfig(storeDir).uuid
+  const listed = async (spec: string): Promise<number[]> => {
+    const target = parseTarget(spec)
+    try { return await archiveLink(target, uuid).list() } finally { await target.close().catch(() => undefined) }
+  }
+  let held: number[]
+  try { held = await listed(from) } catch { return }
+  if (held.length === 0) return
+  const few = (ids: number[]): string => ids.slice(0, 5).join(', ') + (ids.length > 5 ? ', ...' : '')
+  if (to === '') {
+    throw new LogdiskError('BAD_ARGUMENT', `archive.target=: ${held.length} segment(s) of this store are archived in ${from} (${few(held)}), and read from there; without a target they cannot be read; nothing was changed`)
+  }
+  const have = new Set(await listed(to))
+  const missing = held.filter(id => !have.has(id))
+  if (missing.length > 0) {
+    throw new LogdiskError('BAD_ARGUMENT', `archive.target=${to}: ${missing.length} segment(s) archived in ${from} are not there (${few(missing)}); the store reads them from its target and would fail: copy the objects ${uuid}.* from ${from} to ${to} first, then set it; nothing was changed`)
   }
 }
 
