@@ -471,7 +471,7 @@ export class Pool implements SegmentHome {
     const degraded = this.store && this.policy.mirror > 1
       ? [...this.store.segmentPlacement()].filter(([, vs]) => vs.length > 0 && vs.length < this.policy.mirror).length
       : 0
-    if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (a copy fell behind after a failed write, or was lost): run logdisk pool repair ${this.storeDir}`)
+    if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (written before mirror was raised, a copy that fell behind after a failed write, or one lost): run logdisk pool repair ${this.storeDir}`)
     for (const v of volumes) {
       if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, v.segments))
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)

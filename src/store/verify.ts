@@ -150,7 +150,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       problem(`segment ${segmentFileName(id)}: the index names a pool volume twice (${volumes.join(', ')}): one copy counted as two; run logdisk pool repair`)
     }
     if (distinct > 0 && distinct < (input.copies ?? 1)) {
-      problem(`segment ${segmentFileName(id)}: degraded, ${distinct} of ${input.copies} copies (a copy fell behind after a failed write); run logdisk pool repair`)
+      problem(`segment ${segmentFileName(id)}: degraded, ${distinct} of ${input.copies} copies (written before mirror was raised, or a copy fell behind after a failed write or was lost); run logdisk pool repair`)
     }
     report.segments++
     const limit = Math.floor(input.end / geometry.segmentBytes) === id ? input.end % geometry.segmentBytes : undefined
