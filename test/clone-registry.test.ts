@@ -104,6 +104,8 @@ t.test('receive: spools of killed receives go; a store a killed full receive mad
   fs.writeFileSync(path.join(B, 'receive-creating.json'), JSON.stringify({ pid: dead, startedAt: '2026-12-06T00:00:00.000Z' }))
   const spool = path.join(B, `receive-${dead}.spool`)
   fs.writeFileSync(spool, Buffer.alloc(MiB))
+  const status = await cli('status', B)
+  t.match(status.stdout, new RegExp(`warning\\s+${B} was made by a receive that did not finish \\(pid ${dead}`), 'status says what the store is')
   const r = await cli('receive', B, '--in', stream)
   t.equal(r.code, 1, 'receive into the half-made store is refused')
   t.match(r.stderr, new RegExp(`^logdisk: ${B} was made by a receive that did not finish \\(pid ${dead}, .*receive again with --force`), 'saying what it is')

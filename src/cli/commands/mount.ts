@@ -7,6 +7,8 @@ import type { DaemonOptions } from '../../daemon/daemon'
 import { KNOWN_OPTIONS, parseMountOptions, type MountOptions } from '../mount-options'
 import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../../daemon/paths'
 import { prepareStore } from '../store-access'
+import { warn } from '../output'
+import { unfinishedReceive, unfinishedReceiveText } from '../../copy/receive-marker'
 import { applyRuntimeHeapFlags, daemonEnv, daemonNodeFlags } from '../../daemon/memory-flags'
 
 const READY_TIMEOUT_MS = 120_000
@@ -41,6 +43,9 @@ export function register (program: Command): void {
       const { chooseTransport } = await import('../../fuse/mount')
       if (opts.metrics !== undefined) parseListenAddress(opts.metrics) // a bad address fails here, in the caller's terminal
       prepareStore(store, 'write') // fail here, in the caller's terminal: no store, a copy, no permission, no space
+      // It mounts (its partial image may be what the user wants to look at), but not silently.
+      const unfinished = unfinishedReceive(store)
+      if (unfinished) warn(unfinishedReceiveText(store, unfinished))
       const running = readDaemonInfo(store)
       // A daemon.json copied along with the store (cp -a) names the original's daemon: not this one.
       if (running && running.store === store && running.pid !== process.pid && isAlive(running.pid)) {

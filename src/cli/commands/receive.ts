@@ -4,7 +4,8 @@ import { pipeline } from 'node:stream/promises'
 import type { Command } from 'commander'
 import { LogdiskError, fromSystemError } from '../../errors'
 import { Store } from '../../store'
-import { CONFIG_FILE, writeFileAtomic } from '../../store/config'
+import { CONFIG_FILE } from '../../store/config'
+import { clearCreating, markCreating, unfinishedReceive, unfinishedReceiveText } from '../../copy/receive-marker'
 import { readStreamHeader, validateStream } from '../../copy/stream-format'
 import type { ReceiveResult } from '../../copy/receive'
 import { runTracked } from '../progress'
@@ -13,16 +14,6 @@ import { prepareStore } from '../store-access'
 import { isAlive } from '../../process-alive'
 
 const SPOOL = '.spool'
-/** In a store a full receive is creating, until its snapshot is cut: who made it. */
-const CREATING_FILE = 'receive-creating.json'
-
-function readCreating (dir: string): { pid: number, startedAt: string } | undefined {
-  try {
-    const r = JSON.parse(fs.readFileSync(path.join(dir, CREATING_FILE), 'utf8')) as { pid: number, startedAt: string }
-    return Number.isSafeInteger(r.pid) ? r : undefined
-  } catch { return undefined }
-}
-
 /**
  * A stream is checked whole before anything is applied, so a pipe or a FIFO is first spooled
  * to a file beside the store data (<store>/receive-<pid>.spool, or next to the store directory
@@ -71,12 +62,10 @@ export function register (program: Command): void {
       // An existing store is checked like any command that writes; a missing one is created.
       if (fs.existsSync(path.join(dir, CONFIG_FILE))) prepareStore(dir, 'write')
       else checkCreatable(dir)
-      const creating = readCreating(dir)
-      if (creating && !isAlive(creating.pid) && !opts.force) {
-        // Else: "not empty (N blocks written); a full stream needs an empty store", about blocks
-        // the user never wrote (a hostile test, helper-53).
-        throw new LogdiskError('BAD_ARGUMENT', `${dir} was made by a receive that did not finish (pid ${creating.pid}, started ${creating.startedAt}): it holds part of a stream and no snapshot; receive again with --force, or remove ${dir}`)
-      }
+      const unfinished = unfinishedReceive(dir)
+      // Else: "not empty (N blocks written); a full stream needs an empty store", about blocks
+      // the user never wrote (a hostile test, helper-53).
+      if (unfinished && !opts.force) throw new LogdiskError('BAD_ARGUMENT', unfinishedReceiveText(dir, unfinished))
       let file = opts.in === '-' ? '-' : path.resolve(opts.in)
       let spooled: string | undefined
       if (file === '-' && process.stdin.isTTY) throw new LogdiskError('BAD_ARGUMENT', 'standard input is a terminal; pipe a stream into it (logdisk send ... --out - | logdisk receive ...) or give --in FILE')
@@ -95,7 +84,7 @@ export function register (program: Command): void {
           const existed = fs.existsSync(dir)
           await Store.create(dir, { sizeBytes: header.sizeBytes, blockBytes: header.blockBytes })
           created = existed ? 'contents' : 'dir'
-          writeFileAtomic(path.join(dir, CREATING_FILE), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }) + '\n')
+          markCreating(dir)
         }
         let r: ReceiveResult
         try {
@@ -105,7 +94,7 @@ export function register (program: Command): void {
           else if (created === 'contents') for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })
           throw err
         }
-        fs.rmSync(path.join(dir, CREATING_FILE), { force: true })
+        clearCreating(dir)
         if (opts.json) return console.log(JSON.stringify({ ...r, created: !!created }, null, 2))
         const s = r.snapshot
         console.log(`received snapshot ${s.name}${r.from ? ` (incremental from ${r.from})` : ''} into ${dir}${created ? ' (created)' : ''}: ${r.dataBlocks} data blocks, ${r.zeroBlocks} zeroed blocks; volume id ${s.id ?? '-'}, sequence ${s.seq}`)

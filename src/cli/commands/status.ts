@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { unfinishedReceive, unfinishedReceiveText } from '../../copy/receive-marker'
 import type { StoreStatus } from '../../store'
 import { runOp } from '../on-store'
 import { formatBytes } from '../units'
@@ -89,6 +90,8 @@ export function register (program: Command): void {
       }
       if (opts.output !== undefined) return
       const warnings = [...status.pool?.warnings ?? [], ...status.replication?.warnings ?? []]
+      const unfinished = unfinishedReceive(status.dir)
+      if (unfinished) warnings.unshift(unfinishedReceiveText(status.dir, unfinished))
       if (status.writebackFailed) warnings.unshift('an fdatasync of a store file failed: nothing that syncs that file (a flush, when it is the log\'s) succeeds until the store is unmounted and mounted again (the daemon log says which file)')
       for (const w of warnings) {
         if (opts.scripted) warn(w)
