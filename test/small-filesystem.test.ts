@@ -1,7 +1,7 @@
 // A store on a small filesystem (40 MiB) filled it up to the pool's headroom, a tenth of it
 // (4 MiB); the index's checkpoint at unmount then took some of that, and the next mount was
 // refused: a command that writes needs 4 MiB free (a hostile test, helper-56). The headroom is
-// now never under 16 MiB (or half a small filesystem).
+// now never under 8 MiB (or half a small filesystem).
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'

@@ -14,11 +14,11 @@ const MiB = 1024 * 1024
 const IMAGE = 16 * MiB
 const SEGMENT = 2 * MiB // tmpfsStore's
 
-t.test('filesystemHeadroom: 2% of a filesystem, at least 256 MiB or a tenth of a small one, never under 16 MiB or half', async t => {
+t.test('filesystemHeadroom: 2% of a filesystem, at least 256 MiB or a tenth of a small one, never under 8 MiB or half', async t => {
   t.equal(filesystemHeadroom(1000 * 1024 * MiB), 20 * 1024 * MiB, '1000 GiB: 20 GiB')
   t.equal(filesystemHeadroom(4 * 1024 * MiB), 256 * MiB, '4 GiB: 256 MiB')
-  t.equal(filesystemHeadroom(200 * MiB), 20 * MiB, '200 MiB: a tenth')
-  t.equal(filesystemHeadroom(100 * MiB), 16 * MiB, '100 MiB: 16 MiB (a tenth, 10 MiB, left a small store too little: writing commands need 4 MiB free)')
+  t.equal(filesystemHeadroom(100 * MiB), 10 * MiB, '100 MiB: a tenth')
+  t.equal(filesystemHeadroom(40 * MiB), 8 * MiB, '40 MiB: 8 MiB (a tenth, 4 MiB, left a small store too little: writing commands need 4 MiB free)')
   t.equal(filesystemHeadroom(12 * MiB), 6 * MiB, '12 MiB: half')
   t.equal(filesystemHeadroom(12 * MiB + 1), 6 * MiB + 1, 'in whole bytes (pool list --json printed 1258291.2 once)')
 })

@@ -1,4 +1,5 @@
-// Scattered discards in a pool with a bounded size (a 24 MiB tmpfs as its one volume): before
+// Scattered discards in a pool with a bounded size (a 32 MiB tmpfs as its one volume, 24 MiB
+// of it for segments): before
 // trims moved with compaction (store format 5), every segment holding a trim that stayed its
 // block's newest version was kept for good: this loop of FALLOCATE punch-holes, rewrites
 // elsewhere and compactions left 21 segment files in it, and with a volume of declared
@@ -21,7 +22,7 @@ t.test('punch-holes scattered over written data, rewrites elsewhere and compacti
   const mnt = path.join(dir, 'mnt')
   const pool = path.join(dir, 'pool')
   fs.mkdirSync(pool)
-  await must('mount', '-t', 'tmpfs', '-o', 'size=24M', 'tmpfs', pool)
+  await must('mount', '-t', 'tmpfs', '-o', 'size=32M', 'tmpfs', pool)
   await must(process.execPath, path.resolve('dist/src/cli/main.js'), 'create', store, '--size', '64M', '--segment-size', '2M', '--pool', pool)
   t.equal((await logdisk('policy', 'set', store, 'history.keep=0', 'compact.every=0')).code, 0, 'no history window, no timed compaction')
   const m = await logdisk('mount', store, mnt, '--transport', 'devfuse')

@@ -730,10 +730,10 @@ function assignedTotals (volumes: VolumeStatus[]): { usedBytes: number, capacity
  * then nothing could be written there: not the index beside the segments, not the daemon's
  * log, not another program's files. The pool now says NO_SPACE first, while the store and
  * its neighbours can still write (ZFS keeps a "slop" of 1/32 of a pool for the same reason).
- * Never less than 16 MiB (or half a small filesystem): a command that writes refuses to run
+ * Never less than 8 MiB (or half a small filesystem): a command that writes refuses to run
  * below 4 MiB free (store-access.ts), and a 4 MiB headroom on a 40 MiB filesystem, less what
  * the index's checkpoints took from it, left a store that could not be mounted again (a
- * hostile test, helper-56).
+ * hostile test, helper-56); twice that leaves the index room to grow.
  */
 export function filesystemHeadroom (filesystemBytes: number): number {
   // Whole bytes: capacities derived from it are printed (pool list --json) and compared.
@@ -745,7 +745,7 @@ const GROWING_SEGMENTS = 2
 
 const HEADROOM_FRACTION = 0.02
 const HEADROOM_MIN_BYTES = 256 * 1024 * 1024
-const HEADROOM_FLOOR_BYTES = 16 * 1024 * 1024
+const HEADROOM_FLOOR_BYTES = 8 * 1024 * 1024
 
 /** Bytes this process may still write on `dir`'s filesystem (0 when it cannot be asked). */
 function filesystemRoom (dir: string): number {
