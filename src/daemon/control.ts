@@ -16,6 +16,9 @@ export interface RequestContext {
   gone: () => boolean
 }
 
+/** The longest request line taken; longer ones end the connection. */
+const MAX_REQUEST_BYTES = 1024 * 1024
+
 export class ControlServer {
   private constructor (private readonly server: net.Server, readonly socketPath: string) {}
 
@@ -24,19 +27,43 @@ export class ControlServer {
     const server = net.createServer(conn => {
       let buffered = ''
       let gone = false
+      let busy = false
       const req: RequestContext = { gone: () => gone || conn.destroyed }
       conn.setEncoding('utf8')
       conn.on('error', () => { gone = true })
       conn.on('end', () => { gone = true })
       conn.on('close', () => { gone = true })
+      // One request at a time per connection, the next read only once the answer went out
+      // (the CLI sends one per connection). Every line used to start its handler at once: a
+      // client that sent 200 `log` requests and read no answer ran the daemon out of memory,
+      // and other commands waited 10 minutes for it (a hostile test, helper-58).
+      const next = (): void => {
+        if (busy || gone || conn.destroyed) return
+        const nl = buffered.indexOf('\n')
+        if (nl < 0) {
+          conn.resume()
+          return
+        }
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        busy = true
+        conn.pause()
+        void answer(line, req).then(reply => {
+          busy = false
+          if (gone || conn.destroyed) return
+          // An answer the client does not read waits in the socket: no next request until it drains.
+          if (conn.write(JSON.stringify(reply) + '\n')) next()
+          else conn.once('drain', next)
+        })
+      }
       conn.on('data', chunk => {
         buffered += chunk
-        let nl: number
-        while ((nl = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, nl)
-          buffered = buffered.slice(nl + 1)
-          void answer(line, req).then(reply => { if (!conn.destroyed) conn.write(JSON.stringify(reply) + '\n') })
+        if (buffered.length > MAX_REQUEST_BYTES && buffered.indexOf('\n') < 0) {
+          gone = true
+          conn.destroy() // no request is this long: not a client of ours
+          return
         }
+        next()
       })
     })
     async function answer (line: string, req: RequestContext): Promise<unknown> {
