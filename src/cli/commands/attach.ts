@@ -6,6 +6,7 @@ import { LogdiskError } from '../../errors'
 import { logdiskMountAt, logdiskMounts } from '../../daemon/paths'
 import { CURRENT_IMAGE } from '../../fuse/image-ops'
 import { printJson, warn } from '../output'
+import { forgetLoop, lostLoops, recordLoop } from '../loop-registry'
 
 /**
  * `attach`: a loop device with direct I/O over an image of a mounted store, the fast way to
@@ -25,6 +26,7 @@ export function register (program: Command): void {
       const { device, directIo } = await attach(mountpoint, imageArg, opts.ro === true)
       if (!directIo) warn(`the kernel left ${device} in buffered mode (direct I/O could not be enabled over this image)`)
       const image = imageName(imageArg)
+      recordLoop({ device, mountpoint, image })
       if (opts.json) printJson({ device, image, mountpoint, readOnly: opts.ro === true || image !== CURRENT_IMAGE, directIo })
       else console.log(device)
     })
@@ -76,28 +78,6 @@ export async function attach (mountpoint: string, imageArg: string | undefined, 
   return { device, directIo }
 }
 
-/**
- * Loop devices left over an image of a mount that is gone: when a daemon dies, devfuse's
- * watchdog detaches its mount, and the kernel then names the backing file by its path inside
- * that detached mount (`/current.img`), which is no file here. Their I/O fails; only
- * `losetup -d` (or logdisk detach) frees them.
- */
-export function orphanedLoops (): Array<{ device: string, backing: string }> {
-  const out = []
-  let names: string[] = []
-  try { names = fs.readdirSync('/sys/block').filter(n => /^loop\d+$/.test(n)) } catch { return [] }
-  for (const name of names) {
-    let backing: string
-    try { backing = fs.readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').trim() } catch { continue }
-    if (isOrphanBacking(backing)) out.push({ device: `/dev/${name}`, backing })
-  }
-  return out
-}
-
-function isOrphanBacking (backing: string): boolean {
-  return /^\/[^/]+\.img$/.test(backing) && !fs.existsSync(backing)
-}
-
 export async function detach (deviceArg: string): Promise<void> {
   const device = path.resolve(deviceArg)
   const name = path.basename(device)
@@ -109,7 +89,7 @@ export async function detach (deviceArg: string): Promise<void> {
     throw new LogdiskError('NOT_FOUND', `${device} is not attached to anything`)
   }
   const mounts = logdiskMounts().map(m => m.mountpoint)
-  if (!mounts.some(m => path.dirname(backing) === m) && !isOrphanBacking(backing)) {
+  if (!mounts.some(m => path.dirname(backing) === m) && !lostLoops().some(l => l.device === device)) {
     throw new LogdiskError('BAD_ARGUMENT', `${device} is attached to ${backing}, not to a logdisk image; detach it with losetup -d yourself`)
   }
   const mountedOn = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
@@ -118,4 +98,5 @@ export async function detach (deviceArg: string): Promise<void> {
   if (mountedOn) throw new LogdiskError('BUSY', `${device} is mounted; umount it first`)
   const r = await run('losetup', ['-d', device])
   if (r.code !== 0) throw new LogdiskError('IO', `losetup -d ${device} failed: ${r.stderr}`)
+  forgetLoop(device)
 }

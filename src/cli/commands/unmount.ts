@@ -7,7 +7,7 @@ import { request } from '../../daemon/control'
 import { DAEMON_FILE, DAEMON_LOG, controlSocketPath, isAlive, firstDaemonProblem, logdiskMountAt, readDaemonInfo } from '../../daemon/paths'
 import { holdersOf } from '../../daemon/holders'
 import { jsonMode, printJson } from '../output'
-import { orphanedLoops } from './attach'
+import { lostLoops } from '../loop-registry'
 
 const EXIT_WAIT_MS = 30_000
 /** How long unmount waits for the daemon to answer (tests shorten it). */
@@ -29,8 +29,8 @@ export function register (program: Command): void {
       // Also what a killed daemon's mount gives once its watchdog (devfuse) has detached it: the
       // loop devices left over its images are named, or nothing would tell of them.
       if (!mount) {
-        const left = orphanedLoops()
-        const loops = left.length === 0 ? '' : `; ${left.map(l => `${l.device} is still attached to ${l.backing} of a mount that is gone (its daemon died?)`).join(', ')}: its I/O fails; release it with logdisk detach ${left.map(l => l.device).join(' ')} (umount what is mounted on it first)`
+        const left = lostLoops(mountpoint)
+        const loops = left.length === 0 ? '' : `; ${left.map(l => `${l.device} is still attached to ${l.backing} of that mount, which is gone (its daemon died?)`).join(', ')}: its I/O fails; release it with logdisk detach ${left.map(l => l.device).join(' ')} (umount what is mounted on it first)`
         throw new LogdiskError('NOT_MOUNTED', `${mountpoint} is not a logdisk mount: nothing to unmount${loops}`)
       }
       const info = readDaemonInfo(mount.store)
