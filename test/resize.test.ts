@@ -94,6 +94,12 @@ t.test('shrink: refused while a snapshot or the history holds a block past the n
   t.equal(ok.code, 0, ok.stderr)
   t.same(JSON.parse(ok.stdout), { fromBytes: 64 * MiB, toBytes: 32 * MiB, dir: store })
   t.equal(fs.statSync(img).size, 32 * MiB, 'shrunk at once: nothing was written past 32M')
+  // A shell that holds the image runs the command, which inherits the descriptor: the holders
+  // named are the shell, not logdisk's own process (a hostile test, helper-57).
+  const held = await run('bash', ['-c', `exec 3<"${img}"; "${process.execPath}" "${path.resolve('dist/src/cli/main.js')}" resize "${store}" --size 16M; exit $?`])
+  t.equal(held.code, 1, 'a shrink while a shell holds the image is refused')
+  t.match(held.stderr, /current\.img \(held by pid \d+ \(bash\)\);/, 'naming the shell')
+  t.notMatch(held.stderr, /\(node\)/, 'and not the command itself')
   const fd2 = fs.openSync(img, 'r+')
   t.throws(() => fs.writeSync(fd2, Buffer.alloc(4096), 0, 4096, 32 * MiB), { code: 'EFBIG' }, 'writes past the new end fail')
   fs.closeSync(fd2)

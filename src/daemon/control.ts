@@ -14,6 +14,11 @@ export type Handler = (args: Record<string, unknown>, req: RequestContext) => Pr
 export interface RequestContext {
   /** The client went away (it gave up waiting): an answer would reach no one. */
   gone: () => boolean
+  /**
+   * The asking process, as it says (the CLI sends its pid): left out of the holders an answer
+   * names, since a command run from a shell that holds an image inherits that descriptor.
+   */
+  clientPid?: number
 }
 
 /** The longest request line taken; longer ones end the connection. */
@@ -68,10 +73,11 @@ export class ControlServer {
     })
     async function answer (line: string, req: RequestContext): Promise<unknown> {
       try {
-        const request = JSON.parse(line) as { op: string, args?: Record<string, unknown> }
+        const request = JSON.parse(line) as { op: string, args?: Record<string, unknown>, from?: unknown }
         const handler = handlers[request.op]
         if (!handler) throw new LogdiskError('BAD_ARGUMENT', `the daemon does not know the command ${request.op}`)
-        return { ok: true, result: await handler(request.args ?? {}, req) }
+        const clientPid = Number.isSafeInteger(request.from) ? request.from as number : undefined
+        return { ok: true, result: await handler(request.args ?? {}, { ...req, clientPid }) }
       } catch (err) {
         const code = err instanceof LogdiskError ? err.code : 'IO'
         return { ok: false, error: { code, message: (err as Error).message } }
@@ -118,7 +124,7 @@ export function request<T = unknown> (socketPath: string, op: string, args: Reco
     }
     if (timeoutMs > 0) timer = setTimeout(() => { settle(() => reject(new LogdiskError('NOT_MOUNTED', `the daemon at ${socketPath} did not answer in ${timeoutMs} ms`))); conn.destroy() }, timeoutMs)
     conn.setEncoding('utf8')
-    conn.on('connect', () => { connected = true; conn.write(JSON.stringify({ op, args }) + '\n') })
+    conn.on('connect', () => { connected = true; conn.write(JSON.stringify({ op, args, from: process.pid }) + '\n') })
     conn.on('data', chunk => {
       buffered += chunk
       const nl = buffered.indexOf('\n')

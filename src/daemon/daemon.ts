@@ -71,10 +71,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   let poolTimer: NodeJS.Timeout | undefined
 
   /** The images open right now, with their holders when /sys and /proc tell: one line. */
-  const openText = (): string => {
+  const openText = (clientPid?: number): string => {
     if (!mounted) return 'nothing is open'
     const images = [CURRENT_IMAGE, ...store.snapshots().map(s => `${s.name}.img`)].filter(i => mounted!.openHandles(i) > 0)
-    const holders = holdersOf(mountpoint)
+    const holders = holdersOf(mountpoint, [process.pid, clientPid])
     const parts = images.map(image => {
       const by = holders.filter(h => h.image === image).map(h => h.what)
       return `${image} is open${by.length > 0 ? ` (held by ${by.join(', ')})` : ''}`
@@ -85,7 +85,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     return (parts.length > 0 ? parts.join('; ') : `${mounted.openHandles()} image handle(s) are open`) +
       (release.length > 0 ? `; release with: ${release.join('; ')}` : hint)
   }
-  const busyError = (): LogdiskError => new LogdiskError('BUSY', `${mountpoint} is busy: ${openText()}; then run logdisk unmount again`)
+  const busyError = (clientPid?: number): LogdiskError => new LogdiskError('BUSY', `${mountpoint} is busy: ${openText(clientPid)}; then run logdisk unmount again`)
   /** Waits up to `ms` for every image to be closed (the kernel's RELEASE of a just-closed file may still be in flight). */
   const waitIdle = async (ms: number, until: () => boolean = () => false): Promise<boolean> => {
     const deadline = Date.now() + ms
@@ -160,14 +160,14 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       setImmediate(after('sync'))
       return point
     },
-    resize: async args => {
+    resize: async (args, req) => {
       // A loop device (or a program) over an image keeps the size it read: a shrink under it
       // left a device larger than its image, whose writes past the new end failed with EIO
       // (a hostile test, helper-56). Growing is fine: losetup -c takes the new size.
       const to = Number(args.sizeBytes)
       const shrinks = args.grow !== true && Number.isFinite(to) && to < store.sizeBytes
       if (shrinks && mounted && mounted.openHandles() > 0) {
-        const held = holdersOf(mountpoint).map(h => `${h.image} (held by ${h.what})`)
+        const held = holdersOf(mountpoint, [process.pid, req.clientPid]).map(h => `${h.image} (held by ${h.what})`)
         throw new LogdiskError('BUSY', `cannot shrink ${store.dir} while its images are open${held.length > 0 ? `: ${held.join(', ')}` : ''}; a loop device or program over one keeps the old size: detach or close it first; nothing was changed`)
       }
       const r = await ops.resize(store, args, { mountpoint })
@@ -184,10 +184,10 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       await engine.reload()
       return { pid: process.pid }
     },
-    delete: async args => {
+    delete: async (args, req) => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {
-        const by = holdersOf(mountpoint).filter(h => h.image === image)
+        const by = holdersOf(mountpoint, [process.pid, req.clientPid]).filter(h => h.image === image)
         const who = by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)'
         const release = by.filter(h => h.release).map(h => h.release)
         throw new LogdiskError('BUSY', `${image} is open${who}; ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first`)
@@ -196,7 +196,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     },
     unmount: async (_args, req) => {
       // A loop device detached a moment ago may still have its RELEASE in flight.
-      if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError()
+      if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError(req.clientPid)
       await store.flush().catch(err => {
         // A write-back of the log failed (a disk error, a filesystem gone read-only): no flush
         // can succeed in this process again, and the error says to unmount and mount again.

@@ -49,7 +49,7 @@ export function loopDevicesOn (mountpoint: string): Array<{ device: string, imag
 }
 
 /** Everything holding a file of `mountpoint` open: loop devices first, then processes. */
-export function holdersOf (mountpoint: string, skipPid = process.pid): Holder[] {
+export function holdersOf (mountpoint: string, skipPids: ReadonlyArray<number | undefined> = [process.pid]): Holder[] {
   const out: Holder[] = []
   for (const { device, image } of loopDevicesOn(mountpoint)) {
     const mounts = [...mountsOfDevice(device), ...partitionMounts(device)]
@@ -62,7 +62,7 @@ export function holdersOf (mountpoint: string, skipPid = process.pid): Holder[] 
   let pids: string[] = []
   try { pids = fs.readdirSync('/proc').filter(p => /^\d+$/.test(p)) } catch { return out }
   for (const pid of pids) {
-    if (Number(pid) === skipPid) continue
+    if (skipPids.includes(Number(pid))) continue
     let fds: string[]
     try { fds = fs.readdirSync(`/proc/${pid}/fd`) } catch { continue }
     const images = new Set<string>()

@@ -250,15 +250,17 @@ async function removeUnnamedCopies (layer: FileLayer, home: SegmentHome, records
     if (!recorded.some(v => found.includes(v))) continue
     for (const v of found) {
       if (v === CACHE_VOLUME || recorded.includes(v) || recovered.chosen.get(id)?.includes(v)) continue
-      log.warn({ segment: id, volume: v, recorded }, 'removing a stale copy of a segment that the index does not name')
-      // A volume that refuses (a failing disk) keeps it: the index does not name it, so this
-      // open and every later one that reads the index never use it; the store opens anyway.
+      // A volume that refuses (a failing disk, a read-only filesystem) keeps it: the index does
+      // not name it, so this open and every later one that reads the index never use it; the
+      // store opens anyway. Said once, at info level: nothing is wrong with the store (a
+      // command that succeeded printed it as an error; a hostile test, helper-57).
       try {
         await layer.remove(path.join(home.dirOf(v), segmentFileName(id)))
       } catch (err) {
-        log.error({ segment: id, volume: v, err: (err as Error).message }, 'could not remove a stale copy of a segment; it stays unused (logdisk pool repair, or the next open, removes it)')
+        log.info({ segment: id, volume: v, err: (err as Error).message }, 'a stale copy of a segment that the index does not name could not be removed; it stays unused (logdisk pool repair, or the next open, removes it)')
         continue
       }
+      log.warn({ segment: id, volume: v, recorded }, 'removed a stale copy of a segment that the index does not name')
       home.vacated(id, [v])
       dirs.add(home.dirOf(v))
     }

@@ -672,11 +672,14 @@ export class Store {
       index: this.p.db,
       baseline: await this.p.reader.baselineForVerify(),
       promised: { horizon: this.p.history.horizon, cuts: this.p.snapshotTable.list().map(s => s.seq).sort((a, b) => a - b) },
-      freedElsewhere: async id => {
-        const link = this.p.opts.archive
-        if (!segments.isArchived(id) || !link) return false
-        archivedIds ??= link.list().then(ids => new Set(ids))
-        return (await archivedIds).has(id)
+      archived: {
+        is: id => segments.isArchived(id),
+        held: async id => {
+          const link = this.p.opts.archive
+          if (!link) return false
+          archivedIds ??= link.list().then(ids => new Set(ids))
+          return (await archivedIds).has(id)
+        }
       },
       onProgress
     })

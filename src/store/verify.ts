@@ -42,11 +42,12 @@ export interface VerifyInput {
   /** Progress in bytes of the log read (a segment at a time) out of all segments. */
   onProgress?: (doneBytes: number, totalBytes: number) => void
   /**
-   * Whether versions compaction freed from segment `id`'s local file are read from backing
-   * storage (the segment is archived and the store has a link to it): those the index names
-   * may lie in the local file's free runs.
+   * Segments archived to backing storage (`is`), and whether backing storage still holds a
+   * segment's whole copy (`held`; undefined: it cannot be asked). Versions compaction freed
+   * from an archived segment's local file are read from that copy; a segment whose copy is
+   * gone reads on only from a cached copy, until the cache goes.
    */
-  freedElsewhere?: (id: number) => Promise<boolean>
+  archived?: { is: (id: number) => boolean, held: (id: number) => Promise<boolean | undefined> }
   /**
    * The points the store calls restorable: every one after `horizon` (points at or before it
    * may have lost versions to compaction), and every snapshot's cut (`cuts`, ascending). A
@@ -110,6 +111,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
    */
   const unread = new Set<number>()
   const inUnread = (position: number | undefined): boolean => position !== undefined && unread.has(Math.floor(position / geometry.segmentBytes))
+  const holds = new Map<number, Promise<boolean | undefined>>() // asked once per segment
+  const archiveHolds = (id: number): Promise<boolean | undefined> => {
+    let answer = holds.get(id)
+    if (!answer) holds.set(id, answer = input.archived?.held(id).catch(() => undefined) ?? Promise.resolve(undefined))
+    return answer
+  }
   /** The runs compaction freed in each segment read (log positions [start, end)), in order. */
   const freed = new Map<number, number[]>()
   const freedAt = (position: number): boolean => {
@@ -141,6 +148,12 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       lastSeq = 0 // the next segment's sequence cannot be checked against an unread one
       unread.add(id)
       continue
+    }
+    // A copy served from the cache (or a local one compaction punched) while backing storage
+    // lost the segment: verify said ok until the cache went, and then the history was gone (a
+    // hostile test, helper-57).
+    if (input.archived?.is(id) === true && (await archiveHolds(id)) === false) {
+      problem(`segment ${segmentFileName(id)}: archived, but backing storage no longer holds it; what reads now comes from a local or cached copy, and reads that need backing storage fail`)
     }
     for (const v of volumes) {
       if (!segment.volumes.includes(v)) problem(`segment ${segmentFileName(id)}: the copy on pool volume ${v} (${input.home.dirOf(v)}) is lost; run logdisk pool repair`)
@@ -236,12 +249,7 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   const scanned = new Set(input.segmentIds)
   /** Per segment: versions the index keeps whose bytes are gone (one problem each segment, not each block). */
   const lostHistory = new Map<number, { why: 'gone' | 'freed', versions: number, firstSeq: number, firstBlock: number }>()
-  const elsewhere = new Map<number, Promise<boolean>>() // asked once per segment
-  const freedElsewhere = (id: number): Promise<boolean> => {
-    let answer = elsewhere.get(id)
-    if (!answer) elsewhere.set(id, answer = input.freedElsewhere?.(id).catch(() => false) ?? Promise.resolve(false))
-    return answer
-  }
+  const freedElsewhere = async (id: number): Promise<boolean> => input.archived?.is(id) === true && (await archiveHolds(id)) !== false
   /**
    * Whether a version written at `seq` and superseded at `next` (Infinity: the newest) is one a
    * restorable point reads: a point after the horizon, or a snapshot's cut (never given up).
