@@ -288,8 +288,15 @@ export class Pool implements SegmentHome {
     if (chosen.length < copies) {
       const what = copies > 1 ? `fewer than ${copies} volumes with room (mirror=${copies})` : 'no volume with room'
       const broken = this.status().volumes.filter(v => v.state === 'missing' || v.state === 'read-only').map(v => `${v.dir} is ${v.state}`)
-      throw new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has ${what} for a new ${this.config.segmentBytes}-byte segment${broken.length > 0 ? ` (pool volume ${broken.join(', ')})` : ''}; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+      const err = new LogdiskError('NO_SPACE', `no space: the pool of ${this.storeDir} has ${what} for a new ${this.config.segmentBytes}-byte segment${broken.length > 0 ? ` (pool volume ${broken.join(', ')})` : ''}; add one with: logdisk pool add ${this.storeDir} DIR --capacity SIZE`)
+      // Once per spell of refusals, in the daemon's log: the writer sees only ENOSPC.
+      if (!this.warned.has('placement')) {
+        this.warned.add('placement')
+        this.log.warn({ segment: segmentId }, err.message)
+      }
+      throw err
     }
+    this.warned.delete('placement')
     const ids = chosen.map(v => v.id)
     // Counted from now: a drain that starts while the segment is being created must see it
     // (else it could release the volume under it). The store vacates it if creation fails.
@@ -472,6 +479,14 @@ export class Pool implements SegmentHome {
       ? [...this.store.segmentPlacement()].filter(([, vs]) => vs.length > 0 && vs.length < this.policy.mirror).length
       : 0
     if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (written before mirror was raised, a copy that fell behind after a failed write, or one lost): run logdisk pool repair ${this.storeDir}`)
+    // With mirror=N a new segment needs room on N volumes: one full volume of two gave every
+    // write ENOSPC while the pool's use read 0% and nothing said why (a hostile test, helper-57).
+    const mirror = this.policy.mirror
+    const roomy = volumes.filter(v => v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes)
+    if (mirror > 1 && roomy.length < mirror) {
+      const full = volumes.filter(v => v.state === 'assigned' && v.capacityBytes > 0 && !roomy.includes(v)).map(v => v.dir)
+      warnings.push(`mirror=${mirror} needs room for a new segment on ${mirror} volumes, and only ${roomy.length} ha${roomy.length === 1 ? 's' : 've'} it${full.length > 0 ? ` (full: ${full.join(', ')})` : ''}: writes that need a new segment fail with ENOSPC; add a volume (logdisk pool add ${this.storeDir} DIR) or lower mirror`)
+    }
     for (const v of volumes) {
       if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, v.segments))
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)

@@ -75,6 +75,11 @@ export function makeIndexView (indexDir: string, viewDir: string): IndexView {
       }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
+      // A file the MANIFEST named went while it was copied: a command that writes took the
+      // store's lock after the check above and LevelDB compacted. That is a store in use (its
+      // callers wait and try again), not an I/O error (a read-only command failed with ENOENT
+      // right after a kill -9, while offline commands took turns: a hostile test, helper-58).
+      if (code === 'ENOENT') throw new LogdiskError('STORE_LOCKED', `store is in use by another process (its index changed while it was read: ${name} went)`, err)
       throw new LogdiskError(code === 'ENOSPC' ? 'NO_SPACE' : 'IO', `cannot make a private view of the index ${indexDir} in ${viewDir}: ${code ?? (err as Error).message}`, err)
     }
   }
