@@ -87,8 +87,13 @@ export class Placement implements PlacementPart {
     const written: string[] = []
     try {
       for (const v of volumes) {
-        written.push(v) // removed again on failure (none was there: the segment is not local)
+        // Removed again on failure: only a copy this call made. A file of that name may be
+        // there already: an archive pass whose index commit failed has the segment 'archived'
+        // in memory while its local copy, which the index on disk still names, stays. A failed
+        // bring-back removed that copy (simulation seed 998147: a restore then met ENOENT).
+        const there = (await layer.list(home.dirOf(v)).catch(() => [] as string[])).includes(name)
         await this.writeSegmentCopy(id, v, h => h.writev([data], 0))
+        if (!there) written.push(v)
       }
       // Checked as the store will open it (header, identity) before anything points at it.
       await (await Segment.open(layer, home, volumes, id, this.p.geometry)).close()
