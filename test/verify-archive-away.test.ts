@@ -1,9 +1,8 @@
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { openStore } from '../src/app/open'
-import { logdisk, must, tmpDir } from './helpers/cli'
+import { logdisk } from './helpers/cli'
+import { archivedStore } from './helpers/archived-store'
 
 /**
  * verify of a store whose archived segments cannot be fetched (the archive directory gone):
@@ -11,27 +10,10 @@ import { logdisk, must, tmpDir } from './helpers/cli'
  * log" line for every block those segments hold (thousands, about an index that was right;
  * found by a hostile test, 2026-12-06); with the archive back, verify is clean.
  */
-const MIB = 1024 * 1024
 
 t.test('verify with the archive out of reach names the segments, not every block', { timeout: 180_000 }, async t => {
-  const dir = tmpDir('verify-archive-away')
+  const { dir, store, archive } = await archivedStore('verify-archive-away')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const store = path.join(dir, 's')
-  const archive = path.join(dir, 'arch')
-  fs.mkdirSync(archive)
-  const cli = path.resolve('dist/src/cli/main.js')
-  await must(process.execPath, cli, 'create', store, '--size', '64M', '--segment-size', '4M')
-  await must(process.execPath, cli, 'policy', 'set', store, `archive.target=${archive}`)
-  {
-    const { store: s } = await openStore(store)
-    try {
-      await s.write(0, crypto.randomBytes(12 * MIB))
-      await s.flush()
-      await s.archive({ workingSet: 1 })
-    } finally {
-      await s.close()
-    }
-  }
   const clean = await logdisk('verify', store, '--json')
   t.equal(clean.code, 0, `verify with the archive: ${clean.stderr}`)
 

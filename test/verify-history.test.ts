@@ -4,6 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { openStore } from '../src/app/open'
 import { logdisk, must, tmpDir } from './helpers/cli'
+import { archivedStore } from './helpers/archived-store'
 
 /**
  * verify checks that the history the store calls restorable still has its bytes: a version the
@@ -70,19 +71,10 @@ t.test('verify names history whose freed versions backing storage no longer hold
 // lost said ok while a copy was cached; once the cache went (every mount empties it), that
 // history could not be restored (a hostile test, helper-57).
 t.test('verify names an archived segment backing storage lost, even while a copy is cached', { timeout: 180_000 }, async t => {
-  const dir = tmpDir('verify-archive-cached')
+  const { dir, store, archive } = await archivedStore('verify-archive-cached')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const store = path.join(dir, 's')
-  const archive = path.join(dir, 'arch')
-  fs.mkdirSync(archive)
-  const cli = path.resolve('dist/src/cli/main.js')
-  await must(process.execPath, cli, 'create', store, '--size', '64M', '--segment-size', '4M')
-  await must(process.execPath, cli, 'policy', 'set', store, `archive.target=${archive}`)
   const { store: s } = await openStore(store)
   try {
-    await s.write(0, crypto.randomBytes(12 * MIB))
-    await s.flush()
-    await s.archive({ workingSet: 1 })
     t.ok((await s.verify()).ok, 'verify is clean (and fetched the archived segments into the cache)')
     const gone = fs.readdirSync(archive).filter(n => n.endsWith('.ldarch'))[0]
     t.ok(gone, `an archived object: ${gone}`)
