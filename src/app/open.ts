@@ -9,6 +9,7 @@ import { silentLogger, type Logger } from '../store/logger'
 import type { PolicyEngine } from '../policy/engine'
 import { checkIdentity, copyError, foreignSegment, locationOf, recordIdentity } from '../store/identity'
 import { makeIndexView } from '../store/index-view'
+import { lockedError } from '../store/store-open'
 import { nodeFileLayer } from '../store/file-layer'
 import { parseSegmentFileName, segmentFileName } from '../store/format'
 import { Pool } from '../pool/pool'
@@ -89,7 +90,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
       try {
         view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
       } catch (err) {
-        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw inUse(dir, err)
+        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
         throw err
       }
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
@@ -180,15 +181,6 @@ function makeScratchDir (): string {
   throw new LogdiskError('NO_SPACE', `cannot make a temporary directory in ${os.tmpdir()} or /dev/shm for a read-only open of the index`)
 }
 
-/** STORE_LOCKED, saying who holds the store when holder.json tells (as Store.open words it). */
-function inUse (dir: string, cause: LogdiskError): LogdiskError {
-  let who = 'another process'
-  try {
-    const h = JSON.parse(fs.readFileSync(path.join(dir, 'holder.json'), 'utf8'))
-    who = `pid ${h.pid} (${h.holder})`
-  } catch { /* no holder file */ }
-  return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
-}
 
 /** One line for what the operating system said while opening, in the store's terms. */
 function explainOpenError (dir: string, err: unknown, access: Access): unknown {

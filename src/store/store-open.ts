@@ -17,6 +17,7 @@ import type { SegmentGeometry } from './segment'
 import type { SnapshotTable } from './snapshots'
 import { CACHE_VOLUME, LOCAL_VOLUME, POOL_FILE, localHome, type SegmentHome } from './segment-home'
 import { makeDirs } from '../make-dirs'
+import { isAlive } from '../process-alive'
 
 export const INDEX_DIR = 'index'
 export const HOLDER_FILE = 'holder.json'
@@ -218,14 +219,22 @@ function writeHolder (dir: string, holder = 'logdisk'): void {
   } catch { /* informational only */ }
 }
 
-/** STORE_LOCKED, saying who holds the store when it can tell. */
-function lockedError (dir: string, cause: LogdiskError): LogdiskError {
-  let who = 'another process'
-  try {
-    const h = JSON.parse(fs.readFileSync(path.join(dir, HOLDER_FILE), 'utf8'))
-    who = `pid ${h.pid} (${h.holder})`
-  } catch { /* no holder file: keep the generic words */ }
-  return new LogdiskError('STORE_LOCKED', `store ${dir} is in use by ${who}; unmount it first, or run the command while it is mounted`, cause)
+/**
+ * STORE_LOCKED, saying who holds the store when it can tell (holder.json, while its process
+ * runs) and what to do: a mount is unmounted or used through its daemon; a command is waited
+ * for. "unmount it first" was said of a compaction and to a `mount` refused by an offline
+ * verify (a hostile test, helper-58).
+ */
+export function lockedError (dir: string, cause: LogdiskError): LogdiskError {
+  let h: { pid?: unknown, holder?: unknown } | undefined
+  try { h = JSON.parse(fs.readFileSync(path.join(dir, HOLDER_FILE), 'utf8')) } catch { /* no holder file */ }
+  const known = h !== undefined && Number.isSafeInteger(h.pid) && typeof h.holder === 'string' && isAlive(h.pid as number)
+  const text = !known
+    ? 'is in use by another process (mounted, or a command is running on it); wait for it, or unmount it first'
+    : (h!.holder as string).startsWith('logdisk mount ')
+        ? `is in use by pid ${String(h!.pid)} (${String(h!.holder)}); unmount it first, or run the command while it is mounted`
+        : `is in use by pid ${String(h!.pid)} (${String(h!.holder)}); wait for it to finish, then try again`
+  return new LogdiskError('STORE_LOCKED', `store ${dir} ${text}`, cause)
 }
 
 /**
