@@ -108,21 +108,22 @@ export function registerClone (parent: string, dir: string, uuid: string, snapsh
  */
 export function clonesReadingFrom (dir: string): string[] {
   dir = path.resolve(dir)
-  return clonesOf(dir).filter(c => {
-    try { return readCloneRecord(c)?.parent === dir } catch { return false }
-  })
+  return clonesOf(dir).filter(c => namesParent(c, dir))
 }
 
 /** Drops from `dir`'s clones.json the clones that read from another directory (a copy's, listing its original's). */
 export function forgetOthersClones (dir: string): void {
   dir = path.resolve(dir)
   const f = readClones(dir)
-  const mine = f.clones.filter(c => {
-    try { return readCloneRecord(c.dir)?.parent === dir } catch { return false }
-  })
+  const mine = f.clones.filter(c => namesParent(c.dir, dir))
   if (mine.length !== f.clones.length && fs.existsSync(path.join(dir, CLONES_FILE))) {
     writeFileAtomic(path.join(dir, CLONES_FILE), JSON.stringify({ ...f, clones: mine }, null, 2) + '\n')
   }
+}
+
+/** Whether the clone at `clone` reads from the store at directory `parent` (its clone.json says so). */
+function namesParent (clone: string, parent: string): boolean {
+  try { return readCloneRecord(clone)?.parent === parent } catch { return false }
 }
 
 /** Removes `clone` from its parent's clones.json (after promote). */

@@ -129,6 +129,12 @@ export async function receiveStream (
       : `the current volume of ${store.dir} is not empty (${dirty.length} blocks written); a full stream needs an empty store, or --force to overwrite the current volume`)
   }
 
+  // With nothing written since the base, the current volume is the base: its identity is the
+  // base's, and the CRCs of the blocks the stream rewrites, read from the block map here (up to
+  // MAX_REMEMBERED_BLOCKS of them), spare the carry after the apply an index seek per block.
+  const startSeq = checkedSeq
+  const atStart = c2 && baseSeq > 0 && dirty.length === 0 ? new Map<number, number>() : undefined
+
   // What the volume will be: the base, its blocks the stream covers swapped for the stream's
   // (the dirty ones it does not cover go back to the base). The base's pairs of those blocks
   // come from the current volume's block map when nothing was written since the base.
@@ -141,6 +147,7 @@ export async function receiveStream (
           const n = Math.min(LOCATE_BLOCKS, first + count - b)
           const { where, crcs } = await store.locateAt(at, b, n)
           expected.update(-1, Float64Array.from({ length: n }, (_, i) => b + i), crcs, i => where[i] >= 0 && crcs[i] !== zeroCrc)
+          for (let i = 0; i < n && atStart && atStart.size < MAX_REMEMBERED_BLOCKS; i++) atStart.set(b + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
         }
       }
     }
@@ -151,11 +158,6 @@ export async function receiveStream (
   }
 
   // Checked: now apply.
-  // With nothing written since the base, the current volume is the base: its identity is the
-  // base's, and the blocks' CRCs before the stream rewrites them, read from the block map as
-  // it goes, spare the carry below an index seek per block.
-  const startSeq = checkedSeq
-  const atStart = c2 && baseSeq > 0 && dirty.length === 0 ? new Map<number, number>() : undefined
   // Writes go in a bounded window, so small ones share a group commit (the log appender's);
   // every block of a stream is distinct, so their order does not matter.
   const inFlight: Array<Promise<void>> = []
@@ -175,10 +177,6 @@ export async function receiveStream (
     const records = summary.records ?? readAhead(readStream(file, { blockCrcs: true, heldBytes }), READ_AHEAD)
     for await (const r of records) {
       if ('header' in r || 'trailer' in r) continue
-      if (atStart && atStart.size < MAX_REMEMBERED_BLOCKS) {
-        const { where, crcs } = await store.locateAt(startSeq, r.block, r.count)
-        for (let i = 0; i < r.count; i++) atStart.set(r.block + i, where[i] >= 0 && crcs[i] !== zeroCrc ? crcs[i] : ABSENT)
-      }
       // The blocks' CRCs came with the record (its check composed them): not computed again.
       const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
       const crcs = r.type === 'data' ? r.crcs : new Uint32Array(r.count).fill(zeroCrc)

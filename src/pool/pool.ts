@@ -457,7 +457,12 @@ export class Pool implements SegmentHome {
 
   /** Assigned, writable volumes with room for one more segment, in pool order. */
   private withRoom (): VolumeStatus[] {
-    return this.status().volumes.filter(v => v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes)
+    return this.status().volumes.filter(v => this.takesSegment(v))
+  }
+
+  /** An assigned volume with room for one more segment. */
+  private takesSegment (v: VolumeStatus): boolean {
+    return v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes
   }
 
   /** `adding`: volumes about to receive one more segment (counted as used). */
@@ -482,7 +487,7 @@ export class Pool implements SegmentHome {
     // With mirror=N a new segment needs room on N volumes: one full volume of two gave every
     // write ENOSPC while the pool's use read 0% and nothing said why (a hostile test, helper-57).
     const mirror = this.policy.mirror
-    const roomy = volumes.filter(v => v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes)
+    const roomy = volumes.filter(v => this.takesSegment(v))
     if (mirror > 1 && roomy.length < mirror) {
       const full = volumes.filter(v => v.state === 'assigned' && v.capacityBytes > 0 && !roomy.includes(v)).map(v => v.dir)
       warnings.push(`mirror=${mirror} needs room for a new segment on ${mirror} volumes, and only ${roomy.length} ha${roomy.length === 1 ? 's' : 've'} it${full.length > 0 ? ` (full: ${full.join(', ')})` : ''}: writes that need a new segment fail with ENOSPC; add a volume (logdisk pool add ${this.storeDir} DIR) or lower mirror`)

@@ -22,6 +22,7 @@ import { BASELINE_BASE } from '../store/baseline'
 import { tableBytes } from '../store/entry'
 import { EntryKind } from '../store/format'
 import type { EntryRecord } from '../store/index-db'
+import { lowerBound } from '../store/compaction'
 
 export interface RecoverResult {
   dir: string
@@ -330,10 +331,8 @@ function referencedLog (rows: Array<[Buffer, Buffer]>, S: number, B: number): { 
   const holds = (e: EntryRecord): boolean => {
     if (e.kind !== EntryKind.write && e.kind !== EntryKind.move) return false
     const end = e.position + tableBytes({ kind: e.kind as EntryKind, count: e.count }) + e.count * B
-    let lo = 0
-    let hi = positions.length
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (positions[mid] < e.position) lo = mid + 1; else hi = mid }
-    return lo < positions.length && positions[lo] < end
+    const i = lowerBound(positions, e.position)
+    return i < positions.length && positions[i] < end
   }
   const out = rows.map(([k, v]): [Buffer, Buffer] => {
     if (k[0] !== ENTRY_PREFIX) return [k, v]

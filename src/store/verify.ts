@@ -5,6 +5,7 @@ import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
 import { checkedEnd, intactCopies, scanSegment } from './scanner'
 import { crc32c } from './crc'
+import { lowerBound } from './compaction'
 import { entryBytes, moveRecordAt, tableBytes, trimRunAt } from './entry'
 import { Segment, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
@@ -117,19 +118,13 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     if (!answer) holds.set(id, answer = input.archived?.held(id).catch(() => undefined) ?? Promise.resolve(undefined))
     return answer
   }
-  /** The runs compaction freed in each segment read (log positions [start, end)), in order. */
-  const freed = new Map<number, number[]>()
+  /** The runs compaction freed in each segment read (log positions [starts[i], ends[i])), in order. */
+  const freed = new Map<number, { starts: number[], ends: number[] }>()
   const freedAt = (position: number): boolean => {
     const runs = freed.get(Math.floor(position / geometry.segmentBytes))
     if (!runs) return false
-    let lo = 0
-    let hi = runs.length / 2
-    while (lo < hi) { // the first run ending after position
-      const mid = (lo + hi) >> 1
-      if (runs[mid * 2 + 1] <= position) lo = mid + 1
-      else hi = mid
-    }
-    return lo < runs.length / 2 && runs[lo * 2] <= position
+    const i = lowerBound(runs.ends, position + 1) // the first run ending after position
+    return i < runs.ends.length && runs.starts[i] <= position
   }
   const totalBytes = input.segmentIds.length * geometry.segmentBytes
   let segmentsDone = 0
@@ -186,8 +181,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
         if (lastSeq !== 0 && h.seq !== lastSeq + 1) problem(`${firstName} offset ${item.offset}: sequence ${h.seq} follows ${lastSeq}`)
         lastSeq = h.kind === EntryKind.free ? h.block : h.seq
         if (h.kind === EntryKind.free) {
-          const runs = freed.get(id) ?? []
-          runs.push(position, position + entryBytes(h))
+          const runs = freed.get(id) ?? { starts: [], ends: [] }
+          runs.starts.push(position)
+          runs.ends.push(position + entryBytes(h))
           freed.set(id, runs)
         }
         if (h.kind === EntryKind.trim && position < upTo.position) trimmed(h.block, h.count, h.seq, { holder: trimHolder(id), ownEntry: true })
@@ -257,10 +253,8 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   const cuts = input.promised?.cuts ?? []
   const promised = (seq: number, next: number): boolean => {
     if (!input.promised || next > input.promised.horizon + 1) return true
-    let lo = 0
-    let hi = cuts.length
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (cuts[mid] < seq) lo = mid + 1; else hi = mid }
-    return lo < cuts.length && cuts[lo] < next
+    const i = lowerBound(cuts, seq) // the first cut at or after seq
+    return i < cuts.length && cuts[i] < next
   }
   const judge = async (block: number, seq: number, position: number, next: number): Promise<void> => {
     if (position < 0 || position >= upTo.position || position >= (input.baseline?.base ?? Infinity) || inUnread(position)) return
