@@ -25,8 +25,10 @@ t.test('a garbled volume marker: named as such, its segments read, pool add rema
   const data = crypto.randomBytes(10 * MIB)
   const { store: s } = await openStore(store)
   try { await s.write(0, data); await s.flush(); await s.snapshot({ name: 'a' }) } finally { await s.close() }
-  const list = async (): Promise<{ volumes: Array<{ dir: string, id: string, state: string, segments: number }>, warnings: string[] }> => JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout)
+  const list = async (): Promise<{ volumes: Array<{ dir: string, id: string, state: string, segments: number, capacityBytes: number }>, warnings: string[] }> => JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout)
+  t.equal((await logdisk('pool', 'add', store, v1, '--capacity', '48M')).code, 0, 'a capacity declared in the marker')
   const before = (await list()).volumes.find(v => v.dir === v1)!
+  t.equal(before.capacityBytes, 48 * MIB)
   t.ok(before.segments > 0 && before.state === 'assigned', `the volume holds segments (${before.segments})`)
 
   const marker = path.join(v1, '.logdisk-volume.json')
@@ -41,10 +43,15 @@ t.test('a garbled volume marker: named as such, its segments read, pool add rema
 
   const add = await logdisk('pool', 'add', store, v1)
   t.equal(add.code, 0, `pool add remakes the marker: ${add.stderr}`)
+  t.match(add.stderr, /unreadable marker was set aside as .*\.logdisk-volume\.json\.unreadable-\d+; a capacity declared in it is lost, so the volume may fill its filesystem: give it again with --capacity SIZE/, 'pool add says the declared capacity is lost and how to give it again')
+  t.not((await list()).volumes.find(v => v.dir === v1)!.capacityBytes, 48 * MIB, 'the capacity went with the garbled marker')
   const after = (await list()).volumes.find(v => v.dir === v1)!
   t.same({ id: after.id, state: after.state }, { id: before.id, state: 'assigned' }, 'under the id the store knows, assigned to it again')
   t.ok(fs.readdirSync(v1).some(n => n.startsWith('.logdisk-volume.json.unreadable-')), 'the garbled marker is set aside, not deleted')
   t.equal((await list()).warnings.length, 0, 'no warning left')
+  const again = await logdisk('pool', 'add', store, v1, '--capacity', '48M')
+  t.equal(again.stderr, '', 'given again, no warning')
+  t.equal((await list()).volumes.find(v => v.dir === v1)!.capacityBytes, 48 * MIB, 'the capacity is back')
   const verify = await logdisk('verify', store)
   t.equal(verify.code, 0, `verify is clean: ${verify.stdout}${verify.stderr}`)
 

@@ -54,6 +54,8 @@ export interface VolumeStatus {
   capacityBytes: number
   usedBytes: number
   segments: number
+  /** pool add only: where it set an unreadable marker aside when it remade it. */
+  markerSetAside?: string
 }
 
 export interface PoolStatus {
@@ -594,6 +596,7 @@ export class Pool implements SegmentHome {
   /** Adds a directory to the pool: assigned to this store now, or a spare (`spare`). */
   add (dir: string, capacityBytes: number | undefined, spare = false): VolumeStatus {
     dir = path.resolve(dir)
+    let markerSetAside: string | undefined
     const known = this.file.volumes.find(v => path.resolve(v.dir) === dir)
     // Another store's volume may be listed (it may become spare later), never written to.
     let existing
@@ -606,7 +609,7 @@ export class Pool implements SegmentHome {
       if (capacityBytes !== undefined) this.setCapacity(dir, capacityBytes)
     } else if (known) {
       // Also remakes the marker of a lost directory made again, under the id the index knows.
-      if (!othersVolume) ensureMarker(dir, capacityBytes ?? undefined, known.id)
+      if (!othersVolume) ensureMarker(dir, capacityBytes ?? undefined, known.id, file => { markerSetAside = file })
     } else {
       const real = realPathOf(dir)
       const storeReal = realPathOf(this.storeDir)
@@ -632,7 +635,8 @@ export class Pool implements SegmentHome {
     this.warned.delete('grow')
     this.warned.delete('nospare')
     this.warnings = []
-    return this.status().volumes.find(v => v.dir === dir)!
+    const added = this.status().volumes.find(v => v.dir === dir)!
+    return markerSetAside === undefined ? added : { ...added, markerSetAside }
   }
 
   private setCapacity (dir: string, capacityBytes: number): void {

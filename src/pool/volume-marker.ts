@@ -55,7 +55,7 @@ export function missingReason (dir: string, id: string): string | undefined {
  * unreadable (set aside as `<marker>.unreadable-<time>`, for the user to look at: `pool add`
  * could not remake a garbled marker, and the volume stayed "missing" for good).
  */
-export function ensureMarker (dir: string, capacityBytes: number | null | undefined, id?: string): VolumeMarker {
+export function ensureMarker (dir: string, capacityBytes: number | null | undefined, id?: string, onSetAside?: (file: string) => void): VolumeMarker {
   try {
     makeDirs(dir)
   } catch (err) {
@@ -67,7 +67,9 @@ export function ensureMarker (dir: string, capacityBytes: number | null | undefi
       existing = readMarker(dir)
     } catch (err) {
       if (id === undefined) throw err // not this store's volume: not ours to remake
-      fs.renameSync(path.join(dir, MARKER_FILE), path.join(dir, `${MARKER_FILE}.unreadable-${Date.now()}`))
+      const aside = path.join(dir, `${MARKER_FILE}.unreadable-${Date.now()}`)
+      fs.renameSync(path.join(dir, MARKER_FILE), aside)
+      onSetAside?.(aside)
     }
     const marker: VolumeMarker = existing ?? { id: id ?? crypto.randomUUID(), capacityBytes: null, assignedTo: null, changedAt: new Date().toISOString() }
     if (capacityBytes !== undefined) marker.capacityBytes = capacityBytes

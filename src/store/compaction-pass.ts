@@ -167,6 +167,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
     return !anyLiveIn(analysis.live, dataStart, dataStart + x.e.count * B)
   }
   const recycle: number[] = []
+  /** Versions whose entries this pass freed: what it reports freed while backing storage keeps them all in the index. */
+  let versionsInFreedEntries = 0
   // Per segment: the copies that took its free headers and the runs to punch, as numbers
   // (a run of a random-write log is one 4 KiB entry: an object and a path string each held
   // ~8 MiB per 15,000 runs until the punching, measured).
@@ -229,6 +231,8 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
           if (x.e.freed) continue
           x.e.freed = true // read from the index for this pass alone: no copy needed
           freedEntries.push([x.seq, x.e])
+          // A freed write or move entry held only dead versions (freeable).
+          if (x.e.kind === EntryKind.write || x.e.kind === EntryKind.move) versionsInFreedEntries += x.e.count
         }
       }
       // A header written over another can be torn by a crash: the index and a file beside it
@@ -291,8 +295,10 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   recycle.sort((a, b) => a - b)
   report.segmentsInactive = lifeCycle.markInactive(fence)
   // Dead versions leave the index (their bytes may stay until their whole entry is free),
-  // unless backing storage keeps them: then every point in time stays restorable.
-  report.versionsFreed = analysis.deadCount
+  // unless backing storage keeps them: then every point in time stays restorable, every pass
+  // judges the same archived versions dead again, and what it freed is what it punched
+  // (helper-55: each `compact` reported the same count).
+  report.versionsFreed = keepsHistory(p.opts.archive) ? versionsInFreedEntries : analysis.deadCount
   if (!keepsHistory(p.opts.archive)) report.freeBatches = await stageDeadVersions(p, analysis, judged, keepDead)
   await index.commitDurably() // the index forgets freed versions before any byte goes
   // Reads that looked a freed version up before the commit may still be reading it.
