@@ -258,7 +258,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       await waitIdle(STOP_WAIT_MS, () => hurry)
     }
     const force = !!mounted && mounted.openHandles() > 0
-    if (force) log.warn({ signal }, `stopping with images still open; their I/O fails from now on: ${openText()}`)
+    if (force) log.warn({ signal }, `stopping with images still open; their I/O fails once the mount is detached and its connection ended (within ${Math.ceil(STOP_DEADLINE_MS / 1000)} s): ${openText()}`)
     armDeadline()
     try {
       await stop(force)
