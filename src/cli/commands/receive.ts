@@ -9,6 +9,7 @@ import { clearCreating, markCreating, unfinishedReceive, unfinishedReceiveText }
 import { readStreamHeader, validateStream } from '../../copy/stream-format'
 import type { ReceiveResult } from '../../copy/receive'
 import { runTracked } from '../progress'
+import { parseSize } from '../units'
 import { checkCreatable } from './create'
 import { prepareStore } from '../store-access'
 import { isAlive } from '../../process-alive'
@@ -55,12 +56,16 @@ export function register (program: Command): void {
     .description('apply a stream made by logdisk send and cut the same snapshot; a full stream into a missing store creates it')
     .requiredOption('--in <file|->', 'stream file, or - for standard input')
     .option('--force', 'overwrite writes made to the current volume since the base snapshot (or, for a full stream, anything in it)')
+    .option('--segment-size <size>', 'log segment size of a store it creates (a stream does not carry the sender\'s; default 64M, as create)')
     .option('--json', 'print the result as JSON')
-    .action(async (storeArg: string, opts: { in: string, force?: boolean, json?: boolean }) => {
+    .action(async (storeArg: string, opts: { in: string, force?: boolean, segmentSize?: string, json?: boolean }) => {
       const dir = path.resolve(storeArg)
       removeDeadSpools(dir)
       // An existing store is checked like any command that writes; a missing one is created.
-      if (fs.existsSync(path.join(dir, CONFIG_FILE))) prepareStore(dir, 'write')
+      const exists = fs.existsSync(path.join(dir, CONFIG_FILE))
+      if (exists && opts.segmentSize !== undefined) throw new LogdiskError('BAD_ARGUMENT', `--segment-size applies only to a store receive creates; ${dir} is a store already (nothing was changed)`)
+      const segmentBytes = opts.segmentSize === undefined ? undefined : parseSize(opts.segmentSize, '--segment-size')
+      if (exists) prepareStore(dir, 'write')
       else checkCreatable(dir)
       const unfinished = unfinishedReceive(dir)
       // Else: "not empty (N blocks written); a full stream needs an empty store", about blocks
@@ -82,7 +87,7 @@ export function register (program: Command): void {
           }
           await validateStream(file) // a bad stream creates nothing
           const existed = fs.existsSync(dir)
-          await Store.create(dir, { sizeBytes: header.sizeBytes, blockBytes: header.blockBytes })
+          await Store.create(dir, { sizeBytes: header.sizeBytes, blockBytes: header.blockBytes, ...(segmentBytes !== undefined ? { segmentBytes } : {}) })
           created = existed ? 'contents' : 'dir'
           markCreating(dir)
         }
