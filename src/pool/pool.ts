@@ -417,11 +417,16 @@ export class Pool implements SegmentHome {
   private missingText (e: { id: string, dir: string }, segments: number | undefined): string {
     const why = missingReason(e.dir, e.id)
     const what = `pool volume ${e.dir} is missing`
-    if (why === undefined || why === 'the directory is gone') {
+    if (why === undefined || why.kind === 'directory-gone') {
       const lost = segments === undefined ? 'segments on it cannot be read until it is back' : segments > 0 ? `${segments} segment(s) on it cannot be read` : ''
-      return `${what} (${why ?? `the directory or its ${MARKER_FILE} is gone`})${lost === '' ? '' : `: ${lost}`}`
+      return `${what} (${why === undefined ? `the directory or its ${MARKER_FILE} is gone` : 'the directory is gone'})${lost === '' ? '' : `: ${lost}`}`
     }
-    return `${what} (${why.replace('pool add', `pool add ${this.storeDir} ${e.dir}`)}): its segments still read; no new ones go there`
+    const text = why.kind === 'marker-gone'
+      ? `its ${MARKER_FILE} is gone`
+      : why.kind === 'marker-garbled'
+        ? `its ${MARKER_FILE} is unreadable (garbled); remake it with logdisk pool add ${this.storeDir} ${e.dir}`
+        : `its ${MARKER_FILE} names another volume (${why.id})`
+    return `${what} (${text}): its segments still read; no new ones go there`
   }
 
   private stateOf (e: { id: string, dir: string, internal: boolean }): VolumeStatus['state'] {

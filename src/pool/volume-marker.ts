@@ -34,18 +34,21 @@ export function readMarker (dir: string): VolumeMarker | undefined {
   }
 }
 
+/** Why a listed volume is not there as itself (missingReason). */
+export type MissingReason = { kind: 'directory-gone' } | { kind: 'marker-gone' } | { kind: 'marker-garbled' } | { kind: 'another-volume', id: string }
+
 /**
  * Why a volume a store lists by `id` is not there as that volume: its directory gone, its
  * marker gone, unreadable or naming another volume. Undefined when it is there.
  */
-export function missingReason (dir: string, id: string): string | undefined {
-  if (!fs.existsSync(dir)) return 'the directory is gone'
+export function missingReason (dir: string, id: string): MissingReason | undefined {
+  if (!fs.existsSync(dir)) return { kind: 'directory-gone' }
   let marker
   try { marker = readMarker(dir) } catch {
-    return `its ${MARKER_FILE} is unreadable (garbled); remake it with logdisk pool add`
+    return { kind: 'marker-garbled' }
   }
-  if (!marker) return `its ${MARKER_FILE} is gone`
-  return marker.id === id ? undefined : `its ${MARKER_FILE} names another volume (${marker.id})`
+  if (!marker) return { kind: 'marker-gone' }
+  return marker.id === id ? undefined : { kind: 'another-volume', id: marker.id }
 }
 
 /**
