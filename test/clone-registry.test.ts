@@ -80,6 +80,24 @@ t.test('adopt and copies, moves and lost registrations of clones keep the delete
   await ok('sync', C3)
   await refusedDelete('a clone the parent lost track of, opened again', new RegExp(C3))
   t.equal(await image(C3), golden, 'and it reads its parent\'s snapshot')
+
+  // Moved and not opened since: the parent cannot tell it from a removed clone, so it refuses
+  // (the delete was allowed, and the moved clone lost the snapshot it reads: helper-53's D3).
+  const C4 = path.join(root, 'C4')
+  fs.renameSync(C3, C4)
+  const gone = await cli('delete', P, 'gold')
+  t.equal(gone.code, 1, 'delete of the snapshot of a clone moved and not opened since is refused')
+  t.match(gone.stderr, new RegExp(`^logdisk: snapshot gold is the base of clone ${C3}, no longer there \\(moved, or removed\\): a moved clone registers where it is when it is next mounted or written \\(then delete again\\); if it was removed, give --forget-gone-clones\\n$`), 'in one line saying both ways on')
+  t.equal(await image(C4), golden, 'the moved clone reads its parent\'s snapshot')
+  await ok('sync', C4)
+  await refusedDelete('the moved clone, opened where it is', new RegExp(C4))
+
+  // Removed: the user says so, and the delete goes ahead and forgets it.
+  fs.rmSync(C4, { recursive: true, force: true })
+  t.equal((await cli('delete', P, 'gold')).code, 1, 'a removed clone is refused the same way (it cannot be told from a moved one)')
+  const forgot = await cli('delete', P, 'gold', '--forget-gone-clones')
+  t.equal(forgot.code, 0, `--forget-gone-clones deletes: ${forgot.stderr}`)
+  t.same(JSON.parse(fs.readFileSync(path.join(P, 'clones.json'), 'utf8')).clones, [], 'and the parent forgets the removed clone')
 })
 
 t.test('receive: spools of killed receives go; a store a killed full receive made says so', async t => {

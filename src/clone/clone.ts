@@ -66,6 +66,24 @@ export function clonesOf (parent: string, snapshot?: string): string[] {
 }
 
 /**
+ * The clones `parent`'s clones.json records for `snapshot` whose directory is gone: removed
+ * (rm -rf), or moved with mv and not opened for writing since (then it still reads the
+ * snapshot, and it registers where it is on that open). The two look alike from here, so a
+ * delete of the snapshot is refused until the user says which (delete-guard.ts).
+ */
+export function goneClonesOf (parent: string, snapshot: string): string[] {
+  return readClones(parent).clones.filter(c => c.snapshot === snapshot && !fs.existsSync(c.dir)).map(c => c.dir)
+}
+
+/** Drops from `parent`'s clones.json the entries of `dirs` (clones the user says were removed). */
+export function forgetClones (parent: string, dirs: string[]): void {
+  const f = readClones(parent)
+  const before = f.clones.length
+  f.clones = f.clones.filter(c => !dirs.includes(c.dir))
+  if (f.clones.length !== before) writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+}
+
+/**
  * Makes `dir` a clone of `parent`'s snapshot (name and cut as the parent reports them): a new
  * store of the same geometry and a clone.json; then the parent's clones.json names it.
  */

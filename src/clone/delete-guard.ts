@@ -5,7 +5,7 @@ import { parseTarget } from '../archive/parse-target'
 import { readPolicy } from '../policy/policy'
 import { dependenciesOn, describeDependency, markDeleting } from '../replicate/clone-deps'
 import { cloneHoldsDependency } from '../replicate/clone-replica'
-import { clonesOf } from './clone'
+import { clonesOf, forgetClones, goneClonesOf } from './clone'
 
 /**
  * The one place that decides what deleting a snapshot must respect (`delete`, and snapshot.keep
@@ -15,12 +15,16 @@ import { clonesOf } from './clone'
  * replica that cannot be read refuses the deletion (IO): a clone may depend on the snapshot.
  * Throws BUSY naming the clones; else deletes the snapshot and returns what the store says.
  */
-export async function deleteSnapshotRespectingClones (store: Store, name: string, opts: { targetFor?: (spec: string) => ArchiveTarget } = {}): ReturnType<Store['deleteSnapshot']> {
+export async function deleteSnapshotRespectingClones (store: Store, name: string, opts: { targetFor?: (spec: string) => ArchiveTarget, forgetGoneClones?: boolean } = {}): ReturnType<Store['deleteSnapshot']> {
   const snap = store.snapshotNamed(name)
   const local = clonesOf(store.dir, name)
   if (local.length > 0) throw busy(name, local)
+  // A recorded clone whose directory is gone was removed, or moved and not opened since (it
+  // still reads this snapshot): refused until the user says it was removed (helper-53's D3).
+  const gone = goneClonesOf(store.dir, name)
+  if (gone.length > 0 && opts.forgetGoneClones !== true) throw goneBusy(name, gone)
   const spec = readPolicy(store.dir)['replicate.target']
-  if (spec === '') return await store.deleteSnapshot(name)
+  if (spec === '') return await deleteForgetting(store, name, gone)
   const target = (opts.targetFor ?? (s => parseTarget(s)))(spec)
   try {
     let mark: string
@@ -41,7 +45,7 @@ export async function deleteSnapshotRespectingClones (store: Store, name: string
       throw busy(name, deps.map(describeDependency), spec)
     }
     try {
-      return await store.deleteSnapshot(name)
+      return await deleteForgetting(store, name, gone)
     } catch (err) {
       // Not deleted after all: clones of it may be made again.
       await target.delete(mark).catch(() => undefined)
@@ -50,6 +54,18 @@ export async function deleteSnapshotRespectingClones (store: Store, name: string
   } finally {
     await target.close().catch(() => undefined)
   }
+}
+
+/** Deletes the snapshot, then drops the gone clones of it the user said were removed. */
+async function deleteForgetting (store: Store, name: string, gone: string[]): ReturnType<Store['deleteSnapshot']> {
+  const deleted = await store.deleteSnapshot(name)
+  forgetClones(store.dir, gone)
+  return deleted
+}
+
+function goneBusy (name: string, gone: string[]): LogdiskError {
+  const s = gone.length > 1 ? 's' : ''
+  return new LogdiskError('BUSY', `snapshot ${name} is the base of clone${s} ${gone.join(', ')}, no longer there (moved, or removed): a moved clone registers where it is when it is next mounted or written (then delete again); if ${gone.length > 1 ? 'they were' : 'it was'} removed, give --forget-gone-clones`)
 }
 
 function busy (name: string, clones: string[], replica?: string): LogdiskError {

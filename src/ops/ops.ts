@@ -96,7 +96,7 @@ export const ops: Record<string, Op> = {
     return store.snapshots().map(s => ({ ...s, time: new Date(s.timeMs).toISOString(), pinnedBytes: pinned.get(s.seq) ?? 0 }))
   },
 
-  delete: async (store, args) => (await import('../clone/delete-guard')).deleteSnapshotRespectingClones(store, String(args.name)),
+  delete: async (store, args) => (await import('../clone/delete-guard')).deleteSnapshotRespectingClones(store, String(args.name), { forgetGoneClones: args.forgetGoneClones === true }),
 
   sync: async (store, args) => store.syncPoint(str(args, 'note') ?? '', args.frozen === true),
 
