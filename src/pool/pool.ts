@@ -446,9 +446,11 @@ export class Pool implements SegmentHome {
       // A mount can be read-only while the directory's mode says writable (root ignores modes).
       try {
         fs.accessSync(e.dir, fs.constants.W_OK)
-        const probe = path.join(e.dir, '.logdisk-write-probe')
+        // Named by pid: two processes probing at once never remove each other's file (an
+        // ENOENT would read as a read-only volume).
+        const probe = path.join(e.dir, `.logdisk-write-probe.${process.pid}`)
         fs.writeFileSync(probe, '')
-        fs.rmSync(probe)
+        fs.rmSync(probe, { force: true })
       } catch {
         return 'read-only'
       }
