@@ -35,13 +35,13 @@ t.test('--wait: wait for the lock, then fail naming the holder; 0 fails at once'
   t.equal(waited.code, 1, 'exit 1 after the wait')
   const e = JSON.parse(waited.stderr).error
   t.equal(e.code, 'STORE_LOCKED')
-  t.equal(e.message, `store ${store} is in use by pid ${holder.pid} (logdisk compact); wait for it to finish, then try again (waited 1.5 s for it; --wait SECONDS waits longer)`, 'names the holder and the wait')
+  t.equal(e.message, `store ${store} is in use by pid ${holder.pid} (logdisk compact); wait for it to finish, then try again (or stop it with kill ${holder.pid}: a command stopped part way loses no data) (waited 1.5 s for it; --wait SECONDS waits longer)`, 'names the holder and the wait')
   t.ok(tookMs >= 1500, `it waited (${tookMs} ms)`)
 
   started = Date.now()
   const now = await logdisk('snapshot', store, '--name', 'x', '--wait', '0')
   t.equal(now.code, 1)
-  t.equal(now.stderr, `logdisk: store ${store} is in use by pid ${holder.pid} (logdisk compact); wait for it to finish, then try again\n`, '--wait 0: the lock error at once')
+  t.equal(now.stderr, `logdisk: store ${store} is in use by pid ${holder.pid} (logdisk compact); wait for it to finish, then try again (or stop it with kill ${holder.pid}: a command stopped part way loses no data)\n`, '--wait 0: the lock error at once')
 
   const bad = await logdisk('snapshots', store, '--wait', 'soon')
   t.equal(bad.code, 1)

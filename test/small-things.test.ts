@@ -174,7 +174,7 @@ t.test('sizes in messages have units', async t => {
   t.equal(odd.stderr, 'logdisk: size 4.0 KiB (4097 bytes) must be a positive multiple of the block size (4.0 KiB)\n')
   const seg = await logdisk('create', path.join(dir, 'b'), '--size', '16M', '--segment-size', '1M')
   t.equal(seg.code, 1)
-  t.equal(seg.stderr, 'logdisk: segment size 1.0 MiB (1048576 bytes) must be between 1.0 MiB (1053760 bytes) and 4 GiB for block size 4.0 KiB\n')
+  t.equal(seg.stderr, 'logdisk: segment size 1.0 MiB (1048576 bytes) must be between 1053760 bytes and 4 GiB for block size 4.0 KiB (the smallest in whole MiB: 2M)\n')
   const block = await logdisk('create', path.join(dir, 'c'), '--size', '16M', '--block-size', '3000')
   t.equal(block.stderr, 'logdisk: block size 2.9 KiB (3000 bytes) must be a power of two between 512 bytes and 1 MiB\n')
   const store = path.join(dir, 'd')

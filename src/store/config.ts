@@ -36,7 +36,8 @@ export function validateCreateOptions (opts: CreateOptions): Omit<StoreConfig, '
   // A segment must hold at least one maximal entry besides its header page.
   const minSegment = SEGMENT_HEADER_BYTES + 64 + MAX_ENTRY_BLOCKS * (blockBytes + 4)
   if (!Number.isSafeInteger(segmentBytes) || segmentBytes < minSegment || segmentBytes > 4 * 1024 ** 3) {
-    throw new LogdiskError('BAD_ARGUMENT', `segment size ${exactSize(segmentBytes)} must be between ${exactSize(minSegment)} and 4 GiB for block size ${formatBytes(blockBytes)}`)
+    // The bounds in bytes: as sizes both ends of "1.0 MiB must be at least 1.0 MiB" read alike (helper-59).
+    throw new LogdiskError('BAD_ARGUMENT', `segment size ${exactSize(segmentBytes)} must be between ${minSegment} bytes and 4 GiB for block size ${formatBytes(blockBytes)} (the smallest in whole MiB: ${Math.ceil(minSegment / 1024 ** 2)}M)`)
   }
   return { sizeBytes, blockBytes, segmentBytes }
 }

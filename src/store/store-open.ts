@@ -233,7 +233,7 @@ export function lockedError (dir: string, cause: LogdiskError): LogdiskError {
     ? 'is in use by another process (mounted, or a command is running on it); wait for it, or unmount it first'
     : (h!.holder as string).startsWith('logdisk mount ')
         ? `is in use by pid ${String(h!.pid)} (${String(h!.holder)}); unmount it first, or run the command while it is mounted`
-        : `is in use by pid ${String(h!.pid)} (${String(h!.holder)}); wait for it to finish, then try again`
+        : `is in use by pid ${String(h!.pid)} (${String(h!.holder)}); wait for it to finish, then try again (or stop it with kill ${String(h!.pid)}: a command stopped part way loses no data)`
   return new LogdiskError('STORE_LOCKED', `store ${dir} ${text}`, cause)
 }
 
