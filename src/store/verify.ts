@@ -3,7 +3,7 @@ import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, SEGME
 import type { BlockMap } from './block-map'
 import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
-import { checkedEnd, intactCopies, scanSegment } from './scanner'
+import { intactCopies, scanSegment } from './scanner'
 import { crc32c } from './crc'
 import { lowerBound } from './compaction'
 import { entryBytes, moveRecordAt, tableBytes, trimRunAt } from './entry'
@@ -167,7 +167,10 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
     // so that one damaged copy is named as such rather than as thousands of blocks missing
     // from the log; its problems name its volume as the others' do.
     const copies = segment.handle instanceof MirroredHandle ? segment.handle.copies : []
-    const main = copies.length > 1 && limit === undefined ? await servingCopy(copies, geometry.blockBytes) : 0
+    // Each copy is read once to choose the one served and to find its own problems; then the
+    // served one again for its entries (each copy was read twice: a review of 2026-12-06).
+    const checked = copies.length > 1 && limit === undefined ? await Promise.all(copies.map(c => checkCopy(c, geometry.blockBytes))) : undefined
+    const main = checked === undefined ? 0 : intactCopies(checked.map((_, i) => i), checked.map(c => c.end))[0] ?? 0
     const firstName = copies.length > 0 ? copyName(copies[main]) : path.basename(segment.file)
     try {
       for await (const item of scanSegment(copies.length > 0 ? copies[main].handle : segment.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
@@ -219,21 +222,9 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
       }
       // Every other copy must hold sound entries too (a reader falls back to it when the
       // first is lost or fails a checksum).
-      if (copies.length > 0) {
-        for (const copy of copies.filter((_, i) => i !== main)) {
-          const name = copyName(copy)
-          try {
-            for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, geometry.blockBytes, true, limit)) {
-              if (item.type === 'end') {
-                if (item.torn) problem(`${name} offset ${item.offset}: ${item.torn}`)
-                break
-              }
-              for (const i of item.badBlocks) problem(`${name} offset ${item.offset}: block ${blockIn(item.header, item.table, i)} fails its checksum`)
-            }
-          } catch (err) {
-            problem(`${name}: ${(err as Error).message}`)
-          }
-        }
+      for (let c = 0; c < copies.length; c++) {
+        if (c === main) continue
+        for (const line of (checked?.[c] ?? await checkCopy(copies[c], geometry.blockBytes, limit)).problems) problem(line)
       }
     } finally {
       await segment.close()
@@ -298,12 +289,31 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
   return report
 }
 
-/** The index of the copy to scan as the segment: the first intact one (scanner.ts), else the first. */
-async function servingCopy (copies: Array<{ handle: FileHandle }>, blockBytes: number): Promise<number> {
-  const ends: Array<number | undefined> = []
-  for (const c of copies) ends.push(await checkedEnd(c.handle, blockBytes))
-  const intact = intactCopies(copies.map((_, i) => i), ends)
-  return intact[0] ?? 0
+/**
+ * One copy of a mirrored segment, read once: its problems (torn or damaged entries, blocks
+ * failing their checksums), and where its intact entries end as scanner.ts's checkedEnd says
+ * (undefined: damaged), which chooses the copy a reader is served from (intactCopies).
+ */
+async function checkCopy (copy: { handle: FileHandle, file: string, volume: string }, blockBytes: number, limit?: number): Promise<{ end: number | undefined, problems: string[] }> {
+  const name = copyName(copy)
+  const problems: string[] = []
+  let end: number | undefined
+  let bad = false
+  try {
+    for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, blockBytes, true, limit)) {
+      if (item.type === 'end') {
+        if (item.torn) problems.push(`${name} offset ${item.offset}: ${item.torn}`)
+        end = item.torn === undefined || item.truncated === true ? item.offset : undefined
+        break
+      }
+      bad ||= item.badBlocks.length > 0
+      for (const i of item.badBlocks) problems.push(`${name} offset ${item.offset}: block ${blockIn(item.header, item.table, i)} fails its checksum`)
+    }
+  } catch (err) {
+    problems.push(`${name}: ${(err as Error).message}`)
+    end = undefined
+  }
+  return { end: bad ? undefined : end, problems }
 }
 
 /** How verify names one copy of a mirrored segment in its problem lines. */
