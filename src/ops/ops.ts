@@ -55,7 +55,7 @@ function requirePool (store: Store): Pool {
 
 export const ops: Record<string, Op> = {
   // Replication and the clone guard are loaded by the ops that use them: the CLI starts faster.
-  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status(), replication: await (await import('../replicate/manager')).replicationStatus(store, readPolicy(store.dir)) }),
+  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status([], true), replication: await (await import('../replicate/manager')).replicationStatus(store, readPolicy(store.dir)) }),
 
   archive: (store, args, ctx) => {
     const p = readPolicy(store.dir)
@@ -66,7 +66,7 @@ export const ops: Record<string, Op> = {
     ? store.compactIntoBaseline(onProgress)
     : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, onProgress)),
 
-  'pool list': async store => requirePool(store).status(),
+  'pool list': async store => requirePool(store).status([], true),
   'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),
   'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {

@@ -414,11 +414,16 @@ export class Pool implements SegmentHome {
    * cannot be read: `segments` of them, if known), or its marker gone or garbled (its
    * segments still read; nothing new goes there until `pool add` remakes the marker).
    */
-  private missingText (e: { id: string, dir: string }, segments: number | undefined): string {
+  /** `unreadable`: its segments with no copy elsewhere (undefined: not known); `held`: all its segments. */
+  private missingText (e: { id: string, dir: string }, unreadable: number | undefined, held = 0): string {
     const why = missingReason(e.dir, e.id)
     const what = `pool volume ${e.dir} is missing`
     if (why === undefined || why.kind === 'directory-gone') {
-      const lost = segments === undefined ? 'segments on it cannot be read until it is back' : segments > 0 ? `${segments} segment(s) on it cannot be read` : ''
+      const lost = unreadable === undefined
+        ? 'segments on it cannot be read until it is back'
+        : unreadable > 0
+          ? `${unreadable} segment(s) on it cannot be read${held > unreadable ? ` (${held - unreadable} more read from their other copies)` : ''}`
+          : held > 0 ? `its ${held} segment(s) read from their other copies; run logdisk pool repair ${this.storeDir}` : ''
       return `${what} (${why === undefined ? `the directory or its ${MARKER_FILE} is gone` : 'the directory is gone'})${lost === '' ? '' : `: ${lost}`}`
     }
     const text = why.kind === 'marker-gone'
@@ -474,8 +479,13 @@ export class Pool implements SegmentHome {
     return v.state === 'assigned' && v.capacityBytes - v.usedBytes >= this.config.segmentBytes
   }
 
-  /** `adding`: volumes about to receive one more segment (counted as used). */
-  status (adding: string[] = []): PoolStatus {
+  /**
+   * `adding`: volumes about to receive one more segment (counted as used). `checkCopies` (what
+   * `status` and `pool list` say): each volume's directory is listed, and a copy the index
+   * names that is not there counts as lost (an rm -rf of a volume's segments left pool list
+   * saying all was well while only verify knew: helper-61); else the index's word is taken.
+   */
+  status (adding: string[] = [], checkCopies = false): PoolStatus {
     const listed = this.entries().map(e => ({ e, state: this.stateOf(e), declared: this.declaredCapacity(e) }))
     // The volumes holding this store's segments share their filesystems' room (a spare is
     // asked alone: it holds nothing yet).
@@ -489,10 +499,9 @@ export class Pool implements SegmentHome {
     const warnings = [...this.warnings]
     // Said by every status, not only by the process that saw the crossing (ask mode).
     if (this.policy['pool.mode'] === 'ask' && useFraction >= this.policy['pool.growAt'] && !this.warned.has('grow')) warnings.push(this.growWarning(useFraction))
-    const degraded = this.store && this.policy.mirror > 1
-      ? [...this.store.segmentPlacement()].filter(([, vs]) => vs.length > 0 && vs.length < this.policy.mirror).length
-      : 0
-    if (degraded > 0) warnings.push(`${degraded} segment(s) have fewer than ${this.policy.mirror} copies (written before mirror was raised, a copy that fell behind after a failed write, or one lost): run logdisk pool repair ${this.storeDir}`)
+    const copies = this.copyCounts(volumes, checkCopies)
+    if (copies.fewer > 0) warnings.push(`${copies.fewer} segment(s) have fewer than ${this.policy.mirror} copies (written before mirror was raised, a copy that fell behind after a failed write, or one lost): run logdisk pool repair ${this.storeDir}`)
+    if (copies.none > 0) warnings.push(`${copies.none} segment(s) have no copy left on any pool volume (removed or lost from under the store): reads of blocks only they hold fail; logdisk verify names them`)
     // With mirror=N a new segment needs room on N volumes: one full volume of two gave every
     // write ENOSPC while the pool's use read 0% and nothing said why (a hostile test, helper-57).
     const mirror = this.policy.mirror
@@ -502,10 +511,45 @@ export class Pool implements SegmentHome {
       warnings.push(`mirror=${mirror} needs room for a new segment on ${mirror} volumes, and only ${roomy.length} ha${roomy.length === 1 ? 's' : 've'} it${full.length > 0 ? ` (full: ${full.join(', ')})` : ''}: writes that need a new segment fail with ENOSPC; add a volume (logdisk pool add ${this.storeDir} DIR) or lower mirror`)
     }
     for (const v of volumes) {
-      if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, v.segments))
+      if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, copies.onlyOn.get(v.id) ?? v.segments, v.segments))
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)
     }
     return { volumes, useFraction, warnings }
+  }
+
+  /**
+   * Of the segments the index places on volumes (archived ones aside: backing storage holds
+   * them): how many have fewer copies than mirror asks, how many none, and per missing volume
+   * how many have no copy elsewhere (the others still read: helper-61). A copy counts if its
+   * volume is there and, with `listed`, if its file is in the volume's directory.
+   */
+  private copyCounts (volumes: VolumeStatus[], listed: boolean): { fewer: number, none: number, onlyOn: Map<string, number> } {
+    const out = { fewer: 0, none: 0, onlyOn: new Map<string, number>() }
+    if (!this.store) return out
+    const there = new Map<string, Set<string> | undefined>()
+    for (const v of volumes) {
+      if (v.state === 'missing') continue
+      let names: Set<string> | undefined
+      if (listed) {
+        try { names = new Set(fs.readdirSync(this.dirOf(v.id))) } catch { names = new Set() }
+      }
+      there.set(v.id, names)
+    }
+    const holds = (volume: string, id: number): boolean => {
+      if (!there.has(volume)) return false
+      const names = there.get(volume)
+      return names === undefined || names.has(segmentFileName(id))
+    }
+    for (const [id, vs] of this.store.segmentPlacement()) {
+      if (vs.length === 0) continue
+      const n = vs.filter(v => holds(v, id)).length
+      const away = vs.filter(v => !there.has(v)) // on a missing volume: said with it
+      if (n === 0 && away.length > 0) for (const v of away) out.onlyOn.set(v, (out.onlyOn.get(v) ?? 0) + 1)
+      else if (n === 0 && !this.store.isSegmentArchived(id)) out.none++
+      else if (n > 0 && n < this.policy.mirror && this.policy.mirror > 1) out.fewer++
+    }
+    for (const v of volumes) if (v.state === 'missing' && !out.onlyOn.has(v.id)) out.onlyOn.set(v.id, 0)
+    return out
   }
 
   private growWarning (useFraction: number): string {

@@ -124,7 +124,8 @@ export class SegmentTable implements SegmentsPart {
     this.record(id)
     this.mustRecord.add(id)
     this.noteDropped(id, volume)
-    this.p.logger.error({ segment: id, volume }, 'a copy of a mirrored segment fell behind and was dropped; the store runs degraded until logdisk pool repair')
+    // A warning: the store goes on (a command that opened it succeeds), degraded (helper-61).
+    this.p.logger.warn({ segment: id, volume }, 'a copy of a mirrored segment fell behind or was lost and was dropped; the store runs degraded until logdisk pool repair')
   }
 
   /** What a mirrored segment's handle calls when it drops a copy. */
@@ -155,8 +156,9 @@ export class SegmentTable implements SegmentsPart {
         for (const [id, v] of dropped) this.noteDropped(id, v)
         throw err
       }
-      this.staleCopies.push(...dropped)
-      if (dropped.length > 0) void this.p.lifeCycle.maintenance.run(() => this.removeStaleCopies()).catch(() => undefined)
+      // A read-only open removes nothing (the next open that writes does).
+      if (this.p.opts.readOnly === undefined) this.staleCopies.push(...dropped)
+      if (this.staleCopies.length > 0) void this.p.lifeCycle.maintenance.run(() => this.removeStaleCopies()).catch(() => undefined)
     })()
     this.recording = run
     try {

@@ -734,6 +734,11 @@ export class Store {
     return this.p.map.position(block) !== -1
   }
 
+  /** Whether backing storage holds segment `id` whole (archived): a lost local copy reads from there. */
+  isSegmentArchived (id: number): boolean {
+    return this.p.segments.isArchived(id)
+  }
+
   /**
    * The segments of the log, oldest first, with their states (recycled ones are gone): what
    * replication ships.

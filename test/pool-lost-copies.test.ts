@@ -1,0 +1,64 @@
+// Copies removed from under the store (rm -rf of a volume's segment directory, a file deleted)
+// while the volume's directory stayed: `pool list` and `status` said all was well (the index
+// still named the copies; the degraded count read the index alone) and only `verify` knew; a
+// read-only command that noticed printed "logdisk: error:" lines and tried to remove the
+// copies it could not (a hostile test, helper-61). They now list the volumes' directories.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { openStore } from '../src/app/open'
+import { logdisk, tmpDir } from './helpers/cli'
+
+const MIB = 1024 * 1024
+
+interface PoolList { volumes: Array<{ dir: string, state: string, segments: number }>, warnings: string[] }
+
+async function writeSome (store: string, bytes: number): Promise<void> {
+  const { store: s } = await openStore(store)
+  try { await s.write(0, crypto.randomBytes(bytes)); await s.flush() } finally { await s.close() }
+}
+
+t.test('copies lost from a volume that is still there are counted by pool list and status', { timeout: 120_000 }, async t => {
+  const dir = tmpDir('pool-lost-copies')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = path.join(dir, 's')
+  const [v1, v2, v3] = ['v1', 'v2', 'v3'].map(v => path.join(dir, v))
+  t.equal((await logdisk('create', store, '--size', '64M', '--segment-size', '2M', '--pool', v1)).code, 0)
+  for (const v of [v2, v3]) t.equal((await logdisk('pool', 'add', store, v)).code, 0)
+  t.equal((await logdisk('policy', 'set', store, 'mirror=2')).code, 0)
+  await writeSome(store, 20 * MIB)
+  t.equal((await logdisk('pool', 'repair', store)).code, 0)
+  const list = async (): Promise<PoolList & { stderr: string }> => {
+    const r = await logdisk('pool', 'list', store, '--json')
+    return { ...JSON.parse(r.stdout) as PoolList, stderr: r.stderr }
+  }
+  const before = await list()
+  t.same(before.warnings, [], 'two copies of every segment: no warning')
+  const onV2 = before.volumes.find(v => v.dir === v2)!.segments
+  t.ok(onV2 >= 10, `v2 holds copies of ${onV2} segments`)
+
+  const uuid = JSON.parse(fs.readFileSync(path.join(store, 'store.json'), 'utf8')).uuid as string
+  fs.rmSync(path.join(v2, uuid), { recursive: true })
+  const after = await list()
+  t.match(after.warnings.join('\n'), new RegExp(`^${onV2} segment\\(s\\) have fewer than 2 copies .*run logdisk pool repair`, 'm'), 'every segment that lost its copy on v2 is counted')
+  t.notMatch(after.stderr, /error:/, 'and nothing is called an error: the command works, the store is degraded')
+  const status = await logdisk('status', store)
+  t.match(status.stdout, new RegExp(`warning\\s+${onV2} segment\\(s\\) have fewer than 2 copies`), 'status says it too')
+  const repair = await logdisk('pool', 'repair', store)
+  t.equal(repair.code, 0, repair.stderr)
+  t.same((await list()).warnings, [], 'repaired: no warning')
+  const verify = await logdisk('verify', store)
+  t.equal(verify.code, 0, `verify is clean: ${verify.stdout}`)
+
+  // One copy (mirror=1): a segment file deleted is a segment with no copy left.
+  t.equal((await logdisk('policy', 'set', store, 'mirror=1')).code, 0)
+  const store1 = path.join(dir, 's1')
+  const w = path.join(dir, 'w')
+  t.equal((await logdisk('create', store1, '--size', '16M', '--segment-size', '2M', '--pool', w)).code, 0)
+  await writeSome(store1, 6 * MIB)
+  const uuid1 = JSON.parse(fs.readFileSync(path.join(store1, 'store.json'), 'utf8')).uuid as string
+  fs.rmSync(path.join(w, uuid1, 'seg-000000000001.log'))
+  const r = await logdisk('pool', 'list', store1, '--json')
+  t.match((JSON.parse(r.stdout) as PoolList).warnings.join('\n'), /^1 segment\(s\) have no copy left on any pool volume \(removed or lost from under the store\): reads of blocks only they hold fail; logdisk verify names them$/m, 'a lost segment of a single-copy store is said')
+})
