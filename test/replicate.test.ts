@@ -259,6 +259,63 @@ t.test('a replica of another history is refused; a restart continues the chain',
   t.equal(await sha(c), await sha(a))
 })
 
+t.test('a damaged newest manifest: recovery refuses to go back in time without a word; a writer ships again from the one before', async t => {
+  // create --from skipped a damaged newest manifest for the one before it and exited 0, the
+  // store lacking what the newest one committed (acknowledged writes; helper-60's D1).
+  const spec = dirBackend.spec(t)
+  const dirA = path.join(tmp(t, 'a'), 'store')
+  const a = await newStore(dirA, [`replicate.target=${spec}`])
+  t.teardown(() => a.close())
+  let ra = await Replicator.start(a, parseTarget(spec), { spec, intervalMs: 100 })
+  await a.write(0, pattern(40, 3 * MiB))
+  await a.flush()
+  await until('caught up', async () => (await ra.status()).lagBytes === 0)
+  await a.write(0, pattern(41, 1 * MiB))
+  await a.flush()
+  await until('caught up', async () => (await ra.status()).lagBytes === 0)
+  await ra.stop({ final: true })
+  const newest = (await newestManifest(parseTarget(spec)))!
+  const file = path.join(spec, newest.name)
+  const bytes = fs.readFileSync(file)
+  bytes[Math.floor(bytes.length / 2)] ^= 1
+  fs.writeFileSync(file, bytes)
+
+  const dirB = path.join(tmp(t, 'b'), 'store')
+  let err: unknown
+  try { await createFromReplica(dirB, parseTarget(spec), { spec }) } catch (e) { err = e }
+  t.ok(isLogdiskError(err, 'CORRUPT'), 'refused (CORRUPT)')
+  t.match((err as Error).message, new RegExp(`^the newest manifest of ${spec}, ${newest.name}, is damaged \\(.*not a replica manifest.*\\); nothing was created\\. An older manifest may still recover an earlier point: give --skip-damaged-manifest`), 'naming it and the way on')
+  t.notOk(fs.existsSync(dirB), 'nothing was created')
+  const warned: string[] = []
+  const older = await createFromReplica(dirB, parseTarget(spec), { spec, skipDamagedManifest: true, log: { info () {}, warn (_f: object, m: string) { warned.push(m) }, error () {} } })
+  t.not(older.manifest, newest.name, `with --skip-damaged-manifest: recovered from ${older.manifest}`)
+  t.match(warned.join('\n'), /skipped a damaged manifest of the replica/, 'and said so')
+
+  // The writer has every byte: it starts from the manifest before and ships again.
+  ra = await Replicator.start(a, parseTarget(spec), { spec, intervalMs: 100, indexEverySegments: 1 })
+  t.teardown(() => ra.stop())
+  await a.write(4 * MiB, pattern(42, 3 * MiB))
+  await a.flush()
+  await until('caught up, with an index checkpoint', async () => (await ra.status()).lagBytes === 0 && !!(await newestManifest(parseTarget(spec)))?.manifest.index)
+  const dirC = path.join(tmp(t, 'c'), 'store')
+  await createFromReplica(dirC, parseTarget(spec), { spec })
+  const c = (await openStore(dirC)).store
+  t.teardown(() => c.close())
+  t.equal(await sha(c), await sha(a), 'a recovery after the writer shipped again has every byte')
+
+  // A damaged index checkpoint is named with its replica and object, as a segment object is.
+  const last = (await newestManifest(parseTarget(spec)))!
+  t.ok(last.manifest.index, 'the newest manifest names an index checkpoint')
+  const idx = path.join(spec, last.manifest.index!.name)
+  const raw = fs.readFileSync(idx)
+  raw[raw.length - 5] ^= 1
+  fs.writeFileSync(idx, raw)
+  let idxErr: unknown
+  try { await createFromReplica(path.join(tmp(t, 'd'), 'store'), parseTarget(spec), { spec }) } catch (e) { idxErr = e }
+  t.ok(isLogdiskError(idxErr, 'CORRUPT'), 'a damaged index checkpoint is refused')
+  t.match((idxErr as Error).message, `${spec}: ${last.manifest.index!.name}: archive:`, 'naming the replica and the object')
+})
+
 t.test('a slowly filling segment: its parts are consolidated, the manifest stays short', async t => {
   const spec = dirBackend.spec(t)
   const store = await newStore(path.join(tmp(t, 'a'), 'store'), [`replicate.target=${spec}`])

@@ -13,7 +13,7 @@ import { warn } from './output'
 import { lockWaitMs, sleep, waitedError } from './lock-wait'
 
 /** Direct runs print only the command's own output; warnings go to stderr, one line each. */
-const quietLogger = {
+export const quietLogger = {
   info () {},
   warn (_fields: object, msg: string) { warn(msg) },
   error (_fields: object, msg: string) { process.stderr.write(`logdisk: error: ${msg}\n`) }

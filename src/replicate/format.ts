@@ -102,9 +102,11 @@ export function decodeManifest (where: string, data: Buffer): Manifest {
 /**
  * The manifest recovery trusts: the newest one of a generation the lease has reached (a
  * fenced holder's late manifests of an older generation sort below the new holder's first).
- * A damaged newest version is skipped for the one before it. undefined: no manifest at all.
+ * A damaged newest version is skipped for the one before it, after `onDamaged` (which may
+ * throw: recovery refuses to go back in time without a word, helper-60). undefined: no
+ * manifest at all.
  */
-export async function newestManifest (target: ArchiveTarget): Promise<{ name: string, manifest: Manifest } | undefined> {
+export async function newestManifest (target: ArchiveTarget, onDamaged?: (name: string, err: LogdiskError) => void): Promise<{ name: string, manifest: Manifest } | undefined> {
   const lease = await readLease(target).catch(() => undefined)
   const names = (await target.list(MANIFEST_PREFIX))
     .map(n => ({ n, p: parseManifestName(n) }))
@@ -117,6 +119,7 @@ export async function newestManifest (target: ArchiveTarget): Promise<{ name: st
     } catch (err) {
       // Deleted as old garbage while listing, or damaged: the one before it still describes a replica.
       if (!isLogdiskError(err, 'NOT_FOUND') && !isLogdiskError(err, 'CORRUPT')) throw err
+      if (isLogdiskError(err, 'CORRUPT')) onDamaged?.(names[i], err)
     }
   }
   return undefined

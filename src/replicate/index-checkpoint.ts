@@ -56,7 +56,15 @@ export async function encodeIndexCheckpoint (rows: AsyncIterable<[Buffer, Buffer
 }
 
 export async function decodeIndexCheckpoint (where: string, raw: Buffer): Promise<{ rows: Array<[Buffer, Buffer]>, seq: number, position: number }> {
-  const buf = await decodeArchive(raw)
+  let buf: Buffer
+  try {
+    buf = await decodeArchive(raw)
+  } catch (err) {
+    // Named as a segment object's damage is: "archive: content checksum mismatch" alone named
+    // neither the replica nor the object (helper-60).
+    if (err instanceof LogdiskError) throw new LogdiskError(err.code, `${where}: ${err.message}`, err)
+    throw err
+  }
   const bad = (why: string): LogdiskError => new LogdiskError('CORRUPT', `${where}: not an index checkpoint (${why})`)
   if (buf.length < 12 || buf.toString('latin1', 0, 8) !== INDEX_CHECKPOINT_MAGIC) throw bad('bad magic')
   const n = buf.readUInt32BE(8)

@@ -54,7 +54,7 @@ export interface RecoverResult {
  *
  * Needs a new or empty directory. On failure the directory is removed again if this made it.
  */
-export async function createFromReplica (dir: string, target: ArchiveTarget, opts: { spec?: string, at?: string, log?: Logger } = {}): Promise<RecoverResult> {
+export async function createFromReplica (dir: string, target: ArchiveTarget, opts: { spec?: string, at?: string, log?: Logger, skipDamagedManifest?: boolean } = {}): Promise<RecoverResult> {
   const started = Date.now()
   const log = opts.log ?? silentLogger
   const spec = opts.spec ?? target.describe()
@@ -71,7 +71,13 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
   makeDirs(dir)
   writePartial(dir, spec)
   try {
-    const r = await build(dir, target, spec, log, opts.at, started)
+    // A damaged newest manifest: recovering from the one before it would go back in time
+    // without a word (what the damaged one committed since, acknowledged writes, is not there).
+    const onDamaged = (name: string, err: LogdiskError): void => {
+      if (opts.skipDamagedManifest !== true) throw new LogdiskError('CORRUPT', `the newest manifest of ${spec}, ${name}, is damaged (${err.message}); nothing was created. An older manifest may still recover an earlier point: give --skip-damaged-manifest (what ${name} committed after it is then not in the store)`, err)
+      log.warn({ manifest: name, err: err.message }, 'skipped a damaged manifest of the replica: the store is recovered from an older one, without what it committed since')
+    }
+    const r = await build(dir, target, spec, log, opts.at, started, onDamaged)
     fs.rmSync(path.join(dir, PARTIAL_FILE))
     return r
   } catch (err) {
@@ -83,14 +89,14 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
 }
 
 /** createFromReplica's work, in a directory that holds only the partial mark. */
-async function build (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, started: number): Promise<RecoverResult> {
-  const lazy = await recoverLazily(dir, target, spec, log, atSpec)
+async function build (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, started: number, onDamaged: (name: string, err: LogdiskError) => void): Promise<RecoverResult> {
+  const lazy = await recoverLazily(dir, target, spec, log, atSpec, onDamaged)
   if (lazy) return { ...lazy, seconds: (Date.now() - started) / 1000 }
   // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
   // period): start again from the newest manifest then.
   let fetched: { name: string, m: Manifest, bytes: number } | undefined
   for (let attempt = 1; !fetched; attempt++) {
-    const newest = await newestManifest(target)
+    const newest = await newestManifest(target, onDamaged)
     if (!newest) throw new LogdiskError('NOT_FOUND', `${spec} holds no replica (no manifest objects); nothing was created`)
     clearForRecovery(dir)
     fs.mkdirSync(path.join(dir, 'segments'))
@@ -235,9 +241,9 @@ function cutLog (dir: string, segmentBytes: number, cut: number): void {
  * background (hydrate.ts). undefined: the manifest names no index checkpoint (an older
  * replica), or `at` is before it: the caller fetches the whole log instead.
  */
-async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined): Promise<Omit<RecoverResult, 'seconds'> | undefined> {
+async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, onDamaged: (name: string, err: LogdiskError) => void): Promise<Omit<RecoverResult, 'seconds'> | undefined> {
   for (let attempt = 1; ; attempt++) {
-    const newest = await newestManifest(target)
+    const newest = await newestManifest(target, onDamaged)
     if (!newest) return undefined // the full path says there is no replica
     const { name, manifest: m } = newest
     if (!m.index) return undefined

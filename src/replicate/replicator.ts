@@ -190,7 +190,8 @@ export class Replicator {
    * the replica's newest manifest; returns its name.
    */
   private async continuable (): Promise<string | undefined> {
-    const prev = await newestManifest(this.target)
+    // The writer has everything a damaged manifest described: it ships again from the one before.
+    const prev = await newestManifest(this.target, (name, err) => this.log.warn({ manifest: name, err: err.message }, 'the replica\'s newest manifest is damaged; continuing from the one before it (what it described is shipped again)'))
     if (prev) await this.adopt(prev.name, prev.manifest)
     if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
       throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)

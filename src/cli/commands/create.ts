@@ -8,6 +8,7 @@ import { LogdiskError, isLogdiskError } from '../../errors'
 import { CONFIG_FILE } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
 import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+import { quietLogger } from '../on-store'
 import { partialRunning, readPartial } from '../../replicate/partial'
 import { absoluteTargetSpec, parseTarget } from '../../archive/parse-target'
 import { createFromReplica } from '../../replicate/recover'
@@ -87,8 +88,9 @@ export function register (program: Command): void {
     .option('--pool <dir>', 'a pool volume directory for segments (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--from <replica>', 'rebuild the store from a replica (replicate.target of another store): s3://bucket/prefix or a directory')
     .option('--at <point>', 'with --from: the store as it was at a time, sequence, sync note or snapshot')
+    .option('--skip-damaged-manifest', 'with --from: recover from an older manifest when the newest is damaged (what it committed after is lost)')
     .option('--json', 'print {dir, uuid, sizeBytes, blockBytes, segmentBytes, pool}')
-    .action(async (storeArg: string, opts: { size?: string, blockSize: string, segmentSize: string, pool: string[], from?: string, at?: string, json?: boolean }) => {
+    .action(async (storeArg: string, opts: { size?: string, blockSize: string, segmentSize: string, pool: string[], from?: string, at?: string, skipDamagedManifest?: boolean, json?: boolean }) => {
       const dir = path.resolve(storeArg)
       if (opts.from !== undefined) {
         if (opts.size !== undefined || opts.pool.length > 0) throw new LogdiskError('BAD_ARGUMENT', 'create --from takes the size and geometry from the replica: leave out --size and --pool')
@@ -99,7 +101,7 @@ export function register (program: Command): void {
         opts.from = absoluteTargetSpec(opts.from) // a directory may be given relative, like every path (CLI.md)
         const target = parseTarget(opts.from, process.env, { role: 'replica' })
         try {
-          const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at })
+          const r = await createFromReplica(dir, target, { spec: opts.from, at: opts.at, skipDamagedManifest: opts.skipDamagedManifest === true, log: quietLogger })
           if (opts.json) printJson({ ...r, dir, from: opts.from })
           else console.log(`created ${dir} from ${opts.from} (${r.manifest}, generation ${r.generation}): ${r.segments} segments, ${formatBytes(r.bytes)} fetched, log up to sequence ${r.seq}${r.at ? ` (${r.at})` : ''}, in ${r.seconds.toFixed(1)} s${r.mode === 'lazy' ? `; ${r.remoteSegments} older segments stay on the replica, read on demand, and are fetched in the background while it is mounted` : ''}`)
         } finally {
