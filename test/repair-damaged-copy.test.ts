@@ -67,3 +67,52 @@ for (const which of ['v1', 'v2'] as const) {
     if (again.code === 0) t.equal(sha(fs.readFileSync(out)), sha(m.image), 'the bytes written')
   })
 }
+
+// Found by a hostile test (helper-61): with each copy damaged in a different block, every
+// block still had an intact copy, yet pool repair said "made 0 copies" and exited 0, and a
+// drain moved a damaged copy as it was; with a copy then lost, repair copied the damaged one
+// (reads of its bad block failed for good). Both now heal the copies block by block from
+// each other; a block bad in every copy is said, and repair exits 1.
+t.test('each copy damaged in another block: pool repair heals both from each other', { timeout: 180_000 }, async t => {
+  const { dir, store, v1, v2, image } = await mirroredStore('repair-both-damaged')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  t.ok(damageSegmentCopy(v1, 2_000_000) && damageSegmentCopy(v2, 3_000_000), 'segment 1 damaged in one block on v1 and another on v2')
+  const repair = await logdisk('pool', 'repair', store, '--json')
+  t.equal(repair.code, 0, `pool repair: ${repair.stderr}`)
+  const r = JSON.parse(repair.stdout)
+  t.same({ healed: r.healed, damaged: r.damaged }, { healed: 2, damaged: [] }, 'two blocks healed, none left damaged')
+  const after = await logdisk('verify', store)
+  t.equal(after.code, 0, `verify is clean after the repair: ${after.stdout}${after.stderr}`)
+  const out = path.join(dir, 'a.img')
+  const restore = await logdisk('restore', store, '--at', 'a', '--out', out)
+  t.equal(restore.code, 0, restore.stderr)
+  t.notMatch(restore.stderr, /fails its checksum|served from another copy/, 'no copy is gone around any more')
+  if (restore.code === 0) t.equal(sha(fs.readFileSync(out)), sha(image), 'the bytes written')
+})
+
+t.test('each copy damaged in another block: pool remove heals them before it moves one', { timeout: 180_000 }, async t => {
+  const { dir, store, v1, v2, image } = await mirroredStore('drain-both-damaged')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  t.equal((await logdisk('pool', 'add', store, path.join(dir, 'v3'))).code, 0, 'a third volume to drain onto')
+  t.ok(damageSegmentCopy(v1, 2_000_000) && damageSegmentCopy(v2, 3_000_000), 'segment 1 damaged in one block on v1 and another on v2')
+  const remove = await logdisk('pool', 'remove', store, v1)
+  t.equal(remove.code, 0, `pool remove: ${remove.stderr}`)
+  const after = await logdisk('verify', store)
+  t.equal(after.code, 0, `verify is clean after the drain: ${after.stdout}${after.stderr}`)
+  const out = path.join(dir, 'a.img')
+  const restore = await logdisk('restore', store, '--at', 'a', '--out', out)
+  t.equal(restore.code, 0, restore.stderr)
+  if (restore.code === 0) t.equal(sha(fs.readFileSync(out)), sha(image), 'the bytes written')
+})
+
+t.test('the same block damaged in both copies: pool repair says so and exits 1', { timeout: 180_000 }, async t => {
+  const { dir, store, v1, v2 } = await mirroredStore('repair-same-block')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  t.ok(damageSegmentCopy(v1, 2_000_000) && damageSegmentCopy(v2, 2_000_000) && damageSegmentCopy(v2, 3_000_000), 'one block bad in both copies, another on v2 alone')
+  const repair = await logdisk('pool', 'repair', store)
+  t.equal(repair.code, 1, 'pool repair exits 1')
+  t.match(repair.stdout, /^made 0 copies; healed 1 block\(s\) that failed their checksums in one copy from another\n$/, 'the block it could heal it healed')
+  t.equal(repair.stderr, 'logdisk: segment(s) 1: block(s) fail their checksums in every copy, so no intact copy is left to repair them from; reads of those blocks fail (logdisk verify names them)\n', 'and says in one line what it could not')
+  const verify = await logdisk('verify', store)
+  t.not(verify.code, 0, 'verify still names the damage')
+})

@@ -71,8 +71,8 @@ export const ops: Record<string, Op> = {
   'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {
     const pool = requirePool(store)
-    const { made, staleLeft } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
-    return { copies: made, staleLeft }
+    const { made, staleLeft, healed, damaged } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
+    return { copies: made, staleLeft, healed, damaged }
   },
   verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),

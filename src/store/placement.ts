@@ -5,6 +5,7 @@ import type { PlacementPart, StoreParts } from './parts'
 import type { FileHandle } from './file-layer'
 import { checkedEnd, intactCopies } from './scanner'
 import { Segment } from './segment'
+import { healCopies, type CopyToHeal } from './heal-copies'
 
 /**
  * Where the copies of each segment live (F6, F10): its home volume in the pool (or the
@@ -61,7 +62,13 @@ export class Placement implements PlacementPart {
    */
   private async moveSource (id: number, from: string, volumes: string[]): Promise<string> {
     if (new Set(volumes).size < 2) return from // one copy: nothing to choose from
-    const { present } = await this.judgeCopies(id, volumes.length, true)
+    let judged = await this.judgeCopies(id, volumes.length, true)
+    if (judged.allDamaged) {
+      const { unhealable } = await this.heal(id, judged.present)
+      judged = await this.judgeCopies(id, volumes.length, true)
+      if (judged.allDamaged) this.p.logger.warn({ segment: id, volume: from, unhealable }, 'moving a copy that fails its checksums in blocks no copy holds intact: logdisk verify names them')
+    }
+    const { present } = judged
     if (present.length === 0 || present.includes(from)) return from
     this.p.logger.warn({ segment: id, volume: from, from: present[0] }, 'moving a copy that fails its checksums: copied from an intact one instead')
     return present[0]
@@ -116,16 +123,27 @@ export class Placement implements PlacementPart {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[] }> {
+  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[] }> {
     const { home, segments, log } = this.p
     await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
     let made = 0
+    let healed = 0
+    const damaged: number[] = []
     for (const id of [...segments.ids]) {
       this.p.state.assertNotClosing()
       // The current segment's copies are judged by their headers only (appends go on in it);
       // a sealed one's by their data too (judgeCopies).
       const checkData = id !== log.current.id
-      if (!(await this.judgeCopies(id, copies, checkData)).lacking) continue
+      let first = await this.judgeCopies(id, copies, checkData)
+      if (first.allDamaged) {
+        // Every copy fails somewhere: merged block by block where another copy is intact.
+        await log.seal(id)
+        const r = await this.heal(id, first.present)
+        healed += r.healed
+        first = await this.judgeCopies(id, copies, true)
+        if (first.allDamaged) damaged.push(id)
+      }
+      if (!first.lacking) continue
       // Sealed and synced from here on, so no append or sync can drop a copy of it any more.
       // Until now one could (a failed write to the current segment, a failed fdatasync), and
       // the judgement above may name a copy that fell behind meanwhile: judged again from the
@@ -150,7 +168,7 @@ export class Placement implements PlacementPart {
       await this.recordVolumes(id, next)
       this.p.reader.forgetHandle(id)
     }
-    return { made, staleLeft: await this.removeStaleCopies() }
+    return { made, staleLeft: await this.removeStaleCopies(), healed, damaged }
   }
 
   /**
@@ -165,8 +183,9 @@ export class Placement implements PlacementPart {
    * replaces it from that one (reads go around a damaged copy and tell the user to run pool
    * repair, which made no copy and left the store one bit flip from losing data: found by a
    * hostile test, 2026-12-06). This reads every copy of every sealed mirrored segment.
+   * `allDamaged`: two copies or more were checked and none passes (heal).
    */
-  private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean }> {
+  private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean, allDamaged: boolean }> {
     const recorded = this.p.segments.volumesOf(id) ?? []
     // A volume named twice is one copy (a move onto a volume that already held one recorded
     // that before it was refused: Placement.relocate).
@@ -188,7 +207,28 @@ export class Placement implements PlacementPart {
     const intact = checking ? intactCopies(present, ends) : []
     if (intact.length > 0) present = intact
     const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
-    return { want, present, lacking: present.length > 0 && !whole }
+    return { want, present, lacking: present.length > 0 && !whole, allDamaged: checking && present.length > 1 && intact.length === 0 }
+  }
+
+  /**
+   * Heals the copies of sealed segment `id` on `volumes` block by block from each other
+   * (heal-copies.ts): every copy fails its checksums somewhere. Readers open the copies again.
+   */
+  private async heal (id: number, volumes: string[]): Promise<{ healed: number, unhealable: number }> {
+    const copies: CopyToHeal[] = []
+    try {
+      for (const volume of volumes) {
+        try {
+          copies.push({ volume, handle: await this.p.layer.open(path.join(this.p.home.dirOf(volume), segmentFileName(id)), false) })
+        } catch { /* lost: judged so already */ }
+      }
+      const r = await healCopies(copies, this.p.geometry.blockBytes)
+      if (r.healed > 0) this.p.logger.info({ segment: id, healed: r.healed }, 'healed blocks that failed their checksums in one copy from another copy')
+      return r
+    } finally {
+      for (const c of copies) await c.handle.close().catch(() => undefined)
+      this.p.reader.forgetHandle(id)
+    }
   }
 
   /** Copies sealed segment `id` from volume `from` to volume `to` (writeSegmentCopy). */

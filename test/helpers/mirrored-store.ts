@@ -25,17 +25,17 @@ export async function mirroredStore (name: string): Promise<{ dir: string, store
   return { dir, store, v1, v2, image: Buffer.concat([data, Buffer.alloc(52 * MIB)]) }
 }
 
-/** The copy of segment 1 on `volume` (undefined if none), with 64 bytes of a block's data inverted. */
-export function damageSegmentCopy (volume: string): string | undefined {
+/** The copy of segment 1 on `volume` (undefined if none), with 64 bytes of a block's data at `at` inverted. */
+export function damageSegmentCopy (volume: string, at = 2_000_000): string | undefined {
   const rel = fs.readdirSync(volume, { recursive: true }).map(String).find(f => f.endsWith('seg-000000000001.log'))
   if (rel === undefined) return undefined
   const file = path.join(volume, rel)
   const fd = fs.openSync(file, 'r+')
   try {
     const bytes = Buffer.alloc(64)
-    fs.readSync(fd, bytes, 0, 64, 2_000_000)
+    fs.readSync(fd, bytes, 0, 64, at)
     for (let i = 0; i < 64; i++) bytes[i] ^= 0xff
-    fs.writeSync(fd, bytes, 0, 64, 2_000_000)
+    fs.writeSync(fd, bytes, 0, 64, at)
   } finally {
     fs.closeSync(fd)
   }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { LogdiskError } from '../../errors'
 import type { PoolStatus, VolumeStatus } from '../../pool/pool'
 import { runOp } from '../on-store'
 import { printJson, warn } from '../output'
@@ -64,12 +65,14 @@ export function register (program: Command): void {
     })
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
-    .option('--json', 'print {copies, staleLeft}')
+    .option('--json', 'print {copies, staleLeft, healed, damaged}')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const r = await runOp<{ copies: number, staleLeft: string[] }>(storeArg, 'pool repair')
+      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[] }>(storeArg, 'pool repair')
       // Every copy it had to make was made: a stale copy it could not remove is only said.
       if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
-      if (opts.json) return printJson(r)
-      console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}`)
+      if (opts.json) printJson(r)
+      else console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}${r.healed > 0 ? `; healed ${r.healed} block(s) that failed their checksums in one copy from another` : ''}`)
+      // Repair did what it could; these it could not (helper-61: it said nothing of them).
+      if (r.damaged.length > 0) throw new LogdiskError('CORRUPT', `segment(s) ${r.damaged.join(', ')}: block(s) fail their checksums in every copy, so no intact copy is left to repair them from; reads of those blocks fail (logdisk verify names them)`)
     })
 }
