@@ -42,3 +42,22 @@ t.test('mirror=2 with one volume full: ENOSPC, and pool list and the daemon log 
   t.match(await daemonLog(store, /fewer than 2 volumes with room \(mirror=2\)/), /no space/, 'and the daemon log')
   t.equal((await logdisk('unmount', path.join(mnt))).code, 0)
 })
+
+// The warning counted assigned volumes only: right after `create --pool` of three directories
+// (one assigned, two spares) and mirror=2 it said writes would fail with ENOSPC, while in auto
+// mode the pool takes a spare when a segment needs one and the writes went on (helper-61's D4).
+t.test('mirror=2 with spares in auto mode: no ENOSPC warning; in ask mode the warning stays', { timeout: 60_000 }, async t => {
+  const dir = tmpDir('mirror-spares-warning')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = path.join(dir, 'store')
+  const [a, b, c] = ['a', 'b', 'c'].map(v => path.join(dir, v))
+  t.equal((await logdisk('create', store, '--size', '64M', '--segment-size', '2M', '--pool', a, '--pool', b, '--pool', c)).code, 0)
+  t.equal((await logdisk('policy', 'set', store, 'mirror=2')).code, 0)
+  const list = async (): Promise<{ volumes: Array<{ state: string }>, warnings: string[] }> => JSON.parse((await logdisk('pool', 'list', store, '--json')).stdout)
+  const auto = await list()
+  t.ok(auto.volumes.filter(v => v.state === 'spare').length >= 1, `spares: ${auto.volumes.map(v => v.state).join(', ')}`)
+  t.notMatch(auto.warnings.join('\n'), /needs room for a new segment/, 'auto mode: the spares count, no warning')
+  t.equal((await logdisk('policy', 'set', store, 'pool.mode=ask')).code, 0)
+  const ask = await list()
+  t.match(ask.warnings.join('\n'), /mirror=2 needs room for a new segment on 2 volumes/, 'ask mode takes no spare by itself: the warning stays')
+})

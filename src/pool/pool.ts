@@ -506,7 +506,10 @@ export class Pool implements SegmentHome {
     // write ENOSPC while the pool's use read 0% and nothing said why (a hostile test, helper-57).
     const mirror = this.policy.mirror
     const roomy = volumes.filter(v => this.takesSegment(v))
-    if (mirror > 1 && roomy.length < mirror) {
+    // In auto mode a spare with room is taken when a segment needs it (place): no ENOSPC
+    // coming from those (helper-61: warned right after create --pool x3 and mirror=2).
+    const spares = this.policy['pool.mode'] === 'auto' ? volumes.filter(v => v.state === 'spare' && v.capacityBytes >= this.config.segmentBytes).length : 0
+    if (mirror > 1 && roomy.length + spares < mirror) {
       const full = volumes.filter(v => v.state === 'assigned' && v.capacityBytes > 0 && !roomy.includes(v)).map(v => v.dir)
       warnings.push(`mirror=${mirror} needs room for a new segment on ${mirror} volumes, and only ${roomy.length} ha${roomy.length === 1 ? 's' : 've'} it${full.length > 0 ? ` (full: ${full.join(', ')})` : ''}: writes that need a new segment fail with ENOSPC; add a volume (logdisk pool add ${this.storeDir} DIR) or lower mirror`)
     }
