@@ -20,7 +20,7 @@ t.test('pool repair replaces a mirror copy that fails its checksums', { timeout:
 
   const before = await logdisk('verify', store)
   t.not(before.code, 0, 'verify finds the damage')
-  t.match(before.stdout + before.stderr, /seg-000000000001\.log \(copy on pool volume [^)]+\) offset \d+: block \d+ fails its checksum/, 'and names the copy\'s volume')
+  t.match(before.stdout + before.stderr, new RegExp(`${v1}/[0-9a-f-]+/seg-000000000001\\.log \\(copy on pool volume [^)]+\\) offset \\d+: block \\d+ fails its checksum`), 'and names the copy by its path and volume')
 
   const repair = await logdisk('pool', 'repair', store, '--json')
   t.equal(repair.code, 0, `pool repair: ${repair.stderr}`)

@@ -318,7 +318,8 @@ async function checkCopy (copy: { handle: FileHandle, file: string, volume: stri
 
 /** How verify names one copy of a mirrored segment in its problem lines. */
 function copyName (copy: { file: string, volume: string }): string {
-  return `${path.basename(copy.file)} (copy on pool volume ${copy.volume})`
+  // The whole path: a volume's id alone did not say which directory to look at (helper-61).
+  return `${copy.file} (copy on pool volume ${copy.volume})`
 }
 
 /** The block that entry slot `i` holds: a write's run from `block`, a move's table row. */
