@@ -87,7 +87,7 @@ t.test('adopt and copies, moves and lost registrations of clones keep the delete
   fs.renameSync(C3, C4)
   const gone = await cli('delete', P, 'gold')
   t.equal(gone.code, 1, 'delete of the snapshot of a clone moved and not opened since is refused')
-  t.match(gone.stderr, new RegExp(`^logdisk: snapshot gold is the base of clone ${C3}, no longer there \\(moved, or removed\\): a moved clone registers where it is when it is next mounted or written \\(then delete again\\); if it was removed, give --forget-gone-clones\\n$`), 'in one line saying both ways on')
+  t.match(gone.stderr, new RegExp(`^logdisk: snapshot gold is the base of clone ${C3}, no longer there \\(moved, or removed; the path may hold something else now\\): a moved clone registers where it is when it is next mounted or written \\(then delete again\\); if it was removed, give --forget-gone-clones\\n$`), 'in one line saying both ways on')
   t.equal(await image(C4), golden, 'the moved clone reads its parent\'s snapshot')
   await ok('sync', C4)
   await refusedDelete('the moved clone, opened where it is', new RegExp(C4))
@@ -98,6 +98,40 @@ t.test('adopt and copies, moves and lost registrations of clones keep the delete
   const forgot = await cli('delete', P, 'gold', '--forget-gone-clones')
   t.equal(forgot.code, 0, `--forget-gone-clones deletes: ${forgot.stderr}`)
   t.same(JSON.parse(fs.readFileSync(path.join(P, 'clones.json'), 'utf8')).clones, [], 'and the parent forgets the removed clone')
+})
+
+t.test('a clone moved away while its path holds something else again stays protected (helper-63)', async t => {
+  const root = tmpDir('clone-moved-path-reused')
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const P = path.join(root, 'P')
+  await ok('create', P, '--size', '16M', '--segment-size', '2M')
+  {
+    const { store } = await openStore(P)
+    try { await store.write(0, crypto.randomBytes(4 * MiB)); await store.snapshot({ name: 'gold' }) } finally { await store.close() }
+  }
+  const C = path.join(root, 'C')
+  await ok('clone', P, 'gold', C)
+  const golden = await image(C)
+  const refused = async (what: string, why = new RegExp(`${C}, no longer there`)): Promise<void> => {
+    const r = await cli('delete', P, 'gold')
+    t.equal(r.code, 1, `${what}: delete of gold refused`)
+    t.match(r.stderr, why, 'saying why')
+  }
+  // An empty directory where it was (mkdir, or an unmounted mount point).
+  fs.renameSync(C, `${C}.moved`)
+  fs.mkdirSync(C)
+  await refused('an empty directory at the clone\'s path')
+  // A new clone made at the same path, then promoted (it stands alone): the moved one still reads gold.
+  fs.rmdirSync(C)
+  await ok('clone', P, 'gold', C)
+  await refused('a new clone at the path, the moved one not opened since', new RegExp(`base of clone ${C}: promote`))
+  await ok('promote', C)
+  await refused('the new clone promoted')
+  t.equal(await image(`${C}.moved`), golden, 'the moved clone still reads its parent\'s snapshot')
+  await ok('sync', `${C}.moved`)
+  const r = await cli('delete', P, 'gold')
+  t.equal(r.code, 1, 'once opened where it is, it is a clone the parent knows: still refused')
+  t.match(r.stderr, new RegExp(`base of clone ${C}\\.moved: promote`), 'naming it where it is')
 })
 
 t.test('receive: spools of killed receives go; a store a killed full receive made says so', async t => {

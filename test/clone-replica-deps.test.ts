@@ -203,6 +203,22 @@ t.test('a deletion that came first refuses a later clone of that snapshot (the d
   t.equal(await shaOf(clone), w.s2, 'a snapshot not being deleted clones as before')
 })
 
+t.test('a damaged newest manifest: a clone is made from the older one that has the snapshot (helper-63)', async t => {
+  // create --from now refuses a damaged newest manifest; a clone went through it and was
+  // refused too, naming an option clone does not have. A snapshot is alike in every manifest.
+  const w = await offlineWriter(t)
+  const names = objects(w.replica, 'manifest.').sort()
+  t.ok(names.length >= 2, `manifests: ${names.join(', ')}`)
+  const newest = path.join(w.replica, names[names.length - 1])
+  fs.writeFileSync(newest, Buffer.concat([fs.readFileSync(newest).subarray(0, 40), Buffer.from('garbage')]))
+  const target = parseTarget(w.replica)
+  t.teardown(() => target.close())
+  t.ok((await newestManifest(target))!.manifest.snapshots.some(s => s.name === 's2'), 'the manifest before it lists s2')
+  const clone = path.join(tmp(t, 'host2'), 'c')
+  await cloneFromReplica(target, w.replica, 's2', clone)
+  t.equal(await shaOf(clone), w.s2, 'the clone reads s2')
+})
+
 t.test('an unreachable replica: delete is refused (IO) and deletes nothing', { skip: fs.existsSync(CLI) ? false : 'run make build first' }, async t => {
   const w = await offlineWriter(t)
   const gone = w.replica + '.moved'

@@ -289,7 +289,8 @@ t.test('a damaged newest manifest: recovery refuses to go back in time without a
   const warned: string[] = []
   const older = await createFromReplica(dirB, parseTarget(spec), { spec, skipDamagedManifest: true, log: { info () {}, warn (_f: object, m: string) { warned.push(m) }, error () {} } })
   t.not(older.manifest, newest.name, `with --skip-damaged-manifest: recovered from ${older.manifest}`)
-  t.match(warned.join('\n'), /skipped a damaged manifest of the replica/, 'and said so')
+  t.match(warned.join('\n'), new RegExp(`^skipped the damaged manifest ${newest.name} of the replica`), 'and said so')
+  t.equal(warned.length, 1, 'once')
 
   // The writer has every byte: it starts from the manifest before and ships again.
   ra = await Replicator.start(a, parseTarget(spec), { spec, intervalMs: 100, indexEverySegments: 1 })

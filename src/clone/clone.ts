@@ -56,30 +56,36 @@ export function clonesOf (parent: string, snapshot?: string): string[] {
   const uuid = readConfig(parent).uuid
   return readClones(parent).clones
     .filter(c => snapshot === undefined || c.snapshot === snapshot)
-    .filter(c => {
-      try {
-        const r = readCloneRecord(c.dir)
-        return r !== undefined && r.parentUuid === uuid && r.snapshot === c.snapshot && readConfig(c.dir).uuid === c.uuid
-      } catch { return false }
-    })
+    .filter(c => isThere(c, uuid))
     .map(c => c.dir)
 }
 
-/**
- * The clones `parent`'s clones.json records for `snapshot` whose directory is gone: removed
- * (rm -rf), or moved with mv and not opened for writing since (then it still reads the
- * snapshot, and it registers where it is on that open). The two look alike from here, so a
- * delete of the snapshot is refused until the user says which (delete-guard.ts).
- */
-export function goneClonesOf (parent: string, snapshot: string): string[] {
-  return readClones(parent).clones.filter(c => c.snapshot === snapshot && !fs.existsSync(c.dir)).map(c => c.dir)
+/** Whether the clone an entry records is at its directory: its store and clone record, reading `parentUuid`'s snapshot. */
+function isThere (c: { dir: string, uuid: string, snapshot: string }, parentUuid: string): boolean {
+  try {
+    const r = readCloneRecord(c.dir)
+    return r !== undefined && r.parentUuid === parentUuid && r.snapshot === c.snapshot && readConfig(c.dir).uuid === c.uuid
+  } catch { return false }
 }
 
-/** Drops from `parent`'s clones.json the entries of `dirs` (clones the user says were removed). */
-export function forgetClones (parent: string, dirs: string[]): void {
+/**
+ * The clones `parent`'s clones.json records for `snapshot` that are not where it recorded
+ * them (the directory gone, or holding something else: another store, a clone made there
+ * since, an empty mount point): removed, or moved with mv and not opened for writing since
+ * (then it still reads the snapshot, and it registers where it is on that open). The two look
+ * alike from here, so a delete of the snapshot is refused until the user says which
+ * (delete-guard.ts; helper-63: a path that existed again let the delete through).
+ */
+export function goneClonesOf (parent: string, snapshot: string): Array<{ dir: string, uuid: string }> {
+  const uuid = readConfig(parent).uuid
+  return readClones(parent).clones.filter(c => c.snapshot === snapshot && !isThere(c, uuid)).map(c => ({ dir: c.dir, uuid: c.uuid }))
+}
+
+/** Drops from `parent`'s clones.json the entries of the clones `uuids` (the user says they were removed). */
+export function forgetClones (parent: string, uuids: string[]): void {
   const f = readClones(parent)
   const before = f.clones.length
-  f.clones = f.clones.filter(c => !dirs.includes(c.dir))
+  f.clones = f.clones.filter(c => !uuids.includes(c.uuid))
   if (f.clones.length !== before) writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
 }
 
@@ -103,8 +109,10 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
 
 /**
  * Makes `parent`'s clones.json name the clone at `dir` (by its uuid) as reading snapshot
- * `snapshot`, so that `delete` protects it; an entry of the same directory or uuid is
- * replaced (the clone moved, or was adopted). Returns whether the file changed. Called by
+ * `snapshot`, so that `delete` protects it; an entry of the same uuid is replaced (the clone
+ * moved). An entry of another uuid at the same directory stays: that clone was moved away
+ * (or removed) and a new one made there, and dropping it let a delete cut the moved one off
+ * (helper-63); the guard asks about it until it is opened where it is, or forgotten. Returns whether the file changed. Called by
  * clone, by every open of a clone for writing, and by adopt of a clone: a clone killed
  * between its making and this, moved with mv, or copied and adopted was not known to its
  * parent, and a delete of its snapshot was allowed (a hostile test, helper-53).
@@ -113,7 +121,7 @@ export function registerClone (parent: string, dir: string, uuid: string, snapsh
   dir = path.resolve(dir)
   const f = readClones(parent)
   if (f.clones.some(c => c.dir === dir && c.uuid === uuid && c.snapshot === snapshot)) return false
-  f.clones = f.clones.filter(c => c.dir !== dir && c.uuid !== uuid)
+  f.clones = f.clones.filter(c => c.uuid !== uuid)
   f.clones.push({ dir, uuid, snapshot, createdAt })
   writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
   return true
@@ -144,12 +152,9 @@ function namesParent (clone: string, parent: string): boolean {
   try { return readCloneRecord(clone)?.parent === parent } catch { return false }
 }
 
-/** Removes `clone` from its parent's clones.json (after promote). */
-export function unregisterClone (parent: string, clone: string): void {
-  const f = readClones(parent)
-  const before = f.clones.length
-  f.clones = f.clones.filter(c => c.dir !== path.resolve(clone))
-  if (f.clones.length !== before) writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+/** Removes the clone `uuid` from its parent's clones.json (after promote); another clone's entry at the same directory stays. */
+export function unregisterClone (parent: string, uuid: string): void {
+  forgetClones(parent, [uuid])
 }
 
 /**
@@ -207,7 +212,7 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
   const givenUp = await clone.giveUpPointsSoFar()
   await clone.flush() // the copies and the marker after them are durable before the clone stops reading through its parent
   fs.rmSync(path.join(clone.dir, CLONE_FILE))
-  unregisterClone(r.parent, clone.dir)
+  unregisterClone(r.parent, clone.config.uuid)
   onProgress?.(total, total)
   return { blocks, givenUp }
 }

@@ -22,7 +22,7 @@ export async function deleteSnapshotRespectingClones (store: Store, name: string
   // A recorded clone whose directory is gone was removed, or moved and not opened since (it
   // still reads this snapshot): refused until the user says it was removed (helper-53's D3).
   const gone = goneClonesOf(store.dir, name)
-  if (gone.length > 0 && opts.forgetGoneClones !== true) throw goneBusy(name, gone)
+  if (gone.length > 0 && opts.forgetGoneClones !== true) throw goneBusy(name, gone.map(c => c.dir))
   const spec = readPolicy(store.dir)['replicate.target']
   if (spec === '') return await deleteForgetting(store, name, gone)
   const target = (opts.targetFor ?? (s => parseTarget(s)))(spec)
@@ -57,15 +57,15 @@ export async function deleteSnapshotRespectingClones (store: Store, name: string
 }
 
 /** Deletes the snapshot, then drops the gone clones of it the user said were removed. */
-async function deleteForgetting (store: Store, name: string, gone: string[]): ReturnType<Store['deleteSnapshot']> {
+async function deleteForgetting (store: Store, name: string, gone: Array<{ uuid: string }>): ReturnType<Store['deleteSnapshot']> {
   const deleted = await store.deleteSnapshot(name)
-  forgetClones(store.dir, gone)
+  forgetClones(store.dir, gone.map(c => c.uuid))
   return deleted
 }
 
 function goneBusy (name: string, gone: string[]): LogdiskError {
   const s = gone.length > 1 ? 's' : ''
-  return new LogdiskError('BUSY', `snapshot ${name} is the base of clone${s} ${gone.join(', ')}, no longer there (moved, or removed): a moved clone registers where it is when it is next mounted or written (then delete again); if ${gone.length > 1 ? 'they were' : 'it was'} removed, give --forget-gone-clones`)
+  return new LogdiskError('BUSY', `snapshot ${name} is the base of clone${s} ${gone.join(', ')}, no longer there (moved, or removed; the path may hold something else now): a moved clone registers where it is when it is next mounted or written (then delete again); if ${gone.length > 1 ? 'they were' : 'it was'} removed, give --forget-gone-clones`)
 }
 
 function busy (name: string, clones: string[], replica?: string): LogdiskError {

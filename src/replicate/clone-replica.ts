@@ -61,7 +61,9 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
   dir = path.resolve(dir)
   const parent = replicaParentDir(dir)
   if (fs.existsSync(parent)) throw new LogdiskError('BAD_ARGUMENT', `${parent} exists (a clone of a replica made before at ${dir}?); remove it or choose another directory for the clone`)
-  const recovered = await createFromReplica(parent, target, { spec, log: opts.log ?? silentLogger })
+  // A snapshot is the same in every manifest that has it: an older one past a damaged newest
+  // manifest is as good a base (helper-63: the refusal named an option clone does not have).
+  const recovered = await createFromReplica(parent, target, { spec, log: opts.log ?? silentLogger, skipDamagedManifest: true })
   try {
     const { store } = await openStore(parent, {}, [], 'read')
     let snap

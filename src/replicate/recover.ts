@@ -73,9 +73,12 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
   try {
     // A damaged newest manifest: recovering from the one before it would go back in time
     // without a word (what the damaged one committed since, acknowledged writes, is not there).
+    const warned = new Set<string>()
     const onDamaged = (name: string, err: LogdiskError): void => {
       if (opts.skipDamagedManifest !== true) throw new LogdiskError('CORRUPT', `the newest manifest of ${spec}, ${name}, is damaged (${err.message}); nothing was created. An older manifest may still recover an earlier point: give --skip-damaged-manifest (what ${name} committed after it is then not in the store)`, err)
-      log.warn({ manifest: name, err: err.message }, 'skipped a damaged manifest of the replica: the store is recovered from an older one, without what it committed since')
+      // Once each: the lazy and the full path both look for the newest manifest.
+      if (!warned.has(name)) log.warn({ manifest: name, err: err.message }, `skipped the damaged manifest ${name} of the replica: the store is recovered from an older one, without what ${name} committed after it`)
+      warned.add(name)
     }
     const r = await build(dir, target, spec, log, opts.at, started, onDamaged)
     fs.rmSync(path.join(dir, PARTIAL_FILE))

@@ -110,6 +110,7 @@ export function register (program: Command): void {
         return
       }
       if (opts.at !== undefined) throw new LogdiskError('BAD_ARGUMENT', '--at needs --from (to restore a store of your own to a point, use logdisk restore --at)')
+      if (opts.skipDamagedManifest === true) throw new LogdiskError('BAD_ARGUMENT', '--skip-damaged-manifest needs --from')
       if (opts.size === undefined) throw new LogdiskError('BAD_ARGUMENT', 'create needs --size (like --size 8G), or --from <replica>')
       checkCreatable(dir)
       const pools = opts.pool.map(p => path.resolve(p))
