@@ -51,6 +51,16 @@ t.test('copies lost from a volume that is still there are counted by pool list a
   const verify = await logdisk('verify', store)
   t.equal(verify.code, 0, `verify is clean: ${verify.stdout}`)
 
+  // A volume missing only as a volume (its marker gone; its files there, and read): no copy
+  // is lost (helper-63: "fewer than 2 copies" was said, and repair made none).
+  const marker = path.join(v2, '.logdisk-volume.json')
+  const kept = fs.readFileSync(marker)
+  fs.rmSync(marker)
+  const markerGone = await list()
+  t.notMatch(markerGone.warnings.join('\n'), /fewer than 2 copies/, 'its copies are there: none counted lost')
+  t.match(markerGone.warnings.join('\n'), new RegExp(`pool volume ${v2} is missing \\(its \\.logdisk-volume\\.json is gone\\): its segments still read; no new ones go there`), 'the volume is missing as a volume, its segments read')
+  fs.writeFileSync(marker, kept)
+
   // One copy (mirror=1): a segment file deleted is a segment with no copy left.
   t.equal((await logdisk('policy', 'set', store, 'mirror=1')).code, 0)
   const store1 = path.join(dir, 's1')
@@ -61,4 +71,19 @@ t.test('copies lost from a volume that is still there are counted by pool list a
   fs.rmSync(path.join(w, uuid1, 'seg-000000000001.log'))
   const r = await logdisk('pool', 'list', store1, '--json')
   t.match((JSON.parse(r.stdout) as PoolList).warnings.join('\n'), /^1 segment\(s\) have no copy left on any pool volume \(removed or lost from under the store\): reads of blocks only they hold fail; logdisk verify names them$/m, 'a lost segment of a single-copy store is said')
+
+  // A filesystem unmounted under a volume (an empty directory, no marker): its segments have
+  // no copy left, though the wording said they still read (helper-63).
+  const store2 = path.join(dir, 's2')
+  const [x1, x2] = ['x1', 'x2'].map(v => path.join(dir, v))
+  t.equal((await logdisk('create', store2, '--size', '32M', '--segment-size', '2M', '--pool', x1, '--pool', x2)).code, 0)
+  t.equal((await logdisk('pool', 'add', store2, x1, '--capacity', '8M')).code, 0)
+  await writeSome(store2, 14 * MIB)
+  const before2 = JSON.parse((await logdisk('pool', 'list', store2, '--json')).stdout) as PoolList
+  const onX1 = before2.volumes.find(v => v.dir === x1)!.segments
+  t.ok(onX1 > 0 && before2.volumes.find(v => v.dir === x2)!.segments > 0, `segments on both volumes (${onX1} on x1)`)
+  fs.renameSync(x1, `${x1}.unmounted`)
+  fs.mkdirSync(x1)
+  const gone = JSON.parse((await logdisk('pool', 'list', store2, '--json')).stdout) as PoolList
+  t.match(gone.warnings.join('\n'), new RegExp(`pool volume ${x1} is missing \\(its \\.logdisk-volume\\.json is gone\\): ${onX1} segment\\(s\\) on it cannot be read; no new ones go there`), 'its segments cannot be read, and it says how many')
 })

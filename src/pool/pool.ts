@@ -431,7 +431,11 @@ export class Pool implements SegmentHome {
       : why.kind === 'marker-garbled'
         ? `its ${MARKER_FILE} is unreadable (garbled); remake it with logdisk pool add ${this.storeDir} ${e.dir}`
         : `its ${MARKER_FILE} names another volume (${why.id})`
-    return `${what} (${text}): its segments still read; no new ones go there`
+    // Its files may be there (a marker lost alone) or not (a filesystem unmounted under it).
+    const reads = unreadable !== undefined && unreadable > 0
+      ? `${unreadable} segment(s) on it cannot be read${held > unreadable ? ` (${held - unreadable} more read from their other copies)` : ''}`
+      : 'its segments still read'
+    return `${what} (${text}): ${reads}; no new ones go there`
   }
 
   private stateOf (e: { id: string, dir: string, internal: boolean }): VolumeStatus['state'] {
@@ -514,7 +518,7 @@ export class Pool implements SegmentHome {
       warnings.push(`mirror=${mirror} needs room for a new segment on ${mirror} volumes, and only ${roomy.length} ha${roomy.length === 1 ? 's' : 've'} it${full.length > 0 ? ` (full: ${full.join(', ')})` : ''}: writes that need a new segment fail with ENOSPC; add a volume (logdisk pool add ${this.storeDir} DIR) or lower mirror`)
     }
     for (const v of volumes) {
-      if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, copies.onlyOn.get(v.id) ?? v.segments, v.segments))
+      if (v.state === 'missing') warnings.push(this.missingText({ id: v.id, dir: v.dir }, this.store ? copies.onlyOn.get(v.id) ?? 0 : v.segments, this.store ? copies.heldOn.get(v.id) ?? 0 : v.segments))
       if (v.state === 'read-only' && v.segments > 0) warnings.push(`pool volume ${v.dir} is read-only: no new segments go there`)
     }
     return { volumes, useFraction, warnings }
@@ -522,36 +526,39 @@ export class Pool implements SegmentHome {
 
   /**
    * Of the segments the index places on volumes (archived ones aside: backing storage holds
-   * them): how many have fewer copies than mirror asks, how many none, and per missing volume
-   * how many have no copy elsewhere (the others still read: helper-61). A copy counts if its
-   * volume is there and, with `listed`, if its file is in the volume's directory.
+   * them): how many have fewer copies than mirror asks, how many none, and per volume how many
+   * it holds (`heldOn`) and how many of those have no copy on any volume (`onlyOn`). With
+   * `listed`, a copy counts if its file is in its volume's directory, for every volume whose
+   * directory can be listed, a "missing" one too (its marker gone or garbled, its files there
+   * and read; or a filesystem unmounted under it, its files gone: helper-63); else a copy
+   * counts if its volume is not missing.
    */
-  private copyCounts (volumes: VolumeStatus[], listed: boolean): { fewer: number, none: number, onlyOn: Map<string, number> } {
-    const out = { fewer: 0, none: 0, onlyOn: new Map<string, number>() }
+  private copyCounts (volumes: VolumeStatus[], listed: boolean): { fewer: number, none: number, onlyOn: Map<string, number>, heldOn: Map<string, number> } {
+    const out = { fewer: 0, none: 0, onlyOn: new Map<string, number>(), heldOn: new Map<string, number>() }
     if (!this.store) return out
     const there = new Map<string, Set<string> | undefined>()
     for (const v of volumes) {
-      if (v.state === 'missing') continue
-      let names: Set<string> | undefined
-      if (listed) {
-        try { names = new Set(fs.readdirSync(this.dirOf(v.id))) } catch { names = new Set() }
+      if (!listed) {
+        if (v.state !== 'missing') there.set(v.id, undefined)
+        continue
       }
-      there.set(v.id, names)
+      try { there.set(v.id, new Set(fs.readdirSync(this.dirOf(v.id)))) } catch { /* not there */ }
     }
     const holds = (volume: string, id: number): boolean => {
       if (!there.has(volume)) return false
       const names = there.get(volume)
       return names === undefined || names.has(segmentFileName(id))
     }
+    const missing = new Set(volumes.filter(v => v.state === 'missing').map(v => v.id))
     for (const [id, vs] of this.store.segmentPlacement()) {
       if (vs.length === 0) continue
+      for (const v of vs) out.heldOn.set(v, (out.heldOn.get(v) ?? 0) + 1)
       const n = vs.filter(v => holds(v, id)).length
-      const away = vs.filter(v => !there.has(v)) // on a missing volume: said with it
+      const away = vs.filter(v => missing.has(v)) // said with the missing volume
       if (n === 0 && away.length > 0) for (const v of away) out.onlyOn.set(v, (out.onlyOn.get(v) ?? 0) + 1)
       else if (n === 0 && !this.store.isSegmentArchived(id)) out.none++
       else if (n > 0 && n < this.policy.mirror && this.policy.mirror > 1) out.fewer++
     }
-    for (const v of volumes) if (v.state === 'missing' && !out.onlyOn.has(v.id)) out.onlyOn.set(v.id, 0)
     return out
   }
 
