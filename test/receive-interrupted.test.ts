@@ -3,6 +3,7 @@
 // retried: refused without --force (the current volume is no longer the base), applied with it,
 // and the snapshot and the identity it remembers are the sender's; a chain received out of
 // order is refused until its base is there; the next incremental carries the remembered identity.
+import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -10,6 +11,7 @@ import t from 'tap'
 import { openStore } from '../src/app/open'
 import { readIdentities } from '../src/copy/identity-cache'
 import { receiveStream } from '../src/copy/receive'
+import { APPLYING_FILE, unfinishedReceive, unfinishedReceiveText } from '../src/copy/receive-marker'
 import { sendStreamTo } from '../src/copy/send'
 import { walkIdentities } from '../src/copy/set-identity'
 import { readStreamHeader } from '../src/copy/stream-format'
@@ -61,8 +63,17 @@ t.test('receive interrupted halfway, then retried; chains out of order', { timeo
     await dst.abandon()
     dst = await open(path.join(root, 'dst'))
     t.same(dst.snapshots().map(s => s.name), ['a'], 'no b after the crash')
+    // The store says a receive was part way (helper-63: the retry blamed the user's writes).
+    const marker = path.join(root, 'dst', APPLYING_FILE)
+    t.ok(fs.existsSync(marker), 'the dead receive left its applying marker')
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!
+    fs.writeFileSync(marker, JSON.stringify({ ...JSON.parse(fs.readFileSync(marker, 'utf8')), pid: dead }))
+    const unfinished = unfinishedReceive(path.join(root, 'dst'))
+    t.equal(unfinished?.kind, 'applying', 'read as a receive that did not finish applying')
+    t.equal(unfinishedReceiveText(path.join(root, 'dst'), unfinished!), `the current volume of ${path.join(root, 'dst')} holds part of a stream that a receive did not finish applying (pid ${dead}, started ${unfinished!.startedAt}): receive again with --force, which rolls it back to a (with any write made since) and applies the stream whole`)
     await t.rejects(receiveStream(dst, f('ab')), { code: 'BAD_ARGUMENT' }, 'the retry is refused without --force')
     await receiveStream(dst, f('ab'), { force: true })
+    t.notOk(fs.existsSync(marker), 'a receive that finishes leaves no marker')
     t.ok((await dst.readSnapshot('b', 0, SIZE)).equals(await src.readSnapshot('b', 0, SIZE)), 'b reads as the sender\'s')
     const bSeq = dst.snapshotNamed('b').seq
     t.equal(readIdentities(dst).get(bSeq), (await walkIdentities(dst, [bSeq]))[0], 'b\'s remembered identity is the walk\'s')

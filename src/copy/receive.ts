@@ -5,6 +5,7 @@ import { crc32c, type SnapshotRecord, type Store, type VolumeIdPolicy } from '..
 import { BlockSetHash } from './block-set-hash'
 import { contentIdentity, currentSeq } from './content-identity'
 import { rememberIdentities } from './identity-cache'
+import { clearApplying, markApplying } from './receive-marker'
 import { readAhead } from './image-chunks'
 import { ABSENT, carryIdentity, setIdentitiesAt } from './set-identity'
 import { identitySchemeOf, maxRecordBytes, readStream, validateStream, type StreamRecord, type StreamSummary } from './stream-format'
@@ -157,7 +158,8 @@ export async function receiveStream (
     }
   }
 
-  // Checked: now apply.
+  // Checked: now apply. Until the snapshot is cut the store says a receive is part way.
+  markApplying(store.dir, base?.name)
   // Writes go in a bounded window, so small ones share a group commit (the log appender's);
   // every block of a stream is distinct, so their order does not matter.
   const inFlight: Array<Promise<void>> = []
@@ -245,6 +247,7 @@ export async function receiveStream (
   }
   // Checked against the stream just now: the next incremental receive onto it carries it.
   if (c2) await rememberIdentities(store, new Map([[snapshot.seq, header.snapshot.identity]]), header.sizeBytes)
+  clearApplying(store.dir)
   opts.onProgress?.(store.sizeBytes, store.sizeBytes)
   return { snapshot, from: header.from?.name ?? null, identity, dataBlocks: summary.trailer.dataBlocks, zeroBlocks: summary.trailer.zeroBlocks, rolledBack }
 }
