@@ -43,7 +43,7 @@ t.test('a garbled volume marker: named as such, its segments read, pool add rema
 
   const add = await logdisk('pool', 'add', store, v1)
   t.equal(add.code, 0, `pool add remakes the marker: ${add.stderr}`)
-  t.match(add.stderr, /unreadable marker was set aside as .*\.logdisk-volume\.json\.unreadable-\d+; a capacity declared in it is lost, so the volume may fill its filesystem: give it again with --capacity SIZE/, 'pool add says the declared capacity is lost and how to give it again')
+  t.match(add.stderr, /unreadable marker was set aside as .*\.logdisk-volume\.json\.unreadable-\d+; any capacity declared in it is lost, so the volume may fill its filesystem: give it again with --capacity SIZE/, 'pool add says the declared capacity is lost and how to give it again')
   t.not((await list()).volumes.find(v => v.dir === v1)!.capacityBytes, 48 * MIB, 'the capacity went with the garbled marker')
   const after = (await list()).volumes.find(v => v.dir === v1)!
   t.same({ id: after.id, state: after.state }, { id: before.id, state: 'assigned' }, 'under the id the store knows, assigned to it again')

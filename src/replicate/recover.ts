@@ -254,6 +254,11 @@ async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, 
       return await recoverFrom(dir, target, spec, log, atSpec, name, m, m.index)
     } catch (err) {
       if (err === BEFORE_CHECKPOINT) return undefined
+      // The whole log is on the replica too: a damaged checkpoint costs the lazy start only (helper-63).
+      if (err instanceof IndexCheckpointDamaged) {
+        log.warn({ manifest: name, err: err.cause.message }, `the index checkpoint the replica's manifest names is damaged (${err.cause.message}); fetching the whole log instead`)
+        return undefined
+      }
       if (!isLogdiskError(err, 'NOT_FOUND') || attempt >= 3) throw err
       log.warn({ manifest: name }, 'an object of the replica went away while fetching; starting again from the newest manifest')
     }
@@ -261,11 +266,20 @@ async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, 
 }
 
 const BEFORE_CHECKPOINT = new Error('the point is before the index checkpoint')
+class IndexCheckpointDamaged extends Error {
+  constructor (readonly cause: LogdiskError) { super(cause.message) }
+}
 
 async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, name: string, m: Manifest, idx: NonNullable<Manifest['index']>): Promise<Omit<RecoverResult, 'seconds'>> {
   const S = Number((m.store as { segmentBytes?: number }).segmentBytes)
   if (!Number.isSafeInteger(S) || S <= 0) throw new LogdiskError('CORRUPT', `${spec}: ${name} has no valid segmentBytes`)
-  const cp = await decodeIndexCheckpoint(`${spec}: ${idx.name}`, await target.get(idx.name))
+  let cp
+  try {
+    cp = await decodeIndexCheckpoint(`${spec}: ${idx.name}`, await target.get(idx.name))
+  } catch (err) {
+    if (isLogdiskError(err, 'CORRUPT')) throw new IndexCheckpointDamaged(err)
+    throw err
+  }
   if (cp.seq !== idx.seq || cp.position !== idx.position || cp.position > m.point.position) {
     throw new LogdiskError('CORRUPT', `${spec}: index checkpoint ${idx.name} covers sequence ${cp.seq} at ${cp.position}, which does not match ${name} (${idx.seq} at ${idx.position}, log to ${m.point.position})`)
   }

@@ -51,7 +51,7 @@ export function register (program: Command): void {
         spare: !!opts.spare
       })
       // The capacity a garbled marker declared went with it (only the marker held it).
-      if (v.markerSetAside !== undefined && opts.capacity === undefined) warn(`its unreadable marker was set aside as ${v.markerSetAside}; a capacity declared in it is lost, so the volume may fill its filesystem: give it again with --capacity SIZE`)
+      if (v.markerSetAside !== undefined && opts.capacity === undefined) warn(`its unreadable marker was set aside as ${v.markerSetAside}; any capacity declared in it is lost, so the volume may fill its filesystem: give it again with --capacity SIZE`)
       if (opts.json) return printJson(v)
       console.log(`added ${v.dir}: ${v.state}, capacity ${formatBytes(v.capacityBytes)}`)
     })
