@@ -10,9 +10,10 @@ import { LogdiskError } from '../errors'
  * even kill -9 frees). Device numbers decide, not path prefixes: symlinks and bind mounts
  * lead to the same st_dev. Only async stats and /proc, /sys reads: safe inside the daemon.
  */
-export async function assertOutsideMount (out: string, mountpoint: string): Promise<void> {
+export async function assertOutsideMount (out: string, mountpoint: string, use?: { what: string, instead: string }): Promise<void> {
   const mountDev = deviceOfMount(mountpoint)
   const refuse = (why: string): never => {
+    if (use) throw new LogdiskError('BAD_ARGUMENT', `refusing to use ${use.what}: ${why}, which this store's daemon serves (its writes would wait on themselves); ${use.instead} outside ${mountpoint}`)
     throw new LogdiskError('BAD_ARGUMENT', `refusing to write ${out}: ${why}, which this store's daemon serves (the write would wait on itself); give an --out outside ${mountpoint}`)
   }
   // The nearest existing directory above the output (the output itself is created later).

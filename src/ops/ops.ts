@@ -11,6 +11,7 @@ import { diffSnapshots } from '../copy/diff'
 import { receiveStream } from '../copy/receive'
 import { sendStreamTo } from '../copy/send'
 import { assertOutsideMount } from '../daemon/output-guard'
+import { MARKER_FILE } from '../pool/volume-marker'
 import { refuseOnClone } from '../clone/clone'
 
 /**
@@ -67,7 +68,12 @@ export const ops: Record<string, Op> = {
     : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, onProgress)),
 
   'pool list': async store => requirePool(store).status([], true),
-  'pool add': async (store, args) => requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true),
+  'pool add': async (store, args, ctx) => {
+    // Before any synchronous look at it: a volume on the daemon's own mount hung the daemon in
+    // its own FUSE lookup, for good (helper-62). Async stats only, as for --out.
+    if (ctx.mountpoint) await assertOutsideMount(path.join(String(args.dir), MARKER_FILE), ctx.mountpoint, { what: `${String(args.dir)} as a pool volume`, instead: 'give a directory' })
+    return requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true)
+  },
   'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {
     const pool = requirePool(store)
