@@ -76,6 +76,12 @@ t.test('applyAssignments sets typed values and validates', async t => {
   t.equal(unknown?.code, 'BAD_ARGUMENT', 'unknown key')
   for (const key of VALID_KEYS) t.match(unknown?.message, key, `the message lists ${key}`)
   t.match(unknown?.message, /bogus/, 'and names the bad key')
+  // Names every object has by its prototype are no keys (an internal error: helper-62).
+  for (const key of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+    const e = errorOf(t, () => applyAssignments(base, ['history.keep=2h', `${key}=1`]))
+    t.equal(e?.code, 'BAD_ARGUMENT', `${key}: an unknown key`)
+    t.match(e?.message, `unknown policy key "${key}"`)
+  }
   t.equal(errorOf(t, () => applyAssignments(base, ['VolumeId=constant']))?.code, 'BAD_ARGUMENT', 'keys are case-sensitive')
   t.equal(errorOf(t, () => applyAssignments(base, ['=constant']))?.code, 'BAD_ARGUMENT', 'no key')
 

@@ -194,6 +194,17 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       }
       return ops.delete(store, args, {})
     },
+    receive: async (args, req) => {
+      // A receive writes the current volume (with --force it rolls it back first) under whatever
+      // has it open: a filesystem mounted over it was corrupted (a hostile test, helper-62).
+      if (mounted && mounted.openHandles(CURRENT_IMAGE) > 0) {
+        const by = holdersOf(mountpoint, [process.pid, req.clientPid]).filter(h => h.image === CURRENT_IMAGE)
+        const who = by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)'
+        const release = by.filter(h => h.release).map(h => h.release)
+        throw new LogdiskError('BUSY', `${CURRENT_IMAGE} is open${who}, and a receive writes the current volume under it (a filesystem mounted over it would be corrupted); ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first; nothing was changed`)
+      }
+      return ops.receive(store, args, { mountpoint })
+    },
     unmount: async (_args, req) => {
       // A loop device detached a moment ago may still have its RELEASE in flight.
       if (!(await waitIdle(UNMOUNT_IDLE_WAIT_MS))) throw busyError(req.clientPid)

@@ -156,7 +156,9 @@ export function applyAssignments (policy: Policy, assignments: string[]): Policy
   for (const a of assignments) {
     const eq = a.indexOf('=')
     const key = eq > 0 ? a.slice(0, eq) : a
-    const spec = (POLICY_KEYS as Record<string, KeySpec<unknown>>)[key]
+    // Own keys only: "__proto__", "toString" and the like are found on every object's
+    // prototype, and were taken for keys (an internal error: helper-62).
+    const spec = Object.hasOwn(POLICY_KEYS, key) ? (POLICY_KEYS as Record<string, KeySpec<unknown>>)[key] : undefined
     if (!spec) throw new LogdiskError('BAD_ARGUMENT', `unknown policy key "${key}"; valid keys: ${Object.keys(POLICY_KEYS).join(', ')}`)
     const value = eq > 0 ? spec.parse(a.slice(eq + 1)) : undefined
     if (value === undefined) throw new LogdiskError('BAD_ARGUMENT', `policy ${key} takes ${spec.values} (got "${a.slice(eq + 1)}")`)
