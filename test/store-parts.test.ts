@@ -53,7 +53,7 @@ t.test('SegmentTable: a dropped copy is recorded durably by recordDrops, and aga
   // The removal of the stale file is queued under the maintenance lock once the record is durable.
   const removals: Array<() => Promise<void>> = []
   const lifeCycle = { maintenance: { run: async (fn: () => Promise<void>) => { removals.push(fn) } } }
-  const p = stubParts({ index, db, logger: silentLogger, lifeCycle })
+  const p = stubParts({ index, db, logger: silentLogger, lifeCycle, opts: {} })
   const table = new SegmentTable(p, [3], new Map([[3, ['a', 'b']]]), new Map([[3, 'current']]), new Set(), 0)
   table.copyDropped(3, 'b')
   table.copyDropped(3, 'c') // not a copy it has: nothing changes
@@ -68,6 +68,13 @@ t.test('SegmentTable: a dropped copy is recorded durably by recordDrops, and aga
   t.same(puts[0].get(3), { state: 'current', volumes: ['a'], archived: undefined })
   await table.recordDrops()
   t.equal(puts.length, 1, 'nothing more to record')
+
+  // A read-only open records the drop in its scratch index and removes nothing (helper-61: it
+  // tried, and printed warnings that it could not).
+  const ro = new SegmentTable(stubParts({ index: { batch: new IndexBatch() }, db, logger: silentLogger, lifeCycle, opts: { readOnly: { scratchDir: '/nowhere' } } }), [4], new Map([[4, ['a', 'b']]]), new Map([[4, 'current']]), new Set(), 0)
+  ro.copyDropped(4, 'b')
+  await ro.recordDrops()
+  t.equal(removals.length, 1, 'a read-only open queues no removal')
 })
 
 t.test('IndexWriter: a failed commit puts its changes back before the newer ones', async t => {
