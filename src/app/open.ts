@@ -186,6 +186,16 @@ function makeScratchDir (): string {
 function explainOpenError (dir: string, err: unknown, access: Access): unknown {
   const text = (err as Error)?.message ?? ''
   if (err instanceof LogdiskError && err.code !== 'IO' && err.code !== 'READ_ONLY') return err
+  // LevelDB's own words named no way out, or a read-only open's temporary copy (helper-62).
+  // The log holds everything the index does (FORMAT.md "The index").
+  const level = (err as { code?: unknown, cause?: { code?: unknown } })
+  if (level?.code === 'LEVEL_CORRUPTION' || level?.cause?.code === 'LEVEL_CORRUPTION' || /Corruption:|LEVEL_CORRUPTION/.test(text)) {
+    return new LogdiskError('CORRUPT', `${dir}: its index (LevelDB) is damaged (${text.replace(/\s+/g, ' ').slice(0, 160)}); the log holds everything in it: move ${path.join(dir, 'index')} aside and run the command again to rebuild it from the log`, err)
+  }
+  if (err instanceof LogdiskError && /^cannot open the index at /.test(text)) {
+    const detail = text.replace(/^cannot open the index at \S+: /, '').replace(/\s+/g, ' ').slice(0, 160)
+    return new LogdiskError(err.code, `${dir}: cannot open its index (${detail}); if it is damaged (a garbled CURRENT or MANIFEST), move ${path.join(dir, 'index')} aside and run the command again to rebuild it from the log`, err)
+  }
   if (access === 'read') {
     if (err instanceof LogdiskError) return err
     const sys = err as NodeJS.ErrnoException
