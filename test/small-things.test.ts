@@ -181,6 +181,16 @@ t.test('sizes in messages have units', async t => {
   t.equal((await logdisk('create', store, '--size', '16M')).code, 0)
   const shrink = await logdisk('resize', store, '--size', '12289')
   t.equal(shrink.stderr, 'logdisk: size 12.0 KiB (12289 bytes) must be a positive multiple of the block size (4.0 KiB)\n')
+
+  // An edited store.json is named as such (helper-62: a string size was "not a multiple").
+  const file = path.join(store, 'store.json')
+  const config = JSON.parse(fs.readFileSync(file, 'utf8'))
+  fs.writeFileSync(file, JSON.stringify({ ...config, sizeBytes: String(config.sizeBytes) }))
+  t.equal((await logdisk('status', store)).stderr, `logdisk: ${file}: sizeBytes is "16777216", not a number; put back the value the store was made with\n`)
+  fs.writeFileSync(file, JSON.stringify({ ...config, sizeBytes: -1 }))
+  t.equal((await logdisk('status', store)).stderr, `logdisk: ${file}: size -1 bytes must be a positive multiple of the block size (4.0 KiB); put back the value the store was made with\n`)
+  fs.writeFileSync(file, JSON.stringify(config))
+  t.equal((await logdisk('status', store)).code, 0, 'put back, the store opens')
 })
 
 t.test('the test sweep leaves the mounts of a test run still going, and removes those of a run that ended', { skip: canMount() }, async t => {

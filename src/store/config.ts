@@ -67,7 +67,16 @@ export function readConfig (dir: string): StoreConfig {
   if (!READABLE_STORE_FORMATS.includes(config.format)) {
     throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads formats ${READABLE_STORE_FORMATS.slice(0, -1).join(', ')} and ${READABLE_STORE_FORMATS[READABLE_STORE_FORMATS.length - 1]} (a newer logdisk wrote it?)`)
   }
-  validateCreateOptions(config)
+  // Named as store.json's: "size 64.0 MiB must be a multiple of 4.0 KiB" of a string that
+  // is one, without a word of the file, misled (helper-62).
+  for (const key of ['sizeBytes', 'blockBytes', 'segmentBytes'] as const) {
+    if (typeof config[key] !== 'number') throw new LogdiskError('BAD_CONFIG', `${file}: ${key} is ${JSON.stringify(config[key])}, not a number; put back the value the store was made with`)
+  }
+  try {
+    validateCreateOptions(config)
+  } catch (err) {
+    throw new LogdiskError('BAD_CONFIG', `${file}: ${(err as Error).message}; put back the value the store was made with`, err)
+  }
   return config
 }
 
