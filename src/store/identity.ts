@@ -128,21 +128,12 @@ export function checkIdentity (dir: string, config: StoreConfig): IdentityCheck 
     try { other = fs.statSync(record.path) } catch { /* gone meanwhile */ }
     if (other && (other.ino !== here.ino || other.dev !== here.dev)) return { kind: 'copy', here, record, original: record.path }
   }
-  // The recorded directory is gone from its path. `mv` within a filesystem keeps a directory's
-  // inode and `cp -a` never does: another inode on the same filesystem is a copy whose original
-  // was moved away (or removed). Taken for the store moved, such a copy claimed the original's
-  // pool directories, and the original, back, lost its segments to the copy's adopt (a hostile
-  // test, helper-62). Across filesystems the two cannot be told apart: moved.
-  if (record.host === here.host && record.dev === here.dev && record.ino !== here.ino) return { kind: 'copy', here, record, original: record.path }
   return { kind: 'moved', here, record }
 }
 
 /** The one line that refuses a write to a copy. */
 export function copyError (dir: string, check: IdentityCheck): LogdiskError {
-  const at = check.original !== undefined && holdsStore(check.original, check.record?.uuid ?? '')
-    ? `the store at ${check.original}`
-    : `the store that was at ${check.original} (another directory on the same filesystem: a cp, not a mv; if the original is gone for good, adopting this one is still the way)`
-  return new LogdiskError('IDENTITY', `${dir} is a copy of ${at} (same identity ${check.record?.uuid}); a copy must get its own identity before it is changed or mounted: logdisk adopt ${dir} (read-only commands work as is)`)
+  return new LogdiskError('IDENTITY', `${dir} is a copy of the store at ${check.original} (same identity ${check.record?.uuid}); a copy must get its own identity before it is changed or mounted: logdisk adopt ${dir} (read-only commands work as is)`)
 }
 
 /**
