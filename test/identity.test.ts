@@ -295,3 +295,40 @@ t.test('recovery never moves a segment whose header names another store', async 
   fs.rmSync(path.join(a, 'segments', next))
   t.equal((await logdisk('verify', a)).code, 0, 'without the stray file the store opens and verifies')
 })
+
+t.test('a copy used while its original was away is the copy once the original is back; adopting it leaves the original whole', async t => {
+  // helper-62: cp -a p1 p1c; mv p1 away; p1c mounted and written (taken for p1 moved: it claims
+  // p1's pool directory); p1 back; "adopt <copy>" on p1c renamed the pool directory p1 read,
+  // and p1 could not be opened again.
+  const dir = tmpDir('id-copy-back')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const p1 = path.join(dir, 'p1')
+  const p1c = path.join(dir, 'p1c')
+  const vol = path.join(dir, 'vol')
+  await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
+  t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  const data = pattern(11, 5 * MiB)
+  await writeStore(p1, 0, data, 's1')
+  await must('cp', '-a', p1, p1c)
+  fs.renameSync(p1, `${p1}.away`)
+  const later = pattern(12, 6 * MiB)
+  await writeStore(p1c, 10 * MiB, later) // taken for p1 moved: it writes, into the shared volume
+  fs.renameSync(`${p1}.away`, p1)
+
+  const copyNow = await logdisk('snapshot', p1c, '--name', 'x')
+  t.equal(copyNow.code, 1, 'the one that moved is refused once the original is back')
+  oneLine(t, copyNow.stderr, 'snapshot of the copy')
+  t.match(copyNow.stderr, new RegExp(`${p1c} is a copy of the store at ${p1} `), 'as a copy of it')
+  const original = await logdisk('snapshot', p1, '--name', 'y')
+  t.equal(original.code, 1, 'the original is refused while the copy holds its volume')
+  t.match(original.stderr, new RegExp(`holds the segments of the store at ${p1c}, which moved there from here .*logdisk adopt ${p1c} `), 'naming the copy to adopt')
+
+  const adopt = await logdisk('adopt', p1c)
+  t.equal(adopt.code, 0, `adopt of the copy: ${adopt.stderr}`)
+  t.ok((await readBack(t, p1c, 0, data.length)).equals(data), 'the adopted copy reads the data it was copied with')
+  t.ok((await readBack(t, p1c, 10 * MiB, later.length)).equals(later), 'and what it wrote')
+  const back = await logdisk('snapshot', p1, '--name', 'z')
+  t.equal(back.code, 0, `the original works again: ${back.stderr}`)
+  t.ok((await readBack(t, p1, 0, data.length)).equals(data), 'with its data')
+  for (const s of [p1, p1c]) t.equal((await logdisk('verify', s)).code, 0, `verify ${path.basename(s)}`)
+})

@@ -129,7 +129,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
   const r = identity.record
   if (!r || r.path !== identity.here.path || r.dev !== identity.here.dev || r.ino !== identity.here.ino || r.host !== identity.here.host) {
     try {
-      recordIdentity(dir, config, identity.here)
+      recordIdentity(dir, config, identity.here, r)
     } catch (err) {
       await store.close()
       throw explainOpenError(dir, err, 'write')

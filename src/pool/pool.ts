@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
-import { ownerRecord, ownerVerdict, type Location, type OwnerRecord } from '../store/identity'
+import { ownerRecord, ownerVerdict, readIdentity, type Location, type OwnerRecord } from '../store/identity'
 import type { Policy } from '../policy/policy'
 import { writeFileAtomic, type StoreConfig } from '../store/config'
 import type { Logger } from '../store/logger'
@@ -153,7 +153,12 @@ export class Pool implements SegmentHome {
     try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
     const verdict = ownerVerdict(owner, here, this.config.uuid)
     if (typeof verdict !== 'object') return undefined
-    const text = `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which has this store's identity (${this.config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy>`
+    // Which one is the copy, when the other says it moved from here: "adopt <copy>" alone led
+    // a user to adopt this one's original (a hostile test, helper-62).
+    const movedFromHere = readIdentity(verdict.other)?.movedFrom?.some(m => m.path === here.path && m.host === here.host) === true
+    const text = movedFromHere
+      ? `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which moved there from here and has this store's identity (${this.config.uuid}): it is the copy now; give it its own identity with: logdisk adopt ${verdict.other} (this one then takes its volumes back)`
+      : `pool volume ${volumeDir} holds the segments of the store at ${verdict.other}, which has this store's identity (${this.config.uuid}): one of the two is a copy of the other; give the copy its own identity with: logdisk adopt <copy>`
     if (!this.readOnly) throw new LogdiskError('IDENTITY', text)
     this.warnOnce(`owner:${volumeDir}`, text)
     return owner

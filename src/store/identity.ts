@@ -48,6 +48,8 @@ export interface IdentityRecord extends Location {
   blockBytes: number
   segmentBytes: number
   recordedAt: string
+  /** Where the store was recorded before it moved here (newest first, at most 4): see checkIdentity. */
+  movedFrom?: Array<{ path: string, host: string }>
 }
 
 export type IdentityKind = 'self' | 'moved' | 'copy' | 'unrecorded'
@@ -84,8 +86,13 @@ export function readIdentity (dir: string): IdentityRecord | undefined {
 }
 
 /** Records where the store lives now (write commands only). */
-export function recordIdentity (dir: string, config: StoreConfig, here: Location = locationOf(dir)): void {
-  const record: IdentityRecord = { format: 1, uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, ...here, recordedAt: new Date().toISOString() }
+export function recordIdentity (dir: string, config: StoreConfig, here: Location = locationOf(dir), previous?: IdentityRecord): void {
+  // A move keeps where the store was: a directory that holds this identity there again is the
+  // original back (or a copy put there), and this one is then the copy (checkIdentity).
+  const movedFrom = previous !== undefined && previous.uuid === config.uuid && (previous.path !== here.path || previous.host !== here.host)
+    ? [{ path: previous.path, host: previous.host }, ...(previous.movedFrom ?? [])].slice(0, 4)
+    : previous?.uuid === config.uuid ? previous.movedFrom : undefined
+  const record: IdentityRecord = { format: 1, uuid: config.uuid, blockBytes: config.blockBytes, segmentBytes: config.segmentBytes, ...here, recordedAt: new Date().toISOString(), ...(movedFrom !== undefined && movedFrom.length > 0 ? { movedFrom } : {}) }
   writeFileAtomic(path.join(dir, IDENTITY_FILE), JSON.stringify(record, null, 2) + '\n')
 }
 
@@ -118,6 +125,17 @@ export function checkIdentity (dir: string, config: StoreConfig): IdentityCheck 
     if (record[key] !== config[key]) {
       throw new LogdiskError('IDENTITY', `${file} says ${key} ${config[key]}, but this store was made with ${record[key]}: ${CONFIG_FILE} was edited; put back "${key}": ${record[key]} (a store's geometry cannot change)`)
     }
+  }
+  // Moved here from a place that holds this identity again: the original came back (or a copy
+  // was put there). Both would write the pool directories and archive they share, and one's
+  // compaction would free what the other reads; taken for itself, this one kept the original's
+  // pool directories, and the adopt the refusal advised took them away from it (a hostile
+  // test, helper-62). This one moved, so it is the copy.
+  for (const from of record.movedFrom ?? []) {
+    if (from.host !== here.host || from.path === here.path || !holdsStore(from.path, config.uuid)) continue
+    let other: fs.Stats | undefined
+    try { other = fs.statSync(from.path) } catch { continue }
+    if (other.ino !== here.ino || other.dev !== here.dev) return { kind: 'copy', here, record, original: from.path }
   }
   if (record.path === here.path) return { kind: 'self', here, record }
   // The recorded directory is still there with this uuid (and is not this one through another
