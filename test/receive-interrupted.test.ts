@@ -65,9 +65,15 @@ t.test('receive interrupted halfway, then retried; chains out of order', { timeo
     t.same(dst.snapshots().map(s => s.name), ['a'], 'no b after the crash')
     // The store says a receive was part way (helper-63: the retry blamed the user's writes).
     const marker = path.join(root, 'dst', APPLYING_FILE)
-    t.ok(fs.existsSync(marker), 'the dead receive left its applying marker')
+    t.ok(fs.existsSync(marker), 'the failed receive left its applying marker')
+    // It failed in this process, which lives on (as a daemon does): still read as part way.
+    const failed = unfinishedReceive(path.join(root, 'dst'))
+    t.same({ kind: failed?.kind, failed: failed?.failed, base: failed?.base }, { kind: 'applying', failed: true, base: 'a' }, 'read as a receive that failed part way, its process alive')
+    t.equal(unfinishedReceiveText(path.join(root, 'dst'), failed!), `the current volume of ${path.join(root, 'dst')} holds part of a stream that a receive failed while applying (pid ${process.pid}, started ${failed!.startedAt}): receive again with --force, which rolls it back to a (with any write made since) and applies the stream whole`)
+    // Killed instead (kill -9): its pid is gone.
     const dead = spawnSync(process.execPath, ['-e', '0']).pid!
-    fs.writeFileSync(marker, JSON.stringify({ ...JSON.parse(fs.readFileSync(marker, 'utf8')), pid: dead }))
+    const { failed: _, ...killed } = JSON.parse(fs.readFileSync(marker, 'utf8')) as Record<string, unknown> // eslint-disable-line @typescript-eslint/no-unused-vars
+    fs.writeFileSync(marker, JSON.stringify({ ...killed, pid: dead }))
     const unfinished = unfinishedReceive(path.join(root, 'dst'))
     t.equal(unfinished?.kind, 'applying', 'read as a receive that did not finish applying')
     t.equal(unfinishedReceiveText(path.join(root, 'dst'), unfinished!), `the current volume of ${path.join(root, 'dst')} holds part of a stream that a receive did not finish applying (pid ${dead}, started ${unfinished!.startedAt}): receive again with --force, which rolls it back to a (with any write made since) and applies the stream whole`)

@@ -112,7 +112,7 @@ t.test('the same block damaged in both copies: pool repair says so and exits 1',
   const repair = await logdisk('pool', 'repair', store)
   t.equal(repair.code, 1, 'pool repair exits 1')
   t.match(repair.stdout, /^made 0 copies; healed 1 block\(s\) that failed their checksums in one copy from another\n$/, 'the block it could heal it healed')
-  t.equal(repair.stderr, 'logdisk: segment(s) 1: block(s) fail their checksums in every copy, so no intact copy is left to repair them from; reads of those blocks fail (logdisk verify names them)\n', 'and says in one line what it could not')
+  t.equal(repair.stderr, 'logdisk: segment(s) 1: no copy passes its checksums, and they could not be mended from each other; reads of what no copy holds intact fail (logdisk verify names it)\n', 'and says in one line what it could not')
   const verify = await logdisk('verify', store)
   t.not(verify.code, 0, 'verify still names the damage')
 })

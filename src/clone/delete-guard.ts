@@ -22,7 +22,7 @@ export async function deleteSnapshotRespectingClones (store: Store, name: string
   // A recorded clone whose directory is gone was removed, or moved and not opened since (it
   // still reads this snapshot): refused until the user says it was removed (helper-53's D3).
   const gone = goneClonesOf(store.dir, name)
-  if (gone.length > 0 && opts.forgetGoneClones !== true) throw goneBusy(name, gone.map(c => c.dir))
+  if (gone.length > 0 && opts.forgetGoneClones !== true) throw goneBusy(name, [...new Set(gone.map(c => c.dir))])
   const spec = readPolicy(store.dir)['replicate.target']
   if (spec === '') return await deleteForgetting(store, name, gone)
   const target = (opts.targetFor ?? (s => parseTarget(s)))(spec)

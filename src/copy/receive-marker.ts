@@ -18,7 +18,7 @@ export const CREATING_FILE = 'receive-creating.json'
  */
 export const APPLYING_FILE = 'receive-applying.json'
 
-export interface Creating { pid: number, startedAt: string, kind?: 'creating' | 'applying', base?: string }
+export interface Creating { pid: number, startedAt: string, kind?: 'creating' | 'applying', base?: string, failed?: boolean }
 
 export function markCreating (dir: string): void {
   writeFileAtomic(path.join(dir, CREATING_FILE), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }) + '\n')
@@ -28,8 +28,13 @@ export function clearCreating (dir: string): void {
   fs.rmSync(path.join(dir, CREATING_FILE), { force: true })
 }
 
-export function markApplying (dir: string, base: string | undefined): void {
-  writeFileAtomic(path.join(dir, APPLYING_FILE), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString(), ...(base !== undefined ? { base } : {}) }) + '\n')
+/** `failed`: the receive failed after it began writing (its process may live on): kept, with the base it had. */
+export function markApplying (dir: string, base: string | undefined, failed = false): void {
+  const file = path.join(dir, APPLYING_FILE)
+  let before: Partial<Creating> = {}
+  if (failed) try { before = JSON.parse(fs.readFileSync(file, 'utf8')) as Creating } catch { /* none */ }
+  const kept = base ?? before.base
+  writeFileAtomic(file, JSON.stringify({ pid: process.pid, startedAt: before.startedAt ?? new Date().toISOString(), ...(kept !== undefined ? { base: kept } : {}), ...(failed ? { failed: true } : {}) }) + '\n')
 }
 
 export function clearApplying (dir: string): void {
@@ -41,7 +46,7 @@ export function unfinishedReceive (dir: string): Creating | undefined {
   for (const [file, kind] of [[CREATING_FILE, 'creating'], [APPLYING_FILE, 'applying']] as const) {
     try {
       const r = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as Creating
-      if (Number.isSafeInteger(r.pid) && !isAlive(r.pid)) return { ...r, kind }
+      if (Number.isSafeInteger(r.pid) && (r.failed === true || !isAlive(r.pid))) return { ...r, kind }
     } catch { /* none */ }
   }
   return undefined
@@ -51,7 +56,7 @@ export function unfinishedReceive (dir: string): Creating | undefined {
 export function unfinishedReceiveText (dir: string, r: Creating): string {
   if (r.kind === 'applying') {
     const base = r.base === undefined ? 'an empty volume' : r.base
-    return `the current volume of ${dir} holds part of a stream that a receive did not finish applying (pid ${r.pid}, started ${r.startedAt}): receive again with --force, which rolls it back to ${base} (with any write made since) and applies the stream whole`
+    return `the current volume of ${dir} holds part of a stream that a receive ${r.failed === true ? 'failed while' : 'did not finish'} applying (pid ${r.pid}, started ${r.startedAt}): receive again with --force, which rolls it back to ${base} (with any write made since) and applies the stream whole`
   }
   return `${dir} was made by a receive that did not finish (pid ${r.pid}, started ${r.startedAt}): it holds part of a stream and no snapshot; receive again with --force, or remove ${dir}`
 }

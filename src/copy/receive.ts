@@ -62,6 +62,23 @@ export async function receiveStream (
   store: Store, file: string,
   opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void, keepStreamBytes?: number } = {}
 ): Promise<ReceiveResult> {
+  const state = { applying: false }
+  try {
+    return await receiveChecked(store, file, opts, state)
+  } catch (err) {
+    // Failed after its first write: the volume holds part of the stream, whether or not the
+    // process that wrote it lives on (a daemon does; its marker was read as no marker, and the
+    // next receive blamed the user's writes again: helper-64).
+    if (state.applying) markApplying(store.dir, undefined, true)
+    throw err
+  }
+}
+
+async function receiveChecked (
+  store: Store, file: string,
+  opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void, keepStreamBytes?: number },
+  state: { applying: boolean }
+): Promise<ReceiveResult> {
   // A clone's unwritten blocks read from its parent's snapshot, which neither the identities
   // nor the checks below (empty store, nothing written since the base) see: its images would
   // look emptier than they are, and a stream onto the wrong image would be accepted.
@@ -160,6 +177,7 @@ export async function receiveStream (
 
   // Checked: now apply. Until the snapshot is cut the store says a receive is part way.
   markApplying(store.dir, base?.name)
+  state.applying = true
   // Writes go in a bounded window, so small ones share a group commit (the log appender's);
   // every block of a stream is distinct, so their order does not matter.
   const inFlight: Array<Promise<void>> = []

@@ -203,7 +203,14 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
         const release = by.filter(h => h.release).map(h => h.release)
         throw new LogdiskError('BUSY', `${CURRENT_IMAGE} is open${who}, and a receive writes the current volume under it (a filesystem mounted over it would be corrupted); ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first; nothing was changed`)
       }
-      return ops.receive(store, args, { mountpoint })
+      // And no open reaches it while the stream is applied (EBUSY): one made after the check
+      // above wrote under the receive (helper-64).
+      const release = mounted?.holdImage(CURRENT_IMAGE)
+      try {
+        return await ops.receive(store, args, { mountpoint })
+      } finally {
+        release?.()
+      }
     },
     unmount: async (_args, req) => {
       // A loop device detached a moment ago may still have its RELEASE in flight.

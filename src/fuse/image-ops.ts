@@ -122,6 +122,8 @@ export class ImageFolder implements Folder {
   private readonly started = Date.now()
   private readonly handles = new Map<number, ImageHandle>()
   private readonly perImage = new Map<string, number>()
+  /** Images no open may reach now (holdImage), by how many holds. */
+  private readonly held = new Map<string, number>()
   private nextId = 1
 
   private readonly readOnly: boolean
@@ -168,6 +170,7 @@ export class ImageFolder implements Folder {
       if (!this.snapshotOf(name)) throw new FsError(Errno.ENOENT)
       if (writable) throw new FsError(Errno.EROFS)
     } else if (writable && this.readOnly) throw new FsError(Errno.EROFS)
+    if (this.held.has(name)) throw new FsError(Errno.EBUSY)
     const handle = { id: this.nextId++, image: name, writable }
     this.handles.set(handle.id, handle)
     this.perImage.set(name, (this.perImage.get(name) ?? 0) + 1)
@@ -271,6 +274,19 @@ export class ImageFolder implements Folder {
   statfs (): Statfs {
     const { unitBytes, blocks, free } = statfsCounts(this.store.sizeBytes, this.store.status().writtenBytes, this.store.blockBytes)
     return { bsize: unitBytes, frsize: unitBytes, blocks, bfree: free, bavail: free, files: 1, ffree: 0, namemax: 255 }
+  }
+
+  /** Opens of `image` fail with EBUSY until the returned release is called (a receive writing it). */
+  holdImage (image: string): () => void {
+    this.held.set(image, (this.held.get(image) ?? 0) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const n = (this.held.get(image) ?? 1) - 1
+      if (n > 0) this.held.set(image, n)
+      else this.held.delete(image)
+    }
   }
 
   openHandles (image?: string): number {

@@ -16,6 +16,8 @@ export interface Mounted {
   readonly mountpoint: string
   readonly transport: TransportName
   openHandles (image?: string): number
+  /** Opens of `image` fail with EBUSY until the returned release is called. */
+  holdImage (image: string): () => void
   /** Throws BUSY while an image is open (a loop device still attached). */
   assertIdle (): void
   /**
@@ -89,6 +91,7 @@ export async function mountImages (store: Store, mountpoint: string, log: Logger
     mountpoint,
     transport,
     openHandles: image => folder.openHandles(image),
+    holdImage: image => images.holdImage(image),
     assertIdle,
     ended: session.ended,
     async attributesChanged () {

@@ -64,6 +64,7 @@ export function readConfig (dir: string): StoreConfig {
   } catch (err) {
     throw new LogdiskError('BAD_CONFIG', `${file} is not valid JSON`, err)
   }
+  if (typeof config.format !== 'number') throw new LogdiskError('BAD_CONFIG', `${file}: format is ${JSON.stringify(config.format)}, not a number; put back the value the store was made with`)
   if (!READABLE_STORE_FORMATS.includes(config.format)) {
     throw new LogdiskError('BAD_CONFIG', `${file} has format ${config.format}; this logdisk reads formats ${READABLE_STORE_FORMATS.slice(0, -1).join(', ')} and ${READABLE_STORE_FORMATS[READABLE_STORE_FORMATS.length - 1]} (a newer logdisk wrote it?)`)
   }

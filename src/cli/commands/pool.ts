@@ -73,6 +73,8 @@ export function register (program: Command): void {
       if (opts.json) printJson(r)
       else console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}${r.healed > 0 ? `; healed ${r.healed} block(s) that failed their checksums in one copy from another` : ''}`)
       // Repair did what it could; these it could not (helper-61: it said nothing of them).
-      if (r.damaged.length > 0) throw new LogdiskError('CORRUPT', `segment(s) ${r.damaged.join(', ')}: block(s) fail their checksums in every copy, so no intact copy is left to repair them from; reads of those blocks fail (logdisk verify names them)`)
+      // Not "every block bad in every copy": copies that cannot be lined up (a damaged entry
+      // header in one) are not merged either, though each block may be whole somewhere (helper-64).
+      if (r.damaged.length > 0) throw new LogdiskError('CORRUPT', `segment(s) ${r.damaged.join(', ')}: no copy passes its checksums, and they could not be mended from each other; reads of what no copy holds intact fail (logdisk verify names it)`)
     })
 }
