@@ -116,3 +116,27 @@ t.test('the same block damaged in both copies: pool repair says so and exits 1',
   const verify = await logdisk('verify', store)
   t.not(verify.code, 0, 'verify still names the damage')
 })
+
+// Found by a hostile test (helper-64): pool repair stopped at the first segment it could not
+// place a copy of, leaving every later one unrepaired. It repairs the others and names those.
+t.test('pool repair with no room for one segment\'s copy repairs the others and names it', { timeout: 180_000 }, async t => {
+  const { dir, store, v1, v2, image } = await mirroredStore('repair-no-room')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const copyOf = (volume: string, id: number): string => {
+    const rel = fs.readdirSync(volume, { recursive: true }).map(String).find(f => f.endsWith(`seg-00000000000${id}.log`))!
+    return path.join(volume, rel)
+  }
+  fs.rmSync(copyOf(v2, 1)) // its copy can only go back to v2, which gets no room below
+  fs.rmSync(copyOf(v1, 2)) // its copy goes back to v1, which has room
+  t.equal((await logdisk('pool', 'add', store, v2, '--capacity', '4M')).code, 0, 'v2 is given no room to spare')
+  const repair = await logdisk('pool', 'repair', store, '--json')
+  t.equal(repair.code, 1, 'pool repair exits 1')
+  t.equal(JSON.parse(repair.stdout).copies, 1, 'it made the copy it had room for (segment 2)')
+  t.same(JSON.parse(repair.stdout).unplaced, [1], 'and names the one it had not')
+  t.match(repair.stderr, /segment\(s\) 1: no pool volume has room for their missing copies; add one \(logdisk pool add .* DIR\) and run pool repair again/, 'in one line')
+  t.ok(fs.existsSync(copyOf(v1, 2)), 'segment 2 has its copy on v1 again')
+  const out = path.join(dir, 'a.img')
+  const restore = await logdisk('restore', store, '--at', 'a', '--out', out)
+  t.equal(restore.code, 0, restore.stderr)
+  if (restore.code === 0) t.equal(sha(fs.readFileSync(out)), sha(image), 'every byte reads')
+})

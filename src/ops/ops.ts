@@ -77,8 +77,8 @@ export const ops: Record<string, Op> = {
   'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {
     const pool = requirePool(store)
-    const { made, staleLeft, healed, damaged } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
-    return { copies: made, staleLeft, healed, damaged }
+    const { made, staleLeft, healed, damaged, unplaced } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
+    return { copies: made, staleLeft, healed, damaged, unplaced }
   },
   verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),

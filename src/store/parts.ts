@@ -261,7 +261,7 @@ export interface LifeCyclePart {
 /** Where segment copies live (placement.ts); each call runs under the maintenance lock. */
 export interface PlacementPart {
   relocate (id: number, from: string, to: string): Promise<void>
-  repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[] }>
+  repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>
   bringBack (id: number): Promise<number>
 }
 

@@ -123,12 +123,13 @@ export class Placement implements PlacementPart {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[] }> {
+  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }> {
     const { home, segments, log } = this.p
     await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
     let made = 0
     let healed = 0
     const damaged: number[] = []
+    const unplaced: number[] = []
     for (const id of [...segments.ids]) {
       this.p.state.assertNotClosing()
       // The current segment's copies are judged by their headers only (appends go on in it);
@@ -154,7 +155,16 @@ export class Placement implements PlacementPart {
       if (!lacking) continue
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
-        const to = await place(id, next) // reserves the copy's place
+        let to: string
+        try {
+          to = await place(id, next) // reserves the copy's place
+        } catch (err) {
+          // No room for this one: the others are still repaired, and this one is said (it
+          // stopped the whole repair at the first such segment: helper-64).
+          if (!isLogdiskError(err, 'NO_SPACE')) throw err
+          unplaced.push(id)
+          break
+        }
         try {
           await this.copySegmentFile(id, present[0], to)
         } catch (err) {
@@ -164,11 +174,12 @@ export class Placement implements PlacementPart {
         next.push(to)
         made++
       }
+      if (next.length === present.length) continue // nothing placed: its record stays as it was
       home.vacated(id, want.filter(v => !next.includes(v)))
       await this.recordVolumes(id, next)
       this.p.reader.forgetHandle(id)
     }
-    return { made, staleLeft: await this.removeStaleCopies(), healed, damaged }
+    return { made, staleLeft: await this.removeStaleCopies(), healed, damaged, unplaced }
   }
 
   /**

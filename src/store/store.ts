@@ -626,7 +626,7 @@ export class Store {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[] }> {
+  repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(() => this.p.placement.repair(copies, place))
   }

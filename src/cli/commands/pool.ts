@@ -65,9 +65,9 @@ export function register (program: Command): void {
     })
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
-    .option('--json', 'print {copies, staleLeft, healed, damaged}')
+    .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced}')
     .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[] }>(storeArg, 'pool repair')
+      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>(storeArg, 'pool repair')
       // Every copy it had to make was made: a stale copy it could not remove is only said.
       if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
       if (opts.json) printJson(r)
@@ -75,6 +75,10 @@ export function register (program: Command): void {
       // Repair did what it could; these it could not (helper-61: it said nothing of them).
       // Not "every block bad in every copy": copies that cannot be lined up (a damaged entry
       // header in one) are not merged either, though each block may be whole somewhere (helper-64).
-      if (r.damaged.length > 0) throw new LogdiskError('CORRUPT', `segment(s) ${r.damaged.join(', ')}: no copy passes its checksums, and they could not be mended from each other; reads of what no copy holds intact fail (logdisk verify names it)`)
+      const failed = [
+        ...(r.damaged.length > 0 ? [`segment(s) ${r.damaged.join(', ')}: no copy passes its checksums, and they could not be mended from each other; reads of what no copy holds intact fail (logdisk verify names it)`] : []),
+        ...(r.unplaced.length > 0 ? [`segment(s) ${r.unplaced.join(', ')}: no pool volume has room for their missing copies; add one (logdisk pool add ${storeArg} DIR) and run pool repair again`] : [])
+      ]
+      if (failed.length > 0) throw new LogdiskError(r.damaged.length > 0 ? 'CORRUPT' : 'NO_SPACE', failed.join('; '))
     })
 }
