@@ -152,11 +152,6 @@ function namesParent (clone: string, parent: string): boolean {
   try { return readCloneRecord(clone)?.parent === parent } catch { return false }
 }
 
-/** Removes the clone `uuid` from its parent's clones.json (after promote); another clone's entry at the same directory stays. */
-export function unregisterClone (parent: string, uuid: string): void {
-  forgetClones(parent, [uuid])
-}
-
 /**
  * Checks that `parent` (opened for reading) is the store and snapshot the clone was made
  * from: the fall-through of the clone's reads.
@@ -212,7 +207,7 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
   const givenUp = await clone.giveUpPointsSoFar()
   await clone.flush() // the copies and the marker after them are durable before the clone stops reading through its parent
   fs.rmSync(path.join(clone.dir, CLONE_FILE))
-  unregisterClone(r.parent, clone.config.uuid)
+  forgetClones(r.parent, [clone.config.uuid]) // by uuid: another clone's entry at this path stays
   onProgress?.(total, total)
   return { blocks, givenUp }
 }

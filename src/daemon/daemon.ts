@@ -152,6 +152,15 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }
+  /** Who holds `image` open (the client and the daemon aside), and how to release it: for a refusal while it is open. */
+  const heldBy = (image: string, clientPid: number | undefined): { who: string, release: string } => {
+    const by = holdersOf(mountpoint, [process.pid, clientPid]).filter(h => h.image === image)
+    const release = by.filter(h => h.release).map(h => h.release)
+    return {
+      who: by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)',
+      release: release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'
+    }
+  }
   const handlers: Record<string, Handler> = {
     ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
     status: async args => ({ ...(await ops.status(store, args, {}) as object), ...(hydrator ? { fromReplica: hydrator.status() } : {}), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
@@ -187,10 +196,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     delete: async (args, req) => {
       const image = `${String(args.name)}.img`
       if (mounted && mounted.openHandles(image) > 0) {
-        const by = holdersOf(mountpoint, [process.pid, req.clientPid]).filter(h => h.image === image)
-        const who = by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)'
-        const release = by.filter(h => h.release).map(h => h.release)
-        throw new LogdiskError('BUSY', `${image} is open${who}; ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first`)
+        const { who, release } = heldBy(image, req.clientPid)
+        throw new LogdiskError('BUSY', `${image} is open${who}; ${release} first`)
       }
       return ops.delete(store, args, {})
     },
@@ -198,10 +205,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       // A receive writes the current volume (with --force it rolls it back first) under whatever
       // has it open: a filesystem mounted over it was corrupted (a hostile test, helper-62).
       if (mounted && mounted.openHandles(CURRENT_IMAGE) > 0) {
-        const by = holdersOf(mountpoint, [process.pid, req.clientPid]).filter(h => h.image === CURRENT_IMAGE)
-        const who = by.length > 0 ? ` (held by ${by.map(h => h.what).join(', ')})` : ' (loop-mounted?)'
-        const release = by.filter(h => h.release).map(h => h.release)
-        throw new LogdiskError('BUSY', `${CURRENT_IMAGE} is open${who}, and a receive writes the current volume under it (a filesystem mounted over it would be corrupted); ${release.length > 0 ? `release it with: ${release.join('; ')}` : 'close it (unmount and detach a loop device over it)'} first; nothing was changed`)
+        const { who, release } = heldBy(CURRENT_IMAGE, req.clientPid)
+        throw new LogdiskError('BUSY', `${CURRENT_IMAGE} is open${who}, and a receive writes the current volume under it (a filesystem mounted over it would be corrupted); ${release} first; nothing was changed`)
       }
       // And no open reaches it while the stream is applied (EBUSY): one made after the check
       // above wrote under the receive (helper-64).

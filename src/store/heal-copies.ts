@@ -1,7 +1,5 @@
-import { SEGMENT_HEADER_BYTES } from './format'
 import type { FileHandle } from './file-layer'
-import { tableBytes } from './entry'
-import { scanSegment } from './scanner'
+import { scanCopy } from './scanner'
 
 /** One copy of a sealed segment, open for writing. */
 export interface CopyToHeal {
@@ -26,21 +24,9 @@ export interface CopyToHeal {
 export async function healCopies (copies: CopyToHeal[], blockBytes: number): Promise<{ healed: number, unhealable: number }> {
   const scans: Array<{ bad: Set<number>, end: number | undefined }> = []
   for (const c of copies) {
-    const bad = new Set<number>()
-    let end: number | undefined
-    try {
-      for await (const item of scanSegment(c.handle, SEGMENT_HEADER_BYTES, blockBytes, true)) {
-        if (item.type === 'end') {
-          end = item.torn === undefined ? item.offset : undefined
-          break
-        }
-        const dataAt = item.offset + tableBytes(item.header)
-        for (const i of item.badBlocks) bad.add(dataAt + i * blockBytes)
-      }
-    } catch {
-      end = undefined
-    }
-    scans.push({ bad, end })
+    const scan = await scanCopy(c.handle, blockBytes)
+    // Lined up only where its entries end cleanly: a torn or unread one cannot be.
+    scans.push({ bad: new Set(scan.bad.map(b => b.at)), end: scan.torn === undefined && scan.error === undefined ? scan.end : undefined })
   }
   const allBad = new Set(scans.flatMap(s => [...s.bad]))
   const aligned = scans.every(s => s.end !== undefined && s.end === scans[0].end)

@@ -167,6 +167,43 @@ export async function checkedEnd (handle: FileHandle, blockBytes: number): Promi
   }
 }
 
+/** One copy of a segment read whole (scanCopy): what verify reports of it and what pool repair heals. */
+export interface CopyScan {
+  /** Where its valid entries end; undefined when reading it failed (`error`). */
+  end: number | undefined
+  /** Why they end before the end of the file (`truncated`: the file ends inside an entry). */
+  torn?: { reason: string, truncated: boolean }
+  /** Each block that fails its checksum: its entry (offset, header, table, slot) and its own offset in the file. */
+  bad: Array<{ offset: number, header: EntryHeader, table: Buffer, slot: number, at: number }>
+  /** What stopped the read, if anything did. */
+  error?: string
+}
+
+/** Reads a segment copy whole, up to `limit` when given, checking every block (verify, pool repair). */
+export async function scanCopy (handle: FileHandle, blockBytes: number, limit?: number): Promise<CopyScan> {
+  const out: CopyScan = { end: undefined, bad: [] }
+  try {
+    for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, true, limit)) {
+      if (item.type === 'end') {
+        out.end = item.offset
+        if (item.torn !== undefined) out.torn = { reason: item.torn, truncated: item.truncated === true }
+        break
+      }
+      const dataAt = item.offset + tableBytesOf(item.header)
+      for (const slot of item.badBlocks) out.bad.push({ offset: item.offset, header: item.header, table: item.table, slot, at: dataAt + slot * blockBytes })
+    }
+  } catch (err) {
+    out.end = undefined
+    out.error = (err as Error).message
+  }
+  return out
+}
+
+/** A scanned copy's checkedEnd: where it ends if it passes its checksums (cut short counts), else undefined. */
+export function intactEnd (s: CopyScan): number | undefined {
+  return s.error !== undefined || s.bad.length > 0 || (s.torn !== undefined && !s.torn.truncated) ? undefined : s.end
+}
+
 /**
  * Of copies of one segment, those that pass their checksums and end where the longest of
  * those ends: the ones to keep, in the order given. `ends` holds each copy's checkedEnd.

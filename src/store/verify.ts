@@ -3,7 +3,7 @@ import { BLOCK_CRC_BYTES, ENTRY_HEADER_BYTES, EntryKind, HELD_BY_OWN_TRIM, SEGME
 import type { BlockMap } from './block-map'
 import type { FileHandle, FileLayer } from './file-layer'
 import type { Checkpoint, IndexDb } from './index-db'
-import { intactCopies, scanSegment } from './scanner'
+import { intactCopies, intactEnd, scanCopy, scanSegment } from './scanner'
 import { crc32c } from './crc'
 import { lowerBound } from './compaction'
 import { entryBytes, moveRecordAt, tableBytes, trimRunAt } from './entry'
@@ -290,30 +290,16 @@ export async function verifyStore (input: VerifyInput): Promise<VerifyReport> {
 }
 
 /**
- * One copy of a mirrored segment, read once: its problems (torn or damaged entries, blocks
- * failing their checksums), and where its intact entries end as scanner.ts's checkedEnd says
- * (undefined: damaged), which chooses the copy a reader is served from (intactCopies).
+ * One copy of a mirrored segment, read once (scanner.ts scanCopy): its problem lines, and its
+ * checkedEnd (undefined: damaged), which chooses the copy a reader is served from (intactCopies).
  */
 async function checkCopy (copy: { handle: FileHandle, file: string, volume: string }, blockBytes: number, limit?: number): Promise<{ end: number | undefined, problems: string[] }> {
   const name = copyName(copy)
-  const problems: string[] = []
-  let end: number | undefined
-  let bad = false
-  try {
-    for await (const item of scanSegment(copy.handle, SEGMENT_HEADER_BYTES, blockBytes, true, limit)) {
-      if (item.type === 'end') {
-        if (item.torn) problems.push(`${name} offset ${item.offset}: ${item.torn}`)
-        end = item.torn === undefined || item.truncated === true ? item.offset : undefined
-        break
-      }
-      bad ||= item.badBlocks.length > 0
-      for (const i of item.badBlocks) problems.push(`${name} offset ${item.offset}: block ${blockIn(item.header, item.table, i)} fails its checksum`)
-    }
-  } catch (err) {
-    problems.push(`${name}: ${(err as Error).message}`)
-    end = undefined
-  }
-  return { end: bad ? undefined : end, problems }
+  const scan = await scanCopy(copy.handle, blockBytes, limit)
+  const problems = scan.bad.map(b => `${name} offset ${b.offset}: block ${blockIn(b.header, b.table, b.slot)} fails its checksum`)
+  if (scan.torn) problems.push(`${name} offset ${scan.end}: ${scan.torn.reason}`)
+  if (scan.error !== undefined) problems.push(`${name}: ${scan.error}`)
+  return { end: intactEnd(scan), problems }
 }
 
 /** How verify names one copy of a mirrored segment in its problem lines. */
