@@ -5,7 +5,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { LogdiskError } from '../src/errors'
 import { ops } from '../src/ops/ops'
-import { POLICY_FILE, POLICY_KEYS, applyAssignments, defaultPolicy, describePolicy, readPolicy, volumeIdPolicy, writePolicy, type Policy } from '../src/policy/policy'
+import { POLICY_FILE, POLICY_KEYS, applyAssignments, defaultPolicy, describePolicy, readPolicy, unknownPolicyKeys, volumeIdPolicy, writePolicy, type Policy } from '../src/policy/policy'
 import { Store } from '../src/store/store'
 import { canMount, cleanup, tmpDir } from './helpers/cli'
 import { ROOT } from './helpers/paths'
@@ -150,6 +150,13 @@ t.test('writePolicy / readPolicy', async t => {
   fs.writeFileSync(path.join(dir, POLICY_FILE), JSON.stringify({ volumeId: 'explicit' }))
   t.same(readPolicy(dir), { ...defaultPolicy(), volumeId: 'explicit' }, 'missing keys take their defaults')
 
+  // A key no policy has (a typo in a hand edit) is left out, and named, not carried along.
+  fs.writeFileSync(path.join(dir, POLICY_FILE), JSON.stringify({ volumeId: 'explicit', 'snapshot.evry': '1h' }))
+  t.same(readPolicy(dir), { ...defaultPolicy(), volumeId: 'explicit' }, 'an unknown key is not part of the policy')
+  t.same(unknownPolicyKeys(dir), ['snapshot.evry'], 'unknownPolicyKeys names it')
+  writePolicy(dir, readPolicy(dir))
+  t.same(unknownPolicyKeys(dir), [], 'writing the policy back drops it')
+
   fs.writeFileSync(path.join(dir, POLICY_FILE), '{ not json')
   t.equal(errorOf(t, () => readPolicy(dir))?.code, 'BAD_CONFIG', 'invalid JSON')
 
@@ -240,6 +247,24 @@ t.test('the CLI: policy set and show', async t => {
   t.match(text.stdout, /^volumeId\.constant=3\t/m)
 
   oneLine(await logdisk('policy', 'set', path.join(dir, 'not-a-store'), 'volumeId=constant'), 'not a store', /no store at/)
+
+  // The value as stored is what set prints (helper-64: `mirror=02` echoed "02").
+  const padded = await logdisk('policy', 'set', store, 'mirror=02')
+  t.equal(padded.code, 0, `mirror=02 is taken (${padded.stderr})`)
+  t.equal(padded.stdout, 'set mirror=2\n', 'set prints the stored value')
+  t.equal(readPolicy(store).mirror, 2)
+
+  // A key no policy has: show warns about it, set removes it and says so.
+  fs.writeFileSync(file, JSON.stringify({ ...readPolicy(store), 'snapshot.evry': '1h' }))
+  const warned = await logdisk('policy', 'show', store)
+  t.equal(warned.code, 0)
+  t.match(warned.stderr, /^logdisk: warning: policy\.json has a key no policy has, ignored: "snapshot\.evry"/, 'show warns about the unknown key')
+  t.notMatch(warned.stdout, /evry/, 'and does not list it')
+  const removed = await logdisk('policy', 'set', store, 'snapshot.every=1h')
+  t.equal(removed.code, 0, removed.stderr)
+  t.match(removed.stderr, /removed a key no policy has from policy\.json: "snapshot\.evry"/, 'set says it removed it')
+  t.notOk(Object.hasOwn(JSON.parse(fs.readFileSync(file, 'utf8')), 'snapshot.evry'), 'policy.json no longer has it')
+  t.equal(readPolicy(store)['snapshot.every'], '1h', 'the assignment was made')
 
   fs.writeFileSync(file, JSON.stringify({ volumeId: 'bogus' }))
   oneLine(await logdisk('snapshot', store, '--name', 'x'), 'snapshot with a hand-edited bad policy.json', /policy\.json/)

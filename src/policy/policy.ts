@@ -133,7 +133,11 @@ export function readPolicy (storeDir: string): Policy {
   if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) {
     throw new LogdiskError('BAD_CONFIG', `${file} is not a JSON object; fix it or remove it to get the defaults`)
   }
-  const policy: Record<string, unknown> = { ...defaultPolicy(), ...stored }
+  // Known keys only: a key this logdisk does not know (a typo in a hand edit, or a newer
+  // release's) would otherwise ride along unread and be written back by every `policy set`
+  // (helper-64). unknownPolicyKeys names them, so that `policy show` and `set` can say so.
+  const policy: Record<string, unknown> = defaultPolicy()
+  for (const key of Object.keys(POLICY_KEYS)) if (Object.hasOwn(stored, key)) policy[key] = stored[key]
   // Hand-edited values are held to what `policy set` accepts; the store trusts them.
   for (const [key, spec] of Object.entries(POLICY_KEYS) as Array<[string, KeySpec<unknown>]>) {
     if (spec.parse(String(policy[key])) !== policy[key]) {
@@ -141,6 +145,18 @@ export function readPolicy (storeDir: string): Policy {
     }
   }
   return policy as Policy
+}
+
+/** Keys in policy.json that no policy has (readPolicy leaves them out); none without the file. */
+export function unknownPolicyKeys (storeDir: string): string[] {
+  let stored: unknown
+  try {
+    stored = JSON.parse(fs.readFileSync(path.join(storeDir, POLICY_FILE), 'utf8'))
+  } catch {
+    return [] // no file, or one readPolicy refuses with its own message
+  }
+  if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) return []
+  return Object.keys(stored).filter(k => !Object.hasOwn(POLICY_KEYS, k))
 }
 
 /** Checks rules between keys. */

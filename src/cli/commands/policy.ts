@@ -3,9 +3,9 @@ import { LogdiskError, isLogdiskError } from '../../errors'
 import { request } from '../../daemon/control'
 import { readDaemonInfo } from '../../daemon/paths'
 import { checkTargets } from '../../policy/check-targets'
-import { applyAssignments, describePolicy, readPolicy, writePolicy, type Policy } from '../../policy/policy'
+import { applyAssignments, describePolicy, readPolicy, unknownPolicyKeys, writePolicy, type Policy } from '../../policy/policy'
 import { prepareStore } from '../store-access'
-import { printJson } from '../output'
+import { printJson, warn } from '../output'
 
 export function register (program: Command): void {
   const policy = program.command('policy').description('show or set the store\'s policies (validated; see docs/CLI.md)')
@@ -14,6 +14,7 @@ export function register (program: Command): void {
     .action((storeArg: string, opts: { json?: boolean }) => {
       const { dir } = prepareStore(storeArg, 'read')
       const rows = describePolicy(readPolicy(dir))
+      for (const key of unknownPolicyKeys(dir)) warn(`policy.json has a key no policy has, ignored: "${key}" (a typo? \`policy set\` removes it)`)
       if (opts.json) return console.log(JSON.stringify(Object.fromEntries(rows.map(r => [r.key, r.value])), null, 2))
       for (const r of rows) console.log(`${r.key}=${String(r.value)}\t(${r.values}; default ${String(r.default)})`)
     })
@@ -25,14 +26,15 @@ export function register (program: Command): void {
       const before = readPolicy(dir)
       const next = applyAssignments(before, assignments)
       await checkTargets(before, next, dir)
+      const unknown = unknownPolicyKeys(dir)
       writePolicy(dir, next)
+      for (const key of unknown) warn(`removed a key no policy has from policy.json: "${key}"`)
       const applied = await applyInDaemon(dir, before)
-      if (opts.json) {
-        const all = Object.fromEntries(describePolicy(next).map(r => [r.key, r.value]))
-        const set = Object.fromEntries(assignments.map(a => a.slice(0, a.indexOf('='))).map(k => [k, all[k]]))
-        return printJson({ set, policy: all, applied: applied ?? null })
-      }
-      for (const a of assignments) console.log(`set ${a}`)
+      const all = Object.fromEntries(describePolicy(next).map(r => [r.key, r.value]))
+      const keys = [...new Set(assignments.map(a => a.slice(0, a.indexOf('='))))]
+      if (opts.json) return printJson({ set: Object.fromEntries(keys.map(k => [k, all[k]])), policy: all, applied: applied ?? null })
+      // The value as stored, not as typed: `mirror=02` is stored as 2 (helper-64).
+      for (const k of keys) console.log(`set ${k}=${String(all[k])}`)
       if (applied) console.log(`applied by the mount daemon (pid ${applied.pid})`)
     })
 }
