@@ -26,6 +26,7 @@ t.test('a garbled index: one line naming the way out, which rebuilds it with eve
   for (const args of [['status', store], ['snapshot', store, '--name', 'b']]) {
     const r = await logdisk(...args)
     t.equal(r.code, 1, `${args[0]} is refused`)
+    t.notMatch(r.stderr, /logdisk-ro-/, `${args[0]}: the line names no temporary copy of the index (${r.stderr.trim()})`)
     t.match(r.stderr, new RegExp(`^logdisk: ${store}: cannot open its index \\(.*\\); if it is damaged \\(a garbled CURRENT or MANIFEST\\), move ${index} aside and run the command again to rebuild it from the log\\n$`), 'in one line naming the way out')
   }
   fs.renameSync(index, `${index}.damaged`)

@@ -109,7 +109,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
       return { store, pool }
     } catch (err) {
       fs.rmSync(scratch, { recursive: true, force: true })
-      throw explainOpenError(dir, err, 'read')
+      throw explainOpenError(dir, err, 'read', path.join(scratch, 'index'))
     }
   }
   if (identity.kind === 'copy') throw copyError(dir, identity)
@@ -183,9 +183,13 @@ function makeScratchDir (): string {
 
 
 /** One line for what the operating system said while opening, in the store's terms. */
-function explainOpenError (dir: string, err: unknown, access: Access): unknown {
-  const text = (err as Error)?.message ?? ''
-  if (err instanceof LogdiskError && err.code !== 'IO' && err.code !== 'READ_ONLY') return err
+function explainOpenError (dir: string, err: unknown, access: Access, viewDir?: string): unknown {
+  // A read-only open reads a private view of the index (index-view.ts), and LevelDB's words
+  // name that temporary copy, gone by now: the user's index is the store's (helper-64).
+  const said = (err as Error)?.message ?? ''
+  const text = viewDir === undefined ? said : said.split(viewDir).join(path.join(dir, 'index'))
+  const same = (e: LogdiskError): LogdiskError => text === said ? e : new LogdiskError(e.code, text, e)
+  if (err instanceof LogdiskError && err.code !== 'IO' && err.code !== 'READ_ONLY') return same(err)
   // LevelDB's own words named no way out, or a read-only open's temporary copy (helper-62).
   // The log holds everything the index does (FORMAT.md "The index").
   const level = (err as { code?: unknown, cause?: { code?: unknown } })
@@ -197,7 +201,7 @@ function explainOpenError (dir: string, err: unknown, access: Access): unknown {
     return new LogdiskError(err.code, `${dir}: cannot open its index (${detail}); if it is damaged (a garbled CURRENT or MANIFEST), move ${path.join(dir, 'index')} aside and run the command again to rebuild it from the log`, err)
   }
   if (access === 'read') {
-    if (err instanceof LogdiskError) return err
+    if (err instanceof LogdiskError) return same(err)
     const sys = err as NodeJS.ErrnoException
     return new LogdiskError(sys?.code === 'EACCES' ? 'READ_ONLY' : 'IO', `${dir}: ${sys?.code ?? ''} ${text}`.trim(), err)
   }
