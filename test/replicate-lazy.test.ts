@@ -281,3 +281,44 @@ t.test('a store recovered lazily, without an archive target of its own, compacts
   t.equal(await sha(copy, 's1'), await sha(store, 's1'), 'and s1, from the replica')
   t.ok((await copy.verify()).ok, 'verify clean')
 })
+
+// A segment brought back from the replica (the background fetch of a lazy store) that
+// compaction then emptied went back on record as `archived` (0 B on disk) in a store with no
+// history to keep: its state said backing storage held history for it, which only the
+// replica did, for reads this store no longer makes. Recycled, as any segment compaction
+// empties without an archive target.
+t.test('a lazy store without history recycles the brought-back segments compaction empties', async t => {
+  const b = backends[0]
+  const { spec } = await replicated(t, b, 2)
+  const other = path.join(tmp(t, 'c'), 'store')
+  const rec = await createFromReplica(other, await b.target(spec), { spec })
+  t.equal(rec.mode, 'lazy')
+  writePolicy(other, applyAssignments(defaultPolicy(), ['history.keep=0']))
+  const copy = (await openStore(other)).store
+  let open = true
+  t.teardown(async () => { if (open) await copy.close() })
+  const remoteBefore = copy.status().segments.archived
+  t.ok(remoteBefore >= 2, `older segments only on the replica (${remoteBefore})`)
+  for (const s of copy.logSegments().filter(s => s.state === 'archived')) await copy.bringBackSegment(s.id)
+  t.equal(copy.status().segments.archived, 0, 'every segment is local again (as the background fetch leaves them)')
+  await copy.deleteSnapshot('s1')
+  // Every block the brought-back segments hold is written again: nothing there is live.
+  await copy.write(0, pattern(200, SIZE))
+  await copy.flush()
+  const want = await sha(copy)
+  const recycledBefore = copy.status().segments.recycled
+  const report = await copy.compact({ cleanBelow: 1 })
+  const after = copy.status().segments
+  t.ok(report.segmentsRecycled >= remoteBefore, `compaction emptied them (${report.segmentsRecycled} segments)`)
+  t.equal(after.archived, 0, 'none is counted as archived')
+  t.ok(after.recycled >= recycledBefore + remoteBefore, `they are counted as recycled (${recycledBefore} -> ${after.recycled})`)
+  t.equal(await sha(copy), want, 'the image reads the same')
+  await copy.close()
+  open = false
+  const again = (await openStore(other)).store
+  try {
+    t.equal(again.status().segments.archived, 0, 'after a reopen too')
+    t.equal(await sha(again), want, 'and reads the same')
+    t.ok((await again.verify()).ok, 'verify clean')
+  } finally { await again.close() }
+})

@@ -317,10 +317,14 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   // left the index naming copies that were gone (simulation seed 16500192). The next open
   // removes the copies of a segment recorded gone (store-open.ts).
   const emptied: Array<[number, string[]]> = []
+  // Only backing storage that keeps history keeps an emptied segment on record: a lazy
+  // store's replica (a read-only link) held its versions for reads this store no longer
+  // makes, and it was counted `archived` at 0 B for good (helper-51's leftover).
+  const keptArchived = (id: number): boolean => segments.isArchived(id) && keepsHistory(p.opts.archive)
   for (const id of recycle) {
     emptied.push([id, segments.volumesOf(id) ?? []])
     segments.forgetVolumes(id)
-    if (segments.isArchived(id)) {
+    if (keptArchived(id)) {
       segments.setState(id, 'archived') // its history is on backing storage
     } else {
       segments.ids = segments.ids.filter(s => s !== id)
@@ -328,7 +332,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       segments.recycledCount++
     }
     segments.record(id)
-    if (!segments.isArchived(id)) segments.forgetState(id)
+    if (!keptArchived(id)) segments.forgetState(id)
     report.segmentsRecycled++
   }
   await index.commitDurably()
