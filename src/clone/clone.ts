@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
@@ -97,13 +98,22 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
   parent = path.resolve(parent)
   dir = path.resolve(dir)
   const pc = readConfig(parent)
-  const config = await Store.create(dir, { sizeBytes: pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes })
+  const uuid = crypto.randomUUID()
   const record: CloneRecord = { format: 1, parent, parentUuid: pc.uuid, snapshot: snap.name, seq: snap.seq, createdAt: new Date().toISOString() }
-  writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
-  recordIdentity(dir, config)
-  // Registered in the parent after the clone is complete: a crash in between leaves a clone
-  // the parent does not know of yet; opening it registers it (openStore: registerClone).
-  registerClone(parent, dir, config.uuid, snap.name, record.createdAt)
+  // Registered in the parent before the clone exists: a `clone` killed after this line leaves
+  // an entry whose clone is not there, and a delete of the snapshot asks about it (goneClonesOf)
+  // instead of going through. Registered after, a kill in between left a clone its parent did
+  // not know of until it was first opened for writing, and the snapshot it reads could be
+  // deleted meanwhile (a known defect). A failure that is not a kill takes the entry back.
+  registerClone(parent, dir, uuid, snap.name, record.createdAt)
+  try {
+    const config = await Store.create(dir, { sizeBytes: pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
+    writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
+    recordIdentity(dir, config)
+  } catch (err) {
+    try { forgetClones(parent, [uuid]) } catch { /* the entry stays: the guard asks about it */ }
+    throw err
+  }
   return record
 }
 

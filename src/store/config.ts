@@ -19,7 +19,11 @@ export interface CreateOptions {
   sizeBytes: number
   blockBytes?: number
   segmentBytes?: number
+  /** The new store's uuid, when its maker must name it before it exists (a clone: clone.ts); a fresh one otherwise. */
+  uuid?: string
 }
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 export const CONFIG_FILE = 'store.json'
 
@@ -43,7 +47,8 @@ export function validateCreateOptions (opts: CreateOptions): Omit<StoreConfig, '
 }
 
 export function newConfig (opts: CreateOptions): StoreConfig {
-  return { format: STORE_FORMAT_VERSION, uuid: crypto.randomUUID(), ...validateCreateOptions(opts), createdAt: new Date().toISOString() }
+  if (opts.uuid !== undefined && !UUID_TEXT.test(opts.uuid)) throw new LogdiskError('BAD_ARGUMENT', `uuid "${opts.uuid}" is not a lowercase RFC 4122 uuid`)
+  return { format: STORE_FORMAT_VERSION, uuid: opts.uuid ?? crypto.randomUUID(), ...validateCreateOptions(opts), createdAt: new Date().toISOString() }
 }
 
 export function readConfig (dir: string): StoreConfig {
