@@ -30,6 +30,12 @@ export interface CloneDependency {
   /** The snapshot the clone reads through to: its name and cut on the replica's store. */
   snapshot: string
   seq: number
+  /**
+   * The manifest its hidden parent was recovered from: the segment objects it names are read
+   * for as long as the clone lives, so the writer's sweep of older generations keeps them
+   * (old-generations.ts). Absent in records of older releases (then every one is kept).
+   */
+  manifest?: string
   /** Where the clone is: its host and directory, and the process that made it. */
   host: string
   dir: string
@@ -41,13 +47,14 @@ export function deletingObject (seq: number): string {
   return `${DELETING_PREFIX}s${String(seq).padStart(12, '0')}`
 }
 
-/** Puts a clone's dependency on snapshot `snap` of the replica; returns the record. */
-export async function recordDependency (target: ArchiveTarget, snap: { name: string, seq: number }, dir: string): Promise<CloneDependency> {
+/** Puts a clone's dependency on snapshot `snap` of the replica, whose hidden parent was recovered from `manifest`; returns the record. */
+export async function recordDependency (target: ArchiveTarget, snap: { name: string, seq: number }, dir: string, manifest: string): Promise<CloneDependency> {
   const dep: CloneDependency = {
     format: 1,
     name: DEPENDENCY_PREFIX + crypto.randomBytes(16).toString('hex'),
     snapshot: snap.name,
     seq: snap.seq,
+    manifest,
     host: os.hostname(),
     dir: path.resolve(dir),
     pid: process.pid,

@@ -73,7 +73,7 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
       await store.close()
     }
     if (!snap) throw new LogdiskError('NOT_FOUND', `the replica ${spec} has no snapshot ${snapshot} (as of ${recovered.manifest})`)
-    const dep = await recordDependency(target, snap, dir)
+    const dep = await recordDependency(target, snap, dir, recovered.manifest)
     if (faultAfterDependency()) process.exit(70)
     try {
       // After the record is put (the handshake of clone-deps.ts): a deletion begun before it is seen here.

@@ -16,11 +16,14 @@ import { POLICY_FILE } from '../policy/policy'
 import { encodeIndexCheckpoint } from './index-checkpoint'
 import { MANIFEST_PREFIX, encodeManifest, indexObject, manifestObject, newestManifest, parseManifestName, segmentObject, tailObject, type Manifest, type ShippedPoint, type TailPart } from './format'
 import { setLiveGate, writeReplicaState } from './gate'
+import { namedObjects, planOldGenerationSweep } from './old-generations'
 
 export const DEFAULT_REPLICATE_INTERVAL_MS = 1000
 export const DEFAULT_LAG_WARN_MS = 30_000
 /** Objects the newest manifest no longer names are deleted only this long after (a host may be recovering from an older manifest). */
 const GARBAGE_GRACE_MS = 60_000
+/** How often the holder looks for what older generations left (old-generations.ts): first one grace period after it started. */
+const SWEEP_EVERY_MS = 10 * 60_000
 /** Manifest versions kept besides the newest. */
 const KEEP_MANIFESTS = 4
 /**
@@ -47,6 +50,10 @@ export interface ReplicatorOptions {
    * (policy replicate.indexEvery; 0: never). Recovery scans at most about this many segments.
    */
   indexEverySegments?: number
+  /** How long an object no manifest names any more stays (default 60 s; tests: 0). */
+  garbageGraceMs?: number
+  /** How often what older generations left is looked for again after the first sweep (default 10 min; tests: 0). */
+  sweepEveryMs?: number
 }
 
 export const DEFAULT_INDEX_EVERY_SEGMENTS = 4
@@ -106,12 +113,17 @@ export class Replicator {
   private indexWarned = false
   private exclusive: ExclusiveCreate | undefined
   private stopped = false
+  /** When the next sweep of what older generations left is due (set when this generation's first manifest is out). */
+  private nextSweepAt = Infinity
+  private sweepError: string | null = null
   private readonly log: Logger
   private readonly intervalMs: number
+  private readonly graceMs: number
 
   private constructor (readonly store: Store, readonly target: ArchiveTarget, readonly opts: ReplicatorOptions) {
     this.log = opts.log ?? silentLogger
     this.intervalMs = opts.intervalMs ?? DEFAULT_REPLICATE_INTERVAL_MS
+    this.graceMs = opts.garbageGraceMs ?? GARBAGE_GRACE_MS
   }
 
   /**
@@ -181,6 +193,8 @@ export class Replicator {
     const from = prev(this.manifestName)
     // This generation's first manifest: what it starts from (a takeover's fence, REPLICATION.md).
     await this.publish(this.point)
+    // Hosts that were recovering from an older generation's manifest have had the grace period.
+    this.nextSweepAt = Date.now() + this.graceMs
     this.log.info({ target: this.opts.spec, generation: lease.generation, from }, 'replication started')
   }
 
@@ -267,7 +281,7 @@ export class Replicator {
       this.objectsPut++
       this.shippedBytes += data.length - Math.min(data.length, this.tailEnd(id))
       this.segments[String(id)] = name
-      for (const t of this.tails[String(id)] ?? []) this.garbage.push({ name: t.name, after: Date.now() + GARBAGE_GRACE_MS })
+      for (const t of this.tails[String(id)] ?? []) this.garbage.push({ name: t.name, after: Date.now() + this.graceMs })
       delete this.tails[String(id)]
       changed = true
     }
@@ -276,7 +290,7 @@ export class Replicator {
       const consolidate = old.length >= MAX_TAIL_PARTS
       const from = consolidate ? 0 : this.tailEnd(pSeg)
       if (consolidate) {
-        for (const t of old) this.garbage.push({ name: t.name, after: Date.now() + GARBAGE_GRACE_MS })
+        for (const t of old) this.garbage.push({ name: t.name, after: Date.now() + this.graceMs })
         this.tails[String(pSeg)] = []
       }
       if (pOff > from) {
@@ -292,7 +306,7 @@ export class Replicator {
     }
     if (index) {
       if (index.position > P) throw new LogdiskError('IO', `index checkpoint ${index.name} covers the log to ${index.position}, past the durable end ${P}`)
-      for (const old of this.index ? [this.index.name] : []) this.garbage.push({ name: old, after: Date.now() + GARBAGE_GRACE_MS })
+      for (const old of this.index ? [this.index.name] : []) this.garbage.push({ name: old, after: Date.now() + this.graceMs })
       this.index = index
       changed = true
     }
@@ -305,6 +319,7 @@ export class Replicator {
     }
     this.lastError = null
     await this.collect()
+    await this.sweepOlderGenerations()
     await this.checkLag()
   }
 
@@ -416,7 +431,7 @@ export class Replicator {
   private garbageManifests (): void {
     const gen = this.lease!.generation
     const old = this.version + 1 - KEEP_MANIFESTS
-    if (old >= 1) this.garbage.push({ name: manifestObject(gen, old), after: Date.now() + GARBAGE_GRACE_MS })
+    if (old >= 1) this.garbage.push({ name: manifestObject(gen, old), after: Date.now() + this.graceMs })
   }
 
   private async collect (): Promise<void> {
@@ -425,6 +440,39 @@ export class Replicator {
     if (due.length === 0) return
     this.garbage = this.garbage.filter(g => g.after > now)
     for (const g of due) await this.out!.delete(g.name).catch(err => { if (isLogdiskError(err, 'FENCED')) throw err })
+  }
+
+  /**
+   * Deletes what older generations left on the replica (old-generations.ts: their manifests,
+   * superseded and unnamed objects; never what this holder's manifests name or a clone of the
+   * replica may read), manifests first. Through the fence: a holder taken over deletes nothing
+   * more. A failure (the target unreachable) is said once and retried at the next round; it
+   * does not stop shipping.
+   */
+  private async sweepOlderGenerations (): Promise<void> {
+    if (Date.now() < this.nextSweepAt) return
+    const gen = this.lease!.generation
+    if (gen <= 1) {
+      this.nextSweepAt = Infinity // no generation before this one
+      return
+    }
+    try {
+      const keep = new Set([...namedObjects({ segments: this.segments, tails: this.tails, index: this.index }), ...this.garbage.map(g => g.name)])
+      const plan = await planOldGenerationSweep(this.target, gen, keep)
+      for (const name of [...plan.manifests, ...plan.objects]) await this.out!.delete(name)
+      const deleted = plan.manifests.length + plan.objects.length
+      if (deleted > 0) {
+        this.log.info({ generation: gen, manifests: plan.manifests.length, objects: plan.objects.length, keptForClones: plan.keptForClones, segmentsKept: plan.segmentsKept },
+          `replication: deleted ${deleted} objects older generations left on the replica${plan.segmentsKept ? ' (their segment objects kept: a clone record names no manifest that can be read)' : ''}`)
+      }
+      this.sweepError = null
+      this.nextSweepAt = Date.now() + (this.opts.sweepEveryMs ?? SWEEP_EVERY_MS)
+    } catch (err) {
+      if (isLogdiskError(err, 'FENCED')) throw err
+      const msg = (err as Error).message
+      if (msg !== this.sweepError) this.log.warn({ err: msg }, 'replication: deleting what older generations left failed; retrying at the next round')
+      this.sweepError = msg
+    }
   }
 
   private fence (err: LogdiskError): void {
