@@ -79,7 +79,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
 
 async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'>, initialPoolDirs: string[], access: Access): Promise<{ store: Store, pool: Pool }> {
   const config = readConfig(dir)
-  const identity = checkIdentity(dir, config)
+  const identity = checkIdentity(dir, config, { reading: access === 'read' })
   const policy = readPolicy(dir)
   const log = opts.logger ?? silentLogger
   const target = policy['archive.target']
@@ -172,7 +172,7 @@ export function poolOf (store: Store): Pool | undefined {
 }
 
 /** A private temporary directory: the temp dir, else /dev/shm (a full disk may hold both). */
-function makeScratchDir (): string {
+export function makeScratchDir (): string {
   for (const base of [os.tmpdir(), '/dev/shm']) {
     try {
       return fs.mkdtempSync(path.join(base, 'logdisk-ro-'))

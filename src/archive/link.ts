@@ -3,12 +3,17 @@ import type { ArchiveLink } from '../store/archive-link'
 import { decodeArchive, encodeArchive } from './codec'
 import type { ArchiveTarget } from './target'
 
+/** The name of archived segment `id` of store `storeUuid`: `<U>.seg-<N>.ldarch`. */
+export function archiveObjectName (storeUuid: string, id: number): string {
+  return `${storeUuid}.seg-${String(id).padStart(12, '0')}.ldarch`
+}
+
 /**
  * The store's ArchiveLink over a target: segment N of store U is the object
  * `<U>.seg-<N>.ldarch`, compressed and checksummed by the archive codec.
  */
 export function archiveLink (target: ArchiveTarget, storeUuid: string): ArchiveLink {
-  const name = (id: number): string => `${storeUuid}.seg-${String(id).padStart(12, '0')}.ldarch`
+  const name = (id: number): string => archiveObjectName(storeUuid, id)
   return {
     async put (id, data) {
       await target.put(name(id), await encodeArchive(data))

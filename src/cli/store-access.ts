@@ -4,7 +4,7 @@ import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
 import { readConfig, type StoreConfig } from '../store/config'
-import { checkIdentity, copyError, type IdentityCheck } from '../store/identity'
+import { adoptUnfinishedWarning, checkIdentity, copyError, type IdentityCheck } from '../store/identity'
 import { readPartial, unfinishedError } from '../replicate/partial'
 import type { Access } from '../app/open'
 
@@ -66,9 +66,14 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
     assertWritable(dir)
     return { dir, config, identity: { kind: 'unrecorded', here: { path: dir, dev: st.dev, ino: st.ino, host: '' } }, warnings: [] }
   }
-  const identity = checkIdentity(dir, config)
+  const identity = checkIdentity(dir, config, { reading: access === 'read' })
   const warnings: string[] = []
-  if (identity.kind === 'copy') {
+  if (identity.adopting !== undefined) {
+    // Only a read gets here (checkIdentity refused the rest): the adopt has changed nothing yet.
+    warnings.push(identity.kind === 'copy'
+      ? `${dir} is a copy of the store at ${identity.original} (same identity) and ${adoptUnfinishedWarning(dir, identity.adopting)}`
+      : adoptUnfinishedWarning(dir, identity.adopting))
+  } else if (identity.kind === 'copy') {
     if (access === 'write') throw copyError(dir, identity)
     warnings.push(`${dir} is a copy of the store at ${identity.original} (same identity); read-only commands work, others are refused until: logdisk adopt ${dir}`)
   }

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { formatBytes } from '../size-text'
 import { CONFIG_FILE, readConfig, writeFileAtomic, type StoreConfig } from './config'
 import { crc32c } from './crc'
 import { readUpTo, type FileLayer } from './file-layer'
@@ -34,6 +35,79 @@ export const IDENTITY_FILE = 'identity.json'
 /** Present while `logdisk adopt` rewrites a store's identity; removed when it is done. */
 export const ADOPT_FILE = 'adopt.json'
 
+/**
+ * What adopt.json says (src/ops/adopt.ts writes it). `phase` 'staging': adopt copies what it
+ * must write (segments taken home, archived objects under the new uuid) to places the store
+ * does not read, so nothing of the store has changed and read-only commands work; 'committing'
+ * (or absent: written before phases existed): the store itself is being rewritten (segment
+ * headers, pool directories, baseline) and every command but adopt refuses it.
+ */
+export interface AdoptIntent {
+  from: string
+  to: string
+  /** The store was a copy of another one (at `original`): its pool volumes are not its own. */
+  copyOf: string | null
+  startedAt: string
+  phase?: 'staging' | 'committing'
+  /** From adopt-short.json: when the adopt stopped for lack of room, how many more bytes it needs on the filesystem of `where`. */
+  short?: { bytes: number, where: string }
+}
+
+/**
+ * Beside adopt.json while an adopt is unfinished: how much more room it needs, when it stopped
+ * for lack of it. Made (one block, padded) while there is room and rewritten in place, so that
+ * it can still be written on a filesystem that has none left, which adopt.json (published by
+ * rename, a new file) could not; a damaged one only loses that hint.
+ */
+export const ADOPT_SHORT_FILE = 'adopt-short.json'
+
+/** adopt.json of the store at `dir` (with adopt-short.json's hint), or undefined when there is none; a damaged one is returned as {} (an adopt of unknown progress). */
+export function readAdoptIntent (dir: string): Partial<AdoptIntent> | undefined {
+  let text: string
+  try {
+    text = fs.readFileSync(path.join(dir, ADOPT_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    return {}
+  }
+  let intent: Partial<AdoptIntent>
+  try {
+    const parsed = JSON.parse(text) as Partial<AdoptIntent>
+    intent = typeof parsed === 'object' && parsed !== null ? parsed : {}
+  } catch {
+    intent = {}
+  }
+  try {
+    const short = JSON.parse(fs.readFileSync(path.join(dir, ADOPT_SHORT_FILE), 'utf8')) as AdoptIntent['short'] | null
+    if (short !== null && typeof short === 'object' && typeof short.bytes === 'number' && typeof short.where === 'string') intent = { ...intent, short }
+  } catch { /* none, or damaged: no hint */ }
+  return intent
+}
+
+/** Whether only read-only commands may open a store with this adopt unfinished: nothing of the store has changed yet. */
+export function adoptLetsReadersIn (intent: Partial<AdoptIntent>): boolean {
+  return intent.phase === 'staging'
+}
+
+/** ", and it needs 24.0 MiB more free on the filesystem of /x" when the adopt stopped for lack of room. */
+function shortText (intent: Partial<AdoptIntent>): string {
+  const s = intent.short
+  return s !== undefined && typeof s.bytes === 'number' && s.bytes > 0 ? `; it stopped for lack of room and needs ${formatBytes(s.bytes)} more free on the filesystem of ${s.where}` : ''
+}
+
+/** The one line that refuses a store with an unfinished adopt (to every command; to writers only while it stages). */
+export function adoptUnfinishedError (dir: string, intent: Partial<AdoptIntent>): LogdiskError {
+  if (adoptLetsReadersIn(intent)) {
+    return new LogdiskError('IDENTITY', `an adopt of ${dir} is unfinished (${ADOPT_FILE} is there${shortText(intent)}); nothing of the store has changed yet and read-only commands work, but it must be finished before anything writes: logdisk adopt ${dir}`)
+  }
+  return new LogdiskError('IDENTITY', `an adopt of ${dir} was interrupted (${ADOPT_FILE} is there${shortText(intent)}); finish it with: logdisk adopt ${dir}`)
+}
+
+/** The warning a read-only command gives on a store whose adopt is unfinished (staging). */
+export function adoptUnfinishedWarning (dir: string, intent: Partial<AdoptIntent>): string {
+  return `an adopt of ${dir} is unfinished (${ADOPT_FILE} is there${shortText(intent)}); read-only commands work, others are refused until it is finished with: logdisk adopt ${dir}`
+}
+
 export interface Location {
   /** Real path of the store directory (symlinks resolved). */
   path: string
@@ -60,6 +134,8 @@ export interface IdentityCheck {
   record?: IdentityRecord
   /** For a copy: the path of the store it is a copy of. */
   original?: string
+  /** A read-only check of a store whose adopt is unfinished but has not changed it yet (staging). */
+  adopting?: Partial<AdoptIntent>
 }
 
 export function locationOf (dir: string): Location {
@@ -108,12 +184,17 @@ export function holdsStore (dir: string, uuid: string): boolean {
 /**
  * What this directory is to the uuid in its store.json (see the top of this file). Throws
  * IDENTITY when store.json no longer matches what the store was made with (edited), or when
- * an adopt was interrupted.
+ * an adopt is unfinished: to every command once it has begun to rewrite the store, to those
+ * that write only while it stages (`reading`: the caller writes nothing).
  */
-export function checkIdentity (dir: string, config: StoreConfig): IdentityCheck {
-  if (fs.existsSync(path.join(dir, ADOPT_FILE))) {
-    throw new LogdiskError('IDENTITY', `an adopt of ${dir} was interrupted (${ADOPT_FILE} is there); finish it with: logdisk adopt ${dir}`)
-  }
+export function checkIdentity (dir: string, config: StoreConfig, opts: { reading?: boolean } = {}): IdentityCheck {
+  const adopting = readAdoptIntent(dir)
+  if (adopting !== undefined && !(opts.reading === true && adoptLetsReadersIn(adopting))) throw adoptUnfinishedError(dir, adopting)
+  const check = identityOf(dir, config)
+  return adopting !== undefined ? { ...check, adopting } : check
+}
+
+function identityOf (dir: string, config: StoreConfig): IdentityCheck {
   const here = locationOf(dir)
   const record = readIdentity(dir)
   if (!record) return { kind: 'unrecorded', here }
