@@ -201,8 +201,13 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
         recordShort(dir, restShort)
         throw ranOutError(dir, 'copied what it needs before it rewrites the store', restShort, false, undefined)
       }
-      intent = { from: staging.from, to: staging.to, copyOf: staging.copyOf, startedAt: staging.startedAt, phase: 'committing' }
-      writeFileAtomic(intentFile, JSON.stringify(intent, null, 2) + '\n')
+      const committing: AdoptIntent = { from: staging.from, to: staging.to, copyOf: staging.copyOf, startedAt: staging.startedAt, phase: 'committing' }
+      try {
+        writeFileAtomic(intentFile, JSON.stringify(committing, null, 2) + '\n')
+      } catch (err) {
+        await stoppedForRoom(err, 'recorded that it rewrites the store')
+      }
+      intent = committing
     }
 
     try {
