@@ -8,7 +8,7 @@ import { readConfig, type StoreConfig } from '../store/config'
 import { silentLogger, type Logger } from '../store/logger'
 import type { PolicyEngine } from '../policy/engine'
 import { checkIdentity, copyError, foreignSegment, locationOf, recordIdentity } from '../store/identity'
-import { makeIndexView } from '../store/index-view'
+import { makeIndexView, type IndexView } from '../store/index-view'
 import { lockedError } from '../store/store-open'
 import { nodeFileLayer } from '../store/file-layer'
 import { parseSegmentFileName, segmentFileName } from '../store/format'
@@ -86,13 +86,7 @@ async function openOwn (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'
   if (access === 'read') {
     const scratch = makeScratchDir()
     try {
-      let view
-      try {
-        view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
-      } catch (err) {
-        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw lockedError(dir, err)
-        throw err
-      }
+      const view = privateIndexView(dir, scratch, err => lockedError(dir, err))
       const pool = Pool.open(dir, config, policy, log, [], { readOnly: { scratchDir: scratch }, here: identity.here })
       await preflightSegments(pool, config)
       const archive = withReplicaSource(dir, target === '' ? undefined : archiveLink(parseTarget(target), config.uuid))
@@ -169,6 +163,19 @@ async function preflightSegments (pool: Pool, config: StoreConfig): Promise<void
 /** The pool a store was opened with, when it was opened through openStore. */
 export function poolOf (store: Store): Pool | undefined {
   return store.home instanceof Pool ? store.home : undefined
+}
+
+/**
+ * A read-only view of `dir`'s index in `scratch` (index-view.ts: nothing of the store is
+ * written); `locked` words the refusal when the store is in use.
+ */
+export function privateIndexView (dir: string, scratch: string, locked: (err: LogdiskError) => LogdiskError): IndexView {
+  try {
+    return makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
+  } catch (err) {
+    if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw locked(err)
+    throw err
+  }
 }
 
 /** A private temporary directory: the temp dir, else /dev/shm (a full disk may hold both). */

@@ -5,7 +5,7 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { clonesReadingFrom, forgetOthersClones, readCloneRecord, registerClone } from '../clone/clone'
 import { archiveLink, archiveObjectName } from '../archive/link'
 import { DirTarget } from '../archive/dir'
-import { makeScratchDir } from '../app/open'
+import { makeScratchDir, privateIndexView } from '../app/open'
 import { parseTarget } from '../archive/parse-target'
 import { readPolicy } from '../policy/policy'
 import { OWNER_FILE, type PoolFile } from '../pool/pool'
@@ -19,7 +19,6 @@ import { nodeFileLayer } from '../store/file-layer'
 import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileName } from '../store/format'
 import { ADOPT_FILE, ADOPT_SHORT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, recordIdentity, type AdoptIntent, type Location, type OwnerRecord } from '../store/identity'
 import { IndexBatch, IndexDb, type SegmentRecord } from '../store/index-db'
-import { makeIndexView } from '../store/index-view'
 import { formatBytes } from '../size-text'
 import { ADOPT_HEADROOM_BYTES, RoomNeeds, allocatedBytes, isNoSpace, moreBytes, ranOutError, roomRefusal, type RoomShort } from './adopt-room'
 import { dropBlockMap } from '../store/block-map-file'
@@ -347,13 +346,7 @@ function lockedError (dir: string, err: unknown): LogdiskError {
 async function segmentRecordsReadOnly (dir: string): Promise<Map<number, SegmentRecord>> {
   const scratch = makeScratchDir()
   try {
-    let view
-    try {
-      view = makeIndexView(path.join(dir, 'index'), path.join(scratch, 'index'))
-    } catch (err) {
-      if (isLogdiskError(err, 'STORE_LOCKED')) throw lockedError(dir, err)
-      throw err
-    }
+    const view = privateIndexView(dir, scratch, err => lockedError(dir, err))
     let index: IndexDb
     try {
       index = await IndexDb.open(view.dir)
