@@ -217,6 +217,9 @@ t.test('a copy of a store with a pool volume never writes to the original\'s vol
   t.equal(adopt.code, 0, adopt.stderr)
   t.same(diffTrees(volBeforeAdopt, checksumTree(vol)), [], 'adopt did not touch the volume')
   t.ok((await readBack(t, a2, 0, data.length)).equals(data), 'the adopted store reads its data from its own segments')
+  const names = (await logdisk('snapshots', a2)).stdout
+  t.match(names, /s1/, 'with its snapshot')
+  t.notMatch(names, /x3/, 'and not the one A3 appended to the segment they shared (adopt copied A2\'s log up to its clean close)')
   t.equal((await logdisk('verify', a2)).code, 0, 'and verifies')
   t.ok((await readBack(t, a3, 0, data.length)).equals(data), 'the other one still reads its data')
   t.equal((await logdisk('verify', a3)).code, 0, 'and verifies')
@@ -327,8 +330,15 @@ t.test('a copy used while its original was away is the copy once the original is
   t.equal(adopt.code, 0, `adopt of the copy: ${adopt.stderr}`)
   t.ok((await readBack(t, p1c, 0, data.length)).equals(data), 'the adopted copy reads the data it was copied with')
   t.ok((await readBack(t, p1c, 10 * MiB, later.length)).equals(later), 'and what it wrote')
+  // What the copy appended to the segment files they shared is not the original's
+  // (test/identity-copy-appended.test.ts): dropped on request, the original is as it was.
+  const refused = await logdisk('snapshot', p1, '--name', 'z')
+  t.equal(refused.code, 1, 'the original refuses the entries its copy wrote to their shared volume')
+  t.match(refused.stderr, new RegExp(`the store at ${p1c} claimed since: another copy with this store's identity .* logdisk pool repair ${p1} --drop-copy-writes`), 'and says how to drop them')
+  t.equal((await logdisk('pool', 'repair', p1, '--drop-copy-writes')).code, 0, 'dropped')
   const back = await logdisk('snapshot', p1, '--name', 'z')
   t.equal(back.code, 0, `the original works again: ${back.stderr}`)
   t.ok((await readBack(t, p1, 0, data.length)).equals(data), 'with its data')
+  t.ok((await readBack(t, p1, 10 * MiB, later.length)).equals(Buffer.alloc(later.length)), 'and none of what the copy wrote')
   for (const s of [p1, p1c]) t.equal((await logdisk('verify', s)).code, 0, `verify ${path.basename(s)}`)
 })

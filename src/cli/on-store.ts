@@ -4,7 +4,7 @@ import { LogdiskError, isLogdiskError } from '../errors'
 import { request } from '../daemon/control'
 import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
 import { ops, type OpContext } from '../ops/ops'
-import type { Store } from '../store'
+import type { OpenOptions, Store } from '../store'
 import { openStore, type Access } from '../app/open'
 import { readPolicy } from '../policy/policy'
 import { ReplicationManager } from '../replicate/manager'
@@ -35,14 +35,14 @@ export function accessOf (op: string): Access {
  * Either way the command sees the same store. The store is checked first (store-access.ts):
  * every way it can be unusable is one line, before anything is touched.
  */
-export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}): Promise<T> {
+export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}, open: Pick<OpenOptions, 'dropCopyWrites'> = {}): Promise<T> {
   const access = accessOf(op)
   const { dir } = prepareStore(storeArg, access)
   const deadline = Date.now() + lockWaitMs()
   let store: Store
   while (true) {
     try {
-      store = (await openStore(dir, { holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store
+      store = (await openStore(dir, { ...open, holder: `logdisk ${op}`, logger: quietLogger }, [], access)).store
       break
     } catch (err) {
       if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err

@@ -177,10 +177,11 @@ export async function adoptStore (dir: string, log: (line: string) => void = () 
         throw ranOutError(dir, doing, s, false, err)
       }
       const copies = homeCopies(records, external, staging, here, internal)
+      const end = await index.cleanClose()
       for (const copy of copies.values()) {
         if (fs.existsSync(copy.dst) || fs.existsSync(copy.staged)) continue
         try {
-          await stageHomeCopy(copy, config.blockBytes)
+          await stageHomeCopy(copy, config.blockBytes, ownBytes(copy.id, end, config.segmentBytes))
         } catch (err) {
           await stoppedForRoom(err, 'copied segments home from the original\'s pool volumes')
         }
@@ -265,7 +266,7 @@ async function commit (dir: string, index: IndexDb, records: Map<number, Segment
       if (!(r.volumes ?? []).includes(v.id)) continue
       const copy = copies.get(id)
       if (copy !== undefined && !fs.existsSync(copy.dst)) {
-        if (!fs.existsSync(copy.staged)) await stageHomeCopy(copy, config.blockBytes)
+        if (!fs.existsSync(copy.staged)) await stageHomeCopy(copy, config.blockBytes, ownBytes(copy.id, await index.cleanClose(), config.segmentBytes))
         fs.renameSync(copy.staged, copy.dst) // its header is rewritten below, with the others
         result.segmentsCopiedIn++
       }
@@ -564,15 +565,29 @@ function rewriteHeader (file: string, intent: AdoptIntent): boolean {
 }
 
 /**
+ * How much of segment `id` is this store's when its log ended at `end` at its last clean close
+ * (undefined: all of it, or no clean close on record). A copy's segments on the original's
+ * pool volumes are the original's files: what follows that end in them is the original's,
+ * written since (helper-62's sequence), never the copy's, and was copied home with them.
+ */
+function ownBytes (id: number, end: { position: number } | undefined, segmentBytes: number): number | undefined {
+  if (end === undefined) return undefined
+  const last = Math.floor(end.position / segmentBytes)
+  if (id < last) return undefined
+  return id === last ? Math.max(end.position % segmentBytes, SEGMENT_HEADER_BYTES) : SEGMENT_HEADER_BYTES
+}
+
+/**
  * Copies a segment home to its staged name, whole and fsynced (its header still names the old
  * uuid: the commit rewrites it with the others). A half-written copy is removed, so a lack of
  * room leaves nothing behind but the copies already whole.
  */
-async function stageHomeCopy (copy: HomeCopy, blockBytes: number): Promise<void> {
+async function stageHomeCopy (copy: HomeCopy, blockBytes: number, keepBytes: number | undefined): Promise<void> {
   const src = copy.sources.length > 1 ? await firstIntactCopy(copy.sources, blockBytes) : copy.sources[0]
   const tmp = copy.dst + STAGING_SUFFIX
   try {
     fs.copyFileSync(src, tmp)
+    if (keepBytes !== undefined && fs.statSync(tmp).size > keepBytes) fs.truncateSync(tmp, keepBytes)
     const fd = fs.openSync(tmp, 'r+')
     try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
   } catch (err) {

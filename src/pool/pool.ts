@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
-import { ownerRecord, ownerVerdict, readIdentity, type Location, type OwnerRecord } from '../store/identity'
+import { OWNER_FILE, ownerRecord, ownerVerdict, readIdentity, type Location, type OwnerRecord } from '../store/identity'
 import type { Policy } from '../policy/policy'
 import { writeFileAtomic, type StoreConfig } from '../store/config'
 import type { Logger } from '../store/logger'
@@ -32,7 +32,7 @@ import { makeDirs } from '../make-dirs'
  * nothing: no pool.json, no probe file, no marker or owner record; a first segment, if the
  * store has none yet, goes to the open's scratch directory.
  */
-export const OWNER_FILE = '.logdisk-owner.json'
+export { OWNER_FILE } from '../store/identity'
 /** The volume of a read-only open's scratch directory. */
 export const SCRATCH_VOLUME = 'scratch'
 

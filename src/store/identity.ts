@@ -235,6 +235,9 @@ export function copyError (dir: string, check: IdentityCheck): LogdiskError {
   return new LogdiskError('IDENTITY', `${dir} is a copy of the store at ${check.original} (same identity ${check.record?.uuid}); a copy must get its own identity before it is changed or mounted: logdisk adopt ${dir} (read-only commands work as is)`)
 }
 
+/** The owner record's file in a store's directory on a pool volume. */
+export const OWNER_FILE = '.logdisk-owner.json'
+
 /**
  * An owner record kept in something a store shares (its directory on a pool volume, its
  * archive target): which store directory has that uuid's claim on it.
@@ -266,6 +269,19 @@ export function ownerVerdict (owner: OwnerRecord | undefined, here: Location, uu
     if (st.dev === here.dev && st.ino === here.ino) return 'mine'
   } catch { /* gone meanwhile */ }
   return { other: owner.path }
+}
+
+/**
+ * The store directory, other than the one at `here`, that the owner record in `segmentDir` (a
+ * store's directory on a pool volume, which copies of it share) names: one that claimed it
+ * since `here` last wrote there. Undefined when the record names `here` (maybe moved), or
+ * there is none (the store's own segments/, an older store).
+ */
+export function claimedByOther (segmentDir: string, here: Location, uuid: string): string | undefined {
+  let owner: OwnerRecord
+  try { owner = JSON.parse(fs.readFileSync(path.join(segmentDir, OWNER_FILE), 'utf8')) as OwnerRecord } catch { return undefined }
+  if (typeof owner?.path !== 'string') return undefined
+  return ownerVerdict(owner, here, uuid) === 'mine' ? undefined : owner.path
 }
 
 /**

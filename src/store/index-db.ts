@@ -5,7 +5,7 @@ import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
 import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
-import { VERSION_KEY, CHECKPOINT_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
+import { VERSION_KEY, CHECKPOINT_KEY, CLEAN_CLOSE_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
 import { groupHistory, type RecordChange } from './history-changes'
 
@@ -522,6 +522,31 @@ export class IndexDb {
   async pending (): Promise<PendingHeaders | undefined> {
     const value = await this.get(PENDING_HEADERS_KEY)
     return value === undefined ? undefined : unpack(value) as PendingHeaders
+  }
+
+  /**
+   * Where the log ended when the store was last closed cleanly (keys.ts 'l'); undefined
+   * after an open that writes, until the next clean close.
+   */
+  async cleanClose (): Promise<{ seq: number, position: number } | undefined> {
+    const value = await this.get(CLEAN_CLOSE_KEY)
+    return value === undefined ? undefined : unpack(value) as { seq: number, position: number }
+  }
+
+  /** Records the clean close, synced: the checkpoint it names is durable with it. */
+  async putCleanClose (end: { seq: number, position: number }): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([{ type: 'put', key: CLEAN_CLOSE_KEY, value: pack(end) }], { sync: true } as object)
+  }
+
+  /**
+   * Removes the record, synced, before an open appends anything: a power loss must never
+   * bring it back in front of entries this store wrote (they would be refused as another
+   * copy's).
+   */
+  async clearCleanClose (): Promise<void> {
+    await this.gate?.('index.commit')
+    await this.db.batch([{ type: 'del', key: CLEAN_CLOSE_KEY }], { sync: true } as object)
   }
 
   /** Makes every write so far durable (a synced write flushes LevelDB's log). */

@@ -30,10 +30,15 @@
  *                                    open, so a header torn by a crash is rewritten whole; the
  *                                    same record is in <store>/pending-headers
  *                                    (pending-headers.ts), which a rebuild reads too
+ *   'l'                           -> where the log ended at the last clean close: msgpack
+ *                                    { seq, position }, synced; removed (synced) by the next
+ *                                    open that writes, before it appends (recovery.ts: what
+ *                                    follows it was written by another copy of the store)
  */
 export const CHECKPOINT_KEY = Buffer.from('c')
 export const VERSION_KEY = Buffer.from('v')
 export const PENDING_HEADERS_KEY = Buffer.from('p')
+export const CLEAN_CLOSE_KEY = Buffer.from('l')
 export const HISTORY_PREFIX = 0x68 // 'h' (layout 2)
 export const RECORD_PREFIX = 0x78 // 'x'
 export const SEGMENT_PREFIX = 0x67 // 'g'

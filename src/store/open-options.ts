@@ -79,6 +79,13 @@ export interface OpenOptions {
    */
   readOnly?: { indexDir: string, scratchDir: string }
   /**
+   * Entries past where the log ended at the last clean close, in a pool volume directory
+   * another store directory claimed since, are a copy's (same identity: recovery.ts), and the
+   * open is refused. With this, the log ends there instead: they are cut and set aside into
+   * lost+found/ as a torn tail is (`logdisk pool repair --drop-copy-writes`).
+   */
+  dropCopyWrites?: boolean
+  /**
    * Replication (src/replicate): segments with an id at or above what this returns are not on
    * the replica yet, so background passes leave them exactly as they are (nothing freed,
    * punched, archived, moved away or deleted): the pass fence stops below it.

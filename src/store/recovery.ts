@@ -22,7 +22,7 @@ export const HIGHEST_VOLUME_ID_SEQ = 'highestVolumeIdSeq'
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, segmentHeaderProblem, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
-import { foreignSegment } from './identity'
+import { claimedByOther, foreignSegment, locationOf } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { SegmentRecord } from './index-db'
 
@@ -49,6 +49,8 @@ export interface RecoveryReport {
 }
 
 export interface Recovered {
+  /** The index recorded a clean close that this open went on from (store-open.ts removes the record before appending). */
+  cleanClose?: boolean
   segments: number[]
   /** Every segment file found, by id: the volumes holding a copy. */
   located: Map<number, string[]>
@@ -77,7 +79,7 @@ export async function recover (
   /** Segments backing storage holds (a rebuild fetched them into the cache volume to scan). */
   inArchive: ReadonlySet<number> = new Set(),
   /** Read-only open: nothing in the store is written (no cut, no move aside, no header redo). */
-  opts: { readOnly?: boolean, savedMap?: TakenBlockMap } = {}
+  opts: { readOnly?: boolean, savedMap?: TakenBlockMap, dropCopyWrites?: boolean } = {}
 ): Promise<Recovered & { snapshots: SnapshotTable }> {
   const located = await listSegments(layer, home, log)
   const ids = [...located.keys()].sort((a, b) => a - b)
@@ -195,6 +197,26 @@ export async function recover (
       await index.loadNewest(map)
     }
   }
+  // A store closed cleanly left its whole log in the index and synced (Store.close), and
+  // recorded so: only a crash leaves entries of its own past that checkpoint. `cp -a A B`
+  // gives B A's identity, so B's pool volumes are A's directories; B, taken for A moved while
+  // A was away, claimed them (their owner record names B) and appended to A's segment files
+  // and made new ones there (helper-62's sequence). Replayed, A's image quietly held B's
+  // writes. So entries past a clean close in a directory another store directory has claimed
+  // since are refused, with nothing changed (or cut, with dropCopyWrites). Elsewhere they are
+  // replayed as before (an index put back from a backup leaves its own later entries there).
+  // An open that writes removes the record before it appends: a crash's own tail replays.
+  const cleanClose = checkpoint !== undefined ? await index.cleanClose() : undefined
+  const closedAt = cleanClose !== undefined && cleanClose.seq === checkpoint?.seq ? cleanClose : undefined
+  const claims = new Map<number, string | undefined>()
+  /** The other store directory that claimed a directory holding a copy of segment `s` (see above). */
+  const claimedBy = (s: Segment): string | undefined => {
+    if (!claims.has(s.id)) {
+      const here = locationOf(storeDir)
+      claims.set(s.id, s.volumes.filter(v => v !== CACHE_VOLUME).map(v => claimedByOther(home.dirOf(v), here, geometry.uuid)).find(by => by !== undefined))
+    }
+    return claims.get(s.id)
+  }
   const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID), await index.counter(HIGHEST_VOLUME_ID_SEQ))
   let horizon = await index.counter(HISTORY_HORIZON)
 
@@ -208,6 +230,8 @@ export async function recover (
   const aside: number[] = []
   /** Where the scan found the log torn: the segment is cut there after the scan, after the set-asides. */
   let tornAt: { segment: Segment, offset: number, bytes: number, reason: string } | undefined
+  /** The cut drops entries a copy of the store wrote past its clean close (dropCopyWrites). */
+  let droppedCopyWrites = false
   let current: Segment | undefined
   let stop = false
   /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
@@ -313,6 +337,16 @@ export async function recover (
     /** Where each entry scanned here starts, and its sequence number (see rewriteUnflushed). */
     const starts: Array<[offset: number, seq: number]> = []
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
+      const by = item.type === 'entry' && closedAt !== undefined ? claimedBy(segment) : undefined
+      if (item.type === 'entry' && by !== undefined) {
+        const what = `entry ${item.header.seq} at ${item.offset} of ${segment.file}`
+        if (opts.dropCopyWrites !== true || opts.readOnly) {
+          throw new LogdiskError('IDENTITY', `${storeDir} was closed cleanly with its log ending at entry ${closedAt!.seq}, but the log goes on (${what}) in a pool volume directory that the store at ${by} claimed since: another copy with this store's identity (${geometry.uuid}) wrote there; nothing was changed. Give that copy its own identity first (logdisk adopt ${by}: it keeps what it wrote), then drop its writes from this store with: logdisk pool repair ${storeDir} --drop-copy-writes (they go to lost+found)`)
+        }
+        droppedCopyWrites = true
+        await cut(item.offset, `the store at ${by}, a copy of this one, wrote past its clean close at entry ${closedAt!.seq} (${what}); dropped as asked (--drop-copy-writes)`)
+        break
+      }
       // Entries past the checkpoint go into the map: a deferred one is read first.
       if (item.type === 'entry' && !map.isLoaded) await map.loaded()
       if (item.type === 'entry') starts.push([item.offset, lastSeq(item)])
@@ -455,7 +489,7 @@ export async function recover (
     await segment.handle.truncate(offset)
     await segment.handle.datasync()
     report.cut = { segment: segment.id, offset, bytes, reason, savedTo }
-    log.warn(report.cut, 'cut a torn or damaged log tail; its bytes were kept aside')
+    log.warn(report.cut, droppedCopyWrites ? 'dropped the entries another copy of this store wrote past its last clean close; their bytes were kept in lost+found' : 'cut a torn or damaged log tail; its bytes were kept aside')
   }
 
   /**
@@ -647,7 +681,7 @@ export async function recover (
     batch.segments.set(id, { ...record, state, volumes, archived })
   }
   await commit(current)
-  return { segments: scanned, current, seq, report, snapshots, located, chosen }
+  return { segments: scanned, current, seq, report, snapshots, located, chosen, ...(cleanClose !== undefined ? { cleanClose: true } : {}) }
 }
 
 /** Bytes per read and write of rewriteUnflushed. */

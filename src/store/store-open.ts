@@ -113,8 +113,10 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     // Copies dropped while recovering are handled once the store exists.
     const drops: Array<[number, string]> = []
     let onDrop = (id: number, volume: string): void => { drops.push([id, volume]) }
-    const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly, savedMap })
+    const recovered = await recover(layer, dir, home, geometry, index, map, log, id => volume => onDrop(id, volume), new Set(inArchive), { readOnly: !!opts.readOnly, savedMap, dropCopyWrites: opts.dropCopyWrites === true })
     if (inArchive.length > 0) await removeFiles(layer, cacheDir)
+    // From here on this open may append: the log may go on past the last clean close.
+    if (!opts.readOnly && recovered.cleanClose) await index.clearCleanClose()
     const records = await index.segments()
     const ids = [...new Set([...records.keys(), ...recovered.segments])]
       .filter(id => id <= recovered.current.id && records.get(id)?.state !== 'recycled')

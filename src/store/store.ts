@@ -863,7 +863,11 @@ export class Store {
     await log.lock.idle()
     await log.discardNext()
     // Bytes a failed append left past the tail would be read as entries by the next open.
-    await log.lock.run(() => log.cutStale()).catch(err => this.p.logger.error({ err: (err as Error).message }, 'closing with bytes of a failed append past the log tail'))
+    let clean = true
+    await log.lock.run(() => log.cutStale()).catch(err => {
+      clean = false // the next open may read them as entries: no clean close is recorded
+      this.p.logger.error({ err: (err as Error).message }, 'closing with bytes of a failed append past the log tail')
+    })
     await log.flushesDone()
     try {
       await log.syncAll()
@@ -877,6 +881,7 @@ export class Store {
     }
     await index.checkpointThrough(log.seq)
     if (!this.p.opts.readOnly && this.p.opts.savedBlockMap !== false) await this.saveBlockMap()
+    if (!this.p.opts.readOnly && clean) await this.recordCleanClose()
     this.state.closed = true
     await this.release()
   }
@@ -897,6 +902,25 @@ export class Store {
       await saveBlockMap(layer, path.join(this.dir, INDEX_DIR), map, config, checkpoint)
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'could not save the block map; the next open reads the index history instead')
+    }
+  }
+
+  /**
+   * Records where the log ends now that the index holds all of it (keys.ts 'l'): entries
+   * the next open finds past it in a pool volume directory another store directory claimed
+   * meanwhile are a copy's, and refused (recovery.ts). Never fails the close: without the
+   * record the next open replays what it finds, as it always did.
+   */
+  private async recordCleanClose (): Promise<void> {
+    const { log, index, db, logger } = this.p
+    try {
+      await index.checkpoint() // changes with no entry of their own go in too
+      if (index.batch.size > 0 || index.inFlight() !== undefined) return
+      const checkpoint = await db.checkpoint()
+      if (!checkpoint || checkpoint.seq !== log.seq) return
+      await db.putCleanClose({ seq: checkpoint.seq, position: checkpoint.position })
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not record the clean close; the next open replays whatever follows the log\'s end')
     }
   }
 

@@ -65,9 +65,10 @@ export function register (program: Command): void {
     })
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
+    .option('--drop-copy-writes', 'entries another copy of the store (same identity) wrote to its pool volumes after it was last closed: cut them into lost+found/ instead of refusing to open (adopt that copy first: it keeps them)')
     .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced}')
-    .action(async (storeArg: string, opts: { json?: boolean }) => {
-      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>(storeArg, 'pool repair')
+    .action(async (storeArg: string, opts: { json?: boolean, dropCopyWrites?: boolean }) => {
+      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>(storeArg, 'pool repair', {}, {}, { dropCopyWrites: opts.dropCopyWrites === true })
       // Every copy it had to make was made: a stale copy it could not remove is only said.
       if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
       if (opts.json) printJson(r)
