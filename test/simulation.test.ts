@@ -30,12 +30,17 @@ const FOUND_BY_GROUP_COMMIT = [1001, 1004]
 // deleted a recycled segment's copies before the index said so. 16800056 (40 phases): a
 // fetched archived segment evicted from the cache while a read opened it. 17100006 (PAGES=1
 // REBUILDS=1, 40 phases): a full rebuild made the good copy of a mirrored segment match a
-// copy dropped long before, which nothing had removed.
+// copy dropped long before, which nothing had removed. 7310047 (PAGES=1 REBUILDS=1): a full
+// rebuild took a segment whose header page the power loss kept, and none of its entries, for
+// one holding entries, so the torn unflushed entry before it was kept as damage and read EIO
+// (test/rebuild-torn-empty-next.test.ts; the fix's extra read at a rebuild changes the run, so
+// the seed no longer meets that power loss).
 const PAGES_OPTS = { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true } // scripts/simulate.mjs PAGES=1
 const FOUND_BY_SIMULATE: Array<[seed: number, opts: SimulationOptions]> = [
   ...[16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056, 16500117, 16500192].map(s => [s, {}] as [number, SimulationOptions]),
   [16800056, { phases: 40 }],
-  [17100006, { ...PAGES_OPTS, rebuildAfterPowerLoss: true, phases: 40 }]
+  [17100006, { ...PAGES_OPTS, rebuildAfterPowerLoss: true, phases: 40 }],
+  [7310047, { ...PAGES_OPTS, rebuildAfterPowerLoss: true }]
 ]
 const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT]
 

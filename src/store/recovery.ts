@@ -3,7 +3,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { unpack } from 'msgpackr'
 import { BlockMap, DENSE_ROW_BYTES } from './block-map'
-import { readUpTo, type FileLayer } from './file-layer'
+import { readUpTo, type FileHandle, type FileLayer } from './file-layer'
 import { ENTRY_HEADER_BYTES, BLOCK_CRC_BYTES, EntryKind, INDEX_FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRIMMED, inFlightBytes, trimHolder, parseSegmentFileName, segmentFileName } from './format'
 import { IndexBatch, type Checkpoint, type IndexDb } from './index-db'
 import { clearPendingHeaders, readPendingHeaders } from './pending-headers'
@@ -861,16 +861,27 @@ export async function redoPendingHeaders (layer: FileLayer, storeDir: string, ho
 
 /**
  * Whether a copy of segment `id` is longer than its header (unreadable: assumed to). With
- * `geometry`, only a copy whose header also checks out counts: bytes behind a header that never
- * became durable are no entries of the log.
+ * `geometry` (which segment ends the log in a full rebuild), only a copy whose header checks
+ * out and whose first entry is readable counts: bytes behind a header that never became
+ * durable are no entries of the log, and neither are bytes behind a durable header where no
+ * entry begins. A page cache writes back in any order, so a power loss may keep a new
+ * segment's header page and its length and none of its entry pages (zeros at its first
+ * entry): counted as holding entries, it made the segment before it sealed, and the torn
+ * unflushed last entry there was kept as damage (indexed with bad blocks, reads EIO) instead
+ * of being cut (simulation seed 7310047, PAGES=1 REBUILDS=1; test/rebuild-torn-empty-next.test.ts).
+ * A segment's first entry is the one every later entry there is read behind: with it
+ * unreadable nothing in the segment can say the segment before was flushed.
  */
 async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: string[], id: number, geometry?: SegmentGeometry): Promise<boolean> {
   for (const volume of volumes) {
     try {
       const handle = await layer.open(path.join(home.dirOf(volume), segmentFileName(id)), false)
       try {
-        if ((await handle.size()) <= SEGMENT_HEADER_BYTES) continue
-        if (geometry === undefined || await segmentHeaderProblem(handle, id, geometry) === undefined) return true
+        const size = await handle.size()
+        if (size <= SEGMENT_HEADER_BYTES) continue
+        if (geometry === undefined) return true
+        if (await segmentHeaderProblem(handle, id, geometry) !== undefined) continue
+        if (await firstEntryReadable(handle, geometry.blockBytes, size)) return true
       } finally {
         await handle.close()
       }
@@ -878,6 +889,12 @@ async function holdsEntries (layer: FileLayer, home: SegmentHome, volumes: strin
       return true
     }
   }
+  return false
+}
+
+/** Whether a valid entry header (header and table checksums; block data not checked) begins right after the segment's header page. */
+async function firstEntryReadable (handle: FileHandle, blockBytes: number, size: number): Promise<boolean> {
+  for await (const item of scanSegment(handle, SEGMENT_HEADER_BYTES, blockBytes, false, size)) return item.type === 'entry'
   return false
 }
 
