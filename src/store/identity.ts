@@ -272,16 +272,32 @@ export function ownerVerdict (owner: OwnerRecord | undefined, here: Location, uu
 }
 
 /**
- * The store directory, other than the one at `here`, that the owner record in `segmentDir` (a
- * store's directory on a pool volume, which copies of it share) names: one that claimed it
- * since `here` last wrote there. Undefined when the record names `here` (maybe moved), or
- * there is none (the store's own segments/, an older store).
+ * Who else wrote to `segmentDir` (a store's directory on a pool volume, which copies of it
+ * share) since `here` last did, by its owner record: undefined when nobody did (the record
+ * names `here`, maybe moved; or one of this store's own former places, `ownPaths`: a backup of
+ * the store restored under another name (helper-69's D1); or there is none: the store's own
+ * segments/, an older store), else the other directory and whether a store with this uuid is
+ * there now (`live`: a copy, or the original of this copy; not live: a copy since removed or
+ * adopted).
  */
-export function claimedByOther (segmentDir: string, here: Location, uuid: string): string | undefined {
+export function claimedByOther (segmentDir: string, here: Location, uuid: string, ownPaths: ReadonlyArray<{ path: string, host: string }>): { by: string, live: boolean } | undefined {
   let owner: OwnerRecord
   try { owner = JSON.parse(fs.readFileSync(path.join(segmentDir, OWNER_FILE), 'utf8')) as OwnerRecord } catch { return undefined }
   if (typeof owner?.path !== 'string') return undefined
-  return ownerVerdict(owner, here, uuid) === 'mine' ? undefined : owner.path
+  const verdict = ownerVerdict(owner, here, uuid)
+  if (verdict === 'mine') return undefined
+  if (typeof verdict === 'object') return { by: verdict.other, live: true }
+  // 'free': no store with this uuid is there now, or it is on another host (not checkable).
+  if (owner.host !== here.host) return undefined
+  if (ownPaths.some(p => p.path === owner.path && p.host === owner.host)) return undefined
+  return { by: owner.path, live: false }
+}
+
+/** The places this store recorded itself at (identity.json: where, and where it moved from). */
+export function ownPlaces (dir: string): Array<{ path: string, host: string }> {
+  let r: IdentityRecord | undefined
+  try { r = readIdentity(dir) } catch { return [] }
+  return r === undefined ? [] : [{ path: r.path, host: r.host }, ...(r.movedFrom ?? [])]
 }
 
 /**

@@ -22,7 +22,7 @@ export const HIGHEST_VOLUME_ID_SEQ = 'highestVolumeIdSeq'
 export const HISTORY_HORIZON = 'historyHorizon'
 import { Segment, segmentHeaderProblem, type SegmentGeometry } from './segment'
 import { MirroredHandle } from './mirrored-handle'
-import { claimedByOther, foreignSegment, locationOf } from './identity'
+import { claimedByOther, foreignSegment, locationOf, ownPlaces } from './identity'
 import { CACHE_VOLUME, type SegmentHome } from './segment-home'
 import type { SegmentRecord } from './index-db'
 
@@ -203,17 +203,21 @@ export async function recover (
   // A was away, claimed them (their owner record names B) and appended to A's segment files
   // and made new ones there (helper-62's sequence). Replayed, A's image quietly held B's
   // writes. So entries past a clean close in a directory another store directory has claimed
-  // since are refused, with nothing changed (or cut, with dropCopyWrites). Elsewhere they are
-  // replayed as before (an index put back from a backup leaves its own later entries there).
-  // An open that writes removes the record before it appends: a crash's own tail replays.
+  // since (identity.ts claimedByOther) are not this store's: a read-only open stops there (a
+  // copy reads as it was copied while its original writes on: helper-69's D2), an open that
+  // writes is refused with nothing changed, or cuts them with dropCopyWrites. Elsewhere they
+  // are replayed as before: an index put back from a backup, or a backup of the whole store
+  // restored under another name, leaves its own later entries there (helper-69's D1). An open
+  // that writes removes the record before it appends: a crash's own tail replays.
   const cleanClose = checkpoint !== undefined ? await index.cleanClose() : undefined
   const closedAt = cleanClose !== undefined && cleanClose.seq === checkpoint?.seq ? cleanClose : undefined
-  const claims = new Map<number, string | undefined>()
+  const claims = new Map<number, { by: string, live: boolean } | undefined>()
+  const own = closedAt !== undefined ? ownPlaces(storeDir) : []
   /** The other store directory that claimed a directory holding a copy of segment `s` (see above). */
-  const claimedBy = (s: Segment): string | undefined => {
+  const claimedBy = (s: Segment): { by: string, live: boolean } | undefined => {
     if (!claims.has(s.id)) {
       const here = locationOf(storeDir)
-      claims.set(s.id, s.volumes.filter(v => v !== CACHE_VOLUME).map(v => claimedByOther(home.dirOf(v), here, geometry.uuid)).find(by => by !== undefined))
+      claims.set(s.id, s.volumes.filter(v => v !== CACHE_VOLUME).map(v => claimedByOther(home.dirOf(v), here, geometry.uuid, own)).find(c => c !== undefined))
     }
     return claims.get(s.id)
   }
@@ -337,11 +341,20 @@ export async function recover (
     /** Where each entry scanned here starts, and its sequence number (see rewriteUnflushed). */
     const starts: Array<[offset: number, seq: number]> = []
     for await (const item of scanSegment(segment.handle, offset, geometry.blockBytes, true)) {
-      const by = item.type === 'entry' && closedAt !== undefined ? claimedBy(segment) : undefined
-      if (item.type === 'entry' && by !== undefined) {
+      const claim = item.type === 'entry' && closedAt !== undefined ? claimedBy(segment) : undefined
+      if (item.type === 'entry' && claim !== undefined) {
         const what = `entry ${item.header.seq} at ${item.offset} of ${segment.file}`
-        if (opts.dropCopyWrites !== true || opts.readOnly) {
-          throw new LogdiskError('IDENTITY', `${storeDir} was closed cleanly with its log ending at entry ${closedAt!.seq}, but the log goes on (${what}) in a pool volume directory that the store at ${by} claimed since: another copy with this store's identity (${geometry.uuid}) wrote there; nothing was changed. Give that copy its own identity first (logdisk adopt ${by}: it keeps what it wrote), then drop its writes from this store with: logdisk pool repair ${storeDir} --drop-copy-writes (they go to lost+found)`)
+        const by = claim.by
+        if (opts.readOnly) {
+          log.warn({ segment: segment.id, offset: item.offset, by }, `the log goes on past this store's last clean close in a pool volume directory ${by} wrote to since; read as it was at that close`)
+          await cut(item.offset, `written by ${by} past this store's clean close at entry ${closedAt!.seq} (${what})`)
+          break
+        }
+        if (opts.dropCopyWrites !== true) {
+          const way = claim.live
+            ? `Give that copy its own identity first (logdisk adopt ${by}: it keeps what it wrote), then drop its writes from this store with: logdisk pool repair ${storeDir} --drop-copy-writes (they go to lost+found)`
+            : `No store with this identity is at ${by} now (removed, or adopted: its own writes went with it). If this store lived at ${by} under that name, they are its own: move ${path.join(storeDir, 'index')} aside and the next command rebuilds the index from the log with them; if not, drop them with: logdisk pool repair ${storeDir} --drop-copy-writes (they go to lost+found)`
+          throw new LogdiskError('IDENTITY', `${storeDir} was closed cleanly with its log ending at entry ${closedAt!.seq}, but the log goes on (${what}) in a pool volume directory that ${by} claimed since: another copy with this store's identity (${geometry.uuid}) wrote there; nothing was changed. ${way}`)
         }
         droppedCopyWrites = true
         await cut(item.offset, `the store at ${by}, a copy of this one, wrote past its clean close at entry ${closedAt!.seq} (${what}); dropped as asked (--drop-copy-writes)`)
