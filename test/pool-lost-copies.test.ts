@@ -87,3 +87,18 @@ t.test('copies lost from a volume that is still there are counted by pool list a
   const gone = JSON.parse((await logdisk('pool', 'list', store2, '--json')).stdout) as PoolList
   t.match(gone.warnings.join('\n'), new RegExp(`pool volume ${x1} is missing \\(its \\.logdisk-volume\\.json is gone\\): ${onX1} segment\\(s\\) on it cannot be read; no new ones go there`), 'its segments cannot be read, and it says how many')
 })
+
+// A store no command has written to has its current segment only in memory (a read-only open
+// makes no file): `status` and `pool list` of every new store warned that a segment had no
+// copy left (helper-69).
+t.test('a new store warns of no lost segment', { timeout: 60_000 }, async t => {
+  const dir = tmpDir('pool-lost-fresh')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = path.join(dir, 's')
+  t.equal((await logdisk('create', store, '--size', '64M')).code, 0)
+  for (const args of [['status', store], ['pool', 'list', store]]) {
+    const r = await logdisk(...args)
+    t.equal(r.code, 0, `${args.join(' ')} works`)
+    t.notMatch(r.stdout + r.stderr, /warning/, `${args.join(' ')} warns of nothing (${(r.stdout + r.stderr).trim().split('\n').filter(l => /warning/.test(l)).join('; ')})`)
+  }
+})

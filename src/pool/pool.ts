@@ -561,7 +561,9 @@ export class Pool implements SegmentHome {
       const n = vs.filter(v => holds(v, id)).length
       const away = vs.filter(v => missing.has(v)) // said with the missing volume
       if (n === 0 && away.length > 0) for (const v of away) out.onlyOn.set(v, (out.onlyOn.get(v) ?? 0) + 1)
-      else if (n === 0 && !this.store.isSegmentArchived(id)) out.none++
+      // A fresh store's current segment exists only in memory until a command writes
+      // (helper-69: `status` of every new store warned that a segment had no copy left).
+      else if (n === 0 && !this.store.isSegmentArchived(id) && !this.store.isEmptyCurrent(id)) out.none++
       else if (n > 0 && n < this.policy.mirror && this.policy.mirror > 1) out.fewer++
     }
     return out

@@ -12,7 +12,7 @@ import { lowerBound, type CompactionReport } from './compaction'
 import { compactionPass, type CompactOptions } from './compaction-pass'
 import { writeConfig, type CreateOptions, type StoreConfig } from './config'
 import { nodeFileLayer, readUpTo, type FileLayer } from './file-layer'
-import { EntryKind, TRIMMED, segmentFileName } from './format'
+import { EntryKind, SEGMENT_HEADER_BYTES, TRIMMED, segmentFileName } from './format'
 import { History } from './history'
 import type { EntryRecord, SegmentRecord, SnapshotRecord } from './index-db'
 import { IndexWriter } from './index-writer'
@@ -737,6 +737,16 @@ export class Store {
   /** Whether backing storage holds segment `id` whole (archived): a lost local copy reads from there. */
   isSegmentArchived (id: number): boolean {
     return this.p.segments.isArchived(id)
+  }
+
+  /**
+   * Whether segment `id` is the current one and holds no entry yet: a store no command has
+   * written to has one only in memory (a read-only open makes no file), which holds nothing
+   * a read could miss.
+   */
+  isEmptyCurrent (id: number): boolean {
+    const { log } = this.p
+    return id === log.current.id && log.current.tail <= SEGMENT_HEADER_BYTES
   }
 
   /**
