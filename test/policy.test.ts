@@ -68,7 +68,8 @@ t.test('applyAssignments sets typed values and validates', async t => {
   const next = applyAssignments(base, ['volumeId=constant', 'volumeId.constant=42', 'volumeId.reuse=false'])
   t.same(next, { ...base, volumeId: 'constant', 'volumeId.constant': 42, 'volumeId.reuse': false }, 'numbers and booleans, not strings')
   t.same(base, defaultPolicy(), 'the input policy is not modified')
-  t.equal(applyAssignments(base, ['volumeId=explicit', 'volumeId=sequential']).volumeId, 'sequential', 'the last assignment of a key wins')
+  // A key twice in one command is refused: which one was meant is not ours to guess (helper-69).
+  t.equal(errorOf(t, () => applyAssignments(base, ['volumeId=explicit', 'volumeId=sequential']))?.code, 'BAD_ARGUMENT', 'a key assigned twice is refused')
   t.equal(applyAssignments(base, ['volumeId.reuse=true']).volumeId, 'sequential', 'keys not assigned keep their value')
   t.same(applyAssignments(next, []), next, 'no assignments: no change')
 
@@ -247,6 +248,8 @@ t.test('the CLI: policy set and show', async t => {
   t.match(text.stdout, /^volumeId\.constant=3\t/m)
 
   oneLine(await logdisk('policy', 'set', path.join(dir, 'not-a-store'), 'volumeId=constant'), 'not a store', /no store at/)
+  oneLine(await logdisk('policy', 'set', store, 'mirror'), 'a key without a value', /^logdisk: policy set takes KEY=VALUE \(got "mirror"; mirror takes 1\|2\)\n$/)
+  oneLine(await logdisk('policy', 'set', store, 'mirror=1', 'mirror=2'), 'a key set twice', /^logdisk: policy mirror is set twice in one command; give it once\n$/)
 
   // The value as stored is what set prints (helper-64: `mirror=02` echoed "02").
   const padded = await logdisk('policy', 'set', store, 'mirror=02')

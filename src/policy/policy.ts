@@ -169,13 +169,19 @@ function checkTogether (p: Record<string, unknown>): void {
 /** Validates KEY=VALUE assignments; all or nothing: one bad assignment changes nothing. */
 export function applyAssignments (policy: Policy, assignments: string[]): Policy {
   const next: Record<string, unknown> = { ...policy }
+  const seen = new Set<string>()
   for (const a of assignments) {
     const eq = a.indexOf('=')
     const key = eq > 0 ? a.slice(0, eq) : a
+    // Twice in one command: which one was meant is not ours to guess (the last won, silently).
+    if (seen.has(key)) throw new LogdiskError('BAD_ARGUMENT', `policy ${key} is set twice in one command; give it once`)
+    seen.add(key)
     // Own keys only: "__proto__", "toString" and the like are found on every object's
     // prototype, and were taken for keys (an internal error: helper-62).
     const spec = Object.hasOwn(POLICY_KEYS, key) ? (POLICY_KEYS as Record<string, KeySpec<unknown>>)[key] : undefined
     if (!spec) throw new LogdiskError('BAD_ARGUMENT', `unknown policy key "${key}"; valid keys: ${Object.keys(POLICY_KEYS).join(', ')}`)
+    // `mirror` alone was answered `policy mirror takes 1|2 (got "mirror")` (helper-69).
+    if (eq <= 0) throw new LogdiskError('BAD_ARGUMENT', `policy set takes KEY=VALUE (got "${a}"; ${key} takes ${spec.values})`)
     const value = eq > 0 ? spec.parse(a.slice(eq + 1)) : undefined
     if (value === undefined) throw new LogdiskError('BAD_ARGUMENT', `policy ${key} takes ${spec.values} (got "${a.slice(eq + 1)}")`)
     next[key] = value
