@@ -334,7 +334,7 @@ t.test('a copy used while its original was away is the copy once the original is
   // (test/identity-copy-appended.test.ts): dropped on request, the original is as it was.
   const refused = await logdisk('snapshot', p1, '--name', 'z')
   t.equal(refused.code, 1, 'the original refuses the entries its copy wrote to their shared volume')
-  t.match(refused.stderr, new RegExp(`the store at ${p1c} claimed since: another copy with this store's identity .* logdisk pool repair ${p1} --drop-copy-writes`), 'and says how to drop them')
+  t.match(refused.stderr, new RegExp(`${p1c} claimed since: another copy with this store's identity .* logdisk pool repair ${p1} --drop-copy-writes`), 'and says how to drop them')
   t.equal((await logdisk('pool', 'repair', p1, '--drop-copy-writes')).code, 0, 'dropped')
   const back = await logdisk('snapshot', p1, '--name', 'z')
   t.equal(back.code, 0, `the original works again: ${back.stderr}`)
