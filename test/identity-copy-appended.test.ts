@@ -192,3 +192,38 @@ t.test('a backup restored under another name replays its own entries; a copy rea
   t.ok((await readStore(p2, 20 * MiB, 3 * MiB, 'read')).equals(laterNew), 'all of them')
   t.equal((await logdisk('verify', p2)).code, 0, 'and verifies')
 })
+
+// helper-70's D3: an owner record written on another host (a pool on shared storage, the copy
+// used there) turned the check off, and the copy's writes were taken for the store's own.
+// W1: status called what the copy wrote "a torn tail ... left for the next command that writes
+// to cut", while a command that writes refuses it.
+t.test('a copy that wrote from another host is not taken for the store; status says what it read', async t => {
+  const dir = tmpDir('id-appended-host')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const p1 = path.join(dir, 'p1')
+  const p1c = path.join(dir, 'p1c')
+  const vol = path.join(dir, 'vol')
+  await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
+  t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  const mine = pattern(41, 3 * MiB)
+  await writeStore(p1, 0, mine)
+  const uuid = JSON.parse(fs.readFileSync(path.join(p1, 'store.json'), 'utf8')).uuid
+  await must('cp', '-a', p1, p1c)
+  fs.renameSync(p1, `${p1}.away`)
+  await writeStore(p1c, 30 * MiB, pattern(42, MiB))
+  fs.renameSync(`${p1}.away`, p1)
+  fs.rmSync(p1c, { recursive: true, force: true }) // used on the other host, as far as this one can tell
+  const ownerFile = path.join(vol, uuid, '.logdisk-owner.json')
+  const owner = JSON.parse(fs.readFileSync(ownerFile, 'utf8'))
+  fs.writeFileSync(ownerFile, JSON.stringify({ ...owner, host: 'otherhost' }))
+
+  t.ok((await readStore(p1, 30 * MiB, MiB, 'read')).equals(Buffer.alloc(MiB)), 'a read open does not show the copy\'s write')
+  t.ok((await readStore(p1, 0, 3 * MiB, 'read')).equals(mine), 'and shows the store\'s own')
+  const st = await logdisk('status', p1)
+  t.equal(st.code, 0, `status works: ${st.stderr}`)
+  t.match(st.stdout, new RegExp(`^recovery +read as it was at its last clean close: the log goes on from segment \\d+ with .* that otherhost:${p1c} wrote since`, 'm'), 'status says the store was read as at its clean close, and who wrote past it')
+  t.notMatch(st.stdout, /torn tail/, 'not a torn tail')
+  const snap = await logdisk('snapshot', p1, '--name', 's')
+  t.equal(snap.code, 1, 'a command that writes is refused')
+  t.match(snap.stderr, new RegExp(`otherhost:${p1c} claimed since: another copy with this store's identity`), 'naming the other host\'s directory')
+})

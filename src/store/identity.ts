@@ -287,10 +287,11 @@ export function claimedByOther (segmentDir: string, here: Location, uuid: string
   const verdict = ownerVerdict(owner, here, uuid)
   if (verdict === 'mine') return undefined
   if (typeof verdict === 'object') return { by: verdict.other, live: true }
-  // 'free': no store with this uuid is there now, or it is on another host (not checkable).
-  if (owner.host !== here.host) return undefined
+  // 'free': no store with this uuid is there now, or it is on another host (not checkable):
+  // one of this store's own former places, or another's (a copy used on another host of a
+  // pool on shared storage: it was taken for this store's own, helper-70's D3).
   if (ownPaths.some(p => p.path === owner.path && p.host === owner.host)) return undefined
-  return { by: owner.path, live: false }
+  return { by: owner.host !== here.host ? `${owner.host}:${owner.path}` : owner.path, live: false }
 }
 
 /** The places this store recorded itself at (identity.json: where, and where it moved from). */

@@ -32,7 +32,7 @@ export interface RecoveryReport {
   /** The index was missing or behind what the log allows and was rebuilt from the whole log. */
   rebuiltIndex: boolean
   /** Set when a torn or damaged tail was cut: where, why, and where its bytes were kept. */
-  cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string }
+  cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string, by?: string }
   /** Segment files after a cut, moved aside (never deleted). */
   orphanedSegments: string[]
   /** Segments made ahead that a crash left with no entry and an unreadable header: removed. */
@@ -348,6 +348,7 @@ export async function recover (
         if (opts.readOnly) {
           log.warn({ segment: segment.id, offset: item.offset, by }, `the log goes on past this store's last clean close in a pool volume directory ${by} wrote to since; read as it was at that close`)
           await cut(item.offset, `written by ${by} past this store's clean close at entry ${closedAt!.seq} (${what})`)
+          if (report.cut) report.cut.by = by // not torn: said apart (status)
           break
         }
         if (opts.dropCopyWrites !== true) {

@@ -51,6 +51,8 @@ const LINES: Array<[string, (s: Status, size: (n: number) => string) => string |
   ['recovery', (s, size) => {
     const cut = s.recovery.cut
     if (cut && cut.savedTo) return `cut a torn tail of ${size(cut.bytes)} in segment ${cut.segment} (${cut.reason}); kept in ${cut.savedTo}`
+    // Entries another directory with this store's identity wrote past its clean close (recovery.ts): not torn, and not cut by a write either (writes are refused with the way out).
+    if (cut?.by !== undefined) return `read as it was at its last clean close: the log goes on from segment ${cut.segment} with ${size(cut.bytes)} or more that ${cut.by} wrote since (${cut.reason}); a command that writes refuses them and says the way out`
     if (cut) return `a torn tail of ${size(cut.bytes)} in segment ${cut.segment} (${cut.reason}) is left for the next command that writes to cut (this one only reads)`
     return undefined
   }],
