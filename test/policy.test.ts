@@ -249,6 +249,7 @@ t.test('the CLI: policy set and show', async t => {
 
   oneLine(await logdisk('policy', 'set', path.join(dir, 'not-a-store'), 'volumeId=constant'), 'not a store', /no store at/)
   oneLine(await logdisk('policy', 'set', store, 'mirror'), 'a key without a value', /^logdisk: policy set takes KEY=VALUE \(got "mirror"; mirror takes 1\|2\)\n$/)
+  oneLine(await logdisk('policy', 'set', store, '=3'), 'a value without a key', /^logdisk: policy set takes KEY=VALUE \(got "=3"\)\n$/)
   oneLine(await logdisk('policy', 'set', store, 'mirror=1', 'mirror=2'), 'a key set twice', /^logdisk: policy mirror is set twice in one command; give it once\n$/)
 
   // The value as stored is what set prints (helper-64: `mirror=02` echoed "02").

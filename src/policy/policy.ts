@@ -173,6 +173,7 @@ export function applyAssignments (policy: Policy, assignments: string[]): Policy
   for (const a of assignments) {
     const eq = a.indexOf('=')
     const key = eq > 0 ? a.slice(0, eq) : a
+    if (eq === 0) throw new LogdiskError('BAD_ARGUMENT', `policy set takes KEY=VALUE (got "${a}")`)
     // Twice in one command: which one was meant is not ours to guess (the last won, silently).
     if (seen.has(key)) throw new LogdiskError('BAD_ARGUMENT', `policy ${key} is set twice in one command; give it once`)
     seen.add(key)
