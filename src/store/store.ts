@@ -918,8 +918,9 @@ export class Store {
   /**
    * Records where the log ends now that the index holds all of it (keys.ts 'l'): entries
    * the next open finds past it in a pool volume directory another store directory claimed
-   * meanwhile are a copy's, and refused (recovery.ts). Never fails the close: without the
-   * record the next open replays what it finds, as it always did.
+   * meanwhile are a copy's, never taken for this store's own (recovery.ts: reads stop there,
+   * writes are refused). Never fails the close: without the record the next open replays
+   * what it finds, as it always did.
    */
   private async recordCleanClose (): Promise<void> {
     const { log, index, db, logger } = this.p
