@@ -59,14 +59,19 @@ function oneLine (t: Test, stderr: string, what: string): void {
   t.notMatch(stderr, /internal error|\n\s+at /, `${what}: no internal error or stack`)
 }
 
-t.test('the original does not take the entries its copy appended to their shared pool volume', async t => {
-  const dir = tmpDir('id-appended')
+/** A store p1 in a fresh directory whose segments are on pool volume vol (p1c: where a copy goes). */
+async function pooledStore (t: Test, name: string): Promise<{ dir: string, p1: string, p1c: string, vol: string }> {
+  const dir = tmpDir(name)
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const p1 = path.join(dir, 'p1')
-  const p1c = path.join(dir, 'p1c')
   const vol = path.join(dir, 'vol')
   await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
   t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  return { dir, p1, p1c: path.join(dir, 'p1c'), vol }
+}
+
+t.test('the original does not take the entries its copy appended to their shared pool volume', async t => {
+  const { dir, p1, p1c, vol } = await pooledStore(t, 'id-appended')
   const mine = pattern(21, 3 * MiB)
   await writeStore(p1, 0, mine)
   const uuid = JSON.parse(fs.readFileSync(path.join(p1, 'store.json'), 'utf8')).uuid
@@ -127,12 +132,7 @@ t.test('the original does not take the entries its copy appended to their shared
 })
 
 t.test('after a crash the store replays its own unflushed tail; a clean close followed by more use of itself is not refused', async t => {
-  const dir = tmpDir('id-appended-crash')
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const p1 = path.join(dir, 'p1')
-  const vol = path.join(dir, 'vol')
-  await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
-  t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  const { dir, p1, vol } = await pooledStore(t, 'id-appended-crash')
   const a = pattern(31, 3 * MiB)
   const b = pattern(32, MiB)
   const c = pattern(33, 3 * MiB)
@@ -155,12 +155,7 @@ t.test('after a crash the store replays its own unflushed tail; a clean close fo
 // then dropped acknowledged writes. D2: a copy read while its original wrote on was refused
 // by read-only commands (which a copy is promised), and the line told it to adopt its original.
 t.test('a backup restored under another name replays its own entries; a copy reads as it was copied', async t => {
-  const dir = tmpDir('id-appended-backup')
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const p1 = path.join(dir, 'p1')
-  const vol = path.join(dir, 'vol')
-  await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
-  t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  const { dir, p1 } = await pooledStore(t, 'id-appended-backup')
   const first = pattern(31, 3 * MiB)
   await writeStore(p1, 0, first)
   await must('cp', '-a', p1, path.join(dir, 'p1.bak'))
@@ -198,13 +193,7 @@ t.test('a backup restored under another name replays its own entries; a copy rea
 // W1: status called what the copy wrote "a torn tail ... left for the next command that writes
 // to cut", while a command that writes refuses it.
 t.test('a copy that wrote from another host is not taken for the store; status says what it read', async t => {
-  const dir = tmpDir('id-appended-host')
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const p1 = path.join(dir, 'p1')
-  const p1c = path.join(dir, 'p1c')
-  const vol = path.join(dir, 'vol')
-  await must(process.execPath, CLI, 'create', p1, '--size', '64M', '--segment-size', '2M', '--pool', vol)
-  t.equal((await logdisk('pool', 'add', p1, vol)).code, 0)
+  const { dir, p1, p1c, vol } = await pooledStore(t, 'id-appended-host')
   const mine = pattern(41, 3 * MiB)
   await writeStore(p1, 0, mine)
   const uuid = JSON.parse(fs.readFileSync(path.join(p1, 'store.json'), 'utf8')).uuid
