@@ -17,7 +17,7 @@ import { firstIntactCopy } from './intact-copy'
 import { crc32c } from '../store/crc'
 import { nodeFileLayer } from '../store/file-layer'
 import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileName } from '../store/format'
-import { ADOPT_FILE, ADOPT_SHORT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, recordIdentity, type AdoptIntent, type Location, type OwnerRecord } from '../store/identity'
+import { ADOPT_FILE, ADOPT_SHORT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, readOwnerRecord, recordIdentity, type AdoptIntent, type Location } from '../store/identity'
 import { IndexBatch, IndexDb, type SegmentRecord } from '../store/index-db'
 import { formatBytes } from '../size-text'
 import { ADOPT_HEADROOM_BYTES, RoomNeeds, allocatedBytes, isNoSpace, moreBytes, ranOutError, roomRefusal, type RoomShort } from './adopt-room'
@@ -375,9 +375,7 @@ type IntentSketch = Pick<AdoptIntent, 'from' | 'copyOf'> & { to?: string, phase?
 
 /** Whether a pool volume is this store's own (its directory follows the uuid), not the original's of a copy. */
 function ownsVolume (v: PoolVolumeEntry, intent: IntentSketch, here: Location): boolean {
-  let owner: OwnerRecord | undefined
-  try { owner = JSON.parse(fs.readFileSync(path.join(v.dir, intent.from, OWNER_FILE), 'utf8')) as OwnerRecord } catch { owner = undefined }
-  return intent.copyOf === null && typeof ownerVerdict(owner, here, intent.from) !== 'object'
+  return intent.copyOf === null && typeof ownerVerdict(readOwnerRecord(path.join(v.dir, intent.from)), here, intent.from) !== 'object'
 }
 
 /**

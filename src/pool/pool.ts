@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, fromSystemError, isLogdiskError } from '../errors'
-import { OWNER_FILE, ownerRecord, ownerVerdict, readIdentity, type Location, type OwnerRecord } from '../store/identity'
+import { OWNER_FILE, ownerRecord, ownerVerdict, readIdentity, readOwnerRecord, type Location, type OwnerRecord } from '../store/identity'
 import type { Policy } from '../policy/policy'
 import { writeFileAtomic, type StoreConfig } from '../store/config'
 import type { Logger } from '../store/logger'
@@ -148,9 +148,7 @@ export class Pool implements SegmentHome {
   /** Throws IDENTITY (read-only: warns) when another directory with this uuid owns our directory on `volumeDir`. */
   private ownerConflict (volumeDir: string): OwnerRecord | undefined {
     const here = this.opts.here!
-    const file = path.join(volumeDir, this.config.uuid, OWNER_FILE)
-    let owner: OwnerRecord | undefined
-    try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
+    const owner = readOwnerRecord(path.join(volumeDir, this.config.uuid))
     const verdict = ownerVerdict(owner, here, this.config.uuid)
     if (typeof verdict !== 'object') return undefined
     // Which one is the copy, when the other says it moved from here: "adopt <copy>" alone led
@@ -170,8 +168,7 @@ export class Pool implements SegmentHome {
     if (!here || this.readOnly) return
     const dir = path.join(volumeDir, this.config.uuid)
     const file = path.join(dir, OWNER_FILE)
-    let owner: OwnerRecord | undefined
-    try { owner = JSON.parse(fs.readFileSync(file, 'utf8')) as OwnerRecord } catch { owner = undefined }
+    const owner = readOwnerRecord(dir)
     this.ownerConflict(volumeDir)
     if (owner && owner.path === here.path && owner.host === here.host && owner.ino === here.ino) return
     try {

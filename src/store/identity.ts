@@ -251,6 +251,11 @@ export function ownerRecord (uuid: string, here: Location): OwnerRecord {
   return { uuid, ...here, recordedAt: new Date().toISOString() }
 }
 
+/** The owner record in `segmentDir` (a store's directory on a pool volume); undefined when there is none or it cannot be read. */
+export function readOwnerRecord (segmentDir: string): OwnerRecord | undefined {
+  try { return JSON.parse(fs.readFileSync(path.join(segmentDir, OWNER_FILE), 'utf8')) as OwnerRecord } catch { return undefined }
+}
+
 /**
  * Whether `owner` (read from a shared place) lets the store at `here` use it: 'mine' (same
  * directory, maybe moved), 'free' (no record, or a record of a directory that no longer holds
@@ -281,9 +286,8 @@ export function ownerVerdict (owner: OwnerRecord | undefined, here: Location, uu
  * adopted).
  */
 export function claimedByOther (segmentDir: string, here: Location, uuid: string, ownPaths: ReadonlyArray<{ path: string, host: string }>): { by: string, live: boolean } | undefined {
-  let owner: OwnerRecord
-  try { owner = JSON.parse(fs.readFileSync(path.join(segmentDir, OWNER_FILE), 'utf8')) as OwnerRecord } catch { return undefined }
-  if (typeof owner?.path !== 'string') return undefined
+  const owner = readOwnerRecord(segmentDir)
+  if (owner === undefined || typeof owner?.path !== 'string') return undefined
   const verdict = ownerVerdict(owner, here, uuid)
   if (verdict === 'mine') return undefined
   if (typeof verdict === 'object') return { by: verdict.other, live: true }

@@ -211,15 +211,20 @@ export async function recover (
   // that writes removes the record before it appends: a crash's own tail replays.
   const cleanClose = checkpoint !== undefined ? await index.cleanClose() : undefined
   const closedAt = cleanClose !== undefined && cleanClose.seq === checkpoint?.seq ? cleanClose : undefined
-  const claims = new Map<number, { by: string, live: boolean } | undefined>()
+  /** Per volume directory: who else claimed it (claimedByOther), read once. */
+  const claims = new Map<string, { by: string, live: boolean } | undefined>()
   const own = closedAt !== undefined ? ownPlaces(storeDir) : []
+  const here = closedAt !== undefined ? locationOf(storeDir) : undefined
   /** The other store directory that claimed a directory holding a copy of segment `s` (see above). */
   const claimedBy = (s: Segment): { by: string, live: boolean } | undefined => {
-    if (!claims.has(s.id)) {
-      const here = locationOf(storeDir)
-      claims.set(s.id, s.volumes.filter(v => v !== CACHE_VOLUME).map(v => claimedByOther(home.dirOf(v), here, geometry.uuid, own)).find(c => c !== undefined))
+    for (const v of s.volumes) {
+      if (v === CACHE_VOLUME) continue
+      const dir = home.dirOf(v)
+      if (!claims.has(dir)) claims.set(dir, claimedByOther(dir, here!, geometry.uuid, own))
+      const claim = claims.get(dir)
+      if (claim !== undefined) return claim
     }
-    return claims.get(s.id)
+    return undefined
   }
   const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID), await index.counter(HIGHEST_VOLUME_ID_SEQ))
   let horizon = await index.counter(HISTORY_HORIZON)
