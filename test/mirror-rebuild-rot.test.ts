@@ -1,13 +1,7 @@
 import path from 'node:path'
 import t from 'tap'
-import { MemoryLevel } from 'memory-level'
-import { IndexDb, type LevelDb } from '../src/store/index-db'
 import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/store/format'
-import { Store } from '../src/store/store'
-import { Rng } from '../src/testing/rng'
-import { SimFileLayer } from '../src/testing/sim-file-layer'
-import { SimHome } from '../src/testing/sim-home'
-import { scratchDir } from './helpers/sim-layer'
+import { mirroredSimStore } from './helpers/mirrored-sim-store'
 
 /**
  * A mirrored store whose index is lost (moved aside as the damaged-index advice says) is
@@ -22,17 +16,7 @@ const SIZE = 4 * 1024 * 1024
 const SEGMENT = 4 * 1024 * 1024 + 64 * 1024
 
 t.test('a rebuild of the index keeps the intact copy of a block that rotted in the first copy', async t => {
-  const dir = scratchDir(t, 'mirror-rebuild-rot')
-  const sim = new SimFileLayer()
-  const rng = new Rng(0x7310047)
-  const home = new SimHome(path.join(dir, 'pool'), rng, 2, 100, 2)
-  const level = new MemoryLevel({ keyEncoding: 'buffer', valueEncoding: 'buffer' })
-  const openIndex = async (): Promise<IndexDb> => {
-    if (level.status === 'closed') await level.open()
-    return IndexDb.openLevel(level as unknown as LevelDb)
-  }
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT }, sim)
-  const open = (): Promise<Store> => Store.open(dir, { fileLayer: sim, home, openIndex, checkpointIntervalMs: 0 })
+  const { sim, rng, home, open, loseIndex } = await mirroredSimStore(t, 'mirror-rebuild-rot', 0x7310047, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEGMENT })
   let store = await open()
   const data = rng.bytes(16 * B)
   await store.write(0, data)
@@ -46,8 +30,7 @@ t.test('a rebuild of the index keeps the intact copy of a block that rotted in t
   const second = path.join(home.dirOf(volumes[1]), segmentFileName(0))
   const at = SEGMENT_HEADER_BYTES + 64 + 16 * 4 + 3 * B + 17
   sim.poke(first, at, Buffer.from([sim.readFile(first)![at] ^ 1]))
-  if (level.status === 'closed') await level.open()
-  await level.clear()
+  await loseIndex()
 
   store = await open()
   t.teardown(() => store.close())

@@ -16,7 +16,7 @@ import { scratchDir, tagBlock } from './sim-layer'
  * make a power loss (`sim.crash`) and open it again as it was; `layerOver` puts a layer of the
  * test's between the store and the simulated disk.
  */
-export async function mirroredSimStore (t: Test, name: string, seed: number, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }, layerOver: (sim: SimFileLayer) => FileLayer = sim => sim): Promise<{ dir: string, sim: SimFileLayer, rng: Rng, home: SimHome, open: () => Promise<Store> }> {
+export async function mirroredSimStore (t: Test, name: string, seed: number, geometry: { sizeBytes: number, blockBytes: number, segmentBytes: number }, layerOver: (sim: SimFileLayer) => FileLayer = sim => sim): Promise<{ dir: string, sim: SimFileLayer, rng: Rng, home: SimHome, open: () => Promise<Store>, loseIndex: () => Promise<void> }> {
   const dir = scratchDir(t, name)
   const sim = new SimFileLayer()
   const rng = new Rng(seed)
@@ -29,7 +29,12 @@ export async function mirroredSimStore (t: Test, name: string, seed: number, geo
   await Store.create(dir, geometry, sim)
   const fileLayer = layerOver(sim)
   const open = (): Promise<Store> => Store.open(dir, { fileLayer, home, openIndex, checkpointIntervalMs: 0 })
-  return { dir, sim, rng, home, open }
+  /** Empties the index (a store closed first): the next open rebuilds it from the log. */
+  const loseIndex = async (): Promise<void> => {
+    if (level.status === 'closed') await level.open()
+    await level.clear()
+  }
+  return { dir, sim, rng, home, open, loseIndex }
 }
 
 /**
