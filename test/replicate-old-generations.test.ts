@@ -14,8 +14,10 @@ import { LogdiskError } from '../src/errors'
 import { applyAssignments, defaultPolicy, writePolicy } from '../src/policy/policy'
 import { openStore } from '../src/app/open'
 import type { Store } from '../src/store'
-import { Replicator, cloneFromReplica, createFromReplica, newestManifest, type Manifest } from '../src/replicate'
+import { Hydrator, Replicator, cloneFromReplica, createFromReplica, newestManifest, type Manifest } from '../src/replicate'
 import { encodeManifest } from '../src/replicate/format'
+import { planOldGenerationSweep, stillDeletable } from '../src/replicate/old-generations'
+import { recordReader, releaseReader } from '../src/replicate/reader-records'
 import { imageSha, labelledPattern, newReplicatedStore, testTmp } from './helpers/replica-fixture'
 
 t.setTimeout(300_000)
@@ -37,6 +39,14 @@ class DiesBeforeManifest extends DirTarget {
   async putIfAbsent (name: string, data: Buffer): Promise<boolean> {
     if (this.dying && name.startsWith('manifest.')) throw new LogdiskError('IO', `${name}: the writer died before its manifest (simulated)`)
     return await super.putIfAbsent(name, data)
+  }
+}
+
+/** A directory target whose manifest listing is as it was before generation `hidden` published its first. */
+class ListsBefore extends DirTarget {
+  constructor (dir: string, private readonly hidden: number) { super(dir) }
+  async list (prefix?: string): Promise<string[]> {
+    return (await super.list(prefix)).filter(n => !n.startsWith('manifest.') || (generationOf(n) ?? 0) < this.hidden)
   }
 }
 
@@ -238,4 +248,123 @@ t.test('a clone made from a fenced holder\'s late manifest keeps it and the segm
   const b = path.join(tmp(t, 'b'), 'store')
   await createFromReplica(b, parseTarget(spec), { spec })
   t.equal(await shaOf(b), await imageSha(store), 'create --from: byte for byte')
+})
+
+t.test('a store recovered lazily from a fenced holder\'s late manifest: its reader record keeps the objects only that manifest names until it has them all; then they go', async t => {
+  const spec = replicaDir(t)
+  const dir = path.join(tmp(t, 'a'), 'store')
+  const store = await newReplicatedStore(dir, spec, GEOMETRY)
+  t.teardown(() => store.close())
+  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, indexEverySegments: 1 })
+  await store.write(0, pattern(60, 9 * MiB))
+  await caughtUp(rA, store)
+  for (let i = 0; i < 5 && !(await newestManifest(parseTarget(spec)))!.manifest.index; i++) await rA.tick()
+  const gen1 = (await rA.status()).generation!
+  const last = (await newestManifest(parseTarget(spec)))!
+  t.ok(last.manifest.index, 'an index checkpoint is shipped')
+  const atLate = await imageSha(store)
+  // Killed; restarted with --takeover.
+  const rB = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, takeover: true, garbageGraceMs: 0, sweepEveryMs: 0 })
+  t.teardown(() => rB.stop())
+  const gen2 = (await rB.status()).generation!
+  // The fenced holder's late round: its manifest names its own (late) objects for the sealed
+  // segments before the checkpoint, which the new generation's manifests do not name.
+  const g = (n: number): string => String(n).padStart(6, '0')
+  const { sha256: _, ...body } = last.manifest
+  const segments = { ...body.segments }
+  const lateObjects: string[] = []
+  for (const [id, object] of Object.entries(body.segments).slice(0, 2)) {
+    const late = `g${g(gen1)}.seg-${id.padStart(12, '0')}.late.ldarch`
+    fs.copyFileSync(path.join(spec, object), path.join(spec, late))
+    segments[id] = late
+    lateObjects.push(late)
+  }
+  const lateManifest = `manifest.g${g(gen1)}.v${String(last.manifest.version + 1).padStart(12, '0')}`
+  fs.writeFileSync(path.join(spec, lateManifest), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments }))
+  // Created from it in the moment it was the newest: a listing before B's first manifest.
+  const lazyDir = path.join(tmp(t, 'lazy'), 'store')
+  const rec = await createFromReplica(lazyDir, new ListsBefore(spec, gen2), { spec })
+  t.equal(rec.manifest, lateManifest)
+  t.equal(rec.mode, 'lazy')
+  t.ok(rec.remoteSegments >= 2, `it reads ${rec.remoteSegments} segments on the replica`)
+  const readers = (): string[] => fs.readdirSync(spec).filter(n => n.startsWith('reader.'))
+  t.equal(readers().length, 1, 'it put its reader record on the replica')
+
+  await store.write(12 * MiB, pattern(61, 1 * MiB))
+  await caughtUp(rB, store)
+  await rB.tick()
+  t.equal((await newestManifest(parseTarget(spec)))!.manifest.generation, gen2)
+  for (const n of lateObjects) t.ok(fs.existsSync(path.join(spec, n)), `${n}, which only the late manifest names, is kept`)
+  t.equal(await shaOf(lazyDir), atLate, 'the lazy store reads every byte, from the replica')
+
+  // Brought back: the record goes, and with it what it kept.
+  const lazy = (await openStore(lazyDir)).store
+  try {
+    await new Hydrator(lazy).done()
+    t.equal(await imageSha(lazy), atLate, 'every segment local: the same bytes')
+  } finally {
+    await lazy.close()
+  }
+  t.same(readers(), [], 'the reader record is deleted once every segment is local')
+  await rB.tick()
+  for (const n of lateObjects) t.notOk(fs.existsSync(path.join(spec, n)), `${n} goes at the next sweep`)
+  t.equal(await shaOf(lazyDir), atLate, 'and the store still reads the same')
+})
+
+t.test('a store recovered lazily that takes the replica over deletes its reader record: its own manifests name what it reads there', async t => {
+  const spec = replicaDir(t)
+  const dir = path.join(tmp(t, 'a'), 'store')
+  const store = await newReplicatedStore(dir, spec, GEOMETRY)
+  t.teardown(() => store.close())
+  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, indexEverySegments: 1 })
+  await store.write(0, pattern(70, 9 * MiB))
+  await caughtUp(rA, store)
+  for (let i = 0; i < 5 && !(await newestManifest(parseTarget(spec)))!.manifest.index; i++) await rA.tick()
+  await rA.stop()
+  const dirB = path.join(tmp(t, 'b'), 'store')
+  const rec = await createFromReplica(dirB, parseTarget(spec), { spec })
+  t.equal(rec.mode, 'lazy')
+  const readers = (): string[] => fs.readdirSync(spec).filter(n => n.startsWith('reader.'))
+  t.equal(readers().length, 1, 'B put its reader record')
+  writePolicy(dirB, applyAssignments(defaultPolicy(), [`replicate.target=${spec}`]))
+  const b = (await openStore(dirB, { checkpointIntervalMs: 100 })).store
+  t.teardown(() => b.close())
+  const rB = await Replicator.start(b, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, takeover: true, garbageGraceMs: 0, sweepEveryMs: 0 })
+  t.teardown(() => rB.stop())
+  t.same(readers(), [], 'holding the replica, B deleted it')
+  await b.write(12 * MiB, pattern(71, 1 * MiB))
+  await caughtUp(rB, b)
+  await rB.tick()
+  t.equal(await imageSha(b), await imageSha(store).then(async () => {
+    const c = path.join(tmp(t, 'c'), 'store')
+    await createFromReplica(c, parseTarget(spec), { spec })
+    return await shaOf(c)
+  }), 'B reads what a store made from the replica now reads')
+})
+
+t.test('a reader record put after the sweep planned (its recovery checked the manifest before the sweep deleted it): the objects are listed again and kept', async t => {
+  const spec = replicaDir(t)
+  const dir = path.join(tmp(t, 'a'), 'store')
+  const store = await newReplicatedStore(dir, spec, GEOMETRY)
+  t.teardown(() => store.close())
+  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000 })
+  await store.write(0, pattern(80, 5 * MiB))
+  await caughtUp(rA, store)
+  const gen1 = (await rA.status()).generation!
+  const last = (await newestManifest(parseTarget(spec)))!
+  const g = (n: number): string => String(n).padStart(6, '0')
+  const { sha256: _, ...body } = last.manifest
+  const late = `g${g(gen1)}.seg-000000000077.ldarch`
+  fs.copyFileSync(path.join(spec, Object.values(body.segments)[0]), path.join(spec, late))
+  const lateManifest = `manifest.g${g(gen1)}.v${String(last.manifest.version + 1).padStart(12, '0')}`
+  fs.writeFileSync(path.join(spec, lateManifest), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments: { ...body.segments, 77: late } }))
+  const plan = await planOldGenerationSweep(parseTarget(spec), gen1 + 1, new Set())
+  t.ok(plan.manifests.includes(lateManifest) && plan.objects.includes(late), 'with no record, the sweep plans to delete the late manifest and its object')
+  // A recovery puts its record now (and sees the manifest still there), then the sweep deletes the manifests.
+  const reader = await recordReader(parseTarget(spec), path.join(tmp(t, 'r'), 'store'), lateManifest)
+  for (const n of plan.manifests) fs.rmSync(path.join(spec, n))
+  const left = await stillDeletable(parseTarget(spec), plan.objects)
+  t.notOk(left.includes(late), 'listed again, the record keeps the object (its manifest gone, every older segment object is kept)')
+  await releaseReader(parseTarget(spec), reader.name)
+  t.ok((await stillDeletable(parseTarget(spec), plan.objects)).includes(late), 'the record released: it may go')
 })

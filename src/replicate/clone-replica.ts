@@ -9,6 +9,7 @@ import { writeFileAtomic } from '../store/config'
 import { syncDir } from '../copy/sync-dir'
 import { silentLogger, type Logger } from '../store/logger'
 import { createFromReplica, type RecoverResult } from './recover'
+import { releaseSourceReader } from './source-link'
 import { newestManifest } from './format'
 import { isBeingDeleted, recordDependency, releaseDependency, type CloneDependency } from './clone-deps'
 import { isAlive } from '../daemon/paths'
@@ -81,6 +82,8 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
       if (await isBeingDeleted(target, snap.seq)) throw new LogdiskError('NOT_FOUND', gone)
       const newest = await newestManifest(target)
       if (!newest?.manifest.snapshots.some(s => s.seq === snap.seq)) throw new LogdiskError('NOT_FOUND', gone)
+      // The clone's record keeps the manifest's segment objects from here on, for as long as the clone lives.
+      await releaseSourceReader(parent)
       const record: ReplicaParentRecord = { format: 1, from: spec, manifest: recovered.manifest, clone: dir, dependency: dep.name }
       writeFileAtomic(path.join(parent, REPLICA_PARENT_FILE), JSON.stringify(record, null, 2) + '\n')
       const clone = await makeClone(parent, { name: snap.name, seq: snap.seq }, dir)
@@ -90,6 +93,7 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
       throw err
     }
   } catch (err) {
+    await releaseSourceReader(parent).catch(() => undefined)
     fs.rmSync(parent, { recursive: true, force: true })
     throw err
   }

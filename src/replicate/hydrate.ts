@@ -1,7 +1,7 @@
 import { LogdiskError } from '../errors'
 import type { Store } from '../store'
 import { silentLogger, type Logger } from '../store/logger'
-import { readReplicaSource } from './source-link'
+import { readReplicaSource, releaseSourceReader } from './source-link'
 
 export interface HydrateStatus {
   /** Segments still only on the replica. */
@@ -19,7 +19,8 @@ export interface HydrateStatus {
  * the maintenance lock (Store.bringBackSegment, Placement.bringBack: the simulation runs it
  * against reads, writes, compaction, archiving, drains and power losses). Reads never wait for
  * it: a read of a segment not back yet fetches it into the bounded cache meanwhile. A failure
- * (the replica unreachable) is retried after `retryMs`; `stop` ends it between segments.
+ * (the replica unreachable) is retried after `retryMs`; `stop` ends it between segments. When
+ * every segment is local, the store's reader record on the replica is deleted.
  */
 export class Hydrator {
   private stopped = false
@@ -92,6 +93,9 @@ export class Hydrator {
       this.st.remaining = 0
       this.st.finished = true
       if (this.st.done > 0) this.log.info({ segments: this.st.done, bytes: this.st.bytes }, 'every segment left on the replica is local again')
+      // Its record kept them on the replica until now (reader-records.ts); if the replica is
+      // unreachable the record stays (it keeps objects, never data) and the next mount tries again.
+      await releaseSourceReader(this.store.dir).catch((err: Error) => this.log.warn({ err: err.message }, 'could not delete this store\'s reader record on the replica; the next mount tries again'))
     }
   }
 }

@@ -1,6 +1,7 @@
 import { isLogdiskError } from '../errors'
 import type { ArchiveTarget } from '../archive/target'
 import { DEPENDENCY_PREFIX, type CloneDependency } from './clone-deps'
+import { READER_PREFIX } from './reader-records'
 import { MANIFEST_PREFIX, decodeManifest, parseManifestName, type Manifest } from './format'
 
 /**
@@ -19,7 +20,10 @@ import { MANIFEST_PREFIX, decodeManifest, parseManifestName, type Manifest } fro
  *    inherited, unless it was a fenced holder's late manifest read in the moment of a
  *    takeover). A record that names no manifest (an older release's), cannot be read, or names
  *    a manifest that cannot be read keeps every older segment object: which ones its clone
- *    reads is not known.
+ *    reads is not known;
+ *  - for every store recovered lazily that still reads segment objects on the replica
+ *    (`reader.` records, reader-records.ts): the manifest it was recovered from and the segment
+ *    objects that names, as for a clone.
  *
  * Deletion order (`manifests` before `objects`, each oldest first): a manifest goes before any
  * object it names, so at every point of a crashed sweep each manifest left on the replica still
@@ -47,7 +51,7 @@ export interface OldGenerationSweep {
   manifests: string[]
   /** Then: their data objects that nothing named keeps. */
   objects: string[]
-  /** Manifests kept because a clone of the replica was made from them. */
+  /** Manifests kept because a clone of the replica, or a store recovered lazily, was made from them. */
   keptForClones: string[]
   /** A clone record that names no readable manifest: every older segment object is kept. */
   segmentsKept: boolean
@@ -61,10 +65,32 @@ export interface OldGenerationSweep {
 export async function planOldGenerationSweep (target: ArchiveTarget, generation: number, keep: Set<string>): Promise<OldGenerationSweep> {
   const older = [...await target.list(MANIFEST_PREFIX), ...await target.list('g')]
     .filter(n => (objectGeneration(n) ?? generation) < generation)
-  const kept = new Set(keep)
-  const keptForClones: string[] = []
+  const records = await keptByRecords(target)
+  const kept = new Set([...keep, ...records.kept])
+  const isManifest = (n: string): boolean => n.startsWith(MANIFEST_PREFIX)
+  const deletable = older.filter(n => !kept.has(n) && !(records.segmentsKept && isSegmentObject(n))).sort()
+  return { manifests: deletable.filter(isManifest), objects: deletable.filter(n => !isManifest(n)), keptForClones: records.keptForClones, segmentsKept: records.segmentsKept }
+}
+
+/**
+ * Of a plan's `objects`, asked once its manifests are deleted: those that no record asks to
+ * keep now. A lazy recovery puts its record and then checks that its manifest is still there
+ * (reader-records.ts): if it was there, this listing, which comes after the manifests' deletion,
+ * sees the record; if not, the recovery starts again from the newest manifest.
+ */
+export async function stillDeletable (target: ArchiveTarget, objects: string[]): Promise<string[]> {
+  const records = await keptByRecords(target)
+  return objects.filter(n => !records.kept.has(n) && !(records.segmentsKept && isSegmentObject(n)))
+}
+
+const isSegmentObject = (n: string): boolean => /^g\d{6}\.seg-/.test(n)
+
+/** What the clone and reader records on the replica keep: each one's manifest and the segment objects it names. */
+async function keptByRecords (target: ArchiveTarget): Promise<{ kept: Set<string>, keptForClones: string[], segmentsKept: boolean }> {
+  const kept = new Set<string>()
+  const keptForClones = new Set<string>()
   let segmentsKept = false
-  for (const record of await target.list(DEPENDENCY_PREFIX)) {
+  for (const record of [...await target.list(DEPENDENCY_PREFIX), ...await target.list(READER_PREFIX)]) {
     const from = await cloneManifest(target, record)
     if (from === null) continue // released meanwhile
     if (from === undefined) {
@@ -72,16 +98,15 @@ export async function planOldGenerationSweep (target: ArchiveTarget, generation:
       continue
     }
     kept.add(from.name)
-    keptForClones.push(from.name)
+    keptForClones.add(from.name)
     for (const seg of Object.values(from.manifest.segments)) kept.add(seg)
   }
-  const isManifest = (n: string): boolean => n.startsWith(MANIFEST_PREFIX)
-  const deletable = older.filter(n => !kept.has(n) && !(segmentsKept && /^g\d{6}\.seg-/.test(n))).sort()
-  return { manifests: deletable.filter(isManifest), objects: deletable.filter(n => !isManifest(n)), keptForClones: [...new Set(keptForClones)], segmentsKept }
+  return { kept, keptForClones: [...keptForClones], segmentsKept }
 }
 
 /**
- * The manifest a clone record says its hidden parent was recovered from. null: the record is
+ * The manifest a clone record says its hidden parent was recovered from (or a reader record,
+ * its store). null: the record is
  * gone; undefined: it names none, or it or that manifest cannot be read (damaged, or deleted
  * before the record was put).
  */

@@ -12,6 +12,7 @@ import { openStore } from '../app/open'
 import { newestManifest, type Manifest } from './format'
 import { decodeIndexCheckpoint } from './index-checkpoint'
 import { useReplicaTarget, writeReplicaSource } from './source-link'
+import { recordReader, releaseReader } from './reader-records'
 import { PARTIAL_FILE, clearForRecovery, partialRunning, readPartial, unfinishedError, writePartial } from './partial'
 import { makeDirs } from '../make-dirs'
 import { pack, unpack } from 'msgpackr'
@@ -54,7 +55,7 @@ export interface RecoverResult {
  *
  * Needs a new or empty directory. On failure the directory is removed again if this made it.
  */
-export async function createFromReplica (dir: string, target: ArchiveTarget, opts: { spec?: string, at?: string, log?: Logger, skipDamagedManifest?: boolean } = {}): Promise<RecoverResult> {
+export async function createFromReplica (dir: string, target: ArchiveTarget, opts: { spec?: string, at?: string, log?: Logger, skipDamagedManifest?: boolean, recordReader?: boolean } = {}): Promise<RecoverResult> {
   const started = Date.now()
   const log = opts.log ?? silentLogger
   const spec = opts.spec ?? target.describe()
@@ -80,7 +81,7 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
       if (!warned.has(name)) log.warn({ manifest: name, err: err.message }, `skipped the damaged manifest ${name} of the replica: the store is recovered from an older one, without what ${name} committed after it`)
       warned.add(name)
     }
-    const r = await build(dir, target, spec, log, opts.at, started, onDamaged)
+    const r = await build(dir, target, spec, log, opts.at, started, onDamaged, opts.recordReader !== false)
     fs.rmSync(path.join(dir, PARTIAL_FILE))
     return r
   } catch (err) {
@@ -92,8 +93,8 @@ export async function createFromReplica (dir: string, target: ArchiveTarget, opt
 }
 
 /** createFromReplica's work, in a directory that holds only the partial mark. */
-async function build (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, started: number, onDamaged: (name: string, err: LogdiskError) => void): Promise<RecoverResult> {
-  const lazy = await recoverLazily(dir, target, spec, log, atSpec, onDamaged)
+async function build (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, started: number, onDamaged: (name: string, err: LogdiskError) => void, withRecord: boolean): Promise<RecoverResult> {
+  const lazy = await recoverLazily(dir, target, spec, log, atSpec, onDamaged, withRecord)
   if (lazy) return { ...lazy, seconds: (Date.now() - started) / 1000 }
   // A manifest may name objects that the holder deletes as garbage meanwhile (after a grace
   // period): start again from the newest manifest then.
@@ -244,14 +245,14 @@ function cutLog (dir: string, segmentBytes: number, cut: number): void {
  * background (hydrate.ts). undefined: the manifest names no index checkpoint (an older
  * replica), or `at` is before it: the caller fetches the whole log instead.
  */
-async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, onDamaged: (name: string, err: LogdiskError) => void): Promise<Omit<RecoverResult, 'seconds'> | undefined> {
+async function recoverLazily (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, onDamaged: (name: string, err: LogdiskError) => void, withRecord: boolean): Promise<Omit<RecoverResult, 'seconds'> | undefined> {
   for (let attempt = 1; ; attempt++) {
     const newest = await newestManifest(target, onDamaged)
     if (!newest) return undefined // the full path says there is no replica
     const { name, manifest: m } = newest
     if (!m.index) return undefined
     try {
-      return await recoverFrom(dir, target, spec, log, atSpec, name, m, m.index)
+      return await recoverFrom(dir, target, spec, log, atSpec, name, m, m.index, withRecord)
     } catch (err) {
       if (err === BEFORE_CHECKPOINT) return undefined
       // The whole log is on the replica too: a damaged checkpoint costs the lazy start only (helper-63).
@@ -270,7 +271,7 @@ class IndexCheckpointDamaged extends Error {
   constructor (readonly cause: LogdiskError) { super(cause.message) }
 }
 
-async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, name: string, m: Manifest, idx: NonNullable<Manifest['index']>): Promise<Omit<RecoverResult, 'seconds'>> {
+async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, log: Logger, atSpec: string | undefined, name: string, m: Manifest, idx: NonNullable<Manifest['index']>, withRecord: boolean): Promise<Omit<RecoverResult, 'seconds'>> {
   const S = Number((m.store as { segmentBytes?: number }).segmentBytes)
   if (!Number.isSafeInteger(S) || S <= 0) throw new LogdiskError('CORRUPT', `${spec}: ${name} has no valid segmentBytes`)
   let cp
@@ -290,39 +291,69 @@ async function recoverFrom (dir: string, target: ArchiveTarget, spec: string, lo
   clearForRecovery(dir)
   fs.mkdirSync(path.join(dir, 'segments'))
   fs.mkdirSync(path.join(dir, 'index'))
-  const bytes = await fetchLog(target, m, path.join(dir, 'segments'), from)
-  // The index as the original had it, with segment records rewritten for this store: the
-  // older segments are archived on the replica, the newer ones local (found by the replay).
+  // The older segments stay on the replica: the store's reader record keeps them there.
   const remote: Record<string, string> = {}
   for (const [id, object] of Object.entries(m.segments)) if (Number(id) < from) remote[id] = object
-  const rows = referencedLog(cp.rows.filter(([k]) => !k.equals(PENDING_HEADERS_KEY) && k[0] !== SEGMENT_PREFIX), S, Number((m.store as { blockBytes?: number }).blockBytes))
-  const states = new Map<number, SegmentRecord>()
-  for (const [k, v] of cp.rows) {
-    if (k[0] !== SEGMENT_PREFIX) continue
-    const id = readU64BE(k, 1)
-    const r = unpack(v) as SegmentRecord
-    // A segment the original recycled that the index reads again (a baseline's version, put
-    // back at its log position by the checkpoint) comes from the replica like the others.
-    if (r.state === 'recycled' && !(rows.segments.has(id) && (remote[String(id)] !== undefined || id >= from))) states.set(id, { state: 'recycled' })
+  const reader = withRecord && Object.keys(remote).length > 0 ? await putReaderRecord(target, dir, spec, name, log) : undefined
+  try {
+    const bytes = await fetchLog(target, m, path.join(dir, 'segments'), from)
+    // The index as the original had it, with segment records rewritten for this store: the
+    // older segments are archived on the replica, the newer ones local (found by the replay).
+    const rows = referencedLog(cp.rows.filter(([k]) => !k.equals(PENDING_HEADERS_KEY) && k[0] !== SEGMENT_PREFIX), S, Number((m.store as { blockBytes?: number }).blockBytes))
+    const states = new Map<number, SegmentRecord>()
+    for (const [k, v] of cp.rows) {
+      if (k[0] !== SEGMENT_PREFIX) continue
+      const id = readU64BE(k, 1)
+      const r = unpack(v) as SegmentRecord
+      // A segment the original recycled that the index reads again (a baseline's version, put
+      // back at its log position by the checkpoint) comes from the replica like the others.
+      if (r.state === 'recycled' && !(rows.segments.has(id) && (remote[String(id)] !== undefined || id >= from))) states.set(id, { state: 'recycled' })
+    }
+    for (const id of Object.keys(remote).map(Number)) if (!states.has(id)) states.set(id, { state: 'archived', archived: true })
+    for (const [id, r] of states) rows.rows.push([numberKey(SEGMENT_PREFIX, id), pack(r)])
+    const db = await IndexDb.open(path.join(dir, 'index'))
+    try { await db.load(rows.rows) } finally { await db.close() }
+    writeReplicaSource(dir, { target: spec, manifest: name, segments: remote, reader })
+    useReplicaTarget(spec, target)
+    writeStoreFiles(dir, m)
+    const { seq, at } = await openAndCut(dir, log, spec, name, m, atSpec, async cut => {
+      // The local segments are cut there, and the index goes back to the checkpoint (which is
+      // at or before the point): the next open replays up to the cut.
+      cutLocal(dir, S, cut)
+      fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+      fs.mkdirSync(path.join(dir, 'index'))
+      const again = await IndexDb.open(path.join(dir, 'index'))
+      try { await again.load(rows.rows) } finally { await again.close() }
+    }, pointSeq => { if (pointSeq < cp.seq) throw BEFORE_CHECKPOINT })
+    log.info({ manifest: name, index: idx.name, local: Object.keys(m.segments).length + Object.keys(m.tails).length - Object.keys(remote).length, remote: Object.keys(remote).length }, 'recovered from the index checkpoint; older segments are read from the replica on demand')
+    return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, mode: 'lazy', remoteSegments: Object.keys(remote).length }
+  } catch (err) {
+    if (reader !== undefined) await releaseReader(target, reader).catch(() => undefined)
+    throw err
   }
-  for (const id of Object.keys(remote).map(Number)) if (!states.has(id)) states.set(id, { state: 'archived', archived: true })
-  for (const [id, r] of states) rows.rows.push([numberKey(SEGMENT_PREFIX, id), pack(r)])
-  const db = await IndexDb.open(path.join(dir, 'index'))
-  try { await db.load(rows.rows) } finally { await db.close() }
-  writeReplicaSource(dir, { target: spec, manifest: name, segments: remote })
-  useReplicaTarget(spec, target)
-  writeStoreFiles(dir, m)
-  const { seq, at } = await openAndCut(dir, log, spec, name, m, atSpec, async cut => {
-    // The local segments are cut there, and the index goes back to the checkpoint (which is
-    // at or before the point): the next open replays up to the cut.
-    cutLocal(dir, S, cut)
-    fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
-    fs.mkdirSync(path.join(dir, 'index'))
-    const again = await IndexDb.open(path.join(dir, 'index'))
-    try { await again.load(rows.rows) } finally { await again.close() }
-  }, pointSeq => { if (pointSeq < cp.seq) throw BEFORE_CHECKPOINT })
-  log.info({ manifest: name, index: idx.name, local: Object.keys(m.segments).length + Object.keys(m.tails).length - Object.keys(remote).length, remote: Object.keys(remote).length }, 'recovered from the index checkpoint; older segments are read from the replica on demand')
-  return { dir, from: spec, manifest: name, generation: m.generation, seq, at, segments: Object.keys(m.segments).length + Object.keys(m.tails).length, bytes, mode: 'lazy', remoteSegments: Object.keys(remote).length }
+}
+
+/**
+ * Puts the store's reader record (reader-records.ts) before anything is fetched, then checks
+ * that the manifest is still there: a holder's sweep that listed the records before the put
+ * deletes the manifest before any object it names, and lists the records again before the
+ * objects. undefined: the replica takes no puts (read-only credentials); a warning says what
+ * that risks, and the recovery goes on.
+ */
+async function putReaderRecord (target: ArchiveTarget, dir: string, spec: string, manifest: string, log: Logger): Promise<string | undefined> {
+  let name: string
+  try {
+    name = (await recordReader(target, dir, manifest)).name
+  } catch (err) {
+    if (!(err instanceof LogdiskError)) throw err
+    log.warn({ manifest, err: err.message }, `could not record on ${spec} that this store reads its older segments there (${err.message}); should the replica's writer not continue ${manifest}, it may delete them before they are fetched`)
+    return undefined
+  }
+  if (!await target.has(manifest)) {
+    await releaseReader(target, name).catch(() => undefined)
+    throw new LogdiskError('NOT_FOUND', `${spec}: ${manifest} was deleted while recovering from it`)
+  }
+  return name
 }
 
 /** Cuts the local segments at log position `cut`: later ones are removed, that one truncated. */

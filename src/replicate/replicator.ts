@@ -16,7 +16,8 @@ import { POLICY_FILE } from '../policy/policy'
 import { encodeIndexCheckpoint } from './index-checkpoint'
 import { MANIFEST_PREFIX, encodeManifest, indexObject, manifestObject, newestManifest, parseManifestName, segmentObject, tailObject, type Manifest, type ShippedPoint, type TailPart } from './format'
 import { setLiveGate, writeReplicaState } from './gate'
-import { namedObjects, planOldGenerationSweep } from './old-generations'
+import { namedObjects, planOldGenerationSweep, stillDeletable } from './old-generations'
+import { readReplicaSource, releaseSourceReader } from './source-link'
 
 export const DEFAULT_REPLICATE_INTERVAL_MS = 1000
 export const DEFAULT_LAG_WARN_MS = 30_000
@@ -193,9 +194,23 @@ export class Replicator {
     const from = prev(this.manifestName)
     // This generation's first manifest: what it starts from (a takeover's fence, REPLICATION.md).
     await this.publish(this.point)
+    await this.releaseOwnReader()
     // Hosts that were recovering from an older generation's manifest have had the grace period.
     this.nextSweepAt = Date.now() + this.graceMs
     this.log.info({ target: this.opts.spec, generation: lease.generation, from }, 'replication started')
+  }
+
+  /**
+   * A store recovered lazily from this replica that now holds it (failover): its own manifests
+   * name every segment object it still reads there, so its reader record (reader-records.ts)
+   * has no more to keep, and would keep the manifest it was made from for ever.
+   */
+  private async releaseOwnReader (): Promise<void> {
+    const source = readReplicaSource(this.store.dir)
+    if (source?.reader === undefined || source.target !== this.opts.spec) return
+    const named = new Set(Object.values(this.segments))
+    if (!Object.values(source.segments).every(o => named.has(o))) return
+    await releaseSourceReader(this.store.dir, this.target).catch((err: Error) => this.log.warn({ err: err.message }, 'could not delete this store\'s reader record on the replica'))
   }
 
   /**
@@ -459,10 +474,14 @@ export class Replicator {
     try {
       const keep = new Set([...namedObjects({ segments: this.segments, tails: this.tails, index: this.index }), ...this.garbage.map(g => g.name)])
       const plan = await planOldGenerationSweep(this.target, gen, keep)
-      for (const name of [...plan.manifests, ...plan.objects]) await this.out!.delete(name)
-      const deleted = plan.manifests.length + plan.objects.length
+      for (const name of plan.manifests) await this.out!.delete(name)
+      // Listed again after the manifests went: a store recovering from one of them meanwhile
+      // put its record before it checked that its manifest was still there (reader-records.ts).
+      const objects = plan.objects.length > 0 ? await stillDeletable(this.target, plan.objects) : []
+      for (const name of objects) await this.out!.delete(name)
+      const deleted = plan.manifests.length + objects.length
       if (deleted > 0) {
-        this.log.info({ generation: gen, manifests: plan.manifests.length, objects: plan.objects.length, keptForClones: plan.keptForClones, segmentsKept: plan.segmentsKept },
+        this.log.info({ generation: gen, manifests: plan.manifests.length, objects: objects.length, keptForClones: plan.keptForClones, segmentsKept: plan.segmentsKept },
           `replication: deleted ${deleted} objects older generations left on the replica${plan.segmentsKept ? ' (their segment objects kept: a clone record names no manifest that can be read)' : ''}`)
       }
       this.sweepError = null

@@ -7,6 +7,7 @@ import type { ArchiveTarget } from '../archive/target'
 import { RangedReader } from '../archive/ranged-read'
 import type { ArchiveLink } from '../store/archive-link'
 import { writeFileAtomic } from '../store/config'
+import { releaseReader } from './reader-records'
 
 /**
  * A store recovered lazily from a replica (recover.ts) keeps the segments before the replica's
@@ -24,6 +25,8 @@ export interface ReplicaSource {
   manifest: string
   /** Segment id -> object on the replica. */
   segments: Record<string, string>
+  /** The store's reader record on the replica (reader-records.ts), deleted once every segment is local. */
+  reader?: string
 }
 
 export function readReplicaSource (dir: string): ReplicaSource | undefined {
@@ -54,14 +57,32 @@ export function useReplicaTarget (spec: string, target: ArchiveTarget): void {
   knownTargets.set(spec, target)
 }
 
+function replicaTarget (spec: string): ArchiveTarget {
+  return knownTargets.get(spec) ?? parseTarget(spec, process.env, { role: 'replica' })
+}
+
+/**
+ * Deletes the store's reader record on the replica (its segments are all local, or a clone's
+ * own record now keeps them, or it holds the replica now) and forgets it; nothing to do without
+ * one. `target`: the replica, if the caller has it open. Throws what the
+ * replica throws: the caller retries later.
+ */
+export async function releaseSourceReader (dir: string, target?: ArchiveTarget): Promise<void> {
+  const source = readReplicaSource(dir)
+  if (source?.reader === undefined) return
+  await releaseReader(target ?? replicaTarget(source.target), source.reader)
+  const { reader: _, ...rest } = source
+  writeReplicaSource(dir, rest)
+}
+
 /**
  * The store's archive link with the replica's segments in front: `get` of a segment the
  * replica holds for this store reads it there; everything else (and every `put`) goes to the
  * store's own archive target, if it has one.
  */
 export function replicaSourceLink (source: ReplicaSource, own: ArchiveLink | undefined, target?: ArchiveTarget): ArchiveLink {
-  let t = target ?? knownTargets.get(source.target)
-  const replica = (): ArchiveTarget => (t ??= parseTarget(source.target, process.env, { role: 'replica' }))
+  let t = target
+  const replica = (): ArchiveTarget => (t ??= replicaTarget(source.target))
   const ranged = new RangedReader(replica)
   return {
     async put (id, data) {
