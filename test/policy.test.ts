@@ -252,6 +252,11 @@ t.test('the CLI: policy set and show', async t => {
   oneLine(await logdisk('policy', 'set', store, '=3'), 'a value without a key', /^logdisk: policy set takes KEY=VALUE \(got "=3"\)\n$/)
   oneLine(await logdisk('policy', 'set', store, 'mirror=1', 'mirror=2'), 'a key set twice', /^logdisk: policy mirror is set twice in one command; give it once\n$/)
 
+  // mirror=2 with one volume: every write needing a new segment would fail with ENOSPC.
+  oneLine(await logdisk('policy', 'set', store, 'mirror=2'), 'mirror=2 on one volume', new RegExp(`^logdisk: mirror=2 needs 2 pool volumes that take segments, and ${escape(store)} has 1: every write that needs a new segment would fail with ENOSPC; add a volume first \\(logdisk pool add ${escape(store)} DIR\\); nothing was changed\n$`))
+  t.equal(readPolicy(store).mirror, 1, 'mirror stays 1')
+  t.equal((await logdisk('pool', 'add', store, path.join(dir, 'second'))).code, 0)
+
   // The value as stored is what set prints (helper-64: `mirror=02` echoed "02").
   const padded = await logdisk('policy', 'set', store, 'mirror=02')
   t.equal(padded.code, 0, `mirror=02 is taken (${padded.stderr})`)

@@ -5,6 +5,8 @@ import { readDaemonInfo } from '../../daemon/paths'
 import { checkTargets } from '../../policy/check-targets'
 import { applyAssignments, describePolicy, readPolicy, unknownPolicyKeys, writePolicy, type Policy } from '../../policy/policy'
 import { prepareStore } from '../store-access'
+import { runOp } from '../on-store'
+import type { PoolStatus } from '../../pool/pool'
 import { printJson, warn } from '../output'
 
 export function register (program: Command): void {
@@ -26,6 +28,7 @@ export function register (program: Command): void {
       const before = readPolicy(dir)
       const next = applyAssignments(before, assignments)
       await checkTargets(before, next, dir)
+      await checkMirrorVolumes(storeArg, dir, before, next)
       const unknown = unknownPolicyKeys(dir)
       writePolicy(dir, next)
       for (const key of unknown) warn(`removed a key no policy has from policy.json: "${key}"`)
@@ -37,6 +40,26 @@ export function register (program: Command): void {
       for (const k of keys) console.log(`set ${k}=${String(all[k])}`)
       if (applied) console.log(`applied by the mount daemon (pid ${applied.pid})`)
     })
+}
+
+/**
+ * mirror=N puts each new segment on N volumes: with fewer volumes that take segments the store
+ * took the setting, and every write that needed a new segment then failed with ENOSPC (an ext4
+ * on the image goes read-only at that); only `status` said so, afterwards. Refused before
+ * anything is written. A store that cannot be opened to count is not checked (its mount says why).
+ */
+async function checkMirrorVolumes (storeArg: string, dir: string, before: Policy, next: Policy): Promise<void> {
+  if (next.mirror <= 1 || next.mirror <= before.mirror) return
+  let pool: PoolStatus
+  try {
+    pool = await runOp<PoolStatus>(storeArg, 'pool list')
+  } catch {
+    return
+  }
+  // In auto mode a spare is assigned when a segment needs it (pool.ts status).
+  const taking = pool.volumes.filter(v => v.state === 'assigned' || (v.state === 'spare' && next['pool.mode'] === 'auto'))
+  if (taking.length >= next.mirror) return
+  throw new LogdiskError('BAD_ARGUMENT', `mirror=${next.mirror} needs ${next.mirror} pool volumes that take segments, and ${dir} has ${taking.length}: every write that needs a new segment would fail with ENOSPC; add a volume first (logdisk pool add ${dir} DIR); nothing was changed`)
 }
 
 /**
