@@ -78,7 +78,10 @@ export const ops: Record<string, Op> = {
   'pool repair': async store => {
     const pool = requirePool(store)
     const { made, staleLeft, healed, damaged, unplaced } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
-    return { copies: made, staleLeft, healed, damaged, unplaced }
+    // What this open cut as a copy's writes (--drop-copy-writes), said by the command.
+    const cut = store.recovery.cut
+    const dropped = cut?.copyWrites === true ? { by: cut.by, segment: cut.segment, offset: cut.offset, bytes: cut.bytes, savedTo: cut.savedTo, segmentsSetAside: store.recovery.orphanedSegments } : null
+    return { copies: made, staleLeft, healed, damaged, unplaced, dropped }
   },
   verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),

@@ -32,7 +32,7 @@ export interface RecoveryReport {
   /** The index was missing or behind what the log allows and was rebuilt from the whole log. */
   rebuiltIndex: boolean
   /** Set when a torn or damaged tail was cut: where, why, and where its bytes were kept. */
-  cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string, by?: string }
+  cut?: { segment: number, offset: number, bytes: number, reason: string, savedTo: string, by?: string, copyWrites?: true }
   /** Segment files after a cut, moved aside (never deleted). */
   orphanedSegments: string[]
   /** Segments made ahead that a crash left with no entry and an unreadable header: removed. */
@@ -240,7 +240,8 @@ export async function recover (
   /** Where the scan found the log torn: the segment is cut there after the scan, after the set-asides. */
   let tornAt: { segment: Segment, offset: number, bytes: number, reason: string } | undefined
   /** The cut drops entries a copy of the store wrote past its clean close (dropCopyWrites). */
-  let droppedCopyWrites = false
+  /** Which copy's writes the cut drops (dropCopyWrites), said in the report. */
+  let droppedCopyWrites: string | undefined
   let current: Segment | undefined
   let stop = false
   /** The highest `durableSeq` a valid entry read so far records (see `durability`). */
@@ -362,7 +363,7 @@ export async function recover (
             : `No store with this identity is at ${by} now (removed, or adopted: its own writes went with it). If this store lived at ${by} under that name, they are its own: move ${path.join(storeDir, 'index')} aside and the next command rebuilds the index from the log with them; if not, drop them with: logdisk pool repair ${storeDir} --drop-copy-writes (they go to lost+found)`
           throw new LogdiskError('IDENTITY', `${storeDir} was closed cleanly with its log ending at entry ${closedAt!.seq}, but the log goes on (${what}) in a pool volume directory that ${by} claimed since: another copy with this store's identity (${geometry.uuid}) wrote there; nothing was changed. ${way}`)
         }
-        droppedCopyWrites = true
+        droppedCopyWrites = by
         await cut(item.offset, `the store at ${by}, a copy of this one, wrote past its clean close at entry ${closedAt!.seq} (${what}); dropped as asked (--drop-copy-writes)`)
         break
       }
@@ -507,8 +508,8 @@ export async function recover (
     const savedTo = await saveTail(layer, storeDir, segment, offset, bytes)
     await segment.handle.truncate(offset)
     await segment.handle.datasync()
-    report.cut = { segment: segment.id, offset, bytes, reason, savedTo }
-    log.warn(report.cut, droppedCopyWrites ? 'dropped the entries another copy of this store wrote past its last clean close; their bytes were kept in lost+found' : 'cut a torn or damaged log tail; its bytes were kept aside')
+    report.cut = { segment: segment.id, offset, bytes, reason, savedTo, ...(droppedCopyWrites !== undefined ? { by: droppedCopyWrites, copyWrites: true as const } : {}) }
+    log.warn(report.cut, droppedCopyWrites !== undefined ? 'dropped the entries another copy of this store wrote past its last clean close; their bytes were kept in lost+found' : 'cut a torn or damaged log tail; its bytes were kept aside')
   }
 
   /**

@@ -1,3 +1,4 @@
+import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import type { PoolStatus, VolumeStatus } from '../../pool/pool'
@@ -46,7 +47,7 @@ export function register (program: Command): void {
     .option('--json', 'print the volume\'s entry of pool list --json')
     .action(async (storeArg: string, dir: string, opts: { capacity?: string, spare?: boolean, json?: boolean }) => {
       const v = await runOp<VolumeStatus>(storeArg, 'pool add', {
-        dir: require('node:path').resolve(dir),
+        dir: path.resolve(dir),
         capacityBytes: opts.capacity === undefined ? undefined : parseSize(opts.capacity, '--capacity'),
         spare: !!opts.spare
       })
@@ -59,16 +60,18 @@ export function register (program: Command): void {
     .description('drain the directory (its segments move to other volumes), release it and drop it from the pool')
     .option('--json', 'print {dir, moved}')
     .action(async (storeArg: string, dir: string, opts: { json?: boolean }) => {
-      const r = await runTracked<{ moved: number }>(storeArg, 'pool remove', { dir: require('node:path').resolve(dir) }, 'draining', 'segments')
-      if (opts.json) return printJson({ dir: require('node:path').resolve(dir), moved: r.moved })
+      const r = await runTracked<{ moved: number }>(storeArg, 'pool remove', { dir: path.resolve(dir) }, 'draining', 'segments')
+      if (opts.json) return printJson({ dir: path.resolve(dir), moved: r.moved })
       console.log(`removed ${dir} (${r.moved} segment(s) moved)`)
     })
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
     .option('--drop-copy-writes', 'entries another copy of the store (same identity) wrote to its pool volumes after it was last closed: cut them into lost+found/ instead of refusing to open (adopt that copy first: it keeps them)')
-    .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced}')
+    .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced, dropped}')
     .action(async (storeArg: string, opts: { json?: boolean, dropCopyWrites?: boolean }) => {
-      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>(storeArg, 'pool repair', {}, {}, { dropCopyWrites: opts.dropCopyWrites === true })
+      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], dropped: { by?: string, segment: number, offset: number, bytes: number, savedTo: string, segmentsSetAside: string[] } | null }>(storeArg, 'pool repair', {}, {}, { dropCopyWrites: opts.dropCopyWrites === true })
+      if (r.dropped && !opts.json) console.log(`dropped ${formatBytes(r.dropped.bytes)} that ${r.dropped.by ?? 'another copy'} wrote past this store's last clean close (segment ${r.dropped.segment} from offset ${r.dropped.offset}${r.dropped.segmentsSetAside.length > 0 ? `, and ${r.dropped.segmentsSetAside.length} later segment(s)` : ''}); kept in ${path.dirname(r.dropped.savedTo)}`)
+      else if (opts.dropCopyWrites === true && !opts.json) console.log('dropped nothing: no copy of this store wrote past its last clean close')
       // Every copy it had to make was made: a stale copy it could not remove is only said.
       if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
       if (opts.json) printJson(r)
