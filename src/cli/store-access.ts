@@ -3,13 +3,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
-import { readConfig, type StoreConfig } from '../store/config'
+import { SMALL_FILES_ROOM_BYTES, readConfig, type StoreConfig } from '../store/config'
 import { adoptUnfinishedWarning, checkIdentity, copyError, type IdentityCheck } from '../store/identity'
 import { readPartial, unfinishedError } from '../replicate/partial'
 import type { Access } from '../app/open'
 
-/** A command that writes refuses to start with less than this free on the store's filesystem. */
-export const MIN_FREE_BYTES = 4 * 1024 * 1024
 const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export, send, pool list) work as is'
 
 const said = new Set<string>()
@@ -103,8 +101,8 @@ export function assertWritable (dir: string): void {
     const s = fs.statfsSync(dir)
     free = s.bavail * s.bsize
   } catch { /* unknown: let the writes say */ }
-  if (free !== undefined && free < MIN_FREE_BYTES) {
-    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${MIN_FREE_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
+  if (free !== undefined && free < SMALL_FILES_ROOM_BYTES) {
+    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${SMALL_FILES_ROOM_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
   }
 }
 

@@ -22,12 +22,6 @@ export interface RoomShort {
   parts: string[]
 }
 
-/**
- * Headroom on the store's own filesystem for what adopt writes besides whole files: the
- * index batch (LevelDB may flush its log to a table), adopt.json, store.json, identity.json,
- * pool.json. As much as any command that writes wants free before it starts (store-access.ts).
- */
-export const ADOPT_HEADROOM_BYTES = 4 * 1024 * 1024
 
 interface Filesystem {
   where: string

@@ -12,7 +12,7 @@ import { OWNER_FILE, type PoolFile } from '../pool/pool'
 import { readMarker, reassign } from '../pool/volume-marker'
 import { baselineFiles, readBaselineIndex, writeBaselineIndex } from '../store/baseline'
 import { originsFile } from '../store/baseline-origins'
-import { readConfig, writeConfig, writeFileAtomic } from '../store/config'
+import { SMALL_FILES_ROOM_BYTES, readConfig, writeConfig, writeFileAtomic } from '../store/config'
 import { firstIntactCopy } from './intact-copy'
 import { crc32c } from '../store/crc'
 import { nodeFileLayer } from '../store/file-layer'
@@ -20,7 +20,7 @@ import { SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, parseSegmentFileName, segmentFileN
 import { ADOPT_FILE, ADOPT_SHORT_FILE, checkIdentity, foreignSegment, locationOf, ownerRecord, ownerVerdict, readOwnerRecord, recordIdentity, type AdoptIntent, type Location } from '../store/identity'
 import { IndexBatch, IndexDb, type SegmentRecord } from '../store/index-db'
 import { formatBytes } from '../size-text'
-import { ADOPT_HEADROOM_BYTES, RoomNeeds, allocatedBytes, isNoSpace, moreBytes, ranOutError, roomRefusal, type RoomShort } from './adopt-room'
+import { RoomNeeds, allocatedBytes, isNoSpace, moreBytes, ranOutError, roomRefusal, type RoomShort } from './adopt-room'
 import { dropBlockMap } from '../store/block-map-file'
 import { LOCAL_VOLUME, POOL_FILE } from '../store/segment-home'
 
@@ -418,7 +418,8 @@ function homeCopies (records: Map<number, SegmentRecord>, external: PoolVolumeEn
  */
 async function roomFor (dir: string, records: Map<number, SegmentRecord>, intent: IntentSketch, here: Location): Promise<RoomNeeds> {
   const needs = new RoomNeeds()
-  needs.add(dir, ADOPT_HEADROOM_BYTES, 'its index and small files', false)
+  // Besides whole files: the index batch, adopt.json, store.json, identity.json, pool.json.
+  needs.add(dir, SMALL_FILES_ROOM_BYTES, 'its index and small files', false)
   const { index: baselineIdx, dir: baselineDir } = baselineFiles(dir)
   try { needs.add(baselineDir, fs.statSync(baselineIdx).size, 'its baseline index, re-encoded', false) } catch { /* no baseline */ }
   const internal = path.join(dir, 'segments')

@@ -27,6 +27,13 @@ const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 export const CONFIG_FILE = 'store.json'
 
+/**
+ * Room a command that writes needs on the store directory's filesystem for the index (LevelDB's
+ * log and tables), store.json and the other small files: checked before it starts (the CLI)
+ * and counted by adopt's room check.
+ */
+export const SMALL_FILES_ROOM_BYTES = 4 * 1024 * 1024
+
 export function validateCreateOptions (opts: CreateOptions): Omit<StoreConfig, 'uuid' | 'createdAt' | 'format'> {
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES
   const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES

@@ -5,9 +5,9 @@ import { Store } from '../../store'
 import { openStore } from '../../app/open'
 import { formatBytes, parseSize } from '../units'
 import { LogdiskError, isLogdiskError } from '../../errors'
-import { CONFIG_FILE } from '../../store/config'
+import { CONFIG_FILE, SMALL_FILES_ROOM_BYTES } from '../../store/config'
 import { recordIdentity } from '../../store/identity'
-import { MIN_FREE_BYTES, firstFileAbove } from '../store-access'
+import { firstFileAbove } from '../store-access'
 import { quietLogger } from '../on-store'
 import { partialRunning, readPartial } from '../../replicate/partial'
 import { absoluteTargetSpec, parseTarget } from '../../archive/parse-target'
@@ -29,7 +29,7 @@ export function checkCreatable (dir: string): void {
   const parent = writableAbove(`cannot create a store at ${dir}`, st ? dir : path.dirname(dir))
   try {
     const s = fs.statfsSync(parent)
-    if (s.bavail * s.bsize < MIN_FREE_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${formatBytes(s.bavail * s.bsize)} free)`)
+    if (s.bavail * s.bsize < SMALL_FILES_ROOM_BYTES) throw new LogdiskError('NO_SPACE', `cannot create a store at ${dir}: no space left on the filesystem of ${parent} (${formatBytes(s.bavail * s.bsize)} free)`)
   } catch (err) {
     if (err instanceof LogdiskError) throw err
   }
