@@ -82,6 +82,34 @@ async function shaOf (dir: string, snapshot?: string): Promise<string> {
   try { return await imageSha(s, snapshot) } finally { await s.close() }
 }
 
+/** A replicating store with `bytes` of pattern `seed` written and shipped (an index checkpoint too with `indexEverySegments`). */
+async function shippedStore (t: Test, seed: number, bytes: number, indexEverySegments?: number): Promise<{ spec: string, store: Store, rA: Replicator, gen1: number, last: { name: string, manifest: Manifest } }> {
+  const spec = replicaDir(t)
+  const store = await newReplicatedStore(path.join(tmp(t, 'a'), 'store'), spec, GEOMETRY)
+  t.teardown(() => store.close())
+  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, indexEverySegments })
+  await store.write(0, pattern(seed, bytes))
+  await caughtUp(rA, store)
+  for (let i = 0; i < 5 && indexEverySegments !== undefined && !(await newestManifest(parseTarget(spec)))!.manifest.index; i++) await rA.tick()
+  return { spec, store, rA, gen1: (await rA.status()).generation!, last: (await newestManifest(parseTarget(spec)))! }
+}
+
+/**
+ * What a fenced holder's late round leaves: a manifest after `last` of its generation whose
+ * `segments` name late objects (copies of what `from` names there); returns its name.
+ */
+function writeLateManifest (spec: string, last: { name: string, manifest: Manifest }, gen: number, late: Record<string, { object: string, from: string }>): string {
+  const { sha256: _, ...body } = last.manifest
+  const segments = { ...body.segments }
+  for (const [id, { object, from }] of Object.entries(late)) {
+    fs.copyFileSync(path.join(spec, from), path.join(spec, object))
+    segments[id] = object
+  }
+  const name = `manifest.g${String(gen).padStart(6, '0')}.v${String(last.manifest.version + 1).padStart(12, '0')}`
+  fs.writeFileSync(path.join(spec, name), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments }))
+  return name
+}
+
 t.test('a writer killed between its data objects and its manifest, restarted (--takeover of its own lease): the older generation\'s objects go, recovery reads every byte', async t => {
   const spec = replicaDir(t)
   const dir = path.join(tmp(t, 'a'), 'store')
@@ -203,27 +231,15 @@ t.test('a takeover while the first writer goes on: its late objects go; a clone 
 })
 
 t.test('a clone made from a fenced holder\'s late manifest keeps it and the segment objects it names; a record that names no manifest (an older release\'s) keeps every older segment object; without a record they go', async t => {
-  const spec = replicaDir(t)
-  const dir = path.join(tmp(t, 'a'), 'store')
-  const store = await newReplicatedStore(dir, spec, GEOMETRY)
-  t.teardown(() => store.close())
-  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000 })
-  await store.write(0, pattern(50, 3 * MiB))
-  await caughtUp(rA, store)
-  const gen1 = (await rA.status()).generation!
-  const last = (await newestManifest(parseTarget(spec)))!
+  const { spec, store, gen1, last } = await shippedStore(t, 50, 3 * MiB)
   // Killed; restarted with --takeover.
   const rB = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, takeover: true, garbageGraceMs: 0, sweepEveryMs: 0 })
   t.teardown(() => rB.stop())
   const gen2 = (await rB.status()).generation!
   // What a fenced holder's late round leaves, landing after the takeover adopted its chain: a
   // segment object and a manifest naming it; and a clone made from that manifest in that moment.
-  const g = (n: number): string => String(n).padStart(6, '0')
-  const lateSeg = `g${g(gen1)}.seg-000000000099.ldarch`
-  fs.copyFileSync(path.join(spec, Object.values(last.manifest.segments)[0]), path.join(spec, lateSeg))
-  const { sha256: _, ...body } = last.manifest
-  const lateManifest = `manifest.g${g(gen1)}.v${String(last.manifest.version + 1).padStart(12, '0')}`
-  fs.writeFileSync(path.join(spec, lateManifest), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments: { ...body.segments, 99: lateSeg } }))
+  const lateSeg = `g${String(gen1).padStart(6, '0')}.seg-000000000099.ldarch`
+  const lateManifest = writeLateManifest(spec, last, gen1, { 99: { object: lateSeg, from: Object.values(last.manifest.segments)[0] } })
   const record = `clone-dep.${crypto.randomBytes(16).toString('hex')}`
   const dep = { format: 1, name: record, snapshot: 'x', seq: 1, host: 'elsewhere', dir: '/x', pid: 1, createdAt: new Date().toISOString() }
   fs.writeFileSync(path.join(spec, record), JSON.stringify({ ...dep, manifest: lateManifest }) + '\n')
@@ -251,16 +267,7 @@ t.test('a clone made from a fenced holder\'s late manifest keeps it and the segm
 })
 
 t.test('a store recovered lazily from a fenced holder\'s late manifest: its reader record keeps the objects only that manifest names until it has them all; then they go', async t => {
-  const spec = replicaDir(t)
-  const dir = path.join(tmp(t, 'a'), 'store')
-  const store = await newReplicatedStore(dir, spec, GEOMETRY)
-  t.teardown(() => store.close())
-  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, indexEverySegments: 1 })
-  await store.write(0, pattern(60, 9 * MiB))
-  await caughtUp(rA, store)
-  for (let i = 0; i < 5 && !(await newestManifest(parseTarget(spec)))!.manifest.index; i++) await rA.tick()
-  const gen1 = (await rA.status()).generation!
-  const last = (await newestManifest(parseTarget(spec)))!
+  const { spec, store, gen1, last } = await shippedStore(t, 60, 9 * MiB, 1)
   t.ok(last.manifest.index, 'an index checkpoint is shipped')
   const atLate = await imageSha(store)
   // Killed; restarted with --takeover.
@@ -269,18 +276,9 @@ t.test('a store recovered lazily from a fenced holder\'s late manifest: its read
   const gen2 = (await rB.status()).generation!
   // The fenced holder's late round: its manifest names its own (late) objects for the sealed
   // segments before the checkpoint, which the new generation's manifests do not name.
-  const g = (n: number): string => String(n).padStart(6, '0')
-  const { sha256: _, ...body } = last.manifest
-  const segments = { ...body.segments }
-  const lateObjects: string[] = []
-  for (const [id, object] of Object.entries(body.segments).slice(0, 2)) {
-    const late = `g${g(gen1)}.seg-${id.padStart(12, '0')}.late.ldarch`
-    fs.copyFileSync(path.join(spec, object), path.join(spec, late))
-    segments[id] = late
-    lateObjects.push(late)
-  }
-  const lateManifest = `manifest.g${g(gen1)}.v${String(last.manifest.version + 1).padStart(12, '0')}`
-  fs.writeFileSync(path.join(spec, lateManifest), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments }))
+  const late = Object.fromEntries(Object.entries(last.manifest.segments).slice(0, 2).map(([id, from]) => [id, { object: `g${String(gen1).padStart(6, '0')}.seg-${id.padStart(12, '0')}.late.ldarch`, from }]))
+  const lateObjects = Object.values(late).map(l => l.object)
+  const lateManifest = writeLateManifest(spec, last, gen1, late)
   // Created from it in the moment it was the newest: a listing before B's first manifest.
   const lazyDir = path.join(tmp(t, 'lazy'), 'store')
   const rec = await createFromReplica(lazyDir, new ListsBefore(spec, gen2), { spec })
@@ -312,14 +310,7 @@ t.test('a store recovered lazily from a fenced holder\'s late manifest: its read
 })
 
 t.test('a store recovered lazily that takes the replica over deletes its reader record: its own manifests name what it reads there', async t => {
-  const spec = replicaDir(t)
-  const dir = path.join(tmp(t, 'a'), 'store')
-  const store = await newReplicatedStore(dir, spec, GEOMETRY)
-  t.teardown(() => store.close())
-  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, indexEverySegments: 1 })
-  await store.write(0, pattern(70, 9 * MiB))
-  await caughtUp(rA, store)
-  for (let i = 0; i < 5 && !(await newestManifest(parseTarget(spec)))!.manifest.index; i++) await rA.tick()
+  const { spec, store, rA } = await shippedStore(t, 70, 9 * MiB, 1)
   await rA.stop()
   const dirB = path.join(tmp(t, 'b'), 'store')
   const rec = await createFromReplica(dirB, parseTarget(spec), { spec })
@@ -343,21 +334,9 @@ t.test('a store recovered lazily that takes the replica over deletes its reader 
 })
 
 t.test('a reader record put after the sweep planned (its recovery checked the manifest before the sweep deleted it): the objects are listed again and kept', async t => {
-  const spec = replicaDir(t)
-  const dir = path.join(tmp(t, 'a'), 'store')
-  const store = await newReplicatedStore(dir, spec, GEOMETRY)
-  t.teardown(() => store.close())
-  const rA = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000 })
-  await store.write(0, pattern(80, 5 * MiB))
-  await caughtUp(rA, store)
-  const gen1 = (await rA.status()).generation!
-  const last = (await newestManifest(parseTarget(spec)))!
-  const g = (n: number): string => String(n).padStart(6, '0')
-  const { sha256: _, ...body } = last.manifest
-  const late = `g${g(gen1)}.seg-000000000077.ldarch`
-  fs.copyFileSync(path.join(spec, Object.values(body.segments)[0]), path.join(spec, late))
-  const lateManifest = `manifest.g${g(gen1)}.v${String(last.manifest.version + 1).padStart(12, '0')}`
-  fs.writeFileSync(path.join(spec, lateManifest), encodeManifest({ ...body, version: last.manifest.version + 1, previous: last.name, segments: { ...body.segments, 77: late } }))
+  const { spec, gen1, last } = await shippedStore(t, 80, 5 * MiB)
+  const late = `g${String(gen1).padStart(6, '0')}.seg-000000000077.ldarch`
+  const lateManifest = writeLateManifest(spec, last, gen1, { 77: { object: late, from: Object.values(last.manifest.segments)[0] } })
   const plan = await planOldGenerationSweep(parseTarget(spec), gen1 + 1, new Set())
   t.ok(plan.manifests.includes(lateManifest) && plan.objects.includes(late), 'with no record, the sweep plans to delete the late manifest and its object')
   // A recovery puts its record now (and sees the manifest still there), then the sweep deletes the manifests.

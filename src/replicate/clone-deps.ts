@@ -49,19 +49,23 @@ export function deletingObject (seq: number): string {
 
 /** Puts a clone's dependency on snapshot `snap` of the replica, whose hidden parent was recovered from `manifest`; returns the record. */
 export async function recordDependency (target: ArchiveTarget, snap: { name: string, seq: number }, dir: string, manifest: string): Promise<CloneDependency> {
-  const dep: CloneDependency = {
-    format: 1,
-    name: DEPENDENCY_PREFIX + crypto.randomBytes(16).toString('hex'),
-    snapshot: snap.name,
-    seq: snap.seq,
-    manifest,
-    host: os.hostname(),
-    dir: path.resolve(dir),
-    pid: process.pid,
-    createdAt: new Date().toISOString()
-  }
-  await target.put(dep.name, Buffer.from(JSON.stringify(dep, null, 2) + '\n'))
-  return dep
+  return await putRecord(target, { format: 1, name: recordName(DEPENDENCY_PREFIX), snapshot: snap.name, seq: snap.seq, manifest, ...recordOrigin(dir) })
+}
+
+/** A new record object's name: `prefix` and 32 random hex digits. */
+export function recordName (prefix: string): string {
+  return prefix + crypto.randomBytes(16).toString('hex')
+}
+
+/** Who puts a record on the replica (this host and process), and for which directory. */
+export function recordOrigin (dir: string): { host: string, dir: string, pid: number, createdAt: string } {
+  return { host: os.hostname(), dir: path.resolve(dir), pid: process.pid, createdAt: new Date().toISOString() }
+}
+
+/** Puts a JSON record under its own name; returns it. */
+export async function putRecord<T extends { name: string }> (target: ArchiveTarget, record: T): Promise<T> {
+  await target.put(record.name, Buffer.from(JSON.stringify(record, null, 2) + '\n'))
+  return record
 }
 
 /** Removes a clone's dependency (promote, a clone that failed halfway). */

@@ -1,8 +1,6 @@
-import crypto from 'node:crypto'
-import os from 'node:os'
-import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import type { ArchiveTarget } from '../archive/target'
+import { putRecord, recordName, recordOrigin } from './clone-deps'
 
 /**
  * A store recovered lazily (recover.ts) reads the segment objects of the manifest it was
@@ -36,17 +34,7 @@ export interface ReaderRecord {
 }
 
 export async function recordReader (target: ArchiveTarget, dir: string, manifest: string): Promise<ReaderRecord> {
-  const rec: ReaderRecord = {
-    format: 1,
-    name: READER_PREFIX + crypto.randomBytes(16).toString('hex'),
-    manifest,
-    host: os.hostname(),
-    dir: path.resolve(dir),
-    pid: process.pid,
-    createdAt: new Date().toISOString()
-  }
-  await target.put(rec.name, Buffer.from(JSON.stringify(rec, null, 2) + '\n'))
-  return rec
+  return await putRecord<ReaderRecord>(target, { format: 1, name: recordName(READER_PREFIX), manifest, ...recordOrigin(dir) })
 }
 
 /** Deletes a reader record (its store has every segment, or its recovery failed); one already gone is fine. */
