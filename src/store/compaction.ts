@@ -156,7 +156,14 @@ export async function analyzeVersions (
   const positions = new RecordList(1)
   const trimHolders = new Map<number, number>()
   const legacyTrims = new Set<number>()
-  let last = { block: -2, seq: -1 } // the last trimmed version counted: the next block at one seq extends its run
+  // The last trimmed version counted: the next block at one seq held in the same place extends
+  // its run. Not a run across holders: blocks trimmed by one entry may be held in different
+  // segments (a trim move took only those still needed then; the others' rows stay, with
+  // backing storage for good, or after a crash before the pass deleted them), and a holder
+  // reached only inside another's run went uncounted, so its trim move entry was freed while
+  // rows still named it (simulation seed 7420062: verify found the blocks indexed but not in
+  // the log, and a rebuild would bring back what the trims hid).
+  let last = { block: -2, seq: -1, crc: -1 }
   await judgeVersions(history, j, (position, block, seq, crc) => {
     if (position >= 0) {
       positions.push1(position)
@@ -165,10 +172,10 @@ export async function analyzeVersions (
     // A trim: zeros from here on, nothing to point at.
     if (crc === HELD_BY_OWN_TRIM) {
       legacyTrims.add(seq)
-    } else if (last.seq !== seq || last.block !== block - 1) {
+    } else if (last.seq !== seq || last.block !== block - 1 || last.crc !== crc) {
       trimHolders.set(crc - 1, (trimHolders.get(crc - 1) ?? 0) + 1)
     }
-    last = { block, seq }
+    last = { block, seq, crc }
   }, (block, seq, successorSeq) => {
     if (++deadCount > keepDead) dead = undefined
     else dead?.push2(block, seq)
