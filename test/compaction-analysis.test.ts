@@ -41,15 +41,24 @@ t.test('needed positions, dead versions and the details of chosen versions match
     // Sequence order is log order: each write gets the next seq and a fresh position (some trims: position -1).
     const perBlock = new Map<number, Version[]>()
     let position = 4096
+    const add = (v: Version): void => {
+      const list = perBlock.get(v[0]) ?? []
+      list.push(v)
+      perBlock.set(v[0], list)
+    }
     for (let seq = 1; seq <= writes; seq++) {
       const block = rng.int(blocks)
-      const trim = rng.chance(0.05)
-      // A trim's crc names its holder (format.ts trimHolder): 0 its own entry (an older release), else a segment + 1.
-      const v: Version = [block, seq, trim ? -2 : position, trim ? rng.int(4) : rng.int(2 ** 32)]
-      if (!trim) position += 4096 + rng.int(3) * 4096
-      const list = perBlock.get(block) ?? []
-      list.push(v)
-      perBlock.set(block, list)
+      if (!rng.chance(0.05)) {
+        add([block, seq, position, rng.int(2 ** 32)])
+        position += 4096 + rng.int(3) * 4096
+        continue
+      }
+      // A trim of a run of blocks. Its crc names its holder (format.ts trimHolder): 0 its own
+      // entry (an older release), else a segment + 1; the blocks of one run may be held in
+      // different segments (a trim move takes only those still needed: seed 7420062).
+      const holder = rng.int(4)
+      const end = Math.min(blocks, block + rng.range(1, 6))
+      for (let b = block; b < end; b++) add([b, seq, -2, rng.chance(0.6) ? holder : rng.int(4)])
     }
     const versions = [...perBlock.keys()].sort((a, b) => a - b).flatMap(b => perBlock.get(b)!)
     const cuts = [...new Set(Array.from({ length: rng.int(4) }, () => rng.range(1, writes)))].sort((a, b) => a - b)
