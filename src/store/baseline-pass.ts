@@ -2,17 +2,19 @@ import { isLogdiskError } from '../errors'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex, writeBaselineIndex } from './baseline'
 import { tableBytes } from './entry'
 import { readBaselineOrigins, writeBaselineOrigins, type BaselineOrigin } from './baseline-origins'
-import { EntryKind } from './format'
+import { EntryKind, TRIMMED } from './format'
+import { punchHoles } from './file-layer'
 import type { StoreParts } from './parts'
 
 /**
  * The baseline merge (000 cl. 8), run under the maintenance lock before a compaction: every
  * block's version at the cut (the oldest kept snapshot, else now, and never inside the
  * history window) is written into the block-ordered baseline image, and the index then
- * points at the baseline, so the log entries it covered become unreferenced. Every image
- * reads the same before and after. Returns how many blocks moved in and the cut.
+ * points at the baseline, so the log entries it covered become unreferenced. The slots of
+ * blocks trimmed at the cut become holes. Every image reads the same before and after.
+ * Returns how many blocks moved in, the cut, and how many trimmed slots were cleared.
  */
-export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number }> {
+export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number, trimmedSlots: number }> {
   const { lifeCycle, history, db, layer, index, map } = p
   const fence = await lifeCycle.takeFence()
   // Up to the oldest snapshot, and not into the history window: a slot overwritten here
@@ -28,11 +30,16 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   for (const o of await readBaselineOrigins(layer, p.dir, p.config.uuid).catch(() => [])) origins.set(o.block, o)
   // The version of every block visible at the cut, from one pass over the index.
   const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
+  // Blocks trimmed at the cut whose baseline slot still holds older data: the slot is cleared.
+  let trimmed: Array<{ block: number, seq: number }> = []
   let block = -1
   let best: { seq: number, crc: number, position: number } | undefined
-  // A trimmed block stays a trim entry in the log: there is no data to merge.
+  // A trimmed block stays a trim entry in the log: there is no data to merge. But the slot of
+  // an older merge keeps the bytes the trim hid, for good: no merge chose the block again, and
+  // the disk space of deleted, fstrim'd files never came back (a hostile test, helper-72).
   const flushBest = (): void => {
     if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
+    else if (best?.position === TRIMMED && (inBaseline.get(block)?.seq ?? Infinity) < best.seq) trimmed.push({ block, seq: best.seq })
   }
   for await (const rows of db.historyBatches(0, undefined, p.opts.historyHoldVersions)) {
     for (let i = 0; i < rows.length; i += 4) {
@@ -51,7 +58,7 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   // log copy (or the archive) from now on, or, where no copy is left, given up under a
   // raised horizon. Then the baseline index stops vouching for the slot, so that a crash
   // while it is rewritten never serves the half-written slot as the old version.
-  let overwrite = visible.filter(v => inBaseline.has(v.block))
+  let overwrite = [...visible.filter(v => inBaseline.has(v.block)), ...trimmed]
   if (overwrite.length > 0) {
     // Decided first, staged in the shared batch only once the horizon is in the log: a
     // failure in between must not leave history deletes for the next checkpoint to commit.
@@ -84,6 +91,7 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
       p.logger.warn({ err: (err as Error).message, blocksKept: keep.size }, 'baseline merge: no room for the history marker; merging only what the current horizon allows')
       drop = drop.filter(d => !keep.has(d.block))
       overwrite = overwrite.filter(v => !keep.has(v.block))
+      trimmed = trimmed.filter(v => !keep.has(v.block))
       for (let i = visible.length - 1; i >= 0; i--) if (keep.has(visible[i].block)) visible.splice(i, 1)
     }
     for (const [block, seq, position, crc] of repoint) index.batch.addBlock(block, seq, position, crc)
@@ -102,6 +110,8 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
     await handle.writev([data[i]], v.block * B)
     onProgress?.(++done, visible.length)
   }
+  // The trimmed blocks' slots, no longer listed (published above) nor read (drained): holes.
+  if (trimmed.length > 0) await punchHoles(layer, baselineFiles(p.dir).image, slotRuns(trimmed.map(v => v.block), B))
   await handle.datasync()
   await layer.syncDir(baselineFiles(p.dir).dir)
   for (const v of visible) {
@@ -117,7 +127,18 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
     index.batch.addBlock(v.block, v.seq, BASELINE_BASE + v.block * B, v.crc)
   }
   await index.commitDurably()
-  return { blocks: visible.length, cutSeq }
+  return { blocks: visible.length, cutSeq, trimmedSlots: trimmed.length }
+}
+
+/** Byte ranges of the slots of `blocks` (ascending), consecutive ones as one range. */
+function slotRuns (blocks: number[], B: number): Array<[number, number]> {
+  const runs: Array<[number, number]> = []
+  for (const b of blocks) {
+    const last = runs.at(-1)
+    if (last && last[0] + last[1] === b * B) last[1] += B
+    else runs.push([b * B, B])
+  }
+  return runs
 }
 
 /**

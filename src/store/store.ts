@@ -557,12 +557,12 @@ export class Store {
    * block-ordered baseline, then compacts: the log entries it covered are freed (000 cl. 8).
    * Every image reads the same before and after. Returns how many blocks moved in.
    */
-  async compactIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number, compaction: CompactionReport }> {
+  async compactIntoBaseline (onProgress?: (done: number, total: number) => void): Promise<{ blocks: number, cutSeq: number, trimmedSlots: number, compaction: CompactionReport }> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(async () => {
-      const { blocks, cutSeq } = await mergeIntoBaseline(this.p, onProgress)
+      const { blocks, cutSeq, trimmedSlots } = await mergeIntoBaseline(this.p, onProgress)
       const compaction = await compactionPass(this.p, { cleanBelow: 0 })
-      return { blocks, cutSeq, compaction }
+      return { blocks, cutSeq, trimmedSlots, compaction }
     })
   }
 
