@@ -88,6 +88,16 @@ t.test('clone, write, protect, promote', { skip: fs.existsSync(CLI) ? false : 'r
   // Promote: refused while the clone has snapshots (they read through too), then it stands alone.
   t.match((await cli('promote', clone)).stderr, /has snapshots \(c1\)/)
   await ok('delete', clone, 'c1')
+  // The parent in use (mounted, or a command on it): the refusal names the parent; it said the
+  // clone was mounted, which it was not (helper-72).
+  const held = (await openStore(parent)).store
+  try {
+    const busy = await cli('promote', clone)
+    t.equal(busy.code, 1)
+    t.ok(busy.stderr.startsWith(`logdisk: ${clone} is a clone of snapshot golden of ${parent}, which cannot be opened: it is mounted or in use`) && busy.stderr.includes('unmount the parent first'), `promote with the parent in use names the parent: ${busy.stderr}`)
+  } finally {
+    await held.close()
+  }
   const p = await ok('promote', clone)
   t.match(p, /promoted .* copied \d+ blocks/)
   t.notOk(fs.existsSync(path.join(clone, 'clone.json')), 'no longer a clone')

@@ -39,6 +39,17 @@ import type { ReplicationManager } from '../replicate/manager'
  */
 export type Access = 'read' | 'write'
 
+/** Errors of openStore that are about a clone's parent, not the clone (see isParentError). */
+const parentErrors = new WeakSet<Error>()
+
+/**
+ * Whether openStore failed because a clone's parent could not be opened: a caller that words
+ * its own refusal (promote: "<clone> is mounted") must not say it of the clone (helper-72).
+ */
+export function isParentError (err: unknown): boolean {
+  return err instanceof Error && parentErrors.has(err)
+}
+
 /**
  * Opens a store with its pool as the home of its segments: what the CLI and the mount daemon
  * use. (Store.open alone serves library users whose stores have no external volumes.)
@@ -53,7 +64,9 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
     parent = (await openOwn(clone.parent, {}, [], 'read')).store
   } catch (err) {
     const why = err instanceof LogdiskError && err.code === 'STORE_LOCKED' ? 'it is mounted or in use (a clone reads its parent\'s snapshot directly: unmount the parent first)' : (err as Error).message
-    throw new LogdiskError(err instanceof LogdiskError ? err.code : 'IO', `${dir} is a clone of snapshot ${clone.snapshot} of ${clone.parent}, which cannot be opened: ${why}`, err)
+    const e = new LogdiskError(err instanceof LogdiskError ? err.code : 'IO', `${dir} is a clone of snapshot ${clone.snapshot} of ${clone.parent}, which cannot be opened: ${why}`, err)
+    parentErrors.add(e)
+    throw e
   }
   try {
     const fallThrough = checkParent(dir, clone, parent)

@@ -2,7 +2,7 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import { LogdiskError } from '../../errors'
 import { makeClone, parentOf, promote, readCloneRecord } from '../../clone/clone'
-import { openStore } from '../../app/open'
+import { isParentError, openStore } from '../../app/open'
 import { runOp } from '../on-store'
 import { printJson, warn } from '../output'
 import { checkCreatable } from './create'
@@ -64,7 +64,7 @@ export function register (program: Command): void {
       try {
         store = (await openStore(dir, { holder: 'logdisk promote' })).store
       } catch (err) {
-        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED') throw new LogdiskError('STORE_LOCKED', `${dir} is mounted or in use: unmount it before promoting it (a write landing during the copy could be overwritten)`, err)
+        if (err instanceof LogdiskError && err.code === 'STORE_LOCKED' && !isParentError(err)) throw new LogdiskError('STORE_LOCKED', `${dir} is mounted or in use: unmount it before promoting it (a write landing during the copy could be overwritten)`, err)
         throw err
       }
       let result
