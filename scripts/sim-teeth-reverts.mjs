@@ -26,7 +26,7 @@ export const reverts = {
     ['src/store/history.ts', '    await log.lock.run(() => log.appendMarkerLocked(EntryKind.history, { horizon }))\n', '']
   ],
   'defect 5: a baseline merge never overwrites history': [
-    ['src/store/baseline-pass.ts', 'let overwrite = visible.filter(v => inBaseline.has(v.block))', 'let overwrite: typeof visible = []']
+    ['src/store/baseline-pass.ts', 'let overwrite = [...visible.filter(v => inBaseline.has(v.block)), ...trimmed]', 'let overwrite: Array<{ block: number, seq: number }> = []']
   ],
   'defect 8: compaction keeps what restore points inside the history window read': [
     ['src/store/history.ts', '    const keep = this.keepMs\n    if (keep <= 0) return fence.seq + 1\n', '    const keep: number = 0\n    if (keep <= 0) return fence.seq + 1\n']

@@ -34,23 +34,49 @@ async function checkFreezable (storeArg: string, fsMountpoint: string): Promise<
  * Runs `fn` with the filesystem at `mountpoint` frozen (fsfreeze -f: its dirty data is written
  * to the image and new writes wait), so a sync point or snapshot taken inside is
  * application-consistent (004 cl. 1: the consistency agent). The filesystem is always thawed:
- * when `fn` fails, and on Ctrl-C or SIGTERM meanwhile. The CLI runs this, never the daemon:
- * the daemon must keep serving the image while the kernel flushes the filesystem into it.
+ * when `fn` fails, and on Ctrl-C or SIGTERM meanwhile, also while fsfreeze -f still runs. The
+ * CLI runs this, never the daemon: the daemon must keep serving the image while the kernel
+ * flushes the filesystem into it.
  */
 export async function withFrozen<T> (storeArg: string, mountpoint: string | undefined, fn: (frozen: boolean) => Promise<T>): Promise<T> {
   if (!mountpoint) return fn(false)
   await checkFreezable(storeArg, mountpoint)
-  await exec('fsfreeze', ['-f', mountpoint])
-  const thawAndExit = (): void => {
-    execFile('fsfreeze', ['-u', mountpoint], () => process.exit(130))
+  // The handlers go in before fsfreeze -f runs: it flushes the filesystem first (a second or
+  // more with dirty data), and a Ctrl-C then killed this process with no handler while the
+  // freeze went through; every writer hung until someone ran fsfreeze -u (helper-73).
+  let freezing: Promise<unknown> | undefined
+  let frozen = false
+  let interrupted = false
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return
+    interrupted = true
+    void (async () => {
+      await freezing?.catch(() => undefined) // it may still freeze: thawed after it ends
+      await exec('fsfreeze', ['-u', mountpoint]).catch(() => undefined) // not frozen: nothing to do
+      process.stderr.write(`logdisk: interrupted (${signal}); ${mountpoint} is thawed; ${frozen ? `the cut may have been made: see logdisk snapshots ${storeArg}` : 'nothing was cut'}\n`)
+      process.exit(signal === 'SIGINT' ? 130 : 143)
+    })()
   }
-  process.once('SIGINT', thawAndExit)
-  process.once('SIGTERM', thawAndExit)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   try {
+    freezing = exec('fsfreeze', ['-f', mountpoint])
+    try {
+      await freezing
+    } catch (err) {
+      if (interrupted) await new Promise(() => {}) // the handler thaws and exits
+      // EBUSY: frozen already, by an interrupted --freeze killed outright or by someone else.
+      if (/busy/i.test((err as Error).message)) throw new LogdiskError('BUSY', `${mountpoint} is frozen already (by another fsfreeze, or a --freeze killed while it held it); if nothing else froze it, thaw it with: fsfreeze -u ${mountpoint}; nothing was done`, err)
+      throw err
+    }
+    if (interrupted) await new Promise(() => {})
+    frozen = true
     return await fn(true)
   } finally {
-    process.off('SIGINT', thawAndExit)
-    process.off('SIGTERM', thawAndExit)
-    await exec('fsfreeze', ['-u', mountpoint])
+    if (!interrupted) {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+      if (frozen) await exec('fsfreeze', ['-u', mountpoint])
+    }
   }
 }
