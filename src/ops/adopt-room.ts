@@ -22,7 +22,6 @@ export interface RoomShort {
   parts: string[]
 }
 
-
 interface Filesystem {
   where: string
   blockBytes: number

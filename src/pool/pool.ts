@@ -146,9 +146,8 @@ export class Pool implements SegmentHome {
   }
 
   /** Throws IDENTITY (read-only: warns) when another directory with this uuid owns our directory on `volumeDir`. */
-  private ownerConflict (volumeDir: string): OwnerRecord | undefined {
+  private ownerConflict (volumeDir: string, owner = readOwnerRecord(path.join(volumeDir, this.config.uuid))): OwnerRecord | undefined {
     const here = this.opts.here!
-    const owner = readOwnerRecord(path.join(volumeDir, this.config.uuid))
     const verdict = ownerVerdict(owner, here, this.config.uuid)
     if (typeof verdict !== 'object') return undefined
     // Which one is the copy, when the other says it moved from here: "adopt <copy>" alone led
@@ -169,7 +168,7 @@ export class Pool implements SegmentHome {
     const dir = path.join(volumeDir, this.config.uuid)
     const file = path.join(dir, OWNER_FILE)
     const owner = readOwnerRecord(dir)
-    this.ownerConflict(volumeDir)
+    this.ownerConflict(volumeDir, owner) // read once: the conflict check and the claim judge the same record
     if (owner && owner.path === here.path && owner.host === here.host && owner.ino === here.ino) return
     try {
       makeDirs(dir)

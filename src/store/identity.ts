@@ -287,7 +287,7 @@ export function ownerVerdict (owner: OwnerRecord | undefined, here: Location, uu
  */
 export function claimedByOther (segmentDir: string, here: Location, uuid: string, ownPaths: ReadonlyArray<{ path: string, host: string }>): { by: string, live: boolean } | undefined {
   const owner = readOwnerRecord(segmentDir)
-  if (owner === undefined || typeof owner?.path !== 'string') return undefined
+  if (typeof owner?.path !== 'string') return undefined
   const verdict = ownerVerdict(owner, here, uuid)
   if (verdict === 'mine') return undefined
   if (typeof verdict === 'object') return { by: verdict.other, live: true }

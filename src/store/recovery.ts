@@ -239,8 +239,7 @@ export async function recover (
   const aside: number[] = []
   /** Where the scan found the log torn: the segment is cut there after the scan, after the set-asides. */
   let tornAt: { segment: Segment, offset: number, bytes: number, reason: string } | undefined
-  /** The cut drops entries a copy of the store wrote past its clean close (dropCopyWrites). */
-  /** Which copy's writes the cut drops (dropCopyWrites), said in the report. */
+  /** The store directory whose writes past this store's clean close the cut drops (dropCopyWrites). */
   let droppedCopyWrites: string | undefined
   let current: Segment | undefined
   let stop = false
