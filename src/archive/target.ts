@@ -112,3 +112,12 @@ export interface ArchiveFaults {
    */
   corruptTmpWrite?: boolean
 }
+
+/**
+ * parseTarget under the path it had before it moved to parse-target.ts (which imports the
+ * targets, which import this file): the reproduction scripts of ../shared/repro require it
+ * from here. Loaded at the call, so this file stays free of the cycle.
+ */
+export function parseTarget (...args: Parameters<typeof import('./parse-target').parseTarget>): ArchiveTarget {
+  return (require('./parse-target') as typeof import('./parse-target')).parseTarget(...args)
+}
