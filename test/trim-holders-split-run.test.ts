@@ -15,6 +15,7 @@ import t from 'tap'
 import { analyzeVersions, type Judgement } from '../src/store/compaction'
 import { EntryKind, TRIMMED } from '../src/store/format'
 import { Store } from '../src/store/store'
+import { dieAfterTrimMove } from './helpers/die-after-trim-move'
 import { rebuiltFromLog } from './helpers/rebuilt-from-log'
 
 t.setTimeout(120_000)
@@ -70,16 +71,9 @@ t.test('a trim move entry whose trims share a seq with trims held elsewhere stay
 
   // A pass moves the needed trims (4..6) out of segment 1 and dies before it deletes the dead
   // ones (2 and 3): their rows still name segment 1, those of 4..6 the trim move's segment.
-  const parts = (s as unknown as { p: { log: { appendTrimMove: (runs: unknown[]) => Promise<void> } } }).p
-  const real = parts.log.appendTrimMove.bind(parts.log)
-  let moved = 0
-  parts.log.appendTrimMove = async runs => {
-    await real(runs)
-    moved++
-    throw new Error('killed after the trim move')
-  }
+  const moved = dieAfterTrimMove(s)
   await t.rejects(s.compact({ cleanBelow: 0.5 }), /killed after the trim move/)
-  t.equal(moved, 1, 'the pass moved trims and died')
+  t.equal(moved(), 1, 'the pass moved trims and died')
   await s.close().catch(() => {})
   s = await open()
   let trimMoveSegment = -1
