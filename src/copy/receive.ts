@@ -198,12 +198,13 @@ async function receiveChecked (
     for await (const r of records) {
       if ('header' in r || 'trailer' in r) continue
       // The blocks' CRCs came with the record (its check composed them): not computed again.
-      const data = r.type === 'data' ? r.data : Buffer.alloc(r.count * B)
-      const crcs = r.type === 'data' ? r.crcs : new Uint32Array(r.count).fill(zeroCrc)
-      const written = store.write(r.block * B, data, crcs)
+      // A zero record (blocks the sender trimmed or wrote as zeros) becomes a trim, as on the
+      // sender: it reads the same, and its blocks' space is freed as the sender's was, where
+      // writes of zeros would keep them as data in the log and the baseline (helper-74).
+      const written = r.type === 'data' ? store.write(r.block * B, r.data, r.crcs) : store.discard(r.block * B, r.count * B)
       written.catch(() => undefined) // awaited by settle(); a failure before that is no unhandled rejection
       inFlight.push(written)
-      inFlightBytes += data.length
+      inFlightBytes += r.type === 'data' ? r.data.length : 0
       if (inFlight.length >= WRITES_IN_FLIGHT || inFlightBytes >= BYTES_IN_FLIGHT) await settle()
       opts.onProgress?.(store.sizeBytes / 2 + Math.min((r.block + r.count) * B, store.sizeBytes) / 2, store.sizeBytes)
     }
