@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'DAEMON_DIED' // the mount daemon went away while it worked on a command's request
   | 'IDENTITY' // the store is a copy of another, store.json was edited, or a file belongs to another store
   | 'LEASE_HELD' // another host holds the one-writer lease of a replica (src/archive/lease.ts)
+  | 'INTERRUPTED' // a command was interrupted (Ctrl-C) and stopped halfway, leaving nothing of its own
   | 'FENCED' // this host's lease was taken over: it may no longer write to the replica
 
 export class LogdiskError extends Error {

@@ -1,53 +1,14 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
-import { LogdiskError } from '../errors'
 import { mountHelperArgv } from './mount-options'
-import { jsonMode, setJsonMode } from './output'
+import { jsonMode, oneLine, reportError, setJsonMode } from './output'
 import { addWaitOption } from './lock-wait'
 import { commandModules, type CommandModule } from './command-table'
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { version } = require('../../../package.json') as { version: string }
 
-/**
- * Prints the one-line error every command ends with on failure, and sets the exit code. Under
- * --json the same error is `{"error":{"code":...,"message":...}}` on stderr, same exit code:
- * a LogdiskError's code; `IO` (with `errno`) for an operating system error no command
- * foresaw; `INTERNAL` for a bug (exit 70).
- */
-export function reportError (err: unknown): void {
-  const sys = err as NodeJS.ErrnoException
-  let code: string
-  let message: string
-  let errno: string | undefined
-  if (err instanceof LogdiskError) {
-    code = err.code
-    message = oneLine(err.message)
-    process.exitCode = 1
-  } else if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
-    // The operating system refused something a command did not foresee: still one line.
-    code = 'IO'
-    errno = sys.code
-    message = oneLine(sys.message)
-    process.exitCode = 1
-  } else {
-    // A bug: one line; the stack only on request.
-    code = 'INTERNAL'
-    message = `internal error: ${oneLine((err as Error)?.message ?? String(err))}`
-    process.exitCode = 70
-  }
-  if (jsonMode()) {
-    process.stderr.write(`${JSON.stringify({ error: { code, message, ...(errno ? { errno } : {}) } })}\n`)
-    if (code === 'INTERNAL' && process.env.LOGDISK_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`)
-    return
-  }
-  const stack = code !== 'INTERNAL' ? '' : process.env.LOGDISK_DEBUG ? `\n${(err as Error)?.stack ?? ''}` : ' (LOGDISK_DEBUG=1 prints the stack)'
-  process.stderr.write(`logdisk: ${message}${stack}\n`)
-}
-
-function oneLine (text: string): string {
-  return text.replace(/\s*\n\s*/g, '; ')
-}
+export { reportError }
 
 /**
  * Every command, registered on one commander program (the test that walks the commands builds

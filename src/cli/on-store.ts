@@ -1,9 +1,10 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { request } from '../daemon/control'
 import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
-import { ops, type OpContext } from '../ops/ops'
+import { INTERRUPTIBLE, ops, type OpContext } from '../ops/ops'
 import type { OpenOptions, Store } from '../store'
 import { openStore, type Access } from '../app/open'
 import { readPolicy } from '../policy/policy'
@@ -11,6 +12,7 @@ import { ReplicationManager } from '../replicate/manager'
 import { prepareStore } from './store-access'
 import { warn } from './output'
 import { lockWaitMs, sleep, waitedError } from './lock-wait'
+import { duringSignals } from './interrupt'
 
 /** Direct runs print only the command's own output; warnings go to stderr, one line each. */
 export const quietLogger = {
@@ -38,6 +40,9 @@ export function accessOf (op: string): Access {
 export async function runOp<T> (storeArg: string, op: string, args: Record<string, unknown> = {}, ctx: OpContext = {}, open: Pick<OpenOptions, 'dropCopyWrites'> = {}): Promise<T> {
   const access = accessOf(op)
   const { dir } = prepareStore(storeArg, access)
+  // A job id names the run to the daemon's `cancel` (and `progress`).
+  const interruptible = op in INTERRUPTIBLE
+  if (interruptible && typeof args.job !== 'string') args = { ...args, job: crypto.randomUUID() }
   const deadline = Date.now() + lockWaitMs()
   let store: Store
   while (true) {
@@ -49,7 +54,11 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
       const daemon = readDaemonInfo(dir)
       if (daemon) {
         try {
-          return await request<T>(daemon.socket, op, args)
+          return await duringSignals(() => request<T>(daemon.socket, op, args), async signal => {
+            if (!interruptible) return `${op} interrupted (${signal}); the mount daemon (pid ${daemon.pid}) runs it to its end: it does not stop halfway (see ${path.join(dir, DAEMON_LOG)})`
+            await request(daemon.socket, 'cancel', { job: args.job }, 5000)
+            return undefined // the request's answer is the op's INTERRUPTED error
+          })
         } catch (inner) {
           if (isLogdiskError(inner, 'NOT_MOUNTED')) {
             const code = ((inner.cause as NodeJS.ErrnoException | undefined)?.code)
@@ -82,7 +91,11 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
       replication = new ReplicationManager(store)
       await replication.apply(policy, true)
     }
-    const result = await ops[op](store, args, ctx) as T
+    // Run here, an op that stops halfway is asked to; any other ends with the process, as a
+    // kill would (every pass is safe to kill).
+    let stop = false
+    const run = (): Promise<T> => ops[op](store, args, { ...ctx, cancelled: () => stop }) as Promise<T>
+    const result = interruptible ? await duringSignals(run, async () => { stop = true; return undefined }) : await run()
     if (replication !== undefined) await store.flush() // the last ship, at the stop below, covers it
     done = true
     return result

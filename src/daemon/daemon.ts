@@ -11,7 +11,7 @@ import { readPolicy } from '../policy/policy'
 import type { Logger } from '../store/logger'
 import { writeFileAtomic } from '../store/config'
 import { ops } from '../ops/ops'
-import { ControlServer, type Handler } from './control'
+import { ControlServer, type Handler, type RequestContext } from './control'
 import { DAEMON_FILE, controlSocketPath, type DaemonInfo } from './paths'
 import { holdersOf } from './holders'
 import { ReplicationManager } from '../replicate/manager'
@@ -162,7 +162,8 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
     }
   }
   const handlers: Record<string, Handler> = {
-    ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>) => op(store, args, { mountpoint })])),
+    // An interruptible op stops when its client goes away (a command killed, not only one Ctrl-C'd).
+    ...Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, (args: Record<string, unknown>, req: RequestContext) => op(store, args, { mountpoint, cancelled: req.gone })])),
     status: async args => ({ ...(await ops.status(store, args, {}) as object), ...(hydrator ? { fromReplica: hydrator.status() } : {}), mountpoint, pid: process.pid, transport: mounted?.transport, daemonMemory: process.memoryUsage(), rates: metrics.rates(), metrics: metricsServer?.address ?? null }),
     sync: async args => {
       const point = await ops.sync(store, args, {})

@@ -24,6 +24,7 @@ const ERRNO: Record<ErrorCode, number> = {
   DAEMON_DIED: 107, // ENOTCONN (never raised below FUSE; listed for completeness)
   IDENTITY: 5, // EIO: a file that belongs to another store is not served
   LEASE_HELD: 16, // EBUSY
+  INTERRUPTED: 4, // EINTR (never raised below FUSE; listed for completeness)
   FENCED: 30 // EROFS: this host may no longer write
 }
 

@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { AUTO_PREFIX, parseDuration, readPolicy, volumeIdPolicy } from '../policy/policy'
@@ -22,6 +23,11 @@ import { refuseOnClone } from '../clone/clone'
 export interface OpContext {
   /** Progress of long operations, shown by the CLI on a terminal (direct runs only). */
   onProgress?: (done: number, total: number) => void
+  /**
+   * The op should stop (its command was interrupted, or the client that asked the daemon for
+   * it went away): an INTERRUPTIBLE op stops at its next progress step; the others go on.
+   */
+  cancelled?: () => boolean
   /** Set when the mount daemon runs the op: where it serves the store's images. */
   mountpoint?: string
 }
@@ -37,14 +43,61 @@ export type Op = (store: Store, args: Args, ctx: OpContext) => Promise<unknown>
 const str = (args: Args, key: string): string | undefined => typeof args[key] === 'string' ? args[key] as string : undefined
 const envFaults = (): Set<string> => new Set((process.env.LOGDISK_FAULTS ?? '').split(',').filter(Boolean))
 
-/** Progress of long operations by job id (args.job), which a client polls with the op `progress`. */
-const jobs = new Map<string, { done: number, total: number }>()
-async function withJob<T> (args: Args, ctx: OpContext, fn: (onProgress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
-  const job = str(args, 'job')
+/**
+ * The ops that stop halfway when their command is interrupted (Ctrl-C: the CLI sends the op
+ * `cancel` with the job's id; or the client that asked the daemon went away), at their next
+ * progress step, and what each leaves then: what an error at that point leaves, nothing of
+ * their own (restore, export and send remove their `.partial` file, verify only reads) or a
+ * state the next run goes on from (each segment a drain moved is moved whole). Not
+ * compaction, archive, a baseline merge or receive: a pass stops only at its own safe points,
+ * and a receive stopped while it applies a stream leaves part of it in the volume until a
+ * receive --force. Those run to their end; the interrupted command says so.
+ */
+export const INTERRUPTIBLE: Record<string, (args: Args) => string> = {
+  restore: args => `nothing was written to ${String(args.out)}`,
+  export: args => `nothing was written to ${String(args.out)}${isBlockDevicePath(args.out) ? ' (a block device keeps what was written into it so far)' : ''}`,
+  send: args => args.out !== undefined && args.out !== '-' ? `nothing was written to ${String(args.out)}` : 'the stream ended unfinished',
+  verify: () => 'the store was not checked to its end',
+  'pool remove': args => `${String(args.dir)} stays in the pool; what was moved off it stays moved; pool remove again goes on from there`
+}
+
+function isBlockDevicePath (p: unknown): boolean {
   try {
-    return await fn((done, total) => { ctx.onProgress?.(done, total); if (job) jobs.set(job, { done, total }) })
+    return typeof p === 'string' && fs.statSync(p).isBlockDevice()
+  } catch {
+    return false
+  }
+}
+
+/** A long operation running now: which, since when, and its progress (in the op's own units). */
+export interface RunningJob { op: string, startedMs: number, done: number, total: number }
+
+/** Long operations running in this process, by job id (args.job, or one made up): `progress` and `status` show them. */
+const jobs = new Map<string, RunningJob>()
+/** Jobs asked to stop (the op `cancel`). */
+const stopAsked = new Set<string>()
+
+async function withJob<T> (op: string, args: Args, ctx: OpContext, fn: (onProgress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
+  const job = str(args, 'job') ?? `${op}-${process.hrtime.bigint()}`
+  const left = INTERRUPTIBLE[op]
+  // LOGDISK_FAULTS=job-slow: each progress step takes 100 ms more (tests interrupt a job halfway).
+  const slow = envFaults().has('job-slow')
+  const running: RunningJob = { op, startedMs: Date.now(), done: 0, total: 0 }
+  jobs.set(job, running)
+  try {
+    return await fn((done, total) => {
+      if (slow) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
+      // Thrown from the op's own progress step: it unwinds as an error there would. Not at
+      // its last (done = total): a file may be in place by then (restore reports its end
+      // after the rename), and what is left is only to answer.
+      if (left && done < total && (stopAsked.has(job) || ctx.cancelled?.() === true)) throw new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
+      ctx.onProgress?.(done, total)
+      running.done = done
+      running.total = total
+    })
   } finally {
-    if (job) jobs.delete(job)
+    jobs.delete(job)
+    stopAsked.delete(job)
   }
 }
 
@@ -56,14 +109,14 @@ function requirePool (store: Store): Pool {
 
 export const ops: Record<string, Op> = {
   // Replication and the clone guard are loaded by the ops that use them: the CLI starts faster.
-  status: async store => ({ ...store.status(), spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status([], true), replication: await (await import('../replicate/manager')).replicationStatus(store, readPolicy(store.dir)) }),
+  status: async store => ({ ...store.status(), jobs: [...jobs.values()], spaceBytes: await store.spaceByState(), pool: poolOf(store)?.status([], true), replication: await (await import('../replicate/manager')).replicationStatus(store, readPolicy(store.dir)) }),
 
   archive: (store, args, ctx) => {
     const p = readPolicy(store.dir)
-    return withJob(args, ctx, onProgress => store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }, onProgress))
+    return withJob('archive', args, ctx, onProgress => store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }, onProgress))
   },
 
-  compact: (store, args, ctx) => withJob<unknown>(args, ctx, onProgress => args.intoBaseline === true
+  compact: (store, args, ctx) => withJob<unknown>('compact', args, ctx, onProgress => args.intoBaseline === true
     ? store.compactIntoBaseline(onProgress)
     : store.compact({ snapshot: str(args, 'snapshot'), cleanBelow: readPolicy(store.dir)['compact.cleanBelow'] }, onProgress)),
 
@@ -74,7 +127,7 @@ export const ops: Record<string, Op> = {
     if (ctx.mountpoint) await assertOutsideMount(path.join(String(args.dir), MARKER_FILE), ctx.mountpoint, { what: `${String(args.dir)} as a pool volume`, instead: 'give a directory' })
     return requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true)
   },
-  'pool remove': (store, args, ctx) => withJob(args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
+  'pool remove': (store, args, ctx) => withJob('pool remove', args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
   'pool repair': async store => {
     const pool = requirePool(store)
     const { made, staleLeft, healed, damaged, unplaced } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
@@ -83,7 +136,7 @@ export const ops: Record<string, Op> = {
     const dropped = cut?.copyWrites === true ? { by: cut.by, segment: cut.segment, offset: cut.offset, bytes: cut.bytes, savedTo: cut.savedTo, segmentsSetAside: store.recovery.orphanedSegments } : null
     return { copies: made, staleLeft, healed, damaged, unplaced, dropped }
   },
-  verify: (store, args, ctx) => withJob(args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
+  verify: (store, args, ctx) => withJob('verify', args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
   flush: store => store.flush(),
   resize: async (store, args) => {
     const n = Number(args.sizeBytes)
@@ -129,23 +182,32 @@ export const ops: Record<string, Op> = {
     refuseOnClone(store.dir, 'restore')
     await checkOutput(ctx, out)
     const point = await store.resolvePoint(String(args.at))
-    const result = await withJob(args, ctx, onProgress => restoreImage(store, point.seq, out, { force: args.force === true, onProgress }))
+    const result = await withJob('restore', args, ctx, onProgress => restoreImage(store, point.seq, out, { force: args.force === true, onProgress }))
     return { ...point, out, ...result }
   },
 
   // F8: export, send/receive, diff, snapshot criteria (src/copy/).
-  progress: async (_store, args) => jobs.get(String(args.job)) ?? null,
+  progress: async (_store, args) => {
+    const job = jobs.get(String(args.job))
+    return job ? { done: job.done, total: job.total } : null
+  },
+  /** Asks a running job to stop at its next step (an INTERRUPTIBLE op; the others ignore it). */
+  cancel: async (_store, args) => {
+    const job = String(args.job)
+    if (jobs.has(job)) stopAsked.add(job)
+    return { asked: jobs.has(job) }
+  },
   export: async (store, args, ctx) => {
     refuseOnClone(store.dir, 'export')
     await checkOutput(ctx, str(args, 'out'))
-    return withJob(args, ctx, onProgress => exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress }))
+    return withJob('export', args, ctx, onProgress => exportSnapshot(store, String(args.name), String(args.out), { force: args.force === true, faults: envFaults(), onProgress }))
   },
   send: async (store, args, ctx) => {
     refuseOnClone(store.dir, 'send')
     await checkOutput(ctx, str(args, 'out'))
-    return withJob(args, ctx, onProgress => sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress }))
+    return withJob('send', args, ctx, onProgress => sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress }))
   },
-  receive: (store, args, ctx) => withJob(args, ctx, onProgress =>
+  receive: (store, args, ctx) => withJob('receive', args, ctx, onProgress =>
     receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
   diff: async (store, args) => { refuseOnClone(store.dir, 'diff'); return await diffSnapshots(store, String(args.a), String(args.b)) },
   criteriaSnapshot: (store, args) =>
@@ -153,6 +215,6 @@ export const ops: Record<string, Op> = {
   criteriaCopy: async (store, args, ctx) => {
     refuseOnClone(store.dir, 'a criteria copy')
     if (ctx.mountpoint) await checkOutput(ctx, expandTarget(getCriteria(store.dir, String(args.criteria)), store.snapshotNamed(String(args.snapshot))))
-    return withJob(args, ctx, onProgress => copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
+    return withJob('criteria copy', args, ctx, onProgress => copyByCriteria(store, String(args.criteria), String(args.snapshot), { onProgress, faults: envFaults() }))
   }
 }

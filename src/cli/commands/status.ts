@@ -7,8 +7,9 @@ import { warn } from '../output'
 import { pickColumns, tableOptions, type Column, type TableOptions } from '../table'
 import type { ReplicationStatus } from '../../replicate/replicator'
 import type { Rates } from '../../metrics/metrics'
+import type { RunningJob } from '../../ops/ops'
 
-type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus>, rates?: Rates, metrics?: string | null }
+type Status = StoreStatus & { mountpoint?: string, pid?: number, transport?: string, spaceBytes?: Record<string, number>, pool?: { warnings: string[] }, replication?: Partial<ReplicationStatus>, rates?: Rates, metrics?: string | null, jobs?: RunningJob[] }
 
 function ratesLine (r: Rates, size: (n: number) => string): string {
   const n = (x: number): string => x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)
@@ -36,6 +37,10 @@ function formatDuration (ms: number): string {
 const LINES: Array<[string, (s: Status, size: (n: number) => string) => string | undefined]> = [
   ['store', s => s.dir],
   ['mounted', s => s.mountpoint ? `${s.mountpoint} (pid ${s.pid}${s.transport ? `, ${s.transport}` : ''})` : 'no'],
+  // What the daemon runs for commands now (compact, restore, a drain ...): a user who Ctrl-C'd one sees it go on or end.
+  ['jobs', s => s.jobs && s.jobs.length > 0
+    ? s.jobs.map(j => `${j.op}${j.total > 0 ? ` ${Math.floor(100 * j.done / j.total)}%` : ''} (for ${Math.round((Date.now() - j.startedMs) / 1000)} s)`).join(', ')
+    : undefined],
   ['size', (s, size) => `${size(s.sizeBytes)} (block ${size(s.blockBytes)}, segment ${size(s.segmentBytes)})`],
   ['written', (s, size) => size(s.writtenBytes)],
   ['log', (s, size) => {
