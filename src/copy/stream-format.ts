@@ -285,7 +285,14 @@ export async function * readStream (file: string, opts: { blockCrcs?: boolean, h
     if (pre.length < PREAMBLE_BYTES) throw truncated('inside its preamble')
     const format = pre.readUInt32LE(8)
     if (pre.readUInt32LE(12) !== 0) throw bad('its preamble has non-zero reserved bytes')
-    if (!STREAM_FORMATS_READ.includes(format)) throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads formats ${STREAM_FORMATS_READ.join(' and ')}: receive it with a newer logdisk`)
+    if (!STREAM_FORMATS_READ.includes(format)) {
+      // The preamble has no checksum of its own: a header record that checks and names a format
+      // this logdisk reads says the preamble was damaged, not written by a newer logdisk (a
+      // flipped byte read as "format 16386 ... receive it with a newer logdisk": helper-77).
+      const named = await headerFormat(r)
+      if (named !== undefined && STREAM_FORMATS_READ.includes(named)) throw bad(`its preamble says format ${format}, but its header record (which checks) says format ${named}: the preamble is damaged`)
+      throw new LogdiskError('BAD_ARGUMENT', `the stream has format ${format}; this logdisk reads formats ${STREAM_FORMATS_READ.join(' and ')}: receive it with a newer logdisk`)
+    }
     let crc = crc32c(pre)
     let records = 0
     let dataBlocks = 0
@@ -369,6 +376,23 @@ export async function * readStream (file: string, opts: { blockCrcs?: boolean, h
     }
   } finally {
     await fh.close()
+  }
+}
+
+/** The `format` of the header record at the reader's position, if it is a header record that checks (else undefined). */
+async function headerFormat (r: FileReader): Promise<number | undefined> {
+  const head = await r.read(RECORD_HEAD_BYTES)
+  if (head.length < RECORD_HEAD_BYTES || head.readUInt8(0) !== RecordType.header || head.readUIntLE(1, 3) !== 0) return undefined
+  const length = head.readUInt32LE(4)
+  if (length > MAX_JSON_BYTES) return undefined
+  const payload = await r.read(length)
+  const tail = await r.read(RECORD_CRC_BYTES)
+  if (payload.length < length || tail.length < RECORD_CRC_BYTES || crc32c(payload, crc32c(head)) !== tail.readUInt32LE(0)) return undefined
+  try {
+    const v = JSON.parse(payload.toString('utf8')) as { format?: unknown }
+    return typeof v?.format === 'number' ? v.format : undefined
+  } catch {
+    return undefined
   }
 }
 

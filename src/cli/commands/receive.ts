@@ -102,7 +102,7 @@ export function register (program: Command): void {
         clearCreating(dir)
         if (opts.json) return console.log(JSON.stringify({ ...r, created: !!created }, null, 2))
         const s = r.snapshot
-        console.log(`received snapshot ${s.name}${r.from ? ` (incremental from ${r.from})` : ''} into ${dir}${created ? ' (created)' : ''}: ${r.dataBlocks} data blocks, ${r.zeroBlocks} zeroed blocks; volume id ${s.id ?? '-'}, sequence ${s.seq}`)
+        console.log(`received snapshot ${s.name}${r.from ? ` (incremental from ${r.from})` : ''} into ${dir}${created ? ' (created)' : ''}: ${r.dataBlocks} data blocks, ${r.zeroBlocks} zeroed blocks${r.rolledBack > 0 ? `; ${r.rolledBack} blocks written since the base rolled back (--force)` : ''}; volume id ${s.id ?? '-'}, sequence ${s.seq}`)
       } finally {
         if (spooled) fs.rmSync(spooled, { force: true })
       }
