@@ -112,3 +112,47 @@ t.test('points before the trim inside the history window read the old bytes unti
     await s.close()
   }
 })
+
+// A merge that died after it unlisted the trimmed slots in baseline.idx and before it punched
+// them left their bytes in baseline.img for good: no later merge listed the slots again, so
+// none cleared them (FORMAT.md said "space only"). Now a merge also punches the slots of blocks
+// trimmed since the last completed merge that the index does not list.
+t.test('a merge killed between unlisting the trimmed slots and punching them: the next merge punches them', { timeout: 120_000 }, async t => {
+  const store = await newStore(t, 'baseline-trim-killed', ['history.keep=0', 'compact.every=0'])
+  const image = baselineFiles(store).image
+  let { store: s } = await openStore(store)
+  try {
+    await s.write(0, crypto.randomBytes(8 * MiB))
+    await s.flush()
+    t.equal((await s.compactIntoBaseline()).blocks, 2048, 'merged 8 MiB into the baseline')
+    await s.discard(MiB, 6 * MiB)
+    await s.flush()
+    // The process dies at the punch: after baseline.idx was published without the slots.
+    const layer = (s as unknown as { p: { layer: { punchHoles?: unknown, punchHole: unknown } } }).p.layer
+    const saved = { punchHoles: layer.punchHoles, punchHole: layer.punchHole }
+    const die = async (): Promise<never> => { throw new Error('killed before the punch') }
+    layer.punchHoles = die
+    layer.punchHole = die
+    try {
+      await t.rejects(s.compactIntoBaseline(), /killed before the punch/, 'the merge dies at its punch')
+    } finally {
+      Object.assign(layer, saved)
+    }
+    t.ok(allocated(image) >= 8 * MiB, `the trimmed slots still hold their bytes (${allocated(image)} bytes allocated)`)
+  } finally {
+    await s.close()
+  }
+  s = (await openStore(store)).store
+  try {
+    t.ok(zeros(await s.read(MiB, 6 * MiB)), 'the trimmed range reads zeros')
+    const merged = await s.compactIntoBaseline()
+    t.equal(merged.trimmedSlots, 0, 'the index lists none of them any more')
+    t.ok(allocated(image) <= 2 * MiB + 64 * 1024, `but the next merge gave their space back (${allocated(image)} bytes allocated)`)
+    t.notOk(zeros(await s.read(0, MiB)), 'the blocks around them still read their data')
+    t.ok(zeros(await s.read(MiB, 6 * MiB)), 'the trimmed range reads zeros')
+    const v = await s.verify()
+    t.ok(v.ok, `verify is clean: ${v.problems.join('; ')}`)
+  } finally {
+    await s.close()
+  }
+})

@@ -32,6 +32,12 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   const visible: Array<{ block: number, seq: number, crc: number, position: number }> = []
   // Blocks trimmed at the cut whose baseline slot still holds older data: the slot is cleared.
   let trimmed: Array<{ block: number, seq: number }> = []
+  // Blocks trimmed since the last merge that completed (after its cut) whose slot baseline.idx
+  // does not list: an earlier merge unlisted the slot to clear it and the process died before
+  // the punch, so it may still hold the bytes the trim hid. Nothing reads an unlisted slot:
+  // punched again (a hole punched over a hole costs nothing). Without this they stayed for good.
+  const unlistedTrimmed: number[] = []
+  const lastCut = existing?.cutSeq ?? Infinity
   let block = -1
   let best: { seq: number, crc: number, position: number } | undefined
   // A trimmed block stays a trim entry in the log: there is no data to merge. But the slot of
@@ -40,6 +46,7 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
   const flushBest = (): void => {
     if (best && best.position >= 0 && best.position < BASELINE_BASE) visible.push({ block, ...best })
     else if (best?.position === TRIMMED && (inBaseline.get(block)?.seq ?? Infinity) < best.seq) trimmed.push({ block, seq: best.seq })
+    else if (best?.position === TRIMMED && !inBaseline.has(block) && best.seq > lastCut) unlistedTrimmed.push(block)
   }
   for await (const rows of db.historyBatches(0, undefined, p.opts.historyHoldVersions)) {
     for (let i = 0; i < rows.length; i += 4) {
@@ -111,7 +118,8 @@ export async function mergeIntoBaseline (p: StoreParts, onProgress?: (done: numb
     onProgress?.(++done, visible.length)
   }
   // The trimmed blocks' slots, no longer listed (published above) nor read (drained): holes.
-  if (trimmed.length > 0) await punchHoles(layer, baselineFiles(p.dir).image, slotRuns(trimmed.map(v => v.block), B))
+  const cleared = [...trimmed.map(v => v.block), ...unlistedTrimmed].sort((a, b) => a - b)
+  if (cleared.length > 0) await punchHoles(layer, baselineFiles(p.dir).image, slotRuns(cleared, B))
   await handle.datasync()
   await layer.syncDir(baselineFiles(p.dir).dir)
   for (const v of visible) {
