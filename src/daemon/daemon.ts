@@ -149,6 +149,7 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
   // A store recovered lazily from a replica brings the segments it left there back, in the background.
   let hydrator: Hydrator | undefined
   const engine = policyEngineFor(store, pool, log, name => (mounted?.openHandles(`${name}.img`) ?? 0) > 0, replication)
+  store.setNoSpaceHandler(() => engine.relieveNoSpace())
   const after = (event: PolicyEvent) => () => {
     engine.onEvent(event).catch(err => log.error({ err: (err as Error).message, event }, 'event policy failed'))
   }

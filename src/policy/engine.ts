@@ -27,6 +27,8 @@ export { AUTO_PREFIX }
 
 /** Growth of the pool (a fraction of its capacity, at least two segments) after which compact.at compacts again. */
 const PRESSURE_STEP = 0.02
+/** How long a compaction for a write that found no room and freed nothing is not run again for the same pool use. */
+const NO_SPACE_RETRY_MS = 10_000
 
 export type PolicyEvent = 'sync' | 'unmount' | 'snapshot'
 
@@ -45,6 +47,10 @@ export class PolicyEngine {
   private baselineCut = 0
   private archiveTarget: string | undefined
   private running: Promise<void> | undefined
+  /** The compaction a write that found no room waits for (relieveNoSpace). */
+  private relieving: Promise<boolean> | undefined
+  /** The last such compaction that freed nothing: the pool's use then, and when. */
+  private fruitless: { used: number | undefined, atMs: number } | undefined
   /** Snapshots retention would delete but keeps (clones read them): warned once each. */
   private readonly keptWarned = new Set<string>()
 
@@ -193,9 +199,36 @@ export class PolicyEngine {
     }
   }
 
-  private async compactAndArchive (p: Policy): Promise<void> {
-    await this.store.compact({ cleanBelow: p['compact.cleanBelow'] })
-    if (p['archive.target'] !== '') await this.store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] })
+  /** Compacts, then archives when there is a target; true if either gave disk space back. */
+  private async compactAndArchive (p: Policy): Promise<boolean> {
+    const c = await this.store.compact({ cleanBelow: p['compact.cleanBelow'] })
+    const a = p['archive.target'] !== '' ? await this.store.archive({ olderThanMs: parseDuration(p['archive.after']), workingSet: p['segments.workingSet'] }) : undefined
     this.usedAfterCompact = this.pool?.use().usedBytes
+    return c.segmentsRecycled > 0 || c.bytesPunched > 0 || (a?.removedLocal ?? 0) > 0
+  }
+
+  /**
+   * A write found no room (Store.setNoSpaceHandler): compact (and archive) now instead of at
+   * the next tick, and say whether that gave space back, so the write is tried once more.
+   * The writes that find no room meanwhile wait for the same run. A run that freed nothing is
+   * not run again for another write within NO_SPACE_RETRY_MS unless the pool's use changed:
+   * a pool full of live data fails its writes at once, not each after a whole pass. Not with
+   * compact.at=0, which turns compaction under pressure off.
+   */
+  relieveNoSpace (): Promise<boolean> {
+    if (this.relieving) return this.relieving
+    // compact.at=0 turns compaction under pressure off: this one too.
+    if (this.policyOf()['compact.at'] <= 0) return Promise.resolve(false)
+    const used = this.pool?.use().usedBytes
+    const last = this.fruitless
+    if (last && last.used === used && this.now() - last.atMs < NO_SPACE_RETRY_MS) return Promise.resolve(false)
+    this.relieving = (async () => {
+      this.log.warn({ usedBytes: used }, 'a write found no room: compacting now')
+      const freed = await this.compactAndArchive(this.policyOf())
+      this.fruitless = freed ? undefined : { used: this.pool?.use().usedBytes, atMs: this.now() }
+      if (!freed) this.log.warn({}, 'the compaction for a write that found no room freed nothing (the pool holds live data, snapshots or history): the write fails with ENOSPC')
+      return freed
+    })().finally(() => { this.relieving = undefined })
+    return this.relieving
   }
 }

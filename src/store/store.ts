@@ -76,6 +76,8 @@ export class Store {
   private readonly state: StoreState
   /** The failed fdatasyncs of this open (writeback-guard.ts). */
   private readonly writebacks: WritebackGuard
+  /** Asked when a write or discard finds no room (setNoSpaceHandler). */
+  private noSpace?: () => Promise<boolean>
 
   private constructor (
     readonly dir: string,
@@ -222,7 +224,31 @@ export class Store {
       return Promise.reject(err)
     }
     if (data.length === 0) return Promise.resolve()
-    return this.p.log.write(offset, data, blockCrcs, opts)
+    return this.retryOnNoSpace(() => this.p.log.write(offset, data, blockCrcs, opts))
+  }
+
+  /**
+   * What a write or discard that finds no room (NO_SPACE: the pool or its disk is full) asks
+   * before it fails: the mount daemon gives a compaction run now (policy/engine.ts
+   * relieveNoSpace) that resolves true if it freed room, and the write is then tried once
+   * more. A pool full of dead versions failed writes with ENOSPC until the next policy tick
+   * compacted it (an ext4 above turned them into EIO and could not be mounted again while the
+   * pool stayed full; helper-75's D6). A write appended nothing when it failed, and writing the
+   * same bytes again is harmless, so a retry is safe; it runs outside the append lock, which
+   * the compaction's moves take.
+   */
+  setNoSpaceHandler (handler: (() => Promise<boolean>) | undefined): void {
+    this.noSpace = handler
+  }
+
+  private retryOnNoSpace (attempt: () => Promise<void>): Promise<void> {
+    const handler = this.noSpace
+    if (handler === undefined) return attempt()
+    return attempt().catch(async err => {
+      if (!isLogdiskError(err, 'NO_SPACE') || this.state.closing) throw err
+      if (!(await handler().catch(() => false))) throw err
+      return attempt()
+    })
   }
 
   /**
@@ -247,7 +273,7 @@ export class Store {
     }
     if (length === 0) return Promise.resolve()
     const log = this.p.log
-    return log.lock.run(() => log.discardLocked(offset, length))
+    return this.retryOnNoSpace(() => log.lock.run(() => log.discardLocked(offset, length)))
   }
 
   /**
