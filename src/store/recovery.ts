@@ -163,6 +163,17 @@ export async function recover (
     if (away.length > 0 && !located.has(cpSegment)) {
       throw new LogdiskError('NOT_FOUND', `the newest data (segment ${cpSegment}) is on pool volume ${away.join(', ')}, which is missing; bring it back before opening the store (nothing was changed)`)
     }
+    // The index checkpoint is committed only after the log it covers was synced, so a local
+    // segment it names that is gone or shorter than it says lost flushed writes (a pool volume
+    // emptied or replaced by an empty directory, files deleted, a copy taken while the store
+    // was written). Rebuilding from what is left went back in time without a word: the index
+    // was cleared, lost blocks read as zeros, the new log reused the lost segments' ids, and
+    // verify could say ok (a hostile test, helper-75). Refused instead, changing nothing; the
+    // user may give the loss up explicitly. (A segment backing storage holds keeps the old way.)
+    if (record !== undefined && record.state !== 'archived' && record.archived !== true && !inArchive.has(cpSegment)) {
+      const what = located.has(cpSegment) ? `its copy on ${(located.get(cpSegment) ?? []).map(v => { try { return home.dirOf(v) } catch { return v } }).join(', ')} ends before that` : 'no pool volume holds a copy of it'
+      throw new LogdiskError('CORRUPT', `the index says the log reaches offset ${cpOffset} of segment ${cpSegment}, but ${what}: flushed writes are missing (a pool volume emptied or replaced, segment files deleted?); bring them back and open again (nothing was changed), or, to give them up and rebuild the index from the log that is left, move ${path.join(storeDir, 'index')} aside`)
+    }
     log.warn({ checkpoint }, 'the index is ahead of the log (segments missing or shortened); rebuilding the index from the log')
     checkpoint = undefined
   }
