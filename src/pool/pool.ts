@@ -455,10 +455,16 @@ export class Pool implements SegmentHome {
       if (this.readOnly) return 'assigned' // no probe file: nothing is written
       // A mount can be read-only while the directory's mode says writable (root ignores modes).
       try {
-        fs.accessSync(e.dir, fs.constants.W_OK)
+        // Where its segments go (<volume>/<uuid>) once that exists: made read-only alone (chattr
+        // +i, a read-only bind mount), the volume still probed writable, and every roll placed
+        // the next segment there again and failed with EROFS while another volume had room
+        // (helper-75's D1).
+        const own = path.join(e.dir, this.config.uuid)
+        const where = fs.existsSync(own) ? own : e.dir
+        fs.accessSync(where, fs.constants.W_OK)
         // Named by pid: two processes probing at once never remove each other's file (an
         // ENOENT would read as a read-only volume).
-        const probe = path.join(e.dir, `.logdisk-write-probe.${process.pid}`)
+        const probe = path.join(where, `.logdisk-write-probe.${process.pid}`)
         fs.writeFileSync(probe, '')
         fs.rmSync(probe, { force: true })
       } catch {
