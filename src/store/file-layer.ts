@@ -239,8 +239,11 @@ export const nodeFileLayer: FileLayer = {
   },
   async remove (file) {
     try {
-      await fs.promises.rm(file, { force: true })
+      // unlink, not rm({ force }): that turned an unlink's EPERM (an immutable directory) into a
+      // walk of the file as a directory, and the error said "ENOTDIR ... scandir" (helper-75's D5).
+      await fs.promises.unlink(file)
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw fromSystemError(err, `remove ${file}`)
     }
   },

@@ -263,6 +263,7 @@ export interface PlacementPart {
   relocate (id: number, from: string, to: string): Promise<void>
   repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>
   bringBack (id: number): Promise<number>
+  removeUnnamedOn (volume: string): Promise<void>
 }
 
 /** Whether the store is closing (passes stop at their next step) or closed (calls refused). */

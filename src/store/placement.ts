@@ -47,11 +47,21 @@ export class Placement implements PlacementPart {
     home.occupied(id, [to])
     await this.recordVolumes(id, volumes.map(v => v === from ? to : v))
     this.p.reader.forgetHandle(id)
+    // The pool's count follows the index: vacated only after the delete, an old copy that could
+    // not be deleted (its directory immutable) stayed counted there, and every later drain in
+    // the daemon looked for a volume without a copy of it ("already holds a copy", mirror=1:
+    // helper-75's D5). The drain removes what is left before it releases the volume
+    // (removeUnnamedOn), or the next open does.
+    home.vacated(id, [from])
     await this.p.lifeCycle.removeAfterReads(path.join(home.dirOf(from), segmentFileName(id)))
     // Not ignored: a volume released while its deletes may not be durable could come back
-    // holding copies (the drain fails instead; the next one removes the stale copy).
+    // holding copies (the drain fails instead; the next one syncs the directory again).
     await layer.syncDir(home.dirOf(from))
-    home.vacated(id, [from])
+  }
+
+  /** Removes the copies on `volume` that the index does not name (a drain, before it releases the volume); throws if one stays. */
+  async removeUnnamedOn (volume: string): Promise<void> {
+    await this.removeStaleCopies([volume], true)
   }
 
   /**
@@ -315,10 +325,10 @@ export class Placement implements PlacementPart {
    * that is read-only now stays (the next repair on a writable volume removes it): returned,
    * one file each. Repair failed on it, after making every copy it had to (D7).
    */
-  private async removeStaleCopies (): Promise<string[]> {
+  private async removeStaleCopies (volumes = this.p.home.volumes(), strict = false): Promise<string[]> {
     const { home, layer, segments } = this.p
     const left: string[] = []
-    for (const volume of home.volumes()) {
+    for (const volume of volumes) {
       const dir = home.dirOf(volume)
       let removed = false
       for (const name of await layer.list(dir).catch(() => [] as string[])) {
@@ -328,7 +338,7 @@ export class Placement implements PlacementPart {
         try {
           await this.p.lifeCycle.removeAfterReads(path.join(dir, name))
         } catch (err) {
-          if (!isLogdiskError(err, 'READ_ONLY')) throw err
+          if (strict || !isLogdiskError(err, 'READ_ONLY')) throw err
           left.push(path.join(dir, name))
           continue
         }

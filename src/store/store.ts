@@ -635,6 +635,8 @@ export class Store {
    */
   async syncVolume (volume: string): Promise<void> {
     this.assertOpen()
+    // First an old copy a move could not delete (relocate): a drain fails while one stays.
+    await this.p.lifeCycle.maintenance.run(() => this.p.placement.removeUnnamedOn(volume))
     try {
       await this.p.layer.syncDir(this.p.home.dirOf(volume))
     } catch (err) {
