@@ -185,6 +185,7 @@ export class Pool implements SegmentHome {
       this.save()
     }
     for (const dir of this.pendingClaims.splice(0)) this.claimOwner(dir)
+    this.sayMissing(this.missingAtOpen.splice(0))
   }
 
   setPolicy (policy: Policy): void {
@@ -236,11 +237,32 @@ export class Pool implements SegmentHome {
       if (!e.internal && this.stateOf(e) === 'missing' && !this.warned.has(`missing:${e.dir}`)) {
         // Said when the store opens (this lists the volumes to find segments): name the directory.
         this.warned.add(`missing:${e.dir}`)
-        this.log.error({ volume: e.dir }, this.missingText(e, undefined))
+        if (this.store) this.sayMissing([e])
+        else this.missingAtOpen.push(e)
       }
       if (!e.id.startsWith('missing:')) out.push(e.id)
     }
     return out
+  }
+
+  /** Missing volumes the open found, said once the index says what they hold (attach). */
+  private readonly missingAtOpen: Array<{ id: string, dir: string }> = []
+
+  /**
+   * Names missing volumes in the log: an error only when segments on them cannot be read. Said
+   * before the index was read, every pool list, mount and pool remove printed "segments on it
+   * cannot be read" for a volume that held none (helper-75's D3).
+   */
+  private sayMissing (list: Array<{ id: string, dir: string }>): void {
+    if (list.length === 0) return
+    const counts = this.copyCounts(this.status().volumes, true)
+    for (const e of list) {
+      const unreadable = counts.onlyOn.get(e.id) ?? 0
+      const text = this.missingText(e, unreadable, counts.heldOn.get(e.id) ?? 0)
+      if (unreadable > 0) this.log.error({ volume: e.dir }, text)
+      else if ((counts.heldOn.get(e.id) ?? 0) > 0) this.log.warn({ volume: e.dir }, text)
+      else this.log.info({ volume: e.dir }, text) // status and pool list warn of it
+    }
   }
 
   occupied (segmentId: number, volumes: string[]): void {
@@ -798,13 +820,30 @@ export class Pool implements SegmentHome {
     return moved
   }
 
+  /** Refuses (NOT_FOUND) while the index names a copy on `e`, whose directory is gone; else 0 (nothing moved). */
+  private forgetGone (e: { id: string, dir: string }): number {
+    if (!this.store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
+    const named = [...this.store.segmentPlacement()].filter(([, vs]) => vs.includes(e.id))
+    if (named.length > 0) {
+      const only = named.filter(([, vs]) => vs.every(v => v === e.id)).length
+      throw new LogdiskError('NOT_FOUND', only > 0
+        ? `cannot remove pool volume ${e.dir}: its directory is gone and ${only} segment(s) the index names there have no copy elsewhere; bring the directory back (with its files), then run pool remove again`
+        : `cannot remove pool volume ${e.dir}: its directory is gone and the index still names ${named.length} segment copy(ies) there; run logdisk pool repair ${this.storeDir} first (it copies them from their other copies)`)
+    }
+    this.log.warn({ volume: e.dir }, 'removed a pool volume whose directory is gone (it held no segment of the store)')
+    return 0
+  }
+
   private sortedOn (volume: string): number[] {
     return [...(this.segmentsOn.get(volume) ?? [])].sort((a, b) => a - b)
   }
 
   /** Drains `dir` and takes it out of this store's pool. */
   async remove (dir: string, onProgress?: (done: number, total: number) => void): Promise<number> {
-    const moved = await this.drain(dir, onProgress)
+    const gone = this.entries().find(e => !e.internal && path.resolve(e.dir) === path.resolve(dir) && missingReason(e.dir, e.id)?.kind === 'directory-gone')
+    // Its directory gone, nothing can be moved off it, and its marker cannot be released (the
+    // lock file failed, ENOENT, and the volume stayed "missing" for good: helper-75's D3).
+    const moved = gone !== undefined ? this.forgetGone(gone) : await this.drain(dir, onProgress)
     this.file.volumes = this.file.volumes.filter(v => path.resolve(v.dir) !== path.resolve(dir))
     this.save()
     return moved

@@ -797,8 +797,9 @@ async function listSegments (layer: FileLayer, home: SegmentHome, log: Logger): 
     try {
       names = await layer.list(dir)
     } catch (err) {
-      // A volume that never held this store's segments has no directory for them: normal.
-      if (!(isLogdiskError(err, 'NOT_FOUND') && fs.existsSync(path.dirname(dir)))) {
+      // A volume that never held this store's segments has no directory for them: normal. One
+      // whose own directory is gone: the pool says so, and whether it held any (pool.ts).
+      if (!isLogdiskError(err, 'NOT_FOUND')) {
         log.error({ volume, dir, err: (err as Error).message }, `pool volume directory ${dir} cannot be listed; its segments are unavailable`)
       }
       continue
