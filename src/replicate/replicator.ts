@@ -61,7 +61,7 @@ export const DEFAULT_INDEX_EVERY_SEGMENTS = 4
 
 export interface ReplicationStatus {
   target: string
-  /** starting: no lease yet (target unreachable?); shipping/caught-up; fenced: taken over, stopped; error: refused (another holder, another history). */
+  /** starting: no lease yet (target unreachable? or, retrying, another holder's lease not expired); shipping/caught-up; fenced: taken over, stopped; error: refused (another holder at the start, another history). */
   state: 'starting' | 'shipping' | 'caught-up' | 'fenced' | 'error' | 'stopped'
   generation: number | null
   manifest: string | null
@@ -117,6 +117,8 @@ export class Replicator {
   /** When the next sweep of what older generations left is due (set when this generation's first manifest is out). */
   private nextSweepAt = Infinity
   private sweepError: string | null = null
+  /** A retry of the start met another holder's live lease (waitForLease). */
+  private waitingForLease = false
   private readonly log: Logger
   private readonly intervalMs: number
   private readonly graceMs: number
@@ -269,7 +271,18 @@ export class Replicator {
 
   private async round (): Promise<void> {
     if (this.stopped || this.state === 'fenced' || this.state === 'error') return
-    if (!this.lease) await this.begin()
+    if (!this.lease) {
+      try {
+        await this.begin()
+      } catch (err) {
+        // A retry (the first start met an unreachable target) that meets a live lease: e.g.
+        // this store's daemon killed a moment ago, whose lease the target kept. Refusing is the
+        // first start's part (strict, at mount); here it waits for the lease to expire.
+        if (!isLogdiskError(err, 'LEASE_HELD')) throw err
+        return this.waitForLease(err)
+      }
+      this.waitingForLease = false
+    }
     // Data objects go straight to the target: their names carry this generation, so a late one
     // from a fenced host is never named by the new holder's manifests. The manifest (the
     // commit point) and deletes go through the fence, which reads the lease first.
@@ -499,6 +512,13 @@ export class Replicator {
     this.state = 'fenced'
     this.lastError = err.message
     this.log.error({ err: err.message }, 'replication stopped: this host was fenced from the replica')
+  }
+
+  /** Retried every interval; said once (a live holder's renewals change the message every ttl / 3). */
+  private waitForLease (err: LogdiskError): void {
+    this.lastError = `waiting for the lease to expire, trying again every ${this.intervalMs / 1000} s: ${err.message}`
+    if (!this.waitingForLease) this.log.warn({ err: err.message, target: this.opts.spec }, 'replication waits for the lease to expire (writes go on)')
+    this.waitingForLease = true
   }
 
   private noteError (err: unknown): void {
