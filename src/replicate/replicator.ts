@@ -32,6 +32,8 @@ const KEEP_MANIFESTS = 4
  * segment that fills slowly does not make every manifest longer, one part per interval).
  */
 const MAX_TAIL_PARTS = 32
+/** How long a stop waits for the lease's release at least (a target that hangs keeps it until it expires). */
+const RELEASE_MS = 2000
 
 export interface ReplicatorOptions {
   /** The replicate.target string, for messages, status and replica.json. */
@@ -122,8 +124,11 @@ export class Replicator {
   private readonly log: Logger
   private readonly intervalMs: number
   private readonly graceMs: number
+  /** The target as rounds use it: refused once stopped (untilStopped). */
+  private readonly io: ArchiveTarget
 
   private constructor (readonly store: Store, readonly target: ArchiveTarget, readonly opts: ReplicatorOptions) {
+    this.io = untilStopped(target, () => this.stopped)
     this.log = opts.log ?? silentLogger
     this.intervalMs = opts.intervalMs ?? DEFAULT_REPLICATE_INTERVAL_MS
     this.graceMs = opts.garbageGraceMs ?? GARBAGE_GRACE_MS
@@ -175,18 +180,24 @@ export class Replicator {
     // takeover refused afterwards would still have fenced the rightful writer.
     const seen = await this.continuable()
     // Above every generation a manifest has, should the lease's records be gone (Lease.acquire).
-    const minGeneration = (await this.target.list(MANIFEST_PREFIX)).reduce((most, n) => Math.max(most, parseManifestName(n)?.generation ?? 0), 0) + 1
+    const minGeneration = (await this.io.list(MANIFEST_PREFIX)).reduce((most, n) => Math.max(most, parseManifestName(n)?.generation ?? 0), 0) + 1
     const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs, minGeneration })
+    if (this.stopped) {
+      // A round the stop abandoned: nobody would release this lease, and the next start on
+      // this host would meet it live until it expired.
+      void lease.release().catch(() => undefined)
+      throw stoppedError(this.opts.spec)
+    }
     try {
       // The holder before may have published more between that look and the acquire.
-      const newest = await newestManifest(this.target)
+      const newest = await newestManifest(this.io)
       if (newest && newest.name !== seen) await this.adopt(newest.name, newest.manifest)
     } catch (err) {
       await lease.release().catch(() => undefined)
       throw err
     }
     this.lease = lease
-    this.out = lease.fence(this.target)
+    this.out = lease.fence(this.io)
     this.stopRenew = lease.autoRenew({
       onLost: err => { this.fence(err) },
       onError: err => { this.noteError(err) }
@@ -212,7 +223,10 @@ export class Replicator {
     if (source?.reader === undefined || source.target !== this.opts.spec) return
     const named = new Set(Object.values(this.segments))
     if (!Object.values(source.segments).every(o => named.has(o))) return
-    await releaseSourceReader(this.store.dir, this.target).catch((err: Error) => this.log.warn({ err: err.message }, 'could not delete this store\'s reader record on the replica'))
+    await releaseSourceReader(this.store.dir, this.io).catch((err: Error) => {
+      if (this.stopped) throw err
+      this.log.warn({ err: err.message }, 'could not delete this store\'s reader record on the replica')
+    })
   }
 
   /**
@@ -222,7 +236,7 @@ export class Replicator {
    */
   private async continuable (): Promise<string | undefined> {
     // The writer has everything a damaged manifest described: it ships again from the one before.
-    const prev = await newestManifest(this.target, (name, err) => this.log.warn({ manifest: name, err: err.message }, 'the replica\'s newest manifest is damaged; continuing from the one before it (what it described is shipped again)'))
+    const prev = await newestManifest(this.io, (name, err) => this.log.warn({ manifest: name, err: err.message }, 'the replica\'s newest manifest is damaged; continuing from the one before it (what it described is shipped again)'))
     if (prev) await this.adopt(prev.name, prev.manifest)
     if (fs.existsSync(path.join(this.store.dir, 'clone.json'))) {
       throw new LogdiskError('BAD_ARGUMENT', `${this.store.dir} is a clone: its replica would lack the parent's blocks; promote it first (logdisk promote ${this.store.dir})`)
@@ -278,7 +292,7 @@ export class Replicator {
         // A retry (the first start met an unreachable target) that meets a live lease: e.g.
         // this store's daemon killed a moment ago, whose lease the target kept. Refusing is the
         // first start's part (strict, at mount); here it waits for the lease to expire.
-        if (!isLogdiskError(err, 'LEASE_HELD')) throw err
+        if (!isLogdiskError(err, 'LEASE_HELD') || this.stopped) throw err
         return this.waitForLease(err)
       }
       this.waitingForLease = false
@@ -286,9 +300,10 @@ export class Replicator {
     // Data objects go straight to the target: their names carry this generation, so a late one
     // from a fenced host is never named by the new holder's manifests. The manifest (the
     // commit point) and deletes go through the fence, which reads the lease first.
-    const out = this.target
+    const out = this.io
     const gen = this.lease!.generation
     await this.store.checkpoint()
+    this.assertRunning()
     // An index checkpoint, taken before the point below is read: it covers no more than P.
     const index = await this.shipIndex(gen)
     const st = this.store.status()
@@ -348,6 +363,7 @@ export class Replicator {
     this.lastError = null
     await this.collect()
     await this.sweepOlderGenerations()
+    this.assertRunning()
     await this.checkLag()
   }
 
@@ -375,7 +391,7 @@ export class Replicator {
     }
     if (this.index && enc.position <= this.index.position) return undefined
     const name = indexObject(gen, enc.seq)
-    await this.target.put(name, enc.data)
+    await this.io.put(name, enc.data)
     this.objectsPut++
     this.log.info({ name, seq: enc.seq, rows: enc.rows, bytes: enc.data.length }, 'replication: shipped an index checkpoint')
     return { name, seq: enc.seq, position: enc.position }
@@ -417,7 +433,7 @@ export class Replicator {
     // Create-if-absent where the target makes it atomic (two writers of one generation cannot
     // both extend the chain); else a plain put: the emulated one waits a settle time per call,
     // which would set the recovery point objective, and the fenced put checks the lease anyway.
-    this.exclusive ??= await this.target.exclusiveCreate()
+    this.exclusive ??= await this.io.exclusiveCreate()
     // Not before this generation's first: a fenced holder's late manifest may follow the one
     // adopted (the lease's comment), and is harmless: this generation's sort after it.
     if (this.version > 0) await this.assertNewestIsMine()
@@ -425,6 +441,7 @@ export class Replicator {
     if (this.exclusive === 'atomic' ? !(await this.out!.putIfAbsent(name, body)) : (await this.out!.put(name, body), false)) {
       throw new LogdiskError('FENCED', `${this.opts.spec}: manifest ${name} was written by someone else: another writer holds this replica at generation ${gen}; this host stops replicating`)
     }
+    this.assertRunning() // what follows touches the store (its gate, replica.json)
     this.objectsPut++
     if (this.manifestName !== null) this.garbageManifests()
     this.version = version
@@ -447,7 +464,7 @@ export class Replicator {
    * between this look and the put still goes unnoticed until the next round's look.
    */
   private async assertNewestIsMine (): Promise<void> {
-    const newest = (await this.target.list(MANIFEST_PREFIX)).filter(n => parseManifestName(n) !== undefined).sort().at(-1)
+    const newest = (await this.io.list(MANIFEST_PREFIX)).filter(n => parseManifestName(n) !== undefined).sort().at(-1)
     if (newest === this.manifestName) return
     // Taken over: the lease names the new holder, which says more than the manifests.
     await this.lease!.check()
@@ -467,7 +484,7 @@ export class Replicator {
     const due = this.garbage.filter(g => g.after <= now)
     if (due.length === 0) return
     this.garbage = this.garbage.filter(g => g.after > now)
-    for (const g of due) await this.out!.delete(g.name).catch(err => { if (isLogdiskError(err, 'FENCED')) throw err })
+    for (const g of due) await this.out!.delete(g.name).catch(err => { if (isLogdiskError(err, 'FENCED') || this.stopped) throw err })
   }
 
   /**
@@ -486,11 +503,11 @@ export class Replicator {
     }
     try {
       const keep = new Set([...namedObjects({ segments: this.segments, tails: this.tails, index: this.index }), ...this.garbage.map(g => g.name)])
-      const plan = await planOldGenerationSweep(this.target, gen, keep)
+      const plan = await planOldGenerationSweep(this.io, gen, keep)
       for (const name of plan.manifests) await this.out!.delete(name)
       // Listed again after the manifests went: a store recovering from one of them meanwhile
       // put its record before it checked that its manifest was still there (reader-records.ts).
-      const objects = plan.objects.length > 0 ? await stillDeletable(this.target, plan.objects) : []
+      const objects = plan.objects.length > 0 ? await stillDeletable(this.io, plan.objects) : []
       for (const name of objects) await this.out!.delete(name)
       const deleted = plan.manifests.length + objects.length
       if (deleted > 0) {
@@ -500,15 +517,20 @@ export class Replicator {
       this.sweepError = null
       this.nextSweepAt = Date.now() + (this.opts.sweepEveryMs ?? SWEEP_EVERY_MS)
     } catch (err) {
-      if (isLogdiskError(err, 'FENCED')) throw err
+      if (isLogdiskError(err, 'FENCED') || this.stopped) throw err
       const msg = (err as Error).message
       if (msg !== this.sweepError) this.log.warn({ err: msg }, 'replication: deleting what older generations left failed; retrying at the next round')
       this.sweepError = msg
     }
   }
 
+  /** A round the stop abandoned ends here, before it touches the store (closed by then). */
+  private assertRunning (): void {
+    if (this.stopped) throw stoppedError(this.opts.spec)
+  }
+
   private fence (err: LogdiskError): void {
-    if (this.state === 'fenced') return
+    if (this.state === 'fenced' || this.stopped) return
     this.state = 'fenced'
     this.lastError = err.message
     this.log.error({ err: err.message }, 'replication stopped: this host was fenced from the replica')
@@ -522,6 +544,7 @@ export class Replicator {
   }
 
   private noteError (err: unknown): void {
+    if (this.stopped) return // an abandoned round's end (stop said what was not shipped)
     const msg = (err as Error)?.message ?? String(err)
     if (isLogdiskError(err, 'FENCED')) return this.fence(err)
     if (isLogdiskError(err, 'LEASE_HELD') || isLogdiskError(err, 'IDENTITY') || isLogdiskError(err, 'BAD_ARGUMENT') || isLogdiskError(err, 'BAD_CONFIG')) {
@@ -577,28 +600,83 @@ export class Replicator {
   }
 
   /**
-   * Stops: with `final`, one last round first (bounded by `finalMs`), so a clean unmount
-   * leaves the replica at the store's last durable point; then the lease is released.
+   * Stops: with `final`, one last round first, so a clean unmount leaves the replica at the
+   * store's last durable point; then the lease is released. Bounded: the round running and the
+   * last one get `finalMs` together, the release what is left of it (at least RELEASE_MS). A
+   * target that hangs rather than refuses (an S3 endpoint that accepts and never answers: each
+   * call ends at the SDK's timeouts, minutes) held an unmount up for 8 minutes (helper-76's A2).
+   * What outlasts the bound is abandoned: it may finish in the background, but its next call
+   * to the target is refused and it touches the store no more (the caller closes it).
    */
   async stop (opts: { final?: boolean, finalMs?: number } = {}): Promise<void> {
     if (this.timer) clearInterval(this.timer)
-    if (opts.final && !this.stopped) {
+    const finalMs = opts.finalMs ?? 10_000
+    const deadline = Date.now() + finalMs
+    const final = opts.final === true && !this.stopped
+    const shipped = await within((async () => {
       await this.ticking?.catch(() => undefined)
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([this.tick(), new Promise(resolve => { timer = setTimeout(resolve, opts.finalMs ?? 10_000) })])
-      clearTimeout(timer)
-    }
+      if (final && !this.stopped) await this.tick()
+    })(), finalMs)
     this.stopped = true
-    await this.ticking?.catch(() => undefined)
     this.state = 'stopped'
     setLiveGate(this.store.dir, undefined)
-    await this.dropLease()
+    const released = await within(this.dropLease(), Math.max(RELEASE_MS, deadline - Date.now()))
+    if (!final) return
+    const { lagBytes } = await this.status().catch(() => ({ lagBytes: 0 }))
+    if (lagBytes > 0 || !released) {
+      const why = shipped ? (this.lastError ?? 'not shipped yet') : `the replica did not answer within ${finalMs / 1000} s`
+      this.log.warn({ lagBytes, lastError: this.lastError, target: this.opts.spec },
+        `replication stopped with ${formatBytes(lagBytes)} not on the replica ${this.opts.spec} (${why}): shipped at the next mount` +
+        (released ? '' : '; its lease was not released: the next mount waits for it to expire or takes it over'))
+    }
   }
 
   private async dropLease (): Promise<void> {
     this.stopRenew?.()
-    if (this.lease) await this.lease.release().catch(() => undefined)
+    const lease = this.lease
     this.lease = undefined
+    await lease?.release().catch(() => undefined)
+  }
+}
+
+/** Whether `work` settled within `ms`; it goes on either way, but nothing waits for it after. */
+async function within (work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), Math.max(0, ms)) })
+  try {
+    return await Promise.race([work.then(() => true, () => true), late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function stoppedError (spec: string): LogdiskError {
+  return new LogdiskError('CLOSED', `${spec}: replication was stopped`)
+}
+
+/**
+ * `target`, whose every call is refused (CLOSED) once `stopped()`, and whose answers that come
+ * after are too: a round abandoned by the stop goes no further than the call it was waiting for.
+ */
+function untilStopped (target: ArchiveTarget, stopped: () => boolean): ArchiveTarget {
+  const guard = <A extends unknown[], R>(call: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+    if (stopped()) throw stoppedError(target.describe())
+    const result = await call.apply(target, args)
+    if (stopped()) throw stoppedError(target.describe())
+    return result
+  }
+  const getRange = target.getRange
+  return {
+    put: guard(target.put),
+    get: guard(target.get),
+    ...(getRange ? { getRange: guard(getRange) } : {}),
+    has: guard(target.has),
+    list: guard(target.list),
+    delete: guard(target.delete),
+    putIfAbsent: guard(target.putIfAbsent),
+    exclusiveCreate: guard(target.exclusiveCreate),
+    describe: () => target.describe(),
+    close: async () => await target.close()
   }
 }
 
