@@ -32,6 +32,8 @@ const KEEP_MANIFESTS = 4
  * segment that fills slowly does not make every manifest longer, one part per interval).
  */
 const MAX_TAIL_PARTS = 32
+/** Distinct failures logged in one outage, at most (noteError). */
+const MAX_LOGGED = 16
 /** How long a stop waits for the lease's release at least (a target that hangs keeps it until it expires). */
 const RELEASE_MS = 2000
 
@@ -119,6 +121,12 @@ export class Replicator {
   /** When the next sweep of what older generations left is due (set when this generation's first manifest is out). */
   private nextSweepAt = Infinity
   private sweepError: string | null = null
+  /**
+   * Failures logged since the last round that worked: each once per outage. Comparing with the
+   * last one only, the renewal's failure and the round's alternated and both were logged every
+   * renewal (helper-76's A4). Bounded: messages that never repeat are not all kept.
+   */
+  private logged = new Set<string>()
   /** A retry of the start met another holder's live lease (waitForLease). */
   private waitingForLease = false
   private readonly log: Logger
@@ -361,6 +369,7 @@ export class Replicator {
       await this.publish({ position: P, seq, entry })
     }
     this.lastError = null
+    this.logged.clear()
     await this.collect()
     await this.sweepOlderGenerations()
     this.assertRunning()
@@ -553,7 +562,10 @@ export class Replicator {
       this.log.error({ err: msg }, 'replication refused')
       return
     }
-    if (msg !== this.lastError) this.log.warn({ err: msg, target: this.opts.spec }, 'replication: shipping failed; retrying every interval (writes go on)')
+    if (!this.logged.has(msg) && this.logged.size < MAX_LOGGED) {
+      this.logged.add(msg)
+      this.log.warn({ err: msg, target: this.opts.spec }, 'replication: shipping failed; retrying every interval (writes go on)')
+    }
     this.lastError = msg
   }
 
