@@ -678,6 +678,52 @@ export async function recover (
     }
   }
 
+  /**
+   * Gives `segment` (the current one, holding no entry) a copy on each volume its home places
+   * it on now, with its header page, synced before anything is appended; returns it opened
+   * there and the volumes whose copies then go. Left as it is when the home has no room.
+   */
+  async function refitEmpty (segment: Segment): Promise<{ segment: Segment, off: string[] }> {
+    const { id } = segment
+    const had = segment.volumes
+    let placed: string[] = []
+    const made: string[] = []
+    try {
+      placed = await home.place(id)
+      const header = Buffer.alloc(SEGMENT_HEADER_BYTES)
+      await readUpTo(segment.handle, header, 0)
+      for (const v of placed.filter(v => !had.includes(v))) {
+        const dir = home.dirOf(v)
+        await layer.mkdirp(dir)
+        const file = path.join(dir, segmentFileName(id))
+        made.push(file)
+        const h = await layer.open(file, true)
+        try {
+          await h.truncate(0)
+          await h.writev([header], 0)
+          await h.datasync()
+        } finally {
+          await h.close()
+        }
+        await layer.syncDir(dir)
+      }
+    } catch (err) {
+      for (const file of made) await layer.remove(file).catch(() => undefined)
+      home.vacated(id, placed.filter(v => !had.includes(v)))
+      log.warn({ segment: id, volumes: had, err: (err as Error).message }, 'the current segment has fewer copies than the pool asks and could not be given more; logdisk pool repair adds them')
+      return { segment, off: [] }
+    }
+    await segment.close()
+    const refitted = await Segment.open(layer, home, placed, id, geometry, log, onDropped(id))
+    refitted.tail = SEGMENT_HEADER_BYTES
+    located.set(id, placed)
+    chosen.set(id, placed)
+    const record = records.get(id)
+    if (record !== undefined) records.set(id, { ...record, volumes: placed })
+    log.info({ segment: id, from: had, to: placed }, 'the current segment (no entry in it yet) was given the copies the pool places it on')
+    return { segment: refitted, off: had.filter(v => !placed.includes(v)) }
+  }
+
   async function commit (segment: Segment): Promise<void> {
     // Index entries may only point at durable log bytes (nothing was read from an unsyncable one).
     if (!unsyncable.has(segment.id)) await segment.handle.datasync()
@@ -691,6 +737,16 @@ export async function recover (
   // replayed is synced: an fsync of a directory makes every name in it durable, and a name
   // must not outlive a crash without its header (a segment made ahead and not replayed yet).
   for (const dir of replayedDirs) await layer.syncDir(dir)
+  // A segment made ahead of its roll is created one copy after the other (next-segment.ts): a
+  // kill -9 in between left it on fewer volumes than the mirror policy asks, and taken as the
+  // current segment, every write after the open had one copy until a pool repair (helper-75's
+  // D2). It holds no entry yet, so it gets the copies its home would place now first.
+  /** Copies of the current segment off the volumes it was refitted to: removed once the index names those. */
+  let refitOff: string[] = []
+  if (current && !opts.readOnly && current.tail === SEGMENT_HEADER_BYTES && !current.volumes.includes(CACHE_VOLUME) &&
+    report.readOnlySegments?.includes(current.id) !== true && !home.stillSuits(current.volumes)) {
+    ;({ segment: current, off: refitOff } = await refitEmpty(current))
+  }
   if (!current) {
     const id = ids.length > 0 ? ids[ids.length - 1] + 1 : 0
     current = await Segment.create(layer, home, await home.place(id), id, geometry, log, onDropped(id))
@@ -711,6 +767,11 @@ export async function recover (
     batch.segments.set(id, { ...record, state, volumes, archived })
   }
   await commit(current)
+  if (refitOff.length > 0) {
+    // The index names the new copies now; one left (a failed removal) is removed by the next open.
+    await removeUnfinished(layer, home, refitOff, current.id).catch(err => log.warn({ segment: current!.id, volumes: refitOff, err: (err as Error).message }, 'could not remove a copy the current segment left'))
+    home.vacated(current.id, refitOff)
+  }
   return { segments: scanned, current, seq, report, snapshots, located, chosen, ...(cleanClose !== undefined ? { cleanClose: true } : {}) }
 }
 
