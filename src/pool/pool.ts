@@ -780,6 +780,9 @@ export class Pool implements SegmentHome {
           // (BUSY, Placement.relocate). Choose again: that volume now holds a copy, so it is
           // not chosen twice.
           for (;;) {
+            // A copy beyond what mirror asks (lowered since) is dropped, not moved (helper-75's D4).
+            const elsewhere = new Set((this.store.volumesOf(id) ?? []).filter(v => v !== entry.id)).size
+            if (elsewhere >= this.policy.mirror && await this.store.dropSegmentCopy(id, entry.id, this.policy.mirror)) break
             if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
               // Room elsewhere, but on volumes that hold a copy of it already: say so, not "no room".
               const holders = this.withRoom().filter(v => v.id !== entry.id).length

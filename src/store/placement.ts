@@ -65,6 +65,32 @@ export class Placement implements PlacementPart {
   }
 
   /**
+   * Drops the copy of segment `id` on volume `from` when the other copies are at least
+   * `copies` and intact: the index stops naming it, durably, then the file goes (as a move's
+   * old copy does). Returns false, with nothing changed, when they are fewer (or the index
+   * names no copy there): the caller moves it. A drain after mirror was lowered moved every
+   * copy, so going from two mirrored volumes to one needed a third one first (helper-75's D4).
+   */
+  async dropCopy (id: number, from: string, copies: number): Promise<boolean> {
+    const { home, layer, segments } = this.p
+    if (!(segments.volumesOf(id) ?? []).includes(from)) return false
+    await this.p.log.seal(id)
+    const volumes = segments.volumesOf(id) ?? []
+    if (!volumes.includes(from)) return false
+    const others = new Set(volumes.filter(v => v !== from))
+    // Counted by what is there and passes its checksums: dropping the one intact copy beside
+    // a damaged one would lose the blocks only it holds.
+    const { present, allDamaged } = await this.judgeCopies(id, volumes.length, true)
+    if (allDamaged || present.filter(v => others.has(v)).length < Math.max(copies, 1)) return false
+    await this.recordVolumes(id, volumes.filter(v => v !== from))
+    await this.p.lifeCycle.removeAfterReads(path.join(home.dirOf(from), segmentFileName(id)))
+    home.vacated(id, [from]) // gone, even if the sync fails (the drain syncs the volume before it releases it)
+    await layer.syncDir(home.dirOf(from))
+    this.p.logger.info({ segment: id, volume: from, left: [...others] }, 'dropped a copy beyond what mirror asks instead of moving it')
+    return true
+  }
+
+  /**
    * The copy a move of segment `id` off volume `from` copies: that one, unless the segment is
    * mirrored and that copy fails its checksums (or was cut short) while another is intact.
    * The drain moved a damaged copy as it was, so the store left the volume with the damage

@@ -650,6 +650,16 @@ export class Store {
   }
 
   /**
+   * Drops the copy of segment `id` on pool volume `from` when as many intact copies as
+   * `copies` are left elsewhere (a drain after mirror was lowered); false, nothing changed,
+   * when fewer are: the drain moves it instead.
+   */
+  dropSegmentCopy (id: number, from: string, copies: number): Promise<boolean> {
+    this.assertOpen()
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.dropCopy(id, from, copies))
+  }
+
+  /**
    * Restores lost copies (F10): for every segment whose copies are fewer than `copies` or
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
