@@ -38,14 +38,20 @@ const FOUND_BY_GROUP_COMMIT = [1001, 1004]
 // the holders of needed trims by runs of blocks trimmed at one seq, and a run whose blocks were
 // held in two segments (a trim move had taken only some of them) counted the first alone, so
 // the other's trim move entry was freed while the index still named it; verify found the
-// blocks indexed but not in the log (test/trim-holders-split-run.test.ts).
+// blocks indexed but not in the log (test/trim-holders-split-run.test.ts). 7600183 (PAGES=1
+// REBUILDS=1): free headers a compaction could not write (ENOSPC) were redone from their
+// pending record by the next pass, but the index never took the entries they freed, so that
+// pass kept a deletion marker the redone run began with and began its own run at the next
+// entry, inside the redone free entry, and punched it; verify: 'not an entry header' and the
+// rest of the segment lost (test/redo-free-headers-index.test.ts).
 const PAGES_OPTS = { segmentBlocks: 1032, writevMaxBytes: 16384, crashPages: true } // scripts/simulate.mjs PAGES=1
 const FOUND_BY_SIMULATE: Array<[seed: number, opts: SimulationOptions]> = [
   ...[16000009, 16000014, 16000098, 16200023, 16300036, 16300075, 16400036, 16400056, 16500117, 16500192].map(s => [s, {}] as [number, SimulationOptions]),
   [16800056, { phases: 40 }],
   [17100006, { ...PAGES_OPTS, rebuildAfterPowerLoss: true, phases: 40 }],
   [7310047, { ...PAGES_OPTS, rebuildAfterPowerLoss: true }],
-  [7420062, { ...PAGES_OPTS, rebuildAfterPowerLoss: true }]
+  [7420062, { ...PAGES_OPTS, rebuildAfterPowerLoss: true }],
+  [7600183, { ...PAGES_OPTS, rebuildAfterPowerLoss: true }]
 ]
 const seeds = process.env.SIM_SEEDS ? process.env.SIM_SEEDS.split(',').map(Number) : [...FOUND_DEFECTS, ...MORE, ...FOUND_BY_GROUP_COMMIT]
 

@@ -43,7 +43,7 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
   const started = Date.now()
   // Header writes an earlier pass left on record (it failed on a read-only pool volume) go
   // first: the record has one slot, and this pass's own would take it.
-  const waiting = await redoPendingHeaders(p.layer, p.dir, p.home, db, p.logger)
+  const waiting = await redoPendingHeaders(p.layer, p.dir, p.home, db, p.logger, id => { if (segments.hasLocal(id)) segments.recordUnpunched(id, true) })
   if (waiting !== undefined) {
     throw new LogdiskError('READ_ONLY', `compaction waits: free headers an earlier pass could not write are pending on a pool volume that is read-only (${waiting}); make it writable again`)
   }

@@ -513,6 +513,23 @@ export class IndexDb {
     await this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object)
   }
 
+  /**
+   * Marks the entries `seqs` freed (their free headers are in the log: redoPendingHeaders).
+   * Not synced: written before the pending record is cleared, and LevelDB keeps its writes in
+   * order, so a crash that keeps the clearing keeps these too (else the record redoes them).
+   */
+  async markFreed (seqs: number[]): Promise<void> {
+    const ops: Array<{ type: 'put', key: Buffer, value: Buffer }> = []
+    for (const seq of seqs) {
+      const e = await this.entry(seq)
+      if (e === undefined || e.freed === true) continue
+      ops.push({ type: 'put', key: numberKey(ENTRY_PREFIX, seq), value: pack({ ...e, freed: true }) })
+    }
+    if (ops.length === 0) return
+    await this.gate?.('index.commit')
+    await this.db.batch(ops)
+  }
+
   /** The pending header writes are done and durable; not synced (redoing them is harmless). */
   async clearPending (): Promise<void> {
     await this.gate?.('index.commit')

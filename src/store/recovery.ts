@@ -10,7 +10,7 @@ import { clearPendingHeaders, readPendingHeaders } from './pending-headers'
 import { BLOCK_MAP_SLOT_BYTES, adoptSavedMap, deltaLimit, stampMismatch, type TakenBlockMap } from './block-map-file'
 import type { Logger } from './logger'
 import { scanSegment, type ScannedEntry } from './scanner'
-import { FREE_HORIZON_IN_MARKER, entryBytes, holdsVersions, moveRecordAt, tableBytes, trimRunAt, type EntryHeader } from './entry'
+import { FREE_HORIZON_IN_MARKER, decodeHeader, entryBytes, holdsVersions, moveRecordAt, tableBytes, trimRunAt, type EntryHeader } from './entry'
 import { BASELINE_BASE, readBaselineIndex } from './baseline'
 import { SnapshotTable } from './snapshots'
 
@@ -95,7 +95,12 @@ export async function recover (
     log.warn({ found: await index.formatVersion(), expected: INDEX_FORMAT_VERSION }, 'the index has another layout; rebuilding it from the log')
     checkpoint = undefined
   }
-  if (!opts.readOnly) await redoPendingHeaders(layer, storeDir, home, checkpoint ? index : undefined, log)
+  if (!opts.readOnly) {
+    await redoPendingHeaders(layer, storeDir, home, checkpoint ? index : undefined, log, async id => {
+      const record = (await index.segments()).get(id)
+      if (record !== undefined && record.unpunched !== true) await index.putSegments(new Map([[id, { ...record, unpunched: true }]]))
+    })
+  }
   // Which copies of a mirrored segment are current: the index records a copy that fell
   // behind (a failed write) before the store acknowledged anything past it.
   const records: Map<number, SegmentRecord> = checkpoint ? await index.segments() : new Map()
@@ -921,7 +926,7 @@ async function byLogEnd (layer: FileLayer, home: SegmentHome, volumes: string[],
  * the directory of it, and the record stays for later (compaction redoes it before it writes
  * any header of its own); undefined once nothing is pending.
  */
-export async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger): Promise<string | undefined> {
+export async function redoPendingHeaders (layer: FileLayer, storeDir: string, home: SegmentHome, index: IndexDb | undefined, log: Logger, redone?: (segment: number) => Promise<void> | void): Promise<string | undefined> {
   const pending = (await index?.pending()) ?? await readPendingHeaders(layer, storeDir)
   if (!pending) return undefined
   for (const volume of pending.volumes) {
@@ -946,6 +951,24 @@ export async function redoPendingHeaders (layer: FileLayer, storeDir: string, ho
     }
   }
   log.warn({ segment: pending.segment, headers: pending.headers.length }, 'redid header writes that a crash interrupted')
+  if (index !== undefined) {
+    // The log holds these free entries now: the index must say so before the record goes.
+    // The pass that recorded them stopped before its index took the entries they free, and a
+    // later pass may judge a run's first entry otherwise (MarkerLife: a snapshot's deletion
+    // marker whose segment was archived since, or a marker whose header is now this free
+    // header, is kept); without the flags it then began its own run
+    // at the next entry, inside this free entry, and punched it: a reader jumping over the
+    // free header landed on the zeros (simulation seed 7600183: 'not an entry header', the
+    // rest of the segment lost). Freed, those entries join the next pass's runs, and the
+    // segment is recorded unpunched, so that pass punches what only these headers freed.
+    const seqs: number[] = []
+    for (const [, bytes] of pending.headers) {
+      const h = decodeHeader(Buffer.from(bytes))
+      if (h?.kind === EntryKind.free) for (let s = h.seq; s <= h.block; s++) seqs.push(s)
+    }
+    await index.markFreed(seqs)
+    await redone?.(pending.segment)
+  }
   await index?.clearPending()
   await clearPendingHeaders(layer, storeDir)
   return undefined
