@@ -14,7 +14,10 @@ import { reportError } from './output'
 export async function duringSignals<T> (work: () => Promise<T>, onSignal: (signal: NodeJS.Signals) => Promise<string | undefined>): Promise<T> {
   let signalled = false
   const handler = (signal: NodeJS.Signals): void => {
-    if (signalled) process.exit(130)
+    if (signalled) {
+      process.stderr.write(`logdisk: interrupted again (${signal}): exiting at once, without waiting for the job to stop (a .partial output file may be left)\n`)
+      process.exit(130)
+    }
     signalled = true
     onSignal(signal).then(line => {
       if (line === undefined) return

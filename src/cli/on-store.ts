@@ -4,7 +4,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { request } from '../daemon/control'
 import { DAEMON_LOG, isAlive, logdiskMountAt, readDaemonInfo, type DaemonInfo } from '../daemon/paths'
-import { INTERRUPTIBLE, ops, type OpContext } from '../ops/ops'
+import { INTERRUPTIBLE, RUN_TO_END, ops, type OpContext } from '../ops/ops'
 import type { OpenOptions, Store } from '../store'
 import { openStore, type Access } from '../app/open'
 import { readPolicy } from '../policy/policy'
@@ -54,7 +54,9 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
       const daemon = readDaemonInfo(dir)
       if (daemon) {
         try {
-          return await duringSignals(() => request<T>(daemon.socket, op, args), async signal => {
+          const asked = (): Promise<T> => request<T>(daemon.socket, op, args)
+          if (!interruptible && !RUN_TO_END.has(op)) return await asked()
+          return await duringSignals(asked, async signal => {
             if (!interruptible) return `${op} interrupted (${signal}); the mount daemon (pid ${daemon.pid}) runs it to its end: it does not stop halfway (see ${path.join(dir, DAEMON_LOG)})`
             await request(daemon.socket, 'cancel', { job: args.job }, 5000)
             return undefined // the request's answer is the op's INTERRUPTED error

@@ -54,11 +54,26 @@ const envFaults = (): Set<string> => new Set((process.env.LOGDISK_FAULTS ?? '').
  * receive --force. Those run to their end; the interrupted command says so.
  */
 export const INTERRUPTIBLE: Record<string, (args: Args) => string> = {
-  restore: args => `nothing was written to ${String(args.out)}`,
-  export: args => `nothing was written to ${String(args.out)}${isBlockDevicePath(args.out) ? ' (a block device keeps what was written into it so far)' : ''}`,
+  restore: args => nothingWritten(args.out),
+  export: args => nothingWritten(args.out),
   send: args => args.out !== undefined && args.out !== '-' ? `nothing was written to ${String(args.out)}` : 'the stream ended unfinished',
   verify: () => 'the store was not checked to its end',
-  'pool remove': args => `${String(args.dir)} stays in the pool; what was moved off it stays moved; pool remove again goes on from there`
+  // Not "what was moved stays moved": the pool's own shrink may drain the volume that took
+  // them right back (helper-78).
+  'pool remove': args => `${String(args.dir)} stays in the pool, with the segments not moved off it yet; pool remove again drains the rest`
+}
+
+/**
+ * The long ops that run to their end when their command is interrupted: the command says so
+ * and ends. Only these: a quick one (a snapshot's cut) is waited for, so that a `--freeze`
+ * command's own handler thaws the filesystem (an exit here came first and left it frozen:
+ * helper-78).
+ */
+export const RUN_TO_END = new Set(['compact', 'archive', 'receive', 'criteriaCopy', 'pool repair'])
+
+/** What an interrupted copy to `out` left there: a file is not made; a block device keeps what was written. */
+function nothingWritten (out: unknown): string {
+  return isBlockDevicePath(out) ? `${String(out)} keeps what was written into it so far (a block device)` : `nothing was written to ${String(out)}`
 }
 
 function isBlockDevicePath (p: unknown): boolean {
