@@ -12,6 +12,7 @@ import { openStore } from '../src/app/open'
 import { defaultPolicy, writePolicy } from '../src/policy/policy'
 import { segmentFileName } from '../src/store/format'
 import { Store } from '../src/store/store'
+import type { Pool } from '../src/pool/pool'
 import { Rng } from '../src/testing/rng'
 import { SimFileLayer } from '../src/testing/sim-file-layer'
 
@@ -20,8 +21,9 @@ const MiB = 1024 * 1024
 const SIZE = 16 * MiB
 const SEG = MiB + 64 * 1024
 
-t.test('mirror lowered to 1: a drain of one of two mirrored volumes drops its copies and moves only what has no other', async t => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-drain-surplus-'))
+/** A store on the simulated disk, mirror=2 on pool volumes A and B (real directories, 32 segments each). */
+async function mirroredOnTwo (t: { teardown: (fn: () => unknown) => void }, name: string): Promise<{ dir: string, A: string, V: string, sim: SimFileLayer, store: Store, pool: Pool }> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), `logdisk-${name}-`))
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
   const dir = path.join(root, 'store')
   const A = path.join(root, 'A')
@@ -29,12 +31,19 @@ t.test('mirror lowered to 1: a drain of one of two mirrored volumes drops its co
   const sim = new SimFileLayer()
   await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
   fs.mkdirSync(path.join(dir, 'segments'))
-  const policy = { ...defaultPolicy(), 'history.keep': '0', mirror: 2 }
-  writePolicy(dir, policy)
-  let { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, [A, V])
+  writePolicy(dir, { ...defaultPolicy(), 'history.keep': '0', mirror: 2 })
+  const { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, [A, V])
   t.teardown(() => store.close().catch(() => undefined))
   pool.add(A, 32 * SEG)
   pool.add(V, 32 * SEG)
+  return { dir, A, V, sim, store, pool }
+}
+
+t.test('mirror lowered to 1: a drain of one of two mirrored volumes drops its copies and moves only what has no other', async t => {
+  const policy = { ...defaultPolicy(), 'history.keep': '0', mirror: 2 }
+  const rig = await mirroredOnTwo(t, 'drain-surplus')
+  const { dir, A, V, sim } = rig
+  let { store, pool } = rig
   const id = (d: string): string => pool.status().volumes.find(v => v.dir === d)!.id
   const model = Buffer.alloc(SIZE)
   const write = async (at: number, seed: number): Promise<void> => {
@@ -74,19 +83,7 @@ t.test('mirror lowered to 1: a drain of one of two mirrored volumes drops its co
 })
 
 t.test('mirror still 2: a drain of one of two mirrored volumes is refused, nothing dropped', async t => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'logdisk-drain-surplus-kept-'))
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
-  const dir = path.join(root, 'store')
-  const A = path.join(root, 'A')
-  const V = path.join(root, 'B')
-  const sim = new SimFileLayer()
-  await Store.create(dir, { sizeBytes: SIZE, blockBytes: B, segmentBytes: SEG }, sim)
-  fs.mkdirSync(path.join(dir, 'segments'))
-  writePolicy(dir, { ...defaultPolicy(), 'history.keep': '0', mirror: 2 })
-  const { store, pool } = await openStore(dir, { fileLayer: sim, checkpointIntervalMs: 0 }, [A, V])
-  t.teardown(() => store.close().catch(() => undefined))
-  pool.add(A, 32 * SEG)
-  pool.add(V, 32 * SEG)
+  const { A, sim, store, pool } = await mirroredOnTwo(t, 'drain-surplus-kept')
   const data = new Rng(1).bytes(2 * MiB)
   await store.write(0, data)
   const err = await pool.drain(A).then(() => undefined, (e: unknown) => e)

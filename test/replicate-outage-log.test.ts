@@ -8,7 +8,7 @@ import t from 'tap'
 import { parseTarget, type ArchiveTarget } from '../src/archive'
 import { LogdiskError } from '../src/errors'
 import { Replicator } from '../src/replicate'
-import { labelledPattern, newReplicatedStore, testTmp } from './helpers/replica-fixture'
+import { interceptedTarget, labelledPattern, newReplicatedStore, testTmp } from './helpers/replica-fixture'
 
 t.setTimeout(120_000)
 const MiB = 1024 * 1024
@@ -16,16 +16,8 @@ const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(r
 
 /** The target, but while `down.on` every call fails naming its operation, as an S3 endpoint's do. */
 function failable (inner: ArchiveTarget, down: { on: boolean }): ArchiveTarget {
-  return new Proxy(inner, {
-    get (obj, prop, recv) {
-      const v = Reflect.get(obj, prop, recv)
-      if (typeof v !== 'function') return v
-      if (prop === 'describe' || prop === 'close') return v.bind(obj)
-      return async (...args: unknown[]) => {
-        if (down.on) throw new LogdiskError('IO', `${inner.describe()}: ${String(prop)} ${String(args[0] ?? '')}: connect ECONNREFUSED`)
-        return await (v as (...a: unknown[]) => Promise<unknown>).apply(obj, args)
-      }
-    }
+  return interceptedTarget(inner, (op, arg) => {
+    if (down.on) throw new LogdiskError('IO', `${inner.describe()}: ${op} ${arg}: connect ECONNREFUSED`)
   })
 }
 

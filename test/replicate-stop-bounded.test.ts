@@ -14,7 +14,7 @@ import { parseTarget, readLease, type ArchiveTarget } from '../src/archive'
 import { openStore } from '../src/app/open'
 import { REPLICA_STATE_FILE, Replicator } from '../src/replicate'
 import { MANIFEST_PREFIX } from '../src/replicate/format'
-import { labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
+import { interceptedTarget, labelledPattern, newReplicatedStore, testTmp, until } from './helpers/replica-fixture'
 
 t.setTimeout(180_000)
 const MiB = 1024 * 1024
@@ -23,17 +23,9 @@ const HANG_MS = 3000
 
 /** The target, but while `hung.on` each call waits HANG_MS first; every call is recorded in `calls`. */
 function hangable (inner: ArchiveTarget, hung: { on: boolean }, calls: string[]): ArchiveTarget {
-  return new Proxy(inner, {
-    get (obj, prop, recv) {
-      const v = Reflect.get(obj, prop, recv)
-      if (typeof v !== 'function') return v
-      if (prop === 'describe' || prop === 'close') return v.bind(obj)
-      return async (...args: unknown[]) => {
-        calls.push(`${String(prop)} ${String(args[0] ?? '')}`)
-        if (hung.on) await new Promise(resolve => setTimeout(resolve, HANG_MS))
-        return await (v as (...a: unknown[]) => Promise<unknown>).apply(obj, args)
-      }
-    }
+  return interceptedTarget(inner, async (op, arg) => {
+    calls.push(`${op} ${arg}`)
+    if (hung.on) await new Promise(resolve => setTimeout(resolve, HANG_MS))
   })
 }
 

@@ -9,6 +9,7 @@ import { Store } from '../../src/store'
 import { recordIdentity } from '../../src/store/identity'
 import { applyAssignments, defaultPolicy, writePolicy } from '../../src/policy/policy'
 import { openStore } from '../../src/app/open'
+import type { ArchiveTarget } from '../../src/archive'
 
 const MiB = 1024 * 1024
 
@@ -49,4 +50,22 @@ export async function newReplicatedStore (dir: string, spec: string, geometry: {
   recordIdentity(dir, config)
   writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${spec}`, ...assignments]))
   return (await openStore(dir, { checkpointIntervalMs: 100 })).store
+}
+
+/**
+ * `inner`, with `before(op, firstArg)` awaited ahead of every call but describe and close: a
+ * target that fails (throw there) or hangs (wait there) on demand, or one that records its calls.
+ */
+export function interceptedTarget (inner: ArchiveTarget, before: (op: string, arg: string) => Promise<void> | void): ArchiveTarget {
+  return new Proxy(inner, {
+    get (obj, prop, recv) {
+      const v = Reflect.get(obj, prop, recv)
+      if (typeof v !== 'function') return v
+      if (prop === 'describe' || prop === 'close') return v.bind(obj)
+      return async (...args: unknown[]) => {
+        await before(String(prop), String(args[0] ?? ''))
+        return await (v as (...a: unknown[]) => Promise<unknown>).apply(obj, args)
+      }
+    }
+  })
 }
