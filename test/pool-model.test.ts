@@ -374,7 +374,11 @@ class LoseVolumeCmd implements Cmd {
   async run (m: Model, r: Real): Promise<void> {
     if (r.mirror < 2 || segmentsOn(r, this.volume).length === 0) return
     try {
-      r.stats.repaired += (await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))).made
+      const { made, unplaced } = await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))
+      r.stats.repaired += made
+      // A segment no volume had room to copy (repair names it and goes on: 3da0a76) may have
+      // its only copy here: losing the volume now would lose data the store never held twice.
+      if (unplaced.length > 0) { r.stats.noSpace++; return }
     } catch (err) {
       if (isLogdiskError(err, 'NO_SPACE')) { r.stats.noSpace++; return }
       throw err
@@ -397,19 +401,31 @@ class LoseVolumeCmd implements Cmd {
 /**
  * pool repair; when the pool has no room for the copies (or for the new current segment's
  * two copies: repair seals the current one first), a volume is added and it runs again.
+ *
+ * No room for a segment's missing copy is not thrown: repair makes the copies it can and
+ * names the rest (`unplaced`, since 3da0a76, helper-64's D6), whose records still name the
+ * lost volume, file gone. This took only a thrown NO_SPACE as "no room" and returned with
+ * such a segment unrepaired: lose(V1) re-added V1 with fewer segments of room than it had
+ * (capacity(V1, 5) before), and checkPlacement after the next command found segment 4
+ * "recorded on V1 but its file is not there" (seed 0x9001; the case named below). A test
+ * mistake, not the store's: `pool repair` says so (exit 1, add a volume and repair again).
  */
 async function repairAll (r: Real): Promise<void> {
   for (let attempt = 0; ; attempt++) {
+    let unplaced: number[] = []
     try {
-      r.stats.repaired += (await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))).made
-      return
+      const result = await r.store.repairCopies(2, (id, exclude) => r.pool.placeCopy(id, exclude))
+      r.stats.repaired += result.made
+      if (result.unplaced.length === 0) return
+      unplaced = result.unplaced
     } catch (err) {
       if (!isLogdiskError(err, 'NO_SPACE') || attempt === 2) throw err
-      r.stats.noSpace++
-      const extra = path.join(path.dirname(r.dir), `extra${r.vols.length}`)
-      r.vols.push(extra) // placement checks know it; commands keep to the first VOLUMES
-      r.pool.add(extra, 16 * SEGMENT)
     }
+    if (attempt === 2) throw new Error(`pool repair found no room for the missing copies of segment(s) ${unplaced.join(', ')}, with ${attempt} volume(s) added`)
+    r.stats.noSpace++
+    const extra = path.join(path.dirname(r.dir), `extra${r.vols.length}`)
+    r.vols.push(extra) // placement checks know it; commands keep to the first VOLUMES
+    r.pool.add(extra, 16 * SEGMENT)
   }
 }
 
@@ -486,6 +502,19 @@ t.test('a segment made ahead on a volume that a drain then releases does not com
   const W = (b: number, n: number, f: number): WriteCmd => new WriteCmd(b, n, f)
   await scenario([new LoseVolumeCmd(0), new KillCmd(), new DrainUnderWritesCmd(0, 0, [W(0, 148, 0), W(0, 4, 0), W(0, 5, 0), W(0, 242, 0)]), new DrainCmd(0), W(0, 2, 0), new DrainCmd(0), new CrashInDrainCmd(1, 0, 1994564626)], 2, 4, stats)
   t.equal(stats.midDrainCrashes, 1, 'power failed in the second drain; no volume holds a segment it is not assigned')
+})
+
+t.test('a segment pool repair found no room for gets its copy once a volume is added', async t => {
+  // The property below found this (seed 0x9001) on a loaded machine: lose(V1) re-added V1 with
+  // room for 3 segments (it had 5), so repair had no room for the copy of segment 4 it lost
+  // and named it unplaced (not thrown); the model took repair as done, and after the power
+  // loss segment 4 was still recorded on V1, its file gone. A test mistake (repairAll), not
+  // the store's: repairAll now adds a volume and repairs again, as `pool repair` tells users.
+  const stats = newStats()
+  const W = (b: number, n: number, f: number): WriteCmd => new WriteCmd(b, n, f)
+  await scenario([new DrainUnderWritesCmd(1, 0, [W(0, 1, 0), W(0, 157, 0), W(0, 127, 0), W(0, 6, 0)]), W(0, 261, 0), new DrainUnderWritesCmd(0, 0, [W(0, 47, 0)]), new CapacityCmd(1, 5, false), new LoseVolumeCmd(2), W(0, 270, 0), new DrainUnderWritesCmd(2, 0, [W(0, 1, 0), W(0, 69, 0), W(42, 127, 4099825253)]), new LoseVolumeCmd(1), new CrashCmd(3709858191)], 2, 3, stats)
+  t.equal(stats.lost, 2, 'two volumes were lost')
+  t.ok(stats.noSpace > 0, 'a repair found no room and a volume was added')
 })
 
 t.test('every block reads back what was last written, whatever the pool does and however it stops', async t => {
