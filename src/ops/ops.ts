@@ -56,7 +56,7 @@ const envFaults = (): Set<string> => new Set((process.env.LOGDISK_FAULTS ?? '').
 export const INTERRUPTIBLE: Record<string, (args: Args) => string> = {
   restore: args => nothingWritten(args.out),
   export: args => nothingWritten(args.out),
-  send: args => args.out !== undefined && args.out !== '-' ? `nothing was written to ${String(args.out)}` : 'the stream ended unfinished',
+  send: args => args.out !== undefined && args.out !== '-' ? nothingWritten(args.out) : 'the stream ended unfinished',
   verify: () => 'the store was not checked to its end',
   // Not "what was moved stays moved": the pool's own shrink may drain the volume that took
   // them right back (helper-78).
