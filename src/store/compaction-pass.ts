@@ -247,18 +247,22 @@ export async function compactionPass (p: StoreParts, opts: CompactOptions, onPro
       // headers go, or a kill -9 between the two would leave it named, and the next open would
       // neither write its headers again nor see (through the page cache) that its disk lost them.
       await segments.recordDrops()
+      // The flags and the record that the bytes still wait for their punch go in one batch,
+      // before the pending record goes: a kill -9 after the clearing and before this pass's
+      // commit left free entries on disk that the index did not know, a later pass began a
+      // run inside one and punched it (free-headers-kill-before-flags.test.ts). They are staged
+      // in the pass's batch too, and a pass that stops before punching leaves the record for
+      // the next one.
+      segments.recordUnpunched(id, runs.length > 0)
+      await db.putFreed(freedEntries, new Map([[id, segments.recordOf(id)]]))
       await db.clearPending()
       await clearPendingHeaders(p.layer, p.dir)
       // Exactly the copies that took the free headers, wherever the segment lives later.
       if (runs.length > 0) punches.push({ id, files: segment.volumes.map(v => path.join(p.home.dirOf(v), segmentFileName(id))), runs })
-      // The flags and the record that the bytes still wait for their punch go in one batch:
-      // whichever commit takes the flags (a batch of dead versions, a checkpoint) takes the
-      // record too, and a pass that stops before punching leaves it for the next one.
       for (const [seq, e] of freedEntries) {
         index.batch.entries.set(seq, e)
         report.entriesFreed++
       }
-      segments.recordUnpunched(id, runs.length > 0)
     }
     if (entries.every(freeable)) recycle.push(id)
   }

@@ -530,6 +530,22 @@ export class IndexDb {
     await this.db.batch(ops)
   }
 
+  /**
+   * Entries a pass wrote free headers for, with their `freed` flag set, and the records of the
+   * segments they lie in (`unpunched`), in one batch written before the pending record is
+   * cleared. Not synced, as markFreed: a crash that keeps the clearing keeps these too. Without
+   * them a kill -9 between the clearing and the pass's commit left free entries on disk that
+   * the index knew nothing of (free-headers-kill-before-flags.test.ts).
+   */
+  async putFreed (entries: Array<[number, EntryRecord]>, segments: Map<number, SegmentRecord>): Promise<void> {
+    if (entries.length === 0 && segments.size === 0) return
+    await this.gate?.('index.commit')
+    await this.db.batch([
+      ...entries.map(([seq, e]) => ({ type: 'put' as const, key: numberKey(ENTRY_PREFIX, seq), value: pack(e) })),
+      ...[...segments].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) }))
+    ])
+  }
+
   /** The pending header writes are done and durable; not synced (redoing them is harmless). */
   async clearPending (): Promise<void> {
     await this.gate?.('index.commit')
