@@ -12,6 +12,7 @@ import { NextSegment } from './next-segment'
 import { appendLimit, markerUse, type AppendUse } from './pass-fence'
 import { MirroredHandle } from './mirrored-handle'
 import { Segment } from './segment'
+import { exactSize, formatBytes } from '../size-text'
 
 const MAX_MARKER_BYTES = 1024 * 1024 // the scanner refuses larger markers
 /** A group commit takes at most this many bytes of writes (later ones start the next group). */
@@ -215,6 +216,11 @@ export class LogAppender implements LogPart {
       for (; next < group.writes.length; next++) {
         const w = group.writes[next]
         const blocks = w.data.length / B
+        const outside = this.outsideVolume('write', w.block * B, w.data.length)
+        if (outside !== undefined) {
+          w.reject(outside)
+          continue
+        }
         w.left++ // held while its entries are cut: a writev of its first entries must not resolve it
         for (let b = 0; b < blocks;) {
           let count = Math.min(blocks - b, MAX_ENTRY_BLOCKS, this.blocksThatFit(bytesOf(flights) + bytes))
@@ -378,10 +384,25 @@ export class LogAppender implements LogPart {
   }
 
   /**
+   * The error for a write or discard that runs past the end of the volume as it is now, under
+   * the lock: the caller checked against the size when it was called, and a shrink (resize)
+   * that held the lock meanwhile may have moved the end below it. Landing anyway put
+   * acknowledged bytes past the new end, which a later grow showed where its new blocks must
+   * read as zeros (resize-write-race.test.ts).
+   */
+  private outsideVolume (what: 'write' | 'discard', offset: number, length: number): LogdiskError | undefined {
+    const size = this.p.config.sizeBytes
+    if (offset + length <= size) return undefined
+    return new LogdiskError('OUT_OF_RANGE', `${what} of ${formatBytes(length)} at byte ${offset} runs past the end of the ${exactSize(size)} volume (it shrank while the ${what} waited)`)
+  }
+
+  /**
    * Writes `data` at byte `offset` (checked by the caller); call under the lock. Unaligned
    * writes read the edge blocks and write whole blocks.
    */
   async writeLocked (offset: number, data: Buffer): Promise<void> {
+    const outside = this.outsideVolume('write', offset, data.length)
+    if (outside !== undefined) throw outside
     await this.p.index.backpressure()
     const B = this.p.config.blockBytes
     const first = Math.floor(offset / B)
@@ -446,6 +467,8 @@ export class LogAppender implements LogPart {
    * as zeros.
    */
   async discardLocked (offset: number, length: number): Promise<void> {
+    const outside = this.outsideVolume('discard', offset, length)
+    if (outside !== undefined) throw outside
     const B = this.p.config.blockBytes
     const map = this.p.map
     const first = Math.ceil(offset / B)

@@ -1,0 +1,89 @@
+// A shrink (Store.resize) checks that no block past the new end holds data, under the append
+// lock; a write checks its range against the size when it is called, before it queues on
+// that lock. A write called while the shrink waited for the lock passed its check against the
+// old size, queued behind the shrink, and landed past the new end, acknowledged: a later
+// grow showed its bytes where the new blocks must read as zeros. The append lock checks
+// again now (log-appender.ts): such a write fails OUT_OF_RANGE and appends nothing.
+import t, { type Test } from 'tap'
+import { nodeFileLayer, type FileHandle, type FileLayer } from '../src/store/file-layer'
+import { Store } from '../src/store/store'
+import { scratchDir, tagBlock } from './helpers/sim-layer'
+
+const B = 4096
+const tmp = (t: Test): string => scratchDir(t, 'logdisk-resize-race')
+const blk = (tag: string): Buffer => tagBlock(tag, B)
+interface Lock { queued: number }
+const lockOf = (s: Store): Lock => (s as unknown as { p: { log: { lock: Lock } } }).p.log.lock
+
+async function until (what: string, ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 100_000; i++) {
+    if (ok()) return
+    await new Promise(resolve => setImmediate(resolve))
+  }
+  throw new Error(`never came: ${what}`)
+}
+
+for (const kind of ['write', 'unaligned write', 'discard'] as const) {
+  t.test(`a ${kind} queued behind a shrink never lands past the new end`, async t => {
+    let hold: Promise<void> | undefined // the log's writevs wait for it while set
+    let writevs = 0
+    const layer: FileLayer = {
+      ...nodeFileLayer,
+      open: async (file: string, create: boolean): Promise<FileHandle> => {
+        const h = await nodeFileLayer.open(file, create)
+        if (!file.endsWith('.log')) return h
+        return new Proxy(h, {
+          get (target, prop, receiver) {
+            const v = Reflect.get(target, prop, receiver)
+            if (typeof v !== 'function') return v
+            if (prop !== 'writev') return v.bind(target)
+            return async (buffers: Buffer[], position: number) => {
+              writevs++
+              if (hold !== undefined) await hold
+              return v.call(target, buffers, position)
+            }
+          }
+        })
+      }
+    }
+    const dir = tmp(t)
+    await Store.create(dir, { sizeBytes: 64 * B, blockBytes: B, segmentBytes: 258 * B })
+    const s = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
+    t.teardown(() => s.close().catch(() => undefined))
+    if (kind === 'discard') await s.write(40 * B, blk('old')) // a discard of a block that holds nothing appends nothing
+    for (let b = 0; b < 4; b++) await s.write(b * B, blk(`A${b}`))
+    await s.flush()
+    if (kind === 'discard') {
+      await s.discard(40 * B, B)
+      await s.compact({ cleanBelow: 0 }) // block 40 holds only a trim: a shrink past it may go
+    }
+
+    let release = (): void => {}
+    hold = new Promise<void>(resolve => { release = resolve })
+    const before = writevs
+    const first = s.write(0, blk('B0')) // takes the append lock and holds it in its writev
+    await until('the first write in its writev', () => writevs > before)
+    const lock = lockOf(s)
+    const queued = lock.queued
+    const shrink = s.resize(32 * B)
+    await until('the shrink queued on the append lock', () => lock.queued > queued)
+    // Checked against the old size: 64 blocks.
+    const late = kind === 'write'
+      ? s.write(40 * B, blk('late'))
+      : kind === 'unaligned write' ? s.write(40 * B + 100, Buffer.from('late bytes')) : s.discard(40 * B, B)
+    hold = undefined
+    release()
+    const [w1, r, w2] = await Promise.allSettled([first, shrink, late])
+    t.equal(w1.status, 'fulfilled', 'the first write succeeds')
+    t.equal(r.status, 'fulfilled', 'the shrink succeeds (nothing past the new end when it checked)')
+    t.equal(w2.status, 'rejected', `the late ${kind} fails`)
+    if (w2.status === 'rejected') t.match((w2.reason as { code?: string }).code, 'OUT_OF_RANGE', 'as out of range')
+    t.equal(s.sizeBytes, 32 * B)
+    await s.resize(64 * B)
+    const got = await s.read(40 * B, B)
+    t.ok(got.equals(Buffer.alloc(B)), 'block 40 reads zeros after growing again')
+    await s.flush()
+    const v = await s.verify()
+    t.same(v.problems, [])
+  })
+}
