@@ -4,6 +4,9 @@
 // old size, queued behind the shrink, and landed past the new end, acknowledged: a later
 // grow showed its bytes where the new blocks must read as zeros. The append lock checks
 // again now (log-appender.ts): such a write fails OUT_OF_RANGE and appends nothing.
+// And the other way round: versions appended after the shrink's checkpoint and before it
+// took the lock (a write past the new end, a snapshot of it, a trim of it) were in no history
+// the check read, so the shrink went through and cut the snapshot's block off its image.
 import t, { type Test } from 'tap'
 import { nodeFileLayer, type FileHandle, type FileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
@@ -23,33 +26,45 @@ async function until (what: string, ok: () => boolean): Promise<void> {
   throw new Error(`never came: ${what}`)
 }
 
+/** A store of 64 blocks whose log writevs wait while held: the append lock stays taken. */
+async function heldStore (t: Test): Promise<{ s: Store, hold: () => void, release: () => void, writevs: () => number }> {
+  let held: Promise<void> | undefined
+  let release = (): void => {}
+  let writevs = 0
+  const layer: FileLayer = {
+    ...nodeFileLayer,
+    open: async (file: string, create: boolean): Promise<FileHandle> => {
+      const h = await nodeFileLayer.open(file, create)
+      if (!file.endsWith('.log')) return h
+      return new Proxy(h, {
+        get (target, prop, receiver) {
+          const v = Reflect.get(target, prop, receiver)
+          if (typeof v !== 'function') return v
+          if (prop !== 'writev') return v.bind(target)
+          return async (buffers: Buffer[], position: number) => {
+            writevs++
+            if (held !== undefined) await held
+            return v.call(target, buffers, position)
+          }
+        }
+      })
+    }
+  }
+  const dir = tmp(t)
+  await Store.create(dir, { sizeBytes: 64 * B, blockBytes: B, segmentBytes: 258 * B })
+  const s = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
+  t.teardown(() => s.close().catch(() => undefined))
+  return {
+    s,
+    hold: () => { held = new Promise<void>(resolve => { release = resolve }) },
+    release: () => { held = undefined; release() },
+    writevs: () => writevs
+  }
+}
+
 for (const kind of ['write', 'unaligned write', 'discard'] as const) {
   t.test(`a ${kind} queued behind a shrink never lands past the new end`, async t => {
-    let hold: Promise<void> | undefined // the log's writevs wait for it while set
-    let writevs = 0
-    const layer: FileLayer = {
-      ...nodeFileLayer,
-      open: async (file: string, create: boolean): Promise<FileHandle> => {
-        const h = await nodeFileLayer.open(file, create)
-        if (!file.endsWith('.log')) return h
-        return new Proxy(h, {
-          get (target, prop, receiver) {
-            const v = Reflect.get(target, prop, receiver)
-            if (typeof v !== 'function') return v
-            if (prop !== 'writev') return v.bind(target)
-            return async (buffers: Buffer[], position: number) => {
-              writevs++
-              if (hold !== undefined) await hold
-              return v.call(target, buffers, position)
-            }
-          }
-        })
-      }
-    }
-    const dir = tmp(t)
-    await Store.create(dir, { sizeBytes: 64 * B, blockBytes: B, segmentBytes: 258 * B })
-    const s = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
-    t.teardown(() => s.close().catch(() => undefined))
+    const { s, hold, release, writevs } = await heldStore(t)
     if (kind === 'discard') await s.write(40 * B, blk('old')) // a discard of a block that holds nothing appends nothing
     for (let b = 0; b < 4; b++) await s.write(b * B, blk(`A${b}`))
     await s.flush()
@@ -58,11 +73,10 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
       await s.compact({ cleanBelow: 0 }) // block 40 holds only a trim: a shrink past it may go
     }
 
-    let release = (): void => {}
-    hold = new Promise<void>(resolve => { release = resolve })
-    const before = writevs
+    hold()
+    const before = writevs()
     const first = s.write(0, blk('B0')) // takes the append lock and holds it in its writev
-    await until('the first write in its writev', () => writevs > before)
+    await until('the first write in its writev', () => writevs() > before)
     const lock = lockOf(s)
     const queued = lock.queued
     const shrink = s.resize(32 * B)
@@ -71,7 +85,6 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
     const late = kind === 'write'
       ? s.write(40 * B, blk('late'))
       : kind === 'unaligned write' ? s.write(40 * B + 100, Buffer.from('late bytes')) : s.discard(40 * B, B)
-    hold = undefined
     release()
     const [w1, r, w2] = await Promise.allSettled([first, shrink, late])
     t.equal(w1.status, 'fulfilled', 'the first write succeeds')
@@ -87,3 +100,26 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
     t.same(v.problems, [])
   })
 }
+
+t.test('a snapshot of a block past the new end, taken while a shrink waited for the lock, refuses the shrink', async t => {
+  const { s, hold, release, writevs } = await heldStore(t)
+  for (let b = 0; b < 4; b++) await s.write(b * B, blk(`A${b}`))
+  await s.flush()
+  await s.checkpoint()
+  hold()
+  const before = writevs()
+  const first = s.write(0, blk('B0')) // takes the append lock and holds it in its writev
+  await until('the first write in its writev', () => writevs() > before)
+  const shrink = s.resize(32 * B) // checkpoints, then queues on the lock
+  // Queued before the shrink's lock section, after the log position its checkpoint took.
+  const ops = [s.write(40 * B, blk('P')), s.snapshot({ name: 'keep' }), s.discard(40 * B, B)]
+  release()
+  const [w1, r, ...rest] = await Promise.allSettled([first, shrink, ...ops])
+  t.equal(w1.status, 'fulfilled')
+  t.same(rest.map(x => x.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'the write, the snapshot and the trim succeed')
+  t.equal(r.status, 'rejected', 'the shrink is refused')
+  if (r.status === 'rejected') t.match((r.reason as Error).message, /block 40 .* past the new end was written/)
+  t.equal(s.sizeBytes, 64 * B, 'the size stays')
+  t.ok((await s.readSnapshot('keep', 40 * B, B)).equals(blk('P')), 'the snapshot reads block 40')
+  t.ok((await s.read(40 * B, B)).equals(Buffer.alloc(B)), 'the current image reads it trimmed')
+})
