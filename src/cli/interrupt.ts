@@ -1,5 +1,16 @@
-import { LogdiskError } from '../errors'
+import { LogdiskError, isLogdiskError } from '../errors'
 import { reportError } from './output'
+
+/** The signal that interrupted this command (the first duringSignals saw), if one did. */
+let interruptedBy: NodeJS.Signals | undefined
+
+/**
+ * Whether this process got Ctrl-C (SIGINT) or SIGTERM while a command ran its job: an error
+ * that follows (the other end of a pipeline gone with the same Ctrl-C) is the interruption's.
+ */
+export function interruptedSignal (): NodeJS.Signals | undefined {
+  return interruptedBy
+}
 
 /**
  * What Ctrl-C (SIGINT) or SIGTERM does while a command runs `work`. The first signal calls
@@ -10,8 +21,14 @@ import { reportError } from './output'
  * second signal exits at once. Without this, Ctrl-C ended the command without a word while the
  * daemon went on, and a rerun was refused (`<out> exists`, `... is draining a volume`;
  * helper-73).
+ *
+ * `interrupted`: the op's INTERRUPTED error. Once a signal came, an error that ends `work`
+ * otherwise is reported as that (exit 130): `send --out - | receive` with Ctrl-C to the whole
+ * pipeline saw the receiving end go away before the job's next step, and exited 1 with "the
+ * receiving end of the stream went away" (helper-78). Not a daemon that died: its own line
+ * says what it removed.
  */
-export async function duringSignals<T> (work: () => Promise<T>, onSignal: (signal: NodeJS.Signals) => Promise<string | undefined>): Promise<T> {
+export async function duringSignals<T> (work: () => Promise<T>, onSignal: (signal: NodeJS.Signals) => Promise<string | undefined>, interrupted?: () => LogdiskError): Promise<T> {
   let signalled = false
   const handler = (signal: NodeJS.Signals): void => {
     if (signalled) {
@@ -19,6 +36,7 @@ export async function duringSignals<T> (work: () => Promise<T>, onSignal: (signa
       process.exit(130)
     }
     signalled = true
+    interruptedBy ??= signal
     onSignal(signal).then(line => {
       if (line === undefined) return
       // The request the daemon still answers would keep this process alive: end it here.
@@ -33,6 +51,12 @@ export async function duringSignals<T> (work: () => Promise<T>, onSignal: (signa
   process.on('SIGTERM', handler)
   try {
     return await work()
+  } catch (err) {
+    if (signalled && interrupted !== undefined && isLogdiskError(err) && err.code !== 'INTERRUPTED' && err.code !== 'DAEMON_DIED') {
+      const instead = interrupted()
+      throw new LogdiskError(instead.code, instead.message, err)
+    }
+    throw err
   } finally {
     process.off('SIGINT', handler)
     process.off('SIGTERM', handler)

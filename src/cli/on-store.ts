@@ -60,7 +60,7 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
             if (!interruptible) return `${op} interrupted (${signal}); the mount daemon (pid ${daemon.pid}) runs it to its end: it does not stop halfway (see ${path.join(dir, DAEMON_LOG)})`
             await request(daemon.socket, 'cancel', { job: args.job }, 5000)
             return undefined // the request's answer is the op's INTERRUPTED error
-          })
+          }, interruptedError(op, args))
         } catch (inner) {
           if (isLogdiskError(inner, 'NOT_MOUNTED')) {
             const code = ((inner.cause as NodeJS.ErrnoException | undefined)?.code)
@@ -97,7 +97,7 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
     // kill would (every pass is safe to kill).
     let stop = false
     const run = (): Promise<T> => ops[op](store, args, { ...ctx, cancelled: () => stop }) as Promise<T>
-    const result = interruptible ? await duringSignals(run, async () => { stop = true; return undefined }) : await run()
+    const result = interruptible ? await duringSignals(run, async () => { stop = true; return undefined }, interruptedError(op, args)) : await run()
     if (replication !== undefined) await store.flush() // the last ship, at the stop below, covers it
     done = true
     return result
@@ -108,6 +108,12 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
     if (done && left !== undefined && left.lagBytes > 0) warn(`replication: what this command wrote is not on the replica ${target} yet${left.lastError ? ` (${left.lastError})` : ''}; it is shipped at the next mount or write`)
     await store.close()
   }
+}
+
+/** The INTERRUPTED error of an op that stops halfway (ops.ts INTERRUPTIBLE), for duringSignals. */
+function interruptedError (op: string, args: Record<string, unknown>): (() => LogdiskError) | undefined {
+  const left = INTERRUPTIBLE[op]
+  return left === undefined ? undefined : () => new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
 }
 
 /**

@@ -10,6 +10,7 @@ import { copyByCriteria, cutByCriteria, expandTarget, getCriteria } from '../cop
 import { exportSnapshot } from '../copy/export'
 import { diffSnapshots } from '../copy/diff'
 import { receiveStream } from '../copy/receive'
+import { claimSpool } from '../copy/receive-spool'
 import { sendStreamTo } from '../copy/send'
 import { assertOutsideMount } from '../daemon/output-guard'
 import { MARKER_FILE } from '../pool/volume-marker'
@@ -89,30 +90,53 @@ export interface RunningJob { op: string, startedMs: number, done: number, total
 
 /** Long operations running in this process, by job id (args.job, or one made up): `progress` and `status` show them. */
 const jobs = new Map<string, RunningJob>()
-/** Jobs asked to stop (the op `cancel`). */
-const stopAsked = new Set<string>()
+/** How to stop each INTERRUPTIBLE job running here (the op `cancel`), by job id. */
+const stoppers = new Map<string, () => void>()
+/**
+ * Jobs asked to stop before they began here (the `cancel` of a command interrupted at once
+ * overtook its op, still checking its arguments), with when: each stops as it begins.
+ */
+const stopAskedEarly = new Map<string, number>()
+const EARLY_CANCEL_KEPT_MS = 10 * 60_000
 
-async function withJob<T> (op: string, args: Args, ctx: OpContext, fn: (onProgress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
+async function withJob<T> (op: string, args: Args, ctx: OpContext, fn: (onProgress: (done: number, total: number) => void, signal: AbortSignal) => Promise<T>): Promise<T> {
   const job = str(args, 'job') ?? `${op}-${process.hrtime.bigint()}`
-  const left = INTERRUPTIBLE[op]
+  const left = op in INTERRUPTIBLE ? INTERRUPTIBLE[op] : undefined
   // LOGDISK_FAULTS=job-slow: each progress step takes 100 ms more (tests interrupt a job halfway).
   const slow = envFaults().has('job-slow')
   const running: RunningJob = { op, startedMs: Date.now(), done: 0, total: 0 }
+  // Aborted when the job is asked to stop: what it waits for before its first step (the
+  // store's maintenance lock, behind a compaction or a verify) gives up at once. It stopped
+  // only once it had the lock and reached a step, perhaps minutes later.
+  const stopping = new AbortController()
+  const stop = (): void => { if (left && !stopping.signal.aborted) stopping.abort(new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)) }
+  let watch: NodeJS.Timeout | undefined
+  if (left) {
+    stoppers.set(job, stop)
+    if (stopAskedEarly.delete(job)) stop()
+    // The client gone, or the command's own signal: seen while the job waits too, not only at its steps.
+    if (ctx.cancelled) {
+      watch = setInterval(() => { if (ctx.cancelled?.() === true) stop() }, 100)
+      watch.unref()
+    }
+  }
   jobs.set(job, running)
   try {
+    if (stopping.signal.aborted) throw stopping.signal.reason
     return await fn((done, total) => {
       if (slow) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
       // Thrown from the op's own progress step: it unwinds as an error there would. Not at
       // its last (done = total): a file may be in place by then (restore reports its end
       // after the rename), and what is left is only to answer.
-      if (left && done < total && (stopAsked.has(job) || ctx.cancelled?.() === true)) throw new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
+      if (left && done < total && (stopping.signal.aborted || ctx.cancelled?.() === true)) throw new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
       ctx.onProgress?.(done, total)
       running.done = done
       running.total = total
-    })
+    }, stopping.signal)
   } finally {
+    clearInterval(watch)
     jobs.delete(job)
-    stopAsked.delete(job)
+    stoppers.delete(job)
   }
 }
 
@@ -142,7 +166,7 @@ export const ops: Record<string, Op> = {
     if (ctx.mountpoint) await assertOutsideMount(path.join(String(args.dir), MARKER_FILE), ctx.mountpoint, { what: `${String(args.dir)} as a pool volume`, instead: 'give a directory' })
     return requirePool(store).add(String(args.dir), args.capacityBytes === undefined ? undefined : Number(args.capacityBytes), args.spare === true)
   },
-  'pool remove': (store, args, ctx) => withJob('pool remove', args, ctx, async onProgress => ({ moved: await requirePool(store).remove(String(args.dir), onProgress) })),
+  'pool remove': (store, args, ctx) => withJob('pool remove', args, ctx, async (onProgress, signal) => ({ moved: await requirePool(store).remove(String(args.dir), onProgress, signal) })),
   'pool repair': async store => {
     const pool = requirePool(store)
     const { made, staleLeft, healed, damaged, unplaced } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
@@ -151,7 +175,7 @@ export const ops: Record<string, Op> = {
     const dropped = cut?.copyWrites === true ? { by: cut.by, segment: cut.segment, offset: cut.offset, bytes: cut.bytes, savedTo: cut.savedTo, segmentsSetAside: store.recovery.orphanedSegments } : null
     return { copies: made, staleLeft, healed, damaged, unplaced, dropped }
   },
-  verify: (store, args, ctx) => withJob('verify', args, ctx, onProgress => store.verify({ copies: poolOf(store)?.copies(), onProgress })),
+  verify: (store, args, ctx) => withJob('verify', args, ctx, (onProgress, signal) => store.verify({ copies: poolOf(store)?.copies(), onProgress, signal })),
   flush: store => store.flush(),
   resize: async (store, args) => {
     const n = Number(args.sizeBytes)
@@ -206,10 +230,20 @@ export const ops: Record<string, Op> = {
     const job = jobs.get(String(args.job))
     return job ? { done: job.done, total: job.total } : null
   },
-  /** Asks a running job to stop at its next step (an INTERRUPTIBLE op; the others ignore it). */
+  /**
+   * Asks a running job to stop at its next step, or at once while it still waits for the
+   * store's maintenance lock; a job not begun yet stops as it begins (an INTERRUPTIBLE op; the
+   * others ignore it).
+   */
   cancel: async (_store, args) => {
     const job = String(args.job)
-    if (jobs.has(job)) stopAsked.add(job)
+    const stop = stoppers.get(job)
+    if (stop) stop()
+    else if (!jobs.has(job)) {
+      const now = Date.now()
+      for (const [id, at] of stopAskedEarly) if (now - at > EARLY_CANCEL_KEPT_MS) stopAskedEarly.delete(id)
+      stopAskedEarly.set(job, now)
+    }
     return { asked: jobs.has(job) }
   },
   export: async (store, args, ctx) => {
@@ -222,8 +256,17 @@ export const ops: Record<string, Op> = {
     await checkOutput(ctx, str(args, 'out'))
     return withJob('send', args, ctx, onProgress => sendStreamTo(store, String(args.name), str(args, 'from'), { out: str(args, 'out'), socket: str(args, 'socket'), force: args.force === true }, { onProgress }))
   },
-  receive: (store, args, ctx) => withJob('receive', args, ctx, onProgress =>
-    receiveStream(store, String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })),
+  receive: (store, args, ctx) => withJob('receive', args, ctx, async onProgress => {
+    // A stream the command spooled (from a pipe) is this process's once it applies it: the
+    // command may end first (Ctrl-C: the daemon runs a receive to its end), and the spool
+    // must neither stay for good nor look dead to a later receive while it is read here.
+    const spool = args.spool === true ? claimSpool(String(args.file), store.dir) : undefined
+    try {
+      return await receiveStream(store, spool ?? String(args.file), { force: args.force === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)), onProgress })
+    } finally {
+      if (spool !== undefined) fs.rmSync(spool, { force: true })
+    }
+  }),
   diff: async (store, args) => { refuseOnClone(store.dir, 'diff'); return await diffSnapshots(store, String(args.a), String(args.b)) },
   criteriaSnapshot: (store, args) =>
     cutByCriteria(store, String(args.criteria), { name: str(args, 'name'), id: args.id === undefined ? undefined : Number(args.id), frozen: args.frozen === true, idPolicy: volumeIdPolicy(readPolicy(store.dir)) }),

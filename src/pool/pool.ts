@@ -742,7 +742,7 @@ export class Pool implements SegmentHome {
   }
 
   /** Moves every segment of this store off `dir` (copy, fsync, switch the index, delete), then releases it. */
-  async drain (dir: string, onProgress?: (done: number, total: number) => void): Promise<number> {
+  async drain (dir: string, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<number> {
     if (!this.store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
     dir = path.resolve(dir)
     const entry = this.entries().find(e => path.resolve(e.dir) === dir)
@@ -766,7 +766,7 @@ export class Pool implements SegmentHome {
         if (segments.length === 0) {
           // Every removal on it durable (the segment made ahead among them) before it is
           // released: one a power loss undid would be a file of this store on a spare.
-          await this.store.syncVolume(entry.id)
+          await this.store.syncVolume(entry.id, signal)
           if (this.sortedOn(entry.id).length === 0) break
           continue
         }
@@ -782,7 +782,7 @@ export class Pool implements SegmentHome {
           for (;;) {
             // A copy beyond what mirror asks (lowered since) is dropped, not moved (helper-75's D4).
             const elsewhere = new Set((this.store.volumesOf(id) ?? []).filter(v => v !== entry.id)).size
-            if (elsewhere >= this.policy.mirror && await this.store.dropSegmentCopy(id, entry.id, this.policy.mirror)) break
+            if (elsewhere >= this.policy.mirror && await this.store.dropSegmentCopy(id, entry.id, this.policy.mirror, signal)) break
             if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
               // Room elsewhere, but on volumes that hold a copy of it already: say so, not "no room".
               const holders = this.withRoom().filter(v => v.id !== entry.id).length
@@ -796,7 +796,9 @@ export class Pool implements SegmentHome {
             // the same room (the target overfilled by one segment).
             this.occupied(id, [to])
             try {
-              await this.store.relocateSegment(id, entry.id, to)
+              // `signal`: a pool remove interrupted while the move still waits for that lock
+              // (behind a compaction) stops at once; a move that has begun completes.
+              await this.store.relocateSegment(id, entry.id, to, signal)
               break
             } catch (err) {
               if (!isLogdiskError(err, 'BUSY') || !(this.store.volumesOf(id) ?? []).includes(to)) throw err
@@ -842,11 +844,11 @@ export class Pool implements SegmentHome {
   }
 
   /** Drains `dir` and takes it out of this store's pool. */
-  async remove (dir: string, onProgress?: (done: number, total: number) => void): Promise<number> {
+  async remove (dir: string, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<number> {
     const gone = this.entries().find(e => !e.internal && path.resolve(e.dir) === path.resolve(dir) && missingReason(e.dir, e.id)?.kind === 'directory-gone')
     // Its directory gone, nothing can be moved off it, and its marker cannot be released (the
     // lock file failed, ENOENT, and the volume stayed "missing" for good: helper-75's D3).
-    const moved = gone !== undefined ? this.forgetGone(gone) : await this.drain(dir, onProgress)
+    const moved = gone !== undefined ? this.forgetGone(gone) : await this.drain(dir, onProgress, signal)
     this.file.volumes = this.file.volumes.filter(v => path.resolve(v.dir) !== path.resolve(dir))
     this.save()
     return moved

@@ -633,10 +633,10 @@ export class Store {
    * would bring a file of this store back on a volume another store may have taken (the
    * segment made ahead of its roll, removed without a sync, came back as the current one).
    */
-  async syncVolume (volume: string): Promise<void> {
+  async syncVolume (volume: string, signal?: AbortSignal): Promise<void> {
     this.assertOpen()
     // First an old copy a move could not delete (relocate): a drain fails while one stays.
-    await this.p.lifeCycle.maintenance.run(() => this.p.placement.removeUnnamedOn(volume))
+    await this.p.lifeCycle.maintenance.run(() => this.p.placement.removeUnnamedOn(volume), signal)
     try {
       await this.p.layer.syncDir(this.p.home.dirOf(volume))
     } catch (err) {
@@ -644,9 +644,9 @@ export class Store {
     }
   }
 
-  relocateSegment (id: number, from: string, to: string): Promise<void> {
+  relocateSegment (id: number, from: string, to: string, signal?: AbortSignal): Promise<void> {
     this.assertOpen()
-    return this.p.lifeCycle.maintenance.run(() => this.p.placement.relocate(id, from, to))
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.relocate(id, from, to), signal)
   }
 
   /**
@@ -654,9 +654,9 @@ export class Store {
    * `copies` are left elsewhere (a drain after mirror was lowered); false, nothing changed,
    * when fewer are: the drain moves it instead.
    */
-  dropSegmentCopy (id: number, from: string, copies: number): Promise<boolean> {
+  dropSegmentCopy (id: number, from: string, copies: number, signal?: AbortSignal): Promise<boolean> {
     this.assertOpen()
-    return this.p.lifeCycle.maintenance.run(() => this.p.placement.dropCopy(id, from, copies))
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.dropCopy(id, from, copies), signal)
   }
 
   /**
@@ -674,10 +674,11 @@ export class Store {
    * `copies`: how many copies each local segment should have (the pool's mirror policy);
    * fewer is reported as degraded.
    */
-  verify (opts: { copies?: number, onProgress?: (doneBytes: number, totalBytes: number) => void } = {}): Promise<VerifyReport> {
+  verify (opts: { copies?: number, onProgress?: (doneBytes: number, totalBytes: number) => void, signal?: AbortSignal } = {}): Promise<VerifyReport> {
     this.assertOpen()
     // A pass (compaction punching, a drain moving files) would show up as damage mid-read.
-    return this.p.lifeCycle.maintenance.run(() => this.verifyLocked(opts.copies ?? 1, opts.onProgress))
+    // `signal`: a verify interrupted while it still waits for a pass to end stops at once.
+    return this.p.lifeCycle.maintenance.run(() => this.verifyLocked(opts.copies ?? 1, opts.onProgress), opts.signal)
   }
 
   private async verifyLocked (copies: number, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<VerifyReport> {

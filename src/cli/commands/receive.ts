@@ -12,41 +12,32 @@ import { runTracked } from '../progress'
 import { parseSize } from '../units'
 import { checkCreatable } from './create'
 import { prepareStore } from '../store-access'
-import { isAlive } from '../../process-alive'
-
-const SPOOL = '.spool'
-/**
- * A stream is checked whole before anything is applied, so a pipe or a FIFO is first spooled
- * to a file beside the store data (<store>/receive-<pid>.spool, or next to the store directory
- * when the store is still to be created), deleted afterwards.
- */
-function spoolPlace (dir: string): { where: string, prefix: string } {
-  return fs.existsSync(path.join(dir, CONFIG_FILE)) ? { where: dir, prefix: 'receive-' } : { where: path.dirname(dir), prefix: `.${path.basename(dir)}.receive-` }
-}
+import { removeDeadSpools, spoolFile } from '../../copy/receive-spool'
+import { reportError } from '../output'
 
 /**
- * Removes the spools of receives into `dir` whose processes are gone: a receive killed while it
- * spooled left its spool for good, as large as its stream (a hostile test, helper-53).
+ * Copies the stream to this process's spool (receive-spool.ts). Ctrl-C (or SIGTERM) while the
+ * stream is still being read ends the command with nothing applied and removes the spool: it
+ * was left, as large as the stream had come, until a later receive removed it as dead.
  */
-function removeDeadSpools (dir: string): void {
-  const { where, prefix } = spoolPlace(dir)
-  let names: string[]
-  try { names = fs.readdirSync(where) } catch { return }
-  for (const name of names) {
-    const pid = name.startsWith(prefix) && name.endsWith(SPOOL) ? name.slice(prefix.length, -SPOOL.length) : ''
-    if (/^\d+$/.test(pid) && !isAlive(Number(pid))) fs.rmSync(path.join(where, name), { force: true })
-  }
-}
-
 async function spool (input: string, dir: string): Promise<string> {
-  const { where, prefix } = spoolPlace(dir)
-  const file = path.join(where, `${prefix}${process.pid}${SPOOL}`)
+  const file = spoolFile(dir)
   const source = input === '-' ? process.stdin : fs.createReadStream(input)
+  const onSignal = (): void => {
+    fs.rmSync(file, { force: true })
+    reportError(new LogdiskError('INTERRUPTED', `receive interrupted; the stream was still being read: nothing was applied to ${dir}, and its spool was removed`))
+    process.exit(130)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   try {
     await pipeline(source, fs.createWriteStream(file, { mode: 0o600 }))
   } catch (err) {
     fs.rmSync(file, { force: true })
     throw fromSystemError(err, `spool the stream to ${file}`)
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
   }
   return file
 }
@@ -93,7 +84,8 @@ export function register (program: Command): void {
         }
         let r: ReceiveResult
         try {
-          r = await runTracked<ReceiveResult>(dir, 'receive', { file, force: !!opts.force }, 'receiving')
+          // spool: the process that applies it takes the spool over (receive-spool.ts claimSpool).
+          r = await runTracked<ReceiveResult>(dir, 'receive', { file, force: !!opts.force, ...(spooled !== undefined ? { spool: true } : {}) }, 'receiving')
         } catch (err) {
           if (created === 'dir') fs.rmSync(dir, { recursive: true, force: true })
           else if (created === 'contents') for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { recursive: true, force: true })

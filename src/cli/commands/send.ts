@@ -7,6 +7,8 @@ import { LogdiskError } from '../../errors'
 import type { SendResult } from '../../copy/send'
 import { formatBytes } from '../units'
 import { runTracked } from '../progress'
+import { interruptedSignal } from '../interrupt'
+import { INTERRUPTIBLE } from '../../ops/ops'
 
 /**
  * `send --out -`: the op (run here, or by the mount daemon) connects to a unix socket that this
@@ -34,7 +36,11 @@ async function sendToStdout (storeArg: string, args: Record<string, unknown>): P
   try {
     const r = await runTracked<SendResult>(storeArg, 'send', { ...args, socket }, 'sending')
     if (conn) await done
-    if (stdoutError) throw new LogdiskError('IO', `writing the stream to standard output failed: ${stdoutError.message}`)
+    if (stdoutError) {
+      // Ctrl-C to the whole pipeline: the receiving end went with it (interrupt.ts).
+      if (interruptedSignal() !== undefined) throw new LogdiskError('INTERRUPTED', `send interrupted; ${INTERRUPTIBLE.send({ out: '-' })}`, stdoutError)
+      throw new LogdiskError('IO', `writing the stream to standard output failed: ${stdoutError.message}`)
+    }
     return r
   } finally {
     conn?.destroy()
