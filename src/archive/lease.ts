@@ -62,6 +62,8 @@ export interface LeaseRecord {
   released: boolean
   /** The live holder this generation took over from (`takeover`), if any. */
   tookOverFrom?: { holder: LeaseHolder, generation: number }
+  /** A takeover of a lease whose newest records were damaged (Lease.acquire): those records. */
+  replacedDamaged?: string[]
   /** How the target made this record's creation exclusive. */
   exclusive: ExclusiveCreate
 }
@@ -81,6 +83,12 @@ export interface LeaseOptions {
    * numbering from 1 again collided with them (its first manifest "written by someone else").
    */
   minGeneration?: number
+  /**
+   * The highest generation any other object on the target was written by (a replica's
+   * manifests and data objects carry theirs in their names); asked only by a takeover of a
+   * lease whose newest record is damaged, which must go above every generation on record.
+   */
+  generationsOnRecord?: () => Promise<number>
   /** How far apart two hosts' clocks may be. Default 5 s. */
   skewMs?: number
   /** Holder identity; default os.hostname() and process.pid. */
@@ -149,36 +157,59 @@ export function describeHolder (r: Pick<LeaseRecord, 'holder' | 'generation'>): 
 /** The newest lease record on `target`, or undefined when there is none. */
 export async function readLease (target: ArchiveTarget, name = DEFAULT_LEASE_NAME): Promise<LeaseRecord | undefined> {
   checkLeaseName(target, name)
-  return (await readState(target, name)).record
+  const state = await readState(target, name)
+  if (state.damaged.length > 0) throw damagedError(target, name, state)
+  return state.record
 }
 
 /**
- * The newest readable record, and the highest version number present (the next change creates
- * top + 1). On a target whose putIfAbsent is emulated a version that reads as CORRUPT is a
- * creation torn by a race that no one won (see ArchiveTarget.exclusiveCreate): it is skipped.
- * Elsewhere a damaged record is an error: who holds the lease is then unknown.
+ * The newest readable record, the highest version number present (the next change creates
+ * top + 1), and the versions above that record that are present but damaged (their bytes fail
+ * the target's checksum or do not parse), newest first. On a target whose putIfAbsent is
+ * emulated a version that reads as CORRUPT is a creation torn by a race that no one won (see
+ * ArchiveTarget.exclusiveCreate): it is skipped, as if absent. Elsewhere a damaged newest
+ * version means who holds the lease is unknown: callers decide (readLease refuses; a holder
+ * whose own record it is renews on; a takeover goes above it: Lease.acquire).
  */
-async function readState (target: ArchiveTarget, name: string): Promise<{ record: LeaseRecord | undefined, top: number }> {
+interface LeaseState {
+  record: LeaseRecord | undefined
+  top: number
+  damaged: Array<{ object: string, version: number, why: string }>
+}
+
+async function readState (target: ArchiveTarget, name: string): Promise<LeaseState> {
   for (let attempt = 1; ; attempt++) {
     const versions = versionsOf(await target.list(`${name}.v`), name)
     const top = versions.length > 0 ? versions[versions.length - 1] : 0
+    const damaged: LeaseState['damaged'] = []
     try {
       for (let i = versions.length - 1; i >= 0; i--) {
         const object = versionName(name, versions[i])
         try {
-          return { record: decode(target, object, await target.get(object)), top }
+          return { record: decode(target, object, await target.get(object)), top, damaged }
         } catch (err) {
-          if (isLogdiskError(err, 'CORRUPT') && await target.exclusiveCreate() === 'emulated') continue
-          throw err
+          if (!isLogdiskError(err, 'CORRUPT')) throw err
+          if (await target.exclusiveCreate() === 'emulated') continue
+          damaged.push({ object, version: versions[i], why: err.message })
         }
       }
-      return { record: undefined, top }
+      return { record: undefined, top, damaged }
     } catch (err) {
       // Collected by its holder between our list and get: a newer one exists; look again.
       if (isLogdiskError(err, 'NOT_FOUND') && attempt < ROUNDS) continue
       throw err
     }
   }
+}
+
+/** What a damaged newest lease record means to a host that does not hold the lease, in one line. */
+function damagedError (target: ArchiveTarget, name: string, state: LeaseState): LogdiskError {
+  const newest = state.damaged[0]
+  const more = state.damaged.length > 1 ? ` (and ${state.damaged.length - 1} older version${state.damaged.length > 2 ? 's' : ''} after the last readable one)` : ''
+  // The target's own line names the target and the object already: only its reason is repeated.
+  const why = newest.why.replace(`${target.describe()}: `, '').replace(`${newest.object}: `, '')
+  return new LogdiskError('CORRUPT', `${target.describe()}: the newest record of ${leaseLabel(name)}, ${newest.object}, is damaged${more} (${why}): ` +
+    'who holds the replica is unknown; if no other host writes this replica, take it over (logdisk mount --takeover: it takes a generation above every one on record, and a holder still running is fenced)')
 }
 
 export class Lease {
@@ -230,8 +261,21 @@ export class Lease {
     let first = true
     let seen: LeaseRecord | undefined
     for (let round = 1; round <= ROUNDS; round++) {
-      const { record: cur, top } = await readState(target, name)
-      if (cur !== undefined && cur.holder.nonce === me.nonce) return await Lease.won(target, name, cur, ttlMs, now)
+      const state = await readState(target, name)
+      const { record: cur, top } = state
+      if (state.damaged.length === 0 && cur !== undefined && cur.holder.nonce === me.nonce) return await Lease.won(target, name, cur, ttlMs, now)
+      if (state.damaged.length > 0) {
+        // The newest record cannot be read: who holds the lease, and at what generation, is
+        // unknown. Only a takeover goes on (docs/REPLICATION.md "A damaged lease record").
+        if (options.takeover !== true || !first) throw damagedError(target, name, state)
+        first = false
+        seen = undefined // the holder is unknown: a rival that wins meanwhile is not taken over in a retry
+        const next = await Lease.aboveDamaged(target, options, me, state, ttlMs, now(), exclusive)
+        await target.putIfAbsent(versionName(name, next.version), encode(next))
+        const after = await readState(target, name)
+        if (after.damaged.length === 0 && after.record !== undefined && after.record.holder.nonce === me.nonce) return await Lease.won(target, name, after.record, ttlMs, now)
+        continue
+      }
       if (first) {
         seen = cur
         first = false
@@ -271,6 +315,33 @@ export class Lease {
     return lease
   }
 
+  /**
+   * The record a takeover of a lease with damaged newest versions creates. Its generation is
+   * above every generation on record: the newest readable record's, the options' least one, and
+   * every other object's on the target (generationsOnRecord); and above what the damaged
+   * versions can hold: each change of holder raises the generation by one over the record
+   * before it (or over the manifests'), so k damaged versions after the last readable one hold
+   * at most its generation + k. docs/REPLICATION.md "A damaged lease record" says why that
+   * fences a holder still running.
+   */
+  private static async aboveDamaged (target: ArchiveTarget, options: LeaseOptions, me: LeaseHolder, state: LeaseState, ttlMs: number, nowMs: number, exclusive: ExclusiveCreate): Promise<LeaseRecord> {
+    const onRecord = Math.max(state.record?.generation ?? 0, (options.minGeneration ?? 1) - 1, options.generationsOnRecord ? await options.generationsOnRecord() : 0)
+    const at = new Date(nowMs)
+    return {
+      format: 1,
+      version: state.top + 1,
+      generation: onRecord + state.damaged.length + 1,
+      holder: me,
+      acquiredAt: at.toISOString(),
+      renewedAt: at.toISOString(),
+      expiresAt: new Date(at.getTime() + ttlMs).toISOString(),
+      ttlMs,
+      released: false,
+      replacedDamaged: state.damaged.map(d => d.object),
+      exclusive
+    }
+  }
+
   /** `skewMs`: how long after its expiry this host still counts it live (the holder's clock may lag). */
   private static held (target: ArchiveTarget, name: string, r: LeaseRecord, skewMs = 0): LogdiskError {
     // A holder on this host whose process is gone (a daemon killed with -9): say so, since
@@ -285,9 +356,24 @@ export class Lease {
   /** Reads the lease and throws FENCED unless it is still this holder's, at this generation. */
   async check (): Promise<LeaseRecord> {
     this.assertOpen()
-    const cur = await readLease(this.target, this.name)
+    const cur = this.mineOrDamaged(await readState(this.target, this.name))
     this.assertMine(cur)
     return cur!
+  }
+
+  /**
+   * The record a holder's checks go by. A damaged newest version that is this holder's own
+   * record (no version was made after it) is read as what this holder wrote: it still holds
+   * the lease, and its next renewal makes a readable version above it. A damaged version made
+   * after this holder's may be a takeover: FENCED.
+   */
+  private mineOrDamaged (state: LeaseState): LeaseRecord | undefined {
+    if (state.damaged.length === 0) return state.record
+    const newest = state.damaged[0]
+    if (newest.version === this.record.version) return this.record
+    if (newest.version < this.record.version) return state.record // went back: assertMine says so
+    throw new LogdiskError('FENCED', `${this.target.describe()}: the newest record of ${leaseLabel(this.name)}, ${newest.object}, made after this holder's (version ${this.record.version}), is damaged: ` +
+      `another host may have taken the replica over; this host (${describeHolder(this.record)}) stops writing to it (mount the store again, with --takeover if no other host writes this replica)`)
   }
 
   /** Extends the lease by ttlMs from now (a new version, same generation); FENCED if taken over. */
@@ -344,7 +430,9 @@ export class Lease {
   private async change (release: boolean): Promise<LeaseRecord> {
     this.assertOpen()
     for (let round = 1; round <= ROUNDS; round++) {
-      const { record: cur, top } = await readState(this.target, this.name)
+      const state = await readState(this.target, this.name)
+      const cur = this.mineOrDamaged(state)
+      const top = state.top
       this.assertMine(cur)
       const at = new Date(this.now())
       const next: LeaseRecord = {
@@ -355,7 +443,7 @@ export class Lease {
         released: release
       }
       await this.target.putIfAbsent(versionName(this.name, next.version), encode(next))
-      const after = await readLease(this.target, this.name)
+      const after = this.mineOrDamaged(await readState(this.target, this.name))
       if (after !== undefined && after.holder.nonce === this.holder.nonce && after.version === next.version && after.renewedAt === next.renewedAt) {
         this.record = after
         await this.collect()

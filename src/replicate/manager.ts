@@ -1,10 +1,16 @@
 import path from 'node:path'
 import { parseTarget } from '../archive/parse-target'
+import type { ArchiveTarget } from '../archive/target'
 import { parseDuration, type Policy } from '../policy/policy'
 import type { Store } from '../store'
 import { silentLogger, type Logger } from '../store/logger'
 import { readReplicaState } from './gate'
 import { Replicator, type ReplicationStatus } from './replicator'
+
+/** The replica `spec` names (tests give their own: ReplicationManager's options.targetFor). */
+function defaultTarget (spec: string): ArchiveTarget {
+  return parseTarget(spec, process.env, { role: 'replica' })
+}
 
 const running = new Map<string, ReplicationManager>()
 
@@ -19,7 +25,7 @@ export class ReplicationManager {
   private applying: Promise<void> | undefined
   private closed = false
 
-  constructor (readonly store: Store, private readonly log: Logger = silentLogger, private readonly options: { takeover?: boolean } = {}) {
+  constructor (readonly store: Store, private readonly log: Logger = silentLogger, private readonly options: { takeover?: boolean, targetFor?: (spec: string) => ArchiveTarget } = {}) {
     running.set(path.resolve(store.dir), this)
   }
 
@@ -36,12 +42,16 @@ export class ReplicationManager {
     const key = spec === '' ? '' : `${spec} ${p['replicate.interval']} ${p['replicate.lagWarn']} ${p['replicate.indexEvery']}`
     if (key === this.key) return
     if (this.replicator) {
-      await this.replicator.stop({ final: true })
+      const old = this.replicator
       this.replicator = undefined
+      await old.stop({ final: true })
+      // Its target's connections (an S3 client each): a policy change left them open, one
+      // client more per change (helper-76).
+      await old.target.close().catch(() => undefined)
     }
     this.key = ''
     if (spec === '') return
-    const target = parseTarget(spec, process.env, { role: 'replica' })
+    const target = (this.options.targetFor ?? defaultTarget)(spec)
     try {
       this.replicator = await Replicator.start(this.store, target, {
         spec,

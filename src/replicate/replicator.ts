@@ -1,10 +1,12 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { formatBytes } from '../size-text'
-import { encodeArchive } from '../archive/codec'
-import { encodeFramed } from '../archive/framed'
+import { ARCHIVE_MAGIC, decodeArchive, encodeArchive } from '../archive/codec'
+import { encodeFramed, framedHeaderBytes, isFramed, readFramedHeader } from '../archive/framed'
+import { crc32c } from '../store/crc'
 import { Lease, describeHolder } from '../archive/lease'
 import type { ArchiveTarget, ExclusiveCreate } from '../archive/target'
 import type { Store } from '../store'
@@ -34,6 +36,12 @@ const KEEP_MANIFESTS = 4
 const MAX_TAIL_PARTS = 32
 /** Distinct failures logged in one outage, at most (noteError). */
 const MAX_LOGGED = 16
+/**
+ * How often one shipped segment object is read back and checked (in turn, the oldest first,
+ * then again from the start): a damaged one is shipped again from the local copy when that is
+ * still the bytes shipped (checkShippedSegment).
+ */
+export const DEFAULT_CHECK_EVERY_MS = 10 * 60_000
 /** How long a stop waits for the lease's release at least (a target that hangs keeps it until it expires). */
 const RELEASE_MS = 2000
 
@@ -59,6 +67,12 @@ export interface ReplicatorOptions {
   garbageGraceMs?: number
   /** How often what older generations left is looked for again after the first sweep (default 10 min; tests: 0). */
   sweepEveryMs?: number
+  /**
+   * One shipped segment object is read back and checked every this many ms, in turn (default
+   * DEFAULT_CHECK_EVERY_MS; 0: one every round; Infinity: never). A damaged one is shipped
+   * again from the local copy when that is still what was shipped.
+   */
+  checkEveryMs?: number
 }
 
 export const DEFAULT_INDEX_EVERY_SEGMENTS = 4
@@ -127,6 +141,13 @@ export class Replicator {
    * renewal (helper-76's A4). Bounded: messages that never repeat are not all kept.
    */
   private logged = new Set<string>()
+  /** sha256 (hex) of the original bytes of each segment object this process shipped. */
+  private shippedSha = new Map<string, string>()
+  /** When the next shipped segment object is checked, and the segment id checked last. */
+  private nextCheckAt = 0
+  private checkedLast = -1
+  /** Segments whose object on the replica is damaged and could not be shipped again: id -> the status line. */
+  private unrepaired = new Map<string, string>()
   /** A retry of the start met another holder's live lease (waitForLease). */
   private waitingForLease = false
   private readonly log: Logger
@@ -189,7 +210,15 @@ export class Replicator {
     const seen = await this.continuable()
     // Above every generation a manifest has, should the lease's records be gone (Lease.acquire).
     const minGeneration = (await this.io.list(MANIFEST_PREFIX)).reduce((most, n) => Math.max(most, parseManifestName(n)?.generation ?? 0), 0) + 1
-    const lease = await Lease.acquire(this.target, { storeUuid: this.store.config.uuid, takeover: this.opts.takeover, ttlMs: this.opts.leaseTtlMs, minGeneration })
+    const lease = await Lease.acquire(this.target, {
+      storeUuid: this.store.config.uuid,
+      takeover: this.opts.takeover,
+      ttlMs: this.opts.leaseTtlMs,
+      minGeneration,
+      // A takeover of a lease whose newest record is damaged goes above every generation any
+      // object names (a holder's data objects, should its manifests be gone).
+      generationsOnRecord: async () => (await this.io.list('')).reduce((most, n) => Math.max(most, parseManifestName(n)?.generation ?? Number(/^g(\d{6})\./.exec(n)?.[1] ?? 0)), 0)
+    })
     if (this.stopped) {
       // A round the stop abandoned: nobody would release this lease, and the next start on
       // this host would meet it live until it expired.
@@ -210,6 +239,7 @@ export class Replicator {
       onLost: err => { this.fence(err) },
       onError: err => { this.noteError(err) }
     })
+    if (lease.current.replacedDamaged) this.log.warn({ damaged: lease.current.replacedDamaged, generation: lease.generation }, `took the replica ${this.opts.spec} over from a lease whose newest record was damaged, at generation ${lease.generation}, above every one on record; a holder still running is fenced`)
     if (lease.current.tookOverFrom) this.log.warn({ from: describeHolder({ holder: lease.current.tookOverFrom.holder, generation: lease.current.tookOverFrom.generation }) }, `took the replica ${this.opts.spec} over; the former holder is fenced`)
     this.state = 'shipping'
     const from = prev(this.manifestName)
@@ -329,6 +359,7 @@ export class Replicator {
       const name = segmentObject(gen, id)
       // Framed (LDARCH2): a lazily recovered store's cold read fetches only the frames it needs.
       await out.put(name, await encodeFramed(data))
+      this.shippedSha.set(name, sha256Hex(data))
       this.objectsPut++
       this.shippedBytes += data.length - Math.min(data.length, this.tailEnd(id))
       this.segments[String(id)] = name
@@ -372,6 +403,8 @@ export class Replicator {
     this.logged.clear()
     await this.collect()
     await this.sweepOlderGenerations()
+    // A shipped segment object read back in turn; a damaged one put again (helper-76).
+    await this.checkShippedInTurn()
     this.assertRunning()
     await this.checkLag()
   }
@@ -404,6 +437,114 @@ export class Replicator {
     this.objectsPut++
     this.log.info({ name, seq: enc.seq, rows: enc.rows, bytes: enc.data.length }, 'replication: shipped an index checkpoint')
     return { name, seq: enc.seq, position: enc.position }
+  }
+
+  /** Checks the next shipped segment object when one is due (checkEveryMs); whether it was put again. */
+  private async checkShippedInTurn (): Promise<boolean> {
+    const every = this.opts.checkEveryMs ?? DEFAULT_CHECK_EVERY_MS
+    if (!Number.isFinite(every) || Date.now() < this.nextCheckAt) return false
+    const ids = Object.keys(this.segments).map(Number).sort((a, b) => a - b)
+    if (ids.length === 0) return false
+    const id = ids.find(i => i > this.checkedLast) ?? ids[0]
+    this.checkedLast = id
+    this.nextCheckAt = Date.now() + every
+    try {
+      return await this.checkShippedSegment(id)
+    } catch (err) {
+      // The target or the store's copy out of reach: shipping goes on; this one again next time round.
+      if (isLogdiskError(err, 'FENCED') || this.stopped) throw err
+      const msg = `checking the replica's object of segment ${id} failed: ${(err as Error).message}`
+      if (!this.logged.has(msg) && this.logged.size < MAX_LOGGED) {
+        this.logged.add(msg)
+        this.log.warn({ err: (err as Error).message, segment: id }, 'replication: checking a shipped segment failed; it is checked again next time round')
+      }
+      return false
+    }
+  }
+
+  /**
+   * Reads segment `id`'s object on the replica back and decodes it (every frame's CRC32C and the
+   * whole sha256; on S3 also the checksum kept with the object). A damaged or missing object is
+   * put again, under its own name, when the store's copy of the segment is still the bytes it
+   * held: their sha256 is the one the object's header records (its header CRC intact) or the one
+   * this process shipped it with. The same bytes under the same name: every manifest, reader and
+   * clone that names the object reads it again, and nothing it meant changes (docs/REPLICATION.md
+   * "Damaged objects"). A segment compacted since (its free headers rewritten, runs punched),
+   * recycled, or only on the replica is not put again: the damage is logged once and stays in
+   * `status`'s warnings. The target or the store's copy out of reach: nothing is decided (the
+   * caller tries again next time round). Returns whether the object was put again.
+   */
+  private async checkShippedSegment (id: number): Promise<boolean> {
+    const key = String(id)
+    const name = this.segments[key]
+    if (name === undefined) return false
+    let why: string
+    try {
+      await decodeArchive(await this.io.get(name))
+      this.unrepaired.delete(key)
+      return false
+    } catch (err) {
+      if (!isLogdiskError(err, 'CORRUPT') && !isLogdiskError(err, 'NOT_FOUND')) throw err
+      why = err.message.replace(`${this.target.describe()}: `, '')
+    }
+    const held = await this.heldBy(name)
+    let local: Buffer | undefined
+    let cannot: string | undefined
+    if (!this.store.logSegments().some(s => s.id === id && s.state !== 'recycled')) cannot = 'the store no longer has the segment (recycled after it was shipped)'
+    else {
+      try {
+        local = await this.store.readLog(id, 0, this.store.status().segmentBytes)
+      } catch (err) {
+        if (isLogdiskError(err, 'IO')) throw err
+        cannot = `the store's copy cannot be read (${(err as Error).message})`
+      }
+    }
+    if (local !== undefined && cannot === undefined) {
+      if (held === undefined) cannot = 'what the object held is not known here (its header is damaged too, and another process shipped it)'
+      else if (sha256Hex(local) !== held.sha256) cannot = 'the store\'s copy of the segment changed since it was shipped (compacted)'
+    }
+    if (cannot !== undefined || local === undefined || held === undefined) {
+      const line = `the replica's object ${name} of segment ${id} is damaged (${why}) and cannot be shipped again from here: ${cannot ?? ''}; ` +
+        'a store recovered from the replica cannot read that segment (recover with --at a point before it, or from another copy)'
+      if (this.unrepaired.get(key) !== line) this.log.error({ object: name, segment: id, err: why }, `replication: ${line}`)
+      this.unrepaired.set(key, line)
+      return false
+    }
+    // Through the fence: a holder taken over puts nothing. In the layout it had (an older
+    // release's LDARCH1 stays LDARCH1, readable by that release).
+    await this.out!.put(name, held.framed ? await encodeFramed(local) : await encodeArchive(local))
+    this.assertRunning()
+    this.shippedSha.set(name, held.sha256)
+    this.objectsPut++
+    this.shippedBytes += local.length
+    this.unrepaired.delete(key)
+    this.log.warn({ object: name, segment: id, err: why }, `replication: the replica's object ${name} of segment ${id} failed its check (${why}); shipped it again from the store's copy, which holds the same bytes`)
+    return true
+  }
+
+  /**
+   * What the segment object `name` holds (the sha256 of its original bytes, hex) and its layout:
+   * from its header if that is intact, else from what this process shipped, if it did.
+   */
+  private async heldBy (name: string): Promise<{ sha256: string, framed: boolean } | undefined> {
+    try {
+      // By range: a get checks the whole object's checksum (S3), which a damaged body fails.
+      const read = async (offset: number, length: number): Promise<Buffer> =>
+        this.io.getRange ? await this.io.getRange(name, offset, length) : (await this.io.get(name)).subarray(offset, offset + length)
+      const head = await read(0, 4096)
+      if (isFramed(head)) {
+        const bytes = framedHeaderBytes(head)
+        return { sha256: readFramedHeader(bytes <= head.length ? head : await read(0, bytes)).sha256.toString('hex'), framed: true }
+      }
+      if (head.length >= 61 && head.toString('latin1', 0, 8) === ARCHIVE_MAGIC && head.readUInt32LE(57) === crc32c(head.subarray(0, 57))) {
+        return { sha256: head.subarray(25, 57).toString('hex'), framed: false }
+      }
+    } catch (err) {
+      if (isLogdiskError(err, 'IO')) throw err
+      // Missing or a damaged header: what this process shipped, if it did.
+    }
+    const sha = this.shippedSha.get(name)
+    return sha === undefined ? undefined : { sha256: sha, framed: true }
   }
 
   private tailEnd (id: number): number {
@@ -589,6 +730,7 @@ export class Replicator {
     }
     const warnings: string[] = []
     const warnMs = this.opts.lagWarnMs ?? DEFAULT_LAG_WARN_MS
+    for (const line of this.unrepaired.values()) warnings.push(line)
     if (this.state === 'fenced' || this.state === 'error') warnings.push(`replication to ${this.opts.spec} stopped: ${this.lastError ?? ''}`)
     else if (warnMs > 0 && lagSeconds * 1000 > warnMs) warnings.push(`replica ${this.opts.spec} is ${lagSeconds.toFixed(lagSeconds < 10 ? 1 : 0)} s (${formatBytes(lagBytes)}) behind${this.lastError ? `: ${this.lastError}` : ''}`)
     const state = this.state === 'shipping' && lagBytes === 0 ? 'caught-up' : this.state
@@ -690,6 +832,10 @@ function untilStopped (target: ArchiveTarget, stopped: () => boolean): ArchiveTa
     describe: () => target.describe(),
     close: async () => await target.close()
   }
+}
+
+function sha256Hex (data: Buffer): string {
+  return crypto.createHash('sha256').update(data).digest('hex')
 }
 
 function prev (name: string | null): string {
