@@ -169,7 +169,7 @@ function leaseConformance (t: Test, kind: Kind): void {
     t.match(again?.message ?? '', /held by host-b/, 'is told who holds it')
   })
 
-  t.test(`${label}: a damaged newest lease record: ${kind.expect === 'atomic' ? 'CORRUPT (the holder is unknown)' : 'skipped (a torn creation no one won)'}`, async t => {
+  t.test(`${label}: a damaged newest lease record: ${kind.expect === 'atomic' ? 'CORRUPT (the holder is unknown); a takeover goes above it' : 'skipped (a torn creation no one won)'}`, async t => {
     const b = await kind.setup(t)
     const make = targets(t, b)
     const a = await Lease.acquire(make(), { storeUuid: STORE_A, host: 'host-a' })
@@ -177,7 +177,18 @@ function leaseConformance (t: Test, kind: Kind): void {
     if (kind.expect === 'atomic') {
       const err = await rejectsCode(t, readLease(make()), 'CORRUPT', 'readLease')
       t.match(err?.message ?? '', /lease\.v000000000002/, 'names the record')
-      await rejectsCode(t, Lease.acquire(make(), { storeUuid: STORE_B, host: 'host-b', takeover: true }), 'CORRUPT', 'even a takeover')
+      const refused = await rejectsCode(t, Lease.acquire(make(), { storeUuid: STORE_B, host: 'host-b' }), 'CORRUPT', 'an acquire without takeover')
+      t.match(refused?.message ?? '', /newest record of the lease, lease\.v000000000002, is damaged .*logdisk mount --takeover/, 'names the record and what to do')
+      // Made after host-a's own record: it may be a takeover, so host-a stops.
+      await rejectsCode(t, a.check(), 'FENCED', 'the holder before it')
+      // A takeover: above every generation on record and above what the damaged one can hold.
+      const bl = await Lease.acquire(make(), { storeUuid: STORE_B, host: 'host-b', takeover: true, generationsOnRecord: async () => 1 })
+      t.equal(bl.generation, 3, 'generation 3: above host-a\'s 1 and the damaged record\'s at most 2')
+      t.same(bl.current.replacedDamaged, ['lease.v000000000002'])
+      t.equal((await readLease(make()))?.holder.host, 'host-b')
+      await rejectsCode(t, a.renew(), 'FENCED', 'host-a cannot renew')
+      await Lease.acquire(make(), { storeUuid: STORE_A, host: 'host-c', takeover: true })
+      await rejectsCode(t, bl.check(), 'FENCED', 'a later takeover fences host-b as any other')
     } else {
       t.equal((await readLease(make()))?.holder.host, 'host-a', 'readLease skips it: host-a holds the lease')
       t.equal((await a.renew()).version, 3, 'the holder renews above it: version 3')
