@@ -147,14 +147,18 @@ t.test('a damaged segment object is shipped again from the store\'s copy; stores
   t.same((await r.status()).warnings, [])
   t.equal(await imageSha(lazy), sha, 'put again under its own name: the lazy store reads it byte for byte')
 
-  // An object of an older generation (the process that shipped it is gone): its header says
-  // what it held, and the new holder puts it again.
+  // Objects of an older generation (the process that shipped them is gone): the header says
+  // what each held (one intact, one with a damaged sha256 field that still mostly agrees), and
+  // the new holder puts them again.
   await r.stop({ final: true })
   damage(spec, segs[1])
+  damage(spec, segs[2], 30) // in its header's sha256: the rest of it still says what it held
   r = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000, checkEveryMs: 0, log })
   t.teardown(() => r.stop())
   for (let i = 0; i < segs.length + 1; i++) await r.tick()
   t.ok(warned.some(w => w.includes(`${segs[1]} of segment 1 failed its check`) && w.includes('shipped it again')), `an older generation's object shipped again (${warned.join(' | ')})`)
+  t.ok(warned.some(w => w.includes(`${segs[2]} of segment 2 failed its check`) && w.includes('shipped it again')), 'and one whose header is damaged')
+  t.same((await r.status()).warnings, [])
   await r.stop({ final: true })
   // The whole log (--at the first snapshot-free point: before the index checkpoint) decodes byte for byte.
   const copy = path.join(base, 'copy')

@@ -500,8 +500,12 @@ export class Replicator {
       }
     }
     if (local !== undefined && cannot === undefined) {
-      if (held === undefined) cannot = 'what the object held is not known here (its header is damaged too, and another process shipped it)'
-      else if (sha256Hex(local) !== held.sha256) cannot = 'the store\'s copy of the segment changed since it was shipped (compacted)'
+      if (held === undefined) cannot = 'what the object held is not known here (its header is gone too, and another process shipped it)'
+      else if (!sameSha(sha256Hex(local), held)) {
+        cannot = held.damaged === true
+          ? 'its header is damaged, and what is left of it does not say the store\'s copy holds the same bytes (compacted since?)'
+          : 'the store\'s copy of the segment changed since it was shipped (compacted)'
+      }
     }
     if (cannot !== undefined || local === undefined || held === undefined) {
       const line = `the replica's object ${name} of segment ${id} is damaged (${why}) and cannot be shipped again from here: ${cannot ?? ''}; ` +
@@ -514,7 +518,7 @@ export class Replicator {
     // release's LDARCH1 stays LDARCH1, readable by that release).
     await this.out!.put(name, held.framed ? await encodeFramed(local) : await encodeArchive(local))
     this.assertRunning()
-    this.shippedSha.set(name, held.sha256)
+    this.shippedSha.set(name, sha256Hex(local))
     this.objectsPut++
     this.shippedBytes += local.length
     this.unrepaired.delete(key)
@@ -524,14 +528,18 @@ export class Replicator {
 
   /**
    * What the segment object `name` holds (the sha256 of its original bytes, hex) and its layout:
-   * from its header if that is intact, else from what this process shipped, if it did.
+   * from its header if that is intact; else from what this process shipped, if it did; else
+   * from the header's sha256 field as it is (`damaged`: it held the store's bytes only if at
+   * least SHA_MATCH_BYTES of its 32 bytes agree with theirs, since a few damaged bytes leave the
+   * rest, and another content's hash would agree in about none).
    */
-  private async heldBy (name: string): Promise<{ sha256: string, framed: boolean } | undefined> {
+  private async heldBy (name: string): Promise<{ sha256: string, framed: boolean, damaged?: true } | undefined> {
+    let head: Buffer | undefined
     try {
       // By range: a get checks the whole object's checksum (S3), which a damaged body fails.
       const read = async (offset: number, length: number): Promise<Buffer> =>
         this.io.getRange ? await this.io.getRange(name, offset, length) : (await this.io.get(name)).subarray(offset, offset + length)
-      const head = await read(0, 4096)
+      head = await read(0, 4096)
       if (isFramed(head)) {
         const bytes = framedHeaderBytes(head)
         return { sha256: readFramedHeader(bytes <= head.length ? head : await read(0, bytes)).sha256.toString('hex'), framed: true }
@@ -544,7 +552,10 @@ export class Replicator {
       // Missing or a damaged header: what this process shipped, if it did.
     }
     const sha = this.shippedSha.get(name)
-    return sha === undefined ? undefined : { sha256: sha, framed: true }
+    if (sha !== undefined) return { sha256: sha, framed: true }
+    if (head === undefined || head.length < 57) return undefined
+    const ldarch1 = [...Buffer.from(ARCHIVE_MAGIC, 'latin1')].filter((c, i) => head![i] === c).length >= 6
+    return { sha256: head.subarray(25, 57).toString('hex'), framed: !ldarch1, damaged: true }
   }
 
   private tailEnd (id: number): number {
@@ -832,6 +843,17 @@ function untilStopped (target: ArchiveTarget, stopped: () => boolean): ArchiveTa
     describe: () => target.describe(),
     close: async () => await target.close()
   }
+}
+
+/** Of a damaged header's sha256 field, how many of its 32 bytes must agree with the store's copy's (heldBy). */
+const SHA_MATCH_BYTES = 24
+
+/** Whether `local` (hex) is what `held` says the object held: equal, or, read from a damaged header, agreeing in SHA_MATCH_BYTES bytes. */
+function sameSha (local: string, held: { sha256: string, damaged?: true }): boolean {
+  if (held.damaged !== true) return local === held.sha256
+  const a = Buffer.from(local, 'hex')
+  const b = Buffer.from(held.sha256, 'hex')
+  return a.filter((x, i) => x === b[i]).length >= SHA_MATCH_BYTES
 }
 
 function sha256Hex (data: Buffer): string {
