@@ -146,6 +146,8 @@ export class Replicator {
   /** When the next shipped segment object is checked, and the segment id checked last. */
   private nextCheckAt = 0
   private checkedLast = -1
+  /** stop() began: rounds read no segment object back. */
+  private stopping = false
   /** Segments whose object on the replica is damaged and could not be shipped again: id -> the status line. */
   private unrepaired = new Map<string, string>()
   /** A retry of the start met another holder's live lease (waitForLease). */
@@ -248,6 +250,9 @@ export class Replicator {
     await this.releaseOwnReader()
     // Hosts that were recovering from an older generation's manifest have had the grace period.
     this.nextSweepAt = Date.now() + this.graceMs
+    // The first segment object is read back one period after the start: a command that writes
+    // an unmounted store (on-store.ts) runs rounds too, and would wait for a whole object.
+    this.nextCheckAt = Date.now() + (this.opts.checkEveryMs ?? DEFAULT_CHECK_EVERY_MS)
     this.log.info({ target: this.opts.spec, generation: lease.generation, from }, 'replication started')
   }
 
@@ -442,7 +447,7 @@ export class Replicator {
   /** Checks the next shipped segment object when one is due (checkEveryMs); whether it was put again. */
   private async checkShippedInTurn (): Promise<boolean> {
     const every = this.opts.checkEveryMs ?? DEFAULT_CHECK_EVERY_MS
-    if (!Number.isFinite(every) || Date.now() < this.nextCheckAt) return false
+    if (!Number.isFinite(every) || Date.now() < this.nextCheckAt || this.stopping) return false
     const ids = Object.keys(this.segments).map(Number).sort((a, b) => a - b)
     if (ids.length === 0) return false
     const id = ids.find(i => i > this.checkedLast) ?? ids[0]
@@ -780,6 +785,8 @@ export class Replicator {
     const final = opts.final === true && !this.stopped
     const shipped = await within((async () => {
       await this.ticking?.catch(() => undefined)
+      // The last round ships; it reads nothing back (a whole segment object would eat its bound).
+      this.stopping = true
       if (final && !this.stopped) await this.tick()
     })(), finalMs)
     this.stopped = true
