@@ -154,7 +154,7 @@ export function describeHolder (r: Pick<LeaseRecord, 'holder' | 'generation'>): 
   return `${r.holder.host} (pid ${r.holder.pid}, store ${r.holder.storeUuid}, generation ${r.generation})`
 }
 
-/** The newest lease record on `target`, or undefined when there is none. */
+/** The newest lease record on `target`, or undefined when there is none; CORRUPT (one line, naming it and what to do) when it is damaged. */
 export async function readLease (target: ArchiveTarget, name = DEFAULT_LEASE_NAME): Promise<LeaseRecord | undefined> {
   checkLeaseName(target, name)
   const state = await readState(target, name)
@@ -318,11 +318,13 @@ export class Lease {
   /**
    * The record a takeover of a lease with damaged newest versions creates. Its generation is
    * above every generation on record: the newest readable record's, the options' least one, and
-   * every other object's on the target (generationsOnRecord); and above what the damaged
-   * versions can hold: each change of holder raises the generation by one over the record
-   * before it (or over the manifests'), so k damaged versions after the last readable one hold
-   * at most its generation + k. docs/REPLICATION.md "A damaged lease record" says why that
-   * fences a holder still running.
+   * every other object's on the target (generationsOnRecord), plus one per damaged version (an
+   * acquire raises the generation by one over the record before it, or over the manifests', so
+   * in the usual case this is above the damaged records' too). Safety does not rest on that
+   * alone: a holder that has put anything has its generation on record, and of two holders at
+   * one generation that have put nothing exactly one creates its first manifest (putIfAbsent)
+   * and the other stops before it puts a data object (docs/REPLICATION.md "A damaged lease
+   * record").
    */
   private static async aboveDamaged (target: ArchiveTarget, options: LeaseOptions, me: LeaseHolder, state: LeaseState, ttlMs: number, nowMs: number, exclusive: ExclusiveCreate): Promise<LeaseRecord> {
     const onRecord = Math.max(state.record?.generation ?? 0, (options.minGeneration ?? 1) - 1, options.generationsOnRecord ? await options.generationsOnRecord() : 0)
