@@ -169,11 +169,11 @@ export const ops: Record<string, Op> = {
   'pool remove': (store, args, ctx) => withJob('pool remove', args, ctx, async (onProgress, signal) => ({ moved: await requirePool(store).remove(String(args.dir), onProgress, signal) })),
   'pool repair': async store => {
     const pool = requirePool(store)
-    const { made, staleLeft, healed, damaged, unplaced } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
+    const { made, staleLeft, healed, damaged, unplaced, forgotten } = await store.repairCopies(pool.copies(), (id, exclude) => pool.placeCopy(id, exclude))
     // What this open cut as a copy's writes (--drop-copy-writes), said by the command.
     const cut = store.recovery.cut
     const dropped = cut?.copyWrites === true ? { by: cut.by, segment: cut.segment, offset: cut.offset, bytes: cut.bytes, savedTo: cut.savedTo, segmentsSetAside: store.recovery.orphanedSegments } : null
-    return { copies: made, staleLeft, healed, damaged, unplaced, dropped }
+    return { copies: made, staleLeft, healed, damaged, unplaced, dropped, forgotten }
   },
   verify: (store, args, ctx) => withJob('verify', args, ctx, (onProgress, signal) => store.verify({ copies: poolOf(store)?.copies(), onProgress, signal })),
   flush: store => store.flush(),

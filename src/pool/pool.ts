@@ -774,6 +774,17 @@ export class Pool implements SegmentHome {
           if (this.drainYielded !== undefined) {
             throw new LogdiskError('NO_SPACE', `cannot drain ${dir}: ${this.drainYielded} (no other volume had room); it stays assigned, ${moved} segment(s) moved; add a volume first`)
           }
+          const named = this.store.volumesOf(id)
+          if (named !== undefined && !named.includes(entry.id)) {
+            // Counted here, not named here by the index: a copy a crash or a failed delete left
+            // (an open counts the copies it finds, and one it could not remove, its directory
+            // not writable then, stays counted). Nothing to move: the sweep before the release
+            // removes its file (syncVolume). Judged as a move, it found every other volume
+            // holding a copy and the drain was refused ("add a volume first", mirror=1) after a
+            // kill -9 that followed a drain that could not delete its old copies.
+            this.vacated(id, [entry.id])
+            continue
+          }
           const targets = (): VolumeStatus[] => this.withRoom().filter(v => v.id !== entry.id && !(this.store!.volumesOf(id) ?? []).includes(v.id))
           // The move waits for the store's maintenance lock: a mirror repair that runs first
           // may put a copy on the volume chosen here, and the store then refuses the move
@@ -782,7 +793,7 @@ export class Pool implements SegmentHome {
           for (;;) {
             // A copy beyond what mirror asks (lowered since) is dropped, not moved (helper-75's D4).
             const elsewhere = new Set((this.store.volumesOf(id) ?? []).filter(v => v !== entry.id)).size
-            if (elsewhere >= this.policy.mirror && await this.store.dropSegmentCopy(id, entry.id, this.policy.mirror, signal)) break
+            if (elsewhere >= this.policy.mirror && await this.store.dropSegmentCopy(id, entry.id, this.policy.mirror, {}, signal)) break
             if (targets().length === 0 && !(this.assignSpare(`draining ${dir}`) && targets().length > 0)) {
               // Room elsewhere, but on volumes that hold a copy of it already: say so, not "no room".
               const holders = this.withRoom().filter(v => v.id !== entry.id).length
@@ -825,18 +836,33 @@ export class Pool implements SegmentHome {
     return moved
   }
 
-  /** Refuses (NOT_FOUND) while the index names a copy on `e`, whose directory is gone; else 0 (nothing moved). */
-  private forgetGone (e: { id: string, dir: string }): number {
-    if (!this.store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
-    const named = [...this.store.segmentPlacement()].filter(([, vs]) => vs.includes(e.id))
+  /**
+   * Takes volume `e`, whose directory is gone, out of the index: a copy there of a segment whose
+   * copies elsewhere are as many as mirror asks (lowered since) and pass their checksums is
+   * forgotten (the index stops naming it); refuses (NOT_FOUND) while the index names another
+   * copy there. Returns how many copies it forgot (counted as moved off). With mirror lowered
+   * to 1 after a copy on each of two volumes, one of them gone, the remove was refused for good:
+   * it asked for a pool repair, which left the record as it was (helpers 75 and 79).
+   */
+  private async forgetGone (e: { id: string, dir: string }): Promise<number> {
+    const store = this.store
+    if (!store) throw new LogdiskError('IO', 'internal: pool not attached to its store')
+    const namedThere = (): Array<[number, string[]]> => [...store.segmentPlacement()].filter(([, vs]) => vs.includes(e.id))
+    let forgotten = 0
+    for (const [id, vs] of namedThere()) {
+      if (new Set(vs.filter(v => v !== e.id)).size < this.policy.mirror) continue
+      if (await store.dropSegmentCopy(id, e.id, this.policy.mirror, { gone: true })) forgotten++
+    }
+    const named = namedThere()
     if (named.length > 0) {
       const only = named.filter(([, vs]) => vs.every(v => v === e.id)).length
       throw new LogdiskError('NOT_FOUND', only > 0
         ? `cannot remove pool volume ${e.dir}: its directory is gone and ${only} segment(s) the index names there have no copy elsewhere; bring the directory back (with its files), then run pool remove again`
-        : `cannot remove pool volume ${e.dir}: its directory is gone and the index still names ${named.length} segment copy(ies) there; run logdisk pool repair ${this.storeDir} first (it copies them from their other copies)`)
+        : `cannot remove pool volume ${e.dir}: its directory is gone and the index still names ${named.length} segment copy(ies) there whose copies elsewhere are fewer than mirror=${this.policy.mirror} asks or fail their checksums; run logdisk pool repair ${this.storeDir} first (it copies them from their other copies), or bring the directory back`)
     }
-    this.log.warn({ volume: e.dir }, 'removed a pool volume whose directory is gone (it held no segment of the store)')
-    return 0
+    if (forgotten > 0) this.log.warn({ volume: e.dir, forgotten }, 'removed a pool volume whose directory is gone: the index no longer names its copies beyond what mirror asks (their other copies pass their checksums)')
+    else this.log.warn({ volume: e.dir }, 'removed a pool volume whose directory is gone (it held no segment of the store)')
+    return forgotten
   }
 
   private sortedOn (volume: string): number[] {
@@ -848,7 +874,7 @@ export class Pool implements SegmentHome {
     const gone = this.entries().find(e => !e.internal && path.resolve(e.dir) === path.resolve(dir) && missingReason(e.dir, e.id)?.kind === 'directory-gone')
     // Its directory gone, nothing can be moved off it, and its marker cannot be released (the
     // lock file failed, ENOENT, and the volume stayed "missing" for good: helper-75's D3).
-    const moved = gone !== undefined ? this.forgetGone(gone) : await this.drain(dir, onProgress, signal)
+    const moved = gone !== undefined ? await this.forgetGone(gone) : await this.drain(dir, onProgress, signal)
     this.file.volumes = this.file.volumes.filter(v => path.resolve(v.dir) !== path.resolve(dir))
     this.save()
     return moved

@@ -261,8 +261,8 @@ export interface LifeCyclePart {
 /** Where segment copies live (placement.ts); each call runs under the maintenance lock. */
 export interface PlacementPart {
   relocate (id: number, from: string, to: string): Promise<void>
-  dropCopy (id: number, from: string, copies: number): Promise<boolean>
-  repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }>
+  dropCopy (id: number, from: string, copies: number, opts?: { gone?: boolean }): Promise<boolean>
+  repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], forgotten: number }>
   bringBack (id: number): Promise<number>
   removeUnnamedOn (volume: string): Promise<void>
 }

@@ -62,6 +62,34 @@ export class Placement implements PlacementPart {
   /** Removes the copies on `volume` that the index does not name (a drain, before it releases the volume); throws if one stays. */
   async removeUnnamedOn (volume: string): Promise<void> {
     await this.removeStaleCopies([volume], true)
+    await this.p.log.lock.run(() => this.removeUnnamedAhead(volume))
+  }
+
+  /**
+   * Removes the files on `volume` (a volume being drained) of segments at or past the current
+   * one that the index does not name there: a segment made ahead of its roll whose removal
+   * failed when the drain began (its directory not writable then; NextSegment removes it best
+   * effort) and that was never used, or was made again elsewhere under the same id. The
+   * drain's sweep skipped these ids (removeStaleCopies: a segment still being made), so the
+   * volume was released, and dropped from pool.json, with an empty segment file of the store
+   * on it (helpers 75 and 79). Under the append lock: no roll makes one there meanwhile, and
+   * no segment is made ahead while a drain runs (Pool.place refuses `ahead`). Never read (no
+   * index entry points at it): removed at once. Throws if one stays.
+   */
+  private async removeUnnamedAhead (volume: string): Promise<void> {
+    const { home, layer, segments, log } = this.p
+    const dir = home.dirOf(volume)
+    let removed = false
+    for (const name of await layer.list(dir).catch(() => [] as string[])) {
+      const id = parseSegmentFileName(name)
+      if (id === undefined || id < log.current.id || (segments.volumesOf(id) ?? []).includes(volume)) continue
+      if (id === log.current.id && log.current.volumes.includes(volume)) continue
+      await layer.remove(path.join(dir, name))
+      this.p.logger.warn({ segment: id, volume }, 'removed a segment file past the log that the index does not name (made ahead of a roll, its removal failed before)')
+      home.vacated(id, [volume])
+      removed = true
+    }
+    if (removed) await layer.syncDir(dir)
   }
 
   /**
@@ -71,7 +99,7 @@ export class Placement implements PlacementPart {
    * names no copy there): the caller moves it. A drain after mirror was lowered moved every
    * copy, so going from two mirrored volumes to one needed a third one first (helper-75's D4).
    */
-  async dropCopy (id: number, from: string, copies: number): Promise<boolean> {
+  async dropCopy (id: number, from: string, copies: number, opts: { gone?: boolean } = {}): Promise<boolean> {
     const { home, layer, segments } = this.p
     if (!(segments.volumesOf(id) ?? []).includes(from)) return false
     await this.p.log.seal(id)
@@ -80,12 +108,24 @@ export class Placement implements PlacementPart {
     const others = new Set(volumes.filter(v => v !== from))
     // Counted by what is there and passes its checksums: dropping the one intact copy beside
     // a damaged one would lose the blocks only it holds.
-    const { present, allDamaged } = await this.judgeCopies(id, volumes.length, true)
+    const { present, allDamaged, verified } = await this.judgeCopies(id, volumes.length, true)
     if (allDamaged || present.filter(v => others.has(v)).length < Math.max(copies, 1)) return false
+    // A copy on a volume whose directory is gone (`gone`: pool remove of it) is forgotten only
+    // while the others pass their checksums: it may come back holding what they lack.
+    if (opts.gone === true && !verified) return false
     await this.recordVolumes(id, volumes.filter(v => v !== from))
+    // The pool's count follows the index, as after a move (relocate): vacated only after the
+    // delete, a copy whose delete failed (its directory not writable) stayed counted there, and
+    // the next drain, the directory writable again, found every other volume holding a copy
+    // ("add a volume first", mirror=1). The drain removes what is left before it releases the
+    // volume (removeUnnamedOn), or the next open does.
+    home.vacated(id, [from])
     await this.p.lifeCycle.removeAfterReads(path.join(home.dirOf(from), segmentFileName(id)))
-    home.vacated(id, [from]) // gone, even if the sync fails (the drain syncs the volume before it releases it)
-    await layer.syncDir(home.dirOf(from))
+    try {
+      await layer.syncDir(home.dirOf(from))
+    } catch (err) {
+      if (!isLogdiskError(err, 'NOT_FOUND')) throw err // its directory gone: nothing of it to sync
+    }
     this.p.logger.info({ segment: id, volume: from, left: [...others] }, 'dropped a copy beyond what mirror asks instead of moving it')
     return true
   }
@@ -159,10 +199,11 @@ export class Placement implements PlacementPart {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }> {
+  async repair (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], forgotten: number }> {
     const { home, segments, log } = this.p
     await log.lock.run(() => log.syncAll()) // no sealed segment left unsynced to move
     let made = 0
+    let forgotten = 0
     let healed = 0
     const damaged: number[] = []
     const unplaced: number[] = []
@@ -187,7 +228,7 @@ export class Placement implements PlacementPart {
       // record as it is now. Copying from that stale copy (over the up-to-date one, when it
       // failed its check once) lost acknowledged writes (simulation seed 13200120).
       await log.seal(id)
-      const { want, present, lacking } = await this.judgeCopies(id, copies, true)
+      const { want, present, lacking, verified, found } = await this.judgeCopies(id, copies, true)
       if (!lacking) continue
       const next = [...present]
       while (next.length < Math.max(copies, 1)) {
@@ -210,12 +251,24 @@ export class Placement implements PlacementPart {
         next.push(to)
         made++
       }
-      if (next.length === present.length) continue // nothing placed: its record stays as it was
-      home.vacated(id, want.filter(v => !next.includes(v)))
+      // Nothing placed: its record stays as it was, unless the copies it names that are gone (a
+      // volume's directory gone, a file deleted: not there to open) are beyond what mirror asks
+      // (lowered since) and the others pass their checksums. Those are forgotten: the record
+      // kept naming them, repair said nothing of them, and `pool remove` of a volume gone was
+      // refused for good, asking for this repair (helpers 75 and 79). A copy that is there but
+      // fails its checksums stays named (it may hold entries the other lacks), as does one gone
+      // while no other is verified intact (its volume may come back with what they lack).
+      const lost = want.filter(v => !next.includes(v))
+      if (next.length === present.length && !(verified && present.length >= Math.max(copies, 1) && lost.every(v => !found.includes(v)))) continue
+      home.vacated(id, lost)
       await this.recordVolumes(id, next)
       this.p.reader.forgetHandle(id)
+      if (next.length === present.length) {
+        forgotten += lost.length
+        this.p.logger.warn({ segment: id, lost, left: next }, 'forgot lost copies beyond what mirror asks: the others pass their checksums')
+      }
     }
-    return { made, staleLeft: await this.removeStaleCopies(), healed, damaged, unplaced }
+    return { made, staleLeft: await this.removeStaleCopies(), healed, damaged, unplaced, forgotten }
   }
 
   /**
@@ -230,9 +283,11 @@ export class Placement implements PlacementPart {
    * replaces it from that one (reads go around a damaged copy and tell the user to run pool
    * repair, which made no copy and left the store one bit flip from losing data: found by a
    * hostile test, 2026-12-06). This reads every copy of every sealed mirrored segment.
-   * `allDamaged`: two copies or more were checked and none passes (heal).
+   * `allDamaged`: two copies or more were checked and none passes (heal). `verified`: the
+   * copies `present` names were checked and pass (with `checkData` and two copies named or more);
+   * `found`: the copies whose header checks out, intact or not.
    */
-  private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean, allDamaged: boolean }> {
+  private async judgeCopies (id: number, copies: number, checkData = false): Promise<{ want: string[], present: string[], lacking: boolean, allDamaged: boolean, verified: boolean, found: string[] }> {
     const recorded = this.p.segments.volumesOf(id) ?? []
     // A volume named twice is one copy (a move onto a volume that already held one recorded
     // that before it was refused: Placement.relocate).
@@ -251,10 +306,11 @@ export class Placement implements PlacementPart {
         }
       } catch { /* lost */ }
     }
+    const found = [...present]
     const intact = checking ? intactCopies(present, ends) : []
     if (intact.length > 0) present = intact
     const whole = present.length >= Math.max(copies, want.length) && present.length === recorded.length
-    return { want, present, lacking: present.length > 0 && !whole, allDamaged: checking && present.length > 1 && intact.length === 0 }
+    return { want, present, lacking: present.length > 0 && !whole, allDamaged: checking && present.length > 1 && intact.length === 0, verified: intact.length > 0, found }
   }
 
   /**

@@ -652,11 +652,12 @@ export class Store {
   /**
    * Drops the copy of segment `id` on pool volume `from` when as many intact copies as
    * `copies` are left elsewhere (a drain after mirror was lowered); false, nothing changed,
-   * when fewer are: the drain moves it instead.
+   * when fewer are: the drain moves it instead. `gone`: the volume's directory is gone (pool
+   * remove of it); the copies left must also pass their checksums.
    */
-  dropSegmentCopy (id: number, from: string, copies: number, signal?: AbortSignal): Promise<boolean> {
+  dropSegmentCopy (id: number, from: string, copies: number, opts: { gone?: boolean } = {}, signal?: AbortSignal): Promise<boolean> {
     this.assertOpen()
-    return this.p.lifeCycle.maintenance.run(() => this.p.placement.dropCopy(id, from, copies), signal)
+    return this.p.lifeCycle.maintenance.run(() => this.p.placement.dropCopy(id, from, copies, opts), signal)
   }
 
   /**
@@ -664,7 +665,7 @@ export class Store {
    * missing from a volume the index names, copies a surviving one onto `place`'s choice.
    * Returns how many copies were made.
    */
-  repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[] }> {
+  repairCopies (copies: number, place: (id: number, exclude: string[]) => Promise<string>): Promise<{ made: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], forgotten: number }> {
     this.assertOpen()
     return this.p.lifeCycle.maintenance.run(() => this.p.placement.repair(copies, place))
   }

@@ -67,15 +67,15 @@ export function register (program: Command): void {
   pool.command('repair <store>')
     .description('restore lost or damaged copies of mirrored segments (mirror=2) from the surviving intact ones')
     .option('--drop-copy-writes', 'entries another copy of the store (same identity) wrote to its pool volumes after it was last closed: cut them into lost+found/ instead of refusing to open (adopt that copy first: it keeps them)')
-    .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced, dropped}')
+    .option('--json', 'print {copies, staleLeft, healed, damaged, unplaced, dropped, forgotten}')
     .action(async (storeArg: string, opts: { json?: boolean, dropCopyWrites?: boolean }) => {
-      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], dropped: { by?: string, segment: number, offset: number, bytes: number, savedTo: string, segmentsSetAside: string[] } | null }>(storeArg, 'pool repair', {}, {}, { dropCopyWrites: opts.dropCopyWrites === true })
+      const r = await runOp<{ copies: number, staleLeft: string[], healed: number, damaged: number[], unplaced: number[], dropped: { by?: string, segment: number, offset: number, bytes: number, savedTo: string, segmentsSetAside: string[] } | null, forgotten?: number }>(storeArg, 'pool repair', {}, {}, { dropCopyWrites: opts.dropCopyWrites === true })
       if (r.dropped && !opts.json) console.log(`dropped ${formatBytes(r.dropped.bytes)} that ${r.dropped.by ?? 'another copy'} wrote past this store's last clean close (segment ${r.dropped.segment} from offset ${r.dropped.offset}${r.dropped.segmentsSetAside.length > 0 ? `, and ${r.dropped.segmentsSetAside.length} later segment(s)` : ''}); kept in ${path.dirname(r.dropped.savedTo)}`)
       else if (opts.dropCopyWrites === true && !opts.json) console.log('dropped nothing: no copy of this store wrote past its last clean close')
       // Every copy it had to make was made: a stale copy it could not remove is only said.
       if (r.staleLeft.length > 0) warn(`${r.staleLeft.length} stale cop${r.staleLeft.length === 1 ? 'y' : 'ies'} the index does not name could not be removed: ${r.staleLeft.join(', ')} (read-only); the next pool repair removes ${r.staleLeft.length === 1 ? 'it' : 'them'} once the volume is writable`)
       if (opts.json) printJson(r)
-      else console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}${r.healed > 0 ? `; healed ${r.healed} block(s) that failed their checksums in one copy from another` : ''}`)
+      else console.log(`made ${r.copies} cop${r.copies === 1 ? 'y' : 'ies'}${r.healed > 0 ? `; healed ${r.healed} block(s) that failed their checksums in one copy from another` : ''}${(r.forgotten ?? 0) > 0 ? `; forgot ${r.forgotten!} lost cop${r.forgotten === 1 ? 'y' : 'ies'} beyond what mirror asks (the index no longer names ${r.forgotten === 1 ? 'it' : 'them'}; the other copies pass their checksums)` : ''}`)
       // Repair did what it could; these it could not (helper-61: it said nothing of them).
       // Not "every block bad in every copy": copies that cannot be lined up (a damaged entry
       // header in one) are not merged either, though each block may be whole somewhere (helper-64).
