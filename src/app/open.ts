@@ -19,7 +19,7 @@ import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
 import { readReplicaSource, replicaSourceLink } from '../replicate/source-link'
 import type { ArchiveLink } from '../store/archive-link'
-import { checkParent, readCloneRecord, recordParent, registerClone } from '../clone/clone'
+import { checkParent, parentHolds, readCloneRecord, recordParent, registerClone } from '../clone/clone'
 import type { ReplicationManager } from '../replicate/manager'
 
 /**
@@ -70,7 +70,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
   }
   try {
     const fallThrough = checkParent(dir, clone, parent)
-    const opened = await openOwn(dir, { ...opts, fallThrough }, initialPoolDirs, access)
+    const opened = await openOwn(dir, { ...opts, fallThrough, fallThroughHolds: parentHolds(clone, parent) }, initialPoolDirs, access)
     recordParent(opened.store, clone, parent)
     if (access === 'write') {
       try {

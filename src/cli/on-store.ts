@@ -8,6 +8,8 @@ import { INTERRUPTIBLE, RUN_TO_END, ops, type OpContext } from '../ops/ops'
 import type { OpenOptions, Store } from '../store'
 import { openStore, type Access } from '../app/open'
 import { readPolicy } from '../policy/policy'
+import { readConfig } from '../store/config'
+import { exactSize, formatBytes } from '../size-text'
 import { ReplicationManager } from '../replicate/manager'
 import { prepareStore } from './store-access'
 import { warn } from './output'
@@ -116,6 +118,19 @@ function interruptedError (op: string, args: Record<string, unknown>): (() => Lo
   return left === undefined ? undefined : () => new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
 }
 
+/** What a resize whose daemon died left: the size store.json holds now, against the one asked for. */
+export function resizeOutcome (dir: string, args: Record<string, unknown>): string {
+  let now: number
+  try {
+    now = readConfig(dir).sizeBytes
+  } catch {
+    return `it may or may not have finished: check the size with logdisk status ${dir} before resizing again`
+  }
+  const asked = Number(args.sizeBytes)
+  if (args.grow === true) return `it may or may not have finished: ${dir} is ${exactSize(now)} now (store.json); check that before growing again (a retried --size +${formatBytes(asked)} grows it again if it did)`
+  return now === asked ? `it finished: ${dir} is ${exactSize(now)} now (store.json)` : `it did not finish: ${dir} is ${exactSize(now)} now (store.json)`
+}
+
 /**
  * The daemon went away while it worked for this command: say so, and remove what it half
  * wrote (the `<out>.partial` of restore, export and send), so no half image is left behind.
@@ -143,5 +158,10 @@ async function daemonDied (dir: string, daemon: DaemonInfo, op: string, args: Re
   const next = !dead ? '' : logdiskMountAt(daemon.mountpoint)
     ? `; logdisk mount ${dir} ${daemon.mountpoint} mounts the store again (logdisk unmount ${daemon.mountpoint} first, if its stale mount is still there)`
     : `; its mount is gone; logdisk mount ${dir} ${daemon.mountpoint} mounts the store again`
+  if (op === 'resize') {
+    // store.json is written whole (renamed into place) just before the answer: a daemon killed
+    // around it may have resized, and a retried `--size +N` then grew twice (helper-86 D5).
+    return new LogdiskError('DAEMON_DIED', `${what}; ${resizeOutcome(dir, args)}; see ${path.join(dir, DAEMON_LOG)}${next}`)
+  }
   return new LogdiskError('DAEMON_DIED', `${what}; it did not finish${notes.length > 0 ? ` (${notes.join('; ')})` : ''}; see ${path.join(dir, DAEMON_LOG)}${next}`)
 }

@@ -181,6 +181,21 @@ export function checkParent (dir: string, r: CloneRecord, parent: Store): (offse
 }
 
 /**
+ * Which of blocks [first, first+n) `parent`'s snapshot (the clone's record) holds data in:
+ * OpenOptions.fallThroughHolds, from the parent's map, no data read.
+ */
+export function parentHolds (r: CloneRecord, parent: Store): (first: number, n: number) => Promise<Uint8Array> {
+  return async (first, n) => {
+    const out = new Uint8Array(n)
+    const end = Math.min(first + n, parent.sizeBytes / parent.blockBytes)
+    if (end <= first) return out
+    const { where } = await parent.locateAt(r.seq, first, end - first)
+    for (let i = 0; i < where.length; i++) if (where[i] >= 0) out[i] = 1
+    return out
+  }
+}
+
+/**
  * Copies into the clone every block of the parent's snapshot that the clone has no version
  * of, so that it reads the same without its parent; then it is a store of its own (clone.json
  * goes, the parent forgets it). Refused while the clone has snapshots: their images read

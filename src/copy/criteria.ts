@@ -228,6 +228,9 @@ export async function copyByCriteria (
 ): Promise<CopyResult> {
   const c = getCriteria(store.dir, criteria)
   const snap = store.snapshotNamed(snapshotName)
+  // No shrink while the copy reads the range it took from the size now (a shrink meanwhile
+  // failed the copy with "bad block range": helper-86 D7).
+  const release = store.holdSize(`criteria ${c.name} copies snapshot ${snap.name}`, true)
   try {
     const B = store.blockBytes
     const last = (c.endBlock ?? store.sizeBytes / B - 1)
@@ -278,5 +281,7 @@ export async function copyByCriteria (
       updateCriteria(store.dir, c.name, x => { x.lastError = { snapshot: snap.name, seq: snap.seq, message: (err as Error).message, at: new Date().toISOString() } })
     } catch { /* the criteria was deleted meanwhile: nothing to record */ }
     throw err
+  } finally {
+    release()
   }
 }

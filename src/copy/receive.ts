@@ -63,6 +63,10 @@ export async function receiveStream (
   opts: { force?: boolean, idPolicy?: VolumeIdPolicy, onProgress?: (done: number, total: number) => void, keepStreamBytes?: number } = {}
 ): Promise<ReceiveResult> {
   const state = { applying: false }
+  // No resize while the stream is checked and applied (BUSY): a shrink accepted meanwhile cut
+  // part of the applied stream off, and the receive failed as if the volume had been written
+  // (helper-86 D6).
+  const release = store.holdSize(`a receive applies a stream to it (${file})`)
   try {
     return await receiveChecked(store, file, opts, state)
   } catch (err) {
@@ -71,6 +75,8 @@ export async function receiveStream (
     // next receive blamed the user's writes again: helper-64).
     if (state.applying) markApplying(store.dir, undefined, true)
     throw err
+  } finally {
+    release()
   }
 }
 
@@ -234,11 +240,13 @@ async function receiveChecked (
       ? await carryIdentity(store, baseIdentity!, startSeq, appliedSeq, atStart)
       : await carryIdentity(store, baseIdentity ?? BlockSetHash.empty(store.sizeBytes, B).toString(), baseSeq, appliedSeq)
     : await contentIdentity(store, appliedSeq)
-  if (identity !== header.snapshot.identity) {
-    throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
-  }
+  // The size first: an identity at another size is another identity, and the volume was
+  // resized, not written (holdSize refuses a resize meanwhile; this stays as a guard).
   if (store.sizeBytes !== header.sizeBytes) {
     throw new LogdiskError('BUSY', `${store.dir} was resized to ${exactSize(store.sizeBytes)} while the stream of a ${exactSize(header.sizeBytes)} volume was applied; no snapshot was cut`)
+  }
+  if (identity !== header.snapshot.identity) {
+    throw new LogdiskError('CORRUPT', `after applying the stream the current volume of ${store.dir} is not ${header.snapshot.name} (identity ${identity}, expected ${header.snapshot.identity}); was it written meanwhile? No snapshot was cut`)
   }
   // The snapshot keeps the time it was taken at its origin (as zfs receive keeps `creation`).
   const snapshot = await store.snapshot({ name: header.snapshot.name, frozen: header.snapshot.frozen, idPolicy: opts.idPolicy, createdMs: header.snapshot.timeMs })

@@ -175,13 +175,18 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       // A loop device (or a program) over an image keeps the size it read: a shrink under it
       // left a device larger than its image, whose writes past the new end failed with EIO
       // (a hostile test, helper-56). Growing is fine: losetup -c takes the new size.
-      const to = Number(args.sizeBytes)
-      const shrinks = args.grow !== true && Number.isFinite(to) && to < store.sizeBytes
-      if (shrinks && mounted && mounted.openHandles() > 0) {
-        const held = holdersOf(mountpoint, [process.pid, req.clientPid]).map(h => `${h.image} (held by ${h.what})`)
-        throw new LogdiskError('BUSY', `cannot shrink ${store.dir} while its images are open${held.length > 0 ? `: ${held.join(', ')}` : ''}; a loop device or program over one keeps the old size: detach or close it first; nothing was changed`)
+      // Checked under the store's append lock, just before the size changes (nothing awaits
+      // in between): checked before the shrink waited for the lock, an image opened (a loop
+      // device attached) meanwhile kept the old size (helper-86 D2).
+      // (Also before it waits, to refuse at once.)
+      const resizeReady = (fromBytes: number, toBytes: number): void => {
+        if (toBytes < fromBytes && mounted && mounted.openHandles() > 0) {
+          const held = holdersOf(mountpoint, [process.pid, req.clientPid]).map(h => `${h.image} (held by ${h.what})`)
+          throw new LogdiskError('BUSY', `cannot shrink ${store.dir} while its images are open${held.length > 0 ? `: ${held.join(', ')}` : ''}; a loop device or program over one keeps the old size: detach or close it first; nothing was changed`)
+        }
       }
-      const r = await ops.resize(store, args, { mountpoint })
+      if (args.grow !== true && Number.isFinite(Number(args.sizeBytes))) resizeReady(store.sizeBytes, Number(args.sizeBytes))
+      const r = await ops.resize(store, args, { mountpoint, cancelled: req.gone, resizeReady })
       await mounted?.attributesChanged() // stat and losetup -c see the new size now, not in 1 s (or never)
       return r
     },

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { exactSize } from '../size-text'
 import { AUTO_PREFIX, parseDuration, readPolicy, volumeIdPolicy } from '../policy/policy'
 import type { Store } from '../store'
 import { restoreImage } from '../copy/restore'
@@ -31,6 +32,11 @@ export interface OpContext {
   cancelled?: () => boolean
   /** Set when the mount daemon runs the op: where it serves the store's images. */
   mountpoint?: string
+  /**
+   * resize: called under the store's append lock with the sizes just before the size
+   * changes; throws to refuse (the mount daemon: a shrink while an image is open).
+   */
+  resizeReady?: (fromBytes: number, toBytes: number) => void
 }
 
 /** An output path the op is about to write: never one the running daemon itself serves. */
@@ -177,10 +183,15 @@ export const ops: Record<string, Op> = {
   },
   verify: (store, args, ctx) => withJob('verify', args, ctx, (onProgress, signal) => store.verify({ copies: poolOf(store)?.copies(), onProgress, signal })),
   flush: store => store.flush(),
-  resize: async (store, args) => {
-    const n = Number(args.sizeBytes)
-    const to = args.grow === true ? store.sizeBytes + n : n
-    return { ...(await store.resize(to)), dir: store.dir }
+  resize: async (store, args, ctx) => {
+    // A relative size is resolved under the store's lock (Store.resize): computed here, two
+    // grows at once grew once (helper-86 D3). A resize whose client went away before it got
+    // the lock (a Ctrl-C'd command, told nothing was changed) does not happen.
+    const ready = (fromBytes: number, toBytes: number): void => {
+      if (ctx.cancelled?.() === true) throw new LogdiskError('INTERRUPTED', `resize interrupted; ${store.dir} keeps its size (${exactSize(fromBytes)}); nothing was changed`)
+      ctx.resizeReady?.(fromBytes, toBytes)
+    }
+    return { ...(await store.resize(Number(args.sizeBytes), { grow: args.grow === true, ready })), dir: store.dir }
   },
 
   snapshot: async (store, args) => {

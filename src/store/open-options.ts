@@ -97,6 +97,12 @@ export interface OpenOptions {
    * the parent's snapshot the clone was made from. Resolves with `length` bytes.
    */
   fallThrough?: (offset: number, length: number) => Promise<Buffer>
+  /**
+   * Clones: which of blocks [first, first+n) the parent's snapshot holds data in (1; 0 for
+   * none: never written, trimmed, past its end), from its map, no data read. A shrink is
+   * refused while a block past the new end still reads the parent's data.
+   */
+  fallThroughHolds?: (first: number, n: number) => Promise<Uint8Array>
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */

@@ -97,6 +97,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
     if (!opts.home && fs.existsSync(path.join(dir, POOL_FILE))) {
       throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/app/open.ts)`)
     }
+    if (!opts.readOnly) removeDeadTemps(dir)
     const baseHome = opts.home ?? localHome(dir)
     // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
     savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
@@ -176,6 +177,24 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
 }
 
 /** Removes the holder file (the store is closed). */
+/**
+ * Removes the store directory's temporary files (writeFileAtomic's `<file>.tmp-<pid>-<r>`)
+ * whose writer is dead: one killed before its rename (a resize's store.json, say) left its
+ * temp for good (helper-86 D5). A live writer's (a command writing policy.json beside a
+ * daemon) stays. Called under the store's lock.
+ */
+function removeDeadTemps (dir: string): void {
+  let names: string[]
+  try { names = fs.readdirSync(dir) } catch { return }
+  for (const name of names) {
+    const m = /\.tmp-(\d+)-[a-z0-9]+$/.exec(name)
+    if (!m || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue
+    try {
+      if (fs.lstatSync(path.join(dir, name)).isFile()) fs.rmSync(path.join(dir, name), { force: true })
+    } catch { /* gone meanwhile */ }
+  }
+}
+
 export function removeHolder (dir: string): void {
   fs.rmSync(path.join(dir, HOLDER_FILE), { force: true })
 }

@@ -729,20 +729,30 @@ export class Store {
    * Changes the volume's size (logdisk resize). Growing is O(1): the new blocks read as zeros.
    * Shrinking is refused (BAD_ARGUMENT, nothing changed) while any version of a block past the
    * new end holds data: in the current volume, a snapshot or the history (discarded and
-   * compacted, it holds none). Persists store.json.
+   * compacted, it holds none); on a clone also while a block there reads its parent's data.
+   * Persists store.json. `opts.grow`: `sizeBytes` is added to the size the store has once
+   * the resize holds the append lock (two grows at once both count). `opts.ready`, called
+   * under the append lock with the sizes just before the size changes, may refuse by throwing
+   * (the daemon's check for open images, a client that went away). Refused (BUSY) while a
+   * holdSize holder refuses it (a receive, a criteria copy).
    */
-  async resize (sizeBytes: number): Promise<{ fromBytes: number, toBytes: number }> {
+  async resize (sizeBytes: number, opts: { grow?: boolean, ready?: (fromBytes: number, toBytes: number) => void } = {}): Promise<{ fromBytes: number, toBytes: number }> {
     this.assertOpen()
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % this.blockBytes !== 0) {
       throw new LogdiskError('BAD_ARGUMENT', `size ${exactSize(sizeBytes)} must be a positive multiple of the block size (${formatBytes(this.blockBytes)})`)
     }
     const { log, index } = this.p
     return this.p.lifeCycle.maintenance.run(async () => {
+      // Resolved under the maintenance lock, which every resize holds: a relative size
+      // computed before it counted two grows at once as one (helper-86 D3).
       const fromBytes = this.config.sizeBytes
-      const first = sizeBytes / this.blockBytes
-      if (sizeBytes < fromBytes) await index.checkpointThrough(log.seq) // every version is in LevelDB
+      const to = opts.grow === true ? fromBytes + sizeBytes : sizeBytes
+      if (!Number.isSafeInteger(to)) throw new LogdiskError('BAD_ARGUMENT', `size ${exactSize(to)} is too large`)
+      const first = to / this.blockBytes
+      const shrinks = to < fromBytes
+      if (shrinks) await index.checkpointThrough(log.seq) // every version is in LevelDB
       return log.lock.run(async () => {
-        if (sizeBytes < fromBytes) {
+        if (shrinks) {
           // Again under the lock (a checkpoint never takes it): versions appended between the
           // one above and the lock (a write, a snapshot of it, a trim of it) were in no
           // history the check reads, so the snapshot's block went past the end unseen
@@ -759,17 +769,56 @@ export class Store {
               if (position !== TRIMMED) { past = block; break }
             }
           }
+          past ??= await this.readsParentPast(first, fromBytes / this.blockBytes)
           if (past !== undefined) {
-            throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${exactSize(sizeBytes)}: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history); shrink the filesystem and keep the data below the new end, or keep the size`)
+            throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${exactSize(to)}: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history${this.p.opts.fallThroughHolds ? ', or in the parent\'s snapshot this clone reads' : ''}); shrink the filesystem and keep the data below the new end, or keep the size`)
           }
         }
-        this.config.sizeBytes = sizeBytes
+        if (to !== fromBytes) {
+          const holder = this.sizeHolders.find(h => shrinks || !h.shrinkOnly)
+          if (holder) throw new LogdiskError('BUSY', `cannot resize ${this.dir} while ${holder.what}; try again when it ends; nothing was changed`)
+        }
+        opts.ready?.(fromBytes, to)
+        this.config.sizeBytes = to
         writeConfig(this.dir, this.config)
         this.p.map.setVolumeBlocks(first)
-        return { fromBytes, toBytes: sizeBytes }
+        return { fromBytes, toBytes: to }
       })
     })
   }
+
+  /**
+   * On a clone: the first block of [first, end) that some image still reads from the parent's
+   * snapshot (the parent holds data there, and the clone had no version of the block at its
+   * oldest snapshot or restorable point), asked of the parent's map a chunk at a time.
+   */
+  private async readsParentPast (first: number, end: number): Promise<number | undefined> {
+    const holds = this.p.opts.fallThroughHolds
+    if (!holds) return undefined
+    const oldest = Math.min(this.p.history.horizon + 1, this.p.log.seq, ...this.p.snapshotTable.list().map(s => s.seq))
+    const CHUNK = 65536
+    for (let from = first; from < end; from += CHUNK) {
+      const n = Math.min(CHUNK, end - from)
+      const parent = await holds(from, n)
+      if (!parent.includes(1)) continue
+      const { where } = await this.p.reader.locateAt(oldest, from, n)
+      for (let i = 0; i < n; i++) if (parent[i] === 1 && where[i] === -1) return from + i
+    }
+    return undefined
+  }
+
+  /**
+   * Holds the volume's size while `what` runs (a receive applying a stream, a copy of a
+   * snapshot's range): a resize meanwhile is refused (BUSY), only a shrink with `shrinkOnly`.
+   * Returns the release.
+   */
+  holdSize (what: string, shrinkOnly = false): () => void {
+    const h = { what, shrinkOnly }
+    this.sizeHolders.push(h)
+    return () => { const i = this.sizeHolders.indexOf(h); if (i >= 0) this.sizeHolders.splice(i, 1) }
+  }
+
+  private readonly sizeHolders: Array<{ what: string, shrinkOnly: boolean }> = []
 
   // ---- What replication and clones read (src/replicate, src/clone) ----
 
