@@ -181,17 +181,20 @@ export function checkParent (dir: string, r: CloneRecord, parent: Store): (offse
 }
 
 /**
- * Which of blocks [first, first+n) `parent`'s snapshot (the clone's record) holds data in:
- * OpenOptions.fallThroughHolds, from the parent's map, no data read.
+ * The blocks of [first, end) that `parent`'s snapshot (the clone's record) holds data in, in
+ * increasing order, a chunk at a time: OpenOptions.fallThroughHolds. From the parent's map, no
+ * data read, in work proportional to the blocks the parent ever wrote.
  */
-export function parentHolds (r: CloneRecord, parent: Store): (first: number, n: number) => Promise<Uint8Array> {
-  return async (first, n) => {
-    const out = new Uint8Array(n)
-    const end = Math.min(first + n, parent.sizeBytes / parent.blockBytes)
-    if (end <= first) return out
-    const { where } = await parent.locateAt(r.seq, first, end - first)
-    for (let i = 0; i < where.length; i++) if (where[i] >= 0) out[i] = 1
-    return out
+export function parentHolds (r: CloneRecord, parent: Store): (first: number, end: number) => AsyncGenerator<Float64Array> {
+  return async function * (first, end) {
+    end = Math.min(end, parent.sizeBytes / parent.blockBytes)
+    if (end <= first) return
+    for await (const { blocks, at } of parent.versionsAt([r.seq], 8192)) {
+      const held: number[] = []
+      for (let i = 0; i < blocks.length; i++) if (blocks[i] >= first && blocks[i] < end && at[0].where[i] >= 0) held.push(blocks[i])
+      if (held.length > 0) yield Float64Array.from(held)
+      if (blocks.length > 0 && blocks[blocks.length - 1] >= end - 1) return
+    }
   }
 }
 

@@ -98,11 +98,11 @@ export interface OpenOptions {
    */
   fallThrough?: (offset: number, length: number) => Promise<Buffer>
   /**
-   * Clones: which of blocks [first, first+n) the parent's snapshot holds data in (1; 0 for
-   * none: never written, trimmed, past its end), from its map, no data read. A shrink is
-   * refused while a block past the new end still reads the parent's data.
+   * Clones: the blocks of [first, end) the parent's snapshot holds data in (not never written,
+   * trimmed or past its end), in increasing order, a chunk at a time, from its map (no data
+   * read). A shrink is refused while a block past the new end still reads the parent's data.
    */
-  fallThroughHolds?: (first: number, n: number) => Promise<Uint8Array>
+  fallThroughHolds?: (first: number, end: number) => AsyncIterable<Float64Array>
 }
 
 /** history.keep by default: every point of the last day stays restorable (NILFS2's protection period). */

@@ -790,19 +790,15 @@ export class Store {
   /**
    * On a clone: the first block of [first, end) that some image still reads from the parent's
    * snapshot (the parent holds data there, and the clone had no version of the block at its
-   * oldest snapshot or restorable point), asked of the parent's map a chunk at a time.
+   * oldest snapshot or restorable point), from the parent's map and this store's, no data read.
    */
   private async readsParentPast (first: number, end: number): Promise<number | undefined> {
     const holds = this.p.opts.fallThroughHolds
     if (!holds) return undefined
     const oldest = Math.min(this.p.history.horizon + 1, this.p.log.seq, ...this.p.snapshotTable.list().map(s => s.seq))
-    const CHUNK = 65536
-    for (let from = first; from < end; from += CHUNK) {
-      const n = Math.min(CHUNK, end - from)
-      const parent = await holds(from, n)
-      if (!parent.includes(1)) continue
-      const { where } = await this.p.reader.locateAt(oldest, from, n)
-      for (let i = 0; i < n; i++) if (parent[i] === 1 && where[i] === -1) return from + i
+    for await (const blocks of holds(first, end)) {
+      const [{ where }] = await this.p.reader.locateBlocksAt([oldest], blocks, true)
+      for (let i = 0; i < blocks.length; i++) if (where[i] === -1) return blocks[i]
     }
     return undefined
   }
