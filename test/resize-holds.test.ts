@@ -258,4 +258,6 @@ t.test('D5: a resize killed before its rename leaves no temp; the CLI says what 
   t.match(resizeOutcome(dir, { sizeBytes: 64 * B }), /^it finished: .* is 256.0 KiB \(262144 bytes\) now/)
   t.match(resizeOutcome(dir, { sizeBytes: 32 * B }), /^it did not finish: .* is 256.0 KiB/)
   t.match(resizeOutcome(dir, { sizeBytes: 16 * B, grow: true }), /may or may not have finished: .* is 256.0 KiB .*before growing again/)
+  t.match(resizeOutcome(dir, { sizeBytes: 16 * B, grow: true, sizeBefore: 48 * B }), /^it finished: .* is 256.0 KiB \(262144 bytes\) now \(store.json; it was 192.0 KiB/)
+  t.match(resizeOutcome(dir, { sizeBytes: 16 * B, grow: true, sizeBefore: 64 * B }), /^it did not finish: .* is still 256.0 KiB/)
 })

@@ -55,6 +55,8 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
       if (!(err instanceof LogdiskError) || err.code !== 'STORE_LOCKED') throw err
       const daemon = readDaemonInfo(dir)
       if (daemon) {
+        // What a resize whose daemon dies is told compares the size with this one.
+        const sizeBefore = op === 'resize' ? sizeOnDisk(dir) : undefined
         try {
           const asked = (): Promise<T> => request<T>(daemon.socket, op, args)
           if (!interruptible && !RUN_TO_END.has(op)) return await asked()
@@ -69,7 +71,7 @@ export async function runOp<T> (storeArg: string, op: string, args: Record<strin
             if (code === 'EACCES') throw new LogdiskError('READ_ONLY', `${dir} is mounted (pid ${daemon.pid}) and its control socket ${daemon.socket} is not open to this user: run the command as the user who mounted it`, inner)
             // No daemon answers (yet: a mount starting; or no more: a stale daemon.json): wait as for a command.
           } else if (isLogdiskError(inner, 'DAEMON_DIED')) {
-            throw await daemonDied(dir, daemon, op, args)
+            throw await daemonDied(dir, daemon, op, op === 'resize' ? { ...args, sizeBefore } : args)
           } else throw inner
         }
       }
@@ -118,16 +120,24 @@ function interruptedError (op: string, args: Record<string, unknown>): (() => Lo
   return left === undefined ? undefined : () => new LogdiskError('INTERRUPTED', `${op} interrupted; ${left(args)}`)
 }
 
-/** What a resize whose daemon died left: the size store.json holds now, against the one asked for. */
+function sizeOnDisk (dir: string): number | undefined {
+  try { return readConfig(dir).sizeBytes } catch { return undefined }
+}
+
+/**
+ * What a resize whose daemon died left: the size store.json holds now, against the one asked
+ * for (`args.sizeBefore`: store.json's when the command sent the request).
+ */
 export function resizeOutcome (dir: string, args: Record<string, unknown>): string {
-  let now: number
-  try {
-    now = readConfig(dir).sizeBytes
-  } catch {
-    return `it may or may not have finished: check the size with logdisk status ${dir} before resizing again`
-  }
+  const now = sizeOnDisk(dir)
+  if (now === undefined) return `it may or may not have finished: check the size with logdisk status ${dir} before resizing again`
   const asked = Number(args.sizeBytes)
-  if (args.grow === true) return `it may or may not have finished: ${dir} is ${exactSize(now)} now (store.json); check that before growing again (a retried --size +${formatBytes(asked)} grows it again if it did)`
+  const before = typeof args.sizeBefore === 'number' ? args.sizeBefore : undefined
+  if (args.grow === true) {
+    if (before !== undefined && now === before + asked) return `it finished: ${dir} is ${exactSize(now)} now (store.json; it was ${exactSize(before)})`
+    if (before !== undefined && now === before) return `it did not finish: ${dir} is still ${exactSize(now)} (store.json)`
+    return `it may or may not have finished: ${dir} is ${exactSize(now)} now (store.json); check that before growing again (a retried --size +${formatBytes(asked)} grows it again if it did)`
+  }
   return now === asked ? `it finished: ${dir} is ${exactSize(now)} now (store.json)` : `it did not finish: ${dir} is ${exactSize(now)} now (store.json)`
 }
 
