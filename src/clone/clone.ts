@@ -94,7 +94,7 @@ export function forgetClones (parent: string, uuids: string[]): void {
  * Makes `dir` a clone of `parent`'s snapshot (name and cut as the parent reports them): a new
  * store of the same geometry and a clone.json; then the parent's clones.json names it.
  */
-export async function makeClone (parent: string, snap: { name: string, seq: number }, dir: string): Promise<CloneRecord> {
+export async function makeClone (parent: string, snap: { name: string, seq: number, sizeBytes?: number }, dir: string): Promise<CloneRecord> {
   parent = path.resolve(parent)
   dir = path.resolve(dir)
   const pc = readConfig(parent)
@@ -107,7 +107,8 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
   // deleted meanwhile (a known defect). A failure that is not a kill takes the entry back.
   registerClone(parent, dir, uuid, snap.name, record.createdAt)
   try {
-    const config = await Store.create(dir, { sizeBytes: pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
+    // The snapshot's size (the volume's at its cut; the parent's now for a snapshot of a release before it).
+    const config = await Store.create(dir, { sizeBytes: snap.sizeBytes ?? pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
     writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
     recordIdentity(dir, config)
   } catch (err) {

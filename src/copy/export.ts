@@ -211,8 +211,9 @@ export async function exportSnapshot (
 ): Promise<ExportResult> {
   if (!path.isAbsolute(out)) throw new LogdiskError('BAD_ARGUMENT', `export needs an absolute --out path (got ${out})`)
   const snap = store.snapshotNamed(name)
-  const blocks = store.sizeBytes / store.blockBytes
-  const written = await writeImage(out, store.sizeBytes, snapshotPieces(store, name, 0, blocks), {
+  const size = store.snapshotSize(snap) // the volume's size at the cut, whatever it is now
+  const blocks = size / store.blockBytes
+  const written = await writeImage(out, size, snapshotPieces(store, name, 0, blocks), {
     blockBytes: store.blockBytes, force: opts.force, faults: opts.faults, faultLabel: 'export-copy', onProgress: opts.onProgress
   })
   return { snapshot: snap.name, seq: snap.seq, ...written }

@@ -1,6 +1,7 @@
 import net from 'node:net'
 import path from 'node:path'
 import { LogdiskError, fromSystemError } from '../errors'
+import { exactSize } from '../size-text'
 import type { SnapshotRecord, Store } from '../store'
 import { rememberIdentities } from './identity-cache'
 import { setIdentitiesAt } from './set-identity'
@@ -40,6 +41,12 @@ export async function sendStream (
   if (fromName !== undefined) {
     from = store.snapshotNamed(fromName)
     if (from.seq >= snap.seq) throw new LogdiskError('BAD_ARGUMENT', `--from ${fromName} must be a snapshot older than ${name}`)
+  }
+  // A stream carries the volume's current size (its identities are computed at it): a
+  // snapshot taken before a shrink is not sent cut to it (a filesystem on it would not mount).
+  // One taken before a grow is sent at the grown size, zeros past its own end, as before.
+  if (store.snapshotSize(snap) > store.sizeBytes) {
+    throw new LogdiskError('BAD_ARGUMENT', `snapshot ${snap.name} is of the ${exactSize(store.snapshotSize(snap))} volume it was taken of, and ${store.dir} was shrunk to ${exactSize(store.sizeBytes)} since: a stream carries the current size, which would cut its image; export it (logdisk export) instead, or resize the volume back to send it`)
   }
   // c2 identities: from the store's identity file, carried from the older end, or walked once
   // and remembered, so the next incremental send from this snapshot costs only what changed.

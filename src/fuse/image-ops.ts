@@ -156,7 +156,8 @@ export class ImageFolder implements Folder {
     if (name === CURRENT_IMAGE) return { ...base, key: 'current', dir: false, mode: this.readOnly ? 0o100444 : 0o100644, size: this.store.sizeBytes, nlink: 1, timeMs: this.started }
     const snap = this.snapshotOf(name)
     if (!snap) throw new FsError(Errno.ENOENT)
-    return { ...base, key: `snapshot:${snap.seq}`, dir: false, mode: 0o100444, size: this.store.sizeBytes, nlink: 1, timeMs: snap.timeMs }
+    // The volume's size at the cut (a shrink since leaves the snapshot's filesystem whole).
+    return { ...base, key: `snapshot:${snap.seq}`, dir: false, mode: 0o100444, size: this.store.snapshotSize(snap), nlink: 1, timeMs: snap.timeMs }
   }
 
   access (name: string | undefined, mask: number): void {

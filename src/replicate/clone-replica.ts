@@ -86,7 +86,7 @@ export async function cloneFromReplica (target: ArchiveTarget, spec: string, sna
       await releaseSourceReader(parent)
       const record: ReplicaParentRecord = { format: 1, from: spec, manifest: recovered.manifest, clone: dir, dependency: dep.name }
       writeFileAtomic(path.join(parent, REPLICA_PARENT_FILE), JSON.stringify(record, null, 2) + '\n')
-      const clone = await makeClone(parent, { name: snap.name, seq: snap.seq }, dir)
+      const clone = await makeClone(parent, { name: snap.name, seq: snap.seq, ...(snap.sizeBytes !== undefined ? { sizeBytes: snap.sizeBytes } : {}) }, dir)
       return { clone, parent, recovered, seconds: (Date.now() - started) / 1000, dependency: dep.name }
     } catch (err) {
       await releaseDependency(target, dep.name).catch(() => undefined)

@@ -5,7 +5,7 @@ import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
 import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
-import { VERSION_KEY, CHECKPOINT_KEY, CLEAN_CLOSE_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
+import { VERSION_KEY, CHECKPOINT_KEY, CLEAN_CLOSE_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, RESIZE_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
 import { groupHistory, type RecordChange } from './history-changes'
 
@@ -87,6 +87,11 @@ export interface SnapshotRecord {
   timeMs: number
   /** Taken under fsfreeze (application-consistent) rather than only crash-consistent. */
   frozen: boolean
+  /**
+   * The volume's size at the cut: the size of the snapshot's image. Absent in snapshots of
+   * releases before it (their markers lack it): those take the volume's current size.
+   */
+  sizeBytes?: number
 }
 
 /**
@@ -103,6 +108,8 @@ export class IndexBatch {
   readonly entries = new Map<number, EntryRecord>()
   /** Snapshot table changes by cut seq; null deletes. */
   readonly snapshots = new Map<number, SnapshotRecord | null>()
+  /** Resizes by the seq of their marker (snapshots.ts ResizeRecord). */
+  readonly resizes = new Map<number, { fromBytes: number, toBytes: number }>()
   readonly counters = new Map<string, number>()
 
   addBlock (block: number, seq: number, position: number, crc: number): void {
@@ -110,7 +117,7 @@ export class IndexBatch {
   }
 
   get size (): number {
-    return this.history.length + this.historyDeletes.length + this.segments.size + this.entries.size + this.snapshots.size + this.counters.size
+    return this.history.length + this.historyDeletes.length + this.segments.size + this.entries.size + this.snapshots.size + this.resizes.size + this.counters.size
   }
 }
 
@@ -368,6 +375,16 @@ export class IndexDb {
     return value === undefined ? undefined : unpack(value) as EntryRecord
   }
 
+  /** The resizes the index knows (keys.ts 'r'), oldest first. */
+  async resizes (): Promise<Array<{ seq: number, fromBytes: number, toBytes: number }>> {
+    const out: Array<{ seq: number, fromBytes: number, toBytes: number }> = []
+    for await (const [key, value] of this.rows(prefixRange(RESIZE_PREFIX), 1024)) {
+      const r = unpack(value) as { fromBytes: number, toBytes: number }
+      out.push({ seq: readU64BE(key, 1), fromBytes: r.fromBytes, toBytes: r.toBytes })
+    }
+    return out
+  }
+
   async snapshots (): Promise<SnapshotRecord[]> {
     const out: SnapshotRecord[] = []
     for await (const [, value] of this.rows(prefixRange(SNAPSHOT_PREFIX), 1024)) out.push(unpack(value) as SnapshotRecord)
@@ -441,6 +458,7 @@ export class IndexDb {
       else chained.del(numberKey(SNAPSHOT_PREFIX, seq))
       if (++ops >= chunkOps) await writeChunk()
     }
+    for (const [seq, r] of batch.resizes) chained.put(numberKey(RESIZE_PREFIX, seq), pack({ fromBytes: r.fromBytes, toBytes: r.toBytes }))
     for (const [name, n] of batch.counters) chained.put(counterKey(name), pack(n))
     chained.put(CHECKPOINT_KEY, pack(checkpoint))
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))

@@ -23,6 +23,9 @@
  *                                    (times never decrease along the log) without reading data.
  *   's' u64 cut seq               -> snapshot: msgpack { id, name, seq, position, timeMs, ... }
  *   'n' <name>                    -> store-wide counters: msgpack number (highest volume id)
+ *   'r' u64 seq                   -> a resize: msgpack { fromBytes, toBytes }, from the sync
+ *                                    marker with a `resize` payload at `seq` (snapshots.ts
+ *                                    ResizeRecord): what the volume's size was at any point
  *   'v'                           -> index layout version (INDEX_FORMAT_VERSION), msgpack
  *   'p'                           -> in-place header writes in flight (compaction's free
  *                                    headers): msgpack { segment, volumes, headers: [[offset,
@@ -45,6 +48,7 @@ export const SEGMENT_PREFIX = 0x67 // 'g'
 export const ENTRY_PREFIX = 0x65 // 'e'
 export const SNAPSHOT_PREFIX = 0x73 // 's'
 export const COUNTER_PREFIX = 0x6e // 'n'
+export const RESIZE_PREFIX = 0x72 // 'r'
 
 export function counterKey (name: string): Buffer {
   return Buffer.concat([Buffer.from([COUNTER_PREFIX]), Buffer.from(name)])

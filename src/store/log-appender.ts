@@ -543,6 +543,8 @@ export class LogAppender implements LogPart {
         batch.counters.set(HIGHEST_VOLUME_ID, this.p.snapshotTable.highestId)
         batch.counters.set(HIGHEST_VOLUME_ID_SEQ, this.p.snapshotTable.highestIdSeq)
       }
+      const resized = this.p.snapshotTable.applyResize(kind, seq, payload)
+      if (resized) batch.resizes.set(resized.seq, resized)
     }, use)
     await this.syncAll() // a marker is reported only once it is durable
     return { ...entry, seq }

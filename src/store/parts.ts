@@ -198,7 +198,7 @@ export interface ReaderPart {
   /** Reads the current volume (a read epoch of its own). */
   readCurrent (offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
   /** Reads the image as it was at cut `seq`. */
-  readAt (seq: number, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer>
+  readAt (seq: number, offset: number, length: number, into?: Buffer, opts?: IoOptions, sizeBytes?: number): Promise<Buffer>
   /**
    * Reads `run` blocks stored contiguously from log position `pos`, checking each CRC; into
    * `into` (run blocks long) when given, unless the bytes had to come from elsewhere (another
@@ -207,9 +207,9 @@ export interface ReaderPart {
   readRun (block: number, run: number, pos: number, crcs: Uint32Array, into?: Buffer): Promise<Buffer>
   readBlockAt (seq: number, block: number): Promise<Buffer>
   imageAt (seq: number): AsyncGenerator<{ block: number, data: Buffer }>
-  readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead>
+  readBlocksAt (seq: number, first: number, n: number, into?: Buffer, sizeBytes?: number): Promise<BlocksRead>
   /** Chosen blocks as they were at cut `seq`, versions near each other in the log read together. */
-  readListAt (seq: number, blocks: Float64Array): Promise<Buffer>
+  readListAt (seq: number, blocks: Float64Array, sizeBytes?: number): Promise<Buffer>
   /** Where blocks [first, first+n) were at cut `seq` (where < 0: zeros) and their CRCs; no data read. */
   locateAt (seq: number, first: number, n: number): Promise<{ where: Float64Array, crcs: Uint32Array }>
   /** locateAt's rows for chosen blocks at each of the cuts (`walk`: blocks in increasing order, one index iterator). */

@@ -112,8 +112,8 @@ export class Reader implements ReaderPart {
   }
 
   /** Reads the image as it was at cut `seq` (a snapshot: 000 cl. 10-11). */
-  readAt (seq: number, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
-    return this.readImage(offset, length, into, (first, n) => this.locateAt(seq, first, n), undefined, opts?.inline)
+  readAt (seq: number, offset: number, length: number, into?: Buffer, opts?: IoOptions, sizeBytes?: number): Promise<Buffer> {
+    return this.readImage(offset, length, into, (first, n) => this.locateAt(seq, first, n), undefined, opts?.inline, sizeBytes)
   }
 
   /**
@@ -122,14 +122,14 @@ export class Reader implements ReaderPart {
    * `where[i] === -1` means never written by the cut (a hole; a clone's parent data when the
    * clone falls through), TRIMMED a trimmed block. What whole-image copies read, in large chunks.
    */
-  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead> {
+  async readBlocksAt (seq: number, first: number, n: number, into?: Buffer, sizeBytes?: number): Promise<BlocksRead> {
     const B = this.p.config.blockBytes
     let located: Located = { where: new Float64Array(0), crcs: new Uint32Array(0) }
     const zeros = new Uint8Array(n)
     const data = await this.readImage(first * B, n * B, into, async (f, m) => {
       located = await this.locateAt(seq, f, m)
       return located
-    }, zeros)
+    }, zeros, false, sizeBytes)
     return { data, where: located.where, zeros, crcs: located.crcs }
   }
 
@@ -143,7 +143,7 @@ export class Reader implements ReaderPart {
    * volume yet mostly were written one after another, so a send reads them in a few large
    * reads instead of one per block (issue 12 item 6).
    */
-  async readListAt (seq: number, blocks: Float64Array): Promise<Buffer> {
+  async readListAt (seq: number, blocks: Float64Array, sizeBytes?: number): Promise<Buffer> {
     return this.p.reads.guard(async () => {
       this.p.state.assertOpen()
       const { blockBytes: B, segmentBytes } = this.p.config
@@ -153,7 +153,7 @@ export class Reader implements ReaderPart {
       const slot = (i: number): Buffer => out.subarray(i * B, (i + 1) * B)
       /** One block the way readAt reads it. */
       const alone = async (i: number): Promise<void> => {
-        await this.readImageNow(blocks[i] * B, B, slot(i), () => ({ where: where.subarray(i, i + 1), crcs: crcs.subarray(i, i + 1) }))
+        await this.readImageNow(blocks[i] * B, B, slot(i), () => ({ where: where.subarray(i, i + 1), crcs: crcs.subarray(i, i + 1) }), undefined, false, sizeBytes)
       }
       // Data in a local segment is gathered; anything else (zeros, a clone's parent, the
       // baseline, an archived segment) is read alone.
@@ -345,17 +345,21 @@ export class Reader implements ReaderPart {
     return out
   }
 
-  private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array, inline = false): Promise<Buffer> {
-    return this.p.reads.guard(() => this.readImageNow(offset, length, into, locate, zeros, inline))
+  private readImage (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array, inline = false, sizeBytes?: number): Promise<Buffer> {
+    return this.p.reads.guard(() => this.readImageNow(offset, length, into, locate, zeros, inline, sizeBytes))
   }
 
-  /** `zeros` (one per block of the range), when given, gets a 1 for each block filled with zeros unread. */
-  private async readImageNow (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array, inline = false): Promise<Buffer> {
+  /**
+   * `zeros` (one per block of the range), when given, gets a 1 for each block filled with zeros unread.
+   * `sizeBytes`: where the image ends (a snapshot's or a past point's size, Store.sizeAt); the
+   * volume's current size when not given.
+   */
+  private async readImageNow (offset: number, length: number, into: Buffer | undefined, locate: (first: number, n: number) => Located | Promise<Located>, zeros?: Uint8Array, inline = false, sizeBytes = this.p.config.sizeBytes): Promise<Buffer> {
     this.p.state.assertOpen()
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new LogdiskError('BAD_ARGUMENT', `bad read range ${offset}+${length}`)
     }
-    const { sizeBytes, blockBytes: B, segmentBytes } = this.p.config
+    const { blockBytes: B, segmentBytes } = this.p.config
     length = Math.max(0, Math.min(length, sizeBytes - offset))
     const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
     if (length === 0) return out

@@ -242,7 +242,7 @@ export async function recover (
     }
     return undefined
   }
-  const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID), await index.counter(HIGHEST_VOLUME_ID_SEQ))
+  const snapshots = new SnapshotTable(await index.snapshots(), await index.counter(HIGHEST_VOLUME_ID), await index.counter(HIGHEST_VOLUME_ID_SEQ), await index.resizes())
   let horizon = await index.counter(HISTORY_HORIZON)
 
   let seq = checkpoint?.seq ?? 0
@@ -680,6 +680,8 @@ export async function recover (
       for (const [cut, record] of snapshots.apply(h.kind, h.seq, position, h.timeMs, payload)) batch.snapshots.set(cut, record)
       batch.counters.set(HIGHEST_VOLUME_ID, snapshots.highestId)
       batch.counters.set(HIGHEST_VOLUME_ID_SEQ, snapshots.highestIdSeq)
+      const resized = snapshots.applyResize(h.kind, h.seq, payload)
+      if (resized) batch.resizes.set(resized.seq, resized)
     }
   }
 

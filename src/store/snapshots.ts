@@ -25,6 +25,31 @@ export interface SnapshotMarker {
    * stream). Its record's timeMs is this, not the marker's own time, which stays in log order.
    */
   createdMs?: number
+  /**
+   * The volume's size at the cut (the snapshot image's size). Markers of releases before it
+   * lack it: their snapshots take the volume's current size, as they always did.
+   */
+  sizeBytes?: number
+}
+
+/**
+ * A resize, as the log records it: a sync marker (kind 2, so that releases before it read it
+ * as an ordinary sync point) whose payload has `resize: { fromBytes, toBytes }`, appended
+ * under the append lock just before the size changes. Points before its seq had `fromBytes`.
+ */
+export interface ResizeRecord {
+  seq: number
+  fromBytes: number
+  toBytes: number
+}
+
+/** The `resize` part of a sync marker's payload, if it is a valid one. */
+export function resizeOf (kind: number, payload: Record<string, unknown> | undefined): { fromBytes: number, toBytes: number } | undefined {
+  if (kind !== EntryKind.sync || payload === undefined) return undefined
+  const r = payload.resize as { fromBytes?: unknown, toBytes?: unknown } | undefined
+  if (typeof r !== 'object' || r === null) return undefined
+  const ok = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n > 0
+  return ok(r.fromBytes) && ok(r.toBytes) ? { fromBytes: r.fromBytes, toBytes: r.toBytes } : undefined
 }
 
 export interface DeleteMarker {
@@ -43,6 +68,9 @@ export class SnapshotTable {
   private readonly byName = new Map<string, SnapshotRecord>()
   private sorted: SnapshotRecord[] | undefined
 
+  /** Resizes the log records, oldest first (resize markers compaction freed are gone after a rebuild: only points at or before the history horizon had them). */
+  private readonly resizes: ResizeRecord[] = []
+
   constructor (
     records: SnapshotRecord[],
     public highestId: number,
@@ -51,9 +79,41 @@ export class SnapshotTable {
      * written before it was kept). Compaction keeps that marker, so a rebuild from the log still
      * knows the highest id given out (sequential ids without reuse never give one twice).
      */
-    public highestIdSeq = 0
+    public highestIdSeq = 0,
+    resizes: ResizeRecord[] = []
   ) {
     for (const r of records) this.byName.set(r.name, r)
+    for (const r of resizes) this.addResize(r)
+  }
+
+  /**
+   * Records the resize marker at `seq` (live appends and replay alike); returns the row for
+   * the index, or undefined when the marker is not a resize (or is known already).
+   */
+  applyResize (kind: number, seq: number, payload: Record<string, unknown> | undefined): ResizeRecord | undefined {
+    const r = resizeOf(kind, payload)
+    if (r === undefined) return undefined
+    const record = { seq, ...r }
+    return this.addResize(record) ? record : undefined
+  }
+
+  private addResize (r: ResizeRecord): boolean {
+    let i = this.resizes.length
+    while (i > 0 && this.resizes[i - 1].seq >= r.seq) {
+      if (this.resizes[i - 1].seq === r.seq) return false
+      i--
+    }
+    this.resizes.splice(i, 0, r)
+    return true
+  }
+
+  /**
+   * The volume's size at sequence `seq`, `currentBytes` being its size now: the size before
+   * the first resize logged after `seq`; the current size when none was.
+   */
+  sizeAt (seq: number, currentBytes: number): number {
+    for (const r of this.resizes) if (r.seq > seq) return r.fromBytes
+    return currentBytes
   }
 
   /** Snapshots in log order (oldest cut first). */
@@ -131,6 +191,7 @@ export class SnapshotTable {
         }
       }
       const record: SnapshotRecord = { id: m.id, name: m.name, seq, position, timeMs: m.createdMs ?? timeMs, frozen: m.frozen }
+      if (Number.isSafeInteger(m.sizeBytes) && m.sizeBytes! > 0) record.sizeBytes = m.sizeBytes
       this.byName.set(m.name, record)
       changes.set(seq, record)
       if (m.id !== null && m.id >= this.highestId) {

@@ -329,7 +329,9 @@ export class Store {
       const name = opts.name ?? `snap-${log.seq + 1}`
       snapshotTable.checkNewName(name)
       const { id, displaced } = snapshotTable.assignId(opts.idPolicy ?? DEFAULT_VOLUME_ID_POLICY, opts.id)
-      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}), ...(opts.createdMs !== undefined ? { createdMs: opts.createdMs } : {}) }
+      // The size goes with the cut (under the append lock, which a resize holds while it
+      // changes it): the snapshot's image keeps it whatever the volume is resized to later.
+      const marker: SnapshotMarker = { name, id, frozen: opts.frozen ?? false, ...(displaced ? { displaced: displaced.seq } : {}), ...(opts.createdMs !== undefined ? { createdMs: opts.createdMs } : {}), sizeBytes: this.config.sizeBytes }
       return log.appendMarkerLocked(EntryKind.snapshot, marker as unknown as Record<string, unknown>)
     })
     // No checkpoint here: the marker is durable, the index catches up in the background (or
@@ -370,11 +372,30 @@ export class Store {
 
   // ---- The past: snapshots and points in time ----
 
-  /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11). */
+  /**
+   * The size of a snapshot's image: the volume's size at its cut, which its marker records;
+   * the volume's current size for a snapshot of a release before it (no size in its marker).
+   */
+  snapshotSize (snap: Pick<SnapshotRecord, 'sizeBytes'>): number {
+    return snap.sizeBytes ?? this.sizeBytes
+  }
+
+  /**
+   * The volume's size at sequence `seq`: a snapshot's there (snapshotSize); else the size
+   * before the first resize the log records after `seq` (Store.resize appends a marker for
+   * each); else the current size. What an image of a past point (restore, export) is cut to.
+   */
+  sizeAt (seq: number): number {
+    const snap = this.p.snapshotTable.list().find(s => s.seq === seq)
+    if (snap) return this.snapshotSize(snap)
+    return this.p.snapshotTable.sizeAt(seq, this.sizeBytes)
+  }
+
+  /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11), up to the snapshot's size. */
   async readSnapshot (name: string, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
     this.assertOpen()
     const snap = this.p.snapshotTable.require(name)
-    return this.p.reader.readAt(snap.seq, offset, length, into, opts)
+    return this.p.reader.readAt(snap.seq, offset, length, into, opts, this.snapshotSize(snap))
   }
 
   /** Reads one block as it was at cut `seq` (zeros if it was never written by then). */
@@ -458,9 +479,10 @@ export class Store {
    */
   async readListAt (seq: number, blocks: Float64Array): Promise<Buffer> {
     this.assertOpen()
-    const total = this.sizeBytes / this.blockBytes
+    const size = Math.max(this.sizeBytes, this.sizeAt(seq))
+    const total = size / this.blockBytes
     if (blocks.some(b => !Number.isSafeInteger(b) || b < 0 || b >= total)) throw new LogdiskError('BAD_ARGUMENT', 'readListAt needs block numbers of the volume')
-    return this.p.reader.readListAt(seq, blocks)
+    return this.p.reader.readListAt(seq, blocks, size)
   }
 
   /**
@@ -470,10 +492,12 @@ export class Store {
    */
   async readBlocksAt (seq: number, first: number, n: number, into?: Buffer): Promise<BlocksRead> {
     this.assertOpen()
-    if (!Number.isSafeInteger(first) || first < 0 || !Number.isSafeInteger(n) || n < 0 || (first + n) * this.blockBytes > this.sizeBytes) {
+    // Up to the image's end at the cut (sizeAt), or the volume's now if that is further.
+    const size = Math.max(this.sizeBytes, this.sizeAt(seq))
+    if (!Number.isSafeInteger(first) || first < 0 || !Number.isSafeInteger(n) || n < 0 || (first + n) * this.blockBytes > size) {
       throw new LogdiskError('BAD_ARGUMENT', `bad block range ${first}+${n}`)
     }
-    return this.p.reader.readBlocksAt(seq, first, n, into)
+    return this.p.reader.readBlocksAt(seq, first, n, into, size)
   }
 
   /**
@@ -774,11 +798,24 @@ export class Store {
             throw new LogdiskError('BAD_ARGUMENT', `cannot shrink ${this.dir} to ${exactSize(to)}: block ${past} (byte ${past * this.blockBytes}) past the new end was written (in the current volume, a snapshot or the history${this.p.opts.fallThroughHolds ? ', or in the parent\'s snapshot this clone reads' : ''}); shrink the filesystem and keep the data below the new end, or keep the size`)
           }
         }
-        if (to !== fromBytes) {
+        const checkHolders = (): void => {
+          if (to === fromBytes) return
           const holder = this.sizeHolders.find(h => shrinks || !h.shrinkOnly)
           if (holder) throw new LogdiskError('BUSY', `cannot resize ${this.dir} while ${holder.what}; try again when it ends; nothing was changed`)
         }
+        checkHolders()
         opts.ready?.(fromBytes, to)
+        if (to !== fromBytes) {
+          // Logged first, under the append lock: points before it had the old size (sizeAt),
+          // which their images (restore --at) keep. A sync marker, which releases before it
+          // read as a sync point. Should store.json not follow (a crash, or a holder that came
+          // meanwhile), the marker says no more than that the size at the points after it is
+          // the current one, which it is.
+          const resize = { fromBytes, toBytes: to }
+          await log.appendMarkerLocked(EntryKind.sync, { note: `resize ${fromBytes} -> ${to}`, frozen: false, resize })
+          checkHolders() // again, in the same synchronous step as store.json
+          opts.ready?.(fromBytes, to)
+        }
         this.config.sizeBytes = to
         writeConfig(this.dir, this.config)
         this.p.map.setVolumeBlocks(first)

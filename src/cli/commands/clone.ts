@@ -35,7 +35,7 @@ export function register (program: Command): void {
         }
         return
       }
-      const snaps = await runOp<Array<{ name: string, seq: number }>>(parent, 'snapshots')
+      const snaps = await runOp<Array<{ name: string, seq: number, sizeBytes?: number }>>(parent, 'snapshots')
       const snap = snaps.find(s => s.name === snapshot)
       if (!snap) throw new LogdiskError('NOT_FOUND', `${parent} has no snapshot ${snapshot} (logdisk snapshots ${parent} lists them)`)
       const dir = path.resolve(newArg)
