@@ -17,7 +17,11 @@ import { EntryKind } from '../src/store/format'
 import { silentLogger } from '../src/store/logger'
 import { Store, type OpenOptions } from '../src/store/store'
 import { Rng } from '../src/testing/rng'
+import { parseTarget } from '../src/archive'
+import { openStore } from '../src/app/open'
+import { Replicator, createFromReplica } from '../src/replicate'
 import { logdisk } from './helpers/cli'
+import { newReplicatedStore } from './helpers/replica-fixture'
 import { FIXTURES } from './helpers/paths'
 
 const B = 4096
@@ -217,4 +221,40 @@ t.test('a store of an older format (snapshot markers without a size) opens; its 
   t.equal(store.snapshotSize(store.snapshotNamed(names[0])), size, 'rebuilt: the old ones the current size')
   t.equal(store.sizeAt(grewAt), 2 * size, 'rebuilt: a point between the grow and the shrink had the grown size')
   t.ok((await store.readSnapshot(names[0], 0, size)).equals(first), 'the old snapshot reads as it did')
+})
+
+t.test('create --from a replica --at a point before a shrink makes a store of the size it had then', async t => {
+  const dir = tmp(t, 'snapsize-replica')
+  const spec = path.join(dir, 'replica')
+  fs.mkdirSync(spec)
+  const store = await newReplicatedStore(path.join(dir, 'a'), spec, { sizeBytes: 4 * MiB, segmentBytes: SEGMENT })
+  t.teardown(() => store.close().catch(() => undefined))
+  const r = await Replicator.start(store, parseTarget(spec), { spec, timer: false, leaseTtlMs: 600_000 })
+  t.teardown(() => r.stop())
+  const data = new Rng(7).bytes(512 * KiB)
+  await store.write(0, data)
+  await store.syncPoint('before-shrink')
+  await store.resize(2 * MiB)
+  await store.write(1536 * KiB, data.subarray(0, 256 * KiB))
+  await store.snapshot({ name: 'small' })
+  await store.flush()
+  for (let i = 0; i < 20; i++) {
+    await r.tick()
+    const st = await r.status()
+    if (st.lagBytes === 0 && st.shippedSeq === store.status().index.seq) break
+  }
+  const check = async (at: string | undefined, want: number, what: string): Promise<void> => {
+    const to = path.join(dir, `b-${at ?? 'now'}`)
+    await createFromReplica(to, parseTarget(spec), { spec, ...(at !== undefined ? { at } : {}) })
+    const b = (await openStore(to, {}, [], 'read')).store
+    try {
+      t.equal(b.sizeBytes, want, what)
+      t.ok((await b.read(0, 512 * KiB)).equals(data), `${what}: the data`)
+    } finally {
+      await b.close()
+    }
+  }
+  await check('before-shrink', 4 * MiB, 'create --from --at before-shrink: 4 MiB')
+  await check('small', 2 * MiB, 'create --from --at small (after the shrink): 2 MiB')
+  await check(undefined, 2 * MiB, 'create --from: the current 2 MiB')
 })

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { decodeArchive } from '../archive/codec'
 import type { ArchiveTarget } from '../archive/target'
-import { CONFIG_FILE, readConfig, writeFileAtomic } from '../store/config'
+import { CONFIG_FILE, readConfig, writeConfig, writeFileAtomic } from '../store/config'
 import { segmentFileName, SEGMENT_HEADER_BYTES } from '../store/format'
 import { recordIdentity } from '../store/identity'
 import { silentLogger, type Logger } from '../store/logger'
@@ -138,10 +138,15 @@ async function openAndCut (dir: string, log: Logger, spec: string, name: string,
       const point = await store.resolvePoint(atSpec)
       refuse?.(point.seq)
       at = point.what
+      // The volume's size at the point: the resizes after it go with the log cut there, and
+      // store.json (the manifest's) has the size after them.
+      const sizeThen = store.sizeAt(point.seq)
       let cut: number | undefined
       for await (const e of store.entries(point.seq + 1, point.seq + 1)) { cut = e.position; break }
       await store.close()
       if (cut !== undefined) await cutAt(cut)
+      const config = readConfig(dir)
+      if (config.sizeBytes !== sizeThen) writeConfig(dir, { ...config, sizeBytes: sizeThen })
       ;({ store } = await openStore(dir, { holder: 'logdisk create --from', logger: log }))
       seq = store.status().index.seq
       if (seq !== point.seq) throw new LogdiskError('CORRUPT', `cutting the recovered log at ${point.what} left it ending at sequence ${seq}`)
