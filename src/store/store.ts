@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LogdiskError, isLogdiskError } from '../errors'
 import { exactSize, formatBytes } from '../size-text'
+import type { PassFence } from './pass-fence'
 import { archivePass, type ArchiveOptions, type ArchiveReport } from './archive-pass'
 import { keepsHistory, type ArchiveLink } from './archive-link'
 import { portableRows } from './portable-index'
@@ -832,7 +833,12 @@ export class Store {
   private async readsParentPast (first: number, end: number): Promise<number | undefined> {
     const holds = this.p.opts.fallThroughHolds
     if (!holds) return undefined
-    const oldest = Math.min(this.p.history.horizon + 1, this.p.log.seq, ...this.p.snapshotTable.list().map(s => s.seq))
+    // The oldest point kept: past the horizon and inside history.keep (a point older than the
+    // window is given up at the next compaction; with history.keep=0 only the newest is kept,
+    // so a resize's own sync point does not hold the parent's blocks for good).
+    const window = await this.p.history.windowStart({ seq: this.p.log.seq } as unknown as PassFence)
+    const kept = Math.max(this.p.history.horizon + 1, window)
+    const oldest = Math.min(kept, this.p.log.seq, ...this.p.snapshotTable.list().map(s => s.seq))
     for await (const blocks of holds(first, end)) {
       const [{ where }] = await this.p.reader.locateBlocksAt([oldest], blocks, true)
       for (let i = 0; i < blocks.length; i++) if (where[i] === -1) return blocks[i]
