@@ -4,6 +4,7 @@ import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
+import { IndexWriteGuard } from './index-write-guard'
 import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, CLEAN_CLOSE_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, RESIZE_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
@@ -135,7 +136,12 @@ export type IndexGate = (label: string) => Promise<void>
 export type HistoryRows = ArrayLike<number>
 
 export class IndexDb {
-  private constructor (private readonly db: LevelDb, private readonly gate?: IndexGate) {}
+  /** Every write goes through it: one that failed is followed by a flush before more count (index-write-guard.ts). */
+  private readonly writes: IndexWriteGuard
+
+  private constructor (private readonly db: LevelDb, private readonly gate?: IndexGate, location?: string) {
+    this.writes = new IndexWriteGuard(db, location)
+  }
 
   static async open (location: string): Promise<IndexDb> {
     const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
@@ -148,7 +154,7 @@ export class IndexDb {
       }
       throw new LogdiskError('IO', `cannot open the index at ${location}: ${(cause as Error | undefined)?.message ?? (err as Error).message}`, err)
     }
-    return new IndexDb(db as unknown as LevelDb)
+    return new IndexDb(db as unknown as LevelDb, undefined, location)
   }
 
   /** An index over any abstract-level database (the simulation's in-memory one). */
@@ -421,7 +427,7 @@ export class IndexDb {
     // loop per row.
     const writeChunk = async (): Promise<void> => {
       await this.gate?.('index.commit')
-      await chained.write()
+      await this.writes.run(() => chained.write())
       chained = this.db.batch()
       ops = 0
     }
@@ -463,7 +469,7 @@ export class IndexDb {
     chained.put(CHECKPOINT_KEY, pack(checkpoint))
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
     await this.gate?.('index.commit')
-    await chained.write()
+    await this.writes.run(() => chained.write())
   }
 
   /** The records `keys` as stored, but undefined without a read where `isNew` says so. */
@@ -496,7 +502,7 @@ export class IndexDb {
       const c = Math.floor(h.block / CHUNK_BLOCKS)
       if (c !== chunk) {
         flushChunk()
-        if (chained.length >= COMMIT_CHUNK_OPS) { await this.gate?.('index.commit'); await chained.write(); chained = this.db.batch() }
+        if (chained.length >= COMMIT_CHUNK_OPS) { await this.gate?.('index.commit'); await this.writes.run(() => chained.write()); chained = this.db.batch() }
         chunk = c
       }
       let t = bySeq.get(h.seq)
@@ -507,7 +513,7 @@ export class IndexDb {
     flushChunk()
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
     await this.gate?.('index.commit')
-    await chained.write({ sync: true } as object)
+    await this.writes.run(() => chained.write({ sync: true } as object))
   }
 
   /**
@@ -516,7 +522,7 @@ export class IndexDb {
    */
   async putSegments (records: Map<number, SegmentRecord>): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object)
+    await this.writes.run(() => this.db.batch([...records].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) })), { sync: true } as object))
   }
 
   /**
@@ -528,7 +534,7 @@ export class IndexDb {
    */
   async putPending (pending: PendingHeaders): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object)
+    await this.writes.run(() => this.db.batch([{ type: 'put', key: PENDING_HEADERS_KEY, value: pack(pending) }], { sync: true } as object))
   }
 
   /**
@@ -545,7 +551,7 @@ export class IndexDb {
     }
     if (ops.length === 0) return
     await this.gate?.('index.commit')
-    await this.db.batch(ops)
+    await this.writes.run(() => this.db.batch(ops))
   }
 
   /**
@@ -558,16 +564,16 @@ export class IndexDb {
   async putFreed (entries: Array<[number, EntryRecord]>, segments: Map<number, SegmentRecord>): Promise<void> {
     if (entries.length === 0 && segments.size === 0) return
     await this.gate?.('index.commit')
-    await this.db.batch([
+    await this.writes.run(() => this.db.batch([
       ...entries.map(([seq, e]) => ({ type: 'put' as const, key: numberKey(ENTRY_PREFIX, seq), value: pack(e) })),
       ...[...segments].map(([id, record]) => ({ type: 'put' as const, key: numberKey(SEGMENT_PREFIX, id), value: pack(record) }))
-    ])
+    ]))
   }
 
   /** The pending header writes are done and durable; not synced (redoing them is harmless). */
   async clearPending (): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.del(PENDING_HEADERS_KEY)
+    await this.writes.run(() => this.db.del(PENDING_HEADERS_KEY))
   }
 
   async pending (): Promise<PendingHeaders | undefined> {
@@ -587,7 +593,7 @@ export class IndexDb {
   /** Records the clean close, synced: the checkpoint it names is durable with it. */
   async putCleanClose (end: { seq: number, position: number }): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.batch([{ type: 'put', key: CLEAN_CLOSE_KEY, value: pack(end) }], { sync: true } as object)
+    await this.writes.run(() => this.db.batch([{ type: 'put', key: CLEAN_CLOSE_KEY, value: pack(end) }], { sync: true } as object))
   }
 
   /**
@@ -597,13 +603,13 @@ export class IndexDb {
    */
   async clearCleanClose (): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.batch([{ type: 'del', key: CLEAN_CLOSE_KEY }], { sync: true } as object)
+    await this.writes.run(() => this.db.batch([{ type: 'del', key: CLEAN_CLOSE_KEY }], { sync: true } as object))
   }
 
   /** Makes every write so far durable (a synced write flushes LevelDB's log). */
   async sync (): Promise<void> {
     await this.gate?.('index.sync')
-    await this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true } as object)
+    await this.writes.run(() => this.db.batch([{ type: 'put', key: VERSION_KEY, value: pack(INDEX_FORMAT_VERSION) }], { sync: true } as object))
   }
 
   /**
@@ -617,13 +623,13 @@ export class IndexDb {
   /** Puts rows as they are (loading an index checkpoint into an empty index), synced. */
   async load (rows: Array<[Buffer, Buffer]>): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.batch(rows.map(([key, value]) => ({ type: 'put' as const, key, value })), { sync: true } as object)
+    await this.writes.run(() => this.db.batch(rows.map(([key, value]) => ({ type: 'put' as const, key, value })), { sync: true } as object))
   }
 
   /** Drops every key: the index is then rebuilt from the log. */
   async clear (): Promise<void> {
     await this.gate?.('index.commit')
-    await this.db.clear()
+    await this.writes.run(() => this.db.clear())
   }
 
   async close (): Promise<void> {
