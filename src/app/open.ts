@@ -55,13 +55,25 @@ export function isParentError (err: unknown): boolean {
  * use. (Store.open alone serves library users whose stores have no external volumes.)
  */
 export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'> = {}, initialPoolDirs: string[] = [], access: Access = 'write'): Promise<{ store: Store, pool: Pool }> {
-  dir = path.resolve(dir)
+  return await openChain(path.resolve(dir), opts, initialPoolDirs, access, [])
+}
+
+/** How many clones deep a chain of clones may go (a clone of a clone of ...): a loop made by hand stops here. */
+const MAX_CLONE_DEPTH = 32
+
+async function openChain (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'>, initialPoolDirs: string[], access: Access, below: string[]): Promise<{ store: Store, pool: Pool }> {
   const clone = readCloneRecord(dir)
   if (!clone) return await openOwn(dir, opts, initialPoolDirs, access)
-  // A clone (src/clone): its parent's snapshot is opened for reading, for the reads that fall through.
+  // A clone (src/clone): its parent's snapshot is opened for reading, for the reads that fall
+  // through. The parent is opened the same clone-aware way: a clone of a clone reads, through
+  // its parent, the grandparent's blocks its parent never wrote (helper-84: it read zeros).
   let parent: Store
   try {
-    parent = (await openOwn(clone.parent, {}, [], 'read')).store
+    const chain = [...below, dir]
+    if (chain.includes(path.resolve(clone.parent)) || chain.length > MAX_CLONE_DEPTH) {
+      throw new LogdiskError('BAD_CONFIG', `its chain of clones ${[...chain, path.resolve(clone.parent)].join(' -> ')} loops or is deeper than ${MAX_CLONE_DEPTH}`)
+    }
+    parent = (await openChain(path.resolve(clone.parent), {}, [], 'read', chain)).store
   } catch (err) {
     const why = err instanceof LogdiskError && err.code === 'STORE_LOCKED' ? 'it is mounted or in use (a clone reads its parent\'s snapshot directly: unmount the parent first)' : (err as Error).message
     const e = new LogdiskError(err instanceof LogdiskError ? err.code : 'IO', `${dir} is a clone of snapshot ${clone.snapshot} of ${clone.parent}, which cannot be opened: ${why}`, err)

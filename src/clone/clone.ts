@@ -222,7 +222,7 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
     run = undefined
   }
   // The parent's snapshot image, block by block (holes skipped: they read as zeros anyway).
-  for await (const { block, data } of parent.imageAt(r.seq)) {
+  for await (const { block, data } of snapshotBlocks(parent, r)) {
     if (clone.hasVersion(block)) continue
     if (run && run.first + run.data.length === block && run.data.length < 256) run.data.push(data)
     else {
@@ -239,6 +239,30 @@ export async function promote (clone: Store, r: CloneRecord, parent: Store, onPr
   forgetClones(r.parent, [clone.config.uuid]) // by uuid: another clone's entry at this path stays
   onProgress?.(total, total)
   return { blocks, givenUp }
+}
+
+/**
+ * The blocks of `parent`'s snapshot that do not read as zeros, in block order. A parent that is
+ * a clone itself (a clone of a clone) reads the blocks it never wrote from its own parent, which
+ * its log does not hold: its snapshot is read whole, through that chain, and zero blocks are
+ * left out (helper-84: promote of a clone of a clone copied only its parent's own blocks).
+ */
+async function * snapshotBlocks (parent: Store, r: CloneRecord): AsyncGenerator<{ block: number, data: Buffer }> {
+  if (!parentOf(parent)) {
+    yield * parent.imageAt(r.seq)
+    return
+  }
+  const B = parent.blockBytes
+  const total = Math.ceil(parent.sizeBytes / B)
+  const zero = Buffer.alloc(B)
+  for (let first = 0; first < total; first += 256) {
+    const n = Math.min(256, total - first)
+    const chunk = await parent.readSnapshot(r.snapshot, first * B, n * B)
+    for (let i = 0; i < n && (i + 1) * B <= chunk.length; i++) {
+      const data = chunk.subarray(i * B, (i + 1) * B)
+      if (!data.equals(zero)) yield { block: first + i, data: Buffer.from(data) }
+    }
+  }
 }
 
 /** The parent a clone was opened with (openStore records it), for promote. */
