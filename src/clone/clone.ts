@@ -1,5 +1,6 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
 import { Store } from '../store'
@@ -28,6 +29,11 @@ export interface CloneRecord {
   seq: number
   createdAt: string
 }
+
+export const CLONES_LOCK_FILE = 'clones.json.lock'
+
+/** How long a writer of a parent's clones.json waits for another (a slow disk holds it for a rename and two fsyncs). */
+export const clonesLock = { waitMs: 60_000 }
 
 interface ClonesFile { format: 1, clones: Array<{ dir: string, uuid: string, snapshot: string, createdAt: string }> }
 
@@ -82,12 +88,88 @@ export function goneClonesOf (parent: string, snapshot: string): Array<{ dir: st
   return readClones(parent).clones.filter(c => c.snapshot === snapshot && !isThere(c, uuid)).map(c => ({ dir: c.dir, uuid: c.uuid }))
 }
 
+/**
+ * Runs `fn` (a read-modify-write of `parent`'s clones.json) holding the parent's
+ * clones.json.lock, taken with O_EXCL and naming its holder (pid and host). Two `clone`s of one
+ * parent each read the file, added their entry and renamed theirs over the other's, and one
+ * clone dropped out of it: the parent then let the snapshot it reads be deleted (helper-84). A
+ * lock left by a process gone from this host is taken over at once (renamed aside first, so
+ * that two takers cannot both remove a lock one of them has taken meanwhile); one held longer
+ * than clonesLock.waitMs is refused in one line.
+ */
+function withClonesLock<T> (parent: string, fn: () => T): T {
+  const lock = path.join(parent, CLONES_LOCK_FILE)
+  const me = `${process.pid} ${os.hostname()}`
+  const deadline = Date.now() + clonesLock.waitMs
+  while (true) {
+    try {
+      const fd = fs.openSync(lock, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644)
+      try { fs.writeSync(fd, `${me}\n`) } finally { fs.closeSync(fd) }
+      break
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EEXIST') throw new LogdiskError(code === 'EROFS' ? 'READ_ONLY' : 'IO', `${parent}: cannot take the lock of its ${CLONES_FILE} (${lock}): ${(err as Error).message}`, err)
+      const holder = readLockHolder(lock)
+      if (holder !== undefined && lockIsStale(lock, holder)) {
+        takeOverStale(lock, holder)
+        continue
+      }
+      if (Date.now() > deadline) {
+        const who = holder !== undefined && /^\d+ \S+$/.test(holder) ? `process ${holder.split(' ')[0]} on ${holder.split(' ')[1]}` : 'another process'
+        throw new LogdiskError('BUSY', `${parent}'s ${CLONES_FILE} is being changed by ${who} (its lock ${lock} is held); try again (a lock whose process is gone from this host is taken over at once)`)
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10) // clones.json changes are rare and short
+    }
+  }
+  try {
+    return fn()
+  } finally {
+    fs.rmSync(lock, { force: true })
+  }
+}
+
+function readLockHolder (lock: string): string | undefined {
+  try { return fs.readFileSync(lock, 'utf8').trim() } catch { return undefined }
+}
+
+/** A lock whose holder is gone from this host; or empty (its maker died before it wrote) for a while. */
+function lockIsStale (lock: string, holder: string): boolean {
+  const [pid, host] = holder.split(' ')
+  if (host === os.hostname() && Number(pid) > 0) return !isAlive(Number(pid))
+  try { return holder === '' && Date.now() - fs.statSync(lock).mtimeMs > 10_000 } catch { return false }
+}
+
+function isAlive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+/** Moves a stale lock aside; one taken by another process meanwhile (not the stale holder) is put back. */
+function takeOverStale (lock: string, holder: string): void {
+  const aside = `${lock}.stale-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  try { fs.renameSync(lock, aside) } catch { return }
+  if (readLockHolder(aside) !== holder) {
+    try { fs.linkSync(aside, lock) } catch { /* taken again meanwhile: that holder goes on */ }
+  }
+  fs.rmSync(aside, { force: true })
+}
+
+/** A read-modify-write of `parent`'s clones.json under its lock: `change` returns false when nothing changed. */
+function changeClones (parent: string, change: (f: ClonesFile) => boolean): boolean {
+  return withClonesLock(parent, () => {
+    const f = readClones(parent)
+    if (!change(f)) return false
+    writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+    return true
+  })
+}
+
 /** Drops from `parent`'s clones.json the entries of the clones `uuids` (the user says they were removed). */
 export function forgetClones (parent: string, uuids: string[]): void {
-  const f = readClones(parent)
-  const before = f.clones.length
-  f.clones = f.clones.filter(c => !uuids.includes(c.uuid))
-  if (f.clones.length !== before) writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
+  changeClones(parent, f => {
+    const before = f.clones.length
+    f.clones = f.clones.filter(c => !uuids.includes(c.uuid))
+    return f.clones.length !== before
+  })
 }
 
 /**
@@ -130,12 +212,15 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
  */
 export function registerClone (parent: string, dir: string, uuid: string, snapshot: string, createdAt = new Date().toISOString()): boolean {
   dir = path.resolve(dir)
-  const f = readClones(parent)
-  if (f.clones.some(c => c.dir === dir && c.uuid === uuid && c.snapshot === snapshot)) return false
-  f.clones = f.clones.filter(c => c.uuid !== uuid)
-  f.clones.push({ dir, uuid, snapshot, createdAt })
-  writeFileAtomic(path.join(parent, CLONES_FILE), JSON.stringify(f, null, 2) + '\n')
-  return true
+  // Read first without the lock: every open of a clone for writing comes here, and the entry is
+  // almost always there already (nothing to write, no lock to take in a parent that may be read-only).
+  if (readClones(parent).clones.some(c => c.dir === dir && c.uuid === uuid && c.snapshot === snapshot)) return false
+  return changeClones(parent, f => {
+    if (f.clones.some(c => c.dir === dir && c.uuid === uuid && c.snapshot === snapshot)) return false
+    f.clones = f.clones.filter(c => c.uuid !== uuid)
+    f.clones.push({ dir, uuid, snapshot, createdAt })
+    return true
+  })
 }
 
 /**
@@ -151,11 +236,13 @@ export function clonesReadingFrom (dir: string): string[] {
 /** Drops from `dir`'s clones.json the clones that read from another directory (a copy's, listing its original's). */
 export function forgetOthersClones (dir: string): void {
   dir = path.resolve(dir)
-  const f = readClones(dir)
-  const mine = f.clones.filter(c => namesParent(c.dir, dir))
-  if (mine.length !== f.clones.length && fs.existsSync(path.join(dir, CLONES_FILE))) {
-    writeFileAtomic(path.join(dir, CLONES_FILE), JSON.stringify({ ...f, clones: mine }, null, 2) + '\n')
-  }
+  if (!fs.existsSync(path.join(dir, CLONES_FILE))) return
+  changeClones(dir, f => {
+    const mine = f.clones.filter(c => namesParent(c.dir, dir))
+    if (mine.length === f.clones.length) return false
+    f.clones = mine
+    return true
+  })
 }
 
 /** Whether the clone at `clone` reads from the store at directory `parent` (its clone.json says so). */
