@@ -69,3 +69,31 @@ t.test('a copy of a store made on pool volumes takes writes after adopt', { time
     await s.close()
   }
 })
+
+/**
+ * A copy of a mirror=2 store on two pool volumes: adopt drops both (they are the original's)
+ * and the copy holds its segments in segments/ alone. It kept mirror=2, and a write needing a
+ * new segment failed with ENOSPC (helper-84). adopt lowers mirror to what the pool holds and says so.
+ */
+t.test('adopt of a copy of a mirror=2 store lowers mirror to the volumes it keeps', { timeout: 180_000 }, async t => {
+  const { dir, store, image } = await mirroredStore('adopt-mirror-lower')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const copy = path.join(dir, 'copy')
+  await must('cp', '-a', store, copy)
+  const adopted = await logdisk('adopt', copy)
+  t.equal(adopted.code, 0, `adopt: ${adopted.stderr}`)
+  t.match(adopted.stdout, new RegExp(`; mirror lowered from 2 to 1: its pool holds 1 volume now \\(add one with logdisk pool add, then logdisk policy set ${copy} mirror=2\\)`), 'adopt says it lowered mirror')
+  t.equal(adopted.stdout.trim().split('\n').length, 1, 'in its one line')
+  t.equal(JSON.parse(fs.readFileSync(path.join(copy, 'policy.json'), 'utf8')).mirror, 1, 'the copy\'s policy says mirror=1')
+  t.equal(JSON.parse(fs.readFileSync(path.join(store, 'policy.json'), 'utf8')).mirror, 2, 'the original keeps mirror=2')
+  const more = crypto.randomBytes(16 * MIB)
+  const { store: s } = await openStore(copy)
+  try {
+    await s.write(20 * MIB, more)
+    await s.flush()
+    t.equal(sha(await s.read(0, 12 * MIB)), sha(image.subarray(0, 12 * MIB)), 'what the original wrote reads back')
+    t.equal(sha(await s.read(20 * MIB, 16 * MIB)), sha(more), 'and the adopted copy takes new segments')
+  } finally {
+    await s.close()
+  }
+})

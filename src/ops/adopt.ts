@@ -7,7 +7,7 @@ import { archiveLink, archiveObjectName } from '../archive/link'
 import { DirTarget } from '../archive/dir'
 import { makeScratchDir, privateIndexView } from '../app/open'
 import { parseTarget } from '../archive/parse-target'
-import { readPolicy } from '../policy/policy'
+import { readPolicy, writePolicy } from '../policy/policy'
 import { OWNER_FILE, type PoolFile } from '../pool/pool'
 import { readMarker, reassign } from '../pool/volume-marker'
 import { baselineFiles, readBaselineIndex, writeBaselineIndex } from '../store/baseline'
@@ -74,6 +74,8 @@ export interface AdoptResult {
   volumesDropped: string[]
   /** The store's own segments/ had no capacity (create --pool) and is now its only volume: it takes segments again. */
   internalCapacityRestored?: boolean
+  /** A copy's policy asked for more mirror copies than the volumes left in its pool: lowered to that. */
+  mirrorLowered?: { from: number, to: number }
   archivedCopied: number
   baseline: boolean
 }
@@ -288,6 +290,15 @@ async function commit (dir: string, index: IndexDb, records: Map<number, Segment
     }
     writeFileAtomic(poolFile, JSON.stringify(pool, null, 2) + '\n')
     result.volumesDropped = [...dropped]
+  }
+  // mirror=2 with the original's volumes gone: a copy whose pool cannot hold two copies kept
+  // mirror=2, and every write that needed a new segment failed with ENOSPC (helper-84). It is
+  // lowered to what the pool holds (checked again on a resumed adopt: the pool file went first).
+  const policy = readPolicy(dir)
+  const volumesLeft = pool ? pool.volumes.length : 1
+  if (intent.copyOf !== null && policy.mirror > volumesLeft) {
+    result.mirrorLowered = { from: policy.mirror, to: volumesLeft }
+    writePolicy(dir, { ...policy, mirror: volumesLeft as typeof policy.mirror })
   }
   if (batch.segments.size > 0) {
     const checkpoint = await index.checkpoint()

@@ -17,6 +17,7 @@ export function register (program: Command): void {
       if (r.volumesRenamed.length > 0) parts.push(`pool volume(s) ${r.volumesRenamed.join(', ')} follow the new identity`)
       if (r.volumesDropped.length > 0) parts.push(`pool volume(s) ${r.volumesDropped.join(', ')} belong to the original and left this store's pool`)
       if (r.internalCapacityRestored) parts.push(`${path.join(dir, 'segments')} is its only pool volume now and takes new segments (add others with logdisk pool add)`)
+      if (r.mirrorLowered) parts.push(`mirror lowered from ${r.mirrorLowered.from} to ${r.mirrorLowered.to}: its pool holds ${r.mirrorLowered.to} volume${r.mirrorLowered.to > 1 ? 's' : ''} now (add one with logdisk pool add, then logdisk policy set ${dir} mirror=${r.mirrorLowered.from})`)
       if (r.archivedCopied > 0) parts.push(`${r.archivedCopied} archived segment(s) copied under the new identity`)
       if (r.baseline) parts.push('baseline re-stamped')
       console.log(`adopted ${dir}${r.copyOf ? ` (a copy of ${r.copyOf})` : ''}: identity ${r.from} -> ${r.to}; ${parts.join('; ')}`)
