@@ -19,7 +19,7 @@ import { storeArchiveLink } from '../archive/owned-link'
 import { retainFrom } from '../replicate/gate'
 import { readReplicaSource, replicaSourceLink } from '../replicate/source-link'
 import type { ArchiveLink } from '../store/archive-link'
-import { checkParent, parentHolds, readCloneRecord, recordParent, registerClone } from '../clone/clone'
+import { checkParent, parentHolds, readCloneRecord, recordParent, refuseInterruptedClone, registerClone } from '../clone/clone'
 import type { ReplicationManager } from '../replicate/manager'
 
 /**
@@ -62,6 +62,7 @@ export async function openStore (dir: string, opts: Omit<OpenOptions, 'home' | '
 const MAX_CLONE_DEPTH = 32
 
 async function openChain (dir: string, opts: Omit<OpenOptions, 'home' | 'readOnly'>, initialPoolDirs: string[], access: Access, below: string[]): Promise<{ store: Store, pool: Pool }> {
+  refuseInterruptedClone(dir)
   const clone = readCloneRecord(dir)
   if (!clone) return await openOwn(dir, opts, initialPoolDirs, access)
   // A clone (src/clone): its parent's snapshot is opened for reading, for the reads that fall

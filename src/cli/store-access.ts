@@ -1,3 +1,4 @@
+import { refuseInterruptedClone } from '../clone/clone'
 import { warn } from './output'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -39,6 +40,7 @@ function who (): string {
  */
 export function prepareStore (storeArg: string, access: Access, opts: { adopting?: boolean } = {}): PreparedStore {
   const dir = path.resolve(storeArg)
+  refuseInterruptedClone(dir)
   let st: fs.Stats
   try {
     st = fs.statSync(dir)

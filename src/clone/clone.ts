@@ -180,6 +180,8 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
   parent = path.resolve(parent)
   dir = path.resolve(dir)
   const pc = readConfig(parent)
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new LogdiskError('BAD_ARGUMENT', `${dir} is not empty; give a new or empty directory for the clone`)
+  removeInterruptedClones(dir, parent)
   const uuid = crypto.randomUUID()
   const record: CloneRecord = { format: 1, parent, parentUuid: pc.uuid, snapshot: snap.name, seq: snap.seq, createdAt: new Date().toISOString() }
   // Registered in the parent before the clone exists: a `clone` killed after this line leaves
@@ -188,16 +190,79 @@ export async function makeClone (parent: string, snap: { name: string, seq: numb
   // not know of until it was first opened for writing, and the snapshot it reads could be
   // deleted meanwhile (a known defect). A failure that is not a kill takes the entry back.
   registerClone(parent, dir, uuid, snap.name, record.createdAt)
+  // Made whole in a directory beside the target, then renamed into place: a `clone` killed
+  // before it wrote clone.json left a plain empty store there, which mounted as an all-zero
+  // disk (helper-84). Killed before the rename, it leaves only that directory, which the next
+  // `clone` to the same target removes (and an open of the target names).
+  const building = path.join(path.dirname(dir), `${BUILDING_PREFIX(dir)}${process.pid}-${uuid}`)
   try {
+    fs.mkdirSync(path.dirname(dir), { recursive: true })
     // The snapshot's size (the volume's at its cut; the parent's now for a snapshot of a release before it).
-    const config = await Store.create(dir, { sizeBytes: snap.sizeBytes ?? pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
-    writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
+    let config = await Store.create(building, { sizeBytes: snap.sizeBytes ?? pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
+    writeFileAtomic(path.join(building, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
+    let inPlace = false
+    try {
+      fs.renameSync(building, dir) // a missing target, or an empty directory (replaced)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EXDEV' && code !== 'EBUSY') throw err
+      inPlace = true // a mount point: made in place, clone.json last (a kill in between leaves a plain store)
+    }
+    if (inPlace) {
+      fs.rmSync(building, { recursive: true, force: true })
+      config = await Store.create(dir, { sizeBytes: snap.sizeBytes ?? pc.sizeBytes, blockBytes: pc.blockBytes, segmentBytes: pc.segmentBytes, uuid })
+      writeFileAtomic(path.join(dir, CLONE_FILE), JSON.stringify(record, null, 2) + '\n')
+    } else {
+      syncDir(path.dirname(dir))
+    }
     recordIdentity(dir, config)
   } catch (err) {
+    fs.rmSync(building, { recursive: true, force: true })
     try { forgetClones(parent, [uuid]) } catch { /* the entry stays: the guard asks about it */ }
     throw err
   }
   return record
+}
+
+/** The name a clone being made into `dir` has beside it until it is complete: `.<name>.cloning-<pid>-<uuid>`. */
+const BUILDING_PREFIX = (dir: string): string => `.${path.basename(dir)}.cloning-`
+
+function syncDir (dir: string): void {
+  const fd = fs.openSync(dir, 'r')
+  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+}
+
+/** What `clone`s into `dir` killed before they were done left beside it (their process is gone). */
+export function interruptedClones (dir: string): Array<{ path: string, uuid: string }> {
+  dir = path.resolve(dir)
+  const prefix = BUILDING_PREFIX(dir)
+  let names: string[]
+  try { names = fs.readdirSync(path.dirname(dir)) } catch { return [] }
+  const out: Array<{ path: string, uuid: string }> = []
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue
+    const m = /^(\d+)-(.+)$/.exec(n.slice(prefix.length))
+    if (!m || isAlive(Number(m[1]))) continue
+    out.push({ path: path.join(path.dirname(dir), n), uuid: m[2] })
+  }
+  return out
+}
+
+/** Removes what killed `clone`s into `dir` left, and their entries in `parent`'s clones.json (those clones never existed). */
+function removeInterruptedClones (dir: string, parent: string): void {
+  for (const left of interruptedClones(dir)) {
+    let from = parent
+    try { from = readCloneRecord(left.path)?.parent ?? parent } catch { /* unreadable: the parent cloned from now */ }
+    fs.rmSync(left.path, { recursive: true, force: true })
+    try { forgetClones(from, [left.uuid]) } catch { /* the entry stays: the guard asks about it */ }
+  }
+}
+
+/** An open of `dir` that holds no store while a `clone` into it was interrupted: one line saying so. */
+export function refuseInterruptedClone (dir: string): void {
+  const left = interruptedClones(dir)
+  if (left.length === 0 || fs.existsSync(path.join(dir, 'store.json'))) return
+  throw new LogdiskError('STORE_NOT_FOUND', `no store at ${dir}: a logdisk clone into it was interrupted before it was finished (it left ${left[0].path}, which nothing reads); run the clone again (it removes what was left) or remove that directory`)
 }
 
 /**
