@@ -8,6 +8,7 @@ import { SMALL_FILES_ROOM_BYTES, readConfig, type StoreConfig } from '../store/c
 import { adoptUnfinishedWarning, checkIdentity, copyError, type IdentityCheck } from '../store/identity'
 import { readPartial, unfinishedError } from '../replicate/partial'
 import type { Access } from '../app/open'
+import { isAlive, readDaemonInfo } from '../daemon/paths'
 
 const READ_ONLY_HINT = 'read-only commands (status, snapshots, log, diff, verify, restore, export, send, pool list) work as is'
 
@@ -87,7 +88,7 @@ export function prepareStore (storeArg: string, access: Access, opts: { adopting
 }
 
 /** Refuses, in one line and before anything is written, a store this user cannot write or whose disk is full. */
-export function assertWritable (dir: string): void {
+export function assertWritable (dir: string, statfs: (p: string) => { bavail: number, bsize: number } = fs.statfsSync): void {
   for (const p of [dir, path.join(dir, 'index')]) {
     if (!fs.existsSync(p)) continue
     try {
@@ -98,14 +99,50 @@ export function assertWritable (dir: string): void {
       throw new LogdiskError('READ_ONLY', `${dir} is not writable by ${who()} (${code} on ${p}): this command writes to the store; run it as the store's owner; ${READ_ONLY_HINT}`, err)
     }
   }
-  let free: number | undefined
-  try {
-    const s = fs.statfsSync(dir)
-    free = s.bavail * s.bsize
-  } catch { /* unknown: let the writes say */ }
-  if (free !== undefined && free < SMALL_FILES_ROOM_BYTES) {
-    throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${SMALL_FILES_ROOM_BYTES / 1024 / 1024} MiB for the index and log): free some space and retry; ${READ_ONLY_HINT}`)
+  const freeNow = (): number | undefined => {
+    try {
+      const s = statfs(dir)
+      return s.bavail * s.bsize
+    } catch { return undefined } // unknown: let the writes say
   }
+  let free = freeNow()
+  if (free === undefined || free >= SMALL_FILES_ROOM_BYTES) return
+  // <store>/cache holds archived segments fetched back for reads, thrown away at every open:
+  // after a kill they stayed, and on a small filesystem they were what kept the store from
+  // mounting again (helper-85). Removed here when no mount daemon of the store runs.
+  const cache = path.join(dir, 'cache')
+  const cached = bytesIn(cache)
+  const daemon = readDaemonInfo(dir)
+  const live = daemon !== undefined && path.resolve(daemon.store) === dir && daemon.pid !== process.pid && isAlive(daemon.pid) ? daemon.pid : undefined
+  let note = ''
+  if (cached > 0 && live === undefined) {
+    for (const f of listDir(cache)) fs.rmSync(path.join(cache, f), { force: true })
+    free = freeNow() ?? free
+    if (free >= SMALL_FILES_ROOM_BYTES) {
+      warn(`removed ${formatBytes(cached)} of archived segments fetched back into ${cache} by an earlier run (throwaway) to make room on its filesystem`)
+      return
+    }
+  } else if (cached > 0) {
+    note = ` (${cache} holds ${formatBytes(cached)} of archived segments fetched back by the mount daemon, pid ${live}: they are removed when it unmounts)`
+  }
+  throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${SMALL_FILES_ROOM_BYTES / 1024 / 1024} MiB for the index and log)${note}: free some space and retry; ${READ_ONLY_HINT}`)
+}
+
+function listDir (dir: string): string[] {
+  try {
+    return fs.readdirSync(dir)
+  } catch {
+    return []
+  }
+}
+
+/** Bytes in the files of a flat directory (0 when it cannot be listed). */
+function bytesIn (dir: string): number {
+  let n = 0
+  for (const f of listDir(dir)) {
+    try { n += fs.statSync(path.join(dir, f)).size } catch { /* gone meanwhile */ }
+  }
+  return n
 }
 
 /** The first path component of `p` that is a file (for ENOTDIR messages). */

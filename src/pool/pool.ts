@@ -10,6 +10,7 @@ import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home
 import type { Store } from '../store'
 import { MARKER_FILE, claim, ensureMarker, missingReason, readMarker, release } from './volume-marker'
 import { makeDirs } from '../make-dirs'
+import { filesystemHeadroom } from '../store/headroom'
 
 /**
  * A store's storage pool (seed 002): directories ("pool volumes"), each with a capacity,
@@ -33,6 +34,7 @@ import { makeDirs } from '../make-dirs'
  * store has none yet, goes to the open's scratch directory.
  */
 export { OWNER_FILE } from '../store/identity'
+export { filesystemHeadroom } from '../store/headroom'
 /** The volume of a read-only open's scratch directory. */
 export const SCRATCH_VOLUME = 'scratch'
 
@@ -887,29 +889,8 @@ function assignedTotals (volumes: VolumeStatus[]): { usedBytes: number, capacity
   return { usedBytes: assigned.reduce((n, v) => n + v.usedBytes, 0), capacityBytes: assigned.reduce((n, v) => n + v.capacityBytes, 0) }
 }
 
-/**
- * What a volume without a declared capacity leaves free on its filesystem: 2% of it, at least
- * 256 MiB (or a tenth of a small one). Its capacity was all the free space, so the log filled
- * the filesystem to its last byte (measured: 79 GiB of segments on this machine's root), and
- * then nothing could be written there: not the index beside the segments, not the daemon's
- * log, not another program's files. The pool now says NO_SPACE first, while the store and
- * its neighbours can still write (ZFS keeps a "slop" of 1/32 of a pool for the same reason).
- * Never less than 8 MiB (or half a small filesystem): a command that writes refuses to run
- * below 4 MiB free (store-access.ts), and a 4 MiB headroom on a 40 MiB filesystem, less what
- * the index's checkpoints took from it, left a store that could not be mounted again (a
- * hostile test, helper-56); twice that leaves the index room to grow.
- */
-export function filesystemHeadroom (filesystemBytes: number): number {
-  // Whole bytes: capacities derived from it are printed (pool list --json) and compared.
-  return Math.ceil(Math.max(HEADROOM_FRACTION * filesystemBytes, Math.min(HEADROOM_MIN_BYTES, filesystemBytes / 10), Math.min(HEADROOM_FLOOR_BYTES, filesystemBytes / 2)))
-}
-
 /** The segments of a volume that may still be filling: the log's current one and the one made ahead. */
 const GROWING_SEGMENTS = 2
-
-const HEADROOM_FRACTION = 0.02
-const HEADROOM_MIN_BYTES = 256 * 1024 * 1024
-const HEADROOM_FLOOR_BYTES = 8 * 1024 * 1024
 
 /** Bytes this process may still write on `dir`'s filesystem (0 when it cannot be asked). */
 function filesystemRoom (dir: string): number {

@@ -77,6 +77,25 @@ export interface FileLayer {
   punchHole (file: string, offset: number, length: number): Promise<void>
   /** punchHole for many ranges of one file at once (a layer without it gets one call per range). */
   punchHoles?: (file: string, ranges: Array<[offset: number, length: number]>) => Promise<void>
+  /**
+   * Room on the filesystem holding `dir`: bytes this process may still write there and the
+   * filesystem's size (statfs). undefined, or a layer without it: unknown (the writes say).
+   * The fetch-back cache (reader.ts) keeps the store's filesystem above a reserve with it.
+   */
+  room?: (dir: string) => Promise<FilesystemRoom | undefined>
+}
+
+/** What FileLayer.room answers. */
+export interface FilesystemRoom { freeBytes: number, totalBytes: number }
+
+/** `layer.room(dir)` when the layer has it and it answers, else undefined. */
+export async function roomOf (layer: FileLayer, dir: string): Promise<FilesystemRoom | undefined> {
+  if (!layer.room) return undefined
+  try {
+    return await layer.room(dir)
+  } catch {
+    return undefined
+  }
 }
 
 /** Punches `ranges` of `file` through the layer's batch call when it has one. */
@@ -284,6 +303,14 @@ export const nodeFileLayer: FileLayer = {
       }
     }
     for (const [offset, length] of ranges) await nodeFileLayer.punchHole(file, offset, length)
+  },
+  async room (dir) {
+    try {
+      const st = await fs.promises.statfs(dir)
+      return { freeBytes: st.bavail * st.bsize, totalBytes: st.blocks * st.bsize }
+    } catch {
+      return undefined
+    }
   },
   async syncDir (dir) {
     const fd = await call<number>(`open ${dir}`, cb => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, cb))

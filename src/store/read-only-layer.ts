@@ -33,7 +33,8 @@ export function readOnlyLayer (base: FileLayer, scratchDir: string): FileLayer {
     async rename (from, to) { if (!inScratch(from) || !inScratch(to)) refuse('rename', from); return base.rename(from, to) },
     async mkdirp (dir) { if (!inScratch(dir)) refuse('mkdir', dir); return base.mkdirp(dir) },
     syncDir: dir => inScratch(dir) ? base.syncDir(dir) : Promise.resolve(),
-    async punchHole (file, offset, length) { if (!inScratch(file)) refuse('punch a hole in', file); return base.punchHole(file, offset, length) }
+    async punchHole (file, offset, length) { if (!inScratch(file)) refuse('punch a hole in', file); return base.punchHole(file, offset, length) },
+    ...(base.room ? { room: base.room } : {})
   }
 }
 

@@ -1,10 +1,12 @@
 import path from 'node:path'
-import { LogdiskError, isLogdiskError } from '../errors'
+import { LogdiskError, isFilesystemFull, isLogdiskError } from '../errors'
+import { formatBytes } from '../size-text'
 import type { ArchiveLink } from './archive-link'
 import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { firstBadBlock } from './block-check'
 import { crc32c } from './crc'
-import { readUpTo, type FileHandle } from './file-layer'
+import { readUpTo, roomOf, type FileHandle } from './file-layer'
+import { filesystemHeadroom } from './headroom'
 import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
 import { segmentOf, type BlocksRead, type StoreParts, type ReaderPart, type IoOptions } from './parts'
@@ -67,6 +69,8 @@ export class Reader implements ReaderPart {
   private readonly openSegments = new Map<number, Segment>() // insertion order = LRU order
   private baselineFile: Promise<FileHandle> | undefined
   private readonly cacheOrder: number[] = []
+  /** Bytes of fetched copies being written into the cache (makeRoom counts them as taken). */
+  private writingBytes = 0
   /** Fetches from backing storage in flight, by segment id. */
   private readonly fetching = new Map<number, Promise<void>>()
   /** Fetched copies being opened, by segment id: how many callers (eviction spares them). */
@@ -708,29 +712,86 @@ export class Reader implements ReaderPart {
     if (!this.cacheOrder.includes(id) && !fetching) {
       fetching = (async () => {
         const data = await link.get(id).catch(err => { throw unfetchable(id, err) })
-        await layer.mkdirp(dir)
-        const tmp = `${file}.fetch`
-        const h = await layer.open(tmp, true)
+        await layer.mkdirp(dir).catch(err => { throw uncacheable(id, dir, err) })
+        await this.makeRoom(dir, data.length, id)
+        this.writingBytes += data.length
         try {
-          await h.truncate(0)
-          await h.writev([data], 0)
+          await this.writeFetched(file, data)
+        } catch (err) {
+          // No room after all (another program wrote meanwhile, or the filesystem cannot say):
+          // the partial file is gone (writeFetched); every copy not in use makes way, once.
+          if (!isFilesystemFull(err) && !isLogdiskError(err, 'NO_SPACE')) throw uncacheable(id, dir, err)
+          await this.evictCached(dir, this.cacheOrder.length)
+          await this.writeFetched(file, data).catch(err => { throw uncacheable(id, dir, err) })
         } finally {
-          await h.close()
+          this.writingBytes -= data.length
         }
-        await layer.rename(tmp, file)
         this.cacheOrder.push(id)
-        while (this.cacheOrder.length > MAX_CACHED_SEGMENTS) {
-          const at = this.cacheOrder.findIndex(o => !this.opening.has(o))
-          if (at < 0) break // all being opened: over the bound until a later fetch evicts
-          const old = this.cacheOrder.splice(at, 1)[0]
-          this.forgetHandle(old)
-          await layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined)
-        }
+        await this.evictCached(dir, this.cacheOrder.length - MAX_CACHED_SEGMENTS)
       })().finally(() => this.fetching.delete(id))
       this.fetching.set(id, fetching)
     }
     await fetching
     return Segment.open(layer, cache, [CACHE_VOLUME], id, this.p.geometry, this.p.logger)
+  }
+
+  /** Writes a fetched segment into the cache under a temporary name, renamed once whole; on failure no partial file stays. */
+  private async writeFetched (file: string, data: Buffer): Promise<void> {
+    const layer = this.p.layer
+    const tmp = `${file}.fetch`
+    try {
+      const h = await layer.open(tmp, true)
+      try {
+        await h.truncate(0)
+        await h.writev([data], 0)
+      } finally {
+        await h.close()
+      }
+      await layer.rename(tmp, file)
+    } catch (err) {
+      await layer.remove(tmp).catch(() => undefined)
+      throw err
+    }
+  }
+
+  /**
+   * Deletes up to `n` of the oldest fetched copies that no open waits for (a read holding
+   * one keeps its open handle). Resolves once their files are gone.
+   */
+  private async evictCached (dir: string, n: number): Promise<void> {
+    const gone: Array<Promise<void>> = []
+    for (let k = 0; k < n; k++) {
+      const at = this.cacheOrder.findIndex(o => !this.opening.has(o))
+      if (at < 0) break // all being opened: over the bound until a later fetch evicts
+      const old = this.cacheOrder.splice(at, 1)[0]
+      this.forgetHandle(old)
+      gone.push(this.p.layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined))
+    }
+    await Promise.all(gone)
+  }
+
+  /**
+   * Makes room in the cache for a copy of `bytes`: the cache never takes the store's
+   * filesystem below its headroom (filesystemHeadroom: what the pool leaves free there, at
+   * least twice the 4 MiB a command that writes needs), so the index's checkpoints and the
+   * daemon's log still have room (helper-85: fetched copies filled a 14 MiB filesystem and
+   * every later read of archived data and every checkpoint failed with ENOSPC). The oldest
+   * copies not in use are deleted first; when even an empty cache leaves too little, the
+   * fetch fails (IO: the read is EIO) and writes nothing.
+   */
+  private async makeRoom (dir: string, bytes: number, id: number): Promise<void> {
+    for (;;) {
+      const room = await roomOf(this.p.layer, dir)
+      if (room === undefined) return // unknown: the write says
+      const reserve = filesystemHeadroom(room.totalBytes)
+      // Other fetches writing meanwhile take their room too (statfs counts only what they wrote).
+      if (room.freeBytes - this.writingBytes - bytes >= reserve) return
+      const before = this.cacheOrder.length
+      await this.evictCached(dir, 1)
+      if (this.cacheOrder.length === before) {
+        throw new LogdiskError('IO', `segment ${id} is archived, and there is no room to fetch it back into ${dir}: ${formatBytes(room.freeBytes)} free on its filesystem, and the fetched copy (${formatBytes(bytes)}) would leave less than the ${formatBytes(reserve)} kept free there for the index and logs; free some space there`)
+      }
+    }
   }
 
   private cacheHome (): SegmentHome {
@@ -782,6 +843,16 @@ class CacheProbe {
   found (hit: boolean): void {
     this.rate += ((hit ? 1 : 0) - this.rate) / 16
   }
+}
+
+/**
+ * A fetched copy that cannot be written into the cache (no room, the directory not writable):
+ * the read fails with IO (EIO), as other read failures do, not with the cache's own ENOSPC
+ * (a reader got "No space left on device" from read(2): helper-85).
+ */
+function uncacheable (id: number, dir: string, err: unknown): LogdiskError {
+  if (isLogdiskError(err, 'IO')) return err
+  return new LogdiskError('IO', `segment ${id} is archived, and fetching it back into ${dir} failed: ${(err as Error).message}`, err)
 }
 
 /**

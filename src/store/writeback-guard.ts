@@ -47,7 +47,8 @@ export class WritebackGuard {
       mkdirp: dir => this.base.mkdirp(dir),
       syncDir: dir => this.base.syncDir(dir),
       punchHole: (file, offset, length) => this.base.punchHole(file, offset, length),
-      ...(this.base.punchHoles ? { punchHoles: (file: string, ranges: Array<[number, number]>) => this.base.punchHoles!(file, ranges) } : {})
+      ...(this.base.punchHoles ? { punchHoles: (file: string, ranges: Array<[number, number]>) => this.base.punchHoles!(file, ranges) } : {}),
+      ...(this.base.room ? { room: (dir: string) => this.base.room!(dir) } : {})
     }
   }
 
