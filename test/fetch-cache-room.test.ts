@@ -54,14 +54,32 @@ function memoryLink (): ArchiveLink {
 /**
  * The real file layer, with <store>/cache on a simulated filesystem of `totalBytes` of which
  * `others()` are taken by other files: writes there past what is left fail with ENOSPC (the
- * part that fits written first), and room() (when `answersRoom`) says what is left.
+ * part that fits written first), and room() (when `answersRoom`) says what is left. As on a
+ * real filesystem, a file deleted while a handle is open on it keeps its blocks until the
+ * last one closes (or it is truncated).
  */
 function smallCacheLayer (cacheDir: string, totalBytes: number, others: () => number, answersRoom: boolean): FileLayer {
-  const free = (): number => Math.max(0, totalBytes - others() - bytesIn(cacheDir))
+  interface Node { handles: number, unlinked: boolean, size: number }
+  const nodes = new Map<string, Node>()
+  const held = new Set<Node>() // deleted, still open
+  const heldBytes = (): number => [...held].reduce((n, x) => n + x.size, 0)
+  const free = (): number => Math.max(0, totalBytes - others() - bytesIn(cacheDir) - heldBytes())
   const inCache = (file: string): boolean => path.dirname(path.resolve(file)) === cacheDir
-  const guarded = (h: FileHandle, file: string): FileHandle => new Proxy(h, {
+  const guarded = (h: FileHandle, file: string, node: Node): FileHandle => new Proxy(h, {
     get (target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver)
+      if (prop === 'close') {
+        return async (): Promise<void> => {
+          await target.close()
+          if (--node.handles === 0) held.delete(node)
+        }
+      }
+      if (prop === 'truncate') {
+        return async (length: number): Promise<void> => {
+          await target.truncate(length)
+          if (node.unlinked) node.size = Math.min(node.size, length)
+        }
+      }
       if (prop !== 'writev') return typeof v === 'function' ? v.bind(target) : v
       return async (buffers: Buffer[], position: number): Promise<void> => {
         const data = Buffer.concat(buffers)
@@ -74,11 +92,35 @@ function smallCacheLayer (cacheDir: string, totalBytes: number, others: () => nu
       }
     }
   })
+  const nodeOf = (file: string): Node => {
+    let node = nodes.get(file)
+    if (!node) nodes.set(file, node = { handles: 0, unlinked: false, size: 0 })
+    return node
+  }
   return {
     ...nodeFileLayer,
     async open (file, create) {
       const h = await nodeFileLayer.open(file, create)
-      return inCache(file) ? guarded(h, file) : h
+      if (!inCache(file)) return h
+      const node = nodeOf(path.resolve(file))
+      node.handles++
+      return guarded(h, path.resolve(file), node)
+    },
+    async remove (file) {
+      const node = nodes.get(path.resolve(file))
+      if (node && inCache(file)) {
+        nodes.delete(path.resolve(file))
+        node.unlinked = true
+        try { node.size = fs.statSync(file).size } catch { node.size = 0 }
+        if (node.handles > 0) held.add(node)
+      }
+      await nodeFileLayer.remove(file)
+    },
+    async rename (from, to) {
+      await nodeFileLayer.rename(from, to)
+      const node = nodes.get(path.resolve(from))
+      nodes.delete(path.resolve(from))
+      if (node) nodes.set(path.resolve(to), node)
     },
     room: answersRoom ? async dir => path.resolve(dir) === cacheDir ? { freeBytes: free(), totalBytes } : await nodeFileLayer.room!(dir) : undefined
   }

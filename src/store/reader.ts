@@ -478,12 +478,15 @@ export class Reader implements ReaderPart {
           }
         }
       }
-      if (short) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + bad}'s data`)
+      const id = segmentOf(this.p.config, pos)
+      // A fetched copy emptied under this read (evictCached truncates a copy before it deletes
+      // it, so that its room is free at once, not when the last handle closes): fetched again.
+      const evicted = short && segment !== undefined && !local && !this.cacheOrder.includes(id)
+      if (short && !evicted) throw new LogdiskError('CORRUPT', `${file} ends before block ${block + bad}'s data`)
       // Compaction punches dead data out of archived segments: old versions come back
       // from backing storage (restores at old points, old snapshots). A local handle may
       // also be one taken just before archiving removed the segment's local copy.
-      const id = segmentOf(this.p.config, pos)
-      if (local && this.p.segments.isArchived(id)) {
+      if ((local || evicted) && this.p.segments.isArchived(id)) {
         const archived = await this.fetchArchived(id)
         const again = Buffer.allocUnsafe(run * B)
         const got = await readUpTo(archived.handle, again, offset)
@@ -765,9 +768,25 @@ export class Reader implements ReaderPart {
       if (at < 0) break // all being opened: over the bound until a later fetch evicts
       const old = this.cacheOrder.splice(at, 1)[0]
       this.forgetHandle(old)
-      gone.push(this.p.layer.remove(path.join(dir, segmentFileName(old))).catch(() => undefined))
+      gone.push(this.dropCached(path.join(dir, segmentFileName(old))))
     }
     await Promise.all(gone)
+  }
+
+  /**
+   * Deletes a fetched copy, emptied first: a handle still open on it (forgetHandle closes it
+   * only once the reads in flight are done, the read that needs the room among them) would
+   * otherwise keep its blocks taken, and the room asked for would never come (a 14 MiB tmpfs:
+   * three copies evicted, none freed, the read failed). A read still on it finds it short and
+   * fetches the segment again (readRun).
+   */
+  private async dropCached (file: string): Promise<void> {
+    const layer = this.p.layer
+    try {
+      const h = await layer.open(file, false)
+      try { await h.truncate(0) } finally { await h.close() }
+    } catch { /* gone already, or cannot be emptied: removed all the same */ }
+    await layer.remove(file).catch(() => undefined)
   }
 
   /**
