@@ -200,6 +200,12 @@ t.test('after a kill, a command that writes removes the cache left behind when i
   const statfs = (): { bavail: number, bsize: number } => ({ bavail: (5 * MiB - bytesIn(cache)) / 4096, bsize: 4096 })
   t.doesNotThrow(() => assertWritable(dir, statfs), 'not refused: the cache made the difference')
   t.equal(bytesIn(cache), 0, 'the cache is gone')
+  // A cache that a live process holding the store may be reading is kept; the refusal says so.
+  fs.writeFileSync(path.join(cache, 'seg-000000000003.log'), Buffer.alloc(2 * MiB))
+  fs.writeFileSync(path.join(dir, 'holder.json'), JSON.stringify({ pid: process.ppid, holder: 'logdisk compact' }))
+  t.throws(() => assertWritable(dir, statfs), new RegExp(`holds 2\\.0 MiB of archived segments fetched back by the running process ${process.ppid}`), 'kept while a live process holds the store, and the refusal says so')
+  t.equal(bytesIn(cache), 2 * MiB, 'the cache is kept')
+  fs.rmSync(path.join(dir, 'holder.json'))
   // With no cache to remove, the refusal stands.
   const full = (): { bavail: number, bsize: number } => ({ bavail: 256, bsize: 4096 })
   t.throws(() => assertWritable(dir, full), /no space left on the filesystem/, 'refused when the cache is not the reason')

@@ -113,7 +113,9 @@ export function assertWritable (dir: string, statfs: (p: string) => { bavail: nu
   const cache = path.join(dir, 'cache')
   const cached = bytesIn(cache)
   const daemon = readDaemonInfo(dir)
-  const live = daemon !== undefined && path.resolve(daemon.store) === dir && daemon.pid !== process.pid && isAlive(daemon.pid) ? daemon.pid : undefined
+  let live = daemon !== undefined && path.resolve(daemon.store) === dir && daemon.pid !== process.pid && isAlive(daemon.pid) ? daemon.pid : undefined
+  // A command that holds the unmounted store (holder.json) may be reading copies there too.
+  if (live === undefined) live = liveHolder(dir)
   let note = ''
   if (cached > 0 && live === undefined) {
     for (const f of listDir(cache)) fs.rmSync(path.join(cache, f), { force: true })
@@ -123,9 +125,19 @@ export function assertWritable (dir: string, statfs: (p: string) => { bavail: nu
       return
     }
   } else if (cached > 0) {
-    note = ` (${cache} holds ${formatBytes(cached)} of archived segments fetched back by the mount daemon, pid ${live}: they are removed when it unmounts)`
+    note = ` (${cache} holds ${formatBytes(cached)} of archived segments fetched back by the running process ${live} that holds the store: they are removed when it is done or unmounts)`
   }
   throw new LogdiskError('NO_SPACE', `no space left on the filesystem of ${dir} (${formatBytes(free)} free; a command that writes needs at least ${SMALL_FILES_ROOM_BYTES / 1024 / 1024} MiB for the index and log)${note}: free some space and retry; ${READ_ONLY_HINT}`)
+}
+
+/** The pid of a live process other than this one that holder.json (store-open.ts, HOLDER_FILE) says holds the store. */
+function liveHolder (dir: string): number | undefined {
+  try {
+    const { pid } = JSON.parse(fs.readFileSync(path.join(dir, 'holder.json'), 'utf8')) as { pid?: unknown }
+    return typeof pid === 'number' && pid !== process.pid && isAlive(pid) ? pid : undefined
+  } catch {
+    return undefined
+  }
 }
 
 function listDir (dir: string): string[] {
