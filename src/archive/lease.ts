@@ -284,20 +284,8 @@ export class Lease {
       if (live && !(options.takeover === true && seen !== undefined && seen.generation === cur.generation)) {
         throw Lease.held(target, name, cur, skewMs)
       }
-      const at = new Date(now())
-      const next: LeaseRecord = {
-        format: 1,
-        version: top + 1,
-        generation: Math.max((cur?.generation ?? 0) + 1, options.minGeneration ?? 0),
-        holder: me,
-        acquiredAt: at.toISOString(),
-        renewedAt: at.toISOString(),
-        expiresAt: new Date(at.getTime() + ttlMs).toISOString(),
-        ttlMs,
-        released: false,
-        ...(live ? { tookOverFrom: { holder: cur.holder, generation: cur.generation } } : {}),
-        exclusive
-      }
+      const next = acquiredRecord(top + 1, Math.max((cur?.generation ?? 0) + 1, options.minGeneration ?? 0), me, ttlMs, now(), exclusive,
+        live ? { tookOverFrom: { holder: cur.holder, generation: cur.generation } } : {})
       await target.putIfAbsent(versionName(name, next.version), encode(next))
       // Whether or not putIfAbsent said so (a lost response reads as "taken"), what counts is
       // whether the newest version is ours.
@@ -328,20 +316,7 @@ export class Lease {
    */
   private static async aboveDamaged (target: ArchiveTarget, options: LeaseOptions, me: LeaseHolder, state: LeaseState, ttlMs: number, nowMs: number, exclusive: ExclusiveCreate): Promise<LeaseRecord> {
     const onRecord = Math.max(state.record?.generation ?? 0, (options.minGeneration ?? 1) - 1, options.generationsOnRecord ? await options.generationsOnRecord() : 0)
-    const at = new Date(nowMs)
-    return {
-      format: 1,
-      version: state.top + 1,
-      generation: onRecord + state.damaged.length + 1,
-      holder: me,
-      acquiredAt: at.toISOString(),
-      renewedAt: at.toISOString(),
-      expiresAt: new Date(at.getTime() + ttlMs).toISOString(),
-      ttlMs,
-      released: false,
-      replacedDamaged: state.damaged.map(d => d.object),
-      exclusive
-    }
+    return acquiredRecord(state.top + 1, onRecord + state.damaged.length + 1, me, ttlMs, nowMs, exclusive, { replacedDamaged: state.damaged.map(d => d.object) })
   }
 
   /** `skewMs`: how long after its expiry this host still counts it live (the holder's clock may lag). */
@@ -528,4 +503,10 @@ export class FencedTarget implements ArchiveTarget {
     }
     await this.lease.check()
   }
+}
+
+/** The record an acquire puts: `holder` holds version `version` at `generation` from `atMs` for `ttlMs`. */
+function acquiredRecord (version: number, generation: number, holder: LeaseHolder, ttlMs: number, atMs: number, exclusive: ExclusiveCreate, extra: Pick<LeaseRecord, 'tookOverFrom' | 'replacedDamaged'>): LeaseRecord {
+  const at = new Date(atMs).toISOString()
+  return { format: 1, version, generation, holder, acquiredAt: at, renewedAt: at, expiresAt: new Date(atMs + ttlMs).toISOString(), ttlMs, released: false, ...extra, exclusive }
 }
