@@ -543,15 +543,12 @@ export class IndexDb {
    * order, so a crash that keeps the clearing keeps these too (else the record redoes them).
    */
   async markFreed (seqs: number[]): Promise<void> {
-    const ops: Array<{ type: 'put', key: Buffer, value: Buffer }> = []
+    const freed: Array<[number, EntryRecord]> = []
     for (const seq of seqs) {
       const e = await this.entry(seq)
-      if (e === undefined || e.freed === true) continue
-      ops.push({ type: 'put', key: numberKey(ENTRY_PREFIX, seq), value: pack({ ...e, freed: true }) })
+      if (e !== undefined && e.freed !== true) freed.push([seq, { ...e, freed: true }])
     }
-    if (ops.length === 0) return
-    await this.gate?.('index.commit')
-    await this.writes.run(() => this.db.batch(ops))
+    await this.putFreed(freed, new Map())
   }
 
   /**
