@@ -13,77 +13,25 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { openStore } from '../src/app/open'
 import { makeClone } from '../src/clone/clone'
 import { copyByCriteria, createCriteria } from '../src/copy/criteria'
 import { receiveStream } from '../src/copy/receive'
 import { ops } from '../src/ops/ops'
-import { nodeFileLayer, type FileHandle, type FileLayer } from '../src/store/file-layer'
 import { Store } from '../src/store/store'
+import { heldLockStore, lockOf, until } from './helpers/held-lock'
 import { cutAndSend, newStreamStore } from './helpers/stream-stores'
 import { scratchDir, tagBlock } from './helpers/sim-layer'
 
 const B = 4096
 const blk = (tag: string): Buffer => tagBlock(tag, B)
-interface Lock { queued: number }
-const lockOf = (s: Store): Lock => (s as unknown as { p: { log: { lock: Lock } } }).p.log.lock
-
-async function until (what: string, ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 100_000; i++) {
-    if (ok()) return
-    await new Promise(resolve => setImmediate(resolve))
-  }
-  throw new Error(`never came: ${what}`)
-}
-
-/** A store of 64 blocks whose log writevs wait while held: the append lock stays taken. */
-async function heldStore (t: Test): Promise<{ s: Store, holdLock: () => Promise<{ release: () => Promise<void> }> }> {
-  let held: Promise<void> | undefined
-  let free = (): void => {}
-  let writevs = 0
-  const layer: FileLayer = {
-    ...nodeFileLayer,
-    open: async (file: string, create: boolean): Promise<FileHandle> => {
-      const h = await nodeFileLayer.open(file, create)
-      if (!file.endsWith('.log')) return h
-      return new Proxy(h, {
-        get (target, prop, receiver) {
-          const v = Reflect.get(target, prop, receiver)
-          if (typeof v !== 'function') return v
-          if (prop !== 'writev') return v.bind(target)
-          return async (buffers: Buffer[], position: number) => {
-            writevs++
-            if (held !== undefined) await held
-            return v.call(target, buffers, position)
-          }
-        }
-      })
-    }
-  }
-  const dir = scratchDir(t, 'logdisk-resize-holds')
-  await Store.create(dir, { sizeBytes: 64 * B, blockBytes: B, segmentBytes: 258 * B })
-  const s = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
-  t.teardown(() => s.close().catch(() => undefined))
-  return {
-    s,
-    /** A write that holds the append lock in its writev until released. */
-    holdLock: async () => {
-      held = new Promise<void>(resolve => { free = resolve })
-      const before = writevs
-      const w = s.write(0, blk('hold'))
-      await until('the holding write in its writev', () => writevs > before)
-      return { release: async () => { held = undefined; free(); await w } }
-    }
-  }
-}
-
 /** The resize op as the daemon runs it; `ctx` untyped so that this file compiles against older ops too. */
 const resizeOp = (s: Store, args: Record<string, unknown>, ctx: Record<string, unknown> = {}): Promise<{ fromBytes: number, toBytes: number }> =>
   (ops.resize as (s: Store, a: Record<string, unknown>, c: never) => Promise<{ fromBytes: number, toBytes: number }>)(s, args, ctx as never)
 
 t.test('D3: two relative grows queued at once both count', async t => {
-  const { s, holdLock } = await heldStore(t)
+  const { s, holdLock } = await heldLockStore(t, 'logdisk-resize-holds')
   const { release } = await holdLock()
   const lock = lockOf(s)
   const queued = lock.queued
@@ -98,7 +46,7 @@ t.test('D3: two relative grows queued at once both count', async t => {
 })
 
 t.test('D2: a shrink is checked again (open images, a client gone) once it holds the lock', async t => {
-  const { s, holdLock } = await heldStore(t)
+  const { s, holdLock } = await heldLockStore(t, 'logdisk-resize-holds')
   // A client that went away while the shrink waited: nothing changes.
   let gone = false
   let lock = await holdLock()

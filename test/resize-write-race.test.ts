@@ -7,64 +7,16 @@
 // And the other way round: versions appended after the shrink's checkpoint and before it
 // took the lock (a write past the new end, a snapshot of it, a trim of it) were in no history
 // the check read, so the shrink went through and cut the snapshot's block off its image.
-import t, { type Test } from 'tap'
-import { nodeFileLayer, type FileHandle, type FileLayer } from '../src/store/file-layer'
-import { Store } from '../src/store/store'
-import { scratchDir, tagBlock } from './helpers/sim-layer'
+import t from 'tap'
+import { heldLockStore, lockOf, until } from './helpers/held-lock'
+import { tagBlock } from './helpers/sim-layer'
 
 const B = 4096
-const tmp = (t: Test): string => scratchDir(t, 'logdisk-resize-race')
 const blk = (tag: string): Buffer => tagBlock(tag, B)
-interface Lock { queued: number }
-const lockOf = (s: Store): Lock => (s as unknown as { p: { log: { lock: Lock } } }).p.log.lock
-
-async function until (what: string, ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 100_000; i++) {
-    if (ok()) return
-    await new Promise(resolve => setImmediate(resolve))
-  }
-  throw new Error(`never came: ${what}`)
-}
-
-/** A store of 64 blocks whose log writevs wait while held: the append lock stays taken. */
-async function heldStore (t: Test): Promise<{ s: Store, hold: () => void, release: () => void, writevs: () => number }> {
-  let held: Promise<void> | undefined
-  let release = (): void => {}
-  let writevs = 0
-  const layer: FileLayer = {
-    ...nodeFileLayer,
-    open: async (file: string, create: boolean): Promise<FileHandle> => {
-      const h = await nodeFileLayer.open(file, create)
-      if (!file.endsWith('.log')) return h
-      return new Proxy(h, {
-        get (target, prop, receiver) {
-          const v = Reflect.get(target, prop, receiver)
-          if (typeof v !== 'function') return v
-          if (prop !== 'writev') return v.bind(target)
-          return async (buffers: Buffer[], position: number) => {
-            writevs++
-            if (held !== undefined) await held
-            return v.call(target, buffers, position)
-          }
-        }
-      })
-    }
-  }
-  const dir = tmp(t)
-  await Store.create(dir, { sizeBytes: 64 * B, blockBytes: B, segmentBytes: 258 * B })
-  const s = await Store.open(dir, { fileLayer: layer, checkpointIntervalMs: 0, historyKeepMs: 0 })
-  t.teardown(() => s.close().catch(() => undefined))
-  return {
-    s,
-    hold: () => { held = new Promise<void>(resolve => { release = resolve }) },
-    release: () => { held = undefined; release() },
-    writevs: () => writevs
-  }
-}
 
 for (const kind of ['write', 'unaligned write', 'discard'] as const) {
   t.test(`a ${kind} queued behind a shrink never lands past the new end`, async t => {
-    const { s, hold, release, writevs } = await heldStore(t)
+    const { s, holdLock } = await heldLockStore(t, 'logdisk-resize-race')
     if (kind === 'discard') await s.write(40 * B, blk('old')) // a discard of a block that holds nothing appends nothing
     for (let b = 0; b < 4; b++) await s.write(b * B, blk(`A${b}`))
     await s.flush()
@@ -73,10 +25,8 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
       await s.compact({ cleanBelow: 0 }) // block 40 holds only a trim: a shrink past it may go
     }
 
-    hold()
-    const before = writevs()
-    const first = s.write(0, blk('B0')) // takes the append lock and holds it in its writev
-    await until('the first write in its writev', () => writevs() > before)
+    const held = await holdLock() // a write that takes the append lock and holds it in its writev
+    const first = held.written
     const lock = lockOf(s)
     const queued = lock.queued
     const shrink = s.resize(32 * B)
@@ -85,7 +35,7 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
     const late = kind === 'write'
       ? s.write(40 * B, blk('late'))
       : kind === 'unaligned write' ? s.write(40 * B + 100, Buffer.from('late bytes')) : s.discard(40 * B, B)
-    release()
+    held.release().catch(() => undefined) // `first` settles it: asserted below
     const [w1, r, w2] = await Promise.allSettled([first, shrink, late])
     t.equal(w1.status, 'fulfilled', 'the first write succeeds')
     t.equal(r.status, 'fulfilled', 'the shrink succeeds (nothing past the new end when it checked)')
@@ -102,18 +52,16 @@ for (const kind of ['write', 'unaligned write', 'discard'] as const) {
 }
 
 t.test('a snapshot of a block past the new end, taken while a shrink waited for the lock, refuses the shrink', async t => {
-  const { s, hold, release, writevs } = await heldStore(t)
+  const { s, holdLock } = await heldLockStore(t, 'logdisk-resize-race')
   for (let b = 0; b < 4; b++) await s.write(b * B, blk(`A${b}`))
   await s.flush()
   await s.checkpoint()
-  hold()
-  const before = writevs()
-  const first = s.write(0, blk('B0')) // takes the append lock and holds it in its writev
-  await until('the first write in its writev', () => writevs() > before)
+  const held = await holdLock() // a write that takes the append lock and holds it in its writev
+  const first = held.written
   const shrink = s.resize(32 * B) // checkpoints, then queues on the lock
   // Queued before the shrink's lock section, after the log position its checkpoint took.
   const ops = [s.write(40 * B, blk('P')), s.snapshot({ name: 'keep' }), s.discard(40 * B, B)]
-  release()
+  held.release().catch(() => undefined) // `first` settles it: asserted below
   const [w1, r, ...rest] = await Promise.allSettled([first, shrink, ...ops])
   t.equal(w1.status, 'fulfilled')
   t.same(rest.map(x => x.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'the write, the snapshot and the trim succeed')
