@@ -1,6 +1,6 @@
-import fs from 'node:fs'
 import type { AbstractLevel } from 'abstract-level'
 import { LogdiskError } from '../errors'
+import { nodeFileLayer, roomOf } from './file-layer'
 
 /**
  * What makes LevelDB's writes after a failed one durable again (helper-85, 2026-12-07).
@@ -61,7 +61,7 @@ export class IndexWriteGuard {
     const compactRange = (this.db as unknown as { compactRange?: (start: Buffer, end: Buffer) => Promise<void> }).compactRange
     if (typeof compactRange === 'function') {
       if (this.location !== undefined) {
-        const free = freeBytes(this.location)
+        const free = (await roomOf(nodeFileLayer, this.location))?.freeBytes
         if (free !== undefined && free < ROOM_FOR_FLUSH) {
           throw new LogdiskError('NO_SPACE', `the index at ${this.location} cannot be written: its filesystem has ${Math.floor(free / 1048576)} MiB free and a write of it failed; free some space (it is written again once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`)
         }
@@ -77,12 +77,3 @@ const BEYOND_EVERY_KEY = Buffer.alloc(16, 0xff)
 
 /** Room a flush needs: a table of a whole memtable (classic-level's 4 MiB) and a new log, twice over. */
 const ROOM_FOR_FLUSH = 16 * 1048576
-
-function freeBytes (dir: string): number | undefined {
-  try {
-    const s = fs.statfsSync(dir)
-    return s.bavail * s.bsize
-  } catch {
-    return undefined
-  }
-}
