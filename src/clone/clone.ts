@@ -1,11 +1,12 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
+import { isAlive } from '../process-alive'
 import { Store } from '../store'
 import { readConfig, writeFileAtomic } from '../store/config'
 import { recordIdentity } from '../store/identity'
+import { withLockFileSync } from '../store/lock-file'
 
 /**
  * Writable clones (issue 14 item 4; seed 000 cl. 1, the baseline partition): a clone is a new
@@ -90,67 +91,21 @@ export function goneClonesOf (parent: string, snapshot: string): Array<{ dir: st
 
 /**
  * Runs `fn` (a read-modify-write of `parent`'s clones.json) holding the parent's
- * clones.json.lock, taken with O_EXCL and naming its holder (pid and host). Two `clone`s of one
+ * clones.json.lock (lock-file.ts: O_EXCL, naming its holder). Two `clone`s of one
  * parent each read the file, added their entry and renamed theirs over the other's, and one
  * clone dropped out of it: the parent then let the snapshot it reads be deleted (helper-84). A
- * lock left by a process gone from this host is taken over at once (renamed aside first, so
- * that two takers cannot both remove a lock one of them has taken meanwhile); one held longer
- * than clonesLock.waitMs is refused in one line.
+ * lock left by a process gone from this host is taken over at once (by one of two takers that
+ * both saw it, and never one taken since); one held longer than clonesLock.waitMs is refused
+ * in one line.
  */
 function withClonesLock<T> (parent: string, fn: () => T): T {
   const lock = path.join(parent, CLONES_LOCK_FILE)
-  const me = `${process.pid} ${os.hostname()}`
-  const deadline = Date.now() + clonesLock.waitMs
-  while (true) {
-    try {
-      const fd = fs.openSync(lock, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644)
-      try { fs.writeSync(fd, `${me}\n`) } finally { fs.closeSync(fd) }
-      break
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code !== 'EEXIST') throw new LogdiskError(code === 'EROFS' ? 'READ_ONLY' : 'IO', `${parent}: cannot take the lock of its ${CLONES_FILE} (${lock}): ${(err as Error).message}`, err)
-      const holder = readLockHolder(lock)
-      if (holder !== undefined && lockIsStale(lock, holder)) {
-        takeOverStale(lock, holder)
-        continue
-      }
-      if (Date.now() > deadline) {
-        const who = holder !== undefined && /^\d+ \S+$/.test(holder) ? `process ${holder.split(' ')[0]} on ${holder.split(' ')[1]}` : 'another process'
-        throw new LogdiskError('BUSY', `${parent}'s ${CLONES_FILE} is being changed by ${who} (its lock ${lock} is held); try again (a lock whose process is gone from this host is taken over at once)`)
-      }
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10) // clones.json changes are rare and short
-    }
-  }
-  try {
-    return fn()
-  } finally {
-    fs.rmSync(lock, { force: true })
-  }
-}
-
-function readLockHolder (lock: string): string | undefined {
-  try { return fs.readFileSync(lock, 'utf8').trim() } catch { return undefined }
-}
-
-/** A lock whose holder is gone from this host; or empty (its maker died before it wrote) for a while. */
-function lockIsStale (lock: string, holder: string): boolean {
-  const [pid, host] = holder.split(' ')
-  if (host === os.hostname() && Number(pid) > 0) return !isAlive(Number(pid))
-  try { return holder === '' && Date.now() - fs.statSync(lock).mtimeMs > 10_000 } catch { return false }
-}
-
-function isAlive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
-}
-
-/** Moves a stale lock aside; one taken by another process meanwhile (not the stale holder) is put back. */
-function takeOverStale (lock: string, holder: string): void {
-  const aside = `${lock}.stale-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-  try { fs.renameSync(lock, aside) } catch { return }
-  if (readLockHolder(aside) !== holder) {
-    try { fs.linkSync(aside, lock) } catch { /* taken again meanwhile: that holder goes on */ }
-  }
-  fs.rmSync(aside, { force: true })
+  return withLockFileSync(lock, fn, {
+    waitMs: clonesLock.waitMs,
+    pollMs: 10, // clones.json changes are rare and short
+    busyMessage: who => `${parent}'s ${CLONES_FILE} is being changed by ${who} (its lock ${lock} is held); try again (a lock whose process is gone from this host is taken over at once)`,
+    failMessage: err => `${parent}: cannot take the lock of its ${CLONES_FILE} (${lock}): ${err.message}`
+  })
 }
 
 /** A read-modify-write of `parent`'s clones.json under its lock: `change` returns false when nothing changed. */

@@ -1,10 +1,9 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { LogdiskError } from '../errors'
-import { isAlive } from '../process-alive'
 import { writeFileAtomic } from '../store/config'
+import { withLockFileSync } from '../store/lock-file'
 import { makeDirs } from '../make-dirs'
 
 /**
@@ -105,39 +104,21 @@ function write (dir: string, marker: VolumeMarker): void {
 }
 
 /**
- * An exclusive lock file (O_EXCL): marker changes by two stores never interleave. It names
- * its holder (pid and host): one left by a process killed while it held it (kill -9 in a pool
- * remove) is taken back at once when that process is gone from this host, instead of after
- * STALE_LOCK_MS with an error blaming "another store" (found by a hostile test).
+ * Marker changes by two stores never interleave: they hold the volume's lock file
+ * (lock-file.ts). One left by a process killed while it held it (kill -9 in a pool remove) is
+ * taken back at once when that process is gone from this host, instead of after
+ * STALE_LOCK_MS with an error blaming "another store" (found by a hostile test); one of
+ * another host's after STALE_LOCK_MS.
  */
 function withLock<T> (dir: string, fn: () => T): T {
   const lock = path.join(dir, LOCK_FILE)
-  const deadline = Date.now() + 5_000
-  while (true) {
-    try {
-      const fd = fs.openSync(lock, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY)
-      try { fs.writeSync(fd, `${process.pid} ${os.hostname()}\n`) } finally { fs.closeSync(fd) }
-      break
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code !== 'EEXIST') throw new LogdiskError(code === 'EROFS' ? 'READ_ONLY' : 'IO', `pool volume ${dir}: cannot take its lock: ${(err as Error).message}`, err)
-      let holder = ''
-      try {
-        holder = fs.readFileSync(lock, 'utf8').trim()
-        const [pid, host] = holder.split(' ')
-        const gone = host === os.hostname() && Number(pid) > 0 && !isAlive(Number(pid))
-        if (gone || Date.now() - fs.statSync(lock).mtimeMs > STALE_LOCK_MS) fs.rmSync(lock, { force: true })
-      } catch { /* gone meanwhile */ }
-      const who = /^\d+ \S+$/.test(holder) ? `process ${holder.split(' ')[0]} on ${holder.split(' ')[1]}` : 'another process'
-      if (Date.now() > deadline) throw new LogdiskError('BUSY', `pool volume ${dir} is locked by ${who}, which is changing its marker (${lock}); try again (a lock left by a process that died clears after ${STALE_LOCK_MS / 1000} s)`)
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20) // marker changes are rare and short
-    }
-  }
-  try {
-    return fn()
-  } finally {
-    fs.rmSync(lock, { force: true })
-  }
+  return withLockFileSync(lock, fn, {
+    waitMs: 5_000,
+    pollMs: 20, // marker changes are rare and short
+    unverifiableStaleMs: STALE_LOCK_MS,
+    busyMessage: who => `pool volume ${dir} is locked by ${who}, which is changing its marker (${lock}); try again (a lock left by a process that died clears at once on its host, after ${STALE_LOCK_MS / 1000} s elsewhere)`,
+    failMessage: err => `pool volume ${dir}: cannot take its lock: ${err.message}`
+  })
 }
 
 /** Hands the volume from store `from` to store `to` (logdisk adopt of the store that has it); false if `from` does not have it. */
