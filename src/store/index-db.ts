@@ -165,16 +165,19 @@ export class IndexDb {
 
   private async get (key: Buffer): Promise<Buffer | undefined> {
     await this.gate?.('index.read')
+    await this.writes.ready()
     return this.db.get(key)
   }
 
   /** The rows of a range, one index read (up to `batch` rows) at a time. */
   private async * rowBatches (options: Record<string, unknown>, batch: number): AsyncGenerator<Array<[Buffer, Buffer]>> {
+    await this.writes.ready()
+    const epoch = this.writes.epoch
     const it = this.db.iterator(options)
     try {
       while (true) {
         await this.gate?.('index.read')
-        const rows = await it.nextv(batch)
+        const rows = await it.nextv(batch).catch(err => { throw this.reopened(epoch, err) })
         if (rows.length === 0) break
         yield rows
       }
@@ -320,6 +323,8 @@ export class IndexDb {
     if (blocks.length === 0) return out
     const firstChunk = Math.floor(blocks[0] / CHUNK_BLOCKS)
     const lastChunk = Math.floor(blocks[blocks.length - 1] / CHUNK_BLOCKS)
+    await this.writes.ready()
+    const epoch = this.writes.epoch
     const it = this.db.iterator({ gte: recordKey(firstChunk, 0), lte: recordKey(lastChunk, seq), reverse: true })
     try {
       for (let i = 0; i < blocks.length;) {
@@ -350,6 +355,8 @@ export class IndexDb {
         }
         i = end
       }
+    } catch (err) {
+      throw this.reopened(epoch, err)
     } finally {
       await it.close()
     }
@@ -477,6 +484,7 @@ export class IndexDb {
     const ask = keys.filter((_, j) => !isNew[j])
     if (ask.length === 0) return new Array<Buffer | undefined>(keys.length)
     await this.gate?.('index.read')
+    await this.writes.ready()
     const got = await this.db.getMany(ask)
     if (ask.length === keys.length) return got
     let k = 0
@@ -630,7 +638,18 @@ export class IndexDb {
   }
 
   async close (): Promise<void> {
+    await this.writes.ready()
     await this.db.close()
+  }
+
+  /**
+   * The error of a read whose iterator failed: when the database was reopened meanwhile (the
+   * write guard clears LevelDB's background error so), one that says so; the read may be
+   * tried again. Else `err` itself.
+   */
+  private reopened (epoch: number, err: unknown): unknown {
+    if (this.writes.epoch === epoch) return err
+    return new LogdiskError('IO', 'the index was reopened (after a failed write of it) during this read of it; try again', err)
   }
 }
 

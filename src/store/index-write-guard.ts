@@ -18,25 +18,45 @@ import { nodeFileLayer, roomOf } from './file-layer'
  * as done, the memtable is flushed into a table file and LevelDB starts a new log (a
  * compaction of a key range no table holds: LevelDB compacts the memtable first, always),
  * and the old log, torn record and all, goes. Should that flush fail too (still no room),
- * LevelDB stops taking writes for good (its background error stays until it is opened again),
- * and every later write fails: nothing written after the failure is acknowledged until its
+ * LevelDB stops taking writes (its background error stays until it is opened again), and
+ * every later write fails: nothing written after the failure is acknowledged until its
  * bytes are safe, and the store's log, which the index is a cache of, keeps everything (a
  * remount replays it). So the flush is tried only once the filesystem has room for a table
  * and a new log again (ROOM_FOR_FLUSH); until then a write fails NO_SPACE and tries later.
+ * A flush that finds such a background error (a probe write after it fails) closes and
+ * opens the database again (reopen, helper-99), which clears it.
  */
 export class IndexWriteGuard {
   /** Failed writes so far: a write that saw this change while it ran may lie behind a torn record. */
   private failures = 0
   /** A failed write is not yet followed by a flush of the memtable. */
   private torn = false
+  /** LevelDB may hold a background error (a probe after a flush failed): only a reopen clears it. */
+  private stuck = false
+  /** Reopens so far: a write that saw this change while it ran may be lost (see flushOnce). */
+  private reopens = 0
   private flushing: Promise<void> | undefined
+  /** Set while the database is closed and opened again: reads and writes wait for it. */
+  private reopening: Promise<void> | undefined
 
   /** `location`: the database's directory, whose filesystem must have room before a flush (none in memory). */
   constructor (private readonly db: AbstractLevel<Buffer, Buffer, Buffer>, private readonly location?: string) {}
 
+  /** Resolves once no reopen of the database is under way (reads must not start while it closes). */
+  async ready (): Promise<void> {
+    while (this.reopening !== undefined) await this.reopening.catch(() => undefined)
+  }
+
+  /** How many times the database was reopened: a read that saw it change lost its iterator. */
+  get epoch (): number {
+    return this.reopens
+  }
+
   async run<T> (write: () => Promise<T>): Promise<T> {
+    await this.ready()
     if (this.torn) await this.flush()
     const seen = this.failures
+    const epoch = this.reopens
     let result: T
     try {
       result = await write()
@@ -46,6 +66,10 @@ export class IndexWriteGuard {
       throw err
     }
     if (this.failures !== seen || this.torn) await this.flush()
+    if (this.reopens !== epoch) {
+      // Its bytes went into a log that the reopen replayed, perhaps behind a torn record.
+      throw new LogdiskError('IO', `the index at ${this.location ?? '(memory)'} was reopened after a failed write while this write ran: it may be lost; write it again`)
+    }
     return result
   }
 
@@ -59,16 +83,67 @@ export class IndexWriteGuard {
 
   private async flushOnce (): Promise<void> {
     const compactRange = (this.db as unknown as { compactRange?: (start: Buffer, end: Buffer) => Promise<void> }).compactRange
+    // A write failing while this flush runs may have torn the new log: another flush follows.
+    const before = this.failures
     if (typeof compactRange === 'function') {
-      if (this.location !== undefined) {
-        const free = (await roomOf(nodeFileLayer, this.location))?.freeBytes
-        if (free !== undefined && free < ROOM_FOR_FLUSH) {
-          throw new LogdiskError('NO_SPACE', `the index at ${this.location} cannot be written: its filesystem has ${Math.floor(free / 1048576)} MiB free and a write of it failed; free some space (it is written again once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`)
+      await this.assertRoom()
+      if (!this.stuck) {
+        // LevelDB's CompactRange reports nothing: a memtable it could not write into a table
+        // leaves a background error, which only the next write shows. The probe is that write
+        // (a synced delete of a key no one writes), so a flush that failed is seen here, not
+        // by a write acknowledged after it.
+        await compactRange.call(this.db, BEYOND_EVERY_KEY, BEYOND_EVERY_KEY)
+        try {
+          await this.db.batch([{ type: 'del', key: BEYOND_EVERY_KEY }], { sync: true } as object)
+        } catch {
+          this.stuck = true
         }
       }
-      await compactRange.call(this.db, BEYOND_EVERY_KEY, BEYOND_EVERY_KEY)
+      if (this.stuck) await this.reopen()
     }
-    this.torn = false
+    if (this.failures === before) this.torn = false
+  }
+
+  /**
+   * A background error (a table write or a sync that failed, ENOSPC in a moment without room)
+   * stays in LevelDB until the database is opened again: every later write fails with it,
+   * however much room there is (helper-97 D2: checkpoints and compaction stopped, the log grew
+   * to 595 segments of a 16 MiB disk, close failed). So, with room again, the database is
+   * closed and opened in place (the same instance: the store shares it).
+   *
+   * Safe for what was acknowledged: the open replays LevelDB's logs, which a torn record cuts
+   * short, but every write acknowledged so far lies before any failed one (a write that saw a
+   * failure while it ran is acknowledged only after a flush, and nothing is acknowledged while
+   * LevelDB holds its error), or in tables. A write that ran meanwhile (it saw a failure and
+   * waits for this) may lie behind a torn record: it fails (run). Iterators open on the
+   * database are closed by the close: their next read fails (IndexDb.rowBatches says so), and
+   * reads and writes that start meanwhile wait (ready).
+   */
+  private async reopen (): Promise<void> {
+    const done = (async () => {
+      await this.db.close()
+      this.reopens++
+      await this.db.open()
+    })()
+    this.reopening = done
+    try {
+      await done
+    } catch (err) {
+      // Still stuck: the next write tries again (the database stays closed until then).
+      throw new LogdiskError('NO_SPACE', `the index at ${this.location ?? '(memory)'} holds an error from a moment without room and could not be opened again: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}; free some space on its filesystem`, err)
+    } finally {
+      this.reopening = undefined
+    }
+    this.stuck = false
+  }
+
+  /** Throws NO_SPACE while the database's filesystem has less room than a flush (or a reopen) needs. */
+  private async assertRoom (): Promise<void> {
+    if (this.location === undefined) return
+    const free = (await roomOf(nodeFileLayer, this.location))?.freeBytes
+    if (free !== undefined && free < ROOM_FOR_FLUSH) {
+      throw new LogdiskError('NO_SPACE', `the index at ${this.location} cannot be written: its filesystem has ${Math.floor(free / 1048576)} MiB free and a write of it failed; free some space (it is written again once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`)
+    }
   }
 }
 
@@ -76,4 +151,4 @@ export class IndexWriteGuard {
 const BEYOND_EVERY_KEY = Buffer.alloc(16, 0xff)
 
 /** Room a flush needs: a table of a whole memtable (classic-level's 4 MiB) and a new log, twice over. */
-const ROOM_FOR_FLUSH = 16 * 1048576
+export const ROOM_FOR_FLUSH = 16 * 1048576

@@ -1,0 +1,80 @@
+// A moment without room left LevelDB holding a background error for good (helper-97 D2): a
+// table write (a memtable flush) that failed with ENOSPC is kept by LevelDB, and every later
+// write failed with that same error naming the .ldb, however much room came back; the store's
+// checkpoints and compaction stopped (its log grew without bound) and its close failed. The
+// write guard now sees such an error (a probe write after its flush) and, with room again,
+// closes and opens the database in place. Real LevelDB on a real full filesystem (a tmpfs).
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { IndexDb } from '../src/store/index-db'
+import { must, run, tmpDir } from './helpers/cli'
+
+const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
+const key = (s: string): Buffer => Buffer.from(`zz-test-${s}`)
+
+t.test('a background error left by a moment without room clears once room is back', { skip, timeout: 180_000 }, async t => {
+  const dir = tmpDir('index-reopen-enospc')
+  const disk = path.join(dir, 'disk')
+  fs.mkdirSync(disk, { recursive: true })
+  await must('mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', disk)
+  t.teardown(async () => { await run('umount', ['-l', disk]); fs.rmSync(dir, { recursive: true, force: true }) })
+  const location = path.join(disk, 'index')
+  let db = await IndexDb.open(location)
+  // Random values: LevelDB's tables (snappy) are then as big as its log.
+  const acked = new Map<string, Buffer>()
+  const put = async (name: string): Promise<boolean> => {
+    const value = crypto.randomBytes(64 * 1024)
+    try {
+      await db.load([[key(name), value]])
+      acked.set(name, value)
+      return true
+    } catch {
+      return false
+    }
+  }
+  for (let i = 0; i < 58; i++) t.ok(await put(`a${i}`)) // 3.6 MiB: the memtable (4 MiB) is not full yet
+
+  // Leave 2 MiB: the log takes the next writes, the table of the full memtable does not fit.
+  const filler = path.join(disk, 'filler')
+  await run('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k', 'status=none'])
+  await run('dd', ['if=/dev/zero', `of=${filler}2`, 'bs=4k', 'status=none'])
+  fs.truncateSync(filler, fs.statSync(filler).size - 2 * 1048576)
+  let failed = 0
+  for (let i = 0; i < 40; i++) if (!await put(`b${i}`)) failed++
+  t.ok(failed > 0, `${failed} of 40 writes failed while the filesystem was (nearly) full`)
+  fs.rmSync(filler)
+  fs.rmSync(`${filler}2`)
+
+  // Room is back: writes succeed again (each failed with LevelDB's kept error before).
+  const errors: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const value = crypto.randomBytes(64 * 1024)
+    try {
+      await db.load([[key(`c${i}`), value]])
+      acked.set(`c${i}`, value)
+    } catch (err) {
+      errors.push((err as Error).message)
+    }
+  }
+  t.same(errors.slice(0, 3), [], 'every write with room back succeeds')
+  // Reads go on through the reopened database.
+  t.equal((await rows(db)).length >= acked.size, true, 'the index reads after the reopen')
+  await db.close()
+
+  db = await IndexDb.open(location)
+  t.teardown(() => db.close())
+  const have = new Map(await rows(db))
+  const missing = [...acked].filter(([k, v]) => !(have.get(k)?.equals(v) ?? false)).map(([k]) => k)
+  t.same(missing, [], 'every acknowledged write reads back after a reopen')
+})
+
+async function rows (db: IndexDb): Promise<Array<[string, Buffer]>> {
+  const out: Array<[string, Buffer]> = []
+  for await (const [k, v] of db.dump()) {
+    const s = k.toString()
+    if (s.startsWith('zz-test-')) out.push([s.slice('zz-test-'.length), v])
+  }
+  return out
+}
