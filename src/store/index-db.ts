@@ -428,6 +428,7 @@ export class IndexDb {
     // makes the same changes again (a history record is read, changed and written whole:
     // setting a version twice, or deleting it twice, is the same as once; history deletes
     // only follow a synced log, see IndexWriter.checkpoint), so it is safe.
+    await this.writes.ready()
     let chained = this.db.batch()
     let ops = 0
     // Awaited only when a chunk is full: an await per operation cost a turn of the event
@@ -638,7 +639,7 @@ export class IndexDb {
   }
 
   async close (): Promise<void> {
-    await this.writes.ready()
+    await this.writes.idle()
     await this.db.close()
   }
 

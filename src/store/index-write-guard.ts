@@ -42,9 +42,26 @@ export class IndexWriteGuard {
   /** `location`: the database's directory, whose filesystem must have room before a flush (none in memory). */
   constructor (private readonly db: AbstractLevel<Buffer, Buffer, Buffer>, private readonly location?: string) {}
 
-  /** Resolves once no reopen of the database is under way (reads must not start while it closes). */
-  async ready (): Promise<void> {
-    while (this.reopening !== undefined) await this.reopening.catch(() => undefined)
+  /**
+   * Resolves once no reopen of the database is under way (reads must not start while it
+   * closes) and the database is open: one a reopen left closed (its open failed, the room gone
+   * again meanwhile) is opened again here, with room, or this throws NO_SPACE saying so (not
+   * LevelDB's "Database is not open" to every read). undefined when there is nothing to wait
+   * for (no promise made on the common path: reads are many).
+   */
+  ready (): Promise<void> | undefined {
+    if (this.reopening === undefined && !this.stuck) return undefined
+    return (async () => {
+      while (this.reopening !== undefined) await this.reopening.catch(() => undefined)
+      if (this.stuck && this.db.status === 'closed') await this.flush()
+    })()
+  }
+
+  /** Resolves once no reopen (and no flush, which may reopen) is under way. */
+  async idle (): Promise<void> {
+    while (this.reopening !== undefined || this.flushing !== undefined) {
+      await (this.reopening ?? this.flushing)!.catch(() => undefined)
+    }
   }
 
   /** How many times the database was reopened: a read that saw it change lost its iterator. */
@@ -54,7 +71,7 @@ export class IndexWriteGuard {
 
   async run<T> (write: () => Promise<T>): Promise<T> {
     await this.ready()
-    if (this.torn) await this.flush()
+    if (this.torn || this.stuck) await this.flush()
     const seen = this.failures
     const epoch = this.reopens
     let result: T
