@@ -10,7 +10,7 @@ import { LOCAL_VOLUME, POOL_FILE, type SegmentHome } from '../store/segment-home
 import type { Store } from '../store'
 import { MARKER_FILE, claim, ensureMarker, missingReason, readMarker, release } from './volume-marker'
 import { makeDirs } from '../make-dirs'
-import { filesystemHeadroom } from '../store/headroom'
+import { headroomOf, holdsIndex } from '../store/headroom'
 
 /**
  * A store's storage pool (seed 002): directories ("pool volumes"), each with a capacity,
@@ -385,7 +385,8 @@ export class Pool implements SegmentHome {
         let f = filesystems.get(dev)
         if (f === undefined) {
           const st = fs.statfsSync(e.dir)
-          f = { room: st.bavail * st.bsize - filesystemHeadroom(st.blocks * st.bsize), ids: [] }
+          // The store's index beside it keeps its own reserve (headroom.ts INDEX_RESERVE_BYTES).
+          f = { room: st.bavail * st.bsize - headroomOf(st.blocks * st.bsize, holdsIndex(e.dir, path.join(this.storeDir, 'index'))), ids: [] }
           filesystems.set(dev, f)
         }
         f.room -= this.unwrittenBytes(e)

@@ -4,7 +4,9 @@ import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
-import { IndexWriteGuard } from './index-write-guard'
+import { IndexWriteGuard, ROOM_FOR_FLUSH } from './index-write-guard'
+import { nodeFileLayer, roomOf } from './file-layer'
+import { formatBytes } from '../size-text'
 import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
 import { VERSION_KEY, CHECKPOINT_KEY, CLEAN_CLOSE_KEY, PENDING_HEADERS_KEY, ENTRY_PREFIX, HISTORY_PREFIX, RECORD_PREFIX, SEGMENT_PREFIX, SNAPSHOT_PREFIX, RESIZE_PREFIX, counterKey, decodeHistory, decodeRecordKey, numberKey, prefixRange, readU64BE, recordKey } from './keys'
 import { CHUNK_BLOCKS, ChunkVersions, forEachVersion, versionIn } from './history-record'
@@ -152,7 +154,9 @@ export class IndexDb {
       if (cause?.code === 'LEVEL_LOCKED') {
         throw new LogdiskError('STORE_LOCKED', 'store is in use by another process (mounted, or a command is running on it)', err)
       }
-      throw new LogdiskError('IO', `cannot open the index at ${location}: ${(cause as Error | undefined)?.message ?? (err as Error).message}`, err)
+      const message = (cause as Error | undefined)?.message ?? (err as Error).message
+      if (/No space left on device/i.test(message)) throw await noRoomToOpen(location, err)
+      throw new LogdiskError('IO', `cannot open the index at ${location}: ${message}`, err)
     }
     return new IndexDb(db as unknown as LevelDb, undefined, location)
   }
@@ -652,6 +656,20 @@ export class IndexDb {
     if (this.writes.epoch === epoch) return err
     return new LogdiskError('IO', 'the index was reopened (after a failed write of it) during this read of it; try again', err)
   }
+}
+
+/**
+ * The error of an open that failed for room, in one line: LevelDB's own ("IO error:
+ * .../000017.ldb: No space left on device") said neither what was full nor how much to free
+ * (helper-97 D3). An open writes the log's records into a table and starts a new log and
+ * manifest; the room the write guard waits for (ROOM_FOR_FLUSH) is enough for that.
+ */
+async function noRoomToOpen (location: string, err: unknown): Promise<LogdiskError> {
+  const room = await roomOf(nodeFileLayer, location)
+  const free = room?.freeBytes ?? 0
+  const more = Math.max(ROOM_FOR_FLUSH - free, 1048576)
+  const on = room === undefined ? '' : ` (${formatBytes(free)} free of ${formatBytes(room.totalBytes)})`
+  return new LogdiskError('NO_SPACE', `cannot open the index at ${location}: no room on its filesystem${on}, and opening it writes a new table and log there: free at least ${formatBytes(more)} on it and try again`, err)
 }
 
 /** A record's versions after one commit's changes: its sets, then its deletes (as layout 2 wrote puts before deletes). */

@@ -6,7 +6,7 @@ import { BASELINE_BASE, baselineFiles, readBaselineIndex } from './baseline'
 import { firstBadBlock } from './block-check'
 import { crc32c } from './crc'
 import { readUpTo, roomOf, type FileHandle } from './file-layer'
-import { filesystemHeadroom } from './headroom'
+import { headroomOf, holdsIndex } from './headroom'
 import { segmentFileName } from './format'
 import { MirroredHandle } from './mirrored-handle'
 import { segmentOf, type BlocksRead, type StoreParts, type ReaderPart, type IoOptions } from './parts'
@@ -802,7 +802,7 @@ export class Reader implements ReaderPart {
     for (;;) {
       const room = await roomOf(this.p.layer, dir)
       if (room === undefined) return // unknown: the write says
-      const reserve = filesystemHeadroom(room.totalBytes)
+      const reserve = headroomOf(room.totalBytes, holdsIndex(dir, path.join(this.p.dir, 'index')))
       // Other fetches writing meanwhile take their room too (statfs counts only what they wrote).
       if (room.freeBytes - this.writingBytes - bytes >= reserve) return
       const before = this.cacheOrder.length

@@ -98,7 +98,7 @@ export async function openStoreDir (dir: string, opts: OpenOptions): Promise<Ope
       throw new LogdiskError('BAD_ARGUMENT', `${dir} keeps its segments in a pool: open it through openStore (src/app/open.ts)`)
     }
     if (!opts.readOnly) removeDeadTemps(dir)
-    const baseHome = opts.home ?? localHome(dir)
+    const baseHome = opts.home ?? localHome(dir, opts.readOnly ? undefined : { layer, segmentBytes: config.segmentBytes })
     // Taken before anything is written: a write open deletes the saved map here (block-map-file.ts).
     savedMap = opts.savedBlockMap === false ? undefined : await takeBlockMap(layer, path.join(dir, INDEX_DIR), !!opts.readOnly)
     const map = new BlockMap()
