@@ -34,6 +34,12 @@ export const reverts = {
   'space: compaction recycles a segment of free entries alone that a rebuild left unsummarized': [
     ['src/store/compaction-pass.ts', 'for (const bare of segments.ids) {', 'for (const bare of [] as number[]) {']
   ],
+  'resize-write-race: a write or discard checks the volume\'s end again under the append lock': [
+    ['src/store/log-appender.ts', '    if (offset + length <= size) return undefined\n', '    if (offset + length <= size || size > 0) return undefined\n']
+  ],
+  'resize: a shrink checks what lies past the new end after a checkpoint under the append lock': [
+    ['src/store/store.ts', '          await index.checkpointThrough(log.seq)\n          await this.p.map.loaded()\n', '          await this.p.map.loaded()\n']
+  ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
     ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))']
   ]
@@ -42,7 +48,10 @@ export const reverts = {
 // Simulation options for the reverts whose defect needs them (the rest run the default
 // simulation): a segment of free entries alone is left unsummarized only by a full index
 // rebuild, which the default simulation no longer reaches in seeds 1-200 since it asks inline
-// I/O by the seed (REBUILDS=1 seeds 102 and 147 of 1-150 catch it).
+// I/O by the seed (REBUILDS=1 seeds 102 and 147 of 1-150 catch it). The resize fixes need the
+// simulation's resizes (SimulationOptions.resize), which are off by default.
 export const simulateOptions = {
+  'resize-write-race: a write or discard checks the volume\'s end again under the append lock': { resize: true },
+  'resize: a shrink checks what lies past the new end after a checkpoint under the append lock': { resize: true },
   'space: compaction recycles a segment of free entries alone that a rebuild left unsummarized': { rebuildAfterPowerLoss: true }
 }

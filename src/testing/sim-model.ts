@@ -9,7 +9,7 @@
  * write covers them, and a partial-block write over a wildcard stays a wildcard. Wildcards
  * only ever come from failed writes; everything else is compared exactly.
  */
-export type WriteStatus = 'pending' | 'acked' | 'failed'
+export type WriteStatus = 'pending' | 'acked' | 'failed' | 'refused'
 
 export interface WriteRecord {
   id: number
@@ -23,6 +23,8 @@ interface BlockEvent {
   data: Buffer
   partial: boolean
   write: WriteRecord
+  /** A partial block merged into the bytes of a write refused later (nothing of which landed): its other bytes are unknown. */
+  tainted?: boolean
 }
 
 /** A block's state in some prefix of the events: exact bytes, or any content. */
@@ -46,9 +48,13 @@ export class ImageModel {
   /** Events known durable (a resolved flush, snapshot or sync point covered them). */
   durable = 0
 
-  constructor (readonly sizeBytes: number, readonly blockBytes: number) {
-    this.base = Buffer.alloc(sizeBytes)
-    this.content = Buffer.alloc(sizeBytes)
+  /**
+   * `capacityBytes`: the largest the volume may grow to (the simulation's resizes); the
+   * blocks past the volume's current end are zeros in `base`.
+   */
+  constructor (readonly sizeBytes: number, readonly blockBytes: number, capacityBytes = sizeBytes) {
+    this.base = Buffer.alloc(capacityBytes)
+    this.content = Buffer.alloc(capacityBytes)
   }
 
   get blocks (): number {
@@ -153,7 +159,8 @@ export class ImageModel {
     let bad = 0
     const badBlocks = new Set<number>()
     const matches = (b: number, s: BlockState): boolean => s === null || s.equals(got.subarray(b * B, (b + 1) * B))
-    for (let b = 0; b < this.blocks; b++) {
+    const gotBlocks = got.length / B
+    for (let b = 0; b < gotBlocks; b++) {
       const s = this.base.subarray(b * B, (b + 1) * B)
       states.set(b, s)
       if (!matches(b, s)) { bad++; badBlocks.add(b) }
@@ -162,6 +169,7 @@ export class ImageModel {
     for (let j = 0; j <= this.events.length; j++) {
       if (j > 0) {
         const e = this.events[j - 1]
+        if (e.block >= gotBlocks) continue // past the volume's end now (a shrink took it)
         const s = next(states.get(e.block)!, e)
         states.set(e.block, s)
         const nowBad = !matches(e.block, s)
@@ -179,8 +187,15 @@ export class ImageModel {
    * A write settled. A write cut short by power loss stays pending: it is part of the log's
    * order and either made it into the surviving prefix or not, like any unflushed write.
    */
-  settle (w: WriteRecord, ok: boolean): void {
-    w.status = ok ? 'acked' : 'failed'
+  settle (w: WriteRecord, ok: boolean | 'refused'): void {
+    w.status = ok === 'refused' ? 'refused' : ok ? 'acked' : 'failed'
+    if (ok !== 'refused') return
+    // Refused before anything of it landed (a write past the end of a volume that shrank while
+    // it waited): its versions are no versions, and a later partial write of one of its blocks
+    // merged into its bytes at call time.
+    for (let i = w.firstEvent; i < w.firstEvent + w.events; i++) {
+      for (const j of this.byBlock.get(this.events[i].block) ?? []) if (j > i && this.events[j].partial) this.events[j].tainted = true
+    }
   }
 
   /**
@@ -190,6 +205,9 @@ export class ImageModel {
   reset (observed: Buffer): void {
     observed.copy(this.base)
     observed.copy(this.content)
+    // Past the end now: zeros, as a later grow reads them.
+    this.base.fill(0, observed.length)
+    this.content.fill(0, observed.length)
     this.events = []
     this.writes = []
     this.byBlock = new Map()
@@ -198,7 +216,9 @@ export class ImageModel {
 }
 
 function next (state: BlockState, e: BlockEvent): BlockState {
+  if (e.write.status === 'refused') return state // nothing of it landed
   if (e.write.status === 'failed') return null // it may have landed, or not
+  if (e.tainted === true) return null
   if (e.partial && state === null) return null // merged into unknown bytes
   return e.data
 }

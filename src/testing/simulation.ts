@@ -14,7 +14,7 @@ import { SimArchive } from './sim-archive'
 import { SimFileLayer } from './sim-file-layer'
 import { SimHome } from './sim-home'
 import { SimIndexStorage } from './sim-index'
-import { checkExpectation, ImageModel, type Expectation } from './sim-model'
+import { checkExpectation, ImageModel, type Expectation, type WriteRecord } from './sim-model'
 import { SimScheduler, type FaultRule } from './sim-scheduler'
 
 /**
@@ -83,6 +83,15 @@ export interface SimulationOptions {
   drainDiscardsNext?: boolean
   /** Reads of segment and store files stop short of what they asked for (SimFileLayer.shortReads). Off by default. */
   shortReads?: boolean
+  /**
+   * Grows and shrinks of the volume (Store.resize) among the other activities, drawn from
+   * their own rng (a seed without them replays as before they existed). Off by default. The
+   * model follows: a shrink is refused while a block past the new end holds data (never when
+   * no block there was ever written), a write past the end after it is refused
+   * (OUT_OF_RANGE), a grow reads zeros, a snapshot keeps the size at its cut (sizeAt for a
+   * sync point), and after a power loss the size is the last one store.json took.
+   */
+  resize?: boolean
 }
 
 export interface SimulationReport {
@@ -122,6 +131,10 @@ interface Point {
   name: string
   /** Place in the model's order, while the phase that made it runs. */
   mark: number
+  /** With resizes: the append-lock sections queued before it (its place relative to a resize). */
+  ticket: number
+  /** The volume's size at its cut (from the model's resizes), set with `expect`. */
+  sizeBytes?: number
   expect?: Expectation
   /** Its call resolved: it must exist (until deleted). */
   resolved: boolean
@@ -146,6 +159,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   // so a seed whose draw leaves it off replays exactly as before it existed.
   const bringBackRng = new Rng(seed ^ 0x6b1c6bac)
   const bringBackDraw = bringBackRng.chance(0.5)
+  // Resizes (opts.resize): their own rng, drawn from only when on.
+  const resizing = opts.resize === true
+  const resizeRng = new Rng(seed ^ 0x2e512e00)
   let gate = 0
   const sealedBytes = new Map<number, Buffer>()
   const sim = new SimFileLayer(sched)
@@ -162,6 +178,9 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
 
   const SEGMENT_BYTES = (opts.segmentBlocks ?? DEFAULT_SEGMENT_BLOCKS) * B
   const sizeBytes = rng.range(96, 640) * B
+  /** With resizes, the volume grows up to twice its first size and shrinks down to 48 blocks. */
+  const capacityBytes = resizing ? 2 * sizeBytes : sizeBytes
+  const MIN_RESIZE_BLOCKS = 48
   const copies = rng.chance(0.3) ? 2 : 1
   const home = new SimHome(path.join(dir, 'pool'), rng, copies, rng.range(4, 24), copies + rng.int(2))
   const archive = rng.chance(0.5) ? new SimArchive(sched) : undefined
@@ -172,7 +191,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   const historyKeepMs = [0, 0, 0, rng.range(5, 500), rng.range(500, 5000), Infinity, 24 * 3600_000][rng.int(7)]
   const phases = opts.phases ?? 24
   const bringingBack = archive !== undefined && (opts.bringBack ?? bringBackDraw)
-  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.historyHoldVersions !== undefined ? `chunks of over ${opts.historyHoldVersions} versions read by groups, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles`
+  const config = `size ${sizeBytes / B} blocks, ${opts.segmentBlocks !== undefined ? `segments of ${opts.segmentBlocks} blocks, ` : ''}${opts.writevMaxBytes !== undefined ? `writevs of ${opts.writevMaxBytes} bytes, ` : ''}${opts.compactionDeadBatch !== undefined ? `dead versions in batches of ${opts.compactionDeadBatch}, ` : ''}${opts.historyHoldVersions !== undefined ? `chunks of over ${opts.historyHoldVersions} versions read by groups, ` : ''}${opts.crashPages === true ? 'power loss keeps any unsynced pages, ' : ''}${copies} cop${copies > 1 ? 'ies' : 'y'}, ${home.volumes().length} volumes, archive ${archive ? 'on' : 'off'}${bringingBack ? ' with bring-back' : ''}, replication gate ${replicating ? 'on' : 'off'}, history.keep ${historyKeepMs} ms, checkpoint every ${checkpointMaxBlocks} blocks in index writes of ${indexCommitChunkOps}, ${maxOpenSegments} open segment handles${resizing ? ', resizes' : ''}`
   log(`config: ${config}`)
 
   const report: SimulationReport = { seed, phases, steps: 0, ops: {}, crashes: 0, reopens: 0, remounts: 0, rebuilds: 0, savedMapLoads: 0, unflushedCuts: 0, maxWritesInFlight: 0, faultsInjected: 0, syncOps: { writes: 0, reads: 0 }, config }
@@ -183,8 +202,24 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
     await sched.run(p)
     return p
   }
+  const model = new ImageModel(sizeBytes, B, capacityBytes)
+  // Resizes: where each append-lock section was queued, in the model's order. A resize takes
+  // its place in the append order only once it holds the maintenance lock (and a shrink has
+  // checkpointed), not when it is called: its `ready` reads the section it runs in.
+  let lockTickets = 0
+  let section: { mark: number, ticket: number } | undefined
+  const watchLock = (store: Store): void => {
+    type Run = <T>(fn: () => Promise<T>, signal?: AbortSignal) => Promise<T>
+    const lock = (store as unknown as { p: { log: { lock: { run: Run } } } }).p.log.lock
+    const run = lock.run.bind(lock) as Run
+    lock.run = <T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> => {
+      const at = { mark: model.mark(), ticket: ++lockTickets }
+      return run(() => { section = at; return fn() }, signal)
+    }
+  }
   const open = async (): Promise<Store> => {
     const store = await openStore()
+    if (resizing) watchLock(store)
     if (store.recovery.blockMap.from === 'saved') report.savedMapLoads++
     if (store.recovery.cut?.reason.endsWith(UNFLUSHED) === true) report.unflushedCuts++
     return store
@@ -214,9 +249,19 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
   try {
     await drive(Store.create(dir, { sizeBytes, blockBytes: B, segmentBytes: SEGMENT_BYTES }, sim))
     let store = await drive(open())
-    const model = new ImageModel(sizeBytes, B)
     const points = new Map<string, Point>()
     let nextName = 1
+    /** Resizes: the volume's size at the start of the phase (acknowledged, in store.json). */
+    let volBytes = sizeBytes
+    /**
+     * Resizes: blocks at or past this were given no data version since the last shrink past
+     * them (a shrink to here must not be refused). `everEnd`: none ever. A version a compaction
+     * took out of the index stays in its entry in the log until the entry is freed, and an
+     * index rebuilt from the log, or one a power loss took back to an older state, has it
+     * again (refusing a shrink it let through before): after those, `everEnd` counts.
+     */
+    let touchedEnd = 0
+    let everEnd = 0
 
     for (let phase = 0; phase < phases; phase++) {
       const faulty = rng.chance(0.2)
@@ -246,6 +291,14 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       /** A compaction of this phase ran to its end (it recycled every sealed segment of free entries alone). */
       let compacted = false
       const problems: string[] = []
+      // Resizes of this phase, in their append order (they hold the maintenance lock one at a
+      // time), and the writes and discards whose end they may move.
+      const resizes: ResizeRecord[] = []
+      const sized: Array<{ w: WriteRecord, what: string, end: number }> = []
+      const done = (): ResizeRecord[] => resizes.filter(r => r.status === 'done').sort((a, b) => a.ticket - b.ticket)
+      const sizeAtEvent = (k: number): number => done().reduce((size, r) => r.mark <= k ? r.to : size, volBytes)
+      const sizeAtTicket = (t: number): number => done().reduce((size, r) => r.ticket <= t ? r.to : size, volBytes)
+      const touch = (end: number): void => { touchedEnd = Math.max(touchedEnd, end); everEnd = Math.max(everEnd, end) }
       const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
         log(`  failed: ${(err as Error).message.slice(0, 160)}`)
         if (powerLost) return true
@@ -262,35 +315,46 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         for (let i = rng.int(40); i > 0; i--) await sched.io('idle') // start at a seeded moment
         if (r >= 0.3 && r < 0.34) {
           // A discard (TRIM): the range reads as zeros, as a write of zeros would make it.
-          const { offset, data } = randomWrite(rng, sizeBytes, faulty)
+          const { offset, data } = randomWrite(rng, s.sizeBytes, faulty)
           const w = model.callWrite(offset, Buffer.alloc(data.length))
           count('discard')
           log(`discard ${offset}+${data.length} (w${w.id})`)
+          if (resizing) {
+            // Its partial edge blocks are written as zeros (data versions), its whole blocks trimmed.
+            if (offset % B !== 0 || data.length % B !== 0) touch(Math.ceil((offset + data.length) / B))
+            sized.push({ w, what: `discard ${offset}+${data.length}`, end: offset + data.length })
+          }
           try {
             await s.discard(offset, data.length)
             model.settle(w, true)
           } catch (err) {
             if (powerLost) return
+            if (resizing && isLogdiskError(err, 'OUT_OF_RANGE')) { model.settle(w, 'refused'); count('refused past the end'); log(`  refused: ${(err as Error).message}`); return }
             model.settle(w, false)
             if (!allowed(err, 'NO_SPACE')) unexpected(`discard ${offset}+${data.length}`, err)
           }
         } else if (r < 0.34) {
-          const { offset, data } = randomWrite(rng, sizeBytes, faulty)
+          const { offset, data } = randomWrite(rng, s.sizeBytes, faulty)
           const w = model.callWrite(offset, data)
           count('write')
           log(`write ${offset}+${data.length} (w${w.id})`)
+          if (resizing) {
+            touch(Math.ceil((offset + data.length) / B))
+            sized.push({ w, what: `write ${offset}+${data.length}`, end: offset + data.length })
+          }
           try {
             // Inline (IoOptions.inline) by the seed: a lone write's writev is then synchronous.
             await s.write(offset, data, undefined, { inline: rng.chance(0.5) })
             model.settle(w, true)
           } catch (err) {
             if (powerLost) return // stays pending: it may be in the surviving prefix
+            if (resizing && isLogdiskError(err, 'OUT_OF_RANGE')) { model.settle(w, 'refused'); count('refused past the end'); log(`  refused: ${(err as Error).message}`); return }
             model.settle(w, false)
             if (!allowed(err, 'NO_SPACE')) unexpected(`write ${offset}+${data.length}`, err)
           }
         } else if (r < 0.48) {
           const length = rng.range(1, 24 * B)
-          const offset = rng.int(sizeBytes - length + 1)
+          const offset = rng.int(s.sizeBytes - length + 1)
           const from = model.settledPrefix()
           count('read')
           try {
@@ -298,14 +362,18 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             const bad = model.checkRead(Math.floor(offset / B), got, from, model.mark(), offset % B)
             if (bad >= 0) problems.push(`read ${offset}+${length}: block ${bad} is none of the versions it could have had`)
           } catch (err) {
-            if (!allowed(err)) unexpected(`read ${offset}+${length}`, err)
+            // A shrink that came while it read may refuse it.
+            if (!allowed(err) && !(resizing && resizes.length > 0 && isLogdiskError(err, 'OUT_OF_RANGE'))) unexpected(`read ${offset}+${length}`, err)
           }
         } else if (r < 0.57) {
           const live = [...points.values()].filter(p => p.kind === 'snapshot' && (p.resolved || p.expect))
           if (live.length === 0) return
           const p = live[rng.int(live.length)]
           const length = rng.range(1, 32 * B)
-          const offset = rng.int(sizeBytes - length + 1)
+          const rec = resizing ? s.snapshots().find(x => x.name === p.name) : undefined
+          if (resizing && rec === undefined) return
+          const snapBytes = rec !== undefined ? s.snapshotSize(rec) : sizeBytes
+          const offset = rng.int(snapBytes - length + 1)
           count('read snapshot')
           try {
             const got = await s.readSnapshot(p.name, offset, length, undefined, { inline: rng.chance(0.5) })
@@ -338,7 +406,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         } else if (r < 0.735) {
           const kind = rng.chance(0.5) ? 'snapshot' : 'sync'
           const name = `${kind === 'snapshot' ? 's' : 'p'}${nextName++}`
-          const p: Point = { kind, name, mark: model.mark(), resolved: false, timeMs: 0 }
+          const p: Point = { kind, name, mark: model.mark(), ticket: lockTickets, resolved: false, timeMs: 0 }
           points.set(name, p)
           count(kind)
           log(`${kind} ${name} at mark ${p.mark}`)
@@ -459,6 +527,107 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         }
       }
+      /**
+       * A grow or a shrink (resizeRng) among the other actions: a grow by a few blocks (absolute
+       * or relative), a shrink to the end of what was written, below it (refused while a block
+       * there holds data), or after discarding the tail first, as a user shrinking the
+       * filesystem would; writes drawn meanwhile still aim at the old end.
+       */
+      async function tailWrite (lo: number, hi: number, delay: number, length: number, at: number): Promise<void> {
+        for (let i = delay; i > 0; i--) await sched.io('idle')
+        const end = Math.min(hi * B, s.sizeBytes)
+        if (end - lo * B < length) return
+        const offset = lo * B + Math.floor(at * (end - lo * B - length + 1))
+        const data = resizeRng.bytes(length)
+        const w = model.callWrite(offset, data)
+        count('write')
+        log(`write into the tail ${offset}+${length} (w${w.id})`)
+        touch(Math.ceil((offset + length) / B))
+        sized.push({ w, what: `write ${offset}+${length}`, end: offset + length })
+        try {
+          await s.write(offset, data)
+          model.settle(w, true)
+        } catch (err) {
+          if (powerLost) return
+          if (isLogdiskError(err, 'OUT_OF_RANGE')) { model.settle(w, 'refused'); count('refused past the end'); log(`  refused: ${(err as Error).message}`); return }
+          model.settle(w, false)
+          if (!allowed(err, 'NO_SPACE')) unexpected(`write ${offset}+${length}`, err)
+        }
+      }
+      async function resizeAction (): Promise<void> {
+        for (let i = resizeRng.int(60); i > 0; i--) await sched.io('idle')
+        const cur = s.sizeBytes / B
+        const r = resizeRng.next()
+        let arg: number
+        let grow = false
+        let what: string
+        if (r < 0.4 && cur < capacityBytes / B) {
+          const by = resizeRng.range(1, Math.min(64, Math.floor((capacityBytes / B - cur) / 3)) || 1)
+          grow = resizeRng.chance(0.5) && cur + 3 * by <= capacityBytes / B // three relative grows at once still fit
+          arg = grow ? by * B : Math.min(capacityBytes / B, cur + by) * B
+          what = grow ? `grow +${by}` : `grow to ${arg / B}`
+        } else {
+          if (cur <= MIN_RESIZE_BLOCKS) return
+          const to = r < 0.6 && touchedEnd < cur
+            ? Math.max(MIN_RESIZE_BLOCKS, touchedEnd)
+            : resizeRng.range(MIN_RESIZE_BLOCKS, cur - 1)
+          arg = to * B
+          what = `shrink to ${to}`
+          if (resizeRng.chance(0.4)) {
+            // The tail discarded first (its trims make no data versions).
+            const w = model.callWrite(arg, Buffer.alloc((cur - to) * B))
+            sized.push({ w, what: `discard ${arg}+${(cur - to) * B}`, end: cur * B })
+            log(`discard the tail ${arg}+${(cur - to) * B} (w${w.id}) before a shrink`)
+            count('discard')
+            try {
+              await s.discard(arg, (cur - to) * B)
+              model.settle(w, true)
+            } catch (err) {
+              if (powerLost) return
+              if (isLogdiskError(err, 'OUT_OF_RANGE')) { model.settle(w, 'refused'); count('refused past the end'); log(`  refused: ${(err as Error).message}`); return }
+              model.settle(w, false)
+              if (!allowed(err, 'NO_SPACE')) unexpected(`discard ${arg}+${(cur - to) * B}`, err)
+              return
+            }
+          }
+        }
+        const rec: ResizeRecord = { what, mark: -1, ticket: -1, from: 0, to: 0, status: 'pending' }
+        resizes.push(rec)
+        const shrinking = !grow && !what.startsWith('grow')
+        count(shrinking ? 'shrink' : 'grow')
+        log(`resize: ${what} (${cur} blocks when called; written below ${touchedEnd})`)
+        // Writes into the tail while a shrink waits for its turn: each lands before it (and the
+        // shrink is refused) or is refused itself (resize-write-race).
+        const racers = shrinking && resizeRng.chance(0.5)
+          ? Array.from({ length: resizeRng.range(1, 3) }, () => tailWrite(arg / B, cur, resizeRng.int(40), resizeRng.range(1, 6) * B - (resizeRng.chance(0.3) ? resizeRng.range(1, B - 1) : 0), resizeRng.next()))
+          : []
+        try {
+          const resized = s.resize(arg, {
+            grow,
+            ready: (fromBytes, toBytes) => {
+              if (rec.mark >= 0) return
+              if (section === undefined) throw new Error('resize: ready outside a watched append-lock section')
+              Object.assign(rec, { mark: section.mark, ticket: section.ticket, from: fromBytes, to: toBytes })
+            }
+          })
+          await Promise.allSettled([resized, ...racers])
+          const got = await resized
+          if (rec.mark < 0 || got.fromBytes !== rec.from || got.toBytes !== rec.to) problems.push(`resize ${what}: resolved ${got.fromBytes} -> ${got.toBytes}, its ready saw ${rec.from} -> ${rec.to}`)
+          rec.status = 'done'
+          count(rec.to < rec.from ? 'shrank' : rec.to > rec.from ? 'grew' : 'resized to the same size')
+          log(`  resized ${rec.from / B} -> ${rec.to / B} blocks at mark ${rec.mark}`)
+          if (rec.to < rec.from) touchedEnd = Math.min(touchedEnd, rec.to / B)
+        } catch (err) {
+          if (powerLost) return
+          rec.status = 'failed'
+          if (isLogdiskError(err, 'BAD_ARGUMENT') && !grow) {
+            log(`  refused: ${(err as Error).message.slice(0, 160)}`)
+            count('shrink refused')
+            // Refused only while a block past the new end holds data: one was written there.
+            if (touchedEnd <= arg / B) problems.push(`resize ${what}: refused though no block at or past ${arg / B} was ever written (below ${touchedEnd}): ${(err as Error).message}`)
+          } else if (!allowed(err)) unexpected(`resize ${what}`, err)
+        }
+      }
       // Now and then a busy phase: compactions under a burst of writes that rolls segments
       // while they run (where a pass that judged too much history would free new writes).
       const busy = rng.chance(0.15)
@@ -485,21 +654,54 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         })())
       }
+      if (resizing) {
+        for (let n = resizeRng.chance(0.6) ? resizeRng.range(1, 3) : 0; n > 0; n--) actions.push(resizeAction())
+      }
       const all = Promise.allSettled(actions)
       const run = await sched.run(all, { crashAfterSteps })
       powerLost = run.powerLost
       for (const r of await all) if (r.status === 'rejected') problems.push(`action threw: ${(r.reason as Error).stack}`)
       sched.setFaults([])
       if (problems.length > 0 && !powerLost) fail(`phase ${phase}: ${problems[0]}`)
+      if (resizing && !powerLost) {
+        // Every resize settled: a shrink went through only with nothing but zeros (or unknown
+        // bytes of a failed write) past its end at its place in the append order, and every
+        // write or discard reaching past the end as it was at its own place was refused.
+        const zeros = Buffer.alloc(B)
+        for (const r of resizes) {
+          if (r.status !== 'done' || r.to >= r.from) continue
+          for (let b = r.to / B; b < r.from / B; b++) {
+            const st = model.stateAt(b, r.mark)
+            if (st !== null && !st.equals(zeros)) fail(`phase ${phase}: resize ${r.what} (${r.from / B} -> ${r.to / B} blocks at mark ${r.mark}) went through while block ${b} past the new end held data`)
+          }
+        }
+        for (const { w, what, end } of sized) {
+          const size = sizeAtEvent(w.firstEvent)
+          if (w.status === 'acked' && end > size) fail(`phase ${phase}: ${what} (w${w.id}) acknowledged, past the end of the ${size / B}-block volume (a shrink came before it)`)
+          if (w.status === 'refused' && end <= size) fail(`phase ${phase}: ${what} (w${w.id}) refused OUT_OF_RANGE inside the ${size / B}-block volume`)
+        }
+      }
+      /**
+       * The volume's size after the phase: the last resize acknowledged; after a power loss
+       * also the one in flight (store.json is written as the resize ends, and it is not undone).
+       */
+      const checkSize = (what: string): void => {
+        const acked = sizeAtEvent(Infinity)
+        if (store.sizeBytes === acked) return
+        const inFlight = powerLost ? resizes.find(r => r.status === 'pending' && r.mark >= 0 && r.to === store.sizeBytes) : undefined
+        if (inFlight === undefined) fail(`${what}: the volume has ${store.sizeBytes / B} blocks; the resizes acknowledged left ${acked / B}`)
+        else inFlight.status = 'done'
+      }
       /**
        * After a reopen that may have lost what no flush covered: the image holds every flushed
        * write and a prefix of the rest, and the points agree with it (fail throws otherwise).
        */
       const checkLossy = async (what: string): Promise<void> => {
-        const observed = await drive(store.read(0, sizeBytes))
+        checkSize(what)
+        const observed = await drive(store.read(0, store.sizeBytes))
         const prefix = model.checkPrefix(observed)
         if ('error' in prefix) fail(`${what}: ${prefix.error}`)
-        else await drive(reconcilePoints(store, points, model, prefix.prefix, fail, what))
+        else await drive(reconcilePoints(store, points, model, prefix.prefix, fail, what, p => sizeAtTicket(p.ticket)))
         model.reset(observed)
       }
       // Every flush fails now (writeback-guard.ts): what a user does is unmount and mount again (a
@@ -509,6 +711,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       const remounted = !powerLost && store.writebackFailed
       if (remounted) {
         report.remounts++
+        touchedEnd = everEnd
         log('a write-back failed: close and reopen (no power loss)')
         await drive(store.close())
         home.resetAccounting()
@@ -518,6 +721,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
 
       if (powerLost) {
         report.crashes++
+        touchedEnd = everEnd
         log('power lost: abandon, crash, reopen')
         await drive(store.abandon())
         sim.crash(crashRng, { pages: opts.crashPages })
@@ -531,10 +735,11 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         store = await drive(open())
         await checkLossy(`phase ${phase}, after power loss`)
       } else if (!remounted) {
-        const observed = await drive(store.read(0, sizeBytes))
+        checkSize(`phase ${phase}`)
+        const observed = await drive(store.read(0, store.sizeBytes))
         const bad = checkExpectation(model.expectationAt(model.mark()), observed, B)
         if (bad >= 0) fail(`phase ${phase}: current image block ${bad} differs from the model at rest`)
-        await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`))
+        await drive(reconcilePoints(store, points, model, model.mark(), fail, `phase ${phase}`, p => sizeAtTicket(p.ticket)))
         model.reset(observed)
         // No segment of free entries alone outlives a compaction that ran to its end, a rebuild's
         // either (its entries have no summaries: such segments stayed for good). Only where
@@ -548,7 +753,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           }
         }
       }
-      await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
+      volBytes = store.sizeBytes
+      await drive(checkPoints(store, points, mayRefuse, phase, fail, count))
       const verify = await drive(store.verify())
       if (!verify.ok && opts.inspect) await opts.inspect({ store, sim, home, scheduler: sched })
       if (!verify.ok) fail(`phase ${phase}: verify: ${verify.problems.join('; ')}`)
@@ -562,6 +768,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         store = await drive(open())
       } else if (r < 0.12) {
         report.rebuilds++
+        touchedEnd = everEnd
         log('index rebuild (index deleted)')
         await drive(store.close())
         indexes.destroy(path.join(dir, 'index'))
@@ -569,13 +776,14 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         store = await drive(open())
       }
       if (r < 0.12) {
-        const observed = await drive(store.read(0, sizeBytes))
-        if (!observed.equals(model.base)) {
+        if (store.sizeBytes !== volBytes) fail(`phase ${phase}: the volume's size changed across a ${r < 0.08 ? 'reopen' : 'rebuild'}: ${volBytes / B} -> ${store.sizeBytes / B} blocks`)
+        const observed = await drive(store.read(0, volBytes))
+        if (!observed.equals(model.base.subarray(0, volBytes))) {
           await opts.inspect?.({ store, sim, home, scheduler: sched })
-          const blocks = [...Array(sizeBytes / B).keys()].filter(b => !observed.subarray(b * B, (b + 1) * B).equals(model.base.subarray(b * B, (b + 1) * B)))
+          const blocks = [...Array(volBytes / B).keys()].filter(b => !observed.subarray(b * B, (b + 1) * B).equals(model.base.subarray(b * B, (b + 1) * B)))
           fail(`phase ${phase}: the current image changed across a ${r < 0.08 ? 'reopen' : 'rebuild'} (blocks ${blocks.slice(0, 10).join(', ')}${blocks.length > 10 ? ', ...' : ''})`)
         }
-        await drive(checkPoints(store, points, sizeBytes, mayRefuse, phase, fail, count))
+        await drive(checkPoints(store, points, mayRefuse, phase, fail, count))
       }
     }
     await drive(store.close())
@@ -596,7 +804,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
  */
 async function reconcilePoints (
   store: Store, points: Map<string, Point>, model: ImageModel, prefix: number,
-  fail: (message: string) => never, where: string
+  fail: (message: string) => never, where: string, sizeOf: (p: Point) => number
 ): Promise<void> {
   const present = new Set(store.snapshots().map(x => x.name))
   for (const p of [...points.values()]) {
@@ -615,6 +823,7 @@ async function reconcilePoints (
     if (p.mark > prefix) fail(`${where}: ${p.kind} ${p.name} exists but writes before it were lost`)
     p.resolved = true
     p.expect = model.expectationAt(p.mark)
+    p.sizeBytes = sizeOf(p)
   }
 }
 
@@ -630,7 +839,7 @@ async function hasSync (store: Store, note: string): Promise<boolean> {
 
 /** Every snapshot image and every sync point's restore against the model. */
 async function checkPoints (
-  store: Store, points: Map<string, Point>, sizeBytes: number, mayRefuse: (p: Point) => boolean, phase: number,
+  store: Store, points: Map<string, Point>, mayRefuse: (p: Point) => boolean, phase: number,
   fail: (message: string) => never, count: (op: string) => void
 ): Promise<void> {
   const snaps = new Map(store.snapshots().map(s => [s.name, s]))
@@ -641,7 +850,10 @@ async function checkPoints (
     if (p.kind === 'snapshot') {
       if (!snaps.has(p.name)) fail(`phase ${phase}: snapshot ${p.name} is missing`)
       count('check snapshot')
-      got = await store.readSnapshot(p.name, 0, sizeBytes)
+      // The size at its cut, whatever the volume was resized to since.
+      const size = store.snapshotSize(snaps.get(p.name)!)
+      if (size !== p.sizeBytes) fail(`phase ${phase}: snapshot ${p.name} has ${size / B} blocks; the volume had ${(p.sizeBytes ?? 0) / B} at its cut`)
+      got = await store.readSnapshot(p.name, 0, size)
     } else {
       count('check restore')
       let seq: number
@@ -652,9 +864,14 @@ async function checkPoints (
         if (mayRefuse(p) && (isLogdiskError(err, 'BAD_ARGUMENT') || isLogdiskError(err, 'NOT_FOUND'))) continue
         return fail(`phase ${phase}: restore --at ${p.name}: ${(err as Error).message}`)
       }
-      got = Buffer.alloc(sizeBytes)
+      const size = store.sizeAt(seq)
+      if (size !== p.sizeBytes) fail(`phase ${phase}: restore --at ${p.name} (seq ${seq}) has ${size / B} blocks; the volume had ${(p.sizeBytes ?? 0) / B} at the point`)
+      got = Buffer.alloc(size)
       try {
-        for await (const { block, data } of store.imageAt(seq)) data.copy(got, block * B)
+        for await (const { block, data } of store.imageAt(seq)) {
+          if (block * B >= size) fail(`phase ${phase}: restore --at ${p.name} (seq ${seq}) has a version of block ${block}, past its end (${size / B} blocks)`)
+          data.copy(got, block * B)
+        }
       } catch (err) {
         return fail(`phase ${phase}: restore --at ${p.name} (seq ${seq}): ${(err as Error).message}`)
       }
@@ -663,6 +880,17 @@ async function checkPoints (
     if (bad >= 0) fail(`phase ${phase}: ${p.kind === 'snapshot' ? 'snapshot' : 'restore --at'} ${p.name} block ${bad} is wrong (got ${got.subarray(bad * B, bad * B + 8).toString('hex')}, expected ${p.expect.data.subarray(bad * B, bad * B + 8).toString('hex')})`)
     p.expect = { data: got, any: new Set() } // wildcards are settled now
   }
+}
+
+/** A grow or a shrink of the simulation (SimulationOptions.resize) and, once its `ready` ran, its place in the append order. */
+interface ResizeRecord {
+  what: string
+  /** The model's mark and the append-lock ticket when it took the lock (-1 before). */
+  mark: number
+  ticket: number
+  from: number
+  to: number
+  status: 'pending' | 'done' | 'failed'
 }
 
 function randomWrite (rng: Rng, sizeBytes: number, aligned: boolean): { offset: number, data: Buffer } {
