@@ -169,12 +169,13 @@ export class ImageModel {
     for (let j = 0; j <= this.events.length; j++) {
       if (j > 0) {
         const e = this.events[j - 1]
-        if (e.block >= gotBlocks) continue // past the volume's end now (a shrink took it)
-        const s = next(states.get(e.block)!, e)
-        states.set(e.block, s)
-        const nowBad = !matches(e.block, s)
-        if (nowBad && !badBlocks.has(e.block)) { bad++; badBlocks.add(e.block) }
-        if (!nowBad && badBlocks.has(e.block)) { bad--; badBlocks.delete(e.block) }
+        if (e.block < gotBlocks) { // past the volume's end now, a shrink took it
+          const s = next(states.get(e.block)!, e)
+          states.set(e.block, s)
+          const nowBad = !matches(e.block, s)
+          if (nowBad && !badBlocks.has(e.block)) { bad++; badBlocks.add(e.block) }
+          if (!nowBad && badBlocks.has(e.block)) { bad--; badBlocks.delete(e.block) }
+        }
       }
       if (j >= this.durable && bad === 0) best = j
     }
