@@ -37,9 +37,6 @@ export const reverts = {
   'resize-write-race: a write or discard checks the volume\'s end again under the append lock': [
     ['src/store/log-appender.ts', '    if (offset + length <= size) return undefined\n', '    if (offset + length <= size || size > 0) return undefined\n']
   ],
-  'resize: a shrink checks what lies past the new end after a checkpoint under the append lock': [
-    ['src/store/store.ts', '          await index.checkpointThrough(log.seq)\n          await this.p.map.loaded()\n', '          await this.p.map.loaded()\n']
-  ],
   'issue 14: passes leave segments not yet replicated alone (retainFrom)': [
     ['src/store/life-cycle.ts', 'new PassFence(log.seq, Math.min(log.current.id, this.p.opts.retainFrom?.() ?? Infinity), this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))', 'new PassFence(log.seq, log.current.id, this.p.config.segmentBytes, this.p.snapshotTable.list().map(s => s.seq))']
   ]
@@ -52,6 +49,5 @@ export const reverts = {
 // simulation's resizes (SimulationOptions.resize), which are off by default.
 export const simulateOptions = {
   'resize-write-race: a write or discard checks the volume\'s end again under the append lock': { resize: true },
-  'resize: a shrink checks what lies past the new end after a checkpoint under the append lock': { resize: true },
   'space: compaction recycles a segment of free entries alone that a rebuild left unsummarized': { rebuildAfterPowerLoss: true }
 }
