@@ -397,12 +397,15 @@ export class Replicator {
       this.index = index
       changed = true
     }
-    // A resize writes store.json and nothing to the log: without a manifest of its own it
-    // reached the replica only with the next write (a hostile test, helper-51).
-    if (changed || seq !== this.point.seq || this.configText() !== this.publishedConfig) {
+    // store.json as of P (configText): a resize that finished since P was read is not on the
+    // replica yet (its marker lies after P), and its size is not either (helper-97's A1).
+    // Compared too: a manifest whose store.json differed from the store's at its point (one
+    // from before this was so) is replaced even when nothing was shipped.
+    const config = await this.configText(seq)
+    if (changed || seq !== this.point.seq || config !== this.publishedConfig) {
       let entry: ShippedPoint['entry'] = null
       if (seq > 0) for await (const e of this.store.entries(seq, seq)) { entry = { kind: e.kind, timeMs: e.timeMs, position: e.position }; break }
-      await this.publish({ position: P, seq, entry })
+      await this.publish({ position: P, seq, entry }, config)
     }
     this.lastError = null
     this.logged.clear()
@@ -568,15 +571,30 @@ export class Replicator {
     return parts && parts.length > 0 ? parts[parts.length - 1].to : 0
   }
 
-  /** store.json as it is now (the geometry and size a manifest carries), as compact JSON. */
-  private configText (): string {
-    return JSON.stringify(JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8')))
+  /**
+   * store.json as of log sequence `seq` (the geometry and size a manifest carries), as compact
+   * JSON: its size the volume's at `seq` (Store.sizeAtSettled: from the resize markers after
+   * `seq`), not the size now. A round reads its point P, ships, then publishes: a resize that
+   * finished in between wrote its marker after P, which the replica lacks, and store.json's new
+   * size with it made a store recovered from the replica (create --from) hold a size the volume
+   * never had at its log's end: restore --at an earlier point cut to it, and after a discard,
+   * a compaction and a shrink its live blocks lay past its end (helper-97's A1). The marker
+   * is written before store.json, under the append lock, which the read of the size takes:
+   * at every interleaving the size is the one at `seq`, or, with the marker at or before `seq`
+   * and store.json not written (a crash, a resize refused after its marker), the size
+   * store.json keeps, which the marker says is right (Store.resize).
+   */
+  private async configText (seq: number): Promise<string> {
+    this.assertRunning() // an abandoned round: the store may be closed
+    const sizeBytes = await this.store.sizeAtSettled(seq)
+    const config = JSON.parse(fs.readFileSync(path.join(this.store.dir, CONFIG_FILE), 'utf8'))
+    return JSON.stringify({ ...config, sizeBytes })
   }
 
-  /** Puts the next manifest version: the commit point of everything put before it. */
-  private async publish (point: ShippedPoint): Promise<void> {
+  /** Puts the next manifest version: the commit point of everything put before it; `config` is configText(point.seq). */
+  private async publish (point: ShippedPoint, config?: string): Promise<void> {
     const gen = this.lease!.generation
-    const config = this.configText()
+    config ??= await this.configText(point.seq)
     const version = this.version + 1
     const name = manifestObject(gen, version)
     const m: Omit<Manifest, 'sha256'> = {

@@ -392,6 +392,18 @@ export class Store {
     return this.p.snapshotTable.sizeAt(seq, this.sizeBytes)
   }
 
+  /**
+   * sizeAt(`seq`), taken under the append lock, which a resize holds from its marker until
+   * store.json has the new size: never read between the two (the marker logged, the size not
+   * changed yet), where a point at or after the marker would get the old size. For what must
+   * describe the volume as of a log position, whatever resize runs meanwhile (a replica's
+   * manifest: replicator.ts).
+   */
+  async sizeAtSettled (seq: number): Promise<number> {
+    this.assertOpen()
+    return await this.p.log.lock.run(async () => this.sizeAt(seq))
+  }
+
   /** Reads a snapshot image: each block as it was at the snapshot's cut (000 cl. 10-11), up to the snapshot's size. */
   async readSnapshot (name: string, offset: number, length: number, into?: Buffer, opts?: IoOptions): Promise<Buffer> {
     this.assertOpen()
