@@ -135,7 +135,19 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
       metrics.close()
       await metricsServer?.close().catch(() => undefined)
       await control?.close().catch(() => undefined)
-      await step('closing the store', () => store.close())
+      try {
+        await step('closing the store', () => store.close())
+      } catch (err) {
+        // Past the point of return: the mount is detached and the control socket closed. What
+        // was written is in the log (flushed above); the index may lack its end, which the next
+        // open replays, as after a crash. daemon.json stays, naming this process: `logdisk
+        // unmount` reads it, once the process is gone, as a stop that did not close the store
+        // cleanly (it had reported success while the store was never closed: helper-97's D2).
+        log.error({ mountpoint, err: (err as Error).message, ms: took }, 'closing the store failed: the mount is gone but the store was not closed cleanly; its next open replays the log as after a crash')
+        process.exitCode = 1
+        finish()
+        return
+      }
       fs.rmSync(path.join(storeDir, DAEMON_FILE), { force: true })
       log.info({ mountpoint, ms: took }, 'unmounted')
       finish()
@@ -235,6 +247,17 @@ export async function runDaemon (storeDir: string, mountpoint: string, log: Logg
         if (!store.writebackFailed) throw err
         log.error({ mountpoint, err: (err as Error).message }, 'unmounting without a final flush: a write-back of the log failed')
       })
+      // The index written before anything stops: a store whose index cannot be written (its
+      // filesystem full) cannot be closed cleanly, and the unmount is refused while the mount
+      // still serves, rather than reported done with the close failing after it (helper-97's
+      // D2). What a close writes after this (the stop's own passes) may still fail: the
+      // unmount command then says so (daemon.json is left).
+      // (Not after a failed write-back: that close releases the store as a kill would, above.)
+      if (!store.writebackFailed) {
+        await store.checkpoint().catch(err => {
+          throw new LogdiskError(isLogdiskError(err, 'NO_SPACE') ? 'NO_SPACE' : 'IO', `cannot unmount ${mountpoint}: the store's index could not be written, so the store cannot be closed cleanly (${(err as Error).message}); nothing was stopped, the mount still serves; make room (or fix the error) and run logdisk unmount again`)
+        })
+      }
       await new Promise(resolve => setTimeout(resolve, 20)) // an end-of-stream read with the request is processed by now
       if (req.gone()) {
         // The client gave up waiting (a stopped or overloaded daemon) and told its user that

@@ -1034,6 +1034,8 @@ export class Store {
       this.p.logger.error({ err: (err as Error).message }, 'closed without a final sync: a write-back of the log failed; the next open writes the entries no flush covered again')
       return await this.abandon()
     }
+    // LOGDISK_FAULTS=close-fails (tests): the close fails writing the index, as on a full filesystem.
+    if (this.p.opts.faults?.has('close-fails')) throw new LogdiskError('IO', 'injected fault: writing the index at close failed (LOGDISK_FAULTS=close-fails)')
     await index.checkpointThrough(log.seq)
     if (!this.p.opts.readOnly && this.p.opts.savedBlockMap !== false) await this.saveBlockMap()
     if (!this.p.opts.readOnly && clean) await this.recordCleanClose()

@@ -72,7 +72,9 @@ async function foreground (store: string, mountpoint: string, opts: DaemonOption
     process.send?.({ error: (err as Error).message })
     throw err
   }
-  process.exit(0) // fuse-native's thread would otherwise keep the process alive
+  // fuse-native's thread would otherwise keep the process alive; 1 when the stop could not
+  // close the store cleanly (runDaemon set it).
+  process.exit()
 }
 
 /** Starts the daemon detached, its output appended to <store>/daemon.log; returns once mounted. */

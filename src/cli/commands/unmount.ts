@@ -66,6 +66,14 @@ export function register (program: Command): void {
         const why = firstDaemonProblem(log, asked)
         throw new LogdiskError('BUSY', `the daemon (pid ${pid}) has not finished unmounting ${mountpoint} after ${EXIT_WAIT_MS / 1000} s${why ? ` (it logged: ${why})` : ''}; see ${log}`)
       }
+      // The daemon removes daemon.json only once the store closed cleanly: still naming it, the
+      // daemon exited without (closing the store failed, or the stop's deadline ran out). It
+      // had been reported as unmounted (helper-97's D2).
+      if (readDaemonInfo(mount.store)?.pid === pid) {
+        const why = firstDaemonProblem(log, asked)
+        if (logdiskMountAt(mountpoint) !== undefined) await lazyUnmount(mountpoint).catch(() => undefined)
+        throw new LogdiskError('IO', `the daemon (pid ${pid}) detached ${mountpoint} but exited without closing the store ${mount.store} cleanly${why ? ` (it logged: ${why})` : ''}; the store is as after a crash: its next open recovers it from the log, which holds every write that was flushed; see ${log}`)
+      }
       // The daemon exits even when its transport could not detach the mount (it logs why):
       // what it left is a stale mount, removed here as for a killed daemon.
       if (logdiskMountAt(mountpoint) !== undefined) {
