@@ -119,3 +119,34 @@ for (const mode of ['shrink', 'grow', 'trimshrink'] as const) {
     t.equal((next!.manifest.store as { sizeBytes: number }).sizeBytes, to, 'and its manifest carries the new size')
   })
 }
+
+t.test('a snapshot taken during a round is not in that round\'s manifest, whose point lies before it; the next one lists it', async t => {
+  const root = testTmp(t, 'resize-race', 'snapshot')
+  const spec = path.join(root, 'replica')
+  fs.mkdirSync(spec)
+  const dir = path.join(root, 'a')
+  const config = await Store.create(dir, { sizeBytes: SIZE, segmentBytes: SEGMENT })
+  recordIdentity(dir, config)
+  writePolicy(dir, applyAssignments(defaultPolicy(), [`replicate.target=${spec}`]))
+  const store = (await openStore(dir, { checkpointIntervalMs: 0 })).store
+  t.teardown(() => store.close().catch(() => undefined))
+  const hook: { run?: () => Promise<void> } = {}
+  const r = await Replicator.start(store, hookedTarget(parseTarget(spec), hook), { spec, timer: false, leaseTtlMs: 600_000, persist: false })
+  t.teardown(() => r.stop().catch(() => undefined))
+  await store.write(0, pat('one', 64 * KiB))
+  await store.snapshot({ name: 'early' })
+  await store.flush()
+  await r.tick()
+  await store.write(0, pat('two', 64 * KiB))
+  await store.flush()
+  hook.run = async () => { await store.snapshot({ name: 'late' }) }
+  await r.tick()
+  const newest = await newestManifest(parseTarget(spec))
+  const names = newest!.manifest.snapshots.map(s => s.name)
+  const late = store.snapshots().find(s => s.name === 'late')!
+  t.ok(late.seq > newest!.manifest.point.seq, 'the snapshot lies after the manifest\'s point')
+  t.same(names, ['early'], 'the manifest lists only the snapshots at or before its point')
+  await r.tick()
+  const next = await newestManifest(parseTarget(spec))
+  t.same(next!.manifest.snapshots.map(s => s.name), ['early', 'late'], 'the next round ships it and lists it')
+})

@@ -610,7 +610,9 @@ export class Replicator {
       segments: this.segments,
       tails: this.tails,
       point,
-      snapshots: this.store.snapshots().map(s => ({ name: s.name, id: s.id, seq: s.seq, timeMs: s.timeMs })),
+      // As of the point, as `store` is: a snapshot taken since lies past the log the replica
+      // holds, and a clone from the replica would look for a marker it does not have.
+      snapshots: this.store.snapshots().filter(s => s.seq <= point.seq).map(s => ({ name: s.name, id: s.id, seq: s.seq, timeMs: s.timeMs })),
       horizonSeq: this.store.status().history.horizonSeq,
       index: this.index
     }
