@@ -9,10 +9,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { IndexDb } from '../src/store/index-db'
+import { testKey, testRows } from './helpers/index-rows'
 import { must, run, tmpDir } from './helpers/cli'
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
-const key = (s: string): Buffer => Buffer.from(`zz-test-${s}`)
+const key = testKey
 
 t.test('a background error left by a moment without room clears once room is back', { skip, timeout: 180_000 }, async t => {
   const dir = tmpDir('index-reopen-enospc')
@@ -60,21 +61,12 @@ t.test('a background error left by a moment without room clears once room is bac
   }
   t.same(errors.slice(0, 3), [], 'every write with room back succeeds')
   // Reads go on through the reopened database.
-  t.equal((await rows(db)).length >= acked.size, true, 'the index reads after the reopen')
+  t.equal((await testRows(db)).length >= acked.size, true, 'the index reads after the reopen')
   await db.close()
 
   db = await IndexDb.open(location)
   t.teardown(() => db.close())
-  const have = new Map(await rows(db))
+  const have = new Map(await testRows(db))
   const missing = [...acked].filter(([k, v]) => !(have.get(k)?.equals(v) ?? false)).map(([k]) => k)
   t.same(missing, [], 'every acknowledged write reads back after a reopen')
 })
-
-async function rows (db: IndexDb): Promise<Array<[string, Buffer]>> {
-  const out: Array<[string, Buffer]> = []
-  for await (const [k, v] of db.dump()) {
-    const s = k.toString()
-    if (s.startsWith('zz-test-')) out.push([s.slice('zz-test-'.length), v])
-  }
-  return out
-}

@@ -9,10 +9,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { IndexDb } from '../src/store/index-db'
+import { testKey, testRows } from './helpers/index-rows'
 import { must, run, tmpDir } from './helpers/cli'
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
-const key = (s: string): Buffer => Buffer.from(`zz-test-${s}`)
+const key = testKey
 const value = Buffer.alloc(3000, 0x61)
 
 t.test('writes acknowledged after one failed for room survive a reopen', { skip, timeout: 120_000 }, async t => {
@@ -42,17 +43,8 @@ t.test('writes acknowledged after one failed for room survive a reopen', { skip,
   db = await IndexDb.open(location)
   t.teardown(() => db.close())
   const missing: string[] = []
-  for (const [k, v] of await rows(db)) if (!v.equals(value)) missing.push(`${k} (changed)`)
-  const have = new Set((await rows(db)).map(([k]) => k))
+  for (const [k, v] of await testRows(db)) if (!v.equals(value)) missing.push(`${k} (changed)`)
+  const have = new Set((await testRows(db)).map(([k]) => k))
   for (const k of [...before, ...after]) if (!have.has(k)) missing.push(k)
   t.same(missing, [], 'every write acknowledged before and after the failures reads back after a reopen')
 })
-
-async function rows (db: IndexDb): Promise<Array<[string, Buffer]>> {
-  const out: Array<[string, Buffer]> = []
-  for await (const [k, v] of db.dump()) {
-    const s = k.toString()
-    if (s.startsWith('zz-test-')) out.push([s.slice('zz-test-'.length), v])
-  }
-  return out
-}

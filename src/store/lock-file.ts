@@ -49,17 +49,9 @@ export const lockFileHooks: { beforeTakeover?: (lock: string, holder: string) =>
 /** Runs `fn` holding the lock file `lock`; waits (blocking the thread) while another holds it. */
 export function withLockFileSync<T> (lock: string, fn: () => T, opts: LockFileOptions): T {
   const token = newToken()
-  const deadline = Date.now() + opts.waitMs
-  while (true) {
-    const r = tryTake(lock, token, opts)
-    if (r === undefined) break
-    if (r.gone) continue
-    if (r.stale) {
-      void lockFileHooks.beforeTakeover?.(lock, r.holder)
-      if (takeOver(lock, r.holder, opts)) continue
-    }
-    if (Date.now() > deadline) throw busy(r.holder, opts)
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, opts.pollMs ?? 10)
+  for (const step of takeSteps(lock, token, opts)) {
+    if (step.stale !== undefined) void lockFileHooks.beforeTakeover?.(lock, step.stale)
+    else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, opts.pollMs ?? 10)
   }
   try {
     return fn()
@@ -71,22 +63,34 @@ export function withLockFileSync<T> (lock: string, fn: () => T, opts: LockFileOp
 /** Runs `fn` holding the lock file `lock`; waits (without blocking) while another holds it. */
 export async function withLockFile<T> (lock: string, fn: () => T | Promise<T>, opts: LockFileOptions): Promise<T> {
   const token = newToken()
-  const deadline = Date.now() + opts.waitMs
-  while (true) {
-    const r = tryTake(lock, token, opts)
-    if (r === undefined) break
-    if (r.gone) continue
-    if (r.stale) {
-      await lockFileHooks.beforeTakeover?.(lock, r.holder)
-      if (takeOver(lock, r.holder, opts)) continue
-    }
-    if (Date.now() > deadline) throw busy(r.holder, opts)
-    await new Promise(resolve => setTimeout(resolve, opts.pollMs ?? 10))
+  for (const step of takeSteps(lock, token, opts)) {
+    if (step.stale !== undefined) await lockFileHooks.beforeTakeover?.(lock, step.stale)
+    else await new Promise(resolve => setTimeout(resolve, opts.pollMs ?? 10))
   }
   try {
     return await fn()
   } finally {
     releaseLock(lock, token)
+  }
+}
+
+/**
+ * The taking of `lock`, shared by both forms, which differ only in how they wait: it yields
+ * the stale holder it is about to take over (where the test hook runs) and a pause between
+ * tries, and returns once the lock is ours; BUSY past opts.waitMs.
+ */
+function * takeSteps (lock: string, token: string, opts: LockFileOptions): Generator<{ stale?: string }, void, void> {
+  const deadline = Date.now() + opts.waitMs
+  while (true) {
+    const r = tryTake(lock, token, opts)
+    if (r === undefined) return
+    if (r.gone) continue
+    if (r.stale) {
+      yield { stale: r.holder }
+      if (takeOver(lock, r.holder, opts)) continue
+    }
+    if (Date.now() > deadline) throw busy(r.holder, opts)
+    yield {}
   }
 }
 
