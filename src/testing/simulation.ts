@@ -298,7 +298,13 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
       const done = (): ResizeRecord[] => resizes.filter(r => r.status === 'done').sort((a, b) => a.ticket - b.ticket)
       const sizeAtEvent = (k: number): number => done().reduce((size, r) => r.mark <= k ? r.to : size, volBytes)
       const sizeAtTicket = (t: number): number => done().reduce((size, r) => r.ticket <= t ? r.to : size, volBytes)
-      const touch = (end: number): void => { touchedEnd = Math.max(touchedEnd, end); everEnd = Math.max(everEnd, end) }
+      /** Resizes waiting for their result, each with the furthest end written since it was called. */
+      const watching = new Set<{ since: number }>()
+      const touch = (end: number): void => {
+        touchedEnd = Math.max(touchedEnd, end)
+        everEnd = Math.max(everEnd, end)
+        for (const w of watching) w.since = Math.max(w.since, end)
+      }
       const allowed = (err: unknown, ...codes: ErrorCode[]): boolean => {
         log(`  failed: ${(err as Error).message.slice(0, 160)}`)
         if (powerLost) return true
@@ -593,6 +599,10 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
         }
         const rec: ResizeRecord = { what, mark: -1, ticket: -1, from: 0, to: 0, status: 'pending' }
         resizes.push(rec)
+        // A write called while this resize waits may land after it in the log (after a grow
+        // that came between): a shrink's result must not take its blocks back (seed 7670016).
+        const watch = { since: 0 }
+        watching.add(watch)
         const shrinking = !grow && !what.startsWith('grow')
         count(shrinking ? 'shrink' : 'grow')
         log(`resize: ${what} (${cur} blocks when called; written below ${touchedEnd})`)
@@ -616,7 +626,7 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
           rec.status = 'done'
           count(rec.to < rec.from ? 'shrank' : rec.to > rec.from ? 'grew' : 'resized to the same size')
           log(`  resized ${rec.from / B} -> ${rec.to / B} blocks at mark ${rec.mark}`)
-          if (rec.to < rec.from) touchedEnd = Math.min(touchedEnd, rec.to / B)
+          if (rec.to < rec.from) touchedEnd = Math.min(touchedEnd, Math.max(rec.to / B, watch.since))
         } catch (err) {
           if (powerLost) return
           rec.status = 'failed'
@@ -626,6 +636,8 @@ export async function simulate (seed: number, opts: SimulationOptions = {}): Pro
             // Refused only while a block past the new end holds data: one was written there.
             if (touchedEnd <= arg / B) problems.push(`resize ${what}: refused though no block at or past ${arg / B} was ever written (below ${touchedEnd}): ${(err as Error).message}`)
           } else if (!allowed(err)) unexpected(`resize ${what}`, err)
+        } finally {
+          watching.delete(watch)
         }
       }
       // Now and then a busy phase: compactions under a burst of writes that rolls segments
