@@ -197,6 +197,15 @@ export class ImageModel {
     for (let i = w.firstEvent; i < w.firstEvent + w.events; i++) {
       for (const j of this.byBlock.get(this.events[i].block) ?? []) if (j > i && this.events[j].partial) this.events[j].tainted = true
     }
+    // And the running content (what a partial write called from now on merges into) forgets its
+    // bytes: they never landed (seed 7671038 RESIZE=1: a partial write after the refusal carried
+    // the refused write's bytes beside its own, where the store merged with what the block held).
+    const B = this.blockBytes
+    for (let i = w.firstEvent; i < w.firstEvent + w.events; i++) {
+      const b = this.events[i].block
+      const state = this.stateAt(b, this.events.length)
+      if (state !== null) state.copy(this.content, b * B)
+    }
   }
 
   /**
