@@ -255,7 +255,10 @@ t.test(`crowded chunks read by groups of blocks: ${CROWDED.length} seeds`, async
  * the size at their cut, and that the size after a power loss is the last one acknowledged
  * (or the one in flight). Off by default: its own rng leaves every other seed as it was.
  */
-const RESIZES: Array<[seed: number, opts: SimulationOptions]> = process.env.SIM_SEEDS ? [] : [[3, { resize: true }]] // 3: grows, shrinks, refused shrinks and a write into the tail refused past the end
+const RESIZES: Array<[seed: number, opts: SimulationOptions]> = process.env.SIM_SEEDS ? [] : [
+  [3, { resize: true }], // 3: grows, shrinks, refused shrinks and a write into the tail refused past the end
+  [7670088, { ...PAGES_OPTS, rebuildAfterPowerLoss: true, resize: true }] // a partial write of a block after a shrink, a refused full write of it and a grow: merged with the zeros the grow shows (the model's merge base kept the refused bytes; helper-102)
+]
 t.test(`resizes: ${RESIZES.length} seeds`, async t => {
   for (const [seed, opts] of RESIZES) {
     const r = await sim.run(seed, opts)

@@ -433,14 +433,14 @@ export class IndexDb {
     // setting a version twice, or deleting it twice, is the same as once; history deletes
     // only follow a synced log, see IndexWriter.checkpoint), so it is safe.
     await this.writes.ready()
-    let chained = this.db.batch()
+    let chained = new ReopenSafeBatch(this.db, this.writes)
     let ops = 0
     // Awaited only when a chunk is full: an await per operation cost a turn of the event
     // loop per row.
     const writeChunk = async (): Promise<void> => {
       await this.gate?.('index.commit')
-      await this.writes.run(() => chained.write())
-      chained = this.db.batch()
+      await chained.write()
+      chained = new ReopenSafeBatch(this.db, this.writes)
       ops = 0
     }
     const table = new ChunkVersions()
@@ -481,7 +481,7 @@ export class IndexDb {
     chained.put(CHECKPOINT_KEY, pack(checkpoint))
     chained.put(VERSION_KEY, pack(INDEX_FORMAT_VERSION))
     await this.gate?.('index.commit')
-    await this.writes.run(() => chained.write())
+    await chained.write()
   }
 
   /** The records `keys` as stored, but undefined without a read where `isNew` says so. */
@@ -751,5 +751,50 @@ class ChunkRows {
     const copy = this.rows.slice(0, this.length)
     this.length = 0
     return copy
+  }
+}
+
+/**
+ * A chained LevelDB batch that survives the write guard's reopen of the database
+ * (index-write-guard.ts): the reopen closes every open batch, and a commit building one across
+ * it failed with LevelDB's "Batch is not open" (helper-101 D1: a checkpoint, and so an
+ * `unmount`, refused although room was back). Its operations are kept, and put again into a
+ * new batch when the database was reopened since.
+ */
+class ReopenSafeBatch {
+  private chained: ReturnType<LevelDb['batch']>
+  private epoch: number
+  private readonly ops: Array<[Buffer, Buffer | undefined]> = []
+
+  constructor (private readonly db: LevelDb, private readonly writes: IndexWriteGuard) {
+    this.chained = db.batch()
+    this.epoch = writes.epoch
+  }
+
+  put (key: Buffer, value: Buffer): void {
+    this.current().put(key, value)
+    this.ops.push([key, value])
+  }
+
+  del (key: Buffer): void {
+    this.current().del(key)
+    this.ops.push([key, undefined])
+  }
+
+  /** Writes it through the guard (which may reopen the database first). */
+  async write (): Promise<void> {
+    await this.writes.run(() => this.current().write())
+  }
+
+  /** The chained batch, made again with every operation so far if the database was reopened since. */
+  private current (): ReturnType<LevelDb['batch']> {
+    if (this.writes.epoch === this.epoch) return this.chained
+    this.chained = this.db.batch()
+    for (const [key, value] of this.ops) {
+      if (value === undefined) this.chained.del(key)
+      else this.chained.put(key, value)
+    }
+    this.epoch = this.writes.epoch
+    return this.chained
   }
 }

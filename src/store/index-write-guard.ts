@@ -80,7 +80,7 @@ export class IndexWriteGuard {
     } catch (err) {
       this.failures++
       this.torn = true
-      throw err
+      throw this.said(err)
     }
     if (this.failures !== seen || this.torn) await this.flush()
     if (this.reopens !== epoch) {
@@ -88,6 +88,17 @@ export class IndexWriteGuard {
       throw new LogdiskError('IO', `the index at ${this.location ?? '(memory)'} was reopened after a failed write while this write ran: it may be lost; write it again`)
     }
     return result
+  }
+
+  /**
+   * A failed write as the user should read it: LevelDB's "IO error: <file>: No space left on
+   * device" says neither which store's filesystem nor what to do (helper-101 D2).
+   */
+  private said (err: unknown): unknown {
+    const message = (err as Error).message ?? ''
+    const cause = (err as { cause?: Error }).cause?.message ?? ''
+    if (!/No space left on device/i.test(`${message} ${cause}`)) return err
+    return new LogdiskError('NO_SPACE', `the index at ${this.location ?? '(memory)'} could not be written: its filesystem is full (${message}); free some space on it (writes of the index go on once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`, err)
   }
 
   /** Flushes the memtable into a table and starts a new log (one at a time). */
