@@ -762,7 +762,8 @@ class ChunkRows {
  * new batch when the database was reopened since.
  */
 class ReopenSafeBatch {
-  private chained: ReturnType<LevelDb['batch']>
+  /** Undefined once the database was reopened under it: made again at the write. */
+  private chained: ReturnType<LevelDb['batch']> | undefined
   private epoch: number
   private readonly ops: Array<[Buffer, Buffer | undefined]> = []
 
@@ -772,29 +773,35 @@ class ReopenSafeBatch {
   }
 
   put (key: Buffer, value: Buffer): void {
-    this.current().put(key, value)
     this.ops.push([key, value])
+    this.live()?.put(key, value)
   }
 
   del (key: Buffer): void {
-    this.current().del(key)
     this.ops.push([key, undefined])
+    this.live()?.del(key)
   }
 
-  /** Writes it through the guard (which may reopen the database first). */
+  /** Writes it through the guard, which waits for (or makes) a reopen first. */
   async write (): Promise<void> {
-    await this.writes.run(() => this.current().write())
+    await this.writes.run(() => {
+      let chained = this.live()
+      if (chained === undefined) {
+        // Made again here, with the database open (the guard waited for the reopen).
+        chained = this.chained = this.db.batch()
+        this.epoch = this.writes.epoch
+        for (const [key, value] of this.ops) {
+          if (value === undefined) chained.del(key)
+          else chained.put(key, value)
+        }
+      }
+      return chained.write()
+    })
   }
 
-  /** The chained batch, made again with every operation so far if the database was reopened since. */
-  private current (): ReturnType<LevelDb['batch']> {
-    if (this.writes.epoch === this.epoch) return this.chained
-    this.chained = this.db.batch()
-    for (const [key, value] of this.ops) {
-      if (value === undefined) this.chained.del(key)
-      else this.chained.put(key, value)
-    }
-    this.epoch = this.writes.epoch
+  /** The chained batch, unless the database was reopened since it was made (a reopen may be under way). */
+  private live (): ReturnType<LevelDb['batch']> | undefined {
+    if (this.writes.epoch !== this.epoch) this.chained = undefined
     return this.chained
   }
 }
