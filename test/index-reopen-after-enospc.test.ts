@@ -10,17 +10,14 @@ import path from 'node:path'
 import t from 'tap'
 import { IndexBatch, IndexDb } from '../src/store/index-db'
 import { testKey, testRows } from './helpers/index-rows'
-import { must, run, tmpDir } from './helpers/cli'
+import { run } from './helpers/cli'
+import { smallTmpfs } from './helpers/tmpfs'
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
 const key = testKey
 
 t.test('a background error left by a moment without room clears once room is back', { skip, timeout: 180_000 }, async t => {
-  const dir = tmpDir('index-reopen-enospc')
-  const disk = path.join(dir, 'disk')
-  fs.mkdirSync(disk, { recursive: true })
-  await must('mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', disk)
-  t.teardown(async () => { await run('umount', ['-l', disk]); fs.rmSync(dir, { recursive: true, force: true }) })
+  const disk = await smallTmpfs(t, 'index-reopen-enospc', '40m')
   const location = path.join(disk, 'index')
   let db = await IndexDb.open(location)
   // Random values: LevelDB's tables (snappy) are then as big as its log.

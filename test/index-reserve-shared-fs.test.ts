@@ -13,18 +13,15 @@ import { Store } from '../src/store/store'
 import { IndexDb } from '../src/store/index-db'
 import { ROOM_FOR_FLUSH } from '../src/store/index-write-guard'
 import { isLogdiskError } from '../src/errors'
-import { must, run, tmpDir } from './helpers/cli'
+import { run } from './helpers/cli'
+import { smallTmpfs } from './helpers/tmpfs'
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
 const MiB = 1024 * 1024
 const freeOn = (dir: string): number => { const st = fs.statfsSync(dir); return st.bavail * st.bsize }
 
 t.test('the log leaves the index its reserve on a filesystem they share', { skip, timeout: 300_000 }, async t => {
-  const dir = tmpDir('index-reserve')
-  const disk = path.join(dir, 'disk')
-  fs.mkdirSync(disk, { recursive: true })
-  await must('mount', '-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', disk)
-  t.teardown(async () => { await run('umount', ['-l', disk]); fs.rmSync(dir, { recursive: true, force: true }) })
+  const disk = await smallTmpfs(t, 'index-reserve', '48m')
   const storeDir = path.join(disk, 'store')
   await Store.create(storeDir, { sizeBytes: 16 * MiB, segmentBytes: 2 * MiB })
   let store = await Store.open(storeDir, { checkpointIntervalMs: 50, historyKeepMs: 0 })

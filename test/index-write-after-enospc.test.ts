@@ -10,18 +10,15 @@ import path from 'node:path'
 import t from 'tap'
 import { IndexDb } from '../src/store/index-db'
 import { testKey, testRows } from './helpers/index-rows'
-import { must, run, tmpDir } from './helpers/cli'
+import { run } from './helpers/cli'
+import { smallTmpfs } from './helpers/tmpfs'
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false
 const key = testKey
 const value = Buffer.alloc(3000, 0x61)
 
 t.test('writes acknowledged after one failed for room survive a reopen', { skip, timeout: 120_000 }, async t => {
-  const dir = tmpDir('index-enospc')
-  const disk = path.join(dir, 'disk')
-  fs.mkdirSync(disk, { recursive: true })
-  await must('mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', disk)
-  t.teardown(async () => { await run('umount', ['-l', disk]); fs.rmSync(dir, { recursive: true, force: true }) })
+  const disk = await smallTmpfs(t, 'index-enospc', '40m')
   const location = path.join(disk, 'index')
   let db = await IndexDb.open(location)
   const before: string[] = []
