@@ -4,7 +4,7 @@ import { pack, unpack } from 'msgpackr'
 import { LogdiskError } from '../errors'
 import { BlockMap } from './block-map'
 import { RecordList } from './record-list'
-import { IndexWriteGuard, ROOM_FOR_FLUSH } from './index-write-guard'
+import { IndexWriteGuard, ROOM_FOR_FLUSH, isLevelDbOutOfRoom } from './index-write-guard'
 import { nodeFileLayer, roomOf } from './file-layer'
 import { formatBytes } from '../size-text'
 import { INDEX_FORMAT_VERSION, TRIMMED } from './format'
@@ -155,7 +155,7 @@ export class IndexDb {
         throw new LogdiskError('STORE_LOCKED', 'store is in use by another process (mounted, or a command is running on it)', err)
       }
       const message = (cause as Error | undefined)?.message ?? (err as Error).message
-      if (/No space left on device/i.test(message)) throw await noRoomToOpen(location, err)
+      if (isLevelDbOutOfRoom(err)) throw await noRoomToOpen(location, err)
       throw new LogdiskError('IO', `cannot open the index at ${location}: ${message}`, err)
     }
     return new IndexDb(db as unknown as LevelDb, undefined, location)

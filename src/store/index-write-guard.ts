@@ -95,9 +95,8 @@ export class IndexWriteGuard {
    * device" says neither which store's filesystem nor what to do (helper-101 D2).
    */
   private said (err: unknown): unknown {
+    if (!isLevelDbOutOfRoom(err)) return err
     const message = (err as Error).message ?? ''
-    const cause = (err as { cause?: Error }).cause?.message ?? ''
-    if (!/No space left on device/i.test(`${message} ${cause}`)) return err
     return new LogdiskError('NO_SPACE', `the index at ${this.location ?? '(memory)'} could not be written: its filesystem is full (${message}); free some space on it (writes of the index go on once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`, err)
   }
 
@@ -173,6 +172,17 @@ export class IndexWriteGuard {
       throw new LogdiskError('NO_SPACE', `the index at ${this.location} cannot be written: its filesystem has ${Math.floor(free / 1048576)} MiB free and a write of it failed; free some space (it is written again once ${ROOM_FOR_FLUSH / 1048576} MiB are free)`)
     }
   }
+}
+
+/**
+ * Whether a LevelDB error (an open's or a write's) is its filesystem's lack of room: LevelDB
+ * reports it as text only ("IO error: <file>: No space left on device"), on the error or on
+ * its cause, with no errno code to ask.
+ */
+export function isLevelDbOutOfRoom (err: unknown): boolean {
+  const message = (err as Error | undefined)?.message ?? ''
+  const cause = (err as { cause?: Error } | undefined)?.cause?.message ?? ''
+  return /No space left on device/i.test(`${message} ${cause}`)
 }
 
 /** A key past every key of the index (keys.ts prefixes are single bytes below 0xff): no table overlaps it. */
